@@ -1,0 +1,532 @@
+//! The messages every role exchanges, in process or between nodes.
+//!
+//! On the wire a message is one format-version byte followed by the postcard
+//! encoding of [`Message`]. Decoding checks the version, rejects trailing
+//! bytes and never panics on garbage (see the property test and
+//! `fuzz/fuzz_targets/message_decode.rs`).
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::role::Role;
+
+/// The wire format version; bump it when a change is not backward compatible.
+pub const WIRE_VERSION: u8 = 1;
+
+/// Largest message accepted from the wire; larger input is refused before decoding.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Transport protocol of a flow, as the IP protocol number's common names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Proto {
+    /// TCP (6).
+    Tcp,
+    /// UDP (17).
+    Udp,
+    /// ICMP (1).
+    Icmp,
+    /// ICMPv6 (58).
+    Icmpv6,
+    /// Anything else, with its protocol number.
+    Other(u8),
+}
+
+impl Proto {
+    /// Maps an IP protocol number to a `Proto`.
+    pub fn from_number(n: u8) -> Proto {
+        match n {
+            6 => Proto::Tcp,
+            17 => Proto::Udp,
+            1 => Proto::Icmp,
+            58 => Proto::Icmpv6,
+            n => Proto::Other(n),
+        }
+    }
+
+    /// The IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+            Proto::Icmp => 1,
+            Proto::Icmpv6 => 58,
+            Proto::Other(n) => n,
+        }
+    }
+
+    /// The lower-case name used in EVE JSON and the UI.
+    pub fn name(self) -> String {
+        match self {
+            Proto::Tcp => "tcp".into(),
+            Proto::Udp => "udp".into(),
+            Proto::Icmp => "icmp".into(),
+            Proto::Icmpv6 => "ipv6-icmp".into(),
+            Proto::Other(n) => format!("proto-{n}"),
+        }
+    }
+}
+
+/// One finished or updated flow as the router reports it to the detector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowRecord {
+    /// Stable id of the flow, shared by alerts about it.
+    pub flow_id: u64,
+    /// Originator (the sender of the first packet seen).
+    pub src: IpAddr,
+    /// Responder.
+    pub dst: IpAddr,
+    /// Originator's port (ICMP: type).
+    pub sport: u16,
+    /// Responder's port (ICMP: code).
+    pub dport: u16,
+    /// Transport protocol.
+    pub proto: Proto,
+    /// First packet, nanoseconds since the Unix epoch.
+    pub first_ns: u64,
+    /// Last packet, nanoseconds since the Unix epoch.
+    pub last_ns: u64,
+    /// Packets originator → responder.
+    pub fwd_packets: u32,
+    /// Packets responder → originator.
+    pub rev_packets: u32,
+    /// IP bytes originator → responder.
+    pub fwd_bytes: u64,
+    /// IP bytes responder → originator.
+    pub rev_bytes: u64,
+    /// Zeek-style connection state (`S0`, `SF`, `REJ`, …).
+    pub conn_state: String,
+}
+
+/// A batch of flow records, emitted by the router at a fixed cadence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FlowBatch {
+    /// The router that observed the flows.
+    pub node: String,
+    /// Increases by one per batch, so a receiver can count gaps.
+    pub seq: u64,
+    /// The flows.
+    pub flows: Vec<FlowRecord>,
+}
+
+/// What kind of attack or anomaly a verdict or alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttackKind {
+    /// Many ports on one host.
+    PortScan,
+    /// One port on many hosts.
+    HostSweep,
+    /// Unanswered SYNs at a high rate.
+    SynFlood,
+    /// UDP at a high rate.
+    UdpFlood,
+    /// ICMP echo at a high rate.
+    IcmpFlood,
+    /// Repeated connection attempts to an authentication service.
+    BruteForce,
+    /// Traffic far outside the device's own baseline.
+    Anomaly,
+    /// Problems on the bus itself (forged, replayed or flooding messages).
+    ChannelAbuse,
+    /// Link health between nodes (latency, loss, rate drop).
+    LinkHealth,
+    /// Operational events (model refused, block set full, …).
+    System,
+}
+
+impl AttackKind {
+    /// The snake_case name used in JSON and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttackKind::PortScan => "port_scan",
+            AttackKind::HostSweep => "host_sweep",
+            AttackKind::SynFlood => "syn_flood",
+            AttackKind::UdpFlood => "udp_flood",
+            AttackKind::IcmpFlood => "icmp_flood",
+            AttackKind::BruteForce => "brute_force",
+            AttackKind::Anomaly => "anomaly",
+            AttackKind::ChannelAbuse => "channel_abuse",
+            AttackKind::LinkHealth => "link_health",
+            AttackKind::System => "system",
+        }
+    }
+}
+
+/// The detector's decision about one source, sent to the router to enforce.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// Unique id, for de-duplication across retries.
+    pub id: u64,
+    /// The offending source address.
+    pub source: IpAddr,
+    /// What it did.
+    pub kind: AttackKind,
+    /// 0 to 1.
+    pub confidence: f32,
+    /// A sentence with the numbers behind the decision.
+    pub reason: String,
+    /// Named counters that support the reason.
+    pub evidence: Vec<(String, f64)>,
+    /// How long to block, in seconds.
+    pub ttl_s: u32,
+    /// When the verdict was issued (capture time), nanoseconds since the epoch.
+    pub issued_ns: u64,
+}
+
+/// How bad an alert is; 1 is the most severe, as in Suricata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    /// Needs attention now.
+    High = 1,
+    /// Worth a look.
+    Medium = 2,
+    /// For the record.
+    Low = 3,
+}
+
+/// Whether the gateway stopped the traffic an alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertAction {
+    /// A block was requested.
+    Blocked,
+    /// Only reported.
+    Allowed,
+}
+
+/// Something the operator should see, shaped after Suricata's EVE alert.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// Unique id.
+    pub id: u64,
+    /// Event time, nanoseconds since the epoch.
+    pub ts_ns: u64,
+    /// The node that raised it.
+    pub node: String,
+    /// Flow it is about, or 0.
+    pub flow_id: u64,
+    /// What happened.
+    pub kind: AttackKind,
+    /// How bad.
+    pub severity: Severity,
+    /// Source address, if any.
+    pub src: Option<IpAddr>,
+    /// Destination address, if any.
+    pub dst: Option<IpAddr>,
+    /// Source port, or 0.
+    pub sport: u16,
+    /// Destination port, or 0.
+    pub dport: u16,
+    /// Transport protocol, if any.
+    pub proto: Option<Proto>,
+    /// Blocked or only reported.
+    pub action: AlertAction,
+    /// Numeric signature id (stable per detector rule).
+    pub signature_id: u32,
+    /// Short signature name.
+    pub signature: String,
+    /// 0 to 1.
+    pub confidence: f32,
+    /// A sentence with the numbers.
+    pub reason: String,
+}
+
+/// Periodic numbers from one node (CPU, memory, counters).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricsSample {
+    /// Reporting node.
+    pub node: String,
+    /// Sample time, nanoseconds since the epoch.
+    pub ts_ns: u64,
+    /// Named values.
+    pub values: Vec<(String, f64)>,
+}
+
+/// "I am alive", sent by every node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Sending node.
+    pub node: String,
+    /// Its role.
+    pub role: Role,
+    /// Its version string.
+    pub version: String,
+    /// Seconds since it started.
+    pub uptime_s: u64,
+    /// Send time, nanoseconds since the epoch, for link latency.
+    pub sent_ns: u64,
+}
+
+/// Allow or deny, for group rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyAction {
+    /// Let matching traffic through.
+    Allow,
+    /// Drop matching traffic.
+    Deny,
+}
+
+/// One group-to-group rule as the router enforces it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GroupRule {
+    /// Source group name.
+    pub source_group: String,
+    /// Destination group name.
+    pub destination_group: String,
+    /// Protocol, or `None` for any.
+    pub protocol: Option<Proto>,
+    /// Inclusive port range, or `None` for any.
+    pub ports: Option<(u16, u16)>,
+    /// What to do.
+    pub action: PolicyAction,
+    /// Higher wins.
+    pub priority: i32,
+}
+
+/// A complete replacement of the group policy, applied atomically.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyUpdate {
+    /// Monotonic policy version; older versions are ignored.
+    pub version: u64,
+    /// Group name → member addresses or CIDRs as text.
+    pub groups: Vec<(String, Vec<String>)>,
+    /// Rules in priority order.
+    pub rules: Vec<GroupRule>,
+}
+
+/// Everything that travels on the bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// Router → detector.
+    FlowBatch(FlowBatch),
+    /// Detector → router.
+    Verdict(Verdict),
+    /// Any → monitor.
+    Alert(Alert),
+    /// Any → monitor.
+    Metrics(MetricsSample),
+    /// Any → any.
+    Heartbeat(Heartbeat),
+    /// Monitor → router.
+    PolicyUpdate(PolicyUpdate),
+}
+
+impl Message {
+    /// The short name used in topics and counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::FlowBatch(_) => "flow_batch",
+            Message::Verdict(_) => "verdict",
+            Message::Alert(_) => "alert",
+            Message::Metrics(_) => "metrics",
+            Message::Heartbeat(_) => "heartbeat",
+            Message::PolicyUpdate(_) => "policy_update",
+        }
+    }
+
+    /// Encodes as version byte + postcard.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![WIRE_VERSION];
+        // postcard cannot fail for these types (no maps with non-string keys, no unsized data).
+        let body = postcard::to_allocvec(self).expect("message types are always encodable");
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Decodes bytes from the wire; every failure is an error, never a panic.
+    pub fn decode(bytes: &[u8]) -> Result<Message, DecodeError> {
+        if bytes.len() > MAX_MESSAGE_BYTES {
+            return Err(DecodeError::TooLarge { len: bytes.len() });
+        }
+        let (&version, body) = bytes.split_first().ok_or(DecodeError::Empty)?;
+        if version != WIRE_VERSION {
+            return Err(DecodeError::Version { got: version, expected: WIRE_VERSION });
+        }
+        let (message, rest) =
+            postcard::take_from_bytes::<Message>(body).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(DecodeError::TrailingBytes { extra: rest.len() });
+        }
+        Ok(message)
+    }
+}
+
+/// Why bytes from the wire are not a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Zero bytes.
+    #[error("empty message")]
+    Empty,
+    /// Larger than [`MAX_MESSAGE_BYTES`].
+    #[error("message of {len} bytes exceeds the {MAX_MESSAGE_BYTES}-byte limit")]
+    TooLarge {
+        /// Its length.
+        len: usize,
+    },
+    /// Another format version; the sender runs an incompatible gatewarden.
+    #[error("wire format version {got}, this build speaks {expected}: upgrade the older node")]
+    Version {
+        /// Version byte received.
+        got: u8,
+        /// Version this build speaks.
+        expected: u8,
+    },
+    /// Not a valid postcard encoding of a message.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// A valid message followed by junk.
+    #[error("{extra} unexpected bytes after the message")]
+    TrailingBytes {
+        /// Count of extra bytes.
+        extra: usize,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn samples() -> Vec<Message> {
+        let src: IpAddr = "198.51.100.7".parse().unwrap();
+        let dst: IpAddr = "2001:db8::10".parse().unwrap();
+        vec![
+            Message::FlowBatch(FlowBatch {
+                node: "router-1".into(),
+                seq: 7,
+                flows: vec![FlowRecord {
+                    flow_id: 1,
+                    src,
+                    dst,
+                    sport: 40000,
+                    dport: 22,
+                    proto: Proto::Tcp,
+                    first_ns: 1,
+                    last_ns: 2,
+                    fwd_packets: 3,
+                    rev_packets: 1,
+                    fwd_bytes: 180,
+                    rev_bytes: 60,
+                    conn_state: "REJ".into(),
+                }],
+            }),
+            Message::Verdict(Verdict {
+                id: 9,
+                source: src,
+                kind: AttackKind::PortScan,
+                confidence: 0.97,
+                reason: "312 ports".into(),
+                evidence: vec![("distinct_ports".into(), 312.0)],
+                ttl_s: 600,
+                issued_ns: 5,
+            }),
+            Message::Alert(Alert {
+                id: 1,
+                ts_ns: 2,
+                node: "gw".into(),
+                flow_id: 0,
+                kind: AttackKind::SynFlood,
+                severity: Severity::High,
+                src: Some(src),
+                dst: None,
+                sport: 0,
+                dport: 80,
+                proto: Some(Proto::Other(132)),
+                action: AlertAction::Blocked,
+                signature_id: 1000003,
+                signature: "SYN flood".into(),
+                confidence: 1.0,
+                reason: "x".into(),
+            }),
+            Message::Metrics(MetricsSample { node: "n".into(), ts_ns: 1, values: vec![("cpu".into(), 0.5)] }),
+            Message::Heartbeat(Heartbeat {
+                node: "n".into(),
+                role: Role::Detector,
+                version: "0.1.0".into(),
+                uptime_s: 3,
+                sent_ns: 4,
+            }),
+            Message::PolicyUpdate(PolicyUpdate {
+                version: 2,
+                groups: vec![("cameras".into(), vec!["192.0.2.0/28".into()])],
+                rules: vec![GroupRule {
+                    source_group: "cameras".into(),
+                    destination_group: "sensors".into(),
+                    protocol: Some(Proto::Tcp),
+                    ports: Some((22, 22)),
+                    action: PolicyAction::Deny,
+                    priority: 10,
+                }],
+            }),
+        ]
+    }
+
+    #[test]
+    fn every_message_round_trips() {
+        for m in samples() {
+            let bytes = m.encode();
+            assert_eq!(bytes[0], WIRE_VERSION);
+            assert_eq!(Message::decode(&bytes).unwrap(), m, "{}", m.kind());
+        }
+    }
+
+    #[test]
+    fn empty_input_is_an_error() {
+        assert_eq!(Message::decode(&[]), Err(DecodeError::Empty));
+    }
+
+    #[test]
+    fn wrong_version_is_an_error() {
+        let mut bytes = samples()[1].encode();
+        bytes[0] = 2;
+        assert_eq!(Message::decode(&bytes), Err(DecodeError::Version { got: 2, expected: 1 }));
+    }
+
+    #[test]
+    fn trailing_bytes_are_an_error() {
+        let mut bytes = samples()[4].encode();
+        bytes.push(0);
+        assert_eq!(Message::decode(&bytes), Err(DecodeError::TrailingBytes { extra: 1 }));
+    }
+
+    #[test]
+    fn every_truncation_is_an_error() {
+        for m in samples() {
+            let bytes = m.encode();
+            for cut in 0..bytes.len() {
+                assert!(Message::decode(&bytes[..cut]).is_err(), "{} cut at {cut}", m.kind());
+            }
+        }
+    }
+
+    #[test]
+    fn oversized_input_is_refused_before_decoding() {
+        let bytes = vec![WIRE_VERSION; MAX_MESSAGE_BYTES + 1];
+        assert!(matches!(Message::decode(&bytes), Err(DecodeError::TooLarge { .. })));
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Message::decode(&bytes);
+        }
+
+        #[test]
+        fn versioned_garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut v = vec![WIRE_VERSION];
+            v.extend(bytes);
+            let _ = Message::decode(&v);
+        }
+
+        #[test]
+        fn flipped_bytes_never_panic(idx in 0usize..4096, val in any::<u8>(), which in 0usize..6) {
+            let mut bytes = samples()[which].encode();
+            let i = idx % bytes.len();
+            bytes[i] = val;
+            let _ = Message::decode(&bytes);
+        }
+    }
+}

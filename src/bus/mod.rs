@@ -1,0 +1,147 @@
+//! How roles talk: typed, bounded channels in one process (`--role all`);
+//! the MQTT transport for separate nodes carries the same [`messages`].
+//!
+//! Publishing never blocks the data path: a full channel drops the message
+//! and counts it in `gatewarden_bus_dropped_total{kind=…}`.
+
+pub mod messages;
+
+use std::sync::Arc;
+
+use messages::{Alert, FlowBatch, Heartbeat, Message, MetricsSample, PolicyUpdate, Verdict};
+
+use crate::metrics::{Counter, Registry};
+
+/// One bounded, multi-producer channel for one message kind.
+#[derive(Debug, Clone)]
+pub struct Channel<T> {
+    tx: async_channel::Sender<T>,
+    rx: async_channel::Receiver<T>,
+    sent: Counter,
+    dropped: Counter,
+}
+
+impl<T> Channel<T> {
+    fn new(kind: &'static str, capacity: usize, registry: &Registry) -> Channel<T> {
+        let (tx, rx) = async_channel::bounded(capacity.max(1));
+        Channel {
+            tx,
+            rx,
+            sent: registry.counter(
+                "gatewarden_bus_sent_total",
+                "Messages published on the in-process bus.",
+                &[("kind", kind)],
+            ),
+            dropped: registry.counter(
+                "gatewarden_bus_dropped_total",
+                "Messages dropped because a bus channel was full or closed.",
+                &[("kind", kind)],
+            ),
+        }
+    }
+
+    /// Sends without waiting; returns false (and counts a drop) if the channel is full.
+    pub fn publish(&self, msg: T) -> bool {
+        match self.tx.try_send(msg) {
+            Ok(()) => {
+                self.sent.inc();
+                true
+            }
+            Err(_) => {
+                self.dropped.inc();
+                false
+            }
+        }
+    }
+
+    /// The receiving end; clones share one queue (each message goes to one receiver).
+    pub fn receiver(&self) -> async_channel::Receiver<T> {
+        self.rx.clone()
+    }
+
+    /// Messages dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.get()
+    }
+
+    /// Messages waiting.
+    pub fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Whether no message is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.rx.is_empty()
+    }
+}
+
+/// Every channel of the in-process bus.
+#[derive(Debug, Clone)]
+pub struct LocalBus {
+    /// Router → detector.
+    pub flows: Channel<FlowBatch>,
+    /// Detector → router.
+    pub verdicts: Channel<Verdict>,
+    /// Any → monitor.
+    pub alerts: Channel<Alert>,
+    /// Any → monitor.
+    pub metrics: Channel<MetricsSample>,
+    /// Any → monitor.
+    pub heartbeats: Channel<Heartbeat>,
+    /// Monitor → router.
+    pub policy: Channel<PolicyUpdate>,
+}
+
+impl LocalBus {
+    /// A bus whose channels each hold `capacity` messages.
+    pub fn new(capacity: usize, registry: &Arc<Registry>) -> LocalBus {
+        LocalBus {
+            flows: Channel::new("flow_batch", capacity, registry),
+            verdicts: Channel::new("verdict", capacity, registry),
+            alerts: Channel::new("alert", capacity, registry),
+            metrics: Channel::new("metrics", capacity, registry),
+            heartbeats: Channel::new("heartbeat", capacity, registry),
+            policy: Channel::new("policy_update", capacity, registry),
+        }
+    }
+
+    /// Routes any message to its channel.
+    pub fn publish(&self, msg: Message) -> bool {
+        match msg {
+            Message::FlowBatch(m) => self.flows.publish(m),
+            Message::Verdict(m) => self.verdicts.publish(m),
+            Message::Alert(m) => self.alerts.publish(m),
+            Message::Metrics(m) => self.metrics.publish(m),
+            Message::Heartbeat(m) => self.heartbeats.publish(m),
+            Message::PolicyUpdate(m) => self.policy.publish(m),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_channel_drops_and_counts_instead_of_blocking() {
+        let r = Registry::new();
+        let bus = LocalBus::new(2, &r);
+        let hb = |n: u64| Heartbeat {
+            node: "n".into(),
+            role: crate::role::Role::All,
+            version: "v".into(),
+            uptime_s: n,
+            sent_ns: 0,
+        };
+        assert!(bus.publish(Message::Heartbeat(hb(1))));
+        assert!(bus.publish(Message::Heartbeat(hb(2))));
+        assert!(!bus.publish(Message::Heartbeat(hb(3))));
+        assert_eq!(bus.heartbeats.dropped(), 1);
+        assert_eq!(r.snapshot()["gatewarden_bus_dropped_total{kind=heartbeat}"], 1.0);
+        assert_eq!(r.snapshot()["gatewarden_bus_sent_total{kind=heartbeat}"], 2.0);
+        let rx = bus.heartbeats.receiver();
+        assert_eq!(rx.try_recv().unwrap().uptime_s, 1);
+        assert_eq!(rx.try_recv().unwrap().uptime_s, 2);
+        assert!(rx.try_recv().is_err());
+    }
+}

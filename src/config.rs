@@ -1,0 +1,502 @@
+//! The one TOML config file: every key has a default, unknown keys are
+//! errors, and validation names the key, the bad value and what is allowed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::role::Role;
+
+/// Where the appliance images put the config file.
+pub const DEFAULT_PATH: &str = "/etc/gatewarden/gatewarden.toml";
+
+/// The whole effective configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The role, when neither flag, environment nor kernel command line set one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// This node's name on the bus and in alerts.
+    pub node_id: String,
+    /// The status page and JSON API.
+    pub http: HttpConfig,
+    /// Log level and format.
+    pub log: LogConfig,
+    /// In-process and inter-node message passing.
+    pub bus: BusConfig,
+    /// Live packet capture on the router.
+    pub capture: CaptureConfig,
+    /// The flow table.
+    pub flow: FlowConfig,
+    /// Detector thresholds.
+    pub detector: DetectorConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            role: None,
+            node_id: default_node_id(),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
+            bus: BusConfig::default(),
+            capture: CaptureConfig::default(),
+            flow: FlowConfig::default(),
+            detector: DetectorConfig::default(),
+        }
+    }
+}
+
+fn default_node_id() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "gatewarden".to_string())
+}
+
+/// The status page and JSON API.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address and port to listen on; loopback by default so a fresh box exposes nothing.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig { listen: "127.0.0.1:8080".into() }
+    }
+}
+
+/// How logs are written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `RUST_LOG`-style filter, e.g. `info` or `gatewarden=debug,warn`.
+    pub level: String,
+    /// `human` for people, `json` for log shippers.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { level: "info".into(), format: LogFormat::Human }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Coloured, aligned lines for a terminal.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Message passing between roles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    /// Capacity of each in-process channel; when full, messages are dropped and counted.
+    pub channel_capacity: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig { channel_capacity: 1024 }
+    }
+}
+
+/// Live capture on the router.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Interface to capture on (the LAN side); empty means no live capture.
+    pub interface: String,
+    /// Bytes kept of each packet; headers only need 128.
+    pub snap_len: u32,
+    /// Put the interface in promiscuous mode.
+    pub promiscuous: bool,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig { interface: String::new(), snap_len: 128, promiscuous: false }
+    }
+}
+
+/// The flow table and the batches it emits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowConfig {
+    /// Hard cap on concurrent flows; beyond it the least recently seen flow is evicted.
+    pub max_flows: usize,
+    /// A flow with no packets for this long is finished.
+    pub idle_timeout_s: u64,
+    /// A flow older than this is exported and restarted, so long flows are seen.
+    pub active_timeout_s: u64,
+    /// How often the router emits a FlowBatch.
+    pub batch_interval_ms: u64,
+    /// Most flow records in one FlowBatch.
+    pub max_batch_flows: usize,
+}
+
+impl Default for FlowConfig {
+    fn default() -> Self {
+        FlowConfig {
+            max_flows: 262_144,
+            idle_timeout_s: 60,
+            active_timeout_s: 300,
+            batch_interval_ms: 100,
+            max_batch_flows: 4096,
+        }
+    }
+}
+
+/// Heuristic thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorConfig {
+    /// Sliding window over which per-source counts are kept.
+    pub window_s: u64,
+    /// Distinct destination ports on one host in the window that make a port scan.
+    pub scan_distinct_ports: u32,
+    /// Distinct destination hosts on one port in the window that make a sweep.
+    pub sweep_distinct_hosts: u32,
+    /// Unanswered SYNs per second from one source that make a SYN flood.
+    pub syn_flood_pps: u32,
+    /// UDP packets per second from one source to one host that make a UDP flood.
+    pub udp_flood_pps: u32,
+    /// ICMP echo requests per second from one source that make an ICMP flood.
+    pub icmp_flood_pps: u32,
+    /// Failed connection attempts to an auth port (22, 23, 1883, 80…) in the window that make brute force.
+    pub bruteforce_attempts: u32,
+    /// How long a block lasts, in seconds.
+    pub block_ttl_s: u64,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            window_s: 10,
+            scan_distinct_ports: 50,
+            sweep_distinct_hosts: 20,
+            syn_flood_pps: 500,
+            udp_flood_pps: 1000,
+            icmp_flood_pps: 200,
+            bruteforce_attempts: 20,
+            block_ttl_s: 600,
+        }
+    }
+}
+
+/// One invalid value, with what would have been accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{key}` = {value}: {allowed}")]
+pub struct InvalidValue {
+    /// Dotted key path, e.g. `flow.max_flows`.
+    pub key: String,
+    /// The value as written.
+    pub value: String,
+    /// What is allowed instead.
+    pub allowed: String,
+}
+
+/// Why a config file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}. Create it, or pass --config with another path")]
+    Read {
+        /// The path tried.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed, has an unknown key, or a value of the wrong type.
+    #[error("config file {path}: {message}Run `gatewarden config show` to see every key with its default.")]
+    Parse {
+        /// The path read.
+        path: PathBuf,
+        /// toml's message, which names the line and key.
+        message: String,
+    },
+    /// Values that parsed but are out of range.
+    #[error("config file {path} has {} invalid value(s):\n{}", .errors.len(), list(.errors))]
+    Invalid {
+        /// The path read.
+        path: PathBuf,
+        /// Each invalid value.
+        errors: Vec<InvalidValue>,
+    },
+}
+
+fn list(errors: &[InvalidValue]) -> String {
+    errors.iter().map(|e| format!("  - {e}")).collect::<Vec<_>>().join("\n")
+}
+
+impl Config {
+    /// Parses TOML text; `path` is only used in messages.
+    pub fn from_toml(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let errors = config.validate();
+        if errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError::Invalid { path: path.to_path_buf(), errors })
+        }
+    }
+
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        Config::from_toml(&text, path)
+    }
+
+    /// Loads `path` if given; otherwise the default path if it exists, else the defaults.
+    ///
+    /// An explicitly named file that is missing is an error: the operator
+    /// asked for it. The default path being absent is normal on a laptop.
+    pub fn load_or_default(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        match path {
+            Some(p) => Ok((Config::load(p)?, Some(p.to_path_buf()))),
+            None => {
+                let p = Path::new(DEFAULT_PATH);
+                if p.exists() {
+                    Ok((Config::load(p)?, Some(p.to_path_buf())))
+                } else {
+                    Ok((Config::default(), None))
+                }
+            }
+        }
+    }
+
+    /// Every value that is out of range, each with what is allowed.
+    pub fn validate(&self) -> Vec<InvalidValue> {
+        let mut errors = Vec::new();
+        let mut bad = |key: &str, value: String, allowed: &str| {
+            errors.push(InvalidValue { key: key.into(), value, allowed: allowed.into() });
+        };
+        if self.node_id.is_empty()
+            || self.node_id.len() > 64
+            || !self.node_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bad(
+                "node_id",
+                format!("{:?}", self.node_id),
+                "1 to 64 characters of A-Z, a-z, 0-9, '-' or '_' (it becomes part of MQTT topics)",
+            );
+        }
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            bad(
+                "http.listen",
+                format!("{:?}", self.http.listen),
+                "an address and port such as \"127.0.0.1:8080\" or \"[::1]:8080\"",
+            );
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            bad(
+                "log.level",
+                format!("{:?}", self.log.level),
+                "a level (error, warn, info, debug, trace) or a RUST_LOG-style filter such as \"gatewarden=debug,warn\"",
+            );
+        }
+        if !(1..=1_048_576).contains(&self.bus.channel_capacity) {
+            bad("bus.channel_capacity", self.bus.channel_capacity.to_string(), "1 to 1048576 messages");
+        }
+        if self.capture.interface.len() > 15 || self.capture.interface.contains(['/', ' ']) {
+            bad(
+                "capture.interface",
+                format!("{:?}", self.capture.interface),
+                "a Linux interface name (at most 15 characters, no '/' or spaces), or \"\" for none",
+            );
+        }
+        if !(128..=65_535).contains(&self.capture.snap_len) {
+            bad("capture.snap_len", self.capture.snap_len.to_string(), "128 to 65535 bytes");
+        }
+        if !(1_000..=16_777_216).contains(&self.flow.max_flows) {
+            bad("flow.max_flows", self.flow.max_flows.to_string(), "1000 to 16777216 flows");
+        }
+        if !(1..=86_400).contains(&self.flow.idle_timeout_s) {
+            bad("flow.idle_timeout_s", self.flow.idle_timeout_s.to_string(), "1 to 86400 seconds");
+        }
+        if self.flow.active_timeout_s < self.flow.idle_timeout_s || self.flow.active_timeout_s > 86_400 {
+            bad(
+                "flow.active_timeout_s",
+                self.flow.active_timeout_s.to_string(),
+                "at least flow.idle_timeout_s and at most 86400 seconds",
+            );
+        }
+        if !(10..=60_000).contains(&self.flow.batch_interval_ms) {
+            bad("flow.batch_interval_ms", self.flow.batch_interval_ms.to_string(), "10 to 60000 milliseconds");
+        }
+        if !(1..=65_536).contains(&self.flow.max_batch_flows) {
+            bad("flow.max_batch_flows", self.flow.max_batch_flows.to_string(), "1 to 65536 flow records");
+        }
+        let d = &self.detector;
+        if !(1..=3_600).contains(&d.window_s) {
+            bad("detector.window_s", d.window_s.to_string(), "1 to 3600 seconds");
+        }
+        for (key, v) in [
+            ("detector.scan_distinct_ports", d.scan_distinct_ports),
+            ("detector.sweep_distinct_hosts", d.sweep_distinct_hosts),
+            ("detector.syn_flood_pps", d.syn_flood_pps),
+            ("detector.udp_flood_pps", d.udp_flood_pps),
+            ("detector.icmp_flood_pps", d.icmp_flood_pps),
+            ("detector.bruteforce_attempts", d.bruteforce_attempts),
+        ] {
+            if !(2..=10_000_000).contains(&v) {
+                bad(key, v.to_string(), "2 to 10000000 (lower values flag normal traffic)");
+            }
+        }
+        if !(1..=30 * 86_400).contains(&d.block_ttl_s) {
+            bad("detector.block_ttl_s", d.block_ttl_s.to_string(), "1 second to 30 days (2592000)");
+        }
+        errors
+    }
+
+    /// The effective config as TOML, defaults filled in.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("config is always serialisable")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("test.toml"))
+    }
+
+    fn invalid_keys(text: &str) -> Vec<String> {
+        match parse(text) {
+            Err(ConfigError::Invalid { errors, .. }) => errors.into_iter().map(|e| e.key).collect(),
+            other => panic!("expected invalid values, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config { node_id: c.node_id.clone(), ..Config::default() });
+        assert_eq!(c.http.listen, "127.0.0.1:8080");
+        assert_eq!(c.role, None);
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(Config::default().validate().is_empty());
+    }
+
+    #[test]
+    fn show_output_round_trips() {
+        let mut c = Config { role: Some(Role::Router), ..Config::default() };
+        c.flow.max_flows = 5000;
+        let again = parse(&c.to_toml()).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn role_is_read() {
+        assert_eq!(parse("role = \"detector\"").unwrap().role, Some(Role::Detector));
+    }
+
+    #[test]
+    fn bad_role_is_a_parse_error_naming_the_value() {
+        let err = parse("role = \"toaster\"").unwrap_err().to_string();
+        assert!(err.contains("toaster"), "{err}");
+        assert!(err.contains("router"), "{err}");
+    }
+
+    #[test]
+    fn unknown_top_level_key_is_an_error() {
+        let err = parse("colour = \"blue\"").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }));
+        let text = err.to_string();
+        assert!(text.contains("colour"), "{text}");
+        assert!(text.contains("config show"), "{text}");
+    }
+
+    #[test]
+    fn unknown_nested_key_is_an_error() {
+        let text = parse("[flow]\nmax_flow = 10\n").unwrap_err().to_string();
+        assert!(text.contains("max_flow"), "{text}");
+        assert!(text.contains("max_flows"), "should list the expected keys: {text}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error() {
+        let text = parse("[flow]\nmax_flows = \"lots\"\n").unwrap_err().to_string();
+        assert!(text.contains("max_flows") || text.contains("lots"), "{text}");
+    }
+
+    #[test]
+    fn malformed_toml_is_an_error() {
+        assert!(matches!(parse("[flow\n"), Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
+    fn invalid_values_are_all_reported_with_key_value_and_allowed() {
+        let err = parse("node_id = \"bad id\"\n[http]\nlisten = \"localhost\"\n[flow]\nmax_flows = 3\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("3 invalid value(s)"), "{text}");
+        assert!(text.contains("`http.listen` = \"localhost\""), "{text}");
+        assert!(text.contains("`flow.max_flows` = 3: 1000 to 16777216 flows"), "{text}");
+        assert!(text.contains("`node_id`"), "{text}");
+    }
+
+    #[test]
+    fn every_validation_branch() {
+        let cases: &[(&str, &str)] = &[
+            ("node_id = \"\"", "node_id"),
+            ("node_id = \"x/y\"", "node_id"),
+            ("[http]\nlisten = \"1.2.3.4\"", "http.listen"),
+            ("[log]\nlevel = \"gatewarden=verbose\"", "log.level"),
+            ("[bus]\nchannel_capacity = 0", "bus.channel_capacity"),
+            ("[capture]\ninterface = \"a/b\"", "capture.interface"),
+            ("[capture]\ninterface = \"abcdefghijklmnop\"", "capture.interface"),
+            ("[capture]\nsnap_len = 64", "capture.snap_len"),
+            ("[flow]\nmax_flows = 999", "flow.max_flows"),
+            ("[flow]\nidle_timeout_s = 0", "flow.idle_timeout_s"),
+            ("[flow]\nidle_timeout_s = 100\nactive_timeout_s = 50", "flow.active_timeout_s"),
+            ("[flow]\nbatch_interval_ms = 5", "flow.batch_interval_ms"),
+            ("[flow]\nmax_batch_flows = 0", "flow.max_batch_flows"),
+            ("[detector]\nwindow_s = 0", "detector.window_s"),
+            ("[detector]\nscan_distinct_ports = 1", "detector.scan_distinct_ports"),
+            ("[detector]\nsweep_distinct_hosts = 1", "detector.sweep_distinct_hosts"),
+            ("[detector]\nsyn_flood_pps = 0", "detector.syn_flood_pps"),
+            ("[detector]\nudp_flood_pps = 1", "detector.udp_flood_pps"),
+            ("[detector]\nicmp_flood_pps = 1", "detector.icmp_flood_pps"),
+            ("[detector]\nbruteforce_attempts = 1", "detector.bruteforce_attempts"),
+            ("[detector]\nblock_ttl_s = 0", "detector.block_ttl_s"),
+        ];
+        for (text, key) in cases {
+            assert_eq!(invalid_keys(text), vec![key.to_string()], "for {text:?}");
+        }
+    }
+
+    #[test]
+    fn ipv6_listen_is_accepted() {
+        assert_eq!(parse("[http]\nlisten = \"[::1]:9000\"").unwrap().http.listen, "[::1]:9000");
+    }
+
+    #[test]
+    fn json_log_format_is_read() {
+        assert_eq!(parse("[log]\nformat = \"json\"").unwrap().log.format, LogFormat::Json);
+        assert!(parse("[log]\nformat = \"xml\"").is_err());
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error_that_says_what_to_do() {
+        let err = Config::load_or_default(Some(Path::new("/nonexistent/gw.toml"))).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("/nonexistent/gw.toml") && text.contains("--config"), "{text}");
+    }
+}

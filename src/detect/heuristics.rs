@@ -1,0 +1,627 @@
+//! Explainable detectors over flow records: each finding carries a sentence
+//! with the numbers that triggered it.
+//!
+//! Flow records arrive as cumulative snapshots (the router re-sends a flow
+//! each batch it changed in), so the detector keeps the last counts per flow
+//! and works on deltas. All state is bounded: at most `MAX_SOURCES` sources
+//! and `MAX_DESTS` victims are tracked (least recently seen go first), and
+//! each keeps bounded sets.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
+
+use crate::bus::messages::{AttackKind, FlowRecord, Proto};
+use crate::config::DetectorConfig;
+use crate::flow::ConnState;
+
+/// Most sources tracked at once.
+pub const MAX_SOURCES: usize = 65_536;
+/// Most destinations tracked for distributed floods.
+pub const MAX_DESTS: usize = 16_384;
+/// Most flows remembered (for deltas) per source.
+const MAX_FLOWS_PER_SOURCE: usize = 16_384;
+/// Ports whose repeated connection attempts mean password guessing.
+pub const AUTH_PORTS: [u16; 10] = [21, 22, 23, 2222, 2323, 1883, 8883, 3389, 5900, 110];
+
+/// One finding, before fusion turns it into a verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    /// The offending source; `None` when the attack has many (spoofed) sources.
+    pub source: Option<IpAddr>,
+    /// The target, if one stands out.
+    pub target: Option<IpAddr>,
+    /// Target port, if one stands out.
+    pub port: u16,
+    /// Protocol, if one stands out.
+    pub proto: Option<Proto>,
+    /// What it is.
+    pub kind: AttackKind,
+    /// 0 to 1.
+    pub confidence: f32,
+    /// A sentence with the numbers.
+    pub reason: String,
+    /// The numbers, named.
+    pub evidence: Vec<(String, f64)>,
+    /// Capture time of the record that completed the finding.
+    pub ts_ns: u64,
+    /// A flow it was seen in.
+    pub flow_id: u64,
+}
+
+/// A running packet total over a sliding time window, bounded in entries.
+#[derive(Debug, Default)]
+struct CountWindow {
+    events: VecDeque<(u64, u32)>,
+    total: u64,
+}
+
+impl CountWindow {
+    fn push(&mut self, ts: u64, n: u32) {
+        self.events.push_back((ts, n));
+        self.total += n as u64;
+        if self.events.len() > MAX_EVENTS {
+            if let Some((_, old)) = self.events.pop_front() {
+                self.total -= old as u64;
+            }
+        }
+    }
+    /// Events per second: over the time the events actually span (at least
+    /// one second, at most the window), so a 2-second flood is not averaged
+    /// over a 10-second window.
+    fn rate(&self, now: u64, window_ns: u64) -> f64 {
+        let first = self.events.front().map_or(now, |e| e.0);
+        let span_ns = now.saturating_sub(first).clamp(1_000_000_000, window_ns.max(1_000_000_000));
+        self.total as f64 / (span_ns as f64 / 1e9)
+    }
+
+    fn trim(&mut self, now: u64, window_ns: u64) {
+        while let Some(&(ts, n)) = self.events.front() {
+            if ts + window_ns >= now {
+                break;
+            }
+            self.events.pop_front();
+            self.total -= n as u64;
+        }
+    }
+}
+
+/// New connection attempts in a sliding window, with distinct-count indexes
+/// kept incrementally so each update is O(1).
+#[derive(Debug, Default)]
+struct AttemptWindow {
+    events: VecDeque<(u64, IpAddr, u16, Proto, bool)>,
+    ports_by_dst: HashMap<(IpAddr, Proto), HashMap<u16, u32>>,
+    dsts_by_port: HashMap<(u16, Proto), HashMap<IpAddr, u32>>,
+    auth: HashMap<(IpAddr, u16), u32>,
+}
+
+fn bump<K: std::hash::Hash + Eq>(m: &mut HashMap<K, u32>, k: K) {
+    *m.entry(k).or_insert(0) += 1;
+}
+
+fn unbump<K: std::hash::Hash + Eq>(m: &mut HashMap<K, u32>, k: K) {
+    if let std::collections::hash_map::Entry::Occupied(mut e) = m.entry(k) {
+        *e.get_mut() -= 1;
+        if *e.get() == 0 {
+            e.remove();
+        }
+    }
+}
+
+impl AttemptWindow {
+    fn push(&mut self, ts: u64, dst: IpAddr, port: u16, proto: Proto) {
+        let auth = proto == Proto::Tcp && AUTH_PORTS.contains(&port);
+        self.events.push_back((ts, dst, port, proto, auth));
+        bump(self.ports_by_dst.entry((dst, proto)).or_default(), port);
+        bump(self.dsts_by_port.entry((port, proto)).or_default(), dst);
+        if auth {
+            bump(&mut self.auth, (dst, port));
+        }
+        if self.events.len() > MAX_EVENTS {
+            self.pop();
+        }
+    }
+    fn pop(&mut self) {
+        if let Some((_, dst, port, proto, auth)) = self.events.pop_front() {
+            if let Some(m) = self.ports_by_dst.get_mut(&(dst, proto)) {
+                unbump(m, port);
+                if m.is_empty() {
+                    self.ports_by_dst.remove(&(dst, proto));
+                }
+            }
+            if let Some(m) = self.dsts_by_port.get_mut(&(port, proto)) {
+                unbump(m, dst);
+                if m.is_empty() {
+                    self.dsts_by_port.remove(&(port, proto));
+                }
+            }
+            if auth {
+                unbump(&mut self.auth, (dst, port));
+            }
+        }
+    }
+    fn trim(&mut self, now: u64, window_ns: u64) {
+        while let Some(&(ts, ..)) = self.events.front() {
+            if ts + window_ns >= now {
+                break;
+            }
+            self.pop();
+        }
+    }
+    fn span_s(&self) -> f64 {
+        match (self.events.front(), self.events.back()) {
+            (Some(a), Some(b)) => ((b.0 - a.0) as f64 / 1e9).max(0.001),
+            _ => 0.001,
+        }
+    }
+}
+
+/// Most events one window keeps; beyond it the oldest go first.
+const MAX_EVENTS: usize = 65_536;
+
+#[derive(Debug, Default)]
+struct SourceState {
+    last_ns: u64,
+    flows: HashMap<u64, u32>,
+    attempts: AttemptWindow,
+    syn_packets: CountWindow,
+    udp_packets: CountWindow,
+    icmp_packets: CountWindow,
+    failed: HashSet<u64>,
+    reported: HashMap<AttackKind, u64>,
+}
+
+#[derive(Debug, Default)]
+struct DestState {
+    last_ns: u64,
+    syn: CountWindow,
+    /// Source → (last seen, SYN packets), bounded at 4096 entries.
+    sources: HashMap<IpAddr, (u64, u64)>,
+    reported_ns: u64,
+}
+
+/// The heuristic detectors with their per-source state.
+pub struct Heuristics {
+    cfg: DetectorConfig,
+    sources: HashMap<IpAddr, SourceState>,
+    dests: HashMap<IpAddr, DestState>,
+    window_ns: u64,
+}
+
+fn percent(a: usize, b: usize) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        100.0 * a as f64 / b as f64
+    }
+}
+
+impl Heuristics {
+    /// Detectors with thresholds from config.
+    pub fn new(cfg: DetectorConfig) -> Heuristics {
+        let window_ns = cfg.window_s * 1_000_000_000;
+        Heuristics { cfg, sources: HashMap::new(), dests: HashMap::new(), window_ns }
+    }
+
+    /// Sources currently tracked (bounded by [`MAX_SOURCES`]).
+    pub fn tracked_sources(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Drops the least recently seen eighth of the sources: O(n) once per
+    /// n/8 new sources, so a spoofed flood costs a few operations a record.
+    fn evict_oldest_sources(&mut self) {
+        let mut ages: Vec<u64> = self.sources.values().map(|s| s.last_ns).collect();
+        let k = ages.len() / 8;
+        if k == 0 {
+            return;
+        }
+        let (_, &mut cutoff, _) = ages.select_nth_unstable(k);
+        let mut removed = 0;
+        self.sources.retain(|_, s| {
+            if removed < k && s.last_ns <= cutoff {
+                removed += 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Looks at one flow snapshot; returns findings it completes.
+    pub fn observe(&mut self, r: &FlowRecord) -> Vec<Detection> {
+        let mut out = Vec::new();
+        if !self.sources.contains_key(&r.src) && self.sources.len() >= MAX_SOURCES {
+            self.evict_oldest_sources();
+        }
+        let window_ns = self.window_ns;
+        let cfg = self.cfg.clone();
+        let s = self.sources.entry(r.src).or_default();
+        s.last_ns = s.last_ns.max(r.last_ns);
+        let now = s.last_ns;
+        let prev_fwd = s.flows.get(&r.flow_id).copied();
+        let is_new = prev_fwd.is_none();
+        if s.flows.len() >= MAX_FLOWS_PER_SOURCE && is_new {
+            s.flows.clear();
+            s.failed.clear();
+        }
+        s.flows.insert(r.flow_id, r.fwd_packets);
+        let delta = r.fwd_packets.saturating_sub(prev_fwd.unwrap_or(0));
+        let state = ConnState::parse(&r.conn_state).unwrap_or(ConnState::OTH);
+
+        if is_new && matches!(r.proto, Proto::Tcp | Proto::Udp) {
+            s.attempts.push(r.first_ns, r.dst, r.dport, r.proto);
+        }
+        if state.is_failed_attempt() || (r.proto == Proto::Udp && r.rev_packets == 0) {
+            s.failed.insert(r.flow_id);
+        } else {
+            s.failed.remove(&r.flow_id);
+        }
+        if delta > 0 {
+            match r.proto {
+                Proto::Tcp if state.is_failed_attempt() => s.syn_packets.push(r.last_ns, delta),
+                Proto::Udp => s.udp_packets.push(r.last_ns, delta),
+                Proto::Icmp | Proto::Icmpv6 => s.icmp_packets.push(r.last_ns, delta),
+                _ => {}
+            }
+        }
+        s.syn_packets.trim(now, window_ns);
+        s.udp_packets.trim(now, window_ns);
+        s.icmp_packets.trim(now, window_ns);
+        s.attempts.trim(now, window_ns);
+
+        let mut found = |kind: AttackKind,
+                         target: Option<IpAddr>,
+                         port: u16,
+                         proto: Option<Proto>,
+                         confidence: f32,
+                         reason: String,
+                         evidence: Vec<(String, f64)>| {
+            out.push(Detection {
+                source: Some(r.src),
+                target,
+                port,
+                proto,
+                kind,
+                confidence,
+                reason,
+                evidence,
+                ts_ns: r.last_ns,
+                flow_id: r.flow_id,
+            });
+        };
+
+        if is_new && matches!(r.proto, Proto::Tcp | Proto::Udp) {
+            let span = s.attempts.span_s();
+            let attempts = s.attempts.events.len();
+            // Vertical scan: many ports on one host, mostly unanswered.
+            let ports = s.attempts.ports_by_dst.get(&(r.dst, r.proto)).map_or(0, |m| m.len());
+            if ports >= cfg.scan_distinct_ports as usize {
+                let unanswered = percent(s.failed.len().min(attempts), attempts);
+                found(
+                    AttackKind::PortScan,
+                    Some(r.dst),
+                    0,
+                    Some(r.proto),
+                    (0.6 + 0.4 * (ports as f32 / (2.0 * cfg.scan_distinct_ports as f32)).min(1.0)).min(0.99),
+                    format!(
+                        "{} → {ports} distinct {} ports on {} in {span:.1} s, {unanswered:.0} % unanswered",
+                        r.src,
+                        r.proto.name(),
+                        r.dst
+                    ),
+                    vec![
+                        ("distinct_ports".into(), ports as f64),
+                        ("seconds".into(), span),
+                        ("unanswered_pct".into(), unanswered),
+                    ],
+                );
+            }
+            // Horizontal sweep: one port on many hosts.
+            let hosts = s.attempts.dsts_by_port.get(&(r.dport, r.proto)).map_or(0, |m| m.len());
+            if hosts >= cfg.sweep_distinct_hosts as usize {
+                found(
+                    AttackKind::HostSweep,
+                    None,
+                    r.dport,
+                    Some(r.proto),
+                    (0.6 + 0.4 * (hosts as f32 / (2.0 * cfg.sweep_distinct_hosts as f32)).min(1.0)).min(0.99),
+                    format!("{} → {hosts} hosts on {}/{} in {span:.1} s", r.src, r.proto.name(), r.dport),
+                    vec![("distinct_hosts".into(), hosts as f64), ("seconds".into(), span)],
+                );
+            }
+            // Brute force: repeated connections to one auth service.
+            let n = s.attempts.auth.get(&(r.dst, r.dport)).copied().unwrap_or(0);
+            if n >= cfg.bruteforce_attempts {
+                found(
+                    AttackKind::BruteForce,
+                    Some(r.dst),
+                    r.dport,
+                    Some(Proto::Tcp),
+                    0.9,
+                    format!(
+                        "{} → {n} connections to {}:{} ({}) in {span:.1} s",
+                        r.src,
+                        r.dst,
+                        r.dport,
+                        service_name(r.dport)
+                    ),
+                    vec![("connections".into(), n as f64), ("seconds".into(), span)],
+                );
+            }
+        }
+        if delta > 0 {
+            let (label, w, kind) = match r.proto {
+                Proto::Tcp if state.is_failed_attempt() => ("unanswered SYNs", &s.syn_packets, AttackKind::SynFlood),
+                Proto::Udp => ("UDP packets", &s.udp_packets, AttackKind::UdpFlood),
+                Proto::Icmp | Proto::Icmpv6 => ("ICMP packets", &s.icmp_packets, AttackKind::IcmpFlood),
+                _ => ("", &s.syn_packets, AttackKind::System),
+            };
+            let threshold = match kind {
+                AttackKind::SynFlood => cfg.syn_flood_pps,
+                AttackKind::UdpFlood => cfg.udp_flood_pps,
+                AttackKind::IcmpFlood => cfg.icmp_flood_pps,
+                _ => u32::MAX,
+            };
+            let pps = w.rate(now, window_ns);
+            // Fast scans also send many unanswered SYNs; spread over many ports they
+            // are a scan (reported above), not a flood.
+            let scanning = kind == AttackKind::SynFlood
+                && s.attempts.ports_by_dst.get(&(r.dst, Proto::Tcp)).map_or(0, |m| m.len())
+                    >= cfg.scan_distinct_ports as usize;
+            if pps >= threshold as f64 && !scanning {
+                let port = if kind == AttackKind::IcmpFlood { 0 } else { r.dport };
+                found(
+                    kind,
+                    Some(r.dst),
+                    port,
+                    Some(r.proto),
+                    (0.7 + 0.3 * (pps / (2.0 * threshold as f64)).min(1.0) as f32).min(0.99),
+                    format!(
+                        "{} → {} {label} in {:.1} s ({pps:.0}/s) towards {}",
+                        r.src,
+                        w.total,
+                        w.total as f64 / pps.max(1e-9),
+                        r.dst
+                    ),
+                    vec![("pps".into(), pps), ("packets".into(), w.total as f64)],
+                );
+            }
+        }
+        // Hysteresis: one finding per (source, kind) per window.
+        out.retain(|d| {
+            let last = s.reported.get(&d.kind).copied().unwrap_or(0);
+            if last == 0 || d.ts_ns >= last + window_ns {
+                s.reported.insert(d.kind, d.ts_ns);
+                true
+            } else {
+                false
+            }
+        });
+
+        // Distributed SYN flood: many sources, one victim.
+        if r.proto == Proto::Tcp && state.is_failed_attempt() && delta > 0 {
+            if !self.dests.contains_key(&r.dst) && self.dests.len() >= MAX_DESTS {
+                if let Some(old) = self.dests.iter().min_by_key(|(_, d)| d.last_ns).map(|(k, _)| *k) {
+                    self.dests.remove(&old);
+                }
+            }
+            let d = self.dests.entry(r.dst).or_default();
+            d.last_ns = d.last_ns.max(r.last_ns);
+            d.syn.push(r.last_ns, delta);
+            d.syn.trim(d.last_ns, window_ns);
+            if d.sources.len() < 4096 || d.sources.contains_key(&r.src) {
+                let e = d.sources.entry(r.src).or_insert((0, 0));
+                *e = (r.last_ns, e.1 + delta as u64);
+            }
+            let cutoff = d.last_ns.saturating_sub(window_ns);
+            let pps = d.syn.rate(d.last_ns, window_ns);
+            let due = pps >= cfg.syn_flood_pps as f64 && (d.reported_ns == 0 || r.last_ns >= d.reported_ns + window_ns);
+            if due && d.sources.len() >= 4096 {
+                d.sources.retain(|_, (t, _)| *t >= cutoff);
+            }
+            // Distributed means no single source dominates; a lone flooder is the
+            // per-source detector's business (and gets blocked there).
+            let (n_sources, top_share) = if due {
+                let live: Vec<u64> = d.sources.values().filter(|(t, _)| *t >= cutoff).map(|(_, n)| *n).collect();
+                let total: u64 = live.iter().sum();
+                let top = live.iter().copied().max().unwrap_or(0);
+                (live.len(), top as f64 / total.max(1) as f64)
+            } else {
+                (0, 1.0)
+            };
+            if due && n_sources > 16 && top_share < 0.5 {
+                d.reported_ns = r.last_ns;
+                let more = if n_sources >= 4096 { "at least " } else { "" };
+                out.push(Detection {
+                    source: None,
+                    target: Some(r.dst),
+                    port: r.dport,
+                    proto: Some(Proto::Tcp),
+                    kind: AttackKind::SynFlood,
+                    confidence: 0.9,
+                    reason: format!(
+                        "{} receives {} unanswered SYNs ({pps:.0}/s) from {more}{n_sources} sources: likely spoofed, so rate-limited by the SYN meter rather than blocked",
+                        r.dst, d.syn.total
+                    ),
+                    evidence: vec![("syn_pps".into(), pps), ("sources".into(), n_sources as f64)],
+                    ts_ns: r.last_ns,
+                    flow_id: r.flow_id,
+                });
+            }
+        }
+        out
+    }
+}
+
+/// A readable name for an auth port.
+pub fn service_name(port: u16) -> &'static str {
+    match port {
+        21 => "FTP",
+        22 | 2222 => "SSH",
+        23 | 2323 => "telnet",
+        1883 | 8883 => "MQTT",
+        3389 => "RDP",
+        5900 => "VNC",
+        110 => "POP3",
+        _ => "auth service",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[allow(clippy::too_many_arguments)]
+    fn rec(
+        id: u64,
+        src: &str,
+        dst: &str,
+        dport: u16,
+        proto: Proto,
+        t: f64,
+        fwd: u32,
+        rev: u32,
+        state: &str,
+    ) -> FlowRecord {
+        FlowRecord {
+            flow_id: id,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            sport: 40000,
+            dport,
+            proto,
+            first_ns: (t * 1e9) as u64,
+            last_ns: (t * 1e9) as u64,
+            fwd_packets: fwd,
+            rev_packets: rev,
+            fwd_bytes: 60 * fwd as u64,
+            rev_bytes: 60 * rev as u64,
+            conn_state: state.into(),
+        }
+    }
+
+    #[test]
+    fn vertical_scan_is_found_once_with_numbers() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut all = Vec::new();
+        for p in 1..=200u16 {
+            all.extend(h.observe(&rec(
+                p as u64,
+                "198.51.100.7",
+                "192.0.2.10",
+                p,
+                Proto::Tcp,
+                p as f64 * 0.01,
+                1,
+                1,
+                "REJ",
+            )));
+        }
+        let scans: Vec<_> = all.iter().filter(|d| d.kind == AttackKind::PortScan).collect();
+        assert_eq!(scans.len(), 1, "{all:?}");
+        let d = scans[0];
+        assert!(d.reason.contains("198.51.100.7 → 50 distinct tcp ports on 192.0.2.10"), "{}", d.reason);
+        assert!(d.reason.contains("100 % unanswered"), "{}", d.reason);
+        assert_eq!(d.source, Some("198.51.100.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn benign_few_ports_is_quiet() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        for i in 0..500u64 {
+            let port = [80, 443, 53, 1883][i as usize % 4];
+            let proto = if port == 53 { Proto::Udp } else { Proto::Tcp };
+            assert!(h.observe(&rec(i, "192.0.2.20", "198.51.100.1", port, proto, i as f64, 5, 5, "SF")).is_empty());
+        }
+    }
+
+    #[test]
+    fn syn_flood_from_one_source() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..8000u64 {
+            found.extend(h.observe(&rec(
+                i,
+                "203.0.113.5",
+                "192.0.2.10",
+                80,
+                Proto::Tcp,
+                i as f64 * 0.0005,
+                1,
+                0,
+                "S0",
+            )));
+        }
+        assert!(found.iter().any(|d| d.kind == AttackKind::SynFlood && d.source.is_some()), "{found:?}");
+    }
+
+    #[test]
+    fn spoofed_syn_flood_is_reported_without_a_source() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..8000u64 {
+            let src = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+            found.extend(h.observe(&rec(i, &src, "192.0.2.10", 80, Proto::Tcp, i as f64 * 0.0005, 1, 0, "S0")));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::SynFlood).expect("flood found");
+        assert_eq!(d.source, None);
+        assert!(d.reason.contains("sources"), "{}", d.reason);
+        assert!(!found.iter().any(|d| d.source.is_some()), "no innocent (spoofed) address is blamed");
+    }
+
+    #[test]
+    fn brute_force_against_ssh() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..30u64 {
+            found.extend(h.observe(&rec(i, "198.51.100.9", "192.0.2.30", 22, Proto::Tcp, i as f64 * 0.2, 10, 9, "SF")));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::BruteForce).expect("brute force found");
+        assert!(d.reason.contains("(SSH)"), "{}", d.reason);
+    }
+
+    #[test]
+    fn icmp_and_udp_floods() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 1..=100u32 {
+            found.extend(h.observe(&rec(
+                1,
+                "198.51.100.3",
+                "192.0.2.10",
+                0,
+                Proto::Icmp,
+                i as f64 * 0.05,
+                i * 50,
+                0,
+                "S0",
+            )));
+            found.extend(h.observe(&rec(
+                2,
+                "198.51.100.3",
+                "192.0.2.11",
+                9,
+                Proto::Udp,
+                i as f64 * 0.05,
+                i * 200,
+                0,
+                "S0",
+            )));
+        }
+        assert!(found.iter().any(|d| d.kind == AttackKind::IcmpFlood));
+        assert!(found.iter().any(|d| d.kind == AttackKind::UdpFlood));
+    }
+
+    #[test]
+    fn source_state_is_bounded() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        for i in 0..(MAX_SOURCES as u64 + 5000) {
+            let src = std::net::Ipv4Addr::from(0x0a00_0000u32 + i as u32);
+            let mut r = rec(i, "10.0.0.1", "192.0.2.10", 80, Proto::Tcp, i as f64 * 1e-6, 1, 0, "S0");
+            r.src = IpAddr::V4(src);
+            h.observe(&r);
+            assert!(h.tracked_sources() <= MAX_SOURCES);
+        }
+    }
+}

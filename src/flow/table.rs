@@ -1,0 +1,672 @@
+//! The flow table: bidirectional 5-tuple flows, bounded by a hard cap.
+//!
+//! Layout: flows live in a slab (`Vec<Flow>`) threaded on an intrusive
+//! least-recently-seen list; a `hashbrown::HashTable<u32>` maps keys to slab
+//! indices, so the index costs ~5 bytes a flow on top of the
+//! [`Flow`] itself (see [`FlowTable::bytes_per_flow`]).
+//!
+//! Eviction policy: when the table is full, the least recently seen flow is
+//! exported (reason `Evicted`) and its slot reused. Under a spoofed flood the
+//! one-packet flows churn through the tail while active conversations keep
+//! moving to the head and survive. The hasher is seeded per process so an
+//! attacker cannot aim collisions at the table.
+
+use std::hash::BuildHasher;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use hashbrown::HashTable;
+
+use super::conn_state::{history, ConnState};
+use crate::bus::messages::{FlowRecord, Proto};
+use crate::packet::{tcp_flags, PacketInfo};
+
+const NIL: u32 = u32::MAX;
+
+/// Direction-independent identity of a flow: the two endpoints in sorted order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    /// The lower endpoint's address (IPv4 mapped into the last 4 bytes).
+    pub lo_addr: [u8; 16],
+    /// The higher endpoint's address.
+    pub hi_addr: [u8; 16],
+    /// The lower endpoint's port.
+    pub lo_port: u16,
+    /// The higher endpoint's port.
+    pub hi_port: u16,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Whether the addresses are IPv6.
+    pub v6: bool,
+}
+
+fn addr_bytes(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v4) => {
+            let mut b = [0u8; 16];
+            b[12..].copy_from_slice(&v4.octets());
+            b
+        }
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+fn bytes_addr(b: [u8; 16], v6: bool) -> IpAddr {
+    if v6 {
+        IpAddr::V6(Ipv6Addr::from(b))
+    } else {
+        IpAddr::V4(Ipv4Addr::new(b[12], b[13], b[14], b[15]))
+    }
+}
+
+impl FlowKey {
+    /// The key of a packet and whether the packet's source is the key's `lo` end.
+    pub fn of(p: &PacketInfo) -> (FlowKey, bool) {
+        let s = addr_bytes(p.src);
+        let d = addr_bytes(p.dst);
+        let v6 = p.src.is_ipv6();
+        if (s, p.sport) <= (d, p.dport) {
+            (FlowKey { lo_addr: s, hi_addr: d, lo_port: p.sport, hi_port: p.dport, proto: p.proto, v6 }, true)
+        } else {
+            (FlowKey { lo_addr: d, hi_addr: s, lo_port: p.dport, hi_port: p.sport, proto: p.proto, v6 }, false)
+        }
+    }
+}
+
+/// One bidirectional flow. Its size is part of the memory budget: keep it small.
+#[derive(Debug, Clone)]
+pub struct Flow {
+    /// Identity.
+    pub key: FlowKey,
+    /// Unique id (a counter, so replays are deterministic).
+    pub flow_id: u64,
+    /// First packet time, ns.
+    pub first_ns: u64,
+    /// Last packet time, ns.
+    pub last_ns: u64,
+    /// Bytes originator → responder (IP length).
+    pub fwd_bytes: u64,
+    /// Bytes responder → originator.
+    pub rev_bytes: u64,
+    /// Sum of squared packet lengths, both directions.
+    pub len_sq_sum: u64,
+    /// Sum of squared inter-arrival times in microseconds.
+    pub iat_sq_sum_us: f64,
+    /// Packets originator → responder.
+    pub fwd_packets: u32,
+    /// Packets responder → originator.
+    pub rev_packets: u32,
+    /// Largest inter-arrival time, µs (saturating).
+    pub iat_max_us: u32,
+    /// Smallest packet length.
+    pub len_min: u16,
+    /// Largest packet length.
+    pub len_max: u16,
+    /// SYN, FIN, RST, PSH, ACK, URG counts (saturating).
+    pub flag_counts: [u16; 6],
+    /// TCP history bits ([`history`]).
+    pub history: u16,
+    /// Whether the originator is the key's `lo` end.
+    pub orig_is_lo: bool,
+    /// Whether it changed since the last update batch.
+    dirty: bool,
+    prev: u32,
+    next: u32,
+}
+
+impl Flow {
+    /// The originator's address.
+    pub fn src(&self) -> IpAddr {
+        bytes_addr(if self.orig_is_lo { self.key.lo_addr } else { self.key.hi_addr }, self.key.v6)
+    }
+
+    /// The responder's address.
+    pub fn dst(&self) -> IpAddr {
+        bytes_addr(if self.orig_is_lo { self.key.hi_addr } else { self.key.lo_addr }, self.key.v6)
+    }
+
+    /// The originator's port.
+    pub fn sport(&self) -> u16 {
+        if self.orig_is_lo {
+            self.key.lo_port
+        } else {
+            self.key.hi_port
+        }
+    }
+
+    /// The responder's port.
+    pub fn dport(&self) -> u16 {
+        if self.orig_is_lo {
+            self.key.hi_port
+        } else {
+            self.key.lo_port
+        }
+    }
+
+    /// Zeek connection state.
+    pub fn conn_state(&self) -> ConnState {
+        if self.key.proto == 6 {
+            ConnState::from_tcp_history(self.history)
+        } else {
+            ConnState::from_reply(self.rev_packets > 0)
+        }
+    }
+
+    /// Total packets both ways.
+    pub fn packets(&self) -> u64 {
+        self.fwd_packets as u64 + self.rev_packets as u64
+    }
+
+    /// Whether a TCP flow has ended (RST, or FIN both ways).
+    pub fn is_closed(&self) -> bool {
+        use history::*;
+        self.history & (ORIG_RST | RESP_RST) != 0 || self.history & (ORIG_FIN | RESP_FIN) == (ORIG_FIN | RESP_FIN)
+    }
+
+    /// The record sent to the detector.
+    pub fn record(&self) -> FlowRecord {
+        FlowRecord {
+            flow_id: self.flow_id,
+            src: self.src(),
+            dst: self.dst(),
+            sport: self.sport(),
+            dport: self.dport(),
+            proto: Proto::from_number(self.key.proto),
+            first_ns: self.first_ns,
+            last_ns: self.last_ns,
+            fwd_packets: self.fwd_packets,
+            rev_packets: self.rev_packets,
+            fwd_bytes: self.fwd_bytes,
+            rev_bytes: self.rev_bytes,
+            conn_state: self.conn_state().as_str().to_string(),
+        }
+    }
+}
+
+/// Why a flow left the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportReason {
+    /// No packet for `idle_timeout`.
+    Idle,
+    /// Older than `active_timeout`; a fresh flow continues it.
+    Active,
+    /// The table was full.
+    Evicted,
+    /// The table was drained at the end of a capture or on shutdown.
+    Flushed,
+}
+
+/// Counters the table keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowTableStats {
+    /// Flows currently held.
+    pub active: u64,
+    /// Flows ever created.
+    pub created: u64,
+    /// Flows evicted because the table was full.
+    pub evicted: u64,
+    /// Flows ended by the idle timeout.
+    pub expired_idle: u64,
+    /// Flows cut by the active timeout.
+    pub expired_active: u64,
+    /// Packets counted.
+    pub packets: u64,
+    /// Updates not sent because a batch was full (sent later).
+    pub updates_deferred: u64,
+}
+
+/// The bounded flow table.
+pub struct FlowTable {
+    index: HashTable<u32>,
+    slab: Vec<Flow>,
+    free: Vec<u32>,
+    head: u32,
+    tail: u32,
+    cap: usize,
+    idle_ns: u64,
+    active_ns: u64,
+    hasher: foldhash::quality::RandomState,
+    next_id: u64,
+    dirty: Vec<u32>,
+    exports: Vec<(ExportReason, FlowRecord)>,
+    stats: FlowTableStats,
+}
+
+/// What `observe` did with a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observed {
+    /// Slab index of the flow.
+    pub index: u32,
+    /// Whether the packet started a new flow.
+    pub new_flow: bool,
+    /// Whether the packet went originator → responder.
+    pub from_originator: bool,
+}
+
+impl FlowTable {
+    /// A table holding at most `cap` flows.
+    pub fn new(cap: usize, idle_timeout_s: u64, active_timeout_s: u64) -> FlowTable {
+        let cap = cap.clamp(1, u32::MAX as usize - 1);
+        FlowTable {
+            index: HashTable::with_capacity(cap.min(1 << 16)),
+            slab: Vec::with_capacity(cap.min(1 << 16)),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            cap,
+            idle_ns: idle_timeout_s.saturating_mul(1_000_000_000),
+            active_ns: active_timeout_s.saturating_mul(1_000_000_000),
+            hasher: foldhash::quality::RandomState::default(),
+            next_id: 1,
+            dirty: Vec::new(),
+            exports: Vec::new(),
+            stats: FlowTableStats::default(),
+        }
+    }
+
+    /// Memory a flow costs: the slab entry plus the hash index's share.
+    pub fn bytes_per_flow() -> usize {
+        // hashbrown stores the u32 plus one control byte per bucket at a load
+        // factor of at most 7/8; growth doubles, so budget for half-full.
+        std::mem::size_of::<Flow>() + 2 * (std::mem::size_of::<u32>() + 1)
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> FlowTableStats {
+        FlowTableStats { active: self.index.len() as u64, ..self.stats }
+    }
+
+    /// Flows currently held.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether the table holds no flows.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The flow at a slab index returned by `observe`.
+    pub fn get(&self, index: u32) -> &Flow {
+        &self.slab[index as usize]
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (prev, next) = {
+            let f = &self.slab[i as usize];
+            (f.prev, f.next)
+        };
+        if prev != NIL {
+            self.slab[prev as usize].next = next;
+        } else {
+            self.head = next;
+        }
+        if next != NIL {
+            self.slab[next as usize].prev = prev;
+        } else {
+            self.tail = prev;
+        }
+    }
+
+    fn push_front(&mut self, i: u32) {
+        let old = self.head;
+        {
+            let f = &mut self.slab[i as usize];
+            f.prev = NIL;
+            f.next = old;
+        }
+        if old != NIL {
+            self.slab[old as usize].prev = i;
+        } else {
+            self.tail = i;
+        }
+        self.head = i;
+    }
+
+    fn remove(&mut self, i: u32, reason: ExportReason) {
+        self.unlink(i);
+        let key = self.slab[i as usize].key;
+        let hash = self.hasher.hash_one(key);
+        let slab = &self.slab;
+        if let Ok(entry) = self.index.find_entry(hash, |&j| slab[j as usize].key == key) {
+            entry.remove();
+        }
+        let f = &mut self.slab[i as usize];
+        f.dirty = false;
+        self.exports.push((reason, f.record()));
+        self.free.push(i);
+        match reason {
+            ExportReason::Idle => self.stats.expired_idle += 1,
+            ExportReason::Evicted => self.stats.evicted += 1,
+            ExportReason::Active => self.stats.expired_active += 1,
+            ExportReason::Flushed => {}
+        }
+    }
+
+    fn fresh_flow(&mut self, key: FlowKey, orig_is_lo: bool, ts: u64) -> Flow {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.stats.created += 1;
+        Flow {
+            key,
+            flow_id: id,
+            first_ns: ts,
+            last_ns: ts,
+            fwd_bytes: 0,
+            rev_bytes: 0,
+            len_sq_sum: 0,
+            iat_sq_sum_us: 0.0,
+            fwd_packets: 0,
+            rev_packets: 0,
+            iat_max_us: 0,
+            len_min: u16::MAX,
+            len_max: 0,
+            flag_counts: [0; 6],
+            history: 0,
+            orig_is_lo,
+            dirty: false,
+            prev: NIL,
+            next: NIL,
+        }
+    }
+
+    /// Counts one packet into its flow, creating (and if need be evicting) as required.
+    pub fn observe(&mut self, p: &PacketInfo) -> Observed {
+        self.stats.packets += 1;
+        let (key, src_is_lo) = FlowKey::of(p);
+        let hash = self.hasher.hash_one(key);
+        let slab = &self.slab;
+        let found = self.index.find(hash, |&j| slab[j as usize].key == key).copied();
+        let (i, new_flow) = match found {
+            Some(i) => {
+                let f = &self.slab[i as usize];
+                if p.ts_ns.saturating_sub(f.first_ns) >= self.active_ns {
+                    // Cut long flows so they are reported; the continuation keeps the
+                    // original direction.
+                    let orig_is_lo = f.orig_is_lo;
+                    self.remove(i, ExportReason::Active);
+                    (self.insert(key, hash, orig_is_lo, p.ts_ns), true)
+                } else {
+                    self.unlink(i);
+                    self.push_front(i);
+                    (i, false)
+                }
+            }
+            None => (self.insert(key, hash, src_is_lo, p.ts_ns), true),
+        };
+        let f = &mut self.slab[i as usize];
+        let from_originator = f.orig_is_lo == src_is_lo;
+        update_flow(f, p, from_originator);
+        if !f.dirty {
+            f.dirty = true;
+            self.dirty.push(i);
+        }
+        Observed { index: i, new_flow, from_originator }
+    }
+
+    fn insert(&mut self, key: FlowKey, hash: u64, orig_is_lo: bool, ts: u64) -> u32 {
+        if self.index.len() >= self.cap && self.tail != NIL {
+            self.remove(self.tail, ExportReason::Evicted);
+        }
+        let flow = self.fresh_flow(key, orig_is_lo, ts);
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slab[i as usize] = flow;
+                i
+            }
+            None => {
+                self.slab.push(flow);
+                (self.slab.len() - 1) as u32
+            }
+        };
+        let slab = &self.slab;
+        self.index.insert_unique(hash, i, |&j| self.hasher.hash_one(slab[j as usize].key));
+        self.push_front(i);
+        i
+    }
+
+    /// Ends flows idle since before `now_ns - idle_timeout`.
+    pub fn expire(&mut self, now_ns: u64) {
+        while self.tail != NIL {
+            let f = &self.slab[self.tail as usize];
+            if f.last_ns.saturating_add(self.idle_ns) > now_ns {
+                break;
+            }
+            self.remove(self.tail, ExportReason::Idle);
+        }
+    }
+
+    /// Ends every flow (end of capture, shutdown).
+    pub fn flush(&mut self) {
+        while self.tail != NIL {
+            self.remove(self.tail, ExportReason::Flushed);
+        }
+    }
+
+    /// Flows that left the table since the last call.
+    pub fn take_exports(&mut self) -> Vec<(ExportReason, FlowRecord)> {
+        std::mem::take(&mut self.exports)
+    }
+
+    /// Snapshots of at most `max` flows that changed since they were last
+    /// reported; the rest stay pending for the next call (and are counted).
+    pub fn take_updates(&mut self, max: usize) -> Vec<FlowRecord> {
+        let mut out = Vec::with_capacity(self.dirty.len().min(max));
+        let mut rest = Vec::new();
+        for i in std::mem::take(&mut self.dirty) {
+            let f = &mut self.slab[i as usize];
+            if !f.dirty {
+                continue;
+            }
+            if out.len() < max {
+                f.dirty = false;
+                out.push(f.record());
+            } else {
+                rest.push(i);
+            }
+        }
+        self.stats.updates_deferred += rest.len() as u64;
+        self.dirty = rest;
+        out
+    }
+}
+
+fn update_flow(f: &mut Flow, p: &PacketInfo, from_originator: bool) {
+    let len = p.ip_len.min(u16::MAX as u32) as u16;
+    if f.packets() > 0 {
+        let iat_us = p.ts_ns.saturating_sub(f.last_ns) / 1000;
+        f.iat_sq_sum_us += (iat_us as f64) * (iat_us as f64);
+        f.iat_max_us = f.iat_max_us.max(iat_us.min(u32::MAX as u64) as u32);
+    }
+    f.last_ns = f.last_ns.max(p.ts_ns);
+    f.len_min = f.len_min.min(len);
+    f.len_max = f.len_max.max(len);
+    f.len_sq_sum = f.len_sq_sum.saturating_add(len as u64 * len as u64);
+    if from_originator {
+        f.fwd_packets = f.fwd_packets.saturating_add(1);
+        f.fwd_bytes += p.ip_len as u64;
+    } else {
+        f.rev_packets = f.rev_packets.saturating_add(1);
+        f.rev_bytes += p.ip_len as u64;
+    }
+    if p.proto == 6 {
+        let fl = p.tcp_flags;
+        for (bit, slot) in [
+            (tcp_flags::SYN, 0),
+            (tcp_flags::FIN, 1),
+            (tcp_flags::RST, 2),
+            (tcp_flags::PSH, 3),
+            (tcp_flags::ACK, 4),
+            (tcp_flags::URG, 5),
+        ] {
+            if fl & bit != 0 {
+                f.flag_counts[slot] = f.flag_counts[slot].saturating_add(1);
+            }
+        }
+        use history::*;
+        let syn = fl & tcp_flags::SYN != 0;
+        let ack = fl & tcp_flags::ACK != 0;
+        let h = &mut f.history;
+        if from_originator {
+            if syn && !ack {
+                *h |= ORIG_SYN;
+            }
+            if ack && !syn && *h & RESP_SYNACK != 0 {
+                *h |= ORIG_ACK;
+            }
+            if fl & tcp_flags::FIN != 0 {
+                *h |= ORIG_FIN;
+            }
+            if fl & tcp_flags::RST != 0 {
+                *h |= ORIG_RST;
+            }
+            if p.payload_len > 0 {
+                *h |= ORIG_DATA;
+            }
+        } else {
+            if syn && ack {
+                *h |= RESP_SYNACK;
+            } else if syn {
+                *h |= RESP_SYN;
+            }
+            if fl & tcp_flags::FIN != 0 {
+                *h |= RESP_FIN;
+            }
+            if fl & tcp_flags::RST != 0 {
+                *h |= RESP_RST;
+            }
+            if p.payload_len > 0 {
+                *h |= RESP_DATA;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::tcp_flags::*;
+
+    fn pkt(ts_s: f64, src: &str, sport: u16, dst: &str, dport: u16, proto: u8, flags: u8) -> PacketInfo {
+        PacketInfo {
+            ts_ns: (ts_s * 1e9) as u64,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            proto,
+            sport,
+            dport,
+            tcp_flags: flags,
+            icmp_type: 0,
+            icmp_code: 0,
+            ip_len: 60,
+            payload_len: 0,
+        }
+    }
+
+    #[test]
+    fn both_directions_are_one_flow_and_first_packet_sets_direction() {
+        let mut t = FlowTable::new(1000, 60, 300);
+        let a = t.observe(&pkt(1.0, "192.0.2.20", 40000, "192.0.2.10", 22, 6, SYN));
+        let b = t.observe(&pkt(1.1, "192.0.2.10", 22, "192.0.2.20", 40000, 6, SYN | ACK));
+        assert_eq!(a.index, b.index);
+        assert!(a.new_flow && !b.new_flow);
+        assert!(a.from_originator && !b.from_originator);
+        let f = t.get(a.index);
+        assert_eq!(f.src().to_string(), "192.0.2.20");
+        assert_eq!(f.dport(), 22);
+        assert_eq!((f.fwd_packets, f.rev_packets), (1, 1));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn full_handshake_and_close_is_sf() {
+        let mut t = FlowTable::new(1000, 60, 300);
+        let c = "2001:db8::1";
+        let s = "2001:db8::2";
+        let i = t.observe(&pkt(0.0, c, 5000, s, 80, 6, SYN)).index;
+        t.observe(&pkt(0.1, s, 80, c, 5000, 6, SYN | ACK));
+        t.observe(&pkt(0.2, c, 5000, s, 80, 6, ACK));
+        assert_eq!(t.get(i).conn_state(), ConnState::S1);
+        t.observe(&pkt(0.3, c, 5000, s, 80, 6, FIN | ACK));
+        t.observe(&pkt(0.4, s, 80, c, 5000, 6, FIN | ACK));
+        assert_eq!(t.get(i).conn_state(), ConnState::SF);
+        assert!(t.get(i).is_closed());
+        assert_eq!(t.get(i).flag_counts[0], 2);
+    }
+
+    #[test]
+    fn syn_answered_by_rst_is_rej() {
+        let mut t = FlowTable::new(1000, 60, 300);
+        let i = t.observe(&pkt(0.0, "192.0.2.66", 4444, "192.0.2.10", 23, 6, SYN)).index;
+        t.observe(&pkt(0.0, "192.0.2.10", 23, "192.0.2.66", 4444, 6, RST | ACK));
+        assert_eq!(t.get(i).conn_state(), ConnState::REJ);
+        assert_eq!(t.get(i).record().conn_state, "REJ");
+    }
+
+    #[test]
+    fn udp_without_reply_is_s0_and_with_reply_sf() {
+        let mut t = FlowTable::new(1000, 60, 300);
+        let i = t.observe(&pkt(0.0, "192.0.2.5", 5353, "198.51.100.1", 53, 17, 0)).index;
+        assert_eq!(t.get(i).conn_state(), ConnState::S0);
+        t.observe(&pkt(0.01, "198.51.100.1", 53, "192.0.2.5", 5353, 17, 0));
+        assert_eq!(t.get(i).conn_state(), ConnState::SF);
+    }
+
+    #[test]
+    fn cap_is_never_exceeded_and_least_recent_is_evicted() {
+        let mut t = FlowTable::new(3, 60, 300);
+        let keep = t.observe(&pkt(0.0, "192.0.2.1", 1, "192.0.2.9", 80, 6, SYN)).index;
+        for n in 0..100u16 {
+            t.observe(&pkt(0.001 * n as f64, "192.0.2.1", 1, "192.0.2.9", 80, 6, ACK)); // keeps flow hot
+            t.observe(&pkt(0.001 * n as f64, "203.0.113.7", 1000 + n, "192.0.2.9", 80, 6, SYN));
+            assert!(t.len() <= 3);
+        }
+        assert_eq!(t.get(keep).sport(), 1, "the active flow survived the churn");
+        assert_eq!(t.stats().evicted, 98);
+        let exports = t.take_exports();
+        assert_eq!(exports.len(), 98);
+        assert!(exports.iter().all(|(r, _)| *r == ExportReason::Evicted));
+    }
+
+    #[test]
+    fn idle_flows_expire_in_order() {
+        let mut t = FlowTable::new(100, 10, 300);
+        t.observe(&pkt(0.0, "192.0.2.1", 1, "192.0.2.9", 53, 17, 0));
+        t.observe(&pkt(5.0, "192.0.2.2", 1, "192.0.2.9", 53, 17, 0));
+        t.expire(10.5e9 as u64);
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.stats().expired_idle, 1);
+        t.expire(16e9 as u64);
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn active_timeout_cuts_long_flows_keeping_direction() {
+        let mut t = FlowTable::new(100, 60, 100);
+        let a = t.observe(&pkt(0.0, "192.0.2.1", 1, "192.0.2.9", 80, 6, SYN));
+        for s in 1..=150 {
+            t.observe(&pkt(s as f64, "192.0.2.9", 80, "192.0.2.1", 1, 6, ACK));
+        }
+        assert_eq!(t.stats().expired_active, 1);
+        let b = t.observe(&pkt(151.0, "192.0.2.9", 80, "192.0.2.1", 1, 6, ACK));
+        assert_ne!(t.get(b.index).flow_id, 1);
+        assert_eq!(t.get(b.index).src().to_string(), "192.0.2.1");
+        assert!(a.new_flow);
+    }
+
+    #[test]
+    fn updates_are_bounded_and_deferred_not_lost() {
+        let mut t = FlowTable::new(1000, 60, 300);
+        for n in 0..10u16 {
+            t.observe(&pkt(0.0, "192.0.2.1", n, "192.0.2.9", 80, 6, SYN));
+        }
+        assert_eq!(t.take_updates(4).len(), 4);
+        assert_eq!(t.stats().updates_deferred, 6);
+        assert_eq!(t.take_updates(100).len(), 6);
+        assert!(t.take_updates(100).is_empty());
+    }
+
+    #[test]
+    fn flow_memory_is_small() {
+        assert!(FlowTable::bytes_per_flow() <= 200, "{} bytes", FlowTable::bytes_per_flow());
+    }
+}

@@ -1,0 +1,22 @@
+//! gatewarden: an IoT security gateway in one binary.
+//!
+//! Data moves one way through the modules: [`capture`] (where packets come
+//! from) → [`packet`] (header fields) → [`flow`] (where a packet becomes a
+//! flow) → [`detect`] (verdicts and alerts) → [`enforce`] (where a block rule
+//! is written) and [`monitor`] (alerts, metrics, status page). [`bus`]
+//! carries messages between the roles; [`roles`] wires them up.
+
+pub mod bus;
+pub mod capture;
+pub mod cli;
+pub mod config;
+pub mod detect;
+pub mod flow;
+pub mod logging;
+pub mod metrics;
+pub mod monitor;
+pub mod packet;
+pub mod replay;
+pub mod role;
+pub mod roles;
+pub mod shutdown;

@@ -1,0 +1,226 @@
+//! Turns a captured frame into the few header fields the flow table needs.
+//!
+//! Parsing is lax about payloads (a headers-only capture cuts every packet
+//! at the snap length) but strict about headers: a frame whose IP or
+//! transport header is missing or malformed is skipped and counted by
+//! reason, never a panic.
+
+use std::net::IpAddr;
+
+use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
+
+use crate::capture::{Frame, LinkType};
+
+/// TCP flag bits as they appear in the header.
+pub mod tcp_flags {
+    /// FIN
+    pub const FIN: u8 = 0x01;
+    /// SYN
+    pub const SYN: u8 = 0x02;
+    /// RST
+    pub const RST: u8 = 0x04;
+    /// PSH
+    pub const PSH: u8 = 0x08;
+    /// ACK
+    pub const ACK: u8 = 0x10;
+    /// URG
+    pub const URG: u8 = 0x20;
+}
+
+/// The fields of one packet that flows and features are built from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketInfo {
+    /// Capture time, nanoseconds since the epoch.
+    pub ts_ns: u64,
+    /// IP source.
+    pub src: IpAddr,
+    /// IP destination.
+    pub dst: IpAddr,
+    /// IP protocol number of the transport.
+    pub proto: u8,
+    /// Source port (0 without ports; ICMP: 0).
+    pub sport: u16,
+    /// Destination port (0 without ports; ICMP: 0).
+    pub dport: u16,
+    /// TCP flags, 0 for other protocols.
+    pub tcp_flags: u8,
+    /// ICMP/ICMPv6 type, 0 otherwise.
+    pub icmp_type: u8,
+    /// ICMP/ICMPv6 code, 0 otherwise.
+    pub icmp_code: u8,
+    /// IP length on the wire (header + payload), from the IP header.
+    pub ip_len: u32,
+    /// Transport payload length on the wire.
+    pub payload_len: u32,
+}
+
+impl PacketInfo {
+    /// Whether this is an ICMP echo request (v4 type 8, v6 type 128).
+    pub fn is_icmp_echo_request(&self) -> bool {
+        (self.proto == 1 && self.icmp_type == 8) || (self.proto == 58 && self.icmp_type == 128)
+    }
+
+    /// Whether this is ICMP destination unreachable (v4 type 3, v6 type 1).
+    pub fn is_icmp_unreachable(&self) -> bool {
+        (self.proto == 1 && self.icmp_type == 3) || (self.proto == 58 && self.icmp_type == 1)
+    }
+}
+
+/// Why a frame was skipped; each reason has its own counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SkipReason {
+    /// Shorter than its link-layer header.
+    LinkTruncated,
+    /// Not IP (ARP, LLDP, …): normal, but not our business.
+    NotIp,
+    /// IP header missing, cut short or malformed.
+    IpMalformed,
+    /// The transport header is cut short or malformed.
+    TransportMalformed,
+}
+
+impl SkipReason {
+    /// Every reason, for exporting zero counters too.
+    pub const ALL: [SkipReason; 4] =
+        [SkipReason::LinkTruncated, SkipReason::NotIp, SkipReason::IpMalformed, SkipReason::TransportMalformed];
+
+    /// The metrics label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::LinkTruncated => "link_truncated",
+            SkipReason::NotIp => "not_ip",
+            SkipReason::IpMalformed => "ip_malformed",
+            SkipReason::TransportMalformed => "transport_malformed",
+        }
+    }
+
+    /// Index into a counter array.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Parses one frame.
+pub fn parse(frame: &Frame<'_>) -> Result<PacketInfo, SkipReason> {
+    let sliced = match frame.link {
+        LinkType::Ethernet => LaxSlicedPacket::from_ethernet(frame.data).map_err(|_| SkipReason::LinkTruncated)?,
+        LinkType::RawIp => LaxSlicedPacket::from_ip(frame.data).map_err(|_| SkipReason::IpMalformed)?,
+        LinkType::LinuxSll => {
+            if frame.data.len() < 16 {
+                return Err(SkipReason::LinkTruncated);
+            }
+            let proto = u16::from_be_bytes([frame.data[14], frame.data[15]]);
+            LaxSlicedPacket::from_ether_type(EtherType(proto), &frame.data[16..])
+        }
+        LinkType::Null => {
+            if frame.data.len() < 4 {
+                return Err(SkipReason::LinkTruncated);
+            }
+            LaxSlicedPacket::from_ip(&frame.data[4..]).map_err(|_| SkipReason::NotIp)?
+        }
+    };
+    from_sliced(frame.ts_ns, &sliced)
+}
+
+fn from_sliced(ts_ns: u64, p: &LaxSlicedPacket<'_>) -> Result<PacketInfo, SkipReason> {
+    // `ip_payload` is the transport's length on the wire, from the IP header,
+    // which stays right when the capture cut the packet short.
+    let (src, dst, proto, ip_len, ip_payload, fragmented_tail) = match &p.net {
+        Some(LaxNetSlice::Ipv4(v4)) => {
+            let h = v4.header();
+            let total = h.total_len() as u32;
+            (
+                IpAddr::V4(h.source_addr()),
+                IpAddr::V4(h.destination_addr()),
+                v4.payload().ip_number.0,
+                total,
+                total.saturating_sub(h.slice().len() as u32),
+                h.fragments_offset().value() != 0,
+            )
+        }
+        Some(LaxNetSlice::Ipv6(v6)) => {
+            let h = v6.header();
+            let ext = v6.extensions().slice().len() as u32;
+            (
+                IpAddr::V6(h.source_addr()),
+                IpAddr::V6(h.destination_addr()),
+                v6.payload().ip_number.0,
+                h.payload_length() as u32 + 40,
+                (h.payload_length() as u32).saturating_sub(ext),
+                v6.is_payload_fragmented() && v6.payload().payload.is_empty(),
+            )
+        }
+        None => {
+            return Err(match p.stop_err {
+                Some((_, layer)) if is_ip_layer(layer) => SkipReason::IpMalformed,
+                Some((_, etherparse::err::Layer::Ethernet2Header | etherparse::err::Layer::VlanHeader)) => {
+                    SkipReason::LinkTruncated
+                }
+                _ => SkipReason::NotIp,
+            })
+        }
+    };
+    let mut info = PacketInfo {
+        ts_ns,
+        src,
+        dst,
+        proto,
+        sport: 0,
+        dport: 0,
+        tcp_flags: 0,
+        icmp_type: 0,
+        icmp_code: 0,
+        ip_len,
+        payload_len: ip_payload,
+    };
+    match &p.transport {
+        Some(TransportSlice::Tcp(tcp)) => {
+            info.sport = tcp.source_port();
+            info.dport = tcp.destination_port();
+            info.tcp_flags = tcp.slice()[13] & 0x3f;
+            info.payload_len = ip_payload.saturating_sub(tcp.header_len() as u32);
+        }
+        Some(TransportSlice::Udp(udp)) => {
+            info.sport = udp.source_port();
+            info.dport = udp.destination_port();
+            info.payload_len = ip_payload.saturating_sub(8);
+        }
+        Some(TransportSlice::Icmpv4(icmp)) => {
+            info.icmp_type = icmp.type_u8();
+            info.icmp_code = icmp.code_u8();
+            info.payload_len = ip_payload.saturating_sub(icmp.header_len() as u32);
+        }
+        Some(TransportSlice::Icmpv6(icmp)) => {
+            info.icmp_type = icmp.type_u8();
+            info.icmp_code = icmp.code_u8();
+            info.payload_len = ip_payload.saturating_sub(icmp.header_len() as u32);
+        }
+        None => {
+            // A transport we parse whose header did not fit is malformed; a later
+            // fragment or another protocol (GRE, ESP, …) simply has no ports.
+            let parsed_proto = matches!(proto, 6 | 17 | 1 | 58);
+            if parsed_proto && !fragmented_tail {
+                return Err(SkipReason::TransportMalformed);
+            }
+        }
+    }
+    Ok(info)
+}
+
+fn is_ip_layer(layer: etherparse::err::Layer) -> bool {
+    use etherparse::err::Layer::*;
+    matches!(
+        layer,
+        IpHeader
+            | Ipv4Header
+            | Ipv4Packet
+            | IpAuthHeader
+            | Ipv6Header
+            | Ipv6Packet
+            | Ipv6ExtHeader
+            | Ipv6HopByHopHeader
+            | Ipv6DestOptionsHeader
+            | Ipv6RouteHeader
+            | Ipv6FragHeader
+    )
+}

@@ -1,0 +1,136 @@
+//! Starting the roles: each is a set of tasks on one smol executor, wired by
+//! the in-process bus; blocking work (HTTP, capture) runs on named threads.
+
+pub mod detector;
+pub mod router;
+
+use std::time::Duration;
+
+use smol::future::FutureExt;
+
+use crate::bus::messages::Heartbeat;
+use crate::bus::LocalBus;
+use crate::config::Config;
+use crate::metrics::Registry;
+use crate::monitor::http::HttpServer;
+use crate::monitor::MonitorState;
+use crate::role::{Role, RoleSource};
+use crate::shutdown::Shutdown;
+
+/// Runs `role` until `shutdown` fires; returns once every task has stopped.
+pub fn run(role: Role, role_source: RoleSource, cfg: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    let registry = Registry::new();
+    let bus = LocalBus::new(cfg.bus.channel_capacity, &registry);
+    let state = MonitorState::new(role, role_source, cfg.node_id.clone(), registry.clone());
+    let http = HttpServer::start(&cfg.http.listen, state.clone())?;
+    tracing::info!(role = %role, source = %role_source, node = %cfg.node_id, "gatewarden {} starting", env!("CARGO_PKG_VERSION"));
+    if role != Role::All {
+        tracing::warn!(
+            "role {role} runs alone: until the MQTT node bus is configured, it exchanges no messages with other nodes"
+        );
+    }
+    if role.runs_router() && !cfg.capture.interface.is_empty() {
+        tracing::warn!(
+            interface = %cfg.capture.interface,
+            "live capture is not in this build yet; use `gatewarden replay` to analyse a capture"
+        );
+    }
+
+    let ex = smol::LocalExecutor::new();
+    let mut tasks = Vec::new();
+    if role.runs_detector() {
+        let rx = bus.flows.receiver();
+        let mut stage = detector::DetectorStage::new(cfg, &registry);
+        let bus = bus.clone();
+        let sd = shutdown.clone();
+        tasks.push(ex.spawn(async move {
+            loop {
+                let next = async { rx.recv().await.ok() }.or(async {
+                    sd.wait().await;
+                    None
+                });
+                let Some(batch) = next.await else { break };
+                let findings = stage.on_batch(&batch);
+                for v in findings.verdicts {
+                    bus.verdicts.publish(v);
+                }
+                for a in findings.alerts {
+                    bus.alerts.publish(a);
+                }
+            }
+        }));
+    }
+    if role.runs_router() {
+        let rx = bus.verdicts.receiver();
+        let sd = shutdown.clone();
+        let received = registry.counter("gatewarden_verdicts_received_total", "Verdicts received by the router.", &[]);
+        tasks.push(ex.spawn(async move {
+            loop {
+                let next = async { rx.recv().await.ok() }.or(async {
+                    sd.wait().await;
+                    None
+                });
+                let Some(v) = next.await else { break };
+                received.inc();
+                tracing::info!(source = %v.source, kind = v.kind.as_str(), ttl_s = v.ttl_s, reason = %v.reason, "verdict");
+            }
+        }));
+    }
+    if role.runs_monitor() {
+        let rx = bus.alerts.receiver();
+        let sd = shutdown.clone();
+        let st = state.clone();
+        tasks.push(ex.spawn(async move {
+            loop {
+                let next = async { rx.recv().await.ok() }.or(async {
+                    sd.wait().await;
+                    None
+                });
+                let Some(a) = next.await else { break };
+                st.record_alert(a);
+            }
+        }));
+    }
+    {
+        // Once a second: chart sample and heartbeat.
+        let sd = shutdown.clone();
+        let st = state.clone();
+        let bus = bus.clone();
+        let node = cfg.node_id.clone();
+        tasks.push(ex.spawn(async move {
+            loop {
+                st.sample();
+                bus.heartbeats.publish(Heartbeat {
+                    node: node.clone(),
+                    role,
+                    version: env!("CARGO_PKG_VERSION").into(),
+                    uptime_s: st.uptime_s() as u64,
+                    sent_ns: crate::monitor::unix_now() * 1_000_000_000,
+                });
+                // Nothing consumes heartbeats in one process yet; keep the channel from filling.
+                while bus.heartbeats.receiver().try_recv().is_ok() {}
+                let tick = async {
+                    smol::Timer::after(Duration::from_secs(1)).await;
+                    false
+                };
+                if tick
+                    .or(async {
+                        sd.wait().await;
+                        true
+                    })
+                    .await
+                {
+                    break;
+                }
+            }
+        }));
+    }
+    smol::block_on(ex.run(async {
+        for t in tasks {
+            t.await;
+        }
+    }));
+    http.stop();
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! The router's data path: frames → packets → flow table → FlowBatch.
+//!
+//! Batches are cut on capture time, not wall time, so a replay at any speed
+//! yields the same batches.
+
+use std::sync::Arc;
+
+use crate::bus::messages::FlowBatch;
+use crate::capture::Frame;
+use crate::config::Config;
+use crate::flow::FlowTable;
+use crate::metrics::{Counter, Gauge, Registry};
+use crate::packet::{self, SkipReason};
+
+/// Parses frames into the flow table and emits FlowBatch messages at a fixed cadence.
+pub struct RouterStage {
+    node: String,
+    table: FlowTable,
+    batch_interval_ns: u64,
+    max_batch: usize,
+    next_batch_ns: u64,
+    next_expire_ns: u64,
+    seq: u64,
+    last_ns: u64,
+    packets: Counter,
+    bytes: Counter,
+    skipped: [Counter; 4],
+    flows_created: Counter,
+    flows_evicted: Counter,
+    flows_active: Gauge,
+    updates_deferred: Counter,
+}
+
+impl RouterStage {
+    /// A router stage with its metrics registered in `registry`.
+    pub fn new(cfg: &Config, registry: &Arc<Registry>) -> RouterStage {
+        let skipped = SkipReason::ALL.map(|r| {
+            registry.counter(
+                "gatewarden_packets_skipped_total",
+                "Frames skipped by the parser, by reason.",
+                &[("reason", r.as_str())],
+            )
+        });
+        RouterStage {
+            node: cfg.node_id.clone(),
+            table: FlowTable::new(cfg.flow.max_flows, cfg.flow.idle_timeout_s, cfg.flow.active_timeout_s),
+            batch_interval_ns: cfg.flow.batch_interval_ms * 1_000_000,
+            max_batch: cfg.flow.max_batch_flows,
+            next_batch_ns: 0,
+            next_expire_ns: 0,
+            seq: 0,
+            last_ns: 0,
+            packets: registry.counter("gatewarden_packets_total", "IP packets counted into flows.", &[]),
+            bytes: registry.counter("gatewarden_bytes_total", "IP bytes counted into flows.", &[]),
+            skipped,
+            flows_created: registry.counter("gatewarden_flows_created_total", "Flows created.", &[]),
+            flows_evicted: registry.counter(
+                "gatewarden_flows_evicted_total",
+                "Flows evicted because the flow table was at flow.max_flows.",
+                &[],
+            ),
+            flows_active: registry.gauge("gatewarden_flows_active", "Flows currently in the flow table.", &[]),
+            updates_deferred: registry.counter(
+                "gatewarden_flow_updates_deferred_total",
+                "Flow updates held for a later batch because a batch was full.",
+                &[],
+            ),
+        }
+    }
+
+    /// The flow table, for summaries.
+    pub fn table(&self) -> &FlowTable {
+        &self.table
+    }
+
+    /// Counts one frame; returns a batch when the cadence says one is due.
+    pub fn on_frame(&mut self, frame: &Frame<'_>) -> Option<FlowBatch> {
+        match packet::parse(frame) {
+            Ok(p) => {
+                self.table.observe(&p);
+                self.packets.inc();
+                self.bytes.add(p.ip_len as u64);
+            }
+            Err(reason) => self.skipped[reason.index()].inc(),
+        }
+        self.last_ns = self.last_ns.max(frame.ts_ns);
+        if self.next_batch_ns == 0 {
+            self.next_batch_ns = frame.ts_ns + self.batch_interval_ns;
+            self.next_expire_ns = frame.ts_ns + 1_000_000_000;
+        }
+        if frame.ts_ns >= self.next_batch_ns {
+            self.next_batch_ns = frame.ts_ns + self.batch_interval_ns;
+            return self.cut_batch();
+        }
+        None
+    }
+
+    /// Emits whatever changed since the last batch (used on a timer when traffic is quiet).
+    pub fn tick(&mut self, now_ns: u64) -> Option<FlowBatch> {
+        if now_ns >= self.next_batch_ns && self.next_batch_ns != 0 {
+            self.next_batch_ns = now_ns + self.batch_interval_ns;
+            self.last_ns = self.last_ns.max(now_ns);
+            return self.cut_batch();
+        }
+        None
+    }
+
+    fn cut_batch(&mut self) -> Option<FlowBatch> {
+        if self.last_ns >= self.next_expire_ns {
+            self.table.expire(self.last_ns);
+            self.next_expire_ns = self.last_ns + 1_000_000_000;
+        }
+        let mut flows = self.table.take_updates(self.max_batch);
+        let room = self.max_batch - flows.len();
+        let exports = self.table.take_exports();
+        // Finished flows whose last state was already reported need not be sent twice;
+        // those that changed since are sent as their final record.
+        flows.extend(exports.into_iter().map(|(_, r)| r).take(room));
+        self.sync_counters();
+        if flows.is_empty() {
+            return None;
+        }
+        self.seq += 1;
+        Some(FlowBatch { node: self.node.clone(), seq: self.seq, flows })
+    }
+
+    /// Ends every flow and returns the remaining batches (end of capture, shutdown).
+    pub fn finish(&mut self) -> Vec<FlowBatch> {
+        let mut out = Vec::new();
+        while let Some(b) = self.cut_batch_all() {
+            out.push(b);
+        }
+        self.table.flush();
+        let exports: Vec<_> = self.table.take_exports().into_iter().map(|(_, r)| r).collect();
+        for chunk in exports.chunks(self.max_batch) {
+            self.seq += 1;
+            out.push(FlowBatch { node: self.node.clone(), seq: self.seq, flows: chunk.to_vec() });
+        }
+        self.sync_counters();
+        out
+    }
+
+    fn cut_batch_all(&mut self) -> Option<FlowBatch> {
+        let flows = self.table.take_updates(self.max_batch);
+        if flows.is_empty() {
+            return None;
+        }
+        self.seq += 1;
+        Some(FlowBatch { node: self.node.clone(), seq: self.seq, flows })
+    }
+
+    fn sync_counters(&self) {
+        let s = self.table.stats();
+        self.flows_created.set_total(s.created);
+        self.flows_evicted.set_total(s.evicted);
+        self.updates_deferred.set_total(s.updates_deferred);
+        self.flows_active.set(s.active as f64);
+    }
+}

@@ -1,0 +1,359 @@
+//! The binary as a user meets it: replay, run, config, help, exit codes.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn demo() -> std::path::PathBuf {
+    root().join("samples/demo.pcap")
+}
+
+fn run_replay(args: &[&str]) -> std::process::Output {
+    Command::new(bin()).arg("replay").args(args).output().unwrap()
+}
+
+#[test]
+fn replay_json_reports_packets_flows_alerts_and_speed() {
+    let out = run_replay(&[demo().to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("stdout is one JSON object");
+    for key in ["packets", "flows", "alerts", "elapsed_s", "pps"] {
+        assert!(v.get(key).is_some(), "missing {key} in {v}");
+    }
+    assert_eq!(v["packets"], 25160);
+    assert!(v["flows"].as_u64().unwrap() > 1000);
+    assert!(v["pps"].as_f64().unwrap() > 0.0);
+    let alerts = v["alerts"].as_object().unwrap();
+    for kind in ["port_scan", "syn_flood", "brute_force", "icmp_flood", "udp_flood"] {
+        assert!(alerts.get(kind).and_then(|n| n.as_u64()).unwrap_or(0) >= 1, "no {kind} alert in {v}");
+    }
+}
+
+#[test]
+fn replay_human_summary_lists_alert_kinds() {
+    let out = run_replay(&[demo().to_str().unwrap()]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in ["packets", "flows", "alerts", "port_scan", "packets/s"] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+}
+
+fn one_line_error(out: &std::process::Output) -> String {
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(err.trim_end().lines().count(), 1, "expected one line, got:\n{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn truncated_capture_is_a_one_line_error_with_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cut.pcap");
+    let bytes = std::fs::read(demo()).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let out = run_replay(&[path.to_str().unwrap(), "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = one_line_error(&out);
+    assert!(err.contains("cut.pcap") && err.contains("byte offset"), "{err}");
+    assert!(out.stdout.is_empty(), "no JSON for a failed replay");
+}
+
+#[test]
+fn corrupt_record_is_a_one_line_error_with_the_exact_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.pcap");
+    let frame = tcp4([192, 0, 2, 1], [192, 0, 2, 2], 1000, 80, 0x02);
+    let mut bytes = pcap(&[(1.0, frame.clone()), (1.1, frame)]);
+    // Second record header starts at 24 + 16 + 54; give it an absurd length.
+    let off = 24 + 16 + 54;
+    bytes[off + 8..off + 12].copy_from_slice(&0x7fff_ffffu32.to_le_bytes());
+    std::fs::write(&path, &bytes).unwrap();
+    let out = run_replay(&[path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = one_line_error(&out);
+    assert!(err.contains(&format!("byte offset {off}")), "{err}");
+    assert!(err.contains("bad.pcap"), "{err}");
+}
+
+#[test]
+fn a_file_that_is_not_a_capture_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notes.txt");
+    std::fs::write(&path, "these are not packets\n").unwrap();
+    let out = run_replay(&[path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = one_line_error(&out);
+    assert!(err.contains("not a pcap or pcapng"), "{err}");
+    let missing = run_replay(&["/nonexistent/x.pcap"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(one_line_error(&missing).contains("/nonexistent/x.pcap"));
+}
+
+#[test]
+fn realtime_and_max_speed_give_the_same_result() {
+    // A 1.5-second capture: a fast scan (RST answers) plus a few normal sessions.
+    let mut recs = Vec::new();
+    for i in 0..300u16 {
+        let t = 100.0 + i as f64 * 0.005;
+        recs.push((t, tcp4([203, 0, 113, 9], [192, 0, 2, 10], 50000, 1 + i, 0x02)));
+        recs.push((t + 0.0001, tcp4([192, 0, 2, 10], [203, 0, 113, 9], 1 + i, 50000, 0x14)));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scan.pcap");
+    std::fs::write(&path, pcap(&recs)).unwrap();
+    let strip = |out: std::process::Output| {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let o = v.as_object_mut().unwrap();
+        o.remove("elapsed_s");
+        o.remove("pps");
+        v
+    };
+    let started = Instant::now();
+    let real = strip(run_replay(&[path.to_str().unwrap(), "--json", "--speed", "realtime"]));
+    assert!(started.elapsed() >= Duration::from_millis(1400), "realtime replay keeps the recorded pace");
+    let max = strip(run_replay(&[path.to_str().unwrap(), "--json", "--speed", "max"]));
+    assert_eq!(real, max);
+    assert_eq!(max["alerts"]["port_scan"], 1);
+}
+
+fn write_config(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
+    let p = dir.join("gatewarden.toml");
+    std::fs::write(&p, body).unwrap();
+    p
+}
+
+fn start_all(dir: &std::path::Path) -> (Guard, String) {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = write_config(dir, &format!("node_id = \"test-node\"\n[http]\nlisten = \"{addr}\"\n"));
+    let guard = Guard::spawn(
+        Command::new(bin()).args(["run", "--role", "all", "--config"]).arg(&cfg).env_remove("GATEWARDEN_ROLE"),
+    );
+    assert!(wait_http_ok(&addr, "/healthz", Duration::from_secs(10)), "/healthz never answered 200");
+    (guard, addr)
+}
+
+fn promtool() -> std::path::PathBuf {
+    for p in ["/usr/bin/promtool", "/usr/local/bin/promtool"] {
+        if std::path::Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("promtool not found: install Debian's `prometheus` package (.ci/run does)");
+}
+
+#[test]
+fn run_all_serves_healthz_metrics_status_and_page() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_guard, addr) = start_all(dir.path());
+    let (code, head, body) = http("GET", &addr, "/healthz").unwrap();
+    assert_eq!(code, 200);
+    assert!(head.to_lowercase().contains("application/json"));
+    assert!(body.contains("\"ok\""));
+
+    let (code, head, metrics) = http("GET", &addr, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(head.contains("text/plain; version=0.0.4"), "{head}");
+    assert!(metrics.contains("gatewarden_uptime_seconds"), "{metrics}");
+    assert!(metrics.contains("gatewarden_bus_dropped_total{kind=\"flow_batch\"} 0"), "{metrics}");
+    let file = dir.path().join("metrics.txt");
+    std::fs::write(&file, &metrics).unwrap();
+    let check = Command::new(promtool())
+        .args(["check", "metrics"])
+        .stdin(std::fs::File::open(&file).unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "promtool rejected /metrics:\n{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+
+    let (code, _, status) = http("GET", &addr, "/api/status").unwrap();
+    assert_eq!(code, 200);
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["role"], "all");
+    assert_eq!(v["role_source"], "flag");
+    assert_eq!(v["node"], "test-node");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert!(v["uptime_s"].as_f64().unwrap() >= 0.0);
+
+    let (code, head, page) = http("GET", &addr, "/").unwrap();
+    assert_eq!(code, 200);
+    assert!(head.contains("text/html"));
+    assert!(page.contains("<title>gatewarden</title>") && page.contains("/api/status"));
+    assert!(!page.contains("http://") && !page.contains("https://"), "the page must not fetch from elsewhere");
+}
+
+#[test]
+fn bad_paths_are_404_json_and_bad_methods_405() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_guard, addr) = start_all(dir.path());
+    let (code, head, body) = http("GET", &addr, "/nope").unwrap();
+    assert_eq!(code, 404);
+    assert!(head.to_lowercase().contains("application/json"));
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["error"], "not found");
+    let (code, head, body) = http("POST", &addr, "/metrics").unwrap();
+    assert_eq!(code, 405);
+    assert!(head.contains("Allow: GET, HEAD"), "{head}");
+    assert!(body.contains("method not allowed"));
+    let (code, _, _) = http("DELETE", &addr, "/api/status").unwrap();
+    assert_eq!(code, 405);
+}
+
+#[test]
+fn sigterm_and_sigint_stop_cleanly_within_two_seconds() {
+    for sig in ["TERM", "INT"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut guard, _addr) = start_all(dir.path());
+        let start = Instant::now();
+        guard.signal(sig);
+        let code = guard.wait_timeout(Duration::from_secs(2));
+        assert_eq!(code, Some(0), "SIG{sig}: exit code {code:?} after {:?}", start.elapsed());
+    }
+}
+
+#[test]
+fn replay_serve_keeps_serving_until_ctrl_c() {
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut guard = Guard::spawn(
+        Command::new(bin())
+            .args(["replay", demo().to_str().unwrap(), "--serve", &addr])
+            .stdout(std::process::Stdio::null()),
+    );
+    assert!(wait_http_ok(&addr, "/healthz", Duration::from_secs(10)));
+    // The replay is finished once alerts show up; the server must still be there.
+    let start = Instant::now();
+    loop {
+        let (_, _, body) = http("GET", &addr, "/api/alerts").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        if v["alerts"].as_array().unwrap().len() >= 5 {
+            assert!(v["alerts"][0]["event_type"] == "alert");
+            assert!(v["alerts"][0]["gatewarden"]["reason"].as_str().unwrap().chars().any(|c| c.is_ascii_digit()));
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "alerts never appeared: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(guard.child().try_wait().unwrap().is_none(), "still serving after the replay");
+    guard.signal("INT");
+    assert_eq!(guard.wait_timeout(Duration::from_secs(2)), Some(0));
+}
+
+#[test]
+fn no_role_anywhere_is_an_error_listing_roles_and_places() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "[http]\nlisten = \"127.0.0.1:0\"\n");
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    assert!(!cmdline.contains("gatewarden.role="), "this test needs a host without gatewarden.role= on its cmdline");
+    let out = Command::new(bin()).args(["run", "--config"]).arg(&cfg).env_remove("GATEWARDEN_ROLE").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in
+        ["router", "detector", "monitor", "all", "--role", "GATEWARDEN_ROLE", "gatewarden.role=", "config file"]
+    {
+        assert!(err.contains(needle), "missing {needle} in {err}");
+    }
+}
+
+#[test]
+fn role_from_environment_and_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = write_config(dir.path(), &format!("role = \"monitor\"\n[http]\nlisten = \"{addr}\"\n"));
+    for (env, want, source) in [(Some("detector"), "detector", "environment"), (None, "monitor", "config_file")] {
+        let mut cmd = Command::new(bin());
+        cmd.args(["run", "--config"]).arg(&cfg);
+        match env {
+            Some(r) => cmd.env("GATEWARDEN_ROLE", r),
+            None => cmd.env_remove("GATEWARDEN_ROLE"),
+        };
+        let mut guard = Guard::spawn(&mut cmd);
+        assert!(wait_http_ok(&addr, "/healthz", Duration::from_secs(10)));
+        let (_, _, body) = http("GET", &addr, "/api/status").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["role"], want);
+        assert_eq!(v["role_source"], source);
+        guard.signal("TERM");
+        assert_eq!(guard.wait_timeout(Duration::from_secs(2)), Some(0));
+    }
+    let bad =
+        Command::new(bin()).args(["run", "--config"]).arg(&cfg).env("GATEWARDEN_ROLE", "toaster").output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("toaster"));
+}
+
+#[test]
+fn busy_port_is_a_clear_error() {
+    let holder = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), &format!("[http]\nlisten = \"{addr}\"\n"));
+    let out = Command::new(bin()).args(["run", "--role", "all", "--config"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&addr) && err.contains("http.listen"), "{err}");
+}
+
+#[test]
+fn config_check_and_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = write_config(dir.path(), "role = \"router\"\n[flow]\nmax_flows = 5000\n");
+    let out = Command::new(bin()).args(["config", "check"]).arg(&good).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(": ok"));
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[flow]\nmax_flows = 3\nidle_timeout_s = 0\n").unwrap();
+    let out = Command::new(bin()).args(["config", "check"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("flow.max_flows") && err.contains("flow.idle_timeout_s"), "{err}");
+
+    let unknown = dir.path().join("unknown.toml");
+    std::fs::write(&unknown, "[http]\nlisen = \"x\"\n").unwrap();
+    let out = Command::new(bin()).args(["config", "check"]).arg(&unknown).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("lisen"));
+
+    let out = Command::new(bin()).args(["config", "show", "--config"]).arg(&good).output().unwrap();
+    assert!(out.status.success());
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(shown.contains("max_flows = 5000") && shown.contains("listen = \"127.0.0.1:8080\""), "{shown}");
+    // What `show` prints is itself a valid config.
+    let again = dir.path().join("again.toml");
+    std::fs::write(&again, &shown).unwrap();
+    assert!(Command::new(bin()).args(["config", "check"]).arg(&again).status().unwrap().success());
+}
+
+#[test]
+fn version_and_help_teach() {
+    let out = Command::new(bin()).arg("--version").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("gatewarden {}", env!("CARGO_PKG_VERSION")));
+    for (args, needles) in [
+        (vec!["--help"], vec!["run", "replay", "config", "GATEWARDEN_ROLE"]),
+        (vec!["run", "--help"], vec!["--role", "--config", "router", "detector", "monitor", "all"]),
+        (vec!["replay", "--help"], vec!["--speed", "--serve", "--json", "realtime", "Examples"]),
+        (vec!["config", "check", "--help"], vec!["Validate"]),
+        (vec!["config", "show", "--help"], vec!["default"]),
+    ] {
+        let out = Command::new(bin()).args(&args).output().unwrap();
+        assert!(out.status.success());
+        let text = String::from_utf8_lossy(&out.stdout);
+        for n in needles {
+            assert!(text.contains(n), "`gatewarden {}` lacks {n}:\n{text}", args.join(" "));
+        }
+    }
+    let out = Command::new(bin()).arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -1,0 +1,120 @@
+//! Helpers shared by the integration tests: the built binary, free ports,
+//! a tiny HTTP client, and a pcap writer for hand-made captures.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The gatewarden binary cargo built for this test run.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_gatewarden"))
+}
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A minimal HTTP/1.0 request; returns (status, headers, body).
+pub fn http(method: &str, addr: &str, path: &str) -> std::io::Result<(u16, String, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf)?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    Ok((status, head.to_string(), body.to_string()))
+}
+
+/// Polls `GET path` until it answers 200 or `timeout` passes.
+pub fn wait_http_ok(addr: &str, path: &str, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if let Ok((200, _, _)) = http("GET", addr, path) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// A child process that is killed when dropped, so failed tests leave nothing behind.
+pub struct Guard(pub Option<Child>);
+
+impl Guard {
+    pub fn spawn(cmd: &mut Command) -> Guard {
+        Guard(Some(cmd.stdin(Stdio::null()).spawn().expect("spawn gatewarden")))
+    }
+    pub fn child(&mut self) -> &mut Child {
+        self.0.as_mut().unwrap()
+    }
+    pub fn signal(&self, sig: &str) {
+        let pid = self.0.as_ref().unwrap().id().to_string();
+        let ok = Command::new("kill").args([&format!("-{sig}"), &pid]).status().unwrap().success();
+        assert!(ok, "kill -{sig} {pid} failed");
+    }
+    /// Waits up to `timeout` for exit; returns the exit code (None if still running).
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Some(status) = self.child().try_wait().unwrap() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Builds a little-endian microsecond pcap (Ethernet) from (time, frame) pairs.
+pub fn pcap(records: &[(f64, Vec<u8>)]) -> Vec<u8> {
+    let mut v = Vec::new();
+    v.extend(0xa1b2c3d4u32.to_le_bytes());
+    v.extend(2u16.to_le_bytes());
+    v.extend(4u16.to_le_bytes());
+    v.extend([0u8; 8]);
+    v.extend(65535u32.to_le_bytes());
+    v.extend(1u32.to_le_bytes());
+    for (t, frame) in records {
+        let sec = t.floor() as u32;
+        let usec = ((t - t.floor()) * 1e6).round() as u32;
+        v.extend(sec.to_le_bytes());
+        v.extend(usec.min(999_999).to_le_bytes());
+        v.extend((frame.len() as u32).to_le_bytes());
+        v.extend((frame.len() as u32).to_le_bytes());
+        v.extend(frame);
+    }
+    v
+}
+
+/// An Ethernet + IPv4 + TCP frame with the given flags (no payload).
+pub fn tcp4(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+    let mut ip = vec![0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0];
+    ip.extend(src);
+    ip.extend(dst);
+    f.extend(ip);
+    f.extend(sport.to_be_bytes());
+    f.extend(dport.to_be_bytes());
+    f.extend([0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    f
+}
