@@ -54,9 +54,78 @@ pcapng capture and print a summary: packets, flows, alerts by kind, elapsed time
 Examples:\n  gatewarden replay samples/demo.pcap\n  gatewarden replay big.pcap --json\n  \
 gatewarden replay samples/demo.pcap --speed realtime --serve 127.0.0.1:8080")]
     Replay(ReplayArgs),
+    /// Run the whole pipeline on a live interface (AF_PACKET) and print what it found.
+    #[command(long_about = "Capture on a live interface with an AF_PACKET TPACKET_V3 ring (headers only) and \
+run the whole `all` pipeline, like `replay` does for files. Stops after --duration or on Ctrl-C and prints \
+the same summary, plus the kernel's drop counter. Needs root or CAP_NET_RAW.\n\n\
+Examples:\n  gatewarden watch -i eth0 --duration 30s\n  gatewarden watch -i lan0 --serve 127.0.0.1:8080")]
+    Watch(WatchArgs),
+    /// Write one CSV row of features per flow from a capture, for training a model.
+    #[command(long_about = "Write one CSV row per flow from a pcap/pcapng capture: identifying columns \
+(flow_id, src, dst, sport, dport, proto, first_ts, last_ts), then every column of the feature schema \
+(gatewarden-flow-host v1: per-flow statistics, then the source host's and the source→destination pair's \
+damped statistics over 1 s, 10 s and 60 s half-lives), then `label`.\n\n\
+A row is written when its flow ends (idle/active timeout, eviction or end of capture). Labels come from \
+a CSV of `src,start,end,label` (Unix seconds); anything not covered is `benign`.\n\n\
+Example:\n  gatewarden features samples/demo.pcap --labels samples/demo.labels.csv -o demo.csv")]
+    Features(FeaturesArgs),
     /// Check or show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+}
+
+#[derive(Debug, Args)]
+struct WatchArgs {
+    /// Interface to capture on (default: config `capture.interface`).
+    #[arg(long, short = 'i')]
+    interface: Option<String>,
+    /// Stop after this long, e.g. 30s, 5m, 1h (default: until Ctrl-C).
+    #[arg(long, value_parser = parse_duration)]
+    duration: Option<std::time::Duration>,
+    /// Bytes kept per packet, at least 128 (default: config `capture.snap_len`).
+    #[arg(long)]
+    snap_len: Option<u32>,
+    /// Capture frames not addressed to this host too.
+    #[arg(long)]
+    promiscuous: bool,
+    /// Print one JSON object instead of the human summary.
+    #[arg(long)]
+    json: bool,
+    /// Serve the status page on this address while capturing.
+    #[arg(long, value_name = "ADDR")]
+    serve: Option<String>,
+    /// Config file (default: /etc/gatewarden/gatewarden.toml if it exists).
+    #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+/// Parses `30s`, `5m`, `1h`, `2d` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86_400),
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration: use e.g. 30s, 5m, 1h or 2d"))?;
+    n.checked_mul(mult).map(std::time::Duration::from_secs).ok_or_else(|| format!("{s:?} is too long"))
+}
+
+#[derive(Debug, Args)]
+struct FeaturesArgs {
+    /// The capture to read (pcap or pcapng).
+    capture: PathBuf,
+    /// Ground truth: CSV lines `src,start,end,label` (times in Unix seconds).
+    #[arg(long, value_name = "LABELS.csv")]
+    labels: Option<PathBuf>,
+    /// Where to write the CSV (written to OUT.partial first, renamed when complete).
+    #[arg(long, short = 'o', value_name = "OUT.csv")]
+    output: PathBuf,
+    /// Config file for flow-table limits (default: built-in defaults).
+    #[arg(long, short = 'c')]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +215,8 @@ pub fn main() -> i32 {
     match cli.command {
         Command::Run(args) => cmd_run(args, cli.log_format),
         Command::Replay(args) => cmd_replay(args, cli.log_format),
+        Command::Features(args) => cmd_features(args),
+        Command::Watch(args) => cmd_watch(args, cli.log_format),
         Command::Config(ConfigCommand::Check { path }) => {
             let path = path.unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
             match Config::load(&path) {
@@ -256,4 +327,134 @@ fn cmd_replay(args: ReplayArgs, log_format: Option<LogFormat>) -> i32 {
         }
     }
     code
+}
+
+fn cmd_features(args: FeaturesArgs) -> i32 {
+    use crate::capture::{CaptureFile, PacketSource};
+    use crate::features::{extract, labels::Labels};
+    let cfg = match load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let labels = match &args.labels {
+        Some(p) => match Labels::load(p) {
+            Ok(l) => l,
+            Err(e) => return fail(EXIT_BAD_INPUT, e),
+        },
+        None => Labels::default(),
+    };
+    let mut source = match CaptureFile::open(&args.capture) {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_BAD_INPUT, e),
+    };
+    let partial = args.output.with_extension("csv.partial");
+    let file = match std::fs::File::create(&partial) {
+        Ok(f) => f,
+        Err(e) => return fail(EXIT_FAILURE, format!("cannot create {}: {e}", partial.display())),
+    };
+    let mut out = std::io::BufWriter::new(file);
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let b = indicatif::ProgressBar::new(source.size_hint().unwrap_or(0));
+        b.set_style(
+            indicatif::ProgressStyle::with_template("extracting [{bar:30}] {bytes}/{total_bytes} eta {eta}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        b
+    });
+    let result = extract::extract(&mut source, &labels, &cfg, &mut out, |pos| {
+        if let Some(b) = &bar {
+            b.set_position(pos)
+        }
+    });
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    drop(out);
+    match result {
+        Ok(summary) => {
+            if let Err(e) = std::fs::rename(&partial, &args.output) {
+                return fail(
+                    EXIT_FAILURE,
+                    format!("cannot rename {} to {}: {e}", partial.display(), args.output.display()),
+                );
+            }
+            let labels: Vec<String> = summary.labels.iter().map(|(k, v)| format!("{k} {v}")).collect();
+            eprintln!(
+                "wrote {}: {} rows from {} packets ({} skipped); labels: {}",
+                args.output.display(),
+                summary.rows,
+                summary.packets,
+                summary.skipped,
+                labels.join(", ")
+            );
+            0
+        }
+        Err(e) => {
+            let code = if matches!(e, extract::ExtractError::Capture(_)) { EXIT_BAD_INPUT } else { EXIT_FAILURE };
+            fail(code, format!("{e} (rows so far kept in {})", partial.display()))
+        }
+    }
+}
+
+fn cmd_watch(args: WatchArgs, log_format: Option<LogFormat>) -> i32 {
+    let mut cfg = match load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if let Some(i) = args.interface {
+        cfg.capture.interface = i;
+    }
+    if let Some(n) = args.snap_len {
+        cfg.capture.snap_len = n;
+    }
+    cfg.capture.promiscuous |= args.promiscuous;
+    if cfg.capture.interface.is_empty() {
+        return fail(EXIT_BAD_INPUT, "no interface: pass --interface IFACE or set capture.interface in the config");
+    }
+    let errors = cfg.validate();
+    if !errors.is_empty() {
+        let list: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        return fail(EXIT_BAD_INPUT, list.join("; "));
+    }
+    crate::logging::init(
+        if args.serve.is_some() { &cfg.log.level } else { "warn" },
+        log_format.unwrap_or(cfg.log.format),
+    );
+    let shutdown = Shutdown::new();
+    if let Err(e) = shutdown.install_signal_handlers() {
+        return fail(EXIT_FAILURE, format!("cannot install signal handlers: {e}"));
+    }
+    let state = MonitorState::new(Role::All, RoleSource::Flag, cfg.node_id.clone(), Registry::new());
+    let server = match &args.serve {
+        Some(addr) => match HttpServer::start(addr, state.clone()) {
+            Ok(s) => Some(s),
+            Err(e) => return fail(EXIT_FAILURE, format!("{e:#}")),
+        },
+        None => None,
+    };
+    let iface = cfg.capture.interface.clone();
+    let result = replay::watch(&cfg, &state, &shutdown, args.duration, || {
+        eprintln!("capturing on {iface}");
+    });
+    if let Some(s) = server {
+        s.stop();
+    }
+    match result {
+        Ok(summary) => {
+            if args.json {
+                match serde_json::to_string(&summary) {
+                    Ok(s) => println!("{s}"),
+                    Err(e) => return fail(EXIT_FAILURE, e),
+                }
+            } else {
+                print!("{}", summary.human());
+                if let Some(d) = summary.kernel_drops {
+                    println!("  kernel drops {d}");
+                }
+            }
+            0
+        }
+        Err(e) => fail(EXIT_FAILURE, e),
+    }
 }

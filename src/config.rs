@@ -143,6 +143,10 @@ pub struct FlowConfig {
     pub batch_interval_ms: u64,
     /// Most flow records in one FlowBatch.
     pub max_batch_flows: usize,
+    /// Most hosts whose damped statistics are kept (least recently seen forgotten first).
+    pub max_hosts: usize,
+    /// Most (source, destination) pairs whose statistics are kept.
+    pub max_pairs: usize,
 }
 
 impl Default for FlowConfig {
@@ -153,6 +157,8 @@ impl Default for FlowConfig {
             active_timeout_s: 300,
             batch_interval_ms: 100,
             max_batch_flows: 4096,
+            max_hosts: 16_384,
+            max_pairs: 65_536,
         }
     }
 }
@@ -339,6 +345,12 @@ impl Config {
         if !(1..=65_536).contains(&self.flow.max_batch_flows) {
             bad("flow.max_batch_flows", self.flow.max_batch_flows.to_string(), "1 to 65536 flow records");
         }
+        if !(16..=4_194_304).contains(&self.flow.max_hosts) {
+            bad("flow.max_hosts", self.flow.max_hosts.to_string(), "16 to 4194304 hosts");
+        }
+        if !(16..=16_777_216).contains(&self.flow.max_pairs) {
+            bad("flow.max_pairs", self.flow.max_pairs.to_string(), "16 to 16777216 pairs");
+        }
         let d = &self.detector;
         if !(1..=3_600).contains(&d.window_s) {
             bad("detector.window_s", d.window_s.to_string(), "1 to 3600 seconds");
@@ -468,6 +480,8 @@ mod tests {
             ("[flow]\nidle_timeout_s = 100\nactive_timeout_s = 50", "flow.active_timeout_s"),
             ("[flow]\nbatch_interval_ms = 5", "flow.batch_interval_ms"),
             ("[flow]\nmax_batch_flows = 0", "flow.max_batch_flows"),
+            ("[flow]\nmax_hosts = 1", "flow.max_hosts"),
+            ("[flow]\nmax_pairs = 1", "flow.max_pairs"),
             ("[detector]\nwindow_s = 0", "detector.window_s"),
             ("[detector]\nscan_distinct_ports = 1", "detector.scan_distinct_ports"),
             ("[detector]\nsweep_distinct_hosts = 1", "detector.sweep_distinct_hosts"),

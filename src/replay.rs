@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::bus::messages::FlowBatch;
-use crate::capture::{CaptureError, CaptureFile, PacketSource};
+use crate::capture::{CaptureError, CaptureFile, Frame, PacketSource};
 use crate::config::Config;
 use crate::metrics::Registry;
 use crate::monitor::MonitorState;
@@ -52,6 +52,14 @@ pub struct ReplaySummary {
     pub pps: f64,
     /// Seconds between the first and last frame.
     pub capture_span_s: f64,
+    /// Flow batches sent to the detector.
+    pub batches: u64,
+    /// FNV-1a digest of every encoded FlowBatch (flows and host features):
+    /// equal digests mean identical detector input, whatever the speed.
+    pub batches_digest: String,
+    /// Packets the kernel dropped (live capture only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_drops: Option<u64>,
 }
 
 impl ReplaySummary {
@@ -82,6 +90,103 @@ impl ReplaySummary {
     }
 }
 
+/// Router, detector and monitor stages in lockstep, fed frame by frame.
+pub struct Pipeline {
+    router: RouterStage,
+    detector: DetectorStage,
+    state: Arc<MonitorState>,
+    digest: Fnv64,
+    batches: u64,
+    verdicts: u64,
+    frames: u64,
+    first_ts: Option<u64>,
+    last_ts: u64,
+    started: Instant,
+}
+
+impl Pipeline {
+    /// Stages reporting into `state`.
+    pub fn new(cfg: &Config, state: &Arc<MonitorState>) -> Pipeline {
+        let registry: &Arc<Registry> = &state.registry;
+        Pipeline {
+            router: RouterStage::new(cfg, registry),
+            detector: DetectorStage::new(cfg, registry),
+            state: state.clone(),
+            digest: Fnv64::new(),
+            batches: 0,
+            verdicts: 0,
+            frames: 0,
+            first_ts: None,
+            last_ts: 0,
+            started: Instant::now(),
+        }
+    }
+
+    fn handle(&mut self, batch: FlowBatch) {
+        self.batches += 1;
+        self.digest.write(&crate::bus::messages::Message::FlowBatch(batch.clone()).encode());
+        let f = self.detector.on_batch(&batch);
+        self.verdicts += f.verdicts.len() as u64;
+        for a in f.alerts {
+            self.state.record_alert(a);
+        }
+    }
+
+    /// Feeds one frame.
+    pub fn on_frame(&mut self, frame: &Frame<'_>) {
+        self.frames += 1;
+        self.first_ts.get_or_insert(frame.ts_ns);
+        self.last_ts = self.last_ts.max(frame.ts_ns);
+        if let Some(batch) = self.router.on_frame(frame) {
+            self.handle(batch);
+        }
+    }
+
+    /// Lets the router cut a batch when traffic is quiet (live capture).
+    pub fn tick(&mut self, now_ns: u64) {
+        if let Some(batch) = self.router.tick(now_ns) {
+            self.handle(batch);
+        }
+    }
+
+    /// Frames fed so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
+    }
+
+    /// Ends all flows, analyses the rest and summarises.
+    pub fn finish(mut self, file: &Path) -> ReplaySummary {
+        for batch in self.router.finish() {
+            self.handle(batch);
+        }
+        let elapsed_s = self.started.elapsed().as_secs_f64();
+        let stats = self.router.table().stats();
+        let snap = self.state.registry.snapshot();
+        let skipped = crate::packet::SkipReason::ALL
+            .iter()
+            .map(|r| {
+                let key = format!("gatewarden_packets_skipped_total{{reason={}}}", r.as_str());
+                (r.as_str().to_string(), snap.get(&key).copied().unwrap_or(0.0) as u64)
+            })
+            .collect();
+        ReplaySummary {
+            file: file.to_path_buf(),
+            packets: self.frames,
+            skipped,
+            flows: stats.created,
+            flows_evicted: stats.evicted,
+            alerts: self.state.alerts_by_kind(),
+            verdicts: self.verdicts,
+            elapsed_s,
+            pps: self.frames as f64 / elapsed_s.max(1e-9),
+            capture_span_s: self.first_ts.map_or(0.0, |f| (self.last_ts - f) as f64 / 1e9),
+            batches: self.batches,
+            batches_digest: format!("{:016x}", self.digest.0),
+            kernel_drops: None,
+        }
+    }
+}
+
 /// Replays `path` through router, detector and monitor stages that report into `state`.
 pub fn replay(
     path: &Path,
@@ -91,23 +196,11 @@ pub fn replay(
     shutdown: &Shutdown,
     progress: bool,
 ) -> Result<ReplaySummary, CaptureError> {
-    let registry: &Arc<Registry> = &state.registry;
     let mut source = CaptureFile::open(path)?;
-    let mut router = RouterStage::new(cfg, registry);
-    let mut detector = DetectorStage::new(cfg, registry);
+    let mut pipeline = Pipeline::new(cfg, state);
     let bar = progress.then(|| progress_bar(source.size_hint()));
     let started = Instant::now();
     let mut first_ts: Option<u64> = None;
-    let mut last_ts = 0u64;
-    let mut verdicts = 0u64;
-    let mut frames = 0u64;
-    let mut handle = |batch: FlowBatch, verdicts: &mut u64| {
-        let f = detector.on_batch(&batch);
-        *verdicts += f.verdicts.len() as u64;
-        for a in f.alerts {
-            state.record_alert(a);
-        }
-    };
     let file_name = path.display().to_string();
     let mut result = Ok(());
     loop {
@@ -122,9 +215,7 @@ pub fn replay(
                 break;
             }
         };
-        frames += 1;
         let first = *first_ts.get_or_insert(frame.ts_ns);
-        last_ts = last_ts.max(frame.ts_ns);
         if speed == Speed::Realtime {
             let due = Duration::from_nanos(frame.ts_ns.saturating_sub(first));
             let elapsed = started.elapsed();
@@ -132,47 +223,74 @@ pub fn replay(
                 std::thread::sleep(due - elapsed);
             }
         }
-        if let Some(batch) = router.on_frame(&frame) {
-            handle(batch, &mut verdicts);
-        }
-        if frames % 65_536 == 0 {
+        pipeline.on_frame(&frame);
+        if pipeline.frames() % 65_536 == 0 {
             let pos = source.stats().bytes_read;
             if let Some(b) = &bar {
                 b.set_position(pos);
             }
-            state.set_replay(serde_json::json!({"file": file_name, "state": "running", "packets": frames}));
+            state.set_replay(serde_json::json!({"file": file_name, "state": "running", "packets": pipeline.frames()}));
         }
-    }
-    for batch in router.finish() {
-        handle(batch, &mut verdicts);
     }
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
     result?;
-    state.set_replay(serde_json::json!({"file": file_name, "state": "finished", "packets": frames}));
-    let elapsed_s = started.elapsed().as_secs_f64();
-    let stats = router.table().stats();
-    let snap = registry.snapshot();
-    let skipped = crate::packet::SkipReason::ALL
-        .iter()
-        .map(|r| {
-            let key = format!("gatewarden_packets_skipped_total{{reason={}}}", r.as_str());
-            (r.as_str().to_string(), snap.get(&key).copied().unwrap_or(0.0) as u64)
-        })
-        .collect();
-    Ok(ReplaySummary {
-        file: path.to_path_buf(),
-        packets: frames,
-        skipped,
-        flows: stats.created,
-        flows_evicted: stats.evicted,
-        alerts: state.alerts_by_kind(),
-        verdicts,
-        elapsed_s,
-        pps: frames as f64 / elapsed_s.max(1e-9),
-        capture_span_s: first_ts.map_or(0.0, |f| (last_ts - f) as f64 / 1e9),
-    })
+    let summary = pipeline.finish(path);
+    state.set_replay(serde_json::json!({"file": file_name, "state": "finished", "packets": summary.packets}));
+    Ok(summary)
+}
+
+/// Runs the pipeline on a live interface until `duration` passes or `shutdown` fires.
+pub fn watch(
+    cfg: &Config,
+    state: &Arc<MonitorState>,
+    shutdown: &Shutdown,
+    duration: Option<Duration>,
+    on_ready: impl FnOnce(),
+) -> Result<ReplaySummary, CaptureError> {
+    let acfg =
+        crate::capture::AfPacketConfig::new(&cfg.capture.interface, cfg.capture.snap_len, cfg.capture.promiscuous);
+    let mut source = crate::capture::AfPacketSource::open(&acfg)?;
+    let mut pipeline = Pipeline::new(cfg, state);
+    let drops = state.registry.counter(
+        "gatewarden_capture_kernel_drops_total",
+        "Packets the kernel dropped because the capture ring was full.",
+        &[("interface", &cfg.capture.interface)],
+    );
+    let started = Instant::now();
+    let mut last_stats = Instant::now();
+    on_ready();
+    while !shutdown.is_triggered() && duration.is_none_or(|d| started.elapsed() < d) {
+        if let Some(frame) = source.poll_frame(Duration::from_millis(50))? {
+            pipeline.on_frame(&frame);
+        }
+        pipeline.tick(crate::monitor::unix_now_ns());
+        if last_stats.elapsed() >= Duration::from_secs(1) {
+            last_stats = Instant::now();
+            drops.set_total(source.kernel_stats().1);
+        }
+    }
+    let (_, kernel_drops) = source.kernel_stats();
+    drops.set_total(kernel_drops);
+    let mut summary = pipeline.finish(Path::new(&format!("interface:{}", cfg.capture.interface)));
+    summary.kernel_drops = Some(kernel_drops);
+    Ok(summary)
+}
+
+/// FNV-1a, 64-bit: a stable digest for comparing runs (not for security).
+struct Fnv64(u64);
+
+impl Fnv64 {
+    fn new() -> Fnv64 {
+        Fnv64(0xcbf2_9ce4_8422_2325)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= *b as u64;
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
 }
 
 fn progress_bar(size: Option<u64>) -> indicatif::ProgressBar {

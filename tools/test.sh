@@ -14,6 +14,9 @@ command -v nft >/dev/null || need_pkgs+=(nftables)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v curl >/dev/null || need_pkgs+=(curl)
 command -v python3 >/dev/null || need_pkgs+=(python3)
+command -v tcpdump >/dev/null || need_pkgs+=(tcpdump)
+command -v nmap >/dev/null || need_pkgs+=(nmap)
+command -v ping >/dev/null || need_pkgs+=(iputils-ping)
 if ((${#need_pkgs[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         echo "==> installing ${need_pkgs[*]}"

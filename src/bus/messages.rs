@@ -107,6 +107,20 @@ pub struct FlowBatch {
     pub seq: u64,
     /// The flows.
     pub flows: Vec<FlowRecord>,
+    /// Damped statistics of each source in `flows`, in feature-schema order
+    /// (the schema's host columns), taken when the batch was cut.
+    pub hosts: Vec<HostSnapshot>,
+}
+
+/// One host's damped statistics at a moment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostSnapshot {
+    /// The host.
+    pub addr: IpAddr,
+    /// Capture time of the snapshot, ns.
+    pub ts_ns: u64,
+    /// The schema's host columns, window-major.
+    pub features: Vec<f32>,
 }
 
 /// What kind of attack or anomaly a verdict or alert is about.
@@ -412,6 +426,7 @@ mod tests {
                     rev_bytes: 60,
                     conn_state: "REJ".into(),
                 }],
+                hosts: vec![HostSnapshot { addr: src, ts_ns: 2, features: vec![1.0, 0.5] }],
             }),
             Message::Verdict(Verdict {
                 id: 9,

@@ -2,10 +2,12 @@
 //! rings on the router) sits behind [`PacketSource`], so the flow table and
 //! everything after it never knows which one it is reading.
 
+pub mod afpacket;
 pub mod file;
 
 use std::path::PathBuf;
 
+pub use afpacket::{AfPacketConfig, AfPacketSource};
 pub use file::CaptureFile;
 
 /// How a frame's bytes start, from the capture's link-layer type.

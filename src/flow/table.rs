@@ -227,7 +227,7 @@ pub struct FlowTable {
     hasher: foldhash::quality::RandomState,
     next_id: u64,
     dirty: Vec<u32>,
-    exports: Vec<(ExportReason, FlowRecord)>,
+    exports: Vec<(ExportReason, Flow)>,
     stats: FlowTableStats,
 }
 
@@ -332,7 +332,7 @@ impl FlowTable {
         }
         let f = &mut self.slab[i as usize];
         f.dirty = false;
-        self.exports.push((reason, f.record()));
+        self.exports.push((reason, f.clone()));
         self.free.push(i);
         match reason {
             ExportReason::Idle => self.stats.expired_idle += 1,
@@ -442,8 +442,8 @@ impl FlowTable {
         }
     }
 
-    /// Flows that left the table since the last call.
-    pub fn take_exports(&mut self) -> Vec<(ExportReason, FlowRecord)> {
+    /// Flows that left the table since the last call, in full.
+    pub fn take_exports(&mut self) -> Vec<(ExportReason, Flow)> {
         std::mem::take(&mut self.exports)
     }
 

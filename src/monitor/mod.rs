@@ -61,6 +61,11 @@ pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// Unix time now in nanoseconds.
+pub fn unix_now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
 /// Formats nanoseconds since the epoch as RFC 3339 with microseconds, UTC
 /// (Suricata's timestamp shape).
 pub fn rfc3339(ns: u64) -> String {

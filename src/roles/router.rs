@@ -5,9 +5,10 @@
 
 use std::sync::Arc;
 
-use crate::bus::messages::FlowBatch;
+use crate::bus::messages::{FlowBatch, FlowRecord, HostSnapshot};
 use crate::capture::Frame;
 use crate::config::Config;
+use crate::features::HostTracker;
 use crate::flow::FlowTable;
 use crate::metrics::{Counter, Gauge, Registry};
 use crate::packet::{self, SkipReason};
@@ -16,6 +17,9 @@ use crate::packet::{self, SkipReason};
 pub struct RouterStage {
     node: String,
     table: FlowTable,
+    tracker: HostTracker,
+    /// Finished flows waiting for room in a batch; bounded, overflow counted.
+    pending: std::collections::VecDeque<crate::bus::messages::FlowRecord>,
     batch_interval_ns: u64,
     max_batch: usize,
     next_batch_ns: u64,
@@ -29,6 +33,7 @@ pub struct RouterStage {
     flows_evicted: Counter,
     flows_active: Gauge,
     updates_deferred: Counter,
+    exports_dropped: Counter,
 }
 
 impl RouterStage {
@@ -44,6 +49,8 @@ impl RouterStage {
         RouterStage {
             node: cfg.node_id.clone(),
             table: FlowTable::new(cfg.flow.max_flows, cfg.flow.idle_timeout_s, cfg.flow.active_timeout_s),
+            tracker: HostTracker::new(cfg.flow.max_hosts, cfg.flow.max_pairs),
+            pending: std::collections::VecDeque::new(),
             batch_interval_ns: cfg.flow.batch_interval_ms * 1_000_000,
             max_batch: cfg.flow.max_batch_flows,
             next_batch_ns: 0,
@@ -65,6 +72,11 @@ impl RouterStage {
                 "Flow updates held for a later batch because a batch was full.",
                 &[],
             ),
+            exports_dropped: registry.counter(
+                "gatewarden_flow_exports_dropped_total",
+                "Finished-flow records dropped because more flows ended than batches could carry (spoofed floods).",
+                &[],
+            ),
         }
     }
 
@@ -78,6 +90,7 @@ impl RouterStage {
         match packet::parse(frame) {
             Ok(p) => {
                 self.table.observe(&p);
+                self.tracker.observe(&p);
                 self.packets.inc();
                 self.bytes.add(p.ip_len as u64);
             }
@@ -110,31 +123,71 @@ impl RouterStage {
             self.table.expire(self.last_ns);
             self.next_expire_ns = self.last_ns + 1_000_000_000;
         }
+        self.queue_exports();
         let mut flows = self.table.take_updates(self.max_batch);
         let room = self.max_batch - flows.len();
-        let exports = self.table.take_exports();
-        // Finished flows whose last state was already reported need not be sent twice;
-        // those that changed since are sent as their final record.
-        flows.extend(exports.into_iter().map(|(_, r)| r).take(room));
+        let n = room.min(self.pending.len());
+        flows.extend(self.pending.drain(..n));
         self.sync_counters();
         if flows.is_empty() {
             return None;
         }
+        Some(self.batch(flows))
+    }
+
+    fn batch(&mut self, flows: Vec<FlowRecord>) -> FlowBatch {
         self.seq += 1;
-        Some(FlowBatch { node: self.node.clone(), seq: self.seq, flows })
+        let mut seen = std::collections::HashSet::new();
+        let hosts = flows
+            .iter()
+            .filter(|r| seen.insert(r.src))
+            .map(|r| HostSnapshot {
+                addr: r.src,
+                ts_ns: self.last_ns,
+                features: self.tracker.host_features(r.src, self.last_ns).to_vec(),
+            })
+            .collect();
+        FlowBatch { node: self.node.clone(), seq: self.seq, flows, hosts }
+    }
+
+    /// Moves flows that left the table into the pending queue, updating host
+    /// statistics; beyond four batches' worth the oldest are dropped and counted.
+    fn queue_exports(&mut self) {
+        let now = self.last_ns;
+        for (_, f) in self.table.take_exports() {
+            self.tracker.flow_finished(f.src(), f.conn_state().is_failed_attempt(), now);
+            self.pending.push_back(f.record());
+        }
+        let limit = 4 * self.max_batch;
+        if self.pending.len() > limit {
+            let extra = self.pending.len() - limit;
+            self.pending.drain(..extra);
+            self.exports_dropped.add(extra as u64);
+        }
+    }
+
+    /// The per-host statistics, for feature vectors.
+    pub fn tracker(&self) -> &HostTracker {
+        &self.tracker
     }
 
     /// Ends every flow and returns the remaining batches (end of capture, shutdown).
+    /// Nothing is dropped here: every pending record is sent.
     pub fn finish(&mut self) -> Vec<FlowBatch> {
         let mut out = Vec::new();
         while let Some(b) = self.cut_batch_all() {
             out.push(b);
         }
         self.table.flush();
-        let exports: Vec<_> = self.table.take_exports().into_iter().map(|(_, r)| r).collect();
-        for chunk in exports.chunks(self.max_batch) {
-            self.seq += 1;
-            out.push(FlowBatch { node: self.node.clone(), seq: self.seq, flows: chunk.to_vec() });
+        let now = self.last_ns;
+        for (_, f) in self.table.take_exports() {
+            self.tracker.flow_finished(f.src(), f.conn_state().is_failed_attempt(), now);
+            self.pending.push_back(f.record());
+        }
+        let pending: Vec<_> = self.pending.drain(..).collect();
+        for chunk in pending.chunks(self.max_batch) {
+            let b = self.batch(chunk.to_vec());
+            out.push(b);
         }
         self.sync_counters();
         out
@@ -145,8 +198,7 @@ impl RouterStage {
         if flows.is_empty() {
             return None;
         }
-        self.seq += 1;
-        Some(FlowBatch { node: self.node.clone(), seq: self.seq, flows })
+        Some(self.batch(flows))
     }
 
     fn sync_counters(&self) {

@@ -2,6 +2,8 @@
 //! a tiny HTTP client, and a pcap writer for hand-made captures.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;

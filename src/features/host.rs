@@ -1,0 +1,390 @@
+//! Per-host and per-(source, destination) damped statistics, updated on
+//! every packet (Kitsune's AfterImage idea): a weight decays by half every
+//! window half-life, so `weight × ln 2 / half-life` is a rate and ratios of
+//! weights are recent shares.
+//!
+//! Memory is bounded by [`HostTracker::new`]'s caps; least recently seen
+//! hosts and pairs are forgotten first.
+
+use std::net::IpAddr;
+
+use super::lru::LruMap;
+use super::schema::{HOST_STATS, PAIR_STATS, WINDOWS_S};
+use crate::packet::{tcp_flags, PacketInfo};
+
+const W: usize = WINDOWS_S.len();
+const HOST_SET: usize = 32;
+const PAIR_SET: usize = 16;
+
+/// Indexes of the damped weights kept per host.
+mod h {
+    pub const PKTS: usize = 0;
+    pub const BYTES: usize = 1;
+    pub const SYN: usize = 2;
+    pub const SYNACK_RX: usize = 3;
+    pub const RST_RX: usize = 4;
+    pub const UNREACH_RX: usize = 5;
+    pub const FLOWS: usize = 6;
+    pub const FAILED: usize = 7;
+    pub const NEW_DST: usize = 8;
+    pub const N: usize = 9;
+}
+
+mod p {
+    pub const PKTS: usize = 0;
+    pub const BYTES: usize = 1;
+    pub const SYN: usize = 2;
+    pub const N: usize = 3;
+}
+
+/// Time in 10 ms ticks, wrapping; enough to tell "within 60 s".
+fn tick(ns: u64) -> u32 {
+    (ns / 10_000_000) as u32
+}
+
+/// A small set of recently seen values with their last-seen tick.
+#[derive(Debug, Clone)]
+struct RecentSet<T: Copy + Eq, const N: usize> {
+    items: [(T, u32); N],
+    len: u8,
+}
+
+impl<T: Copy + Eq + Default, const N: usize> RecentSet<T, N> {
+    fn new() -> Self {
+        RecentSet { items: [(T::default(), 0); N], len: 0 }
+    }
+
+    /// Records `v` at `now`; returns true if it was not in the set.
+    fn touch(&mut self, v: T, now: u32) -> bool {
+        let len = self.len as usize;
+        for item in &mut self.items[..len] {
+            if item.0 == v {
+                item.1 = now;
+                return false;
+            }
+        }
+        if len < N {
+            self.items[len] = (v, now);
+            self.len += 1;
+        } else {
+            // Replace the entry seen longest ago.
+            let oldest = (0..N).max_by_key(|&i| now.wrapping_sub(self.items[i].1)).unwrap_or(0);
+            self.items[oldest] = (v, now);
+        }
+        true
+    }
+
+    /// Distinct values seen within `window_ticks` before `now`.
+    fn count_within(&self, now: u32, window_ticks: u32) -> usize {
+        self.items[..self.len as usize].iter().filter(|(_, t)| now.wrapping_sub(*t) <= window_ticks).count()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Damped<const N: usize> {
+    last_ns: u64,
+    w: [[f32; N]; W],
+}
+
+impl<const N: usize> Damped<N> {
+    fn new(now: u64) -> Self {
+        Damped { last_ns: now, w: [[0.0; N]; W] }
+    }
+
+    fn factors(last_ns: u64, now: u64) -> [f32; W] {
+        let dt = now.saturating_sub(last_ns) as f32 / 1e9;
+        let mut f = [1.0f32; W];
+        if dt > 0.0 {
+            for (k, half) in WINDOWS_S.iter().enumerate() {
+                f[k] = (-dt / half).exp2();
+            }
+        }
+        f
+    }
+
+    /// Decays to `now` and adds `add[i]` to every window's weight `i`.
+    fn update(&mut self, now: u64, add: &[(usize, f32)]) {
+        if now > self.last_ns {
+            let f = Self::factors(self.last_ns, now);
+            for (k, fk) in f.iter().enumerate() {
+                for v in &mut self.w[k] {
+                    *v *= fk;
+                }
+            }
+            self.last_ns = now;
+        }
+        for k in 0..W {
+            for &(i, a) in add {
+                self.w[k][i] += a;
+            }
+        }
+    }
+
+    /// The weights as they would be at `now`, without changing state.
+    fn at(&self, now: u64) -> [[f32; N]; W] {
+        let f = Self::factors(self.last_ns, now);
+        let mut out = self.w;
+        for (k, fk) in f.iter().enumerate() {
+            for v in &mut out[k] {
+                *v *= fk;
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone)]
+struct HostStats {
+    d: Damped<{ h::N }>,
+    ports: RecentSet<u16, HOST_SET>,
+    dsts: RecentSet<u64, HOST_SET>,
+}
+
+#[derive(Debug, Clone)]
+struct PairStats {
+    d: Damped<{ p::N }>,
+    ports: RecentSet<u16, PAIR_SET>,
+}
+
+fn addr_tag(a: IpAddr) -> u64 {
+    match a {
+        IpAddr::V4(v4) => u32::from(v4) as u64,
+        IpAddr::V6(v6) => {
+            let o = u128::from(v6);
+            (o as u64) ^ ((o >> 64) as u64).rotate_left(17)
+        }
+    }
+}
+
+/// The per-host and per-pair statistics of a network.
+pub struct HostTracker {
+    hosts: LruMap<IpAddr, HostStats>,
+    pairs: LruMap<(IpAddr, IpAddr), PairStats>,
+}
+
+/// Host features: [`HOST_STATS`] for each window, window-major.
+pub type HostFeatures = [f32; W * HOST_STATS.len()];
+/// Pair features: [`PAIR_STATS`] for each window, window-major.
+pub type PairFeatures = [f32; W * PAIR_STATS.len()];
+
+fn ratio(a: f32, b: f32) -> f32 {
+    if b <= 1e-6 {
+        0.0
+    } else {
+        (a / b).min(1e6)
+    }
+}
+
+impl HostTracker {
+    /// A tracker remembering at most `max_hosts` hosts and `max_pairs` pairs.
+    pub fn new(max_hosts: usize, max_pairs: usize) -> HostTracker {
+        HostTracker { hosts: LruMap::new(max_hosts), pairs: LruMap::new(max_pairs) }
+    }
+
+    /// Hosts currently remembered.
+    pub fn hosts(&self) -> usize {
+        self.hosts.len()
+    }
+
+    /// Pairs currently remembered.
+    pub fn pairs(&self) -> usize {
+        self.pairs.len()
+    }
+
+    /// Bytes per remembered host and per pair, for the memory budget.
+    pub fn bytes_per_host_and_pair() -> (usize, usize) {
+        (LruMap::<IpAddr, HostStats>::bytes_per_entry(), LruMap::<(IpAddr, IpAddr), PairStats>::bytes_per_entry())
+    }
+
+    /// Counts one packet.
+    pub fn observe(&mut self, pkt: &PacketInfo) {
+        let now = pkt.ts_ns;
+        let t = tick(now);
+        let len = pkt.ip_len as f32;
+        let syn = pkt.proto == 6 && pkt.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+        let has_ports = pkt.proto == 6 || pkt.proto == 17;
+        {
+            let src = self.hosts.get_or_insert_with(pkt.src, || HostStats {
+                d: Damped::new(now),
+                ports: RecentSet::new(),
+                dsts: RecentSet::new(),
+            });
+            let new_dst = src.dsts.touch(addr_tag(pkt.dst), t);
+            if has_ports {
+                src.ports.touch(pkt.dport, t);
+            }
+            let mut add = [(h::PKTS, 1.0), (h::BYTES, len), (h::SYN, 0.0), (h::NEW_DST, 0.0)];
+            if syn {
+                add[2].1 = 1.0;
+            }
+            if new_dst {
+                add[3].1 = 1.0;
+            }
+            src.d.update(now, &add);
+        }
+        // What the destination receives that tells about its own attempts.
+        let rx = if pkt.proto == 6
+            && pkt.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == (tcp_flags::SYN | tcp_flags::ACK)
+        {
+            Some(h::SYNACK_RX)
+        } else if pkt.proto == 6 && pkt.tcp_flags & tcp_flags::RST != 0 {
+            Some(h::RST_RX)
+        } else if pkt.is_icmp_unreachable() {
+            Some(h::UNREACH_RX)
+        } else {
+            None
+        };
+        if let Some(i) = rx {
+            let dst = self.hosts.get_or_insert_with(pkt.dst, || HostStats {
+                d: Damped::new(now),
+                ports: RecentSet::new(),
+                dsts: RecentSet::new(),
+            });
+            dst.d.update(now, &[(i, 1.0)]);
+        }
+        let pair = self
+            .pairs
+            .get_or_insert_with((pkt.src, pkt.dst), || PairStats { d: Damped::new(now), ports: RecentSet::new() });
+        if has_ports {
+            pair.ports.touch(pkt.dport, t);
+        }
+        pair.d.update(now, &[(p::PKTS, 1.0), (p::BYTES, len), (p::SYN, if syn { 1.0 } else { 0.0 })]);
+    }
+
+    /// Counts a finished flow of `src` (for the failed-flow share).
+    pub fn flow_finished(&mut self, src: IpAddr, failed: bool, now: u64) {
+        let s = self.hosts.get_or_insert_with(src, || HostStats {
+            d: Damped::new(now),
+            ports: RecentSet::new(),
+            dsts: RecentSet::new(),
+        });
+        s.d.update(now, &[(h::FLOWS, 1.0), (h::FAILED, if failed { 1.0 } else { 0.0 })]);
+    }
+
+    /// The host features of `addr` at `now` (zeros if unknown).
+    pub fn host_features(&self, addr: IpAddr, now: u64) -> HostFeatures {
+        let mut out = [0.0; W * HOST_STATS.len()];
+        let Some(s) = self.hosts.peek(&addr) else { return out };
+        let w = s.d.at(now);
+        let t = tick(now);
+        for k in 0..W {
+            let half = WINDOWS_S[k];
+            let rate = std::f32::consts::LN_2 / half;
+            let win_ticks = (half * 100.0) as u32;
+            let v = &w[k];
+            let o = &mut out[k * HOST_STATS.len()..(k + 1) * HOST_STATS.len()];
+            o[0] = v[h::PKTS] * rate;
+            o[1] = v[h::BYTES] * rate;
+            o[2] = s.ports.count_within(t, win_ticks) as f32;
+            o[3] = s.dsts.count_within(t, win_ticks) as f32;
+            o[4] = ratio(v[h::SYN], v[h::PKTS]);
+            o[5] = ratio(v[h::SYNACK_RX], v[h::SYN]);
+            o[6] = ratio(v[h::RST_RX], v[h::PKTS]);
+            o[7] = ratio(v[h::UNREACH_RX], v[h::PKTS]);
+            o[8] = ratio(v[h::FAILED], v[h::FLOWS]);
+            o[9] = v[h::NEW_DST] * rate;
+        }
+        out
+    }
+
+    /// The pair features of `src → dst` at `now` (zeros if unknown).
+    pub fn pair_features(&self, src: IpAddr, dst: IpAddr, now: u64) -> PairFeatures {
+        let mut out = [0.0; W * PAIR_STATS.len()];
+        let Some(s) = self.pairs.peek(&(src, dst)) else { return out };
+        let w = s.d.at(now);
+        let back = self.pairs.peek(&(dst, src)).map(|b| b.d.at(now));
+        let t = tick(now);
+        for k in 0..W {
+            let half = WINDOWS_S[k];
+            let rate = std::f32::consts::LN_2 / half;
+            let v = &w[k];
+            let o = &mut out[k * PAIR_STATS.len()..(k + 1) * PAIR_STATS.len()];
+            o[0] = v[p::PKTS] * rate;
+            o[1] = v[p::BYTES] * rate;
+            o[2] = s.ports.count_within(t, (half * 100.0) as u32) as f32;
+            o[3] = ratio(v[p::SYN], v[p::PKTS]);
+            o[4] = back.map_or(0.0, |b| ratio(b[k][p::PKTS], v[p::PKTS]));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pkt(t: f64, src: &str, dst: &str, dport: u16, proto: u8, flags: u8) -> PacketInfo {
+        PacketInfo {
+            ts_ns: (t * 1e9) as u64,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            proto,
+            sport: 40000,
+            dport,
+            tcp_flags: flags,
+            icmp_type: 0,
+            icmp_code: 0,
+            ip_len: 100,
+            payload_len: 60,
+        }
+    }
+
+    #[test]
+    fn steady_rate_converges_to_the_true_rate() {
+        let mut t = HostTracker::new(100, 100);
+        // 50 packets/s for 300 s.
+        for i in 0..15_000 {
+            t.observe(&pkt(i as f64 * 0.02, "192.0.2.1", "198.51.100.1", 1883, 6, 0x18));
+        }
+        let f = t.host_features("192.0.2.1".parse().unwrap(), (300.0 * 1e9) as u64);
+        for k in 0..3 {
+            let rate = f[k * HOST_STATS.len()];
+            assert!((rate - 50.0).abs() < 2.0, "window {k}: rate {rate}");
+            assert!((f[k * HOST_STATS.len() + 1] - 5000.0).abs() < 200.0);
+        }
+        assert_eq!(f[3], 1.0, "one distinct destination");
+    }
+
+    #[test]
+    fn scan_shows_many_ports_high_syn_ratio_and_rst_replies() {
+        let mut t = HostTracker::new(100, 100);
+        for port in 1..=200u16 {
+            let ts = port as f64 * 0.002;
+            t.observe(&pkt(ts, "203.0.113.9", "192.0.2.10", port, 6, 0x02));
+            t.observe(&pkt(ts + 0.0001, "192.0.2.10", "203.0.113.9", 40000, 6, 0x14));
+        }
+        let f = t.host_features("203.0.113.9".parse().unwrap(), 400_000_000);
+        assert_eq!(f[2], 32.0, "distinct ports saturate at 32");
+        assert!(f[4] > 0.99, "syn ratio {}", f[4]);
+        assert!(f[6] > 0.9, "rst ratio {}", f[6]);
+        assert_eq!(f[5], 0.0, "no SYN-ACKs");
+        let pf = t.pair_features("203.0.113.9".parse().unwrap(), "192.0.2.10".parse().unwrap(), 400_000_000);
+        assert_eq!(pf[2], 16.0);
+        assert!((pf[4] - 1.0).abs() < 0.05, "one reply per probe: {}", pf[4]);
+    }
+
+    #[test]
+    fn decay_halves_per_half_life() {
+        let mut t = HostTracker::new(10, 10);
+        t.observe(&pkt(0.0, "192.0.2.1", "192.0.2.2", 80, 17, 0));
+        let a = t.host_features("192.0.2.1".parse().unwrap(), 0);
+        let b = t.host_features("192.0.2.1".parse().unwrap(), 10_000_000_000);
+        let r = b[HOST_STATS.len()] / a[HOST_STATS.len()];
+        assert!((r - 0.5).abs() < 1e-3, "10 s window halves in 10 s: {r}");
+        assert_eq!(b[3 + HOST_STATS.len()], 1.0, "destination still within 10 s");
+        let c = t.host_features("192.0.2.1".parse().unwrap(), 70_000_000_000);
+        assert_eq!(c[3 + 2 * HOST_STATS.len()], 0.0, "destination older than 60 s no longer counts");
+    }
+
+    #[test]
+    fn memory_is_bounded_under_spoofed_sources() {
+        let mut t = HostTracker::new(1000, 2000);
+        for i in 0..100_000u32 {
+            let mut p = pkt(i as f64 * 1e-5, "10.0.0.1", "192.0.2.10", 80, 6, 0x02);
+            p.src = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            t.observe(&p);
+        }
+        assert_eq!(t.hosts(), 1000);
+        assert_eq!(t.pairs(), 2000);
+    }
+}

@@ -1,0 +1,157 @@
+//! A bounded map that forgets the least recently touched entry when full:
+//! the shape every per-host and per-pair table needs so a spoofed flood
+//! cannot grow memory. Slab + intrusive list + `hashbrown::HashTable<u32>`
+//! seeded per process.
+
+use std::hash::{BuildHasher, Hash};
+
+use hashbrown::HashTable;
+
+const NIL: u32 = u32::MAX;
+
+struct Slot<K, V> {
+    key: K,
+    value: V,
+    prev: u32,
+    next: u32,
+}
+
+/// A least-recently-used map with a hard capacity.
+pub struct LruMap<K, V> {
+    index: HashTable<u32>,
+    slab: Vec<Slot<K, V>>,
+    head: u32,
+    tail: u32,
+    cap: usize,
+    hasher: foldhash::quality::RandomState,
+    evictions: u64,
+}
+
+impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
+    /// A map holding at most `cap` entries.
+    pub fn new(cap: usize) -> LruMap<K, V> {
+        let cap = cap.clamp(1, u32::MAX as usize - 1);
+        LruMap {
+            index: HashTable::new(),
+            slab: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            cap,
+            hasher: foldhash::quality::RandomState::default(),
+            evictions: 0,
+        }
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether empty.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Entries forgotten because the map was full.
+    pub fn evictions(&self) -> u64 {
+        self.evictions
+    }
+
+    /// Bytes one entry costs (slot plus index share at worst-case load).
+    pub fn bytes_per_entry() -> usize {
+        std::mem::size_of::<Slot<K, V>>() + 2 * (std::mem::size_of::<u32>() + 1)
+    }
+
+    fn unlink(&mut self, i: u32) {
+        let (prev, next) = (self.slab[i as usize].prev, self.slab[i as usize].next);
+        if prev != NIL {
+            self.slab[prev as usize].next = next;
+        } else {
+            self.head = next;
+        }
+        if next != NIL {
+            self.slab[next as usize].prev = prev;
+        } else {
+            self.tail = prev;
+        }
+    }
+
+    fn push_front(&mut self, i: u32) {
+        let old = self.head;
+        self.slab[i as usize].prev = NIL;
+        self.slab[i as usize].next = old;
+        if old != NIL {
+            self.slab[old as usize].prev = i;
+        } else {
+            self.tail = i;
+        }
+        self.head = i;
+    }
+
+    /// Looks up without touching recency.
+    pub fn peek(&self, key: &K) -> Option<&V> {
+        let hash = self.hasher.hash_one(key);
+        let slab = &self.slab;
+        self.index.find(hash, |&j| slab[j as usize].key == *key).map(|&i| &self.slab[i as usize].value)
+    }
+
+    /// The entry for `key`, created with `make` if absent (evicting the least
+    /// recently used entry when full, reusing its slot); marks it most recent.
+    pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
+        let hash = self.hasher.hash_one(key);
+        let slab = &self.slab;
+        if let Some(&i) = self.index.find(hash, |&j| slab[j as usize].key == key) {
+            if self.head != i {
+                self.unlink(i);
+                self.push_front(i);
+            }
+            return &mut self.slab[i as usize].value;
+        }
+        let i = if self.index.len() >= self.cap {
+            // Reuse the tail's slot.
+            let t = self.tail;
+            self.unlink(t);
+            let old_key = self.slab[t as usize].key;
+            let old_hash = self.hasher.hash_one(old_key);
+            let slab = &self.slab;
+            if let Ok(e) = self.index.find_entry(old_hash, |&j| slab[j as usize].key == old_key) {
+                e.remove();
+            }
+            self.evictions += 1;
+            self.slab[t as usize] = Slot { key, value: make(), prev: NIL, next: NIL };
+            t
+        } else {
+            self.slab.push(Slot { key, value: make(), prev: NIL, next: NIL });
+            (self.slab.len() - 1) as u32
+        };
+        let slab = &self.slab;
+        let hasher = &self.hasher;
+        self.index.insert_unique(hash, i, |&j| hasher.hash_one(slab[j as usize].key));
+        self.push_front(i);
+        &mut self.slab[i as usize].value
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evicts_least_recently_used_at_capacity() {
+        let mut m: LruMap<u32, u32> = LruMap::new(3);
+        for k in 0..3 {
+            *m.get_or_insert_with(k, || 0) += 1;
+        }
+        *m.get_or_insert_with(0, || 0) += 1; // 0 is now most recent; 1 is least
+        m.get_or_insert_with(9, || 0);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m.peek(&1), None);
+        assert_eq!(m.peek(&0), Some(&2));
+        assert_eq!(m.evictions(), 1);
+        for k in 100..10_000 {
+            m.get_or_insert_with(k, || k);
+            assert!(m.len() <= 3);
+        }
+        assert_eq!(m.peek(&9_999), Some(&9_999));
+    }
+}

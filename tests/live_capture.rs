@@ -1,0 +1,140 @@
+//! Live capture in a real kernel: real ping/curl/nmap traffic through a
+//! router namespace; gatewarden's AF_PACKET ring must count exactly what
+//! tcpdump counts on the same interface, with no kernel drops.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::netns::{require_root, Site};
+use common::{bin, Guard};
+
+/// Spawns `cmd`, forwarding its stderr lines to a channel.
+fn spawn_with_stderr(cmd: &mut Command) -> (Guard, mpsc::Receiver<String>) {
+    let mut child: Child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let err = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (Guard(Some(child)), rx)
+}
+
+fn wait_for(rx: &mpsc::Receiver<String>, needle: &str, what: &str) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) => {
+                let hit = line.contains(needle);
+                seen.push(line);
+                if hit {
+                    return seen;
+                }
+            }
+            Err(_) => panic!("{what} never printed {needle:?}; it printed: {seen:?}"),
+        }
+    }
+}
+
+fn tool(name: &str) -> bool {
+    let found =
+        Command::new("sh").args(["-c", &format!("command -v {name}")]).output().is_ok_and(|o| o.status.success());
+    if !found && std::env::var_os("CI").is_some() {
+        panic!("{name} is missing: tools/test.sh installs it");
+    }
+    found
+}
+
+#[test]
+fn live_capture_counts_exactly_what_tcpdump_counts() {
+    if !require_root("live_capture_counts_exactly_what_tcpdump_counts") {
+        return;
+    }
+    for t in ["tcpdump", "nmap", "curl", "ping", "python3"] {
+        if !tool(t) {
+            eprintln!("SKIPPED: {t} not installed");
+            return;
+        }
+    }
+    let site = Site::new();
+    // A web server on the WAN side.
+    let _web = Guard::spawn(
+        site.wan
+            .command("python3")
+            .args(["-m", "http.server", "8080", "--bind", "::"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    // Let link-up chatter settle so both captures see the same quiet start.
+    std::thread::sleep(Duration::from_millis(1500));
+
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("ref.pcap");
+    let (mut tcpdump, tcpdump_err) = spawn_with_stderr(site.router.command("tcpdump").args([
+        "-i",
+        "lan0",
+        "-s",
+        "128",
+        "-U",
+        "-n",
+        "-w",
+        pcap.to_str().unwrap(),
+    ]));
+    wait_for(&tcpdump_err, "listening on", "tcpdump");
+    let (mut gw, gw_err) = spawn_with_stderr(site.router.command(bin().to_str().unwrap()).args([
+        "watch",
+        "-i",
+        "lan0",
+        "--json",
+        "--duration",
+        "120s",
+    ]));
+    wait_for(&gw_err, "capturing on lan0", "gatewarden watch");
+
+    // Real traffic: ICMP both families, HTTP over both, and an nmap SYN scan.
+    site.iot.exec(&["ping", "-c", "5", "-i", "0.2", "198.51.100.10"]);
+    site.iot.exec(&["ping", "-6", "-c", "5", "-i", "0.2", "2001:db8:20::10"]);
+    for url in ["http://198.51.100.10:8080/", "http://[2001:db8:20::10]:8080/"] {
+        let mut ok = false;
+        for _ in 0..20 {
+            let out = site
+                .iot
+                .command("curl")
+                .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "2", url])
+                .output()
+                .unwrap();
+            if String::from_utf8_lossy(&out.stdout) == "200" {
+                ok = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(ok, "curl {url} never got 200");
+    }
+    site.iot.exec(&["nmap", "-n", "-Pn", "-sS", "-T4", "--top-ports", "200", "198.51.100.10"]);
+    std::thread::sleep(Duration::from_millis(500));
+
+    gw.signal("INT");
+    assert_eq!(gw.wait_timeout(Duration::from_secs(5)), Some(0), "gatewarden watch exits cleanly on Ctrl-C");
+    let mut out = String::new();
+    std::io::Read::read_to_string(gw.child().stdout.as_mut().unwrap(), &mut out).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+
+    tcpdump.signal("INT");
+    assert!(tcpdump.wait_timeout(Duration::from_secs(5)).is_some());
+    let counted = Command::new("tcpdump").args(["-n", "-r", pcap.to_str().unwrap()]).output().unwrap();
+    let tcpdump_packets = String::from_utf8_lossy(&counted.stdout).lines().count() as u64;
+
+    let ours = summary["packets"].as_u64().unwrap();
+    assert!(tcpdump_packets > 400, "the scan alone sends 200+ probes; tcpdump saw {tcpdump_packets}");
+    assert_eq!(ours, tcpdump_packets, "gatewarden counted {ours}, tcpdump {tcpdump_packets}: {summary}");
+    assert_eq!(summary["kernel_drops"], 0, "{summary}");
+    assert_eq!(summary["skipped"]["ip_malformed"], 0);
+    assert!(summary["flows"].as_u64().unwrap() >= 200, "{summary}");
+    assert!(summary["alerts"]["port_scan"].as_u64().unwrap_or(0) >= 1, "the nmap scan is detected live: {summary}");
+}
