@@ -57,6 +57,8 @@ pub struct ReplaySummary {
     /// FNV-1a digest of every encoded FlowBatch (flows and host features):
     /// equal digests mean identical detector input, whatever the speed.
     pub batches_digest: String,
+    /// Peak resident memory of the process so far (VmHWM), MiB.
+    pub peak_rss_mb: f64,
     /// Packets the kernel dropped (live capture only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_drops: Option<u64>,
@@ -83,21 +85,39 @@ impl ReplaySummary {
             s.push_str(&format!("    {kind:<12} {n}\n"));
         }
         s.push_str(&format!(
-            "  elapsed   {:.3} s for {:.1} s of traffic ({:.0} packets/s)\n",
-            self.elapsed_s, self.capture_span_s, self.pps
+            "  elapsed   {:.3} s for {:.1} s of traffic ({:.0} packets/s), peak memory {:.0} MiB\n",
+            self.elapsed_s, self.capture_span_s, self.pps, self.peak_rss_mb
         ));
         s
+    }
+}
+
+/// The detector and monitor half of the pipeline.
+struct Analysis {
+    detector: DetectorStage,
+    state: Arc<MonitorState>,
+    digest: Fnv64,
+    batches: u64,
+    verdicts: u64,
+}
+
+impl Analysis {
+    fn handle(&mut self, batch: FlowBatch) {
+        self.batches += 1;
+        self.digest.write(&crate::bus::messages::Message::FlowBatch(batch.clone()).encode());
+        let f = self.detector.on_batch(&batch);
+        self.verdicts += f.verdicts.len() as u64;
+        for a in f.alerts {
+            self.state.record_alert(a);
+        }
     }
 }
 
 /// Router, detector and monitor stages in lockstep, fed frame by frame.
 pub struct Pipeline {
     router: RouterStage,
-    detector: DetectorStage,
+    analysis: Analysis,
     state: Arc<MonitorState>,
-    digest: Fnv64,
-    batches: u64,
-    verdicts: u64,
     frames: u64,
     first_ts: Option<u64>,
     last_ts: u64,
@@ -110,25 +130,18 @@ impl Pipeline {
         let registry: &Arc<Registry> = &state.registry;
         Pipeline {
             router: RouterStage::new(cfg, registry),
-            detector: DetectorStage::new(cfg, registry),
+            analysis: Analysis {
+                detector: DetectorStage::new(cfg, registry),
+                state: state.clone(),
+                digest: Fnv64::new(),
+                batches: 0,
+                verdicts: 0,
+            },
             state: state.clone(),
-            digest: Fnv64::new(),
-            batches: 0,
-            verdicts: 0,
             frames: 0,
             first_ts: None,
             last_ts: 0,
             started: Instant::now(),
-        }
-    }
-
-    fn handle(&mut self, batch: FlowBatch) {
-        self.batches += 1;
-        self.digest.write(&crate::bus::messages::Message::FlowBatch(batch.clone()).encode());
-        let f = self.detector.on_batch(&batch);
-        self.verdicts += f.verdicts.len() as u64;
-        for a in f.alerts {
-            self.state.record_alert(a);
         }
     }
 
@@ -138,14 +151,14 @@ impl Pipeline {
         self.first_ts.get_or_insert(frame.ts_ns);
         self.last_ts = self.last_ts.max(frame.ts_ns);
         if let Some(batch) = self.router.on_frame(frame) {
-            self.handle(batch);
+            self.analysis.handle(batch);
         }
     }
 
     /// Lets the router cut a batch when traffic is quiet (live capture).
     pub fn tick(&mut self, now_ns: u64) {
         if let Some(batch) = self.router.tick(now_ns) {
-            self.handle(batch);
+            self.analysis.handle(batch);
         }
     }
 
@@ -156,9 +169,8 @@ impl Pipeline {
 
     /// Ends all flows, analyses the rest and summarises.
     pub fn finish(mut self, file: &Path) -> ReplaySummary {
-        for batch in self.router.finish() {
-            self.handle(batch);
-        }
+        let analysis = &mut self.analysis;
+        self.router.finish(|b| analysis.handle(b));
         let elapsed_s = self.started.elapsed().as_secs_f64();
         let stats = self.router.table().stats();
         let snap = self.state.registry.snapshot();
@@ -176,13 +188,14 @@ impl Pipeline {
             flows: stats.created,
             flows_evicted: stats.evicted,
             alerts: self.state.alerts_by_kind(),
-            verdicts: self.verdicts,
+            verdicts: self.analysis.verdicts,
             elapsed_s,
             pps: self.frames as f64 / elapsed_s.max(1e-9),
             capture_span_s: self.first_ts.map_or(0.0, |f| (self.last_ts - f) as f64 / 1e9),
-            batches: self.batches,
-            batches_digest: format!("{:016x}", self.digest.0),
+            batches: self.analysis.batches,
+            batches_digest: format!("{:016x}", self.analysis.digest.0),
             kernel_drops: None,
+            peak_rss_mb: peak_rss_mb(),
         }
     }
 }
@@ -276,6 +289,16 @@ pub fn watch(
     let mut summary = pipeline.finish(Path::new(&format!("interface:{}", cfg.capture.interface)));
     summary.kernel_drops = Some(kernel_drops);
     Ok(summary)
+}
+
+/// Peak resident set size (VmHWM) in MiB, 0 if unknown.
+pub fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
 }
 
 /// FNV-1a, 64-bit: a stable digest for comparing runs (not for security).

@@ -138,3 +138,46 @@ fn live_capture_counts_exactly_what_tcpdump_counts() {
     assert!(summary["flows"].as_u64().unwrap() >= 200, "{summary}");
     assert!(summary["alerts"]["port_scan"].as_u64().unwrap_or(0) >= 1, "the nmap scan is detected live: {summary}");
 }
+
+#[test]
+fn run_role_all_on_a_live_interface_raises_an_alert_for_a_real_scan() {
+    if !require_root("run_role_all_on_a_live_interface_raises_an_alert_for_a_real_scan") {
+        return;
+    }
+    if !tool("nmap") || !tool("curl") {
+        eprintln!("SKIPPED: nmap/curl not installed");
+        return;
+    }
+    let site = Site::new();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gw.toml");
+    std::fs::write(&cfg, "node_id = \"rtr\"\n[http]\nlisten = \"127.0.0.1:8080\"\n[capture]\ninterface = \"lan0\"\n")
+        .unwrap();
+    let (mut gw, gw_err) = spawn_with_stderr(site.router.command(bin().to_str().unwrap()).args([
+        "run",
+        "--role",
+        "all",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    wait_for(&gw_err, "capturing", "gatewarden run");
+    site.iot.exec(&["nmap", "-n", "-Pn", "-sS", "-T4", "-p", "1-300", "198.51.100.10"]);
+    let mut alerts = serde_json::Value::Null;
+    for _ in 0..50 {
+        let out = site.router.command("curl").args(["-s", "http://127.0.0.1:8080/api/alerts"]).output().unwrap();
+        alerts = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+        if alerts["alerts"].as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let list = alerts["alerts"].as_array().unwrap_or_else(|| panic!("no alerts: {alerts}"));
+    let scan = list.iter().find(|a| a["gatewarden"]["kind"] == "port_scan").unwrap_or_else(|| panic!("{alerts}"));
+    assert_eq!(scan["src_ip"], "192.0.2.10");
+    assert_eq!(scan["dest_ip"], "198.51.100.10");
+    let metrics = site.router.command("curl").args(["-s", "http://127.0.0.1:8080/metrics"]).output().unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    assert!(metrics.contains("gatewarden_capture_kernel_drops_total{interface=\"lan0\"} 0"), "{metrics}");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_timeout(Duration::from_secs(3)), Some(0));
+}

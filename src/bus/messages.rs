@@ -9,6 +9,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::flow::ConnState;
 use crate::role::Role;
 
 /// The wire format version; bump it when a change is not backward compatible.
@@ -95,7 +96,7 @@ pub struct FlowRecord {
     /// IP bytes responder → originator.
     pub rev_bytes: u64,
     /// Zeek-style connection state (`S0`, `SF`, `REJ`, …).
-    pub conn_state: String,
+    pub conn_state: ConnState,
 }
 
 /// A batch of flow records, emitted by the router at a fixed cadence.
@@ -424,7 +425,7 @@ mod tests {
                     rev_packets: 1,
                     fwd_bytes: 180,
                     rev_bytes: 60,
-                    conn_state: "REJ".into(),
+                    conn_state: ConnState::REJ,
                 }],
                 hosts: vec![HostSnapshot { addr: src, ts_ns: 2, features: vec![1.0, 0.5] }],
             }),

@@ -7,15 +7,18 @@
 //! and `MAX_DESTS` victims are tracked (least recently seen go first), and
 //! each keeps bounded sets.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
+
+/// Hash maps keyed by attacker-controlled data use a per-process random seed.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::net::IpAddr;
 
 use crate::bus::messages::{AttackKind, FlowRecord, Proto};
 use crate::config::DetectorConfig;
-use crate::flow::ConnState;
 
 /// Most sources tracked at once.
-pub const MAX_SOURCES: usize = 65_536;
+pub const MAX_SOURCES: usize = 16_384;
 /// Most destinations tracked for distributed floods.
 pub const MAX_DESTS: usize = 16_384;
 /// Most flows remembered (for deltas) per source.
@@ -150,7 +153,7 @@ impl AttemptWindow {
     }
     fn span_s(&self) -> f64 {
         match (self.events.front(), self.events.back()) {
-            (Some(a), Some(b)) => ((b.0 - a.0) as f64 / 1e9).max(0.001),
+            (Some(a), Some(b)) => (b.0.saturating_sub(a.0) as f64 / 1e9).max(0.001),
             _ => 0.001,
         }
     }
@@ -200,7 +203,7 @@ impl Heuristics {
     /// Detectors with thresholds from config.
     pub fn new(cfg: DetectorConfig) -> Heuristics {
         let window_ns = cfg.window_s * 1_000_000_000;
-        Heuristics { cfg, sources: HashMap::new(), dests: HashMap::new(), window_ns }
+        Heuristics { cfg, sources: HashMap::default(), dests: HashMap::default(), window_ns }
     }
 
     /// Sources currently tracked (bounded by [`MAX_SOURCES`]).
@@ -247,7 +250,7 @@ impl Heuristics {
         }
         s.flows.insert(r.flow_id, r.fwd_packets);
         let delta = r.fwd_packets.saturating_sub(prev_fwd.unwrap_or(0));
-        let state = ConnState::parse(&r.conn_state).unwrap_or(ConnState::OTH);
+        let state = r.conn_state;
 
         if is_new && matches!(r.proto, Proto::Tcp | Proto::Udp) {
             s.attempts.push(r.first_ns, r.dst, r.dport, r.proto);
@@ -471,6 +474,7 @@ pub fn service_name(port: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::flow::ConnState;
 
     #[allow(clippy::too_many_arguments)]
     fn rec(
@@ -497,7 +501,7 @@ mod tests {
             rev_packets: rev,
             fwd_bytes: 60 * fwd as u64,
             rev_bytes: 60 * rev as u64,
-            conn_state: state.into(),
+            conn_state: ConnState::parse(state).unwrap(),
         }
     }
 

@@ -113,8 +113,8 @@ pub fn extract(
         now = now.max(frame.ts_ns);
         match packet::parse(&frame) {
             Ok(p) => {
-                table.observe(&p);
-                tracker.observe(&p);
+                let o = table.observe(&p);
+                tracker.observe(&p, o.new_flow);
             }
             Err(_) => summary.skipped += 1,
         }

@@ -42,42 +42,58 @@ fn tick(ns: u64) -> u32 {
     (ns / 10_000_000) as u32
 }
 
-/// A small set of recently seen values with their last-seen tick.
+/// A small set of recently seen values with their last-seen tick, kept in
+/// two arrays so a lookup is one tight scan.
 #[derive(Debug, Clone)]
 struct RecentSet<T: Copy + Eq, const N: usize> {
-    items: [(T, u32); N],
+    vals: [T; N],
+    ticks: [u32; N],
     len: u8,
 }
 
 impl<T: Copy + Eq + Default, const N: usize> RecentSet<T, N> {
     fn new() -> Self {
-        RecentSet { items: [(T::default(), 0); N], len: 0 }
+        RecentSet { vals: [T::default(); N], ticks: [0; N], len: 0 }
     }
 
     /// Records `v` at `now`; returns true if it was not in the set.
     fn touch(&mut self, v: T, now: u32) -> bool {
         let len = self.len as usize;
-        for item in &mut self.items[..len] {
-            if item.0 == v {
-                item.1 = now;
-                return false;
-            }
+        if let Some(i) = self.vals[..len].iter().position(|x| *x == v) {
+            self.ticks[i] = now;
+            return false;
         }
-        if len < N {
-            self.items[len] = (v, now);
+        let slot = if len < N {
             self.len += 1;
+            len
         } else {
             // Replace the entry seen longest ago.
-            let oldest = (0..N).max_by_key(|&i| now.wrapping_sub(self.items[i].1)).unwrap_or(0);
-            self.items[oldest] = (v, now);
-        }
+            (0..N).max_by_key(|&i| now.wrapping_sub(self.ticks[i])).unwrap_or(0)
+        };
+        self.vals[slot] = v;
+        self.ticks[slot] = now;
         true
     }
 
     /// Distinct values seen within `window_ticks` before `now`.
     fn count_within(&self, now: u32, window_ticks: u32) -> usize {
-        self.items[..self.len as usize].iter().filter(|(_, t)| now.wrapping_sub(*t) <= window_ticks).count()
+        self.ticks[..self.len as usize].iter().filter(|t| now.wrapping_sub(**t) <= window_ticks).count()
     }
+}
+
+/// 2^x for x ≤ 0, to about 1e-4 relative error: integer part by exponent
+/// bits, fraction by a cubic. Decay factors need no more, and this is several
+/// times faster than `f32::exp2` on the per-packet path.
+#[inline]
+fn fast_exp2_neg(x: f32) -> f32 {
+    if x < -126.0 {
+        return 0.0;
+    }
+    let fl = x.floor();
+    let f = x - fl; // in [0, 1)
+    let poly = 1.0 + f * (0.695_976_1 + f * (0.224_940_4 + f * 0.079_083_5));
+    let bits = ((fl as i32 + 127) as u32) << 23;
+    f32::from_bits(bits) * poly
 }
 
 #[derive(Debug, Clone)]
@@ -96,7 +112,7 @@ impl<const N: usize> Damped<N> {
         let mut f = [1.0f32; W];
         if dt > 0.0 {
             for (k, half) in WINDOWS_S.iter().enumerate() {
-                f[k] = (-dt / half).exp2();
+                f[k] = fast_exp2_neg(-dt / half);
             }
         }
         f
@@ -137,7 +153,7 @@ impl<const N: usize> Damped<N> {
 struct HostStats {
     d: Damped<{ h::N }>,
     ports: RecentSet<u16, HOST_SET>,
-    dsts: RecentSet<u64, HOST_SET>,
+    dsts: RecentSet<u32, HOST_SET>,
 }
 
 #[derive(Debug, Clone)]
@@ -146,20 +162,30 @@ struct PairStats {
     ports: RecentSet<u16, PAIR_SET>,
 }
 
-fn addr_tag(a: IpAddr) -> u64 {
+/// A 32-bit tag of an address for the distinct-destination set (IPv6
+/// folded; a rare collision only undercounts by one).
+fn addr_tag(a: IpAddr) -> u32 {
     match a {
-        IpAddr::V4(v4) => u32::from(v4) as u64,
+        IpAddr::V4(v4) => u32::from(v4),
         IpAddr::V6(v6) => {
             let o = u128::from(v6);
-            (o as u64) ^ ((o >> 64) as u64).rotate_left(17)
+            (o as u32) ^ ((o >> 32) as u32).rotate_left(7) ^ ((o >> 64) as u32).rotate_left(13) ^ ((o >> 96) as u32)
         }
     }
 }
 
 /// The per-host and per-pair statistics of a network.
 pub struct HostTracker {
-    hosts: LruMap<IpAddr, HostStats>,
-    pairs: LruMap<(IpAddr, IpAddr), PairStats>,
+    hosts: LruMap<u128, HostStats>,
+    pairs: LruMap<(u128, u128), PairStats>,
+}
+
+/// An address as one integer (IPv4 mapped into IPv6): cheaper to hash than `IpAddr`.
+fn key(a: IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
 }
 
 /// Host features: [`HOST_STATS`] for each window, window-major.
@@ -193,24 +219,27 @@ impl HostTracker {
 
     /// Bytes per remembered host and per pair, for the memory budget.
     pub fn bytes_per_host_and_pair() -> (usize, usize) {
-        (LruMap::<IpAddr, HostStats>::bytes_per_entry(), LruMap::<(IpAddr, IpAddr), PairStats>::bytes_per_entry())
+        (LruMap::<u128, HostStats>::bytes_per_entry(), LruMap::<(u128, u128), PairStats>::bytes_per_entry())
     }
 
-    /// Counts one packet.
-    pub fn observe(&mut self, pkt: &PacketInfo) {
+    /// Counts one packet. `new_flow` says the packet opened a flow (its
+    /// source is the originator); only then can the source's set of
+    /// destinations and ports change, so the sets are touched only then.
+    pub fn observe(&mut self, pkt: &PacketInfo, new_flow: bool) {
         let now = pkt.ts_ns;
         let t = tick(now);
         let len = pkt.ip_len as f32;
         let syn = pkt.proto == 6 && pkt.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
         let has_ports = pkt.proto == 6 || pkt.proto == 17;
+        let (ks, kd) = (key(pkt.src), key(pkt.dst));
         {
-            let src = self.hosts.get_or_insert_with(pkt.src, || HostStats {
+            let src = self.hosts.get_or_insert_with(ks, || HostStats {
                 d: Damped::new(now),
                 ports: RecentSet::new(),
                 dsts: RecentSet::new(),
             });
-            let new_dst = src.dsts.touch(addr_tag(pkt.dst), t);
-            if has_ports {
+            let new_dst = new_flow && src.dsts.touch(addr_tag(pkt.dst), t);
+            if new_flow && has_ports {
                 src.ports.touch(pkt.dport, t);
             }
             let mut add = [(h::PKTS, 1.0), (h::BYTES, len), (h::SYN, 0.0), (h::NEW_DST, 0.0)];
@@ -235,17 +264,16 @@ impl HostTracker {
             None
         };
         if let Some(i) = rx {
-            let dst = self.hosts.get_or_insert_with(pkt.dst, || HostStats {
+            let dst = self.hosts.get_or_insert_with(kd, || HostStats {
                 d: Damped::new(now),
                 ports: RecentSet::new(),
                 dsts: RecentSet::new(),
             });
             dst.d.update(now, &[(i, 1.0)]);
         }
-        let pair = self
-            .pairs
-            .get_or_insert_with((pkt.src, pkt.dst), || PairStats { d: Damped::new(now), ports: RecentSet::new() });
-        if has_ports {
+        let pair =
+            self.pairs.get_or_insert_with((ks, kd), || PairStats { d: Damped::new(now), ports: RecentSet::new() });
+        if new_flow && has_ports {
             pair.ports.touch(pkt.dport, t);
         }
         pair.d.update(now, &[(p::PKTS, 1.0), (p::BYTES, len), (p::SYN, if syn { 1.0 } else { 0.0 })]);
@@ -253,7 +281,7 @@ impl HostTracker {
 
     /// Counts a finished flow of `src` (for the failed-flow share).
     pub fn flow_finished(&mut self, src: IpAddr, failed: bool, now: u64) {
-        let s = self.hosts.get_or_insert_with(src, || HostStats {
+        let s = self.hosts.get_or_insert_with(key(src), || HostStats {
             d: Damped::new(now),
             ports: RecentSet::new(),
             dsts: RecentSet::new(),
@@ -264,7 +292,7 @@ impl HostTracker {
     /// The host features of `addr` at `now` (zeros if unknown).
     pub fn host_features(&self, addr: IpAddr, now: u64) -> HostFeatures {
         let mut out = [0.0; W * HOST_STATS.len()];
-        let Some(s) = self.hosts.peek(&addr) else { return out };
+        let Some(s) = self.hosts.peek(&key(addr)) else { return out };
         let w = s.d.at(now);
         let t = tick(now);
         for k in 0..W {
@@ -290,9 +318,9 @@ impl HostTracker {
     /// The pair features of `src → dst` at `now` (zeros if unknown).
     pub fn pair_features(&self, src: IpAddr, dst: IpAddr, now: u64) -> PairFeatures {
         let mut out = [0.0; W * PAIR_STATS.len()];
-        let Some(s) = self.pairs.peek(&(src, dst)) else { return out };
+        let Some(s) = self.pairs.peek(&(key(src), key(dst))) else { return out };
         let w = s.d.at(now);
-        let back = self.pairs.peek(&(dst, src)).map(|b| b.d.at(now));
+        let back = self.pairs.peek(&(key(dst), key(src))).map(|b| b.d.at(now));
         let t = tick(now);
         for k in 0..W {
             let half = WINDOWS_S[k];
@@ -334,7 +362,7 @@ mod tests {
         let mut t = HostTracker::new(100, 100);
         // 50 packets/s for 300 s.
         for i in 0..15_000 {
-            t.observe(&pkt(i as f64 * 0.02, "192.0.2.1", "198.51.100.1", 1883, 6, 0x18));
+            t.observe(&pkt(i as f64 * 0.02, "192.0.2.1", "198.51.100.1", 1883, 6, 0x18), i % 500 == 0);
         }
         let f = t.host_features("192.0.2.1".parse().unwrap(), (300.0 * 1e9) as u64);
         for k in 0..3 {
@@ -342,7 +370,7 @@ mod tests {
             assert!((rate - 50.0).abs() < 2.0, "window {k}: rate {rate}");
             assert!((f[k * HOST_STATS.len() + 1] - 5000.0).abs() < 200.0);
         }
-        assert_eq!(f[3], 1.0, "one distinct destination");
+        assert_eq!(f[3 + HOST_STATS.len()], 1.0, "one distinct destination in the 10 s window");
     }
 
     #[test]
@@ -350,8 +378,8 @@ mod tests {
         let mut t = HostTracker::new(100, 100);
         for port in 1..=200u16 {
             let ts = port as f64 * 0.002;
-            t.observe(&pkt(ts, "203.0.113.9", "192.0.2.10", port, 6, 0x02));
-            t.observe(&pkt(ts + 0.0001, "192.0.2.10", "203.0.113.9", 40000, 6, 0x14));
+            t.observe(&pkt(ts, "203.0.113.9", "192.0.2.10", port, 6, 0x02), true);
+            t.observe(&pkt(ts + 0.0001, "192.0.2.10", "203.0.113.9", 40000, 6, 0x14), false);
         }
         let f = t.host_features("203.0.113.9".parse().unwrap(), 400_000_000);
         assert_eq!(f[2], 32.0, "distinct ports saturate at 32");
@@ -366,7 +394,7 @@ mod tests {
     #[test]
     fn decay_halves_per_half_life() {
         let mut t = HostTracker::new(10, 10);
-        t.observe(&pkt(0.0, "192.0.2.1", "192.0.2.2", 80, 17, 0));
+        t.observe(&pkt(0.0, "192.0.2.1", "192.0.2.2", 80, 17, 0), true);
         let a = t.host_features("192.0.2.1".parse().unwrap(), 0);
         let b = t.host_features("192.0.2.1".parse().unwrap(), 10_000_000_000);
         let r = b[HOST_STATS.len()] / a[HOST_STATS.len()];
@@ -377,12 +405,24 @@ mod tests {
     }
 
     #[test]
+    fn fast_exp2_is_accurate_enough() {
+        let mut x = 0.0f32;
+        while x > -30.0 {
+            let (a, b) = (fast_exp2_neg(x), x.exp2());
+            assert!(((a - b) / b).abs() < 2e-4, "2^{x}: {a} vs {b}");
+            x -= 0.013;
+        }
+        assert_eq!(fast_exp2_neg(0.0), 1.0);
+        assert_eq!(fast_exp2_neg(-1000.0), 0.0);
+    }
+
+    #[test]
     fn memory_is_bounded_under_spoofed_sources() {
         let mut t = HostTracker::new(1000, 2000);
         for i in 0..100_000u32 {
             let mut p = pkt(i as f64 * 1e-5, "10.0.0.1", "192.0.2.10", 80, 6, 0x02);
             p.src = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
-            t.observe(&p);
+            t.observe(&p, true);
         }
         assert_eq!(t.hosts(), 1000);
         assert_eq!(t.pairs(), 2000);

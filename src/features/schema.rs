@@ -69,8 +69,8 @@ pub const FLOW_COLUMNS: [Column; 35] = [
 pub const HOST_STATS: [Column; 10] = [
     c("host_pkt_rate", "packets/s"),
     c("host_byte_rate", "bytes/s"),
-    c("host_distinct_dports", "ports (saturates at 32)"),
-    c("host_distinct_dsts", "hosts (saturates at 32)"),
+    c("host_distinct_dports", "ports opened by new flows in the window (saturates at 32)"),
+    c("host_distinct_dsts", "hosts contacted by new flows in the window (saturates at 32)"),
     c("host_syn_ratio", "SYNs sent / packets sent"),
     c("host_synack_ratio", "SYN-ACKs received / SYNs sent"),
     c("host_rst_ratio", "RSTs received / packets sent"),
@@ -83,7 +83,7 @@ pub const HOST_STATS: [Column; 10] = [
 pub const PAIR_STATS: [Column; 5] = [
     c("pair_pkt_rate", "packets/s"),
     c("pair_byte_rate", "bytes/s"),
-    c("pair_distinct_dports", "ports (saturates at 16)"),
+    c("pair_distinct_dports", "ports opened by new flows in the window (saturates at 16)"),
     c("pair_syn_ratio", "SYNs / packets"),
     c("pair_rev_ratio", "packets back / packets out"),
 ];

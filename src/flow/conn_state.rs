@@ -26,7 +26,7 @@ pub mod history {
 }
 
 /// Zeek's connection states; see Zeek's `conn.log` documentation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum ConnState {
     /// Attempt seen, no reply.
     S0,

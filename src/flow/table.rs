@@ -109,6 +109,8 @@ pub struct Flow {
     pub orig_is_lo: bool,
     /// Whether it changed since the last update batch.
     dirty: bool,
+    /// Whether its slot index is in the table's update list (at most once).
+    queued: bool,
     prev: u32,
     next: u32,
 }
@@ -177,7 +179,7 @@ impl Flow {
             rev_packets: self.rev_packets,
             fwd_bytes: self.fwd_bytes,
             rev_bytes: self.rev_bytes,
-            conn_state: self.conn_state().as_str().to_string(),
+            conn_state: self.conn_state(),
         }
     }
 }
@@ -331,6 +333,8 @@ impl FlowTable {
             entry.remove();
         }
         let f = &mut self.slab[i as usize];
+        // The final record goes out as an export; `queued` stays so the slot is
+        // never listed twice for updates.
         f.dirty = false;
         self.exports.push((reason, f.clone()));
         self.free.push(i);
@@ -364,6 +368,7 @@ impl FlowTable {
             history: 0,
             orig_is_lo,
             dirty: false,
+            queued: false,
             prev: NIL,
             next: NIL,
         }
@@ -396,8 +401,9 @@ impl FlowTable {
         let f = &mut self.slab[i as usize];
         let from_originator = f.orig_is_lo == src_is_lo;
         update_flow(f, p, from_originator);
-        if !f.dirty {
-            f.dirty = true;
+        f.dirty = true;
+        if !f.queued {
+            f.queued = true;
             self.dirty.push(i);
         }
         Observed { index: i, new_flow, from_originator }
@@ -407,9 +413,10 @@ impl FlowTable {
         if self.index.len() >= self.cap && self.tail != NIL {
             self.remove(self.tail, ExportReason::Evicted);
         }
-        let flow = self.fresh_flow(key, orig_is_lo, ts);
+        let mut flow = self.fresh_flow(key, orig_is_lo, ts);
         let i = match self.free.pop() {
             Some(i) => {
+                flow.queued = self.slab[i as usize].queued;
                 self.slab[i as usize] = flow;
                 i
             }
@@ -437,9 +444,18 @@ impl FlowTable {
 
     /// Ends every flow (end of capture, shutdown).
     pub fn flush(&mut self) {
-        while self.tail != NIL {
+        self.flush_some(usize::MAX);
+    }
+
+    /// Ends up to `n` flows, least recently seen first, so a large table can be
+    /// drained in bounded steps; returns how many were ended.
+    pub fn flush_some(&mut self, n: usize) -> usize {
+        let mut done = 0;
+        while self.tail != NIL && done < n {
             self.remove(self.tail, ExportReason::Flushed);
+            done += 1;
         }
+        done
     }
 
     /// Flows that left the table since the last call, in full.
@@ -455,10 +471,12 @@ impl FlowTable {
         for i in std::mem::take(&mut self.dirty) {
             let f = &mut self.slab[i as usize];
             if !f.dirty {
+                f.queued = false;
                 continue;
             }
             if out.len() < max {
                 f.dirty = false;
+                f.queued = false;
                 out.push(f.record());
             } else {
                 rest.push(i);
@@ -599,7 +617,7 @@ mod tests {
         let i = t.observe(&pkt(0.0, "192.0.2.66", 4444, "192.0.2.10", 23, 6, SYN)).index;
         t.observe(&pkt(0.0, "192.0.2.10", 23, "192.0.2.66", 4444, 6, RST | ACK));
         assert_eq!(t.get(i).conn_state(), ConnState::REJ);
-        assert_eq!(t.get(i).record().conn_state, "REJ");
+        assert_eq!(t.get(i).record().conn_state, ConnState::REJ);
     }
 
     #[test]
@@ -663,6 +681,20 @@ mod tests {
         assert_eq!(t.stats().updates_deferred, 6);
         assert_eq!(t.take_updates(100).len(), 6);
         assert!(t.take_updates(100).is_empty());
+    }
+
+    #[test]
+    fn update_list_never_outgrows_the_table_under_churn() {
+        let mut t = FlowTable::new(100, 60, 300);
+        for round in 0..50u32 {
+            for n in 0..1000u32 {
+                let src = std::net::Ipv4Addr::from(0x0a00_0000 + round * 1000 + n).to_string();
+                t.observe(&pkt(round as f64 + n as f64 * 1e-4, &src, 1, "192.0.2.9", 80, 6, SYN));
+            }
+            t.take_updates(10);
+            t.take_exports();
+            assert!(t.dirty.len() <= 100, "round {round}: {} queued", t.dirty.len());
+        }
     }
 
     #[test]

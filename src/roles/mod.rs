@@ -29,12 +29,14 @@ pub fn run(role: Role, role_source: RoleSource, cfg: &Config, shutdown: Shutdown
             "role {role} runs alone: until the MQTT node bus is configured, it exchanges no messages with other nodes"
         );
     }
-    if role.runs_router() && !cfg.capture.interface.is_empty() {
-        tracing::warn!(
-            interface = %cfg.capture.interface,
-            "live capture is not in this build yet; use `gatewarden replay` to analyse a capture"
-        );
-    }
+    let capture = if role.runs_router() && !cfg.capture.interface.is_empty() {
+        Some(router::spawn_capture(cfg, &registry, bus.clone(), shutdown.clone())?)
+    } else {
+        if role.runs_router() {
+            tracing::warn!("no capture.interface configured: the router sees no traffic (set it to the LAN interface)");
+        }
+        None
+    };
 
     let ex = smol::LocalExecutor::new();
     let mut tasks = Vec::new();
@@ -130,6 +132,9 @@ pub fn run(role: Role, role_source: RoleSource, cfg: &Config, shutdown: Shutdown
             t.await;
         }
     }));
+    if let Some(t) = capture {
+        let _ = t.join();
+    }
     http.stop();
     tracing::info!("stopped cleanly");
     Ok(())

@@ -89,8 +89,8 @@ impl RouterStage {
     pub fn on_frame(&mut self, frame: &Frame<'_>) -> Option<FlowBatch> {
         match packet::parse(frame) {
             Ok(p) => {
-                self.table.observe(&p);
-                self.tracker.observe(&p);
+                let o = self.table.observe(&p);
+                self.tracker.observe(&p, o.new_flow);
                 self.packets.inc();
                 self.bytes.add(p.ip_len as u64);
             }
@@ -171,26 +171,30 @@ impl RouterStage {
         &self.tracker
     }
 
-    /// Ends every flow and returns the remaining batches (end of capture, shutdown).
-    /// Nothing is dropped here: every pending record is sent.
-    pub fn finish(&mut self) -> Vec<FlowBatch> {
-        let mut out = Vec::new();
+    /// Ends every flow and hands every remaining batch to `sink` (end of
+    /// capture, shutdown). Nothing is dropped here, and the table is drained
+    /// a batch at a time so memory does not spike at the end.
+    pub fn finish(&mut self, mut sink: impl FnMut(FlowBatch)) {
         while let Some(b) = self.cut_batch_all() {
-            out.push(b);
+            sink(b);
         }
-        self.table.flush();
         let now = self.last_ns;
-        for (_, f) in self.table.take_exports() {
-            self.tracker.flow_finished(f.src(), f.conn_state().is_failed_attempt(), now);
-            self.pending.push_back(f.record());
-        }
-        let pending: Vec<_> = self.pending.drain(..).collect();
-        for chunk in pending.chunks(self.max_batch) {
-            let b = self.batch(chunk.to_vec());
-            out.push(b);
+        loop {
+            while !self.pending.is_empty() {
+                let n = self.max_batch.min(self.pending.len());
+                let chunk: Vec<_> = self.pending.drain(..n).collect();
+                let b = self.batch(chunk);
+                sink(b);
+            }
+            if self.table.flush_some(self.max_batch) == 0 {
+                break;
+            }
+            for (_, f) in self.table.take_exports() {
+                self.tracker.flow_finished(f.src(), f.conn_state().is_failed_attempt(), now);
+                self.pending.push_back(f.record());
+            }
         }
         self.sync_counters();
-        out
     }
 
     fn cut_batch_all(&mut self) -> Option<FlowBatch> {
@@ -208,4 +212,57 @@ impl RouterStage {
         self.updates_deferred.set_total(s.updates_deferred);
         self.flows_active.set(s.active as f64);
     }
+}
+
+/// Runs live capture on `cfg.capture.interface` on a thread named `capture`,
+/// publishing flow batches on the bus until `shutdown` fires.
+pub fn spawn_capture(
+    cfg: &Config,
+    registry: &Arc<Registry>,
+    bus: crate::bus::LocalBus,
+    shutdown: crate::shutdown::Shutdown,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    use anyhow::Context;
+    let acfg =
+        crate::capture::AfPacketConfig::new(&cfg.capture.interface, cfg.capture.snap_len, cfg.capture.promiscuous);
+    let mut source = crate::capture::AfPacketSource::open(&acfg)
+        .with_context(|| format!("starting live capture on {} (capture.interface)", cfg.capture.interface))?;
+    let mut stage = RouterStage::new(cfg, registry);
+    let drops = registry.counter(
+        "gatewarden_capture_kernel_drops_total",
+        "Packets the kernel dropped because the capture ring was full.",
+        &[("interface", &cfg.capture.interface)],
+    );
+    let interface = cfg.capture.interface.clone();
+    std::thread::Builder::new()
+        .name("capture".into())
+        .spawn(move || {
+            tracing::info!(%interface, "capturing");
+            let mut last_stats = std::time::Instant::now();
+            while !shutdown.is_triggered() {
+                match source.poll_frame(std::time::Duration::from_millis(50)) {
+                    Ok(Some(frame)) => {
+                        if let Some(b) = stage.on_frame(&frame) {
+                            bus.flows.publish(b);
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "live capture failed; the router keeps forwarding but sees no traffic");
+                        break;
+                    }
+                }
+                if let Some(b) = stage.tick(crate::monitor::unix_now_ns()) {
+                    bus.flows.publish(b);
+                }
+                if last_stats.elapsed() >= std::time::Duration::from_secs(1) {
+                    last_stats = std::time::Instant::now();
+                    drops.set_total(source.kernel_stats().1);
+                }
+            }
+            stage.finish(|b| {
+                bus.flows.publish(b);
+            });
+        })
+        .context("spawning the capture thread")
 }

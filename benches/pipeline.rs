@@ -1,0 +1,89 @@
+//! Throughput of the router's data path on one core: parse → flow table →
+//! host/pair features, over captures held in memory (no I/O in the loop).
+//!
+//!     cargo bench --bench pipeline
+//!
+//! Uses `GATEWARDEN_BENCH_PCAP` if set (e.g. a 1 M-packet capture made by
+//! `tools/make_traffic_pcap.py mix`), else generates a 200 k-packet mix.
+
+use std::path::Path;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use gatewarden::capture::{CaptureFile, Frame, LinkType, PacketSource};
+use gatewarden::features::HostTracker;
+use gatewarden::flow::FlowTable;
+use gatewarden::packet;
+
+fn load_frames() -> Vec<(u64, Vec<u8>)> {
+    let path = std::env::var("GATEWARDEN_BENCH_PCAP").unwrap_or_else(|_| {
+        let p = std::env::temp_dir().join("gatewarden-bench-mix.pcap");
+        if !p.exists() {
+            let ok = std::process::Command::new("python3")
+                .args(["tools/make_traffic_pcap.py", "mix", p.to_str().unwrap(), "--packets", "200000"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("python3 runs tools/make_traffic_pcap.py");
+            assert!(ok.success());
+        }
+        p.to_string_lossy().into_owned()
+    });
+    let mut cf = CaptureFile::open(Path::new(&path)).expect("bench capture opens");
+    let mut frames = Vec::new();
+    while let Some(f) = cf.next_frame().expect("bench capture reads") {
+        frames.push((f.ts_ns, f.data.to_vec()));
+    }
+    frames
+}
+
+fn bench(c: &mut Criterion) {
+    let frames = load_frames();
+    let n = frames.len() as u64;
+    let mut g = c.benchmark_group("router_path");
+    g.throughput(Throughput::Elements(n));
+    g.sample_size(10);
+    g.bench_function("parse", |b| {
+        b.iter(|| {
+            let mut ok = 0u64;
+            for (ts, d) in &frames {
+                let f = Frame { ts_ns: *ts, link: LinkType::Ethernet, data: d, orig_len: d.len() as u32 };
+                ok += packet::parse(&f).is_ok() as u64;
+            }
+            ok
+        })
+    });
+    g.bench_function("parse+flow", |b| {
+        b.iter_batched(
+            || FlowTable::new(262_144, 60, 300),
+            |mut table| {
+                for (ts, d) in &frames {
+                    let f = Frame { ts_ns: *ts, link: LinkType::Ethernet, data: d, orig_len: d.len() as u32 };
+                    if let Ok(p) = packet::parse(&f) {
+                        table.observe(&p);
+                    }
+                }
+                table
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("parse+flow+features", |b| {
+        b.iter_batched(
+            || (FlowTable::new(262_144, 60, 300), HostTracker::new(16_384, 65_536)),
+            |(mut table, mut tracker)| {
+                for (ts, d) in &frames {
+                    let f = Frame { ts_ns: *ts, link: LinkType::Ethernet, data: d, orig_len: d.len() as u32 };
+                    if let Ok(p) = packet::parse(&f) {
+                        let o = table.observe(&p);
+                        tracker.observe(&p, o.new_flow);
+                    }
+                }
+                (table, tracker)
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
