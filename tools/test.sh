@@ -5,6 +5,11 @@
 # Installs what the tests need from Debian when it is missing and we are root
 # (CI runs this as root with no stdin). Run it from anywhere:
 #     tools/test.sh
+#
+# Before `cargo test` it cross-builds the static aarch64 binary
+# (tools/cross-build.sh) and assembles the QEMU images (tools/make-image.sh);
+# tests/qemu.rs boots them. Outside CI, GATEWARDEN_SKIP_IMAGES=1 skips both
+# (the QEMU tests then print SKIPPED); in CI (env CI set) that is refused.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +22,20 @@ command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v tcpdump >/dev/null || need_pkgs+=(tcpdump)
 command -v nmap >/dev/null || need_pkgs+=(nmap)
 command -v ping >/dev/null || need_pkgs+=(iputils-ping)
+# Appliance images (tools/cross-build.sh, tools/make-image.sh, tests/qemu.rs).
+command -v qemu-system-aarch64 >/dev/null || need_pkgs+=(qemu-system-arm)
+command -v qemu-aarch64-static >/dev/null || need_pkgs+=(qemu-user-static)
+command -v aarch64-linux-gnu-gcc >/dev/null || need_pkgs+=(gcc-aarch64-linux-gnu)
+command -v aarch64-linux-gnu-readelf >/dev/null || need_pkgs+=(binutils-aarch64-linux-gnu)
+command -v mcopy >/dev/null || need_pkgs+=(mtools)
+PATH=$PATH:/usr/sbin:/sbin
+command -v mkfs.vfat >/dev/null || need_pkgs+=(dosfstools)
+command -v mke2fs >/dev/null || need_pkgs+=(e2fsprogs)
+command -v sfdisk >/dev/null || need_pkgs+=(fdisk)
+command -v depmod >/dev/null || need_pkgs+=(kmod)
+command -v file >/dev/null || need_pkgs+=(file)
+command -v cpio >/dev/null || need_pkgs+=(cpio)
+command -v nsenter >/dev/null || need_pkgs+=(util-linux)
 if ((${#need_pkgs[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         echo "==> installing ${need_pkgs[*]}"
@@ -39,6 +58,14 @@ trap 'rm -rf "$tmp"' EXIT
 python3 tools/make_demo_pcap.py "$tmp/demo.pcap" >/dev/null
 cmp "$tmp/demo.pcap" samples/demo.pcap
 cmp "$tmp/demo.labels.csv" samples/demo.labels.csv
+if [[ -n ${GATEWARDEN_SKIP_IMAGES:-} && -z ${CI:-} ]]; then
+    echo "==> GATEWARDEN_SKIP_IMAGES set: no aarch64 build, no images; the QEMU tests will say SKIPPED"
+else
+    echo "==> static aarch64 binary (tools/cross-build.sh)"
+    tools/cross-build.sh
+    echo "==> QEMU images (tools/make-image.sh)"
+    tools/make-image.sh
+fi
 echo "==> cargo test --doc"
 cargo test --doc --quiet
 echo "==> cargo test (unit, integration; root suites need root)"

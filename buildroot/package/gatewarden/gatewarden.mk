@@ -1,0 +1,29 @@
+################################################################################
+#
+# gatewarden
+#
+################################################################################
+
+# The source is this repository itself (the external tree lives in its
+# buildroot/ directory), so an image always carries the checked-out code.
+GATEWARDEN_VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p;T;q' $(BR2_EXTERNAL_GATEWARDEN_PATH)/../Cargo.toml)
+GATEWARDEN_SITE = $(BR2_EXTERNAL_GATEWARDEN_PATH)/..
+GATEWARDEN_SITE_METHOD = local
+GATEWARDEN_LICENSE = Apache-2.0
+GATEWARDEN_OVERRIDE_SRCDIR_RSYNC_EXCLUSIONS = --exclude target --exclude fuzz/target
+
+# Buildroot vendors a Cargo package's crates in its download step, which a
+# local site skips; vendor them here instead (this is the one step that needs
+# crates.io, or a CARGO_HOME that already has them). The cargo-package
+# infrastructure then builds with --offline --locked.
+define GATEWARDEN_VENDOR_CRATES
+	mkdir -p $(@D)/.cargo
+	cd $(@D) && $(PKG_CARGO_ENV) cargo vendor --locked --versioned-dirs VENDOR \
+		> $(@D)/.cargo/config.toml
+endef
+GATEWARDEN_PRE_CONFIGURE_HOOKS += GATEWARDEN_VENDOR_CRATES
+
+GATEWARDEN_CARGO_BUILD_OPTS = --bin gatewarden
+GATEWARDEN_CARGO_INSTALL_OPTS = --bin gatewarden
+
+$(eval $(cargo-package))
