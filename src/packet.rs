@@ -224,3 +224,128 @@ fn is_ip_layer(layer: etherparse::err::Layer) -> bool {
             | Ipv6FragHeader
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eth(ethertype: u16, vlan: Option<u16>, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1];
+        if let Some(id) = vlan {
+            f.extend(0x8100u16.to_be_bytes());
+            f.extend(id.to_be_bytes());
+        }
+        f.extend(ethertype.to_be_bytes());
+        f.extend(payload);
+        f
+    }
+
+    fn ipv4(proto: u8, total_len: u16, l4: &[u8]) -> Vec<u8> {
+        let mut v = vec![0x45, 0];
+        v.extend(total_len.to_be_bytes());
+        v.extend([0, 0, 0, 0, 64, proto, 0, 0, 192, 0, 2, 1, 198, 51, 100, 7]);
+        v.extend(l4);
+        v
+    }
+
+    fn ipv6(next: u8, payload_len: u16, l4: &[u8]) -> Vec<u8> {
+        let mut v = vec![0x60, 0, 0, 0];
+        v.extend(payload_len.to_be_bytes());
+        v.extend([next, 64]);
+        v.extend([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        v.extend([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        v.extend(l4);
+        v
+    }
+
+    fn tcp(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+        let mut t = Vec::new();
+        t.extend(sport.to_be_bytes());
+        t.extend(dport.to_be_bytes());
+        t.extend([0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        t
+    }
+
+    fn frame(data: &[u8], link: LinkType) -> Frame<'_> {
+        Frame { ts_ns: 7, link, data, orig_len: data.len() as u32 }
+    }
+
+    #[test]
+    fn ipv4_tcp_with_snapped_payload() {
+        // Total length says 1040 bytes; the capture kept only the headers.
+        let data = eth(0x0800, None, &ipv4(6, 1040, &tcp(40000, 443, 0x18)));
+        let p = parse(&frame(&data, LinkType::Ethernet)).unwrap();
+        assert_eq!((p.src.to_string().as_str(), p.dst.to_string().as_str()), ("192.0.2.1", "198.51.100.7"));
+        assert_eq!((p.proto, p.sport, p.dport, p.tcp_flags), (6, 40000, 443, 0x18));
+        assert_eq!(p.ip_len, 1040);
+        assert_eq!(p.payload_len, 1000, "payload length comes from the header, not the snap");
+    }
+
+    #[test]
+    fn vlan_tagged_frames_parse() {
+        let data = eth(0x0800, Some(20), &ipv4(17, 36, &[0x13, 0x88, 0x00, 0x35, 0, 16, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]));
+        let p = parse(&frame(&data, LinkType::Ethernet)).unwrap();
+        assert_eq!((p.proto, p.sport, p.dport, p.payload_len), (17, 5000, 53, 8));
+    }
+
+    #[test]
+    fn ipv6_tcp_and_icmpv6() {
+        let data = eth(0x86dd, None, &ipv6(6, 20, &tcp(1, 22, 0x02)));
+        let p = parse(&frame(&data, LinkType::Ethernet)).unwrap();
+        assert_eq!(p.src.to_string(), "2001:db8::1");
+        assert_eq!((p.dport, p.tcp_flags, p.ip_len), (22, 0x02, 60));
+        let echo = [128u8, 0, 0, 0, 0, 1, 0, 1];
+        let data = eth(0x86dd, None, &ipv6(58, 8, &echo));
+        let p = parse(&frame(&data, LinkType::Ethernet)).unwrap();
+        assert!(p.is_icmp_echo_request());
+        let unreach = [1u8, 4, 0, 0, 0, 0, 0, 0];
+        let data = eth(0x86dd, None, &ipv6(58, 8, &unreach));
+        assert!(parse(&frame(&data, LinkType::Ethernet)).unwrap().is_icmp_unreachable());
+    }
+
+    #[test]
+    fn icmpv4_echo_and_unreachable() {
+        let data = eth(0x0800, None, &ipv4(1, 28, &[8, 0, 0, 0, 0, 1, 0, 1]));
+        assert!(parse(&frame(&data, LinkType::Ethernet)).unwrap().is_icmp_echo_request());
+        let data = eth(0x0800, None, &ipv4(1, 28, &[3, 3, 0, 0, 0, 0, 0, 0]));
+        assert!(parse(&frame(&data, LinkType::Ethernet)).unwrap().is_icmp_unreachable());
+    }
+
+    #[test]
+    fn raw_ip_sll_and_null_link_types() {
+        let ip = ipv4(6, 40, &tcp(1, 2, 0x02));
+        assert_eq!(parse(&frame(&ip, LinkType::RawIp)).unwrap().dport, 2);
+        let mut sll = vec![0u8; 14];
+        sll.extend(0x0800u16.to_be_bytes());
+        sll.extend(&ip);
+        assert_eq!(parse(&frame(&sll, LinkType::LinuxSll)).unwrap().dport, 2);
+        let mut null = 2u32.to_le_bytes().to_vec();
+        null.extend(&ip);
+        assert_eq!(parse(&frame(&null, LinkType::Null)).unwrap().dport, 2);
+    }
+
+    #[test]
+    fn every_skip_reason() {
+        let cases: Vec<(Vec<u8>, LinkType, SkipReason)> = vec![
+            (vec![1, 2, 3], LinkType::Ethernet, SkipReason::LinkTruncated),
+            (vec![1, 2, 3], LinkType::LinuxSll, SkipReason::LinkTruncated),
+            (eth(0x0806, None, &[0; 28]), LinkType::Ethernet, SkipReason::NotIp),
+            (eth(0x0800, None, &[0x45, 0, 0]), LinkType::Ethernet, SkipReason::IpMalformed),
+            (eth(0x0800, None, &ipv4(6, 40, &[0, 1, 0])), LinkType::Ethernet, SkipReason::TransportMalformed),
+            (eth(0x86dd, None, &ipv6(17, 8, &[0, 1])), LinkType::Ethernet, SkipReason::TransportMalformed),
+            (vec![0x99; 30], LinkType::RawIp, SkipReason::IpMalformed),
+        ];
+        for (data, link, want) in cases {
+            assert_eq!(parse(&frame(&data, link)), Err(want), "{data:02x?}");
+        }
+    }
+
+    #[test]
+    fn later_fragments_have_no_ports_but_are_counted() {
+        let mut ip = ipv4(17, 60, &[0xde, 0xad, 0xbe, 0xef]);
+        ip[6] = 0x00;
+        ip[7] = 0x10; // fragment offset 16 * 8 bytes
+        let p = parse(&frame(&ip, LinkType::RawIp)).unwrap();
+        assert_eq!((p.proto, p.sport, p.dport), (17, 0, 0));
+    }
+}

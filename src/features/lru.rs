@@ -14,6 +14,8 @@ struct Slot<K, V> {
     value: V,
     prev: u32,
     next: u32,
+    /// The map's operation count when this slot last moved to the front.
+    moved_at: u32,
 }
 
 /// A least-recently-used map with a hard capacity.
@@ -25,6 +27,11 @@ pub struct LruMap<K, V> {
     cap: usize,
     hasher: foldhash::quality::RandomState,
     evictions: u64,
+    ops: u32,
+    /// An entry touched within this many operations of its last move stays
+    /// put: hot entries skip the list surgery, and the order stays exact to
+    /// within 1/16 of the capacity.
+    slack: u32,
 }
 
 impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
@@ -39,6 +46,8 @@ impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
             cap,
             hasher: foldhash::quality::RandomState::default(),
             evictions: 0,
+            ops: 0,
+            slack: (cap / 16).min(u32::MAX as usize) as u32,
         }
     }
 
@@ -100,10 +109,12 @@ impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
         let hash = self.hasher.hash_one(key);
         let slab = &self.slab;
+        self.ops = self.ops.wrapping_add(1);
         if let Some(&i) = self.index.find(hash, |&j| slab[j as usize].key == key) {
-            if self.head != i {
+            if self.head != i && self.ops.wrapping_sub(self.slab[i as usize].moved_at) > self.slack {
                 self.unlink(i);
                 self.push_front(i);
+                self.slab[i as usize].moved_at = self.ops;
             }
             return &mut self.slab[i as usize].value;
         }
@@ -118,10 +129,10 @@ impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
                 e.remove();
             }
             self.evictions += 1;
-            self.slab[t as usize] = Slot { key, value: make(), prev: NIL, next: NIL };
+            self.slab[t as usize] = Slot { key, value: make(), prev: NIL, next: NIL, moved_at: self.ops };
             t
         } else {
-            self.slab.push(Slot { key, value: make(), prev: NIL, next: NIL });
+            self.slab.push(Slot { key, value: make(), prev: NIL, next: NIL, moved_at: self.ops });
             (self.slab.len() - 1) as u32
         };
         let slab = &self.slab;

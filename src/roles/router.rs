@@ -266,3 +266,52 @@ pub fn spawn_capture(
         })
         .context("spawning the capture thread")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capture::LinkType;
+
+    fn syn(i: u32) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        f.extend([0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 10, 0, (i >> 8) as u8, i as u8, 192, 0, 2, 10]);
+        f.extend([0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+        f
+    }
+
+    #[test]
+    fn batches_follow_capture_time_cadence_and_are_bounded() {
+        let cfg = Config {
+            flow: crate::config::FlowConfig { max_batch_flows: 50, ..Default::default() },
+            ..Default::default()
+        };
+        let registry = Registry::new();
+        let mut stage = RouterStage::new(&cfg, &registry);
+        let mut batches = Vec::new();
+        // 1000 new flows over one second of capture time: 1 ms apart.
+        for i in 0..1000u32 {
+            let data = syn(i);
+            let frame = Frame {
+                ts_ns: 1_000_000_000_000 + i as u64 * 1_000_000,
+                link: LinkType::Ethernet,
+                data: &data,
+                orig_len: 54,
+            };
+            if let Some(b) = stage.on_frame(&frame) {
+                batches.push((i, b));
+            }
+        }
+        assert_eq!(batches.len(), 9, "one batch per 100 ms of capture time");
+        for (i, (at, b)) in batches.iter().enumerate() {
+            assert_eq!(*at as usize, (i + 1) * 100, "cut at the 100 ms boundary");
+            assert!(b.flows.len() <= 50, "bounded by flow.max_batch_flows");
+            assert_eq!(b.seq, i as u64 + 1);
+            assert_eq!(b.hosts.len(), b.flows.len(), "one host snapshot per distinct source");
+        }
+        // The rest is deferred, not lost: finish delivers every flow.
+        let mut sent: usize = batches.iter().map(|(_, b)| b.flows.len()).sum();
+        stage.finish(|b| sent += b.flows.len());
+        assert!(sent >= 1000, "every flow reached the detector ({sent})");
+        assert!(registry.snapshot()["gatewarden_flow_updates_deferred_total"] > 0.0);
+    }
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Throughput of the traffic pipeline against ndpiReader, on the same capture,
+# in one run. Prints a Markdown table for docs/PERFORMANCE.md.
+#
+#   tools/bench-pipeline.sh [PACKETS]      (default 2000000)
+#
+# Needs: python3, ndpiReader (Debian libndpi-bin), cargo. Uses one core
+# (taskset -c 0 when available) for every contender.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+packets=${1:-2000000}
+work=${XDG_CACHE_HOME:-$HOME/.cache}/gatewarden/bench
+mkdir -p "$work"
+cap=$work/mix-$packets.pcap
+if ! command -v ndpiReader >/dev/null; then
+    echo "error: ndpiReader not found: apt-get install libndpi-bin" >&2
+    exit 1
+fi
+[[ -f $cap ]] || python3 tools/make_traffic_pcap.py mix "$cap" --packets "$packets"
+pin=()
+command -v taskset >/dev/null && pin=(taskset -c 0)
+
+cargo build --release --quiet
+echo "==> ndpiReader -i $cap" >&2
+ndpi=$("${pin[@]}" ndpiReader -i "$cap" 2>&1)
+ndpi_ms=$(grep -oP 'Packet Processing Time:\s+\K[0-9]+' <<<"$ndpi")
+ndpi_pps=$(python3 -c "print(round($packets / ($ndpi_ms / 1000)))")
+
+echo "==> gatewarden replay --speed max (whole pipeline: parse, flows, features, detection)" >&2
+replay=$("${pin[@]}" target/release/gatewarden replay "$cap" --speed max --json)
+replay_pps=$(python3 -c "import json,sys; print(round(json.loads(sys.argv[1])['pps']))" "$replay")
+replay_rss=$(python3 -c "import json,sys; print(round(json.loads(sys.argv[1])['peak_rss_mb']))" "$replay")
+
+echo "==> criterion: parse + flow table + features (router path, frames in memory)" >&2
+crit=$(GATEWARDEN_BENCH_PCAP=$cap "${pin[@]}" cargo bench --quiet --bench pipeline 2>&1)
+thrpt() { grep -A2 "^router_path/$1 " <<<"$crit" | grep -oP 'thrpt:\s+\[[0-9.]+ Melem/s \K[0-9.]+' | head -1; }
+parse=$(thrpt parse)
+flow=$(thrpt 'parse\+flow')
+feat=$(thrpt 'parse\+flow\+features')
+if [[ -z $feat ]]; then
+    feat=$(grep -A3 "parse+flow+features" <<<"$crit" | grep -oP 'thrpt:\s+\[[0-9.]+ Melem/s \K[0-9.]+' | head -1)
+fi
+
+ratio() { python3 -c "print(f'{$1 * 1e6 / $ndpi_pps:.1f}')"; }
+cat <<TABLE
+| contender ($packets-packet mix, one core) | packets/s | vs ndpiReader |
+|---|---|---|
+| ndpiReader -i (nDPI $(ndpiReader -h 2>&1 | grep -oP 'nDPI \K[0-9.]+' | head -1), packet processing time ${ndpi_ms} ms) | $ndpi_pps | 1.0× |
+| parse only | ${parse} M | $(ratio "$parse")× |
+| parse + flow table | ${flow} M | $(ratio "$flow")× |
+| **parse + flow table + features** | **${feat} M** | **$(ratio "$feat")×** |
+| gatewarden replay --speed max (+ detection, batches, digest; peak RSS ${replay_rss} MiB) | $replay_pps | $(python3 -c "print(f'{$replay_pps / $ndpi_pps:.1f}')")× |
+TABLE
