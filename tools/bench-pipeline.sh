@@ -33,15 +33,20 @@ replay_rss=$(python3 -c "import json,sys; print(round(json.loads(sys.argv[1])['p
 
 echo "==> criterion: parse + flow table + features (router path, frames in memory)" >&2
 crit=$(GATEWARDEN_BENCH_PCAP=$cap "${pin[@]}" cargo bench --quiet --bench pipeline 2>&1)
-thrpt() { grep -A2 "^router_path/$1 " <<<"$crit" | grep -oP 'thrpt:\s+\[[0-9.]+ Melem/s \K[0-9.]+' | head -1; }
+# Criterion prints "router_path/<name>", then "time: [...]" and "thrpt: [lo mid hi]": take mid.
+thrpt() {
+    local script='import re, sys
+name, text = sys.argv[1], sys.stdin.read()
+m = re.search(r"router_path/" + re.escape(name) + r"\s.*?thrpt:\s+\[[0-9.]+ Melem/s ([0-9.]+) Melem/s", text, re.S)
+print(m.group(1) if m else "n/a")'
+    python3 -c "$script" "$1" <<<"$crit"
+}
 parse=$(thrpt parse)
-flow=$(thrpt 'parse\+flow')
-feat=$(thrpt 'parse\+flow\+features')
-if [[ -z $feat ]]; then
-    feat=$(grep -A3 "parse+flow+features" <<<"$crit" | grep -oP 'thrpt:\s+\[[0-9.]+ Melem/s \K[0-9.]+' | head -1)
-fi
+flow=$(thrpt parse+flow)
+feat=$(thrpt parse+flow+features)
 
 ratio() { python3 -c "print(f'{$1 * 1e6 / $ndpi_pps:.1f}')"; }
+load=$(cut -d" " -f1-3 /proc/loadavg)
 cat <<TABLE
 | contender ($packets-packet mix, one core) | packets/s | vs ndpiReader |
 |---|---|---|
@@ -50,4 +55,6 @@ cat <<TABLE
 | parse + flow table | ${flow} M | $(ratio "$flow")× |
 | **parse + flow table + features** | **${feat} M** | **$(ratio "$feat")×** |
 | gatewarden replay --speed max (+ detection, batches, digest; peak RSS ${replay_rss} MiB) | $replay_pps | $(python3 -c "print(f'{$replay_pps / $ndpi_pps:.1f}')")× |
+
+Load average at the end (other work on the 2 cores): $load.
 TABLE
