@@ -13,6 +13,8 @@ command -v promtool >/dev/null || need_pkgs+=(prometheus)
 command -v nft >/dev/null || need_pkgs+=(nftables)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v curl >/dev/null || need_pkgs+=(curl)
+command -v ping >/dev/null || need_pkgs+=(iputils-ping)
+command -v hping3 >/dev/null || need_pkgs+=(hping3)
 command -v python3 >/dev/null || need_pkgs+=(python3)
 if ((${#need_pkgs[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
