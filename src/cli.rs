@@ -1,4 +1,5 @@
-//! The command line: `run`, `replay`, `config check|show`.
+//! The command line: `run`, `replay`, `config check|show`, and the admin's
+//! enforcement commands `block`, `unblock`, `blocks`, `blocklist import`.
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad input (usage, config,
 //! capture), 130 after a second Ctrl-C.
@@ -72,6 +73,84 @@ Example:\n  gatewarden features samples/demo.pcap --labels samples/demo.labels.c
     /// Check or show the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Block an address in nftables now (origin "admin"), for a while.
+    #[command(long_about = "Block an address in nftables now, in the admin block set, until the TTL passes. \
+Blocking an address that is already blocked refreshes its timeout. Allowlisted addresses \
+([enforce] allowlist and the gateway's own addresses) are refused.\n\n\
+Needs the table that `gatewarden run --role router` installs ([enforce] enabled = true), and root or CAP_NET_ADMIN. \
+Run it in the router's network namespace.\n\n\
+Examples:\n  gatewarden block 192.0.2.44 --ttl 10m --reason \"camera port-scanning\"\n  gatewarden block 2001:db8::66 --ttl 1h")]
+    Block(BlockArgs),
+    /// Remove an address from the detector and admin block sets.
+    #[command(long_about = "Remove an address from the detector and admin block sets (both, if present) and forget \
+its repeat-offender history. Addresses inside an imported feed range stay blocked until the feed is re-imported \
+without them.\n\nExample:\n  gatewarden unblock 192.0.2.44")]
+    Unblock(UnblockArgs),
+    /// List active blocks with who blocked them, why, and the time left.
+    #[command(long_about = "List active blocks: address or range, origin (detector, admin, feed), time left, \
+timeout and reason. Also shows the drop counters per origin and of the SYN meters.\n\n\
+Examples:\n  gatewarden blocks\n  gatewarden blocks --json")]
+    Blocks(BlocksArgs),
+    /// Import threat-feed blocklists into nftables.
+    #[command(subcommand)]
+    Blocklist(BlocklistCommand),
+}
+
+#[derive(Debug, Args)]
+struct BlockArgs {
+    /// IPv4 or IPv6 address to block.
+    addr: std::net::IpAddr,
+    /// How long: 30s, 10m, 1h, 1h30m, 7d, or seconds.
+    #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+    ttl: std::time::Duration,
+    /// Why, stored with the element (shown by `gatewarden blocks` and `nft list ruleset`).
+    #[arg(long, default_value = "blocked by admin")]
+    reason: String,
+    /// Config file for the allowlist (default: /etc/gatewarden/gatewarden.toml if it exists).
+    #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct UnblockArgs {
+    /// IPv4 or IPv6 address to unblock.
+    addr: std::net::IpAddr,
+}
+
+#[derive(Debug, Args)]
+struct BlocksArgs {
+    /// Print JSON: {"blocks": [...], "counters": {...}}.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum BlocklistCommand {
+    /// Replace the feed block sets with the networks in FILE.
+    #[command(long_about = "Replace the feed block sets (block4_feed, block6_feed) with the networks in FILE, \
+in one transaction. Understands plain lists (one address or CIDR per line), FireHOL .netset and \
+Spamhaus DROP (`NET ; SBLnnn`); `#` and `;` start comments. Overlapping and adjacent networks are merged. \
+Bad lines are reported with their line numbers and skipped; the good ones are applied. Networks that \
+overlap the allowlist are refused.\n\n\
+Examples:\n  gatewarden blocklist import firehol_level1.netset --ttl 1d\n  gatewarden blocklist import drop.txt")]
+    Import {
+        /// The list to import.
+        file: PathBuf,
+        /// How long the entries last: 30s, 10m, 1h, 1d…
+        #[arg(long, default_value = "1d", value_parser = parse_ttl)]
+        ttl: std::time::Duration,
+        /// Config file for the allowlist (default: /etc/gatewarden/gatewarden.toml if it exists).
+        #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
+    let d = crate::enforce::feeds::parse_duration(s)?;
+    if d.is_zero() || d.as_secs() > 365 * 86_400 {
+        return Err(format!("{s:?}: a TTL must be between 1s and 365d"));
+    }
+    Ok(d)
 }
 
 #[derive(Debug, Args)]
@@ -80,7 +159,7 @@ struct WatchArgs {
     #[arg(long, short = 'i')]
     interface: Option<String>,
     /// Stop after this long, e.g. 30s, 5m, 1h (default: until Ctrl-C).
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = crate::enforce::feeds::parse_duration)]
     duration: Option<std::time::Duration>,
     /// Bytes kept per packet, at least 128 (default: config `capture.snap_len`).
     #[arg(long)]
@@ -97,20 +176,6 @@ struct WatchArgs {
     /// Config file (default: /etc/gatewarden/gatewarden.toml if it exists).
     #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
     config: Option<PathBuf>,
-}
-
-/// Parses `30s`, `5m`, `1h`, `2d` or plain seconds.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, 's')) => (&s[..i], 1),
-        Some((i, 'm')) => (&s[..i], 60),
-        Some((i, 'h')) => (&s[..i], 3600),
-        Some((i, 'd')) => (&s[..i], 86_400),
-        _ => (s, 1),
-    };
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration: use e.g. 30s, 5m, 1h or 2d"))?;
-    n.checked_mul(mult).map(std::time::Duration::from_secs).ok_or_else(|| format!("{s:?} is too long"))
 }
 
 #[derive(Debug, Args)]
@@ -229,6 +294,10 @@ pub fn main() -> i32 {
                 }
             }
         }
+        Command::Block(args) => cmd_block(args),
+        Command::Unblock(args) => cmd_unblock(args),
+        Command::Blocks(args) => cmd_blocks(args),
+        Command::Blocklist(BlocklistCommand::Import { file, ttl, config }) => cmd_import(&file, ttl, config.as_deref()),
         Command::Config(ConfigCommand::Show { config }) => match load_config(config.as_deref()) {
             Ok(c) => {
                 print!("{}", c.to_toml());
@@ -453,6 +522,135 @@ fn cmd_watch(args: WatchArgs, log_format: Option<LogFormat>) -> i32 {
                     println!("  kernel drops {d}");
                 }
             }
+            0
+        }
+        Err(e) => fail(EXIT_FAILURE, e),
+    }
+}
+
+/// Opens the blocker for an admin command; the table must exist.
+fn open_blocker(config: Option<&std::path::Path>) -> Result<crate::enforce::Blocker, i32> {
+    let cfg = load_config(config)?;
+    let mut b = crate::enforce::Blocker::open(cfg.enforce.settings(), None).map_err(|e| fail(EXIT_FAILURE, e))?;
+    match b.table_exists() {
+        Ok(true) => Ok(b),
+        Ok(false) => Err(fail(
+            EXIT_FAILURE,
+            "there is no `inet gatewarden` nftables table in this network namespace: start the router first \
+(`gatewarden run --role router` with [enforce] enabled = true), or run this command in its namespace",
+        )),
+        Err(e) => Err(fail(EXIT_FAILURE, e)),
+    }
+}
+
+fn cmd_block(args: BlockArgs) -> i32 {
+    let mut b = match open_blocker(args.config.as_deref()) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    match b.block(args.addr, args.ttl, crate::enforce::Origin::Admin, &args.reason) {
+        Ok(crate::enforce::BlockOutcome::Blocked { ttl, evicted, .. }) => {
+            println!("blocked {} for {} (admin)", args.addr, crate::enforce::feeds::format_duration(ttl.as_secs()));
+            if !evicted.is_empty() {
+                eprintln!("warning: the admin block set was full; evicted {} entries closest to expiry", evicted.len());
+            }
+            0
+        }
+        Ok(crate::enforce::BlockOutcome::Refused { allowed_by }) => fail(
+            EXIT_FAILURE,
+            format!(
+                "refused: {} is allowlisted by {allowed_by} ([enforce] allowlist or an address of this gateway); nothing was blocked",
+                args.addr
+            ),
+        ),
+        Err(e) => fail(EXIT_FAILURE, e),
+    }
+}
+
+fn cmd_unblock(args: UnblockArgs) -> i32 {
+    let mut b = match open_blocker(None) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    match b.unblock(args.addr) {
+        Ok(origins) if !origins.is_empty() => {
+            let names: Vec<&str> = origins.iter().map(|o| o.as_str()).collect();
+            println!("unblocked {} ({})", args.addr, names.join(", "));
+            0
+        }
+        Ok(_) => fail(
+            EXIT_FAILURE,
+            format!("{} is not in the detector or admin block sets (see `gatewarden blocks`)", args.addr),
+        ),
+        Err(e) => fail(EXIT_FAILURE, e),
+    }
+}
+
+fn cmd_blocks(args: BlocksArgs) -> i32 {
+    let mut b = match open_blocker(None) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let (list, counters) = match (b.list(), b.counters()) {
+        (Ok(l), Ok(c)) => (l, c),
+        (Err(e), _) | (_, Err(e)) => return fail(EXIT_FAILURE, e),
+    };
+    if args.json {
+        let counters: serde_json::Map<String, serde_json::Value> =
+            counters.iter().map(|(k, (p, by))| (k.clone(), serde_json::json!({"packets": p, "bytes": by}))).collect();
+        println!("{}", serde_json::json!({"blocks": list, "counters": counters}));
+        return 0;
+    }
+    use crate::enforce::feeds::format_duration;
+    println!("{:<40} {:<9} {:>10} {:>10}  REASON", "ADDRESS", "ORIGIN", "REMAINING", "TIMEOUT");
+    for e in &list {
+        println!(
+            "{:<40} {:<9} {:>10} {:>10}  {}",
+            e.target,
+            e.origin.as_str(),
+            format_duration(e.remaining_s),
+            format_duration(e.timeout_s),
+            e.reason
+        );
+    }
+    println!("{} active block(s)", list.len());
+    for (name, (p, _)) in &counters {
+        println!("counter {name}: {p} packets");
+    }
+    0
+}
+
+fn cmd_import(file: &std::path::Path, ttl: std::time::Duration, config: Option<&std::path::Path>) -> i32 {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => return fail(EXIT_BAD_INPUT, format!("cannot read {}: {e}", file.display())),
+    };
+    let feed = crate::enforce::feeds::parse_feed(&text);
+    for bad in &feed.bad {
+        eprintln!("{}: {bad} (skipped)", file.display());
+    }
+    if feed.entries.is_empty() {
+        return fail(EXIT_BAD_INPUT, format!("{}: no usable address or CIDR lines", file.display()));
+    }
+    let mut b = match open_blocker(config) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    match b.import_feed(&feed.entries, ttl, &format!("feed {name}")) {
+        Ok(report) => {
+            for c in &report.refused {
+                eprintln!("{}: {c} overlaps the allowlist (refused)", file.display());
+            }
+            println!(
+                "imported {} entries as {} ranges from {} for {} ({} bad lines, {} refused)",
+                feed.entries.len() - report.refused.len(),
+                report.ranges,
+                file.display(),
+                crate::enforce::feeds::format_duration(ttl.as_secs()),
+                feed.bad.len(),
+                report.refused.len()
+            );
             0
         }
         Err(e) => fail(EXIT_FAILURE, e),

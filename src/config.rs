@@ -32,6 +32,8 @@ pub struct Config {
     pub flow: FlowConfig,
     /// Detector thresholds.
     pub detector: DetectorConfig,
+    /// nftables enforcement on the router.
+    pub enforce: EnforceConfig,
 }
 
 impl Default for Config {
@@ -45,6 +47,7 @@ impl Default for Config {
             capture: CaptureConfig::default(),
             flow: FlowConfig::default(),
             detector: DetectorConfig::default(),
+            enforce: EnforceConfig::default(),
         }
     }
 }
@@ -196,6 +199,77 @@ impl Default for DetectorConfig {
             icmp_flood_pps: 200,
             bruteforce_attempts: 20,
             block_ttl_s: 600,
+        }
+    }
+}
+
+/// nftables enforcement on the router (`[enforce]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EnforceConfig {
+    /// Program nftables. Off by default so a laptop or CI run never changes the
+    /// host firewall; the appliance image turns it on. Needs root or CAP_NET_ADMIN.
+    pub enabled: bool,
+    /// Leave the `inet gatewarden` table in place on a clean exit (blocks survive a restart).
+    pub keep_table_on_exit: bool,
+    /// Most addresses in each detector/admin block set; when full, the entries
+    /// closest to expiry are evicted and an alert is raised.
+    pub max_block_elements: u32,
+    /// SYNs per second one source may open before the meter drops the excess.
+    pub syn_meter_pps: u32,
+    /// Extra SYNs allowed in a burst above `syn_meter_pps`.
+    pub syn_meter_burst: u32,
+    /// SYNs per second towards one destination (floods from many, possibly spoofed, sources).
+    pub syn_meter_dst_pps: u32,
+    /// Most sources (and destinations) each SYN meter tracks at once.
+    pub meter_size: u32,
+    /// A repeat block of the same address within this many seconds doubles its TTL (0: never escalate).
+    pub escalation_window_s: u64,
+    /// Escalated TTLs stop growing here, in seconds.
+    pub max_ttl_s: u64,
+    /// Networks never blocked: management networks, peer nodes. The gateway's own
+    /// addresses are always added.
+    pub allowlist: Vec<String>,
+    /// When the detector is unreachable, drop new forwarded flows instead of
+    /// letting them through (the issue's `router.fail_closed`). Existing flows and the allowlist still pass.
+    pub fail_closed: bool,
+    /// Seconds without a verdict or heartbeat from a detector before it counts as unreachable.
+    pub detector_timeout_s: u64,
+}
+
+impl Default for EnforceConfig {
+    fn default() -> Self {
+        EnforceConfig {
+            enabled: false,
+            keep_table_on_exit: false,
+            max_block_elements: 65_536,
+            syn_meter_pps: 200,
+            syn_meter_burst: 100,
+            syn_meter_dst_pps: 5_000,
+            meter_size: 65_536,
+            escalation_window_s: 86_400,
+            max_ttl_s: 7 * 86_400,
+            allowlist: Vec::new(),
+            fail_closed: false,
+            detector_timeout_s: 15,
+        }
+    }
+}
+
+impl EnforceConfig {
+    /// The blocker's settings (call after validation: bad allowlist entries are skipped).
+    pub fn settings(&self) -> crate::enforce::Settings {
+        crate::enforce::Settings {
+            layout: crate::enforce::ruleset::Layout {
+                max_block_elements: self.max_block_elements,
+                syn_meter_pps: self.syn_meter_pps,
+                syn_meter_burst: self.syn_meter_burst,
+                syn_meter_dst_pps: self.syn_meter_dst_pps,
+                meter_size: self.meter_size,
+            },
+            escalation_window: std::time::Duration::from_secs(self.escalation_window_s),
+            max_ttl: std::time::Duration::from_secs(self.max_ttl_s),
+            allowlist: self.allowlist.iter().filter_map(|s| s.parse().ok()).collect(),
         }
     }
 }
@@ -370,6 +444,50 @@ impl Config {
         if !(1..=30 * 86_400).contains(&d.block_ttl_s) {
             bad("detector.block_ttl_s", d.block_ttl_s.to_string(), "1 second to 30 days (2592000)");
         }
+        let e = &self.enforce;
+        if !(1..=16_777_216).contains(&e.max_block_elements) {
+            bad("enforce.max_block_elements", e.max_block_elements.to_string(), "1 to 16777216 addresses per set");
+        }
+        for (key, v) in [
+            ("enforce.syn_meter_pps", e.syn_meter_pps),
+            ("enforce.syn_meter_burst", e.syn_meter_burst),
+            ("enforce.syn_meter_dst_pps", e.syn_meter_dst_pps),
+        ] {
+            if !(1..=10_000_000).contains(&v) {
+                bad(key, v.to_string(), "1 to 10000000 packets per second");
+            }
+        }
+        if !(16..=16_777_216).contains(&e.meter_size) {
+            bad("enforce.meter_size", e.meter_size.to_string(), "16 to 16777216 tracked addresses");
+        }
+        if e.escalation_window_s > 365 * 86_400 {
+            bad(
+                "enforce.escalation_window_s",
+                e.escalation_window_s.to_string(),
+                "0 (off) to 31536000 seconds (a year)",
+            );
+        }
+        if !(1..=365 * 86_400).contains(&e.max_ttl_s) {
+            bad("enforce.max_ttl_s", e.max_ttl_s.to_string(), "1 to 31536000 seconds (a year)");
+        }
+        for (i, entry) in e.allowlist.iter().enumerate() {
+            match entry.parse::<crate::enforce::feeds::Cidr>() {
+                Ok(c) if c.prefix == 0 => bad(
+                    &format!("enforce.allowlist[{i}]"),
+                    format!("{entry:?}"),
+                    "a network smaller than the whole address space (a /0 would disable blocking)",
+                ),
+                Ok(_) => {}
+                Err(why) => bad(
+                    &format!("enforce.allowlist[{i}]"),
+                    format!("{entry:?}"),
+                    &format!("an address or CIDR such as \"192.0.2.0/24\" or \"2001:db8::/32\" ({why})"),
+                ),
+            }
+        }
+        if !(1..=3_600).contains(&e.detector_timeout_s) {
+            bad("enforce.detector_timeout_s", e.detector_timeout_s.to_string(), "1 to 3600 seconds");
+        }
         errors
     }
 
@@ -490,10 +608,45 @@ mod tests {
             ("[detector]\nicmp_flood_pps = 1", "detector.icmp_flood_pps"),
             ("[detector]\nbruteforce_attempts = 1", "detector.bruteforce_attempts"),
             ("[detector]\nblock_ttl_s = 0", "detector.block_ttl_s"),
+            ("[enforce]\nmax_block_elements = 0", "enforce.max_block_elements"),
+            ("[enforce]\nsyn_meter_pps = 0", "enforce.syn_meter_pps"),
+            ("[enforce]\nsyn_meter_burst = 0", "enforce.syn_meter_burst"),
+            ("[enforce]\nsyn_meter_dst_pps = 20000000", "enforce.syn_meter_dst_pps"),
+            ("[enforce]\nmeter_size = 8", "enforce.meter_size"),
+            ("[enforce]\nescalation_window_s = 40000000", "enforce.escalation_window_s"),
+            ("[enforce]\nmax_ttl_s = 0", "enforce.max_ttl_s"),
+            ("[enforce]\nallowlist = [\"192.0.2.1/24\"]", "enforce.allowlist[0]"),
+            ("[enforce]\nallowlist = [\"10.0.0.0/8\", \"::/0\"]", "enforce.allowlist[1]"),
+            ("[enforce]\nallowlist = [\"gateway\"]", "enforce.allowlist[0]"),
+            ("[enforce]\ndetector_timeout_s = 0", "enforce.detector_timeout_s"),
         ];
         for (text, key) in cases {
             assert_eq!(invalid_keys(text), vec![key.to_string()], "for {text:?}");
         }
+    }
+
+    #[test]
+    fn enforce_section_is_read_and_becomes_blocker_settings() {
+        let c = parse(
+            "[enforce]\nenabled = true\nfail_closed = true\nallowlist = [\"192.0.2.0/24\", \"2001:db8::1\"]\nsyn_meter_pps = 50\n",
+        )
+        .unwrap();
+        assert!(c.enforce.enabled && c.enforce.fail_closed && !c.enforce.keep_table_on_exit);
+        let s = c.enforce.settings();
+        assert_eq!(s.allowlist.len(), 2);
+        assert_eq!(s.layout.syn_meter_pps, 50);
+        assert_eq!(s.max_ttl, std::time::Duration::from_secs(7 * 86_400));
+        assert!(
+            !Config::default().enforce.enabled,
+            "enforcement must be opt-in so tests never touch the host firewall"
+        );
+    }
+
+    #[test]
+    fn bad_allowlist_entry_says_what_a_cidr_looks_like() {
+        let text = parse("[enforce]\nallowlist = [\"192.0.2.1/24\"]").unwrap_err().to_string();
+        assert!(text.contains("`enforce.allowlist[0]` = \"192.0.2.1/24\""), "{text}");
+        assert!(text.contains("did you mean 192.0.2.0/24"), "{text}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod detect;
+pub mod enforce;
 pub mod features;
 pub mod flow;
 pub mod logging;

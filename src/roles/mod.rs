@@ -38,6 +38,17 @@ pub fn run(role: Role, role_source: RoleSource, cfg: &Config, shutdown: Shutdown
         None
     };
 
+    // Enforcement runs on its own thread (netlink blocks); start it first so a
+    // missing privilege stops the start-up with a clear message.
+    let enforcer = if role.runs_router() && cfg.enforce.enabled {
+        Some(crate::enforce::service::EnforceService::start(&cfg.enforce, &registry, bus.clone(), cfg.node_id.clone())?)
+    } else {
+        if role.runs_router() {
+            tracing::warn!("enforcement is off: verdicts are only logged. Set [enforce] enabled = true (needs root or CAP_NET_ADMIN) to block in nftables");
+        }
+        None
+    };
+
     let ex = smol::LocalExecutor::new();
     let mut tasks = Vec::new();
     if role.runs_detector() {
@@ -66,6 +77,7 @@ pub fn run(role: Role, role_source: RoleSource, cfg: &Config, shutdown: Shutdown
         let rx = bus.verdicts.receiver();
         let sd = shutdown.clone();
         let received = registry.counter("gatewarden_verdicts_received_total", "Verdicts received by the router.", &[]);
+        let to_enforcer = enforcer.as_ref().map(|e| e.sender());
         tasks.push(ex.spawn(async move {
             loop {
                 let next = async { rx.recv().await.ok() }.or(async {
@@ -75,8 +87,25 @@ pub fn run(role: Role, role_source: RoleSource, cfg: &Config, shutdown: Shutdown
                 let Some(v) = next.await else { break };
                 received.inc();
                 tracing::info!(source = %v.source, kind = v.kind.as_str(), ttl_s = v.ttl_s, reason = %v.reason, "verdict");
+                if let Some(tx) = &to_enforcer {
+                    let _ = tx.send(crate::enforce::service::Command::Verdict(v));
+                }
             }
         }));
+        if let Some(tx) = enforcer.as_ref().map(|e| e.sender()) {
+            let rx = bus.policy.receiver();
+            let sd = shutdown.clone();
+            tasks.push(ex.spawn(async move {
+                loop {
+                    let next = async { rx.recv().await.ok() }.or(async {
+                        sd.wait().await;
+                        None
+                    });
+                    let Some(p) = next.await else { break };
+                    let _ = tx.send(crate::enforce::service::Command::Policy(p));
+                }
+            }));
+        }
     }
     if role.runs_monitor() {
         let rx = bus.alerts.receiver();
@@ -99,9 +128,18 @@ pub fn run(role: Role, role_source: RoleSource, cfg: &Config, shutdown: Shutdown
         let st = state.clone();
         let bus = bus.clone();
         let node = cfg.node_id.clone();
+        // The in-process detector is alive as long as this loop runs.
+        let detector_alive = if role.runs_detector() { enforcer.as_ref().map(|e| e.liveness()) } else { None };
         tasks.push(ex.spawn(async move {
             loop {
                 st.sample();
+                if let Some(seen) = &detector_alive {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_millis() as u64)
+                        .unwrap_or(0);
+                    seen.store(now, std::sync::atomic::Ordering::Relaxed);
+                }
                 bus.heartbeats.publish(Heartbeat {
                     node: node.clone(),
                     role,
@@ -134,6 +172,9 @@ pub fn run(role: Role, role_source: RoleSource, cfg: &Config, shutdown: Shutdown
     }));
     if let Some(t) = capture {
         let _ = t.join();
+    }
+    if let Some(e) = enforcer {
+        e.stop();
     }
     http.stop();
     tracing::info!("stopped cleanly");

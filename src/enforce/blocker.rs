@@ -1,0 +1,683 @@
+//! Where a block rule is written: block / unblock / list, escalation for
+//! repeat offenders, the allowlist that is never blocked, the set-size cap,
+//! feed import, fail-closed and group rules. Each operation is one netlink
+//! transaction.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use super::expr::{self, Dir, Expr, Fam, Verdict};
+use super::feeds::{self, Cidr};
+use super::netlink::{Batch, Netlink, NlError};
+use super::ruleset::{self, addr_bytes, fam_of, Layout, Origin};
+use crate::bus::messages::{PolicyAction, PolicyUpdate, Proto};
+use crate::metrics::{Counter, Gauge, Registry};
+
+/// Most addresses whose block history is remembered for escalation.
+pub const ESCALATION_HISTORY: usize = 65_536;
+
+/// How the blocker behaves, from `[enforce]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Table layout (set sizes, meter rates).
+    pub layout: Layout,
+    /// A repeat block within this window of the previous one doubles the TTL.
+    pub escalation_window: Duration,
+    /// Escalated TTLs stop growing here.
+    pub max_ttl: Duration,
+    /// Networks never blocked (management, peers); the gateway's own addresses are added.
+    pub allowlist: Vec<Cidr>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            layout: Layout::default(),
+            escalation_window: Duration::from_secs(86_400),
+            max_ttl: Duration::from_secs(7 * 86_400),
+            allowlist: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct History {
+    last: Instant,
+    until: Instant,
+    level: u32,
+}
+
+/// Repeat-offender memory: each new block of an address within the window
+/// doubles its TTL (sshguard / fail2ban-recidive), up to `max_ttl`.
+/// A verdict while the address is still blocked refreshes the block at the
+/// same level, so a long attack does not escalate itself to the maximum.
+#[derive(Debug)]
+pub struct Escalation {
+    window: Duration,
+    max_ttl: Duration,
+    cap: usize,
+    hist: HashMap<IpAddr, History>,
+}
+
+impl Escalation {
+    /// Remembers at most `cap` addresses.
+    pub fn new(window: Duration, max_ttl: Duration, cap: usize) -> Escalation {
+        Escalation { window, max_ttl, cap: cap.max(1), hist: HashMap::new() }
+    }
+
+    /// The TTL and escalation level (0 = first offence) for a block of `addr` now.
+    pub fn next(&mut self, addr: IpAddr, base: Duration, now: Instant) -> (Duration, u32) {
+        let level = match self.hist.get(&addr) {
+            Some(h) if now < h.until => h.level,
+            Some(h) if now.duration_since(h.last) <= self.window => h.level.saturating_add(1),
+            _ => 0,
+        };
+        let ttl = base.saturating_mul(1u32 << level.min(31)).min(self.max_ttl);
+        if !self.hist.contains_key(&addr) && self.hist.len() >= self.cap {
+            // Forget the least recently blocked eighth in one go.
+            let mut by_age: Vec<(Instant, IpAddr)> = self.hist.iter().map(|(a, h)| (h.last, *a)).collect();
+            by_age.sort_unstable();
+            for (_, a) in by_age.iter().take((self.cap / 8).max(1)) {
+                self.hist.remove(a);
+            }
+        }
+        self.hist.insert(addr, History { last: now, until: now + ttl, level });
+        (ttl, level)
+    }
+
+    /// Forgets an address (after an admin unblock).
+    pub fn forget(&mut self, addr: &IpAddr) {
+        self.hist.remove(addr);
+    }
+
+    /// Addresses remembered.
+    pub fn len(&self) -> usize {
+        self.hist.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.hist.is_empty()
+    }
+}
+
+/// What a block request came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum BlockOutcome {
+    /// The address is in the block set with this timeout.
+    Blocked {
+        /// Timeout applied (after escalation).
+        ttl: Duration,
+        /// 0 for a first offence, n for the n-th repeat within the window.
+        level: u32,
+        /// Addresses evicted because the set was full (oldest-expiring first).
+        evicted: Vec<IpAddr>,
+    },
+    /// The address is allowlisted; nothing was written.
+    Refused {
+        /// The allowlist entry that protects it.
+        allowed_by: Cidr,
+    },
+}
+
+/// One active block, as listed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BlockEntry {
+    /// Address, CIDR or range.
+    pub target: String,
+    /// Who blocked it.
+    pub origin: Origin,
+    /// Timeout given, seconds.
+    pub timeout_s: u64,
+    /// Seconds left.
+    pub remaining_s: u64,
+    /// Why (the element comment).
+    pub reason: String,
+}
+
+/// Result of a blocklist import.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportReport {
+    /// Networks written (after merging overlaps).
+    pub ranges: usize,
+    /// Entries refused because they overlap the allowlist.
+    pub refused: Vec<Cidr>,
+}
+
+/// Metric series the blocker keeps current.
+#[derive(Debug, Clone)]
+struct Metrics {
+    blocks: BTreeMap<Origin, Counter>,
+    refused: Counter,
+    evicted: Counter,
+    errors: Counter,
+    registry: std::sync::Arc<Registry>,
+}
+
+/// Writes and reads the gateway's block sets. Owns one netlink socket,
+/// created in the network namespace of the thread that opened it.
+#[derive(Debug)]
+pub struct Blocker {
+    nl: Netlink,
+    settings: Settings,
+    allow: Vec<Cidr>,
+    escalation: Escalation,
+    metrics: Option<Metrics>,
+    fail_closed: Option<bool>,
+    policy_version: Option<u64>,
+}
+
+/// Errors carry what was being done and what to do next.
+pub type Result<T> = std::result::Result<T, NlError>;
+
+impl Blocker {
+    /// Opens the netlink socket and learns the gateway's own addresses
+    /// (always allowlisted). Does not touch the ruleset; see [`Blocker::ensure`].
+    pub fn open(settings: Settings, registry: Option<&std::sync::Arc<Registry>>) -> Result<Blocker> {
+        let nl = Netlink::open()?;
+        let mut allow = settings.allowlist.clone();
+        for a in local_addresses()? {
+            if !allow.iter().any(|c| c.contains(&a)) {
+                allow.push(Cidr::host(a));
+            }
+        }
+        let escalation = Escalation::new(settings.escalation_window, settings.max_ttl, ESCALATION_HISTORY);
+        let metrics = registry.map(|r| Metrics {
+            blocks: Origin::ALL
+                .iter()
+                .map(|o| {
+                    (
+                        *o,
+                        r.counter(
+                            "gatewarden_enforce_blocks_total",
+                            "Block requests written to nftables, by origin.",
+                            &[("origin", o.as_str())],
+                        ),
+                    )
+                })
+                .collect(),
+            refused: r.counter(
+                "gatewarden_enforce_refused_total",
+                "Block requests refused because the address is allowlisted.",
+                &[],
+            ),
+            evicted: r.counter(
+                "gatewarden_enforce_evicted_total",
+                "Blocks evicted early because a block set was full.",
+                &[],
+            ),
+            errors: r.counter("gatewarden_enforce_errors_total", "nftables operations that failed.", &[]),
+            registry: r.clone(),
+        });
+        Ok(Blocker { nl, settings, allow, escalation, metrics, fail_closed: None, policy_version: None })
+    }
+
+    /// The effective allowlist (configured networks + own addresses).
+    pub fn allowlist(&self) -> &[Cidr] {
+        &self.allow
+    }
+
+    /// Creates the table, replacing a stale one from a previous run in the
+    /// same transaction. Idempotent.
+    pub fn ensure(&mut self) -> Result<()> {
+        let stale = ruleset::table_exists(&mut self.nl)?;
+        if stale {
+            tracing::info!("replacing the nftables table left by a previous run");
+        }
+        let b = ruleset::ensure_batch(&self.settings.layout, &self.allow, stale);
+        self.commit(&b)?;
+        self.fail_closed = Some(false);
+        Ok(())
+    }
+
+    /// Whether the table exists (the CLI needs a running router).
+    pub fn table_exists(&mut self) -> Result<bool> {
+        ruleset::table_exists(&mut self.nl)
+    }
+
+    /// Deletes the table (clean exit).
+    pub fn remove(&mut self) -> Result<()> {
+        if ruleset::table_exists(&mut self.nl)? {
+            self.commit(&ruleset::remove_batch())?;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, b: &Batch) -> Result<()> {
+        let r = self.nl.commit(b);
+        if r.is_err() {
+            if let Some(m) = &self.metrics {
+                m.errors.inc();
+            }
+        }
+        r
+    }
+
+    /// The allowlist entry covering `addr`, if any.
+    pub fn allowed_by(&self, addr: &IpAddr) -> Option<Cidr> {
+        self.allow.iter().find(|c| c.contains(addr)).copied()
+    }
+
+    /// Blocks `addr` for `ttl` (escalated for detector verdicts). Re-blocking
+    /// refreshes the timeout. A full set evicts its oldest-expiring entries.
+    pub fn block(&mut self, addr: IpAddr, ttl: Duration, origin: Origin, reason: &str) -> Result<BlockOutcome> {
+        if let Some(allowed_by) = self.allowed_by(&addr) {
+            tracing::warn!(%addr, %allowed_by, origin = origin.as_str(), reason, "refused to block an allowlisted address");
+            if let Some(m) = &self.metrics {
+                m.refused.inc();
+            }
+            return Ok(BlockOutcome::Refused { allowed_by });
+        }
+        let (ttl, level) =
+            if origin == Origin::Detector { self.escalation.next(addr, ttl, Instant::now()) } else { (ttl, 0) };
+        let set = origin.set_name(fam_of(&addr));
+        let ms = (ttl.as_millis() as u64).max(1000);
+        let mut b = Batch::new();
+        let el = ruleset::element(&addr_bytes(&addr), Some(ms), 0, Some(reason));
+        ruleset::push_elements(&mut b, &set, &[el], true, &format!("block {addr} in {set}"));
+        let mut evicted = Vec::new();
+        match self.commit(&b) {
+            Ok(()) => {}
+            Err(e) if e.errno() == Some(libc::ENFILE) => {
+                evicted = self.evict_oldest(&set, fam_of(&addr))?;
+                tracing::warn!(set = %set, evicted = evicted.len(), "block set full: evicted the entries closest to expiry");
+                self.commit(&b)?;
+            }
+            Err(e) => return Err(e),
+        }
+        if let Some(m) = &self.metrics {
+            if let Some(c) = m.blocks.get(&origin) {
+                c.inc();
+            }
+            m.evicted.add(evicted.len() as u64);
+        }
+        tracing::info!(%addr, ttl_s = ttl.as_secs(), level, origin = origin.as_str(), reason, "blocked");
+        Ok(BlockOutcome::Blocked { ttl, level, evicted })
+    }
+
+    fn evict_oldest(&mut self, set: &str, fam: Fam) -> Result<Vec<IpAddr>> {
+        let mut els = ruleset::elements(&mut self.nl, set)?;
+        els.sort_by_key(|e| e.expires_ms);
+        let n = (self.settings.layout.max_block_elements as usize / 16).max(1);
+        let victims: Vec<_> = els.into_iter().take(n).collect();
+        let mut b = Batch::new();
+        let attrs: Vec<_> = victims.iter().map(|e| ruleset::element(&e.key, None, 0, None)).collect();
+        ruleset::push_elements(&mut b, set, &attrs, false, &format!("evict {} entries from {set}", attrs.len()));
+        self.commit(&b)?;
+        Ok(victims.iter().filter_map(|e| key_addr(fam, &e.key)).collect())
+    }
+
+    /// Blocks many addresses in batched transactions (no escalation); returns how many were written.
+    pub fn bulk_block(&mut self, addrs: &[IpAddr], ttl: Duration, origin: Origin, reason: &str) -> Result<usize> {
+        let ms = (ttl.as_millis() as u64).max(1000);
+        let mut written = 0;
+        for fam in [Fam::V4, Fam::V6] {
+            let set = origin.set_name(fam);
+            let els: Vec<_> = addrs
+                .iter()
+                .filter(|a| fam_of(a) == fam && self.allowed_by(a).is_none())
+                .map(|a| ruleset::element(&addr_bytes(a), Some(ms), 0, Some(reason)))
+                .collect();
+            for chunk in els.chunks(ruleset::ELEMENTS_PER_MESSAGE * 4) {
+                let mut b = Batch::new();
+                ruleset::push_elements(&mut b, &set, chunk, true, &format!("bulk block {} in {set}", chunk.len()));
+                self.commit(&b)?;
+                written += chunk.len();
+            }
+        }
+        if let Some(m) = &self.metrics {
+            if let Some(c) = m.blocks.get(&origin) {
+                c.add(written as u64);
+            }
+        }
+        Ok(written)
+    }
+
+    /// Removes `addr` from the detector and admin sets; returns the origins it was removed from.
+    pub fn unblock(&mut self, addr: IpAddr) -> Result<Vec<Origin>> {
+        self.escalation.forget(&addr);
+        let mut removed = Vec::new();
+        for origin in [Origin::Detector, Origin::Admin] {
+            let set = origin.set_name(fam_of(&addr));
+            let mut b = Batch::new();
+            let el = ruleset::element(&addr_bytes(&addr), None, 0, None);
+            ruleset::push_elements(&mut b, &set, &[el], false, &format!("unblock {addr} in {set}"));
+            match self.nl.commit(&b) {
+                Ok(()) => removed.push(origin),
+                Err(e) if e.errno() == Some(libc::ENOENT) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Every active block with its remaining time.
+    pub fn list(&mut self) -> Result<Vec<BlockEntry>> {
+        let mut out = Vec::new();
+        for origin in Origin::ALL {
+            for fam in [Fam::V4, Fam::V6] {
+                let els = ruleset::elements(&mut self.nl, &origin.set_name(fam))?;
+                if origin.interval() {
+                    out.extend(intervals(fam, &els, origin));
+                } else {
+                    for e in els {
+                        let Some(a) = key_addr(fam, &e.key) else { continue };
+                        out.push(BlockEntry {
+                            target: a.to_string(),
+                            origin,
+                            timeout_s: e.timeout_ms.div_ceil(1000),
+                            remaining_s: e.expires_ms.div_ceil(1000),
+                            reason: e.comment,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Named nftables counters: name → (packets, bytes).
+    pub fn counters(&mut self) -> Result<BTreeMap<String, (u64, u64)>> {
+        ruleset::counters(&mut self.nl)
+    }
+
+    /// Replaces the feed sets with `entries` (one transaction); entries
+    /// overlapping the allowlist are refused and reported.
+    pub fn import_feed(&mut self, entries: &[Cidr], ttl: Duration, comment: &str) -> Result<ImportReport> {
+        let mut refused = Vec::new();
+        let mut keep: Vec<Cidr> = Vec::new();
+        for c in entries {
+            if self.allow.iter().any(|a| a.overlaps(c)) {
+                refused.push(*c);
+            } else {
+                keep.push(*c);
+            }
+        }
+        if !refused.is_empty() {
+            if let Some(m) = &self.metrics {
+                m.refused.add(refused.len() as u64);
+            }
+        }
+        let ms = (ttl.as_millis() as u64).max(1000);
+        let mut b = Batch::new();
+        let mut ranges = 0;
+        for fam in [Fam::V4, Fam::V6] {
+            let set = Origin::Feed.set_name(fam);
+            ruleset::flush_set(&mut b, &set);
+            let fam_entries: Vec<Cidr> = keep.iter().filter(|c| c.fam() == fam).copied().collect();
+            if fam_entries.is_empty() {
+                continue;
+            }
+            let merged = feeds::merge(&fam_entries);
+            ranges += merged.len();
+            ruleset::push_interval_elements(&mut b, &set, fam, &merged, Some(ms), Some(comment));
+        }
+        self.commit(&b)?;
+        if let Some(m) = &self.metrics {
+            if let Some(c) = m.blocks.get(&Origin::Feed) {
+                c.add(ranges as u64);
+            }
+        }
+        Ok(ImportReport { ranges, refused })
+    }
+
+    /// Drops new forwarded flows (`closed`) or lets them through; only writes on change.
+    pub fn set_fail_closed(&mut self, closed: bool) -> Result<()> {
+        if self.fail_closed == Some(closed) {
+            return Ok(());
+        }
+        self.commit(&ruleset::failsafe_batch(closed))?;
+        self.fail_closed = Some(closed);
+        Ok(())
+    }
+
+    /// Replaces group sets and group rules atomically with `update`
+    /// (rules sorted by priority, highest first). Older versions are ignored.
+    pub fn replace_group_rules(&mut self, update: &PolicyUpdate) -> anyhow::Result<bool> {
+        if self.policy_version.is_some_and(|v| update.version <= v) {
+            return Ok(false);
+        }
+        let mut groups: BTreeMap<&str, Vec<Cidr>> = BTreeMap::new();
+        for (name, members) in &update.groups {
+            if name.is_empty()
+                || name.len() > 24
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                anyhow::bail!("group name {name:?}: use 1 to 24 characters of A-Z, a-z, 0-9, '_' or '-'");
+            }
+            let parsed: std::result::Result<Vec<Cidr>, String> = members.iter().map(|m| m.parse::<Cidr>()).collect();
+            groups.insert(name, parsed.map_err(|e| anyhow::anyhow!("group {name}: {e}"))?);
+        }
+        for r in &update.rules {
+            for g in [&r.source_group, &r.destination_group] {
+                if !groups.contains_key(g.as_str()) {
+                    anyhow::bail!("rule refers to group {g:?}, which the update does not define");
+                }
+            }
+        }
+        let existing = ruleset::set_names(&mut self.nl)?;
+        let mut b = Batch::new();
+        ruleset::flush_chain(&mut b, ruleset::CHAIN_GROUPS);
+        for s in existing.iter().filter(|s| s.starts_with("grp_")) {
+            ruleset::delete_set(&mut b, s);
+        }
+        let mut id = 1000;
+        for (name, members) in &groups {
+            for fam in [Fam::V4, Fam::V6] {
+                let set = format!("grp_{name}{}", fam.digit());
+                ruleset::add_interval_set(&mut b, &set, fam, id);
+                id += 1;
+                let m: Vec<Cidr> = members.iter().filter(|c| c.fam() == fam).copied().collect();
+                if !m.is_empty() {
+                    ruleset::push_interval_elements(&mut b, &set, fam, &feeds::merge(&m), None, None);
+                }
+            }
+        }
+        let mut rules = update.rules.clone();
+        rules.sort_by_key(|r| std::cmp::Reverse(r.priority));
+        for r in &rules {
+            for fam in [Fam::V4, Fam::V6] {
+                let has = |g: &str| groups.get(g).is_some_and(|m| m.iter().any(|c| c.fam() == fam));
+                if !has(&r.source_group) || !has(&r.destination_group) {
+                    continue;
+                }
+                let mut e = expr::addr_in_set(fam, Dir::Saddr, &format!("grp_{}{}", r.source_group, fam.digit()));
+                e.push(expr::load_addr(fam, Dir::Daddr));
+                e.push(Expr::Lookup { set: format!("grp_{}{}", r.destination_group, fam.digit()), sreg: expr::REG_1 });
+                if let Some(p) = r.protocol {
+                    e.extend(expr::match_l4proto(p.number()));
+                    if let (Some((lo, hi)), Proto::Tcp | Proto::Udp) = (r.ports, p) {
+                        e.extend(expr::dport_range(lo, hi));
+                    }
+                }
+                e.push(Expr::Counter);
+                e.push(Expr::Verdict(match r.action {
+                    PolicyAction::Allow => Verdict::Accept,
+                    PolicyAction::Deny => Verdict::Drop,
+                }));
+                let what = format!("{} -> {} {:?}", r.source_group, r.destination_group, r.action);
+                ruleset::add_rule(&mut b, ruleset::CHAIN_GROUPS, &e, &what);
+            }
+        }
+        self.commit(&b)?;
+        self.policy_version = Some(update.version);
+        Ok(true)
+    }
+
+    /// Reads nft counters and set sizes into the metrics registry.
+    pub fn refresh_metrics(&mut self) -> Result<()> {
+        let Some(m) = self.metrics.clone() else { return Ok(()) };
+        for (name, (packets, bytes)) in self.counters()? {
+            let labels = [("counter", name.as_str())];
+            m.registry
+                .counter(
+                    "gatewarden_nft_dropped_packets_total",
+                    "Packets dropped by gatewarden's nftables rules, by named counter.",
+                    &labels,
+                )
+                .set_total(packets);
+            m.registry
+                .counter(
+                    "gatewarden_nft_dropped_bytes_total",
+                    "Bytes dropped by gatewarden's nftables rules, by named counter.",
+                    &labels,
+                )
+                .set_total(bytes);
+        }
+        for origin in [Origin::Detector, Origin::Admin] {
+            let mut n = 0;
+            for fam in [Fam::V4, Fam::V6] {
+                n += ruleset::elements(&mut self.nl, &origin.set_name(fam))?.len();
+            }
+            let g: Gauge = m.registry.gauge(
+                "gatewarden_enforce_set_elements",
+                "Addresses currently in the block sets, by origin.",
+                &[("origin", origin.as_str())],
+            );
+            g.set(n as f64);
+        }
+        Ok(())
+    }
+}
+
+fn key_addr(fam: Fam, key: &[u8]) -> Option<IpAddr> {
+    match fam {
+        Fam::V4 => <[u8; 4]>::try_from(key).ok().map(IpAddr::from),
+        Fam::V6 => <[u8; 16]>::try_from(key).ok().map(IpAddr::from),
+    }
+}
+
+fn key_u128(key: &[u8]) -> u128 {
+    key.iter().fold(0u128, |acc, b| (acc << 8) | *b as u128)
+}
+
+/// Pairs interval starts with their ends (the kernel lists them in any order).
+fn intervals(fam: Fam, els: &[ruleset::KernelElement], origin: Origin) -> Vec<BlockEntry> {
+    let mut points: Vec<(u128, bool, &ruleset::KernelElement)> =
+        els.iter().map(|e| (key_u128(&e.key), e.flags & ruleset::ELEM_INTERVAL_END != 0, e)).collect();
+    points.sort_by_key(|p| (p.0, !p.1));
+    let max = if fam == Fam::V4 { u32::MAX as u128 } else { u128::MAX };
+    let mut out = Vec::new();
+    for (i, (start, is_end, e)) in points.iter().enumerate() {
+        if *is_end {
+            continue;
+        }
+        let end = points[i + 1..].iter().find(|p| p.1).map(|p| p.0 - 1).unwrap_or(max);
+        out.push(BlockEntry {
+            target: feeds::range_text(fam, *start, end),
+            origin,
+            timeout_s: e.timeout_ms.div_ceil(1000),
+            remaining_s: e.expires_ms.div_ceil(1000),
+            reason: e.comment.clone(),
+        });
+    }
+    out
+}
+
+/// The addresses configured on this namespace's interfaces (rtnetlink `RTM_GETADDR`).
+pub fn local_addresses() -> Result<Vec<IpAddr>> {
+    const RTM_GETADDR: u16 = 22;
+    let mut nl = Netlink::open_protocol(netlink_sys::protocols::NETLINK_ROUTE)?;
+    let seq = nl.take_seq();
+    let req = super::netlink::raw_request(RTM_GETADDR, super::netlink::DUMP, seq, &[0u8; 8]);
+    let mut out = Vec::new();
+    for payload in nl.dump_raw(&req, seq, 8)? {
+        let mut local = None;
+        let mut address = None;
+        for (ty, v) in super::netlink::parse_attrs(&payload) {
+            let a = match v.len() {
+                4 => <[u8; 4]>::try_from(v).ok().map(IpAddr::from),
+                16 => <[u8; 16]>::try_from(v).ok().map(IpAddr::from),
+                _ => None,
+            };
+            match ty {
+                1 => address = a,
+                2 => local = a,
+                _ => {}
+            }
+        }
+        if let Some(a) = local.or(address) {
+            out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn escalation_doubles_within_the_window_and_caps() {
+        let mut e = Escalation::new(Duration::from_secs(3600), Duration::from_secs(300), 100);
+        let t0 = Instant::now();
+        let base = Duration::from_secs(60);
+        assert_eq!(e.next(a("192.0.2.1"), base, t0), (base, 0));
+        // Still blocked: refresh at the same level.
+        assert_eq!(e.next(a("192.0.2.1"), base, t0 + Duration::from_secs(30)), (base, 0));
+        // Expired, within the window: double.
+        assert_eq!(e.next(a("192.0.2.1"), base, t0 + Duration::from_secs(100)).0, Duration::from_secs(120));
+        assert_eq!(e.next(a("192.0.2.1"), base, t0 + Duration::from_secs(300)).0, Duration::from_secs(240));
+        // Capped at max_ttl.
+        assert_eq!(e.next(a("192.0.2.1"), base, t0 + Duration::from_secs(600)), (Duration::from_secs(300), 3));
+        // Outside the window: back to the base.
+        assert_eq!(e.next(a("192.0.2.1"), base, t0 + Duration::from_secs(600 + 3601)), (base, 0));
+        // Other addresses are independent.
+        assert_eq!(e.next(a("2001:db8::1"), base, t0 + Duration::from_secs(700)), (base, 0));
+    }
+
+    #[test]
+    fn escalation_history_is_bounded() {
+        let mut e = Escalation::new(Duration::from_secs(3600), Duration::from_secs(3600), 16);
+        let t0 = Instant::now();
+        for i in 0..100u32 {
+            e.next(
+                IpAddr::from(0xc000_0200u32.wrapping_add(i).to_be_bytes()),
+                Duration::from_secs(1),
+                t0 + Duration::from_millis(i as u64),
+            );
+            assert!(e.len() <= 16);
+        }
+        e.forget(&IpAddr::from(0xc000_0200u32.wrapping_add(99).to_be_bytes()));
+        assert!(e.len() < 16);
+    }
+
+    #[test]
+    fn escalation_never_overflows() {
+        let mut e = Escalation::new(Duration::from_secs(u32::MAX as u64), Duration::from_secs(86_400 * 30), 4);
+        let t0 = Instant::now();
+        let mut last = (Duration::ZERO, 0);
+        for i in 0..80u64 {
+            last = e.next(a("198.51.100.9"), Duration::from_secs(600), t0 + Duration::from_secs(i * 86_400 * 31));
+        }
+        assert_eq!(last.0, Duration::from_secs(86_400 * 30));
+    }
+
+    #[test]
+    fn intervals_pair_starts_with_ends() {
+        let el = |k: u32, end: bool| ruleset::KernelElement {
+            key: k.to_be_bytes().to_vec(),
+            flags: if end { ruleset::ELEM_INTERVAL_END } else { 0 },
+            timeout_ms: 60_000,
+            expires_ms: 59_001,
+            comment: "feed".into(),
+        };
+        // Reverse order, as the rbtree dumps; plus the leading zero end marker.
+        let els = vec![
+            el(0xc633_6500 + 256, true),
+            el(0xc633_6500, false),
+            el(0xc000_0280, true),
+            el(0xc000_0200, false),
+            el(0, true),
+        ];
+        let got = intervals(Fam::V4, &els, Origin::Feed);
+        let targets: Vec<&str> = got.iter().map(|e| e.target.as_str()).collect();
+        assert_eq!(targets, ["192.0.2.0/25", "198.51.101.0/24"]);
+        assert_eq!(got[0].remaining_s, 60);
+    }
+}

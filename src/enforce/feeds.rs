@@ -1,0 +1,342 @@
+//! Addresses and networks as text: CIDRs, blocklist files (plain lists,
+//! FireHOL `.netset`, Spamhaus DROP) and durations (`30s`, `10m`, `1h`, `7d`).
+//!
+//! Parsing never stops at a bad line: good lines are kept, bad ones are
+//! reported with their line numbers, so one typo does not void a feed.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use super::expr::Fam;
+
+/// An address with a prefix length (`192.0.2.0/24`, `2001:db8::/32`, or a bare address = /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Cidr {
+    /// The network address (host bits cleared).
+    pub addr: IpAddr,
+    /// Prefix length.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// IPv4 or IPv6.
+    pub fn fam(&self) -> Fam {
+        match self.addr {
+            IpAddr::V4(_) => Fam::V4,
+            IpAddr::V6(_) => Fam::V6,
+        }
+    }
+
+    fn bits(&self) -> u8 {
+        if self.fam() == Fam::V4 {
+            32
+        } else {
+            128
+        }
+    }
+
+    /// First and last address as integers (inclusive).
+    pub fn range(&self) -> (u128, u128) {
+        let v = addr_u128(&self.addr);
+        let host = self.bits() - self.prefix;
+        let mask = if host >= 128 { u128::MAX } else { (1u128 << host) - 1 };
+        (v & !mask, (v & !mask) | mask)
+    }
+
+    /// Whether `addr` is inside.
+    pub fn contains(&self, addr: &IpAddr) -> bool {
+        if fam_of(addr) != self.fam() {
+            return false;
+        }
+        let (lo, hi) = self.range();
+        let v = addr_u128(addr);
+        lo <= v && v <= hi
+    }
+
+    /// Whether the two networks share any address.
+    pub fn overlaps(&self, other: &Cidr) -> bool {
+        if self.fam() != other.fam() {
+            return false;
+        }
+        let (a, b) = self.range();
+        let (c, d) = other.range();
+        a <= d && c <= b
+    }
+
+    /// A single address as a /32 or /128.
+    pub fn host(addr: IpAddr) -> Cidr {
+        let prefix = if addr.is_ipv4() { 32 } else { 128 };
+        Cidr { addr, prefix }
+    }
+}
+
+fn fam_of(a: &IpAddr) -> Fam {
+    if a.is_ipv4() {
+        Fam::V4
+    } else {
+        Fam::V6
+    }
+}
+
+/// The address as an integer (IPv4 in the low 32 bits).
+pub fn addr_u128(a: &IpAddr) -> u128 {
+    match a {
+        IpAddr::V4(v) => u32::from(*v) as u128,
+        IpAddr::V6(v) => u128::from(*v),
+    }
+}
+
+/// The address for an integer of family `fam`.
+pub fn u128_addr(fam: Fam, v: u128) -> IpAddr {
+    match fam {
+        Fam::V4 => IpAddr::V4((v as u32).into()),
+        Fam::V6 => IpAddr::V6(v.into()),
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.prefix == self.bits() {
+            write!(f, "{}", self.addr)
+        } else {
+            write!(f, "{}/{}", self.addr, self.prefix)
+        }
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+
+    /// Host bits must be zero (`192.0.2.1/24` is refused: it is usually a typo).
+    fn from_str(s: &str) -> Result<Cidr, String> {
+        let (a, p) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = a.parse().map_err(|_| format!("{a:?} is not an IPv4 or IPv6 address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match p {
+            None => max,
+            Some(p) => match p.parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => return Err(format!("prefix /{p} is not 0 to {max}")),
+            },
+        };
+        let c = Cidr { addr, prefix };
+        let (lo, _) = c.range();
+        if lo != addr_u128(&addr) {
+            return Err(format!("{s} has host bits set; did you mean {}/{prefix}?", u128_addr(c.fam(), lo)));
+        }
+        Ok(c)
+    }
+}
+
+/// Sorts and merges overlapping or adjacent networks into inclusive ranges (one family).
+pub fn merge(cidrs: &[Cidr]) -> Vec<(u128, u128)> {
+    let mut r: Vec<(u128, u128)> = cidrs.iter().map(Cidr::range).collect();
+    r.sort_unstable();
+    let mut out: Vec<(u128, u128)> = Vec::with_capacity(r.len());
+    for (lo, hi) in r {
+        match out.last_mut() {
+            Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+            _ => out.push((lo, hi)),
+        }
+    }
+    out
+}
+
+/// Renders an inclusive range as a CIDR when it is one, else `a-b`.
+pub fn range_text(fam: Fam, lo: u128, hi: u128) -> String {
+    let size = hi.wrapping_sub(lo).wrapping_add(1);
+    let bits: u32 = if fam == Fam::V4 { 32 } else { 128 };
+    if size == 0 && lo == 0 {
+        return format!("{}/0", u128_addr(fam, 0));
+    }
+    if size.is_power_of_two() && lo % size == 0 {
+        let prefix = bits - size.trailing_zeros();
+        return Cidr { addr: u128_addr(fam, lo), prefix: prefix as u8 }.to_string();
+    }
+    format!("{}-{}", u128_addr(fam, lo), u128_addr(fam, hi))
+}
+
+/// A line of a blocklist that could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadLine {
+    /// 1-based line number.
+    pub line: usize,
+    /// The text (trimmed).
+    pub text: String,
+    /// Why.
+    pub reason: String,
+}
+
+impl fmt::Display for BadLine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {:?}: {}", self.line, self.text, self.reason)
+    }
+}
+
+/// What a blocklist file held.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Feed {
+    /// Usable networks, in file order.
+    pub entries: Vec<Cidr>,
+    /// Lines that were not.
+    pub bad: Vec<BadLine>,
+}
+
+/// Parses a blocklist: one address or CIDR per line. Understands the
+/// comment styles of plain lists and FireHOL `.netset` (`#`) and Spamhaus
+/// DROP (`;`, with `NET ; SBLnnn` on each line). Blank lines are skipped.
+pub fn parse_feed(text: &str) -> Feed {
+    let mut feed = Feed::default();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split(['#', ';']).next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        // Some lists put extra columns after the network (tab or space separated).
+        let token = line.split_whitespace().next().unwrap_or("");
+        match token.parse::<Cidr>() {
+            Ok(c) if c.prefix == 0 => feed.bad.push(BadLine {
+                line: i + 1,
+                text: raw.trim().into(),
+                reason: "a /0 would block everything; refused".into(),
+            }),
+            Ok(c) => feed.entries.push(c),
+            Err(reason) => feed.bad.push(BadLine { line: i + 1, text: raw.trim().into(), reason }),
+        }
+    }
+    feed
+}
+
+/// Parses `30s`, `10m`, `1h`, `2d`, `1h30m` or a plain number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let help = || format!("{s:?} is not a duration: use e.g. 30s, 10m, 1h, 1h30m, 7d or a number of seconds");
+    if s.is_empty() {
+        return Err(help());
+    }
+    if let Ok(n) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(n));
+    }
+    let mut total: u64 = 0;
+    let mut num = String::new();
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(help()),
+        };
+        let n: u64 = num.parse().map_err(|_| help())?;
+        total = n.checked_mul(unit).and_then(|v| total.checked_add(v)).ok_or_else(help)?;
+        num.clear();
+    }
+    if !num.is_empty() {
+        return Err(help());
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// Renders seconds compactly: `1h2m3s`.
+pub fn format_duration(secs: u64) -> String {
+    if secs == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let mut rest = secs;
+    for (unit, name) in [(86_400, 'd'), (3600, 'h'), (60, 'm'), (1, 's')] {
+        if rest >= unit {
+            out.push_str(&format!("{}{name}", rest / unit));
+            rest %= unit;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_parse_and_refuse_host_bits() {
+        let c: Cidr = "192.0.2.0/24".parse().unwrap();
+        assert!(c.contains(&"192.0.2.77".parse().unwrap()));
+        assert!(!c.contains(&"198.51.100.1".parse().unwrap()));
+        assert!(!c.contains(&"2001:db8::1".parse().unwrap()));
+        assert_eq!("2001:db8::/32".parse::<Cidr>().unwrap().prefix, 32);
+        assert_eq!("203.0.113.9".parse::<Cidr>().unwrap(), Cidr::host("203.0.113.9".parse().unwrap()));
+        let e = "192.0.2.1/24".parse::<Cidr>().unwrap_err();
+        assert!(e.contains("did you mean 192.0.2.0/24"), "{e}");
+        assert!("192.0.2.0/33".parse::<Cidr>().is_err());
+        assert!("example.com".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn plain_netset_and_drop_formats_with_bad_lines_numbered() {
+        let text = "\
+# FireHOL level1 style header
+192.0.2.0/24
+198.51.100.7
+   
+203.0.113.0/25 ; SBL123456
+2001:db8::/48\textra column
+not-an-ip
+198.51.100.0/33
+0.0.0.0/0
+; Spamhaus comment line
+";
+        let f = parse_feed(text);
+        let shown: Vec<String> = f.entries.iter().map(|c| c.to_string()).collect();
+        assert_eq!(shown, ["192.0.2.0/24", "198.51.100.7", "203.0.113.0/25", "2001:db8::/48"]);
+        let lines: Vec<usize> = f.bad.iter().map(|b| b.line).collect();
+        assert_eq!(lines, [7, 8, 9]);
+        assert!(f.bad[0].to_string().starts_with("line 7: \"not-an-ip\""), "{}", f.bad[0]);
+    }
+
+    #[test]
+    fn merge_joins_overlapping_and_adjacent_networks() {
+        let cs: Vec<Cidr> = ["192.0.2.0/25", "192.0.2.128/25", "192.0.2.7", "198.51.100.0/24"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let m = merge(&cs);
+        assert_eq!(m.len(), 2);
+        assert_eq!(range_text(Fam::V4, m[0].0, m[0].1), "192.0.2.0/24");
+        assert_eq!(range_text(Fam::V4, m[1].0, m[1].1), "198.51.100.0/24");
+        assert_eq!(range_text(Fam::V4, 10, 12), "0.0.0.10-0.0.0.12");
+        assert_eq!(range_text(Fam::V6, 1, 1), "::1");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("10m").unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("7d").unwrap(), Duration::from_secs(604_800));
+        assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
+        for bad in ["", "10x", "h", "1h30", "-5s", "99999999999999999999d"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains("30s, 10m, 1h"), "{bad}: {e}");
+        }
+        assert_eq!(format_duration(3723), "1h2m3s");
+        assert_eq!(format_duration(0), "0s");
+    }
+
+    #[test]
+    fn overlap() {
+        let a: Cidr = "192.0.2.0/24".parse().unwrap();
+        assert!(a.overlaps(&"192.0.2.128/25".parse().unwrap()));
+        assert!(a.overlaps(&"192.0.0.0/16".parse().unwrap()));
+        assert!(!a.overlaps(&"198.51.100.0/24".parse().unwrap()));
+    }
+}

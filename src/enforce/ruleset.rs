@@ -1,0 +1,577 @@
+//! The one table gatewarden owns, `inet gatewarden`, and the messages that
+//! create, read and remove it.
+//!
+//! What `nft list table inet gatewarden` shows (v4 shown; every rule has a v6 twin):
+//!
+//! ```text
+//! counter blocked_detector / blocked_admin / blocked_feed   drops per origin
+//! counter syn_dropped_src / syn_dropped_dst                  meter drops
+//! counter failclosed_dropped                                 new flows dropped while the detector is away
+//! set allow4          { type ipv4_addr; flags interval; }            never blocked
+//! set block4_detector { type ipv4_addr; flags timeout; size N; }     one set per origin
+//! set block4_admin    { type ipv4_addr; flags timeout; size N; }
+//! set block4_feed     { type ipv4_addr; flags interval,timeout; }    imported lists (CIDRs)
+//! set syn4_src, syn4_dst { type ipv4_addr; flags dynamic,timeout; }  SYN meters
+//! chain guard {
+//!     ip saddr @allow4 accept
+//!     ip saddr @block4_detector counter name "blocked_detector" drop   (and daddr, each origin)
+//!     tcp flags & (fin|syn|rst|ack) == syn update @syn4_src { ip saddr limit rate over P/second burst B packets } counter name "syn_dropped_src" drop
+//!     … the same per destination with syn4_dst
+//! }
+//! chain failsafe { }   filled with `ct state new … drop` only while fail-closed and the detector is away
+//! chain groups { }     group-to-group policy rules, replaced atomically
+//! chain forward { type filter hook forward priority -10; policy accept; jump guard; jump failsafe; jump groups }
+//! chain input   { type filter hook input priority -10; policy accept; jump guard }
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use super::expr::{self, Dir, Expr, Fam, Verdict};
+use super::feeds::Cidr;
+use super::netlink::{
+    be_u32, be_u64, c_str, family, msg, parse_attrs, Attrs, Batch, Netlink, NlError, NLM_F_APPEND, NLM_F_CREATE,
+};
+
+/// The table's name (family inet).
+pub const TABLE: &str = "gatewarden";
+/// Chain with the allowlist, block sets and meters, jumped to from both hooks.
+pub const CHAIN_GUARD: &str = "guard";
+/// Chain holding the fail-closed drop while the detector is unreachable.
+pub const CHAIN_FAILSAFE: &str = "failsafe";
+/// Chain holding group-to-group policy rules.
+pub const CHAIN_GROUPS: &str = "groups";
+/// Base chain on the forward hook.
+pub const CHAIN_FORWARD: &str = "forward";
+/// Base chain on the input hook.
+pub const CHAIN_INPUT: &str = "input";
+/// Hook priority: before the usual `filter` (0) tables, so blocks act first.
+pub const PRIORITY: i32 = -10;
+
+/// Counter names the metrics exporter reads.
+pub const COUNTER_SYN_SRC: &str = "syn_dropped_src";
+/// Drops by the per-destination SYN meter (spoofed floods).
+pub const COUNTER_SYN_DST: &str = "syn_dropped_dst";
+/// Drops of new flows while fail-closed.
+pub const COUNTER_FAILCLOSED: &str = "failclosed_dropped";
+
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_FLAGS: u16 = 3;
+const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
+const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
+const NFTA_SET_ELEM_USERDATA: u16 = 6;
+/// `NFT_SET_ELEM_INTERVAL_END`: the element closes an interval.
+pub const ELEM_INTERVAL_END: u32 = 1;
+
+const SET_F_INTERVAL: u32 = 0x4;
+const SET_F_TIMEOUT: u32 = 0x10;
+const SET_F_EVAL: u32 = 0x20;
+
+/// Who asked for a block; each origin has its own sets and drop counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// A verdict from the detector.
+    Detector,
+    /// An operator, with `gatewarden block`.
+    Admin,
+    /// An imported blocklist (`gatewarden blocklist import`).
+    Feed,
+}
+
+impl Origin {
+    /// Every origin.
+    pub const ALL: [Origin; 3] = [Origin::Detector, Origin::Admin, Origin::Feed];
+
+    /// Lower-case name used in set, counter and metric names.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Detector => "detector",
+            Origin::Admin => "admin",
+            Origin::Feed => "feed",
+        }
+    }
+
+    /// `block4_detector`, `block6_feed`, …
+    pub fn set_name(self, fam: Fam) -> String {
+        format!("block{}_{}", fam.digit(), self.as_str())
+    }
+
+    /// `blocked_detector`, …
+    pub fn counter_name(self) -> String {
+        format!("blocked_{}", self.as_str())
+    }
+
+    /// Feed sets hold CIDR intervals; the others single addresses.
+    pub fn interval(self) -> bool {
+        self == Origin::Feed
+    }
+}
+
+/// Which family an address belongs to.
+pub fn fam_of(addr: &IpAddr) -> Fam {
+    match addr {
+        IpAddr::V4(_) => Fam::V4,
+        IpAddr::V6(_) => Fam::V6,
+    }
+}
+
+/// Address bytes in network order (the set key).
+pub fn addr_bytes(addr: &IpAddr) -> Vec<u8> {
+    match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// The tunables of the layout, from `[enforce]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// Kernel size limit of each detector/admin block set.
+    pub max_block_elements: u32,
+    /// Per-source SYN rate above which SYNs are dropped.
+    pub syn_meter_pps: u32,
+    /// Burst allowed above that rate.
+    pub syn_meter_burst: u32,
+    /// Per-destination SYN rate (spoofed floods from many sources).
+    pub syn_meter_dst_pps: u32,
+    /// Most sources (and destinations) tracked by each meter.
+    pub meter_size: u32,
+}
+
+impl Default for Layout {
+    fn default() -> Self {
+        Layout {
+            max_block_elements: 65_536,
+            syn_meter_pps: 200,
+            syn_meter_burst: 100,
+            syn_meter_dst_pps: 5_000,
+            meter_size: 65_536,
+        }
+    }
+}
+
+fn table_attrs() -> Attrs {
+    Attrs::new().str(1, TABLE)
+}
+
+fn add_set(b: &mut Batch, name: &str, fam: Fam, flags: u32, size: u32, timeout_ms: u64, id: u32) {
+    // NFTA_SET_TABLE, NAME, FLAGS, KEY_TYPE (7 ipv4_addr / 8 ipv6_addr), KEY_LEN, DESC{SIZE}, ID, TIMEOUT.
+    let key_type = if fam == Fam::V4 { 7 } else { 8 };
+    let mut a = Attrs::new().str(1, TABLE).str(2, name).u32(3, flags).u32(4, key_type).u32(5, fam.addr_len());
+    if size > 0 {
+        a = a.nested(9, Attrs::new().u32(1, size));
+    }
+    a = a.u32(10, id);
+    if timeout_ms > 0 {
+        a = a.u64(11, timeout_ms);
+    }
+    b.push(msg::NEWSET, family::INET, NLM_F_CREATE, a, format!("add set {name}"));
+}
+
+fn add_counter(b: &mut Batch, name: &str) {
+    // NFTA_OBJ_TABLE, NAME, TYPE = NFT_OBJECT_COUNTER, DATA {BYTES, PACKETS}.
+    let a = Attrs::new().str(1, TABLE).str(2, name).u32(3, 1).nested(4, Attrs::new().u64(1, 0).u64(2, 0));
+    b.push(msg::NEWOBJ, family::INET, NLM_F_CREATE, a, format!("add counter {name}"));
+}
+
+fn add_chain(b: &mut Batch, name: &str, hook: Option<u32>) {
+    let mut a = Attrs::new().str(1, TABLE).str(3, name);
+    if let Some(hooknum) = hook {
+        a = a
+            .nested(4, Attrs::new().u32(1, hooknum).u32(2, PRIORITY as u32))
+            .u32(5, 1) // policy accept
+            .str(7, "filter");
+    }
+    b.push(msg::NEWCHAIN, family::INET, NLM_F_CREATE, a, format!("add chain {name}"));
+}
+
+/// Appends a rule to `chain`.
+pub fn add_rule(b: &mut Batch, chain: &str, exprs: &[Expr], what: &str) {
+    let a = Attrs::new().str(1, TABLE).str(2, chain).nested(4, Expr::list(exprs));
+    b.push(msg::NEWRULE, family::INET, NLM_F_CREATE | NLM_F_APPEND, a, format!("add rule to {chain}: {what}"));
+}
+
+/// Deletes every rule of `chain` (a `DELRULE` naming only the chain).
+pub fn flush_chain(b: &mut Batch, chain: &str) {
+    let a = Attrs::new().str(1, TABLE).str(2, chain);
+    b.push(msg::DELRULE, family::INET, 0, a, format!("flush chain {chain}"));
+}
+
+/// Whether `inet gatewarden` exists (e.g. left by a previous run).
+pub fn table_exists(nl: &mut Netlink) -> Result<bool, NlError> {
+    let tables = nl.dump(msg::GETTABLE, family::INET, &Attrs::new())?;
+    Ok(tables.iter().any(|t| parse_attrs(t).any(|(ty, v)| ty == 1 && c_str(v) == TABLE)))
+}
+
+/// The transaction that (re)creates the whole table: if a stale one exists
+/// it is deleted first in the same transaction, so there is no moment
+/// without a ruleset and never duplicate rules.
+pub fn ensure_batch(layout: &Layout, allow: &[Cidr], stale_exists: bool) -> Batch {
+    let mut b = Batch::new();
+    if stale_exists {
+        b.push(msg::DELTABLE, family::INET, 0, table_attrs(), "delete stale table inet gatewarden");
+    }
+    b.push(msg::NEWTABLE, family::INET, NLM_F_CREATE, table_attrs(), "add table inet gatewarden");
+    for o in Origin::ALL {
+        add_counter(&mut b, &o.counter_name());
+    }
+    for c in [COUNTER_SYN_SRC, COUNTER_SYN_DST, COUNTER_FAILCLOSED] {
+        add_counter(&mut b, c);
+    }
+    let mut id = 1;
+    for fam in [Fam::V4, Fam::V6] {
+        add_set(&mut b, &format!("allow{}", fam.digit()), fam, SET_F_INTERVAL, 0, 0, id);
+        id += 1;
+        for o in Origin::ALL {
+            let (flags, size) = if o.interval() {
+                (SET_F_INTERVAL | SET_F_TIMEOUT, 0)
+            } else {
+                (SET_F_TIMEOUT, layout.max_block_elements)
+            };
+            add_set(&mut b, &o.set_name(fam), fam, flags, size, 0, id);
+            id += 1;
+        }
+        for dir in ["src", "dst"] {
+            add_set(
+                &mut b,
+                &format!("syn{}_{dir}", fam.digit()),
+                fam,
+                SET_F_EVAL | SET_F_TIMEOUT,
+                layout.meter_size,
+                60_000,
+                id,
+            );
+            id += 1;
+        }
+    }
+    for fam in [Fam::V4, Fam::V6] {
+        let ranges: Vec<Cidr> = allow.iter().filter(|c| c.fam() == fam).copied().collect();
+        if !ranges.is_empty() {
+            let merged = super::feeds::merge(&ranges);
+            push_interval_elements(&mut b, &format!("allow{}", fam.digit()), fam, &merged, None, None);
+        }
+    }
+    for (name, hook) in [
+        (CHAIN_GUARD, None),
+        (CHAIN_FAILSAFE, None),
+        (CHAIN_GROUPS, None),
+        (CHAIN_FORWARD, Some(2)), // NF_INET_FORWARD
+        (CHAIN_INPUT, Some(1)),   // NF_INET_LOCAL_IN
+    ] {
+        add_chain(&mut b, name, hook);
+    }
+    for fam in [Fam::V4, Fam::V6] {
+        let mut r = expr::addr_in_set(fam, Dir::Saddr, &format!("allow{}", fam.digit()));
+        r.push(Expr::Verdict(Verdict::Accept));
+        add_rule(&mut b, CHAIN_GUARD, &r, "allowlist");
+    }
+    for o in Origin::ALL {
+        for fam in [Fam::V4, Fam::V6] {
+            for dir in [Dir::Saddr, Dir::Daddr] {
+                let mut r = expr::addr_in_set(fam, dir, &o.set_name(fam));
+                r.push(Expr::CounterRef(o.counter_name()));
+                r.push(Expr::Verdict(Verdict::Drop));
+                add_rule(&mut b, CHAIN_GUARD, &r, &format!("block {}", o.as_str()));
+            }
+        }
+    }
+    for fam in [Fam::V4, Fam::V6] {
+        for (dir, label, pps, burst, counter) in [
+            (Dir::Saddr, "src", layout.syn_meter_pps, layout.syn_meter_burst, COUNTER_SYN_SRC),
+            (Dir::Daddr, "dst", layout.syn_meter_dst_pps, layout.syn_meter_dst_pps, COUNTER_SYN_DST),
+        ] {
+            let mut r = expr::tcp_syn_only();
+            r.extend(expr::match_family(fam));
+            r.push(expr::load_addr(fam, dir));
+            r.push(Expr::Dynset {
+                set: format!("syn{}_{label}", fam.digit()),
+                sreg_key: expr::REG_1,
+                timeout_ms: 60_000,
+                expr: Box::new(Expr::Limit { rate: pps as u64, unit_s: 1, burst, over: true }),
+            });
+            r.push(Expr::CounterRef(counter.into()));
+            r.push(Expr::Verdict(Verdict::Drop));
+            add_rule(&mut b, CHAIN_GUARD, &r, &format!("syn meter per {label}"));
+        }
+    }
+    for chain in [CHAIN_GUARD, CHAIN_FAILSAFE, CHAIN_GROUPS] {
+        add_rule(&mut b, CHAIN_FORWARD, &[Expr::Verdict(Verdict::Jump(chain.into()))], &format!("jump {chain}"));
+    }
+    add_rule(&mut b, CHAIN_INPUT, &[Expr::Verdict(Verdict::Jump(CHAIN_GUARD.into()))], "jump guard");
+    b
+}
+
+/// The failsafe chain's content: empty (fail-open) or dropping new flows.
+pub fn failsafe_batch(closed: bool) -> Batch {
+    let mut b = Batch::new();
+    flush_chain(&mut b, CHAIN_FAILSAFE);
+    if closed {
+        let mut log = expr::ct_state_new();
+        log.push(Expr::Limit { rate: 1, unit_s: 1, burst: 5, over: false });
+        log.push(Expr::Log { prefix: "gatewarden fail-closed: ".into(), group: None });
+        add_rule(&mut b, CHAIN_FAILSAFE, &log, "log new flows while fail-closed");
+        let mut r = expr::ct_state_new();
+        r.push(Expr::CounterRef(COUNTER_FAILCLOSED.into()));
+        r.push(Expr::Verdict(Verdict::Drop));
+        add_rule(&mut b, CHAIN_FAILSAFE, &r, "drop new flows while fail-closed");
+    }
+    b
+}
+
+/// Deletes the table (clean exit).
+pub fn remove_batch() -> Batch {
+    let mut b = Batch::new();
+    b.push(msg::DELTABLE, family::INET, 0, table_attrs(), "delete table inet gatewarden");
+    b
+}
+
+/// `userdata` with an nft comment (`NFTNL_UDATA_SET_ELEM_COMMENT`), shown by `nft list`.
+fn comment_udata(text: &str) -> Vec<u8> {
+    let mut end = text.len().min(120);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    let t = &text[..end];
+    let mut v = vec![0u8, (t.len() + 1) as u8];
+    v.extend_from_slice(t.as_bytes());
+    v.push(0);
+    v
+}
+
+/// One element to add: key, per-element timeout, flags, comment.
+pub fn element(key: &[u8], timeout_ms: Option<u64>, flags: u32, comment: Option<&str>) -> Attrs {
+    let mut a = Attrs::new().nested(NFTA_SET_ELEM_KEY, Attrs::new().bytes(1, key));
+    if flags != 0 {
+        a = a.u32(NFTA_SET_ELEM_FLAGS, flags);
+    }
+    if let Some(t) = timeout_ms {
+        a = a.u64(NFTA_SET_ELEM_TIMEOUT, t);
+    }
+    if let Some(c) = comment.filter(|c| !c.is_empty()) {
+        a = a.bytes(NFTA_SET_ELEM_USERDATA, &comment_udata(c));
+    }
+    a
+}
+
+/// Largest number of elements per NEWSETELEM message (attributes are limited to 64 KiB).
+pub const ELEMENTS_PER_MESSAGE: usize = 256;
+
+/// Adds (`add == true`) or deletes `elements` in `set`, split into messages that fit.
+pub fn push_elements(b: &mut Batch, set: &str, elements: &[Attrs], add: bool, what: &str) {
+    for chunk in elements.chunks(ELEMENTS_PER_MESSAGE) {
+        let list = chunk.iter().fold(Attrs::new(), |a, e| a.nested(1, e.clone()));
+        let a = Attrs::new()
+            .str(NFTA_SET_ELEM_LIST_TABLE, TABLE)
+            .str(NFTA_SET_ELEM_LIST_SET, set)
+            .nested(NFTA_SET_ELEM_LIST_ELEMENTS, list);
+        let (kind, flags) = if add { (msg::NEWSETELEM, NLM_F_CREATE) } else { (msg::DELSETELEM, 0) };
+        b.push(kind, family::INET, flags, a, what.to_string());
+    }
+}
+
+/// Adds merged, non-overlapping CIDR ranges to an interval set the way nft
+/// does: a leading "interval end" at the zero address, then start/end pairs.
+pub fn push_interval_elements(
+    b: &mut Batch,
+    set: &str,
+    fam: Fam,
+    ranges: &[(u128, u128)],
+    timeout_ms: Option<u64>,
+    comment: Option<&str>,
+) {
+    let mut elems = Vec::with_capacity(ranges.len() * 2 + 1);
+    if ranges.first().is_some_and(|r| r.0 != 0) {
+        elems.push(element(&key_of(fam, 0), None, ELEM_INTERVAL_END, None));
+    }
+    let max = if fam == Fam::V4 { u32::MAX as u128 } else { u128::MAX };
+    for &(lo, hi) in ranges {
+        elems.push(element(&key_of(fam, lo), timeout_ms, 0, comment));
+        if hi < max {
+            elems.push(element(&key_of(fam, hi + 1), None, ELEM_INTERVAL_END, None));
+        }
+    }
+    push_elements(b, set, &elems, true, &format!("add {} ranges to {set}", ranges.len()));
+}
+
+/// Deletes every element of `set` (a `DELSETELEM` without elements).
+pub fn flush_set(b: &mut Batch, set: &str) {
+    let a = Attrs::new().str(NFTA_SET_ELEM_LIST_TABLE, TABLE).str(NFTA_SET_ELEM_LIST_SET, set);
+    b.push(msg::DELSETELEM, family::INET, 0, a, format!("flush set {set}"));
+}
+
+/// The key bytes of an address given as an integer.
+pub fn key_of(fam: Fam, v: u128) -> Vec<u8> {
+    match fam {
+        Fam::V4 => (v as u32).to_be_bytes().to_vec(),
+        Fam::V6 => v.to_be_bytes().to_vec(),
+    }
+}
+
+/// An element as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelElement {
+    /// Key bytes.
+    pub key: Vec<u8>,
+    /// `NFT_SET_ELEM_*` flags.
+    pub flags: u32,
+    /// Timeout given when added, ms.
+    pub timeout_ms: u64,
+    /// Time left, ms.
+    pub expires_ms: u64,
+    /// The comment (reason), if any.
+    pub comment: String,
+}
+
+/// Every element of `set`.
+pub fn elements(nl: &mut Netlink, set: &str) -> Result<Vec<KernelElement>, NlError> {
+    let req = Attrs::new().str(NFTA_SET_ELEM_LIST_TABLE, TABLE).str(NFTA_SET_ELEM_LIST_SET, set);
+    let replies = nl.dump(msg::GETSETELEM, family::INET, &req)?;
+    let mut out = Vec::new();
+    for r in replies {
+        for (ty, v) in parse_attrs(&r) {
+            if ty != NFTA_SET_ELEM_LIST_ELEMENTS {
+                continue;
+            }
+            for (_, e) in parse_attrs(v) {
+                let mut el =
+                    KernelElement { key: vec![], flags: 0, timeout_ms: 0, expires_ms: 0, comment: String::new() };
+                for (aty, av) in parse_attrs(e) {
+                    match aty {
+                        NFTA_SET_ELEM_KEY => {
+                            if let Some((_, k)) = parse_attrs(av).next() {
+                                el.key = k.to_vec();
+                            }
+                        }
+                        NFTA_SET_ELEM_FLAGS => el.flags = be_u32(av),
+                        NFTA_SET_ELEM_TIMEOUT => el.timeout_ms = be_u64(av),
+                        NFTA_SET_ELEM_EXPIRATION => el.expires_ms = be_u64(av),
+                        NFTA_SET_ELEM_USERDATA if av.len() > 2 && av[0] == 0 => {
+                            el.comment = c_str(&av[2..]);
+                        }
+                        _ => {}
+                    }
+                }
+                out.push(el);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Named counters of the table: name → (packets, bytes).
+pub fn counters(nl: &mut Netlink) -> Result<BTreeMap<String, (u64, u64)>, NlError> {
+    let req = Attrs::new().str(1, TABLE).u32(3, 1);
+    let replies = nl.dump(msg::GETOBJ, family::INET, &req)?;
+    let mut out = BTreeMap::new();
+    for r in replies {
+        let (mut name, mut table, mut ty, mut packets, mut bytes) = (String::new(), String::new(), 0, 0, 0);
+        for (t, v) in parse_attrs(&r) {
+            match t {
+                1 => table = c_str(v),
+                2 => name = c_str(v),
+                3 => ty = be_u32(v),
+                4 => {
+                    for (ct, cv) in parse_attrs(v) {
+                        match ct {
+                            1 => bytes = be_u64(cv),
+                            2 => packets = be_u64(cv),
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        if table == TABLE && ty == 1 {
+            out.insert(name, (packets, bytes));
+        }
+    }
+    Ok(out)
+}
+
+/// Names of the table's sets.
+pub fn set_names(nl: &mut Netlink) -> Result<Vec<String>, NlError> {
+    let replies = nl.dump(msg::GETSET, family::INET, &Attrs::new().str(1, TABLE))?;
+    let mut out = Vec::new();
+    for r in replies {
+        let mut table = String::new();
+        let mut name = String::new();
+        for (t, v) in parse_attrs(&r) {
+            match t {
+                1 => table = c_str(v),
+                2 => name = c_str(v),
+                _ => {}
+            }
+        }
+        if table == TABLE {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+/// Creates an interval set (for group members) in a batch.
+pub fn add_interval_set(b: &mut Batch, name: &str, fam: Fam, id: u32) {
+    add_set(b, name, fam, SET_F_INTERVAL, 0, 0, id);
+}
+
+/// Deletes a set in a batch.
+pub fn delete_set(b: &mut Batch, name: &str) {
+    b.push(msg::DELSET, family::INET, 0, Attrs::new().str(1, TABLE).str(2, name), format!("delete set {name}"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_and_counter_names_say_who_blocked() {
+        assert_eq!(Origin::Detector.set_name(Fam::V4), "block4_detector");
+        assert_eq!(Origin::Feed.set_name(Fam::V6), "block6_feed");
+        assert_eq!(Origin::Admin.counter_name(), "blocked_admin");
+    }
+
+    #[test]
+    fn ensure_deletes_a_stale_table_first_in_the_same_transaction() {
+        let fresh = ensure_batch(&Layout::default(), &[], false);
+        let stale = ensure_batch(&Layout::default(), &[], true);
+        assert_eq!(stale.len(), fresh.len() + 1);
+        let bytes = stale.encode(1);
+        // The first message after BATCH_BEGIN (20 bytes) is DELTABLE.
+        assert_eq!(u16::from_ne_bytes([bytes[24], bytes[25]]), (10 << 8) | msg::DELTABLE as u16);
+    }
+
+    #[test]
+    fn comments_are_nft_udata_and_truncated_on_a_char_boundary() {
+        assert_eq!(comment_udata("hi"), vec![0, 3, b'h', b'i', 0]);
+        let long = "é".repeat(100);
+        let u = comment_udata(&long);
+        assert_eq!(u[1] as usize, u.len() - 2);
+        assert!(std::str::from_utf8(&u[2..u.len() - 1]).is_ok());
+    }
+
+    #[test]
+    fn intervals_start_with_a_zero_end_marker_and_skip_the_end_at_the_top() {
+        let mut b = Batch::new();
+        push_interval_elements(&mut b, "block4_feed", Fam::V4, &[(10, 20), (30, u32::MAX as u128)], Some(1000), None);
+        assert_eq!(b.len(), 1);
+        let bytes = b.encode(1);
+        // 0-end, 10, 21-end, 30 (no end past 255.255.255.255)
+        let payload = &bytes[20 + 20..];
+        let top: Vec<_> = parse_attrs(payload).collect();
+        let elems: Vec<_> = parse_attrs(top[2].1).collect();
+        assert_eq!(elems.len(), 4);
+    }
+
+    #[test]
+    fn element_chunks_respect_the_attribute_size_limit() {
+        let elems: Vec<Attrs> = (0..1300u32).map(|i| element(&i.to_be_bytes(), Some(1000), 0, Some("x"))).collect();
+        let mut b = Batch::new();
+        push_elements(&mut b, "block4_detector", &elems, true, "bulk");
+        assert_eq!(b.len(), 6);
+    }
+}

@@ -1,0 +1,203 @@
+//! The router's enforcement thread. Netlink sockets block, so the
+//! [`Blocker`] lives on its own thread; the async router task hands it
+//! verdicts through a channel. The thread also watches detector liveness
+//! (fail-open or fail-closed), refreshes metrics from the nft counters, and
+//! removes the table on a clean exit unless told to keep it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use super::blocker::{BlockOutcome, Blocker};
+use super::ruleset::Origin;
+use crate::bus::messages::{Alert, AlertAction, AttackKind, PolicyUpdate, Severity, Verdict};
+use crate::bus::LocalBus;
+use crate::config::EnforceConfig;
+use crate::metrics::Registry;
+
+/// Signature id of the "block set full" alert.
+pub const SIG_BLOCK_SET_FULL: u32 = 9_000_101;
+
+/// Work for the enforcement thread.
+#[derive(Debug)]
+pub enum Command {
+    /// Block the verdict's source.
+    Verdict(Verdict),
+    /// Replace the group policy.
+    Policy(PolicyUpdate),
+}
+
+/// Handle to the running enforcement thread.
+#[derive(Debug)]
+pub struct EnforceService {
+    tx: mpsc::Sender<Command>,
+    thread: JoinHandle<()>,
+    detector_seen_ms: Arc<AtomicU64>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl EnforceService {
+    /// Opens netlink, installs the ruleset (replacing a stale one) and starts
+    /// the thread. Fails with what to do when we lack the privilege.
+    pub fn start(cfg: &EnforceConfig, registry: &Arc<Registry>, bus: LocalBus, node: String) -> anyhow::Result<Self> {
+        let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
+        let (tx, rx) = mpsc::channel::<Command>();
+        let detector_seen_ms = Arc::new(AtomicU64::new(now_ms()));
+        let seen = detector_seen_ms.clone();
+        let cfg = cfg.clone();
+        let registry = registry.clone();
+        let thread = std::thread::Builder::new()
+            .name("enforce".into())
+            .spawn(move || {
+                let opened = Blocker::open(cfg.settings(), Some(&registry)).and_then(|mut b| b.ensure().map(|_| b));
+                let mut blocker = match opened {
+                    Ok(b) => {
+                        let _ = ready_tx.send(Ok(()));
+                        b
+                    }
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(anyhow::Error::new(e).context(
+                            "cannot install the nftables ruleset ([enforce] enabled = true); \
+                             run as root or `setcap cap_net_admin+ep` on the binary, or set [enforce] enabled = false",
+                        )));
+                        return;
+                    }
+                };
+                run_loop(&mut blocker, &cfg, &rx, &seen, &bus, &node);
+                if cfg.keep_table_on_exit {
+                    tracing::info!("keeping the nftables table (enforce.keep_table_on_exit)");
+                } else if let Err(e) = blocker.remove() {
+                    tracing::error!("could not remove the nftables table on exit: {e}");
+                } else {
+                    tracing::info!("removed the nftables table");
+                }
+            })
+            .context("cannot start the enforcement thread")?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(EnforceService { tx, thread, detector_seen_ms }),
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = thread.join();
+                anyhow::bail!("the enforcement thread stopped during start-up")
+            }
+        }
+    }
+
+    /// Queues work; false if the thread has stopped.
+    pub fn submit(&self, cmd: Command) -> bool {
+        self.tx.send(cmd).is_ok()
+    }
+
+    /// Shared liveness clock, for tasks that see detector heartbeats.
+    pub fn liveness(&self) -> Arc<AtomicU64> {
+        self.detector_seen_ms.clone()
+    }
+
+    /// A sender for other tasks.
+    pub fn sender(&self) -> mpsc::Sender<Command> {
+        self.tx.clone()
+    }
+
+    /// Stops the thread (removing the table unless configured to keep it) and waits for it.
+    pub fn stop(self) {
+        drop(self.tx);
+        let _ = self.thread.join();
+    }
+}
+
+fn run_loop(
+    blocker: &mut Blocker,
+    cfg: &EnforceConfig,
+    rx: &mpsc::Receiver<Command>,
+    seen: &AtomicU64,
+    bus: &LocalBus,
+    node: &str,
+) {
+    let mut last_metrics = Instant::now() - Duration::from_secs(60);
+    let mut detector_down = false;
+    let mut alert_id: u64 = (now_ms() << 16) ^ 0x6e66;
+    loop {
+        match rx.recv_timeout(Duration::from_millis(250)) {
+            Ok(Command::Verdict(v)) => {
+                seen.store(now_ms(), Ordering::Relaxed);
+                let ttl = Duration::from_secs(u64::from(v.ttl_s.max(1)));
+                match blocker.block(v.source, ttl, Origin::Detector, &v.reason) {
+                    Ok(BlockOutcome::Blocked { evicted, .. }) if !evicted.is_empty() => {
+                        alert_id = alert_id.wrapping_add(1);
+                        bus.alerts.publish(Alert {
+                            id: alert_id,
+                            ts_ns: now_ms() * 1_000_000,
+                            node: node.to_string(),
+                            flow_id: 0,
+                            kind: AttackKind::System,
+                            severity: Severity::Medium,
+                            src: Some(v.source),
+                            dst: None,
+                            sport: 0,
+                            dport: 0,
+                            proto: None,
+                            action: AlertAction::Blocked,
+                            signature_id: SIG_BLOCK_SET_FULL,
+                            signature: "gatewarden block set full".into(),
+                            confidence: 1.0,
+                            reason: format!(
+                                "block set full (enforce.max_block_elements = {}): evicted {} entries closest to expiry, e.g. {}",
+                                cfg.max_block_elements,
+                                evicted.len(),
+                                evicted[0]
+                            ),
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(addr = %v.source, "block failed: {e}"),
+                }
+            }
+            Ok(Command::Policy(p)) => match blocker.replace_group_rules(&p) {
+                Ok(true) => tracing::info!(version = p.version, rules = p.rules.len(), "group policy applied"),
+                Ok(false) => tracing::debug!(version = p.version, "older group policy ignored"),
+                Err(e) => tracing::error!(version = p.version, "group policy not applied: {e:#}"),
+            },
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        let silent_ms = now_ms().saturating_sub(seen.load(Ordering::Relaxed));
+        let down = silent_ms > cfg.detector_timeout_s * 1000;
+        if down != detector_down {
+            detector_down = down;
+            if down && cfg.fail_closed {
+                tracing::warn!(
+                    silent_s = silent_ms / 1000,
+                    "detector unreachable: fail-closed, dropping new forwarded flows"
+                );
+            } else if down {
+                tracing::warn!(
+                    silent_s = silent_ms / 1000,
+                    "detector unreachable: fail-open, forwarding continues and existing blocks expire normally"
+                );
+            } else {
+                tracing::info!("detector reachable again");
+            }
+            if cfg.fail_closed {
+                if let Err(e) = blocker.set_fail_closed(down) {
+                    tracing::error!("cannot switch fail-closed mode: {e}");
+                }
+            }
+        }
+        if last_metrics.elapsed() >= Duration::from_secs(2) {
+            last_metrics = Instant::now();
+            if let Err(e) = blocker.refresh_metrics() {
+                tracing::warn!("cannot read nftables counters: {e}");
+            }
+        }
+    }
+}

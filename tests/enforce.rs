@@ -1,0 +1,559 @@
+//! Enforcement against a real kernel with real traffic: three network
+//! namespaces (iot ↔ router ↔ wan, TEST-NET addresses only), gatewarden
+//! enforcing inside the router namespace, ping/curl/hping3 as the traffic,
+//! `nft -j list ruleset` as the witness.
+//!
+//! Needs root and `ip netns`. Without them the tests print why and return;
+//! with the environment variable `CI` set they fail instead, so CI can never
+//! pass by skipping.
+
+mod common;
+
+use std::net::IpAddr;
+use std::os::fd::AsRawFd;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{bin, free_port, Guard};
+use gatewarden::enforce::{BlockOutcome, Blocker, Origin, Settings};
+use gatewarden::metrics::Registry;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn sh(args: &[&str]) -> Output {
+    Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn must(args: &[&str]) {
+    let out = sh(args);
+    assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Why this machine cannot run the lab, if it cannot.
+fn unavailable() -> Option<String> {
+    let uid = sh(&["id", "-u"]);
+    if String::from_utf8_lossy(&uid.stdout).trim() != "0" {
+        return Some("not root".into());
+    }
+    for tool in ["ip", "nft", "ping", "curl", "hping3", "python3"] {
+        if sh(&["sh", "-c", &format!("command -v {tool}")]).stdout.is_empty() {
+            return Some(format!("{tool} is not installed (tools/test.sh installs it)"));
+        }
+    }
+    let probe = format!("gwprobe{}", std::process::id());
+    if !sh(&["ip", "netns", "add", &probe]).status.success() {
+        return Some("`ip netns add` does not work here".into());
+    }
+    sh(&["ip", "netns", "del", &probe]);
+    None
+}
+
+/// Three namespaces wired iot ↔ router ↔ wan; removed on drop (also on panic).
+struct Lab {
+    iot: String,
+    rtr: String,
+    wan: String,
+    dir: tempfile::TempDir,
+    daemon: Option<Guard>,
+    http: Option<Guard>,
+    metrics_port: u16,
+}
+
+const IOT_A: &str = "192.0.2.10";
+const IOT_B: &str = "192.0.2.11";
+const IOT_MGMT: &str = "192.0.2.200";
+const IOT6: &str = "2001:db8:1::10";
+const WAN: &str = "198.51.100.2";
+const WAN6: &str = "2001:db8:2::2";
+
+impl Lab {
+    /// The lab, or None (after saying why) when this machine cannot run it outside CI.
+    fn new() -> Option<Lab> {
+        if let Some(why) = unavailable() {
+            if std::env::var_os("CI").is_some() {
+                panic!("enforcement tests need root and network namespaces, and CI is set: {why}");
+            }
+            eprintln!("SKIPPED: enforcement lab unavailable ({why}); run as root for the real-kernel tests");
+            return None;
+        }
+        let id = format!("{}x{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
+        let lab = Lab {
+            iot: format!("gwi{id}"),
+            rtr: format!("gwr{id}"),
+            wan: format!("gww{id}"),
+            dir: tempfile::tempdir().unwrap(),
+            daemon: None,
+            http: None,
+            metrics_port: free_port(),
+        };
+        for ns in [&lab.iot, &lab.rtr, &lab.wan] {
+            must(&["ip", "netns", "add", ns]);
+            must(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        // veths are created inside the router namespace, never in the root one.
+        must(&["ip", "-n", &lab.rtr, "link", "add", "lan", "type", "veth", "peer", "name", "eth0", "netns", &lab.iot]);
+        must(&["ip", "-n", &lab.rtr, "link", "add", "wan", "type", "veth", "peer", "name", "eth0", "netns", &lab.wan]);
+        let r = &lab.rtr;
+        for (ns, dev, addrs) in [
+            (r.as_str(), "lan", vec!["192.0.2.1/24", "2001:db8:1::1/64"]),
+            (r.as_str(), "wan", vec!["198.51.100.1/24", "2001:db8:2::1/64"]),
+            (lab.iot.as_str(), "eth0", vec!["192.0.2.10/24", "192.0.2.11/24", "192.0.2.200/24", "2001:db8:1::10/64"]),
+            (lab.wan.as_str(), "eth0", vec!["198.51.100.2/24", "2001:db8:2::2/64"]),
+        ] {
+            for a in addrs {
+                let mut args = vec!["ip", "-n", ns, "addr", "add", a, "dev", dev];
+                if a.contains(':') {
+                    args.push("nodad");
+                }
+                must(&args);
+            }
+            must(&["ip", "-n", ns, "link", "set", dev, "up"]);
+        }
+        must(&["ip", "-n", &lab.iot, "route", "add", "default", "via", "192.0.2.1"]);
+        must(&["ip", "-n", &lab.iot, "-6", "route", "add", "default", "via", "2001:db8:1::1"]);
+        must(&["ip", "-n", &lab.wan, "route", "add", "default", "via", "198.51.100.1"]);
+        must(&["ip", "-n", &lab.wan, "-6", "route", "add", "default", "via", "2001:db8:2::1"]);
+        must(&["ip", "netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        must(&["ip", "netns", "exec", r, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+        Some(lab)
+    }
+
+    fn exec(&self, ns: &str, args: &[&str]) -> Output {
+        let mut v = vec!["ip", "netns", "exec", ns];
+        v.extend_from_slice(args);
+        sh(&v)
+    }
+
+    /// Starts a web server on the WAN host (port 8080, v4 and v6).
+    fn serve_wan(&mut self) {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.wan, "python3", "-m", "http.server", "8080", "--bind", "::"])
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.http = Some(Guard::spawn(&mut cmd));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.curl(IOT_A, WAN) {
+            assert!(Instant::now() < deadline, "web server on the WAN host did not come up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn ping(&self, from: &str, to: &str) -> bool {
+        self.exec(&self.iot, &["ping", "-c", "1", "-W", "1", "-I", from, to]).status.success()
+    }
+
+    fn curl(&self, from: &str, to: &str) -> bool {
+        let url = if to.contains(':') { format!("http://[{to}]:8080/") } else { format!("http://{to}:8080/") };
+        self.exec(&self.iot, &["curl", "-s", "-o", "/dev/null", "--max-time", "2", "--interface", from, &url])
+            .status
+            .success()
+    }
+
+    fn config(&self, extra: &str) -> std::path::PathBuf {
+        let path = self.dir.path().join("gatewarden.toml");
+        let text = format!(
+            "[http]\nlisten = \"127.0.0.1:{}\"\n[enforce]\nenabled = true\nallowlist = [\"{IOT_MGMT}/32\"]\n{extra}",
+            self.metrics_port
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs `gatewarden run --role router` inside the router namespace and waits for the table.
+    fn start_router(&mut self, extra: &str) {
+        let cfg = self.config(extra);
+        let log = std::fs::File::create(self.dir.path().join("router.log")).unwrap();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.rtr])
+            .arg(bin())
+            .args(["run", "--role", "router", "--config"])
+            .arg(&cfg)
+            .env("NO_COLOR", "1")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.daemon = Some(Guard::spawn(&mut cmd));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.exec(&self.rtr, &["nft", "list", "table", "inet", "gatewarden"]).status.success() {
+            if let Some(code) = self.daemon.as_mut().unwrap().child().try_wait().unwrap() {
+                panic!("router exited with {code}: {}", self.router_log());
+            }
+            assert!(Instant::now() < deadline, "router did not install its table: {}", self.router_log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop_router(&mut self) {
+        let mut d = self.daemon.take().expect("router running");
+        d.signal("TERM");
+        assert_eq!(
+            d.wait_timeout(Duration::from_secs(5)),
+            Some(0),
+            "router did not stop cleanly: {}",
+            self.router_log()
+        );
+    }
+
+    fn router_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("router.log")).unwrap_or_default()
+    }
+
+    /// The gatewarden CLI inside the router namespace.
+    fn cli(&self, args: &[&str]) -> Output {
+        let b = bin();
+        let mut v = vec![b.to_str().unwrap()];
+        v.extend_from_slice(args);
+        self.exec(&self.rtr, &v)
+    }
+
+    fn ruleset(&self) -> serde_json::Value {
+        let out = self.exec(&self.rtr, &["nft", "-j", "list", "ruleset"]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// Elements of a set as (value as JSON, timeout s, expires s).
+    fn elements(&self, set: &str) -> Vec<(serde_json::Value, u64, u64)> {
+        let rs = self.ruleset();
+        let mut out = Vec::new();
+        for obj in rs["nftables"].as_array().unwrap() {
+            let s = &obj["set"];
+            if s["name"] == set && s["table"] == "gatewarden" {
+                for e in s["elem"].as_array().cloned().unwrap_or_default() {
+                    let el = &e["elem"];
+                    if el.is_object() {
+                        out.push((
+                            el["val"].clone(),
+                            el["timeout"].as_u64().unwrap_or(0),
+                            el["expires"].as_u64().unwrap_or(0),
+                        ));
+                    } else {
+                        out.push((e.clone(), 0, 0));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn counter(&self, name: &str) -> u64 {
+        let rs = self.ruleset();
+        for obj in rs["nftables"].as_array().unwrap() {
+            let c = &obj["counter"];
+            if c["name"] == name && c["table"] == "gatewarden" {
+                return c["packets"].as_u64().unwrap();
+            }
+        }
+        panic!("no counter {name}");
+    }
+
+    fn metrics(&self) -> String {
+        let url = format!("http://127.0.0.1:{}/metrics", self.metrics_port);
+        String::from_utf8_lossy(&self.exec(&self.rtr, &["curl", "-s", &url]).stdout).into_owned()
+    }
+
+    /// A Blocker whose socket lives in the router namespace.
+    fn blocker(&self, settings: Settings, registry: Option<Arc<Registry>>) -> Blocker {
+        let path = format!("/var/run/netns/{}", self.rtr);
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap();
+            // SAFETY: setns(2) with a valid namespace fd that `ns` keeps open for the call; it only
+            // changes this short-lived thread's network namespace, which the socket then keeps.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            Blocker::open(settings, registry.as_ref()).unwrap()
+        })
+        .join()
+        .unwrap()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.daemon.take();
+        self.http.take();
+        for ns in [&self.iot, &self.rtr, &self.wan] {
+            let _ = sh(&["ip", "netns", "del", ns]);
+        }
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    f()
+}
+
+#[test]
+fn block_stops_ping_and_curl_until_the_ttl_passes_v4_and_v6() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.serve_wan();
+    lab.start_router("");
+    // Neighbour discovery may take a moment on a loaded machine.
+    assert!(
+        wait_until(Duration::from_secs(10), || lab.ping(IOT_B, WAN) && lab.curl(IOT_B, WAN) && lab.curl(IOT6, WAN6)),
+        "baseline traffic flows"
+    );
+
+    let out = lab.cli(&["block", IOT_B, "--ttl", "9s", "--reason", "test scan"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("blocked 192.0.2.11 for 9s"), "{}", stdout(&out));
+    let out = lab.cli(&["block", IOT6, "--ttl", "9s"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let started = Instant::now();
+
+    let v4 = lab.elements("block4_admin");
+    assert_eq!(v4.len(), 1, "{v4:?}");
+    assert_eq!(v4[0].0, IOT_B);
+    assert_eq!(v4[0].1, 9);
+    assert_eq!(lab.elements("block6_admin")[0].0, IOT6);
+
+    assert!(!lab.ping(IOT_B, WAN), "ping from the blocked address must fail");
+    assert!(!lab.curl(IOT_B, WAN), "curl from the blocked address must fail");
+    assert!(!lab.curl(IOT6, WAN6), "curl from the blocked IPv6 address must fail");
+    assert!(lab.ping(IOT_A, WAN) && lab.curl(IOT_A, WAN), "other devices are not affected");
+    assert!(lab.counter("blocked_admin") >= 2);
+
+    let list = lab.cli(&["blocks", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(v["blocks"].as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(v["blocks"][0]["reason"], "test scan");
+
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(started.elapsed()));
+    assert!(
+        wait_until(Duration::from_secs(3), || lab.elements("block4_admin").is_empty()),
+        "element expired in the kernel"
+    );
+    assert!(lab.ping(IOT_B, WAN) && lab.curl(IOT_B, WAN) && lab.curl(IOT6, WAN6), "traffic flows again after the TTL");
+}
+
+#[test]
+fn syn_flood_from_one_source_is_limited_by_the_meter() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.start_router("syn_meter_pps = 50\nsyn_meter_burst = 10\n");
+    // 1000 SYNs/s for 3 s from one source.
+    let t0 = Instant::now();
+    let out = lab.exec(&lab.iot, &["hping3", "-q", "-S", "-p", "8080", "-i", "u1000", "-c", "3000", "-a", IOT_A, WAN]);
+    let secs = t0.elapsed().as_secs_f64();
+    // hping3 exits 1 on "100% loss" (nothing answers a dropped SYN): expected.
+    assert!(out.status.code().is_some(), "hping3 crashed: {}", stderr(&out));
+    let dropped = lab.counter("syn_dropped_src");
+    let passed = 3000u64.saturating_sub(dropped);
+    let allowed = 50.0 * secs + 10.0;
+    assert!(dropped > 0, "meter dropped nothing");
+    assert!(
+        (passed as f64) <= allowed * 1.3 + 20.0,
+        "{passed} SYNs passed in {secs:.1}s; the meter allows about {allowed:.0} (50/s + burst 10)"
+    );
+    assert!((passed as f64) >= allowed * 0.5, "{passed} SYNs passed in {secs:.1}s; expected about {allowed:.0}");
+    // Another source is not limited by this source's meter.
+    assert!(lab
+        .exec(&lab.iot, &["hping3", "-q", "-S", "-p", "8080", "-c", "3", "-i", "u10000", "-a", IOT_B, WAN])
+        .status
+        .code()
+        .is_some());
+    assert_eq!(lab.counter("syn_dropped_src"), dropped, "a quiet source must not be dropped");
+    assert!(
+        wait_until(Duration::from_secs(5), || lab
+            .metrics()
+            .contains(&format!("gatewarden_nft_dropped_packets_total{{counter=\"syn_dropped_src\"}} {dropped}"))),
+        "meter drops are exported as metrics:\n{}",
+        lab.metrics()
+    );
+}
+
+#[test]
+fn allowlisted_address_is_refused_and_the_refusal_counted() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.start_router("");
+    let cfg = lab.config("");
+    let out = lab.cli(&["block", IOT_MGMT, "--config", cfg.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("refused") && stderr(&out).contains("allowlisted"), "{}", stderr(&out));
+    assert!(lab.elements("block4_admin").is_empty());
+    // The router's own address is allowlisted without configuration.
+    let out = lab.cli(&["block", "198.51.100.1"]);
+    assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
+
+    // The detector's path: refusal logged and counted in the metrics registry.
+    let registry = Registry::new();
+    let settings = Settings { allowlist: vec![format!("{IOT_MGMT}/32").parse().unwrap()], ..Settings::default() };
+    let mut b = lab.blocker(settings, Some(registry.clone()));
+    let r = b.block(IOT_MGMT.parse().unwrap(), Duration::from_secs(60), Origin::Detector, "verdict").unwrap();
+    assert!(matches!(r, BlockOutcome::Refused { .. }), "{r:?}");
+    assert_eq!(registry.snapshot()["gatewarden_enforce_refused_total"], 1.0);
+    assert!(lab.elements("block4_detector").is_empty());
+    assert!(lab.ping(IOT_MGMT, WAN), "the allowlisted device still reaches the WAN");
+}
+
+#[test]
+fn detector_away_fail_open_keeps_forwarding_and_blocks_expire() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.serve_wan();
+    lab.start_router("detector_timeout_s = 1\n");
+    assert!(lab.cli(&["block", IOT_B, "--ttl", "3s"]).status.success());
+    let t0 = Instant::now();
+    // The router runs alone: no detector is reachable.
+    assert!(
+        wait_until(Duration::from_secs(5), || lab.router_log().contains("fail-open")),
+        "router notices the detector is away: {}",
+        lab.router_log()
+    );
+    assert!(lab.curl(IOT_A, WAN), "forwarding continues without the detector");
+    assert!(!lab.curl(IOT_B, WAN), "the existing block still holds");
+    std::thread::sleep(Duration::from_secs(4).saturating_sub(t0.elapsed()));
+    assert!(wait_until(Duration::from_secs(3), || lab.curl(IOT_B, WAN)), "the block expired normally");
+    assert_eq!(lab.counter("failclosed_dropped"), 0);
+}
+
+#[test]
+fn detector_away_fail_closed_drops_new_flows_but_not_the_allowlist() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.serve_wan();
+    lab.start_router("detector_timeout_s = 1\nfail_closed = true\n");
+    assert!(
+        wait_until(Duration::from_secs(5), || lab.router_log().contains("fail-closed")),
+        "router notices the detector is away: {}",
+        lab.router_log()
+    );
+    assert!(!lab.curl(IOT_A, WAN), "new flows are dropped while fail-closed");
+    assert!(!lab.ping(IOT_A, WAN));
+    assert!(lab.counter("failclosed_dropped") > 0);
+    assert!(lab.curl(IOT_MGMT, WAN), "the management address is allowlisted");
+    let rs = lab.exec(&lab.rtr, &["nft", "list", "chain", "inet", "gatewarden", "failsafe"]);
+    assert!(stdout(&rs).contains("ct state new"), "{}", stdout(&rs));
+}
+
+#[test]
+fn restart_with_a_stale_table_gives_a_clean_ruleset_and_clean_exit_removes_it() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.start_router("keep_table_on_exit = true\n");
+    let fresh = lab.exec(&lab.rtr, &["nft", "list", "ruleset"]);
+    assert!(lab.cli(&["block", IOT_B, "--ttl", "1h"]).status.success());
+    lab.stop_router();
+    assert_eq!(lab.elements("block4_admin").len(), 1, "table kept on exit when configured");
+
+    lab.start_router("");
+    let after = lab.exec(&lab.rtr, &["nft", "list", "ruleset"]);
+    // IPv6 link-local addresses (own addresses, allowlisted) may appear between the two starts.
+    let norm = |o: &Output| {
+        stdout(o).lines().filter(|l| !l.contains("fe80:") && !l.contains("elements =")).collect::<Vec<_>>().join("\n")
+    };
+    assert_eq!(
+        norm(&after),
+        norm(&fresh),
+        "restart replaces the stale table with a clean one\n--- fresh\n{}\n--- after\n{}",
+        stdout(&fresh),
+        stdout(&after)
+    );
+    assert!(lab.elements("block4_admin").is_empty(), "the stale table's blocks are gone");
+    let rs = lab.ruleset();
+    let tables = rs["nftables"].as_array().unwrap().iter().filter(|o| o["table"].is_object()).count();
+    assert_eq!(tables, 1);
+    let guard_rules = rs["nftables"].as_array().unwrap().iter().filter(|o| o["rule"]["chain"] == "guard").count();
+    assert_eq!(guard_rules, 2 + 12 + 4, "no duplicate rules");
+
+    lab.stop_router();
+    let out = lab.exec(&lab.rtr, &["nft", "list", "tables"]);
+    assert!(!stdout(&out).contains("gatewarden"), "clean exit removes the table: {}", stdout(&out));
+}
+
+#[test]
+fn blocklist_import_reports_bad_lines_and_blocks_the_good_ones() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.serve_wan();
+    lab.start_router("");
+    let feed = lab.dir.path().join("drop.txt");
+    std::fs::write(
+        &feed,
+        "; Spamhaus DROP style\n198.51.100.2/31 ; SBL1\nnot-an-address\n203.0.113.0/24\n2001:db8:2::2/127\n198.51.100.0/33\n198.51.100.0/24 ; covers the router itself\n",
+    )
+    .unwrap();
+    let out = lab.cli(&["blocklist", "import", feed.to_str().unwrap(), "--ttl", "10m"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("line 3: \"not-an-address\"") && err.contains("line 6:"), "{err}");
+    assert!(stdout(&out).contains("imported 3 entries"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("2 bad lines, 1 refused"), "{}", stdout(&out));
+    assert!(err.contains("198.51.100.0/24 overlaps the allowlist"), "the router's own address is protected: {err}");
+    let v4: Vec<String> = lab.elements("block4_feed").iter().map(|e| e.0.to_string()).collect();
+    assert!(v4.iter().any(|e| e.contains("198.51.100.2") && e.contains("31")), "{v4:?}");
+    assert!(!lab.curl(IOT_A, WAN), "the WAN host is inside an imported network");
+    assert!(!lab.curl(IOT6, WAN6), "the IPv6 WAN host is inside an imported network");
+    assert!(lab.counter("blocked_feed") > 0);
+    let list = stdout(&lab.cli(&["blocks"]));
+    assert!(list.contains("198.51.100.2/31") && list.contains("2001:db8:2::2/127") && list.contains("feed"), "{list}");
+    assert!(lab.curl(IOT_A, "198.51.100.1") || lab.ping(IOT_A, "198.51.100.1"), "the router itself stays reachable");
+}
+
+#[test]
+fn reblock_refreshes_escalation_doubles_and_a_full_set_evicts_the_soonest_expiring() {
+    let Some(lab) = Lab::new() else { return };
+    let registry = Registry::new();
+    let mut settings = Settings { escalation_window: Duration::from_secs(600), ..Settings::default() };
+    settings.layout.max_block_elements = 4;
+    let mut b = lab.blocker(settings, Some(registry.clone()));
+    b.ensure().unwrap();
+    b.ensure().unwrap(); // idempotent
+
+    // Re-blocking refreshes the timeout instead of failing.
+    let x: IpAddr = "203.0.113.5".parse().unwrap();
+    b.block(x, Duration::from_secs(10), Origin::Admin, "first").unwrap();
+    b.block(x, Duration::from_secs(100), Origin::Admin, "again").unwrap();
+    let e = lab.elements("block4_admin");
+    assert_eq!((e.len(), e[0].1), (1, 100), "{e:?}");
+
+    // Escalation: a repeat offence after the block expired doubles the TTL.
+    let y: IpAddr = "203.0.113.6".parse().unwrap();
+    let first = b.block(y, Duration::from_secs(2), Origin::Detector, "scan").unwrap();
+    assert!(matches!(first, BlockOutcome::Blocked { level: 0, .. }), "{first:?}");
+    assert_eq!(lab.elements("block4_detector")[0].1, 2);
+    std::thread::sleep(Duration::from_millis(2500));
+    let second = b.block(y, Duration::from_secs(2), Origin::Detector, "scan again").unwrap();
+    assert_eq!(second, BlockOutcome::Blocked { ttl: Duration::from_secs(4), level: 1, evicted: vec![] });
+    assert_eq!(lab.elements("block4_detector")[0].1, 4, "kernel holds the doubled timeout");
+
+    // Size cap 4: the fifth block evicts the entry closest to expiry.
+    b.unblock(y).unwrap();
+    for (i, ttl) in [300u64, 100, 400, 200].iter().enumerate() {
+        let a: IpAddr = format!("198.51.100.{}", 50 + i).parse().unwrap();
+        b.block(a, Duration::from_secs(*ttl), Origin::Detector, "fill").unwrap();
+    }
+    let r = b.block("198.51.100.99".parse().unwrap(), Duration::from_secs(500), Origin::Detector, "one more").unwrap();
+    let BlockOutcome::Blocked { evicted, .. } = r else { panic!("{r:?}") };
+    assert_eq!(evicted, vec!["198.51.100.51".parse::<IpAddr>().unwrap()], "the 100 s entry goes first");
+    let left: Vec<String> = lab.elements("block4_detector").iter().map(|e| e.0.as_str().unwrap().to_string()).collect();
+    assert_eq!(left.len(), 4);
+    assert!(!left.contains(&"198.51.100.51".to_string()) && left.contains(&"198.51.100.99".to_string()), "{left:?}");
+    assert_eq!(registry.snapshot()["gatewarden_enforce_evicted_total"], 1.0);
+
+    b.remove().unwrap();
+
+    // Bulk insert in batches (default cap), listed with remaining TTL; then clean removal.
+    let mut b = lab.blocker(Settings::default(), None);
+    b.ensure().unwrap();
+    let many: Vec<IpAddr> = (0..2000u128)
+        .map(|i| IpAddr::from((0x2001_0db8_0000_0000_0000_0000_0001_0000u128 + i).to_be_bytes()))
+        .collect();
+    assert_eq!(b.bulk_block(&many, Duration::from_secs(60), Origin::Admin, "bulk").unwrap(), 2000);
+    let listed = b.list().unwrap();
+    assert_eq!(listed.len(), 2000);
+    assert!(listed.iter().all(|e| e.remaining_s <= e.timeout_s && e.remaining_s > 0 && e.reason == "bulk"));
+    b.remove().unwrap();
+    assert!(!stdout(&lab.exec(&lab.rtr, &["nft", "list", "tables"])).contains("gatewarden"));
+}
