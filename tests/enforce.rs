@@ -502,6 +502,80 @@ fn blocklist_import_reports_bad_lines_and_blocks_the_good_ones() {
 }
 
 #[test]
+fn group_rules_are_enforced_in_priority_order_and_replaced_atomically() {
+    use gatewarden::bus::messages::{GroupRule, PolicyAction, PolicyUpdate, Proto};
+    let Some(mut lab) = Lab::new() else { return };
+    lab.serve_wan();
+    let mut b = lab.blocker(Settings::default(), None);
+    b.ensure().unwrap();
+    let rule = |src: &str, dst: &str, proto, ports, action, priority| GroupRule {
+        source_group: src.into(),
+        destination_group: dst.into(),
+        protocol: proto,
+        ports,
+        action,
+        priority,
+    };
+    let groups = vec![
+        ("cameras".to_string(), vec![format!("{IOT_A}/32"), "2001:db8:1::10/128".to_string()]),
+        ("plugs".to_string(), vec![format!("{IOT_B}/32")]),
+        ("cloud".to_string(), vec![format!("{WAN}/32"), format!("{WAN6}/128")]),
+    ];
+    // cameras may not reach the cloud on 8000-8100 (tcp); a higher-priority rule lets
+    // nothing else through for plugs on any protocol; ICMP stays open for cameras.
+    let update = PolicyUpdate {
+        version: 1,
+        groups: groups.clone(),
+        rules: vec![
+            rule("cameras", "cloud", Some(Proto::Tcp), Some((8000, 8100)), PolicyAction::Deny, 10),
+            rule("plugs", "cloud", None, None, PolicyAction::Deny, 20),
+        ],
+    };
+    assert!(b.replace_group_rules(&update).unwrap());
+    assert!(!lab.curl(IOT_A, WAN), "cameras → cloud tcp/8080 is denied");
+    assert!(!lab.curl(IOT6, WAN6), "… over IPv6 too");
+    assert!(lab.ping(IOT_A, WAN), "but ICMP from cameras still flows");
+    assert!(!lab.ping(IOT_B, WAN) && !lab.curl(IOT_B, WAN), "plugs → cloud: everything denied");
+    let ruleset =
+        String::from_utf8_lossy(&lab.exec(&lab.rtr, &["nft", "list", "chain", "inet", "gatewarden", "groups"]).stdout)
+            .to_string();
+    assert!(ruleset.contains("@grp_cameras") && ruleset.contains("8000-8100"), "{ruleset}");
+    // An older version is ignored; a newer one replaces everything in one transaction.
+    assert!(!b.replace_group_rules(&PolicyUpdate { version: 1, groups: groups.clone(), rules: vec![] }).unwrap());
+    assert!(!lab.curl(IOT_A, WAN));
+    let allow = PolicyUpdate {
+        version: 2,
+        groups: groups.clone(),
+        rules: vec![
+            rule("cameras", "cloud", Some(Proto::Tcp), Some((8080, 8080)), PolicyAction::Allow, 30),
+            rule("cameras", "cloud", Some(Proto::Tcp), None, PolicyAction::Deny, 5),
+        ],
+    };
+    assert!(b.replace_group_rules(&allow).unwrap());
+    assert!(lab.curl(IOT_A, WAN), "the higher-priority allow on 8080 wins over the broad deny");
+    assert!(lab.ping(IOT_B, WAN) && lab.curl(IOT_B, WAN), "plug rules are gone");
+    let bad =
+        PolicyUpdate { version: 3, groups, rules: vec![rule("cameras", "nowhere", None, None, PolicyAction::Deny, 1)] };
+    let err = b.replace_group_rules(&bad).unwrap_err().to_string();
+    assert!(err.contains("nowhere"), "{err}");
+    assert!(lab.curl(IOT_A, WAN), "a refused update leaves the last good policy in force");
+}
+
+#[test]
+fn a_feed_of_twenty_thousand_ranges_imports_in_one_transaction() {
+    let Some(lab) = Lab::new() else { return };
+    let mut b = lab.blocker(Settings::default(), None);
+    b.ensure().unwrap();
+    // Disjoint /32s two apart, so nothing merges: 20 000 intervals, 40 001 elements.
+    let entries: Vec<gatewarden::enforce::feeds::Cidr> = (0..20_000u32)
+        .map(|i| format!("10.{}.{}.{}/32", (i * 2) >> 16, ((i * 2) >> 8) & 255, (i * 2) & 255).parse().unwrap())
+        .collect();
+    let report = b.import_feed(&entries, Duration::from_secs(600), "big feed").unwrap();
+    assert_eq!(report.ranges, 20_000, "{report:?}");
+    assert_eq!(lab.elements("block4_feed").len(), 20_000);
+}
+
+#[test]
 fn reblock_refreshes_escalation_doubles_and_a_full_set_evicts_the_soonest_expiring() {
     let Some(lab) = Lab::new() else { return };
     let registry = Registry::new();

@@ -181,3 +181,91 @@ fn run_role_all_on_a_live_interface_raises_an_alert_for_a_real_scan() {
     gw.signal("TERM");
     assert_eq!(gw.wait_timeout(Duration::from_secs(3)), Some(0));
 }
+
+/// The whole product in one kernel: a real nmap scan from an IoT address is
+/// captured, detected, turned into a verdict and written into nftables; the
+/// scanner's next packets are dropped while other devices keep working.
+#[test]
+fn a_live_scan_is_detected_and_blocked_in_the_kernel() {
+    if !require_root("a_live_scan_is_detected_and_blocked_in_the_kernel") {
+        return;
+    }
+    if !tool("nmap") || !tool("curl") || !tool("nft") {
+        eprintln!("SKIPPED: nmap/curl/nft not installed");
+        return;
+    }
+    let site = Site::new();
+    // A second, innocent device on the LAN.
+    let other = common::netns::Netns::new("iot2");
+    common::netns::link(&other, "eth0", &["203.0.113.20/24"], &site.router, "lan1", &["203.0.113.1/24"]);
+    other.exec(&["ip", "route", "add", "default", "via", "203.0.113.1"]);
+    let _web = Guard::spawn(
+        site.wan
+            .command("python3")
+            .args(["-m", "http.server", "8080", "--bind", "0.0.0.0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gw.toml");
+    std::fs::write(
+        &cfg,
+        "node_id = \"rtr\"\n[http]\nlisten = \"127.0.0.1:8080\"\n[capture]\ninterface = \"lan0\"\n\
+         [enforce]\nenabled = true\n",
+    )
+    .unwrap();
+    let (mut gw, gw_err) = spawn_with_stderr(site.router.command(bin().to_str().unwrap()).args([
+        "run",
+        "--role",
+        "all",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    wait_for(&gw_err, "capturing", "gatewarden run");
+    assert!(site.iot.command("ping").args(["-c", "1", "-W", "2", "198.51.100.10"]).status().unwrap().success());
+
+    let started = std::time::Instant::now();
+    // Once blocked, nmap's probes go unanswered and it slows down: run it in the
+    // background, bounded, and watch the kernel's set meanwhile.
+    let _scan = Guard::spawn(
+        site.iot
+            .command("timeout")
+            .args(["30", "nmap", "-n", "-Pn", "-sS", "-T4", "-p", "1-1000", "198.51.100.10"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let mut blocked_after = None;
+    for _ in 0..100 {
+        let out = site
+            .router
+            .command("nft")
+            .args(["-j", "list", "set", "inet", "gatewarden", "block4_detector"])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).contains("192.0.2.10") {
+            blocked_after = Some(started.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let blocked_after = blocked_after.expect("the scanner's address never reached block4_detector");
+    eprintln!("scan start → block element in the kernel: {blocked_after:?}");
+    assert!(blocked_after < Duration::from_secs(5), "blocked within seconds of the scan's start: {blocked_after:?}");
+    assert!(
+        !site.iot.command("ping").args(["-c", "1", "-W", "1", "198.51.100.10"]).status().unwrap().success(),
+        "the scanner is blocked"
+    );
+    let ok = other
+        .command("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", "http://198.51.100.10:8080/"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "200", "an innocent device still reaches the WAN");
+    let metrics = site.router.command("curl").args(["-s", "http://127.0.0.1:8080/metrics"]).output().unwrap();
+    let metrics = String::from_utf8_lossy(&metrics.stdout).to_string();
+    assert!(metrics.contains("gatewarden_verdicts_total{kind=\"port_scan\"}"), "{metrics}");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_timeout(Duration::from_secs(5)), Some(0));
+    let gone = site.router.command("nft").args(["list", "table", "inet", "gatewarden"]).output().unwrap();
+    assert!(!gone.status.success(), "a clean exit removes the table");
+}

@@ -275,10 +275,17 @@ impl Blocker {
         let ms = (ttl.as_millis() as u64).max(1000);
         let mut b = Batch::new();
         let el = ruleset::element(&addr_bytes(&addr), Some(ms), 0, Some(reason));
-        ruleset::push_elements(&mut b, &set, &[el], true, &format!("block {addr} in {set}"));
+        ruleset::push_new_elements(&mut b, &set, std::slice::from_ref(&el), &format!("block {addr} in {set}"));
+        // Already blocked: delete and re-add in one transaction, so the new
+        // timeout takes effect on every kernel (a plain re-add refreshes only on ≥ 6.10).
+        let mut refresh = Batch::new();
+        let key = ruleset::element(&addr_bytes(&addr), None, 0, None);
+        ruleset::push_elements(&mut refresh, &set, &[key], false, &format!("drop {addr} from {set} to refresh it"));
+        ruleset::push_elements(&mut refresh, &set, &[el], true, &format!("re-block {addr} in {set}"));
         let mut evicted = Vec::new();
         match self.commit(&b) {
             Ok(()) => {}
+            Err(e) if e.errno() == Some(libc::EEXIST) => self.commit(&refresh)?,
             Err(e) if e.errno() == Some(libc::ENFILE) => {
                 evicted = self.evict_oldest(&set, fam_of(&addr))?;
                 tracing::warn!(set = %set, evicted = evicted.len(), "block set full: evicted the entries closest to expiry");

@@ -302,6 +302,32 @@ impl std::fmt::Debug for Netlink {
     }
 }
 
+/// Raises the socket's send buffer so a large transaction (a feed of tens of
+/// thousands of ranges) fits in one `sendmsg`: the kernel applies an
+/// nfnetlink batch per message, so splitting it would lose atomicity.
+/// `SO_SNDBUFFORCE` (root / CAP_NET_ADMIN) ignores `net.core.wmem_max`;
+/// plain `SO_SNDBUF` is the fallback. Failure only limits batch size.
+fn set_send_buffer(sock: &Socket, bytes: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    let fd = sock.as_raw_fd();
+    for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+        // SAFETY: `fd` is this open socket; the option value is a valid c_int
+        // that lives for the call, and its exact size is passed.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&bytes as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return;
+        }
+    }
+}
+
 impl Netlink {
     /// Opens a netfilter netlink socket in the calling thread's network namespace.
     pub fn open() -> Result<Netlink, NlError> {
@@ -317,6 +343,7 @@ impl Netlink {
         let _ = sock.set_ext_ack(true);
         let _ = sock.set_cap_ack(true);
         let _ = sock.set_rx_buf_sz(4 << 20);
+        set_send_buffer(&sock, 32 << 20);
         let seq =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(1);
         Ok(Netlink { sock, seq, buf: Vec::with_capacity(1 << 16) })

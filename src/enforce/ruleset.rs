@@ -373,6 +373,20 @@ pub fn push_elements(b: &mut Batch, set: &str, elements: &[Attrs], add: bool, wh
     }
 }
 
+/// Adds elements that must not exist yet (`NLM_F_EXCL`): the kernel answers
+/// `EEXIST` for a present one, on every kernel version, which lets the caller
+/// refresh it explicitly (kernels before 6.10 keep the old timeout on a plain re-add).
+pub fn push_new_elements(b: &mut Batch, set: &str, elements: &[Attrs], what: &str) {
+    for chunk in elements.chunks(ELEMENTS_PER_MESSAGE) {
+        let list = chunk.iter().fold(Attrs::new(), |a, e| a.nested(1, e.clone()));
+        let a = Attrs::new()
+            .str(NFTA_SET_ELEM_LIST_TABLE, TABLE)
+            .str(NFTA_SET_ELEM_LIST_SET, set)
+            .nested(NFTA_SET_ELEM_LIST_ELEMENTS, list);
+        b.push(msg::NEWSETELEM, family::INET, NLM_F_CREATE | super::netlink::NLM_F_EXCL, a, what.to_string());
+    }
+}
+
 /// Adds merged, non-overlapping CIDR ranges to an interval set the way nft
 /// does: a leading "interval end" at the zero address, then start/end pairs.
 pub fn push_interval_elements(
