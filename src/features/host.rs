@@ -81,13 +81,16 @@ impl<T: Copy + Eq + Default, const N: usize> RecentSet<T, N> {
     }
 }
 
-/// 2^x for x ≤ 0, to about 1e-4 relative error: integer part by exponent
-/// bits, fraction by a cubic. Decay factors need no more, and this is several
+/// 2^x to about 1e-4 relative error: integer part by exponent bits,
+/// fraction by a cubic. Decay factors need no more, and this is several
 /// times faster than `f32::exp2` on the per-packet path.
 #[inline]
-fn fast_exp2_neg(x: f32) -> f32 {
+fn fast_exp2(x: f32) -> f32 {
     if x < -126.0 {
         return 0.0;
+    }
+    if x >= 127.0 {
+        return f32::MAX;
     }
     let fl = x.floor();
     let f = x - fl; // in [0, 1)
@@ -96,53 +99,83 @@ fn fast_exp2_neg(x: f32) -> f32 {
     f32::from_bits(bits) * poly
 }
 
+/// Landmark epochs: weights are stored scaled by `2^((t - L) / half-life)`
+/// with `L` the start of the record's epoch, so adding at time `t` is one
+/// multiply-add per weight touched and nothing decays on the hot path. A
+/// record moves to the current epoch (one rescale) at most once per epoch.
+const EPOCH_NS: u64 = 32_000_000_000;
+
+/// Per-packet scale factors, computed once and shared by every record the packet touches.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    now: u64,
+    epoch: u64,
+    g: [f32; W],
+}
+
+impl Clock {
+    fn at(now: u64) -> Clock {
+        let epoch = now / EPOCH_NS;
+        let into = (now % EPOCH_NS) as f32 / 1e9;
+        let mut g = [1.0f32; W];
+        for (k, half) in WINDOWS_S.iter().enumerate() {
+            g[k] = fast_exp2(into / half);
+        }
+        Clock { now, epoch, g }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Damped<const N: usize> {
-    last_ns: u64,
+    epoch: u64,
     w: [[f32; N]; W],
 }
 
 impl<const N: usize> Damped<N> {
-    fn new(now: u64) -> Self {
-        Damped { last_ns: now, w: [[0.0; N]; W] }
+    fn new(c: &Clock) -> Self {
+        Damped { epoch: c.epoch, w: [[0.0; N]; W] }
     }
 
-    fn factors(last_ns: u64, now: u64) -> [f32; W] {
-        let dt = now.saturating_sub(last_ns) as f32 / 1e9;
-        let mut f = [1.0f32; W];
-        if dt > 0.0 {
+    /// Adds `add[i]` (value `a` at time `c.now`) to every window's weight `i`.
+    fn update(&mut self, c: &Clock, add: &[(usize, f32)]) {
+        let g = if c.epoch == self.epoch {
+            c.g
+        } else if c.epoch > self.epoch {
+            // Move to the current landmark: scale down by the epochs that passed.
+            let gap_s = ((c.epoch - self.epoch) * (EPOCH_NS / 1_000_000_000)) as f32;
             for (k, half) in WINDOWS_S.iter().enumerate() {
-                f[k] = fast_exp2_neg(-dt / half);
-            }
-        }
-        f
-    }
-
-    /// Decays to `now` and adds `add[i]` to every window's weight `i`.
-    fn update(&mut self, now: u64, add: &[(usize, f32)]) {
-        if now > self.last_ns {
-            let f = Self::factors(self.last_ns, now);
-            for (k, fk) in f.iter().enumerate() {
+                let f = fast_exp2(-gap_s / half);
                 for v in &mut self.w[k] {
-                    *v *= fk;
+                    *v *= f;
                 }
             }
-            self.last_ns = now;
-        }
+            self.epoch = c.epoch;
+            c.g
+        } else {
+            // A late packet from an earlier epoch: scale it relative to this record's landmark.
+            let back_s = (self.epoch * EPOCH_NS - c.now.min(self.epoch * EPOCH_NS)) as f32 / 1e9;
+            let mut g = [0.0f32; W];
+            for (k, half) in WINDOWS_S.iter().enumerate() {
+                g[k] = fast_exp2(-back_s / half);
+            }
+            g
+        };
         for k in 0..W {
             for &(i, a) in add {
-                self.w[k][i] += a;
+                self.w[k][i] += a * g[k];
             }
         }
     }
 
-    /// The weights as they would be at `now`, without changing state.
+    /// The weights as they are at `now`, without changing state.
     fn at(&self, now: u64) -> [[f32; N]; W] {
-        let f = Self::factors(self.last_ns, now);
+        let landmark = self.epoch * EPOCH_NS;
+        let dt = if now >= landmark { (now - landmark) as f32 / 1e9 } else { -((landmark - now) as f32 / 1e9) };
         let mut out = self.w;
-        for (k, fk) in f.iter().enumerate() {
+        for (k, half) in WINDOWS_S.iter().enumerate() {
+            let f = fast_exp2(-dt / half);
             for v in &mut out[k] {
-                *v *= fk;
+                *v *= f;
             }
         }
         out
@@ -227,6 +260,7 @@ impl HostTracker {
     /// destinations and ports change, so the sets are touched only then.
     pub fn observe(&mut self, pkt: &PacketInfo, new_flow: bool) {
         let now = pkt.ts_ns;
+        let clock = Clock::at(now);
         let t = tick(now);
         let len = pkt.ip_len as f32;
         let syn = pkt.proto == 6 && pkt.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
@@ -234,7 +268,7 @@ impl HostTracker {
         let (ks, kd) = (key(pkt.src), key(pkt.dst));
         {
             let src = self.hosts.get_or_insert_with(ks, || HostStats {
-                d: Damped::new(now),
+                d: Damped::new(&clock),
                 ports: RecentSet::new(),
                 dsts: RecentSet::new(),
             });
@@ -249,7 +283,7 @@ impl HostTracker {
             if new_dst {
                 add[3].1 = 1.0;
             }
-            src.d.update(now, &add);
+            src.d.update(&clock, &add);
         }
         // What the destination receives that tells about its own attempts.
         let rx = if pkt.proto == 6
@@ -265,28 +299,29 @@ impl HostTracker {
         };
         if let Some(i) = rx {
             let dst = self.hosts.get_or_insert_with(kd, || HostStats {
-                d: Damped::new(now),
+                d: Damped::new(&clock),
                 ports: RecentSet::new(),
                 dsts: RecentSet::new(),
             });
-            dst.d.update(now, &[(i, 1.0)]);
+            dst.d.update(&clock, &[(i, 1.0)]);
         }
         let pair =
-            self.pairs.get_or_insert_with((ks, kd), || PairStats { d: Damped::new(now), ports: RecentSet::new() });
+            self.pairs.get_or_insert_with((ks, kd), || PairStats { d: Damped::new(&clock), ports: RecentSet::new() });
         if new_flow && has_ports {
             pair.ports.touch(pkt.dport, t);
         }
-        pair.d.update(now, &[(p::PKTS, 1.0), (p::BYTES, len), (p::SYN, if syn { 1.0 } else { 0.0 })]);
+        pair.d.update(&clock, &[(p::PKTS, 1.0), (p::BYTES, len), (p::SYN, if syn { 1.0 } else { 0.0 })]);
     }
 
     /// Counts a finished flow of `src` (for the failed-flow share).
     pub fn flow_finished(&mut self, src: IpAddr, failed: bool, now: u64) {
+        let clock = Clock::at(now);
         let s = self.hosts.get_or_insert_with(key(src), || HostStats {
-            d: Damped::new(now),
+            d: Damped::new(&clock),
             ports: RecentSet::new(),
             dsts: RecentSet::new(),
         });
-        s.d.update(now, &[(h::FLOWS, 1.0), (h::FAILED, if failed { 1.0 } else { 0.0 })]);
+        s.d.update(&clock, &[(h::FLOWS, 1.0), (h::FAILED, if failed { 1.0 } else { 0.0 })]);
     }
 
     /// The host features of `addr` at `now` (zeros if unknown).
@@ -406,14 +441,35 @@ mod tests {
 
     #[test]
     fn fast_exp2_is_accurate_enough() {
-        let mut x = 0.0f32;
+        let mut x = 40.0f32;
         while x > -30.0 {
-            let (a, b) = (fast_exp2_neg(x), x.exp2());
+            let (a, b) = (fast_exp2(x), x.exp2());
             assert!(((a - b) / b).abs() < 2e-4, "2^{x}: {a} vs {b}");
             x -= 0.013;
         }
-        assert_eq!(fast_exp2_neg(0.0), 1.0);
-        assert_eq!(fast_exp2_neg(-1000.0), 0.0);
+        assert_eq!(fast_exp2(0.0), 1.0);
+        assert_eq!(fast_exp2(-1000.0), 0.0);
+    }
+
+    #[test]
+    fn weights_carry_across_epochs_and_late_packets() {
+        let mut t = HostTracker::new(10, 10);
+        // One packet a second for 100 s crosses three 32-second landmarks.
+        for i in 0..100 {
+            t.observe(&pkt(i as f64, "192.0.2.1", "192.0.2.2", 80, 17, 0), i == 0);
+        }
+        let f = t.host_features("192.0.2.1".parse().unwrap(), 99_000_000_000);
+        let rate60 = f[2 * HOST_STATS.len()];
+        // Steady 1 packet/s: the 60 s window has converged to within its own lag.
+        assert!((rate60 - 0.68).abs() < 0.1, "60 s window rate {rate60}");
+        let rate1 = f[0];
+        assert!((rate1 - 1.0).abs() < 0.4, "1 s window rate {rate1}");
+        // A late packet from 40 s ago still counts, decayed.
+        t.observe(&pkt(59.0, "192.0.2.1", "192.0.2.2", 80, 17, 0), false);
+        let g = t.host_features("192.0.2.1".parse().unwrap(), 99_000_000_000);
+        let added = g[2 * HOST_STATS.len()] - rate60;
+        let want = std::f32::consts::LN_2 / 60.0 * (-40.0f32 / 60.0).exp2();
+        assert!((added - want).abs() < 1e-3, "late packet adds {added}, expected {want}");
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub struct LruMap<K, V> {
     head: u32,
     tail: u32,
     cap: usize,
-    hasher: foldhash::quality::RandomState,
+    hasher: foldhash::fast::RandomState,
     evictions: u64,
     ops: u32,
     /// An entry touched within this many operations of its last move stays
@@ -44,7 +44,7 @@ impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
             head: NIL,
             tail: NIL,
             cap,
-            hasher: foldhash::quality::RandomState::default(),
+            hasher: foldhash::fast::RandomState::default(),
             evictions: 0,
             ops: 0,
             slack: (cap / 16).min(u32::MAX as usize) as u32,
