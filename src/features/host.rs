@@ -160,9 +160,9 @@ impl<const N: usize> Damped<N> {
             }
             g
         };
-        for k in 0..W {
+        for (wk, gk) in self.w.iter_mut().zip(g) {
             for &(i, a) in add {
-                self.w[k][i] += a * g[k];
+                wk[i] += a * gk;
             }
         }
     }
