@@ -358,3 +358,29 @@ fn version_and_help_teach() {
     let out = Command::new(bin()).arg("frobnicate").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = write_config(dir.path(), &format!("[http]\nlisten = \"{addr}\"\n"));
+    let mut guard = Guard::spawn(
+        Command::new(bin())
+            .args(["--log-format", "json", "run", "--role", "all", "--config"])
+            .arg(&cfg)
+            .stderr(std::process::Stdio::piped()),
+    );
+    assert!(wait_http_ok(&addr, "/healthz", Duration::from_secs(10)));
+    guard.signal("TERM");
+    assert_eq!(guard.wait_timeout(Duration::from_secs(2)), Some(0));
+    let mut err = String::new();
+    std::io::Read::read_to_string(guard.child().stderr.as_mut().unwrap(), &mut err).unwrap();
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.len() >= 2, "{err}");
+    for l in lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v.get("level").is_some() && v.get("timestamp").is_some(), "{l}");
+    }
+    assert!(err.contains("stopped cleanly"));
+}

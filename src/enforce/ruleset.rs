@@ -362,13 +362,17 @@ pub const ELEMENTS_PER_MESSAGE: usize = 256;
 
 /// Adds (`add == true`) or deletes `elements` in `set`, split into messages that fit.
 pub fn push_elements(b: &mut Batch, set: &str, elements: &[Attrs], add: bool, what: &str) {
+    let (kind, flags) = if add { (msg::NEWSETELEM, NLM_F_CREATE) } else { (msg::DELSETELEM, 0) };
+    push_element_messages(b, set, elements, kind, flags, what);
+}
+
+fn push_element_messages(b: &mut Batch, set: &str, elements: &[Attrs], kind: u8, flags: u16, what: &str) {
     for chunk in elements.chunks(ELEMENTS_PER_MESSAGE) {
         let list = chunk.iter().fold(Attrs::new(), |a, e| a.nested(1, e.clone()));
         let a = Attrs::new()
             .str(NFTA_SET_ELEM_LIST_TABLE, TABLE)
             .str(NFTA_SET_ELEM_LIST_SET, set)
             .nested(NFTA_SET_ELEM_LIST_ELEMENTS, list);
-        let (kind, flags) = if add { (msg::NEWSETELEM, NLM_F_CREATE) } else { (msg::DELSETELEM, 0) };
         b.push(kind, family::INET, flags, a, what.to_string());
     }
 }
@@ -377,14 +381,7 @@ pub fn push_elements(b: &mut Batch, set: &str, elements: &[Attrs], add: bool, wh
 /// `EEXIST` for a present one, on every kernel version, which lets the caller
 /// refresh it explicitly (kernels before 6.10 keep the old timeout on a plain re-add).
 pub fn push_new_elements(b: &mut Batch, set: &str, elements: &[Attrs], what: &str) {
-    for chunk in elements.chunks(ELEMENTS_PER_MESSAGE) {
-        let list = chunk.iter().fold(Attrs::new(), |a, e| a.nested(1, e.clone()));
-        let a = Attrs::new()
-            .str(NFTA_SET_ELEM_LIST_TABLE, TABLE)
-            .str(NFTA_SET_ELEM_LIST_SET, set)
-            .nested(NFTA_SET_ELEM_LIST_ELEMENTS, list);
-        b.push(msg::NEWSETELEM, family::INET, NLM_F_CREATE | super::netlink::NLM_F_EXCL, a, what.to_string());
-    }
+    push_element_messages(b, set, elements, msg::NEWSETELEM, NLM_F_CREATE | super::netlink::NLM_F_EXCL, what);
 }
 
 /// Adds merged, non-overlapping CIDR ranges to an interval set the way nft
