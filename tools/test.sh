@@ -24,6 +24,14 @@ command -v python3 >/dev/null || need_pkgs+=(python3)
 command -v tcpdump >/dev/null || need_pkgs+=(tcpdump)
 command -v nmap >/dev/null || need_pkgs+=(nmap)
 command -v ping >/dev/null || need_pkgs+=(iputils-ping)
+# The traffic lab (tests/lab.rs, tests/lab/): services, benign profiles, attack tools.
+command -v hping3 >/dev/null || need_pkgs+=(hping3)
+command -v hydra >/dev/null || need_pkgs+=(hydra)
+command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
+command -v mosquitto_pub >/dev/null || need_pkgs+=(mosquitto-clients)
+command -v dig >/dev/null || need_pkgs+=(bind9-dnsutils)
+command -v ssh >/dev/null || need_pkgs+=(openssh-client)
+command -v ss >/dev/null || need_pkgs+=(iproute2)
 # Appliance images (tools/cross-build.sh, tools/make-image.sh, tests/qemu.rs).
 command -v qemu-system-aarch64 >/dev/null || need_pkgs+=(qemu-system-arm)
 command -v qemu-aarch64-static >/dev/null || need_pkgs+=(qemu-user-static)
@@ -38,6 +46,9 @@ command -v depmod >/dev/null || need_pkgs+=(kmod)
 command -v file >/dev/null || need_pkgs+=(file)
 command -v cpio >/dev/null || need_pkgs+=(cpio)
 command -v nsenter >/dev/null || need_pkgs+=(util-linux)
+command -v mosquitto >/dev/null || need_pkgs+=(mosquitto)
+command -v dnsmasq >/dev/null || need_pkgs+=(dnsmasq-base)
+command -v sshd >/dev/null || need_pkgs+=(openssh-server)
 if ((${#need_pkgs[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         echo "==> installing ${need_pkgs[*]}"

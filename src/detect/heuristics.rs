@@ -16,6 +16,7 @@ use std::net::IpAddr;
 
 use crate::bus::messages::{AttackKind, FlowRecord, Proto};
 use crate::config::DetectorConfig;
+use crate::flow::ConnState;
 
 /// Most sources tracked at once.
 pub const MAX_SOURCES: usize = 16_384;
@@ -255,10 +256,22 @@ impl Heuristics {
         if is_new && matches!(r.proto, Proto::Tcp | Proto::Udp) {
             s.attempts.push(r.first_ns, r.dst, r.dport, r.proto);
         }
-        if state.is_failed_attempt() || (r.proto == Proto::Udp && r.rev_packets == 0) {
+        // A handshake the originator aborted (SYN, SYN-ACK, RST: what a SYN
+        // flood or a SYN scan against an open port looks like) is as much a
+        // half-open attempt as an unanswered SYN.
+        let aborted = r.proto == Proto::Tcp && state == ConnState::RSTO && r.fwd_packets <= 2;
+        let half_open = r.proto == Proto::Tcp && (state.is_failed_attempt() || aborted);
+        let was_failed = s.failed.contains(&r.flow_id);
+        if half_open || (r.proto == Proto::Udp && r.rev_packets == 0) {
             s.failed.insert(r.flow_id);
         } else {
             s.failed.remove(&r.flow_id);
+        }
+        // An aborted handshake counts one SYN, unless its SYN was already
+        // counted while the flow was unanswered.
+        let syn_delta = if aborted { u32::from(!was_failed) } else { delta };
+        if aborted && syn_delta > 0 {
+            s.syn_packets.push(r.last_ns, syn_delta);
         }
         if delta > 0 {
             match r.proto {
@@ -355,7 +368,7 @@ impl Heuristics {
         }
         if delta > 0 {
             let (label, w, kind) = match r.proto {
-                Proto::Tcp if state.is_failed_attempt() => ("unanswered SYNs", &s.syn_packets, AttackKind::SynFlood),
+                Proto::Tcp if half_open => ("unanswered SYNs", &s.syn_packets, AttackKind::SynFlood),
                 Proto::Udp => ("UDP packets", &s.udp_packets, AttackKind::UdpFlood),
                 Proto::Icmp | Proto::Icmpv6 => ("ICMP packets", &s.icmp_packets, AttackKind::IcmpFlood),
                 _ => ("", &s.syn_packets, AttackKind::System),
@@ -403,7 +416,7 @@ impl Heuristics {
         });
 
         // Distributed SYN flood: many sources, one victim.
-        if r.proto == Proto::Tcp && state.is_failed_attempt() && delta > 0 {
+        if half_open && syn_delta > 0 {
             if !self.dests.contains_key(&r.dst) && self.dests.len() >= MAX_DESTS {
                 if let Some(old) = self.dests.iter().min_by_key(|(_, d)| d.last_ns).map(|(k, _)| *k) {
                     self.dests.remove(&old);
@@ -411,11 +424,11 @@ impl Heuristics {
             }
             let d = self.dests.entry(r.dst).or_default();
             d.last_ns = d.last_ns.max(r.last_ns);
-            d.syn.push(r.last_ns, delta);
+            d.syn.push(r.last_ns, syn_delta);
             d.syn.trim(d.last_ns, window_ns);
             if d.sources.len() < 4096 || d.sources.contains_key(&r.src) {
                 let e = d.sources.entry(r.src).or_insert((0, 0));
-                *e = (r.last_ns, e.1 + delta as u64);
+                *e = (r.last_ns, e.1 + syn_delta as u64);
             }
             let cutoff = d.last_ns.saturating_sub(window_ns);
             let pps = d.syn.rate(d.last_ns, window_ns);
@@ -474,7 +487,6 @@ pub fn service_name(port: u16) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::ConnState;
 
     #[allow(clippy::too_many_arguments)]
     fn rec(
@@ -558,6 +570,55 @@ mod tests {
             )));
         }
         assert!(found.iter().any(|d| d.kind == AttackKind::SynFlood && d.source.is_some()), "{found:?}");
+    }
+
+    #[test]
+    fn syn_flood_against_an_open_port_is_found() {
+        // hping3 -S against a listening port: SYN, SYN-ACK, then the attacker's
+        // kernel answers RST (Zeek RSTO with 2 originator packets).
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..2000u64 {
+            let t = i as f64 * 0.0005;
+            found.extend(h.observe(&rec(i, "192.0.2.66", "198.51.100.10", 80, Proto::Tcp, t, 1, 0, "S0")));
+            found.extend(h.observe(&rec(i, "192.0.2.66", "198.51.100.10", 80, Proto::Tcp, t + 0.001, 2, 1, "RSTO")));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::SynFlood).expect("flood found");
+        assert_eq!(d.source, Some("192.0.2.66".parse().unwrap()));
+        // Each SYN counted once, not again when the RST arrives.
+        assert!(d.reason.contains("500 unanswered SYNs"), "{}", d.reason);
+    }
+
+    #[test]
+    fn aborted_handshakes_in_one_batch_count_once_each() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..600u64 {
+            found.extend(h.observe(&rec(
+                i,
+                "192.0.2.66",
+                "198.51.100.10",
+                80,
+                Proto::Tcp,
+                i as f64 * 0.001,
+                2,
+                1,
+                "RSTO",
+            )));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::SynFlood).expect("flood found");
+        assert!(d.reason.contains("500 unanswered SYNs"), "{}", d.reason);
+    }
+
+    #[test]
+    fn established_connections_reset_by_the_client_are_not_a_flood() {
+        // Busy but legitimate: handshake completed, data sent, then RST.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        for i in 0..3000u64 {
+            let found =
+                h.observe(&rec(i, "192.0.2.11", "198.51.100.10", 80, Proto::Tcp, i as f64 * 0.0005, 4, 3, "RSTO"));
+            assert!(found.is_empty(), "{found:?}");
+        }
     }
 
     #[test]

@@ -104,6 +104,14 @@ pub fn link(a: &Netns, ifa: &str, addrs_a: &[&str], b: &Netns, ifb: &str, addrs_
     }
 }
 
+/// Plugs `dev` into the Linux bridge `bridge` inside `host` with a veth pair:
+/// `ifname` (with `addrs`) in `dev`, the other end enslaved to the bridge.
+pub fn link_to_bridge(dev: &Netns, ifname: &str, addrs: &[&str], host: &Netns, bridge: &str) {
+    let port = format!("p{}x{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::Relaxed));
+    link(dev, ifname, addrs, host, &port, &[]);
+    host.exec(&["ip", "link", "set", &port, "master", bridge]);
+}
+
 /// iot ↔ router ↔ wan, forwarding on in the router, TEST-NET addresses:
 /// iot 192.0.2.10 / 2001:db8:10::10, router lan 192.0.2.1 / 2001:db8:10::1,
 /// router wan 198.51.100.1 / 2001:db8:20::1, wan 198.51.100.10 / 2001:db8:20::10.

@@ -1,0 +1,1088 @@
+//! The traffic lab: a small IoT site in network namespaces, real services,
+//! benign device profiles, attacks with real tools, captures with ground
+//! truth, and scoring against a live `gatewarden run --role all`.
+//!
+//! ```text
+//!  cam1 cam2 (cameras)  sensor1 sensor2 (sensors)  plug1 (plugs)  admin  attacker
+//!    └──────┴─────────────────┴────────┴───────────────┴────────────┴───────┘
+//!                      veth ports of bridge `lan0` (192.0.2.1/24)
+//!                          [router namespace: gatewarden, tcpdump]
+//!                                      │ wan0 198.51.100.1
+//!                          [wan namespace 198.51.100.10, 203.0.113.50]
+//!       HTTP :80, Mosquitto :1883, dnsmasq :53, sshd :22, NTP-like :123, iperf3
+//! ```
+//!
+//! Only TEST-NET addresses; nothing touches the root namespace. Every
+//! namespace is named `gw<pid>-<seq>-<role>` (see `common::netns`), so parallel
+//! runs do not collide; dropping the [`Lab`] kills every process inside and
+//! deletes the namespaces. The router only sees traffic that crosses it (it
+//! is the LAN's gateway, not a tap), so attacks target the WAN side.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::common::netns::{link, link_to_bridge, Netns};
+use crate::common::{bin, root, Guard};
+
+/// The WAN server's address (all services).
+pub const WAN: &str = "198.51.100.10";
+/// An external host no device has talked to before (on the WAN namespace's loopback).
+pub const NEW_HOST: &str = "203.0.113.50";
+/// The attacker's LAN address.
+pub const ATTACKER: &str = "192.0.2.66";
+
+/// Tools the lab runs; `tools/test.sh` installs them.
+pub const TOOLS: [&str; 14] = [
+    "tcpdump",
+    "nmap",
+    "hping3",
+    "hydra",
+    "dnsmasq",
+    "sshd",
+    "ssh",
+    "ssh-keygen",
+    "mosquitto",
+    "mosquitto_pub",
+    "iperf3",
+    "dig",
+    "curl",
+    "python3",
+];
+
+/// Whether the lab can run here: root, iproute2 and every tool in [`TOOLS`].
+/// With env `CI` set a missing prerequisite panics; otherwise it prints
+/// `SKIPPED` and returns false.
+pub fn prerequisites(test: &str) -> bool {
+    if !crate::common::netns::require_root(test) {
+        return false;
+    }
+    let missing: Vec<&str> = TOOLS.iter().copied().filter(|t| which(t).is_none()).collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("missing {}: tools/test.sh installs them (as root)", missing.join(", "));
+    if std::env::var_os("CI").is_some() {
+        panic!("{test}: {why}; CI must run the lab");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+    false
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default() + ":/usr/sbin:/sbin";
+    path.split(':').map(|d| Path::new(d).join(tool)).find(|p| p.is_file())
+}
+
+/// Unix time now, seconds.
+pub fn now() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+/// A device (or the attacker) on the LAN.
+pub struct Device {
+    /// Short name, e.g. `cam1`.
+    pub name: &'static str,
+    /// Group: cameras, sensors, plugs, admin, attacker.
+    pub group: &'static str,
+    /// LAN address.
+    pub addr: &'static str,
+    /// Benign profiles it runs (see tests/lab/benign.sh), with their argument.
+    pub profiles: &'static [(&'static str, &'static str)],
+    /// Its namespace.
+    pub ns: Netns,
+}
+
+/// (name, group, address, profiles).
+type DeviceSpec = (&'static str, &'static str, &'static str, &'static [(&'static str, &'static str)]);
+
+const DEVICES: [DeviceSpec; 7] = [
+    ("cam1", "cameras", "192.0.2.11", &[("camera", "5201"), ("poll", ""), ("dns", ""), ("ntp", "")]),
+    ("cam2", "cameras", "192.0.2.12", &[("camera", "5202"), ("dns", ""), ("ntp", "")]),
+    ("sensor1", "sensors", "192.0.2.21", &[("telemetry", "sensor1"), ("dns", ""), ("ntp", "")]),
+    ("sensor2", "sensors", "192.0.2.22", &[("telemetry", "sensor2"), ("ntp", "")]),
+    ("plug1", "plugs", "192.0.2.31", &[("telemetry", "plug1"), ("poll", ""), ("firmware", ""), ("dns", "")]),
+    ("admin", "admin", "192.0.2.40", &[("admin", "KEY")]),
+    ("attacker", "attacker", ATTACKER, &[]),
+];
+
+/// The whole site. Dropping it kills everything and deletes the namespaces.
+pub struct Lab {
+    services: Vec<Guard>,
+    /// The router: bridge `lan0` (LAN gateway) and `wan0`.
+    pub router: Netns,
+    /// The WAN side with the services.
+    pub wan: Netns,
+    /// LAN devices, the attacker last.
+    pub devices: Vec<Device>,
+    /// Keys, configs, web root, logs.
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    /// Builds the site and starts the WAN services; returns once they listen.
+    pub fn new() -> Lab {
+        let router = Netns::new("rtr");
+        let wan = Netns::new("wan");
+        router.exec(&["ip", "link", "add", "lan0", "type", "bridge"]);
+        router.exec(&["ip", "addr", "add", "192.0.2.1/24", "dev", "lan0"]);
+        router.exec(&["ip", "link", "set", "lan0", "up"]);
+        let mut devices = Vec::new();
+        for (name, group, addr, profiles) in DEVICES {
+            let ns = Netns::new(name);
+            link_to_bridge(&ns, "eth0", &[&format!("{addr}/24")], &router, "lan0");
+            ns.exec(&["ip", "route", "add", "default", "via", "192.0.2.1"]);
+            devices.push(Device { name, group, addr, profiles, ns });
+        }
+        link(&router, "wan0", &["198.51.100.1/24"], &wan, "eth0", &[&format!("{WAN}/24")]);
+        router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        router.exec(&["ip", "route", "add", "203.0.113.0/24", "via", WAN]);
+        wan.exec(&["ip", "addr", "add", &format!("{NEW_HOST}/32"), "dev", "lo"]);
+        wan.exec(&["ip", "route", "add", "default", "via", "198.51.100.1"]);
+        let dir = tempfile::tempdir().unwrap();
+        let mut lab = Lab { services: Vec::new(), router, wan, devices, dir };
+        lab.start_services();
+        lab
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn start_services(&mut self) {
+        let d = self.dir.path().to_path_buf();
+        let p = |n: &str| d.join(n).to_str().unwrap().to_string();
+        // Web root with a status document and a 4 MiB "firmware".
+        std::fs::create_dir_all(d.join("www")).unwrap();
+        std::fs::write(d.join("www/status.json"), "{\"ok\":true}\n").unwrap();
+        std::fs::write(d.join("www/firmware.bin"), vec![0x5a; 4 << 20]).unwrap();
+        // SSH: host key, admin key, its authorized_keys, an sshd config.
+        for key in ["host", "admin"] {
+            let out =
+                Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f", &p(key)]).output().unwrap();
+            assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::fs::copy(d.join("admin.pub"), d.join("authorized_keys")).unwrap();
+        std::fs::write(
+            d.join("sshd_config"),
+            format!(
+                "ListenAddress {WAN}:22\nHostKey {}\nAuthorizedKeysFile {}\nPidFile none\nUsePAM no\n\
+StrictModes no\nPermitRootLogin prohibit-password\nMaxStartups 100\nLoginGraceTime 10\n",
+                p("host"),
+                p("authorized_keys")
+            ),
+        )
+        .unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap(); // sshd's privilege-separation directory
+        std::fs::write(d.join("mosquitto.conf"), format!("listener 1883 {WAN}\nallow_anonymous true\n")).unwrap();
+        let ntp = format!(
+            "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{WAN}',123))\n\
+while True:\n    d,a=s.recvfrom(512)\n    s.sendto(d[:48].ljust(48,b'\\0'),a)\n"
+        );
+        let log = |name: &str| std::fs::File::create(d.join(format!("{name}.log"))).unwrap();
+        let www = p("www");
+        let services: Vec<(&str, Vec<String>)> = vec![
+            (
+                "http",
+                vec![
+                    "python3".into(),
+                    "-m".into(),
+                    "http.server".into(),
+                    "80".into(),
+                    "--bind".into(),
+                    WAN.into(),
+                    "--directory".into(),
+                    www,
+                ],
+            ),
+            ("mosquitto", vec!["mosquitto".into(), "-c".into(), p("mosquitto.conf")]),
+            (
+                "dnsmasq",
+                [
+                    "dnsmasq",
+                    "-k",
+                    "--conf-file=/dev/null",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--bind-interfaces",
+                    "--user=root",
+                    "--pid-file=",
+                    "--log-facility=-",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .chain([format!("--listen-address={WAN}"), format!("--address=/lab.example/{WAN}")])
+                .collect(),
+            ),
+            (
+                "sshd",
+                vec![
+                    which("sshd").unwrap().to_str().unwrap().into(),
+                    "-D".into(),
+                    "-e".into(),
+                    "-f".into(),
+                    p("sshd_config"),
+                ],
+            ),
+            ("ntp", vec!["python3".into(), "-c".into(), ntp]),
+        ];
+        for (name, argv) in services {
+            let mut cmd = self.wan.command(&argv[0]);
+            cmd.args(&argv[1..]).stdout(log(name)).stderr(log(name));
+            self.services.push(Guard::spawn(&mut cmd));
+        }
+        self.wait_listening(&["tcp 80", "tcp 1883", "tcp 22", "udp 53", "udp 123"]);
+    }
+
+    /// Waits until `ss` in the WAN namespace lists every `proto port` on the WAN address.
+    fn wait_listening(&self, want: &[&str]) {
+        let start = Instant::now();
+        loop {
+            let out = self.wan.command("ss").args(["-Hlnut"]).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout);
+            let missing: Vec<&&str> = want
+                .iter()
+                .filter(|w| {
+                    let (proto, port) = w.split_once(' ').unwrap();
+                    !text.lines().any(|l| l.starts_with(proto) && l.contains(&format!(":{port} ")))
+                })
+                .collect();
+            if missing.is_empty() {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(15) {
+                let logs: String = ["http", "mosquitto", "dnsmasq", "sshd", "ntp"]
+                    .iter()
+                    .map(|n| {
+                        format!(
+                            "--- {n}: {}",
+                            std::fs::read_to_string(self.path(&format!("{n}.log"))).unwrap_or_default()
+                        )
+                    })
+                    .collect();
+                panic!("lab services not listening on {missing:?} after 15 s; ss says:\n{text}\n{logs}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Every namespace name of the lab.
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut v = vec![self.router.name.clone(), self.wan.name.clone()];
+        v.extend(self.devices.iter().map(|d| d.ns.name.clone()));
+        v
+    }
+
+    /// Every process id running in any lab namespace.
+    pub fn pids(&self) -> Vec<u32> {
+        self.namespaces().iter().flat_map(|n| pids_in(n)).collect()
+    }
+
+    /// The device called `name`.
+    pub fn device(&self, name: &str) -> &Device {
+        self.devices.iter().find(|d| d.name == name).unwrap_or_else(|| panic!("no device {name}"))
+    }
+
+    /// Benign (non-attacker) LAN addresses.
+    pub fn benign_addrs(&self) -> BTreeSet<String> {
+        self.devices.iter().filter(|d| d.group != "attacker").map(|d| d.addr.to_string()).collect()
+    }
+
+    /// Starts tcpdump on the router's `lan0`, gatewarden (`run --role all`,
+    /// capturing `lan0`) and, if `benign_s > 0`, every device's benign
+    /// profiles for that many seconds. The returned [`Session`] records alerts
+    /// (and block-set elements, once enforcement exists) as they appear.
+    pub fn session(&self, capture: &Path, benign_s: u64) -> Session<'_> {
+        let tag = capture.file_stem().unwrap().to_str().unwrap().to_string();
+        let mut procs = Vec::new();
+        // iperf3 servers per session: a client killed mid-test must not leave one busy.
+        for port in ["5201", "5202", "5209"] {
+            procs.push(Guard::spawn(
+                self.wan.command("iperf3").args(["-s", "-p", port]).stdout(Stdio::null()).stderr(Stdio::null()),
+            ));
+        }
+        let tcpdump_log = self.path(&format!("{tag}.tcpdump.log"));
+        procs.push(Guard::spawn(
+            self.router
+                .command("tcpdump")
+                .args(["-i", "lan0", "-s", "128", "-U", "-n", "-w", capture.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&tcpdump_log).unwrap()),
+        ));
+        wait_file_contains(&tcpdump_log, "listening on", "tcpdump");
+        let cfg = self.path("gatewarden.toml");
+        std::fs::write(
+            &cfg,
+            "node_id = \"lab\"\n[http]\nlisten = \"127.0.0.1:8080\"\n[capture]\ninterface = \"lan0\"\n",
+        )
+        .unwrap();
+        let gw_log = self.path(&format!("{tag}.gatewarden.log"));
+        procs.push(Guard::spawn(
+            self.router
+                .command(bin().to_str().unwrap())
+                .args(["run", "--role", "all", "--log-format", "json", "--config", cfg.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&gw_log).unwrap()),
+        ));
+        wait_file_contains(&gw_log, "capturing", "gatewarden run");
+        self.wait_listening(&["tcp 5201", "tcp 5202", "tcp 5209"]);
+        let script = root().join("tests/lab/benign.sh");
+        if benign_s > 0 {
+            for d in &self.devices {
+                for (profile, arg) in d.profiles {
+                    let arg =
+                        if *arg == "KEY" { self.path("admin").to_str().unwrap().to_string() } else { arg.to_string() };
+                    procs.push(Guard::spawn(
+                        d.ns.command("bash")
+                            .args([script.to_str().unwrap(), profile, &benign_s.to_string(), &arg])
+                            .stdout(Stdio::null())
+                            .stderr(Stdio::null()),
+                    ));
+                }
+            }
+        }
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let poller = {
+            let (seen, stop, router) = (seen.clone(), stop.clone(), self.router.name.clone());
+            std::thread::spawn(move || poll(&router, &seen, &stop))
+        };
+        Session {
+            lab: self,
+            capture: capture.to_path_buf(),
+            procs,
+            seen,
+            stop,
+            poller: Some(poller),
+            attacks: Vec::new(),
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.services.clear();
+        // Device processes (benign profiles, attack tools) die with their namespaces.
+    }
+}
+
+fn pids_in(ns: &str) -> Vec<u32> {
+    let out = Command::new("ip").args(["netns", "pids", ns]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect()
+}
+
+/// Whether a process is still alive (zombies waiting for their parent do not count).
+pub fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => !s.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+fn wait_file_contains(path: &Path, needle: &str, what: &str) {
+    let start = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "{what} never said {needle:?}: {text}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Alerts and block elements as the poller first saw them.
+#[derive(Default)]
+struct Seen {
+    /// gatewarden alert id → (wall time first seen, EVE JSON).
+    alerts: BTreeMap<u64, (f64, serde_json::Value)>,
+    /// Blocked address → wall time first seen in a gatewarden block set.
+    blocks: BTreeMap<String, f64>,
+    /// Whether `table inet gatewarden` ever existed.
+    enforcement: bool,
+}
+
+/// Polls `/api/alerts` (and `nft -j list ruleset`) inside the router every 100 ms.
+fn poll(router: &str, seen: &Mutex<Seen>, stop: &AtomicBool) {
+    let have_nft = which("nft").is_some();
+    loop {
+        let last = stop.load(Ordering::Relaxed);
+        let out = Command::new("ip")
+            .args(["netns", "exec", router, "curl", "-s", "--max-time", "2", "http://127.0.0.1:8080/api/alerts"])
+            .output();
+        let t = now();
+        if let Ok(v) = out.map(|o| serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap_or_default()) {
+            let mut s = seen.lock().unwrap();
+            for a in v["alerts"].as_array().into_iter().flatten() {
+                if let Some(id) = a["gatewarden"]["id"].as_u64() {
+                    s.alerts.entry(id).or_insert((t, a.clone()));
+                }
+            }
+        }
+        if have_nft {
+            if let Ok(o) = Command::new("ip").args(["netns", "exec", router, "nft", "-j", "list", "ruleset"]).output() {
+                let (present, blocked) = block_elements(&String::from_utf8_lossy(&o.stdout));
+                let mut s = seen.lock().unwrap();
+                s.enforcement |= present;
+                for addr in blocked {
+                    s.blocks.entry(addr).or_insert(t);
+                }
+            }
+        }
+        if last {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// From `nft -j list ruleset`: whether `table inet gatewarden` exists, and
+/// the addresses in its block sets (`block4`, `block6`, or any set whose name
+/// starts with `block`), per the layout in DESIGN.md §4.
+pub fn block_elements(json: &str) -> (bool, Vec<String>) {
+    let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    let mut present = false;
+    let mut out = Vec::new();
+    for item in v["nftables"].as_array().into_iter().flatten() {
+        if item["table"]["name"] == "gatewarden" {
+            present = true;
+        }
+        let set = &item["set"];
+        if set["table"] == "gatewarden" && set["name"].as_str().is_some_and(|n| n.starts_with("block")) {
+            for e in set["elem"].as_array().into_iter().flatten() {
+                // Plain `"192.0.2.66"` or `{"elem": {"val": "192.0.2.66", "timeout": …}}`.
+                let val = e.get("elem").map_or(e, |x| &x["val"]);
+                if let Some(a) = val.as_str() {
+                    out.push(a.to_string());
+                }
+            }
+        }
+    }
+    (present, out)
+}
+
+/// An attack with a real tool, bounded in count and time.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    /// Short name, e.g. `syn_flood`.
+    pub name: &'static str,
+    /// Ground-truth label for the labels file.
+    pub label: &'static str,
+    /// Device it runs in (`attacker`, or e.g. `cam1` for a compromised device).
+    pub from: &'static str,
+    /// The command line (run with `timeout`).
+    pub argv: &'static [&'static str],
+    /// The target address.
+    pub victim: &'static str,
+    /// Alert kinds that count as detecting it.
+    pub expect: &'static [&'static str],
+    /// Source addresses are forged (`--rand-source`): the alert has no source.
+    pub spoofed: bool,
+    /// Hard limit for the tool, seconds.
+    pub timeout_s: u64,
+}
+
+macro_rules! scenario {
+    ($name:expr, $label:expr, $from:expr, $victim:expr, $expect:expr, [$($arg:expr),* $(,)?]) => {
+        Scenario { name: $name, label: $label, from: $from, argv: &[$($arg),*], victim: $victim, expect: $expect, spoofed: false, timeout_s: 90 }
+    };
+}
+
+const SCAN: &[&str] = &["port_scan"];
+
+/// Every attack scenario of a full scoring run.
+pub fn scenarios() -> Vec<Scenario> {
+    vec![
+        scenario!(
+            "nmap_syn_T3",
+            "port_scan",
+            "attacker",
+            WAN,
+            SCAN,
+            ["nmap", "-n", "-Pn", "-sS", "-T3", "-p", "1-1000", WAN]
+        ),
+        scenario!(
+            "nmap_syn_T4",
+            "port_scan",
+            "attacker",
+            WAN,
+            SCAN,
+            ["nmap", "-n", "-Pn", "-sS", "-T4", "-p", "1-1000", WAN]
+        ),
+        scenario!(
+            "nmap_connect_T3",
+            "port_scan",
+            "attacker",
+            WAN,
+            SCAN,
+            ["nmap", "-n", "-Pn", "-sT", "-T3", "-p", "1-1000", WAN]
+        ),
+        scenario!(
+            "nmap_connect_T4",
+            "port_scan",
+            "attacker",
+            WAN,
+            SCAN,
+            ["nmap", "-n", "-Pn", "-sT", "-T4", "-p", "1-1000", WAN]
+        ),
+        scenario!(
+            "nmap_udp_T3",
+            "port_scan",
+            "attacker",
+            WAN,
+            SCAN,
+            [
+                "nmap",
+                "-n",
+                "-Pn",
+                "-sU",
+                "-T3",
+                "--top-ports",
+                "100",
+                "--max-retries",
+                "1",
+                "--host-timeout",
+                "80s",
+                WAN
+            ]
+        ),
+        scenario!(
+            "nmap_udp_T4",
+            "port_scan",
+            "attacker",
+            WAN,
+            SCAN,
+            [
+                "nmap",
+                "-n",
+                "-Pn",
+                "-sU",
+                "-T4",
+                "--top-ports",
+                "100",
+                "--max-retries",
+                "1",
+                "--host-timeout",
+                "80s",
+                WAN
+            ]
+        ),
+        scenario!(
+            "nmap_telnet_sweep",
+            "host_sweep",
+            "attacker",
+            "203.0.113.0/25",
+            &["host_sweep"],
+            ["nmap", "-n", "-Pn", "-sS", "-T4", "--max-retries", "1", "-p", "23", "203.0.113.0/25"]
+        ),
+        scenario!(
+            "hping3_syn_flood",
+            "syn_flood",
+            "attacker",
+            WAN,
+            &["syn_flood"],
+            ["hping3", "-S", "-p", "80", "--faster", "-c", "3000", WAN]
+        ),
+        Scenario {
+            spoofed: true,
+            ..scenario!(
+                "hping3_syn_flood_rand_source",
+                "syn_flood",
+                "attacker",
+                WAN,
+                &["syn_flood"],
+                ["hping3", "-S", "-p", "80", "--faster", "--rand-source", "-c", "3000", WAN]
+            )
+        },
+        scenario!(
+            "hping3_udp_flood",
+            "udp_flood",
+            "attacker",
+            WAN,
+            &["udp_flood"],
+            ["hping3", "-2", "-p", "9999", "--faster", "-c", "3000", WAN]
+        ),
+        scenario!(
+            "hping3_icmp_flood",
+            "icmp_flood",
+            "attacker",
+            WAN,
+            &["icmp_flood"],
+            ["hping3", "-1", "--faster", "-c", "3000", WAN]
+        ),
+        scenario!(
+            "hydra_ssh_t4",
+            "brute_force",
+            "attacker",
+            WAN,
+            &["brute_force"],
+            ["hydra", "-l", "admin", "-P", "WORDLIST", "-t", "4", "-I", "-q", "ssh://198.51.100.10"]
+        ),
+        scenario!(
+            "hydra_ssh_t16",
+            "brute_force",
+            "attacker",
+            WAN,
+            &["brute_force"],
+            ["hydra", "-l", "admin", "-P", "WORDLIST", "-t", "16", "-I", "-q", "ssh://198.51.100.10"]
+        ),
+        scenario!(
+            "camera_exfil_new_host",
+            "exfiltration",
+            "cam1",
+            NEW_HOST,
+            &["anomaly"],
+            ["iperf3", "-c", NEW_HOST, "-p", "5209", "-b", "20M", "-t", "4"]
+        ),
+    ]
+}
+
+/// The short run CI does: scenarios the detector is expected to catch today.
+pub fn short_scenarios() -> Vec<Scenario> {
+    let keep = [
+        "nmap_syn_T4",
+        "nmap_connect_T3",
+        "nmap_telnet_sweep",
+        "hping3_syn_flood",
+        "hping3_syn_flood_rand_source",
+        "hping3_udp_flood",
+        "hping3_icmp_flood",
+    ];
+    scenarios().into_iter().filter(|s| keep.contains(&s.name)).collect()
+}
+
+/// One attack as it happened in a session.
+#[derive(Clone, Debug)]
+pub struct AttackRun {
+    /// The scenario.
+    pub scenario: Scenario,
+    /// The source address it came from.
+    pub src: String,
+    /// Wall-clock start and end of the tool.
+    pub started: f64,
+    /// Wall-clock end of the tool.
+    pub ended: f64,
+    /// The tool's exit status (hping3 `--faster` exits 1: expected).
+    pub exit: Option<i32>,
+}
+
+/// A running capture + gatewarden + benign traffic; see [`Lab::session`].
+pub struct Session<'a> {
+    lab: &'a Lab,
+    capture: PathBuf,
+    procs: Vec<Guard>,
+    seen: Arc<Mutex<Seen>>,
+    stop: Arc<AtomicBool>,
+    poller: Option<std::thread::JoinHandle<()>>,
+    attacks: Vec<AttackRun>,
+}
+
+impl Session<'_> {
+    /// Runs one scenario to completion (bounded by its timeout).
+    pub fn attack(&mut self, s: &Scenario) {
+        let dev = self.lab.device(s.from);
+        let wordlist = self.lab.path("passwords.txt");
+        if !wordlist.exists() {
+            let words: String = (0..60).map(|i| format!("iot{i:02}pass\n")).collect();
+            std::fs::write(&wordlist, words).unwrap();
+        }
+        let argv: Vec<String> = s
+            .argv
+            .iter()
+            .map(|a| if *a == "WORDLIST" { wordlist.to_str().unwrap().to_string() } else { a.to_string() })
+            .collect();
+        let started = now();
+        let out = dev
+            .ns
+            .command("timeout")
+            .arg(s.timeout_s.to_string())
+            .args(&argv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        let ended = now();
+        self.attacks.push(AttackRun {
+            scenario: s.clone(),
+            src: dev.addr.to_string(),
+            started,
+            ended,
+            exit: out.code(),
+        });
+    }
+
+    /// Sleeps while benign traffic and the detector carry on.
+    pub fn idle(&self, secs: f64) {
+        std::thread::sleep(Duration::from_secs_f64(secs));
+    }
+
+    /// Stops everything it started and analyses the capture.
+    pub fn finish(mut self) -> SessionRecord {
+        // One last poll after the detector's final batch.
+        std::thread::sleep(Duration::from_millis(300));
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(p) = self.poller.take() {
+            p.join().unwrap();
+        }
+        // Benign profiles (and their curl, iperf3, … children) and any tool still running first.
+        for d in &self.lab.devices {
+            for pid in pids_in(&d.ns.name) {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).stderr(Stdio::null()).status();
+            }
+        }
+        // Then gatewarden, tcpdump (flushes the capture) and the iperf3 servers.
+        for g in self.procs.iter_mut() {
+            if g.child().try_wait().unwrap().is_none() {
+                let _ = Command::new("kill").args(["-INT", &g.child().id().to_string()]).stderr(Stdio::null()).status();
+            }
+        }
+        for g in self.procs.iter_mut() {
+            if g.wait_timeout(Duration::from_secs(3)).is_none() {
+                let _ = g.child().kill();
+            }
+        }
+        self.procs.clear();
+        let seen = std::mem::take(&mut *self.seen.lock().unwrap());
+        let packets = read_pcap(&self.capture);
+        SessionRecord {
+            capture: self.capture.clone(),
+            packets,
+            attacks: std::mem::take(&mut self.attacks),
+            alerts: seen.alerts.into_values().collect(),
+            blocks: seen.blocks,
+            enforcement: seen.enforcement,
+            benign: self.lab.benign_addrs(),
+        }
+    }
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(p) = self.poller.take() {
+            let _ = p.join();
+        }
+    }
+}
+
+/// One captured packet's addresses.
+#[derive(Clone, Copy, Debug)]
+pub struct Pkt {
+    /// Capture time, Unix seconds.
+    pub ts: f64,
+    /// Source address.
+    pub src: IpAddr,
+    /// Destination address.
+    pub dst: IpAddr,
+}
+
+/// Reads IP addresses and times from a classic Ethernet pcap as tcpdump writes it.
+pub fn read_pcap(path: &Path) -> Vec<Pkt> {
+    let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(b.len() >= 24, "{} is not a pcap", path.display());
+    let magic = u32::from_le_bytes(b[0..4].try_into().unwrap());
+    let nanos = match magic {
+        0xa1b2c3d4 => false,
+        0xa1b23c4d => true,
+        m => panic!("{}: unexpected pcap magic {m:#x}", path.display()),
+    };
+    let u32at = |o: usize| u32::from_le_bytes(b[o..o + 4].try_into().unwrap());
+    let mut out = Vec::new();
+    let mut off = 24;
+    while off + 16 <= b.len() {
+        let (sec, frac, incl) = (u32at(off), u32at(off + 4), u32at(off + 8) as usize);
+        let data = &b[off + 16..(off + 16 + incl).min(b.len())];
+        off += 16 + incl;
+        let ts = sec as f64 + frac as f64 / if nanos { 1e9 } else { 1e6 };
+        if data.len() < 14 {
+            continue;
+        }
+        let ip = &data[14..];
+        match u16::from_be_bytes([data[12], data[13]]) {
+            0x0800 if ip.len() >= 20 => {
+                let a: [u8; 4] = ip[12..16].try_into().unwrap();
+                let d: [u8; 4] = ip[16..20].try_into().unwrap();
+                out.push(Pkt { ts, src: IpAddr::from(a), dst: IpAddr::from(d) });
+            }
+            0x86dd if ip.len() >= 40 => {
+                let a: [u8; 16] = ip[8..24].try_into().unwrap();
+                let d: [u8; 16] = ip[24..40].try_into().unwrap();
+                out.push(Pkt { ts, src: IpAddr::from(a), dst: IpAddr::from(d) });
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Parses the EVE timestamp `2026-11-23T22:13:15.099682+0000` (UTC) to Unix seconds.
+pub fn parse_eve_time(s: &str) -> Option<f64> {
+    let (date, rest) = s.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let time = rest.get(..15)?; // HH:MM:SS.ffffff
+    let h: i64 = time.get(0..2)?.parse().ok()?;
+    let mi: i64 = time.get(3..5)?.parse().ok()?;
+    let sec: f64 = time.get(6..)?.parse().ok()?;
+    // Days from civil (Howard Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60) as f64 + sec)
+}
+
+/// What a session produced.
+pub struct SessionRecord {
+    /// The capture file.
+    pub capture: PathBuf,
+    /// Its packets' addresses and times.
+    pub packets: Vec<Pkt>,
+    /// The attacks, in order.
+    pub attacks: Vec<AttackRun>,
+    /// (wall time first seen in the API, EVE JSON) per alert.
+    pub alerts: Vec<(f64, serde_json::Value)>,
+    /// Blocked address → wall time first seen in the block set.
+    pub blocks: BTreeMap<String, f64>,
+    /// Whether gatewarden's nftables table existed.
+    pub enforcement: bool,
+    /// Benign device addresses.
+    pub benign: BTreeSet<String>,
+}
+
+/// The score of one attack.
+#[derive(Clone, Debug)]
+pub struct Score {
+    /// Scenario name.
+    pub name: &'static str,
+    /// Ground-truth label.
+    pub label: &'static str,
+    /// The command, for the table.
+    pub command: String,
+    /// Attack packets seen on the router's LAN side.
+    pub packets: usize,
+    /// First and last attack packet (capture time).
+    pub span: Option<(f64, f64)>,
+    /// An expected alert was raised.
+    pub detected: bool,
+    /// Alert kinds attributed to this attack.
+    pub kinds: BTreeSet<String>,
+    /// First attack packet → alert timestamp (the detector's decision, capture clock).
+    pub to_verdict_s: Option<f64>,
+    /// First attack packet → alert first seen in `/api/alerts` (100 ms polling).
+    pub to_api_s: Option<f64>,
+    /// Block-set observation, or why there is none.
+    pub block: Block,
+}
+
+/// Time to block and packets let through, from `nft -j list ruleset`.
+#[derive(Clone, Debug)]
+pub enum Block {
+    /// `table inet gatewarden` never appeared: enforcement is not merged yet.
+    NotMerged,
+    /// Enforcement ran but the source was never put in a block set.
+    NotBlocked,
+    /// The source appeared in a block set.
+    Blocked {
+        /// First attack packet → element seen.
+        after_s: f64,
+        /// Attack packets captured before that moment.
+        packets_before: usize,
+    },
+    /// Spoofed sources are rate-limited, not blocked.
+    Spoofed,
+}
+
+impl std::fmt::Display for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Block::NotMerged => write!(f, "n/a (enforcement not merged) | n/a (enforcement not merged)"),
+            Block::NotBlocked => write!(f, "not blocked | –"),
+            Block::Blocked { after_s, packets_before } => write!(f, "{after_s:.2} s | {packets_before}"),
+            Block::Spoofed => write!(f, "n/a (spoofed: SYN meter, no block) | –"),
+        }
+    }
+}
+
+fn alert_time(a: &serde_json::Value) -> Option<f64> {
+    parse_eve_time(a["timestamp"].as_str()?)
+}
+
+impl SessionRecord {
+    fn attack_packets(&self, a: &AttackRun) -> Vec<Pkt> {
+        let lab_addr = |ip: &IpAddr| {
+            let s = ip.to_string();
+            s.starts_with("192.0.2.") || s.starts_with("198.51.100.")
+        };
+        let victim_net = a.scenario.victim.strip_suffix("/25").map(|n| n.rsplit_once('.').unwrap().0.to_string() + ".");
+        let to_victim = |p: &Pkt| match &victim_net {
+            Some(prefix) => p.dst.to_string().starts_with(prefix.as_str()),
+            None => p.dst.to_string() == a.scenario.victim,
+        };
+        self.packets
+            .iter()
+            .filter(|p| p.ts >= a.started - 0.5 && p.ts <= a.ended + 0.5 && to_victim(p))
+            .filter(|p| if a.scenario.spoofed { !lab_addr(&p.src) } else { p.src.to_string() == a.src })
+            .copied()
+            .collect()
+    }
+
+    fn attributed<'b>(&'b self, a: &'b AttackRun) -> impl Iterator<Item = &'b (f64, serde_json::Value)> + 'b {
+        self.alerts.iter().filter(move |(_, v)| {
+            let t = alert_time(v).unwrap_or(0.0);
+            let in_time = t >= a.started - 0.5 && t <= a.ended + 3.0;
+            let who = if a.scenario.spoofed {
+                v["src_ip"].is_null() && v["dest_ip"] == a.scenario.victim
+            } else {
+                v["src_ip"] == a.src.as_str()
+            };
+            in_time && who
+        })
+    }
+
+    /// Scores every attack of the session.
+    pub fn scores(&self) -> Vec<Score> {
+        self.attacks
+            .iter()
+            .map(|a| {
+                let pkts = self.attack_packets(a);
+                let span = pkts.first().map(|f| (f.ts, pkts.last().unwrap().ts));
+                let kinds: BTreeSet<String> = self
+                    .attributed(a)
+                    .filter_map(|(_, v)| v["gatewarden"]["kind"].as_str().map(String::from))
+                    .collect();
+                let hits: Vec<&(f64, serde_json::Value)> = self
+                    .attributed(a)
+                    .filter(|(_, v)| a.scenario.expect.iter().any(|k| v["gatewarden"]["kind"] == *k))
+                    .collect();
+                let first = span.map(|s| s.0);
+                let to_verdict_s = first
+                    .and_then(|f| hits.iter().filter_map(|(_, v)| alert_time(v)).min_by(f64::total_cmp).map(|t| t - f));
+                let to_api_s = first.and_then(|f| hits.iter().map(|(w, _)| *w).min_by(f64::total_cmp).map(|t| t - f));
+                let block = if a.scenario.spoofed {
+                    Block::Spoofed
+                } else if !self.enforcement {
+                    Block::NotMerged
+                } else {
+                    match (self.blocks.get(&a.src), first) {
+                        (Some(&t), Some(f)) => {
+                            Block::Blocked { after_s: t - f, packets_before: pkts.iter().filter(|p| p.ts < t).count() }
+                        }
+                        _ => Block::NotBlocked,
+                    }
+                };
+                Score {
+                    name: a.scenario.name,
+                    label: a.scenario.label,
+                    command: a.scenario.argv.join(" ").replace("WORDLIST", "60-words.txt"),
+                    packets: pkts.len(),
+                    span,
+                    detected: !hits.is_empty(),
+                    kinds,
+                    to_verdict_s,
+                    to_api_s,
+                    block,
+                }
+            })
+            .collect()
+    }
+
+    /// Benign devices that any alert named as its source: (address, kinds).
+    pub fn flagged_benign(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let attack_srcs: BTreeSet<&str> = self.attacks.iter().map(|a| a.src.as_str()).collect();
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (_, v) in &self.alerts {
+            if let Some(src) = v["src_ip"].as_str() {
+                if self.benign.contains(src) && !attack_srcs.contains(src) {
+                    out.entry(src.into()).or_default().insert(v["gatewarden"]["kind"].as_str().unwrap_or("?").into());
+                }
+            }
+        }
+        out
+    }
+
+    /// Alerts blaming an address that is neither an attacker nor a LAN device
+    /// (e.g. a victim's replies): (address, kinds).
+    pub fn flagged_other(&self) -> BTreeMap<String, BTreeSet<String>> {
+        let attack_srcs: BTreeSet<&str> = self.attacks.iter().map(|a| a.src.as_str()).collect();
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (_, v) in &self.alerts {
+            if let Some(src) = v["src_ip"].as_str() {
+                if !self.benign.contains(src) && !attack_srcs.contains(src) && src.starts_with("198.51.100.") {
+                    out.entry(src.into()).or_default().insert(v["gatewarden"]["kind"].as_str().unwrap_or("?").into());
+                }
+            }
+        }
+        out
+    }
+
+    /// Ground truth in the format `gatewarden features --labels` reads:
+    /// `src,start,end,label`, one line per attack (per forged source for
+    /// spoofed floods), times of the first and last attack packet.
+    pub fn labels_csv(&self) -> String {
+        let mut s = String::from("src,start,end,label\n");
+        for a in &self.attacks {
+            let pkts = self.attack_packets(a);
+            let mut by_src: BTreeMap<String, (f64, f64)> = BTreeMap::new();
+            for p in &pkts {
+                let e = by_src.entry(p.src.to_string()).or_insert((p.ts, p.ts));
+                e.1 = p.ts;
+            }
+            for (src, (t0, t1)) in by_src {
+                let _ = writeln!(s, "{src},{t0:.6},{:.6},{}", t1 + 1e-6, a.scenario.label);
+            }
+        }
+        s
+    }
+}
+
+/// Formats the scoring table (Markdown).
+pub fn table(
+    scores: &[Score],
+    flagged: &BTreeMap<String, BTreeSet<String>>,
+    other: &BTreeMap<String, BTreeSet<String>>,
+) -> String {
+    let mut s = String::new();
+    s.push_str("| scenario | label | command | attack packets | detected | alert kinds | first packet → verdict | → in /api/alerts | → block element | packets before block |\n");
+    s.push_str("|---|---|---|---:|---|---|---:|---:|---:|---:|\n");
+    for sc in scores {
+        let secs = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.3} s"));
+        let kinds =
+            if sc.kinds.is_empty() { "–".into() } else { sc.kinds.iter().cloned().collect::<Vec<_>>().join(", ") };
+        let _ = writeln!(
+            s,
+            "| {} | {} | `{}` | {} | {} | {} | {} | {} | {} |",
+            sc.name,
+            sc.label,
+            sc.command,
+            sc.packets,
+            if sc.detected { "yes" } else { "**no**" },
+            kinds,
+            secs(sc.to_verdict_s),
+            secs(sc.to_api_s),
+            sc.block
+        );
+    }
+    let hosts = |m: &BTreeMap<String, BTreeSet<String>>| {
+        if m.is_empty() {
+            "none".to_string()
+        } else {
+            m.iter()
+                .map(|(h, k)| format!("{h} ({})", k.iter().cloned().collect::<Vec<_>>().join(", ")))
+                .collect::<Vec<_>>()
+                .join("; ")
+        }
+    };
+    let _ = writeln!(s, "\nBenign LAN devices ever flagged: {}.", hosts(flagged));
+    let _ = writeln!(s, "\nWAN hosts (victims, servers) ever flagged as a source: {}.", hosts(other));
+    s
+}
