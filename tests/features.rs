@@ -14,8 +14,8 @@ fn features(args: &[&str]) -> std::process::Output {
 fn writes_one_labelled_row_per_flow_with_the_schema_columns() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo.csv");
-    let demo = root().join("samples/demo.pcap");
-    let labels = root().join("samples/demo.labels.csv");
+    let demo = root().join("samples/synthetic.pcap");
+    let labels = root().join("samples/synthetic.labels.csv");
     let o = features(&[demo.to_str().unwrap(), "--labels", labels.to_str().unwrap(), "-o", out.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let text = std::fs::read_to_string(&out).unwrap();
@@ -50,7 +50,7 @@ fn writes_one_labelled_row_per_flow_with_the_schema_columns() {
 #[test]
 fn output_is_deterministic() {
     let dir = tempfile::tempdir().unwrap();
-    let demo = root().join("samples/demo.pcap");
+    let demo = root().join("samples/synthetic.pcap");
     let a = dir.path().join("a.csv");
     let b = dir.path().join("b.csv");
     assert!(features(&[demo.to_str().unwrap(), "-o", a.to_str().unwrap()]).status.success());
@@ -61,7 +61,7 @@ fn output_is_deterministic() {
 #[test]
 fn bad_labels_and_bad_captures_are_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let demo = root().join("samples/demo.pcap");
+    let demo = root().join("samples/synthetic.pcap");
     let labels = dir.path().join("l.csv");
     std::fs::write(&labels, "src,start,end,label\n203.0.113.1,1,2,ok\n203.0.113.1,x,2,bad\n").unwrap();
     let out = dir.path().join("o.csv");

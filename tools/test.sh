@@ -65,12 +65,13 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --quiet -- -D warnings
-echo "==> the bundled demo capture is what tools/make_demo_pcap.py makes"
+echo "==> the bundled synthetic capture is what tools/make_synthetic_pcap.py makes"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-python3 tools/make_demo_pcap.py "$tmp/demo.pcap" >/dev/null
-cmp "$tmp/demo.pcap" samples/demo.pcap
-cmp "$tmp/demo.labels.csv" samples/demo.labels.csv
+python3 tools/make_synthetic_pcap.py "$tmp/synthetic.pcap" >/dev/null
+cmp "$tmp/synthetic.pcap" samples/synthetic.pcap
+cmp "$tmp/synthetic.labels.csv" samples/synthetic.labels.csv
+# samples/demo.pcap is a lab recording (tests/lab/record.sh); tests/cli.rs checks what it shows.
 if [[ -n ${GATEWARDEN_SKIP_IMAGES:-} && -z ${CI:-} ]]; then
     echo "==> GATEWARDEN_SKIP_IMAGES set: no aarch64 build, no images; the QEMU tests will say SKIPPED"
 else

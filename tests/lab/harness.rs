@@ -587,7 +587,7 @@ pub fn scenarios() -> Vec<Scenario> {
             "attacker",
             WAN,
             &["syn_flood"],
-            ["hping3", "-S", "-p", "80", "--faster", "-c", "3000", WAN]
+            ["hping3", "-S", "-p", "80", "--faster", "-c", "2000", WAN]
         ),
         Scenario {
             spoofed: true,
@@ -597,7 +597,7 @@ pub fn scenarios() -> Vec<Scenario> {
                 "attacker",
                 WAN,
                 &["syn_flood"],
-                ["hping3", "-S", "-p", "80", "--faster", "--rand-source", "-c", "3000", WAN]
+                ["hping3", "-S", "-p", "80", "--faster", "--rand-source", "-c", "2000", WAN]
             )
         },
         scenario!(
@@ -606,7 +606,7 @@ pub fn scenarios() -> Vec<Scenario> {
             "attacker",
             WAN,
             &["udp_flood"],
-            ["hping3", "-2", "-p", "9999", "--faster", "-c", "3000", WAN]
+            ["hping3", "-2", "-p", "9999", "--faster", "-c", "2000", WAN]
         ),
         scenario!(
             "hping3_icmp_flood",
@@ -614,7 +614,7 @@ pub fn scenarios() -> Vec<Scenario> {
             "attacker",
             WAN,
             &["icmp_flood"],
-            ["hping3", "-1", "--faster", "-c", "3000", WAN]
+            ["hping3", "-1", "--faster", "-c", "2000", WAN]
         ),
         scenario!(
             "hydra_ssh_t4",
@@ -638,7 +638,7 @@ pub fn scenarios() -> Vec<Scenario> {
             "cam1",
             NEW_HOST,
             &["anomaly"],
-            ["iperf3", "-c", NEW_HOST, "-p", "5209", "-b", "20M", "-t", "4"]
+            ["iperf3", "-c", NEW_HOST, "-p", "5209", "-b", "10M", "-t", "3"]
         ),
     ]
 }

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""Writes samples/demo.pcap: a short, labelled mix of IoT-like benign traffic
+"""Writes samples/synthetic.pcap: a short, labelled mix of IoT-like benign traffic
 and synthetic attacks (port scan, SYN flood, brute force, ICMP and UDP floods,
 over IPv4 and IPv6), for the README's first command and for tests.
 
-It is synthetic on purpose and deterministic (fixed seed); captures of real
-attack tools come from the traffic lab. Only the Python standard library is used.
+It is synthetic on purpose and deterministic (fixed seed), for tests that need
+exact numbers; captures of real attack tools (samples/demo.pcap, datasets/lab/)
+come from the traffic lab (tests/lab/record.sh). Only the Python standard library is used.
 
-    python3 tools/make_demo_pcap.py samples/demo.pcap
+    python3 tools/make_synthetic_pcap.py samples/synthetic.pcap
 """
 import random
 import struct
@@ -165,4 +166,4 @@ def main(path):
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "samples/demo.pcap")
+    main(sys.argv[1] if len(sys.argv) > 1 else "samples/synthetic.pcap")
