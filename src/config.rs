@@ -177,17 +177,11 @@ impl MqttConfig {
 }
 
 /// The operator endpoint for `gatewarden ctl` (TCP, same handshake and envelope as the bus).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CtlConfig {
     /// `addr:port` to listen on; empty disables it. Needs `[mqtt]` ca/cert/key.
     pub listen: String,
-}
-
-impl Default for CtlConfig {
-    fn default() -> Self {
-        CtlConfig { listen: String::new() }
-    }
 }
 
 /// Live capture on the router.
@@ -411,9 +405,15 @@ impl Config {
         }
         let m = &self.mqtt;
         if !m.broker.is_empty() && !valid_host_port(&m.broker) {
-            bad("mqtt.broker", format!("{:?}", m.broker), "host:port such as \"monitor.lan:8883\" or \"127.0.0.1:8883\", or \"\" for none");
+            bad(
+                "mqtt.broker",
+                format!("{:?}", m.broker),
+                "host:port such as \"monitor.lan:8883\" or \"127.0.0.1:8883\", or \"\" for none",
+            );
         }
-        for (key, p) in [("mqtt.ca", &m.ca), ("mqtt.cert", &m.cert), ("mqtt.key", &m.key), ("mqtt.spool_dir", &m.spool_dir)] {
+        for (key, p) in
+            [("mqtt.ca", &m.ca), ("mqtt.cert", &m.cert), ("mqtt.key", &m.key), ("mqtt.spool_dir", &m.spool_dir)]
+        {
             if p.as_os_str().is_empty() {
                 bad(key, "\"\"".into(), "a file path");
             }
@@ -431,7 +431,11 @@ impl Config {
             bad("mqtt.rekey_interval_s", m.rekey_interval_s.to_string(), "10 to 86400 seconds");
         }
         if !(1..=3_600).contains(&m.max_clock_skew_s) {
-            bad("mqtt.max_clock_skew_s", m.max_clock_skew_s.to_string(), "1 to 3600 seconds (keep node clocks in sync with NTP)");
+            bad(
+                "mqtt.max_clock_skew_s",
+                m.max_clock_skew_s.to_string(),
+                "1 to 3600 seconds (keep node clocks in sync with NTP)",
+            );
         }
         if !(5..=3_600).contains(&m.keepalive_s) {
             bad("mqtt.keepalive_s", m.keepalive_s.to_string(), "5 to 3600 seconds");
@@ -443,7 +447,11 @@ impl Config {
             bad("mqtt.audit_log_keep", m.audit_log_keep.to_string(), "0 to 100 rotated files");
         }
         if !self.ctl.listen.is_empty() && self.ctl.listen.parse::<SocketAddr>().is_err() {
-            bad("ctl.listen", format!("{:?}", self.ctl.listen), "an address and port such as \"0.0.0.0:7443\", or \"\" for off");
+            bad(
+                "ctl.listen",
+                format!("{:?}", self.ctl.listen),
+                "an address and port such as \"0.0.0.0:7443\", or \"\" for off",
+            );
         }
         if self.capture.interface.len() > 15 || self.capture.interface.contains(['/', ' ']) {
             bad(

@@ -172,7 +172,8 @@ impl ControlServer {
         registry: &Arc<Registry>,
         shutdown: Shutdown,
     ) -> anyhow::Result<ControlServer> {
-        let listener = TcpListener::bind(listen).with_context(|| format!("ctl.listen {listen}: cannot listen (port in use?)"))?;
+        let listener =
+            TcpListener::bind(listen).with_context(|| format!("ctl.listen {listen}: cannot listen (port in use?)"))?;
         listener.set_nonblocking(true).context("ctl listener")?;
         let addr = listener.local_addr()?;
         let registry = registry.clone();
@@ -187,8 +188,15 @@ impl ControlServer {
                             continue;
                         }
                         active.fetch_add(1, Ordering::SeqCst);
-                        let (id, ca, cfg, handler, registry, active, requests) =
-                            (id.clone(), ca.clone(), cfg.clone(), handler.clone(), registry.clone(), active.clone(), requests.clone());
+                        let (id, ca, cfg, handler, registry, active, requests) = (
+                            id.clone(),
+                            ca.clone(),
+                            cfg.clone(),
+                            handler.clone(),
+                            registry.clone(),
+                            active.clone(),
+                            requests.clone(),
+                        );
                         let _ = std::thread::Builder::new().name("ctl-conn".into()).spawn(move || {
                             let mut sc = SecureChannel::new(id, ca, cfg, &registry);
                             if let Err(e) = serve_one(stream, &mut sc, &handler, &requests) {
@@ -197,7 +205,9 @@ impl ControlServer {
                             active.fetch_sub(1, Ordering::SeqCst);
                         });
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(50)),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(50))
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "ctl accept failed");
                         std::thread::sleep(Duration::from_millis(200));
@@ -269,9 +279,14 @@ fn serve_one(
         let resp = if o.kind != PayloadKind::ControlRequest {
             ControlResponse::Error("expected a control request".into())
         } else if o.sender_role != CertRole::Operator {
-            let r = sc.reject_unauthorized(&o.sender, format!("a {} certificate may not send control commands", o.sender_role));
+            let r = sc.reject_unauthorized(
+                &o.sender,
+                format!("a {} certificate may not send control commands", o.sender_role),
+            );
             abuse(handler, sc, &o.sender, r.to_string());
-            ControlResponse::Error("only operator certificates (`gatewarden pki issue NAME --role operator`) may control a node".into())
+            ControlResponse::Error(
+                "only operator certificates (`gatewarden pki issue NAME --role operator`) may control a node".into(),
+            )
         } else {
             match postcard::from_bytes::<ControlRequest>(&o.plaintext) {
                 Ok(req) => {
@@ -289,7 +304,13 @@ fn serve_one(
 }
 
 /// Sends one request to the node at `addr` and returns its answer.
-pub fn request(addr: &str, id: Identity, ca: CaVerifier, req: &ControlRequest, timeout: Duration) -> anyhow::Result<ControlResponse> {
+pub fn request(
+    addr: &str,
+    id: Identity,
+    ca: CaVerifier,
+    req: &ControlRequest,
+    timeout: Duration,
+) -> anyhow::Result<ControlResponse> {
     use std::net::ToSocketAddrs;
     let sock = addr
         .to_socket_addrs()
@@ -303,13 +324,15 @@ pub fn request(addr: &str, id: Identity, ca: CaVerifier, req: &ControlRequest, t
     let registry = Registry::new();
     let mut sc = SecureChannel::new(id, ca, SecureConfig::default(), &registry);
     write_frame(&mut s, &sc.announce())?;
-    let hello = read_frame(&mut s).context("the node closed the connection during the handshake (is this certificate from its fleet CA?)")?;
+    let hello = read_frame(&mut s)
+        .context("the node closed the connection during the handshake (is this certificate from its fleet CA?)")?;
     let node = sc.accept_announce(&hello, None).map_err(|e| anyhow::anyhow!("the node's identity was refused: {e}"))?;
     let msg_id = rand_core::RngCore::next_u64(&mut rand_core::OsRng);
     let body = postcard::to_allocvec(req).expect("requests are encodable");
     let sealed = sc.seal(&node, msg_id, PayloadKind::ControlRequest, &body)?;
     write_frame(&mut s, &sealed)?;
-    let answer = read_frame(&mut s).context("no answer: the node refused the request (see its log and gatewarden_secure_rejected_total)")?;
+    let answer = read_frame(&mut s)
+        .context("no answer: the node refused the request (see its log and gatewarden_secure_rejected_total)")?;
     let o = sc.open(&answer, now_ns()).map_err(|e| anyhow::anyhow!("the answer was refused: {e}"))?;
     if o.kind != PayloadKind::ControlResponse || o.msg_id != msg_id {
         bail!("the node answered something else than our request");
@@ -374,7 +397,10 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
-        assert!(matches!(request(&addr, op(), f.ca.clone(), &ControlRequest::Block { ip, ttl_s: 60 }, t).unwrap(), ControlResponse::Done(_)));
+        assert!(matches!(
+            request(&addr, op(), f.ca.clone(), &ControlRequest::Block { ip, ttl_s: 60 }, t).unwrap(),
+            ControlResponse::Done(_)
+        ));
         match request(&addr, op(), f.ca.clone(), &ControlRequest::Blocks, t).unwrap() {
             ControlResponse::Blocks(v) => assert_eq!((v[0].ip, v[0].origin.as_str()), (ip, "operator:alice")),
             other => panic!("{other:?}"),

@@ -47,7 +47,8 @@ impl RotatingLog {
             for n in (1..self.keep).rev() {
                 let _ = std::fs::rename(self.rotated(n), self.rotated(n + 1));
             }
-            std::fs::rename(&self.path, self.rotated(1)).with_context(|| format!("rotating {}", self.path.display()))?;
+            std::fs::rename(&self.path, self.rotated(1))
+                .with_context(|| format!("rotating {}", self.path.display()))?;
             self.file = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -64,7 +65,9 @@ impl RotatingLog {
         if self.size > 0 && self.size + len > self.max_bytes {
             self.rotate()?;
         }
-        self.file.write_all(text.as_bytes()).and_then(|_| self.file.write_all(b"\n"))
+        self.file
+            .write_all(text.as_bytes())
+            .and_then(|_| self.file.write_all(b"\n"))
             .with_context(|| format!("writing {}", self.path.display()))?;
         self.size += len;
         Ok(())

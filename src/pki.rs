@@ -158,14 +158,22 @@ pub fn init(dir: &Path, days: u32, force: bool) -> anyhow::Result<PkiDir> {
 /// Issues a certificate + key for `node_id` with `role`, signed by the CA in `dir`.
 ///
 /// `names` become DNS/IP subject alternative names (the broker needs its host names).
-pub fn issue(dir: &Path, node_id: &str, role: CertRole, names: &[String], days: u32) -> anyhow::Result<(PathBuf, PathBuf)> {
+pub fn issue(
+    dir: &Path,
+    node_id: &str,
+    role: CertRole,
+    names: &[String],
+    days: u32,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
     if !valid_node_id(node_id) {
         bail!("node id {node_id:?} is not 1 to 64 characters of A-Z, a-z, 0-9, '-' or '_'");
     }
     let pki = PkiDir(dir.to_path_buf());
-    let ca_key_pem = std::fs::read_to_string(pki.ca_key())
-        .with_context(|| format!("reading {}: run `gatewarden pki init --dir {}` first", pki.ca_key().display(), dir.display()))?;
-    let ca_pem = std::fs::read_to_string(pki.ca_cert()).with_context(|| format!("reading {}", pki.ca_cert().display()))?;
+    let ca_key_pem = std::fs::read_to_string(pki.ca_key()).with_context(|| {
+        format!("reading {}: run `gatewarden pki init --dir {}` first", pki.ca_key().display(), dir.display())
+    })?;
+    let ca_pem =
+        std::fs::read_to_string(pki.ca_cert()).with_context(|| format!("reading {}", pki.ca_cert().display()))?;
     let ca_key = KeyPair::from_pem(&ca_key_pem).context("parsing the CA key")?;
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).context("parsing the CA certificate")?;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).context("generating the node key")?;
@@ -215,7 +223,8 @@ pub struct CaVerifier {
 
 fn parse_cert(der: &[u8]) -> anyhow::Result<x509_parser::certificate::X509Certificate<'_>> {
     use x509_parser::prelude::FromDer;
-    let (rest, cert) = x509_parser::certificate::X509Certificate::from_der(der).map_err(|e| anyhow::anyhow!("not a certificate: {e}"))?;
+    let (rest, cert) = x509_parser::certificate::X509Certificate::from_der(der)
+        .map_err(|e| anyhow::anyhow!("not a certificate: {e}"))?;
     if !rest.is_empty() {
         bail!("{} bytes after the certificate", rest.len());
     }
@@ -245,8 +254,11 @@ impl CaVerifier {
         if cert.signature_algorithm.algorithm != x509_parser::oid_registry::OID_SIG_ECDSA_WITH_SHA384 {
             bail!("signature algorithm is not ecdsa-with-SHA384");
         }
-        let sig = Signature::from_der(&cert.signature_value.data).map_err(|_| anyhow::anyhow!("malformed signature"))?;
-        self.key.verify(cert.tbs_certificate.as_ref(), &sig).map_err(|_| anyhow::anyhow!("signature does not verify against the CA"))?;
+        let sig =
+            Signature::from_der(&cert.signature_value.data).map_err(|_| anyhow::anyhow!("malformed signature"))?;
+        self.key
+            .verify(cert.tbs_certificate.as_ref(), &sig)
+            .map_err(|_| anyhow::anyhow!("signature does not verify against the CA"))?;
         if !cert.validity().is_valid() {
             bail!("outside its validity period ({} to {})", cert.validity().not_before, cert.validity().not_after);
         }
@@ -295,8 +307,9 @@ impl Identity {
     pub fn load(cert: &Path, key: &Path, ca: &CaVerifier) -> anyhow::Result<Identity> {
         let cert_der = read_cert_der(cert)?;
         let key_pem = std::fs::read_to_string(key).with_context(|| format!("reading key {}", key.display()))?;
-        let secret = p384::SecretKey::from_pkcs8_pem(&key_pem)
-            .map_err(|e| anyhow::anyhow!("{}: not a P-384 PKCS#8 key ({e}); issue one with `gatewarden pki issue`", key.display()))?;
+        let secret = p384::SecretKey::from_pkcs8_pem(&key_pem).map_err(|e| {
+            anyhow::anyhow!("{}: not a P-384 PKCS#8 key ({e}); issue one with `gatewarden pki issue`", key.display())
+        })?;
         Identity::from_parts(cert_der, SigningKey::from(secret), ca)
             .with_context(|| format!("certificate {}", cert.display()))
     }
@@ -318,10 +331,9 @@ pub fn acl_for(role: CertRole) -> (&'static [&'static str], &'static [&'static s
             &["flow_batch", "alert", "heartbeat", "metrics", "status", "key", "ack"],
             &["+/verdict", "+/policy_update", "+/key", "+/ack"],
         ),
-        CertRole::Detector => (
-            &["verdict", "alert", "heartbeat", "metrics", "status", "key", "ack"],
-            &["+/flow_batch", "+/key", "+/ack"],
-        ),
+        CertRole::Detector => {
+            (&["verdict", "alert", "heartbeat", "metrics", "status", "key", "ack"], &["+/flow_batch", "+/key", "+/ack"])
+        }
         CertRole::Monitor => (&["policy_update", "alert", "heartbeat", "metrics", "status", "key", "ack"], &["#"]),
         CertRole::Operator => (&[], &["+/status", "+/heartbeat"]),
         CertRole::Broker => (&[], &[]),
@@ -364,7 +376,8 @@ pub fn mosquitto_conf(dir: &Path, opts: &MosquittoOptions) -> anyhow::Result<Pat
     std::fs::copy(pki.node_cert(BROKER_ID), &broker_crt).context("copying the broker certificate")?;
     std::fs::copy(pki.node_key(BROKER_ID), &broker_key).context("copying the broker key")?;
     let acl_path = opts.out.join("acl");
-    let mut acl = String::from("# Written by `gatewarden pki mosquitto-conf`; one block per issued certificate (user = CN).\n");
+    let mut acl =
+        String::from("# Written by `gatewarden pki mosquitto-conf`; one block per issued certificate (user = CN).\n");
     let mut entries: Vec<_> = std::fs::read_dir(dir.join("nodes"))
         .with_context(|| format!("listing {}", dir.join("nodes").display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -396,12 +409,14 @@ pub fn mosquitto_conf(dir: &Path, opts: &MosquittoOptions) -> anyhow::Result<Pat
     let mut conf = format!(
         "# Written by `gatewarden pki mosquitto-conf`: TLS only, client certificates required,\n\
          # the certificate CN is the MQTT user, and the ACL gives each role only its own topics.\n\
+         # Listener-scoped settings must follow the `listener` line, or Mosquitto opens\n\
+         # an unencrypted default listener on 1883 for them.\n\
          per_listener_settings false\n\
          allow_anonymous false\n\
-         use_identity_as_username true\n\
          acl_file {acl}\n\
          listener {port} {bind}\n\
          protocol mqtt\n\
+         use_identity_as_username true\n\
          cafile {ca}\n\
          certfile {crt}\n\
          keyfile {key}\n\
@@ -418,7 +433,10 @@ pub fn mosquitto_conf(dir: &Path, opts: &MosquittoOptions) -> anyhow::Result<Pat
     );
     if let Some(p) = &opts.persistence_dir {
         std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
-        conf.push_str(&format!("persistence true\npersistence_location {}/\nautosave_interval 30\n", abs(p.clone()).display()));
+        conf.push_str(&format!(
+            "persistence true\npersistence_location {}/\nautosave_interval 30\n",
+            abs(p.clone()).display()
+        ));
     }
     if let Some(u) = &opts.run_as {
         conf.push_str(&format!("user {u}\n"));
@@ -491,7 +509,9 @@ mod tests {
             persistence_dir: None,
         };
         let conf = std::fs::read_to_string(mosquitto_conf(d.path(), &opts).unwrap()).unwrap();
-        for line in ["require_certificate true", "use_identity_as_username true", "allow_anonymous false", "listener 8883"] {
+        for line in
+            ["require_certificate true", "use_identity_as_username true", "allow_anonymous false", "listener 8883"]
+        {
             assert!(conf.contains(line), "{line} in {conf}");
         }
         assert!(!conf.contains("listener 1883"));

@@ -36,6 +36,8 @@ command -v depmod >/dev/null || need_pkgs+=(kmod)
 command -v file >/dev/null || need_pkgs+=(file)
 command -v cpio >/dev/null || need_pkgs+=(cpio)
 command -v nsenter >/dev/null || need_pkgs+=(util-linux)
+# Node bus tests (tests/bus.rs) run a real Mosquitto broker with TLS.
+command -v mosquitto >/dev/null || [[ -x /usr/sbin/mosquitto ]] || need_pkgs+=(mosquitto)
 if ((${#need_pkgs[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         echo "==> installing ${need_pkgs[*]}"

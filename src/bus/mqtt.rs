@@ -170,7 +170,11 @@ impl MqttSettings {
 }
 
 /// A rustls client config on the `ring` provider with the fleet CA as the only root and our certificate.
-pub fn tls_config(ca: &std::path::Path, cert: &std::path::Path, key: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
+pub fn tls_config(
+    ca: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<rustls::ClientConfig> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let mut roots = rustls::RootCertStore::empty();
@@ -260,7 +264,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// A connection to the broker; implements [`Publisher`] and feeds what it receives into a [`LocalBus`].
 pub struct MqttBus {
     shared: Arc<Shared>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     status_rx: async_channel::Receiver<NodeStatus>,
 }
 
@@ -272,8 +276,14 @@ impl std::fmt::Debug for MqttBus {
 
 impl MqttBus {
     /// Loads the identity, opens the spool and starts connecting (in the background; reconnects forever).
-    pub fn start(s: &MqttSettings, inbound: LocalBus, registry: &Arc<Registry>, shutdown: Shutdown) -> anyhow::Result<MqttBus> {
-        let ca = CaVerifier::load(&s.ca).context("mqtt.ca: the fleet CA certificate (make it with `gatewarden pki init`)")?;
+    pub fn start(
+        s: &MqttSettings,
+        inbound: LocalBus,
+        registry: &Arc<Registry>,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<MqttBus> {
+        let ca = CaVerifier::load(&s.ca)
+            .context("mqtt.ca: the fleet CA certificate (make it with `gatewarden pki init`)")?;
         let id = Identity::load(&s.cert, &s.key, &ca)
             .context("mqtt.cert/mqtt.key: this node's certificate (issue it with `gatewarden pki issue`)")?;
         if id.node != s.node {
@@ -299,7 +309,9 @@ impl MqttBus {
         let (host, port) = s
             .broker
             .rsplit_once(':')
-            .and_then(|(h, p)| Some((h.trim_start_matches('[').trim_end_matches(']').to_string(), p.parse::<u16>().ok()?)))
+            .and_then(|(h, p)| {
+                Some((h.trim_start_matches('[').trim_end_matches(']').to_string(), p.parse::<u16>().ok()?))
+            })
             .with_context(|| format!("mqtt.broker {:?} is not host:port", s.broker))?;
         let mut opts = MqttOptions::new(s.node.clone(), host, port);
         opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));
@@ -321,7 +333,14 @@ impl MqttBus {
         let published = ["flow_batch", "verdict", "alert", "metrics", "heartbeat", "policy_update"]
             .into_iter()
             .map(|k| {
-                (k, registry.counter("gatewarden_mqtt_published_total", "Messages handed to the MQTT client, by kind.", &[("kind", k)]))
+                (
+                    k,
+                    registry.counter(
+                        "gatewarden_mqtt_published_total",
+                        "Messages handed to the MQTT client, by kind.",
+                        &[("kind", k)],
+                    ),
+                )
             })
             .collect();
         let counters = Counters {
@@ -394,7 +413,7 @@ impl MqttBus {
                     .context("spawning the MQTT outbox thread")?,
             );
         }
-        Ok(MqttBus { shared, threads, status_rx })
+        Ok(MqttBus { shared, threads: Mutex::new(threads), status_rx })
     }
 
     /// Online/offline changes of other nodes (for the monitor).
@@ -420,7 +439,7 @@ impl MqttBus {
     }
 
     /// Says `offline` (retained), disconnects and joins the threads (after shutdown fired).
-    pub fn stop(mut self) {
+    pub fn stop(&self) {
         let sh = &self.shared;
         if sh.connected.load(Ordering::SeqCst) {
             let _ = sh.client.try_publish(topic(&sh.node, "status"), QoS::AtLeastOnce, true, "offline");
@@ -428,7 +447,8 @@ impl MqttBus {
             std::thread::sleep(Duration::from_millis(100));
         }
         let _ = sh.client.try_disconnect();
-        for t in self.threads.drain(..) {
+        let threads: Vec<_> = lock(&self.threads).drain(..).collect();
+        for t in threads {
             let _ = t.join();
         }
     }
@@ -535,7 +555,7 @@ impl Shared {
 
     /// Counts nothing itself (the secure channel did); raises a rate-limited ChannelAbuse alert and audits.
     fn abuse(&self, peer: &str, what: &'static str, reason: String) {
-        tracing::warn!(peer, what, %reason, "secure channel refused a message");
+        tracing::warn!(peer, what, %reason, "channel abuse: refused or anomalous bus traffic");
         self.audit(
             serde_json::json!({"ts": crate::monitor::rfc3339(crate::monitor::unix_now_ns()), "peer": peer, "what": what, "reason": reason})
                 .to_string(),
@@ -623,7 +643,8 @@ impl Shared {
         if from == self.node {
             return;
         }
-        for a in lock(&self.watch).observe(from, payload.len(), now) {
+        // One baseline per (peer, kind): flow batches and verdicts have nothing in common.
+        for a in lock(&self.watch).observe_with(&format!("{from}/{kind}"), payload.len(), now, kind != "flow_batch") {
             self.counters.anomalies.inc();
             self.abuse(&a.peer, a.what, a.reason);
         }

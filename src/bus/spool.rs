@@ -128,8 +128,16 @@ impl Spool {
             max_messages: max_messages.max(1),
             max_bytes: max_bytes.max(1024),
             next_id: boot.max(max_id + 1),
-            depth: registry.gauge("gatewarden_spool_messages", "Messages waiting in the outbox for an acknowledgement.", &[]),
-            acked: registry.counter("gatewarden_spool_acked_total", "Outbox messages acknowledged by their receiver.", &[]),
+            depth: registry.gauge(
+                "gatewarden_spool_messages",
+                "Messages waiting in the outbox for an acknowledgement.",
+                &[],
+            ),
+            acked: registry.counter(
+                "gatewarden_spool_acked_total",
+                "Outbox messages acknowledged by their receiver.",
+                &[],
+            ),
             registry: registry.clone(),
         };
         s.compact()?;
@@ -159,7 +167,8 @@ impl Spool {
         self.next_id += 1;
         self.append(&Record::Add { id, kind: kind.to_string(), to: to.map(str::to_string), payload: payload.clone() })?;
         self.live_bytes += payload.len();
-        self.live.insert(id, Entry { id, kind: kind.to_string(), to: to.map(str::to_string), payload, last_sent: None });
+        self.live
+            .insert(id, Entry { id, kind: kind.to_string(), to: to.map(str::to_string), payload, last_sent: None });
         while self.live.len() > self.max_messages || self.live_bytes > self.max_bytes {
             let Some((&old, _)) = self.live.iter().next() else { break };
             if let Some(e) = self.live.remove(&old) {
@@ -210,7 +219,10 @@ impl Spool {
         }
         std::fs::write(&tmp, &out).with_context(|| format!("writing {}", tmp.display()))?;
         std::fs::rename(&tmp, &self.path).with_context(|| format!("replacing {}", self.path.display()))?;
-        self.file = OpenOptions::new().append(true).open(&self.path).with_context(|| format!("reopening {}", self.path.display()))?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .with_context(|| format!("reopening {}", self.path.display()))?;
         self.file_bytes = out.len() as u64;
         self.depth.set(self.live.len() as f64);
         Ok(())

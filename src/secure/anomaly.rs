@@ -15,7 +15,7 @@ use std::collections::HashMap;
 pub const WARMUP: u32 = 32;
 /// Weight of a new observation in the moving averages.
 const ALPHA: f64 = 0.05;
-/// A size this many standard deviations from the mean (and ≥ 256 bytes off) is odd.
+/// A size this many standard deviations from the mean (and over 4 times the mean plus 1 KiB) is odd.
 const SIZE_Z: f64 = 6.0;
 /// Messages in one second above which a peer floods, regardless of its baseline.
 pub const FLOOD_HARD_PER_S: u32 = 2000;
@@ -128,6 +128,12 @@ impl ChannelWatch {
 
     /// Observes one message of `size` bytes from `peer` at `now_ns`; returns what is anomalous.
     pub fn observe(&mut self, peer: &str, size: usize, now_ns: u64) -> Vec<ChannelAnomaly> {
+        self.observe_with(peer, size, now_ns, true)
+    }
+
+    /// [`Self::observe`], optionally without the size check (for streams whose size follows the traffic,
+    /// like flow batches, where a big one means an attack on the network, not on the channel).
+    pub fn observe_with(&mut self, peer: &str, size: usize, now_ns: u64, check_size: bool) -> Vec<ChannelAnomaly> {
         let s = self.peer(peer);
         Self::roll_window(s, now_ns);
         s.window_count += 1;
@@ -137,7 +143,7 @@ impl ChannelWatch {
         let warmed = s.n >= WARMUP;
         let base_rate = s.rate.mean.max(1.0);
         let flood_limit = if warmed {
-            ((base_rate * FLOOD_FACTOR) as u32).max(FLOOD_MIN_PER_S).min(FLOOD_HARD_PER_S)
+            ((base_rate * FLOOD_FACTOR) as u32).clamp(FLOOD_MIN_PER_S, FLOOD_HARD_PER_S)
         } else {
             FLOOD_HARD_PER_S
         };
@@ -151,9 +157,9 @@ impl ChannelWatch {
                 ),
             });
         }
-        if warmed {
+        if warmed && check_size {
             let z = s.size.z(size);
-            if z.abs() > SIZE_Z && (size - s.size.mean).abs() >= 256.0 && Self::alert(s, 1, now_ns) {
+            if z > SIZE_Z && size > 4.0 * s.size.mean + 1024.0 && Self::alert(s, 1, now_ns) {
                 out.push(ChannelAnomaly {
                     peer: peer.to_string(),
                     what: "odd_size",

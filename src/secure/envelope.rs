@@ -140,7 +140,8 @@ pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, SecureDecode
     if v != SECURE_VERSION {
         return Err(SecureDecodeError::Version(v));
     }
-    let (value, rest) = postcard::take_from_bytes::<T>(body).map_err(|e| SecureDecodeError::Malformed(e.to_string()))?;
+    let (value, rest) =
+        postcard::take_from_bytes::<T>(body).map_err(|e| SecureDecodeError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(SecureDecodeError::Trailing(rest.len()));
     }

@@ -233,7 +233,14 @@ fn new_key(id: &Identity, now_ns: u64) -> OwnKey {
     OwnKey { id: announce.ek_id, secret, announce }
 }
 
-fn derive(secret: &EphemeralSecret, public: &p384::PublicKey, sender: &str, recipient: &str, s_ek: u64, r_ek: u64) -> Aes256Gcm {
+fn derive(
+    secret: &EphemeralSecret,
+    public: &p384::PublicKey,
+    sender: &str,
+    recipient: &str,
+    s_ek: u64,
+    r_ek: u64,
+) -> Aes256Gcm {
     let shared = secret.diffie_hellman(public);
     let mut salt = [0u8; 16];
     salt[..8].copy_from_slice(&s_ek.to_be_bytes());
@@ -404,7 +411,8 @@ impl SecureChannel {
 
     /// Known peers with `role`.
     pub fn peers_with_role(&self, role: CertRole) -> Vec<String> {
-        let mut v: Vec<String> = self.peers.iter().filter(|(_, p)| p.cert.role == role).map(|(k, _)| k.clone()).collect();
+        let mut v: Vec<String> =
+            self.peers.iter().filter(|(_, p)| p.cert.role == role).map(|(k, _)| k.clone()).collect();
         v.sort();
         v
     }
@@ -487,13 +495,19 @@ impl SecureChannel {
             return Err(rejection(
                 Reject::Stale,
                 from,
-                format!("sealed {:.1} s away from now (limit {} s)", (h.ts_ns as f64 - now_ns as f64) / 1e9, skew / 1_000_000_000),
+                format!(
+                    "sealed {:.1} s away from now (limit {} s)",
+                    (h.ts_ns as f64 - now_ns as f64) / 1e9,
+                    skew / 1_000_000_000
+                ),
             ));
         }
         let window = peer.windows.entry(h.sender_ek).or_default();
         match window.check(h.seq) {
             ReplayVerdict::Fresh => {}
-            ReplayVerdict::Duplicate => return Err(rejection(Reject::Replay, from, format!("sequence {} seen before", h.seq))),
+            ReplayVerdict::Duplicate => {
+                return Err(rejection(Reject::Replay, from, format!("sequence {} seen before", h.seq)))
+            }
             ReplayVerdict::TooOld => {
                 return Err(rejection(Reject::Replay, from, format!("sequence {} older than the replay window", h.seq)))
             }
@@ -514,13 +528,7 @@ impl SecureChannel {
             .map_err(|_| rejection(Reject::BadSignature, from, "not signed by the sender's certified key"))?;
         peer.windows.entry(h.sender_ek).or_default().commit(h.seq);
         peer.last_heard = Instant::now();
-        Ok(Opened {
-            sender: h.sender.clone(),
-            sender_role: peer.cert.role,
-            msg_id: h.msg_id,
-            kind: h.kind,
-            plaintext,
-        })
+        Ok(Opened { sender: h.sender.clone(), sender_role: peer.cert.role, msg_id: h.msg_id, kind: h.kind, plaintext })
     }
 
     /// Counts an authorization failure decided by the caller (the role may not send that kind).
@@ -608,8 +616,12 @@ pub(crate) mod tests {
         let other = Fleet::new();
         // The intruder trusts our CA (so it can read the router's announcement) but holds a key our CA never signed.
         for claimed in ["det-1", "det-9"] {
-            let mut intruder =
-                SecureChannel::new(other.identity(claimed, CertRole::Detector), f.ca.clone(), SecureConfig::default(), &Registry::new());
+            let mut intruder = SecureChannel::new(
+                other.identity(claimed, CertRole::Detector),
+                f.ca.clone(),
+                SecureConfig::default(),
+                &Registry::new(),
+            );
             let e = r.accept_announce(&intruder.announce(), Some(claimed)).unwrap_err();
             assert_eq!(e.reason, Reject::BadCertificate, "{e}");
             intruder.accept_announce(&r.announce(), Some("router-1")).unwrap();
