@@ -94,6 +94,17 @@ Examples:\n  gatewarden blocks\n  gatewarden blocks --json")]
     /// Import threat-feed blocklists into nftables.
     #[command(subcommand)]
     Blocklist(BlocklistCommand),
+    /// The fleet's certificate authority: create it, issue node certificates, write the Mosquitto config.
+    #[command(subcommand)]
+    Pki(PkiCommand),
+    /// Ask a node for its status or change its blocks, over the signed and encrypted operator channel.
+    #[command(long_about = "Talk to one node's control endpoint (`ctl.listen` in its config) over TCP, through the \
+same handshake and envelope as the node bus: both sides prove their fleet certificate, agree on a fresh \
+ECDH P-384 session key, and every request and answer is signed and encrypted. Needs an operator certificate \
+(`gatewarden pki issue NAME --role operator`).\n\n\
+Examples:\n  gatewarden ctl --node 192.0.2.1:7443 --pki /etc/gatewarden/pki --id alice status\n  \
+gatewarden ctl --node gw1:7443 --ca ca.crt --cert alice.crt --key alice.key block 198.51.100.7 --ttl 3600")]
+    Ctl(CtlArgs),
 }
 
 #[derive(Debug, Args)]
@@ -153,6 +164,108 @@ fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
     Ok(d)
 }
 
+#[derive(Debug, Subcommand)]
+enum PkiCommand {
+    /// Create a P-384 CA (ca.crt, ca.key) in DIR.
+    Init {
+        /// Where the CA lives.
+        #[arg(long, default_value = "/etc/gatewarden/pki")]
+        dir: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+        /// Replace an existing CA (orphans every certificate it issued).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Issue a certificate + key for a node (or an operator) signed by the CA.
+    Issue {
+        /// The node id (becomes the certificate CN, the MQTT user and its topic level).
+        node_id: String,
+        /// What the holder may do.
+        #[arg(long, value_enum)]
+        role: crate::pki::CertRole,
+        /// Where the CA lives; the result goes to DIR/nodes/NODE_ID.{crt,key}.
+        #[arg(long, default_value = "/etc/gatewarden/pki")]
+        dir: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
+    },
+    /// Write a TLS-only Mosquitto config and ACL (one block per issued certificate) plus the broker certificate.
+    MosquittoConf {
+        /// Where the CA lives.
+        #[arg(long, default_value = "/etc/gatewarden/pki")]
+        dir: PathBuf,
+        /// Output directory (default: DIR/mosquitto).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Listener port.
+        #[arg(long, default_value_t = 8883)]
+        port: u16,
+        /// Listener address.
+        #[arg(long, default_value = "0.0.0.0")]
+        bind: String,
+        /// Names clients use for the broker (certificate SANs; default localhost and 127.0.0.1). Repeatable.
+        #[arg(long = "name")]
+        names: Vec<String>,
+        /// Run Mosquitto as this user (it must be able to read the broker key).
+        #[arg(long)]
+        user: Option<String>,
+        /// Keep Mosquitto's persistence database here.
+        #[arg(long)]
+        persistence: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+struct CtlArgs {
+    /// The node's control endpoint, host:port.
+    #[arg(long)]
+    node: String,
+    /// A PKI directory holding ca.crt and nodes/ID.{crt,key} (with --id).
+    #[arg(long)]
+    pki: Option<PathBuf>,
+    /// The operator id inside --pki.
+    #[arg(long)]
+    id: Option<String>,
+    /// The fleet CA certificate (instead of --pki).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// The operator certificate (instead of --pki/--id).
+    #[arg(long)]
+    cert: Option<PathBuf>,
+    /// The operator key (instead of --pki/--id).
+    #[arg(long)]
+    key: Option<PathBuf>,
+    /// Seconds to wait for the node.
+    #[arg(long, default_value_t = 10)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum CtlCommand {
+    /// The node's status (JSON).
+    Status,
+    /// Addresses blocked now.
+    Blocks,
+    /// Block an address.
+    Block {
+        /// The address.
+        ip: std::net::IpAddr,
+        /// Seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: u32,
+    },
+    /// Lift a block.
+    Unblock {
+        /// The address.
+        ip: std::net::IpAddr,
+    },
+}
+
 #[derive(Debug, Args)]
 struct WatchArgs {
     /// Interface to capture on (default: config `capture.interface`).
@@ -201,6 +314,10 @@ struct RunArgs {
     /// Config file (default: /etc/gatewarden/gatewarden.toml if it exists, else built-in defaults).
     #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
     config: Option<PathBuf>,
+    /// Router only: instead of a live interface, replay this pcap/pcapng into the bus once (for tests and
+    /// demos of a multi-node setup), then keep running to receive verdicts.
+    #[arg(long, value_name = "CAPTURE")]
+    replay: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -298,6 +415,8 @@ pub fn main() -> i32 {
         Command::Unblock(args) => cmd_unblock(args),
         Command::Blocks(args) => cmd_blocks(args),
         Command::Blocklist(BlocklistCommand::Import { file, ttl, config }) => cmd_import(&file, ttl, config.as_deref()),
+        Command::Pki(cmd) => cmd_pki(cmd),
+        Command::Ctl(args) => cmd_ctl(args),
         Command::Config(ConfigCommand::Show { config }) => match load_config(config.as_deref()) {
             Ok(c) => {
                 print!("{}", c.to_toml());
@@ -322,8 +441,98 @@ fn cmd_run(args: RunArgs, log_format: Option<LogFormat>) -> i32 {
     if let Err(e) = shutdown.install_signal_handlers() {
         return fail(EXIT_FAILURE, format!("cannot install signal handlers: {e}"));
     }
-    match crate::roles::run(role, source, &cfg, shutdown) {
+    if args.replay.is_some() && role != Role::Router {
+        return fail(EXIT_BAD_INPUT, format!("--replay feeds a router; this process runs {role} (add --role router)"));
+    }
+    let opts = crate::roles::RunOptions { replay: args.replay };
+    match crate::roles::run_with(role, source, &cfg, shutdown, opts) {
         Ok(()) => 0,
+        Err(e) => fail(EXIT_FAILURE, format!("{e:#}")),
+    }
+}
+
+fn cmd_pki(cmd: PkiCommand) -> i32 {
+    use crate::pki;
+    let r = match cmd {
+        PkiCommand::Init { dir, days, force } => pki::init(&dir, days, force).map(|p| {
+            println!(
+                "CA written: {} (key {}, keep it offline if you can)",
+                p.ca_cert().display(),
+                p.ca_key().display()
+            );
+        }),
+        PkiCommand::Issue { node_id, role, dir, days } => pki::issue(&dir, &node_id, role, &[], days).map(|(c, k)| {
+            println!("{role} certificate for {node_id}: {} (key {})", c.display(), k.display());
+            println!("re-run `gatewarden pki mosquitto-conf` so the broker's ACL knows {node_id}");
+        }),
+        PkiCommand::MosquittoConf { dir, out, port, bind, names, user, persistence } => {
+            let opts = pki::MosquittoOptions {
+                out: out.unwrap_or_else(|| dir.join("mosquitto")),
+                port,
+                bind,
+                names,
+                run_as: user,
+                persistence_dir: persistence,
+            };
+            pki::mosquitto_conf(&dir, &opts).map(|p| {
+                println!("Mosquitto config: {} (run `mosquitto -c {}`)", p.display(), p.display());
+            })
+        }
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => fail(EXIT_FAILURE, format!("{e:#}")),
+    }
+}
+
+fn cmd_ctl(args: CtlArgs) -> i32 {
+    use crate::ctl::{ControlRequest, ControlResponse};
+    use crate::pki::{CaVerifier, Identity, PkiDir};
+    let (ca, cert, key) = match (&args.pki, &args.id, &args.ca, &args.cert, &args.key) {
+        (Some(dir), Some(id), None, None, None) => {
+            let p = PkiDir(dir.clone());
+            (p.ca_cert(), p.node_cert(id), p.node_key(id))
+        }
+        (None, None, Some(ca), Some(c), Some(k)) => (ca.clone(), c.clone(), k.clone()),
+        _ => return fail(EXIT_BAD_INPUT, "give either --pki DIR --id NAME, or --ca, --cert and --key"),
+    };
+    let ca = match CaVerifier::load(&ca) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_BAD_INPUT, format!("{e:#}")),
+    };
+    let id = match Identity::load(&cert, &key, &ca) {
+        Ok(i) => i,
+        Err(e) => return fail(EXIT_BAD_INPUT, format!("{e:#}")),
+    };
+    let req = match args.command {
+        CtlCommand::Status => ControlRequest::Status,
+        CtlCommand::Blocks => ControlRequest::Blocks,
+        CtlCommand::Block { ip, ttl } => ControlRequest::Block { ip, ttl_s: ttl },
+        CtlCommand::Unblock { ip } => ControlRequest::Unblock { ip },
+    };
+    match crate::ctl::request(&args.node, id, ca, &req, std::time::Duration::from_secs(args.timeout)) {
+        Ok(ControlResponse::Status(json)) => {
+            match serde_json::from_str::<serde_json::Value>(&json).and_then(|v| serde_json::to_string_pretty(&v)) {
+                Ok(p) => println!("{p}"),
+                Err(_) => println!("{json}"),
+            }
+            0
+        }
+        Ok(ControlResponse::Blocks(list)) => {
+            if list.is_empty() {
+                println!("no blocks");
+            }
+            for b in list {
+                let exp = b.expires_in_s.map(|s| format!("{s} s")).unwrap_or_else(|| "no timeout".into());
+                println!("{:<40} {:>12}  {}", b.ip, exp, b.origin);
+            }
+            0
+        }
+        Ok(ControlResponse::Done(s)) => {
+            println!("{s}");
+            0
+        }
+        Ok(ControlResponse::Error(e)) => fail(EXIT_FAILURE, e),
         Err(e) => fail(EXIT_FAILURE, format!("{e:#}")),
     }
 }

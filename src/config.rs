@@ -26,6 +26,10 @@ pub struct Config {
     pub log: LogConfig,
     /// In-process and inter-node message passing.
     pub bus: BusConfig,
+    /// The MQTT node bus (mutual TLS to Mosquitto) and its secure channel; off while `broker` is empty.
+    pub mqtt: MqttConfig,
+    /// The `gatewarden ctl` operator endpoint.
+    pub ctl: CtlConfig,
     /// Live packet capture on the router.
     pub capture: CaptureConfig,
     /// The flow table.
@@ -44,6 +48,8 @@ impl Default for Config {
             http: HttpConfig::default(),
             log: LogConfig::default(),
             bus: BusConfig::default(),
+            mqtt: MqttConfig::default(),
+            ctl: CtlConfig::default(),
             capture: CaptureConfig::default(),
             flow: FlowConfig::default(),
             detector: DetectorConfig::default(),
@@ -112,6 +118,73 @@ impl Default for BusConfig {
     fn default() -> Self {
         BusConfig { channel_capacity: 1024 }
     }
+}
+
+/// The MQTT node bus: broker, this node's certificate, and the store-and-forward spool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// Broker `host:port` (Mosquitto's TLS listener); empty keeps every role on in-process channels.
+    pub broker: String,
+    /// The fleet CA certificate (PEM) from `gatewarden pki init`.
+    pub ca: PathBuf,
+    /// This node's certificate (PEM) from `gatewarden pki issue`; its CN must equal `node_id`.
+    pub cert: PathBuf,
+    /// This node's private key (PEM, PKCS#8).
+    pub key: PathBuf,
+    /// Directory of the outbox spool and the channel audit log.
+    pub spool_dir: PathBuf,
+    /// Most unacknowledged messages kept; beyond it the oldest are dropped and counted.
+    pub spool_max_messages: usize,
+    /// Most bytes of unacknowledged messages kept.
+    pub spool_max_bytes: usize,
+    /// An unacknowledged message is sent again after this long.
+    pub resend_after_ms: u64,
+    /// How often the secure channel replaces its ephemeral ECDH key.
+    pub rekey_interval_s: u64,
+    /// Largest clock difference accepted on a sealed message.
+    pub max_clock_skew_s: u64,
+    /// MQTT keep-alive; the broker publishes the last will after 1.5 times this.
+    pub keepalive_s: u64,
+    /// Size at which the channel audit log rotates.
+    pub audit_log_max_bytes: u64,
+    /// Rotated audit logs kept.
+    pub audit_log_keep: usize,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            broker: String::new(),
+            ca: PathBuf::from("/etc/gatewarden/pki/ca.crt"),
+            cert: PathBuf::from("/etc/gatewarden/pki/node.crt"),
+            key: PathBuf::from("/etc/gatewarden/pki/node.key"),
+            spool_dir: PathBuf::from("/var/lib/gatewarden/spool"),
+            spool_max_messages: 100_000,
+            spool_max_bytes: 64 << 20,
+            resend_after_ms: 2000,
+            rekey_interval_s: 600,
+            max_clock_skew_s: 30,
+            keepalive_s: 10,
+            audit_log_max_bytes: 1 << 20,
+            audit_log_keep: 5,
+        }
+    }
+}
+
+impl MqttConfig {
+    /// Whether the node bus is configured.
+    pub fn enabled(&self) -> bool {
+        !self.broker.is_empty()
+    }
+}
+
+/// The operator endpoint for `gatewarden ctl` (TCP, same handshake and envelope as the bus).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CtlConfig {
+    /// `addr:port` to listen on; empty disables it. Needs `[mqtt]` ca/cert/key.
+    pub listen: String,
 }
 
 /// Live capture on the router.
@@ -274,6 +347,20 @@ impl EnforceConfig {
     }
 }
 
+fn valid_host_port(s: &str) -> bool {
+    if s.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty()
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+                && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+        }
+        None => false,
+    }
+}
+
 /// One invalid value, with what would have been accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{key}` = {value}: {allowed}")]
@@ -389,6 +476,56 @@ impl Config {
         }
         if !(1..=1_048_576).contains(&self.bus.channel_capacity) {
             bad("bus.channel_capacity", self.bus.channel_capacity.to_string(), "1 to 1048576 messages");
+        }
+        let m = &self.mqtt;
+        if !m.broker.is_empty() && !valid_host_port(&m.broker) {
+            bad(
+                "mqtt.broker",
+                format!("{:?}", m.broker),
+                "host:port such as \"monitor.lan:8883\" or \"127.0.0.1:8883\", or \"\" for none",
+            );
+        }
+        for (key, p) in
+            [("mqtt.ca", &m.ca), ("mqtt.cert", &m.cert), ("mqtt.key", &m.key), ("mqtt.spool_dir", &m.spool_dir)]
+        {
+            if p.as_os_str().is_empty() {
+                bad(key, "\"\"".into(), "a file path");
+            }
+        }
+        if !(1..=10_000_000).contains(&m.spool_max_messages) {
+            bad("mqtt.spool_max_messages", m.spool_max_messages.to_string(), "1 to 10000000 messages");
+        }
+        if !(65_536..=(16usize << 30)).contains(&m.spool_max_bytes) {
+            bad("mqtt.spool_max_bytes", m.spool_max_bytes.to_string(), "64 KiB (65536) to 16 GiB");
+        }
+        if !(100..=600_000).contains(&m.resend_after_ms) {
+            bad("mqtt.resend_after_ms", m.resend_after_ms.to_string(), "100 to 600000 milliseconds");
+        }
+        if !(10..=86_400).contains(&m.rekey_interval_s) {
+            bad("mqtt.rekey_interval_s", m.rekey_interval_s.to_string(), "10 to 86400 seconds");
+        }
+        if !(1..=3_600).contains(&m.max_clock_skew_s) {
+            bad(
+                "mqtt.max_clock_skew_s",
+                m.max_clock_skew_s.to_string(),
+                "1 to 3600 seconds (keep node clocks in sync with NTP)",
+            );
+        }
+        if !(5..=3_600).contains(&m.keepalive_s) {
+            bad("mqtt.keepalive_s", m.keepalive_s.to_string(), "5 to 3600 seconds");
+        }
+        if !(4096..=(1u64 << 30)).contains(&m.audit_log_max_bytes) {
+            bad("mqtt.audit_log_max_bytes", m.audit_log_max_bytes.to_string(), "4096 to 1073741824 bytes");
+        }
+        if m.audit_log_keep > 100 {
+            bad("mqtt.audit_log_keep", m.audit_log_keep.to_string(), "0 to 100 rotated files");
+        }
+        if !self.ctl.listen.is_empty() && self.ctl.listen.parse::<SocketAddr>().is_err() {
+            bad(
+                "ctl.listen",
+                format!("{:?}", self.ctl.listen),
+                "an address and port such as \"0.0.0.0:7443\", or \"\" for off",
+            );
         }
         if self.capture.interface.len() > 15 || self.capture.interface.contains(['/', ' ']) {
             bad(
@@ -590,6 +727,21 @@ mod tests {
             ("[http]\nlisten = \"1.2.3.4\"", "http.listen"),
             ("[log]\nlevel = \"gatewarden=verbose\"", "log.level"),
             ("[bus]\nchannel_capacity = 0", "bus.channel_capacity"),
+            ("[mqtt]\nbroker = \"nohost\"", "mqtt.broker"),
+            ("[mqtt]\nbroker = \"a b:1\"", "mqtt.broker"),
+            ("[mqtt]\nca = \"\"", "mqtt.ca"),
+            ("[mqtt]\ncert = \"\"", "mqtt.cert"),
+            ("[mqtt]\nkey = \"\"", "mqtt.key"),
+            ("[mqtt]\nspool_dir = \"\"", "mqtt.spool_dir"),
+            ("[mqtt]\nspool_max_messages = 0", "mqtt.spool_max_messages"),
+            ("[mqtt]\nspool_max_bytes = 10", "mqtt.spool_max_bytes"),
+            ("[mqtt]\nresend_after_ms = 5", "mqtt.resend_after_ms"),
+            ("[mqtt]\nrekey_interval_s = 1", "mqtt.rekey_interval_s"),
+            ("[mqtt]\nmax_clock_skew_s = 0", "mqtt.max_clock_skew_s"),
+            ("[mqtt]\nkeepalive_s = 1", "mqtt.keepalive_s"),
+            ("[mqtt]\naudit_log_max_bytes = 10", "mqtt.audit_log_max_bytes"),
+            ("[mqtt]\naudit_log_keep = 1000", "mqtt.audit_log_keep"),
+            ("[ctl]\nlisten = \"nope\"", "ctl.listen"),
             ("[capture]\ninterface = \"a/b\"", "capture.interface"),
             ("[capture]\ninterface = \"abcdefghijklmnop\"", "capture.interface"),
             ("[capture]\nsnap_len = 64", "capture.snap_len"),
@@ -647,6 +799,17 @@ mod tests {
         let text = parse("[enforce]\nallowlist = [\"192.0.2.1/24\"]").unwrap_err().to_string();
         assert!(text.contains("`enforce.allowlist[0]` = \"192.0.2.1/24\""), "{text}");
         assert!(text.contains("did you mean 192.0.2.0/24"), "{text}");
+    }
+
+    #[test]
+    fn mqtt_is_off_by_default_and_reads_a_broker() {
+        assert!(!Config::default().mqtt.enabled());
+        let c = parse("[mqtt]\nbroker = \"monitor.lan:8883\"\n[ctl]\nlisten = \"0.0.0.0:7443\"").unwrap();
+        assert!(c.mqtt.enabled());
+        assert_eq!(c.ctl.listen, "0.0.0.0:7443");
+        assert!(parse("[mqtt]\nbroker = \"127.0.0.1:8883\"").is_ok());
+        let text = parse("[mqtt]\nbrokr = \"x:1\"").unwrap_err().to_string();
+        assert!(text.contains("brokr"), "{text}");
     }
 
     #[test]

@@ -51,7 +51,8 @@ install_pkgs() {
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-install_pkgs gcc-aarch64-linux-gnu file
+# ring (TLS for the node bus) compiles C: it needs the aarch64 libc headers too.
+install_pkgs gcc-aarch64-linux-gnu libc6-dev-arm64-cross file
 
 if [[ $mode == auto ]]; then
     if command -v rustup >/dev/null &&

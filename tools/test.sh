@@ -46,7 +46,8 @@ command -v depmod >/dev/null || need_pkgs+=(kmod)
 command -v file >/dev/null || need_pkgs+=(file)
 command -v cpio >/dev/null || need_pkgs+=(cpio)
 command -v nsenter >/dev/null || need_pkgs+=(util-linux)
-command -v mosquitto >/dev/null || need_pkgs+=(mosquitto)
+# Node bus tests (tests/bus.rs) run a real Mosquitto broker with TLS.
+command -v mosquitto >/dev/null || [[ -x /usr/sbin/mosquitto ]] || need_pkgs+=(mosquitto)
 command -v dnsmasq >/dev/null || need_pkgs+=(dnsmasq-base)
 command -v sshd >/dev/null || need_pkgs+=(openssh-server)
 if ((${#need_pkgs[@]})); then

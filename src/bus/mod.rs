@@ -5,6 +5,11 @@
 //! and counts it in `gatewarden_bus_dropped_total{kind=…}`.
 
 pub mod messages;
+pub mod mqtt;
+pub mod spool;
+pub mod transport;
+
+pub use transport::Publisher;
 
 use std::sync::Arc;
 

@@ -31,11 +31,34 @@ pub struct HistoryPoint {
     pub flows: f64,
 }
 
+/// Most nodes whose health the monitor tracks (a fleet larger than this forgets the longest silent).
+pub const MAX_NODES: usize = 1024;
+
+/// What the monitor knows about one node of the fleet.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct NodeHealth {
+    /// Its role, from its heartbeats.
+    pub role: Option<Role>,
+    /// Its version.
+    pub version: String,
+    /// Its uptime in its last heartbeat.
+    pub uptime_s: u64,
+    /// When we last heard a heartbeat, Unix seconds.
+    pub last_seen: u64,
+    /// One-way heartbeat delay in ms (needs synchronised clocks).
+    pub latency_ms: f64,
+    /// Its retained status (`online`/`offline` or its last will), if known.
+    pub online: Option<bool>,
+    /// Alerts about its traffic.
+    pub alerts: u64,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     alerts: VecDeque<Alert>,
     alerts_total: u64,
     by_kind: BTreeMap<String, u64>,
+    nodes: BTreeMap<String, NodeHealth>,
     history: VecDeque<HistoryPoint>,
     replay: Option<Value>,
 }
@@ -148,10 +171,53 @@ impl MonitorState {
         let mut inner = self.lock();
         inner.alerts_total += 1;
         *inner.by_kind.entry(alert.kind.as_str().to_string()).or_insert(0) += 1;
+        Self::node_entry(&mut inner.nodes, &alert.node).alerts += 1;
         inner.alerts.push_back(alert);
         while inner.alerts.len() > RECENT_ALERTS {
             inner.alerts.pop_front();
         }
+    }
+
+    fn node_entry<'a>(nodes: &'a mut BTreeMap<String, NodeHealth>, node: &str) -> &'a mut NodeHealth {
+        if !nodes.contains_key(node) && nodes.len() >= MAX_NODES {
+            if let Some(k) = nodes.iter().min_by_key(|(_, h)| h.last_seen).map(|(k, _)| k.clone()) {
+                nodes.remove(&k);
+            }
+        }
+        nodes.entry(node.to_string()).or_default()
+    }
+
+    /// Records a heartbeat: the node is alive, with its role, version and delay.
+    pub fn record_heartbeat(&self, hb: &crate::bus::messages::Heartbeat) {
+        let now_ns = unix_now_ns();
+        let mut inner = self.lock();
+        let h = Self::node_entry(&mut inner.nodes, &hb.node);
+        h.role = Some(hb.role);
+        h.version = hb.version.clone();
+        h.uptime_s = hb.uptime_s;
+        h.last_seen = now_ns / 1_000_000_000;
+        h.latency_ms = now_ns.saturating_sub(hb.sent_ns) as f64 / 1e6;
+    }
+
+    /// Records a node's retained online/offline status.
+    pub fn set_node_online(&self, node: &str, online: bool) {
+        let mut inner = self.lock();
+        Self::node_entry(&mut inner.nodes, node).online = Some(online);
+    }
+
+    /// Health of every known node, by node id.
+    pub fn nodes(&self) -> BTreeMap<String, NodeHealth> {
+        self.lock().nodes.clone()
+    }
+
+    /// Stored alerts (newest last), for tests and exports.
+    pub fn alerts(&self) -> Vec<Alert> {
+        self.lock().alerts.iter().cloned().collect()
+    }
+
+    /// Alerts stored since start (including those rotated out of memory).
+    pub fn alerts_total(&self) -> u64 {
+        self.lock().alerts_total
     }
 
     /// Alert counts by kind.
@@ -205,6 +271,7 @@ impl MonitorState {
             "uptime_s": self.uptime_s(),
             "alerts_total": inner.alerts_total,
             "alerts_by_kind": inner.by_kind,
+            "nodes": inner.nodes,
             "counters": counters,
             "history": inner.history,
             "replay": inner.replay,

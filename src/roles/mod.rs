@@ -1,15 +1,23 @@
-//! Starting the roles: each is a set of tasks on one smol executor, wired by
-//! the in-process bus; blocking work (HTTP, capture) runs on named threads.
+//! Starting the roles: each is a set of tasks on one smol executor; blocking
+//! work (HTTP, capture, MQTT) runs on named threads.
+//!
+//! Tasks publish through one [`Publisher`]: the in-process [`LocalBus`]
+//! (`--role all`, or any role without `[mqtt] broker`), or the MQTT node bus
+//! ([`MqttBus`]) when a single role runs with a broker configured. Tasks
+//! always *receive* from a `LocalBus`; the MQTT transport feeds it.
 
 pub mod detector;
 pub mod router;
 
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use smol::future::FutureExt;
 
-use crate::bus::messages::Heartbeat;
-use crate::bus::LocalBus;
+use crate::bus::messages::{Heartbeat, Message};
+use crate::bus::mqtt::{MqttBus, MqttSettings};
+use crate::bus::{LocalBus, Publisher};
 use crate::config::Config;
 use crate::metrics::Registry;
 use crate::monitor::http::HttpServer;
@@ -17,20 +25,63 @@ use crate::monitor::MonitorState;
 use crate::role::{Role, RoleSource};
 use crate::shutdown::Shutdown;
 
+/// Most gateways a detector keeps separate state for.
+pub const MAX_GATEWAYS: usize = 64;
+
+/// Extra ways to start a role.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Router: replay this capture into the bus instead of capturing live.
+    pub replay: Option<PathBuf>,
+}
+
 /// Runs `role` until `shutdown` fires; returns once every task has stopped.
 pub fn run(role: Role, role_source: RoleSource, cfg: &Config, shutdown: Shutdown) -> anyhow::Result<()> {
+    run_with(role, role_source, cfg, shutdown, RunOptions::default())
+}
+
+/// [`run`] with options.
+pub fn run_with(
+    role: Role,
+    role_source: RoleSource,
+    cfg: &Config,
+    shutdown: Shutdown,
+    opts: RunOptions,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
     let registry = Registry::new();
     let bus = LocalBus::new(cfg.bus.channel_capacity, &registry);
     let state = MonitorState::new(role, role_source, cfg.node_id.clone(), registry.clone());
     let http = HttpServer::start(&cfg.http.listen, state.clone())?;
     tracing::info!(role = %role, source = %role_source, node = %cfg.node_id, "gatewarden {} starting", env!("CARGO_PKG_VERSION"));
-    if role != Role::All {
-        tracing::warn!(
-            "role {role} runs alone: until the MQTT node bus is configured, it exchanges no messages with other nodes"
-        );
-    }
-    let capture = if role.runs_router() && !cfg.capture.interface.is_empty() {
-        Some(router::spawn_capture(cfg, &registry, bus.clone(), shutdown.clone())?)
+    let mqtt = if cfg.mqtt.enabled() && role != Role::All {
+        let m = MqttBus::start(&MqttSettings::from_config(cfg, role), bus.clone(), &registry, shutdown.clone())
+            .context("starting the MQTT node bus ([mqtt] in the config)")?;
+        tracing::info!(broker = %cfg.mqtt.broker, "node bus: MQTT over mutual TLS");
+        Some(Arc::new(m))
+    } else {
+        if role != Role::All {
+            tracing::warn!(
+                "role {role} runs alone: set [mqtt] broker (and ca/cert/key) to exchange messages with other nodes"
+            );
+        } else if cfg.mqtt.enabled() {
+            tracing::info!("--role all keeps every message in process; [mqtt] is used only by single roles");
+        }
+        None
+    };
+    let out: Arc<dyn Publisher> = match &mqtt {
+        Some(m) => m.clone(),
+        None => Arc::new(bus.clone()),
+    };
+    let ctl = if cfg.ctl.listen.is_empty() {
+        None
+    } else {
+        Some(start_ctl(cfg, &registry, &state, out.clone(), shutdown.clone())?)
+    };
+    let capture = if let (true, Some(path)) = (role.runs_router(), &opts.replay) {
+        Some(router::spawn_replay(path, cfg, &registry, out.clone(), shutdown.clone())?)
+    } else if role.runs_router() && !cfg.capture.interface.is_empty() {
+        Some(router::spawn_capture(cfg, &registry, out.clone(), shutdown.clone())?)
     } else {
         if role.runs_router() {
             tracing::warn!("no capture.interface configured: the router sees no traffic (set it to the LAN interface)");
@@ -53,8 +104,14 @@ pub fn run(role: Role, role_source: RoleSource, cfg: &Config, shutdown: Shutdown
     let mut tasks = Vec::new();
     if role.runs_detector() {
         let rx = bus.flows.receiver();
-        let mut stage = detector::DetectorStage::new(cfg, &registry);
-        let bus = bus.clone();
+        // One detector state per gateway: an attacker already flagged at one
+        // router must still be detected (and blocked) at another. Bounded:
+        // past MAX_GATEWAYS, further gateways share one overflow stage.
+        let mut stages: std::collections::HashMap<String, detector::DetectorStage> = Default::default();
+        let mut overflow = detector::DetectorStage::new(cfg, &registry);
+        let dcfg = cfg.clone();
+        let dreg = registry.clone();
+        let out = out.clone();
         let sd = shutdown.clone();
         tasks.push(ex.spawn(async move {
             loop {
@@ -63,12 +120,22 @@ pub fn run(role: Role, role_source: RoleSource, cfg: &Config, shutdown: Shutdown
                     None
                 });
                 let Some(batch) = next.await else { break };
-                let findings = stage.on_batch(&batch);
-                for v in findings.verdicts {
-                    bus.verdicts.publish(v);
+                if !stages.contains_key(&batch.node) && stages.len() < MAX_GATEWAYS {
+                    stages.insert(batch.node.clone(), detector::DetectorStage::new(&dcfg, &dreg));
                 }
-                for a in findings.alerts {
-                    bus.alerts.publish(a);
+                let stage = stages.get_mut(&batch.node).unwrap_or(&mut overflow);
+                let findings = stage.on_batch(&batch);
+                // Verdicts go back to the router whose traffic caused them.
+                for v in findings.verdicts {
+                    out.publish_to(&batch.node, Message::Verdict(v));
+                }
+                // An alert names the gateway whose traffic it is about, so a
+                // monitor shared by a fleet keeps gateways apart.
+                for mut a in findings.alerts {
+                    if !batch.node.is_empty() {
+                        a.node = batch.node.clone();
+                    }
+                    out.publish(Message::Alert(a));
                 }
             }
         }));
@@ -121,15 +188,45 @@ pub fn run(role: Role, role_source: RoleSource, cfg: &Config, shutdown: Shutdown
                 st.record_alert(a);
             }
         }));
+        let rx = bus.heartbeats.receiver();
+        let sd = shutdown.clone();
+        let st = state.clone();
+        tasks.push(ex.spawn(async move {
+            loop {
+                let next = async { rx.recv().await.ok() }.or(async {
+                    sd.wait().await;
+                    None
+                });
+                let Some(hb) = next.await else { break };
+                st.record_heartbeat(&hb);
+            }
+        }));
+        if let Some(m) = &mqtt {
+            let rx = m.status_receiver();
+            let sd = shutdown.clone();
+            let st = state.clone();
+            tasks.push(ex.spawn(async move {
+                loop {
+                    let next = async { rx.recv().await.ok() }.or(async {
+                        sd.wait().await;
+                        None
+                    });
+                    let Some(s) = next.await else { break };
+                    st.set_node_online(&s.node, s.online);
+                }
+            }));
+        }
     }
     {
         // Once a second: chart sample and heartbeat.
         let sd = shutdown.clone();
         let st = state.clone();
         let bus = bus.clone();
+        let out = out.clone();
         let node = cfg.node_id.clone();
         // The in-process detector is alive as long as this loop runs.
         let detector_alive = if role.runs_detector() { enforcer.as_ref().map(|e| e.liveness()) } else { None };
+        let drain = !role.runs_monitor() && mqtt.is_none();
         tasks.push(ex.spawn(async move {
             loop {
                 st.sample();
@@ -140,15 +237,17 @@ pub fn run(role: Role, role_source: RoleSource, cfg: &Config, shutdown: Shutdown
                         .unwrap_or(0);
                     seen.store(now, std::sync::atomic::Ordering::Relaxed);
                 }
-                bus.heartbeats.publish(Heartbeat {
+                out.publish(Message::Heartbeat(Heartbeat {
                     node: node.clone(),
                     role,
                     version: env!("CARGO_PKG_VERSION").into(),
                     uptime_s: st.uptime_s() as u64,
-                    sent_ns: crate::monitor::unix_now() * 1_000_000_000,
-                });
-                // Nothing consumes heartbeats in one process yet; keep the channel from filling.
-                while bus.heartbeats.receiver().try_recv().is_ok() {}
+                    sent_ns: crate::monitor::unix_now_ns(),
+                }));
+                // Without a monitor in this process nothing consumes them; keep the channel from filling.
+                if drain {
+                    while bus.heartbeats.receiver().try_recv().is_ok() {}
+                }
                 let tick = async {
                     smol::Timer::after(Duration::from_secs(1)).await;
                     false
@@ -176,7 +275,45 @@ pub fn run(role: Role, role_source: RoleSource, cfg: &Config, shutdown: Shutdown
     if let Some(e) = enforcer {
         e.stop();
     }
+    if let Some(c) = ctl {
+        c.join();
+    }
+    if let Some(m) = mqtt {
+        m.stop();
+    }
     http.stop();
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Starts the `gatewarden ctl` endpoint with this node's certificate.
+fn start_ctl(
+    cfg: &Config,
+    registry: &Arc<Registry>,
+    state: &Arc<MonitorState>,
+    alerts: Arc<dyn Publisher>,
+    shutdown: Shutdown,
+) -> anyhow::Result<crate::ctl::ControlServer> {
+    use anyhow::Context;
+    let ca = crate::pki::CaVerifier::load(&cfg.mqtt.ca).context("ctl.listen needs mqtt.ca (the fleet CA)")?;
+    let id = crate::pki::Identity::load(&cfg.mqtt.cert, &cfg.mqtt.key, &ca)
+        .context("ctl.listen needs this node's certificate (mqtt.cert, mqtt.key)")?;
+    let st = state.clone();
+    let handler = crate::ctl::ControlHandler {
+        status: Arc::new(move || {
+            let mut v = st.status_json();
+            if let Some(o) = v.as_object_mut() {
+                o.remove("history");
+            }
+            v
+        }),
+        // The router's nftables layer (src/enforce/) implements ctl::BlockControl; connect it here.
+        blocks: None,
+        alerts: Some(alerts),
+    };
+    let secure =
+        crate::secure::SecureConfig { max_skew: Duration::from_secs(cfg.mqtt.max_clock_skew_s), ..Default::default() };
+    let server = crate::ctl::ControlServer::start(&cfg.ctl.listen, id, ca, secure, handler, registry, shutdown)?;
+    tracing::info!(addr = %server.addr, "ctl endpoint listening");
+    Ok(server)
 }

@@ -219,7 +219,7 @@ impl RouterStage {
 pub fn spawn_capture(
     cfg: &Config,
     registry: &Arc<Registry>,
-    bus: crate::bus::LocalBus,
+    bus: Arc<dyn crate::bus::Publisher>,
     shutdown: crate::shutdown::Shutdown,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     use anyhow::Context;
@@ -243,7 +243,7 @@ pub fn spawn_capture(
                 match source.poll_frame(std::time::Duration::from_millis(50)) {
                     Ok(Some(frame)) => {
                         if let Some(b) = stage.on_frame(&frame) {
-                            bus.flows.publish(b);
+                            bus.publish(crate::bus::messages::Message::FlowBatch(b));
                         }
                     }
                     Ok(None) => {}
@@ -253,7 +253,7 @@ pub fn spawn_capture(
                     }
                 }
                 if let Some(b) = stage.tick(crate::monitor::unix_now_ns()) {
-                    bus.flows.publish(b);
+                    bus.publish(crate::bus::messages::Message::FlowBatch(b));
                 }
                 if last_stats.elapsed() >= std::time::Duration::from_secs(1) {
                     last_stats = std::time::Instant::now();
@@ -261,10 +261,69 @@ pub fn spawn_capture(
                 }
             }
             stage.finish(|b| {
-                bus.flows.publish(b);
+                bus.publish(crate::bus::messages::Message::FlowBatch(b));
             });
         })
         .context("spawning the capture thread")
+}
+
+/// Replays a capture file into the bus once (`gatewarden run --role router --replay FILE`), on a thread
+/// named `replay`: waits up to 30 s for the bus to connect, then publishes every batch, retrying briefly
+/// when the transport is momentarily full.
+pub fn spawn_replay(
+    path: &std::path::Path,
+    cfg: &Config,
+    registry: &Arc<Registry>,
+    bus: Arc<dyn crate::bus::Publisher>,
+    shutdown: crate::shutdown::Shutdown,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    use crate::capture::PacketSource;
+    use anyhow::Context;
+    let mut source = crate::capture::CaptureFile::open(path).with_context(|| format!("--replay {}", path.display()))?;
+    let mut stage = RouterStage::new(cfg, registry);
+    let path = path.to_path_buf();
+    std::thread::Builder::new()
+        .name("replay".into())
+        .spawn(move || {
+            let start = std::time::Instant::now();
+            while !bus.connected() && start.elapsed() < std::time::Duration::from_secs(30) && !shutdown.is_triggered() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            let send = |b: FlowBatch| {
+                let msg = crate::bus::messages::Message::FlowBatch(b);
+                for _ in 0..200 {
+                    if bus.publish(msg.clone()) {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            };
+            let mut batches = 0u64;
+            loop {
+                if shutdown.is_triggered() {
+                    return;
+                }
+                match source.next_frame() {
+                    Ok(Some(frame)) => {
+                        if let Some(b) = stage.on_frame(&frame) {
+                            batches += 1;
+                            send(b);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::error!(error = %e, "replay stopped");
+                        break;
+                    }
+                }
+            }
+            stage.finish(|b| {
+                batches += 1;
+                send(b)
+            });
+            tracing::info!(path = %path.display(), batches, "replay finished; still receiving verdicts");
+        })
+        .context("spawning the replay thread")
 }
 
 #[cfg(test)]

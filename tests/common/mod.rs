@@ -2,6 +2,7 @@
 //! a tiny HTTP client, and a pcap writer for hand-made captures.
 #![allow(dead_code)]
 
+pub mod mosquitto;
 pub mod netns;
 
 use std::io::{Read, Write};

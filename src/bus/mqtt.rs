@@ -1,0 +1,872 @@
+//! The node bus over MQTT: rumqttc with rustls on `ring`, client
+//! certificates required, to a Mosquitto broker. rumqttc's internal tokio
+//! runtime lives only here (its blocking `Client`/`Connection` API on two
+//! named threads); nothing else in gatewarden sees tokio.
+//!
+//! Topics are `gatewarden/v1/<sender-node>/<kind>`:
+//!
+//! | kind | QoS | payload | who publishes |
+//! |---|---|---|---|
+//! | `flow_batch` | 0 | plain frame | router |
+//! | `verdict` | 1 | sealed envelope, spooled until acked | detector |
+//! | `policy_update` | 1 | sealed envelope, spooled until acked | monitor |
+//! | `alert` | 1 | plain frame, spooled until acked | detector, router, monitor |
+//! | `heartbeat`, `metrics` | 0 | plain frame | every node |
+//! | `status` | 1, retained | `online` / `offline` (last will) | every node |
+//! | `key` | 1, retained | signed [`crate::secure::Announce`] | every node |
+//! | `ack` | 1 | ids received, for one sender | receivers of spooled kinds |
+//!
+//! Plain frames are protected by mutual TLS and the broker's ACL (each role
+//! may publish only its own kinds under its own node id); verdicts and policy
+//! updates are additionally end-to-end sealed ([`crate::secure`]), so neither
+//! the broker nor another node can forge or alter them.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use rumqttc::{Client, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use serde::{Deserialize, Serialize};
+
+use super::messages::{Alert, AlertAction, AttackKind, Message, Severity};
+use super::spool::Spool;
+use super::transport::Publisher;
+use super::LocalBus;
+use crate::config::Config;
+use crate::logfile::RotatingLog;
+use crate::metrics::{Counter, Gauge, Registry};
+use crate::pki::{CaVerifier, CertRole, Identity};
+use crate::secure::anomaly::ChannelWatch;
+use crate::secure::{envelope, Envelope, PayloadKind, Rejection, SecureChannel, SecureConfig};
+use crate::shutdown::Shutdown;
+
+/// Topic prefix and version.
+pub const TOPIC_PREFIX: &str = "gatewarden/v1";
+/// Largest MQTT packet sent or accepted.
+pub const MAX_PACKET: usize = 8 << 20;
+/// Receivers remember this many (sender, message id) pairs for de-duplication.
+pub const DEDUP_CAPACITY: usize = 262_144;
+
+/// The topic for `kind` messages from `node`.
+pub fn topic(node: &str, kind: &str) -> String {
+    format!("{TOPIC_PREFIX}/{node}/{kind}")
+}
+
+/// Splits a topic into (node, kind).
+pub fn parse_topic(t: &str) -> Option<(&str, &str)> {
+    let rest = t.strip_prefix(TOPIC_PREFIX)?.strip_prefix('/')?;
+    let (node, kind) = rest.split_once('/')?;
+    (!node.is_empty() && !kind.contains('/')).then_some((node, kind))
+}
+
+/// What travels in a plain or sealed MQTT payload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FrameBody {
+    /// A message (version byte + postcard), protected by TLS and the ACL only.
+    Plain(Vec<u8>),
+    /// A [`crate::secure::Envelope`] whose plaintext is the message.
+    Sealed(Vec<u8>),
+}
+
+/// An MQTT payload: message id (de-duplication) + body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Frame {
+    /// Sender-unique id; for sealed bodies it must equal the envelope's `msg_id`.
+    pub id: u64,
+    /// The message.
+    pub body: FrameBody,
+}
+
+/// "I have these ids from you" (payload of `…/<receiver>/ack`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AckBatch {
+    /// The sender being acknowledged.
+    pub to: String,
+    /// Message ids received (stored or seen before).
+    pub ids: Vec<u64>,
+}
+
+fn sealed_kind(kind: &str) -> bool {
+    matches!(kind, "verdict" | "policy_update")
+}
+
+fn durable_kind(kind: &str) -> bool {
+    matches!(kind, "verdict" | "policy_update" | "alert")
+}
+
+/// Which role may publish a sealed kind.
+fn sealed_sender(kind: &str) -> CertRole {
+    if kind == "verdict" {
+        CertRole::Detector
+    } else {
+        CertRole::Monitor
+    }
+}
+
+/// Everything needed to join the bus, from `[mqtt]` and `node_id`.
+#[derive(Debug, Clone)]
+pub struct MqttSettings {
+    /// This node's id (must be the certificate's CN).
+    pub node: String,
+    /// What this process consumes.
+    pub role: crate::role::Role,
+    /// `host:port`.
+    pub broker: String,
+    /// CA, certificate, key (PEM).
+    pub ca: PathBuf,
+    /// This node's certificate.
+    pub cert: PathBuf,
+    /// This node's key.
+    pub key: PathBuf,
+    /// Spool and audit log directory.
+    pub spool_dir: PathBuf,
+    /// Spool bound in messages.
+    pub spool_max_messages: usize,
+    /// Spool bound in bytes.
+    pub spool_max_bytes: usize,
+    /// Resend period for unacknowledged messages.
+    pub resend_after: Duration,
+    /// Secure channel limits.
+    pub secure: SecureConfig,
+    /// MQTT keep-alive.
+    pub keepalive: Duration,
+    /// Audit log rotation size.
+    pub audit_max_bytes: u64,
+    /// Audit logs kept.
+    pub audit_keep: usize,
+    /// Capacity of the inbound channels.
+    pub channel_capacity: usize,
+}
+
+impl MqttSettings {
+    /// From the config file.
+    pub fn from_config(cfg: &Config, role: crate::role::Role) -> MqttSettings {
+        let m = &cfg.mqtt;
+        MqttSettings {
+            node: cfg.node_id.clone(),
+            role,
+            broker: m.broker.clone(),
+            ca: m.ca.clone(),
+            cert: m.cert.clone(),
+            key: m.key.clone(),
+            spool_dir: m.spool_dir.clone(),
+            spool_max_messages: m.spool_max_messages,
+            spool_max_bytes: m.spool_max_bytes,
+            resend_after: Duration::from_millis(m.resend_after_ms),
+            secure: SecureConfig {
+                max_skew: Duration::from_secs(m.max_clock_skew_s),
+                rekey_interval: Duration::from_secs(m.rekey_interval_s),
+                max_peers: 1024,
+            },
+            keepalive: Duration::from_secs(m.keepalive_s),
+            audit_max_bytes: m.audit_log_max_bytes,
+            audit_keep: m.audit_log_keep,
+            channel_capacity: cfg.bus.channel_capacity,
+        }
+    }
+}
+
+/// A rustls client config on the `ring` provider with the fleet CA as the only root and our certificate.
+pub fn tls_config(
+    ca: &std::path::Path,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).with_context(|| format!("reading CA {}", ca.display()))? {
+        roots.add(c.with_context(|| format!("parsing CA {}", ca.display()))?).context("adding the CA")?;
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
+        .with_context(|| format!("reading certificate {}", cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing certificate {}", cert.display()))?;
+    let key = PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading key {}", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .context("the certificate and key do not form a usable client identity")
+}
+
+/// Online/offline transitions seen on `…/status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStatus {
+    /// The node.
+    pub node: String,
+    /// Whether it said `online` (false after `offline` or its last will).
+    pub online: bool,
+}
+
+struct Dedup {
+    set: HashSet<(String, u64)>,
+    order: VecDeque<(String, u64)>,
+}
+
+impl Dedup {
+    fn contains(&self, k: &(String, u64)) -> bool {
+        self.set.contains(k)
+    }
+    fn insert(&mut self, k: (String, u64)) {
+        if self.set.insert(k.clone()) {
+            self.order.push_back(k);
+            while self.order.len() > DEDUP_CAPACITY {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+struct Counters {
+    connected: Gauge,
+    connects: Counter,
+    connect_errors: Counter,
+    published: HashMap<&'static str, Counter>,
+    dropped_offline: Counter,
+    received: Counter,
+    duplicates: Counter,
+    malformed: Counter,
+    inbound_dropped: Counter,
+    abuse_alerts: Counter,
+    anomalies: Counter,
+}
+
+struct Shared {
+    node: String,
+    role: crate::role::Role,
+    client: Client,
+    connected: AtomicBool,
+    secure: Mutex<SecureChannel>,
+    spool: Mutex<Spool>,
+    inbound: LocalBus,
+    status_tx: async_channel::Sender<NodeStatus>,
+    dedup: Mutex<Dedup>,
+    acks: Mutex<HashMap<String, Vec<u64>>>,
+    watch: Mutex<ChannelWatch>,
+    abuse_last: Mutex<HashMap<(String, &'static str), Instant>>,
+    audit: Mutex<Option<RotatingLog>>,
+    resend_after: Duration,
+    counters: Counters,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A connection to the broker; implements [`Publisher`] and feeds what it receives into a [`LocalBus`].
+pub struct MqttBus {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    status_rx: async_channel::Receiver<NodeStatus>,
+}
+
+impl std::fmt::Debug for MqttBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttBus").field("node", &self.shared.node).finish_non_exhaustive()
+    }
+}
+
+impl MqttBus {
+    /// Loads the identity, opens the spool and starts connecting (in the background; reconnects forever).
+    pub fn start(
+        s: &MqttSettings,
+        inbound: LocalBus,
+        registry: &Arc<Registry>,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<MqttBus> {
+        let ca = CaVerifier::load(&s.ca)
+            .context("mqtt.ca: the fleet CA certificate (make it with `gatewarden pki init`)")?;
+        let id = Identity::load(&s.cert, &s.key, &ca)
+            .context("mqtt.cert/mqtt.key: this node's certificate (issue it with `gatewarden pki issue`)")?;
+        if id.node != s.node {
+            bail!(
+                "the certificate {} is for node {:?} but node_id is {:?}: set node_id to the certificate's name or issue a certificate for {:?}",
+                s.cert.display(),
+                id.node,
+                s.node,
+                s.node
+            );
+        }
+        let wanted = CertRole::for_role(s.role);
+        if id.role != wanted {
+            bail!(
+                "the certificate {} is for role {} but this process runs {} (it needs a {} certificate)",
+                s.cert.display(),
+                id.role,
+                s.role,
+                wanted
+            );
+        }
+        let tls = tls_config(&s.ca, &s.cert, &s.key)?;
+        let (host, port) = s
+            .broker
+            .rsplit_once(':')
+            .and_then(|(h, p)| {
+                Some((h.trim_start_matches('[').trim_end_matches(']').to_string(), p.parse::<u16>().ok()?))
+            })
+            .with_context(|| format!("mqtt.broker {:?} is not host:port", s.broker))?;
+        let mut opts = MqttOptions::new(s.node.clone(), host, port);
+        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));
+        opts.set_keep_alive(s.keepalive);
+        opts.set_clean_session(false);
+        opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
+        opts.set_inflight(256);
+        opts.set_last_will(LastWill::new(topic(&s.node, "status"), "offline", QoS::AtLeastOnce, true));
+        let (client, connection) = Client::new(opts, 8192);
+        let spool = Spool::open(&s.spool_dir, s.spool_max_messages, s.spool_max_bytes, registry)?;
+        let audit = match RotatingLog::open(&s.spool_dir.join("channel-audit.log"), s.audit_max_bytes, s.audit_keep) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "no channel audit log; rejections are still counted and alerted");
+                None
+            }
+        };
+        let (status_tx, status_rx) = async_channel::bounded(1024);
+        let published = ["flow_batch", "verdict", "alert", "metrics", "heartbeat", "policy_update"]
+            .into_iter()
+            .map(|k| {
+                (
+                    k,
+                    registry.counter(
+                        "gatewarden_mqtt_published_total",
+                        "Messages handed to the MQTT client, by kind.",
+                        &[("kind", k)],
+                    ),
+                )
+            })
+            .collect();
+        let counters = Counters {
+            connected: registry.gauge("gatewarden_mqtt_connected", "1 while connected to the broker.", &[]),
+            connects: registry.counter("gatewarden_mqtt_connects_total", "Successful broker connections.", &[]),
+            connect_errors: registry.counter(
+                "gatewarden_mqtt_connection_errors_total",
+                "Broker connections that failed or broke (TLS refused, broker down, …).",
+                &[],
+            ),
+            published,
+            dropped_offline: registry.counter(
+                "gatewarden_mqtt_dropped_total",
+                "Best-effort messages (flow batches, heartbeats, metrics) dropped while the broker was unreachable.",
+                &[],
+            ),
+            received: registry.counter("gatewarden_mqtt_received_total", "Messages received and accepted from the bus.", &[]),
+            duplicates: registry.counter(
+                "gatewarden_mqtt_duplicates_total",
+                "Messages received again (resends after a lost ack or reconnect) and dropped by id.",
+                &[],
+            ),
+            malformed: registry.counter("gatewarden_mqtt_malformed_total", "Payloads that were not valid frames or messages.", &[]),
+            inbound_dropped: registry.counter(
+                "gatewarden_mqtt_inbound_dropped_total",
+                "Received messages not taken because a local channel was full (not acked, so resent).",
+                &[],
+            ),
+            abuse_alerts: registry.counter(
+                "gatewarden_channel_abuse_alerts_total",
+                "ChannelAbuse alerts raised (rejections and channel anomalies; at most one per peer, reason and second).",
+                &[],
+            ),
+            anomalies: registry.counter("gatewarden_channel_anomalies_total", "Channel anomalies (floods, odd sizes, rejection bursts).", &[]),
+        };
+        let shared = Arc::new(Shared {
+            node: s.node.clone(),
+            role: s.role,
+            client,
+            connected: AtomicBool::new(false),
+            secure: Mutex::new(SecureChannel::new(id, ca, s.secure.clone(), registry)),
+            spool: Mutex::new(spool),
+            inbound,
+            status_tx,
+            dedup: Mutex::new(Dedup { set: HashSet::new(), order: VecDeque::new() }),
+            acks: Mutex::new(HashMap::new()),
+            watch: Mutex::new(ChannelWatch::new(1024)),
+            abuse_last: Mutex::new(HashMap::new()),
+            audit: Mutex::new(audit),
+            resend_after: s.resend_after,
+            counters,
+        });
+        let mut threads = Vec::new();
+        {
+            let sh = shared.clone();
+            let sd = shutdown.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("mqtt-events".into())
+                    .spawn(move || event_loop(sh, connection, sd))
+                    .context("spawning the MQTT thread")?,
+            );
+        }
+        {
+            let sh = shared.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("mqtt-outbox".into())
+                    .spawn(move || outbox_loop(sh, shutdown))
+                    .context("spawning the MQTT outbox thread")?,
+            );
+        }
+        Ok(MqttBus { shared, threads: Mutex::new(threads), status_rx })
+    }
+
+    /// Online/offline changes of other nodes (for the monitor).
+    pub fn status_receiver(&self) -> async_channel::Receiver<NodeStatus> {
+        self.status_rx.clone()
+    }
+
+    /// Messages waiting in the outbox.
+    pub fn spooled(&self) -> usize {
+        lock(&self.shared.spool).len()
+    }
+
+    /// Waits until connected, up to `timeout`; returns whether it is.
+    pub fn wait_connected(&self, timeout: Duration) -> bool {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.shared.connected.load(Ordering::SeqCst) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Says `offline` (retained), disconnects and joins the threads (after shutdown fired).
+    pub fn stop(&self) {
+        let sh = &self.shared;
+        if sh.connected.load(Ordering::SeqCst) {
+            let _ = sh.client.try_publish(topic(&sh.node, "status"), QoS::AtLeastOnce, true, "offline");
+            flush_acks(sh);
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = sh.client.try_disconnect();
+        let threads: Vec<_> = lock(&self.threads).drain(..).collect();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Publisher for MqttBus {
+    fn publish(&self, msg: Message) -> bool {
+        self.shared.send(None, msg)
+    }
+
+    fn publish_to(&self, to: &str, msg: Message) -> bool {
+        self.shared.send(Some(to), msg)
+    }
+
+    fn connected(&self) -> bool {
+        self.shared.connected.load(Ordering::SeqCst)
+    }
+}
+
+impl Shared {
+    fn send(&self, to: Option<&str>, msg: Message) -> bool {
+        let kind = msg.kind();
+        let payload = msg.encode();
+        if durable_kind(kind) {
+            let entry = {
+                let mut spool = lock(&self.spool);
+                match spool.push(kind, to, payload) {
+                    Ok(id) => {
+                        if self.connected.load(Ordering::SeqCst) {
+                            spool.take_for_send(id)
+                        } else {
+                            None
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "cannot write the outbox spool; message lost (check disk space on mqtt.spool_dir)");
+                        return false;
+                    }
+                }
+            };
+            if let Some(e) = entry {
+                if !self.transmit(e.id, &e.kind, e.to.as_deref(), &e.payload) {
+                    lock(&self.spool).mark_unsent(e.id);
+                }
+            }
+            true
+        } else if self.connected.load(Ordering::SeqCst) {
+            let frame = envelope_frame(rand_core::RngCore::next_u64(&mut rand_core::OsRng), FrameBody::Plain(payload));
+            let ok = self.client.try_publish(topic(&self.node, kind), QoS::AtMostOnce, false, frame).is_ok();
+            if ok {
+                if let Some(c) = self.counters.published.get(kind) {
+                    c.inc();
+                }
+            } else {
+                self.counters.dropped_offline.inc();
+            }
+            ok
+        } else {
+            self.counters.dropped_offline.inc();
+            false
+        }
+    }
+
+    /// Publishes one spooled entry (sealing it per recipient if needed); false if it could not go now.
+    fn transmit(&self, id: u64, kind: &str, to: Option<&str>, payload: &[u8]) -> bool {
+        let t = topic(&self.node, kind);
+        let mut frames = Vec::new();
+        if sealed_kind(kind) {
+            let mut sc = lock(&self.secure);
+            let recipients = match to {
+                Some(r) => vec![r.to_string()],
+                None => sc.peers_with_role(CertRole::Router),
+            };
+            for r in recipients {
+                match sc.seal(&r, id, PayloadKind::Message, payload) {
+                    Ok(env) => frames.push(envelope_frame(id, FrameBody::Sealed(env))),
+                    Err(e) => tracing::debug!(error = %e, "verdict waits for the recipient's key"),
+                }
+            }
+            if frames.is_empty() {
+                return false;
+            }
+        } else {
+            frames.push(envelope_frame(id, FrameBody::Plain(payload.to_vec())));
+        }
+        for f in frames {
+            if self.client.try_publish(t.clone(), QoS::AtLeastOnce, false, f).is_err() {
+                return false;
+            }
+        }
+        if let Some(c) = self.counters.published.get(kind) {
+            c.inc();
+        }
+        true
+    }
+
+    fn audit(&self, line: String) {
+        if let Some(log) = lock(&self.audit).as_mut() {
+            if let Err(e) = log.line(&line) {
+                tracing::warn!(error = %format!("{e:#}"), "channel audit log write failed");
+            }
+        }
+    }
+
+    /// Counts nothing itself (the secure channel did); raises a rate-limited ChannelAbuse alert and audits.
+    fn abuse(&self, peer: &str, what: &'static str, reason: String) {
+        tracing::warn!(peer, what, %reason, "channel abuse: refused or anomalous bus traffic");
+        self.audit(
+            serde_json::json!({"ts": crate::monitor::rfc3339(crate::monitor::unix_now_ns()), "peer": peer, "what": what, "reason": reason})
+                .to_string(),
+        );
+        {
+            let mut last = lock(&self.abuse_last);
+            let key = (peer.to_string(), what);
+            if last.get(&key).is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+                return;
+            }
+            if last.len() >= 4096 {
+                last.clear();
+            }
+            last.insert(key, Instant::now());
+        }
+        self.counters.abuse_alerts.inc();
+        let now = crate::monitor::unix_now_ns();
+        let alert = Alert {
+            id: now,
+            ts_ns: now,
+            node: self.node.clone(),
+            flow_id: 0,
+            kind: AttackKind::ChannelAbuse,
+            severity: Severity::High,
+            src: None,
+            dst: None,
+            sport: 0,
+            dport: 0,
+            proto: None,
+            action: AlertAction::Allowed,
+            signature_id: crate::roles::detector::signature_id(AttackKind::ChannelAbuse),
+            signature: crate::roles::detector::signature(AttackKind::ChannelAbuse).to_string(),
+            confidence: 1.0,
+            reason: format!("{what} from {peer}: {reason}"),
+        };
+        if self.role.runs_monitor() {
+            // Our own alerts would not come back to us over the broker.
+            self.inbound.publish(Message::Alert(alert));
+        } else {
+            self.send(None, Message::Alert(alert));
+        }
+    }
+
+    fn rejected(&self, peer: &str, r: &Rejection) {
+        let now = crate::monitor::unix_now_ns();
+        if let Some(a) = lock(&self.watch).observe_rejection(peer, now) {
+            self.counters.anomalies.inc();
+            self.abuse(&a.peer, a.what, a.reason);
+        }
+        self.abuse(peer, r.reason.as_str(), r.detail.clone());
+    }
+
+    fn subscriptions(&self) -> Vec<String> {
+        use crate::role::Role;
+        let mut kinds = vec!["key", "ack"];
+        if self.role.runs_router() {
+            kinds.extend(["verdict", "policy_update"]);
+        }
+        if self.role.runs_detector() {
+            kinds.push("flow_batch");
+        }
+        if self.role.runs_monitor() || self.role == Role::All {
+            kinds.extend(["alert", "heartbeat", "metrics", "status"]);
+        }
+        kinds.into_iter().map(|k| format!("{TOPIC_PREFIX}/+/{k}")).collect()
+    }
+
+    fn on_connected(&self) {
+        self.connected.store(true, Ordering::SeqCst);
+        self.counters.connected.set(1.0);
+        self.counters.connects.inc();
+        tracing::info!(node = %self.node, "connected to the MQTT broker");
+        for t in self.subscriptions() {
+            let _ = self.client.try_subscribe(t, QoS::AtLeastOnce);
+        }
+        let announce = lock(&self.secure).announce();
+        let _ = self.client.try_publish(topic(&self.node, "key"), QoS::AtLeastOnce, true, announce);
+        let _ = self.client.try_publish(topic(&self.node, "status"), QoS::AtLeastOnce, true, "online");
+        lock(&self.spool).mark_all_unsent();
+    }
+
+    fn on_publish(&self, t: &str, payload: &[u8]) {
+        let Some((from, kind)) = parse_topic(t) else { return };
+        let now = crate::monitor::unix_now_ns();
+        if from == self.node {
+            return;
+        }
+        // One baseline per (peer, kind): flow batches and verdicts have nothing in common.
+        for a in lock(&self.watch).observe_with(&format!("{from}/{kind}"), payload.len(), now, kind != "flow_batch") {
+            self.counters.anomalies.inc();
+            self.abuse(&a.peer, a.what, a.reason);
+        }
+        match kind {
+            "key" => {
+                let r = lock(&self.secure).accept_announce(payload, Some(from));
+                match r {
+                    Ok(_) => {
+                        // A new peer key may unblock spooled verdicts now.
+                        lock(&self.spool).mark_all_unsent();
+                    }
+                    Err(e) => self.rejected(from, &e),
+                }
+            }
+            "status" => {
+                let online = payload == b"online";
+                let _ = self.status_tx.try_send(NodeStatus { node: from.to_string(), online });
+            }
+            "ack" => match postcard::from_bytes::<AckBatch>(payload) {
+                Ok(a) if a.to == self.node => {
+                    let mut spool = lock(&self.spool);
+                    for id in a.ids {
+                        if let Err(e) = spool.ack(id) {
+                            tracing::warn!(error = %format!("{e:#}"), "cannot record an ack in the spool");
+                        }
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => self.counters.malformed.inc(),
+            },
+            _ => self.on_message(from, kind, payload, now),
+        }
+    }
+
+    fn on_message(&self, from: &str, kind: &str, payload: &[u8], now: u64) {
+        let Ok(frame) = envelope::decode::<Frame>(payload) else {
+            self.counters.malformed.inc();
+            return;
+        };
+        let (id, bytes) = match frame.body {
+            FrameBody::Plain(b) => {
+                if sealed_kind(kind) {
+                    let r = lock(&self.secure).reject_unauthorized(from, format!("{kind} sent without an envelope"));
+                    self.rejected(from, &r);
+                    return;
+                }
+                (frame.id, b)
+            }
+            FrameBody::Sealed(env_bytes) => {
+                // Envelopes for other routers share the topic: skip them without complaint.
+                match envelope::decode::<Envelope>(&env_bytes) {
+                    Ok(e) if e.header.recipient != self.node => return,
+                    Ok(_) => {}
+                    Err(_) => {
+                        self.counters.malformed.inc();
+                        return;
+                    }
+                }
+                let opened = lock(&self.secure).open(&env_bytes, now);
+                let o = match opened {
+                    Ok(o) => o,
+                    Err(e) => {
+                        self.rejected(e.claimed.as_deref().unwrap_or(from), &e);
+                        return;
+                    }
+                };
+                if o.sender != from || o.msg_id != frame.id || o.kind != PayloadKind::Message {
+                    let r = lock(&self.secure)
+                        .reject_unauthorized(from, format!("envelope from {} inside a frame from {from}", o.sender));
+                    self.rejected(from, &r);
+                    return;
+                }
+                if o.sender_role != sealed_sender(kind) {
+                    let r = lock(&self.secure)
+                        .reject_unauthorized(from, format!("a {} may not send {kind}", o.sender_role));
+                    self.rejected(from, &r);
+                    return;
+                }
+                (o.msg_id, o.plaintext)
+            }
+        };
+        let msg = match Message::decode(&bytes) {
+            Ok(m) if m.kind() == kind => m,
+            _ => {
+                self.counters.malformed.inc();
+                return;
+            }
+        };
+        let key = (from.to_string(), id);
+        let durable = durable_kind(kind);
+        if durable && lock(&self.dedup).contains(&key) {
+            self.counters.duplicates.inc();
+            self.queue_ack(from, id);
+            return;
+        }
+        if self.inbound.publish(msg) {
+            self.counters.received.inc();
+            if durable {
+                lock(&self.dedup).insert(key);
+                self.queue_ack(from, id);
+            }
+        } else {
+            self.counters.inbound_dropped.inc();
+        }
+    }
+
+    fn queue_ack(&self, to: &str, id: u64) {
+        let full = {
+            let mut acks = lock(&self.acks);
+            let v = acks.entry(to.to_string()).or_default();
+            v.push(id);
+            v.len() >= 512
+        };
+        if full {
+            flush_acks(self);
+        }
+    }
+}
+
+fn envelope_frame(id: u64, body: FrameBody) -> Vec<u8> {
+    envelope::encode(&Frame { id, body })
+}
+
+fn flush_acks(sh: &Shared) {
+    let batches: Vec<(String, Vec<u64>)> = lock(&sh.acks).drain().collect();
+    for (to, ids) in batches {
+        let bytes = postcard::to_allocvec(&AckBatch { to, ids }).expect("acks are encodable");
+        let _ = sh.client.try_publish(topic(&sh.node, "ack"), QoS::AtLeastOnce, false, bytes);
+    }
+}
+
+fn event_loop(sh: Arc<Shared>, mut connection: rumqttc::Connection, shutdown: Shutdown) {
+    let mut last_error_log: Option<Instant> = None;
+    for ev in connection.iter() {
+        if shutdown.is_triggered() && !sh.connected.load(Ordering::SeqCst) {
+            break;
+        }
+        match ev {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => sh.on_connected(),
+            Ok(Event::Incoming(Packet::Publish(p))) => sh.on_publish(&p.topic, &p.payload),
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                sh.connected.store(false, Ordering::SeqCst);
+                sh.counters.connected.set(0.0);
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let was = sh.connected.swap(false, Ordering::SeqCst);
+                sh.counters.connected.set(0.0);
+                sh.counters.connect_errors.inc();
+                if was || last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
+                    last_error_log = Some(Instant::now());
+                    tracing::warn!(error = %e, "MQTT broker unreachable; alerts and verdicts are spooled until it is back");
+                }
+                if shutdown.is_triggered() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+    }
+}
+
+fn outbox_loop(sh: Arc<Shared>, shutdown: Shutdown) {
+    let mut last_resend = Instant::now();
+    while !shutdown.is_triggered() {
+        std::thread::sleep(Duration::from_millis(20));
+        flush_acks(&sh);
+        if !sh.connected.load(Ordering::SeqCst) {
+            continue;
+        }
+        let rotated = lock(&sh.secure).rotate_if_due();
+        if rotated {
+            let a = lock(&sh.secure).announce();
+            let _ = sh.client.try_publish(topic(&sh.node, "key"), QoS::AtLeastOnce, true, a);
+        }
+        if last_resend.elapsed() < Duration::from_millis(100) {
+            continue;
+        }
+        last_resend = Instant::now();
+        let due = lock(&sh.spool).due(sh.resend_after, 2048);
+        for e in due {
+            if !sh.transmit(e.id, &e.kind, e.to.as_deref(), &e.payload) {
+                lock(&sh.spool).mark_unsent(e.id);
+                // Request queue full or recipient unknown: try again on the next pass.
+                if sealed_kind(&e.kind) {
+                    continue;
+                }
+                break;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_round_trip_and_reject_junk() {
+        assert_eq!(topic("router-1", "verdict"), "gatewarden/v1/router-1/verdict");
+        assert_eq!(parse_topic("gatewarden/v1/router-1/verdict"), Some(("router-1", "verdict")));
+        assert_eq!(parse_topic("gatewarden/v2/router-1/verdict"), None);
+        assert_eq!(parse_topic("gatewarden/v1/router-1/verdict/x"), None);
+        assert_eq!(parse_topic("gatewarden/v1//verdict"), None);
+    }
+
+    #[test]
+    fn only_verdicts_and_policy_are_sealed_and_only_by_their_role() {
+        assert!(sealed_kind("verdict") && sealed_kind("policy_update") && !sealed_kind("alert"));
+        assert!(durable_kind("alert") && !durable_kind("flow_batch"));
+        assert_eq!(sealed_sender("verdict"), CertRole::Detector);
+        assert_eq!(sealed_sender("policy_update"), CertRole::Monitor);
+    }
+
+    #[test]
+    fn dedup_is_bounded() {
+        let mut d = Dedup { set: HashSet::new(), order: VecDeque::new() };
+        for i in 0..(DEDUP_CAPACITY as u64 + 10) {
+            d.insert(("a".into(), i));
+        }
+        assert_eq!(d.set.len(), DEDUP_CAPACITY);
+        assert!(!d.contains(&("a".into(), 0)) && d.contains(&("a".into(), DEDUP_CAPACITY as u64 + 9)));
+    }
+}

@@ -1,0 +1,342 @@
+//! Store-and-forward: the on-disk outbox of messages that must arrive
+//! (alerts, verdicts, policy updates).
+//!
+//! Every such message is appended here *before* it is sent and stays until
+//! the receiver acknowledges it end to end (an `ack` from the receiving node,
+//! not merely the broker's PUBACK, so a broker crash loses nothing either).
+//! While the broker is unreachable nothing is sent and the spool grows; on
+//! reconnect everything unacknowledged is sent again in order, and receivers
+//! drop duplicates by message id.
+//!
+//! The file is an append-only log of `Add`/`Ack` records (length-prefixed
+//! postcard); a torn record at the end (crash mid-write) is ignored on
+//! reopen. When the file grows past twice the live data plus 1 MiB it is
+//! compacted (rewritten with live entries only, then renamed over).
+//!
+//! Overflow policy: past `max_messages` or `max_bytes` of live entries the
+//! **oldest** entry is dropped and counted in
+//! `gatewarden_spool_dropped_total{kind}`: on a long outage recent alerts
+//! and verdicts matter more than old ones, and a verdict older than its
+//! block TTL is useless anyway.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::metrics::{Counter, Gauge, Registry};
+
+/// Largest single record; anything bigger in the file means corruption.
+const MAX_RECORD: usize = 8 * 1024 * 1024;
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Record {
+    Add { id: u64, kind: String, to: Option<String>, payload: Vec<u8> },
+    Ack { id: u64 },
+}
+
+/// One message waiting for its acknowledgement.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// Message id (receivers de-duplicate by it).
+    pub id: u64,
+    /// Message kind (`alert`, `verdict`, …), the topic's last level.
+    pub kind: String,
+    /// Recipient node, or `None` for "every node that takes this kind".
+    pub to: Option<String>,
+    /// The encoded message.
+    pub payload: Vec<u8>,
+    last_sent: Option<Instant>,
+}
+
+/// The outbox.
+#[derive(Debug)]
+pub struct Spool {
+    path: PathBuf,
+    file: File,
+    live: BTreeMap<u64, Entry>,
+    live_bytes: usize,
+    file_bytes: u64,
+    max_messages: usize,
+    max_bytes: usize,
+    next_id: u64,
+    registry: Arc<Registry>,
+    depth: Gauge,
+    acked: Counter,
+}
+
+fn record_bytes(r: &Record) -> Vec<u8> {
+    let body = postcard::to_allocvec(r).expect("records are encodable");
+    let mut out = (body.len() as u32).to_le_bytes().to_vec();
+    out.extend(body);
+    out
+}
+
+impl Spool {
+    /// Opens (or creates) `dir/outbox.spool`, restoring unacknowledged entries.
+    pub fn open(dir: &Path, max_messages: usize, max_bytes: usize, registry: &Arc<Registry>) -> anyhow::Result<Spool> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating spool directory {} (mqtt.spool_dir)", dir.display()))?;
+        let path = dir.join("outbox.spool");
+        let mut live = BTreeMap::new();
+        let mut max_id = 0u64;
+        if let Ok(f) = File::open(&path) {
+            let mut r = BufReader::new(f);
+            loop {
+                let mut len = [0u8; 4];
+                if r.read_exact(&mut len).is_err() {
+                    break;
+                }
+                let len = u32::from_le_bytes(len) as usize;
+                if len > MAX_RECORD {
+                    tracing::warn!(path = %path.display(), "spool record too large: rest of the file ignored");
+                    break;
+                }
+                let mut buf = vec![0u8; len];
+                if r.read_exact(&mut buf).is_err() {
+                    break;
+                }
+                match postcard::from_bytes::<Record>(&buf) {
+                    Ok(Record::Add { id, kind, to, payload }) => {
+                        max_id = max_id.max(id);
+                        live.insert(id, Entry { id, kind, to, payload, last_sent: None });
+                    }
+                    Ok(Record::Ack { id }) => {
+                        live.remove(&id);
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        let boot = (rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u64) << 32;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening spool {}", path.display()))?;
+        let mut s = Spool {
+            path,
+            file,
+            live_bytes: live.values().map(|e: &Entry| e.payload.len()).sum(),
+            live,
+            file_bytes: 0,
+            max_messages: max_messages.max(1),
+            max_bytes: max_bytes.max(1024),
+            next_id: boot.max(max_id + 1),
+            depth: registry.gauge(
+                "gatewarden_spool_messages",
+                "Messages waiting in the outbox for an acknowledgement.",
+                &[],
+            ),
+            acked: registry.counter(
+                "gatewarden_spool_acked_total",
+                "Outbox messages acknowledged by their receiver.",
+                &[],
+            ),
+            registry: registry.clone(),
+        };
+        s.compact()?;
+        Ok(s)
+    }
+
+    /// Unacknowledged messages.
+    pub fn len(&self) -> usize {
+        self.live.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.live.is_empty()
+    }
+
+    fn append(&mut self, r: &Record) -> anyhow::Result<()> {
+        let bytes = record_bytes(r);
+        self.file.write_all(&bytes).with_context(|| format!("appending to {}", self.path.display()))?;
+        self.file_bytes += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Stores a message; returns its id. The oldest entries go if the spool is full.
+    pub fn push(&mut self, kind: &str, to: Option<&str>, payload: Vec<u8>) -> anyhow::Result<u64> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.append(&Record::Add { id, kind: kind.to_string(), to: to.map(str::to_string), payload: payload.clone() })?;
+        self.live_bytes += payload.len();
+        self.live
+            .insert(id, Entry { id, kind: kind.to_string(), to: to.map(str::to_string), payload, last_sent: None });
+        while self.live.len() > self.max_messages || self.live_bytes > self.max_bytes {
+            let Some((&old, _)) = self.live.iter().next() else { break };
+            if let Some(e) = self.live.remove(&old) {
+                self.live_bytes -= e.payload.len();
+                self.registry
+                    .counter(
+                        "gatewarden_spool_dropped_total",
+                        "Outbox messages dropped (oldest first) because the spool was full.",
+                        &[("kind", &e.kind)],
+                    )
+                    .inc();
+                self.append(&Record::Ack { id: old })?;
+            }
+        }
+        self.after_change()?;
+        Ok(id)
+    }
+
+    /// Marks `id` delivered; returns false if it was not waiting.
+    pub fn ack(&mut self, id: u64) -> anyhow::Result<bool> {
+        let Some(e) = self.live.remove(&id) else { return Ok(false) };
+        self.live_bytes -= e.payload.len();
+        self.acked.inc();
+        self.append(&Record::Ack { id })?;
+        self.after_change()?;
+        Ok(true)
+    }
+
+    fn after_change(&mut self) -> anyhow::Result<()> {
+        self.depth.set(self.live.len() as f64);
+        if self.file_bytes > 2 * self.live_bytes as u64 + (1 << 20) {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Rewrites the file with live entries only.
+    fn compact(&mut self) -> anyhow::Result<()> {
+        let tmp = self.path.with_extension("spool.tmp");
+        let mut out = Vec::new();
+        for e in self.live.values() {
+            out.extend(record_bytes(&Record::Add {
+                id: e.id,
+                kind: e.kind.clone(),
+                to: e.to.clone(),
+                payload: e.payload.clone(),
+            }));
+        }
+        std::fs::write(&tmp, &out).with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &self.path).with_context(|| format!("replacing {}", self.path.display()))?;
+        self.file = OpenOptions::new()
+            .append(true)
+            .open(&self.path)
+            .with_context(|| format!("reopening {}", self.path.display()))?;
+        self.file_bytes = out.len() as u64;
+        self.depth.set(self.live.len() as f64);
+        Ok(())
+    }
+
+    /// Entries never sent or not acknowledged within `resend_after`, oldest first, at most `limit`; marks them sent.
+    pub fn due(&mut self, resend_after: Duration, limit: usize) -> Vec<Entry> {
+        let now = Instant::now();
+        let mut out = Vec::new();
+        for e in self.live.values_mut() {
+            if out.len() >= limit {
+                break;
+            }
+            if e.last_sent.is_none_or(|t| now.duration_since(t) >= resend_after) {
+                e.last_sent = Some(now);
+                out.push(e.clone());
+            }
+        }
+        out
+    }
+
+    /// Marks one entry sent now and returns it (to transmit it right after `push`).
+    pub fn take_for_send(&mut self, id: u64) -> Option<Entry> {
+        let e = self.live.get_mut(&id)?;
+        e.last_sent = Some(Instant::now());
+        Some(e.clone())
+    }
+
+    /// Forgets send times (after a reconnect everything unacknowledged goes again at once).
+    pub fn mark_all_unsent(&mut self) {
+        for e in self.live.values_mut() {
+            e.last_sent = None;
+        }
+    }
+
+    /// Marks one entry unsent (its publish could not be queued).
+    pub fn mark_unsent(&mut self, id: u64) {
+        if let Some(e) = self.live.get_mut(&id) {
+            e.last_sent = None;
+        }
+    }
+
+    /// Size of the spool file in bytes.
+    pub fn file_bytes(&self) -> u64 {
+        self.file_bytes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unacknowledged_entries_survive_a_restart_and_acked_ones_do_not() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Registry::new();
+        let ids: Vec<u64> = {
+            let mut s = Spool::open(d.path(), 100, 1 << 20, &r).unwrap();
+            let ids: Vec<u64> = (0..10).map(|i| s.push("alert", None, vec![i; 10]).unwrap()).collect();
+            for id in &ids[..4] {
+                assert!(s.ack(*id).unwrap());
+            }
+            assert!(!s.ack(ids[0]).unwrap(), "second ack is a no-op");
+            ids
+        };
+        let mut s = Spool::open(d.path(), 100, 1 << 20, &r).unwrap();
+        let due: Vec<u64> = s.due(Duration::from_secs(1), 100).iter().map(|e| e.id).collect();
+        assert_eq!(due, ids[4..].to_vec());
+        assert!(s.due(Duration::from_secs(60), 100).is_empty(), "not resent before resend_after");
+        s.mark_all_unsent();
+        assert_eq!(s.due(Duration::from_secs(60), 3).len(), 3, "limit respected");
+        let new = s.push("verdict", Some("r1"), vec![1]).unwrap();
+        assert!(new > *ids.last().unwrap() || new >> 32 != ids[0] >> 32, "ids never collide with restored ones");
+    }
+
+    #[test]
+    fn a_torn_last_record_is_ignored() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Registry::new();
+        {
+            let mut s = Spool::open(d.path(), 100, 1 << 20, &r).unwrap();
+            s.push("alert", None, vec![7; 100]).unwrap();
+            s.push("alert", None, vec![8; 100]).unwrap();
+        }
+        let p = d.path().join("outbox.spool");
+        let len = std::fs::metadata(&p).unwrap().len();
+        let f = OpenOptions::new().write(true).open(&p).unwrap();
+        f.set_len(len - 10).unwrap();
+        let s = Spool::open(d.path(), 100, 1 << 20, &r).unwrap();
+        assert_eq!(s.len(), 1);
+    }
+
+    #[test]
+    fn overflow_drops_oldest_and_counts() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Registry::new();
+        let mut s = Spool::open(d.path(), 5, 1 << 20, &r).unwrap();
+        let ids: Vec<u64> = (0..8).map(|_| s.push("alert", None, vec![0; 10]).unwrap()).collect();
+        assert_eq!(s.len(), 5);
+        let left: Vec<u64> = s.due(Duration::ZERO, 100).iter().map(|e| e.id).collect();
+        assert_eq!(left, ids[3..].to_vec(), "oldest dropped first");
+        assert_eq!(r.snapshot()["gatewarden_spool_dropped_total{kind=alert}"], 3.0);
+    }
+
+    #[test]
+    fn the_file_is_compacted_so_disk_use_stays_bounded() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Registry::new();
+        let mut s = Spool::open(d.path(), 1000, 1 << 20, &r).unwrap();
+        for _ in 0..5000 {
+            let id = s.push("alert", None, vec![0; 1000]).unwrap();
+            s.ack(id).unwrap();
+        }
+        assert!(s.file_bytes() < 2 << 20, "{} bytes", s.file_bytes());
+        assert!(std::fs::metadata(d.path().join("outbox.spool")).unwrap().len() < 2 << 20);
+    }
+}

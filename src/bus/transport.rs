@@ -1,0 +1,30 @@
+//! The one interface roles publish through, whether the other roles live in
+//! this process ([`super::LocalBus`]) or on other nodes ([`super::mqtt::MqttBus`]).
+//! Receiving is always from a [`super::LocalBus`]: the MQTT transport feeds
+//! what it receives into one, so role tasks never know where a message came from.
+
+use super::messages::Message;
+
+/// Something messages can be published to.
+pub trait Publisher: Send + Sync {
+    /// Publishes to whoever consumes this kind; false if it was dropped (and counted).
+    fn publish(&self, msg: Message) -> bool;
+
+    /// Publishes to one node (e.g. a verdict for the router whose flows caused
+    /// it). In one process there is one router, so the default ignores `to`.
+    fn publish_to(&self, to: &str, msg: Message) -> bool {
+        let _ = to;
+        self.publish(msg)
+    }
+
+    /// Whether messages currently leave this node (always true in process).
+    fn connected(&self) -> bool {
+        true
+    }
+}
+
+impl Publisher for super::LocalBus {
+    fn publish(&self, msg: Message) -> bool {
+        super::LocalBus::publish(self, msg)
+    }
+}

@@ -1,0 +1,99 @@
+//! Append-only log files that rotate by size: `name` → `name.1` → … →
+//! `name.<keep>`, the oldest deleted, so a node that logs forever (e.g. the
+//! secure channel's rejection audit log) never fills its disk.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+
+/// A size-rotated log file.
+#[derive(Debug)]
+pub struct RotatingLog {
+    path: PathBuf,
+    file: File,
+    size: u64,
+    max_bytes: u64,
+    keep: usize,
+}
+
+impl RotatingLog {
+    /// Opens `path` for appending; rotates when it would exceed `max_bytes`, keeping `keep` old files.
+    pub fn open(path: &Path, max_bytes: u64, keep: usize) -> anyhow::Result<RotatingLog> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening log {}", path.display()))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(RotatingLog { path: path.to_path_buf(), file, size, max_bytes: max_bytes.max(1024), keep })
+    }
+
+    fn rotated(&self, n: usize) -> PathBuf {
+        let mut s = self.path.clone().into_os_string();
+        s.push(format!(".{n}"));
+        PathBuf::from(s)
+    }
+
+    fn rotate(&mut self) -> anyhow::Result<()> {
+        if self.keep == 0 {
+            self.file.set_len(0).with_context(|| format!("truncating {}", self.path.display()))?;
+        } else {
+            let _ = std::fs::remove_file(self.rotated(self.keep));
+            for n in (1..self.keep).rev() {
+                let _ = std::fs::rename(self.rotated(n), self.rotated(n + 1));
+            }
+            std::fs::rename(&self.path, self.rotated(1))
+                .with_context(|| format!("rotating {}", self.path.display()))?;
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .with_context(|| format!("reopening {}", self.path.display()))?;
+        }
+        self.size = 0;
+        Ok(())
+    }
+
+    /// Appends one line (a newline is added).
+    pub fn line(&mut self, text: &str) -> anyhow::Result<()> {
+        let len = text.len() as u64 + 1;
+        if self.size > 0 && self.size + len > self.max_bytes {
+            self.rotate()?;
+        }
+        self.file
+            .write_all(text.as_bytes())
+            .and_then(|_| self.file.write_all(b"\n"))
+            .with_context(|| format!("writing {}", self.path.display()))?;
+        self.size += len;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rotates_by_size_and_keeps_the_count() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("channel.log");
+        let mut log = RotatingLog::open(&p, 1024, 3).unwrap();
+        for i in 0..200 {
+            log.line(&format!("{i:04} {}", "x".repeat(95))).unwrap();
+        }
+        let mut names: Vec<String> =
+            std::fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        assert_eq!(names, ["channel.log", "channel.log.1", "channel.log.2", "channel.log.3"]);
+        for n in &names {
+            assert!(std::fs::metadata(d.path().join(n)).unwrap().len() <= 1024);
+        }
+        let newest = std::fs::read_to_string(&p).unwrap();
+        assert!(newest.lines().last().unwrap().starts_with("0199"));
+    }
+}

@@ -1,0 +1,531 @@
+//! The fleet's own certificate authority: a P-384 CA, node certificates whose
+//! subject says who a node is (CN = node id) and what it may do (OU = role),
+//! and the Mosquitto config + ACL that enforce it.
+//!
+//! One key per node serves both layers: rustls presents it to Mosquitto
+//! (mutual TLS, `use_identity_as_username`), and [`crate::secure`] signs
+//! envelopes with it, so a peer is trusted end to end exactly when its
+//! certificate chains to this CA.
+//!
+//! Layout of a PKI directory:
+//! `ca.crt`, `ca.key` (0600), `nodes/<id>.crt`, `nodes/<id>.key` (0600),
+//! `mosquitto/` (written by `pki mosquitto-conf`).
+
+use std::fmt;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use p384::ecdsa::{signature::Verifier, Signature, SigningKey, VerifyingKey};
+use p384::pkcs8::DecodePrivateKey;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PKCS_ECDSA_P384_SHA384,
+};
+use serde::{Deserialize, Serialize};
+
+/// Common name of the CA certificate.
+pub const CA_NAME: &str = "gatewarden fleet CA";
+/// Node id (CN) of the broker's server certificate.
+pub const BROKER_ID: &str = "gatewarden-broker";
+
+/// What a certificate allows its holder to do; stored in the subject's OU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CertRole {
+    /// Publishes flow batches and alerts; receives verdicts and policy.
+    Router,
+    /// Receives flow batches; publishes verdicts and alerts.
+    Detector,
+    /// Receives everything; publishes policy updates.
+    Monitor,
+    /// A person with `gatewarden ctl`: may send control commands, nothing on MQTT but status.
+    Operator,
+    /// The Mosquitto server certificate.
+    Broker,
+}
+
+impl CertRole {
+    /// The OU string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertRole::Router => "router",
+            CertRole::Detector => "detector",
+            CertRole::Monitor => "monitor",
+            CertRole::Operator => "operator",
+            CertRole::Broker => "broker",
+        }
+    }
+
+    /// Parses an OU string.
+    pub fn parse(s: &str) -> Option<CertRole> {
+        Some(match s {
+            "router" => CertRole::Router,
+            "detector" => CertRole::Detector,
+            "monitor" => CertRole::Monitor,
+            "operator" => CertRole::Operator,
+            "broker" => CertRole::Broker,
+            _ => return None,
+        })
+    }
+
+    /// The certificate role a process running `role` needs (`all` uses the monitor's rights).
+    pub fn for_role(role: crate::role::Role) -> CertRole {
+        match role {
+            crate::role::Role::Router => CertRole::Router,
+            crate::role::Role::Detector => CertRole::Detector,
+            crate::role::Role::Monitor | crate::role::Role::All => CertRole::Monitor,
+        }
+    }
+}
+
+impl fmt::Display for CertRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Checks a node id the way `config.node_id` is checked (it becomes an MQTT topic level and an ACL user).
+pub fn valid_node_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// Paths inside a PKI directory.
+#[derive(Debug, Clone)]
+pub struct PkiDir(pub PathBuf);
+
+impl PkiDir {
+    /// The CA certificate.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.0.join("ca.crt")
+    }
+    /// The CA private key.
+    pub fn ca_key(&self) -> PathBuf {
+        self.0.join("ca.key")
+    }
+    /// A node's certificate.
+    pub fn node_cert(&self, id: &str) -> PathBuf {
+        self.0.join("nodes").join(format!("{id}.crt"))
+    }
+    /// A node's private key.
+    pub fn node_key(&self, id: &str) -> PathBuf {
+        self.0.join("nodes").join(format!("{id}.key"))
+    }
+}
+
+fn write_file(path: &Path, text: &str, secret: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(if secret { 0o600 } else { 0o644 })
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+}
+
+fn validity(params: &mut CertificateParams, days: u32) {
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::hours(1);
+    params.not_after = now + time::Duration::days(days as i64);
+}
+
+/// Creates a P-384 CA in `dir`; refuses to overwrite one unless `force`.
+pub fn init(dir: &Path, days: u32, force: bool) -> anyhow::Result<PkiDir> {
+    let pki = PkiDir(dir.to_path_buf());
+    if pki.ca_key().exists() && !force {
+        bail!(
+            "{} already exists: a new CA would orphan every issued certificate. Pass --force to replace it",
+            pki.ca_key().display()
+        );
+    }
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).context("generating the CA key")?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
+    params.distinguished_name.push(DnType::CommonName, CA_NAME);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    validity(&mut params, days);
+    let cert = params.self_signed(&key).context("self-signing the CA")?;
+    write_file(&pki.ca_key(), &key.serialize_pem(), true)?;
+    write_file(&pki.ca_cert(), &cert.pem(), false)?;
+    Ok(pki)
+}
+
+/// Issues a certificate + key for `node_id` with `role`, signed by the CA in `dir`.
+///
+/// `names` become DNS/IP subject alternative names (the broker needs its host names).
+pub fn issue(
+    dir: &Path,
+    node_id: &str,
+    role: CertRole,
+    names: &[String],
+    days: u32,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    if !valid_node_id(node_id) {
+        bail!("node id {node_id:?} is not 1 to 64 characters of A-Z, a-z, 0-9, '-' or '_'");
+    }
+    let pki = PkiDir(dir.to_path_buf());
+    let ca_key_pem = std::fs::read_to_string(pki.ca_key()).with_context(|| {
+        format!("reading {}: run `gatewarden pki init --dir {}` first", pki.ca_key().display(), dir.display())
+    })?;
+    let ca_pem =
+        std::fs::read_to_string(pki.ca_cert()).with_context(|| format!("reading {}", pki.ca_cert().display()))?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem).context("parsing the CA key")?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).context("parsing the CA certificate")?;
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).context("generating the node key")?;
+    let mut params = CertificateParams::new(names.to_vec()).context("certificate names")?;
+    params.distinguished_name.push(DnType::CommonName, node_id);
+    params.distinguished_name.push(DnType::OrganizationalUnitName, role.as_str());
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyAgreement];
+    params.extended_key_usages = if role == CertRole::Broker {
+        vec![ExtendedKeyUsagePurpose::ServerAuth]
+    } else {
+        vec![ExtendedKeyUsagePurpose::ClientAuth]
+    };
+    params.use_authority_key_identifier_extension = true;
+    validity(&mut params, days);
+    let cert = params.signed_by(&key, &issuer).context("signing the node certificate")?;
+    let (c, k) = (pki.node_cert(node_id), pki.node_key(node_id));
+    write_file(&k, &key.serialize_pem(), true)?;
+    write_file(&c, &cert.pem(), false)?;
+    Ok((c, k))
+}
+
+/// Reads the first certificate of a PEM file as DER.
+pub fn read_cert_der(path: &Path) -> anyhow::Result<Vec<u8>> {
+    use rustls_pki_types::pem::PemObject;
+    let c = rustls_pki_types::CertificateDer::from_pem_file(path)
+        .with_context(|| format!("reading certificate {} (PEM)", path.display()))?;
+    Ok(c.to_vec())
+}
+
+/// Who a certificate says its holder is, after it was checked against the CA.
+#[derive(Debug, Clone)]
+pub struct PeerCert {
+    /// The subject CN.
+    pub node: String,
+    /// The subject OU.
+    pub role: CertRole,
+    /// The key that signs this peer's envelopes.
+    pub key: VerifyingKey,
+}
+
+/// Checks certificates against the fleet CA without any TLS stack, for the envelope layer.
+#[derive(Debug, Clone)]
+pub struct CaVerifier {
+    key: VerifyingKey,
+    subject: Vec<u8>,
+}
+
+fn parse_cert(der: &[u8]) -> anyhow::Result<x509_parser::certificate::X509Certificate<'_>> {
+    use x509_parser::prelude::FromDer;
+    let (rest, cert) = x509_parser::certificate::X509Certificate::from_der(der)
+        .map_err(|e| anyhow::anyhow!("not a certificate: {e}"))?;
+    if !rest.is_empty() {
+        bail!("{} bytes after the certificate", rest.len());
+    }
+    Ok(cert)
+}
+
+impl CaVerifier {
+    /// From the CA certificate (DER).
+    pub fn from_der(der: &[u8]) -> anyhow::Result<CaVerifier> {
+        let cert = parse_cert(der)?;
+        let key = VerifyingKey::from_sec1_bytes(&cert.public_key().subject_public_key.data)
+            .map_err(|_| anyhow::anyhow!("the CA key is not a P-384 key: make the CA with `gatewarden pki init`"))?;
+        Ok(CaVerifier { key, subject: cert.subject().as_raw().to_vec() })
+    }
+
+    /// From the CA certificate file (PEM).
+    pub fn load(path: &Path) -> anyhow::Result<CaVerifier> {
+        CaVerifier::from_der(&read_cert_der(path)?)
+    }
+
+    /// Checks issuer, signature (ECDSA P-384 / SHA-384) and validity period; returns the subject.
+    pub fn verify(&self, der: &[u8]) -> anyhow::Result<PeerCert> {
+        let cert = parse_cert(der)?;
+        if cert.issuer().as_raw() != self.subject.as_slice() {
+            bail!("issued by {}, not by this fleet's CA", cert.issuer());
+        }
+        if cert.signature_algorithm.algorithm != x509_parser::oid_registry::OID_SIG_ECDSA_WITH_SHA384 {
+            bail!("signature algorithm is not ecdsa-with-SHA384");
+        }
+        let sig =
+            Signature::from_der(&cert.signature_value.data).map_err(|_| anyhow::anyhow!("malformed signature"))?;
+        self.key
+            .verify(cert.tbs_certificate.as_ref(), &sig)
+            .map_err(|_| anyhow::anyhow!("signature does not verify against the CA"))?;
+        if !cert.validity().is_valid() {
+            bail!("outside its validity period ({} to {})", cert.validity().not_before, cert.validity().not_after);
+        }
+        let node = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|a| a.as_str().ok())
+            .filter(|s| valid_node_id(s))
+            .ok_or_else(|| anyhow::anyhow!("subject has no valid CN (node id)"))?
+            .to_string();
+        let role = cert
+            .subject()
+            .iter_organizational_unit()
+            .next()
+            .and_then(|a| a.as_str().ok())
+            .and_then(CertRole::parse)
+            .ok_or_else(|| anyhow::anyhow!("subject has no OU naming a gatewarden role"))?;
+        let key = VerifyingKey::from_sec1_bytes(&cert.public_key().subject_public_key.data)
+            .map_err(|_| anyhow::anyhow!("the certificate key is not a P-384 key"))?;
+        Ok(PeerCert { node, role, key })
+    }
+}
+
+/// This node's own certificate and key, loaded once at start.
+#[derive(Clone)]
+pub struct Identity {
+    /// Subject CN.
+    pub node: String,
+    /// Subject OU.
+    pub role: CertRole,
+    /// The certificate, DER, sent to peers in announcements.
+    pub cert_der: Vec<u8>,
+    /// The signing key (the same key TLS uses).
+    pub key: SigningKey,
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity").field("node", &self.node).field("role", &self.role).finish_non_exhaustive()
+    }
+}
+
+impl Identity {
+    /// Loads `cert` and `key` (PEM) and checks the certificate against `ca` and that the key matches it.
+    pub fn load(cert: &Path, key: &Path, ca: &CaVerifier) -> anyhow::Result<Identity> {
+        let cert_der = read_cert_der(cert)?;
+        let key_pem = std::fs::read_to_string(key).with_context(|| format!("reading key {}", key.display()))?;
+        let secret = p384::SecretKey::from_pkcs8_pem(&key_pem).map_err(|e| {
+            anyhow::anyhow!("{}: not a P-384 PKCS#8 key ({e}); issue one with `gatewarden pki issue`", key.display())
+        })?;
+        Identity::from_parts(cert_der, SigningKey::from(secret), ca)
+            .with_context(|| format!("certificate {}", cert.display()))
+    }
+
+    /// Builds an identity from a DER certificate and its key, checked against `ca`.
+    pub fn from_parts(cert_der: Vec<u8>, key: SigningKey, ca: &CaVerifier) -> anyhow::Result<Identity> {
+        let peer = ca.verify(&cert_der)?;
+        if peer.key != *key.verifying_key() {
+            bail!("the private key does not belong to this certificate");
+        }
+        Ok(Identity { node: peer.node, role: peer.role, cert_der, key })
+    }
+}
+
+/// Topic permissions of one role: (publish, subscribe) topic filters; `{id}` is the node's own id.
+pub fn acl_for(role: CertRole) -> (&'static [&'static str], &'static [&'static str]) {
+    match role {
+        CertRole::Router => (
+            &["flow_batch", "alert", "heartbeat", "metrics", "status", "key", "ack"],
+            &["+/verdict", "+/policy_update", "+/key", "+/ack"],
+        ),
+        CertRole::Detector => {
+            (&["verdict", "alert", "heartbeat", "metrics", "status", "key", "ack"], &["+/flow_batch", "+/key", "+/ack"])
+        }
+        CertRole::Monitor => (&["policy_update", "alert", "heartbeat", "metrics", "status", "key", "ack"], &["#"]),
+        CertRole::Operator => (&[], &["+/status", "+/heartbeat"]),
+        CertRole::Broker => (&[], &[]),
+    }
+}
+
+/// Options for `pki mosquitto-conf`.
+#[derive(Debug, Clone)]
+pub struct MosquittoOptions {
+    /// Where to write `mosquitto.conf`, `acl` and the broker's certificate.
+    pub out: PathBuf,
+    /// Listener port.
+    pub port: u16,
+    /// Listener address.
+    pub bind: String,
+    /// Host names / addresses clients use to reach the broker (certificate SANs).
+    pub names: Vec<String>,
+    /// `user` line; Mosquitto drops root to this user and must still read the key.
+    pub run_as: Option<String>,
+    /// Where Mosquitto keeps its persistence database.
+    pub persistence_dir: Option<PathBuf>,
+}
+
+/// Writes a TLS-only Mosquitto config and an ACL with one block per issued certificate.
+///
+/// Re-run after issuing a node: the ACL lists users by certificate CN.
+pub fn mosquitto_conf(dir: &Path, opts: &MosquittoOptions) -> anyhow::Result<PathBuf> {
+    let pki = PkiDir(dir.to_path_buf());
+    let ca = CaVerifier::load(&pki.ca_cert())
+        .with_context(|| format!("run `gatewarden pki init --dir {}` first", dir.display()))?;
+    let mut names = opts.names.clone();
+    if names.is_empty() {
+        names = vec!["localhost".into(), "127.0.0.1".into()];
+    }
+    issue(dir, BROKER_ID, CertRole::Broker, &names, 825)?;
+    std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
+    let abs = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
+    let broker_crt = opts.out.join("broker.crt");
+    let broker_key = opts.out.join("broker.key");
+    std::fs::copy(pki.node_cert(BROKER_ID), &broker_crt).context("copying the broker certificate")?;
+    std::fs::copy(pki.node_key(BROKER_ID), &broker_key).context("copying the broker key")?;
+    let acl_path = opts.out.join("acl");
+    let mut acl =
+        String::from("# Written by `gatewarden pki mosquitto-conf`; one block per issued certificate (user = CN).\n");
+    let mut entries: Vec<_> = std::fs::read_dir(dir.join("nodes"))
+        .with_context(|| format!("listing {}", dir.join("nodes").display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let der = read_cert_der(&path)?;
+        let peer = match ca.verify(&der) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "skipping certificate not usable with this CA");
+                continue;
+            }
+        };
+        let (publish, subscribe) = acl_for(peer.role);
+        if publish.is_empty() && subscribe.is_empty() {
+            continue;
+        }
+        acl.push_str(&format!("\n# {} ({})\nuser {}\n", peer.node, peer.role, peer.node));
+        for kind in publish {
+            acl.push_str(&format!("topic write gatewarden/v1/{}/{kind}\n", peer.node));
+        }
+        for filter in subscribe {
+            acl.push_str(&format!("topic read gatewarden/v1/{filter}\n"));
+        }
+    }
+    write_file(&acl_path, &acl, false)?;
+    let mut conf = format!(
+        "# Written by `gatewarden pki mosquitto-conf`: TLS only, client certificates required,\n\
+         # the certificate CN is the MQTT user, and the ACL gives each role only its own topics.\n\
+         # Listener-scoped settings must follow the `listener` line, or Mosquitto opens\n\
+         # an unencrypted default listener on 1883 for them.\n\
+         per_listener_settings false\n\
+         allow_anonymous false\n\
+         acl_file {acl}\n\
+         listener {port} {bind}\n\
+         protocol mqtt\n\
+         use_identity_as_username true\n\
+         cafile {ca}\n\
+         certfile {crt}\n\
+         keyfile {key}\n\
+         require_certificate true\n\
+         tls_version tlsv1.2\n\
+         max_queued_messages 100000\n\
+         max_inflight_messages 64\n",
+        acl = abs(acl_path.clone()).display(),
+        port = opts.port,
+        bind = opts.bind,
+        ca = abs(pki.ca_cert()).display(),
+        crt = abs(broker_crt).display(),
+        key = abs(broker_key).display(),
+    );
+    if let Some(p) = &opts.persistence_dir {
+        std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+        conf.push_str(&format!(
+            "persistence true\npersistence_location {}/\nautosave_interval 30\n",
+            abs(p.clone()).display()
+        ));
+    }
+    if let Some(u) = &opts.run_as {
+        conf.push_str(&format!("user {u}\n"));
+    }
+    let conf_path = opts.out.join("mosquitto.conf");
+    write_file(&conf_path, &conf, false)?;
+    Ok(conf_path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issued_certificates_verify_and_carry_id_and_role() {
+        let d = tempfile::tempdir().unwrap();
+        init(d.path(), 30, false).unwrap();
+        assert!(init(d.path(), 30, false).unwrap_err().to_string().contains("--force"));
+        let (c, k) = issue(d.path(), "router-1", CertRole::Router, &[], 30).unwrap();
+        let ca = CaVerifier::load(&PkiDir(d.path().into()).ca_cert()).unwrap();
+        let id = Identity::load(&c, &k, &ca).unwrap();
+        assert_eq!((id.node.as_str(), id.role), ("router-1", CertRole::Router));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&k).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_certificate_from_another_ca_is_refused() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        init(a.path(), 30, false).unwrap();
+        init(b.path(), 30, false).unwrap();
+        let (c, _) = issue(b.path(), "intruder", CertRole::Detector, &[], 30).unwrap();
+        let ca = CaVerifier::load(&PkiDir(a.path().into()).ca_cert()).unwrap();
+        let err = ca.verify(&read_cert_der(&c).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("CA"), "{err}");
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        init(d.path(), 30, false).unwrap();
+        let (c1, _) = issue(d.path(), "a", CertRole::Router, &[], 30).unwrap();
+        let (_, k2) = issue(d.path(), "b", CertRole::Router, &[], 30).unwrap();
+        let ca = CaVerifier::load(&PkiDir(d.path().into()).ca_cert()).unwrap();
+        let err = format!("{:#}", Identity::load(&c1, &k2, &ca).unwrap_err());
+        assert!(err.contains("does not belong"), "{err}");
+    }
+
+    #[test]
+    fn bad_node_ids_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        init(d.path(), 30, false).unwrap();
+        assert!(issue(d.path(), "a/b", CertRole::Router, &[], 30).is_err());
+        assert!(issue(d.path(), "#", CertRole::Router, &[], 30).is_err());
+    }
+
+    #[test]
+    fn mosquitto_acl_gives_each_role_only_its_topics() {
+        let d = tempfile::tempdir().unwrap();
+        init(d.path(), 30, false).unwrap();
+        issue(d.path(), "r1", CertRole::Router, &[], 30).unwrap();
+        issue(d.path(), "d1", CertRole::Detector, &[], 30).unwrap();
+        let out = d.path().join("mq");
+        let opts = MosquittoOptions {
+            out: out.clone(),
+            port: 8883,
+            bind: "0.0.0.0".into(),
+            names: vec![],
+            run_as: None,
+            persistence_dir: None,
+        };
+        let conf = std::fs::read_to_string(mosquitto_conf(d.path(), &opts).unwrap()).unwrap();
+        for line in
+            ["require_certificate true", "use_identity_as_username true", "allow_anonymous false", "listener 8883"]
+        {
+            assert!(conf.contains(line), "{line} in {conf}");
+        }
+        assert!(!conf.contains("listener 1883"));
+        let acl = std::fs::read_to_string(out.join("acl")).unwrap();
+        let block = |user: &str| -> String {
+            let start = acl.find(&format!("user {user}\n")).unwrap();
+            let rest = &acl[start..];
+            rest[..rest[1..].find("\n#").map(|i| i + 1).unwrap_or(rest.len())].to_string()
+        };
+        assert!(block("r1").contains("topic write gatewarden/v1/r1/flow_batch"));
+        let r1 = block("r1");
+        assert!(!r1.lines().any(|l| l.starts_with("topic write") && l.contains("verdict")), "{r1}");
+        assert!(r1.contains("topic read gatewarden/v1/+/verdict"), "{r1}");
+        assert!(block("d1").contains("topic write gatewarden/v1/d1/verdict"));
+        assert!(!acl.contains("user gatewarden-broker"), "the broker gets no topics");
+    }
+}

@@ -1,0 +1,695 @@
+//! End-to-end secure channel ("SecureComm"): every verdict, policy update and
+//! control command is signed with the sender's ECDSA P-384 identity key and
+//! encrypted with AES-256-GCM under a key from HKDF-SHA256 over an ephemeral
+//! ECDH P-384 exchange. The broker (or anyone on the TCP path) sees headers only
+//! and can neither read, alter nor replay what it carries.
+//!
+//! # Handshake: signed ephemeral keys, announced per node
+//!
+//! Every node holds an ephemeral P-384 key pair and announces its public half
+//! in an [`Announce`] signed by its identity key (the key of its fleet
+//! certificate, which the announcement carries). On MQTT the announcement is
+//! retained on `gatewarden/v1/<node>/key`; on a `ctl` TCP connection the two
+//! sides send theirs first. A receiver accepts an announcement only if the
+//! certificate chains to the fleet CA, its CN is the announced node, and the
+//! signature verifies.
+//!
+//! To seal for recipient R, sender S combines its own current ephemeral
+//! secret with R's announced ephemeral public key:
+//! `K = HKDF-SHA256(salt = ek_S ‖ ek_R, ikm = ECDH(eph_S, eph_R), info = "gatewarden/v1 aes-256-gcm" ‖ S ‖ 0 ‖ R)`.
+//! The direction is in `info`, so S→R and R→S use different keys; the
+//! AES-GCM nonce is the sender's sequence number, unique per sender key. The
+//! ciphertext and header are then signed with S's identity key, so every
+//! sealed message is attributable to its sender (not merely to "one of the
+//! two key holders", as AEAD alone would be).
+//!
+//! Both halves of the exchange are ephemeral, so recorded traffic stays
+//! unreadable once both nodes have rotated (every `rekey_interval`, default
+//! 10 min; the previous key is kept for one more interval for messages in
+//! flight, then dropped and zeroised). This costs no round trip per
+//! message, which suits publish/subscribe where the receiver may be offline;
+//! ECIES with a per-message ephemeral key would need a static recipient key
+//! and so lose forward secrecy against that key.
+//!
+//! # Replay and rejection
+//!
+//! `open` checks, cheapest first: format, known sender, our key id, timestamp
+//! within `max_skew`, sequence number against a 1024-wide window per sender
+//! key, AES-GCM tag, then the ECDSA signature; only then is the sequence
+//! recorded. Every rejection is counted in
+//! `gatewarden_secure_rejected_total{reason}` and returned with a reason the
+//! bus turns into a `ChannelAbuse` alert.
+
+pub mod anomaly;
+pub mod envelope;
+pub mod replay;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aes_gcm::aead::{Aead, KeyInit, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use hkdf::Hkdf;
+use p384::ecdh::EphemeralSecret;
+use p384::ecdsa::signature::{Signer, Verifier};
+use p384::ecdsa::Signature;
+use p384::elliptic_curve::sec1::ToEncodedPoint;
+use rand_core::{OsRng, RngCore};
+use sha2::Sha256;
+
+pub use envelope::{Announce, Envelope, EnvelopeHeader, PayloadKind};
+
+use crate::metrics::{Counter, Registry};
+use crate::pki::{CaVerifier, CertRole, Identity, PeerCert};
+use replay::{ReplayVerdict, ReplayWindow};
+
+/// Timing and size limits of a channel.
+#[derive(Debug, Clone)]
+pub struct SecureConfig {
+    /// Largest accepted difference between a seal time and now.
+    pub max_skew: Duration,
+    /// How often the ephemeral key is replaced.
+    pub rekey_interval: Duration,
+    /// Most peers remembered; the least recently heard is forgotten first.
+    pub max_peers: usize,
+}
+
+impl Default for SecureConfig {
+    fn default() -> Self {
+        SecureConfig { max_skew: Duration::from_secs(30), rekey_interval: Duration::from_secs(600), max_peers: 1024 }
+    }
+}
+
+/// Why a message or announcement was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reject {
+    /// Not a decodable envelope/announcement.
+    Malformed,
+    /// The certificate does not chain to the fleet CA, or names another node.
+    BadCertificate,
+    /// The identity-key signature does not verify.
+    BadSignature,
+    /// No announcement from this sender (not a fleet member, or its key is unknown).
+    UnknownSender,
+    /// Sealed to a key of ours we no longer (or never) had, or with a sender key we do not know.
+    UnknownSession,
+    /// Sealed for another node.
+    NotForUs,
+    /// Timestamp outside the allowed skew.
+    Stale,
+    /// Sequence number seen before or older than the window.
+    Replay,
+    /// The AES-GCM tag does not verify: altered in transit.
+    Tampered,
+    /// The sender's role may not send this (e.g. a router sending a verdict).
+    Unauthorized,
+}
+
+impl Reject {
+    /// Every reason, for pre-registering counters.
+    pub const ALL: [Reject; 10] = [
+        Reject::Malformed,
+        Reject::BadCertificate,
+        Reject::BadSignature,
+        Reject::UnknownSender,
+        Reject::UnknownSession,
+        Reject::NotForUs,
+        Reject::Stale,
+        Reject::Replay,
+        Reject::Tampered,
+        Reject::Unauthorized,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reject::Malformed => "malformed",
+            Reject::BadCertificate => "bad_certificate",
+            Reject::BadSignature => "bad_signature",
+            Reject::UnknownSender => "unknown_sender",
+            Reject::UnknownSession => "unknown_session",
+            Reject::NotForUs => "not_for_us",
+            Reject::Stale => "stale",
+            Reject::Replay => "replay",
+            Reject::Tampered => "tampered",
+            Reject::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+/// A refused message: why, who it claimed to be from, and the detail for the alert.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{} from {}: {detail}", reason.as_str(), claimed.as_deref().unwrap_or("?"))]
+pub struct Rejection {
+    /// The reason (counter label).
+    pub reason: Reject,
+    /// The sender it claimed, if it got that far.
+    pub claimed: Option<String>,
+    /// What exactly was wrong.
+    pub detail: String,
+}
+
+fn rejection(reason: Reject, claimed: Option<&str>, detail: impl Into<String>) -> Rejection {
+    Rejection { reason, claimed: claimed.map(str::to_string), detail: detail.into() }
+}
+
+/// A message that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opened {
+    /// Sender node id (from its certificate).
+    pub sender: String,
+    /// Sender role (from its certificate).
+    pub sender_role: CertRole,
+    /// De-duplication id.
+    pub msg_id: u64,
+    /// What the plaintext is.
+    pub kind: PayloadKind,
+    /// The plaintext.
+    pub plaintext: Vec<u8>,
+}
+
+/// Sealing failed: we have no key for that recipient yet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("no announced key from {0} yet: it is offline or not a fleet member (check its certificate and `gatewarden/v1/{0}/key`)")]
+pub struct NoPeerKey(pub String);
+
+struct OwnKey {
+    id: u64,
+    secret: EphemeralSecret,
+    announce: Announce,
+}
+
+#[derive(Clone)]
+struct PeerKey {
+    id: u64,
+    public: p384::PublicKey,
+    issued_ns: u64,
+}
+
+struct Peer {
+    cert: PeerCert,
+    keys: VecDeque<PeerKey>,
+    windows: HashMap<u64, ReplayWindow>,
+    sessions: HashMap<(u64, u64, bool), Aes256Gcm>,
+    last_heard: Instant,
+}
+
+/// One node's end of the secure channel to every peer.
+pub struct SecureChannel {
+    id: Identity,
+    ca: CaVerifier,
+    cfg: SecureConfig,
+    current: OwnKey,
+    previous: Option<OwnKey>,
+    rotated_at: Instant,
+    seq: u64,
+    peers: HashMap<String, Peer>,
+    rejected: HashMap<Reject, Counter>,
+    opened: Counter,
+    sealed: Counter,
+    rekeys: Counter,
+}
+
+impl std::fmt::Debug for SecureChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecureChannel").field("node", &self.id.node).field("peers", &self.peers.len()).finish()
+    }
+}
+
+fn new_key(id: &Identity, now_ns: u64) -> OwnKey {
+    let secret = EphemeralSecret::random(&mut OsRng);
+    let ek_pub = secret.public_key().to_encoded_point(false).as_bytes().to_vec();
+    let mut announce = Announce {
+        node: id.node.clone(),
+        cert_der: id.cert_der.clone(),
+        ek_id: OsRng.next_u64(),
+        ek_pub,
+        issued_ns: now_ns,
+        signature: Vec::new(),
+    };
+    let sig: Signature = id.key.sign(&announce.signed_bytes());
+    announce.signature = sig.to_bytes().to_vec();
+    OwnKey { id: announce.ek_id, secret, announce }
+}
+
+fn derive(
+    secret: &EphemeralSecret,
+    public: &p384::PublicKey,
+    sender: &str,
+    recipient: &str,
+    s_ek: u64,
+    r_ek: u64,
+) -> Aes256Gcm {
+    let shared = secret.diffie_hellman(public);
+    let mut salt = [0u8; 16];
+    salt[..8].copy_from_slice(&s_ek.to_be_bytes());
+    salt[8..].copy_from_slice(&r_ek.to_be_bytes());
+    let hk = Hkdf::<Sha256>::new(Some(&salt), shared.raw_secret_bytes());
+    let mut info = b"gatewarden/v1 aes-256-gcm".to_vec();
+    info.extend_from_slice(sender.as_bytes());
+    info.push(0);
+    info.extend_from_slice(recipient.as_bytes());
+    let mut key = [0u8; 32];
+    hk.expand(&info, &mut key).expect("32 bytes is a valid HKDF-SHA256 output length");
+    let cipher = Aes256Gcm::new_from_slice(&key).expect("32-byte key");
+    key.iter_mut().for_each(|b| *b = 0);
+    cipher
+}
+
+fn nonce(seq: u64) -> [u8; 12] {
+    let mut n = [0u8; 12];
+    n[4..].copy_from_slice(&seq.to_be_bytes());
+    n
+}
+
+/// Unix time now, ns.
+pub fn now_ns() -> u64 {
+    crate::monitor::unix_now_ns()
+}
+
+impl SecureChannel {
+    /// A channel for `id`, trusting peers whose certificates chain to `ca`.
+    pub fn new(id: Identity, ca: CaVerifier, cfg: SecureConfig, registry: &Arc<Registry>) -> SecureChannel {
+        let rejected = Reject::ALL
+            .iter()
+            .map(|r| {
+                (
+                    *r,
+                    registry.counter(
+                        "gatewarden_secure_rejected_total",
+                        "Envelopes and key announcements refused by the secure channel, by reason.",
+                        &[("reason", r.as_str())],
+                    ),
+                )
+            })
+            .collect();
+        let current = new_key(&id, now_ns());
+        SecureChannel {
+            current,
+            previous: None,
+            rotated_at: Instant::now(),
+            seq: 0,
+            peers: HashMap::new(),
+            rejected,
+            opened: registry.counter("gatewarden_secure_opened_total", "Envelopes that passed every check.", &[]),
+            sealed: registry.counter("gatewarden_secure_sealed_total", "Envelopes sealed for a peer.", &[]),
+            rekeys: registry.counter("gatewarden_secure_rekeys_total", "Ephemeral key rotations.", &[]),
+            id,
+            ca,
+            cfg,
+        }
+    }
+
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.id.node
+    }
+
+    /// The current announcement, encoded, to publish (retained) or send first on a connection.
+    pub fn announce(&self) -> Vec<u8> {
+        envelope::encode(&self.current.announce)
+    }
+
+    /// Replaces the ephemeral key; the previous one stays usable for receiving until the next rotation.
+    pub fn rotate(&mut self) {
+        let fresh = new_key(&self.id, now_ns());
+        let old = std::mem::replace(&mut self.current, fresh);
+        self.previous = Some(old);
+        self.seq = 0;
+        self.rotated_at = Instant::now();
+        self.rekeys.inc();
+        let keep = [self.current.id, self.previous.as_ref().map_or(0, |k| k.id)];
+        for p in self.peers.values_mut() {
+            p.sessions.retain(|(mine, _, _), _| keep.contains(mine));
+        }
+    }
+
+    /// Rotates if `rekey_interval` has passed; returns whether it did (then publish [`Self::announce`] again).
+    pub fn rotate_if_due(&mut self) -> bool {
+        if self.rotated_at.elapsed() >= self.cfg.rekey_interval {
+            self.rotate();
+            true
+        } else {
+            false
+        }
+    }
+
+    fn count(&self, r: Rejection) -> Rejection {
+        if let Some(c) = self.rejected.get(&r.reason) {
+            c.inc();
+        }
+        r
+    }
+
+    /// Checks and stores a peer's announcement; returns the peer's node id.
+    ///
+    /// `claimed` is who the transport says sent it (the topic's node level);
+    /// it must match the certificate.
+    pub fn accept_announce(&mut self, bytes: &[u8], claimed: Option<&str>) -> Result<String, Rejection> {
+        let r = self.check_announce(bytes, claimed);
+        r.map_err(|e| self.count(e))
+    }
+
+    fn check_announce(&mut self, bytes: &[u8], claimed: Option<&str>) -> Result<String, Rejection> {
+        let a: Announce =
+            envelope::decode(bytes).map_err(|e| rejection(Reject::Malformed, claimed, format!("announcement: {e}")))?;
+        let cert = self
+            .ca
+            .verify(&a.cert_der)
+            .map_err(|e| rejection(Reject::BadCertificate, Some(&a.node), format!("certificate: {e:#}")))?;
+        if cert.node != a.node || claimed.is_some_and(|c| c != a.node) {
+            return Err(rejection(
+                Reject::BadCertificate,
+                Some(&a.node),
+                format!("certificate is for {:?}, announcement claims {:?} (via {:?})", cert.node, a.node, claimed),
+            ));
+        }
+        let sig = Signature::from_slice(&a.signature)
+            .map_err(|_| rejection(Reject::BadSignature, Some(&a.node), "announcement signature is not 96 bytes"))?;
+        cert.key
+            .verify(&a.signed_bytes(), &sig)
+            .map_err(|_| rejection(Reject::BadSignature, Some(&a.node), "announcement signature does not verify"))?;
+        let public = p384::PublicKey::from_sec1_bytes(&a.ek_pub)
+            .map_err(|_| rejection(Reject::Malformed, Some(&a.node), "ephemeral key is not a P-384 point"))?;
+        if a.node == self.id.node {
+            return Ok(a.node);
+        }
+        if !self.peers.contains_key(&a.node) && self.peers.len() >= self.cfg.max_peers {
+            if let Some(oldest) = self.peers.iter().min_by_key(|(_, p)| p.last_heard).map(|(k, _)| k.clone()) {
+                self.peers.remove(&oldest);
+            }
+        }
+        let peer = self.peers.entry(a.node.clone()).or_insert_with(|| Peer {
+            cert: cert.clone(),
+            keys: VecDeque::new(),
+            windows: HashMap::new(),
+            sessions: HashMap::new(),
+            last_heard: Instant::now(),
+        });
+        peer.cert = cert;
+        peer.last_heard = Instant::now();
+        if peer.keys.iter().any(|k| k.id == a.ek_id) {
+            return Ok(a.node);
+        }
+        if peer.keys.front().is_some_and(|k| k.issued_ns > a.issued_ns) {
+            // An older announcement (e.g. replayed): keep the newer key.
+            return Ok(a.node);
+        }
+        peer.keys.push_front(PeerKey { id: a.ek_id, public, issued_ns: a.issued_ns });
+        peer.keys.truncate(2);
+        let ids: Vec<u64> = peer.keys.iter().map(|k| k.id).collect();
+        peer.windows.retain(|k, _| ids.contains(k));
+        peer.sessions.retain(|(_, theirs, _), _| ids.contains(theirs));
+        Ok(a.node)
+    }
+
+    /// Whether `node` has announced a usable key.
+    pub fn knows(&self, node: &str) -> bool {
+        self.peers.get(node).is_some_and(|p| !p.keys.is_empty())
+    }
+
+    /// Known peers with `role`.
+    pub fn peers_with_role(&self, role: CertRole) -> Vec<String> {
+        let mut v: Vec<String> =
+            self.peers.iter().filter(|(_, p)| p.cert.role == role).map(|(k, _)| k.clone()).collect();
+        v.sort();
+        v
+    }
+
+    /// The role of a known peer.
+    pub fn peer_role(&self, node: &str) -> Option<CertRole> {
+        self.peers.get(node).map(|p| p.cert.role)
+    }
+
+    /// Seals `plaintext` for `to`: encrypted, signed, numbered.
+    pub fn seal(&mut self, to: &str, msg_id: u64, kind: PayloadKind, plaintext: &[u8]) -> Result<Vec<u8>, NoPeerKey> {
+        let peer = self.peers.get_mut(to).ok_or_else(|| NoPeerKey(to.to_string()))?;
+        let theirs = peer.keys.front().cloned().ok_or_else(|| NoPeerKey(to.to_string()))?;
+        let mine = &self.current;
+        let cipher = peer
+            .sessions
+            .entry((mine.id, theirs.id, true))
+            .or_insert_with(|| derive(&mine.secret, &theirs.public, &self.id.node, to, mine.id, theirs.id));
+        self.seq += 1;
+        let header = EnvelopeHeader {
+            sender: self.id.node.clone(),
+            recipient: to.to_string(),
+            sender_ek: mine.id,
+            recipient_ek: theirs.id,
+            seq: self.seq,
+            ts_ns: now_ns(),
+            msg_id,
+            kind,
+        };
+        let aad = Envelope::aad(&header);
+        let ciphertext = cipher
+            .encrypt(&Nonce::from(nonce(self.seq)), Payload { msg: plaintext, aad: &aad })
+            .expect("AES-GCM encryption of an in-memory buffer cannot fail");
+        let sig: Signature = self.id.key.sign(&Envelope::signed_bytes(&header, &ciphertext));
+        self.sealed.inc();
+        Ok(envelope::encode(&Envelope { header, ciphertext, signature: sig.to_bytes().to_vec() }))
+    }
+
+    /// Opens an envelope addressed to this node, or says why not (and counts it).
+    pub fn open(&mut self, bytes: &[u8], now_ns: u64) -> Result<Opened, Rejection> {
+        let r = self.check_open(bytes, now_ns);
+        match r {
+            Ok(o) => {
+                self.opened.inc();
+                Ok(o)
+            }
+            Err(e) => Err(self.count(e)),
+        }
+    }
+
+    fn check_open(&mut self, bytes: &[u8], now_ns: u64) -> Result<Opened, Rejection> {
+        let env: Envelope = envelope::decode(bytes).map_err(|e| rejection(Reject::Malformed, None, e.to_string()))?;
+        let h = &env.header;
+        let from = Some(h.sender.as_str());
+        if h.recipient != self.id.node {
+            return Err(rejection(Reject::NotForUs, from, format!("sealed for {:?}", h.recipient)));
+        }
+        let mine = if h.recipient_ek == self.current.id {
+            &self.current
+        } else {
+            match &self.previous {
+                Some(p) if p.id == h.recipient_ek => p,
+                _ => {
+                    return Err(rejection(
+                        Reject::UnknownSession,
+                        from,
+                        "sealed to an ephemeral key of ours that is gone (rotated out) or never existed",
+                    ))
+                }
+            }
+        };
+        let peer = self.peers.get_mut(&h.sender).ok_or_else(|| {
+            rejection(Reject::UnknownSender, from, "no valid announcement from this sender: not a fleet member")
+        })?;
+        let theirs = peer.keys.iter().find(|k| k.id == h.sender_ek).cloned().ok_or_else(|| {
+            rejection(Reject::UnknownSession, from, "sender ephemeral key unknown (not announced or rotated out)")
+        })?;
+        let skew = self.cfg.max_skew.as_nanos() as u64;
+        if h.ts_ns.abs_diff(now_ns) > skew {
+            return Err(rejection(
+                Reject::Stale,
+                from,
+                format!(
+                    "sealed {:.1} s away from now (limit {} s)",
+                    (h.ts_ns as f64 - now_ns as f64) / 1e9,
+                    skew / 1_000_000_000
+                ),
+            ));
+        }
+        let window = peer.windows.entry(h.sender_ek).or_default();
+        match window.check(h.seq) {
+            ReplayVerdict::Fresh => {}
+            ReplayVerdict::Duplicate => {
+                return Err(rejection(Reject::Replay, from, format!("sequence {} seen before", h.seq)))
+            }
+            ReplayVerdict::TooOld => {
+                return Err(rejection(Reject::Replay, from, format!("sequence {} older than the replay window", h.seq)))
+            }
+        }
+        let cipher = peer
+            .sessions
+            .entry((mine.id, theirs.id, false))
+            .or_insert_with(|| derive(&mine.secret, &theirs.public, &h.sender, &h.recipient, theirs.id, mine.id));
+        let aad = Envelope::aad(h);
+        let plaintext = cipher
+            .decrypt(&Nonce::from(nonce(h.seq)), Payload { msg: &env.ciphertext, aad: &aad })
+            .map_err(|_| rejection(Reject::Tampered, from, "AES-GCM tag does not verify: altered in transit"))?;
+        let sig = Signature::from_slice(&env.signature)
+            .map_err(|_| rejection(Reject::BadSignature, from, "signature is not 96 bytes"))?;
+        peer.cert
+            .key
+            .verify(&Envelope::signed_bytes(h, &env.ciphertext), &sig)
+            .map_err(|_| rejection(Reject::BadSignature, from, "not signed by the sender's certified key"))?;
+        peer.windows.entry(h.sender_ek).or_default().commit(h.seq);
+        peer.last_heard = Instant::now();
+        Ok(Opened { sender: h.sender.clone(), sender_role: peer.cert.role, msg_id: h.msg_id, kind: h.kind, plaintext })
+    }
+
+    /// Counts an authorization failure decided by the caller (the role may not send that kind).
+    pub fn reject_unauthorized(&self, sender: &str, detail: impl Into<String>) -> Rejection {
+        self.count(rejection(Reject::Unauthorized, Some(sender), detail))
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::pki::{self, CertRole};
+
+    pub(crate) struct Fleet {
+        pub dir: tempfile::TempDir,
+        pub ca: CaVerifier,
+    }
+
+    impl Fleet {
+        pub(crate) fn new() -> Fleet {
+            let dir = tempfile::tempdir().unwrap();
+            pki::init(dir.path(), 30, false).unwrap();
+            let ca = CaVerifier::load(&pki::PkiDir(dir.path().into()).ca_cert()).unwrap();
+            Fleet { dir, ca }
+        }
+        pub(crate) fn identity(&self, node: &str, role: CertRole) -> Identity {
+            let (c, k) = pki::issue(self.dir.path(), node, role, &[], 30).unwrap();
+            Identity::load(&c, &k, &self.ca).unwrap()
+        }
+        pub(crate) fn channel(&self, node: &str, role: CertRole, reg: &Arc<Registry>) -> SecureChannel {
+            SecureChannel::new(self.identity(node, role), self.ca.clone(), SecureConfig::default(), reg)
+        }
+    }
+
+    fn pair() -> (SecureChannel, SecureChannel, Arc<Registry>) {
+        let f = Fleet::new();
+        let reg = Registry::new();
+        let mut d = f.channel("det-1", CertRole::Detector, &Registry::new());
+        let mut r = f.channel("router-1", CertRole::Router, &reg);
+        d.accept_announce(&r.announce(), Some("router-1")).unwrap();
+        r.accept_announce(&d.announce(), Some("det-1")).unwrap();
+        (d, r, reg)
+    }
+
+    fn rejected(reg: &Registry, reason: &str) -> f64 {
+        reg.snapshot()[&format!("gatewarden_secure_rejected_total{{reason={reason}}}")]
+    }
+
+    #[test]
+    fn sealed_message_opens_once_with_sender_and_role() {
+        let (mut d, mut r, reg) = pair();
+        let env = d.seal("router-1", 77, PayloadKind::Message, b"block 198.51.100.7").unwrap();
+        assert!(!env.windows(18).any(|w| w == b"block 198.51.100.7"), "plaintext must not appear on the wire");
+        let o = r.open(&env, now_ns()).unwrap();
+        assert_eq!((o.sender.as_str(), o.sender_role, o.msg_id), ("det-1", CertRole::Detector, 77));
+        assert_eq!(o.plaintext, b"block 198.51.100.7");
+        let e = r.open(&env, now_ns()).unwrap_err();
+        assert_eq!(e.reason, Reject::Replay);
+        assert_eq!(rejected(&reg, "replay"), 1.0);
+    }
+
+    #[test]
+    fn every_flipped_bit_is_refused() {
+        let (mut d, mut r, reg) = pair();
+        let env = d.seal("router-1", 1, PayloadKind::Message, b"verdict").unwrap();
+        let decoded: Envelope = envelope::decode(&env).unwrap();
+        let ct_at = env.len() - 1 - decoded.signature.len() - decoded.ciphertext.len();
+        for i in 0..env.len() {
+            let mut bad = env.clone();
+            bad[i] ^= 0x01;
+            assert!(r.open(&bad, now_ns()).is_err(), "byte {i} flipped was accepted");
+        }
+        let mut bad = env.clone();
+        bad[ct_at + 2] ^= 0x80;
+        assert_eq!(r.open(&bad, now_ns()).unwrap_err().reason, Reject::Tampered);
+        assert!(rejected(&reg, "tampered") >= 1.0);
+        assert!(r.open(&env, now_ns()).is_ok(), "the original still opens after the forgeries");
+    }
+
+    #[test]
+    fn a_key_from_another_ca_is_refused_and_its_envelopes_are_unknown() {
+        let f = Fleet::new();
+        let reg = Registry::new();
+        let mut r = f.channel("router-1", CertRole::Router, &reg);
+        let other = Fleet::new();
+        // The intruder trusts our CA (so it can read the router's announcement) but holds a key our CA never signed.
+        for claimed in ["det-1", "det-9"] {
+            let mut intruder = SecureChannel::new(
+                other.identity(claimed, CertRole::Detector),
+                f.ca.clone(),
+                SecureConfig::default(),
+                &Registry::new(),
+            );
+            let e = r.accept_announce(&intruder.announce(), Some(claimed)).unwrap_err();
+            assert_eq!(e.reason, Reject::BadCertificate, "{e}");
+            intruder.accept_announce(&r.announce(), Some("router-1")).unwrap();
+            let env = intruder.seal("router-1", 1, PayloadKind::Message, b"unblock everything").unwrap();
+            assert_eq!(r.open(&env, now_ns()).unwrap_err().reason, Reject::UnknownSender);
+        }
+        assert_eq!(rejected(&reg, "bad_certificate"), 2.0);
+        assert_eq!(rejected(&reg, "unknown_sender"), 2.0);
+        // The real det-1 still gets through afterwards.
+        let mut d = f.channel("det-1", CertRole::Detector, &Registry::new());
+        r.accept_announce(&d.announce(), Some("det-1")).unwrap();
+        d.accept_announce(&r.announce(), None).unwrap();
+        assert!(r.open(&d.seal("router-1", 2, PayloadKind::Message, b"ok").unwrap(), now_ns()).is_ok());
+    }
+
+    #[test]
+    fn an_announcement_on_another_nodes_topic_is_refused() {
+        let f = Fleet::new();
+        let mut r = f.channel("router-1", CertRole::Router, &Registry::new());
+        let d = f.channel("det-1", CertRole::Detector, &Registry::new());
+        assert_eq!(r.accept_announce(&d.announce(), Some("det-2")).unwrap_err().reason, Reject::BadCertificate);
+    }
+
+    #[test]
+    fn a_forged_signature_with_the_right_session_is_refused() {
+        let (mut d, mut r, reg) = pair();
+        let env = d.seal("router-1", 1, PayloadKind::Message, b"x").unwrap();
+        let mut e: Envelope = envelope::decode(&env).unwrap();
+        let stranger = p384::ecdsa::SigningKey::random(&mut OsRng);
+        let sig: Signature = stranger.sign(&Envelope::signed_bytes(&e.header, &e.ciphertext));
+        e.signature = sig.to_bytes().to_vec();
+        let err = r.open(&envelope::encode(&e), now_ns()).unwrap_err();
+        assert_eq!(err.reason, Reject::BadSignature);
+        assert_eq!(rejected(&reg, "bad_signature"), 1.0);
+    }
+
+    #[test]
+    fn stale_and_misaddressed_envelopes_are_refused() {
+        let (mut d, mut r, reg) = pair();
+        let env = d.seal("router-1", 1, PayloadKind::Message, b"x").unwrap();
+        assert_eq!(r.open(&env, now_ns() + 120_000_000_000).unwrap_err().reason, Reject::Stale);
+        assert_eq!(d.open(&env, now_ns()).unwrap_err().reason, Reject::NotForUs);
+        assert_eq!(rejected(&reg, "stale"), 1.0);
+        assert!(r.open(&env, now_ns()).is_ok());
+    }
+
+    #[test]
+    fn rekey_keeps_one_previous_key_then_forgets_it() {
+        let (mut d, mut r, _) = pair();
+        let old = d.seal("router-1", 1, PayloadKind::Message, b"in flight").unwrap();
+        r.rotate();
+        d.accept_announce(&r.announce(), None).unwrap();
+        assert!(r.open(&old, now_ns()).is_ok(), "previous key still opens messages in flight");
+        let newer = d.seal("router-1", 2, PayloadKind::Message, b"new key").unwrap();
+        assert!(r.open(&newer, now_ns()).is_ok());
+        let replay_later = d.seal("router-1", 3, PayloadKind::Message, b"x").unwrap();
+        r.rotate();
+        r.rotate();
+        assert_eq!(r.open(&replay_later, now_ns()).unwrap_err().reason, Reject::UnknownSession, "forward secrecy");
+    }
+
+    #[test]
+    fn directions_use_different_keys() {
+        let (mut d, mut r, _) = pair();
+        let a = d.seal("router-1", 1, PayloadKind::Message, &[0u8; 32]).unwrap();
+        let b = r.seal("det-1", 1, PayloadKind::Message, &[0u8; 32]).unwrap();
+        let (ea, eb): (Envelope, Envelope) = (envelope::decode(&a).unwrap(), envelope::decode(&b).unwrap());
+        assert_ne!(ea.ciphertext, eb.ciphertext, "same seq and plaintext, different direction → different key");
+        assert!(d.open(&b, now_ns()).is_ok() && r.open(&a, now_ns()).is_ok());
+    }
+}

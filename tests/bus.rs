@@ -1,0 +1,334 @@
+//! The node bus against a real Mosquitto with TLS: three roles in three
+//! processes, a fleet of two routers, a broker crash with alerts in flight,
+//! and every kind of forged or misdirected message refused and counted.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::mosquitto::{mosquitto_or_skip, Broker};
+use common::{bin, free_port, wait_http_ok, Guard};
+use gatewarden::bus::messages::{Alert, AlertAction, AttackKind, Message, Severity, Verdict};
+use gatewarden::bus::mqtt::{topic, Frame, FrameBody, MqttBus, MqttSettings};
+use gatewarden::bus::{LocalBus, Publisher};
+use gatewarden::config::Config;
+use gatewarden::metrics::Registry;
+use gatewarden::pki::{CaVerifier, CertRole, Identity, PkiDir};
+use gatewarden::role::Role;
+use gatewarden::secure::{envelope, PayloadKind, SecureChannel, SecureConfig};
+use gatewarden::shutdown::Shutdown;
+
+fn status(port: u16) -> serde_json::Value {
+    let (code, _, body) = common::http("GET", &format!("127.0.0.1:{port}"), "/api/status").unwrap();
+    assert_eq!(code, 200);
+    serde_json::from_str(&body).unwrap()
+}
+
+fn counter(v: &serde_json::Value, name: &str) -> f64 {
+    v["counters"][name].as_f64().unwrap_or(0.0)
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+fn run_node(cfg: &std::path::Path, role: &str, extra: &[&str]) -> Guard {
+    let mut c = std::process::Command::new(bin());
+    c.args(["run", "--role", role, "--config", cfg.to_str().unwrap()]).args(extra).env("RUST_LOG", "warn");
+    Guard::spawn(&mut c)
+}
+
+#[test]
+fn three_processes_and_a_fleet_of_two_routers_through_mosquitto() {
+    let Some(exe) = mosquitto_or_skip() else { return };
+    let broker = Broker::start(
+        exe,
+        &[("router-1", "router"), ("router-2", "router"), ("det-1", "detector"), ("mon-1", "monitor")],
+    );
+    let (pm, pd, pr1, pr2) = (free_port(), free_port(), free_port(), free_port());
+    let _mon = run_node(&broker.node_config("mon-1", pm, ""), "monitor", &[]);
+    let _det = run_node(&broker.node_config("det-1", pd, ""), "detector", &[]);
+    for p in [pm, pd] {
+        assert!(wait_http_ok(&format!("127.0.0.1:{p}"), "/healthz", Duration::from_secs(10)));
+        wait_for("monitor and detector connected", Duration::from_secs(15), || {
+            counter(&status(p), "gatewarden_mqtt_connected") == 1.0
+        });
+    }
+    let demo = common::root().join("samples/demo.pcap");
+    let demo = demo.to_str().unwrap();
+    let _r1 = run_node(&broker.node_config("router-1", pr1, ""), "router", &["--replay", demo]);
+    let _r2 = run_node(&broker.node_config("router-2", pr2, ""), "router", &["--replay", demo]);
+    // A replayed scan becomes a verdict at each router (sealed, routed to the router that saw it) …
+    for p in [pr1, pr2] {
+        assert!(wait_http_ok(&format!("127.0.0.1:{p}"), "/healthz", Duration::from_secs(10)));
+        wait_for("verdicts at the router", Duration::from_secs(40), || {
+            counter(&status(p), "gatewarden_verdicts_received_total") > 0.0
+        });
+        assert!(counter(&status(p), "gatewarden_secure_opened_total") > 0.0);
+    }
+    // … and alerts at the monitor, kept apart per gateway, with each node's health.
+    wait_for("scan alerts for both routers at the monitor", Duration::from_secs(40), || {
+        let s = status(pm);
+        s["alerts_by_kind"]["port_scan"].as_u64().unwrap_or(0) > 0
+            && s["nodes"]["router-1"]["alerts"].as_u64().unwrap_or(0) > 0
+            && s["nodes"]["router-2"]["alerts"].as_u64().unwrap_or(0) > 0
+    });
+    wait_for("heartbeats and online status of every node", Duration::from_secs(15), || {
+        let s = status(pm);
+        ["router-1", "router-2", "det-1"]
+            .iter()
+            .all(|n| s["nodes"][n]["online"] == serde_json::json!(true) && s["nodes"][n]["role"].is_string())
+    });
+    let s = status(pm);
+    assert_eq!(s["nodes"]["router-1"]["role"], "router");
+    assert_eq!(s["nodes"]["det-1"]["role"], "detector");
+    let (_, _, alerts) = common::http("GET", &format!("127.0.0.1:{pm}"), "/api/alerts").unwrap();
+    let alerts: serde_json::Value = serde_json::from_str(&alerts).unwrap();
+    let alerts = alerts.as_array().or_else(|| alerts["alerts"].as_array()).expect("alert list").clone();
+    let traffic: Vec<&serde_json::Value> =
+        alerts.iter().filter(|a| a["alert"]["category"] != "channel_abuse").collect();
+    assert!(!traffic.is_empty());
+    for a in &traffic {
+        let node = a["gatewarden"]["node"].as_str().unwrap();
+        assert!(node == "router-1" || node == "router-2", "traffic alerts are filed under the gateway: {a}");
+    }
+    // Nothing was refused on a clean run.
+    for p in [pm, pd, pr1, pr2] {
+        let st = status(p);
+        let refused: f64 = st["counters"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with("gatewarden_secure_rejected_total"))
+            .map(|(_, v)| v.as_f64().unwrap())
+            .sum();
+        assert_eq!(refused, 0.0, "port {p}: {}", st["counters"]);
+    }
+}
+
+fn settings(broker: &Broker, id: &str, role: Role) -> MqttSettings {
+    let cfg = Config::load(&broker.node_config(id, free_port(), "")).unwrap();
+    MqttSettings::from_config(&cfg, role)
+}
+
+fn alert(i: u64) -> Alert {
+    Alert {
+        id: i,
+        ts_ns: i,
+        node: "router-1".into(),
+        flow_id: i,
+        kind: AttackKind::PortScan,
+        severity: Severity::Medium,
+        src: Some("198.51.100.7".parse().unwrap()),
+        dst: None,
+        sport: 0,
+        dport: 0,
+        proto: None,
+        action: AlertAction::Blocked,
+        signature_id: 1,
+        signature: "s".into(),
+        confidence: 1.0,
+        reason: format!("alert {i}"),
+    }
+}
+
+#[test]
+fn a_broker_crash_with_1000_alerts_in_flight_loses_and_duplicates_nothing() {
+    let Some(exe) = mosquitto_or_skip() else { return };
+    let mut broker = Broker::start(exe, &[("det-1", "detector"), ("mon-1", "monitor")]);
+    let sd = Shutdown::new();
+    let (mreg, dreg) = (Registry::new(), Registry::new());
+    let inbound = LocalBus::new(4096, &mreg);
+    let mon = MqttBus::start(&settings(&broker, "mon-1", Role::Monitor), inbound.clone(), &mreg, sd.clone()).unwrap();
+    let det = MqttBus::start(&settings(&broker, "det-1", Role::Detector), LocalBus::new(64, &dreg), &dreg, sd.clone())
+        .unwrap();
+    assert!(mon.wait_connected(Duration::from_secs(10)) && det.wait_connected(Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(300)); // subscriptions settle
+    let rx = inbound.alerts.receiver();
+    let mut got: Vec<u64> = Vec::new();
+    // The monitor also files its own ChannelAbuse alerts (1000 alerts in a burst is a flood); count only ours.
+    let drain = |got: &mut Vec<u64>| {
+        while let Ok(a) = rx.try_recv() {
+            if a.kind != AttackKind::ChannelAbuse {
+                got.push(a.id);
+            }
+        }
+    };
+    for i in 0..1000u64 {
+        assert!(det.publish(Message::Alert(alert(i))));
+        if i == 300 {
+            broker.kill();
+        }
+        if i == 700 {
+            assert!(!det.connected(), "the detector noticed the broker is gone");
+            assert!(det.spooled() > 0, "alerts wait in the spool while the broker is down");
+            broker.restart();
+        }
+    }
+    wait_for("1000 alerts at the monitor", Duration::from_secs(60), || {
+        drain(&mut got);
+        got.len() >= 1000
+    });
+    // Resends still in flight must not add duplicates.
+    std::thread::sleep(Duration::from_secs(3));
+    drain(&mut got);
+    let distinct: std::collections::HashSet<u64> = got.iter().copied().collect();
+    assert_eq!(got.len(), 1000, "exactly 1000 stored");
+    assert_eq!(distinct.len(), 1000, "no duplicates");
+    wait_for("outbox empty after acks", Duration::from_secs(10), || det.spooled() == 0);
+    let d = dreg.snapshot();
+    assert!(d["gatewarden_mqtt_connection_errors_total"] >= 1.0);
+    sd.trigger();
+    det.stop();
+    mon.stop();
+}
+
+fn raw_client(broker: &Broker, client_id: &str, identity: Option<&str>) -> (rumqttc::Client, rumqttc::Connection) {
+    let p = broker.pki();
+    let tls = match identity {
+        Some(id) => gatewarden::bus::mqtt::tls_config(
+            &p.join("ca.crt"),
+            &p.join(format!("nodes/{id}.crt")),
+            &p.join(format!("nodes/{id}.key")),
+        )
+        .unwrap(),
+        None => {
+            use rustls_pki_types::pem::PemObject;
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(rustls_pki_types::CertificateDer::from_pem_file(p.join("ca.crt")).unwrap()).unwrap();
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth()
+        }
+    };
+    let mut o = rumqttc::MqttOptions::new(client_id, "127.0.0.1", broker.port);
+    o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(Arc::new(tls))));
+    o.set_keep_alive(Duration::from_secs(5));
+    rumqttc::Client::new(o, 64)
+}
+
+/// Polls a raw connection until `until` returns true or `timeout`; returns every publish seen.
+fn pump(conn: &mut rumqttc::Connection, timeout: Duration) -> (bool, Vec<(String, Vec<u8>)>) {
+    let start = Instant::now();
+    let mut connected = false;
+    let mut seen = Vec::new();
+    while start.elapsed() < timeout {
+        match conn.recv_timeout(Duration::from_millis(100)) {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) => connected = true,
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) => seen.push((p.topic, p.payload.to_vec())),
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => {
+                if !connected {
+                    return (false, seen);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(_) => {}
+        }
+    }
+    (connected, seen)
+}
+
+#[test]
+fn forged_misdirected_and_replayed_messages_are_refused_and_counted() {
+    let Some(exe) = mosquitto_or_skip() else { return };
+    let broker = Broker::start(exe, &[("router-1", "router"), ("det-1", "detector"), ("mon-1", "monitor")]);
+
+    // 1. No client certificate: the TLS handshake is refused, no CONNACK ever.
+    let (_c, mut conn) = raw_client(&broker, "anonymous", None);
+    let (connected, _) = pump(&mut conn, Duration::from_secs(5));
+    assert!(!connected, "a client without a certificate must not get in");
+
+    // 2. A router certificate publishing verdicts: the broker's ACL drops them.
+    let (spy, mut spy_conn) = raw_client(&broker, "spy", Some("mon-1"));
+    spy.subscribe("gatewarden/v1/#", rumqttc::QoS::AtLeastOnce).unwrap();
+    assert!(pump(&mut spy_conn, Duration::from_millis(800)).0);
+    let (rogue, mut rogue_conn) = raw_client(&broker, "rogue-router", Some("router-1"));
+    for t in ["gatewarden/v1/router-1/verdict", "gatewarden/v1/det-1/verdict"] {
+        rogue.publish(t, rumqttc::QoS::AtLeastOnce, false, b"forged".to_vec()).unwrap();
+    }
+    rogue.publish("gatewarden/v1/router-1/heartbeat", rumqttc::QoS::AtLeastOnce, false, b"allowed".to_vec()).unwrap();
+    let rogue_t = std::thread::spawn(move || pump(&mut rogue_conn, Duration::from_secs(2)));
+    let (_, seen) = pump(&mut spy_conn, Duration::from_secs(2));
+    rogue_t.join().unwrap();
+    assert!(seen.iter().any(|(t, _)| t == "gatewarden/v1/router-1/heartbeat"), "the spy does receive permitted topics");
+    assert!(!seen.iter().any(|(t, _)| t.ends_with("/verdict")), "a router's verdicts never reach anyone: {seen:?}");
+    let log = std::fs::read_to_string(&broker.log).unwrap_or_default();
+    assert!(log.contains("Denied PUBLISH from rogue-router"), "the broker logs the denial: {log}");
+    assert!(!log.contains("port 1883"), "TLS only: no plain listener: {log}");
+    assert!(log.contains("peer did not return a certificate"), "the broker logs the certificate-less client: {log}");
+
+    // 3–5. Envelopes at a real router: tampered, replayed, signed by an unknown key.
+    let sd = Shutdown::new();
+    let rreg = Registry::new();
+    let inbound = LocalBus::new(64, &rreg);
+    let router =
+        MqttBus::start(&settings(&broker, "router-1", Role::Router), inbound.clone(), &rreg, sd.clone()).unwrap();
+    assert!(router.wait_connected(Duration::from_secs(10)));
+    let pki = PkiDir(broker.pki().to_path_buf());
+    let ca = CaVerifier::load(&pki.ca_cert()).unwrap();
+    let det_id = Identity::load(&pki.node_cert("det-1"), &pki.node_key("det-1"), &ca).unwrap();
+    let mut det = SecureChannel::new(det_id, ca.clone(), SecureConfig::default(), &Registry::new());
+    let (dc, mut dconn) = raw_client(&broker, "det-1", Some("det-1"));
+    dc.subscribe("gatewarden/v1/router-1/key", rumqttc::QoS::AtLeastOnce).unwrap();
+    dc.publish(topic("det-1", "key"), rumqttc::QoS::AtLeastOnce, true, det.announce()).unwrap();
+    let (_, seen) = pump(&mut dconn, Duration::from_secs(2));
+    let (_, router_key) = seen.iter().find(|(t, _)| t.ends_with("/key")).expect("router's retained key");
+    det.accept_announce(router_key, Some("router-1")).unwrap();
+    let verdict = Message::Verdict(Verdict {
+        id: 1,
+        source: "198.51.100.7".parse().unwrap(),
+        kind: AttackKind::PortScan,
+        confidence: 1.0,
+        reason: "test".into(),
+        evidence: vec![],
+        ttl_s: 60,
+        issued_ns: 0,
+    });
+    let frame = |id: u64, env: Vec<u8>| envelope::encode(&Frame { id, body: FrameBody::Sealed(env) });
+    let good = det.seal("router-1", 11, PayloadKind::Message, &verdict.encode()).unwrap();
+    let mut tampered = det.seal("router-1", 12, PayloadKind::Message, &verdict.encode()).unwrap();
+    let n = tampered.len();
+    tampered[n - 120] ^= 0x40; // inside the ciphertext (the signature is the last 97 bytes)
+    let other = tempfile::tempdir().unwrap();
+    gatewarden::pki::init(other.path(), 30, false).unwrap();
+    let (oc, ok) = gatewarden::pki::issue(other.path(), "det-x", CertRole::Detector, &[], 30).unwrap();
+    let other_ca = CaVerifier::load(&PkiDir(other.path().into()).ca_cert()).unwrap();
+    let mut stranger = SecureChannel::new(
+        Identity::load(&oc, &ok, &other_ca).unwrap(),
+        ca.clone(),
+        SecureConfig::default(),
+        &Registry::new(),
+    );
+    stranger.accept_announce(router_key, Some("router-1")).unwrap();
+    let forged = stranger.seal("router-1", 13, PayloadKind::Message, &verdict.encode()).unwrap();
+    let t = topic("det-1", "verdict");
+    for (id, env) in [(11, good.clone()), (11, good), (12, tampered), (13, forged)] {
+        dc.publish(t.clone(), rumqttc::QoS::AtLeastOnce, false, frame(id, env)).unwrap();
+    }
+    let _ = pump(&mut dconn, Duration::from_secs(2));
+    wait_for("rejections counted at the router", Duration::from_secs(10), || {
+        let s = rreg.snapshot();
+        s["gatewarden_secure_rejected_total{reason=replay}"] >= 1.0
+            && s["gatewarden_secure_rejected_total{reason=tampered}"] >= 1.0
+            && s["gatewarden_secure_rejected_total{reason=unknown_sender}"] >= 1.0
+    });
+    let s = rreg.snapshot();
+    assert_eq!(s["gatewarden_secure_opened_total"], 1.0, "only the genuine verdict opened");
+    assert_eq!(inbound.verdicts.len(), 1, "and only it reached the router's stage");
+    assert!(s["gatewarden_channel_abuse_alerts_total"] >= 3.0, "each refusal raised a ChannelAbuse alert: {s:?}");
+    let audit = std::fs::read_to_string(broker.pki().join("spool-router-1/channel-audit.log")).unwrap();
+    assert!(audit.contains("replay") && audit.contains("tampered") && audit.contains("unknown_sender"), "{audit}");
+    sd.trigger();
+    router.stop();
+}
