@@ -52,6 +52,10 @@ pub struct ReplaySummary {
     pub pps: f64,
     /// Seconds between the first and last frame.
     pub capture_span_s: f64,
+    /// Capture time of the first frame, Unix seconds (µs precision), if any.
+    pub first_ts: Option<f64>,
+    /// Capture time of the last frame, Unix seconds (µs precision), if any.
+    pub last_ts: Option<f64>,
     /// Flow batches sent to the detector.
     pub batches: u64,
     /// FNV-1a digest of every encoded FlowBatch (flows and host features):
@@ -192,6 +196,8 @@ impl Pipeline {
             elapsed_s,
             pps: self.frames as f64 / elapsed_s.max(1e-9),
             capture_span_s: self.first_ts.map_or(0.0, |f| (self.last_ts - f) as f64 / 1e9),
+            first_ts: self.first_ts.map(|t| (t / 1000) as f64 / 1e6),
+            last_ts: self.first_ts.map(|_| (self.last_ts / 1000) as f64 / 1e6),
             batches: self.analysis.batches,
             batches_digest: format!("{:016x}", self.analysis.digest.0),
             kernel_drops: None,

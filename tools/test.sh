@@ -84,4 +84,13 @@ fi
 echo "==> cargo test --doc"
 cargo test --doc --quiet
 echo "==> cargo test (unit, integration; root suites need root)"
-cargo test --all-targets
+cargo test --all-targets 2>&1 | tee "$tmp/test.log"
+# One closing line for the whole suite (cargo prints one per test binary, and
+# the last binary may be a bench with no tests of its own).
+python3 - "$tmp/test.log" <<'PY'
+import re, sys
+passed = failed = ignored = 0
+for m in re.finditer(r"test result: \w+\. (\d+) passed; (\d+) failed; (\d+) ignored", open(sys.argv[1]).read()):
+    passed += int(m.group(1)); failed += int(m.group(2)); ignored += int(m.group(3))
+print(f"tests: {passed} passed, {failed} failed, {ignored} skipped")
+PY

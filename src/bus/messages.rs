@@ -365,7 +365,40 @@ impl Message {
         if !rest.is_empty() {
             return Err(DecodeError::TrailingBytes { extra: rest.len() });
         }
+        message.check_values()?;
         Ok(message)
+    }
+
+    /// Rejects values no honest sender produces: a confidence outside 0–1 or
+    /// any non-finite number (NaN would also make two equal messages compare
+    /// unequal, as fuzzing found).
+    fn check_values(&self) -> Result<(), DecodeError> {
+        let confidence = |c: f32, what: &str| {
+            if c.is_finite() && (0.0..=1.0).contains(&c) {
+                Ok(())
+            } else {
+                Err(DecodeError::Invalid(format!("{what} confidence {c} is not between 0 and 1")))
+            }
+        };
+        let finite = |v: f64, what: &str| {
+            if v.is_finite() {
+                Ok(())
+            } else {
+                Err(DecodeError::Invalid(format!("{what} value {v} is not a finite number")))
+            }
+        };
+        match self {
+            Message::Verdict(v) => {
+                confidence(v.confidence, "verdict")?;
+                v.evidence.iter().try_for_each(|(_, x)| finite(*x, "verdict evidence"))
+            }
+            Message::Alert(a) => confidence(a.confidence, "alert"),
+            Message::Metrics(m) => m.values.iter().try_for_each(|(_, x)| finite(*x, "metrics")),
+            Message::FlowBatch(b) => {
+                b.hosts.iter().flat_map(|h| h.features.iter()).try_for_each(|x| finite(*x as f64, "host feature"))
+            }
+            Message::Heartbeat(_) | Message::PolicyUpdate(_) => Ok(()),
+        }
     }
 }
 
@@ -392,6 +425,9 @@ pub enum DecodeError {
     /// Not a valid postcard encoding of a message.
     #[error("malformed message: {0}")]
     Malformed(String),
+    /// Well-formed, but carrying a value no honest sender produces.
+    #[error("invalid message: {0}")]
+    Invalid(String),
     /// A valid message followed by junk.
     #[error("{extra} unexpected bytes after the message")]
     TrailingBytes {
@@ -516,6 +552,26 @@ mod tests {
                 assert!(Message::decode(&bytes[..cut]).is_err(), "{} cut at {cut}", m.kind());
             }
         }
+    }
+
+    #[test]
+    fn nan_and_out_of_range_values_are_refused() {
+        // Found by fuzzing: a Verdict with confidence NaN decoded, and then did not equal itself.
+        let mut v = match samples()[1].clone() {
+            Message::Verdict(v) => v,
+            _ => unreachable!(),
+        };
+        for bad in [f32::NAN, f32::INFINITY, -0.5, 1.5] {
+            v.confidence = bad;
+            let err = Message::decode(&Message::Verdict(v.clone()).encode()).unwrap_err();
+            assert!(matches!(err, DecodeError::Invalid(_)), "{bad}: {err}");
+        }
+        v.confidence = 0.5;
+        v.evidence = vec![("x".into(), f64::NAN)];
+        assert!(matches!(Message::decode(&Message::Verdict(v).encode()), Err(DecodeError::Invalid(_))));
+        let m =
+            Message::Metrics(MetricsSample { node: "n".into(), ts_ns: 0, values: vec![("cpu".into(), f64::INFINITY)] });
+        assert!(matches!(Message::decode(&m.encode()), Err(DecodeError::Invalid(_))));
     }
 
     #[test]
