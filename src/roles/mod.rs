@@ -115,11 +115,7 @@ pub fn run_with(
         let sd = shutdown.clone();
         tasks.push(ex.spawn(async move {
             loop {
-                let next = async { rx.recv().await.ok() }.or(async {
-                    sd.wait().await;
-                    None
-                });
-                let Some(batch) = next.await else { break };
+                let Some(batch) = next_or_shutdown(&rx, &sd).await else { break };
                 if !stages.contains_key(&batch.node) && stages.len() < MAX_GATEWAYS {
                     stages.insert(batch.node.clone(), detector::DetectorStage::new(&dcfg, &dreg));
                 }
@@ -147,11 +143,7 @@ pub fn run_with(
         let to_enforcer = enforcer.as_ref().map(|e| e.sender());
         tasks.push(ex.spawn(async move {
             loop {
-                let next = async { rx.recv().await.ok() }.or(async {
-                    sd.wait().await;
-                    None
-                });
-                let Some(v) = next.await else { break };
+                let Some(v) = next_or_shutdown(&rx, &sd).await else { break };
                 received.inc();
                 tracing::info!(source = %v.source, kind = v.kind.as_str(), ttl_s = v.ttl_s, reason = %v.reason, "verdict");
                 if let Some(tx) = &to_enforcer {
@@ -164,11 +156,7 @@ pub fn run_with(
             let sd = shutdown.clone();
             tasks.push(ex.spawn(async move {
                 loop {
-                    let next = async { rx.recv().await.ok() }.or(async {
-                        sd.wait().await;
-                        None
-                    });
-                    let Some(p) = next.await else { break };
+                    let Some(p) = next_or_shutdown(&rx, &sd).await else { break };
                     let _ = tx.send(crate::enforce::service::Command::Policy(p));
                 }
             }));
@@ -180,11 +168,7 @@ pub fn run_with(
         let st = state.clone();
         tasks.push(ex.spawn(async move {
             loop {
-                let next = async { rx.recv().await.ok() }.or(async {
-                    sd.wait().await;
-                    None
-                });
-                let Some(a) = next.await else { break };
+                let Some(a) = next_or_shutdown(&rx, &sd).await else { break };
                 st.record_alert(a);
             }
         }));
@@ -193,11 +177,7 @@ pub fn run_with(
         let st = state.clone();
         tasks.push(ex.spawn(async move {
             loop {
-                let next = async { rx.recv().await.ok() }.or(async {
-                    sd.wait().await;
-                    None
-                });
-                let Some(hb) = next.await else { break };
+                let Some(hb) = next_or_shutdown(&rx, &sd).await else { break };
                 st.record_heartbeat(&hb);
             }
         }));
@@ -207,11 +187,7 @@ pub fn run_with(
             let st = state.clone();
             tasks.push(ex.spawn(async move {
                 loop {
-                    let next = async { rx.recv().await.ok() }.or(async {
-                        sd.wait().await;
-                        None
-                    });
-                    let Some(s) = next.await else { break };
+                    let Some(s) = next_or_shutdown(&rx, &sd).await else { break };
                     st.set_node_online(&s.node, s.online);
                 }
             }));
@@ -316,4 +292,15 @@ fn start_ctl(
     let server = crate::ctl::ControlServer::start(&cfg.ctl.listen, id, ca, secure, handler, registry, shutdown)?;
     tracing::info!(addr = %server.addr, "ctl endpoint listening");
     Ok(server)
+}
+
+/// The next message on `rx`, or `None` once shutdown fires or the channel closes:
+/// the loop head of every role task.
+async fn next_or_shutdown<T>(rx: &async_channel::Receiver<T>, shutdown: &Shutdown) -> Option<T> {
+    async { rx.recv().await.ok() }
+        .or(async {
+            shutdown.wait().await;
+            None
+        })
+        .await
 }
