@@ -22,7 +22,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 
-use crate::bus::messages::{Alert, AlertAction, AttackKind, Message, Severity};
+use crate::bus::messages::Message;
 use crate::bus::Publisher;
 use crate::metrics::Registry;
 use crate::pki::{CaVerifier, CertRole, Identity};
@@ -228,24 +228,7 @@ fn abuse(handler: &ControlHandler, sc: &SecureChannel, peer: &str, reason: Strin
     tracing::warn!(peer, %reason, "control request refused");
     if let Some(p) = &handler.alerts {
         let now = now_ns();
-        p.publish(Message::Alert(Alert {
-            id: now,
-            ts_ns: now,
-            node: sc.node().to_string(),
-            flow_id: 0,
-            kind: AttackKind::ChannelAbuse,
-            severity: Severity::High,
-            src: None,
-            dst: None,
-            sport: 0,
-            dport: 0,
-            proto: None,
-            action: AlertAction::Allowed,
-            signature_id: crate::roles::detector::signature_id(AttackKind::ChannelAbuse),
-            signature: crate::roles::detector::signature(AttackKind::ChannelAbuse).to_string(),
-            confidence: 1.0,
-            reason: format!("ctl: {reason}"),
-        }));
+        p.publish(Message::Alert(crate::secure::channel_abuse_alert(sc.node(), now, format!("ctl: {reason}"))));
     }
 }
 

@@ -31,7 +31,7 @@ use anyhow::{bail, Context};
 use rumqttc::{Client, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use serde::{Deserialize, Serialize};
 
-use super::messages::{Alert, AlertAction, AttackKind, Message, Severity};
+use super::messages::Message;
 use super::spool::Spool;
 use super::transport::Publisher;
 use super::LocalBus;
@@ -573,24 +573,8 @@ impl Shared {
         }
         self.counters.abuse_alerts.inc();
         let now = crate::monitor::unix_now_ns();
-        let alert = Alert {
-            id: now,
-            ts_ns: now,
-            node: self.node.clone(),
-            flow_id: 0,
-            kind: AttackKind::ChannelAbuse,
-            severity: Severity::High,
-            src: None,
-            dst: None,
-            sport: 0,
-            dport: 0,
-            proto: None,
-            action: AlertAction::Allowed,
-            signature_id: crate::roles::detector::signature_id(AttackKind::ChannelAbuse),
-            signature: crate::roles::detector::signature(AttackKind::ChannelAbuse).to_string(),
-            confidence: 1.0,
-            reason: format!("{what} from {peer}: {reason}"),
-        };
+        let alert =
+            crate::secure::channel_abuse_alert(self.node.as_str(), now, format!("{what} from {peer}: {reason}"));
         if self.role.runs_monitor() {
             // Our own alerts would not come back to us over the broker.
             self.inbound.publish(Message::Alert(alert));

@@ -537,6 +537,30 @@ impl SecureChannel {
     }
 }
 
+/// The alert every refusal on the channel raises (forged, replayed, unknown
+/// sender, operator denied…): one shape for the bus and the ctl endpoint.
+pub fn channel_abuse_alert(node: &str, now_ns: u64, reason: String) -> crate::bus::messages::Alert {
+    use crate::bus::messages::{Alert, AlertAction, AttackKind, Severity};
+    Alert {
+        id: now_ns,
+        ts_ns: now_ns,
+        node: node.to_string(),
+        flow_id: 0,
+        kind: AttackKind::ChannelAbuse,
+        severity: Severity::High,
+        src: None,
+        dst: None,
+        sport: 0,
+        dport: 0,
+        proto: None,
+        action: AlertAction::Allowed,
+        signature_id: crate::roles::detector::signature_id(AttackKind::ChannelAbuse),
+        signature: crate::roles::detector::signature(AttackKind::ChannelAbuse).to_string(),
+        confidence: 1.0,
+        reason,
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
