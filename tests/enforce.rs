@@ -42,7 +42,8 @@ fn unavailable() -> Option<String> {
             return Some(format!("{tool} is not installed (tools/test.sh installs it)"));
         }
     }
-    let probe = format!("gwprobe{}", std::process::id());
+    // Tests run in parallel threads of one process: each probe needs its own name.
+    let probe = format!("gwprobe{}-{}", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     if !sh(&["ip", "netns", "add", &probe]).status.success() {
         return Some("`ip netns add` does not work here".into());
     }
