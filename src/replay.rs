@@ -152,7 +152,9 @@ impl Pipeline {
     /// Feeds one frame.
     pub fn on_frame(&mut self, frame: &Frame<'_>) {
         self.frames += 1;
-        self.first_ts.get_or_insert(frame.ts_ns);
+        // Min, not first: a live ring on several CPUs can hand over a frame
+        // stamped slightly earlier than one already seen.
+        self.first_ts = Some(self.first_ts.map_or(frame.ts_ns, |t| t.min(frame.ts_ns)));
         self.last_ts = self.last_ts.max(frame.ts_ns);
         if let Some(batch) = self.router.on_frame(frame) {
             self.analysis.handle(batch);

@@ -127,6 +127,9 @@ fn live_capture_counts_exactly_what_tcpdump_counts() {
 
     tcpdump.signal("INT");
     assert!(tcpdump.wait_timeout(Duration::from_secs(5)).is_some());
+    // tcpdump's own "N packets dropped by kernel" lines, for the failure message.
+    std::thread::sleep(Duration::from_millis(100));
+    let tcpdump_stats: Vec<String> = tcpdump_err.try_iter().filter(|l| l.contains("packets")).collect();
     // Compare over the span gatewarden captured: a stray packet (ARP, ND) that
     // arrives between the two processes' start or stop is not a disagreement.
     // Both read the same kernel timestamp; tcpdump's file keeps microseconds.
@@ -151,7 +154,12 @@ fn live_capture_counts_exactly_what_tcpdump_counts() {
 
     let ours = summary["packets"].as_u64().unwrap();
     assert!(tcpdump_packets > 400, "the scan alone sends 200+ probes; tcpdump saw {tcpdump_packets}");
-    assert_eq!(ours, tcpdump_packets, "gatewarden counted {ours}, tcpdump {tcpdump_packets}: {summary}");
+    assert_eq!(
+        ours,
+        tcpdump_packets,
+        "gatewarden counted {ours}, tcpdump {tcpdump_packets} (of {} in its file; {tcpdump_stats:?}): {summary}",
+        all.len()
+    );
     assert_eq!(summary["kernel_drops"], 0, "{summary}");
     assert_eq!(summary["skipped"]["ip_malformed"], 0);
     assert!(summary["flows"].as_u64().unwrap() >= 200, "{summary}");
