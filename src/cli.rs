@@ -216,6 +216,35 @@ enum PkiCommand {
         #[arg(long)]
         persistence: Option<PathBuf>,
     },
+    /// Write the files one node needs to join the fleet, as a tree to copy onto its image.
+    ///
+    /// The tree holds etc/gatewarden/pki/{ca.crt,node.crt,node.key}, etc/gatewarden/node.toml
+    /// (node id and broker address; the image's start script puts it in front of the role's
+    /// default config) and, for a monitor, etc/mosquitto/ with a TLS-only broker config, its
+    /// certificate and an ACL naming every node issued so far (issue all nodes first).
+    /// The CA key stays in DIR.
+    ///
+    /// Examples:
+    ///   gatewarden pki bundle router-1 --broker 192.168.50.3:8883 --out slot1/
+    ///   gatewarden pki bundle monitor-1 --broker 192.168.50.3:8883 --out slot3/
+    ///   tools/make-image.sh --bundle slot1/ --out images/slot1
+    #[command(verbatim_doc_comment)]
+    Bundle {
+        /// The node id issued with `pki issue`.
+        node_id: String,
+        /// host:port of the broker's TLS listener as the node reaches it.
+        #[arg(long)]
+        broker: String,
+        /// Where the CA lives.
+        #[arg(long, default_value = "/etc/gatewarden/pki")]
+        dir: PathBuf,
+        /// Root of the tree to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Extra names for the broker certificate (monitor only; default: the --broker host). Repeatable.
+        #[arg(long = "name")]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -465,6 +494,15 @@ fn cmd_pki(cmd: PkiCommand) -> i32 {
             println!("{role} certificate for {node_id}: {} (key {})", c.display(), k.display());
             println!("re-run `gatewarden pki mosquitto-conf` so the broker's ACL knows {node_id}");
         }),
+        PkiCommand::Bundle { node_id, broker, dir, out, names } => {
+            let opts = pki::BundleOptions { node_id, broker, broker_names: names, out: out.clone() };
+            pki::bundle(&dir, &opts).map(|files| {
+                for f in &files {
+                    println!("{}", f.display());
+                }
+                println!("{} files for {} under {}", files.len(), opts.node_id, out.display());
+            })
+        }
         PkiCommand::MosquittoConf { dir, out, port, bind, names, user, persistence } => {
             let opts = pki::MosquittoOptions {
                 out: out.unwrap_or_else(|| dir.join("mosquitto")),

@@ -406,6 +406,20 @@ pub fn mosquitto_conf(dir: &Path, opts: &MosquittoOptions) -> anyhow::Result<Pat
         }
     }
     write_file(&acl_path, &acl, false)?;
+    let conf = render_mosquitto_conf(opts, &abs(acl_path), &abs(pki.ca_cert()), &abs(broker_crt), &abs(broker_key))?;
+    let conf_path = opts.out.join("mosquitto.conf");
+    write_file(&conf_path, &conf, false)?;
+    Ok(conf_path)
+}
+
+/// The text of a TLS-only Mosquitto config naming these files (as the broker will see them).
+fn render_mosquitto_conf(
+    opts: &MosquittoOptions,
+    acl: &Path,
+    ca: &Path,
+    crt: &Path,
+    key: &Path,
+) -> anyhow::Result<String> {
     let mut conf = format!(
         "# Written by `gatewarden pki mosquitto-conf`: TLS only, client certificates required,\n\
          # the certificate CN is the MQTT user, and the ACL gives each role only its own topics.\n\
@@ -424,26 +438,121 @@ pub fn mosquitto_conf(dir: &Path, opts: &MosquittoOptions) -> anyhow::Result<Pat
          tls_version tlsv1.2\n\
          max_queued_messages 100000\n\
          max_inflight_messages 64\n",
-        acl = abs(acl_path.clone()).display(),
+        acl = acl.display(),
         port = opts.port,
         bind = opts.bind,
-        ca = abs(pki.ca_cert()).display(),
-        crt = abs(broker_crt).display(),
-        key = abs(broker_key).display(),
+        ca = ca.display(),
+        crt = crt.display(),
+        key = key.display(),
     );
     if let Some(p) = &opts.persistence_dir {
         std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
-        conf.push_str(&format!(
-            "persistence true\npersistence_location {}/\nautosave_interval 30\n",
-            abs(p.clone()).display()
-        ));
+        let p = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+        conf.push_str(&format!("persistence true\npersistence_location {}/\nautosave_interval 30\n", p.display()));
     }
     if let Some(u) = &opts.run_as {
         conf.push_str(&format!("user {u}\n"));
     }
-    let conf_path = opts.out.join("mosquitto.conf");
-    write_file(&conf_path, &conf, false)?;
-    Ok(conf_path)
+    Ok(conf)
+}
+
+/// Where a node bundle puts the broker's files on the monitor (see [`bundle`]).
+pub const NODE_BROKER_DIR: &str = "/etc/mosquitto/tls";
+
+/// What [`bundle`] needs besides the PKI directory.
+#[derive(Debug, Clone)]
+pub struct BundleOptions {
+    /// The node id: `DIR/nodes/<id>.{crt,key}` must exist (`pki issue`).
+    pub node_id: String,
+    /// `host:port` of the broker's TLS listener, as this node reaches it.
+    pub broker: String,
+    /// Host names / addresses nodes use for the broker (SANs), for a monitor's bundle.
+    pub broker_names: Vec<String>,
+    /// The root of the tree to write (an image overlay, or `/` on a running node).
+    pub out: PathBuf,
+}
+
+/// Writes the files one node needs to join the fleet as a tree rooted at
+/// `opts.out`, laid out as on the node, so image assembly can copy it in:
+/// `etc/gatewarden/pki/{ca.crt,node.crt,node.key}`, `etc/gatewarden/node.toml`
+/// (node id + `[mqtt] broker`, which the image's start script puts in front of
+/// the role's default config), and for a monitor `etc/mosquitto/mosquitto.conf`
+/// with the broker certificate, key and ACL under [`NODE_BROKER_DIR`].
+///
+/// The CA key never leaves `dir`. Returns the files written.
+pub fn bundle(dir: &Path, opts: &BundleOptions) -> anyhow::Result<Vec<PathBuf>> {
+    let pki = PkiDir(dir.to_path_buf());
+    let ca = CaVerifier::load(&pki.ca_cert())
+        .with_context(|| format!("run `gatewarden pki init --dir {}` first", dir.display()))?;
+    let id = &opts.node_id;
+    let cert_path = pki.node_cert(id);
+    let der = read_cert_der(&cert_path).with_context(|| {
+        format!("no certificate for {id}: run `gatewarden pki issue {id} --role ROLE --dir {}` first", dir.display())
+    })?;
+    let peer = ca.verify(&der).with_context(|| format!("{} does not chain to this CA", cert_path.display()))?;
+    if !opts.broker.contains(':') {
+        bail!("--broker {:?}: give host:port of the broker's TLS listener, e.g. 192.0.2.3:8883", opts.broker);
+    }
+    let read = |p: &Path| std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()));
+    let etc = opts.out.join("etc");
+    let mut written = Vec::new();
+    let mut put = |rel: &str, text: &str, secret: bool| -> anyhow::Result<()> {
+        let path = etc.join(rel);
+        write_file(&path, text, secret)?;
+        written.push(path);
+        Ok(())
+    };
+    put("gatewarden/pki/ca.crt", &read(&pki.ca_cert())?, false)?;
+    put("gatewarden/pki/node.crt", &read(&cert_path)?, false)?;
+    put("gatewarden/pki/node.key", &read(&pki.node_key(id))?, true)?;
+    put(
+        "gatewarden/node.toml",
+        &format!(
+            "# Written by `gatewarden pki bundle {id}`: who this node is and where its broker listens.\n\
+             # /etc/init.d/S50gatewarden puts it in front of the role's default config.\n\
+             node_id = \"{id}\"\n\n[mqtt]\nbroker = \"{}\"\n",
+            opts.broker
+        ),
+        false,
+    )?;
+    if peer.role == CertRole::Monitor {
+        let port = opts
+            .broker
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .with_context(|| format!("--broker {:?}: the port after ':' must be a number", opts.broker))?;
+        let tls = etc.join("mosquitto/tls");
+        let mut names = opts.broker_names.clone();
+        if names.is_empty() {
+            names.push(
+                opts.broker.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']']).to_string()).unwrap_or_default(),
+            );
+        }
+        let mopts = MosquittoOptions {
+            out: tls.clone(),
+            port,
+            bind: "0.0.0.0".into(),
+            names,
+            run_as: None,
+            persistence_dir: None,
+        };
+        mosquitto_conf(dir, &mopts)?;
+        // The staging copy names staging paths; the node's copy names the node's.
+        std::fs::remove_file(tls.join("mosquitto.conf")).context("removing the staging mosquitto.conf")?;
+        put("mosquitto/tls/ca.crt", &read(&pki.ca_cert())?, false)?;
+        let on_node = Path::new(NODE_BROKER_DIR);
+        let mut conf = render_mosquitto_conf(
+            &mopts,
+            &on_node.join("acl"),
+            &on_node.join("ca.crt"),
+            &on_node.join("broker.crt"),
+            &on_node.join("broker.key"),
+        )?;
+        conf.push_str("log_dest syslog\nlog_type error\nlog_type warning\nlog_type notice\n");
+        put("mosquitto/mosquitto.conf", &conf, false)?;
+        written.extend(["acl", "broker.crt", "broker.key"].iter().map(|f| tls.join(f)));
+    }
+    Ok(written)
 }
 
 #[cfg(test)]
@@ -461,6 +570,52 @@ mod tests {
         assert_eq!((id.node.as_str(), id.role), ("router-1", CertRole::Router));
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(&k).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_bundle_holds_what_one_node_needs_and_names_paths_as_on_the_node() {
+        let d = tempfile::tempdir().unwrap();
+        init(d.path(), 30, false).unwrap();
+        issue(d.path(), "gw-router", CertRole::Router, &[], 30).unwrap();
+        issue(d.path(), "gw-monitor", CertRole::Monitor, &[], 30).unwrap();
+        let out = d.path().join("tree");
+        let opts = |id: &str, broker: &str| BundleOptions {
+            node_id: id.into(),
+            broker: broker.into(),
+            broker_names: vec![],
+            out: out.join(id),
+        };
+        bundle(d.path(), &opts("gw-router", "192.0.2.3:8883")).unwrap();
+        let etc = out.join("gw-router/etc");
+        let node: crate::config::Config =
+            toml::from_str(&std::fs::read_to_string(etc.join("gatewarden/node.toml")).unwrap()).unwrap();
+        assert_eq!((node.node_id.as_str(), node.mqtt.broker.as_str()), ("gw-router", "192.0.2.3:8883"));
+        use std::os::unix::fs::PermissionsExt;
+        let key = etc.join("gatewarden/pki/node.key");
+        assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+        let ca = CaVerifier::load(&etc.join("gatewarden/pki/ca.crt")).unwrap();
+        let id = Identity::load(&etc.join("gatewarden/pki/node.crt"), &key, &ca).unwrap();
+        assert_eq!(id.node, "gw-router");
+        assert!(!etc.join("mosquitto").exists(), "only the monitor carries the broker");
+        assert!(!out.join("gw-router").join("ca.key").exists());
+
+        // The monitor's tree has the broker: config paths as on the node, ACL naming the router.
+        bundle(d.path(), &opts("gw-monitor", "192.0.2.3:8883")).unwrap();
+        let m = out.join("gw-monitor/etc/mosquitto");
+        let conf = std::fs::read_to_string(m.join("mosquitto.conf")).unwrap();
+        for line in ["listener 8883 0.0.0.0", "certfile /etc/mosquitto/tls/broker.crt", "require_certificate true"] {
+            assert!(conf.contains(line), "{line}: {conf}");
+        }
+        assert!(!conf.contains(d.path().to_str().unwrap()), "no build-machine path leaks into the node's config");
+        assert!(std::fs::read_to_string(m.join("tls/acl")).unwrap().contains("user gw-router"));
+        let broker = read_cert_der(&m.join("tls/broker.crt")).unwrap();
+        assert_eq!(ca.verify(&broker).unwrap().role, CertRole::Broker);
+
+        // Clear errors: an unknown node, a broker without a port.
+        let e = bundle(d.path(), &opts("gw-nobody", "192.0.2.3:8883")).unwrap_err();
+        assert!(format!("{e:#}").contains("pki issue gw-nobody"), "{e:#}");
+        let e = bundle(d.path(), &opts("gw-router", "192.0.2.3")).unwrap_err();
+        assert!(format!("{e:#}").contains("host:port"), "{e:#}");
     }
 
     #[test]

@@ -378,6 +378,32 @@ fn syn_flood_from_one_source_is_limited_by_the_meter() {
     );
 }
 
+/// A flood from many spoofed sources: no source sends enough to trip its own
+/// meter, so the per-destination meter takes the excess, and nothing is put in
+/// a block set (banning random addresses would only hurt innocent ones).
+#[test]
+fn spoofed_syn_flood_is_limited_per_destination_without_banning_sources() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.start_router("syn_meter_pps = 50\nsyn_meter_burst = 10\nsyn_meter_dst_pps = 200\nmeter_size = 1024\n");
+    let t0 = Instant::now();
+    let out =
+        lab.exec(&lab.iot, &["hping3", "-q", "-S", "-p", "8080", "-i", "u1000", "-c", "3000", "--rand-source", WAN]);
+    let secs = t0.elapsed().as_secs_f64();
+    assert!(out.status.code().is_some(), "hping3 crashed: {}", stderr(&out));
+    let dropped = lab.counter("syn_dropped_dst");
+    let passed = 3000u64.saturating_sub(dropped);
+    let allowed = 200.0 * secs + 200.0;
+    assert!(dropped > 0, "the per-destination meter dropped nothing");
+    assert!(
+        (passed as f64) <= allowed * 1.3 + 50.0,
+        "{passed} SYNs passed in {secs:.1}s; the destination meter allows about {allowed:.0}"
+    );
+    assert_eq!(lab.counter("syn_dropped_src"), 0, "no single spoofed source sent enough to trip its own meter");
+    assert!(lab.elements("block4_detector").is_empty() && lab.elements("block4_admin").is_empty());
+    // Only SYNs are metered: the flooded host is still reachable.
+    assert!(lab.ping(IOT_A, WAN), "ICMP to the flooded host still passes");
+}
+
 #[test]
 fn allowlisted_address_is_refused_and_the_refusal_counted() {
     let Some(mut lab) = Lab::new() else { return };

@@ -6,7 +6,7 @@
 //! writes to `target/images/` (override with `GATEWARDEN_IMAGES`);
 //! `tools/test.sh` installs QEMU and builds the images before `cargo test`.
 //! When either is missing the tests fail if `CI` is set and print a skip
-//! message otherwise. The cluster test also needs root (`unshare -n`).
+//! message otherwise. The cluster test also needs root (network namespaces, taps, bridges).
 //!
 //! Boot-to-healthz times are printed (`cargo test --test qemu -- --nocapture`).
 
@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::netns::{link_to_bridge, Netns};
 use common::{free_port, http, root};
 
 /// How long a VM may take from QEMU start to `/healthz` under TCG on a busy CI machine.
@@ -47,7 +48,7 @@ fn prerequisites(need_root: bool) -> Option<PathBuf> {
         }
     }
     if need_root && !is_root() {
-        missing.push("root, for unshare -n (run tools/test.sh as root)".to_string());
+        missing.push("root, for network namespaces and taps (run tools/test.sh as root)".to_string());
     }
     if missing.is_empty() {
         return Some(dir);
@@ -71,8 +72,9 @@ enum Nic {
     User { http_port: u16, poweroff_port: u16 },
     /// User networking with nothing forwarded (a second, isolated segment).
     Isolated,
-    /// A virtual switch: every VM with the same multicast group sees each other's frames.
-    Switch { group: &'static str, port: u16, mac: String },
+    /// A tap device that already exists in the VM's namespace (plugged into a
+    /// Linux bridge there, so network namespaces can share the segment).
+    Tap { ifname: String, mac: String },
 }
 
 struct VmSpec<'a> {
@@ -137,12 +139,10 @@ impl Vm {
                     )
                 }
                 Nic::Isolated => format!("user,id=n{i},restrict=on"),
-                Nic::Switch { group, port, .. } => {
-                    format!("dgram,id=n{i},remote.type=inet,remote.host={group},remote.port={port}")
-                }
+                Nic::Tap { ifname, .. } => format!("tap,id=n{i},ifname={ifname},script=no,downscript=no"),
             };
             let mac = match nic {
-                Nic::Switch { mac, .. } => format!(",mac={mac}"),
+                Nic::Tap { mac, .. } => format!(",mac={mac}"),
                 _ => String::new(),
             };
             args.extend([
@@ -223,8 +223,10 @@ impl Vm {
     }
 
     fn status(&self) -> serde_json::Value {
-        let (code, body) = self.get("/api/status").unwrap_or_else(|| panic!("{}: /api/status unreachable", self.name));
-        assert_eq!(code, 200, "{}: /api/status: {body}", self.name);
+        let (code, body) = self
+            .get("/api/status")
+            .unwrap_or_else(|| panic!("{}: /api/status unreachable. Serial console:\n{}", self.name, self.serial()));
+        assert_eq!(code, 200, "{}: /api/status: {body}. Serial console:\n{}", self.name, self.serial());
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("{}: /api/status is not JSON ({e}): {body}", self.name))
     }
 
@@ -384,74 +386,126 @@ fn disk_image_boots_from_its_partitions() {
     vm.poweroff();
 }
 
-/// A network namespace held open by a sleeping process, with multicast routed on lo.
-struct NetNs(Child);
-
-impl NetNs {
-    fn new() -> NetNs {
-        let child = Command::new("unshare")
-            .args(["-n", "sh", "-c", "ip link set lo up && ip route add 224.0.0.0/4 dev lo && exec sleep 600"])
-            .stdin(Stdio::null())
-            .spawn()
-            .expect("unshare -n");
-        let pid = child.id();
-        // Wait until the route is in place.
-        let start = Instant::now();
-        loop {
-            let out = Command::new("nsenter")
-                .args(["-t", &pid.to_string(), "-n", "ip", "route", "show", "table", "all"])
-                .output();
-            if out.map(|o| String::from_utf8_lossy(&o.stdout).contains("224.0.0.0/4")).unwrap_or(false) {
-                break;
-            }
-            assert!(start.elapsed() < Duration::from_secs(5), "the namespace never got its multicast route");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        NetNs(child)
-    }
-}
-
-impl Drop for NetNs {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Router, detector and monitor on one virtual switch, each role chosen only
-/// by its kernel command line. Today it proves boot, roles, addressing and
-/// reachability on the switch; the node bus (#7) and enforcement (#4) add
-/// their assertions here (MQTT over mutual TLS, a scan → block element → alert).
+/// The fleet on a board, in VMs: router, detector and monitor, each role
+/// chosen only by its kernel command line and each provisioned with its own
+/// `gatewarden pki bundle` (added as a second initramfs archive, as a user
+/// would add it with `tools/make-image.sh --bundle`). The detector and the
+/// router reach Mosquitto on the monitor over mutual TLS; an nmap scan from an
+/// attacker namespace on the LAN bridge against a host on the WAN bridge goes
+/// through the router VM, whose flows travel to the detector, whose verdict
+/// comes back and becomes a block element in the router's nftables (the
+/// attacker loses the WAN); the monitor's `/api/alerts` lists the alert.
+/// Prints boot-to-first-rule time (docs/PERFORMANCE.md).
 #[test]
-fn three_node_cluster_on_a_virtual_switch() {
+fn three_node_cluster_detects_and_blocks_a_scan_over_mutual_tls() {
     let Some(dir) = prerequisites(true) else { return };
-    let ns = NetNs::new();
+    for tool in ["cpio", "nmap", "curl", "python3"] {
+        let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).status().is_ok_and(|s| s.success());
+        if !found {
+            assert!(std::env::var_os("CI").is_none(), "{tool} is missing: tools/test.sh installs it");
+            eprintln!("SKIPPED three_node_cluster: {tool} not installed");
+            return;
+        }
+    }
     let logs = tempfile::tempdir().unwrap();
-    let switch = |mac: &str| Nic::Switch { group: "230.0.0.1", port: 1234, mac: mac.to_string() };
-    // Ports are picked in the host namespace but used in the VM namespace; any free number is fine there.
+    let work = tempfile::tempdir().unwrap();
+
+    // Provisioning, as an operator would on a laptop: one CA, one certificate per node.
+    let pki = work.path().join("pki");
+    let gw = |args: &[&str]| {
+        let out = Command::new(common::bin()).args(args).output().unwrap();
+        assert!(out.status.success(), "gatewarden {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let pki_s = pki.to_str().unwrap();
+    gw(&["pki", "init", "--dir", pki_s]);
+    let roles = ["router", "detector", "monitor"];
+    for role in roles {
+        gw(&["pki", "issue", &format!("gw-{role}"), "--role", role, "--dir", pki_s]);
+    }
+    let base = std::fs::read(dir.join("initramfs.cpio.gz")).unwrap();
+    let initrd_for = |role: &str| -> PathBuf {
+        let tree = work.path().join(format!("bundle-{role}"));
+        let id = format!("gw-{role}");
+        gw(&["pki", "bundle", &id, "--broker", "192.0.2.3:8883", "--dir", pki_s, "--out", tree.to_str().unwrap()]);
+        // Mosquitto drops root for its own user: let it read its key and ACL.
+        let tls = tree.join("etc/mosquitto/tls");
+        if tls.exists() {
+            for f in ["broker.key", "acl"] {
+                std::os::unix::fs::chown(tls.join(f), Some(100), Some(101)).unwrap();
+            }
+        }
+        let cpio = Command::new("sh")
+            .current_dir(&tree)
+            .args(["-c", "find . | LC_ALL=C sort | cpio -o -H newc --quiet"])
+            .output()
+            .unwrap();
+        assert!(cpio.status.success() && !cpio.stdout.is_empty(), "cpio: {}", String::from_utf8_lossy(&cpio.stderr));
+        let path = work.path().join(format!("{role}.initrd"));
+        // The kernel reads a second archive only from a 4-byte boundary; zeros between are skipped.
+        let pad = vec![0u8; (512 - base.len() % 512) % 512];
+        std::fs::write(&path, [base.as_slice(), &pad, cpio.stdout.as_slice()].concat()).unwrap();
+        path
+    };
+
+    // The board's switch: a LAN bridge and a WAN bridge in one namespace, the
+    // VMs' taps plugged in, plus an attacker on the LAN and a server on the WAN.
+    let sw = Netns::new("sw");
+    for br in ["brlan", "brwan"] {
+        sw.exec(&["ip", "link", "add", br, "type", "bridge"]);
+        sw.exec(&["ip", "link", "set", br, "up"]);
+    }
+    let taps = [("t-rlan", "brlan"), ("t-rwan", "brwan"), ("t-det", "brlan"), ("t-mon", "brlan")];
+    for (tap, br) in taps {
+        sw.exec(&["ip", "tuntap", "add", "dev", tap, "mode", "tap"]);
+        sw.exec(&["ip", "link", "set", tap, "master", br, "up"]);
+    }
+    let attacker = Netns::new("atk");
+    link_to_bridge(&attacker, "eth0", &["192.0.2.66/24"], &sw, "brlan");
+    attacker.exec(&["ip", "route", "add", "default", "via", "192.0.2.1"]);
+    let server = Netns::new("srv");
+    link_to_bridge(&server, "eth0", &["198.51.100.10/24"], &sw, "brwan");
+    server.exec(&["ip", "route", "add", "default", "via", "198.51.100.1"]);
+    let mut web = server
+        .command("python3")
+        .args(["-m", "http.server", "8080", "--bind", "198.51.100.10"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // QEMU joins the switch namespace through a process that lives in it.
+    let mut holder = sw.command("sleep").arg("900").spawn().unwrap();
+
+    let tap = |ifname: &str, mac: &str| Nic::Tap { ifname: ifname.into(), mac: mac.into() };
+    let common_args = "gatewarden.mgmt=eth0 gatewarden.if=eth1";
     let nodes = [
         (
             "router",
-            "gatewarden.role=router gatewarden.lan_addr=192.0.2.1/24 gatewarden.test_ping=192.0.2.2,192.0.2.3",
-            "52:54:00:00:02:01",
+            "gatewarden.role=router gatewarden.mgmt=eth0 gatewarden.lan=eth1 gatewarden.lan_addr=192.0.2.1/24 \
+             gatewarden.wan=eth2 gatewarden.wan_addr=198.51.100.1/24 gatewarden.nat=no \
+             gatewarden.test_first_rule=1 gatewarden.test_watch_blocks=200 gatewarden.test_ping=192.0.2.3"
+                .to_string(),
+            vec![user_nic(), tap("t-rlan", "52:54:00:00:02:01"), tap("t-rwan", "52:54:00:00:03:01")],
         ),
         (
             "detector",
-            "gatewarden.role=detector gatewarden.mgmt=eth0 gatewarden.if=eth1 gatewarden.addr=192.0.2.2/24 gatewarden.test_ping=192.0.2.3",
-            "52:54:00:00:02:02",
+            format!(
+                "gatewarden.role=detector {common_args} gatewarden.addr=192.0.2.2/24 gatewarden.test_ping=192.0.2.3"
+            ),
+            vec![user_nic(), tap("t-det", "52:54:00:00:02:02")],
         ),
         (
             "monitor",
-            "gatewarden.role=monitor gatewarden.mgmt=eth0 gatewarden.if=eth1 gatewarden.addr=192.0.2.3/24 gatewarden.test_ping=192.0.2.1,192.0.2.2",
-            "52:54:00:00:02:03",
+            format!("gatewarden.role=monitor {common_args} gatewarden.addr=192.0.2.3/24"),
+            vec![user_nic(), tap("t-mon", "52:54:00:00:02:03")],
         ),
     ];
     let start = Instant::now();
     let mut vms: Vec<Vm> = nodes
-        .iter()
-        .map(|(name, cmdline, mac)| {
-            let mut s = spec(&dir, name, cmdline, vec![user_nic(), switch(mac)]);
-            s.netns_pid = Some(ns.0.id());
+        .into_iter()
+        .map(|(name, cmdline, nics)| {
+            let mut s = spec(&dir, name, &cmdline, nics);
+            s.initrd = initrd_for(name);
+            s.netns_pid = Some(holder.id());
             Vm::start(s, logs.path())
         })
         .collect();
@@ -459,21 +513,97 @@ fn three_node_cluster_on_a_virtual_switch() {
         vm.wait_healthz();
     }
     println!(
-        "three-VM cluster: all /healthz answered {:.2} s after the first QEMU started",
+        "three-VM cluster: all /healthz answered {:.1} s after the first QEMU started",
         start.elapsed().as_secs_f64()
     );
-    for (vm, (role, _, _)) in vms.iter().zip(nodes.iter()) {
+    for (vm, role) in vms.iter().zip(roles) {
         assert_role(vm, role);
+        vm.wait_serial(&format!("provisioned node: \"gw-{role}\", broker \"192.0.2.3:8883\""), Duration::from_secs(5));
     }
-    // Each node reaches the others across the switch.
-    for (vm, (_, cmdline, _)) in vms.iter().zip(nodes.iter()) {
-        let targets = cmdline.split("test_ping=").nth(1).unwrap().split(',').map(str::to_string).collect::<Vec<_>>();
-        for t in targets {
-            vm.wait_serial(&format!("testhooks: ping {t} ok"), Duration::from_secs(40));
+    let (router, detector, monitor) = (&vms[0], &vms[1], &vms[2]);
+    monitor.wait_serial(
+        "mosquitto: listening on 0.0.0.0:8883 (TLS, client certificates required)",
+        Duration::from_secs(30),
+    );
+    router.wait_serial("testhooks: ping 192.0.2.3 ok", Duration::from_secs(40));
+    detector.wait_serial("testhooks: ping 192.0.2.3 ok", Duration::from_secs(40));
+    router.wait_serial("s after kernel start", Duration::from_secs(60));
+    let serial = router.serial();
+    let first_rule = serial.split("testhooks: first rule ").nth(1).and_then(|t| t.split_whitespace().next()).unwrap();
+    println!("router: first nftables rule {first_rule} s after kernel start (TCG); its boot:");
+    for l in serial.lines().filter(|l| l.starts_with("[") && !l.starts_with("[ ")) {
+        println!("  {l}");
+    }
+
+    // Both peers reach the broker over mutual TLS: the monitor hears their heartbeats.
+    let wait_until = |what: &str, limit: Duration, mut ok: Box<dyn FnMut() -> Option<String> + '_>| {
+        let t = Instant::now();
+        let mut last = String::new();
+        while t.elapsed() < limit {
+            match ok() {
+                None => return,
+                Some(state) => last = state,
+            }
+            std::thread::sleep(Duration::from_millis(500));
         }
-    }
-    vms[2].wait_serial("mosquitto: listening on 127.0.0.1:1883", Duration::from_secs(20));
+        panic!(
+            "{what} within {limit:?}; last seen: {last}\nrouter:\n{}\ndetector:\n{}\nmonitor:\n{}",
+            router.serial(),
+            detector.serial(),
+            monitor.serial()
+        );
+    };
+    wait_until(
+        "the monitor hears gw-router and gw-detector through Mosquitto",
+        Duration::from_secs(60),
+        Box::new(|| {
+            let nodes = monitor.status()["nodes"].to_string();
+            (!(nodes.contains("gw-router") && nodes.contains("gw-detector"))).then_some(nodes)
+        }),
+    );
+
+    // Before the scan the attacker reaches the WAN server through the router.
+    let reach = || {
+        attacker
+            .command("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "3", "http://198.51.100.10:8080/"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    };
+    wait_until(
+        "the attacker reaches the WAN server through the router VM",
+        Duration::from_secs(30),
+        Box::new(|| (reach() != "200").then(|| "no HTTP 200".into())),
+    );
+    let scan_started = Instant::now();
+    let scan = attacker
+        .command("timeout")
+        .args(["90", "nmap", "-n", "-Pn", "-sS", "-T4", "--top-ports", "200", "198.51.100.10"])
+        .output()
+        .unwrap();
+    println!(
+        "nmap took {:.1} s: {}",
+        scan_started.elapsed().as_secs_f64(),
+        String::from_utf8_lossy(&scan.stdout).lines().last().unwrap_or("")
+    );
+    router.wait_serial("testhooks: blocked 192.0.2.66", Duration::from_secs(60));
+    println!("router blocked the scanner {:.1} s after the scan started", scan_started.elapsed().as_secs_f64());
+    // The kernel drops it: the attacker no longer reaches the WAN.
+    assert_ne!(reach(), "200", "the block element must cut the attacker off");
+    wait_until(
+        "the monitor's /api/alerts lists the scan from 192.0.2.66",
+        Duration::from_secs(60),
+        Box::new(|| {
+            let (code, body) = monitor.get("/api/alerts").unwrap_or_default();
+            (!(code == 200 && body.contains("192.0.2.66"))).then_some(body)
+        }),
+    );
+    println!("whole cluster test: {:.1} s", start.elapsed().as_secs_f64());
     for vm in vms {
         vm.poweroff();
     }
+    let _ = web.kill();
+    let _ = holder.kill();
+    let _ = (web.wait(), holder.wait());
 }

@@ -2,12 +2,18 @@
 # Assemble gatewarden appliance images from Debian arm64 packages, for QEMU
 # and for testing the boot flow without Buildroot (which needs the internet).
 #
-# Usage: tools/make-image.sh [--out DIR] [--binary PATH] [--no-mosquitto] [-h|--help]
+# Usage: tools/make-image.sh [--out DIR] [--binary PATH] [--no-mosquitto]
+#                            [--bundle TREE] [-h|--help]
 #
 #   --out DIR       where to write the images (default: target/images)
 #   --binary PATH   the static aarch64 gatewarden to ship (default: build it
 #                   with tools/cross-build.sh)
 #   --no-mosquitto  leave out the MQTT broker and its shared libraries
+#   --bundle TREE   provision one node: copy TREE (from `gatewarden pki bundle
+#                   NODE --out TREE`: its certificate, key, broker address and,
+#                   for a monitor, the TLS broker config) into the image. Without
+#                   it the image is generic; a bundle can also be added at boot
+#                   as a second initramfs archive (see tests/qemu.rs).
 #
 # Writes to DIR:
 #   vmlinuz               Debian's cloud-arm64 kernel
@@ -43,11 +49,13 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 out=$repo/target/images
 binary=""
 mosquitto=1
+bundle=""
 while (($#)); do
     case "$1" in
         --out) out=${2:?--out needs a directory}; shift 2 ;;
         --binary) binary=${2:?--binary needs a path}; shift 2 ;;
         --no-mosquitto) mosquitto=0; shift ;;
+        --bundle) bundle=${2:?--bundle needs a directory}; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) echo "error: unknown argument $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -98,8 +106,20 @@ fetch() {
     done
     ((${#missing[@]})) || return 0
     say "downloading ${missing[*]}"
-    (cd "$debs" && apt-get download -qq "${missing[@]}" 2>&1 | grep -v '^W: Download is performed unsandboxed' >&2) ||
-        die "apt-get download ${missing[*]} failed. Check the network and run 'apt-get update'"
+    # grep's own status says nothing (it is 1 when every line was filtered out):
+    # apt-get's status and the files themselves decide.
+    local rc=0
+    (cd "$debs" && apt-get download -qq "${missing[@]}" 2>&1) >"$debs/.download.log" || rc=$?
+    grep -v '^W: Download is performed unsandboxed' "$debs/.download.log" >&2 || true
+    if ((rc)); then
+        say "apt-get download failed (exit $rc); refreshing the package lists and trying once more"
+        apt-get update -qq || true
+        (cd "$debs" && apt-get download -qq "${missing[@]}") ||
+            die "apt-get download ${missing[*]} failed. Check the network and run 'apt-get update'"
+    fi
+    for p in "$@"; do
+        compgen -G "$debs/${p}_*_arm64.deb" >/dev/null || die "apt-get download left no ${p}_*_arm64.deb in $debs"
+    done
 }
 # deb PKG: path of the cached .deb (newest if several).
 deb() { ls -1 "$debs/${1}"_*_arm64.deb | sort -V | tail -n 1; }
@@ -187,6 +207,12 @@ for f in "$root"/etc/gatewarden/*.toml; do
     qemu-aarch64-static "$root/usr/bin/gatewarden" config check "$f" >/dev/null ||
         die "the shipped binary rejects $f (see above); fix overlay/etc/gatewarden/$(basename "$f")"
 done
+if [[ -n $bundle ]]; then
+    [[ -f $bundle/etc/gatewarden/node.toml ]] ||
+        die "--bundle $bundle has no etc/gatewarden/node.toml; make it with: gatewarden pki bundle NODE --broker HOST:PORT --out $bundle"
+    cp -a "$bundle/." "$root/"
+    say "provisioned: $(sed -n 's/^node_id = //p' "$root/etc/gatewarden/node.toml")"
+fi
 
 # Kernel modules: what overlay/etc/modules-load.d names, plus the block
 # driver for the disk image and a few netfilter extras, with dependencies.

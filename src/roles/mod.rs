@@ -54,6 +54,19 @@ pub fn run_with(
     let state = MonitorState::new(role, role_source, cfg.node_id.clone(), registry.clone());
     let http = HttpServer::start(&cfg.http.listen, state.clone())?;
     tracing::info!(role = %role, source = %role_source, node = %cfg.node_id, "gatewarden {} starting", env!("CARGO_PKG_VERSION"));
+    // Enforcement runs on its own thread (netlink blocks). It starts before the
+    // node bus and the capture: the block sets are in the kernel before the
+    // first packet is seen (boot-to-first-rule, docs/PERFORMANCE.md), and a
+    // missing privilege stops the start-up with a clear message.
+    let enforcer = if role.runs_router() && cfg.enforce.enabled {
+        Some(crate::enforce::service::EnforceService::start(&cfg.enforce, &registry, bus.clone(), cfg.node_id.clone())?)
+    } else {
+        if role.runs_router() {
+            tracing::warn!("enforcement is off: verdicts are only logged. Set [enforce] enabled = true (needs root or CAP_NET_ADMIN) to block in nftables");
+        }
+        None
+    };
+
     let mqtt = if cfg.mqtt.enabled() && role != Role::All {
         let m = MqttBus::start(&MqttSettings::from_config(cfg, role), bus.clone(), &registry, shutdown.clone())
             .context("starting the MQTT node bus ([mqtt] in the config)")?;
@@ -85,17 +98,6 @@ pub fn run_with(
     } else {
         if role.runs_router() {
             tracing::warn!("no capture.interface configured: the router sees no traffic (set it to the LAN interface)");
-        }
-        None
-    };
-
-    // Enforcement runs on its own thread (netlink blocks); start it first so a
-    // missing privilege stops the start-up with a clear message.
-    let enforcer = if role.runs_router() && cfg.enforce.enabled {
-        Some(crate::enforce::service::EnforceService::start(&cfg.enforce, &registry, bus.clone(), cfg.node_id.clone())?)
-    } else {
-        if role.runs_router() {
-            tracing::warn!("enforcement is off: verdicts are only logged. Set [enforce] enabled = true (needs root or CAP_NET_ADMIN) to block in nftables");
         }
         None
     };

@@ -30,6 +30,8 @@ gw_role() {
 gw_log() {
     _tag=$1
     shift
-    echo "$_tag: $*" >/dev/console 2>/dev/null || echo "$_tag: $*" >&2
+    # Seconds since the kernel started, like the kernel's own lines, so a boot reads as a timeline.
+    _up=$(cut -d" " -f1 /proc/uptime 2>/dev/null)
+    echo "[${_up:-?}] $_tag: $*" >/dev/console 2>/dev/null || echo "$_tag: $*" >&2
     logger -t "$_tag" -- "$*" 2>/dev/null || true
 }
