@@ -7,7 +7,7 @@ use std::hash::{BuildHasher, Hash};
 
 use hashbrown::HashTable;
 
-const NIL: u32 = u32::MAX;
+use crate::recency::{Linked, RecencyList, NIL};
 
 struct Slot<K, V> {
     key: K,
@@ -18,12 +18,23 @@ struct Slot<K, V> {
     moved_at: u32,
 }
 
+impl<K, V> Linked for Slot<K, V> {
+    fn links(&self) -> (u32, u32) {
+        (self.prev, self.next)
+    }
+    fn set_prev(&mut self, prev: u32) {
+        self.prev = prev;
+    }
+    fn set_next(&mut self, next: u32) {
+        self.next = next;
+    }
+}
+
 /// A least-recently-used map with a hard capacity.
 pub struct LruMap<K, V> {
     index: HashTable<u32>,
     slab: Vec<Slot<K, V>>,
-    head: u32,
-    tail: u32,
+    lru: RecencyList,
     cap: usize,
     hasher: foldhash::fast::RandomState,
     evictions: u64,
@@ -41,8 +52,7 @@ impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
         LruMap {
             index: HashTable::new(),
             slab: Vec::new(),
-            head: NIL,
-            tail: NIL,
+            lru: RecencyList::default(),
             cap,
             hasher: foldhash::fast::RandomState::default(),
             evictions: 0,
@@ -71,32 +81,6 @@ impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
         std::mem::size_of::<Slot<K, V>>() + 2 * (std::mem::size_of::<u32>() + 1)
     }
 
-    fn unlink(&mut self, i: u32) {
-        let (prev, next) = (self.slab[i as usize].prev, self.slab[i as usize].next);
-        if prev != NIL {
-            self.slab[prev as usize].next = next;
-        } else {
-            self.head = next;
-        }
-        if next != NIL {
-            self.slab[next as usize].prev = prev;
-        } else {
-            self.tail = prev;
-        }
-    }
-
-    fn push_front(&mut self, i: u32) {
-        let old = self.head;
-        self.slab[i as usize].prev = NIL;
-        self.slab[i as usize].next = old;
-        if old != NIL {
-            self.slab[old as usize].prev = i;
-        } else {
-            self.tail = i;
-        }
-        self.head = i;
-    }
-
     /// Looks up without touching recency.
     pub fn peek(&self, key: &K) -> Option<&V> {
         let hash = self.hasher.hash_one(key);
@@ -111,17 +95,17 @@ impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
         let slab = &self.slab;
         self.ops = self.ops.wrapping_add(1);
         if let Some(&i) = self.index.find(hash, |&j| slab[j as usize].key == key) {
-            if self.head != i && self.ops.wrapping_sub(self.slab[i as usize].moved_at) > self.slack {
-                self.unlink(i);
-                self.push_front(i);
+            if self.lru.head != i && self.ops.wrapping_sub(self.slab[i as usize].moved_at) > self.slack {
+                self.lru.unlink(&mut self.slab, i);
+                self.lru.push_front(&mut self.slab, i);
                 self.slab[i as usize].moved_at = self.ops;
             }
             return &mut self.slab[i as usize].value;
         }
         let i = if self.index.len() >= self.cap {
             // Reuse the tail's slot.
-            let t = self.tail;
-            self.unlink(t);
+            let t = self.lru.tail;
+            self.lru.unlink(&mut self.slab, t);
             let old_key = self.slab[t as usize].key;
             let old_hash = self.hasher.hash_one(old_key);
             let slab = &self.slab;
@@ -138,7 +122,7 @@ impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
         let slab = &self.slab;
         let hasher = &self.hasher;
         self.index.insert_unique(hash, i, |&j| hasher.hash_one(slab[j as usize].key));
-        self.push_front(i);
+        self.lru.push_front(&mut self.slab, i);
         &mut self.slab[i as usize].value
     }
 }

@@ -19,8 +19,7 @@ use hashbrown::HashTable;
 use super::conn_state::{history, ConnState};
 use crate::bus::messages::{FlowRecord, Proto};
 use crate::packet::{tcp_flags, PacketInfo};
-
-const NIL: u32 = u32::MAX;
+use crate::recency::{Linked, RecencyList, NIL};
 
 /// Direction-independent identity of a flow: the two endpoints in sorted order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -113,6 +112,18 @@ pub struct Flow {
     queued: bool,
     prev: u32,
     next: u32,
+}
+
+impl Linked for Flow {
+    fn links(&self) -> (u32, u32) {
+        (self.prev, self.next)
+    }
+    fn set_prev(&mut self, prev: u32) {
+        self.prev = prev;
+    }
+    fn set_next(&mut self, next: u32) {
+        self.next = next;
+    }
 }
 
 impl Flow {
@@ -221,8 +232,7 @@ pub struct FlowTable {
     index: HashTable<u32>,
     slab: Vec<Flow>,
     free: Vec<u32>,
-    head: u32,
-    tail: u32,
+    lru: RecencyList,
     cap: usize,
     idle_ns: u64,
     active_ns: u64,
@@ -252,8 +262,7 @@ impl FlowTable {
             index: HashTable::with_capacity(cap.min(1 << 16)),
             slab: Vec::with_capacity(cap.min(1 << 16)),
             free: Vec::new(),
-            head: NIL,
-            tail: NIL,
+            lru: RecencyList::default(),
             cap,
             idle_ns: idle_timeout_s.saturating_mul(1_000_000_000),
             active_ns: active_timeout_s.saturating_mul(1_000_000_000),
@@ -292,40 +301,8 @@ impl FlowTable {
         &self.slab[index as usize]
     }
 
-    fn unlink(&mut self, i: u32) {
-        let (prev, next) = {
-            let f = &self.slab[i as usize];
-            (f.prev, f.next)
-        };
-        if prev != NIL {
-            self.slab[prev as usize].next = next;
-        } else {
-            self.head = next;
-        }
-        if next != NIL {
-            self.slab[next as usize].prev = prev;
-        } else {
-            self.tail = prev;
-        }
-    }
-
-    fn push_front(&mut self, i: u32) {
-        let old = self.head;
-        {
-            let f = &mut self.slab[i as usize];
-            f.prev = NIL;
-            f.next = old;
-        }
-        if old != NIL {
-            self.slab[old as usize].prev = i;
-        } else {
-            self.tail = i;
-        }
-        self.head = i;
-    }
-
     fn remove(&mut self, i: u32, reason: ExportReason) {
-        self.unlink(i);
+        self.lru.unlink(&mut self.slab, i);
         let key = self.slab[i as usize].key;
         let hash = self.hasher.hash_one(key);
         let slab = &self.slab;
@@ -391,8 +368,8 @@ impl FlowTable {
                     self.remove(i, ExportReason::Active);
                     (self.insert(key, hash, orig_is_lo, p.ts_ns), true)
                 } else {
-                    self.unlink(i);
-                    self.push_front(i);
+                    self.lru.unlink(&mut self.slab, i);
+                    self.lru.push_front(&mut self.slab, i);
                     (i, false)
                 }
             }
@@ -410,8 +387,8 @@ impl FlowTable {
     }
 
     fn insert(&mut self, key: FlowKey, hash: u64, orig_is_lo: bool, ts: u64) -> u32 {
-        if self.index.len() >= self.cap && self.tail != NIL {
-            self.remove(self.tail, ExportReason::Evicted);
+        if self.index.len() >= self.cap && self.lru.tail != NIL {
+            self.remove(self.lru.tail, ExportReason::Evicted);
         }
         let mut flow = self.fresh_flow(key, orig_is_lo, ts);
         let i = match self.free.pop() {
@@ -427,18 +404,18 @@ impl FlowTable {
         };
         let slab = &self.slab;
         self.index.insert_unique(hash, i, |&j| self.hasher.hash_one(slab[j as usize].key));
-        self.push_front(i);
+        self.lru.push_front(&mut self.slab, i);
         i
     }
 
     /// Ends flows idle since before `now_ns - idle_timeout`.
     pub fn expire(&mut self, now_ns: u64) {
-        while self.tail != NIL {
-            let f = &self.slab[self.tail as usize];
+        while self.lru.tail != NIL {
+            let f = &self.slab[self.lru.tail as usize];
             if f.last_ns.saturating_add(self.idle_ns) > now_ns {
                 break;
             }
-            self.remove(self.tail, ExportReason::Idle);
+            self.remove(self.lru.tail, ExportReason::Idle);
         }
     }
 
@@ -451,8 +428,8 @@ impl FlowTable {
     /// drained in bounded steps; returns how many were ended.
     pub fn flush_some(&mut self, n: usize) -> usize {
         let mut done = 0;
-        while self.tail != NIL && done < n {
-            self.remove(self.tail, ExportReason::Flushed);
+        while self.lru.tail != NIL && done < n {
+            self.remove(self.lru.tail, ExportReason::Flushed);
             done += 1;
         }
         done
