@@ -50,6 +50,25 @@ fn tool(name: &str) -> bool {
     found
 }
 
+/// `gatewarden run --role all` in the router namespace, capturing lan0, its
+/// page on the namespace's 127.0.0.1:8080; `extra` is appended to the config.
+/// Returns once it captures (the tempdir holds the config).
+fn run_role_all_on_lan0(site: &Site, extra: &str) -> (tempfile::TempDir, Guard) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gw.toml");
+    let base = "node_id = \"rtr\"\n[http]\nlisten = \"127.0.0.1:8080\"\n[capture]\ninterface = \"lan0\"\n";
+    std::fs::write(&cfg, format!("{base}{extra}")).unwrap();
+    let (gw, gw_err) = spawn_with_stderr(site.router.command(bin().to_str().unwrap()).args([
+        "run",
+        "--role",
+        "all",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]));
+    wait_for(&gw_err, "capturing", "gatewarden run");
+    (dir, gw)
+}
+
 #[test]
 fn live_capture_counts_exactly_what_tcpdump_counts() {
     if !require_root("live_capture_counts_exactly_what_tcpdump_counts") {
@@ -176,18 +195,7 @@ fn run_role_all_on_a_live_interface_raises_an_alert_for_a_real_scan() {
         return;
     }
     let site = Site::new();
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("gw.toml");
-    std::fs::write(&cfg, "node_id = \"rtr\"\n[http]\nlisten = \"127.0.0.1:8080\"\n[capture]\ninterface = \"lan0\"\n")
-        .unwrap();
-    let (mut gw, gw_err) = spawn_with_stderr(site.router.command(bin().to_str().unwrap()).args([
-        "run",
-        "--role",
-        "all",
-        "--config",
-        cfg.to_str().unwrap(),
-    ]));
-    wait_for(&gw_err, "capturing", "gatewarden run");
+    let (_dir, mut gw) = run_role_all_on_lan0(&site, "");
     site.iot.exec(&["nmap", "-n", "-Pn", "-sS", "-T4", "-p", "1-300", "198.51.100.10"]);
     let mut alerts = serde_json::Value::Null;
     for _ in 0..50 {
@@ -233,22 +241,7 @@ fn a_live_scan_is_detected_and_blocked_in_the_kernel() {
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("gw.toml");
-    std::fs::write(
-        &cfg,
-        "node_id = \"rtr\"\n[http]\nlisten = \"127.0.0.1:8080\"\n[capture]\ninterface = \"lan0\"\n\
-         [enforce]\nenabled = true\n",
-    )
-    .unwrap();
-    let (mut gw, gw_err) = spawn_with_stderr(site.router.command(bin().to_str().unwrap()).args([
-        "run",
-        "--role",
-        "all",
-        "--config",
-        cfg.to_str().unwrap(),
-    ]));
-    wait_for(&gw_err, "capturing", "gatewarden run");
+    let (_dir, mut gw) = run_role_all_on_lan0(&site, "[enforce]\nenabled = true\n");
     assert!(site.iot.command("ping").args(["-c", "1", "-W", "2", "198.51.100.10"]).status().unwrap().success());
 
     let started = std::time::Instant::now();
