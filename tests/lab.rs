@@ -129,6 +129,10 @@ fn short_lab_run_detects_every_attack_and_flags_no_benign_host() {
     assert!(report.flagged.is_empty(), "benign hosts flagged: {:?}\n{table}", report.flagged);
     for s in &report.scores {
         assert!(s.packets > 0, "{}: no attack packets captured\n{table}", s.name);
+        // Enforcement is on: every attacker with a real source address ends up
+        // in a kernel block set; spoofed floods are left to the SYN meters.
+        let blocked = matches!(s.block, Block::Blocked { .. });
+        assert!(blocked || matches!(s.block, Block::Spoofed), "{}: {}\n{table}", s.name, s.block);
     }
 }
 
@@ -158,7 +162,9 @@ fn lab_record() {
     std::fs::create_dir_all(&out).unwrap();
     let only: Option<Vec<String>> =
         std::env::var("GATEWARDEN_LAB_ONLY").ok().map(|s| s.split(',').map(String::from).collect());
-    let lab = Lab::new();
+    let mut lab = Lab::new();
+    // Training data wants whole attacks: nothing blocks them half-way.
+    lab.enforce = false;
     if only.as_ref().is_none_or(|o| o.iter().any(|n| n == "demo")) {
         eprintln!("demo: benign traffic with a scan, a SYN flood, SSH brute force and floods");
         let demo = out.join("demo.pcap");

@@ -123,6 +123,10 @@ pub struct Lab {
     pub devices: Vec<Device>,
     /// Keys, configs, web root, logs.
     pub dir: tempfile::TempDir,
+    /// Sessions run the router with `[enforce] enabled = true`, so verdicts
+    /// become block elements and time-to-block is measured (on by default;
+    /// recording training captures turns it off so attacks run to the end).
+    pub enforce: bool,
 }
 
 impl Lab {
@@ -146,7 +150,7 @@ impl Lab {
         wan.exec(&["ip", "addr", "add", &format!("{NEW_HOST}/32"), "dev", "lo"]);
         wan.exec(&["ip", "route", "add", "default", "via", "198.51.100.1"]);
         let dir = tempfile::tempdir().unwrap();
-        let mut lab = Lab { services: Vec::new(), router, wan, devices, dir };
+        let mut lab = Lab { services: Vec::new(), router, wan, devices, dir, enforce: true };
         lab.start_services();
         lab
     }
@@ -297,7 +301,7 @@ while True:\n    d,a=s.recvfrom(512)\n    s.sendto(d[:48].ljust(48,b'\\0'),a)\n"
     /// Starts tcpdump on the router's `lan0`, gatewarden (`run --role all`,
     /// capturing `lan0`) and, if `benign_s > 0`, every device's benign
     /// profiles for that many seconds. The returned [`Session`] records alerts
-    /// (and block-set elements, once enforcement exists) as they appear.
+    /// and block-set elements as they appear.
     pub fn session(&self, capture: &Path, benign_s: u64) -> Session<'_> {
         let tag = capture.file_stem().unwrap().to_str().unwrap().to_string();
         let mut procs = Vec::new();
@@ -317,9 +321,12 @@ while True:\n    d,a=s.recvfrom(512)\n    s.sendto(d[:48].ljust(48,b'\\0'),a)\n"
         ));
         wait_file_contains(&tcpdump_log, "listening on", "tcpdump");
         let cfg = self.path("gatewarden.toml");
+        let enforce = if self.enforce { "[enforce]\nenabled = true\n" } else { "" };
         std::fs::write(
             &cfg,
-            "node_id = \"lab\"\n[http]\nlisten = \"127.0.0.1:8080\"\n[capture]\ninterface = \"lan0\"\n",
+            format!(
+                "node_id = \"lab\"\n[http]\nlisten = \"127.0.0.1:8080\"\n[capture]\ninterface = \"lan0\"\n{enforce}"
+            ),
         )
         .unwrap();
         let gw_log = self.path(&format!("{tag}.gatewarden.log"));
@@ -670,7 +677,12 @@ pub struct AttackRun {
     pub ended: f64,
     /// The tool's exit status (hping3 `--faster` exits 1: expected).
     pub exit: Option<i32>,
+    /// Stopped [`BLOCKED_GRACE_S`] after its source was blocked.
+    pub cut_short: bool,
 }
+
+/// How long an attack tool keeps running once its source is in a block set.
+pub const BLOCKED_GRACE_S: f64 = 2.0;
 
 /// A running capture + gatewarden + benign traffic; see [`Lab::session`].
 pub struct Session<'a> {
@@ -698,23 +710,33 @@ impl Session<'_> {
             .map(|a| if *a == "WORDLIST" { wordlist.to_str().unwrap().to_string() } else { a.to_string() })
             .collect();
         let started = now();
-        let out = dev
+        let mut tool = dev
             .ns
             .command("timeout")
             .arg(s.timeout_s.to_string())
             .args(&argv)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status()
+            .spawn()
             .unwrap();
+        // A blocked tool only waits for answers that never come (nmap slows
+        // down, hydra retries): stop it a moment after its source is blocked.
+        let src = dev.addr.to_string();
+        let mut cut_short = false;
+        let status = loop {
+            if let Some(st) = tool.try_wait().unwrap() {
+                break st;
+            }
+            let blocked_at = self.seen.lock().unwrap().blocks.get(&src).copied();
+            if blocked_at.is_some_and(|t| now() - t > BLOCKED_GRACE_S) {
+                let _ = Command::new("kill").args(["-TERM", &tool.id().to_string()]).status();
+                cut_short = true;
+                break tool.wait().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
         let ended = now();
-        self.attacks.push(AttackRun {
-            scenario: s.clone(),
-            src: dev.addr.to_string(),
-            started,
-            ended,
-            exit: out.code(),
-        });
+        self.attacks.push(AttackRun { scenario: s.clone(), src, started, ended, exit: status.code(), cut_short });
     }
 
     /// Sleeps while benign traffic and the detector carry on.
@@ -887,7 +909,7 @@ pub struct Score {
 /// Time to block and packets let through, from `nft -j list ruleset`.
 #[derive(Clone, Debug)]
 pub enum Block {
-    /// `table inet gatewarden` never appeared: enforcement is not merged yet.
+    /// `table inet gatewarden` never appeared: the session ran without enforcement.
     NotMerged,
     /// Enforcement ran but the source was never put in a block set.
     NotBlocked,
@@ -905,7 +927,7 @@ pub enum Block {
 impl std::fmt::Display for Block {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Block::NotMerged => write!(f, "n/a (enforcement not merged) | n/a (enforcement not merged)"),
+            Block::NotMerged => write!(f, "n/a (enforcement off) | n/a (enforcement off)"),
             Block::NotBlocked => write!(f, "not blocked | –"),
             Block::Blocked { after_s, packets_before } => write!(f, "{after_s:.2} s | {packets_before}"),
             Block::Spoofed => write!(f, "n/a (spoofed: SYN meter, no block) | –"),
