@@ -5,12 +5,16 @@
 //! ```text
 //!  cam1 cam2 (cameras)  sensor1 sensor2 (sensors)  plug1 (plugs)  admin  attacker
 //!    └──────┴─────────────────┴────────┴───────────────┴────────────┴───────┘
-//!                      veth ports of bridge `lan0` (192.0.2.1/24)
+//!          veth ports of bridge `lan0` (192.0.2.1/24, 2001:db8:10::1/64)
 //!                          [router namespace: gatewarden, tcpdump]
-//!                                      │ wan0 198.51.100.1
-//!                          [wan namespace 198.51.100.10, 203.0.113.50]
+//!                                      │ wan0 198.51.100.1, 2001:db8:20::1
+//!              [wan namespace 198.51.100.10, 2001:db8:20::10, 203.0.113.50]
 //!       HTTP :80, Mosquitto :1883, dnsmasq :53, sshd :22, NTP-like :123, iperf3
+//!                                      │ inet0 203.0.113.129/25
+//!                    [inet_attacker 203.0.113.166: attacks from the Internet side]
 //! ```
+//!
+//! The attacker also has 2001:db8:10::66 for the IPv6 scenarios.
 //!
 //! Only TEST-NET addresses; nothing touches the root namespace. Every
 //! namespace is named `gw<pid>-<seq>-<role>` (see `common::netns`), so parallel
@@ -37,6 +41,12 @@ pub const WAN: &str = "198.51.100.10";
 pub const NEW_HOST: &str = "203.0.113.50";
 /// The attacker's LAN address.
 pub const ATTACKER: &str = "192.0.2.66";
+/// The attacker's IPv6 LAN address.
+pub const ATTACKER6: &str = "2001:db8:10::66";
+/// The WAN server's IPv6 address.
+pub const WAN6: &str = "2001:db8:20::10";
+/// An attacker on the Internet side, beyond the WAN server.
+pub const INET_ATTACKER: &str = "203.0.113.166";
 
 /// Tools the lab runs; `tools/test.sh` installs them.
 pub const TOOLS: [&str; 14] = [
@@ -93,6 +103,8 @@ pub struct Device {
     pub group: &'static str,
     /// LAN address.
     pub addr: &'static str,
+    /// IPv6 address, where the device has one (the attackers).
+    pub addr6: Option<&'static str>,
     /// Benign profiles it runs (see tests/lab/benign.sh), with their argument.
     pub profiles: &'static [(&'static str, &'static str)],
     /// Its namespace.
@@ -136,19 +148,43 @@ impl Lab {
         let wan = Netns::new("wan");
         router.exec(&["ip", "link", "add", "lan0", "type", "bridge"]);
         router.exec(&["ip", "addr", "add", "192.0.2.1/24", "dev", "lan0"]);
+        router.exec(&["ip", "-6", "addr", "add", "2001:db8:10::1/64", "dev", "lan0", "nodad"]);
         router.exec(&["ip", "link", "set", "lan0", "up"]);
         let mut devices = Vec::new();
         for (name, group, addr, profiles) in DEVICES {
             let ns = Netns::new(name);
-            link_to_bridge(&ns, "eth0", &[&format!("{addr}/24")], &router, "lan0");
+            let addr6 = (name == "attacker").then_some(ATTACKER6);
+            let mut addrs = vec![format!("{addr}/24")];
+            addrs.extend(addr6.map(|a| format!("{a}/64")));
+            let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
+            link_to_bridge(&ns, "eth0", &addrs, &router, "lan0");
             ns.exec(&["ip", "route", "add", "default", "via", "192.0.2.1"]);
-            devices.push(Device { name, group, addr, profiles, ns });
+            if addr6.is_some() {
+                ns.exec(&["ip", "-6", "route", "add", "default", "via", "2001:db8:10::1"]);
+            }
+            devices.push(Device { name, group, addr, addr6, profiles, ns });
         }
-        link(&router, "wan0", &["198.51.100.1/24"], &wan, "eth0", &[&format!("{WAN}/24")]);
+        let wan6 = format!("{WAN6}/64");
+        link(&router, "wan0", &["198.51.100.1/24", "2001:db8:20::1/64"], &wan, "eth0", &[&format!("{WAN}/24"), &wan6]);
         router.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        router.exec(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
         router.exec(&["ip", "route", "add", "203.0.113.0/24", "via", WAN]);
         wan.exec(&["ip", "addr", "add", &format!("{NEW_HOST}/32"), "dev", "lo"]);
         wan.exec(&["ip", "route", "add", "default", "via", "198.51.100.1"]);
+        wan.exec(&["ip", "-6", "route", "add", "default", "via", "2001:db8:20::1"]);
+        // The Internet beyond the WAN server, with an attacker in it.
+        let inet = Netns::new("inet");
+        link(&wan, "inet0", &["203.0.113.129/25"], &inet, "eth0", &[&format!("{INET_ATTACKER}/25")]);
+        wan.exec(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        inet.exec(&["ip", "route", "add", "default", "via", "203.0.113.129"]);
+        devices.push(Device {
+            name: "inet_attacker",
+            group: "attacker",
+            addr: INET_ATTACKER,
+            addr6: None,
+            profiles: &[],
+            ns: inet,
+        });
         let dir = tempfile::tempdir().unwrap();
         let mut lab = Lab { services: Vec::new(), router, wan, devices, dir, enforce: true };
         lab.start_services();
@@ -523,6 +559,22 @@ pub fn scenarios() -> Vec<Scenario> {
             ["nmap", "-n", "-Pn", "-sS", "-T4", "-p", "1-1000", WAN]
         ),
         scenario!(
+            "nmap_syn6_T4",
+            "port_scan",
+            "attacker",
+            WAN6,
+            SCAN,
+            ["nmap", "-6", "-n", "-Pn", "-sS", "-T4", "-p", "1-1000", WAN6]
+        ),
+        scenario!(
+            "nmap_wan_to_lan_T4",
+            "port_scan",
+            "inet_attacker",
+            "192.0.2.11",
+            SCAN,
+            ["nmap", "-n", "-Pn", "-sS", "-T4", "-p", "1-1000", "192.0.2.11"]
+        ),
+        scenario!(
             "nmap_connect_T3",
             "port_scan",
             "attacker",
@@ -654,6 +706,8 @@ pub fn scenarios() -> Vec<Scenario> {
 pub fn short_scenarios() -> Vec<Scenario> {
     let keep = [
         "nmap_syn_T4",
+        "nmap_syn6_T4",
+        "nmap_wan_to_lan_T4",
         "nmap_connect_T3",
         "nmap_telnet_sweep",
         "hping3_syn_flood",
@@ -709,6 +763,12 @@ impl Session<'_> {
             .iter()
             .map(|a| if *a == "WORDLIST" { wordlist.to_str().unwrap().to_string() } else { a.to_string() })
             .collect();
+        // IPv6 scenarios come from the device's IPv6 address.
+        let src = if s.victim.contains(':') {
+            dev.addr6.unwrap_or_else(|| panic!("{} has no IPv6 address for {}", dev.name, s.name)).to_string()
+        } else {
+            dev.addr.to_string()
+        };
         let started = now();
         let mut tool = dev
             .ns
@@ -721,7 +781,6 @@ impl Session<'_> {
             .unwrap();
         // A blocked tool only waits for answers that never come (nmap slows
         // down, hydra retries): stop it a moment after its source is blocked.
-        let src = dev.addr.to_string();
         let mut cut_short = false;
         let status = loop {
             if let Some(st) = tool.try_wait().unwrap() {
