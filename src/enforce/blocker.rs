@@ -155,6 +155,9 @@ struct Metrics {
     registry: std::sync::Arc<Registry>,
 }
 
+/// One neighbour-table entry: an address and its link-layer address.
+pub type Neighbour = (IpAddr, [u8; 6]);
+
 /// Writes and reads the gateway's block sets. Owns one netlink socket,
 /// created in the network namespace of the thread that opened it.
 #[derive(Debug)]
@@ -166,7 +169,7 @@ pub struct Blocker {
     metrics: Option<Metrics>,
     fail_closed: Option<bool>,
     policy_version: Option<u64>,
-    policy_macs: Option<(PolicyUpdate, Vec<(IpAddr, [u8; 6])>)>,
+    policy_macs: Option<(PolicyUpdate, Vec<Neighbour>)>,
 }
 
 /// Errors carry what was being done and what to do next.
