@@ -15,9 +15,11 @@
 //! edits) and `matrix.json` (traffic matrix + alert tallies, written by the
 //! monitor every `policy.save_interval_s` and on exit).
 
+pub mod cli;
 pub mod matrix;
 pub mod model;
 pub mod rules;
+pub mod service;
 pub mod suggest;
 
 use std::net::IpAddr;
@@ -249,6 +251,13 @@ impl PolicyEngine {
         Ok(e)
     }
 
+    /// Creates the state directory on first write (opening never touches the disk).
+    fn ensure_dir(&self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.cfg.state_dir).with_context(|| {
+            format!("cannot create policy.state_dir {} (set it to a writable directory)", self.cfg.state_dir.display())
+        })
+    }
+
     fn policy_path(&self) -> PathBuf {
         self.cfg.state_dir.join("policy.json")
     }
@@ -279,6 +288,7 @@ impl PolicyEngine {
 
     /// Reload, change, validate the whole, bump the version and save — under the lock.
     fn mutate<T>(&mut self, f: impl FnOnce(&mut PolicyFile, &Policy) -> Result<T, String>) -> anyhow::Result<T> {
+        self.ensure_dir()?;
         let _lock = LockGuard::take(&self.cfg.state_dir)?;
         self.reload()?;
         let mut next = self.file.clone();
@@ -388,8 +398,10 @@ impl PolicyEngine {
     /// Creates a rule; refused (naming both rules) if it conflicts.
     pub fn create_rule(&mut self, spec: &RuleSpec) -> anyhow::Result<Relationship> {
         self.mutate(|f, p| {
-            let r = spec.parse(f.next_id)?;
+            // Checked as "the new rule" (id 0), numbered once it is accepted.
+            let mut r = spec.parse(0)?;
             p.check_rule(&r)?;
+            r.id = f.next_id;
             f.next_id += 1;
             f.rules.push(r.clone());
             Ok(r)
@@ -459,8 +471,8 @@ list them with `gatewarden policy suggest`"
         let s = self.find_suggestion(id)?;
         self.mutate(|f, p| {
             let mut r = s.rule.clone();
-            r.id = f.next_id;
             p.check_rule(&r)?;
+            r.id = f.next_id;
             f.next_id += 1;
             f.rules.push(r.clone());
             f.feedback.record(&s.context, true, &s.id);
@@ -564,11 +576,17 @@ list them with `gatewarden policy suggest`"
 
     /// Writes `matrix.json` now.
     pub fn save_matrix(&mut self) -> anyhow::Result<()> {
+        self.ensure_dir()?;
         let m = MatrixFile { matrix: self.matrix.clone(), alerts: self.alerts.clone() };
         write_atomic(&self.matrix_path(), serde_json::to_string(&m)?.as_bytes())?;
         self.matrix_dirty = false;
         self.last_matrix_save = Instant::now();
         Ok(())
+    }
+
+    /// Whether the matrix changed since it was last saved.
+    pub fn matrix_dirty(&self) -> bool {
+        self.matrix_dirty
     }
 
     /// Writes `matrix.json` if it changed and the save interval passed.
