@@ -67,6 +67,7 @@ struct Seen {
 /// The matrix. Not thread-safe by itself; the engine holds it under a lock.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrafficMatrix {
+    #[serde(with = "cells_as_list")]
     cells: HashMap<CellKey, Cell>,
     /// Cells the matrix may hold.
     pub max_cells: usize,
@@ -83,6 +84,31 @@ pub struct TrafficMatrix {
 impl PartialEq for TrafficMatrix {
     fn eq(&self, o: &TrafficMatrix) -> bool {
         self.cells == o.cells && self.max_cells == o.max_cells && self.bucket_s == o.bucket_s
+    }
+}
+
+/// JSON maps need string keys: cells are stored as a list of `{key, cell}`.
+mod cells_as_list {
+    use std::collections::HashMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Cell, CellKey};
+
+    #[derive(Serialize, Deserialize)]
+    struct Entry {
+        key: CellKey,
+        cell: Cell,
+    }
+
+    pub fn serialize<S: Serializer>(m: &HashMap<CellKey, Cell>, s: S) -> Result<S::Ok, S::Error> {
+        let mut v: Vec<Entry> = m.iter().map(|(k, c)| Entry { key: k.clone(), cell: c.clone() }).collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HashMap<CellKey, Cell>, D::Error> {
+        Ok(Vec::<Entry>::deserialize(d)?.into_iter().map(|e| (e.key, e.cell)).collect())
     }
 }
 
