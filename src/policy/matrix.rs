@@ -201,6 +201,21 @@ impl TrafficMatrix {
         }
     }
 
+    /// Drops the least recently seen cells until at most `max_cells` remain
+    /// (after loading a file written with a larger limit).
+    pub fn trim(&mut self) {
+        if self.cells.len() <= self.max_cells {
+            return;
+        }
+        let mut by_age: Vec<(u64, CellKey)> = self.cells.iter().map(|(k, c)| (c.last_seen, k.clone())).collect();
+        by_age.sort_unstable();
+        let excess = self.cells.len() - self.max_cells;
+        for (_, k) in by_age.into_iter().take(excess) {
+            self.cells.remove(&k);
+            self.evicted += 1;
+        }
+    }
+
     fn make_room(&mut self) {
         if self.cells.len() < self.max_cells {
             return;
