@@ -775,3 +775,76 @@ fn the_api_creates_lists_updates_and_deletes_and_the_page_renders_in_a_real_brow
     let (_, body) = request(&addr, "GET", "/api/policy/rules", None);
     assert!(body["rules"].as_array().unwrap().is_empty());
 }
+
+#[test]
+fn a_mac_member_is_resolved_through_the_routers_neighbour_table_and_follows_a_new_address() {
+    if !tools_or_skip(
+        "policy lab",
+        &["nft", "sshd", "ssh-keyscan", "mosquitto", "mosquitto_pub", "mosquitto_sub", "curl"],
+    ) {
+        return;
+    }
+    let mut lab = Lab::new();
+    lab.start_gatewarden("bruteforce_attempts = 1000");
+    // The camera talks over both families, so the router has ARP and NDP entries for it.
+    assert!(lab.ssh(SEN) && lab.ssh(SEN6));
+    let link = String::from_utf8_lossy(&lab.cam.exec(&["ip", "-o", "link", "show", "eth0"]).stdout).to_string();
+    let mac = link.split_whitespace().skip_while(|w| *w != "link/ether").nth(1).unwrap().to_string();
+    for args in [
+        vec!["group", "add", "doorcam", "-m", &mac],
+        vec!["group", "add", "sensors", "-m", "198.51.100.0/25", "-m", "2001:db8:2::/64"],
+        vec![
+            "rule",
+            "create",
+            "--from",
+            "doorcam",
+            "--to",
+            "sensors",
+            "--proto",
+            "tcp",
+            "--ports",
+            "22",
+            "--action",
+            "deny",
+            "--priority",
+            "100",
+        ],
+    ] {
+        let o = lab.cli(&args);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    }
+    let set = |fam: &str| {
+        let o = lab
+            .rtr
+            .command("nft")
+            .args(["list", "set", "inet", "gatewarden", &format!("grp_doorcam{fam}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(set("4").contains(CAM), "{}", set("4"));
+    assert!(set("6").contains(CAM6), "{}", set("6"));
+    assert!(!lab.ssh(SEN) && !lab.ssh(SEN6), "ssh from the MAC's addresses is denied");
+    assert!(lab.mqtt(SEN), "MQTT still flows");
+    let o = lab.cli(&["explain", CAM, SEN, "tcp", "22"]);
+    assert!(text(&o).contains("denied by rule #1 doorcam -> sensors"), "{}", text(&o));
+
+    // The camera takes a second address and uses it: the router's enforcement
+    // thread sees the new neighbour entry and re-applies within seconds.
+    // Adjacent addresses merge into one interval (192.0.2.10/31): ask the kernel about the element.
+    let has_11 = || {
+        lab.rtr
+            .command("nft")
+            .args(["get", "element", "inet", "gatewarden", "grp_doorcam4", "{ 192.0.2.11 }"])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false)
+    };
+    assert!(!has_11(), "not a member before the camera uses it");
+    lab.cam.exec(&["ip", "addr", "add", "192.0.2.11/25", "dev", "eth0"]);
+    let new_addr_in_set = wait_until(Duration::from_secs(15), || {
+        let _ = lab.cam.command("ping").args(["-c", "1", "-W", "1", "-I", "192.0.2.11", "198.51.100.1"]).output();
+        has_11()
+    });
+    assert!(new_addr_in_set, "{}\n{}", set("4"), lab.log());
+}
