@@ -105,6 +105,14 @@ ECDH P-384 session key, and every request and answer is signed and encrypted. Ne
 Examples:\n  gatewarden ctl --node 192.0.2.1:7443 --pki /etc/gatewarden/pki --id alice status\n  \
 gatewarden ctl --node gw1:7443 --ca ca.crt --cert alice.crt --key alice.key block 198.51.100.7 --ttl 3600")]
     Ctl(CtlArgs),
+    /// Group policies: device groups, group-to-group rules, explain, suggestions.
+    #[command(
+        long_about = "Group policies: name groups of devices (addresses, CIDRs or MACs), write rules between groups (protocol, ports, allow/deny, priority) that the router enforces in nftables, ask which rule decides some traffic, and review rules suggested from the traffic matrix.\n\n\
+Examples:\n  gatewarden policy group add cameras --member 192.0.2.0/28\n  gatewarden policy group add sensors --member 198.51.100.0/28\n  \
+gatewarden policy rule create --from cameras --to sensors --proto tcp --ports 22 --action deny --priority 100\n  \
+gatewarden policy explain cameras sensors tcp 22\n  gatewarden policy suggest\n  gatewarden policy accept s1a2b3c4d"
+    )]
+    Policy(crate::policy::cli::PolicyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -446,6 +454,7 @@ pub fn main() -> i32 {
         Command::Blocklist(BlocklistCommand::Import { file, ttl, config }) => cmd_import(&file, ttl, config.as_deref()),
         Command::Pki(cmd) => cmd_pki(cmd),
         Command::Ctl(args) => cmd_ctl(args),
+        Command::Policy(args) => crate::policy::cli::run(args),
         Command::Config(ConfigCommand::Show { config }) => match load_config(config.as_deref()) {
             Ok(c) => {
                 print!("{}", c.to_toml());

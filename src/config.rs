@@ -38,6 +38,8 @@ pub struct Config {
     pub detector: DetectorConfig,
     /// nftables enforcement on the router.
     pub enforce: EnforceConfig,
+    /// Group policies: state directory, fixed groups and rules, suggestion limits.
+    pub policy: crate::policy::PolicyConfig,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             flow: FlowConfig::default(),
             detector: DetectorConfig::default(),
             enforce: EnforceConfig::default(),
+            policy: crate::policy::PolicyConfig::default(),
         }
     }
 }
@@ -624,6 +627,9 @@ impl Config {
         }
         if !(1..=3_600).contains(&e.detector_timeout_s) {
             bad("enforce.detector_timeout_s", e.detector_timeout_s.to_string(), "1 to 3600 seconds");
+        }
+        for (key, value, allowed) in self.policy.problems() {
+            bad(&key, value, &allowed);
         }
         errors
     }

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod monitor;
 pub mod packet;
 pub mod pki;
+pub mod policy;
 pub mod recency;
 pub mod replay;
 pub mod role;

@@ -50,6 +50,8 @@ command -v nsenter >/dev/null || need_pkgs+=(util-linux)
 command -v mosquitto >/dev/null || [[ -x /usr/sbin/mosquitto ]] || need_pkgs+=(mosquitto)
 command -v dnsmasq >/dev/null || need_pkgs+=(dnsmasq-base)
 command -v sshd >/dev/null || need_pkgs+=(openssh-server)
+# Group-policy page test (tests/policy.rs) renders /policy in a real headless browser.
+command -v chromium >/dev/null || need_pkgs+=(chromium)
 if ((${#need_pkgs[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         echo "==> installing ${need_pkgs[*]}"

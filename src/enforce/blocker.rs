@@ -155,6 +155,9 @@ struct Metrics {
     registry: std::sync::Arc<Registry>,
 }
 
+/// One neighbour-table entry: an address and its link-layer address.
+pub type Neighbour = (IpAddr, [u8; 6]);
+
 /// Writes and reads the gateway's block sets. Owns one netlink socket,
 /// created in the network namespace of the thread that opened it.
 #[derive(Debug)]
@@ -166,6 +169,7 @@ pub struct Blocker {
     metrics: Option<Metrics>,
     fail_closed: Option<bool>,
     policy_version: Option<u64>,
+    policy_macs: Option<(PolicyUpdate, Vec<Neighbour>)>,
 }
 
 /// Errors carry what was being done and what to do next.
@@ -210,7 +214,16 @@ impl Blocker {
             errors: r.counter("gatewarden_enforce_errors_total", "nftables operations that failed.", &[]),
             registry: r.clone(),
         });
-        Ok(Blocker { nl, settings, allow, escalation, metrics, fail_closed: None, policy_version: None })
+        Ok(Blocker {
+            nl,
+            settings,
+            allow,
+            escalation,
+            metrics,
+            fail_closed: None,
+            policy_version: None,
+            policy_macs: None,
+        })
     }
 
     /// The effective allowlist (configured networks + own addresses).
@@ -441,10 +454,55 @@ impl Blocker {
 
     /// Replaces group sets and group rules atomically with `update`
     /// (rules sorted by priority, highest first). Older versions are ignored.
+    /// MAC members are resolved to addresses through this namespace's
+    /// neighbour table (ARP and NDP); [`Blocker::refresh_group_macs`] re-resolves.
     pub fn replace_group_rules(&mut self, update: &PolicyUpdate) -> anyhow::Result<bool> {
         if self.policy_version.is_some_and(|v| update.version <= v) {
             return Ok(false);
         }
+        let neighbours =
+            if update.groups.iter().any(|(_, m)| m.iter().any(|x| crate::policy::model::parse_mac(x).is_some())) {
+                neighbours().unwrap_or_else(|e| {
+                    tracing::warn!("cannot read the neighbour table for MAC group members: {e}");
+                    Vec::new()
+                })
+            } else {
+                Vec::new()
+            };
+        self.apply_group_rules(update, &neighbours)?;
+        self.policy_version = Some(update.version);
+        self.policy_macs = Some((update.clone(), neighbours));
+        Ok(true)
+    }
+
+    /// Re-resolves MAC group members; re-applies the current policy if a
+    /// device's address changed. Returns whether it re-applied.
+    pub fn refresh_group_macs(&mut self) -> anyhow::Result<bool> {
+        let Some((update, old)) = self.policy_macs.clone() else { return Ok(false) };
+        if !update.groups.iter().any(|(_, m)| m.iter().any(|x| crate::policy::model::parse_mac(x).is_some())) {
+            return Ok(false);
+        }
+        let mut now = neighbours()?;
+        now.sort();
+        let mut was = old.clone();
+        was.sort();
+        let macs: Vec<[u8; 6]> = update
+            .groups
+            .iter()
+            .flat_map(|(_, m)| m.iter().filter_map(|x| crate::policy::model::parse_mac(x)))
+            .collect();
+        let relevant = |v: &[(IpAddr, [u8; 6])]| -> Vec<(IpAddr, [u8; 6])> {
+            v.iter().filter(|(_, m)| macs.contains(m)).copied().collect()
+        };
+        if relevant(&now) == relevant(&was) {
+            return Ok(false);
+        }
+        self.apply_group_rules(&update, &now)?;
+        self.policy_macs = Some((update, now));
+        Ok(true)
+    }
+
+    fn apply_group_rules(&mut self, update: &PolicyUpdate, neighbours: &[(IpAddr, [u8; 6])]) -> anyhow::Result<()> {
         let mut groups: BTreeMap<&str, Vec<Cidr>> = BTreeMap::new();
         for (name, members) in &update.groups {
             if name.is_empty()
@@ -453,8 +511,15 @@ impl Blocker {
             {
                 anyhow::bail!("group name {name:?}: use 1 to 24 characters of A-Z, a-z, 0-9, '_' or '-'");
             }
-            let parsed: std::result::Result<Vec<Cidr>, String> = members.iter().map(|m| m.parse::<Cidr>()).collect();
-            groups.insert(name, parsed.map_err(|e| anyhow::anyhow!("group {name}: {e}"))?);
+            let mut parsed = Vec::new();
+            for m in members {
+                if let Some(mac) = crate::policy::model::parse_mac(m) {
+                    parsed.extend(neighbours.iter().filter(|(_, x)| *x == mac).map(|(a, _)| Cidr::host(*a)));
+                } else {
+                    parsed.push(m.parse::<Cidr>().map_err(|e| anyhow::anyhow!("group {name}: {e}"))?);
+                }
+            }
+            groups.insert(name, parsed);
         }
         for r in &update.rules {
             for g in [&r.source_group, &r.destination_group] {
@@ -489,11 +554,15 @@ impl Blocker {
                 if !has(&r.source_group) || !has(&r.destination_group) {
                     continue;
                 }
-                let mut e = expr::addr_in_set(fam, Dir::Saddr, &format!("grp_{}{}", r.source_group, fam.digit()));
+                // New connections only: replies of allowed connections pass,
+                // and a deny stops the opening packet.
+                let mut e = expr::ct_state_new();
+                e.extend(expr::addr_in_set(fam, Dir::Saddr, &format!("grp_{}{}", r.source_group, fam.digit())));
                 e.push(expr::load_addr(fam, Dir::Daddr));
                 e.push(Expr::Lookup { set: format!("grp_{}{}", r.destination_group, fam.digit()), sreg: expr::REG_1 });
                 if let Some(p) = r.protocol {
-                    e.extend(expr::match_l4proto(p.number()));
+                    let number = if p == Proto::Icmp && fam == Fam::V6 { Proto::Icmpv6.number() } else { p.number() };
+                    e.extend(expr::match_l4proto(number));
                     if let (Some((lo, hi)), Proto::Tcp | Proto::Udp) = (r.ports, p) {
                         e.extend(expr::dport_range(lo, hi));
                     }
@@ -508,8 +577,7 @@ impl Blocker {
             }
         }
         self.commit(&b)?;
-        self.policy_version = Some(update.version);
-        Ok(true)
+        Ok(())
     }
 
     /// Reads nft counters and set sizes into the metrics registry.
@@ -606,6 +674,38 @@ pub fn local_addresses() -> Result<Vec<IpAddr>> {
         }
         if let Some(a) = local.or(address) {
             out.push(a);
+        }
+    }
+    Ok(out)
+}
+
+/// This namespace's neighbour table (rtnetlink `RTM_GETNEIGH`): IPv4 (ARP)
+/// and IPv6 (NDP) addresses with their link-layer address. Incomplete and
+/// failed entries carry no link-layer address and are left out.
+pub fn neighbours() -> Result<Vec<(IpAddr, [u8; 6])>> {
+    const RTM_GETNEIGH: u16 = 30;
+    const NDA_DST: u16 = 1;
+    const NDA_LLADDR: u16 = 2;
+    let mut nl = Netlink::open_protocol(netlink_sys::protocols::NETLINK_ROUTE)?;
+    let seq = nl.take_seq();
+    // struct ndmsg: family, pad, pad, ifindex, state, flags, type (12 bytes).
+    let req = super::netlink::raw_request(RTM_GETNEIGH, super::netlink::DUMP, seq, &[0u8; 12]);
+    let mut out = Vec::new();
+    for payload in nl.dump_raw(&req, seq, 12)? {
+        let mut dst = None;
+        let mut mac = None;
+        for (ty, v) in super::netlink::parse_attrs(&payload) {
+            match (ty, v.len()) {
+                (NDA_DST, 4) => dst = <[u8; 4]>::try_from(v).ok().map(IpAddr::from),
+                (NDA_DST, 16) => dst = <[u8; 16]>::try_from(v).ok().map(IpAddr::from),
+                (NDA_LLADDR, 6) => mac = <[u8; 6]>::try_from(v).ok(),
+                _ => {}
+            }
+        }
+        if let (Some(a), Some(m)) = (dst, mac) {
+            if m != [0; 6] {
+                out.push((a, m));
+            }
         }
     }
     Ok(out)

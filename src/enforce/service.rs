@@ -198,6 +198,12 @@ fn run_loop(
             if let Err(e) = blocker.refresh_metrics() {
                 tracing::warn!("cannot read nftables counters: {e}");
             }
+            // MAC group members follow their devices' current addresses.
+            match blocker.refresh_group_macs() {
+                Ok(true) => tracing::info!("group policy re-applied: a MAC member's address changed"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("cannot re-resolve MAC group members: {e:#}"),
+            }
         }
     }
 }

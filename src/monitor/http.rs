@@ -74,6 +74,9 @@ fn json_response(status: u16, body: serde_json::Value) -> Response<Cursor<Vec<u8
 /// Routes one request. Public for tests that drive it without a socket.
 fn handle(req: Request, state: &MonitorState) {
     let path = req.url().split('?').next().unwrap_or("").to_string();
+    if super::policy_api::handles(&path) {
+        return super::policy_api::handle(req, state);
+    }
     let method = req.method().clone();
     let known = ["/", "/api/status", "/api/alerts", "/healthz", "/metrics"];
     let response = if !known.contains(&path.as_str()) {

@@ -2,6 +2,7 @@
 //! page with its JSON API ([`http`]).
 
 pub mod http;
+pub mod policy_api;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -77,6 +78,8 @@ pub struct MonitorState {
     started: Instant,
     uptime: Gauge,
     inner: Mutex<Inner>,
+    /// Group policies (#9), set once when the monitor role starts them.
+    pub policy: std::sync::OnceLock<Arc<crate::policy::service::PolicyService>>,
 }
 
 /// Unix time now in seconds.
@@ -159,6 +162,7 @@ impl MonitorState {
             started: Instant::now(),
             uptime,
             inner: Mutex::new(Inner::default()),
+            policy: std::sync::OnceLock::new(),
         })
     }
 

@@ -86,6 +86,9 @@ pub fn run_with(
         Some(m) => m.clone(),
         None => Arc::new(bus.clone()),
     };
+    // Group policies (#9) live with the monitor: the engine, its API and a
+    // thread that publishes the compiled policy to the routers.
+    let policy = if role.runs_monitor() { start_policy(cfg, &state, out.clone(), shutdown.clone()) } else { None };
     let ctl = if cfg.ctl.listen.is_empty() {
         None
     } else {
@@ -115,9 +118,13 @@ pub fn run_with(
         let dreg = registry.clone();
         let out = out.clone();
         let sd = shutdown.clone();
+        let pol = policy.as_ref().map(|(p, _)| p.clone());
         tasks.push(ex.spawn(async move {
             loop {
                 let Some(batch) = next_or_shutdown(&rx, &sd).await else { break };
+                if let Some(p) = &pol {
+                    p.observe_batch(&batch);
+                }
                 if !stages.contains_key(&batch.node) && stages.len() < MAX_GATEWAYS {
                     stages.insert(batch.node.clone(), detector::DetectorStage::new(&dcfg, &dreg));
                 }
@@ -168,9 +175,13 @@ pub fn run_with(
         let rx = bus.alerts.receiver();
         let sd = shutdown.clone();
         let st = state.clone();
+        let pol = policy.as_ref().map(|(p, _)| p.clone());
         tasks.push(ex.spawn(async move {
             loop {
                 let Some(a) = next_or_shutdown(&rx, &sd).await else { break };
+                if let Some(p) = &pol {
+                    p.observe_alert(&a);
+                }
                 st.record_alert(a);
             }
         }));
@@ -250,6 +261,10 @@ pub fn run_with(
     if let Some(t) = capture {
         let _ = t.join();
     }
+    if let Some((p, t)) = policy {
+        let _ = t.join();
+        p.shutdown();
+    }
     if let Some(e) = enforcer {
         e.stop();
     }
@@ -305,4 +320,41 @@ async fn next_or_shutdown<T>(rx: &async_channel::Receiver<T>, shutdown: &Shutdow
             None
         })
         .await
+}
+
+/// Opens the policy engine (a broken state directory disables policies with
+/// a warning instead of stopping the monitor) and starts its tick thread.
+fn start_policy(
+    cfg: &Config,
+    state: &Arc<MonitorState>,
+    out: Arc<dyn Publisher>,
+    shutdown: Shutdown,
+) -> Option<(Arc<crate::policy::service::PolicyService>, std::thread::JoinHandle<()>)> {
+    let publish = Box::new(move |u: crate::bus::messages::PolicyUpdate| {
+        out.publish(Message::PolicyUpdate(u));
+    });
+    let svc = match crate::policy::service::PolicyService::start(&cfg.policy, publish) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("group policies are off: {e:#} (set policy.state_dir to a writable directory)");
+            return None;
+        }
+    };
+    let _ = state.policy.set(svc.clone());
+    let s2 = svc.clone();
+    let thread = std::thread::Builder::new()
+        .name("policy".into())
+        .spawn(move || {
+            while !shutdown.is_triggered() {
+                s2.tick();
+                for _ in 0..10 {
+                    if shutdown.is_triggered() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+        .ok()?;
+    Some((svc, thread))
 }

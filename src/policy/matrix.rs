@@ -1,0 +1,344 @@
+//! The traffic matrix: per (source group, destination group, protocol, port)
+//! the flows, bytes, first and last seen, how many got an answer, and in how
+//! many distinct time buckets they occurred. Bounded (least recently seen
+//! cells go first) and serialisable, so it survives restarts.
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+use super::model::Protocol;
+use crate::bus::messages::{FlowRecord, Proto};
+use crate::flow::ConnState;
+
+/// Default number of cells kept.
+pub const DEFAULT_MAX_CELLS: usize = 4096;
+/// Flows remembered for de-duplication of flow updates (each flow is counted once).
+pub const FLOW_MEMORY: usize = 65_536;
+/// Most group combinations one flow is counted under (a device in many groups).
+pub const MAX_COMBINATIONS: usize = 16;
+
+/// Which traffic a cell counts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CellKey {
+    /// Source group.
+    pub src: String,
+    /// Destination group.
+    pub dst: String,
+    /// Protocol class.
+    pub proto: Protocol,
+    /// Destination port (0 for ICMP and other protocols).
+    pub port: u16,
+}
+
+/// What a cell counts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cell {
+    /// Flows (connections) seen.
+    pub flows: u64,
+    /// Flows that were answered (TCP established, UDP/ICMP with a reply).
+    pub answered: u64,
+    /// IP bytes, both directions.
+    pub bytes: u64,
+    /// First flow, Unix seconds.
+    pub first_seen: u64,
+    /// Last flow, Unix seconds.
+    pub last_seen: u64,
+    /// Distinct time buckets with at least one new flow (recurrence).
+    pub buckets: u32,
+    /// The last bucket counted.
+    pub last_bucket: u64,
+}
+
+impl Cell {
+    /// Flows that got no answer (scan probes, refused or unanswered connections).
+    pub fn unanswered(&self) -> u64 {
+        self.flows.saturating_sub(self.answered)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Seen {
+    keys: Vec<CellKey>,
+    bytes: u64,
+    answered: bool,
+}
+
+/// The matrix. Not thread-safe by itself; the engine holds it under a lock.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrafficMatrix {
+    #[serde(with = "cells_as_list")]
+    cells: HashMap<CellKey, Cell>,
+    /// Cells the matrix may hold.
+    pub max_cells: usize,
+    /// Bucket length in seconds for the recurrence count.
+    pub bucket_s: u64,
+    /// Cells dropped because the matrix was full.
+    pub evicted: u64,
+    #[serde(skip)]
+    seen: HashMap<u64, Seen>,
+    #[serde(skip)]
+    seen_order: VecDeque<u64>,
+}
+
+impl PartialEq for TrafficMatrix {
+    fn eq(&self, o: &TrafficMatrix) -> bool {
+        self.cells == o.cells && self.max_cells == o.max_cells && self.bucket_s == o.bucket_s
+    }
+}
+
+/// JSON maps need string keys: cells are stored as a list of `{key, cell}`.
+mod cells_as_list {
+    use std::collections::HashMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{Cell, CellKey};
+
+    #[derive(Serialize, Deserialize)]
+    struct Entry {
+        key: CellKey,
+        cell: Cell,
+    }
+
+    pub fn serialize<S: Serializer>(m: &HashMap<CellKey, Cell>, s: S) -> Result<S::Ok, S::Error> {
+        let mut v: Vec<Entry> = m.iter().map(|(k, c)| Entry { key: k.clone(), cell: c.clone() }).collect();
+        v.sort_by(|a, b| a.key.cmp(&b.key));
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HashMap<CellKey, Cell>, D::Error> {
+        Ok(Vec::<Entry>::deserialize(d)?.into_iter().map(|e| (e.key, e.cell)).collect())
+    }
+}
+
+fn answered(f: &FlowRecord) -> bool {
+    match f.proto {
+        Proto::Tcp => matches!(
+            f.conn_state,
+            ConnState::S1 | ConnState::SF | ConnState::S2 | ConnState::S3 | ConnState::RSTO | ConnState::RSTR
+        ),
+        _ => f.rev_packets > 0,
+    }
+}
+
+impl TrafficMatrix {
+    /// An empty matrix holding at most `max_cells`, counting recurrence in `bucket_s` buckets.
+    pub fn new(max_cells: usize, bucket_s: u64) -> TrafficMatrix {
+        TrafficMatrix {
+            cells: HashMap::new(),
+            max_cells: max_cells.max(1),
+            bucket_s: bucket_s.max(1),
+            evicted: 0,
+            seen: HashMap::new(),
+            seen_order: VecDeque::new(),
+        }
+    }
+
+    /// Counts one flow record (a snapshot; a flow reported again adds only its new bytes).
+    /// `src_groups`/`dst_groups`: the groups of its originator and responder.
+    pub fn observe(&mut self, f: &FlowRecord, src_groups: &[String], dst_groups: &[String]) {
+        if src_groups.is_empty() || dst_groups.is_empty() {
+            return;
+        }
+        let proto = Protocol::of(f.proto);
+        let port = if proto.has_ports() { f.dport } else { 0 };
+        let now = f.last_ns / 1_000_000_000;
+        let first = f.first_ns / 1_000_000_000;
+        let bytes = f.fwd_bytes.saturating_add(f.rev_bytes);
+        let ans = answered(f);
+        let (new, delta_bytes, newly_answered, keys) = match self.seen.get_mut(&f.flow_id) {
+            Some(s) => {
+                let d = bytes.saturating_sub(s.bytes);
+                s.bytes = s.bytes.max(bytes);
+                let na = ans && !s.answered;
+                s.answered |= ans;
+                (false, d, na, s.keys.clone())
+            }
+            None => {
+                let mut keys = Vec::new();
+                'outer: for sg in src_groups {
+                    for dg in dst_groups {
+                        if keys.len() >= MAX_COMBINATIONS {
+                            break 'outer;
+                        }
+                        keys.push(CellKey { src: sg.clone(), dst: dg.clone(), proto, port });
+                    }
+                }
+                if self.seen_order.len() >= FLOW_MEMORY {
+                    if let Some(old) = self.seen_order.pop_front() {
+                        self.seen.remove(&old);
+                    }
+                }
+                self.seen.insert(f.flow_id, Seen { keys: keys.clone(), bytes, answered: ans });
+                self.seen_order.push_back(f.flow_id);
+                (true, bytes, ans, keys)
+            }
+        };
+        let bucket = now / self.bucket_s;
+        for k in keys {
+            if !self.cells.contains_key(&k) {
+                if !new {
+                    continue; // the cell was evicted since; do not resurrect it with partial numbers
+                }
+                self.make_room();
+                self.cells.insert(k.clone(), Cell { first_seen: first, ..Cell::default() });
+            }
+            let c = self.cells.get_mut(&k).expect("inserted above");
+            if new {
+                c.flows += 1;
+                if c.buckets == 0 || bucket != c.last_bucket {
+                    c.buckets = c.buckets.saturating_add(1);
+                    c.last_bucket = bucket;
+                }
+                c.first_seen = c.first_seen.min(first);
+            }
+            if newly_answered {
+                c.answered += 1;
+            }
+            c.bytes = c.bytes.saturating_add(delta_bytes);
+            c.last_seen = c.last_seen.max(now);
+        }
+    }
+
+    /// Drops the least recently seen cells until at most `max_cells` remain
+    /// (after loading a file written with a larger limit).
+    pub fn trim(&mut self) {
+        if self.cells.len() <= self.max_cells {
+            return;
+        }
+        let mut by_age: Vec<(u64, CellKey)> = self.cells.iter().map(|(k, c)| (c.last_seen, k.clone())).collect();
+        by_age.sort_unstable();
+        let excess = self.cells.len() - self.max_cells;
+        for (_, k) in by_age.into_iter().take(excess) {
+            self.cells.remove(&k);
+            self.evicted += 1;
+        }
+    }
+
+    fn make_room(&mut self) {
+        if self.cells.len() < self.max_cells {
+            return;
+        }
+        // Drop the least recently seen eighth in one go.
+        let mut by_age: Vec<(u64, CellKey)> = self.cells.iter().map(|(k, c)| (c.last_seen, k.clone())).collect();
+        by_age.sort_unstable();
+        for (_, k) in by_age.into_iter().take((self.max_cells / 8).max(1)) {
+            self.cells.remove(&k);
+            self.evicted += 1;
+        }
+    }
+
+    /// Every cell.
+    pub fn cells(&self) -> impl Iterator<Item = (&CellKey, &Cell)> {
+        self.cells.iter()
+    }
+
+    /// Number of cells.
+    pub fn len(&self) -> usize {
+        self.cells.len()
+    }
+
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.cells.is_empty()
+    }
+
+    /// Totals per (source group, destination group): flows, answered, bytes, distinct ports.
+    pub fn pairs(&self) -> std::collections::BTreeMap<(String, String), PairTotals> {
+        let mut out: std::collections::BTreeMap<(String, String), PairTotals> = Default::default();
+        for (k, c) in &self.cells {
+            let t = out.entry((k.src.clone(), k.dst.clone())).or_default();
+            t.flows += c.flows;
+            t.answered += c.answered;
+            t.bytes += c.bytes;
+            t.cells += 1;
+            if k.proto == Protocol::Tcp {
+                t.tcp_ports += 1;
+                t.tcp_unanswered += c.unanswered();
+                if c.answered == 0 {
+                    t.tcp_ports_unanswered += 1;
+                }
+            }
+            t.last_seen = t.last_seen.max(c.last_seen);
+        }
+        out
+    }
+
+    /// Removes cells of a group that no longer exists.
+    pub fn forget_group(&mut self, name: &str) {
+        self.cells.retain(|k, _| k.src != name && k.dst != name);
+    }
+}
+
+/// Sums over one group pair.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct PairTotals {
+    /// Flows.
+    pub flows: u64,
+    /// Answered flows.
+    pub answered: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// Cells (protocol × port combinations).
+    pub cells: u64,
+    /// Distinct TCP ports.
+    pub tcp_ports: u64,
+    /// Distinct TCP ports none of whose flows were answered.
+    pub tcp_ports_unanswered: u64,
+    /// Unanswered TCP flows.
+    pub tcp_unanswered: u64,
+    /// Last flow, Unix seconds.
+    pub last_seen: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn flow(id: u64, dport: u16, t: u64, state: ConnState, bytes: u64) -> FlowRecord {
+        FlowRecord {
+            flow_id: id,
+            src: "192.0.2.5".parse().unwrap(),
+            dst: "198.51.100.5".parse().unwrap(),
+            sport: 40000,
+            dport,
+            proto: Proto::Tcp,
+            first_ns: t * 1_000_000_000,
+            last_ns: t * 1_000_000_000,
+            fwd_packets: 3,
+            rev_packets: 2,
+            fwd_bytes: bytes,
+            rev_bytes: 0,
+            conn_state: state,
+        }
+    }
+
+    #[test]
+    fn a_flow_is_counted_once_and_its_bytes_by_delta() {
+        let mut m = TrafficMatrix::new(16, 60);
+        let (s, d) = (vec!["cam".to_string()], vec!["sen".to_string()]);
+        m.observe(&flow(1, 1883, 100, ConnState::S0, 60), &s, &d);
+        m.observe(&flow(1, 1883, 101, ConnState::SF, 500), &s, &d);
+        m.observe(&flow(2, 1883, 200, ConnState::SF, 100), &s, &d);
+        let (_, c) = m.cells().next().unwrap();
+        assert_eq!((c.flows, c.answered, c.bytes, c.buckets), (2, 2, 600, 2));
+        assert_eq!((c.first_seen, c.last_seen), (100, 200));
+        // Ungrouped endpoints are not counted.
+        m.observe(&flow(3, 80, 300, ConnState::SF, 1), &s, &[]);
+        assert_eq!(m.len(), 1);
+    }
+
+    #[test]
+    fn the_matrix_is_bounded() {
+        let mut m = TrafficMatrix::new(64, 60);
+        let (s, d) = (vec!["cam".to_string()], vec!["sen".to_string()]);
+        for p in 0..1000u16 {
+            m.observe(&flow(u64::from(p), p, u64::from(p), ConnState::REJ, 40), &s, &d);
+        }
+        assert!(m.len() <= 64, "{}", m.len());
+        assert!(m.evicted > 900);
+        // The newest cells survive.
+        assert!(m.cells().any(|(k, _)| k.port == 999));
+    }
+}

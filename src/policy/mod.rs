@@ -1,0 +1,635 @@
+//! Group policies: device groups, `GroupRelationship` rules between them,
+//! the traffic matrix, suggested rules and learning from the administrator.
+//!
+//! | file | what it holds |
+//! |---|---|
+//! | `model.rs` | groups (address / CIDR / MAC members), protocol, port range, action, relationship; parsing + validation |
+//! | `rules.rs` | a whole policy: conflicts, `explain`, compilation to the router's `PolicyUpdate` |
+//! | `matrix.rs` | traffic matrix per (source group, destination group, protocol, port), bounded |
+//! | `suggest.rs` | suggestions with confidence + justification, Beta feedback per context |
+//! | `mod.rs` | [`PolicyEngine`]: config + state file + matrix file, every operation the CLI and API offer |
+//!
+//! State lives in two JSON files under `policy.state_dir`: `policy.json`
+//! (groups, rules, feedback, version; written on every change, atomically,
+//! under a lock file so the CLI and a running monitor never lose each other's
+//! edits) and `matrix.json` (traffic matrix + alert tallies, written by the
+//! monitor every `policy.save_interval_s` and on exit).
+
+pub mod cli;
+pub mod matrix;
+pub mod model;
+pub mod rules;
+pub mod service;
+pub mod suggest;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::bus::messages::{Alert, FlowBatch, PolicyUpdate};
+pub use matrix::TrafficMatrix;
+pub use model::{Action, Group, Member, PortRange, Protocol, Relationship, RuleSpec};
+pub use rules::{Endpoint, Explanation, Policy};
+pub use suggest::{AlertEvidence, Feedback, Suggestion};
+
+/// First id of rules that come from the config file (they cannot be changed through the CLI or API).
+pub const CONFIG_RULE_BASE: u32 = 1_000_000;
+
+/// `[policy]`: where the state lives, groups and rules from the config file, engine limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Directory of `policy.json` and `matrix.json`.
+    pub state_dir: PathBuf,
+    /// Groups defined here are fixed: the CLI/API can add others but not change these.
+    pub groups: Vec<Group>,
+    /// Rules defined here are fixed (ids from 1000000 in config order).
+    pub rules: Vec<RuleSpec>,
+    /// Suggestions shown at most.
+    pub top_n: usize,
+    /// Traffic-matrix cells kept (least recently seen dropped first).
+    pub max_cells: usize,
+    /// Length of a recurrence bucket: a pattern seen in more buckets is more stable.
+    pub bucket_s: u64,
+    /// How often the monitor writes the matrix to disk.
+    pub save_interval_s: u64,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig {
+            state_dir: PathBuf::from("/var/lib/gatewarden/policy"),
+            groups: Vec::new(),
+            rules: Vec::new(),
+            top_n: suggest::DEFAULT_TOP_N,
+            max_cells: matrix::DEFAULT_MAX_CELLS,
+            bucket_s: 60,
+            save_interval_s: 30,
+        }
+    }
+}
+
+impl PolicyConfig {
+    /// Problems as (key, value, allowed) for the config validator.
+    pub fn problems(&self) -> Vec<(String, String, String)> {
+        let mut out = Vec::new();
+        match PolicyEngine::config_policy(self) {
+            Ok(_) => {}
+            Err(e) => out.push(("policy".into(), "groups/rules".into(), e)),
+        }
+        if !(1..=100).contains(&self.top_n) {
+            out.push(("policy.top_n".into(), self.top_n.to_string(), "1 to 100".into()));
+        }
+        if !(16..=1_048_576).contains(&self.max_cells) {
+            out.push(("policy.max_cells".into(), self.max_cells.to_string(), "16 to 1048576".into()));
+        }
+        if !(1..=86_400).contains(&self.bucket_s) {
+            out.push(("policy.bucket_s".into(), self.bucket_s.to_string(), "1 to 86400 seconds".into()));
+        }
+        if !(1..=86_400).contains(&self.save_interval_s) {
+            out.push(("policy.save_interval_s".into(), self.save_interval_s.to_string(), "1 to 86400 seconds".into()));
+        }
+        out
+    }
+}
+
+/// What `policy.json` holds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PolicyFile {
+    /// Policy version; grows on every change (at least to the current Unix ms).
+    pub version: u64,
+    /// Next rule id.
+    pub next_id: u32,
+    /// Groups added through the CLI/API.
+    pub groups: Vec<Group>,
+    /// Rules added through the CLI/API.
+    pub rules: Vec<Relationship>,
+    /// Accept/reject counts.
+    pub feedback: Feedback,
+}
+
+/// What `matrix.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MatrixFile {
+    /// The traffic matrix.
+    pub matrix: TrafficMatrix,
+    /// Scan / brute-force alerts between groups.
+    pub alerts: AlertEvidence,
+}
+
+/// A group or rule plus where it comes from.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sourced<T> {
+    /// The item.
+    #[serde(flatten)]
+    pub item: T,
+    /// `config` (fixed) or `state` (CLI/API).
+    pub origin: &'static str,
+}
+
+/// Every policy operation; one per process, shared behind a mutex by the monitor.
+#[derive(Debug)]
+pub struct PolicyEngine {
+    cfg: PolicyConfig,
+    config_policy: Policy,
+    file: PolicyFile,
+    file_stamp: Option<(SystemTime, u64)>,
+    matrix: TrafficMatrix,
+    alerts: AlertEvidence,
+    neighbours: Vec<(IpAddr, [u8; 6])>,
+    last_matrix_save: Instant,
+    matrix_dirty: bool,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// Holds `policy.lock` (created exclusively) while alive.
+struct LockGuard(PathBuf);
+
+impl LockGuard {
+    fn take(dir: &Path) -> anyhow::Result<LockGuard> {
+        let path = dir.join("policy.lock");
+        let start = Instant::now();
+        loop {
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(_) => return Ok(LockGuard(path)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    // A lock older than 10 s belongs to a process that died mid-write.
+                    let stale = std::fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(10))
+                        .unwrap_or(false);
+                    if stale {
+                        let _ = std::fs::remove_file(&path);
+                    } else if start.elapsed() > Duration::from_secs(5) {
+                        anyhow::bail!(
+                            "{} is held by another gatewarden process for over 5 s; if none is running, delete the file",
+                            path.display()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("cannot create {} (is policy.state_dir writable?)", path.display()))
+                }
+            }
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    std::fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len())))
+}
+
+impl PolicyEngine {
+    /// The fixed part of the policy from the config file, validated.
+    pub fn config_policy(cfg: &PolicyConfig) -> Result<Policy, String> {
+        let mut p = Policy::default();
+        for g in &cfg.groups {
+            p.check_group(g)?;
+            if p.groups.contains_key(&g.name) {
+                return Err(format!("group {} is defined twice in [[policy.groups]]", g.name));
+            }
+            p.groups.insert(g.name.clone(), g.clone());
+        }
+        for (i, spec) in cfg.rules.iter().enumerate() {
+            let r = spec.parse(CONFIG_RULE_BASE + i as u32).map_err(|e| format!("[[policy.rules]] #{}: {e}", i + 1))?;
+            p.check_rule(&r).map_err(|e| format!("[[policy.rules]] #{}: {e}", i + 1))?;
+            p.rules.push(r);
+        }
+        Ok(p)
+    }
+
+    /// Opens (creating the directory if needed) and loads both files.
+    pub fn open(cfg: &PolicyConfig) -> anyhow::Result<PolicyEngine> {
+        let config_policy =
+            Self::config_policy(cfg).map_err(|e| anyhow::anyhow!("{e} (fix [policy] in the config file)"))?;
+        std::fs::create_dir_all(&cfg.state_dir).with_context(|| {
+            format!("cannot create policy.state_dir {} (set it to a writable directory)", cfg.state_dir.display())
+        })?;
+        let mut e = PolicyEngine {
+            cfg: cfg.clone(),
+            config_policy,
+            file: PolicyFile { next_id: 1, ..PolicyFile::default() },
+            file_stamp: None,
+            matrix: TrafficMatrix::new(cfg.max_cells, cfg.bucket_s),
+            alerts: AlertEvidence::default(),
+            neighbours: Vec::new(),
+            last_matrix_save: Instant::now(),
+            matrix_dirty: false,
+        };
+        e.reload()?;
+        let mpath = e.matrix_path();
+        if mpath.exists() {
+            let text = std::fs::read_to_string(&mpath).with_context(|| format!("reading {}", mpath.display()))?;
+            let m: MatrixFile = serde_json::from_str(&text).with_context(|| {
+                format!("{} is not a gatewarden matrix file; move it away to start afresh", mpath.display())
+            })?;
+            e.matrix = m.matrix;
+            e.matrix.max_cells = cfg.max_cells.max(1);
+            e.matrix.bucket_s = cfg.bucket_s.max(1);
+            e.matrix.trim();
+            e.alerts = m.alerts;
+        }
+        Ok(e)
+    }
+
+    /// Creates the state directory on first write (opening never touches the disk).
+    fn ensure_dir(&self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.cfg.state_dir).with_context(|| {
+            format!("cannot create policy.state_dir {} (set it to a writable directory)", self.cfg.state_dir.display())
+        })
+    }
+
+    fn policy_path(&self) -> PathBuf {
+        self.cfg.state_dir.join("policy.json")
+    }
+
+    fn matrix_path(&self) -> PathBuf {
+        self.cfg.state_dir.join("matrix.json")
+    }
+
+    /// Re-reads `policy.json`. Returns whether it changed on disk since the last read or write.
+    pub fn reload(&mut self) -> anyhow::Result<bool> {
+        let path = self.policy_path();
+        let st = stamp(&path);
+        if st.is_some() && st == self.file_stamp {
+            return Ok(false);
+        }
+        if st.is_none() {
+            return Ok(false);
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let f: PolicyFile = serde_json::from_str(&text).with_context(|| {
+            format!("{} is not a gatewarden policy file; fix it or move it away to start afresh", path.display())
+        })?;
+        self.file = f;
+        self.file.next_id = self.file.next_id.max(1);
+        self.file_stamp = st;
+        Ok(true)
+    }
+
+    /// Reload, change, validate the whole, bump the version and save — under the lock.
+    fn mutate<T>(&mut self, f: impl FnOnce(&mut PolicyFile, &Policy) -> Result<T, String>) -> anyhow::Result<T> {
+        self.ensure_dir()?;
+        let _lock = LockGuard::take(&self.cfg.state_dir)?;
+        self.reload()?;
+        let mut next = self.file.clone();
+        let current = self.policy();
+        let out = f(&mut next, &current).map_err(anyhow::Error::msg)?;
+        next.version = (next.version + 1).max(now_ms());
+        let path = self.policy_path();
+        write_atomic(&path, serde_json::to_string_pretty(&next)?.as_bytes())?;
+        self.file = next;
+        self.file_stamp = stamp(&path);
+        Ok(out)
+    }
+
+    /// The whole policy: config part + state part.
+    pub fn policy(&self) -> Policy {
+        let mut p = self.config_policy.clone();
+        for g in &self.file.groups {
+            p.groups.entry(g.name.clone()).or_insert_with(|| g.clone());
+        }
+        p.rules.extend(self.file.rules.iter().cloned());
+        p
+    }
+
+    /// The current version.
+    pub fn version(&self) -> u64 {
+        self.file.version
+    }
+
+    /// What the router enforces now.
+    pub fn compile(&self) -> PolicyUpdate {
+        self.policy().compile(self.file.version.max(1))
+    }
+
+    /// Groups with where they come from.
+    pub fn groups(&self) -> Vec<Sourced<Group>> {
+        let p = self.policy();
+        p.groups
+            .into_values()
+            .map(|g| {
+                let origin = if self.config_policy.groups.contains_key(&g.name) { "config" } else { "state" };
+                Sourced { item: g, origin }
+            })
+            .collect()
+    }
+
+    /// Rules in evaluation order with where they come from.
+    pub fn rules(&self) -> Vec<Sourced<Relationship>> {
+        self.policy()
+            .ordered()
+            .into_iter()
+            .map(|r| Sourced { item: r.clone(), origin: if r.id >= CONFIG_RULE_BASE { "config" } else { "state" } })
+            .collect()
+    }
+
+    /// Adds a group, or replaces its members when `replace` is set.
+    pub fn add_group(&mut self, g: Group, replace: bool) -> anyhow::Result<()> {
+        let fixed = self.config_policy.groups.contains_key(&g.name);
+        self.mutate(|f, p| {
+            if fixed {
+                return Err(format!(
+                    "group {} comes from the config file ([[policy.groups]]); change it there",
+                    g.name
+                ));
+            }
+            p.check_group(&g)?;
+            let exists = f.groups.iter().position(|x| x.name == g.name);
+            match (exists, replace) {
+                (Some(_), false) => Err(format!(
+                    "group {} already exists; use `gatewarden policy group add {} --replace ...` to change its members",
+                    g.name, g.name
+                )),
+                (Some(i), true) => {
+                    f.groups[i] = g.clone();
+                    Ok(())
+                }
+                (None, _) => {
+                    f.groups.push(g.clone());
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    /// Removes a group no rule uses.
+    pub fn remove_group(&mut self, name: &str) -> anyhow::Result<()> {
+        let fixed = self.config_policy.groups.contains_key(name);
+        self.mutate(|f, p| {
+            if fixed {
+                return Err(format!("group {name} comes from the config file ([[policy.groups]]); remove it there"));
+            }
+            let Some(i) = f.groups.iter().position(|g| g.name == name) else {
+                return Err(format!("no group {name}; list them with `gatewarden policy group list`"));
+            };
+            let users = p.rules_using(name);
+            if !users.is_empty() {
+                let names: Vec<String> = users.iter().map(|r| r.describe()).collect();
+                return Err(format!("group {name} is used by {}; delete those rules first", names.join(", ")));
+            }
+            f.groups.remove(i);
+            Ok(())
+        })?;
+        self.matrix.forget_group(name);
+        self.matrix_dirty = true;
+        Ok(())
+    }
+
+    /// Creates a rule; refused (naming both rules) if it conflicts.
+    pub fn create_rule(&mut self, spec: &RuleSpec) -> anyhow::Result<Relationship> {
+        self.mutate(|f, p| {
+            // Checked as "the new rule" (id 0), numbered once it is accepted.
+            let mut r = spec.parse(0)?;
+            p.check_rule(&r)?;
+            r.id = f.next_id;
+            f.next_id += 1;
+            f.rules.push(r.clone());
+            Ok(r)
+        })
+    }
+
+    /// Replaces rule `id`'s fields.
+    pub fn update_rule(&mut self, id: u32, spec: &RuleSpec) -> anyhow::Result<Relationship> {
+        self.mutate(|f, p| {
+            if id >= CONFIG_RULE_BASE {
+                return Err(format!("rule #{id} comes from the config file ([[policy.rules]]); change it there"));
+            }
+            let Some(i) = f.rules.iter().position(|r| r.id == id) else {
+                return Err(format!("no rule #{id}; list them with `gatewarden policy rule list`"));
+            };
+            let r = spec.parse(id)?;
+            p.check_rule(&r)?;
+            f.rules[i] = r.clone();
+            Ok(r)
+        })
+    }
+
+    /// Deletes rule `id`.
+    pub fn delete_rule(&mut self, id: u32) -> anyhow::Result<Relationship> {
+        self.mutate(|f, _| {
+            if id >= CONFIG_RULE_BASE {
+                return Err(format!("rule #{id} comes from the config file ([[policy.rules]]); remove it there"));
+            }
+            let Some(i) = f.rules.iter().position(|r| r.id == id) else {
+                return Err(format!("no rule #{id}; list them with `gatewarden policy rule list`"));
+            };
+            Ok(f.rules.remove(i))
+        })
+    }
+
+    /// Which rule decides this traffic.
+    pub fn explain(&self, src: &str, dst: &str, proto: &str, port: Option<u16>) -> anyhow::Result<Explanation> {
+        let s: Endpoint = src.parse().map_err(anyhow::Error::msg)?;
+        let d: Endpoint = dst.parse().map_err(anyhow::Error::msg)?;
+        let p: Protocol = proto.parse().map_err(anyhow::Error::msg)?;
+        self.policy().explain(&s, &d, p, port, &self.neighbours).map_err(anyhow::Error::msg)
+    }
+
+    /// The ranked suggestions.
+    pub fn suggestions(&self, top_n: Option<usize>) -> Vec<Suggestion> {
+        suggest::suggest(
+            &self.policy(),
+            &self.matrix,
+            &self.alerts,
+            &self.file.feedback,
+            top_n.unwrap_or(self.cfg.top_n),
+        )
+    }
+
+    fn find_suggestion(&self, id: &str) -> anyhow::Result<Suggestion> {
+        // Look beyond the shown top-N so an id from a slightly older listing still resolves.
+        self.suggestions(Some(1000)).into_iter().find(|s| s.id == id).ok_or_else(|| {
+            anyhow::anyhow!(
+                "no current suggestion {id} (it may have been answered, or a rule now decides that traffic); \
+list them with `gatewarden policy suggest`"
+            )
+        })
+    }
+
+    /// Accepts a suggestion: creates its rule and counts the accept in its context.
+    pub fn accept(&mut self, id: &str) -> anyhow::Result<Relationship> {
+        let s = self.find_suggestion(id)?;
+        self.mutate(|f, p| {
+            let mut r = s.rule.clone();
+            p.check_rule(&r)?;
+            r.id = f.next_id;
+            f.next_id += 1;
+            f.rules.push(r.clone());
+            f.feedback.record(&s.context, true, &s.id);
+            Ok(r)
+        })
+    }
+
+    /// Rejects a suggestion: it is not proposed again, and similar ones lose confidence.
+    pub fn reject(&mut self, id: &str) -> anyhow::Result<Suggestion> {
+        let s = self.find_suggestion(id)?;
+        self.mutate(|f, _| {
+            f.feedback.record(&s.context, false, &s.id);
+            Ok(s.clone())
+        })
+    }
+
+    /// Feedback counts per context.
+    pub fn feedback(&self) -> &Feedback {
+        &self.file.feedback
+    }
+
+    /// Uses these MAC → address resolutions for matrix and explain.
+    pub fn set_neighbours(&mut self, n: Vec<(IpAddr, [u8; 6])>) {
+        self.neighbours = n;
+    }
+
+    /// Whether any group lists a MAC (then neighbours are worth resolving).
+    pub fn uses_macs(&self) -> bool {
+        self.policy()
+            .groups
+            .values()
+            .any(|g| g.parsed_members().unwrap_or_default().iter().any(|m| matches!(m, Member::Mac(_))))
+    }
+
+    /// Counts a flow batch into the matrix (members are parsed once per batch).
+    pub fn observe_batch(&mut self, batch: &FlowBatch) {
+        let groups: Vec<(String, Vec<Member>)> = self
+            .policy()
+            .groups
+            .into_values()
+            .map(|g| {
+                let m = g.parsed_members().unwrap_or_default();
+                (g.name, m)
+            })
+            .collect();
+        if groups.is_empty() {
+            return;
+        }
+        let of = |a: &IpAddr, n: &[(IpAddr, [u8; 6])]| -> Vec<String> {
+            groups.iter().filter(|(_, m)| m.iter().any(|m| m.contains(a, n))).map(|(g, _)| g.clone()).collect()
+        };
+        for f in &batch.flows {
+            let sg = of(&f.src, &self.neighbours);
+            if sg.is_empty() {
+                continue;
+            }
+            let dg = of(&f.dst, &self.neighbours);
+            if !dg.is_empty() {
+                self.matrix.observe(f, &sg, &dg);
+                self.matrix_dirty = true;
+            }
+        }
+    }
+
+    /// Counts a scan / brute-force alert between groups.
+    pub fn observe_alert(&mut self, a: &Alert) {
+        let (Some(src), Some(dst)) = (a.src, a.dst) else { return };
+        let p = self.policy();
+        let sg = p.groups_of(&src, &self.neighbours);
+        let dg = p.groups_of(&dst, &self.neighbours);
+        if !sg.is_empty() && !dg.is_empty() {
+            self.alerts.record(a, &sg, &dg);
+            self.matrix_dirty = true;
+        }
+    }
+
+    /// The matrix and per-pair totals for the page and API.
+    pub fn matrix_json(&self) -> serde_json::Value {
+        let mut cells: Vec<serde_json::Value> = self
+            .matrix
+            .cells()
+            .map(|(k, c)| serde_json::json!({"src": k.src, "dst": k.dst, "proto": k.proto, "port": k.port, "cell": c}))
+            .collect();
+        cells.sort_by_key(|c| c.to_string());
+        let pairs: Vec<serde_json::Value> = self
+            .matrix
+            .pairs()
+            .into_iter()
+            .map(|((s, d), t)| serde_json::json!({"src": s, "dst": d, "totals": t}))
+            .collect();
+        serde_json::json!({
+            "groups": self.policy().groups.keys().collect::<Vec<_>>(),
+            "pairs": pairs,
+            "cells": cells,
+            "max_cells": self.matrix.max_cells,
+            "bucket_s": self.matrix.bucket_s,
+            "evicted": self.matrix.evicted,
+            "alerts": self.alerts.pairs,
+        })
+    }
+
+    /// Writes `matrix.json` now.
+    pub fn save_matrix(&mut self) -> anyhow::Result<()> {
+        self.ensure_dir()?;
+        let m = MatrixFile { matrix: self.matrix.clone(), alerts: self.alerts.clone() };
+        write_atomic(&self.matrix_path(), serde_json::to_string(&m)?.as_bytes())?;
+        self.matrix_dirty = false;
+        self.last_matrix_save = Instant::now();
+        Ok(())
+    }
+
+    /// Whether the matrix changed since it was last saved.
+    pub fn matrix_dirty(&self) -> bool {
+        self.matrix_dirty
+    }
+
+    /// Writes `matrix.json` if it changed and the save interval passed.
+    pub fn maybe_save_matrix(&mut self) -> anyhow::Result<()> {
+        if self.matrix_dirty && self.last_matrix_save.elapsed() >= Duration::from_secs(self.cfg.save_interval_s) {
+            self.save_matrix()?;
+        }
+        Ok(())
+    }
+
+    /// The traffic matrix (read-only).
+    pub fn matrix(&self) -> &TrafficMatrix {
+        &self.matrix
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_groups_and_rules_are_read_validated_and_fixed() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[policy]\nstate_dir = \"{}\"\n\
+[[policy.groups]]\nname = \"cameras\"\nmembers = [\"192.0.2.0/28\", \"aa:bb:cc:dd:ee:01\"]\n\
+[[policy.groups]]\nname = \"sensors\"\nmembers = [\"198.51.100.0/28\"]\n\
+[[policy.rules]]\nsource_group = \"cameras\"\ndestination_group = \"sensors\"\nprotocol = \"tcp\"\nport_range = \"22\"\naction = \"deny\"\npriority = 100\n",
+            dir.path().display()
+        );
+        let cfg = crate::config::Config::from_toml(&text, Path::new("t.toml")).unwrap();
+        let mut e = PolicyEngine::open(&cfg.policy).unwrap();
+        let rules = e.rules();
+        assert_eq!((rules[0].item.id, rules[0].origin), (CONFIG_RULE_BASE, "config"));
+        assert!(e.delete_rule(CONFIG_RULE_BASE).unwrap_err().to_string().contains("config file"));
+        assert!(e.remove_group("cameras").unwrap_err().to_string().contains("config file"));
+        assert!(e.uses_macs());
+        // A conflicting pair in the config is a config error naming both.
+        let bad = format!(
+            "{text}[[policy.rules]]\nsource_group = \"cameras\"\ndestination_group = \"sensors\"\naction = \"allow\"\npriority = 100\n"
+        );
+        let err = crate::config::Config::from_toml(&bad, Path::new("t.toml")).unwrap_err().to_string();
+        assert!(err.contains("conflict") && err.contains("rule #1000000"), "{err}");
+    }
+}

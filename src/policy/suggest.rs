@@ -1,0 +1,409 @@
+//! Suggested relationships and learning from the administrator's answers.
+//!
+//! A suggestion's confidence combines two numbers (see docs/POLICY.md):
+//! - **evidence** `e` ∈ [0.01, 0.99] from the traffic itself (how many flows,
+//!   how many answered, in how many time buckets; or scan/brute-force signs);
+//! - **feedback** `m`, the mean of a Beta(α, β) posterior for the
+//!   suggestion's *context* (kind × protocol class × direction × volume),
+//!   starting from Beta(1, 1): `m = α / (α + β)`; accept adds 1 to α,
+//!   reject adds 1 to β.
+//!
+//! `confidence = e·m / (e·m + (1−e)(1−m))` — the odds of the evidence times
+//! the odds of the feedback. With no feedback (m = ½) confidence equals the
+//! evidence; each accept of similar suggestions raises it, each reject lowers it.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::matrix::{Cell, CellKey, TrafficMatrix};
+use super::model::{Action, PortRange, Protocol, Relationship};
+use super::rules::Policy;
+use crate::bus::messages::{Alert, AttackKind};
+
+/// Default number of suggestions shown.
+pub const DEFAULT_TOP_N: usize = 10;
+/// Priority given to suggested allow rules (above suggested denies, so an
+/// accepted deny for a scan never cuts a service the pair already uses).
+pub const ALLOW_PRIORITY: i32 = 100;
+/// Priority given to suggested deny rules for one port (brute force).
+pub const PORT_DENY_PRIORITY: i32 = 50;
+/// Priority given to suggested deny rules for a whole protocol (scans).
+pub const SCAN_DENY_PRIORITY: i32 = 10;
+/// Remembered rejected suggestions (not proposed again).
+pub const MAX_REJECTED: usize = 1024;
+/// Remembered alert tallies per group pair.
+pub const MAX_ALERT_PAIRS: usize = 4096;
+/// Flows after which an allow pattern counts as well established (evidence scale).
+pub const ALLOW_FLOW_SCALE: f64 = 10.0;
+/// Distinct buckets after which a pattern counts as recurring.
+pub const RECURRENCE_BUCKETS: f64 = 3.0;
+/// Fewest flows before an allow is proposed.
+pub const MIN_ALLOW_FLOWS: u64 = 3;
+/// Ports that attract password guessing.
+pub const AUTH_PORTS: [u16; 6] = [21, 22, 23, 2323, 3389, 5900];
+
+/// Beta(α, β) counts for one context.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BetaCounts {
+    /// 1 + accepts.
+    pub alpha: f64,
+    /// 1 + rejects.
+    pub beta: f64,
+}
+
+impl Default for BetaCounts {
+    fn default() -> Self {
+        BetaCounts { alpha: 1.0, beta: 1.0 }
+    }
+}
+
+impl BetaCounts {
+    /// Posterior mean α/(α+β).
+    pub fn mean(&self) -> f64 {
+        self.alpha / (self.alpha + self.beta)
+    }
+    /// Accepts so far.
+    pub fn accepted(&self) -> u64 {
+        (self.alpha - 1.0).max(0.0).round() as u64
+    }
+    /// Answers so far.
+    pub fn answered(&self) -> u64 {
+        ((self.alpha + self.beta) - 2.0).max(0.0).round() as u64
+    }
+}
+
+/// Combines traffic evidence with the feedback posterior mean (odds product).
+pub fn combine(evidence: f64, feedback_mean: f64) -> f64 {
+    let e = evidence.clamp(0.01, 0.99);
+    let m = feedback_mean.clamp(0.001, 0.999);
+    e * m / (e * m + (1.0 - e) * (1.0 - m))
+}
+
+/// A rule the engine proposes, with the numbers behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Suggestion {
+    /// Stable id (same pattern → same id), used by accept/reject.
+    pub id: String,
+    /// The rule that accepting creates.
+    pub rule: Relationship,
+    /// 0–1, see the module docs.
+    pub confidence: f64,
+    /// Evidence from the traffic alone, 0–1.
+    pub evidence: f64,
+    /// The feedback context (`allow/tcp/cross/mid`).
+    pub context: String,
+    /// Accepts in this context.
+    pub accepted_similar: u64,
+    /// Answers in this context.
+    pub answered_similar: u64,
+    /// One sentence with the numbers.
+    pub justification: String,
+}
+
+/// Alerts between groups, tallied by kind.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlertTally {
+    /// Alerts per kind name.
+    pub by_kind: BTreeMap<String, u64>,
+    /// Destination ports named by brute-force alerts.
+    pub ports: BTreeMap<u16, u64>,
+    /// Last alert, Unix seconds.
+    pub last: u64,
+}
+
+/// Scan and brute-force alerts per (source group, destination group); bounded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AlertEvidence {
+    /// Tallies per "src>dst".
+    pub pairs: BTreeMap<String, AlertTally>,
+}
+
+impl AlertEvidence {
+    /// Records an alert whose source is in `sg` and destination in `dg`.
+    pub fn record(&mut self, a: &Alert, sg: &[String], dg: &[String]) {
+        if !matches!(a.kind, AttackKind::PortScan | AttackKind::HostSweep | AttackKind::BruteForce) {
+            return;
+        }
+        for s in sg {
+            for d in dg {
+                let key = format!("{s}>{d}");
+                if !self.pairs.contains_key(&key) && self.pairs.len() >= MAX_ALERT_PAIRS {
+                    if let Some(oldest) = self.pairs.iter().min_by_key(|(_, t)| t.last).map(|(k, _)| k.clone()) {
+                        self.pairs.remove(&oldest);
+                    }
+                }
+                let t = self.pairs.entry(key).or_default();
+                *t.by_kind.entry(a.kind.as_str().to_string()).or_default() += 1;
+                if a.kind == AttackKind::BruteForce && a.dport != 0 && t.ports.len() < 64 {
+                    *t.ports.entry(a.dport).or_default() += 1;
+                }
+                t.last = t.last.max(a.ts_ns / 1_000_000_000);
+            }
+        }
+    }
+}
+
+/// Feedback: Beta counts per context, plus rejected suggestion ids.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Feedback {
+    /// Context → counts.
+    pub contexts: BTreeMap<String, BetaCounts>,
+    /// Ids of rejected suggestions, oldest first (bounded).
+    pub rejected: Vec<String>,
+}
+
+impl Feedback {
+    /// Counts for a context (Beta(1,1) if never answered).
+    pub fn counts(&self, context: &str) -> BetaCounts {
+        self.contexts.get(context).copied().unwrap_or_default()
+    }
+
+    /// Records an answer.
+    pub fn record(&mut self, context: &str, accepted: bool, id: &str) {
+        let c = self.contexts.entry(context.to_string()).or_default();
+        if accepted {
+            c.alpha += 1.0;
+        } else {
+            c.beta += 1.0;
+            if !self.rejected.iter().any(|r| r == id) {
+                if self.rejected.len() >= MAX_REJECTED {
+                    self.rejected.remove(0);
+                }
+                self.rejected.push(id.to_string());
+            }
+        }
+    }
+}
+
+/// `low` (< 10 flows), `mid` (< 100) or `high`.
+pub fn volume_bucket(flows: u64) -> &'static str {
+    match flows {
+        0..=9 => "low",
+        10..=99 => "mid",
+        _ => "high",
+    }
+}
+
+/// The feedback context of a suggestion.
+pub fn context(action: Action, proto: Protocol, src: &str, dst: &str, flows: u64) -> String {
+    let dir = if src == dst { "same" } else { "cross" };
+    format!("{action}/{proto}/{dir}/{}", volume_bucket(flows))
+}
+
+/// A short stable id for a suggested rule.
+pub fn suggestion_id(r: &Relationship) -> String {
+    // FNV-1a over the rule's identity: stable across restarts and versions.
+    let text = format!("{}|{}|{}|{}|{}", r.action, r.source_group, r.destination_group, r.protocol, r.port_range);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("s{:08x}", (h >> 32) as u32 ^ h as u32)
+}
+
+fn draft(src: &str, dst: &str, proto: Protocol, ports: PortRange, action: Action, priority: i32) -> Relationship {
+    Relationship {
+        id: 0,
+        source_group: src.into(),
+        destination_group: dst.into(),
+        protocol: proto,
+        port_range: ports,
+        action,
+        priority,
+        comment: String::new(),
+    }
+}
+
+fn allow_evidence(c: &Cell) -> f64 {
+    let success = c.answered as f64 / c.flows.max(1) as f64;
+    let volume = 1.0 - (-(c.flows as f64) / ALLOW_FLOW_SCALE).exp();
+    let recurrence = (f64::from(c.buckets) / RECURRENCE_BUCKETS).min(1.0);
+    success * volume * recurrence
+}
+
+/// Picks a priority near `want` at which `r` conflicts with nothing; None if none within 10.
+fn free_priority(policy: &Policy, r: &mut Relationship, want: i32) -> bool {
+    for step in 0..=10 {
+        r.priority = want - step;
+        if policy.conflict_with(r).is_none() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Proposes up to `top_n` rules, ranked by confidence, none conflicting with
+/// or already decided by `policy`, none previously rejected.
+pub fn suggest(
+    policy: &Policy,
+    matrix: &TrafficMatrix,
+    alerts: &AlertEvidence,
+    feedback: &Feedback,
+    top_n: usize,
+) -> Vec<Suggestion> {
+    let mut out: Vec<Suggestion> = Vec::new();
+    let mut push = |mut rule: Relationship, evidence: f64, flows: u64, why: String, want: i32| {
+        if !policy.groups.contains_key(&rule.source_group) || !policy.groups.contains_key(&rule.destination_group) {
+            return;
+        }
+        if policy.decided(&rule.source_group, &rule.destination_group, rule.protocol, rule.port_range).is_some() {
+            return;
+        }
+        if !free_priority(policy, &mut rule, want) {
+            return;
+        }
+        let id = suggestion_id(&rule);
+        if feedback.rejected.contains(&id) {
+            return;
+        }
+        let ctx = context(rule.action, rule.protocol, &rule.source_group, &rule.destination_group, flows);
+        let counts = feedback.counts(&ctx);
+        let confidence = combine(evidence, counts.mean());
+        let justification = format!(
+            "{why}; accepted {} of {} similar suggestions ({ctx}), so confidence {:.2} from evidence {:.2}.",
+            counts.accepted(),
+            counts.answered(),
+            confidence,
+            evidence.clamp(0.01, 0.99)
+        );
+        rule.comment = format!("suggested {id}: {why}");
+        out.push(Suggestion {
+            id,
+            rule,
+            confidence,
+            evidence: evidence.clamp(0.01, 0.99),
+            context: ctx,
+            accepted_similar: counts.accepted(),
+            answered_similar: counts.answered(),
+            justification,
+        });
+    };
+
+    // Allow: stable, recurring, answered patterns.
+    let mut cells: Vec<(&CellKey, &Cell)> = matrix.cells().collect();
+    cells.sort_by(|a, b| a.0.cmp(b.0));
+    let pairs = matrix.pairs();
+    for (k, c) in &cells {
+        if c.flows < MIN_ALLOW_FLOWS || c.answered * 10 < c.flows * 8 || c.buckets < 2 {
+            continue;
+        }
+        let ports = if k.proto.has_ports() { PortRange::one(k.port) } else { PortRange::ANY };
+        let why = format!(
+            "{} flows {} -> {} on {}/{} over {} buckets of {} s, {} answered ({:.0}%), {} bytes, first seen {} s before the last",
+            c.flows,
+            k.src,
+            k.dst,
+            k.proto,
+            ports,
+            c.buckets,
+            matrix.bucket_s,
+            c.answered,
+            100.0 * c.answered as f64 / c.flows.max(1) as f64,
+            c.bytes,
+            c.last_seen.saturating_sub(c.first_seen)
+        );
+        push(
+            draft(&k.src, &k.dst, k.proto, ports, Action::Allow, ALLOW_PRIORITY),
+            allow_evidence(c),
+            c.flows,
+            why,
+            ALLOW_PRIORITY,
+        );
+    }
+
+    // Deny: scans (many unanswered ports, or scan alerts) and password guessing.
+    let mut pair_keys: BTreeSet<(String, String)> = pairs.keys().cloned().collect();
+    for key in alerts.pairs.keys() {
+        if let Some((s, d)) = key.split_once('>') {
+            pair_keys.insert((s.to_string(), d.to_string()));
+        }
+    }
+    for (s, d) in pair_keys {
+        let t = pairs.get(&(s.clone(), d.clone())).cloned().unwrap_or_default();
+        let tally = alerts.pairs.get(&format!("{s}>{d}")).cloned().unwrap_or_default();
+        let scans = tally.by_kind.get("port_scan").copied().unwrap_or(0)
+            + tally.by_kind.get("host_sweep").copied().unwrap_or(0);
+        let alert_ev = 1.0 - 0.5f64.powf(scans as f64);
+        let unanswered_share = t.tcp_unanswered as f64 / t.flows.max(1) as f64;
+        let matrix_ev = unanswered_share * (t.tcp_ports_unanswered as f64 / 20.0).min(1.0);
+        let evidence = 1.0 - (1.0 - alert_ev) * (1.0 - matrix_ev);
+        if scans > 0 || t.tcp_ports_unanswered >= 10 {
+            let why = format!(
+                "{} -> {}: {} TCP ports probed, {} of them never answered, {} of {} flows unanswered, {} scan alerts from the detector",
+                s, d, t.tcp_ports, t.tcp_ports_unanswered, t.tcp_unanswered, t.flows, scans
+            );
+            push(
+                draft(&s, &d, Protocol::Tcp, PortRange::ANY, Action::Deny, SCAN_DENY_PRIORITY),
+                evidence,
+                t.flows,
+                why,
+                SCAN_DENY_PRIORITY,
+            );
+        }
+        // Password guessing: alerts naming a port, or many unanswered/short flows to an auth port.
+        let mut guessed: BTreeMap<u16, (u64, u64, u64)> = BTreeMap::new(); // port → (alerts, flows, unanswered)
+        for (p, n) in &tally.ports {
+            guessed.entry(*p).or_default().0 += n;
+        }
+        for (k, c) in &cells {
+            if k.src == s && k.dst == d && k.proto == Protocol::Tcp && AUTH_PORTS.contains(&k.port) {
+                let e = guessed.entry(k.port).or_default();
+                e.1 += c.flows;
+                e.2 += c.unanswered();
+            }
+        }
+        for (port, (n_alerts, flows, unanswered)) in guessed {
+            if n_alerts == 0 && flows < 10 {
+                continue;
+            }
+            let ev = 1.0 - 0.5f64.powf(n_alerts as f64) * (-(flows as f64) / 50.0).exp();
+            let why = format!(
+                "{s} -> {d} tcp/{port}: {flows} connection attempts ({unanswered} unanswered) to a login port, {n_alerts} brute-force alerts"
+            );
+            push(
+                draft(&s, &d, Protocol::Tcp, PortRange::one(port), Action::Deny, PORT_DENY_PRIORITY),
+                ev,
+                flows,
+                why,
+                PORT_DENY_PRIORITY,
+            );
+        }
+    }
+    out.sort_by(|a, b| b.confidence.total_cmp(&a.confidence).then_with(|| a.id.cmp(&b.id)));
+    out.dedup_by(|a, b| a.id == b.id);
+    out.truncate(top_n);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_feedback_means_confidence_equals_evidence_and_answers_move_it() {
+        assert!((combine(0.7, 0.5) - 0.7).abs() < 1e-12);
+        let mut f = Feedback::default();
+        f.record("allow/tcp/cross/mid", true, "s1");
+        f.record("allow/tcp/cross/mid", true, "s2");
+        f.record("allow/tcp/cross/mid", false, "s3");
+        let c = f.counts("allow/tcp/cross/mid");
+        assert_eq!((c.alpha, c.beta), (3.0, 2.0));
+        assert!((c.mean() - 0.6).abs() < 1e-12);
+        // 0.7·0.6 / (0.7·0.6 + 0.3·0.4) = 0.42 / 0.54
+        assert!((combine(0.7, c.mean()) - 0.42 / 0.54).abs() < 1e-12);
+        assert_eq!(f.rejected, vec!["s3".to_string()]);
+        assert_eq!((c.accepted(), c.answered()), (2, 3));
+    }
+
+    #[test]
+    fn ids_are_stable_and_distinct() {
+        let a = draft("a", "b", Protocol::Tcp, PortRange::one(22), Action::Deny, 1);
+        let mut b = a.clone();
+        b.priority = 99;
+        assert_eq!(suggestion_id(&a), suggestion_id(&b));
+        b.port_range = PortRange::one(23);
+        assert_ne!(suggestion_id(&a), suggestion_id(&b));
+    }
+}
