@@ -848,3 +848,101 @@ fn a_mac_member_is_resolved_through_the_routers_neighbour_table_and_follows_a_ne
     });
     assert!(new_addr_in_set, "{}\n{}", set("4"), lab.log());
 }
+
+#[test]
+fn a_policy_made_at_the_monitor_reaches_a_router_on_another_node_sealed_over_mqtt() {
+    if !tools_or_skip("policy fleet", &["nft", "mosquitto", "curl"]) {
+        return;
+    }
+    // One namespace holds the broker, a monitor node and a router node, so the
+    // router's nftables are not the host's. Only the router programs nftables:
+    // a rule in its table must have come over MQTT.
+    let ns = Netns::new("flt");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap().to_string();
+    let gwc = |args: &[&str]| {
+        let o = Command::new(bin()).args(args).output().unwrap();
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    };
+    gwc(&["pki", "init", "--dir", &d]);
+    gwc(&["pki", "issue", "router-1", "--role", "router", "--dir", &d]);
+    gwc(&["pki", "issue", "mon-1", "--role", "monitor", "--dir", &d]);
+    gwc(&["pki", "mosquitto-conf", "--dir", &d, "--port", "8883", "--bind", "127.0.0.1", "--user", "root"]);
+    let mosq = if Path::new("/usr/sbin/mosquitto").exists() { "/usr/sbin/mosquitto" } else { "mosquitto" };
+    let mut c = ns.command(mosq);
+    c.args(["-c", &format!("{d}/mosquitto/mosquitto.conf")]).stdout(Stdio::null()).stderr(Stdio::null());
+    let _broker = Guard::spawn(&mut c);
+    let node = |id: &str, port: u16, extra: &str| {
+        let path = dir.path().join(format!("{id}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "node_id = \"{id}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[mqtt]\nbroker = \"127.0.0.1:8883\"\nca = \"{d}/ca.crt\"\n\
+cert = \"{d}/nodes/{id}.crt\"\nkey = \"{d}/nodes/{id}.key\"\nspool_dir = \"{d}/spool-{id}\"\nresend_after_ms = 500\n{extra}"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let mon_cfg = node("mon-1", 8080, &format!("[policy]\nstate_dir = \"{d}/policy\"\n"));
+    let rtr_cfg = node("router-1", 8081, "[enforce]\nenabled = true\n");
+    let start = |cfg: &Path, role: &str, log: &str| {
+        let mut c = ns.command(bin().to_str().unwrap());
+        c.args(["run", "--role", role, "--config", cfg.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join(log)).unwrap());
+        Guard::spawn(&mut c)
+    };
+    let _mon = start(&mon_cfg, "monitor", "mon.log");
+    let _rtr = start(&rtr_cfg, "router", "rtr.log");
+    let curl = |method: &str, url: &str, body: Option<&str>| -> (u16, serde_json::Value) {
+        let mut args = vec!["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, url];
+        if let Some(b) = body {
+            args.extend(["-H", "Content-Type: application/json", "--data", b]);
+        }
+        let o = ns.command("curl").args(&args).output().unwrap();
+        let t = String::from_utf8_lossy(&o.stdout).to_string();
+        let (body, code) = t.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    };
+    let logs = || {
+        format!(
+            "monitor:\n{}\nrouter:\n{}",
+            std::fs::read_to_string(dir.path().join("mon.log")).unwrap_or_default(),
+            std::fs::read_to_string(dir.path().join("rtr.log")).unwrap_or_default()
+        )
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || curl("GET", "http://127.0.0.1:8080/api/policy", None).0 == 200
+            && curl("GET", "http://127.0.0.1:8081/healthz", None).0 == 200),
+        "{}",
+        logs()
+    );
+    for g in [
+        r#"{"name":"cameras","members":["192.0.2.0/28","2001:db8:1::/64"]}"#,
+        r#"{"name":"sensors","members":["198.51.100.0/28"]}"#,
+    ] {
+        assert_eq!(curl("POST", "http://127.0.0.1:8080/api/policy/groups", Some(g)).0, 201);
+    }
+    let rule = r#"{"source_group":"cameras","destination_group":"sensors","protocol":"tcp","port_range":"22","action":"deny","priority":100}"#;
+    assert_eq!(curl("POST", "http://127.0.0.1:8080/api/policy/rules", Some(rule)).0, 201);
+    let chain = || {
+        let o = ns.command("nft").args(["list", "chain", "inet", "gatewarden", "groups"]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(
+        wait_until(Duration::from_secs(30), || chain().contains("tcp dport 22") && chain().contains("@grp_cameras4")),
+        "the router never applied the policy: {}\n{}",
+        chain(),
+        logs()
+    );
+    // It arrived sealed: the router opened envelopes and refused none.
+    let (_, st) = curl("GET", "http://127.0.0.1:8081/api/status", None);
+    let counters = st["counters"].as_object().cloned().unwrap_or_default();
+    let opened: f64 = counters
+        .iter()
+        .filter(|(k, _)| k.starts_with("gatewarden_secure_opened_total"))
+        .map(|(_, v)| v.as_f64().unwrap())
+        .sum();
+    assert!(opened >= 1.0, "{counters:?}");
+}

@@ -218,13 +218,11 @@ impl PolicyEngine {
         Ok(p)
     }
 
-    /// Opens (creating the directory if needed) and loads both files.
+    /// Loads both files if they exist. Touches nothing on disk: the state
+    /// directory is created on the first write.
     pub fn open(cfg: &PolicyConfig) -> anyhow::Result<PolicyEngine> {
         let config_policy =
             Self::config_policy(cfg).map_err(|e| anyhow::anyhow!("{e} (fix [policy] in the config file)"))?;
-        std::fs::create_dir_all(&cfg.state_dir).with_context(|| {
-            format!("cannot create policy.state_dir {} (set it to a writable directory)", cfg.state_dir.display())
-        })?;
         let mut e = PolicyEngine {
             cfg: cfg.clone(),
             config_policy,
@@ -607,6 +605,18 @@ list them with `gatewarden policy suggest`"
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn opening_touches_nothing_on_disk_and_the_first_change_creates_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("a/b");
+        let cfg = PolicyConfig { state_dir: state.clone(), ..PolicyConfig::default() };
+        let mut e = PolicyEngine::open(&cfg).unwrap();
+        assert!(!state.exists(), "a monitor with no policy leaves the disk alone");
+        e.add_group(Group { name: "g".into(), members: vec!["192.0.2.1".into()], description: String::new() }, false)
+            .unwrap();
+        assert!(state.join("policy.json").exists() && !state.join("policy.lock").exists());
+    }
 
     #[test]
     fn config_groups_and_rules_are_read_validated_and_fixed() {
