@@ -67,6 +67,7 @@ struct Score {
     benign_hosts: usize,
     benign_flagged: usize,
     rows: Vec<String>,
+    reasons: Vec<String>,
 }
 
 fn score(names: &[String], cfg: &Config) -> Score {
@@ -117,6 +118,9 @@ fn score(names: &[String], cfg: &Config) -> Score {
             .map(|(k, v)| format!("{}={v}", k.split("origin=").nth(1).unwrap_or("?").trim_end_matches('}')))
             .collect();
         let verdicts = r.alerts.iter().filter(|a| a.src.is_some()).count();
+        for a in &r.alerts {
+            s.reasons.push(format!("- {name}, {} ({:.2}): {}", a.kind.as_str(), a.confidence, a.reason));
+        }
         s.rows.push(format!(
             "| {name} | {n_det}/{n_att} | {} | {} | {}/{} {} | {verdicts} | {} |",
             if kinds.is_empty() { "–".into() } else { kinds },
@@ -144,6 +148,11 @@ fn table(title: &str, s: &Score) -> String {
         "### {title}\n\n| scenario | attack sources detected | alert kinds | first attack packet → first alert (capture time) | benign hosts flagged | alerts with a source | findings by origin |\n|---|---|---|---|---|---|---|\n"
     );
     for r in &s.rows {
+        out.push_str(r);
+        out.push('\n');
+    }
+    out.push_str("\nEvery alert's reason (kind, confidence):\n\n");
+    for r in &s.reasons {
         out.push_str(r);
         out.push('\n');
     }

@@ -211,13 +211,16 @@ impl Baseline {
                 });
             }
         } else if warm
-            && d.bin_bytes >= cfg.min_bps
-            && d.bin_bytes >= cfg.factor * usual
-            && d.bin_bytes >= d.mean + cfg.z * sd.max(0.1 * d.mean)
+            // Traffic to new hosts is judged by the rule above (its reason says more).
+            && known.is_some()
+            && known_bytes(d) >= cfg.min_bps
+            && known_bytes(d) >= cfg.factor * usual
+            && known_bytes(d) >= d.mean + cfg.z * sd.max(0.1 * d.mean)
             && (r.last_ns >= d.reported_surge + hold_ns || d.reported_surge == 0)
         {
             d.reported_surge = r.last_ns;
-            let z = (d.bin_bytes - d.mean) / sd.max(0.1 * d.mean).max(1.0);
+            let up = known_bytes(d);
+            let z = (up - d.mean) / sd.max(0.1 * d.mean).max(1.0);
             out.push(Detection {
                 source: Some(r.src),
                 target: None,
@@ -226,17 +229,13 @@ impl Baseline {
                 kind: AttackKind::Anomaly,
                 confidence: 0.6,
                 reason: format!(
-                    "{} uploaded {:.0} kB in 1 s: {:.1}× its usual {:.1} kB/s (z = {z:.1})",
+                    "{} uploaded {:.0} kB in 1 s to hosts it knows: {:.1}× its usual {:.1} kB/s (z = {z:.1})",
                     r.src,
-                    d.bin_bytes / 1e3,
-                    d.bin_bytes / usual,
+                    up / 1e3,
+                    up / usual,
                     d.mean / 1e3
                 ),
-                evidence: vec![
-                    ("upload_bytes_1s".into(), d.bin_bytes),
-                    ("usual_upload_bps".into(), d.mean),
-                    ("z".into(), z),
-                ],
+                evidence: vec![("upload_bytes_1s".into(), up), ("usual_upload_bps".into(), d.mean), ("z".into(), z)],
                 ts_ns: r.last_ns,
                 flow_id: r.flow_id,
             });
@@ -251,6 +250,11 @@ impl Baseline {
         }
         out
     }
+}
+
+/// Bytes uploaded in the current second to destinations the device knows.
+fn known_bytes(d: &Device) -> f64 {
+    d.bin_dst.iter().filter(|(a, _)| d.dests.iter().any(|(k, _)| k == a)).map(|(_, b)| *b).sum()
 }
 
 /// Remembers a destination (least recently seen replaced at the cap).

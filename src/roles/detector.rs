@@ -268,7 +268,8 @@ impl DetectorStage {
                 _ => AttackKind::Anomaly,
             };
             let numbers = format!(
-                "10 s window: {:.0} packets/s, {:.0} kB/s, {:.0} ports, {:.0} hosts, SYN share {:.2}, failed share {:.2}; {} flows in this batch",
+                "{:.0} packets/s over 1 s; 10 s window: {:.0} packets/s, {:.0} kB/s, {:.0} ports, {:.0} hosts, SYN share {:.2}, failed share {:.2}; {} flows in this batch",
+                host_stat(&h.features, "host_pkt_rate", 0),
                 f("host_pkt_rate"),
                 f("host_byte_rate") / 1e3,
                 f("host_distinct_dports"),
@@ -278,6 +279,7 @@ impl DetectorStage {
                 s.tcp + s.udp + s.icmp,
             );
             let evidence = vec![
+                ("pkt_rate_w1".into(), host_stat(&h.features, "host_pkt_rate", 0) as f64),
                 ("pkt_rate_w10".into(), f("host_pkt_rate") as f64),
                 ("distinct_dports_w10".into(), f("host_distinct_dports") as f64),
                 ("distinct_dsts_w10".into(), f("host_distinct_dsts") as f64),

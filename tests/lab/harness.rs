@@ -319,7 +319,8 @@ while True:\n    d,a=s.recvfrom(512)\n    s.sendto(d[:48].ljust(48,b'\\0'),a)\n"
         let cfg = self.path("gatewarden.toml");
         std::fs::write(
             &cfg,
-            "node_id = \"lab\"\n[http]\nlisten = \"127.0.0.1:8080\"\n[capture]\ninterface = \"lan0\"\n",
+            // A 2 s baseline warm-up: each session has only 3 s of benign traffic before its attack.
+            "node_id = \"lab\"\n[http]\nlisten = \"127.0.0.1:8080\"\n[capture]\ninterface = \"lan0\"\n[detector]\nbaseline_warmup_s = 2\n",
         )
         .unwrap();
         let gw_log = self.path(&format!("{tag}.gatewarden.log"));
@@ -653,6 +654,8 @@ pub fn short_scenarios() -> Vec<Scenario> {
         "hping3_syn_flood_rand_source",
         "hping3_udp_flood",
         "hping3_icmp_flood",
+        "hydra_ssh_t16",
+        "camera_exfil_new_host",
     ];
     scenarios().into_iter().filter(|s| keep.contains(&s.name)).collect()
 }
