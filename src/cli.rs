@@ -113,6 +113,23 @@ gatewarden policy rule create --from cameras --to sensors --proto tcp --ports 22
 gatewarden policy explain cameras sensors tcp 22\n  gatewarden policy suggest\n  gatewarden policy accept s1a2b3c4d"
     )]
     Policy(crate::policy::cli::PolicyArgs),
+    /// Check a detector model (.tflite + model card) against this binary, or show the embedded one.
+    #[command(long_about = "Load a detector model the way the detector does: the float32 .tflite, its model \
+card beside it (NAME.tflite → NAME.card.json), the card's feature schema checked against this binary's \
+(name, version, input columns), and one test inference. Prints the card's summary (classes, training data, \
+held-out metrics) and exits 0, or says what is wrong and exits 2. Without a path: the embedded model.\n\n\
+Train a new one with tools/train/train.sh; point `detector.model` in the config at it.\n\n\
+Examples:\n  gatewarden model\n  gatewarden model /etc/gatewarden/models/site.tflite\n  gatewarden model --json")]
+    Model(ModelArgs),
+}
+
+#[derive(Debug, Args)]
+struct ModelArgs {
+    /// The .tflite to check (default: the model embedded in this binary).
+    path: Option<PathBuf>,
+    /// Print the whole model card as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -455,6 +472,7 @@ pub fn main() -> i32 {
         Command::Pki(cmd) => cmd_pki(cmd),
         Command::Ctl(args) => cmd_ctl(args),
         Command::Policy(args) => crate::policy::cli::run(args),
+        Command::Model(args) => cmd_model(args),
         Command::Config(ConfigCommand::Show { config }) => match load_config(config.as_deref()) {
             Ok(c) => {
                 print!("{}", c.to_toml());
@@ -911,4 +929,42 @@ fn cmd_import(file: &std::path::Path, ttl: std::time::Duration, config: Option<&
         }
         Err(e) => fail(EXIT_FAILURE, e),
     }
+}
+
+fn cmd_model(args: ModelArgs) -> i32 {
+    use crate::detect::model::HostModel;
+    let loaded = match &args.path {
+        Some(p) => HostModel::load(p),
+        None => HostModel::embedded(),
+    };
+    let model = match loaded {
+        Ok(m) => m,
+        Err(e) => return fail(EXIT_BAD_INPUT, e),
+    };
+    let zero = vec![0.0f32; crate::detect::model::host_columns().len()];
+    if let Err(e) = model.classify(&[zero.as_slice()]) {
+        return fail(EXIT_BAD_INPUT, e);
+    }
+    let card = model.card();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(card).unwrap_or_default());
+        return 0;
+    }
+    println!("{}: ok", model.origin());
+    println!("  name        {} (created {})", card.name, card.created);
+    println!(
+        "  schema      {} v{}, {} input columns",
+        card.feature_schema.name,
+        card.feature_schema.version,
+        card.feature_schema.columns.len()
+    );
+    println!("  classes     {}", card.classes.join(", "));
+    println!("  layers      {}", card.architecture);
+    if let Some(v) = card.training_data.get("validation_scenarios") {
+        println!("  held out    {v}");
+    }
+    if let Some(v) = card.validation_metrics.get("sources") {
+        println!("  validation  {v}");
+    }
+    0
 }

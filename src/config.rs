@@ -262,6 +262,35 @@ pub struct DetectorConfig {
     pub bruteforce_attempts: u32,
     /// How long a block lasts, in seconds.
     pub block_ttl_s: u64,
+    /// Connections from one source to one interactive login service (SSH, telnet, FTP, RDP, VNC, POP3)
+    /// within `bruteforce_window_s` that make brute force (hydra keeps each connection for several
+    /// tries, so it opens few).
+    pub bruteforce_sessions: u32,
+    /// Window for `bruteforce_sessions`, seconds.
+    pub bruteforce_window_s: u64,
+    /// The TFLite model (`.tflite`, with `NAME.card.json` beside it); empty: the embedded model;
+    /// `off`: heuristics and baseline only.
+    pub model: String,
+    /// Model attack probability (1 − P(benign)) that raises a finding by itself.
+    pub model_threshold: f32,
+    /// Consecutive batches the model must stay at or above `model_threshold`.
+    pub model_batches: u32,
+    /// Seconds after a device is first seen before its baseline can flag it.
+    pub baseline_warmup_s: u64,
+    /// How many times its usual upload makes a device's upload (or a new host's share) unusual.
+    pub baseline_factor: f64,
+    /// Standard deviations above the usual upload that make a surge.
+    pub baseline_z: f64,
+    /// Upload, in bytes per second, below which the baseline flags nothing.
+    pub baseline_min_bps: f64,
+    /// New incidents (verdicts) per second at most; the rest are counted and dropped.
+    pub max_verdicts_per_s: f64,
+    /// Burst allowance for `max_verdicts_per_s`.
+    pub verdict_burst: f64,
+    /// Seconds between verdict refreshes while one attack goes on.
+    pub refresh_s: u64,
+    /// Seconds without evidence after which an attack counts as over.
+    pub incident_close_s: u64,
 }
 
 impl Default for DetectorConfig {
@@ -275,6 +304,19 @@ impl Default for DetectorConfig {
             icmp_flood_pps: 200,
             bruteforce_attempts: 20,
             block_ttl_s: 600,
+            bruteforce_sessions: 5,
+            bruteforce_window_s: 60,
+            model: String::new(),
+            model_threshold: 0.9,
+            model_batches: 2,
+            baseline_warmup_s: 60,
+            baseline_factor: 3.0,
+            baseline_z: 4.0,
+            baseline_min_bps: 125_000.0,
+            max_verdicts_per_s: 20.0,
+            verdict_burst: 50.0,
+            refresh_s: 300,
+            incident_close_s: 120,
         }
     }
 }
@@ -584,6 +626,42 @@ impl Config {
         if !(1..=30 * 86_400).contains(&d.block_ttl_s) {
             bad("detector.block_ttl_s", d.block_ttl_s.to_string(), "1 second to 30 days (2592000)");
         }
+        if !(2..=10_000).contains(&d.bruteforce_sessions) {
+            bad("detector.bruteforce_sessions", d.bruteforce_sessions.to_string(), "2 to 10000 connections");
+        }
+        if !(1..=3_600).contains(&d.bruteforce_window_s) {
+            bad("detector.bruteforce_window_s", d.bruteforce_window_s.to_string(), "1 to 3600 seconds");
+        }
+        if !(d.model_threshold > 0.0 && d.model_threshold <= 1.0) {
+            bad("detector.model_threshold", d.model_threshold.to_string(), "above 0, at most 1");
+        }
+        if !(1..=1_000).contains(&d.model_batches) {
+            bad("detector.model_batches", d.model_batches.to_string(), "1 to 1000 batches");
+        }
+        if d.baseline_warmup_s > 30 * 86_400 {
+            bad("detector.baseline_warmup_s", d.baseline_warmup_s.to_string(), "0 to 30 days (2592000)");
+        }
+        if !(d.baseline_factor >= 1.0 && d.baseline_factor <= 1e6) {
+            bad("detector.baseline_factor", d.baseline_factor.to_string(), "1 to 1000000");
+        }
+        if !(d.baseline_z >= 0.0 && d.baseline_z <= 1e6) {
+            bad("detector.baseline_z", d.baseline_z.to_string(), "0 to 1000000");
+        }
+        if !(d.baseline_min_bps >= 0.0 && d.baseline_min_bps <= 1e12) {
+            bad("detector.baseline_min_bps", d.baseline_min_bps.to_string(), "0 to 1e12 bytes per second");
+        }
+        if !(d.max_verdicts_per_s > 0.0 && d.max_verdicts_per_s <= 1e6) {
+            bad("detector.max_verdicts_per_s", d.max_verdicts_per_s.to_string(), "above 0, at most 1000000");
+        }
+        if !(d.verdict_burst >= 1.0 && d.verdict_burst <= 1e6) {
+            bad("detector.verdict_burst", d.verdict_burst.to_string(), "1 to 1000000");
+        }
+        if !(1..=30 * 86_400).contains(&d.refresh_s) {
+            bad("detector.refresh_s", d.refresh_s.to_string(), "1 second to 30 days (2592000)");
+        }
+        if !(1..=30 * 86_400).contains(&d.incident_close_s) {
+            bad("detector.incident_close_s", d.incident_close_s.to_string(), "1 second to 30 days (2592000)");
+        }
         let e = &self.enforce;
         if !(1..=16_777_216).contains(&e.max_block_elements) {
             bad("enforce.max_block_elements", e.max_block_elements.to_string(), "1 to 16777216 addresses per set");
@@ -766,6 +844,10 @@ mod tests {
             ("[detector]\nicmp_flood_pps = 1", "detector.icmp_flood_pps"),
             ("[detector]\nbruteforce_attempts = 1", "detector.bruteforce_attempts"),
             ("[detector]\nblock_ttl_s = 0", "detector.block_ttl_s"),
+            ("[detector]\nbruteforce_sessions = 1", "detector.bruteforce_sessions"),
+            ("[detector]\nmodel_threshold = 1.5", "detector.model_threshold"),
+            ("[detector]\nbaseline_factor = 0.5", "detector.baseline_factor"),
+            ("[detector]\nmax_verdicts_per_s = 0.0", "detector.max_verdicts_per_s"),
             ("[enforce]\nmax_block_elements = 0", "enforce.max_block_elements"),
             ("[enforce]\nsyn_meter_pps = 0", "enforce.syn_meter_pps"),
             ("[enforce]\nsyn_meter_burst = 0", "enforce.syn_meter_burst"),

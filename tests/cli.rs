@@ -387,3 +387,23 @@ fn log_format_json_writes_one_json_object_per_line() {
     }
     assert!(err.contains("stopped cleanly"));
 }
+
+#[test]
+fn model_command_checks_the_embedded_model_and_refuses_a_foreign_schema() {
+    let out = Command::new(bin()).arg("model").output().unwrap();
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("embedded model: ok") && text.contains("gatewarden-flow-host v1"), "{text}");
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.tflite");
+    std::fs::write(&model, gatewarden::detect::model::DEFAULT_TFLITE).unwrap();
+    let mut card: serde_json::Value = serde_json::from_str(gatewarden::detect::model::DEFAULT_CARD).unwrap();
+    card["feature_schema"]["name"] = serde_json::json!("someone-elses-features");
+    std::fs::write(dir.path().join("m.card.json"), card.to_string()).unwrap();
+    let out = Command::new(bin()).arg("model").arg(&model).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("someone-elses-features") && err.contains("Retrain"), "{err}");
+    let out = Command::new(bin()).args(["model", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Examples:"));
+}

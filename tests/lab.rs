@@ -143,7 +143,9 @@ fn lab_score() {
     assert!(prerequisites("lab_score"), "lab_score needs root and the lab's tools");
     let lab = Lab::new();
     let dir = tempfile::tempdir().unwrap();
-    let report = run_scenarios(&lab, &scenarios(), dir.path(), 30);
+    // GATEWARDEN_LAB_BENIGN_S: length of the benign-only session (e.g. 600 for the 10-minute false-positive run).
+    let benign_s = std::env::var("GATEWARDEN_LAB_BENIGN_S").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let report = run_scenarios(&lab, &scenarios(), dir.path(), benign_s);
     let table = table(&report.scores, &report.flagged, &report.other);
     match std::env::var_os("GATEWARDEN_LAB_REPORT") {
         Some(p) => std::fs::write(&p, &table).unwrap(),

@@ -26,6 +26,12 @@ pub const MAX_DESTS: usize = 16_384;
 const MAX_FLOWS_PER_SOURCE: usize = 16_384;
 /// Ports whose repeated connection attempts mean password guessing.
 pub const AUTH_PORTS: [u16; 10] = [21, 22, 23, 2222, 2323, 1883, 8883, 3389, 5900, 110];
+/// Interactive login services: a person opens one session, a password
+/// guesser opens several (hydra keeps each for a few tries, then reconnects).
+/// MQTT is not here: telemetry reconnects every few seconds by design.
+pub const LOGIN_PORTS: [u16; 8] = [21, 22, 23, 2222, 2323, 3389, 5900, 110];
+/// Most login connections remembered per source.
+const MAX_LOGINS: usize = 4096;
 
 /// One finding, before fusion turns it into a verdict.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,6 +179,8 @@ struct SourceState {
     icmp_packets: CountWindow,
     failed: HashSet<u64>,
     reported: HashMap<AttackKind, u64>,
+    /// New connections to login services over `bruteforce_window_s`.
+    logins: VecDeque<(u64, IpAddr, u16)>,
 }
 
 #[derive(Debug, Default)]
@@ -255,6 +263,17 @@ impl Heuristics {
 
         if is_new && matches!(r.proto, Proto::Tcp | Proto::Udp) {
             s.attempts.push(r.first_ns, r.dst, r.dport, r.proto);
+        }
+        let login_window_ns = cfg.bruteforce_window_s * 1_000_000_000;
+        let new_login = is_new && r.proto == Proto::Tcp && LOGIN_PORTS.contains(&r.dport);
+        if new_login {
+            s.logins.push_back((r.first_ns, r.dst, r.dport));
+            if s.logins.len() > MAX_LOGINS {
+                s.logins.pop_front();
+            }
+        }
+        while s.logins.front().is_some_and(|&(t, ..)| t + login_window_ns < now) {
+            s.logins.pop_front();
         }
         // A handshake the originator aborted (SYN, SYN-ACK, RST: what a SYN
         // flood or a SYN scan against an open port looks like) is as much a
@@ -363,6 +382,33 @@ impl Heuristics {
                         service_name(r.dport)
                     ),
                     vec![("connections".into(), n as f64), ("seconds".into(), span)],
+                );
+            }
+        }
+        // Brute force on a login service: several sessions from one source,
+        // over a longer window (hydra holds each connection for several tries).
+        if new_login {
+            let same: Vec<u64> =
+                s.logins.iter().filter(|(_, d, p)| *d == r.dst && *p == r.dport).map(|(t, ..)| *t).collect();
+            let n = same.len();
+            if n >= cfg.bruteforce_sessions as usize {
+                let span = (same[n - 1].saturating_sub(same[0]) as f64 / 1e9).max(0.001);
+                found(
+                    AttackKind::BruteForce,
+                    Some(r.dst),
+                    r.dport,
+                    Some(Proto::Tcp),
+                    (0.7 + 0.25 * (n as f32 / (2.0 * cfg.bruteforce_sessions as f32)).min(1.0)).min(0.95),
+                    format!(
+                        "{} → {n} sessions to {}:{} ({}) in {span:.1} s (a person opens 1; limit {} in {} s)",
+                        r.src,
+                        r.dst,
+                        r.dport,
+                        service_name(r.dport),
+                        cfg.bruteforce_sessions,
+                        cfg.bruteforce_window_s
+                    ),
+                    vec![("sessions".into(), n as f64), ("seconds".into(), span)],
                 );
             }
         }
@@ -644,6 +690,50 @@ mod tests {
         }
         let d = found.iter().find(|d| d.kind == AttackKind::BruteForce).expect("brute force found");
         assert!(d.reason.contains("(SSH)"), "{}", d.reason);
+    }
+
+    #[test]
+    fn hydra_style_ssh_guessing_is_found_from_few_long_sessions() {
+        // hydra -t 4: five connections within 0.4 s, each held ~30 s for several tries.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..5u64 {
+            found.extend(h.observe(&rec(
+                i,
+                "192.0.2.66",
+                "198.51.100.10",
+                22,
+                Proto::Tcp,
+                3.0 + i as f64 * 0.08,
+                3,
+                2,
+                "S1",
+            )));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::BruteForce).expect("brute force found");
+        assert!(d.reason.contains("5 sessions to 198.51.100.10:22 (SSH) in 0.3 s"), "{}", d.reason);
+        assert_eq!(d.source, Some("192.0.2.66".parse().unwrap()));
+    }
+
+    #[test]
+    fn one_admin_session_and_mqtt_telemetry_are_not_brute_force() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = h.observe(&rec(1, "192.0.2.40", "198.51.100.10", 22, Proto::Tcp, 0.5, 40, 38, "S1"));
+        // A sensor publishing over a fresh MQTT connection every 2 s for 10 minutes.
+        for i in 0..300u64 {
+            found.extend(h.observe(&rec(
+                100 + i,
+                "192.0.2.21",
+                "198.51.100.10",
+                1883,
+                Proto::Tcp,
+                i as f64 * 2.0,
+                6,
+                5,
+                "SF",
+            )));
+        }
+        assert!(found.is_empty(), "{found:?}");
     }
 
     #[test]

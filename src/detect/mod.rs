@@ -1,8 +1,13 @@
 //! The detector: flow records in, verdicts and alerts out.
 //!
-//! Today this is the explainable heuristics in [`heuristics`]; the
-//! TensorFlow Lite model and the per-device baseline join them here.
+//! Three detectors look at the same batches — explainable thresholds
+//! ([`heuristics`]), a TensorFlow Lite classifier over per-host statistics
+//! ([`model`]) and a per-device baseline ([`baseline`]) — and [`fusion`]
+//! combines their findings into verdicts with confidence, reason and TTL.
 
+pub mod baseline;
+pub mod fusion;
 pub mod heuristics;
+pub mod model;
 
 pub use heuristics::{Detection, Heuristics};

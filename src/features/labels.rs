@@ -58,7 +58,16 @@ impl Labels {
                 if !(0.0..1e11).contains(&v) {
                     return Err(bad(format!("{s:?} is out of range")));
                 }
-                Ok((v * 1e9).round() as u64)
+                // Exact decimal → ns: through f64, 1.8e18 ns rounds to 256 ns,
+                // which put a flow starting at the first attack packet outside its label.
+                Ok(match s.split_once('.') {
+                    Some((int, frac)) if frac.len() <= 9 && frac.bytes().all(|b| b.is_ascii_digit()) => {
+                        let secs: u64 = int.parse().map_err(|_| bad(format!("{s:?} is not a time in seconds")))?;
+                        let frac_ns: u64 = format!("{frac:0<9}").parse().unwrap_or(0);
+                        secs * 1_000_000_000 + frac_ns
+                    }
+                    _ => (v * 1e9).round() as u64,
+                })
             };
             let (start, end) = (time(parts[1])?, time(parts[2])?);
             if end < start {
@@ -104,6 +113,14 @@ mod tests {
         assert_eq!(l.label(a, 21_000_000_000), BENIGN);
         assert_eq!(l.label("192.0.2.1".parse().unwrap(), 15_000_000_000), BENIGN);
         assert_eq!(l.label("2001:db8::1".parse().unwrap(), 500_000_000), "icmp_flood");
+    }
+
+    #[test]
+    fn label_times_are_exact_to_the_nanosecond() {
+        // A flow starting at the first attack packet must get the label (f64 would round up 128 ns here).
+        let l = Labels::parse("192.0.2.66,1795473568.992773,1795473569.102502,icmp_flood\n", "l.csv").unwrap();
+        assert_eq!(l.label("192.0.2.66".parse().unwrap(), 1_795_473_568_992_773_000), "icmp_flood");
+        assert_eq!(l.label("192.0.2.66".parse().unwrap(), 1_795_473_569_102_502_000), "icmp_flood");
     }
 
     #[test]

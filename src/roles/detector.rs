@@ -1,23 +1,45 @@
 //! The detector stage: FlowBatch in, verdicts and alerts out.
+//!
+//! Per batch: heuristics and the per-device baseline look at every flow
+//! record, the model classifies every source's host snapshot, and fusion
+//! ([`crate::detect::fusion`]) turns the findings into one verdict stream per attack.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::bus::messages::{Alert, AlertAction, AttackKind, FlowBatch, Severity, Verdict};
+use std::net::IpAddr;
+
+use crate::bus::messages::{Alert, AlertAction, AttackKind, FlowBatch, HostSnapshot, Proto, Severity, Verdict};
 use crate::config::Config;
-use crate::detect::{Detection, Heuristics};
+use crate::detect::baseline::{Baseline, BaselineConfig};
+use crate::detect::fusion::{Fused, Fusion, FusionConfig, FusionStats, ModelOpinion, Origin};
+use crate::detect::model::{HostModel, ModelError};
+use crate::detect::Heuristics;
+use crate::features::schema::HOST_STATS;
 use crate::metrics::{Counter, Registry};
+
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Runs the detectors over flow batches and turns findings into messages.
 pub struct DetectorStage {
     node: String,
     heuristics: Heuristics,
-    ttl_s: u32,
+    baseline: Baseline,
+    fusion: Fusion,
+    model: Option<Arc<HostModel>>,
+    /// A refusal to report with the next batch.
+    model_error: Option<String>,
     next_id: u64,
     registry: Arc<Registry>,
     verdicts: BTreeMap<AttackKind, Counter>,
+    by_origin: BTreeMap<Origin, Counter>,
+    classes: BTreeMap<String, Counter>,
     batches: Counter,
     records: Counter,
+    deduplicated: Counter,
+    rate_limited: Counter,
+    model_errors: Counter,
+    last_stats: FusionStats,
 }
 
 /// What one batch produced.
@@ -62,22 +84,113 @@ pub fn signature(kind: AttackKind) -> &'static str {
     }
 }
 
+/// Loads the configured model: the embedded one, a file, or none (`off`).
+pub fn load_model(cfg: &crate::config::DetectorConfig) -> Result<Option<Arc<HostModel>>, ModelError> {
+    match cfg.model.trim() {
+        "off" => Ok(None),
+        "" => HostModel::embedded().map(|m| Some(Arc::new(m))),
+        path => HostModel::load(std::path::Path::new(path)).map(|m| Some(Arc::new(m))),
+    }
+}
+
+/// Per-source facts of one batch the model's opinion needs (kind, target).
+#[derive(Default)]
+struct SourceSeen {
+    tcp: u32,
+    udp: u32,
+    icmp: u32,
+    dsts: u32,
+    last: Option<(IpAddr, u16, u64, Proto)>,
+}
+
 impl DetectorStage {
-    /// A detector stage with thresholds from config.
+    /// A detector stage with thresholds from config and the configured model.
+    ///
+    /// A model that cannot be loaded (unreadable, wrong feature schema) is
+    /// logged and reported as a `system` alert with the first batch; the
+    /// stage runs on heuristics and the baseline.
     pub fn new(cfg: &Config, registry: &Arc<Registry>) -> DetectorStage {
+        let loaded = load_model(&cfg.detector);
+        DetectorStage::with_model(cfg, registry, loaded)
+    }
+
+    /// A stage with an already loaded model (one load shared by many gateways' stages).
+    pub fn with_model(
+        cfg: &Config,
+        registry: &Arc<Registry>,
+        loaded: Result<Option<Arc<HostModel>>, ModelError>,
+    ) -> DetectorStage {
+        let d = &cfg.detector;
+        let (model, model_error) = match loaded {
+            Ok(m) => (m, None),
+            Err(e) => {
+                tracing::error!(error = %e, "detector model refused; running on heuristics and the baseline only");
+                (None, Some(e.to_string()))
+            }
+        };
+        if let Some(m) = &model {
+            registry
+                .gauge(
+                    "gatewarden_model_info",
+                    "The detector model in use (1), with its name and creation date.",
+                    &[("name", &m.card().name), ("created", &m.card().created)],
+                )
+                .set(1.0);
+        }
+        registry
+            .gauge("gatewarden_model_loaded", "1 when the detector runs a model, 0 when on heuristics only.", &[])
+            .set(if model.is_some() { 1.0 } else { 0.0 });
+        let fusion = Fusion::new(FusionConfig {
+            model_threshold: d.model_threshold,
+            model_batches: d.model_batches,
+            refresh_s: d.refresh_s,
+            close_s: d.incident_close_s,
+            max_verdicts_per_s: d.max_verdicts_per_s,
+            verdict_burst: d.verdict_burst,
+            block_ttl_s: d.block_ttl_s,
+        });
+        let baseline = Baseline::new(BaselineConfig {
+            warmup_s: d.baseline_warmup_s,
+            half_life_s: 60.0,
+            factor: d.baseline_factor,
+            z: d.baseline_z,
+            min_bps: d.baseline_min_bps,
+        });
         DetectorStage {
             node: cfg.node_id.clone(),
             heuristics: Heuristics::new(cfg.detector.clone()),
-            ttl_s: cfg.detector.block_ttl_s.min(u32::MAX as u64) as u32,
+            baseline,
+            fusion,
+            model,
+            model_error,
             next_id: 1,
             registry: registry.clone(),
             verdicts: BTreeMap::new(),
+            by_origin: BTreeMap::new(),
+            classes: BTreeMap::new(),
             batches: registry.counter("gatewarden_flow_batches_total", "Flow batches analysed by the detector.", &[]),
             records: registry.counter("gatewarden_flow_records_total", "Flow records analysed by the detector.", &[]),
+            deduplicated: registry.counter(
+                "gatewarden_findings_deduplicated_total",
+                "Findings folded into an attack already reported (one attack, one verdict stream).",
+                &[],
+            ),
+            rate_limited: registry.counter(
+                "gatewarden_verdicts_rate_limited_total",
+                "New verdicts dropped by detector.max_verdicts_per_s.",
+                &[],
+            ),
+            model_errors: registry.counter("gatewarden_model_errors_total", "Model runs that failed.", &[]),
+            last_stats: Default::default(),
         }
     }
 
-    fn count_verdict(&mut self, kind: AttackKind) {
+    /// The model in use, if any.
+    pub fn model(&self) -> Option<&HostModel> {
+        self.model.as_deref()
+    }
+
+    fn count_verdict(&mut self, kind: AttackKind, origins: &[Origin]) {
         let reg = self.registry.clone();
         self.verdicts
             .entry(kind)
@@ -85,6 +198,114 @@ impl DetectorStage {
                 reg.counter("gatewarden_verdicts_total", "Verdicts issued, by attack kind.", &[("kind", kind.as_str())])
             })
             .inc();
+        for o in origins {
+            self.by_origin
+                .entry(*o)
+                .or_insert_with(|| {
+                    reg.counter(
+                        "gatewarden_verdicts_by_origin_total",
+                        "Verdicts and alerts by the detector that found them (heuristics, model, baseline).",
+                        &[("origin", o.as_str())],
+                    )
+                })
+                .inc();
+        }
+    }
+
+    fn count_class(&mut self, class: &str) {
+        let reg = self.registry.clone();
+        self.classes
+            .entry(class.to_string())
+            .or_insert_with(|| {
+                reg.counter(
+                    "gatewarden_model_classifications_total",
+                    "Host snapshots the model classified, by most likely class.",
+                    &[("class", class)],
+                )
+            })
+            .inc();
+    }
+
+    /// The model's opinion of every source in the batch.
+    fn opinions(&mut self, batch: &FlowBatch, seen: &HashMap<IpAddr, SourceSeen>) -> Vec<(IpAddr, ModelOpinion)> {
+        let Some(model) = self.model.clone() else { return Vec::new() };
+        let hosts: Vec<&HostSnapshot> = batch.hosts.iter().filter(|h| seen.contains_key(&h.addr)).collect();
+        if hosts.is_empty() {
+            return Vec::new();
+        }
+        let rows: Vec<&[f32]> = hosts.iter().map(|h| h.features.as_slice()).collect();
+        let probs = match model.classify(&rows) {
+            Ok(p) => p,
+            Err(e) => {
+                self.model_errors.inc();
+                tracing::warn!(error = %e, "model run failed; this batch is judged by heuristics and baseline");
+                return Vec::new();
+            }
+        };
+        let classes = model.card().classes.clone();
+        let benign = model.benign_class();
+        let mut out = Vec::with_capacity(hosts.len());
+        for (h, p) in hosts.iter().zip(probs) {
+            let best = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(benign, |(i, _)| i);
+            self.count_class(&classes[best]);
+            let attack_p = (1.0 - p[benign]).clamp(0.0, 1.0);
+            let worst = p
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != benign)
+                .max_by(|a, b| a.1.total_cmp(b.1))
+                .map_or(benign, |(i, _)| i);
+            let class = classes[worst].clone();
+            let s = &seen[&h.addr];
+            let f = |name: &str| host_stat(&h.features, name, 1);
+            let kind = match class.as_str() {
+                "scan" if f("host_distinct_dsts") > f("host_distinct_dports") => AttackKind::HostSweep,
+                "scan" => AttackKind::PortScan,
+                "brute_force" => AttackKind::BruteForce,
+                "flood" if s.icmp >= s.tcp.max(s.udp) => AttackKind::IcmpFlood,
+                "flood" if s.udp >= s.tcp => AttackKind::UdpFlood,
+                "flood" => AttackKind::SynFlood,
+                _ => AttackKind::Anomaly,
+            };
+            let numbers = format!(
+                "{:.0} packets/s over 1 s; 10 s window: {:.0} packets/s, {:.0} kB/s, {:.0} ports, {:.0} hosts, SYN share {:.2}, failed share {:.2}; {} flows in this batch",
+                host_stat(&h.features, "host_pkt_rate", 0),
+                f("host_pkt_rate"),
+                f("host_byte_rate") / 1e3,
+                f("host_distinct_dports"),
+                f("host_distinct_dsts"),
+                f("host_syn_ratio"),
+                f("host_failed_share"),
+                s.tcp + s.udp + s.icmp,
+            );
+            let evidence = vec![
+                ("pkt_rate_w1".into(), host_stat(&h.features, "host_pkt_rate", 0) as f64),
+                ("pkt_rate_w10".into(), f("host_pkt_rate") as f64),
+                ("distinct_dports_w10".into(), f("host_distinct_dports") as f64),
+                ("distinct_dsts_w10".into(), f("host_distinct_dsts") as f64),
+                ("syn_ratio_w10".into(), f("host_syn_ratio") as f64),
+            ];
+            let (target, port, flow_id, proto) =
+                s.last.map_or((None, 0, 0, None), |(d, p, id, pr)| (Some(d), p, id, Some(pr)));
+            let target = if s.dsts > 1 && kind == AttackKind::HostSweep { None } else { target };
+            out.push((
+                h.addr,
+                ModelOpinion {
+                    attack_p,
+                    class,
+                    kind,
+                    numbers,
+                    evidence,
+                    ts_ns: h.ts_ns,
+                    target,
+                    port,
+                    flow_id,
+                    proto,
+                    alone_ok: host_stat(&h.features, "host_pkt_rate", 0) >= MODEL_ALONE_MIN_PPS,
+                },
+            ));
+        }
+        out
     }
 
     /// Analyses one batch.
@@ -92,28 +313,89 @@ impl DetectorStage {
         self.batches.inc();
         self.records.add(batch.flows.len() as u64);
         let mut out = Findings::default();
+        let mut now = batch.flows.iter().map(|r| r.last_ns).max().unwrap_or(0);
+        now = now.max(batch.hosts.iter().map(|h| h.ts_ns).max().unwrap_or(0));
+        if let Some(e) = self.model_error.take() {
+            self.system_alert(
+                now,
+                format!("detector model refused, running on heuristics and baseline only: {e}"),
+                &mut out,
+            );
+        }
+        let mut findings = Vec::new();
+        let mut seen: HashMap<IpAddr, SourceSeen> = HashMap::default();
         for r in &batch.flows {
             for d in self.heuristics.observe(r) {
-                self.emit(d, r.sport, &mut out);
+                findings.push((d, Origin::Heuristics));
             }
+            for d in self.baseline.observe(r) {
+                findings.push((d, Origin::Baseline));
+            }
+            let s = seen.entry(r.src).or_default();
+            match r.proto {
+                Proto::Tcp => s.tcp += 1,
+                Proto::Udp => s.udp += 1,
+                Proto::Icmp | Proto::Icmpv6 => s.icmp += 1,
+                Proto::Other(_) => {}
+            }
+            if s.last.is_none_or(|l| l.0 != r.dst) {
+                s.dsts += 1;
+            }
+            s.last = Some((r.dst, r.dport, r.flow_id, r.proto));
         }
+        let opinions = self.opinions(batch, &seen);
+        for f in self.fusion.fuse(findings, &opinions, now) {
+            self.emit(f, &mut out);
+        }
+        let st = self.fusion.stats();
+        self.deduplicated.add(st.deduplicated - self.last_stats.deduplicated);
+        self.rate_limited.add(st.rate_limited - self.last_stats.rate_limited);
+        self.last_stats = st;
         out
     }
 
-    fn emit(&mut self, d: Detection, sport: u16, out: &mut Findings) {
+    fn system_alert(&mut self, ts_ns: u64, reason: String, out: &mut Findings) {
         let id = self.next_id;
         self.next_id += 1;
-        self.count_verdict(d.kind);
+        out.alerts.push(Alert {
+            id,
+            ts_ns,
+            node: self.node.clone(),
+            flow_id: 0,
+            kind: AttackKind::System,
+            severity: Severity::High,
+            src: None,
+            dst: None,
+            sport: 0,
+            dport: 0,
+            proto: None,
+            action: AlertAction::Allowed,
+            signature_id: signature_id(AttackKind::System),
+            signature: signature(AttackKind::System).to_string(),
+            confidence: 1.0,
+            reason,
+        });
+    }
+
+    fn emit(&mut self, f: Fused, out: &mut Findings) {
+        let Fused { detection: d, origins, ttl_s, refresh: _ } = f;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.count_verdict(d.kind, &origins);
         let action = if d.source.is_some() { AlertAction::Blocked } else { AlertAction::Allowed };
         if let Some(source) = d.source {
+            let mut evidence = d.evidence.clone();
+            for o in &origins {
+                evidence.push((format!("origin_{}", o.as_str()), 1.0));
+            }
             out.verdicts.push(Verdict {
                 id,
                 source,
                 kind: d.kind,
                 confidence: d.confidence,
                 reason: d.reason.clone(),
-                evidence: d.evidence.clone(),
-                ttl_s: self.ttl_s,
+                evidence,
+                ttl_s,
                 issued_ns: d.ts_ns,
             });
         }
@@ -133,7 +415,7 @@ impl DetectorStage {
             severity,
             src: d.source,
             dst: d.target,
-            sport: if d.source.is_some() { sport } else { 0 },
+            sport: 0,
             dport: d.port,
             proto: d.proto,
             action,
@@ -143,4 +425,17 @@ impl DetectorStage {
             reason: d.reason,
         });
     }
+}
+
+/// Packets per second (1 s window) a source must send before the model may
+/// flag it by itself: a scan or flood the model alone should act on is
+/// never quieter, while a scanned server's few ICMP unreachables or an
+/// admin's SSH session are (both were flagged by an early model). Below it
+/// the model can still corroborate other findings.
+pub const MODEL_ALONE_MIN_PPS: f32 = 20.0;
+
+/// One host statistic by name and window index (0: 1 s, 1: 10 s, 2: 60 s) from a snapshot.
+pub fn host_stat(features: &[f32], name: &str, window: usize) -> f32 {
+    let i = HOST_STATS.iter().position(|c| c.name == name).unwrap_or(0);
+    features.get(window * HOST_STATS.len() + i).copied().unwrap_or(0.0)
 }

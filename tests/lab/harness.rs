@@ -360,8 +360,10 @@ while True:\n    d,a=s.recvfrom(512)\n    s.sendto(d[:48].ljust(48,b'\\0'),a)\n"
         let enforce = if self.enforce { "[enforce]\nenabled = true\n" } else { "" };
         std::fs::write(
             &cfg,
+            // A 2 s baseline warm-up: each session has only 3 s of benign traffic before its attack.
             format!(
-                "node_id = \"lab\"\n[http]\nlisten = \"127.0.0.1:8080\"\n[capture]\ninterface = \"lan0\"\n{enforce}"
+                "node_id = \"lab\"\n[http]\nlisten = \"127.0.0.1:8080\"\n[capture]\ninterface = \"lan0\"\n\
+                 [detector]\nbaseline_warmup_s = 2\n{enforce}"
             ),
         )
         .unwrap();
@@ -714,6 +716,8 @@ pub fn short_scenarios() -> Vec<Scenario> {
         "hping3_syn_flood_rand_source",
         "hping3_udp_flood",
         "hping3_icmp_flood",
+        "hydra_ssh_t16",
+        "camera_exfil_new_host",
     ];
     scenarios().into_iter().filter(|s| keep.contains(&s.name)).collect()
 }

@@ -7,7 +7,8 @@ usage() {
     cat >&2 <<USAGE
 usage: $0 [OUT.md]
   OUT.md  where the Markdown table goes (default: stdout)
-The table in docs/DETECTION.md comes from:  tests/lab/score.sh /tmp/score.md
+The table in docs/DETECTION.md comes from:  GATEWARDEN_LAB_BENIGN_S=600 tests/lab/score.sh /tmp/score.md
+  GATEWARDEN_LAB_BENIGN_S  seconds of the benign-only session (default 30)
 USAGE
     exit 2
 }

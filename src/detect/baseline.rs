@@ -1,0 +1,391 @@
+//! Per-device baseline: each source learns what it normally does and is
+//! flagged when it suddenly does something else.
+//!
+//! Online and bounded: per source a damped mean and variance of its upload
+//! rate (1 s bins, half-life [`BaselineConfig::half_life_s`]), and a small
+//! set of destinations it has talked to. After a warm-up
+//! (`detector.baseline_warmup_s` since the source was first seen) two
+//! findings are possible, each with the numbers:
+//!
+//! * **new host at high volume**: a destination never seen before receives
+//!   at least `baseline_min_bps` and at least `baseline_factor` × the
+//!   device's usual upload within one second (a sensor exfiltrating to a new
+//!   server);
+//! * **upload surge**: the device's upload in a second is at least
+//!   `baseline_factor` × its damped mean, `baseline_z` standard deviations
+//!   above it, and at least `baseline_min_bps` (a camera whose upload
+//!   triples).
+//!
+//! Memory: at most [`MAX_DEVICES`] devices (least recently seen evicted in
+//! batches), [`MAX_DESTS_PER_DEVICE`] destinations and [`MAX_FLOWS_PER_DEVICE`]
+//! flow counters per device: about 3 KiB per device at the caps.
+
+use std::net::IpAddr;
+
+use crate::bus::messages::{AttackKind, FlowRecord, Proto};
+use crate::detect::heuristics::Detection;
+
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Most devices with a baseline.
+pub const MAX_DEVICES: usize = 16_384;
+/// Most remembered destinations per device (least recently used replaced).
+pub const MAX_DESTS_PER_DEVICE: usize = 64;
+/// Most flows whose byte counts a device keeps (for deltas).
+pub const MAX_FLOWS_PER_DEVICE: usize = 256;
+
+const BIN_NS: u64 = 1_000_000_000;
+
+/// Baseline thresholds (from `[detector]`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaselineConfig {
+    /// Seconds after a device is first seen before it can be flagged.
+    pub warmup_s: u64,
+    /// Half-life of the damped upload statistics, seconds.
+    pub half_life_s: f64,
+    /// How many times the usual upload makes a surge.
+    pub factor: f64,
+    /// Standard deviations above the mean that make a surge.
+    pub z: f64,
+    /// Bytes per second below which nothing is flagged.
+    pub min_bps: f64,
+}
+
+impl Default for BaselineConfig {
+    fn default() -> Self {
+        BaselineConfig { warmup_s: 60, half_life_s: 60.0, factor: 3.0, z: 4.0, min_bps: 125_000.0 }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Device {
+    first_ns: u64,
+    last_ns: u64,
+    /// Start of the current 1 s bin and the bytes uploaded in it.
+    bin_start: u64,
+    bin_bytes: f64,
+    /// Bytes per destination in the current bin.
+    bin_dst: Vec<(IpAddr, f64)>,
+    /// Damped statistics of upload bytes per second (over completed bins).
+    mean: f64,
+    var: f64,
+    bins: u64,
+    /// Known destinations → last seen (ns); learned during warm-up and from
+    /// traffic that was not flagged.
+    dests: Vec<(IpAddr, u64)>,
+    /// Flow id → forward bytes already counted.
+    flows: HashMap<u64, u64>,
+    /// Destinations flagged as new hosts (never learned while their report holds), at most 16.
+    flagged: Vec<(IpAddr, u64)>,
+    /// Last report per finding, for hysteresis.
+    reported_new_host: u64,
+    reported_surge: u64,
+}
+
+/// The per-device baselines.
+pub struct Baseline {
+    cfg: BaselineConfig,
+    devices: HashMap<IpAddr, Device>,
+}
+
+impl Baseline {
+    /// Empty baselines.
+    pub fn new(cfg: BaselineConfig) -> Baseline {
+        Baseline { cfg, devices: HashMap::default() }
+    }
+
+    /// Devices currently tracked (bounded by [`MAX_DEVICES`]).
+    pub fn tracked(&self) -> usize {
+        self.devices.len()
+    }
+
+    fn evict(&mut self) {
+        let mut ages: Vec<u64> = self.devices.values().map(|d| d.last_ns).collect();
+        let k = (ages.len() / 8).max(1);
+        let (_, &mut cutoff, _) = ages.select_nth_unstable(k - 1);
+        let mut removed = 0;
+        self.devices.retain(|_, d| {
+            if removed < k && d.last_ns <= cutoff {
+                removed += 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    /// Feeds one flow snapshot; returns findings it completes.
+    pub fn observe(&mut self, r: &FlowRecord) -> Vec<Detection> {
+        let mut out = Vec::new();
+        if !matches!(r.proto, Proto::Tcp | Proto::Udp) {
+            return out;
+        }
+        if !self.devices.contains_key(&r.src) && self.devices.len() >= MAX_DEVICES {
+            self.evict();
+        }
+        let cfg = self.cfg.clone();
+        let d = self.devices.entry(r.src).or_insert_with(|| Device {
+            first_ns: r.first_ns,
+            bin_start: r.last_ns - r.last_ns % BIN_NS,
+            ..Default::default()
+        });
+        d.first_ns = d.first_ns.min(r.first_ns);
+        d.last_ns = d.last_ns.max(r.last_ns);
+        // Close finished bins (idle seconds count as zero upload).
+        let now_bin = r.last_ns - r.last_ns % BIN_NS;
+        if now_bin > d.bin_start {
+            let idle = ((now_bin - d.bin_start) / BIN_NS).saturating_sub(1).min(3600);
+            close_bin(d, &cfg, d.bin_bytes);
+            for _ in 0..idle {
+                close_bin(d, &cfg, 0.0);
+            }
+            // Destinations of the closed second become known unless flagged.
+            let hold = 60 * 1_000_000_000;
+            d.flagged.retain(|(_, t)| *t + hold >= r.last_ns);
+            let new: Vec<IpAddr> = d.bin_dst.iter().map(|(a, _)| *a).collect();
+            for a in new {
+                if !d.flagged.iter().any(|(f, _)| *f == a) {
+                    learn(d, a, d.bin_start);
+                }
+            }
+            d.bin_start = now_bin;
+            d.bin_bytes = 0.0;
+            d.bin_dst.clear();
+        }
+        if d.flows.len() >= MAX_FLOWS_PER_DEVICE && !d.flows.contains_key(&r.flow_id) {
+            // Forget the flows; their next snapshots count from zero again,
+            // which under-counts (never over-counts) one bin.
+            d.flows.clear();
+        }
+        let prev = d.flows.insert(r.flow_id, r.fwd_bytes);
+        let delta = r.fwd_bytes.saturating_sub(prev.unwrap_or(0)) as f64;
+        d.bin_bytes += delta;
+        let dst_bytes = match d.bin_dst.iter_mut().find(|(a, _)| *a == r.dst) {
+            Some((_, b)) => {
+                *b += delta;
+                *b
+            }
+            None => {
+                if d.bin_dst.len() < MAX_DESTS_PER_DEVICE {
+                    d.bin_dst.push((r.dst, delta));
+                }
+                delta
+            }
+        };
+        let warm = r.last_ns.saturating_sub(d.first_ns) >= cfg.warmup_s * 1_000_000_000 && d.bins >= 2;
+        let known = d.dests.iter().position(|(a, _)| *a == r.dst);
+        let usual = d.mean.max(1.0);
+        let sd = d.var.sqrt();
+        let hold_ns = 60 * 1_000_000_000;
+        if warm && known.is_none() && dst_bytes >= cfg.min_bps && dst_bytes >= cfg.factor * usual {
+            if r.last_ns >= d.reported_new_host + hold_ns || d.reported_new_host == 0 {
+                d.reported_new_host = r.last_ns;
+                // The surge that comes with it is the same event.
+                d.reported_surge = r.last_ns;
+                if d.flagged.len() < 16 {
+                    d.flagged.push((r.dst, r.last_ns));
+                }
+                let ratio = dst_bytes / usual;
+                out.push(Detection {
+                    source: Some(r.src),
+                    target: Some(r.dst),
+                    port: r.dport,
+                    proto: Some(r.proto),
+                    kind: AttackKind::Anomaly,
+                    confidence: (0.6 + 0.1 * (ratio / cfg.factor).log2().max(0.0) as f32).min(0.9),
+                    reason: format!(
+                        "{} sent {:.0} kB to {} (never seen in {:.0} s of baseline) within 1 s: {ratio:.1}× its usual {:.1} kB/s upload",
+                        r.src,
+                        dst_bytes / 1e3,
+                        r.dst,
+                        r.last_ns.saturating_sub(d.first_ns) as f64 / 1e9,
+                        d.mean / 1e3
+                    ),
+                    evidence: vec![
+                        ("bytes_to_new_host_1s".into(), dst_bytes),
+                        ("usual_upload_bps".into(), d.mean),
+                        ("ratio".into(), ratio),
+                    ],
+                    ts_ns: r.last_ns,
+                    flow_id: r.flow_id,
+                });
+            }
+        } else if warm
+            // Traffic to new hosts is judged by the rule above (its reason says more).
+            && known.is_some()
+            && known_bytes(d) >= cfg.min_bps
+            && known_bytes(d) >= cfg.factor * usual
+            && known_bytes(d) >= d.mean + cfg.z * sd.max(0.1 * d.mean)
+            && (r.last_ns >= d.reported_surge + hold_ns || d.reported_surge == 0)
+        {
+            d.reported_surge = r.last_ns;
+            let up = known_bytes(d);
+            let z = (up - d.mean) / sd.max(0.1 * d.mean).max(1.0);
+            out.push(Detection {
+                source: Some(r.src),
+                target: None,
+                port: 0,
+                proto: None,
+                kind: AttackKind::Anomaly,
+                confidence: 0.6,
+                reason: format!(
+                    "{} uploaded {:.0} kB in 1 s to hosts it knows: {:.1}× its usual {:.1} kB/s (z = {z:.1})",
+                    r.src,
+                    up / 1e3,
+                    up / usual,
+                    d.mean / 1e3
+                ),
+                evidence: vec![("upload_bytes_1s".into(), up), ("usual_upload_bps".into(), d.mean), ("z".into(), z)],
+                ts_ns: r.last_ns,
+                flow_id: r.flow_id,
+            });
+        }
+        // During warm-up everything is learned at once; later, destinations
+        // are learned when their second closes unflagged (see above), so an
+        // exfiltration target never becomes "usual" on its first packets.
+        if !warm {
+            learn(d, r.dst, r.last_ns);
+        } else if let Some(i) = known {
+            d.dests[i].1 = r.last_ns;
+        }
+        out
+    }
+}
+
+/// Bytes uploaded in the current second to destinations the device knows.
+fn known_bytes(d: &Device) -> f64 {
+    d.bin_dst.iter().filter(|(a, _)| d.dests.iter().any(|(k, _)| k == a)).map(|(_, b)| *b).sum()
+}
+
+/// Remembers a destination (least recently seen replaced at the cap).
+fn learn(d: &mut Device, dst: IpAddr, ts: u64) {
+    match d.dests.iter().position(|(a, _)| *a == dst) {
+        Some(i) => d.dests[i].1 = d.dests[i].1.max(ts),
+        None if d.dests.len() < MAX_DESTS_PER_DEVICE => d.dests.push((dst, ts)),
+        None => {
+            if let Some(oldest) = d.dests.iter_mut().min_by_key(|(_, t)| *t) {
+                *oldest = (dst, ts);
+            }
+        }
+    }
+}
+
+/// Folds one second of upload into the damped mean and variance.
+fn close_bin(d: &mut Device, cfg: &BaselineConfig, bytes: f64) {
+    d.bins += 1;
+    // Early bins learn fast (a plain running mean), later ones at the half-life.
+    let alpha = (1.0 - 0.5f64.powf(1.0 / cfg.half_life_s.max(1.0))).max(1.0 / d.bins as f64);
+    let diff = bytes - d.mean;
+    d.mean += alpha * diff;
+    d.var = (1.0 - alpha) * (d.var + alpha * diff * diff);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::ConnState;
+
+    fn rec(id: u64, src: &str, dst: &str, t: f64, fwd_bytes: u64) -> FlowRecord {
+        FlowRecord {
+            flow_id: id,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            sport: 40000,
+            dport: 5201,
+            proto: Proto::Udp,
+            first_ns: 0,
+            last_ns: (t * 1e9) as u64,
+            fwd_packets: (fwd_bytes / 1000) as u32,
+            rev_packets: 0,
+            fwd_bytes,
+            rev_bytes: 0,
+            conn_state: ConnState::S0,
+        }
+    }
+
+    fn cfg() -> BaselineConfig {
+        BaselineConfig { warmup_s: 30, ..Default::default() }
+    }
+
+    /// A camera streaming 50 kB/s to its server for `secs`, in 100 ms snapshots.
+    fn stream(b: &mut Baseline, secs: f64, from: f64) -> Vec<Detection> {
+        let mut out = Vec::new();
+        let mut t = from;
+        while t < from + secs {
+            out.extend(b.observe(&rec(1, "192.0.2.11", "198.51.100.10", t, (t * 50_000.0) as u64)));
+            t += 0.1;
+        }
+        out
+    }
+
+    #[test]
+    fn steady_device_is_quiet() {
+        let mut b = Baseline::new(cfg());
+        assert!(stream(&mut b, 300.0, 0.0).is_empty());
+    }
+
+    #[test]
+    fn new_external_host_at_high_volume_is_flagged_with_numbers() {
+        let mut b = Baseline::new(cfg());
+        assert!(stream(&mut b, 40.0, 0.0).is_empty());
+        let mut found = Vec::new();
+        for i in 0..30 {
+            let t = 40.0 + i as f64 * 0.1;
+            found.extend(b.observe(&rec(1, "192.0.2.11", "198.51.100.10", t, (t * 50_000.0) as u64)));
+            found.extend(b.observe(&rec(2, "192.0.2.11", "203.0.113.50", t, (i + 1) as u64 * 125_000)));
+        }
+        assert_eq!(found.len(), 1, "{found:?}");
+        let d = &found[0];
+        assert_eq!(d.kind, AttackKind::Anomaly);
+        assert_eq!(d.target, Some("203.0.113.50".parse().unwrap()));
+        assert!(d.reason.contains("never seen") && d.reason.contains("kB"), "{}", d.reason);
+    }
+
+    #[test]
+    fn upload_tripling_is_flagged_but_not_during_warm_up() {
+        let mut b = Baseline::new(cfg());
+        // A burst during warm-up is learned, not flagged.
+        assert!(stream(&mut b, 40.0, 0.0).is_empty());
+        let mut found = Vec::new();
+        let base = (40.0 * 50_000.0) as u64;
+        for i in 1..=30 {
+            // 200 kB/s to the usual server: four times the usual 50 kB/s.
+            let t = 40.0 + i as f64 * 0.1;
+            found.extend(b.observe(&rec(1, "192.0.2.11", "198.51.100.10", t, base + i * 20_000)));
+        }
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].reason.contains("× its usual"), "{}", found[0].reason);
+    }
+
+    #[test]
+    fn devices_are_bounded() {
+        let mut b = Baseline::new(cfg());
+        for i in 0..(MAX_DEVICES as u32 + 3000) {
+            let mut r = rec(i as u64, "10.0.0.1", "198.51.100.10", i as f64 * 1e-3, 100);
+            r.src = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            b.observe(&r);
+            assert!(b.tracked() <= MAX_DEVICES);
+        }
+    }
+
+    #[test]
+    fn ipv6_devices_work_too() {
+        let mut b = Baseline::new(cfg());
+        let mut t = 0.0;
+        while t < 40.0 {
+            b.observe(&rec(1, "2001:db8::11", "2001:db8:1::10", t, (t * 50_000.0) as u64));
+            t += 0.1;
+        }
+        let mut found = Vec::new();
+        for i in 0..30 {
+            found.extend(b.observe(&rec(
+                2,
+                "2001:db8::11",
+                "2001:db8:2::50",
+                40.0 + i as f64 * 0.1,
+                (i + 1) * 125_000,
+            )));
+        }
+        assert_eq!(found.len(), 1, "{found:?}");
+    }
+}

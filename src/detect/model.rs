@@ -1,0 +1,398 @@
+//! The TensorFlow Lite classifier, run with tract (pure Rust: no C library,
+//! so the binary stays static on aarch64-musl).
+//!
+//! A model is a float32 `.tflite` plus its *model card* (JSON): the feature
+//! schema it was trained on (name, version, column order), how inputs are
+//! prepared (`log1p`, then standardised with the card's means and standard
+//! deviations), the class names, the training data and the validation
+//! metrics. The default model (`models/host-mlp.*`, made by
+//! `tools/train/train.py`) is embedded in the binary; `detector.model` in the
+//! config names another `.tflite` whose card sits beside it
+//! (`NAME.tflite` → `NAME.card.json`).
+//!
+//! The model classifies a *source host* from the schema's host columns (the
+//! damped per-host statistics the router sends with every flow batch), so
+//! the detector needs no per-packet data. A card whose schema name, version
+//! or columns differ from this binary's is refused ([`ModelError::Schema`]):
+//! the detector then runs on heuristics and the baseline and raises a
+//! `system` alert.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tract_tflite::prelude::*;
+
+use crate::features::schema::{self, HOST_STATS, SCHEMA_NAME, SCHEMA_VERSION, WINDOWS_S, WINDOW_SUFFIX};
+
+/// The embedded default model.
+pub const DEFAULT_TFLITE: &[u8] = include_bytes!("../../models/host-mlp.tflite");
+/// The embedded default model's card.
+pub const DEFAULT_CARD: &str = include_str!("../../models/host-mlp.card.json");
+
+/// Which schema a model was trained on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CardSchema {
+    /// Schema name (`gatewarden-flow-host`).
+    pub name: String,
+    /// Schema version.
+    pub version: u32,
+    /// The model's input columns, in input order (a subset of the schema's host columns).
+    pub columns: Vec<String>,
+}
+
+/// How raw features become model inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preprocess {
+    /// Apply `ln(1 + max(x, 0))` first (rates span six orders of magnitude).
+    pub log1p: bool,
+    /// Per-input mean subtracted after `log1p`.
+    pub mean: Vec<f32>,
+    /// Per-input standard deviation divided by after the mean.
+    pub std: Vec<f32>,
+}
+
+/// A model card: what the model is, what it expects, how good it was.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    /// Model name.
+    pub name: String,
+    /// When it was trained (ISO 8601).
+    pub created: String,
+    /// The feature schema and input column order.
+    pub feature_schema: CardSchema,
+    /// Input preparation.
+    pub preprocess: Preprocess,
+    /// Output class names, in output order; `benign` must be one of them.
+    pub classes: Vec<String>,
+    /// Layers, for people.
+    #[serde(default)]
+    pub architecture: String,
+    /// Where the training data came from and how it was split.
+    #[serde(default)]
+    pub training_data: serde_json::Value,
+    /// Metrics on the held-out scenarios.
+    #[serde(default)]
+    pub validation_metrics: serde_json::Value,
+}
+
+/// Why a model could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A file could not be read.
+    #[error("reading {path}: {source}. Check detector.model in the config")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The card is not valid JSON or misses fields.
+    #[error("model card {0}: {1}. Re-export the model with tools/train/train.py")]
+    Card(String, String),
+    /// The model was trained on different features than this binary computes.
+    #[error("model card {card}: {detail}. Retrain with tools/train/train.py on CSVs from this binary's `gatewarden features`")]
+    Schema {
+        /// The card.
+        card: String,
+        /// What differs.
+        detail: String,
+    },
+    /// tract could not load or run the `.tflite`.
+    #[error("model {0}: {1}. Export a float32 .tflite (int8 is not supported) with tools/train/train.py")]
+    Tflite(String, String),
+}
+
+type Plan = std::sync::Arc<TypedRunnableModel>;
+
+/// A loaded, checked model ready to classify hosts.
+pub struct HostModel {
+    card: ModelCard,
+    plan: Plan,
+    /// Rows per call (the `.tflite`'s fixed batch dimension).
+    batch: usize,
+    /// Index of each input column in a [`crate::bus::messages::HostSnapshot`]'s features.
+    gather: Vec<usize>,
+    benign: usize,
+    origin: String,
+}
+
+impl std::fmt::Debug for HostModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostModel").field("name", &self.card.name).field("origin", &self.origin).finish()
+    }
+}
+
+/// The schema's host columns in snapshot order (window-major).
+pub fn host_columns() -> Vec<String> {
+    let mut out = Vec::with_capacity(WINDOWS_S.len() * HOST_STATS.len());
+    for suffix in WINDOW_SUFFIX {
+        for c in HOST_STATS {
+            out.push(format!("{}_{suffix}", c.name));
+        }
+    }
+    out
+}
+
+/// Checks a card against this binary's feature schema; returns the gather
+/// indexes into a host snapshot.
+pub fn check_card(card: &ModelCard, origin: &str) -> Result<Vec<usize>, ModelError> {
+    let schema_err = |detail: String| ModelError::Schema { card: origin.to_string(), detail };
+    let s = &card.feature_schema;
+    if s.name != SCHEMA_NAME || s.version != SCHEMA_VERSION {
+        return Err(schema_err(format!(
+            "trained on feature schema {} v{}, this binary computes {SCHEMA_NAME} v{SCHEMA_VERSION}",
+            s.name, s.version
+        )));
+    }
+    let all: Vec<String> = schema::columns().into_iter().map(|c| c.0).collect();
+    let host = host_columns();
+    let mut gather = Vec::with_capacity(s.columns.len());
+    for c in &s.columns {
+        match host.iter().position(|h| h == c) {
+            Some(i) => gather.push(i),
+            None if all.contains(c) => {
+                return Err(schema_err(format!(
+                    "input column {c} is not a host column; the detector only has host statistics"
+                )))
+            }
+            None => return Err(schema_err(format!("input column {c} is not in this binary's schema"))),
+        }
+    }
+    if gather.is_empty() {
+        return Err(schema_err("no input columns".into()));
+    }
+    let n = gather.len();
+    let p = &card.preprocess;
+    if p.mean.len() != n || p.std.len() != n {
+        return Err(ModelError::Card(
+            origin.into(),
+            format!("preprocess has {} means and {} stds for {n} inputs", p.mean.len(), p.std.len()),
+        ));
+    }
+    if p.mean.iter().chain(&p.std).any(|x| !x.is_finite()) || p.std.iter().any(|x| *x <= 0.0) {
+        return Err(ModelError::Card(origin.into(), "preprocess values must be finite, stds > 0".into()));
+    }
+    if !card.classes.iter().any(|c| c == "benign") || card.classes.len() < 2 {
+        return Err(ModelError::Card(origin.into(), "classes must include \"benign\" and one more".into()));
+    }
+    Ok(gather)
+}
+
+impl HostModel {
+    /// The embedded default model.
+    pub fn embedded() -> Result<HostModel, ModelError> {
+        HostModel::from_parts(DEFAULT_TFLITE, DEFAULT_CARD, "embedded model")
+    }
+
+    /// The card path for a model path: `x.tflite` → `x.card.json`.
+    pub fn card_path(model: &Path) -> PathBuf {
+        model.with_extension("card.json")
+    }
+
+    /// Loads `path` and the card beside it.
+    pub fn load(path: &Path) -> Result<HostModel, ModelError> {
+        let bytes = std::fs::read(path).map_err(|source| ModelError::Read { path: path.into(), source })?;
+        let card_path = HostModel::card_path(path);
+        let card = std::fs::read_to_string(&card_path)
+            .map_err(|source| ModelError::Read { path: card_path.clone(), source })?;
+        HostModel::from_parts(&bytes, &card, &path.display().to_string())
+    }
+
+    /// A model from its bytes and card text.
+    pub fn from_parts(tflite: &[u8], card: &str, origin: &str) -> Result<HostModel, ModelError> {
+        let card: ModelCard = serde_json::from_str(card).map_err(|e| ModelError::Card(origin.into(), e.to_string()))?;
+        let gather = check_card(&card, origin)?;
+        let terr = |e: TractError| ModelError::Tflite(origin.into(), format!("{e:#}"));
+        let model = tract_tflite::tflite().model_for_read(&mut std::io::Cursor::new(tflite)).map_err(terr)?;
+        let input = model.input_fact(0).map_err(terr)?.clone();
+        let shape = input.shape.as_concrete().map(|s| s.to_vec()).unwrap_or_default();
+        if input.datum_type != f32::datum_type() || shape.len() != 2 || shape[1] != gather.len() || shape[0] == 0 {
+            return Err(ModelError::Tflite(
+                origin.into(),
+                format!(
+                    "input is {:?} {:?}, the card wants f32 [batch, {}]",
+                    input.datum_type,
+                    input.shape,
+                    gather.len()
+                ),
+            ));
+        }
+        let output = model.output_fact(0).map_err(terr)?.clone();
+        let oshape = output.shape.as_concrete().map(|s| s.to_vec()).unwrap_or_default();
+        if oshape != [shape[0], card.classes.len()] {
+            return Err(ModelError::Tflite(
+                origin.into(),
+                format!("output is {:?}, the card names {} classes", output.shape, card.classes.len()),
+            ));
+        }
+        let plan = model.into_optimized().and_then(|m| m.into_runnable()).map_err(terr)?;
+        let benign = card.classes.iter().position(|c| c == "benign").unwrap_or(0);
+        Ok(HostModel { card, plan, batch: shape[0], gather, benign, origin: origin.into() })
+    }
+
+    /// The model card.
+    pub fn card(&self) -> &ModelCard {
+        &self.card
+    }
+
+    /// Where the model came from (path or "embedded model").
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// Rows per inference call.
+    pub fn batch(&self) -> usize {
+        self.batch
+    }
+
+    /// Index of the `benign` class.
+    pub fn benign_class(&self) -> usize {
+        self.benign
+    }
+
+    /// Number of model inputs.
+    pub fn n_inputs(&self) -> usize {
+        self.gather.len()
+    }
+
+    /// Model inputs from a host snapshot's features (schema host columns, window-major).
+    pub fn prepare(&self, host_features: &[f32], out: &mut [f32]) {
+        let p = &self.card.preprocess;
+        for (i, (&g, o)) in self.gather.iter().zip(out.iter_mut()).enumerate() {
+            let mut x = host_features.get(g).copied().unwrap_or(0.0);
+            if !x.is_finite() {
+                x = 0.0;
+            }
+            if p.log1p {
+                x = x.max(0.0).ln_1p();
+            }
+            *o = (x - p.mean[i]) / p.std[i];
+        }
+    }
+
+    /// Class probabilities for prepared inputs (`rows × n_inputs`, row-major);
+    /// returns `rows × classes`. Runs in chunks of [`HostModel::batch`] rows.
+    pub fn run_prepared(&self, inputs: &[f32]) -> Result<Vec<f32>, ModelError> {
+        let n = self.gather.len();
+        let k = self.card.classes.len();
+        let rows = inputs.len() / n;
+        let mut out = Vec::with_capacity(rows * k);
+        let mut buf = vec![0.0f32; self.batch * n];
+        for chunk in inputs[..rows * n].chunks(self.batch * n) {
+            let used = chunk.len() / n;
+            buf[..chunk.len()].copy_from_slice(chunk);
+            buf[chunk.len()..].fill(0.0);
+            let t = tract_ndarray::Array2::from_shape_vec((self.batch, n), buf.clone())
+                .map_err(|e| ModelError::Tflite(self.origin.clone(), e.to_string()))?;
+            let res = self
+                .plan
+                .run(tvec!(Tensor::from(t).into()))
+                .map_err(|e| ModelError::Tflite(self.origin.clone(), format!("{e:#}")))?;
+            let view = res[0]
+                .to_plain_array_view::<f32>()
+                .map_err(|e| ModelError::Tflite(self.origin.clone(), format!("{e:#}")))?;
+            out.extend(view.iter().take(used * k));
+        }
+        Ok(out)
+    }
+
+    /// Class probabilities for raw host feature rows (each the schema's host columns).
+    pub fn classify(&self, hosts: &[&[f32]]) -> Result<Vec<Vec<f32>>, ModelError> {
+        let n = self.gather.len();
+        let mut inputs = vec![0.0f32; hosts.len() * n];
+        for (h, row) in hosts.iter().zip(inputs.chunks_mut(n)) {
+            self.prepare(h, row);
+        }
+        let k = self.card.classes.len();
+        Ok(self.run_prepared(&inputs)?.chunks(k).map(|c| c.to_vec()).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_model_loads_and_matches_this_binarys_schema() {
+        // Fails when a feature change was not followed by retraining.
+        let m = HostModel::embedded().expect("embedded model matches the binary's feature schema");
+        assert_eq!(m.card().feature_schema.name, SCHEMA_NAME);
+        assert_eq!(m.card().feature_schema.version, SCHEMA_VERSION);
+        let host = host_columns();
+        for c in &m.card().feature_schema.columns {
+            assert!(host.contains(c), "{c}");
+        }
+    }
+
+    #[test]
+    fn a_card_from_another_schema_is_refused_with_a_clear_error() {
+        let mut card: ModelCard = serde_json::from_str(DEFAULT_CARD).unwrap();
+        card.feature_schema.version = SCHEMA_VERSION + 1;
+        let text = serde_json::to_string(&card).unwrap();
+        let e = HostModel::from_parts(DEFAULT_TFLITE, &text, "test.tflite").unwrap_err();
+        let msg = e.to_string();
+        assert!(matches!(e, ModelError::Schema { .. }), "{msg}");
+        assert!(msg.contains("Retrain"), "{msg}");
+        let mut card: ModelCard = serde_json::from_str(DEFAULT_CARD).unwrap();
+        card.feature_schema.columns[0] = "no_such_column".into();
+        let e = HostModel::from_parts(DEFAULT_TFLITE, &serde_json::to_string(&card).unwrap(), "x").unwrap_err();
+        assert!(e.to_string().contains("no_such_column"), "{e}");
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        assert!(HostModel::from_parts(b"not a flatbuffer", DEFAULT_CARD, "x").is_err());
+        assert!(HostModel::from_parts(DEFAULT_TFLITE, "{", "x").is_err());
+        assert!(HostModel::load(Path::new("/nonexistent/model.tflite"))
+            .unwrap_err()
+            .to_string()
+            .contains("detector.model"));
+    }
+
+    #[test]
+    fn tract_matches_the_tflite_interpreter_on_the_reference_inputs() {
+        // models/host-mlp.reference.json: raw host rows and what TensorFlow
+        // Lite's own interpreter gave for them (tools/train/train.py).
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/host-mlp.reference.json");
+        let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        let inputs: Vec<Vec<f32>> = serde_json::from_value(r["inputs"].clone()).unwrap();
+        let expected: Vec<Vec<f32>> = serde_json::from_value(r["outputs"].clone()).unwrap();
+        assert!(inputs.len() >= 64 && inputs.len() == expected.len());
+        let m = HostModel::embedded().unwrap();
+        // Reference rows hold the card's input columns in card order.
+        let host = host_columns();
+        let rows: Vec<Vec<f32>> = inputs
+            .iter()
+            .map(|row| {
+                let mut full = vec![0.0f32; host.len()];
+                for (c, x) in m.card().feature_schema.columns.iter().zip(row) {
+                    full[host.iter().position(|h| h == c).unwrap()] = *x;
+                }
+                full
+            })
+            .collect();
+        let refs: Vec<&[f32]> = rows.iter().map(|r| r.as_slice()).collect();
+        let got = m.classify(&refs).unwrap();
+        let mut max_err = 0.0f32;
+        for (g, e) in got.iter().zip(&expected) {
+            assert_eq!(g.len(), e.len());
+            for (a, b) in g.iter().zip(e) {
+                max_err = max_err.max((a - b).abs());
+            }
+        }
+        assert!(max_err <= 1e-5, "tract differs from the TFLite interpreter by {max_err}");
+    }
+
+    #[test]
+    fn classify_returns_probabilities() {
+        let m = HostModel::embedded().unwrap();
+        let zero = vec![0.0f32; host_columns().len()];
+        let rows: Vec<&[f32]> = (0..(m.batch() + 3)).map(|_| zero.as_slice()).collect();
+        let p = m.classify(&rows).unwrap();
+        assert_eq!(p.len(), rows.len());
+        for r in p {
+            let s: f32 = r.iter().sum();
+            assert!((s - 1.0).abs() < 1e-4, "{r:?}");
+        }
+    }
+}
