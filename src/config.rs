@@ -38,6 +38,8 @@ pub struct Config {
     pub detector: DetectorConfig,
     /// nftables enforcement on the router.
     pub enforce: EnforceConfig,
+    /// The monitor's alert store.
+    pub monitor: MonitorConfig,
 }
 
 impl Default for Config {
@@ -54,6 +56,7 @@ impl Default for Config {
             flow: FlowConfig::default(),
             detector: DetectorConfig::default(),
             enforce: EnforceConfig::default(),
+            monitor: MonitorConfig::default(),
         }
     }
 }
@@ -72,11 +75,52 @@ fn default_node_id() -> String {
 pub struct HttpConfig {
     /// Address and port to listen on; loopback by default so a fresh box exposes nothing.
     pub listen: String,
+    /// Let anyone read the JSON API without a token (writes always need an admin token).
+    pub public_status: bool,
+    /// PEM (PKCS#8) P-384 key that signs access tokens; empty: `<monitor.data_dir>/jwt-es384.pem`,
+    /// created on first use. Without either, tokens live only as long as the process.
+    pub jwt_key: PathBuf,
+    /// Requests per second each client may make to the API (token bucket).
+    pub rate_limit_per_s: u32,
+    /// Requests a client may burst above the rate.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:8080".into() }
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+            public_status: false,
+            jwt_key: PathBuf::new(),
+            rate_limit_per_s: 50,
+            rate_limit_burst: 100,
+        }
+    }
+}
+
+/// Where the monitor keeps alerts and their state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorConfig {
+    /// Directory of `alerts.json` (EVE JSON lines), its rotations and `alert-state.json`;
+    /// empty keeps alerts in memory only (lost on restart).
+    pub data_dir: PathBuf,
+    /// Size at which `alerts.json` rotates.
+    pub alert_log_max_bytes: u64,
+    /// Rotated alert files kept (`alerts.json.1` … `.N`).
+    pub alert_log_keep: usize,
+    /// Most recent alerts held in memory for the page and quick queries.
+    pub alerts_in_memory: usize,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            data_dir: PathBuf::new(),
+            alert_log_max_bytes: 16 << 20,
+            alert_log_keep: 4,
+            alerts_in_memory: 10_000,
+        }
     }
 }
 
@@ -466,6 +510,19 @@ impl Config {
                 format!("{:?}", self.http.listen),
                 "an address and port such as \"127.0.0.1:8080\" or \"[::1]:8080\"",
             );
+        }
+        if self.http.rate_limit_per_s == 0 || self.http.rate_limit_burst == 0 {
+            bad(
+                "http.rate_limit_per_s/rate_limit_burst",
+                format!("{}/{}", self.http.rate_limit_per_s, self.http.rate_limit_burst),
+                "at least 1 request per second and a burst of at least 1",
+            );
+        }
+        if self.monitor.alert_log_max_bytes < 4096 {
+            bad("monitor.alert_log_max_bytes", self.monitor.alert_log_max_bytes.to_string(), "at least 4096 bytes");
+        }
+        if !(1..=1_000_000).contains(&self.monitor.alerts_in_memory) {
+            bad("monitor.alerts_in_memory", self.monitor.alerts_in_memory.to_string(), "1 to 1000000 alerts");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             bad(

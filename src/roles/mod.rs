@@ -52,7 +52,15 @@ pub fn run_with(
     let registry = Registry::new();
     let bus = LocalBus::new(cfg.bus.channel_capacity, &registry);
     let state = MonitorState::new(role, role_source, cfg.node_id.clone(), registry.clone());
-    let http = HttpServer::start(&cfg.http.listen, state.clone())?;
+    if role.runs_monitor() {
+        state.open_store(&cfg.monitor).context("opening the alert store (monitor.data_dir)")?;
+        if cfg.monitor.data_dir.as_os_str().is_empty() {
+            tracing::warn!("alerts are kept in memory only: set [monitor] data_dir to keep them across restarts");
+        }
+    }
+    let access =
+        crate::monitor::http::Access::from_config(cfg).context("loading the token signing key (http.jwt_key)")?;
+    let http = HttpServer::start_with(&cfg.http.listen, state.clone(), access)?;
     tracing::info!(role = %role, source = %role_source, node = %cfg.node_id, "gatewarden {} starting", env!("CARGO_PKG_VERSION"));
     let mqtt = if cfg.mqtt.enabled() && role != Role::All {
         let m = MqttBus::start(&MqttSettings::from_config(cfg, role), bus.clone(), &registry, shutdown.clone())
@@ -111,11 +119,16 @@ pub fn run_with(
         let mut overflow = detector::DetectorStage::new(cfg, &registry);
         let dcfg = cfg.clone();
         let dreg = registry.clone();
+        // Top talkers, when the monitor shares this process.
+        let talkers = role.runs_monitor().then(|| state.clone());
         let out = out.clone();
         let sd = shutdown.clone();
         tasks.push(ex.spawn(async move {
             loop {
                 let Some(batch) = next_or_shutdown(&rx, &sd).await else { break };
+                if let Some(st) = &talkers {
+                    st.observe_batch(&batch);
+                }
                 if !stages.contains_key(&batch.node) && stages.len() < MAX_GATEWAYS {
                     stages.insert(batch.node.clone(), detector::DetectorStage::new(&dcfg, &dreg));
                 }
@@ -141,10 +154,23 @@ pub fn run_with(
         let sd = shutdown.clone();
         let received = registry.counter("gatewarden_verdicts_received_total", "Verdicts received by the router.", &[]);
         let to_enforcer = enforcer.as_ref().map(|e| e.sender());
+        let st = state.clone();
+        if enforcer.is_some() {
+            // The dashboard's "unblock" writes to this router's table, as `gatewarden unblock` does.
+            let settings = cfg.enforce.settings();
+            state.set_unblock_hook(Arc::new(move |ip| {
+                let mut b = crate::enforce::Blocker::open(settings.clone(), None)?;
+                let origins = b.unblock(ip)?;
+                anyhow::ensure!(!origins.is_empty(), "{ip} is not in the detector or admin block sets");
+                let names: Vec<&str> = origins.iter().map(|o| o.as_str()).collect();
+                Ok(format!("unblocked {ip} ({})", names.join(", ")))
+            }));
+        }
         tasks.push(ex.spawn(async move {
             loop {
                 let Some(v) = next_or_shutdown(&rx, &sd).await else { break };
                 received.inc();
+                st.record_verdict(&v);
                 tracing::info!(source = %v.source, kind = v.kind.as_str(), ttl_s = v.ttl_s, reason = %v.reason, "verdict");
                 if let Some(tx) = &to_enforcer {
                     let _ = tx.send(crate::enforce::service::Command::Verdict(v));

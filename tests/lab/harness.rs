@@ -319,7 +319,7 @@ while True:\n    d,a=s.recvfrom(512)\n    s.sendto(d[:48].ljust(48,b'\\0'),a)\n"
         let cfg = self.path("gatewarden.toml");
         std::fs::write(
             &cfg,
-            "node_id = \"lab\"\n[http]\nlisten = \"127.0.0.1:8080\"\n[capture]\ninterface = \"lan0\"\n",
+            "node_id = \"lab\"\n[http]\nlisten = \"127.0.0.1:8080\"\npublic_status = true\n[capture]\ninterface = \"lan0\"\n",
         )
         .unwrap();
         let gw_log = self.path(&format!("{tag}.gatewarden.log"));
