@@ -359,6 +359,9 @@ fn handle(mut req: Request, ctx: &Arc<Ctx>) {
     let claims = match ctx.access.verifier.authorize(token.as_deref(), needed, anonymous_ok, now) {
         Ok(c) => c,
         // Anyone may learn who this node is (what /healthz-style checks and boot tests need).
+        Err(AuthError::Missing) if segs == ["whoami"] && !is_write => {
+            return send(req, json_response(200, whoami(&None, ctx.access.public_status)));
+        }
         Err(AuthError::Missing) if segs == ["status"] && !is_write => {
             let mut v = ctx.state.identity_json();
             v["auth"] = json!("send a viewer token for the rest (gatewarden token issue --role viewer)");

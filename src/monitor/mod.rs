@@ -417,6 +417,13 @@ impl MonitorState {
         };
         let mut inner = self.lock();
         let point = HistoryPoint { alerts: inner.store.total(), ..point };
+        // This process is a node too, alive as long as it samples.
+        let me = Self::node_entry(&mut inner.nodes, &self.node);
+        me.role = Some(self.role);
+        me.version = env!("CARGO_PKG_VERSION").into();
+        me.uptime_s = self.started.elapsed().as_secs();
+        me.last_seen = point.t;
+        me.online.get_or_insert(true);
         inner.history.push_back(point);
         while inner.history.len() > HISTORY_SECONDS {
             inner.history.pop_front();
