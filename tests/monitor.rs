@@ -241,3 +241,67 @@ fn token_issue_without_a_key_says_what_to_do() {
     let help = String::from_utf8_lossy(&out.stdout);
     assert!(help.contains("Examples:") && help.contains("--ttl 1h"), "{help}");
 }
+
+#[test]
+fn metrics_cover_nodes_alerts_and_pass_promtool() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = scans(dir.path(), 2);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let cfg = config(dir.path(), &addr, "");
+    let _srv = Guard::spawn(
+        Command::new(bin())
+            .args(["replay", "--serve", &addr, "-c"])
+            .arg(&cfg)
+            .arg(&capture)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null()),
+    );
+    assert!(wait_http_ok(&addr, "/healthz", Duration::from_secs(10)));
+    let start = Instant::now();
+    let text = loop {
+        let (code, _, text) = req("GET", &addr, "/metrics", None);
+        assert_eq!(code, 200);
+        // Two samples a CPU ratio needs, and the replay's alerts.
+        if text.contains("gatewarden_node_cpu_ratio{") && text.contains("gatewarden_alerts_total{") {
+            break text;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "series missing:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    for want in [
+        "gatewarden_node_cpu_ratio{node=\"mon\"}",
+        "gatewarden_node_memory_used_bytes{node=\"mon\"}",
+        "gatewarden_node_memory_total_bytes{node=\"mon\"}",
+        "gatewarden_process_resident_bytes{node=\"mon\"}",
+        "gatewarden_bus_latency_seconds{node=\"mon\"}",
+        "gatewarden_alerts_total{kind=\"port_scan\",severity=\"medium\"} 2",
+        "gatewarden_packets_total",
+        "gatewarden_flows_active",
+        "gatewarden_verdicts_total",
+    ] {
+        assert!(text.contains(want), "{want} missing from /metrics:\n{text}");
+    }
+    let cpu: f64 = text
+        .lines()
+        .find(|l| l.starts_with("gatewarden_node_cpu_ratio{"))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((0.0..=1.0).contains(&cpu), "cpu ratio {cpu}");
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; tools/test.sh installs it)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.is_empty() && out.stderr.is_empty(),
+        "promtool check metrics:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod auth;
 pub mod events;
 pub mod http;
+pub mod system;
 pub mod talkers;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -138,6 +139,15 @@ pub struct BlockView {
     pub until: u64,
 }
 
+/// Suricata's severity words, for metric labels.
+fn severity_name(s: crate::bus::messages::Severity) -> &'static str {
+    match s {
+        crate::bus::messages::Severity::High => "high",
+        crate::bus::messages::Severity::Medium => "medium",
+        crate::bus::messages::Severity::Low => "low",
+    }
+}
+
 /// Asks the router's enforcement to lift a block; set where enforcement runs in this process.
 pub type UnblockHook = Arc<dyn Fn(std::net::IpAddr) -> anyhow::Result<String> + Send + Sync>;
 
@@ -169,6 +179,9 @@ pub struct MonitorState {
     uptime: Gauge,
     inner: Mutex<Inner>,
     unblock: Mutex<Option<UnblockHook>>,
+    proc_sampler: Mutex<system::ProcSampler>,
+    /// Per-node CPU, memory and network series from every node's samples.
+    pub node_metrics: system::NodeMetrics,
 }
 
 impl std::fmt::Debug for MonitorState {
@@ -203,7 +216,7 @@ impl MonitorState {
             role_source,
             node,
             events: events::Broadcaster::new(&registry),
-            registry,
+            registry: registry.clone(),
             started: Instant::now(),
             uptime,
             inner: Mutex::new(Inner {
@@ -217,6 +230,8 @@ impl MonitorState {
                 model: None,
             }),
             unblock: Mutex::new(None),
+            proc_sampler: Mutex::new(system::ProcSampler::new()),
+            node_metrics: system::NodeMetrics::new(&registry),
         })
     }
 
@@ -245,6 +260,13 @@ impl MonitorState {
     pub fn record_alert(&self, alert: Alert) {
         let mut inner = self.lock();
         Self::node_entry(&mut inner.nodes, &alert.node).alerts += 1;
+        self.registry
+            .counter(
+                "gatewarden_alerts_total",
+                "Alerts stored, by kind and severity.",
+                &[("kind", alert.kind.as_str()), ("severity", severity_name(alert.severity))],
+            )
+            .inc();
         let stored = match inner.store.append(alert) {
             Ok(a) => a,
             Err(e) => {
@@ -405,9 +427,14 @@ impl MonitorState {
         self.lock().replay = Some(progress);
     }
 
-    /// Takes a chart sample and sends the page its once-a-second update; called once a second.
-    pub fn sample(&self) {
+    /// Takes a chart sample, reads this node's `/proc` numbers and sends the
+    /// page its update; called once a second. Returns the node's metrics
+    /// sample, for nodes that send it to a monitor elsewhere.
+    pub fn sample(&self) -> crate::bus::messages::MetricsSample {
         self.uptime.set(self.started.elapsed().as_secs_f64());
+        let now_ns = unix_now_ns();
+        let proc_sample = self.proc_sampler.lock().unwrap_or_else(|e| e.into_inner()).sample(&self.node, now_ns);
+        self.node_metrics.record(&proc_sample, now_ns);
         let snap = self.registry.snapshot();
         let point = HistoryPoint {
             t: unix_now(),
@@ -432,6 +459,7 @@ impl MonitorState {
         if self.events.has_subscribers() {
             self.events.send("tick", &self.tick_json(point));
         }
+        proc_sample
     }
 
     fn tick_json(&self, point: HistoryPoint) -> Value {

@@ -207,6 +207,15 @@ pub fn run_with(
                 st.record_heartbeat(&hb);
             }
         }));
+        let rx = bus.metrics.receiver();
+        let sd = shutdown.clone();
+        let st = state.clone();
+        tasks.push(ex.spawn(async move {
+            loop {
+                let Some(m) = next_or_shutdown(&rx, &sd).await else { break };
+                st.node_metrics.record(&m, crate::monitor::unix_now_ns());
+            }
+        }));
         if let Some(m) = &mqtt {
             let rx = m.status_receiver();
             let sd = shutdown.clone();
@@ -231,7 +240,11 @@ pub fn run_with(
         let drain = !role.runs_monitor() && mqtt.is_none();
         tasks.push(ex.spawn(async move {
             loop {
-                st.sample();
+                let sample = st.sample();
+                // A node without the monitor sends its /proc numbers to the one that has it.
+                if !role.runs_monitor() {
+                    out.publish(Message::Metrics(sample));
+                }
                 if let Some(seen) = &detector_alive {
                     let now = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
@@ -249,6 +262,7 @@ pub fn run_with(
                 // Without a monitor in this process nothing consumes them; keep the channel from filling.
                 if drain {
                     while bus.heartbeats.receiver().try_recv().is_ok() {}
+                    while bus.metrics.receiver().try_recv().is_ok() {}
                 }
                 let tick = async {
                     smol::Timer::after(Duration::from_secs(1)).await;
