@@ -40,6 +40,8 @@ pub struct Config {
     pub enforce: EnforceConfig,
     /// The monitor's alert store.
     pub monitor: MonitorConfig,
+    /// Link-health probes between nodes.
+    pub link: LinkConfig,
 }
 
 impl Default for Config {
@@ -57,6 +59,7 @@ impl Default for Config {
             detector: DetectorConfig::default(),
             enforce: EnforceConfig::default(),
             monitor: MonitorConfig::default(),
+            link: LinkConfig::default(),
         }
     }
 }
@@ -95,6 +98,26 @@ impl Default for HttpConfig {
             rate_limit_per_s: 50,
             rate_limit_burst: 100,
         }
+    }
+}
+
+/// Link-health probes: every node can echo, the monitor probes its peers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkConfig {
+    /// UDP `addr:port` where this node echoes the monitor's probes; empty: off.
+    pub listen: String,
+    /// Monitor only: peers to probe, `name=addr:port` (name = the node id, so its data rate is matched).
+    pub peers: Vec<String>,
+    /// Time between probes to each peer.
+    pub probe_interval_ms: u64,
+    /// A probe not answered within this is lost.
+    pub timeout_ms: u64,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig { listen: String::new(), peers: Vec::new(), probe_interval_ms: 100, timeout_ms: 1000 }
     }
 }
 
@@ -516,6 +539,21 @@ impl Config {
                 "http.rate_limit_per_s/rate_limit_burst",
                 format!("{}/{}", self.http.rate_limit_per_s, self.http.rate_limit_burst),
                 "at least 1 request per second and a burst of at least 1",
+            );
+        }
+        if !self.link.listen.is_empty() && self.link.listen.parse::<SocketAddr>().is_err() {
+            bad("link.listen", format!("{:?}", self.link.listen), "a UDP address and port such as \"0.0.0.0:7946\"");
+        }
+        for p in &self.link.peers {
+            if crate::monitor::link::parse_peer(p).is_err() {
+                bad("link.peers", format!("{p:?}"), "name=address:port, e.g. \"router=192.0.2.1:7946\"");
+            }
+        }
+        if !(10..=10_000).contains(&self.link.probe_interval_ms) || !(50..=60_000).contains(&self.link.timeout_ms) {
+            bad(
+                "link.probe_interval_ms/timeout_ms",
+                format!("{}/{}", self.link.probe_interval_ms, self.link.timeout_ms),
+                "probe every 10 to 10000 ms, time out after 50 to 60000 ms",
             );
         }
         if self.monitor.alert_log_max_bytes < 4096 {

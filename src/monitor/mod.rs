@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod auth;
 pub mod events;
 pub mod http;
+pub mod link;
 pub mod system;
 pub mod talkers;
 
@@ -161,6 +162,7 @@ struct Inner {
     verdicts_by_kind: BTreeMap<&'static str, u64>,
     talkers: talkers::TopTalkers,
     model: Option<Value>,
+    links: Value,
 }
 
 /// Shared state behind the status page.
@@ -228,6 +230,7 @@ impl MonitorState {
                 verdicts_by_kind: BTreeMap::new(),
                 talkers: talkers::TopTalkers::new(talkers::MAX_TRACKED),
                 model: None,
+                links: json!({}),
             }),
             unblock: Mutex::new(None),
             proc_sampler: Mutex::new(system::ProcSampler::new()),
@@ -329,6 +332,16 @@ impl MonitorState {
     /// Counts a flow batch's traffic for the top-talkers table.
     pub fn observe_batch(&self, batch: &FlowBatch) {
         self.lock().talkers.observe(batch);
+    }
+
+    /// Replaces the link-health table (from the link prober, once a second).
+    pub fn set_links(&self, links: Value) {
+        self.lock().links = links;
+    }
+
+    /// A node's interface data rate in bytes/s, from its metrics samples.
+    pub fn node_rate(&self, node: &str) -> Option<f64> {
+        self.node_metrics.rate(node)
     }
 
     /// Sets the model card the model page shows (filled by the detector's model loader).
@@ -475,6 +488,7 @@ impl MonitorState {
             "top_talkers": inner.talkers.top(10),
             "blocks": blocks,
             "verdicts_by_kind": inner.verdicts_by_kind,
+            "links": inner.links,
             "replay": inner.replay,
         })
     }
@@ -515,6 +529,7 @@ impl MonitorState {
             "top_talkers": inner.talkers.top(10),
             "blocks": blocks,
             "verdicts_by_kind": inner.verdicts_by_kind,
+            "links": inner.links,
             "counters": counters,
             "history": inner.history,
             "replay": inner.replay,

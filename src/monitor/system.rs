@@ -106,9 +106,14 @@ impl ProcSampler {
 /// Most nodes whose samples become series (a fleet larger than this is cut, and counted).
 pub const MAX_NODES: usize = 256;
 
+/// Bytes through a node's interfaces, when that was sampled (ns), and the rate since the sample before.
+type RateState = (u64, u64, Option<f64>);
+
 /// Turns samples from any node into `gatewarden_node_*` series.
 pub struct NodeMetrics {
     registry: Arc<Registry>,
+    /// node → (bytes through its interfaces, sample time ns, bytes/s).
+    rates: std::sync::Mutex<BTreeMap<String, RateState>>,
     nodes: std::sync::Mutex<std::collections::BTreeSet<String>>,
     refused: crate::metrics::Counter,
 }
@@ -118,6 +123,7 @@ impl NodeMetrics {
     pub fn new(registry: &Arc<Registry>) -> NodeMetrics {
         NodeMetrics {
             registry: registry.clone(),
+            rates: Default::default(),
             nodes: Default::default(),
             refused: registry.counter(
                 "gatewarden_node_samples_refused_total",
@@ -148,6 +154,20 @@ impl NodeMetrics {
             &[("node", node)],
         )
         .set(delay);
+        let through: u64 = s
+            .values
+            .iter()
+            .filter(|(k, _)| k.starts_with("net_rx_bytes:") || k.starts_with("net_tx_bytes:"))
+            .map(|(_, v)| *v as u64)
+            .sum();
+        {
+            let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+            let e = rates.entry(s.node.clone()).or_insert((through, s.ts_ns, None));
+            if s.ts_ns > e.1 + 100_000_000 {
+                let rate = through.saturating_sub(e.0) as f64 / ((s.ts_ns - e.1) as f64 / 1e9);
+                *e = (through, s.ts_ns, Some(rate));
+            }
+        }
         for (name, v) in &s.values {
             let (key, iface) = name.split_once(':').map(|(k, i)| (k, Some(i))).unwrap_or((name.as_str(), None));
             match (key, iface) {
@@ -192,6 +212,13 @@ impl NodeMetrics {
                 _ => {}
             }
         }
+    }
+}
+
+impl NodeMetrics {
+    /// A node's interface data rate (bytes/s in and out) between its last two samples.
+    pub fn rate(&self, node: &str) -> Option<f64> {
+        self.rates.lock().unwrap_or_else(|e| e.into_inner()).get(node).and_then(|e| e.2)
     }
 }
 

@@ -58,6 +58,21 @@ pub fn run_with(
             tracing::warn!("alerts are kept in memory only: set [monitor] data_dir to keep them across restarts");
         }
     }
+    let link_echo = if cfg.link.listen.is_empty() {
+        None
+    } else {
+        Some(crate::monitor::link::LinkResponder::start(&cfg.link.listen)?)
+    };
+    let link_probe = if role.runs_monitor() && !cfg.link.peers.is_empty() {
+        Some(crate::monitor::link::LinkProber::start(
+            &cfg.link.peers,
+            Duration::from_millis(cfg.link.probe_interval_ms),
+            Duration::from_millis(cfg.link.timeout_ms),
+            state.clone(),
+        )?)
+    } else {
+        None
+    };
     let access =
         crate::monitor::http::Access::from_config(cfg).context("loading the token signing key (http.jwt_key)")?;
     let http = HttpServer::start_with(&cfg.http.listen, state.clone(), access)?;
@@ -296,6 +311,12 @@ pub fn run_with(
     }
     if let Some(m) = mqtt {
         m.stop();
+    }
+    if let Some(p) = link_probe {
+        p.stop();
+    }
+    if let Some(e) = link_echo {
+        e.stop();
     }
     http.stop();
     tracing::info!("stopped cleanly");
