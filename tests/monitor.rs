@@ -305,3 +305,34 @@ fn metrics_cover_nodes_alerts_and_pass_promtool() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn grafana_dashboard_uses_only_metrics_gatewarden_exports() {
+    let root = common::root();
+    let dash: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("contrib/grafana/gatewarden.json")).unwrap()).unwrap();
+    let mut src = String::new();
+    let mut stack = vec![root.join("src")];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                src.push_str(&std::fs::read_to_string(p).unwrap());
+            }
+        }
+    }
+    let mut checked = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for t in panel["targets"].as_array().into_iter().flatten() {
+            let expr = t["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("gatewarden_") {
+                let name: String = expr[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                assert!(src.contains(&format!("\"{name}\"")), "the dashboard uses {name}, which nothing exports");
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} metric references");
+}
