@@ -88,11 +88,13 @@ impl HttpServer {
 
     /// Binds `listen` and serves on threads named `http`.
     pub fn start_with(listen: &str, state: Arc<MonitorState>, access: Access) -> anyhow::Result<HttpServer> {
-        let server = Server::http(listen).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {listen}: {e}. Set http.listen in the config to a free address, e.g. \"127.0.0.1:8081\""
-            )
-        })?;
+        let server = nodelay_listener(listen)
+            .and_then(|l| Server::from_listener(l, None).map_err(|e| std::io::Error::other(e.to_string())))
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {listen}: {e}. Set http.listen in the config to a free address, e.g. \"127.0.0.1:8081\""
+                )
+            })?;
         let server = Arc::new(server);
         let addr = server.server_addr().to_ip().context("HTTP server bound to a non-IP address")?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -139,6 +141,24 @@ impl HttpServer {
             let _ = t.join();
         }
     }
+}
+
+/// A listening socket with TCP_NODELAY, which Linux passes on to accepted
+/// connections: tiny_http writes head and body separately, and Nagle plus
+/// the client's delayed ACK would hold every body back ~40 ms.
+fn nodelay_listener(listen: &str) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::net::ToSocketAddrs;
+    let addr = listen
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on"))?;
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    sock.set_reuse_address(true)?;
+    sock.set_tcp_nodelay(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(128)?;
+    Ok(sock.into())
 }
 
 fn header(name: &str, value: &str) -> Header {
