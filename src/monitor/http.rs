@@ -63,8 +63,13 @@ impl Access {
     }
 }
 
+/// How long one rendering of `/api/status` is reused: pollers (scripts, load
+/// balancers, wallboards) then cost one rendering per interval, not per request.
+pub const STATUS_CACHE: Duration = Duration::from_millis(250);
+
 struct Ctx {
     state: Arc<MonitorState>,
+    status_cache: Mutex<Option<(Instant, Arc<str>)>>,
     access: Access,
     stop: Arc<AtomicBool>,
     refused: [Counter; 4],
@@ -105,7 +110,7 @@ impl HttpServer {
                 &[("reason", r)],
             )
         });
-        let ctx = Arc::new(Ctx { state, access, stop: stop.clone(), refused });
+        let ctx = Arc::new(Ctx { state, status_cache: Mutex::new(None), access, stop: stop.clone(), refused });
         let mut threads = Vec::new();
         for i in 0..WORKERS {
             let server = server.clone();
@@ -391,7 +396,22 @@ fn handle(mut req: Request, ctx: &Arc<Ctx>) {
     };
     let who = claims.as_ref().map(|c| c.sub.clone()).unwrap_or_else(|| "anonymous".into());
     let response = match (method.clone(), segs.as_slice()) {
-        (Method::Get, ["status"]) => json_response(200, ctx.state.status_json()),
+        (Method::Get, ["status"]) => {
+            let body = {
+                let mut cache = ctx.status_cache.lock().unwrap_or_else(|e| e.into_inner());
+                match &*cache {
+                    Some((at, body)) if at.elapsed() < STATUS_CACHE => body.clone(),
+                    _ => {
+                        let body: Arc<str> = ctx.state.status_json().to_string().into();
+                        *cache = Some((Instant::now(), body.clone()));
+                        body
+                    }
+                }
+            };
+            Response::from_string(&*body)
+                .with_header(header("Content-Type", "application/json"))
+                .with_header(header("Cache-Control", "no-store"))
+        }
         (Method::Get, ["whoami"]) => json_response(200, whoami(&claims, ctx.access.public_status)),
         (Method::Get, ["alerts"]) => match alert_query(&params) {
             Ok(q) => match ctx.state.query_alerts(&q) {

@@ -160,7 +160,6 @@ struct Inner {
     replay: Option<Value>,
     blocks: BTreeMap<std::net::IpAddr, BlockView>,
     verdicts_by_kind: BTreeMap<&'static str, u64>,
-    talkers: talkers::TopTalkers,
     model: Option<Value>,
     links: Value,
 }
@@ -182,6 +181,8 @@ pub struct MonitorState {
     inner: Mutex<Inner>,
     unblock: Mutex<Option<UnblockHook>>,
     proc_sampler: Mutex<system::ProcSampler>,
+    /// Its own lock: the router path counts every batch here without holding up the API.
+    talkers: Mutex<talkers::TopTalkers>,
     /// Per-node CPU, memory and network series from every node's samples.
     pub node_metrics: system::NodeMetrics,
 }
@@ -228,12 +229,12 @@ impl MonitorState {
                 replay: None,
                 blocks: BTreeMap::new(),
                 verdicts_by_kind: BTreeMap::new(),
-                talkers: talkers::TopTalkers::new(talkers::MAX_TRACKED),
                 model: None,
                 links: json!({}),
             }),
             unblock: Mutex::new(None),
             proc_sampler: Mutex::new(system::ProcSampler::new()),
+            talkers: Mutex::new(talkers::TopTalkers::new(talkers::MAX_TRACKED)),
             node_metrics: system::NodeMetrics::new(&registry),
         })
     }
@@ -331,7 +332,7 @@ impl MonitorState {
 
     /// Counts a flow batch's traffic for the top-talkers table.
     pub fn observe_batch(&self, batch: &FlowBatch) {
-        self.lock().talkers.observe(batch);
+        self.talkers.lock().unwrap_or_else(|e| e.into_inner()).observe(batch);
     }
 
     /// Replaces the link-health table (from the link prober, once a second).
@@ -477,6 +478,7 @@ impl MonitorState {
 
     fn tick_json(&self, point: HistoryPoint) -> Value {
         let blocks = self.blocks();
+        let top = self.talkers.lock().unwrap_or_else(|e| e.into_inner()).top(10);
         let inner = self.lock();
         json!({
             "point": point,
@@ -485,7 +487,7 @@ impl MonitorState {
             "alerts_by_kind": inner.store.by_kind(),
             "alert_states": inner.store.state_counts(),
             "nodes": inner.nodes,
-            "top_talkers": inner.talkers.top(10),
+            "top_talkers": top,
             "blocks": blocks,
             "verdicts_by_kind": inner.verdicts_by_kind,
             "links": inner.links,
@@ -514,6 +516,7 @@ impl MonitorState {
         self.uptime.set(self.uptime_s());
         let counters = self.registry.snapshot();
         let blocks = self.blocks();
+        let top = self.talkers.lock().unwrap_or_else(|e| e.into_inner()).top(10);
         let inner = self.lock();
         json!({
             "node": self.node,
@@ -526,7 +529,7 @@ impl MonitorState {
             "alert_states": inner.store.state_counts(),
             "alert_store": {"persistent": inner.store.persistent(), "recovery": inner.store.recovery()},
             "nodes": inner.nodes,
-            "top_talkers": inner.talkers.top(10),
+            "top_talkers": top,
             "blocks": blocks,
             "verdicts_by_kind": inner.verdicts_by_kind,
             "links": inner.links,
