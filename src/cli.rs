@@ -121,6 +121,9 @@ held-out metrics) and exits 0, or says what is wrong and exits 2. Without a path
 Train a new one with tools/train/train.sh; point `detector.model` in the config at it.\n\n\
 Examples:\n  gatewarden model\n  gatewarden model /etc/gatewarden/models/site.tflite\n  gatewarden model --json")]
     Model(ModelArgs),
+    /// Access tokens for the dashboard and JSON API (JWT, ES384).
+    #[command(subcommand)]
+    Token(TokenCommand),
 }
 
 #[derive(Debug, Args)]
@@ -130,6 +133,49 @@ struct ModelArgs {
     /// Print the whole model card as JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Print a signed access token for the dashboard and API.
+    #[command(
+        long_about = "Print a JSON Web Token (ES384) that the monitor accepts: `viewer` reads the dashboard and \
+API, `admin` also acknowledges and resolves alerts and lifts blocks. It is signed with the monitor's key \
+(http.jwt_key, default <monitor.data_dir>/jwt-es384.pem; created if missing), so run it on the monitor node \
+with the same config. The monitor publishes the public key at /.well-known/jwks.json.\n\n\
+Use it as `Authorization: Bearer <token>`, or open http://<monitor>/#token=<token> once in a browser.\n\n\
+Examples:\n  gatewarden token issue --role admin --ttl 1h\n  gatewarden token issue --role viewer --ttl 30d --sub wallboard\n  \
+curl -H \"Authorization: Bearer $(gatewarden token issue --role viewer)\" http://127.0.0.1:8080/api/alerts"
+    )]
+    Issue {
+        /// viewer reads; admin also changes alert states and unblocks.
+        #[arg(long, value_enum)]
+        role: crate::monitor::auth::AccessRole,
+        /// How long it is valid: 30s, 10m, 1h, 7d (at most 366d).
+        #[arg(long, default_value = "1h", value_parser = crate::monitor::auth::parse_ttl)]
+        ttl: u64,
+        /// Who it is for; recorded when they change an alert's state.
+        #[arg(long, default_value = "operator")]
+        sub: String,
+        /// Signing key (PEM, PKCS#8 P-384) instead of the one the config names.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Config file (default: /etc/gatewarden/gatewarden.toml if it exists).
+        #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print the JWKS (public key set) the monitor verifies tokens against.
+    #[command(long_about = "Print the JSON Web Key Set with the monitor's public signing key, as served at \
+/.well-known/jwks.json, e.g. for another service that should accept the same tokens.\n\n\
+Example:\n  gatewarden token jwks -c /etc/gatewarden/monitor.toml")]
+    Jwks {
+        /// Signing key instead of the one the config names.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        /// Config file.
+        #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -473,6 +519,7 @@ pub fn main() -> i32 {
         Command::Ctl(args) => cmd_ctl(args),
         Command::Policy(args) => crate::policy::cli::run(args),
         Command::Model(args) => cmd_model(args),
+        Command::Token(cmd) => cmd_token(cmd),
         Command::Config(ConfigCommand::Show { config }) => match load_config(config.as_deref()) {
             Ok(c) => {
                 print!("{}", c.to_toml());
@@ -617,12 +664,12 @@ fn cmd_replay(args: ReplayArgs, log_format: Option<LogFormat>) -> i32 {
     }
     let registry = Registry::new();
     let state = MonitorState::new(Role::All, RoleSource::Flag, cfg.node_id.clone(), registry);
+    if let Err(e) = state.open_store(&cfg.monitor) {
+        return fail(EXIT_FAILURE, format!("{e:#}"));
+    }
     let server = match &args.serve {
-        Some(addr) => match HttpServer::start(addr, state.clone()) {
-            Ok(s) => {
-                eprintln!("status page: http://{}/", s.addr);
-                Some(s)
-            }
+        Some(addr) => match serve_for_cli(addr, &cfg, &state) {
+            Ok(s) => Some(s),
             Err(e) => return fail(EXIT_FAILURE, format!("{e:#}")),
         },
         None => None,
@@ -769,8 +816,11 @@ fn cmd_watch(args: WatchArgs, log_format: Option<LogFormat>) -> i32 {
         return fail(EXIT_FAILURE, format!("cannot install signal handlers: {e}"));
     }
     let state = MonitorState::new(Role::All, RoleSource::Flag, cfg.node_id.clone(), Registry::new());
+    if let Err(e) = state.open_store(&cfg.monitor) {
+        return fail(EXIT_FAILURE, format!("{e:#}"));
+    }
     let server = match &args.serve {
-        Some(addr) => match HttpServer::start(addr, state.clone()) {
+        Some(addr) => match serve_for_cli(addr, &cfg, &state) {
             Ok(s) => Some(s),
             Err(e) => return fail(EXIT_FAILURE, format!("{e:#}")),
         },
@@ -965,6 +1015,55 @@ fn cmd_model(args: ModelArgs) -> i32 {
     }
     if let Some(v) = card.validation_metrics.get("sources") {
         println!("  validation  {v}");
+    }
+    0
+}
+
+/// `replay --serve` and `watch --serve`: access control from the config, and a login link for the operator who started it.
+fn serve_for_cli(addr: &str, cfg: &Config, state: &std::sync::Arc<MonitorState>) -> anyhow::Result<HttpServer> {
+    let access = crate::monitor::http::Access::from_config(cfg)?;
+    let server = HttpServer::start_with(addr, state.clone(), access)?;
+    // Whoever started this from a terminal is the operator: give them an admin link (12 h).
+    let token = server.issue_token("operator", crate::monitor::auth::AccessRole::Admin, 12 * 3600);
+    eprintln!("status page: http://{}/#token={token}", server.addr);
+    Ok(server)
+}
+
+fn cmd_token(cmd: TokenCommand) -> i32 {
+    use crate::monitor::auth::TokenSigner;
+    let (key, config) = match &cmd {
+        TokenCommand::Issue { key, config, .. } | TokenCommand::Jwks { key, config } => (key.clone(), config.clone()),
+    };
+    let path = match key {
+        Some(k) => k,
+        None => {
+            let cfg = match load_config(config.as_deref()) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match TokenSigner::configured_path(&cfg) {
+                Some(p) => p,
+                None => {
+                    return fail(
+                        EXIT_BAD_INPUT,
+                        "the config names no signing key: set [monitor] data_dir (or [http] jwt_key) in the monitor's config and pass it with -c, or give --key FILE",
+                    )
+                }
+            }
+        }
+    };
+    let signer = match TokenSigner::load_or_create(&path) {
+        Ok(s) => s,
+        Err(e) => return fail(EXIT_FAILURE, format!("{e:#}")),
+    };
+    match cmd {
+        TokenCommand::Issue { role, ttl, sub, .. } => {
+            if sub.is_empty() || sub.len() > 128 {
+                return fail(EXIT_BAD_INPUT, "--sub must be 1 to 128 characters");
+            }
+            println!("{}", signer.issue(&sub, role, ttl, crate::monitor::unix_now()));
+        }
+        TokenCommand::Jwks { .. } => println!("{}", signer.jwks()),
     }
     0
 }

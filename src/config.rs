@@ -40,6 +40,10 @@ pub struct Config {
     pub enforce: EnforceConfig,
     /// Group policies: state directory, fixed groups and rules, suggestion limits.
     pub policy: crate::policy::PolicyConfig,
+    /// The monitor's alert store.
+    pub monitor: MonitorConfig,
+    /// Link-health probes between nodes.
+    pub link: LinkConfig,
 }
 
 impl Default for Config {
@@ -57,6 +61,8 @@ impl Default for Config {
             detector: DetectorConfig::default(),
             enforce: EnforceConfig::default(),
             policy: crate::policy::PolicyConfig::default(),
+            monitor: MonitorConfig::default(),
+            link: LinkConfig::default(),
         }
     }
 }
@@ -75,11 +81,72 @@ fn default_node_id() -> String {
 pub struct HttpConfig {
     /// Address and port to listen on; loopback by default so a fresh box exposes nothing.
     pub listen: String,
+    /// Let anyone read the JSON API without a token (writes always need an admin token).
+    pub public_status: bool,
+    /// PEM (PKCS#8) P-384 key that signs access tokens; empty: `<monitor.data_dir>/jwt-es384.pem`,
+    /// created on first use. Without either, tokens live only as long as the process.
+    pub jwt_key: PathBuf,
+    /// Requests per second each client may make to the API (token bucket).
+    pub rate_limit_per_s: u32,
+    /// Requests a client may burst above the rate.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        HttpConfig { listen: "127.0.0.1:8080".into() }
+        HttpConfig {
+            listen: "127.0.0.1:8080".into(),
+            public_status: false,
+            jwt_key: PathBuf::new(),
+            rate_limit_per_s: 50,
+            rate_limit_burst: 100,
+        }
+    }
+}
+
+/// Link-health probes: every node can echo, the monitor probes its peers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LinkConfig {
+    /// UDP `addr:port` where this node echoes the monitor's probes; empty: off.
+    pub listen: String,
+    /// Monitor only: peers to probe, `name=addr:port` (name = the node id, so its data rate is matched).
+    pub peers: Vec<String>,
+    /// Time between probes to each peer.
+    pub probe_interval_ms: u64,
+    /// A probe not answered within this is lost.
+    pub timeout_ms: u64,
+}
+
+impl Default for LinkConfig {
+    fn default() -> Self {
+        LinkConfig { listen: String::new(), peers: Vec::new(), probe_interval_ms: 100, timeout_ms: 1000 }
+    }
+}
+
+/// Where the monitor keeps alerts and their state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MonitorConfig {
+    /// Directory of `alerts.json` (EVE JSON lines), its rotations and `alert-state.json`;
+    /// empty keeps alerts in memory only (lost on restart).
+    pub data_dir: PathBuf,
+    /// Size at which `alerts.json` rotates.
+    pub alert_log_max_bytes: u64,
+    /// Rotated alert files kept (`alerts.json.1` … `.N`).
+    pub alert_log_keep: usize,
+    /// Most recent alerts held in memory for the page and quick queries.
+    pub alerts_in_memory: usize,
+}
+
+impl Default for MonitorConfig {
+    fn default() -> Self {
+        MonitorConfig {
+            data_dir: PathBuf::new(),
+            alert_log_max_bytes: 16 << 20,
+            alert_log_keep: 4,
+            alerts_in_memory: 10_000,
+        }
     }
 }
 
@@ -511,6 +578,34 @@ impl Config {
                 format!("{:?}", self.http.listen),
                 "an address and port such as \"127.0.0.1:8080\" or \"[::1]:8080\"",
             );
+        }
+        if self.http.rate_limit_per_s == 0 || self.http.rate_limit_burst == 0 {
+            bad(
+                "http.rate_limit_per_s/rate_limit_burst",
+                format!("{}/{}", self.http.rate_limit_per_s, self.http.rate_limit_burst),
+                "at least 1 request per second and a burst of at least 1",
+            );
+        }
+        if !self.link.listen.is_empty() && self.link.listen.parse::<SocketAddr>().is_err() {
+            bad("link.listen", format!("{:?}", self.link.listen), "a UDP address and port such as \"0.0.0.0:7946\"");
+        }
+        for p in &self.link.peers {
+            if crate::monitor::link::parse_peer(p).is_err() {
+                bad("link.peers", format!("{p:?}"), "name=address:port, e.g. \"router=192.0.2.1:7946\"");
+            }
+        }
+        if !(10..=10_000).contains(&self.link.probe_interval_ms) || !(50..=60_000).contains(&self.link.timeout_ms) {
+            bad(
+                "link.probe_interval_ms/timeout_ms",
+                format!("{}/{}", self.link.probe_interval_ms, self.link.timeout_ms),
+                "probe every 10 to 10000 ms, time out after 50 to 60000 ms",
+            );
+        }
+        if self.monitor.alert_log_max_bytes < 4096 {
+            bad("monitor.alert_log_max_bytes", self.monitor.alert_log_max_bytes.to_string(), "at least 4096 bytes");
+        }
+        if !(1..=1_000_000).contains(&self.monitor.alerts_in_memory) {
+            bad("monitor.alerts_in_memory", self.monitor.alerts_in_memory.to_string(), "1 to 1000000 alerts");
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             bad(

@@ -65,10 +65,33 @@ impl RotatingLog {
         if self.size > 0 && self.size + len > self.max_bytes {
             self.rotate()?;
         }
-        self.file
-            .write_all(text.as_bytes())
-            .and_then(|_| self.file.write_all(b"\n"))
-            .with_context(|| format!("writing {}", self.path.display()))?;
+        // One write per line: a crash leaves at most this line half-written.
+        let mut buf = Vec::with_capacity(text.len() + 1);
+        buf.extend_from_slice(text.as_bytes());
+        buf.push(b'\n');
+        self.file.write_all(&buf).with_context(|| format!("writing {}", self.path.display()))?;
+        self.size += len;
+        Ok(())
+    }
+}
+
+impl RotatingLog {
+    /// Appends one line in two writes with `pause` between them, so a crash
+    /// test can kill the process while a line is half on disk. Fault
+    /// injection only (see `GATEWARDEN_TEST_TORN_WRITE_MS` in the alert store).
+    #[doc(hidden)]
+    pub fn line_in_two_writes(&mut self, text: &str, pause: std::time::Duration) -> anyhow::Result<()> {
+        let len = text.len() as u64 + 1;
+        if self.size > 0 && self.size + len > self.max_bytes {
+            self.rotate()?;
+        }
+        let half = text.len() / 2;
+        let half = (0..=half).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+        self.file.write_all(&text.as_bytes()[..half]).and_then(|_| self.file.sync_data())?;
+        std::thread::sleep(pause);
+        let mut rest = text.as_bytes()[half..].to_vec();
+        rest.push(b'\n');
+        self.file.write_all(&rest).with_context(|| format!("writing {}", self.path.display()))?;
         self.size += len;
         Ok(())
     }

@@ -109,8 +109,12 @@ impl Analysis {
     fn handle(&mut self, batch: FlowBatch) {
         self.batches += 1;
         self.digest.write(&crate::bus::messages::Message::FlowBatch(batch.clone()).encode());
+        self.state.observe_batch(&batch);
         let f = self.detector.on_batch(&batch);
         self.verdicts += f.verdicts.len() as u64;
+        for v in &f.verdicts {
+            self.state.record_verdict(v);
+        }
         for a in f.alerts {
             self.state.record_alert(a);
         }

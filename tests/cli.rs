@@ -134,7 +134,8 @@ fn write_config(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
 fn start_all(dir: &std::path::Path) -> (Guard, String) {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let cfg = write_config(dir, &format!("node_id = \"test-node\"\n[http]\nlisten = \"{addr}\"\n"));
+    let cfg =
+        write_config(dir, &format!("node_id = \"test-node\"\n[http]\nlisten = \"{addr}\"\npublic_status = true\n"));
     let guard = Guard::spawn(
         Command::new(bin()).args(["run", "--role", "all", "--config"]).arg(&cfg).env_remove("GATEWARDEN_ROLE"),
     );
@@ -228,9 +229,11 @@ fn sigterm_and_sigint_stop_cleanly_within_two_seconds() {
 fn replay_serve_keeps_serving_until_ctrl_c() {
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "[http]\npublic_status = true\n");
     let mut guard = Guard::spawn(
         Command::new(bin())
-            .args(["replay", demo().to_str().unwrap(), "--serve", &addr])
+            .args(["replay", demo().to_str().unwrap(), "--serve", &addr, "-c", cfg.to_str().unwrap()])
             .stdout(std::process::Stdio::null()),
     );
     assert!(wait_http_ok(&addr, "/healthz", Duration::from_secs(10)));

@@ -177,7 +177,9 @@ impl Lab {
             .stderr(log);
         self.daemon = Some(Guard::spawn(&mut cmd));
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !self.exec(&self.rtr, &["nft", "list", "table", "inet", "gatewarden"]).status.success() {
+        // The router's own word, not the table's existence: a stale table from
+        // a previous run exists before the new router has replaced it.
+        while !self.router_log().contains("enforcement ready") {
             if let Some(code) = self.daemon.as_mut().unwrap().child().try_wait().unwrap() {
                 panic!("router exited with {code}: {}", self.router_log());
             }

@@ -56,7 +56,7 @@ fn tool(name: &str) -> bool {
 fn run_role_all_on_lan0(site: &Site, extra: &str) -> (tempfile::TempDir, Guard) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("gw.toml");
-    let base = "node_id = \"rtr\"\n[http]\nlisten = \"127.0.0.1:8080\"\n[capture]\ninterface = \"lan0\"\n";
+    let base = "node_id = \"rtr\"\n[http]\nlisten = \"127.0.0.1:8080\"\npublic_status = true\n[capture]\ninterface = \"lan0\"\n";
     std::fs::write(&cfg, format!("{base}{extra}")).unwrap();
     let (gw, gw_err) = spawn_with_stderr(site.router.command(bin().to_str().unwrap()).args([
         "run",

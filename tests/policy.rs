@@ -394,9 +394,10 @@ impl Lab {
 
     fn start_gatewarden(&mut self, detector: &str) {
         let cfg = format!(
-            "node_id = \"policy-lab\"\n[http]\nlisten = \"127.0.0.1:{}\"\n[capture]\ninterface = \"cam\"\n[enforce]\nenabled = true\n\
+            "node_id = \"policy-lab\"\n[http]\nlisten = \"127.0.0.1:{}\"\njwt_key = \"{}\"\n[capture]\ninterface = \"cam\"\n[enforce]\nenabled = true\n\
 [policy]\nstate_dir = \"{}\"\nbucket_s = 1\nsave_interval_s = 1\n[detector]\n{detector}\n",
             self.port,
+            self.path("jwt.pem").display(),
             self.path("state").display()
         );
         std::fs::write(self.path("gw.toml"), cfg).unwrap();
@@ -413,7 +414,8 @@ impl Lab {
     /// curl inside the router namespace; returns (status, JSON body).
     fn api(&self, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
         let url = format!("http://127.0.0.1:{}{path}", self.port);
-        let mut args = vec!["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, &url];
+        let auth = format!("Authorization: Bearer {}", admin_token(&self.path("jwt.pem")));
+        let mut args = vec!["curl", "-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, &url, "-H", &auth];
         if let Some(b) = body {
             args.extend(["-H", "Content-Type: application/json", "--data", b]);
         }
@@ -636,16 +638,31 @@ fn mqtt_traffic_gives_an_allow_suggestion_with_flow_counts_and_an_nmap_scan_give
         .all(|x| x["rule"]["port_range"] != "1883" || x["rule"]["action"] != "allow"));
 }
 
+/// An admin token signed with the key at `key` (created if missing); the
+/// test's config names the same file as `[http] jwt_key`, so the API accepts it.
+fn admin_token(key: &std::path::Path) -> String {
+    let out = Command::new(bin())
+        .args(["token", "issue", "--role", "admin", "--ttl", "1h", "--key", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "token issue: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
 // ---------------------------------------------------------------- API and page
 
-fn request(addr: &str, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
+fn request(addr: &str, token: &str, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let body = body.unwrap_or("");
     let ctype = if body.is_empty() { String::new() } else { "Content-Type: application/json\r\n".into() };
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{ctype}Content-Length: {}\r\n\r\n{body}", body.len())
-        .unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
     let mut buf = String::new();
     s.read_to_string(&mut buf).unwrap();
     let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
@@ -662,8 +679,9 @@ fn the_api_creates_lists_updates_and_deletes_and_the_page_renders_in_a_real_brow
     std::fs::write(
         &cfg,
         format!(
-            "node_id = \"mon\"\n[http]\nlisten = \"{addr}\"\n[policy]\nstate_dir = \"{}\"\n\
+            "node_id = \"mon\"\n[http]\nlisten = \"{addr}\"\njwt_key = \"{}\"\n[policy]\nstate_dir = \"{}\"\n\
 [[policy.groups]]\nname = \"internet\"\nmembers = [\"0.0.0.0/0\", \"::/0\"]\n",
+            dir.path().join("jwt.pem").display(),
             dir.path().join("state").display()
         ),
     )
@@ -671,38 +689,50 @@ fn the_api_creates_lists_updates_and_deletes_and_the_page_renders_in_a_real_brow
     let mut c = Command::new(bin());
     c.args(["run", "--role", "monitor", "--config", cfg.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null());
     let _daemon = Guard::spawn(&mut c);
-    assert!(common::wait_http_ok(&addr, "/api/policy", Duration::from_secs(10)), "monitor did not start");
+    let token = admin_token(&dir.path().join("jwt.pem"));
+    assert!(common::wait_http_ok(&addr, "/healthz", Duration::from_secs(10)), "monitor did not start");
 
     // Create.
     for g in [
         r#"{"name":"cameras","members":["192.0.2.0/28","2001:db8:1::/64"],"description":"door cams"}"#,
         r#"{"name":"sensors","members":["198.51.100.0/28","02:00:00:00:00:07"]}"#,
     ] {
-        let (code, body) = request(&addr, "POST", "/api/policy/groups", Some(g));
+        let (code, body) = request(&addr, &token, "POST", "/api/policy/groups", Some(g));
         assert_eq!(code, 201, "{body}");
     }
-    let (code, _) = request(&addr, "POST", "/api/policy/groups", Some(r#"{"name":"cameras","members":["192.0.2.1"]}"#));
+    let (code, _) =
+        request(&addr, &token, "POST", "/api/policy/groups", Some(r#"{"name":"cameras","members":["192.0.2.1"]}"#));
     assert_eq!(code, 409, "an existing group is not silently replaced");
-    let (code, body) = request(&addr, "POST", "/api/policy/groups", Some(r#"{"name":"bad name","members":["x"]}"#));
+    let (code, body) =
+        request(&addr, &token, "POST", "/api/policy/groups", Some(r#"{"name":"bad name","members":["x"]}"#));
     assert_eq!(code, 400);
     assert!(body["error"].as_str().unwrap().contains("1 to 24 characters"), "{body}");
     let rule = r#"{"source_group":"cameras","destination_group":"sensors","protocol":"tcp","port_range":"22","action":"deny","priority":100}"#;
-    let (code, body) = request(&addr, "POST", "/api/policy/rules", Some(rule));
+    let (code, body) = request(&addr, &token, "POST", "/api/policy/rules", Some(rule));
     assert_eq!(code, 201, "{body}");
     assert_eq!(body["rule"]["id"], 1);
     let rule2 = r#"{"source_group":"cameras","destination_group":"internet","protocol":"any","port_range":"any","action":"deny","priority":5}"#;
-    assert_eq!(request(&addr, "POST", "/api/policy/rules", Some(rule2)).0, 201);
+    assert_eq!(request(&addr, &token, "POST", "/api/policy/rules", Some(rule2)).0, 201);
     // Writes without JSON are refused.
     let mut s = std::net::TcpStream::connect(&addr).unwrap();
     {
         use std::io::{Read, Write};
-        write!(s, "POST /api/policy/rules HTTP/1.0\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\n\r\na=b").unwrap();
+        write!(s, "POST /api/policy/rules HTTP/1.0\r\nAuthorization: Bearer {token}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 3\r\n\r\na=b").unwrap();
         let mut buf = String::new();
         s.read_to_string(&mut buf).unwrap();
         assert!(buf.starts_with("HTTP/1.1 415") || buf.starts_with("HTTP/1.0 415"), "{buf}");
     }
+    // The dashboard's access control guards the policy API: no token 401, a viewer may read but not write.
+    assert_eq!(request(&addr, "", "POST", "/api/policy/rules", Some(rule2)).0, 401);
+    let viewer = Command::new(bin())
+        .args(["token", "issue", "--role", "viewer", "--key", dir.path().join("jwt.pem").to_str().unwrap()])
+        .output()
+        .unwrap();
+    let viewer = String::from_utf8(viewer.stdout).unwrap().trim().to_string();
+    assert_eq!(request(&addr, &viewer, "DELETE", "/api/policy/rules/1", None).0, 403);
+    assert_eq!(request(&addr, &viewer, "GET", "/api/policy", None).0, 200);
     // List.
-    let (code, body) = request(&addr, "GET", "/api/policy", None);
+    let (code, body) = request(&addr, &token, "GET", "/api/policy", None);
     assert_eq!(code, 200);
     let rules = body["rules"].as_array().unwrap();
     assert_eq!(rules.iter().map(|r| r["id"].as_u64().unwrap()).collect::<Vec<_>>(), vec![1, 2], "priority order");
@@ -710,10 +740,11 @@ fn the_api_creates_lists_updates_and_deletes_and_the_page_renders_in_a_real_brow
     assert_eq!(groups.iter().find(|g| g["name"] == "internet").unwrap()["origin"], "config");
     // Update.
     let upd = r#"{"source_group":"cameras","destination_group":"sensors","protocol":"tcp","port_range":"22-23","action":"deny","priority":150}"#;
-    let (code, body) = request(&addr, "PUT", "/api/policy/rules/1", Some(upd));
+    let (code, body) = request(&addr, &token, "PUT", "/api/policy/rules/1", Some(upd));
     assert_eq!(code, 200, "{body}");
     assert_eq!(body["rule"]["port_range"], "22-23");
-    let (code, body) = request(&addr, "GET", "/api/policy/explain?src=192.0.2.3&dst=sensors&proto=tcp&port=23", None);
+    let (code, body) =
+        request(&addr, &token, "GET", "/api/policy/explain?src=192.0.2.3&dst=sensors&proto=tcp&port=23", None);
     assert_eq!(code, 200);
     assert_eq!(body["decided_by"]["id"], 1, "{body}");
     assert!(
@@ -721,8 +752,8 @@ fn the_api_creates_lists_updates_and_deletes_and_the_page_renders_in_a_real_brow
         "{body}"
     );
     // A group in use cannot go; config groups cannot be removed here.
-    assert_eq!(request(&addr, "DELETE", "/api/policy/groups/sensors", None).0, 409);
-    assert_eq!(request(&addr, "DELETE", "/api/policy/groups/internet", None).0, 409);
+    assert_eq!(request(&addr, &token, "DELETE", "/api/policy/groups/sensors", None).0, 409);
+    assert_eq!(request(&addr, &token, "DELETE", "/api/policy/groups/internet", None).0, 409);
 
     // The page, rendered by headless Chromium at phone width.
     let chromium =
@@ -739,13 +770,13 @@ fn the_api_creates_lists_updates_and_deletes_and_the_page_renders_in_a_real_brow
                     "--window-size=390,1400",
                 ])
                 .arg(format!("--screenshot={}", shot.display()))
-                .arg(format!("http://{addr}/policy"))
+                .arg(format!("http://{addr}/policy#token={token}"))
                 .output()
                 .unwrap();
             assert!(shot.exists(), "chromium screenshot: {}", String::from_utf8_lossy(&out.stderr));
             let out = Command::new(b)
                 .args(["--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=4000", "--dump-dom"])
-                .arg(format!("http://{addr}/policy"))
+                .arg(format!("http://{addr}/policy#token={token}"))
                 .output()
                 .unwrap();
             let dom = String::from_utf8_lossy(&out.stdout);
@@ -767,12 +798,12 @@ fn the_api_creates_lists_updates_and_deletes_and_the_page_renders_in_a_real_brow
     }
 
     // Delete.
-    let (code, body) = request(&addr, "DELETE", "/api/policy/rules/1", None);
+    let (code, body) = request(&addr, &token, "DELETE", "/api/policy/rules/1", None);
     assert_eq!(code, 200, "{body}");
-    assert_eq!(request(&addr, "DELETE", "/api/policy/rules/1", None).0, 404);
-    assert_eq!(request(&addr, "DELETE", "/api/policy/rules/2", None).0, 200);
-    assert_eq!(request(&addr, "DELETE", "/api/policy/groups/sensors", None).0, 200);
-    let (_, body) = request(&addr, "GET", "/api/policy/rules", None);
+    assert_eq!(request(&addr, &token, "DELETE", "/api/policy/rules/1", None).0, 404);
+    assert_eq!(request(&addr, &token, "DELETE", "/api/policy/rules/2", None).0, 200);
+    assert_eq!(request(&addr, &token, "DELETE", "/api/policy/groups/sensors", None).0, 200);
+    let (_, body) = request(&addr, &token, "GET", "/api/policy/rules", None);
     assert!(body["rules"].as_array().unwrap().is_empty());
 }
 
@@ -877,7 +908,7 @@ fn a_policy_made_at_the_monitor_reaches_a_router_on_another_node_sealed_over_mqt
         std::fs::write(
             &path,
             format!(
-                "node_id = \"{id}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n[mqtt]\nbroker = \"127.0.0.1:8883\"\nca = \"{d}/ca.crt\"\n\
+                "node_id = \"{id}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\njwt_key = \"{d}/jwt.pem\"\n[mqtt]\nbroker = \"127.0.0.1:8883\"\nca = \"{d}/ca.crt\"\n\
 cert = \"{d}/nodes/{id}.crt\"\nkey = \"{d}/nodes/{id}.key\"\nspool_dir = \"{d}/spool-{id}\"\nresend_after_ms = 500\n{extra}"
             ),
         )
@@ -895,8 +926,9 @@ cert = \"{d}/nodes/{id}.crt\"\nkey = \"{d}/nodes/{id}.key\"\nspool_dir = \"{d}/s
     };
     let _mon = start(&mon_cfg, "monitor", "mon.log");
     let _rtr = start(&rtr_cfg, "router", "rtr.log");
+    let auth = format!("Authorization: Bearer {}", admin_token(&std::path::Path::new(&d).join("jwt.pem")));
     let curl = |method: &str, url: &str, body: Option<&str>| -> (u16, serde_json::Value) {
-        let mut args = vec!["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, url];
+        let mut args = vec!["-s", "-o", "-", "-w", "\n%{http_code}", "-X", method, url, "-H", &auth];
         if let Some(b) = body {
             args.extend(["-H", "Content-Type: application/json", "--data", b]);
         }

@@ -32,6 +32,10 @@ command -v mosquitto_pub >/dev/null || need_pkgs+=(mosquitto-clients)
 command -v dig >/dev/null || need_pkgs+=(bind9-dnsutils)
 command -v ssh >/dev/null || need_pkgs+=(openssh-client)
 command -v ss >/dev/null || need_pkgs+=(iproute2)
+# The dashboard browser test (tests/browser.rs) and the monitor load test (docs/PERFORMANCE.md).
+command -v chromium >/dev/null || need_pkgs+=(chromium)
+command -v chromedriver >/dev/null || need_pkgs+=(chromium-driver)
+command -v wrk >/dev/null || need_pkgs+=(wrk)
 # Appliance images (tools/cross-build.sh, tools/make-image.sh, tests/qemu.rs).
 command -v qemu-system-aarch64 >/dev/null || need_pkgs+=(qemu-system-arm)
 command -v qemu-aarch64-static >/dev/null || need_pkgs+=(qemu-user-static)

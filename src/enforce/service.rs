@@ -59,6 +59,9 @@ impl EnforceService {
                 let opened = Blocker::open(cfg.settings(), Some(&registry)).and_then(|mut b| b.ensure().map(|_| b));
                 let mut blocker = match opened {
                     Ok(b) => {
+                        tracing::info!(
+                            "enforcement ready: table inet gatewarden with its block sets and meters is in the kernel"
+                        );
                         let _ = ready_tx.send(Ok(()));
                         b
                     }

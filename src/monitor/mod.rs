@@ -1,8 +1,14 @@
 //! What the operator sees: recent alerts, counters over time, and the status
 //! page with its JSON API ([`http`]).
 
+pub mod alerts;
+pub mod auth;
+pub mod events;
 pub mod http;
+pub mod link;
 pub mod policy_api;
+pub mod system;
+pub mod talkers;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -10,9 +16,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use crate::bus::messages::Alert;
+use crate::bus::messages::{Alert, FlowBatch, Verdict};
 use crate::metrics::{Gauge, Registry};
 use crate::role::{Role, RoleSource};
+use alerts::{AlertQuery, AlertState, AlertStore, StoreOptions};
 
 /// Most alerts kept in memory for the page and `/api/alerts`.
 pub const RECENT_ALERTS: usize = 1000;
@@ -52,34 +59,6 @@ pub struct NodeHealth {
     pub online: Option<bool>,
     /// Alerts about its traffic.
     pub alerts: u64,
-}
-
-#[derive(Debug, Default)]
-struct Inner {
-    alerts: VecDeque<Alert>,
-    alerts_total: u64,
-    by_kind: BTreeMap<String, u64>,
-    nodes: BTreeMap<String, NodeHealth>,
-    history: VecDeque<HistoryPoint>,
-    replay: Option<Value>,
-}
-
-/// Shared state behind the status page.
-#[derive(Debug)]
-pub struct MonitorState {
-    /// The role this process runs.
-    pub role: Role,
-    /// Where the role came from.
-    pub role_source: RoleSource,
-    /// This node's id.
-    pub node: String,
-    /// The metrics registry.
-    pub registry: Arc<Registry>,
-    started: Instant,
-    uptime: Gauge,
-    inner: Mutex<Inner>,
-    /// Group policies (#9), set once when the monitor role starts them.
-    pub policy: std::sync::OnceLock<Arc<crate::policy::service::PolicyService>>,
 }
 
 /// Unix time now in seconds.
@@ -139,12 +118,95 @@ pub fn eve_json(a: &Alert) -> Value {
             "confidence": a.confidence,
             "reason": a.reason,
             "node": a.node,
+            "ts_ns": a.ts_ns,
         }
     })
 }
 
+/// Most current blocks the monitor lists (the router's table is the truth; this is the view).
+pub const MAX_BLOCKS: usize = 4096;
+
+/// A block the monitor knows of, from a verdict it saw.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BlockView {
+    /// The blocked address.
+    pub ip: std::net::IpAddr,
+    /// Why (the verdict's kind).
+    pub kind: &'static str,
+    /// The verdict's reason.
+    pub reason: String,
+    /// When the monitor saw it, Unix seconds.
+    pub since: u64,
+    /// When it runs out, Unix seconds.
+    pub until: u64,
+}
+
+/// Suricata's severity words, for metric labels.
+fn severity_name(s: crate::bus::messages::Severity) -> &'static str {
+    match s {
+        crate::bus::messages::Severity::High => "high",
+        crate::bus::messages::Severity::Medium => "medium",
+        crate::bus::messages::Severity::Low => "low",
+    }
+}
+
+/// Asks the router's enforcement to lift a block; set where enforcement runs in this process.
+pub type UnblockHook = Arc<dyn Fn(std::net::IpAddr) -> anyhow::Result<String> + Send + Sync>;
+
+#[derive(Debug)]
+struct Inner {
+    store: AlertStore,
+    nodes: BTreeMap<String, NodeHealth>,
+    history: VecDeque<HistoryPoint>,
+    replay: Option<Value>,
+    blocks: BTreeMap<std::net::IpAddr, BlockView>,
+    verdicts_by_kind: BTreeMap<&'static str, u64>,
+    model: Option<Value>,
+    links: Value,
+}
+
+/// Shared state behind the status page.
+pub struct MonitorState {
+    /// The role this process runs.
+    pub role: Role,
+    /// Where the role came from.
+    pub role_source: RoleSource,
+    /// This node's id.
+    pub node: String,
+    /// The metrics registry.
+    pub registry: Arc<Registry>,
+    /// Live events for the page (Server-Sent Events).
+    pub events: events::Broadcaster,
+    started: Instant,
+    uptime: Gauge,
+    inner: Mutex<Inner>,
+    unblock: Mutex<Option<UnblockHook>>,
+    proc_sampler: Mutex<system::ProcSampler>,
+    /// Its own lock: the router path counts every batch here without holding up the API.
+    talkers: Mutex<talkers::TopTalkers>,
+    /// Per-node CPU, memory and network series from every node's samples.
+    pub node_metrics: system::NodeMetrics,
+    /// Group policies (#9), set once when the monitor role starts them.
+    pub policy: std::sync::OnceLock<Arc<crate::policy::service::PolicyService>>,
+}
+
+impl std::fmt::Debug for MonitorState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MonitorState").field("role", &self.role).field("node", &self.node).finish_non_exhaustive()
+    }
+}
+
+/// An alert as EVE JSON plus its state, as the API and page show it.
+pub fn alert_view(a: &Alert, state: AlertState) -> Value {
+    let mut v = eve_json(a);
+    if let Some(gw) = v.get_mut("gatewarden").and_then(Value::as_object_mut) {
+        gw.insert("state".into(), json!(state.as_str()));
+    }
+    v
+}
+
 impl MonitorState {
-    /// State for a process running `role`.
+    /// State for a process running `role`, with alerts in memory only (see [`MonitorState::attach_store`]).
     pub fn new(role: Role, role_source: RoleSource, node: String, registry: Arc<Registry>) -> Arc<MonitorState> {
         registry
             .gauge(
@@ -154,32 +216,172 @@ impl MonitorState {
             )
             .set(1.0);
         let uptime = registry.gauge("gatewarden_uptime_seconds", "Seconds since the process started.", &[]);
+        let store = AlertStore::open(StoreOptions::in_memory(RECENT_ALERTS)).expect("an in-memory store cannot fail");
         Arc::new(MonitorState {
             role,
             role_source,
             node,
-            registry,
+            events: events::Broadcaster::new(&registry),
+            registry: registry.clone(),
             started: Instant::now(),
             uptime,
-            inner: Mutex::new(Inner::default()),
+            inner: Mutex::new(Inner {
+                store,
+                nodes: BTreeMap::new(),
+                history: VecDeque::new(),
+                replay: None,
+                blocks: BTreeMap::new(),
+                verdicts_by_kind: BTreeMap::new(),
+                model: None,
+                links: json!({}),
+            }),
+            unblock: Mutex::new(None),
+            proc_sampler: Mutex::new(system::ProcSampler::new()),
+            talkers: Mutex::new(talkers::TopTalkers::new(talkers::MAX_TRACKED)),
+            node_metrics: system::NodeMetrics::new(&registry),
             policy: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Replaces the in-memory alert store with `store` (opened on the data directory).
+    pub fn attach_store(&self, store: AlertStore) {
+        self.lock().store = store;
+    }
+
+    /// Opens the alert store `cfg` describes and attaches it.
+    pub fn open_store(&self, cfg: &crate::config::MonitorConfig) -> anyhow::Result<()> {
+        let store = AlertStore::open(StoreOptions::from_config(cfg))?;
+        self.attach_store(store);
+        Ok(())
+    }
+
+    /// Lets the page's "unblock" reach the router's enforcement in this process.
+    pub fn set_unblock_hook(&self, hook: UnblockHook) {
+        *self.unblock.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stores an alert (the oldest in memory go first past [`RECENT_ALERTS`]).
+    /// Stores an alert (on disk when a store is attached) and tells the page.
     pub fn record_alert(&self, alert: Alert) {
         let mut inner = self.lock();
-        inner.alerts_total += 1;
-        *inner.by_kind.entry(alert.kind.as_str().to_string()).or_insert(0) += 1;
         Self::node_entry(&mut inner.nodes, &alert.node).alerts += 1;
-        inner.alerts.push_back(alert);
-        while inner.alerts.len() > RECENT_ALERTS {
-            inner.alerts.pop_front();
+        self.registry
+            .counter(
+                "gatewarden_alerts_total",
+                "Alerts stored, by kind and severity.",
+                &[("kind", alert.kind.as_str()), ("severity", severity_name(alert.severity))],
+            )
+            .inc();
+        let stored = match inner.store.append(alert) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %format!("{e:#}"), "alert store write failed; the alert is kept in memory only");
+                match inner.store.recent(1).next() {
+                    Some(a) => a.clone(),
+                    None => return,
+                }
+            }
+        };
+        drop(inner);
+        self.events.send("alert", &alert_view(&stored, AlertState::New));
+    }
+
+    /// Records a verdict the router will enforce: listed under current blocks, counted by kind.
+    pub fn record_verdict(&self, v: &Verdict) {
+        let now = unix_now();
+        let mut inner = self.lock();
+        *inner.verdicts_by_kind.entry(v.kind.as_str()).or_insert(0) += 1;
+        if !inner.blocks.contains_key(&v.source) && inner.blocks.len() >= MAX_BLOCKS {
+            if let Some(k) = inner.blocks.iter().min_by_key(|(_, b)| b.until).map(|(k, _)| *k) {
+                inner.blocks.remove(&k);
+            }
         }
+        inner.blocks.insert(
+            v.source,
+            BlockView {
+                ip: v.source,
+                kind: v.kind.as_str(),
+                reason: v.reason.clone(),
+                since: now,
+                until: now + v.ttl_s as u64,
+            },
+        );
+    }
+
+    /// Current blocks (expired ones are dropped), soonest to expire last.
+    pub fn blocks(&self) -> Vec<BlockView> {
+        let now = unix_now();
+        let mut inner = self.lock();
+        inner.blocks.retain(|_, b| b.until > now);
+        let mut v: Vec<BlockView> = inner.blocks.values().cloned().collect();
+        v.sort_by_key(|b| std::cmp::Reverse(b.until));
+        v
+    }
+
+    /// Lifts a block: asks enforcement (if it runs in this process) and drops it from the list.
+    pub fn unblock(&self, ip: std::net::IpAddr) -> anyhow::Result<String> {
+        let hook = self.unblock.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let known = self.lock().blocks.remove(&ip).is_some();
+        let msg = match hook {
+            Some(h) => h(ip)?,
+            None if known => format!("{ip} removed from the monitor's list (no enforcement runs in this process)"),
+            None => anyhow::bail!("{ip} is not blocked here, and enforcement does not run in this process; use `gatewarden unblock {ip}` on the router"),
+        };
+        self.events.send("blocks", &json!({"blocks": self.blocks()}));
+        Ok(msg)
+    }
+
+    /// Counts a flow batch's traffic for the top-talkers table.
+    pub fn observe_batch(&self, batch: &FlowBatch) {
+        self.talkers.lock().unwrap_or_else(|e| e.into_inner()).observe(batch);
+    }
+
+    /// Replaces the link-health table (from the link prober, once a second).
+    pub fn set_links(&self, links: Value) {
+        self.lock().links = links;
+    }
+
+    /// A node's interface data rate in bytes/s, from its metrics samples.
+    pub fn node_rate(&self, node: &str) -> Option<f64> {
+        self.node_metrics.rate(node)
+    }
+
+    /// Sets the model card the model page shows (filled by the detector's model loader).
+    pub fn set_model(&self, card: Value) {
+        self.lock().model = Some(card);
+    }
+
+    /// The model page's document: the card (if a model is loaded) and live verdict counts.
+    pub fn model_json(&self) -> Value {
+        let counters = self.registry.snapshot();
+        let inner = self.lock();
+        let detector: BTreeMap<&String, &f64> = counters
+            .iter()
+            .filter(|(k, _)| k.starts_with("gatewarden_detector") || k.starts_with("gatewarden_model"))
+            .collect();
+        json!({
+            "model": inner.model,
+            "verdicts_by_kind": inner.verdicts_by_kind,
+            "alerts_by_kind": inner.store.by_kind(),
+            "detector_counters": detector,
+        })
+    }
+
+    /// Changes an alert's state (persisted) and tells the page.
+    pub fn set_alert_state(&self, id: u64, state: AlertState, by: &str) -> anyhow::Result<Value> {
+        let change = self.lock().store.set_state(id, state, by)?;
+        let v = json!({"id": change.id, "state": change.state.as_str(), "by": change.by, "ts_ns": change.ts_ns});
+        self.events.send("alert_state", &v);
+        Ok(v)
+    }
+
+    /// Alerts matching `q`, newest first, as EVE JSON with their state.
+    pub fn query_alerts(&self, q: &AlertQuery) -> anyhow::Result<Vec<Value>> {
+        let inner = self.lock();
+        Ok(inner.store.query(q)?.iter().map(|(a, s)| alert_view(a, *s)).collect())
     }
 
     fn node_entry<'a>(nodes: &'a mut BTreeMap<String, NodeHealth>, node: &str) -> &'a mut NodeHealth {
@@ -214,24 +416,28 @@ impl MonitorState {
         self.lock().nodes.clone()
     }
 
-    /// Stored alerts (newest last), for tests and exports.
+    /// Alerts in memory (newest last), for tests and exports.
     pub fn alerts(&self) -> Vec<Alert> {
-        self.lock().alerts.iter().cloned().collect()
+        let inner = self.lock();
+        let mut v: Vec<Alert> = inner.store.recent(usize::MAX).cloned().collect();
+        v.reverse();
+        v
     }
 
-    /// Alerts stored since start (including those rotated out of memory).
+    /// Alerts stored (including those read back from disk and those no longer in memory).
     pub fn alerts_total(&self) -> u64 {
-        self.lock().alerts_total
+        self.lock().store.total()
     }
 
     /// Alert counts by kind.
     pub fn alerts_by_kind(&self) -> BTreeMap<String, u64> {
-        self.lock().by_kind.clone()
+        self.lock().store.by_kind().clone()
     }
 
-    /// Recent alerts, newest first, as EVE JSON.
+    /// Recent alerts, newest first, as EVE JSON with their state.
     pub fn recent_alerts_json(&self, limit: usize) -> Vec<Value> {
-        self.lock().alerts.iter().rev().take(limit).map(eve_json).collect()
+        let inner = self.lock();
+        inner.store.recent(limit).map(|a| alert_view(a, inner.store.state_of(a.id))).collect()
     }
 
     /// Records replay progress shown on the page.
@@ -239,9 +445,14 @@ impl MonitorState {
         self.lock().replay = Some(progress);
     }
 
-    /// Takes a chart sample; called once a second.
-    pub fn sample(&self) {
+    /// Takes a chart sample, reads this node's `/proc` numbers and sends the
+    /// page its update; called once a second. Returns the node's metrics
+    /// sample, for nodes that send it to a monitor elsewhere.
+    pub fn sample(&self) -> crate::bus::messages::MetricsSample {
         self.uptime.set(self.started.elapsed().as_secs_f64());
+        let now_ns = unix_now_ns();
+        let proc_sample = self.proc_sampler.lock().unwrap_or_else(|e| e.into_inner()).sample(&self.node, now_ns);
+        self.node_metrics.record(&proc_sample, now_ns);
         let snap = self.registry.snapshot();
         let point = HistoryPoint {
             t: unix_now(),
@@ -250,11 +461,42 @@ impl MonitorState {
             flows: snap.get("gatewarden_flows_active").copied().unwrap_or(0.0),
         };
         let mut inner = self.lock();
-        let point = HistoryPoint { alerts: inner.alerts_total, ..point };
+        let point = HistoryPoint { alerts: inner.store.total(), ..point };
+        // This process is a node too, alive as long as it samples.
+        let me = Self::node_entry(&mut inner.nodes, &self.node);
+        me.role = Some(self.role);
+        me.version = env!("CARGO_PKG_VERSION").into();
+        me.uptime_s = self.started.elapsed().as_secs();
+        me.last_seen = point.t;
+        me.online.get_or_insert(true);
         inner.history.push_back(point);
         while inner.history.len() > HISTORY_SECONDS {
             inner.history.pop_front();
         }
+        drop(inner);
+        if self.events.has_subscribers() {
+            self.events.send("tick", &self.tick_json(point));
+        }
+        proc_sample
+    }
+
+    fn tick_json(&self, point: HistoryPoint) -> Value {
+        let blocks = self.blocks();
+        let top = self.talkers.lock().unwrap_or_else(|e| e.into_inner()).top(10);
+        let inner = self.lock();
+        json!({
+            "point": point,
+            "uptime_s": self.uptime_s(),
+            "alerts_total": inner.store.total(),
+            "alerts_by_kind": inner.store.by_kind(),
+            "alert_states": inner.store.state_counts(),
+            "nodes": inner.nodes,
+            "top_talkers": top,
+            "blocks": blocks,
+            "verdicts_by_kind": inner.verdicts_by_kind,
+            "links": inner.links,
+            "replay": inner.replay,
+        })
     }
 
     /// Seconds since start.
@@ -262,10 +504,23 @@ impl MonitorState {
         self.started.elapsed().as_secs_f64()
     }
 
+    /// The part of `/api/status` anyone may read: who this node is.
+    pub fn identity_json(&self) -> Value {
+        json!({
+            "node": self.node,
+            "role": self.role.as_str(),
+            "role_source": self.role_source,
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": self.uptime_s(),
+        })
+    }
+
     /// The `/api/status` document.
     pub fn status_json(&self) -> Value {
         self.uptime.set(self.uptime_s());
         let counters = self.registry.snapshot();
+        let blocks = self.blocks();
+        let top = self.talkers.lock().unwrap_or_else(|e| e.into_inner()).top(10);
         let inner = self.lock();
         json!({
             "node": self.node,
@@ -273,9 +528,15 @@ impl MonitorState {
             "role_source": self.role_source,
             "version": env!("CARGO_PKG_VERSION"),
             "uptime_s": self.uptime_s(),
-            "alerts_total": inner.alerts_total,
-            "alerts_by_kind": inner.by_kind,
+            "alerts_total": inner.store.total(),
+            "alerts_by_kind": inner.store.by_kind(),
+            "alert_states": inner.store.state_counts(),
+            "alert_store": {"persistent": inner.store.persistent(), "recovery": inner.store.recovery()},
             "nodes": inner.nodes,
+            "top_talkers": top,
+            "blocks": blocks,
+            "verdicts_by_kind": inner.verdicts_by_kind,
+            "links": inner.links,
             "counters": counters,
             "history": inner.history,
             "replay": inner.replay,

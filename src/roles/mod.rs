@@ -52,12 +52,11 @@ pub fn run_with(
     let registry = Registry::new();
     let bus = LocalBus::new(cfg.bus.channel_capacity, &registry);
     let state = MonitorState::new(role, role_source, cfg.node_id.clone(), registry.clone());
-    let http = HttpServer::start(&cfg.http.listen, state.clone())?;
-    tracing::info!(role = %role, source = %role_source, node = %cfg.node_id, "gatewarden {} starting", env!("CARGO_PKG_VERSION"));
-    // Enforcement runs on its own thread (netlink blocks). It starts before the
-    // node bus and the capture: the block sets are in the kernel before the
-    // first packet is seen (boot-to-first-rule, docs/PERFORMANCE.md), and a
-    // missing privilege stops the start-up with a clear message.
+    // Enforcement runs on its own thread (netlink blocks). It starts first,
+    // before the page, the node bus and the capture: the block sets are in the
+    // kernel before the first packet is seen (boot-to-first-rule,
+    // docs/PERFORMANCE.md), and a missing privilege stops the start-up with a
+    // clear message.
     let enforcer = if role.runs_router() && cfg.enforce.enabled {
         Some(crate::enforce::service::EnforceService::start(&cfg.enforce, &registry, bus.clone(), cfg.node_id.clone())?)
     } else {
@@ -67,6 +66,31 @@ pub fn run_with(
         None
     };
 
+    if role.runs_monitor() {
+        state.open_store(&cfg.monitor).context("opening the alert store (monitor.data_dir)")?;
+        if cfg.monitor.data_dir.as_os_str().is_empty() {
+            tracing::warn!("alerts are kept in memory only: set [monitor] data_dir to keep them across restarts");
+        }
+    }
+    let link_echo = if cfg.link.listen.is_empty() {
+        None
+    } else {
+        Some(crate::monitor::link::LinkResponder::start(&cfg.link.listen)?)
+    };
+    let link_probe = if role.runs_monitor() && !cfg.link.peers.is_empty() {
+        Some(crate::monitor::link::LinkProber::start(
+            &cfg.link.peers,
+            Duration::from_millis(cfg.link.probe_interval_ms),
+            Duration::from_millis(cfg.link.timeout_ms),
+            state.clone(),
+        )?)
+    } else {
+        None
+    };
+    let access =
+        crate::monitor::http::Access::from_config(cfg).context("loading the token signing key (http.jwt_key)")?;
+    let http = HttpServer::start_with(&cfg.http.listen, state.clone(), access)?;
+    tracing::info!(role = %role, source = %role_source, node = %cfg.node_id, "gatewarden {} starting", env!("CARGO_PKG_VERSION"));
     let mqtt = if cfg.mqtt.enabled() && role != Role::All {
         let m = MqttBus::start(&MqttSettings::from_config(cfg, role), bus.clone(), &registry, shutdown.clone())
             .context("starting the MQTT node bus ([mqtt] in the config)")?;
@@ -116,6 +140,8 @@ pub fn run_with(
         let mut overflow = detector::DetectorStage::new(cfg, &registry);
         let dcfg = cfg.clone();
         let dreg = registry.clone();
+        // Top talkers, when the monitor shares this process.
+        let talkers = role.runs_monitor().then(|| state.clone());
         let out = out.clone();
         let sd = shutdown.clone();
         let pol = policy.as_ref().map(|(p, _)| p.clone());
@@ -124,6 +150,9 @@ pub fn run_with(
                 let Some(batch) = next_or_shutdown(&rx, &sd).await else { break };
                 if let Some(p) = &pol {
                     p.observe_batch(&batch);
+                }
+                if let Some(st) = &talkers {
+                    st.observe_batch(&batch);
                 }
                 if !stages.contains_key(&batch.node) && stages.len() < MAX_GATEWAYS {
                     stages.insert(batch.node.clone(), detector::DetectorStage::new(&dcfg, &dreg));
@@ -150,10 +179,23 @@ pub fn run_with(
         let sd = shutdown.clone();
         let received = registry.counter("gatewarden_verdicts_received_total", "Verdicts received by the router.", &[]);
         let to_enforcer = enforcer.as_ref().map(|e| e.sender());
+        let st = state.clone();
+        if enforcer.is_some() {
+            // The dashboard's "unblock" writes to this router's table, as `gatewarden unblock` does.
+            let settings = cfg.enforce.settings();
+            state.set_unblock_hook(Arc::new(move |ip| {
+                let mut b = crate::enforce::Blocker::open(settings.clone(), None)?;
+                let origins = b.unblock(ip)?;
+                anyhow::ensure!(!origins.is_empty(), "{ip} is not in the detector or admin block sets");
+                let names: Vec<&str> = origins.iter().map(|o| o.as_str()).collect();
+                Ok(format!("unblocked {ip} ({})", names.join(", ")))
+            }));
+        }
         tasks.push(ex.spawn(async move {
             loop {
                 let Some(v) = next_or_shutdown(&rx, &sd).await else { break };
                 received.inc();
+                st.record_verdict(&v);
                 tracing::info!(source = %v.source, kind = v.kind.as_str(), ttl_s = v.ttl_s, reason = %v.reason, "verdict");
                 if let Some(tx) = &to_enforcer {
                     let _ = tx.send(crate::enforce::service::Command::Verdict(v));
@@ -194,6 +236,15 @@ pub fn run_with(
                 st.record_heartbeat(&hb);
             }
         }));
+        let rx = bus.metrics.receiver();
+        let sd = shutdown.clone();
+        let st = state.clone();
+        tasks.push(ex.spawn(async move {
+            loop {
+                let Some(m) = next_or_shutdown(&rx, &sd).await else { break };
+                st.node_metrics.record(&m, crate::monitor::unix_now_ns());
+            }
+        }));
         if let Some(m) = &mqtt {
             let rx = m.status_receiver();
             let sd = shutdown.clone();
@@ -218,7 +269,11 @@ pub fn run_with(
         let drain = !role.runs_monitor() && mqtt.is_none();
         tasks.push(ex.spawn(async move {
             loop {
-                st.sample();
+                let sample = st.sample();
+                // A node without the monitor sends its /proc numbers to the one that has it.
+                if !role.runs_monitor() {
+                    out.publish(Message::Metrics(sample));
+                }
                 if let Some(seen) = &detector_alive {
                     let now = std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
@@ -236,6 +291,7 @@ pub fn run_with(
                 // Without a monitor in this process nothing consumes them; keep the channel from filling.
                 if drain {
                     while bus.heartbeats.receiver().try_recv().is_ok() {}
+                    while bus.metrics.receiver().try_recv().is_ok() {}
                 }
                 let tick = async {
                     smol::Timer::after(Duration::from_secs(1)).await;
@@ -273,6 +329,12 @@ pub fn run_with(
     }
     if let Some(m) = mqtt {
         m.stop();
+    }
+    if let Some(p) = link_probe {
+        p.stop();
+    }
+    if let Some(e) = link_echo {
+        e.stop();
     }
     http.stop();
     tracing::info!("stopped cleanly");

@@ -124,7 +124,7 @@ impl Broker {
     pub fn node_config(&self, id: &str, http_port: u16, extra: &str) -> PathBuf {
         let p = self.pki();
         let text = format!(
-            "node_id = \"{id}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\n[mqtt]\nbroker = \"{}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nspool_dir = \"{}\"\nresend_after_ms = 500\n{extra}",
+            "node_id = \"{id}\"\n[http]\nlisten = \"127.0.0.1:{http_port}\"\npublic_status = true\n[mqtt]\nbroker = \"{}\"\nca = \"{}\"\ncert = \"{}\"\nkey = \"{}\"\nspool_dir = \"{}\"\nresend_after_ms = 500\n{extra}",
             self.addr(),
             p.join("ca.crt").display(),
             p.join(format!("nodes/{id}.crt")).display(),

@@ -362,7 +362,7 @@ while True:\n    d,a=s.recvfrom(512)\n    s.sendto(d[:48].ljust(48,b'\\0'),a)\n"
             &cfg,
             // A 2 s baseline warm-up: each session has only 3 s of benign traffic before its attack.
             format!(
-                "node_id = \"lab\"\n[http]\nlisten = \"127.0.0.1:8080\"\n[capture]\ninterface = \"lan0\"\n\
+                "node_id = \"lab\"\n[http]\nlisten = \"127.0.0.1:8080\"\npublic_status = true\n[capture]\ninterface = \"lan0\"\n\
                  [detector]\nbaseline_warmup_s = 2\n{enforce}"
             ),
         )

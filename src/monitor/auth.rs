@@ -1,0 +1,452 @@
+//! Who may read and change what: JSON Web Tokens signed with ES384 (ECDSA
+//! P-384 + SHA-384, pure-Rust `p384`), verified against the JWKS the monitor
+//! serves at `/.well-known/jwks.json`, with two roles — `viewer` reads,
+//! `admin` also writes — and a per-client token-bucket rate limit.
+//!
+//! Tokens are made with `gatewarden token issue --role admin --ttl 1h`, which
+//! signs with the same key file the monitor uses (`http.jwt_key`, default
+//! `<monitor.data_dir>/jwt-es384.pem`).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use base64ct::{Base64UrlUnpadded, Encoding};
+use p384::ecdsa::signature::{Signer as _, Verifier as _};
+use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
+use p384::pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::Digest;
+
+/// The key file's name inside `monitor.data_dir`.
+pub const KEY_FILE: &str = "jwt-es384.pem";
+/// The `iss` claim of tokens this node issues.
+pub const ISSUER: &str = "gatewarden";
+/// Longest token accepted from `token issue` (a year).
+pub const MAX_TTL_S: u64 = 366 * 86_400;
+/// Largest token accepted (anything longer is refused before decoding).
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// What a token lets its bearer do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessRole {
+    /// Read the dashboard and API.
+    Viewer,
+    /// Read and change: acknowledge and resolve alerts, unblock.
+    Admin,
+}
+
+impl AccessRole {
+    /// The claim value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessRole::Viewer => "viewer",
+            AccessRole::Admin => "admin",
+        }
+    }
+}
+
+/// The claims gatewarden puts in and requires of a token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Issuer.
+    pub iss: String,
+    /// Who the token is for (shown in alert-state changes).
+    pub sub: String,
+    /// Viewer or admin.
+    pub role: AccessRole,
+    /// Issued at, Unix seconds.
+    pub iat: u64,
+    /// Expires at, Unix seconds.
+    pub exp: u64,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No token where one is needed (401).
+    #[error("a token is needed: send `Authorization: Bearer <token>` (make one with `gatewarden token issue --role viewer`)")]
+    Missing,
+    /// Malformed, wrongly signed or unknown-key token (401).
+    #[error("the token is not valid: {0}")]
+    Invalid(String),
+    /// Past its `exp` (401).
+    #[error("the token expired {0} s ago: issue a new one with `gatewarden token issue`")]
+    Expired(u64),
+    /// Valid token, not enough rights (403).
+    #[error("this needs the {needed} role; the token has {had}")]
+    Forbidden {
+        /// The role needed.
+        needed: &'static str,
+        /// The token's role.
+        had: &'static str,
+    },
+}
+
+impl AuthError {
+    /// The HTTP status for this refusal.
+    pub fn status(&self) -> u16 {
+        match self {
+            AuthError::Forbidden { .. } => 403,
+            _ => 401,
+        }
+    }
+}
+
+fn b64(data: &[u8]) -> String {
+    Base64UrlUnpadded::encode_string(data)
+}
+
+fn unb64(s: &str, what: &str) -> Result<Vec<u8>, AuthError> {
+    Base64UrlUnpadded::decode_vec(s).map_err(|_| AuthError::Invalid(format!("{what} is not base64url")))
+}
+
+/// The public half of a key as a JWK (RFC 7517) with its RFC 7638 thumbprint as `kid`.
+pub fn jwk(key: &VerifyingKey) -> Value {
+    let point = key.to_encoded_point(false);
+    let x = b64(point.x().expect("uncompressed point has x"));
+    let y = b64(point.y().expect("uncompressed point has y"));
+    // RFC 7638: members in lexicographic order, no spaces.
+    let thumb = format!(r#"{{"crv":"P-384","kty":"EC","x":"{x}","y":"{y}"}}"#);
+    let kid = b64(&sha2::Sha256::digest(thumb.as_bytes()));
+    json!({"kty": "EC", "crv": "P-384", "x": x, "y": y, "kid": kid, "alg": "ES384", "use": "sig"})
+}
+
+/// Signs tokens; owns the private key.
+pub struct TokenSigner {
+    key: SigningKey,
+    kid: String,
+    /// Where the key lives, or `None` for a key that dies with the process.
+    pub path: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for TokenSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenSigner").field("kid", &self.kid).field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl TokenSigner {
+    /// A fresh key held in memory only: tokens stop working when the process ends.
+    pub fn ephemeral() -> TokenSigner {
+        TokenSigner::from_key(SigningKey::random(&mut rand_core::OsRng), None)
+    }
+
+    fn from_key(key: SigningKey, path: Option<PathBuf>) -> TokenSigner {
+        let kid = jwk(key.verifying_key())["kid"].as_str().unwrap_or_default().to_string();
+        TokenSigner { key, kid, path }
+    }
+
+    /// Loads the PKCS#8 PEM key at `path`, creating it (mode 0600) if it does not exist.
+    pub fn load_or_create(path: &Path) -> anyhow::Result<TokenSigner> {
+        match std::fs::read_to_string(path) {
+            Ok(pem) => {
+                let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
+                    anyhow::anyhow!(
+                        "{} is not a PKCS#8 P-384 private key ({e}); delete it to have a new one made (old tokens stop working)",
+                        path.display()
+                    )
+                })?;
+                Ok(TokenSigner::from_key(key, Some(path.to_path_buf())))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if let Some(d) = path.parent() {
+                    std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+                }
+                let key = SigningKey::random(&mut rand_core::OsRng);
+                let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| anyhow::anyhow!("encoding the key: {e}"))?;
+                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                {
+                    use std::io::Write;
+                    use std::os::unix::fs::OpenOptionsExt;
+                    let mut f = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .open(&tmp)
+                        .with_context(|| format!("creating {}", tmp.display()))?;
+                    f.write_all(pem.as_bytes()).and_then(|_| f.sync_all())?;
+                }
+                // Another process may have made one meanwhile: keep theirs.
+                if path.exists() {
+                    let _ = std::fs::remove_file(&tmp);
+                    return TokenSigner::load_or_create(path);
+                }
+                std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+                tracing::info!(path = %path.display(), "created the token signing key");
+                Ok(TokenSigner::from_key(key, Some(path.to_path_buf())))
+            }
+            Err(e) => Err(e).with_context(|| format!("reading the token signing key {}", path.display())),
+        }
+    }
+
+    /// The key file the config names: `http.jwt_key`, else `<monitor.data_dir>/jwt-es384.pem`.
+    pub fn configured_path(cfg: &crate::config::Config) -> Option<PathBuf> {
+        if !cfg.http.jwt_key.as_os_str().is_empty() {
+            Some(cfg.http.jwt_key.clone())
+        } else if !cfg.monitor.data_dir.as_os_str().is_empty() {
+            Some(cfg.monitor.data_dir.join(KEY_FILE))
+        } else {
+            None
+        }
+    }
+
+    /// The configured key, or an ephemeral one (with a warning) when the config names none.
+    pub fn from_config(cfg: &crate::config::Config) -> anyhow::Result<TokenSigner> {
+        match TokenSigner::configured_path(cfg) {
+            Some(p) => TokenSigner::load_or_create(&p),
+            None => Ok(TokenSigner::ephemeral()),
+        }
+    }
+
+    /// The JWKS document with this key.
+    pub fn jwks(&self) -> Value {
+        json!({"keys": [jwk(self.key.verifying_key())]})
+    }
+
+    /// A token for `sub` with `role`, valid `ttl_s` seconds from `now`.
+    pub fn issue(&self, sub: &str, role: AccessRole, ttl_s: u64, now: u64) -> String {
+        let header = json!({"alg": "ES384", "typ": "JWT", "kid": self.kid});
+        let claims = Claims { iss: ISSUER.into(), sub: sub.into(), role, iat: now, exp: now + ttl_s };
+        let input = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(serde_json::to_string(&claims).expect("claims serialise").as_bytes())
+        );
+        let sig: Signature = self.key.sign(input.as_bytes());
+        format!("{input}.{}", b64(&sig.to_bytes()))
+    }
+}
+
+/// Checks tokens against the keys of a JWKS.
+#[derive(Debug, Clone)]
+pub struct TokenVerifier {
+    keys: Vec<(String, VerifyingKey)>,
+}
+
+impl TokenVerifier {
+    /// The P-384 signing keys of a JWKS document; other keys are ignored.
+    pub fn from_jwks(jwks: &Value) -> anyhow::Result<TokenVerifier> {
+        let mut keys = Vec::new();
+        for k in jwks.get("keys").and_then(Value::as_array).context("a JWKS needs a `keys` array")? {
+            if k.get("kty").and_then(Value::as_str) != Some("EC")
+                || k.get("crv").and_then(Value::as_str) != Some("P-384")
+            {
+                continue;
+            }
+            let coord = |n: &str| -> anyhow::Result<Vec<u8>> {
+                let s = k.get(n).and_then(Value::as_str).with_context(|| format!("JWK without `{n}`"))?;
+                Base64UrlUnpadded::decode_vec(s).map_err(|_| anyhow::anyhow!("JWK `{n}` is not base64url"))
+            };
+            let (x, y) = (coord("x")?, coord("y")?);
+            anyhow::ensure!(x.len() == 48 && y.len() == 48, "P-384 JWK coordinates must be 48 bytes");
+            let mut sec1 = vec![4u8];
+            sec1.extend_from_slice(&x);
+            sec1.extend_from_slice(&y);
+            let key =
+                VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| anyhow::anyhow!("JWK is not a point on P-384"))?;
+            let kid = k.get("kid").and_then(Value::as_str).unwrap_or_default().to_string();
+            keys.push((kid, key));
+        }
+        anyhow::ensure!(!keys.is_empty(), "the JWKS has no P-384 key");
+        Ok(TokenVerifier { keys })
+    }
+
+    /// Verifies signature, algorithm, issuer and expiry at `now`; returns the claims.
+    pub fn verify(&self, token: &str, now: u64) -> Result<Claims, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Invalid("longer than 4096 bytes".into()));
+        }
+        let mut parts = token.split('.');
+        let (Some(h), Some(c), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+            return Err(AuthError::Invalid("a JWT has three dot-separated parts".into()));
+        };
+        let header: Value = serde_json::from_slice(&unb64(h, "the header")?)
+            .map_err(|_| AuthError::Invalid("the header is not JSON".into()))?;
+        // Only ES384: no `none`, no HMAC with the public key as secret.
+        if header.get("alg").and_then(Value::as_str) != Some("ES384") {
+            return Err(AuthError::Invalid("alg must be ES384".into()));
+        }
+        let sig = Signature::from_slice(&unb64(s, "the signature")?)
+            .map_err(|_| AuthError::Invalid("the signature is not 96 bytes of r||s".into()))?;
+        let input = &token[..h.len() + 1 + c.len()];
+        let kid = header.get("kid").and_then(Value::as_str);
+        let ok = self
+            .keys
+            .iter()
+            .filter(|(k, _)| kid.is_none_or(|kid| kid == k))
+            .any(|(_, key)| key.verify(input.as_bytes(), &sig).is_ok());
+        if !ok {
+            return Err(AuthError::Invalid("signature does not match any key in the JWKS".into()));
+        }
+        let claims: Claims =
+            serde_json::from_slice(&unb64(c, "the claims")?).map_err(|e| AuthError::Invalid(format!("claims: {e}")))?;
+        if claims.iss != ISSUER {
+            return Err(AuthError::Invalid(format!("issuer {:?} is not {ISSUER:?}", claims.iss)));
+        }
+        if claims.exp <= now {
+            return Err(AuthError::Expired(now - claims.exp));
+        }
+        Ok(claims)
+    }
+
+    /// Checks that `token` (if any) allows `needed`. `Ok(None)` means anonymous access was allowed.
+    pub fn authorize(
+        &self,
+        token: Option<&str>,
+        needed: AccessRole,
+        anonymous_ok: bool,
+        now: u64,
+    ) -> Result<Option<Claims>, AuthError> {
+        let Some(token) = token else {
+            return if anonymous_ok { Ok(None) } else { Err(AuthError::Missing) };
+        };
+        let claims = self.verify(token, now)?;
+        if claims.role < needed {
+            return Err(AuthError::Forbidden { needed: needed.as_str(), had: claims.role.as_str() });
+        }
+        Ok(Some(claims))
+    }
+}
+
+/// Most clients whose buckets are kept; past it idle ones are forgotten.
+pub const MAX_CLIENTS: usize = 4096;
+
+/// A token bucket per client address.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: HashMap<IpAddr, (f64, Instant)>,
+}
+
+impl RateLimiter {
+    /// `rate` requests per second sustained, `burst` at once.
+    pub fn new(rate: u32, burst: u32) -> RateLimiter {
+        RateLimiter { rate: rate.max(1) as f64, burst: burst.max(1) as f64, buckets: HashMap::new() }
+    }
+
+    /// Takes one token for `ip`; `Err(seconds)` until the next token when the bucket is empty.
+    pub fn check(&mut self, ip: IpAddr, now: Instant) -> Result<(), f64> {
+        if self.buckets.len() >= MAX_CLIENTS && !self.buckets.contains_key(&ip) {
+            let (rate, burst) = (self.rate, self.burst);
+            self.buckets.retain(|_, (tokens, t)| *tokens + now.duration_since(*t).as_secs_f64() * rate < burst);
+            if self.buckets.len() >= MAX_CLIENTS {
+                self.buckets.clear();
+            }
+        }
+        let (tokens, last) = self.buckets.entry(ip).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err((1.0 - *tokens) / self.rate)
+        }
+    }
+}
+
+/// Parses `30s`, `10m`, `1h`, `7d` or plain seconds.
+pub fn parse_ttl(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (num, mult) = match s.char_indices().last() {
+        Some((i, 's')) => (&s[..i], 1),
+        Some((i, 'm')) => (&s[..i], 60),
+        Some((i, 'h')) => (&s[..i], 3600),
+        Some((i, 'd')) => (&s[..i], 86_400),
+        _ => (s, 1),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration: use 30s, 10m, 1h or 7d"))?;
+    let total = n.checked_mul(mult).filter(|t| (1..=MAX_TTL_S).contains(t));
+    total.ok_or_else(|| format!("{s:?}: a token lives from 1 s to 366 d"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_verify_roles_expiry_and_forgeries() {
+        let signer = TokenSigner::ephemeral();
+        let v = TokenVerifier::from_jwks(&signer.jwks()).unwrap();
+        let now = 1_800_000_000;
+        let admin = signer.issue("alice", AccessRole::Admin, 3600, now);
+        let viewer = signer.issue("bob", AccessRole::Viewer, 60, now);
+        assert_eq!(v.verify(&admin, now + 10).unwrap().sub, "alice");
+        assert!(v.authorize(Some(&admin), AccessRole::Admin, false, now).is_ok());
+        assert!(v.authorize(Some(&viewer), AccessRole::Viewer, false, now).is_ok());
+        let e = v.authorize(Some(&viewer), AccessRole::Admin, false, now).unwrap_err();
+        assert_eq!(e.status(), 403);
+        assert_eq!(v.authorize(None, AccessRole::Viewer, false, now).unwrap_err().status(), 401);
+        assert_eq!(v.authorize(None, AccessRole::Viewer, true, now).unwrap(), None);
+        assert_eq!(v.verify(&viewer, now + 61).unwrap_err(), AuthError::Expired(1));
+        // A different key's token, a changed claim, alg none, garbage.
+        let other = TokenSigner::ephemeral().issue("eve", AccessRole::Admin, 3600, now);
+        assert!(matches!(v.verify(&other, now), Err(AuthError::Invalid(_))));
+        let parts: Vec<&str> = viewer.split('.').collect();
+        let forged_claims = b64(serde_json::to_string(&Claims {
+            iss: ISSUER.into(),
+            sub: "bob".into(),
+            role: AccessRole::Admin,
+            iat: now,
+            exp: now + 60,
+        })
+        .unwrap()
+        .as_bytes());
+        assert!(v.verify(&format!("{}.{forged_claims}.{}", parts[0], parts[2]), now).is_err());
+        let none = format!("{}.{}.", b64(br#"{"alg":"none"}"#), parts[1]);
+        assert!(v.verify(&none, now).is_err());
+        for junk in ["", "a.b", "a.b.c.d", "!!.??.##", &"x".repeat(5000)] {
+            assert_eq!(v.verify(junk, now).unwrap_err().status(), 401);
+        }
+    }
+
+    #[test]
+    fn key_file_is_created_once_and_reused() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("k").join(KEY_FILE);
+        let a = TokenSigner::load_or_create(&p).unwrap();
+        let b = TokenSigner::load_or_create(&p).unwrap();
+        assert_eq!(a.jwks(), b.jwks());
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        let t = a.issue("x", AccessRole::Viewer, 10, 100);
+        assert!(TokenVerifier::from_jwks(&b.jwks()).unwrap().verify(&t, 105).is_ok());
+        std::fs::write(&p, "junk").unwrap();
+        assert!(format!("{:#}", TokenSigner::load_or_create(&p).unwrap_err()).contains("delete it"));
+    }
+
+    #[test]
+    fn jwk_thumbprint_matches_rfc7638_shape() {
+        let s = TokenSigner::ephemeral();
+        let k = &s.jwks()["keys"][0];
+        assert_eq!(k["alg"], "ES384");
+        assert_eq!(k["x"].as_str().unwrap().len(), 64);
+        assert_eq!(k["kid"].as_str().unwrap().len(), 43);
+    }
+
+    #[test]
+    fn rate_limit_refills() {
+        let mut r = RateLimiter::new(10, 3);
+        let ip: IpAddr = "2001:db8::1".parse().unwrap();
+        let t = Instant::now();
+        assert!(r.check(ip, t).is_ok() && r.check(ip, t).is_ok() && r.check(ip, t).is_ok());
+        let wait = r.check(ip, t).unwrap_err();
+        assert!((wait - 0.1).abs() < 1e-9);
+        assert!(r.check(ip, t + std::time::Duration::from_millis(110)).is_ok());
+        assert!(r.check("192.0.2.1".parse().unwrap(), t).is_ok(), "per client");
+    }
+
+    #[test]
+    fn ttl_parsing() {
+        assert_eq!(parse_ttl("1h"), Ok(3600));
+        assert_eq!(parse_ttl("90"), Ok(90));
+        assert_eq!(parse_ttl("7d"), Ok(7 * 86_400));
+        assert!(parse_ttl("0s").is_err() && parse_ttl("soon").is_err() && parse_ttl("400d").is_err());
+    }
+}

@@ -1,0 +1,258 @@
+//! This node's CPU, memory and network throughput from `/proc`, sampled once
+//! a second, published to the monitor as a [`MetricsSample`] and turned into
+//! Prometheus series labelled by node (so one monitor exports a whole fleet).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::bus::messages::MetricsSample;
+use crate::metrics::Registry;
+
+/// Most interfaces reported per node (a router with many VLANs stays bounded).
+pub const MAX_INTERFACES: usize = 32;
+
+/// Reads `/proc` and keeps what a rate needs (the previous CPU counters).
+#[derive(Debug, Default)]
+pub struct ProcSampler {
+    prev_cpu: Option<(u64, u64)>,
+}
+
+/// Parses the first `cpu` line of `/proc/stat`: (busy, total) jiffies.
+pub fn parse_stat(text: &str) -> Option<(u64, u64)> {
+    let line = text.lines().find(|l| l.starts_with("cpu "))?;
+    let v: Vec<u64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    if v.len() < 4 {
+        return None;
+    }
+    // user nice system idle iowait irq softirq steal (guest is inside user).
+    let total: u64 = v.iter().take(8).sum();
+    let idle = v[3] + v.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// Parses `/proc/meminfo`: (total, available) bytes.
+pub fn parse_meminfo(text: &str) -> Option<(u64, u64)> {
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|k| k.parse::<u64>().ok())
+            .map(|k| k * 1024)
+    };
+    Some((field("MemTotal:")?, field("MemAvailable:")?))
+}
+
+/// Parses `/proc/net/dev`: interface → (rx bytes, tx bytes), loopback left out.
+pub fn parse_net_dev(text: &str) -> BTreeMap<String, (u64, u64)> {
+    let mut m = BTreeMap::new();
+    for line in text.lines().skip(2) {
+        let Some((name, rest)) = line.split_once(':') else { continue };
+        let name = name.trim();
+        if name == "lo" || name.is_empty() || m.len() >= MAX_INTERFACES {
+            continue;
+        }
+        let v: Vec<u64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        if v.len() >= 9 {
+            m.insert(name.to_string(), (v[0], v[8]));
+        }
+    }
+    m
+}
+
+/// Resident memory of this process from `/proc/self/status`, bytes.
+pub fn parse_rss(text: &str) -> Option<u64> {
+    text.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<u64>().ok())
+        .map(|k| k * 1024)
+}
+
+impl ProcSampler {
+    /// A sampler; the first CPU ratio is reported from the second sample on.
+    pub fn new() -> ProcSampler {
+        ProcSampler::default()
+    }
+
+    /// Reads `/proc` now. Files that cannot be read are left out (e.g. on a
+    /// system without `/proc/net/dev`), never an error.
+    pub fn sample(&mut self, node: &str, ts_ns: u64) -> MetricsSample {
+        let mut values = Vec::new();
+        if let Some((busy, total)) = std::fs::read_to_string("/proc/stat").ok().as_deref().and_then(parse_stat) {
+            if let Some((pb, pt)) = self.prev_cpu {
+                if total > pt {
+                    values.push(("cpu_ratio".to_string(), (busy.saturating_sub(pb)) as f64 / (total - pt) as f64));
+                }
+            }
+            self.prev_cpu = Some((busy, total));
+        }
+        if let Some((total, avail)) = std::fs::read_to_string("/proc/meminfo").ok().as_deref().and_then(parse_meminfo) {
+            values.push(("memory_total_bytes".into(), total as f64));
+            values.push(("memory_used_bytes".into(), total.saturating_sub(avail) as f64));
+        }
+        if let Some(rss) = std::fs::read_to_string("/proc/self/status").ok().as_deref().and_then(parse_rss) {
+            values.push(("process_resident_bytes".into(), rss as f64));
+        }
+        if let Ok(text) = std::fs::read_to_string("/proc/net/dev") {
+            for (iface, (rx, tx)) in parse_net_dev(&text) {
+                values.push((format!("net_rx_bytes:{iface}"), rx as f64));
+                values.push((format!("net_tx_bytes:{iface}"), tx as f64));
+            }
+        }
+        MetricsSample { node: node.to_string(), ts_ns, values }
+    }
+}
+
+/// Most nodes whose samples become series (a fleet larger than this is cut, and counted).
+pub const MAX_NODES: usize = 256;
+
+/// Bytes through a node's interfaces, when that was sampled (ns), and the rate since the sample before.
+type RateState = (u64, u64, Option<f64>);
+
+/// Turns samples from any node into `gatewarden_node_*` series.
+pub struct NodeMetrics {
+    registry: Arc<Registry>,
+    /// node → (bytes through its interfaces, sample time ns, bytes/s).
+    rates: std::sync::Mutex<BTreeMap<String, RateState>>,
+    nodes: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    refused: crate::metrics::Counter,
+}
+
+impl NodeMetrics {
+    /// Series go into `registry`.
+    pub fn new(registry: &Arc<Registry>) -> NodeMetrics {
+        NodeMetrics {
+            registry: registry.clone(),
+            rates: Default::default(),
+            nodes: Default::default(),
+            refused: registry.counter(
+                "gatewarden_node_samples_refused_total",
+                "Metrics samples ignored: too many nodes, or a sample from the future.",
+                &[],
+            ),
+        }
+    }
+
+    /// Records one sample; `now_ns` gives the bus delay (sample time to arrival).
+    pub fn record(&self, s: &MetricsSample, now_ns: u64) {
+        {
+            let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
+            if !nodes.contains(&s.node) {
+                if nodes.len() >= MAX_NODES {
+                    self.refused.inc();
+                    return;
+                }
+                nodes.insert(s.node.clone());
+            }
+        }
+        let r = &self.registry;
+        let node = s.node.as_str();
+        let delay = now_ns.saturating_sub(s.ts_ns) as f64 / 1e9;
+        r.gauge(
+            "gatewarden_bus_latency_seconds",
+            "Delay from a node's metrics sample to the monitor (one way; needs synchronised clocks).",
+            &[("node", node)],
+        )
+        .set(delay);
+        let through: u64 = s
+            .values
+            .iter()
+            .filter(|(k, _)| k.starts_with("net_rx_bytes:") || k.starts_with("net_tx_bytes:"))
+            .map(|(_, v)| *v as u64)
+            .sum();
+        {
+            let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
+            let e = rates.entry(s.node.clone()).or_insert((through, s.ts_ns, None));
+            if s.ts_ns > e.1 + 100_000_000 {
+                let rate = through.saturating_sub(e.0) as f64 / ((s.ts_ns - e.1) as f64 / 1e9);
+                *e = (through, s.ts_ns, Some(rate));
+            }
+        }
+        for (name, v) in &s.values {
+            let (key, iface) = name.split_once(':').map(|(k, i)| (k, Some(i))).unwrap_or((name.as_str(), None));
+            match (key, iface) {
+                ("cpu_ratio", None) => r
+                    .gauge(
+                        "gatewarden_node_cpu_ratio",
+                        "Share of CPU time busy over the last second (0-1).",
+                        &[("node", node)],
+                    )
+                    .set(*v),
+                ("memory_total_bytes", None) => {
+                    r.gauge("gatewarden_node_memory_total_bytes", "Memory of the node.", &[("node", node)]).set(*v)
+                }
+                ("memory_used_bytes", None) => r
+                    .gauge(
+                        "gatewarden_node_memory_used_bytes",
+                        "Memory in use (total minus available).",
+                        &[("node", node)],
+                    )
+                    .set(*v),
+                ("process_resident_bytes", None) => r
+                    .gauge(
+                        "gatewarden_process_resident_bytes",
+                        "Resident memory of the gatewarden process.",
+                        &[("node", node)],
+                    )
+                    .set(*v),
+                ("net_rx_bytes", Some(i)) => r
+                    .counter(
+                        "gatewarden_node_network_receive_bytes_total",
+                        "Bytes received per interface (from /proc/net/dev).",
+                        &[("node", node), ("interface", i)],
+                    )
+                    .set_total(*v as u64),
+                ("net_tx_bytes", Some(i)) => r
+                    .counter(
+                        "gatewarden_node_network_transmit_bytes_total",
+                        "Bytes sent per interface (from /proc/net/dev).",
+                        &[("node", node), ("interface", i)],
+                    )
+                    .set_total(*v as u64),
+                _ => {}
+            }
+        }
+    }
+}
+
+impl NodeMetrics {
+    /// A node's interface data rate (bytes/s in and out) between its last two samples.
+    pub fn rate(&self, node: &str) -> Option<f64> {
+        self.rates.lock().unwrap_or_else(|e| e.into_inner()).get(node).and_then(|e| e.2)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_proc_files() {
+        let stat = "cpu  100 5 50 800 20 1 2 3 0 0\ncpu0 1 2 3 4\n";
+        assert_eq!(parse_stat(stat), Some((161, 981)));
+        assert_eq!(parse_stat("garbage"), None);
+        let mem = "MemTotal:       2048 kB\nMemFree:  10 kB\nMemAvailable:   1024 kB\n";
+        assert_eq!(parse_meminfo(mem), Some((2048 * 1024, 1024 * 1024)));
+        let dev = "Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes\n    lo: 10 1 0 0 0 0 0 0 10 1 0 0 0 0 0 0\n  eth0: 1234 5 0 0 0 0 0 0 5678 6 0 0 0 0 0 0\n";
+        let m = parse_net_dev(dev);
+        assert_eq!(m.len(), 1);
+        assert_eq!(m["eth0"], (1234, 5678));
+        assert_eq!(parse_rss("Name: x\nVmRSS:\t  512 kB\n"), Some(512 * 1024));
+    }
+
+    #[test]
+    fn samples_this_machine_and_renders_series() {
+        let mut s = ProcSampler::new();
+        let _ = s.sample("n1", 1);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let sample = s.sample("n1", 2);
+        let names: Vec<&str> = sample.values.iter().map(|(k, _)| k.as_str()).collect();
+        assert!(names.contains(&"memory_used_bytes") && names.contains(&"process_resident_bytes"), "{names:?}");
+        let r = Registry::new();
+        let nm = NodeMetrics::new(&r);
+        nm.record(&sample, 1_000_000_002);
+        let text = r.render_prometheus();
+        assert!(text.contains("gatewarden_node_memory_used_bytes{node=\"n1\"}"), "{text}");
+        assert!(text.contains("gatewarden_bus_latency_seconds{node=\"n1\"} 1"), "{text}");
+    }
+}
