@@ -28,3 +28,39 @@ impl Publisher for super::LocalBus {
         super::LocalBus::publish(self, msg)
     }
 }
+
+/// `--role all` with `[mqtt]` configured: every message stays on the
+/// in-process bus (the local detector, router and monitor work exactly as
+/// without a broker), and what an external monitor of a fleet wants —
+/// alerts, heartbeats and metrics — is also published to the broker. Flow
+/// batches and verdicts stay local: the detector's verdicts are for this
+/// gateway's own router, and no other node consumes them.
+pub struct Uplink {
+    local: super::LocalBus,
+    remote: std::sync::Arc<dyn Publisher>,
+}
+
+impl Uplink {
+    /// Local bus plus the broker connection.
+    pub fn new(local: super::LocalBus, remote: std::sync::Arc<dyn Publisher>) -> Uplink {
+        Uplink { local, remote }
+    }
+
+    /// Whether `kind` is also sent to the broker.
+    pub fn mirrored(kind: &str) -> bool {
+        matches!(kind, "alert" | "heartbeat" | "metrics")
+    }
+}
+
+impl Publisher for Uplink {
+    fn publish(&self, msg: Message) -> bool {
+        if Uplink::mirrored(msg.kind()) {
+            self.remote.publish(msg.clone());
+        }
+        self.local.publish(msg)
+    }
+
+    fn connected(&self) -> bool {
+        self.remote.connected()
+    }
+}
