@@ -574,6 +574,11 @@ mod tests {
             assert!(conf.contains(line), "{line} in {conf}");
         }
         assert!(!conf.contains("listener 1883"));
+        assert!(conf.contains("set_tcp_nodelay true") && !conf.contains("log_dest"), "{conf}");
+        let logged = MosquittoOptions { log: Some(d.path().join("mosquitto.log")), ..opts.clone() };
+        let conf2 = std::fs::read_to_string(mosquitto_conf(d.path(), &logged).unwrap()).unwrap();
+        assert!(conf2.contains("log_dest file /") && conf2.contains("log_type debug"), "{conf2}");
+        std::fs::write(out.join("mosquitto.conf"), &conf).unwrap();
         let acl = std::fs::read_to_string(out.join("acl")).unwrap();
         let block = |user: &str| -> String {
             let start = acl.find(&format!("user {user}\n")).unwrap();

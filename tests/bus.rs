@@ -51,9 +51,15 @@ fn three_processes_and_a_fleet_of_two_routers_through_mosquitto() {
     let Some(exe) = mosquitto_or_skip() else { return };
     let broker = Broker::start(
         exe,
-        &[("router-1", "router"), ("router-2", "router"), ("det-1", "detector"), ("mon-1", "monitor")],
+        &[
+            ("router-1", "router"),
+            ("router-2", "router"),
+            ("router-3", "router"),
+            ("det-1", "detector"),
+            ("mon-1", "monitor"),
+        ],
     );
-    let (pm, pd, pr1, pr2) = (free_port(), free_port(), free_port(), free_port());
+    let (pm, pd, pr1, pr2, pr3) = (free_port(), free_port(), free_port(), free_port(), free_port());
     let _mon = run_node(&broker.node_config("mon-1", pm, ""), "monitor", &[]);
     let _det = run_node(&broker.node_config("det-1", pd, ""), "detector", &[]);
     for p in [pm, pd] {
@@ -66,6 +72,8 @@ fn three_processes_and_a_fleet_of_two_routers_through_mosquitto() {
     let demo = demo.to_str().unwrap();
     let _r1 = run_node(&broker.node_config("router-1", pr1, ""), "router", &["--replay", demo]);
     let _r2 = run_node(&broker.node_config("router-2", pr2, ""), "router", &["--replay", demo]);
+    // A third gateway with no traffic: healthy, but nothing of the others' alerts or blocks may land on it.
+    let _r3 = run_node(&broker.node_config("router-3", pr3, ""), "router", &[]);
     // A replayed scan becomes a verdict at each router (sealed, routed to the router that saw it) …
     for p in [pr1, pr2] {
         assert!(wait_http_ok(&format!("127.0.0.1:{p}"), "/healthz", Duration::from_secs(10)));
@@ -83,11 +91,21 @@ fn three_processes_and_a_fleet_of_two_routers_through_mosquitto() {
     });
     wait_for("heartbeats and online status of every node", Duration::from_secs(15), || {
         let s = status(pm);
-        ["router-1", "router-2", "det-1"]
+        ["router-1", "router-2", "router-3", "det-1"]
             .iter()
             .all(|n| s["nodes"][n]["online"] == serde_json::json!(true) && s["nodes"][n]["role"].is_string())
     });
     let s = status(pm);
+    for r in ["router-1", "router-2"] {
+        assert!(s["nodes"][r]["blocked"].as_u64().unwrap_or(0) > 0, "blocks filed under {r}: {}", s["nodes"]);
+    }
+    assert_eq!(s["nodes"]["router-3"]["alerts"], 0, "{}", s["nodes"]);
+    assert_eq!(s["nodes"]["router-3"]["blocked"], 0, "{}", s["nodes"]);
+    assert_eq!(
+        counter(&status(pr3), "gatewarden_verdicts_received_total"),
+        0.0,
+        "verdicts go only to the router whose traffic caused them"
+    );
     assert_eq!(s["nodes"]["router-1"]["role"], "router");
     assert_eq!(s["nodes"]["det-1"]["role"], "detector");
     let (_, _, alerts) = common::http("GET", &format!("127.0.0.1:{pm}"), "/api/alerts").unwrap();
@@ -101,7 +119,7 @@ fn three_processes_and_a_fleet_of_two_routers_through_mosquitto() {
         assert!(node == "router-1" || node == "router-2", "traffic alerts are filed under the gateway: {a}");
     }
     // Nothing was refused on a clean run.
-    for p in [pm, pd, pr1, pr2] {
+    for p in [pm, pd, pr1, pr2, pr3] {
         let st = status(p);
         let refused: f64 = st["counters"]
             .as_object()

@@ -51,6 +51,8 @@ pub struct NodeHealth {
     pub online: Option<bool>,
     /// Alerts about its traffic.
     pub alerts: u64,
+    /// Of those, alerts whose source was blocked (a verdict went to this gateway's router).
+    pub blocked: u64,
 }
 
 #[derive(Debug, Default)]
@@ -171,7 +173,11 @@ impl MonitorState {
         let mut inner = self.lock();
         inner.alerts_total += 1;
         *inner.by_kind.entry(alert.kind.as_str().to_string()).or_insert(0) += 1;
-        Self::node_entry(&mut inner.nodes, &alert.node).alerts += 1;
+        let n = Self::node_entry(&mut inner.nodes, &alert.node);
+        n.alerts += 1;
+        if alert.action == crate::bus::messages::AlertAction::Blocked {
+            n.blocked += 1;
+        }
         inner.alerts.push_back(alert);
         while inner.alerts.len() > RECENT_ALERTS {
             inner.alerts.pop_front();
