@@ -238,6 +238,7 @@ struct Counters {
     abuse_alerts: Counter,
     anomalies: Counter,
     refused: HashMap<&'static str, Counter>,
+    resent: Counter,
 }
 
 struct Shared {
@@ -381,6 +382,11 @@ impl MqttBus {
                 &[],
             ),
             anomalies: registry.counter("gatewarden_channel_anomalies_total", "Channel anomalies (floods, odd sizes, rejection bursts).", &[]),
+            resent: registry.counter(
+                "gatewarden_mqtt_resent_total",
+                "Spooled messages sent by the resend pass: after a reconnect or a missing peer key, or because the receiving node did not ack within resend_after_ms (receiver away, or the broker dropped them: an ACL denial still gets a PUBACK in MQTT 3.1.1).",
+                &[],
+            ),
             refused: ["tls", "connack"]
                 .into_iter()
                 .map(|r| {
@@ -868,6 +874,7 @@ fn outbox_loop(sh: Arc<Shared>, shutdown: Shutdown) {
         }
         last_resend = Instant::now();
         let due = lock(&sh.spool).due(sh.resend_after, 2048);
+        sh.counters.resent.add(due.len() as u64);
         for e in due {
             if !sh.transmit(e.id, &e.kind, e.to.as_deref(), &e.payload) {
                 lock(&sh.spool).mark_unsent(e.id);
