@@ -910,6 +910,17 @@ mod tests {
     }
 
     #[test]
+    fn broker_refusals_are_told_apart_from_an_unreachable_broker() {
+        use rumqttc::ConnectionError as E;
+        let alert = std::io::Error::new(std::io::ErrorKind::InvalidData, "received fatal alert: UnknownCA");
+        assert_eq!(refusal_reason(&E::Io(alert)), Some("tls"));
+        assert_eq!(refusal_reason(&E::ConnectionRefused(rumqttc::ConnectReturnCode::NotAuthorized)), Some("connack"));
+        let down = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused (os error 111)");
+        assert_eq!(refusal_reason(&E::Io(down)), None);
+        assert_eq!(refusal_reason(&E::NetworkTimeout), None);
+    }
+
+    #[test]
     fn dedup_is_bounded() {
         let mut d = Dedup { set: HashSet::new(), order: VecDeque::new() };
         for i in 0..(DEDUP_CAPACITY as u64 + 10) {
