@@ -286,6 +286,10 @@ enum PkiCommand {
         /// Keep Mosquitto's persistence database here.
         #[arg(long)]
         persistence: Option<PathBuf>,
+        /// Log to this file with debug detail, so the monitor can count the broker's refusals
+        /// (set the monitor's `[mqtt] broker_log` to the same path).
+        #[arg(long)]
+        log: Option<PathBuf>,
     },
     /// Write the files one node needs to join the fleet, as a tree to copy onto its image.
     ///
@@ -414,7 +418,7 @@ struct RunArgs {
     /// Config file (default: /etc/gatewarden/gatewarden.toml if it exists, else built-in defaults).
     #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
     config: Option<PathBuf>,
-    /// Router only: instead of a live interface, replay this pcap/pcapng into the bus once (for tests and
+    /// Router (or all): instead of a live interface, replay this pcap/pcapng into the bus once (for tests and
     /// demos of a multi-node setup), then keep running to receive verdicts.
     #[arg(long, value_name = "CAPTURE")]
     replay: Option<PathBuf>,
@@ -544,8 +548,11 @@ fn cmd_run(args: RunArgs, log_format: Option<LogFormat>) -> i32 {
     if let Err(e) = shutdown.install_signal_handlers() {
         return fail(EXIT_FAILURE, format!("cannot install signal handlers: {e}"));
     }
-    if args.replay.is_some() && role != Role::Router {
-        return fail(EXIT_BAD_INPUT, format!("--replay feeds a router; this process runs {role} (add --role router)"));
+    if args.replay.is_some() && !role.runs_router() {
+        return fail(
+            EXIT_BAD_INPUT,
+            format!("--replay feeds a router; this process runs {role} (add --role router or --role all)"),
+        );
     }
     let opts = crate::roles::RunOptions { replay: args.replay };
     match crate::roles::run_with(role, source, &cfg, shutdown, opts) {
@@ -577,7 +584,7 @@ fn cmd_pki(cmd: PkiCommand) -> i32 {
                 println!("{} files for {} under {}", files.len(), opts.node_id, out.display());
             })
         }
-        PkiCommand::MosquittoConf { dir, out, port, bind, names, user, persistence } => {
+        PkiCommand::MosquittoConf { dir, out, port, bind, names, user, persistence, log } => {
             let opts = pki::MosquittoOptions {
                 out: out.unwrap_or_else(|| dir.join("mosquitto")),
                 port,
@@ -585,6 +592,7 @@ fn cmd_pki(cmd: PkiCommand) -> i32 {
                 names,
                 run_as: user,
                 persistence_dir: persistence,
+                log,
             };
             pki::mosquitto_conf(&dir, &opts).map(|p| {
                 println!("Mosquitto config: {} (run `mosquitto -c {}`)", p.display(), p.display());
@@ -636,7 +644,7 @@ fn cmd_ctl(args: CtlArgs) -> i32 {
             }
             for b in list {
                 let exp = b.expires_in_s.map(|s| format!("{s} s")).unwrap_or_else(|| "no timeout".into());
-                println!("{:<40} {:>12}  {}", b.ip, exp, b.origin);
+                println!("{:<40} {:>12}  {:<9} {}", b.target, exp, b.origin, b.reason);
             }
             0
         }

@@ -220,6 +220,10 @@ pub struct MqttConfig {
     pub audit_log_max_bytes: u64,
     /// Rotated audit logs kept.
     pub audit_log_keep: usize,
+    /// Mosquitto's log file, on the node hosting the broker (monitor or all):
+    /// refusals only the broker sees (no certificate, ACL denials) are counted
+    /// and alerted (`bus/broker_log.rs`). Empty: not watched.
+    pub broker_log: PathBuf,
 }
 
 impl Default for MqttConfig {
@@ -238,6 +242,7 @@ impl Default for MqttConfig {
             keepalive_s: 10,
             audit_log_max_bytes: 1 << 20,
             audit_log_keep: 5,
+            broker_log: PathBuf::new(),
         }
     }
 }

@@ -9,9 +9,12 @@
 //! role `operator` may send requests; every refusal is counted in
 //! `gatewarden_secure_rejected_total` and raised as a `ChannelAbuse` alert.
 //!
-//! Blocking lives in the router's enforcement layer (`src/enforce/`), which
-//! implements [`BlockControl`]; until it is wired, `blocks`, `block` and
-//! `unblock` answer with an error that says so.
+//! Blocking lives in the router's enforcement layer: `src/enforce/control.rs`
+//! implements [`BlockControl`] over the enforcement thread, so `ctl block`
+//! writes the same nftables sets as detector verdicts (the `admin` set). A
+//! node without enforcement (detector, monitor, or a router with
+//! `[enforce] enabled = false`) answers `blocks`, `block` and `unblock` with
+//! an error that says so.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
@@ -55,15 +58,17 @@ pub enum ControlRequest {
     },
 }
 
-/// One blocked address.
+/// One blocked address (or, for imported feeds, network or range).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockEntry {
-    /// The address.
-    pub ip: IpAddr,
+    /// The address, CIDR or range, as the router's block set holds it.
+    pub target: String,
     /// Seconds until the kernel drops the block, if it has a timeout.
     pub expires_in_s: Option<u32>,
-    /// Who asked for it (`detector`, `operator`, …).
+    /// Which block set holds it (`detector`, `admin`, `feed`).
     pub origin: String,
+    /// Why (the element's comment: the verdict reason, or which operator asked).
+    pub reason: String,
 }
 
 /// The node's answer.
@@ -105,8 +110,8 @@ impl ControlHandler {
     pub fn handle(&self, req: &ControlRequest, operator: &str) -> ControlResponse {
         let no_blocks = || {
             ControlResponse::Error(
-                "this node has no enforcement layer to ask (only a router enforces blocks; on a router, nftables \
-                 enforcement is not connected in this build)"
+                "this node has no enforcement layer to ask: only a router with [enforce] enabled = true \
+                 blocks addresses (point --node at a router's ctl.listen)"
                     .into(),
             )
         };
@@ -336,13 +341,18 @@ mod tests {
             Ok(self.0.lock().unwrap().clone())
         }
         fn block(&self, ip: IpAddr, ttl_s: u32, origin: &str) -> Result<(), String> {
-            self.0.lock().unwrap().push(BlockEntry { ip, expires_in_s: Some(ttl_s), origin: origin.into() });
+            self.0.lock().unwrap().push(BlockEntry {
+                target: ip.to_string(),
+                expires_in_s: Some(ttl_s),
+                origin: origin.into(),
+                reason: String::new(),
+            });
             Ok(())
         }
         fn unblock(&self, ip: IpAddr) -> Result<bool, String> {
             let mut v = self.0.lock().unwrap();
             let n = v.len();
-            v.retain(|e| e.ip != ip);
+            v.retain(|e| e.target != ip.to_string());
             Ok(v.len() != n)
         }
     }
@@ -385,7 +395,9 @@ mod tests {
             ControlResponse::Done(_)
         ));
         match request(&addr, op(), f.ca.clone(), &ControlRequest::Blocks, t).unwrap() {
-            ControlResponse::Blocks(v) => assert_eq!((v[0].ip, v[0].origin.as_str()), (ip, "operator:alice")),
+            ControlResponse::Blocks(v) => {
+                assert_eq!((v[0].target.as_str(), v[0].origin.as_str()), ("198.51.100.7", "operator:alice"))
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(

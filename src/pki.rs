@@ -16,7 +16,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use p384::ecdsa::{signature::Verifier, Signature, SigningKey, VerifyingKey};
+use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
 use p384::pkcs8::DecodePrivateKey;
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
@@ -74,7 +74,10 @@ impl CertRole {
         match role {
             crate::role::Role::Router => CertRole::Router,
             crate::role::Role::Detector => CertRole::Detector,
-            crate::role::Role::Monitor | crate::role::Role::All => CertRole::Monitor,
+            crate::role::Role::Monitor => CertRole::Monitor,
+            // An all-in-one gateway joins a fleet as a gateway: it publishes
+            // alerts and status and takes policy updates, like a router.
+            crate::role::Role::All => CertRole::Router,
         }
     }
 }
@@ -212,12 +215,25 @@ pub struct PeerCert {
     pub role: CertRole,
     /// The key that signs this peer's envelopes.
     pub key: VerifyingKey,
+    /// The same key as an uncompressed SEC1 point, for [`verify_p384`] (ring).
+    pub key_sec1: Vec<u8>,
+}
+
+/// Checks an ECDSA P-384/SHA-384 signature (`r‖s`, 96 bytes) with `ring`.
+///
+/// Why ring and not the `p384` crate: ring's constant-time P-384 verifies
+/// several times faster (measured in `benches/secure.rs`, docs/PERFORMANCE.md),
+/// and every verdict pays one verify on the router. Both produce and accept
+/// standard ECDSA signatures, so either side may use either library.
+pub fn verify_p384(public_sec1: &[u8], msg: &[u8], sig: &[u8]) -> bool {
+    use ring::signature::{UnparsedPublicKey, ECDSA_P384_SHA384_FIXED};
+    UnparsedPublicKey::new(&ECDSA_P384_SHA384_FIXED, public_sec1).verify(msg, sig).is_ok()
 }
 
 /// Checks certificates against the fleet CA without any TLS stack, for the envelope layer.
 #[derive(Debug, Clone)]
 pub struct CaVerifier {
-    key: VerifyingKey,
+    key_sec1: Vec<u8>,
     subject: Vec<u8>,
 }
 
@@ -237,7 +253,8 @@ impl CaVerifier {
         let cert = parse_cert(der)?;
         let key = VerifyingKey::from_sec1_bytes(&cert.public_key().subject_public_key.data)
             .map_err(|_| anyhow::anyhow!("the CA key is not a P-384 key: make the CA with `gatewarden pki init`"))?;
-        Ok(CaVerifier { key, subject: cert.subject().as_raw().to_vec() })
+        let key_sec1 = key.to_encoded_point(false).as_bytes().to_vec();
+        Ok(CaVerifier { key_sec1, subject: cert.subject().as_raw().to_vec() })
     }
 
     /// From the CA certificate file (PEM).
@@ -254,11 +271,12 @@ impl CaVerifier {
         if cert.signature_algorithm.algorithm != x509_parser::oid_registry::OID_SIG_ECDSA_WITH_SHA384 {
             bail!("signature algorithm is not ecdsa-with-SHA384");
         }
-        let sig =
-            Signature::from_der(&cert.signature_value.data).map_err(|_| anyhow::anyhow!("malformed signature"))?;
-        self.key
-            .verify(cert.tbs_certificate.as_ref(), &sig)
-            .map_err(|_| anyhow::anyhow!("signature does not verify against the CA"))?;
+        // DER-encoded ECDSA signature, checked with ring (see [`verify_p384`] for why).
+        let ca_key =
+            ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P384_SHA384_ASN1, &self.key_sec1[..]);
+        ca_key
+            .verify(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
+            .map_err(|_| anyhow::anyhow!("signature does not verify against the CA (or is malformed)"))?;
         if !cert.validity().is_valid() {
             bail!("outside its validity period ({} to {})", cert.validity().not_before, cert.validity().not_after);
         }
@@ -279,7 +297,8 @@ impl CaVerifier {
             .ok_or_else(|| anyhow::anyhow!("subject has no OU naming a gatewarden role"))?;
         let key = VerifyingKey::from_sec1_bytes(&cert.public_key().subject_public_key.data)
             .map_err(|_| anyhow::anyhow!("the certificate key is not a P-384 key"))?;
-        Ok(PeerCert { node, role, key })
+        let key_sec1 = key.to_encoded_point(false).as_bytes().to_vec();
+        Ok(PeerCert { node, role, key, key_sec1 })
     }
 }
 
@@ -294,6 +313,8 @@ pub struct Identity {
     pub cert_der: Vec<u8>,
     /// The signing key (the same key TLS uses).
     pub key: SigningKey,
+    /// The same key in ring, which signs several times faster (see [`Identity::sign`]).
+    signer: std::sync::Arc<ring::signature::EcdsaKeyPair>,
 }
 
 impl fmt::Debug for Identity {
@@ -320,7 +341,31 @@ impl Identity {
         if peer.key != *key.verifying_key() {
             bail!("the private key does not belong to this certificate");
         }
-        Ok(Identity { node: peer.node, role: peer.role, cert_der, key })
+        let rng = ring::rand::SystemRandom::new();
+        let signer = ring::signature::EcdsaKeyPair::from_private_key_and_public_key(
+            &ring::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+            &key.to_bytes(),
+            key.verifying_key().to_encoded_point(false).as_bytes(),
+            &rng,
+        )
+        .map_err(|e| anyhow::anyhow!("the private key is not usable for ECDSA P-384 signing: {e}"))?;
+        Ok(Identity { node: peer.node, role: peer.role, cert_der, key, signer: std::sync::Arc::new(signer) })
+    }
+
+    /// Signs `msg` with ECDSA P-384/SHA-384 (random nonce from the OS),
+    /// returning `r‖s` (96 bytes), as [`verify_p384`] checks it.
+    pub fn sign(&self, msg: &[u8]) -> Vec<u8> {
+        let rng = ring::rand::SystemRandom::new();
+        match self.signer.sign(&rng, msg) {
+            Ok(sig) => sig.as_ref().to_vec(),
+            // Only a failing OS random source gets here; fall back to the
+            // deterministic (RFC 6979) signer, which needs no randomness.
+            Err(_) => {
+                use p384::ecdsa::signature::Signer;
+                let sig: Signature = self.key.sign(msg);
+                sig.to_bytes().to_vec()
+            }
+        }
     }
 }
 
@@ -355,6 +400,9 @@ pub struct MosquittoOptions {
     pub run_as: Option<String>,
     /// Where Mosquitto keeps its persistence database.
     pub persistence_dir: Option<PathBuf>,
+    /// Mosquitto's log file, with debug logging so ACL denials appear in it;
+    /// point the monitor's `[mqtt] broker_log` at it.
+    pub log: Option<PathBuf>,
 }
 
 /// Writes a TLS-only Mosquitto config and an ACL with one block per issued certificate.
@@ -437,7 +485,9 @@ fn render_mosquitto_conf(
          require_certificate true\n\
          tls_version tlsv1.2\n\
          max_queued_messages 100000\n\
-         max_inflight_messages 64\n",
+         max_inflight_messages 64\n\
+         # Verdicts are small: send them now, not after Nagle's delay.\n\
+         set_tcp_nodelay true\n",
         acl = acl.display(),
         port = opts.port,
         bind = opts.bind,
@@ -449,6 +499,14 @@ fn render_mosquitto_conf(
         std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
         let p = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
         conf.push_str(&format!("persistence true\npersistence_location {}/\nautosave_interval 30\n", p.display()));
+    }
+    if let Some(l) = &opts.log {
+        // Mosquitto 2.0 logs ACL denials at debug level only; gatewarden's
+        // broker-log watcher (bus/broker_log.rs) reads them and keeps the file small.
+        conf.push_str(&format!(
+            "log_dest file {}\nlog_type error\nlog_type warning\nlog_type notice\nlog_type information\nlog_type debug\nlog_timestamp true\n",
+            std::path::absolute(l).unwrap_or_else(|_| l.clone()).display()
+        ));
     }
     if let Some(u) = &opts.run_as {
         conf.push_str(&format!("user {u}\n"));
@@ -535,6 +593,7 @@ pub fn bundle(dir: &Path, opts: &BundleOptions) -> anyhow::Result<Vec<PathBuf>> 
             names,
             run_as: None,
             persistence_dir: None,
+            log: None,
         };
         mosquitto_conf(dir, &mopts)?;
         // The staging copy names staging paths; the node's copy names the node's.
@@ -662,6 +721,7 @@ mod tests {
             names: vec![],
             run_as: None,
             persistence_dir: None,
+            log: None,
         };
         let conf = std::fs::read_to_string(mosquitto_conf(d.path(), &opts).unwrap()).unwrap();
         for line in
@@ -670,6 +730,11 @@ mod tests {
             assert!(conf.contains(line), "{line} in {conf}");
         }
         assert!(!conf.contains("listener 1883"));
+        assert!(conf.contains("set_tcp_nodelay true") && !conf.contains("log_dest"), "{conf}");
+        let logged = MosquittoOptions { log: Some(d.path().join("mosquitto.log")), ..opts.clone() };
+        let conf2 = std::fs::read_to_string(mosquitto_conf(d.path(), &logged).unwrap()).unwrap();
+        assert!(conf2.contains("log_dest file /") && conf2.contains("log_type debug"), "{conf2}");
+        std::fs::write(out.join("mosquitto.conf"), &conf).unwrap();
         let acl = std::fs::read_to_string(out.join("acl")).unwrap();
         let block = |user: &str| -> String {
             let start = acl.find(&format!("user {user}\n")).unwrap();

@@ -51,9 +51,15 @@ fn three_processes_and_a_fleet_of_two_routers_through_mosquitto() {
     let Some(exe) = mosquitto_or_skip() else { return };
     let broker = Broker::start(
         exe,
-        &[("router-1", "router"), ("router-2", "router"), ("det-1", "detector"), ("mon-1", "monitor")],
+        &[
+            ("router-1", "router"),
+            ("router-2", "router"),
+            ("router-3", "router"),
+            ("det-1", "detector"),
+            ("mon-1", "monitor"),
+        ],
     );
-    let (pm, pd, pr1, pr2) = (free_port(), free_port(), free_port(), free_port());
+    let (pm, pd, pr1, pr2, pr3) = (free_port(), free_port(), free_port(), free_port(), free_port());
     let _mon = run_node(&broker.node_config("mon-1", pm, ""), "monitor", &[]);
     let _det = run_node(&broker.node_config("det-1", pd, ""), "detector", &[]);
     for p in [pm, pd] {
@@ -66,6 +72,8 @@ fn three_processes_and_a_fleet_of_two_routers_through_mosquitto() {
     let demo = demo.to_str().unwrap();
     let _r1 = run_node(&broker.node_config("router-1", pr1, ""), "router", &["--replay", demo]);
     let _r2 = run_node(&broker.node_config("router-2", pr2, ""), "router", &["--replay", demo]);
+    // A third gateway with no traffic: healthy, but nothing of the others' alerts or blocks may land on it.
+    let _r3 = run_node(&broker.node_config("router-3", pr3, ""), "router", &[]);
     // A replayed scan becomes a verdict at each router (sealed, routed to the router that saw it) …
     for p in [pr1, pr2] {
         assert!(wait_http_ok(&format!("127.0.0.1:{p}"), "/healthz", Duration::from_secs(10)));
@@ -83,11 +91,21 @@ fn three_processes_and_a_fleet_of_two_routers_through_mosquitto() {
     });
     wait_for("heartbeats and online status of every node", Duration::from_secs(15), || {
         let s = status(pm);
-        ["router-1", "router-2", "det-1"]
+        ["router-1", "router-2", "router-3", "det-1"]
             .iter()
             .all(|n| s["nodes"][n]["online"] == serde_json::json!(true) && s["nodes"][n]["role"].is_string())
     });
     let s = status(pm);
+    for r in ["router-1", "router-2"] {
+        assert!(s["nodes"][r]["blocked"].as_u64().unwrap_or(0) > 0, "blocks filed under {r}: {}", s["nodes"]);
+    }
+    assert_eq!(s["nodes"]["router-3"]["alerts"], 0, "{}", s["nodes"]);
+    assert_eq!(s["nodes"]["router-3"]["blocked"], 0, "{}", s["nodes"]);
+    assert_eq!(
+        counter(&status(pr3), "gatewarden_verdicts_received_total"),
+        0.0,
+        "verdicts go only to the router whose traffic caused them"
+    );
     assert_eq!(s["nodes"]["router-1"]["role"], "router");
     assert_eq!(s["nodes"]["det-1"]["role"], "detector");
     let (_, _, alerts) = common::http("GET", &format!("127.0.0.1:{pm}"), "/api/alerts").unwrap();
@@ -101,7 +119,7 @@ fn three_processes_and_a_fleet_of_two_routers_through_mosquitto() {
         assert!(node == "router-1" || node == "router-2", "traffic alerts are filed under the gateway: {a}");
     }
     // Nothing was refused on a clean run.
-    for p in [pm, pd, pr1, pr2] {
+    for p in [pm, pd, pr1, pr2, pr3] {
         let st = status(p);
         let refused: f64 = st["counters"]
             .as_object()
@@ -331,4 +349,99 @@ fn forged_misdirected_and_replayed_messages_are_refused_and_counted() {
     assert!(audit.contains("replay") && audit.contains("tampered") && audit.contains("unknown_sender"), "{audit}");
     sd.trigger();
     router.stop();
+}
+
+#[test]
+fn broker_refusals_show_in_gatewarden_counters_and_alerts() {
+    let Some(exe) = mosquitto_or_skip() else { return };
+    let broker = Broker::start(exe, &[("router-1", "router"), ("det-1", "detector"), ("mon-1", "monitor")]);
+    // The monitor hosts the broker in the appliance, so it follows Mosquitto's log.
+    let pm = free_port();
+    let extra = format!("broker_log = \"{}\"\n", broker.log.display());
+    let _mon = run_node(&broker.node_config("mon-1", pm, &extra), "monitor", &[]);
+    assert!(wait_http_ok(&format!("127.0.0.1:{pm}"), "/healthz", Duration::from_secs(10)));
+    wait_for("monitor connected", Duration::from_secs(15), || counter(&status(pm), "gatewarden_mqtt_connected") == 1.0);
+
+    // A client without a certificate.
+    let (_c, mut conn) = raw_client(&broker, "anonymous", None);
+    assert!(!pump(&mut conn, Duration::from_secs(3)).0);
+    // A router certificate publishing verdicts (its own topic and another node's).
+    let (rogue, mut rogue_conn) = raw_client(&broker, "rogue-router", Some("router-1"));
+    for t in ["gatewarden/v1/router-1/verdict", "gatewarden/v1/det-1/verdict"] {
+        rogue.publish(t, rumqttc::QoS::AtLeastOnce, false, b"forged".to_vec()).unwrap();
+    }
+    assert!(pump(&mut rogue_conn, Duration::from_secs(2)).0);
+    // A gatewarden node whose certificate comes from another CA: it trusts the
+    // broker (the fleet CA is in its bundle) but the broker refuses it.
+    let other = tempfile::tempdir().unwrap();
+    gatewarden::pki::init(other.path(), 30, false).unwrap();
+    let (oc, ok) = gatewarden::pki::issue(other.path(), "det-1", CertRole::Detector, &[], 30).unwrap();
+    let bundle = other.path().join("bundle.crt");
+    let mut pem = std::fs::read_to_string(other.path().join("ca.crt")).unwrap();
+    pem.push_str(&std::fs::read_to_string(broker.pki().join("ca.crt")).unwrap());
+    std::fs::write(&bundle, pem).unwrap();
+    let mut s = settings(&broker, "det-1", Role::Detector);
+    (s.ca, s.cert, s.key, s.spool_dir) = (bundle, oc, ok, other.path().join("spool"));
+    let sd = Shutdown::new();
+    let oreg = Registry::new();
+    let outsider = MqttBus::start(&s, LocalBus::new(64, &oreg), &oreg, sd.clone()).unwrap();
+    let start = Instant::now();
+    while oreg.snapshot()["gatewarden_mqtt_refused_total{reason=tls}"] < 1.0 {
+        assert!(start.elapsed() < Duration::from_secs(15), "no refusal counted: {:?}", oreg.snapshot());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!outsider.connected());
+    assert!(
+        oreg.snapshot()["gatewarden_channel_abuse_alerts_total"] >= 1.0,
+        "and raises an alert (spooled until it gets in)"
+    );
+    assert!(outsider.spooled() >= 1);
+    sd.trigger();
+    outsider.stop();
+
+    // The monitor saw every refusal in the broker's log.
+    wait_for("broker refusals counted at the monitor", Duration::from_secs(10), || {
+        let st = status(pm);
+        counter(&st, "gatewarden_broker_refusals_total{reason=no_certificate}") >= 1.0
+            && counter(&st, "gatewarden_broker_refusals_total{reason=acl_publish}") >= 2.0
+            && counter(&st, "gatewarden_broker_refusals_total{reason=bad_certificate}") >= 1.0
+    });
+    let (_, _, alerts) = common::http("GET", &format!("127.0.0.1:{pm}"), "/api/alerts").unwrap();
+    assert!(alerts.contains("rogue-router may not publish gatewarden/v1/det-1/verdict"), "{alerts}");
+    assert!(alerts.contains("without a certificate"), "{alerts}");
+}
+
+#[test]
+fn an_all_in_one_gateway_keeps_its_pipeline_local_and_reports_to_the_fleet_monitor() {
+    let Some(exe) = mosquitto_or_skip() else { return };
+    // An all-in-one gateway joins the fleet with a router certificate.
+    let broker = Broker::start(exe, &[("gw-all", "router"), ("mon-1", "monitor")]);
+    let (pm, pa) = (free_port(), free_port());
+    let _mon = run_node(&broker.node_config("mon-1", pm, ""), "monitor", &[]);
+    assert!(wait_http_ok(&format!("127.0.0.1:{pm}"), "/healthz", Duration::from_secs(10)));
+    wait_for("monitor connected", Duration::from_secs(15), || counter(&status(pm), "gatewarden_mqtt_connected") == 1.0);
+    let demo = common::root().join("samples/demo.pcap");
+    let _all = run_node(&broker.node_config("gw-all", pa, ""), "all", &["--replay", demo.to_str().unwrap()]);
+    assert!(wait_http_ok(&format!("127.0.0.1:{pa}"), "/healthz", Duration::from_secs(10)));
+    // Its own detector, router and monitor work in process …
+    wait_for("local verdicts and alerts", Duration::from_secs(40), || {
+        let s = status(pa);
+        counter(&s, "gatewarden_verdicts_received_total") > 0.0
+            && s["alerts_by_kind"]["port_scan"].as_u64().unwrap_or(0) > 0
+    });
+    let s = status(pa);
+    assert_eq!(counter(&s, "gatewarden_mqtt_connected"), 1.0, "{}", s["counters"]);
+    assert_eq!(counter(&s, "gatewarden_mqtt_published_total{kind=verdict}"), 0.0, "verdicts stay local");
+    assert_eq!(counter(&s, "gatewarden_mqtt_published_total{kind=flow_batch}"), 0.0, "flow batches stay local");
+    // … and the fleet's monitor gets its alerts, heartbeats and online status.
+    wait_for("the gateway's alerts and health at the fleet monitor", Duration::from_secs(30), || {
+        let m = status(pm);
+        m["nodes"]["gw-all"]["alerts"].as_u64().unwrap_or(0) > 0
+            && m["nodes"]["gw-all"]["online"] == serde_json::json!(true)
+            && m["nodes"]["gw-all"]["role"] == "all"
+    });
+    let local = status(pa)["alerts_by_kind"]["port_scan"].as_u64().unwrap();
+    let m = status(pm);
+    assert!(m["alerts_by_kind"]["port_scan"].as_u64().unwrap_or(0) > 0, "{}", m["alerts_by_kind"]);
+    assert!(m["alerts_by_kind"]["port_scan"].as_u64().unwrap() <= local);
 }

@@ -4,8 +4,10 @@
 //! Publishing never blocks the data path: a full channel drops the message
 //! and counts it in `gatewarden_bus_dropped_total{kind=…}`.
 
+pub mod broker_log;
 pub mod messages;
 pub mod mqtt;
+pub mod policy_push;
 pub mod spool;
 pub mod transport;
 

@@ -237,6 +237,8 @@ struct Counters {
     inbound_dropped: Counter,
     abuse_alerts: Counter,
     anomalies: Counter,
+    refused: HashMap<&'static str, Counter>,
+    resent: Counter,
 }
 
 struct Shared {
@@ -320,7 +322,12 @@ impl MqttBus {
         opts.set_max_packet_size(MAX_PACKET, MAX_PACKET);
         opts.set_inflight(256);
         opts.set_last_will(LastWill::new(topic(&s.node, "status"), "offline", QoS::AtLeastOnce, true));
-        let (client, connection) = Client::new(opts, 8192);
+        let (client, mut connection) = Client::new(opts, 8192);
+        // Small messages (verdicts) must not wait for Nagle + delayed ACK:
+        // with it on, a sealed verdict could sit ~40 ms in the socket.
+        let mut net = connection.eventloop.network_options();
+        net.set_tcp_nodelay(true);
+        connection.eventloop.set_network_options(net);
         let spool = Spool::open(&s.spool_dir, s.spool_max_messages, s.spool_max_bytes, registry)?;
         let audit = match RotatingLog::open(&s.spool_dir.join("channel-audit.log"), s.audit_max_bytes, s.audit_keep) {
             Ok(l) => Some(l),
@@ -375,6 +382,24 @@ impl MqttBus {
                 &[],
             ),
             anomalies: registry.counter("gatewarden_channel_anomalies_total", "Channel anomalies (floods, odd sizes, rejection bursts).", &[]),
+            resent: registry.counter(
+                "gatewarden_mqtt_resent_total",
+                "Spooled messages sent by the resend pass: after a reconnect or a missing peer key, or because the receiving node did not ack within resend_after_ms (receiver away, or the broker dropped them: an ACL denial still gets a PUBACK in MQTT 3.1.1).",
+                &[],
+            ),
+            refused: ["tls", "connack"]
+                .into_iter()
+                .map(|r| {
+                    (
+                        r,
+                        registry.counter(
+                            "gatewarden_mqtt_refused_total",
+                            "Connections the broker refused: tls (our certificate was not accepted) or connack (MQTT CONNECT refused).",
+                            &[("reason", r)],
+                        ),
+                    )
+                })
+                .collect(),
         };
         let shared = Arc::new(Shared {
             node: s.node.clone(),
@@ -577,6 +602,10 @@ impl Shared {
             crate::secure::channel_abuse_alert(self.node.as_str(), now, format!("{what} from {peer}: {reason}"));
         if self.role.runs_monitor() {
             // Our own alerts would not come back to us over the broker.
+            if self.role == crate::role::Role::All {
+                // An all-in-one gateway also reports to the fleet's monitor.
+                self.send(None, Message::Alert(alert.clone()));
+            }
             self.inbound.publish(Message::Alert(alert));
         } else {
             self.send(None, Message::Alert(alert));
@@ -595,6 +624,12 @@ impl Shared {
     fn subscriptions(&self) -> Vec<String> {
         use crate::role::Role;
         let mut kinds = vec!["key", "ack"];
+        if self.role == Role::All {
+            // An all-in-one gateway runs its own detector and monitor in
+            // process; from the fleet it takes only group policy.
+            kinds.push("policy_update");
+            return kinds.into_iter().map(|k| format!("{TOPIC_PREFIX}/+/{k}")).collect();
+        }
         if self.role.runs_router() {
             kinds.extend(["verdict", "policy_update"]);
         }
@@ -760,8 +795,26 @@ fn flush_acks(sh: &Shared) {
     }
 }
 
+/// Whether a connection error is the broker refusing us (rather than the
+/// broker being unreachable): a TLS alert about our certificate, or a CONNACK refusal.
+pub fn refusal_reason(e: &rumqttc::ConnectionError) -> Option<&'static str> {
+    use rumqttc::ConnectionError as E;
+    match e {
+        E::Tls(_) => Some("tls"),
+        E::ConnectionRefused(_) => Some("connack"),
+        // With TLS 1.3 the broker checks our certificate after the handshake,
+        // so its alert (UnknownCA, CertificateRequired, …) arrives on the
+        // first read, wrapped in an I/O or MQTT state error.
+        other => {
+            let t = other.to_string().to_ascii_lowercase();
+            (t.contains("fatal alert") || t.contains("certificate")).then_some("tls")
+        }
+    }
+}
+
 fn event_loop(sh: Arc<Shared>, mut connection: rumqttc::Connection, shutdown: Shutdown) {
     let mut last_error_log: Option<Instant> = None;
+    let mut last_refusal_alert: Option<Instant> = None;
     for ev in connection.iter() {
         if shutdown.is_triggered() && !sh.connected.load(Ordering::SeqCst) {
             break;
@@ -779,6 +832,17 @@ fn event_loop(sh: Arc<Shared>, mut connection: rumqttc::Connection, shutdown: Sh
                 let was = sh.connected.swap(false, Ordering::SeqCst);
                 sh.counters.connected.set(0.0);
                 sh.counters.connect_errors.inc();
+                if let Some(reason) = refusal_reason(&e) {
+                    if let Some(c) = sh.counters.refused.get(reason) {
+                        c.inc();
+                    }
+                    // Once a minute: the alert waits in the spool (or reaches the local monitor).
+                    if last_refusal_alert.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                        last_refusal_alert = Some(Instant::now());
+                        tracing::error!(error = %e, "the MQTT broker refused this node: check that mqtt.cert is issued by the fleet CA the broker trusts, and re-run `gatewarden pki mosquitto-conf` after issuing it");
+                        sh.abuse("broker", "connection_refused", format!("{reason}: {e}"));
+                    }
+                }
                 if was || last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {
                     last_error_log = Some(Instant::now());
                     tracing::warn!(error = %e, "MQTT broker unreachable; alerts and verdicts are spooled until it is back");
@@ -810,6 +874,7 @@ fn outbox_loop(sh: Arc<Shared>, shutdown: Shutdown) {
         }
         last_resend = Instant::now();
         let due = lock(&sh.spool).due(sh.resend_after, 2048);
+        sh.counters.resent.add(due.len() as u64);
         for e in due {
             if !sh.transmit(e.id, &e.kind, e.to.as_deref(), &e.payload) {
                 lock(&sh.spool).mark_unsent(e.id);
@@ -842,6 +907,17 @@ mod tests {
         assert!(durable_kind("alert") && !durable_kind("flow_batch"));
         assert_eq!(sealed_sender("verdict"), CertRole::Detector);
         assert_eq!(sealed_sender("policy_update"), CertRole::Monitor);
+    }
+
+    #[test]
+    fn broker_refusals_are_told_apart_from_an_unreachable_broker() {
+        use rumqttc::ConnectionError as E;
+        let alert = std::io::Error::new(std::io::ErrorKind::InvalidData, "received fatal alert: UnknownCA");
+        assert_eq!(refusal_reason(&E::Io(alert)), Some("tls"));
+        assert_eq!(refusal_reason(&E::ConnectionRefused(rumqttc::ConnectReturnCode::NotAuthorized)), Some("connack"));
+        let down = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused (os error 111)");
+        assert_eq!(refusal_reason(&E::Io(down)), None);
+        assert_eq!(refusal_reason(&E::NetworkTimeout), None);
     }
 
     #[test]

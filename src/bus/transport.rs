@@ -28,3 +28,73 @@ impl Publisher for super::LocalBus {
         super::LocalBus::publish(self, msg)
     }
 }
+
+/// `--role all` with `[mqtt]` configured: every message stays on the
+/// in-process bus (the local detector, router and monitor work exactly as
+/// without a broker), and what an external monitor of a fleet wants —
+/// alerts, heartbeats and metrics — is also published to the broker. Flow
+/// batches and verdicts stay local: the detector's verdicts are for this
+/// gateway's own router, and no other node consumes them.
+pub struct Uplink {
+    local: super::LocalBus,
+    remote: std::sync::Arc<dyn Publisher>,
+}
+
+impl Uplink {
+    /// Local bus plus the broker connection.
+    pub fn new(local: super::LocalBus, remote: std::sync::Arc<dyn Publisher>) -> Uplink {
+        Uplink { local, remote }
+    }
+
+    /// Whether `kind` is also sent to the broker.
+    pub fn mirrored(kind: &str) -> bool {
+        matches!(kind, "alert" | "heartbeat" | "metrics")
+    }
+}
+
+impl Publisher for Uplink {
+    fn publish(&self, msg: Message) -> bool {
+        if Uplink::mirrored(msg.kind()) {
+            self.remote.publish(msg.clone());
+        }
+        self.local.publish(msg)
+    }
+
+    fn connected(&self) -> bool {
+        self.remote.connected()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::messages::Heartbeat;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Remote(Mutex<Vec<&'static str>>);
+    impl Publisher for Remote {
+        fn publish(&self, msg: Message) -> bool {
+            self.0.lock().unwrap().push(msg.kind());
+            true
+        }
+    }
+
+    #[test]
+    fn uplink_keeps_everything_local_and_mirrors_only_reports() {
+        let reg = crate::metrics::Registry::new();
+        let local = super::super::LocalBus::new(16, &reg);
+        let remote = std::sync::Arc::new(Remote::default());
+        let up = Uplink::new(local.clone(), remote.clone());
+        let hb =
+            Heartbeat { node: "gw".into(), role: crate::role::Role::All, version: "v".into(), uptime_s: 1, sent_ns: 0 };
+        assert!(up.publish(Message::Heartbeat(hb)));
+        let p = crate::bus::messages::PolicyUpdate { version: 1, groups: vec![], rules: vec![] };
+        assert!(up.publish_to("gw", Message::PolicyUpdate(p)));
+        assert_eq!(local.heartbeats.len(), 1);
+        assert_eq!(local.policy.len(), 1);
+        assert_eq!(*remote.0.lock().unwrap(), vec!["heartbeat"], "policy (like verdicts and flow batches) stays local");
+        assert!(Uplink::mirrored("alert") && Uplink::mirrored("metrics"));
+        assert!(!Uplink::mirrored("verdict") && !Uplink::mirrored("flow_batch"));
+    }
+}

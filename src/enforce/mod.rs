@@ -9,8 +9,10 @@
 //! | `blocker.rs` | block / unblock / list, escalation, allowlist, size cap, feeds, fail-closed, group rules |
 //! | `feeds.rs` | CIDRs, blocklist files, durations |
 //! | `service.rs` | the router's enforcement thread: verdicts in, blocks and metrics out |
+//! | `control.rs` | `gatewarden ctl` blocks, block and unblock on top of the enforcement thread |
 
 pub mod blocker;
+pub mod control;
 pub mod expr;
 pub mod feeds;
 pub mod netlink;

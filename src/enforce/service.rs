@@ -29,6 +29,8 @@ pub enum Command {
     Verdict(Verdict),
     /// Replace the group policy.
     Policy(PolicyUpdate),
+    /// An operator request from `gatewarden ctl` ([`super::control::EnforceControl`]); the answer goes back on the sender.
+    Control(super::control::ControlOp, mpsc::Sender<super::control::ControlReply>),
 }
 
 /// Handle to the running enforcement thread.
@@ -164,6 +166,9 @@ fn run_loop(
                     Ok(_) => {}
                     Err(e) => tracing::error!(addr = %v.source, "block failed: {e}"),
                 }
+            }
+            Ok(Command::Control(op, reply)) => {
+                let _ = reply.send(super::control::apply(blocker, op));
             }
             Ok(Command::Policy(p)) => match blocker.replace_group_rules(&p) {
                 Ok(true) => tracing::info!(version = p.version, rules = p.rules.len(), "group policy applied"),

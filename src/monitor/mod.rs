@@ -59,6 +59,8 @@ pub struct NodeHealth {
     pub online: Option<bool>,
     /// Alerts about its traffic.
     pub alerts: u64,
+    /// Of those, alerts whose source was blocked (a verdict went to this gateway's router).
+    pub blocked: u64,
 }
 
 /// Unix time now in seconds.
@@ -267,7 +269,11 @@ impl MonitorState {
     /// Stores an alert (on disk when a store is attached) and tells the page.
     pub fn record_alert(&self, alert: Alert) {
         let mut inner = self.lock();
-        Self::node_entry(&mut inner.nodes, &alert.node).alerts += 1;
+        let n = Self::node_entry(&mut inner.nodes, &alert.node);
+        n.alerts += 1;
+        if alert.action == crate::bus::messages::AlertAction::Blocked {
+            n.blocked += 1;
+        }
         self.registry
             .counter(
                 "gatewarden_alerts_total",

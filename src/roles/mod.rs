@@ -91,7 +91,7 @@ pub fn run_with(
         crate::monitor::http::Access::from_config(cfg).context("loading the token signing key (http.jwt_key)")?;
     let http = HttpServer::start_with(&cfg.http.listen, state.clone(), access)?;
     tracing::info!(role = %role, source = %role_source, node = %cfg.node_id, "gatewarden {} starting", env!("CARGO_PKG_VERSION"));
-    let mqtt = if cfg.mqtt.enabled() && role != Role::All {
+    let mqtt = if cfg.mqtt.enabled() {
         let m = MqttBus::start(&MqttSettings::from_config(cfg, role), bus.clone(), &registry, shutdown.clone())
             .context("starting the MQTT node bus ([mqtt] in the config)")?;
         tracing::info!(broker = %cfg.mqtt.broker, "node bus: MQTT over mutual TLS");
@@ -101,23 +101,18 @@ pub fn run_with(
             tracing::warn!(
                 "role {role} runs alone: set [mqtt] broker (and ca/cert/key) to exchange messages with other nodes"
             );
-        } else if cfg.mqtt.enabled() {
-            tracing::info!("--role all keeps every message in process; [mqtt] is used only by single roles");
         }
         None
     };
     let out: Arc<dyn Publisher> = match &mqtt {
+        // --role all: everything in process; alerts, heartbeats and metrics also go to the broker (bus/transport.rs).
+        Some(m) if role == Role::All => Arc::new(crate::bus::transport::Uplink::new(bus.clone(), m.clone())),
         Some(m) => m.clone(),
         None => Arc::new(bus.clone()),
     };
     // Group policies (#9) live with the monitor: the engine, its API and a
     // thread that publishes the compiled policy to the routers.
     let policy = if role.runs_monitor() { start_policy(cfg, &state, out.clone(), shutdown.clone()) } else { None };
-    let ctl = if cfg.ctl.listen.is_empty() {
-        None
-    } else {
-        Some(start_ctl(cfg, &registry, &state, out.clone(), shutdown.clone())?)
-    };
     let capture = if let (true, Some(path)) = (role.runs_router(), &opts.replay) {
         Some(router::spawn_replay(path, cfg, &registry, out.clone(), shutdown.clone())?)
     } else if role.runs_router() && !cfg.capture.interface.is_empty() {
@@ -129,6 +124,29 @@ pub fn run_with(
         None
     };
 
+    // After enforcement: on a router, `ctl block|unblock|blocks` drive its nftables sets.
+    let ctl = if cfg.ctl.listen.is_empty() {
+        None
+    } else {
+        let blocks = enforcer.as_ref().map(|e| {
+            Arc::new(crate::enforce::control::EnforceControl::new(e.sender())) as Arc<dyn crate::ctl::BlockControl>
+        });
+        Some(start_ctl(cfg, &registry, &state, out.clone(), blocks, shutdown.clone())?)
+    };
+
+    // On the node hosting Mosquitto: its refusals (no certificate, ACL denials) become counters and alerts.
+    let broker_log = if role.runs_monitor() && !cfg.mqtt.broker_log.as_os_str().is_empty() {
+        Some(crate::bus::broker_log::BrokerLogWatch::start(
+            &cfg.mqtt.broker_log,
+            &cfg.node_id,
+            Arc::new(bus.clone()),
+            &registry,
+            shutdown.clone(),
+        )?)
+    } else {
+        None
+    };
+    let policy_push = Arc::new(crate::bus::policy_push::PolicyPush::new(out.clone(), &registry));
     let ex = smol::LocalExecutor::new();
     let mut tasks = Vec::new();
     if role.runs_detector() {
@@ -230,10 +248,14 @@ pub fn run_with(
         let rx = bus.heartbeats.receiver();
         let sd = shutdown.clone();
         let st = state.clone();
+        // Group policy to routers (bus/policy_push.rs): the policy engine calls
+        // `policy_push.publish(update)`; routers that join or restart get the current one.
+        let push = policy_push.clone();
         tasks.push(ex.spawn(async move {
             loop {
                 let Some(hb) = next_or_shutdown(&rx, &sd).await else { break };
                 st.record_heartbeat(&hb);
+                push.heartbeat(&hb);
             }
         }));
         let rx = bus.metrics.receiver();
@@ -249,10 +271,12 @@ pub fn run_with(
             let rx = m.status_receiver();
             let sd = shutdown.clone();
             let st = state.clone();
+            let push = policy_push.clone();
             tasks.push(ex.spawn(async move {
                 loop {
                     let Some(s) = next_or_shutdown(&rx, &sd).await else { break };
                     st.set_node_online(&s.node, s.online);
+                    push.node_online(&s.node, s.online);
                 }
             }));
         }
@@ -327,6 +351,9 @@ pub fn run_with(
     if let Some(c) = ctl {
         c.join();
     }
+    if let Some(w) = broker_log {
+        w.join();
+    }
     if let Some(m) = mqtt {
         m.stop();
     }
@@ -347,6 +374,7 @@ fn start_ctl(
     registry: &Arc<Registry>,
     state: &Arc<MonitorState>,
     alerts: Arc<dyn Publisher>,
+    blocks: Option<Arc<dyn crate::ctl::BlockControl>>,
     shutdown: Shutdown,
 ) -> anyhow::Result<crate::ctl::ControlServer> {
     use anyhow::Context;
@@ -362,8 +390,8 @@ fn start_ctl(
             }
             v
         }),
-        // The router's nftables layer (src/enforce/) implements ctl::BlockControl; connect it here.
-        blocks: None,
+        // The router's nftables layer (src/enforce/control.rs); None without enforcement.
+        blocks,
         alerts: Some(alerts),
     };
     let secure =

@@ -52,8 +52,6 @@ use aes_gcm::aead::{Aead, KeyInit, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use hkdf::Hkdf;
 use p384::ecdh::EphemeralSecret;
-use p384::ecdsa::signature::{Signer, Verifier};
-use p384::ecdsa::Signature;
 use p384::elliptic_curve::sec1::ToEncodedPoint;
 use rand_core::{OsRng, RngCore};
 use sha2::Sha256;
@@ -228,8 +226,7 @@ fn new_key(id: &Identity, now_ns: u64) -> OwnKey {
         issued_ns: now_ns,
         signature: Vec::new(),
     };
-    let sig: Signature = id.key.sign(&announce.signed_bytes());
-    announce.signature = sig.to_bytes().to_vec();
+    announce.signature = id.sign(&announce.signed_bytes());
     OwnKey { id: announce.ek_id, secret, announce }
 }
 
@@ -365,11 +362,12 @@ impl SecureChannel {
                 format!("certificate is for {:?}, announcement claims {:?} (via {:?})", cert.node, a.node, claimed),
             ));
         }
-        let sig = Signature::from_slice(&a.signature)
-            .map_err(|_| rejection(Reject::BadSignature, Some(&a.node), "announcement signature is not 96 bytes"))?;
-        cert.key
-            .verify(&a.signed_bytes(), &sig)
-            .map_err(|_| rejection(Reject::BadSignature, Some(&a.node), "announcement signature does not verify"))?;
+        if a.signature.len() != 96 {
+            return Err(rejection(Reject::BadSignature, Some(&a.node), "announcement signature is not 96 bytes"));
+        }
+        if !crate::pki::verify_p384(&cert.key_sec1, &a.signed_bytes(), &a.signature) {
+            return Err(rejection(Reject::BadSignature, Some(&a.node), "announcement signature does not verify"));
+        }
         let public = p384::PublicKey::from_sec1_bytes(&a.ek_pub)
             .map_err(|_| rejection(Reject::Malformed, Some(&a.node), "ephemeral key is not a P-384 point"))?;
         if a.node == self.id.node {
@@ -446,9 +444,9 @@ impl SecureChannel {
         let ciphertext = cipher
             .encrypt(&Nonce::from(nonce(self.seq)), Payload { msg: plaintext, aad: &aad })
             .expect("AES-GCM encryption of an in-memory buffer cannot fail");
-        let sig: Signature = self.id.key.sign(&Envelope::signed_bytes(&header, &ciphertext));
+        let signature = self.id.sign(&Envelope::signed_bytes(&header, &ciphertext));
         self.sealed.inc();
-        Ok(envelope::encode(&Envelope { header, ciphertext, signature: sig.to_bytes().to_vec() }))
+        Ok(envelope::encode(&Envelope { header, ciphertext, signature }))
     }
 
     /// Opens an envelope addressed to this node, or says why not (and counts it).
@@ -520,12 +518,12 @@ impl SecureChannel {
         let plaintext = cipher
             .decrypt(&Nonce::from(nonce(h.seq)), Payload { msg: &env.ciphertext, aad: &aad })
             .map_err(|_| rejection(Reject::Tampered, from, "AES-GCM tag does not verify: altered in transit"))?;
-        let sig = Signature::from_slice(&env.signature)
-            .map_err(|_| rejection(Reject::BadSignature, from, "signature is not 96 bytes"))?;
-        peer.cert
-            .key
-            .verify(&Envelope::signed_bytes(h, &env.ciphertext), &sig)
-            .map_err(|_| rejection(Reject::BadSignature, from, "not signed by the sender's certified key"))?;
+        if env.signature.len() != 96 {
+            return Err(rejection(Reject::BadSignature, from, "signature is not 96 bytes"));
+        }
+        if !crate::pki::verify_p384(&peer.cert.key_sec1, &Envelope::signed_bytes(h, &env.ciphertext), &env.signature) {
+            return Err(rejection(Reject::BadSignature, from, "not signed by the sender's certified key"));
+        }
         peer.windows.entry(h.sender_ek).or_default().commit(h.seq);
         peer.last_heard = Instant::now();
         Ok(Opened { sender: h.sender.clone(), sender_role: peer.cert.role, msg_id: h.msg_id, kind: h.kind, plaintext })
@@ -671,6 +669,8 @@ pub(crate) mod tests {
 
     #[test]
     fn a_forged_signature_with_the_right_session_is_refused() {
+        use p384::ecdsa::signature::Signer;
+        use p384::ecdsa::Signature;
         let (mut d, mut r, reg) = pair();
         let env = d.seal("router-1", 1, PayloadKind::Message, b"x").unwrap();
         let mut e: Envelope = envelope::decode(&env).unwrap();

@@ -1,0 +1,147 @@
+//! `gatewarden ctl blocks|block|unblock` on a running router: the
+//! [`crate::ctl::BlockControl`] the control endpoint calls, implemented on
+//! top of the enforcement thread ([`super::service`]).
+//!
+//! Why through the thread and not a second [`Blocker`]: the thread owns the
+//! netlink socket in the router's network namespace and the escalation
+//! history; an operator's `unblock` must also make the detector's next
+//! verdict for that address start again at the base TTL. Operator blocks go
+//! to the `admin` sets (`block4_admin`, `block6_admin`), so `nft list ruleset`
+//! and the per-origin drop counters tell them apart from detector verdicts.
+
+use std::net::IpAddr;
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::blocker::{BlockOutcome, Blocker};
+use super::ruleset::Origin;
+use super::service::Command;
+use crate::ctl::{BlockControl, BlockEntry};
+
+/// How long a ctl request waits for the enforcement thread.
+pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Longest block an operator may ask for (a week); longer TTLs are refused, not clipped.
+pub const MAX_TTL_S: u32 = 7 * 24 * 3600;
+
+/// One operator request, executed on the enforcement thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlOp {
+    /// Every active block.
+    List,
+    /// Block `ip` in the admin set for `ttl_s` seconds; `who` becomes the element comment.
+    Block {
+        /// The address.
+        ip: IpAddr,
+        /// Seconds.
+        ttl_s: u32,
+        /// Who asked (e.g. `operator:alice`).
+        who: String,
+    },
+    /// Remove `ip` from the detector and admin sets.
+    Unblock {
+        /// The address.
+        ip: IpAddr,
+    },
+}
+
+/// The enforcement thread's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ControlReply {
+    /// Answer to [`ControlOp::List`].
+    List(Vec<BlockEntry>),
+    /// Answer to [`ControlOp::Block`].
+    Blocked,
+    /// Answer to [`ControlOp::Unblock`]: whether it was blocked.
+    Unblocked(bool),
+    /// Refused or failed, with what to do.
+    Error(String),
+}
+
+/// Runs `op` against the blocker (on the enforcement thread).
+pub fn apply(blocker: &mut Blocker, op: ControlOp) -> ControlReply {
+    match op {
+        ControlOp::List => match blocker.list() {
+            Ok(list) => ControlReply::List(
+                list.into_iter()
+                    .map(|e| BlockEntry {
+                        target: e.target,
+                        expires_in_s: (e.timeout_s > 0).then(|| e.remaining_s.min(u64::from(u32::MAX)) as u32),
+                        origin: e.origin.as_str().to_string(),
+                        reason: e.reason,
+                    })
+                    .collect(),
+            ),
+            Err(e) => ControlReply::Error(format!("cannot read the block sets: {e}")),
+        },
+        ControlOp::Block { ip, ttl_s, who } => {
+            let reason = format!("ctl {who}");
+            match blocker.block(ip, Duration::from_secs(u64::from(ttl_s)), Origin::Admin, &reason) {
+                Ok(BlockOutcome::Blocked { .. }) => ControlReply::Blocked,
+                Ok(BlockOutcome::Refused { allowed_by }) => ControlReply::Error(format!(
+                    "{ip} is on the allowlist ({allowed_by}) and is never blocked; remove it from enforce.allowlist first"
+                )),
+                Err(e) => ControlReply::Error(format!("block {ip} failed: {e}")),
+            }
+        }
+        ControlOp::Unblock { ip } => match blocker.unblock(ip) {
+            Ok(origins) => ControlReply::Unblocked(!origins.is_empty()),
+            Err(e) => ControlReply::Error(format!("unblock {ip} failed: {e}")),
+        },
+    }
+}
+
+/// [`BlockControl`] for the control endpoint: hands each request to the
+/// enforcement thread and waits (at most [`REPLY_TIMEOUT`]) for its answer.
+#[derive(Debug)]
+pub struct EnforceControl {
+    tx: Mutex<mpsc::Sender<Command>>,
+}
+
+impl EnforceControl {
+    /// Control over the thread behind `tx` ([`super::service::EnforceService::sender`]).
+    pub fn new(tx: mpsc::Sender<Command>) -> EnforceControl {
+        EnforceControl { tx: Mutex::new(tx) }
+    }
+
+    fn ask(&self, op: ControlOp) -> Result<ControlReply, String> {
+        let (reply_tx, reply_rx) = mpsc::channel();
+        let sent = self.tx.lock().unwrap_or_else(|e| e.into_inner()).send(Command::Control(op, reply_tx));
+        if sent.is_err() {
+            return Err("the router's enforcement thread has stopped (see the router's log)".into());
+        }
+        reply_rx.recv_timeout(REPLY_TIMEOUT).map_err(|_| {
+            "the enforcement thread did not answer within 5 s (busy or stopped; see the router's log)".into()
+        })
+    }
+}
+
+impl BlockControl for EnforceControl {
+    fn list(&self) -> Result<Vec<BlockEntry>, String> {
+        match self.ask(ControlOp::List)? {
+            ControlReply::List(v) => Ok(v),
+            ControlReply::Error(e) => Err(e),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    fn block(&self, ip: IpAddr, ttl_s: u32, origin: &str) -> Result<(), String> {
+        if ttl_s == 0 || ttl_s > MAX_TTL_S {
+            return Err(format!("--ttl {ttl_s}: give 1 to {MAX_TTL_S} seconds (a week)"));
+        }
+        match self.ask(ControlOp::Block { ip, ttl_s, who: origin.to_string() })? {
+            ControlReply::Blocked => Ok(()),
+            ControlReply::Error(e) => Err(e),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    fn unblock(&self, ip: IpAddr) -> Result<bool, String> {
+        match self.ask(ControlOp::Unblock { ip })? {
+            ControlReply::Unblocked(b) => Ok(b),
+            ControlReply::Error(e) => Err(e),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+}

@@ -1,0 +1,250 @@
+//! Operator control (`gatewarden ctl`) and group policy (monitor → router
+//! over the node bus) against real nftables: the test re-executes itself
+//! inside a fresh network namespace, where it runs a real Mosquitto with
+//! TLS, a real router process with enforcement on, and the monitor's side of
+//! the bus; it reads the kernel's ruleset with `nft`.
+
+mod common;
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::mosquitto::{mosquitto_or_skip, Broker};
+use common::{bin, free_port, wait_http_ok, Guard};
+use gatewarden::bus::messages::{GroupRule, PolicyAction, PolicyUpdate, Proto};
+use gatewarden::bus::mqtt::{MqttBus, MqttSettings};
+use gatewarden::bus::policy_push::PolicyPush;
+use gatewarden::bus::LocalBus;
+use gatewarden::config::Config;
+use gatewarden::metrics::Registry;
+use gatewarden::role::Role;
+use gatewarden::shutdown::Shutdown;
+
+const INNER: &str = "GATEWARDEN_TEST_INSIDE_NETNS";
+
+/// True when running inside the namespace; otherwise runs `test` there
+/// (asserting it passed) and returns false.
+fn inside_netns(test: &str) -> bool {
+    if std::env::var_os(INNER).is_some() {
+        return true;
+    }
+    if !common::netns::require_root(test) {
+        return false;
+    }
+    let nft = Command::new("nft").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    if !nft {
+        let msg = format!("{test} needs nft (apt-get install nftables) to read the kernel's ruleset");
+        if std::env::var_os("CI").is_some() {
+            panic!("{msg}");
+        }
+        eprintln!("SKIPPED: {msg}");
+        return false;
+    }
+    let ns = common::netns::Netns::new("bus");
+    let exe = std::env::current_exe().unwrap();
+    let out = ns
+        .command(exe.to_str().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(INNER, "1")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    println!("{text}");
+    assert!(out.status.success(), "inside namespace {}: {text}", ns.name);
+    assert!(text.contains("1 passed"), "the test ran inside the namespace: {text}");
+    false
+}
+
+fn nft(args: &[&str]) -> String {
+    let out = Command::new("nft").args(args).output().unwrap();
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+fn ctl(broker: &Broker, node: &str, id: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(bin())
+        .args(["ctl", "--node", node, "--pki", broker.pki().to_str().unwrap(), "--id", id])
+        .args(args)
+        .output()
+        .unwrap();
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+fn start_router(cfg: &std::path::Path) -> Guard {
+    let mut c = Command::new(bin());
+    c.args(["run", "--role", "router", "--config", cfg.to_str().unwrap()]).env("RUST_LOG", "warn");
+    Guard::spawn(&mut c)
+}
+
+#[test]
+fn ctl_blocks_and_unblocks_in_the_routers_nftables_sets() {
+    if !inside_netns("ctl_blocks_and_unblocks_in_the_routers_nftables_sets") {
+        return;
+    }
+    let Some(exe) = mosquitto_or_skip() else { return };
+    let broker = Broker::start(exe, &[("router-1", "router"), ("alice", "operator"), ("det-1", "detector")]);
+    let (http, ctl_port) = (free_port(), free_port());
+    let cfg = broker.node_config(
+        "router-1",
+        http,
+        &format!(
+            "[enforce]\nenabled = true\nallowlist = [\"203.0.113.0/24\"]\n[ctl]\nlisten = \"127.0.0.1:{ctl_port}\"\n"
+        ),
+    );
+    let _router = start_router(&cfg);
+    assert!(wait_http_ok(&format!("127.0.0.1:{http}"), "/healthz", Duration::from_secs(15)));
+    let node = format!("127.0.0.1:{ctl_port}");
+    wait_for("the ctl endpoint", Duration::from_secs(10), || std::net::TcpStream::connect(&node).is_ok());
+
+    // Block an IPv4 and an IPv6 address: they land in the admin sets.
+    let (ok, out) = ctl(&broker, &node, "alice", &["block", "198.51.100.7", "--ttl", "600"]);
+    assert!(ok && out.contains("blocked 198.51.100.7"), "{out}");
+    let (ok, out) = ctl(&broker, &node, "alice", &["block", "2001:db8:66::7", "--ttl", "120"]);
+    assert!(ok, "{out}");
+    let v4 = nft(&["list", "set", "inet", "gatewarden", "block4_admin"]);
+    assert!(v4.contains("198.51.100.7"), "kernel set: {v4}");
+    assert!(v4.contains("ctl operator:alice"), "the element says who blocked it: {v4}");
+    let v6 = nft(&["list", "set", "inet", "gatewarden", "block6_admin"]);
+    assert!(v6.contains("2001:db8:66::7"), "kernel set: {v6}");
+
+    // `blocks` reads the kernel sets back.
+    let (ok, out) = ctl(&broker, &node, "alice", &["blocks"]);
+    assert!(ok, "{out}");
+    let line = out.lines().find(|l| l.starts_with("198.51.100.7")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains("admin") && line.contains("operator:alice"), "{line}");
+    let secs: u32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(secs > 500 && secs <= 600, "about 600 s left: {line}");
+    assert!(out.lines().any(|l| l.starts_with("2001:db8:66::7")), "{out}");
+
+    // Unblock removes it from the kernel; a second unblock says so.
+    let (ok, out) = ctl(&broker, &node, "alice", &["unblock", "198.51.100.7"]);
+    assert!(ok && out.contains("unblocked 198.51.100.7"), "{out}");
+    assert!(!nft(&["list", "set", "inet", "gatewarden", "block4_admin"]).contains("198.51.100.7"));
+    let (ok, out) = ctl(&broker, &node, "alice", &["unblock", "198.51.100.7"]);
+    assert!(ok && out.contains("was not blocked"), "{out}");
+
+    // The allowlist holds (configured and the node's own addresses), and silly TTLs are refused.
+    for ip in ["203.0.113.9", "127.0.0.1"] {
+        let (ok, out) = ctl(&broker, &node, "alice", &["block", ip]);
+        assert!(!ok && out.contains("allowlist"), "{ip}: {out}");
+        assert!(!nft(&["list", "set", "inet", "gatewarden", "block4_admin"]).contains(ip));
+    }
+    let (ok, out) = ctl(&broker, &node, "alice", &["block", "198.51.100.8", "--ttl", "0"]);
+    assert!(!ok && out.contains("--ttl"), "{out}");
+
+    // A detector certificate may not drive the router.
+    let (ok, out) = ctl(&broker, &node, "det-1", &["block", "198.51.100.9"]);
+    assert!(!ok && out.contains("operator"), "{out}");
+    assert!(!nft(&["list", "set", "inet", "gatewarden", "block4_admin"]).contains("198.51.100.9"));
+    let (_, _, status) = common::http("GET", &format!("127.0.0.1:{http}"), "/api/status").unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["counters"]["gatewarden_secure_rejected_total{reason=unauthorized}"], 1.0, "{status}");
+}
+
+fn policy(version: u64, action: PolicyAction, cams: &[&str]) -> PolicyUpdate {
+    PolicyUpdate {
+        version,
+        groups: vec![
+            ("cams".into(), cams.iter().map(|s| s.to_string()).collect()),
+            ("nas".into(), vec!["192.0.2.50".into(), "2001:db8:1::50".into()]),
+        ],
+        rules: vec![GroupRule {
+            source_group: "cams".into(),
+            destination_group: "nas".into(),
+            protocol: Some(Proto::Tcp),
+            ports: Some((445, 445)),
+            action,
+            priority: 10,
+        }],
+    }
+}
+
+#[test]
+fn a_monitors_policy_update_reaches_the_routers_nftables_and_survives_a_router_restart() {
+    if !inside_netns("a_monitors_policy_update_reaches_the_routers_nftables_and_survives_a_router_restart") {
+        return;
+    }
+    let Some(exe) = mosquitto_or_skip() else { return };
+    let broker = Broker::start(exe, &[("router-1", "router"), ("mon-1", "monitor")]);
+    let cfg = broker.node_config("router-1", free_port(), "[enforce]\nenabled = true\n");
+    let mut router = Some(start_router(&cfg));
+
+    // The monitor's side: its bus connection and the policy distributor.
+    let sd = Shutdown::new();
+    let reg = Registry::new();
+    let inbound = LocalBus::new(1024, &reg);
+    let mcfg = Config::load(&broker.node_config("mon-1", free_port(), "")).unwrap();
+    let mon = Arc::new(
+        MqttBus::start(&MqttSettings::from_config(&mcfg, Role::Monitor), inbound.clone(), &reg, sd.clone()).unwrap(),
+    );
+    let push = PolicyPush::new(mon.clone(), &reg);
+    // What the monitor role's tasks do (roles/mod.rs): heartbeats and online status feed the distributor.
+    let hb = inbound.heartbeats.receiver();
+    let online = mon.status_receiver();
+    let pump = |push: &PolicyPush| {
+        while let Ok(h) = hb.try_recv() {
+            push.heartbeat(&h);
+        }
+        while let Ok(s) = online.try_recv() {
+            push.node_online(&s.node, s.online);
+        }
+    };
+    wait_for("the router's heartbeat at the monitor", Duration::from_secs(20), || {
+        pump(&push);
+        push.routers().contains(&"router-1".to_string())
+    });
+
+    assert_eq!(push.publish(policy(1, PolicyAction::Deny, &["192.0.2.16/28", "2001:db8:1::/120"])).unwrap(), 1);
+    let groups = || nft(&["list", "chain", "inet", "gatewarden", "groups"]);
+    wait_for("the group rule in the router's kernel", Duration::from_secs(20), || {
+        let g = groups();
+        g.contains("@grp_cams4") && g.contains("@grp_nas4") && g.contains("dport 445") && g.contains("drop")
+    });
+    let g = groups();
+    assert!(g.contains("@grp_cams6") && g.contains("@grp_nas6"), "IPv6 rule too: {g}");
+    let set = nft(&["list", "set", "inet", "gatewarden", "grp_cams4"]);
+    assert!(set.contains("192.0.2.16/28"), "{set}");
+
+    // A newer version replaces the rules atomically.
+    push.publish(policy(2, PolicyAction::Allow, &["192.0.2.32/28"])).unwrap();
+    wait_for("version 2 in the kernel", Duration::from_secs(20), || {
+        let g = groups();
+        g.contains("accept")
+            && !g.contains("drop")
+            && nft(&["list", "set", "inet", "gatewarden", "grp_cams4"]).contains("192.0.2.32/28")
+    });
+    assert!(!groups().contains("@grp_cams6"), "no IPv6 cameras in version 2, so no IPv6 rule: {}", groups());
+
+    // The router crashes and comes back with a fresh table: the monitor sees
+    // its uptime restart and sends the current policy again.
+    let handle = || {
+        let t = nft(&["-a", "list", "table", "inet", "gatewarden"]);
+        t.lines().next().and_then(|l| l.split("# handle ").nth(1)).map(|h| h.trim().to_string())
+    };
+    let before = handle().expect("the router's table");
+    router.take(); // SIGKILL: the old table, with its rules, stays behind
+    let again = start_router(&cfg);
+    wait_for("the policy re-applied to the restarted router's new table", Duration::from_secs(30), || {
+        pump(&push);
+        let g = groups();
+        handle().is_some_and(|h| h != before)
+            && g.contains("@grp_cams4")
+            && g.contains("accept")
+            && reg.snapshot()["gatewarden_policy_updates_sent_total"] >= 3.0
+    });
+    assert_eq!(mon.spooled(), 0, "every router acked its copy");
+    drop(again);
+    sd.trigger();
+    mon.stop();
+}
