@@ -145,7 +145,12 @@ fn lab_score() {
     let dir = tempfile::tempdir().unwrap();
     // GATEWARDEN_LAB_BENIGN_S: length of the benign-only session (e.g. 600 for the 10-minute false-positive run).
     let benign_s = std::env::var("GATEWARDEN_LAB_BENIGN_S").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
-    let report = run_scenarios(&lab, &scenarios(), dir.path(), benign_s);
+    // GATEWARDEN_LAB_ONLY=a,b: only these scenarios ("none": the benign-only session alone).
+    let only: Option<Vec<String>> =
+        std::env::var("GATEWARDEN_LAB_ONLY").ok().map(|s| s.split(',').map(String::from).collect());
+    let list: Vec<Scenario> =
+        scenarios().into_iter().filter(|s| only.as_ref().is_none_or(|o| o.iter().any(|n| n == s.name))).collect();
+    let report = run_scenarios(&lab, &list, dir.path(), benign_s);
     let table = table(&report.scores, &report.flagged, &report.other);
     match std::env::var_os("GATEWARDEN_LAB_REPORT") {
         Some(p) => std::fs::write(&p, &table).unwrap(),

@@ -80,6 +80,8 @@ struct Device {
     /// Last report per finding, for hysteresis.
     reported_new_host: u64,
     reported_surge: u64,
+    /// Consecutive closed seconds whose upload to known hosts was a surge.
+    surge_streak: u32,
 }
 
 /// The per-device baselines.
@@ -135,6 +137,8 @@ impl Baseline {
         let now_bin = r.last_ns - r.last_ns % BIN_NS;
         if now_bin > d.bin_start {
             let idle = ((now_bin - d.bin_start) / BIN_NS).saturating_sub(1).min(3600);
+            let closing = known_bytes(d);
+            d.surge_streak = if idle == 0 && is_surge(d, &cfg, closing) { d.surge_streak + 1 } else { 0 };
             close_bin(d, &cfg, d.bin_bytes);
             for _ in 0..idle {
                 close_bin(d, &cfg, 0.0);
@@ -213,9 +217,11 @@ impl Baseline {
         } else if warm
             // Traffic to new hosts is judged by the rule above (its reason says more).
             && known.is_some()
-            && known_bytes(d) >= cfg.min_bps
-            && known_bytes(d) >= cfg.factor * usual
-            && known_bytes(d) >= d.mean + cfg.z * sd.max(0.1 * d.mean)
+            // Sustained: this second and the SURGE_SECONDS − 1 before it. A
+            // one-second burst (a paced sender catching up after a stall; the
+            // 10-minute benign lab run had both cameras do it) is not a surge.
+            && d.surge_streak + 1 >= SURGE_SECONDS
+            && is_surge(d, &cfg, known_bytes(d))
             && (r.last_ns >= d.reported_surge + hold_ns || d.reported_surge == 0)
         {
             d.reported_surge = r.last_ns;
@@ -229,7 +235,7 @@ impl Baseline {
                 kind: AttackKind::Anomaly,
                 confidence: 0.6,
                 reason: format!(
-                    "{} uploaded {:.0} kB in 1 s to hosts it knows: {:.1}× its usual {:.1} kB/s (z = {z:.1})",
+                    "{} uploaded {:.0} kB in 1 s to hosts it knows, the 3rd surged second in a row: {:.1}× its usual {:.1} kB/s (z = {z:.1})",
                     r.src,
                     up / 1e3,
                     up / usual,
@@ -250,6 +256,16 @@ impl Baseline {
         }
         out
     }
+}
+
+/// Seconds in a row the upload must stay surged.
+pub const SURGE_SECONDS: u32 = 3;
+
+/// Upload of one second far above the device's usual (factor, z, floor).
+fn is_surge(d: &Device, cfg: &BaselineConfig, bytes: f64) -> bool {
+    let usual = d.mean.max(1.0);
+    let sd = d.var.sqrt();
+    bytes >= cfg.min_bps && bytes >= cfg.factor * usual && bytes >= d.mean + cfg.z * sd.max(0.1 * d.mean)
 }
 
 /// Bytes uploaded in the current second to destinations the device knows.
@@ -355,6 +371,19 @@ mod tests {
         }
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].reason.contains("× its usual"), "{}", found[0].reason);
+    }
+
+    #[test]
+    fn a_one_second_catch_up_burst_is_not_a_surge() {
+        let mut b = Baseline::new(cfg());
+        assert!(stream(&mut b, 40.0, 0.0).is_empty());
+        let base = (40.0 * 50_000.0) as u64;
+        let mut found = Vec::new();
+        // One second at 4×, then back to normal.
+        for i in 1..=10u64 {
+            found.extend(b.observe(&rec(1, "192.0.2.11", "198.51.100.10", 40.0 + i as f64 * 0.1, base + i * 20_000)));
+        }
+        assert!(stream(&mut b, 20.0, 41.05).is_empty() && found.is_empty(), "{found:?}");
     }
 
     #[test]
