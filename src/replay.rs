@@ -136,15 +136,14 @@ impl Pipeline {
     /// Stages reporting into `state`.
     pub fn new(cfg: &Config, state: &Arc<MonitorState>) -> Pipeline {
         let registry: &Arc<Registry> = &state.registry;
+        let detector = DetectorStage::new(cfg, registry);
+        // The model page shows the card of the model this replay runs.
+        if let Some(card) = detector.model_card().and_then(|c| serde_json::to_value(c).ok()) {
+            state.set_model(card);
+        }
         Pipeline {
             router: RouterStage::new(cfg, registry),
-            analysis: Analysis {
-                detector: DetectorStage::new(cfg, registry),
-                state: state.clone(),
-                digest: Fnv64::new(),
-                batches: 0,
-                verdicts: 0,
-            },
+            analysis: Analysis { detector, state: state.clone(), digest: Fnv64::new(), batches: 0, verdicts: 0 },
             state: state.clone(),
             frames: 0,
             first_ts: None,

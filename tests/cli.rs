@@ -250,6 +250,13 @@ fn replay_serve_keeps_serving_until_ctrl_c() {
         assert!(start.elapsed() < Duration::from_secs(20), "alerts never appeared: {body}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The model page's document carries the embedded model's card and the live verdict counts.
+    let (code, _, body) = http("GET", &addr, "/api/model").unwrap();
+    assert_eq!(code, 200, "{body}");
+    let m: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(m["model"]["feature_schema"]["name"], "gatewarden-flow-host", "{m}");
+    assert!(m["model"]["classes"].as_array().is_some_and(|c| c.len() >= 2), "{m}");
+    assert!(m["verdicts_by_kind"].as_object().is_some_and(|k| !k.is_empty()), "{m}");
     std::thread::sleep(Duration::from_millis(300));
     assert!(guard.child().try_wait().unwrap().is_none(), "still serving after the replay");
     guard.signal("INT");

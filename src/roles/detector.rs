@@ -114,6 +114,11 @@ impl DetectorStage {
         DetectorStage::with_model(cfg, registry, loaded)
     }
 
+    /// The loaded model's card, for the dashboard's model page (None: heuristics and baseline only).
+    pub fn model_card(&self) -> Option<&crate::detect::model::ModelCard> {
+        self.model.as_ref().map(|m| m.card())
+    }
+
     /// A stage with an already loaded model (one load shared by many gateways' stages).
     pub fn with_model(
         cfg: &Config,

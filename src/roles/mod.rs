@@ -156,6 +156,10 @@ pub fn run_with(
         // past MAX_GATEWAYS, further gateways share one overflow stage.
         let mut stages: std::collections::HashMap<String, detector::DetectorStage> = Default::default();
         let mut overflow = detector::DetectorStage::new(cfg, &registry);
+        // The model page shows the card of the model this detector runs.
+        if let Some(card) = overflow.model_card().and_then(|c| serde_json::to_value(c).ok()) {
+            state.set_model(card);
+        }
         let dcfg = cfg.clone();
         let dreg = registry.clone();
         // Top talkers, when the monitor shares this process.
