@@ -97,6 +97,8 @@ struct Vm {
     netns_pid: Option<u32>,
     http_port: u16,
     poweroff_port: u16,
+    /// Sent as `Authorization: Bearer` by [`Vm::get`] (the monitor's API needs one).
+    token: Option<String>,
 }
 
 impl Vm {
@@ -178,6 +180,7 @@ impl Vm {
             netns_pid: spec.netns_pid,
             http_port,
             poweroff_port,
+            token: None,
         }
     }
 
@@ -191,11 +194,12 @@ impl Vm {
         match self.netns_pid {
             None => http("GET", &addr, path).ok().map(|(s, _, b)| (s, b)),
             Some(pid) => {
-                let out = Command::new("nsenter")
-                    .args(["-t", &pid.to_string(), "-n", "curl", "-s", "-m", "3", "-w", "\n%{http_code}"])
-                    .arg(format!("http://{addr}{path}"))
-                    .output()
-                    .ok()?;
+                let mut args = vec!["-t".to_string(), pid.to_string(), "-n".into(), "curl".into(), "-s".into()];
+                args.extend(["-m", "3", "-w", "\n%{http_code}"].map(String::from));
+                if let Some(t) = &self.token {
+                    args.extend(["-H".to_string(), format!("Authorization: Bearer {t}")]);
+                }
+                let out = Command::new("nsenter").args(&args).arg(format!("http://{addr}{path}")).output().ok()?;
                 let text = String::from_utf8_lossy(&out.stdout).to_string();
                 let (body, code) = text.rsplit_once('\n')?;
                 Some((code.trim().parse().ok()?, body.to_string()))
@@ -427,6 +431,12 @@ fn three_node_cluster_detects_and_blocks_a_scan_over_mutual_tls() {
         let tree = work.path().join(format!("bundle-{role}"));
         let id = format!("gw-{role}");
         gw(&["pki", "bundle", &id, "--broker", "192.0.2.3:8883", "--dir", pki_s, "--out", tree.to_str().unwrap()]);
+        // The monitor's token key, so this test can read its API as a viewer.
+        if role == "monitor" {
+            let key = tree.join("var/lib/gatewarden/monitor/jwt-es384.pem");
+            std::fs::create_dir_all(key.parent().unwrap()).unwrap();
+            gw(&["token", "jwks", "--key", key.to_str().unwrap()]);
+        }
         // Mosquitto drops root for its own user: let it read its key and ACL.
         let tls = tree.join("etc/mosquitto/tls");
         if tls.exists() {
@@ -520,6 +530,12 @@ fn three_node_cluster_detects_and_blocks_a_scan_over_mutual_tls() {
         assert_role(vm, role);
         vm.wait_serial(&format!("provisioned node: \"gw-{role}\", broker \"192.0.2.3:8883\""), Duration::from_secs(5));
     }
+    let key = work.path().join("bundle-monitor/var/lib/gatewarden/monitor/jwt-es384.pem");
+    let token = Command::new(common::bin())
+        .args(["token", "issue", "--role", "viewer", "--key", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    vms[2].token = Some(String::from_utf8(token.stdout).unwrap().trim().to_string());
     let (router, detector, monitor) = (&vms[0], &vms[1], &vms[2]);
     monitor.wait_serial(
         "mosquitto: listening on 0.0.0.0:8883 (TLS, client certificates required)",
