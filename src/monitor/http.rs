@@ -207,7 +207,8 @@ fn url_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn query_params(url: &str) -> Vec<(String, String)> {
+/// `?k=v&…` of a URL, decoded (shared with the policy API).
+pub(super) fn query_params(url: &str) -> Vec<(String, String)> {
     url.split_once('?')
         .map(|(_, q)| {
             q.split('&')

@@ -53,43 +53,6 @@ fn error(status: u16, msg: impl std::fmt::Display) -> Response<Cursor<Vec<u8>>> 
     reply(status, json!({ "error": msg.to_string() }))
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn query(url: &str) -> Vec<(String, String)> {
-    url.split_once('?')
-        .map(|(_, q)| {
-            q.split('&')
-                .filter(|kv| !kv.is_empty())
-                .map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    (percent_decode(k), percent_decode(v))
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn read_json(req: &mut Request) -> Result<Value, Response<Cursor<Vec<u8>>>> {
     let is_json = req.headers().iter().any(|h| {
         h.field.equiv("Content-Type") && h.value.as_str().to_ascii_lowercase().starts_with("application/json")
@@ -213,7 +176,7 @@ fn route(req: &mut Request, method: &Method, path: &str, url: &str, p: &PolicySe
             }
         }
         (Method::Get, ["explain"]) => {
-            let q = query(url);
+            let q = super::http::query_params(url);
             let get = |k: &str| q.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.clone());
             let (Some(src), Some(dst)) = (get("src"), get("dst")) else {
                 return error(400, "give src and dst (group names or addresses), proto and optionally port");
@@ -231,7 +194,7 @@ fn route(req: &mut Request, method: &Method, path: &str, url: &str, p: &PolicySe
             }
         }
         (Method::Get, ["suggestions"]) => {
-            let q = query(url);
+            let q = super::http::query_params(url);
             let top =
                 q.iter().find(|(k, _)| k == "top").and_then(|(_, v)| v.parse::<usize>().ok()).map(|n| n.clamp(1, 100));
             reply(200, json!({ "suggestions": p.engine().suggestions(top) }))
@@ -268,14 +231,14 @@ fn route(req: &mut Request, method: &Method, path: &str, url: &str, p: &PolicySe
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
     fn queries_decode_percent_and_plus() {
-        let q = query("/api/policy/explain?src=2001%3Adb8%3A%3A1&dst=sensors&proto=tcp&port=22&x=%zz");
+        let q = crate::monitor::http::query_params(
+            "/api/policy/explain?src=2001%3Adb8%3A%3A1&dst=sensors&proto=tcp&port=22&x=%zz&y=a+b%20c%",
+        );
         assert_eq!(q[0], ("src".to_string(), "2001:db8::1".to_string()));
         assert_eq!(q[3].1, "22");
         assert_eq!(q[4].1, "%zz");
-        assert_eq!(percent_decode("a+b%20c%"), "a b c%");
+        assert_eq!(q[5].1, "a b c%");
     }
 }
