@@ -774,9 +774,11 @@ impl Session<'_> {
             dev.addr.to_string()
         };
         let started = now();
+        // In the lab's directory: hydra writes `hydra.restore` into its working directory when stopped.
         let mut tool = dev
             .ns
             .command("timeout")
+            .current_dir(self.lab.dir.path())
             .arg(s.timeout_s.to_string())
             .args(&argv)
             .stdout(Stdio::null())
