@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::mosquitto::{mosquitto_or_skip, Broker};
-use common::{bin, free_port, wait_http_ok, Guard};
+use common::{bin, free_port, wait_for, wait_http_ok, Guard};
 use gatewarden::bus::messages::{Alert, AlertAction, AttackKind, Message, Severity, Verdict};
 use gatewarden::bus::mqtt::{topic, Frame, FrameBody, MqttBus, MqttSettings};
 use gatewarden::bus::{LocalBus, Publisher};
@@ -27,17 +27,6 @@ fn status(port: u16) -> serde_json::Value {
 
 fn counter(v: &serde_json::Value, name: &str) -> f64 {
     v["counters"][name].as_f64().unwrap_or(0.0)
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
 }
 
 fn run_node(cfg: &std::path::Path, role: &str, extra: &[&str]) -> Guard {

@@ -8,10 +8,10 @@ mod common;
 
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::mosquitto::{mosquitto_or_skip, Broker};
-use common::{bin, free_port, wait_http_ok, Guard};
+use common::{bin, free_port, wait_for, wait_http_ok, Guard};
 use gatewarden::bus::messages::{GroupRule, PolicyAction, PolicyUpdate, Proto};
 use gatewarden::bus::mqtt::{MqttBus, MqttSettings};
 use gatewarden::bus::policy_push::PolicyPush;
@@ -59,17 +59,6 @@ fn inside_netns(test: &str) -> bool {
 fn nft(args: &[&str]) -> String {
     let out = Command::new("nft").args(args).output().unwrap();
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
 }
 
 fn ctl(broker: &Broker, node: &str, id: &str, args: &[&str]) -> (bool, String) {

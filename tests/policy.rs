@@ -11,10 +11,10 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::netns::{link, require_root, Netns};
-use common::{bin, free_port, Guard};
+use common::{bin, free_port, wait_until, Guard};
 use gatewarden::bus::messages::{FlowBatch, FlowRecord, Proto};
 use gatewarden::flow::ConnState;
 use gatewarden::policy::suggest::{combine, context};
@@ -283,17 +283,6 @@ fn tools_or_skip(test: &str, tools: &[&str]) -> bool {
         }
     }
     true
-}
-
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
 }
 
 impl Lab {

@@ -41,12 +41,26 @@ pub fn http(method: &str, addr: &str, path: &str) -> std::io::Result<(u16, Strin
 
 /// Polls `GET path` until it answers 200 or `timeout` passes.
 pub fn wait_http_ok(addr: &str, path: &str, timeout: Duration) -> bool {
+    wait_until_every(timeout, Duration::from_millis(50), || matches!(http("GET", addr, path), Ok((200, _, _))))
+}
+
+/// Polls `f` every 100 ms until it holds (true) or `timeout` passes (false).
+pub fn wait_until(timeout: Duration, f: impl FnMut() -> bool) -> bool {
+    wait_until_every(timeout, Duration::from_millis(100), f)
+}
+
+/// [`wait_until`], panicking with `what` on timeout.
+pub fn wait_for(what: &str, timeout: Duration, f: impl FnMut() -> bool) {
+    assert!(wait_until(timeout, f), "timed out after {timeout:?} waiting for {what}");
+}
+
+fn wait_until_every(timeout: Duration, every: Duration, mut f: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
-        if let Ok((200, _, _)) = http("GET", addr, path) {
+        if f() {
             return true;
         }
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(every);
     }
     false
 }
