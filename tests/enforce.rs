@@ -420,6 +420,40 @@ fn allowlisted_address_is_refused_and_the_refusal_counted() {
 }
 
 #[test]
+fn an_address_the_router_gains_after_start_joins_the_allowlist_v4_and_v6() {
+    // The appliance starts its router before networking (first rule sooner),
+    // so addresses DHCP or a VLAN bring later must still be unblockable.
+    let Some(mut lab) = Lab::new() else { return };
+    lab.start_router("");
+    for (addr, set) in [("203.0.113.77", "allow4"), ("2001:db8:3::77", "allow6")] {
+        let mut args = vec!["ip", "-n", &lab.rtr, "addr", "add"];
+        let with_len = if addr.contains(':') { format!("{addr}/64") } else { format!("{addr}/24") };
+        args.extend([with_len.as_str(), "dev", "wan"]);
+        if addr.contains(':') {
+            args.push("nodad");
+        }
+        must(&args);
+        let listed = |lab: &Lab| {
+            let out = lab.exec(&lab.rtr, &["nft", "list", "set", "inet", "gatewarden", set]);
+            stdout(&out).contains(addr)
+        };
+        assert!(
+            wait_until(Duration::from_secs(5), || listed(&lab)),
+            "{addr} in {set} after it was added to an interface: {}\n{}",
+            stdout(&lab.exec(&lab.rtr, &["nft", "list", "set", "inet", "gatewarden", set])),
+            lab.router_log()
+        );
+        assert!(lab.router_log().contains("own addresses added to the allowlist"), "{}", lab.router_log());
+        let out = lab.cli(&["block", addr]);
+        assert!(stderr(&out).contains("refused"), "blocking the router's new address: {}", stderr(&out));
+    }
+    // The configured allowlist is still whole after the rewrite.
+    let out = lab.exec(&lab.rtr, &["nft", "list", "set", "inet", "gatewarden", "allow4"]);
+    assert!(stdout(&out).contains(IOT_MGMT), "{}", stdout(&out));
+    assert!(lab.ping(IOT_MGMT, WAN));
+}
+
+#[test]
 fn detector_away_fail_open_keeps_forwarding_and_blocks_expire() {
     let Some(mut lab) = Lab::new() else { return };
     lab.serve_wan();

@@ -289,3 +289,49 @@ fn a_live_scan_is_detected_and_blocked_in_the_kernel() {
     let gone = site.router.command("nft").args(["list", "table", "inet", "gatewarden"]).output().unwrap();
     assert!(!gone.status.success(), "a clean exit removes the table");
 }
+
+/// The appliance starts its router before networking (docs/PERFORMANCE.md,
+/// boot to first rule), so the capture interface (a VLAN on the CM4) may
+/// appear only later: gatewarden waits for it, then captures what crosses it.
+#[test]
+fn a_router_started_before_its_capture_interface_exists_captures_once_it_appears() {
+    if !require_root("a_router_started_before_its_capture_interface_exists_captures_once_it_appears") {
+        return;
+    }
+    let rtr = common::netns::Netns::new("late-rtr");
+    let dev = common::netns::Netns::new("late-dev");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("gw.toml");
+    std::fs::write(
+        &cfg,
+        "node_id = \"rtr\"\n[http]\nlisten = \"127.0.0.1:8080\"\npublic_status = true\n[capture]\ninterface = \"late0\"\n",
+    )
+    .unwrap();
+    let (mut gw, gw_err) =
+        spawn_with_stderr(rtr.command(bin().to_str().unwrap()).args(["run", "--role", "all", "--config"]).arg(&cfg));
+    wait_for(&gw_err, "does not exist yet; waiting", "gatewarden run without its interface");
+    common::netns::link(
+        &rtr,
+        "late0",
+        &["192.0.2.1/24", "2001:db8:10::1/64"],
+        &dev,
+        "eth0",
+        &["192.0.2.10/24", "2001:db8:10::10/64"],
+    );
+    wait_for(&gw_err, "capturing", "gatewarden once late0 exists");
+    dev.exec(&["ping", "-c", "5", "-i", "0.2", "192.0.2.1"]);
+    dev.exec(&["ping", "-6", "-c", "5", "-i", "0.2", "2001:db8:10::1"]);
+    let mut packets = 0.0;
+    for _ in 0..50 {
+        let out = rtr.command("curl").args(["-s", "http://127.0.0.1:8080/api/status"]).output().unwrap();
+        let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        packets = s["counters"]["gatewarden_packets_total"].as_f64().unwrap_or(0.0);
+        if packets >= 20.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(packets >= 20.0, "20 echo requests and replies (v4 and v6) captured on late0, saw {packets}");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_timeout(Duration::from_secs(3)), Some(0));
+}

@@ -166,6 +166,14 @@ fn setsockopt<T>(fd: libc::c_int, level: libc::c_int, name: libc::c_int, value: 
     }
 }
 
+/// Whether an interface of this name exists in this process's network
+/// namespace (the router waits for a VLAN that networking creates later).
+pub fn interface_exists(name: &str) -> bool {
+    let Ok(cname) = CString::new(name) else { return false };
+    // SAFETY: cname is a valid NUL-terminated string; if_nametoindex only reads it.
+    !name.is_empty() && unsafe { libc::if_nametoindex(cname.as_ptr()) } != 0
+}
+
 impl AfPacketSource {
     /// Opens the interface and maps the ring.
     pub fn open(cfg: &AfPacketConfig) -> Result<AfPacketSource, CaptureError> {

@@ -165,6 +165,8 @@ pub struct Blocker {
     nl: Netlink,
     settings: Settings,
     allow: Vec<Cidr>,
+    /// The gateway's own addresses when last read (sorted), part of `allow`.
+    own: Vec<IpAddr>,
     escalation: Escalation,
     metrics: Option<Metrics>,
     fail_closed: Option<bool>,
@@ -180,12 +182,10 @@ impl Blocker {
     /// (always allowlisted). Does not touch the ruleset; see [`Blocker::ensure`].
     pub fn open(settings: Settings, registry: Option<&std::sync::Arc<Registry>>) -> Result<Blocker> {
         let nl = Netlink::open()?;
-        let mut allow = settings.allowlist.clone();
-        for a in local_addresses()? {
-            if !allow.iter().any(|c| c.contains(&a)) {
-                allow.push(Cidr::host(a));
-            }
-        }
+        let mut own = local_addresses()?;
+        own.sort();
+        own.dedup();
+        let allow = allowlist_with(&settings.allowlist, &own);
         let escalation = Escalation::new(settings.escalation_window, settings.max_ttl, ESCALATION_HISTORY);
         let metrics = registry.map(|r| Metrics {
             blocks: Origin::ALL
@@ -218,6 +218,7 @@ impl Blocker {
             nl,
             settings,
             allow,
+            own,
             escalation,
             metrics,
             fail_closed: None,
@@ -229,6 +230,28 @@ impl Blocker {
     /// The effective allowlist (configured networks + own addresses).
     pub fn allowlist(&self) -> &[Cidr] {
         &self.allow
+    }
+
+    /// Re-reads the gateway's own addresses and, when they changed, rewrites
+    /// the allowlist sets. The router may install its table before its
+    /// interfaces have addresses (it starts before networking so the first
+    /// rule is in place early); an address that appears later (DHCP, a VLAN)
+    /// must never be blockable. Returns the addresses that were added.
+    pub fn refresh_own_addresses(&mut self) -> Result<Vec<IpAddr>> {
+        let mut own = local_addresses()?;
+        own.sort();
+        own.dedup();
+        if own == self.own {
+            return Ok(Vec::new());
+        }
+        let added: Vec<IpAddr> = own.iter().filter(|a| !self.own.contains(a)).copied().collect();
+        let allow = allowlist_with(&self.settings.allowlist, &own);
+        if self.fail_closed.is_some() {
+            self.commit(&ruleset::replace_allowlist_batch(&allow))?;
+        }
+        self.allow = allow;
+        self.own = own;
+        Ok(added)
     }
 
     /// Creates the table, replacing a stale one from a previous run in the
@@ -648,6 +671,17 @@ fn intervals(fam: Fam, els: &[ruleset::KernelElement], origin: Origin) -> Vec<Bl
         });
     }
     out
+}
+
+/// The configured allowlist plus the gateway's own addresses not already covered.
+fn allowlist_with(configured: &[Cidr], own: &[IpAddr]) -> Vec<Cidr> {
+    let mut allow = configured.to_vec();
+    for a in own {
+        if !allow.iter().any(|c| c.contains(a)) {
+            allow.push(Cidr::host(*a));
+        }
+    }
+    allow
 }
 
 /// The addresses configured on this namespace's interfaces (rtnetlink `RTM_GETADDR`).

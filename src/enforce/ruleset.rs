@@ -248,13 +248,7 @@ pub fn ensure_batch(layout: &Layout, allow: &[Cidr], stale_exists: bool) -> Batc
             id += 1;
         }
     }
-    for fam in [Fam::V4, Fam::V6] {
-        let ranges: Vec<Cidr> = allow.iter().filter(|c| c.fam() == fam).copied().collect();
-        if !ranges.is_empty() {
-            let merged = super::feeds::merge(&ranges);
-            push_interval_elements(&mut b, &format!("allow{}", fam.digit()), fam, &merged, None, None);
-        }
-    }
+    push_allowlist(&mut b, allow);
     for (name, hook) in [
         (CHAIN_GUARD, None),
         (CHAIN_FAILSAFE, None),
@@ -406,6 +400,28 @@ pub fn push_interval_elements(
         }
     }
     push_elements(b, set, &elems, true, &format!("add {} ranges to {set}", ranges.len()));
+}
+
+/// Fills the `allow4` / `allow6` interval sets with `allow`, merged.
+fn push_allowlist(b: &mut Batch, allow: &[Cidr]) {
+    for fam in [Fam::V4, Fam::V6] {
+        let ranges: Vec<Cidr> = allow.iter().filter(|c| c.fam() == fam).copied().collect();
+        if !ranges.is_empty() {
+            let merged = super::feeds::merge(&ranges);
+            push_interval_elements(b, &format!("allow{}", fam.digit()), fam, &merged, None, None);
+        }
+    }
+}
+
+/// Replaces the allowlist sets' contents in one transaction: the gateway
+/// gained or lost an address after the table was installed (DHCP, a VLAN
+/// brought up after gatewarden started).
+pub fn replace_allowlist_batch(allow: &[Cidr]) -> Batch {
+    let mut b = Batch::new();
+    flush_set(&mut b, "allow4");
+    flush_set(&mut b, "allow6");
+    push_allowlist(&mut b, allow);
+    b
 }
 
 /// Deletes every element of `set` (a `DELSETELEM` without elements).

@@ -61,7 +61,13 @@ impl EnforceService {
                 let opened = Blocker::open(cfg.settings(), Some(&registry)).and_then(|mut b| b.ensure().map(|_| b));
                 let mut blocker = match opened {
                     Ok(b) => {
+                        // Seconds since the kernel started: the appliance's boot-to-first-rule figure.
+                        let since_boot_s = std::fs::read_to_string("/proc/uptime")
+                            .ok()
+                            .and_then(|u| u.split_whitespace().next().map(str::to_owned))
+                            .unwrap_or_default();
                         tracing::info!(
+                            since_boot_s = %since_boot_s,
                             "enforcement ready: table inet gatewarden with its block sets and meters is in the kernel"
                         );
                         let _ = ready_tx.send(Ok(()));
@@ -129,6 +135,7 @@ fn run_loop(
     node: &str,
 ) {
     let mut last_metrics = Instant::now() - Duration::from_secs(60);
+    let mut last_addresses = Instant::now();
     let mut detector_down = false;
     let mut alert_id: u64 = (now_ms() << 16) ^ 0x6e66;
     loop {
@@ -177,6 +184,18 @@ fn run_loop(
             },
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        // Addresses that appear after start-up (DHCP, VLANs) join the allowlist within a second.
+        if last_addresses.elapsed() >= Duration::from_secs(1) {
+            last_addresses = Instant::now();
+            match blocker.refresh_own_addresses() {
+                Ok(added) if !added.is_empty() => {
+                    let added: Vec<String> = added.iter().map(|a| a.to_string()).collect();
+                    tracing::info!(added = %added.join(" "), "own addresses added to the allowlist");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("cannot re-read the gateway's own addresses: {e}"),
+            }
         }
         let silent_ms = now_ms().saturating_sub(seen.load(Ordering::Relaxed));
         let down = silent_ms > cfg.detector_timeout_s * 1000;

@@ -225,8 +225,16 @@ pub fn spawn_capture(
     use anyhow::Context;
     let acfg =
         crate::capture::AfPacketConfig::new(&cfg.capture.interface, cfg.capture.snap_len, cfg.capture.promiscuous);
-    let mut source = crate::capture::AfPacketSource::open(&acfg)
-        .with_context(|| format!("starting live capture on {} (capture.interface)", cfg.capture.interface))?;
+    let open = move || {
+        crate::capture::AfPacketSource::open(&acfg)
+            .with_context(|| format!("starting live capture on {} (capture.interface)", acfg.interface))
+    };
+    // The appliance starts its router before networking, so the capture
+    // interface (a VLAN such as eth0.20) may not exist yet: wait for it in
+    // the capture thread. An interface that exists but cannot be opened is
+    // an error now.
+    let present = crate::capture::afpacket::interface_exists(&cfg.capture.interface);
+    let mut ready = if present { Some(open()?) } else { None };
     let mut stage = RouterStage::new(cfg, registry);
     let drops = registry.counter(
         "gatewarden_capture_kernel_drops_total",
@@ -237,6 +245,23 @@ pub fn spawn_capture(
     std::thread::Builder::new()
         .name("capture".into())
         .spawn(move || {
+            if ready.is_none() {
+                tracing::warn!(%interface, "capture interface does not exist yet; waiting for it to appear");
+                while !crate::capture::afpacket::interface_exists(&interface) {
+                    if shutdown.is_triggered() {
+                        return;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                match open() {
+                    Ok(s) => ready = Some(s),
+                    Err(e) => {
+                        tracing::error!(error = %format!("{e:#}"), "live capture failed; the router keeps forwarding but sees no traffic");
+                        return;
+                    }
+                }
+            }
+            let Some(mut source) = ready else { return };
             tracing::info!(%interface, "capturing");
             let mut last_stats = std::time::Instant::now();
             while !shutdown.is_triggered() {
