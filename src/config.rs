@@ -343,6 +343,10 @@ pub struct DetectorConfig {
     /// The TFLite model (`.tflite`, with `NAME.card.json` beside it); empty: the embedded model;
     /// `off`: heuristics and baseline only.
     pub model: String,
+    /// Directory where a model uploaded on the dashboard's training page is
+    /// kept (`uploaded.tflite` + `uploaded.card.json`); it replaces `model`
+    /// from then on, across restarts. Empty: uploads last until restart.
+    pub model_store: String,
     /// Model attack probability (1 − P(benign)) that raises a finding by itself.
     pub model_threshold: f32,
     /// Consecutive batches the model must stay at or above `model_threshold`.
@@ -379,6 +383,7 @@ impl Default for DetectorConfig {
             bruteforce_sessions: 5,
             bruteforce_window_s: 60,
             model: String::new(),
+            model_store: String::new(),
             model_threshold: 0.9,
             model_batches: 2,
             baseline_warmup_s: 60,

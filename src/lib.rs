@@ -15,6 +15,7 @@ pub mod detect;
 pub mod enforce;
 pub mod features;
 pub mod flow;
+pub mod fsutil;
 pub mod logfile;
 pub mod logging;
 pub mod metrics;

@@ -376,10 +376,13 @@ pub fn acl_for(role: CertRole) -> (&'static [&'static str], &'static [&'static s
             &["flow_batch", "alert", "heartbeat", "metrics", "status", "key", "ack"],
             &["+/verdict", "+/policy_update", "+/key", "+/ack"],
         ),
-        CertRole::Detector => {
-            (&["verdict", "alert", "heartbeat", "metrics", "status", "key", "ack"], &["+/flow_batch", "+/key", "+/ack"])
+        CertRole::Detector => (
+            &["verdict", "alert", "heartbeat", "metrics", "status", "key", "ack"],
+            &["+/flow_batch", "+/model_update", "+/key", "+/ack"],
+        ),
+        CertRole::Monitor => {
+            (&["policy_update", "model_update", "alert", "heartbeat", "metrics", "status", "key", "ack"], &["#"])
         }
-        CertRole::Monitor => (&["policy_update", "alert", "heartbeat", "metrics", "status", "key", "ack"], &["#"]),
         CertRole::Operator => (&[], &["+/status", "+/heartbeat"]),
         CertRole::Broker => (&[], &[]),
     }

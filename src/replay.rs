@@ -99,6 +99,10 @@ impl ReplaySummary {
 /// The detector and monitor half of the pipeline.
 struct Analysis {
     detector: DetectorStage,
+    /// Models uploaded on the training page while the replay runs.
+    models: async_channel::Receiver<crate::bus::messages::ModelUpdate>,
+    uploads: crate::roles::detector::ModelUploads,
+    model_store: String,
     state: Arc<MonitorState>,
     digest: Fnv64,
     batches: u64,
@@ -107,6 +111,17 @@ struct Analysis {
 
 impl Analysis {
     fn handle(&mut self, batch: FlowBatch) {
+        while let Ok(update) = self.models.try_recv() {
+            let node = self.state.node.clone();
+            if let Some((alert, card)) =
+                self.uploads.apply(&update, &self.model_store, &node, std::iter::once(&mut self.detector))
+            {
+                if let Some(card) = card {
+                    self.state.set_model(card);
+                }
+                self.state.record_alert(alert);
+            }
+        }
         self.batches += 1;
         self.digest.write(&crate::bus::messages::Message::FlowBatch(batch.clone()).encode());
         self.state.observe_batch(&batch);
@@ -141,9 +156,23 @@ impl Pipeline {
         if let Some(card) = detector.model_card().and_then(|c| serde_json::to_value(c).ok()) {
             state.set_model(card);
         }
+        // Uploads reach this replay's detector while it runs; once it is done
+        // the channel is closed and the training page says no detector runs.
+        let (tx, models) = async_channel::bounded(4);
+        state.training.set_sender(Arc::new(move |u| tx.try_send(u).is_ok()));
+        let analysis = Analysis {
+            detector,
+            models,
+            uploads: Default::default(),
+            model_store: cfg.detector.model_store.clone(),
+            state: state.clone(),
+            digest: Fnv64::new(),
+            batches: 0,
+            verdicts: 0,
+        };
         Pipeline {
             router: RouterStage::new(cfg, registry),
-            analysis: Analysis { detector, state: state.clone(), digest: Fnv64::new(), batches: 0, verdicts: 0 },
+            analysis,
             state: state.clone(),
             frames: 0,
             first_ts: None,

@@ -49,7 +49,15 @@ fn three_processes_and_a_fleet_of_two_routers_through_mosquitto() {
         ],
     );
     let (pm, pd, pr1, pr2, pr3) = (free_port(), free_port(), free_port(), free_port(), free_port());
-    let _mon = run_node(&broker.node_config("mon-1", pm, ""), "monitor", &[]);
+    // The monitor groups every address, so its traffic matrix shows whatever the routers see.
+    // The monitor keeps its token key in data_dir (writes below need an admin token).
+    let policy = format!(
+        "[monitor]\ndata_dir = \"{}\"\n[policy]\nstate_dir = \"{}\"\nbucket_s = 1\n[[policy.groups]]\nname = \"everyone\"\nmembers = [\"0.0.0.0/0\", \"::/0\"]\n",
+        broker.pki().join("data-mon-1").display(),
+        broker.pki().join("policy-mon-1").display()
+    );
+    let mon_cfg = broker.node_config("mon-1", pm, &policy);
+    let _mon = run_node(&mon_cfg, "monitor", &[]);
     let _det = run_node(&broker.node_config("det-1", pd, ""), "detector", &[]);
     for p in [pm, pd] {
         assert!(wait_http_ok(&format!("127.0.0.1:{p}"), "/healthz", Duration::from_secs(10)));
@@ -95,13 +103,53 @@ fn three_processes_and_a_fleet_of_two_routers_through_mosquitto() {
         0.0,
         "verdicts go only to the router whose traffic caused them"
     );
+    // The monitor runs on its own node, yet the routers' flows reach it: the
+    // top talkers and the group-policy traffic matrix are filled from them.
+    let talkers = s["top_talkers"].as_array().map(|a| a.len()).unwrap_or(0);
+    assert!(talkers > 0, "top talkers at a monitor on its own node: {}", s["top_talkers"]);
+    let (code, _, matrix) = common::http("GET", &format!("127.0.0.1:{pm}"), "/api/policy/matrix").unwrap();
+    assert_eq!(code, 200, "{matrix}");
+    let matrix: serde_json::Value = serde_json::from_str(&matrix).unwrap();
+    let flows: u64 = matrix["cells"].as_array().unwrap().iter().map(|c| c["cell"]["flows"].as_u64().unwrap_or(0)).sum();
+    assert!(flows > 0, "traffic matrix at a monitor on its own node: {matrix}");
     assert_eq!(s["nodes"]["router-1"]["role"], "router");
     assert_eq!(s["nodes"]["det-1"]["role"], "detector");
+
+    // A model uploaded on the monitor's training page travels sealed to the
+    // detector node, which checks and loads it and answers with an alert.
+    let admin = std::process::Command::new(bin())
+        .args(["token", "issue", "--role", "admin", "--sub", "ops", "-c", mon_cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(admin.status.success(), "{}", String::from_utf8_lossy(&admin.stderr));
+    let admin = String::from_utf8(admin.stdout).unwrap().trim().to_string();
+    let mut card: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(common::root().join("models/host-mlp.card.json")).unwrap())
+            .unwrap();
+    card["name"] = "host-mlp-over-mqtt".into();
+    let tflite = std::fs::read(common::root().join("models/host-mlp.tflite")).unwrap();
+    use base64ct::Encoding;
+    let body = serde_json::json!({"tflite_base64": base64ct::Base64::encode_string(&tflite), "card": card}).to_string();
+    let mon_addr = format!("127.0.0.1:{pm}");
+    let (code, _, answer) = common::request("POST", &mon_addr, "/api/model", Some(&admin), Some(&body)).unwrap();
+    assert_eq!(code, 200, "{answer}");
+    let mut model = serde_json::Value::Null;
+    let loaded = common::wait_until(Duration::from_secs(20), || {
+        let (_, _, b) = common::http("GET", &mon_addr, "/api/model").unwrap();
+        model = serde_json::from_str(&b).unwrap_or_default();
+        model["upload"]["results"]["det-1"]["ok"] == true
+    });
+    assert!(loaded, "the detector node answers the upload: {model}");
+    assert_eq!(model["model"]["name"], "host-mlp-over-mqtt", "{model}");
+    let det_metrics = common::http("GET", &format!("127.0.0.1:{pd}"), "/metrics").unwrap().2;
+    assert!(det_metrics.contains("gatewarden_model_info{name=\"host-mlp-over-mqtt\""), "{det_metrics}");
     let (_, _, alerts) = common::http("GET", &format!("127.0.0.1:{pm}"), "/api/alerts").unwrap();
     let alerts: serde_json::Value = serde_json::from_str(&alerts).unwrap();
     let alerts = alerts.as_array().or_else(|| alerts["alerts"].as_array()).expect("alert list").clone();
-    let traffic: Vec<&serde_json::Value> =
-        alerts.iter().filter(|a| a["alert"]["category"] != "channel_abuse").collect();
+    let traffic: Vec<&serde_json::Value> = alerts
+        .iter()
+        .filter(|a| !["channel_abuse", "system"].contains(&a["alert"]["category"].as_str().unwrap()))
+        .collect();
     assert!(!traffic.is_empty());
     for a in &traffic {
         let node = a["gatewarden"]["node"].as_str().unwrap();
@@ -406,7 +454,12 @@ fn an_all_in_one_gateway_keeps_its_pipeline_local_and_reports_to_the_fleet_monit
     // An all-in-one gateway joins the fleet with a router certificate.
     let broker = Broker::start(exe, &[("gw-all", "router"), ("mon-1", "monitor")]);
     let (pm, pa) = (free_port(), free_port());
-    let _mon = run_node(&broker.node_config("mon-1", pm, ""), "monitor", &[]);
+    // The monitor groups every address, so its traffic matrix shows whatever the routers see.
+    let policy = format!(
+        "[policy]\nstate_dir = \"{}\"\nbucket_s = 1\n[[policy.groups]]\nname = \"everyone\"\nmembers = [\"0.0.0.0/0\", \"::/0\"]\n",
+        broker.pki().join("policy-mon-1").display()
+    );
+    let _mon = run_node(&broker.node_config("mon-1", pm, &policy), "monitor", &[]);
     assert!(wait_http_ok(&format!("127.0.0.1:{pm}"), "/healthz", Duration::from_secs(10)));
     wait_for("monitor connected", Duration::from_secs(15), || counter(&status(pm), "gatewarden_mqtt_connected") == 1.0);
     let demo = common::root().join("samples/demo.pcap");

@@ -4,8 +4,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -31,16 +30,7 @@ fn scans(dir: &Path, n: u8) -> PathBuf {
 
 /// HTTP/1.0 with an optional bearer token; returns (status, head, body).
 fn req(method: &str, addr: &str, path: &str, token: Option<&str>) -> (u16, String, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Length: 0\r\n\r\n").unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (status, head.to_string(), body.to_string())
+    common::request(method, addr, path, token, None).unwrap()
 }
 
 fn json(body: &str) -> Value {
@@ -335,4 +325,93 @@ fn grafana_dashboard_uses_only_metrics_gatewarden_exports() {
         }
     }
     assert!(checked >= 20, "only {checked} metric references");
+}
+
+/// POST with a JSON body and a bearer token; returns (status, body).
+fn post_json(addr: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    let (code, _, body) = common::request("POST", addr, path, token, Some(body)).unwrap();
+    (code, body)
+}
+
+/// The bundled model renamed, as an upload body (`tamper` edits the card first).
+fn upload_body(name: &str, tflite: &[u8], tamper: impl FnOnce(&mut Value)) -> String {
+    use base64ct::Encoding;
+    let root = common::root();
+    let mut card: Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("models/host-mlp.card.json")).unwrap()).unwrap();
+    card["name"] = Value::from(name);
+    tamper(&mut card);
+    serde_json::json!({"tflite_base64": base64ct::Base64::encode_string(tflite), "card": card}).to_string()
+}
+
+#[test]
+fn an_uploaded_model_is_checked_hot_reloaded_kept_and_a_mismatch_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let store = dir.path().join("models");
+    let cfg = config(dir.path(), &addr, &format!("[detector]\nmodel_store = \"{}\"", store.display()));
+    let start = || {
+        Guard::spawn(
+            Command::new(bin())
+                .args(["run", "--role", "all", "-c"])
+                .arg(&cfg)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
+        )
+    };
+    let mut gw = start();
+    assert!(wait_http_ok(&addr, "/healthz", Duration::from_secs(10)));
+    let admin = token(&cfg, "admin", "1h");
+    let viewer = token(&cfg, "viewer", "1h");
+    let tflite = std::fs::read(common::root().join("models/host-mlp.tflite")).unwrap();
+    let (_, _, body) = req("GET", &addr, "/api/model", Some(&viewer));
+    assert_eq!(json(&body)["model"]["name"], "gatewarden-host-mlp", "the embedded model runs first: {body}");
+    assert_eq!(json(&body)["uploads_possible"], true);
+
+    let good = upload_body("host-mlp-uploaded", &tflite, |_| {});
+    // Writes need an admin.
+    assert_eq!(post_json(&addr, "/api/model", None, &good).0, 401);
+    assert_eq!(post_json(&addr, "/api/model", Some(&viewer), &good).0, 403);
+    // Bad requests and bad models: refused with the reason, nothing changes.
+    let (code, body) = post_json(&addr, "/api/model", Some(&admin), "{\"tflite_base64\": 3");
+    assert_eq!(code, 400, "{body}");
+    assert!(json(&body)["error"].as_str().unwrap().contains("not JSON"), "{body}");
+    let (code, body) = post_json(&addr, "/api/model", Some(&admin), "{\"tflite_base64\": \"@@@\", \"card\": {}}");
+    assert_eq!(code, 400, "{body}");
+    let wrong_schema = upload_body("host-mlp-v99", &tflite, |c| c["feature_schema"]["version"] = Value::from(99));
+    let (code, body) = post_json(&addr, "/api/model", Some(&admin), &wrong_schema);
+    assert_eq!(code, 422, "{body}");
+    let reason = json(&body)["error"].as_str().unwrap().to_string();
+    assert!(reason.contains("schema") && reason.contains("99"), "the reason names the schema mismatch: {reason}");
+    let garbage = upload_body("host-mlp-garbage", &tflite[..tflite.len() / 2], |_| {});
+    let (code, body) = post_json(&addr, "/api/model", Some(&admin), &garbage);
+    assert_eq!(code, 422, "a truncated .tflite: {body}");
+    let (_, _, body) = req("GET", &addr, "/api/model", Some(&viewer));
+    assert_eq!(json(&body)["model"]["name"], "gatewarden-host-mlp", "refusals change nothing: {body}");
+    assert!(!store.join("uploaded.tflite").exists());
+
+    // A good model: accepted, loaded by the detector (its answer is a system alert), kept.
+    let (code, body) = post_json(&addr, "/api/model", Some(&admin), &good);
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["name"], "host-mlp-uploaded");
+    let mut last = Value::Null;
+    let loaded = common::wait_until(Duration::from_secs(10), || {
+        last = json(&req("GET", &addr, "/api/model", Some(&viewer)).2);
+        last["model"]["name"] == "host-mlp-uploaded" && last["upload"]["results"]["mon"]["ok"] == true
+    });
+    assert!(loaded, "the detector loads the upload: {last}");
+    assert_eq!(last["upload"]["by"], "admin");
+    let (_, _, alerts) = req("GET", &addr, "/api/alerts?kind=system", Some(&viewer));
+    assert!(alerts.contains("model host-mlp-uploaded") && alerts.contains("is running on mon"), "{alerts}");
+    let (_, _, metrics) = req("GET", &addr, "/metrics", None);
+    assert!(metrics.contains("gatewarden_model_info{name=\"host-mlp-uploaded\""), "{metrics}");
+    assert_eq!(std::fs::read(store.join("uploaded.tflite")).unwrap(), tflite);
+
+    // After a restart the detector still runs the uploaded model.
+    drop(gw);
+    gw = start();
+    assert!(wait_http_ok(&addr, "/healthz", Duration::from_secs(10)));
+    let (_, _, body) = req("GET", &addr, "/api/model", Some(&viewer));
+    assert_eq!(json(&body)["model"]["name"], "host-mlp-uploaded", "{body}");
+    drop(gw);
 }

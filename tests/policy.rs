@@ -641,22 +641,8 @@ fn admin_token(key: &std::path::Path) -> String {
 // ---------------------------------------------------------------- API and page
 
 fn request(addr: &str, token: &str, method: &str, path: &str, body: Option<&str>) -> (u16, serde_json::Value) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let body = body.unwrap_or("");
-    let ctype = if body.is_empty() { String::new() } else { "Content-Type: application/json\r\n".into() };
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n{ctype}Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    let (head, body) = buf.split_once("\r\n\r\n").unwrap_or((&buf, ""));
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (code, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    let (code, _, body) = common::request(method, addr, path, Some(token), body).unwrap();
+    (code, serde_json::from_str(&body).unwrap_or(serde_json::Value::Null))
 }
 
 #[test]

@@ -312,6 +312,25 @@ pub struct PolicyUpdate {
     pub rules: Vec<GroupRule>,
 }
 
+/// A detector model uploaded on the dashboard's training page: the
+/// `.tflite` and its card, validated again by every detector that gets it
+/// (never trusted because the monitor checked it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelUpdate {
+    /// Upload time, ns since the epoch; older uploads are ignored.
+    pub version: u64,
+    /// The `.tflite` file (float32, see DESIGN.md §3).
+    pub tflite: Vec<u8>,
+    /// The model card (JSON text).
+    pub card: String,
+    /// Who uploaded it (the token's subject), for the audit trail.
+    pub by: String,
+}
+
+/// Largest model (`.tflite` + card) the bus carries; the sealed envelope
+/// holds at most 1 MiB.
+pub const MAX_MODEL_BYTES: usize = 900 * 1024;
+
 /// Everything that travels on the bus.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
@@ -327,6 +346,8 @@ pub enum Message {
     Heartbeat(Heartbeat),
     /// Monitor → router.
     PolicyUpdate(PolicyUpdate),
+    /// Monitor → detector.
+    ModelUpdate(ModelUpdate),
 }
 
 impl Message {
@@ -339,6 +360,7 @@ impl Message {
             Message::Metrics(_) => "metrics",
             Message::Heartbeat(_) => "heartbeat",
             Message::PolicyUpdate(_) => "policy_update",
+            Message::ModelUpdate(_) => "model_update",
         }
     }
 
@@ -397,7 +419,10 @@ impl Message {
             Message::FlowBatch(b) => {
                 b.hosts.iter().flat_map(|h| h.features.iter()).try_for_each(|x| finite(*x as f64, "host feature"))
             }
-            Message::Heartbeat(_) | Message::PolicyUpdate(_) => Ok(()),
+            Message::ModelUpdate(m) if m.tflite.len() + m.card.len() > MAX_MODEL_BYTES => Err(DecodeError::Invalid(
+                format!("model of {} bytes exceeds the {MAX_MODEL_BYTES}-byte limit", m.tflite.len() + m.card.len()),
+            )),
+            Message::Heartbeat(_) | Message::PolicyUpdate(_) | Message::ModelUpdate(_) => Ok(()),
         }
     }
 }
@@ -512,6 +537,12 @@ mod tests {
                     action: PolicyAction::Deny,
                     priority: 10,
                 }],
+            }),
+            Message::ModelUpdate(ModelUpdate {
+                version: 5,
+                tflite: vec![0x1c, 0, 0, 0, b'T', b'F', b'L', b'3'],
+                card: "{}".into(),
+                by: "admin".into(),
             }),
         ]
     }

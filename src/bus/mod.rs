@@ -15,7 +15,7 @@ pub use transport::Publisher;
 
 use std::sync::Arc;
 
-use messages::{Alert, FlowBatch, Heartbeat, Message, MetricsSample, PolicyUpdate, Verdict};
+use messages::{Alert, FlowBatch, Heartbeat, Message, MetricsSample, ModelUpdate, PolicyUpdate, Verdict};
 
 use crate::metrics::{Counter, Registry};
 
@@ -97,6 +97,8 @@ pub struct LocalBus {
     pub heartbeats: Channel<Heartbeat>,
     /// Monitor → router.
     pub policy: Channel<PolicyUpdate>,
+    /// Monitor → detector.
+    pub models: Channel<ModelUpdate>,
 }
 
 impl LocalBus {
@@ -109,6 +111,7 @@ impl LocalBus {
             metrics: Channel::new("metrics", capacity, registry),
             heartbeats: Channel::new("heartbeat", capacity, registry),
             policy: Channel::new("policy_update", capacity, registry),
+            models: Channel::new("model_update", capacity.min(4), registry),
         }
     }
 
@@ -121,6 +124,7 @@ impl LocalBus {
             Message::Metrics(m) => self.metrics.publish(m),
             Message::Heartbeat(m) => self.heartbeats.publish(m),
             Message::PolicyUpdate(m) => self.policy.publish(m),
+            Message::ModelUpdate(m) => self.models.publish(m),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! | `flow_batch` | 0 | plain frame | router |
 //! | `verdict` | 1 | sealed envelope, spooled until acked | detector |
 //! | `policy_update` | 1 | sealed envelope, spooled until acked | monitor |
+//! | `model_update` | 1 | sealed envelope, spooled until acked | monitor |
 //! | `alert` | 1 | plain frame, spooled until acked | detector, router, monitor |
 //! | `heartbeat`, `metrics` | 0 | plain frame | every node |
 //! | `status` | 1, retained | `online` / `offline` (last will) | every node |
@@ -90,11 +91,19 @@ pub struct AckBatch {
 }
 
 fn sealed_kind(kind: &str) -> bool {
-    matches!(kind, "verdict" | "policy_update")
+    matches!(kind, "verdict" | "policy_update" | "model_update")
 }
 
 fn durable_kind(kind: &str) -> bool {
-    matches!(kind, "verdict" | "policy_update" | "alert")
+    matches!(kind, "verdict" | "policy_update" | "model_update" | "alert")
+}
+
+/// Which role a sealed kind sent to everyone is sealed for.
+fn sealed_recipient(kind: &str) -> CertRole {
+    match kind {
+        "model_update" => CertRole::Detector,
+        _ => CertRole::Router,
+    }
 }
 
 /// Which role may publish a sealed kind.
@@ -337,7 +346,7 @@ impl MqttBus {
             }
         };
         let (status_tx, status_rx) = async_channel::bounded(1024);
-        let published = ["flow_batch", "verdict", "alert", "metrics", "heartbeat", "policy_update"]
+        let published = ["flow_batch", "verdict", "alert", "metrics", "heartbeat", "policy_update", "model_update"]
             .into_iter()
             .map(|k| {
                 (
@@ -545,7 +554,7 @@ impl Shared {
             let mut sc = lock(&self.secure);
             let recipients = match to {
                 Some(r) => vec![r.to_string()],
-                None => sc.peers_with_role(CertRole::Router),
+                None => sc.peers_with_role(sealed_recipient(kind)),
             };
             for r in recipients {
                 match sc.seal(&r, id, PayloadKind::Message, payload) {
@@ -634,10 +643,15 @@ impl Shared {
             kinds.extend(["verdict", "policy_update"]);
         }
         if self.role.runs_detector() {
-            kinds.push("flow_batch");
+            kinds.extend(["flow_batch", "model_update"]);
         }
-        if self.role.runs_monitor() || self.role == Role::All {
+        if self.role.runs_monitor() {
             kinds.extend(["alert", "heartbeat", "metrics", "status"]);
+            // A monitor on its own node still needs the flows: the group
+            // policy's traffic matrix and the top talkers are built from them.
+            if !kinds.contains(&"flow_batch") {
+                kinds.push("flow_batch");
+            }
         }
         kinds.into_iter().map(|k| format!("{TOPIC_PREFIX}/+/{k}")).collect()
     }

@@ -431,6 +431,23 @@ fn handle(mut req: Request, ctx: &Arc<Ctx>) {
             Err(e) => error(400, e),
         },
         (Method::Get, ["model"]) => json_response(200, ctx.state.model_json()),
+        (Method::Post, ["model"]) => {
+            // The training page's upload: larger than other API bodies.
+            let mut body = Vec::new();
+            let limit = super::training::MAX_UPLOAD_BODY;
+            if let Err(e) = req.as_reader().take(limit + 1).read_to_end(&mut body) {
+                return send(req, error(400, format!("reading the upload failed: {e}")));
+            }
+            let r = if body.len() as u64 > limit {
+                error(413, format!("upload exceeds {limit} bytes: a detector model must stay small (the bus carries at most {} bytes)", crate::bus::messages::MAX_MODEL_BYTES))
+            } else {
+                match ctx.state.training.upload(&body, &who) {
+                    Ok(v) => json_response(200, v),
+                    Err(r) => error(r.status, r.reason),
+                }
+            };
+            return send(req, r);
+        }
         (Method::Get, ["nodes"]) => json_response(200, json!({"nodes": ctx.state.nodes()})),
         (Method::Get, ["blocks"]) => json_response(200, json!({"blocks": ctx.state.blocks()})),
         (Method::Get, ["events"]) => return start_stream(req, ctx),

@@ -9,6 +9,7 @@ pub mod link;
 pub mod policy_api;
 pub mod system;
 pub mod talkers;
+pub mod training;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -190,6 +191,8 @@ pub struct MonitorState {
     pub node_metrics: system::NodeMetrics,
     /// Group policies (#9), set once when the monitor role starts them.
     pub policy: std::sync::OnceLock<Arc<crate::policy::service::PolicyService>>,
+    /// Model uploads from the training page and the detectors' answers.
+    pub training: training::Training,
 }
 
 impl std::fmt::Debug for MonitorState {
@@ -242,6 +245,7 @@ impl MonitorState {
             talkers: Mutex::new(talkers::TopTalkers::new(talkers::MAX_TRACKED)),
             node_metrics: system::NodeMetrics::new(&registry),
             policy: std::sync::OnceLock::new(),
+            training: training::Training::default(),
         })
     }
 
@@ -268,6 +272,9 @@ impl MonitorState {
 
     /// Stores an alert (on disk when a store is attached) and tells the page.
     pub fn record_alert(&self, alert: Alert) {
+        if let Some(card) = self.training.observe_alert(&alert) {
+            self.set_model(card);
+        }
         let mut inner = self.lock();
         let n = Self::node_entry(&mut inner.nodes, &alert.node);
         n.alerts += 1;
@@ -373,6 +380,8 @@ impl MonitorState {
             "verdicts_by_kind": inner.verdicts_by_kind,
             "alerts_by_kind": inner.store.by_kind(),
             "detector_counters": detector,
+            "upload": self.training.json(),
+            "uploads_possible": self.training.can_send(),
         })
     }
 

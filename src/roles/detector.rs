@@ -84,12 +84,144 @@ pub fn signature(kind: AttackKind) -> &'static str {
     }
 }
 
-/// Loads the configured model: the embedded one, a file, or none (`off`).
+/// Signature id of "the detector loaded an uploaded model" (system alert).
+pub const SIG_MODEL_LOADED: u32 = 9_000_101;
+/// Signature id of "the detector refused an uploaded model".
+pub const SIG_MODEL_REFUSED: u32 = 9_000_102;
+
+/// Where an uploaded model is kept in `detector.model_store`.
+pub fn uploaded_model_path(store: &str) -> Option<std::path::PathBuf> {
+    (!store.trim().is_empty()).then(|| std::path::Path::new(store.trim()).join("uploaded.tflite"))
+}
+
+/// Loads the configured model: an uploaded one kept in `model_store`, the
+/// embedded one, a file, or none (`off`).
 pub fn load_model(cfg: &crate::config::DetectorConfig) -> Result<Option<Arc<HostModel>>, ModelError> {
+    if let Some(path) = uploaded_model_path(&cfg.model_store).filter(|p| p.exists() && cfg.model.trim() != "off") {
+        match HostModel::load(&path) {
+            Ok(m) => {
+                tracing::info!(path = %path.display(), name = %m.card().name, "running the model uploaded on the dashboard (delete it to return to detector.model)");
+                return Ok(Some(Arc::new(m)));
+            }
+            Err(e) => tracing::error!(error = %e, "the uploaded model no longer loads; using detector.model"),
+        }
+    }
     match cfg.model.trim() {
         "off" => Ok(None),
         "" => HostModel::embedded().map(|m| Some(Arc::new(m))),
         path => HostModel::load(std::path::Path::new(path)).map(|m| Some(Arc::new(m))),
+    }
+}
+
+/// Checks a model sent by the monitor (the detector never trusts the
+/// monitor's own check) and, with `model_store` set, keeps it for restarts.
+pub fn accept_model_update(
+    update: &crate::bus::messages::ModelUpdate,
+    model_store: &str,
+) -> Result<Arc<HostModel>, String> {
+    let origin = format!("model uploaded by {}", update.by);
+    let model = HostModel::from_parts(&update.tflite, &update.card, &origin).map_err(|e| e.to_string())?;
+    if let Some(path) = uploaded_model_path(model_store) {
+        let keep = || -> anyhow::Result<()> {
+            use anyhow::Context;
+            let dir = path.parent().context("model_store has no parent")?;
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            let card = HostModel::card_path(&path);
+            // Card first, model last: a crash in between leaves the old model with the new card's
+            // schema check failing loudly at start, never a silently mismatched pair.
+            crate::fsutil::write_atomic(&card, update.card.as_bytes())?;
+            crate::fsutil::write_atomic(&path, &update.tflite)?;
+            Ok(())
+        };
+        keep().map_err(|e| {
+            format!(
+                "the model is valid but could not be kept in detector.model_store ({model_store}): {e:#}; fix the directory and upload again"
+            )
+        })?;
+    }
+    Ok(Arc::new(model))
+}
+
+/// Tracks which upload a detector runs, so a late, older one never replaces a newer one.
+#[derive(Debug, Default)]
+pub struct ModelUploads {
+    newest: u64,
+}
+
+impl ModelUploads {
+    /// Checks `update` (and keeps it in `model_store`); on success every stage
+    /// runs it from its next batch. Returns the answer for the monitor, and
+    /// the card when the model was loaded. `None`: an older upload, ignored.
+    pub fn apply<'a>(
+        &mut self,
+        update: &crate::bus::messages::ModelUpdate,
+        model_store: &str,
+        node: &str,
+        stages: impl IntoIterator<Item = &'a mut DetectorStage>,
+    ) -> Option<(Alert, Option<serde_json::Value>)> {
+        if update.version <= self.newest {
+            tracing::info!(version = update.version, "older model upload ignored");
+            return None;
+        }
+        Some(match accept_model_update(update, model_store) {
+            Ok(model) => {
+                self.newest = update.version;
+                for s in stages {
+                    s.set_model(model.clone());
+                }
+                let card = model.card();
+                tracing::info!(name = %card.name, by = %update.by, "model from the dashboard loaded");
+                (model_alert(node, update.version, Ok(card)), serde_json::to_value(card).ok())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, by = %update.by, "model from the dashboard refused; the current model keeps running");
+                (model_alert(node, update.version, Err(&e)), None)
+            }
+        })
+    }
+}
+
+/// The system alert that tells the monitor (and its training page) what a
+/// detector made of an uploaded model; `upload` is the upload's version.
+pub fn model_alert(node: &str, upload: u64, result: Result<&crate::detect::model::ModelCard, &String>) -> Alert {
+    let (severity, signature_id, signature, reason) = match result {
+        Ok(card) => (
+            Severity::Low,
+            SIG_MODEL_LOADED,
+            "GATEWARDEN SYSTEM model loaded",
+            format!(
+                "upload {upload}: model {} ({} classes: {}; schema {} v{}) is running on {node}",
+                card.name,
+                card.classes.len(),
+                card.classes.join(", "),
+                card.feature_schema.name,
+                card.feature_schema.version
+            ),
+        ),
+        Err(e) => (
+            Severity::High,
+            SIG_MODEL_REFUSED,
+            "GATEWARDEN SYSTEM model refused",
+            format!("upload {upload}: refused on {node}, the previous model keeps running: {e}"),
+        ),
+    };
+    Alert {
+        id: crate::monitor::unix_now_ns() ^ u64::from(signature_id),
+        ts_ns: crate::monitor::unix_now_ns(),
+        node: node.to_string(),
+        flow_id: 0,
+        kind: AttackKind::System,
+        severity,
+        src: None,
+        dst: None,
+        sport: 0,
+        dport: 0,
+        proto: None,
+        action: AlertAction::Allowed,
+        signature_id,
+        signature: signature.to_string(),
+        confidence: 1.0,
+        reason,
     }
 }
 
@@ -188,6 +320,31 @@ impl DetectorStage {
             model_errors: registry.counter("gatewarden_model_errors_total", "Model runs that failed.", &[]),
             last_stats: Default::default(),
         }
+    }
+
+    /// Replaces the model (an upload from the dashboard); the next batch runs it.
+    pub fn set_model(&mut self, model: Arc<HostModel>) {
+        if let Some(old) = &self.model {
+            self.registry
+                .gauge(
+                    "gatewarden_model_info",
+                    "The detector model in use (1), with its name and creation date.",
+                    &[("name", &old.card().name), ("created", &old.card().created)],
+                )
+                .set(0.0);
+        }
+        self.registry
+            .gauge(
+                "gatewarden_model_info",
+                "The detector model in use (1), with its name and creation date.",
+                &[("name", &model.card().name), ("created", &model.card().created)],
+            )
+            .set(1.0);
+        self.registry
+            .gauge("gatewarden_model_loaded", "1 when the detector runs a model, 0 when on heuristics only.", &[])
+            .set(1.0);
+        self.model_error = None;
+        self.model = Some(model);
     }
 
     /// The model in use, if any.

@@ -113,6 +113,11 @@ pub fn run_with(
     // Group policies (#9) live with the monitor: the engine, its API and a
     // thread that publishes the compiled policy to the routers.
     let policy = if role.runs_monitor() { start_policy(cfg, &state, out.clone(), shutdown.clone()) } else { None };
+    // The training page's uploads go to the detector in this process, or sealed to every detector node.
+    if role.runs_monitor() && (role.runs_detector() || mqtt.is_some()) {
+        let o = out.clone();
+        state.training.set_sender(Arc::new(move |u| o.publish(Message::ModelUpdate(u))));
+    }
     let capture = if let (true, Some(path)) = (role.runs_router(), &opts.replay) {
         Some(router::spawn_replay(path, cfg, &registry, out.clone(), shutdown.clone())?)
     } else if role.runs_router() && !cfg.capture.interface.is_empty() {
@@ -167,9 +172,34 @@ pub fn run_with(
         let out = out.clone();
         let sd = shutdown.clone();
         let pol = policy.as_ref().map(|(p, _)| p.clone());
+        let models = bus.models.receiver();
+        let st = state.clone();
+        let node = cfg.node_id.clone();
         tasks.push(ex.spawn(async move {
+            let mut uploads = detector::ModelUploads::default();
             loop {
-                let Some(batch) = next_or_shutdown(&rx, &sd).await else { break };
+                // Flow batches, or a model uploaded on the dashboard (hot-reloaded between batches).
+                let next = async { rx.recv().await.ok().map(Either::Left) }
+                    .or(async { models.recv().await.ok().map(Either::Right) })
+                    .or(async {
+                        sd.wait().await;
+                        None
+                    })
+                    .await;
+                let batch = match next {
+                    None => break,
+                    Some(Either::Right(update)) => {
+                        let all = stages.values_mut().chain(std::iter::once(&mut overflow));
+                        if let Some((alert, card)) = uploads.apply(&update, &dcfg.detector.model_store, &node, all) {
+                            if let Some(card) = card {
+                                st.set_model(card);
+                            }
+                            out.publish(Message::Alert(alert));
+                        }
+                        continue;
+                    }
+                    Some(Either::Left(batch)) => batch,
+                };
                 if let Some(p) = &pol {
                     p.observe_batch(&batch);
                 }
@@ -234,6 +264,24 @@ pub fn run_with(
                 }
             }));
         }
+    }
+    if role.runs_monitor() && !role.runs_detector() {
+        // A monitor on its own node: flow batches from the routers feed the
+        // traffic matrix (group policy) and the top talkers; the detector
+        // node gets its own copy from the broker.
+        let rx = bus.flows.receiver();
+        let sd = shutdown.clone();
+        let st = state.clone();
+        let pol = policy.as_ref().map(|(p, _)| p.clone());
+        tasks.push(ex.spawn(async move {
+            loop {
+                let Some(batch) = next_or_shutdown(&rx, &sd).await else { break };
+                if let Some(p) = &pol {
+                    p.observe_batch(&batch);
+                }
+                st.observe_batch(&batch);
+            }
+        }));
     }
     if role.runs_monitor() {
         let rx = bus.alerts.receiver();
@@ -403,6 +451,12 @@ fn start_ctl(
     let server = crate::ctl::ControlServer::start(&cfg.ctl.listen, id, ca, secure, handler, registry, shutdown)?;
     tracing::info!(addr = %server.addr, "ctl endpoint listening");
     Ok(server)
+}
+
+/// One of two message kinds a task waits for.
+enum Either<A, B> {
+    Left(A),
+    Right(B),
 }
 
 /// The next message on `rx`, or `None` once shutdown fires or the channel closes:

@@ -28,9 +28,23 @@ pub fn free_port() -> u16 {
 
 /// A minimal HTTP/1.0 request; returns (status, headers, body).
 pub fn http(method: &str, addr: &str, path: &str) -> std::io::Result<(u16, String, String)> {
+    request(method, addr, path, None, None)
+}
+
+/// An HTTP/1.0 request with an optional bearer token and JSON body; returns (status, headers, body).
+pub fn request(
+    method: &str,
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> std::io::Result<(u16, String, String)> {
     let mut s = TcpStream::connect(addr)?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let body = body.unwrap_or("");
+    let ctype = if body.is_empty() { "" } else { "Content-Type: application/json\r\n" };
+    write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}{ctype}Content-Length: {}\r\n\r\n{body}", body.len())?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf).to_string();

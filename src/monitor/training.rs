@@ -1,0 +1,163 @@
+//! The dashboard's training page: an administrator uploads a `.tflite` and
+//! its model card; the monitor checks them exactly as a detector would
+//! (feature schema, shapes, classes), refuses a mismatch with the reason, and
+//! sends an accepted model to the detectors (in process, or sealed over
+//! MQTT as a `model_update`). Each detector checks it again, hot-swaps it
+//! between two batches and answers with a system alert; those answers are
+//! the per-detector results the page shows.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use base64ct::{Base64, Encoding};
+use serde_json::{json, Value};
+
+use crate::bus::messages::{Alert, ModelUpdate, MAX_MODEL_BYTES};
+use crate::detect::model::HostModel;
+use crate::roles::detector::{SIG_MODEL_LOADED, SIG_MODEL_REFUSED};
+
+/// Sends an accepted upload towards the detectors; false if it could not be queued.
+pub type ModelSender = Arc<dyn Fn(ModelUpdate) -> bool + Send + Sync>;
+
+/// Largest upload request body (base64 grows the files by a third).
+pub const MAX_UPLOAD_BODY: u64 = (MAX_MODEL_BYTES as u64) * 4 / 3 + 8 * 1024;
+
+/// Why an upload was not accepted: HTTP status and a sentence for the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// 400 (bad request), 413 (too large), 422 (invalid model), 503 (no detector reachable).
+    pub status: u16,
+    /// What is wrong and what to do.
+    pub reason: String,
+}
+
+fn refuse(status: u16, reason: impl Into<String>) -> Refusal {
+    Refusal { status, reason: reason.into() }
+}
+
+#[derive(Debug, Clone)]
+struct Upload {
+    version: u64,
+    name: String,
+    by: String,
+    bytes: usize,
+    card: Value,
+    /// Detector node → its answer.
+    results: BTreeMap<String, Value>,
+}
+
+/// Uploads and what the detectors made of them.
+#[derive(Default)]
+pub struct Training {
+    sender: OnceLock<ModelSender>,
+    last: Mutex<Option<Upload>>,
+}
+
+impl std::fmt::Debug for Training {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Training").field("can_send", &self.sender.get().is_some()).finish_non_exhaustive()
+    }
+}
+
+impl Training {
+    /// Connects uploads to the detectors (set once by the monitor role).
+    pub fn set_sender(&self, sender: ModelSender) {
+        let _ = self.sender.set(sender);
+    }
+
+    /// Checks an upload request (`{"tflite_base64": "...", "card": {...} | "..."}`)
+    /// and sends the model to the detectors. `by` is the admin's token subject.
+    pub fn upload(&self, body: &[u8], by: &str) -> Result<Value, Refusal> {
+        if body.len() as u64 > MAX_UPLOAD_BODY {
+            return Err(refuse(
+                413,
+                format!("upload of {} bytes exceeds the {MAX_UPLOAD_BODY}-byte limit", body.len()),
+            ));
+        }
+        let req: Value = serde_json::from_slice(body).map_err(|e| {
+            refuse(400, format!("the body is not JSON ({e}); send {{\"tflite_base64\": \"…\", \"card\": {{…}}}}"))
+        })?;
+        let b64 = req["tflite_base64"]
+            .as_str()
+            .ok_or_else(|| refuse(400, "missing \"tflite_base64\": the .tflite file, base64-encoded"))?;
+        let tflite =
+            Base64::decode_vec(b64.trim()).map_err(|e| refuse(400, format!("\"tflite_base64\" is not base64: {e}")))?;
+        let card = match &req["card"] {
+            Value::String(s) => s.clone(),
+            Value::Object(_) => req["card"].to_string(),
+            _ => return Err(refuse(400, "missing \"card\": the model card (JSON object or its text)")),
+        };
+        if tflite.len() + card.len() > MAX_MODEL_BYTES {
+            return Err(refuse(
+                413,
+                format!(
+                    "model and card are {} bytes; the bus carries at most {MAX_MODEL_BYTES}",
+                    tflite.len() + card.len()
+                ),
+            ));
+        }
+        // The same checks a detector runs: a refusal here names the problem before anything is sent.
+        let model = HostModel::from_parts(&tflite, &card, "uploaded model").map_err(|e| refuse(422, e.to_string()))?;
+        let Some(send) = self.sender.get() else {
+            return Err(refuse(503, "no detector is connected to this monitor (run a detector, or --role all)"));
+        };
+        let version = crate::monitor::unix_now_ns();
+        let name = model.card().name.clone();
+        let card_value = serde_json::to_value(model.card()).unwrap_or(Value::Null);
+        let bytes = tflite.len();
+        if !send(ModelUpdate { version, tflite, card, by: by.to_string() }) {
+            return Err(refuse(
+                503,
+                "no detector took the model: its queue is full, or no detector runs any more (a finished replay has none; `gatewarden run` keeps one running)",
+            ));
+        }
+        tracing::info!(%name, %by, version, "model upload accepted and sent to the detectors");
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Upload {
+            version,
+            name: name.clone(),
+            by: by.to_string(),
+            bytes,
+            card: card_value,
+            results: BTreeMap::new(),
+        });
+        Ok(
+            json!({"version": version, "name": name, "bytes": bytes, "status": "sent to the detectors; each answers with a system alert"}),
+        )
+    }
+
+    /// Notes a detector's answer to an upload (a `model loaded` / `model refused`
+    /// system alert). Returns the card when a detector now runs the upload, so
+    /// the model page shows it even on a monitor without a detector in process.
+    pub fn observe_alert(&self, a: &Alert) -> Option<Value> {
+        if a.signature_id != SIG_MODEL_LOADED && a.signature_id != SIG_MODEL_REFUSED {
+            return None;
+        }
+        let version: u64 = a.reason.strip_prefix("upload ")?.split(':').next()?.parse().ok()?;
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        let up = last.as_mut().filter(|u| u.version == version)?;
+        let ok = a.signature_id == SIG_MODEL_LOADED;
+        up.results
+            .insert(a.node.clone(), json!({"ok": ok, "reason": a.reason, "ts": crate::monitor::rfc3339(a.ts_ns)}));
+        ok.then(|| up.card.clone())
+    }
+
+    /// The last upload and the detectors' answers, for the training page.
+    pub fn json(&self) -> Value {
+        match &*self.last.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(u) => json!({
+                "version": u.version,
+                "name": u.name,
+                "by": u.by,
+                "bytes": u.bytes,
+                "at": crate::monitor::rfc3339(u.version),
+                "results": u.results,
+            }),
+            None => Value::Null,
+        }
+    }
+
+    /// Whether uploads can reach a detector.
+    pub fn can_send(&self) -> bool {
+        self.sender.get().is_some()
+    }
+}
