@@ -374,15 +374,26 @@ pub fn acl_for(role: CertRole) -> (&'static [&'static str], &'static [&'static s
     match role {
         CertRole::Router => (
             &["flow_batch", "alert", "heartbeat", "metrics", "status", "key", "ack"],
-            &["+/verdict", "+/policy_update", "+/key", "+/ack"],
+            &["+/verdict", "+/policy_update", "+/settings_update", "+/key", "+/ack"],
         ),
         CertRole::Detector => (
             &["verdict", "alert", "heartbeat", "metrics", "status", "key", "ack"],
-            &["+/flow_batch", "+/model_update", "+/key", "+/ack"],
+            &["+/flow_batch", "+/model_update", "+/settings_update", "+/key", "+/ack"],
         ),
-        CertRole::Monitor => {
-            (&["policy_update", "model_update", "alert", "heartbeat", "metrics", "status", "key", "ack"], &["#"])
-        }
+        CertRole::Monitor => (
+            &[
+                "policy_update",
+                "model_update",
+                "settings_update",
+                "alert",
+                "heartbeat",
+                "metrics",
+                "status",
+                "key",
+                "ack",
+            ],
+            &["#"],
+        ),
         CertRole::Operator => (&[], &["+/status", "+/heartbeat"]),
         CertRole::Broker => (&[], &[]),
     }

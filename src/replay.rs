@@ -102,6 +102,9 @@ struct Analysis {
     /// Models uploaded on the training page while the replay runs.
     models: async_channel::Receiver<crate::bus::messages::ModelUpdate>,
     uploads: crate::roles::detector::ModelUploads,
+    /// Settings saved on the settings page while the replay runs, and the config they are checked against.
+    settings: async_channel::Receiver<crate::bus::messages::SettingsUpdate>,
+    base: Config,
     model_store: String,
     state: Arc<MonitorState>,
     digest: Fnv64,
@@ -111,6 +114,21 @@ struct Analysis {
 
 impl Analysis {
     fn handle(&mut self, batch: FlowBatch) {
+        while let Ok(update) = self.settings.try_recv() {
+            let node = self.state.node.clone();
+            let answer = match crate::roles::settings::check(&update, &self.base) {
+                Ok(c) => {
+                    self.detector.set_detector_config(&c.detector);
+                    let what = format!(
+                        "detector thresholds, verdict TTL {} s; no enforcement in a replay",
+                        c.detector.block_ttl_s
+                    );
+                    crate::roles::settings::settings_alert(&node, update.version, Ok(&what))
+                }
+                Err(e) => crate::roles::settings::settings_alert(&node, update.version, Err(&e)),
+            };
+            self.state.record_alert(answer);
+        }
         while let Ok(update) = self.models.try_recv() {
             let node = self.state.node.clone();
             if let Some((alert, card)) =
@@ -160,11 +178,17 @@ impl Pipeline {
         // the channel is closed and the training page says no detector runs.
         let (tx, models) = async_channel::bounded(4);
         state.training.set_sender(Arc::new(move |u| tx.try_send(u).is_ok()));
+        let (tx, settings) = async_channel::bounded(4);
+        let store = crate::monitor::settings::SettingsStore::open(cfg);
+        store.set_sender(Arc::new(move |u| tx.try_send(u).is_ok()));
+        let _ = state.settings.set(store);
         let analysis = Analysis {
             detector,
             models,
             uploads: Default::default(),
             model_store: cfg.detector.model_store.clone(),
+            settings,
+            base: cfg.clone(),
             state: state.clone(),
             digest: Fnv64::new(),
             batches: 0,

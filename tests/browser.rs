@@ -130,6 +130,13 @@ impl WebDriver {
         let png = Base64::decode_vec(b64.as_str().unwrap()).unwrap();
         std::fs::write(path, png).unwrap();
     }
+    /// Chooses `path` in the file input `css`, as a user picking a file would.
+    fn choose_file(&self, css: &str, path: &Path) {
+        let el = self.cmd("POST", "/element", Some(json!({"using": "css selector", "value": css})));
+        let id =
+            el.as_object().and_then(|o| o.values().next()).and_then(Value::as_str).expect("element id").to_string();
+        self.cmd("POST", &format!("/element/{id}/value"), Some(json!({"text": path.to_str().unwrap()})));
+    }
     fn set_window(&self, w: u32, h: u32) {
         self.cmd("POST", "/window/rect", Some(json!({"width": w, "height": h})));
     }
@@ -197,6 +204,22 @@ fn browser_available() -> bool {
     ok
 }
 
+/// chromedriver and a headless Chromium session (the guard stops the driver).
+fn start_browser(dir: &Path) -> (Guard, WebDriver) {
+    let wd_port = free_port();
+    let driver = Guard::spawn(
+        Command::new(CHROMEDRIVER).arg(format!("--port={wd_port}")).stdout(Stdio::null()).stderr(Stdio::null()),
+    );
+    let wd_addr = format!("127.0.0.1:{wd_port}");
+    let start = Instant::now();
+    while TcpStream::connect(&wd_addr).is_err() || wd_http(&wd_addr, "GET", "/status", None)["value"]["ready"] != true {
+        assert!(start.elapsed() < Duration::from_secs(20), "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let wd = WebDriver::new(&wd_addr, &dir.join("profile"));
+    (driver, wd)
+}
+
 fn api(addr: &str, method: &str, path: &str, token: &str) -> (u16, Value) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -230,17 +253,7 @@ fn dashboard_shows_a_live_alert_admin_acknowledges_viewer_cannot() {
     let viewer = token(&cfg, "viewer");
 
     // The browser first (it takes a moment), then the replay.
-    let wd_port = free_port();
-    let _driver = Guard::spawn(
-        Command::new(CHROMEDRIVER).arg(format!("--port={wd_port}")).stdout(Stdio::null()).stderr(Stdio::null()),
-    );
-    let wd_addr = format!("127.0.0.1:{wd_port}");
-    let start = Instant::now();
-    while TcpStream::connect(&wd_addr).is_err() || wd_http(&wd_addr, "GET", "/status", None)["value"]["ready"] != true {
-        assert!(start.elapsed() < Duration::from_secs(20), "chromedriver did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let wd = WebDriver::new(&wd_addr, &dir.path().join("profile"));
+    let (_driver, wd) = start_browser(dir.path());
 
     let _gw = Guard::spawn(
         Command::new(bin())
@@ -344,4 +357,92 @@ fn dashboard_shows_a_live_alert_admin_acknowledges_viewer_cannot() {
     assert!(overflow.as_i64().unwrap() <= 0, "the page scrolls sideways at phone width by {overflow} px");
     wd.screenshot(&out.join("overview-phone.png"));
     eprintln!("screenshots in {}", out.display());
+}
+
+#[test]
+fn training_page_uploads_a_model_and_settings_page_applies_thresholds_in_a_real_browser() {
+    if !browser_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&out).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.path().join("gatewarden.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "node_id = \"gw-test\"\n[http]\nlisten = \"{addr}\"\n[monitor]\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let admin = token(&cfg, "admin");
+    // The model and a card renamed, as an operator would pick them from tools/train/'s output.
+    let mut card: Value =
+        serde_json::from_str(&std::fs::read_to_string(common::root().join("models/host-mlp.card.json")).unwrap())
+            .unwrap();
+    card["name"] = json!("host-mlp-from-the-browser");
+    let card_path = dir.path().join("new.card.json");
+    std::fs::write(&card_path, card.to_string()).unwrap();
+    let (_driver, wd) = start_browser(dir.path());
+    let _gw = Guard::spawn(
+        Command::new(bin()).args(["run", "--role", "all", "-c"]).arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null()),
+    );
+    assert!(wait_http_ok(&addr, "/healthz", Duration::from_secs(10)));
+    wd.goto(&format!("http://{addr}/#token={admin}"));
+    wd.wait_js(
+        "the live stream",
+        "return document.getElementById('conn').textContent === 'live'",
+        Duration::from_secs(10),
+    );
+
+    wd.js("location.hash = '#training'; return true");
+    wd.wait_js(
+        "the running model",
+        "return document.getElementById('tr-current').textContent.includes('gatewarden-host-mlp')",
+        Duration::from_secs(5),
+    );
+    wd.choose_file("#tr-tflite", &common::root().join("models/host-mlp.tflite"));
+    wd.choose_file("#tr-card", &card_path);
+    wd.js("document.getElementById('tr-send').click(); return true");
+    wd.wait_js(
+        "the detector's answer on the page",
+        "return document.getElementById('tr-results').textContent.includes('loaded')",
+        Duration::from_secs(15),
+    );
+    assert!(wd
+        .js("return document.getElementById('tr-current').textContent")
+        .as_str()
+        .unwrap()
+        .contains("host-mlp-from-the-browser"));
+    wd.screenshot(&out.join("training-admin.png"));
+
+    wd.js("location.hash = '#settings'; return true");
+    wd.wait_js(
+        "the settings form",
+        "return !!document.querySelector('#set-detector input[name=block_ttl_s]')",
+        Duration::from_secs(5),
+    );
+    // An out-of-range value is refused with the reason, shown on the page.
+    wd.js("document.querySelector('#set-detector input[name=model_threshold]').value = '3'; document.getElementById('set-save').click(); return true");
+    wd.wait_js(
+        "the refusal",
+        "return document.getElementById('set-result').textContent.includes('detector.model_threshold')",
+        Duration::from_secs(5),
+    );
+    wd.js("document.querySelector('#set-detector input[name=model_threshold]').value = '0.9'; document.querySelector('#set-detector input[name=block_ttl_s]').value = '1234'; document.getElementById('set-allow').value = '192.0.2.200/32, 2001:db8:ff::/64'; document.getElementById('set-save').click(); return true");
+    wd.wait_js(
+        "the node's answer",
+        "return document.getElementById('set-results').textContent.includes('verdict TTL 1234 s')",
+        Duration::from_secs(15),
+    );
+    // The browser logs the refused save (422) itself; nothing else may go wrong.
+    let errors: Vec<String> = wd.console_errors().into_iter().filter(|e| !e.contains("status of 422")).collect();
+    assert_eq!(errors, Vec::<String>::new(), "console errors on the training and settings pages");
+    wd.screenshot(&out.join("settings-admin.png"));
+    let (code, s) = api(&addr, "GET", "/api/settings", &admin);
+    assert_eq!(code, 200);
+    assert_eq!(s["detector"]["block_ttl_s"], 1234, "{s}");
+    assert_eq!(s["allowlist"], json!(["192.0.2.200/32", "2001:db8:ff::/64"]), "{s}");
 }

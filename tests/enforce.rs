@@ -165,12 +165,17 @@ impl Lab {
 
     /// Runs `gatewarden run --role router` inside the router namespace and waits for the table.
     fn start_router(&mut self, extra: &str) {
+        self.start_role("router", extra);
+    }
+
+    /// Runs `gatewarden run --role ROLE` (router or all) inside the router namespace and waits for the table.
+    fn start_role(&mut self, role: &str, extra: &str) {
         let cfg = self.config(extra);
         let log = std::fs::File::create(self.dir.path().join("router.log")).unwrap();
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.rtr])
             .arg(bin())
-            .args(["run", "--role", "router", "--config"])
+            .args(["run", "--role", role, "--config"])
             .arg(&cfg)
             .env("NO_COLOR", "1")
             .stdout(log.try_clone().unwrap())
@@ -451,6 +456,85 @@ fn an_address_the_router_gains_after_start_joins_the_allowlist_v4_and_v6() {
     let out = lab.exec(&lab.rtr, &["nft", "list", "set", "inet", "gatewarden", "allow4"]);
     assert!(stdout(&out).contains(IOT_MGMT), "{}", stdout(&out));
     assert!(lab.ping(IOT_MGMT, WAN));
+}
+
+#[test]
+fn the_settings_pages_allowlist_reaches_nftables_and_comes_back_after_a_restart() {
+    let Some(mut lab) = Lab::new() else { return };
+    let data = lab.dir.path().join("data");
+    let extra = format!("[monitor]\ndata_dir = \"{}\"\n", data.display());
+    lab.start_role("all", &extra);
+    let cfg = lab.dir.path().join("gatewarden.toml");
+    let issue = |role: &str| {
+        let out = sh(&[
+            bin().to_str().unwrap(),
+            "token",
+            "issue",
+            "--role",
+            role,
+            "--sub",
+            role,
+            "-c",
+            cfg.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        stdout(&out).trim().to_string()
+    };
+    let (admin, viewer) = (issue("admin"), issue("viewer"));
+    let url = format!("http://127.0.0.1:{}/api/settings", lab.metrics_port);
+    let call = |lab: &Lab, token: &str, body: Option<&str>| -> (u16, serde_json::Value) {
+        let auth = format!("Authorization: Bearer {token}");
+        let mut args = vec!["curl", "-s", "-w", "\n%{http_code}", "-H", &auth];
+        if let Some(b) = body {
+            args.extend(["-H", "Content-Type: application/json", "-d", b]);
+        }
+        args.push(&url);
+        let out = stdout(&lab.exec(&lab.rtr, &args));
+        let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or_default())
+    };
+    let allow4 = |lab: &Lab| stdout(&lab.exec(&lab.rtr, &["nft", "list", "set", "inet", "gatewarden", "allow4"]));
+    let (code, s) = call(&lab, &viewer, None);
+    assert_eq!(code, 200, "{s}");
+    assert_eq!(s["saved"], false, "nodes run their config until an admin saves: {s}");
+    // Writes: admin only; bad values refused with the reason; nothing changes.
+    let change =
+        r#"{"allowlist": ["192.0.2.200/32", "192.0.2.10/32", "203.0.113.0/24"], "detector": {"block_ttl_s": 1800}}"#;
+    assert_eq!(call(&lab, &viewer, Some(change)).0, 403);
+    let (code, e) = call(&lab, &admin, Some(r#"{"allowlist": ["203.0.113.1/24"]}"#));
+    assert_eq!(code, 422, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("203.0.113.1/24"), "{e}");
+    let (code, e) = call(&lab, &admin, Some(r#"{"detector": {"model_threshold": 2}}"#));
+    assert_eq!(code, 422, "{e}");
+    assert!(e["error"].as_str().unwrap().contains("detector.model_threshold"), "{e}");
+    assert!(!allow4(&lab).contains("203.0.113.0/24"));
+
+    let (code, r) = call(&lab, &admin, Some(change));
+    assert_eq!(code, 200, "{r}");
+    assert!(wait_until(Duration::from_secs(5), || allow4(&lab).contains("203.0.113.0/24")), "{}", allow4(&lab));
+    let mut s = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            s = call(&lab, &viewer, None).1;
+            // One node (role all), named after the host.
+            s["results"].as_object().and_then(|r| r.values().next()).is_some_and(|r| r["ok"] == true)
+        }),
+        "the node answers: {s}"
+    );
+    let reason = s["results"].as_object().unwrap().values().next().unwrap()["reason"].as_str().unwrap();
+    assert!(reason.contains("verdict TTL 1800 s") && reason.contains("allowlist of 3 networks"), "{reason}");
+    assert!(allow4(&lab).contains("192.0.2.200"), "the configured entry stays: {}", allow4(&lab));
+
+    // Kept by the monitor: after a restart the router gets them again.
+    lab.stop_router();
+    lab.start_role("all", &extra);
+    assert!(
+        wait_until(Duration::from_secs(5), || allow4(&lab).contains("203.0.113.0/24")),
+        "after a restart: {}",
+        allow4(&lab)
+    );
+    let s = call(&lab, &viewer, None).1;
+    assert_eq!(s["detector"]["block_ttl_s"], 1800, "{s}");
 }
 
 #[test]

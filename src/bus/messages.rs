@@ -248,6 +248,40 @@ pub struct Alert {
     pub reason: String,
 }
 
+impl Alert {
+    /// An alert about the system itself (no flow, no addresses, nothing
+    /// blocked): a model or settings change, a full block set, a lost link.
+    pub fn about_system(
+        node: &str,
+        kind: AttackKind,
+        severity: Severity,
+        signature_id: u32,
+        signature: &str,
+        reason: String,
+    ) -> Alert {
+        let now = crate::monitor::unix_now_ns();
+        Alert {
+            // Unique enough for system events: time in ns mixed with the signature.
+            id: now ^ u64::from(signature_id),
+            ts_ns: now,
+            node: node.to_string(),
+            flow_id: 0,
+            kind,
+            severity,
+            src: None,
+            dst: None,
+            sport: 0,
+            dport: 0,
+            proto: None,
+            action: AlertAction::Allowed,
+            signature_id,
+            signature: signature.to_string(),
+            confidence: 1.0,
+            reason,
+        }
+    }
+}
+
 /// Periodic numbers from one node (CPU, memory, counters).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricsSample {
@@ -327,6 +361,21 @@ pub struct ModelUpdate {
     pub by: String,
 }
 
+/// Runtime settings from the dashboard's settings page, sent to every
+/// detector (thresholds, TTLs) and router (allowlist). The monitor keeps
+/// them and sends them again every 30 s, so a restarted node catches up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettingsUpdate {
+    /// Save time, ns since the epoch; a node applies only newer versions.
+    pub version: u64,
+    /// The whole `[detector]` table as JSON (validated by the monitor and again by each detector).
+    pub detector: String,
+    /// `[enforce] allowlist`: networks never blocked.
+    pub allowlist: Vec<String>,
+    /// Who saved them (the token's subject).
+    pub by: String,
+}
+
 /// Largest model (`.tflite` + card) the bus carries; the sealed envelope
 /// holds at most 1 MiB.
 pub const MAX_MODEL_BYTES: usize = 900 * 1024;
@@ -348,6 +397,8 @@ pub enum Message {
     PolicyUpdate(PolicyUpdate),
     /// Monitor → detector.
     ModelUpdate(ModelUpdate),
+    /// Monitor → detector and router.
+    SettingsUpdate(SettingsUpdate),
 }
 
 impl Message {
@@ -361,6 +412,7 @@ impl Message {
             Message::Heartbeat(_) => "heartbeat",
             Message::PolicyUpdate(_) => "policy_update",
             Message::ModelUpdate(_) => "model_update",
+            Message::SettingsUpdate(_) => "settings_update",
         }
     }
 
@@ -422,7 +474,9 @@ impl Message {
             Message::ModelUpdate(m) if m.tflite.len() + m.card.len() > MAX_MODEL_BYTES => Err(DecodeError::Invalid(
                 format!("model of {} bytes exceeds the {MAX_MODEL_BYTES}-byte limit", m.tflite.len() + m.card.len()),
             )),
-            Message::Heartbeat(_) | Message::PolicyUpdate(_) | Message::ModelUpdate(_) => Ok(()),
+            Message::Heartbeat(_) | Message::PolicyUpdate(_) | Message::ModelUpdate(_) | Message::SettingsUpdate(_) => {
+                Ok(())
+            }
         }
     }
 }
@@ -542,6 +596,12 @@ mod tests {
                 version: 5,
                 tflite: vec![0x1c, 0, 0, 0, b'T', b'F', b'L', b'3'],
                 card: "{}".into(),
+                by: "admin".into(),
+            }),
+            Message::SettingsUpdate(SettingsUpdate {
+                version: 6,
+                detector: "{\"scan_distinct_ports\":30}".into(),
+                allowlist: vec!["192.0.2.200/32".into()],
                 by: "admin".into(),
             }),
         ]

@@ -15,7 +15,9 @@ pub use transport::Publisher;
 
 use std::sync::Arc;
 
-use messages::{Alert, FlowBatch, Heartbeat, Message, MetricsSample, ModelUpdate, PolicyUpdate, Verdict};
+use messages::{
+    Alert, FlowBatch, Heartbeat, Message, MetricsSample, ModelUpdate, PolicyUpdate, SettingsUpdate, Verdict,
+};
 
 use crate::metrics::{Counter, Registry};
 
@@ -99,6 +101,8 @@ pub struct LocalBus {
     pub policy: Channel<PolicyUpdate>,
     /// Monitor → detector.
     pub models: Channel<ModelUpdate>,
+    /// Monitor → detector and router.
+    pub settings: Channel<SettingsUpdate>,
 }
 
 impl LocalBus {
@@ -112,6 +116,7 @@ impl LocalBus {
             heartbeats: Channel::new("heartbeat", capacity, registry),
             policy: Channel::new("policy_update", capacity, registry),
             models: Channel::new("model_update", capacity.min(4), registry),
+            settings: Channel::new("settings_update", capacity.min(16), registry),
         }
     }
 
@@ -125,6 +130,7 @@ impl LocalBus {
             Message::Heartbeat(m) => self.heartbeats.publish(m),
             Message::PolicyUpdate(m) => self.policy.publish(m),
             Message::ModelUpdate(m) => self.models.publish(m),
+            Message::SettingsUpdate(m) => self.settings.publish(m),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! | `verdict` | 1 | sealed envelope, spooled until acked | detector |
 //! | `policy_update` | 1 | sealed envelope, spooled until acked | monitor |
 //! | `model_update` | 1 | sealed envelope, spooled until acked | monitor |
+//! | `settings_update` | 1 | sealed envelope, spooled until acked | monitor |
 //! | `alert` | 1 | plain frame, spooled until acked | detector, router, monitor |
 //! | `heartbeat`, `metrics` | 0 | plain frame | every node |
 //! | `status` | 1, retained | `online` / `offline` (last will) | every node |
@@ -91,18 +92,19 @@ pub struct AckBatch {
 }
 
 fn sealed_kind(kind: &str) -> bool {
-    matches!(kind, "verdict" | "policy_update" | "model_update")
+    matches!(kind, "verdict" | "policy_update" | "model_update" | "settings_update")
 }
 
 fn durable_kind(kind: &str) -> bool {
-    matches!(kind, "verdict" | "policy_update" | "model_update" | "alert")
+    matches!(kind, "verdict" | "policy_update" | "model_update" | "settings_update" | "alert")
 }
 
-/// Which role a sealed kind sent to everyone is sealed for.
-fn sealed_recipient(kind: &str) -> CertRole {
+/// Which roles a sealed kind sent to everyone is sealed for.
+fn sealed_recipients(kind: &str) -> &'static [CertRole] {
     match kind {
-        "model_update" => CertRole::Detector,
-        _ => CertRole::Router,
+        "model_update" => &[CertRole::Detector],
+        "settings_update" => &[CertRole::Detector, CertRole::Router],
+        _ => &[CertRole::Router],
     }
 }
 
@@ -346,19 +348,28 @@ impl MqttBus {
             }
         };
         let (status_tx, status_rx) = async_channel::bounded(1024);
-        let published = ["flow_batch", "verdict", "alert", "metrics", "heartbeat", "policy_update", "model_update"]
-            .into_iter()
-            .map(|k| {
-                (
-                    k,
-                    registry.counter(
-                        "gatewarden_mqtt_published_total",
-                        "Messages handed to the MQTT client, by kind.",
-                        &[("kind", k)],
-                    ),
-                )
-            })
-            .collect();
+        let published = [
+            "flow_batch",
+            "verdict",
+            "alert",
+            "metrics",
+            "heartbeat",
+            "policy_update",
+            "model_update",
+            "settings_update",
+        ]
+        .into_iter()
+        .map(|k| {
+            (
+                k,
+                registry.counter(
+                    "gatewarden_mqtt_published_total",
+                    "Messages handed to the MQTT client, by kind.",
+                    &[("kind", k)],
+                ),
+            )
+        })
+        .collect();
         let counters = Counters {
             connected: registry.gauge("gatewarden_mqtt_connected", "1 while connected to the broker.", &[]),
             connects: registry.counter("gatewarden_mqtt_connects_total", "Successful broker connections.", &[]),
@@ -554,7 +565,7 @@ impl Shared {
             let mut sc = lock(&self.secure);
             let recipients = match to {
                 Some(r) => vec![r.to_string()],
-                None => sc.peers_with_role(sealed_recipient(kind)),
+                None => sealed_recipients(kind).iter().flat_map(|r| sc.peers_with_role(*r)).collect(),
             };
             for r in recipients {
                 match sc.seal(&r, id, PayloadKind::Message, payload) {
@@ -640,10 +651,10 @@ impl Shared {
             return kinds.into_iter().map(|k| format!("{TOPIC_PREFIX}/+/{k}")).collect();
         }
         if self.role.runs_router() {
-            kinds.extend(["verdict", "policy_update"]);
+            kinds.extend(["verdict", "policy_update", "settings_update"]);
         }
         if self.role.runs_detector() {
-            kinds.extend(["flow_batch", "model_update"]);
+            kinds.extend(["flow_batch", "model_update", "settings_update"]);
         }
         if self.role.runs_monitor() {
             kinds.extend(["alert", "heartbeat", "metrics", "status"]);

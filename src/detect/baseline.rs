@@ -91,6 +91,11 @@ pub struct Baseline {
 }
 
 impl Baseline {
+    /// New sensitivity (settings page); the learned baselines are kept.
+    pub fn set_config(&mut self, cfg: BaselineConfig) {
+        self.cfg = cfg;
+    }
+
     /// Empty baselines.
     pub fn new(cfg: BaselineConfig) -> Baseline {
         Baseline { cfg, devices: HashMap::default() }

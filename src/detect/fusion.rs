@@ -154,6 +154,12 @@ pub struct Fusion {
 }
 
 impl Fusion {
+    /// New thresholds and limits (settings page); open incidents stay open.
+    pub fn set_config(&mut self, cfg: FusionConfig) {
+        self.tokens = self.tokens.min(cfg.verdict_burst);
+        self.cfg = cfg;
+    }
+
     /// Empty fusion state.
     pub fn new(cfg: FusionConfig) -> Fusion {
         let tokens = cfg.verdict_burst;

@@ -215,6 +215,13 @@ impl Heuristics {
         Heuristics { cfg, sources: HashMap::default(), dests: HashMap::default(), window_ns }
     }
 
+    /// New thresholds from the dashboard's settings page; what was learned
+    /// about sources so far is kept (windows shorter than before just age out).
+    pub fn set_config(&mut self, cfg: DetectorConfig) {
+        self.window_ns = cfg.window_s * 1_000_000_000;
+        self.cfg = cfg;
+    }
+
     /// Sources currently tracked (bounded by [`MAX_SOURCES`]).
     pub fn tracked_sources(&self) -> usize {
         self.sources.len()

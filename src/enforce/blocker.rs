@@ -232,6 +232,21 @@ impl Blocker {
         &self.allow
     }
 
+    /// Replaces the configured allowlist (the dashboard's settings page); the
+    /// gateway's own addresses stay in. Returns false when nothing changed.
+    pub fn set_configured_allowlist(&mut self, allowlist: Vec<Cidr>) -> Result<bool> {
+        if allowlist == self.settings.allowlist {
+            return Ok(false);
+        }
+        let allow = allowlist_with(&allowlist, &self.own);
+        if self.fail_closed.is_some() {
+            self.commit(&ruleset::replace_allowlist_batch(&allow))?;
+        }
+        self.settings.allowlist = allowlist;
+        self.allow = allow;
+        Ok(true)
+    }
+
     /// Re-reads the gateway's own addresses and, when they changed, rewrites
     /// the allowlist sets. The router may install its table before its
     /// interfaces have addresses (it starts before networking so the first

@@ -29,6 +29,8 @@ pub enum Command {
     Verdict(Verdict),
     /// Replace the group policy.
     Policy(PolicyUpdate),
+    /// Replace the configured allowlist (settings page), with the settings version.
+    Allowlist(Vec<super::feeds::Cidr>, u64),
     /// An operator request from `gatewarden ctl` ([`super::control::EnforceControl`]); the answer goes back on the sender.
     Control(super::control::ControlOp, mpsc::Sender<super::control::ControlReply>),
 }
@@ -181,6 +183,11 @@ fn run_loop(
                 Ok(true) => tracing::info!(version = p.version, rules = p.rules.len(), "group policy applied"),
                 Ok(false) => tracing::debug!(version = p.version, "older group policy ignored"),
                 Err(e) => tracing::error!(version = p.version, "group policy not applied: {e:#}"),
+            },
+            Ok(Command::Allowlist(list, version)) => match blocker.set_configured_allowlist(list) {
+                Ok(true) => tracing::info!(version, "allowlist from the settings page applied"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(version, "allowlist from the settings page not applied: {e}"),
             },
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return,

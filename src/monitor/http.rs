@@ -431,6 +431,24 @@ fn handle(mut req: Request, ctx: &Arc<Ctx>) {
             Err(e) => error(400, e),
         },
         (Method::Get, ["model"]) => json_response(200, ctx.state.model_json()),
+        (Method::Get, ["settings"]) => match ctx.state.settings.get() {
+            Some(s) => json_response(200, s.json()),
+            None => error(404, "settings are kept by the monitor role"),
+        },
+        (Method::Post, ["settings"]) => {
+            let mut body = Vec::new();
+            let limit = super::settings::MAX_SETTINGS_BODY;
+            let _ = req.as_reader().take(limit + 1).read_to_end(&mut body);
+            let r = match ctx.state.settings.get() {
+                _ if body.len() as u64 > limit => error(413, format!("settings body exceeds {limit} bytes")),
+                None => error(404, "settings are kept by the monitor role"),
+                Some(s) => match s.save(&body, &who) {
+                    Ok(v) => json_response(200, v),
+                    Err(r) => error(r.status, r.reason),
+                },
+            };
+            return send(req, r);
+        }
         (Method::Post, ["model"]) => {
             // The training page's upload: larger than other API bodies.
             let mut body = Vec::new();

@@ -7,6 +7,7 @@ pub mod events;
 pub mod http;
 pub mod link;
 pub mod policy_api;
+pub mod settings;
 pub mod system;
 pub mod talkers;
 pub mod training;
@@ -193,6 +194,8 @@ pub struct MonitorState {
     pub policy: std::sync::OnceLock<Arc<crate::policy::service::PolicyService>>,
     /// Model uploads from the training page and the detectors' answers.
     pub training: training::Training,
+    /// The settings page's store, set once by the monitor role (or a replay).
+    pub settings: std::sync::OnceLock<settings::SettingsStore>,
 }
 
 impl std::fmt::Debug for MonitorState {
@@ -246,6 +249,7 @@ impl MonitorState {
             node_metrics: system::NodeMetrics::new(&registry),
             policy: std::sync::OnceLock::new(),
             training: training::Training::default(),
+            settings: std::sync::OnceLock::new(),
         })
     }
 
@@ -274,6 +278,9 @@ impl MonitorState {
     pub fn record_alert(&self, alert: Alert) {
         if let Some(card) = self.training.observe_alert(&alert) {
             self.set_model(card);
+        }
+        if let Some(s) = self.settings.get() {
+            s.observe_alert(&alert);
         }
         let mut inner = self.lock();
         let n = Self::node_entry(&mut inner.nodes, &alert.node);

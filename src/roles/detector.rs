@@ -205,23 +205,28 @@ pub fn model_alert(node: &str, upload: u64, result: Result<&crate::detect::model
             format!("upload {upload}: refused on {node}, the previous model keeps running: {e}"),
         ),
     };
-    Alert {
-        id: crate::monitor::unix_now_ns() ^ u64::from(signature_id),
-        ts_ns: crate::monitor::unix_now_ns(),
-        node: node.to_string(),
-        flow_id: 0,
-        kind: AttackKind::System,
-        severity,
-        src: None,
-        dst: None,
-        sport: 0,
-        dport: 0,
-        proto: None,
-        action: AlertAction::Allowed,
-        signature_id,
-        signature: signature.to_string(),
-        confidence: 1.0,
-        reason,
+    Alert::about_system(node, AttackKind::System, severity, signature_id, signature, reason)
+}
+
+fn fusion_config(d: &crate::config::DetectorConfig) -> FusionConfig {
+    FusionConfig {
+        model_threshold: d.model_threshold,
+        model_batches: d.model_batches,
+        refresh_s: d.refresh_s,
+        close_s: d.incident_close_s,
+        max_verdicts_per_s: d.max_verdicts_per_s,
+        verdict_burst: d.verdict_burst,
+        block_ttl_s: d.block_ttl_s,
+    }
+}
+
+fn baseline_config(d: &crate::config::DetectorConfig) -> BaselineConfig {
+    BaselineConfig {
+        warmup_s: d.baseline_warmup_s,
+        half_life_s: 60.0,
+        factor: d.baseline_factor,
+        z: d.baseline_z,
+        min_bps: d.baseline_min_bps,
     }
 }
 
@@ -277,22 +282,8 @@ impl DetectorStage {
         registry
             .gauge("gatewarden_model_loaded", "1 when the detector runs a model, 0 when on heuristics only.", &[])
             .set(if model.is_some() { 1.0 } else { 0.0 });
-        let fusion = Fusion::new(FusionConfig {
-            model_threshold: d.model_threshold,
-            model_batches: d.model_batches,
-            refresh_s: d.refresh_s,
-            close_s: d.incident_close_s,
-            max_verdicts_per_s: d.max_verdicts_per_s,
-            verdict_burst: d.verdict_burst,
-            block_ttl_s: d.block_ttl_s,
-        });
-        let baseline = Baseline::new(BaselineConfig {
-            warmup_s: d.baseline_warmup_s,
-            half_life_s: 60.0,
-            factor: d.baseline_factor,
-            z: d.baseline_z,
-            min_bps: d.baseline_min_bps,
-        });
+        let fusion = Fusion::new(fusion_config(d));
+        let baseline = Baseline::new(baseline_config(d));
         DetectorStage {
             node: cfg.node_id.clone(),
             heuristics: Heuristics::new(cfg.detector.clone()),
@@ -322,6 +313,15 @@ impl DetectorStage {
         }
     }
 
+    /// New thresholds and TTLs from the dashboard's settings page (already
+    /// validated); the next batch uses them, nothing learned is lost. The
+    /// model file is not changed here (that is the training page's job).
+    pub fn set_detector_config(&mut self, d: &crate::config::DetectorConfig) {
+        self.heuristics.set_config(d.clone());
+        self.fusion.set_config(fusion_config(d));
+        self.baseline.set_config(baseline_config(d));
+    }
+
     /// Replaces the model (an upload from the dashboard); the next batch runs it.
     pub fn set_model(&mut self, model: Arc<HostModel>) {
         if let Some(old) = &self.model {
@@ -345,6 +345,11 @@ impl DetectorStage {
             .set(1.0);
         self.model_error = None;
         self.model = Some(model);
+    }
+
+    /// The model in use, shared (new stages start with it).
+    pub fn shared_model(&self) -> Option<Arc<HostModel>> {
+        self.model.clone()
     }
 
     /// The model in use, if any.
@@ -600,4 +605,61 @@ pub const MODEL_ALONE_MIN_PPS: f32 = 20.0;
 pub fn host_stat(features: &[f32], name: &str, window: usize) -> f32 {
     let i = HOST_STATS.iter().position(|c| c.name == name).unwrap_or(0);
     features.get(window * HOST_STATS.len() + i).copied().unwrap_or(0.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::messages::FlowRecord;
+    use crate::flow::ConnState;
+
+    /// 200 refused connections from one source to 200 ports of one host in 1 s.
+    fn scan() -> FlowBatch {
+        let flows = (0..200u16)
+            .map(|i| FlowRecord {
+                flow_id: u64::from(i) + 1,
+                src: "198.51.100.7".parse().unwrap(),
+                dst: "192.0.2.10".parse().unwrap(),
+                sport: 40000,
+                dport: i + 1,
+                proto: Proto::Tcp,
+                first_ns: 1_000_000_000 + u64::from(i) * 5_000_000,
+                last_ns: 1_000_000_000 + u64::from(i) * 5_000_000 + 1000,
+                fwd_packets: 1,
+                rev_packets: 1,
+                fwd_bytes: 60,
+                rev_bytes: 54,
+                conn_state: ConnState::REJ,
+            })
+            .collect();
+        FlowBatch { node: "r".into(), seq: 1, flows, hosts: vec![] }
+    }
+
+    fn stage(cfg: &Config) -> DetectorStage {
+        DetectorStage::with_model(cfg, &Registry::new(), Ok(None))
+    }
+
+    #[test]
+    fn settings_from_the_dashboard_change_thresholds_and_ttl_in_place() {
+        let cfg = Config::default();
+        let found = stage(&cfg).on_batch(&scan());
+        let v = found.verdicts.iter().find(|v| v.kind == AttackKind::PortScan).expect("a scan verdict by default");
+        let default_ttl = v.ttl_s;
+        assert!(u64::from(default_ttl) <= cfg.detector.block_ttl_s);
+
+        // A longer verdict TTL takes effect on the running stage.
+        let mut s = stage(&cfg);
+        let mut d = cfg.detector.clone();
+        d.block_ttl_s = 4321;
+        s.set_detector_config(&d);
+        let v = s.on_batch(&scan()).verdicts.into_iter().find(|v| v.kind == AttackKind::PortScan).unwrap();
+        assert!(v.ttl_s > default_ttl && v.ttl_s <= 4321, "{} (default {default_ttl})", v.ttl_s);
+
+        // A scan threshold above what the source did: no scan verdict.
+        let mut s = stage(&cfg);
+        d.scan_distinct_ports = 5000;
+        s.set_detector_config(&d);
+        let found = s.on_batch(&scan());
+        assert!(found.verdicts.iter().all(|v| v.kind != AttackKind::PortScan), "{:?}", found.verdicts);
+    }
 }

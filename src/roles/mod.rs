@@ -8,6 +8,7 @@
 
 pub mod detector;
 pub mod router;
+pub mod settings;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -118,6 +119,15 @@ pub fn run_with(
         let o = out.clone();
         state.training.set_sender(Arc::new(move |u| o.publish(Message::ModelUpdate(u))));
     }
+    // The settings page: kept by the monitor, sent to every detector and router.
+    if role.runs_monitor() {
+        let store = crate::monitor::settings::SettingsStore::open(cfg);
+        if role != Role::Monitor || mqtt.is_some() {
+            let o = out.clone();
+            store.set_sender(Arc::new(move |u| o.publish(Message::SettingsUpdate(u))));
+        }
+        let _ = state.settings.set(store);
+    }
     let capture = if let (true, Some(path)) = (role.runs_router(), &opts.replay) {
         Some(router::spawn_replay(path, cfg, &registry, out.clone(), shutdown.clone())?)
     } else if role.runs_router() && !cfg.capture.interface.is_empty() {
@@ -154,6 +164,55 @@ pub fn run_with(
     let policy_push = Arc::new(crate::bus::policy_push::PolicyPush::new(out.clone(), &registry));
     let ex = smol::LocalExecutor::new();
     let mut tasks = Vec::new();
+    // The settings page (monitor → every detector and router): checked here
+    // against this node's config, then thresholds go to the detector task and
+    // the allowlist to enforcement; the answer is a system alert.
+    let (detector_settings_tx, detector_settings_rx) = async_channel::bounded::<crate::config::DetectorConfig>(4);
+    if role.runs_detector() || role.runs_router() {
+        let rx = bus.settings.receiver();
+        let sd = shutdown.clone();
+        let base = cfg.clone();
+        let out = out.clone();
+        let to_enforcer = enforcer.as_ref().map(|e| e.sender());
+        let node = cfg.node_id.clone();
+        tasks.push(ex.spawn(async move {
+            let mut newest = 0u64;
+            loop {
+                let Some(u) = next_or_shutdown(&rx, &sd).await else { break };
+                if u.version <= newest {
+                    continue; // the monitor's periodic resend of what this node already runs
+                }
+                newest = u.version;
+                let answer = match settings::check(&u, &base) {
+                    Ok(c) => {
+                        let mut applied = Vec::new();
+                        if role.runs_detector() {
+                            let _ = detector_settings_tx.try_send(c.detector.clone());
+                            applied.push(format!("detector thresholds, verdict TTL {} s", c.detector.block_ttl_s));
+                        }
+                        if role.runs_router() {
+                            match &to_enforcer {
+                                Some(tx) => {
+                                    let n = c.allowlist.len();
+                                    let _ =
+                                        tx.send(crate::enforce::service::Command::Allowlist(c.allowlist, u.version));
+                                    applied.push(format!("allowlist of {n} networks"));
+                                }
+                                None => applied.push("allowlist not applied: enforcement is off".into()),
+                            }
+                        }
+                        tracing::info!(version = u.version, by = %u.by, "settings from the dashboard applied");
+                        settings::settings_alert(&node, u.version, Ok(&applied.join("; ")))
+                    }
+                    Err(e) => {
+                        tracing::error!(version = u.version, error = %e, "settings from the dashboard refused");
+                        settings::settings_alert(&node, u.version, Err(&e))
+                    }
+                };
+                out.publish(Message::Alert(answer));
+            }
+        }));
+    }
     if role.runs_detector() {
         let rx = bus.flows.receiver();
         // One detector state per gateway: an attacker already flagged at one
@@ -175,12 +234,16 @@ pub fn run_with(
         let models = bus.models.receiver();
         let st = state.clone();
         let node = cfg.node_id.clone();
+        let new_settings = detector_settings_rx.clone();
         tasks.push(ex.spawn(async move {
+            let mut dcfg = dcfg;
             let mut uploads = detector::ModelUploads::default();
             loop {
-                // Flow batches, or a model uploaded on the dashboard (hot-reloaded between batches).
-                let next = async { rx.recv().await.ok().map(Either::Left) }
-                    .or(async { models.recv().await.ok().map(Either::Right) })
+                // Flow batches; a model uploaded on the training page or new
+                // thresholds from the settings page, applied between batches.
+                let next = async { rx.recv().await.ok().map(DetectorInput::Batch) }
+                    .or(async { models.recv().await.ok().map(DetectorInput::Model) })
+                    .or(async { new_settings.recv().await.ok().map(DetectorInput::Settings) })
                     .or(async {
                         sd.wait().await;
                         None
@@ -188,7 +251,7 @@ pub fn run_with(
                     .await;
                 let batch = match next {
                     None => break,
-                    Some(Either::Right(update)) => {
+                    Some(DetectorInput::Model(update)) => {
                         let all = stages.values_mut().chain(std::iter::once(&mut overflow));
                         if let Some((alert, card)) = uploads.apply(&update, &dcfg.detector.model_store, &node, all) {
                             if let Some(card) = card {
@@ -198,7 +261,14 @@ pub fn run_with(
                         }
                         continue;
                     }
-                    Some(Either::Left(batch)) => batch,
+                    Some(DetectorInput::Settings(d)) => {
+                        for s in stages.values_mut().chain(std::iter::once(&mut overflow)) {
+                            s.set_detector_config(&d);
+                        }
+                        dcfg.detector = d;
+                        continue;
+                    }
+                    Some(DetectorInput::Batch(batch)) => batch,
                 };
                 if let Some(p) = &pol {
                     p.observe_batch(&batch);
@@ -207,7 +277,9 @@ pub fn run_with(
                     st.observe_batch(&batch);
                 }
                 if !stages.contains_key(&batch.node) && stages.len() < MAX_GATEWAYS {
-                    stages.insert(batch.node.clone(), detector::DetectorStage::new(&dcfg, &dreg));
+                    // A new gateway runs what the others run now (an uploaded model, new settings).
+                    let stage = detector::DetectorStage::with_model(&dcfg, &dreg, Ok(overflow.shared_model()));
+                    stages.insert(batch.node.clone(), stage);
                 }
                 let stage = stages.get_mut(&batch.node).unwrap_or(&mut overflow);
                 let findings = stage.on_batch(&batch);
@@ -346,6 +418,9 @@ pub fn run_with(
         tasks.push(ex.spawn(async move {
             loop {
                 let sample = st.sample();
+                if let Some(s) = st.settings.get() {
+                    s.resend_if_due();
+                }
                 // A node without the monitor sends its /proc numbers to the one that has it.
                 if !role.runs_monitor() {
                     out.publish(Message::Metrics(sample));
@@ -453,10 +528,11 @@ fn start_ctl(
     Ok(server)
 }
 
-/// One of two message kinds a task waits for.
-enum Either<A, B> {
-    Left(A),
-    Right(B),
+/// What the detector task waits for.
+enum DetectorInput {
+    Batch(crate::bus::messages::FlowBatch),
+    Model(crate::bus::messages::ModelUpdate),
+    Settings(crate::config::DetectorConfig),
 }
 
 /// The next message on `rx`, or `None` once shutdown fires or the channel closes:

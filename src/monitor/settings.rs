@@ -1,0 +1,224 @@
+//! The dashboard's settings page: detector thresholds and TTLs, and the
+//! routers' allowlist, changed at run time by an administrator.
+//!
+//! The monitor is the source of truth: it validates a change exactly as
+//! `gatewarden config check` would, keeps it in `monitor.data_dir/settings.json`
+//! (so it survives restarts), and sends it to every detector and router
+//! (sealed `settings_update`, or in process); it sends it again every 30 s so
+//! a node that restarted catches up. Each node checks it again against its
+//! own config, applies it in place and answers with a system alert; those
+//! answers are the per-node results the page shows. Until an administrator
+//! saves once, nodes run their own config files and nothing is sent.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::training::Refusal;
+use crate::bus::messages::{Alert, SettingsUpdate};
+use crate::config::{Config, DetectorConfig};
+use crate::roles::settings::{SIG_SETTINGS_APPLIED, SIG_SETTINGS_REFUSED};
+
+/// Sends settings towards the detectors and routers; false if they could not be queued.
+pub type SettingsSender = Arc<dyn Fn(SettingsUpdate) -> bool + Send + Sync>;
+
+/// How often saved settings are sent again (nodes ignore a version they run).
+pub const RESEND: Duration = Duration::from_secs(30);
+
+/// Largest settings request body.
+pub const MAX_SETTINGS_BODY: u64 = 64 * 1024;
+
+/// What `settings.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Saved {
+    version: u64,
+    by: String,
+    detector: DetectorConfig,
+    allowlist: Vec<String>,
+}
+
+/// The settings and what each node made of the last change.
+pub struct SettingsStore {
+    base: Config,
+    path: Option<PathBuf>,
+    current: Mutex<Saved>,
+    results: Mutex<BTreeMap<String, Value>>,
+    sender: OnceLock<SettingsSender>,
+    last_sent: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for SettingsStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SettingsStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn refuse(status: u16, reason: impl Into<String>) -> Refusal {
+    Refusal { status, reason: reason.into() }
+}
+
+impl SettingsStore {
+    /// Settings from `monitor.data_dir/settings.json` when an administrator
+    /// saved some, else this monitor's own config (not sent until saved).
+    pub fn open(cfg: &Config) -> SettingsStore {
+        let dir = &cfg.monitor.data_dir;
+        let path = (!dir.as_os_str().is_empty()).then(|| dir.join("settings.json"));
+        let from_config = Saved {
+            version: 0,
+            by: String::new(),
+            detector: cfg.detector.clone(),
+            allowlist: cfg.enforce.allowlist.clone(),
+        };
+        let current = match path.as_ref().filter(|p| p.exists()) {
+            Some(p) => match std::fs::read_to_string(p)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_json::from_str::<Saved>(&t).map_err(|e| e.to_string()))
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(path = %p.display(), error = %e, "saved settings unreadable; using the config file's (save them again on the settings page)");
+                    from_config
+                }
+            },
+            None => from_config,
+        };
+        SettingsStore {
+            base: cfg.clone(),
+            path,
+            current: Mutex::new(current),
+            results: Mutex::new(BTreeMap::new()),
+            sender: OnceLock::new(),
+            last_sent: Mutex::new(None),
+        }
+    }
+
+    /// Connects the store to the nodes (set once by the monitor role).
+    pub fn set_sender(&self, sender: SettingsSender) {
+        let _ = self.sender.set(sender);
+    }
+
+    fn update(&self, s: &Saved) -> SettingsUpdate {
+        SettingsUpdate {
+            version: s.version,
+            detector: serde_json::to_string(&s.detector).unwrap_or_default(),
+            allowlist: s.allowlist.clone(),
+            by: s.by.clone(),
+        }
+    }
+
+    /// Applies a change (`{"detector": {key: value, …}, "allowlist": […]}`,
+    /// both optional) from an administrator, validated, kept and sent.
+    pub fn save(&self, body: &[u8], by: &str) -> Result<Value, Refusal> {
+        let req: Value = serde_json::from_slice(body).map_err(|e| {
+            refuse(
+                400,
+                format!("the body is not JSON ({e}); send {{\"detector\": {{…}}, \"allowlist\": [\"192.0.2.0/24\"]}}"),
+            )
+        })?;
+        let Some(obj) = req.as_object() else { return Err(refuse(400, "send a JSON object")) };
+        if let Some(k) = obj.keys().find(|k| *k != "detector" && *k != "allowlist") {
+            return Err(refuse(422, format!("unknown setting {k:?}: the page changes \"detector\" and \"allowlist\"")));
+        }
+        let Some(send) = self.sender.get() else {
+            return Err(refuse(503, "no detector or router is connected to this monitor"));
+        };
+        let mut next = self.current.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(d) = obj.get("detector") {
+            let Some(changes) = d.as_object() else {
+                return Err(refuse(400, "\"detector\" must be an object of key: value"));
+            };
+            let mut all = serde_json::to_value(&next.detector).unwrap_or_default();
+            for (k, v) in changes {
+                if k == "model" || k == "model_store" {
+                    return Err(refuse(422, format!("detector.{k} is per node; upload models on the training page")));
+                }
+                if all.get(k).is_none() {
+                    return Err(refuse(422, format!("unknown setting detector.{k}")));
+                }
+                all[k] = v.clone();
+            }
+            next.detector = serde_json::from_value(all).map_err(|e| refuse(422, format!("[detector]: {e}")))?;
+        }
+        if let Some(a) = obj.get("allowlist") {
+            next.allowlist = serde_json::from_value(a.clone())
+                .map_err(|e| refuse(422, format!("\"allowlist\" must be a list of networks as text: {e}")))?;
+        }
+        next.version = crate::monitor::unix_now_ns();
+        next.by = by.to_string();
+        let update = self.update(&next);
+        crate::roles::settings::check(&update, &self.base).map_err(|e| refuse(422, e))?;
+        if let Some(p) = &self.path {
+            let text = serde_json::to_string_pretty(&next).unwrap_or_default();
+            crate::fsutil::write_atomic(p, text.as_bytes())
+                .map_err(|e| refuse(500, format!("settings not saved ({e:#}); check monitor.data_dir")))?;
+        }
+        if !send(update) {
+            return Err(refuse(
+                503,
+                "the settings were saved but could not be queued for the nodes; they go out with the next resend",
+            ));
+        }
+        tracing::info!(by, version = next.version, "settings saved and sent to the detectors and routers");
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = next.clone();
+        self.results.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        *self.last_sent.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        Ok(json!({"version": next.version, "status": "saved and sent; each node answers with a system alert"}))
+    }
+
+    /// Sends the saved settings again when [`RESEND`] has passed (called once a second).
+    pub fn resend_if_due(&self) {
+        let Some(send) = self.sender.get() else { return };
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if current.version == 0 {
+            return;
+        }
+        let mut last = self.last_sent.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_none_or(|t| t.elapsed() >= RESEND) {
+            *last = Some(Instant::now());
+            send(self.update(&current));
+        }
+    }
+
+    /// Notes a node's answer (a settings applied / refused system alert).
+    pub fn observe_alert(&self, a: &Alert) {
+        if a.signature_id != SIG_SETTINGS_APPLIED && a.signature_id != SIG_SETTINGS_REFUSED {
+            return;
+        }
+        let Some(version) =
+            a.reason.strip_prefix("settings ").and_then(|r| r.split(':').next()).and_then(|v| v.parse::<u64>().ok())
+        else {
+            return;
+        };
+        if version != self.current.lock().unwrap_or_else(|e| e.into_inner()).version {
+            return;
+        }
+        self.results.lock().unwrap_or_else(|e| e.into_inner()).insert(
+            a.node.clone(),
+            json!({"ok": a.signature_id == SIG_SETTINGS_APPLIED, "reason": a.reason, "ts": crate::monitor::rfc3339(a.ts_ns)}),
+        );
+    }
+
+    /// The settings page's document.
+    pub fn json(&self) -> Value {
+        let c = self.current.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut detector = serde_json::to_value(&c.detector).unwrap_or_default();
+        if let Some(o) = detector.as_object_mut() {
+            o.remove("model");
+            o.remove("model_store");
+        }
+        json!({
+            "version": c.version,
+            "saved": c.version > 0,
+            "by": c.by,
+            "at": (c.version > 0).then(|| crate::monitor::rfc3339(c.version)),
+            "detector": detector,
+            "allowlist": c.allowlist,
+            "results": *self.results.lock().unwrap_or_else(|e| e.into_inner()),
+            "can_send": self.sender.get().is_some(),
+        })
+    }
+}

@@ -1,0 +1,107 @@
+//! A node's side of the dashboard's settings page: a `settings_update` from
+//! the monitor is checked against this node's own config (the same
+//! validation as `gatewarden config check`), then the detector's thresholds
+//! and TTLs and the router's allowlist change in place, and the node answers
+//! with a system alert the page shows per node.
+
+use crate::bus::messages::{Alert, AttackKind, SettingsUpdate, Severity};
+use crate::config::{Config, DetectorConfig};
+use crate::enforce::feeds::Cidr;
+
+/// Signature id of "settings applied on a node".
+pub const SIG_SETTINGS_APPLIED: u32 = 9_000_103;
+/// Signature id of "settings refused by a node".
+pub const SIG_SETTINGS_REFUSED: u32 = 9_000_104;
+
+/// The parts of an update a node applies.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// New `[detector]` table (the model keys stay this node's own).
+    pub detector: DetectorConfig,
+    /// New `[enforce] allowlist`.
+    pub allowlist: Vec<Cidr>,
+}
+
+/// Checks `update` as if it were written into `base` (this node's config).
+pub fn check(update: &SettingsUpdate, base: &Config) -> Result<Checked, String> {
+    let mut detector: DetectorConfig =
+        serde_json::from_str(&update.detector).map_err(|e| format!("[detector] is not valid: {e}"))?;
+    // Which model runs is the training page's business, and paths are per node.
+    detector.model = base.detector.model.clone();
+    detector.model_store = base.detector.model_store.clone();
+    let mut cfg = base.clone();
+    cfg.detector = detector.clone();
+    cfg.enforce.allowlist = update.allowlist.clone();
+    let bad = cfg.validate();
+    if !bad.is_empty() {
+        return Err(bad.iter().map(|b| b.to_string()).collect::<Vec<_>>().join("; "));
+    }
+    let allowlist = update
+        .allowlist
+        .iter()
+        .map(|s| s.parse::<Cidr>().map_err(|e| format!("allowlist entry {s:?}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Checked { detector, allowlist })
+}
+
+/// The answer a node sends: applied (with what it applied) or refused (with why).
+pub fn settings_alert(node: &str, version: u64, result: Result<&str, &str>) -> Alert {
+    match result {
+        Ok(what) => Alert::about_system(
+            node,
+            AttackKind::System,
+            Severity::Low,
+            SIG_SETTINGS_APPLIED,
+            "GATEWARDEN SYSTEM settings applied",
+            format!("settings {version}: applied on {node} ({what})"),
+        ),
+        Err(why) => Alert::about_system(
+            node,
+            AttackKind::System,
+            Severity::High,
+            SIG_SETTINGS_REFUSED,
+            "GATEWARDEN SYSTEM settings refused",
+            format!("settings {version}: refused on {node}, the previous settings stay: {why}"),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(detector: &str, allow: &[&str]) -> SettingsUpdate {
+        SettingsUpdate {
+            version: 1,
+            detector: detector.into(),
+            allowlist: allow.iter().map(|s| s.to_string()).collect(),
+            by: "t".into(),
+        }
+    }
+
+    #[test]
+    fn a_valid_update_is_checked_against_the_nodes_config_and_keeps_its_model_paths() {
+        let mut base = Config::default();
+        base.detector.model = "off".into();
+        let mut d = DetectorConfig::default();
+        d.block_ttl_s = 900;
+        d.model = "/elsewhere.tflite".into();
+        let c = check(&update(&serde_json::to_string(&d).unwrap(), &["192.0.2.0/24", "2001:db8::/32"]), &base).unwrap();
+        assert_eq!(c.detector.block_ttl_s, 900);
+        assert_eq!(c.detector.model, "off", "the model is not the settings page's to change");
+        assert_eq!(c.allowlist.len(), 2);
+    }
+
+    #[test]
+    fn bad_values_unknown_keys_and_bad_networks_are_refused_with_the_reason() {
+        let base = Config::default();
+        let e = check(&update("{\"model_threshold\": 1.5}", &[]), &base).unwrap_err();
+        assert!(e.contains("detector.model_threshold") && e.contains("1.5"), "{e}");
+        let e = check(&update("{\"no_such_knob\": 1}", &[]), &base).unwrap_err();
+        assert!(e.contains("no_such_knob"), "{e}");
+        let e = check(&update("{}", &["192.0.2.1/24"]), &base).unwrap_err();
+        assert!(e.contains("192.0.2.1/24"), "{e}");
+        let a = settings_alert("det-1", 7, Err("x"));
+        assert!(a.reason.starts_with("settings 7: refused on det-1"), "{}", a.reason);
+    }
+}
