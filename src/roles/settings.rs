@@ -83,9 +83,7 @@ mod tests {
     fn a_valid_update_is_checked_against_the_nodes_config_and_keeps_its_model_paths() {
         let mut base = Config::default();
         base.detector.model = "off".into();
-        let mut d = DetectorConfig::default();
-        d.block_ttl_s = 900;
-        d.model = "/elsewhere.tflite".into();
+        let d = DetectorConfig { block_ttl_s: 900, model: "/elsewhere.tflite".into(), ..Default::default() };
         let c = check(&update(&serde_json::to_string(&d).unwrap(), &["192.0.2.0/24", "2001:db8::/32"]), &base).unwrap();
         assert_eq!(c.detector.block_ttl_s, 900);
         assert_eq!(c.detector.model, "off", "the model is not the settings page's to change");
