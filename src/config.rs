@@ -340,6 +340,24 @@ pub struct DetectorConfig {
     pub bruteforce_sessions: u32,
     /// Window for `bruteforce_sessions`, seconds.
     pub bruteforce_window_s: u64,
+    /// Finished HTTP sessions with a small reply (≤ 4 KiB from the server: a 401, a "login
+    /// failed" page) from one source to one web server port (80, 81, 8000, 8008, 8080, 8888)
+    /// within `http_bruteforce_window_s` that make web-login brute force. A flow record cannot
+    /// see the status code, so this is a rate: hydra's `http-get`/`http-post-form` make dozens a
+    /// second, a device polling a status page one every few seconds.
+    pub http_bruteforce_sessions: u32,
+    /// Window for `http_bruteforce_sessions`, seconds.
+    pub http_bruteforce_window_s: u64,
+    /// Connections one source holds open at once to one web server port, each established at
+    /// least `slow_http_min_age_s` with no response yet and sending under 1 kB/s, that make a
+    /// slow-HTTP (slowloris) attack: it ties up the server's connection slots by sending a
+    /// request a few bytes at a time. Browsers open at most 6 per server.
+    pub slow_http_connections: u32,
+    /// How long a connection must have waited without a response to count for
+    /// `slow_http_connections`, seconds. A web server answers a whole request in well under a
+    /// second; the detector only sees an idle connection again when it sends, so a slowloris
+    /// tool is found at its first follow-up after this age (slowhttptest `-i`, 10 s by default).
+    pub slow_http_min_age_s: u64,
     /// The TFLite model (`.tflite`, with `NAME.card.json` beside it); empty: the embedded model;
     /// `off`: heuristics and baseline only.
     pub model: String,
@@ -382,6 +400,10 @@ impl Default for DetectorConfig {
             block_ttl_s: 600,
             bruteforce_sessions: 5,
             bruteforce_window_s: 60,
+            http_bruteforce_sessions: 30,
+            http_bruteforce_window_s: 10,
+            slow_http_connections: 50,
+            slow_http_min_age_s: 3,
             model: String::new(),
             model_store: String::new(),
             model_threshold: 0.9,
@@ -737,6 +759,26 @@ impl Config {
         if !(1..=3_600).contains(&d.bruteforce_window_s) {
             bad("detector.bruteforce_window_s", d.bruteforce_window_s.to_string(), "1 to 3600 seconds");
         }
+        if !(5..=100_000).contains(&d.http_bruteforce_sessions) {
+            bad(
+                "detector.http_bruteforce_sessions",
+                d.http_bruteforce_sessions.to_string(),
+                "5 to 100000 sessions (lower values flag a device polling a web page)",
+            );
+        }
+        if !(1..=3_600).contains(&d.http_bruteforce_window_s) {
+            bad("detector.http_bruteforce_window_s", d.http_bruteforce_window_s.to_string(), "1 to 3600 seconds");
+        }
+        if !(8..=4_096).contains(&d.slow_http_connections) {
+            bad(
+                "detector.slow_http_connections",
+                d.slow_http_connections.to_string(),
+                "8 to 4096 connections (a browser opens up to 6 per server; 4096 are tracked per source)",
+            );
+        }
+        if !(1..=3_600).contains(&d.slow_http_min_age_s) {
+            bad("detector.slow_http_min_age_s", d.slow_http_min_age_s.to_string(), "1 to 3600 seconds");
+        }
         if !(d.model_threshold > 0.0 && d.model_threshold <= 1.0) {
             bad("detector.model_threshold", d.model_threshold.to_string(), "above 0, at most 1");
         }
@@ -950,6 +992,11 @@ mod tests {
             ("[detector]\nbruteforce_attempts = 1", "detector.bruteforce_attempts"),
             ("[detector]\nblock_ttl_s = 0", "detector.block_ttl_s"),
             ("[detector]\nbruteforce_sessions = 1", "detector.bruteforce_sessions"),
+            ("[detector]\nhttp_bruteforce_sessions = 4", "detector.http_bruteforce_sessions"),
+            ("[detector]\nhttp_bruteforce_window_s = 0", "detector.http_bruteforce_window_s"),
+            ("[detector]\nslow_http_connections = 6", "detector.slow_http_connections"),
+            ("[detector]\nslow_http_connections = 5000", "detector.slow_http_connections"),
+            ("[detector]\nslow_http_min_age_s = 0", "detector.slow_http_min_age_s"),
             ("[detector]\nmodel_threshold = 1.5", "detector.model_threshold"),
             ("[detector]\nbaseline_factor = 0.5", "detector.baseline_factor"),
             ("[detector]\nmax_verdicts_per_s = 0.0", "detector.max_verdicts_per_s"),

@@ -1,6 +1,6 @@
 //! The traffic lab (tests/lab/): a small IoT site in network namespaces with
 //! real services, benign device profiles and attacks with real tools
-//! (nmap, hping3, hydra, iperf3), scored against a live
+//! (nmap, hping3, hydra, mosquitto_pub, slowhttptest, iperf3), scored against a live
 //! `gatewarden run --role all` on the router.
 //!
 //! - `lab_comes_up_and_down_cleanly_ten_times` and
@@ -54,6 +54,21 @@ fn run_scenarios(lab: &Lab, list: &[Scenario], dir: &Path, benign_only_s: u64) -
             if sc.detected { "yes" } else { "NO" },
             sc.to_verdict_s.map_or(String::new(), |t| format!(" after {t:.2} s"))
         );
+        if !sc.detected || sc.packets == 0 {
+            let a = &rec.attacks[0];
+            let out = std::fs::read_to_string(&a.log).unwrap_or_default();
+            let tail: Vec<&str> = out.lines().rev().take(8).collect();
+            eprintln!(
+                "        the tool ran {:.1} s, exit {:?}, cut short: {}; its last output:\n          {}",
+                a.ended - a.started,
+                a.exit,
+                a.cut_short,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n          ")
+            );
+            for (_, v) in rec.alerts.iter().filter(|(_, v)| v["src_ip"] == a.src.as_str()) {
+                eprintln!("        alert about {} at {}: {}", a.src, v["timestamp"], v["gatewarden"]["reason"]);
+            }
+        }
         report.absorb(&rec, s.name);
         report.scores.push(sc);
     }

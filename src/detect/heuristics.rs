@@ -32,6 +32,33 @@ pub const AUTH_PORTS: [u16; 10] = [21, 22, 23, 2222, 2323, 1883, 8883, 3389, 590
 pub const LOGIN_PORTS: [u16; 8] = [21, 22, 23, 2222, 2323, 3389, 5900, 110];
 /// Most login connections remembered per source.
 const MAX_LOGINS: usize = 4096;
+/// Plain-HTTP ports of web interfaces (device admin pages, cloud APIs). HTTPS is
+/// left out: a TLS handshake alone sends the certificate chain, so "a small
+/// reply" would need another bound there.
+pub const WEB_PORTS: [u16; 6] = [80, 81, 8000, 8008, 8080, 8888];
+/// Most IP bytes from the server that still count as a small reply (a 401, a
+/// "login failed" page, a status document), not a page with content or a download.
+pub const HTTP_SMALL_REPLY_BYTES: u64 = 4096;
+/// Slow-HTTP connections must send less than this, IP bytes per second on
+/// average; an upload in progress also waits for its response, but sends.
+pub const SLOW_HTTP_MAX_BPS: f64 = 1000.0;
+/// A waiting connection not updated for this long is forgotten (the router's
+/// default `flow.idle_timeout_s`: it has been exported and dropped there too).
+const SLOW_HTTP_STALE_NS: u64 = 60_000_000_000;
+/// The slow-HTTP count is redone at most this often per source (capture time),
+/// so a source with thousands of open connections costs O(1) per record on average.
+const SLOW_HTTP_CHECK_NS: u64 = 250_000_000;
+
+/// Most IP bytes a TCP packet without payload takes: 20 (IPv4) or 40 (IPv6)
+/// bytes of IP header and a TCP header with options (SYN-ACK: 40). A flow whose
+/// bytes stay within this times its packets has carried no data that way.
+fn header_bytes(addr: IpAddr) -> u64 {
+    if addr.is_ipv4() {
+        60
+    } else {
+        80
+    }
+}
 
 /// One finding, before fusion turns it into a verdict.
 #[derive(Debug, Clone, PartialEq)]
@@ -181,6 +208,25 @@ struct SourceState {
     reported: HashMap<AttackKind, u64>,
     /// New connections to login services over `bruteforce_window_s`.
     logins: VecDeque<(u64, IpAddr, u16)>,
+    /// Finished HTTP sessions with a small reply over `http_bruteforce_window_s`:
+    /// (end, server, port, server's IP bytes, flow id).
+    web: VecDeque<(u64, IpAddr, u16, u64, u64)>,
+    /// Flow ids in `web`, so a flow re-sent after it ended counts once.
+    web_ids: HashSet<u64>,
+    /// Established connections to a web port still waiting for a response, by flow id.
+    waiting: HashMap<u64, Waiting>,
+    /// When the slow-HTTP count last ran for this source.
+    waiting_checked_ns: u64,
+}
+
+/// A connection to a web server that has sent (part of) a request and got no reply yet.
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    dst: IpAddr,
+    port: u16,
+    first_ns: u64,
+    last_ns: u64,
+    fwd_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -417,6 +463,127 @@ impl Heuristics {
                     ),
                     vec![("sessions".into(), n as f64), ("seconds".into(), span)],
                 );
+            }
+        }
+        if r.proto == Proto::Tcp && WEB_PORTS.contains(&r.dport) {
+            let hdr = header_bytes(r.dst);
+            let answered = r.rev_bytes > hdr * r.rev_packets as u64;
+            let sent = r.fwd_bytes > hdr * r.fwd_packets as u64;
+            let ended =
+                matches!(state, ConnState::SF | ConnState::RSTO | ConnState::RSTR | ConnState::S2 | ConnState::S3);
+            // Web-login guessing: each guess is a short session answered with a
+            // small page (401, "login failed"); a poller makes few, a guesser many.
+            let http_window_ns = cfg.http_bruteforce_window_s * 1_000_000_000;
+            if ended && sent && answered && r.rev_bytes <= HTTP_SMALL_REPLY_BYTES && !s.web_ids.contains(&r.flow_id) {
+                s.web.push_back((r.last_ns, r.dst, r.dport, r.rev_bytes, r.flow_id));
+                s.web_ids.insert(r.flow_id);
+                if s.web.len() > MAX_LOGINS {
+                    if let Some((.., id)) = s.web.pop_front() {
+                        s.web_ids.remove(&id);
+                    }
+                }
+                while let Some(&(t, .., id)) = s.web.front() {
+                    if t + http_window_ns >= now {
+                        break;
+                    }
+                    s.web.pop_front();
+                    s.web_ids.remove(&id);
+                }
+                let mut replies: Vec<u64> =
+                    s.web.iter().filter(|e| e.1 == r.dst && e.2 == r.dport).map(|e| e.3).collect();
+                let n = replies.len();
+                if n >= cfg.http_bruteforce_sessions as usize {
+                    let first = s.web.iter().find(|e| e.1 == r.dst && e.2 == r.dport).map_or(now, |e| e.0);
+                    let span = (now.saturating_sub(first) as f64 / 1e9).max(0.001);
+                    replies.sort_unstable();
+                    let median = replies[n / 2];
+                    let largest = replies[n - 1];
+                    found(
+                        AttackKind::BruteForce,
+                        Some(r.dst),
+                        r.dport,
+                        Some(Proto::Tcp),
+                        (0.7 + 0.25 * (n as f32 / (2.0 * cfg.http_bruteforce_sessions as f32)).min(1.0)).min(0.95),
+                        format!(
+                            "{} → {n} short HTTP sessions to {}:{} in {span:.1} s, each answered with a small reply \
+                             (median {median} B, largest {largest} B from the server): password guessing against a \
+                             web login (limit {} in {} s)",
+                            r.src, r.dst, r.dport, cfg.http_bruteforce_sessions, cfg.http_bruteforce_window_s
+                        ),
+                        vec![
+                            ("sessions".into(), n as f64),
+                            ("seconds".into(), span),
+                            ("median_reply_bytes".into(), median as f64),
+                        ],
+                    );
+                }
+            }
+            // Slow HTTP: established, part of a request sent, no response yet.
+            if state == ConnState::S1 && sent && !answered {
+                if s.waiting.len() < MAX_LOGINS || s.waiting.contains_key(&r.flow_id) {
+                    s.waiting.insert(
+                        r.flow_id,
+                        Waiting {
+                            dst: r.dst,
+                            port: r.dport,
+                            first_ns: r.first_ns,
+                            last_ns: r.last_ns,
+                            fwd_bytes: r.fwd_bytes,
+                        },
+                    );
+                }
+            } else {
+                s.waiting.remove(&r.flow_id);
+            }
+            let min_age_ns = cfg.slow_http_min_age_s * 1_000_000_000;
+            if s.waiting.len() >= cfg.slow_http_connections as usize && now >= s.waiting_checked_ns + SLOW_HTTP_CHECK_NS
+            {
+                s.waiting_checked_ns = now;
+                s.waiting.retain(|_, w| w.last_ns + SLOW_HTTP_STALE_NS >= now);
+                let (mut n, mut bytes, mut secs, mut oldest, mut youngest) = (0usize, 0u64, 0f64, 0u64, u64::MAX);
+                for w in s.waiting.values() {
+                    let age = now.saturating_sub(w.first_ns);
+                    let age_s = age as f64 / 1e9;
+                    if w.dst == r.dst
+                        && w.port == r.dport
+                        && age >= min_age_ns
+                        && (w.fwd_bytes as f64) < SLOW_HTTP_MAX_BPS * age_s
+                    {
+                        n += 1;
+                        bytes += w.fwd_bytes;
+                        secs += age_s;
+                        oldest = oldest.max(age);
+                        youngest = youngest.min(age);
+                    }
+                }
+                if n >= cfg.slow_http_connections as usize {
+                    let bps = bytes as f64 / secs.max(1e-9);
+                    let oldest_s = oldest as f64 / 1e9;
+                    let youngest_s = youngest as f64 / 1e9;
+                    found(
+                        AttackKind::Anomaly,
+                        Some(r.dst),
+                        r.dport,
+                        Some(Proto::Tcp),
+                        (0.7 + 0.25 * (n as f32 / (2.0 * cfg.slow_http_connections as f32)).min(1.0)).min(0.95),
+                        format!(
+                            "slow HTTP (slowloris): {} holds {n} connections open to {}:{} with no response, \
+                             waiting {youngest_s:.1}–{oldest_s:.1} s, each sending {bps:.0} B/s on average: ties up the server's \
+                             connection slots (limit {n_lim} waiting ≥ {} s)",
+                            r.src,
+                            r.dst,
+                            r.dport,
+                            cfg.slow_http_min_age_s,
+                            n_lim = cfg.slow_http_connections
+                        ),
+                        vec![
+                            ("waiting_connections".into(), n as f64),
+                            ("youngest_s".into(), youngest_s),
+                            ("oldest_s".into(), oldest_s),
+                            ("bytes_per_s".into(), bps),
+                        ],
+                    );
+                }
             }
         }
         if delta > 0 {
@@ -739,6 +906,212 @@ mod tests {
                 5,
                 "SF",
             )));
+        }
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    /// A TCP flow snapshot with exact times (ms) and IP byte counts.
+    #[allow(clippy::too_many_arguments)]
+    fn tcp(
+        id: u64,
+        src: &str,
+        dport: u16,
+        first_ms: u64,
+        last_ms: u64,
+        fwd: (u32, u64),
+        rev: (u32, u64),
+        state: &str,
+    ) -> FlowRecord {
+        FlowRecord {
+            flow_id: id,
+            src: src.parse().unwrap(),
+            dst: "198.51.100.10".parse().unwrap(),
+            sport: 40000 + (id % 20000) as u16,
+            dport,
+            proto: Proto::Tcp,
+            first_ns: first_ms * 1_000_000,
+            last_ns: last_ms * 1_000_000,
+            fwd_packets: fwd.0,
+            rev_packets: rev.0,
+            fwd_bytes: fwd.1,
+            rev_bytes: rev.1,
+            conn_state: ConnState::parse(state).unwrap(),
+        }
+    }
+
+    #[test]
+    fn hydra_style_telnet_guessing_is_found_with_numbers() {
+        // hydra -t 4 telnet:// against the lab's busybox telnetd (1 s delay per refused
+        // password): four connections at once, three tries each, so the fifth opens when
+        // the first has used its tries, 4.0 s later.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..4u64 {
+            found.extend(h.observe(&tcp(i, "192.0.2.66", 23, 3000, 3000, (4, 250), (3, 200), "S1")));
+        }
+        assert!(found.is_empty(), "four connections are not yet brute force: {found:?}");
+        found.extend(h.observe(&tcp(9, "192.0.2.66", 23, 7020, 7020, (3, 180), (2, 120), "S1")));
+        let d = found.iter().find(|d| d.kind == AttackKind::BruteForce).expect("brute force found");
+        assert!(
+            d.reason.contains(
+                "192.0.2.66 → 5 sessions to 198.51.100.10:23 (telnet) in 4.0 s (a person opens 1; limit 5 in 60 s)"
+            ),
+            "{}",
+            d.reason
+        );
+        assert_eq!((d.port, d.source), (23, Some("192.0.2.66".parse().unwrap())));
+    }
+
+    #[test]
+    fn an_operator_logging_in_by_telnet_now_and_then_is_not_brute_force() {
+        // Four telnet logins in 10 minutes, each a long interactive session.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        for i in 0..4u64 {
+            let t = i * 150_000;
+            let mut found = h.observe(&tcp(i, "192.0.2.40", 23, t, t, (4, 250), (3, 200), "S1"));
+            found.extend(h.observe(&tcp(i, "192.0.2.40", 23, t, t + 60_000, (300, 16_000), (280, 90_000), "SF")));
+            assert!(found.is_empty(), "login {i}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn mqtt_password_guessing_is_found_with_numbers() {
+        // `mosquitto_pub -u admin -P <guess>` over a 60-word list (measured: 60
+        // refused CONNECTs in 0.74 s, each 5 packets out, 5 back, 272 B from the broker).
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..60u64 {
+            let t = 2000 + i * 12;
+            found.extend(h.observe(&tcp(i, "192.0.2.66", 1883, t, t + 2, (5, 300), (5, 272), "SF")));
+        }
+        let d: Vec<_> = found.iter().filter(|d| d.kind == AttackKind::BruteForce).collect();
+        assert_eq!(d.len(), 1, "one finding per window: {found:?}");
+        assert!(
+            d[0].reason.contains("192.0.2.66 → 20 connections to 198.51.100.10:1883 (MQTT) in 0.2 s"),
+            "{}",
+            d[0].reason
+        );
+    }
+
+    #[test]
+    fn a_sensor_publishing_every_second_is_not_mqtt_brute_force() {
+        // Twice the lab's telemetry rate, a fresh connection per message, 10 minutes.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        for i in 0..600u64 {
+            let t = i * 1000;
+            let found = h.observe(&tcp(i, "192.0.2.21", 1883, t, t + 2, (8, 476), (5, 276), "SF"));
+            assert!(found.is_empty(), "message {i}: {found:?}");
+        }
+    }
+
+    #[test]
+    fn hydra_style_http_login_guessing_is_found_with_numbers() {
+        // hydra http-get against a Basic-auth page: one short session per guess,
+        // each answered by a 401 of about 570 IP bytes (measured: 60 in 1.5 s).
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..40u64 {
+            let t = 5000 + i * 25;
+            // The router may report a session first while open, then when it ended.
+            found.extend(h.observe(&tcp(i, "192.0.2.66", 80, t, t + 1, (4, 380), (3, 300), "S1")));
+            let reply = 560 + (i % 3) * 10;
+            found.extend(h.observe(&tcp(i, "192.0.2.66", 80, t, t + 3, (7, 512), (6, reply), "SF")));
+        }
+        let d: Vec<_> = found.iter().filter(|d| d.kind == AttackKind::BruteForce).collect();
+        assert_eq!(d.len(), 1, "{found:?}");
+        assert!(
+            d[0].reason.contains(
+                "192.0.2.66 → 30 short HTTP sessions to 198.51.100.10:80 in 0.7 s, each answered with a small reply \
+                 (median 570 B, largest 580 B from the server)"
+            ),
+            "{}",
+            d[0].reason
+        );
+        assert!(d[0].reason.contains("(limit 30 in 10 s)"), "{}", d[0].reason);
+        assert_eq!(d[0].port, 80);
+    }
+
+    #[test]
+    fn polling_downloads_and_page_loads_are_not_http_brute_force() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        // A device polling /status.json every 3 s for 10 minutes (measured: 460 B out, 524 B back).
+        for i in 0..200u64 {
+            let t = i * 3000;
+            found.extend(h.observe(&tcp(i, "192.0.2.31", 80, t, t + 1, (7, 460), (6, 524), "SF")));
+        }
+        // A browser loading an admin page with 40 images of 20 kB at once: large replies.
+        for i in 0..40u64 {
+            let t = 1000 + i * 5;
+            found.extend(h.observe(&tcp(1000 + i, "192.0.2.40", 80, t, t + 30, (12, 900), (20, 21_000), "SF")));
+        }
+        // Every session of a busy poller re-sent in three batches counts once: 25 sessions, not 75.
+        for i in 0..25u64 {
+            let t = 2000 + i * 100;
+            for _ in 0..3 {
+                found.extend(h.observe(&tcp(2000 + i, "192.0.2.11", 80, t, t + 2, (7, 460), (6, 524), "SF")));
+            }
+        }
+        // A SYN flood against the web server: handshakes without requests or replies.
+        for i in 0..100u64 {
+            let t = 3000 + i;
+            found.extend(h.observe(&tcp(3000 + i, "192.0.2.12", 80, t, t, (2, 112), (1, 60), "RSTO")));
+        }
+        let bf: Vec<_> = found.iter().filter(|d| d.kind == AttackKind::BruteForce).collect();
+        assert!(bf.is_empty(), "{bf:?}");
+    }
+
+    #[test]
+    fn slowloris_is_found_with_numbers() {
+        // slowhttptest -H -c 60 -r 100 -i 6: 60 connections in 0.6 s, each sends a partial
+        // request (3 packets, 450 IP bytes), the server only ACKs (112 B); 6 s later the
+        // first follow-up header line arrives.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..60u64 {
+            let t = 1000 + i * 10;
+            found.extend(h.observe(&tcp(i, "192.0.2.66", 80, t, t, (3, 450), (2, 112), "S1")));
+        }
+        assert!(found.is_empty(), "young connections are not slow HTTP yet: {found:?}");
+        found.extend(h.observe(&tcp(0, "192.0.2.66", 80, 1000, 7000, (4, 530), (3, 164), "S1")));
+        let d: Vec<_> = found.iter().filter(|d| d.kind == AttackKind::Anomaly).collect();
+        assert_eq!(d.len(), 1, "{found:?}");
+        assert!(
+            d[0].reason.starts_with(
+                "slow HTTP (slowloris): 192.0.2.66 holds 60 connections open to 198.51.100.10:80 with no response, \
+                 waiting 5.4–6.0 s, each sending 79 B/s on average"
+            ),
+            "{}",
+            d[0].reason
+        );
+        assert!(d[0].reason.contains("(limit 50 waiting ≥ 3 s)"), "{}", d[0].reason);
+        assert_eq!((d[0].source, d[0].port), (Some("192.0.2.66".parse().unwrap()), 80));
+    }
+
+    #[test]
+    fn long_polls_uploads_and_answered_requests_are_not_slow_http() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        // A browser's 6 long-poll requests, each waiting 30 s for an event.
+        for i in 0..6u64 {
+            found.extend(h.observe(&tcp(i, "192.0.2.40", 80, 0, 100, (4, 600), (2, 112), "S1")));
+        }
+        // A camera uploading 60 clips at once at 50 kB/s each, waiting for the server's answer.
+        for i in 0..60u64 {
+            found.extend(h.observe(&tcp(100 + i, "192.0.2.40", 80, 0, 200, (10, 10_000), (5, 260), "S1")));
+        }
+        // 60 requests answered at once and kept alive (HTTP/1.1) for 10 s.
+        for i in 0..60u64 {
+            found.extend(h.observe(&tcp(200 + i, "192.0.2.40", 80, 0, 300, (4, 600), (4, 1_500), "S1")));
+        }
+        // Time passes; every connection reports again.
+        for i in 0..60u64 {
+            let t = 10_000 + i;
+            found.extend(h.observe(&tcp(100 + i, "192.0.2.40", 80, 0, t, (400, 500_000), (60, 3_200), "S1")));
+            found.extend(h.observe(&tcp(200 + i, "192.0.2.40", 80, 0, t, (5, 652), (5, 1_552), "S1")));
+        }
+        for i in 0..6u64 {
+            found.extend(h.observe(&tcp(i, "192.0.2.40", 80, 0, 30_000, (5, 652), (3, 164), "S1")));
         }
         assert!(found.is_empty(), "{found:?}");
     }
