@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::mosquitto::{mosquitto_or_skip, Broker};
-use common::{bin, free_port, wait_for, wait_http_ok, Guard};
+use common::{bin, free_port, wait_for, wait_http_ok, wait_until, Guard};
 use gatewarden::bus::messages::{Alert, AlertAction, AttackKind, Message, Severity, Verdict};
 use gatewarden::bus::mqtt::{topic, Frame, FrameBody, MqttBus, MqttSettings};
 use gatewarden::bus::{LocalBus, Publisher};
@@ -114,6 +114,17 @@ fn three_processes_and_a_fleet_of_two_routers_through_mosquitto() {
     assert!(flows > 0, "traffic matrix at a monitor on its own node: {matrix}");
     assert_eq!(s["nodes"]["router-1"]["role"], "router");
     assert_eq!(s["nodes"]["det-1"]["role"], "detector");
+    // Every node's /proc sample reaches the monitor over MQTT: its /metrics has them per node.
+    let mut metrics = String::new();
+    let per_node = wait_until(Duration::from_secs(10), || {
+        metrics = common::http("GET", &format!("127.0.0.1:{pm}"), "/metrics").unwrap().2;
+        ["router-1", "router-2", "router-3", "det-1"].iter().all(|n| {
+            ["gatewarden_node_cpu_ratio", "gatewarden_node_memory_used_bytes", "gatewarden_bus_latency_seconds"]
+                .iter()
+                .all(|m| metrics.contains(&format!("{m}{{node=\"{n}\"}}")))
+        })
+    });
+    assert!(per_node, "node metrics over MQTT at the monitor:\n{metrics}");
 
     // A model uploaded on the monitor's training page travels sealed to the
     // detector node, which checks and loads it and answers with an alert.
