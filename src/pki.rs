@@ -373,7 +373,7 @@ impl Identity {
 pub fn acl_for(role: CertRole) -> (&'static [&'static str], &'static [&'static str]) {
     match role {
         CertRole::Router => (
-            &["flow_batch", "alert", "heartbeat", "metrics", "status", "key", "ack"],
+            &["flow_batch", "alert", "heartbeat", "metrics", "status", "key", "ack", "block_table"],
             &["+/verdict", "+/policy_update", "+/settings_update", "+/key", "+/ack"],
         ),
         CertRole::Detector => (

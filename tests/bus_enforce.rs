@@ -82,8 +82,21 @@ fn ctl_blocks_and_unblocks_in_the_routers_nftables_sets() {
         return;
     }
     let Some(exe) = mosquitto_or_skip() else { return };
-    let broker = Broker::start(exe, &[("router-1", "router"), ("alice", "operator"), ("det-1", "detector")]);
-    let (http, ctl_port) = (free_port(), free_port());
+    let broker = Broker::start(
+        exe,
+        &[("router-1", "router"), ("alice", "operator"), ("det-1", "detector"), ("mon-1", "monitor")],
+    );
+    let (http, ctl_port, mon_http) = (free_port(), free_port(), free_port());
+    // A monitor on its own node: its "current blocks" are the router's kernel sets.
+    let mut c = Command::new(bin());
+    let mon_cfg = broker.node_config("mon-1", mon_http, "");
+    c.args(["run", "--role", "monitor", "--config", mon_cfg.to_str().unwrap()]).env("RUST_LOG", "warn");
+    let _monitor = Guard::spawn(&mut c);
+    let monitor_blocks = || -> Vec<serde_json::Value> {
+        let (_, _, b) = common::http("GET", &format!("127.0.0.1:{mon_http}"), "/api/blocks").unwrap_or_default();
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap_or_default();
+        v["blocks"].as_array().cloned().unwrap_or_default()
+    };
     let cfg = broker.node_config(
         "router-1",
         http,
@@ -115,6 +128,17 @@ fn ctl_blocks_and_unblocks_in_the_routers_nftables_sets() {
     let secs: u32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     assert!(secs > 500 && secs <= 600, "about 600 s left: {line}");
     assert!(out.lines().any(|l| l.starts_with("2001:db8:66::7")), "{out}");
+    let mut seen = Vec::new();
+    let listed = common::wait_until(Duration::from_secs(15), || {
+        seen = monitor_blocks();
+        ["198.51.100.7", "2001:db8:66::7"]
+            .iter()
+            .all(|ip| seen.iter().any(|b| b["ip"] == *ip && b["node"] == "router-1" && b["source"] == "router table"))
+    });
+    assert!(listed, "the monitor lists the router's kernel blocks: {seen:?}");
+    let row = seen.iter().find(|b| b["ip"] == "198.51.100.7").unwrap();
+    assert_eq!(row["kind"], "admin", "{row}");
+    assert!(row["reason"].as_str().unwrap().contains("operator:alice"), "{row}");
 
     // Unblock removes it from the kernel; a second unblock says so.
     let (ok, out) = ctl(&broker, &node, "alice", &["unblock", "198.51.100.7"]);
@@ -122,6 +146,11 @@ fn ctl_blocks_and_unblocks_in_the_routers_nftables_sets() {
     assert!(!nft(&["list", "set", "inet", "gatewarden", "block4_admin"]).contains("198.51.100.7"));
     let (ok, out) = ctl(&broker, &node, "alice", &["unblock", "198.51.100.7"]);
     assert!(ok && out.contains("was not blocked"), "{out}");
+    let gone = common::wait_until(Duration::from_secs(15), || {
+        seen = monitor_blocks();
+        !seen.iter().any(|b| b["ip"] == "198.51.100.7") && seen.iter().any(|b| b["ip"] == "2001:db8:66::7")
+    });
+    assert!(gone, "the unblocked address leaves the monitor's list: {seen:?}");
 
     // The allowlist holds (configured and the node's own addresses), and silly TTLs are refused.
     for ip in ["203.0.113.9", "127.0.0.1"] {

@@ -376,6 +376,21 @@ pub struct SettingsUpdate {
     pub by: String,
 }
 
+/// What a router's nftables block sets hold now (every 5 s), so the
+/// dashboard's "current blocks" are the kernel's, not a guess from verdicts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlockTable {
+    /// The router.
+    pub node: String,
+    /// Entries in its block sets (the list may hold fewer: [`MAX_BLOCK_ROWS`]).
+    pub total: u32,
+    /// The entries with the longest time left first.
+    pub entries: Vec<crate::ctl::BlockEntry>,
+}
+
+/// Most rows a block table carries.
+pub const MAX_BLOCK_ROWS: usize = 500;
+
 /// Largest model (`.tflite` + card) the bus carries; the sealed envelope
 /// holds at most 1 MiB.
 pub const MAX_MODEL_BYTES: usize = 900 * 1024;
@@ -399,6 +414,8 @@ pub enum Message {
     ModelUpdate(ModelUpdate),
     /// Monitor → detector and router.
     SettingsUpdate(SettingsUpdate),
+    /// Router → monitor.
+    BlockTable(BlockTable),
 }
 
 impl Message {
@@ -413,6 +430,7 @@ impl Message {
             Message::PolicyUpdate(_) => "policy_update",
             Message::ModelUpdate(_) => "model_update",
             Message::SettingsUpdate(_) => "settings_update",
+            Message::BlockTable(_) => "block_table",
         }
     }
 
@@ -474,9 +492,14 @@ impl Message {
             Message::ModelUpdate(m) if m.tflite.len() + m.card.len() > MAX_MODEL_BYTES => Err(DecodeError::Invalid(
                 format!("model of {} bytes exceeds the {MAX_MODEL_BYTES}-byte limit", m.tflite.len() + m.card.len()),
             )),
-            Message::Heartbeat(_) | Message::PolicyUpdate(_) | Message::ModelUpdate(_) | Message::SettingsUpdate(_) => {
-                Ok(())
+            Message::BlockTable(t) if t.entries.len() > MAX_BLOCK_ROWS => {
+                Err(DecodeError::Invalid(format!("block table of {} rows (at most {MAX_BLOCK_ROWS})", t.entries.len())))
             }
+            Message::Heartbeat(_)
+            | Message::PolicyUpdate(_)
+            | Message::ModelUpdate(_)
+            | Message::SettingsUpdate(_)
+            | Message::BlockTable(_) => Ok(()),
         }
     }
 }
@@ -597,6 +620,16 @@ mod tests {
                 tflite: vec![0x1c, 0, 0, 0, b'T', b'F', b'L', b'3'],
                 card: "{}".into(),
                 by: "admin".into(),
+            }),
+            Message::BlockTable(BlockTable {
+                node: "router-1".into(),
+                total: 1,
+                entries: vec![crate::ctl::BlockEntry {
+                    target: "198.51.100.7".into(),
+                    expires_in_s: Some(300),
+                    origin: "detector".into(),
+                    reason: "scan".into(),
+                }],
             }),
             Message::SettingsUpdate(SettingsUpdate {
                 version: 6,

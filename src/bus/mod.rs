@@ -16,7 +16,7 @@ pub use transport::Publisher;
 use std::sync::Arc;
 
 use messages::{
-    Alert, FlowBatch, Heartbeat, Message, MetricsSample, ModelUpdate, PolicyUpdate, SettingsUpdate, Verdict,
+    Alert, BlockTable, FlowBatch, Heartbeat, Message, MetricsSample, ModelUpdate, PolicyUpdate, SettingsUpdate, Verdict,
 };
 
 use crate::metrics::{Counter, Registry};
@@ -103,6 +103,8 @@ pub struct LocalBus {
     pub models: Channel<ModelUpdate>,
     /// Monitor → detector and router.
     pub settings: Channel<SettingsUpdate>,
+    /// Router → monitor.
+    pub block_tables: Channel<BlockTable>,
 }
 
 impl LocalBus {
@@ -117,6 +119,7 @@ impl LocalBus {
             policy: Channel::new("policy_update", capacity, registry),
             models: Channel::new("model_update", capacity.min(4), registry),
             settings: Channel::new("settings_update", capacity.min(16), registry),
+            block_tables: Channel::new("block_table", capacity.min(64), registry),
         }
     }
 
@@ -131,6 +134,7 @@ impl LocalBus {
             Message::PolicyUpdate(m) => self.policy.publish(m),
             Message::ModelUpdate(m) => self.models.publish(m),
             Message::SettingsUpdate(m) => self.settings.publish(m),
+            Message::BlockTable(m) => self.block_tables.publish(m),
         }
     }
 }

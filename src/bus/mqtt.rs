@@ -14,6 +14,7 @@
 //! | `settings_update` | 1 | sealed envelope, spooled until acked | monitor |
 //! | `alert` | 1 | plain frame, spooled until acked | detector, router, monitor |
 //! | `heartbeat`, `metrics` | 0 | plain frame | every node |
+//! | `block_table` | 0 | plain frame | router |
 //! | `status` | 1, retained | `online` / `offline` (last will) | every node |
 //! | `key` | 1, retained | signed [`crate::secure::Announce`] | every node |
 //! | `ack` | 1 | ids received, for one sender | receivers of spooled kinds |
@@ -357,6 +358,7 @@ impl MqttBus {
             "policy_update",
             "model_update",
             "settings_update",
+            "block_table",
         ]
         .into_iter()
         .map(|k| {
@@ -657,7 +659,7 @@ impl Shared {
             kinds.extend(["flow_batch", "model_update", "settings_update"]);
         }
         if self.role.runs_monitor() {
-            kinds.extend(["alert", "heartbeat", "metrics", "status"]);
+            kinds.extend(["alert", "heartbeat", "metrics", "status", "block_table"]);
             // A monitor on its own node still needs the flows: the group
             // policy's traffic matrix and the top talkers are built from them.
             if !kinds.contains(&"flow_batch") {

@@ -130,19 +130,27 @@ pub fn eve_json(a: &Alert) -> Value {
 /// Most current blocks the monitor lists (the router's table is the truth; this is the view).
 pub const MAX_BLOCKS: usize = 4096;
 
-/// A block the monitor knows of, from a verdict it saw.
+/// How long a router's block table counts as current (routers send one every 5 s).
+pub const BLOCK_TABLE_FRESH_S: u64 = 20;
+
+/// A block the monitor knows of: from a router's block table (what the
+/// kernel holds), or from a verdict it saw that no table lists yet.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BlockView {
-    /// The blocked address.
-    pub ip: std::net::IpAddr,
-    /// Why (the verdict's kind).
-    pub kind: &'static str,
-    /// The verdict's reason.
+    /// The blocked address (or, for imported feeds, network or range).
+    pub ip: String,
+    /// Why: the verdict's kind, or the block set (`detector`, `admin`, `feed`).
+    pub kind: String,
+    /// The verdict's reason, or the element's comment.
     pub reason: String,
     /// When the monitor saw it, Unix seconds.
     pub since: u64,
     /// When it runs out, Unix seconds.
     pub until: u64,
+    /// The router that holds it ("" for a verdict not confirmed by a table).
+    pub node: String,
+    /// `router table` or `verdict`.
+    pub source: &'static str,
 }
 
 /// Suricata's severity words, for metric labels.
@@ -164,6 +172,8 @@ struct Inner {
     history: VecDeque<HistoryPoint>,
     replay: Option<Value>,
     blocks: BTreeMap<std::net::IpAddr, BlockView>,
+    /// Router → (received, Unix seconds; its table).
+    router_blocks: BTreeMap<String, (u64, crate::bus::messages::BlockTable)>,
     verdicts_by_kind: BTreeMap<&'static str, u64>,
     model: Option<Value>,
     links: Value,
@@ -239,6 +249,7 @@ impl MonitorState {
                 history: VecDeque::new(),
                 replay: None,
                 blocks: BTreeMap::new(),
+                router_blocks: BTreeMap::new(),
                 verdicts_by_kind: BTreeMap::new(),
                 model: None,
                 links: json!({}),
@@ -322,22 +333,53 @@ impl MonitorState {
         inner.blocks.insert(
             v.source,
             BlockView {
-                ip: v.source,
-                kind: v.kind.as_str(),
+                ip: v.source.to_string(),
+                kind: v.kind.as_str().to_string(),
                 reason: v.reason.clone(),
                 since: now,
                 until: now + v.ttl_s as u64,
+                node: String::new(),
+                source: "verdict",
             },
         );
     }
 
-    /// Current blocks (expired ones are dropped), soonest to expire last.
+    /// Stores a router's block table (the kernel's block sets, every 5 s).
+    pub fn record_block_table(&self, t: crate::bus::messages::BlockTable) {
+        let now = unix_now();
+        let mut inner = self.lock();
+        if !inner.router_blocks.contains_key(&t.node) && inner.router_blocks.len() >= MAX_NODES {
+            return;
+        }
+        inner.router_blocks.insert(t.node.clone(), (now, t));
+    }
+
+    /// Current blocks, soonest to expire last: every fresh router table's
+    /// entries (the kernel's truth), plus verdicts no table lists yet.
     pub fn blocks(&self) -> Vec<BlockView> {
         let now = unix_now();
         let mut inner = self.lock();
         inner.blocks.retain(|_, b| b.until > now);
-        let mut v: Vec<BlockView> = inner.blocks.values().cloned().collect();
+        inner.router_blocks.retain(|_, (at, _)| *at + BLOCK_TABLE_FRESH_S >= now);
+        let mut v: Vec<BlockView> = Vec::new();
+        for (node, (at, t)) in &inner.router_blocks {
+            for e in &t.entries {
+                v.push(BlockView {
+                    ip: e.target.clone(),
+                    kind: e.origin.clone(),
+                    reason: e.reason.clone(),
+                    since: *at,
+                    // No timeout (an imported feed): shown as a year.
+                    until: at + u64::from(e.expires_in_s.unwrap_or(365 * 86_400)),
+                    node: node.clone(),
+                    source: "router table",
+                });
+            }
+        }
+        let listed: std::collections::HashSet<String> = v.iter().map(|b| b.ip.clone()).collect();
+        v.extend(inner.blocks.values().filter(|b| !listed.contains(&b.ip)).cloned());
         v.sort_by_key(|b| std::cmp::Reverse(b.until));
+        v.truncate(MAX_BLOCKS);
         v
     }
 

@@ -149,6 +149,37 @@ pub fn run_with(
         Some(start_ctl(cfg, &registry, &state, out.clone(), blocks, shutdown.clone())?)
     };
 
+    // Every 5 s the router tells the monitor what its block sets hold (the dashboard's current blocks).
+    let block_table = enforcer.as_ref().map(|e| {
+        let control = crate::enforce::control::EnforceControl::new(e.sender());
+        let out = out.clone();
+        let sd = shutdown.clone();
+        let node = cfg.node_id.clone();
+        std::thread::Builder::new().name("block-table".into()).spawn(move || {
+            use crate::ctl::BlockControl;
+            while !sd.is_triggered() {
+                match control.list() {
+                    Ok(mut entries) => {
+                        let total = entries.len() as u32;
+                        entries.sort_by_key(|e| std::cmp::Reverse(e.expires_in_s.unwrap_or(u32::MAX)));
+                        entries.truncate(crate::bus::messages::MAX_BLOCK_ROWS);
+                        out.publish(Message::BlockTable(crate::bus::messages::BlockTable {
+                            node: node.clone(),
+                            total,
+                            entries,
+                        }));
+                    }
+                    Err(e) => tracing::debug!(error = %e, "block table not read"),
+                }
+                for _ in 0..50 {
+                    if sd.is_triggered() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        })
+    });
     // On the node hosting Mosquitto: its refusals (no certificate, ACL denials) become counters and alerts.
     let broker_log = if role.runs_monitor() && !cfg.mqtt.broker_log.as_os_str().is_empty() {
         Some(crate::bus::broker_log::BrokerLogWatch::start(
@@ -391,6 +422,15 @@ pub fn run_with(
                 st.node_metrics.record(&m, crate::monitor::unix_now_ns());
             }
         }));
+        let rx = bus.block_tables.receiver();
+        let sd = shutdown.clone();
+        let st = state.clone();
+        tasks.push(ex.spawn(async move {
+            loop {
+                let Some(t) = next_or_shutdown(&rx, &sd).await else { break };
+                st.record_block_table(t);
+            }
+        }));
         if let Some(m) = &mqtt {
             let rx = m.status_receiver();
             let sd = shutdown.clone();
@@ -471,6 +511,10 @@ pub fn run_with(
     if let Some((p, t)) = policy {
         let _ = t.join();
         p.shutdown();
+    }
+    // Before enforcement stops: the reader asks the enforcement thread.
+    if let Some(Ok(t)) = block_table {
+        let _ = t.join();
     }
     if let Some(e) = enforcer {
         e.stop();
