@@ -148,6 +148,8 @@ pub enum AttackKind {
     LinkHealth,
     /// Operational events (model refused, block set full, …).
     System,
+    /// Many slow, nearly idle connections held open to a web server (slowloris).
+    SlowHttp,
 }
 
 impl AttackKind {
@@ -161,6 +163,7 @@ impl AttackKind {
             AttackKind::IcmpFlood => "icmp_flood",
             AttackKind::BruteForce => "brute_force",
             AttackKind::Anomaly => "anomaly",
+            AttackKind::SlowHttp => "slow_http",
             AttackKind::ChannelAbuse => "channel_abuse",
             AttackKind::LinkHealth => "link_health",
             AttackKind::System => "system",

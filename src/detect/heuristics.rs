@@ -561,7 +561,7 @@ impl Heuristics {
                     let oldest_s = oldest as f64 / 1e9;
                     let youngest_s = youngest as f64 / 1e9;
                     found(
-                        AttackKind::Anomaly,
+                        AttackKind::SlowHttp,
                         Some(r.dst),
                         r.dport,
                         Some(Proto::Tcp),
@@ -1074,7 +1074,7 @@ mod tests {
         }
         assert!(found.is_empty(), "young connections are not slow HTTP yet: {found:?}");
         found.extend(h.observe(&tcp(0, "192.0.2.66", 80, 1000, 7000, (4, 530), (3, 164), "S1")));
-        let d: Vec<_> = found.iter().filter(|d| d.kind == AttackKind::Anomaly).collect();
+        let d: Vec<_> = found.iter().filter(|d| d.kind == AttackKind::SlowHttp).collect();
         assert_eq!(d.len(), 1, "{found:?}");
         assert!(
             d[0].reason.starts_with(

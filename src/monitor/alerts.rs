@@ -28,7 +28,7 @@ pub const ALERT_FILE: &str = "alerts.json";
 pub const STATE_FILE: &str = "alert-state.json";
 
 /// Every kind, for parsing names back.
-pub const ALL_KINDS: [AttackKind; 10] = [
+pub const ALL_KINDS: [AttackKind; 11] = [
     AttackKind::PortScan,
     AttackKind::HostSweep,
     AttackKind::SynFlood,
@@ -39,6 +39,7 @@ pub const ALL_KINDS: [AttackKind; 10] = [
     AttackKind::ChannelAbuse,
     AttackKind::LinkHealth,
     AttackKind::System,
+    AttackKind::SlowHttp,
 ];
 
 /// Parses a kind's snake_case name (`port_scan`, …).

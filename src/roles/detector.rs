@@ -65,6 +65,7 @@ pub fn signature_id(kind: AttackKind) -> u32 {
             AttackKind::ChannelAbuse => 8,
             AttackKind::LinkHealth => 9,
             AttackKind::System => 10,
+            AttackKind::SlowHttp => 11,
         }
 }
 
@@ -81,6 +82,7 @@ pub fn signature(kind: AttackKind) -> &'static str {
         AttackKind::ChannelAbuse => "GATEWARDEN BUS channel abuse",
         AttackKind::LinkHealth => "GATEWARDEN LINK health",
         AttackKind::System => "GATEWARDEN SYSTEM event",
+        AttackKind::SlowHttp => "GATEWARDEN DOS slow HTTP (slowloris)",
     }
 }
 
@@ -567,9 +569,11 @@ impl DetectorStage {
             });
         }
         let severity = match d.kind {
-            AttackKind::SynFlood | AttackKind::UdpFlood | AttackKind::IcmpFlood | AttackKind::BruteForce => {
-                Severity::High
-            }
+            AttackKind::SynFlood
+            | AttackKind::UdpFlood
+            | AttackKind::IcmpFlood
+            | AttackKind::BruteForce
+            | AttackKind::SlowHttp => Severity::High,
             AttackKind::PortScan | AttackKind::HostSweep | AttackKind::Anomaly => Severity::Medium,
             _ => Severity::Low,
         };

@@ -793,7 +793,7 @@ pub fn scenarios() -> Vec<Scenario> {
             "slow_http",
             "attacker",
             WAN,
-            &["anomaly"],
+            &["slow_http"],
             ["slowhttptest", "-H", "-c", "100", "-r", "50", "-i", "5", "-l", "20", "-u", "http://198.51.100.10/"]
         ),
         scenario!(
@@ -801,7 +801,7 @@ pub fn scenarios() -> Vec<Scenario> {
             "slow_http",
             "attacker",
             WAN,
-            &["anomaly"],
+            &["slow_http"],
             ["slowhttptest", "-H", "-c", "100", "-r", "50", "-i", "10", "-l", "25", "-u", "http://198.51.100.10/"]
         ),
         scenario!(
