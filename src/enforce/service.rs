@@ -148,28 +148,24 @@ fn run_loop(
                 match blocker.block(v.source, ttl, Origin::Detector, &v.reason) {
                     Ok(BlockOutcome::Blocked { evicted, .. }) if !evicted.is_empty() => {
                         alert_id = alert_id.wrapping_add(1);
+                        let reason = format!(
+                            "block set full (enforce.max_block_elements = {}): evicted {} entries closest to expiry, e.g. {}",
+                            cfg.max_block_elements,
+                            evicted.len(),
+                            evicted[0]
+                        );
                         bus.alerts.publish(Alert {
                             id: alert_id,
-                            ts_ns: now_ms() * 1_000_000,
-                            node: node.to_string(),
-                            flow_id: 0,
-                            kind: AttackKind::System,
-                            severity: Severity::Medium,
                             src: Some(v.source),
-                            dst: None,
-                            sport: 0,
-                            dport: 0,
-                            proto: None,
                             action: AlertAction::Blocked,
-                            signature_id: SIG_BLOCK_SET_FULL,
-                            signature: "gatewarden block set full".into(),
-                            confidence: 1.0,
-                            reason: format!(
-                                "block set full (enforce.max_block_elements = {}): evicted {} entries closest to expiry, e.g. {}",
-                                cfg.max_block_elements,
-                                evicted.len(),
-                                evicted[0]
-                            ),
+                            ..Alert::about_system(
+                                node,
+                                AttackKind::System,
+                                Severity::Medium,
+                                SIG_BLOCK_SET_FULL,
+                                "gatewarden block set full",
+                                reason,
+                            )
                         });
                     }
                     Ok(_) => {}

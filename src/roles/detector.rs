@@ -526,23 +526,18 @@ impl DetectorStage {
     fn system_alert(&mut self, ts_ns: u64, reason: String, out: &mut Findings) {
         let id = self.next_id;
         self.next_id += 1;
+        // Batch time and the stage's own ids keep replays deterministic.
         out.alerts.push(Alert {
             id,
             ts_ns,
-            node: self.node.clone(),
-            flow_id: 0,
-            kind: AttackKind::System,
-            severity: Severity::High,
-            src: None,
-            dst: None,
-            sport: 0,
-            dport: 0,
-            proto: None,
-            action: AlertAction::Allowed,
-            signature_id: signature_id(AttackKind::System),
-            signature: signature(AttackKind::System).to_string(),
-            confidence: 1.0,
-            reason,
+            ..Alert::about_system(
+                &self.node,
+                AttackKind::System,
+                Severity::High,
+                signature_id(AttackKind::System),
+                signature(AttackKind::System),
+                reason,
+            )
         });
     }
 

@@ -538,24 +538,19 @@ impl SecureChannel {
 /// The alert every refusal on the channel raises (forged, replayed, unknown
 /// sender, operator denied…): one shape for the bus and the ctl endpoint.
 pub fn channel_abuse_alert(node: &str, now_ns: u64, reason: String) -> crate::bus::messages::Alert {
-    use crate::bus::messages::{Alert, AlertAction, AttackKind, Severity};
+    use crate::bus::messages::{Alert, AttackKind, Severity};
+    let kind = AttackKind::ChannelAbuse;
     Alert {
         id: now_ns,
         ts_ns: now_ns,
-        node: node.to_string(),
-        flow_id: 0,
-        kind: AttackKind::ChannelAbuse,
-        severity: Severity::High,
-        src: None,
-        dst: None,
-        sport: 0,
-        dport: 0,
-        proto: None,
-        action: AlertAction::Allowed,
-        signature_id: crate::roles::detector::signature_id(AttackKind::ChannelAbuse),
-        signature: crate::roles::detector::signature(AttackKind::ChannelAbuse).to_string(),
-        confidence: 1.0,
-        reason,
+        ..Alert::about_system(
+            node,
+            kind,
+            Severity::High,
+            crate::roles::detector::signature_id(kind),
+            crate::roles::detector::signature(kind),
+            reason,
+        )
     }
 }
 
