@@ -331,12 +331,23 @@ fn router_gets_wan_and_lan_forwards_and_is_restarted_after_a_crash() {
     let Some(dir) = prerequisites(false) else { return };
     let logs = tempfile::tempdir().unwrap();
     let mut vm = Vm::start(
-        spec(&dir, "router", "gatewarden.role=router gatewarden.test_kill=1", vec![user_nic(), Nic::Isolated]),
+        spec(
+            &dir,
+            "router",
+            "gatewarden.role=router gatewarden.test_kill=1 gatewarden.test_first_rule=1",
+            vec![user_nic(), Nic::Isolated],
+        ),
         logs.path(),
     );
     let t = vm.wait_healthz();
     println!("boot-to-healthz (router, initramfs, TCG): {:.2} s", t.as_secs_f64());
     assert_role(&vm, "router");
+    // One router booting alone: the boot-to-first-rule figure of docs/PERFORMANCE.md.
+    vm.wait_serial("s after kernel start", Duration::from_secs(30));
+    let serial = vm.serial();
+    let first_rule = serial.split("testhooks: first rule ").nth(1).and_then(|t| t.split_whitespace().next());
+    println!("router alone: first nftables rule {} s after kernel start (TCG)", first_rule.unwrap_or("?"));
+    assert!(first_rule.is_some_and(|t| t.parse::<f64>().is_ok()), "the router logs its first rule:\n{serial}");
     let serial = vm.serial();
     assert!(serial.contains("network: eth0 (dhcp): 10.0.2.15/24"), "WAN by DHCP:\n{serial}");
     assert!(serial.contains("network: eth1 (192.168.50.1/24): 192.168.50.1/24"), "LAN static:\n{serial}");
