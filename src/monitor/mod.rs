@@ -480,6 +480,19 @@ impl MonitorState {
         self.lock().nodes.clone()
     }
 
+    /// Detectors and routers heard from in the last 30 s and not known to be
+    /// offline, with the Unix second each booted (from its uptime).
+    pub fn live_workers(&self) -> Vec<(String, u64)> {
+        let now = unix_now();
+        self.lock()
+            .nodes
+            .iter()
+            .filter(|(_, n)| n.role.is_some_and(|r| r.runs_detector() || r.runs_router()))
+            .filter(|(_, n)| n.online != Some(false) && n.last_seen + 30 >= now)
+            .map(|(name, n)| (name.clone(), n.last_seen.saturating_sub(n.uptime_s)))
+            .collect()
+    }
+
     /// Alerts in memory (newest last), for tests and exports.
     pub fn alerts(&self) -> Vec<Alert> {
         let inner = self.lock();

@@ -47,6 +47,8 @@ pub struct SettingsStore {
     path: Option<PathBuf>,
     current: Mutex<Saved>,
     results: Mutex<BTreeMap<String, Value>>,
+    /// Node → when it answered the current version (Unix seconds).
+    answered: Mutex<BTreeMap<String, u64>>,
     sender: OnceLock<SettingsSender>,
     last_sent: Mutex<Option<Instant>>,
 }
@@ -91,6 +93,7 @@ impl SettingsStore {
             path,
             current: Mutex::new(current),
             results: Mutex::new(BTreeMap::new()),
+            answered: Mutex::new(BTreeMap::new()),
             sender: OnceLock::new(),
             last_sent: Mutex::new(None),
         }
@@ -156,6 +159,12 @@ impl SettingsStore {
             crate::fsutil::write_atomic(p, text.as_bytes())
                 .map_err(|e| refuse(500, format!("settings not saved ({e:#}); check monitor.data_dir")))?;
         }
+        // Current before sending: an in-process node answers at once, and its
+        // answer must find the version it answers.
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = next.clone();
+        self.results.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.answered.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        *self.last_sent.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         if !send(update) {
             return Err(refuse(
                 503,
@@ -163,22 +172,33 @@ impl SettingsStore {
             ));
         }
         tracing::info!(by, version = next.version, "settings saved and sent to the detectors and routers");
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = next.clone();
-        self.results.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        *self.last_sent.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
         Ok(json!({"version": next.version, "status": "saved and sent; each node answers with a system alert"}))
     }
 
-    /// Sends the saved settings again when [`RESEND`] has passed (called once a second).
-    pub fn resend_if_due(&self) {
+    /// Sends the saved settings again when [`RESEND`] has passed and some
+    /// node still needs them (called once a second). `nodes` are the online
+    /// detectors and routers with the Unix second they booted: a node that has
+    /// not answered this version, or restarted since it did, needs them. A
+    /// node away for a day therefore costs nothing: resends only go out while
+    /// someone is there to take them (they are spooled until acked).
+    pub fn resend_if_due(&self, nodes: &[(String, u64)]) {
+        self.resend_if_due_at(nodes, Instant::now());
+    }
+
+    fn resend_if_due_at(&self, nodes: &[(String, u64)], now: Instant) {
         let Some(send) = self.sender.get() else { return };
         let current = self.current.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if current.version == 0 {
             return;
         }
+        let needed = {
+            let answered = self.answered.lock().unwrap_or_else(|e| e.into_inner());
+            // 5 s of slack: the answer's time is the node's clock, the boot time the monitor's.
+            nodes.iter().any(|(n, booted)| answered.get(n).is_none_or(|at| at + 5 < *booted))
+        };
         let mut last = self.last_sent.lock().unwrap_or_else(|e| e.into_inner());
-        if last.is_none_or(|t| t.elapsed() >= RESEND) {
-            *last = Some(Instant::now());
+        if needed && last.is_none_or(|t| now.saturating_duration_since(t) >= RESEND) {
+            *last = Some(now);
             send(self.update(&current));
         }
     }
@@ -196,6 +216,7 @@ impl SettingsStore {
         if version != self.current.lock().unwrap_or_else(|e| e.into_inner()).version {
             return;
         }
+        self.answered.lock().unwrap_or_else(|e| e.into_inner()).insert(a.node.clone(), a.ts_ns / 1_000_000_000);
         self.results.lock().unwrap_or_else(|e| e.into_inner()).insert(
             a.node.clone(),
             json!({"ok": a.signature_id == SIG_SETTINGS_APPLIED, "reason": a.reason, "ts": crate::monitor::rfc3339(a.ts_ns)}),
@@ -220,5 +241,62 @@ impl SettingsStore {
             "results": *self.results.lock().unwrap_or_else(|e| e.into_inner()),
             "can_send": self.sender.get().is_some(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn store(dir: &std::path::Path, sent: &Arc<AtomicUsize>) -> SettingsStore {
+        let mut cfg = Config::default();
+        cfg.monitor.data_dir = dir.to_path_buf();
+        let s = SettingsStore::open(&cfg);
+        let sent = sent.clone();
+        s.set_sender(Arc::new(move |_| {
+            sent.fetch_add(1, Ordering::SeqCst);
+            true
+        }));
+        s
+    }
+
+    #[test]
+    fn saved_settings_survive_a_restart_and_are_resent_only_while_a_node_needs_them() {
+        let d = tempfile::tempdir().unwrap();
+        let sent = Arc::new(AtomicUsize::new(0));
+        let a = store(d.path(), &sent);
+        assert_eq!(a.json()["saved"], false);
+        a.resend_if_due(&[("r1".into(), 1)]);
+        assert_eq!(sent.load(Ordering::SeqCst), 0, "nothing saved: nodes run their own config");
+        let e = a.save(br#"{"detector": {"bruteforce_sessions": 1}}"#, "ops").unwrap_err();
+        assert_eq!(e.status, 422, "{}", e.reason);
+        assert!(e.reason.contains("detector.bruteforce_sessions"), "{}", e.reason);
+        a.save(br#"{"detector": {"block_ttl_s": 1200}, "allowlist": ["192.0.2.0/24"]}"#, "ops").unwrap();
+        assert_eq!(sent.load(Ordering::SeqCst), 1);
+
+        // After a restart: the settings are back, and go out once someone needs them.
+        let b = store(d.path(), &sent);
+        let j = b.json();
+        assert_eq!(j["detector"]["block_ttl_s"], 1200);
+        assert_eq!(j["by"], "ops");
+        let version = j["version"].as_u64().unwrap();
+        let t0 = Instant::now();
+        b.resend_if_due_at(&[], t0);
+        assert_eq!(sent.load(Ordering::SeqCst), 1, "no node online: nothing is spooled");
+        let now_s = crate::monitor::unix_now();
+        let r1 = vec![("r1".to_string(), now_s - 100)];
+        b.resend_if_due_at(&r1, t0);
+        assert_eq!(sent.load(Ordering::SeqCst), 2, "r1 has not answered");
+        b.resend_if_due_at(&r1, t0 + Duration::from_secs(5));
+        assert_eq!(sent.load(Ordering::SeqCst), 2, "at most every 30 s");
+        let answer = crate::roles::settings::settings_alert("r1", version, Ok("thresholds"));
+        b.observe_alert(&answer);
+        assert_eq!(b.json()["results"]["r1"]["ok"], true);
+        b.resend_if_due_at(&r1, t0 + RESEND * 2);
+        assert_eq!(sent.load(Ordering::SeqCst), 2, "r1 answered: nothing to resend");
+        // r1 restarts (it booted after it answered): it needs them again.
+        b.resend_if_due_at(&[("r1".to_string(), now_s + 60)], t0 + RESEND * 3);
+        assert_eq!(sent.load(Ordering::SeqCst), 3);
     }
 }

@@ -105,14 +105,9 @@ impl Training {
         let name = model.card().name.clone();
         let card_value = serde_json::to_value(model.card()).unwrap_or(Value::Null);
         let bytes = tflite.len();
-        if !send(ModelUpdate { version, tflite, card, by: by.to_string() }) {
-            return Err(refuse(
-                503,
-                "no detector took the model: its queue is full, or no detector runs any more (a finished replay has none; `gatewarden run` keeps one running)",
-            ));
-        }
-        tracing::info!(%name, %by, version, "model upload accepted and sent to the detectors");
-        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(Upload {
+        // Recorded before sending: an in-process detector answers at once, and
+        // its answer must find the upload it answers.
+        let previous = self.last.lock().unwrap_or_else(|e| e.into_inner()).replace(Upload {
             version,
             name: name.clone(),
             by: by.to_string(),
@@ -120,6 +115,14 @@ impl Training {
             card: card_value,
             results: BTreeMap::new(),
         });
+        if !send(ModelUpdate { version, tflite, card, by: by.to_string() }) {
+            *self.last.lock().unwrap_or_else(|e| e.into_inner()) = previous;
+            return Err(refuse(
+                503,
+                "no detector took the model: its queue is full, or no detector runs any more (a finished replay has none; `gatewarden run` keeps one running)",
+            ));
+        }
+        tracing::info!(%name, %by, version, "model upload accepted and sent to the detectors");
         Ok(
             json!({"version": version, "name": name, "bytes": bytes, "status": "sent to the detectors; each answers with a system alert"}),
         )

@@ -459,7 +459,7 @@ pub fn run_with(
             loop {
                 let sample = st.sample();
                 if let Some(s) = st.settings.get() {
-                    s.resend_if_due();
+                    s.resend_if_due(&st.live_workers());
                 }
                 // A node without the monitor sends its /proc numbers to the one that has it.
                 if !role.runs_monitor() {
