@@ -322,6 +322,11 @@ pub struct DetectorConfig {
     pub window_s: u64,
     /// Distinct destination ports on one host in the window that make a port scan.
     pub scan_distinct_ports: u32,
+    /// The same for UDP, when most of the probes go unanswered. Lower than for
+    /// TCP: a UDP scan is slowed by the target's ICMP rate limit (nmap -sU -T4
+    /// reaches 50 ports only after ~1.3 s), and devices seldom send UDP to many
+    /// ports of one host without answers.
+    pub udp_scan_distinct_ports: u32,
     /// Distinct destination hosts on one port in the window that make a sweep.
     pub sweep_distinct_hosts: u32,
     /// Unanswered SYNs per second from one source that make a SYN flood.
@@ -393,6 +398,7 @@ impl Default for DetectorConfig {
             window_s: 10,
             scan_distinct_ports: 50,
             sweep_distinct_hosts: 20,
+            udp_scan_distinct_ports: 20,
             syn_flood_pps: 500,
             udp_flood_pps: 1000,
             icmp_flood_pps: 200,
@@ -740,6 +746,7 @@ impl Config {
         }
         for (key, v) in [
             ("detector.scan_distinct_ports", d.scan_distinct_ports),
+            ("detector.udp_scan_distinct_ports", d.udp_scan_distinct_ports),
             ("detector.sweep_distinct_hosts", d.sweep_distinct_hosts),
             ("detector.syn_flood_pps", d.syn_flood_pps),
             ("detector.udp_flood_pps", d.udp_flood_pps),

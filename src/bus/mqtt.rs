@@ -929,11 +929,21 @@ mod tests {
     }
 
     #[test]
-    fn only_verdicts_and_policy_are_sealed_and_only_by_their_role() {
-        assert!(sealed_kind("verdict") && sealed_kind("policy_update") && !sealed_kind("alert"));
-        assert!(durable_kind("alert") && !durable_kind("flow_batch"));
+    fn commands_are_sealed_and_only_by_their_role() {
+        for k in ["verdict", "policy_update", "model_update", "settings_update"] {
+            assert!(sealed_kind(k) && durable_kind(k), "{k}");
+        }
+        for k in ["alert", "flow_batch", "metrics", "heartbeat", "block_table"] {
+            assert!(!sealed_kind(k), "{k}");
+        }
+        assert!(durable_kind("alert") && !durable_kind("flow_batch") && !durable_kind("block_table"));
         assert_eq!(sealed_sender("verdict"), CertRole::Detector);
-        assert_eq!(sealed_sender("policy_update"), CertRole::Monitor);
+        for k in ["policy_update", "model_update", "settings_update"] {
+            assert_eq!(sealed_sender(k), CertRole::Monitor, "{k}");
+        }
+        assert_eq!(sealed_recipients("model_update"), &[CertRole::Detector]);
+        assert_eq!(sealed_recipients("settings_update"), &[CertRole::Detector, CertRole::Router]);
+        assert_eq!(sealed_recipients("policy_update"), &[CertRole::Router]);
     }
 
     #[test]

@@ -384,14 +384,17 @@ impl Heuristics {
             let attempts = s.attempts.events.len();
             // Vertical scan: many ports on one host, mostly unanswered.
             let ports = s.attempts.ports_by_dst.get(&(r.dst, r.proto)).map_or(0, |m| m.len());
-            if ports >= cfg.scan_distinct_ports as usize {
-                let unanswered = percent(s.failed.len().min(attempts), attempts);
+            let unanswered = percent(s.failed.len().min(attempts), attempts);
+            // UDP: a lower bar, but only for probes that mostly go unanswered.
+            let udp_scan = r.proto == Proto::Udp && ports >= cfg.udp_scan_distinct_ports as usize && unanswered >= 50.0;
+            if ports >= cfg.scan_distinct_ports as usize || udp_scan {
+                let limit = if udp_scan { cfg.udp_scan_distinct_ports } else { cfg.scan_distinct_ports };
                 found(
                     AttackKind::PortScan,
                     Some(r.dst),
                     0,
                     Some(r.proto),
-                    (0.6 + 0.4 * (ports as f32 / (2.0 * cfg.scan_distinct_ports as f32)).min(1.0)).min(0.99),
+                    (0.6 + 0.4 * (ports as f32 / (2.0 * limit as f32)).min(1.0)).min(0.99),
                     format!(
                         "{} → {ports} distinct {} ports on {} in {span:.1} s, {unanswered:.0} % unanswered",
                         r.src,
@@ -760,6 +763,49 @@ mod tests {
         assert!(d.reason.contains("198.51.100.7 → 50 distinct tcp ports on 192.0.2.10"), "{}", d.reason);
         assert!(d.reason.contains("100 % unanswered"), "{}", d.reason);
         assert_eq!(d.source, Some("198.51.100.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_unanswered_udp_scan_is_found_at_twenty_ports_and_answered_udp_is_not() {
+        // nmap -sU: probes to many ports, the target's ICMP rate limit leaves most unanswered.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut all = Vec::new();
+        for p in 1..=30u16 {
+            all.extend(h.observe(&rec(
+                p as u64,
+                "198.51.100.7",
+                "192.0.2.10",
+                p,
+                Proto::Udp,
+                p as f64 * 0.02,
+                1,
+                0,
+                "S0",
+            )));
+        }
+        let scans: Vec<_> = all.iter().filter(|d| d.kind == AttackKind::PortScan).collect();
+        assert_eq!(scans.len(), 1, "{all:?}");
+        assert!(
+            scans[0].reason.contains("198.51.100.7 → 20 distinct udp ports on 192.0.2.10 in 0.4 s, 100 % unanswered"),
+            "{}",
+            scans[0].reason
+        );
+        // A device talking UDP to 30 ports of one server, each answered (media, discovery): not a scan.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        for p in 1..=30u16 {
+            let found = h.observe(&rec(
+                p as u64,
+                "192.0.2.20",
+                "198.51.100.1",
+                5000 + p,
+                Proto::Udp,
+                p as f64 * 0.02,
+                3,
+                3,
+                "SF",
+            ));
+            assert!(found.iter().all(|d| d.kind != AttackKind::PortScan), "{found:?}");
+        }
     }
 
     #[test]
