@@ -226,7 +226,15 @@ impl TokenSigner {
 #[derive(Debug, Clone)]
 pub struct TokenVerifier {
     keys: Vec<(String, VerifyingKey)>,
+    /// Tokens whose signature already checked out, by their full text (so a
+    /// changed byte is a miss). A P-384 verification costs ~2 ms in pure Rust,
+    /// which was most of an `/api/status` request; expiry is still checked on
+    /// every use. Only valid tokens get in, and at most [`MAX_VERIFIED`].
+    verified: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Claims>>>,
 }
+
+/// Most verified tokens remembered; past it the memory starts over.
+pub const MAX_VERIFIED: usize = 1024;
 
 impl TokenVerifier {
     /// The P-384 signing keys of a JWKS document; other keys are ignored.
@@ -253,11 +261,29 @@ impl TokenVerifier {
             keys.push((kid, key));
         }
         anyhow::ensure!(!keys.is_empty(), "the JWKS has no P-384 key");
-        Ok(TokenVerifier { keys })
+        Ok(TokenVerifier { keys, verified: Default::default() })
     }
 
     /// Verifies signature, algorithm, issuer and expiry at `now`; returns the claims.
     pub fn verify(&self, token: &str, now: u64) -> Result<Claims, AuthError> {
+        let known = self.verified.lock().unwrap_or_else(|e| e.into_inner()).get(token).cloned();
+        if let Some(claims) = known {
+            if claims.exp <= now {
+                return Err(AuthError::Expired(now - claims.exp));
+            }
+            return Ok(claims);
+        }
+        let claims = self.verify_signature(token, now)?;
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified.len() >= MAX_VERIFIED {
+            verified.clear();
+        }
+        verified.insert(token.to_string(), claims.clone());
+        Ok(claims)
+    }
+
+    /// The full check: format, algorithm, signature against the JWKS, issuer, expiry.
+    fn verify_signature(&self, token: &str, now: u64) -> Result<Claims, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Invalid("longer than 4096 bytes".into()));
         }
@@ -404,6 +430,28 @@ mod tests {
         for junk in ["", "a.b", "a.b.c.d", "!!.??.##", &"x".repeat(5000)] {
             assert_eq!(v.verify(junk, now).unwrap_err().status(), 401);
         }
+    }
+
+    #[test]
+    fn remembered_tokens_still_expire_changed_ones_are_checked_and_memory_is_bounded() {
+        let signer = TokenSigner::ephemeral();
+        let v = TokenVerifier::from_jwks(&signer.jwks()).unwrap();
+        let now = 1_800_000_000;
+        let t = signer.issue("alice", AccessRole::Viewer, 60, now);
+        assert!(v.verify(&t, now).is_ok());
+        assert!(v.verify(&t, now + 1).is_ok(), "remembered");
+        assert_eq!(v.verify(&t, now + 60).unwrap_err(), AuthError::Expired(0), "still expires");
+        // The same token with its last signature character changed is not the remembered one.
+        let mut bad = t.clone();
+        let last = bad.pop().unwrap();
+        bad.push(if last == 'A' { 'B' } else { 'A' });
+        assert!(matches!(v.verify(&bad, now), Err(AuthError::Invalid(_))));
+        // Full memory: it starts over rather than grow.
+        let claims = v.verify(&t, now).unwrap();
+        v.verified.lock().unwrap().extend((0..MAX_VERIFIED).map(|i| (format!("t{i}"), claims.clone())));
+        let fresh = signer.issue("bob", AccessRole::Viewer, 60, now);
+        assert!(v.verify(&fresh, now).is_ok());
+        assert_eq!(v.verified.lock().unwrap().len(), 1);
     }
 
     #[test]

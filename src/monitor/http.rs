@@ -63,13 +63,22 @@ impl Access {
     }
 }
 
-/// How long one rendering of `/api/status` is reused: pollers (scripts, load
-/// balancers, wallboards) then cost one rendering per interval, not per request.
+/// How often `/api/status` is rendered while someone polls it: pollers
+/// (scripts, load balancers, wallboards) cost one rendering per interval, not
+/// per request. A background thread renders it, so no request waits for a
+/// rendering (that wait was the p99 under load); a request renders inline
+/// only when nobody polled for a while ([`STATUS_STALE`]).
 pub const STATUS_CACHE: Duration = Duration::from_millis(250);
+/// Past this age a cached `/api/status` is not served.
+pub const STATUS_STALE: Duration = Duration::from_secs(1);
+/// The background rendering stops this long after the last request.
+const STATUS_IDLE_MS: u64 = 5_000;
 
 struct Ctx {
     state: Arc<MonitorState>,
     status_cache: Mutex<Option<(Instant, Arc<str>)>>,
+    /// When `/api/status` was last asked for (ms since the epoch).
+    status_wanted: std::sync::atomic::AtomicU64,
     access: Access,
     stop: Arc<AtomicBool>,
     refused: [Counter; 4],
@@ -110,8 +119,32 @@ impl HttpServer {
                 &[("reason", r)],
             )
         });
-        let ctx = Arc::new(Ctx { state, status_cache: Mutex::new(None), access, stop: stop.clone(), refused });
+        let ctx = Arc::new(Ctx {
+            state,
+            status_cache: Mutex::new(None),
+            status_wanted: std::sync::atomic::AtomicU64::new(0),
+            access,
+            stop: stop.clone(),
+            refused,
+        });
         let mut threads = Vec::new();
+        {
+            let ctx = ctx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("http-status".into())
+                    .spawn(move || {
+                        while !ctx.stop.load(Ordering::Relaxed) {
+                            std::thread::sleep(STATUS_CACHE);
+                            let polled = ctx.status_wanted.load(Ordering::Relaxed);
+                            if polled > 0 && now_ms().saturating_sub(polled) < STATUS_IDLE_MS {
+                                render_status(&ctx);
+                            }
+                        }
+                    })
+                    .context("spawning the status renderer")?,
+            );
+        }
         for i in 0..WORKERS {
             let server = server.clone();
             let ctx = ctx.clone();
@@ -146,6 +179,17 @@ impl HttpServer {
             let _ = t.join();
         }
     }
+}
+
+fn now_ms() -> u64 {
+    super::unix_now_ns() / 1_000_000
+}
+
+/// Renders `/api/status` into the cache (outside the cache's lock, so readers never wait for it).
+fn render_status(ctx: &Ctx) -> Arc<str> {
+    let body: Arc<str> = ctx.state.status_json().to_string().into();
+    *ctx.status_cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), body.clone()));
+    body
 }
 
 /// A listening socket with TCP_NODELAY, which Linux passes on to accepted
@@ -407,16 +451,11 @@ fn handle(mut req: Request, ctx: &Arc<Ctx>) {
     let who = claims.as_ref().map(|c| c.sub.clone()).unwrap_or_else(|| "anonymous".into());
     let response = match (method.clone(), segs.as_slice()) {
         (Method::Get, ["status"]) => {
-            let body = {
-                let mut cache = ctx.status_cache.lock().unwrap_or_else(|e| e.into_inner());
-                match &*cache {
-                    Some((at, body)) if at.elapsed() < STATUS_CACHE => body.clone(),
-                    _ => {
-                        let body: Arc<str> = ctx.state.status_json().to_string().into();
-                        *cache = Some((Instant::now(), body.clone()));
-                        body
-                    }
-                }
+            ctx.status_wanted.store(now_ms(), Ordering::Relaxed);
+            let cached = ctx.status_cache.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let body = match cached {
+                Some((at, body)) if at.elapsed() < STATUS_STALE => body,
+                _ => render_status(ctx),
             };
             Response::from_string(&*body)
                 .with_header(header("Content-Type", "application/json"))
