@@ -204,6 +204,32 @@ fn browser_available() -> bool {
     ok
 }
 
+/// A monitor config on a free port with a data directory (its token key), and
+/// where screenshots go.
+struct Page {
+    dir: tempfile::TempDir,
+    out: PathBuf,
+    addr: String,
+    cfg: PathBuf,
+}
+
+fn page_setup() -> Page {
+    let dir = tempfile::tempdir().unwrap();
+    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
+    std::fs::create_dir_all(&out).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let cfg = dir.path().join("gatewarden.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "node_id = \"gw-test\"\n[http]\nlisten = \"{addr}\"\n[monitor]\ndata_dir = \"{}\"\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    Page { dir, out, addr, cfg }
+}
+
 /// chromedriver and a headless Chromium session (the guard stops the driver).
 fn start_browser(dir: &Path) -> (Guard, WebDriver) {
     let wd_port = free_port();
@@ -235,20 +261,7 @@ fn dashboard_shows_a_live_alert_admin_acknowledges_viewer_cannot() {
     if !browser_available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
-    std::fs::create_dir_all(&out).unwrap();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let cfg = dir.path().join("gatewarden.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "node_id = \"gw-test\"\n[http]\nlisten = \"{addr}\"\n[monitor]\ndata_dir = \"{}\"\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
+    let Page { dir, out, addr, cfg } = page_setup();
     let admin = token(&cfg, "admin");
     let viewer = token(&cfg, "viewer");
 
@@ -364,19 +377,7 @@ fn training_page_uploads_a_model_and_settings_page_applies_thresholds_in_a_real_
     if !browser_available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser");
-    std::fs::create_dir_all(&out).unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let cfg = dir.path().join("gatewarden.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "node_id = \"gw-test\"\n[http]\nlisten = \"{addr}\"\n[monitor]\ndata_dir = \"{}\"\n",
-            dir.path().join("data").display()
-        ),
-    )
-    .unwrap();
+    let Page { dir, out, addr, cfg } = page_setup();
     let admin = token(&cfg, "admin");
     // The model and a card renamed, as an operator would pick them from tools/train/'s output.
     let mut card: Value =
