@@ -524,6 +524,11 @@ fn the_settings_pages_allowlist_reaches_nftables_and_comes_back_after_a_restart(
     let reason = s["results"].as_object().unwrap().values().next().unwrap()["reason"].as_str().unwrap();
     assert!(reason.contains("verdict TTL 1800 s") && reason.contains("allowlist of 3 networks"), "{reason}");
     assert!(allow4(&lab).contains("192.0.2.200"), "the configured entry stays: {}", allow4(&lab));
+    // The CLI on the router honours what the running router allows, not only its config file.
+    let out = lab.cli(&["block", "203.0.113.9", "--config", cfg.to_str().unwrap()]);
+    assert!(stderr(&out).contains("refused") && stderr(&out).contains("203.0.113.0/24"), "{}", stderr(&out));
+    assert!(!stdout(&lab.exec(&lab.rtr, &["nft", "list", "set", "inet", "gatewarden", "block4_admin"]))
+        .contains("203.0.113.9"));
 
     // Kept by the monitor: after a restart the router gets them again.
     lab.stop_router();

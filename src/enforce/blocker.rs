@@ -282,6 +282,21 @@ impl Blocker {
         Ok(())
     }
 
+    /// The range of the kernel's `allow4`/`allow6` set holding `addr`, if any
+    /// (as a CIDR when it is one, else the address itself).
+    fn kernel_allowed_by(&mut self, addr: &IpAddr) -> Result<Option<Cidr>> {
+        if !ruleset::table_exists(&mut self.nl)? {
+            return Ok(None);
+        }
+        let fam = fam_of(addr);
+        let els = ruleset::elements(&mut self.nl, &format!("allow{}", fam.digit()))?;
+        let a = feeds::addr_u128(addr);
+        Ok(interval_ranges(fam, &els)
+            .into_iter()
+            .find(|(lo, hi, _)| (*lo..=*hi).contains(&a))
+            .map(|(lo, hi, _)| feeds::range_text(fam, lo, hi).parse().unwrap_or(Cidr::host(*addr))))
+    }
+
     /// Whether the table exists (the CLI needs a running router).
     pub fn table_exists(&mut self) -> Result<bool> {
         ruleset::table_exists(&mut self.nl)
@@ -313,7 +328,15 @@ impl Blocker {
     /// Blocks `addr` for `ttl` (escalated for detector verdicts). Re-blocking
     /// refreshes the timeout. A full set evicts its oldest-expiring entries.
     pub fn block(&mut self, addr: IpAddr, ttl: Duration, origin: Origin, reason: &str) -> Result<BlockOutcome> {
-        if let Some(allowed_by) = self.allowed_by(&addr) {
+        // A blocker that did not install the table (the `gatewarden block` CLI)
+        // also honours what the running router allows now: an allowlist saved
+        // on the dashboard's settings page is in the kernel, not in the config file.
+        let kernel_allows = if self.fail_closed.is_none() && self.allowed_by(&addr).is_none() {
+            self.kernel_allowed_by(&addr)?
+        } else {
+            None
+        };
+        if let Some(allowed_by) = self.allowed_by(&addr).or(kernel_allows) {
             tracing::warn!(%addr, %allowed_by, origin = origin.as_str(), reason, "refused to block an allowlisted address");
             if let Some(m) = &self.metrics {
                 m.refused.inc();
@@ -665,8 +688,9 @@ fn key_u128(key: &[u8]) -> u128 {
     key.iter().fold(0u128, |acc, b| (acc << 8) | *b as u128)
 }
 
-/// Pairs interval starts with their ends (the kernel lists them in any order).
-fn intervals(fam: Fam, els: &[ruleset::KernelElement], origin: Origin) -> Vec<BlockEntry> {
+/// An interval set's ranges (first, last, the start element): the kernel
+/// lists starts and ends as separate elements, in any order.
+fn interval_ranges(fam: Fam, els: &[ruleset::KernelElement]) -> Vec<(u128, u128, &ruleset::KernelElement)> {
     let mut points: Vec<(u128, bool, &ruleset::KernelElement)> =
         els.iter().map(|e| (key_u128(&e.key), e.flags & ruleset::ELEM_INTERVAL_END != 0, e)).collect();
     points.sort_by_key(|p| (p.0, !p.1));
@@ -677,15 +701,23 @@ fn intervals(fam: Fam, els: &[ruleset::KernelElement], origin: Origin) -> Vec<Bl
             continue;
         }
         let end = points[i + 1..].iter().find(|p| p.1).map(|p| p.0 - 1).unwrap_or(max);
-        out.push(BlockEntry {
-            target: feeds::range_text(fam, *start, end),
+        out.push((*start, end, *e));
+    }
+    out
+}
+
+/// An interval block set's entries.
+fn intervals(fam: Fam, els: &[ruleset::KernelElement], origin: Origin) -> Vec<BlockEntry> {
+    interval_ranges(fam, els)
+        .into_iter()
+        .map(|(lo, hi, e)| BlockEntry {
+            target: feeds::range_text(fam, lo, hi),
             origin,
             timeout_s: e.timeout_ms.div_ceil(1000),
             remaining_s: e.expires_ms.div_ceil(1000),
             reason: e.comment.clone(),
-        });
-    }
-    out
+        })
+        .collect()
 }
 
 /// The configured allowlist plus the gateway's own addresses not already covered.
