@@ -508,6 +508,9 @@ fn the_settings_pages_allowlist_reaches_nftables_and_comes_back_after_a_restart(
     assert_eq!(code, 422, "{e}");
     assert!(e["error"].as_str().unwrap().contains("detector.model_threshold"), "{e}");
     assert!(!allow4(&lab).contains("203.0.113.0/24"));
+    // A device blocked before it is allowlisted: saving the allowlist lifts the block.
+    assert!(lab.cli(&["block", IOT_A]).status.success());
+    assert!(!lab.ping(IOT_A, WAN), "blocked");
 
     let (code, r) = call(&lab, &admin, Some(change));
     assert_eq!(code, 200, "{r}");
@@ -522,6 +525,12 @@ fn the_settings_pages_allowlist_reaches_nftables_and_comes_back_after_a_restart(
         "the node answers: {s}"
     );
     let reason = s["results"].as_object().unwrap().values().next().unwrap()["reason"].as_str().unwrap();
+    assert!(
+        wait_until(Duration::from_secs(3), || lab.ping(IOT_A, WAN)),
+        "the newly allowlisted device forwards again: {}",
+        lab.router_log()
+    );
+    assert!(lab.elements("block4_admin").is_empty(), "its block was lifted: {:?}", lab.elements("block4_admin"));
     assert!(reason.contains("verdict TTL 1800 s") && reason.contains("allowlist of 3 networks"), "{reason}");
     assert!(allow4(&lab).contains("192.0.2.200"), "the configured entry stays: {}", allow4(&lab));
     // The CLI on the router honours what the running router allows, not only its config file.

@@ -233,10 +233,14 @@ impl Blocker {
     }
 
     /// Replaces the configured allowlist (the dashboard's settings page); the
-    /// gateway's own addresses stay in. Returns false when nothing changed.
-    pub fn set_configured_allowlist(&mut self, allowlist: Vec<Cidr>) -> Result<bool> {
+    /// gateway's own addresses stay in. Addresses the new allowlist covers
+    /// that are blocked now (detector or admin sets) are unblocked: the
+    /// allowlist rule matches sources only, so a block would still drop
+    /// traffic *to* them. Returns the addresses unblocked, or `None` when
+    /// nothing changed.
+    pub fn set_configured_allowlist(&mut self, allowlist: Vec<Cidr>) -> Result<Option<Vec<IpAddr>>> {
         if allowlist == self.settings.allowlist {
-            return Ok(false);
+            return Ok(None);
         }
         let allow = allowlist_with(&allowlist, &self.own);
         if self.fail_closed.is_some() {
@@ -244,7 +248,21 @@ impl Blocker {
         }
         self.settings.allowlist = allowlist;
         self.allow = allow;
-        Ok(true)
+        let mut lifted = Vec::new();
+        if self.fail_closed.is_some() {
+            let blocked: Vec<IpAddr> = self
+                .list()?
+                .into_iter()
+                .filter(|e| matches!(e.origin, Origin::Detector | Origin::Admin))
+                .filter_map(|e| e.target.parse().ok())
+                .collect();
+            for ip in blocked {
+                if self.allowed_by(&ip).is_some() && !self.unblock(ip)?.is_empty() && !lifted.contains(&ip) {
+                    lifted.push(ip);
+                }
+            }
+        }
+        Ok(Some(lifted))
     }
 
     /// Re-reads the gateway's own addresses and, when they changed, rewrites

@@ -181,8 +181,11 @@ fn run_loop(
                 Err(e) => tracing::error!(version = p.version, "group policy not applied: {e:#}"),
             },
             Ok(Command::Allowlist(list, version)) => match blocker.set_configured_allowlist(list) {
-                Ok(true) => tracing::info!(version, "allowlist from the settings page applied"),
-                Ok(false) => {}
+                Ok(Some(lifted)) => {
+                    let lifted: Vec<String> = lifted.iter().map(|a| a.to_string()).collect();
+                    tracing::info!(version, unblocked = %lifted.join(" "), "allowlist from the settings page applied")
+                }
+                Ok(None) => {}
                 Err(e) => tracing::error!(version, "allowlist from the settings page not applied: {e}"),
             },
             Err(mpsc::RecvTimeoutError::Timeout) => {}
