@@ -349,12 +349,11 @@ impl Blocker {
         // A blocker that did not install the table (the `gatewarden block` CLI)
         // also honours what the running router allows now: an allowlist saved
         // on the dashboard's settings page is in the kernel, not in the config file.
-        let kernel_allows = if self.fail_closed.is_none() && self.allowed_by(&addr).is_none() {
-            self.kernel_allowed_by(&addr)?
-        } else {
-            None
+        let allowed = match self.allowed_by(&addr) {
+            None if self.fail_closed.is_none() => self.kernel_allowed_by(&addr)?,
+            known => known,
         };
-        if let Some(allowed_by) = self.allowed_by(&addr).or(kernel_allows) {
+        if let Some(allowed_by) = allowed {
             tracing::warn!(%addr, %allowed_by, origin = origin.as_str(), reason, "refused to block an allowlisted address");
             if let Some(m) = &self.metrics {
                 m.refused.inc();

@@ -181,6 +181,18 @@ impl HttpServer {
     }
 }
 
+/// A write's body, up to `limit` bytes: 400 if it cannot be read, 413 if larger.
+fn read_body(req: &mut Request, limit: u64, what: &str) -> Result<Vec<u8>, Resp> {
+    let mut body = Vec::new();
+    if let Err(e) = req.as_reader().take(limit + 1).read_to_end(&mut body) {
+        return Err(error(400, format!("reading the {what} failed: {e}")));
+    }
+    if body.len() as u64 > limit {
+        return Err(error(413, format!("{what} exceeds {limit} bytes")));
+    }
+    Ok(body)
+}
+
 fn now_ms() -> u64 {
     super::unix_now_ns() / 1_000_000
 }
@@ -475,13 +487,13 @@ fn handle(mut req: Request, ctx: &Arc<Ctx>) {
             None => error(404, "settings are kept by the monitor role"),
         },
         (Method::Post, ["settings"]) => {
-            let mut body = Vec::new();
-            let limit = super::settings::MAX_SETTINGS_BODY;
-            let _ = req.as_reader().take(limit + 1).read_to_end(&mut body);
-            let r = match ctx.state.settings.get() {
-                _ if body.len() as u64 > limit => error(413, format!("settings body exceeds {limit} bytes")),
-                None => error(404, "settings are kept by the monitor role"),
-                Some(s) => match s.save(&body, &who) {
+            let r = match (
+                read_body(&mut req, super::settings::MAX_SETTINGS_BODY, "settings body"),
+                ctx.state.settings.get(),
+            ) {
+                (Err(e), _) => e,
+                (_, None) => error(404, "settings are kept by the monitor role"),
+                (Ok(body), Some(s)) => match s.save(&body, &who) {
                     Ok(v) => json_response(200, v),
                     Err(r) => error(r.status, r.reason),
                 },
@@ -490,18 +502,16 @@ fn handle(mut req: Request, ctx: &Arc<Ctx>) {
         }
         (Method::Post, ["model"]) => {
             // The training page's upload: larger than other API bodies.
-            let mut body = Vec::new();
-            let limit = super::training::MAX_UPLOAD_BODY;
-            if let Err(e) = req.as_reader().take(limit + 1).read_to_end(&mut body) {
-                return send(req, error(400, format!("reading the upload failed: {e}")));
-            }
-            let r = if body.len() as u64 > limit {
-                error(413, format!("upload exceeds {limit} bytes: a detector model must stay small (the bus carries at most {} bytes)", crate::bus::messages::MAX_MODEL_BYTES))
-            } else {
-                match ctx.state.training.upload(&body, &who) {
+            let r = match read_body(
+                &mut req,
+                super::training::MAX_UPLOAD_BODY,
+                "upload (a detector model must stay small)",
+            ) {
+                Err(e) => e,
+                Ok(body) => match ctx.state.training.upload(&body, &who) {
                     Ok(v) => json_response(200, v),
                     Err(r) => error(r.status, r.reason),
-                }
+                },
             };
             return send(req, r);
         }
