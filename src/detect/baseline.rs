@@ -7,7 +7,8 @@
 //! (`detector.baseline_warmup_s` since the source was first seen) two
 //! findings are possible, each with the numbers:
 //!
-//! * **new host at high volume**: a destination never seen before receives
+//! * **new host at high volume**: a destination never seen before (or first
+//!   contacted less than [`NEW_HOST_PROBATION_S`] ago) receives
 //!   at least `baseline_min_bps` and at least `baseline_factor` × the
 //!   device's usual upload within one second (a sensor exfiltrating to a new
 //!   server);
@@ -18,7 +19,8 @@
 //!
 //! Memory: at most [`MAX_DEVICES`] devices (least recently seen evicted in
 //! batches), [`MAX_DESTS_PER_DEVICE`] destinations and [`MAX_FLOWS_PER_DEVICE`]
-//! flow counters per device: about 3 KiB per device at the caps.
+//! flow counters per device, and [`MAX_PENDING_PER_DEVICE`] destinations on
+//! probation: about 3.5 KiB per device at the caps.
 
 use std::net::IpAddr;
 
@@ -75,6 +77,10 @@ struct Device {
     dests: Vec<(IpAddr, u64)>,
     /// Flow id → forward bytes already counted.
     flows: HashMap<u64, u64>,
+    /// Destinations first contacted after warm-up → first closed second (ns):
+    /// still judged as new hosts until [`NEW_HOST_PROBATION_S`] have passed, at
+    /// most [`MAX_PENDING_PER_DEVICE`] (more simply wait their turn, staying new).
+    pending: Vec<(IpAddr, u64)>,
     /// Destinations flagged as new hosts (never learned while their report holds), at most 16.
     flagged: Vec<(IpAddr, u64)>,
     /// Last report per finding, for hysteresis.
@@ -151,10 +157,27 @@ impl Baseline {
             // Destinations of the closed second become known unless flagged.
             let hold = 60 * 1_000_000_000;
             d.flagged.retain(|(_, t)| *t + hold >= r.last_ns);
-            let new: Vec<IpAddr> = d.bin_dst.iter().map(|(a, _)| *a).collect();
-            for a in new {
-                if !d.flagged.iter().any(|(f, _)| *f == a) {
-                    learn(d, a, d.bin_start);
+            let closed = d.bin_start;
+            d.pending.retain(|(_, first)| *first + PENDING_FORGET_NS >= closed);
+            let seen: Vec<IpAddr> = d.bin_dst.iter().map(|(a, _)| *a).collect();
+            for a in seen {
+                if d.flagged.iter().any(|(f, _)| *f == a) {
+                    continue;
+                }
+                if d.dests.iter().any(|(k, _)| *k == a) {
+                    learn(d, a, closed);
+                    continue;
+                }
+                // A new host becomes usual only after a probation without a finding,
+                // so a small handshake cannot vouch for the upload that follows it.
+                match d.pending.iter().position(|(p, _)| *p == a) {
+                    Some(i) if d.pending[i].1 + NEW_HOST_PROBATION_S * BIN_NS <= closed => {
+                        d.pending.swap_remove(i);
+                        learn(d, a, closed);
+                    }
+                    Some(_) => {}
+                    None if d.pending.len() < MAX_PENDING_PER_DEVICE => d.pending.push((a, closed)),
+                    None => {}
                 }
             }
             d.bin_start = now_bin;
@@ -263,6 +286,14 @@ impl Baseline {
     }
 }
 
+/// Seconds a destination first contacted after warm-up stays "never seen" (judged by
+/// the new-host rule) before it can become usual.
+pub const NEW_HOST_PROBATION_S: u64 = 30;
+/// Most destinations on probation per device.
+pub const MAX_PENDING_PER_DEVICE: usize = 16;
+/// A probation not completed within this long starts over (one contact, then silence).
+const PENDING_FORGET_NS: u64 = 4 * NEW_HOST_PROBATION_S * BIN_NS;
+
 /// Seconds in a row the upload must stay surged.
 pub const SURGE_SECONDS: u32 = 3;
 
@@ -360,6 +391,41 @@ mod tests {
         assert_eq!(d.kind, AttackKind::Anomaly);
         assert_eq!(d.target, Some("203.0.113.50".parse().unwrap()));
         assert!(d.reason.contains("never seen") && d.reason.contains("kB"), "{}", d.reason);
+    }
+
+    #[test]
+    fn a_handshake_a_second_before_the_upload_does_not_make_the_new_host_usual() {
+        // iperf3 (and any uploader) opens a small control connection first; when the
+        // second boundary fell between it and the first data snapshot, the host was
+        // learned from the handshake and the upload went unflagged (lab flake).
+        let mut b = Baseline::new(cfg());
+        assert!(stream(&mut b, 40.0, 0.0).is_empty());
+        let mut found = b.observe(&rec(3, "192.0.2.11", "203.0.113.50", 40.95, 300));
+        found.extend(stream(&mut b, 2.0, 40.0));
+        for i in 0..30 {
+            let t = 42.0 + i as f64 * 0.1;
+            found.extend(b.observe(&rec(1, "192.0.2.11", "198.51.100.10", t, (t * 50_000.0) as u64)));
+            found.extend(b.observe(&rec(2, "192.0.2.11", "203.0.113.50", t, (i + 1) as u64 * 125_000)));
+        }
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].reason.contains("never seen"), "{}", found[0].reason);
+    }
+
+    #[test]
+    fn a_new_host_talked_to_quietly_for_the_probation_becomes_usual() {
+        let mut b = Baseline::new(cfg());
+        assert!(stream(&mut b, 40.0, 0.0).is_empty());
+        // A small poll to a new host every second for the probation and a bit.
+        let mut found = Vec::new();
+        for s in 0..(NEW_HOST_PROBATION_S + 3) {
+            let t = 40.0 + s as f64;
+            found.extend(b.observe(&rec(1, "192.0.2.11", "198.51.100.10", t, (t * 50_000.0) as u64)));
+            found.extend(b.observe(&rec(4, "192.0.2.11", "203.0.113.60", t, (s + 1) * 500)));
+        }
+        assert!(found.is_empty(), "{found:?}");
+        let dev = &b.devices[&"192.0.2.11".parse().unwrap()];
+        assert!(dev.dests.iter().any(|(a, _)| *a == "203.0.113.60".parse::<IpAddr>().unwrap()));
+        assert!(dev.pending.is_empty(), "{:?}", dev.pending);
     }
 
     #[test]

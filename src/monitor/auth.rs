@@ -159,7 +159,11 @@ impl TokenSigner {
                 }
                 let key = SigningKey::random(&mut rand_core::OsRng);
                 let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| anyhow::anyhow!("encoding the key: {e}"))?;
-                let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+                let tmp = path.with_extension(format!(
+                    "tmp{}-{:x}",
+                    std::process::id(),
+                    rand_core::RngCore::next_u64(&mut rand_core::OsRng)
+                ));
                 {
                     use std::io::Write;
                     use std::os::unix::fs::OpenOptionsExt;
@@ -171,14 +175,19 @@ impl TokenSigner {
                         .with_context(|| format!("creating {}", tmp.display()))?;
                     f.write_all(pem.as_bytes()).and_then(|_| f.sync_all())?;
                 }
-                // Another process may have made one meanwhile: keep theirs.
-                if path.exists() {
-                    let _ = std::fs::remove_file(&tmp);
-                    return TokenSigner::load_or_create(path);
+                // A hard link fails if the name exists, so when another process (the
+                // daemon and `token issue` starting together) made one meanwhile, exactly
+                // one key wins and the loser loads it; a check-then-rename let both win.
+                let linked = std::fs::hard_link(&tmp, path);
+                let _ = std::fs::remove_file(&tmp);
+                match linked {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "created the token signing key");
+                        Ok(TokenSigner::from_key(key, Some(path.to_path_buf())))
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => TokenSigner::load_or_create(path),
+                    Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
                 }
-                std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
-                tracing::info!(path = %path.display(), "created the token signing key");
-                Ok(TokenSigner::from_key(key, Some(path.to_path_buf())))
             }
             Err(e) => Err(e).with_context(|| format!("reading the token signing key {}", path.display())),
         }
@@ -395,6 +404,33 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn processes_creating_the_key_at_once_all_end_up_with_the_same_one() {
+        // The monitor and `gatewarden token issue` may both find no key and make one; before
+        // the exclusive link, both renames succeeded and one side's tokens never verified.
+        for round in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("keys").join("jwt.pem");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+            let kids: Vec<String> = (0..8)
+                .map(|_| {
+                    let (p, b) = (path.clone(), barrier.clone());
+                    std::thread::spawn(move || {
+                        b.wait();
+                        TokenSigner::load_or_create(&p).unwrap().kid
+                    })
+                })
+                .collect::<Vec<_>>()
+                .into_iter()
+                .map(|h| h.join().unwrap())
+                .collect();
+            let on_disk = TokenSigner::load_or_create(&path).unwrap().kid;
+            assert!(kids.iter().all(|k| *k == on_disk), "round {round}: {kids:?} vs {on_disk}");
+            let left: Vec<_> = std::fs::read_dir(path.parent().unwrap()).unwrap().collect();
+            assert_eq!(left.len(), 1, "temporary files left behind");
+        }
+    }
 
     #[test]
     fn issue_verify_roles_expiry_and_forgeries() {
