@@ -374,7 +374,7 @@ pub fn acl_for(role: CertRole) -> (&'static [&'static str], &'static [&'static s
     match role {
         CertRole::Router => (
             &["flow_batch", "alert", "heartbeat", "metrics", "status", "key", "ack", "block_table"],
-            &["+/verdict", "+/policy_update", "+/settings_update", "+/key", "+/ack"],
+            &["+/verdict", "+/policy_update", "+/settings_update", "+/unblock", "+/key", "+/ack"],
         ),
         CertRole::Detector => (
             &["verdict", "alert", "heartbeat", "metrics", "status", "key", "ack"],
@@ -385,6 +385,7 @@ pub fn acl_for(role: CertRole) -> (&'static [&'static str], &'static [&'static s
                 "policy_update",
                 "model_update",
                 "settings_update",
+                "unblock",
                 "alert",
                 "heartbeat",
                 "metrics",

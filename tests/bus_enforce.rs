@@ -89,7 +89,12 @@ fn ctl_blocks_and_unblocks_in_the_routers_nftables_sets() {
     let (http, ctl_port, mon_http) = (free_port(), free_port(), free_port());
     // A monitor on its own node: its "current blocks" are the router's kernel sets.
     let mut c = Command::new(bin());
-    let mon_cfg = broker.node_config("mon-1", mon_http, "");
+    // Its token key lives in data_dir (the dashboard's unblock below needs an admin token).
+    let mon_cfg = broker.node_config(
+        "mon-1",
+        mon_http,
+        &format!("[monitor]\ndata_dir = \"{}\"\n", broker.pki().join("data-mon-1").display()),
+    );
     c.args(["run", "--role", "monitor", "--config", mon_cfg.to_str().unwrap()]).env("RUST_LOG", "warn");
     let _monitor = Guard::spawn(&mut c);
     let monitor_blocks = || -> Vec<serde_json::Value> {
@@ -151,6 +156,54 @@ fn ctl_blocks_and_unblocks_in_the_routers_nftables_sets() {
         !seen.iter().any(|b| b["ip"] == "198.51.100.7") && seen.iter().any(|b| b["ip"] == "2001:db8:66::7")
     });
     assert!(gone, "the unblocked address leaves the monitor's list: {seen:?}");
+
+    // The dashboard on the monitor's node unblocks the IPv6 one: no enforcement
+    // runs there, so the request travels sealed to the router whose table lists it.
+    let token = |role: &str| {
+        let out = Command::new(bin())
+            .args(["token", "issue", "--role", role, "--sub", &format!("{role}-bob"), "-c"])
+            .arg(&mon_cfg)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (admin, viewer) = (token("admin"), token("viewer"));
+    let mon = format!("127.0.0.1:{mon_http}");
+    // Percent-encoded, as the page sends it.
+    let path = "/api/unblock/2001%3Adb8%3A66%3A%3A7";
+    let (code, _, body) = common::request("POST", &mon, path, Some(&viewer), None).unwrap();
+    assert_eq!(code, 403, "a viewer may not unblock: {body}");
+    assert!(nft(&["list", "set", "inet", "gatewarden", "block6_admin"]).contains("2001:db8:66::7"));
+    let (code, _, body) = common::request("POST", &mon, path, Some(&admin), None).unwrap();
+    assert_eq!(code, 202, "{body}");
+    assert!(body.contains("router-1"), "says which router was asked: {body}");
+    wait_for("the router to lift the block the dashboard asked for", Duration::from_secs(15), || {
+        !nft(&["list", "set", "inet", "gatewarden", "block6_admin"]).contains("2001:db8:66::7")
+    });
+    let mut answer = serde_json::Value::Null;
+    let answered = common::wait_until(Duration::from_secs(15), || {
+        seen = monitor_blocks();
+        let (_, _, a) = common::http("GET", &mon, "/api/alerts?kind=system").unwrap_or_default();
+        let a: serde_json::Value = serde_json::from_str(&a).unwrap_or_default();
+        if let Some(x) = a["alerts"].as_array().and_then(|v| {
+            v.iter()
+                .find(|x| x["gatewarden"]["reason"].as_str().is_some_and(|r| r.contains("2001:db8:66::7 unblocked")))
+        }) {
+            answer = x.clone();
+        }
+        !answer.is_null() && !seen.iter().any(|b| b["ip"] == "2001:db8:66::7")
+    });
+    assert!(answered, "the router's answer and its fresh table reach the monitor: {answer} {seen:?}");
+    assert_eq!(answer["gatewarden"]["node"], "router-1", "{answer}");
+    assert_eq!(answer["src_ip"], "2001:db8:66::7", "{answer}");
+    assert!(answer["gatewarden"]["reason"].as_str().unwrap().contains("at the request of admin-bob"), "{answer}");
+    // An address no router lists: refused, with what to do instead.
+    let (code, _, body) = common::request("POST", &mon, "/api/unblock/198.51.100.99", Some(&admin), None).unwrap();
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("ctl unblock"), "{body}");
+    let (code, _, body) = common::request("POST", &mon, "/api/unblock/not-an-ip", Some(&admin), None).unwrap();
+    assert_eq!(code, 400, "{body}");
 
     // The allowlist holds (configured and the node's own addresses), and silly TTLs are refused.
     for ip in ["203.0.113.9", "127.0.0.1"] {

@@ -539,6 +539,27 @@ fn the_settings_pages_allowlist_reaches_nftables_and_comes_back_after_a_restart(
     assert!(!stdout(&lab.exec(&lab.rtr, &["nft", "list", "set", "inet", "gatewarden", "block4_admin"]))
         .contains("203.0.113.9"));
 
+    // The alerts view's "unblock" in the same process: through the enforcement thread, admins only.
+    assert!(lab.cli(&["block", IOT_B]).status.success());
+    assert!(!lab.ping(IOT_B, WAN), "blocked");
+    let unblock = |token: &str| -> (u16, serde_json::Value) {
+        let auth = format!("Authorization: Bearer {token}");
+        let url = format!("http://127.0.0.1:{}/api/unblock/{IOT_B}", lab.metrics_port);
+        let out = stdout(&lab.exec(&lab.rtr, &["curl", "-s", "-w", "\n%{http_code}", "-X", "POST", "-H", &auth, &url]));
+        let (body, code) = out.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), serde_json::from_str(body).unwrap_or_default())
+    };
+    assert_eq!(unblock(&viewer).0, 403);
+    assert!(lab.elements("block4_admin").iter().any(|e| e.0 == IOT_B), "{:?}", lab.elements("block4_admin"));
+    let (code, r) = unblock(&admin);
+    assert_eq!(code, 200, "{r}");
+    assert!(r["result"].as_str().unwrap().contains(&format!("unblocked {IOT_B}")), "{r}");
+    assert!(lab.elements("block4_admin").is_empty(), "{:?}", lab.elements("block4_admin"));
+    assert!(wait_until(Duration::from_secs(3), || lab.ping(IOT_B, WAN)), "forwards again");
+    let (code, r) = unblock(&admin);
+    assert_eq!(code, 409, "a second unblock says there is nothing to lift: {r}");
+    assert!(r["error"].as_str().unwrap().contains("not in the detector or admin block sets"), "{r}");
+
     // Kept by the monitor: after a restart the router gets them again.
     lab.stop_router();
     lab.start_role("all", &extra);

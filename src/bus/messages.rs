@@ -391,6 +391,20 @@ pub struct BlockTable {
     pub entries: Vec<crate::ctl::BlockEntry>,
 }
 
+/// The dashboard's "unblock" for an address a router's block table lists,
+/// from a monitor that does not run that router's enforcement: sealed to
+/// that router, which lifts the block as `gatewarden unblock` would and
+/// answers with a system alert (and a fresh block table).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnblockRequest {
+    /// Request time, ns since the epoch; the answer quotes it.
+    pub version: u64,
+    /// The address to lift from the detector and admin block sets.
+    pub ip: IpAddr,
+    /// Who asked (the token's subject), for the audit trail.
+    pub by: String,
+}
+
 /// Most rows a block table carries.
 pub const MAX_BLOCK_ROWS: usize = 500;
 
@@ -419,6 +433,8 @@ pub enum Message {
     SettingsUpdate(SettingsUpdate),
     /// Router → monitor.
     BlockTable(BlockTable),
+    /// Monitor → one router.
+    Unblock(UnblockRequest),
 }
 
 impl Message {
@@ -434,6 +450,7 @@ impl Message {
             Message::ModelUpdate(_) => "model_update",
             Message::SettingsUpdate(_) => "settings_update",
             Message::BlockTable(_) => "block_table",
+            Message::Unblock(_) => "unblock",
         }
     }
 
@@ -502,7 +519,8 @@ impl Message {
             | Message::PolicyUpdate(_)
             | Message::ModelUpdate(_)
             | Message::SettingsUpdate(_)
-            | Message::BlockTable(_) => Ok(()),
+            | Message::BlockTable(_)
+            | Message::Unblock(_) => Ok(()),
         }
     }
 }
@@ -640,6 +658,7 @@ mod tests {
                 allowlist: vec!["192.0.2.200/32".into()],
                 by: "admin".into(),
             }),
+            Message::Unblock(UnblockRequest { version: 7, ip: "2001:db8::7".parse().unwrap(), by: "admin".into() }),
         ]
     }
 

@@ -16,7 +16,8 @@ pub use transport::Publisher;
 use std::sync::Arc;
 
 use messages::{
-    Alert, BlockTable, FlowBatch, Heartbeat, Message, MetricsSample, ModelUpdate, PolicyUpdate, SettingsUpdate, Verdict,
+    Alert, BlockTable, FlowBatch, Heartbeat, Message, MetricsSample, ModelUpdate, PolicyUpdate, SettingsUpdate,
+    UnblockRequest, Verdict,
 };
 
 use crate::metrics::{Counter, Registry};
@@ -105,6 +106,8 @@ pub struct LocalBus {
     pub settings: Channel<SettingsUpdate>,
     /// Router → monitor.
     pub block_tables: Channel<BlockTable>,
+    /// Monitor → router (the dashboard's unblock).
+    pub unblocks: Channel<UnblockRequest>,
 }
 
 impl LocalBus {
@@ -120,6 +123,7 @@ impl LocalBus {
             models: Channel::new("model_update", capacity.min(4), registry),
             settings: Channel::new("settings_update", capacity.min(16), registry),
             block_tables: Channel::new("block_table", capacity.min(64), registry),
+            unblocks: Channel::new("unblock", capacity.min(64), registry),
         }
     }
 
@@ -135,6 +139,7 @@ impl LocalBus {
             Message::ModelUpdate(m) => self.models.publish(m),
             Message::SettingsUpdate(m) => self.settings.publish(m),
             Message::BlockTable(m) => self.block_tables.publish(m),
+            Message::Unblock(m) => self.unblocks.publish(m),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! | `policy_update` | 1 | sealed envelope, spooled until acked | monitor |
 //! | `model_update` | 1 | sealed envelope, spooled until acked | monitor |
 //! | `settings_update` | 1 | sealed envelope, spooled until acked | monitor |
+//! | `unblock` | 1 | sealed envelope for one router, spooled until acked | monitor |
 //! | `alert` | 1 | plain frame, spooled until acked | detector, router, monitor |
 //! | `heartbeat`, `metrics` | 0 | plain frame | every node |
 //! | `block_table` | 0 | plain frame | router |
@@ -93,11 +94,11 @@ pub struct AckBatch {
 }
 
 fn sealed_kind(kind: &str) -> bool {
-    matches!(kind, "verdict" | "policy_update" | "model_update" | "settings_update")
+    matches!(kind, "verdict" | "policy_update" | "model_update" | "settings_update" | "unblock")
 }
 
 fn durable_kind(kind: &str) -> bool {
-    matches!(kind, "verdict" | "policy_update" | "model_update" | "settings_update" | "alert")
+    matches!(kind, "verdict" | "policy_update" | "model_update" | "settings_update" | "unblock" | "alert")
 }
 
 /// Which roles a sealed kind sent to everyone is sealed for.
@@ -649,11 +650,11 @@ impl Shared {
         if self.role == Role::All {
             // An all-in-one gateway runs its own detector and monitor in
             // process; from the fleet it takes only group policy.
-            kinds.push("policy_update");
+            kinds.extend(["policy_update", "unblock"]);
             return kinds.into_iter().map(|k| format!("{TOPIC_PREFIX}/+/{k}")).collect();
         }
         if self.role.runs_router() {
-            kinds.extend(["verdict", "policy_update", "settings_update"]);
+            kinds.extend(["verdict", "policy_update", "settings_update", "unblock"]);
         }
         if self.role.runs_detector() {
             kinds.extend(["flow_batch", "model_update", "settings_update"]);
@@ -930,7 +931,7 @@ mod tests {
 
     #[test]
     fn commands_are_sealed_and_only_by_their_role() {
-        for k in ["verdict", "policy_update", "model_update", "settings_update"] {
+        for k in ["verdict", "policy_update", "model_update", "settings_update", "unblock"] {
             assert!(sealed_kind(k) && durable_kind(k), "{k}");
         }
         for k in ["alert", "flow_batch", "metrics", "heartbeat", "block_table"] {
@@ -938,12 +939,13 @@ mod tests {
         }
         assert!(durable_kind("alert") && !durable_kind("flow_batch") && !durable_kind("block_table"));
         assert_eq!(sealed_sender("verdict"), CertRole::Detector);
-        for k in ["policy_update", "model_update", "settings_update"] {
+        for k in ["policy_update", "model_update", "settings_update", "unblock"] {
             assert_eq!(sealed_sender(k), CertRole::Monitor, "{k}");
         }
         assert_eq!(sealed_recipients("model_update"), &[CertRole::Detector]);
         assert_eq!(sealed_recipients("settings_update"), &[CertRole::Detector, CertRole::Router]);
         assert_eq!(sealed_recipients("policy_update"), &[CertRole::Router]);
+        assert_eq!(sealed_recipients("unblock"), &[CertRole::Router]);
     }
 
     #[test]

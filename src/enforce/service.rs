@@ -33,6 +33,8 @@ pub enum Command {
     Allowlist(Vec<super::feeds::Cidr>, u64),
     /// An operator request from `gatewarden ctl` ([`super::control::EnforceControl`]); the answer goes back on the sender.
     Control(super::control::ControlOp, mpsc::Sender<super::control::ControlReply>),
+    /// Stop now, even while others (the dashboard's unblock, `ctl`) still hold senders.
+    Stop,
 }
 
 /// Handle to the running enforcement thread.
@@ -123,7 +125,7 @@ impl EnforceService {
 
     /// Stops the thread (removing the table unless configured to keep it) and waits for it.
     pub fn stop(self) {
-        drop(self.tx);
+        let _ = self.tx.send(Command::Stop);
         let _ = self.thread.join();
     }
 }
@@ -189,7 +191,7 @@ fn run_loop(
                 Err(e) => tracing::error!(version, "allowlist from the settings page not applied: {e}"),
             },
             Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            Ok(Command::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
         // Addresses that appear after start-up (DHCP, VLANs) join the allowlist within a second.
         if last_addresses.elapsed() >= Duration::from_secs(1) {

@@ -534,15 +534,18 @@ fn handle(mut req: Request, ctx: &Arc<Ctx>) {
                 (_, None) => error(404, format!("unknown action {action:?}: use acknowledge, resolve or reopen")),
             }
         }
-        (Method::Post, ["unblock", ip]) => match ip.parse::<IpAddr>() {
-            Ok(ip) => match ctx.state.unblock(ip) {
-                Ok(msg) => {
+        // The page sends the address percent-encoded (an IPv6 address's colons).
+        (Method::Post, ["unblock", ip]) => match url_decode(ip).parse::<IpAddr>() {
+            Ok(ip) => match ctx.state.unblock(ip, &who) {
+                Ok(super::Unblocked::Done(msg)) => {
                     tracing::info!(%ip, by = %who, "unblocked from the dashboard");
                     json_response(200, json!({"ip": ip, "result": msg}))
                 }
+                // Routers on other nodes answer later, in the alerts.
+                Ok(super::Unblocked::Asked(msg)) => json_response(202, json!({"ip": ip, "result": msg})),
                 Err(e) => error(409, format!("{e:#}")),
             },
-            Err(_) => error(400, format!("{ip:?} is not an IPv4 or IPv6 address")),
+            Err(_) => error(400, format!("{:?} is not an IPv4 or IPv6 address", url_decode(ip))),
         },
         (Method::Get, _) => error(404, format!("no API endpoint {path}")),
         (m, _) => error(405, format!("{} {path} is not an API action", m.as_str())),

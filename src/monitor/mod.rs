@@ -165,6 +165,19 @@ fn severity_name(s: crate::bus::messages::Severity) -> &'static str {
 /// Asks the router's enforcement to lift a block; set where enforcement runs in this process.
 pub type UnblockHook = Arc<dyn Fn(std::net::IpAddr) -> anyhow::Result<String> + Send + Sync>;
 
+/// Sends an unblock request to one router over the node bus (sealed for it);
+/// false if the bus dropped it.
+pub type RemoteUnblock = Arc<dyn Fn(&str, crate::bus::messages::UnblockRequest) -> bool + Send + Sync>;
+
+/// What the dashboard's "unblock" did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unblocked {
+    /// Lifted in this process (enforcement runs here), or only a remembered verdict was dropped.
+    Done(String),
+    /// Asked the routers whose block tables list it; each answers with a system alert.
+    Asked(String),
+}
+
 #[derive(Debug)]
 struct Inner {
     store: AlertStore,
@@ -195,6 +208,7 @@ pub struct MonitorState {
     uptime: Gauge,
     inner: Mutex<Inner>,
     unblock: Mutex<Option<UnblockHook>>,
+    remote_unblock: Mutex<Option<RemoteUnblock>>,
     proc_sampler: Mutex<system::ProcSampler>,
     /// Its own lock: the router path counts every batch here without holding up the API.
     talkers: Mutex<talkers::TopTalkers>,
@@ -255,6 +269,7 @@ impl MonitorState {
                 links: json!({}),
             }),
             unblock: Mutex::new(None),
+            remote_unblock: Mutex::new(None),
             proc_sampler: Mutex::new(system::ProcSampler::new()),
             talkers: Mutex::new(talkers::TopTalkers::new(talkers::MAX_TRACKED)),
             node_metrics: system::NodeMetrics::new(&registry),
@@ -279,6 +294,11 @@ impl MonitorState {
     /// Lets the page's "unblock" reach the router's enforcement in this process.
     pub fn set_unblock_hook(&self, hook: UnblockHook) {
         *self.unblock.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    /// Lets the page's "unblock" reach routers on other nodes (over the node bus).
+    pub fn set_remote_unblock(&self, send: RemoteUnblock) {
+        *self.remote_unblock.lock().unwrap_or_else(|e| e.into_inner()) = Some(send);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -383,17 +403,52 @@ impl MonitorState {
         v
     }
 
-    /// Lifts a block: asks enforcement (if it runs in this process) and drops it from the list.
-    pub fn unblock(&self, ip: std::net::IpAddr) -> anyhow::Result<String> {
+    /// Lifts a block: through enforcement if it runs in this process, else by
+    /// asking every router whose fresh block table lists the address.
+    pub fn unblock(&self, ip: std::net::IpAddr, by: &str) -> anyhow::Result<Unblocked> {
         let hook = self.unblock.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let remote = self.remote_unblock.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let text = ip.to_string();
+        let routers: Vec<String> = {
+            let now = unix_now();
+            let inner = self.lock();
+            inner
+                .router_blocks
+                .iter()
+                .filter(|(node, (at, t))| {
+                    **node != self.node
+                        && *at + BLOCK_TABLE_FRESH_S >= now
+                        && t.entries.iter().any(|e| e.target == text)
+                })
+                .map(|(node, _)| node.clone())
+                .collect()
+        };
         let known = self.lock().blocks.remove(&ip).is_some();
-        let msg = match hook {
-            Some(h) => h(ip)?,
-            None if known => format!("{ip} removed from the monitor's list (no enforcement runs in this process)"),
-            None => anyhow::bail!("{ip} is not blocked here, and enforcement does not run in this process; use `gatewarden unblock {ip}` on the router"),
+        let done = match (hook, remote) {
+            (Some(h), _) => Unblocked::Done(h(ip)?),
+            (None, Some(send)) if !routers.is_empty() => {
+                let req = crate::bus::messages::UnblockRequest { version: unix_now_ns(), ip, by: by.to_string() };
+                let sent: Vec<&str> =
+                    routers.iter().filter(|r| send(r, req.clone())).map(|r| r.as_str()).collect();
+                anyhow::ensure!(
+                    !sent.is_empty(),
+                    "the node bus dropped the request (queue full or broker unreachable); try again, or run `gatewarden ctl unblock {ip}` against the router"
+                );
+                tracing::info!(%ip, by, routers = ?sent, "unblock sent to routers");
+                Unblocked::Asked(format!(
+                    "asked {} to unblock {ip}; each answers in the alerts, and its block table updates within seconds",
+                    sent.join(", ")
+                ))
+            }
+            _ if known => {
+                Unblocked::Done(format!("{ip} removed from the monitor's list (no enforcement runs in this process)"))
+            }
+            _ => anyhow::bail!(
+                "{ip} is not in any router's block table the monitor has seen in the last {BLOCK_TABLE_FRESH_S} s; if a router still drops it, run `gatewarden ctl unblock {ip}` against that router"
+            ),
         };
         self.events.send("blocks", &json!({"blocks": self.blocks()}));
-        Ok(msg)
+        Ok(done)
     }
 
     /// Counts a flow batch's traffic for the top-talkers table.

@@ -87,7 +87,7 @@ pub fn signature(kind: AttackKind) -> &'static str {
 }
 
 /// Signature id of "the detector loaded an uploaded model" (system alert).
-pub const SIG_MODEL_LOADED: u32 = 9_000_101;
+pub const SIG_MODEL_LOADED: u32 = 9_000_105;
 /// Signature id of "the detector refused an uploaded model".
 pub const SIG_MODEL_REFUSED: u32 = 9_000_102;
 

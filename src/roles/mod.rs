@@ -9,6 +9,7 @@
 pub mod detector;
 pub mod router;
 pub mod settings;
+pub mod unblock;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -128,6 +129,11 @@ pub fn run_with(
         }
         let _ = state.settings.set(store);
     }
+    // The page's "unblock" for a block a router on another node holds: sealed to that router.
+    if role.runs_monitor() && mqtt.is_some() {
+        let o = out.clone();
+        state.set_remote_unblock(Arc::new(move |router, req| o.publish_to(router, Message::Unblock(req))));
+    }
     let capture = if let (true, Some(path)) = (role.runs_router(), &opts.replay) {
         Some(router::spawn_replay(path, cfg, &registry, out.clone(), shutdown.clone())?)
     } else if role.runs_router() && !cfg.capture.interface.is_empty() {
@@ -149,7 +155,9 @@ pub fn run_with(
         Some(start_ctl(cfg, &registry, &state, out.clone(), blocks, shutdown.clone())?)
     };
 
-    // Every 5 s the router tells the monitor what its block sets hold (the dashboard's current blocks).
+    // Every 5 s the router tells the monitor what its block sets hold (the
+    // dashboard's current blocks); at once after a dashboard unblock.
+    let (table_now_tx, table_now_rx) = std::sync::mpsc::channel::<()>();
     let block_table = enforcer.as_ref().map(|e| {
         let control = crate::enforce::control::EnforceControl::new(e.sender());
         let out = out.clone();
@@ -172,10 +180,9 @@ pub fn run_with(
                     Err(e) => tracing::debug!(error = %e, "block table not read"),
                 }
                 for _ in 0..50 {
-                    if sd.is_triggered() {
+                    if sd.is_triggered() || table_now_rx.recv_timeout(Duration::from_millis(100)).is_ok() {
                         break;
                     }
-                    std::thread::sleep(Duration::from_millis(100));
                 }
             }
         })
@@ -335,15 +342,39 @@ pub fn run_with(
         let received = registry.counter("gatewarden_verdicts_received_total", "Verdicts received by the router.", &[]);
         let to_enforcer = enforcer.as_ref().map(|e| e.sender());
         let st = state.clone();
-        if enforcer.is_some() {
-            // The dashboard's "unblock" writes to this router's table, as `gatewarden unblock` does.
-            let settings = cfg.enforce.settings();
-            state.set_unblock_hook(Arc::new(move |ip| {
-                let mut b = crate::enforce::Blocker::open(settings.clone(), None)?;
-                let origins = b.unblock(ip)?;
-                anyhow::ensure!(!origins.is_empty(), "{ip} is not in the detector or admin block sets");
-                let names: Vec<&str> = origins.iter().map(|o| o.as_str()).collect();
-                Ok(format!("unblocked {ip} ({})", names.join(", ")))
+        if let Some(e) = &enforcer {
+            // The dashboard's "unblock" in this process goes through the enforcement
+            // thread, as `gatewarden ctl unblock` does (escalation starts over).
+            use crate::ctl::BlockControl;
+            let control = crate::enforce::control::EnforceControl::new(e.sender());
+            let table_now = std::sync::Mutex::new(table_now_tx.clone());
+            state.set_unblock_hook(Arc::new(move |ip| match control.unblock(ip) {
+                Ok(true) => {
+                    let _ = table_now.lock().unwrap_or_else(|e| e.into_inner()).send(());
+                    Ok(format!("unblocked {ip}"))
+                }
+                Ok(false) => {
+                    anyhow::bail!("{ip} is not in the detector or admin block sets (expired or already lifted)")
+                }
+                Err(e) => anyhow::bail!("{e}"),
+            }));
+            // A monitor on another node asks for it over the bus (sealed for this router).
+            let rx = bus.unblocks.receiver();
+            let sd = shutdown.clone();
+            let out = out.clone();
+            let node = cfg.node_id.clone();
+            let control = Arc::new(crate::enforce::control::EnforceControl::new(e.sender()));
+            let table_now = table_now_tx.clone();
+            tasks.push(ex.spawn(async move {
+                loop {
+                    let Some(req) = next_or_shutdown(&rx, &sd).await else { break };
+                    let (c, n) = (control.clone(), node.clone());
+                    // The enforcement thread may take a moment: not on the executor.
+                    let answer = smol::unblock(move || unblock::apply(c.as_ref(), &n, &req)).await;
+                    tracing::info!(reason = %answer.reason, "dashboard unblock");
+                    let _ = table_now.send(());
+                    out.publish(Message::Alert(answer));
+                }
             }));
         }
         tasks.push(ex.spawn(async move {
