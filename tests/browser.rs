@@ -324,6 +324,26 @@ fn dashboard_shows_a_live_alert_admin_acknowledges_viewer_cannot() {
     );
     std::thread::sleep(Duration::from_millis(1200));
     wd.screenshot(&out.join("overview-admin.png"));
+    // The scanner is in "current blocks"; the admin's unblock button lifts it
+    // (no enforcement runs in a replay, so only the monitor's list changes).
+    wd.wait_js(
+        "the scanner in current blocks",
+        "return !!document.querySelector('#blocks tr[data-block=\"203.0.113.66\"] button')",
+        Duration::from_secs(5),
+    );
+    wd.js("document.querySelector('#blocks tr[data-block=\"203.0.113.66\"] button').click(); return true");
+    let said = wd.wait_js(
+        "the unblock's answer",
+        "const t = document.getElementById('msg').textContent; return t.includes('203.0.113.66') ? t : null",
+        Duration::from_secs(5),
+    );
+    assert!(said.as_str().unwrap().contains("removed from the monitor's list"), "{said}");
+    wd.wait_js(
+        "the row to leave current blocks",
+        "return !document.querySelector('#blocks tr[data-block=\"203.0.113.66\"]')",
+        Duration::from_secs(5),
+    );
+    assert_eq!(wd.console_errors(), Vec::<String>::new(), "console errors while unblocking");
 
     // The viewer: read-only buttons, and the server refuses the write anyway.
     let (code, v) = api(&addr, "GET", "/api/alerts?state=new", &viewer);
