@@ -180,8 +180,16 @@ pub fn run_with(
                     Err(e) => tracing::debug!(error = %e, "block table not read"),
                 }
                 for _ in 0..50 {
-                    if sd.is_triggered() || table_now_rx.recv_timeout(Duration::from_millis(100)).is_ok() {
+                    if sd.is_triggered() {
                         break;
+                    }
+                    match table_now_rx.recv_timeout(Duration::from_millis(100)) {
+                        Ok(()) => break,
+                        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                        // No one can ask any more: plain pacing, never a spin.
+                        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                            std::thread::sleep(Duration::from_millis(100))
+                        }
                     }
                 }
             }
