@@ -204,6 +204,20 @@ fn ctl_blocks_and_unblocks_in_the_routers_nftables_sets() {
     assert!(body.contains("ctl unblock"), "{body}");
     let (code, _, body) = common::request("POST", &mon, "/api/unblock/not-an-ip", Some(&admin), None).unwrap();
     assert_eq!(code, 400, "{body}");
+    // A blocklist feed's entry is not the dashboard's to lift: it says where it comes from.
+    let feed = broker.pki().join("feed.txt");
+    std::fs::write(&feed, "198.51.100.77\n").unwrap();
+    let out = Command::new(bin()).args(["blocklist", "import"]).arg(&feed).arg("-c").arg(&cfg).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let fed = common::wait_until(Duration::from_secs(15), || {
+        seen = monitor_blocks();
+        seen.iter().any(|b| b["ip"] == "198.51.100.77" && b["kind"] == "feed")
+    });
+    assert!(fed, "the feed entry in the monitor's list: {seen:?}");
+    let (code, _, body) = common::request("POST", &mon, "/api/unblock/198.51.100.77", Some(&admin), None).unwrap();
+    assert_eq!(code, 409, "{body}");
+    assert!(body.contains("blocklist feed on router-1"), "{body}");
+    assert!(nft(&["list", "set", "inet", "gatewarden", "block4_feed"]).contains("198.51.100.77"));
 
     // The allowlist holds (configured and the node's own addresses), and silly TTLs are refused.
     for ip in ["203.0.113.9", "127.0.0.1"] {

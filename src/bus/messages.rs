@@ -512,6 +512,9 @@ impl Message {
             Message::ModelUpdate(m) if m.tflite.len() + m.card.len() > MAX_MODEL_BYTES => Err(DecodeError::Invalid(
                 format!("model of {} bytes exceeds the {MAX_MODEL_BYTES}-byte limit", m.tflite.len() + m.card.len()),
             )),
+            Message::Unblock(u) if u.by.len() > 256 => {
+                Err(DecodeError::Invalid(format!("unblock requester name of {} bytes (at most 256)", u.by.len())))
+            }
             Message::BlockTable(t) if t.entries.len() > MAX_BLOCK_ROWS => {
                 Err(DecodeError::Invalid(format!("block table of {} rows (at most {MAX_BLOCK_ROWS})", t.entries.len())))
             }

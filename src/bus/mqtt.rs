@@ -773,13 +773,18 @@ impl Shared {
                 (o.msg_id, o.plaintext)
             }
         };
-        let msg = match Message::decode(&bytes) {
+        let mut msg = match Message::decode(&bytes) {
             Ok(m) if m.kind() == kind => m,
             _ => {
                 self.counters.malformed.inc();
                 return;
             }
         };
+        // A table is the sender's (the broker's ACL fixes the topic), whatever its body says:
+        // the dashboard's unblock is sealed to the router named here.
+        if let Message::BlockTable(t) = &mut msg {
+            t.node = from.to_string();
+        }
         let key = (from.to_string(), id);
         let durable = durable_kind(kind);
         if durable && lock(&self.dedup).contains(&key) {

@@ -210,13 +210,17 @@ impl Baseline {
         let sd = d.var.sqrt();
         let hold_ns = 60 * 1_000_000_000;
         if warm && known.is_none() && dst_bytes >= cfg.min_bps && dst_bytes >= cfg.factor * usual {
+            // Flagged even while the report is held back: a second exfiltration
+            // host must not pass its probation during the first one's quiet minute.
+            match d.flagged.iter().position(|(f, _)| *f == r.dst) {
+                Some(i) => d.flagged[i].1 = r.last_ns,
+                None if d.flagged.len() < 16 => d.flagged.push((r.dst, r.last_ns)),
+                None => {}
+            }
             if r.last_ns >= d.reported_new_host + hold_ns || d.reported_new_host == 0 {
                 d.reported_new_host = r.last_ns;
                 // The surge that comes with it is the same event.
                 d.reported_surge = r.last_ns;
-                if d.flagged.len() < 16 {
-                    d.flagged.push((r.dst, r.last_ns));
-                }
                 let ratio = dst_bytes / usual;
                 out.push(Detection {
                     source: Some(r.src),
@@ -409,6 +413,29 @@ mod tests {
         }
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].reason.contains("never seen"), "{}", found[0].reason);
+    }
+
+    #[test]
+    fn a_second_exfiltration_host_during_the_quiet_minute_does_not_pass_probation() {
+        let mut b = Baseline::new(cfg());
+        assert!(stream(&mut b, 40.0, 0.0).is_empty());
+        let (cam, srv) = ("192.0.2.11", "198.51.100.10");
+        let mut found = Vec::new();
+        let mut sent_b = 0u64;
+        let mut t = 40.0;
+        while t < 104.0 {
+            found.extend(b.observe(&rec(1, cam, srv, t, (t * 50_000.0) as u64)));
+            if t < 43.0 {
+                found.extend(b.observe(&rec(2, cam, "203.0.113.50", t, ((t - 39.9) * 1_250_000.0) as u64)));
+            }
+            // Host B: a burst while the first report is held, a trickle past its probation, a burst again.
+            sent_b += if (45.0..48.0).contains(&t) || t >= 101.0 { 125_000 } else { 100 };
+            found.extend(b.observe(&rec(3, cam, "203.0.113.51", t, sent_b)));
+            t += 0.1;
+        }
+        let targets: Vec<String> = found.iter().map(|d| d.target.unwrap().to_string()).collect();
+        assert_eq!(targets, ["203.0.113.50", "203.0.113.51"], "{found:?}");
+        assert!(found[1].reason.contains("never seen"), "{}", found[1].reason);
     }
 
     #[test]

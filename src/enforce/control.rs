@@ -112,7 +112,7 @@ impl EnforceControl {
             return Err("the router's enforcement thread has stopped (see the router's log)".into());
         }
         reply_rx.recv_timeout(REPLY_TIMEOUT).map_err(|_| {
-            "the enforcement thread did not answer within 5 s (busy or stopped; see the router's log)".into()
+            "the enforcement thread did not answer within 5 s (busy or stopped; the request is queued and may still be carried out: list the blocks to see, and the router's log)".into()
         })
     }
 }

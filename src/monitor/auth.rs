@@ -143,54 +143,71 @@ impl TokenSigner {
 
     /// Loads the PKCS#8 PEM key at `path`, creating it (mode 0600) if it does not exist.
     pub fn load_or_create(path: &Path) -> anyhow::Result<TokenSigner> {
-        match std::fs::read_to_string(path) {
-            Ok(pem) => {
-                let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
-                    anyhow::anyhow!(
-                        "{} is not a PKCS#8 P-384 private key ({e}); delete it to have a new one made (old tokens stop working)",
-                        path.display()
-                    )
-                })?;
-                Ok(TokenSigner::from_key(key, Some(path.to_path_buf())))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(d) = path.parent() {
-                    std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        // Three tries: a key another process links in between our read and our link is read next round.
+        for _ in 0..3 {
+            match std::fs::read_to_string(path) {
+                Ok(pem) => {
+                    let key = SigningKey::from_pkcs8_pem(&pem).map_err(|e| {
+                        anyhow::anyhow!(
+                            "{} is not a PKCS#8 P-384 private key ({e}); delete it to have a new one made (old tokens stop working)",
+                            path.display()
+                        )
+                    })?;
+                    return Ok(TokenSigner::from_key(key, Some(path.to_path_buf())));
                 }
-                let key = SigningKey::random(&mut rand_core::OsRng);
-                let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| anyhow::anyhow!("encoding the key: {e}"))?;
-                let tmp = path.with_extension(format!(
-                    "tmp{}-{:x}",
-                    std::process::id(),
-                    rand_core::RngCore::next_u64(&mut rand_core::OsRng)
-                ));
-                {
-                    use std::io::Write;
-                    use std::os::unix::fs::OpenOptionsExt;
-                    let mut f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o600)
-                        .open(&tmp)
-                        .with_context(|| format!("creating {}", tmp.display()))?;
-                    f.write_all(pem.as_bytes()).and_then(|_| f.sync_all())?;
-                }
-                // A hard link fails if the name exists, so when another process (the
-                // daemon and `token issue` starting together) made one meanwhile, exactly
-                // one key wins and the loser loads it; a check-then-rename let both win.
-                let linked = std::fs::hard_link(&tmp, path);
-                let _ = std::fs::remove_file(&tmp);
-                match linked {
-                    Ok(()) => {
-                        tracing::info!(path = %path.display(), "created the token signing key");
-                        Ok(TokenSigner::from_key(key, Some(path.to_path_buf())))
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    if let Some(signer) = TokenSigner::create(path)? {
+                        return Ok(signer);
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => TokenSigner::load_or_create(path),
-                    Err(e) => Err(e).with_context(|| format!("writing {}", path.display())),
                 }
+                Err(e) => return Err(e).with_context(|| format!("reading the token signing key {}", path.display())),
             }
-            Err(e) => Err(e).with_context(|| format!("reading the token signing key {}", path.display())),
         }
+        anyhow::bail!(
+            "{} exists but cannot be read (a dangling symbolic link?); remove it so a new key is made",
+            path.display()
+        )
+    }
+
+    /// Writes a new key to `path` unless a file (or link) of that name appeared
+    /// meanwhile (`None`: read that one instead).
+    fn create(path: &Path) -> anyhow::Result<Option<TokenSigner>> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        let key = SigningKey::random(&mut rand_core::OsRng);
+        let pem = key.to_pkcs8_pem(LineEnding::LF).map_err(|e| anyhow::anyhow!("encoding the key: {e}"))?;
+        let tmp = path.with_extension(format!(
+            "tmp{}-{:x}",
+            std::process::id(),
+            rand_core::RngCore::next_u64(&mut rand_core::OsRng)
+        ));
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)
+                .with_context(|| format!("creating {}", tmp.display()))?;
+            f.write_all(pem.as_bytes()).and_then(|_| f.sync_all())?;
+        }
+        // A hard link fails if the name exists, so when another process (the
+        // daemon and `token issue` starting together) made one meanwhile, exactly
+        // one key wins and the loser reads it; a check-then-rename let both win.
+        let linked = match std::fs::hard_link(&tmp, path) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            // A filesystem without hard links (vfat): rename, as before.
+            Err(_) => std::fs::rename(&tmp, path).map(|_| true),
+            Ok(()) => Ok(true),
+        };
+        let _ = std::fs::remove_file(&tmp);
+        if !linked.with_context(|| format!("writing {}", path.display()))? {
+            return Ok(None);
+        }
+        tracing::info!(path = %path.display(), "created the token signing key");
+        Ok(Some(TokenSigner::from_key(key, Some(path.to_path_buf()))))
     }
 
     /// The key file the config names: `http.jwt_key`, else `<monitor.data_dir>/jwt-es384.pem`.
@@ -404,6 +421,16 @@ pub fn parse_ttl(s: &str) -> Result<u64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dangling_link_in_place_of_the_key_is_an_error_not_a_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwt.pem");
+        std::os::unix::fs::symlink(dir.path().join("gone.pem"), &path).unwrap();
+        let Err(e) = TokenSigner::load_or_create(&path) else { panic!("a dangling link was taken for a key") };
+        assert!(format!("{e:#}").contains("cannot be read"), "{e:#}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary files left");
+    }
 
     #[test]
     fn processes_creating_the_key_at_once_all_end_up_with_the_same_one() {

@@ -409,19 +409,26 @@ impl MonitorState {
         let hook = self.unblock.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let remote = self.remote_unblock.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let text = ip.to_string();
-        let routers: Vec<String> = {
+        // Routers on other nodes whose fresh table lists it: in a set the
+        // dashboard may lift (detector, admin), or only in a blocklist feed.
+        let (routers, feed_only): (Vec<String>, Vec<String>) = {
             let now = unix_now();
             let inner = self.lock();
-            inner
-                .router_blocks
-                .iter()
-                .filter(|(node, (at, t))| {
-                    **node != self.node
-                        && *at + BLOCK_TABLE_FRESH_S >= now
-                        && t.entries.iter().any(|e| e.target == text)
-                })
-                .map(|(node, _)| node.clone())
-                .collect()
+            let mut liftable = Vec::new();
+            let mut feed = Vec::new();
+            for (node, (at, t)) in &inner.router_blocks {
+                if *node == self.node || *at + BLOCK_TABLE_FRESH_S < now {
+                    continue;
+                }
+                let rows: Vec<&str> =
+                    t.entries.iter().filter(|e| e.target == text).map(|e| e.origin.as_str()).collect();
+                if rows.iter().any(|o| *o == "detector" || *o == "admin") {
+                    liftable.push(node.clone());
+                } else if !rows.is_empty() {
+                    feed.push(node.clone());
+                }
+            }
+            (liftable, feed)
         };
         let known = self.lock().blocks.remove(&ip).is_some();
         let done = match (hook, remote) {
@@ -436,10 +443,15 @@ impl MonitorState {
                 );
                 tracing::info!(%ip, by, routers = ?sent, "unblock sent to routers");
                 Unblocked::Asked(format!(
-                    "asked {} to unblock {ip}; each answers in the alerts, and its block table updates within seconds",
-                    sent.join(", ")
+                    "asked {} to unblock {ip} (sealed; a router that is away gets it when it returns, within {} s); each answers in the alerts",
+                    sent.join(", "),
+                    crate::roles::unblock::MAX_REQUEST_AGE_S
                 ))
             }
+            (None, _) if !feed_only.is_empty() => anyhow::bail!(
+                "{ip} is blocked only by a blocklist feed on {}; the dashboard lifts detector and admin blocks: remove it from the feed file and import it again (`gatewarden blocklist import`)",
+                feed_only.join(", ")
+            ),
             _ if known => {
                 Unblocked::Done(format!("{ip} removed from the monitor's list (no enforcement runs in this process)"))
             }

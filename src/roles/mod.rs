@@ -184,7 +184,11 @@ pub fn run_with(
                         break;
                     }
                     match table_now_rx.recv_timeout(Duration::from_millis(100)) {
-                        Ok(()) => break,
+                        // One table answers a burst of unblocks.
+                        Ok(()) => {
+                            while table_now_rx.try_recv().is_ok() {}
+                            break;
+                        }
                         Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
                         // No one can ask any more: plain pacing, never a spin.
                         Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
@@ -378,7 +382,9 @@ pub fn run_with(
                     let Some(req) = next_or_shutdown(&rx, &sd).await else { break };
                     let (c, n) = (control.clone(), node.clone());
                     // The enforcement thread may take a moment: not on the executor.
-                    let answer = smol::unblock(move || unblock::apply(c.as_ref(), &n, &req)).await;
+                    let answer =
+                        smol::unblock(move || unblock::apply(c.as_ref(), &n, &req, crate::monitor::unix_now_ns()))
+                            .await;
                     tracing::info!(reason = %answer.reason, "dashboard unblock");
                     let _ = table_now.send(());
                     out.publish(Message::Alert(answer));

@@ -24,9 +24,27 @@ pub const SYSTEM_SIGNATURES: [u32; 7] = [
     SIG_UNBLOCK_FAILED,
 ];
 
-/// Lifts the block `req` names on `control` and says how it went, as the alert the monitor shows.
-pub fn apply(control: &dyn BlockControl, node: &str, req: &UnblockRequest) -> Alert {
-    let (sig, severity, reason) = match control.unblock(req.ip) {
+/// Oldest request a router still carries out. Requests wait in the monitor's
+/// outbox while a router is away; one delivered late must not lift a block
+/// the detector or an admin added since.
+pub const MAX_REQUEST_AGE_S: u64 = 120;
+
+/// Why a request is too old to carry out at `now_ns`, if it is.
+pub fn expired(req: &UnblockRequest, now_ns: u64) -> Option<String> {
+    let age_s = now_ns.saturating_sub(req.version) / 1_000_000_000;
+    (age_s > MAX_REQUEST_AGE_S).then(|| {
+        format!("the request is {age_s} s old (more than {MAX_REQUEST_AGE_S} s: the router was away); unblock again on the dashboard if it is still wanted")
+    })
+}
+
+/// Lifts the block `req` names on `control` (unless the request is stale at
+/// `now_ns`) and says how it went, as the alert the monitor shows.
+pub fn apply(control: &dyn BlockControl, node: &str, req: &UnblockRequest, now_ns: u64) -> Alert {
+    let outcome = match expired(req, now_ns) {
+        Some(why) => Err(why),
+        None => control.unblock(req.ip),
+    };
+    let (sig, severity, reason) = match outcome {
         Ok(true) => (
             SIG_UNBLOCKED,
             Severity::Low,
@@ -56,6 +74,17 @@ pub fn apply(control: &dyn BlockControl, node: &str, req: &UnblockRequest) -> Al
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_delivered_late_are_refused() {
+        let req = UnblockRequest { version: 1_000 * 1_000_000_000, ip: "192.0.2.7".parse().unwrap(), by: "ops".into() };
+        assert_eq!(expired(&req, req.version), None);
+        assert_eq!(expired(&req, req.version + MAX_REQUEST_AGE_S * 1_000_000_000), None);
+        // A clock a little behind the monitor's is not "old".
+        assert_eq!(expired(&req, req.version - 5_000_000_000), None);
+        let why = expired(&req, req.version + 3600 * 1_000_000_000).unwrap();
+        assert!(why.contains("3600 s old") && why.contains("unblock again"), "{why}");
+    }
 
     #[test]
     fn system_signatures_are_distinct_and_apart_from_detections() {
