@@ -920,7 +920,8 @@ cert = \"{d}/nodes/{id}.crt\"\nkey = \"{d}/nodes/{id}.key\"\nspool_dir = \"{d}/s
         )
     };
     assert!(
-        wait_until(Duration::from_secs(20), || curl("GET", "http://127.0.0.1:8080/api/policy", None).0 == 200
+        // Generous: both daemons start while the rest of the suite loads the machine (a 20 s wait once ran out).
+        wait_until(Duration::from_secs(60), || curl("GET", "http://127.0.0.1:8080/api/policy", None).0 == 200
             && curl("GET", "http://127.0.0.1:8081/healthz", None).0 == 200),
         "{}",
         logs()
