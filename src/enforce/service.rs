@@ -18,6 +18,7 @@ use crate::bus::messages::{Alert, AlertAction, AttackKind, PolicyUpdate, Severit
 use crate::bus::LocalBus;
 use crate::config::EnforceConfig;
 use crate::metrics::Registry;
+use crate::monitor::unix_now_ms as now_ms;
 
 /// Signature id of the "block set full" alert.
 pub const SIG_BLOCK_SET_FULL: u32 = 9_000_101;
@@ -43,10 +44,6 @@ pub struct EnforceService {
     tx: mpsc::Sender<Command>,
     thread: JoinHandle<()>,
     detector_seen_ms: Arc<AtomicU64>,
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 impl EnforceService {

@@ -137,7 +137,7 @@ impl HttpServer {
                         while !ctx.stop.load(Ordering::Relaxed) {
                             std::thread::sleep(STATUS_CACHE);
                             let polled = ctx.status_wanted.load(Ordering::Relaxed);
-                            if polled > 0 && now_ms().saturating_sub(polled) < STATUS_IDLE_MS {
+                            if polled > 0 && super::unix_now_ms().saturating_sub(polled) < STATUS_IDLE_MS {
                                 render_status(&ctx);
                             }
                         }
@@ -191,10 +191,6 @@ fn read_body(req: &mut Request, limit: u64, what: &str) -> Result<Vec<u8>, Resp>
         return Err(error(413, format!("{what} exceeds {limit} bytes")));
     }
     Ok(body)
-}
-
-fn now_ms() -> u64 {
-    super::unix_now_ns() / 1_000_000
 }
 
 /// Renders `/api/status` into the cache (outside the cache's lock, so readers never wait for it).
@@ -463,7 +459,7 @@ fn handle(mut req: Request, ctx: &Arc<Ctx>) {
     let who = claims.as_ref().map(|c| c.sub.clone()).unwrap_or_else(|| "anonymous".into());
     let response = match (method.clone(), segs.as_slice()) {
         (Method::Get, ["status"]) => {
-            ctx.status_wanted.store(now_ms(), Ordering::Relaxed);
+            ctx.status_wanted.store(super::unix_now_ms(), Ordering::Relaxed);
             let cached = ctx.status_cache.lock().unwrap_or_else(|e| e.into_inner()).clone();
             let body = match cached {
                 Some((at, body)) if at.elapsed() < STATUS_STALE => body,

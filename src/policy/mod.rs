@@ -24,12 +24,13 @@ pub mod suggest;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::bus::messages::{Alert, FlowBatch, PolicyUpdate};
+use crate::monitor::unix_now_ms as now_ms;
 pub use matrix::TrafficMatrix;
 pub use model::{Action, Group, Member, PortRange, Protocol, Relationship, RuleSpec};
 pub use rules::{Endpoint, Explanation, Policy};
@@ -142,10 +143,6 @@ pub struct PolicyEngine {
     neighbours: Vec<(IpAddr, [u8; 6])>,
     last_matrix_save: Instant,
     matrix_dirty: bool,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 /// Holds `policy.lock` (created exclusively) while alive.
