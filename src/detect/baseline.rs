@@ -81,7 +81,7 @@ struct Device {
     /// still judged as new hosts until [`NEW_HOST_PROBATION_S`] have passed, at
     /// most [`MAX_PENDING_PER_DEVICE`] (more simply wait their turn, staying new).
     pending: Vec<(IpAddr, u64)>,
-    /// Destinations flagged as new hosts (never learned while their report holds), at most 16.
+    /// Destinations flagged as new hosts (never learned while their report holds), at most [`MAX_FLAGGED_PER_DEVICE`].
     flagged: Vec<(IpAddr, u64)>,
     /// Last report per finding, for hysteresis.
     reported_new_host: u64,
@@ -214,7 +214,7 @@ impl Baseline {
             // host must not pass its probation during the first one's quiet minute.
             match d.flagged.iter().position(|(f, _)| *f == r.dst) {
                 Some(i) => d.flagged[i].1 = r.last_ns,
-                None if d.flagged.len() < 16 => d.flagged.push((r.dst, r.last_ns)),
+                None if d.flagged.len() < MAX_FLAGGED_PER_DEVICE => d.flagged.push((r.dst, r.last_ns)),
                 None => {}
             }
             if r.last_ns >= d.reported_new_host + hold_ns || d.reported_new_host == 0 {
@@ -293,6 +293,9 @@ impl Baseline {
 /// Seconds a destination first contacted after warm-up stays "never seen" (judged by
 /// the new-host rule) before it can become usual.
 pub const NEW_HOST_PROBATION_S: u64 = 30;
+/// Most destinations flagged as new hosts per device (beyond it they stay
+/// unlearned only through their probation).
+pub const MAX_FLAGGED_PER_DEVICE: usize = 16;
 /// Most destinations on probation per device.
 pub const MAX_PENDING_PER_DEVICE: usize = 16;
 /// A probation not completed within this long starts over (one contact, then silence).

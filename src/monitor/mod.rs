@@ -416,26 +416,28 @@ impl MonitorState {
         let text = ip.to_string();
         // Routers on other nodes whose fresh table lists it: in a set the
         // dashboard may lift (detector, admin), or only in a blocklist feed.
-        let (routers, feed_only): (Vec<String>, Vec<String>) = {
+        // Also drops a remembered verdict for it (`known`).
+        let (routers, feed_only, known) = {
+            use crate::enforce::ruleset::Origin;
+            let liftable = [Origin::Detector.as_str(), Origin::Admin.as_str()];
             let now = unix_now();
-            let inner = self.lock();
-            let mut liftable = Vec::new();
-            let mut feed = Vec::new();
+            let mut inner = self.lock();
+            let mut routers = Vec::new();
+            let mut feed_only = Vec::new();
             for (node, (at, t)) in &inner.router_blocks {
                 if *node == self.node || *at + BLOCK_TABLE_FRESH_S < now {
                     continue;
                 }
-                let rows: Vec<&str> =
+                let origins: Vec<&str> =
                     t.entries.iter().filter(|e| e.target == text).map(|e| e.origin.as_str()).collect();
-                if rows.iter().any(|o| *o == "detector" || *o == "admin") {
-                    liftable.push(node.clone());
-                } else if !rows.is_empty() {
-                    feed.push(node.clone());
+                if origins.iter().any(|o| liftable.contains(o)) {
+                    routers.push(node.clone());
+                } else if !origins.is_empty() {
+                    feed_only.push(node.clone());
                 }
             }
-            (liftable, feed)
+            (routers, feed_only, inner.blocks.remove(&ip).is_some())
         };
-        let known = self.lock().blocks.remove(&ip).is_some();
         let done = match (hook, remote) {
             (Some(h), _) => Unblocked::Done(h(ip)?),
             (None, Some(send)) if !routers.is_empty() => {

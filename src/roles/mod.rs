@@ -358,11 +358,11 @@ pub fn run_with(
             // The dashboard's "unblock" in this process goes through the enforcement
             // thread, as `gatewarden ctl unblock` does (escalation starts over).
             use crate::ctl::BlockControl;
-            let control = crate::enforce::control::EnforceControl::new(e.sender());
-            let table_now = std::sync::Mutex::new(table_now_tx.clone());
-            state.set_unblock_hook(Arc::new(move |ip| match control.unblock(ip) {
+            let control = Arc::new(crate::enforce::control::EnforceControl::new(e.sender()));
+            let (hook_control, table_now) = (control.clone(), table_now_tx.clone());
+            state.set_unblock_hook(Arc::new(move |ip| match hook_control.unblock(ip) {
                 Ok(true) => {
-                    let _ = table_now.lock().unwrap_or_else(|e| e.into_inner()).send(());
+                    let _ = table_now.send(());
                     Ok(format!("unblocked {ip}"))
                 }
                 Ok(false) => {
@@ -375,7 +375,6 @@ pub fn run_with(
             let sd = shutdown.clone();
             let out = out.clone();
             let node = cfg.node_id.clone();
-            let control = Arc::new(crate::enforce::control::EnforceControl::new(e.sender()));
             let table_now = table_now_tx.clone();
             tasks.push(ex.spawn(async move {
                 loop {
