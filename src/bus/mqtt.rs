@@ -866,14 +866,16 @@ fn event_loop(sh: Arc<Shared>, mut connection: rumqttc::Connection, shutdown: Sh
                 sh.counters.connected.set(0.0);
                 sh.counters.connect_errors.inc();
                 if let Some(reason) = refusal_reason(&e) {
-                    if let Some(c) = sh.counters.refused.get(reason) {
-                        c.inc();
-                    }
                     // Once a minute: the alert waits in the spool (or reaches the local monitor).
                     if last_refusal_alert.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
                         last_refusal_alert = Some(Instant::now());
                         tracing::error!(error = %e, "the MQTT broker refused this node: check that mqtt.cert is issued by the fleet CA the broker trusts, and re-run `gatewarden pki mosquitto-conf` after issuing it");
                         sh.abuse("broker", "connection_refused", format!("{reason}: {e}"));
+                    }
+                    // Counted after the alert is spooled, so whoever sees the
+                    // count also finds the alert.
+                    if let Some(c) = sh.counters.refused.get(reason) {
+                        c.inc();
                     }
                 }
                 if was || last_error_log.is_none_or(|t| t.elapsed() > Duration::from_secs(30)) {

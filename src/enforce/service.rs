@@ -206,23 +206,27 @@ fn run_loop(
         let down = silent_ms > cfg.detector_timeout_s * 1000;
         if down != detector_down {
             detector_down = down;
-            if down && cfg.fail_closed {
-                tracing::warn!(
+            // Switch first, log after: an operator (or a test) that reads
+            // "fail-closed" must be able to rely on the drop rule being there.
+            let switched = !cfg.fail_closed
+                || match blocker.set_fail_closed(down) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::error!("cannot switch fail-closed mode (detector down: {down}): {e}");
+                        false
+                    }
+                };
+            match (switched, down, cfg.fail_closed) {
+                (false, ..) => {}
+                (true, true, true) => tracing::warn!(
                     silent_s = silent_ms / 1000,
                     "detector unreachable: fail-closed, dropping new forwarded flows"
-                );
-            } else if down {
-                tracing::warn!(
+                ),
+                (true, true, false) => tracing::warn!(
                     silent_s = silent_ms / 1000,
                     "detector unreachable: fail-open, forwarding continues and existing blocks expire normally"
-                );
-            } else {
-                tracing::info!("detector reachable again");
-            }
-            if cfg.fail_closed {
-                if let Err(e) = blocker.set_fail_closed(down) {
-                    tracing::error!("cannot switch fail-closed mode: {e}");
-                }
+                ),
+                (true, false, _) => tracing::info!("detector reachable again"),
             }
         }
         if last_metrics.elapsed() >= Duration::from_secs(2) {

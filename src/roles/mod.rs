@@ -89,6 +89,16 @@ pub fn run_with(
     } else {
         None
     };
+    // The detector loads its model before the HTTP server answers, so the
+    // model page never reports "no model" for the seconds a load takes.
+    let first_stage = role.runs_detector().then(|| {
+        let stage = detector::DetectorStage::new(cfg, &registry);
+        // The model page shows the card of the model this detector runs.
+        if let Some(card) = stage.model_card().and_then(|c| serde_json::to_value(c).ok()) {
+            state.set_model(card);
+        }
+        stage
+    });
     let access =
         crate::monitor::http::Access::from_config(cfg).context("loading the token signing key (http.jwt_key)")?;
     let http = HttpServer::start_with(&cfg.http.listen, state.clone(), access)?;
@@ -263,17 +273,12 @@ pub fn run_with(
             }
         }));
     }
-    if role.runs_detector() {
+    if let Some(mut overflow) = first_stage {
         let rx = bus.flows.receiver();
         // One detector state per gateway: an attacker already flagged at one
         // router must still be detected (and blocked) at another. Bounded:
         // past MAX_GATEWAYS, further gateways share one overflow stage.
         let mut stages: std::collections::HashMap<String, detector::DetectorStage> = Default::default();
-        let mut overflow = detector::DetectorStage::new(cfg, &registry);
-        // The model page shows the card of the model this detector runs.
-        if let Some(card) = overflow.model_card().and_then(|c| serde_json::to_value(c).ok()) {
-            state.set_model(card);
-        }
         let dcfg = cfg.clone();
         let dreg = registry.clone();
         // Top talkers, when the monitor shares this process.
