@@ -156,17 +156,22 @@ impl Drop for WebDriver {
     }
 }
 
-/// Quiet traffic for ~6 s of capture time, then one source scans 300 ports.
+/// Quiet traffic for the first 20 s of capture time, then two sources scan
+/// 300 ports each. The quiet lead-in is the page's time to open before the
+/// scan: Chromium, the page and WebDriver share 2 vCPUs with the other browser
+/// test in CI.
+const QUIET_S: f64 = 20.0;
+
 fn capture(dir: &Path) -> PathBuf {
     let mut recs = Vec::new();
-    for i in 0..60u16 {
+    for i in 0..(QUIET_S * 10.0) as u16 {
         let t = 100.0 + i as f64 * 0.1;
         recs.push((t, tcp4([192, 0, 2, 20], [198, 51, 100, 80], 40000 + i, 443, 0x02)));
         recs.push((t + 0.01, tcp4([198, 51, 100, 80], [192, 0, 2, 20], 443, 40000 + i, 0x12)));
     }
     for (k, src) in [[203, 0, 113, 66], [203, 0, 113, 67]].into_iter().enumerate() {
         for i in 0..300u16 {
-            let t = 106.5 + k as f64 * 0.5 + i as f64 * 0.001;
+            let t = 100.0 + QUIET_S + 0.5 + k as f64 * 0.5 + i as f64 * 0.001;
             recs.push((t, tcp4(src, [192, 0, 2, 10], 50000, 1 + i, 0x02)));
             recs.push((t + 0.0001, tcp4([192, 0, 2, 10], src, 1 + i, 50000, 0x14)));
         }
@@ -174,7 +179,7 @@ fn capture(dir: &Path) -> PathBuf {
     recs.sort_by(|a, b| a.0.total_cmp(&b.0));
     // Keep the capture going a little so the scan's batch is cut.
     for i in 0..20u16 {
-        let t = 108.0 + i as f64 * 0.1;
+        let t = 100.0 + QUIET_S + 2.0 + i as f64 * 0.1;
         recs.push((t, tcp4([192, 0, 2, 20], [198, 51, 100, 80], 41000 + i, 443, 0x02)));
     }
     let p = dir.join("scan-later.pcap");
@@ -298,7 +303,7 @@ fn dashboard_shows_a_live_alert_admin_acknowledges_viewer_cannot() {
     let id = wd.wait_js(
         "the scan's alert to appear without a reload",
         "const r = document.querySelector('#alerts tr[data-alert-id]'); return r && r.textContent.includes('203.0.113.66') ? r.dataset.alertId : null",
-        Duration::from_secs(25),
+        Duration::from_secs(QUIET_S as u64 + 20),
     );
     let id = id.as_str().unwrap().to_string();
     assert_eq!(wd.js("return window.__noReload"), json!(42), "the page was reloaded");

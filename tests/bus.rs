@@ -234,7 +234,7 @@ fn a_broker_crash_with_1000_alerts_in_flight_loses_and_duplicates_nothing() {
             broker.kill();
         }
         if i == 700 {
-            assert!(!det.connected(), "the detector noticed the broker is gone");
+            wait_for("the detector to notice the broker is gone", Duration::from_secs(10), || !det.connected());
             assert!(det.spooled() > 0, "alerts wait in the spool while the broker is down");
             broker.restart();
         }
@@ -283,15 +283,34 @@ fn raw_client(broker: &Broker, client_id: &str, identity: Option<&str>) -> (rumq
     rumqttc::Client::new(o, 64)
 }
 
-/// Polls a raw connection until `until` returns true or `timeout`; returns every publish seen.
+/// Polls a raw connection for `timeout`; returns whether it got a CONNACK and every publish seen.
 fn pump(conn: &mut rumqttc::Connection, timeout: Duration) -> (bool, Vec<(String, Vec<u8>)>) {
+    pump_until(conn, timeout, |_| false)
+}
+
+/// [`pump`], returning early once `done` accepts an incoming packet: waiting
+/// for the awaited event, not a fixed time, keeps a loaded machine from
+/// failing the test.
+fn pump_until(
+    conn: &mut rumqttc::Connection,
+    timeout: Duration,
+    mut done: impl FnMut(&rumqttc::Packet) -> bool,
+) -> (bool, Vec<(String, Vec<u8>)>) {
     let start = Instant::now();
     let mut connected = false;
     let mut seen = Vec::new();
     while start.elapsed() < timeout {
         match conn.recv_timeout(Duration::from_millis(100)) {
-            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) => connected = true,
-            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p)))) => seen.push((p.topic, p.payload.to_vec())),
+            Ok(Ok(rumqttc::Event::Incoming(packet))) => {
+                match &packet {
+                    rumqttc::Packet::ConnAck(_) => connected = true,
+                    rumqttc::Packet::Publish(p) => seen.push((p.topic.clone(), p.payload.to_vec())),
+                    _ => {}
+                }
+                if done(&packet) {
+                    break;
+                }
+            }
             Ok(Ok(_)) => {}
             Ok(Err(_)) => {
                 if !connected {
@@ -318,14 +337,24 @@ fn forged_misdirected_and_replayed_messages_are_refused_and_counted() {
     // 2. A router certificate publishing verdicts: the broker's ACL drops them.
     let (spy, mut spy_conn) = raw_client(&broker, "spy", Some("mon-1"));
     spy.subscribe("gatewarden/v1/#", rumqttc::QoS::AtLeastOnce).unwrap();
-    assert!(pump(&mut spy_conn, Duration::from_millis(800)).0);
+    let subscribed = |p: &rumqttc::Packet| matches!(p, rumqttc::Packet::SubAck(_));
+    assert!(pump_until(&mut spy_conn, Duration::from_secs(10), subscribed).0);
     let (rogue, mut rogue_conn) = raw_client(&broker, "rogue-router", Some("router-1"));
     for t in ["gatewarden/v1/router-1/verdict", "gatewarden/v1/det-1/verdict"] {
         rogue.publish(t, rumqttc::QoS::AtLeastOnce, false, b"forged".to_vec()).unwrap();
     }
     rogue.publish("gatewarden/v1/router-1/heartbeat", rumqttc::QoS::AtLeastOnce, false, b"allowed".to_vec()).unwrap();
-    let rogue_t = std::thread::spawn(move || pump(&mut rogue_conn, Duration::from_secs(2)));
-    let (_, seen) = pump(&mut spy_conn, Duration::from_secs(2));
+    let mut acks = 0;
+    let rogue_t = std::thread::spawn(move || {
+        pump_until(&mut rogue_conn, Duration::from_secs(10), |p| {
+            acks += matches!(p, rumqttc::Packet::PubAck(_)) as u32;
+            acks == 3
+        })
+    });
+    // The heartbeat was published after the verdicts on the same connection:
+    // once it is here, the verdicts would have been too, had the broker let them.
+    let heartbeat = |p: &rumqttc::Packet| matches!(p, rumqttc::Packet::Publish(x) if x.topic.ends_with("/heartbeat"));
+    let (_, seen) = pump_until(&mut spy_conn, Duration::from_secs(10), heartbeat);
     rogue_t.join().unwrap();
     assert!(seen.iter().any(|(t, _)| t == "gatewarden/v1/router-1/heartbeat"), "the spy does receive permitted topics");
     assert!(!seen.iter().any(|(t, _)| t.ends_with("/verdict")), "a router's verdicts never reach anyone: {seen:?}");
@@ -348,7 +377,8 @@ fn forged_misdirected_and_replayed_messages_are_refused_and_counted() {
     let (dc, mut dconn) = raw_client(&broker, "det-1", Some("det-1"));
     dc.subscribe("gatewarden/v1/router-1/key", rumqttc::QoS::AtLeastOnce).unwrap();
     dc.publish(topic("det-1", "key"), rumqttc::QoS::AtLeastOnce, true, det.announce()).unwrap();
-    let (_, seen) = pump(&mut dconn, Duration::from_secs(2));
+    let key = |p: &rumqttc::Packet| matches!(p, rumqttc::Packet::Publish(x) if x.topic.ends_with("router-1/key"));
+    let (_, seen) = pump_until(&mut dconn, Duration::from_secs(10), key);
     let (_, router_key) = seen.iter().find(|(t, _)| t.ends_with("/key")).expect("router's retained key");
     det.accept_announce(router_key, Some("router-1")).unwrap();
     let verdict = Message::Verdict(Verdict {
@@ -382,7 +412,11 @@ fn forged_misdirected_and_replayed_messages_are_refused_and_counted() {
     for (id, env) in [(11, good.clone()), (11, good), (12, tampered), (13, forged)] {
         dc.publish(t.clone(), rumqttc::QoS::AtLeastOnce, false, frame(id, env)).unwrap();
     }
-    let _ = pump(&mut dconn, Duration::from_secs(2));
+    let mut acks = 0;
+    let _ = pump_until(&mut dconn, Duration::from_secs(10), |p| {
+        acks += matches!(p, rumqttc::Packet::PubAck(_)) as u32;
+        acks == 4
+    });
     wait_for("rejections counted at the router", Duration::from_secs(10), || {
         let s = rreg.snapshot();
         s["gatewarden_secure_rejected_total{reason=replay}"] >= 1.0
@@ -418,7 +452,12 @@ fn broker_refusals_show_in_gatewarden_counters_and_alerts() {
     for t in ["gatewarden/v1/router-1/verdict", "gatewarden/v1/det-1/verdict"] {
         rogue.publish(t, rumqttc::QoS::AtLeastOnce, false, b"forged".to_vec()).unwrap();
     }
-    assert!(pump(&mut rogue_conn, Duration::from_secs(2)).0);
+    let mut acks = 0;
+    let sent = pump_until(&mut rogue_conn, Duration::from_secs(10), |p| {
+        acks += matches!(p, rumqttc::Packet::PubAck(_)) as u32;
+        acks == 2
+    });
+    assert!(sent.0);
     // A gatewarden node whose certificate comes from another CA: it trusts the
     // broker (the fleet CA is in its bundle) but the broker refuses it.
     let other = tempfile::tempdir().unwrap();

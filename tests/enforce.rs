@@ -181,7 +181,7 @@ impl Lab {
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         self.daemon = Some(Guard::spawn(&mut cmd));
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(20);
         // The router's own word, not the table's existence: a stale table from
         // a previous run exists before the new router has replaced it.
         while !self.router_log().contains("enforcement ready") {
@@ -189,6 +189,12 @@ impl Lab {
                 panic!("router exited with {code}: {}", self.router_log());
             }
             assert!(Instant::now() < deadline, "router did not install its table: {}", self.router_log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Enforcement comes up before the HTTP server; tests call its API next.
+        let healthz = format!("http://127.0.0.1:{}/healthz", self.metrics_port);
+        while !self.exec(&self.rtr, &["curl", "-s", "-o", "/dev/null", "--max-time", "2", &healthz]).status.success() {
+            assert!(Instant::now() < deadline, "router's HTTP server did not answer: {}", self.router_log());
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -577,7 +583,9 @@ fn detector_away_fail_open_keeps_forwarding_and_blocks_expire() {
     let Some(mut lab) = Lab::new() else { return };
     lab.serve_wan();
     lab.start_router("detector_timeout_s = 1\n");
-    assert!(lab.cli(&["block", IOT_B, "--ttl", "3s"]).status.success());
+    // 8 s: long enough that the "still holds" check below runs well inside
+    // it on a loaded machine (waiting for fail-open and curl A can take 4 s).
+    assert!(lab.cli(&["block", IOT_B, "--ttl", "8s"]).status.success());
     let t0 = Instant::now();
     // The router runs alone: no detector is reachable.
     assert!(
@@ -587,7 +595,8 @@ fn detector_away_fail_open_keeps_forwarding_and_blocks_expire() {
     );
     assert!(lab.curl(IOT_A, WAN), "forwarding continues without the detector");
     assert!(!lab.curl(IOT_B, WAN), "the existing block still holds");
-    std::thread::sleep(Duration::from_secs(4).saturating_sub(t0.elapsed()));
+    assert!(t0.elapsed() < Duration::from_secs(8), "the check above ran inside the block's TTL: {:?}", t0.elapsed());
+    std::thread::sleep(Duration::from_secs(9).saturating_sub(t0.elapsed()));
     assert!(wait_until(Duration::from_secs(3), || lab.curl(IOT_B, WAN)), "the block expired normally");
     assert_eq!(lab.counter("failclosed_dropped"), 0);
 }

@@ -928,8 +928,35 @@ impl Session<'_> {
         std::thread::sleep(Duration::from_secs_f64(secs));
     }
 
+    /// Whether every attack so far has an alert of an expected kind naming it
+    /// (its source, or its victim for spoofed floods) and, with enforcement,
+    /// its real source in a block set, as the poller saw them.
+    fn every_attack_answered(&self) -> bool {
+        let seen = self.seen.lock().unwrap();
+        self.attacks.iter().all(|a| {
+            let blocked = a.scenario.spoofed || !seen.enforcement || seen.blocks.contains_key(&a.src);
+            blocked
+                && seen.alerts.values().any(|(_, v)| {
+                    let who = if a.scenario.spoofed {
+                        v["src_ip"].is_null() && v["dest_ip"] == a.scenario.victim
+                    } else {
+                        v["src_ip"] == a.src.as_str()
+                    };
+                    who && a.scenario.expect.iter().any(|k| v["gatewarden"]["kind"] == *k)
+                })
+        })
+    }
+
     /// Stops everything it started and analyses the capture.
     pub fn finish(mut self) -> SessionRecord {
+        // A loaded machine can lag: give the API and nftables up to 8 s more
+        // to show the alerts and blocks (scoring still uses the alerts' own
+        // timestamps and the block's first sighting against the first attack
+        // packet, so a late answer cannot pass for a prompt one).
+        let settle = Instant::now();
+        while !self.every_attack_answered() && settle.elapsed() < Duration::from_secs(8) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
         // One last poll after the detector's final batch.
         std::thread::sleep(Duration::from_millis(300));
         self.stop.store(true, Ordering::Relaxed);
