@@ -151,12 +151,13 @@ fn live_capture_counts_exactly_what_tcpdump_counts() {
     let tcpdump_stats: Vec<String> = tcpdump_err.try_iter().filter(|l| l.contains("packets")).collect();
     // Compare over the span gatewarden captured: a stray packet (ARP, ND) that
     // arrives between the two processes' start or stop is not a disagreement.
-    // The two sockets do not share one timestamp: a veth frame crossing into
-    // the router's namespace carries none, so the kernel stamps it for each
-    // packet socket in turn, microseconds apart (more on a loaded VM). One CI
-    // run lost the last frame that way (tcpdump's stamp fell past gatewarden's
-    // last_ts). Hence a slack at both edges, far shorter than any gap in which
-    // a stray frame could slip in unseen.
+    // The two sockets do not always share one timestamp: a frame leaving
+    // lan0 (the transmit path, e.g. a reply the router forwards to the
+    // scanner) is stamped for each packet socket in turn, microseconds apart
+    // (more on a loaded VM). One CI run lost the last frame that way
+    // (tcpdump's stamp fell past gatewarden's last_ts). Hence a slack at both
+    // edges, far shorter than any gap in which a stray frame could slip in
+    // unseen.
     const EDGE_SLACK_US: u64 = 5_000;
     let counted = Command::new("tcpdump").args(["-n", "-tt", "-r", pcap.to_str().unwrap()]).output().unwrap();
     let us = |v: &serde_json::Value| (v.as_f64().unwrap() * 1e6).round() as u64;
