@@ -21,9 +21,34 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that is free now and that no other test of this process
+/// will be given. It lies below the kernel's ephemeral range, so neither a
+/// parallel test's `bind(0)` nor an outgoing connection's local port can take
+/// it in the seconds before the daemon under test binds it (a plain `bind(0)`
+/// port could be, while chromedriver or a broker starts first).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    const LOW: u32 = 10_000;
+    if ephemeral_low < LOW + 1_000 {
+        // No room below the ephemeral range: fall back to the kernel's choice.
+        return TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    }
+    let span = ephemeral_low - LOW;
+    // Each test binary starts at its own offset, so one run's lingering
+    // sockets do not meet the next binary's first ports.
+    let offset = std::process::id().wrapping_mul(7919);
+    for _ in 0..span {
+        let port = (LOW + offset.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {LOW} and {ephemeral_low}");
 }
 
 /// A minimal HTTP/1.0 request; returns (status, headers, body).
