@@ -283,6 +283,15 @@ fn raw_client(broker: &Broker, client_id: &str, identity: Option<&str>) -> (rumq
     rumqttc::Client::new(o, 64)
 }
 
+/// A [`pump_until`] condition: `n` QoS 1 publishes acknowledged by the broker.
+fn pubacks(n: u32) -> impl FnMut(&rumqttc::Packet) -> bool {
+    let mut acks = 0;
+    move |p| {
+        acks += matches!(p, rumqttc::Packet::PubAck(_)) as u32;
+        acks == n
+    }
+}
+
 /// Polls a raw connection for `timeout`; returns whether it got a CONNACK and every publish seen.
 fn pump(conn: &mut rumqttc::Connection, timeout: Duration) -> (bool, Vec<(String, Vec<u8>)>) {
     pump_until(conn, timeout, |_| false)
@@ -344,13 +353,7 @@ fn forged_misdirected_and_replayed_messages_are_refused_and_counted() {
         rogue.publish(t, rumqttc::QoS::AtLeastOnce, false, b"forged".to_vec()).unwrap();
     }
     rogue.publish("gatewarden/v1/router-1/heartbeat", rumqttc::QoS::AtLeastOnce, false, b"allowed".to_vec()).unwrap();
-    let mut acks = 0;
-    let rogue_t = std::thread::spawn(move || {
-        pump_until(&mut rogue_conn, Duration::from_secs(10), |p| {
-            acks += matches!(p, rumqttc::Packet::PubAck(_)) as u32;
-            acks == 3
-        })
-    });
+    let rogue_t = std::thread::spawn(move || pump_until(&mut rogue_conn, Duration::from_secs(10), pubacks(3)));
     // The heartbeat was published after the verdicts on the same connection:
     // once it is here, the verdicts would have been too, had the broker let them.
     let heartbeat = |p: &rumqttc::Packet| matches!(p, rumqttc::Packet::Publish(x) if x.topic.ends_with("/heartbeat"));
@@ -412,11 +415,7 @@ fn forged_misdirected_and_replayed_messages_are_refused_and_counted() {
     for (id, env) in [(11, good.clone()), (11, good), (12, tampered), (13, forged)] {
         dc.publish(t.clone(), rumqttc::QoS::AtLeastOnce, false, frame(id, env)).unwrap();
     }
-    let mut acks = 0;
-    let _ = pump_until(&mut dconn, Duration::from_secs(10), |p| {
-        acks += matches!(p, rumqttc::Packet::PubAck(_)) as u32;
-        acks == 4
-    });
+    let _ = pump_until(&mut dconn, Duration::from_secs(10), pubacks(4));
     wait_for("rejections counted at the router", Duration::from_secs(10), || {
         let s = rreg.snapshot();
         s["gatewarden_secure_rejected_total{reason=replay}"] >= 1.0
@@ -452,12 +451,7 @@ fn broker_refusals_show_in_gatewarden_counters_and_alerts() {
     for t in ["gatewarden/v1/router-1/verdict", "gatewarden/v1/det-1/verdict"] {
         rogue.publish(t, rumqttc::QoS::AtLeastOnce, false, b"forged".to_vec()).unwrap();
     }
-    let mut acks = 0;
-    let sent = pump_until(&mut rogue_conn, Duration::from_secs(10), |p| {
-        acks += matches!(p, rumqttc::Packet::PubAck(_)) as u32;
-        acks == 2
-    });
-    assert!(sent.0);
+    assert!(pump_until(&mut rogue_conn, Duration::from_secs(10), pubacks(2)).0);
     // A gatewarden node whose certificate comes from another CA: it trusts the
     // broker (the fleet CA is in its bundle) but the broker refuses it.
     let other = tempfile::tempdir().unwrap();

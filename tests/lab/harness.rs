@@ -856,6 +856,23 @@ pub struct AttackRun {
     pub log: PathBuf,
 }
 
+impl AttackRun {
+    /// Whether alert `v` names this attack: its source, or for a spoofed
+    /// flood (no single source) its victim.
+    fn named_by(&self, v: &serde_json::Value) -> bool {
+        if self.scenario.spoofed {
+            v["src_ip"].is_null() && v["dest_ip"] == self.scenario.victim
+        } else {
+            v["src_ip"] == self.src.as_str()
+        }
+    }
+
+    /// Whether alert `v` is of a kind this scenario should raise.
+    fn expects(&self, v: &serde_json::Value) -> bool {
+        self.scenario.expect.iter().any(|k| v["gatewarden"]["kind"] == *k)
+    }
+}
+
 /// How long an attack tool keeps running once its source is in a block set.
 pub const BLOCKED_GRACE_S: f64 = 2.0;
 
@@ -935,15 +952,7 @@ impl Session<'_> {
         let seen = self.seen.lock().unwrap();
         self.attacks.iter().all(|a| {
             let blocked = a.scenario.spoofed || !seen.enforcement || seen.blocks.contains_key(&a.src);
-            blocked
-                && seen.alerts.values().any(|(_, v)| {
-                    let who = if a.scenario.spoofed {
-                        v["src_ip"].is_null() && v["dest_ip"] == a.scenario.victim
-                    } else {
-                        v["src_ip"] == a.src.as_str()
-                    };
-                    who && a.scenario.expect.iter().any(|k| v["gatewarden"]["kind"] == *k)
-                })
+            blocked && seen.alerts.values().any(|(_, v)| a.named_by(v) && a.expects(v))
         })
     }
 
@@ -1182,12 +1191,7 @@ impl SessionRecord {
         self.alerts.iter().filter(move |(_, v)| {
             let t = alert_time(v).unwrap_or(0.0);
             let in_time = t >= a.started - 0.5 && t <= a.ended + 3.0;
-            let who = if a.scenario.spoofed {
-                v["src_ip"].is_null() && v["dest_ip"] == a.scenario.victim
-            } else {
-                v["src_ip"] == a.src.as_str()
-            };
-            in_time && who
+            in_time && a.named_by(v)
         })
     }
 
@@ -1202,10 +1206,7 @@ impl SessionRecord {
                     .attributed(a)
                     .filter_map(|(_, v)| v["gatewarden"]["kind"].as_str().map(String::from))
                     .collect();
-                let hits: Vec<&(f64, serde_json::Value)> = self
-                    .attributed(a)
-                    .filter(|(_, v)| a.scenario.expect.iter().any(|k| v["gatewarden"]["kind"] == *k))
-                    .collect();
+                let hits: Vec<&(f64, serde_json::Value)> = self.attributed(a).filter(|(_, v)| a.expects(v)).collect();
                 let first = span.map(|s| s.0);
                 let to_verdict_s = first
                     .and_then(|f| hits.iter().filter_map(|(_, v)| alert_time(v)).min_by(f64::total_cmp).map(|t| t - f));
