@@ -1,0 +1,1 @@
+//! Hostile input: bus (filled by issue #14's work).

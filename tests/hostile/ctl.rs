@@ -1,0 +1,1 @@
+//! Hostile input: ctl (filled by issue #14's work).

@@ -1,0 +1,1 @@
+//! Hostile input: http (filled by issue #14's work).

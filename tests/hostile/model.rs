@@ -1,0 +1,1 @@
+//! Hostile input: model (filled by issue #14's work).
