@@ -453,6 +453,17 @@ pub struct EnforceConfig {
     /// Networks never blocked: management networks, peer nodes. The gateway's own
     /// addresses are always added.
     pub allowlist: Vec<String>,
+    /// The allowlist, all entries together, may cover at most as many IPv4
+    /// addresses as one network of this prefix length (default a /8).
+    /// `0.0.0.0/1` + `128.0.0.0/1` would otherwise switch blocking off as
+    /// surely as a /0, and the settings page can change the allowlist with an
+    /// admin token; a wider list needs `allowlist_force` in this file.
+    pub allowlist_limit_v4: u8,
+    /// The same bound for IPv6 (default a /32, a large provider's whole allocation).
+    pub allowlist_limit_v6: u8,
+    /// Accept an allowlist wider than the limits above (only in the config
+    /// file: the settings page cannot set it). A /0 is refused regardless.
+    pub allowlist_force: bool,
     /// When the detector is unreachable, drop new forwarded flows instead of
     /// letting them through (the issue's `router.fail_closed`). Existing flows and the allowlist still pass.
     pub fail_closed: bool,
@@ -473,6 +484,9 @@ impl Default for EnforceConfig {
             escalation_window_s: 86_400,
             max_ttl_s: 7 * 86_400,
             allowlist: Vec::new(),
+            allowlist_limit_v4: 8,
+            allowlist_limit_v6: 32,
+            allowlist_force: false,
             fail_closed: false,
             detector_timeout_s: 15,
         }
@@ -495,6 +509,13 @@ impl EnforceConfig {
             allowlist: self.allowlist.iter().filter_map(|s| s.parse().ok()).collect(),
         }
     }
+}
+
+/// "2^31 addresses (half of IPv4)": how much of an address space `covered` is.
+fn describe_share(covered: u128, bits: u32) -> String {
+    let log2 = 127 - covered.max(1).leading_zeros();
+    let share = covered as f64 / 2f64.powi(bits as i32);
+    format!("about 2^{log2} addresses ({:.3} % of the {}-bit space)", share * 100.0, bits)
 }
 
 fn valid_host_port(s: &str) -> bool {
@@ -857,6 +878,39 @@ impl Config {
                 ),
             }
         }
+        if !(1..=32).contains(&e.allowlist_limit_v4) {
+            bad("enforce.allowlist_limit_v4", e.allowlist_limit_v4.to_string(), "a prefix length from 1 to 32");
+        }
+        if !(1..=128).contains(&e.allowlist_limit_v6) {
+            bad("enforce.allowlist_limit_v6", e.allowlist_limit_v6.to_string(), "a prefix length from 1 to 128");
+        }
+        if !e.allowlist_force {
+            use crate::enforce::expr::Fam;
+            let nets: Vec<crate::enforce::feeds::Cidr> = e
+                .allowlist
+                .iter()
+                .filter_map(|s| s.parse().ok())
+                .filter(|c: &crate::enforce::feeds::Cidr| c.prefix > 0)
+                .collect();
+            for (fam, bits, limit, name) in
+                [(Fam::V4, 32u32, e.allowlist_limit_v4, "IPv4"), (Fam::V6, 128, e.allowlist_limit_v6, "IPv6")]
+            {
+                let covered = crate::enforce::feeds::union_size(&nets, fam);
+                let allowed = 1u128.checked_shl(bits.saturating_sub(u32::from(limit))).unwrap_or(u128::MAX);
+                if covered > allowed {
+                    bad(
+                        "enforce.allowlist",
+                        format!("{} entries covering {}", nets.len(), describe_share(covered, bits)),
+                        &format!(
+                            "networks that together cover at most one /{limit} of {name} (never-blocked addresses that wide \
+                             would switch blocking off); narrow the list, or raise enforce.allowlist_limit_{} or set \
+                             enforce.allowlist_force = true in the config file if that is really meant",
+                            if fam == Fam::V4 { "v4" } else { "v6" }
+                        ),
+                    );
+                }
+            }
+        }
         if !(1..=3_600).contains(&e.detector_timeout_s) {
             bad("enforce.detector_timeout_s", e.detector_timeout_s.to_string(), "1 to 3600 seconds");
         }
@@ -1018,10 +1072,31 @@ mod tests {
             ("[enforce]\nallowlist = [\"10.0.0.0/8\", \"::/0\"]", "enforce.allowlist[1]"),
             ("[enforce]\nallowlist = [\"gateway\"]", "enforce.allowlist[0]"),
             ("[enforce]\ndetector_timeout_s = 0", "enforce.detector_timeout_s"),
+            ("[enforce]\nallowlist = [\"0.0.0.0/1\", \"128.0.0.0/1\"]", "enforce.allowlist"),
+            ("[enforce]\nallowlist = [\"10.0.0.0/8\", \"11.0.0.0/8\"]", "enforce.allowlist"),
+            ("[enforce]\nallowlist = [\"::/1\", \"8000::/1\"]", "enforce.allowlist"),
+            ("[enforce]\nallowlist = [\"2001:db8::/31\"]", "enforce.allowlist"),
+            ("[enforce]\nallowlist_limit_v4 = 0", "enforce.allowlist_limit_v4"),
+            ("[enforce]\nallowlist_limit_v6 = 129", "enforce.allowlist_limit_v6"),
         ];
         for (text, key) in cases {
             assert_eq!(invalid_keys(text), vec![key.to_string()], "for {text:?}");
         }
+    }
+
+    #[test]
+    fn a_wide_allowlist_needs_force_and_says_how() {
+        // At the limit: fine.
+        assert!(parse("[enforce]\nallowlist = [\"10.0.0.0/8\", \"10.0.0.0/9\", \"2001:db8::/32\"]").is_ok());
+        // Over it: refused, naming the share and both ways out.
+        let text = parse("[enforce]\nallowlist = [\"0.0.0.0/1\", \"128.0.0.0/1\"]").unwrap_err().to_string();
+        assert!(text.contains("100.000 %"), "{text}");
+        assert!(text.contains("enforce.allowlist_force = true"), "{text}");
+        assert!(text.contains("enforce.allowlist_limit_v4"), "{text}");
+        // Forced or with a raised limit: accepted; a /0 stays refused even forced.
+        assert!(parse("[enforce]\nallowlist_force = true\nallowlist = [\"0.0.0.0/1\", \"128.0.0.0/1\"]").is_ok());
+        assert!(parse("[enforce]\nallowlist_limit_v4 = 7\nallowlist = [\"10.0.0.0/8\", \"11.0.0.0/8\"]").is_ok());
+        assert!(parse("[enforce]\nallowlist_force = true\nallowlist = [\"::/0\"]").is_err());
     }
 
     #[test]

@@ -72,6 +72,31 @@ impl Cidr {
     }
 }
 
+/// How many addresses of family `fam` the union of `nets` covers (overlaps
+/// counted once; the whole IPv6 space saturates at `u128::MAX`). The
+/// allowlist's breadth check needs the union: `0.0.0.0/1` + `128.0.0.0/1`
+/// is no /0, yet it disables blocking just as well.
+pub fn union_size(nets: &[Cidr], fam: Fam) -> u128 {
+    let mut ranges: Vec<(u128, u128)> = nets.iter().filter(|c| c.fam() == fam).map(Cidr::range).collect();
+    ranges.sort_unstable();
+    let mut total: u128 = 0;
+    let mut current: Option<(u128, u128)> = None;
+    for (lo, hi) in ranges {
+        match current {
+            Some((clo, chi)) if lo <= chi.saturating_add(1) => current = Some((clo, chi.max(hi))),
+            Some((clo, chi)) => {
+                total = total.saturating_add((chi - clo).saturating_add(1));
+                current = Some((lo, hi));
+            }
+            None => current = Some((lo, hi)),
+        }
+    }
+    if let Some((clo, chi)) = current {
+        total = total.saturating_add((chi - clo).saturating_add(1));
+    }
+    total
+}
+
 fn fam_of(a: &IpAddr) -> Fam {
     if a.is_ipv4() {
         Fam::V4
@@ -265,6 +290,20 @@ pub fn format_duration(secs: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn union_size_counts_overlaps_once_and_sees_split_halves() {
+        let nets = |v: &[&str]| v.iter().map(|s| s.parse::<Cidr>().unwrap()).collect::<Vec<_>>();
+        assert_eq!(union_size(&nets(&["0.0.0.0/1", "128.0.0.0/1"]), Fam::V4), 1u128 << 32);
+        assert_eq!(union_size(&nets(&["10.0.0.0/8", "10.1.0.0/16", "10.0.0.1"]), Fam::V4), 1u128 << 24);
+        // Adjacent networks merge; a hole between two does not count.
+        assert_eq!(union_size(&nets(&["192.0.2.0/25", "192.0.2.128/25"]), Fam::V4), 256);
+        assert_eq!(union_size(&nets(&["192.0.2.0/24", "198.51.100.0/24"]), Fam::V4), 512);
+        // Families are counted apart; the whole IPv6 space saturates.
+        assert_eq!(union_size(&nets(&["::/1", "8000::/1", "192.0.2.0/24"]), Fam::V6), u128::MAX);
+        assert_eq!(union_size(&nets(&["2001:db8::/32"]), Fam::V6), 1u128 << 96);
+        assert_eq!(union_size(&[], Fam::V6), 0);
+    }
 
     #[test]
     fn cidrs_parse_and_refuse_host_bits() {

@@ -99,6 +99,9 @@ mod tests {
         assert!(e.contains("no_such_knob"), "{e}");
         let e = check(&update("{}", &["192.0.2.1/24"]), &base).unwrap_err();
         assert!(e.contains("192.0.2.1/24"), "{e}");
+        // An admin token must not switch blocking off with two half-spaces.
+        let e = check(&update("{}", &["0.0.0.0/1", "128.0.0.0/1"]), &base).unwrap_err();
+        assert!(e.contains("enforce.allowlist") && e.contains("allowlist_force"), "{e}");
         let a = settings_alert("det-1", 7, Err("x"));
         assert!(a.reason.starts_with("settings 7: refused on det-1"), "{}", a.reason);
     }
