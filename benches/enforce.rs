@@ -110,4 +110,23 @@ fn inner(full: bool) {
     if full && pct(&lat, 0.99) > Duration::from_millis(5) {
         eprintln!("warning: p99 above the 5 ms target");
     }
+    // A block is one small netlink transaction; it must stay within 50 bulk
+    // elements' worth of work measured in this same run (so the bound holds
+    // on any machine and under load). A lookup of the kernel's sets per block
+    // (the regression of early December 2026: p50 16 ms) breaks it at once.
+    let per_element = bulk / bulk_n;
+    let p50 = pct(&lat, 0.50);
+    println!(
+        "enforce/block_vs_bulk_element: p50 block {:.0} µs = {:.1}× one bulk element ({:.2} µs); limit 50×",
+        p50.as_secs_f64() * 1e6,
+        p50.as_secs_f64() / per_element.as_secs_f64(),
+        per_element.as_secs_f64() * 1e6
+    );
+    if p50 > per_element * 50 {
+        eprintln!(
+            "error: one block (p50 {p50:?}) costs more than 50 elements of the bulk insert ({per_element:?} each): \
+             Blocker::block must stay one netlink transaction (check for per-block set listings)"
+        );
+        std::process::exit(1);
+    }
 }

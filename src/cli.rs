@@ -197,6 +197,10 @@ struct BlockArgs {
 struct UnblockArgs {
     /// IPv4 or IPv6 address to unblock.
     addr: std::net::IpAddr,
+    /// Config file naming `enforce.state_file`, so the unblock is saved at once
+    /// (default: /etc/gatewarden/gatewarden.toml if it exists; the router saves it within 5 s anyway).
+    #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -862,10 +866,15 @@ fn cmd_watch(args: WatchArgs, log_format: Option<LogFormat>) -> i32 {
 
 /// Opens the blocker for an admin command; the table must exist.
 fn open_blocker(config: Option<&std::path::Path>) -> Result<crate::enforce::Blocker, i32> {
+    open_blocker_with(config).map(|(b, _)| b)
+}
+
+/// [`open_blocker`] and the config it read (for `enforce.state_file`).
+fn open_blocker_with(config: Option<&std::path::Path>) -> Result<(crate::enforce::Blocker, Config), i32> {
     let cfg = load_config(config)?;
     let mut b = crate::enforce::Blocker::open(cfg.enforce.settings(), None).map_err(|e| fail(EXIT_FAILURE, e))?;
     match b.table_exists() {
-        Ok(true) => Ok(b),
+        Ok(true) => Ok((b, cfg)),
         Ok(false) => Err(fail(
             EXIT_FAILURE,
             "there is no `inet gatewarden` nftables table in this network namespace: start the router first \
@@ -875,37 +884,62 @@ fn open_blocker(config: Option<&std::path::Path>) -> Result<crate::enforce::Bloc
     }
 }
 
+/// Saves the block sets to `enforce.state_file` after an admin change, so a
+/// crash right after it keeps the change (the router also saves within 5 s).
+fn save_block_state(b: &mut crate::enforce::Blocker, cfg: &Config) {
+    if cfg.enforce.state_file.is_empty() {
+        return;
+    }
+    let file = crate::enforce::persist::StateFile::new(&cfg.enforce.state_file);
+    if let Err(e) = file.snapshot(crate::monitor::unix_now_ms, |now| b.saved_blocks(now), |_| false) {
+        eprintln!("warning: the change is in the kernel but not saved yet ({e:#}); the router saves it within 5 s");
+    }
+}
+
 fn cmd_block(args: BlockArgs) -> i32 {
-    let mut b = match open_blocker(args.config.as_deref()) {
+    let (mut b, cfg) = match open_blocker_with(args.config.as_deref()) {
         Ok(b) => b,
         Err(code) => return code,
     };
     match b.block(args.addr, args.ttl, crate::enforce::Origin::Admin, &args.reason) {
         Ok(crate::enforce::BlockOutcome::Blocked { ttl, evicted, .. }) => {
+            save_block_state(&mut b, &cfg);
+            if ttl > args.ttl {
+                println!(
+                    "{} is already blocked for longer: {} left (admin); kept",
+                    args.addr,
+                    crate::enforce::feeds::format_duration(ttl.as_secs())
+                );
+                return 0;
+            }
             println!("blocked {} for {} (admin)", args.addr, crate::enforce::feeds::format_duration(ttl.as_secs()));
             if !evicted.is_empty() {
                 eprintln!("warning: the admin block set was full; evicted {} entries closest to expiry", evicted.len());
             }
             0
         }
-        Ok(crate::enforce::BlockOutcome::Refused { allowed_by }) => fail(
+        Ok(crate::enforce::BlockOutcome::Refused { allowed_by, why }) => fail(
             EXIT_FAILURE,
-            format!(
-                "refused: {} is allowlisted by {allowed_by} ([enforce] allowlist or an address of this gateway); nothing was blocked",
-                args.addr
-            ),
+            match why {
+                crate::enforce::Protection::Allowlist => format!(
+                    "refused: {} is allowlisted by {allowed_by} ([enforce] allowlist); nothing was blocked",
+                    args.addr
+                ),
+                other => format!("refused: {} is {} ({allowed_by}); nothing was blocked", args.addr, other.describe()),
+            },
         ),
         Err(e) => fail(EXIT_FAILURE, e),
     }
 }
 
 fn cmd_unblock(args: UnblockArgs) -> i32 {
-    let mut b = match open_blocker(None) {
+    let (mut b, cfg) = match open_blocker_with(args.config.as_deref()) {
         Ok(b) => b,
         Err(code) => return code,
     };
     match b.unblock(args.addr) {
         Ok(origins) if !origins.is_empty() => {
+            save_block_state(&mut b, &cfg);
             let names: Vec<&str> = origins.iter().map(|o| o.as_str()).collect();
             println!("unblocked {} ({})", args.addr, names.join(", "));
             0
@@ -964,15 +998,16 @@ fn cmd_import(file: &std::path::Path, ttl: std::time::Duration, config: Option<&
     if feed.entries.is_empty() {
         return fail(EXIT_BAD_INPUT, format!("{}: no usable address or CIDR lines", file.display()));
     }
-    let mut b = match open_blocker(config) {
+    let (mut b, cfg) = match open_blocker_with(config) {
         Ok(b) => b,
         Err(code) => return code,
     };
     let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     match b.import_feed(&feed.entries, ttl, &format!("feed {name}")) {
         Ok(report) => {
+            save_block_state(&mut b, &cfg);
             for c in &report.refused {
-                eprintln!("{}: {c} overlaps the allowlist (refused)", file.display());
+                eprintln!("{}: {c} overlaps the allowlist or the never-block list (refused)", file.display());
             }
             println!(
                 "imported {} entries as {} ranges from {} for {} ({} bad lines, {} refused)",

@@ -433,8 +433,24 @@ pub struct EnforceConfig {
     /// Program nftables. Off by default so a laptop or CI run never changes the
     /// host firewall; the appliance image turns it on. Needs root or CAP_NET_ADMIN.
     pub enabled: bool,
-    /// Leave the `inet gatewarden` table in place on a clean exit (blocks survive a restart).
+    /// Leave the `inet gatewarden` table in place on a clean exit, so the
+    /// blocks keep dropping while gatewarden is stopped; the next start
+    /// carries them over (as it does after a crash, when the table is left
+    /// behind anyway). Blocks survive a reboot only through `state_file`.
     pub keep_table_on_exit: bool,
+    /// Where the block sets are kept across restarts and reboots (detector,
+    /// admin and feed blocks with their expiry; rewritten atomically after
+    /// every change, read back before the table is installed). Empty: not
+    /// kept, and a start logs a warning. The appliance images set
+    /// `/var/lib/gatewarden/enforce-state.json`.
+    pub state_file: String,
+    /// Networks never blocked by any verdict, operator or feed, in addition
+    /// to the allowlist and the gateway's own addresses, next hops and
+    /// resolvers: by default the bogons (unspecified, loopback, link-local,
+    /// multicast, reserved, broadcast), which forged sources name to turn the
+    /// gateway against DHCP, mDNS or itself. Unlike the allowlist they get no
+    /// early accept in the firewall.
+    pub never_block: Vec<String>,
     /// Most addresses in each detector/admin block set; when full, the entries
     /// closest to expiry are evicted and an alert is raised.
     pub max_block_elements: u32,
@@ -476,6 +492,8 @@ impl Default for EnforceConfig {
         EnforceConfig {
             enabled: false,
             keep_table_on_exit: false,
+            state_file: String::new(),
+            never_block: crate::enforce::blocker::DEFAULT_NEVER_BLOCK.iter().map(|s| s.to_string()).collect(),
             max_block_elements: 65_536,
             syn_meter_pps: 200,
             syn_meter_burst: 100,
@@ -507,6 +525,7 @@ impl EnforceConfig {
             escalation_window: std::time::Duration::from_secs(self.escalation_window_s),
             max_ttl: std::time::Duration::from_secs(self.max_ttl_s),
             allowlist: self.allowlist.iter().filter_map(|s| s.parse().ok()).collect(),
+            never_block: self.never_block.iter().filter_map(|s| s.parse().ok()).collect(),
         }
     }
 }
@@ -878,6 +897,24 @@ impl Config {
                 ),
             }
         }
+        for (i, entry) in e.never_block.iter().enumerate() {
+            if let Err(why) = entry.parse::<crate::enforce::feeds::Cidr>() {
+                bad(
+                    &format!("enforce.never_block[{i}]"),
+                    format!("{entry:?}"),
+                    &format!("an address or CIDR such as \"224.0.0.0/4\" or \"fe80::/10\" ({why})"),
+                );
+            }
+        }
+        if !e.state_file.is_empty()
+            && (e.state_file.ends_with('/') || std::path::Path::new(&e.state_file).file_name().is_none())
+        {
+            bad(
+                "enforce.state_file",
+                format!("{:?}", e.state_file),
+                "a file path such as \"/var/lib/gatewarden/enforce-state.json\" (or \"\" to keep no state)",
+            );
+        }
         if !(1..=32).contains(&e.allowlist_limit_v4) {
             bad("enforce.allowlist_limit_v4", e.allowlist_limit_v4.to_string(), "a prefix length from 1 to 32");
         }
@@ -1077,6 +1114,8 @@ mod tests {
             ("[enforce]\nallowlist = [\"::/1\", \"8000::/1\"]", "enforce.allowlist"),
             ("[enforce]\nallowlist = [\"2001:db8::/31\"]", "enforce.allowlist"),
             ("[enforce]\nallowlist_limit_v4 = 0", "enforce.allowlist_limit_v4"),
+            ("[enforce]\nnever_block = [\"multicast\"]", "enforce.never_block[0]"),
+            ("[enforce]\nstate_file = \"/var/lib/\"", "enforce.state_file"),
             ("[enforce]\nallowlist_limit_v6 = 129", "enforce.allowlist_limit_v6"),
         ];
         for (text, key) in cases {

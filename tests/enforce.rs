@@ -620,7 +620,7 @@ fn detector_away_fail_closed_drops_new_flows_but_not_the_allowlist() {
 }
 
 #[test]
-fn restart_with_a_stale_table_gives_a_clean_ruleset_and_clean_exit_removes_it() {
+fn restart_with_a_stale_table_gives_a_clean_ruleset_keeps_its_blocks_and_clean_exit_removes_it() {
     let Some(mut lab) = Lab::new() else { return };
     lab.start_router("keep_table_on_exit = true\n");
     let fresh = lab.exec(&lab.rtr, &["nft", "list", "ruleset"]);
@@ -641,7 +641,9 @@ fn restart_with_a_stale_table_gives_a_clean_ruleset_and_clean_exit_removes_it() 
         stdout(&fresh),
         stdout(&after)
     );
-    assert!(lab.elements("block4_admin").is_empty(), "the stale table's blocks are gone");
+    let kept = lab.elements("block4_admin");
+    assert_eq!(kept.len(), 1, "the stale table's blocks are carried over: {kept:?}");
+    assert!(kept[0].0 == IOT_B && kept[0].1 == 3600 && kept[0].2 > 3500, "with their timeout and time left: {kept:?}");
     let rs = lab.ruleset();
     let tables = rs["nftables"].as_array().unwrap().iter().filter(|o| o["table"].is_object()).count();
     assert_eq!(tables, 1);
@@ -815,4 +817,125 @@ fn reblock_refreshes_escalation_doubles_and_a_full_set_evicts_the_soonest_expiri
     assert!(listed.iter().all(|e| e.remaining_s <= e.timeout_s && e.remaining_s > 0 && e.reason == "bulk"));
     b.remove().unwrap();
     assert!(!stdout(&lab.exec(&lab.rtr, &["nft", "list", "tables"])).contains("gatewarden"));
+}
+
+/// (kernel expiry in seconds) of `target` in `set`, if present.
+fn expires_of(lab: &Lab, set: &str, target: &str) -> Option<(u64, u64)> {
+    lab.elements(set).into_iter().find(|e| e.0.to_string().contains(target)).map(|e| (e.1, e.2))
+}
+
+#[test]
+fn blocks_survive_sigterm_and_kill_9_with_their_remaining_time() {
+    let Some(mut lab) = Lab::new() else { return };
+    let state = lab.dir.path().join("state/enforce-state.json");
+    let extra = format!("state_file = \"{}\"\n", state.display());
+    lab.start_router(&extra);
+    let cfg = lab.config(&extra);
+    let cfg = cfg.to_str().unwrap();
+    // An admin block, a feed and a detector block (written by a second
+    // blocker in the namespace, as the detector's verdict would be).
+    assert!(lab.cli(&["block", IOT_B, "--ttl", "1h", "--reason", "admin says", "-c", cfg]).status.success());
+    let feed = lab.dir.path().join("feed.txt");
+    std::fs::write(&feed, "203.0.113.0/25\n2001:db8:77::/48\n").unwrap();
+    let out = lab.cli(&["blocklist", "import", feed.to_str().unwrap(), "--ttl", "2h", "-c", cfg]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut det = lab.blocker(Settings::default(), None);
+    det.block(IOT6.parse().unwrap(), Duration::from_secs(600), Origin::Detector, "port scan").unwrap();
+    let t0 = Instant::now();
+    // The router notices the detector-origin element within its check interval and saves it.
+    assert!(
+        wait_until(Duration::from_secs(15), || std::fs::read_to_string(&state).unwrap_or_default().contains(IOT6)),
+        "state file: {}",
+        std::fs::read_to_string(&state).unwrap_or_default()
+    );
+
+    let check = |lab: &Lab, when: &str| {
+        let gone = t0.elapsed().as_secs();
+        for (set, target, timeout) in [
+            ("block4_admin", IOT_B, 3600u64),
+            ("block6_detector", IOT6, 600),
+            ("block4_feed", "203.0.113.0", 7200),
+            ("block6_feed", "2001:db8:77::", 7200),
+        ] {
+            let (t, left) =
+                expires_of(lab, set, target).unwrap_or_else(|| panic!("{when}: {target} missing from {set}"));
+            assert_eq!(t, timeout, "{when}: {target} keeps its original timeout");
+            let want = timeout - gone;
+            assert!(left <= want + 2 && left + 5 >= want, "{when}: {target} has {left} s left, expected about {want}");
+        }
+    };
+    check(&lab, "before any restart");
+
+    // Clean stop: the table goes (keep_table_on_exit is off), the file keeps the blocks.
+    lab.stop_router();
+    assert!(lab.elements("block4_admin").is_empty(), "table removed on a clean exit");
+    std::thread::sleep(Duration::from_secs(2));
+    lab.start_router(&extra);
+    // start_router returned at "enforcement ready": the blocks were in the table's first transaction.
+    check(&lab, "after SIGTERM + start");
+    assert!(lab.router_log().contains("blocks restored from before the restart"), "{}", lab.router_log());
+
+    // kill -9: no chance to save; the file written after each change and the table left behind carry them.
+    lab.daemon.as_mut().unwrap().signal("KILL");
+    lab.daemon.as_mut().unwrap().wait_timeout(Duration::from_secs(5));
+    lab.daemon = None;
+    std::fs::remove_file(lab.dir.path().join("router.log")).ok();
+    // Also without the leftover table (as after a reboot): only the file.
+    assert!(lab.exec(&lab.rtr, &["nft", "delete", "table", "inet", "gatewarden"]).status.success());
+    lab.start_router(&extra);
+    check(&lab, "after kill -9, table gone, start");
+
+    // A shorter block never shortens a longer one, from the CLI or a verdict.
+    let out = lab.cli(&["block", IOT_B, "--ttl", "5m", "-c", cfg]);
+    assert!(out.status.success() && stdout(&out).contains("already blocked for longer"), "{}", stdout(&out));
+    det = lab.blocker(Settings::default(), None);
+    det.block(IOT6.parse().unwrap(), Duration::from_secs(30), Origin::Detector, "again").unwrap();
+    check(&lab, "after shorter re-blocks");
+}
+
+#[test]
+fn forged_and_infrastructure_addresses_are_never_blocked_and_a_bad_state_file_is_kept_aside() {
+    let Some(mut lab) = Lab::new() else { return };
+    // The WAN host is the router's next hop (its default route), as an ISP's router would be.
+    must(&["ip", "-n", &lab.rtr, "route", "add", "default", "via", WAN]);
+    let state = lab.dir.path().join("enforce-state.json");
+    std::fs::write(&state, "{\"version\": 1, \"blocks\": [trunc").unwrap();
+    let extra = format!("state_file = \"{}\"\n", state.display());
+    lab.start_router(&extra);
+    assert!(lab.router_log().contains("cannot read the saved blocks"), "{}", lab.router_log());
+    let aside = lab.dir.path().join("enforce-state.json.bad");
+    assert_eq!(std::fs::read_to_string(&aside).unwrap(), "{\"version\": 1, \"blocks\": [trunc", "kept for an operator");
+
+    for (ip, words) in [
+        ("0.0.0.0", "bogon"),
+        ("255.255.255.255", "bogon"),
+        ("224.0.0.251", "bogon"),
+        ("127.0.0.1", "this gateway"),
+        ("169.254.10.1", "bogon"),
+        ("fe80::1", "bogon"),
+        ("ff02::fb", "bogon"),
+        (WAN, "router or DNS resolver"),
+        ("192.0.2.1", "this gateway"),
+    ] {
+        let out = lab.cli(&["block", ip]);
+        assert_eq!(out.status.code(), Some(1), "{ip}: {}", stdout(&out));
+        assert!(stderr(&out).contains("refused") && stderr(&out).contains(words), "{ip}: {}", stderr(&out));
+    }
+    // A verdict for them is refused the same way (the detector's path is Blocker::block too).
+    let mut b = lab.blocker(Settings::default(), None);
+    for ip in ["224.0.0.251", "0.0.0.0", "255.255.255.255"] {
+        let r = b.block(ip.parse().unwrap(), Duration::from_secs(60), Origin::Detector, "forged").unwrap();
+        assert!(
+            matches!(r, BlockOutcome::Refused { why: gatewarden::enforce::Protection::NeverBlock, .. }),
+            "{ip}: {r:?}"
+        );
+    }
+    // A feed naming them loses those entries and keeps the rest.
+    let feed = lab.dir.path().join("bogons.txt");
+    std::fs::write(&feed, "0.0.0.0/8\n224.0.0.0/3\n203.0.113.0/24\n").unwrap();
+    let out = lab.cli(&["blocklist", "import", feed.to_str().unwrap()]);
+    assert!(stdout(&out).contains("2 refused"), "{}\n{}", stdout(&out), stderr(&out));
+    for set in ["block4_admin", "block4_detector"] {
+        assert!(lab.elements(set).is_empty(), "{set}: {:?}", lab.elements(set));
+    }
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::expr::{self, Dir, Expr, Fam, Verdict};
 use super::feeds::{self, Cidr};
 use super::netlink::{Batch, Netlink, NlError};
+use super::persist;
 use super::ruleset::{self, addr_bytes, fam_of, Layout, Origin};
 use crate::bus::messages::{PolicyAction, PolicyUpdate, Proto};
 use crate::metrics::{Counter, Gauge, Registry};
@@ -28,7 +29,29 @@ pub struct Settings {
     pub max_ttl: Duration,
     /// Networks never blocked (management, peers); the gateway's own addresses are added.
     pub allowlist: Vec<Cidr>,
+    /// Addresses no real attacker can be (`0.0.0.0`, broadcast, multicast,
+    /// loopback, link-local, reserved): a forged source must not make the
+    /// gateway drop DHCP, mDNS or its own traffic. Unlike the allowlist they
+    /// are only refused, never accepted early in the guard chain.
+    pub never_block: Vec<Cidr>,
 }
+
+/// The ranges a block request is refused for by default, whatever a verdict,
+/// an operator or a feed says: unspecified, "this network", loopback,
+/// link-local, multicast, reserved and limited broadcast (IPv4); unspecified,
+/// loopback, link-local and multicast (IPv6). Documentation ranges
+/// (TEST-NET, 2001:db8::/32) are not in it: labs use them as real hosts.
+pub const DEFAULT_NEVER_BLOCK: &[&str] = &[
+    "0.0.0.0/8",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "224.0.0.0/4",
+    "240.0.0.0/4",
+    "::/128",
+    "::1/128",
+    "fe80::/10",
+    "ff00::/8",
+];
 
 impl Default for Settings {
     fn default() -> Self {
@@ -37,6 +60,33 @@ impl Default for Settings {
             escalation_window: Duration::from_secs(86_400),
             max_ttl: Duration::from_secs(7 * 86_400),
             allowlist: Vec::new(),
+            never_block: DEFAULT_NEVER_BLOCK.iter().filter_map(|s| s.parse().ok()).collect(),
+        }
+    }
+}
+
+/// Why an address may not be blocked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protection {
+    /// `[enforce] allowlist` (or the settings page's).
+    Allowlist,
+    /// An address of this gateway.
+    OwnAddress,
+    /// A next hop of this gateway's routes or a resolver it uses: blocking it
+    /// cuts the whole site off.
+    Infrastructure,
+    /// A bogon from `enforce.never_block`: not a real source.
+    NeverBlock,
+}
+
+impl Protection {
+    /// Words for logs and errors.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Protection::Allowlist => "allowlisted ([enforce] allowlist)",
+            Protection::OwnAddress => "an address of this gateway (always on the allowlist)",
+            Protection::Infrastructure => "this gateway's router or DNS resolver",
+            Protection::NeverBlock => "a bogon address no real host sends from ([enforce] never_block)",
         }
     }
 }
@@ -114,10 +164,12 @@ pub enum BlockOutcome {
         /// Addresses evicted because the set was full (oldest-expiring first).
         evicted: Vec<IpAddr>,
     },
-    /// The address is allowlisted; nothing was written.
+    /// The address is protected; nothing was written.
     Refused {
-        /// The allowlist entry that protects it.
+        /// The entry that protects it.
         allowed_by: Cidr,
+        /// Which list that entry is on.
+        why: Protection,
     },
 }
 
@@ -167,6 +219,8 @@ pub struct Blocker {
     allow: Vec<Cidr>,
     /// The gateway's own addresses when last read (sorted), part of `allow`.
     own: Vec<IpAddr>,
+    /// Next hops and resolvers when last read (sorted): refused, not allowlisted.
+    infrastructure: Vec<IpAddr>,
     escalation: Escalation,
     metrics: Option<Metrics>,
     fail_closed: Option<bool>,
@@ -186,6 +240,7 @@ impl Blocker {
         own.sort();
         own.dedup();
         let allow = allowlist_with(&settings.allowlist, &own);
+        let infrastructure = infrastructure_addresses();
         let escalation = Escalation::new(settings.escalation_window, settings.max_ttl, ESCALATION_HISTORY);
         let metrics = registry.map(|r| Metrics {
             blocks: Origin::ALL
@@ -219,6 +274,7 @@ impl Blocker {
             settings,
             allow,
             own,
+            infrastructure,
             escalation,
             metrics,
             fail_closed: None,
@@ -271,6 +327,7 @@ impl Blocker {
     /// rule is in place early); an address that appears later (DHCP, a VLAN)
     /// must never be blockable. Returns the addresses that were added.
     pub fn refresh_own_addresses(&mut self) -> Result<Vec<IpAddr>> {
+        self.infrastructure = infrastructure_addresses();
         let mut own = local_addresses()?;
         own.sort();
         own.dedup();
@@ -288,16 +345,132 @@ impl Blocker {
     }
 
     /// Creates the table, replacing a stale one from a previous run in the
-    /// same transaction. Idempotent.
+    /// same transaction; the stale table's blocks are carried over with
+    /// their remaining time (a crash must not unblock anyone). Idempotent.
     pub fn ensure(&mut self) -> Result<()> {
+        self.ensure_restoring(Vec::new(), 0).map(|_| ())
+    }
+
+    /// [`Blocker::ensure`], also restoring `saved` (from the state file,
+    /// times relative to `now_unix_ms`). The table appears with its blocks
+    /// in one transaction: no packet passes between "table installed" and
+    /// "blocks back". Entries now protected (allowlist, bogons) or expired
+    /// are left out; the report says how many of each.
+    pub fn ensure_restoring(&mut self, saved: Vec<persist::SavedBlock>, now_unix_ms: u64) -> Result<RestoreReport> {
         let stale = ruleset::table_exists(&mut self.nl)?;
+        let now = if now_unix_ms == 0 { crate::monitor::unix_now_ms() } else { now_unix_ms };
+        let mut carried = Vec::new();
         if stale {
-            tracing::info!("replacing the nftables table left by a previous run");
+            tracing::info!("replacing the nftables table left by a previous run, keeping its blocks");
+            match self.saved_blocks(now) {
+                Ok(v) => carried = v,
+                Err(e) => tracing::warn!("could not read the previous table's blocks: {e}"),
+            }
         }
-        let b = ruleset::ensure_batch(&self.settings.layout, &self.allow, stale);
+        let all = persist::merge(carried, saved);
+        let mut report = RestoreReport::default();
+        let mut b = ruleset::ensure_batch(&self.settings.layout, &self.allow, stale);
+        let mut feeds: BTreeMap<Fam, Vec<ruleset::RestoredRange>> = BTreeMap::new();
+        let mut singles: BTreeMap<String, Vec<(u64, persist::SavedBlock)>> = BTreeMap::new();
+        for blk in all {
+            let remaining = blk.remaining_ms(now);
+            let Some(origin) = blk.origin() else { continue };
+            if remaining == 0 {
+                report.expired += 1;
+                continue;
+            }
+            if origin.interval() {
+                let Some((fam, lo, hi)) = parse_range(&blk.target) else {
+                    report.unreadable += 1;
+                    continue;
+                };
+                if self.protection_overlapping(fam, lo, hi).is_some() {
+                    report.protected += 1;
+                    continue;
+                }
+                feeds.entry(fam).or_default().push((lo, hi, blk.timeout_ms, remaining, blk.reason.clone()));
+            } else {
+                let Ok(addr) = blk.target.parse::<IpAddr>() else {
+                    report.unreadable += 1;
+                    continue;
+                };
+                if self.protected(&addr).is_some() {
+                    report.protected += 1;
+                    continue;
+                }
+                singles.entry(origin.set_name(fam_of(&addr))).or_default().push((remaining, blk));
+            }
+        }
+        let cap = self.settings.layout.max_block_elements as usize;
+        for (set, mut v) in singles {
+            // Over the set's size: keep the ones with the most time left.
+            v.sort_by_key(|b| std::cmp::Reverse(b.0));
+            report.over_capacity += v.len().saturating_sub(cap);
+            v.truncate(cap);
+            let els: Vec<_> = v
+                .iter()
+                .filter_map(|(rem, blk)| {
+                    let addr: IpAddr = blk.target.parse().ok()?;
+                    Some(ruleset::element_restored(&addr_bytes(&addr), blk.timeout_ms, *rem, 0, Some(&blk.reason)))
+                })
+                .collect();
+            report.restored += els.len();
+            ruleset::push_elements(&mut b, &set, &els, true, &format!("restore {} blocks in {set}", els.len()));
+        }
+        for (fam, mut ranges) in feeds {
+            ranges.sort_by_key(|r| r.0);
+            // Ranges came from one interval set: already disjoint; drop any overlap a hand-edited file brings.
+            let mut disjoint: Vec<ruleset::RestoredRange> = Vec::with_capacity(ranges.len());
+            for r in ranges {
+                match disjoint.last() {
+                    Some(last) if r.0 <= last.1 => report.unreadable += 1,
+                    _ => disjoint.push(r),
+                }
+            }
+            report.restored += disjoint.len();
+            ruleset::push_restored_intervals(&mut b, &Origin::Feed.set_name(fam), fam, &disjoint);
+        }
         self.commit(&b)?;
         self.fail_closed = Some(false);
-        Ok(())
+        if report.restored + report.protected + report.over_capacity + report.unreadable > 0 {
+            tracing::info!(
+                restored = report.restored,
+                protected = report.protected,
+                expired = report.expired,
+                over_capacity = report.over_capacity,
+                unreadable = report.unreadable,
+                "blocks restored from before the restart"
+            );
+        }
+        Ok(report)
+    }
+
+    /// Every block with its absolute expiry, for the state file.
+    pub fn saved_blocks(&mut self, now_unix_ms: u64) -> Result<Vec<persist::SavedBlock>> {
+        let mut out = Vec::new();
+        for origin in Origin::ALL {
+            for fam in [Fam::V4, Fam::V6] {
+                let els = ruleset::elements(&mut self.nl, &origin.set_name(fam))?;
+                let entries: Vec<(String, &ruleset::KernelElement)> = if origin.interval() {
+                    interval_ranges(fam, &els)
+                        .into_iter()
+                        .map(|(lo, hi, e)| (feeds::range_text(fam, lo, hi), e))
+                        .collect()
+                } else {
+                    els.iter().filter_map(|e| Some((key_addr(fam, &e.key)?.to_string(), e))).collect()
+                };
+                out.extend(entries.into_iter().filter(|(_, e)| e.expires_ms > 0).map(|(target, e)| {
+                    persist::SavedBlock {
+                        target,
+                        origin: origin.as_str().into(),
+                        timeout_ms: e.timeout_ms,
+                        expires_unix_ms: now_unix_ms + e.expires_ms,
+                        reason: e.comment.clone(),
+                    }
+                }));
+            }
+        }
+        Ok(out)
     }
 
     /// The range of the kernel's `allow4`/`allow6` set holding `addr`, if any
@@ -343,22 +516,51 @@ impl Blocker {
         self.allow.iter().find(|c| c.contains(addr)).copied()
     }
 
+    /// Why `addr` may not be blocked, if it may not: allowlist, own
+    /// address, next hop or resolver, bogon. Checked in memory, so a block
+    /// costs one netlink transaction.
+    pub fn protected(&self, addr: &IpAddr) -> Option<(Cidr, Protection)> {
+        if let Some(c) = self.allowed_by(addr) {
+            let why = if self.own.contains(addr) { Protection::OwnAddress } else { Protection::Allowlist };
+            return Some((c, why));
+        }
+        if self.infrastructure.contains(addr) {
+            return Some((Cidr::host(*addr), Protection::Infrastructure));
+        }
+        self.settings.never_block.iter().find(|c| c.contains(addr)).map(|c| (*c, Protection::NeverBlock))
+    }
+
+    /// Like [`Blocker::protected`] for a range `lo..=hi` (feeds): any protected address inside it.
+    fn protection_overlapping(&self, fam: Fam, lo: u128, hi: u128) -> Option<Protection> {
+        let hits = |c: &Cidr| {
+            let (a, b) = c.range();
+            c.fam() == fam && a <= hi && lo <= b
+        };
+        if self.allow.iter().any(hits) {
+            return Some(Protection::Allowlist);
+        }
+        if self.infrastructure.iter().any(|a| hits(&Cidr::host(*a))) {
+            return Some(Protection::Infrastructure);
+        }
+        self.settings.never_block.iter().any(hits).then_some(Protection::NeverBlock)
+    }
+
     /// Blocks `addr` for `ttl` (escalated for detector verdicts). Re-blocking
     /// refreshes the timeout. A full set evicts its oldest-expiring entries.
     pub fn block(&mut self, addr: IpAddr, ttl: Duration, origin: Origin, reason: &str) -> Result<BlockOutcome> {
         // A blocker that did not install the table (the `gatewarden block` CLI)
         // also honours what the running router allows now: an allowlist saved
         // on the dashboard's settings page is in the kernel, not in the config file.
-        let allowed = match self.allowed_by(&addr) {
-            None if self.fail_closed.is_none() => self.kernel_allowed_by(&addr)?,
+        let protection = match self.protected(&addr) {
+            None if self.fail_closed.is_none() => self.kernel_allowed_by(&addr)?.map(|c| (c, Protection::Allowlist)),
             known => known,
         };
-        if let Some(allowed_by) = allowed {
-            tracing::warn!(%addr, %allowed_by, origin = origin.as_str(), reason, "refused to block an allowlisted address");
+        if let Some((allowed_by, why)) = protection {
+            tracing::warn!(%addr, %allowed_by, origin = origin.as_str(), reason, protected_as = why.describe(), "refused to block a protected address");
             if let Some(m) = &self.metrics {
                 m.refused.inc();
             }
-            return Ok(BlockOutcome::Refused { allowed_by });
+            return Ok(BlockOutcome::Refused { allowed_by, why });
         }
         let (ttl, level) =
             if origin == Origin::Detector { self.escalation.next(addr, ttl, Instant::now()) } else { (ttl, 0) };
@@ -376,7 +578,17 @@ impl Blocker {
         let mut evicted = Vec::new();
         match self.commit(&b) {
             Ok(()) => {}
-            Err(e) if e.errno() == Some(libc::EEXIST) => self.commit(&refresh)?,
+            Err(e) if e.errno() == Some(libc::EEXIST) => {
+                // A shorter verdict never shortens a longer block (an admin's
+                // day is not cut to a detector's five minutes).
+                let running = ruleset::element_of(&mut self.nl, &set, &addr_bytes(&addr))?;
+                if let Some(el) = running.filter(|el| el.expires_ms >= ms) {
+                    let left = Duration::from_millis(el.expires_ms);
+                    tracing::info!(%addr, left_s = left.as_secs(), asked_s = ttl.as_secs(), origin = origin.as_str(), "already blocked for longer; kept");
+                    return Ok(BlockOutcome::Blocked { ttl: left, level, evicted: Vec::new() });
+                }
+                self.commit(&refresh)?
+            }
             Err(e) if e.errno() == Some(libc::ENFILE) => {
                 evicted = self.evict_oldest(&set, fam_of(&addr))?;
                 tracing::warn!(set = %set, evicted = evicted.len(), "block set full: evicted the entries closest to expiry");
@@ -414,7 +626,7 @@ impl Blocker {
             let set = origin.set_name(fam);
             let els: Vec<_> = addrs
                 .iter()
-                .filter(|a| fam_of(a) == fam && self.allowed_by(a).is_none())
+                .filter(|a| fam_of(a) == fam && self.protected(a).is_none())
                 .map(|a| ruleset::element(&addr_bytes(a), Some(ms), 0, Some(reason)))
                 .collect();
             for chunk in els.chunks(ruleset::ELEMENTS_PER_MESSAGE * 4) {
@@ -486,7 +698,8 @@ impl Blocker {
         let mut refused = Vec::new();
         let mut keep: Vec<Cidr> = Vec::new();
         for c in entries {
-            if self.allow.iter().any(|a| a.overlaps(c)) {
+            let (lo, hi) = c.range();
+            if self.protection_overlapping(c.fam(), lo, hi).is_some() {
                 refused.push(*c);
             } else {
                 keep.push(*c);
@@ -748,6 +961,87 @@ fn allowlist_with(configured: &[Cidr], own: &[IpAddr]) -> Vec<Cidr> {
     allow
 }
 
+/// What [`Blocker::ensure_restoring`] put back.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Entries written back (addresses and feed ranges).
+    pub restored: usize,
+    /// Left out: protected now (allowlist, bogon, own address).
+    pub protected: usize,
+    /// Left out: ran out while the router was down.
+    pub expired: usize,
+    /// Left out: more than a set holds (the ones with the least time left).
+    pub over_capacity: usize,
+    /// Left out: a target that is not an address or range.
+    pub unreadable: usize,
+}
+
+/// `a.b.c.d/n`, `a-b` or a bare address as (family, first, last).
+fn parse_range(target: &str) -> Option<(Fam, u128, u128)> {
+    if let Some((a, b)) = target.split_once('-') {
+        let (a, b): (IpAddr, IpAddr) = (a.parse().ok()?, b.parse().ok()?);
+        let (fa, fb) = (fam_of(&a), fam_of(&b));
+        let (lo, hi) = (feeds::addr_u128(&a), feeds::addr_u128(&b));
+        return (fa == fb && lo <= hi).then_some((fa, lo, hi));
+    }
+    let c: Cidr = target.parse().ok()?;
+    let (lo, hi) = c.range();
+    Some((c.fam(), lo, hi))
+}
+
+/// Next hops of this namespace's routes (rtnetlink `RTM_GETROUTE`, any
+/// table) and the resolvers in /etc/resolv.conf. Blocking either would cut
+/// the site off, and a forged source can name them as easily as any other.
+/// Errors leave the list empty (logged): the bogon list still applies.
+pub fn infrastructure_addresses() -> Vec<IpAddr> {
+    let mut out = route_gateways().unwrap_or_else(|e| {
+        tracing::warn!("cannot read the routing table for next hops: {e}");
+        Vec::new()
+    });
+    if let Ok(text) = std::fs::read_to_string("/etc/resolv.conf") {
+        out.extend(resolvers(&text));
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// `nameserver` lines of a resolv.conf (scoped IPv6 `%eth0` suffixes dropped).
+fn resolvers(text: &str) -> Vec<IpAddr> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .filter_map(|a| a.split('%').next()?.parse().ok())
+        .filter(|a: &IpAddr| !a.is_loopback() && !a.is_unspecified())
+        .collect()
+}
+
+fn route_gateways() -> Result<Vec<IpAddr>> {
+    const RTM_GETROUTE: u16 = 26;
+    const RTA_GATEWAY: u16 = 5;
+    let mut nl = Netlink::open_protocol(netlink_sys::protocols::NETLINK_ROUTE)?;
+    let mut out = Vec::new();
+    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
+        let seq = nl.take_seq();
+        // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags (12 bytes).
+        let mut rtmsg = [0u8; 12];
+        rtmsg[0] = family;
+        let req = super::netlink::raw_request(RTM_GETROUTE, super::netlink::DUMP, seq, &rtmsg);
+        for payload in nl.dump_raw(&req, seq, 12)? {
+            for (ty, v) in super::netlink::parse_attrs(&payload) {
+                if ty == RTA_GATEWAY {
+                    match v.len() {
+                        4 => out.extend(<[u8; 4]>::try_from(v).ok().map(IpAddr::from)),
+                        16 => out.extend(<[u8; 16]>::try_from(v).ok().map(IpAddr::from)),
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The addresses configured on this namespace's interfaces (rtnetlink `RTM_GETADDR`).
 pub fn local_addresses() -> Result<Vec<IpAddr>> {
     const RTM_GETADDR: u16 = 22;
@@ -861,6 +1155,39 @@ mod tests {
             last = e.next(a("198.51.100.9"), Duration::from_secs(600), t0 + Duration::from_secs(i * 86_400 * 31));
         }
         assert_eq!(last.0, Duration::from_secs(86_400 * 30));
+    }
+
+    #[test]
+    fn saved_targets_and_resolvers_parse_and_bogons_are_in_the_default() {
+        assert_eq!(parse_range("192.0.2.0/24"), Some((Fam::V4, 0xc000_0200, 0xc000_02ff)));
+        assert_eq!(parse_range("192.0.2.9"), Some((Fam::V4, 0xc000_0209, 0xc000_0209)));
+        assert_eq!(parse_range("192.0.2.9-192.0.2.20"), Some((Fam::V4, 0xc000_0209, 0xc000_0214)));
+        assert_eq!(parse_range("192.0.2.20-192.0.2.9"), None, "backwards");
+        assert_eq!(parse_range("192.0.2.9-2001:db8::1"), None, "mixed families");
+        assert_eq!(parse_range("gateway"), None);
+        let r =
+            resolvers("# comment\nnameserver 192.0.2.53\nnameserver fe80::1%eth0\nnameserver 127.0.0.53\nsearch lan\n");
+        assert_eq!(r, vec!["192.0.2.53".parse::<IpAddr>().unwrap(), "fe80::1".parse().unwrap()]);
+        let s = Settings::default();
+        for bogon in [
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.251",
+            "239.255.255.250",
+            "127.0.0.1",
+            "169.254.1.1",
+            "::",
+            "::1",
+            "fe80::1",
+            "ff02::1",
+        ] {
+            let a: IpAddr = bogon.parse().unwrap();
+            assert!(s.never_block.iter().any(|c| c.contains(&a)), "{bogon}");
+        }
+        for real in ["192.0.2.1", "198.51.100.7", "203.0.113.1", "10.0.0.1", "100.64.0.1", "2001:db8::1", "fd00::1"] {
+            let a: IpAddr = real.parse().unwrap();
+            assert!(!s.never_block.iter().any(|c| c.contains(&a)), "{real} is a real host's address");
+        }
     }
 
     #[test]

@@ -79,9 +79,12 @@ pub fn apply(blocker: &mut Blocker, op: ControlOp) -> ControlReply {
             let reason = format!("ctl {who}");
             match blocker.block(ip, Duration::from_secs(u64::from(ttl_s)), Origin::Admin, &reason) {
                 Ok(BlockOutcome::Blocked { .. }) => ControlReply::Blocked,
-                Ok(BlockOutcome::Refused { allowed_by }) => ControlReply::Error(format!(
-                    "{ip} is on the allowlist ({allowed_by}) and is never blocked; remove it from enforce.allowlist first"
-                )),
+                Ok(BlockOutcome::Refused { allowed_by, why }) => ControlReply::Error(match why {
+                    crate::enforce::Protection::Allowlist => format!(
+                        "{ip} is on the allowlist ({allowed_by}) and is never blocked; remove it from enforce.allowlist first"
+                    ),
+                    other => format!("{ip} is never blocked: {} ({allowed_by})", other.describe()),
+                }),
                 Err(e) => ControlReply::Error(format!("block {ip} failed: {e}")),
             }
         }

@@ -16,8 +16,9 @@ pub mod control;
 pub mod expr;
 pub mod feeds;
 pub mod netlink;
+pub mod persist;
 pub mod ruleset;
 pub mod service;
 
-pub use blocker::{BlockEntry, BlockOutcome, Blocker, Settings};
+pub use blocker::{BlockEntry, BlockOutcome, Blocker, Protection, Settings};
 pub use ruleset::Origin;

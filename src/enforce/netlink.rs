@@ -417,6 +417,16 @@ impl Netlink {
         self.dump_raw(&req, seq, 4)
     }
 
+    /// Runs a single nf_tables `GET*` (no dump) with an ack: the reply's
+    /// attributes, or the kernel's error (`ENOENT` when there is no such object).
+    pub fn get(&mut self, kind: u8, family: u8, attrs: &Attrs) -> Result<Vec<Vec<u8>>, NlError> {
+        let ty = (NFNL_SUBSYS_NFTABLES << 8) | kind as u16;
+        let seq = self.next_seq(1);
+        let mut req = Vec::new();
+        push_nlmsg(&mut req, ty, NLM_F_REQUEST | NLM_F_ACK, seq, family, 0, attrs.as_bytes());
+        self.dump_raw(&req, seq, 4)
+    }
+
     /// Sends a prepared dump request and collects payloads after `skip` header bytes.
     pub fn dump_raw(&mut self, req: &[u8], seq: u32, skip: usize) -> Result<Vec<Vec<u8>>, NlError> {
         self.sock.send(req, 0)?;

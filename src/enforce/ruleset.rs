@@ -402,6 +402,29 @@ pub fn push_interval_elements(
     push_elements(b, set, &elems, true, &format!("add {} ranges to {set}", ranges.len()));
 }
 
+/// A feed range put back after a restart: `(first, last, timeout_ms, remaining_ms, comment)`.
+pub type RestoredRange = (u128, u128, u64, u64, String);
+
+/// Puts disjoint, sorted feed ranges back after a restart, each with its own
+/// timeout, time left and comment.
+pub fn push_restored_intervals(b: &mut Batch, set: &str, fam: Fam, ranges: &[RestoredRange]) {
+    if ranges.is_empty() {
+        return;
+    }
+    let mut elems = Vec::with_capacity(ranges.len() * 2 + 1);
+    if ranges[0].0 != 0 {
+        elems.push(element(&key_of(fam, 0), None, ELEM_INTERVAL_END, None));
+    }
+    let max = if fam == Fam::V4 { u32::MAX as u128 } else { u128::MAX };
+    for (lo, hi, timeout_ms, remaining_ms, comment) in ranges {
+        elems.push(element_restored(&key_of(fam, *lo), *timeout_ms, *remaining_ms, 0, Some(comment)));
+        if *hi < max {
+            elems.push(element(&key_of(fam, hi + 1), None, ELEM_INTERVAL_END, None));
+        }
+    }
+    push_elements(b, set, &elems, true, &format!("restore {} ranges in {set}", ranges.len()));
+}
+
 /// Fills the `allow4` / `allow6` interval sets with `allow`, merged.
 fn push_allowlist(b: &mut Batch, allow: &[Cidr]) {
     for fam in [Fam::V4, Fam::V6] {
@@ -457,9 +480,34 @@ pub struct KernelElement {
 pub fn elements(nl: &mut Netlink, set: &str) -> Result<Vec<KernelElement>, NlError> {
     let req = Attrs::new().str(NFTA_SET_ELEM_LIST_TABLE, TABLE).str(NFTA_SET_ELEM_LIST_SET, set);
     let replies = nl.dump(msg::GETSETELEM, family::INET, &req)?;
+    Ok(parse_elements(&replies))
+}
+
+/// The element of `set` with this key, if present: one round trip, however
+/// large the set (a re-block must learn the running timeout without listing 65 536 entries).
+pub fn element_of(nl: &mut Netlink, set: &str, key: &[u8]) -> Result<Option<KernelElement>, NlError> {
+    let req = Attrs::new().str(NFTA_SET_ELEM_LIST_TABLE, TABLE).str(NFTA_SET_ELEM_LIST_SET, set).nested(
+        NFTA_SET_ELEM_LIST_ELEMENTS,
+        Attrs::new().nested(1, Attrs::new().nested(NFTA_SET_ELEM_KEY, Attrs::new().bytes(1, key))),
+    );
+    match nl.get(msg::GETSETELEM, family::INET, &req) {
+        Ok(replies) => Ok(parse_elements(&replies).into_iter().find(|e| e.key == key)),
+        Err(e) if e.errno() == Some(libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// A single-address element restored after a restart: its original timeout
+/// and the time it had left (`nft` shows both as `timeout` and `expires`).
+pub fn element_restored(key: &[u8], timeout_ms: u64, remaining_ms: u64, flags: u32, comment: Option<&str>) -> Attrs {
+    let timeout_ms = timeout_ms.max(1000);
+    element(key, Some(timeout_ms), flags, comment).u64(NFTA_SET_ELEM_EXPIRATION, remaining_ms.clamp(1, timeout_ms))
+}
+
+fn parse_elements(replies: &[Vec<u8>]) -> Vec<KernelElement> {
     let mut out = Vec::new();
     for r in replies {
-        for (ty, v) in parse_attrs(&r) {
+        for (ty, v) in parse_attrs(r) {
             if ty != NFTA_SET_ELEM_LIST_ELEMENTS {
                 continue;
             }
@@ -486,7 +534,7 @@ pub fn elements(nl: &mut Netlink, set: &str) -> Result<Vec<KernelElement>, NlErr
             }
         }
     }
-    Ok(out)
+    out
 }
 
 /// Named counters of the table: name → (packets, bytes).

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 
 use super::blocker::{BlockOutcome, Blocker};
+use super::persist::{SavedBlock, StateFile};
 use super::ruleset::Origin;
 use crate::bus::messages::{Alert, AlertAction, AttackKind, PolicyUpdate, Severity, Verdict};
 use crate::bus::LocalBus;
@@ -59,7 +60,26 @@ impl EnforceService {
         let thread = std::thread::Builder::new()
             .name("enforce".into())
             .spawn(move || {
-                let opened = Blocker::open(cfg.settings(), Some(&registry)).and_then(|mut b| b.ensure().map(|_| b));
+                let state = (!cfg.state_file.is_empty()).then(|| StateFile::new(&cfg.state_file));
+                let saved = match &state {
+                    None => {
+                        tracing::warn!(
+                            "enforce.state_file is not set: blocks will not survive a reboot (nor a clean exit unless \
+                             enforce.keep_table_on_exit); set it, e.g. to /var/lib/gatewarden/enforce-state.json"
+                        );
+                        Vec::new()
+                    }
+                    Some(f) => f.load(now_ms()).unwrap_or_else(|e| {
+                        let aside = f.set_aside().map(|p| p.display().to_string()).unwrap_or_else(|e| format!("not moved: {e:#}"));
+                        tracing::error!(
+                            "cannot read the saved blocks ({e:#}); starting without them. The file was kept aside ({aside}) \
+                             for an operator to inspect"
+                        );
+                        Vec::new()
+                    }),
+                };
+                let opened = Blocker::open(cfg.settings(), Some(&registry))
+                    .and_then(|mut b| b.ensure_restoring(saved, now_ms()).map(|_| b));
                 let mut blocker = match opened {
                     Ok(b) => {
                         // Seconds since the kernel started: the appliance's boot-to-first-rule figure.
@@ -82,7 +102,11 @@ impl EnforceService {
                         return;
                     }
                 };
-                run_loop(&mut blocker, &cfg, &rx, &seen, &bus, &node);
+                let mut persister = state.map(Persister::new);
+                run_loop(&mut blocker, &cfg, &rx, &seen, &bus, &node, &mut persister);
+                if let Some(p) = persister.as_mut() {
+                    p.save(&mut blocker);
+                }
                 if cfg.keep_table_on_exit {
                     tracing::info!("keeping the nftables table (enforce.keep_table_on_exit)");
                 } else if let Err(e) = blocker.remove() {
@@ -134,13 +158,17 @@ fn run_loop(
     seen: &AtomicU64,
     bus: &LocalBus,
     node: &str,
+    persister: &mut Option<Persister>,
 ) {
     let mut last_metrics = Instant::now() - Duration::from_secs(60);
     let mut last_addresses = Instant::now();
     let mut detector_down = false;
     let mut alert_id: u64 = (now_ms() << 16) ^ 0x6e66;
     loop {
-        match rx.recv_timeout(Duration::from_millis(250)) {
+        let received = rx.recv_timeout(Duration::from_millis(250));
+        // Anything that may have written a block set: saved within PERSIST_DELAY.
+        let changed = matches!(received, Ok(Command::Verdict(_) | Command::Control(..) | Command::Allowlist(..)));
+        match received {
             Ok(Command::Verdict(v)) => {
                 seen.store(now_ms(), Ordering::Relaxed);
                 let ttl = Duration::from_secs(u64::from(v.ttl_s.max(1)));
@@ -189,6 +217,9 @@ fn run_loop(
             },
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Ok(Command::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        if let Some(p) = persister.as_mut() {
+            p.tick(blocker, changed);
         }
         // Addresses that appear after start-up (DHCP, VLANs) join the allowlist within a second.
         if last_addresses.elapsed() >= Duration::from_secs(1) {
@@ -239,6 +270,70 @@ fn run_loop(
                 Ok(true) => tracing::info!("group policy re-applied: a MAC member's address changed"),
                 Ok(false) => {}
                 Err(e) => tracing::warn!("cannot re-resolve MAC group members: {e:#}"),
+            }
+        }
+    }
+}
+
+/// A change is saved at most this long after it was made (a burst of
+/// verdicts costs one listing and one write per interval, not one each).
+pub const PERSIST_DELAY: Duration = Duration::from_millis(200);
+/// The kernel's sets are compared with the last save this often, so blocks
+/// made by another process (`gatewarden block` with another config) and
+/// blocks that ran out reach the file too.
+pub const PERSIST_CHECK: Duration = Duration::from_secs(5);
+
+/// Keeps `enforce.state_file` in step with the block sets.
+struct Persister {
+    file: StateFile,
+    pending: bool,
+    last_save: Instant,
+    last_check: Instant,
+    /// (origin, target, expiry in whole seconds) of the last save.
+    last: Vec<(String, String, u64)>,
+    failing: bool,
+}
+
+impl Persister {
+    fn new(file: StateFile) -> Persister {
+        let long_ago = Instant::now() - PERSIST_CHECK;
+        Persister { file, pending: true, last_save: long_ago, last_check: long_ago, last: Vec::new(), failing: false }
+    }
+
+    fn tick(&mut self, blocker: &mut Blocker, changed: bool) {
+        self.pending |= changed;
+        let due = self.pending && self.last_save.elapsed() >= PERSIST_DELAY;
+        if due || self.last_check.elapsed() >= PERSIST_CHECK {
+            self.save(blocker);
+        }
+    }
+
+    /// Lists the sets and rewrites the file when they differ from the last save.
+    fn save(&mut self, blocker: &mut Blocker) {
+        self.last_check = Instant::now();
+        let fingerprint = |v: &[SavedBlock]| -> Vec<(String, String, u64)> {
+            let mut f: Vec<_> =
+                v.iter().map(|b| (b.origin.clone(), b.target.clone(), b.expires_unix_ms / 1000)).collect();
+            f.sort();
+            f
+        };
+        let last = &self.last;
+        let result = self.file.snapshot(now_ms, |now| blocker.saved_blocks(now), |v| fingerprint(v) == *last);
+        match result {
+            Ok((listed, _written)) => {
+                if self.failing {
+                    tracing::info!(path = %self.file.path().display(), "saving blocks works again");
+                }
+                self.failing = false;
+                self.pending = false;
+                self.last_save = Instant::now();
+                self.last = fingerprint(&listed);
+            }
+            Err(e) => {
+                if !self.failing {
+                    tracing::error!(path = %self.file.path().display(), "cannot save the blocks, they will not survive a restart: {e:#}");
+                }
+                self.failing = true;
             }
         }
     }

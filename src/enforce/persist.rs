@@ -1,0 +1,309 @@
+//! Blocks that outlive the process: the block sets' contents with their
+//! absolute expiry, kept in `enforce.state_file` so a restart (SIGTERM,
+//! kill -9, power cut, reboot) comes back with the same blocks and the same
+//! remaining time. An attacker who can crash or reboot the gateway must not
+//! be unblocked by it.
+//!
+//! The kernel's sets are the truth; the file is a snapshot of them. Every
+//! writer (the router's enforcement thread, the `gatewarden block` CLI)
+//! lists the kernel and replaces the file under one lock, so the last
+//! snapshot written is also the newest. The file is replaced atomically
+//! (unique temporary file, fsync, rename, fsync of the directory): a power
+//! cut leaves the old snapshot or the new one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use super::ruleset::Origin;
+
+/// Format version of the state file; other versions are refused, not guessed at.
+pub const STATE_VERSION: u32 = 1;
+/// Largest state file read back (three full sets of 65 536 entries fit many times over).
+pub const MAX_STATE_BYTES: u64 = 64 << 20;
+
+/// One block as kept on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedBlock {
+    /// An address, a CIDR or an `a-b` range (feeds).
+    pub target: String,
+    /// `detector`, `admin` or `feed`.
+    pub origin: String,
+    /// The timeout it was given, milliseconds.
+    pub timeout_ms: u64,
+    /// When it ends, Unix milliseconds.
+    pub expires_unix_ms: u64,
+    /// The element's comment (why it was blocked).
+    pub reason: String,
+}
+
+impl SavedBlock {
+    /// Its origin, if it names one this binary knows.
+    pub fn origin(&self) -> Option<Origin> {
+        Origin::ALL.into_iter().find(|o| o.as_str() == self.origin)
+    }
+
+    /// Milliseconds left at `now_unix_ms` (0 once expired).
+    pub fn remaining_ms(&self, now_unix_ms: u64) -> u64 {
+        self.expires_unix_ms.saturating_sub(now_unix_ms)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateDoc {
+    version: u32,
+    saved_unix_ms: u64,
+    blocks: Vec<SavedBlock>,
+}
+
+/// The state file and its lock.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+impl StateFile {
+    /// The file at `path` (its directory is created on the first save).
+    pub fn new(path: impl Into<PathBuf>) -> StateFile {
+        StateFile { path: path.into() }
+    }
+
+    /// Where it lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> anyhow::Result<std::fs::File> {
+        let mut name = self.path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        name.push(".lock");
+        let lock_path = self.path.with_file_name(name);
+        if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| {
+                format!("creating {} for enforce.state_file; make it writable or change the path", dir.display())
+            })?;
+        }
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("opening {}", lock_path.display()))?;
+        rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+            .with_context(|| format!("locking {}", lock_path.display()))?;
+        Ok(f)
+    }
+
+    /// The blocks still running at `now_unix_ms`. A missing file is no
+    /// blocks; a file that cannot be read or parsed is an error (the caller
+    /// keeps it aside and says so: it may hold an operator's blocks).
+    pub fn load(&self, now_unix_ms: u64) -> anyhow::Result<Vec<SavedBlock>> {
+        let _lock = self.lock()?;
+        let bytes = match std::fs::File::open(&self.path) {
+            Ok(f) => {
+                let mut buf = Vec::new();
+                use std::io::Read;
+                f.take(MAX_STATE_BYTES + 1)
+                    .read_to_end(&mut buf)
+                    .with_context(|| format!("reading {}", self.path.display()))?;
+                anyhow::ensure!(
+                    buf.len() as u64 <= MAX_STATE_BYTES,
+                    "{} is larger than {} MiB: not a gatewarden state file",
+                    self.path.display(),
+                    MAX_STATE_BYTES >> 20
+                );
+                buf
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("opening {}", self.path.display())),
+        };
+        let doc: StateDoc = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not a gatewarden block state file", self.path.display()))?;
+        anyhow::ensure!(
+            doc.version == STATE_VERSION,
+            "{} has format version {} (this binary reads {STATE_VERSION})",
+            self.path.display(),
+            doc.version
+        );
+        Ok(doc.blocks.into_iter().filter(|b| b.remaining_ms(now_unix_ms) > 0 && b.origin().is_some()).collect())
+    }
+
+    /// Replaces the file with `blocks` (expired ones left out).
+    pub fn save(&self, blocks: &[SavedBlock], now_unix_ms: u64) -> anyhow::Result<()> {
+        let _lock = self.lock()?;
+        self.save_locked(blocks, now_unix_ms)
+    }
+
+    /// Lists with `list` and saves what it returns, both under the lock, so
+    /// two writers cannot put an older listing over a newer one. `unchanged`
+    /// may spare the write. Returns the listing and whether it was written.
+    pub fn snapshot<E: std::fmt::Display>(
+        &self,
+        now_unix_ms: impl Fn() -> u64,
+        list: impl FnOnce(u64) -> Result<Vec<SavedBlock>, E>,
+        unchanged: impl FnOnce(&[SavedBlock]) -> bool,
+    ) -> anyhow::Result<(Vec<SavedBlock>, bool)> {
+        let _lock = self.lock()?;
+        let now = now_unix_ms();
+        let blocks = list(now).map_err(|e| anyhow::anyhow!("listing the block sets: {e}"))?;
+        if unchanged(&blocks) && self.path.exists() {
+            return Ok((blocks, false));
+        }
+        self.save_locked(&blocks, now)?;
+        Ok((blocks, true))
+    }
+
+    fn save_locked(&self, blocks: &[SavedBlock], now_unix_ms: u64) -> anyhow::Result<()> {
+        let live: Vec<SavedBlock> = blocks.iter().filter(|b| b.remaining_ms(now_unix_ms) > 0).cloned().collect();
+        let doc = StateDoc { version: STATE_VERSION, saved_unix_ms: now_unix_ms, blocks: live };
+        let text = serde_json::to_vec(&doc).context("encoding the block state")?;
+        write_durably(&self.path, &text)
+    }
+
+    /// Moves an unreadable file aside (`…​.bad`) so the next save does not destroy it.
+    pub fn set_aside(&self) -> anyhow::Result<PathBuf> {
+        let mut name = self.path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        name.push(".bad");
+        let aside = self.path.with_file_name(name);
+        std::fs::rename(&self.path, &aside)
+            .with_context(|| format!("moving {} to {}", self.path.display(), aside.display()))?;
+        Ok(aside)
+    }
+}
+
+/// `a` and `b` together, one entry per (origin, target): the later expiry wins.
+pub fn merge(a: Vec<SavedBlock>, b: Vec<SavedBlock>) -> Vec<SavedBlock> {
+    let mut by_key: std::collections::BTreeMap<(String, String), SavedBlock> = std::collections::BTreeMap::new();
+    for blk in a.into_iter().chain(b) {
+        let key = (blk.origin.clone(), blk.target.clone());
+        match by_key.get(&key) {
+            Some(have) if have.expires_unix_ms >= blk.expires_unix_ms => {}
+            _ => {
+                by_key.insert(key, blk);
+            }
+        }
+    }
+    by_key.into_values().collect()
+}
+
+/// Writes through a temporary file of this process, fsyncs it, renames it
+/// over `path` and fsyncs the directory: after a power cut the file is the
+/// old one or the new one, and a reboot right after a block keeps it.
+fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut name = std::ffi::OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(format!(".{}.{}.tmp", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
+    let tmp = dir.join(name);
+    let written = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("writing {}", tmp.display()));
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blk(target: &str, origin: &str, expires: u64) -> SavedBlock {
+        SavedBlock {
+            target: target.into(),
+            origin: origin.into(),
+            timeout_ms: 600_000,
+            expires_unix_ms: expires,
+            reason: "r".into(),
+        }
+    }
+
+    #[test]
+    fn saves_and_loads_what_is_still_running_and_leaves_no_temporary_file() {
+        let d = tempfile::tempdir().unwrap();
+        let f = StateFile::new(d.path().join("sub/state.json"));
+        assert!(f.load(1_000).unwrap().is_empty(), "no file yet: no blocks");
+        let blocks = vec![
+            blk("192.0.2.7", "admin", 10_000),
+            blk("2001:db8::7", "detector", 5_000),
+            blk("198.51.100.0/24", "feed", 2_000),
+        ];
+        f.save(&blocks, 1_000).unwrap();
+        assert_eq!(f.load(1_000).unwrap(), blocks);
+        // Later, the feed has run out.
+        assert_eq!(f.load(3_000).unwrap().len(), 2);
+        let names: Vec<String> = std::fs::read_dir(d.path().join("sub"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+    }
+
+    #[test]
+    fn a_corrupt_or_foreign_file_is_an_error_and_can_be_set_aside() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state.json");
+        let f = StateFile::new(&p);
+        for bad in [&b"{\"version\": 1, \"saved_unix_ms\": 1, \"blocks\": [{\"tar"[..], b"\x00\xff", b"[]"] {
+            std::fs::write(&p, bad).unwrap();
+            let e = format!("{:#}", f.load(0).unwrap_err());
+            assert!(e.contains("not a gatewarden block state file"), "{e}");
+        }
+        std::fs::write(&p, br#"{"version": 9, "saved_unix_ms": 1, "blocks": []}"#).unwrap();
+        assert!(format!("{:#}", f.load(0).unwrap_err()).contains("format version 9"));
+        let aside = f.set_aside().unwrap();
+        assert!(aside.exists() && !p.exists());
+        // An unknown origin from a newer binary is skipped, not restored as something else.
+        f.save(&[blk("192.0.2.1", "martian", 9_000)], 0).unwrap();
+        assert!(f.load(0).unwrap().is_empty());
+    }
+
+    #[test]
+    fn merge_keeps_the_later_expiry_per_origin_and_target() {
+        let m = merge(
+            vec![blk("192.0.2.7", "admin", 10_000), blk("192.0.2.8", "detector", 1_000)],
+            vec![
+                blk("192.0.2.7", "admin", 5_000),
+                blk("192.0.2.8", "detector", 7_000),
+                blk("192.0.2.7", "detector", 3),
+            ],
+        );
+        assert_eq!(m.len(), 3);
+        let get = |t: &str, o: &str| m.iter().find(|b| b.target == t && b.origin == o).unwrap().expires_unix_ms;
+        assert_eq!(get("192.0.2.7", "admin"), 10_000, "a shorter entry never shortens a longer one");
+        assert_eq!(get("192.0.2.8", "detector"), 7_000);
+    }
+
+    #[test]
+    fn concurrent_writers_never_leave_a_torn_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("state.json");
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let f = StateFile::new(&p);
+                std::thread::spawn(move || {
+                    for i in 0..25u64 {
+                        let blocks: Vec<SavedBlock> =
+                            (0..50).map(|k| blk(&format!("10.{t}.{i}.{k}"), "admin", 1_000_000)).collect();
+                        f.save(&blocks, 0).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(StateFile::new(&p).load(0).unwrap().len(), 50);
+    }
+}
