@@ -990,6 +990,16 @@ impl Session<'_> {
             }
         }
         self.procs.clear();
+        // A gatewarden that needed the SIGKILL leaves its table behind, and the
+        // next start carries a stale table's blocks over (issue #15): remove it,
+        // so each session starts with no blocks, as scoring assumes.
+        let _ = self
+            .lab
+            .router
+            .command("nft")
+            .args(["delete", "table", "inet", "gatewarden"])
+            .stderr(Stdio::null())
+            .output();
         // Server sides of the attack's connections outlive the killed tool: sshd
         // keeps a blocked hydra's sessions for its LoginGraceTime (the client's
         // FIN/RST were dropped by the block). The next session's fresh gatewarden
