@@ -1032,8 +1032,10 @@ fn cmd_model(args: ModelArgs) -> i32 {
 fn serve_for_cli(addr: &str, cfg: &Config, state: &std::sync::Arc<MonitorState>) -> anyhow::Result<HttpServer> {
     let access = crate::monitor::http::Access::from_config(cfg)?;
     let server = HttpServer::start_with(addr, state.clone(), access)?;
-    // Whoever started this from a terminal is the operator: give them an admin link (12 h).
-    let token = server.issue_token("operator", crate::monitor::auth::AccessRole::Admin, 12 * 3600);
+    // Whoever started this from a terminal is the operator: give them an admin link
+    // (12 h, or less when http.max_token_ttl_s says so: the server would refuse a longer one).
+    let ttl_s = (12 * 3600).min(cfg.http.max_token_ttl_s);
+    let token = server.issue_token("operator", crate::monitor::auth::AccessRole::Admin, ttl_s);
     eprintln!("status page: http://{}/#token={token}", server.addr);
     Ok(server)
 }
