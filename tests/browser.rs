@@ -168,6 +168,17 @@ fn dashboard_shows_a_live_alert_admin_acknowledges_viewer_cannot() {
     assert_eq!(code, 200);
     assert_eq!(v["alerts"][0]["gatewarden"]["id"].to_string(), id);
     assert_eq!(wd.console_errors(), Vec::<String>::new(), "console errors while acknowledging");
+    // The model view's bars: widths set through the CSSOM, the cell's through the stylesheet.
+    wd.js("location.hash = '#model'; return true");
+    let widths = wd.wait_js(
+        "the alerts-by-kind bars",
+        "const b = document.querySelector('#bykind td.half .bar'); if (!b) return null;
+         const td = b.parentElement, table = td.closest('table');
+         return [b.style.width, Math.round(100 * td.getBoundingClientRect().width / table.getBoundingClientRect().width)]",
+        Duration::from_secs(10),
+    );
+    assert_eq!(widths[0], json!("100%"), "the biggest kind's bar is full width: {widths}");
+    assert!((45..=55).contains(&widths[1].as_i64().unwrap()), "the bar cell is half the table: {widths}");
     wd.js("location.hash = '#overview'; return true");
     wd.wait_js(
         "the traffic chart to have data",

@@ -771,6 +771,14 @@ fn the_api_creates_lists_updates_and_deletes_and_the_page_renders_in_a_real_brow
             .as_str()
             .unwrap()
             .contains("No suggestions yet"));
+        // A suggestion's confidence bar (width through the CSSOM), drawn by the page's own code;
+        // checked in the same turn, before the next refresh redraws the empty list.
+        let bar = wd.js("drawSuggestions([{id: 's1', confidence: 0.73, accepted_similar: 2, answered_similar: 3,
+               justification: 'seen 40 flows', rule: {action: 'allow', source_group: 'cameras',
+               destination_group: 'sensors', protocol: 'tcp', port_range: '1883', priority: 100}}]);
+             const i = document.querySelector('#suggestions .bar i');
+             return [i.style.width, document.querySelectorAll('#suggestions button').length]");
+        assert_eq!(bar, json!(["73%", 2]), "the suggestion card with its bar and two buttons");
         // The narrow inputs keep their width from the stylesheet, not a style attribute.
         assert_eq!(wd.js("return getComputedStyle(document.querySelector('input[name=port]')).flexGrow"), json!("0"));
         // The name pattern is a valid regular expression (Chromium compiles it with the `v` flag),
