@@ -151,7 +151,8 @@ curl -H \"Authorization: Bearer $(gatewarden token issue --role viewer)\" http:/
         /// viewer reads; admin also changes alert states and unblocks.
         #[arg(long, value_enum)]
         role: crate::monitor::auth::AccessRole,
-        /// How long it is valid: 30s, 10m, 1h, 7d (at most 366d).
+        /// How long it is valid: 30s, 10m, 1h, 1h30m, 7d or seconds, at most the monitor's
+        /// http.max_token_ttl_s (default 90d; read from -c, or the default with only --key).
         #[arg(long, default_value = "1h", value_parser = crate::monitor::auth::parse_ttl)]
         ttl: u64,
         /// Who it is for; recorded when they change an alert's state.
@@ -1066,8 +1067,10 @@ fn cmd_model(args: ModelArgs) -> i32 {
 fn serve_for_cli(addr: &str, cfg: &Config, state: &std::sync::Arc<MonitorState>) -> anyhow::Result<HttpServer> {
     let access = crate::monitor::http::Access::from_config(cfg)?;
     let server = HttpServer::start_with(addr, state.clone(), access)?;
-    // Whoever started this from a terminal is the operator: give them an admin link (12 h).
-    let token = server.issue_token("operator", crate::monitor::auth::AccessRole::Admin, 12 * 3600);
+    // Whoever started this from a terminal is the operator: give them an admin link
+    // (12 h, or less when http.max_token_ttl_s says so: the server would refuse a longer one).
+    let ttl_s = (12 * 3600).min(cfg.http.max_token_ttl_s);
+    let token = server.issue_token("operator", crate::monitor::auth::AccessRole::Admin, ttl_s);
     eprintln!("status page: http://{}/#token={token}", server.addr);
     Ok(server)
 }
@@ -1077,22 +1080,37 @@ fn cmd_token(cmd: TokenCommand) -> i32 {
     let (key, config) = match &cmd {
         TokenCommand::Issue { key, config, .. } | TokenCommand::Jwks { key, config } => (key.clone(), config.clone()),
     };
-    let path = match key {
-        Some(k) => k,
+    // The config says how long a token may live; with only --key, the default cap.
+    let cfg = if key.is_none() || config.is_some() {
+        match load_config(config.as_deref()) {
+            Ok(c) => Some(c),
+            Err(code) => return code,
+        }
+    } else {
+        None
+    };
+    let max_ttl_s = cfg.as_ref().map_or(crate::monitor::auth::DEFAULT_MAX_TOKEN_TTL_S, |c| c.http.max_token_ttl_s);
+    if let TokenCommand::Issue { ttl, .. } = &cmd {
+        if *ttl > max_ttl_s {
+            use crate::enforce::feeds::format_duration as dur;
+            return fail(
+                EXIT_BAD_INPUT,
+                format!(
+                    "--ttl {}: the monitor accepts tokens living at most {} (http.max_token_ttl_s) and would refuse this one; \
+                     give a shorter --ttl, or raise http.max_token_ttl_s in the monitor's config and pass it with -c",
+                    dur(*ttl),
+                    dur(max_ttl_s)
+                ),
+            );
+        }
+    }
+    let path = match key.or_else(|| cfg.as_ref().and_then(TokenSigner::configured_path)) {
+        Some(p) => p,
         None => {
-            let cfg = match load_config(config.as_deref()) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            match TokenSigner::configured_path(&cfg) {
-                Some(p) => p,
-                None => {
-                    return fail(
-                        EXIT_BAD_INPUT,
-                        "the config names no signing key: set [monitor] data_dir (or [http] jwt_key) in the monitor's config and pass it with -c, or give --key FILE",
-                    )
-                }
-            }
+            return fail(
+                EXIT_BAD_INPUT,
+                "the config names no signing key: set [monitor] data_dir (or [http] jwt_key) in the monitor's config and pass it with -c, or give --key FILE",
+            )
         }
     };
     let signer = match TokenSigner::load_or_create(&path) {
@@ -1109,4 +1127,41 @@ fn cmd_token(cmd: TokenCommand) -> i32 {
         TokenCommand::Jwks { .. } => println!("{}", signer.jwks()),
     }
     0
+}
+
+#[cfg(test)]
+mod token_tests {
+    use super::*;
+
+    fn issue(args: &[&str]) -> i32 {
+        let cli = Cli::try_parse_from([&["gatewarden", "token", "issue", "--role", "viewer"], args].concat())
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let Command::Token(cmd) = cli.command else { panic!("not a token command") };
+        cmd_token(cmd)
+    }
+
+    #[test]
+    fn token_issue_refuses_a_ttl_over_the_cap_and_takes_the_block_duration_syntax() {
+        let d = tempfile::tempdir().unwrap();
+        let key = d.path().join("jwt.pem");
+        let key = key.to_str().unwrap();
+        // Over the default cap (90 d): refused before any key is made.
+        assert_eq!(issue(&["--ttl", "91d", "--key", key]), EXIT_BAD_INPUT);
+        assert!(!d.path().join("jwt.pem").exists(), "a refused issue made a key");
+        assert_eq!(issue(&["--ttl", "90d", "--key", key]), 0);
+        assert_eq!(issue(&["--ttl", "1h30m", "--key", key]), 0, "`gatewarden block --ttl` syntax");
+        // Past the absolute ceiling, clap refuses it with the parser's message.
+        let e = Cli::try_parse_from(["gatewarden", "token", "issue", "--role", "admin", "--ttl", "400d"]).unwrap_err();
+        assert!(e.to_string().contains("from 1s to 366d"), "{e}");
+        // The configured cap, from -c.
+        let cfg = d.path().join("gw.toml");
+        std::fs::write(&cfg, "[http]\nmax_token_ttl_s = 3600\n").unwrap();
+        let cfg = cfg.to_str().unwrap();
+        assert_eq!(issue(&["--ttl", "1h", "--key", key, "-c", cfg]), 0);
+        assert_eq!(issue(&["--ttl", "1h1s", "--key", key, "-c", cfg]), EXIT_BAD_INPUT);
+        // A cap outside a minute to a year is a config error.
+        std::fs::write(d.path().join("bad.toml"), "[http]\nmax_token_ttl_s = 0\n").unwrap();
+        let err = Config::load(&d.path().join("bad.toml")).unwrap_err().to_string();
+        assert!(err.contains("http.max_token_ttl_s"), "{err}");
+    }
 }

@@ -90,6 +90,9 @@ pub struct HttpConfig {
     pub rate_limit_per_s: u32,
     /// Requests a client may burst above the rate.
     pub rate_limit_burst: u32,
+    /// Longest lifetime (`exp - iat`) of an accepted access token, in seconds; longer ones are
+    /// refused, and `gatewarden token issue --ttl` will not make them. A leaked token dies with it.
+    pub max_token_ttl_s: u64,
 }
 
 impl Default for HttpConfig {
@@ -100,6 +103,7 @@ impl Default for HttpConfig {
             jwt_key: PathBuf::new(),
             rate_limit_per_s: 50,
             rate_limit_burst: 100,
+            max_token_ttl_s: crate::monitor::auth::DEFAULT_MAX_TOKEN_TTL_S,
         }
     }
 }
@@ -663,6 +667,9 @@ impl Config {
                 format!("{}/{}", self.http.rate_limit_per_s, self.http.rate_limit_burst),
                 "at least 1 request per second and a burst of at least 1",
             );
+        }
+        if !(60..=crate::monitor::auth::MAX_TTL_S).contains(&self.http.max_token_ttl_s) {
+            bad("http.max_token_ttl_s", self.http.max_token_ttl_s.to_string(), "60 (a minute) to 31622400 (366 days)");
         }
         if !self.link.listen.is_empty() && self.link.listen.parse::<SocketAddr>().is_err() {
             bad("link.listen", format!("{:?}", self.link.listen), "a UDP address and port such as \"0.0.0.0:7946\"");

@@ -8,10 +8,15 @@
 //! page; a viewer's page offers no button and the server answers 403.
 //! Screenshots go to `$CARGO_TARGET_TMPDIR/browser/`.
 //!
+//! Both run under the page's strict Content Security Policy (no inline script
+//! or style, issue #14): Chromium must report no violation while the pages
+//! load and work, and must refuse inline code injected into them.
+//!
 //! Needs `chromium` and `chromium-driver` (tools/test.sh installs them);
 //! missing, the test fails under CI and says SKIPPED elsewhere.
 
 mod common;
+mod webdriver;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -21,140 +26,7 @@ use std::time::{Duration, Instant};
 
 use common::{bin, free_port, pcap, tcp4, wait_http_ok, Guard};
 use serde_json::{json, Value};
-
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-
-/// One W3C WebDriver session on a local chromedriver.
-struct WebDriver {
-    addr: String,
-    session: String,
-}
-
-fn wd_http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> Value {
-    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("chromedriver at {addr}: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-    let body = body.map(|b| b.to_string()).unwrap_or_default();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    // Read by Content-Length: chromedriver may keep the connection open.
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 65536];
-    loop {
-        let n = s.read(&mut chunk).unwrap();
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
-            let len = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()));
-            if let Some(len) = len {
-                if buf.len() >= end + 4 + len {
-                    buf.truncate(end + 4 + len);
-                    break;
-                }
-            }
-        }
-        if n == 0 {
-            break;
-        }
-    }
-    let text = String::from_utf8_lossy(&buf);
-    let (_, body) = text.split_once("\r\n\r\n").unwrap_or(("", &text));
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("chromedriver said non-JSON ({e}): {text}"))
-}
-
-impl WebDriver {
-    fn new(addr: &str, profile: &Path) -> WebDriver {
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:loggingPrefs": {"browser": "ALL"},
-            "goog:chromeOptions": {
-                "binary": CHROMIUM,
-                "args": ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                         "--disable-dev-shm-usage", "--window-size=1280,1000",
-                         format!("--user-data-dir={}", profile.display())]
-            }
-        }}});
-        let v = wd_http(addr, "POST", "/session", Some(&caps));
-        let session =
-            v["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no WebDriver session: {v}")).to_string();
-        WebDriver { addr: addr.to_string(), session }
-    }
-    fn cmd(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let v = wd_http(&self.addr, method, &format!("/session/{}{path}", self.session), body.as_ref());
-        if let Some(err) = v["value"].get("error") {
-            panic!("WebDriver {method} {path}: {err}: {}", v["value"]["message"]);
-        }
-        v["value"].clone()
-    }
-    fn goto(&self, url: &str) {
-        self.cmd("POST", "/url", Some(json!({"url": url})));
-    }
-    fn js(&self, script: &str) -> Value {
-        self.cmd("POST", "/execute/sync", Some(json!({"script": script, "args": []})))
-    }
-    /// Async script: the last argument is the callback.
-    fn js_async(&self, script: &str) -> Value {
-        self.cmd("POST", "/execute/async", Some(json!({"script": script, "args": []})))
-    }
-    fn wait_js(&self, what: &str, script: &str, timeout: Duration) -> Value {
-        let start = Instant::now();
-        loop {
-            let v = self.js(script);
-            if !v.is_null() && v != json!(false) {
-                return v;
-            }
-            assert!(start.elapsed() < timeout, "waited {timeout:?} for {what}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-    /// Console entries of level SEVERE since the last call.
-    fn console_errors(&self) -> Vec<String> {
-        let v = self.cmd("POST", "/se/log", Some(json!({"type": "browser"})));
-        v.as_array()
-            .unwrap_or(&vec![])
-            .iter()
-            .filter(|e| e["level"] == "SEVERE")
-            .map(|e| e["message"].as_str().unwrap_or_default().to_string())
-            .collect()
-    }
-    fn screenshot(&self, path: &Path) {
-        use base64ct::{Base64, Encoding};
-        let b64 = self.cmd("GET", "/screenshot", None);
-        let png = Base64::decode_vec(b64.as_str().unwrap()).unwrap();
-        std::fs::write(path, png).unwrap();
-    }
-    /// Chooses `path` in the file input `css`, as a user picking a file would.
-    fn choose_file(&self, css: &str, path: &Path) {
-        let el = self.cmd("POST", "/element", Some(json!({"using": "css selector", "value": css})));
-        let id =
-            el.as_object().and_then(|o| o.values().next()).and_then(Value::as_str).expect("element id").to_string();
-        self.cmd("POST", &format!("/element/{id}/value"), Some(json!({"text": path.to_str().unwrap()})));
-    }
-    fn set_window(&self, w: u32, h: u32) {
-        self.cmd("POST", "/window/rect", Some(json!({"width": w, "height": h})));
-    }
-}
-
-impl Drop for WebDriver {
-    fn drop(&mut self) {
-        let _ = TcpStream::connect(&self.addr).map(|mut s| {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-            let _ = write!(
-                s,
-                "DELETE /session/{} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                self.session
-            );
-            let _ = s.read_to_end(&mut Vec::new());
-        });
-    }
-}
+use webdriver::{assert_page_headers, browser_available, start_browser};
 
 /// Quiet traffic for the first 20 s of capture time, then two sources scan
 /// 300 ports each. The quiet lead-in is the page's time to open before the
@@ -197,18 +69,6 @@ fn token(cfg: &Path, role: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-fn browser_available() -> bool {
-    let ok = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
-    if !ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}): tools/test.sh installs them"
-        );
-        eprintln!("SKIPPED: install chromium and chromium-driver to run the browser test");
-    }
-    ok
-}
-
 /// A monitor config on a free port with a data directory (its token key), and
 /// where screenshots go.
 struct Page {
@@ -235,22 +95,6 @@ fn page_setup() -> Page {
     Page { dir, out, addr, cfg }
 }
 
-/// chromedriver and a headless Chromium session (the guard stops the driver).
-fn start_browser(dir: &Path) -> (Guard, WebDriver) {
-    let wd_port = free_port();
-    let driver = Guard::spawn(
-        Command::new(CHROMEDRIVER).arg(format!("--port={wd_port}")).stdout(Stdio::null()).stderr(Stdio::null()),
-    );
-    let wd_addr = format!("127.0.0.1:{wd_port}");
-    let start = Instant::now();
-    while TcpStream::connect(&wd_addr).is_err() || wd_http(&wd_addr, "GET", "/status", None)["value"]["ready"] != true {
-        assert!(start.elapsed() < Duration::from_secs(20), "chromedriver did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let wd = WebDriver::new(&wd_addr, &dir.join("profile"));
-    (driver, wd)
-}
-
 fn api(addr: &str, method: &str, path: &str, token: &str) -> (u16, Value) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -272,6 +116,7 @@ fn dashboard_shows_a_live_alert_admin_acknowledges_viewer_cannot() {
 
     // The browser first (it takes a moment), then the replay.
     let (_driver, wd) = start_browser(dir.path());
+    wd.watch_csp();
 
     let _gw = Guard::spawn(
         Command::new(bin())
@@ -282,6 +127,7 @@ fn dashboard_shows_a_live_alert_admin_acknowledges_viewer_cannot() {
             .stderr(Stdio::null()),
     );
     assert!(wait_http_ok(&addr, "/healthz", Duration::from_secs(10)));
+    assert_page_headers(&addr, "/", &[("/static/status.js", "text/javascript"), ("/static/status.css", "text/css")]);
     let opened = Instant::now();
     wd.goto(&format!("http://{addr}/#token={admin}"));
     wd.wait_js(
@@ -290,6 +136,7 @@ fn dashboard_shows_a_live_alert_admin_acknowledges_viewer_cannot() {
         Duration::from_secs(10),
     );
     assert_eq!(wd.js("return document.getElementById('who').textContent"), json!("admin-user (admin)"));
+    assert_eq!(wd.csp_violations(), Vec::<String>::new(), "CSP violations on load");
     let errors = wd.console_errors();
     assert!(errors.is_empty(), "console errors on load: {errors:?}");
     assert_eq!(
@@ -321,6 +168,17 @@ fn dashboard_shows_a_live_alert_admin_acknowledges_viewer_cannot() {
     assert_eq!(code, 200);
     assert_eq!(v["alerts"][0]["gatewarden"]["id"].to_string(), id);
     assert_eq!(wd.console_errors(), Vec::<String>::new(), "console errors while acknowledging");
+    // The model view's bars: widths set through the CSSOM, the cell's through the stylesheet.
+    wd.js("location.hash = '#model'; return true");
+    let widths = wd.wait_js(
+        "the alerts-by-kind bars",
+        "const b = document.querySelector('#bykind td.half .bar'); if (!b) return null;
+         const td = b.parentElement, table = td.closest('table');
+         return [b.style.width, Math.round(100 * td.getBoundingClientRect().width / table.getBoundingClientRect().width)]",
+        Duration::from_secs(10),
+    );
+    assert_eq!(widths[0], json!("100%"), "the biggest kind's bar is full width: {widths}");
+    assert!((45..=55).contains(&widths[1].as_i64().unwrap()), "the bar cell is half the table: {widths}");
     wd.js("location.hash = '#overview'; return true");
     wd.wait_js(
         "the traffic chart to have data",
@@ -349,6 +207,7 @@ fn dashboard_shows_a_live_alert_admin_acknowledges_viewer_cannot() {
         Duration::from_secs(5),
     );
     assert_eq!(wd.console_errors(), Vec::<String>::new(), "console errors while unblocking");
+    assert_eq!(wd.csp_violations(), Vec::<String>::new(), "CSP violations while the admin worked");
 
     // The viewer: read-only buttons, and the server refuses the write anyway.
     let (code, v) = api(&addr, "GET", "/api/alerts?state=new", &viewer);
@@ -378,6 +237,8 @@ fn dashboard_shows_a_live_alert_admin_acknowledges_viewer_cannot() {
         .unwrap()
         .contains("admin token"));
     wd.screenshot(&out.join("alerts-viewer.png"));
+    assert_eq!(wd.csp_violations(), Vec::<String>::new(), "CSP violations on the viewer's page");
+    assert_eq!(wd.console_errors(), Vec::<String>::new(), "console errors on the viewer's page");
     let status = wd.js_async(&format!(
         "const done = arguments[arguments.length - 1];
          fetch('/api/alerts/{new_id}/acknowledge', {{method: 'POST', headers: {{Authorization: 'Bearer ' + localStorage.getItem('gw_token')}}}})
@@ -394,6 +255,12 @@ fn dashboard_shows_a_live_alert_admin_acknowledges_viewer_cannot() {
     let overflow = wd.js("return document.documentElement.scrollWidth - document.documentElement.clientWidth");
     assert!(overflow.as_i64().unwrap() <= 0, "the page scrolls sideways at phone width by {overflow} px");
     wd.screenshot(&out.join("overview-phone.png"));
+    assert_eq!(wd.csp_violations(), Vec::<String>::new(), "CSP violations at phone width");
+    // The browser logs the refused write (403) itself; nothing else may go wrong.
+    let errors: Vec<String> = wd.console_errors().into_iter().filter(|e| !e.contains("status of 403")).collect();
+    assert_eq!(errors, Vec::<String>::new(), "console errors at phone width");
+    // And the policy holds: inline code injected into the page is refused.
+    wd.assert_inline_refused();
     eprintln!("screenshots in {}", out.display());
 }
 
@@ -412,6 +279,7 @@ fn training_page_uploads_a_model_and_settings_page_applies_thresholds_in_a_real_
     let card_path = dir.path().join("new.card.json");
     std::fs::write(&card_path, card.to_string()).unwrap();
     let (_driver, wd) = start_browser(dir.path());
+    wd.watch_csp();
     let _gw = Guard::spawn(
         Command::new(bin()).args(["run", "--role", "all", "-c"]).arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null()),
     );
@@ -466,6 +334,7 @@ fn training_page_uploads_a_model_and_settings_page_applies_thresholds_in_a_real_
     // The browser logs the refused save (422) itself; nothing else may go wrong.
     let errors: Vec<String> = wd.console_errors().into_iter().filter(|e| !e.contains("status of 422")).collect();
     assert_eq!(errors, Vec::<String>::new(), "console errors on the training and settings pages");
+    assert_eq!(wd.csp_violations(), Vec::<String>::new(), "CSP violations on the training and settings pages");
     wd.screenshot(&out.join("settings-admin.png"));
     let (code, s) = api(&addr, "GET", "/api/settings", &admin);
     assert_eq!(code, 200);

@@ -6,6 +6,11 @@
 //! Tokens are made with `gatewarden token issue --role admin --ttl 1h`, which
 //! signs with the same key file the monitor uses (`http.jwt_key`, default
 //! `<monitor.data_dir>/jwt-es384.pem`).
+//!
+//! Time claims are honest (issue #14): a token issued in the future (`iat`),
+//! not yet valid (`nbf`) — both beyond [`CLOCK_SKEW_S`] — or living longer than
+//! `http.max_token_ttl_s` is refused, so a key that signed with a wrong clock
+//! or a stolen key cannot mint a token that stays good for a century.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -25,8 +30,15 @@ use sha2::Digest;
 pub const KEY_FILE: &str = "jwt-es384.pem";
 /// The `iss` claim of tokens this node issues.
 pub const ISSUER: &str = "gatewarden";
-/// Longest token accepted from `token issue` (a year).
+/// The ceiling for `http.max_token_ttl_s` and `token issue --ttl` (a year):
+/// no configuration makes a token live longer.
 pub const MAX_TTL_S: u64 = 366 * 86_400;
+/// Default for `http.max_token_ttl_s`: 90 days, long enough for a wallboard,
+/// short enough that a leaked token does not outlive a season.
+pub const DEFAULT_MAX_TOKEN_TTL_S: u64 = 90 * 86_400;
+/// How far `iat` and `nbf` may lie ahead of this node's clock (clocks of the
+/// issuing and verifying machines drift; NTP on a fresh board may lag).
+pub const CLOCK_SKEW_S: u64 = 60;
 /// Largest token accepted (anything longer is refused before decoding).
 pub const MAX_TOKEN_BYTES: usize = 4096;
 
@@ -59,10 +71,52 @@ pub struct Claims {
     pub sub: String,
     /// Viewer or admin.
     pub role: AccessRole,
-    /// Issued at, Unix seconds.
-    pub iat: u64,
+    /// Issued at, Unix seconds; gatewarden always sets it. Without it the
+    /// lifetime cap counts from now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Not valid before, Unix seconds (optional; `token issue` does not set it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
     /// Expires at, Unix seconds.
     pub exp: u64,
+}
+
+impl Claims {
+    /// Checks the time claims at `now`: `iat` and `nbf` at most [`CLOCK_SKEW_S`]
+    /// ahead, not expired, and a lifetime (`exp - iat`, or `exp - now` without
+    /// `iat`) of at most `max_ttl_s`. Each refusal says what to do.
+    pub fn check_times(&self, now: u64, max_ttl_s: u64) -> Result<(), AuthError> {
+        use crate::enforce::feeds::format_duration as dur;
+        let horizon = now.saturating_add(CLOCK_SKEW_S);
+        if let Some(iat) = self.iat.filter(|&t| t > horizon) {
+            return Err(AuthError::Invalid(format!(
+                "it was issued {} in the future (iat {iat}; this node's clock says {now}): check this node's \
+                 clock (and the issuing machine's), or issue a new token with `gatewarden token issue`",
+                dur(iat - now)
+            )));
+        }
+        if let Some(nbf) = self.nbf.filter(|&t| t > horizon) {
+            return Err(AuthError::Invalid(format!(
+                "it is not valid for another {} (nbf {nbf}; this node's clock says {now}): wait, check this \
+                 node's clock, or issue a token without a start time with `gatewarden token issue`",
+                dur(nbf - now)
+            )));
+        }
+        if self.exp <= now {
+            return Err(AuthError::Expired(now - self.exp));
+        }
+        let lifetime = self.exp.saturating_sub(self.iat.unwrap_or(now));
+        if lifetime > max_ttl_s {
+            return Err(AuthError::Invalid(format!(
+                "it lives {} but this monitor accepts at most {} (http.max_token_ttl_s): issue a shorter one, \
+                 e.g. `gatewarden token issue --ttl 30d`",
+                dur(lifetime),
+                dur(max_ttl_s)
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// Why a request was refused.
@@ -236,12 +290,24 @@ impl TokenSigner {
 
     /// A token for `sub` with `role`, valid `ttl_s` seconds from `now`.
     pub fn issue(&self, sub: &str, role: AccessRole, ttl_s: u64, now: u64) -> String {
+        self.sign(&Claims {
+            iss: ISSUER.into(),
+            sub: sub.into(),
+            role,
+            iat: Some(now),
+            nbf: None,
+            exp: now.saturating_add(ttl_s),
+        })
+    }
+
+    /// A token with exactly these claims (what [`TokenSigner::issue`] builds on;
+    /// tests use it to sign tokens a careless or hostile issuer would make).
+    pub fn sign(&self, claims: &Claims) -> String {
         let header = json!({"alg": "ES384", "typ": "JWT", "kid": self.kid});
-        let claims = Claims { iss: ISSUER.into(), sub: sub.into(), role, iat: now, exp: now + ttl_s };
         let input = format!(
             "{}.{}",
             b64(header.to_string().as_bytes()),
-            b64(serde_json::to_string(&claims).expect("claims serialise").as_bytes())
+            b64(serde_json::to_string(claims).expect("claims serialise").as_bytes())
         );
         let sig: Signature = self.key.sign(input.as_bytes());
         format!("{input}.{}", b64(&sig.to_bytes()))
@@ -257,6 +323,8 @@ pub struct TokenVerifier {
     /// which was most of an `/api/status` request; expiry is still checked on
     /// every use. Only valid tokens get in, and at most [`MAX_VERIFIED`].
     verified: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Claims>>>,
+    /// Longest lifetime accepted (`http.max_token_ttl_s`).
+    max_ttl_s: u64,
 }
 
 /// Most verified tokens remembered; past it the memory starts over.
@@ -287,16 +355,22 @@ impl TokenVerifier {
             keys.push((kid, key));
         }
         anyhow::ensure!(!keys.is_empty(), "the JWKS has no P-384 key");
-        Ok(TokenVerifier { keys, verified: Default::default() })
+        Ok(TokenVerifier { keys, verified: Default::default(), max_ttl_s: DEFAULT_MAX_TOKEN_TTL_S })
     }
 
-    /// Verifies signature, algorithm, issuer and expiry at `now`; returns the claims.
+    /// Refuses tokens that live longer than `max_ttl_s` (`http.max_token_ttl_s`;
+    /// default [`DEFAULT_MAX_TOKEN_TTL_S`]).
+    pub fn with_max_ttl_s(mut self, max_ttl_s: u64) -> TokenVerifier {
+        self.max_ttl_s = max_ttl_s;
+        self
+    }
+
+    /// Verifies signature, algorithm, issuer and time claims at `now`; returns the claims.
     pub fn verify(&self, token: &str, now: u64) -> Result<Claims, AuthError> {
         let known = self.verified.lock().unwrap_or_else(|e| e.into_inner()).get(token).cloned();
         if let Some(claims) = known {
-            if claims.exp <= now {
-                return Err(AuthError::Expired(now - claims.exp));
-            }
+            // Cheap, and the time claims are the part that changes with `now`.
+            claims.check_times(now, self.max_ttl_s)?;
             return Ok(claims);
         }
         let claims = self.verify_signature(token, now)?;
@@ -308,7 +382,7 @@ impl TokenVerifier {
         Ok(claims)
     }
 
-    /// The full check: format, algorithm, signature against the JWKS, issuer, expiry.
+    /// The full check: format, algorithm, signature against the JWKS, issuer, time claims.
     fn verify_signature(&self, token: &str, now: u64) -> Result<Claims, AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Invalid("longer than 4096 bytes".into()));
@@ -340,9 +414,7 @@ impl TokenVerifier {
         if claims.iss != ISSUER {
             return Err(AuthError::Invalid(format!("issuer {:?} is not {ISSUER:?}", claims.iss)));
         }
-        if claims.exp <= now {
-            return Err(AuthError::Expired(now - claims.exp));
-        }
+        claims.check_times(now, self.max_ttl_s)?;
         Ok(claims)
     }
 
@@ -403,19 +475,15 @@ impl RateLimiter {
     }
 }
 
-/// Parses `30s`, `10m`, `1h`, `7d` or plain seconds.
+/// A token lifetime in seconds, in the syntax of `gatewarden block --ttl`
+/// (`30s`, `10m`, `1h30m`, `7d`, plain seconds), from 1 s to [`MAX_TTL_S`].
+/// The configured cap (`http.max_token_ttl_s`) is checked where the config is known.
 pub fn parse_ttl(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mult) = match s.char_indices().last() {
-        Some((i, 's')) => (&s[..i], 1),
-        Some((i, 'm')) => (&s[..i], 60),
-        Some((i, 'h')) => (&s[..i], 3600),
-        Some((i, 'd')) => (&s[..i], 86_400),
-        _ => (s, 1),
-    };
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration: use 30s, 10m, 1h or 7d"))?;
-    let total = n.checked_mul(mult).filter(|t| (1..=MAX_TTL_S).contains(t));
-    total.ok_or_else(|| format!("{s:?}: a token lives from 1 s to 366 d"))
+    let t = crate::enforce::feeds::parse_duration(s)?.as_secs();
+    if !(1..=MAX_TTL_S).contains(&t) {
+        return Err(format!("{:?}: a token lives from 1s to 366d", s.trim()));
+    }
+    Ok(t)
 }
 
 #[cfg(test)]
@@ -482,7 +550,8 @@ mod tests {
             iss: ISSUER.into(),
             sub: "bob".into(),
             role: AccessRole::Admin,
-            iat: now,
+            iat: Some(now),
+            nbf: None,
             exp: now + 60,
         })
         .unwrap()
@@ -558,6 +627,91 @@ mod tests {
         assert_eq!(parse_ttl("1h"), Ok(3600));
         assert_eq!(parse_ttl("90"), Ok(90));
         assert_eq!(parse_ttl("7d"), Ok(7 * 86_400));
+        assert_eq!(parse_ttl("1h30m"), Ok(5400), "the syntax of `gatewarden block --ttl`");
         assert!(parse_ttl("0s").is_err() && parse_ttl("soon").is_err() && parse_ttl("400d").is_err());
+    }
+
+    /// A real signer's token, verified at the real clock (the time checks run against `now`).
+    fn real_now() -> u64 {
+        crate::monitor::unix_now()
+    }
+
+    #[test]
+    fn a_token_issued_in_2100_is_refused_saying_to_check_the_clock() {
+        let signer = TokenSigner::ephemeral();
+        let v = TokenVerifier::from_jwks(&signer.jwks()).unwrap();
+        let year_2100 = 4_102_444_800;
+        let t = signer.issue("time-traveller", AccessRole::Admin, 3600, year_2100);
+        let e = v.verify(&t, real_now()).unwrap_err();
+        assert_eq!(e.status(), 401);
+        let msg = e.to_string();
+        assert!(msg.contains("issued") && msg.contains("in the future") && msg.contains("clock"), "{msg}");
+        // Within the skew it is fine (the issuing machine's clock ran a little ahead).
+        let now = real_now();
+        let t = signer.issue("ahead", AccessRole::Viewer, 3600, now + CLOCK_SKEW_S);
+        assert!(v.verify(&t, now).is_ok());
+        let t = signer.issue("too-far-ahead", AccessRole::Viewer, 3600, now + CLOCK_SKEW_S + 1);
+        assert!(v.verify(&t, now).is_err());
+    }
+
+    #[test]
+    fn a_token_before_its_nbf_is_refused_and_accepted_once_it_is_reached() {
+        let signer = TokenSigner::ephemeral();
+        let v = TokenVerifier::from_jwks(&signer.jwks()).unwrap();
+        let now = real_now();
+        let claims = |nbf: u64| Claims {
+            iss: ISSUER.into(),
+            sub: "later".into(),
+            role: AccessRole::Viewer,
+            iat: Some(now),
+            nbf: Some(nbf),
+            exp: now + 7200,
+        };
+        let t = signer.sign(&claims(now + 3600));
+        let e = v.verify(&t, now).unwrap_err();
+        assert_eq!(e.status(), 401);
+        assert!(e.to_string().contains("not valid for another 1h"), "{e}");
+        // Not remembered as valid: still refused, then accepted when its time comes.
+        assert!(v.verify(&t, now + 10).is_err());
+        assert_eq!(v.verify(&t, now + 3600).unwrap().sub, "later");
+        assert!(v.verify(&signer.sign(&claims(now + CLOCK_SKEW_S)), now).is_ok(), "within the skew");
+    }
+
+    #[test]
+    fn a_token_living_longer_than_the_cap_is_refused_with_or_without_iat() {
+        let signer = TokenSigner::ephemeral();
+        let v = TokenVerifier::from_jwks(&signer.jwks()).unwrap();
+        let now = real_now();
+        let t = signer.issue("wallboard", AccessRole::Viewer, DEFAULT_MAX_TOKEN_TTL_S + 1, now);
+        let e = v.verify(&t, now).unwrap_err();
+        assert_eq!(e.status(), 401);
+        assert!(e.to_string().contains("lives 90d1s but this monitor accepts at most 90d"), "{e}");
+        assert!(e.to_string().contains("http.max_token_ttl_s"), "{e}");
+        assert!(v.verify(&signer.issue("ok", AccessRole::Viewer, DEFAULT_MAX_TOKEN_TTL_S, now), now).is_ok());
+        // A century-long token issued long ago is still a century-long token.
+        let old = signer.issue("old", AccessRole::Admin, 100 * 365 * 86_400, now - 86_400);
+        assert!(v.verify(&old, now).is_err());
+        // No iat: the lifetime counts from now.
+        let no_iat = |exp: u64| {
+            signer.sign(&Claims {
+                iss: ISSUER.into(),
+                sub: "no-iat".into(),
+                role: AccessRole::Viewer,
+                iat: None,
+                nbf: None,
+                exp,
+            })
+        };
+        assert!(v
+            .verify(&no_iat(now + DEFAULT_MAX_TOKEN_TTL_S + 3600), now)
+            .unwrap_err()
+            .to_string()
+            .contains("lives"));
+        assert!(v.verify(&no_iat(now + 3600), now).is_ok());
+        // The configured cap.
+        let strict = TokenVerifier::from_jwks(&signer.jwks()).unwrap().with_max_ttl_s(3600);
+        assert!(strict.verify(&signer.issue("a", AccessRole::Viewer, 3600, now), now).is_ok());
+        let e = strict.verify(&signer.issue("b", AccessRole::Viewer, 3601, now), now).unwrap_err();
+        assert!(e.to_string().contains("at most 1h"), "{e}");
     }
 }

@@ -53,7 +53,10 @@ impl Access {
         if signer.path.is_none() {
             tracing::warn!("no monitor.data_dir or http.jwt_key: tokens are signed with a key that dies with this process, and `gatewarden token issue` cannot make any");
         }
-        Access::new(signer, cfg.http.public_status, cfg.http.rate_limit_per_s, cfg.http.rate_limit_burst)
+        let mut access =
+            Access::new(signer, cfg.http.public_status, cfg.http.rate_limit_per_s, cfg.http.rate_limit_burst)?;
+        access.verifier = access.verifier.with_max_ttl_s(cfg.http.max_token_ttl_s);
+        Ok(access)
     }
 
     /// Access control with `signer`'s key as the JWKS.
@@ -349,6 +352,14 @@ fn refuse(ctx: &Ctx, e: &AuthError) -> Resp {
     r
 }
 
+/// The headers both pages carry: the strict CSP, no MIME sniffing, no referrer, no framing.
+pub(super) fn page_headers(r: Resp) -> Resp {
+    r.with_header(header("Content-Security-Policy", super::assets::PAGE_CSP))
+        .with_header(header("X-Content-Type-Options", "nosniff"))
+        .with_header(header("Referrer-Policy", "no-referrer"))
+        .with_header(header("X-Frame-Options", "DENY"))
+}
+
 fn send(req: Request, response: Resp) {
     if let Err(e) = req.respond(response) {
         tracing::debug!(error = %e, "client went away before the response was sent");
@@ -366,18 +377,23 @@ fn handle(mut req: Request, ctx: &Arc<Ctx>) {
     if path == "/policy" || path == "/policy/" {
         return super::policy_api::handle(req, &ctx.state);
     }
+    // The pages' scripts and styles (embedded).
+    if method == Method::Get && path.starts_with("/static/") {
+        let r = match super::assets::asset(&path) {
+            Some(a) => Response::from_data(a.body)
+                .with_header(header("Content-Type", a.content_type))
+                .with_header(header("X-Content-Type-Options", "nosniff"))
+                .with_header(header("Cache-Control", "no-cache")),
+            None => error(404, format!("no file {path}")),
+        };
+        return send(req, r);
+    }
     // Public, unlimited.
     if method == Method::Get {
         let r = match path.as_str() {
-            "/" | "/index.html" => Some(
-                Response::from_string(STATUS_PAGE)
-                    .with_header(header("Content-Type", "text/html; charset=utf-8"))
-                    .with_header(header(
-                        "Content-Security-Policy",
-                        "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline' 'self'; img-src 'self' data:",
-                    ))
-                    .with_header(header("X-Frame-Options", "DENY")),
-            ),
+            "/" | "/index.html" => Some(page_headers(
+                Response::from_string(STATUS_PAGE).with_header(header("Content-Type", "text/html; charset=utf-8")),
+            )),
             "/healthz" => Some(json_response(200, json!({"status": "ok", "uptime_s": ctx.state.uptime_s()}))),
             "/metrics" => Some(
                 Response::from_string(ctx.state.registry.render_prometheus())

@@ -86,12 +86,9 @@ pub fn handle(mut req: Request, state: &MonitorState) {
     let method = req.method().clone();
     let response = if path == "/policy" {
         if method == Method::Get || method == Method::Head {
-            Response::from_string(POLICY_PAGE)
-                .with_header(header("Content-Type", "text/html; charset=utf-8"))
-                .with_header(header(
-                    "Content-Security-Policy",
-                    "default-src 'self'; script-src 'unsafe-inline' 'self'; style-src 'unsafe-inline' 'self'",
-                ))
+            super::http::page_headers(
+                Response::from_string(POLICY_PAGE).with_header(header("Content-Type", "text/html; charset=utf-8")),
+            )
         } else {
             error(405, "GET /policy").with_header(header("Allow", "GET, HEAD"))
         }

@@ -1,0 +1,326 @@
+"use strict";
+const KINDS = ["port_scan","host_sweep","syn_flood","udp_flood","icmp_flood","brute_force","anomaly","channel_abuse","link_health","system","slow_http"];
+const SEV = {1:"high",2:"medium",3:"low"};
+const S = { token:null, role:null, sub:null, pub:false, status:null, history:[], alerts:new Map(), order:[], es:null, filters:{} };
+const $ = id => document.getElementById(id);
+function el(tag, attrs, ...kids) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (k === "class") e.className = v; else if (k.startsWith("data-")) e.setAttribute(k, v); else e[k] = v;
+  }
+  for (const k of kids) e.append(k instanceof Node ? k : document.createTextNode(k == null ? "" : String(k)));
+  return e;
+}
+function fmtN(n) { n = Number(n) || 0; if (n >= 1e9) return (n/1e9).toFixed(1)+"G"; if (n >= 1e6) return (n/1e6).toFixed(1)+"M"; if (n >= 1e4) return (n/1e3).toFixed(1)+"k"; return String(Math.round(n)); }
+function fmtDur(s) { s = Math.max(0, Math.floor(s)); const d = Math.floor(s/86400), h = Math.floor(s%86400/3600), m = Math.floor(s%3600/60); return d ? d+"d "+h+"h" : h ? h+"h "+m+"m" : m ? m+"m "+(s%60)+"s" : s+"s"; }
+function fmtTime(iso) { const d = new Date(String(iso).replace(/\+0000$/, "Z")); return isNaN(d) ? String(iso) : d.toLocaleTimeString(); }
+function msg(text) { $("msg").textContent = text || ""; }
+function canWrite() { return S.role === "admin"; }
+
+function readToken() {
+  const m = location.hash.match(/token=([^&]+)/);
+  if (m) {
+    localStorage.setItem("gw_token", decodeURIComponent(m[1]));
+    history.replaceState(null, "", location.pathname + "#overview");
+  }
+  S.token = localStorage.getItem("gw_token");
+}
+async function api(path, method, payload) {
+  const headers = {};
+  if (S.token) headers.Authorization = "Bearer " + S.token;
+  if (payload !== undefined) headers["Content-Type"] = "application/json";
+  const r = await fetch(path, { method: method || "GET", headers, cache: "no-store", body: payload === undefined ? undefined : JSON.stringify(payload) });
+  let body = null;
+  try { body = await r.json(); } catch (e) { body = null; }
+  return { status: r.status, body };
+}
+
+// ---- views ----
+function show() {
+  const v = (location.hash.replace("#", "") || "overview").split("&")[0];
+  const name = ["overview","alerts","model","training","settings","nodes"].includes(v) ? v : "overview";
+  for (const a of document.querySelectorAll("nav a[data-view]")) a.classList.toggle("on", a.dataset.view === name);
+  for (const s of document.querySelectorAll(".view")) s.classList.toggle("on", s.id === "v-" + name);
+  if (name === "model") loadModel();
+  if (name === "training") loadTraining();
+  if (name === "settings") loadSettings(true);
+  if (name === "overview") drawCharts();
+}
+
+// ---- charts (canvas, drawn here: no libraries) ----
+function chart(canvas, values, color, bars) {
+  const dpr = window.devicePixelRatio || 1;
+  const w = canvas.clientWidth, h = canvas.clientHeight;
+  if (!w || !h) return;
+  canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr);
+  const g = canvas.getContext("2d");
+  g.setTransform(dpr, 0, 0, dpr, 0, 0);
+  g.clearRect(0, 0, w, h);
+  const max = Math.max(1, ...values);
+  g.strokeStyle = "#2b3540"; g.fillStyle = "#8b98a5"; g.font = "11px system-ui, sans-serif"; g.lineWidth = 1;
+  for (let i = 0; i <= 2; i++) { const y = 8 + (h - 24) * i / 2; g.beginPath(); g.moveTo(30, y); g.lineTo(w - 4, y); g.stroke(); g.fillText(fmtN(max * (1 - i / 2)), 2, y + 4); }
+  if (!values.length) return;
+  const x0 = 32, x1 = w - 6, y0 = h - 16, span = y0 - 8;
+  const step = (x1 - x0) / Math.max(1, values.length - (bars ? 0 : 1));
+  g.fillStyle = color; g.strokeStyle = color; g.lineWidth = 2;
+  if (bars) {
+    values.forEach((v, i) => { const bh = span * v / max; g.fillRect(x0 + i * step + 1, y0 - bh, Math.max(1, step - 2), bh); });
+  } else {
+    g.beginPath();
+    values.forEach((v, i) => { const x = x0 + i * step, y = y0 - span * v / max; i ? g.lineTo(x, y) : g.moveTo(x, y); });
+    g.stroke();
+  }
+}
+function drawCharts() {
+  const h = S.history;
+  const pps = [], alerts = [];
+  for (let i = 1; i < h.length; i++) { const dt = Math.max(1, h[i].t - h[i-1].t); pps.push(Math.max(0, (h[i].packets - h[i-1].packets) / dt)); }
+  // 60 buckets of 10 s ending now, so one busy moment is one bar, not the whole chart.
+  for (let i = 0; i < 60; i++) alerts.push(0);
+  if (h.length) {
+    const end = h[h.length - 1].t; let base = h[0].alerts;
+    for (const p of h) { const b = 59 - Math.floor((end - p.t) / 10); if (b >= 0) alerts[b] += Math.max(0, p.alerts - base); base = p.alerts; }
+  }
+  chart($("c-traffic"), pps, "#4fb3ff", false);
+  chart($("c-alerts"), alerts, "#ff5c5c", true);
+  $("t-pps").textContent = fmtN(pps.length ? pps[pps.length - 1] : 0);
+}
+
+// ---- overview ----
+function fill(tbody, rows) { tbody.replaceChildren(...rows); }
+function renderStatus(s) {
+  if (!s) return;
+  $("node").textContent = s.node; $("role").textContent = s.role; $("version").textContent = s.version || "";
+  $("uptime").textContent = fmtDur(s.uptime_s);
+  if (s.history) S.history = s.history.slice(-600);
+  const last = S.history[S.history.length - 1];
+  $("t-packets").textContent = fmtN(last ? last.packets : 0);
+  $("t-flows").textContent = fmtN(last ? last.flows : 0);
+  $("t-alerts").textContent = fmtN(s.alerts_total);
+  const st = s.alert_states || {};
+  $("t-new").textContent = fmtN(st.new);
+  $("newcount").textContent = st.new ? "(" + st.new + ")" : "";
+  $("t-blocks").textContent = fmtN((s.blocks || []).length);
+  $("t-nodes").textContent = fmtN(Object.keys(s.nodes || {}).length);
+  fill($("talkers"), (s.top_talkers || []).map(t => el("tr", {}, el("td", {}, t.ip), el("td", {}, fmtN(t.bytes)), el("td", {class:"hide-sm"}, fmtN(t.packets)), el("td", {}, fmtN(t.flows)))));
+  if (!(s.top_talkers || []).length) fill($("talkers"), [el("tr", {}, el("td", {colSpan:4, class:"muted"}, "no traffic seen yet"))]);
+  const now = Date.now() / 1000;
+  fill($("blocks"), (s.blocks || []).map(b => el("tr", {"data-block": b.ip}, el("td", {}, b.ip), el("td", {title: b.reason + (b.node ? " (in " + b.node + "'s nftables)" : " (from a verdict; no router table lists it yet)")}, b.kind + (b.node ? " @ " + b.node : "")), el("td", {}, fmtDur(b.until - now)),
+    el("td", {}, actionButton("unblock", () => unblock(b.ip), "unblock " + b.ip)))));
+  if (!(s.blocks || []).length) fill($("blocks"), [el("tr", {}, el("td", {colSpan:4, class:"muted"}, "nothing blocked"))]);
+  renderNodes(s.nodes || {});
+  S.status = Object.assign(S.status || {}, s);
+  drawCharts();
+}
+function renderNodes(nodes) {
+  const now = Date.now() / 1000;
+  const entries = Object.entries(nodes);
+  const health = n => n.online === false ? el("span", {class:"down"}, "offline") : (now - n.last_seen < 5 ? el("span", {class:"ok"}, "online") : el("span", {class:"down"}, "silent"));
+  fill($("nodes-mini"), entries.map(([id, n]) => el("tr", {}, el("td", {}, id), el("td", {}, n.role || "?"), el("td", {}, n.last_seen ? fmtDur(now - n.last_seen) + " ago" : "never"), el("td", {}, (n.latency_ms || 0).toFixed(1) + " ms"), el("td", {}, health(n)))));
+  fill($("nodes"), entries.map(([id, n]) => el("tr", {}, el("td", {}, id), el("td", {}, n.role || "?"), el("td", {}, n.version || ""), el("td", {}, fmtDur(n.uptime_s || 0)), el("td", {}, n.last_seen ? fmtDur(now - n.last_seen) + " ago" : "never"), el("td", {}, (n.latency_ms || 0).toFixed(1) + " ms"), el("td", {}, health(n)), el("td", {}, fmtN(n.alerts)))));
+  if (!entries.length) { fill($("nodes-mini"), [el("tr", {}, el("td", {colSpan:5, class:"muted"}, "no heartbeats yet"))]); fill($("nodes"), [el("tr", {}, el("td", {colSpan:8, class:"muted"}, "no heartbeats yet"))]); }
+}
+
+// ---- alerts ----
+function actionButton(label, fn, title) {
+  const b = el("button", {type:"button", title: canWrite() ? title : "needs an admin token", disabled: !canWrite()}, label);
+  b.addEventListener("click", fn);
+  return b;
+}
+function matches(a) {
+  const f = S.filters, g = a.gatewarden || {};
+  if (f.kind && g.kind !== f.kind) return false;
+  if (f.state && g.state !== f.state) return false;
+  if (f.source && a.src_ip !== f.source) return false;
+  if (f.severity) { const max = {high:1, medium:2, low:3}[f.severity]; if (a.alert.severity > max) return false; }
+  return true;
+}
+function addAlert(a, front) {
+  const id = a.gatewarden.id;
+  if (!S.alerts.has(id)) { if (front) S.order.unshift(id); else S.order.push(id); }
+  S.alerts.set(id, a);
+  while (S.order.length > 500) S.alerts.delete(S.order.pop());
+}
+function alertRow(a) {
+  const g = a.gatewarden, id = g.id;
+  const acts = el("div", {class:"acts"},
+    actionButton("ack", () => setState(id, "acknowledge"), "acknowledge alert " + id),
+    actionButton("resolve", () => setState(id, "resolve"), "resolve alert " + id));
+  acts.children[0].setAttribute("data-act", "acknowledge"); acts.children[1].setAttribute("data-act", "resolve");
+  if (g.state !== "new") acts.children[0].disabled = true;
+  if (g.state === "resolved") acts.children[1].disabled = true;
+  if (a.src_ip && a.alert.action === "blocked") { const u = actionButton("unblock", () => unblock(a.src_ip), "unblock " + a.src_ip); u.setAttribute("data-act", "unblock"); acts.append(u); }
+  return el("tr", {"data-alert-id": id, "data-state": g.state},
+    el("td", {}, fmtTime(a.timestamp)), el("td", {class:"sev" + a.alert.severity}, SEV[a.alert.severity] || a.alert.severity),
+    el("td", {}, g.kind), el("td", {}, a.src_ip || "—"), el("td", {class:"hide-sm"}, a.dest_ip ? a.dest_ip + (a.dest_port ? ":" + a.dest_port : "") : "—"),
+    el("td", {class:"reason hide-sm"}, g.reason), el("td", {class:"st-" + g.state, "data-col": "state"}, g.state), el("td", {}, acts));
+}
+function renderAlerts() {
+  const list = S.order.map(id => S.alerts.get(id)).filter(a => a && matches(a));
+  fill($("alerts"), list.slice(0, 200).map(alertRow));
+  if (!list.length) fill($("alerts"), [el("tr", {}, el("td", {colSpan:8, class:"muted"}, "no alerts match"))]);
+  $("alerts-note").textContent = canWrite() ? "" : "Read-only: acknowledging, resolving and unblocking need an admin token.";
+  fill($("latest"), S.order.slice(0, 6).map(id => S.alerts.get(id)).filter(Boolean).map(a => el("tr", {"data-latest": a.gatewarden.id},
+    el("td", {}, fmtTime(a.timestamp)), el("td", {class:"sev" + a.alert.severity}, a.gatewarden.kind), el("td", {}, a.src_ip || "—"), el("td", {class:"st-" + a.gatewarden.state}, a.gatewarden.state))));
+  if (!S.order.length) fill($("latest"), [el("tr", {}, el("td", {colSpan:4, class:"muted"}, "no alerts yet"))]);
+}
+async function loadAlerts() {
+  const q = new URLSearchParams({limit: "200"});
+  for (const [k, v] of Object.entries(S.filters)) if (v) q.set(k, v);
+  const r = await api("/api/alerts?" + q);
+  if (r.status !== 200) { msg((r.body && r.body.error) || "cannot load alerts (" + r.status + ")"); return; }
+  // Merged, never replaced: an alert the live stream brought while this
+  // request was on its way must stay. Ids grow with time: newest first.
+  for (const a of r.body.alerts) addAlert(a, false);
+  S.order.sort((x, y) => y - x);
+  renderAlerts();
+}
+async function setState(id, action) {
+  const r = await api("/api/alerts/" + id + "/" + action, "POST");
+  if (r.status !== 200) { msg((r.body && r.body.error) || action + " failed (" + r.status + ")"); return; }
+  applyState(r.body);
+  msg("alert " + id + " " + r.body.state + " by " + r.body.by);
+}
+function applyState(c) {
+  const a = S.alerts.get(c.id);
+  if (a) { a.gatewarden.state = c.state; renderAlerts(); }
+}
+async function unblock(ip) {
+  const r = await api("/api/unblock/" + encodeURIComponent(ip), "POST");
+  msg(r.status === 200 || r.status === 202 ? r.body.result : ((r.body && r.body.error) || "unblock failed (" + r.status + ")"));
+}
+
+// ---- model ----
+async function loadModel() {
+  const r = await api("/api/model");
+  if (r.status !== 200) return;
+  const m = r.body;
+  if (m.model) {
+    fill($("card"), Object.entries(m.model).map(([k, v]) => el("div", {}, el("b", {}, k + ": "), typeof v === "object" ? JSON.stringify(v) : String(v))));
+  } else {
+    $("card").replaceChildren(el("p", {}, "No learned model is loaded: verdicts come from the explainable heuristics (thresholds in the [detector] config)."));
+  }
+  const bars = (tb, obj) => { const max = Math.max(1, ...Object.values(obj || {})); fill(tb, Object.entries(obj || {}).map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, fmtN(v)), el("td", {class: "half"}, (() => { const d = el("div", {class:"bar"}); d.style.width = (100 * v / max) + "%"; return d; })())))); if (!Object.keys(obj || {}).length) fill(tb, [el("tr", {}, el("td", {class:"muted"}, "none yet"))]); };
+  bars($("verdicts"), m.verdicts_by_kind);
+  bars($("bykind"), m.alerts_by_kind);
+  fill($("detcounters"), Object.entries(m.detector_counters || {}).map(([k, v]) => el("tr", {}, el("td", {}, k), el("td", {}, fmtN(v)))));
+}
+
+// ---- training: upload a model, see each detector's answer ----
+async function loadTraining() {
+  const r = await api("/api/model");
+  if (r.status !== 200) { $("tr-current").textContent = (r.body && r.body.error) || "cannot read the model (" + r.status + ")"; return; }
+  const m = r.body, c = m.model;
+  $("tr-current").replaceChildren(c
+    ? el("div", {}, el("div", {}, el("b", {}, c.name), " (" + (c.created || "?") + ")"),
+        el("div", {}, "classes: " + (c.classes || []).join(", ")),
+        el("div", {}, "schema: " + (c.feature_schema ? c.feature_schema.name + " v" + c.feature_schema.version + ", " + c.feature_schema.columns.length + " inputs" : "?")))
+    : el("p", {}, "No learned model: the detector runs on heuristics and the baseline."));
+  $("tr-send").disabled = !canWrite() || !m.uploads_possible;
+  if (!canWrite()) $("tr-result").textContent = "Uploading needs an admin token.";
+  else if (!m.uploads_possible) $("tr-result").textContent = "No detector is connected to this monitor.";
+  const u = m.upload;
+  $("tr-last").textContent = u ? u.name + " (" + fmtN(u.bytes) + " bytes) uploaded by " + u.by + " at " + fmtTime(u.at) : "nothing uploaded since the monitor started";
+  const rows = u ? Object.entries(u.results || {}).map(([node, x]) => el("tr", {}, el("td", {}, node), el("td", {class: x.ok ? "ok" : "sev1"}, x.ok ? "loaded" : "refused"), el("td", {}, x.reason), el("td", {class:"hide-sm"}, fmtTime(x.ts)))) : [];
+  fill($("tr-results"), rows.length ? rows : [el("tr", {}, el("td", {class:"muted", colSpan: 4}, u ? "waiting for the detectors…" : "—"))]);
+}
+function toBase64(buf) {
+  const bytes = new Uint8Array(buf); let s = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+$("tr-form").addEventListener("submit", async e => {
+  e.preventDefault();
+  const t = $("tr-tflite").files[0], c = $("tr-card").files[0];
+  if (!t || !c) { $("tr-result").textContent = "Choose both files: the .tflite and its card."; return; }
+  $("tr-result").textContent = "checking…";
+  const r = await api("/api/model", "POST", { tflite_base64: toBase64(await t.arrayBuffer()), card: await c.text() });
+  $("tr-result").textContent = r.status === 200 ? "accepted: " + r.body.name + "; " + r.body.status : "refused (" + r.status + "): " + ((r.body && r.body.error) || "no reason given");
+  $("tr-result").className = r.status === 200 ? "ok" : "sev1";
+  for (let i = 0; i < 10; i++) { await loadTraining(); await new Promise(ok => setTimeout(ok, 1000)); }
+});
+
+// ---- settings: thresholds, TTLs, allowlist; validated by the monitor and by every node ----
+async function loadSettings(fillForm) {
+  const r = await api("/api/settings");
+  if (r.status !== 200) { $("set-note").textContent = (r.body && r.body.error) || "cannot read the settings (" + r.status + ")"; return; }
+  const s = r.body;
+  $("set-note").textContent = (s.saved ? "Saved by " + s.by + " at " + fmtTime(s.at) + "; the monitor sends them to every detector and router (again every 30 s)." : "Each node runs its own config file until settings are saved here.") + (canWrite() ? "" : " Changing them needs an admin token.");
+  if (fillForm) {
+    $("set-allow").value = (s.allowlist || []).join(", ");
+    fill($("set-detector"), Object.entries(s.detector || {}).map(([k, v]) => el("label", {}, el("span", {}, k.replace(/_/g, " ")),
+      typeof v === "boolean" ? el("input", {type: "checkbox", checked: v, name: k, "data-kind": "bool"}) : el("input", {type: "number", step: "any", value: v, name: k, "data-kind": "number"}))));
+  }
+  $("set-save").disabled = !canWrite() || !s.can_send;
+  const rows = Object.entries(s.results || {}).map(([node, x]) => el("tr", {}, el("td", {}, node), el("td", {class: x.ok ? "ok" : "sev1"}, x.ok ? "applied" : "refused"), el("td", {}, x.reason), el("td", {class: "hide-sm"}, fmtTime(x.ts))));
+  fill($("set-results"), rows.length ? rows : [el("tr", {}, el("td", {class: "muted", colSpan: 4}, s.saved ? "waiting for the nodes…" : "—"))]);
+}
+$("set-form").addEventListener("submit", async e => {
+  e.preventDefault();
+  const detector = {};
+  for (const i of $("set-detector").querySelectorAll("input")) detector[i.name] = i.dataset.kind === "bool" ? i.checked : Number(i.value);
+  const allowlist = $("set-allow").value.split(/[\s,]+/).filter(x => x);
+  const r = await api("/api/settings", "POST", { detector, allowlist });
+  $("set-result").textContent = r.status === 200 ? "applied: " + r.body.status : "refused (" + r.status + "): " + ((r.body && r.body.error) || "no reason given");
+  $("set-result").className = r.status === 200 ? "ok" : "sev1";
+  for (let i = 0; i < 6; i++) { await loadSettings(false); await new Promise(ok => setTimeout(ok, 1000)); }
+});
+
+// ---- live events ----
+function connect() {
+  if (S.es) S.es.close();
+  const url = "/api/events" + (S.token ? "?access_token=" + encodeURIComponent(S.token) : "");
+  const es = new EventSource(url);
+  S.es = es;
+  // Once subscribed, load what the stream cannot replay: alerts raised
+  // before it opened or while it was reconnecting.
+  es.addEventListener("open", () => { $("conn").textContent = "live"; $("conn").className = "ok"; loadAlerts(); });
+  es.addEventListener("error", () => { $("conn").textContent = "reconnecting…"; $("conn").className = "down"; });
+  es.addEventListener("hello", e => renderStatus(JSON.parse(e.data)));
+  es.addEventListener("tick", e => {
+    const t = JSON.parse(e.data);
+    S.history.push(t.point); if (S.history.length > 600) S.history.shift();
+    renderStatus(Object.assign({}, S.status || {}, t, {history: null, node: (S.status || {}).node, role: (S.status || {}).role, version: (S.status || {}).version}));
+    if (document.querySelector("#v-model.on")) loadModel();
+    if (document.querySelector("#v-training.on") && S.history.length % 3 === 0) loadTraining();
+  });
+  es.addEventListener("alert", e => { const a = JSON.parse(e.data); addAlert(a, true); renderAlerts(); });
+  es.addEventListener("alert_state", e => applyState(JSON.parse(e.data)));
+  es.addEventListener("blocks", e => renderStatus(Object.assign({}, S.status || {}, JSON.parse(e.data), {history: null})));
+}
+
+async function start() {
+  readToken();
+  const w = await api("/api/whoami");
+  S.role = w.body ? w.body.role : null; S.sub = w.body ? w.body.sub : null; S.pub = !!(w.body && w.body.public_status);
+  if (w.status === 401) { msg((w.body && w.body.error) || "the token was refused"); localStorage.removeItem("gw_token"); S.token = null; }
+  $("who").textContent = S.role ? S.sub + " (" + S.role + ")" : (S.pub ? "public read-only" : "not signed in");
+  if (!S.role && !S.pub) {
+    const r = await api("/api/status");
+    if (r.body) renderStatus(r.body);
+    $("conn").textContent = "needs a token"; $("login").classList.add("on");
+    return;
+  }
+  connect();
+  await loadAlerts();
+}
+
+const kindSel = document.querySelector("#filters select[name=kind]");
+for (const k of KINDS) kindSel.append(el("option", {value: k}, k.replace(/_/g, " ")));
+$("filters").addEventListener("submit", e => {
+  e.preventDefault();
+  const fd = new FormData(e.target);
+  S.filters = {}; for (const [k, v] of fd.entries()) if (v) S.filters[k] = String(v).trim();
+  loadAlerts();
+});
+$("loginbtn").addEventListener("click", () => $("login").classList.add("on"));
+$("tokenclose").addEventListener("click", () => $("login").classList.remove("on"));
+$("tokenclear").addEventListener("click", () => { localStorage.removeItem("gw_token"); location.reload(); });
+$("tokensave").addEventListener("click", () => { const t = $("tokentext").value.trim(); if (t) { localStorage.setItem("gw_token", t); location.reload(); } });
+window.addEventListener("hashchange", () => { if (/token=/.test(location.hash)) { location.reload(); return; } show(); });
+window.addEventListener("resize", drawCharts);
+setInterval(() => { if (S.status) $("uptime").textContent = fmtDur((S.status.uptime_s || 0)); }, 5000);
+show();
+renderAlerts();
+start().catch(e => msg("cannot reach the monitor: " + e));
+// The JSON status API this page reads: /api/status, /api/alerts, /api/events (live), /api/model.
