@@ -378,6 +378,10 @@ pub struct DetectorConfig {
     pub model_threshold: f32,
     /// Consecutive batches the model must stay at or above `model_threshold`.
     pub model_batches: u32,
+    /// Let a finding of the model alone block its source. Off: it raises an
+    /// alert (saying so) and blocks nothing; a block needs an explainable
+    /// heuristic or the model agreeing with another detector.
+    pub model_alone_blocks: bool,
     /// Seconds after a device is first seen before its baseline can flag it.
     pub baseline_warmup_s: u64,
     /// How many times its usual upload makes a device's upload (or a new host's share) unusual.
@@ -418,6 +422,7 @@ impl Default for DetectorConfig {
             model_store: String::new(),
             model_threshold: 0.9,
             model_batches: 2,
+            model_alone_blocks: false,
             baseline_warmup_s: 60,
             baseline_factor: 3.0,
             baseline_z: 4.0,

@@ -98,6 +98,11 @@ pub struct FusionConfig {
     pub verdict_burst: f64,
     /// Base block TTL, seconds.
     pub block_ttl_s: u64,
+    /// Whether a finding of the model alone may block (default no: it raises
+    /// an alert). A classifier trained on a few labs' traffic is wrong about
+    /// some ordinary device somewhere; blocking needs an explainable rule or a
+    /// second detector that agrees (issue #15).
+    pub model_alone_blocks: bool,
 }
 
 impl Default for FusionConfig {
@@ -110,6 +115,7 @@ impl Default for FusionConfig {
             max_verdicts_per_s: 20.0,
             verdict_burst: 50.0,
             block_ttl_s: 600,
+            model_alone_blocks: false,
         }
     }
 }
@@ -125,7 +131,18 @@ pub struct Fused {
     pub ttl_s: u32,
     /// A refresh of an open incident rather than a new one.
     pub refresh: bool,
+    /// Whether the response is a block; `false` gives an alert only.
+    pub blocks: bool,
+    /// Which rule decided the response, for the alert's reason.
+    pub decided_by: &'static str,
 }
+
+/// The rule under which a heuristic finding, or two detectors agreeing, blocks.
+pub const RULE_EVIDENCE: &str = "explainable evidence or two detectors agree";
+/// The rule under which the model alone only alerts.
+pub const RULE_MODEL_ALONE: &str = "the model alone alerts and does not block (detector.model_alone_blocks = false)";
+/// The rule under which the model alone blocks (an operator's choice).
+pub const RULE_MODEL_ALONE_BLOCKS: &str = "the model alone blocks (detector.model_alone_blocks = true)";
 
 #[derive(Debug, Clone, Copy)]
 struct Incident {
@@ -280,7 +297,14 @@ impl Fusion {
                 self.incidents.insert(key, Incident { opened_ns: ts, last_emit_ns: ts, last_seen_ns: ts });
             }
             let ttl_s = self.ttl(d.confidence, &origins);
-            out.push(Fused { detection: d, origins, ttl_s, refresh: is_refresh });
+            out.push(Fused {
+                detection: d,
+                origins,
+                ttl_s,
+                refresh: is_refresh,
+                blocks: true,
+                decided_by: RULE_EVIDENCE,
+            });
         }
         // The model by itself, with hysteresis.
         for (src, o) in opinions {
@@ -333,7 +357,9 @@ impl Fusion {
                 flow_id: o.flow_id,
             };
             let ttl_s = self.ttl(confidence, &[Origin::Model]);
-            out.push(Fused { detection: d, origins: vec![Origin::Model], ttl_s, refresh: false });
+            let (blocks, decided_by) =
+                if self.cfg.model_alone_blocks { (true, RULE_MODEL_ALONE_BLOCKS) } else { (false, RULE_MODEL_ALONE) };
+            out.push(Fused { detection: d, origins: vec![Origin::Model], ttl_s, refresh: false, blocks, decided_by });
         }
         out
     }
@@ -427,6 +453,29 @@ mod tests {
         assert_eq!(out[0].ttl_s, 300);
         // And then it stays quiet while the incident is open.
         assert!(f.fuse(vec![], &[(src, opinion(0.99, 1.4))], 1_400_000_000).is_empty());
+        // By default the model alone only alerts, and says which rule decided.
+        assert!(!out[0].blocks && out[0].decided_by == RULE_MODEL_ALONE, "{:?}", out[0]);
+    }
+
+    #[test]
+    fn blocking_needs_evidence_or_agreement_unless_the_operator_lets_the_model_block() {
+        let src: IpAddr = "192.0.2.79".parse().unwrap();
+        let alone = |cfg: FusionConfig| {
+            let mut f = Fusion::new(cfg);
+            f.fuse(vec![], &[(src, opinion(0.99, 1.0))], 1_000_000_000);
+            f.fuse(vec![], &[(src, opinion(0.99, 1.1))], 1_100_000_000).pop().unwrap()
+        };
+        assert!(!alone(FusionConfig::default()).blocks);
+        let forced = alone(FusionConfig { model_alone_blocks: true, ..Default::default() });
+        assert!(forced.blocks && forced.decided_by == RULE_MODEL_ALONE_BLOCKS);
+        // A heuristic finding blocks, alone or with the model agreeing.
+        let mut f = Fusion::new(FusionConfig::default());
+        let out = f.fuse(
+            vec![(det("192.0.2.80", AttackKind::PortScan, 1.0), Origin::Heuristics)],
+            &[("192.0.2.80".parse().unwrap(), opinion(0.98, 1.0))],
+            1_000_000_000,
+        );
+        assert!(out[0].blocks && out[0].decided_by == RULE_EVIDENCE, "{:?}", out[0]);
     }
 
     #[test]

@@ -219,6 +219,7 @@ fn fusion_config(d: &crate::config::DetectorConfig) -> FusionConfig {
         max_verdicts_per_s: d.max_verdicts_per_s,
         verdict_burst: d.verdict_burst,
         block_ttl_s: d.block_ttl_s,
+        model_alone_blocks: d.model_alone_blocks,
     }
 }
 
@@ -542,12 +543,15 @@ impl DetectorStage {
     }
 
     fn emit(&mut self, f: Fused, out: &mut Findings) {
-        let Fused { detection: d, origins, ttl_s, refresh: _ } = f;
+        let Fused { detection: mut d, origins, ttl_s, refresh: _, blocks, decided_by } = f;
         let id = self.next_id;
         self.next_id += 1;
         self.count_verdict(d.kind, &origins);
-        let action = if d.source.is_some() { AlertAction::Blocked } else { AlertAction::Allowed };
-        if let Some(source) = d.source {
+        let action = if d.source.is_some() && blocks { AlertAction::Blocked } else { AlertAction::Allowed };
+        if !blocks {
+            d.reason = format!("{}; alert only: {decided_by}", d.reason);
+        }
+        if let Some(source) = d.source.filter(|_| blocks) {
             let mut evidence = d.evidence.clone();
             for o in &origins {
                 evidence.push((format!("origin_{}", o.as_str()), 1.0));
