@@ -8,7 +8,9 @@
 //! metrics. The default model (`models/host-mlp.*`, made by
 //! `tools/train/train.py`) is embedded in the binary; `detector.model` in the
 //! config names another `.tflite` whose card sits beside it
-//! (`NAME.tflite` → `NAME.card.json`).
+//! (`NAME.tflite` → `NAME.card.json`). Any model but the embedded one is
+//! first checked in a child process ([`crate::detect::validator`]): tract can
+//! panic on a malformed file.
 //!
 //! The model classifies a *source host* from the schema's host columns (the
 //! damped per-host statistics the router sends with every flow batch), so
@@ -257,15 +259,6 @@ impl HostModel {
         model.with_extension("card.json")
     }
 
-    /// Loads `path` and the card beside it.
-    pub fn load(path: &Path) -> Result<HostModel, ModelError> {
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Read { path: path.into(), source })?;
-        let card_path = HostModel::card_path(path);
-        let card = std::fs::read_to_string(&card_path)
-            .map_err(|source| ModelError::Read { path: card_path.clone(), source })?;
-        HostModel::from_parts(&bytes, &card, &path.display().to_string())
-    }
-
     /// A model from its bytes and card text. Runs tract on `tflite`, which can
     /// panic or exhaust memory on crafted input: bytes from the network go to
     /// [`crate::detect::validator`] (a child process) first.
@@ -492,7 +485,8 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         assert!(HostModel::from_parts(b"not a flatbuffer", DEFAULT_CARD, "x").is_err());
         assert!(HostModel::from_parts(DEFAULT_TFLITE, "{", "x").is_err());
-        assert!(HostModel::load(Path::new("/nonexistent/model.tflite"))
+        let limits = crate::detect::validator::Limits::default();
+        assert!(crate::roles::detector::load_checked(Path::new("/nonexistent/model.tflite"), &limits)
             .unwrap_err()
             .to_string()
             .contains("detector.model"));

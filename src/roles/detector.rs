@@ -747,6 +747,29 @@ mod tests {
         FlowBatch { node: "r".into(), seq: 1, flows, hosts: vec![] }
     }
 
+    #[test]
+    fn a_stored_model_that_could_not_be_checked_is_not_used_stays_in_place_and_is_reported() {
+        // In unit tests the validator cannot run (no gatewarden binary): the
+        // stored upload must then not be loaded, nor set aside. The refused
+        // and crashed cases run against the real binary in tests/hostile/model.rs.
+        let dir = tempfile::tempdir().unwrap();
+        let stored = dir.path().join("uploaded.tflite");
+        std::fs::write(&stored, crate::detect::model::DEFAULT_TFLITE).unwrap();
+        std::fs::write(dir.path().join("uploaded.card.json"), crate::detect::model::DEFAULT_CARD).unwrap();
+        let mut cfg = Config::default();
+        cfg.detector.model_store = dir.path().display().to_string();
+        let (model, notice) = load_model(&cfg.detector);
+        assert_eq!(model.unwrap().unwrap().origin(), "embedded model");
+        let notice = notice.unwrap();
+        assert!(notice.contains("could not be checked") && notice.contains("left in place"), "{notice}");
+        assert!(stored.exists());
+        let mut s = DetectorStage::new(&cfg, &Registry::new());
+        let a = s.take_start_alert().expect("a start-up alert");
+        assert_eq!(a.signature_id, SIG_MODEL_FALLBACK);
+        assert!(a.reason.contains("the embedded model"), "{}", a.reason);
+        assert!(s.take_start_alert().is_none(), "reported once");
+    }
+
     fn stage(cfg: &Config) -> DetectorStage {
         DetectorStage::with_model(cfg, &Registry::new(), Ok(None))
     }
