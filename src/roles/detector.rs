@@ -231,13 +231,49 @@ impl ModelUploads {
         node: &str,
         stages: impl IntoIterator<Item = &'a mut DetectorStage>,
     ) -> Option<(Alert, Option<serde_json::Value>)> {
-        if update.version <= self.newest {
-            tracing::info!(version = update.version, "older model upload ignored");
+        if self.stale(update) {
             return None;
         }
-        Some(match accept_model_update(update, cfg) {
+        let checked = accept_model_update(update, cfg);
+        Some(self.finish(update, checked, node, stages))
+    }
+
+    /// [`ModelUploads::apply`] with the validation (a child process, up to
+    /// `detector.model_check_timeout_s`) on a blocking-pool thread, so the
+    /// executor it is awaited on keeps serving its other tasks meanwhile.
+    pub async fn apply_off_thread<'a>(
+        &mut self,
+        update: &crate::bus::messages::ModelUpdate,
+        cfg: &crate::config::DetectorConfig,
+        node: &str,
+        stages: impl IntoIterator<Item = &'a mut DetectorStage>,
+    ) -> Option<(Alert, Option<serde_json::Value>)> {
+        if self.stale(update) {
+            return None;
+        }
+        let (u, d) = (update.clone(), cfg.clone());
+        let checked = smol::unblock(move || accept_model_update(&u, &d)).await;
+        Some(self.finish(update, checked, node, stages))
+    }
+
+    fn stale(&self, update: &crate::bus::messages::ModelUpdate) -> bool {
+        let stale = update.version <= self.newest;
+        if stale {
+            tracing::info!(version = update.version, "older model upload ignored");
+        }
+        stale
+    }
+
+    fn finish<'a>(
+        &mut self,
+        update: &crate::bus::messages::ModelUpdate,
+        checked: Result<Arc<HostModel>, String>,
+        node: &str,
+        stages: impl IntoIterator<Item = &'a mut DetectorStage>,
+    ) -> (Alert, Option<serde_json::Value>) {
+        match checked {
             Ok(model) => {
-                self.newest = update.version;
+                self.newest = self.newest.max(update.version);
                 for s in stages {
                     s.set_model(model.clone());
                 }
@@ -249,7 +285,7 @@ impl ModelUploads {
                 tracing::error!(error = %e, by = %update.by, "model from the dashboard refused; the current model keeps running");
                 (model_alert(node, update.version, Err(&e)), None)
             }
-        })
+        }
     }
 }
 

@@ -313,7 +313,9 @@ pub fn run_with(
                     None => break,
                     Some(DetectorInput::Model(update)) => {
                         let all = stages.values_mut().chain(std::iter::once(&mut overflow));
-                        if let Some((alert, card)) = uploads.apply(&update, &dcfg.detector, &node, all) {
+                        // Validated in a child process off this executor's thread.
+                        if let Some((alert, card)) = uploads.apply_off_thread(&update, &dcfg.detector, &node, all).await
+                        {
                             if let Some(card) = card {
                                 st.set_model(card);
                             }
