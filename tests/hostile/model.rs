@@ -370,3 +370,26 @@ fn a_stored_model_that_panics_the_parser_falls_back_to_the_embedded_model_with_a
     t[6909] ^= 1;
     falls_back(&t, "crashed the validator");
 }
+
+#[test]
+fn the_validators_memory_limit_holds_when_the_batch_bound_is_lifted() {
+    // Batch 2^26 with the bound lifted (a hidden flag of `gatewarden model`):
+    // tract asks for 8 GB, the child's RLIMIT_AS (512 MiB by default) refuses
+    // it, the child aborts, and the parent names the limit.
+    let (mut t, card) = shipped();
+    for off in BATCH_SHAPES {
+        put_i32(&mut t, off + 4, 1 << 26);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("huge.tflite");
+    std::fs::write(&model, &t).unwrap();
+    std::fs::write(dir.path().join("huge.card.json"), rehashed(&card, &t).to_string()).unwrap();
+    let out = Command::new(bin()).arg("model").arg(&model).args(["--max-batch", "134217728"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("needs more than the validator's 512 MiB") && err.contains("model_check_memory_mb"), "{err}");
+    // With the bound in place it never gets that far.
+    let out = Command::new(bin()).arg("model").arg(&model).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("batch dimension 67108864 exceeds the limit of 4096"), "{err}");
+}
