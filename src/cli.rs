@@ -116,7 +116,8 @@ gatewarden policy explain cameras sensors tcp 22\n  gatewarden policy suggest\n 
     /// Check a detector model (.tflite + model card) against this binary, or show the embedded one.
     #[command(long_about = "Load a detector model the way the detector does: the float32 .tflite, its model \
 card beside it (NAME.tflite → NAME.card.json), the card's feature schema checked against this binary's \
-(name, version, input columns), and one test inference. Prints the card's summary (classes, training data, \
+(name, version, input columns), and the card's reference inputs run and compared with its reference outputs \
+(a file is checked in a child process with memory and time limits first, as uploads are). Prints the card's summary (classes, training data, \
 held-out metrics) and exits 0, or says what is wrong and exits 2. Without a path: the embedded model.\n\n\
 Train a new one with tools/train/train.sh; point `detector.model` in the config at it.\n\n\
 Examples:\n  gatewarden model\n  gatewarden model /etc/gatewarden/models/site.tflite\n  gatewarden model --json")]
@@ -133,6 +134,13 @@ struct ModelArgs {
     /// Print the whole model card as JSON.
     #[arg(long)]
     json: bool,
+    /// Internal: be the model validator's child process (a framed candidate on
+    /// stdin, one JSON line on stdout); see src/detect/validator.rs.
+    #[arg(long, hide = true, conflicts_with_all = ["path", "json"])]
+    validate_worker: bool,
+    /// Largest batch dimension accepted (with --validate-worker or a path).
+    #[arg(long, hide = true, default_value_t = crate::detect::model::DEFAULT_MAX_BATCH)]
+    max_batch: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -1027,14 +1035,24 @@ fn cmd_import(file: &std::path::Path, ttl: std::time::Duration, config: Option<&
 
 fn cmd_model(args: ModelArgs) -> i32 {
     use crate::detect::model::HostModel;
+    use crate::detect::validator::{worker_main, Limits};
+    if args.validate_worker {
+        return worker_main(args.max_batch);
+    }
     let loaded = match &args.path {
-        Some(p) => HostModel::load(p),
+        // A file is checked in the validator's child first: a crafted one cannot crash this command.
+        Some(p) => crate::roles::detector::load_checked(p, &Limits { max_batch: args.max_batch, ..Limits::default() }),
         None => HostModel::embedded(),
     };
     let model = match loaded {
         Ok(m) => m,
         Err(e) => return fail(EXIT_BAD_INPUT, e),
     };
+    if model.card().reference.is_some() {
+        if let Err(e) = model.check_reference() {
+            return fail(EXIT_BAD_INPUT, e);
+        }
+    }
     let zero = vec![0.0f32; crate::detect::model::host_columns().len()];
     if let Err(e) = model.classify(&[zero.as_slice()]) {
         return fail(EXIT_BAD_INPUT, e);

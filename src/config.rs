@@ -374,6 +374,16 @@ pub struct DetectorConfig {
     /// kept (`uploaded.tflite` + `uploaded.card.json`); it replaces `model`
     /// from then on, across restarts. Empty: uploads last until restart.
     pub model_store: String,
+    /// Address space, in MiB, of the child process that validates an uploaded or
+    /// stored model before it is used (a crafted `.tflite` can make tract allocate
+    /// without bound; past this it is refused instead of taking the gateway down).
+    pub model_check_memory_mb: u64,
+    /// Seconds (wall clock, and CPU) the model validator may take before it is
+    /// stopped and the model refused.
+    pub model_check_timeout_s: u64,
+    /// Largest batch dimension a model may declare (rows per inference call); a
+    /// model declaring more (say 2^26) is refused before tract plans it.
+    pub model_max_batch: usize,
     /// Model attack probability (1 − P(benign)) that raises a finding by itself.
     pub model_threshold: f32,
     /// Consecutive batches the model must stay at or above `model_threshold`.
@@ -420,6 +430,9 @@ impl Default for DetectorConfig {
             slow_http_min_age_s: 3,
             model: String::new(),
             model_store: String::new(),
+            model_check_memory_mb: 512,
+            model_check_timeout_s: 20,
+            model_max_batch: crate::detect::model::DEFAULT_MAX_BATCH,
             model_threshold: 0.9,
             model_batches: 2,
             model_alone_blocks: false,
@@ -838,6 +851,19 @@ impl Config {
         if !(1..=3_600).contains(&d.slow_http_min_age_s) {
             bad("detector.slow_http_min_age_s", d.slow_http_min_age_s.to_string(), "1 to 3600 seconds");
         }
+        if !(64..=65_536).contains(&d.model_check_memory_mb) {
+            bad(
+                "detector.model_check_memory_mb",
+                d.model_check_memory_mb.to_string(),
+                "64 to 65536 MiB (the model validator's address space; 512 fits the shipped model with room)",
+            );
+        }
+        if !(1..=600).contains(&d.model_check_timeout_s) {
+            bad("detector.model_check_timeout_s", d.model_check_timeout_s.to_string(), "1 to 600 seconds");
+        }
+        if !(1..=1_048_576).contains(&d.model_max_batch) {
+            bad("detector.model_max_batch", d.model_max_batch.to_string(), "1 to 1048576 rows");
+        }
         if !(d.model_threshold > 0.0 && d.model_threshold <= 1.0) {
             bad("detector.model_threshold", d.model_threshold.to_string(), "above 0, at most 1");
         }
@@ -1094,6 +1120,9 @@ mod tests {
             ("[flow]\nmax_hosts = 1", "flow.max_hosts"),
             ("[flow]\nmax_pairs = 1", "flow.max_pairs"),
             ("[detector]\nwindow_s = 0", "detector.window_s"),
+            ("[detector]\nmodel_check_memory_mb = 1", "detector.model_check_memory_mb"),
+            ("[detector]\nmodel_check_timeout_s = 0", "detector.model_check_timeout_s"),
+            ("[detector]\nmodel_max_batch = 67108864", "detector.model_max_batch"),
             ("[detector]\nscan_distinct_ports = 1", "detector.scan_distinct_ports"),
             ("[detector]\nsweep_distinct_hosts = 1", "detector.sweep_distinct_hosts"),
             ("[detector]\nsyn_flood_pps = 0", "detector.syn_flood_pps"),

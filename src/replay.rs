@@ -105,7 +105,8 @@ struct Analysis {
     /// Settings saved on the settings page while the replay runs, and the config they are checked against.
     settings: async_channel::Receiver<crate::bus::messages::SettingsUpdate>,
     base: Config,
-    model_store: String,
+    /// The detector's config: where uploads are kept and the validator's limits.
+    detector_cfg: crate::config::DetectorConfig,
     state: Arc<MonitorState>,
     digest: Fnv64,
     batches: u64,
@@ -132,7 +133,7 @@ impl Analysis {
         while let Ok(update) = self.models.try_recv() {
             let node = self.state.node.clone();
             if let Some((alert, card)) =
-                self.uploads.apply(&update, &self.model_store, &node, std::iter::once(&mut self.detector))
+                self.uploads.apply(&update, &self.detector_cfg, &node, std::iter::once(&mut self.detector))
             {
                 if let Some(card) = card {
                     self.state.set_model(card);
@@ -178,6 +179,7 @@ impl Pipeline {
         // the channel is closed and the training page says no detector runs.
         let (tx, models) = async_channel::bounded(4);
         state.training.set_sender(Arc::new(move |u| tx.try_send(u).is_ok()));
+        state.training.set_limits(crate::detect::validator::Limits::from_config(&cfg.detector));
         let (tx, settings) = async_channel::bounded(4);
         let store = crate::monitor::settings::SettingsStore::open(cfg);
         store.set_sender(Arc::new(move |u| tx.try_send(u).is_ok()));
@@ -186,7 +188,7 @@ impl Pipeline {
             detector,
             models,
             uploads: Default::default(),
-            model_store: cfg.detector.model_store.clone(),
+            detector_cfg: cfg.detector.clone(),
             settings,
             base: cfg.clone(),
             state: state.clone(),

@@ -9,5 +9,6 @@ pub mod baseline;
 pub mod fusion;
 pub mod heuristics;
 pub mod model;
+pub mod validator;
 
 pub use heuristics::{Detection, Heuristics};

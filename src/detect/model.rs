@@ -8,7 +8,9 @@
 //! metrics. The default model (`models/host-mlp.*`, made by
 //! `tools/train/train.py`) is embedded in the binary; `detector.model` in the
 //! config names another `.tflite` whose card sits beside it
-//! (`NAME.tflite` → `NAME.card.json`).
+//! (`NAME.tflite` → `NAME.card.json`). Any model but the embedded one is
+//! first checked in a child process ([`crate::detect::validator`]): tract can
+//! panic on a malformed file.
 //!
 //! The model classifies a *source host* from the schema's host columns (the
 //! damped per-host statistics the router sends with every flow batch), so
@@ -73,7 +75,41 @@ pub struct ModelCard {
     /// Metrics on the held-out scenarios.
     #[serde(default)]
     pub validation_metrics: serde_json::Value,
+    /// SHA-256 (hex) of the exact `.tflite` this card describes; the validator
+    /// refuses a file that differs (corrupted, or paired with another card).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tflite_sha256: Option<String>,
+    /// Reference rows and what the TFLite interpreter gave for them: a
+    /// candidate model must reproduce them before it is stored or swapped in
+    /// (the validator's proof that the `.tflite` is the model the card describes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Reference>,
 }
+
+/// A card's reference inputs and outputs (`tools/train/train.py` writes them).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reference {
+    /// Raw rows of the card's input columns, in card order (before `preprocess`).
+    pub inputs: Vec<Vec<f32>>,
+    /// The interpreter's class probabilities for each row.
+    pub outputs: Vec<Vec<f32>>,
+    /// Largest accepted absolute difference per probability.
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f32,
+}
+
+fn default_tolerance() -> f32 {
+    1e-4
+}
+
+/// Most reference rows a card may carry (each is one inference row in the validator).
+pub const MAX_REFERENCE_ROWS: usize = 1024;
+/// Most output classes a card may name.
+pub const MAX_CLASSES: usize = 64;
+/// Loosest reference tolerance accepted: looser would let a different model pass.
+pub const MAX_TOLERANCE: f32 = 0.05;
+/// Default bound on a model's batch dimension (`detector.model_max_batch`).
+pub const DEFAULT_MAX_BATCH: usize = 4096;
 
 /// Why a model could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +136,15 @@ pub enum ModelError {
     /// tract could not load or run the `.tflite`.
     #[error("model {0}: {1}. Export a float32 .tflite (int8 is not supported) with tools/train/train.py")]
     Tflite(String, String),
+    /// The validator (a child process) refused the model.
+    #[error("model {0} refused by the validator: {1}")]
+    Refused(String, String),
+    /// The validator could not run, so the model was not checked (and not used).
+    #[error("model {0} could not be checked: {1}")]
+    Unchecked(String, String),
+    /// The model does not reproduce its card's reference outputs.
+    #[error("model {0} does not match its card: {1}. Upload the .tflite together with the card train.py wrote for it")]
+    Reference(String, String),
 }
 
 type Plan = std::sync::Arc<TypedRunnableModel>;
@@ -175,6 +220,31 @@ pub fn check_card(card: &ModelCard, origin: &str) -> Result<Vec<usize>, ModelErr
     if !card.classes.iter().any(|c| c == "benign") || card.classes.len() < 2 {
         return Err(ModelError::Card(origin.into(), "classes must include \"benign\" and one more".into()));
     }
+    if card.classes.len() > MAX_CLASSES {
+        return Err(ModelError::Card(origin.into(), format!("{} classes; at most {MAX_CLASSES}", card.classes.len())));
+    }
+    if let Some(r) = &card.reference {
+        let bad = |detail: String| Err(ModelError::Card(origin.into(), format!("reference: {detail}")));
+        if r.inputs.is_empty() || r.inputs.len() > MAX_REFERENCE_ROWS || r.inputs.len() != r.outputs.len() {
+            return bad(format!(
+                "{} input rows and {} output rows; want 1 to {MAX_REFERENCE_ROWS} of each, as many outputs as inputs",
+                r.inputs.len(),
+                r.outputs.len()
+            ));
+        }
+        if let Some(i) = r.inputs.iter().position(|row| row.len() != n) {
+            return bad(format!("input row {i} has {} values for {n} input columns", r.inputs[i].len()));
+        }
+        if let Some(i) = r.outputs.iter().position(|row| row.len() != card.classes.len()) {
+            return bad(format!("output row {i} has {} values for {} classes", r.outputs[i].len(), card.classes.len()));
+        }
+        if r.inputs.iter().chain(&r.outputs).flatten().any(|x| !x.is_finite()) {
+            return bad("values must be finite".into());
+        }
+        if !(r.tolerance > 0.0 && r.tolerance <= MAX_TOLERANCE) {
+            return bad(format!("tolerance {} must be above 0 and at most {MAX_TOLERANCE}", r.tolerance));
+        }
+    }
     Ok(gather)
 }
 
@@ -189,17 +259,21 @@ impl HostModel {
         model.with_extension("card.json")
     }
 
-    /// Loads `path` and the card beside it.
-    pub fn load(path: &Path) -> Result<HostModel, ModelError> {
-        let bytes = std::fs::read(path).map_err(|source| ModelError::Read { path: path.into(), source })?;
-        let card_path = HostModel::card_path(path);
-        let card = std::fs::read_to_string(&card_path)
-            .map_err(|source| ModelError::Read { path: card_path.clone(), source })?;
-        HostModel::from_parts(&bytes, &card, &path.display().to_string())
+    /// A model from its bytes and card text. Runs tract on `tflite`, which can
+    /// panic or exhaust memory on crafted input: bytes from the network go to
+    /// [`crate::detect::validator`] (a child process) first.
+    pub fn from_parts(tflite: &[u8], card: &str, origin: &str) -> Result<HostModel, ModelError> {
+        HostModel::from_parts_bounded(tflite, card, origin, DEFAULT_MAX_BATCH)
     }
 
-    /// A model from its bytes and card text.
-    pub fn from_parts(tflite: &[u8], card: &str, origin: &str) -> Result<HostModel, ModelError> {
+    /// [`HostModel::from_parts`] with a bound on the batch dimension, checked
+    /// before tract plans (and allocates for) the model.
+    pub fn from_parts_bounded(
+        tflite: &[u8],
+        card: &str,
+        origin: &str,
+        max_batch: usize,
+    ) -> Result<HostModel, ModelError> {
         let card: ModelCard = serde_json::from_str(card).map_err(|e| ModelError::Card(origin.into(), e.to_string()))?;
         let gather = check_card(&card, origin)?;
         let terr = |e: TractError| ModelError::Tflite(origin.into(), format!("{e:#}"));
@@ -214,6 +288,25 @@ impl HostModel {
                     input.datum_type,
                     input.shape,
                     gather.len()
+                ),
+            ));
+        }
+        if shape[0] > max_batch {
+            return Err(ModelError::Tflite(
+                origin.into(),
+                format!(
+                    "batch dimension {} exceeds the limit of {max_batch} rows (detector.model_max_batch)",
+                    shape[0]
+                ),
+            ));
+        }
+        if model.inputs.len() != 1 || model.outputs.len() != 1 {
+            return Err(ModelError::Tflite(
+                origin.into(),
+                format!(
+                    "{} inputs and {} outputs; the detector wants one of each",
+                    model.inputs.len(),
+                    model.outputs.len()
                 ),
             ));
         }
@@ -257,17 +350,66 @@ impl HostModel {
 
     /// Model inputs from a host snapshot's features (schema host columns, window-major).
     pub fn prepare(&self, host_features: &[f32], out: &mut [f32]) {
-        let p = &self.card.preprocess;
         for (i, (&g, o)) in self.gather.iter().zip(out.iter_mut()).enumerate() {
-            let mut x = host_features.get(g).copied().unwrap_or(0.0);
-            if !x.is_finite() {
-                x = 0.0;
-            }
-            if p.log1p {
-                x = x.max(0.0).ln_1p();
-            }
-            *o = (x - p.mean[i]) / p.std[i];
+            *o = self.prepare_one(i, host_features.get(g).copied().unwrap_or(0.0));
         }
+    }
+
+    /// Input `i` from its raw value: `log1p`, then standardised.
+    fn prepare_one(&self, i: usize, mut x: f32) -> f32 {
+        let p = &self.card.preprocess;
+        if !x.is_finite() {
+            x = 0.0;
+        }
+        if p.log1p {
+            x = x.max(0.0).ln_1p();
+        }
+        (x - p.mean[i]) / p.std[i]
+    }
+
+    /// Runs the card's reference inputs and compares with its reference
+    /// outputs; returns the largest difference. A card without a reference,
+    /// a difference above its tolerance or a non-finite output is an error.
+    pub fn check_reference(&self) -> Result<f32, ModelError> {
+        let Some(r) = &self.card.reference else {
+            return Err(ModelError::Card(
+                self.origin.clone(),
+                "no \"reference\" inputs and outputs to check the model against; re-export it with tools/train/train.py, which writes them".into(),
+            ));
+        };
+        let n = self.gather.len();
+        let mut inputs = vec![0.0f32; r.inputs.len() * n];
+        for (row, out) in r.inputs.iter().zip(inputs.chunks_mut(n)) {
+            for (i, (x, o)) in row.iter().zip(out.iter_mut()).enumerate() {
+                *o = self.prepare_one(i, *x);
+            }
+        }
+        let got = self.run_prepared(&inputs)?;
+        let want: Vec<f32> = r.outputs.iter().flatten().copied().collect();
+        if got.len() != want.len() {
+            return Err(ModelError::Tflite(
+                self.origin.clone(),
+                format!("{} outputs for {} reference values", got.len(), want.len()),
+            ));
+        }
+        let mut max_err = 0.0f32;
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let err = (g - w).abs();
+            if !err.is_finite() || err > r.tolerance {
+                let k = self.card.classes.len();
+                return Err(ModelError::Reference(
+                    self.origin.clone(),
+                    format!(
+                        "reference row {} class {}: the model gives {g}, the card says {w} (tolerance {})",
+                        i / k,
+                        self.card.classes[i % k],
+                        r.tolerance
+                    ),
+                ));
+            }
+            max_err = max_err.max(err);
+        }
+        Ok(max_err)
     }
 
     /// Class probabilities for prepared inputs (`rows × n_inputs`, row-major);
@@ -343,7 +485,8 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         assert!(HostModel::from_parts(b"not a flatbuffer", DEFAULT_CARD, "x").is_err());
         assert!(HostModel::from_parts(DEFAULT_TFLITE, "{", "x").is_err());
-        assert!(HostModel::load(Path::new("/nonexistent/model.tflite"))
+        let limits = crate::detect::validator::Limits::default();
+        assert!(crate::roles::detector::load_checked(Path::new("/nonexistent/model.tflite"), &limits)
             .unwrap_err()
             .to_string()
             .contains("detector.model"));

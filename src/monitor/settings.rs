@@ -23,6 +23,10 @@ use crate::bus::messages::{Alert, SettingsUpdate};
 use crate::config::{Config, DetectorConfig};
 use crate::roles::settings::{SIG_SETTINGS_APPLIED, SIG_SETTINGS_REFUSED};
 
+/// `[detector]` keys that bound what validating an uploaded model may cost a
+/// node (src/detect/validator.rs): set per node in its config file, never from the page.
+pub const NODE_ONLY: &[&str] = &["model_check_memory_mb", "model_check_timeout_s", "model_max_batch"];
+
 /// Sends settings towards the detectors and routers; false if they could not be queued.
 pub type SettingsSender = Arc<dyn Fn(SettingsUpdate) -> bool + Send + Sync>;
 
@@ -139,6 +143,12 @@ impl SettingsStore {
                 if k == "model" || k == "model_store" {
                     return Err(refuse(422, format!("detector.{k} is per node; upload models on the training page")));
                 }
+                if NODE_ONLY.contains(&k.as_str()) {
+                    return Err(refuse(
+                        422,
+                        format!("detector.{k} is set in each node's config file, not on this page"),
+                    ));
+                }
                 if all.get(k).is_none() {
                     return Err(refuse(422, format!("unknown setting detector.{k}")));
                 }
@@ -230,6 +240,9 @@ impl SettingsStore {
         if let Some(o) = detector.as_object_mut() {
             o.remove("model");
             o.remove("model_store");
+            for k in NODE_ONLY {
+                o.remove(*k);
+            }
         }
         json!({
             "version": c.version,

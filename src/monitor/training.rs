@@ -1,6 +1,9 @@
 //! The dashboard's training page: an administrator uploads a `.tflite` and
-//! its model card; the monitor checks them exactly as a detector would
-//! (feature schema, shapes, classes), refuses a mismatch with the reason, and
+//! its model card; the monitor checks them exactly as a detector would —
+//! the card's schema here, then the `.tflite` in the validator's child
+//! process ([`crate::detect::validator`]: shapes, batch bound, the card's
+//! reference outputs, under memory and time limits, so a crafted file cannot
+//! crash the monitor) — refuses a bad one with the reason (422), and
 //! sends an accepted model to the detectors (in process, or sealed over
 //! MQTT as a `model_update`). Each detector checks it again, hot-swaps it
 //! between two batches and answers with a system alert; those answers are
@@ -13,7 +16,8 @@ use base64ct::{Base64, Encoding};
 use serde_json::{json, Value};
 
 use crate::bus::messages::{Alert, ModelUpdate, MAX_MODEL_BYTES};
-use crate::detect::model::HostModel;
+use crate::detect::model::{check_card, ModelCard};
+use crate::detect::validator::{self, Limits, Rejected};
 use crate::roles::detector::{SIG_MODEL_LOADED, SIG_MODEL_REFUSED};
 
 /// Sends an accepted upload towards the detectors; false if it could not be queued.
@@ -50,6 +54,8 @@ struct Upload {
 #[derive(Default)]
 pub struct Training {
     sender: OnceLock<ModelSender>,
+    /// The validator's limits (`[detector]` of this node's config; defaults until set).
+    limits: OnceLock<Limits>,
     last: Mutex<Option<Upload>>,
 }
 
@@ -63,6 +69,11 @@ impl Training {
     /// Connects uploads to the detectors (set once by the monitor role).
     pub fn set_sender(&self, sender: ModelSender) {
         let _ = self.sender.set(sender);
+    }
+
+    /// The validator's limits for uploads (set once by the monitor role).
+    pub fn set_limits(&self, limits: Limits) {
+        let _ = self.limits.set(limits);
     }
 
     /// Checks an upload request (`{"tflite_base64": "...", "card": {...} | "..."}`)
@@ -97,13 +108,23 @@ impl Training {
             ));
         }
         // The same checks a detector runs: a refusal here names the problem before anything is sent.
-        let model = HostModel::from_parts(&tflite, &card, "uploaded model").map_err(|e| refuse(422, e.to_string()))?;
+        // The card is plain JSON (checked here); the .tflite reaches tract only in the validator's child.
+        let parsed: ModelCard = serde_json::from_str(&card)
+            .map_err(|e| refuse(422, format!("model card: {e}. Re-export the model with tools/train/train.py")))?;
+        check_card(&parsed, "uploaded model").map_err(|e| refuse(422, e.to_string()))?;
         let Some(send) = self.sender.get() else {
             return Err(refuse(503, "no detector is connected to this monitor (run a detector, or --role all)"));
         };
+        let default_limits = Limits::default();
+        let limits = self.limits.get().unwrap_or(&default_limits);
+        let report = validator::validate(&tflite, &card, limits).map_err(|e| match e {
+            Rejected::Invalid(r) => refuse(422, format!("uploaded model refused: {r}")),
+            Rejected::Unavailable(r) => refuse(503, r),
+        })?;
+        tracing::info!(name = %report.name, batch = report.batch, max_err = report.max_err, "uploaded model passed the validator");
         let version = crate::monitor::unix_now_ns();
-        let name = model.card().name.clone();
-        let card_value = serde_json::to_value(model.card()).unwrap_or(Value::Null);
+        let name = parsed.name.clone();
+        let card_value = serde_json::to_value(&parsed).unwrap_or(Value::Null);
         let bytes = tflite.len();
         // Recorded before sending: an in-process detector answers at once, and
         // its answer must find the upload it answers.

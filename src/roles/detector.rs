@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::detect::baseline::{Baseline, BaselineConfig};
 use crate::detect::fusion::{Fused, Fusion, FusionConfig, FusionStats, ModelOpinion, Origin};
 use crate::detect::model::{HostModel, ModelError};
+use crate::detect::validator::{self, Limits, Rejected};
 use crate::detect::Heuristics;
 use crate::features::schema::HOST_STATS;
 use crate::metrics::{Counter, Registry};
@@ -29,6 +30,8 @@ pub struct DetectorStage {
     model: Option<Arc<HostModel>>,
     /// A refusal to report with the next batch.
     model_error: Option<String>,
+    /// A stored upload passed over at start, to report (see [`DetectorStage::take_start_alert`]).
+    start_notice: Option<String>,
     next_id: u64,
     registry: Arc<Registry>,
     verdicts: BTreeMap<AttackKind, Counter>,
@@ -96,33 +99,100 @@ pub fn uploaded_model_path(store: &str) -> Option<std::path::PathBuf> {
     (!store.trim().is_empty()).then(|| std::path::Path::new(store.trim()).join("uploaded.tflite"))
 }
 
-/// Loads the configured model: an uploaded one kept in `model_store`, the
-/// embedded one, a file, or none (`off`).
-pub fn load_model(cfg: &crate::config::DetectorConfig) -> Result<Option<Arc<HostModel>>, ModelError> {
-    if let Some(path) = uploaded_model_path(&cfg.model_store).filter(|p| p.exists() && cfg.model.trim() != "off") {
-        match HostModel::load(&path) {
-            Ok(m) => {
-                tracing::info!(path = %path.display(), name = %m.card().name, "running the model uploaded on the dashboard (delete it to return to detector.model)");
-                return Ok(Some(Arc::new(m)));
-            }
-            Err(e) => tracing::error!(error = %e, "the uploaded model no longer loads; using detector.model"),
-        }
-    }
-    match cfg.model.trim() {
-        "off" => Ok(None),
-        "" => HostModel::embedded().map(|m| Some(Arc::new(m))),
-        path => HostModel::load(std::path::Path::new(path)).map(|m| Some(Arc::new(m))),
+/// Signature id of "a stored model failed validation at start; the detector fell back".
+pub const SIG_MODEL_FALLBACK: u32 = 9_000_106;
+
+/// Reads `path` and the card beside it, checks them in the validator's child
+/// process ([`crate::detect::validator`]) and only then loads them here.
+pub fn load_checked(path: &std::path::Path, limits: &Limits) -> Result<HostModel, ModelError> {
+    let origin = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Read { path: path.into(), source })?;
+    let card_path = HostModel::card_path(path);
+    let card =
+        std::fs::read_to_string(&card_path).map_err(|source| ModelError::Read { path: card_path.clone(), source })?;
+    validator::validate(&bytes, &card, limits).map_err(|e| match e {
+        Rejected::Invalid(r) => ModelError::Refused(origin.clone(), r),
+        Rejected::Unavailable(r) => ModelError::Unchecked(origin.clone(), r),
+    })?;
+    HostModel::from_parts_bounded(&bytes, &card, &origin, limits.max_batch)
+}
+
+/// Moves a stored upload that failed validation aside (`.rejected` appended
+/// to both files) so the next start neither pays for nor alerts about it
+/// again, and the file stays for whoever wants to see what was uploaded.
+/// Returns a sentence for the alert saying where it went.
+fn set_aside(path: &std::path::Path) -> String {
+    let aside = |p: &std::path::Path| {
+        let mut to = p.as_os_str().to_owned();
+        to.push(".rejected");
+        let to = std::path::PathBuf::from(to);
+        std::fs::rename(p, &to).map(|_| to)
+    };
+    let _ = aside(&HostModel::card_path(path));
+    match aside(path) {
+        Ok(to) => format!(
+            "It was renamed to {} (kept for inspection; upload a model again on the training page)",
+            to.display()
+        ),
+        Err(e) => format!(
+            "It could not be renamed aside ({e}) and will be checked, and refused, at every start: delete {}",
+            path.display()
+        ),
     }
 }
 
+/// The configured model and, when a stored upload had to be passed over, a
+/// sentence for a system alert. The model is an upload kept in
+/// `model_store` (checked in the validator first; one that fails is set
+/// aside and the detector falls back), else `detector.model`: the
+/// embedded model (trusted: built in and tested with this binary), a file
+/// (checked in the validator), or none (`off`).
+pub fn load_model(cfg: &crate::config::DetectorConfig) -> (Result<Option<Arc<HostModel>>, ModelError>, Option<String>) {
+    let limits = Limits::from_config(cfg);
+    let mut notice = None;
+    if let Some(path) = uploaded_model_path(&cfg.model_store).filter(|p| p.exists() && cfg.model.trim() != "off") {
+        match load_checked(&path, &limits) {
+            Ok(m) => {
+                tracing::info!(path = %path.display(), name = %m.card().name, "running the model uploaded on the dashboard (delete it to return to detector.model)");
+                return (Ok(Some(Arc::new(m))), None);
+            }
+            Err(e) => {
+                let fallback =
+                    if cfg.model.trim().is_empty() { "the embedded model".to_string() } else { cfg.model.clone() };
+                // A validator that could not run says nothing about the file: keep it for the next start.
+                let kept = if matches!(e, ModelError::Unchecked(..)) {
+                    "It was left in place and is checked again at the next start".to_string()
+                } else {
+                    set_aside(&path)
+                };
+                let msg =
+                    format!("the stored model failed validation at start; running {fallback} instead: {e}. {kept}");
+                tracing::error!("{msg}");
+                notice = Some(msg);
+            }
+        }
+    }
+    let loaded = match cfg.model.trim() {
+        "off" => Ok(None),
+        "" => HostModel::embedded().map(|m| Some(Arc::new(m))),
+        path => load_checked(std::path::Path::new(path), &limits).map(|m| Some(Arc::new(m))),
+    };
+    (loaded, notice)
+}
+
 /// Checks a model sent by the monitor (the detector never trusts the
-/// monitor's own check) and, with `model_store` set, keeps it for restarts.
+/// monitor's own check) in the validator's child process, loads it, and with
+/// `model_store` set keeps it for restarts.
 pub fn accept_model_update(
     update: &crate::bus::messages::ModelUpdate,
-    model_store: &str,
+    cfg: &crate::config::DetectorConfig,
 ) -> Result<Arc<HostModel>, String> {
+    let model_store = &cfg.model_store;
     let origin = format!("model uploaded by {}", update.by);
-    let model = HostModel::from_parts(&update.tflite, &update.card, &origin).map_err(|e| e.to_string())?;
+    let limits = Limits::from_config(cfg);
+    validator::validate(&update.tflite, &update.card, &limits).map_err(|e| e.to_string())?;
+    let model = HostModel::from_parts_bounded(&update.tflite, &update.card, &origin, limits.max_batch)
+        .map_err(|e| e.to_string())?;
     if let Some(path) = uploaded_model_path(model_store) {
         let keep = || -> anyhow::Result<()> {
             use anyhow::Context;
@@ -151,23 +221,59 @@ pub struct ModelUploads {
 }
 
 impl ModelUploads {
-    /// Checks `update` (and keeps it in `model_store`); on success every stage
+    /// Checks `update` in the validator (and keeps it in `model_store`); on success every stage
     /// runs it from its next batch. Returns the answer for the monitor, and
     /// the card when the model was loaded. `None`: an older upload, ignored.
     pub fn apply<'a>(
         &mut self,
         update: &crate::bus::messages::ModelUpdate,
-        model_store: &str,
+        cfg: &crate::config::DetectorConfig,
         node: &str,
         stages: impl IntoIterator<Item = &'a mut DetectorStage>,
     ) -> Option<(Alert, Option<serde_json::Value>)> {
-        if update.version <= self.newest {
-            tracing::info!(version = update.version, "older model upload ignored");
+        if self.stale(update) {
             return None;
         }
-        Some(match accept_model_update(update, model_store) {
+        let checked = accept_model_update(update, cfg);
+        Some(self.finish(update, checked, node, stages))
+    }
+
+    /// [`ModelUploads::apply`] with the validation (a child process, up to
+    /// `detector.model_check_timeout_s`) on a blocking-pool thread, so the
+    /// executor it is awaited on keeps serving its other tasks meanwhile.
+    pub async fn apply_off_thread<'a>(
+        &mut self,
+        update: &crate::bus::messages::ModelUpdate,
+        cfg: &crate::config::DetectorConfig,
+        node: &str,
+        stages: impl IntoIterator<Item = &'a mut DetectorStage>,
+    ) -> Option<(Alert, Option<serde_json::Value>)> {
+        if self.stale(update) {
+            return None;
+        }
+        let (u, d) = (update.clone(), cfg.clone());
+        let checked = smol::unblock(move || accept_model_update(&u, &d)).await;
+        Some(self.finish(update, checked, node, stages))
+    }
+
+    fn stale(&self, update: &crate::bus::messages::ModelUpdate) -> bool {
+        let stale = update.version <= self.newest;
+        if stale {
+            tracing::info!(version = update.version, "older model upload ignored");
+        }
+        stale
+    }
+
+    fn finish<'a>(
+        &mut self,
+        update: &crate::bus::messages::ModelUpdate,
+        checked: Result<Arc<HostModel>, String>,
+        node: &str,
+        stages: impl IntoIterator<Item = &'a mut DetectorStage>,
+    ) -> (Alert, Option<serde_json::Value>) {
+        match checked {
             Ok(model) => {
-                self.newest = update.version;
+                self.newest = self.newest.max(update.version);
                 for s in stages {
                     s.set_model(model.clone());
                 }
@@ -179,7 +285,7 @@ impl ModelUploads {
                 tracing::error!(error = %e, by = %update.by, "model from the dashboard refused; the current model keeps running");
                 (model_alert(node, update.version, Err(&e)), None)
             }
-        })
+        }
     }
 }
 
@@ -250,8 +356,47 @@ impl DetectorStage {
     /// logged and reported as a `system` alert with the first batch; the
     /// stage runs on heuristics and the baseline.
     pub fn new(cfg: &Config, registry: &Arc<Registry>) -> DetectorStage {
-        let loaded = load_model(&cfg.detector);
-        DetectorStage::with_model(cfg, registry, loaded)
+        let (loaded, notice) = load_model(&cfg.detector);
+        let mut stage = DetectorStage::with_model(cfg, registry, loaded);
+        stage.start_notice = notice;
+        stage
+    }
+
+    /// What went wrong loading the model at start (a stored upload that
+    /// failed validation, a configured model refused), as a system alert to
+    /// publish at once rather than with the first batch. Taken once.
+    pub fn take_start_alert(&mut self) -> Option<Alert> {
+        let mut alert = None;
+        if let Some(n) = self.start_notice.take() {
+            alert = Some(Alert::about_system(
+                &self.node,
+                AttackKind::System,
+                Severity::High,
+                SIG_MODEL_FALLBACK,
+                "GATEWARDEN SYSTEM stored model refused at start",
+                n,
+            ));
+        }
+        if let Some(e) = self.model_error.take() {
+            let reason = format!("detector model refused, running on heuristics and baseline only: {e}");
+            let a = Alert::about_system(
+                &self.node,
+                AttackKind::System,
+                Severity::High,
+                signature_id(AttackKind::System),
+                signature(AttackKind::System),
+                reason,
+            );
+            // Both at once is rare (an upload and detector.model both bad): one alert says both.
+            alert = Some(match alert {
+                Some(mut first) => {
+                    first.reason = format!("{}; and {}", first.reason, a.reason);
+                    first
+                }
+                None => a,
+            });
+        }
+        alert
     }
 
     /// The loaded model's card, for the dashboard's model page (None: heuristics and baseline only).
@@ -294,6 +439,7 @@ impl DetectorStage {
             fusion,
             model,
             model_error,
+            start_notice: None,
             next_id: 1,
             registry: registry.clone(),
             verdicts: BTreeMap::new(),
@@ -485,6 +631,9 @@ impl DetectorStage {
         let mut out = Findings::default();
         let mut now = batch.flows.iter().map(|r| r.last_ns).max().unwrap_or(0);
         now = now.max(batch.hosts.iter().map(|h| h.ts_ns).max().unwrap_or(0));
+        if let Some(n) = self.start_notice.take() {
+            self.system_alert(now, n, &mut out);
+        }
         if let Some(e) = self.model_error.take() {
             self.system_alert(
                 now,
@@ -636,6 +785,29 @@ mod tests {
             })
             .collect();
         FlowBatch { node: "r".into(), seq: 1, flows, hosts: vec![] }
+    }
+
+    #[test]
+    fn a_stored_model_that_could_not_be_checked_is_not_used_stays_in_place_and_is_reported() {
+        // In unit tests the validator cannot run (no gatewarden binary): the
+        // stored upload must then not be loaded, nor set aside. The refused
+        // and crashed cases run against the real binary in tests/hostile/model.rs.
+        let dir = tempfile::tempdir().unwrap();
+        let stored = dir.path().join("uploaded.tflite");
+        std::fs::write(&stored, crate::detect::model::DEFAULT_TFLITE).unwrap();
+        std::fs::write(dir.path().join("uploaded.card.json"), crate::detect::model::DEFAULT_CARD).unwrap();
+        let mut cfg = Config::default();
+        cfg.detector.model_store = dir.path().display().to_string();
+        let (model, notice) = load_model(&cfg.detector);
+        assert_eq!(model.unwrap().unwrap().origin(), "embedded model");
+        let notice = notice.unwrap();
+        assert!(notice.contains("could not be checked") && notice.contains("left in place"), "{notice}");
+        assert!(stored.exists());
+        let mut s = DetectorStage::new(&cfg, &Registry::new());
+        let a = s.take_start_alert().expect("a start-up alert");
+        assert_eq!(a.signature_id, SIG_MODEL_FALLBACK);
+        assert!(a.reason.contains("the embedded model"), "{}", a.reason);
+        assert!(s.take_start_alert().is_none(), "reported once");
     }
 
     fn stage(cfg: &Config) -> DetectorStage {

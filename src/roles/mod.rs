@@ -129,6 +129,7 @@ pub fn run_with(
     if role.runs_monitor() && (role.runs_detector() || mqtt.is_some()) {
         let o = out.clone();
         state.training.set_sender(Arc::new(move |u| o.publish(Message::ModelUpdate(u))));
+        state.training.set_limits(crate::detect::validator::Limits::from_config(&cfg.detector));
     }
     // The settings page: kept by the monitor, sent to every detector and router.
     if role.runs_monitor() {
@@ -293,6 +294,10 @@ pub fn run_with(
         tasks.push(ex.spawn(async move {
             let mut dcfg = dcfg;
             let mut uploads = detector::ModelUploads::default();
+            // A stored model refused at start is reported now, not with the first batch.
+            if let Some(a) = overflow.take_start_alert() {
+                out.publish(Message::Alert(a));
+            }
             loop {
                 // Flow batches; a model uploaded on the training page or new
                 // thresholds from the settings page, applied between batches.
@@ -308,7 +313,9 @@ pub fn run_with(
                     None => break,
                     Some(DetectorInput::Model(update)) => {
                         let all = stages.values_mut().chain(std::iter::once(&mut overflow));
-                        if let Some((alert, card)) = uploads.apply(&update, &dcfg.detector.model_store, &node, all) {
+                        // Validated in a child process off this executor's thread.
+                        if let Some((alert, card)) = uploads.apply_off_thread(&update, &dcfg.detector, &node, all).await
+                        {
                             if let Some(card) = card {
                                 st.set_model(card);
                             }

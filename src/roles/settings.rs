@@ -29,6 +29,10 @@ pub fn check(update: &SettingsUpdate, base: &Config) -> Result<Checked, String> 
     // Which model runs is the training page's business, and paths are per node.
     detector.model = base.detector.model.clone();
     detector.model_store = base.detector.model_store.clone();
+    // The model validator's limits bound what an uploaded model may cost this node: not the page's to raise.
+    detector.model_check_memory_mb = base.detector.model_check_memory_mb;
+    detector.model_check_timeout_s = base.detector.model_check_timeout_s;
+    detector.model_max_batch = base.detector.model_max_batch;
     let mut cfg = base.clone();
     cfg.detector = detector.clone();
     cfg.enforce.allowlist = update.allowlist.clone();

@@ -22,6 +22,7 @@ Usage (tools/train/train.sh wraps it):
 
 import argparse
 import datetime
+import hashlib
 import json
 import os
 import subprocess
@@ -212,6 +213,11 @@ def main():
             "tensorflow": tf.__version__,
         },
         "validation_metrics": metrics,
+        # The exact .tflite this card describes (the gateway's validator checks it first).
+        "tflite_sha256": hashlib.sha256(tflite).hexdigest(),
+        # Every 8th reference row: a candidate model must reproduce these (within the tolerance)
+        # in the gateway's validator before it is stored or hot-swapped (issue #14).
+        "reference": {"inputs": raw[::8].tolist(), "outputs": ref_out[::8], "tolerance": 1e-4},
     }
     with open(os.path.join(args.out, "host-mlp.card.json"), "w") as f:
         json.dump(card, f, indent=1, ensure_ascii=False)
