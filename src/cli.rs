@@ -141,6 +141,12 @@ struct ModelArgs {
     /// Largest batch dimension accepted (with --validate-worker or a path).
     #[arg(long, hide = true, default_value_t = crate::detect::model::DEFAULT_MAX_BATCH)]
     max_batch: usize,
+    /// Internal (with --validate-worker): address-space limit the worker sets on itself, MiB.
+    #[arg(long, hide = true, default_value_t = 512)]
+    memory_limit_mb: u64,
+    /// Internal (with --validate-worker): CPU-time limit the worker sets on itself, seconds.
+    #[arg(long, hide = true, default_value_t = 20)]
+    cpu_limit_s: u64,
 }
 
 #[derive(Debug, Subcommand)]
@@ -1037,7 +1043,7 @@ fn cmd_model(args: ModelArgs) -> i32 {
     use crate::detect::model::HostModel;
     use crate::detect::validator::{worker_main, Limits};
     if args.validate_worker {
-        return worker_main(args.max_batch);
+        return worker_main(args.max_batch, args.memory_limit_mb, args.cpu_limit_s);
     }
     let loaded = match &args.path {
         // A file is checked in the validator's child first: a crafted one cannot crash this command.

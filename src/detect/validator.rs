@@ -6,12 +6,13 @@
 //! The child is this binary again (`gatewarden model --validate-worker`): it
 //! reads the candidate from stdin, loads it with the batch bound, runs the
 //! card's reference inputs and compares them with the card's reference
-//! outputs, and prints one JSON line. Before it runs, the parent caps its
+//! outputs, and prints one JSON line. Its first act is to cap its own
 //! address space (`RLIMIT_AS`), CPU time (`RLIMIT_CPU`) and core dumps
-//! (`RLIMIT_CORE` = 0) with `setrlimit` in `pre_exec` — the limits are in
-//! force before the first byte of the candidate is read, with no window in
-//! which the child runs unlimited (a `prlimit` after spawn would have one; a
-//! `sh -c ulimit` re-exec would need a shell on the image) — and kills it
+//! (`RLIMIT_CORE` = 0) with `setrlimit` (rustix, no `unsafe`), from limits
+//! the parent passes as arguments — before it reads the first byte of the
+//! candidate, so nothing untrusted runs unlimited (a `prlimit` after spawn
+//! would race the child; a `sh -c ulimit` re-exec would need a shell on the
+//! image; a `pre_exec` hook would need `unsafe`). The parent kills it
 //! after a wall-clock timeout. Only a candidate the child accepted is loaded
 //! in process: tract parses the same bytes the same way, and the child proved
 //! that this ends in a usable model within the limits.
@@ -155,29 +156,14 @@ pub fn validate(tflite: &[u8], card: &str, limits: &Limits) -> Result<Report, Re
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mem = limits.memory_mb.saturating_mul(1024 * 1024);
-    let cpu = limits.timeout_s.max(1);
-    {
-        use std::os::unix::process::CommandExt;
-        // SAFETY: the closure runs in the forked child before exec; it only
-        // calls setrlimit, which is async-signal-safe, on stack values, and
-        // allocates nothing.
-        unsafe {
-            cmd.pre_exec(move || {
-                let set = |res, soft: u64, hard: u64| {
-                    let l = libc::rlimit { rlim_cur: soft as libc::rlim_t, rlim_max: hard as libc::rlim_t };
-                    if libc::setrlimit(res, &l) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                };
-                set(libc::RLIMIT_AS, mem, mem)?;
-                set(libc::RLIMIT_CPU, cpu, cpu + 1)?;
-                set(libc::RLIMIT_CORE, 0, 0)?;
-                Ok(())
-            });
-        }
-    }
+    // The child limits itself (`limit_self`) before it reads a byte of the
+    // candidate: no `unsafe` pre-exec hook, and nothing untrusted runs unlimited.
+    cmd.args([
+        "--memory-limit-mb",
+        &limits.memory_mb.to_string(),
+        "--cpu-limit-s",
+        &limits.timeout_s.max(1).to_string(),
+    ]);
     let started = Instant::now();
     let mut child = cmd
         .spawn()
@@ -327,9 +313,27 @@ pub fn check_here(tflite: &[u8], card: &str, max_batch: usize) -> Result<Report,
     Ok(Report { name: model.card().name.clone(), batch: model.batch(), rows, max_err })
 }
 
-/// `gatewarden model --validate-worker`: reads a framed candidate from stdin,
-/// prints one JSON line, exits 0 (accepted) or 2 (refused).
-pub fn worker_main(max_batch: usize) -> i32 {
+/// Caps this process's address space and CPU time and turns off core
+/// dumps (setrlimit through rustix's safe wrapper). The validator's child
+/// calls it first, before it reads the candidate.
+pub fn limit_self(memory_mb: u64, cpu_s: u64) -> std::io::Result<()> {
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    let mem = memory_mb.saturating_mul(1024 * 1024);
+    let cpu = cpu_s.max(1);
+    for (res, soft, hard) in [(Resource::As, mem, mem), (Resource::Cpu, cpu, cpu + 1), (Resource::Core, 0, 0)] {
+        setrlimit(res, Rlimit { current: Some(soft), maximum: Some(hard) }).map_err(std::io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// `gatewarden model --validate-worker`: limits itself, reads a framed
+/// candidate from stdin, prints one JSON line, exits 0 (accepted) or 2 (refused).
+pub fn worker_main(max_batch: usize, memory_mb: u64, cpu_s: u64) -> i32 {
+    if let Err(e) = limit_self(memory_mb, cpu_s) {
+        let answer = Answer { ok: false, reason: format!("the validator could not limit itself: {e}"), report: None };
+        println!("{}", serde_json::to_string(&answer).unwrap_or_else(|_| "{\"ok\":false}".into()));
+        return 2;
+    }
     let mut input = Vec::new();
     let read = std::io::stdin().lock().take(MAX_MODEL_BYTES as u64 + 9).read_to_end(&mut input);
     let result = match read {
