@@ -3,7 +3,7 @@
 //! and the Mosquitto config + ACL that enforce it.
 //!
 //! One key per node serves both layers: rustls presents it to Mosquitto
-//! (mutual TLS, `use_identity_as_username`), and [`crate::secure`] signs
+//! (mutual TLS, `use_subject_as_username`), and [`crate::secure`] signs
 //! envelopes with it, so a peer is trusted end to end exactly when its
 //! certificate chains to this CA.
 //!

@@ -526,3 +526,52 @@ fn pki_revoke_teaches_refuses_unknown_ids_and_lists_revoked_ones() {
     let again = Command::new(bin()).args(["pki", "revoke", "r1", "--dir", dir]).output().unwrap();
     assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("already revoked"));
 }
+
+/// The `ctl` endpoint uses the same certificate checks: a node started after
+/// `pki revoke op-1` refuses the stolen operator certificate's handshake
+/// (counted as `revoked`), even from a thief whose own copy of the CA has no
+/// revocation list; another operator still gets in.
+#[test]
+fn a_revoked_operator_is_refused_by_the_ctl_endpoint() {
+    let Some(exe) = mosquitto_or_skip() else { return };
+    let broker = Broker::start(exe, &[("mon-1", "monitor"), ("op-1", "operator"), ("op-2", "operator")]);
+    let pki = PkiDir(broker.pki().to_path_buf());
+    let stolen = tempfile::tempdir().unwrap();
+    for (from, to) in
+        [(pki.ca_cert(), "ca.crt"), (pki.node_cert("op-1"), "op-1.crt"), (pki.node_key("op-1"), "op-1.key")]
+    {
+        std::fs::copy(from, stolen.path().join(to)).unwrap();
+    }
+    gw(&["pki", "revoke", "op-1", "--dir", broker.pki().to_str().unwrap()]);
+    let (pm, pc) = (free_port(), free_port());
+    let extra = format!("[ctl]\nlisten = \"127.0.0.1:{pc}\"\n");
+    let _mon = run_node(&broker.node_config("mon-1", pm, &extra), "monitor");
+    assert!(wait_http_ok(&format!("127.0.0.1:{pm}"), "/healthz", Duration::from_secs(15)));
+    wait_for("ctl listening", Duration::from_secs(15), || std::net::TcpStream::connect(("127.0.0.1", pc)).is_ok());
+    let node = format!("127.0.0.1:{pc}");
+    let s = |f: &str| stolen.path().join(f).to_str().unwrap().to_string();
+    let out = Command::new(bin())
+        .args([
+            "ctl",
+            "--node",
+            &node,
+            "--ca",
+            &s("ca.crt"),
+            "--cert",
+            &s("op-1.crt"),
+            "--key",
+            &s("op-1.key"),
+            "status",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "revoked operator got in: {}", String::from_utf8_lossy(&out.stdout));
+    wait_for("the revoked handshake counted", Duration::from_secs(10), || {
+        counter(&status(pm), "gatewarden_secure_rejected_total{reason=revoked}") >= 1.0
+    });
+    let ok = Command::new(bin())
+        .args(["ctl", "--node", &node, "--pki", broker.pki().to_str().unwrap(), "--id", "op-2", "status"])
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "op-2: {}", String::from_utf8_lossy(&ok.stderr));
+}
