@@ -268,8 +268,9 @@ enum PkiCommand {
     ///
     /// Adds them to DIR/ca.crl (signed by the CA) and moves them to DIR/revoked/;
     /// the node's key is deleted. Then:
-    ///   1. re-run `gatewarden pki mosquitto-conf` and restart Mosquitto: the broker
-    ///      refuses the certificate in the TLS handshake;
+    ///   1. re-run `gatewarden pki mosquitto-conf` and restart Mosquitto: the broker refuses
+    ///      the certificate in the TLS handshake (SIGHUP re-reads the list too, but only for
+    ///      new connections: a holder connected now stays connected until a restart);
     ///   2. give every node the new ca.crl (`gatewarden pki bundle`, or copy it beside
     ///      /etc/gatewarden/pki/ca.crt) and restart gatewarden: nodes refuse the holder's
     ///      sealed messages (counted as `revoked`) and its `ctl` handshakes.
@@ -617,7 +618,7 @@ fn cmd_pki(cmd: PkiCommand) -> i32 {
             }
             println!("{} now lists {} certificate(s).", PkiDir(dir.clone()).crl().display(), done.len());
             println!(
-                "Next: `gatewarden pki mosquitto-conf --dir {}` and restart Mosquitto; give nodes the new ca.crl (`gatewarden pki bundle`) and restart them.",
+                "Next: `gatewarden pki mosquitto-conf --dir {}` and restart Mosquitto (SIGHUP keeps a connected holder connected); give nodes the new ca.crl (`gatewarden pki bundle`) and restart them.",
                 dir.display()
             );
         }),
