@@ -272,8 +272,9 @@ enum PkiCommand {
     ///      the certificate in the TLS handshake (SIGHUP re-reads the list too, but only for
     ///      new connections: a holder connected now stays connected until a restart);
     ///   2. give every node the new ca.crl (`gatewarden pki bundle`, or copy it beside
-    ///      /etc/gatewarden/pki/ca.crt) and restart gatewarden: nodes refuse the holder's
-    ///      sealed messages (counted as `revoked`) and its `ctl` handshakes.
+    ///      /etc/gatewarden/pki/ca.crt): within 10 s a running node drops the holder's key and
+    ///      refuses its sealed messages (counted as `revoked`); the `ctl` endpoint refuses its
+    ///      handshakes after the node's next start.
     ///
     /// To let the node back in, issue it a new certificate (`gatewarden pki issue`).
     ///
@@ -618,7 +619,7 @@ fn cmd_pki(cmd: PkiCommand) -> i32 {
             }
             println!("{} now lists {} certificate(s).", PkiDir(dir.clone()).crl().display(), done.len());
             println!(
-                "Next: `gatewarden pki mosquitto-conf --dir {}` and restart Mosquitto (SIGHUP keeps a connected holder connected); give nodes the new ca.crl (`gatewarden pki bundle`) and restart them.",
+                "Next: `gatewarden pki mosquitto-conf --dir {}` and restart Mosquitto (SIGHUP keeps a connected holder connected); copy the new ca.crl beside each node's ca.crt (`gatewarden pki bundle`): running nodes take it within 10 s.",
                 dir.display()
             );
         }),

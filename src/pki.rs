@@ -55,8 +55,8 @@ pub const BROKER_ID: &str = "gatewarden-broker";
 /// Default lifetime of node (and broker) certificates, in days.
 ///
 /// 397 days (the Web PKI's ceiling) rather than the 825 it used to be: a
-/// stolen key whose revocation has not reached every node yet (a node reads
-/// `ca.crl` at start) stops working within about a year, and a yearly
+/// stolen key whose revocation has not reached every node yet (`ca.crl` is
+/// copied to nodes by hand or by `pki bundle`) stops working within about a year, and a yearly
 /// `pki issue` + `pki bundle` is a rhythm an operator keeps.
 pub const NODE_CERT_DAYS: u32 = 397;
 
@@ -316,6 +316,8 @@ pub struct PeerCert {
     pub key: VerifyingKey,
     /// The same key as an uncompressed SEC1 point, for [`verify_p384`] (ring).
     pub key_sec1: Vec<u8>,
+    /// The certificate's serial (hex, [`serial_hex`]), to drop it when a new revocation list names it.
+    pub serial: String,
 }
 
 /// Checks an ECDSA P-384/SHA-384 signature (`r‖s`, 96 bytes) with `ring`.
@@ -416,6 +418,11 @@ impl CaVerifier {
         Ok(self)
     }
 
+    /// Whether the loaded revocation list names `serial` (hex, [`serial_hex`]).
+    pub fn is_revoked(&self, serial: &str) -> bool {
+        self.revoked.contains(serial)
+    }
+
     /// How many serials the loaded revocation list names.
     pub fn revoked_count(&self) -> usize {
         self.revoked.len()
@@ -464,7 +471,7 @@ impl CaVerifier {
         let key = VerifyingKey::from_sec1_bytes(&cert.public_key().subject_public_key.data)
             .map_err(|_| anyhow::anyhow!("the certificate key is not a P-384 key"))?;
         let key_sec1 = key.to_encoded_point(false).as_bytes().to_vec();
-        Ok(PeerCert { node, role, key, key_sec1 })
+        Ok(PeerCert { node, role, key, key_sec1, serial })
     }
 }
 

@@ -367,7 +367,12 @@ struct Shared {
     audit: Mutex<Option<RotatingLog>>,
     resend_after: Duration,
     counters: Counters,
+    /// The fleet CA certificate; `ca.crl` beside it is re-read when it changes.
+    ca_path: PathBuf,
 }
+
+/// How often a running node looks at `ca.crl` for a new revocation list.
+pub const CRL_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -552,6 +557,7 @@ impl MqttBus {
             audit: Mutex::new(audit),
             resend_after: s.resend_after,
             counters,
+            ca_path: s.ca.clone(),
         });
         let mut threads = Vec::new();
         {
@@ -1053,11 +1059,43 @@ fn event_loop(sh: Arc<Shared>, mut connection: rumqttc::Connection, shutdown: Sh
     }
 }
 
+/// When `ca.crl` beside the CA certificate was last modified (None: no list).
+fn crl_mtime(ca: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(ca.with_file_name("ca.crl")).and_then(|m| m.modified()).ok()
+}
+
+/// Takes a new `ca.crl` into the secure channel without a restart: a peer it
+/// revokes is dropped at once and refused from then on. A list that does not
+/// load keeps the one in use (and says why).
+fn reload_crl(sh: &Shared) {
+    match CaVerifier::load(&sh.ca_path) {
+        Ok(ca) => {
+            let n = ca.revoked_count();
+            let dropped = lock(&sh.secure).set_ca(ca);
+            tracing::info!(revoked = n, ?dropped, "revocation list (ca.crl) reloaded");
+        }
+        Err(e) => tracing::error!(
+            error = %format!("{e:#}"),
+            "a new ca.crl did not load; the previous revocation list stays in force"
+        ),
+    }
+}
+
 fn outbox_loop(sh: Arc<Shared>, shutdown: Shutdown) {
     let mut last_resend = Instant::now();
+    let mut crl_checked = Instant::now();
+    let mut crl_seen = crl_mtime(&sh.ca_path);
     while !shutdown.is_triggered() {
         std::thread::sleep(Duration::from_millis(20));
         flush_acks(&sh);
+        if crl_checked.elapsed() >= CRL_CHECK_INTERVAL {
+            crl_checked = Instant::now();
+            let now = crl_mtime(&sh.ca_path);
+            if now != crl_seen {
+                crl_seen = now;
+                reload_crl(&sh);
+            }
+        }
         if !sh.connected.load(Ordering::SeqCst) {
             continue;
         }

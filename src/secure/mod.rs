@@ -432,6 +432,25 @@ impl SecureChannel {
         Ok(a.node)
     }
 
+    /// Replaces the CA check (a new revocation list): peers whose
+    /// certificate it revokes are forgotten at once, and their envelopes are
+    /// refused as `revoked` from now on. Returns the nodes dropped.
+    pub fn set_ca(&mut self, ca: CaVerifier) -> Vec<String> {
+        let dropped: Vec<String> =
+            self.peers.iter().filter(|(_, p)| ca.is_revoked(&p.cert.serial)).map(|(n, _)| n.clone()).collect();
+        for n in &dropped {
+            self.peers.remove(n);
+            if !self.revoked.contains(n) {
+                self.revoked.push_back(n.clone());
+            }
+        }
+        while self.revoked.len() > MAX_REVOKED_REMEMBERED {
+            self.revoked.pop_front();
+        }
+        self.ca = ca;
+        dropped
+    }
+
     /// Whether `node` has announced a usable key.
     pub fn knows(&self, node: &str) -> bool {
         self.peers.get(node).is_some_and(|p| !p.keys.is_empty())
@@ -642,6 +661,23 @@ pub(crate) mod tests {
         let env = d.seal("router-1", 1, PayloadKind::Message, b"block").unwrap();
         assert_eq!(r.open(&env, now_ns()).unwrap_err().reason, Reject::Revoked);
         assert_eq!(rejected(&reg, "revoked"), 2.0);
+    }
+
+    #[test]
+    fn a_new_revocation_list_drops_a_known_peer_at_once() {
+        let reg = Registry::new();
+        let f = Fleet::new();
+        let mut d2 = f.channel("det-1", CertRole::Detector, &Registry::new());
+        let mut r2 = f.channel("router-1", CertRole::Router, &reg);
+        d2.accept_announce(&r2.announce(), Some("router-1")).unwrap();
+        r2.accept_announce(&d2.announce(), Some("det-1")).unwrap();
+        let env = d2.seal("router-1", 1, PayloadKind::Message, b"one").unwrap();
+        assert!(r2.open(&env, now_ns()).is_ok(), "trusted before the new list");
+        pki::revoke(f.dir.path(), "det-1", pki::RevokeReason::KeyCompromise).unwrap();
+        let ca = CaVerifier::load(&pki::PkiDir(f.dir.path().into()).ca_cert()).unwrap();
+        assert_eq!(r2.set_ca(ca), vec!["det-1".to_string()]);
+        let env = d2.seal("router-1", 2, PayloadKind::Message, b"two").unwrap();
+        assert_eq!(r2.open(&env, now_ns()).unwrap_err().reason, Reject::Revoked);
     }
 
     #[test]

@@ -604,3 +604,62 @@ fn a_revoked_operator_is_refused_by_the_ctl_endpoint() {
         .unwrap();
     assert!(ok.status.success(), "op-2: {}", String::from_utf8_lossy(&ok.stderr));
 }
+
+/// A router already running when det-1 is revoked: its verdicts open before;
+/// within the 10 s check of `ca.crl` the router drops det-1's key and refuses
+/// its next verdict as `revoked`, without a restart.
+#[test]
+fn a_running_router_takes_a_new_revocation_list_without_a_restart() {
+    let Some(exe) = mosquitto_or_skip() else { return };
+    let broker = Broker::start(exe, &[("router-1", "router"), ("det-1", "detector")]);
+    let pki = PkiDir(broker.pki().to_path_buf());
+    let ca = CaVerifier::load(&pki.ca_cert()).unwrap();
+    let det_id = Identity::load(&pki.node_cert("det-1"), &pki.node_key("det-1"), &ca).unwrap();
+    let (thief, mut tconn) = raw_client(&broker, "det-1", "det-1");
+    let sd = Shutdown::new();
+    let rreg = Registry::new();
+    let inbound = LocalBus::new(64, &rreg);
+    let router =
+        MqttBus::start(&settings(&broker, "router-1", Role::Router), inbound.clone(), &rreg, sd.clone()).unwrap();
+    assert!(router.wait_connected(Duration::from_secs(10)));
+    thief.subscribe("gatewarden/v1/router-1/key", QoS::AtLeastOnce).unwrap();
+    let key_seen = |p: &rumqttc::Packet| matches!(p, rumqttc::Packet::Publish(x) if x.topic.ends_with("router-1/key"));
+    let (_, seen) = pump_until(&mut tconn, Duration::from_secs(10), key_seen);
+    let (_, router_key) = seen.iter().find(|(t, _)| t.ends_with("/key")).expect("router-1's retained key");
+    let mut det = SecureChannel::new(det_id, ca, SecureConfig::default(), &Registry::new());
+    det.accept_announce(router_key, Some("router-1")).unwrap();
+    thief.publish(topic("det-1", "key"), QoS::AtLeastOnce, true, det.announce()).unwrap();
+    // Publishes one sealed verdict and drives the raw connection until the
+    // broker has acked every publish so far (the key announcement first), so
+    // nothing is left waiting in the client.
+    let mut unacked = 1u32;
+    let mut send = |id: u64| {
+        let env = det.seal("router-1", id, PayloadKind::Message, &verdict(id).encode()).unwrap();
+        let frame = envelope::encode(&Frame { id, body: FrameBody::Sealed(env) });
+        thief.publish(topic("det-1", "verdict"), QoS::AtLeastOnce, false, frame).unwrap();
+        unacked += 1;
+        // (The first call also sees the CONNACK; later ones only PUBACKs.)
+        let _ = pump_until(&mut tconn, Duration::from_secs(10), pubacks(unacked));
+        unacked = 0;
+    };
+    send(1);
+    wait_for("det-1's verdict opens before the revocation", Duration::from_secs(15), || inbound.verdicts.len() == 1);
+    gw(&["pki", "revoke", "det-1", "--dir", broker.pki().to_str().unwrap()]);
+    let mut id = 1;
+    let revoked = || rreg.snapshot()["gatewarden_secure_rejected_total{reason=revoked}"];
+    let start = Instant::now();
+    while revoked() < 1.0 {
+        assert!(start.elapsed() < Duration::from_secs(40), "the running router never took the new ca.crl");
+        id += 1;
+        send(id);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // Verdicts sent before the router's next look at ca.crl still opened; none after.
+    let opened = rreg.snapshot()["gatewarden_secure_opened_total"];
+    send(id + 1);
+    let refused = crate::common::wait_until(Duration::from_secs(10), || revoked() >= 2.0);
+    assert!(refused, "the later verdict refused too: {:?}", rreg.snapshot());
+    assert_eq!(rreg.snapshot()["gatewarden_secure_opened_total"], opened, "nothing opens after the reload");
+    sd.trigger();
+    router.stop();
+}
