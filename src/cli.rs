@@ -278,9 +278,47 @@ enum PkiCommand {
         /// Where the CA lives; the result goes to DIR/nodes/NODE_ID.{crt,key}.
         #[arg(long, default_value = "/etc/gatewarden/pki")]
         dir: PathBuf,
-        /// Validity in days.
-        #[arg(long, default_value_t = 825)]
+        /// Validity in days (default 397: a stolen key stops working within about a year;
+        /// renew with `pki issue` + `pki bundle`).
+        #[arg(long, default_value_t = crate::pki::NODE_CERT_DAYS)]
         days: u32,
+    },
+    /// Revoke every certificate issued to a node (a stolen or retired one).
+    ///
+    /// Adds them to DIR/ca.crl (signed by the CA) and moves them to DIR/revoked/;
+    /// the node's key is deleted. Then:
+    ///   1. re-run `gatewarden pki mosquitto-conf` and restart Mosquitto: the broker refuses
+    ///      the certificate in the TLS handshake (SIGHUP re-reads the list too, but only for
+    ///      new connections: a holder connected now stays connected until a restart);
+    ///   2. give every node the new ca.crl (`gatewarden pki bundle`, or copy it beside
+    ///      /etc/gatewarden/pki/ca.crt): within 10 s a running node drops the holder's key and
+    ///      refuses its sealed messages (counted as `revoked`); the `ctl` endpoint refuses its
+    ///      handshakes after the node's next start.
+    ///
+    /// To let the node back in, issue it a new certificate (`gatewarden pki issue`).
+    ///
+    /// Examples:
+    ///   gatewarden pki revoke router-2
+    ///   gatewarden pki revoke det-1 --reason cessation-of-operation
+    #[command(verbatim_doc_comment)]
+    Revoke {
+        /// The node id (certificate CN) to revoke; `gatewarden pki list` shows them.
+        node_id: String,
+        /// Why (written into the CRL).
+        #[arg(long, value_enum, default_value = "key-compromise")]
+        reason: crate::pki::RevokeReason,
+        /// Where the CA lives.
+        #[arg(long, default_value = "/etc/gatewarden/pki")]
+        dir: PathBuf,
+    },
+    /// List the certificates the CA issued: valid, superseded (an id issued again), expired, revoked.
+    List {
+        /// Where the CA lives.
+        #[arg(long, default_value = "/etc/gatewarden/pki")]
+        dir: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
     },
     /// Write a TLS-only Mosquitto config and ACL (one block per issued certificate) plus the broker certificate.
     MosquittoConf {
@@ -581,7 +619,7 @@ fn cmd_run(args: RunArgs, log_format: Option<LogFormat>) -> i32 {
 }
 
 fn cmd_pki(cmd: PkiCommand) -> i32 {
-    use crate::pki;
+    use crate::pki::{self, PkiDir};
     let r = match cmd {
         PkiCommand::Init { dir, days, force } => pki::init(&dir, days, force).map(|p| {
             println!(
@@ -593,6 +631,26 @@ fn cmd_pki(cmd: PkiCommand) -> i32 {
         PkiCommand::Issue { node_id, role, dir, days } => pki::issue(&dir, &node_id, role, &[], days).map(|(c, k)| {
             println!("{role} certificate for {node_id}: {} (key {})", c.display(), k.display());
             println!("re-run `gatewarden pki mosquitto-conf` so the broker's ACL knows {node_id}");
+        }),
+        PkiCommand::Revoke { node_id, reason, dir } => pki::revoke(&dir, &node_id, reason).map(|done| {
+            for r in &done {
+                println!("revoked {} ({}, serial {})", r.node, r.role, r.serial);
+            }
+            println!("{} now lists {} certificate(s).", PkiDir(dir.clone()).crl().display(), done.len());
+            println!(
+                "Next: `gatewarden pki mosquitto-conf --dir {}` and restart Mosquitto (SIGHUP keeps a connected holder connected); copy the new ca.crl beside each node's ca.crt (`gatewarden pki bundle`): running nodes take it within 10 s.",
+                dir.display()
+            );
+        }),
+        PkiCommand::List { dir, json } => pki::list(&dir).map(|certs| {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&certs).unwrap_or_default());
+                return;
+            }
+            println!("{:<24} {:<9} {:<11} {:<34} not after", "node", "role", "state", "serial");
+            for c in &certs {
+                println!("{:<24} {:<9} {:<11} {:<34} {}", c.node, c.role, c.state, c.serial, c.not_after);
+            }
         }),
         PkiCommand::Bundle { node_id, broker, dir, out, names } => {
             let opts = pki::BundleOptions { node_id, broker, broker_names: names, out: out.clone() };

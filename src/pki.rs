@@ -3,23 +3,46 @@
 //! and the Mosquitto config + ACL that enforce it.
 //!
 //! One key per node serves both layers: rustls presents it to Mosquitto
-//! (mutual TLS, `use_identity_as_username`), and [`crate::secure`] signs
+//! (mutual TLS, `use_subject_as_username`), and [`crate::secure`] signs
 //! envelopes with it, so a peer is trusted end to end exactly when its
 //! certificate chains to this CA.
 //!
 //! Layout of a PKI directory:
-//! `ca.crt`, `ca.key` (0600), `nodes/<id>.crt`, `nodes/<id>.key` (0600),
-//! `mosquitto/` (written by `pki mosquitto-conf`).
+//! `ca.crt`, `ca.key` (0600), `ca.crl` (the revocation list, signed by the CA),
+//! `revoked.json` (what `ca.crl` lists, readable), `nodes/<id>.crt`,
+//! `nodes/<id>.key` (0600), `nodes/superseded/` (certificates replaced by a
+//! later `pki issue` of the same id, kept so `pki revoke` can list them),
+//! `revoked/` (revoked certificates), `mosquitto/` (written by `pki mosquitto-conf`).
+//!
+//! # Revocation
+//!
+//! `pki revoke ID` adds every certificate ever issued to ID to `ca.crl`. The
+//! broker refuses them in the TLS handshake (`crlfile` in the config
+//! `pki mosquitto-conf` writes), and every node refuses their envelopes and
+//! `ctl` handshakes: [`CaVerifier::load`] reads `ca.crl` beside the CA
+//! certificate (nodes get it in their bundle) and [`CaVerifier::verify`]
+//! fails with [`CertRevoked`].
+//!
+//! # Identity at the broker
+//!
+//! Mosquitto takes the whole certificate subject as the MQTT user
+//! (`use_subject_as_username`, rendered `OU=<role>,CN=<id>`), and the ACL
+//! grants topics to that user: a certificate's rights follow its CN **and**
+//! its role, so re-issuing an id with another role leaves the old
+//! certificate with no topics at all (see [`broker_username`]).
 
+use std::collections::HashSet;
 use std::fmt;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use p384::ecdsa::{Signature, SigningKey, VerifyingKey};
 use p384::pkcs8::DecodePrivateKey;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyIdMethod, KeyPair, KeyUsagePurpose, RevocationReason, RevokedCertParams, SerialNumber,
     PKCS_ECDSA_P384_SHA384,
 };
 use serde::{Deserialize, Serialize};
@@ -28,6 +51,21 @@ use serde::{Deserialize, Serialize};
 pub const CA_NAME: &str = "gatewarden fleet CA";
 /// Node id (CN) of the broker's server certificate.
 pub const BROKER_ID: &str = "gatewarden-broker";
+
+/// Default lifetime of node (and broker) certificates, in days.
+///
+/// 397 days (the Web PKI's ceiling) rather than the 825 it used to be: a
+/// stolen key whose revocation has not reached every node yet (`ca.crl` is
+/// copied to nodes by hand or by `pki bundle`) stops working within about a year, and a yearly
+/// `pki issue` + `pki bundle` is a rhythm an operator keeps.
+pub const NODE_CERT_DAYS: u32 = 397;
+
+/// How long a CRL written by [`revoke`] counts as current.
+///
+/// Mosquitto (OpenSSL) refuses *every* client once the CRL's nextUpdate has
+/// passed, and nothing republishes it on its own, so it is as long as the
+/// CA's default lifetime: the list is replaced whenever something is revoked.
+pub const CRL_DAYS: u32 = 3650;
 
 /// What a certificate allows its holder to do; stored in the subject's OU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -114,6 +152,22 @@ impl PkiDir {
     pub fn node_key(&self, id: &str) -> PathBuf {
         self.0.join("nodes").join(format!("{id}.key"))
     }
+    /// The certificate revocation list (PEM), signed by the CA.
+    pub fn crl(&self) -> PathBuf {
+        self.0.join("ca.crl")
+    }
+    /// The readable ledger of revoked certificates (what `ca.crl` lists).
+    pub fn revoked_ledger(&self) -> PathBuf {
+        self.0.join("revoked.json")
+    }
+    /// Certificates replaced by a later `pki issue` of the same id.
+    pub fn superseded_dir(&self) -> PathBuf {
+        self.0.join("nodes").join("superseded")
+    }
+    /// Revoked certificates, moved out of `nodes/`.
+    pub fn revoked_dir(&self) -> PathBuf {
+        self.0.join("revoked")
+    }
 }
 
 fn write_file(path: &Path, text: &str, secret: bool) -> anyhow::Result<()> {
@@ -155,7 +209,47 @@ pub fn init(dir: &Path, days: u32, force: bool) -> anyhow::Result<PkiDir> {
     let cert = params.self_signed(&key).context("self-signing the CA")?;
     write_file(&pki.ca_key(), &key.serialize_pem(), true)?;
     write_file(&pki.ca_cert(), &cert.pem(), false)?;
+    // A fresh CA starts with an empty list (a stale one from a replaced CA would not verify).
+    let _ = std::fs::remove_file(pki.revoked_ledger());
+    write_crl(dir, &[])?;
     Ok(pki)
+}
+
+fn load_issuer(dir: &Path) -> anyhow::Result<Issuer<'static, KeyPair>> {
+    let pki = PkiDir(dir.to_path_buf());
+    let ca_key_pem = std::fs::read_to_string(pki.ca_key()).with_context(|| {
+        format!("reading {}: run `gatewarden pki init --dir {}` first", pki.ca_key().display(), dir.display())
+    })?;
+    let ca_pem =
+        std::fs::read_to_string(pki.ca_cert()).with_context(|| format!("reading {}", pki.ca_cert().display()))?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem).context("parsing the CA key")?;
+    Issuer::from_ca_cert_pem(&ca_pem, ca_key).context("parsing the CA certificate")
+}
+
+/// A random positive 128-bit serial (first byte never 0, top bit clear), so serials are unique per certificate.
+fn random_serial() -> Vec<u8> {
+    let mut b = [0u8; 16];
+    rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut b);
+    b[0] = (b[0] & 0x7f).max(1);
+    b.to_vec()
+}
+
+/// A serial as lowercase hex without leading zero bytes (how the ledger and messages name it).
+pub fn serial_hex(raw: &[u8]) -> String {
+    let start = raw.iter().position(|b| *b != 0).unwrap_or(raw.len());
+    let hex: String = raw[start..].iter().map(|b| format!("{b:02x}")).collect();
+    if hex.is_empty() {
+        "00".into()
+    } else {
+        hex
+    }
+}
+
+fn hex_bytes(hex: &str) -> anyhow::Result<Vec<u8>> {
+    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        bail!("serial {hex:?} is not hex");
+    }
+    (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).context("hex")).collect()
 }
 
 /// Issues a certificate + key for `node_id` with `role`, signed by the CA in `dir`.
@@ -172,13 +266,7 @@ pub fn issue(
         bail!("node id {node_id:?} is not 1 to 64 characters of A-Z, a-z, 0-9, '-' or '_'");
     }
     let pki = PkiDir(dir.to_path_buf());
-    let ca_key_pem = std::fs::read_to_string(pki.ca_key()).with_context(|| {
-        format!("reading {}: run `gatewarden pki init --dir {}` first", pki.ca_key().display(), dir.display())
-    })?;
-    let ca_pem =
-        std::fs::read_to_string(pki.ca_cert()).with_context(|| format!("reading {}", pki.ca_cert().display()))?;
-    let ca_key = KeyPair::from_pem(&ca_key_pem).context("parsing the CA key")?;
-    let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_key).context("parsing the CA certificate")?;
+    let issuer = load_issuer(dir)?;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).context("generating the node key")?;
     let mut params = CertificateParams::new(names.to_vec()).context("certificate names")?;
     params.distinguished_name.push(DnType::CommonName, node_id);
@@ -190,9 +278,20 @@ pub fn issue(
         vec![ExtendedKeyUsagePurpose::ClientAuth]
     };
     params.use_authority_key_identifier_extension = true;
+    params.serial_number = Some(SerialNumber::from_slice(&random_serial()));
     validity(&mut params, days);
     let cert = params.signed_by(&key, &issuer).context("signing the node certificate")?;
     let (c, k) = (pki.node_cert(node_id), pki.node_key(node_id));
+    // The certificate this one replaces still chains to the CA: keep it, so
+    // `pki revoke` can list it (its rights at the broker follow its own role).
+    if let Some(old) = read_cert_der(&c).ok().filter(|_| role != CertRole::Broker) {
+        if let Ok(cert) = parse_cert(&old) {
+            let dest = pki.superseded_dir().join(format!("{node_id}-{}.crt", serial_hex(cert.raw_serial())));
+            std::fs::create_dir_all(pki.superseded_dir())
+                .with_context(|| format!("creating {}", pki.superseded_dir().display()))?;
+            std::fs::rename(&c, &dest).with_context(|| format!("moving {} to {}", c.display(), dest.display()))?;
+        }
+    }
     write_file(&k, &key.serialize_pem(), true)?;
     write_file(&c, &cert.pem(), false)?;
     Ok((c, k))
@@ -217,6 +316,8 @@ pub struct PeerCert {
     pub key: VerifyingKey,
     /// The same key as an uncompressed SEC1 point, for [`verify_p384`] (ring).
     pub key_sec1: Vec<u8>,
+    /// The certificate's serial (hex, [`serial_hex`]), to drop it when a new revocation list names it.
+    pub serial: String,
 }
 
 /// Checks an ECDSA P-384/SHA-384 signature (`r‖s`, 96 bytes) with `ring`.
@@ -235,6 +336,19 @@ pub fn verify_p384(public_sec1: &[u8], msg: &[u8], sig: &[u8]) -> bool {
 pub struct CaVerifier {
     key_sec1: Vec<u8>,
     subject: Vec<u8>,
+    /// Serials (hex, [`serial_hex`]) the CA's revocation list names.
+    revoked: Arc<HashSet<String>>,
+}
+
+/// [`CaVerifier::verify`]'s error for a certificate the CA revoked
+/// (`pki revoke`); the secure channel counts it as `revoked`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("certificate of {node} (serial {serial}) is revoked by the fleet CA (ca.crl); issue a new one with `gatewarden pki issue`")]
+pub struct CertRevoked {
+    /// The certificate's CN.
+    pub node: String,
+    /// Its serial, hex.
+    pub serial: String,
 }
 
 fn parse_cert(der: &[u8]) -> anyhow::Result<x509_parser::certificate::X509Certificate<'_>> {
@@ -254,12 +368,64 @@ impl CaVerifier {
         let key = VerifyingKey::from_sec1_bytes(&cert.public_key().subject_public_key.data)
             .map_err(|_| anyhow::anyhow!("the CA key is not a P-384 key: make the CA with `gatewarden pki init`"))?;
         let key_sec1 = key.to_encoded_point(false).as_bytes().to_vec();
-        Ok(CaVerifier { key_sec1, subject: cert.subject().as_raw().to_vec() })
+        Ok(CaVerifier { key_sec1, subject: cert.subject().as_raw().to_vec(), revoked: Arc::default() })
     }
 
-    /// From the CA certificate file (PEM).
+    /// From the CA certificate file (PEM), plus the revocation list `ca.crl`
+    /// beside it if there is one (a node's bundle carries it).
+    ///
+    /// A `ca.crl` that is not the CA's own is an error, not ignored: a node
+    /// that silently trusted revoked certificates would be worse than one that
+    /// does not start and says why.
     pub fn load(path: &Path) -> anyhow::Result<CaVerifier> {
-        CaVerifier::from_der(&read_cert_der(path)?)
+        let ca = CaVerifier::from_der(&read_cert_der(path)?)?;
+        let crl = path.with_file_name("ca.crl");
+        if !crl.exists() {
+            return Ok(ca);
+        }
+        ca.with_crl_file(&crl)
+    }
+
+    /// Adds the serials a CRL file (PEM) lists, after checking it is signed by this CA.
+    pub fn with_crl_file(self, path: &Path) -> anyhow::Result<CaVerifier> {
+        use rustls_pki_types::pem::PemObject;
+        let der = rustls_pki_types::CertificateRevocationListDer::from_pem_file(path)
+            .with_context(|| format!("reading the revocation list {} (PEM)", path.display()))?;
+        self.with_crl_der(&der).with_context(|| {
+            format!("{}: re-create it with `gatewarden pki revoke` on the CA's directory, or remove it", path.display())
+        })
+    }
+
+    /// Adds the serials a CRL (DER) lists, after checking it is signed by this CA.
+    pub fn with_crl_der(mut self, der: &[u8]) -> anyhow::Result<CaVerifier> {
+        use x509_parser::prelude::FromDer;
+        let (rest, crl) = x509_parser::revocation_list::CertificateRevocationList::from_der(der)
+            .map_err(|e| anyhow::anyhow!("not a revocation list: {e}"))?;
+        if !rest.is_empty() {
+            bail!("{} bytes after the revocation list", rest.len());
+        }
+        if crl.issuer().as_raw() != self.subject.as_slice() {
+            bail!("revocation list issued by {}, not by this fleet's CA", crl.issuer());
+        }
+        let ca_key =
+            ring::signature::UnparsedPublicKey::new(&ring::signature::ECDSA_P384_SHA384_ASN1, &self.key_sec1[..]);
+        ca_key
+            .verify(crl.tbs_cert_list.as_ref(), &crl.signature_value.data)
+            .map_err(|_| anyhow::anyhow!("revocation list signature does not verify against the CA"))?;
+        let mut set = (*self.revoked).clone();
+        set.extend(crl.iter_revoked_certificates().map(|r| serial_hex(r.raw_serial())));
+        self.revoked = Arc::new(set);
+        Ok(self)
+    }
+
+    /// Whether the loaded revocation list names `serial` (hex, [`serial_hex`]).
+    pub fn is_revoked(&self, serial: &str) -> bool {
+        self.revoked.contains(serial)
+    }
+
+    /// How many serials the loaded revocation list names.
+    pub fn revoked_count(&self) -> usize {
+        self.revoked.len()
     }
 
     /// Checks issuer, signature (ECDSA P-384 / SHA-384) and validity period; returns the subject.
@@ -277,6 +443,13 @@ impl CaVerifier {
         ca_key
             .verify(cert.tbs_certificate.as_ref(), &cert.signature_value.data)
             .map_err(|_| anyhow::anyhow!("signature does not verify against the CA (or is malformed)"))?;
+        let serial = serial_hex(cert.raw_serial());
+        if self.revoked.contains(&serial) {
+            let node = cert.subject().iter_common_name().next().and_then(|a| a.as_str().ok()).unwrap_or("?");
+            // Names only what the CA signed; the caller prints it, so keep it short and printable.
+            let node: String = node.chars().take(64).filter(|c| !c.is_control()).collect();
+            return Err(CertRevoked { node, serial }.into());
+        }
         if !cert.validity().is_valid() {
             bail!("outside its validity period ({} to {})", cert.validity().not_before, cert.validity().not_after);
         }
@@ -298,7 +471,7 @@ impl CaVerifier {
         let key = VerifyingKey::from_sec1_bytes(&cert.public_key().subject_public_key.data)
             .map_err(|_| anyhow::anyhow!("the certificate key is not a P-384 key"))?;
         let key_sec1 = key.to_encoded_point(false).as_bytes().to_vec();
-        Ok(PeerCert { node, role, key, key_sec1 })
+        Ok(PeerCert { node, role, key, key_sec1, serial })
     }
 }
 
@@ -431,7 +604,7 @@ pub fn mosquitto_conf(dir: &Path, opts: &MosquittoOptions) -> anyhow::Result<Pat
     if names.is_empty() {
         names = vec!["localhost".into(), "127.0.0.1".into()];
     }
-    issue(dir, BROKER_ID, CertRole::Broker, &names, 825)?;
+    issue(dir, BROKER_ID, CertRole::Broker, &names, NODE_CERT_DAYS)?;
     std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
     let abs = |p: PathBuf| std::fs::canonicalize(&p).unwrap_or(p);
     let broker_crt = opts.out.join("broker.crt");
@@ -439,8 +612,17 @@ pub fn mosquitto_conf(dir: &Path, opts: &MosquittoOptions) -> anyhow::Result<Pat
     std::fs::copy(pki.node_cert(BROKER_ID), &broker_crt).context("copying the broker certificate")?;
     std::fs::copy(pki.node_key(BROKER_ID), &broker_key).context("copying the broker key")?;
     let acl_path = opts.out.join("acl");
-    let mut acl =
-        String::from("# Written by `gatewarden pki mosquitto-conf`; one block per issued certificate (user = CN).\n");
+    let mut acl = String::from(
+        "# Written by `gatewarden pki mosquitto-conf`; one block per issued certificate\n\
+         # (user = the certificate subject, so rights follow the node id *and* its role).\n",
+    );
+    // The broker reads the revocation list from its own directory.
+    let crl_path = opts.out.join("ca.crl");
+    if !pki.crl().exists() {
+        // A CA made before revocation existed: start its (empty) list now.
+        write_crl(dir, &read_ledger(dir)?)?;
+    }
+    std::fs::copy(pki.crl(), &crl_path).context("copying the revocation list")?;
     let mut entries: Vec<_> = std::fs::read_dir(dir.join("nodes"))
         .with_context(|| format!("listing {}", dir.join("nodes").display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -460,7 +642,7 @@ pub fn mosquitto_conf(dir: &Path, opts: &MosquittoOptions) -> anyhow::Result<Pat
         if publish.is_empty() && subscribe.is_empty() {
             continue;
         }
-        acl.push_str(&format!("\n# {} ({})\nuser {}\n", peer.node, peer.role, peer.node));
+        acl.push_str(&format!("\n# {} ({})\nuser {}\n", peer.node, peer.role, broker_username(&peer.node, peer.role)));
         for kind in publish {
             acl.push_str(&format!("topic write gatewarden/v1/{}/{kind}\n", peer.node));
         }
@@ -469,23 +651,44 @@ pub fn mosquitto_conf(dir: &Path, opts: &MosquittoOptions) -> anyhow::Result<Pat
         }
     }
     write_file(&acl_path, &acl, false)?;
-    let conf = render_mosquitto_conf(opts, &abs(acl_path), &abs(pki.ca_cert()), &abs(broker_crt), &abs(broker_key))?;
+    let files = BrokerFiles {
+        acl: abs(acl_path),
+        ca: abs(pki.ca_cert()),
+        crl: abs(crl_path),
+        crt: abs(broker_crt),
+        key: abs(broker_key),
+    };
+    let conf = render_mosquitto_conf(opts, &files)?;
     let conf_path = opts.out.join("mosquitto.conf");
     write_file(&conf_path, &conf, false)?;
     Ok(conf_path)
 }
 
+/// The files a broker config names, as the broker will see them.
+struct BrokerFiles {
+    acl: PathBuf,
+    ca: PathBuf,
+    crl: PathBuf,
+    crt: PathBuf,
+    key: PathBuf,
+}
+
+/// The MQTT user Mosquitto derives from a certificate `pki issue` wrote
+/// (`use_subject_as_username`: the subject in RFC 2253 order, last RDN first).
+///
+/// Checked against Mosquitto 2.0.11, which logs `u'OU=router,CN=r1'`. The ACL
+/// keys on it, so the rights of a certificate follow its CN and its role.
+pub fn broker_username(node: &str, role: CertRole) -> String {
+    format!("OU={role},CN={node}")
+}
+
 /// The text of a TLS-only Mosquitto config naming these files (as the broker will see them).
-fn render_mosquitto_conf(
-    opts: &MosquittoOptions,
-    acl: &Path,
-    ca: &Path,
-    crt: &Path,
-    key: &Path,
-) -> anyhow::Result<String> {
+fn render_mosquitto_conf(opts: &MosquittoOptions, f: &BrokerFiles) -> anyhow::Result<String> {
     let mut conf = format!(
-        "# Written by `gatewarden pki mosquitto-conf`: TLS only, client certificates required,\n\
-         # the certificate CN is the MQTT user, and the ACL gives each role only its own topics.\n\
+        "# Written by `gatewarden pki mosquitto-conf`: TLS only, client certificates required and\n\
+         # checked against the fleet's revocation list (crlfile: after `gatewarden pki revoke`, re-run\n\
+         # mosquitto-conf and restart Mosquitto), the certificate subject (CN and role) is the MQTT\n\
+         # user, and the ACL gives each role only its own topics.\n\
          # Listener-scoped settings must follow the `listener` line, or Mosquitto opens\n\
          # an unencrypted default listener on 1883 for them.\n\
          per_listener_settings false\n\
@@ -493,8 +696,9 @@ fn render_mosquitto_conf(
          acl_file {acl}\n\
          listener {port} {bind}\n\
          protocol mqtt\n\
-         use_identity_as_username true\n\
+         use_subject_as_username true\n\
          cafile {ca}\n\
+         crlfile {crl}\n\
          certfile {crt}\n\
          keyfile {key}\n\
          require_certificate true\n\
@@ -503,12 +707,13 @@ fn render_mosquitto_conf(
          max_inflight_messages 64\n\
          # Verdicts are small: send them now, not after Nagle's delay.\n\
          set_tcp_nodelay true\n",
-        acl = acl.display(),
+        acl = f.acl.display(),
         port = opts.port,
         bind = opts.bind,
-        ca = ca.display(),
-        crt = crt.display(),
-        key = key.display(),
+        ca = f.ca.display(),
+        crl = f.crl.display(),
+        crt = f.crt.display(),
+        key = f.key.display(),
     );
     if let Some(p) = &opts.persistence_dir {
         std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
@@ -527,6 +732,221 @@ fn render_mosquitto_conf(
         conf.push_str(&format!("user {u}\n"));
     }
     Ok(conf)
+}
+
+/// Why a certificate was revoked (the CRL's reason code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevokeReason {
+    /// The node's key was stolen or may have been (the default: when in doubt, assume the worst).
+    KeyCompromise,
+    /// The node left the fleet for good.
+    CessationOfOperation,
+    /// Replaced by a new certificate (e.g. the node got another role).
+    Superseded,
+    /// The holder's role or owner changed.
+    AffiliationChanged,
+    /// No reason given.
+    Unspecified,
+}
+
+impl RevokeReason {
+    fn code(self) -> RevocationReason {
+        match self {
+            RevokeReason::KeyCompromise => RevocationReason::KeyCompromise,
+            RevokeReason::CessationOfOperation => RevocationReason::CessationOfOperation,
+            RevokeReason::Superseded => RevocationReason::Superseded,
+            RevokeReason::AffiliationChanged => RevocationReason::AffiliationChanged,
+            RevokeReason::Unspecified => RevocationReason::Unspecified,
+        }
+    }
+}
+
+/// One revoked certificate, as `revoked.json` (and `pki list`) shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokedCert {
+    /// The certificate's CN.
+    pub node: String,
+    /// Its role (OU).
+    pub role: String,
+    /// Its serial, hex.
+    pub serial: String,
+    /// Why.
+    pub reason: RevokeReason,
+    /// When, Unix seconds.
+    pub revoked_at: u64,
+}
+
+fn read_ledger(dir: &Path) -> anyhow::Result<Vec<RevokedCert>> {
+    let path = PkiDir(dir.to_path_buf()).revoked_ledger();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a revocation ledger; restore it from a backup", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Signs and writes `ca.crl` listing `revoked` (and `revoked.json`).
+fn write_crl(dir: &Path, revoked: &[RevokedCert]) -> anyhow::Result<()> {
+    let pki = PkiDir(dir.to_path_buf());
+    let issuer = load_issuer(dir)?;
+    let now = time::OffsetDateTime::now_utc();
+    let revoked_certs = revoked
+        .iter()
+        .map(|r| {
+            Ok(RevokedCertParams {
+                serial_number: SerialNumber::from_slice(&hex_bytes(&r.serial)?),
+                revocation_time: time::OffsetDateTime::from_unix_timestamp(r.revoked_at as i64).unwrap_or(now),
+                reason_code: Some(r.reason.code()),
+                invalidity_date: None,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let params = CertificateRevocationListParams {
+        this_update: now - time::Duration::hours(1),
+        next_update: now + time::Duration::days(CRL_DAYS as i64),
+        // Increases with every list this CA writes.
+        crl_number: SerialNumber::from(now.unix_timestamp().max(1) as u64),
+        issuing_distribution_point: None,
+        revoked_certs,
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    let crl = params.signed_by(&issuer).context("signing the revocation list")?;
+    write_file(&pki.revoked_ledger(), &(serde_json::to_string_pretty(revoked)? + "\n"), false)?;
+    write_file(&pki.crl(), &crl.pem().context("encoding the revocation list")?, false)
+}
+
+fn cert_files(dir: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension().is_some_and(|x| x == "crt")
+                && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(prefix))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Revokes every certificate issued to `node_id` (the current one and any it
+/// superseded): they go into `ca.crl` and move to `revoked/`, the node's key
+/// is deleted. Returns what was revoked.
+///
+/// Then re-run `pki mosquitto-conf` and restart Mosquitto (the broker refuses
+/// them in the TLS handshake), and give nodes the new `ca.crl` (`pki bundle`,
+/// read at start) so they refuse the holder's envelopes and `ctl` handshakes.
+pub fn revoke(dir: &Path, node_id: &str, reason: RevokeReason) -> anyhow::Result<Vec<RevokedCert>> {
+    let pki = PkiDir(dir.to_path_buf());
+    let ca = CaVerifier::from_der(
+        &read_cert_der(&pki.ca_cert())
+            .with_context(|| format!("run `gatewarden pki init --dir {}` first", dir.display()))?,
+    )?;
+    if !valid_node_id(node_id) {
+        bail!("{node_id:?} is not a node id (1 to 64 characters of A-Z, a-z, 0-9, '-' or '_')");
+    }
+    if node_id == BROKER_ID {
+        bail!("{BROKER_ID} is the broker's own certificate: re-run `gatewarden pki mosquitto-conf` to replace it");
+    }
+    let mut files: Vec<PathBuf> = cert_files(&pki.superseded_dir(), &format!("{node_id}-"));
+    if pki.node_cert(node_id).exists() {
+        files.push(pki.node_cert(node_id));
+    }
+    let mut ledger = read_ledger(dir)?;
+    if files.is_empty() {
+        if ledger.iter().any(|r| r.node == node_id) {
+            bail!("every certificate of {node_id} is already revoked (`gatewarden pki list --dir {}`)", dir.display());
+        }
+        bail!(
+            "no certificate was issued to {node_id:?} in {}; `gatewarden pki list --dir {}` shows the node ids",
+            dir.join("nodes").display(),
+            dir.display()
+        );
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut added = Vec::new();
+    for f in &files {
+        let der = read_cert_der(f)?;
+        let cert = parse_cert(&der).with_context(|| f.display().to_string())?;
+        if cert.issuer().as_raw() != ca.subject.as_slice() {
+            tracing::warn!(path = %f.display(), "not issued by this CA; left alone");
+            continue;
+        }
+        let serial = serial_hex(cert.raw_serial());
+        let role =
+            cert.subject().iter_organizational_unit().next().and_then(|a| a.as_str().ok()).unwrap_or("?").to_string();
+        if !ledger.iter().any(|r| r.serial == serial) {
+            let r = RevokedCert { node: node_id.to_string(), role, serial: serial.clone(), reason, revoked_at: now };
+            ledger.push(r.clone());
+            added.push(r);
+        }
+    }
+    write_crl(dir, &ledger)?;
+    std::fs::create_dir_all(pki.revoked_dir()).with_context(|| format!("creating {}", pki.revoked_dir().display()))?;
+    for f in &files {
+        let der = read_cert_der(f)?;
+        let serial = parse_cert(&der).map(|c| serial_hex(c.raw_serial())).unwrap_or_default();
+        let dest = pki.revoked_dir().join(format!("{node_id}-{serial}.crt"));
+        std::fs::rename(f, &dest).with_context(|| format!("moving {} to {}", f.display(), dest.display()))?;
+    }
+    let _ = std::fs::remove_file(pki.node_key(node_id));
+    Ok(added)
+}
+
+/// One certificate in [`list`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CertListing {
+    /// CN.
+    pub node: String,
+    /// OU.
+    pub role: String,
+    /// Serial, hex.
+    pub serial: String,
+    /// Last day of validity (RFC 2822-ish, as x509-parser prints it).
+    pub not_after: String,
+    /// `valid`, `superseded` (a later certificate has this id; still valid until revoked or expired), `expired` or `revoked`.
+    pub state: &'static str,
+}
+
+/// Every certificate the CA directory knows: issued, superseded, revoked.
+pub fn list(dir: &Path) -> anyhow::Result<Vec<CertListing>> {
+    let pki = PkiDir(dir.to_path_buf());
+    let ledger = read_ledger(dir)?;
+    let mut out = Vec::new();
+    for (d, state) in
+        [(dir.join("nodes"), "valid"), (pki.superseded_dir(), "superseded"), (pki.revoked_dir(), "revoked")]
+    {
+        for f in cert_files(&d, "") {
+            let Ok(der) = read_cert_der(&f) else { continue };
+            let Ok(cert) = parse_cert(&der) else { continue };
+            let field = |it: Option<&x509_parser::x509::AttributeTypeAndValue<'_>>| {
+                it.and_then(|a| a.as_str().ok()).unwrap_or("?").to_string()
+            };
+            let node = field(cert.subject().iter_common_name().next());
+            if node == BROKER_ID {
+                continue;
+            }
+            let serial = serial_hex(cert.raw_serial());
+            let state = if ledger.iter().any(|r| r.serial == serial) {
+                "revoked"
+            } else if !cert.validity().is_valid() {
+                "expired"
+            } else {
+                state
+            };
+            out.push(CertListing {
+                node,
+                role: field(cert.subject().iter_organizational_unit().next()),
+                serial,
+                not_after: cert.validity().not_after.to_string(),
+                state,
+            });
+        }
+    }
+    out.sort_by(|a, b| (&a.node, a.state).cmp(&(&b.node, b.state)));
+    Ok(out)
 }
 
 /// Where a node bundle puts the broker's files on the monitor (see [`bundle`]).
@@ -576,6 +996,10 @@ pub fn bundle(dir: &Path, opts: &BundleOptions) -> anyhow::Result<Vec<PathBuf>> 
         Ok(())
     };
     put("gatewarden/pki/ca.crt", &read(&pki.ca_cert())?, false)?;
+    // Read by CaVerifier::load beside ca.crt: the node refuses revoked peers.
+    if pki.crl().exists() {
+        put("gatewarden/pki/ca.crl", &read(&pki.crl())?, false)?;
+    }
     put("gatewarden/pki/node.crt", &read(&cert_path)?, false)?;
     put("gatewarden/pki/node.key", &read(&pki.node_key(id))?, true)?;
     put(
@@ -615,16 +1039,17 @@ pub fn bundle(dir: &Path, opts: &BundleOptions) -> anyhow::Result<Vec<PathBuf>> 
         std::fs::remove_file(tls.join("mosquitto.conf")).context("removing the staging mosquitto.conf")?;
         put("mosquitto/tls/ca.crt", &read(&pki.ca_cert())?, false)?;
         let on_node = Path::new(NODE_BROKER_DIR);
-        let mut conf = render_mosquitto_conf(
-            &mopts,
-            &on_node.join("acl"),
-            &on_node.join("ca.crt"),
-            &on_node.join("broker.crt"),
-            &on_node.join("broker.key"),
-        )?;
+        let files = BrokerFiles {
+            acl: on_node.join("acl"),
+            ca: on_node.join("ca.crt"),
+            crl: on_node.join("ca.crl"),
+            crt: on_node.join("broker.crt"),
+            key: on_node.join("broker.key"),
+        };
+        let mut conf = render_mosquitto_conf(&mopts, &files)?;
         conf.push_str("log_dest syslog\nlog_type error\nlog_type warning\nlog_type notice\n");
         put("mosquitto/mosquitto.conf", &conf, false)?;
-        written.extend(["acl", "broker.crt", "broker.key"].iter().map(|f| tls.join(f)));
+        written.extend(["acl", "ca.crl", "broker.crt", "broker.key"].iter().map(|f| tls.join(f)));
     }
     Ok(written)
 }
@@ -681,7 +1106,9 @@ mod tests {
             assert!(conf.contains(line), "{line}: {conf}");
         }
         assert!(!conf.contains(d.path().to_str().unwrap()), "no build-machine path leaks into the node's config");
-        assert!(std::fs::read_to_string(m.join("tls/acl")).unwrap().contains("user gw-router"));
+        assert!(std::fs::read_to_string(m.join("tls/acl")).unwrap().contains("user OU=router,CN=gw-router"));
+        assert!(conf.contains("crlfile /etc/mosquitto/tls/ca.crl") && m.join("tls/ca.crl").exists(), "{conf}");
+        assert!(etc.join("gatewarden/pki/ca.crl").exists(), "nodes get the revocation list");
         let broker = read_cert_der(&m.join("tls/broker.crt")).unwrap();
         assert_eq!(ca.verify(&broker).unwrap().role, CertRole::Broker);
 
@@ -739,9 +1166,13 @@ mod tests {
             log: None,
         };
         let conf = std::fs::read_to_string(mosquitto_conf(d.path(), &opts).unwrap()).unwrap();
-        for line in
-            ["require_certificate true", "use_identity_as_username true", "allow_anonymous false", "listener 8883"]
-        {
+        for line in [
+            "require_certificate true",
+            "use_subject_as_username true",
+            "allow_anonymous false",
+            "listener 8883",
+            "crlfile /",
+        ] {
             assert!(conf.contains(line), "{line} in {conf}");
         }
         assert!(!conf.contains("listener 1883"));
@@ -752,7 +1183,8 @@ mod tests {
         std::fs::write(out.join("mosquitto.conf"), &conf).unwrap();
         let acl = std::fs::read_to_string(out.join("acl")).unwrap();
         let block = |user: &str| -> String {
-            let start = acl.find(&format!("user {user}\n")).unwrap();
+            let role = if user.starts_with('r') { CertRole::Router } else { CertRole::Detector };
+            let start = acl.find(&format!("user {}\n", broker_username(user, role))).unwrap();
             let rest = &acl[start..];
             rest[..rest[1..].find("\n#").map(|i| i + 1).unwrap_or(rest.len())].to_string()
         };
@@ -761,6 +1193,59 @@ mod tests {
         assert!(!r1.lines().any(|l| l.starts_with("topic write") && l.contains("verdict")), "{r1}");
         assert!(r1.contains("topic read gatewarden/v1/+/verdict"), "{r1}");
         assert!(block("d1").contains("topic write gatewarden/v1/d1/verdict"));
-        assert!(!acl.contains("user gatewarden-broker"), "the broker gets no topics");
+        assert!(!acl.contains("CN=gatewarden-broker"), "the broker gets no topics");
+    }
+
+    #[test]
+    fn a_revoked_certificate_fails_verification_and_leaves_the_acl() {
+        let d = tempfile::tempdir().unwrap();
+        let pki = PkiDir(d.path().into());
+        init(d.path(), 30, false).unwrap();
+        issue(d.path(), "r1", CertRole::Router, &[], 30).unwrap();
+        issue(d.path(), "r2", CertRole::Router, &[], 30).unwrap();
+        let r1 = read_cert_der(&pki.node_cert("r1")).unwrap();
+        // Re-issued with another role: the first certificate is superseded, not gone.
+        issue(d.path(), "r1", CertRole::Detector, &[], 30).unwrap();
+        let r1b = read_cert_der(&pki.node_cert("r1")).unwrap();
+        let states: Vec<_> = list(d.path()).unwrap().into_iter().map(|c| (c.node, c.role, c.state)).collect();
+        assert!(states.contains(&("r1".into(), "router".into(), "superseded")), "{states:?}");
+        assert_eq!(CaVerifier::load(&pki.ca_cert()).unwrap().revoked_count(), 0, "init writes an empty list");
+
+        let done = revoke(d.path(), "r1", RevokeReason::KeyCompromise).unwrap();
+        assert_eq!(done.len(), 2, "every certificate of r1: {done:?}");
+        let ca = CaVerifier::load(&pki.ca_cert()).unwrap();
+        for der in [&r1, &r1b] {
+            let e = ca.verify(der).unwrap_err();
+            let r = e.downcast_ref::<CertRevoked>().expect("a CertRevoked error");
+            assert_eq!(r.node, "r1");
+        }
+        assert!(ca.verify(&read_cert_der(&pki.node_cert("r2")).unwrap()).is_ok(), "others unaffected");
+        assert!(!pki.node_key("r1").exists() && !pki.node_cert("r1").exists());
+        let e = format!("{:#}", revoke(d.path(), "r1", RevokeReason::KeyCompromise).unwrap_err());
+        assert!(e.contains("already revoked"), "{e}");
+        let e = format!("{:#}", revoke(d.path(), "nobody", RevokeReason::KeyCompromise).unwrap_err());
+        assert!(e.contains("pki list"), "{e}");
+
+        let out = d.path().join("mq");
+        let opts = MosquittoOptions {
+            out: out.clone(),
+            port: 8883,
+            bind: "0.0.0.0".into(),
+            names: vec![],
+            run_as: None,
+            persistence_dir: None,
+            log: None,
+        };
+        mosquitto_conf(d.path(), &opts).unwrap();
+        let acl = std::fs::read_to_string(out.join("acl")).unwrap();
+        assert!(!acl.contains("CN=r1") && acl.contains("user OU=router,CN=r2"), "{acl}");
+        assert_eq!(std::fs::read(out.join("ca.crl")).unwrap(), std::fs::read(pki.crl()).unwrap());
+
+        // A list signed by another CA is refused loudly, not ignored.
+        let other = tempfile::tempdir().unwrap();
+        init(other.path(), 30, false).unwrap();
+        std::fs::copy(PkiDir(other.path().into()).crl(), pki.crl()).unwrap();
+        let e = format!("{:#}", CaVerifier::load(&pki.ca_cert()).unwrap_err());
+        assert!(e.contains("does not verify against the CA") && e.contains("pki revoke"), "{e}");
     }
 }

@@ -24,6 +24,19 @@
 //! may publish only its own kinds under its own node id); verdicts and policy
 //! updates are additionally end-to-end sealed ([`crate::secure`]), so neither
 //! the broker nor another node can forge or alter them.
+//!
+//! # Identity of plain messages
+//!
+//! The ACL fixes a topic's node level to the publisher's certificate CN, but
+//! a plain message also names a node inside (`FlowBatch.node`, `Alert.node`,
+//! `MetricsSample.node`, `Heartbeat.node` and its role, `BlockTable.node`).
+//! A receiver takes it only if that claim is the topic's node
+//! ([`check_claim`]); the one exception is a detector's traffic alert, filed
+//! under the router whose flows raised it, which must name a node whose
+//! certificate says router. Anything else is dropped, counted in
+//! `gatewarden_bus_identity_mismatch_total{kind}` and raises a
+//! `ChannelAbuse` alert. Acknowledgements are held to the same rule: a node
+//! may acknowledge only what was sent to it ([`may_ack`]).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -107,6 +120,89 @@ fn sealed_recipients(kind: &str) -> &'static [CertRole] {
         "model_update" => &[CertRole::Detector],
         "settings_update" => &[CertRole::Detector, CertRole::Router],
         _ => &[CertRole::Router],
+    }
+}
+
+/// Which roles take a kind sent to every node (`to: None`), and so may acknowledge it.
+fn broadcast_receivers(kind: &str) -> &'static [CertRole] {
+    match kind {
+        "alert" => &[CertRole::Monitor],
+        k if sealed_kind(k) => sealed_recipients(k),
+        _ => &[],
+    }
+}
+
+/// Whether `acker` (the node level of the `ack` topic, which the broker's ACL
+/// binds to its certificate), holding a certificate with `acker_role` (if its
+/// key announcement was seen), may acknowledge a spooled `kind` message sent
+/// to `to` (`None`: to every node that takes the kind).
+///
+/// Without this any node could acknowledge, and so silently drop, another
+/// node's queued verdicts or alerts.
+pub fn may_ack(kind: &str, to: Option<&str>, acker: &str, acker_role: Option<CertRole>) -> bool {
+    match to {
+        Some(to) => to == acker,
+        None => acker_role.is_some_and(|r| broadcast_receivers(kind).contains(&r)),
+    }
+}
+
+/// At most 64 characters of a name from the wire, for messages (`{:?}` escapes control characters).
+fn short(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// What [`check_claim`] found about the node a plain message names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The claim is the sender's (or a detector's alert for a router).
+    Fine,
+    /// The message claims another node (or role) than its sender's certificate: drop it.
+    Mismatch(String),
+    /// Cannot tell yet (a certificate role not announced yet): drop it unacknowledged, so it is resent.
+    Unknown(String),
+}
+
+/// Checks the node (and role) a plain message names against `from`, the
+/// topic's node level, which the broker's ACL binds to the sender's
+/// certificate CN. `role_of` gives a node's certificate role from its key
+/// announcement, if seen.
+pub fn check_claim(from: &str, msg: &Message, role_of: impl Fn(&str) -> Option<CertRole>) -> Claim {
+    use super::messages::AttackKind;
+    let own = |claimed: &str, what: &str| {
+        if claimed == from {
+            Claim::Fine
+        } else {
+            Claim::Mismatch(format!("{what} from {from} claims node {:?}", short(claimed)))
+        }
+    };
+    match msg {
+        Message::FlowBatch(b) => own(&b.node, "flow batch"),
+        Message::Metrics(m) => own(&m.node, "metrics"),
+        Message::BlockTable(t) => own(&t.node, "block table"),
+        Message::Heartbeat(h) => match own(&h.node, "heartbeat") {
+            Claim::Fine => match role_of(from) {
+                Some(r) if r != CertRole::for_role(h.role) => {
+                    Claim::Mismatch(format!("heartbeat from {from} (a {r} certificate) claims role {}", h.role))
+                }
+                _ => Claim::Fine,
+            },
+            other => other,
+        },
+        Message::Alert(a) if a.node == from => Claim::Fine,
+        Message::Alert(a) => {
+            let traffic = !matches!(a.kind, AttackKind::System | AttackKind::ChannelAbuse | AttackKind::LinkHealth);
+            match (traffic, role_of(from), role_of(&a.node)) {
+                // A detector files its traffic alerts under the router whose flows raised them.
+                (true, Some(CertRole::Detector), Some(CertRole::Router)) => Claim::Fine,
+                (true, None, _) | (true, Some(CertRole::Detector), None) => Claim::Unknown(format!(
+                    "alert from {from} for {:?}: certificate roles not announced yet",
+                    short(&a.node)
+                )),
+                _ => Claim::Mismatch(format!("{} alert from {from} claims node {:?}", a.kind.as_str(), short(&a.node))),
+            }
+        }
+        // Sealed kinds: the envelope names and proves the sender.
+        _ => Claim::Fine,
     }
 }
 
@@ -252,6 +348,7 @@ struct Counters {
     anomalies: Counter,
     refused: HashMap<&'static str, Counter>,
     resent: Counter,
+    identity_mismatch: HashMap<&'static str, Counter>,
 }
 
 struct Shared {
@@ -270,7 +367,12 @@ struct Shared {
     audit: Mutex<Option<RotatingLog>>,
     resend_after: Duration,
     counters: Counters,
+    /// The fleet CA certificate; `ca.crl` beside it is re-read when it changes.
+    ca_path: PathBuf,
 }
+
+/// How often a running node looks at `ca.crl` for a new revocation list.
+pub const CRL_CHECK_INTERVAL: Duration = Duration::from_secs(10);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -423,7 +525,22 @@ impl MqttBus {
                     )
                 })
                 .collect(),
+            identity_mismatch: HashMap::new(),
         };
+        let mut counters = counters;
+        counters.identity_mismatch = ["flow_batch", "alert", "metrics", "heartbeat", "block_table", "ack"]
+            .into_iter()
+            .map(|k| {
+                (
+                    k,
+                    registry.counter(
+                        "gatewarden_bus_identity_mismatch_total",
+                        "Plain messages dropped because they name another node (or role) than the sender's certificate, and acks for messages not sent to the acking node, by kind.",
+                        &[("kind", k)],
+                    ),
+                )
+            })
+            .collect();
         let shared = Arc::new(Shared {
             node: s.node.clone(),
             role: s.role,
@@ -440,6 +557,7 @@ impl MqttBus {
             audit: Mutex::new(audit),
             resend_after: s.resend_after,
             counters,
+            ca_path: s.ca.clone(),
         });
         let mut threads = Vec::new();
         {
@@ -710,18 +828,42 @@ impl Shared {
                 let online = payload == b"online";
                 let _ = self.status_tx.try_send(NodeStatus { node: from.to_string(), online });
             }
-            "ack" => match postcard::from_bytes::<AckBatch>(payload) {
-                Ok(a) if a.to == self.node => {
-                    let mut spool = lock(&self.spool);
-                    for id in a.ids {
-                        if let Err(e) = spool.ack(id) {
-                            tracing::warn!(error = %format!("{e:#}"), "cannot record an ack in the spool");
+            "ack" => {
+                match postcard::from_bytes::<AckBatch>(payload) {
+                    Ok(a) if a.to == self.node => {
+                        let role = lock(&self.secure).peer_role(from);
+                        let mut refused = 0u64;
+                        {
+                            let mut spool = lock(&self.spool);
+                            for id in a.ids {
+                                let allowed = match spool.get(id) {
+                                    Some(e) => may_ack(&e.kind, e.to.as_deref(), from, role),
+                                    None => continue,
+                                };
+                                if !allowed {
+                                    refused += 1;
+                                    continue;
+                                }
+                                if let Err(e) = spool.ack(id) {
+                                    tracing::warn!(error = %format!("{e:#}"), "cannot record an ack in the spool");
+                                }
+                            }
+                        }
+                        if refused > 0 {
+                            if let Some(c) = self.counters.identity_mismatch.get("ack") {
+                                c.add(refused);
+                            }
+                            self.abuse(
+                            from,
+                            "identity_mismatch",
+                            format!("{from} acknowledged {refused} message(s) that were not sent to it; they stay queued"),
+                        );
                         }
                     }
+                    Ok(_) => {}
+                    Err(_) => self.counters.malformed.inc(),
                 }
-                Ok(_) => {}
-                Err(_) => self.counters.malformed.inc(),
-            },
+            }
             _ => self.on_message(from, kind, payload, now),
         }
     }
@@ -780,13 +922,39 @@ impl Shared {
                 return;
             }
         };
-        // A table is the sender's (the broker's ACL fixes the topic), whatever its body says:
-        // the dashboard's unblock is sealed to the router named here.
+        let durable = durable_kind(kind);
+        let claim = {
+            let sc = lock(&self.secure);
+            check_claim(
+                from,
+                &msg,
+                |n| if n == self.node { Some(CertRole::for_role(self.role)) } else { sc.peer_role(n) },
+            )
+        };
+        match claim {
+            Claim::Fine => {}
+            Claim::Mismatch(why) => {
+                if let Some(c) = self.counters.identity_mismatch.get(kind) {
+                    c.inc();
+                }
+                self.abuse(from, "identity_mismatch", why);
+                // Acked all the same: the sender's queue is its own, and a
+                // forged message must not come back every resend period.
+                if durable {
+                    self.queue_ack(from, id);
+                }
+                return;
+            }
+            Claim::Unknown(why) => {
+                tracing::debug!(%why, "message held back until the sender's certificate role is known");
+                return;
+            }
+        }
+        // A table is the sender's (checked above): the dashboard's unblock is sealed to the router named here.
         if let Message::BlockTable(t) = &mut msg {
             t.node = from.to_string();
         }
         let key = (from.to_string(), id);
-        let durable = durable_kind(kind);
         if durable && lock(&self.dedup).contains(&key) {
             self.counters.duplicates.inc();
             self.queue_ack(from, id);
@@ -891,11 +1059,43 @@ fn event_loop(sh: Arc<Shared>, mut connection: rumqttc::Connection, shutdown: Sh
     }
 }
 
+/// When `ca.crl` beside the CA certificate was last modified (None: no list).
+fn crl_mtime(ca: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(ca.with_file_name("ca.crl")).and_then(|m| m.modified()).ok()
+}
+
+/// Takes a new `ca.crl` into the secure channel without a restart: a peer it
+/// revokes is dropped at once and refused from then on. A list that does not
+/// load keeps the one in use (and says why).
+fn reload_crl(sh: &Shared) {
+    match CaVerifier::load(&sh.ca_path) {
+        Ok(ca) => {
+            let n = ca.revoked_count();
+            let dropped = lock(&sh.secure).set_ca(ca);
+            tracing::info!(revoked = n, ?dropped, "revocation list (ca.crl) reloaded");
+        }
+        Err(e) => tracing::error!(
+            error = %format!("{e:#}"),
+            "a new ca.crl did not load; the previous revocation list stays in force"
+        ),
+    }
+}
+
 fn outbox_loop(sh: Arc<Shared>, shutdown: Shutdown) {
     let mut last_resend = Instant::now();
+    let mut crl_checked = Instant::now();
+    let mut crl_seen = crl_mtime(&sh.ca_path);
     while !shutdown.is_triggered() {
         std::thread::sleep(Duration::from_millis(20));
         flush_acks(&sh);
+        if crl_checked.elapsed() >= CRL_CHECK_INTERVAL {
+            crl_checked = Instant::now();
+            let now = crl_mtime(&sh.ca_path);
+            if now != crl_seen {
+                crl_seen = now;
+                reload_crl(&sh);
+            }
+        }
         if !sh.connected.load(Ordering::SeqCst) {
             continue;
         }
@@ -964,6 +1164,46 @@ mod tests {
         let down = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused (os error 111)");
         assert_eq!(refusal_reason(&E::Io(down)), None);
         assert_eq!(refusal_reason(&E::NetworkTimeout), None);
+    }
+
+    #[test]
+    fn plain_messages_must_name_their_sender() {
+        use crate::bus::messages::{Alert, AttackKind, Heartbeat, MetricsSample, Severity};
+        let roles = |n: &str| match n {
+            "r1" | "r2" => Some(CertRole::Router),
+            "d1" => Some(CertRole::Detector),
+            _ => None,
+        };
+        let hb = |node: &str, role| {
+            Message::Heartbeat(Heartbeat { node: node.into(), role, version: "v".into(), uptime_s: 1, sent_ns: 0 })
+        };
+        let m = |node: &str| Message::Metrics(MetricsSample { node: node.into(), ts_ns: 0, values: vec![] });
+        let alert =
+            |node: &str, kind| Message::Alert(Alert::about_system(node, kind, Severity::Low, 1, "s", "r".into()));
+        use crate::role::Role;
+        assert_eq!(check_claim("r1", &hb("r1", Role::Router), roles), Claim::Fine);
+        assert!(matches!(check_claim("r1", &hb("d1", Role::Detector), roles), Claim::Mismatch(_)));
+        assert!(matches!(check_claim("r1", &hb("r1", Role::Detector), roles), Claim::Mismatch(_)));
+        assert_eq!(check_claim("x", &hb("x", Role::Detector), roles), Claim::Fine, "role unknown: its name is its own");
+        assert!(matches!(check_claim("r1", &m("d1"), roles), Claim::Mismatch(_)));
+        assert_eq!(check_claim("r1", &m("r1"), roles), Claim::Fine);
+        // A detector files traffic alerts under a router, never system alerts, never under a detector.
+        assert_eq!(check_claim("d1", &alert("r1", AttackKind::PortScan), roles), Claim::Fine);
+        assert!(matches!(check_claim("d1", &alert("r1", AttackKind::System), roles), Claim::Mismatch(_)));
+        assert!(matches!(check_claim("r2", &alert("r1", AttackKind::PortScan), roles), Claim::Mismatch(_)));
+        assert!(matches!(check_claim("r1", &alert("d1", AttackKind::System), roles), Claim::Mismatch(_)));
+        assert!(matches!(check_claim("d1", &alert("r9", AttackKind::PortScan), roles), Claim::Unknown(_)));
+    }
+
+    #[test]
+    fn only_the_receiver_may_acknowledge() {
+        assert!(may_ack("verdict", Some("r1"), "r1", Some(CertRole::Router)));
+        assert!(!may_ack("verdict", Some("r1"), "r2", Some(CertRole::Router)));
+        assert!(may_ack("alert", None, "m1", Some(CertRole::Monitor)));
+        assert!(!may_ack("alert", None, "r2", Some(CertRole::Router)));
+        assert!(!may_ack("alert", None, "m1", None), "role not announced yet: wait");
+        assert!(may_ack("model_update", None, "d1", Some(CertRole::Detector)));
+        assert!(!may_ack("model_update", None, "r1", Some(CertRole::Router)));
     }
 
     #[test]

@@ -187,6 +187,11 @@ impl Spool {
         Ok(id)
     }
 
+    /// The entry waiting under `id`, if any (to check who may acknowledge it).
+    pub fn get(&self, id: u64) -> Option<&Entry> {
+        self.live.get(&id)
+    }
+
     /// Marks `id` delivered; returns false if it was not waiting.
     pub fn ack(&mut self, id: u64) -> anyhow::Result<bool> {
         let Some(e) = self.live.remove(&id) else { return Ok(false) };

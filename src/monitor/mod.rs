@@ -42,8 +42,14 @@ pub struct HistoryPoint {
     pub flows: f64,
 }
 
-/// Most nodes whose health the monitor tracks (a fleet larger than this forgets the longest silent).
-pub const MAX_NODES: usize = 1024;
+/// Most nodes whose health (and block tables) the monitor tracks.
+///
+/// Past it a new node is refused and counted
+/// (`gatewarden_monitor_nodes_refused_total`), never stored: evicting the
+/// longest silent instead would let a flood of new names push real nodes out.
+/// The bus already drops messages that name another node than their
+/// sender's certificate, so only certified nodes get this far.
+pub const MAX_NODES: usize = 256;
 
 /// What the monitor knows about one node of the fleet.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -212,6 +218,7 @@ pub struct MonitorState {
     pub events: events::Broadcaster,
     started: Instant,
     uptime: Gauge,
+    nodes_refused: crate::metrics::Counter,
     inner: Mutex<Inner>,
     unblock: Mutex<Option<UnblockHook>>,
     remote_unblock: Mutex<Option<RemoteUnblock>>,
@@ -263,6 +270,11 @@ impl MonitorState {
             registry: registry.clone(),
             started: Instant::now(),
             uptime,
+            nodes_refused: registry.counter(
+                "gatewarden_monitor_nodes_refused_total",
+                "Heartbeats, statuses, alerts and block tables of a node the monitor did not start tracking: more than MAX_NODES (256) nodes, or a name that is not a node id.",
+                &[],
+            ),
             inner: Mutex::new(Inner {
                 store,
                 nodes: BTreeMap::new(),
@@ -320,10 +332,11 @@ impl MonitorState {
             s.observe_alert(&alert);
         }
         let mut inner = self.lock();
-        let n = Self::node_entry(&mut inner.nodes, &alert.node);
-        n.alerts += 1;
-        if alert.action == crate::bus::messages::AlertAction::Blocked {
-            n.blocked += 1;
+        if let Some(n) = self.node_entry(&mut inner.nodes, &alert.node) {
+            n.alerts += 1;
+            if alert.action == crate::bus::messages::AlertAction::Blocked {
+                n.blocked += 1;
+            }
         }
         self.registry
             .counter(
@@ -374,7 +387,10 @@ impl MonitorState {
     pub fn record_block_table(&self, t: crate::bus::messages::BlockTable) {
         let now = unix_now();
         let mut inner = self.lock();
-        if !inner.router_blocks.contains_key(&t.node) && inner.router_blocks.len() >= MAX_NODES {
+        if !inner.router_blocks.contains_key(&t.node)
+            && (inner.router_blocks.len() >= MAX_NODES || !crate::pki::valid_node_id(&t.node))
+        {
+            self.nodes_refused.inc();
             return;
         }
         inner.router_blocks.insert(t.node.clone(), (now, t));
@@ -523,20 +539,24 @@ impl MonitorState {
         Ok(inner.store.query(q)?.iter().map(|(a, s)| alert_view(a, *s)).collect())
     }
 
-    fn node_entry<'a>(nodes: &'a mut BTreeMap<String, NodeHealth>, node: &str) -> &'a mut NodeHealth {
-        if !nodes.contains_key(node) && nodes.len() >= MAX_NODES {
-            if let Some(k) = nodes.iter().min_by_key(|(_, h)| h.last_seen).map(|(k, _)| k.clone()) {
-                nodes.remove(&k);
-            }
+    /// A node's entry, created if there is room and `node` is a node id
+    /// (this node always has one); `None` (counted) otherwise.
+    fn node_entry<'a>(&self, nodes: &'a mut BTreeMap<String, NodeHealth>, node: &str) -> Option<&'a mut NodeHealth> {
+        if !nodes.contains_key(node)
+            && node != self.node
+            && (nodes.len() >= MAX_NODES || !crate::pki::valid_node_id(node))
+        {
+            self.nodes_refused.inc();
+            return None;
         }
-        nodes.entry(node.to_string()).or_default()
+        Some(nodes.entry(node.to_string()).or_default())
     }
 
     /// Records a heartbeat: the node is alive, with its role, version and delay.
     pub fn record_heartbeat(&self, hb: &crate::bus::messages::Heartbeat) {
         let now_ns = unix_now_ns();
         let mut inner = self.lock();
-        let h = Self::node_entry(&mut inner.nodes, &hb.node);
+        let Some(h) = self.node_entry(&mut inner.nodes, &hb.node) else { return };
         h.role = Some(hb.role);
         h.version = hb.version.clone();
         h.uptime_s = hb.uptime_s;
@@ -547,7 +567,9 @@ impl MonitorState {
     /// Records a node's retained online/offline status.
     pub fn set_node_online(&self, node: &str, online: bool) {
         let mut inner = self.lock();
-        Self::node_entry(&mut inner.nodes, node).online = Some(online);
+        if let Some(n) = self.node_entry(&mut inner.nodes, node) {
+            n.online = Some(online);
+        }
     }
 
     /// Health of every known node, by node id.
@@ -615,12 +637,13 @@ impl MonitorState {
         let mut inner = self.lock();
         let point = HistoryPoint { alerts: inner.store.total(), ..point };
         // This process is a node too, alive as long as it samples.
-        let me = Self::node_entry(&mut inner.nodes, &self.node);
-        me.role = Some(self.role);
-        me.version = env!("CARGO_PKG_VERSION").into();
-        me.uptime_s = self.started.elapsed().as_secs();
-        me.last_seen = point.t;
-        me.online.get_or_insert(true);
+        if let Some(me) = self.node_entry(&mut inner.nodes, &self.node) {
+            me.role = Some(self.role);
+            me.version = env!("CARGO_PKG_VERSION").into();
+            me.uptime_s = self.started.elapsed().as_secs();
+            me.last_seen = point.t;
+            me.online.get_or_insert(true);
+        }
         inner.history.push_back(point);
         while inner.history.len() > HISTORY_SECONDS {
             inner.history.pop_front();
@@ -699,6 +722,30 @@ impl MonitorState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_node_table_is_bounded_and_refuses_rather_than_evicts() {
+        let reg = Registry::new();
+        let st = MonitorState::new(Role::Monitor, RoleSource::Flag, "mon".into(), reg.clone());
+        let hb = |n: String| crate::bus::messages::Heartbeat {
+            node: n,
+            role: Role::Router,
+            version: "v".into(),
+            uptime_s: 1,
+            sent_ns: 0,
+        };
+        st.record_heartbeat(&hb("first".into()));
+        for i in 0..MAX_NODES + 50 {
+            st.record_heartbeat(&hb(format!("n{i}")));
+        }
+        st.record_heartbeat(&hb("bad name\n".into()));
+        let nodes = st.nodes();
+        assert_eq!(nodes.len(), MAX_NODES);
+        assert!(nodes.contains_key("first"), "an early node is not pushed out");
+        assert_eq!(reg.snapshot()["gatewarden_monitor_nodes_refused_total"], 52.0);
+        st.sample();
+        assert!(st.nodes().contains_key("mon"), "this node always has its entry");
+    }
 
     #[test]
     fn rfc3339_formats_known_instants() {

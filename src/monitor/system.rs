@@ -106,6 +106,17 @@ impl ProcSampler {
 /// Most nodes whose samples become series (a fleet larger than this is cut, and counted).
 pub const MAX_NODES: usize = 256;
 
+/// Longest interface name taken into a series label (Linux allows 15 bytes).
+pub const MAX_INTERFACE_NAME: usize = 32;
+
+/// Whether `name` can be an interface label: short, and only the characters
+/// Linux interface names use in practice (no quotes or newlines for `/metrics`).
+fn valid_interface(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_INTERFACE_NAME
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'@'))
+}
+
 /// Bytes through a node's interfaces, when that was sampled (ns), and the rate since the sample before.
 type RateState = (u64, u64, Option<f64>);
 
@@ -114,8 +125,10 @@ pub struct NodeMetrics {
     registry: Arc<Registry>,
     /// node → (bytes through its interfaces, sample time ns, bytes/s).
     rates: std::sync::Mutex<BTreeMap<String, RateState>>,
-    nodes: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// node → interfaces that have series; at most [`MAX_INTERFACES`] each.
+    nodes: std::sync::Mutex<BTreeMap<String, std::collections::BTreeSet<String>>>,
     refused: crate::metrics::Counter,
+    series_refused: crate::metrics::Counter,
 }
 
 impl NodeMetrics {
@@ -130,21 +143,45 @@ impl NodeMetrics {
                 "Metrics samples ignored: too many nodes, or a sample from the future.",
                 &[],
             ),
+            series_refused: registry.counter(
+                "gatewarden_node_series_refused_total",
+                "Values of metrics samples that would have made a new series past a node's limit (32 interfaces) or with a label that is not an interface name.",
+                &[],
+            ),
         }
     }
 
     /// Records one sample; `now_ns` gives the bus delay (sample time to arrival).
     pub fn record(&self, s: &MetricsSample, now_ns: u64) {
-        {
+        // The interfaces whose values become series: known ones, plus new
+        // ones while the node has room. Everything else is counted, not stored.
+        let allowed: std::collections::BTreeSet<String> = {
             let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
-            if !nodes.contains(&s.node) {
-                if nodes.len() >= MAX_NODES {
+            if !nodes.contains_key(&s.node) {
+                if nodes.len() >= MAX_NODES || !crate::pki::valid_node_id(&s.node) {
                     self.refused.inc();
                     return;
                 }
-                nodes.insert(s.node.clone());
+                nodes.insert(s.node.clone(), Default::default());
             }
-        }
+            let ifaces = nodes.get_mut(&s.node).expect("inserted above");
+            let mut refused = 0u64;
+            for (name, _) in &s.values {
+                let Some((_, iface)) = name.split_once(':') else { continue };
+                if ifaces.contains(iface) {
+                    continue;
+                }
+                if ifaces.len() < MAX_INTERFACES && valid_interface(iface) {
+                    ifaces.insert(iface.to_string());
+                } else {
+                    refused += 1;
+                }
+            }
+            if refused > 0 {
+                self.series_refused.add(refused);
+            }
+            ifaces.clone()
+        };
         let r = &self.registry;
         let node = s.node.as_str();
         let delay = now_ns.saturating_sub(s.ts_ns) as f64 / 1e9;
@@ -158,6 +195,7 @@ impl NodeMetrics {
             .values
             .iter()
             .filter(|(k, _)| k.starts_with("net_rx_bytes:") || k.starts_with("net_tx_bytes:"))
+            .filter(|(k, _)| k.split_once(':').is_some_and(|(_, i)| allowed.contains(i)))
             .map(|(_, v)| *v as u64)
             .sum();
         {
@@ -170,6 +208,9 @@ impl NodeMetrics {
         }
         for (name, v) in &s.values {
             let (key, iface) = name.split_once(':').map(|(k, i)| (k, Some(i))).unwrap_or((name.as_str(), None));
+            if iface.is_some_and(|i| !allowed.contains(i)) {
+                continue;
+            }
             match (key, iface) {
                 ("cpu_ratio", None) => r
                     .gauge(
@@ -238,6 +279,25 @@ mod tests {
         assert_eq!(m.len(), 1);
         assert_eq!(m["eth0"], (1234, 5678));
         assert_eq!(parse_rss("Name: x\nVmRSS:\t  512 kB\n"), Some(512 * 1024));
+    }
+
+    #[test]
+    fn series_per_node_are_bounded() {
+        let r = Registry::new();
+        let nm = NodeMetrics::new(&r);
+        for i in 0..10u32 {
+            let values = (0..100).map(|j| (format!("net_rx_bytes:if{i}x{j}"), 1.0)).collect();
+            nm.record(&MetricsSample { node: "n1".into(), ts_ns: 1, values }, 1);
+        }
+        let bad = vec![("net_rx_bytes:a\"b".to_string(), 1.0), (format!("net_rx_bytes:{}", "x".repeat(40)), 1.0)];
+        nm.record(&MetricsSample { node: "n2".into(), ts_ns: 1, values: bad }, 1);
+        nm.record(&MetricsSample { node: "no such\nnode".into(), ts_ns: 1, values: vec![] }, 1);
+        let text = r.render_prometheus();
+        let series = text.lines().filter(|l| l.starts_with("gatewarden_node_network_receive_bytes_total{")).count();
+        assert_eq!(series, MAX_INTERFACES, "{text}");
+        let s = r.snapshot();
+        assert_eq!(s["gatewarden_node_series_refused_total"], (1000 - MAX_INTERFACES + 2) as f64);
+        assert_eq!(s["gatewarden_node_samples_refused_total"], 1.0);
     }
 
     #[test]

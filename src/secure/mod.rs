@@ -62,6 +62,9 @@ use crate::metrics::{Counter, Registry};
 use crate::pki::{CaVerifier, CertRole, Identity, PeerCert};
 use replay::{ReplayVerdict, ReplayWindow};
 
+/// Most revoked node ids a channel remembers (to name the reason of their envelopes).
+const MAX_REVOKED_REMEMBERED: usize = 1024;
+
 /// Timing and size limits of a channel.
 #[derive(Debug, Clone)]
 pub struct SecureConfig {
@@ -102,11 +105,13 @@ pub enum Reject {
     Tampered,
     /// The sender's role may not send this (e.g. a router sending a verdict).
     Unauthorized,
+    /// The sender's certificate is on the fleet CA's revocation list (`pki revoke`).
+    Revoked,
 }
 
 impl Reject {
     /// Every reason, for pre-registering counters.
-    pub const ALL: [Reject; 10] = [
+    pub const ALL: [Reject; 11] = [
         Reject::Malformed,
         Reject::BadCertificate,
         Reject::BadSignature,
@@ -117,6 +122,7 @@ impl Reject {
         Reject::Replay,
         Reject::Tampered,
         Reject::Unauthorized,
+        Reject::Revoked,
     ];
 
     /// The metric label.
@@ -132,6 +138,7 @@ impl Reject {
             Reject::Replay => "replay",
             Reject::Tampered => "tampered",
             Reject::Unauthorized => "unauthorized",
+            Reject::Revoked => "revoked",
         }
     }
 }
@@ -203,6 +210,9 @@ pub struct SecureChannel {
     rotated_at: Instant,
     seq: u64,
     peers: HashMap<String, Peer>,
+    /// Nodes whose announced certificate was revoked: their envelopes are
+    /// refused as `revoked` rather than `unknown_sender` (bounded, oldest out).
+    revoked: VecDeque<String>,
     rejected: HashMap<Reject, Counter>,
     opened: Counter,
     sealed: Counter,
@@ -288,6 +298,7 @@ impl SecureChannel {
             rotated_at: Instant::now(),
             seq: 0,
             peers: HashMap::new(),
+            revoked: VecDeque::new(),
             rejected,
             opened: registry.counter("gatewarden_secure_opened_total", "Envelopes that passed every check.", &[]),
             sealed: registry.counter("gatewarden_secure_sealed_total", "Envelopes sealed for a peer.", &[]),
@@ -351,10 +362,29 @@ impl SecureChannel {
     fn check_announce(&mut self, bytes: &[u8], claimed: Option<&str>) -> Result<String, Rejection> {
         let a: Announce =
             envelope::decode(bytes).map_err(|e| rejection(Reject::Malformed, claimed, format!("announcement: {e}")))?;
-        let cert = self
-            .ca
-            .verify(&a.cert_der)
-            .map_err(|e| rejection(Reject::BadCertificate, Some(&a.node), format!("certificate: {e:#}")))?;
+        let cert = match self.ca.verify(&a.cert_der) {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(r) = e.downcast_ref::<crate::pki::CertRevoked>() {
+                    // Only the CA's own signature got us here, so the CN is the holder's:
+                    // forget any key it announced before and remember it as revoked.
+                    let node = r.node.clone();
+                    self.peers.remove(&node);
+                    if !self.revoked.contains(&node) {
+                        self.revoked.push_back(node.clone());
+                        while self.revoked.len() > MAX_REVOKED_REMEMBERED {
+                            self.revoked.pop_front();
+                        }
+                    }
+                    return Err(rejection(Reject::Revoked, Some(&node), format!("{e:#}")));
+                }
+                return Err(rejection(Reject::BadCertificate, Some(&a.node), format!("certificate: {e:#}")));
+            }
+        };
+        if cert.node == a.node {
+            // A re-issued certificate for a node revoked before.
+            self.revoked.retain(|n| n != &a.node);
+        }
         if cert.node != a.node || claimed.is_some_and(|c| c != a.node) {
             return Err(rejection(
                 Reject::BadCertificate,
@@ -400,6 +430,25 @@ impl SecureChannel {
         peer.windows.retain(|k, _| ids.contains(k));
         peer.sessions.retain(|(_, theirs, _), _| ids.contains(theirs));
         Ok(a.node)
+    }
+
+    /// Replaces the CA check (a new revocation list): peers whose
+    /// certificate it revokes are forgotten at once, and their envelopes are
+    /// refused as `revoked` from now on. Returns the nodes dropped.
+    pub fn set_ca(&mut self, ca: CaVerifier) -> Vec<String> {
+        let dropped: Vec<String> =
+            self.peers.iter().filter(|(_, p)| ca.is_revoked(&p.cert.serial)).map(|(n, _)| n.clone()).collect();
+        for n in &dropped {
+            self.peers.remove(n);
+            if !self.revoked.contains(n) {
+                self.revoked.push_back(n.clone());
+            }
+        }
+        while self.revoked.len() > MAX_REVOKED_REMEMBERED {
+            self.revoked.pop_front();
+        }
+        self.ca = ca;
+        dropped
     }
 
     /// Whether `node` has announced a usable key.
@@ -482,6 +531,9 @@ impl SecureChannel {
                 }
             }
         };
+        if !self.peers.contains_key(&h.sender) && self.revoked.contains(&h.sender) {
+            return Err(rejection(Reject::Revoked, from, "the sender's certificate is revoked (ca.crl)"));
+        }
         let peer = self.peers.get_mut(&h.sender).ok_or_else(|| {
             rejection(Reject::UnknownSender, from, "no valid announcement from this sender: not a fleet member")
         })?;
@@ -592,6 +644,40 @@ pub(crate) mod tests {
 
     fn rejected(reg: &Registry, reason: &str) -> f64 {
         reg.snapshot()[&format!("gatewarden_secure_rejected_total{{reason={reason}}}")]
+    }
+
+    #[test]
+    fn a_revoked_senders_key_and_envelopes_are_refused_as_revoked() {
+        let f = Fleet::new();
+        let mut d = f.channel("det-1", CertRole::Detector, &Registry::new());
+        pki::revoke(f.dir.path(), "det-1", pki::RevokeReason::KeyCompromise).unwrap();
+        let ca = CaVerifier::load(&pki::PkiDir(f.dir.path().into()).ca_cert()).unwrap();
+        let reg = Registry::new();
+        let (c, k) = pki::issue(f.dir.path(), "router-1", CertRole::Router, &[], 30).unwrap();
+        let mut r = SecureChannel::new(Identity::load(&c, &k, &ca).unwrap(), ca, SecureConfig::default(), &reg);
+        d.accept_announce(&r.announce(), Some("router-1")).unwrap();
+        let e = r.accept_announce(&d.announce(), Some("det-1")).unwrap_err();
+        assert_eq!(e.reason, Reject::Revoked, "{e}");
+        let env = d.seal("router-1", 1, PayloadKind::Message, b"block").unwrap();
+        assert_eq!(r.open(&env, now_ns()).unwrap_err().reason, Reject::Revoked);
+        assert_eq!(rejected(&reg, "revoked"), 2.0);
+    }
+
+    #[test]
+    fn a_new_revocation_list_drops_a_known_peer_at_once() {
+        let reg = Registry::new();
+        let f = Fleet::new();
+        let mut d2 = f.channel("det-1", CertRole::Detector, &Registry::new());
+        let mut r2 = f.channel("router-1", CertRole::Router, &reg);
+        d2.accept_announce(&r2.announce(), Some("router-1")).unwrap();
+        r2.accept_announce(&d2.announce(), Some("det-1")).unwrap();
+        let env = d2.seal("router-1", 1, PayloadKind::Message, b"one").unwrap();
+        assert!(r2.open(&env, now_ns()).is_ok(), "trusted before the new list");
+        pki::revoke(f.dir.path(), "det-1", pki::RevokeReason::KeyCompromise).unwrap();
+        let ca = CaVerifier::load(&pki::PkiDir(f.dir.path().into()).ca_cert()).unwrap();
+        assert_eq!(r2.set_ca(ca), vec!["det-1".to_string()]);
+        let env = d2.seal("router-1", 2, PayloadKind::Message, b"two").unwrap();
+        assert_eq!(r2.open(&env, now_ns()).unwrap_err().reason, Reject::Revoked);
     }
 
     #[test]
