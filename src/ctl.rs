@@ -638,7 +638,7 @@ impl Shared {
             return refuse(
                 &self.m.rejected_malformed,
                 format!(
-                    "the hello names {:?} ({} bytes), not a node id (1 to 64 of A-Z a-z 0-9 - _)",
+                    "the hello names \"{}\" ({} bytes), not a node id (1 to 64 of A-Z a-z 0-9 - _)",
                     sanitize(&a.node, 64),
                     a.node.len()
                 ),
