@@ -259,11 +259,52 @@ impl MqttConfig {
 }
 
 /// The operator endpoint for `gatewarden ctl` (TCP, same handshake and envelope as the bus).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// Anyone on the LAN can connect before proving who they are, so connections
+/// still in the handshake ("pre-auth") are bounded separately from operator
+/// sessions: the whole handshake has a deadline, pre-auth connections have a
+/// total and a per-address cap (when the total is reached the oldest is
+/// dropped for the newcomer, so held connections cannot lock operators out),
+/// and failed handshakes become one alert per address per `alert_interval_s`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CtlConfig {
     /// `addr:port` to listen on; empty disables it. Needs `[mqtt]` ca/cert/key.
     pub listen: String,
+    /// The whole handshake (hello, our answer, the first request) must finish
+    /// within this time, however slowly the bytes trickle in.
+    pub handshake_timeout_ms: u64,
+    /// Most connections in the handshake at once; a new one beyond it
+    /// replaces the oldest (an operator's handshake takes milliseconds).
+    pub max_preauth: usize,
+    /// Most connections in the handshake from one address (an IPv6 /64 counts as one);
+    /// beyond it the address's oldest is dropped for the newcomer.
+    pub max_preauth_per_address: usize,
+    /// Most authenticated operator sessions at once (never taken by pre-auth connections).
+    pub max_sessions: usize,
+    /// An operator session with no request for this long is closed.
+    pub session_idle_timeout_s: u64,
+    /// At most one failed-handshake alert per address in this time (the
+    /// first at once, then one carrying the count).
+    pub alert_interval_s: u64,
+    /// Most addresses whose failed handshakes are counted separately; beyond
+    /// it they share one "other addresses" count (bounded memory).
+    pub max_alert_addresses: usize,
+}
+
+impl Default for CtlConfig {
+    fn default() -> Self {
+        CtlConfig {
+            listen: String::new(),
+            handshake_timeout_ms: 5_000,
+            max_preauth: 64,
+            max_preauth_per_address: 4,
+            max_sessions: 8,
+            session_idle_timeout_s: 30,
+            alert_interval_s: 60,
+            max_alert_addresses: 1024,
+        }
+    }
 }
 
 /// Live capture on the router.
@@ -770,6 +811,36 @@ impl Config {
                 "an address and port such as \"0.0.0.0:7443\", or \"\" for off",
             );
         }
+        let c = &self.ctl;
+        if !(200..=120_000).contains(&c.handshake_timeout_ms) {
+            bad(
+                "ctl.handshake_timeout_ms",
+                c.handshake_timeout_ms.to_string(),
+                "200 to 120000 milliseconds (an operator's handshake takes well under a second)",
+            );
+        }
+        if !(1..=4096).contains(&c.max_preauth) {
+            bad("ctl.max_preauth", c.max_preauth.to_string(), "1 to 4096 connections");
+        }
+        if c.max_preauth_per_address == 0 || c.max_preauth_per_address > c.max_preauth {
+            bad(
+                "ctl.max_preauth_per_address",
+                c.max_preauth_per_address.to_string(),
+                "1 to ctl.max_preauth connections",
+            );
+        }
+        if !(1..=1024).contains(&c.max_sessions) {
+            bad("ctl.max_sessions", c.max_sessions.to_string(), "1 to 1024 sessions");
+        }
+        if !(1..=3_600).contains(&c.session_idle_timeout_s) {
+            bad("ctl.session_idle_timeout_s", c.session_idle_timeout_s.to_string(), "1 to 3600 seconds");
+        }
+        if !(1..=86_400).contains(&c.alert_interval_s) {
+            bad("ctl.alert_interval_s", c.alert_interval_s.to_string(), "1 to 86400 seconds");
+        }
+        if !(1..=65_536).contains(&c.max_alert_addresses) {
+            bad("ctl.max_alert_addresses", c.max_alert_addresses.to_string(), "1 to 65536 addresses");
+        }
         if self.capture.interface.len() > 15 || self.capture.interface.contains(['/', ' ']) {
             bad(
                 "capture.interface",
@@ -1109,6 +1180,13 @@ mod tests {
             ("[mqtt]\naudit_log_max_bytes = 10", "mqtt.audit_log_max_bytes"),
             ("[mqtt]\naudit_log_keep = 1000", "mqtt.audit_log_keep"),
             ("[ctl]\nlisten = \"nope\"", "ctl.listen"),
+            ("[ctl]\nhandshake_timeout_ms = 0", "ctl.handshake_timeout_ms"),
+            ("[ctl]\nmax_preauth = 5000", "ctl.max_preauth"),
+            ("[ctl]\nmax_preauth = 4\nmax_preauth_per_address = 5", "ctl.max_preauth_per_address"),
+            ("[ctl]\nmax_sessions = 0", "ctl.max_sessions"),
+            ("[ctl]\nsession_idle_timeout_s = 0", "ctl.session_idle_timeout_s"),
+            ("[ctl]\nalert_interval_s = 0", "ctl.alert_interval_s"),
+            ("[ctl]\nmax_alert_addresses = 0", "ctl.max_alert_addresses"),
             ("[capture]\ninterface = \"a/b\"", "capture.interface"),
             ("[capture]\ninterface = \"abcdefghijklmnop\"", "capture.interface"),
             ("[capture]\nsnap_len = 64", "capture.snap_len"),

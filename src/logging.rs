@@ -1,7 +1,21 @@
 //! Human logs by default, JSON lines for machines; levels by a RUST_LOG-style filter.
+//!
+//! Peer-supplied text (a claimed node name, an error quoting its input) ends up
+//! in log fields, and `%` Display fields are written as they are. A newline in
+//! such a field would start a forged log line, an escape sequence would drive
+//! the operator's terminal. So both formats escape control characters *at the
+//! formatter*, where no call site can forget: the human format through
+//! [`EscapedFields`], the JSON format through [`JsonEscaping`] (serde_json
+//! already escapes U+0000–U+001F; the wrapper adds DEL, the C1 controls, line
+//! separators and bidirectional overrides).
 
+use std::fmt::{self, Write as _};
 use std::io::IsTerminal;
 
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FormatFields, MakeWriter};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -15,9 +29,216 @@ pub fn init(level: &str, format: LogFormat) {
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")));
     let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
     let _ = match format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Human => builder.fmt_fields(EscapedFields).with_writer(std::io::stderr).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_writer(JsonEscaping(std::io::stderr)).try_init(),
     };
+}
+
+/// Whether `c` must not reach a log line or an alert raw: control characters
+/// (C0, DEL, C1), line and paragraph separators, and the bidirectional
+/// controls that reorder what a reader sees.
+pub fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200e}' | '\u{200f}' | '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// A `fmt::Write` that escapes [`needs_escape`] characters as `\n`, `\r`,
+/// `\t`, `\x1b` or `\u{2028}` on their way to the inner writer.
+pub struct Escaper<'a, W: fmt::Write + ?Sized>(pub &'a mut W);
+
+impl<W: fmt::Write + ?Sized> fmt::Write for Escaper<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut rest = s;
+        while let Some(i) = rest.find(needs_escape) {
+            self.0.write_str(&rest[..i])?;
+            let c = rest[i..].chars().next().unwrap_or_default();
+            match c {
+                '\n' => self.0.write_str("\\n")?,
+                '\r' => self.0.write_str("\\r")?,
+                '\t' => self.0.write_str("\\t")?,
+                c if (c as u32) < 0x100 => write!(self.0, "\\x{:02x}", c as u32)?,
+                c => write!(self.0, "\\u{{{:x}}}", c as u32)?,
+            }
+            rest = &rest[i + c.len_utf8()..];
+        }
+        self.0.write_str(rest)
+    }
+}
+
+/// `s` with control characters escaped (see [`Escaper`]).
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let _ = Escaper(&mut out).write_str(s);
+    out
+}
+
+/// Peer-supplied text made fit for an alert or a log line: escaped, and cut
+/// to at most `max_chars` characters of the input with the length it had.
+pub fn sanitize(s: &str, max_chars: usize) -> String {
+    match s.char_indices().nth(max_chars) {
+        None => escape(s),
+        Some((cut, _)) => format!("{}…({} bytes)", escape(&s[..cut]), s.len()),
+    }
+}
+
+/// The human format's field formatter: like tracing-subscriber's default
+/// (`message` bare, then `name=value`, `log.*` fields of bridged `log`
+/// records left out), but every value goes through [`Escaper`], so a `%`
+/// field with a newline or an escape sequence stays on its line and inert.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EscapedFields;
+
+impl<'writer> FormatFields<'writer> for EscapedFields {
+    fn format_fields<R: RecordFields>(&self, mut writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut v = EscapingVisitor { writer: &mut writer, first: true, result: Ok(()) };
+        fields.record(&mut v);
+        v.result
+    }
+}
+
+struct EscapingVisitor<'a, 'w> {
+    writer: &'a mut Writer<'w>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl Visit for EscapingVisitor<'_, '_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.result.is_err() || field.name().starts_with("log.") {
+            return;
+        }
+        let sep = if self.first { "" } else { " " };
+        self.first = false;
+        self.result = if field.name() == "message" {
+            write!(self.writer, "{sep}").and_then(|_| write!(Escaper(&mut *self.writer), "{value:?}"))
+        } else {
+            write!(self.writer, "{sep}{}=", field.name()).and_then(|_| write!(Escaper(&mut *self.writer), "{value:?}"))
+        };
+    }
+}
+
+/// Wraps the JSON format's writer and replaces the characters serde_json
+/// leaves raw (DEL, C1 controls, U+2028/2029, bidi controls) with `\uXXXX`
+/// escapes. They can only occur inside JSON strings, so the line stays valid
+/// JSON; the newline that ends each line is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct JsonEscaping<M>(pub M);
+
+impl<'a, M: MakeWriter<'a>> MakeWriter<'a> for JsonEscaping<M> {
+    type Writer = JsonEscapingWriter<M::Writer>;
+    fn make_writer(&'a self) -> Self::Writer {
+        JsonEscapingWriter(self.0.make_writer())
+    }
+}
+
+/// The writer [`JsonEscaping`] hands out.
+#[derive(Debug)]
+pub struct JsonEscapingWriter<W>(W);
+
+impl<W: std::io::Write> std::io::Write for JsonEscapingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let text = String::from_utf8_lossy(buf);
+        if !text.chars().any(|c| c != '\n' && needs_escape(c)) && matches!(text, std::borrow::Cow::Borrowed(_)) {
+            self.0.write_all(buf)?;
+            return Ok(buf.len());
+        }
+        let mut out = String::with_capacity(text.len() + 16);
+        for c in text.chars() {
+            if c != '\n' && needs_escape(c) {
+                // Everything needs_escape matches lies in the Basic Multilingual Plane.
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            } else {
+                out.push(c);
+            }
+        }
+        self.0.write_all(out.as_bytes())?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    impl<'a> MakeWriter<'a> for Capture {
+        type Writer = Capture;
+        fn make_writer(&'a self) -> Capture {
+            self.clone()
+        }
+    }
+
+    const FORGED: &str = "mallory\n2026-12-04T00:00:00Z INFO forged line\x1b[31m\u{202e}\u{85}";
+
+    fn log_everything() {
+        tracing::warn!(peer = %FORGED, debug = ?FORGED, plain = FORGED, "refused {FORGED}");
+        let span = tracing::info_span!("conn", who = %FORGED);
+        let _g = span.enter();
+        tracing::warn!("inside");
+    }
+
+    fn assert_one_line_per_event(out: &str, events: usize) {
+        assert_eq!(out.matches('\n').count(), events, "{out:?}");
+        assert!(out.ends_with('\n'), "{out:?}");
+        for bad in ['\x1b', '\r', '\u{202e}', '\u{85}'] {
+            assert!(!out.contains(bad), "raw {bad:?} in {out:?}");
+        }
+    }
+
+    #[test]
+    fn human_format_escapes_control_characters_in_every_field() {
+        let cap = Capture::default();
+        let sub =
+            tracing_subscriber::fmt().with_ansi(false).fmt_fields(EscapedFields).with_writer(cap.clone()).finish();
+        tracing::subscriber::with_default(sub, log_everything);
+        let out = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
+        assert_one_line_per_event(&out, 2);
+        // The Display field and the message carry the forged text escaped, in place.
+        assert!(out.contains("peer=mallory\\n2026-12-04T00:00:00Z INFO forged line\\x1b[31m\\u{202e}\\x85"), "{out}");
+        assert!(out.contains("refused mallory\\n2026-12-04T00:00:00Z"), "{out}");
+        assert!(out.contains("conn{who=mallory\\n2026"), "{out}");
+    }
+
+    #[test]
+    fn json_format_escapes_control_characters_and_stays_json() {
+        let cap = Capture::default();
+        let sub = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .json()
+            .flatten_event(true)
+            .with_writer(JsonEscaping(cap.clone()))
+            .finish();
+        tracing::subscriber::with_default(sub, log_everything);
+        let out = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
+        assert_one_line_per_event(&out, 2);
+        let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+        // Escaped on the wire, the same text once parsed: nothing is lost for a SIEM.
+        assert_eq!(first["peer"], FORGED);
+        assert!(out.contains("\\u202e") && out.contains("\\u0085") && out.contains("\\n2026"), "{out}");
+    }
+
+    #[test]
+    fn sanitize_escapes_and_truncates() {
+        assert_eq!(sanitize("ok-name", 64), "ok-name");
+        assert_eq!(sanitize("a\nb\x1b", 64), "a\\nb\\x1b");
+        let long = "é".repeat(1000);
+        let s = sanitize(&long, 10);
+        assert_eq!(s, format!("{}…(2000 bytes)", "é".repeat(10)));
+    }
 }

@@ -623,7 +623,7 @@ fn start_ctl(
     };
     let secure =
         crate::secure::SecureConfig { max_skew: Duration::from_secs(cfg.mqtt.max_clock_skew_s), ..Default::default() };
-    let server = crate::ctl::ControlServer::start(&cfg.ctl.listen, id, ca, secure, handler, registry, shutdown)?;
+    let server = crate::ctl::ControlServer::start(&cfg.ctl, id, ca, secure, handler, registry, shutdown)?;
     tracing::info!(addr = %server.addr, "ctl endpoint listening");
     Ok(server)
 }
