@@ -383,6 +383,7 @@ struct CtlMetrics {
     sessions_refused: Counter,
     rejected_malformed: Counter,
     rejected_certificate: Counter,
+    rejected_revoked: Counter,
     rejected_signature: Counter,
 }
 
@@ -433,6 +434,7 @@ impl CtlMetrics {
             ),
             rejected_malformed: rejected(crate::secure::Reject::Malformed.as_str()),
             rejected_certificate: rejected(crate::secure::Reject::BadCertificate.as_str()),
+            rejected_revoked: rejected(crate::secure::Reject::Revoked.as_str()),
             rejected_signature: rejected(crate::secure::Reject::BadSignature.as_str()),
         }
     }
@@ -646,6 +648,10 @@ impl Shared {
         }
         let cert = match self.ca.verify(&a.cert_der) {
             Ok(c) => c,
+            // A revoked certificate (issue #14) is counted as such: an operator sees a theft being tried.
+            Err(e) if e.downcast_ref::<crate::pki::CertRevoked>().is_some() => {
+                return refuse(&self.m.rejected_revoked, format!("{}: certificate revoked: {e:#}", a.node))
+            }
             Err(e) => return refuse(&self.m.rejected_certificate, format!("{}: certificate: {e:#}", a.node)),
         };
         if cert.node != a.node {
