@@ -2,6 +2,7 @@
 //! page with its JSON API ([`http`]).
 
 pub mod alerts;
+pub mod assets;
 pub mod auth;
 pub mod events;
 pub mod http;
