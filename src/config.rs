@@ -90,6 +90,35 @@ pub struct HttpConfig {
     pub rate_limit_per_s: u32,
     /// Requests a client may burst above the rate.
     pub rate_limit_burst: u32,
+    /// Host names (or addresses) the pages and API answer to, besides the
+    /// address a client connected to, `localhost`, the node id and the listen
+    /// address; any other `Host` gets 421. This is what stops DNS rebinding:
+    /// a hostile page whose name resolves to this node still sends its own
+    /// name as `Host`. `/healthz` and `/metrics` answer any `Host`.
+    pub allowed_hosts: Vec<String>,
+    /// Largest request head (request line plus headers); larger gets 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; more gets 431.
+    pub max_headers: usize,
+    /// Largest JSON body of an API write (policy, settings, alert actions); larger gets 413,
+    /// decided from `Content-Length` before anything is read.
+    pub max_body_bytes: u64,
+    /// Largest model upload (`POST /api/model`, base64 JSON), also checked before reading.
+    pub max_upload_bytes: u64,
+    /// The whole request head must arrive within this, counted from when the
+    /// server starts waiting for it (slowloris).
+    pub header_timeout_ms: u64,
+    /// A connection with no request in progress that sends nothing for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A request body must arrive completely within this (slow bodies get 408).
+    pub body_timeout_ms: u64,
+    /// A response (or live event) that the client does not read for this long closes the connection.
+    pub send_timeout_ms: u64,
+    /// Most open connections; over it a new one gets 503 and is closed at once
+    /// (also capped below the process's open-file limit).
+    pub max_connections: usize,
+    /// Most open connections from one client address; over it: 503 and closed at once.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for HttpConfig {
@@ -100,6 +129,17 @@ impl Default for HttpConfig {
             jwt_key: PathBuf::new(),
             rate_limit_per_s: 50,
             rate_limit_burst: 100,
+            allowed_hosts: Vec::new(),
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            max_body_bytes: 64 * 1024,
+            max_upload_bytes: crate::monitor::training::MAX_UPLOAD_BODY,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 5_000,
+            body_timeout_ms: 30_000,
+            send_timeout_ms: 30_000,
+            max_connections: 512,
+            max_connections_per_client: 32,
         }
     }
 }
@@ -622,6 +662,52 @@ impl Config {
                 "http.rate_limit_per_s/rate_limit_burst",
                 format!("{}/{}", self.http.rate_limit_per_s, self.http.rate_limit_burst),
                 "at least 1 request per second and a burst of at least 1",
+            );
+        }
+        let h = &self.http;
+        for host in &h.allowed_hosts {
+            if host.is_empty()
+                || host.len() > 253
+                || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b))
+            {
+                bad(
+                    "http.allowed_hosts",
+                    format!("{host:?}"),
+                    "host names or IP addresses, e.g. [\"gateway.lan\", \"192.0.2.1\"]",
+                );
+            }
+        }
+        if !(4096..=1 << 20).contains(&h.max_header_bytes) || !(8..=1000).contains(&h.max_headers) {
+            bad(
+                "http.max_header_bytes/max_headers",
+                format!("{}/{}", h.max_header_bytes, h.max_headers),
+                "4096 to 1048576 bytes of request head and 8 to 1000 header fields",
+            );
+        }
+        if !(1024..=1 << 20).contains(&h.max_body_bytes) {
+            bad("http.max_body_bytes", h.max_body_bytes.to_string(), "1024 to 1048576 bytes");
+        }
+        if !(1024..=64 << 20).contains(&h.max_upload_bytes) {
+            bad("http.max_upload_bytes", h.max_upload_bytes.to_string(), "1024 bytes to 64 MiB");
+        }
+        for (key, ms) in [
+            ("http.header_timeout_ms", h.header_timeout_ms),
+            ("http.idle_timeout_ms", h.idle_timeout_ms),
+            ("http.body_timeout_ms", h.body_timeout_ms),
+            ("http.send_timeout_ms", h.send_timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&ms) {
+                bad(key, ms.to_string(), "100 to 600000 ms");
+            }
+        }
+        if !(1..=100_000).contains(&h.max_connections)
+            || !(1..=100_000).contains(&h.max_connections_per_client)
+            || h.max_connections_per_client > h.max_connections
+        {
+            bad(
+                "http.max_connections/max_connections_per_client",
+                format!("{}/{}", h.max_connections, h.max_connections_per_client),
+                "1 to 100000 connections, and per client no more than in total",
             );
         }
         if !self.link.listen.is_empty() && self.link.listen.parse::<SocketAddr>().is_err() {
