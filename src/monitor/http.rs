@@ -219,9 +219,10 @@ enum Closed {
     Idle,
     SendTimeout,
     BadRequest,
+    Evicted,
 }
 
-const CLOSED: [&str; 5] = ["header_too_large", "header_timeout", "idle", "send_timeout", "bad_request"];
+const CLOSED: [&str; 6] = ["header_too_large", "header_timeout", "idle", "send_timeout", "bad_request", "evicted"];
 
 impl Metrics {
     fn new(registry: &crate::metrics::Registry) -> Metrics {
@@ -295,7 +296,7 @@ impl LogLimit {
 
 /// Open connections, in total and per client address.
 struct Conns {
-    open: Mutex<(usize, std::collections::HashMap<IpAddr, usize>)>,
+    open: Mutex<Open>,
     /// The cap in force: `max_connections`, fitted under the open-file limit.
     max: usize,
     per_client: usize,
@@ -442,8 +443,7 @@ impl Ctx {
             Some(n) => limits.max_connections.min(n.saturating_sub(FD_RESERVE).max(16)),
             None => limits.max_connections,
         };
-        let conns =
-            Conns { open: Mutex::new((0, Default::default())), max, per_client: limits.max_connections_per_client };
+        let conns = Conns { open: Mutex::new(Open::default()), max, per_client: limits.max_connections_per_client };
         let metrics = Metrics::new(&state.registry);
         Ctx {
             state,
@@ -470,40 +470,69 @@ fn open_file_limit() -> Option<usize> {
     line.split_whitespace().nth(3)?.parse().ok()
 }
 
+/// The open connections.
+#[derive(Default)]
+struct Open {
+    count: usize,
+    per_client: std::collections::HashMap<IpAddr, usize>,
+    conns: std::collections::HashMap<u64, Arc<ConnState>>,
+    next_id: u64,
+}
+
 /// One admitted connection; dropping it frees its place under the caps.
 struct Permit {
     ctx: Arc<Ctx>,
     ip: IpAddr,
+    id: u64,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
         let mut open = self.ctx.conns.open.lock().unwrap_or_else(|e| e.into_inner());
-        open.0 = open.0.saturating_sub(1);
-        if let Some(n) = open.1.get_mut(&self.ip) {
+        open.count = open.count.saturating_sub(1);
+        open.conns.remove(&self.id);
+        if let Some(n) = open.per_client.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {
-                open.1.remove(&self.ip);
+                open.per_client.remove(&self.ip);
             }
         }
-        self.ctx.metrics.open.set(open.0 as f64);
+        self.ctx.metrics.open.set(open.count as f64);
     }
 }
 
 /// A place for a connection from `ip`, or which cap refused it (0: total, 1: per client).
-fn admit(ctx: &Arc<Ctx>, ip: IpAddr) -> Result<Permit, usize> {
+///
+/// At the total cap the connection that has been quiet longest without a
+/// request in progress (idle keep-alive, or a head trickling in) is closed
+/// to make room: a flood of idle connections from many addresses then
+/// cannot lock out a client that wants an answer now.
+fn admit(ctx: &Arc<Ctx>, ip: IpAddr) -> Result<(Permit, Arc<ConnState>), usize> {
     let mut open = ctx.conns.open.lock().unwrap_or_else(|e| e.into_inner());
-    if open.0 >= ctx.conns.max {
-        return Err(0);
-    }
-    let mine = open.1.get(&ip).copied().unwrap_or(0);
+    let mine = open.per_client.get(&ip).copied().unwrap_or(0);
     if mine >= ctx.conns.per_client {
         return Err(1);
     }
-    open.0 += 1;
-    open.1.insert(ip, mine + 1);
-    ctx.metrics.open.set(open.0 as f64);
-    Ok(Permit { ctx: ctx.clone(), ip })
+    if open.count >= ctx.conns.max {
+        let victim = open
+            .conns
+            .values()
+            .filter(|c| c.busy.load(Ordering::Relaxed) == 0 && !c.evicted.load(Ordering::Relaxed))
+            .min_by_key(|c| c.last_active_ms.load(Ordering::Relaxed))
+            .cloned();
+        let Some(victim) = victim else { return Err(0) };
+        victim.evicted.store(true, Ordering::Relaxed);
+        victim.evict.close();
+        ctx.metrics.closed(Closed::Evicted);
+    }
+    let conn = Arc::new(ConnState::new());
+    open.count += 1;
+    open.per_client.insert(ip, mine + 1);
+    let id = open.next_id;
+    open.next_id += 1;
+    open.conns.insert(id, conn.clone());
+    ctx.metrics.open.set(open.count as f64);
+    Ok((Permit { ctx: ctx.clone(), ip, id }, conn))
 }
 
 /// Accepts until the server stops: connections over a cap get a 503 and are
@@ -521,11 +550,11 @@ async fn accept_loop(listener: Async<TcpListener>, ctx: Arc<Ctx>, ex: Arc<Execut
             Ok((stream, peer)) => {
                 let _ = stream.get_ref().set_nodelay(true);
                 match admit(&ctx, peer.ip()) {
-                    Ok(permit) => {
+                    Ok((permit, conn)) => {
                         let local = stream.get_ref().local_addr().ok();
                         let ctx = ctx.clone();
                         ex.spawn(async move {
-                            serve(stream, peer, local, ctx).await;
+                            serve(stream, peer, local, ctx, conn).await;
                             drop(permit);
                         })
                         .detach();
@@ -571,13 +600,33 @@ fn refuse_connection(stream: &TcpStream, cap: usize) {
     let _ = s.write(msg.as_bytes());
 }
 
-/// Per-connection state the IO guard and the request handler share.
-#[derive(Default)]
+/// Per-connection state the IO guard, the request handler and the caps share.
 struct ConnState {
     /// Requests (or live streams) in progress: while any runs, the idle timeout is off.
     busy: AtomicUsize,
     idle_closed: AtomicBool,
     send_closed: AtomicBool,
+    /// When a byte last arrived (ms since the epoch): the oldest idle one is evicted at the cap.
+    last_active_ms: AtomicU64,
+    /// Closed to make the connection end (eviction at the cap).
+    evict: async_channel::Sender<()>,
+    evicted_rx: async_channel::Receiver<()>,
+    evicted: AtomicBool,
+}
+
+impl ConnState {
+    fn new() -> ConnState {
+        let (evict, evicted_rx) = async_channel::bounded(1);
+        ConnState {
+            busy: AtomicUsize::new(0),
+            idle_closed: AtomicBool::new(false),
+            send_closed: AtomicBool::new(false),
+            last_active_ms: AtomicU64::new(super::unix_now_ms()),
+            evict,
+            evicted_rx,
+            evicted: AtomicBool::new(false),
+        }
+    }
 }
 
 /// Marks a connection busy until dropped.
@@ -627,6 +676,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
             }
             ready => {
                 this.read_timer = None;
+                if matches!(ready, Poll::Ready(Ok(n)) if n > 0) {
+                    this.conn.last_active_ms.store(super::unix_now_ms(), Ordering::Relaxed);
+                }
                 ready
             }
         }
@@ -672,11 +724,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
 }
 
 /// Serves one connection until it closes, a limit closes it or the server stops.
-async fn serve<S>(io: S, peer: SocketAddr, local: Option<SocketAddr>, ctx: Arc<Ctx>)
+async fn serve<S>(io: S, peer: SocketAddr, local: Option<SocketAddr>, ctx: Arc<Ctx>, conn: Arc<ConnState>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let conn = Arc::new(ConnState::default());
     let limits = &ctx.access.limits;
     let io = Guarded {
         inner: io,
@@ -697,9 +748,14 @@ where
     };
     let served = ctx.builder.serve_connection(smol_hyper::rt::FuturesIo::new(io), service);
     let stopped = ctx.shutdown.clone();
+    let evicted = conn.evicted_rx.clone();
     let result = served
         .or(async move {
             let _ = stopped.recv().await;
+            Ok(())
+        })
+        .or(async move {
+            let _ = evicted.recv().await;
             Ok(())
         })
         .await;
@@ -1584,7 +1640,7 @@ impl Harness {
         let io = MemIo { input: input.to_vec(), at: 0, out: out.clone() };
         let peer = SocketAddr::from(([192, 0, 2, 7], 40000));
         let local = Some(SocketAddr::from(([127, 0, 0, 1], 8080)));
-        smol::block_on(serve(io, peer, local, self.ctx.clone()));
+        smol::block_on(serve(io, peer, local, self.ctx.clone(), Arc::new(ConnState::new())));
         let written = std::mem::take(&mut *out.lock().unwrap_or_else(|e| e.into_inner()));
         written
     }
