@@ -438,6 +438,8 @@ impl Ctx {
             .max_headers(limits.max_headers)
             // hyper's floor is 8 KiB; a head may fill the buffer, a body is read in pieces.
             .max_buf_size(limits.max_header_bytes.max(8192) + 1024)
+            // `Content-Type`, not `content-type`: scripts and older tools match header names as written.
+            .title_case_headers(true)
             .keep_alive(true);
         let max = match fd_limit {
             Some(n) => limits.max_connections.min(n.saturating_sub(FD_RESERVE).max(16)),
@@ -1748,7 +1750,7 @@ mod tests {
         let text = |input: &str| String::from_utf8_lossy(&h.exchange(input.as_bytes())).into_owned();
         let ok = text("GET /healthz HTTP/1.1\r\nHost: evil.example\r\n\r\n");
         assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
-        assert!(ok.contains("x-content-type-options: nosniff") && ok.contains("referrer-policy: no-referrer"), "{ok}");
+        assert!(ok.contains("X-Content-Type-Options: nosniff") && ok.contains("Referrer-Policy: no-referrer"), "{ok}");
         let rebound = text("GET /api/status HTTP/1.1\r\nHost: evil.example\r\n\r\n");
         assert!(rebound.starts_with("HTTP/1.1 421"), "{rebound}");
         let huge = text("POST /api/settings HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000000000\r\n\r\n");
@@ -1757,6 +1759,7 @@ mod tests {
         assert!(text(&head).starts_with("HTTP/1.1 431"), "{}", text(&head));
         let page = text("GET / HTTP/1.1\r\nHost: mon\r\n\r\n");
         assert!(page.starts_with("HTTP/1.1 200") && page.contains("frame-ancestors 'none'"), "{page}");
+        assert!(!page.contains("unsafe-inline"), "{page}");
         let url_token =
             text("POST /api/unblock/192.0.2.1?access_token=x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
         assert!(url_token.starts_with("HTTP/1.1 401") && url_token.contains("Authorization"), "{url_token}");
