@@ -330,6 +330,8 @@ pub struct HttpServer {
     shutdown: async_channel::Sender<()>,
     threads: Vec<JoinHandle<()>>,
     ctx: Arc<Ctx>,
+    /// Dropped by [`HttpServer::stop`] after the threads: that drops every task, closing the listener and connections.
+    ex: Arc<Executor<'static>>,
 }
 
 impl HttpServer {
@@ -361,7 +363,7 @@ impl HttpServer {
             );
         }
         let ex: Arc<Executor<'static>> = Arc::new(Executor::new());
-        ex.spawn(accept_loop(listener, ctx.clone(), ex.clone())).detach();
+        ex.spawn(accept_loop(listener, ctx.clone(), Arc::downgrade(&ex))).detach();
         let mut threads = Vec::new();
         {
             let ctx = ctx.clone();
@@ -395,7 +397,7 @@ impl HttpServer {
             );
         }
         tracing::info!(%addr, max_connections = ctx.conns.max, "status page at http://{addr}/");
-        Ok(HttpServer { addr, stop, shutdown: shutdown_tx, threads, ctx })
+        Ok(HttpServer { addr, stop, shutdown: shutdown_tx, threads, ctx, ex })
     }
 
     /// A token for the page's login link (`replay --serve` prints one for its operator).
@@ -410,6 +412,7 @@ impl HttpServer {
         for t in self.threads {
             let _ = t.join();
         }
+        drop(self.ex);
     }
 }
 
@@ -540,7 +543,7 @@ fn admit(ctx: &Arc<Ctx>, ip: IpAddr) -> Result<(Permit, Arc<ConnState>), usize> 
 /// Accepts until the server stops: connections over a cap get a 503 and are
 /// closed at once; running out of file descriptors pauses accepting briefly
 /// (the kernel keeps queueing) instead of ending the loop.
-async fn accept_loop(listener: Async<TcpListener>, ctx: Arc<Ctx>, ex: Arc<Executor<'static>>) {
+async fn accept_loop(listener: Async<TcpListener>, ctx: Arc<Ctx>, ex: std::sync::Weak<Executor<'static>>) {
     let stopped = ctx.shutdown.clone();
     loop {
         let next = async { Some(listener.accept().await) }.or(async {
@@ -553,6 +556,8 @@ async fn accept_loop(listener: Async<TcpListener>, ctx: Arc<Ctx>, ex: Arc<Execut
                 let _ = stream.get_ref().set_nodelay(true);
                 match admit(&ctx, peer.ip()) {
                     Ok((permit, conn)) => {
+                        // The executor is gone only while the server stops.
+                        let Some(ex) = ex.upgrade() else { return };
                         let local = stream.get_ref().local_addr().ok();
                         let ctx = ctx.clone();
                         ex.spawn(async move {
@@ -1742,6 +1747,27 @@ mod tests {
             crate::metrics::Registry::new(),
         );
         Harness::new(state).unwrap()
+    }
+
+    #[test]
+    fn stop_closes_the_listener_and_every_connection() {
+        use std::io::{Read, Write};
+        let state = harness().ctx.state.clone();
+        let server = HttpServer::start("127.0.0.1:0", state).unwrap();
+        let addr = server.addr;
+        let mut idle = TcpStream::connect(addr).unwrap();
+        let mut stream = TcpStream::connect(addr).unwrap();
+        write!(stream, "GET /api/events HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut first = [0u8; 12];
+        stream.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200");
+        server.stop();
+        assert!(TcpListener::bind(addr).is_ok(), "the port is free after stop");
+        idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(idle.read(&mut [0u8; 16]).unwrap_or(0), 0, "an idle connection is closed");
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
     }
 
     #[test]
