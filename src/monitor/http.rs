@@ -297,8 +297,9 @@ impl LogLimit {
 /// Open connections, in total and per client address.
 struct Conns {
     open: Mutex<Open>,
-    /// The cap in force: `max_connections`, fitted under the open-file limit.
-    max: usize,
+    /// The cap in force: `max_connections`, fitted under the open-file limit
+    /// (and lowered to what was open when the process ran out of descriptors).
+    max: AtomicUsize,
     per_client: usize,
 }
 
@@ -354,10 +355,10 @@ impl HttpServer {
         let (shutdown_tx, shutdown) = async_channel::bounded(1);
         let fd_limit = open_file_limit();
         let ctx = Arc::new(Ctx::new(state, access, Some(addr), stop.clone(), shutdown, fd_limit, false));
-        if ctx.conns.max < ctx.access.limits.max_connections {
+        if ctx.conns.max.load(Ordering::Relaxed) < ctx.access.limits.max_connections {
             tracing::warn!(
                 configured = ctx.access.limits.max_connections,
-                in_force = ctx.conns.max,
+                in_force = ctx.conns.max.load(Ordering::Relaxed),
                 "http.max_connections is above what the open-file limit ({}) allows; raise `ulimit -n` (LimitNOFILE=) to allow more",
                 fd_limit.unwrap_or(0)
             );
@@ -396,7 +397,7 @@ impl HttpServer {
                     .context("spawning an HTTP thread")?,
             );
         }
-        tracing::info!(%addr, max_connections = ctx.conns.max, "status page at http://{addr}/");
+        tracing::info!(%addr, max_connections = ctx.conns.max.load(Ordering::Relaxed), "status page at http://{addr}/");
         Ok(HttpServer { addr, stop, shutdown: shutdown_tx, threads, ctx, ex })
     }
 
@@ -448,7 +449,11 @@ impl Ctx {
             Some(n) => limits.max_connections.min(n.saturating_sub(FD_RESERVE).max(16)),
             None => limits.max_connections,
         };
-        let conns = Conns { open: Mutex::new(Open::default()), max, per_client: limits.max_connections_per_client };
+        let conns = Conns {
+            open: Mutex::new(Open::default()),
+            max: AtomicUsize::new(max),
+            per_client: limits.max_connections_per_client,
+        };
         let metrics = Metrics::new(&state.registry);
         Ctx {
             state,
@@ -518,17 +523,8 @@ fn admit(ctx: &Arc<Ctx>, ip: IpAddr) -> Result<(Permit, Arc<ConnState>), usize> 
     if mine >= ctx.conns.per_client {
         return Err(1);
     }
-    if open.count >= ctx.conns.max {
-        let victim = open
-            .conns
-            .values()
-            .filter(|c| c.busy.load(Ordering::Relaxed) == 0 && !c.evicted.load(Ordering::Relaxed))
-            .min_by_key(|c| c.last_active_ms.load(Ordering::Relaxed))
-            .cloned();
-        let Some(victim) = victim else { return Err(0) };
-        victim.evicted.store(true, Ordering::Relaxed);
-        victim.evict.close();
-        ctx.metrics.closed(Closed::Evicted);
+    if open.count >= ctx.conns.max.load(Ordering::Relaxed) && !evict_one(ctx, &open) {
+        return Err(0);
     }
     let conn = Arc::new(ConnState::new());
     open.count += 1;
@@ -540,9 +536,25 @@ fn admit(ctx: &Arc<Ctx>, ip: IpAddr) -> Result<(Permit, Arc<ConnState>), usize> 
     Ok((Permit { ctx: ctx.clone(), ip, id }, conn))
 }
 
+/// Closes the connection that has been quiet longest with no request in
+/// progress; false if every connection is busy.
+fn evict_one(ctx: &Ctx, open: &Open) -> bool {
+    let victim = open
+        .conns
+        .values()
+        .filter(|c| c.busy.load(Ordering::Relaxed) == 0 && !c.evicted.load(Ordering::Relaxed))
+        .min_by_key(|c| c.last_active_ms.load(Ordering::Relaxed));
+    let Some(victim) = victim else { return false };
+    victim.evicted.store(true, Ordering::Relaxed);
+    victim.evict.close();
+    ctx.metrics.closed(Closed::Evicted);
+    true
+}
+
 /// Accepts until the server stops: connections over a cap get a 503 and are
-/// closed at once; running out of file descriptors pauses accepting briefly
-/// (the kernel keeps queueing) instead of ending the loop.
+/// closed at once; running out of file descriptors closes the quietest idle
+/// connection and pauses accepting briefly (the kernel keeps queueing)
+/// instead of ending the loop.
 async fn accept_loop(listener: Async<TcpListener>, ctx: Arc<Ctx>, ex: std::sync::Weak<Executor<'static>>) {
     let stopped = ctx.shutdown.clone();
     loop {
@@ -584,10 +596,25 @@ async fn accept_loop(listener: Async<TcpListener>, ctx: Arc<Ctx>, ex: std::sync:
                 let exhausted =
                     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM));
                 ctx.metrics.accept_errors[usize::from(!exhausted)].inc();
+                let mut freed = false;
+                if exhausted {
+                    // Hold no more connections than are open now (so later ones evict
+                    // instead of failing), and free a descriptor for the next accept:
+                    // the quietest idle connection goes.
+                    let open = ctx.conns.open.lock().unwrap_or_else(|e| e.into_inner());
+                    ctx.conns.max.fetch_min(open.count.max(16), Ordering::Relaxed);
+                    freed = evict_one(&ctx, &open);
+                }
                 if let Some(held) = ctx.log_accept.allow() {
                     tracing::warn!(error = %e, also_failed = held, "accepting an HTTP connection failed{}", if exhausted { "; out of file descriptors: raise `ulimit -n` or lower http.max_connections" } else { "" });
                 }
-                Timer::after(if exhausted { ACCEPT_BACKOFF } else { Duration::from_millis(5) }).await;
+                // After an eviction the descriptor is free as soon as that task runs.
+                let pause = match (exhausted, freed) {
+                    (true, true) => Duration::from_millis(1),
+                    (true, false) => ACCEPT_BACKOFF,
+                    _ => Duration::from_millis(5),
+                };
+                Timer::after(pause).await;
             }
         }
     }

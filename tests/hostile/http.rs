@@ -404,3 +404,33 @@ fn hosts_url_tokens_stream_expiry_and_security_headers() {
     assert!(t.elapsed() < Duration::from_secs(10), "the stream ended {:?} after opening", t.elapsed());
     srv.check("after the checks");
 }
+
+#[test]
+fn the_accept_loop_survives_running_out_of_file_descriptors() {
+    // 24 descriptors: the monitor needs ~13 of its own, so the connection cap
+    // (fitted to at least 16) is more than the process can hold and accept
+    // fails with EMFILE. The loop must count it, free a descriptor and go on.
+    let mut srv = Server::start("", Some(24));
+    let mut idle = Vec::new();
+    for i in 0..200u32 {
+        if let Ok(s) = connect_from(2 + (i % 20) as u8, &srv.addr) {
+            idle.push(s);
+        }
+        if i % 50 == 49 {
+            srv.check(&format!("{} idle connections under ulimit -n 24", i + 1));
+        }
+    }
+    for i in 0..3 {
+        srv.check(&format!("200 idle connections under ulimit -n 24, check {i}"));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let m = srv.metrics();
+    let exhausted = m
+        .lines()
+        .find(|l| l.starts_with("gatewarden_http_accept_errors_total{kind=\"fd_exhausted\"}"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(exhausted >= 1.0, "accept ran out of descriptors and was counted: {m}");
+    drop(idle);
+    srv.recovered();
+}
