@@ -1810,6 +1810,19 @@ mod tests {
         assert!(huge.starts_with("HTTP/1.1 413"), "{huge}");
         let head = format!("GET / HTTP/1.1\r\nHost: localhost\r\nX: {}\r\n\r\n", "a".repeat(20_000));
         assert!(text(&head).starts_with("HTTP/1.1 431"), "{}", text(&head));
+        let many: String = (0..80).map(|i| format!("X-{i}: v\r\n")).collect();
+        let many = text(&format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\n{many}\r\n"));
+        assert!(many.starts_with("HTTP/1.1 431"), "more than http.max_headers: {many}");
+        let body = "7FFF\r\n".to_string() + &"a".repeat(0x7fff) + "\r\n";
+        let chunked = text(&format!(
+            "POST /api/settings HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+            body.repeat(3)
+        ));
+        assert!(chunked.starts_with("HTTP/1.1 401"), "a write without a token is refused before its body: {chunked}");
+        let nobody = text(
+            "GET /api/status HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n",
+        );
+        assert!(nobody.starts_with("HTTP/1.1 413") && nobody.contains("takes no request body"), "{nobody}");
         let page = text("GET / HTTP/1.1\r\nHost: mon\r\n\r\n");
         assert!(page.starts_with("HTTP/1.1 200") && page.contains("frame-ancestors 'none'"), "{page}");
         assert!(!page.contains("unsafe-inline"), "{page}");
