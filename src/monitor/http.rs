@@ -1587,7 +1587,9 @@ fn events(ctx: &Arc<Ctx>, claims: Option<&Claims>, conn: &Arc<ConnState>) -> Res
     let Some(rx) = ctx.state.events.subscribe() else {
         return error(503, "too many live pages connected; close one or poll /api/status");
     };
-    let expires = claims.map(|c| Instant::now() + Duration::from_secs(c.exp.saturating_sub(super::unix_now())));
+    // (A deadline past what Instant can hold is no deadline; signed tokens live at most 366 days.)
+    let expires =
+        claims.and_then(|c| Instant::now().checked_add(Duration::from_secs(c.exp.saturating_sub(super::unix_now()))));
     // The first event is the whole state, so the page needs no second request.
     let hello: Bytes = format!("retry: 2000\n\nevent: hello\ndata: {}\n\n", ctx.state.status_json()).into();
     let start = (Some(hello), false, Busy::new(conn), rx, ctx.clone());
