@@ -793,23 +793,23 @@ where
             Ok(())
         })
         .await;
-    if let Err(e) = result {
-        let why = if conn.idle_closed.load(Ordering::Relaxed) {
-            Some(Closed::Idle)
-        } else if conn.send_closed.load(Ordering::Relaxed) {
-            Some(Closed::SendTimeout)
-        } else if e.is_parse_too_large() {
-            Some(Closed::HeaderTooLarge)
-        } else if e.is_timeout() {
-            Some(Closed::HeaderTimeout)
-        } else if e.is_parse() {
-            Some(Closed::BadRequest)
-        } else {
-            None
-        };
-        if let Some(why) = why {
-            ctx.metrics.closed(why);
+    // hyper ends an idle connection whose read fails without an error, so the flags come first.
+    let why = if conn.idle_closed.load(Ordering::Relaxed) {
+        Some(Closed::Idle)
+    } else if conn.send_closed.load(Ordering::Relaxed) {
+        Some(Closed::SendTimeout)
+    } else {
+        match &result {
+            Err(e) if e.is_parse_too_large() => Some(Closed::HeaderTooLarge),
+            Err(e) if e.is_timeout() => Some(Closed::HeaderTimeout),
+            Err(e) if e.is_parse() => Some(Closed::BadRequest),
+            _ => None,
         }
+    };
+    if let Some(why) = why {
+        ctx.metrics.closed(why);
+    }
+    if let Err(e) = result {
         tracing::debug!(client = %peer, error = %e, "HTTP connection ended");
     }
 }

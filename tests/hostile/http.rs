@@ -452,3 +452,20 @@ fn the_accept_loop_survives_running_out_of_file_descriptors() {
     drop(idle);
     srv.recovered();
 }
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let mut srv = Server::start("idle_timeout_ms = 1000\nheader_timeout_ms = 20000", None);
+    let mut s = connect_from(2, &srv.addr).unwrap();
+    write!(s, "GET /healthz HTTP/1.1\r\nHost: {}\r\n\r\n", srv.addr).unwrap();
+    assert_eq!(status_of(&mut s, Duration::from_secs(5)), 200);
+    // Keep-alive, then silence: closed after ~1 s (the 20 s head timeout is not what ends it).
+    let t = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(800) && took < Duration::from_secs(8), "closed after {took:?}");
+    assert!(srv.metrics().contains("gatewarden_http_closed_total{reason=\"idle\"} 1"), "{}", srv.metrics());
+    srv.recovered();
+}
