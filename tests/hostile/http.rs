@@ -483,3 +483,28 @@ fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
     });
     srv.recovered();
 }
+
+#[test]
+fn a_client_that_never_reads_is_cut_off_by_the_send_timeout() {
+    let mut srv = Server::start("send_timeout_ms = 1000", None);
+    let s = connect_from(2, &srv.addr).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let addr = srv.addr.clone();
+    // Thousands of pipelined /metrics requests (tens of MB of answers) and not one byte read.
+    let writer = std::thread::spawn(move || {
+        w.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
+        let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        for _ in 0..5000 {
+            if w.write_all(req.as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    wait_for("the send timeout to close the connection", Duration::from_secs(30), || {
+        srv.metrics().contains("gatewarden_http_closed_total{reason=\"send_timeout\"} 1")
+    });
+    srv.check("after a client that never reads");
+    writer.join().unwrap();
+    drop(s);
+    srv.recovered();
+}
