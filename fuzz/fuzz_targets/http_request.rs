@@ -15,7 +15,8 @@ use libfuzzer_sys::fuzz_target;
 fn harness() -> &'static Harness {
     static H: OnceLock<Harness> = OnceLock::new();
     H.get_or_init(|| {
-        let state = MonitorState::new(Role::Monitor, RoleSource::Flag, "mon".into(), gatewarden::metrics::Registry::new());
+        let state =
+            MonitorState::new(Role::Monitor, RoleSource::Flag, "mon".into(), gatewarden::metrics::Registry::new());
         Harness::new(Arc::clone(&state)).expect("harness")
     })
 }
@@ -24,6 +25,10 @@ fuzz_target!(|data: &[u8]| {
     let out = harness().exchange(data);
     if !out.is_empty() {
         // HTTP/1.0 requests are answered as HTTP/1.0.
-        assert!(out.starts_with(b"HTTP/1.1 ") || out.starts_with(b"HTTP/1.0 "), "not a response: {:?}", String::from_utf8_lossy(&out[..out.len().min(200)]));
+        assert!(
+            out.starts_with(b"HTTP/1.1 ") || out.starts_with(b"HTTP/1.0 "),
+            "not a response: {:?}",
+            String::from_utf8_lossy(&out[..out.len().min(200)])
+        );
     }
 });
