@@ -93,6 +93,35 @@ pub struct HttpConfig {
     /// Longest lifetime (`exp - iat`) of an accepted access token, in seconds; longer ones are
     /// refused, and `gatewarden token issue --ttl` will not make them. A leaked token dies with it.
     pub max_token_ttl_s: u64,
+    /// Host names (or addresses) the pages and API answer to, besides the
+    /// address a client connected to, `localhost`, the node id and the listen
+    /// address; any other `Host` gets 421. This is what stops DNS rebinding:
+    /// a hostile page whose name resolves to this node still sends its own
+    /// name as `Host`. `/healthz` and `/metrics` answer any `Host`.
+    pub allowed_hosts: Vec<String>,
+    /// Largest request head (request line plus headers); larger gets 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request; more gets 431.
+    pub max_headers: usize,
+    /// Largest JSON body of an API write (policy, settings, alert actions); larger gets 413,
+    /// decided from `Content-Length` before anything is read.
+    pub max_body_bytes: u64,
+    /// Largest model upload (`POST /api/model`, base64 JSON), also checked before reading.
+    pub max_upload_bytes: u64,
+    /// The whole request head must arrive within this, counted from when the
+    /// server starts waiting for it (slowloris).
+    pub header_timeout_ms: u64,
+    /// A connection with no request in progress that sends nothing for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A request body must arrive completely within this (slow bodies get 408).
+    pub body_timeout_ms: u64,
+    /// A response (or live event) that the client does not read for this long closes the connection.
+    pub send_timeout_ms: u64,
+    /// Most open connections; over it a new one gets 503 and is closed at once
+    /// (also capped below the process's open-file limit).
+    pub max_connections: usize,
+    /// Most open connections from one client address; over it: 503 and closed at once.
+    pub max_connections_per_client: usize,
 }
 
 impl Default for HttpConfig {
@@ -104,6 +133,17 @@ impl Default for HttpConfig {
             rate_limit_per_s: 50,
             rate_limit_burst: 100,
             max_token_ttl_s: crate::monitor::auth::DEFAULT_MAX_TOKEN_TTL_S,
+            allowed_hosts: Vec::new(),
+            max_header_bytes: 16 * 1024,
+            max_headers: 64,
+            max_body_bytes: 64 * 1024,
+            max_upload_bytes: crate::monitor::training::MAX_UPLOAD_BODY,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 5_000,
+            body_timeout_ms: 30_000,
+            send_timeout_ms: 30_000,
+            max_connections: 512,
+            max_connections_per_client: 32,
         }
     }
 }
@@ -730,6 +770,52 @@ impl Config {
         if !(60..=crate::monitor::auth::MAX_TTL_S).contains(&self.http.max_token_ttl_s) {
             bad("http.max_token_ttl_s", self.http.max_token_ttl_s.to_string(), "60 (a minute) to 31622400 (366 days)");
         }
+        let h = &self.http;
+        for host in &h.allowed_hosts {
+            if host.is_empty()
+                || host.len() > 253
+                || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_:[]".contains(&b))
+            {
+                bad(
+                    "http.allowed_hosts",
+                    format!("{host:?}"),
+                    "host names or IP addresses, e.g. [\"gateway.lan\", \"192.0.2.1\"]",
+                );
+            }
+        }
+        if !(4096..=1 << 20).contains(&h.max_header_bytes) || !(8..=1000).contains(&h.max_headers) {
+            bad(
+                "http.max_header_bytes/max_headers",
+                format!("{}/{}", h.max_header_bytes, h.max_headers),
+                "4096 to 1048576 bytes of request head and 8 to 1000 header fields",
+            );
+        }
+        if !(1024..=1 << 20).contains(&h.max_body_bytes) {
+            bad("http.max_body_bytes", h.max_body_bytes.to_string(), "1024 to 1048576 bytes");
+        }
+        if !(1024..=64 << 20).contains(&h.max_upload_bytes) {
+            bad("http.max_upload_bytes", h.max_upload_bytes.to_string(), "1024 bytes to 64 MiB");
+        }
+        for (key, ms) in [
+            ("http.header_timeout_ms", h.header_timeout_ms),
+            ("http.idle_timeout_ms", h.idle_timeout_ms),
+            ("http.body_timeout_ms", h.body_timeout_ms),
+            ("http.send_timeout_ms", h.send_timeout_ms),
+        ] {
+            if !(100..=600_000).contains(&ms) {
+                bad(key, ms.to_string(), "100 to 600000 ms");
+            }
+        }
+        if !(1..=100_000).contains(&h.max_connections)
+            || !(1..=100_000).contains(&h.max_connections_per_client)
+            || h.max_connections_per_client > h.max_connections
+        {
+            bad(
+                "http.max_connections/max_connections_per_client",
+                format!("{}/{}", h.max_connections, h.max_connections_per_client),
+                "1 to 100000 connections, and per client no more than in total",
+            );
+        }
         if !self.link.listen.is_empty() && self.link.listen.parse::<SocketAddr>().is_err() {
             bad("link.listen", format!("{:?}", self.link.listen), "a UDP address and port such as \"0.0.0.0:7946\"");
         }
@@ -1163,6 +1249,20 @@ mod tests {
             ("node_id = \"\"", "node_id"),
             ("node_id = \"x/y\"", "node_id"),
             ("[http]\nlisten = \"1.2.3.4\"", "http.listen"),
+            ("[http]\nmax_header_bytes = 100", "http.max_header_bytes/max_headers"),
+            ("[http]\nmax_headers = 0", "http.max_header_bytes/max_headers"),
+            ("[http]\nmax_body_bytes = 0", "http.max_body_bytes"),
+            ("[http]\nmax_upload_bytes = 99999999999", "http.max_upload_bytes"),
+            ("[http]\nheader_timeout_ms = 0", "http.header_timeout_ms"),
+            ("[http]\nidle_timeout_ms = 99999999", "http.idle_timeout_ms"),
+            ("[http]\nbody_timeout_ms = 1", "http.body_timeout_ms"),
+            ("[http]\nsend_timeout_ms = 1", "http.send_timeout_ms"),
+            ("[http]\nmax_connections = 0", "http.max_connections/max_connections_per_client"),
+            (
+                "[http]\nmax_connections = 10\nmax_connections_per_client = 20",
+                "http.max_connections/max_connections_per_client",
+            ),
+            ("[http]\nallowed_hosts = [\"evil example\"]", "http.allowed_hosts"),
             ("[log]\nlevel = \"gatewarden=verbose\"", "log.level"),
             ("[bus]\nchannel_capacity = 0", "bus.channel_capacity"),
             ("[mqtt]\nbroker = \"nohost\"", "mqtt.broker"),

@@ -152,7 +152,8 @@ fn api_needs_tokens_roles_and_keeps_a_rate_limit() {
     // No token: identity only on /api/status, 401 elsewhere.
     let (code, head, body) = req("GET", &addr, "/api/alerts", None);
     assert_eq!(code, 401, "{body}");
-    assert!(head.contains("WWW-Authenticate: Bearer"), "{head}");
+    // Header names are case-insensitive (hyper writes `Www-Authenticate`).
+    assert!(head.to_ascii_lowercase().contains("www-authenticate: bearer"), "{head}");
     assert!(body.contains("token issue"), "says what to do: {body}");
     let (code, _, body) = req("GET", &addr, "/api/status", None);
     assert_eq!(code, 200);

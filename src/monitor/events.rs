@@ -1,9 +1,11 @@
 //! Live updates for the page over Server-Sent Events: every subscriber gets
 //! a bounded queue; a subscriber that does not keep up loses events (counted)
-//! instead of slowing the monitor down.
+//! instead of slowing the monitor down. The queues are async channels: each
+//! stream is a task on the HTTP server's executor, not a thread.
 
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
+
+use async_channel::{bounded, Receiver, Sender, TrySendError};
 
 use serde_json::Value;
 
@@ -16,7 +18,7 @@ pub const QUEUE: usize = 256;
 
 /// Fans events out to every connected page.
 pub struct Broadcaster {
-    subs: Mutex<Vec<SyncSender<Arc<str>>>>,
+    subs: Mutex<Vec<Sender<Arc<str>>>>,
     dropped: Counter,
     clients: Gauge,
 }
@@ -41,7 +43,7 @@ impl Broadcaster {
         if subs.len() >= MAX_SUBSCRIBERS {
             return None;
         }
-        let (tx, rx) = sync_channel(QUEUE);
+        let (tx, rx) = bounded(QUEUE);
         subs.push(tx);
         self.clients.set(subs.len() as f64);
         Some(rx)
@@ -65,7 +67,7 @@ impl Broadcaster {
                 self.dropped.inc();
                 true
             }
-            Err(TrySendError::Disconnected(_)) => false,
+            Err(TrySendError::Closed(_)) => false,
         });
         self.clients.set(subs.len() as f64);
     }
@@ -85,11 +87,11 @@ mod tests {
         for i in 0..QUEUE + 10 {
             b.send("tick", &serde_json::json!({"i": i}));
         }
-        assert_eq!(rx.try_iter().count(), QUEUE);
+        assert_eq!(std::iter::from_fn(|| rx.try_recv().ok()).count(), QUEUE);
         assert_eq!(b.subs.lock().unwrap().len(), 1);
         assert!(b.dropped.get() >= 10);
         let first = format!("event: tick\ndata: {}\n\n", serde_json::json!({"i": 0}));
         b.send("tick", &serde_json::json!({"i": 0}));
-        assert_eq!(&*rx.recv().unwrap(), first);
+        assert_eq!(&*rx.try_recv().unwrap(), first);
     }
 }

@@ -1,40 +1,131 @@
 //! The dashboard, JSON API, live events, health check and Prometheus
-//! endpoint, served by tiny_http on two named worker threads (plus one thread
-//! per live event stream, at most [`super::events::MAX_SUBSCRIBERS`]).
+//! endpoint: hyper's HTTP/1 server on a smol executor driven by two named
+//! threads (`http0`, `http1`). Every connection and every live event stream
+//! is a task, not a thread; one thread renders `/api/status` in the
+//! background, and handlers that touch the disk run on smol's blocking pool.
+//!
+//! Every request goes through one route table ([`ROUTES`]): method + path
+//! pattern → who may call it, how large its body may be, and its handler.
 //!
 //! | path | who |
 //! |---|---|
-//! | `/`, `/healthz`, `/metrics`, `/.well-known/jwks.json` | anyone |
+//! | `/healthz`, `/metrics` | anyone, any `Host` (probes and Prometheus scrape by IP) |
+//! | `/`, `/policy`, `/static/…`, `/.well-known/jwks.json` | anyone whose `Host` is allowed |
 //! | `GET /api/…` | viewer token, or anyone with `http.public_status = true` |
-//! | `POST /api/…` | admin token |
+//! | `POST`/`PUT`/`DELETE /api/…` | admin token |
 //!
-//! Tokens come in `Authorization: Bearer …`, or as `?access_token=` where a
-//! browser cannot set headers (EventSource). Every `/api` request takes one
-//! token from the client's rate-limit bucket first (429 when empty).
+//! Tokens come only in `Authorization: Bearer …`, except `GET /api/events`,
+//! which also takes `?access_token=` (a browser's EventSource cannot set
+//! headers); a URL token anywhere else is refused (401). A live event stream
+//! ends when its token expires. Every `/api` request takes one token from the
+//! client's rate-limit bucket first (429 when empty).
+//!
+//! Hostile clients meet the limits of `[http]` ([`Limits`]): request heads
+//! over `max_header_bytes` or `max_headers` get 431, bodies over the route's
+//! limit get 413 from `Content-Length` before a byte is read (and chunked
+//! bodies are cut off at the limit), slow heads, idle keep-alive, slow bodies
+//! and unread responses are timed out, and connections are capped in total
+//! and per client address (over a cap: 503 and closed at once, counted). The
+//! accept loop backs off when the process runs out of file descriptors and
+//! never exits while the server runs.
 
-use std::io::{Cursor, Read, Write};
-use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::Context as _;
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
+use hyper::body::{Body as _, Bytes, Frame, Incoming};
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Value};
-use tiny_http::{Header, Method, Request, Response, Server, StatusCode};
+use smol::future::FutureExt as _;
+use smol::io::{AsyncRead, AsyncWrite};
+use smol::stream::StreamExt as _;
+use smol::{Async, Executor, Timer};
 
 use super::alerts::{parse_kind, parse_severity, AlertQuery, AlertState};
 use super::auth::{AccessRole, AuthError, Claims, RateLimiter, TokenSigner, TokenVerifier};
 use super::MonitorState;
-use crate::metrics::Counter;
+use crate::config::HttpConfig;
+use crate::metrics::{Counter, Gauge};
 
 /// The page, embedded so the appliance needs no files and no CDN.
 pub const STATUS_PAGE: &str = include_str!("status.html");
 
-/// Worker threads answering requests.
+/// Threads driving the server's executor (connections, streams, accept loop).
 pub const WORKERS: usize = 2;
-/// Largest request body read (JSON for write actions).
-pub const MAX_BODY: u64 = 16 * 1024;
+/// File descriptors kept free for the rest of the process (logs, the bus,
+/// netlink, the alert store) when the connection cap is fitted under the
+/// open-file limit.
+const FD_RESERVE: usize = 64;
+/// Time between keep-alive comments on an idle live event stream.
+const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
+/// How long the accept loop pauses when the process is out of file descriptors.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// At most one warning per this interval about refused connections or accept errors.
+const LOG_EVERY_MS: u64 = 10_000;
+
+/// The server's limits against hostile clients (from `[http]`; each field is
+/// documented on [`HttpConfig`]).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Extra `Host` names the pages and API answer to.
+    pub allowed_hosts: Vec<String>,
+    /// Largest request head (431 above).
+    pub max_header_bytes: usize,
+    /// Most header fields (431 above).
+    pub max_headers: usize,
+    /// Largest JSON body of an API write (413 above).
+    pub max_body_bytes: u64,
+    /// Largest model upload (413 above).
+    pub max_upload_bytes: u64,
+    /// Time for a whole request head.
+    pub header_timeout: Duration,
+    /// Time a connection may sit with nothing to do.
+    pub idle_timeout: Duration,
+    /// Time for a whole request body (408 after).
+    pub body_timeout: Duration,
+    /// Time a response may wait for the client to read it.
+    pub send_timeout: Duration,
+    /// Most open connections.
+    pub max_connections: usize,
+    /// Most open connections per client address.
+    pub max_connections_per_client: usize,
+}
+
+impl Limits {
+    /// The limits configured in `[http]` (validated by [`crate::config::Config::validate`]).
+    pub fn from_config(h: &HttpConfig) -> Limits {
+        Limits {
+            allowed_hosts: h.allowed_hosts.clone(),
+            // hyper cannot buffer less than 8 KiB; validation keeps the value above 4 KiB.
+            max_header_bytes: h.max_header_bytes,
+            max_headers: h.max_headers,
+            max_body_bytes: h.max_body_bytes,
+            max_upload_bytes: h.max_upload_bytes,
+            header_timeout: Duration::from_millis(h.header_timeout_ms),
+            idle_timeout: Duration::from_millis(h.idle_timeout_ms),
+            body_timeout: Duration::from_millis(h.body_timeout_ms),
+            send_timeout: Duration::from_millis(h.send_timeout_ms),
+            max_connections: h.max_connections.max(1),
+            max_connections_per_client: h.max_connections_per_client.max(1),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits::from_config(&HttpConfig::default())
+    }
+}
 
 /// Who may do what, and how fast.
 pub struct Access {
@@ -44,6 +135,8 @@ pub struct Access {
     /// Reads without a token.
     pub public_status: bool,
     limiter: Mutex<RateLimiter>,
+    /// Limits against hostile clients.
+    pub limits: Limits,
 }
 
 impl Access {
@@ -55,14 +148,21 @@ impl Access {
         }
         let mut access =
             Access::new(signer, cfg.http.public_status, cfg.http.rate_limit_per_s, cfg.http.rate_limit_burst)?;
+        access.limits = Limits::from_config(&cfg.http);
         access.verifier = access.verifier.with_max_ttl_s(cfg.http.max_token_ttl_s);
         Ok(access)
     }
 
-    /// Access control with `signer`'s key as the JWKS.
+    /// Access control with `signer`'s key as the JWKS and the default [`Limits`].
     pub fn new(signer: TokenSigner, public_status: bool, rate: u32, burst: u32) -> anyhow::Result<Access> {
         let verifier = TokenVerifier::from_jwks(&signer.jwks())?;
-        Ok(Access { signer, verifier, public_status, limiter: Mutex::new(RateLimiter::new(rate, burst)) })
+        Ok(Access {
+            signer,
+            verifier,
+            public_status,
+            limiter: Mutex::new(RateLimiter::new(rate, burst)),
+            limits: Limits::default(),
+        })
     }
 }
 
@@ -77,23 +177,163 @@ pub const STATUS_STALE: Duration = Duration::from_secs(1);
 /// The background rendering stops this long after the last request.
 const STATUS_IDLE_MS: u64 = 5_000;
 
+/// The response body: a whole buffer, or a live event stream.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+/// A response as handlers build it.
+pub type Resp = Response<Body>;
+
+/// What the server counts (all in `/metrics`).
+struct Metrics {
+    /// `gatewarden_http_refused_total` by reason: see [`Refused`].
+    refused: Vec<Counter>,
+    /// Connections refused over a cap: `[total, per client]`.
+    conn_refused: [Counter; 2],
+    /// Connections closed by a limit: see [`Closed`].
+    closed: Vec<Counter>,
+    /// Accept errors: `[out of file descriptors, other]`.
+    accept_errors: [Counter; 2],
+    /// Open connections.
+    open: Gauge,
+}
+
+/// Why a request was refused (labels of `gatewarden_http_refused_total`).
+#[derive(Clone, Copy)]
+enum Refused {
+    Missing,
+    Invalid,
+    Forbidden,
+    RateLimited,
+    Host,
+    TooLarge,
+    BodyTimeout,
+    TokenInUrl,
+}
+
+const REFUSED: [&str; 8] =
+    ["missing", "invalid", "forbidden", "rate_limited", "host", "body_too_large", "body_timeout", "token_in_url"];
+
+/// Why the server closed a connection (labels of `gatewarden_http_closed_total`).
+#[derive(Clone, Copy)]
+enum Closed {
+    HeaderTooLarge,
+    HeaderTimeout,
+    Idle,
+    SendTimeout,
+    BadRequest,
+    Evicted,
+}
+
+const CLOSED: [&str; 6] = ["header_too_large", "header_timeout", "idle", "send_timeout", "bad_request", "evicted"];
+
+impl Metrics {
+    fn new(registry: &crate::metrics::Registry) -> Metrics {
+        Metrics {
+            refused: REFUSED
+                .iter()
+                .map(|r| {
+                    registry.counter(
+                        "gatewarden_http_refused_total",
+                        "HTTP requests refused, by reason.",
+                        &[("reason", r)],
+                    )
+                })
+                .collect(),
+            conn_refused: ["max_connections", "per_client"].map(|r| {
+                registry.counter(
+                    "gatewarden_http_connections_refused_total",
+                    "HTTP connections answered 503 and closed at once because a connection cap was reached.",
+                    &[("reason", r)],
+                )
+            }),
+            closed: CLOSED
+                .iter()
+                .map(|r| {
+                    registry.counter(
+                        "gatewarden_http_closed_total",
+                        "HTTP connections closed by a limit (http.* in the config), by reason.",
+                        &[("reason", r)],
+                    )
+                })
+                .collect(),
+            accept_errors: ["fd_exhausted", "other"].map(|k| {
+                registry.counter(
+                    "gatewarden_http_accept_errors_total",
+                    "Failed accepts of HTTP connections (fd_exhausted: the process or system is out of file descriptors).",
+                    &[("kind", k)],
+                )
+            }),
+            open: registry.gauge("gatewarden_http_connections", "Open HTTP connections.", &[]),
+        }
+    }
+    fn refused(&self, r: Refused) {
+        self.refused[r as usize].inc();
+    }
+    fn closed(&self, c: Closed) {
+        self.closed[c as usize].inc();
+    }
+}
+
+/// A warning at most every [`LOG_EVERY_MS`], with how many were held back.
+#[derive(Default)]
+struct LogLimit {
+    last_ms: AtomicU64,
+    held: AtomicU64,
+}
+
+impl LogLimit {
+    /// `Some(held back since the last one)` when a warning may be logged now.
+    fn allow(&self) -> Option<u64> {
+        let now = super::unix_now_ms();
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= LOG_EVERY_MS
+            && self.last_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            return Some(self.held.swap(0, Ordering::Relaxed));
+        }
+        self.held.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
+/// Open connections, in total and per client address.
+struct Conns {
+    open: Mutex<Open>,
+    /// The cap in force: `max_connections`, fitted under the open-file limit
+    /// (and lowered to what was open when the process ran out of descriptors).
+    max: AtomicUsize,
+    per_client: usize,
+}
+
 struct Ctx {
     state: Arc<MonitorState>,
     status_cache: Mutex<Option<(Instant, Arc<str>)>>,
     /// When `/api/status` was last asked for (ms since the epoch).
-    status_wanted: std::sync::atomic::AtomicU64,
+    status_wanted: AtomicU64,
     access: Access,
     stop: Arc<AtomicBool>,
-    refused: [Counter; 4],
+    /// Closed when the server stops: every connection and stream then ends.
+    shutdown: async_channel::Receiver<()>,
+    /// `Host` names answered besides the connection's own address (lower case, no port).
+    hosts: Vec<String>,
+    builder: hyper::server::conn::http1::Builder,
+    conns: Conns,
+    metrics: Metrics,
+    log_refused: LogLimit,
+    log_accept: LogLimit,
+    /// Live event streams end after their first event (the fuzz harness, which has no client to go away).
+    stream_once: bool,
 }
 
 /// A running HTTP server; dropping it does not stop it, call [`HttpServer::stop`].
 pub struct HttpServer {
     /// The bound address (useful when the port was 0).
-    pub addr: std::net::SocketAddr,
+    pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
+    shutdown: async_channel::Sender<()>,
     threads: Vec<JoinHandle<()>>,
     ctx: Arc<Ctx>,
+    /// Dropped by [`HttpServer::stop`] after the threads: that drops every task, closing the listener and connections.
+    ex: Arc<Executor<'static>>,
 }
 
 impl HttpServer {
@@ -103,33 +343,29 @@ impl HttpServer {
         HttpServer::start_with(listen, state, Access::new(TokenSigner::ephemeral(), true, 1000, 2000)?)
     }
 
-    /// Binds `listen` and serves on threads named `http`.
+    /// Binds `listen` and serves on threads named `http0`/`http1` (plus `http-status`).
     pub fn start_with(listen: &str, state: Arc<MonitorState>, access: Access) -> anyhow::Result<HttpServer> {
-        let server = nodelay_listener(listen)
-            .and_then(|l| Server::from_listener(l, None).map_err(|e| std::io::Error::other(e.to_string())))
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot listen on {listen}: {e}. Set http.listen in the config to a free address, e.g. \"127.0.0.1:8081\""
-                )
-            })?;
-        let server = Arc::new(server);
-        let addr = server.server_addr().to_ip().context("HTTP server bound to a non-IP address")?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let refused = ["missing", "invalid", "forbidden", "rate_limited"].map(|r| {
-            state.registry.counter(
-                "gatewarden_http_refused_total",
-                "API requests refused, by reason.",
-                &[("reason", r)],
+        let listener = nodelay_listener(listen).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {listen}: {e}. Set http.listen in the config to a free address, e.g. \"127.0.0.1:8081\""
             )
-        });
-        let ctx = Arc::new(Ctx {
-            state,
-            status_cache: Mutex::new(None),
-            status_wanted: std::sync::atomic::AtomicU64::new(0),
-            access,
-            stop: stop.clone(),
-            refused,
-        });
+        })?;
+        let addr = listener.local_addr().context("reading the HTTP listener's address")?;
+        let listener = Async::new(listener).context("making the HTTP listener non-blocking")?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (shutdown_tx, shutdown) = async_channel::bounded(1);
+        let fd_limit = open_file_limit();
+        let ctx = Arc::new(Ctx::new(state, access, Some(addr), stop.clone(), shutdown, fd_limit, false));
+        if ctx.conns.max.load(Ordering::Relaxed) < ctx.access.limits.max_connections {
+            tracing::warn!(
+                configured = ctx.access.limits.max_connections,
+                in_force = ctx.conns.max.load(Ordering::Relaxed),
+                "http.max_connections is above what the open-file limit ({}) allows; raise `ulimit -n` (LimitNOFILE=) to allow more",
+                fd_limit.unwrap_or(0)
+            );
+        }
+        let ex: Arc<Executor<'static>> = Arc::new(Executor::new());
+        ex.spawn(accept_loop(listener, ctx.clone(), Arc::downgrade(&ex))).detach();
         let mut threads = Vec::new();
         {
             let ctx = ctx.clone();
@@ -149,25 +385,21 @@ impl HttpServer {
             );
         }
         for i in 0..WORKERS {
-            let server = server.clone();
-            let ctx = ctx.clone();
+            let ex = ex.clone();
+            let done = ctx.shutdown.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("http{i}"))
                     .spawn(move || {
-                        while !ctx.stop.load(Ordering::Relaxed) {
-                            match server.recv_timeout(Duration::from_millis(100)) {
-                                Ok(Some(req)) => handle(req, &ctx),
-                                Ok(None) => {}
-                                Err(e) => tracing::warn!(error = %e, "HTTP accept failed"),
-                            }
-                        }
+                        smol::block_on(ex.run(async move {
+                            let _ = done.recv().await;
+                        }))
                     })
                     .context("spawning an HTTP thread")?,
             );
         }
-        tracing::info!(%addr, "status page at http://{addr}/");
-        Ok(HttpServer { addr, stop, threads, ctx })
+        tracing::info!(%addr, max_connections = ctx.conns.max.load(Ordering::Relaxed), "status page at http://{addr}/");
+        Ok(HttpServer { addr, stop, shutdown: shutdown_tx, threads, ctx, ex })
     }
 
     /// A token for the page's login link (`replay --serve` prints one for its operator).
@@ -175,25 +407,868 @@ impl HttpServer {
         self.ctx.access.signer.issue(sub, role, ttl_s, super::unix_now())
     }
 
-    /// Stops serving and waits for the threads (at most ~1 s: live streams notice within a second).
+    /// Stops serving and waits for the threads: connections and live streams end at once.
     pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.shutdown.close();
         for t in self.threads {
             let _ = t.join();
+        }
+        drop(self.ex);
+    }
+}
+
+impl Ctx {
+    fn new(
+        state: Arc<MonitorState>,
+        access: Access,
+        listen: Option<SocketAddr>,
+        stop: Arc<AtomicBool>,
+        shutdown: async_channel::Receiver<()>,
+        fd_limit: Option<usize>,
+        stream_once: bool,
+    ) -> Ctx {
+        let limits = &access.limits;
+        let mut hosts: Vec<String> = limits.allowed_hosts.iter().map(|h| host_only(h)).collect();
+        hosts.push("localhost".into());
+        hosts.push(state.node.to_ascii_lowercase());
+        if let Some(a) = listen.filter(|a| !a.ip().is_unspecified()) {
+            hosts.push(a.ip().to_string());
+        }
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(smol_hyper::rt::SmolTimer::new())
+            .header_read_timeout(limits.header_timeout)
+            .max_header_size(limits.max_header_bytes)
+            .max_headers(limits.max_headers)
+            // hyper's floor is 8 KiB; a head may fill the buffer, a body is read in pieces.
+            .max_buf_size(limits.max_header_bytes.max(8192) + 1024)
+            // `Content-Type`, not `content-type`: scripts and older tools match header names as written.
+            .title_case_headers(true)
+            .keep_alive(true);
+        let max = match fd_limit {
+            Some(n) => limits.max_connections.min(n.saturating_sub(FD_RESERVE).max(16)),
+            None => limits.max_connections,
+        };
+        let conns = Conns {
+            open: Mutex::new(Open::default()),
+            max: AtomicUsize::new(max),
+            per_client: limits.max_connections_per_client,
+        };
+        let metrics = Metrics::new(&state.registry);
+        Ctx {
+            state,
+            status_cache: Mutex::new(None),
+            status_wanted: AtomicU64::new(0),
+            access,
+            stop,
+            shutdown,
+            hosts,
+            builder,
+            conns,
+            metrics,
+            log_refused: LogLimit::default(),
+            log_accept: LogLimit::default(),
+            stream_once,
         }
     }
 }
 
-/// A write's body, up to `limit` bytes: 400 if it cannot be read, 413 if larger.
-fn read_body(req: &mut Request, limit: u64, what: &str) -> Result<Vec<u8>, Resp> {
-    let mut body = Vec::new();
-    if let Err(e) = req.as_reader().take(limit + 1).read_to_end(&mut body) {
-        return Err(error(400, format!("reading the {what} failed: {e}")));
+/// The soft open-file limit of this process (`/proc/self/limits`), if it is finite.
+fn open_file_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
+/// The open connections.
+#[derive(Default)]
+struct Open {
+    count: usize,
+    per_client: std::collections::HashMap<IpAddr, usize>,
+    conns: std::collections::HashMap<u64, Arc<ConnState>>,
+    next_id: u64,
+}
+
+/// One admitted connection; dropping it frees its place under the caps.
+struct Permit {
+    ctx: Arc<Ctx>,
+    ip: IpAddr,
+    id: u64,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let mut open = self.ctx.conns.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.count = open.count.saturating_sub(1);
+        open.conns.remove(&self.id);
+        if let Some(n) = open.per_client.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.per_client.remove(&self.ip);
+            }
+        }
+        self.ctx.metrics.open.set(open.count as f64);
     }
-    if body.len() as u64 > limit {
-        return Err(error(413, format!("{what} exceeds {limit} bytes")));
+}
+
+/// A place for a connection from `ip`, or which cap refused it (0: total, 1: per client).
+///
+/// At the total cap the connection that has been quiet longest without a
+/// request in progress (idle keep-alive, or a head trickling in) is closed
+/// to make room: a flood of idle connections from many addresses then
+/// cannot lock out a client that wants an answer now.
+fn admit(ctx: &Arc<Ctx>, ip: IpAddr) -> Result<(Permit, Arc<ConnState>), usize> {
+    let mut open = ctx.conns.open.lock().unwrap_or_else(|e| e.into_inner());
+    let mine = open.per_client.get(&ip).copied().unwrap_or(0);
+    if mine >= ctx.conns.per_client {
+        return Err(1);
     }
-    Ok(body)
+    if open.count >= ctx.conns.max.load(Ordering::Relaxed) && !evict_one(ctx, &open) {
+        return Err(0);
+    }
+    let conn = Arc::new(ConnState::new());
+    open.count += 1;
+    open.per_client.insert(ip, mine + 1);
+    let id = open.next_id;
+    open.next_id += 1;
+    open.conns.insert(id, conn.clone());
+    ctx.metrics.open.set(open.count as f64);
+    Ok((Permit { ctx: ctx.clone(), ip, id }, conn))
+}
+
+/// Closes the connection that has been quiet longest with no request in
+/// progress; false if every connection is busy.
+fn evict_one(ctx: &Ctx, open: &Open) -> bool {
+    let victim = open
+        .conns
+        .values()
+        .filter(|c| c.busy.load(Ordering::Relaxed) == 0 && !c.evicted.load(Ordering::Relaxed))
+        .min_by_key(|c| c.last_active_ms.load(Ordering::Relaxed));
+    let Some(victim) = victim else { return false };
+    victim.evicted.store(true, Ordering::Relaxed);
+    victim.evict.close();
+    ctx.metrics.closed(Closed::Evicted);
+    true
+}
+
+/// Accepts until the server stops: connections over a cap get a 503 and are
+/// closed at once; running out of file descriptors closes the quietest idle
+/// connection and pauses accepting briefly (the kernel keeps queueing)
+/// instead of ending the loop.
+async fn accept_loop(listener: Async<TcpListener>, ctx: Arc<Ctx>, ex: std::sync::Weak<Executor<'static>>) {
+    let stopped = ctx.shutdown.clone();
+    loop {
+        let next = async { Some(listener.accept().await) }.or(async {
+            let _ = stopped.recv().await;
+            None
+        });
+        let Some(accepted) = next.await else { return };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.get_ref().set_nodelay(true);
+                match admit(&ctx, peer.ip()) {
+                    Ok((permit, conn)) => {
+                        // The executor is gone only while the server stops.
+                        let Some(ex) = ex.upgrade() else { return };
+                        let local = stream.get_ref().local_addr().ok();
+                        let ctx = ctx.clone();
+                        ex.spawn(async move {
+                            serve(stream, peer, local, ctx, conn).await;
+                            drop(permit);
+                        })
+                        .detach();
+                    }
+                    Err(cap) => {
+                        ctx.metrics.conn_refused[cap].inc();
+                        refuse_connection(stream.get_ref(), cap);
+                        if let Some(held) = ctx.log_refused.allow() {
+                            tracing::warn!(
+                                client = %peer.ip(),
+                                also_refused = held,
+                                "HTTP connection refused: {} (http.max_connections / http.max_connections_per_client)",
+                                if cap == 0 { "too many open connections" } else { "too many connections from this client" }
+                            );
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                let exhausted =
+                    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM));
+                ctx.metrics.accept_errors[usize::from(!exhausted)].inc();
+                let mut freed = false;
+                if exhausted {
+                    // Hold no more connections than are open now (so later ones evict
+                    // instead of failing), and free a descriptor for the next accept:
+                    // the quietest idle connection goes.
+                    let open = ctx.conns.open.lock().unwrap_or_else(|e| e.into_inner());
+                    ctx.conns.max.fetch_min(open.count.max(16), Ordering::Relaxed);
+                    freed = evict_one(&ctx, &open);
+                }
+                if let Some(held) = ctx.log_accept.allow() {
+                    tracing::warn!(error = %e, also_failed = held, "accepting an HTTP connection failed{}", if exhausted { "; out of file descriptors: raise `ulimit -n` or lower http.max_connections" } else { "" });
+                }
+                // After an eviction the descriptor is free as soon as that task runs.
+                let pause = match (exhausted, freed) {
+                    (true, true) => Duration::from_millis(1),
+                    (true, false) => ACCEPT_BACKOFF,
+                    _ => Duration::from_millis(5),
+                };
+                Timer::after(pause).await;
+            }
+        }
+    }
+}
+
+/// A best-effort 503 (one non-blocking write) for a connection over a cap; the caller closes it.
+fn refuse_connection(stream: &TcpStream, cap: usize) {
+    use std::io::Write;
+    let why =
+        if cap == 0 { "the server has too many open connections" } else { "too many connections from your address" };
+    let body = format!("{{\"error\":\"{why}; retry later\"}}");
+    let msg = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\nX-Content-Type-Options: nosniff\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = stream;
+    let _ = s.write(msg.as_bytes());
+}
+
+/// Per-connection state the IO guard, the request handler and the caps share.
+struct ConnState {
+    /// Requests (or live streams) in progress: while any runs, the idle timeout is off.
+    busy: AtomicUsize,
+    idle_closed: AtomicBool,
+    send_closed: AtomicBool,
+    /// When a byte last arrived (ms since the epoch): the oldest idle one is evicted at the cap.
+    last_active_ms: AtomicU64,
+    /// Closed to make the connection end (eviction at the cap).
+    evict: async_channel::Sender<()>,
+    evicted_rx: async_channel::Receiver<()>,
+    evicted: AtomicBool,
+}
+
+impl ConnState {
+    fn new() -> ConnState {
+        let (evict, evicted_rx) = async_channel::bounded(1);
+        ConnState {
+            busy: AtomicUsize::new(0),
+            idle_closed: AtomicBool::new(false),
+            send_closed: AtomicBool::new(false),
+            last_active_ms: AtomicU64::new(super::unix_now_ms()),
+            evict,
+            evicted_rx,
+            evicted: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Marks a connection busy until dropped.
+struct Busy(Arc<ConnState>);
+
+impl Busy {
+    fn new(c: &Arc<ConnState>) -> Busy {
+        c.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(c.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A socket with the idle and send timeouts hyper does not have: reading
+/// fails after `idle` without a byte while no request is in progress, and
+/// writing fails after `send` without progress (a client that never reads).
+struct Guarded<S> {
+    inner: S,
+    conn: Arc<ConnState>,
+    idle: Duration,
+    send: Duration,
+    read_timer: Option<Timer>,
+    write_timer: Option<Timer>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Pending => {
+                if this.conn.busy.load(Ordering::Relaxed) > 0 {
+                    this.read_timer = None;
+                    return Poll::Pending;
+                }
+                let idle = this.idle;
+                let timer = this.read_timer.get_or_insert_with(|| Timer::after(idle));
+                if Pin::new(timer).poll(cx).is_ready() {
+                    this.conn.idle_closed.store(true, Ordering::Relaxed);
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, "idle connection closed")));
+                }
+                Poll::Pending
+            }
+            ready => {
+                this.read_timer = None;
+                if matches!(ready, Poll::Ready(Ok(n)) if n > 0) {
+                    this.conn.last_active_ms.store(super::unix_now_ms(), Ordering::Relaxed);
+                }
+                ready
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> Guarded<S> {
+    fn stalled(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let send = self.send;
+        let timer = self.write_timer.get_or_insert_with(|| Timer::after(send));
+        if Pin::new(timer).poll(cx).is_ready() {
+            self.conn.send_closed.store(true, Ordering::Relaxed);
+            return Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "the client does not read"));
+        }
+        Poll::Pending
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Pending => this.stalled(cx).map(Err),
+            ready => {
+                this.write_timer = None;
+                ready
+            }
+        }
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_flush(cx) {
+            Poll::Pending => this.stalled(cx).map(Err),
+            ready => {
+                this.write_timer = None;
+                ready
+            }
+        }
+    }
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+/// Serves one connection until it closes, a limit closes it or the server stops.
+async fn serve<S>(io: S, peer: SocketAddr, local: Option<SocketAddr>, ctx: Arc<Ctx>, conn: Arc<ConnState>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = &ctx.access.limits;
+    let io = Guarded {
+        inner: io,
+        conn: conn.clone(),
+        idle: limits.idle_timeout,
+        send: limits.send_timeout,
+        read_timer: None,
+        write_timer: None,
+    };
+    let service = {
+        let ctx = ctx.clone();
+        let conn = conn.clone();
+        hyper::service::service_fn(move |req| {
+            let ctx = ctx.clone();
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(respond(req, &ctx, peer, local, &conn).await) }
+        })
+    };
+    let served = ctx.builder.serve_connection(smol_hyper::rt::FuturesIo::new(io), service);
+    let stopped = ctx.shutdown.clone();
+    let evicted = conn.evicted_rx.clone();
+    let result = served
+        .or(async move {
+            let _ = stopped.recv().await;
+            Ok(())
+        })
+        .or(async move {
+            let _ = evicted.recv().await;
+            Ok(())
+        })
+        .await;
+    // hyper ends an idle connection whose read fails without an error, so the flags come first.
+    let why = if conn.idle_closed.load(Ordering::Relaxed) {
+        Some(Closed::Idle)
+    } else if conn.send_closed.load(Ordering::Relaxed) {
+        Some(Closed::SendTimeout)
+    } else {
+        match &result {
+            Err(e) if e.is_parse_too_large() => Some(Closed::HeaderTooLarge),
+            Err(e) if e.is_timeout() => Some(Closed::HeaderTimeout),
+            Err(e) if e.is_parse() => Some(Closed::BadRequest),
+            _ => None,
+        }
+    };
+    if let Some(why) = why {
+        ctx.metrics.closed(why);
+    }
+    if let Err(e) = result {
+        tracing::debug!(client = %peer, error = %e, "HTTP connection ended");
+    }
+}
+
+/// Answers one request and adds the headers every response carries.
+async fn respond(
+    req: Request<Incoming>,
+    ctx: &Arc<Ctx>,
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    conn: &Arc<ConnState>,
+) -> Resp {
+    let _busy = Busy::new(conn);
+    let mut unread_body = !req.body().is_end_stream();
+    let mut resp = route_request(req, ctx, peer.ip(), local, conn, &mut unread_body).await;
+    let h = resp.headers_mut();
+    h.insert(HeaderName::from_static("x-content-type-options"), HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.entry(header::CACHE_CONTROL).or_insert(HeaderValue::from_static("no-store"));
+    if unread_body {
+        // Nothing reads the rest of that body: do not keep the connection for a next request.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+/// Who a route is for.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Need {
+    /// Anyone, any `Host`: health checks and Prometheus scrape by IP address, and
+    /// neither answer holds anything a rebinding page could want.
+    Probe,
+    /// Anyone whose `Host` is allowed (pages, the JWKS).
+    Page,
+    /// A viewer token, or anyone with `http.public_status`.
+    Read,
+    /// An admin token.
+    Write,
+}
+
+/// How large a route's request body may be.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum BodyLimit {
+    /// No body at all.
+    None,
+    /// `http.max_body_bytes` of JSON.
+    Json,
+    /// `http.max_upload_bytes` (model uploads).
+    Upload,
+}
+
+/// A route's method (HEAD is answered by GET routes).
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Verb {
+    Get,
+    Post,
+    Put,
+    Delete,
+}
+
+impl Verb {
+    fn as_str(self) -> &'static str {
+        match self {
+            Verb::Get => "GET",
+            Verb::Post => "POST",
+            Verb::Put => "PUT",
+            Verb::Delete => "DELETE",
+        }
+    }
+}
+
+/// What answers a route.
+#[derive(Clone, Copy)]
+enum Handler {
+    /// Needs the server's own state (cache, keys).
+    Ctx(fn(&Ctx, &Call) -> Resp),
+    /// Needs only the monitor's state (shared with the policy API).
+    State(fn(&MonitorState, &Call) -> Resp),
+    /// The live event stream.
+    Events,
+}
+
+/// One row of the route table.
+struct Route {
+    verb: Verb,
+    /// `/api/alerts/{id}/{action}`: `{…}` matches one path segment.
+    path: &'static str,
+    need: Need,
+    body: BodyLimit,
+    /// Runs on the blocking pool (it may touch the disk or take long).
+    blocking: bool,
+    handler: Handler,
+    /// The answer to a request without any token where one is needed (instead of 401).
+    anonymous: Option<fn(&Ctx) -> Resp>,
+}
+
+const fn route(verb: Verb, path: &'static str, need: Need, body: BodyLimit, handler: Handler) -> Route {
+    Route { verb, path, need, body, blocking: false, handler, anonymous: None }
+}
+
+const fn blocking(mut r: Route) -> Route {
+    r.blocking = true;
+    r
+}
+
+use super::policy_api as pol;
+use BodyLimit::{Json, None as NoBody, Upload};
+use Handler::{Ctx as C, State as S};
+use Need::{Page, Probe, Read, Write};
+use Verb::{Delete, Get, Post, Put};
+
+/// Every route the server answers, in one place.
+static ROUTES: &[Route] = &[
+    route(Get, "/", Page, NoBody, C(h_status_page)),
+    route(Get, "/index.html", Page, NoBody, C(h_status_page)),
+    route(Get, "/policy", Page, NoBody, S(pol::page)),
+    route(Get, "/static/{name}", Page, NoBody, S(h_static)),
+    route(Get, "/healthz", Probe, NoBody, S(h_healthz)),
+    route(Get, "/metrics", Probe, NoBody, S(h_metrics)),
+    route(Get, "/.well-known/jwks.json", Page, NoBody, C(h_jwks)),
+    Route { anonymous: Some(anon_status), ..route(Get, "/api/status", Read, NoBody, C(h_status)) },
+    Route { anonymous: Some(anon_whoami), ..route(Get, "/api/whoami", Read, NoBody, C(h_whoami)) },
+    blocking(route(Get, "/api/alerts", Read, NoBody, S(h_alerts))),
+    route(Get, "/api/model", Read, NoBody, S(h_model)),
+    blocking(route(Post, "/api/model", Write, Upload, S(h_upload))),
+    route(Get, "/api/settings", Read, NoBody, S(h_settings)),
+    blocking(route(Post, "/api/settings", Write, Json, S(h_save_settings))),
+    route(Get, "/api/nodes", Read, NoBody, S(h_nodes)),
+    route(Get, "/api/blocks", Read, NoBody, S(h_blocks)),
+    route(Get, "/api/events", Read, NoBody, Handler::Events),
+    blocking(route(Post, "/api/alerts/{id}/{action}", Write, Json, S(h_alert_action))),
+    blocking(route(Post, "/api/unblock/{ip}", Write, Json, S(h_unblock))),
+    route(Get, "/api/policy", Read, NoBody, S(pol::overview)),
+    route(Get, "/api/policy/groups", Read, NoBody, S(pol::groups)),
+    blocking(route(Post, "/api/policy/groups", Write, Json, S(pol::add_group))),
+    blocking(route(Put, "/api/policy/groups/{name}", Write, Json, S(pol::replace_group))),
+    blocking(route(Delete, "/api/policy/groups/{name}", Write, Json, S(pol::remove_group))),
+    route(Get, "/api/policy/rules", Read, NoBody, S(pol::rules)),
+    blocking(route(Post, "/api/policy/rules", Write, Json, S(pol::create_rule))),
+    blocking(route(Put, "/api/policy/rules/{id}", Write, Json, S(pol::update_rule))),
+    blocking(route(Delete, "/api/policy/rules/{id}", Write, Json, S(pol::delete_rule))),
+    route(Get, "/api/policy/explain", Read, NoBody, S(pol::explain)),
+    route(Get, "/api/policy/suggestions", Read, NoBody, S(pol::suggestions)),
+    blocking(route(Post, "/api/policy/suggestions/{id}/{verdict}", Write, Json, S(pol::feedback_on))),
+    route(Get, "/api/policy/matrix", Read, NoBody, S(pol::matrix)),
+    route(Get, "/api/policy/feedback", Read, NoBody, S(pol::feedback)),
+];
+
+/// A request as handlers see it: checked, authorised, body read.
+pub struct Call {
+    /// The path without the query (one trailing `/` removed).
+    pub path: String,
+    /// The query's `k=v` pairs, decoded.
+    pub params: Vec<(String, String)>,
+    /// The `{…}` segments of the route's pattern, decoded, in order.
+    pub caps: Vec<String>,
+    /// The body (empty for routes without one).
+    pub body: Bytes,
+    /// Whether the body was declared `application/json`.
+    pub json: bool,
+    /// The token's subject, or `anonymous`.
+    pub who: String,
+    /// The token's claims, if one was sent.
+    pub claims: Option<Claims>,
+}
+
+impl Call {
+    /// The query parameter `k`, if given.
+    pub fn param(&self, k: &str) -> Option<&str> {
+        self.params.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Finds the route for `verb` and `path`: the route and its captures, or the methods `path` allows.
+fn find(verb: Verb, path: &str) -> Result<(&'static Route, Vec<String>), Vec<&'static str>> {
+    let segs: Vec<&str> = path.split('/').skip(1).collect();
+    let mut allowed = Vec::new();
+    for r in ROUTES {
+        let pat: Vec<&str> = r.path.split('/').skip(1).collect();
+        if pat.len() != segs.len() {
+            continue;
+        }
+        let mut caps = Vec::new();
+        let fits = pat.iter().zip(&segs).all(|(p, s)| {
+            if p.starts_with('{') {
+                caps.push(url_decode(s));
+                !s.is_empty()
+            } else {
+                p == s
+            }
+        });
+        if !fits {
+            continue;
+        }
+        if r.verb == verb {
+            return Ok((r, caps));
+        }
+        allowed.push(r.verb.as_str());
+    }
+    Err(allowed)
+}
+
+/// The host part of a `Host` value or authority, lower case (`[::1]:80` → `::1`).
+fn host_only(h: &str) -> String {
+    let h = h.trim();
+    let host = if let Some(rest) = h.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else if h.matches(':').count() == 1 {
+        h.split(':').next().unwrap_or("")
+    } else {
+        h
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Whether a request naming `host` may reach the pages and API on a connection to `local`:
+/// a configured name, the listen address, `localhost`, the node id, or the
+/// address the client connected to (so a node answers to each of its own
+/// addresses without listing them). A page whose DNS name was rebound to this
+/// node still sends its own name and is refused.
+fn host_allowed(ctx: &Ctx, host: &str, local: Option<SocketAddr>) -> bool {
+    let host = host_only(host);
+    if ctx.hosts.contains(&host) {
+        return true;
+    }
+    match (host.parse::<IpAddr>(), local) {
+        (Ok(ip), Some(l)) => {
+            ip == l.ip() || matches!((ip, l.ip()), (IpAddr::V4(a), IpAddr::V6(b)) if b.to_ipv4_mapped() == Some(a))
+        }
+        _ => false,
+    }
+}
+
+/// Checks, authorises and answers one request through [`ROUTES`].
+async fn route_request(
+    req: Request<Incoming>,
+    ctx: &Arc<Ctx>,
+    client: IpAddr,
+    local: Option<SocketAddr>,
+    conn: &Arc<ConnState>,
+    unread_body: &mut bool,
+) -> Resp {
+    let raw_path = req.uri().path();
+    let path = if raw_path.len() > 1 { raw_path.strip_suffix('/').unwrap_or(raw_path) } else { raw_path }.to_string();
+    let verb = match *req.method() {
+        Method::GET | Method::HEAD => Some(Verb::Get),
+        Method::POST => Some(Verb::Post),
+        Method::PUT => Some(Verb::Put),
+        Method::DELETE => Some(Verb::Delete),
+        _ => None,
+    };
+    let found = match verb {
+        Some(v) => find(v, &path),
+        // Any other method on a known path: 405 with what it allows.
+        None => Err([Verb::Get, Verb::Post, Verb::Put, Verb::Delete]
+            .into_iter()
+            .filter(|v| find(*v, &path).is_ok())
+            .map(Verb::as_str)
+            .collect()),
+    };
+    let (route, caps) = match found {
+        Ok(f) => f,
+        Err(allowed) if allowed.is_empty() => {
+            return if path.starts_with("/api/") {
+                error(404, format!("no API endpoint {path}; see the table at the top of src/monitor/http.rs"))
+            } else {
+                json_response(
+                    404,
+                    json!({"error": "not found", "path": path, "try": ["/", "/policy", "/api/status", "/api/alerts", "/api/events", "/healthz", "/metrics", "/.well-known/jwks.json"]}),
+                )
+            };
+        }
+        Err(mut allowed) => {
+            if allowed.contains(&"GET") {
+                allowed.push("HEAD");
+            }
+            let list = allowed.join(", ");
+            return with(
+                json_response(
+                    405,
+                    json!({"error": "method not allowed", "method": req.method().as_str(), "allowed": allowed}),
+                ),
+                header::ALLOW,
+                &list,
+            );
+        }
+    };
+    // The Host check (DNS rebinding): an absolute-form URI's authority counts as its Host.
+    if route.need != Need::Probe {
+        let named: Vec<&str> = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .into_iter()
+            .chain(req.headers().get_all(header::HOST).iter().map(|v| v.to_str().unwrap_or("\u{0}")))
+            .collect();
+        if let Some(bad) = named.iter().find(|h| !host_allowed(ctx, h, local)) {
+            ctx.metrics.refused(Refused::Host);
+            return error(
+                421,
+                format!(
+                    "this gateway does not answer to host {:?}; use its address, or add the name to http.allowed_hosts",
+                    bad.chars().take(100).collect::<String>()
+                ),
+            );
+        }
+    }
+    // Body size from the request head, before a byte of it is read.
+    let limits = &ctx.access.limits;
+    let limit = match route.body {
+        BodyLimit::None => 0,
+        BodyLimit::Json => limits.max_body_bytes,
+        BodyLimit::Upload => limits.max_upload_bytes,
+    };
+    let declared = req.body().size_hint().exact();
+    if (route.body == BodyLimit::None && *unread_body) || declared.is_some_and(|n| n > limit) {
+        ctx.metrics.refused(Refused::TooLarge);
+        let what = format!("{} {}", route.verb.as_str(), route.path);
+        return error(
+            413,
+            match (route.body, declared) {
+                (BodyLimit::None, _) => format!("{what} takes no request body"),
+                (_, Some(n)) => format!(
+                    "the body declares {n} bytes; {what} takes at most {limit} (http.{})",
+                    if route.body == BodyLimit::Upload { "max_upload_bytes" } else { "max_body_bytes" }
+                ),
+                _ => String::new(),
+            },
+        );
+    }
+    let query = req.uri().query().unwrap_or("");
+    let params = parse_query(query);
+    let mut claims = None;
+    if matches!(route.need, Need::Read | Need::Write) {
+        // The API: rate limit, then token.
+        let limited = ctx.access.limiter.lock().unwrap_or_else(|e| e.into_inner()).check(client, Instant::now());
+        if let Err(wait) = limited {
+            ctx.metrics.refused(Refused::RateLimited);
+            return with(
+                error(429, format!("too many requests from {client}; retry in {wait:.2} s")),
+                header::RETRY_AFTER,
+                &format!("{}", wait.ceil().max(1.0) as u64),
+            );
+        }
+        let url_token = params.iter().find(|(k, _)| k == "access_token").map(|(_, v)| v.as_str());
+        let events = matches!(route.handler, Handler::Events);
+        if url_token.is_some() && !events {
+            ctx.metrics.refused(Refused::TokenInUrl);
+            return with(
+                error(
+                    401,
+                    format!(
+                        "{} {} does not take access_token in the URL (URLs end up in logs and browser history); send it as `Authorization: Bearer <token>`. Only GET /api/events (EventSource cannot set headers) accepts ?access_token=",
+                        route.verb.as_str(),
+                        route.path
+                    ),
+                ),
+                header::WWW_AUTHENTICATE,
+                "Bearer realm=\"gatewarden\"",
+            );
+        }
+        let token = match req.headers().get(header::AUTHORIZATION) {
+            Some(v) => {
+                let v = v.to_str().unwrap_or("").trim();
+                Some(v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim())
+            }
+            None => url_token,
+        };
+        let needed = if route.need == Need::Write { AccessRole::Admin } else { AccessRole::Viewer };
+        let anonymous_ok = route.need == Need::Read && ctx.access.public_status;
+        match ctx.access.verifier.authorize(token, needed, anonymous_ok, super::unix_now()) {
+            Ok(c) => claims = c,
+            Err(AuthError::Missing) if route.anonymous.is_some() => {
+                return route.anonymous.map(|f| f(ctx)).unwrap_or_else(|| error(500, "unreachable"));
+            }
+            Err(e) => return refuse(ctx, &e),
+        }
+    }
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().to_ascii_lowercase().starts_with("application/json"));
+    let body = if route.body == BodyLimit::None {
+        Bytes::new()
+    } else {
+        let read = read_body(req.into_body(), limit, limits.body_timeout).await;
+        *unread_body = false;
+        match read {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => {
+                ctx.metrics.refused(Refused::TooLarge);
+                *unread_body = true;
+                return error(
+                    413,
+                    format!("the body exceeds {limit} bytes, the limit of {} {}", route.verb.as_str(), route.path),
+                );
+            }
+            Err(BodyError::TimedOut) => {
+                ctx.metrics.refused(Refused::BodyTimeout);
+                *unread_body = true;
+                return error(
+                    408,
+                    format!(
+                        "the body did not arrive within {} ms (http.body_timeout_ms)",
+                        limits.body_timeout.as_millis()
+                    ),
+                );
+            }
+            Err(BodyError::Broken(e)) => {
+                *unread_body = true;
+                return error(400, format!("reading the body failed: {e}"));
+            }
+        }
+    };
+    let who = claims.as_ref().map(|c: &Claims| c.sub.clone()).unwrap_or_else(|| "anonymous".into());
+    let call = Call { path, params, caps, body, json, who, claims };
+    match route.handler {
+        Handler::Events => events(ctx, call.claims.as_ref(), conn),
+        Handler::Ctx(f) if route.blocking => {
+            let ctx = ctx.clone();
+            smol::unblock(move || f(&ctx, &call)).await
+        }
+        Handler::State(f) if route.blocking => {
+            let state = ctx.state.clone();
+            smol::unblock(move || f(&state, &call)).await
+        }
+        Handler::Ctx(f) => f(ctx, &call),
+        Handler::State(f) => f(&ctx.state, &call),
+    }
+}
+
+enum BodyError {
+    TooLarge,
+    TimedOut,
+    Broken(hyper::Error),
+}
+
+/// Reads a body of at most `limit` bytes within `timeout` (chunked bodies are cut off at the limit).
+async fn read_body(mut body: Incoming, limit: u64, timeout: Duration) -> Result<Bytes, BodyError> {
+    let read = async move {
+        let mut buf = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(BodyError::Broken)?;
+            if let Ok(data) = frame.into_data() {
+                if (buf.len() + data.len()) as u64 > limit {
+                    return Err(BodyError::TooLarge);
+                }
+                buf.extend_from_slice(&data);
+            }
+        }
+        Ok(Bytes::from(buf))
+    };
+    read.or(async {
+        Timer::after(timeout).await;
+        Err(BodyError::TimedOut)
+    })
+    .await
 }
 
 /// Renders `/api/status` into the cache (outside the cache's lock, so readers never wait for it).
@@ -204,38 +1279,59 @@ fn render_status(ctx: &Ctx) -> Arc<str> {
 }
 
 /// A listening socket with TCP_NODELAY, which Linux passes on to accepted
-/// connections: tiny_http writes head and body separately, and Nagle plus
-/// the client's delayed ACK would hold every body back ~40 ms.
-fn nodelay_listener(listen: &str) -> std::io::Result<std::net::TcpListener> {
+/// connections (each is also set explicitly): Nagle plus the client's
+/// delayed ACK would hold a response's last segment back ~40 ms.
+fn nodelay_listener(listen: &str) -> io::Result<TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     use std::net::ToSocketAddrs;
     let addr = listen
         .to_socket_addrs()?
         .next()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address to listen on"))?;
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address to listen on"))?;
     let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     sock.set_reuse_address(true)?;
     sock.set_tcp_nodelay(true)?;
     sock.bind(&addr.into())?;
-    sock.listen(128)?;
+    sock.listen(1024)?;
     Ok(sock.into())
 }
 
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
+/// A whole-buffer body.
+pub fn full(body: impl Into<Bytes>) -> Body {
+    Full::new(body.into()).boxed_unsync()
 }
 
-type Resp = Response<Cursor<Vec<u8>>>;
-
-fn json_response(status: u16, body: Value) -> Resp {
-    Response::from_string(body.to_string())
-        .with_status_code(StatusCode(status))
-        .with_header(header("Content-Type", "application/json"))
-        .with_header(header("Cache-Control", "no-store"))
+/// `resp` with one more header (values built here are always valid).
+pub fn with(mut resp: Resp, name: HeaderName, value: &str) -> Resp {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        resp.headers_mut().insert(name, v);
+    }
+    resp
 }
 
-fn error(status: u16, message: impl std::fmt::Display) -> Resp {
+/// A response with `status`, `Content-Type` and `body`.
+pub fn response(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(full(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r
+}
+
+/// A JSON response.
+pub fn json_response(status: u16, body: Value) -> Resp {
+    response(status, "application/json", body.to_string())
+}
+
+/// `{"error": message}` with `status`.
+pub fn error(status: u16, message: impl std::fmt::Display) -> Resp {
     json_response(status, json!({"error": message.to_string()}))
+}
+
+/// An HTML page with the pages' CSP (no inline script, no framing).
+pub fn page(html: &'static str) -> Resp {
+    let r = response(200, "text/html; charset=utf-8", html);
+    let r = with(r, header::CONTENT_SECURITY_POLICY, super::assets::PAGE_CSP);
+    with(r, header::X_FRAME_OPTIONS, "DENY")
 }
 
 /// Decodes `%XX` and `+` in a query value.
@@ -262,34 +1358,24 @@ fn url_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `?k=v&…` of a URL, decoded (shared with the policy API).
-pub(super) fn query_params(url: &str) -> Vec<(String, String)> {
-    url.split_once('?')
-        .map(|(_, q)| {
-            q.split('&')
-                .filter(|p| !p.is_empty())
-                .map(|p| {
-                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                    (url_decode(k), url_decode(v))
-                })
-                .collect()
+/// The `k=v&…` pairs of a query string, decoded.
+fn parse_query(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (url_decode(k), url_decode(v))
         })
-        .unwrap_or_default()
+        .collect()
 }
 
-fn bearer(req: &Request, params: &[(String, String)]) -> Option<String> {
-    for h in req.headers() {
-        if h.field.equiv("Authorization") {
-            let v = h.value.as_str().trim();
-            return Some(
-                v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim().to_string(),
-            );
-        }
-    }
-    params.iter().find(|(k, _)| k == "access_token").map(|(_, v)| v.clone())
+/// `?k=v&…` of a URL, decoded.
+#[cfg(test)]
+pub(super) fn query_params(url: &str) -> Vec<(String, String)> {
+    url.split_once('?').map(|(_, q)| parse_query(q)).unwrap_or_default()
 }
 
-/// A time filter: Unix seconds (fractions allowed) or RFC 3339-ish `2026-11-24T00:00:00Z` is not parsed; seconds only.
+/// A time filter: Unix seconds (fractions allowed).
 fn parse_time(v: &str) -> Result<u64, String> {
     v.parse::<f64>()
         .ok()
@@ -329,7 +1415,6 @@ fn alert_query(params: &[(String, String)]) -> Result<AlertQuery, String> {
             "limit" => {
                 q.limit = v.parse::<usize>().ok().filter(|n| (1..=10_000).contains(n)).ok_or("limit: 1 to 10000")?
             }
-            "access_token" => {}
             other => {
                 return Err(format!("unknown filter {other:?}: use since, until, severity, kind, source, state, limit"))
             }
@@ -339,233 +1424,146 @@ fn alert_query(params: &[(String, String)]) -> Result<AlertQuery, String> {
 }
 
 fn refuse(ctx: &Ctx, e: &AuthError) -> Resp {
-    let i = match e {
-        AuthError::Missing => 0,
-        AuthError::Invalid(_) | AuthError::Expired(_) => 1,
-        AuthError::Forbidden { .. } => 2,
-    };
-    ctx.refused[i].inc();
-    let mut r = error(e.status(), e);
+    ctx.metrics.refused(match e {
+        AuthError::Missing => Refused::Missing,
+        AuthError::Forbidden { .. } => Refused::Forbidden,
+        _ => Refused::Invalid,
+    });
+    let r = error(e.status(), e);
     if e.status() == 401 {
-        r = r.with_header(header("WWW-Authenticate", "Bearer realm=\"gatewarden\""));
-    }
-    r
-}
-
-/// The headers both pages carry: the strict CSP, no MIME sniffing, no referrer, no framing.
-pub(super) fn page_headers(r: Resp) -> Resp {
-    r.with_header(header("Content-Security-Policy", super::assets::PAGE_CSP))
-        .with_header(header("X-Content-Type-Options", "nosniff"))
-        .with_header(header("Referrer-Policy", "no-referrer"))
-        .with_header(header("X-Frame-Options", "DENY"))
-}
-
-fn send(req: Request, response: Resp) {
-    if let Err(e) = req.respond(response) {
-        tracing::debug!(error = %e, "client went away before the response was sent");
+        with(r, header::WWW_AUTHENTICATE, "Bearer realm=\"gatewarden\"")
+    } else {
+        r
     }
 }
 
-/// Routes one request.
-fn handle(mut req: Request, ctx: &Arc<Ctx>) {
-    let url = req.url().to_string();
-    let path = url.split('?').next().unwrap_or("").to_string();
-    let method = req.method().clone();
-    let is_head = method == Method::Head;
-    let method = if is_head { Method::Get } else { method };
-    // The policy page (#9) is public like the dashboard; its API is checked below.
-    if path == "/policy" || path == "/policy/" {
-        return super::policy_api::handle(req, &ctx.state);
+fn h_status_page(_: &Ctx, _: &Call) -> Resp {
+    page(STATUS_PAGE)
+}
+
+fn h_static(_: &MonitorState, call: &Call) -> Resp {
+    match super::assets::asset(&call.caps[0]) {
+        Some(a) => with(response(200, a.content_type, a.body), header::CACHE_CONTROL, "no-cache"),
+        None => error(404, format!("no static file {:?}", call.caps[0])),
     }
-    // The pages' scripts and styles (embedded).
-    if method == Method::Get && path.starts_with("/static/") {
-        let r = match super::assets::asset(&path) {
-            Some(a) => Response::from_data(a.body)
-                .with_header(header("Content-Type", a.content_type))
-                .with_header(header("X-Content-Type-Options", "nosniff"))
-                .with_header(header("Cache-Control", "no-cache")),
-            None => error(404, format!("no file {path}")),
-        };
-        return send(req, r);
-    }
-    // Public, unlimited.
-    if method == Method::Get {
-        let r = match path.as_str() {
-            "/" | "/index.html" => Some(page_headers(
-                Response::from_string(STATUS_PAGE).with_header(header("Content-Type", "text/html; charset=utf-8")),
-            )),
-            "/healthz" => Some(json_response(200, json!({"status": "ok", "uptime_s": ctx.state.uptime_s()}))),
-            "/metrics" => Some(
-                Response::from_string(ctx.state.registry.render_prometheus())
-                    .with_header(header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")),
-            ),
-            "/.well-known/jwks.json" => Some(json_response(200, ctx.access.signer.jwks())),
-            _ => None,
-        };
-        if let Some(r) = r {
-            return send(req, r);
-        }
-    }
-    let known_public = ["/", "/index.html", "/healthz", "/metrics", "/.well-known/jwks.json"];
-    if known_public.contains(&path.as_str()) {
-        return send(
-            req,
-            json_response(
-                405,
-                json!({"error": "method not allowed", "method": method.as_str(), "allowed": ["GET", "HEAD"]}),
-            )
-            .with_header(header("Allow", "GET, HEAD")),
-        );
-    }
-    let policy_verb = super::policy_api::handles(&path) && (method == Method::Put || method == Method::Delete);
-    if method != Method::Get && method != Method::Post && !policy_verb {
-        return send(
-            req,
-            json_response(
-                405,
-                json!({"error": "method not allowed", "method": method.as_str(), "allowed": ["GET", "HEAD", "POST"]}),
-            )
-            .with_header(header("Allow", "GET, HEAD, POST")),
-        );
-    }
-    if !path.starts_with("/api/") {
-        return send(
-            req,
-            json_response(
-                404,
-                json!({"error": "not found", "path": path, "try": ["/", "/api/status", "/api/alerts", "/api/events", "/healthz", "/metrics", "/.well-known/jwks.json"]}),
-            ),
-        );
-    }
-    // The API: rate limit, then token.
-    let client = req.remote_addr().map(|a| a.ip()).unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let limited = ctx.access.limiter.lock().unwrap_or_else(|e| e.into_inner()).check(client, Instant::now());
-    if let Err(wait) = limited {
-        ctx.refused[3].inc();
-        return send(
-            req,
-            error(429, format!("too many requests from {client}; retry in {wait:.2} s"))
-                .with_header(header("Retry-After", &format!("{}", wait.ceil().max(1.0) as u64))),
-        );
-    }
-    let params = query_params(&url);
-    let token = bearer(&req, &params);
-    let now = super::unix_now();
-    let segs: Vec<&str> = path.trim_start_matches("/api/").split('/').filter(|s| !s.is_empty()).collect();
-    let is_write = method != Method::Get;
-    let needed = if is_write { AccessRole::Admin } else { AccessRole::Viewer };
-    let anonymous_ok = !is_write && ctx.access.public_status;
-    let claims = match ctx.access.verifier.authorize(token.as_deref(), needed, anonymous_ok, now) {
-        Ok(c) => c,
-        // Anyone may learn who this node is (what /healthz-style checks and boot tests need).
-        Err(AuthError::Missing) if segs == ["whoami"] && !is_write => {
-            return send(req, json_response(200, whoami(&None, ctx.access.public_status)));
-        }
-        Err(AuthError::Missing) if segs == ["status"] && !is_write => {
-            let mut v = ctx.state.identity_json();
-            v["auth"] = json!("send a viewer token for the rest (gatewarden token issue --role viewer)");
-            return send(req, json_response(200, v));
-        }
-        Err(e) => return send(req, refuse(ctx, &e)),
+}
+
+fn h_healthz(state: &MonitorState, _: &Call) -> Resp {
+    json_response(200, json!({"status": "ok", "uptime_s": state.uptime_s()}))
+}
+
+fn h_metrics(state: &MonitorState, _: &Call) -> Resp {
+    response(200, "text/plain; version=0.0.4; charset=utf-8", state.registry.render_prometheus())
+}
+
+fn h_jwks(ctx: &Ctx, _: &Call) -> Resp {
+    json_response(200, ctx.access.signer.jwks())
+}
+
+fn h_status(ctx: &Ctx, _: &Call) -> Resp {
+    ctx.status_wanted.store(super::unix_now_ms(), Ordering::Relaxed);
+    let cached = ctx.status_cache.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let body = match cached {
+        Some((at, body)) if at.elapsed() < STATUS_STALE => body,
+        _ => render_status(ctx),
     };
-    // Group policies (#9): same rate limit and tokens (reads viewer, writes admin).
-    if super::policy_api::handles(&path) {
-        return super::policy_api::handle(req, &ctx.state);
+    response(200, "application/json", body.as_bytes().to_vec())
+}
+
+/// Anyone may learn who this node is (what boot tests and health checks need).
+fn anon_status(ctx: &Ctx) -> Resp {
+    let mut v = ctx.state.identity_json();
+    v["auth"] = json!("send a viewer token for the rest (gatewarden token issue --role viewer)");
+    json_response(200, v)
+}
+
+fn anon_whoami(ctx: &Ctx) -> Resp {
+    json_response(200, whoami(&None, ctx.access.public_status))
+}
+
+fn h_whoami(ctx: &Ctx, call: &Call) -> Resp {
+    json_response(200, whoami(&call.claims, ctx.access.public_status))
+}
+
+fn h_alerts(state: &MonitorState, call: &Call) -> Resp {
+    match alert_query(&call.params) {
+        Ok(q) => match state.query_alerts(&q) {
+            Ok(alerts) => json_response(200, json!({"alerts": alerts})),
+            Err(e) => error(500, format!("{e:#}")),
+        },
+        Err(e) => error(400, e),
     }
-    let who = claims.as_ref().map(|c| c.sub.clone()).unwrap_or_else(|| "anonymous".into());
-    let response = match (method.clone(), segs.as_slice()) {
-        (Method::Get, ["status"]) => {
-            ctx.status_wanted.store(super::unix_now_ms(), Ordering::Relaxed);
-            let cached = ctx.status_cache.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            let body = match cached {
-                Some((at, body)) if at.elapsed() < STATUS_STALE => body,
-                _ => render_status(ctx),
-            };
-            Response::from_string(&*body)
-                .with_header(header("Content-Type", "application/json"))
-                .with_header(header("Cache-Control", "no-store"))
-        }
-        (Method::Get, ["whoami"]) => json_response(200, whoami(&claims, ctx.access.public_status)),
-        (Method::Get, ["alerts"]) => match alert_query(&params) {
-            Ok(q) => match ctx.state.query_alerts(&q) {
-                Ok(alerts) => json_response(200, json!({"alerts": alerts})),
-                Err(e) => error(500, format!("{e:#}")),
-            },
-            Err(e) => error(400, e),
+}
+
+fn h_model(state: &MonitorState, _: &Call) -> Resp {
+    json_response(200, state.model_json())
+}
+
+fn h_upload(state: &MonitorState, call: &Call) -> Resp {
+    match state.training.upload(&call.body, &call.who) {
+        Ok(v) => json_response(200, v),
+        Err(r) => error(r.status, r.reason),
+    }
+}
+
+fn h_settings(state: &MonitorState, _: &Call) -> Resp {
+    match state.settings.get() {
+        Some(s) => json_response(200, s.json()),
+        None => error(404, "settings are kept by the monitor role"),
+    }
+}
+
+fn h_save_settings(state: &MonitorState, call: &Call) -> Resp {
+    match state.settings.get() {
+        None => error(404, "settings are kept by the monitor role"),
+        Some(s) => match s.save(&call.body, &call.who) {
+            Ok(v) => json_response(200, v),
+            Err(r) => error(r.status, r.reason),
         },
-        (Method::Get, ["model"]) => json_response(200, ctx.state.model_json()),
-        (Method::Get, ["settings"]) => match ctx.state.settings.get() {
-            Some(s) => json_response(200, s.json()),
-            None => error(404, "settings are kept by the monitor role"),
+    }
+}
+
+fn h_nodes(state: &MonitorState, _: &Call) -> Resp {
+    json_response(200, json!({"nodes": state.nodes()}))
+}
+
+fn h_blocks(state: &MonitorState, _: &Call) -> Resp {
+    json_response(200, json!({"blocks": state.blocks()}))
+}
+
+fn h_alert_action(state: &MonitorState, call: &Call) -> Resp {
+    let (id, action) = (&call.caps[0], &call.caps[1]);
+    let target = match action.as_str() {
+        "acknowledge" | "ack" => Some(AlertState::Acknowledged),
+        "resolve" => Some(AlertState::Resolved),
+        "reopen" => Some(AlertState::New),
+        _ => None,
+    };
+    match (id.parse::<u64>(), target) {
+        (Ok(id), Some(st)) => match state.set_alert_state(id, st, &call.who) {
+            Ok(v) => json_response(200, v),
+            Err(e) => error(404, format!("{e:#}")),
         },
-        (Method::Post, ["settings"]) => {
-            let r = match (
-                read_body(&mut req, super::settings::MAX_SETTINGS_BODY, "settings body"),
-                ctx.state.settings.get(),
-            ) {
-                (Err(e), _) => e,
-                (_, None) => error(404, "settings are kept by the monitor role"),
-                (Ok(body), Some(s)) => match s.save(&body, &who) {
-                    Ok(v) => json_response(200, v),
-                    Err(r) => error(r.status, r.reason),
-                },
-            };
-            return send(req, r);
-        }
-        (Method::Post, ["model"]) => {
-            // The training page's upload: larger than other API bodies.
-            let r = match read_body(
-                &mut req,
-                super::training::MAX_UPLOAD_BODY,
-                "upload (a detector model must stay small)",
-            ) {
-                Err(e) => e,
-                Ok(body) => match ctx.state.training.upload(&body, &who) {
-                    Ok(v) => json_response(200, v),
-                    Err(r) => error(r.status, r.reason),
-                },
-            };
-            return send(req, r);
-        }
-        (Method::Get, ["nodes"]) => json_response(200, json!({"nodes": ctx.state.nodes()})),
-        (Method::Get, ["blocks"]) => json_response(200, json!({"blocks": ctx.state.blocks()})),
-        (Method::Get, ["events"]) => return start_stream(req, ctx),
-        (Method::Post, ["alerts", id, action]) => {
-            let state = match *action {
-                "acknowledge" | "ack" => Some(AlertState::Acknowledged),
-                "resolve" => Some(AlertState::Resolved),
-                "reopen" => Some(AlertState::New),
-                _ => None,
-            };
-            match (id.parse::<u64>(), state) {
-                (Ok(id), Some(st)) => match ctx.state.set_alert_state(id, st, &who) {
-                    Ok(v) => json_response(200, v),
-                    Err(e) => error(404, format!("{e:#}")),
-                },
-                (Err(_), _) => error(400, format!("alert id {id:?} is not a number")),
-                (_, None) => error(404, format!("unknown action {action:?}: use acknowledge, resolve or reopen")),
+        (Err(_), _) => error(400, format!("alert id {id:?} is not a number")),
+        (_, None) => error(404, format!("unknown action {action:?}: use acknowledge, resolve or reopen")),
+    }
+}
+
+/// The page sends the address percent-encoded (an IPv6 address's colons); the route decodes it.
+fn h_unblock(state: &MonitorState, call: &Call) -> Resp {
+    let who = &call.who;
+    match call.caps[0].parse::<IpAddr>() {
+        Ok(ip) => match state.unblock(ip, who) {
+            Ok(super::Unblocked::Done(msg)) => {
+                tracing::info!(%ip, by = %who, "unblocked from the dashboard");
+                json_response(200, json!({"ip": ip, "result": msg}))
             }
-        }
-        // The page sends the address percent-encoded (an IPv6 address's colons).
-        (Method::Post, ["unblock", ip]) => match url_decode(ip).parse::<IpAddr>() {
-            Ok(ip) => match ctx.state.unblock(ip, &who) {
-                Ok(super::Unblocked::Done(msg)) => {
-                    tracing::info!(%ip, by = %who, "unblocked from the dashboard");
-                    json_response(200, json!({"ip": ip, "result": msg}))
-                }
-                // Routers on other nodes answer later, in the alerts.
-                Ok(super::Unblocked::Asked(msg)) => json_response(202, json!({"ip": ip, "result": msg})),
-                Err(e) => error(409, format!("{e:#}")),
-            },
-            Err(_) => error(400, format!("{:?} is not an IPv4 or IPv6 address", url_decode(ip))),
+            // Routers on other nodes answer later, in the alerts.
+            Ok(super::Unblocked::Asked(msg)) => json_response(202, json!({"ip": ip, "result": msg})),
+            Err(e) => error(409, format!("{e:#}")),
         },
-        (Method::Get, _) => error(404, format!("no API endpoint {path}")),
-        (m, _) => error(405, format!("{} {path} is not an API action", m.as_str())),
-    };
-    // Drain a small body so keep-alive connections stay in sync.
-    let mut sink = Vec::new();
-    let _ = req.as_reader().take(MAX_BODY).read_to_end(&mut sink);
-    send(req, if is_head { response.with_data(Cursor::new(Vec::new()), Some(0)) } else { response });
+        Err(_) => error(400, format!("{:?} is not an IPv4 or IPv6 address", call.caps[0])),
+    }
 }
 
 fn whoami(claims: &Option<Claims>, public: bool) -> Value {
@@ -575,45 +1573,147 @@ fn whoami(claims: &Option<Claims>, public: bool) -> Value {
     }
 }
 
-/// Streams Server-Sent Events to one page on its own thread until the page goes away or the server stops.
-fn start_stream(req: Request, ctx: &Arc<Ctx>) {
+/// What a live stream does next.
+enum Next {
+    Event(Arc<str>),
+    KeepAlive,
+    Expired,
+    End,
+}
+
+/// Server-Sent Events for one page, as a task-driven body: the whole state
+/// first, then every event; ends when the page goes away, the server stops,
+/// or the token that opened it expires (with a last `expired` event).
+fn events(ctx: &Arc<Ctx>, claims: Option<&Claims>, conn: &Arc<ConnState>) -> Resp {
     let Some(rx) = ctx.state.events.subscribe() else {
-        return send(req, error(503, "too many live pages connected; close one or poll /api/status"));
+        return error(503, "too many live pages connected; close one or poll /api/status");
     };
-    let ctx = ctx.clone();
-    let spawned = std::thread::Builder::new().name("sse".into()).spawn(move || {
-        let mut w = req.into_writer();
-        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
-                    Connection: close\r\nX-Accel-Buffering: no\r\n\r\nretry: 2000\n\n";
-        // The first event is the whole state, so the page needs no second request.
-        let hello = format!("event: hello\ndata: {}\n\n", ctx.state.status_json());
-        if w.write_all(head.as_bytes()).and_then(|_| w.write_all(hello.as_bytes())).and_then(|_| w.flush()).is_err() {
-            return;
+    // (A deadline past what Instant can hold is no deadline; signed tokens live at most 366 days.)
+    let expires =
+        claims.and_then(|c| Instant::now().checked_add(Duration::from_secs(c.exp.saturating_sub(super::unix_now()))));
+    // The first event is the whole state, so the page needs no second request.
+    let hello: Bytes = format!("retry: 2000\n\nevent: hello\ndata: {}\n\n", ctx.state.status_json()).into();
+    let start = (Some(hello), false, Busy::new(conn), rx, ctx.clone());
+    let stream = smol::stream::unfold(start, move |(hello, ended, busy, rx, ctx)| async move {
+        if let Some(h) = hello {
+            return Some((h, (None, ended, busy, rx, ctx)));
         }
-        let mut idle = 0;
-        while !ctx.stop.load(Ordering::Relaxed) {
-            let msg = match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(m) => {
-                    idle = 0;
-                    m
-                }
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    idle += 1;
-                    if idle < 15 {
-                        continue;
-                    }
-                    idle = 0;
-                    ": keep-alive\n\n".into()
-                }
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
-            };
-            if w.write_all(msg.as_bytes()).and_then(|_| w.flush()).is_err() {
-                break;
+        if ended || ctx.stream_once {
+            return None;
+        }
+        let stopped = ctx.shutdown.clone();
+        let next = async {
+            match rx.recv().await {
+                Ok(m) => Next::Event(m),
+                Err(_) => Next::End,
             }
         }
+        .or(async {
+            Timer::after(SSE_KEEPALIVE).await;
+            Next::KeepAlive
+        })
+        .or(async {
+            match expires {
+                Some(at) => {
+                    Timer::at(at).await;
+                    Next::Expired
+                }
+                None => std::future::pending().await,
+            }
+        })
+        .or(async {
+            let _ = stopped.recv().await;
+            Next::End
+        })
+        .await;
+        let (bytes, ended): (Bytes, bool) = match next {
+            Next::Event(m) => (Bytes::from(m.as_bytes().to_vec()), false),
+            Next::KeepAlive => (Bytes::from_static(b": keep-alive\n\n"), false),
+            Next::Expired => (
+                Bytes::from_static(
+                    b"event: expired\ndata: {\"error\":\"the token expired: reload the page with a new one (gatewarden token issue)\"}\n\n",
+                ),
+                true,
+            ),
+            Next::End => return None,
+        };
+        Some((bytes, (None, ended, busy, rx, ctx)))
     });
-    if let Err(e) = spawned {
-        tracing::warn!(error = %e, "cannot start a live event stream");
+    let body = StreamBody::new(stream.map(|b| Ok::<_, Infallible>(Frame::data(b)))).boxed_unsync();
+    let mut r = Response::new(body);
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    h.insert(HeaderName::from_static("x-accel-buffering"), HeaderValue::from_static("no"));
+    r
+}
+
+/// The server's request path without a socket, for the fuzz target: raw bytes
+/// in, the bytes the server would answer out, through the same hyper
+/// connection, limits, route table and handlers as a real client's.
+#[doc(hidden)]
+pub struct Harness {
+    ctx: Arc<Ctx>,
+    _shutdown: async_channel::Sender<()>,
+}
+
+impl Harness {
+    /// A harness over `state` with public reads (so the API's handlers are reachable without a token).
+    pub fn new(state: Arc<MonitorState>) -> anyhow::Result<Harness> {
+        let access = Access::new(TokenSigner::ephemeral(), true, 1_000_000, 1_000_000)?;
+        let (tx, rx) = async_channel::bounded(1);
+        let listen = Some(SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let mut ctx = Ctx::new(state, access, listen, Arc::new(AtomicBool::new(false)), rx, None, true);
+        // The input ends with end-of-stream: answer what was asked before it
+        // (a real client that half-closes is treated as gone instead).
+        ctx.builder.half_close(true);
+        let ctx = Arc::new(ctx);
+        Ok(Harness { ctx, _shutdown: tx })
+    }
+
+    /// Feeds `input` as one connection's bytes (then end of stream); returns what the server wrote.
+    pub fn exchange(&self, input: &[u8]) -> Vec<u8> {
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let io = MemIo { input: input.to_vec(), at: 0, out: out.clone() };
+        let peer = SocketAddr::from(([192, 0, 2, 7], 40000));
+        let local = Some(SocketAddr::from(([127, 0, 0, 1], 8080)));
+        smol::block_on(serve(io, peer, local, self.ctx.clone(), Arc::new(ConnState::new())));
+        let written = std::mem::take(&mut *out.lock().unwrap_or_else(|e| e.into_inner()));
+        written
+    }
+}
+
+/// An in-memory connection: reads `input` then end of stream, keeps what is written (at most 4 MiB).
+struct MemIo {
+    input: Vec<u8>,
+    at: usize,
+    out: Arc<Mutex<Vec<u8>>>,
+}
+
+impl AsyncRead for MemIo {
+    fn poll_read(mut self: Pin<&mut Self>, _: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let n = buf.len().min(self.input.len() - self.at);
+        let at = self.at;
+        buf[..n].copy_from_slice(&self.input[at..at + n]);
+        self.at += n;
+        Poll::Ready(Ok(n))
+    }
+}
+
+impl AsyncWrite for MemIo {
+    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+        if out.len() + buf.len() > 4 << 20 {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::WriteZero, "harness output full")));
+        }
+        out.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -637,5 +1737,102 @@ mod tests {
         assert!(alert_query(&query_params("/?limit=0")).is_err());
         assert!(alert_query(&query_params("/?since=-5")).is_err());
         assert!(alert_query(&query_params("/?colour=red")).unwrap_err().contains("unknown filter"));
+    }
+
+    #[test]
+    fn one_table_routes_every_path_and_reports_allowed_methods() {
+        let (r, caps) = find(Verb::Post, "/api/alerts/7/ack").map_err(|_| ()).unwrap();
+        assert_eq!(
+            (r.path, caps.as_slice()),
+            ("/api/alerts/{id}/{action}", ["7".to_string(), "ack".into()].as_slice())
+        );
+        let (r, caps) = find(Verb::Post, "/api/unblock/2001%3Adb8%3A%3A1").map_err(|_| ()).unwrap();
+        assert_eq!((r.need, caps[0].as_str()), (Need::Write, "2001:db8::1"));
+        assert_eq!(find(Verb::Delete, "/healthz").map(|_| ()).unwrap_err(), ["GET"]);
+        assert!(find(Verb::Get, "/api/nope").map(|_| ()).unwrap_err().is_empty());
+        assert!(find(Verb::Get, "/api/alerts//ack").is_err(), "an empty segment is no capture");
+        // Every write needs an admin token and every API read a viewer's.
+        for r in ROUTES {
+            assert_eq!(r.need == Need::Write, r.verb != Verb::Get, "{}", r.path);
+            assert_eq!(r.body != BodyLimit::None, r.verb != Verb::Get, "{}", r.path);
+            if r.path.starts_with("/api/") {
+                assert!(matches!(r.need, Need::Read | Need::Write), "{}", r.path);
+            }
+        }
+    }
+
+    #[test]
+    fn host_names_are_compared_without_port_or_case() {
+        assert_eq!(host_only("Gateway.LAN.:8080"), "gateway.lan");
+        assert_eq!(host_only("[::1]:8080"), "::1");
+        assert_eq!(host_only("::1"), "::1");
+        assert_eq!(host_only("192.0.2.1"), "192.0.2.1");
+    }
+
+    fn harness() -> Harness {
+        let state = MonitorState::new(
+            crate::role::Role::Monitor,
+            crate::role::RoleSource::Flag,
+            "mon".into(),
+            crate::metrics::Registry::new(),
+        );
+        Harness::new(state).unwrap()
+    }
+
+    #[test]
+    fn stop_closes_the_listener_and_every_connection() {
+        use std::io::{Read, Write};
+        let state = harness().ctx.state.clone();
+        let server = HttpServer::start("127.0.0.1:0", state).unwrap();
+        let addr = server.addr;
+        let mut idle = TcpStream::connect(addr).unwrap();
+        let mut stream = TcpStream::connect(addr).unwrap();
+        write!(stream, "GET /api/events HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut first = [0u8; 12];
+        stream.read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"HTTP/1.1 200");
+        server.stop();
+        assert!(TcpListener::bind(addr).is_ok(), "the port is free after stop");
+        idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        assert_eq!(idle.read(&mut [0u8; 16]).unwrap_or(0), 0, "an idle connection is closed");
+        let mut rest = Vec::new();
+        let _ = stream.read_to_end(&mut rest);
+    }
+
+    #[test]
+    fn harness_answers_like_a_socket_and_limits_hold() {
+        let h = harness();
+        let text = |input: &str| String::from_utf8_lossy(&h.exchange(input.as_bytes())).into_owned();
+        let ok = text("GET /healthz HTTP/1.1\r\nHost: evil.example\r\n\r\n");
+        assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+        assert!(ok.contains("X-Content-Type-Options: nosniff") && ok.contains("Referrer-Policy: no-referrer"), "{ok}");
+        let rebound = text("GET /api/status HTTP/1.1\r\nHost: evil.example\r\n\r\n");
+        assert!(rebound.starts_with("HTTP/1.1 421"), "{rebound}");
+        let huge = text("POST /api/settings HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1000000000000\r\n\r\n");
+        assert!(huge.starts_with("HTTP/1.1 413"), "{huge}");
+        let head = format!("GET / HTTP/1.1\r\nHost: localhost\r\nX: {}\r\n\r\n", "a".repeat(20_000));
+        assert!(text(&head).starts_with("HTTP/1.1 431"), "{}", text(&head));
+        let many: String = (0..80).map(|i| format!("X-{i}: v\r\n")).collect();
+        let many = text(&format!("GET /healthz HTTP/1.1\r\nHost: localhost\r\n{many}\r\n"));
+        assert!(many.starts_with("HTTP/1.1 431"), "more than http.max_headers: {many}");
+        let body = "7FFF\r\n".to_string() + &"a".repeat(0x7fff) + "\r\n";
+        let chunked = text(&format!(
+            "POST /api/settings HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n{}",
+            body.repeat(3)
+        ));
+        assert!(chunked.starts_with("HTTP/1.1 401"), "a write without a token is refused before its body: {chunked}");
+        let nobody = text(
+            "GET /api/status HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n",
+        );
+        assert!(nobody.starts_with("HTTP/1.1 413") && nobody.contains("takes no request body"), "{nobody}");
+        let page = text("GET / HTTP/1.1\r\nHost: mon\r\n\r\n");
+        assert!(page.starts_with("HTTP/1.1 200") && page.contains("frame-ancestors 'none'"), "{page}");
+        assert!(!page.contains("unsafe-inline"), "{page}");
+        let url_token =
+            text("POST /api/unblock/192.0.2.1?access_token=x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n\r\n");
+        assert!(url_token.starts_with("HTTP/1.1 401") && url_token.contains("Authorization"), "{url_token}");
+        let sse = text("GET /api/events HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        assert!(sse.contains("event: hello"), "{sse}");
     }
 }

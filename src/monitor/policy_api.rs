@@ -15,14 +15,14 @@
 //! | GET | `/api/policy/feedback` | Beta counts per context |
 //!
 //! Writes need `Content-Type: application/json` (a cross-site form cannot
-//! send it without a CORS preflight, which is never granted). Role-based
-//! authorisation of writes belongs to the dashboard's auth (#8).
-
-use std::io::{Cursor, Read};
+//! send it without a CORS preflight, which is never granted). The routes
+//! live in the server's one table (`ROUTES` in `http.rs`), which checks the
+//! `Host`, the token (reads viewer, writes admin), the rate limit and the body
+//! size before any handler here runs.
 
 use serde_json::{json, Value};
-use tiny_http::{Header, Method, Request, Response, StatusCode};
 
+use super::http::{error, json_response as reply, page as html_page, Call, Resp};
 use super::MonitorState;
 use crate::policy::service::PolicyService;
 use crate::policy::{Group, RuleSpec};
@@ -30,200 +30,219 @@ use crate::policy::{Group, RuleSpec};
 /// The page, embedded (no files, no CDN).
 pub const POLICY_PAGE: &str = include_str!("policy.html");
 
-/// Largest request body accepted.
-pub const MAX_BODY: u64 = 64 * 1024;
+/// A refusal: status and message (turned into a response by [`fail`]).
+type Bad = (u16, String);
 
-/// Whether this module answers `path`.
-pub fn handles(path: &str) -> bool {
-    path == "/policy" || path == "/api/policy" || path.starts_with("/api/policy/")
+fn fail((status, message): Bad) -> Resp {
+    error(status, message)
 }
 
-fn header(name: &str, value: &str) -> Header {
-    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("static header is valid")
-}
-
-fn reply(status: u16, body: Value) -> Response<Cursor<Vec<u8>>> {
-    Response::from_string(body.to_string())
-        .with_status_code(StatusCode(status))
-        .with_header(header("Content-Type", "application/json"))
-        .with_header(header("Cache-Control", "no-store"))
-}
-
-fn error(status: u16, msg: impl std::fmt::Display) -> Response<Cursor<Vec<u8>>> {
-    reply(status, json!({ "error": msg.to_string() }))
-}
-
-fn read_json(req: &mut Request) -> Result<Value, Response<Cursor<Vec<u8>>>> {
-    let is_json = req.headers().iter().any(|h| {
-        h.field.equiv("Content-Type") && h.value.as_str().to_ascii_lowercase().starts_with("application/json")
-    });
-    if !is_json {
-        return Err(error(415, "send the body as JSON with Content-Type: application/json"));
+/// The body of a write as JSON: 415 without the JSON content type, 400 if it does not parse.
+fn read_json(call: &Call) -> Result<Value, Bad> {
+    if !call.json {
+        return Err((415, "send the body as JSON with Content-Type: application/json".into()));
     }
-    let mut body = String::new();
-    if req.as_reader().take(MAX_BODY + 1).read_to_string(&mut body).is_err() {
-        return Err(error(400, "the body is not UTF-8 text"));
-    }
-    if body.len() as u64 > MAX_BODY {
-        return Err(error(413, format!("body over {MAX_BODY} bytes")));
-    }
-    serde_json::from_str(&body).map_err(|e| error(400, format!("the body is not valid JSON for this endpoint: {e}")))
+    let body = std::str::from_utf8(&call.body).map_err(|_| (400, "the body is not UTF-8 text".to_string()))?;
+    serde_json::from_str(body).map_err(|e| (400, format!("the body is not valid JSON for this endpoint: {e}")))
 }
 
-fn parse<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Response<Cursor<Vec<u8>>>> {
-    serde_json::from_value(v).map_err(|e| error(400, format!("bad fields: {e}")))
+fn parse<T: serde::de::DeserializeOwned>(v: Value) -> Result<T, Bad> {
+    serde_json::from_value(v).map_err(|e| (400, format!("bad fields: {e}")))
 }
 
-fn overview(p: &PolicyService) -> Value {
-    let e = p.engine();
-    json!({ "version": e.version(), "groups": e.groups(), "rules": e.rules() })
-}
-
-/// Answers one request under `/policy` or `/api/policy`.
-pub fn handle(mut req: Request, state: &MonitorState) {
-    let url = req.url().to_string();
-    let path = url.split('?').next().unwrap_or("").trim_end_matches('/').to_string();
-    let method = req.method().clone();
-    let response = if path == "/policy" {
-        if method == Method::Get || method == Method::Head {
-            super::http::page_headers(
-                Response::from_string(POLICY_PAGE).with_header(header("Content-Type", "text/html; charset=utf-8")),
-            )
-        } else {
-            error(405, "GET /policy").with_header(header("Allow", "GET, HEAD"))
-        }
-    } else {
-        match state.policy.get() {
-            None => error(
-                503,
-                "group policies are not running on this node: run the monitor role with a writable policy.state_dir",
-            ),
-            Some(p) => route(&mut req, &method, &path, &url, p),
-        }
-    };
-    if let Err(e) = req.respond(response) {
-        tracing::debug!(error = %e, "client went away before the response was sent");
-    }
-}
-
-fn route(req: &mut Request, method: &Method, path: &str, url: &str, p: &PolicyService) -> Response<Cursor<Vec<u8>>> {
-    let parts: Vec<&str> = path.trim_start_matches("/api/policy").split('/').filter(|s| !s.is_empty()).collect();
-    let changed = |r: Response<Cursor<Vec<u8>>>| {
-        p.publish_now();
-        r
-    };
-    match (method, parts.as_slice()) {
-        (Method::Get, []) => reply(200, overview(p)),
-        (Method::Get, ["groups"]) => reply(200, json!({ "groups": p.engine().groups() })),
-        (Method::Post, ["groups"]) | (Method::Put, ["groups", _]) => {
-            let body = match read_json(req).and_then(parse::<Group>) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let replace = *method == Method::Put;
-            if let (true, Some(name)) = (replace, parts.get(1)) {
-                if *name != body.name {
-                    return error(400, format!("the body names group {:?} but the path names {name:?}", body.name));
-                }
-            }
-            let r = p.engine().add_group(body.clone(), replace);
-            match r {
-                Ok(()) => changed(reply(if replace { 200 } else { 201 }, json!({ "group": body }))),
-                Err(e) => error(if format!("{e:#}").contains("already exists") { 409 } else { 400 }, format!("{e:#}")),
-            }
-        }
-        (Method::Delete, ["groups", name]) => {
-            let r = p.engine().remove_group(name);
-            match r {
-                Ok(()) => changed(reply(200, json!({ "removed": name }))),
-                Err(e) => error(409, format!("{e:#}")),
-            }
-        }
-        (Method::Get, ["rules"]) => reply(200, json!({ "rules": p.engine().rules() })),
-        (Method::Post, ["rules"]) => {
-            let spec = match read_json(req).and_then(parse::<RuleSpec>) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let r = p.engine().create_rule(&spec);
-            match r {
-                Ok(rule) => changed(reply(201, json!({ "rule": rule }))),
-                Err(e) => error(if format!("{e:#}").starts_with("conflict") { 409 } else { 400 }, format!("{e:#}")),
-            }
-        }
-        (Method::Put, ["rules", id]) | (Method::Delete, ["rules", id]) => {
-            let Ok(id) = id.parse::<u32>() else {
-                return error(400, format!("rule id {id:?} is not a number; list rules with GET /api/policy/rules"));
-            };
-            if *method == Method::Delete {
-                let r = p.engine().delete_rule(id);
-                return match r {
-                    Ok(rule) => changed(reply(200, json!({ "deleted": rule }))),
-                    Err(e) => error(404, format!("{e:#}")),
-                };
-            }
-            let spec = match read_json(req).and_then(parse::<RuleSpec>) {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let r = p.engine().update_rule(id, &spec);
-            match r {
-                Ok(rule) => changed(reply(200, json!({ "rule": rule }))),
-                Err(e) => error(if format!("{e:#}").starts_with("conflict") { 409 } else { 400 }, format!("{e:#}")),
-            }
-        }
-        (Method::Get, ["explain"]) => {
-            let q = super::http::query_params(url);
-            let get = |k: &str| q.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.clone());
-            let (Some(src), Some(dst)) = (get("src"), get("dst")) else {
-                return error(400, "give src and dst (group names or addresses), proto and optionally port");
-            };
-            let proto = get("proto").unwrap_or_else(|| "any".into());
-            let port = match get("port").filter(|s| !s.is_empty()).map(|s| s.parse::<u16>()) {
-                None => None,
-                Some(Ok(p)) => Some(p),
-                Some(Err(_)) => return error(400, "port must be 0-65535"),
-            };
-            let r = p.engine().explain(&src, &dst, &proto, port);
-            match r {
-                Ok(e) => reply(200, json!(e)),
-                Err(e) => error(400, format!("{e:#}")),
-            }
-        }
-        (Method::Get, ["suggestions"]) => {
-            let q = super::http::query_params(url);
-            let top =
-                q.iter().find(|(k, _)| k == "top").and_then(|(_, v)| v.parse::<usize>().ok()).map(|n| n.clamp(1, 100));
-            reply(200, json!({ "suggestions": p.engine().suggestions(top) }))
-        }
-        (Method::Post, ["suggestions", id, verb @ ("accept" | "reject")]) => {
-            if let Err(r) = read_json(req) {
-                return r;
-            }
-            if *verb == "accept" {
-                let r = p.engine().accept(id);
-                match r {
-                    Ok(rule) => changed(reply(200, json!({ "accepted": id, "rule": rule }))),
-                    Err(e) => error(404, format!("{e:#}")),
-                }
-            } else {
-                let r = p.engine().reject(id);
-                match r {
-                    Ok(s) => reply(200, json!({ "rejected": id, "context": s.context })),
-                    Err(e) => error(404, format!("{e:#}")),
-                }
-            }
-        }
-        (Method::Get, ["matrix"]) => reply(200, p.engine().matrix_json()),
-        (Method::Get, ["feedback"]) => reply(200, json!(p.engine().feedback())),
-        _ => error(
-            404,
-            format!(
-                "no {} {path}; see the table at the top of src/monitor/policy_api.rs or docs/POLICY.md",
-                method.as_str()
-            ),
+/// Runs `f` with the policy service, or 503 when this node runs none.
+fn with_policy(state: &MonitorState, f: impl FnOnce(&PolicyService) -> Resp) -> Resp {
+    match state.policy.get() {
+        None => error(
+            503,
+            "group policies are not running on this node: run the monitor role with a writable policy.state_dir",
         ),
+        Some(p) => f(p),
     }
+}
+
+/// A write that changed the policy: publish it to the routers now.
+fn changed(p: &PolicyService, r: Resp) -> Resp {
+    p.publish_now();
+    r
+}
+
+/// `GET /policy`: the page.
+pub fn page(_: &MonitorState, _: &Call) -> Resp {
+    html_page(POLICY_PAGE)
+}
+
+/// `GET /api/policy`: version, groups, rules in evaluation order.
+pub fn overview(state: &MonitorState, _: &Call) -> Resp {
+    with_policy(state, |p| {
+        let e = p.engine();
+        reply(200, json!({ "version": e.version(), "groups": e.groups(), "rules": e.rules() }))
+    })
+}
+
+/// `GET /api/policy/groups`.
+pub fn groups(state: &MonitorState, _: &Call) -> Resp {
+    with_policy(state, |p| reply(200, json!({ "groups": p.engine().groups() })))
+}
+
+/// `POST /api/policy/groups`: add a group.
+pub fn add_group(state: &MonitorState, call: &Call) -> Resp {
+    put_group(state, call, false)
+}
+
+/// `PUT /api/policy/groups/NAME`: replace a group's members.
+pub fn replace_group(state: &MonitorState, call: &Call) -> Resp {
+    put_group(state, call, true)
+}
+
+fn put_group(state: &MonitorState, call: &Call, replace: bool) -> Resp {
+    with_policy(state, |p| {
+        let body = match read_json(call).and_then(parse::<Group>) {
+            Ok(b) => b,
+            Err(b) => return fail(b),
+        };
+        if let (true, Some(name)) = (replace, call.caps.first()) {
+            if *name != body.name {
+                return error(400, format!("the body names group {:?} but the path names {name:?}", body.name));
+            }
+        }
+        let r = p.engine().add_group(body.clone(), replace);
+        match r {
+            Ok(()) => changed(p, reply(if replace { 200 } else { 201 }, json!({ "group": body }))),
+            Err(e) => error(if format!("{e:#}").contains("already exists") { 409 } else { 400 }, format!("{e:#}")),
+        }
+    })
+}
+
+/// `DELETE /api/policy/groups/NAME`.
+pub fn remove_group(state: &MonitorState, call: &Call) -> Resp {
+    with_policy(state, |p| {
+        let name = &call.caps[0];
+        let r = p.engine().remove_group(name);
+        match r {
+            Ok(()) => changed(p, reply(200, json!({ "removed": name }))),
+            Err(e) => error(409, format!("{e:#}")),
+        }
+    })
+}
+
+/// `GET /api/policy/rules`.
+pub fn rules(state: &MonitorState, _: &Call) -> Resp {
+    with_policy(state, |p| reply(200, json!({ "rules": p.engine().rules() })))
+}
+
+/// `POST /api/policy/rules`: create a rule.
+pub fn create_rule(state: &MonitorState, call: &Call) -> Resp {
+    with_policy(state, |p| {
+        let spec = match read_json(call).and_then(parse::<RuleSpec>) {
+            Ok(b) => b,
+            Err(b) => return fail(b),
+        };
+        let r = p.engine().create_rule(&spec);
+        match r {
+            Ok(rule) => changed(p, reply(201, json!({ "rule": rule }))),
+            Err(e) => error(if format!("{e:#}").starts_with("conflict") { 409 } else { 400 }, format!("{e:#}")),
+        }
+    })
+}
+
+fn rule_id(call: &Call) -> Result<u32, Bad> {
+    let id = &call.caps[0];
+    id.parse::<u32>()
+        .map_err(|_| (400, format!("rule id {id:?} is not a number; list rules with GET /api/policy/rules")))
+}
+
+/// `PUT /api/policy/rules/ID`: update a rule (same body as create).
+pub fn update_rule(state: &MonitorState, call: &Call) -> Resp {
+    with_policy(state, |p| {
+        let id = match rule_id(call) {
+            Ok(id) => id,
+            Err(b) => return fail(b),
+        };
+        let spec = match read_json(call).and_then(parse::<RuleSpec>) {
+            Ok(b) => b,
+            Err(b) => return fail(b),
+        };
+        let r = p.engine().update_rule(id, &spec);
+        match r {
+            Ok(rule) => changed(p, reply(200, json!({ "rule": rule }))),
+            Err(e) => error(if format!("{e:#}").starts_with("conflict") { 409 } else { 400 }, format!("{e:#}")),
+        }
+    })
+}
+
+/// `DELETE /api/policy/rules/ID`.
+pub fn delete_rule(state: &MonitorState, call: &Call) -> Resp {
+    with_policy(state, |p| {
+        let id = match rule_id(call) {
+            Ok(id) => id,
+            Err(b) => return fail(b),
+        };
+        let r = p.engine().delete_rule(id);
+        match r {
+            Ok(rule) => changed(p, reply(200, json!({ "deleted": rule }))),
+            Err(e) => error(404, format!("{e:#}")),
+        }
+    })
+}
+
+/// `GET /api/policy/explain?src=&dst=&proto=&port=`: the deciding rule and why.
+pub fn explain(state: &MonitorState, call: &Call) -> Resp {
+    with_policy(state, |p| {
+        let (Some(src), Some(dst)) = (call.param("src"), call.param("dst")) else {
+            return error(400, "give src and dst (group names or addresses), proto and optionally port");
+        };
+        let proto = call.param("proto").unwrap_or("any");
+        let port = match call.param("port").filter(|s| !s.is_empty()).map(|s| s.parse::<u16>()) {
+            None => None,
+            Some(Ok(p)) => Some(p),
+            Some(Err(_)) => return error(400, "port must be 0-65535"),
+        };
+        let r = p.engine().explain(src, dst, proto, port);
+        match r {
+            Ok(e) => reply(200, json!(e)),
+            Err(e) => error(400, format!("{e:#}")),
+        }
+    })
+}
+
+/// `GET /api/policy/suggestions?top=N`: ranked suggestions.
+pub fn suggestions(state: &MonitorState, call: &Call) -> Resp {
+    with_policy(state, |p| {
+        let top = call.param("top").and_then(|v| v.parse::<usize>().ok()).map(|n| n.clamp(1, 100));
+        reply(200, json!({ "suggestions": p.engine().suggestions(top) }))
+    })
+}
+
+/// `POST /api/policy/suggestions/ID/accept` or `.../reject`: feedback (accept applies the rule).
+pub fn feedback_on(state: &MonitorState, call: &Call) -> Resp {
+    with_policy(state, |p| {
+        let (id, verdict) = (call.caps[0].as_str(), call.caps[1].as_str());
+        if let Err(b) = read_json(call) {
+            return fail(b);
+        }
+        match verdict {
+            "accept" => match p.engine().accept(id) {
+                Ok(rule) => changed(p, reply(200, json!({ "accepted": id, "rule": rule }))),
+                Err(e) => error(404, format!("{e:#}")),
+            },
+            "reject" => match p.engine().reject(id) {
+                Ok(s) => reply(200, json!({ "rejected": id, "context": s.context })),
+                Err(e) => error(404, format!("{e:#}")),
+            },
+            other => error(404, format!("no suggestion action {other:?}: use accept or reject")),
+        }
+    })
+}
+
+/// `GET /api/policy/matrix`: traffic matrix, pair totals, alert tallies.
+pub fn matrix(state: &MonitorState, _: &Call) -> Resp {
+    with_policy(state, |p| reply(200, p.engine().matrix_json()))
+}
+
+/// `GET /api/policy/feedback`: Beta counts per context.
+pub fn feedback(state: &MonitorState, _: &Call) -> Resp {
+    with_policy(state, |p| reply(200, json!(p.engine().feedback())))
 }
 
 #[cfg(test)]
