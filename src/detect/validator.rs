@@ -146,8 +146,7 @@ pub fn validate(tflite: &[u8], card: &str, limits: &Limits) -> Result<Report, Re
         None if cfg!(test) => {
             return Err(Rejected::Unavailable("no validator binary in unit tests (set Limits::exe)".into()))
         }
-        None => std::env::current_exe()
-            .map_err(|e| Rejected::Unavailable(format!("cannot find this binary to run the model validator: {e}")))?,
+        None => validator_exe()?,
     };
     let mut cmd = Command::new(&exe);
     cmd.args(["model", "--validate-worker", "--max-batch", &limits.max_batch.to_string()])
@@ -311,6 +310,29 @@ pub fn check_here(tflite: &[u8], card: &str, max_batch: usize) -> Result<Report,
     let max_err = model.check_reference().map_err(|e| e.to_string())?;
     let rows = model.card().reference.as_ref().map_or(0, |r| r.inputs.len());
     Ok(Report { name: model.card().name.clone(), batch: model.batch(), rows, max_err })
+}
+
+/// The gatewarden binary that serves as the validator's child: this process
+/// when it is gatewarden, else (a program linking the library: the
+/// integration tests, the benches) a `gatewarden` beside it or one directory
+/// up, where cargo puts the binary next to `deps/`.
+fn validator_exe() -> Result<PathBuf, Rejected> {
+    let me = std::env::current_exe()
+        .map_err(|e| Rejected::Unavailable(format!("cannot find this binary to run the model validator: {e}")))?;
+    if me.file_stem().is_some_and(|n| n == "gatewarden") {
+        return Ok(me);
+    }
+    let dir = me.parent();
+    [dir.map(|d| d.join("gatewarden")), dir.and_then(|d| d.parent()).map(|d| d.join("gatewarden"))]
+        .into_iter()
+        .flatten()
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            Rejected::Unavailable(format!(
+                "{} is not gatewarden and no gatewarden binary is beside it: the model validator needs one",
+                me.display()
+            ))
+        })
 }
 
 /// Caps this process's address space and CPU time and turns off core

@@ -1442,7 +1442,8 @@ fn h_status_page(_: &Ctx, _: &Call) -> Resp {
 }
 
 fn h_static(_: &MonitorState, call: &Call) -> Resp {
-    match super::assets::asset(&call.caps[0]) {
+    // `assets::asset` takes the whole path (`/static/status.js`), as the pages name it.
+    match super::assets::asset(&call.path) {
         Some(a) => with(response(200, a.content_type, a.body), header::CACHE_CONTROL, "no-cache"),
         None => error(404, format!("no static file {:?}", call.caps[0])),
     }

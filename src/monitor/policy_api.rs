@@ -222,10 +222,15 @@ pub fn feedback_on(state: &MonitorState, call: &Call) -> Resp {
             return fail(b);
         }
         match verdict {
-            "accept" => match p.engine().accept(id) {
-                Ok(rule) => changed(p, reply(200, json!({ "accepted": id, "rule": rule }))),
-                Err(e) => error(404, format!("{e:#}")),
-            },
+            "accept" => {
+                // Bind first: a guard in the match scrutinee lives through the
+                // arms, and `changed` takes the engine's lock again (a deadlock).
+                let accepted = p.engine().accept(id);
+                match accepted {
+                    Ok(rule) => changed(p, reply(200, json!({ "accepted": id, "rule": rule }))),
+                    Err(e) => error(404, format!("{e:#}")),
+                }
+            }
             "reject" => match p.engine().reject(id) {
                 Ok(s) => reply(200, json!({ "rejected": id, "context": s.context })),
                 Err(e) => error(404, format!("{e:#}")),
