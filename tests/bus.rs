@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::mosquitto::{mosquitto_or_skip, Broker};
+use common::mosquitto::{mosquitto_or_skip, pump_until, Broker};
 use common::{bin, free_port, wait_for, wait_http_ok, wait_until, Guard};
 use gatewarden::bus::messages::{Alert, AlertAction, AttackKind, Message, Severity, Verdict};
 use gatewarden::bus::mqtt::{topic, Frame, FrameBody, MqttBus, MqttSettings};
@@ -298,42 +298,6 @@ fn pubacks(n: u32) -> impl FnMut(&rumqttc::Packet) -> bool {
 /// Polls a raw connection for `timeout`; returns whether it got a CONNACK and every publish seen.
 fn pump(conn: &mut rumqttc::Connection, timeout: Duration) -> (bool, Vec<(String, Vec<u8>)>) {
     pump_until(conn, timeout, |_| false)
-}
-
-/// [`pump`], returning early once `done` accepts an incoming packet: waiting
-/// for the awaited event, not a fixed time, keeps a loaded machine from
-/// failing the test.
-fn pump_until(
-    conn: &mut rumqttc::Connection,
-    timeout: Duration,
-    mut done: impl FnMut(&rumqttc::Packet) -> bool,
-) -> (bool, Vec<(String, Vec<u8>)>) {
-    let start = Instant::now();
-    let mut connected = false;
-    let mut seen = Vec::new();
-    while start.elapsed() < timeout {
-        match conn.recv_timeout(Duration::from_millis(100)) {
-            Ok(Ok(rumqttc::Event::Incoming(packet))) => {
-                match &packet {
-                    rumqttc::Packet::ConnAck(_) => connected = true,
-                    rumqttc::Packet::Publish(p) => seen.push((p.topic.clone(), p.payload.to_vec())),
-                    _ => {}
-                }
-                if done(&packet) {
-                    break;
-                }
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => {
-                if !connected {
-                    return (false, seen);
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(_) => {}
-        }
-    }
-    (connected, seen)
 }
 
 #[test]

@@ -136,3 +136,40 @@ impl Broker {
         path
     }
 }
+
+/// Polls a raw MQTT connection until `done` accepts an incoming packet or
+/// `timeout`; returns whether it got a CONNACK and every publish seen.
+/// Waiting for the awaited event, not a fixed time, keeps a loaded machine
+/// from failing the test.
+pub fn pump_until(
+    conn: &mut rumqttc::Connection,
+    timeout: Duration,
+    mut done: impl FnMut(&rumqttc::Packet) -> bool,
+) -> (bool, Vec<(String, Vec<u8>)>) {
+    let start = Instant::now();
+    let mut connected = false;
+    let mut seen = Vec::new();
+    while start.elapsed() < timeout {
+        match conn.recv_timeout(Duration::from_millis(100)) {
+            Ok(Ok(rumqttc::Event::Incoming(packet))) => {
+                match &packet {
+                    rumqttc::Packet::ConnAck(_) => connected = true,
+                    rumqttc::Packet::Publish(p) => seen.push((p.topic.clone(), p.payload.to_vec())),
+                    _ => {}
+                }
+                if done(&packet) {
+                    break;
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => {
+                if !connected {
+                    return (false, seen);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(_) => {}
+        }
+    }
+    (connected, seen)
+}

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::mosquitto::{gw, mosquitto_or_skip, Broker};
+use crate::common::mosquitto::{gw, mosquitto_or_skip, pump_until, Broker};
 use crate::common::{bin, free_port, wait_for, wait_http_ok, Guard};
 use gatewarden::bus::messages::{Alert, AttackKind, Heartbeat, Message, MetricsSample, Severity, Verdict};
 use gatewarden::bus::mqtt::{topic, AckBatch, Frame, FrameBody, MqttBus, MqttSettings};
@@ -62,41 +62,6 @@ fn raw_client_with(broker: &Broker, client_id: &str, crt: &Path, key: &Path) -> 
 fn raw_client(broker: &Broker, client_id: &str, id: &str) -> (rumqttc::Client, rumqttc::Connection) {
     let p = PkiDir(broker.pki().to_path_buf());
     raw_client_with(broker, client_id, &p.node_cert(id), &p.node_key(id))
-}
-
-/// Polls a raw connection until `done` accepts an incoming packet or `timeout`;
-/// returns whether it got a CONNACK and every publish seen.
-fn pump_until(
-    conn: &mut rumqttc::Connection,
-    timeout: Duration,
-    mut done: impl FnMut(&rumqttc::Packet) -> bool,
-) -> (bool, Vec<(String, Vec<u8>)>) {
-    let start = Instant::now();
-    let mut connected = false;
-    let mut seen = Vec::new();
-    while start.elapsed() < timeout {
-        match conn.recv_timeout(Duration::from_millis(100)) {
-            Ok(Ok(rumqttc::Event::Incoming(packet))) => {
-                match &packet {
-                    rumqttc::Packet::ConnAck(_) => connected = true,
-                    rumqttc::Packet::Publish(p) => seen.push((p.topic.clone(), p.payload.to_vec())),
-                    _ => {}
-                }
-                if done(&packet) {
-                    break;
-                }
-            }
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => {
-                if !connected {
-                    return (false, seen);
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(_) => {}
-        }
-    }
-    (connected, seen)
 }
 
 /// A [`pump_until`] condition: `n` QoS 1 publishes acknowledged by the broker.
