@@ -29,6 +29,7 @@ fn verdict() -> Message {
         evidence: vec![("distinct_ports".into(), 312.0)],
         ttl_s: 600,
         issued_ns: 1,
+        source_proof: gatewarden::bus::messages::SourceProof::Answered,
     })
 }
 

@@ -360,6 +360,7 @@ fn forged_misdirected_and_replayed_messages_are_refused_and_counted() {
         evidence: vec![],
         ttl_s: 60,
         issued_ns: 0,
+        source_proof: gatewarden::bus::messages::SourceProof::Unproven,
     });
     let frame = |id: u64, env: Vec<u8>| envelope::encode(&Frame { id, body: FrameBody::Sealed(env) });
     let good = det.seal("router-1", 11, PayloadKind::Message, &verdict.encode()).unwrap();

@@ -150,6 +150,9 @@ pub enum AttackKind {
     System,
     /// Many slow, nearly idle connections held open to a web server (slowloris).
     SlowHttp,
+    /// A LAN frame whose source address does not belong to its source MAC
+    /// (forged sources): the MAC is contained, the forged addresses never blocked.
+    Spoofing,
 }
 
 impl AttackKind {
@@ -164,6 +167,7 @@ impl AttackKind {
             AttackKind::BruteForce => "brute_force",
             AttackKind::Anomaly => "anomaly",
             AttackKind::SlowHttp => "slow_http",
+            AttackKind::Spoofing => "spoofing",
             AttackKind::ChannelAbuse => "channel_abuse",
             AttackKind::LinkHealth => "link_health",
             AttackKind::System => "system",
@@ -190,6 +194,35 @@ pub struct Verdict {
     pub ttl_s: u32,
     /// When the verdict was issued (capture time), nanoseconds since the epoch.
     pub issued_ns: u64,
+    /// Whether anything the source sent proves it receives traffic at its
+    /// address. A forged source cannot answer; the router blocks a WAN source
+    /// only with proof, and never escalates an unproven one (issue #15).
+    pub source_proof: SourceProof,
+}
+
+/// What shows that a verdict's source address is really the sender's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SourceProof {
+    /// Nothing: every packet it sent could have been forged (SYNs, UDP, ICMP
+    /// requests). The router leaves such a source to its meters unless the
+    /// source is on the LAN and its MAC vouches for it.
+    #[default]
+    Unproven,
+    /// It answered traffic sent to its address: completed a TCP handshake,
+    /// reset a SYN-ACK, or carried on a session — only a host that receives
+    /// at that address can.
+    Answered,
+}
+
+impl SourceProof {
+    /// The snake_case name for evidence, metrics and reasons.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceProof::Unproven => "unproven",
+            SourceProof::Answered => "answered",
+        }
+    }
 }
 
 /// How bad an alert is; 1 is the most severe, as in Suricata.
@@ -600,6 +633,7 @@ mod tests {
                 evidence: vec![("distinct_ports".into(), 312.0)],
                 ttl_s: 600,
                 issued_ns: 5,
+                source_proof: SourceProof::Answered,
             }),
             Message::Alert(Alert {
                 id: 1,

@@ -28,7 +28,7 @@ pub const ALERT_FILE: &str = "alerts.json";
 pub const STATE_FILE: &str = "alert-state.json";
 
 /// Every kind, for parsing names back.
-pub const ALL_KINDS: [AttackKind; 11] = [
+pub const ALL_KINDS: [AttackKind; 12] = [
     AttackKind::PortScan,
     AttackKind::HostSweep,
     AttackKind::SynFlood,
@@ -40,6 +40,7 @@ pub const ALL_KINDS: [AttackKind; 11] = [
     AttackKind::LinkHealth,
     AttackKind::System,
     AttackKind::SlowHttp,
+    AttackKind::Spoofing,
 ];
 
 /// Parses a kind's snake_case name (`port_scan`, …).

@@ -9,7 +9,9 @@ use std::sync::Arc;
 
 use std::net::IpAddr;
 
-use crate::bus::messages::{Alert, AlertAction, AttackKind, FlowBatch, HostSnapshot, Proto, Severity, Verdict};
+use crate::bus::messages::{
+    Alert, AlertAction, AttackKind, FlowBatch, HostSnapshot, Proto, Severity, SourceProof, Verdict,
+};
 use crate::config::Config;
 use crate::detect::baseline::{Baseline, BaselineConfig};
 use crate::detect::fusion::{Fused, Fusion, FusionConfig, FusionStats, ModelOpinion, Origin};
@@ -69,6 +71,7 @@ pub fn signature_id(kind: AttackKind) -> u32 {
             AttackKind::LinkHealth => 9,
             AttackKind::System => 10,
             AttackKind::SlowHttp => 11,
+            AttackKind::Spoofing => 12,
         }
 }
 
@@ -86,6 +89,7 @@ pub fn signature(kind: AttackKind) -> &'static str {
         AttackKind::LinkHealth => "GATEWARDEN LINK health",
         AttackKind::System => "GATEWARDEN SYSTEM event",
         AttackKind::SlowHttp => "GATEWARDEN DOS slow HTTP (slowloris)",
+        AttackKind::Spoofing => "GATEWARDEN SPOOF forged source address",
     }
 }
 
@@ -714,6 +718,8 @@ impl DetectorStage {
                 evidence,
                 ttl_s,
                 issued_ns: d.ts_ns,
+                // The response policy's evidence of a real source (issue #15) fills this in.
+                source_proof: SourceProof::Unproven,
             });
         }
         let severity = match d.kind {
@@ -721,7 +727,8 @@ impl DetectorStage {
             | AttackKind::UdpFlood
             | AttackKind::IcmpFlood
             | AttackKind::BruteForce
-            | AttackKind::SlowHttp => Severity::High,
+            | AttackKind::SlowHttp
+            | AttackKind::Spoofing => Severity::High,
             AttackKind::PortScan | AttackKind::HostSweep | AttackKind::Anomaly => Severity::Medium,
             _ => Severity::Low,
         };

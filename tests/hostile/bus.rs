@@ -129,6 +129,7 @@ fn verdict(i: u64) -> Message {
         evidence: vec![],
         ttl_s: 60,
         issued_ns: 0,
+        source_proof: gatewarden::bus::messages::SourceProof::Unproven,
     })
 }
 
