@@ -31,6 +31,7 @@ fn snapshot(device: u32, flow: u64, dst: IpAddr, t: f64, bytes: u64) -> FlowReco
         fwd_bytes: bytes,
         rev_bytes: 0,
         conn_state: ConnState::S1,
+        src_answered: false,
     }
 }
 

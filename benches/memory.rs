@@ -40,6 +40,8 @@ fn main() {
             sport: (i % 60_000) as u16 + 1024,
             dport: 80,
             tcp_flags: 0x02,
+            tcp_seq: 0,
+            tcp_ack: 0,
             icmp_type: 0,
             icmp_code: 0,
             ip_len: 40,

@@ -43,6 +43,7 @@ fn flow(id: u64) -> FlowRecord {
         fwd_bytes: 600,
         rev_bytes: 800,
         conn_state: ConnState::SF,
+        src_answered: false,
     }
 }
 

@@ -44,6 +44,12 @@ pub struct PacketInfo {
     pub dport: u16,
     /// TCP flags, 0 for other protocols.
     pub tcp_flags: u8,
+    /// TCP sequence number, 0 for other protocols. The flow table keeps what
+    /// the responder sent so an originator's acknowledgement can prove it
+    /// received that (a forged source cannot: issue #15).
+    pub tcp_seq: u32,
+    /// TCP acknowledgement number (meaningful with the ACK flag), 0 otherwise.
+    pub tcp_ack: u32,
     /// ICMP/ICMPv6 type, 0 otherwise.
     pub icmp_type: u8,
     /// ICMP/ICMPv6 code, 0 otherwise.
@@ -168,6 +174,8 @@ fn from_sliced(ts_ns: u64, p: &LaxSlicedPacket<'_>) -> Result<PacketInfo, SkipRe
         sport: 0,
         dport: 0,
         tcp_flags: 0,
+        tcp_seq: 0,
+        tcp_ack: 0,
         icmp_type: 0,
         icmp_code: 0,
         ip_len,
@@ -178,6 +186,8 @@ fn from_sliced(ts_ns: u64, p: &LaxSlicedPacket<'_>) -> Result<PacketInfo, SkipRe
             info.sport = tcp.source_port();
             info.dport = tcp.destination_port();
             info.tcp_flags = tcp.slice()[13] & 0x3f;
+            info.tcp_seq = tcp.sequence_number();
+            info.tcp_ack = tcp.acknowledgment_number();
             info.payload_len = ip_payload.saturating_sub(tcp.header_len() as u32);
         }
         Some(TransportSlice::Udp(udp)) => {

@@ -163,6 +163,7 @@ fn record(id: u64, dport: u16, t: u64, state: ConnState) -> FlowRecord {
         fwd_bytes: 400,
         rev_bytes: 300,
         conn_state: state,
+        src_answered: false,
     }
 }
 

@@ -97,6 +97,12 @@ pub struct FlowRecord {
     pub rev_bytes: u64,
     /// Zeek-style connection state (`S0`, `SF`, `REJ`, …).
     pub conn_state: ConnState,
+    /// TCP: the originator acknowledged a sequence number the responder sent
+    /// it (completed the handshake, reset a SYN-ACK with the right
+    /// acknowledgement, or carried the session on), so it receives traffic at
+    /// its address and is not forged. Always false for UDP and ICMP, and for a
+    /// SYN scan's bare RST (its sequence number is the scanner's own).
+    pub src_answered: bool,
 }
 
 /// A batch of flow records, emitted by the router at a fixed cadence.
@@ -621,6 +627,7 @@ mod tests {
                     fwd_bytes: 180,
                     rev_bytes: 60,
                     conn_state: ConnState::REJ,
+                    src_answered: false,
                 }],
                 hosts: vec![HostSnapshot { addr: src, ts_ns: 2, features: vec![1.0, 0.5] }],
             }),

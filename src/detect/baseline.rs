@@ -359,6 +359,7 @@ mod tests {
             fwd_bytes,
             rev_bytes: 0,
             conn_state: ConnState::S0,
+            src_answered: false,
         }
     }
 

@@ -737,6 +737,7 @@ mod tests {
             fwd_bytes: 60 * fwd as u64,
             rev_bytes: 60 * rev as u64,
             conn_state: ConnState::parse(state).unwrap(),
+            src_answered: false,
         }
     }
 
@@ -982,6 +983,7 @@ mod tests {
             fwd_bytes: fwd.1,
             rev_bytes: rev.1,
             conn_state: ConnState::parse(state).unwrap(),
+            src_answered: false,
         }
     }
 

@@ -385,6 +385,8 @@ mod tests {
             sport: 40000,
             dport,
             tcp_flags: flags,
+            tcp_seq: 0,
+            tcp_ack: 0,
             icmp_type: 0,
             icmp_code: 0,
             ip_len: 100,

@@ -23,6 +23,11 @@ pub mod history {
     pub const RESP_DATA: u16 = 1 << 8;
     /// Responder sent a SYN without ACK (simultaneous open or reversed capture).
     pub const RESP_SYN: u16 = 1 << 9;
+    /// The flow knows the responder's sequence range (`Flow::resp_seq_lo..resp_seq_next`).
+    pub const RESP_SEQ: u16 = 1 << 10;
+    /// The originator acknowledged a sequence number the responder sent it: it
+    /// receives at its address (a forged source never sees the numbers).
+    pub const ORIG_ANSWERED: u16 = 1 << 11;
 }
 
 /// Zeek's connection states; see Zeek's `conn.log` documentation.

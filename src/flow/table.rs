@@ -104,6 +104,13 @@ pub struct Flow {
     pub flag_counts: [u16; 6],
     /// TCP history bits ([`history`]).
     pub history: u16,
+    /// The responder's first sequence number seen (its SYN-ACK's ISN, or the
+    /// first segment of a flow picked up midstream); valid with `RESP_SEQ`.
+    pub resp_seq_lo: u32,
+    /// One past the last sequence number the responder has sent; an
+    /// originator acknowledging a number in `resp_seq_lo + 1 ..= resp_seq_next`
+    /// has received the responder's segments (see [`history::ORIG_ANSWERED`]).
+    pub resp_seq_next: u32,
     /// Whether the originator is the key's `lo` end.
     pub orig_is_lo: bool,
     /// Whether it changed since the last update batch.
@@ -191,6 +198,7 @@ impl Flow {
             fwd_bytes: self.fwd_bytes,
             rev_bytes: self.rev_bytes,
             conn_state: self.conn_state(),
+            src_answered: self.history & history::ORIG_ANSWERED != 0,
         }
     }
 }
@@ -343,6 +351,8 @@ impl FlowTable {
             len_max: 0,
             flag_counts: [0; 6],
             history: 0,
+            resp_seq_lo: 0,
+            resp_seq_next: 0,
             orig_is_lo,
             dirty: false,
             queued: false,
@@ -500,6 +510,33 @@ fn update_flow(f: &mut Flow, p: &PacketInfo, from_originator: bool) {
         use history::*;
         let syn = fl & tcp_flags::SYN != 0;
         let ack = fl & tcp_flags::ACK != 0;
+        let rst = fl & tcp_flags::RST != 0;
+        if from_originator {
+            // Proof of a real source: it acknowledges a number only the responder's
+            // segments carried. The range is what the responder sent (one number after
+            // a bare SYN-ACK), so a blind forger's chance is that range over 2^32.
+            if ack && f.history & RESP_SEQ != 0 {
+                let off = p.tcp_ack.wrapping_sub(f.resp_seq_lo);
+                if off >= 1 && off <= f.resp_seq_next.wrapping_sub(f.resp_seq_lo) {
+                    f.history |= ORIG_ANSWERED;
+                }
+            }
+        } else if !rst {
+            // A responder's RST is left out: its sequence number is the one the
+            // originator put in its own acknowledgement, so the originator knows it.
+            let end = p
+                .tcp_seq
+                .wrapping_add(p.payload_len)
+                .wrapping_add(u32::from(syn))
+                .wrapping_add(u32::from(fl & tcp_flags::FIN != 0));
+            if f.history & RESP_SEQ == 0 || (syn && ack && f.history & RESP_SYNACK == 0) {
+                f.resp_seq_lo = p.tcp_seq;
+                f.resp_seq_next = end;
+                f.history |= RESP_SEQ;
+            } else if (end.wrapping_sub(f.resp_seq_next) as i32) > 0 {
+                f.resp_seq_next = end;
+            }
+        }
         let h = &mut f.history;
         if from_originator {
             if syn && !ack {
@@ -550,6 +587,8 @@ mod tests {
             sport,
             dport,
             tcp_flags: flags,
+            tcp_seq: 0,
+            tcp_ack: 0,
             icmp_type: 0,
             icmp_code: 0,
             ip_len: 60,
@@ -672,6 +711,63 @@ mod tests {
             t.take_exports();
             assert!(t.dirty.len() <= 100, "round {round}: {} queued", t.dirty.len());
         }
+    }
+
+    /// One TCP segment with sequence and acknowledgement numbers.
+    #[allow(clippy::too_many_arguments)]
+    fn seg(
+        t: f64,
+        src: &str,
+        sport: u16,
+        dst: &str,
+        dport: u16,
+        flags: u8,
+        seq: u32,
+        ack: u32,
+        len: u32,
+    ) -> PacketInfo {
+        PacketInfo { tcp_seq: seq, tcp_ack: ack, payload_len: len, ..pkt(t, src, sport, dst, dport, 6, flags) }
+    }
+
+    fn answered(packets: &[PacketInfo]) -> bool {
+        let mut t = FlowTable::new(16, 60, 3600);
+        for p in packets {
+            t.observe(p);
+        }
+        let r = t.take_updates(16);
+        assert_eq!(r.len(), 1, "{r:?}");
+        r[0].src_answered
+    }
+
+    #[test]
+    fn only_an_acknowledgement_of_the_responders_numbers_proves_the_source() {
+        let (c, s) = ("192.0.2.66", "198.51.100.10");
+        let syn = seg(1.0, c, 40000, s, 22, SYN, 1000, 0, 0);
+        // Sequence numbers near the wrap, so the range check must wrap too.
+        let synack = seg(1.001, s, 22, c, 40000, SYN | ACK, u32::MAX - 1, 1001, 0);
+        // A completed handshake: the ACK names the SYN-ACK's ISN + 1.
+        assert!(answered(&[syn, synack, seg(1.002, c, 40000, s, 22, ACK, 1001, u32::MAX, 0)]));
+        // A forged "handshake": the forger never saw the SYN-ACK and guesses.
+        assert!(!answered(&[syn, synack, seg(1.002, c, 40000, s, 22, ACK, 1001, 12345, 0)]));
+        // A reset that acknowledges the SYN-ACK correctly proves it too.
+        assert!(answered(&[syn, synack, seg(1.002, c, 40000, s, 22, RST | ACK, 1001, u32::MAX, 0)]));
+        // nmap's (and the kernel's) bare RST to a SYN-ACK carries only the scanner's own
+        // number: a blind forger can send the same, so it proves nothing.
+        assert!(!answered(&[syn, synack, seg(1.002, c, 40000, s, 22, RST, 1001, 0, 0)]));
+        // A SYN the responder refused: its RST's sequence number is the originator's choice.
+        let rst = seg(1.001, s, 22, c, 40000, RST | ACK, 0, 1001, 0);
+        assert!(!answered(&[syn, rst, seg(1.002, c, 40000, s, 22, ACK, 1001, 1, 0)]));
+        // A session picked up midstream: acknowledging the server's data proves it.
+        let data = seg(1.0, s, 22, c, 40000, ACK | PSH, 5000, 77, 100);
+        let c_first = seg(0.999, c, 40000, s, 22, ACK, 77, 5000, 0);
+        assert!(!answered(&[c_first, data]));
+        assert!(answered(&[c_first, data, seg(1.001, c, 40000, s, 22, ACK, 77, 5100, 0)]));
+        // Acknowledging beyond what the server sent is a guess.
+        assert!(!answered(&[c_first, data, seg(1.001, c, 40000, s, 22, ACK, 77, 5101, 0)]));
+        // A UDP exchange proves nothing at this layer.
+        let q = pkt(1.0, c, 5353, s, 53, 17, 0);
+        let a = pkt(1.001, s, 53, c, 5353, 17, 0);
+        assert!(!answered(&[q, a]));
     }
 
     #[test]

@@ -94,6 +94,7 @@ mod tests {
             fwd_bytes: bytes,
             rev_bytes: 0,
             conn_state: crate::flow::ConnState::S0,
+            src_answered: false,
         }
     }
 

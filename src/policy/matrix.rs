@@ -311,6 +311,7 @@ mod tests {
             fwd_bytes: bytes,
             rev_bytes: 0,
             conn_state: state,
+            src_answered: false,
         }
     }
 

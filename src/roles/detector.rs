@@ -789,6 +789,7 @@ mod tests {
                 fwd_bytes: 60,
                 rev_bytes: 54,
                 conn_state: ConnState::REJ,
+                src_answered: false,
             })
             .collect();
         FlowBatch { node: "r".into(), seq: 1, flows, hosts: vec![] }
