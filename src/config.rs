@@ -36,6 +36,9 @@ pub struct Config {
     pub flow: FlowConfig,
     /// Detector thresholds.
     pub detector: DetectorConfig,
+    /// The response policy: per attack kind block, alert or ignore, and the
+    /// evidence a block needs (owned by `detect::response`).
+    pub response: crate::detect::response::ResponseConfig,
     /// nftables enforcement on the router.
     pub enforce: EnforceConfig,
     /// Group policies: state directory, fixed groups and rules, suggestion limits.
@@ -59,6 +62,7 @@ impl Default for Config {
             capture: CaptureConfig::default(),
             flow: FlowConfig::default(),
             detector: DetectorConfig::default(),
+            response: crate::detect::response::ResponseConfig::default(),
             enforce: EnforceConfig::default(),
             policy: crate::policy::PolicyConfig::default(),
             monitor: MonitorConfig::default(),
@@ -469,9 +473,9 @@ pub struct DetectorConfig {
     pub model_threshold: f32,
     /// Consecutive batches the model must stay at or above `model_threshold`.
     pub model_batches: u32,
-    /// Let a finding of the model alone block its source. Off: it raises an
-    /// alert (saying so) and blocks nothing; a block needs an explainable
-    /// heuristic or the model agreeing with another detector.
+    /// Superseded by `[response] model_alone = "block"`; still honoured:
+    /// `true` lets a finding of the model alone block its source (logged at
+    /// start as the old spelling). Off: it raises an alert and blocks nothing.
     pub model_alone_blocks: bool,
     /// Seconds after a device is first seen before its baseline can flag it.
     pub baseline_warmup_s: u64,
@@ -1051,6 +1055,9 @@ impl Config {
         if !(1..=30 * 86_400).contains(&d.incident_close_s) {
             bad("detector.incident_close_s", d.incident_close_s.to_string(), "1 second to 30 days (2592000)");
         }
+        for (key, allowed) in self.response.problems() {
+            bad(key, self.response.scan_min_unanswered_pct.to_string(), &allowed);
+        }
         let e = &self.enforce;
         if !(1..=16_777_216).contains(&e.max_block_elements) {
             bad("enforce.max_block_elements", e.max_block_elements.to_string(), "1 to 16777216 addresses per set");
@@ -1171,6 +1178,15 @@ mod tests {
             Err(ConfigError::Invalid { errors, .. }) => errors.into_iter().map(|e| e.key).collect(),
             other => panic!("expected invalid values, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_response_action_that_is_not_block_alert_or_ignore_is_refused_by_name() {
+        let err = parse("[response]\nudp_flood = \"drop\"").unwrap_err().to_string();
+        assert!(err.contains("udp_flood") && err.contains("`block`, `alert`, `ignore`"), "{err}");
+        let c = parse("[response]\nanomaly = \"ignore\"\nport_scan = \"alert\"").unwrap();
+        use crate::detect::response::Action;
+        assert_eq!((c.response.anomaly, c.response.port_scan), (Action::Ignore, Action::Alert));
     }
 
     #[test]
@@ -1317,6 +1333,7 @@ mod tests {
             ("[detector]\nmodel_threshold = 1.5", "detector.model_threshold"),
             ("[detector]\nbaseline_factor = 0.5", "detector.baseline_factor"),
             ("[detector]\nmax_verdicts_per_s = 0.0", "detector.max_verdicts_per_s"),
+            ("[response]\nscan_min_unanswered_pct = 101", "response.scan_min_unanswered_pct"),
             ("[enforce]\nmax_block_elements = 0", "enforce.max_block_elements"),
             ("[enforce]\nsyn_meter_pps = 0", "enforce.syn_meter_pps"),
             ("[enforce]\nsyn_meter_burst = 0", "enforce.syn_meter_burst"),

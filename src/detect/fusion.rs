@@ -3,7 +3,11 @@
 //!
 //! * **Corroboration.** A heuristic or baseline finding about a source the
 //!   model also calls an attack gets a higher confidence
-//!   (`1 − (1 − c)(1 − p/2)`) and the model's numbers in its reason.
+//!   (`1 − (1 − c)(1 − p/2)`) and the model's numbers in its reason; at or
+//!   above `detector.model_threshold` the model counts as a second detector
+//!   that agrees (the response policy's `two_detectors_agree`).
+//! * **Response.** The [`ResponsePolicy`] decides each finding: block,
+//!   alert, or ignore, and names the rule that decided.
 //! * **Model alone.** The model raises a finding by itself only when its
 //!   attack probability stays at or above `detector.model_threshold` for
 //!   `detector.model_batches` consecutive batches, and nothing else has
@@ -26,6 +30,7 @@ use std::net::IpAddr;
 
 use crate::bus::messages::AttackKind;
 use crate::detect::heuristics::Detection;
+use crate::detect::response::{Action, Decision, ResponsePolicy};
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -98,11 +103,11 @@ pub struct FusionConfig {
     pub verdict_burst: f64,
     /// Base block TTL, seconds.
     pub block_ttl_s: u64,
-    /// Whether a finding of the model alone may block (default no: it raises
-    /// an alert). A classifier trained on a few labs' traffic is wrong about
-    /// some ordinary device somewhere; blocking needs an explainable rule or a
-    /// second detector that agrees (issue #15).
-    pub model_alone_blocks: bool,
+    /// What each finding does (`[response]`). A classifier trained on a few
+    /// labs' traffic, or a baseline, is wrong about some ordinary device
+    /// somewhere; by default blocking needs an explainable rule or a second
+    /// detector that agrees (issue #15).
+    pub policy: ResponsePolicy,
 }
 
 impl Default for FusionConfig {
@@ -115,7 +120,7 @@ impl Default for FusionConfig {
             max_verdicts_per_s: 20.0,
             verdict_burst: 50.0,
             block_ttl_s: 600,
-            model_alone_blocks: false,
+            policy: ResponsePolicy::default(),
         }
     }
 }
@@ -131,18 +136,16 @@ pub struct Fused {
     pub ttl_s: u32,
     /// A refresh of an open incident rather than a new one.
     pub refresh: bool,
-    /// Whether the response is a block; `false` gives an alert only.
-    pub blocks: bool,
-    /// Which rule decided the response, for the alert's reason.
-    pub decided_by: &'static str,
+    /// What the response policy decided (block, alert, ignore) and by which rule.
+    pub decision: Decision,
 }
 
-/// The rule under which a heuristic finding, or two detectors agreeing, blocks.
-pub const RULE_EVIDENCE: &str = "explainable evidence or two detectors agree";
-/// The rule under which the model alone only alerts.
-pub const RULE_MODEL_ALONE: &str = "the model alone alerts and does not block (detector.model_alone_blocks = false)";
-/// The rule under which the model alone blocks (an operator's choice).
-pub const RULE_MODEL_ALONE_BLOCKS: &str = "the model alone blocks (detector.model_alone_blocks = true)";
+impl Fused {
+    /// Whether the policy asks for a block.
+    pub fn blocks(&self) -> bool {
+        self.decision.action == Action::Block
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Incident {
@@ -264,7 +267,10 @@ impl Fusion {
                     d.confidence = (1.0 - (1.0 - d.confidence) * (1.0 - 0.5 * p)).min(0.999);
                     d.reason = format!("{}; model agrees: {p:.2} {}", d.reason, o.class);
                     d.evidence.push(("model_attack_p".into(), p as f64));
-                    origins.push(Origin::Model);
+                    // Only a confident model counts as a second, independent detector.
+                    if p >= self.cfg.model_threshold {
+                        origins.push(Origin::Model);
+                    }
                 }
             }
             // Several findings of one batch about the same incident: keep the first.
@@ -297,14 +303,8 @@ impl Fusion {
                 self.incidents.insert(key, Incident { opened_ns: ts, last_emit_ns: ts, last_seen_ns: ts });
             }
             let ttl_s = self.ttl(d.confidence, &origins);
-            out.push(Fused {
-                detection: d,
-                origins,
-                ttl_s,
-                refresh: is_refresh,
-                blocks: true,
-                decided_by: RULE_EVIDENCE,
-            });
+            let decision = self.cfg.policy.decide(&d, &origins);
+            out.push(Fused { detection: d, origins, ttl_s, refresh: is_refresh, decision });
         }
         // The model by itself, with hysteresis.
         for (src, o) in opinions {
@@ -357,9 +357,8 @@ impl Fusion {
                 flow_id: o.flow_id,
             };
             let ttl_s = self.ttl(confidence, &[Origin::Model]);
-            let (blocks, decided_by) =
-                if self.cfg.model_alone_blocks { (true, RULE_MODEL_ALONE_BLOCKS) } else { (false, RULE_MODEL_ALONE) };
-            out.push(Fused { detection: d, origins: vec![Origin::Model], ttl_s, refresh: false, blocks, decided_by });
+            let decision = self.cfg.policy.decide(&d, &[Origin::Model]);
+            out.push(Fused { detection: d, origins: vec![Origin::Model], ttl_s, refresh: false, decision });
         }
         out
     }
@@ -369,6 +368,7 @@ impl Fusion {
 mod tests {
     use super::*;
     use crate::bus::messages::Proto;
+    use crate::detect::response::Rule;
 
     fn det(src: &str, kind: AttackKind, t: f64) -> Detection {
         Detection {
@@ -454,7 +454,7 @@ mod tests {
         // And then it stays quiet while the incident is open.
         assert!(f.fuse(vec![], &[(src, opinion(0.99, 1.4))], 1_400_000_000).is_empty());
         // By default the model alone only alerts, and says which rule decided.
-        assert!(!out[0].blocks && out[0].decided_by == RULE_MODEL_ALONE, "{:?}", out[0]);
+        assert!(!out[0].blocks() && out[0].decision.rule == Rule::ModelAlone, "{:?}", out[0]);
     }
 
     #[test]
@@ -465,9 +465,10 @@ mod tests {
             f.fuse(vec![], &[(src, opinion(0.99, 1.0))], 1_000_000_000);
             f.fuse(vec![], &[(src, opinion(0.99, 1.1))], 1_100_000_000).pop().unwrap()
         };
-        assert!(!alone(FusionConfig::default()).blocks);
-        let forced = alone(FusionConfig { model_alone_blocks: true, ..Default::default() });
-        assert!(forced.blocks && forced.decided_by == RULE_MODEL_ALONE_BLOCKS);
+        assert!(!alone(FusionConfig::default()).blocks());
+        let policy = ResponsePolicy::new(Default::default(), true);
+        let forced = alone(FusionConfig { policy, ..Default::default() });
+        assert!(forced.blocks() && forced.decision.rule == Rule::ModelAlone);
         // A heuristic finding blocks, alone or with the model agreeing.
         let mut f = Fusion::new(FusionConfig::default());
         let out = f.fuse(
@@ -475,7 +476,7 @@ mod tests {
             &[("192.0.2.80".parse().unwrap(), opinion(0.98, 1.0))],
             1_000_000_000,
         );
-        assert!(out[0].blocks && out[0].decided_by == RULE_EVIDENCE, "{:?}", out[0]);
+        assert!(out[0].blocks() && out[0].decision.rule == Rule::DetectorsAgree, "{:?}", out[0]);
     }
 
     #[test]
@@ -506,6 +507,40 @@ mod tests {
         d.confidence = 0.7;
         let out = f.fuse(vec![(d, Origin::Baseline)], &[], 1_000_000_000);
         assert_eq!(out[0].ttl_s, 150);
+    }
+
+    #[test]
+    fn the_baseline_alone_alerts_and_agreeing_with_the_model_blocks() {
+        let src: IpAddr = "192.0.2.11".parse().unwrap();
+        let anomaly = || {
+            let mut d = det("192.0.2.11", AttackKind::Anomaly, 1.0);
+            d.confidence = 0.7;
+            d
+        };
+        // The baseline alone: an alert that says which rule decided, no block.
+        let mut f = Fusion::new(FusionConfig::default());
+        let out = f.fuse(vec![(anomaly(), Origin::Baseline)], &[], 1_000_000_000);
+        assert!(!out[0].blocks() && out[0].decision.rule == Rule::BaselineAlone, "{:?}", out[0]);
+        // A model that leans towards attack but is not confident does not make two detectors.
+        let mut f = Fusion::new(FusionConfig::default());
+        let out = f.fuse(vec![(anomaly(), Origin::Baseline)], &[(src, opinion(0.6, 1.0))], 1_000_000_000);
+        assert!(!out[0].blocks() && out[0].decision.rule == Rule::BaselineAlone, "{:?}", out[0]);
+        // The baseline and a confident model agreeing: a block.
+        let mut f = Fusion::new(FusionConfig::default());
+        let out = f.fuse(vec![(anomaly(), Origin::Baseline)], &[(src, opinion(0.95, 1.0))], 1_000_000_000);
+        assert!(out[0].blocks() && out[0].decision.rule == Rule::DetectorsAgree, "{:?}", out[0]);
+        assert_eq!(out[0].origins, vec![Origin::Baseline, Origin::Model]);
+    }
+
+    #[test]
+    fn an_ignored_kind_is_decided_as_ignore() {
+        use crate::detect::response::{Action, ResponseConfig};
+        let cfg = ResponseConfig { brute_force: Action::Ignore, ..Default::default() };
+        let mut f = Fusion::new(FusionConfig { policy: ResponsePolicy::new(cfg, false), ..Default::default() });
+        let out =
+            f.fuse(vec![(det("192.0.2.66", AttackKind::BruteForce, 1.0), Origin::Heuristics)], &[], 1_000_000_000);
+        assert_eq!(out[0].decision.action, Action::Ignore);
+        assert_eq!(out[0].decision.rule, Rule::KindIgnored);
     }
 
     #[test]

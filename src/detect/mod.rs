@@ -3,12 +3,15 @@
 //! Three detectors look at the same batches — explainable thresholds
 //! ([`heuristics`]), a TensorFlow Lite classifier over per-host statistics
 //! ([`model`]) and a per-device baseline ([`baseline`]) — and [`fusion`]
-//! combines their findings into verdicts with confidence, reason and TTL.
+//! combines their findings into verdicts with confidence, reason and TTL;
+//! the [`response`] policy decides whether each one blocks, alerts or is
+//! only counted.
 
 pub mod baseline;
 pub mod fusion;
 pub mod heuristics;
 pub mod model;
+pub mod response;
 pub mod validator;
 
 pub use heuristics::{Detection, Heuristics};

@@ -15,7 +15,9 @@ use crate::bus::messages::{
 use crate::config::Config;
 use crate::detect::baseline::{Baseline, BaselineConfig};
 use crate::detect::fusion::{Fused, Fusion, FusionConfig, FusionStats, ModelOpinion, Origin};
+use crate::detect::heuristics::{Detection, AUTH_PORTS};
 use crate::detect::model::{HostModel, ModelError};
+use crate::detect::response::{Action, Decision, ResponseConfig, ResponsePolicy};
 use crate::detect::validator::{self, Limits, Rejected};
 use crate::detect::Heuristics;
 use crate::features::schema::HOST_STATS;
@@ -45,7 +47,32 @@ pub struct DetectorStage {
     rate_limited: Counter,
     model_errors: Counter,
     last_stats: FusionStats,
+    /// `[detector]` as in force (the model's kind mapping reads its thresholds).
+    detector_cfg: crate::config::DetectorConfig,
+    /// `[response]` as in force.
+    response: ResponseConfig,
+    /// Decisions by (kind, action, rule), for `gatewarden_response_total`.
+    responses: BTreeMap<(AttackKind, Action, &'static str), Counter>,
+    /// Flows in which a source acknowledged what it was sent: proof that it
+    /// receives at its address, kept per source for [`PROOF_WINDOW_NS`].
+    proofs: HashMap<IpAddr, std::collections::VecDeque<Proof>>,
 }
+
+/// One flow that proved its originator real.
+#[derive(Debug, Clone, Copy)]
+struct Proof {
+    ts_ns: u64,
+    dst: IpAddr,
+    dport: u16,
+    flow_id: u64,
+}
+
+/// How long a flow's proof of its source counts for a finding about that source, ns.
+pub const PROOF_WINDOW_NS: u64 = 120_000_000_000;
+/// Most sources with proofs kept; beyond it the map starts over (proofs are renewed by every flow).
+pub const MAX_PROOF_SOURCES: usize = 16_384;
+/// Most proofs kept per source (the newest).
+const MAX_PROOFS_PER_SOURCE: usize = 32;
 
 /// What one batch produced.
 #[derive(Debug, Default)]
@@ -320,7 +347,7 @@ pub fn model_alert(node: &str, upload: u64, result: Result<&crate::detect::model
     Alert::about_system(node, AttackKind::System, severity, signature_id, signature, reason)
 }
 
-fn fusion_config(d: &crate::config::DetectorConfig) -> FusionConfig {
+fn fusion_config(d: &crate::config::DetectorConfig, response: &ResponseConfig) -> FusionConfig {
     FusionConfig {
         model_threshold: d.model_threshold,
         model_batches: d.model_batches,
@@ -329,7 +356,7 @@ fn fusion_config(d: &crate::config::DetectorConfig) -> FusionConfig {
         max_verdicts_per_s: d.max_verdicts_per_s,
         verdict_burst: d.verdict_burst,
         block_ttl_s: d.block_ttl_s,
-        model_alone_blocks: d.model_alone_blocks,
+        policy: ResponsePolicy::new(response.clone(), d.model_alone_blocks),
     }
 }
 
@@ -346,11 +373,26 @@ fn baseline_config(d: &crate::config::DetectorConfig) -> BaselineConfig {
 /// Per-source facts of one batch the model's opinion needs (kind, target).
 #[derive(Default)]
 struct SourceSeen {
-    tcp: u32,
-    udp: u32,
-    icmp: u32,
-    dsts: u32,
-    last: Option<(IpAddr, u16, u64, Proto)>,
+    /// Packets the source sent in its TCP, UDP and ICMP flows of the batch.
+    packets: [u64; 3],
+    /// Its last flow of each of those protocols: (destination, port, flow id).
+    last: [Option<(IpAddr, u16, u64)>; 3],
+    /// Its last flow of any protocol.
+    any: Option<(IpAddr, u16, u64, Proto)>,
+    /// TCP flows to an authentication port, and the last of them.
+    auth: u32,
+    auth_flow: Option<(IpAddr, u16, u64)>,
+}
+
+const PROTOS: [Proto; 3] = [Proto::Tcp, Proto::Udp, Proto::Icmp];
+
+fn proto_index(p: Proto) -> Option<usize> {
+    match p {
+        Proto::Tcp => Some(0),
+        Proto::Udp => Some(1),
+        Proto::Icmp | Proto::Icmpv6 => Some(2),
+        Proto::Other(_) => None,
+    }
 }
 
 impl DetectorStage {
@@ -434,7 +476,12 @@ impl DetectorStage {
         registry
             .gauge("gatewarden_model_loaded", "1 when the detector runs a model, 0 when on heuristics only.", &[])
             .set(if model.is_some() { 1.0 } else { 0.0 });
-        let fusion = Fusion::new(fusion_config(d));
+        if d.model_alone_blocks {
+            tracing::warn!(
+                "detector.model_alone_blocks = true is the old spelling of [response] model_alone = \"block\"; it still lets the model block alone"
+            );
+        }
+        let fusion = Fusion::new(fusion_config(d, &cfg.response));
         let baseline = Baseline::new(baseline_config(d));
         DetectorStage {
             node: cfg.node_id.clone(),
@@ -463,6 +510,10 @@ impl DetectorStage {
             ),
             model_errors: registry.counter("gatewarden_model_errors_total", "Model runs that failed.", &[]),
             last_stats: Default::default(),
+            detector_cfg: d.clone(),
+            response: cfg.response.clone(),
+            responses: BTreeMap::new(),
+            proofs: HashMap::default(),
         }
     }
 
@@ -471,8 +522,64 @@ impl DetectorStage {
     /// model file is not changed here (that is the training page's job).
     pub fn set_detector_config(&mut self, d: &crate::config::DetectorConfig) {
         self.heuristics.set_config(d.clone());
-        self.fusion.set_config(fusion_config(d));
+        self.fusion.set_config(fusion_config(d, &self.response));
         self.baseline.set_config(baseline_config(d));
+        self.detector_cfg = d.clone();
+    }
+
+    /// A new response policy from the settings page (already validated); the next batch uses it.
+    pub fn set_response_config(&mut self, r: &ResponseConfig) {
+        self.response = r.clone();
+        self.fusion.set_config(fusion_config(&self.detector_cfg, r));
+    }
+
+    /// Remembers a flow whose originator acknowledged what it was sent.
+    fn remember_proof(&mut self, r: &crate::bus::messages::FlowRecord) {
+        if !self.proofs.contains_key(&r.src) && self.proofs.len() >= MAX_PROOF_SOURCES {
+            let cutoff = r.last_ns.saturating_sub(PROOF_WINDOW_NS);
+            self.proofs.retain(|_, q| q.back().is_some_and(|p| p.ts_ns >= cutoff));
+            if self.proofs.len() >= MAX_PROOF_SOURCES {
+                self.proofs.clear();
+            }
+        }
+        let q = self.proofs.entry(r.src).or_default();
+        if let Some(p) = q.iter_mut().find(|p| p.flow_id == r.flow_id) {
+            p.ts_ns = p.ts_ns.max(r.last_ns);
+            return;
+        }
+        if q.len() >= MAX_PROOFS_PER_SOURCE {
+            q.pop_front();
+        }
+        q.push_back(Proof { ts_ns: r.last_ns, dst: r.dst, dport: r.dport, flow_id: r.flow_id });
+    }
+
+    /// A flow of the finding's source, towards what the finding is about, in
+    /// which the source acknowledged what it was sent. Only such a flow counts:
+    /// a real host's sessions elsewhere say nothing about packets forged in its name.
+    fn proof_for(&self, d: &Detection) -> Option<Proof> {
+        let src = d.source?;
+        let cutoff = d.ts_ns.saturating_sub(PROOF_WINDOW_NS);
+        let any_port = d.port == 0 || d.kind == AttackKind::PortScan;
+        self.proofs
+            .get(&src)?
+            .iter()
+            .rev()
+            .copied()
+            .find(|p| p.ts_ns >= cutoff && d.target.is_none_or(|t| t == p.dst) && (any_port || p.dport == d.port))
+    }
+
+    fn count_response(&mut self, kind: AttackKind, decision: Decision) {
+        let reg = self.registry.clone();
+        self.responses
+            .entry((kind, decision.action, decision.rule.as_str()))
+            .or_insert_with(|| {
+                reg.counter(
+                    "gatewarden_response_total",
+                    "Findings by attack kind, the response policy's action (block, alert, ignore) and the rule that decided.",
+                    &[("kind", kind.as_str()), ("action", decision.action.as_str()), ("rule", decision.rule.as_str())],
+                )
+            })
+            .inc();
     }
 
     /// Replaces the model (an upload from the dashboard); the next batch runs it.
@@ -578,17 +685,9 @@ impl DetectorStage {
             let class = classes[worst].clone();
             let s = &seen[&h.addr];
             let f = |name: &str| host_stat(&h.features, name, 1);
-            let kind = match class.as_str() {
-                "scan" if f("host_distinct_dsts") > f("host_distinct_dports") => AttackKind::HostSweep,
-                "scan" => AttackKind::PortScan,
-                "brute_force" => AttackKind::BruteForce,
-                "flood" if s.icmp >= s.tcp.max(s.udp) => AttackKind::IcmpFlood,
-                "flood" if s.udp >= s.tcp => AttackKind::UdpFlood,
-                "flood" => AttackKind::SynFlood,
-                _ => AttackKind::Anomaly,
-            };
+            let (kind, flow) = model_kind(&class, s, &h.features, &self.detector_cfg);
             let numbers = format!(
-                "{:.0} packets/s over 1 s; 10 s window: {:.0} packets/s, {:.0} kB/s, {:.0} ports, {:.0} hosts, SYN share {:.2}, failed share {:.2}; {} flows in this batch",
+                "{:.0} packets/s over 1 s; 10 s window: {:.0} packets/s, {:.0} kB/s, {:.0} ports, {:.0} hosts, SYN share {:.2}, failed share {:.2}; {} packets in this batch",
                 host_stat(&h.features, "host_pkt_rate", 0),
                 f("host_pkt_rate"),
                 f("host_byte_rate") / 1e3,
@@ -596,7 +695,7 @@ impl DetectorStage {
                 f("host_distinct_dsts"),
                 f("host_syn_ratio"),
                 f("host_failed_share"),
-                s.tcp + s.udp + s.icmp,
+                s.packets.iter().sum::<u64>(),
             );
             let evidence = vec![
                 ("pkt_rate_w1".into(), host_stat(&h.features, "host_pkt_rate", 0) as f64),
@@ -605,9 +704,8 @@ impl DetectorStage {
                 ("distinct_dsts_w10".into(), f("host_distinct_dsts") as f64),
                 ("syn_ratio_w10".into(), f("host_syn_ratio") as f64),
             ];
-            let (target, port, flow_id, proto) =
-                s.last.map_or((None, 0, 0, None), |(d, p, id, pr)| (Some(d), p, id, Some(pr)));
-            let target = if s.dsts > 1 && kind == AttackKind::HostSweep { None } else { target };
+            // The flow shown with the finding is one that supports its kind.
+            let (target, port, flow_id, proto) = flow.map_or((None, 0, 0, None), |(d, p, id, pr)| (d, p, id, Some(pr)));
             out.push((
                 h.addr,
                 ModelOpinion {
@@ -655,16 +753,18 @@ impl DetectorStage {
                 findings.push((d, Origin::Baseline));
             }
             let s = seen.entry(r.src).or_default();
-            match r.proto {
-                Proto::Tcp => s.tcp += 1,
-                Proto::Udp => s.udp += 1,
-                Proto::Icmp | Proto::Icmpv6 => s.icmp += 1,
-                Proto::Other(_) => {}
+            if let Some(i) = proto_index(r.proto) {
+                s.packets[i] += u64::from(r.fwd_packets);
+                s.last[i] = Some((r.dst, r.dport, r.flow_id));
             }
-            if s.last.is_none_or(|l| l.0 != r.dst) {
-                s.dsts += 1;
+            if r.proto == Proto::Tcp && AUTH_PORTS.contains(&r.dport) {
+                s.auth += 1;
+                s.auth_flow = Some((r.dst, r.dport, r.flow_id));
             }
-            s.last = Some((r.dst, r.dport, r.flow_id, r.proto));
+            s.any = Some((r.dst, r.dport, r.flow_id, r.proto));
+            if r.src_answered {
+                self.remember_proof(r);
+            }
         }
         let opinions = self.opinions(batch, &seen);
         for f in self.fusion.fuse(findings, &opinions, now) {
@@ -696,18 +796,39 @@ impl DetectorStage {
     }
 
     fn emit(&mut self, f: Fused, out: &mut Findings) {
-        let Fused { detection: mut d, origins, ttl_s, refresh: _, blocks, decided_by } = f;
+        let Fused { detection: mut d, origins, ttl_s, refresh: _, decision } = f;
+        self.count_response(d.kind, decision);
+        if decision.action == Action::Ignore {
+            return;
+        }
         let id = self.next_id;
         self.next_id += 1;
         self.count_verdict(d.kind, &origins);
-        let action = if d.source.is_some() && blocks { AlertAction::Blocked } else { AlertAction::Allowed };
-        if !blocks {
-            d.reason = format!("{}; alert only: {decided_by}", d.reason);
+        let blocks = decision.action == Action::Block && d.source.is_some();
+        let action = if blocks { AlertAction::Blocked } else { AlertAction::Allowed };
+        let proof = self.proof_for(&d);
+        if let Some(src) = d.source {
+            let said = match proof {
+                Some(p) => format!(
+                    "source proven: {src} acknowledged what {} sent it (flow {}, port {})",
+                    p.dst, p.flow_id, p.dport
+                ),
+                None => format!(
+                    "source unproven: nothing {src} sent towards {} needed to reach it first (SYNs, UDP, ICMP, resets can be forged)",
+                    d.target.map_or("its targets".to_string(), |t| t.to_string())
+                ),
+            };
+            d.reason = format!("{}; {said}", d.reason);
         }
+        d.reason = format!("{}; {}", d.reason, decision.sentence());
         if let Some(source) = d.source.filter(|_| blocks) {
             let mut evidence = d.evidence.clone();
             for o in &origins {
                 evidence.push((format!("origin_{}", o.as_str()), 1.0));
+            }
+            evidence.push(("source_answered".into(), if proof.is_some() { 1.0 } else { 0.0 }));
+            if let Some(p) = proof {
+                evidence.push(("source_proof_flow".into(), p.flow_id as f64));
             }
             out.verdicts.push(Verdict {
                 id,
@@ -718,8 +839,7 @@ impl DetectorStage {
                 evidence,
                 ttl_s,
                 issued_ns: d.ts_ns,
-                // The response policy's evidence of a real source (issue #15) fills this in.
-                source_proof: SourceProof::Unproven,
+                source_proof: if proof.is_some() { SourceProof::Answered } else { SourceProof::Unproven },
             });
         }
         let severity = match d.kind {
@@ -759,6 +879,55 @@ impl DetectorStage {
 /// admin's SSH session are (both were flagged by an early model). Below it
 /// the model can still corroborate other findings.
 pub const MODEL_ALONE_MIN_PPS: f32 = 20.0;
+
+/// A flow shown with a model finding: target (none for a sweep), port, flow id, protocol.
+type ShownFlow = (Option<IpAddr>, u16, u64, Proto);
+
+/// The attack kind the model's worst class stands for at one host, and a
+/// flow of that host that supports it: a kind is only given when the host's
+/// own numbers fit it (a flood needs a flood-level rate in one protocol, a
+/// sweep many hosts, a scan many ports, brute force connections to a login
+/// port); otherwise the finding is an `anomaly`.
+fn model_kind(
+    class: &str,
+    s: &SourceSeen,
+    features: &[f32],
+    cfg: &crate::config::DetectorConfig,
+) -> (AttackKind, Option<ShownFlow>) {
+    let dsts = host_stat(features, "host_distinct_dsts", 1);
+    let ports = host_stat(features, "host_distinct_dports", 1);
+    let rate = host_stat(features, "host_pkt_rate", 0);
+    let sent: u64 = s.packets.iter().sum();
+    // The protocol that carried most of this batch's packets.
+    let main = (0..3).max_by_key(|&i| s.packets[i]).filter(|&i| s.packets[i] > 0);
+    let flow_of = |i: usize| s.last[i].map(|(d, p, id)| (Some(d), p, id, PROTOS[i]));
+    let sweep = dsts >= (cfg.sweep_distinct_hosts / 2).max(2) as f32 && dsts > ports;
+    let vscan = ports >= (cfg.scan_distinct_ports / 2).max(2) as f32;
+    let flood = main.and_then(|i| {
+        let (kind, limit) = match i {
+            0 => (AttackKind::SynFlood, cfg.syn_flood_pps),
+            1 => (AttackKind::UdpFlood, cfg.udp_flood_pps),
+            _ => (AttackKind::IcmpFlood, cfg.icmp_flood_pps),
+        };
+        let share = s.packets[i] as f32 / sent.max(1) as f32;
+        (rate * share >= limit as f32 / 2.0).then_some((kind, i))
+    });
+    let any = s.any.map(|(d, p, id, pr)| (Some(d), p, id, pr));
+    match class {
+        "scan" | "flood" if sweep && (class == "scan" || flood.is_none()) => {
+            (AttackKind::HostSweep, main.and_then(flow_of).map(|(_, p, id, pr)| (None, p, id, pr)))
+        }
+        "scan" if vscan => (AttackKind::PortScan, main.and_then(flow_of).map(|(d, _, id, pr)| (d, 0, id, pr))),
+        "flood" => match flood {
+            Some((kind, i)) => (kind, flow_of(i)),
+            None => (AttackKind::Anomaly, any),
+        },
+        "brute_force" if s.auth > 0 => {
+            (AttackKind::BruteForce, s.auth_flow.map(|(d, p, id)| (Some(d), p, id, Proto::Tcp)))
+        }
+        _ => (AttackKind::Anomaly, any),
+    }
+}
 
 /// One host statistic by name and window index (0: 1 s, 1: 10 s, 2: 60 s) from a snapshot.
 pub fn host_stat(features: &[f32], name: &str, window: usize) -> f32 {

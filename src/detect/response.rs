@@ -1,0 +1,424 @@
+//! The response policy: what a finding does — block its source, raise an
+//! alert, or nothing — decided between detection and enforcement
+//! (`[response]` in the config, the Settings page).
+//!
+//! A block needs hard evidence: an explainable rule whose numbers an attack
+//! makes and ordinary devices do not (a scan whose probes mostly go
+//! unanswered, a flood above its rate, repeated short sessions to a login,
+//! many idle connections to a web server), or two independent detectors
+//! agreeing. The model alone or the baseline alone raises an alert and blocks
+//! nothing: each is wrong about some ordinary device somewhere (issue #15: a
+//! firmware download and a camera stream were blocked as floods). Every
+//! decision names its [`Rule`], which the alert's reason and
+//! `gatewarden_response_total{kind,action,rule}` carry.
+
+use serde::{Deserialize, Serialize};
+
+use crate::bus::messages::AttackKind;
+use crate::detect::fusion::Origin;
+use crate::detect::heuristics::Detection;
+
+/// What the gateway does about one kind of finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    /// Block the source when the evidence rule for its kind holds; an alert otherwise.
+    Block,
+    /// Raise an alert; never block.
+    Alert,
+    /// Neither block nor alert; only counted in `/metrics`.
+    Ignore,
+}
+
+impl Action {
+    /// The lower-case name used in the config, metrics and reasons.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Block => "block",
+            Action::Alert => "alert",
+            Action::Ignore => "ignore",
+        }
+    }
+
+    /// Parses the config spelling (`block`, `alert`, `ignore`).
+    pub fn parse(s: &str) -> Option<Action> {
+        match s.trim() {
+            "block" => Some(Action::Block),
+            "alert" => Some(Action::Alert),
+            "ignore" => Some(Action::Ignore),
+            _ => None,
+        }
+    }
+}
+
+/// `[response]`: per attack kind, what a finding does, and the evidence a block needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResponseConfig {
+    /// Vertical port scans (`block`, `alert` or `ignore`).
+    pub port_scan: Action,
+    /// Horizontal sweeps of one port across many hosts.
+    pub host_sweep: Action,
+    /// SYN floods from one source.
+    pub syn_flood: Action,
+    /// UDP floods from one source.
+    pub udp_flood: Action,
+    /// ICMP floods from one source.
+    pub icmp_flood: Action,
+    /// Password guessing against a login service.
+    pub brute_force: Action,
+    /// Slow HTTP (slowloris).
+    pub slow_http: Action,
+    /// Behaviour far outside a device's baseline (the baseline and the model find these).
+    pub anomaly: Action,
+    /// What a finding of the model by itself does: `alert` (default) or
+    /// `ignore`; `block` lets the classifier block on its own (replaces
+    /// `detector.model_alone_blocks`).
+    pub model_alone: Action,
+    /// What a finding of the per-device baseline by itself does: `alert`
+    /// (default), `ignore`, or `block`.
+    pub baseline_alone: Action,
+    /// Share of a scan's or sweep's probes, in percent, that must have gone
+    /// unanswered for it to block: a device talking to many services of a
+    /// host that answers them is not scanning.
+    pub scan_min_unanswered_pct: f64,
+}
+
+impl Default for ResponseConfig {
+    fn default() -> Self {
+        ResponseConfig {
+            port_scan: Action::Block,
+            host_sweep: Action::Block,
+            syn_flood: Action::Block,
+            udp_flood: Action::Block,
+            icmp_flood: Action::Block,
+            brute_force: Action::Block,
+            slow_http: Action::Block,
+            anomaly: Action::Block,
+            model_alone: Action::Alert,
+            baseline_alone: Action::Alert,
+            scan_min_unanswered_pct: 50.0,
+        }
+    }
+}
+
+/// The kinds `[response]` has a key for, in the order the Settings page lists them.
+pub const KINDS: [AttackKind; 8] = [
+    AttackKind::PortScan,
+    AttackKind::HostSweep,
+    AttackKind::SynFlood,
+    AttackKind::UdpFlood,
+    AttackKind::IcmpFlood,
+    AttackKind::BruteForce,
+    AttackKind::SlowHttp,
+    AttackKind::Anomaly,
+];
+
+impl ResponseConfig {
+    /// The configured action for `kind`; kinds without a key (system events) alert.
+    pub fn action(&self, kind: AttackKind) -> Action {
+        match kind {
+            AttackKind::PortScan => self.port_scan,
+            AttackKind::HostSweep => self.host_sweep,
+            AttackKind::SynFlood => self.syn_flood,
+            AttackKind::UdpFlood => self.udp_flood,
+            AttackKind::IcmpFlood => self.icmp_flood,
+            AttackKind::BruteForce => self.brute_force,
+            AttackKind::SlowHttp => self.slow_http,
+            AttackKind::Anomaly => self.anomaly,
+            _ => Action::Alert,
+        }
+    }
+
+    /// Sets the action for `kind` (the Settings page); false for a kind without a key.
+    pub fn set_action(&mut self, kind: AttackKind, action: Action) -> bool {
+        let slot = match kind {
+            AttackKind::PortScan => &mut self.port_scan,
+            AttackKind::HostSweep => &mut self.host_sweep,
+            AttackKind::SynFlood => &mut self.syn_flood,
+            AttackKind::UdpFlood => &mut self.udp_flood,
+            AttackKind::IcmpFlood => &mut self.icmp_flood,
+            AttackKind::BruteForce => &mut self.brute_force,
+            AttackKind::SlowHttp => &mut self.slow_http,
+            AttackKind::Anomaly => &mut self.anomaly,
+            _ => return false,
+        };
+        *slot = action;
+        true
+    }
+
+    /// Problems as (key, message); empty when the section is usable.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let p = self.scan_min_unanswered_pct;
+        if !(0.0..=100.0).contains(&p) {
+            out.push(("response.scan_min_unanswered_pct", format!("must be a percentage from 0 to 100, not {p}")));
+        }
+        out
+    }
+}
+
+/// A rule of the policy: the name alerts, metrics and docs use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Rule {
+    /// A port scan or sweep whose probes mostly went unanswered.
+    ScanUnanswered,
+    /// A scan or sweep whose probes were mostly answered: not enough to block.
+    ScanAnswered,
+    /// One source above a flood rate (for SYN floods: unanswered handshakes).
+    FloodRate,
+    /// Repeated short sessions (or failed attempts) to one login service.
+    RepeatedSessions,
+    /// Many idle, unanswered connections held open to one web server.
+    IdleConnections,
+    /// Two independent detectors found the same source.
+    DetectorsAgree,
+    /// The model by itself.
+    ModelAlone,
+    /// The per-device baseline by itself.
+    BaselineAlone,
+    /// An attack with many (likely forged) sources: no one source to block; the meters act.
+    NoSingleSource,
+    /// `[response]` says `alert` for this kind.
+    KindAlerts,
+    /// `[response]` says `ignore` for this kind.
+    KindIgnored,
+}
+
+impl Rule {
+    /// The name in alerts, `/metrics` and docs/DETECTION.md.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rule::ScanUnanswered => "scan_mostly_unanswered",
+            Rule::ScanAnswered => "scan_mostly_answered",
+            Rule::FloodRate => "flood_above_rate",
+            Rule::RepeatedSessions => "repeated_login_sessions",
+            Rule::IdleConnections => "many_idle_connections",
+            Rule::DetectorsAgree => "two_detectors_agree",
+            Rule::ModelAlone => "model_alone",
+            Rule::BaselineAlone => "baseline_alone",
+            Rule::NoSingleSource => "no_single_source",
+            Rule::KindAlerts => "kind_set_to_alert",
+            Rule::KindIgnored => "kind_set_to_ignore",
+        }
+    }
+
+    /// What the rule means, for the alert's reason.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Rule::ScanUnanswered => "a scan whose probes mostly went unanswered",
+            Rule::ScanAnswered => "the probes were mostly answered, which ordinary clients also do",
+            Rule::FloodRate => "one source above its flood rate",
+            Rule::RepeatedSessions => "repeated short sessions to one login service",
+            Rule::IdleConnections => "many idle connections held open to one web server",
+            Rule::DetectorsAgree => "two independent detectors agree",
+            Rule::ModelAlone => "the model alone raises an alert and blocks nothing",
+            Rule::BaselineAlone => "the baseline alone raises an alert and blocks nothing",
+            Rule::NoSingleSource => "many forged sources: the SYN meter limits them, no one is blocked",
+            Rule::KindAlerts => "[response] says alert for this kind",
+            Rule::KindIgnored => "[response] says ignore for this kind",
+        }
+    }
+}
+
+/// What the policy decided about one finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Block (with an alert), alert, or nothing.
+    pub action: Action,
+    /// The rule that decided.
+    pub rule: Rule,
+}
+
+impl Decision {
+    /// The sentence appended to the alert's reason: the action and the rule, by name.
+    pub fn sentence(&self) -> String {
+        let what = match self.action {
+            Action::Block => "blocked",
+            Action::Alert => "alert only",
+            Action::Ignore => "ignored",
+        };
+        format!("{what}: policy rule {} ({})", self.rule.as_str(), self.rule.explain())
+    }
+}
+
+fn evidence(d: &Detection, name: &str) -> Option<f64> {
+    d.evidence.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+}
+
+/// The policy in force: `[response]` plus the legacy `detector.model_alone_blocks`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponsePolicy {
+    cfg: ResponseConfig,
+}
+
+impl Default for ResponsePolicy {
+    fn default() -> Self {
+        ResponsePolicy::new(ResponseConfig::default(), false)
+    }
+}
+
+impl ResponsePolicy {
+    /// The policy from `[response]`; `model_alone_blocks` (the old
+    /// `detector.model_alone_blocks = true`) still means `model_alone = "block"`.
+    pub fn new(mut cfg: ResponseConfig, model_alone_blocks: bool) -> ResponsePolicy {
+        if model_alone_blocks {
+            cfg.model_alone = Action::Block;
+        }
+        ResponsePolicy { cfg }
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &ResponseConfig {
+        &self.cfg
+    }
+
+    /// Decides about one fused finding found by `origins` (first: the detector
+    /// that raised it; later ones: detectors that agreed).
+    pub fn decide(&self, d: &Detection, origins: &[Origin]) -> Decision {
+        let kind_action = self.cfg.action(d.kind);
+        if kind_action == Action::Ignore {
+            return Decision { action: Action::Ignore, rule: Rule::KindIgnored };
+        }
+        let cap = |rule: Rule, wanted: Action| -> Decision {
+            // The kind's action is a ceiling: `alert` never blocks.
+            if kind_action == Action::Alert && wanted == Action::Block {
+                Decision { action: Action::Alert, rule: Rule::KindAlerts }
+            } else {
+                Decision { action: wanted, rule }
+            }
+        };
+        if d.source.is_none() {
+            return cap(Rule::NoSingleSource, Action::Alert);
+        }
+        let mut distinct: Vec<Origin> = origins.to_vec();
+        distinct.sort();
+        distinct.dedup();
+        if distinct.len() >= 2 {
+            return cap(Rule::DetectorsAgree, Action::Block);
+        }
+        match distinct.first() {
+            Some(Origin::Model) => cap(Rule::ModelAlone, self.cfg.model_alone),
+            Some(Origin::Baseline) => cap(Rule::BaselineAlone, self.cfg.baseline_alone),
+            Some(Origin::Heuristics) | None => match d.kind {
+                AttackKind::PortScan | AttackKind::HostSweep => {
+                    // A finding without the number (an older detector) counts as unanswered.
+                    let unanswered = evidence(d, "unanswered_pct").unwrap_or(100.0);
+                    if unanswered >= self.cfg.scan_min_unanswered_pct {
+                        cap(Rule::ScanUnanswered, Action::Block)
+                    } else {
+                        cap(Rule::ScanAnswered, Action::Alert)
+                    }
+                }
+                AttackKind::SynFlood | AttackKind::UdpFlood | AttackKind::IcmpFlood => {
+                    cap(Rule::FloodRate, Action::Block)
+                }
+                AttackKind::BruteForce => cap(Rule::RepeatedSessions, Action::Block),
+                AttackKind::SlowHttp => cap(Rule::IdleConnections, Action::Block),
+                // No heuristic raises other kinds; if one ever does, it alerts.
+                _ => cap(Rule::KindAlerts, Action::Alert),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::messages::Proto;
+
+    fn det(kind: AttackKind, evidence: &[(&str, f64)]) -> Detection {
+        Detection {
+            source: Some("192.0.2.66".parse().unwrap()),
+            target: Some("198.51.100.10".parse().unwrap()),
+            port: 22,
+            proto: Some(Proto::Tcp),
+            kind,
+            confidence: 0.9,
+            reason: "x".into(),
+            evidence: evidence.iter().map(|(n, v)| (n.to_string(), *v)).collect(),
+            ts_ns: 1,
+            flow_id: 1,
+        }
+    }
+
+    fn decide(p: &ResponsePolicy, kind: AttackKind, ev: &[(&str, f64)], origins: &[Origin]) -> (Action, &'static str) {
+        let d = p.decide(&det(kind, ev), origins);
+        (d.action, d.rule.as_str())
+    }
+
+    #[test]
+    fn each_default_rule() {
+        let p = ResponsePolicy::default();
+        let h = [Origin::Heuristics];
+        use Action::*;
+        assert_eq!(
+            decide(&p, AttackKind::PortScan, &[("unanswered_pct", 98.0)], &h),
+            (Block, "scan_mostly_unanswered")
+        );
+        assert_eq!(
+            decide(&p, AttackKind::HostSweep, &[("unanswered_pct", 60.0)], &h),
+            (Block, "scan_mostly_unanswered")
+        );
+        assert_eq!(decide(&p, AttackKind::PortScan, &[("unanswered_pct", 10.0)], &h), (Alert, "scan_mostly_answered"));
+        for k in [AttackKind::SynFlood, AttackKind::UdpFlood, AttackKind::IcmpFlood] {
+            assert_eq!(decide(&p, k, &[("pps", 900.0)], &h), (Block, "flood_above_rate"));
+        }
+        assert_eq!(decide(&p, AttackKind::BruteForce, &[("sessions", 9.0)], &h), (Block, "repeated_login_sessions"));
+        assert_eq!(decide(&p, AttackKind::SlowHttp, &[], &h), (Block, "many_idle_connections"));
+        // The model alone and the baseline alone alert.
+        assert_eq!(decide(&p, AttackKind::SynFlood, &[], &[Origin::Model]), (Alert, "model_alone"));
+        assert_eq!(decide(&p, AttackKind::Anomaly, &[], &[Origin::Baseline]), (Alert, "baseline_alone"));
+        // Two detectors agreeing block, even on a kind no rule covers by itself.
+        assert_eq!(
+            decide(&p, AttackKind::Anomaly, &[], &[Origin::Baseline, Origin::Model]),
+            (Block, "two_detectors_agree")
+        );
+        // The same detector twice is not agreement.
+        assert_eq!(
+            decide(&p, AttackKind::Anomaly, &[], &[Origin::Baseline, Origin::Baseline]),
+            (Alert, "baseline_alone")
+        );
+        // A flood with no single source: nobody to block.
+        let mut d = det(AttackKind::SynFlood, &[]);
+        d.source = None;
+        assert_eq!(p.decide(&d, &h).rule, Rule::NoSingleSource);
+        assert_eq!(p.decide(&d, &h).action, Alert);
+    }
+
+    #[test]
+    fn kind_actions_cap_and_ignore() {
+        let cfg = ResponseConfig { port_scan: Action::Alert, anomaly: Action::Ignore, ..Default::default() };
+        let p = ResponsePolicy::new(cfg, false);
+        assert_eq!(
+            decide(&p, AttackKind::PortScan, &[("unanswered_pct", 98.0)], &[Origin::Heuristics]),
+            (Action::Alert, "kind_set_to_alert")
+        );
+        assert_eq!(
+            decide(&p, AttackKind::Anomaly, &[], &[Origin::Baseline, Origin::Model]),
+            (Action::Ignore, "kind_set_to_ignore")
+        );
+        // Brute force keeps its default.
+        assert_eq!(decide(&p, AttackKind::BruteForce, &[], &[Origin::Heuristics]).0, Action::Block);
+    }
+
+    #[test]
+    fn the_old_model_alone_key_still_lets_the_model_block() {
+        let p = ResponsePolicy::new(ResponseConfig::default(), true);
+        assert_eq!(decide(&p, AttackKind::SynFlood, &[], &[Origin::Model]), (Action::Block, "model_alone"));
+        let cfg = ResponseConfig { baseline_alone: Action::Ignore, ..Default::default() };
+        let p = ResponsePolicy::new(cfg, false);
+        assert_eq!(decide(&p, AttackKind::Anomaly, &[], &[Origin::Baseline]), (Action::Ignore, "baseline_alone"));
+    }
+
+    #[test]
+    fn config_round_trips_and_bad_values_name_the_key() {
+        let cfg: ResponseConfig = toml::from_str("port_scan = \"alert\"\nanomaly = \"ignore\"").unwrap();
+        assert_eq!((cfg.port_scan, cfg.anomaly, cfg.syn_flood), (Action::Alert, Action::Ignore, Action::Block));
+        let err = toml::from_str::<ResponseConfig>("udp_flood = \"drop\"").unwrap_err().to_string();
+        assert!(err.contains("udp_flood") && err.contains("block") && err.contains("ignore"), "{err}");
+        let bad = ResponseConfig { scan_min_unanswered_pct: 150.0, ..Default::default() };
+        assert_eq!(bad.problems()[0].0, "response.scan_min_unanswered_pct");
+        assert!(ResponseConfig::default().problems().is_empty());
+    }
+}
