@@ -101,6 +101,10 @@ fn a_syn_scan_is_blocked_with_its_rule_named() {
     assert!(v[0].reason.contains("source unproven"), "{}", v[0].reason);
     let a = out.alerts.iter().find(|a| a.src == Some(scanner)).unwrap();
     assert_eq!(a.action, AlertAction::Blocked);
+    // The EVE line carries the rule as a field, and `blocked` as the action.
+    let eve = gatewarden::monitor::eve_json(a);
+    assert_eq!(eve["gatewarden"]["rule"], "scan_mostly_unanswered", "{eve}");
+    assert_eq!(eve["alert"]["action"], "blocked", "{eve}");
     // Nobody else is blocked.
     assert!(out.verdicts.iter().all(|v| v.source == scanner), "{}", show(&out));
 }
@@ -134,6 +138,9 @@ fn an_upload_to_a_new_host_is_an_alert_not_a_block() {
     let anomalies: Vec<&Alert> = out.alerts.iter().filter(|a| a.kind == AttackKind::Anomaly).collect();
     assert!(!anomalies.is_empty(), "{}", show(&out));
     assert!(anomalies.iter().all(|a| a.action == AlertAction::Allowed), "{}", show(&out));
+    let eve = gatewarden::monitor::eve_json(anomalies[0]);
+    assert_eq!(eve["alert"]["action"], "allowed", "{eve}");
+    assert!(eve["gatewarden"]["rule"] == "model_alone" || eve["gatewarden"]["rule"] == "baseline_alone", "{eve}");
     // With the shipped 60 s warm-up the baseline has not learnt the camera yet; the model
     // calls it a "flood" at 58 packets/s, which is no flood rate: an anomaly, alone.
     assert!(

@@ -417,8 +417,17 @@ impl Heuristics {
                     r.dport,
                     Some(r.proto),
                     (0.6 + 0.4 * (hosts as f32 / (2.0 * cfg.sweep_distinct_hosts as f32)).min(1.0)).min(0.99),
-                    format!("{} → {hosts} hosts on {}/{} in {span:.1} s", r.src, r.proto.name(), r.dport),
-                    vec![("distinct_hosts".into(), hosts as f64), ("seconds".into(), span)],
+                    format!(
+                        "{} → {hosts} hosts on {}/{} in {span:.1} s, {unanswered:.0} % unanswered",
+                        r.src,
+                        r.proto.name(),
+                        r.dport
+                    ),
+                    vec![
+                        ("distinct_hosts".into(), hosts as f64),
+                        ("seconds".into(), span),
+                        ("unanswered_pct".into(), unanswered),
+                    ],
                 );
             }
             // Brute force: repeated connections to one auth service.
@@ -739,6 +748,34 @@ mod tests {
             conn_state: ConnState::parse(state).unwrap(),
             src_answered: false,
         }
+    }
+
+    #[test]
+    fn a_sweep_says_how_many_probes_went_unanswered() {
+        use crate::detect::fusion::Origin;
+        use crate::detect::response::{Action, ResponsePolicy, Rule};
+        let policy = ResponsePolicy::default();
+        // A home-automation hub polling 30 devices' web pages: answered, not blocked.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..30u64 {
+            let dst = format!("192.0.2.{}", 100 + i);
+            found.extend(h.observe(&rec(i + 1, "192.0.2.5", &dst, 80, Proto::Tcp, 1.0 + i as f64 * 0.1, 6, 5, "SF")));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::HostSweep).expect("a sweep finding");
+        assert!(d.reason.contains("0 % unanswered"), "{}", d.reason);
+        let decision = policy.decide(d, &[Origin::Heuristics]);
+        assert_eq!((decision.action, decision.rule), (Action::Alert, Rule::ScanAnswered));
+        // A telnet sweep into silence: blocked.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..30u64 {
+            let dst = format!("192.0.2.{}", 100 + i);
+            found.extend(h.observe(&rec(i + 1, "192.0.2.66", &dst, 23, Proto::Tcp, 1.0 + i as f64 * 0.01, 1, 0, "S0")));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::HostSweep).expect("a sweep finding");
+        let decision = policy.decide(d, &[Origin::Heuristics]);
+        assert_eq!((decision.action, decision.rule), (Action::Block, Rule::ScanUnanswered), "{}", d.reason);
     }
 
     #[test]

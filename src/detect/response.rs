@@ -242,6 +242,28 @@ impl Decision {
     }
 }
 
+/// The rule an alert's reason names ("… policy rule NAME (…)"), for the
+/// EVE writer's structured `gatewarden.rule`; only names of [`Rule`] count.
+pub fn rule_in_reason(reason: &str) -> Option<&'static str> {
+    let name = reason.rsplit_once("policy rule ")?.1.split([' ', ';', ')']).next()?;
+    ALL_RULES.iter().map(|r| r.as_str()).find(|r| *r == name)
+}
+
+/// Every rule, for docs, metrics and parsing.
+pub const ALL_RULES: [Rule; 11] = [
+    Rule::ScanUnanswered,
+    Rule::ScanAnswered,
+    Rule::FloodRate,
+    Rule::RepeatedSessions,
+    Rule::IdleConnections,
+    Rule::DetectorsAgree,
+    Rule::ModelAlone,
+    Rule::BaselineAlone,
+    Rule::NoSingleSource,
+    Rule::KindAlerts,
+    Rule::KindIgnored,
+];
+
 fn evidence(d: &Detection, name: &str) -> Option<f64> {
     d.evidence.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
 }

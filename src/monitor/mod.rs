@@ -108,8 +108,18 @@ pub fn rfc3339(ns: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}+0000", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
-/// An alert as a Suricata EVE JSON object plus gatewarden's own fields.
+/// An alert as a Suricata EVE JSON object plus gatewarden's own fields
+/// (`gatewarden.rule`: the response policy's rule that decided, when the
+/// detector's reason names one).
 pub fn eve_json(a: &Alert) -> Value {
+    let mut v = eve_json_base(a);
+    if let Some(rule) = crate::detect::response::rule_in_reason(&a.reason) {
+        v["gatewarden"]["rule"] = json!(rule);
+    }
+    v
+}
+
+fn eve_json_base(a: &Alert) -> Value {
     json!({
         "timestamp": rfc3339(a.ts_ns),
         "flow_id": a.flow_id,

@@ -987,6 +987,55 @@ mod tests {
         assert!(s.take_start_alert().is_none(), "reported once");
     }
 
+    fn features(values: &[(&str, usize, f32)]) -> Vec<f32> {
+        let mut f = vec![0.0; HOST_STATS.len() * 3];
+        for (name, window, v) in values {
+            let i = HOST_STATS.iter().position(|c| c.name == *name).unwrap();
+            f[window * HOST_STATS.len() + i] = *v;
+        }
+        f
+    }
+
+    #[test]
+    fn the_models_class_gives_a_kind_only_when_the_hosts_numbers_fit() {
+        let cfg = crate::config::DetectorConfig::default();
+        let server: IpAddr = "198.51.100.10".parse().unwrap();
+        // A camera's batch: mostly UDP on 5004, some TCP to its MQTT broker on 1883.
+        let camera = SourceSeen {
+            packets: [40, 400, 0],
+            last: [Some((server, 1883, 7)), Some((server, 5004, 8)), None],
+            any: Some((server, 1883, 7, Proto::Tcp)),
+            auth: 1,
+            auth_flow: Some((server, 1883, 7)),
+        };
+        // At 46 packets/s "flood" is no flood: an anomaly, shown with a flow of its own.
+        let slow = features(&[("host_pkt_rate", 0, 46.0), ("host_distinct_dsts", 1, 1.0)]);
+        assert_eq!(model_kind("flood", &camera, &slow, &cfg).0, AttackKind::Anomaly);
+        // At a UDP flood's rate it is one, attached to the UDP flow, not the TCP one on 1883.
+        let fast = features(&[("host_pkt_rate", 0, 2000.0), ("host_distinct_dsts", 1, 1.0)]);
+        let (kind, flow) = model_kind("flood", &camera, &fast, &cfg);
+        assert_eq!(kind, AttackKind::UdpFlood);
+        assert_eq!(flow, Some((Some(server), 5004, 8, Proto::Udp)));
+        // A ping sweep of a /28 that the model calls "flood": a host sweep, no single target.
+        let pinger = SourceSeen {
+            packets: [0, 0, 16],
+            last: [None, None, Some(("192.0.2.14".parse().unwrap(), 0, 3))],
+            any: None,
+            auth: 0,
+            auth_flow: None,
+        };
+        let sweep = features(&[("host_pkt_rate", 0, 16.0), ("host_distinct_dsts", 1, 16.0)]);
+        let (kind, flow) = model_kind("flood", &pinger, &sweep, &cfg);
+        assert_eq!(kind, AttackKind::HostSweep);
+        assert_eq!(flow.map(|f| (f.0, f.3)), Some((None, Proto::Icmp)));
+        // A batch with no flows of its own names no flood of any protocol.
+        let nothing = SourceSeen::default();
+        assert_eq!(model_kind("flood", &nothing, &fast, &cfg).0, AttackKind::Anomaly);
+        // "brute_force" needs connections to a login port.
+        assert_eq!(model_kind("brute_force", &nothing, &slow, &cfg).0, AttackKind::Anomaly);
+        assert_eq!(model_kind("brute_force", &camera, &slow, &cfg).0, AttackKind::BruteForce);
+    }
+
     fn stage(cfg: &Config) -> DetectorStage {
         DetectorStage::with_model(cfg, &Registry::new(), Ok(None))
     }
