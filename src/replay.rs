@@ -120,9 +120,11 @@ impl Analysis {
             let answer = match crate::roles::settings::check(&update, &self.base) {
                 Ok(c) => {
                     self.detector.set_detector_config(&c.detector);
+                    self.detector.set_response_config(&c.response);
                     let what = format!(
-                        "detector thresholds, verdict TTL {} s; no enforcement in a replay",
-                        c.detector.block_ttl_s
+                        "detector thresholds, verdict TTL {} s; {}; no enforcement in a replay",
+                        c.detector.block_ttl_s,
+                        crate::roles::settings::response_summary(&c.response)
                     );
                     crate::roles::settings::settings_alert(&node, update.version, Ok(&what))
                 }

@@ -416,6 +416,9 @@ pub struct SettingsUpdate {
     pub allowlist: Vec<String>,
     /// Who saved them (the token's subject).
     pub by: String,
+    /// The whole `[response]` table as JSON (the response policy); empty: the
+    /// node keeps its own.
+    pub response: String,
 }
 
 /// What a router's nftables block sets hold now (every 5 s), so the
@@ -701,6 +704,7 @@ mod tests {
                 detector: "{\"scan_distinct_ports\":30}".into(),
                 allowlist: vec!["192.0.2.200/32".into()],
                 by: "admin".into(),
+                response: "{\"port_scan\":\"alert\"}".into(),
             }),
             Message::Unblock(UnblockRequest { version: 7, ip: "2001:db8::7".parse().unwrap(), by: "admin".into() }),
         ]

@@ -1,4 +1,5 @@
-//! The dashboard's settings page: detector thresholds and TTLs, and the
+//! The dashboard's settings page: detector thresholds and TTLs, the response
+//! policy (`[response]`: per attack kind block / alert / ignore), and the
 //! routers' allowlist, changed at run time by an administrator.
 //!
 //! The monitor is the source of truth: it validates a change exactly as
@@ -21,6 +22,7 @@ use serde_json::{json, Value};
 use super::training::Refusal;
 use crate::bus::messages::{Alert, SettingsUpdate};
 use crate::config::{Config, DetectorConfig};
+use crate::detect::response::{Action, ResponseConfig};
 use crate::roles::settings::{SIG_SETTINGS_APPLIED, SIG_SETTINGS_REFUSED};
 
 /// `[detector]` keys that bound what validating an uploaded model may cost a
@@ -43,6 +45,9 @@ struct Saved {
     by: String,
     detector: DetectorConfig,
     allowlist: Vec<String>,
+    /// `[response]`; absent in files saved before it existed (then: this monitor's config).
+    #[serde(default)]
+    response: Option<ResponseConfig>,
 }
 
 /// The settings and what each node made of the last change.
@@ -78,8 +83,9 @@ impl SettingsStore {
             by: String::new(),
             detector: cfg.detector.clone(),
             allowlist: cfg.enforce.allowlist.clone(),
+            response: Some(cfg.response.clone()),
         };
-        let current = match path.as_ref().filter(|p| p.exists()) {
+        let mut current = match path.as_ref().filter(|p| p.exists()) {
             Some(p) => match std::fs::read_to_string(p)
                 .map_err(|e| e.to_string())
                 .and_then(|t| serde_json::from_str::<Saved>(&t).map_err(|e| e.to_string()))
@@ -92,6 +98,7 @@ impl SettingsStore {
             },
             None => from_config,
         };
+        current.response.get_or_insert_with(|| cfg.response.clone());
         SettingsStore {
             base: cfg.clone(),
             path,
@@ -114,11 +121,13 @@ impl SettingsStore {
             detector: serde_json::to_string(&s.detector).unwrap_or_default(),
             allowlist: s.allowlist.clone(),
             by: s.by.clone(),
+            response: s.response.as_ref().and_then(|r| serde_json::to_string(r).ok()).unwrap_or_default(),
         }
     }
 
-    /// Applies a change (`{"detector": {key: value, …}, "allowlist": […]}`,
-    /// both optional) from an administrator, validated, kept and sent.
+    /// Applies a change (`{"detector": {key: value, …}, "response": {kind:
+    /// "block" | "alert" | "ignore", …}, "allowlist": […]}`, each optional)
+    /// from an administrator, validated, kept and sent.
     pub fn save(&self, body: &[u8], by: &str) -> Result<Value, Refusal> {
         let req: Value = serde_json::from_slice(body).map_err(|e| {
             refuse(
@@ -127,8 +136,11 @@ impl SettingsStore {
             )
         })?;
         let Some(obj) = req.as_object() else { return Err(refuse(400, "send a JSON object")) };
-        if let Some(k) = obj.keys().find(|k| *k != "detector" && *k != "allowlist") {
-            return Err(refuse(422, format!("unknown setting {k:?}: the page changes \"detector\" and \"allowlist\"")));
+        if let Some(k) = obj.keys().find(|k| !["detector", "allowlist", "response"].contains(&k.as_str())) {
+            return Err(refuse(
+                422,
+                format!("unknown setting {k:?}: the page changes \"detector\", \"response\" and \"allowlist\""),
+            ));
         }
         let Some(send) = self.sender.get() else {
             return Err(refuse(503, "no detector or router is connected to this monitor"));
@@ -143,6 +155,12 @@ impl SettingsStore {
                 if k == "model" || k == "model_store" {
                     return Err(refuse(422, format!("detector.{k} is per node; upload models on the training page")));
                 }
+                if k == "model_alone_blocks" {
+                    return Err(refuse(
+                        422,
+                        "detector.model_alone_blocks is now response.model_alone (\"block\", \"alert\" or \"ignore\")",
+                    ));
+                }
                 if NODE_ONLY.contains(&k.as_str()) {
                     return Err(refuse(
                         422,
@@ -155,6 +173,24 @@ impl SettingsStore {
                 all[k] = v.clone();
             }
             next.detector = serde_json::from_value(all).map_err(|e| refuse(422, format!("[detector]: {e}")))?;
+        }
+        if let Some(r) = obj.get("response") {
+            let Some(changes) = r.as_object() else {
+                return Err(refuse(400, "\"response\" must be an object of key: value"));
+            };
+            let current = next.response.clone().unwrap_or_else(|| self.base.response.clone());
+            let mut all = serde_json::to_value(&current).unwrap_or_default();
+            for (k, v) in changes {
+                let Some(was) = all.get(k) else {
+                    return Err(refuse(422, format!("unknown setting response.{k}")));
+                };
+                // An action key takes only the three words, and says so by name.
+                if was.is_string() && v.as_str().and_then(Action::parse).is_none() {
+                    return Err(refuse(422, format!("response.{k} = {v}: must be \"block\", \"alert\" or \"ignore\"")));
+                }
+                all[k] = v.clone();
+            }
+            next.response = Some(serde_json::from_value(all).map_err(|e| refuse(422, format!("[response]: {e}")))?);
         }
         if let Some(a) = obj.get("allowlist") {
             next.allowlist = serde_json::from_value(a.clone())
@@ -240,6 +276,8 @@ impl SettingsStore {
         if let Some(o) = detector.as_object_mut() {
             o.remove("model");
             o.remove("model_store");
+            // Shown as response.model_alone (the response policy's section).
+            o.remove("model_alone_blocks");
             for k in NODE_ONLY {
                 o.remove(*k);
             }
@@ -250,6 +288,7 @@ impl SettingsStore {
             "by": c.by,
             "at": (c.version > 0).then(|| crate::monitor::rfc3339(c.version)),
             "detector": detector,
+            "response": c.response.as_ref().unwrap_or(&self.base.response),
             "allowlist": c.allowlist,
             "results": *self.results.lock().unwrap_or_else(|e| e.into_inner()),
             "can_send": self.sender.get().is_some(),
@@ -288,28 +327,49 @@ mod tests {
         a.save(br#"{"detector": {"block_ttl_s": 1200}, "allowlist": ["192.0.2.0/24"]}"#, "ops").unwrap();
         assert_eq!(sent.load(Ordering::SeqCst), 1);
 
+        // The response policy: each kind's action, by name, and only the three words.
+        let e = a.save(br#"{"response": {"port_scan": "drop"}}"#, "ops").unwrap_err();
+        assert!(
+            e.status == 422 && e.reason.contains("response.port_scan") && e.reason.contains("ignore"),
+            "{}",
+            e.reason
+        );
+        let e = a.save(br#"{"detector": {"model_alone_blocks": true}}"#, "ops").unwrap_err();
+        assert!(e.reason.contains("response.model_alone"), "{}", e.reason);
+        let e = a.save(br#"{"response": {"no_such_kind": "block"}}"#, "ops").unwrap_err();
+        assert!(e.reason.contains("response.no_such_kind"), "{}", e.reason);
+        let e = a.save(br#"{"response": {"scan_min_unanswered_pct": 300}}"#, "ops").unwrap_err();
+        assert!(e.reason.contains("response.scan_min_unanswered_pct"), "{}", e.reason);
+        assert_eq!(sent.load(Ordering::SeqCst), 1, "refused changes are not sent");
+        a.save(br#"{"response": {"anomaly": "ignore"}}"#, "ops").unwrap();
+        assert_eq!(sent.load(Ordering::SeqCst), 2);
+        assert_eq!(a.json()["response"]["anomaly"], "ignore");
+        assert_eq!(a.json()["detector"]["block_ttl_s"], 1200, "other settings stay");
+
         // After a restart: the settings are back, and go out once someone needs them.
         let b = store(d.path(), &sent);
         let j = b.json();
         assert_eq!(j["detector"]["block_ttl_s"], 1200);
+        assert_eq!(j["response"]["anomaly"], "ignore");
+        assert_eq!(j["response"]["port_scan"], "block");
         assert_eq!(j["by"], "ops");
         let version = j["version"].as_u64().unwrap();
         let t0 = Instant::now();
         b.resend_if_due_at(&[], t0);
-        assert_eq!(sent.load(Ordering::SeqCst), 1, "no node online: nothing is spooled");
+        assert_eq!(sent.load(Ordering::SeqCst), 2, "no node online: nothing is spooled");
         let now_s = crate::monitor::unix_now();
         let r1 = vec![("r1".to_string(), now_s - 100)];
         b.resend_if_due_at(&r1, t0);
-        assert_eq!(sent.load(Ordering::SeqCst), 2, "r1 has not answered");
+        assert_eq!(sent.load(Ordering::SeqCst), 3, "r1 has not answered");
         b.resend_if_due_at(&r1, t0 + Duration::from_secs(5));
-        assert_eq!(sent.load(Ordering::SeqCst), 2, "at most every 30 s");
+        assert_eq!(sent.load(Ordering::SeqCst), 3, "at most every 30 s");
         let answer = crate::roles::settings::settings_alert("r1", version, Ok("thresholds"));
         b.observe_alert(&answer);
         assert_eq!(b.json()["results"]["r1"]["ok"], true);
         b.resend_if_due_at(&r1, t0 + RESEND * 2);
-        assert_eq!(sent.load(Ordering::SeqCst), 2, "r1 answered: nothing to resend");
+        assert_eq!(sent.load(Ordering::SeqCst), 3, "r1 answered: nothing to resend");
         // r1 restarts (it booted after it answered): it needs them again.
         b.resend_if_due_at(&[("r1".to_string(), now_s + 60)], t0 + RESEND * 3);
-        assert_eq!(sent.load(Ordering::SeqCst), 3);
+        assert_eq!(sent.load(Ordering::SeqCst), 4);
     }
 }

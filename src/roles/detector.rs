@@ -987,6 +987,19 @@ mod tests {
         assert!(s.take_start_alert().is_none(), "reported once");
     }
 
+    #[test]
+    fn a_response_policy_from_the_settings_page_applies_in_place() {
+        use crate::detect::response::{Action, ResponseConfig};
+        let cfg = Config::default();
+        let mut s = stage(&cfg);
+        s.set_response_config(&ResponseConfig { port_scan: Action::Alert, ..Default::default() });
+        let found = s.on_batch(&scan());
+        assert!(found.verdicts.is_empty(), "{:?}", found.verdicts);
+        let a = found.alerts.iter().find(|a| a.kind == AttackKind::PortScan).expect("still an alert");
+        assert_eq!(a.action, AlertAction::Allowed);
+        assert!(a.reason.contains("policy rule kind_set_to_alert"), "{}", a.reason);
+    }
+
     fn features(values: &[(&str, usize, f32)]) -> Vec<f32> {
         let mut f = vec![0.0; HOST_STATS.len() * 3];
         for (name, window, v) in values {

@@ -228,7 +228,8 @@ pub fn run_with(
     // The settings page (monitor → every detector and router): checked here
     // against this node's config, then thresholds go to the detector task and
     // the allowlist to enforcement; the answer is a system alert.
-    let (detector_settings_tx, detector_settings_rx) = async_channel::bounded::<crate::config::DetectorConfig>(4);
+    let (detector_settings_tx, detector_settings_rx) =
+        async_channel::bounded::<(crate::config::DetectorConfig, crate::detect::response::ResponseConfig)>(4);
     if role.runs_detector() || role.runs_router() {
         let rx = bus.settings.receiver();
         let sd = shutdown.clone();
@@ -248,8 +249,9 @@ pub fn run_with(
                     Ok(c) => {
                         let mut applied = Vec::new();
                         if role.runs_detector() {
-                            let _ = detector_settings_tx.try_send(c.detector.clone());
+                            let _ = detector_settings_tx.try_send((c.detector.clone(), c.response.clone()));
                             applied.push(format!("detector thresholds, verdict TTL {} s", c.detector.block_ttl_s));
+                            applied.push(settings::response_summary(&c.response));
                         }
                         if role.runs_router() {
                             match &to_enforcer {
@@ -323,11 +325,13 @@ pub fn run_with(
                         }
                         continue;
                     }
-                    Some(DetectorInput::Settings(d)) => {
+                    Some(DetectorInput::Settings((d, r))) => {
                         for s in stages.values_mut().chain(std::iter::once(&mut overflow)) {
                             s.set_detector_config(&d);
+                            s.set_response_config(&r);
                         }
                         dcfg.detector = d;
+                        dcfg.response = r;
                         continue;
                     }
                     Some(DetectorInput::Batch(batch)) => batch,
@@ -632,7 +636,7 @@ fn start_ctl(
 enum DetectorInput {
     Batch(crate::bus::messages::FlowBatch),
     Model(crate::bus::messages::ModelUpdate),
-    Settings(crate::config::DetectorConfig),
+    Settings((crate::config::DetectorConfig, crate::detect::response::ResponseConfig)),
 }
 
 /// The next message on `rx`, or `None` once shutdown fires or the channel closes:

@@ -1,11 +1,12 @@
 //! A node's side of the dashboard's settings page: a `settings_update` from
 //! the monitor is checked against this node's own config (the same
-//! validation as `gatewarden config check`), then the detector's thresholds
-//! and TTLs and the router's allowlist change in place, and the node answers
+//! validation as `gatewarden config check`), then the detector's thresholds,
+//! TTLs and response policy and the router's allowlist change in place, and the node answers
 //! with a system alert the page shows per node.
 
 use crate::bus::messages::{Alert, AttackKind, SettingsUpdate, Severity};
 use crate::config::{Config, DetectorConfig};
+use crate::detect::response::ResponseConfig;
 use crate::enforce::feeds::Cidr;
 
 /// Signature id of "settings applied on a node".
@@ -20,6 +21,8 @@ pub struct Checked {
     pub detector: DetectorConfig,
     /// New `[enforce] allowlist`.
     pub allowlist: Vec<Cidr>,
+    /// New `[response]` policy (this node's own when the update carries none).
+    pub response: ResponseConfig,
 }
 
 /// Checks `update` as if it were written into `base` (this node's config).
@@ -33,8 +36,14 @@ pub fn check(update: &SettingsUpdate, base: &Config) -> Result<Checked, String> 
     detector.model_check_memory_mb = base.detector.model_check_memory_mb;
     detector.model_check_timeout_s = base.detector.model_check_timeout_s;
     detector.model_max_batch = base.detector.model_max_batch;
+    let response: ResponseConfig = if update.response.trim().is_empty() {
+        base.response.clone()
+    } else {
+        serde_json::from_str(&update.response).map_err(|e| format!("[response] is not valid: {e}"))?
+    };
     let mut cfg = base.clone();
     cfg.detector = detector.clone();
+    cfg.response = response.clone();
     cfg.enforce.allowlist = update.allowlist.clone();
     let bad = cfg.validate();
     if !bad.is_empty() {
@@ -45,7 +54,7 @@ pub fn check(update: &SettingsUpdate, base: &Config) -> Result<Checked, String> 
         .iter()
         .map(|s| s.parse::<Cidr>().map_err(|e| format!("allowlist entry {s:?}: {e}")))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Checked { detector, allowlist })
+    Ok(Checked { detector, allowlist, response })
 }
 
 /// The answer a node sends: applied (with what it applied) or refused (with why).
@@ -70,6 +79,19 @@ pub fn settings_alert(node: &str, version: u64, result: Result<&str, &str>) -> A
     }
 }
 
+/// The response policy in one line, for the "settings applied" answer and the audit log.
+pub fn response_summary(r: &ResponseConfig) -> String {
+    let kinds: Vec<String> =
+        crate::detect::response::KINDS.iter().map(|k| format!("{} {}", k.as_str(), r.action(*k).as_str())).collect();
+    format!(
+        "response policy: {}; model alone {}, baseline alone {}, scans block at {} % unanswered",
+        kinds.join(", "),
+        r.model_alone.as_str(),
+        r.baseline_alone.as_str(),
+        r.scan_min_unanswered_pct
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -80,6 +102,7 @@ mod tests {
             detector: detector.into(),
             allowlist: allow.iter().map(|s| s.to_string()).collect(),
             by: "t".into(),
+            response: String::new(),
         }
     }
 
@@ -106,6 +129,15 @@ mod tests {
         // An admin token must not switch blocking off with two half-spaces.
         let e = check(&update("{}", &["0.0.0.0/1", "128.0.0.0/1"]), &base).unwrap_err();
         assert!(e.contains("enforce.allowlist") && e.contains("allowlist_force"), "{e}");
+        let mut u = update("{}", &[]);
+        u.response = "{\"syn_flood\": \"drop\"}".into();
+        let e = check(&u, &base).unwrap_err();
+        assert!(e.contains("[response]") && e.contains("`block`, `alert`, `ignore`"), "{e}");
+        u.response = "{\"scan_min_unanswered_pct\": 120}".into();
+        let e = check(&u, &base).unwrap_err();
+        assert!(e.contains("response.scan_min_unanswered_pct"), "{e}");
+        u.response = "{\"syn_flood\": \"alert\"}".into();
+        assert_eq!(check(&u, &base).unwrap().response.syn_flood, crate::detect::response::Action::Alert);
         let a = settings_alert("det-1", 7, Err("x"));
         assert!(a.reason.starts_with("settings 7: refused on det-1"), "{}", a.reason);
     }

@@ -250,6 +250,10 @@ async function loadSettings(fillForm) {
     $("set-allow").value = (s.allowlist || []).join(", ");
     fill($("set-detector"), Object.entries(s.detector || {}).map(([k, v]) => el("label", {}, el("span", {}, k.replace(/_/g, " ")),
       typeof v === "boolean" ? el("input", {type: "checkbox", checked: v, name: k, "data-kind": "bool"}) : el("input", {type: "number", step: "any", value: v, name: k, "data-kind": "number"}))));
+    fill($("set-response"), Object.entries(s.response || {}).map(([k, v]) => el("label", {}, el("span", {}, k.replace(/_/g, " ")),
+      typeof v === "string"
+        ? el("select", {name: k, "data-kind": "action"}, ...["block", "alert", "ignore"].map(a => el("option", {value: a, selected: a === v}, a)))
+        : el("input", {type: "number", step: "any", value: v, name: k, "data-kind": "number"}))));
   }
   $("set-save").disabled = !canWrite() || !s.can_send;
   const rows = Object.entries(s.results || {}).map(([node, x]) => el("tr", {}, el("td", {}, node), el("td", {class: x.ok ? "ok" : "sev1"}, x.ok ? "applied" : "refused"), el("td", {}, x.reason), el("td", {class: "hide-sm"}, fmtTime(x.ts))));
@@ -259,8 +263,10 @@ $("set-form").addEventListener("submit", async e => {
   e.preventDefault();
   const detector = {};
   for (const i of $("set-detector").querySelectorAll("input")) detector[i.name] = i.dataset.kind === "bool" ? i.checked : Number(i.value);
+  const response = {};
+  for (const i of $("set-response").querySelectorAll("select, input")) response[i.name] = i.dataset.kind === "action" ? i.value : Number(i.value);
   const allowlist = $("set-allow").value.split(/[\s,]+/).filter(x => x);
-  const r = await api("/api/settings", "POST", { detector, allowlist });
+  const r = await api("/api/settings", "POST", { detector, response, allowlist });
   $("set-result").textContent = r.status === 200 ? "applied: " + r.body.status : "refused (" + r.status + "): " + ((r.body && r.body.error) || "no reason given");
   $("set-result").className = r.status === 200 ? "ok" : "sev1";
   for (let i = 0; i < 6; i++) { await loadSettings(false); await new Promise(ok => setTimeout(ok, 1000)); }
