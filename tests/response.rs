@@ -252,3 +252,30 @@ fn an_ignored_kind_raises_nothing_but_is_counted() {
         snap.keys().filter(|k| k.contains("response")).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn with_a_learnt_baseline_the_camera_upload_blocks_only_because_the_model_agrees() {
+    // The lab's 2 s warm-up (tests/detection.rs) lets the baseline see the upload; it is
+    // blocked then only because a confident model agrees, and the alert says so.
+    let mut cfg = shipped();
+    cfg.detector.baseline_warmup_s = 2;
+    let pcap = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("datasets/lab/camera_exfil_new_host.pcap");
+    let (out, _) = run_frames(&cfg, &mut |sink| {
+        let mut source = CaptureFile::open(&pcap).unwrap();
+        while let Some(frame) = source.next_frame().unwrap() {
+            sink(&frame);
+        }
+    });
+    assert!(!out.verdicts.is_empty(), "{}", show(&out));
+    assert!(out.verdicts.iter().all(|v| v.reason.contains("policy rule two_detectors_agree")), "{}", show(&out));
+    // Without the model, the baseline alone only alerts.
+    cfg.detector.model = "off".into();
+    let (out, _) = run_frames(&cfg, &mut |sink| {
+        let mut source = CaptureFile::open(&pcap).unwrap();
+        while let Some(frame) = source.next_frame().unwrap() {
+            sink(&frame);
+        }
+    });
+    assert!(out.verdicts.is_empty(), "{}", show(&out));
+    assert!(out.alerts.iter().any(|a| a.reason.contains("policy rule baseline_alone")), "{}", show(&out));
+}
