@@ -1215,7 +1215,7 @@ impl Session<'_> {
             "chain",
             "inet",
             "lab_outage",
-            "fwd",
+            "outage",
             "{ type filter hook forward priority -50; policy accept; }",
         ]);
         nft(&["add", "rule", "inet", "lab_outage", "outage", "oifname", "wan0", "drop"]);
