@@ -459,7 +459,8 @@ fn lab_record_benign() {
     let secs: u64 = std::env::var("GATEWARDEN_LAB_RECORD_S").ok().and_then(|s| s.parse().ok()).unwrap_or(90);
     let mut lab = Lab::new();
     lab.enforce = false;
-    // Headers are all the features need (lengths come from the IP header); keeps datasets/ small.
+    // Headers are all the features need (lengths come from the IP header); keeps
+    // datasets/ small (and headers_only.py cuts each packet after its L4 header).
     lab.snaplen = 96;
     for seed in seeds {
         let dir = out.join(format!("seed-{seed}"));
@@ -478,6 +479,13 @@ fn lab_record_benign() {
         std::fs::write(dir.join("behaviours.csv"), rec.behaviours_csv()).unwrap();
         let outages: String = rec.outages.iter().map(|(a, b)| format!("{a:.3},{b:.3}\n")).collect();
         std::fs::write(dir.join("outages.csv"), format!("start,end\n{outages}")).unwrap();
+        // Cut every packet after its transport header (gatewarden's features are unchanged).
+        let cut = std::process::Command::new("python3")
+            .arg(common::root().join("tests/lab/headers_only.py"))
+            .arg(dir.join("benign.pcap"))
+            .output()
+            .unwrap();
+        assert!(cut.status.success(), "headers_only.py: {}", String::from_utf8_lossy(&cut.stderr));
         let size = std::fs::metadata(dir.join("benign.pcap")).map(|m| m.len()).unwrap_or(0);
         eprintln!(
             "  {} packets, {:.1} MB, {} alerts (with detector defaults), benign flagged: {:?}",
