@@ -1594,9 +1594,16 @@ impl SessionRecord {
         out
     }
 
-    /// Benign addresses that appeared in a block set, with when (wall time).
+    /// Benign addresses that appeared in a block set, with when (wall time);
+    /// a device that ran one of the session's attacks (a compromised camera)
+    /// is not benign here: its scenario's policy expectation judges it.
     pub fn blocked_benign(&self) -> BTreeMap<String, f64> {
-        self.blocks.iter().filter(|(a, _)| self.benign.contains(*a)).map(|(a, t)| (a.clone(), *t)).collect()
+        let attack_srcs: BTreeSet<&str> = self.attacks.iter().map(|a| a.src.as_str()).collect();
+        self.blocks
+            .iter()
+            .filter(|(a, _)| self.benign.contains(*a) && !attack_srcs.contains(a.as_str()))
+            .map(|(a, t)| (a.clone(), *t))
+            .collect()
     }
 
     /// `behaviours.csv`: device,addr,behaviour,params (one line per behaviour run).
