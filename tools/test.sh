@@ -33,6 +33,8 @@ command -v slowhttptest >/dev/null || need_pkgs+=(slowhttptest)
 # The lab's telnet service is busybox telnetd: only busybox-static has that applet.
 busybox telnetd --help >/dev/null 2>&1 || need_pkgs+=(busybox-static)
 command -v dig >/dev/null || need_pkgs+=(bind9-dnsutils)
+# The lab's HTTPS (a self-signed certificate for OTA downloads, backups, browsing).
+command -v openssl >/dev/null || need_pkgs+=(openssl)
 command -v ssh >/dev/null || need_pkgs+=(openssh-client)
 command -v ss >/dev/null || need_pkgs+=(iproute2)
 # The dashboard browser test (tests/browser.rs) and the monitor load test (docs/PERFORMANCE.md).

@@ -3,17 +3,25 @@
 //! truth, and scoring against a live `gatewarden run --role all`.
 //!
 //! ```text
-//!  cam1 cam2 (cameras)  sensor1 sensor2 (sensors)  plug1 (plugs)  admin  attacker
-//!    └──────┴─────────────────┴────────┴───────────────┴────────────┴───────┘
+//!  cam1-3 sensor1-2 thermostat1 plug1-2 tv1 pc1 nas1 admin hub1 (13 benign devices)   attacker
+//!    └─────────────────────────────────────────────────────────────────────┴───────────┘
 //!          veth ports of bridge `lan0` (192.0.2.1/24, 2001:db8:10::1/64)
-//!                          [router namespace: gatewarden, tcpdump]
-//!                                      │ wan0 198.51.100.1, 2001:db8:20::1
-//!              [wan namespace 198.51.100.10, 2001:db8:20::10, 203.0.113.50]
-//!       HTTP :80 (+ Basic-auth /admin/, POST /login), Mosquitto :1883 (anonymous
-//!       or with a password), busybox telnetd :23, dnsmasq :53, sshd :22, NTP-like :123, iperf3
+//!          [router namespace: gatewarden, tcpdump, dnsmasq DHCP on lan0]
+//!              │ lan1 192.0.2.129/25 ── [iot: 30 polled devices 192.0.2.130-159, HTTP :80]
+//!              │ wan0 198.51.100.1, 2001:db8:20::1
+//!              [wan namespace 198.51.100.10, 2001:db8:20::10, 203.0.113.50,
+//!               backup host 198.51.100.20, 64 web hosts 198.51.100.100-163]
+//!       HTTP :80 and HTTPS :443 (+ Basic-auth /admin/, POST /login, /blob/SIZE,
+//!       /flaky, PUT /upload), Mosquitto :1883 (anonymous or with a password),
+//!       busybox telnetd :23, dnsmasq :53, sshd :22 (+ sftp), NTP-like :123, iperf3
 //!                                      │ inet0 203.0.113.129/25
 //!                    [inet_attacker 203.0.113.166: attacks from the Internet side]
 //! ```
+//!
+//! The hub (192.0.2.50/25) reaches its 30 polled devices through the router
+//! (they sit on the router's `lan1`), so that traffic crosses `lan0`'s own
+//! port, where gatewarden captures: frames bridged between two `lan0` ports
+//! never reach that capture.
 //!
 //! The attacker also has 2001:db8:10::66 for the IPv6 scenarios.
 //!
@@ -50,7 +58,7 @@ pub const WAN6: &str = "2001:db8:20::10";
 pub const INET_ATTACKER: &str = "203.0.113.166";
 
 /// Tools the lab runs; `tools/test.sh` installs them.
-pub const TOOLS: [&str; 17] = [
+pub const TOOLS: [&str; 20] = [
     "tcpdump",
     "nmap",
     "hping3",
@@ -68,6 +76,9 @@ pub const TOOLS: [&str; 17] = [
     "dig",
     "curl",
     "python3",
+    "openssl",
+    "scp",
+    "nft",
 ];
 
 /// Whether the lab can run here: root, iproute2 and every tool in [`TOOLS`].
@@ -109,8 +120,10 @@ pub struct Device {
     pub addr: &'static str,
     /// IPv6 address, where the device has one (the attackers).
     pub addr6: Option<&'static str>,
-    /// Benign profiles it runs (see tests/lab/benign.sh), with their argument.
+    /// Benign behaviours it runs (see tests/lab/benign.sh), with their argument.
     pub profiles: &'static [(&'static str, &'static str)],
+    /// Network prefix length of its LAN address.
+    pub prefix: u8,
     /// Its namespace.
     pub ns: Netns,
 }
@@ -118,15 +131,91 @@ pub struct Device {
 /// (name, group, address, profiles).
 type DeviceSpec = (&'static str, &'static str, &'static str, &'static [(&'static str, &'static str)]);
 
-const DEVICES: [DeviceSpec; 7] = [
-    ("cam1", "cameras", "192.0.2.11", &[("camera", "5201"), ("poll", ""), ("dns", ""), ("ntp", "")]),
-    ("cam2", "cameras", "192.0.2.12", &[("camera", "5202"), ("dns", ""), ("ntp", "")]),
-    ("sensor1", "sensors", "192.0.2.21", &[("telemetry", "sensor1"), ("dns", ""), ("ntp", "")]),
-    ("sensor2", "sensors", "192.0.2.22", &[("telemetry", "sensor2"), ("ntp", "")]),
-    ("plug1", "plugs", "192.0.2.31", &[("telemetry", "plug1"), ("poll", ""), ("firmware", ""), ("dns", "")]),
-    ("admin", "admin", "192.0.2.40", &[("admin", "KEY")]),
+/// The benign devices (each with several behaviours of tests/lab/benign.sh;
+/// "DIR" is replaced by the lab's directory) and the attacker.
+const DEVICES: [DeviceSpec; 14] = [
+    (
+        "cam1",
+        "cameras",
+        "192.0.2.11",
+        &[("camera_udp", "5211"), ("poll", ""), ("dns", ""), ("ntp", ""), ("dhcp", ""), ("mqtt_session", "cam1")],
+    ),
+    (
+        "cam2",
+        "cameras",
+        "192.0.2.12",
+        &[("camera_tcp", "5212"), ("dns", ""), ("ntp", ""), ("mdns", ""), ("ota_https", "")],
+    ),
+    (
+        "cam3",
+        "cameras",
+        "192.0.2.13",
+        &[("camera_udp", "5213"), ("backup", ""), ("ntp", ""), ("dhcp", ""), ("mqtt_msg", "cam3")],
+    ),
+    (
+        "sensor1",
+        "sensors",
+        "192.0.2.21",
+        &[("mqtt_msg", "sensor1"), ("dns", ""), ("ntp", ""), ("mqtt_burst", "sensor1")],
+    ),
+    (
+        "sensor2",
+        "sensors",
+        "192.0.2.22",
+        &[("mqtt_session", "sensor2"), ("ntp", ""), ("dhcp", ""), ("mqtt_burst", "sensor2")],
+    ),
+    (
+        "thermostat1",
+        "sensors",
+        "192.0.2.23",
+        &[("poll", ""), ("mqtt_msg", "thermostat1"), ("ntp", ""), ("ssdp", ""), ("ota_http", "")],
+    ),
+    (
+        "plug1",
+        "plugs",
+        "192.0.2.31",
+        &[("mqtt_msg", "plug1"), ("poll", ""), ("ota_http", ""), ("dns", ""), ("mdns", "")],
+    ),
+    ("plug2", "plugs", "192.0.2.32", &[("mqtt_session", "plug2"), ("ntp", ""), ("mdns", ""), ("dhcp", "")]),
+    (
+        "tv1",
+        "media",
+        "192.0.2.35",
+        &[("ssdp", ""), ("mdns", ""), ("speedtest", "5221"), ("ota_https", ""), ("dns", "")],
+    ),
+    ("admin", "admin", "192.0.2.40", &[("admin", "DIR"), ("dns", ""), ("ntp", "")]),
+    (
+        "pc1",
+        "pcs",
+        "192.0.2.41",
+        &[("browse", ""), ("update", ""), ("dns", ""), ("ntp", ""), ("speedtest", "5222"), ("mdns", ""), ("dhcp", "")],
+    ),
+    (
+        "nas1",
+        "storage",
+        "192.0.2.45",
+        &[("backup", ""), ("ntp", ""), ("dns", ""), ("ssdp", ""), ("dhcp", ""), ("mqtt_session", "nas1")],
+    ),
+    (
+        HUB_NAME,
+        "hubs",
+        "192.0.2.50",
+        &[("hub", ""), ("mqtt_session", "hub1"), ("mdns", ""), ("ntp", ""), ("dns", ""), ("ssdp", "")],
+    ),
     ("attacker", "attacker", ATTACKER, &[]),
 ];
+
+/// The home-automation hub: a /25 address, so its 30 polled devices
+/// (192.0.2.130-159, [`POLLED`]) are reached through the router.
+const HUB_NAME: &str = "hub1";
+/// How many devices the hub polls (192.0.2.130 onwards, on the router's `lan1`).
+pub const POLLED: u8 = 30;
+/// The backup host (on the WAN namespace's loopback).
+pub const BACKUP_HOST: &str = "198.51.100.20";
+/// iperf3 server ports: cameras, speed tests, and 5209 for the exfiltration scenario.
+const IPERF_PORTS: [&str; 6] = ["5209", "5211", "5212", "5213", "5221", "5222"];
+/// Lab capture snap length (headers only; gatewarden reads lengths from the IP header).
+pub const SNAPLEN: u32 = 128;
 
 /// The whole site. Dropping it kills everything and deletes the namespaces.
 pub struct Lab {
@@ -143,11 +232,21 @@ pub struct Lab {
     /// become block elements and time-to-block is measured (on by default;
     /// recording training captures turns it off so attacks run to the end).
     pub enforce: bool,
+    /// The home-automation segment behind the router's `lan1` (the hub's polled devices).
+    pub iot: Netns,
+    /// The run's seed (env `GATEWARDEN_LAB_SEED`, else from the clock; printed):
+    /// every benign behaviour's parameters follow from it and the session number.
+    pub seed: u64,
+    /// Snap length of the session captures.
+    pub snaplen: u32,
+    sessions: std::cell::Cell<u64>,
 }
 
 impl Lab {
     /// Builds the site and starts the WAN services; returns once they listen.
     pub fn new() -> Lab {
+        let seed = lab_seed();
+        eprintln!("lab seed {seed} (GATEWARDEN_LAB_SEED={seed} repeats this run's benign parameters)");
         let router = Netns::new("rtr");
         let wan = Netns::new("wan");
         router.exec(&["ip", "link", "add", "lan0", "type", "bridge"]);
@@ -158,7 +257,8 @@ impl Lab {
         for (name, group, addr, profiles) in DEVICES {
             let ns = Netns::new(name);
             let addr6 = (name == "attacker").then_some(ATTACKER6);
-            let mut addrs = vec![format!("{addr}/24")];
+            let prefix = if name == HUB_NAME { 25 } else { 24 };
+            let mut addrs = vec![format!("{addr}/{prefix}")];
             addrs.extend(addr6.map(|a| format!("{a}/64")));
             let addrs: Vec<&str> = addrs.iter().map(String::as_str).collect();
             link_to_bridge(&ns, "eth0", &addrs, &router, "lan0");
@@ -166,7 +266,7 @@ impl Lab {
             if addr6.is_some() {
                 ns.exec(&["ip", "-6", "route", "add", "default", "via", "2001:db8:10::1"]);
             }
-            devices.push(Device { name, group, addr, addr6, profiles, ns });
+            devices.push(Device { name, group, addr, addr6, profiles, prefix, ns });
         }
         let wan6 = format!("{WAN6}/64");
         link(&router, "wan0", &["198.51.100.1/24", "2001:db8:20::1/64"], &wan, "eth0", &[&format!("{WAN}/24"), &wan6]);
@@ -187,10 +287,35 @@ impl Lab {
             addr: INET_ATTACKER,
             addr6: None,
             profiles: &[],
+            prefix: 25,
             ns: inet,
         });
         let dir = tempfile::tempdir().unwrap();
-        let mut lab = Lab { services: Vec::new(), router, wan, devices, dir, enforce: true };
+        // The WAN side's extra hosts: the backup host and 64 web sites / mirrors.
+        let mut batch = format!("address add {BACKUP_HOST}/32 dev lo\n");
+        for h in 100..164 {
+            let _ = writeln!(batch, "address add 198.51.100.{h}/32 dev lo");
+        }
+        std::fs::write(dir.path().join("wan.ipbatch"), batch).unwrap();
+        wan.exec(&["ip", "-batch", dir.path().join("wan.ipbatch").to_str().unwrap()]);
+        // The home-automation segment: 30 devices the hub polls, routed by the router.
+        let iot = Netns::new("iot");
+        let polled: Vec<String> = (0..POLLED).map(|i| format!("192.0.2.{}/25", 130 + i as u32)).collect();
+        let polled: Vec<&str> = polled.iter().map(String::as_str).collect();
+        link(&router, "lan1", &["192.0.2.129/25"], &iot, "eth0", &polled);
+        iot.exec(&["ip", "route", "add", "default", "via", "192.0.2.129"]);
+        let mut lab = Lab {
+            services: Vec::new(),
+            router,
+            wan,
+            devices,
+            dir,
+            enforce: true,
+            iot,
+            seed,
+            snaplen: SNAPLEN,
+            sessions: std::cell::Cell::new(0),
+        };
         lab.start_services();
         lab
     }
@@ -206,6 +331,13 @@ impl Lab {
         std::fs::create_dir_all(d.join("www")).unwrap();
         std::fs::write(d.join("www/status.json"), "{\"ok\":true}\n").unwrap();
         std::fs::write(d.join("www/firmware.bin"), vec![0x5a; 4 << 20]).unwrap();
+        // HTTPS: a self-signed certificate (the devices use curl -k, as many do).
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+            .args(["-subj", "/CN=lab.example", "-keyout", &p("tls.key"), "-out", &p("tls.crt")])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "openssl req: {}", String::from_utf8_lossy(&out.stderr));
         // SSH: host key, admin key, its authorized_keys, an sshd config.
         for key in ["host", "admin"] {
             let out =
@@ -217,9 +349,10 @@ impl Lab {
             d.join("sshd_config"),
             format!(
                 "ListenAddress {WAN}:22\nHostKey {}\nAuthorizedKeysFile {}\nPidFile none\nUsePAM no\n\
-StrictModes no\nPermitRootLogin prohibit-password\nMaxStartups 100\nLoginGraceTime 10\n",
+StrictModes no\nPermitRootLogin prohibit-password\nMaxStartups 100\nLoginGraceTime 10\nSubsystem sftp {}\n",
                 p("host"),
-                p("authorized_keys")
+                p("authorized_keys"),
+                sftp_server()
             ),
         )
         .unwrap();
@@ -248,15 +381,22 @@ while True:\n    d,a=s.recvfrom(512)\n    s.sendto(d[:48].ljust(48,b'\\0'),a)\n"
         let services: Vec<(&str, Vec<String>)> = vec![
             (
                 "http",
+                // Every WAN address: the server, the backup host, the web sites.
                 vec![
                     "python3".into(),
                     lab_script("web.py"),
                     "--bind".into(),
-                    WAN.into(),
+                    "0.0.0.0".into(),
                     "--port".into(),
                     "80".into(),
                     "--directory".into(),
-                    www,
+                    www.clone(),
+                    "--tls-port".into(),
+                    "443".into(),
+                    "--cert".into(),
+                    p("tls.crt"),
+                    "--key".into(),
+                    p("tls.key"),
                 ],
             ),
             (
@@ -290,6 +430,7 @@ while True:\n    d,a=s.recvfrom(512)\n    s.sendto(d[:48].ljust(48,b'\\0'),a)\n"
                 .iter()
                 .map(|s| s.to_string())
                 .chain([format!("--listen-address={WAN}"), format!("--address=/lab.example/{WAN}")])
+                .chain((100..164).map(|h| format!("--host-record=site{h}.web.example,198.51.100.{h}")))
                 .collect(),
             ),
             (
@@ -309,14 +450,41 @@ while True:\n    d,a=s.recvfrom(512)\n    s.sendto(d[:48].ljust(48,b'\\0'),a)\n"
             cmd.args(&argv[1..]).stdout(log(name)).stderr(log(name));
             self.services.push(Guard::spawn(&mut cmd));
         }
-        self.wait_listening(&["tcp 80", "tcp 1883", "tcp 22", "tcp 23", "udp 53", "udp 123"]);
+        // The LAN's DHCP server on the router (DHCP only: --port=0), as a home router has it;
+        // the devices' udhcpc takes part in the exchange but keeps its static address.
+        let mut dhcp = self.router.command("dnsmasq");
+        dhcp.args(["-k", "--conf-file=/dev/null", "--port=0", "--interface=lan0", "--bind-interfaces"])
+            .args(["--dhcp-range=192.0.2.100,192.0.2.127,255.255.255.0,10m", "--user=root", "--pid-file="])
+            .args(["--log-facility=-", &format!("--dhcp-leasefile={}", p("dhcp.leases"))])
+            .stdout(log("dhcp"))
+            .stderr(log("dhcp"));
+        self.services.push(Guard::spawn(&mut dhcp));
+        // The hub's polled devices: a web server on every address of the segment.
+        let mut polled = self.iot.command("python3");
+        polled
+            .args([&lab_script("web.py"), "--bind", "0.0.0.0", "--port", "80", "--directory", &www])
+            .stdout(log("iot"))
+            .stderr(log("iot"));
+        self.services.push(Guard::spawn(&mut polled));
+        self.wait_listening(&["tcp 80", "tcp 443", "tcp 1883", "tcp 22", "tcp 23", "udp 53", "udp 123"]);
+        wait_listening_in(&self.router, &["udp 67"], &d, &["dhcp"]);
+        wait_listening_in(&self.iot, &["tcp 80"], &d, &["iot"]);
     }
 
     /// Waits until `ss` in the WAN namespace lists every `proto port` on the WAN address.
     fn wait_listening(&self, want: &[&str]) {
+        let logs = ["http", "telnetd", "mosquitto", "dnsmasq", "sshd", "ntp"];
+        wait_listening_in(&self.wan, want, self.dir.path(), &logs);
+    }
+}
+
+/// Waits until `ss` in `ns` lists every `proto port`; after 15 s panics with
+/// what `ss` says and the named service logs in `dir`.
+fn wait_listening_in(ns: &Netns, want: &[&str], dir: &Path, logs: &[&str]) {
+    {
         let start = Instant::now();
         loop {
-            let out = self.wan.command("ss").args(["-Hlnut"]).output().unwrap();
+            let out = ns.command("ss").args(["-Hlnut"]).output().unwrap();
             let text = String::from_utf8_lossy(&out.stdout);
             let missing: Vec<&&str> = want
                 .iter()
@@ -329,24 +497,26 @@ while True:\n    d,a=s.recvfrom(512)\n    s.sendto(d[:48].ljust(48,b'\\0'),a)\n"
                 return;
             }
             if start.elapsed() > Duration::from_secs(15) {
-                let logs: String = ["http", "telnetd", "mosquitto", "dnsmasq", "sshd", "ntp"]
+                let logs: String = logs
                     .iter()
                     .map(|n| {
                         format!(
                             "--- {n}: {}",
-                            std::fs::read_to_string(self.path(&format!("{n}.log"))).unwrap_or_default()
+                            std::fs::read_to_string(dir.join(format!("{n}.log"))).unwrap_or_default()
                         )
                     })
                     .collect();
-                panic!("lab services not listening on {missing:?} after 15 s; ss says:\n{text}\n{logs}");
+                panic!("lab services in {} not listening on {missing:?} after 15 s; ss says:\n{text}\n{logs}", ns.name);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
 
+impl Lab {
     /// Every namespace name of the lab.
     pub fn namespaces(&self) -> Vec<String> {
-        let mut v = vec![self.router.name.clone(), self.wan.name.clone()];
+        let mut v = vec![self.router.name.clone(), self.wan.name.clone(), self.iot.name.clone()];
         v.extend(self.devices.iter().map(|d| d.ns.name.clone()));
         v
     }
@@ -361,33 +531,52 @@ while True:\n    d,a=s.recvfrom(512)\n    s.sendto(d[:48].ljust(48,b'\\0'),a)\n"
         self.devices.iter().find(|d| d.name == name).unwrap_or_else(|| panic!("no device {name}"))
     }
 
-    /// Benign (non-attacker) LAN addresses.
+    /// Benign (non-attacker) LAN addresses, the hub's polled devices included.
     pub fn benign_addrs(&self) -> BTreeSet<String> {
-        self.devices.iter().filter(|d| d.group != "attacker").map(|d| d.addr.to_string()).collect()
+        let mut out: BTreeSet<String> =
+            self.devices.iter().filter(|d| d.group != "attacker").map(|d| d.addr.to_string()).collect();
+        out.extend((0..POLLED).map(|i| format!("192.0.2.{}", 130 + i as u32)));
+        out
+    }
+
+    /// The benign devices with their own namespace (what device-hours count).
+    pub fn benign_devices(&self) -> impl Iterator<Item = &Device> {
+        self.devices.iter().filter(|d| d.group != "attacker")
     }
 
     /// Starts tcpdump on the router's `lan0`, gatewarden (`run --role all`,
-    /// capturing `lan0`) and, if `benign_s > 0`, every device's benign
-    /// profiles for that many seconds. The returned [`Session`] records alerts
-    /// and block-set elements as they appear.
+    /// capturing `lan0`, shipped detector defaults) and, if `benign_s > 0`,
+    /// every device's benign behaviours for that many seconds, with the next
+    /// session seed (the lab's seed + sessions started so far). The returned
+    /// [`Session`] records alerts and block-set elements as they appear.
     pub fn session(&self, capture: &Path, benign_s: u64) -> Session<'_> {
-        let tag = capture.file_stem().unwrap().to_str().unwrap().to_string();
+        let seed = self.seed.wrapping_add(self.sessions.get());
+        self.session_with(Some(capture), benign_s, seed)
+    }
+
+    /// [`Lab::session`] with an explicit seed for the benign behaviours, and
+    /// optionally no capture (`None`: long soaks, whose capture would be GBs).
+    pub fn session_with(&self, capture: Option<&Path>, benign_s: u64, seed: u64) -> Session<'_> {
+        self.sessions.set(self.sessions.get() + 1);
+        let tag = capture.map_or("session".to_string(), |c| c.file_stem().unwrap().to_str().unwrap().to_string());
         let mut procs = Vec::new();
         // iperf3 servers per session: a client killed mid-test must not leave one busy.
-        for port in ["5201", "5202", "5209"] {
+        for port in IPERF_PORTS {
             procs.push(Guard::spawn(
                 self.wan.command("iperf3").args(["-s", "-p", port]).stdout(Stdio::null()).stderr(Stdio::null()),
             ));
         }
-        let tcpdump_log = self.path(&format!("{tag}.tcpdump.log"));
-        procs.push(Guard::spawn(
-            self.router
-                .command("tcpdump")
-                .args(["-i", "lan0", "-s", "128", "-U", "-n", "-w", capture.to_str().unwrap()])
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&tcpdump_log).unwrap()),
-        ));
-        wait_file_contains(&tcpdump_log, "listening on", "tcpdump");
+        if let Some(capture) = capture {
+            let tcpdump_log = self.path(&format!("{tag}.tcpdump.log"));
+            procs.push(Guard::spawn(
+                self.router
+                    .command("tcpdump")
+                    .args(["-i", "lan0", "-s", &self.snaplen.to_string(), "-U", "-n", "-w", capture.to_str().unwrap()])
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(&tcpdump_log).unwrap()),
+            ));
+            wait_file_contains(&tcpdump_log, "listening on", "tcpdump");
+        }
         // A previous session's gatewarden that did not exit within its grace time
         // (see `finish`) leaves its table, and the poller would report that
         // session's blocks as this one's (a tool is stopped 2 s after its source
@@ -401,12 +590,11 @@ while True:\n    d,a=s.recvfrom(512)\n    s.sendto(d[:48].ljust(48,b'\\0'),a)\n"
         }
         let cfg = self.path("gatewarden.toml");
         let enforce = if self.enforce { "[enforce]\nenabled = true\n" } else { "" };
+        // Shipped detector defaults: no warm-up or threshold overrides (issue #15).
         std::fs::write(
             &cfg,
-            // A 2 s baseline warm-up: each session has only 3 s of benign traffic before its attack.
             format!(
-                "node_id = \"lab\"\n[http]\nlisten = \"127.0.0.1:8080\"\npublic_status = true\n[capture]\ninterface = \"lan0\"\n\
-                 [detector]\nbaseline_warmup_s = 2\n{enforce}"
+                "node_id = \"lab\"\n[http]\nlisten = \"127.0.0.1:8080\"\npublic_status = true\n[capture]\ninterface = \"lan0\"\n{enforce}"
             ),
         )
         .unwrap();
@@ -419,19 +607,25 @@ while True:\n    d,a=s.recvfrom(512)\n    s.sendto(d[:48].ljust(48,b'\\0'),a)\n"
                 .stderr(std::fs::File::create(&gw_log).unwrap()),
         ));
         wait_file_contains(&gw_log, "capturing", "gatewarden run");
-        self.wait_listening(&["tcp 5201", "tcp 5202", "tcp 5209"]);
+        let ports: Vec<String> = IPERF_PORTS.iter().map(|p| format!("tcp {p}")).collect();
+        self.wait_listening(&ports.iter().map(String::as_str).collect::<Vec<_>>());
         let script = root().join("tests/lab/benign.sh");
+        let mut behaviours = Vec::new();
         if benign_s > 0 {
-            for d in &self.devices {
-                for (profile, arg) in d.profiles {
+            for (di, d) in self.benign_devices().enumerate() {
+                for (bi, (profile, arg)) in d.profiles.iter().enumerate() {
                     let arg =
-                        if *arg == "KEY" { self.path("admin").to_str().unwrap().to_string() } else { arg.to_string() };
+                        if *arg == "DIR" { self.dir.path().to_str().unwrap().to_string() } else { arg.to_string() };
+                    let bseed = behaviour_seed(seed, di as u64, bi as u64);
+                    let out = self.path(&format!("{tag}.{}.{profile}.out", d.name));
                     procs.push(Guard::spawn(
-                        d.ns.command("bash")
+                        d.ns.command("env")
+                            .args([&format!("LAB_SEED={bseed}"), &format!("LAB_DEVICE={}", d.name), "bash"])
                             .args([script.to_str().unwrap(), profile, &benign_s.to_string(), &arg])
-                            .stdout(Stdio::null())
+                            .stdout(std::fs::File::create(&out).unwrap())
                             .stderr(Stdio::null()),
                     ));
+                    behaviours.push((d.name, d.addr, *profile, out));
                 }
             }
         }
@@ -443,14 +637,44 @@ while True:\n    d,a=s.recvfrom(512)\n    s.sendto(d[:48].ljust(48,b'\\0'),a)\n"
         };
         Session {
             lab: self,
-            capture: capture.to_path_buf(),
+            capture: capture.map(Path::to_path_buf),
+            seed,
+            started: now(),
+            behaviours,
             procs,
             seen,
             stop,
             poller: Some(poller),
             attacks: Vec::new(),
+            outages: Vec::new(),
         }
     }
+}
+
+/// The run's seed: env `GATEWARDEN_LAB_SEED`, else one from the clock.
+pub fn lab_seed() -> u64 {
+    match std::env::var("GATEWARDEN_LAB_SEED") {
+        Ok(s) => s.trim().parse().unwrap_or_else(|_| panic!("GATEWARDEN_LAB_SEED must be a whole number, got {s:?}")),
+        Err(_) => 1000 + SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() % 1_000_000,
+    }
+}
+
+/// One behaviour's seed (bash RANDOM takes it): a splitmix64 mix of the
+/// session seed, the device's and the behaviour's index, below 2^31.
+pub fn behaviour_seed(session: u64, device: u64, behaviour: u64) -> u64 {
+    let mut z = session.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (device << 32) ^ (behaviour << 16) ^ 0x5EED;
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) & 0x7FFF_FFFF
+}
+
+/// Where the SFTP server sshd runs for scp lives (Debian's path first).
+fn sftp_server() -> String {
+    ["/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/libexec/sftp-server"]
+        .into_iter()
+        .find(|p| Path::new(p).is_file())
+        .unwrap_or("/usr/lib/openssh/sftp-server")
+        .to_string()
 }
 
 impl Drop for Lab {
@@ -574,11 +798,27 @@ pub struct Scenario {
     pub spoofed: bool,
     /// Hard limit for the tool, seconds.
     pub timeout_s: u64,
+    /// What the shipped response policy does about it.
+    pub policy: Expect,
+    /// Seconds of benign traffic before the attack (a per-device baseline
+    /// needs the shipped 60 s warm-up of normal traffic first).
+    pub pre_idle_s: f64,
+}
+
+/// What the shipped response policy should do with a detected attack.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expect {
+    /// Alert and block the (real) source: `alert.action` = `blocked`.
+    Block,
+    /// Alert only, block nothing: `alert.action` = `allowed` (e.g. the
+    /// baseline alone, which the policy never lets block).
+    AlertOnly,
 }
 
 macro_rules! scenario {
     ($name:expr, $label:expr, $from:expr, $victim:expr, $expect:expr, [$($arg:expr),* $(,)?]) => {
-        Scenario { name: $name, label: $label, from: $from, argv: &[$($arg),*], victim: $victim, expect: $expect, spoofed: false, timeout_s: 90 }
+        Scenario { name: $name, label: $label, from: $from, argv: &[$($arg),*], victim: $victim, expect: $expect,
+            spoofed: false, timeout_s: 90, policy: Expect::Block, pre_idle_s: 3.0 }
     };
 }
 
@@ -804,14 +1044,21 @@ pub fn scenarios() -> Vec<Scenario> {
             &["slow_http"],
             ["slowhttptest", "-H", "-c", "100", "-r", "50", "-i", "10", "-l", "25", "-u", "http://198.51.100.10/"]
         ),
-        scenario!(
-            "camera_exfil_new_host",
-            "exfiltration",
-            "cam1",
-            NEW_HOST,
-            &["anomaly"],
-            ["iperf3", "-c", NEW_HOST, "-p", "5209", "-b", "10M", "-t", "3"]
-        ),
+        // The baseline alone finds it: an alert, no block. It needs the
+        // shipped 60 s warm-up of the camera's normal traffic (a 1-8 Mbit/s
+        // stream that starts and stops), and an upload well above 3x that.
+        Scenario {
+            policy: Expect::AlertOnly,
+            pre_idle_s: 65.0,
+            ..scenario!(
+                "camera_exfil_new_host",
+                "exfiltration",
+                "cam1",
+                NEW_HOST,
+                &["anomaly"],
+                ["iperf3", "-c", NEW_HOST, "-p", "5209", "-b", "40M", "-t", "3"]
+            )
+        },
     ]
 }
 
@@ -879,7 +1126,14 @@ pub const BLOCKED_GRACE_S: f64 = 2.0;
 /// A running capture + gatewarden + benign traffic; see [`Lab::session`].
 pub struct Session<'a> {
     lab: &'a Lab,
-    capture: PathBuf,
+    capture: Option<PathBuf>,
+    /// The session's seed (each behaviour's follows from it).
+    pub seed: u64,
+    /// Wall time the session started.
+    pub started: f64,
+    /// (device, address, behaviour, its stdout file) of every behaviour started.
+    behaviours: Vec<(&'static str, &'static str, &'static str, PathBuf)>,
+    outages: Vec<(f64, f64)>,
     procs: Vec<Guard>,
     seen: Arc<Mutex<Seen>>,
     stop: Arc<AtomicBool>,
@@ -943,6 +1197,39 @@ impl Session<'_> {
     /// Sleeps while benign traffic and the detector carry on.
     pub fn idle(&self, secs: f64) {
         std::thread::sleep(Duration::from_secs_f64(secs));
+    }
+
+    /// A WAN outage of `secs` seconds: the router drops everything it would
+    /// forward to or from `wan0` (its own table `inet lab_outage`, silently,
+    /// as a dead uplink does), then lets it through again, and every device
+    /// with a persistent connection reconnects at about the same moment (the
+    /// reconnect storm).
+    pub fn wan_outage(&mut self, secs: f64) {
+        let nft = |args: &[&str]| {
+            let out = self.lab.router.command("nft").args(args).output().unwrap();
+            assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        nft(&["add", "table", "inet", "lab_outage"]);
+        nft(&[
+            "add",
+            "chain",
+            "inet",
+            "lab_outage",
+            "outage",
+            "{ type filter hook forward priority -50; policy accept; }",
+        ]);
+        nft(&["add", "rule", "inet", "lab_outage", "outage", "oifname", "wan0", "drop"]);
+        nft(&["add", "rule", "inet", "lab_outage", "outage", "iifname", "wan0", "drop"]);
+        let t0 = now();
+        self.idle(secs);
+        nft(&["delete", "table", "inet", "lab_outage"]);
+        self.outages.push((t0, now()));
+    }
+
+    /// Alerts and blocked addresses seen so far (for progress lines).
+    pub fn seen_so_far(&self) -> (usize, usize) {
+        let s = self.seen.lock().unwrap();
+        (s.alerts.len(), s.blocks.len())
     }
 
     /// Whether every attack so far has an alert of an expected kind naming it
@@ -1009,8 +1296,18 @@ impl Session<'_> {
         for a in &self.attacks {
             let _ = self.lab.wan.command("ss").args(["-K", "-tn", "dst", &a.src]).output();
         }
+        let _ = self.lab.router.command("nft").args(["delete", "table", "inet", "lab_outage"]).output();
         let seen = std::mem::take(&mut *self.seen.lock().unwrap());
-        let packets = read_pcap(&self.capture);
+        let packets = self.capture.as_deref().map(read_pcap).unwrap_or_default();
+        let behaviours = self
+            .behaviours
+            .iter()
+            .map(|(device, addr, behaviour, out)| {
+                let text = std::fs::read_to_string(out).unwrap_or_default();
+                let params = text.lines().next().unwrap_or("").to_string();
+                BehaviourRun { device, addr, behaviour, params }
+            })
+            .collect();
         SessionRecord {
             capture: self.capture.clone(),
             packets,
@@ -1019,6 +1316,11 @@ impl Session<'_> {
             blocks: seen.blocks,
             enforcement: seen.enforcement,
             benign: self.lab.benign_addrs(),
+            seed: self.seed,
+            started: self.started,
+            ended: now(),
+            behaviours,
+            outages: std::mem::take(&mut self.outages),
         }
     }
 }
@@ -1102,10 +1404,33 @@ pub fn parse_eve_time(s: &str) -> Option<f64> {
     Some((days * 86_400 + h * 3600 + mi * 60) as f64 + sec)
 }
 
+/// One benign behaviour as a session ran it.
+#[derive(Clone, Debug)]
+pub struct BehaviourRun {
+    /// Device name.
+    pub device: &'static str,
+    /// Its LAN address.
+    pub addr: &'static str,
+    /// Behaviour (tests/lab/benign.sh).
+    pub behaviour: &'static str,
+    /// The `behaviour=… key=value …` line it printed: the parameters it drew.
+    pub params: String,
+}
+
 /// What a session produced.
 pub struct SessionRecord {
-    /// The capture file.
-    pub capture: PathBuf,
+    /// The capture file, if the session had one.
+    pub capture: Option<PathBuf>,
+    /// The session's seed.
+    pub seed: u64,
+    /// Wall-clock start and end.
+    pub started: f64,
+    /// Wall-clock end.
+    pub ended: f64,
+    /// Every benign behaviour with its parameters.
+    pub behaviours: Vec<BehaviourRun>,
+    /// WAN outages the harness caused: (start, end), wall clock.
+    pub outages: Vec<(f64, f64)>,
     /// Its packets' addresses and times.
     pub packets: Vec<Pkt>,
     /// The attacks, in order.
@@ -1143,6 +1468,10 @@ pub struct Score {
     pub to_api_s: Option<f64>,
     /// Block-set observation, or why there is none.
     pub block: Block,
+    /// `alert.action` of the expected alerts (`blocked`, `allowed`).
+    pub actions: BTreeSet<String>,
+    /// What the policy should have done.
+    pub policy: Expect,
 }
 
 /// Time to block and packets let through, from `nft -j list ruleset`.
@@ -1244,6 +1573,8 @@ impl SessionRecord {
                     to_verdict_s,
                     to_api_s,
                     block,
+                    actions: hits.iter().filter_map(|(_, v)| v["alert"]["action"].as_str().map(String::from)).collect(),
+                    policy: a.scenario.policy,
                 }
             })
             .collect()
@@ -1261,6 +1592,27 @@ impl SessionRecord {
             }
         }
         out
+    }
+
+    /// Benign addresses that appeared in a block set, with when (wall time);
+    /// a device that ran one of the session's attacks (a compromised camera)
+    /// is not benign here: its scenario's policy expectation judges it.
+    pub fn blocked_benign(&self) -> BTreeMap<String, f64> {
+        let attack_srcs: BTreeSet<&str> = self.attacks.iter().map(|a| a.src.as_str()).collect();
+        self.blocks
+            .iter()
+            .filter(|(a, _)| self.benign.contains(*a) && !attack_srcs.contains(a.as_str()))
+            .map(|(a, t)| (a.clone(), *t))
+            .collect()
+    }
+
+    /// `behaviours.csv`: device,addr,behaviour,params (one line per behaviour run).
+    pub fn behaviours_csv(&self) -> String {
+        let mut s = String::from("device,addr,behaviour,params\n");
+        for b in &self.behaviours {
+            let _ = writeln!(s, "{},{},{},\"{}\"", b.device, b.addr, b.behaviour, b.params.replace('"', "'"));
+        }
+        s
     }
 
     /// Alerts blaming an address that is neither an attacker nor a LAN device
