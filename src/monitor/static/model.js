@@ -16,7 +16,7 @@ function mcNum(x, digits) {
   if (Math.abs(n) >= 100) return Math.round(n).toLocaleString("en");
   return String(Number(n.toFixed(digits == null ? 3 : digits)));
 }
-function mcPct(x) { const n = Number(x); return isFinite(n) ? (100 * n).toFixed(1) + " %" : "–"; }
+function mcPct(x) { const n = x == null ? NaN : Number(x); return isFinite(n) ? (100 * n).toFixed(1) + " %" : "–"; }
 function mcTable(cls, head, rows) {
   const t = mcEl("table", "mc-table " + cls);
   t.append(mcEl("thead", null, mcEl("tr", null, ...head.map(h => mcEl("th", null, h)))));
@@ -40,11 +40,14 @@ function renderModelCard(box, c) {
   out.push(mcEl("p", "mc-summary",
     "Outside the training range of any input (± " + mcNum(100 * (ood.margin || 0), 0) + " % of that range) the model abstains for the host and the detector decides without it. " +
     floors.join("; ") + (floors.length ? "." : "")));
-  const per = vm.per_class || {};
+  const per = vm.per_class || {}, g = vm.guarded || {}, gper = g.per_class || {};
   if (Object.keys(per).length) {
     out.push(mcEl("h3", null, "On held-out sessions"));
-    out.push(mcTable("mc-classes", ["class", "precision", "recall", "rows"],
-      Object.entries(per).map(([k, v]) => [k, mcPct(v.precision), mcPct(v.recall), mcNum(v.support)])));
+    out.push(mcTable("mc-classes", ["class", "precision", "recall", "rows", "precision as the detector sees it"],
+      (c.classes || Object.keys(per)).filter(k => per[k]).map(k => [k, mcPct(per[k].precision), mcPct(per[k].recall),
+        mcNum(per[k].support), gper[k] ? mcPct(gper[k].precision) : "–"])));
+    out.push(mcEl("p", "muted", "– : the class was never predicted. “As the detector sees it”: after calibration, the class floors and " +
+      mcNum(g.abstained || 0) + " of " + mcNum(g.rows || 0) + " held-out rows abstained (outside the training ranges)."));
   }
   if ((cal.held_out_sessions || []).length) {
     out.push(mcEl("h3", null, "Held-out sessions"));
