@@ -240,3 +240,54 @@ fn flood_only_at_flood_rates_on_replayed_captures() {
     assert!(flood_at["datasets/lab/hping3_syn_flood.pcap"] > 0.0, "{report}");
     assert!(flood_at["datasets/lab/hping3_udp_flood.pcap"] > 0.0, "{report}");
 }
+
+#[test]
+fn an_upload_far_beyond_the_training_data_gets_no_opinion_and_is_counted_in_metrics() {
+    // 50 MB/s for 2.5 s: more than three times the fastest host in the training data.
+    let (nas, srv) = ([192, 0, 2, 50], [198, 51, 100, 40]);
+    let t0 = 1_790_000_000_000_000u64;
+    let mut recs = Vec::new();
+    let mut push = |t: u64, (f, w): (Vec<u8>, usize)| recs.push((t, f, w));
+    push(t0, ip4_frame(nas, srv, 6, &tcp_hdr(50001, 443, 0x02, 0, 0), 0));
+    push(t0 + 2_000, ip4_frame(srv, nas, 6, &tcp_hdr(443, 50001, 0x12, 0, 1), 0));
+    push(t0 + 4_000, ip4_frame(nas, srv, 6, &tcp_hdr(50001, 443, 0x10, 1, 1), 0));
+    let gap_ns = 1_448u64 * 1_000_000_000 / 50_000_000;
+    let (mut t_ns, mut seq, mut i) = ((t0 + 5_000) * 1_000, 1u32, 0u32);
+    while t_ns < (t0 + 2_505_000) * 1_000 {
+        push(t_ns / 1_000, ip4_frame(nas, srv, 6, &tcp_hdr(50001, 443, 0x10, seq, 1), 1_448));
+        seq = seq.wrapping_add(1_448);
+        i += 1;
+        if i % 8 == 0 {
+            push(t_ns / 1_000 + 200, ip4_frame(srv, nas, 6, &tcp_hdr(443, 50001, 0x10, 1, seq), 0));
+        }
+        t_ns += gap_ns;
+    }
+    let t = t_ns / 1_000;
+    push(t, ip4_frame(nas, srv, 6, &tcp_hdr(50001, 443, 0x11, seq, 1), 0));
+    push(t + 2_000, ip4_frame(srv, nas, 6, &tcp_hdr(443, 50001, 0x11, 1, seq.wrapping_add(1)), 0));
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("upload.pcap");
+    std::fs::write(&pcap, snapped_pcap(&mut recs)).unwrap();
+
+    let registry = Registry::new();
+    let state = MonitorState::new(Role::All, RoleSource::Flag, "t".into(), registry.clone());
+    let mut pipeline = Pipeline::new(&Config::default(), &state);
+    let mut source = CaptureFile::open(&pcap).unwrap();
+    while let Some(frame) = source.next_frame().unwrap() {
+        pipeline.on_frame(&frame);
+    }
+    pipeline.finish(&pcap);
+    let snap = registry.snapshot();
+    let abstained: Vec<(&String, &f64)> =
+        snap.iter().filter(|(k, v)| k.starts_with("gatewarden_model_abstentions_total{") && **v > 0.0).collect();
+    assert!(
+        abstained
+            .iter()
+            .any(|(k, _)| k.contains("feature=host_pkt_rate_w1") || k.contains("feature=host_byte_rate_w1")),
+        "no abstention counted: {:?}",
+        snap.iter().filter(|(k, _)| k.starts_with("gatewarden_model")).collect::<Vec<_>>()
+    );
+    // And /metrics shows it.
+    let text = registry.render_prometheus();
+    assert!(text.contains("gatewarden_model_abstentions_total{feature=\"host_"), "{text}");
+}
