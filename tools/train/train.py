@@ -126,6 +126,15 @@ def features_csv(gatewarden, work, session, pcap, labels):
     return df
 
 
+def f32(x):
+    """A float32's shortest exact decimal (the card stays small; Rust reads the same f32)."""
+    return float(np.format_float_positional(np.float32(x), unique=True, trim="-"))
+
+
+def f32s(xs):
+    return [f32(x) for x in np.asarray(xs).ravel()]
+
+
 def parse_seeds(text):
     """"1-24,101-106" -> [1..24, 101..106]."""
     out = []
@@ -274,8 +283,8 @@ def main():
     # OOD guard: each input column's training range (raw values).
     raw_train = train[HOST_COLUMNS].to_numpy().astype(np.float64)
     ood = {"margin": OOD_MARGIN, "features": [
-        {"column": c, "min": float(raw_train[:, i].min()), "max": float(raw_train[:, i].max()),
-         "p0_5": float(np.percentile(raw_train[:, i], 0.5)), "p99_5": float(np.percentile(raw_train[:, i], 99.5))}
+        {"column": c, "min": f32(raw_train[:, i].min()), "max": f32(raw_train[:, i].max()),
+         "p0_5": f32(np.percentile(raw_train[:, i], 0.5)), "p99_5": f32(np.percentile(raw_train[:, i], 99.5))}
         for i, c in enumerate(HOST_COLUMNS)]}
 
     # "flood" only at flood rates: half the 1st percentile of the training floods' 1 s packet rate.
@@ -326,13 +335,13 @@ def main():
         interp.invoke()
         ref_out.extend(interp.get_tensor(i_out)[: len(chunk)].tolist())
     with open(os.path.join(args.out, "host-mlp.reference.json"), "w") as f:
-        json.dump({"inputs": raw.tolist(), "outputs": ref_out}, f)
+        json.dump({"inputs": [f32s(r) for r in raw], "outputs": [f32s(r) for r in ref_out]}, f)
 
     card = {
         "name": "gatewarden-host-mlp",
         "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
         "feature_schema": {"name": schema["name"], "version": schema["version"], "columns": HOST_COLUMNS},
-        "preprocess": {"log1p": True, "mean": [float(x) for x in mean], "std": [float(x) for x in std]},
+        "preprocess": {"log1p": True, "mean": f32s(mean), "std": f32s(std)},
         "classes": CLASSES,
         "architecture": f"{len(HOST_COLUMNS)}→32→16→{len(CLASSES)} MLP, ReLU, softmax; float32; batch {BATCH}",
         "training_data": {
@@ -343,8 +352,11 @@ def main():
             "split": f"by session (capture): lab scenarios {VALIDATION} and seeds >= {args.holdout_seed_min} "
                      "held out",
             "label_map": LABEL_TO_CLASS,
-            "train_scenarios": sorted(set(train["scenario"])),
-            "validation_scenarios": sorted(set(val["scenario"])),
+            # Lab scenario names (datasets/lab/NAME.pcap), as tests/detection.rs reads them;
+            # every session (lab/, benign/, synthetic/) in train_sessions and calibration.held_out_sessions.
+            "train_scenarios": sorted(s[len("lab/"):] for s in set(train["scenario"]) if s.startswith("lab/")),
+            "validation_scenarios": sorted(s[len("lab/"):] for s in set(val["scenario"]) if s.startswith("lab/")),
+            "train_sessions": sorted(set(train["scenario"])),
             "synthetic_seeds": seeds,
             "excluded_scenarios": EXCLUDED_SCENARIOS,
             "excluded_labels": EXCLUDED_LABELS,
@@ -361,7 +373,8 @@ def main():
         "tflite_sha256": hashlib.sha256(tflite).hexdigest(),
         # Every 8th reference row: a candidate model must reproduce these (within the tolerance)
         # in the gateway's validator before it is stored or hot-swapped (issue #14).
-        "reference": {"inputs": raw[::8].tolist(), "outputs": ref_out[::8], "tolerance": 1e-4},
+        "reference": {"inputs": [f32s(r) for r in raw[::8]], "outputs": [f32s(r) for r in ref_out[::8]],
+                      "tolerance": 1e-4},
     }
     with open(os.path.join(args.out, "host-mlp.card.json"), "w") as f:
         json.dump(card, f, indent=1, ensure_ascii=False)
