@@ -18,6 +18,14 @@
 //! or columns differ from this binary's is refused ([`ModelError::Schema`]):
 //! the detector then runs on heuristics and the baseline and raises a
 //! `system` alert.
+//!
+//! The card also says how far to trust the model (issue #15): a temperature
+//! fitted on held-out sessions (applied to every output), each input's
+//! training range (outside it, widened by the card's margin, the model
+//! abstains for that host: [`HostModel::judge`] returns
+//! [`Judgement::Abstain`] naming the input), and class floors (`flood` only at
+//! flood packet rates). A card without the calibration and range sections is
+//! refused ([`parse_card`]).
 
 use std::path::{Path, PathBuf};
 
