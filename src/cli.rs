@@ -1136,13 +1136,62 @@ fn cmd_model(args: ModelArgs) -> i32 {
     );
     println!("  classes     {}", card.classes.join(", "));
     println!("  layers      {}", card.architecture);
-    if let Some(v) = card.training_data.get("validation_scenarios") {
-        println!("  held out    {v}");
+    let c = &card.calibration;
+    println!(
+        "  calibration {} T = {:.3}: expected calibration error {:.4} before, {:.4} after ({} bins, {} held-out rows)",
+        c.method, c.temperature, c.ece_before, c.ece_after, c.bins, c.rows
+    );
+    println!("  held out    {} sessions: {}", c.held_out_sessions.len(), c.held_out_sessions.join(", "));
+    // Per-class precision on the held-out sessions: the raw argmax, and what the detector gets
+    // (after OOD abstentions, calibration and the class floors) when train.py measured it.
+    let precision = |per: &serde_json::Map<String, serde_json::Value>| -> String {
+        card.classes
+            .iter()
+            .filter_map(|k| per.get(k).map(|v| (k, v)))
+            .map(|(k, v)| match v.get("precision").and_then(|x| x.as_f64()) {
+                Some(p) => format!("{k} {p:.3} ({} rows)", v.get("support").and_then(|x| x.as_u64()).unwrap_or(0)),
+                None => format!("{k} – (never predicted)"),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if let Some(per) = card.validation_metrics.get("per_class").and_then(|v| v.as_object()) {
+        println!("  precision   {} (held-out sessions, raw)", precision(per));
+    }
+    if let Some(g) = card.validation_metrics.get("guarded") {
+        if let Some(per) = g.get("per_class").and_then(|v| v.as_object()) {
+            println!(
+                "              {} (held-out sessions, as the detector sees it: {} of {} rows abstained)",
+                precision(per),
+                g.get("abstained").and_then(|x| x.as_u64()).unwrap_or(0),
+                g.get("rows").and_then(|x| x.as_u64()).unwrap_or(0)
+            );
+        }
     }
     if let Some(v) = card.validation_metrics.get("sources") {
         println!("  validation  {v}");
     }
+    for f in &card.class_floors {
+        println!("  floor       \"{}\" only at {} ≥ {}; below, it counts as benign", f.class, f.column, f.min);
+    }
+    println!(
+        "  OOD ranges  the model abstains on a host when an input is outside min–max ± {:.0} % of the range:",
+        card.ood.margin * 100.0
+    );
+    println!("    {:<28} {:>12} {:>12} {:>12} {:>12}", "input", "min", "p0.5", "p99.5", "max");
+    for r in &card.ood.features {
+        println!("    {:<28} {:>12} {:>12} {:>12} {:>12}", r.column, num(r.min), num(r.p0_5), num(r.p99_5), num(r.max));
+    }
     0
+}
+
+/// A statistic for a table column: integers plainly, others with up to 4 decimals.
+fn num(x: f32) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e12 {
+        format!("{x:.0}")
+    } else {
+        format!("{:.4}", x).trim_end_matches('0').trim_end_matches('.').to_string()
+    }
 }
 
 /// `replay --serve` and `watch --serve`: access control from the config, and a login link for the operator who started it.

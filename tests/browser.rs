@@ -341,3 +341,72 @@ fn training_page_uploads_a_model_and_settings_page_applies_thresholds_in_a_real_
     assert_eq!(s["detector"]["block_ttl_s"], 1234, "{s}");
     assert_eq!(s["allowlist"], json!(["192.0.2.200/32", "2001:db8:ff::/64"]), "{s}");
 }
+
+/// `{:.4}` without trailing zeros, as the page's `Number(x.toFixed(4))` prints it.
+fn js_fixed4(x: f64) -> String {
+    let s = format!("{x:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+#[test]
+fn model_page_shows_calibration_and_input_ranges_as_a_summary_and_tables_at_1400px() {
+    if !browser_available() {
+        return;
+    }
+    let Page { dir, out, addr, cfg } = page_setup();
+    let viewer = token(&cfg, "viewer");
+    let card: Value = serde_json::from_str(gatewarden::detect::model::DEFAULT_CARD).unwrap();
+    let (_driver, wd) = start_browser(dir.path());
+    wd.watch_csp();
+    wd.set_window(1400, 900);
+    let _gw = Guard::spawn(
+        Command::new(bin()).args(["run", "--role", "all", "-c"]).arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null()),
+    );
+    assert!(wait_http_ok(&addr, "/healthz", Duration::from_secs(10)));
+    assert_page_headers(&addr, "/", &[("/static/model.js", "text/javascript"), ("/static/model.css", "text/css")]);
+    wd.goto(&format!("http://{addr}/#token={viewer}"));
+    wd.wait_js("the page to load", "return !!document.getElementById('card')", Duration::from_secs(10));
+    wd.js("location.hash = '#model'; return true");
+    let n_inputs = card["ood"]["features"].as_array().unwrap().len();
+    wd.wait_js(
+        "the OOD table",
+        &format!("return document.querySelectorAll('#card table.mc-ood tbody tr').length === {n_inputs}"),
+        Duration::from_secs(10),
+    );
+    let text = wd.js("return document.getElementById('card').innerText").as_str().unwrap().to_string();
+    // A summary a person reads, not a JSON dump.
+    assert!(!text.contains("{\"") && !text.contains("\":"), "JSON on the page:\n{text}");
+    assert!(text.contains("expected calibration error"), "{text}");
+    let cal = &card["calibration"];
+    let ece = wd.js("return document.querySelector('#card .mc-ece').textContent").as_str().unwrap().to_string();
+    assert_eq!(
+        ece,
+        format!(
+            "{} → {}",
+            js_fixed4(cal["ece_before"].as_f64().unwrap()),
+            js_fixed4(cal["ece_after"].as_f64().unwrap())
+        )
+    );
+    assert!(text.contains("abstains"), "{text}");
+    for s in cal["held_out_sessions"].as_array().unwrap() {
+        assert!(text.contains(s.as_str().unwrap()), "held-out session {s} not on the page");
+    }
+    // One row per input, in the card's order, with its range.
+    let first = wd.js(
+        "return [...document.querySelectorAll('#card table.mc-ood tbody tr:first-child td')].map(td => td.textContent)",
+    );
+    assert_eq!(first[0], card["ood"]["features"][0]["column"], "{first}");
+    assert_eq!(first.as_array().unwrap().len(), 5, "{first}");
+    // Held-out precision per class.
+    let classes = wd.js("return document.querySelectorAll('#card table.mc-classes tbody tr').length");
+    assert_eq!(classes, json!(card["classes"].as_array().unwrap().len()));
+    // No horizontal scrolling at 1 400 px: not the page, not the card.
+    let widths = wd.js("const c = document.getElementById('card'), d = document.documentElement;
+         return [d.scrollWidth, d.clientWidth, c.scrollWidth, c.clientWidth, window.innerWidth]");
+    let w: Vec<i64> = widths.as_array().unwrap().iter().map(|v| v.as_i64().unwrap()).collect();
+    assert!(w[4] >= 1380 && w[4] <= 1400, "window {widths}");
+    assert!(w[0] <= w[1] && w[2] <= w[3], "horizontal scrolling at 1400 px: {widths}");
+    wd.screenshot(&out.join("model-viewer.png"));
+    assert_eq!(wd.console_errors(), Vec::<String>::new(), "console errors on the model page");
+    assert_eq!(wd.csp_violations(), Vec::<String>::new());
+}

@@ -18,6 +18,14 @@
 //! or columns differ from this binary's is refused ([`ModelError::Schema`]):
 //! the detector then runs on heuristics and the baseline and raises a
 //! `system` alert.
+//!
+//! The card also says how far to trust the model (issue #15): a temperature
+//! fitted on held-out sessions (applied to every output), each input's
+//! training range (outside it, widened by the card's margin, the model
+//! abstains for that host: [`HostModel::judge`] returns
+//! [`Judgement::Abstain`] naming the input), and class floors (`flood` only at
+//! flood packet rates). A card without the calibration and range sections is
+//! refused ([`parse_card`]).
 
 use std::path::{Path, PathBuf};
 
@@ -84,6 +92,144 @@ pub struct ModelCard {
     /// (the validator's proof that the `.tflite` is the model the card describes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<Reference>,
+    /// Temperature scaling fitted on held-out sessions and the calibration
+    /// error it left (issue #15: the first model said p = 1.00 about benign
+    /// downloads). Required: a card without it was made by an older train.py.
+    pub calibration: Calibration,
+    /// Training statistics of every input column: outside them the model
+    /// abstains instead of guessing. Required, like `calibration`.
+    pub ood: OodGuard,
+    /// Classes the model may only give above a rate (a "flood" at camera or
+    /// download rates is not a flood); below the floor the class's
+    /// probability goes to `benign`.
+    #[serde(default)]
+    pub class_floors: Vec<ClassFloor>,
+}
+
+/// How the model's probabilities were calibrated (`tools/train/train.py`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// `temperature`: probabilities become `softmax(ln p / T)`, which for a
+    /// softmax output equals dividing its logits by `T`.
+    pub method: String,
+    /// The fitted temperature `T` (above 1: the raw model was overconfident).
+    pub temperature: f32,
+    /// Expected calibration error on the held-out sessions before scaling (10 bins of the top probability).
+    pub ece_before: f64,
+    /// The same after scaling with `temperature`.
+    pub ece_after: f64,
+    /// Number of equal-width confidence bins of the ECE.
+    pub bins: u32,
+    /// Held-out rows the temperature and the ECE were computed on.
+    pub rows: u64,
+    /// The sessions (captures) held out from training: the temperature and every
+    /// validation metric come from them only.
+    pub held_out_sessions: Vec<String>,
+}
+
+/// One input column's training statistics (raw values, before `preprocess`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureRange {
+    /// The input column (same order as `feature_schema.columns`).
+    pub column: String,
+    /// Smallest training value.
+    pub min: f32,
+    /// Largest training value.
+    pub max: f32,
+    /// 0.5th percentile, for people (the guard uses min/max and the margin).
+    pub p0_5: f32,
+    /// 99.5th percentile, for people.
+    pub p99_5: f32,
+}
+
+/// The out-of-distribution guard: per-column training ranges and the margin
+/// around them inside which the model still gives an opinion.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OodGuard {
+    /// Slack on each side, as a fraction of the column's training range
+    /// (`max - min`); a column that never varied accepts only its value
+    /// (within [`OOD_ABS_SLACK`]). 0.25: a value a quarter of the range beyond
+    /// anything seen is out of distribution.
+    pub margin: f32,
+    /// One entry per input column, in input order.
+    pub features: Vec<FeatureRange>,
+}
+
+/// Absolute slack added to every column's accepted range (float noise in ratios).
+pub const OOD_ABS_SLACK: f32 = 1e-3;
+/// Largest OOD margin a card may ask for (wider would disable the guard).
+pub const MAX_OOD_MARGIN: f32 = 10.0;
+
+/// A rate below which the model may not give `class`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClassFloor {
+    /// The class (e.g. `flood`).
+    pub class: String,
+    /// The host column holding the rate (e.g. `host_pkt_rate_w1`).
+    pub column: String,
+    /// Lowest value at which `class` may be given.
+    pub min: f32,
+    /// Why this floor, for people (train.py says how it was derived).
+    #[serde(default)]
+    pub note: String,
+}
+
+/// The model's answer for one host.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Judgement {
+    /// Calibrated class probabilities (card order), after the class floors.
+    Opinion(Vec<f32>),
+    /// The input lies outside the training data: no opinion.
+    Abstain(Abstention),
+}
+
+/// Why the model abstained: the first input outside its training range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Abstention {
+    /// The input column.
+    pub feature: String,
+    /// Its value.
+    pub value: f32,
+    /// The training range (without the margin).
+    pub min: f32,
+    /// The training range (without the margin).
+    pub max: f32,
+}
+
+impl std::fmt::Display for Abstention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "model abstains: {} = {} outside training range {}–{}",
+            self.feature,
+            short(self.value),
+            short(self.min),
+            short(self.max)
+        )
+    }
+}
+
+/// A number for a sentence: integers without decimals, others with up to 3 significant digits after the point.
+fn short(x: f32) -> String {
+    if (x.fract() == 0.0 && x.abs() < 1e9) || x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        let s = format!("{x:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+/// Probabilities scaled by temperature `t`: `softmax(ln p / t)` (a softmax
+/// output's logits divided by `t`). Zeros are floored at 1e-30 first.
+pub fn temperature_scale(p: &[f32], t: f32) -> Vec<f32> {
+    if !(t.is_finite() && t > 0.0) || (t - 1.0).abs() < f32::EPSILON {
+        return p.to_vec();
+    }
+    let logs: Vec<f32> = p.iter().map(|x| x.max(1e-30).ln() / t).collect();
+    let m = logs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let e: Vec<f32> = logs.iter().map(|l| (l - m).exp()).collect();
+    let s: f32 = e.iter().sum();
+    e.iter().map(|x| x / s).collect()
 }
 
 /// A card's reference inputs and outputs (`tools/train/train.py` writes them).
@@ -157,6 +303,8 @@ pub struct HostModel {
     batch: usize,
     /// Index of each input column in a [`crate::bus::messages::HostSnapshot`]'s features.
     gather: Vec<usize>,
+    /// `class_floors` resolved: (class index, host feature index, lowest value).
+    floors: Vec<(usize, usize, f32)>,
     benign: usize,
     origin: String,
 }
@@ -223,6 +371,7 @@ pub fn check_card(card: &ModelCard, origin: &str) -> Result<Vec<usize>, ModelErr
     if card.classes.len() > MAX_CLASSES {
         return Err(ModelError::Card(origin.into(), format!("{} classes; at most {MAX_CLASSES}", card.classes.len())));
     }
+    check_calibration(card, origin)?;
     if let Some(r) = &card.reference {
         let bad = |detail: String| Err(ModelError::Card(origin.into(), format!("reference: {detail}")));
         if r.inputs.is_empty() || r.inputs.len() > MAX_REFERENCE_ROWS || r.inputs.len() != r.outputs.len() {
@@ -246,6 +395,65 @@ pub fn check_card(card: &ModelCard, origin: &str) -> Result<Vec<usize>, ModelErr
         }
     }
     Ok(gather)
+}
+
+/// Reads a card, refusing one without the calibration and OOD fields with a
+/// message that says how to get a current one.
+pub fn parse_card(text: &str, origin: &str) -> Result<ModelCard, ModelError> {
+    let v: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| ModelError::Card(origin.into(), e.to_string()))?;
+    let missing: Vec<&str> = ["calibration", "ood"].into_iter().filter(|k| v.get(k).is_none()).collect();
+    if v.is_object() && !missing.is_empty() {
+        return Err(ModelError::Card(
+            origin.into(),
+            format!(
+                "no {} (the card was made by an older train.py: the model's probabilities are uncalibrated and it cannot tell unfamiliar input); re-export it with the current tools/train/train.py (tools/train/train.sh)",
+                missing.iter().map(|k| format!("\"{k}\"")).collect::<Vec<_>>().join(" or ")
+            ),
+        ));
+    }
+    serde_json::from_value(v).map_err(|e| ModelError::Card(origin.into(), e.to_string()))
+}
+
+/// The calibration, OOD and class-floor sections: consistent with the card's inputs and classes.
+fn check_calibration(card: &ModelCard, origin: &str) -> Result<(), ModelError> {
+    let bad = |detail: String| Err(ModelError::Card(origin.into(), detail));
+    let c = &card.calibration;
+    if !(c.temperature.is_finite() && (0.01..=100.0).contains(&c.temperature)) {
+        return bad(format!("calibration.temperature {} must be between 0.01 and 100", c.temperature));
+    }
+    if !(c.ece_before.is_finite() && c.ece_after.is_finite()) || c.bins == 0 {
+        return bad("calibration: ece_before/ece_after must be finite and bins above 0".into());
+    }
+    let o = &card.ood;
+    if !(o.margin.is_finite() && (0.0..=MAX_OOD_MARGIN).contains(&o.margin)) {
+        return bad(format!("ood.margin {} must be between 0 and {MAX_OOD_MARGIN}", o.margin));
+    }
+    let cols = &card.feature_schema.columns;
+    if o.features.len() != cols.len() {
+        return bad(format!("ood has {} feature ranges for {} input columns", o.features.len(), cols.len()));
+    }
+    for (r, c) in o.features.iter().zip(cols) {
+        if &r.column != c {
+            return bad(format!("ood range for {} where input column {c} was expected (same order)", r.column));
+        }
+        if ![r.min, r.max, r.p0_5, r.p99_5].iter().all(|x| x.is_finite()) || r.min > r.max {
+            return bad(format!("ood range of {c}: values must be finite and min ≤ max"));
+        }
+    }
+    let host = host_columns();
+    for f in &card.class_floors {
+        if !card.classes.contains(&f.class) || f.class == "benign" {
+            return bad(format!("class_floors: {} is not one of the card's attack classes", f.class));
+        }
+        if !host.contains(&f.column) {
+            return bad(format!("class_floors: {} is not a host column of this binary", f.column));
+        }
+        if !f.min.is_finite() || f.min < 0.0 {
+            return bad(format!("class_floors: {} floor {} must be finite and ≥ 0", f.class, f.min));
+        }
+    }
+    Ok(())
 }
 
 impl HostModel {
@@ -274,8 +482,17 @@ impl HostModel {
         origin: &str,
         max_batch: usize,
     ) -> Result<HostModel, ModelError> {
-        let card: ModelCard = serde_json::from_str(card).map_err(|e| ModelError::Card(origin.into(), e.to_string()))?;
+        let card = parse_card(card, origin)?;
         let gather = check_card(&card, origin)?;
+        let host = host_columns();
+        let floors = card
+            .class_floors
+            .iter()
+            .filter_map(|f| {
+                let class = card.classes.iter().position(|c| c == &f.class)?;
+                Some((class, host.iter().position(|h| h == &f.column)?, f.min))
+            })
+            .collect();
         let terr = |e: TractError| ModelError::Tflite(origin.into(), format!("{e:#}"));
         let model = tract_tflite::tflite().model_for_read(&mut std::io::Cursor::new(tflite)).map_err(terr)?;
         let input = model.input_fact(0).map_err(terr)?.clone();
@@ -320,7 +537,7 @@ impl HostModel {
         }
         let plan = model.into_optimized().and_then(|m| m.into_runnable()).map_err(terr)?;
         let benign = card.classes.iter().position(|c| c == "benign").unwrap_or(0);
-        Ok(HostModel { card, plan, batch: shape[0], gather, benign, origin: origin.into() })
+        Ok(HostModel { card, plan, batch: shape[0], gather, floors, benign, origin: origin.into() })
     }
 
     /// The model card.
@@ -438,6 +655,46 @@ impl HostModel {
         Ok(out)
     }
 
+    /// The first input of a host row outside the card's training range
+    /// (widened by the margin), if any: the model has no opinion on it.
+    pub fn out_of_range(&self, host_features: &[f32]) -> Option<Abstention> {
+        let o = &self.card.ood;
+        for (&g, r) in self.gather.iter().zip(&o.features) {
+            let x = host_features.get(g).copied().unwrap_or(0.0);
+            let slack = o.margin * (r.max - r.min) + OOD_ABS_SLACK;
+            if !x.is_finite() || x < r.min - slack || x > r.max + slack {
+                return Some(Abstention { feature: r.column.clone(), value: x, min: r.min, max: r.max });
+            }
+        }
+        None
+    }
+
+    /// The model's answer for each host row: abstain when an input is outside
+    /// the training data, else calibrated probabilities (temperature scaling)
+    /// with each class below its rate floor moved to `benign`. The detector
+    /// uses this; [`HostModel::classify`] gives the raw interpreter outputs.
+    pub fn judge(&self, hosts: &[&[f32]]) -> Result<Vec<Judgement>, ModelError> {
+        let inside: Vec<&[f32]> = hosts.iter().copied().filter(|h| self.out_of_range(h).is_none()).collect();
+        let mut probs = if inside.is_empty() { Vec::new() } else { self.classify(&inside)? }.into_iter();
+        let t = self.card.calibration.temperature;
+        Ok(hosts
+            .iter()
+            .map(|h| match self.out_of_range(h) {
+                Some(a) => Judgement::Abstain(a),
+                None => {
+                    let mut p = temperature_scale(&probs.next().unwrap_or_default(), t);
+                    for &(class, col, min) in &self.floors {
+                        if h.get(col).copied().unwrap_or(0.0) < min && class < p.len() && self.benign < p.len() {
+                            p[self.benign] += p[class];
+                            p[class] = 0.0;
+                        }
+                    }
+                    Judgement::Opinion(p)
+                }
+            })
+            .collect())
+    }
+
     /// Class probabilities for raw host feature rows (each the schema's host columns).
     pub fn classify(&self, hosts: &[&[f32]]) -> Result<Vec<Vec<f32>>, ModelError> {
         let n = self.gather.len();
@@ -524,6 +781,143 @@ mod tests {
             }
         }
         assert!(max_err <= 1e-5, "tract differs from the TFLite interpreter by {max_err}");
+    }
+
+    /// The embedded card with every OOD range set to `lo..=hi` (margin 0.25), temperature `t`.
+    fn card_with(lo: f32, hi: f32, t: f32) -> serde_json::Value {
+        let mut card: serde_json::Value = serde_json::from_str(DEFAULT_CARD).unwrap();
+        let cols: Vec<String> = serde_json::from_value(card["feature_schema"]["columns"].clone()).unwrap();
+        card["ood"] = serde_json::json!({
+            "margin": 0.25,
+            "features": cols.iter().map(|c| serde_json::json!({"column": c, "min": lo, "max": hi, "p0_5": lo, "p99_5": hi})).collect::<Vec<_>>(),
+        });
+        card["calibration"]["temperature"] = serde_json::json!(t);
+        card
+    }
+
+    fn model_from(card: &serde_json::Value) -> HostModel {
+        HostModel::from_parts(DEFAULT_TFLITE, &card.to_string(), "test card").unwrap()
+    }
+
+    fn col(name: &str) -> usize {
+        host_columns().iter().position(|c| c == name).unwrap()
+    }
+
+    #[test]
+    fn ood_guard_gives_an_opinion_inside_and_abstains_outside_naming_the_feature() {
+        let m = model_from(&card_with(0.0, 240.0, 1.0));
+        let inside = vec![1.0f32; host_columns().len()];
+        let mut edge = inside.clone();
+        edge[col("host_pkt_rate_w10")] = 290.0; // within the 25 % margin (240 + 60)
+        let mut outside = inside.clone();
+        outside[col("host_pkt_rate_w10")] = 812.0;
+        let mut nan = inside.clone();
+        nan[col("host_syn_ratio_w1")] = f32::NAN;
+        let j = m.judge(&[&inside, &outside, &edge, &nan]).unwrap();
+        assert!(matches!(&j[0], Judgement::Opinion(p) if p.len() == 3), "{j:?}");
+        assert!(matches!(&j[2], Judgement::Opinion(_)), "{j:?}");
+        let Judgement::Abstain(a) = &j[1] else { panic!("812 packets/s is outside 0–240: {j:?}") };
+        assert_eq!(a.feature, "host_pkt_rate_w10");
+        assert_eq!(a.to_string(), "model abstains: host_pkt_rate_w10 = 812 outside training range 0–240");
+        let Judgement::Abstain(a) = &j[3] else { panic!("NaN is no opinion: {j:?}") };
+        assert_eq!(a.feature, "host_syn_ratio_w1");
+        // Below the range too.
+        let mut below = inside.clone();
+        below[col("host_byte_rate_w60")] = -100.0;
+        assert!(matches!(&m.judge(&[&below]).unwrap()[0], Judgement::Abstain(a) if a.feature == "host_byte_rate_w60"));
+        // The opinion for an inside row is the interpreter's (temperature 1, no floor hit).
+        let raw = m.classify(&[&inside]).unwrap();
+        assert_eq!(j[0], Judgement::Opinion(raw[0].clone()));
+    }
+
+    #[test]
+    fn temperature_scaling_softens_overconfident_probabilities() {
+        // softmax(ln p / 2): [0.9, 0.1] -> [0.75, 0.25] (sqrt(9) : sqrt(1) = 3 : 1).
+        let p = temperature_scale(&[0.9, 0.1], 2.0);
+        assert!((p[0] - 0.75).abs() < 1e-6 && (p[1] - 0.25).abs() < 1e-6, "{p:?}");
+        assert_eq!(temperature_scale(&[0.9, 0.1], 1.0), vec![0.9, 0.1]);
+        // A saturated output is still a distribution, and less certain.
+        let p = temperature_scale(&[1.0, 0.0, 0.0], 20.0);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-5 && p[0] < 0.99 && p[0] > 0.9, "{p:?}");
+        // The card's temperature reaches the detector's opinion.
+        let m = model_from(&card_with(-1e9, 1e9, 3.0));
+        let row = vec![1.0f32; host_columns().len()];
+        let raw = &m.classify(&[&row]).unwrap()[0];
+        let Judgement::Opinion(p) = &m.judge(&[&row]).unwrap()[0] else { panic!() };
+        let want = temperature_scale(raw, 3.0);
+        for (a, b) in p.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-6, "{p:?} vs {want:?}");
+        }
+        let top = |v: &[f32]| v.iter().copied().fold(0.0f32, f32::max);
+        assert!(top(p) <= top(raw) + 1e-6, "{p:?} vs raw {raw:?}");
+    }
+
+    #[test]
+    fn a_flood_below_the_cards_rate_floor_is_benign() {
+        let mut card = card_with(-1e9, 1e9, 1.0);
+        card["class_floors"] = serde_json::json!([{"class": "flood", "column": "host_pkt_rate_w1", "min": 150.0}]);
+        let m = model_from(&card);
+        // A UDP flood row of datasets/lab/hping3_udp_flood.pcap (host columns, window-major),
+        // slowed to 100 packets/s over 1 s: the raw model still calls it a flood.
+        let mut row = vec![
+            315.8552, 8843.9375, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0029, 1.0, 0.1534, 119.5836, 3348.3413, 1.0, 1.0, 0.0, 0.0,
+            0.0, 0.003, 1.0, 0.0596, 22.5391, 631.0922, 1.0, 1.0, 0.0, 0.0, 0.0, 0.003, 1.0, 0.0113,
+        ];
+        row[col("host_pkt_rate_w1")] = 100.0;
+        let raw = &m.classify(&[&row]).unwrap()[0];
+        assert!(raw[2] > 0.5, "the raw model calls it a flood: {raw:?}");
+        assert!(row[col("host_pkt_rate_w1")] < 150.0, "the reference flood row is below the floor");
+        let Judgement::Opinion(p) = &m.judge(&[&row]).unwrap()[0] else { panic!() };
+        assert_eq!(p[2], 0.0, "{p:?}");
+        assert!(p[0] > 0.9, "the flood's probability went to benign: {p:?}");
+        row[col("host_pkt_rate_w1")] = 400.0;
+        let Judgement::Opinion(p) = &m.judge(&[&row]).unwrap()[0] else { panic!() };
+        assert!(p[2] > 0.0, "at flood rates the class stays: {p:?}");
+    }
+
+    #[test]
+    fn a_card_without_calibration_or_ood_statistics_is_refused_with_what_to_do() {
+        for key in ["calibration", "ood"] {
+            let mut card: serde_json::Value = serde_json::from_str(DEFAULT_CARD).unwrap();
+            card.as_object_mut().unwrap().remove(key);
+            let e = HostModel::from_parts(DEFAULT_TFLITE, &card.to_string(), "old.tflite").unwrap_err();
+            let msg = e.to_string();
+            assert!(matches!(e, ModelError::Card(..)), "{msg}");
+            assert!(msg.contains(key) && msg.contains("re-export it with the current tools/train/train.py"), "{msg}");
+        }
+        // Ranges out of order with the inputs, or a silly margin, are refused too.
+        let mut card = card_with(0.0, 1.0, 1.0);
+        card["ood"]["features"].as_array_mut().unwrap().swap(0, 1);
+        let e = HostModel::from_parts(DEFAULT_TFLITE, &card.to_string(), "x").unwrap_err();
+        assert!(e.to_string().contains("same order"), "{e}");
+        let mut card = card_with(0.0, 1.0, 1.0);
+        card["ood"]["margin"] = serde_json::json!(1e9);
+        assert!(HostModel::from_parts(DEFAULT_TFLITE, &card.to_string(), "x")
+            .unwrap_err()
+            .to_string()
+            .contains("ood.margin"));
+        let mut card = card_with(0.0, 1.0, 0.0);
+        card["calibration"]["temperature"] = serde_json::json!(0.0);
+        assert!(HostModel::from_parts(DEFAULT_TFLITE, &card.to_string(), "x")
+            .unwrap_err()
+            .to_string()
+            .contains("temperature"));
+        let mut card = card_with(0.0, 1.0, 1.0);
+        card["class_floors"] = serde_json::json!([{"class": "nope", "column": "host_pkt_rate_w1", "min": 1.0}]);
+        assert!(HostModel::from_parts(DEFAULT_TFLITE, &card.to_string(), "x")
+            .unwrap_err()
+            .to_string()
+            .contains("class_floors"));
+    }
+
+    #[test]
+    fn the_shipped_card_carries_calibration_ood_ranges_and_a_flood_floor() {
+        let m = HostModel::embedded().unwrap();
+        let c = m.card();
+        assert_eq!(c.ood.features.len(), c.feature_schema.columns.len());
+        assert!(!c.calibration.held_out_sessions.is_empty());
+        assert!(c.calibration.ece_after <= c.calibration.ece_before + 1e-9, "{:?}", c.calibration);
+        assert!(c.class_floors.iter().any(|f| f.class == "flood" && f.min >= 100.0), "{:?}", c.class_floors);
     }
 
     #[test]

@@ -290,8 +290,7 @@ fn interpret(
 /// untrusted bytes outside the worker).
 pub fn check_here(tflite: &[u8], card: &str, max_batch: usize) -> Result<Report, String> {
     // The card is plain JSON; its hash is checked before tract sees a byte.
-    let parsed: crate::detect::model::ModelCard = serde_json::from_str(card)
-        .map_err(|e| format!("model card: {e}. Re-export the model with tools/train/train.py"))?;
+    let parsed = crate::detect::model::parse_card(card, "candidate").map_err(|e| e.to_string())?;
     let digest = sha2::Sha256::digest(tflite);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     match parsed.tflite_sha256.as_deref().map(str::trim) {

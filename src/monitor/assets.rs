@@ -34,6 +34,8 @@ const CSS: &str = "text/css; charset=utf-8";
 const FILES: &[(&str, &str, &[u8])] = &[
     ("/static/status.js", JS, include_bytes!("static/status.js")),
     ("/static/status.css", CSS, include_bytes!("static/status.css")),
+    ("/static/model.js", JS, include_bytes!("static/model.js")),
+    ("/static/model.css", CSS, include_bytes!("static/model.css")),
     ("/static/policy.js", JS, include_bytes!("static/policy.js")),
     ("/static/policy.css", CSS, include_bytes!("static/policy.css")),
 ];
@@ -99,7 +101,9 @@ mod tests {
                 assert!(asset(path).is_some(), "{name} loads {path}, which is not embedded");
                 loaded += 1;
             }
-            assert_eq!(loaded, 2, "{name}: one script and one stylesheet");
+            // status.html: status.{js,css} and the Model page's model.{js,css}.
+            let want = if name == "status.html" { 4 } else { 2 };
+            assert_eq!(loaded, want, "{name}: its scripts and stylesheets");
         }
     }
 

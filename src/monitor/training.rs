@@ -16,7 +16,7 @@ use base64ct::{Base64, Encoding};
 use serde_json::{json, Value};
 
 use crate::bus::messages::{Alert, ModelUpdate, MAX_MODEL_BYTES};
-use crate::detect::model::{check_card, ModelCard};
+use crate::detect::model::{check_card, parse_card, ModelCard};
 use crate::detect::validator::{self, Limits, Rejected};
 use crate::roles::detector::{SIG_MODEL_LOADED, SIG_MODEL_REFUSED};
 
@@ -109,8 +109,7 @@ impl Training {
         }
         // The same checks a detector runs: a refusal here names the problem before anything is sent.
         // The card is plain JSON (checked here); the .tflite reaches tract only in the validator's child.
-        let parsed: ModelCard = serde_json::from_str(&card)
-            .map_err(|e| refuse(422, format!("model card: {e}. Re-export the model with tools/train/train.py")))?;
+        let parsed: ModelCard = parse_card(&card, "uploaded model").map_err(|e| refuse(422, e.to_string()))?;
         check_card(&parsed, "uploaded model").map_err(|e| refuse(422, e.to_string()))?;
         let Some(send) = self.sender.get() else {
             return Err(refuse(503, "no detector is connected to this monitor (run a detector, or --role all)"));

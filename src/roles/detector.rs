@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::detect::baseline::{Baseline, BaselineConfig};
 use crate::detect::fusion::{Fused, Fusion, FusionConfig, FusionStats, ModelOpinion, Origin};
 use crate::detect::heuristics::{Detection, AUTH_PORTS};
-use crate::detect::model::{HostModel, ModelError};
+use crate::detect::model::{HostModel, Judgement, ModelError};
 use crate::detect::response::{Action, Decision, ResponseConfig, ResponsePolicy};
 use crate::detect::validator::{self, Limits, Rejected};
 use crate::detect::Heuristics;
@@ -661,7 +661,7 @@ impl DetectorStage {
             return Vec::new();
         }
         let rows: Vec<&[f32]> = hosts.iter().map(|h| h.features.as_slice()).collect();
-        let probs = match model.classify(&rows) {
+        let judged = match model.judge(&rows) {
             Ok(p) => p,
             Err(e) => {
                 self.model_errors.inc();
@@ -672,7 +672,22 @@ impl DetectorStage {
         let classes = model.card().classes.clone();
         let benign = model.benign_class();
         let mut out = Vec::with_capacity(hosts.len());
-        for (h, p) in hosts.iter().zip(probs) {
+        for (h, judgement) in hosts.iter().zip(judged) {
+            // Outside the training data the model has no opinion (issue #15): counted, not guessed.
+            let p = match judgement {
+                Judgement::Opinion(p) => p,
+                Judgement::Abstain(a) => {
+                    self.registry
+                        .counter(
+                            "gatewarden_model_abstentions_total",
+                            "Host snapshots the model gave no opinion on: an input outside its training range, by input.",
+                            &[("feature", &a.feature)],
+                        )
+                        .inc();
+                    tracing::debug!(host = %h.addr, "{a}");
+                    continue;
+                }
+            };
             let best = p.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map_or(benign, |(i, _)| i);
             self.count_class(&classes[best]);
             let attack_p = (1.0 - p[benign]).clamp(0.0, 1.0);

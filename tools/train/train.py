@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Trains gatewarden's host classifier and exports it for the detector.
 
-Reads `gatewarden features` CSVs made from the lab's labelled captures
-(datasets/lab/*.pcap + *.labels.csv), trains a small MLP on the schema's
-host columns (the damped per-source statistics the router sends with every
-flow batch), and writes:
+Reads `gatewarden features` CSVs made from every labelled capture
+(NAME.pcap + NAME.labels.csv) under datasets/lab/, datasets/benign/ (the
+lab's recorded benign corpus, one folder per seed: seed-N/) and the seeded
+synthetic benign captures tools/train/synth_benign.py writes into --work,
+trains a small MLP on the schema's host columns (the damped per-source
+statistics the router sends with every flow batch), and writes:
 
   models/host-mlp.tflite          float32 TFLite, fixed batch dimension
   models/host-mlp.card.json       model card (schema name/version/columns,
@@ -12,12 +14,21 @@ flow batch), and writes:
   models/host-mlp.reference.json  reference inputs + TFLite interpreter
                                   outputs (the Rust test checks tract ≤ 1e-5)
 
-Validation is by *scenario*: the scenarios in VALIDATION are never trained
-on, so the metrics say how the model does on attack runs it has not seen.
+The split is by *session* (one capture), never row-wise inside one: the lab
+scenarios in VALIDATION and every seeded capture with seed >=
+--holdout-seed-min (100) are held out. The held-out sessions give the
+validation metrics and the calibration: a temperature T fitted on them
+(probabilities become softmax(ln p / T)), with the expected calibration error
+(10 bins of the top probability) before and after. The card also stores each
+input column's training range (the detector abstains outside it, see
+src/detect/model.rs) and the lowest packet rate at which "flood" may be given.
 
-Usage (tools/train/train.sh wraps it):
-  python3 tools/train/train.py --gatewarden target/debug/gatewarden \
-      --datasets datasets/lab --out models
+Features come from `gatewarden features` with 2 s flow timeouts, so long
+flows (downloads, camera streams) yield a row every 2 s with the host's live
+statistics, as the detector sees them, rather than one row at their end.
+
+Usage (tools/train/train.sh wraps it; it is the one command to retrain):
+  python3 tools/train/train.py --gatewarden target/debug/gatewarden --out models
 """
 
 import argparse
@@ -25,6 +36,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -69,16 +81,98 @@ HOST_STATS = [
 HOST_COLUMNS = [f"{c}_{w}" for w in WINDOWS for c in HOST_STATS]
 
 
-def features_csv(gatewarden, datasets, work, name):
-    pcap = os.path.join(datasets, name + ".pcap")
-    labels = os.path.join(datasets, name + ".labels.csv")
-    out = os.path.join(work, name + ".csv")
-    if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(pcap):
-        subprocess.run([gatewarden, "features", pcap, "--labels", labels, "-o", out], check=True,
+# Flow timeouts for the training CSVs: a long flow yields a row every 2 s.
+FEATURES_CONFIG = "[flow]\nidle_timeout_s = 2\nactive_timeout_s = 2\n"
+# OOD guard margin (fraction of each column's training range, each side).
+OOD_MARGIN = 0.25
+ECE_BINS = 10
+
+
+def discover(roots):
+    """Every NAME.pcap with NAME.labels.csv under the roots: (session, pcap, labels, seed).
+    A session is one capture, named by its root's name and relative path; its seed is
+    the N of a seed-N folder on its path (None for the lab's scenario captures)."""
+    out = []
+    for tag, root in roots:
+        if not os.path.isdir(root):
+            continue
+        for d, _, files in sorted(os.walk(root)):
+            for f in sorted(files):
+                if not f.endswith(".pcap"):
+                    continue
+                pcap = os.path.join(d, f)
+                labels = pcap[: -len(".pcap")] + ".labels.csv"
+                if not os.path.exists(labels):
+                    continue
+                rel = os.path.relpath(pcap, root)[: -len(".pcap")]
+                m = re.search(r"seed-(\d+)", rel)
+                out.append((f"{tag}/{rel}", pcap, labels, int(m.group(1)) if m else None))
+    return out
+
+
+def features_csv(gatewarden, work, session, pcap, labels):
+    out = os.path.join(work, "csv", session + ".csv")
+    cfg = os.path.join(work, "features.toml")
+    if not os.path.exists(cfg) or open(cfg).read() != FEATURES_CONFIG:
+        with open(cfg, "w") as f:
+            f.write(FEATURES_CONFIG)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    newest = max(os.path.getmtime(pcap), os.path.getmtime(labels), os.path.getmtime(cfg))
+    if not os.path.exists(out) or os.path.getmtime(out) < newest:
+        subprocess.run([gatewarden, "features", pcap, "--labels", labels, "-c", cfg, "-o", out], check=True,
                        stdout=subprocess.DEVNULL)
     df = pd.read_csv(out)
-    df["scenario"] = name
+    df["scenario"] = session
     return df
+
+
+def f32(x):
+    """A float32's shortest exact decimal (the card stays small; Rust reads the same f32)."""
+    return float(np.format_float_positional(np.float32(x), unique=True, trim="-"))
+
+
+def f32s(xs):
+    return [f32(x) for x in np.asarray(xs).ravel()]
+
+
+def parse_seeds(text):
+    """"1-24,101-106" -> [1..24, 101..106]."""
+    out = []
+    for part in filter(None, text.split(",")):
+        a, _, b = part.partition("-")
+        out.extend(range(int(a), int(b or a) + 1))
+    return out
+
+
+def softmax_t(p, t):
+    """Temperature scaling of softmax outputs: softmax(ln p / t) (= logits / t); as src/detect/model.rs does."""
+    z = np.log(np.maximum(p.astype(np.float64), 1e-30)) / t
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def ece(p, y, bins=ECE_BINS):
+    """Expected calibration error: top-probability confidence vs accuracy, equal-width bins, row-weighted."""
+    conf, pred = p.max(axis=1), p.argmax(axis=1)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    total = 0.0
+    for i in range(bins):
+        m = (conf > edges[i]) & (conf <= edges[i + 1]) if i else (conf <= edges[1])
+        if m.any():
+            total += m.mean() * abs((pred[m] == y[m]).mean() - conf[m].mean())
+    return float(total)
+
+
+def fit_temperature(p, y):
+    """The T minimising held-out negative log-likelihood (grid over 0.05–50, then refined)."""
+    def nll(t):
+        q = softmax_t(p, t)
+        return -np.log(np.maximum(q[np.arange(len(y)), y], 1e-30)).mean()
+    grid = np.exp(np.linspace(np.log(0.05), np.log(50.0), 400))
+    best = min(grid, key=nll)
+    fine = np.linspace(best * 0.97, best * 1.03, 61)
+    return float(min(fine, key=nll))
 
 
 def schema_of(csv_columns):
@@ -104,10 +198,14 @@ def prepare(x, mean=None, std=None):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gatewarden", required=True, help="the gatewarden binary (its `features` makes the CSVs)")
-    ap.add_argument("--datasets", default="datasets/lab", help="folder of NAME.pcap + NAME.labels.csv")
-    ap.add_argument("--work", default="target/train", help="where the feature CSVs are cached")
+    ap.add_argument("--datasets", default="datasets", help="folder holding lab/ and benign/ (NAME.pcap + NAME.labels.csv)")
+    ap.add_argument("--work", default="target/train", help="where the feature CSVs and synthetic captures are cached")
     ap.add_argument("--out", default="models", help="where the model, card and reference go")
     ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--synthetic-seeds", default="1-24,101-106",
+                    help="seeds of tools/train/synth_benign.py's benign captures (\"\" for none)")
+    ap.add_argument("--holdout-seed-min", type=int, default=100,
+                    help="seeded sessions (seed-N folders) with N at least this are held out")
     args = ap.parse_args()
 
     import tensorflow as tf
@@ -115,10 +213,23 @@ def main():
     tf.keras.utils.set_random_seed(SEED)
     os.makedirs(args.work, exist_ok=True)
     os.makedirs(args.out, exist_ok=True)
-    names = sorted(f[: -len(".pcap")] for f in os.listdir(args.datasets) if f.endswith(".pcap"))
-    names = [n for n in names if n not in EXCLUDED_SCENARIOS and os.path.exists(
-        os.path.join(args.datasets, n + ".labels.csv"))]
-    frames = [features_csv(args.gatewarden, args.datasets, args.work, n) for n in names]
+    synth_dir = os.path.join(args.work, "synthetic")
+    seeds = parse_seeds(args.synthetic_seeds)
+    if seeds:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import synth_benign
+        for seed in seeds:
+            synth_benign.write_seed(synth_dir, seed)
+    roots = [("lab", os.path.join(args.datasets, "lab")), ("benign", os.path.join(args.datasets, "benign"))]
+    if seeds:
+        roots.append(("synthetic", synth_dir))
+    sessions = [x for x in discover(roots) if x[0] not in [f"lab/{n}" for n in EXCLUDED_SCENARIOS]
+                and not (x[0].startswith("synthetic/") and x[3] not in seeds)]
+    if not sessions:
+        sys.exit(f"error: no NAME.pcap + NAME.labels.csv under {args.datasets}/lab or {args.datasets}/benign")
+    held_out = sorted(s for s, _, _, seed in sessions
+                      if (s.startswith("lab/") and os.path.basename(s) in VALIDATION) or (seed is not None and seed >= args.holdout_seed_min))
+    frames = [features_csv(args.gatewarden, args.work, s, p, l) for s, p, l, _ in sessions]
     df = pd.concat(frames, ignore_index=True)
     schema = schema_of(frames[0].columns)
     missing = [c for c in HOST_COLUMNS if c not in schema["columns"]]
@@ -129,11 +240,13 @@ def main():
     if unknown:
         sys.exit(f"error: labels {sorted(unknown)} have no class: add them to LABEL_TO_CLASS")
     df["class"] = df["label"].map(LABEL_TO_CLASS).map(CLASSES.index)
-    val_mask = df["scenario"].isin(VALIDATION)
+    val_mask = df["scenario"].isin(held_out)
     train, val = df[~val_mask], df[val_mask]
-    print(f"rows: train {len(train)}, validation {len(val)}")
+    # The split is by session: no capture contributes rows to both sides.
+    assert not set(train["scenario"]) & set(val["scenario"])
+    print(f"sessions: {len(sessions)} ({len(held_out)} held out); rows: train {len(train)}, held out {len(val)}")
     print("train classes:", train["class"].value_counts().sort_index().to_dict())
-    print("validation classes:", val["class"].value_counts().sort_index().to_dict())
+    print("held-out classes:", val["class"].value_counts().sort_index().to_dict())
 
     xt, mean, std = prepare(train[HOST_COLUMNS].to_numpy())
     xv, _, _ = prepare(val[HOST_COLUMNS].to_numpy(), mean, std)
@@ -152,6 +265,38 @@ def main():
 
     pv = model.predict(xv, batch_size=1024, verbose=0)
     metrics = evaluate(val, pv)
+
+    # Calibration on the held-out sessions: one temperature.
+    temperature = fit_temperature(pv, yv)
+    pcal = softmax_t(pv, temperature)
+    calibration = {
+        "method": "temperature",
+        "temperature": temperature,
+        "ece_before": ece(pv, yv),
+        "ece_after": ece(pcal, yv),
+        "bins": ECE_BINS,
+        "rows": int(len(yv)),
+        "held_out_sessions": held_out,
+    }
+    print("calibration:", {k: v for k, v in calibration.items() if k != "held_out_sessions"})
+
+    # OOD guard: each input column's training range (raw values).
+    raw_train = train[HOST_COLUMNS].to_numpy().astype(np.float64)
+    ood = {"margin": OOD_MARGIN, "features": [
+        {"column": c, "min": f32(raw_train[:, i].min()), "max": f32(raw_train[:, i].max()),
+         "p0_5": f32(np.percentile(raw_train[:, i], 0.5)), "p99_5": f32(np.percentile(raw_train[:, i], 99.5))}
+        for i, c in enumerate(HOST_COLUMNS)]}
+
+    # "flood" only at flood rates: half the 1st percentile of the training floods' 1 s packet rate.
+    flood_rates = train.loc[train["class"] == CLASSES.index("flood"), "host_pkt_rate_w1"].to_numpy()
+    floor = float(np.floor(0.5 * np.percentile(flood_rates, 1))) if len(flood_rates) else 0.0
+    class_floors = [{
+        "class": "flood", "column": "host_pkt_rate_w1", "min": floor,
+        "note": f"half the 1st percentile of the training floods' 1 s packet rate "
+                f"({np.percentile(flood_rates, 1):.0f} packets/s); a lower-rate 'flood' counts as benign",
+    }] if len(flood_rates) else []
+
+    metrics["guarded"] = evaluate_guarded(val, pcal, ood, class_floors)
     print(json.dumps(metrics, indent=2))
 
     # Export float32 with a fixed batch dimension (tract reads the static
@@ -190,21 +335,29 @@ def main():
         interp.invoke()
         ref_out.extend(interp.get_tensor(i_out)[: len(chunk)].tolist())
     with open(os.path.join(args.out, "host-mlp.reference.json"), "w") as f:
-        json.dump({"inputs": raw.tolist(), "outputs": ref_out}, f)
+        json.dump({"inputs": [f32s(r) for r in raw], "outputs": [f32s(r) for r in ref_out]}, f)
 
     card = {
         "name": "gatewarden-host-mlp",
         "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
         "feature_schema": {"name": schema["name"], "version": schema["version"], "columns": HOST_COLUMNS},
-        "preprocess": {"log1p": True, "mean": [float(x) for x in mean], "std": [float(x) for x in std]},
+        "preprocess": {"log1p": True, "mean": f32s(mean), "std": f32s(std)},
         "classes": CLASSES,
         "architecture": f"{len(HOST_COLUMNS)}→32→16→{len(CLASSES)} MLP, ReLU, softmax; float32; batch {BATCH}",
         "training_data": {
             "source": "datasets/lab: real tools (nmap, hping3, hydra, iperf3) and benign IoT profiles in the "
-                      "traffic lab, one row per flow from `gatewarden features`, host columns at export time",
+                      "traffic lab; datasets/benign/seed-N: the lab's benign corpus; synthetic/seed-N: "
+                      "tools/train/synth_benign.py's seeded benign homes. One row per flow (and per 2 s of a "
+                      "long flow) from `gatewarden features`, host columns at export time",
+            "split": f"by session (capture): lab scenarios {VALIDATION} and seeds >= {args.holdout_seed_min} "
+                     "held out",
             "label_map": LABEL_TO_CLASS,
-            "train_scenarios": sorted(set(train["scenario"])),
-            "validation_scenarios": sorted(set(val["scenario"])),
+            # Lab scenario names (datasets/lab/NAME.pcap), as tests/detection.rs reads them;
+            # every session (lab/, benign/, synthetic/) in train_sessions and calibration.held_out_sessions.
+            "train_scenarios": sorted(s[len("lab/"):] for s in set(train["scenario"]) if s.startswith("lab/")),
+            "validation_scenarios": sorted(s[len("lab/"):] for s in set(val["scenario"]) if s.startswith("lab/")),
+            "train_sessions": sorted(set(train["scenario"])),
+            "synthetic_seeds": seeds,
             "excluded_scenarios": EXCLUDED_SCENARIOS,
             "excluded_labels": EXCLUDED_LABELS,
             "train_rows": {CLASSES[i]: int(c) for i, c in enumerate(counts)},
@@ -213,16 +366,52 @@ def main():
             "tensorflow": tf.__version__,
         },
         "validation_metrics": metrics,
+        "calibration": calibration,
+        "ood": ood,
+        "class_floors": class_floors,
         # The exact .tflite this card describes (the gateway's validator checks it first).
         "tflite_sha256": hashlib.sha256(tflite).hexdigest(),
         # Every 8th reference row: a candidate model must reproduce these (within the tolerance)
         # in the gateway's validator before it is stored or hot-swapped (issue #14).
-        "reference": {"inputs": raw[::8].tolist(), "outputs": ref_out[::8], "tolerance": 1e-4},
+        "reference": {"inputs": [f32s(r) for r in raw[::8]], "outputs": [f32s(r) for r in ref_out[::8]],
+                      "tolerance": 1e-4},
     }
     with open(os.path.join(args.out, "host-mlp.card.json"), "w") as f:
         json.dump(card, f, indent=1, ensure_ascii=False)
         f.write("\n")
     print(f"wrote {tfl_path} ({len(tflite)} bytes), card and reference to {args.out}")
+
+
+def evaluate_guarded(val, probs, ood, floors):
+    """What the detector gets on the held-out rows: abstentions (OOD), then calibrated
+    probabilities with the class floors applied; per-class precision among opinions."""
+    raw = val[HOST_COLUMNS].to_numpy().astype(np.float64)
+    inside = np.ones(len(raw), bool)
+    for i, r in enumerate(ood["features"]):
+        slack = ood["margin"] * (r["max"] - r["min"]) + 1e-3
+        inside &= (raw[:, i] >= r["min"] - slack) & (raw[:, i] <= r["max"] + slack)
+    p = probs.copy()
+    for f in floors:
+        k = CLASSES.index(f["class"])
+        low = val[f["column"]].to_numpy() < f["min"]
+        p[low, 0] += p[low, k]
+        p[low, k] = 0.0
+    y = val["class"].to_numpy()
+    pred = p.argmax(axis=1)
+    out = {"rows": int(len(y)), "abstained": int((~inside).sum()),
+           "abstained_by_class": {n: int(((~inside) & (y == c)).sum()) for c, n in enumerate(CLASSES)}}
+    per = {}
+    for c, name in enumerate(CLASSES):
+        m = inside
+        tp = int(((pred == c) & (y == c) & m).sum())
+        fp = int(((pred == c) & (y != c) & m).sum())
+        fn = int(((pred != c) & (y == c) & m).sum())
+        per[name] = {"precision": tp / (tp + fp) if tp + fp else None, "recall": tp / max(tp + fn, 1),
+                     "support": int(((y == c) & m).sum()), "false_positives": fp}
+    out["per_class"] = per
+    ben = (y == 0) & inside
+    out["benign_rows_called_attack"] = int((pred[ben] != 0).sum())
+    return out
 
 
 def evaluate(val, probs):
@@ -236,7 +425,7 @@ def evaluate(val, probs):
         fp = int(((pred == c) & (y != c)).sum())
         fn = int(((pred != c) & (y == c)).sum())
         per_class[name] = {
-            "precision": tp / max(tp + fp, 1),
+            "precision": tp / (tp + fp) if tp + fp else None,  # None: never predicted
             "recall": tp / max(tp + fn, 1),
             "support": int((y == c).sum()),
         }

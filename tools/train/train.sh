@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# Trains the default detector model from datasets/lab into models/ (see tools/train/train.py).
-# The venv lives outside the repo (default /work/venvs/tf or $GATEWARDEN_TRAIN_VENV): TensorFlow is 1.6 GB.
+# Retrains the default detector model into models/ in one command (see tools/train/train.py):
+# every labelled capture under datasets/lab/ and datasets/benign/seed-N/ (seeds >= 100 held out),
+# plus seeded synthetic benign homes (tools/train/synth_benign.py, cached in target/train/synthetic),
+# split by session, calibrated on the held-out sessions, with OOD ranges and the flood rate floor
+# in the card. Afterwards: `cargo test --lib detect::model` and `gatewarden model` show the result.
+# The venv lives outside the repo (default ~/.cache/gatewarden-train-venv or $GATEWARDEN_TRAIN_VENV): TensorFlow is 1.6 GB.
 set -euo pipefail
 if [[ ${1:-} == -h || ${1:-} == --help ]]; then
     echo "usage: $0 [train.py options]   (venv: \${GATEWARDEN_TRAIN_VENV:-\$HOME/.cache/gatewarden-train-venv})" >&2

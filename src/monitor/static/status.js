@@ -196,7 +196,7 @@ async function loadModel() {
   if (r.status !== 200) return;
   const m = r.body;
   if (m.model) {
-    fill($("card"), Object.entries(m.model).map(([k, v]) => el("div", {}, el("b", {}, k + ": "), typeof v === "object" ? JSON.stringify(v) : String(v))));
+    renderModelCard($("card"), m.model); // model.js
   } else {
     $("card").replaceChildren(el("p", {}, "No learned model is loaded: verdicts come from the explainable heuristics (thresholds in the [detector] config)."));
   }
