@@ -1779,6 +1779,39 @@ mod tests {
         Harness::new(state).unwrap()
     }
 
+    /// A client that sends a large body the server refuses unread (an upload
+    /// without a token) reads the refusal, not a connection reset: the server
+    /// closes its side and drains a bounded amount before the socket goes.
+    #[test]
+    fn a_refused_upload_is_answered_not_reset() {
+        use std::io::{Read, Write};
+        let state = harness().ctx.state.clone();
+        let server = HttpServer::start("127.0.0.1:0", state).unwrap();
+        for size in [30_000usize, 600_000] {
+            let mut stream = TcpStream::connect(server.addr).unwrap();
+            stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let head = format!(
+                "POST /api/model HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n"
+            );
+            stream.write_all(head.as_bytes()).unwrap();
+            // The whole body first, then the answer, as a simple client does it.
+            let chunk = vec![0x5au8; 16 * 1024];
+            let mut left = size;
+            while left > 0 {
+                let n = left.min(chunk.len());
+                if stream.write_all(&chunk[..n]).is_err() {
+                    break;
+                }
+                left -= n;
+            }
+            let mut answer = Vec::new();
+            let read = stream.read_to_end(&mut answer);
+            let text = String::from_utf8_lossy(&answer);
+            assert!(text.starts_with("HTTP/1.1 401"), "{size}-byte upload without a token: {read:?}, {text:?}");
+        }
+        server.stop();
+    }
+
     #[test]
     fn stop_closes_the_listener_and_every_connection() {
         use std::io::{Read, Write};
