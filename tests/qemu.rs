@@ -428,6 +428,8 @@ fn router_gets_wan_and_lan_forwards_and_is_restarted_after_a_crash() {
     assert!(serial.contains("network: eth0 (dhcp): 10.0.2.15/24"), "WAN by DHCP:\n{serial}");
     assert!(serial.contains("network: eth1 (192.168.50.1/24): 192.168.50.1/24"), "LAN static:\n{serial}");
     assert!(serial.contains("router: wan eth0, lan eth1, ip_forward=1"), "forwarding on:\n{serial}");
+    // Booted from the initramfs alone: the operator is told the blocks live in RAM.
+    assert!(serial.contains("is in RAM: blocks will not survive a reboot"), "state file warning:\n{serial}");
     // gatewarden.test_kill=1 SIGKILLs gatewarden once; the supervisor must bring it back.
     vm.wait_serial("supervise[gatewarden]: exited with status 137", Duration::from_secs(30));
     let start = Instant::now();
@@ -945,6 +947,7 @@ fn blocks_survive_reboot_and_power_cut_and_are_back_before_forwarding() {
         boot.contains("after enforcement ready: 0 blocks"),
         "first boot: forwarding after the (empty) table:\n{boot}"
     );
+    assert!(!boot.contains("will not survive a reboot"), "the disk image keeps its blocks:\n{boot}");
 
     // The state file is on the disk's ext4 root, which survives a reboot.
     let df = vm.sh_ok("df /var/lib/gatewarden; awk '$2 == \"/\"' /proc/mounts");
