@@ -23,6 +23,13 @@ for f in gatewarden-supervise; do
 done
 [[ -x $target/usr/bin/gatewarden ]] || { echo "error: $target/usr/bin/gatewarden missing; enable BR2_PACKAGE_GATEWARDEN" >&2; exit 1; }
 
+# enforce.state_file (the blocks that must survive a reboot), the policy store
+# and the monitor's data live under /var/lib/gatewarden: on the ext4 root,
+# never on a tmpfs behind a symlink.
+for d in var var/lib; do
+    [[ ! -L $target/$d ]] || { echo "error: $target/$d is a symlink ($(readlink "$target/$d")); /var/lib/gatewarden must be on the root filesystem so blocks survive a reboot" >&2; exit 1; }
+done
+
 # Record what this image is.
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$(dirname "$0")/../../Cargo.toml" | head -n 1)
 printf 'gatewarden %s built %s\n' "$version" "$(date -u +%Y-%m-%dT%H:%MZ)" >"$target/etc/gatewarden-release"
