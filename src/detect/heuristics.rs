@@ -755,7 +755,7 @@ mod tests {
         use crate::detect::fusion::Origin;
         use crate::detect::response::{Action, ResponsePolicy, Rule};
         let policy = ResponsePolicy::default();
-        // A home-automation hub polling 30 devices' web pages: answered, not blocked.
+        // A home-automation hub polling 30 devices' web pages: answered, neither blocked nor alerted.
         let mut h = Heuristics::new(DetectorConfig::default());
         let mut found = Vec::new();
         for i in 0..30u64 {
@@ -765,7 +765,7 @@ mod tests {
         let d = found.iter().find(|d| d.kind == AttackKind::HostSweep).expect("a sweep finding");
         assert!(d.reason.contains("0 % unanswered"), "{}", d.reason);
         let decision = policy.decide(d, &[Origin::Heuristics]);
-        assert_eq!((decision.action, decision.rule), (Action::Alert, Rule::ScanAnswered));
+        assert_eq!((decision.action, decision.rule), (Action::Ignore, Rule::SweepAnswered));
         // A telnet sweep into silence: blocked.
         let mut h = Heuristics::new(DetectorConfig::default());
         let mut found = Vec::new();

@@ -163,8 +163,11 @@ impl ResponseConfig {
 pub enum Rule {
     /// A port scan or sweep whose probes mostly went unanswered.
     ScanUnanswered,
-    /// A scan or sweep whose probes were mostly answered: not enough to block.
+    /// A vertical scan whose probes were mostly answered: not enough to block.
     ScanAnswered,
+    /// A sweep of one port across hosts that mostly answered: what a hub
+    /// polling its devices or a PC browsing does; counted, not alerted.
+    SweepAnswered,
     /// One source above a flood rate (for SYN floods: unanswered handshakes).
     FloodRate,
     /// Repeated short sessions (or failed attempts) to one login service.
@@ -191,6 +194,7 @@ impl Rule {
         match self {
             Rule::ScanUnanswered => "scan_mostly_unanswered",
             Rule::ScanAnswered => "scan_mostly_answered",
+            Rule::SweepAnswered => "sweep_mostly_answered",
             Rule::FloodRate => "flood_above_rate",
             Rule::RepeatedSessions => "repeated_login_sessions",
             Rule::IdleConnections => "many_idle_connections",
@@ -208,6 +212,9 @@ impl Rule {
         match self {
             Rule::ScanUnanswered => "a scan whose probes mostly went unanswered",
             Rule::ScanAnswered => "the probes were mostly answered, which ordinary clients also do",
+            Rule::SweepAnswered => {
+                "one port on many hosts that mostly answered: a hub polling its devices or a browser, not a sweep"
+            }
             Rule::FloodRate => "one source above its flood rate",
             Rule::RepeatedSessions => "repeated short sessions to one login service",
             Rule::IdleConnections => "many idle connections held open to one web server",
@@ -316,6 +323,18 @@ impl ResponsePolicy {
         let mut distinct: Vec<Origin> = origins.to_vec();
         distinct.sort();
         distinct.dedup();
+        // A scan or sweep's own numbers outrank agreement: probes that were
+        // mostly answered are what ordinary clients send, whatever the model says.
+        let answered_probes = matches!(d.kind, AttackKind::PortScan | AttackKind::HostSweep)
+            && distinct.contains(&Origin::Heuristics)
+            && evidence(d, "unanswered_pct").is_some_and(|u| u < self.cfg.scan_min_unanswered_pct);
+        if answered_probes {
+            return if d.kind == AttackKind::HostSweep {
+                Decision { action: Action::Ignore, rule: Rule::SweepAnswered }
+            } else {
+                cap(Rule::ScanAnswered, Action::Alert)
+            };
+        }
         if distinct.len() >= 2 {
             return cap(Rule::DetectorsAgree, Action::Block);
         }
@@ -383,6 +402,20 @@ mod tests {
             (Block, "scan_mostly_unanswered")
         );
         assert_eq!(decide(&p, AttackKind::PortScan, &[("unanswered_pct", 10.0)], &h), (Alert, "scan_mostly_answered"));
+        // A sweep whose hosts answer (a hub polling 30 devices, a PC browsing) is
+        // not alerted, and the model agreeing does not turn it into a block.
+        assert_eq!(
+            decide(&p, AttackKind::HostSweep, &[("unanswered_pct", 20.0)], &h),
+            (Ignore, "sweep_mostly_answered")
+        );
+        assert_eq!(
+            decide(&p, AttackKind::HostSweep, &[("unanswered_pct", 20.0)], &[Origin::Heuristics, Origin::Model]),
+            (Ignore, "sweep_mostly_answered")
+        );
+        assert_eq!(
+            decide(&p, AttackKind::PortScan, &[("unanswered_pct", 10.0)], &[Origin::Heuristics, Origin::Model]),
+            (Alert, "scan_mostly_answered")
+        );
         for k in [AttackKind::SynFlood, AttackKind::UdpFlood, AttackKind::IcmpFlood] {
             assert_eq!(decide(&p, k, &[("pps", 900.0)], &h), (Block, "flood_above_rate"));
         }
