@@ -337,29 +337,40 @@ fn forged_sources_contain_the_attackers_mac_and_block_no_forged_address() {
     assert!(rs.contains("contain_mac") && rs.contains("ether_addr"), "{rs}");
 }
 
-/// The router's verdict gate in process, in a namespace of its own: a WAN
-/// source without proof is refused (left to the meters) and counted; with
-/// proof it is blocked.
+/// Runs `f` on a thread inside the router's namespace (sockets it opens,
+/// and threads it starts, stay there).
+fn in_router<T: Send + 'static>(site: &Site, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{}", site.rtr);
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns(2) with a valid namespace fd kept open for the call; it changes this
+        // thread's network namespace only (and that of threads it starts).
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+/// The router's verdict gate in process, in the site's router namespace: a
+/// WAN source without proof is refused (left to the meters) and counted;
+/// with proof it is blocked. A LAN source whose MAC binding the neighbour
+/// table vouches for is blocked without proof; one nothing vouches for is not.
 #[test]
 fn an_unproven_wan_verdict_is_refused_and_a_proven_one_blocked() {
     use gatewarden::bus::messages::{AttackKind, SourceProof, Verdict};
     use gatewarden::enforce::service::{Command as Cmd, EnforceService};
     let Some(site) = Site::new() else { return };
+    // The router learns the device's MAC the ordinary way: it answers a ping.
+    assert!(site.exec(&site.dev, &["ping", "-c", "1", "-W", "2", ROUTER_LAN]).status.success());
     let registry = gatewarden::metrics::Registry::new();
     let cfg = gatewarden::config::EnforceConfig { enabled: true, ..Default::default() };
-    let path = format!("/var/run/netns/{}", site.rtr);
     let reg = registry.clone();
-    let service = std::thread::spawn(move || {
-        let ns = std::fs::File::open(&path).unwrap();
-        // SAFETY: setns(2) with a valid namespace fd kept open for the call; it changes this
-        // thread's network namespace, which the enforcement thread it starts inherits.
-        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+    let service = in_router(&site, move || {
         let bus = gatewarden::bus::LocalBus::new(64, &reg);
-        EnforceService::start(&cfg, &reg, bus, "test".into()).unwrap()
-    })
-    .join()
-    .unwrap();
+        EnforceService::start_on(&cfg, "lan0", &reg, bus, "test".into()).unwrap()
+    });
     let verdict = |source: &str, proof: SourceProof| Verdict {
         id: 1,
         source: source.parse().unwrap(),
@@ -376,10 +387,45 @@ fn an_unproven_wan_verdict_is_refused_and_a_proven_one_blocked() {
     assert!(service.submit(Cmd::Verdict(verdict("203.0.113.6", SourceProof::Answered))));
     assert!(wait_until(Duration::from_secs(5), || blocked("203.0.113.6")), "a proven WAN source was not blocked");
     assert!(!blocked("203.0.113.5"), "an unproven WAN source was blocked: {:?}", site.elements());
+    // LAN: the device's binding is verified (neighbour table); 192.0.2.99 has none.
+    assert!(service.submit(Cmd::Verdict(verdict("192.0.2.99", SourceProof::Unproven))));
+    assert!(service.submit(Cmd::Verdict(verdict(DEVICE, SourceProof::Unproven))));
+    assert!(wait_until(Duration::from_secs(5), || blocked(DEVICE)), "a verified LAN source was not blocked");
+    assert!(!blocked("192.0.2.99"), "an unverified LAN source was blocked without proof");
     let snap = registry.snapshot();
     let refused: f64 =
         snap.iter().filter(|(k, _)| k.starts_with("gatewarden_enforce_unproven_refused_total")).map(|(_, v)| *v).sum();
-    assert_eq!(refused, 1.0, "{snap:?}");
+    assert_eq!(refused, 2.0, "{snap:?}");
     let _ = Arc::strong_count(&registry);
     service.stop();
+}
+
+/// A containment is a block like the others: it goes into the state file
+/// with its remaining time and comes back with the table after a restart.
+#[test]
+fn a_containment_is_saved_and_restored_with_its_remaining_time() {
+    use gatewarden::enforce::{Blocker, Settings};
+    let Some(site) = Site::new() else { return };
+    let mac = gatewarden::enforce::spoof::parse_mac(ATTACKER_MAC).unwrap();
+    let (saved, restored) = in_router(&site, move || {
+        let mut b = Blocker::open(Settings::default(), None).unwrap();
+        b.ensure().unwrap();
+        assert!(b.contain(mac, Duration::from_secs(600), "spoofing: test").unwrap(), "a new containment");
+        assert!(!b.contain(mac, Duration::from_secs(600), "again").unwrap(), "already contained: not new");
+        let now = gatewarden::monitor::unix_now_ms();
+        let saved = b.saved_blocks(now).unwrap();
+        b.remove().unwrap();
+        let mut b = Blocker::open(Settings::default(), None).unwrap();
+        let report = b.ensure_restoring(saved.clone(), now + 100_000).unwrap();
+        assert_eq!(report.restored, 1, "{report:?}");
+        let restored = b.contained().unwrap();
+        b.remove().unwrap();
+        (saved, restored)
+    });
+    let entry = saved.iter().find(|s| s.origin == "contain").expect("the containment is in the state");
+    assert_eq!(entry.target, ATTACKER_MAC);
+    assert_eq!(restored.len(), 1);
+    assert_eq!(restored[0].0, mac);
+    let left = restored[0].1.as_secs();
+    assert!((480..=500).contains(&left), "restored with its remaining time (600 s - 100 s): {left} s");
 }

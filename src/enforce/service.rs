@@ -98,7 +98,12 @@ impl EnforceService {
     ) -> anyhow::Result<Self> {
         let extra_lan = cfg.lan_prefixes.iter().filter_map(|s| s.parse().ok()).collect();
         let guard = Arc::new(Mutex::new(SpoofGuard::new(cfg.spoof_limits(), extra_lan, Some(registry))));
-        let lan = Lan { interface: lan_interface.to_string(), guard: guard.clone(), leases: Leases::default() };
+        let lan = Lan {
+            interface: lan_interface.to_string(),
+            guard: guard.clone(),
+            leases: Leases::default(),
+            last_refresh: Instant::now(),
+        };
         let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
         let (tx, rx) = mpsc::channel::<Command>();
         let detector_seen_ms = Arc::new(AtomicU64::new(now_ms()));
@@ -212,7 +217,11 @@ struct Lan {
     interface: String,
     guard: Arc<Mutex<SpoofGuard>>,
     leases: Leases,
+    last_refresh: Instant,
 }
+
+/// A verdict for an unverified LAN source re-reads the neighbour table at most this often.
+const LAN_RECHECK: Duration = Duration::from_millis(50);
 
 #[derive(Default)]
 struct Leases {
@@ -224,10 +233,17 @@ struct Leases {
 impl Lan {
     /// Re-reads the LAN interface (MACs, networks, neighbours) and the lease
     /// file if it changed, and hands them to the guard.
+    /// What the guard knows about a verdict's source; `None` without a LAN interface.
+    fn classify(&self, ip: &std::net::IpAddr) -> Option<SourceClass> {
+        (!self.interface.is_empty())
+            .then(|| self.guard.lock().unwrap_or_else(|e| e.into_inner()).classify(ip, crate::monitor::unix_now_ns()))
+    }
+
     fn refresh(&mut self, cfg: &EnforceConfig) {
         if self.interface.is_empty() {
             return;
         }
+        self.last_refresh = Instant::now();
         if !cfg.dhcp_leases.is_empty() {
             let path = std::path::Path::new(&cfg.dhcp_leases);
             let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
@@ -377,12 +393,13 @@ fn run_loop(
             }
             Ok(Command::Verdict(v)) => {
                 seen.store(now_ms(), Ordering::Relaxed);
-                let class = (!lan.interface.is_empty()).then(|| {
-                    lan.guard
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .classify(&v.source, crate::monitor::unix_now_ns())
-                });
+                let mut class = lan.classify(&v.source);
+                // The neighbour table may have learned the source since the last refresh
+                // (a device that just started talking): look again before refusing.
+                if class == Some(SourceClass::LanUnverified) && lan.last_refresh.elapsed() >= LAN_RECHECK {
+                    lan.refresh(cfg);
+                    class = lan.classify(&v.source);
+                }
                 match gate(blocker, &v, class, &gm) {
                     Ok(BlockOutcome::Blocked { evicted, .. }) if !evicted.is_empty() => {
                         alert_id = alert_id.wrapping_add(1);
