@@ -244,7 +244,32 @@ impl Site {
     }
 
     /// Spawns hping3 in the attacker's namespace: a SYN scan from `forged` to the WAN host.
+    /// hping3 takes `-a 0.0.0.0` for "no spoofing" (and the kernel fills in a zero
+    /// source on raw IP sockets), so 0.0.0.0 is sent as whole Ethernet frames
+    /// from an AF_PACKET socket instead.
     fn forge(&self, forged: &str) -> std::process::Child {
+        if forged == "0.0.0.0" {
+            let mac = self.exec(&self.rtr, &["cat", "/sys/class/net/lan0/address"]);
+            let router_mac = String::from_utf8_lossy(&mac.stdout).trim().to_string();
+            return Command::new("ip")
+                .args([
+                    "netns",
+                    "exec",
+                    &self.atk,
+                    "python3",
+                    "-c",
+                    RAW_SYNS,
+                    &router_mac,
+                    ATTACKER_MAC,
+                    forged,
+                    WAN_HOST,
+                ])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("python3 in the attacker namespace: {e}"));
+        }
         Command::new("ip")
             .args(["netns", "exec", &self.atk, "hping3", "-q", "-S", "-p", "++1000", "-c", "30", "-i", "u20000"])
             .args(["-a", forged, WAN_HOST])
@@ -255,6 +280,26 @@ impl Site {
             .expect("hping3")
     }
 }
+
+/// Sends 30 TCP SYNs to ports 1000.. as raw Ethernet frames on eth0:
+/// argv = dst MAC, src MAC, IPv4 source, IPv4 destination.
+const RAW_SYNS: &str = r#"
+import socket, struct, sys, time
+dst, src, sip, dip = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+mac = lambda m: bytes(int(x, 16) for x in m.split(':'))
+def csum(b):
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff)
+    return ~(s + (s >> 16)) & 0xffff
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(('eth0', 0))
+for i in range(30):
+    tcp = struct.pack('!HHIIBBHHH', 40000 + i, 1000 + i, i, 0, 0x50, 0x02, 1024, 0, 0)
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 40, i, 0, 64, 6, 0, socket.inet_aton(sip), socket.inet_aton(dip))
+    ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
+    s.send(mac(dst) + mac(src) + b'\x08\x00' + ip + tcp)
+    time.sleep(0.02)
+"#;
 
 impl Drop for Site {
     fn drop(&mut self) {
@@ -280,6 +325,24 @@ fn forged_sources_contain_the_attackers_mac_and_block_no_forged_address() {
         site.get("/metrics").1
     );
     assert!(site.contained().is_empty());
+    // A DHCP client's discover comes from 0.0.0.0 to 255.255.255.255: not a forgery.
+    if !sh(&["sh", "-c", "command -v nmap"]).stdout.is_empty() {
+        let out = site.exec(
+            &site.dev,
+            &[
+                "nmap",
+                "-e",
+                "eth0",
+                "--script",
+                "broadcast-dhcp-discover",
+                "--script-args",
+                "broadcast-dhcp-discover.timeout=1s",
+            ],
+        );
+        assert!(out.status.success(), "nmap dhcp discover: {}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(site.contained().is_empty(), "a DHCP discover contained the device: {:?}", site.contained());
+    }
 
     let forged = [DEVICE, "255.255.255.255", "0.0.0.0", "224.0.0.251", WAN_FORGED];
     let t0 = Instant::now();
@@ -314,8 +377,11 @@ fn forged_sources_contain_the_attackers_mac_and_block_no_forged_address() {
     let alerts = site.spoofing_alerts();
     assert_eq!(alerts.len(), 1, "exactly one spoofing alert per containment: {alerts:#?}");
     let reason = alerts[0]["gatewarden"]["reason"].as_str().unwrap_or_default().to_string();
+    eprintln!("spoofing alert: {reason}");
     assert!(reason.contains(ATTACKER_MAC), "{reason}");
-    assert!(reason.contains(DEVICE), "the alert names the forged device address: {reason}");
+    for f in forged {
+        assert!(reason.contains(f), "the alert names every forged address ({f}): {reason}");
+    }
     assert_eq!(alerts[0]["alert"]["signature_id"], 12, "{:#?}", alerts[0]);
 
     // None of the forged addresses is in any block set.
