@@ -274,6 +274,7 @@ impl Lan {
             Ok(view) => {
                 let mut g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
                 g.set_own_macs(view.own_macs);
+                g.set_own_addrs(view.own_addrs, view.lan_mac);
                 g.set_lan_prefixes(view.prefixes);
                 g.refresh(&view.neighbours, &self.leases.entries, crate::monitor::unix_now_ns());
             }

@@ -4,7 +4,8 @@
 //! MAC next to its source IP. A frame is **spoofed** when its source IP is
 //! not a plausible LAN source at all (outside the LAN prefixes, broadcast,
 //! multicast, `0.0.0.0` outside a DHCP client's discover/request, `::`
-//! outside ICMPv6) or when the IP is bound to another MAC.
+//! outside ICMPv6), when it is one of the router's own addresses, or when
+//! the IP is bound to another MAC.
 //!
 //! Bindings IP → MAC come from three places, trusted in this order:
 //!
@@ -210,6 +211,8 @@ pub struct SpoofGuard {
     /// `enforce.lan_prefixes`: networks behind the LAN (configured).
     extra_lan: Vec<Cidr>,
     own_macs: Vec<Mac>,
+    own_addrs: Vec<IpAddr>,
+    lan_mac: Mac,
     bindings: HashMap<IpAddr, Binding>,
     spoofers: HashMap<Mac, Spoofer>,
     /// Forged address → (the MAC that forged it, when, capture ns).
@@ -250,6 +253,8 @@ impl SpoofGuard {
             lan: Vec::new(),
             extra_lan,
             own_macs: Vec::new(),
+            own_addrs: Vec::new(),
+            lan_mac: [0; 6],
             bindings: HashMap::new(),
             spoofers: HashMap::new(),
             forged: HashMap::new(),
@@ -261,6 +266,13 @@ impl SpoofGuard {
     /// The router's own MACs: frames it sends are not checked.
     pub fn set_own_macs(&mut self, macs: Vec<Mac>) {
         self.own_macs = macs;
+    }
+
+    /// The router's own addresses (sorted) and its LAN MAC: a LAN frame from
+    /// another MAC with one of them as source is forged.
+    pub fn set_own_addrs(&mut self, addrs: Vec<IpAddr>, lan_mac: Option<Mac>) {
+        self.own_addrs = addrs;
+        self.lan_mac = lan_mac.unwrap_or([0; 6]);
     }
 
     /// The LAN interface's networks (from its addresses).
@@ -328,6 +340,8 @@ impl SpoofGuard {
         let forgery = match self.implausible(p) {
             Some(f) => Some(f),
             None if p.src.is_unspecified() => None,
+            // The router's own address from a LAN device: always forged.
+            None if self.own_addrs.binary_search(&p.src).is_ok() => Some(Forgery::OtherMac(self.lan_mac)),
             None => self.observe_binding(mac, p.src, now),
         };
         let forgery = forgery?;
@@ -540,6 +554,10 @@ pub fn parse_leases(text: &str, now_unix_s: u64) -> Vec<(IpAddr, Mac)> {
 pub struct LanView {
     /// The router's MACs (every interface).
     pub own_macs: Vec<Mac>,
+    /// The LAN interface's MAC.
+    pub lan_mac: Option<Mac>,
+    /// The router's addresses (every interface), sorted.
+    pub own_addrs: Vec<IpAddr>,
     /// Networks of the LAN interface's addresses.
     pub prefixes: Vec<Cidr>,
     /// Neighbour entries on the LAN interface with a link-layer address.
@@ -560,14 +578,20 @@ pub fn lan_view(interface: &str) -> super::blocker::Result<LanView> {
     let seq = nl.take_seq();
     for p in nl.dump_raw(&raw_request(RTM_GETLINK, DUMP, seq, &[0u8; 16]), seq, 0)? {
         let Some(ix) = p.get(4..8).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])) else { continue };
+        let (mut mac, mut is_lan) = (None, false);
         for (ty, v) in parse_attrs(p.get(16..).unwrap_or_default()) {
             match ty {
                 // IFLA_ADDRESS
-                1 if v.len() == 6 => view.own_macs.extend(<[u8; 6]>::try_from(v).ok()),
+                1 if v.len() == 6 => mac = <[u8; 6]>::try_from(v).ok(),
                 // IFLA_IFNAME
-                3 if super::netlink::c_str(v) == interface => index = Some(ix),
+                3 if super::netlink::c_str(v) == interface => is_lan = true,
                 _ => {}
             }
+        }
+        view.own_macs.extend(mac);
+        if is_lan {
+            index = Some(ix);
+            view.lan_mac = mac;
         }
     }
     view.own_macs.sort();
@@ -575,24 +599,30 @@ pub fn lan_view(interface: &str) -> super::blocker::Result<LanView> {
     let Some(index) = index else { return Ok(view) };
     let seq = nl.take_seq();
     for p in nl.dump_raw(&raw_request(RTM_GETADDR, DUMP, seq, &[0u8; 8]), seq, 0)? {
-        if p.len() < 8 || i32::from_ne_bytes([p[4], p[5], p[6], p[7]]) != index {
+        if p.len() < 8 {
             continue;
         }
+        let on_lan = i32::from_ne_bytes([p[4], p[5], p[6], p[7]]) == index;
         let prefix = p[1];
         for (ty, v) in parse_attrs(&p[8..]) {
-            // IFA_ADDRESS
-            if ty == 1 {
+            // IFA_ADDRESS, IFA_LOCAL
+            if ty == 1 || ty == 2 {
                 let a = match v.len() {
                     4 => <[u8; 4]>::try_from(v).ok().map(IpAddr::from),
                     16 => <[u8; 16]>::try_from(v).ok().map(IpAddr::from),
                     _ => None,
                 };
                 if let Some(a) = a {
-                    view.prefixes.push(network(a, prefix));
+                    view.own_addrs.push(a);
+                    if on_lan && ty == 1 {
+                        view.prefixes.push(network(a, prefix));
+                    }
                 }
             }
         }
     }
+    view.own_addrs.sort();
+    view.own_addrs.dedup();
     let seq = nl.take_seq();
     for p in nl.dump_raw(&raw_request(RTM_GETNEIGH, DUMP, seq, &[0u8; 12]), seq, 0)? {
         if p.len() < 12 || i32::from_ne_bytes([p[4], p[5], p[6], p[7]]) != index {
@@ -689,6 +719,10 @@ mod tests {
         }
         // The router's own frames (forwarded replies from WAN addresses) are not checked.
         assert_eq!(g.check([2, 0, 0, 0, 0, 1], &pkt("198.51.100.2", S)), None);
+        // A LAN device claiming the router's own address forges it.
+        g.set_own_addrs(vec!["192.0.2.1".parse().unwrap()], Some([2, 0, 0, 0, 0, 1]));
+        let r = g.check(ATK, &pkt("192.0.2.1", S)).expect("the gateway's address, forged");
+        assert_eq!(r.forgery, Forgery::OtherMac([2, 0, 0, 0, 0, 1]));
     }
 
     #[test]
