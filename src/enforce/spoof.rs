@@ -333,7 +333,9 @@ impl SpoofGuard {
     /// enforcement thread must act: a MAC forging an address it was not
     /// yet reported for, or one still forging after [`REPORT_REFRESH_NS`].
     pub fn check(&mut self, mac: Mac, p: &PacketInfo) -> Option<SpoofReport> {
-        if self.own_macs.contains(&mac) || mac[0] & 1 == 1 {
+        // Frames the router sends itself are not checked. A multicast or zero
+        // source MAC is no excuse: it is checked and contained like any other.
+        if self.own_macs.contains(&mac) {
             return None;
         }
         let now = p.ts_ns;
