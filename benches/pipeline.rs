@@ -2,6 +2,7 @@
 //! host/pair features, over captures held in memory (no I/O in the loop).
 //!
 //!     cargo bench --bench pipeline
+//!     cargo bench --bench pipeline -- spoof_check   (the LAN spoof check alone)
 //!
 //! Uses `GATEWARDEN_BENCH_PCAP` if set (e.g. a 1 M-packet capture made by
 //! `tools/make_traffic_pcap.py mix`), else generates a 200 k-packet mix.
@@ -148,6 +149,36 @@ fn bench(c: &mut Criterion<ThreadCpu>) {
             },
             BatchSize::LargeInput,
         )
+    });
+    g.finish();
+
+    // The LAN spoof check as the capture thread runs it (SpoofLink::check:
+    // a mutex and one hash lookup per frame), in its steady state: every
+    // source already bound. Every address counts as LAN, so every frame
+    // takes the binding path rather than an early "implausible" exit.
+    let parsed: Vec<([u8; 6], packet::PacketInfo)> = frames
+        .iter()
+        .filter_map(|(ts, d)| {
+            let f = Frame { ts_ns: *ts, link: LinkType::Ethernet, data: d, orig_len: d.len() as u32 };
+            Some((packet::source_mac(&f)?, packet::parse(&f).ok()?))
+        })
+        .collect();
+    let lan = vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()];
+    let guard = gatewarden::enforce::spoof::SpoofGuard::new(Default::default(), lan, None);
+    let (tx, _rx) = std::sync::mpsc::channel();
+    let link = gatewarden::enforce::service::SpoofLink { guard: std::sync::Arc::new(std::sync::Mutex::new(guard)), tx };
+    for (mac, p) in &parsed {
+        link.check(*mac, p);
+    }
+    let mut g = c.benchmark_group("spoof_check");
+    g.throughput(Throughput::Elements(parsed.len() as u64));
+    g.sample_size(10);
+    g.bench_function("check", |b| {
+        b.iter(|| {
+            for (mac, p) in &parsed {
+                link.check(*mac, p);
+            }
+        })
     });
     g.finish();
 }

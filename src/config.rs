@@ -592,6 +592,26 @@ pub struct EnforceConfig {
     pub fail_closed: bool,
     /// Seconds without a verdict or heartbeat from a detector before it counts as unreachable.
     pub detector_timeout_s: u64,
+    /// A DHCP server's lease file (dnsmasq format: `expiry mac ip name id`),
+    /// re-read when it changes. Its bindings are the most trusted proof of
+    /// which MAC owns a LAN address (above the neighbour table, which
+    /// gratuitous ARP can change). Empty: no lease file.
+    pub dhcp_leases: String,
+    /// Networks that reach the router through the LAN interface besides the
+    /// interface's own networks (a downstream router's subnets). Frames from
+    /// other sources on the LAN are spoofed.
+    pub lan_prefixes: Vec<String>,
+    /// How long a LAN MAC caught forging source addresses is contained
+    /// (its frames dropped), in seconds; refreshed while it goes on.
+    pub contain_ttl_s: u64,
+    /// Most MACs contained at once (the `contain_mac` set's size) and
+    /// tracked as spoofers.
+    pub max_contained_macs: u32,
+    /// Most LAN IP to MAC bindings kept for the spoof check (and most forged
+    /// addresses remembered); the oldest are evicted and counted.
+    pub max_bindings: u32,
+    /// Most forged addresses listed per MAC in its alert and reports; more are counted.
+    pub max_forged_per_mac: u32,
 }
 
 impl Default for EnforceConfig {
@@ -614,6 +634,12 @@ impl Default for EnforceConfig {
             allowlist_force: false,
             fail_closed: false,
             detector_timeout_s: 15,
+            dhcp_leases: String::new(),
+            lan_prefixes: Vec::new(),
+            contain_ttl_s: 3600,
+            max_contained_macs: 1024,
+            max_bindings: 16_384,
+            max_forged_per_mac: 16,
         }
     }
 }
@@ -628,11 +654,24 @@ impl EnforceConfig {
                 syn_meter_burst: self.syn_meter_burst,
                 syn_meter_dst_pps: self.syn_meter_dst_pps,
                 meter_size: self.meter_size,
+                max_contained: self.max_contained_macs,
             },
             escalation_window: std::time::Duration::from_secs(self.escalation_window_s),
             max_ttl: std::time::Duration::from_secs(self.max_ttl_s),
             allowlist: self.allowlist.iter().filter_map(|s| s.parse().ok()).collect(),
             never_block: self.never_block.iter().filter_map(|s| s.parse().ok()).collect(),
+        }
+    }
+}
+
+impl EnforceConfig {
+    /// The spoof check's caps.
+    pub fn spoof_limits(&self) -> crate::enforce::spoof::Limits {
+        crate::enforce::spoof::Limits {
+            max_bindings: self.max_bindings as usize,
+            max_spoofers: self.max_contained_macs as usize,
+            max_forged_per_mac: self.max_forged_per_mac as usize,
+            forged_memory_ns: self.contain_ttl_s.saturating_mul(1_000_000_000),
         }
     }
 }
@@ -1153,6 +1192,34 @@ impl Config {
         if !(1..=3_600).contains(&e.detector_timeout_s) {
             bad("enforce.detector_timeout_s", e.detector_timeout_s.to_string(), "1 to 3600 seconds");
         }
+        for (i, entry) in e.lan_prefixes.iter().enumerate() {
+            if let Err(why) = entry.parse::<crate::enforce::feeds::Cidr>() {
+                bad(
+                    &format!("enforce.lan_prefixes[{i}]"),
+                    format!("{entry:?}"),
+                    &format!("a network such as \"10.20.0.0/16\" or \"2001:db8:20::/48\" ({why})"),
+                );
+            }
+        }
+        if !(60..=30 * 86_400).contains(&e.contain_ttl_s) {
+            bad("enforce.contain_ttl_s", e.contain_ttl_s.to_string(), "60 seconds to 30 days (2592000)");
+        }
+        if !(1..=65_536).contains(&e.max_contained_macs) {
+            bad("enforce.max_contained_macs", e.max_contained_macs.to_string(), "1 to 65536 MACs");
+        }
+        if !(16..=1_048_576).contains(&e.max_bindings) {
+            bad("enforce.max_bindings", e.max_bindings.to_string(), "16 to 1048576 bindings");
+        }
+        if !(1..=1024).contains(&e.max_forged_per_mac) {
+            bad("enforce.max_forged_per_mac", e.max_forged_per_mac.to_string(), "1 to 1024 addresses");
+        }
+        if e.dhcp_leases.ends_with('/') {
+            bad(
+                "enforce.dhcp_leases",
+                format!("{:?}", e.dhcp_leases),
+                "a lease file such as \"/var/lib/misc/dnsmasq.leases\" (or \"\" for none)",
+            );
+        }
         for (key, value, allowed) in self.policy.problems() {
             bad(&key, value, &allowed);
         }
@@ -1353,6 +1420,12 @@ mod tests {
             ("[enforce]\nnever_block = [\"multicast\"]", "enforce.never_block[0]"),
             ("[enforce]\nstate_file = \"/var/lib/\"", "enforce.state_file"),
             ("[enforce]\nallowlist_limit_v6 = 129", "enforce.allowlist_limit_v6"),
+            ("[enforce]\nlan_prefixes = [\"lan\"]", "enforce.lan_prefixes[0]"),
+            ("[enforce]\ncontain_ttl_s = 5", "enforce.contain_ttl_s"),
+            ("[enforce]\nmax_contained_macs = 0", "enforce.max_contained_macs"),
+            ("[enforce]\nmax_bindings = 1", "enforce.max_bindings"),
+            ("[enforce]\nmax_forged_per_mac = 0", "enforce.max_forged_per_mac"),
+            ("[enforce]\ndhcp_leases = \"/var/lib/\"", "enforce.dhcp_leases"),
         ];
         for (text, key) in cases {
             assert_eq!(invalid_keys(text), vec![key.to_string()], "for {text:?}");

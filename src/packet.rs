@@ -106,6 +106,15 @@ impl SkipReason {
     }
 }
 
+/// The source MAC of an Ethernet frame (the router's LAN capture); `None`
+/// for other link types or a frame shorter than its MAC header.
+pub fn source_mac(frame: &Frame<'_>) -> Option<[u8; 6]> {
+    match frame.link {
+        LinkType::Ethernet => frame.data.get(6..12)?.try_into().ok(),
+        _ => None,
+    }
+}
+
 /// Parses one frame.
 pub fn parse(frame: &Frame<'_>) -> Result<PacketInfo, SkipReason> {
     let sliced = match frame.link {
@@ -319,6 +328,14 @@ mod tests {
         assert!(parse(&frame(&data, LinkType::Ethernet)).unwrap().is_icmp_echo_request());
         let data = eth(0x0800, None, &ipv4(1, 28, &[3, 3, 0, 0, 0, 0, 0, 0]));
         assert!(parse(&frame(&data, LinkType::Ethernet)).unwrap().is_icmp_unreachable());
+    }
+
+    #[test]
+    fn source_mac_is_read_from_ethernet_frames_only() {
+        let data = eth(0x0800, None, &ipv4(6, 40, &tcp(1, 2, 0x02)));
+        assert_eq!(source_mac(&frame(&data, LinkType::Ethernet)), Some([2, 0, 0, 0, 0, 1]));
+        assert_eq!(source_mac(&frame(&data[..10], LinkType::Ethernet)), None);
+        assert_eq!(source_mac(&frame(&data, LinkType::RawIp)), None);
     }
 
     #[test]

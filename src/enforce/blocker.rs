@@ -77,6 +77,13 @@ pub enum Protection {
     Infrastructure,
     /// A bogon from `enforce.never_block`: not a real source.
     NeverBlock,
+    /// A LAN MAC (this one) forged the address recently: blocking it would
+    /// turn the router against the address's owner. The MAC is contained instead.
+    Forged([u8; 6]),
+    /// A detector verdict with no proof the source is real: not a verified
+    /// LAN binding, and nothing it sent shows it receives at the address
+    /// (`Verdict.source_proof`). Left to the meters.
+    Unproven,
 }
 
 impl Protection {
@@ -87,6 +94,23 @@ impl Protection {
             Protection::OwnAddress => "an address of this gateway (always on the allowlist)",
             Protection::Infrastructure => "this gateway's router or DNS resolver",
             Protection::NeverBlock => "a bogon address no real host sends from ([enforce] never_block)",
+            Protection::Forged(_) => "an address a LAN device forged recently (its MAC is contained instead)",
+            Protection::Unproven => {
+                "a source with no proof it is real (no verified LAN binding, no answered traffic); left to the meters"
+            }
+        }
+    }
+
+    /// [`Protection::describe`] with the forging MAC, for logs and reasons.
+    pub fn reason(self) -> String {
+        match self {
+            Protection::Forged(mac) => {
+                format!(
+                    "an address forged recently by LAN MAC {} (that MAC is contained instead)",
+                    super::spoof::mac_text(&mac)
+                )
+            }
+            other => other.describe().to_string(),
         }
     }
 }
@@ -372,13 +396,23 @@ impl Blocker {
         let mut b = ruleset::ensure_batch(&self.settings.layout, &self.allow, stale);
         let mut feeds: BTreeMap<Fam, Vec<ruleset::RestoredRange>> = BTreeMap::new();
         let mut singles: BTreeMap<String, Vec<(u64, persist::SavedBlock)>> = BTreeMap::new();
+        let mut contained = Vec::new();
         for blk in all {
             let remaining = blk.remaining_ms(now);
-            let Some(origin) = blk.origin() else { continue };
             if remaining == 0 {
                 report.expired += 1;
                 continue;
             }
+            if blk.origin == persist::CONTAIN_ORIGIN {
+                match super::spoof::parse_mac(&blk.target) {
+                    Some(mac) => {
+                        contained.push(ruleset::element_restored(&mac, blk.timeout_ms, remaining, 0, Some(&blk.reason)))
+                    }
+                    None => report.unreadable += 1,
+                }
+                continue;
+            }
+            let Some(origin) = blk.origin() else { continue };
             if origin.interval() {
                 let Some((fam, lo, hi)) = parse_range(&blk.target) else {
                     report.unreadable += 1;
@@ -416,6 +450,12 @@ impl Blocker {
                 .collect();
             report.restored += els.len();
             ruleset::push_elements(&mut b, &set, &els, true, &format!("restore {} blocks in {set}", els.len()));
+        }
+        if !contained.is_empty() {
+            contained.truncate(self.settings.layout.max_contained as usize);
+            report.restored += contained.len();
+            let what = format!("restore {} contained MACs", contained.len());
+            ruleset::push_elements(&mut b, ruleset::SET_CONTAIN, &contained, true, &what);
         }
         for (fam, mut ranges) in feeds {
             ranges.sort_by_key(|r| r.0);
@@ -470,7 +510,89 @@ impl Blocker {
                 }));
             }
         }
+        // A table left by a version without containment has no such set.
+        let contained = match ruleset::elements(&mut self.nl, ruleset::SET_CONTAIN) {
+            Ok(v) => v,
+            Err(e) if e.errno() == Some(libc::ENOENT) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        for e in contained {
+            let Ok(mac) = <[u8; 6]>::try_from(e.key.as_slice()) else { continue };
+            if e.expires_ms > 0 {
+                out.push(persist::SavedBlock {
+                    target: super::spoof::mac_text(&mac),
+                    origin: persist::CONTAIN_ORIGIN.into(),
+                    timeout_ms: e.timeout_ms,
+                    expires_unix_ms: now_unix_ms + e.expires_ms,
+                    reason: e.comment.clone(),
+                });
+            }
+        }
         Ok(out)
+    }
+
+    /// Contains `mac`: its frames are dropped on the LAN side (input and
+    /// forward) for `ttl`. Returns whether this is a new containment (the
+    /// MAC was not contained), which is when one `spoofing` alert is due.
+    /// A running containment is refreshed to `ttl`, never shortened. A full
+    /// set evicts the containments closest to expiry.
+    pub fn contain(&mut self, mac: [u8; 6], ttl: Duration, reason: &str) -> Result<bool> {
+        let set = ruleset::SET_CONTAIN;
+        let ms = (ttl.as_millis() as u64).max(1000);
+        let el = ruleset::element(&mac, Some(ms), 0, Some(reason));
+        let mut add = Batch::new();
+        ruleset::push_new_elements(
+            &mut add,
+            set,
+            std::slice::from_ref(&el),
+            &format!("contain {}", super::spoof::mac_text(&mac)),
+        );
+        let mut refresh = Batch::new();
+        ruleset::push_elements(
+            &mut refresh,
+            set,
+            &[ruleset::element(&mac, None, 0, None)],
+            false,
+            "drop a containment to refresh it",
+        );
+        ruleset::push_elements(&mut refresh, set, &[el], true, "re-contain");
+        let running = ruleset::element_of(&mut self.nl, set, &mac)?;
+        let first = match &running {
+            Some(e) if e.expires_ms >= ms.saturating_sub(1000) => return Ok(false),
+            Some(_) => &refresh,
+            None => &add,
+        };
+        match self.commit(first) {
+            Ok(()) => {}
+            Err(e) if e.errno() == Some(libc::EEXIST) => {
+                self.commit(&refresh)?;
+                return Ok(false);
+            }
+            Err(e) if e.errno() == Some(libc::ENFILE) => {
+                let mut els = ruleset::elements(&mut self.nl, set)?;
+                els.sort_by_key(|e| e.expires_ms);
+                let n = (self.settings.layout.max_contained as usize / 16).max(1);
+                let victims: Vec<_> = els.iter().take(n).map(|e| ruleset::element(&e.key, None, 0, None)).collect();
+                let mut b = Batch::new();
+                ruleset::push_elements(&mut b, set, &victims, false, "evict containments closest to expiry");
+                self.commit(&b)?;
+                tracing::warn!(
+                    evicted = victims.len(),
+                    "contain_mac full (enforce.max_contained_macs): evicted the containments closest to expiry"
+                );
+                self.commit(first)?;
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(running.is_none())
+    }
+
+    /// The contained MACs with their time left.
+    pub fn contained(&mut self) -> Result<Vec<([u8; 6], Duration)>> {
+        Ok(ruleset::elements(&mut self.nl, ruleset::SET_CONTAIN)?
+            .into_iter()
+            .filter_map(|e| Some((<[u8; 6]>::try_from(e.key.as_slice()).ok()?, Duration::from_millis(e.expires_ms))))
+            .collect())
     }
 
     /// The range of the kernel's `allow4`/`allow6` set holding `addr`, if any
@@ -548,6 +670,29 @@ impl Blocker {
     /// Blocks `addr` for `ttl` (escalated for detector verdicts). Re-blocking
     /// refreshes the timeout. A full set evicts its oldest-expiring entries.
     pub fn block(&mut self, addr: IpAddr, ttl: Duration, origin: Origin, reason: &str) -> Result<BlockOutcome> {
+        self.block_with(addr, ttl, origin, reason, origin == Origin::Detector)
+    }
+
+    /// Counts a refusal the verdict gate decided (forged or unproven source).
+    pub fn refuse(&mut self, addr: IpAddr, why: Protection, reason: &str) -> BlockOutcome {
+        tracing::warn!(%addr, reason, protected_as = %why.reason(), "refused to block a verdict's source");
+        if let Some(m) = &self.metrics {
+            m.refused.inc();
+        }
+        BlockOutcome::Refused { allowed_by: Cidr::host(addr), why }
+    }
+
+    /// [`Blocker::block`]; `escalate` says whether this block counts towards
+    /// the repeat-offender escalation (only verdicts whose source is proven
+    /// real do: spoofable evidence never escalates).
+    pub fn block_with(
+        &mut self,
+        addr: IpAddr,
+        ttl: Duration,
+        origin: Origin,
+        reason: &str,
+        escalate: bool,
+    ) -> Result<BlockOutcome> {
         // A blocker that did not install the table (the `gatewarden block` CLI)
         // also honours what the running router allows now: an allowlist saved
         // on the dashboard's settings page is in the kernel, not in the config file.
@@ -562,8 +707,11 @@ impl Blocker {
             }
             return Ok(BlockOutcome::Refused { allowed_by, why });
         }
-        let (ttl, level) =
-            if origin == Origin::Detector { self.escalation.next(addr, ttl, Instant::now()) } else { (ttl, 0) };
+        let (ttl, level) = if origin == Origin::Detector && escalate {
+            self.escalation.next(addr, ttl, Instant::now())
+        } else {
+            (ttl, 0)
+        };
         let set = origin.set_name(fam_of(&addr));
         let ms = (ttl.as_millis() as u64).max(1000);
         let mut b = Batch::new();

@@ -24,6 +24,8 @@ const NFTA_VERDICT_CHAIN: u16 = 2;
 /// Which header a payload offset is counted from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Base {
+    /// The link-layer (Ethernet) header (`NFT_PAYLOAD_LL_HEADER`).
+    LinkLayer = 0,
     /// The IP header (`NFT_PAYLOAD_NETWORK_HEADER`).
     Network = 1,
     /// The TCP/UDP/ICMP header (`NFT_PAYLOAD_TRANSPORT_HEADER`).
@@ -33,6 +35,8 @@ pub enum Base {
 /// Packet metadata keys we read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaKey {
+    /// The input interface's hardware type (`NFT_META_IIFTYPE`), `ARPHRD_ETHER` = 1.
+    IifType = 8,
     /// IPv4 or IPv6 in an inet table (`NFT_META_NFPROTO`).
     NfProto = 15,
     /// The transport protocol number (`NFT_META_L4PROTO`).
@@ -289,6 +293,18 @@ pub fn load_addr(fam: Fam, dir: Dir) -> Expr {
         (Fam::V6, Dir::Daddr) => 24,
     };
     Expr::Payload { base: Base::Network, offset, len: fam.addr_len(), dreg: REG_1 }
+}
+
+/// `ether saddr @set`: the frame's source MAC in a set of `ether_addr`.
+/// Like nft, it first checks `meta iiftype ether`, so the link-layer
+/// header read is an Ethernet one (hooks without one do not match).
+pub fn ether_saddr_in_set(set: &str) -> Vec<Expr> {
+    vec![
+        Expr::Meta { key: MetaKey::IifType, dreg: REG_1 },
+        Expr::Cmp { sreg: REG_1, op: CmpOp::Eq, data: 1u16.to_ne_bytes().to_vec() },
+        Expr::Payload { base: Base::LinkLayer, offset: 6, len: 6, dreg: REG_1 },
+        Expr::Lookup { set: set.into(), sreg: REG_1 },
+    ]
 }
 
 /// `ip saddr @set` / `ip6 daddr @set` …

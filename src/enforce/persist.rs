@@ -24,12 +24,15 @@ pub const STATE_VERSION: u32 = 1;
 /// Largest state file read back (three full sets of 65 536 entries fit many times over).
 pub const MAX_STATE_BYTES: u64 = 64 << 20;
 
+/// The `origin` of a contained MAC in the state file (its target is the MAC).
+pub const CONTAIN_ORIGIN: &str = "contain";
+
 /// One block as kept on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedBlock {
     /// An address, a CIDR or an `a-b` range (feeds).
     pub target: String,
-    /// `detector`, `admin` or `feed`.
+    /// `detector`, `admin`, `feed` or `contain` (a MAC in `contain_mac`).
     pub origin: String,
     /// The timeout it was given, milliseconds.
     pub timeout_ms: u64,
@@ -127,7 +130,11 @@ impl StateFile {
             self.path.display(),
             doc.version
         );
-        Ok(doc.blocks.into_iter().filter(|b| b.remaining_ms(now_unix_ms) > 0 && b.origin().is_some()).collect())
+        Ok(doc
+            .blocks
+            .into_iter()
+            .filter(|b| b.remaining_ms(now_unix_ms) > 0 && (b.origin().is_some() || b.origin == CONTAIN_ORIGIN))
+            .collect())
     }
 
     /// Replaces the file with `blocks` (expired ones left out).

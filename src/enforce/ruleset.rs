@@ -20,8 +20,21 @@
 //! }
 //! chain failsafe { }   filled with `ct state new … drop` only while fail-closed and the detector is away
 //! chain groups { }     group-to-group policy rules, replaced atomically
-//! chain forward { type filter hook forward priority -10; policy accept; jump guard; jump failsafe; jump groups }
-//! chain input   { type filter hook input priority -10; policy accept; jump guard }
+//! set contain_mac   { type ether_addr; flags timeout; size N; }    LAN MACs caught forging sources
+//! chain forward { type filter hook forward priority -10; policy accept;
+//!     ether saddr @contain_mac counter name "contained_dropped" drop
+//!     jump guard; jump failsafe; jump groups }
+//! chain input   { type filter hook input priority -10; policy accept;
+//!     ether saddr @contain_mac counter name "contained_dropped" drop
+//!     jump guard }
+//! ```
+//!
+//! The containment rule comes before the allowlist's accept: a contained MAC
+//! forging an allowlisted address must not pass. It matches frames *from* the
+//! MAC only (the link-layer header exists on ingress, also through a bridge);
+//! see docs/ARCHITECTURE.md for why no rule drops traffic *to* it.
+//!
+//! ```text
 //! ```
 
 use std::collections::BTreeMap;
@@ -54,6 +67,12 @@ pub const COUNTER_SYN_SRC: &str = "syn_dropped_src";
 pub const COUNTER_SYN_DST: &str = "syn_dropped_dst";
 /// Drops of new flows while fail-closed.
 pub const COUNTER_FAILCLOSED: &str = "failclosed_dropped";
+/// Drops of frames from contained (spoofing) MACs.
+pub const COUNTER_CONTAINED: &str = "contained_dropped";
+/// The set of contained LAN MACs (`ether_addr`, per-element timeout).
+pub const SET_CONTAIN: &str = "contain_mac";
+/// `TYPE_ETHERADDR` in nft's datatype numbering.
+const KEY_TYPE_ETHER: u32 = 9;
 
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
@@ -140,6 +159,8 @@ pub struct Layout {
     pub syn_meter_dst_pps: u32,
     /// Most sources (and destinations) tracked by each meter.
     pub meter_size: u32,
+    /// Kernel size limit of the `contain_mac` set.
+    pub max_contained: u32,
 }
 
 impl Default for Layout {
@@ -150,6 +171,7 @@ impl Default for Layout {
             syn_meter_burst: 100,
             syn_meter_dst_pps: 5_000,
             meter_size: 65_536,
+            max_contained: 1024,
         }
     }
 }
@@ -159,9 +181,13 @@ fn table_attrs() -> Attrs {
 }
 
 fn add_set(b: &mut Batch, name: &str, fam: Fam, flags: u32, size: u32, timeout_ms: u64, id: u32) {
-    // NFTA_SET_TABLE, NAME, FLAGS, KEY_TYPE (7 ipv4_addr / 8 ipv6_addr), KEY_LEN, DESC{SIZE}, ID, TIMEOUT.
     let key_type = if fam == Fam::V4 { 7 } else { 8 };
-    let mut a = Attrs::new().str(1, TABLE).str(2, name).u32(3, flags).u32(4, key_type).u32(5, fam.addr_len());
+    add_typed_set(b, name, (key_type, fam.addr_len()), flags, size, timeout_ms, id);
+}
+
+fn add_typed_set(b: &mut Batch, name: &str, key: (u32, u32), flags: u32, size: u32, timeout_ms: u64, id: u32) {
+    // NFTA_SET_TABLE, NAME, FLAGS, KEY_TYPE (7 ipv4_addr / 8 ipv6_addr / 9 ether_addr), KEY_LEN, DESC{SIZE}, ID, TIMEOUT.
+    let mut a = Attrs::new().str(1, TABLE).str(2, name).u32(3, flags).u32(4, key.0).u32(5, key.1);
     if size > 0 {
         a = a.nested(9, Attrs::new().u32(1, size));
     }
@@ -219,7 +245,7 @@ pub fn ensure_batch(layout: &Layout, allow: &[Cidr], stale_exists: bool) -> Batc
     for o in Origin::ALL {
         add_counter(&mut b, &o.counter_name());
     }
-    for c in [COUNTER_SYN_SRC, COUNTER_SYN_DST, COUNTER_FAILCLOSED] {
+    for c in [COUNTER_SYN_SRC, COUNTER_SYN_DST, COUNTER_FAILCLOSED, COUNTER_CONTAINED] {
         add_counter(&mut b, c);
     }
     let mut id = 1;
@@ -248,6 +274,7 @@ pub fn ensure_batch(layout: &Layout, allow: &[Cidr], stale_exists: bool) -> Batc
             id += 1;
         }
     }
+    add_typed_set(&mut b, SET_CONTAIN, (KEY_TYPE_ETHER, 6), SET_F_TIMEOUT, layout.max_contained, 0, id);
     push_allowlist(&mut b, allow);
     for (name, hook) in [
         (CHAIN_GUARD, None),
@@ -291,6 +318,12 @@ pub fn ensure_batch(layout: &Layout, allow: &[Cidr], stale_exists: bool) -> Batc
             r.push(Expr::Verdict(Verdict::Drop));
             add_rule(&mut b, CHAIN_GUARD, &r, &format!("syn meter per {label}"));
         }
+    }
+    for chain in [CHAIN_FORWARD, CHAIN_INPUT] {
+        let mut r = expr::ether_saddr_in_set(SET_CONTAIN);
+        r.push(Expr::CounterRef(COUNTER_CONTAINED.into()));
+        r.push(Expr::Verdict(Verdict::Drop));
+        add_rule(&mut b, chain, &r, "contained MACs");
     }
     for chain in [CHAIN_GUARD, CHAIN_FAILSAFE, CHAIN_GROUPS] {
         add_rule(&mut b, CHAIN_FORWARD, &[Expr::Verdict(Verdict::Jump(chain.into()))], &format!("jump {chain}"));

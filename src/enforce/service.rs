@@ -12,10 +12,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use super::blocker::{BlockOutcome, Blocker};
+use std::sync::Mutex;
+
+use super::blocker::{BlockOutcome, Blocker, Protection};
 use super::persist::{SavedBlock, StateFile};
 use super::ruleset::Origin;
-use crate::bus::messages::{Alert, AlertAction, AttackKind, PolicyUpdate, Severity, Verdict};
+use super::spoof::{mac_text, SourceClass, SpoofGuard, SpoofReport};
+use crate::bus::messages::{Alert, AlertAction, AttackKind, PolicyUpdate, Severity, SourceProof, Verdict};
 use crate::bus::LocalBus;
 use crate::config::EnforceConfig;
 use crate::metrics::Registry;
@@ -23,12 +26,39 @@ use crate::monitor::unix_now_ms as now_ms;
 
 /// Signature id of the "block set full" alert.
 pub const SIG_BLOCK_SET_FULL: u32 = 9_000_101;
+/// Signature id of the `spoofing` alert (as the detector numbers kinds).
+pub const SIG_SPOOFING: u32 = 12;
+/// A new containment's alert waits this long, so it lists what the MAC
+/// forged in its first burst (one alert per MAC per containment).
+pub const SPOOF_ALERT_GATHER: Duration = Duration::from_secs(2);
+
+/// What the capture thread needs to report spoofed frames: the guard it
+/// checks frames against and the enforcement thread's queue.
+#[derive(Debug, Clone)]
+pub struct SpoofLink {
+    /// Bindings and spoofers, shared with the enforcement thread.
+    pub guard: Arc<Mutex<SpoofGuard>>,
+    /// Where reports go.
+    pub tx: mpsc::Sender<Command>,
+}
+
+impl SpoofLink {
+    /// Checks one parsed LAN frame from `mac`; a spoofed one is reported to the enforcement thread.
+    pub fn check(&self, mac: super::spoof::Mac, p: &crate::packet::PacketInfo) {
+        let report = self.guard.lock().unwrap_or_else(|e| e.into_inner()).check(mac, p);
+        if let Some(r) = report {
+            let _ = self.tx.send(Command::Spoofed(r));
+        }
+    }
+}
 
 /// Work for the enforcement thread.
 #[derive(Debug)]
 pub enum Command {
     /// Block the verdict's source.
     Verdict(Verdict),
+    /// A LAN MAC sent a frame with a forged source: contain it.
+    Spoofed(SpoofReport),
     /// Replace the group policy.
     Policy(PolicyUpdate),
     /// Replace the configured allowlist (settings page), with the settings version.
@@ -45,12 +75,35 @@ pub struct EnforceService {
     tx: mpsc::Sender<Command>,
     thread: JoinHandle<()>,
     detector_seen_ms: Arc<AtomicU64>,
+    guard: Arc<Mutex<SpoofGuard>>,
 }
 
 impl EnforceService {
     /// Opens netlink, installs the ruleset (replacing a stale one) and starts
-    /// the thread. Fails with what to do when we lack the privilege.
+    /// the thread. Fails with what to do when we lack the privilege. No LAN
+    /// interface: every verdict needs its own proof (see [`EnforceService::start_on`]).
     pub fn start(cfg: &EnforceConfig, registry: &Arc<Registry>, bus: LocalBus, node: String) -> anyhow::Result<Self> {
+        Self::start_on(cfg, "", registry, bus, node)
+    }
+
+    /// [`EnforceService::start`] for a router whose LAN is `lan_interface`
+    /// (`capture.interface`): its neighbour table and networks feed the
+    /// spoof check and the verdict gate, refreshed every second.
+    pub fn start_on(
+        cfg: &EnforceConfig,
+        lan_interface: &str,
+        registry: &Arc<Registry>,
+        bus: LocalBus,
+        node: String,
+    ) -> anyhow::Result<Self> {
+        let extra_lan = cfg.lan_prefixes.iter().filter_map(|s| s.parse().ok()).collect();
+        let guard = Arc::new(Mutex::new(SpoofGuard::new(cfg.spoof_limits(), extra_lan, Some(registry))));
+        let lan = Lan {
+            interface: lan_interface.to_string(),
+            guard: guard.clone(),
+            leases: Leases::default(),
+            last_refresh: Instant::now(),
+        };
         let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
         let (tx, rx) = mpsc::channel::<Command>();
         let detector_seen_ms = Arc::new(AtomicU64::new(now_ms()));
@@ -103,7 +156,9 @@ impl EnforceService {
                     }
                 };
                 let mut persister = state.map(Persister::new);
-                run_loop(&mut blocker, &cfg, &rx, &seen, &bus, &node, &mut persister);
+                let mut lan = lan;
+                lan.refresh(&cfg);
+                run_loop(&mut blocker, &cfg, &rx, &seen, &bus, &node, &mut persister, &mut lan, &registry);
                 if let Some(p) = persister.as_mut() {
                     p.save(&mut blocker);
                 }
@@ -117,7 +172,7 @@ impl EnforceService {
             })
             .context("cannot start the enforcement thread")?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(EnforceService { tx, thread, detector_seen_ms }),
+            Ok(Ok(())) => Ok(EnforceService { tx, thread, detector_seen_ms, guard }),
             Ok(Err(e)) => {
                 let _ = thread.join();
                 Err(e)
@@ -144,6 +199,11 @@ impl EnforceService {
         self.tx.clone()
     }
 
+    /// What the capture thread checks LAN frames with.
+    pub fn spoof_link(&self) -> SpoofLink {
+        SpoofLink { guard: self.guard.clone(), tx: self.tx.clone() }
+    }
+
     /// Stops the thread (removing the table unless configured to keep it) and waits for it.
     pub fn stop(self) {
         let _ = self.tx.send(Command::Stop);
@@ -151,6 +211,142 @@ impl EnforceService {
     }
 }
 
+/// The LAN side as the enforcement thread keeps it: the interface, the
+/// shared spoof guard, and the lease file's last reading.
+struct Lan {
+    interface: String,
+    guard: Arc<Mutex<SpoofGuard>>,
+    leases: Leases,
+    last_refresh: Instant,
+}
+
+/// A verdict for an unverified LAN source re-reads the neighbour table at most this often.
+const LAN_RECHECK: Duration = Duration::from_millis(50);
+
+#[derive(Default)]
+struct Leases {
+    mtime: Option<std::time::SystemTime>,
+    entries: Vec<(std::net::IpAddr, super::spoof::Mac)>,
+    failing: bool,
+}
+
+impl Lan {
+    /// Re-reads the LAN interface (MACs, networks, neighbours) and the lease
+    /// file if it changed, and hands them to the guard.
+    /// What the guard knows about a verdict's source; `None` without a LAN interface.
+    fn classify(&self, ip: &std::net::IpAddr) -> Option<SourceClass> {
+        (!self.interface.is_empty())
+            .then(|| self.guard.lock().unwrap_or_else(|e| e.into_inner()).classify(ip, crate::monitor::unix_now_ns()))
+    }
+
+    fn refresh(&mut self, cfg: &EnforceConfig) {
+        if self.interface.is_empty() {
+            return;
+        }
+        self.last_refresh = Instant::now();
+        if !cfg.dhcp_leases.is_empty() {
+            let path = std::path::Path::new(&cfg.dhcp_leases);
+            let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+            if mtime != self.leases.mtime || mtime.is_none() {
+                // Lease files are small; a huge one is cut at 4 MiB rather than read whole.
+                let read = std::fs::File::open(path).and_then(|f| {
+                    use std::io::Read;
+                    let mut text = String::new();
+                    f.take(4 << 20).read_to_string(&mut text).map(|_| text)
+                });
+                match read {
+                    Ok(text) => {
+                        self.leases.entries = super::spoof::parse_leases(&text, now_ms() / 1000);
+                        self.leases.mtime = mtime;
+                        self.leases.failing = false;
+                    }
+                    Err(e) => {
+                        if !self.leases.failing {
+                            tracing::warn!(path = %path.display(), "cannot read enforce.dhcp_leases ({e}); LAN bindings come from the neighbour table only");
+                        }
+                        self.leases.failing = true;
+                        self.leases.entries.clear();
+                    }
+                }
+            }
+        }
+        match super::spoof::lan_view(&self.interface) {
+            Ok(view) => {
+                let mut g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+                g.set_own_macs(view.own_macs);
+                g.set_own_addrs(view.own_addrs, view.lan_mac);
+                g.set_lan_prefixes(view.prefixes);
+                g.refresh(&view.neighbours, &self.leases.entries, crate::monitor::unix_now_ns());
+            }
+            Err(e) => tracing::warn!("cannot read the LAN interface's neighbour table for the spoof check: {e}"),
+        }
+    }
+}
+
+/// Metrics of the verdict gate and the containments.
+struct GateMetrics {
+    unproven: crate::metrics::Counter,
+    forged: crate::metrics::Counter,
+    containments: crate::metrics::Counter,
+    contained: crate::metrics::Gauge,
+}
+
+impl GateMetrics {
+    fn new(r: &Registry) -> GateMetrics {
+        GateMetrics {
+            unproven: r.counter(
+                "gatewarden_enforce_unproven_refused_total",
+                "Verdicts refused because nothing proves their source is real (no verified LAN binding, no answered traffic).",
+                &[],
+            ),
+            forged: r.counter(
+                "gatewarden_enforce_forged_refused_total",
+                "Verdicts refused because a LAN MAC forged their source address recently.",
+                &[],
+            ),
+            containments: r.counter(
+                "gatewarden_spoof_containments_total",
+                "LAN MACs contained for forging source addresses (new containments).",
+                &[],
+            ),
+            contained: r.gauge("gatewarden_spoof_contained_macs", "LAN MACs contained now (contain_mac).", &[]),
+        }
+    }
+}
+
+/// The verdict gate: a forged source is never blocked; a source is blocked
+/// only when it is a verified LAN binding or the verdict proves it real;
+/// only such blocks escalate (all blocks that pass do).
+fn gate(
+    blocker: &mut Blocker,
+    v: &Verdict,
+    class: Option<SourceClass>,
+    m: &GateMetrics,
+) -> super::blocker::Result<BlockOutcome> {
+    let ttl = Duration::from_secs(u64::from(v.ttl_s.max(1)));
+    match class {
+        Some(SourceClass::Forged(mac)) => {
+            m.forged.inc();
+            Ok(blocker.refuse(v.source, Protection::Forged(mac), &v.reason))
+        }
+        Some(SourceClass::LanVerified(_)) => blocker.block_with(v.source, ttl, Origin::Detector, &v.reason, true),
+        _ if v.source_proof == SourceProof::Answered => {
+            blocker.block_with(v.source, ttl, Origin::Detector, &v.reason, true)
+        }
+        _ => {
+            m.unproven.inc();
+            Ok(blocker.refuse(v.source, Protection::Unproven, &v.reason))
+        }
+    }
+}
+
+/// A new containment's alert, waiting [`SPOOF_ALERT_GATHER`] for the addresses of the first burst.
+struct PendingAlert {
+    due: Instant,
+    report: SpoofReport,
+}
+
+#[allow(clippy::too_many_arguments)]
 fn run_loop(
     blocker: &mut Blocker,
     cfg: &EnforceConfig,
@@ -159,20 +355,53 @@ fn run_loop(
     bus: &LocalBus,
     node: &str,
     persister: &mut Option<Persister>,
+    lan: &mut Lan,
+    registry: &Registry,
 ) {
     let mut last_metrics = Instant::now() - Duration::from_secs(60);
     let mut last_addresses = Instant::now();
     let mut detector_down = false;
     let mut alert_id: u64 = (now_ms() << 16) ^ 0x6e66;
+    let gm = GateMetrics::new(registry);
+    let mut pending: std::collections::HashMap<super::spoof::Mac, PendingAlert> = std::collections::HashMap::new();
     loop {
         let received = rx.recv_timeout(Duration::from_millis(250));
         // Anything that may have written a block set: saved within PERSIST_DELAY.
-        let changed = matches!(received, Ok(Command::Verdict(_) | Command::Control(..) | Command::Allowlist(..)));
+        let changed = matches!(
+            received,
+            Ok(Command::Verdict(_) | Command::Control(..) | Command::Allowlist(..) | Command::Spoofed(_))
+        );
         match received {
+            Ok(Command::Spoofed(r)) => {
+                let ttl = Duration::from_secs(cfg.contain_ttl_s);
+                let reason = format!("spoofing: forged {} ({})", r.forged, r.forgery.describe());
+                match blocker.contain(r.mac, ttl, &reason) {
+                    Ok(true) => {
+                        gm.containments.inc();
+                        if let Ok(c) = blocker.contained() {
+                            gm.contained.set(c.len() as f64);
+                        }
+                        tracing::warn!(mac = %mac_text(&r.mac), forged = %r.forged, why = %r.forgery.describe(), ttl_s = ttl.as_secs(), "contained a LAN MAC forging source addresses");
+                        pending.insert(r.mac, PendingAlert { due: Instant::now() + SPOOF_ALERT_GATHER, report: r });
+                    }
+                    Ok(false) => {
+                        if let Some(p) = pending.get_mut(&r.mac) {
+                            p.report = r;
+                        }
+                    }
+                    Err(e) => tracing::error!(mac = %mac_text(&r.mac), "containment failed: {e}"),
+                }
+            }
             Ok(Command::Verdict(v)) => {
                 seen.store(now_ms(), Ordering::Relaxed);
-                let ttl = Duration::from_secs(u64::from(v.ttl_s.max(1)));
-                match blocker.block(v.source, ttl, Origin::Detector, &v.reason) {
+                let mut class = lan.classify(&v.source);
+                // The neighbour table may have learned the source since the last refresh
+                // (a device that just started talking): look again before refusing.
+                if class == Some(SourceClass::LanUnverified) && lan.last_refresh.elapsed() >= LAN_RECHECK {
+                    lan.refresh(cfg);
+                    class = lan.classify(&v.source);
+                }
+                match gate(blocker, &v, class, &gm) {
                     Ok(BlockOutcome::Blocked { evicted, .. }) if !evicted.is_empty() => {
                         alert_id = alert_id.wrapping_add(1);
                         let reason = format!(
@@ -218,12 +447,23 @@ fn run_loop(
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Ok(Command::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
+        // One alert per new containment, once its first burst is in.
+        let due: Vec<super::spoof::Mac> =
+            pending.iter().filter(|(_, p)| p.due <= Instant::now()).map(|(m, _)| *m).collect();
+        for mac in due {
+            if let Some(p) = pending.remove(&mac) {
+                alert_id = alert_id.wrapping_add(1);
+                bus.alerts.publish(spoofing_alert(node, alert_id, &p.report, cfg.contain_ttl_s));
+            }
+        }
         if let Some(p) = persister.as_mut() {
             p.tick(blocker, changed);
         }
-        // Addresses that appear after start-up (DHCP, VLANs) join the allowlist within a second.
+        // Addresses that appear after start-up (DHCP, VLANs) join the allowlist within a second;
+        // the LAN's bindings follow its neighbour table and leases as often.
         if last_addresses.elapsed() >= Duration::from_secs(1) {
             last_addresses = Instant::now();
+            lan.refresh(cfg);
             match blocker.refresh_own_addresses() {
                 Ok(added) if !added.is_empty() => {
                     let added: Vec<String> = added.iter().map(|a| a.to_string()).collect();
@@ -265,6 +505,9 @@ fn run_loop(
             if let Err(e) = blocker.refresh_metrics() {
                 tracing::warn!("cannot read nftables counters: {e}");
             }
+            if let Ok(c) = blocker.contained() {
+                gm.contained.set(c.len() as f64);
+            }
             // MAC group members follow their devices' current addresses.
             match blocker.refresh_group_macs() {
                 Ok(true) => tracing::info!("group policy re-applied: a MAC member's address changed"),
@@ -272,6 +515,30 @@ fn run_loop(
                 Err(e) => tracing::warn!("cannot re-resolve MAC group members: {e:#}"),
             }
         }
+    }
+}
+
+/// The one `spoofing` alert of a containment: the MAC and what it forged.
+fn spoofing_alert(node: &str, id: u64, r: &SpoofReport, ttl_s: u64) -> Alert {
+    let list: Vec<String> = r.all_forged.iter().map(|a| a.to_string()).collect();
+    let more = if r.more > 0 { format!(" and {} more", r.more) } else { String::new() };
+    let reason = format!(
+        "LAN MAC {} sent frames with forged source addresses: {}{more}; the MAC is contained (its frames dropped) for {ttl_s} s, \
+         the forged addresses are never blocked",
+        mac_text(&r.mac),
+        list.join(", ")
+    );
+    Alert {
+        id,
+        action: AlertAction::Blocked,
+        ..Alert::about_system(
+            node,
+            AttackKind::Spoofing,
+            Severity::High,
+            SIG_SPOOFING,
+            "GATEWARDEN SPOOF forged source address",
+            reason,
+        )
     }
 }
 

@@ -60,7 +60,13 @@ pub fn run_with(
     // docs/PERFORMANCE.md), and a missing privilege stops the start-up with a
     // clear message.
     let enforcer = if role.runs_router() && cfg.enforce.enabled {
-        Some(crate::enforce::service::EnforceService::start(&cfg.enforce, &registry, bus.clone(), cfg.node_id.clone())?)
+        Some(crate::enforce::service::EnforceService::start_on(
+            &cfg.enforce,
+            &cfg.capture.interface,
+            &registry,
+            bus.clone(),
+            cfg.node_id.clone(),
+        )?)
     } else {
         if role.runs_router() {
             tracing::warn!("enforcement is off: verdicts are only logged. Set [enforce] enabled = true (needs root or CAP_NET_ADMIN) to block in nftables");
@@ -148,7 +154,8 @@ pub fn run_with(
     let capture = if let (true, Some(path)) = (role.runs_router(), &opts.replay) {
         Some(router::spawn_replay(path, cfg, &registry, out.clone(), shutdown.clone())?)
     } else if role.runs_router() && !cfg.capture.interface.is_empty() {
-        Some(router::spawn_capture(cfg, &registry, out.clone(), shutdown.clone())?)
+        let spoof = enforcer.as_ref().map(|e| e.spoof_link());
+        Some(router::spawn_capture(cfg, &registry, out.clone(), spoof, shutdown.clone())?)
     } else {
         if role.runs_router() {
             tracing::warn!("no capture.interface configured: the router sees no traffic (set it to the LAN interface)");

@@ -34,6 +34,8 @@ pub struct RouterStage {
     flows_active: Gauge,
     updates_deferred: Counter,
     exports_dropped: Counter,
+    /// The LAN spoof check (live capture with enforcement on).
+    spoof: Option<crate::enforce::service::SpoofLink>,
 }
 
 impl RouterStage {
@@ -77,7 +79,14 @@ impl RouterStage {
                 "Finished-flow records dropped because more flows ended than batches could carry (spoofed floods).",
                 &[],
             ),
+            spoof: None,
         }
+    }
+
+    /// Checks every LAN frame's source against its MAC (the capture interface is the LAN side).
+    pub fn with_spoof_link(mut self, link: Option<crate::enforce::service::SpoofLink>) -> RouterStage {
+        self.spoof = link;
+        self
     }
 
     /// The flow table, for summaries.
@@ -89,6 +98,9 @@ impl RouterStage {
     pub fn on_frame(&mut self, frame: &Frame<'_>) -> Option<FlowBatch> {
         match packet::parse(frame) {
             Ok(p) => {
+                if let (Some(link), Some(mac)) = (&self.spoof, packet::source_mac(frame)) {
+                    link.check(mac, &p);
+                }
                 let o = self.table.observe(&p);
                 self.tracker.observe(&p, o.new_flow);
                 self.packets.inc();
@@ -215,11 +227,14 @@ impl RouterStage {
 }
 
 /// Runs live capture on `cfg.capture.interface` on a thread named `capture`,
-/// publishing flow batches on the bus until `shutdown` fires.
+/// publishing flow batches on the bus until `shutdown` fires. With `spoof`
+/// (enforcement on), every frame's source address is checked against its
+/// source MAC and forgers are reported for containment.
 pub fn spawn_capture(
     cfg: &Config,
     registry: &Arc<Registry>,
     bus: Arc<dyn crate::bus::Publisher>,
+    spoof: Option<crate::enforce::service::SpoofLink>,
     shutdown: crate::shutdown::Shutdown,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     use anyhow::Context;
@@ -235,7 +250,7 @@ pub fn spawn_capture(
     // an error now.
     let present = crate::capture::afpacket::interface_exists(&cfg.capture.interface);
     let mut ready = if present { Some(open()?) } else { None };
-    let mut stage = RouterStage::new(cfg, registry);
+    let mut stage = RouterStage::new(cfg, registry).with_spoof_link(spoof);
     let drops = registry.counter(
         "gatewarden_capture_kernel_drops_total",
         "Packets the kernel dropped because the capture ring was full.",

@@ -1,0 +1,819 @@
+//! Which LAN frames carry a forged source, and which verdict sources are real.
+//!
+//! The router captures its LAN interface, so it sees every frame's source
+//! MAC next to its source IP. A frame is **spoofed** when its source IP is
+//! not a plausible LAN source at all (outside the LAN prefixes, broadcast,
+//! multicast, `0.0.0.0` outside a DHCP client's discover/request, `::`
+//! outside ICMPv6), when it is one of the router's own addresses, or when
+//! the IP is bound to another MAC.
+//!
+//! Bindings IP → MAC come from three places, trusted in this order:
+//!
+//! 1. a DHCP lease (`enforce.dhcp_leases`, dnsmasq format): the DHCP server
+//!    gave that address to that MAC;
+//! 2. the kernel's neighbour table (ARP, NDP) for the LAN interface;
+//! 3. the first frame the capture saw from the address.
+//!
+//! An attacker can send gratuitous ARP as easily as forged IP packets, so a
+//! neighbour entry that flips to another MAC while the bound MAC is still
+//! sending (within [`ACTIVE_WINDOW_NS`]) does not move the binding: it marks
+//! it *disputed* and is counted. A flip after the bound MAC fell silent is a
+//! device replaced or an address handed on, and is followed. Only a lease,
+//! or a neighbour binding whose MAC is active, accuses another MAC: a first
+//! sighting never does (the attacker may have spoken first), and a silent
+//! device's stale entry never does (its address may have been handed on).
+//!
+//! Everything is bounded: bindings, MACs tracked as spoofers, addresses
+//! listed per MAC and forged addresses remembered; a cap that is hit evicts
+//! the oldest entry and counts it. The per-frame cost is one hash lookup
+//! (docs/PERFORMANCE.md).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use super::feeds::{self, Cidr};
+use super::ruleset::fam_of;
+use crate::metrics::{Counter, Gauge, Registry};
+use crate::packet::PacketInfo;
+
+/// A link-layer (Ethernet) address.
+pub type Mac = [u8; 6];
+
+/// A frame's source MAC that has been silent this long no longer vouches
+/// for its address (its neighbour entry may follow another MAC).
+pub const ACTIVE_WINDOW_NS: u64 = 60_000_000_000;
+/// A MAC that keeps forging is reported again this often, so its
+/// containment is refreshed while it goes on.
+pub const REPORT_REFRESH_NS: u64 = 60_000_000_000;
+
+/// `02:00:00:00:0a:66`, as nft prints it.
+pub fn mac_text(m: &Mac) -> String {
+    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff` (or with `-`).
+pub fn parse_mac(s: &str) -> Option<Mac> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split([':', '-']);
+    for b in out.iter_mut() {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// Where a binding comes from; higher is trusted more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Trust {
+    /// The first frame the capture saw from the address.
+    FirstSeen,
+    /// The kernel's neighbour table (ARP/NDP) on the LAN interface.
+    Neighbour,
+    /// A DHCP lease.
+    Lease,
+}
+
+impl Trust {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trust::FirstSeen => "first_seen",
+            Trust::Neighbour => "neighbour",
+            Trust::Lease => "lease",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Binding {
+    mac: Mac,
+    trust: Trust,
+    /// Last frame from `mac` with this source address (capture time, ns); 0 = never.
+    last_seen_ns: u64,
+    /// The neighbour table named another MAC while this one was active.
+    disputed: bool,
+    /// Refresh generation that last confirmed it (leases and neighbours).
+    generation: u64,
+}
+
+/// Why a frame's source is forged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Forgery {
+    /// The address belongs to another MAC (lease or active neighbour entry).
+    OtherMac(Mac),
+    /// Not in any LAN prefix (a WAN address, another site's).
+    OutsideLan,
+    /// 255.255.255.255 or a LAN prefix's broadcast address.
+    Broadcast,
+    /// A multicast address (never a source).
+    Multicast,
+    /// 0.0.0.0 / :: outside DHCP discovery and IPv6 duplicate address detection.
+    Unspecified,
+}
+
+impl Forgery {
+    /// Every reason's metric label.
+    pub const LABELS: [&'static str; 5] = ["other_mac", "outside_lan", "broadcast", "multicast", "unspecified"];
+
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Forgery::OtherMac(_) => "other_mac",
+            Forgery::OutsideLan => "outside_lan",
+            Forgery::Broadcast => "broadcast",
+            Forgery::Multicast => "multicast",
+            Forgery::Unspecified => "unspecified",
+        }
+    }
+
+    /// Words for alerts and logs.
+    pub fn describe(self) -> String {
+        match self {
+            Forgery::OtherMac(m) => format!("bound to {}", mac_text(&m)),
+            Forgery::OutsideLan => "not a LAN address".into(),
+            Forgery::Broadcast => "broadcast".into(),
+            Forgery::Multicast => "multicast".into(),
+            Forgery::Unspecified => "unspecified".into(),
+        }
+    }
+}
+
+/// What the enforcement thread is told about a spoofing MAC.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpoofReport {
+    /// The sender.
+    pub mac: Mac,
+    /// The address it forged in this frame.
+    pub forged: IpAddr,
+    /// Why that is forged.
+    pub forgery: Forgery,
+    /// Every address this MAC forged so far (at most `max_forged_per_mac`).
+    pub all_forged: Vec<IpAddr>,
+    /// Addresses it forged beyond that list.
+    pub more: u64,
+}
+
+/// What the verdict gate knows about a source address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceClass {
+    /// A LAN MAC forged it recently: never block it.
+    Forged(Mac),
+    /// A LAN address whose MAC binding is a lease or an undisputed neighbour entry.
+    LanVerified(Mac),
+    /// In a LAN prefix, but nothing vouches for who sends from it.
+    LanUnverified,
+    /// Not a LAN address.
+    Wan,
+}
+
+/// The caps, from `[enforce]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most IP → MAC bindings (and most forged addresses remembered).
+    pub max_bindings: usize,
+    /// Most MACs tracked as spoofers.
+    pub max_spoofers: usize,
+    /// Most forged addresses listed per MAC (alerts, reports).
+    pub max_forged_per_mac: usize,
+    /// How long a forged address stays protected, ns.
+    pub forged_memory_ns: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_bindings: 16_384, max_spoofers: 1024, max_forged_per_mac: 16, forged_memory_ns: 3_600_000_000_000 }
+    }
+}
+
+#[derive(Debug)]
+struct Spoofer {
+    forged: Vec<IpAddr>,
+    more: u64,
+    last_report_ns: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Metrics {
+    spoofed: [Counter; 5],
+    caps: [Counter; 4],
+    flips: Counter,
+    bindings: [Gauge; 3],
+}
+
+const CAP_LABELS: [&str; 4] = ["bindings", "spoofers", "forged_per_mac", "forged"];
+
+/// The LAN's bindings and the spoofers seen; shared by the capture thread
+/// (one lookup per frame) and the enforcement thread (refreshes, verdicts).
+#[derive(Debug)]
+pub struct SpoofGuard {
+    limits: Limits,
+    /// Prefixes of the LAN interface's own addresses (learned).
+    lan: Vec<Cidr>,
+    /// `enforce.lan_prefixes`: networks behind the LAN (configured).
+    extra_lan: Vec<Cidr>,
+    own_macs: Vec<Mac>,
+    own_addrs: Vec<IpAddr>,
+    lan_mac: Mac,
+    bindings: HashMap<IpAddr, Binding>,
+    spoofers: HashMap<Mac, Spoofer>,
+    /// Forged address → (the MAC that forged it, when, capture ns).
+    forged: HashMap<IpAddr, (Mac, u64)>,
+    generation: u64,
+    metrics: Option<Metrics>,
+}
+
+impl SpoofGuard {
+    /// An empty guard; `extra_lan` are networks that reach the router through the LAN.
+    pub fn new(limits: Limits, extra_lan: Vec<Cidr>, registry: Option<&std::sync::Arc<Registry>>) -> SpoofGuard {
+        let metrics = registry.map(|r| Metrics {
+            spoofed: Forgery::LABELS.map(|l| {
+                r.counter(
+                    "gatewarden_spoofed_frames_total",
+                    "LAN frames with a forged source address, by reason.",
+                    &[("reason", l)],
+                )
+            }),
+            caps: CAP_LABELS.map(|l| {
+                r.counter(
+                    "gatewarden_spoof_cap_hits_total",
+                    "Entries evicted because a spoof-check table was full, by table.",
+                    &[("cap", l)],
+                )
+            }),
+            flips: r.counter(
+                "gatewarden_spoof_binding_flips_total",
+                "Neighbour entries that named another MAC while the bound one was active (kept, disputed).",
+                &[],
+            ),
+            bindings: [Trust::FirstSeen, Trust::Neighbour, Trust::Lease].map(|t| {
+                r.gauge("gatewarden_spoof_bindings", "IP to MAC bindings known, by source.", &[("source", t.as_str())])
+            }),
+        });
+        SpoofGuard {
+            limits,
+            lan: Vec::new(),
+            extra_lan,
+            own_macs: Vec::new(),
+            own_addrs: Vec::new(),
+            lan_mac: [0; 6],
+            bindings: HashMap::new(),
+            spoofers: HashMap::new(),
+            forged: HashMap::new(),
+            generation: 0,
+            metrics,
+        }
+    }
+
+    /// The router's own MACs: frames it sends are not checked.
+    pub fn set_own_macs(&mut self, macs: Vec<Mac>) {
+        self.own_macs = macs;
+    }
+
+    /// The router's own addresses (sorted) and its LAN MAC: a LAN frame from
+    /// another MAC with one of them as source is forged.
+    pub fn set_own_addrs(&mut self, addrs: Vec<IpAddr>, lan_mac: Option<Mac>) {
+        self.own_addrs = addrs;
+        self.lan_mac = lan_mac.unwrap_or([0; 6]);
+    }
+
+    /// The LAN interface's networks (from its addresses).
+    pub fn set_lan_prefixes(&mut self, lan: Vec<Cidr>) {
+        self.lan = lan;
+    }
+
+    fn in_lan(&self, ip: &IpAddr) -> bool {
+        self.lan.iter().chain(&self.extra_lan).any(|c| c.contains(ip))
+    }
+
+    fn lan_known(&self) -> bool {
+        !self.lan.is_empty() || !self.extra_lan.is_empty()
+    }
+
+    /// Why `src` cannot be a LAN host's source address at all, if it cannot.
+    fn implausible(&self, p: &PacketInfo) -> Option<Forgery> {
+        match p.src {
+            IpAddr::V4(a) => {
+                if a.is_unspecified() {
+                    // A DHCP client's discover/request: 0.0.0.0:68 → :67.
+                    return (!(p.proto == 17 && p.sport == 68 && p.dport == 67)).then_some(Forgery::Unspecified);
+                }
+                if a.is_broadcast() {
+                    return Some(Forgery::Broadcast);
+                }
+                if a.is_multicast() {
+                    return Some(Forgery::Multicast);
+                }
+                if a.is_link_local() {
+                    // Self-assigned (no DHCP answer): a real device, never blockable anyway.
+                    return None;
+                }
+                let directed = self.lan.iter().chain(&self.extra_lan).any(|c| {
+                    c.prefix < 31 && c.fam() == super::expr::Fam::V4 && feeds::addr_u128(&p.src) == c.range().1
+                });
+                if directed {
+                    return Some(Forgery::Broadcast);
+                }
+            }
+            IpAddr::V6(a) => {
+                if a.is_unspecified() {
+                    // Duplicate address detection and MLD reports come from `::`.
+                    return (p.proto != 58).then_some(Forgery::Unspecified);
+                }
+                if a.is_multicast() {
+                    return Some(Forgery::Multicast);
+                }
+                if (a.segments()[0] & 0xffc0) == 0xfe80 {
+                    return None;
+                }
+            }
+        }
+        (self.lan_known() && !self.in_lan(&p.src)).then_some(Forgery::OutsideLan)
+    }
+
+    /// Checks one LAN frame from `mac`. Returns a report when the
+    /// enforcement thread must act: a MAC forging an address it was not
+    /// yet reported for, or one still forging after [`REPORT_REFRESH_NS`].
+    pub fn check(&mut self, mac: Mac, p: &PacketInfo) -> Option<SpoofReport> {
+        // Frames the router sends itself are not checked. A multicast or zero
+        // source MAC is no excuse: it is checked and contained like any other.
+        if self.own_macs.contains(&mac) {
+            return None;
+        }
+        let now = p.ts_ns;
+        let forgery = match self.implausible(p) {
+            Some(f) => Some(f),
+            None if p.src.is_unspecified() => None,
+            // The router's own address from a LAN device: always forged.
+            None if self.own_addrs.binary_search(&p.src).is_ok() => Some(Forgery::OtherMac(self.lan_mac)),
+            None => self.observe_binding(mac, p.src, now),
+        };
+        let forgery = forgery?;
+        if let Some(m) = &self.metrics {
+            m.spoofed[Forgery::LABELS.iter().position(|l| *l == forgery.as_str()).unwrap_or(0)].inc();
+        }
+        self.remember_forged(p.src, mac, now);
+        self.spoofer_report(mac, p.src, forgery, now)
+    }
+
+    /// The binding side of [`SpoofGuard::check`]: learns first sightings,
+    /// keeps activity, and says whether `mac` forges `ip`.
+    fn observe_binding(&mut self, mac: Mac, ip: IpAddr, now: u64) -> Option<Forgery> {
+        if let Some(b) = self.bindings.get_mut(&ip) {
+            if b.mac == mac {
+                b.last_seen_ns = now;
+                return None;
+            }
+            let accuses = b.trust == Trust::Lease
+                || (b.trust == Trust::Neighbour
+                    && b.last_seen_ns != 0
+                    && now.saturating_sub(b.last_seen_ns) <= ACTIVE_WINDOW_NS);
+            return accuses.then_some(Forgery::OtherMac(b.mac));
+        }
+        if !self.in_lan(&ip) && self.lan_known() {
+            return None;
+        }
+        self.make_room_for_binding();
+        self.bindings
+            .insert(ip, Binding { mac, trust: Trust::FirstSeen, last_seen_ns: now, disputed: false, generation: 0 });
+        None
+    }
+
+    fn make_room_for_binding(&mut self) {
+        if self.bindings.len() < self.limits.max_bindings.max(1) {
+            return;
+        }
+        // Evict the least recently seen eighth, lowest trust first.
+        let mut by_age: Vec<(Trust, u64, IpAddr)> =
+            self.bindings.iter().map(|(ip, b)| (b.trust, b.last_seen_ns, *ip)).collect();
+        by_age.sort_unstable();
+        let n = (self.limits.max_bindings / 8).max(1);
+        for (_, _, ip) in by_age.into_iter().take(n) {
+            self.bindings.remove(&ip);
+        }
+        self.cap_hit(0, n as u64);
+    }
+
+    fn cap_hit(&self, which: usize, n: u64) {
+        if let Some(m) = &self.metrics {
+            m.caps[which].add(n);
+        }
+    }
+
+    fn remember_forged(&mut self, ip: IpAddr, mac: Mac, now: u64) {
+        if !self.forged.contains_key(&ip) && self.forged.len() >= self.limits.max_bindings.max(1) {
+            let mut by_age: Vec<(u64, IpAddr)> = self.forged.iter().map(|(a, (_, t))| (*t, *a)).collect();
+            by_age.sort_unstable();
+            let n = (self.limits.max_bindings / 8).max(1);
+            for (_, a) in by_age.into_iter().take(n) {
+                self.forged.remove(&a);
+            }
+            self.cap_hit(3, n as u64);
+        }
+        self.forged.insert(ip, (mac, now));
+    }
+
+    fn spoofer_report(&mut self, mac: Mac, ip: IpAddr, forgery: Forgery, now: u64) -> Option<SpoofReport> {
+        if !self.spoofers.contains_key(&mac) && self.spoofers.len() >= self.limits.max_spoofers.max(1) {
+            // Forget the one reported longest ago; if it forges again it is reported (and contained) again.
+            if let Some(old) = self.spoofers.iter().min_by_key(|(_, s)| s.last_report_ns).map(|(m, _)| *m) {
+                self.spoofers.remove(&old);
+                self.cap_hit(1, 1);
+            }
+        }
+        let max = self.limits.max_forged_per_mac.max(1);
+        let s = self.spoofers.entry(mac).or_insert(Spoofer { forged: Vec::new(), more: 0, last_report_ns: 0 });
+        let new_addr = !s.forged.contains(&ip);
+        let mut listed = false;
+        if new_addr {
+            if s.forged.len() < max {
+                s.forged.push(ip);
+                listed = true;
+            } else {
+                s.more += 1;
+            }
+        }
+        let due = s.last_report_ns == 0 || now.saturating_sub(s.last_report_ns) >= REPORT_REFRESH_NS;
+        if !(listed || due) {
+            if new_addr && !listed {
+                self.cap_hit(2, 1);
+            }
+            return None;
+        }
+        s.last_report_ns = now.max(1);
+        Some(SpoofReport { mac, forged: ip, forgery, all_forged: s.forged.clone(), more: s.more })
+    }
+
+    /// Replaces the neighbour-table and lease bindings (a refresh): leases
+    /// win, then neighbour entries; a neighbour entry naming another MAC
+    /// while the bound one is active is kept out and counted (see the module
+    /// doc). First sightings are overridden by either.
+    pub fn refresh(&mut self, neighbours: &[(IpAddr, Mac)], leases: &[(IpAddr, Mac)], now_ns: u64) {
+        self.generation += 1;
+        let g = self.generation;
+        for (trust, list) in [(Trust::Lease, leases), (Trust::Neighbour, neighbours)] {
+            for (ip, mac) in list {
+                if mac[0] & 1 == 1 || *mac == [0; 6] {
+                    continue;
+                }
+                match self.bindings.get_mut(ip) {
+                    Some(b) if b.mac == *mac => {
+                        // Leases come first in a refresh: a neighbour entry agreeing with one keeps it a lease.
+                        if b.generation == g {
+                            b.trust = b.trust.max(trust);
+                        } else {
+                            b.trust = trust;
+                            b.disputed = false;
+                        }
+                        b.generation = g;
+                    }
+                    Some(b) if b.generation == g => {
+                        // A lease already settled this address in this refresh: the neighbour entry disagrees.
+                        if trust == Trust::Neighbour {
+                            b.disputed = true;
+                        }
+                    }
+                    Some(b) => {
+                        let active = b.last_seen_ns != 0 && now_ns.saturating_sub(b.last_seen_ns) <= ACTIVE_WINDOW_NS;
+                        if trust == Trust::Neighbour && b.trust >= Trust::Neighbour && active {
+                            // Gratuitous ARP while the bound device is talking: keep it, mark it.
+                            if !b.disputed {
+                                if let Some(m) = &self.metrics {
+                                    m.flips.inc();
+                                }
+                                tracing::warn!(ip = %ip, bound = %mac_text(&b.mac), claimed = %mac_text(mac), "neighbour entry flipped to another MAC while the bound one is active: kept the binding, marked disputed");
+                            }
+                            b.disputed = true;
+                            b.generation = g;
+                        } else {
+                            *b = Binding { mac: *mac, trust, last_seen_ns: 0, disputed: false, generation: g };
+                        }
+                    }
+                    None => {
+                        self.make_room_for_binding();
+                        self.bindings
+                            .insert(*ip, Binding { mac: *mac, trust, last_seen_ns: 0, disputed: false, generation: g });
+                    }
+                }
+            }
+        }
+        // Leases and neighbour entries that are gone fall back to first sightings.
+        for b in self.bindings.values_mut() {
+            if b.trust > Trust::FirstSeen && b.generation != g {
+                b.trust = Trust::FirstSeen;
+                b.disputed = false;
+            }
+        }
+        // Forged addresses are forgotten after their memory.
+        let keep = self.limits.forged_memory_ns;
+        self.forged.retain(|_, (_, t)| now_ns.saturating_sub(*t) <= keep);
+        if let Some(m) = &self.metrics {
+            let mut n = [0usize; 3];
+            for b in self.bindings.values() {
+                n[b.trust as usize] += 1;
+            }
+            for (g, v) in m.bindings.iter().zip(n) {
+                g.set(v as f64);
+            }
+        }
+    }
+
+    /// What the verdict gate knows about `ip` at `now_ns`.
+    pub fn classify(&self, ip: &IpAddr, now_ns: u64) -> SourceClass {
+        if let Some((mac, t)) = self.forged.get(ip) {
+            if now_ns.saturating_sub(*t) <= self.limits.forged_memory_ns {
+                return SourceClass::Forged(*mac);
+            }
+        }
+        match self.bindings.get(ip) {
+            Some(b) if b.trust >= Trust::Neighbour && !b.disputed => SourceClass::LanVerified(b.mac),
+            Some(_) => SourceClass::LanUnverified,
+            None if self.in_lan(ip) => SourceClass::LanUnverified,
+            None => SourceClass::Wan,
+        }
+    }
+
+    /// Bindings known (all sources).
+    pub fn bindings(&self) -> usize {
+        self.bindings.len()
+    }
+}
+
+/// A dnsmasq lease file's active leases: `expiry mac ip hostname client-id`
+/// per line (expiry 0 = infinite). Lines that do not parse are skipped.
+pub fn parse_leases(text: &str, now_unix_s: u64) -> Vec<(IpAddr, Mac)> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let expiry: u64 = f.next()?.parse().ok()?;
+            let mac = parse_mac(f.next()?)?;
+            let ip: IpAddr = f.next()?.parse().ok()?;
+            (expiry == 0 || expiry > now_unix_s).then_some((ip, mac))
+        })
+        .collect()
+}
+
+/// What the LAN interface looks like now: its index, MAC, networks and neighbours.
+#[derive(Debug, Clone, Default)]
+pub struct LanView {
+    /// The router's MACs (every interface).
+    pub own_macs: Vec<Mac>,
+    /// The LAN interface's MAC.
+    pub lan_mac: Option<Mac>,
+    /// The router's addresses (every interface), sorted.
+    pub own_addrs: Vec<IpAddr>,
+    /// Networks of the LAN interface's addresses.
+    pub prefixes: Vec<Cidr>,
+    /// Neighbour entries on the LAN interface with a link-layer address.
+    pub neighbours: Vec<(IpAddr, Mac)>,
+}
+
+/// Reads the LAN interface's view from rtnetlink (`RTM_GETLINK`,
+/// `RTM_GETADDR`, `RTM_GETNEIGH`). An interface that does not exist (yet)
+/// gives an empty view.
+pub fn lan_view(interface: &str) -> super::blocker::Result<LanView> {
+    use super::netlink::{parse_attrs, raw_request, Netlink, DUMP};
+    const RTM_GETLINK: u16 = 18;
+    const RTM_GETADDR: u16 = 22;
+    const RTM_GETNEIGH: u16 = 30;
+    let mut nl = Netlink::open_protocol(netlink_sys::protocols::NETLINK_ROUTE)?;
+    let mut view = LanView::default();
+    let mut index = None;
+    let seq = nl.take_seq();
+    for p in nl.dump_raw(&raw_request(RTM_GETLINK, DUMP, seq, &[0u8; 16]), seq, 0)? {
+        let Some(ix) = p.get(4..8).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])) else { continue };
+        let (mut mac, mut is_lan) = (None, false);
+        for (ty, v) in parse_attrs(p.get(16..).unwrap_or_default()) {
+            match ty {
+                // IFLA_ADDRESS
+                1 if v.len() == 6 => mac = <[u8; 6]>::try_from(v).ok(),
+                // IFLA_IFNAME
+                3 if super::netlink::c_str(v) == interface => is_lan = true,
+                _ => {}
+            }
+        }
+        view.own_macs.extend(mac);
+        if is_lan {
+            index = Some(ix);
+            view.lan_mac = mac;
+        }
+    }
+    view.own_macs.sort();
+    view.own_macs.dedup();
+    let Some(index) = index else { return Ok(view) };
+    let seq = nl.take_seq();
+    for p in nl.dump_raw(&raw_request(RTM_GETADDR, DUMP, seq, &[0u8; 8]), seq, 0)? {
+        if p.len() < 8 {
+            continue;
+        }
+        let on_lan = i32::from_ne_bytes([p[4], p[5], p[6], p[7]]) == index;
+        let prefix = p[1];
+        for (ty, v) in parse_attrs(&p[8..]) {
+            // IFA_ADDRESS, IFA_LOCAL
+            if ty == 1 || ty == 2 {
+                let a = match v.len() {
+                    4 => <[u8; 4]>::try_from(v).ok().map(IpAddr::from),
+                    16 => <[u8; 16]>::try_from(v).ok().map(IpAddr::from),
+                    _ => None,
+                };
+                if let Some(a) = a {
+                    view.own_addrs.push(a);
+                    if on_lan && ty == 1 {
+                        view.prefixes.push(network(a, prefix));
+                    }
+                }
+            }
+        }
+    }
+    view.own_addrs.sort();
+    view.own_addrs.dedup();
+    let seq = nl.take_seq();
+    for p in nl.dump_raw(&raw_request(RTM_GETNEIGH, DUMP, seq, &[0u8; 12]), seq, 0)? {
+        if p.len() < 12 || i32::from_ne_bytes([p[4], p[5], p[6], p[7]]) != index {
+            continue;
+        }
+        let state = u16::from_ne_bytes([p[8], p[9]]);
+        // NUD_INCOMPLETE 0x01, NUD_FAILED 0x20, NUD_NONE 0: no usable link-layer address.
+        if state == 0 || state & (0x01 | 0x20) != 0 {
+            continue;
+        }
+        let (mut dst, mut mac) = (None, None);
+        for (ty, v) in parse_attrs(&p[12..]) {
+            match (ty, v.len()) {
+                (1, 4) => dst = <[u8; 4]>::try_from(v).ok().map(IpAddr::from),
+                (1, 16) => dst = <[u8; 16]>::try_from(v).ok().map(IpAddr::from),
+                (2, 6) => mac = <[u8; 6]>::try_from(v).ok(),
+                _ => {}
+            }
+        }
+        if let (Some(a), Some(m)) = (dst, mac) {
+            view.neighbours.push((a, m));
+        }
+    }
+    Ok(view)
+}
+
+/// The network `addr/prefix` with host bits cleared.
+pub fn network(addr: IpAddr, prefix: u8) -> Cidr {
+    let fam = fam_of(&addr);
+    let bits = if fam == super::expr::Fam::V4 { 32 } else { 128 };
+    let prefix = prefix.min(bits as u8);
+    let v = feeds::addr_u128(&addr);
+    let host_bits = bits - prefix as u32;
+    let masked = if host_bits >= 128 { 0 } else { v >> host_bits << host_bits };
+    Cidr { addr: feeds::u128_addr(fam, masked), prefix }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DEV: Mac = [2, 0, 0, 0, 0x0a, 0x10];
+    const ATK: Mac = [2, 0, 0, 0, 0x0a, 0x66];
+    const S: u64 = 1_000_000_000;
+
+    fn pkt(src: &str, ts: u64) -> PacketInfo {
+        PacketInfo {
+            ts_ns: ts,
+            src: src.parse().unwrap(),
+            dst: "198.51.100.2".parse().unwrap(),
+            proto: 6,
+            sport: 40000,
+            dport: 80,
+            tcp_flags: 2,
+            icmp_type: 0,
+            icmp_code: 0,
+            ip_len: 40,
+            payload_len: 0,
+        }
+    }
+
+    fn guard() -> SpoofGuard {
+        let mut g = SpoofGuard::new(Limits::default(), Vec::new(), None);
+        g.set_lan_prefixes(vec!["192.0.2.0/24".parse().unwrap(), "2001:db8:1::/64".parse().unwrap()]);
+        g.set_own_macs(vec![[2, 0, 0, 0, 0, 1]]);
+        g
+    }
+
+    #[test]
+    fn implausible_sources_are_forged_and_dhcp_and_dad_are_not() {
+        let mut g = guard();
+        for (src, why) in [
+            ("255.255.255.255", Forgery::Broadcast),
+            ("192.0.2.255", Forgery::Broadcast),
+            ("224.0.0.251", Forgery::Multicast),
+            ("0.0.0.0", Forgery::Unspecified),
+            ("198.51.100.7", Forgery::OutsideLan),
+            ("ff02::1", Forgery::Multicast),
+            ("::", Forgery::Unspecified),
+            ("2001:db8:2::9", Forgery::OutsideLan),
+        ] {
+            let r = g.check(ATK, &pkt(src, S)).unwrap_or_else(|| panic!("{src} passed"));
+            assert_eq!(r.forgery, why, "{src}");
+            assert_eq!(g.classify(&src.parse().unwrap(), S), SourceClass::Forged(ATK));
+        }
+        let mut dhcp = pkt("0.0.0.0", S);
+        (dhcp.proto, dhcp.sport, dhcp.dport) = (17, 68, 67);
+        assert_eq!(g.check(DEV, &dhcp), None, "a DHCP client's discover");
+        let mut dad = pkt("::", S);
+        dad.proto = 58;
+        assert_eq!(g.check(DEV, &dad), None, "duplicate address detection");
+        for ok in ["192.0.2.10", "169.254.3.4", "fe80::1", "2001:db8:1::10"] {
+            assert_eq!(g.check(DEV, &pkt(ok, S)), None, "{ok}");
+        }
+        // The router's own frames (forwarded replies from WAN addresses) are not checked.
+        assert_eq!(g.check([2, 0, 0, 0, 0, 1], &pkt("198.51.100.2", S)), None);
+        // A LAN device claiming the router's own address forges it.
+        g.set_own_addrs(vec!["192.0.2.1".parse().unwrap()], Some([2, 0, 0, 0, 0, 1]));
+        let r = g.check(ATK, &pkt("192.0.2.1", S)).expect("the gateway's address, forged");
+        assert_eq!(r.forgery, Forgery::OtherMac([2, 0, 0, 0, 0, 1]));
+    }
+
+    #[test]
+    fn an_active_neighbour_binding_accuses_another_mac_a_first_sighting_never_does() {
+        let mut g = guard();
+        // First sighting by the attacker: no accusation of the device that speaks next.
+        assert_eq!(g.check(ATK, &pkt("192.0.2.20", S)), None);
+        assert_eq!(g.check(DEV, &pkt("192.0.2.20", 2 * S)), None);
+        assert_eq!(g.classify(&"192.0.2.20".parse().unwrap(), 2 * S), SourceClass::LanUnverified);
+        // The neighbour table knows the device; the device is talking.
+        let dev: IpAddr = "192.0.2.10".parse().unwrap();
+        g.refresh(&[(dev, DEV)], &[], S);
+        assert_eq!(g.check(DEV, &pkt("192.0.2.10", 2 * S)), None);
+        assert_eq!(g.classify(&dev, 2 * S), SourceClass::LanVerified(DEV));
+        let r = g.check(ATK, &pkt("192.0.2.10", 3 * S)).expect("forged device address");
+        assert_eq!(r.forgery, Forgery::OtherMac(DEV));
+        assert_eq!(g.classify(&dev, 3 * S), SourceClass::Forged(ATK), "never block the forged address");
+        // Gratuitous ARP from the attacker flips the kernel's entry: the binding stays, disputed.
+        g.refresh(&[(dev, ATK)], &[], 4 * S);
+        assert_eq!(g.bindings[&dev].mac, DEV);
+        assert!(g.bindings[&dev].disputed);
+        // A device silent past the active window no longer accuses: its address may be handed on.
+        let mut g = guard();
+        g.refresh(&[(dev, DEV)], &[], S);
+        assert_eq!(g.check(ATK, &pkt("192.0.2.10", 2 * S)), None, "the bound MAC never spoke");
+        g.refresh(&[(dev, ATK)], &[], 3 * S);
+        assert_eq!(
+            g.classify(&dev, 3 * S),
+            SourceClass::LanVerified(ATK),
+            "a silent device's entry follows the new MAC"
+        );
+    }
+
+    #[test]
+    fn a_lease_outranks_the_neighbour_table() {
+        let mut g = guard();
+        let ip: IpAddr = "192.0.2.30".parse().unwrap();
+        g.refresh(&[(ip, ATK)], &[(ip, DEV)], S);
+        assert_eq!(g.classify(&ip, S), SourceClass::LanUnverified, "the kernel disagrees with the lease: disputed");
+        assert!(g.check(ATK, &pkt("192.0.2.30", 2 * S)).is_some(), "a lease accuses even a silent holder's rival");
+        let leases = parse_leases(
+            "1700000000 02:00:00:00:0a:10 192.0.2.30 plug *\n0 02:00:00:00:0a:11 192.0.2.31 cam 01:02\nbad line\n100 02:00:00:00:0a:12 192.0.2.32 old *\n",
+            1_000,
+        );
+        assert_eq!(leases, vec![(ip, DEV), ("192.0.2.31".parse().unwrap(), [2, 0, 0, 0, 0x0a, 0x11])]);
+    }
+
+    #[test]
+    fn every_table_is_bounded_and_reports_come_once_per_new_address() {
+        let limits = Limits { max_bindings: 64, max_spoofers: 4, max_forged_per_mac: 3, forged_memory_ns: 10 * S };
+        let mut g = SpoofGuard::new(limits, Vec::new(), None);
+        g.set_lan_prefixes(vec!["10.0.0.0/8".parse().unwrap()]);
+        for i in 0..1000u32 {
+            let ip = IpAddr::from((0x0a00_0000 + i).to_be_bytes());
+            let mut p = pkt("10.0.0.1", S + i as u64);
+            p.src = ip;
+            g.check([2, 0, 0, 0, (i >> 8) as u8, i as u8], &p);
+            assert!(g.bindings.len() <= 64);
+        }
+        let mut reports = 0;
+        for i in 0..100u32 {
+            let mac = [2, 1, 0, 0, 0, (i % 10) as u8];
+            let mut p = pkt("198.51.100.1", 2 * S);
+            p.src = IpAddr::from((0xc633_6400 + i).to_be_bytes());
+            reports += g.check(mac, &p).is_some() as u32;
+            assert!(g.spoofers.len() <= 4 && g.spoofers.values().all(|s| s.forged.len() <= 3));
+            assert!(g.forged.len() <= 64);
+        }
+        assert!((10..=100).contains(&reports), "{reports}");
+        // The same address again is not reported again within the refresh interval.
+        let mut g = guard();
+        assert!(g.check(ATK, &pkt("224.0.0.251", S)).is_some());
+        assert!(g.check(ATK, &pkt("224.0.0.251", 2 * S)).is_none());
+        let again = g.check(ATK, &pkt("224.0.0.251", S + REPORT_REFRESH_NS)).expect("refresh");
+        assert_eq!(again.all_forged, vec!["224.0.0.251".parse::<IpAddr>().unwrap()]);
+        // Forged addresses are forgotten after their memory.
+        g.refresh(&[], &[], S + Limits::default().forged_memory_ns + REPORT_REFRESH_NS + 1);
+        assert!(g.forged.is_empty());
+    }
+
+    #[test]
+    fn macs_and_networks_parse() {
+        assert_eq!(parse_mac("02:00:00:00:0a:66"), Some(ATK));
+        assert_eq!(parse_mac("02-00-00-00-0A-66"), Some(ATK));
+        assert_eq!(parse_mac("02:00:00:00:0a"), None);
+        assert_eq!(parse_mac("02:00:00:00:0a:66:01"), None);
+        assert_eq!(mac_text(&ATK), "02:00:00:00:0a:66");
+        assert_eq!(network("192.0.2.77".parse().unwrap(), 24).to_string(), "192.0.2.0/24");
+        assert_eq!(network("2001:db8:1::9".parse().unwrap(), 64).to_string(), "2001:db8:1::/64");
+        assert_eq!(network("10.1.2.3".parse().unwrap(), 0).to_string(), "0.0.0.0/0");
+    }
+}
