@@ -683,6 +683,8 @@ mod tests {
             icmp_code: 0,
             ip_len: 40,
             payload_len: 0,
+            tcp_seq: 0,
+            tcp_ack: 0,
         }
     }
 
