@@ -228,6 +228,14 @@ fn short_lab_run_detects_every_attack_and_flags_no_benign_host() {
             Expect::Block => {
                 assert!(blocked || matches!(s.block, Block::Spoofed), "{}: {}\n{table}", s.name, s.block)
             }
+            // Detected, and the router refused the block: an unproven WAN source.
+            Expect::RefusedUnproven => {
+                assert!(
+                    !blocked,
+                    "{}: an unproven WAN source must not be blocked, but {} was\n{table}",
+                    s.name, s.block
+                );
+            }
             // The policy only alerts: nothing blocked, and the alert says so.
             Expect::AlertOnly => {
                 assert!(!blocked, "{}: the policy should only alert, but {} was blocked\n{table}", s.name, s.block);
