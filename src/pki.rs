@@ -546,7 +546,7 @@ impl Identity {
 pub fn acl_for(role: CertRole) -> (&'static [&'static str], &'static [&'static str]) {
     match role {
         CertRole::Router => (
-            &["flow_batch", "alert", "heartbeat", "metrics", "status", "key", "ack", "block_table"],
+            &["flow_batch", "alert", "heartbeat", "metrics", "status", "key", "ack", "block_table", "verdict_outcome"],
             &["+/verdict", "+/policy_update", "+/settings_update", "+/unblock", "+/key", "+/ack"],
         ),
         CertRole::Detector => (
@@ -1190,7 +1190,9 @@ mod tests {
         };
         assert!(block("r1").contains("topic write gatewarden/v1/r1/flow_batch"));
         let r1 = block("r1");
-        assert!(!r1.lines().any(|l| l.starts_with("topic write") && l.contains("verdict")), "{r1}");
+        // A router answers verdicts (`verdict_outcome`) but never issues one.
+        assert!(!r1.lines().any(|l| l.starts_with("topic write") && l.ends_with("/verdict")), "{r1}");
+        assert!(r1.contains("topic write gatewarden/v1/r1/verdict_outcome"), "{r1}");
         assert!(r1.contains("topic read gatewarden/v1/+/verdict"), "{r1}");
         assert!(block("d1").contains("topic write gatewarden/v1/d1/verdict"));
         assert!(!acl.contains("CN=gatewarden-broker"), "the broker gets no topics");

@@ -152,7 +152,8 @@ impl Analysis {
             self.state.record_verdict(v);
         }
         for a in f.alerts {
-            self.state.record_alert(a);
+            // A replay enforces nothing: no alert of it says `blocked`.
+            self.state.record_alert(crate::monitor::confirm::unenforced(a, "a replay enforces nothing"));
         }
     }
 }

@@ -235,6 +235,13 @@ fn short_lab_run_detects_every_attack_and_flags_no_benign_host() {
                     "{}: an unproven WAN source must not be blocked, but {} was\n{table}",
                     s.name, s.block
                 );
+                // … and no alert claims the block the router refused.
+                assert!(
+                    s.actions.iter().all(|a| a == "allowed") && !s.actions.is_empty(),
+                    "{}: alert.action should be \"allowed\" (the router refused), got {:?}\n{table}",
+                    s.name,
+                    s.actions
+                );
             }
             // The policy only alerts: nothing blocked, and the alert says so.
             Expect::AlertOnly => {

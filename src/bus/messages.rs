@@ -450,6 +450,28 @@ pub struct UnblockRequest {
 /// Most rows a block table carries.
 pub const MAX_BLOCK_ROWS: usize = 500;
 
+/// A router's answer to one verdict: its block is in the kernel, or why not.
+/// The monitor writes a verdict's alert with `action: blocked` only once a
+/// router confirms it, so the action is what happened, not what was asked
+/// (issue #15); a refusal (an unproven WAN source, a forged or protected
+/// address, enforcement off) makes it `allowed` with this reason.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VerdictOutcome {
+    /// The router that answers.
+    pub node: String,
+    /// [`Verdict::id`], which is also the id of the alert it came with.
+    pub verdict_id: u64,
+    /// The verdict's source.
+    pub source: IpAddr,
+    /// Whether the source is now in a kernel block set.
+    pub blocked: bool,
+    /// Why not (or how, when blocked), in a sentence.
+    pub why: String,
+}
+
+/// Longest [`VerdictOutcome::why`] accepted from the wire.
+pub const MAX_OUTCOME_WHY: usize = 1024;
+
 /// Largest model (`.tflite` + card) the bus carries; the sealed envelope
 /// holds at most 1 MiB.
 pub const MAX_MODEL_BYTES: usize = 900 * 1024;
@@ -477,6 +499,8 @@ pub enum Message {
     BlockTable(BlockTable),
     /// Monitor → one router.
     Unblock(UnblockRequest),
+    /// Router → monitor: what became of one verdict.
+    VerdictOutcome(VerdictOutcome),
 }
 
 impl Message {
@@ -493,6 +517,7 @@ impl Message {
             Message::SettingsUpdate(_) => "settings_update",
             Message::BlockTable(_) => "block_table",
             Message::Unblock(_) => "unblock",
+            Message::VerdictOutcome(_) => "verdict_outcome",
         }
     }
 
@@ -557,6 +582,10 @@ impl Message {
             Message::Unblock(u) if u.by.len() > 256 => {
                 Err(DecodeError::Invalid(format!("unblock requester name of {} bytes (at most 256)", u.by.len())))
             }
+            Message::VerdictOutcome(o) if o.why.len() > MAX_OUTCOME_WHY => Err(DecodeError::Invalid(format!(
+                "verdict outcome reason of {} bytes (at most {MAX_OUTCOME_WHY})",
+                o.why.len()
+            ))),
             Message::BlockTable(t) if t.entries.len() > MAX_BLOCK_ROWS => {
                 Err(DecodeError::Invalid(format!("block table of {} rows (at most {MAX_BLOCK_ROWS})", t.entries.len())))
             }
@@ -565,6 +594,7 @@ impl Message {
             | Message::ModelUpdate(_)
             | Message::SettingsUpdate(_)
             | Message::BlockTable(_)
+            | Message::VerdictOutcome(_)
             | Message::Unblock(_) => Ok(()),
         }
     }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use messages::{
     Alert, BlockTable, FlowBatch, Heartbeat, Message, MetricsSample, ModelUpdate, PolicyUpdate, SettingsUpdate,
-    UnblockRequest, Verdict,
+    UnblockRequest, Verdict, VerdictOutcome,
 };
 
 use crate::metrics::{Counter, Registry};
@@ -108,6 +108,8 @@ pub struct LocalBus {
     pub block_tables: Channel<BlockTable>,
     /// Monitor → router (the dashboard's unblock).
     pub unblocks: Channel<UnblockRequest>,
+    /// Router → monitor: what became of each verdict.
+    pub verdict_outcomes: Channel<VerdictOutcome>,
 }
 
 impl LocalBus {
@@ -124,6 +126,7 @@ impl LocalBus {
             settings: Channel::new("settings_update", capacity.min(16), registry),
             block_tables: Channel::new("block_table", capacity.min(64), registry),
             unblocks: Channel::new("unblock", capacity.min(64), registry),
+            verdict_outcomes: Channel::new("verdict_outcome", capacity.min(1024), registry),
         }
     }
 
@@ -140,6 +143,7 @@ impl LocalBus {
             Message::SettingsUpdate(m) => self.settings.publish(m),
             Message::BlockTable(m) => self.block_tables.publish(m),
             Message::Unblock(m) => self.unblocks.publish(m),
+            Message::VerdictOutcome(m) => self.verdict_outcomes.publish(m),
         }
     }
 }

@@ -16,6 +16,7 @@
 //! | `alert` | 1 | plain frame, spooled until acked | detector, router, monitor |
 //! | `heartbeat`, `metrics` | 0 | plain frame | every node |
 //! | `block_table` | 0 | plain frame | router |
+//! | `verdict_outcome` | 0 | plain frame: whether a verdict's block is in the kernel, or why not | router |
 //! | `status` | 1, retained | `online` / `offline` (last will) | every node |
 //! | `key` | 1, retained | signed [`crate::secure::Announce`] | every node |
 //! | `ack` | 1 | ids received, for one sender | receivers of spooled kinds |
@@ -179,6 +180,7 @@ pub fn check_claim(from: &str, msg: &Message, role_of: impl Fn(&str) -> Option<C
         Message::FlowBatch(b) => own(&b.node, "flow batch"),
         Message::Metrics(m) => own(&m.node, "metrics"),
         Message::BlockTable(t) => own(&t.node, "block table"),
+        Message::VerdictOutcome(o) => own(&o.node, "verdict outcome"),
         Message::Heartbeat(h) => match own(&h.node, "heartbeat") {
             Claim::Fine => match role_of(from) {
                 Some(r) if r != CertRole::for_role(h.role) => {
@@ -462,6 +464,7 @@ impl MqttBus {
             "model_update",
             "settings_update",
             "block_table",
+            "verdict_outcome",
         ]
         .into_iter()
         .map(|k| {
@@ -528,7 +531,8 @@ impl MqttBus {
             identity_mismatch: HashMap::new(),
         };
         let mut counters = counters;
-        counters.identity_mismatch = ["flow_batch", "alert", "metrics", "heartbeat", "block_table", "ack"]
+        counters.identity_mismatch =
+            ["flow_batch", "alert", "metrics", "heartbeat", "block_table", "verdict_outcome", "ack"]
             .into_iter()
             .map(|k| {
                 (
@@ -778,7 +782,7 @@ impl Shared {
             kinds.extend(["flow_batch", "model_update", "settings_update"]);
         }
         if self.role.runs_monitor() {
-            kinds.extend(["alert", "heartbeat", "metrics", "status", "block_table"]);
+            kinds.extend(["alert", "heartbeat", "metrics", "status", "block_table", "verdict_outcome"]);
             // A monitor on its own node still needs the flows: the group
             // policy's traffic matrix and the top talkers are built from them.
             if !kinds.contains(&"flow_batch") {

@@ -48,7 +48,7 @@ impl Uplink {
 
     /// Whether `kind` is also sent to the broker.
     pub fn mirrored(kind: &str) -> bool {
-        matches!(kind, "alert" | "heartbeat" | "metrics" | "block_table")
+        matches!(kind, "alert" | "heartbeat" | "metrics" | "block_table" | "verdict_outcome")
     }
 }
 

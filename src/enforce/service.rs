@@ -18,7 +18,9 @@ use super::blocker::{BlockOutcome, Blocker, Protection};
 use super::persist::{SavedBlock, StateFile};
 use super::ruleset::Origin;
 use super::spoof::{mac_text, SourceClass, SpoofGuard, SpoofReport};
-use crate::bus::messages::{Alert, AlertAction, AttackKind, PolicyUpdate, Severity, SourceProof, Verdict};
+use crate::bus::messages::{
+    Alert, AlertAction, AttackKind, PolicyUpdate, Severity, SourceProof, Verdict, VerdictOutcome,
+};
 use crate::bus::LocalBus;
 use crate::config::EnforceConfig;
 use crate::metrics::Registry;
@@ -340,6 +342,21 @@ fn gate(
     }
 }
 
+/// The answer to one verdict for the monitor: in the kernel, or why not.
+fn outcome_of(node: &str, v: &Verdict, result: &super::blocker::Result<BlockOutcome>) -> VerdictOutcome {
+    let (blocked, why) = match result {
+        Ok(BlockOutcome::Blocked { ttl, level, .. }) => {
+            let repeat = if *level > 0 { format!(", repeat offence {level}") } else { String::new() };
+            (true, format!("in the detector block set for {} s{repeat}", ttl.as_secs()))
+        }
+        Ok(BlockOutcome::Refused { allowed_by, why }) => {
+            (false, format!("router refused the block: {} ({allowed_by})", why.reason()))
+        }
+        Err(e) => (false, format!("router could not write the block: {e}")),
+    };
+    VerdictOutcome { node: node.to_string(), verdict_id: v.id, source: v.source, blocked, why }
+}
+
 /// A new containment's alert, waiting [`SPOOF_ALERT_GATHER`] for the addresses of the first burst.
 struct PendingAlert {
     due: Instant,
@@ -401,7 +418,10 @@ fn run_loop(
                     lan.refresh(cfg);
                     class = lan.classify(&v.source);
                 }
-                match gate(blocker, &v, class, &gm) {
+                let result = gate(blocker, &v, class, &gm);
+                // The monitor writes the verdict's alert as `blocked` only on this answer.
+                bus.verdict_outcomes.publish(outcome_of(node, &v, &result));
+                match result {
                     Ok(BlockOutcome::Blocked { evicted, .. }) if !evicted.is_empty() => {
                         alert_id = alert_id.wrapping_add(1);
                         let reason = format!(

@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod assets;
 pub mod auth;
+pub mod confirm;
 pub mod events;
 pub mod http;
 pub mod link;
@@ -243,6 +244,8 @@ pub struct MonitorState {
     pub training: training::Training,
     /// The settings page's store, set once by the monitor role (or a replay).
     pub settings: std::sync::OnceLock<settings::SettingsStore>,
+    /// Alerts waiting for a router to confirm their block (see [`confirm`]).
+    confirmations: Mutex<confirm::Confirmations>,
 }
 
 impl std::fmt::Debug for MonitorState {
@@ -298,6 +301,7 @@ impl MonitorState {
             }),
             unblock: Mutex::new(None),
             remote_unblock: Mutex::new(None),
+            confirmations: Mutex::new(confirm::Confirmations::new()),
             proc_sampler: Mutex::new(system::ProcSampler::new()),
             talkers: Mutex::new(talkers::TopTalkers::new(talkers::MAX_TRACKED)),
             node_metrics: system::NodeMetrics::new(&registry),
@@ -333,8 +337,59 @@ impl MonitorState {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stores an alert (on disk when a store is attached) and tells the page.
+    /// Takes an alert: one that asks a router for a block waits for the
+    /// router's answer ([`confirm`]), so its action is what happened; any
+    /// other is stored (on disk when a store is attached) and shown at once.
     pub fn record_alert(&self, alert: Alert) {
+        if !confirm::awaits_router(&alert) {
+            return self.store_alert(alert);
+        }
+        let routers = self.known_routers();
+        let ready = self.confirmations.lock().unwrap_or_else(|e| e.into_inner()).hold(alert, routers, Instant::now());
+        for a in ready {
+            self.store_alert(a);
+        }
+    }
+
+    /// A router's answer to a verdict: settles the alert waiting for it.
+    pub fn record_outcome(&self, o: crate::bus::messages::VerdictOutcome) {
+        self.registry
+            .counter(
+                "gatewarden_verdict_outcomes_total",
+                "Routers' answers to verdicts: blocked (in the kernel) or refused.",
+                &[("result", if o.blocked { "blocked" } else { "refused" })],
+            )
+            .inc();
+        let routers = self.known_routers();
+        let settled = self.confirmations.lock().unwrap_or_else(|e| e.into_inner()).answer(o, routers, Instant::now());
+        if let Some(a) = settled {
+            self.store_alert(a);
+        }
+    }
+
+    /// Stores the alerts whose routers did not answer in time (called every second).
+    pub fn settle_overdue(&self) {
+        let overdue = self.confirmations.lock().unwrap_or_else(|e| e.into_inner()).overdue(Instant::now());
+        for a in overdue {
+            self.store_alert(a);
+        }
+    }
+
+    /// Routers heard from in the last 30 s (at least this node when it routes).
+    fn known_routers(&self) -> usize {
+        let now = unix_now();
+        let heard = self
+            .lock()
+            .nodes
+            .values()
+            .filter(|n| n.role.is_some_and(|r| r.runs_router()))
+            .filter(|n| n.online != Some(false) && n.last_seen + 30 >= now)
+            .count();
+        heard.max(usize::from(self.role.runs_router()))
+    }
+
+    /// Stores an alert (on disk when a store is attached) and tells the page.
+    fn store_alert(&self, alert: Alert) {
         if let Some(card) = self.training.observe_alert(&alert) {
             self.set_model(card);
         }

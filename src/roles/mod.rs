@@ -413,6 +413,7 @@ pub fn run_with(
                 }
             }));
         }
+        let (out_verdicts, node_verdicts) = (out.clone(), cfg.node_id.clone());
         tasks.push(ex.spawn(async move {
             loop {
                 let Some(v) = next_or_shutdown(&rx, &sd).await else { break };
@@ -421,6 +422,15 @@ pub fn run_with(
                 tracing::info!(source = %v.source, kind = v.kind.as_str(), ttl_s = v.ttl_s, reason = %v.reason, "verdict");
                 if let Some(tx) = &to_enforcer {
                     let _ = tx.send(crate::enforce::service::Command::Verdict(v));
+                } else {
+                    // Nothing blocks here: say so, so the alert does not claim a block.
+                    out_verdicts.publish(Message::VerdictOutcome(crate::bus::messages::VerdictOutcome {
+                        node: node_verdicts.clone(),
+                        verdict_id: v.id,
+                        source: v.source,
+                        blocked: false,
+                        why: "enforcement is off on this router ([enforce] enabled = false)".into(),
+                    }));
                 }
             }
         }));
@@ -434,6 +444,25 @@ pub fn run_with(
                 }
             }));
         }
+    }
+    if role.runs_router() && !role.runs_monitor() && mqtt.is_some() {
+        // The enforcement thread reports on this node's local bus: its alerts (a
+        // contained MAC, a full block set) and verdict outcomes go to the monitor.
+        let (rx_alerts, rx_outcomes) = (bus.alerts.receiver(), bus.verdict_outcomes.receiver());
+        let (sd, o) = (shutdown.clone(), out.clone());
+        tasks.push(ex.spawn(async move {
+            loop {
+                let Some(a) = next_or_shutdown(&rx_alerts, &sd).await else { break };
+                o.publish(Message::Alert(a));
+            }
+        }));
+        let (sd, o) = (shutdown.clone(), out.clone());
+        tasks.push(ex.spawn(async move {
+            loop {
+                let Some(v) = next_or_shutdown(&rx_outcomes, &sd).await else { break };
+                o.publish(Message::VerdictOutcome(v));
+            }
+        }));
     }
     if role.runs_monitor() && !role.runs_detector() {
         // A monitor on its own node: flow batches from the routers feed the
@@ -498,6 +527,16 @@ pub fn run_with(
                 st.record_block_table(t);
             }
         }));
+        // Routers' answers to verdicts: an alert is `blocked` only once one confirms.
+        let rx = bus.verdict_outcomes.receiver();
+        let sd = shutdown.clone();
+        let st = state.clone();
+        tasks.push(ex.spawn(async move {
+            loop {
+                let Some(o) = next_or_shutdown(&rx, &sd).await else { break };
+                st.record_outcome(o);
+            }
+        }));
         if let Some(m) = &mqtt {
             let rx = m.status_receiver();
             let sd = shutdown.clone();
@@ -525,6 +564,10 @@ pub fn run_with(
         tasks.push(ex.spawn(async move {
             loop {
                 let sample = st.sample();
+                if role.runs_monitor() {
+                    // Alerts whose block no router confirmed in time: stored as `allowed`.
+                    st.settle_overdue();
+                }
                 if let Some(s) = st.settings.get() {
                     s.resend_if_due(&st.live_workers());
                 }
@@ -550,6 +593,7 @@ pub fn run_with(
                 if drain {
                     while bus.heartbeats.receiver().try_recv().is_ok() {}
                     while bus.metrics.receiver().try_recv().is_ok() {}
+                    while bus.verdict_outcomes.receiver().try_recv().is_ok() {}
                 }
                 let tick = async {
                     smol::Timer::after(Duration::from_secs(1)).await;
