@@ -512,9 +512,11 @@ mod tests {
     #[test]
     fn the_baseline_alone_alerts_and_agreeing_with_the_model_blocks() {
         let src: IpAddr = "192.0.2.11".parse().unwrap();
+        // An upload to a host the device never used (the baseline's new-host rule).
         let anomaly = || {
             let mut d = det("192.0.2.11", AttackKind::Anomaly, 1.0);
             d.confidence = 0.7;
+            d.evidence = vec![("bytes_to_new_host_1s".into(), 263_000.0)];
             d
         };
         // The baseline alone: an alert that says which rule decided, no block.

@@ -76,8 +76,16 @@ pub struct ResponseConfig {
     /// `detector.model_alone_blocks`).
     pub model_alone: Action,
     /// What a finding of the per-device baseline by itself does: `alert`
-    /// (default), `ignore`, or `block`.
+    /// (default), `ignore`, or `block`. It covers uploads to a host the
+    /// device never used (exfiltration to a new server).
     pub baseline_alone: Action,
+    /// What the baseline's *upload surge to hosts the device already uses*
+    /// does by itself: `ignore` by default (counted in /metrics). Backups, speed
+    /// tests and cloud uploads look exactly like that, and volume alone cannot
+    /// tell them from exfiltration to a known host: the 60-minute soak of the
+    /// benign corpus alerted on a NAS backup and a TV's speed test this way.
+    /// With the model agreeing it still blocks (`two_detectors_agree`).
+    pub baseline_surge_alone: Action,
     /// Share of a scan's or sweep's probes, in percent, that must have gone
     /// unanswered for it to block: a device talking to many services of a
     /// host that answers them is not scanning.
@@ -97,6 +105,7 @@ impl Default for ResponseConfig {
             anomaly: Action::Block,
             model_alone: Action::Alert,
             baseline_alone: Action::Alert,
+            baseline_surge_alone: Action::Ignore,
             scan_min_unanswered_pct: 50.0,
         }
     }
@@ -180,6 +189,8 @@ pub enum Rule {
     ModelAlone,
     /// The per-device baseline by itself.
     BaselineAlone,
+    /// The baseline's upload surge to hosts the device already uses, by itself.
+    BaselineSurgeAlone,
     /// An attack with many (likely forged) sources: no one source to block; the meters act.
     NoSingleSource,
     /// `[response]` says `alert` for this kind.
@@ -201,6 +212,7 @@ impl Rule {
             Rule::DetectorsAgree => "two_detectors_agree",
             Rule::ModelAlone => "model_alone",
             Rule::BaselineAlone => "baseline_alone",
+            Rule::BaselineSurgeAlone => "baseline_surge_alone",
             Rule::NoSingleSource => "no_single_source",
             Rule::KindAlerts => "kind_set_to_alert",
             Rule::KindIgnored => "kind_set_to_ignore",
@@ -221,6 +233,9 @@ impl Rule {
             Rule::DetectorsAgree => "two independent detectors agree",
             Rule::ModelAlone => "the model alone raises an alert and blocks nothing",
             Rule::BaselineAlone => "the baseline alone raises an alert and blocks nothing",
+            Rule::BaselineSurgeAlone => {
+                "an upload surge to hosts the device already uses, found by the baseline alone: what backups and speed tests do"
+            }
             Rule::NoSingleSource => "many forged sources: the SYN meter limits them, no one is blocked",
             Rule::KindAlerts => "[response] says alert for this kind",
             Rule::KindIgnored => "[response] says ignore for this kind",
@@ -340,6 +355,10 @@ impl ResponsePolicy {
         }
         match distinct.first() {
             Some(Origin::Model) => cap(Rule::ModelAlone, self.cfg.model_alone),
+            // A surge to known hosts carries no new-host evidence (see detect/baseline.rs).
+            Some(Origin::Baseline) if evidence(d, "bytes_to_new_host_1s").is_none() => {
+                cap(Rule::BaselineSurgeAlone, self.cfg.baseline_surge_alone)
+            }
             Some(Origin::Baseline) => cap(Rule::BaselineAlone, self.cfg.baseline_alone),
             Some(Origin::Heuristics) | None => match d.kind {
                 AttackKind::PortScan | AttackKind::HostSweep => {
@@ -423,7 +442,17 @@ mod tests {
         assert_eq!(decide(&p, AttackKind::SlowHttp, &[], &h), (Block, "many_idle_connections"));
         // The model alone and the baseline alone alert.
         assert_eq!(decide(&p, AttackKind::SynFlood, &[], &[Origin::Model]), (Alert, "model_alone"));
-        assert_eq!(decide(&p, AttackKind::Anomaly, &[], &[Origin::Baseline]), (Alert, "baseline_alone"));
+        let new_host = [("bytes_to_new_host_1s", 263_000.0)];
+        assert_eq!(decide(&p, AttackKind::Anomaly, &new_host, &[Origin::Baseline]), (Alert, "baseline_alone"));
+        // An upload surge to hosts the device already uses (a backup, a speed test): counted only.
+        assert_eq!(
+            decide(&p, AttackKind::Anomaly, &[("upload_bytes_1s", 3_800_000.0)], &[Origin::Baseline]),
+            (Ignore, "baseline_surge_alone")
+        );
+        assert_eq!(
+            decide(&p, AttackKind::Anomaly, &[("upload_bytes_1s", 3_800_000.0)], &[Origin::Baseline, Origin::Model]),
+            (Block, "two_detectors_agree")
+        );
         // Two detectors agreeing block, even on a kind no rule covers by itself.
         assert_eq!(
             decide(&p, AttackKind::Anomaly, &[], &[Origin::Baseline, Origin::Model]),
@@ -431,7 +460,7 @@ mod tests {
         );
         // The same detector twice is not agreement.
         assert_eq!(
-            decide(&p, AttackKind::Anomaly, &[], &[Origin::Baseline, Origin::Baseline]),
+            decide(&p, AttackKind::Anomaly, &new_host, &[Origin::Baseline, Origin::Baseline]),
             (Alert, "baseline_alone")
         );
         // A flood with no single source: nobody to block.
@@ -463,7 +492,10 @@ mod tests {
         assert_eq!(decide(&p, AttackKind::SynFlood, &[], &[Origin::Model]), (Action::Block, "model_alone"));
         let cfg = ResponseConfig { baseline_alone: Action::Ignore, ..Default::default() };
         let p = ResponsePolicy::new(cfg, false);
-        assert_eq!(decide(&p, AttackKind::Anomaly, &[], &[Origin::Baseline]), (Action::Ignore, "baseline_alone"));
+        assert_eq!(
+            decide(&p, AttackKind::Anomaly, &[("bytes_to_new_host_1s", 1e6)], &[Origin::Baseline]),
+            (Action::Ignore, "baseline_alone")
+        );
     }
 
     #[test]
