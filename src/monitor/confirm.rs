@@ -1,11 +1,13 @@
 //! `alert.action` says what happened, not what was asked (issue #15).
 //!
-//! A detector's alert that asks for a block waits here until a router answers
-//! its verdict ([`VerdictOutcome`]): `blocked` once one router confirms the
-//! element is in the kernel; `allowed`, with the routers' reasons, once every
-//! router the monitor knows has refused (an unproven WAN source, a forged or
-//! protected address, enforcement off) or when [`CONFIRM_WAIT`] passes with
-//! no confirmation (no router reachable). Only then is the alert stored,
+//! A detector's alert that asks for a block waits here until the router it is
+//! filed under answers its verdict ([`VerdictOutcome`]; a verdict goes only to
+//! the router whose traffic caused it, and ids are per detector stage, so an
+//! answer is matched on (router, id)): `blocked` once the router confirms the
+//! element is in the kernel; `allowed`, with the router's reason, when it
+//! refuses (an unproven WAN source, a forged or protected address,
+//! enforcement off) or when [`CONFIRM_WAIT`] passes with no answer (no router
+//! reachable). Only then is the alert stored,
 //! written to the EVE log and shown: the log is append-only, so a line must
 //! not claim a block that never happened.
 //!
@@ -57,16 +59,19 @@ fn refuse(a: &mut Alert, why: &str) {
 struct Waiting {
     alert: Alert,
     since: Instant,
-    refusals: Vec<String>,
 }
+
+/// (router node, verdict id): what an answer and its alert share.
+type Key = (String, u64);
 
 /// Alerts waiting for their router's answer, and answers waiting for their alert.
 #[derive(Default)]
 pub struct Confirmations {
-    waiting: HashMap<u64, Waiting>,
-    order: VecDeque<u64>,
-    early: HashMap<u64, (Vec<VerdictOutcome>, Instant)>,
-    early_order: VecDeque<u64>,
+    waiting: HashMap<Key, Waiting>,
+    order: VecDeque<Key>,
+    early: HashMap<Key, (VerdictOutcome, Instant)>,
+    early_order: VecDeque<Key>,
+    duplicates: u64,
 }
 
 impl Confirmations {
@@ -80,15 +85,25 @@ impl Confirmations {
         self.waiting.len()
     }
 
+    /// Alerts dropped because one with the same router and id was already waiting
+    /// (a resend over the bus).
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+
     /// Takes an alert that [`awaits_router`]; returns what can be stored now:
-    /// the alert itself when answers for it came first, and the oldest waiting
+    /// the alert itself when its answer came first, and the oldest waiting
     /// alert (settled as unconfirmed) when the set is full.
-    pub fn hold(&mut self, alert: Alert, routers: usize, now: Instant) -> Vec<Alert> {
-        let id = alert.id;
+    pub fn hold(&mut self, alert: Alert, now: Instant) -> Vec<Alert> {
+        let key = (alert.node.clone(), alert.id);
         let mut out = Vec::new();
-        if self.waiting.contains_key(&id) {
-            // A second alert with the same id (a retry): it goes out as it is.
-            out.push(alert);
+        if self.waiting.contains_key(&key) {
+            // The same alert again (a resend): the waiting copy is the one stored.
+            self.duplicates += 1;
+            return out;
+        }
+        if let Some((o, _)) = self.early.remove(&key) {
+            out.push(settle(Waiting { alert, since: now }, &o));
             return out;
         }
         if self.waiting.len() >= MAX_WAITING {
@@ -99,56 +114,39 @@ impl Confirmations {
                 }
             }
         }
-        self.waiting.insert(id, Waiting { alert, since: now, refusals: Vec::new() });
-        self.order.push_back(id);
-        if let Some((answers, _)) = self.early.remove(&id) {
-            for o in answers {
-                out.extend(self.answer(o, routers, now));
-            }
-        }
+        self.waiting.insert(key.clone(), Waiting { alert, since: now });
+        self.order.push_back(key);
         out
     }
 
-    /// A router's answer; returns the alert it settles, if any. `routers` is
-    /// how many routers the monitor knows (at least one is assumed).
-    pub fn answer(&mut self, o: VerdictOutcome, routers: usize, now: Instant) -> Option<Alert> {
-        let Some(w) = self.waiting.get_mut(&o.verdict_id) else {
-            self.keep_early(o, now);
-            return None;
-        };
-        if o.blocked {
-            let mut w = self.waiting.remove(&o.verdict_id)?;
-            w.alert.reason = format!("{}; confirmed by router {}: {}", w.alert.reason, o.node, o.why);
-            return Some(w.alert);
+    /// A router's answer; returns the alert it settles, if that alert is here.
+    pub fn answer(&mut self, o: VerdictOutcome, now: Instant) -> Option<Alert> {
+        let key = (o.node.clone(), o.verdict_id);
+        match self.waiting.remove(&key) {
+            Some(w) => Some(settle(w, &o)),
+            None => {
+                self.keep_early(key, o, now);
+                None
+            }
         }
-        w.refusals.push(format!("{}: {}", o.node, o.why));
-        if w.refusals.len() >= routers.max(1) {
-            let w = self.waiting.remove(&o.verdict_id)?;
-            return Some(settle_refused(w));
-        }
-        None
     }
 
     /// Settles every alert that has waited [`CONFIRM_WAIT`] and forgets old early answers.
     pub fn overdue(&mut self, now: Instant) -> Vec<Alert> {
         let mut out = Vec::new();
-        while let Some(&id) = self.order.front() {
-            match self.waiting.get(&id) {
+        while let Some(key) = self.order.front() {
+            match self.waiting.get(key) {
                 Some(w) if now.duration_since(w.since) < CONFIRM_WAIT => break,
                 Some(_) => {
-                    self.order.pop_front();
-                    let w = self.waiting.remove(&id).expect("present");
-                    out.push(if w.refusals.is_empty() {
-                        settle_unconfirmed(
-                            w,
-                            &format!(
-                                "no router confirmed the block within {} s (enforcement off, or no router reachable)",
-                                CONFIRM_WAIT.as_secs()
-                            ),
-                        )
-                    } else {
-                        settle_refused(w)
-                    });
+                    let key = self.order.pop_front().expect("front");
+                    let w = self.waiting.remove(&key).expect("present");
+                    out.push(settle_unconfirmed(
+                        w,
+                        &format!(
+                            "no router confirmed the block within {} s (enforcement off, or no router reachable)",
+                            CONFIRM_WAIT.as_secs()
+                        ),
+                    ));
                 }
                 // Settled earlier by an answer.
                 None => {
@@ -156,23 +154,20 @@ impl Confirmations {
                 }
             }
         }
-        while let Some(&id) = self.early_order.front() {
-            match self.early.get(&id) {
+        while let Some(key) = self.early_order.front() {
+            match self.early.get(key) {
                 Some((_, at)) if now.duration_since(*at) < EARLY_KEEP => break,
                 _ => {
-                    self.early_order.pop_front();
-                    self.early.remove(&id);
+                    let key = self.early_order.pop_front().expect("front");
+                    self.early.remove(&key);
                 }
             }
         }
         out
     }
 
-    fn keep_early(&mut self, o: VerdictOutcome, now: Instant) {
-        if let Some((list, _)) = self.early.get_mut(&o.verdict_id) {
-            if list.len() < 16 {
-                list.push(o);
-            }
+    fn keep_early(&mut self, key: Key, o: VerdictOutcome, now: Instant) {
+        if self.early.contains_key(&key) {
             return;
         }
         if self.early.len() >= MAX_EARLY {
@@ -182,15 +177,19 @@ impl Confirmations {
                 }
             }
         }
-        self.early_order.push_back(o.verdict_id);
-        self.early.insert(o.verdict_id, (vec![o], now));
+        self.early_order.push_back(key.clone());
+        self.early.insert(key, (o, now));
     }
 }
 
-fn settle_refused(mut w: Waiting) -> Alert {
-    let why = w.refusals.join("; ");
-    refuse(&mut w.alert, &why);
-    w.alert
+/// The alert as its router answered.
+fn settle(mut w: Waiting, o: &VerdictOutcome) -> Alert {
+    if o.blocked {
+        w.alert.reason = format!("{}; confirmed by router {}: {}", w.alert.reason, o.node, o.why);
+        w.alert
+    } else {
+        settle_unconfirmed(w, &format!("{}: {}", o.node, o.why))
+    }
 }
 
 fn settle_unconfirmed(mut w: Waiting, why: &str) -> Alert {
@@ -238,10 +237,10 @@ mod tests {
     fn a_confirmed_block_stays_blocked_and_says_who_confirmed_it() {
         let mut c = Confirmations::new();
         let t = Instant::now();
-        assert!(c.hold(alert(1), 1, t).is_empty(), "waits for the router");
-        let a = c.answer(outcome(1, "r1", true, "in the detector block set for 600 s"), 1, t).unwrap();
+        assert!(c.hold(alert(1), t).is_empty(), "waits for the router");
+        let a = c.answer(outcome(1, "gw", true, "in the detector block set for 600 s"), t).unwrap();
         assert_eq!(a.action, AlertAction::Blocked);
-        assert!(a.reason.ends_with("confirmed by router r1: in the detector block set for 600 s"), "{}", a.reason);
+        assert!(a.reason.ends_with("confirmed by router gw: in the detector block set for 600 s"), "{}", a.reason);
         assert_eq!(c.waiting(), 0);
     }
 
@@ -249,51 +248,54 @@ mod tests {
     fn a_refused_block_is_allowed_with_the_routers_reason_and_keeps_the_rule() {
         let mut c = Confirmations::new();
         let t = Instant::now();
-        c.hold(alert(2), 1, t);
-        let a = c.answer(outcome(2, "r1", false, "router refused the block: no proof"), 1, t).unwrap();
+        c.hold(alert(2), t);
+        let a = c.answer(outcome(2, "gw", false, "router refused the block: no proof"), t).unwrap();
         assert_eq!(a.action, AlertAction::Allowed);
         assert!(a.reason.contains("block asked by policy rule scan_mostly_unanswered"), "{}", a.reason);
         assert!(!a.reason.contains("; blocked:"), "{}", a.reason);
-        assert!(a.reason.ends_with("not blocked: r1: router refused the block: no proof"), "{}", a.reason);
+        assert!(a.reason.ends_with("not blocked: gw: router refused the block: no proof"), "{}", a.reason);
         // The EVE line's rule is still read from the reason.
         assert_eq!(crate::monitor::eve_json(&a)["gatewarden"]["rule"], "scan_mostly_unanswered");
     }
 
     #[test]
-    fn with_two_routers_one_refusal_waits_for_the_other_and_a_confirmation_wins() {
+    fn answers_match_on_router_and_id_and_a_resend_is_not_stored_twice() {
+        // Each detector stage numbers its own alerts: two routers' alerts share ids.
         let mut c = Confirmations::new();
         let t = Instant::now();
-        c.hold(alert(3), 2, t);
-        assert!(c.answer(outcome(3, "wan-side", false, "unproven"), 2, t).is_none());
-        let a = c.answer(outcome(3, "lan-side", true, "in the block set"), 2, t).unwrap();
-        assert_eq!(a.action, AlertAction::Blocked);
-        // Both refuse: settled when the second answers.
-        c.hold(alert(4), 2, t);
-        assert!(c.answer(outcome(4, "a", false, "x"), 2, t).is_none());
-        let a = c.answer(outcome(4, "b", false, "y"), 2, t).unwrap();
-        assert!(a.reason.ends_with("not blocked: a: x; b: y"), "{}", a.reason);
+        let mut other = alert(3);
+        other.node = "gw2".into();
+        c.hold(alert(3), t);
+        c.hold(other, t);
+        assert!(c.hold(alert(3), t).is_empty(), "a resend waits with the first copy");
+        assert_eq!((c.waiting(), c.duplicates()), (2, 1));
+        let a = c.answer(outcome(3, "gw2", false, "enforcement is off"), t).unwrap();
+        assert_eq!((a.node.as_str(), a.action), ("gw2", AlertAction::Allowed));
+        let a = c.answer(outcome(3, "gw", true, "in the block set"), t).unwrap();
+        assert_eq!((a.node.as_str(), a.action), ("gw", AlertAction::Blocked));
+        assert_eq!(c.waiting(), 0);
     }
 
     #[test]
     fn no_answer_in_time_is_allowed_and_says_so() {
         let mut c = Confirmations::new();
         let t = Instant::now();
-        c.hold(alert(5), 1, t);
+        c.hold(alert(5), t);
         assert!(c.overdue(t + Duration::from_secs(1)).is_empty());
         let out = c.overdue(t + CONFIRM_WAIT);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].action, AlertAction::Allowed);
         assert!(out[0].reason.contains("no router confirmed the block within 3 s"), "{}", out[0].reason);
         // A late answer settles nothing (the line is written).
-        assert!(c.answer(outcome(5, "r1", true, "late"), 1, t + CONFIRM_WAIT).is_none());
+        assert!(c.answer(outcome(5, "gw", true, "late"), t + CONFIRM_WAIT).is_none());
     }
 
     #[test]
     fn an_answer_before_its_alert_settles_it_on_arrival() {
         let mut c = Confirmations::new();
         let t = Instant::now();
-        assert!(c.answer(outcome(6, "r1", true, "in the block set"), 1, t).is_none());
-        let out = c.hold(alert(6), 1, t);
+        assert!(c.answer(outcome(6, "gw", true, "in the block set"), t).is_none());
+        let out = c.hold(alert(6), t);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].action, AlertAction::Blocked);
         assert_eq!(c.waiting(), 0);
@@ -305,14 +307,14 @@ mod tests {
         let t = Instant::now();
         let mut settled = Vec::new();
         for id in 0..(MAX_WAITING as u64 + 10) {
-            settled.extend(c.hold(alert(id), 1, t));
+            settled.extend(c.hold(alert(id), t));
         }
         assert_eq!(c.waiting(), MAX_WAITING);
         assert_eq!(settled.len(), 10);
         assert_eq!(settled[0].id, 0);
         assert!(settled.iter().all(|a| a.action == AlertAction::Allowed));
         for id in 0..(MAX_EARLY as u64 * 2) {
-            c.answer(outcome(1_000_000 + id, "r", true, "x"), 1, t);
+            c.answer(outcome(1_000_000 + id, "gw", true, "x"), t);
         }
         assert!(c.early.len() <= MAX_EARLY);
         c.overdue(t + EARLY_KEEP + CONFIRM_WAIT);

@@ -344,8 +344,7 @@ impl MonitorState {
         if !confirm::awaits_router(&alert) {
             return self.store_alert(alert);
         }
-        let routers = self.known_routers();
-        let ready = self.confirmations.lock().unwrap_or_else(|e| e.into_inner()).hold(alert, routers, Instant::now());
+        let ready = self.confirmations.lock().unwrap_or_else(|e| e.into_inner()).hold(alert, Instant::now());
         for a in ready {
             self.store_alert(a);
         }
@@ -360,8 +359,7 @@ impl MonitorState {
                 &[("result", if o.blocked { "blocked" } else { "refused" })],
             )
             .inc();
-        let routers = self.known_routers();
-        let settled = self.confirmations.lock().unwrap_or_else(|e| e.into_inner()).answer(o, routers, Instant::now());
+        let settled = self.confirmations.lock().unwrap_or_else(|e| e.into_inner()).answer(o, Instant::now());
         if let Some(a) = settled {
             self.store_alert(a);
         }
@@ -373,19 +371,6 @@ impl MonitorState {
         for a in overdue {
             self.store_alert(a);
         }
-    }
-
-    /// Routers heard from in the last 30 s (at least this node when it routes).
-    fn known_routers(&self) -> usize {
-        let now = unix_now();
-        let heard = self
-            .lock()
-            .nodes
-            .values()
-            .filter(|n| n.role.is_some_and(|r| r.runs_router()))
-            .filter(|n| n.online != Some(false) && n.last_seen + 30 >= now)
-            .count();
-        heard.max(usize::from(self.role.runs_router()))
     }
 
     /// Stores an alert (on disk when a store is attached) and tells the page.
