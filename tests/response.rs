@@ -54,14 +54,18 @@ fn run_frames(cfg: &Config, frames: Feed<'_>) -> (Out, Arc<Registry>) {
 }
 
 fn replay(name: &str) -> Out {
+    replay_with(&shipped(), name).0
+}
+
+/// One capture of datasets/lab through the stages with `cfg`.
+fn replay_with(cfg: &Config, name: &str) -> (Out, Arc<Registry>) {
     let pcap = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("datasets/lab").join(format!("{name}.pcap"));
-    let (out, _) = run_frames(&shipped(), &mut |sink| {
+    run_frames(cfg, &mut |sink| {
         let mut source = CaptureFile::open(&pcap).unwrap();
         while let Some(frame) = source.next_frame().unwrap() {
             sink(&frame);
         }
-    });
-    out
+    })
 }
 
 fn ip(s: &str) -> IpAddr {
@@ -230,13 +234,7 @@ fn a_forged_handshake_with_the_wrong_acknowledgement_proves_nothing() {
 fn an_ignored_kind_raises_nothing_but_is_counted() {
     let mut cfg = shipped();
     cfg.response.port_scan = gatewarden::detect::response::Action::Ignore;
-    let pcap = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("datasets/lab/nmap_syn_T4.pcap");
-    let (out, registry) = run_frames(&cfg, &mut |sink| {
-        let mut source = CaptureFile::open(&pcap).unwrap();
-        while let Some(frame) = source.next_frame().unwrap() {
-            sink(&frame);
-        }
-    });
+    let (out, registry) = replay_with(&cfg, "nmap_syn_T4");
     assert!(out.alerts.iter().all(|a| a.kind != AttackKind::PortScan), "{}", show(&out));
     assert!(out.verdicts.is_empty(), "{}", show(&out));
     let snap = registry.snapshot();
@@ -256,13 +254,7 @@ fn with_a_learnt_baseline_the_camera_upload_to_a_new_host_is_an_alert_named_base
     let mut cfg = shipped();
     cfg.detector.baseline_warmup_s = 2;
     cfg.detector.model = "off".into();
-    let pcap = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("datasets/lab/camera_exfil_new_host.pcap");
-    let (out, _) = run_frames(&cfg, &mut |sink| {
-        let mut source = CaptureFile::open(&pcap).unwrap();
-        while let Some(frame) = source.next_frame().unwrap() {
-            sink(&frame);
-        }
-    });
+    let (out, _) = replay_with(&cfg, "camera_exfil_new_host");
     assert!(out.verdicts.is_empty(), "{}", show(&out));
     let a = out
         .alerts
@@ -278,11 +270,6 @@ fn with_a_learnt_baseline_the_camera_upload_to_a_new_host_is_an_alert_named_base
     );
     // With the model on, a block needs it to agree (two_detectors_agree); any verdict says so.
     cfg.detector.model = shipped().detector.model;
-    let (out, _) = run_frames(&cfg, &mut |sink| {
-        let mut source = CaptureFile::open(&pcap).unwrap();
-        while let Some(frame) = source.next_frame().unwrap() {
-            sink(&frame);
-        }
-    });
+    let (out, _) = replay_with(&cfg, "camera_exfil_new_host");
     assert!(out.verdicts.iter().all(|v| v.reason.contains("policy rule two_detectors_agree")), "{}", show(&out));
 }
