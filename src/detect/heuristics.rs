@@ -432,7 +432,11 @@ impl Heuristics {
             }
             // Horizontal sweep: one port on many hosts, not counting hosts that
             // answered this source on that port before (a hub polling its devices).
+            // The peer scan runs only once the raw count could make a sweep (not per flow).
             let hosts = s.attempts.dsts_by_port.get(&(r.dport, r.proto)).map_or(0, |m| {
+                if m.len() < cfg.sweep_distinct_hosts as usize {
+                    return m.len();
+                }
                 let known =
                     s.peers.iter().filter(|(d, p, pr)| *p == r.dport && *pr == r.proto && m.contains_key(d)).count();
                 m.len() - known
