@@ -1149,6 +1149,19 @@ mod tests {
         assert!(issue(d.path(), "#", CertRole::Router, &[], 30).is_err());
     }
 
+    /// Broker options with nothing but the output folder set.
+    fn plain_options(out: PathBuf) -> MosquittoOptions {
+        MosquittoOptions {
+            out,
+            port: 8883,
+            bind: "0.0.0.0".into(),
+            names: vec![],
+            run_as: None,
+            persistence_dir: None,
+            log: None,
+        }
+    }
+
     #[test]
     fn mosquitto_acl_gives_each_role_only_its_topics() {
         let d = tempfile::tempdir().unwrap();
@@ -1156,15 +1169,7 @@ mod tests {
         issue(d.path(), "r1", CertRole::Router, &[], 30).unwrap();
         issue(d.path(), "d1", CertRole::Detector, &[], 30).unwrap();
         let out = d.path().join("mq");
-        let opts = MosquittoOptions {
-            out: out.clone(),
-            port: 8883,
-            bind: "0.0.0.0".into(),
-            names: vec![],
-            run_as: None,
-            persistence_dir: None,
-            log: None,
-        };
+        let opts = plain_options(out.clone());
         let conf = std::fs::read_to_string(mosquitto_conf(d.path(), &opts).unwrap()).unwrap();
         for line in [
             "require_certificate true",
@@ -1229,15 +1234,7 @@ mod tests {
         assert!(e.contains("pki list"), "{e}");
 
         let out = d.path().join("mq");
-        let opts = MosquittoOptions {
-            out: out.clone(),
-            port: 8883,
-            bind: "0.0.0.0".into(),
-            names: vec![],
-            run_as: None,
-            persistence_dir: None,
-            log: None,
-        };
+        let opts = plain_options(out.clone());
         mosquitto_conf(d.path(), &opts).unwrap();
         let acl = std::fs::read_to_string(out.join("acl")).unwrap();
         assert!(!acl.contains("CN=r1") && acl.contains("user OU=router,CN=r2"), "{acl}");
