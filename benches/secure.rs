@@ -13,11 +13,11 @@ use criterion::{criterion_group, BatchSize, Criterion, Throughput};
 use gatewarden::bus::messages::{AttackKind, Message, Verdict};
 use gatewarden::bus::mqtt::{MqttBus, MqttSettings};
 use gatewarden::bus::{LocalBus, Publisher};
-use gatewarden::metrics::Registry;
 use gatewarden::pki::{self, CaVerifier, CertRole, Identity, PkiDir};
 use gatewarden::role::Role;
 use gatewarden::secure::{now_ns, PayloadKind, SecureChannel, SecureConfig};
-use gatewarden::shutdown::Shutdown;
+use gatewarden_core::metrics::Registry;
+use gatewarden_core::shutdown::Shutdown;
 
 fn verdict() -> Message {
     Message::Verdict(Verdict {

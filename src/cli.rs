@@ -10,12 +10,12 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{Config, ConfigError, LogFormat};
-use crate::metrics::Registry;
 use crate::monitor::http::HttpServer;
 use crate::monitor::MonitorState;
 use crate::replay::{self, Speed};
 use crate::role::{self, Role, RoleSource};
-use crate::shutdown::Shutdown;
+use gatewarden_core::metrics::Registry;
+use gatewarden_core::shutdown::Shutdown;
 
 /// Exit code for bad input: usage, config or capture errors.
 pub const EXIT_BAD_INPUT: i32 = 2;
@@ -247,11 +247,7 @@ Examples:\n  gatewarden blocklist import firehol_level1.netset --ttl 1d\n  gatew
 }
 
 fn parse_ttl(s: &str) -> Result<std::time::Duration, String> {
-    let d = crate::enforce::feeds::parse_duration(s)?;
-    if d.is_zero() || d.as_secs() > 365 * 86_400 {
-        return Err(format!("{s:?}: a TTL must be between 1s and 365d"));
-    }
-    Ok(d)
+    gatewarden_core::duration::parse_within(s, 365 * 86_400, "a TTL")
 }
 
 #[derive(Debug, Subcommand)]
@@ -433,7 +429,7 @@ struct WatchArgs {
     #[arg(long, short = 'i')]
     interface: Option<String>,
     /// Stop after this long, e.g. 30s, 5m, 1h (default: until Ctrl-C).
-    #[arg(long, value_parser = crate::enforce::feeds::parse_duration)]
+    #[arg(long, value_parser = gatewarden_core::duration::parse_duration)]
     duration: Option<std::time::Duration>,
     /// Bytes kept per packet, at least 128 (default: config `capture.snap_len`).
     #[arg(long)]
@@ -964,7 +960,7 @@ fn save_block_state(b: &mut crate::enforce::Blocker, cfg: &Config) {
         return;
     }
     let file = crate::enforce::persist::StateFile::new(&cfg.enforce.state_file);
-    if let Err(e) = file.snapshot(crate::monitor::unix_now_ms, |now| b.saved_blocks(now), |_| false) {
+    if let Err(e) = file.snapshot(gatewarden_core::clock::unix_now_ms, |now| b.saved_blocks(now), |_| false) {
         eprintln!("warning: the change is in the kernel but not saved yet ({e:#}); the router saves it within 5 s");
     }
 }
@@ -981,11 +977,11 @@ fn cmd_block(args: BlockArgs) -> i32 {
                 println!(
                     "{} is already blocked for longer: {} left (admin); kept",
                     args.addr,
-                    crate::enforce::feeds::format_duration(ttl.as_secs())
+                    gatewarden_core::duration::format_duration(ttl.as_secs())
                 );
                 return 0;
             }
-            println!("blocked {} for {} (admin)", args.addr, crate::enforce::feeds::format_duration(ttl.as_secs()));
+            println!("blocked {} for {} (admin)", args.addr, gatewarden_core::duration::format_duration(ttl.as_secs()));
             if !evicted.is_empty() {
                 eprintln!("warning: the admin block set was full; evicted {} entries closest to expiry", evicted.len());
             }
@@ -1040,7 +1036,7 @@ fn cmd_blocks(args: BlocksArgs) -> i32 {
         println!("{}", serde_json::json!({"blocks": list, "counters": counters}));
         return 0;
     }
-    use crate::enforce::feeds::format_duration;
+    use gatewarden_core::duration::format_duration;
     println!("{:<40} {:<9} {:>10} {:>10}  REASON", "ADDRESS", "ORIGIN", "REMAINING", "TIMEOUT");
     for e in &list {
         println!(
@@ -1087,7 +1083,7 @@ fn cmd_import(file: &std::path::Path, ttl: std::time::Duration, config: Option<&
                 feed.entries.len() - report.refused.len(),
                 report.ranges,
                 file.display(),
-                crate::enforce::feeds::format_duration(ttl.as_secs()),
+                gatewarden_core::duration::format_duration(ttl.as_secs()),
                 feed.bad.len(),
                 report.refused.len()
             );
@@ -1223,7 +1219,7 @@ fn cmd_token(cmd: TokenCommand) -> i32 {
     let max_ttl_s = cfg.as_ref().map_or(crate::monitor::auth::DEFAULT_MAX_TOKEN_TTL_S, |c| c.http.max_token_ttl_s);
     if let TokenCommand::Issue { ttl, .. } = &cmd {
         if *ttl > max_ttl_s {
-            use crate::enforce::feeds::format_duration as dur;
+            use gatewarden_core::duration::format_duration as dur;
             return fail(
                 EXIT_BAD_INPUT,
                 format!(
@@ -1253,7 +1249,7 @@ fn cmd_token(cmd: TokenCommand) -> i32 {
             if sub.is_empty() || sub.len() > 128 {
                 return fail(EXIT_BAD_INPUT, "--sub must be 1 to 128 characters");
             }
-            println!("{}", signer.issue(&sub, role, ttl, crate::monitor::unix_now()));
+            println!("{}", signer.issue(&sub, role, ttl, gatewarden_core::clock::unix_now()));
         }
         TokenCommand::Jwks { .. } => println!("{}", signer.jwks()),
     }
@@ -1283,7 +1279,7 @@ mod token_tests {
         assert_eq!(issue(&["--ttl", "1h30m", "--key", key]), 0, "`gatewarden block --ttl` syntax");
         // Past the absolute ceiling, clap refuses it with the parser's message.
         let e = Cli::try_parse_from(["gatewarden", "token", "issue", "--role", "admin", "--ttl", "400d"]).unwrap_err();
-        assert!(e.to_string().contains("from 1s to 366d"), "{e}");
+        assert!(e.to_string().contains("between 1s and 366d"), "{e}");
         // The configured cap, from -c.
         let cfg = d.path().join("gw.toml");
         std::fs::write(&cfg, "[http]\nmax_token_ttl_s = 3600\n").unwrap();

@@ -52,10 +52,10 @@ use crate::bus::messages::Message;
 use crate::bus::Publisher;
 use crate::config::CtlConfig;
 use crate::logging::sanitize;
-use crate::metrics::{Counter, Gauge, Registry};
 use crate::pki::{CaVerifier, CertRole, Identity};
 use crate::secure::{now_ns, Announce, PayloadKind, SecureChannel, SecureConfig};
-use crate::shutdown::Shutdown;
+use gatewarden_core::metrics::{Counter, Gauge, Registry};
+use gatewarden_core::shutdown::Shutdown;
 
 /// Largest frame a `ctl` client accepts (a node's answer: the status document).
 pub const MAX_FRAME: usize = 1 << 20;
@@ -774,7 +774,7 @@ pub fn alert_text(r: &FailureReport, interval: Duration) -> String {
             "ctl: {} failed handshake{} from {from} since {} (last: {})",
             r.count,
             if r.count == 1 { "" } else { "s" },
-            crate::monitor::rfc3339(r.since_ns),
+            gatewarden_core::clock::rfc3339(r.since_ns),
             r.last_reason
         )
     }

@@ -14,11 +14,11 @@ use serde::Serialize;
 use crate::bus::messages::FlowBatch;
 use crate::capture::{CaptureError, CaptureFile, Frame, PacketSource};
 use crate::config::Config;
-use crate::metrics::Registry;
 use crate::monitor::MonitorState;
 use crate::roles::detector::DetectorStage;
 use crate::roles::router::RouterStage;
-use crate::shutdown::Shutdown;
+use gatewarden_core::metrics::Registry;
+use gatewarden_core::shutdown::Shutdown;
 
 /// How fast to feed the capture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -347,7 +347,7 @@ pub fn watch(
         if let Some(frame) = source.poll_frame(Duration::from_millis(50))? {
             pipeline.on_frame(&frame);
         }
-        pipeline.tick(crate::monitor::unix_now_ns());
+        pipeline.tick(gatewarden_core::clock::unix_now_ns());
         if last_stats.elapsed() >= Duration::from_secs(1) {
             last_stats = Instant::now();
             drops.set_total(source.kernel_stats().1);

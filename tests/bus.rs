@@ -13,11 +13,11 @@ use gatewarden::bus::messages::{Alert, AlertAction, AttackKind, Message, Severit
 use gatewarden::bus::mqtt::{topic, Frame, FrameBody, MqttBus, MqttSettings};
 use gatewarden::bus::{LocalBus, Publisher};
 use gatewarden::config::Config;
-use gatewarden::metrics::Registry;
 use gatewarden::pki::{CaVerifier, CertRole, Identity, PkiDir};
 use gatewarden::role::Role;
 use gatewarden::secure::{envelope, PayloadKind, SecureChannel, SecureConfig};
-use gatewarden::shutdown::Shutdown;
+use gatewarden_core::metrics::Registry;
+use gatewarden_core::shutdown::Shutdown;
 
 fn status(port: u16) -> serde_json::Value {
     let (code, _, body) = common::http("GET", &format!("127.0.0.1:{port}"), "/api/status").unwrap();

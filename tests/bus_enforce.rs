@@ -17,9 +17,9 @@ use gatewarden::bus::mqtt::{MqttBus, MqttSettings};
 use gatewarden::bus::policy_push::PolicyPush;
 use gatewarden::bus::LocalBus;
 use gatewarden::config::Config;
-use gatewarden::metrics::Registry;
 use gatewarden::role::Role;
-use gatewarden::shutdown::Shutdown;
+use gatewarden_core::metrics::Registry;
+use gatewarden_core::shutdown::Shutdown;
 
 const INNER: &str = "GATEWARDEN_TEST_INSIDE_NETNS";
 

@@ -18,10 +18,10 @@ use gatewarden::capture::{CaptureFile, PacketSource};
 use gatewarden::config::Config;
 use gatewarden::detect::model::HostModel;
 use gatewarden::features::labels::Labels;
-use gatewarden::metrics::Registry;
 use gatewarden::monitor::MonitorState;
 use gatewarden::replay::Pipeline;
 use gatewarden::role::{Role, RoleSource};
+use gatewarden_core::metrics::Registry;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::{bin, free_port, wait_until, Guard};
 use gatewarden::enforce::{BlockOutcome, Blocker, Origin, Settings};
-use gatewarden::metrics::Registry;
+use gatewarden_core::metrics::Registry;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 

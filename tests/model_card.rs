@@ -85,10 +85,10 @@ fn model_command_refuses_a_card_without_calibration_saying_to_re_export() {
 
 use gatewarden::capture::{CaptureFile, PacketSource};
 use gatewarden::config::Config;
-use gatewarden::metrics::Registry;
 use gatewarden::monitor::MonitorState;
 use gatewarden::replay::Pipeline;
 use gatewarden::role::{Role, RoleSource};
+use gatewarden_core::metrics::Registry;
 
 /// A pcap with headers-only frames (snap length) and their real wire lengths.
 fn snapped_pcap(records: &mut [(u64, Vec<u8>, usize)]) -> Vec<u8> {

@@ -13,9 +13,9 @@ use std::sync::Arc;
 use gatewarden::bus::messages::{Alert, AlertAction, AttackKind, SourceProof, Verdict};
 use gatewarden::capture::{CaptureFile, Frame, LinkType, PacketSource};
 use gatewarden::config::Config;
-use gatewarden::metrics::Registry;
 use gatewarden::roles::detector::DetectorStage;
 use gatewarden::roles::router::RouterStage;
+use gatewarden_core::metrics::Registry;
 
 #[derive(Default)]
 struct Out {

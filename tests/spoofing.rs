@@ -430,7 +430,7 @@ fn an_unproven_wan_verdict_is_refused_and_a_proven_one_blocked() {
     let Some(site) = Site::new() else { return };
     // The router learns the device's MAC the ordinary way: it answers a ping.
     assert!(site.exec(&site.dev, &["ping", "-c", "1", "-W", "2", ROUTER_LAN]).status.success());
-    let registry = gatewarden::metrics::Registry::new();
+    let registry = gatewarden_core::metrics::Registry::new();
     let cfg = gatewarden::config::EnforceConfig { enabled: true, ..Default::default() };
     let reg = registry.clone();
     let service = in_router(&site, move || {
@@ -478,7 +478,7 @@ fn a_containment_is_saved_and_restored_with_its_remaining_time() {
         b.ensure().unwrap();
         assert!(b.contain(mac, Duration::from_secs(600), "spoofing: test").unwrap(), "a new containment");
         assert!(!b.contain(mac, Duration::from_secs(600), "again").unwrap(), "already contained: not new");
-        let now = gatewarden::monitor::unix_now_ms();
+        let now = gatewarden_core::clock::unix_now_ms();
         let saved = b.saved_blocks(now).unwrap();
         b.remove().unwrap();
         let mut b = Blocker::open(Settings::default(), None).unwrap();

@@ -75,8 +75,8 @@ fi
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
-echo "==> cargo clippy --all-targets -- -D warnings"
-cargo clippy --all-targets --quiet -- -D warnings
+echo "==> cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "==> the bundled synthetic capture is what tools/make_synthetic_pcap.py makes"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
@@ -93,9 +93,9 @@ else
     tools/make-image.sh
 fi
 echo "==> cargo test --doc"
-cargo test --doc --quiet
+cargo test --workspace --doc --quiet
 echo "==> cargo test (unit, integration; root suites need root)"
-cargo test --all-targets 2>&1 | tee "$tmp/test.log"
+cargo test --workspace --all-targets 2>&1 | tee "$tmp/test.log"
 # One closing line for the whole suite (cargo prints one per test binary, and
 # the last binary may be a bench with no tests of its own).
 python3 - "$tmp/test.log" <<'PY'

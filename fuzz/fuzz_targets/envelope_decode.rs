@@ -7,7 +7,7 @@
 use std::sync::{Mutex, OnceLock};
 
 use gatewarden::bus::mqtt::{AckBatch, Frame};
-use gatewarden::metrics::Registry;
+use gatewarden_core::metrics::Registry;
 use gatewarden::pki::{self, CaVerifier, CertRole, Identity};
 use gatewarden::secure::envelope::{decode, encode};
 use gatewarden::secure::{Announce, Envelope, SecureChannel, SecureConfig};

@@ -16,7 +16,7 @@ fn harness() -> &'static Harness {
     static H: OnceLock<Harness> = OnceLock::new();
     H.get_or_init(|| {
         let state =
-            MonitorState::new(Role::Monitor, RoleSource::Flag, "mon".into(), gatewarden::metrics::Registry::new());
+            MonitorState::new(Role::Monitor, RoleSource::Flag, "mon".into(), gatewarden_core::metrics::Registry::new());
         Harness::new(Arc::clone(&state)).expect("harness")
     })
 }

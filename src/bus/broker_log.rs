@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use super::messages::Message;
 use super::transport::Publisher;
-use crate::metrics::{Counter, Registry};
-use crate::shutdown::Shutdown;
+use gatewarden_core::metrics::{Counter, Registry};
+use gatewarden_core::shutdown::Shutdown;
 
 /// The log file is truncated after it has been read past this size.
 pub const MAX_LOG_BYTES: u64 = 8 << 20;
@@ -225,7 +225,7 @@ impl Follower {
             self.last_alert.clear();
         }
         self.last_alert.insert(key, Instant::now());
-        let now = crate::monitor::unix_now_ns();
+        let now = gatewarden_core::clock::unix_now_ns();
         self.alerts.publish(Message::Alert(crate::secure::channel_abuse_alert(&self.node, now, detail)));
     }
 }

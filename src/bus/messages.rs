@@ -301,7 +301,7 @@ impl Alert {
         signature: &str,
         reason: String,
     ) -> Alert {
-        let now = crate::monitor::unix_now_ns();
+        let now = gatewarden_core::clock::unix_now_ns();
         Alert {
             // Unique enough for system events: time in ns mixed with the signature.
             id: now ^ u64::from(signature_id),

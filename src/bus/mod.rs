@@ -20,7 +20,7 @@ use messages::{
     UnblockRequest, Verdict, VerdictOutcome,
 };
 
-use crate::metrics::{Counter, Registry};
+use gatewarden_core::metrics::{Counter, Registry};
 
 /// One bounded, multi-producer channel for one message kind.
 #[derive(Debug, Clone)]

@@ -54,12 +54,12 @@ use super::spool::Spool;
 use super::transport::Publisher;
 use super::LocalBus;
 use crate::config::Config;
-use crate::logfile::RotatingLog;
-use crate::metrics::{Counter, Gauge, Registry};
 use crate::pki::{CaVerifier, CertRole, Identity};
 use crate::secure::anomaly::ChannelWatch;
 use crate::secure::{envelope, Envelope, PayloadKind, Rejection, SecureChannel, SecureConfig};
-use crate::shutdown::Shutdown;
+use gatewarden_core::logfile::RotatingLog;
+use gatewarden_core::metrics::{Counter, Gauge, Registry};
+use gatewarden_core::shutdown::Shutdown;
 
 /// Topic prefix and version.
 pub const TOPIC_PREFIX: &str = "gatewarden/v1";
@@ -727,7 +727,7 @@ impl Shared {
     fn abuse(&self, peer: &str, what: &'static str, reason: String) {
         tracing::warn!(peer, what, %reason, "channel abuse: refused or anomalous bus traffic");
         self.audit(
-            serde_json::json!({"ts": crate::monitor::rfc3339(crate::monitor::unix_now_ns()), "peer": peer, "what": what, "reason": reason})
+            serde_json::json!({"ts": gatewarden_core::clock::rfc3339(gatewarden_core::clock::unix_now_ns()), "peer": peer, "what": what, "reason": reason})
                 .to_string(),
         );
         {
@@ -742,7 +742,7 @@ impl Shared {
             last.insert(key, Instant::now());
         }
         self.counters.abuse_alerts.inc();
-        let now = crate::monitor::unix_now_ns();
+        let now = gatewarden_core::clock::unix_now_ns();
         let alert =
             crate::secure::channel_abuse_alert(self.node.as_str(), now, format!("{what} from {peer}: {reason}"));
         if self.role.runs_monitor() {
@@ -758,7 +758,7 @@ impl Shared {
     }
 
     fn rejected(&self, peer: &str, r: &Rejection) {
-        let now = crate::monitor::unix_now_ns();
+        let now = gatewarden_core::clock::unix_now_ns();
         if let Some(a) = lock(&self.watch).observe_rejection(peer, now) {
             self.counters.anomalies.inc();
             self.abuse(&a.peer, a.what, a.reason);
@@ -808,7 +808,7 @@ impl Shared {
 
     fn on_publish(&self, t: &str, payload: &[u8]) {
         let Some((from, kind)) = parse_topic(t) else { return };
-        let now = crate::monitor::unix_now_ns();
+        let now = gatewarden_core::clock::unix_now_ns();
         if from == self.node {
             return;
         }

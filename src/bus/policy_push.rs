@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use super::messages::{Heartbeat, Message, PolicyUpdate};
 use super::transport::Publisher;
-use crate::metrics::{Counter, Registry};
+use gatewarden_core::metrics::{Counter, Registry};
 
 /// Most routers remembered; past it the least recently heard is forgotten
 /// (it gets the policy again on its next heartbeat, harmlessly).

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{Counter, Gauge, Registry};
+use gatewarden_core::metrics::{Counter, Gauge, Registry};
 
 /// Largest single record; anything bigger in the file means corruption.
 const MAX_RECORD: usize = 8 * 1024 * 1024;

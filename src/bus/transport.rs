@@ -82,7 +82,7 @@ mod tests {
 
     #[test]
     fn uplink_keeps_everything_local_and_mirrors_only_reports() {
-        let reg = crate::metrics::Registry::new();
+        let reg = gatewarden_core::metrics::Registry::new();
         let local = super::super::LocalBus::new(16, &reg);
         let remote = std::sync::Arc::new(Remote::default());
         let up = Uplink::new(local.clone(), remote.clone());

@@ -22,6 +22,7 @@
 //! flow counters per device, and [`MAX_PENDING_PER_DEVICE`] destinations on
 //! probation: about 3.5 KiB per device at the caps.
 
+use gatewarden_core::ewma::Ewma;
 use std::net::IpAddr;
 
 use crate::bus::messages::{AttackKind, FlowRecord, Proto};
@@ -69,8 +70,7 @@ struct Device {
     /// Bytes per destination in the current bin.
     bin_dst: Vec<(IpAddr, f64)>,
     /// Damped statistics of upload bytes per second (over completed bins).
-    mean: f64,
-    var: f64,
+    upload: Ewma,
     bins: u64,
     /// Known destinations → last seen (ns); learned during warm-up and from
     /// traffic that was not flagged.
@@ -206,8 +206,8 @@ impl Baseline {
         };
         let warm = r.last_ns.saturating_sub(d.first_ns) >= cfg.warmup_s * 1_000_000_000 && d.bins >= 2;
         let known = d.dests.iter().position(|(a, _)| *a == r.dst);
-        let usual = d.mean.max(1.0);
-        let sd = d.var.sqrt();
+        let usual = d.upload.mean.max(1.0);
+        let sd = d.upload.std_dev();
         let hold_ns = 60 * 1_000_000_000;
         if warm && known.is_none() && dst_bytes >= cfg.min_bps && dst_bytes >= cfg.factor * usual {
             // Flagged even while the report is held back: a second exfiltration
@@ -235,11 +235,11 @@ impl Baseline {
                         dst_bytes / 1e3,
                         r.dst,
                         r.last_ns.saturating_sub(d.first_ns) as f64 / 1e9,
-                        d.mean / 1e3
+                        d.upload.mean / 1e3
                     ),
                     evidence: vec![
                         ("bytes_to_new_host_1s".into(), dst_bytes),
-                        ("usual_upload_bps".into(), d.mean),
+                        ("usual_upload_bps".into(), d.upload.mean),
                         ("ratio".into(), ratio),
                     ],
                     ts_ns: r.last_ns,
@@ -258,7 +258,7 @@ impl Baseline {
         {
             d.reported_surge = r.last_ns;
             let up = known_bytes(d);
-            let z = (up - d.mean) / sd.max(0.1 * d.mean).max(1.0);
+            let z = (up - d.upload.mean) / sd.max(0.1 * d.upload.mean).max(1.0);
             out.push(Detection {
                 source: Some(r.src),
                 target: None,
@@ -271,9 +271,9 @@ impl Baseline {
                     r.src,
                     up / 1e3,
                     up / usual,
-                    d.mean / 1e3
+                    d.upload.mean / 1e3
                 ),
-                evidence: vec![("upload_bytes_1s".into(), up), ("usual_upload_bps".into(), d.mean), ("z".into(), z)],
+                evidence: vec![("upload_bytes_1s".into(), up), ("usual_upload_bps".into(), d.upload.mean), ("z".into(), z)],
                 ts_ns: r.last_ns,
                 flow_id: r.flow_id,
             });
@@ -306,9 +306,9 @@ pub const SURGE_SECONDS: u32 = 3;
 
 /// Upload of one second far above the device's usual (factor, z, floor).
 fn is_surge(d: &Device, cfg: &BaselineConfig, bytes: f64) -> bool {
-    let usual = d.mean.max(1.0);
-    let sd = d.var.sqrt();
-    bytes >= cfg.min_bps && bytes >= cfg.factor * usual && bytes >= d.mean + cfg.z * sd.max(0.1 * d.mean)
+    let usual = d.upload.mean.max(1.0);
+    let sd = d.upload.std_dev();
+    bytes >= cfg.min_bps && bytes >= cfg.factor * usual && bytes >= d.upload.mean + cfg.z * sd.max(0.1 * d.upload.mean)
 }
 
 /// Bytes uploaded in the current second to destinations the device knows.
@@ -334,9 +334,7 @@ fn close_bin(d: &mut Device, cfg: &BaselineConfig, bytes: f64) {
     d.bins += 1;
     // Early bins learn fast (a plain running mean), later ones at the half-life.
     let alpha = (1.0 - 0.5f64.powf(1.0 / cfg.half_life_s.max(1.0))).max(1.0 / d.bins as f64);
-    let diff = bytes - d.mean;
-    d.mean += alpha * diff;
-    d.var = (1.0 - alpha) * (d.var + alpha * diff * diff);
+    d.upload.update(alpha, bytes);
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@
 //!   quarter for baseline-only anomalies (an unusual upload is worth a short
 //!   block and a look, not ten minutes of outage); at least 60 s.
 
+use gatewarden_core::token_bucket::TokenBucket;
 use std::net::IpAddr;
 
 use crate::bus::messages::AttackKind;
@@ -168,27 +169,25 @@ pub struct Fusion {
     cfg: FusionConfig,
     incidents: HashMap<(IpAddr, AttackKind), Incident>,
     streaks: HashMap<IpAddr, (u32, u64)>,
-    tokens: f64,
-    tokens_ns: u64,
+    verdicts: TokenBucket,
     stats: FusionStats,
 }
 
 impl Fusion {
     /// New thresholds and limits (settings page); open incidents stay open.
     pub fn set_config(&mut self, cfg: FusionConfig) {
-        self.tokens = self.tokens.min(cfg.verdict_burst);
+        self.verdicts.cap(cfg.verdict_burst);
         self.cfg = cfg;
     }
 
     /// Empty fusion state.
     pub fn new(cfg: FusionConfig) -> Fusion {
-        let tokens = cfg.verdict_burst;
+        let verdicts = TokenBucket::full(cfg.verdict_burst);
         Fusion {
             cfg,
             incidents: HashMap::default(),
             streaks: HashMap::default(),
-            tokens,
-            tokens_ns: 0,
+            verdicts,
             stats: FusionStats::default(),
         }
     }
@@ -204,19 +203,7 @@ impl Fusion {
     }
 
     fn take_token(&mut self, now: u64) -> bool {
-        if now > self.tokens_ns {
-            let dt = (now - self.tokens_ns) as f64 / 1e9;
-            if self.tokens_ns != 0 {
-                self.tokens = (self.tokens + dt * self.cfg.max_verdicts_per_s).min(self.cfg.verdict_burst);
-            }
-            self.tokens_ns = now;
-        }
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.verdicts.take(now, self.cfg.max_verdicts_per_s, self.cfg.verdict_burst).is_ok()
     }
 
     fn ttl(&self, confidence: f32, origins: &[Origin]) -> u32 {

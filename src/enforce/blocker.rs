@@ -13,7 +13,7 @@ use super::netlink::{Batch, Netlink, NlError};
 use super::persist;
 use super::ruleset::{self, addr_bytes, fam_of, Layout, Origin};
 use crate::bus::messages::{PolicyAction, PolicyUpdate, Proto};
-use crate::metrics::{Counter, Gauge, Registry};
+use gatewarden_core::metrics::{Counter, Gauge, Registry};
 
 /// Most addresses whose block history is remembered for escalation.
 pub const ESCALATION_HISTORY: usize = 65_536;
@@ -382,7 +382,7 @@ impl Blocker {
     /// are left out; the report says how many of each.
     pub fn ensure_restoring(&mut self, saved: Vec<persist::SavedBlock>, now_unix_ms: u64) -> Result<RestoreReport> {
         let stale = ruleset::table_exists(&mut self.nl)?;
-        let now = if now_unix_ms == 0 { crate::monitor::unix_now_ms() } else { now_unix_ms };
+        let now = if now_unix_ms == 0 { gatewarden_core::clock::unix_now_ms() } else { now_unix_ms };
         let mut carried = Vec::new();
         if stale {
             tracing::info!("replacing the nftables table left by a previous run, keeping its blocks");

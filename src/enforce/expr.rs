@@ -8,6 +8,8 @@
 
 use super::netlink::Attrs;
 
+pub use gatewarden_core::net::Fam;
+
 /// The verdict register.
 pub const REG_VERDICT: u32 = 0;
 /// The first 16-byte data register (`NFT_REG_1`), big enough for an IPv6 address.
@@ -235,35 +237,11 @@ impl Expr {
     }
 }
 
-/// IPv4 or IPv6: which header fields and sets a rule uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Fam {
-    /// IPv4.
-    V4,
-    /// IPv6.
-    V6,
-}
-
-impl Fam {
-    /// "4" or "6", for set names.
-    pub fn digit(self) -> &'static str {
-        match self {
-            Fam::V4 => "4",
-            Fam::V6 => "6",
-        }
-    }
-    fn nfproto(self) -> u8 {
-        match self {
-            Fam::V4 => 2,
-            Fam::V6 => 10,
-        }
-    }
-    /// Address length in bytes.
-    pub fn addr_len(self) -> u32 {
-        match self {
-            Fam::V4 => 4,
-            Fam::V6 => 16,
-        }
+/// The netfilter protocol number of a family (`NFPROTO_IPV4`/`NFPROTO_IPV6`).
+fn nfproto(fam: Fam) -> u8 {
+    match fam {
+        Fam::V4 => 2,
+        Fam::V6 => 10,
     }
 }
 
@@ -280,7 +258,7 @@ pub enum Dir {
 pub fn match_family(fam: Fam) -> Vec<Expr> {
     vec![
         Expr::Meta { key: MetaKey::NfProto, dreg: REG_1 },
-        Expr::Cmp { sreg: REG_1, op: CmpOp::Eq, data: vec![fam.nfproto()] },
+        Expr::Cmp { sreg: REG_1, op: CmpOp::Eq, data: vec![nfproto(fam)] },
     ]
 }
 

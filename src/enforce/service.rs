@@ -23,8 +23,8 @@ use crate::bus::messages::{
 };
 use crate::bus::LocalBus;
 use crate::config::EnforceConfig;
-use crate::metrics::Registry;
-use crate::monitor::unix_now_ms as now_ms;
+use gatewarden_core::clock::unix_now_ms as now_ms;
+use gatewarden_core::metrics::Registry;
 
 /// Signature id of the "block set full" alert.
 pub const SIG_BLOCK_SET_FULL: u32 = 9_000_101;
@@ -237,8 +237,9 @@ impl Lan {
     /// file if it changed, and hands them to the guard.
     /// What the guard knows about a verdict's source; `None` without a LAN interface.
     fn classify(&self, ip: &std::net::IpAddr) -> Option<SourceClass> {
-        (!self.interface.is_empty())
-            .then(|| self.guard.lock().unwrap_or_else(|e| e.into_inner()).classify(ip, crate::monitor::unix_now_ns()))
+        (!self.interface.is_empty()).then(|| {
+            self.guard.lock().unwrap_or_else(|e| e.into_inner()).classify(ip, gatewarden_core::clock::unix_now_ns())
+        })
     }
 
     fn refresh(&mut self, cfg: &EnforceConfig) {
@@ -278,7 +279,7 @@ impl Lan {
                 g.set_own_macs(view.own_macs);
                 g.set_own_addrs(view.own_addrs, view.lan_mac);
                 g.set_lan_prefixes(view.prefixes);
-                g.refresh(&view.neighbours, &self.leases.entries, crate::monitor::unix_now_ns());
+                g.refresh(&view.neighbours, &self.leases.entries, gatewarden_core::clock::unix_now_ns());
             }
             Err(e) => tracing::warn!("cannot read the LAN interface's neighbour table for the spoof check: {e}"),
         }
@@ -287,10 +288,10 @@ impl Lan {
 
 /// Metrics of the verdict gate and the containments.
 struct GateMetrics {
-    unproven: crate::metrics::Counter,
-    forged: crate::metrics::Counter,
-    containments: crate::metrics::Counter,
-    contained: crate::metrics::Gauge,
+    unproven: gatewarden_core::metrics::Counter,
+    forged: gatewarden_core::metrics::Counter,
+    containments: gatewarden_core::metrics::Counter,
+    contained: gatewarden_core::metrics::Gauge,
 }
 
 impl GateMetrics {

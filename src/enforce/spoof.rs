@@ -33,11 +33,10 @@ use std::net::IpAddr;
 
 use super::feeds::{self, Cidr};
 use super::ruleset::fam_of;
-use crate::metrics::{Counter, Gauge, Registry};
 use crate::packet::PacketInfo;
+use gatewarden_core::metrics::{Counter, Gauge, Registry};
 
-/// A link-layer (Ethernet) address.
-pub type Mac = [u8; 6];
+pub use gatewarden_core::net::Mac;
 
 /// A frame's source MAC that has been silent this long no longer vouches
 /// for its address (its neighbour entry may follow another MAC).
@@ -46,20 +45,7 @@ pub const ACTIVE_WINDOW_NS: u64 = 60_000_000_000;
 /// containment is refreshed while it goes on.
 pub const REPORT_REFRESH_NS: u64 = 60_000_000_000;
 
-/// `02:00:00:00:0a:66`, as nft prints it.
-pub fn mac_text(m: &Mac) -> String {
-    format!("{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", m[0], m[1], m[2], m[3], m[4], m[5])
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff` (or with `-`).
-pub fn parse_mac(s: &str) -> Option<Mac> {
-    let mut out = [0u8; 6];
-    let mut parts = s.split([':', '-']);
-    for b in out.iter_mut() {
-        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
-    }
-    parts.next().is_none().then_some(out)
-}
+pub use gatewarden_core::net::{mac_text, parse_mac};
 
 /// Where a binding comes from; higher is trusted more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -8,9 +8,9 @@
 
 use std::net::IpAddr;
 
-use super::lru::LruMap;
 use super::schema::{HOST_STATS, PAIR_STATS, WINDOWS_S};
 use crate::packet::{tcp_flags, PacketInfo};
+use gatewarden_core::lru::LruMap;
 
 const W: usize = WINDOWS_S.len();
 const HOST_SET: usize = 32;

@@ -5,7 +5,6 @@
 pub mod extract;
 pub mod host;
 pub mod labels;
-pub mod lru;
 pub mod schema;
 
 pub use host::HostTracker;

@@ -19,7 +19,7 @@ use hashbrown::HashTable;
 use super::conn_state::{history, ConnState};
 use crate::bus::messages::{FlowRecord, Proto};
 use crate::packet::{tcp_flags, PacketInfo};
-use crate::recency::{Linked, RecencyList, NIL};
+use gatewarden_core::recency::{Linked, RecencyList, NIL};
 
 /// Direction-independent identity of a flow: the two endpoints in sorted order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::bus::messages::{Alert, AlertAction, AttackKind, Proto, Severity};
-use crate::logfile::RotatingLog;
+use gatewarden_core::logfile::RotatingLog;
 
 /// The EVE file's name inside the data directory.
 pub const ALERT_FILE: &str = "alerts.json";
@@ -455,7 +455,7 @@ impl AlertStore {
         if !self.exists(id) {
             anyhow::bail!("no alert with id {id}");
         }
-        let change = StateChange { id, state, by: by.to_string(), ts_ns: super::unix_now_ns() };
+        let change = StateChange { id, state, by: by.to_string(), ts_ns: gatewarden_core::clock::unix_now_ns() };
         if let Some(f) = &mut self.state_file {
             let mut line = serde_json::to_string(&change).context("encoding a state change")?;
             line.push('\n');

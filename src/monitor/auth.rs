@@ -12,6 +12,7 @@
 //! `http.max_token_ttl_s` is refused, so a key that signed with a wrong clock
 //! or a stolen key cannot mint a token that stays good for a century.
 
+use gatewarden_core::token_bucket::TokenBucket;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -87,7 +88,7 @@ impl Claims {
     /// ahead, not expired, and a lifetime (`exp - iat`, or `exp - now` without
     /// `iat`) of at most `max_ttl_s`. Each refusal says what to do.
     pub fn check_times(&self, now: u64, max_ttl_s: u64) -> Result<(), AuthError> {
-        use crate::enforce::feeds::format_duration as dur;
+        use gatewarden_core::duration::format_duration as dur;
         let horizon = now.saturating_add(CLOCK_SKEW_S);
         if let Some(iat) = self.iat.filter(|&t| t > horizon) {
             return Err(AuthError::Invalid(format!(
@@ -445,33 +446,32 @@ pub const MAX_CLIENTS: usize = 4096;
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
-    buckets: HashMap<IpAddr, (f64, Instant)>,
+    origin: Instant,
+    buckets: HashMap<IpAddr, TokenBucket>,
 }
 
 impl RateLimiter {
     /// `rate` requests per second sustained, `burst` at once.
     pub fn new(rate: u32, burst: u32) -> RateLimiter {
-        RateLimiter { rate: rate.max(1) as f64, burst: burst.max(1) as f64, buckets: HashMap::new() }
+        RateLimiter {
+            rate: rate.max(1) as f64,
+            burst: burst.max(1) as f64,
+            origin: Instant::now(),
+            buckets: HashMap::new(),
+        }
     }
 
     /// Takes one token for `ip`; `Err(seconds)` until the next token when the bucket is empty.
     pub fn check(&mut self, ip: IpAddr, now: Instant) -> Result<(), f64> {
+        let now_ns = now.saturating_duration_since(self.origin).as_nanos() as u64;
+        let (rate, burst) = (self.rate, self.burst);
         if self.buckets.len() >= MAX_CLIENTS && !self.buckets.contains_key(&ip) {
-            let (rate, burst) = (self.rate, self.burst);
-            self.buckets.retain(|_, (tokens, t)| *tokens + now.duration_since(*t).as_secs_f64() * rate < burst);
+            self.buckets.retain(|_, b| !b.full_at(now_ns, rate, burst));
             if self.buckets.len() >= MAX_CLIENTS {
                 self.buckets.clear();
             }
         }
-        let (tokens, last) = self.buckets.entry(ip).or_insert((self.burst, now));
-        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.rate).min(self.burst);
-        *last = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            Ok(())
-        } else {
-            Err((1.0 - *tokens) / self.rate)
-        }
+        self.buckets.entry(ip).or_insert_with(|| TokenBucket::full(burst)).take(now_ns, rate, burst)
     }
 }
 
@@ -479,11 +479,7 @@ impl RateLimiter {
 /// (`30s`, `10m`, `1h30m`, `7d`, plain seconds), from 1 s to [`MAX_TTL_S`].
 /// The configured cap (`http.max_token_ttl_s`) is checked where the config is known.
 pub fn parse_ttl(s: &str) -> Result<u64, String> {
-    let t = crate::enforce::feeds::parse_duration(s)?.as_secs();
-    if !(1..=MAX_TTL_S).contains(&t) {
-        return Err(format!("{:?}: a token lives from 1s to 366d", s.trim()));
-    }
-    Ok(t)
+    Ok(gatewarden_core::duration::parse_within(s, MAX_TTL_S, "a token's lifetime")?.as_secs())
 }
 
 #[cfg(test)]
@@ -633,7 +629,7 @@ mod tests {
 
     /// A real signer's token, verified at the real clock (the time checks run against `now`).
     fn real_now() -> u64 {
-        crate::monitor::unix_now()
+        gatewarden_core::clock::unix_now()
     }
 
     #[test]

@@ -9,7 +9,7 @@ use async_channel::{bounded, Receiver, Sender, TrySendError};
 
 use serde_json::Value;
 
-use crate::metrics::{Counter, Gauge, Registry};
+use gatewarden_core::metrics::{Counter, Gauge, Registry};
 
 /// Most page connections listening at once; more are refused with 503.
 pub const MAX_SUBSCRIBERS: usize = 64;

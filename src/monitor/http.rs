@@ -55,7 +55,7 @@ use super::alerts::{parse_kind, parse_severity, AlertQuery, AlertState};
 use super::auth::{AccessRole, AuthError, Claims, RateLimiter, TokenSigner, TokenVerifier};
 use super::MonitorState;
 use crate::config::HttpConfig;
-use crate::metrics::{Counter, Gauge};
+use gatewarden_core::metrics::{Counter, Gauge};
 
 /// The page, embedded so the appliance needs no files and no CDN.
 pub const STATUS_PAGE: &str = include_str!("status.html");
@@ -226,7 +226,7 @@ enum Closed {
 const CLOSED: [&str; 6] = ["header_too_large", "header_timeout", "idle", "send_timeout", "bad_request", "evicted"];
 
 impl Metrics {
-    fn new(registry: &crate::metrics::Registry) -> Metrics {
+    fn new(registry: &gatewarden_core::metrics::Registry) -> Metrics {
         Metrics {
             refused: REFUSED
                 .iter()
@@ -283,7 +283,7 @@ struct LogLimit {
 impl LogLimit {
     /// `Some(held back since the last one)` when a warning may be logged now.
     fn allow(&self) -> Option<u64> {
-        let now = super::unix_now_ms();
+        let now = gatewarden_core::clock::unix_now_ms();
         let last = self.last_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= LOG_EVERY_MS
             && self.last_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
@@ -376,7 +376,9 @@ impl HttpServer {
                         while !ctx.stop.load(Ordering::Relaxed) {
                             std::thread::sleep(STATUS_CACHE);
                             let polled = ctx.status_wanted.load(Ordering::Relaxed);
-                            if polled > 0 && super::unix_now_ms().saturating_sub(polled) < STATUS_IDLE_MS {
+                            if polled > 0
+                                && gatewarden_core::clock::unix_now_ms().saturating_sub(polled) < STATUS_IDLE_MS
+                            {
                                 render_status(&ctx);
                             }
                         }
@@ -404,7 +406,7 @@ impl HttpServer {
 
     /// A token for the page's login link (`replay --serve` prints one for its operator).
     pub fn issue_token(&self, sub: &str, role: AccessRole, ttl_s: u64) -> String {
-        self.ctx.access.signer.issue(sub, role, ttl_s, super::unix_now())
+        self.ctx.access.signer.issue(sub, role, ttl_s, gatewarden_core::clock::unix_now())
     }
 
     /// Stops serving and waits for the threads: connections and live streams end at once.
@@ -656,7 +658,7 @@ impl ConnState {
             busy: AtomicUsize::new(0),
             idle_closed: AtomicBool::new(false),
             send_closed: AtomicBool::new(false),
-            last_active_ms: AtomicU64::new(super::unix_now_ms()),
+            last_active_ms: AtomicU64::new(gatewarden_core::clock::unix_now_ms()),
             evict,
             evicted_rx,
             evicted: AtomicBool::new(false),
@@ -712,7 +714,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
             ready => {
                 this.read_timer = None;
                 if matches!(ready, Poll::Ready(Ok(n)) if n > 0) {
-                    this.conn.last_active_ms.store(super::unix_now_ms(), Ordering::Relaxed);
+                    this.conn.last_active_ms.store(gatewarden_core::clock::unix_now_ms(), Ordering::Relaxed);
                 }
                 ready
             }
@@ -1180,7 +1182,7 @@ async fn route_request(
         };
         let needed = if route.need == Need::Write { AccessRole::Admin } else { AccessRole::Viewer };
         let anonymous_ok = route.need == Need::Read && ctx.access.public_status;
-        match ctx.access.verifier.authorize(token, needed, anonymous_ok, super::unix_now()) {
+        match ctx.access.verifier.authorize(token, needed, anonymous_ok, gatewarden_core::clock::unix_now()) {
             Ok(c) => claims = c,
             Err(AuthError::Missing) if route.anonymous.is_some() => {
                 return route.anonymous.map(|f| f(ctx)).unwrap_or_else(|| error(500, "unreachable"));
@@ -1461,7 +1463,7 @@ fn h_jwks(ctx: &Ctx, _: &Call) -> Resp {
 }
 
 fn h_status(ctx: &Ctx, _: &Call) -> Resp {
-    ctx.status_wanted.store(super::unix_now_ms(), Ordering::Relaxed);
+    ctx.status_wanted.store(gatewarden_core::clock::unix_now_ms(), Ordering::Relaxed);
     let cached = ctx.status_cache.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let body = match cached {
         Some((at, body)) if at.elapsed() < STATUS_STALE => body,
@@ -1589,8 +1591,9 @@ fn events(ctx: &Arc<Ctx>, claims: Option<&Claims>, conn: &Arc<ConnState>) -> Res
         return error(503, "too many live pages connected; close one or poll /api/status");
     };
     // (A deadline past what Instant can hold is no deadline; signed tokens live at most 366 days.)
-    let expires =
-        claims.and_then(|c| Instant::now().checked_add(Duration::from_secs(c.exp.saturating_sub(super::unix_now()))));
+    let expires = claims.and_then(|c| {
+        Instant::now().checked_add(Duration::from_secs(c.exp.saturating_sub(gatewarden_core::clock::unix_now())))
+    });
     // The first event is the whole state, so the page needs no second request.
     let hello: Bytes = format!("retry: 2000\n\nevent: hello\ndata: {}\n\n", ctx.state.status_json()).into();
     let start = (Some(hello), false, Busy::new(conn), rx, ctx.clone());
@@ -1774,7 +1777,7 @@ mod tests {
             crate::role::Role::Monitor,
             crate::role::RoleSource::Flag,
             "mon".into(),
-            crate::metrics::Registry::new(),
+            gatewarden_core::metrics::Registry::new(),
         );
         Harness::new(state).unwrap()
     }

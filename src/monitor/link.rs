@@ -8,6 +8,7 @@
 //! not the broker's queues and TCP retransmissions (which turn loss into
 //! latency).
 
+use gatewarden_core::ewma::Ewma;
 use std::collections::{BTreeMap, VecDeque};
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,7 +20,7 @@ use anyhow::Context;
 use serde_json::{json, Value};
 
 use crate::bus::messages::{Alert, AlertAction, AttackKind, Severity};
-use crate::metrics::{Counter, Gauge, Registry};
+use gatewarden_core::metrics::{Counter, Gauge, Registry};
 
 /// First bytes of every probe and echo.
 pub const MAGIC: &[u8; 4] = b"GWLP";
@@ -152,8 +153,7 @@ pub struct LinkModel {
     rtts: VecDeque<f64>,
     recent: VecDeque<(Instant, f64)>,
     outcomes: VecDeque<bool>,
-    mean: Option<f64>,
-    var: f64,
+    rtt: Option<Ewma>,
     rate_mean: Option<f64>,
     last_rate: Option<f64>,
     /// Probes answered.
@@ -176,13 +176,12 @@ impl LinkModel {
         }
         self.recent.push_back((now, rtt));
         self.push_outcome(true);
-        match self.mean {
-            None => self.mean = Some(rtt),
-            Some(m) => {
-                if !self.is_spike(rtt, m) {
-                    let d = rtt - m;
-                    self.mean = Some(m + EWMA_ALPHA * d);
-                    self.var = (1.0 - EWMA_ALPHA) * (self.var + EWMA_ALPHA * d * d);
+        match self.rtt {
+            None => self.rtt = Some(Ewma::starting_at(rtt)),
+            Some(mut e) => {
+                if !self.is_spike(rtt, e.mean) {
+                    e.update(EWMA_ALPHA, rtt);
+                    self.rtt = Some(e);
                 }
             }
         }
@@ -201,8 +200,12 @@ impl LinkModel {
         }
     }
 
+    fn rtt_sigma(&self) -> f64 {
+        self.rtt.map_or(0.0, |e| e.std_dev())
+    }
+
     fn is_spike(&self, rtt: f64, mean: f64) -> bool {
-        rtt > mean * SPIKE_FACTOR && rtt > mean + SPIKE_MIN_S && rtt > mean + 4.0 * self.var.sqrt()
+        rtt > mean * SPIKE_FACTOR && rtt > mean + SPIKE_MIN_S && rtt > mean + 4.0 * self.rtt_sigma()
     }
 
     /// Records the link's data rate (bytes/s) for the rate-drop check.
@@ -237,7 +240,7 @@ impl LinkModel {
 
     /// Baseline round trip and its deviation, seconds.
     pub fn baseline(&self) -> (f64, f64) {
-        (self.mean.unwrap_or(0.0), self.var.sqrt())
+        (self.rtt.map_or(0.0, |e| e.mean), self.rtt_sigma())
     }
 
     /// What is wrong now (round trips of the last second, the loss window, the last rate).
@@ -246,14 +249,14 @@ impl LinkModel {
             self.recent.pop_front();
         }
         let mut out = Vec::new();
-        if let Some(mean) = self.mean {
+        if let Some(mean) = self.rtt.map(|e| e.mean) {
             let mut recent: Vec<f64> = self.recent.iter().map(|(_, r)| *r).collect();
             recent.sort_by(f64::total_cmp);
             // Needs a baseline (20 normal round trips) and 3 recent ones.
             if self.answered >= 20 && recent.len() >= 3 {
                 let p50 = percentile(&recent, 0.5);
                 if self.is_spike(p50, mean) {
-                    out.push(Finding::LatencySpike { recent_p50: p50, baseline: mean, sigma: self.var.sqrt() });
+                    out.push(Finding::LatencySpike { recent_p50: p50, baseline: mean, sigma: self.rtt_sigma() });
                 }
             }
         }
@@ -491,7 +494,7 @@ fn evaluate(peers: &mut [Peer], state: &super::MonitorState, now: Instant) {
             let due = p.last_alert.get(&key).is_none_or(|t| now.duration_since(*t) >= ALERT_COOLDOWN);
             if due {
                 p.last_alert.insert(key, now);
-                let a = link_alert(&state.node, &p.name, p.addr, &findings, super::unix_now_ns());
+                let a = link_alert(&state.node, &p.name, p.addr, &findings, gatewarden_core::clock::unix_now_ns());
                 tracing::warn!(peer = %p.name, reason = %a.reason, "link health");
                 state.record_alert(a);
             }

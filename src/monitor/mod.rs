@@ -14,16 +14,17 @@ pub mod system;
 pub mod talkers;
 pub mod training;
 
+use gatewarden_core::clock::{rfc3339, unix_now, unix_now_ns};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use serde_json::{json, Value};
 
 use crate::bus::messages::{Alert, FlowBatch, Verdict};
-use crate::metrics::{Gauge, Registry};
 use crate::role::{Role, RoleSource};
 use alerts::{AlertQuery, AlertState, AlertStore, StoreOptions};
+use gatewarden_core::metrics::{Gauge, Registry};
 
 /// Most alerts kept in memory for the page and `/api/alerts`.
 pub const RECENT_ALERTS: usize = 1000;
@@ -71,42 +72,6 @@ pub struct NodeHealth {
     pub alerts: u64,
     /// Of those, alerts whose source was blocked (a verdict went to this gateway's router).
     pub blocked: u64,
-}
-
-/// Unix time now in seconds.
-pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
-}
-
-/// Unix time now in milliseconds.
-pub fn unix_now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-}
-
-/// Unix time now in nanoseconds.
-pub fn unix_now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
-}
-
-/// Formats nanoseconds since the epoch as RFC 3339 with microseconds, UTC
-/// (Suricata's timestamp shape).
-pub fn rfc3339(ns: u64) -> String {
-    let secs = (ns / 1_000_000_000) as i64;
-    let micros = (ns % 1_000_000_000) / 1000;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}+0000", rem / 3600, (rem % 3600) / 60, rem % 60)
 }
 
 /// An alert as a Suricata EVE JSON object plus gatewarden's own fields
@@ -229,7 +194,7 @@ pub struct MonitorState {
     pub events: events::Broadcaster,
     started: Instant,
     uptime: Gauge,
-    nodes_refused: crate::metrics::Counter,
+    nodes_refused: gatewarden_core::metrics::Counter,
     inner: Mutex<Inner>,
     unblock: Mutex<Option<UnblockHook>>,
     remote_unblock: Mutex<Option<RemoteUnblock>>,
@@ -795,12 +760,5 @@ mod tests {
         assert_eq!(reg.snapshot()["gatewarden_monitor_nodes_refused_total"], 52.0);
         st.sample();
         assert!(st.nodes().contains_key("mon"), "this node always has its entry");
-    }
-
-    #[test]
-    fn rfc3339_formats_known_instants() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000+0000");
-        assert_eq!(rfc3339(1_700_000_000_123_456_789), "2023-11-14T22:13:20.123456+0000");
-        assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00.000000+0000");
     }
 }

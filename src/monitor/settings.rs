@@ -196,13 +196,13 @@ impl SettingsStore {
             next.allowlist = serde_json::from_value(a.clone())
                 .map_err(|e| refuse(422, format!("\"allowlist\" must be a list of networks as text: {e}")))?;
         }
-        next.version = crate::monitor::unix_now_ns();
+        next.version = gatewarden_core::clock::unix_now_ns();
         next.by = by.to_string();
         let update = self.update(&next);
         crate::roles::settings::check(&update, &self.base).map_err(|e| refuse(422, e))?;
         if let Some(p) = &self.path {
             let text = serde_json::to_string_pretty(&next).unwrap_or_default();
-            crate::fsutil::write_atomic(p, text.as_bytes())
+            gatewarden_core::atomic_file::write_atomic(p, text.as_bytes())
                 .map_err(|e| refuse(500, format!("settings not saved ({e:#}); check monitor.data_dir")))?;
         }
         // Current before sending: an in-process node answers at once, and its
@@ -265,7 +265,7 @@ impl SettingsStore {
         self.answered.lock().unwrap_or_else(|e| e.into_inner()).insert(a.node.clone(), a.ts_ns / 1_000_000_000);
         self.results.lock().unwrap_or_else(|e| e.into_inner()).insert(
             a.node.clone(),
-            json!({"ok": a.signature_id == SIG_SETTINGS_APPLIED, "reason": a.reason, "ts": crate::monitor::rfc3339(a.ts_ns)}),
+            json!({"ok": a.signature_id == SIG_SETTINGS_APPLIED, "reason": a.reason, "ts": gatewarden_core::clock::rfc3339(a.ts_ns)}),
         );
     }
 
@@ -286,7 +286,7 @@ impl SettingsStore {
             "version": c.version,
             "saved": c.version > 0,
             "by": c.by,
-            "at": (c.version > 0).then(|| crate::monitor::rfc3339(c.version)),
+            "at": (c.version > 0).then(|| gatewarden_core::clock::rfc3339(c.version)),
             "detector": detector,
             "response": c.response.as_ref().unwrap_or(&self.base.response),
             "allowlist": c.allowlist,
@@ -357,7 +357,7 @@ mod tests {
         let t0 = Instant::now();
         b.resend_if_due_at(&[], t0);
         assert_eq!(sent.load(Ordering::SeqCst), 2, "no node online: nothing is spooled");
-        let now_s = crate::monitor::unix_now();
+        let now_s = gatewarden_core::clock::unix_now();
         let r1 = vec![("r1".to_string(), now_s - 100)];
         b.resend_if_due_at(&r1, t0);
         assert_eq!(sent.load(Ordering::SeqCst), 3, "r1 has not answered");

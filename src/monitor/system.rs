@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::bus::messages::MetricsSample;
-use crate::metrics::Registry;
+use gatewarden_core::metrics::Registry;
 
 /// Most interfaces reported per node (a router with many VLANs stays bounded).
 pub const MAX_INTERFACES: usize = 32;
@@ -127,8 +127,8 @@ pub struct NodeMetrics {
     rates: std::sync::Mutex<BTreeMap<String, RateState>>,
     /// node → interfaces that have series; at most [`MAX_INTERFACES`] each.
     nodes: std::sync::Mutex<BTreeMap<String, std::collections::BTreeSet<String>>>,
-    refused: crate::metrics::Counter,
-    series_refused: crate::metrics::Counter,
+    refused: gatewarden_core::metrics::Counter,
+    series_refused: gatewarden_core::metrics::Counter,
 }
 
 impl NodeMetrics {

@@ -121,7 +121,7 @@ impl Training {
             Rejected::Unavailable(r) => refuse(503, r),
         })?;
         tracing::info!(name = %report.name, batch = report.batch, max_err = report.max_err, "uploaded model passed the validator");
-        let version = crate::monitor::unix_now_ns();
+        let version = gatewarden_core::clock::unix_now_ns();
         let name = parsed.name.clone();
         let card_value = serde_json::to_value(&parsed).unwrap_or(Value::Null);
         let bytes = tflite.len();
@@ -159,8 +159,10 @@ impl Training {
         let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
         let up = last.as_mut().filter(|u| u.version == version)?;
         let ok = a.signature_id == SIG_MODEL_LOADED;
-        up.results
-            .insert(a.node.clone(), json!({"ok": ok, "reason": a.reason, "ts": crate::monitor::rfc3339(a.ts_ns)}));
+        up.results.insert(
+            a.node.clone(),
+            json!({"ok": ok, "reason": a.reason, "ts": gatewarden_core::clock::rfc3339(a.ts_ns)}),
+        );
         ok.then(|| up.card.clone())
     }
 
@@ -172,7 +174,7 @@ impl Training {
                 "name": u.name,
                 "by": u.by,
                 "bytes": u.bytes,
-                "at": crate::monitor::rfc3339(u.version),
+                "at": gatewarden_core::clock::rfc3339(u.version),
                 "results": u.results,
             }),
             None => Value::Null,

@@ -30,7 +30,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use crate::bus::messages::{Alert, FlowBatch, PolicyUpdate};
-use crate::monitor::unix_now_ms as now_ms;
+use gatewarden_core::clock::unix_now_ms as now_ms;
 pub use matrix::TrafficMatrix;
 pub use model::{Action, Group, Member, PortRange, Protocol, Relationship, RuleSpec};
 pub use rules::{Endpoint, Explanation, Policy};
@@ -186,7 +186,7 @@ impl Drop for LockGuard {
     }
 }
 
-use crate::fsutil::write_atomic;
+use gatewarden_core::atomic_file::write_atomic;
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
     std::fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len())))

@@ -21,7 +21,7 @@ use crate::detect::response::{Action, Decision, ResponseConfig, ResponsePolicy};
 use crate::detect::validator::{self, Limits, Rejected};
 use crate::detect::Heuristics;
 use crate::features::schema::HOST_STATS;
-use crate::metrics::{Counter, Registry};
+use gatewarden_core::metrics::{Counter, Registry};
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -232,8 +232,8 @@ pub fn accept_model_update(
             let card = HostModel::card_path(&path);
             // Card first, model last: a crash in between leaves the old model with the new card's
             // schema check failing loudly at start, never a silently mismatched pair.
-            crate::fsutil::write_atomic(&card, update.card.as_bytes())?;
-            crate::fsutil::write_atomic(&path, &update.tflite)?;
+            gatewarden_core::atomic_file::write_atomic(&card, update.card.as_bytes())?;
+            gatewarden_core::atomic_file::write_atomic(&path, &update.tflite)?;
             Ok(())
         };
         keep().map_err(|e| {

@@ -21,11 +21,11 @@ use crate::bus::messages::{Heartbeat, Message};
 use crate::bus::mqtt::{MqttBus, MqttSettings};
 use crate::bus::{LocalBus, Publisher};
 use crate::config::Config;
-use crate::metrics::Registry;
 use crate::monitor::http::HttpServer;
 use crate::monitor::MonitorState;
 use crate::role::{Role, RoleSource};
-use crate::shutdown::Shutdown;
+use gatewarden_core::metrics::Registry;
+use gatewarden_core::shutdown::Shutdown;
 
 /// Most gateways a detector keeps separate state for.
 pub const MAX_GATEWAYS: usize = 64;
@@ -404,9 +404,10 @@ pub fn run_with(
                     let Some(req) = next_or_shutdown(&rx, &sd).await else { break };
                     let (c, n) = (control.clone(), node.clone());
                     // The enforcement thread may take a moment: not on the executor.
-                    let answer =
-                        smol::unblock(move || unblock::apply(c.as_ref(), &n, &req, crate::monitor::unix_now_ns()))
-                            .await;
+                    let answer = smol::unblock(move || {
+                        unblock::apply(c.as_ref(), &n, &req, gatewarden_core::clock::unix_now_ns())
+                    })
+                    .await;
                     tracing::info!(reason = %answer.reason, "dashboard unblock");
                     let _ = table_now.send(());
                     out.publish(Message::Alert(answer));
@@ -515,7 +516,7 @@ pub fn run_with(
         tasks.push(ex.spawn(async move {
             loop {
                 let Some(m) = next_or_shutdown(&rx, &sd).await else { break };
-                st.node_metrics.record(&m, crate::monitor::unix_now_ns());
+                st.node_metrics.record(&m, gatewarden_core::clock::unix_now_ns());
             }
         }));
         let rx = bus.block_tables.receiver();
@@ -587,7 +588,7 @@ pub fn run_with(
                     role,
                     version: env!("CARGO_PKG_VERSION").into(),
                     uptime_s: st.uptime_s() as u64,
-                    sent_ns: crate::monitor::unix_now_ns(),
+                    sent_ns: gatewarden_core::clock::unix_now_ns(),
                 }));
                 // Without a monitor in this process nothing consumes them; keep the channel from filling.
                 if drain {

@@ -10,8 +10,8 @@ use crate::capture::Frame;
 use crate::config::Config;
 use crate::features::HostTracker;
 use crate::flow::FlowTable;
-use crate::metrics::{Counter, Gauge, Registry};
 use crate::packet::{self, SkipReason};
+use gatewarden_core::metrics::{Counter, Gauge, Registry};
 
 /// Parses frames into the flow table and emits FlowBatch messages at a fixed cadence.
 pub struct RouterStage {
@@ -235,7 +235,7 @@ pub fn spawn_capture(
     registry: &Arc<Registry>,
     bus: Arc<dyn crate::bus::Publisher>,
     spoof: Option<crate::enforce::service::SpoofLink>,
-    shutdown: crate::shutdown::Shutdown,
+    shutdown: gatewarden_core::shutdown::Shutdown,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     use anyhow::Context;
     let acfg =
@@ -292,7 +292,7 @@ pub fn spawn_capture(
                         break;
                     }
                 }
-                if let Some(b) = stage.tick(crate::monitor::unix_now_ns()) {
+                if let Some(b) = stage.tick(gatewarden_core::clock::unix_now_ns()) {
                     bus.publish(crate::bus::messages::Message::FlowBatch(b));
                 }
                 if last_stats.elapsed() >= std::time::Duration::from_secs(1) {
@@ -315,7 +315,7 @@ pub fn spawn_replay(
     cfg: &Config,
     registry: &Arc<Registry>,
     bus: Arc<dyn crate::bus::Publisher>,
-    shutdown: crate::shutdown::Shutdown,
+    shutdown: gatewarden_core::shutdown::Shutdown,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     use crate::capture::PacketSource;
     use anyhow::Context;

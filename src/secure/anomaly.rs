@@ -9,6 +9,7 @@
 //! reason states the numbers. Peers are capped at `max_peers`; the least
 //! recently seen is forgotten first.
 
+use gatewarden_core::ewma::Ewma;
 use std::collections::HashMap;
 
 /// Messages from a peer before its baseline is trusted.
@@ -39,24 +40,12 @@ pub struct ChannelAnomaly {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Ewma {
-    mean: f64,
-    var: f64,
-}
-
-impl Ewma {
-    fn z(&self, x: f64) -> f64 {
-        (x - self.mean) / self.var.sqrt().max(1.0)
-    }
-    fn update(&mut self, x: f64, first: bool) {
-        if first {
-            self.mean = x;
-            return;
-        }
-        let d = x - self.mean;
-        self.mean += ALPHA * d;
-        self.var = (1.0 - ALPHA) * (self.var + ALPHA * d * d);
+/// Folds `x` in; the first observation only sets the mean.
+fn learn(e: &mut Ewma, x: f64, first: bool) {
+    if first {
+        *e = Ewma::starting_at(x);
+    } else {
+        e.update(ALPHA, x);
     }
 }
 
@@ -109,7 +98,7 @@ impl ChannelWatch {
         if now_ns.saturating_sub(s.window_start_ns) >= 1_000_000_000 {
             if s.window_start_ns != 0 {
                 let first = s.n <= 1;
-                s.rate.update(s.window_count as f64, first);
+                learn(&mut s.rate, s.window_count as f64, first);
             }
             s.window_start_ns = now_ns;
             s.window_count = 0;
@@ -158,7 +147,7 @@ impl ChannelWatch {
             });
         }
         if warmed && check_size {
-            let z = s.size.z(size);
+            let z = s.size.z(size, 1.0);
             if z > SIZE_Z && size > 4.0 * s.size.mean + 1024.0 && Self::alert(s, 1, now_ns) {
                 out.push(ChannelAnomaly {
                     peer: peer.to_string(),
@@ -171,9 +160,9 @@ impl ChannelWatch {
             }
         }
         let first = s.n == 0;
-        s.size.update(size, first);
+        learn(&mut s.size, size, first);
         if !first {
-            s.gap_ms.update(gap_ms, s.n == 1);
+            learn(&mut s.gap_ms, gap_ms, s.n == 1);
         }
         s.n = s.n.saturating_add(1);
         s.last_ns = now_ns;

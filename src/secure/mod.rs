@@ -58,8 +58,8 @@ use sha2::Sha256;
 
 pub use envelope::{Announce, Envelope, EnvelopeHeader, PayloadKind};
 
-use crate::metrics::{Counter, Registry};
 use crate::pki::{CaVerifier, CertRole, Identity, PeerCert};
+use gatewarden_core::metrics::{Counter, Registry};
 use replay::{ReplayVerdict, ReplayWindow};
 
 /// Most revoked node ids a channel remembers (to name the reason of their envelopes).
@@ -272,7 +272,7 @@ fn nonce(seq: u64) -> [u8; 12] {
 
 /// Unix time now, ns.
 pub fn now_ns() -> u64 {
-    crate::monitor::unix_now_ns()
+    gatewarden_core::clock::unix_now_ns()
 }
 
 impl SecureChannel {

@@ -15,11 +15,11 @@ use gatewarden::bus::messages::{Alert, AttackKind, Heartbeat, Message, MetricsSa
 use gatewarden::bus::mqtt::{topic, AckBatch, Frame, FrameBody, MqttBus, MqttSettings};
 use gatewarden::bus::{LocalBus, Publisher};
 use gatewarden::config::Config;
-use gatewarden::metrics::Registry;
 use gatewarden::pki::{CaVerifier, Identity, PkiDir};
 use gatewarden::role::Role;
 use gatewarden::secure::{envelope, PayloadKind, SecureChannel, SecureConfig};
-use gatewarden::shutdown::Shutdown;
+use gatewarden_core::metrics::Registry;
+use gatewarden_core::shutdown::Shutdown;
 use rumqttc::QoS;
 
 fn status(port: u16) -> serde_json::Value {
@@ -83,7 +83,7 @@ fn heartbeat(node: &str, role: Role) -> Message {
         role,
         version: "forged".into(),
         uptime_s: 1,
-        sent_ns: gatewarden::monitor::unix_now_ns(),
+        sent_ns: gatewarden_core::clock::unix_now_ns(),
     })
 }
 
@@ -159,7 +159,7 @@ fn a_router_certificate_cannot_show_another_nodes_state_at_the_monitor() {
             "metrics",
             Message::Metrics(MetricsSample {
                 node: "det-1".into(),
-                ts_ns: gatewarden::monitor::unix_now_ns(),
+                ts_ns: gatewarden_core::clock::unix_now_ns(),
                 values: vec![("cpu_ratio".into(), 0.99), ("net_rx_bytes:eth0".into(), 1.0)],
             }),
         ),
@@ -234,7 +234,7 @@ fn ten_thousand_forged_metrics_leave_the_monitor_small() {
             let vals = (0..100_000u32).map(|j| (format!("net_rx_bytes:{}{j}", "x".repeat(8)), 1.0)).collect();
             ("router-1".to_string(), vals)
         };
-        let m = Message::Metrics(MetricsSample { node, ts_ns: gatewarden::monitor::unix_now_ns(), values });
+        let m = Message::Metrics(MetricsSample { node, ts_ns: gatewarden_core::clock::unix_now_ns(), values });
         rogue.publish(topic("router-1", "metrics"), QoS::AtLeastOnce, false, plain(i as u64, &m)).unwrap();
     }
     assert!(pumper.join().unwrap().0, "the broker took every publish");

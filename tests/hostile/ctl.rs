@@ -186,7 +186,7 @@ fn forged_handshakes_raise_a_handful_of_alerts_and_the_node_lives() {
     gw(&["pki", "init", "--dir", fd]);
     gw(&["pki", "issue", "alice", "--role", "operator", "--dir", fd]);
     let mallory = identity_in(foreign.path(), "alice");
-    let registry = gatewarden::metrics::Registry::new();
+    let registry = gatewarden_core::metrics::Registry::new();
     let foreign_hello = frame(
         &SecureChannel::new(
             mallory.clone(),
