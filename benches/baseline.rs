@@ -11,9 +11,9 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use gatewarden::bus::messages::{FlowRecord, Proto};
 use gatewarden::detect::baseline::{Baseline, BaselineConfig};
 use gatewarden::flow::ConnState;
+use gatewarden_proto::messages::{FlowRecord, Proto};
 
 /// One device's snapshot of one flow at `t` seconds with `bytes` sent so far.
 fn snapshot(device: u32, flow: u64, dst: IpAddr, t: f64, bytes: u64) -> FlowRecord {

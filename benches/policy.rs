@@ -7,13 +7,13 @@
 //! Numbers in docs/PERFORMANCE.md were taken on a shared 2-core machine.
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use gatewarden::bus::messages::{FlowBatch, FlowRecord, Proto};
 use gatewarden::flow::ConnState;
 use gatewarden::policy::matrix::TrafficMatrix;
 use gatewarden::policy::suggest::{suggest, AlertEvidence, Feedback};
 use gatewarden::policy::{
     Action, Endpoint, Group, Policy, PolicyConfig, PolicyEngine, PortRange, Protocol, Relationship,
 };
+use gatewarden_proto::messages::{FlowBatch, FlowRecord, Proto};
 
 const GROUPS: usize = 16;
 

@@ -10,14 +10,14 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, BatchSize, Criterion, Throughput};
-use gatewarden::bus::messages::{AttackKind, Message, Verdict};
 use gatewarden::bus::mqtt::{MqttBus, MqttSettings};
 use gatewarden::bus::{LocalBus, Publisher};
 use gatewarden::pki::{self, CaVerifier, CertRole, Identity, PkiDir};
-use gatewarden::role::Role;
 use gatewarden::secure::{now_ns, PayloadKind, SecureChannel, SecureConfig};
 use gatewarden_core::metrics::Registry;
 use gatewarden_core::shutdown::Shutdown;
+use gatewarden_proto::messages::{AttackKind, Message, Verdict};
+use gatewarden_proto::role::Role;
 
 fn verdict() -> Message {
     Message::Verdict(Verdict {
@@ -29,7 +29,7 @@ fn verdict() -> Message {
         evidence: vec![("distinct_ports".into(), 312.0)],
         ttl_s: 600,
         issued_ns: 1,
-        source_proof: gatewarden::bus::messages::SourceProof::Answered,
+        source_proof: gatewarden_proto::messages::SourceProof::Answered,
     })
 }
 

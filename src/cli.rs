@@ -13,9 +13,9 @@ use crate::config::{Config, ConfigError, LogFormat};
 use crate::monitor::http::HttpServer;
 use crate::monitor::MonitorState;
 use crate::replay::{self, Speed};
-use crate::role::{self, Role, RoleSource};
 use gatewarden_core::metrics::Registry;
 use gatewarden_core::shutdown::Shutdown;
+use gatewarden_proto::role::{self, Role, RoleSource};
 
 /// Exit code for bad input: usage, config or capture errors.
 pub const EXIT_BAD_INPUT: i32 = 2;
@@ -269,7 +269,9 @@ enum PkiCommand {
         /// The node id (becomes the certificate CN, the MQTT user and its topic level).
         node_id: String,
         /// What the holder may do.
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = clap::builder::TypedValueParser::map(
+            clap::builder::PossibleValuesParser::new(["router", "detector", "monitor", "operator", "broker"]),
+            |s: String| crate::pki::CertRole::parse(&s).expect("one of the possible values")))]
         role: crate::pki::CertRole,
         /// Where the CA lives; the result goes to DIR/nodes/NODE_ID.{crt,key}.
         #[arg(long, default_value = "/etc/gatewarden/pki")]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::role::Role;
+use gatewarden_proto::role::Role;
 
 /// Where the appliance images put the config file.
 pub const DEFAULT_PATH: &str = "/etc/gatewarden/gatewarden.toml";

@@ -48,7 +48,6 @@ use serde::{Deserialize, Serialize};
 
 pub use failures::{address_key, FailureReport, HandshakeFailures};
 
-use crate::bus::messages::Message;
 use crate::bus::Publisher;
 use crate::config::CtlConfig;
 use crate::logging::sanitize;
@@ -56,6 +55,7 @@ use crate::pki::{CaVerifier, CertRole, Identity};
 use crate::secure::{now_ns, Announce, PayloadKind, SecureChannel, SecureConfig};
 use gatewarden_core::metrics::{Counter, Gauge, Registry};
 use gatewarden_core::shutdown::Shutdown;
+use gatewarden_proto::messages::Message;
 
 /// Largest frame a `ctl` client accepts (a node's answer: the status document).
 pub const MAX_FRAME: usize = 1 << 20;
@@ -88,18 +88,7 @@ pub enum ControlRequest {
     },
 }
 
-/// One blocked address (or, for imported feeds, network or range).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlockEntry {
-    /// The address, CIDR or range, as the router's block set holds it.
-    pub target: String,
-    /// Seconds until the kernel drops the block, if it has a timeout.
-    pub expires_in_s: Option<u32>,
-    /// Which block set holds it (`detector`, `admin`, `feed`).
-    pub origin: String,
-    /// Why (the element's comment: the verdict reason, or which operator asked).
-    pub reason: String,
-}
+pub use gatewarden_proto::messages::BlockEntry;
 
 /// The node's answer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -751,7 +740,7 @@ impl Shared {
             let mut a = crate::secure::channel_abuse_alert(&self.id.node, now_ns(), text);
             a.src = src;
             a.dport = self.port;
-            a.proto = Some(crate::bus::messages::Proto::Tcp);
+            a.proto = Some(gatewarden_proto::messages::Proto::Tcp);
             p.publish(Message::Alert(a));
         }
     }

@@ -21,6 +21,5 @@ pub mod packet;
 pub mod pki;
 pub mod policy;
 pub mod replay;
-pub mod role;
 pub mod roles;
 pub mod secure;

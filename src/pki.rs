@@ -67,64 +67,7 @@ pub const NODE_CERT_DAYS: u32 = 397;
 /// CA's default lifetime: the list is replaced whenever something is revoked.
 pub const CRL_DAYS: u32 = 3650;
 
-/// What a certificate allows its holder to do; stored in the subject's OU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum CertRole {
-    /// Publishes flow batches and alerts; receives verdicts and policy.
-    Router,
-    /// Receives flow batches; publishes verdicts and alerts.
-    Detector,
-    /// Receives everything; publishes policy updates.
-    Monitor,
-    /// A person with `gatewarden ctl`: may send control commands, nothing on MQTT but status.
-    Operator,
-    /// The Mosquitto server certificate.
-    Broker,
-}
-
-impl CertRole {
-    /// The OU string.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CertRole::Router => "router",
-            CertRole::Detector => "detector",
-            CertRole::Monitor => "monitor",
-            CertRole::Operator => "operator",
-            CertRole::Broker => "broker",
-        }
-    }
-
-    /// Parses an OU string.
-    pub fn parse(s: &str) -> Option<CertRole> {
-        Some(match s {
-            "router" => CertRole::Router,
-            "detector" => CertRole::Detector,
-            "monitor" => CertRole::Monitor,
-            "operator" => CertRole::Operator,
-            "broker" => CertRole::Broker,
-            _ => return None,
-        })
-    }
-
-    /// The certificate role a process running `role` needs (`all` uses the monitor's rights).
-    pub fn for_role(role: crate::role::Role) -> CertRole {
-        match role {
-            crate::role::Role::Router => CertRole::Router,
-            crate::role::Role::Detector => CertRole::Detector,
-            crate::role::Role::Monitor => CertRole::Monitor,
-            // An all-in-one gateway joins a fleet as a gateway: it publishes
-            // alerts and status and takes policy updates, like a router.
-            crate::role::Role::All => CertRole::Router,
-        }
-    }
-}
-
-impl fmt::Display for CertRole {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use gatewarden_proto::role::CertRole;
 
 /// Checks a node id the way `config.node_id` is checked (it becomes an MQTT topic level and an ACL user).
 pub fn valid_node_id(id: &str) -> bool {
@@ -543,34 +486,8 @@ impl Identity {
 }
 
 /// Topic permissions of one role: (publish, subscribe) topic filters; `{id}` is the node's own id.
-pub fn acl_for(role: CertRole) -> (&'static [&'static str], &'static [&'static str]) {
-    match role {
-        CertRole::Router => (
-            &["flow_batch", "alert", "heartbeat", "metrics", "status", "key", "ack", "block_table", "verdict_outcome"],
-            &["+/verdict", "+/policy_update", "+/settings_update", "+/unblock", "+/key", "+/ack"],
-        ),
-        CertRole::Detector => (
-            &["verdict", "alert", "heartbeat", "metrics", "status", "key", "ack"],
-            &["+/flow_batch", "+/model_update", "+/settings_update", "+/key", "+/ack"],
-        ),
-        CertRole::Monitor => (
-            &[
-                "policy_update",
-                "model_update",
-                "settings_update",
-                "unblock",
-                "alert",
-                "heartbeat",
-                "metrics",
-                "status",
-                "key",
-                "ack",
-            ],
-            &["#"],
-        ),
-        CertRole::Operator => (&[], &["+/status", "+/heartbeat"]),
-        CertRole::Broker => (&[], &[]),
-    }
+pub fn acl_for(role: CertRole) -> (Vec<&'static str>, Vec<String>) {
+    gatewarden_proto::kinds::acl_for(role)
 }
 
 /// Options for `pki mosquitto-conf`.

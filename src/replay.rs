@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::bus::messages::FlowBatch;
 use crate::capture::{CaptureError, CaptureFile, Frame, PacketSource};
 use crate::config::Config;
 use crate::monitor::MonitorState;
@@ -19,6 +18,7 @@ use crate::roles::detector::DetectorStage;
 use crate::roles::router::RouterStage;
 use gatewarden_core::metrics::Registry;
 use gatewarden_core::shutdown::Shutdown;
+use gatewarden_proto::messages::FlowBatch;
 
 /// How fast to feed the capture.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -100,10 +100,10 @@ impl ReplaySummary {
 struct Analysis {
     detector: DetectorStage,
     /// Models uploaded on the training page while the replay runs.
-    models: async_channel::Receiver<crate::bus::messages::ModelUpdate>,
+    models: async_channel::Receiver<gatewarden_proto::messages::ModelUpdate>,
     uploads: crate::roles::detector::ModelUploads,
     /// Settings saved on the settings page while the replay runs, and the config they are checked against.
-    settings: async_channel::Receiver<crate::bus::messages::SettingsUpdate>,
+    settings: async_channel::Receiver<gatewarden_proto::messages::SettingsUpdate>,
     base: Config,
     /// The detector's config: where uploads are kept and the validator's limits.
     detector_cfg: crate::config::DetectorConfig,
@@ -144,7 +144,7 @@ impl Analysis {
             }
         }
         self.batches += 1;
-        self.digest.write(&crate::bus::messages::Message::FlowBatch(batch.clone()).encode());
+        self.digest.write(&gatewarden_proto::messages::Message::FlowBatch(batch.clone()).encode());
         self.state.observe_batch(&batch);
         let f = self.detector.on_batch(&batch);
         self.verdicts += f.verdicts.len() as u64;

@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 
 use common::mosquitto::{mosquitto_or_skip, pump_until, Broker};
 use common::{bin, free_port, wait_for, wait_http_ok, wait_until, Guard};
-use gatewarden::bus::messages::{Alert, AlertAction, AttackKind, Message, Severity, Verdict};
 use gatewarden::bus::mqtt::{topic, Frame, FrameBody, MqttBus, MqttSettings};
 use gatewarden::bus::{LocalBus, Publisher};
 use gatewarden::config::Config;
 use gatewarden::pki::{CaVerifier, CertRole, Identity, PkiDir};
-use gatewarden::role::Role;
 use gatewarden::secure::{envelope, PayloadKind, SecureChannel, SecureConfig};
 use gatewarden_core::metrics::Registry;
 use gatewarden_core::shutdown::Shutdown;
+use gatewarden_proto::messages::{Alert, AlertAction, AttackKind, Message, Severity, Verdict};
+use gatewarden_proto::role::Role;
 
 fn status(port: u16) -> serde_json::Value {
     let (code, _, body) = common::http("GET", &format!("127.0.0.1:{port}"), "/api/status").unwrap();
@@ -365,7 +365,7 @@ fn forged_misdirected_and_replayed_messages_are_refused_and_counted() {
         evidence: vec![],
         ttl_s: 60,
         issued_ns: 0,
-        source_proof: gatewarden::bus::messages::SourceProof::Unproven,
+        source_proof: gatewarden_proto::messages::SourceProof::Unproven,
     });
     let frame = |id: u64, env: Vec<u8>| envelope::encode(&Frame { id, body: FrameBody::Sealed(env) });
     let good = det.seal("router-1", 11, PayloadKind::Message, &verdict.encode()).unwrap();

@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use common::mosquitto::{mosquitto_or_skip, Broker};
 use common::{bin, free_port, wait_for, wait_http_ok, Guard};
-use gatewarden::bus::messages::{GroupRule, PolicyAction, PolicyUpdate, Proto};
 use gatewarden::bus::mqtt::{MqttBus, MqttSettings};
 use gatewarden::bus::policy_push::PolicyPush;
 use gatewarden::bus::LocalBus;
 use gatewarden::config::Config;
-use gatewarden::role::Role;
 use gatewarden_core::metrics::Registry;
 use gatewarden_core::shutdown::Shutdown;
+use gatewarden_proto::messages::{GroupRule, PolicyAction, PolicyUpdate, Proto};
+use gatewarden_proto::role::Role;
 
 const INNER: &str = "GATEWARDEN_TEST_INSIDE_NETNS";
 

@@ -13,15 +13,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use gatewarden::bus::messages::{Alert, AttackKind};
 use gatewarden::capture::{CaptureFile, PacketSource};
 use gatewarden::config::Config;
 use gatewarden::detect::model::HostModel;
 use gatewarden::features::labels::Labels;
 use gatewarden::monitor::MonitorState;
 use gatewarden::replay::Pipeline;
-use gatewarden::role::{Role, RoleSource};
 use gatewarden_core::metrics::Registry;
+use gatewarden_proto::messages::{Alert, AttackKind};
+use gatewarden_proto::role::{Role, RoleSource};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -685,7 +685,7 @@ fn blocklist_import_reports_bad_lines_and_blocks_the_good_ones() {
 
 #[test]
 fn group_rules_are_enforced_in_priority_order_and_replaced_atomically() {
-    use gatewarden::bus::messages::{GroupRule, PolicyAction, PolicyUpdate, Proto};
+    use gatewarden_proto::messages::{GroupRule, PolicyAction, PolicyUpdate, Proto};
     let Some(mut lab) = Lab::new() else { return };
     lab.serve_wan();
     let mut b = lab.blocker(Settings::default(), None);

@@ -87,8 +87,8 @@ use gatewarden::capture::{CaptureFile, PacketSource};
 use gatewarden::config::Config;
 use gatewarden::monitor::MonitorState;
 use gatewarden::replay::Pipeline;
-use gatewarden::role::{Role, RoleSource};
 use gatewarden_core::metrics::Registry;
+use gatewarden_proto::role::{Role, RoleSource};
 
 /// A pcap with headers-only frames (snap length) and their real wire lengths.
 fn snapped_pcap(records: &mut [(u64, Vec<u8>, usize)]) -> Vec<u8> {

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use common::netns::{link, require_root, Netns};
 use common::{bin, free_port, wait_until, Guard};
-use gatewarden::bus::messages::{FlowBatch, FlowRecord, Proto};
 use gatewarden::flow::ConnState;
 use gatewarden::policy::suggest::{combine, context};
 use gatewarden::policy::{Action, Group, PolicyConfig, PolicyEngine, Protocol};
+use gatewarden_proto::messages::{FlowBatch, FlowRecord, Proto};
 use serde_json::json;
 
 fn gw(state: &Path, args: &[&str]) -> Output {

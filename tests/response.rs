@@ -10,12 +10,12 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use gatewarden::bus::messages::{Alert, AlertAction, AttackKind, SourceProof, Verdict};
 use gatewarden::capture::{CaptureFile, Frame, LinkType, PacketSource};
 use gatewarden::config::Config;
 use gatewarden::roles::detector::DetectorStage;
 use gatewarden::roles::router::RouterStage;
 use gatewarden_core::metrics::Registry;
+use gatewarden_proto::messages::{Alert, AlertAction, AttackKind, SourceProof, Verdict};
 
 #[derive(Default)]
 struct Out {

@@ -425,8 +425,8 @@ fn in_router<T: Send + 'static>(site: &Site, f: impl FnOnce() -> T + Send + 'sta
 /// table vouches for is blocked without proof; one nothing vouches for is not.
 #[test]
 fn an_unproven_wan_verdict_is_refused_and_a_proven_one_blocked() {
-    use gatewarden::bus::messages::{AttackKind, SourceProof, Verdict};
     use gatewarden::enforce::service::{Command as Cmd, EnforceService};
+    use gatewarden_proto::messages::{AttackKind, SourceProof, Verdict};
     let Some(site) = Site::new() else { return };
     // The router learns the device's MAC the ordinary way: it answers a ping.
     assert!(site.exec(&site.dev, &["ping", "-c", "1", "-W", "2", ROUTER_LAN]).status.success());

@@ -77,6 +77,8 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "==> layers (tools/check-layers.py: the crate table of docs/ARCHITECTURE.md, no module cycles)"
+python3 tools/check-layers.py
 echo "==> the bundled synthetic capture is what tools/make_synthetic_pcap.py makes"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT

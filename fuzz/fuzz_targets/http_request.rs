@@ -9,7 +9,7 @@ use std::sync::{Arc, OnceLock};
 
 use gatewarden::monitor::http::Harness;
 use gatewarden::monitor::MonitorState;
-use gatewarden::role::{Role, RoleSource};
+use gatewarden_proto::role::{Role, RoleSource};
 use libfuzzer_sys::fuzz_target;
 
 fn harness() -> &'static Harness {

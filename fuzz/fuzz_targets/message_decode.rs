@@ -2,7 +2,7 @@
 //! whatever decodes must re-encode to the same bytes.
 #![no_main]
 
-use gatewarden::bus::messages::Message;
+use gatewarden_proto::messages::Message;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -26,10 +26,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::messages::Message;
 use super::transport::Publisher;
 use gatewarden_core::metrics::{Counter, Registry};
 use gatewarden_core::shutdown::Shutdown;
+use gatewarden_proto::messages::Message;
 
 /// The log file is truncated after it has been read past this size.
 pub const MAX_LOG_BYTES: u64 = 8 << 20;

@@ -5,7 +5,7 @@
 //! and counts it in `gatewarden_bus_dropped_total{kind=…}`.
 
 pub mod broker_log;
-pub mod messages;
+pub use gatewarden_proto::messages;
 pub mod mqtt;
 pub mod policy_push;
 pub mod spool;
@@ -158,7 +158,7 @@ mod tests {
         let bus = LocalBus::new(2, &r);
         let hb = |n: u64| Heartbeat {
             node: "n".into(),
-            role: crate::role::Role::All,
+            role: gatewarden_proto::role::Role::All,
             version: "v".into(),
             uptime_s: n,
             sent_ns: 0,

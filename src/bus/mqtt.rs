@@ -49,7 +49,6 @@ use anyhow::{bail, Context};
 use rumqttc::{Client, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use serde::{Deserialize, Serialize};
 
-use super::messages::Message;
 use super::spool::Spool;
 use super::transport::Publisher;
 use super::LocalBus;
@@ -60,6 +59,7 @@ use crate::secure::{envelope, Envelope, PayloadKind, Rejection, SecureChannel, S
 use gatewarden_core::logfile::RotatingLog;
 use gatewarden_core::metrics::{Counter, Gauge, Registry};
 use gatewarden_core::shutdown::Shutdown;
+use gatewarden_proto::messages::Message;
 
 /// Topic prefix and version.
 pub const TOPIC_PREFIX: &str = "gatewarden/v1";
@@ -108,20 +108,16 @@ pub struct AckBatch {
 }
 
 fn sealed_kind(kind: &str) -> bool {
-    matches!(kind, "verdict" | "policy_update" | "model_update" | "settings_update" | "unblock")
+    gatewarden_proto::kinds::sealed(kind)
 }
 
 fn durable_kind(kind: &str) -> bool {
-    matches!(kind, "verdict" | "policy_update" | "model_update" | "settings_update" | "unblock" | "alert")
+    gatewarden_proto::kinds::durable(kind)
 }
 
 /// Which roles a sealed kind sent to everyone is sealed for.
 fn sealed_recipients(kind: &str) -> &'static [CertRole] {
-    match kind {
-        "model_update" => &[CertRole::Detector],
-        "settings_update" => &[CertRole::Detector, CertRole::Router],
-        _ => &[CertRole::Router],
-    }
+    gatewarden_proto::kinds::sealed_for(kind)
 }
 
 /// Which roles take a kind sent to every node (`to: None`), and so may acknowledge it.
@@ -168,7 +164,7 @@ pub enum Claim {
 /// certificate CN. `role_of` gives a node's certificate role from its key
 /// announcement, if seen.
 pub fn check_claim(from: &str, msg: &Message, role_of: impl Fn(&str) -> Option<CertRole>) -> Claim {
-    use super::messages::AttackKind;
+    use gatewarden_proto::messages::AttackKind;
     let own = |claimed: &str, what: &str| {
         if claimed == from {
             Claim::Fine
@@ -223,7 +219,7 @@ pub struct MqttSettings {
     /// This node's id (must be the certificate's CN).
     pub node: String,
     /// What this process consumes.
-    pub role: crate::role::Role,
+    pub role: gatewarden_proto::role::Role,
     /// `host:port`.
     pub broker: String,
     /// CA, certificate, key (PEM).
@@ -254,7 +250,7 @@ pub struct MqttSettings {
 
 impl MqttSettings {
     /// From the config file.
-    pub fn from_config(cfg: &Config, role: crate::role::Role) -> MqttSettings {
+    pub fn from_config(cfg: &Config, role: gatewarden_proto::role::Role) -> MqttSettings {
         let m = &cfg.mqtt;
         MqttSettings {
             node: cfg.node_id.clone(),
@@ -355,7 +351,7 @@ struct Counters {
 
 struct Shared {
     node: String,
-    role: crate::role::Role,
+    role: gatewarden_proto::role::Role,
     client: Client,
     connected: AtomicBool,
     secure: Mutex<SecureChannel>,
@@ -747,7 +743,7 @@ impl Shared {
             crate::secure::channel_abuse_alert(self.node.as_str(), now, format!("{what} from {peer}: {reason}"));
         if self.role.runs_monitor() {
             // Our own alerts would not come back to us over the broker.
-            if self.role == crate::role::Role::All {
+            if self.role == gatewarden_proto::role::Role::All {
                 // An all-in-one gateway also reports to the fleet's monitor.
                 self.send(None, Message::Alert(alert.clone()));
             }
@@ -767,7 +763,7 @@ impl Shared {
     }
 
     fn subscriptions(&self) -> Vec<String> {
-        use crate::role::Role;
+        use gatewarden_proto::role::Role;
         let mut kinds = vec!["key", "ack"];
         if self.role == Role::All {
             // An all-in-one gateway runs its own detector and monitor in
@@ -1172,7 +1168,7 @@ mod tests {
 
     #[test]
     fn plain_messages_must_name_their_sender() {
-        use crate::bus::messages::{Alert, AttackKind, Heartbeat, MetricsSample, Severity};
+        use gatewarden_proto::messages::{Alert, AttackKind, Heartbeat, MetricsSample, Severity};
         let roles = |n: &str| match n {
             "r1" | "r2" => Some(CertRole::Router),
             "d1" => Some(CertRole::Detector),
@@ -1184,7 +1180,7 @@ mod tests {
         let m = |node: &str| Message::Metrics(MetricsSample { node: node.into(), ts_ns: 0, values: vec![] });
         let alert =
             |node: &str, kind| Message::Alert(Alert::about_system(node, kind, Severity::Low, 1, "s", "r".into()));
-        use crate::role::Role;
+        use gatewarden_proto::role::Role;
         assert_eq!(check_claim("r1", &hb("r1", Role::Router), roles), Claim::Fine);
         assert!(matches!(check_claim("r1", &hb("d1", Role::Detector), roles), Claim::Mismatch(_)));
         assert!(matches!(check_claim("r1", &hb("r1", Role::Detector), roles), Claim::Mismatch(_)));

@@ -18,9 +18,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use super::messages::{Heartbeat, Message, PolicyUpdate};
 use super::transport::Publisher;
 use gatewarden_core::metrics::{Counter, Registry};
+use gatewarden_proto::messages::{Heartbeat, Message, PolicyUpdate};
 
 /// Most routers remembered; past it the least recently heard is forgotten
 /// (it gets the policy again on its next heartbeat, harmlessly).
@@ -174,8 +174,8 @@ impl PolicyPush {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::messages::{GroupRule, PolicyAction};
-    use crate::role::Role;
+    use gatewarden_proto::messages::{GroupRule, PolicyAction};
+    use gatewarden_proto::role::Role;
 
     #[derive(Default)]
     struct Record(Mutex<Vec<(String, u64)>>);

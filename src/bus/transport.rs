@@ -3,7 +3,7 @@
 //! Receiving is always from a [`super::LocalBus`]: the MQTT transport feeds
 //! what it receives into one, so role tasks never know where a message came from.
 
-use super::messages::Message;
+use gatewarden_proto::messages::Message;
 
 /// Something messages can be published to.
 pub trait Publisher: Send + Sync {
@@ -48,7 +48,7 @@ impl Uplink {
 
     /// Whether `kind` is also sent to the broker.
     pub fn mirrored(kind: &str) -> bool {
-        matches!(kind, "alert" | "heartbeat" | "metrics" | "block_table" | "verdict_outcome")
+        gatewarden_proto::kinds::mirrored(kind)
     }
 }
 
@@ -68,7 +68,7 @@ impl Publisher for Uplink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::messages::Heartbeat;
+    use gatewarden_proto::messages::Heartbeat;
     use std::sync::Mutex;
 
     #[derive(Default)]
@@ -86,10 +86,15 @@ mod tests {
         let local = super::super::LocalBus::new(16, &reg);
         let remote = std::sync::Arc::new(Remote::default());
         let up = Uplink::new(local.clone(), remote.clone());
-        let hb =
-            Heartbeat { node: "gw".into(), role: crate::role::Role::All, version: "v".into(), uptime_s: 1, sent_ns: 0 };
+        let hb = Heartbeat {
+            node: "gw".into(),
+            role: gatewarden_proto::role::Role::All,
+            version: "v".into(),
+            uptime_s: 1,
+            sent_ns: 0,
+        };
         assert!(up.publish(Message::Heartbeat(hb)));
-        let p = crate::bus::messages::PolicyUpdate { version: 1, groups: vec![], rules: vec![] };
+        let p = gatewarden_proto::messages::PolicyUpdate { version: 1, groups: vec![], rules: vec![] };
         assert!(up.publish_to("gw", Message::PolicyUpdate(p)));
         assert_eq!(local.heartbeats.len(), 1);
         assert_eq!(local.policy.len(), 1);

@@ -25,8 +25,8 @@
 use gatewarden_core::ewma::Ewma;
 use std::net::IpAddr;
 
-use crate::bus::messages::{AttackKind, FlowRecord, Proto};
 use crate::detect::heuristics::Detection;
+use gatewarden_proto::messages::{AttackKind, FlowRecord, Proto};
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 

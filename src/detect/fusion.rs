@@ -29,9 +29,9 @@
 use gatewarden_core::token_bucket::TokenBucket;
 use std::net::IpAddr;
 
-use crate::bus::messages::AttackKind;
 use crate::detect::heuristics::Detection;
 use crate::detect::response::{Action, Decision, ResponsePolicy};
+use gatewarden_proto::messages::AttackKind;
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -82,7 +82,7 @@ pub struct ModelOpinion {
     /// Its flow id.
     pub flow_id: u64,
     /// Its protocol.
-    pub proto: Option<crate::bus::messages::Proto>,
+    pub proto: Option<gatewarden_proto::messages::Proto>,
     /// Busy enough for the model to flag it alone (see `roles::detector::MODEL_ALONE_MIN_PPS`).
     pub alone_ok: bool,
 }
@@ -354,8 +354,8 @@ impl Fusion {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::messages::Proto;
     use crate::detect::response::Rule;
+    use gatewarden_proto::messages::Proto;
 
     fn det(src: &str, kind: AttackKind, t: f64) -> Detection {
         Detection {

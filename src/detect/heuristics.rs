@@ -14,9 +14,9 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::net::IpAddr;
 
-use crate::bus::messages::{AttackKind, FlowRecord, Proto};
 use crate::config::DetectorConfig;
 use crate::flow::ConnState;
+use gatewarden_proto::messages::{AttackKind, FlowRecord, Proto};
 
 /// Most sources tracked at once.
 pub const MAX_SOURCES: usize = 16_384;

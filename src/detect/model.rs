@@ -301,7 +301,7 @@ pub struct HostModel {
     plan: Plan,
     /// Rows per call (the `.tflite`'s fixed batch dimension).
     batch: usize,
-    /// Index of each input column in a [`crate::bus::messages::HostSnapshot`]'s features.
+    /// Index of each input column in a [`gatewarden_proto::messages::HostSnapshot`]'s features.
     gather: Vec<usize>,
     /// `class_floors` resolved: (class index, host feature index, lowest value).
     floors: Vec<(usize, usize, f32)>,

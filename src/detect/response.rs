@@ -14,9 +14,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::bus::messages::AttackKind;
 use crate::detect::fusion::Origin;
 use crate::detect::heuristics::Detection;
+use gatewarden_proto::messages::AttackKind;
 
 /// What the gateway does about one kind of finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -385,7 +385,7 @@ impl ResponsePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::messages::Proto;
+    use gatewarden_proto::messages::Proto;
 
     fn det(kind: AttackKind, evidence: &[(&str, f64)]) -> Detection {
         Detection {

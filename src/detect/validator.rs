@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use crate::bus::messages::MAX_MODEL_BYTES;
 use crate::detect::model::HostModel;
+use gatewarden_proto::messages::MAX_MODEL_BYTES;
 
 /// Validations running at once at most (each is a child process); more
 /// are refused as busy rather than queued behind a slow one.

@@ -12,8 +12,8 @@ use super::feeds::{self, Cidr};
 use super::netlink::{Batch, Netlink, NlError};
 use super::persist;
 use super::ruleset::{self, addr_bytes, fam_of, Layout, Origin};
-use crate::bus::messages::{PolicyAction, PolicyUpdate, Proto};
 use gatewarden_core::metrics::{Counter, Gauge, Registry};
+use gatewarden_proto::messages::{PolicyAction, PolicyUpdate, Proto};
 
 /// Most addresses whose block history is remembered for escalation.
 pub const ESCALATION_HISTORY: usize = 65_536;

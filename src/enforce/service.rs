@@ -18,18 +18,15 @@ use super::blocker::{BlockOutcome, Blocker, Protection};
 use super::persist::{SavedBlock, StateFile};
 use super::ruleset::Origin;
 use super::spoof::{mac_text, SourceClass, SpoofGuard, SpoofReport};
-use crate::bus::messages::{
-    Alert, AlertAction, AttackKind, PolicyUpdate, Severity, SourceProof, Verdict, VerdictOutcome,
-};
 use crate::bus::LocalBus;
 use crate::config::EnforceConfig;
 use gatewarden_core::clock::unix_now_ms as now_ms;
 use gatewarden_core::metrics::Registry;
+use gatewarden_proto::messages::{
+    Alert, AlertAction, AttackKind, PolicyUpdate, Severity, SourceProof, Verdict, VerdictOutcome,
+};
 
-/// Signature id of the "block set full" alert.
-pub const SIG_BLOCK_SET_FULL: u32 = 9_000_101;
-/// Signature id of the `spoofing` alert (as the detector numbers kinds).
-pub const SIG_SPOOFING: u32 = 12;
+pub use gatewarden_proto::signatures::BLOCK_SET_FULL as SIG_BLOCK_SET_FULL;
 /// A new containment's alert waits this long, so it lists what the MAC
 /// forged in its first burst (one alert per MAC per containment).
 pub const SPOOF_ALERT_GATHER: Duration = Duration::from_secs(2);
@@ -556,8 +553,8 @@ fn spoofing_alert(node: &str, id: u64, r: &SpoofReport, ttl_s: u64) -> Alert {
             node,
             AttackKind::Spoofing,
             Severity::High,
-            SIG_SPOOFING,
-            "GATEWARDEN SPOOF forged source address",
+            gatewarden_proto::signatures::signature_id(AttackKind::Spoofing),
+            gatewarden_proto::signatures::signature(AttackKind::Spoofing),
             reason,
         )
     }

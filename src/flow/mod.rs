@@ -1,7 +1,7 @@
 //! Where packets become flows: a bounded, bidirectional 5-tuple table with
 //! Zeek-style TCP connection states.
 
-pub mod conn_state;
+pub use gatewarden_proto::conn_state;
 pub mod table;
 
 pub use conn_state::ConnState;

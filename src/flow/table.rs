@@ -17,9 +17,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use hashbrown::HashTable;
 
 use super::conn_state::{history, ConnState};
-use crate::bus::messages::{FlowRecord, Proto};
 use crate::packet::{tcp_flags, PacketInfo};
 use gatewarden_core::recency::{Linked, RecencyList, NIL};
+use gatewarden_proto::messages::{FlowRecord, Proto};
 
 /// Direction-independent identity of a flow: the two endpoints in sorted order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

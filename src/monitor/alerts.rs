@@ -19,8 +19,8 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::bus::messages::{Alert, AlertAction, AttackKind, Proto, Severity};
 use gatewarden_core::logfile::RotatingLog;
+use gatewarden_proto::messages::{Alert, AlertAction, AttackKind, Proto, Severity};
 
 /// The EVE file's name inside the data directory.
 pub const ALERT_FILE: &str = "alerts.json";

@@ -18,7 +18,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::bus::messages::{Alert, AlertAction, AttackKind, VerdictOutcome};
+use gatewarden_proto::messages::{Alert, AlertAction, AttackKind, VerdictOutcome};
 
 /// How long an alert waits for a router to confirm its block.
 pub const CONFIRM_WAIT: Duration = Duration::from_secs(3);
@@ -200,7 +200,7 @@ fn settle_unconfirmed(mut w: Waiting, why: &str) -> Alert {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::messages::Severity;
+    use gatewarden_proto::messages::Severity;
 
     fn alert(id: u64) -> Alert {
         Alert {

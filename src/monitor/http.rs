@@ -1774,8 +1774,8 @@ mod tests {
 
     fn harness() -> Harness {
         let state = MonitorState::new(
-            crate::role::Role::Monitor,
-            crate::role::RoleSource::Flag,
+            gatewarden_proto::role::Role::Monitor,
+            gatewarden_proto::role::RoleSource::Flag,
             "mon".into(),
             gatewarden_core::metrics::Registry::new(),
         );

@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde_json::{json, Value};
 
-use crate::bus::messages::{Alert, AlertAction, AttackKind, Severity};
 use gatewarden_core::metrics::{Counter, Gauge, Registry};
+use gatewarden_proto::messages::{Alert, AlertAction, AttackKind, Severity};
 
 /// First bytes of every probe and echo.
 pub const MAGIC: &[u8; 4] = b"GWLP";
@@ -322,9 +322,9 @@ pub fn link_alert(monitor: &str, peer: &str, addr: SocketAddr, findings: &[Findi
         dst: Some(addr.ip()),
         sport: 0,
         dport: addr.port(),
-        proto: Some(crate::bus::messages::Proto::Udp),
+        proto: Some(gatewarden_proto::messages::Proto::Udp),
         action: AlertAction::Allowed,
-        signature_id: 9_100_000 + findings.iter().map(finding_bit).sum::<u32>(),
+        signature_id: gatewarden_proto::signatures::LINK_HEALTH_BASE + findings.iter().map(finding_bit).sum::<u32>(),
         signature: format!("GATEWARDEN link {} to {peer}", names.join(" + ")),
         confidence: 0.9,
         reason: format!("link {monitor} → {peer} ({addr}): {}", parts.join("; ")),

@@ -21,10 +21,10 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::bus::messages::{Alert, FlowBatch, Verdict};
-use crate::role::{Role, RoleSource};
 use alerts::{AlertQuery, AlertState, AlertStore, StoreOptions};
 use gatewarden_core::metrics::{Gauge, Registry};
+use gatewarden_proto::messages::{Alert, FlowBatch, Verdict};
+use gatewarden_proto::role::{Role, RoleSource};
 
 /// Most alerts kept in memory for the page and `/api/alerts`.
 pub const RECENT_ALERTS: usize = 1000;
@@ -96,7 +96,7 @@ fn eve_json_base(a: &Alert) -> Value {
         "dest_port": a.dport,
         "proto": a.proto.map(|p| p.name().to_uppercase()),
         "alert": {
-            "action": match a.action { crate::bus::messages::AlertAction::Blocked => "blocked", _ => "allowed" },
+            "action": match a.action { gatewarden_proto::messages::AlertAction::Blocked => "blocked", _ => "allowed" },
             "gid": 1,
             "signature_id": a.signature_id,
             "rev": 1,
@@ -142,11 +142,11 @@ pub struct BlockView {
 }
 
 /// Suricata's severity words, for metric labels.
-fn severity_name(s: crate::bus::messages::Severity) -> &'static str {
+fn severity_name(s: gatewarden_proto::messages::Severity) -> &'static str {
     match s {
-        crate::bus::messages::Severity::High => "high",
-        crate::bus::messages::Severity::Medium => "medium",
-        crate::bus::messages::Severity::Low => "low",
+        gatewarden_proto::messages::Severity::High => "high",
+        gatewarden_proto::messages::Severity::Medium => "medium",
+        gatewarden_proto::messages::Severity::Low => "low",
     }
 }
 
@@ -155,7 +155,7 @@ pub type UnblockHook = Arc<dyn Fn(std::net::IpAddr) -> anyhow::Result<String> + 
 
 /// Sends an unblock request to one router over the node bus (sealed for it);
 /// false if the bus dropped it.
-pub type RemoteUnblock = Arc<dyn Fn(&str, crate::bus::messages::UnblockRequest) -> bool + Send + Sync>;
+pub type RemoteUnblock = Arc<dyn Fn(&str, gatewarden_proto::messages::UnblockRequest) -> bool + Send + Sync>;
 
 /// What the dashboard's "unblock" did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,7 +174,7 @@ struct Inner {
     replay: Option<Value>,
     blocks: BTreeMap<std::net::IpAddr, BlockView>,
     /// Router → (received, Unix seconds; its table).
-    router_blocks: BTreeMap<String, (u64, crate::bus::messages::BlockTable)>,
+    router_blocks: BTreeMap<String, (u64, gatewarden_proto::messages::BlockTable)>,
     verdicts_by_kind: BTreeMap<&'static str, u64>,
     model: Option<Value>,
     links: Value,
@@ -316,7 +316,7 @@ impl MonitorState {
     }
 
     /// A router's answer to a verdict: settles the alert waiting for it.
-    pub fn record_outcome(&self, o: crate::bus::messages::VerdictOutcome) {
+    pub fn record_outcome(&self, o: gatewarden_proto::messages::VerdictOutcome) {
         self.registry
             .counter(
                 "gatewarden_verdict_outcomes_total",
@@ -349,7 +349,7 @@ impl MonitorState {
         let mut inner = self.lock();
         if let Some(n) = self.node_entry(&mut inner.nodes, &alert.node) {
             n.alerts += 1;
-            if alert.action == crate::bus::messages::AlertAction::Blocked {
+            if alert.action == gatewarden_proto::messages::AlertAction::Blocked {
                 n.blocked += 1;
             }
         }
@@ -399,7 +399,7 @@ impl MonitorState {
     }
 
     /// Stores a router's block table (the kernel's block sets, every 5 s).
-    pub fn record_block_table(&self, t: crate::bus::messages::BlockTable) {
+    pub fn record_block_table(&self, t: gatewarden_proto::messages::BlockTable) {
         let now = unix_now();
         let mut inner = self.lock();
         if !inner.router_blocks.contains_key(&t.node)
@@ -473,7 +473,7 @@ impl MonitorState {
         let done = match (hook, remote) {
             (Some(h), _) => Unblocked::Done(h(ip)?),
             (None, Some(send)) if !routers.is_empty() => {
-                let req = crate::bus::messages::UnblockRequest { version: unix_now_ns(), ip, by: by.to_string() };
+                let req = gatewarden_proto::messages::UnblockRequest { version: unix_now_ns(), ip, by: by.to_string() };
                 let sent: Vec<&str> =
                     routers.iter().filter(|r| send(r, req.clone())).map(|r| r.as_str()).collect();
                 anyhow::ensure!(
@@ -568,7 +568,7 @@ impl MonitorState {
     }
 
     /// Records a heartbeat: the node is alive, with its role, version and delay.
-    pub fn record_heartbeat(&self, hb: &crate::bus::messages::Heartbeat) {
+    pub fn record_heartbeat(&self, hb: &gatewarden_proto::messages::Heartbeat) {
         let now_ns = unix_now_ns();
         let mut inner = self.lock();
         let Some(h) = self.node_entry(&mut inner.nodes, &hb.node) else { return };
@@ -637,7 +637,7 @@ impl MonitorState {
     /// Takes a chart sample, reads this node's `/proc` numbers and sends the
     /// page its update; called once a second. Returns the node's metrics
     /// sample, for nodes that send it to a monitor elsewhere.
-    pub fn sample(&self) -> crate::bus::messages::MetricsSample {
+    pub fn sample(&self) -> gatewarden_proto::messages::MetricsSample {
         self.uptime.set(self.started.elapsed().as_secs_f64());
         let now_ns = unix_now_ns();
         let proc_sample = self.proc_sampler.lock().unwrap_or_else(|e| e.into_inner()).sample(&self.node, now_ns);
@@ -742,7 +742,7 @@ mod tests {
     fn the_node_table_is_bounded_and_refuses_rather_than_evicts() {
         let reg = Registry::new();
         let st = MonitorState::new(Role::Monitor, RoleSource::Flag, "mon".into(), reg.clone());
-        let hb = |n: String| crate::bus::messages::Heartbeat {
+        let hb = |n: String| gatewarden_proto::messages::Heartbeat {
             node: n,
             role: Role::Router,
             version: "v".into(),

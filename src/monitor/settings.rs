@@ -20,10 +20,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::training::Refusal;
-use crate::bus::messages::{Alert, SettingsUpdate};
 use crate::config::{Config, DetectorConfig};
 use crate::detect::response::{Action, ResponseConfig};
 use crate::roles::settings::{SIG_SETTINGS_APPLIED, SIG_SETTINGS_REFUSED};
+use gatewarden_proto::messages::{Alert, SettingsUpdate};
 
 /// `[detector]` keys that bound what validating an uploaded model may cost a
 /// node (src/detect/validator.rs): set per node in its config file, never from the page.

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::bus::messages::MetricsSample;
 use gatewarden_core::metrics::Registry;
+use gatewarden_proto::messages::MetricsSample;
 
 /// Most interfaces reported per node (a router with many VLANs stays bounded).
 pub const MAX_INTERFACES: usize = 32;

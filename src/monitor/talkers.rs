@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::bus::messages::FlowBatch;
+use gatewarden_proto::messages::FlowBatch;
 
 /// Most flows whose last byte count is remembered (to turn snapshots into deltas).
 pub const MAX_FLOWS: usize = 65_536;
@@ -77,7 +77,7 @@ impl TopTalkers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::messages::{FlowRecord, Proto};
+    use gatewarden_proto::messages::{FlowRecord, Proto};
 
     fn rec(id: u64, src: &str, bytes: u64) -> FlowRecord {
         FlowRecord {

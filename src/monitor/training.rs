@@ -15,10 +15,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use base64ct::{Base64, Encoding};
 use serde_json::{json, Value};
 
-use crate::bus::messages::{Alert, ModelUpdate, MAX_MODEL_BYTES};
 use crate::detect::model::{check_card, parse_card, ModelCard};
 use crate::detect::validator::{self, Limits, Rejected};
 use crate::roles::detector::{SIG_MODEL_LOADED, SIG_MODEL_REFUSED};
+use gatewarden_proto::messages::{Alert, ModelUpdate, MAX_MODEL_BYTES};
 
 /// Sends an accepted upload towards the detectors; false if it could not be queued.
 pub type ModelSender = Arc<dyn Fn(ModelUpdate) -> bool + Send + Sync>;

@@ -8,8 +8,8 @@ use std::collections::{HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::model::Protocol;
-use crate::bus::messages::{FlowRecord, Proto};
 use crate::flow::ConnState;
+use gatewarden_proto::messages::{FlowRecord, Proto};
 
 /// Default number of cells kept.
 pub const DEFAULT_MAX_CELLS: usize = 4096;

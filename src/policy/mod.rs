@@ -29,8 +29,8 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::bus::messages::{Alert, FlowBatch, PolicyUpdate};
 use gatewarden_core::clock::unix_now_ms as now_ms;
+use gatewarden_proto::messages::{Alert, FlowBatch, PolicyUpdate};
 pub use matrix::TrafficMatrix;
 pub use model::{Action, Group, Member, PortRange, Protocol, Relationship, RuleSpec};
 pub use rules::{Endpoint, Explanation, Policy};

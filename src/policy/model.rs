@@ -8,8 +8,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::bus::messages::{GroupRule, PolicyAction, Proto};
 use crate::enforce::feeds::Cidr;
+use gatewarden_proto::messages::{GroupRule, PolicyAction, Proto};
 
 /// Most groups a policy may hold: each becomes two nftables sets, and the
 /// traffic matrix is at most groups² pairs.

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use super::model::{Action, Group, Member, PortRange, Protocol, Relationship, MAX_GROUPS, MAX_RULES};
-use crate::bus::messages::PolicyUpdate;
+use gatewarden_proto::messages::PolicyUpdate;
 
 /// Groups and rules, checked as a whole.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{PolicyConfig, PolicyEngine};
-use crate::bus::messages::{Alert, FlowBatch, PolicyUpdate};
+use gatewarden_proto::messages::{Alert, FlowBatch, PolicyUpdate};
 
 /// Republish the current policy this often, so a restarted router catches up.
 pub const REPUBLISH_EVERY: Duration = Duration::from_secs(30);

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::matrix::{Cell, CellKey, TrafficMatrix};
 use super::model::{Action, PortRange, Protocol, Relationship};
 use super::rules::Policy;
-use crate::bus::messages::{Alert, AttackKind};
+use gatewarden_proto::messages::{Alert, AttackKind};
 
 /// Default number of suggestions shown.
 pub const DEFAULT_TOP_N: usize = 10;

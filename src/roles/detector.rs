@@ -9,9 +9,6 @@ use std::sync::Arc;
 
 use std::net::IpAddr;
 
-use crate::bus::messages::{
-    Alert, AlertAction, AttackKind, FlowBatch, HostSnapshot, Proto, Severity, SourceProof, Verdict,
-};
 use crate::config::Config;
 use crate::detect::baseline::{Baseline, BaselineConfig};
 use crate::detect::fusion::{Fused, Fusion, FusionConfig, FusionStats, ModelOpinion, Origin};
@@ -22,6 +19,9 @@ use crate::detect::validator::{self, Limits, Rejected};
 use crate::detect::Heuristics;
 use crate::features::schema::HOST_STATS;
 use gatewarden_core::metrics::{Counter, Registry};
+use gatewarden_proto::messages::{
+    Alert, AlertAction, AttackKind, FlowBatch, HostSnapshot, Proto, Severity, SourceProof, Verdict,
+};
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -83,55 +83,15 @@ pub struct Findings {
     pub alerts: Vec<Alert>,
 }
 
-/// Suricata-style signature ids, stable per detector.
-pub fn signature_id(kind: AttackKind) -> u32 {
-    9_000_000
-        + match kind {
-            AttackKind::PortScan => 1,
-            AttackKind::HostSweep => 2,
-            AttackKind::SynFlood => 3,
-            AttackKind::UdpFlood => 4,
-            AttackKind::IcmpFlood => 5,
-            AttackKind::BruteForce => 6,
-            AttackKind::Anomaly => 7,
-            AttackKind::ChannelAbuse => 8,
-            AttackKind::LinkHealth => 9,
-            AttackKind::System => 10,
-            AttackKind::SlowHttp => 11,
-            AttackKind::Spoofing => 12,
-        }
-}
-
-/// Human signature name.
-pub fn signature(kind: AttackKind) -> &'static str {
-    match kind {
-        AttackKind::PortScan => "GATEWARDEN SCAN vertical port scan",
-        AttackKind::HostSweep => "GATEWARDEN SCAN horizontal host sweep",
-        AttackKind::SynFlood => "GATEWARDEN DOS TCP SYN flood",
-        AttackKind::UdpFlood => "GATEWARDEN DOS UDP flood",
-        AttackKind::IcmpFlood => "GATEWARDEN DOS ICMP flood",
-        AttackKind::BruteForce => "GATEWARDEN AUTH brute force",
-        AttackKind::Anomaly => "GATEWARDEN ANOMALY device behaviour",
-        AttackKind::ChannelAbuse => "GATEWARDEN BUS channel abuse",
-        AttackKind::LinkHealth => "GATEWARDEN LINK health",
-        AttackKind::System => "GATEWARDEN SYSTEM event",
-        AttackKind::SlowHttp => "GATEWARDEN DOS slow HTTP (slowloris)",
-        AttackKind::Spoofing => "GATEWARDEN SPOOF forged source address",
-    }
-}
-
-/// Signature id of "the detector loaded an uploaded model" (system alert).
-pub const SIG_MODEL_LOADED: u32 = 9_000_105;
-/// Signature id of "the detector refused an uploaded model".
-pub const SIG_MODEL_REFUSED: u32 = 9_000_102;
+pub use gatewarden_proto::signatures::{signature, signature_id};
+pub use gatewarden_proto::signatures::{
+    MODEL_FALLBACK as SIG_MODEL_FALLBACK, MODEL_LOADED as SIG_MODEL_LOADED, MODEL_REFUSED as SIG_MODEL_REFUSED,
+};
 
 /// Where an uploaded model is kept in `detector.model_store`.
 pub fn uploaded_model_path(store: &str) -> Option<std::path::PathBuf> {
     (!store.trim().is_empty()).then(|| std::path::Path::new(store.trim()).join("uploaded.tflite"))
 }
-
-/// Signature id of "a stored model failed validation at start; the detector fell back".
-pub const SIG_MODEL_FALLBACK: u32 = 9_000_106;
 
 /// Reads `path` and the card beside it, checks them in the validator's child
 /// process ([`crate::detect::validator`]) and only then loads them here.
@@ -215,7 +175,7 @@ pub fn load_model(cfg: &crate::config::DetectorConfig) -> (Result<Option<Arc<Hos
 /// monitor's own check) in the validator's child process, loads it, and with
 /// `model_store` set keeps it for restarts.
 pub fn accept_model_update(
-    update: &crate::bus::messages::ModelUpdate,
+    update: &gatewarden_proto::messages::ModelUpdate,
     cfg: &crate::config::DetectorConfig,
 ) -> Result<Arc<HostModel>, String> {
     let model_store = &cfg.model_store;
@@ -257,7 +217,7 @@ impl ModelUploads {
     /// the card when the model was loaded. `None`: an older upload, ignored.
     pub fn apply<'a>(
         &mut self,
-        update: &crate::bus::messages::ModelUpdate,
+        update: &gatewarden_proto::messages::ModelUpdate,
         cfg: &crate::config::DetectorConfig,
         node: &str,
         stages: impl IntoIterator<Item = &'a mut DetectorStage>,
@@ -274,7 +234,7 @@ impl ModelUploads {
     /// executor it is awaited on keeps serving its other tasks meanwhile.
     pub async fn apply_off_thread<'a>(
         &mut self,
-        update: &crate::bus::messages::ModelUpdate,
+        update: &gatewarden_proto::messages::ModelUpdate,
         cfg: &crate::config::DetectorConfig,
         node: &str,
         stages: impl IntoIterator<Item = &'a mut DetectorStage>,
@@ -287,7 +247,7 @@ impl ModelUploads {
         Some(self.finish(update, checked, node, stages))
     }
 
-    fn stale(&self, update: &crate::bus::messages::ModelUpdate) -> bool {
+    fn stale(&self, update: &gatewarden_proto::messages::ModelUpdate) -> bool {
         let stale = update.version <= self.newest;
         if stale {
             tracing::info!(version = update.version, "older model upload ignored");
@@ -297,7 +257,7 @@ impl ModelUploads {
 
     fn finish<'a>(
         &mut self,
-        update: &crate::bus::messages::ModelUpdate,
+        update: &gatewarden_proto::messages::ModelUpdate,
         checked: Result<Arc<HostModel>, String>,
         node: &str,
         stages: impl IntoIterator<Item = &'a mut DetectorStage>,
@@ -534,7 +494,7 @@ impl DetectorStage {
     }
 
     /// Remembers a flow whose originator acknowledged what it was sent.
-    fn remember_proof(&mut self, r: &crate::bus::messages::FlowRecord) {
+    fn remember_proof(&mut self, r: &gatewarden_proto::messages::FlowRecord) {
         if !self.proofs.contains_key(&r.src) && self.proofs.len() >= MAX_PROOF_SOURCES {
             let cutoff = r.last_ns.saturating_sub(PROOF_WINDOW_NS);
             self.proofs.retain(|_, q| q.back().is_some_and(|p| p.ts_ns >= cutoff));
@@ -953,8 +913,8 @@ pub fn host_stat(features: &[f32], name: &str, window: usize) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bus::messages::FlowRecord;
     use crate::flow::ConnState;
+    use gatewarden_proto::messages::FlowRecord;
 
     /// 200 refused connections from one source to 200 ports of one host in 1 s.
     fn scan() -> FlowBatch {

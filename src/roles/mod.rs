@@ -17,15 +17,15 @@ use std::time::Duration;
 
 use smol::future::FutureExt;
 
-use crate::bus::messages::{Heartbeat, Message};
 use crate::bus::mqtt::{MqttBus, MqttSettings};
 use crate::bus::{LocalBus, Publisher};
 use crate::config::Config;
 use crate::monitor::http::HttpServer;
 use crate::monitor::MonitorState;
-use crate::role::{Role, RoleSource};
 use gatewarden_core::metrics::Registry;
 use gatewarden_core::shutdown::Shutdown;
+use gatewarden_proto::messages::{Heartbeat, Message};
+use gatewarden_proto::role::{Role, RoleSource};
 
 /// Most gateways a detector keeps separate state for.
 pub const MAX_GATEWAYS: usize = 64;
@@ -188,8 +188,8 @@ pub fn run_with(
                     Ok(mut entries) => {
                         let total = entries.len() as u32;
                         entries.sort_by_key(|e| std::cmp::Reverse(e.expires_in_s.unwrap_or(u32::MAX)));
-                        entries.truncate(crate::bus::messages::MAX_BLOCK_ROWS);
-                        out.publish(Message::BlockTable(crate::bus::messages::BlockTable {
+                        entries.truncate(gatewarden_proto::messages::MAX_BLOCK_ROWS);
+                        out.publish(Message::BlockTable(gatewarden_proto::messages::BlockTable {
                             node: node.clone(),
                             total,
                             entries,
@@ -425,7 +425,7 @@ pub fn run_with(
                     let _ = tx.send(crate::enforce::service::Command::Verdict(v));
                 } else {
                     // Nothing blocks here: say so, so the alert does not claim a block.
-                    out_verdicts.publish(Message::VerdictOutcome(crate::bus::messages::VerdictOutcome {
+                    out_verdicts.publish(Message::VerdictOutcome(gatewarden_proto::messages::VerdictOutcome {
                         node: node_verdicts.clone(),
                         verdict_id: v.id,
                         source: v.source,
@@ -686,8 +686,8 @@ fn start_ctl(
 
 /// What the detector task waits for.
 enum DetectorInput {
-    Batch(crate::bus::messages::FlowBatch),
-    Model(crate::bus::messages::ModelUpdate),
+    Batch(gatewarden_proto::messages::FlowBatch),
+    Model(gatewarden_proto::messages::ModelUpdate),
     Settings((crate::config::DetectorConfig, crate::detect::response::ResponseConfig)),
 }
 
@@ -710,7 +710,7 @@ fn start_policy(
     out: Arc<dyn Publisher>,
     shutdown: Shutdown,
 ) -> Option<(Arc<crate::policy::service::PolicyService>, std::thread::JoinHandle<()>)> {
-    let publish = Box::new(move |u: crate::bus::messages::PolicyUpdate| {
+    let publish = Box::new(move |u: gatewarden_proto::messages::PolicyUpdate| {
         out.publish(Message::PolicyUpdate(u));
     });
     let svc = match crate::policy::service::PolicyService::start(&cfg.policy, publish) {

@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
-use crate::bus::messages::{FlowBatch, FlowRecord, HostSnapshot};
 use crate::capture::Frame;
 use crate::config::Config;
 use crate::features::HostTracker;
 use crate::flow::FlowTable;
 use crate::packet::{self, SkipReason};
 use gatewarden_core::metrics::{Counter, Gauge, Registry};
+use gatewarden_proto::messages::{FlowBatch, FlowRecord, HostSnapshot};
 
 /// Parses frames into the flow table and emits FlowBatch messages at a fixed cadence.
 pub struct RouterStage {
@@ -19,7 +19,7 @@ pub struct RouterStage {
     table: FlowTable,
     tracker: HostTracker,
     /// Finished flows waiting for room in a batch; bounded, overflow counted.
-    pending: std::collections::VecDeque<crate::bus::messages::FlowRecord>,
+    pending: std::collections::VecDeque<gatewarden_proto::messages::FlowRecord>,
     batch_interval_ns: u64,
     max_batch: usize,
     next_batch_ns: u64,
@@ -283,7 +283,7 @@ pub fn spawn_capture(
                 match source.poll_frame(std::time::Duration::from_millis(50)) {
                     Ok(Some(frame)) => {
                         if let Some(b) = stage.on_frame(&frame) {
-                            bus.publish(crate::bus::messages::Message::FlowBatch(b));
+                            bus.publish(gatewarden_proto::messages::Message::FlowBatch(b));
                         }
                     }
                     Ok(None) => {}
@@ -293,7 +293,7 @@ pub fn spawn_capture(
                     }
                 }
                 if let Some(b) = stage.tick(gatewarden_core::clock::unix_now_ns()) {
-                    bus.publish(crate::bus::messages::Message::FlowBatch(b));
+                    bus.publish(gatewarden_proto::messages::Message::FlowBatch(b));
                 }
                 if last_stats.elapsed() >= std::time::Duration::from_secs(1) {
                     last_stats = std::time::Instant::now();
@@ -301,7 +301,7 @@ pub fn spawn_capture(
                 }
             }
             stage.finish(|b| {
-                bus.publish(crate::bus::messages::Message::FlowBatch(b));
+                bus.publish(gatewarden_proto::messages::Message::FlowBatch(b));
             });
         })
         .context("spawning the capture thread")
@@ -330,7 +330,7 @@ pub fn spawn_replay(
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
             let send = |b: FlowBatch| {
-                let msg = crate::bus::messages::Message::FlowBatch(b);
+                let msg = gatewarden_proto::messages::Message::FlowBatch(b);
                 for _ in 0..200 {
                     if bus.publish(msg.clone()) {
                         return;

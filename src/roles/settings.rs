@@ -4,15 +4,14 @@
 //! TTLs and response policy and the router's allowlist change in place, and the node answers
 //! with a system alert the page shows per node.
 
-use crate::bus::messages::{Alert, AttackKind, SettingsUpdate, Severity};
 use crate::config::{Config, DetectorConfig};
 use crate::detect::response::ResponseConfig;
 use crate::enforce::feeds::Cidr;
+use gatewarden_proto::messages::{Alert, AttackKind, SettingsUpdate, Severity};
 
-/// Signature id of "settings applied on a node".
-pub const SIG_SETTINGS_APPLIED: u32 = 9_000_103;
-/// Signature id of "settings refused by a node".
-pub const SIG_SETTINGS_REFUSED: u32 = 9_000_104;
+pub use gatewarden_proto::signatures::{
+    SETTINGS_APPLIED as SIG_SETTINGS_APPLIED, SETTINGS_REFUSED as SIG_SETTINGS_REFUSED,
+};
 
 /// The parts of an update a node applies.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,25 +4,10 @@
 //! `gatewarden ctl unblock` does, so escalation starts over), and the router
 //! answers with a system alert naming who asked.
 
-use crate::bus::messages::{Alert, AttackKind, Severity, UnblockRequest};
 use crate::ctl::BlockControl;
+use gatewarden_proto::messages::{Alert, AttackKind, Severity, UnblockRequest};
 
-/// Signature id of "a block was lifted (or was already gone) at the dashboard's request".
-pub const SIG_UNBLOCKED: u32 = 9_000_106;
-/// Signature id of "the router could not lift the block".
-pub const SIG_UNBLOCK_FAILED: u32 = 9_000_107;
-
-/// Every system-alert signature id, one list so that no two events share one
-/// (a SIEM keys on them). Detections use 9000000-9000099, link health 9100000+.
-pub const SYSTEM_SIGNATURES: [u32; 7] = [
-    crate::enforce::service::SIG_BLOCK_SET_FULL,
-    crate::roles::detector::SIG_MODEL_REFUSED,
-    crate::roles::settings::SIG_SETTINGS_APPLIED,
-    crate::roles::settings::SIG_SETTINGS_REFUSED,
-    crate::roles::detector::SIG_MODEL_LOADED,
-    SIG_UNBLOCKED,
-    SIG_UNBLOCK_FAILED,
-];
+pub use gatewarden_proto::signatures::{UNBLOCKED as SIG_UNBLOCKED, UNBLOCK_FAILED as SIG_UNBLOCK_FAILED};
 
 /// Oldest request a router still carries out. Requests wait in the monitor's
 /// outbox while a router is away; one delivered late must not lift a block
@@ -84,14 +69,5 @@ mod tests {
         assert_eq!(expired(&req, req.version - 5_000_000_000), None);
         let why = expired(&req, req.version + 3600 * 1_000_000_000).unwrap();
         assert!(why.contains("3600 s old") && why.contains("unblock again"), "{why}");
-    }
-
-    #[test]
-    fn system_signatures_are_distinct_and_apart_from_detections() {
-        let mut seen = std::collections::HashSet::new();
-        for s in SYSTEM_SIGNATURES {
-            assert!(seen.insert(s), "signature {s} is used twice");
-            assert!((9_000_100..9_100_000).contains(&s), "{s} overlaps detections or link health");
-        }
     }
 }

@@ -46,7 +46,7 @@ impl Announce {
 /// What the sealed plaintext is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PayloadKind {
-    /// A [`crate::bus::messages::Message`] (version byte + postcard).
+    /// A [`gatewarden_proto::messages::Message`] (version byte + postcard).
     Message,
     /// A `gatewarden ctl` request.
     ControlRequest,

@@ -589,8 +589,8 @@ impl SecureChannel {
 
 /// The alert every refusal on the channel raises (forged, replayed, unknown
 /// sender, operator denied…): one shape for the bus and the ctl endpoint.
-pub fn channel_abuse_alert(node: &str, now_ns: u64, reason: String) -> crate::bus::messages::Alert {
-    use crate::bus::messages::{Alert, AttackKind, Severity};
+pub fn channel_abuse_alert(node: &str, now_ns: u64, reason: String) -> gatewarden_proto::messages::Alert {
+    use gatewarden_proto::messages::{Alert, AttackKind, Severity};
     let kind = AttackKind::ChannelAbuse;
     Alert {
         id: now_ns,

@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 
 use crate::common::mosquitto::{gw, mosquitto_or_skip, pump_until, Broker};
 use crate::common::{bin, free_port, wait_for, wait_http_ok, Guard};
-use gatewarden::bus::messages::{Alert, AttackKind, Heartbeat, Message, MetricsSample, Severity, Verdict};
 use gatewarden::bus::mqtt::{topic, AckBatch, Frame, FrameBody, MqttBus, MqttSettings};
 use gatewarden::bus::{LocalBus, Publisher};
 use gatewarden::config::Config;
 use gatewarden::pki::{CaVerifier, Identity, PkiDir};
-use gatewarden::role::Role;
 use gatewarden::secure::{envelope, PayloadKind, SecureChannel, SecureConfig};
 use gatewarden_core::metrics::Registry;
 use gatewarden_core::shutdown::Shutdown;
+use gatewarden_proto::messages::{Alert, AttackKind, Heartbeat, Message, MetricsSample, Severity, Verdict};
+use gatewarden_proto::role::Role;
 use rumqttc::QoS;
 
 fn status(port: u16) -> serde_json::Value {
@@ -129,7 +129,7 @@ fn verdict(i: u64) -> Message {
         evidence: vec![],
         ttl_s: 60,
         issued_ns: 0,
-        source_proof: gatewarden::bus::messages::SourceProof::Unproven,
+        source_proof: gatewarden_proto::messages::SourceProof::Unproven,
     })
 }
 

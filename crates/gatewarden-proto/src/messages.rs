@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::flow::ConnState;
+use crate::conn_state::ConnState;
 use crate::role::Role;
 
 /// The wire format version; bump it when a change is not backward compatible.
@@ -430,7 +430,7 @@ pub struct BlockTable {
     /// Entries in its block sets (the list may hold fewer: [`MAX_BLOCK_ROWS`]).
     pub total: u32,
     /// The entries with the longest time left first.
-    pub entries: Vec<crate::ctl::BlockEntry>,
+    pub entries: Vec<BlockEntry>,
 }
 
 /// The dashboard's "unblock" for an address a router's block table lists,
@@ -507,17 +507,17 @@ impl Message {
     /// The short name used in topics and counters.
     pub fn kind(&self) -> &'static str {
         match self {
-            Message::FlowBatch(_) => "flow_batch",
-            Message::Verdict(_) => "verdict",
-            Message::Alert(_) => "alert",
-            Message::Metrics(_) => "metrics",
-            Message::Heartbeat(_) => "heartbeat",
-            Message::PolicyUpdate(_) => "policy_update",
-            Message::ModelUpdate(_) => "model_update",
-            Message::SettingsUpdate(_) => "settings_update",
-            Message::BlockTable(_) => "block_table",
-            Message::Unblock(_) => "unblock",
-            Message::VerdictOutcome(_) => "verdict_outcome",
+            Message::FlowBatch(_) => crate::kinds::FLOW_BATCH,
+            Message::Verdict(_) => crate::kinds::VERDICT,
+            Message::Alert(_) => crate::kinds::ALERT,
+            Message::Metrics(_) => crate::kinds::METRICS,
+            Message::Heartbeat(_) => crate::kinds::HEARTBEAT,
+            Message::PolicyUpdate(_) => crate::kinds::POLICY_UPDATE,
+            Message::ModelUpdate(_) => crate::kinds::MODEL_UPDATE,
+            Message::SettingsUpdate(_) => crate::kinds::SETTINGS_UPDATE,
+            Message::BlockTable(_) => crate::kinds::BLOCK_TABLE,
+            Message::Unblock(_) => crate::kinds::UNBLOCK,
+            Message::VerdictOutcome(_) => crate::kinds::VERDICT_OUTCOME,
         }
     }
 
@@ -634,12 +634,25 @@ pub enum DecodeError {
     },
 }
 
+/// One blocked address (or, for imported feeds, network or range).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockEntry {
+    /// The address, CIDR or range, as the router's block set holds it.
+    pub target: String,
+    /// Seconds until the kernel drops the block, if it has a timeout.
+    pub expires_in_s: Option<u32>,
+    /// Which block set holds it (`detector`, `admin`, `feed`).
+    pub origin: String,
+    /// Why (the element's comment: the verdict reason, or which operator asked).
+    pub reason: String,
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn samples() -> Vec<Message> {
+    pub(crate) fn samples() -> Vec<Message> {
         let src: IpAddr = "198.51.100.7".parse().unwrap();
         let dst: IpAddr = "2001:db8::10".parse().unwrap();
         vec![
@@ -722,7 +735,7 @@ mod tests {
             Message::BlockTable(BlockTable {
                 node: "router-1".into(),
                 total: 1,
-                entries: vec![crate::ctl::BlockEntry {
+                entries: vec![BlockEntry {
                     target: "198.51.100.7".into(),
                     expires_in_s: Some(300),
                     origin: "detector".into(),
