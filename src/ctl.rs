@@ -737,7 +737,7 @@ impl Shared {
     fn abuse(&self, text: String, src: Option<IpAddr>) {
         tracing::warn!(reason = %text, "ctl: channel abuse");
         if let Some(p) = &self.handler.alerts {
-            let mut a = crate::secure::channel_abuse_alert(&self.id.node, now_ns(), text);
+            let mut a = gatewarden_proto::messages::Alert::channel_abuse(&self.id.node, now_ns(), text);
             a.src = src;
             a.dport = self.port;
             a.proto = Some(gatewarden_proto::messages::Proto::Tcp);
@@ -809,7 +809,7 @@ pub fn request(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secure::tests::Fleet;
+    use crate::pki::test_fleet::Fleet;
     use std::sync::Mutex;
 
     #[derive(Default)]

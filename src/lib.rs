@@ -7,7 +7,8 @@
 //! carries messages between the roles; [`roles`] wires them up.
 
 pub mod bus;
-pub mod capture;
+/// Where packets come from (the gatewarden-capture crate).
+pub use gatewarden_capture as capture;
 pub mod cli;
 pub mod config;
 pub mod ctl;
@@ -22,4 +23,5 @@ pub mod pki;
 pub mod policy;
 pub mod replay;
 pub mod roles;
-pub mod secure;
+/// The end-to-end secure channel and certificate checks (the gatewarden-secure crate).
+pub use gatewarden_secure as secure;

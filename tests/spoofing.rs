@@ -382,7 +382,7 @@ fn forged_sources_contain_the_attackers_mac_and_block_no_forged_address() {
     for f in forged {
         assert!(reason.contains(f), "the alert names every forged address ({f}): {reason}");
     }
-    assert_eq!(alerts[0]["alert"]["signature_id"], 12, "{:#?}", alerts[0]);
+    assert_eq!(alerts[0]["alert"]["signature_id"], 9_000_012, "{:#?}", alerts[0]);
 
     // None of the forged addresses is in any block set.
     let els = site.elements();

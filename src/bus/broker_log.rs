@@ -226,7 +226,7 @@ impl Follower {
         }
         self.last_alert.insert(key, Instant::now());
         let now = gatewarden_core::clock::unix_now_ns();
-        self.alerts.publish(Message::Alert(crate::secure::channel_abuse_alert(&self.node, now, detail)));
+        self.alerts.publish(Message::Alert(gatewarden_proto::messages::Alert::channel_abuse(&self.node, now, detail)));
     }
 }
 

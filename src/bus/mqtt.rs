@@ -179,7 +179,7 @@ pub fn check_claim(from: &str, msg: &Message, role_of: impl Fn(&str) -> Option<C
         Message::VerdictOutcome(o) => own(&o.node, "verdict outcome"),
         Message::Heartbeat(h) => match own(&h.node, "heartbeat") {
             Claim::Fine => match role_of(from) {
-                Some(r) if r != CertRole::for_role(h.role) => {
+                Some(r) if r != gatewarden_proto::role::cert_role_for(h.role) => {
                     Claim::Mismatch(format!("heartbeat from {from} (a {r} certificate) claims role {}", h.role))
                 }
                 _ => Claim::Fine,
@@ -410,7 +410,7 @@ impl MqttBus {
                 s.node
             );
         }
-        let wanted = CertRole::for_role(s.role);
+        let wanted = gatewarden_proto::role::cert_role_for(s.role);
         if id.role != wanted {
             bail!(
                 "the certificate {} is for role {} but this process runs {} (it needs a {} certificate)",
@@ -739,8 +739,11 @@ impl Shared {
         }
         self.counters.abuse_alerts.inc();
         let now = gatewarden_core::clock::unix_now_ns();
-        let alert =
-            crate::secure::channel_abuse_alert(self.node.as_str(), now, format!("{what} from {peer}: {reason}"));
+        let alert = gatewarden_proto::messages::Alert::channel_abuse(
+            self.node.as_str(),
+            now,
+            format!("{what} from {peer}: {reason}"),
+        );
         if self.role.runs_monitor() {
             // Our own alerts would not come back to us over the broker.
             if self.role == gatewarden_proto::role::Role::All {
@@ -925,11 +928,13 @@ impl Shared {
         let durable = durable_kind(kind);
         let claim = {
             let sc = lock(&self.secure);
-            check_claim(
-                from,
-                &msg,
-                |n| if n == self.node { Some(CertRole::for_role(self.role)) } else { sc.peer_role(n) },
-            )
+            check_claim(from, &msg, |n| {
+                if n == self.node {
+                    Some(gatewarden_proto::role::cert_role_for(self.role))
+                } else {
+                    sc.peer_role(n)
+                }
+            })
         };
         match claim {
             Claim::Fine => {}

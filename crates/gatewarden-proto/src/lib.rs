@@ -11,6 +11,7 @@
 //! Depends on gatewarden-core only.
 #![forbid(unsafe_code)]
 
+pub mod attack;
 pub mod conn_state;
 pub mod kinds;
 pub mod messages;

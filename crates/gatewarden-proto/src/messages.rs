@@ -130,56 +130,7 @@ pub struct HostSnapshot {
     pub features: Vec<f32>,
 }
 
-/// What kind of attack or anomaly a verdict or alert is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AttackKind {
-    /// Many ports on one host.
-    PortScan,
-    /// One port on many hosts.
-    HostSweep,
-    /// Unanswered SYNs at a high rate.
-    SynFlood,
-    /// UDP at a high rate.
-    UdpFlood,
-    /// ICMP echo at a high rate.
-    IcmpFlood,
-    /// Repeated connection attempts to an authentication service.
-    BruteForce,
-    /// Traffic far outside the device's own baseline.
-    Anomaly,
-    /// Problems on the bus itself (forged, replayed or flooding messages).
-    ChannelAbuse,
-    /// Link health between nodes (latency, loss, rate drop).
-    LinkHealth,
-    /// Operational events (model refused, block set full, …).
-    System,
-    /// Many slow, nearly idle connections held open to a web server (slowloris).
-    SlowHttp,
-    /// A LAN frame whose source address does not belong to its source MAC
-    /// (forged sources): the MAC is contained, the forged addresses never blocked.
-    Spoofing,
-}
-
-impl AttackKind {
-    /// The snake_case name used in JSON and metrics labels.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AttackKind::PortScan => "port_scan",
-            AttackKind::HostSweep => "host_sweep",
-            AttackKind::SynFlood => "syn_flood",
-            AttackKind::UdpFlood => "udp_flood",
-            AttackKind::IcmpFlood => "icmp_flood",
-            AttackKind::BruteForce => "brute_force",
-            AttackKind::Anomaly => "anomaly",
-            AttackKind::SlowHttp => "slow_http",
-            AttackKind::Spoofing => "spoofing",
-            AttackKind::ChannelAbuse => "channel_abuse",
-            AttackKind::LinkHealth => "link_health",
-            AttackKind::System => "system",
-        }
-    }
-}
+pub use crate::attack::AttackKind;
 
 /// The detector's decision about one source, sent to the router to enforce.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -645,6 +596,26 @@ pub struct BlockEntry {
     pub origin: String,
     /// Why (the element's comment: the verdict reason, or which operator asked).
     pub reason: String,
+}
+
+impl Alert {
+    /// The alert every refusal on the channel raises (forged, replayed,
+    /// unknown sender, operator denied…): one shape for the bus and the ctl endpoint.
+    pub fn channel_abuse(node: &str, now_ns: u64, reason: String) -> Alert {
+        let kind = AttackKind::ChannelAbuse;
+        Alert {
+            id: now_ns,
+            ts_ns: now_ns,
+            ..Alert::about_system(
+                node,
+                kind,
+                Severity::High,
+                crate::signatures::signature_id(kind),
+                crate::signatures::signature(kind),
+                reason,
+            )
+        }
+    }
 }
 
 #[cfg(test)]

@@ -215,62 +215,16 @@ pub fn resolve_from_system(flag: Option<Role>, config: Option<Role>) -> Result<(
     resolve(&RoleInputs { flag, env: env.as_deref(), cmdline: cmdline.as_deref(), config })
 }
 
-/// What a certificate allows its holder to do; stored in the subject's OU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CertRole {
-    /// Publishes flow batches and alerts; receives verdicts and policy.
-    Router,
-    /// Receives flow batches; publishes verdicts and alerts.
-    Detector,
-    /// Receives everything; publishes policy updates.
-    Monitor,
-    /// A person with `gatewarden ctl`: may send control commands, nothing on MQTT but status.
-    Operator,
-    /// The Mosquitto server certificate.
-    Broker,
-}
+pub use gatewarden_core::identity::CertRole;
 
-impl CertRole {
-    /// The OU string.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CertRole::Router => "router",
-            CertRole::Detector => "detector",
-            CertRole::Monitor => "monitor",
-            CertRole::Operator => "operator",
-            CertRole::Broker => "broker",
-        }
-    }
-
-    /// Parses an OU string.
-    pub fn parse(s: &str) -> Option<CertRole> {
-        Some(match s {
-            "router" => CertRole::Router,
-            "detector" => CertRole::Detector,
-            "monitor" => CertRole::Monitor,
-            "operator" => CertRole::Operator,
-            "broker" => CertRole::Broker,
-            _ => return None,
-        })
-    }
-
-    /// The certificate role a process running `role` needs (`all` uses the monitor's rights).
-    pub fn for_role(role: Role) -> CertRole {
-        match role {
-            Role::Router => CertRole::Router,
-            Role::Detector => CertRole::Detector,
-            Role::Monitor => CertRole::Monitor,
-            // An all-in-one gateway joins a fleet as a gateway: it publishes
-            // alerts and status and takes policy updates, like a router.
-            Role::All => CertRole::Router,
-        }
-    }
-}
-
-impl fmt::Display for CertRole {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+/// The certificate role a process running `role` needs (`all` joins a fleet
+/// as a gateway: it publishes alerts and status and takes policy updates, like a router).
+pub fn cert_role_for(role: Role) -> CertRole {
+    match role {
+        Role::Router => CertRole::Router,
+        Role::Detector => CertRole::Detector,
+        Role::Monitor => CertRole::Monitor,
+        Role::All => CertRole::Router,
     }
 }
 

@@ -3,7 +3,7 @@
 //! ids never move: detections 9000001-9000099 (one per [`AttackKind`]),
 //! system events 9000100-9099999, link health 9100000 plus a bit per finding.
 
-use crate::messages::AttackKind;
+use crate::attack::AttackKind;
 
 /// Detections are this plus a small number per kind.
 pub const DETECTION_BASE: u32 = 9_000_000;

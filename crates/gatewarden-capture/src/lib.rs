@@ -1,6 +1,11 @@
 //! Where packets come from: every source (capture files now, AF_PACKET
 //! rings on the router) sits behind [`PacketSource`], so the flow table and
 //! everything after it never knows which one it is reading.
+//!
+//! gatewarden-capture depends on gatewarden-core only. It is one of the two
+//! crates allowed `unsafe` (the other is gatewarden-netlink): the AF_PACKET
+//! socket options and the `mmap`ed ring in [`afpacket`], each block with a
+//! `// SAFETY:` comment.
 
 pub mod afpacket;
 pub mod file;

@@ -1,0 +1,55 @@
+//! What an alert or verdict is about: the attack kinds, their names and
+//! categories (the signature ids are in [`crate::signatures`]).
+
+use serde::{Deserialize, Serialize};
+
+/// What kind of attack or anomaly a verdict or alert is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AttackKind {
+    /// Many ports on one host.
+    PortScan,
+    /// One port on many hosts.
+    HostSweep,
+    /// Unanswered SYNs at a high rate.
+    SynFlood,
+    /// UDP at a high rate.
+    UdpFlood,
+    /// ICMP echo at a high rate.
+    IcmpFlood,
+    /// Repeated connection attempts to an authentication service.
+    BruteForce,
+    /// Traffic far outside the device's own baseline.
+    Anomaly,
+    /// Problems on the bus itself (forged, replayed or flooding messages).
+    ChannelAbuse,
+    /// Link health between nodes (latency, loss, rate drop).
+    LinkHealth,
+    /// Operational events (model refused, block set full, …).
+    System,
+    /// Many slow, nearly idle connections held open to a web server (slowloris).
+    SlowHttp,
+    /// A LAN frame whose source address does not belong to its source MAC
+    /// (forged sources): the MAC is contained, the forged addresses never blocked.
+    Spoofing,
+}
+
+impl AttackKind {
+    /// The snake_case name used in JSON and metrics labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttackKind::PortScan => "port_scan",
+            AttackKind::HostSweep => "host_sweep",
+            AttackKind::SynFlood => "syn_flood",
+            AttackKind::UdpFlood => "udp_flood",
+            AttackKind::IcmpFlood => "icmp_flood",
+            AttackKind::BruteForce => "brute_force",
+            AttackKind::Anomaly => "anomaly",
+            AttackKind::SlowHttp => "slow_http",
+            AttackKind::Spoofing => "spoofing",
+            AttackKind::ChannelAbuse => "channel_abuse",
+            AttackKind::LinkHealth => "link_health",
+            AttackKind::System => "system",
+        }
+    }
+}
