@@ -717,3 +717,65 @@ fn the_enforcement_thread_lists_and_lifts_a_containment() {
     assert_eq!(control.unblock_mac(mac), Ok(false), "not contained any more");
     service.stop();
 }
+
+/// The dashboard's current blocks are what the router holds: a scan from a
+/// forged source gets a verdict the router refuses, and that address never
+/// appears in `/api/blocks`; a scan from a device's own, verified address is
+/// blocked, confirmed by the router, and listed.
+#[test]
+fn current_blocks_list_a_confirmed_block_and_never_a_refused_verdict() {
+    let Some(mut site) = Site::new() else { return };
+    site.start_with(PUBLIC_READS, "");
+    let unused_wan = "198.51.100.9";
+    assert!(
+        wait_until(Duration::from_secs(10), || site.metric("gatewarden_spoof_bindings{source=\"neighbour\"}") >= 2.0
+            || {
+                // The router learns the LAN's MACs from their traffic: make some.
+                site.exec(&site.dev, &["ping", "-c", "1", "-W", "1", ROUTER_LAN]);
+                site.exec(&site.atk, &["ping", "-c", "1", "-W", "1", ROUTER_LAN]);
+                false
+            }),
+        "the router never learned the LAN's neighbour bindings"
+    );
+    // 120 probes to ports nobody answers on a WAN address nobody holds: a scan by the default policy.
+    let scan = |ns: &str, src: Option<&str>| {
+        let mut args = vec!["hping3", "-q", "-S", "-p", "++1000", "-c", "120", "-i", "u10000"];
+        if let Some(s) = src {
+            args.extend(["-a", s]);
+        }
+        args.push(unused_wan);
+        site.exec(ns, &args);
+    };
+    let listed = |site: &Site| -> Vec<serde_json::Value> {
+        let (_, body) = site.get("/api/blocks");
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["blocks"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    scan(&site.atk, Some(WAN_FORGED));
+    // The detector's verdict on the forged source reaches the router, which refuses it.
+    let mut seen_forged = false;
+    let refused = wait_until(Duration::from_secs(15), || {
+        seen_forged |= listed(&site).iter().any(|b| b["ip"] == WAN_FORGED);
+        site.metric("gatewarden_verdict_outcomes_total{result=\"refused\"}") >= 1.0
+    });
+    assert!(refused, "no verdict on the forged scan was refused: {}\n{}", site.get("/metrics").1, site.log());
+    // The real device scans from its own address: blocked, confirmed, listed (and the forged one still is not).
+    scan(&site.dev, None);
+    let mut rows = Vec::new();
+    let confirmed = wait_until(Duration::from_secs(15), || {
+        rows = listed(&site);
+        seen_forged |= rows.iter().any(|b| b["ip"] == WAN_FORGED);
+        rows.iter().any(|b| b["ip"] == DEVICE)
+    });
+    assert!(confirmed, "the device's confirmed block is not listed: {rows:?}\n{}", site.log());
+    for _ in 0..10 {
+        seen_forged |= listed(&site).iter().any(|b| b["ip"] == WAN_FORGED);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!seen_forged, "a verdict the router refused was listed as a current block");
+    let row = rows.iter().find(|b| b["ip"] == DEVICE).unwrap();
+    assert!(!row["node"].as_str().unwrap_or_default().is_empty(), "a listed block names its router: {row}");
+    assert!(site.metric("gatewarden_verdict_outcomes_total{result=\"blocked\"}") >= 1.0);
+}
