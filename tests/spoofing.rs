@@ -649,6 +649,27 @@ fn a_contained_mac_is_listed_survives_restarts_and_unblock_lifts_it() {
     assert!(!ok && err.contains("is not contained"), "{err}");
     let (ok, _, err) = site.cli(&["unblock", "02:00:00:00:0a", "-c", cfg]);
     assert!(!ok && err.contains("neither an IP address nor a MAC address"), "{err}");
+    // Forging again contains it again; the dashboard's unblock (an admin token) lifts it too.
+    let mut again = site.forge(WAN_FORGED);
+    let _ = again.wait();
+    assert!(
+        wait_until(Duration::from_secs(5), || site.contained().iter().any(|m| m == ATTACKER_MAC)),
+        "forging again did not contain it again: {:?}",
+        site.elements()
+    );
+    let out = Command::new(bin())
+        .args(["token", "issue", "--role", "admin", "--ttl", "10m", "--sub", "ops", "-c", cfg])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "token issue: {}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let url = format!("http://127.0.0.1:{}/api/unblock/{}", site.port, ATTACKER_MAC.replace(':', "%3A"));
+    let auth = format!("Authorization: Bearer {token}");
+    let out = site
+        .exec(&site.rtr, &["curl", "-s", "-X", "POST", "-H", &auth, "-w", "\n%{http_code}", "--max-time", "5", &url]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.ends_with("\n200") && text.contains("lifted the containment"), "dashboard unblock: {text}");
+    assert!(!site.contained().iter().any(|m| m == ATTACKER_MAC), "still contained: {:?}", site.elements());
     // The router saves its own view too: still out after its next save and a restart.
     site.daemon.as_ref().unwrap().signal("TERM");
     site.daemon.as_mut().unwrap().wait_timeout(Duration::from_secs(20)).expect("exit on SIGTERM");
