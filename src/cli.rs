@@ -81,14 +81,19 @@ Needs the table that `gatewarden run --role router` installs ([enforce] enabled 
 Run it in the router's network namespace.\n\n\
 Examples:\n  gatewarden block 192.0.2.44 --ttl 10m --reason \"camera port-scanning\"\n  gatewarden block 2001:db8::66 --ttl 1h")]
     Block(BlockArgs),
-    /// Remove an address from the detector and admin block sets.
+    /// Remove an address from the detector and admin block sets, or lift a contained MAC.
     #[command(long_about = "Remove an address from the detector and admin block sets (both, if present) and forget \
 its repeat-offender history. Addresses inside an imported feed range stay blocked until the feed is re-imported \
-without them.\n\nExample:\n  gatewarden unblock 192.0.2.44")]
+without them.\n\n\
+Given a MAC, lift its containment: the router contains a LAN MAC that sends frames with forged source addresses \
+(`gatewarden blocks` lists it with origin contain and what it forged). A device wrongly contained (a MAC-NAT \
+repeater, a VM host) gets its traffic back at once; one that goes on forging is contained again.\n\n\
+Examples:\n  gatewarden unblock 192.0.2.44\n  gatewarden unblock 02:00:00:00:00:66")]
     Unblock(UnblockArgs),
-    /// List active blocks with who blocked them, why, and the time left.
+    /// List active blocks and contained MACs with who blocked them, why, and the time left.
     #[command(long_about = "List active blocks: address or range, origin (detector, admin, feed), time left, \
-timeout and reason. Also shows the drop counters per origin and of the SYN meters.\n\n\
+timeout and reason. Then the contained LAN MACs (caught forging source addresses): MAC, the addresses it \
+forged, since when, time left. Also shows the drop counters per origin and of the SYN meters.\n\n\
 Examples:\n  gatewarden blocks\n  gatewarden blocks --json")]
     Blocks(BlocksArgs),
     /// Import threat-feed blocklists into nftables.
@@ -210,17 +215,43 @@ struct BlockArgs {
 
 #[derive(Debug, Args)]
 struct UnblockArgs {
-    /// IPv4 or IPv6 address to unblock.
-    addr: std::net::IpAddr,
+    /// IPv4 or IPv6 address to unblock, or a contained MAC (aa:bb:cc:dd:ee:ff) to release.
+    #[arg(value_parser = parse_unblock_target)]
+    addr: UnblockTarget,
     /// Config file naming `enforce.state_file`, so the unblock is saved at once
     /// (default: /etc/gatewarden/gatewarden.toml if it exists; the router saves it within 5 s anyway).
     #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
     config: Option<PathBuf>,
 }
 
+/// What `unblock` lifts: an address's block or a MAC's containment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UnblockTarget {
+    Ip(std::net::IpAddr),
+    Mac(crate::enforce::spoof::Mac),
+}
+
+impl std::fmt::Display for UnblockTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UnblockTarget::Ip(a) => write!(f, "{a}"),
+            UnblockTarget::Mac(m) => f.write_str(&crate::enforce::spoof::mac_text(m)),
+        }
+    }
+}
+
+fn parse_unblock_target(s: &str) -> Result<UnblockTarget, String> {
+    if let Ok(a) = s.parse() {
+        return Ok(UnblockTarget::Ip(a));
+    }
+    crate::enforce::spoof::parse_mac(s).map(UnblockTarget::Mac).ok_or_else(|| {
+        format!("\"{s}\" is neither an IP address nor a MAC address (e.g. 192.0.2.44, 2001:db8::7, 02:00:00:00:00:66)")
+    })
+}
+
 #[derive(Debug, Args)]
 struct BlocksArgs {
-    /// Print JSON: {"blocks": [...], "counters": {...}}.
+    /// Print JSON: {"blocks": [...], "contained": [...], "counters": {...}}.
     #[arg(long)]
     json: bool,
 }
@@ -418,10 +449,11 @@ enum CtlCommand {
         #[arg(long, default_value_t = 3600)]
         ttl: u32,
     },
-    /// Lift a block.
+    /// Lift a block, or a contained MAC's containment.
     Unblock {
-        /// The address.
-        ip: std::net::IpAddr,
+        /// The address, or the MAC (aa:bb:cc:dd:ee:ff).
+        #[arg(value_parser = parse_unblock_target)]
+        ip: UnblockTarget,
     },
 }
 
@@ -703,7 +735,10 @@ fn cmd_ctl(args: CtlArgs) -> i32 {
         CtlCommand::Status => ControlRequest::Status,
         CtlCommand::Blocks => ControlRequest::Blocks,
         CtlCommand::Block { ip, ttl } => ControlRequest::Block { ip, ttl_s: ttl },
-        CtlCommand::Unblock { ip } => ControlRequest::Unblock { ip },
+        CtlCommand::Unblock { ip: UnblockTarget::Ip(ip) } => ControlRequest::Unblock { ip },
+        CtlCommand::Unblock { ip: UnblockTarget::Mac(m) } => {
+            ControlRequest::UnblockMac { mac: crate::enforce::spoof::mac_text(&m) }
+        }
     };
     match crate::ctl::request(&args.node, id, ca, &req, std::time::Duration::from_secs(args.timeout)) {
         Ok(ControlResponse::Status(json)) => {
@@ -1008,17 +1043,33 @@ fn cmd_unblock(args: UnblockArgs) -> i32 {
         Ok(b) => b,
         Err(code) => return code,
     };
-    match b.unblock(args.addr) {
+    let addr = match args.addr {
+        UnblockTarget::Ip(a) => a,
+        UnblockTarget::Mac(mac) => {
+            return match b.uncontain(mac) {
+                Ok(true) => {
+                    save_block_state(&mut b, &cfg);
+                    println!("lifted the containment of {}", args.addr);
+                    0
+                }
+                Ok(false) => fail(
+                    EXIT_FAILURE,
+                    format!("{} is not contained (expired or already lifted; see `gatewarden blocks`)", args.addr),
+                ),
+                Err(e) => fail(EXIT_FAILURE, e),
+            }
+        }
+    };
+    match b.unblock(addr) {
         Ok(origins) if !origins.is_empty() => {
             save_block_state(&mut b, &cfg);
             let names: Vec<&str> = origins.iter().map(|o| o.as_str()).collect();
-            println!("unblocked {} ({})", args.addr, names.join(", "));
+            println!("unblocked {addr} ({})", names.join(", "));
             0
         }
-        Ok(_) => fail(
-            EXIT_FAILURE,
-            format!("{} is not in the detector or admin block sets (see `gatewarden blocks`)", args.addr),
-        ),
+        Ok(_) => {
+            fail(EXIT_FAILURE, format!("{addr} is not in the detector or admin block sets (see `gatewarden blocks`)"))
+        }
         Err(e) => fail(EXIT_FAILURE, e),
     }
 }
@@ -1032,10 +1083,14 @@ fn cmd_blocks(args: BlocksArgs) -> i32 {
         (Ok(l), Ok(c)) => (l, c),
         (Err(e), _) | (_, Err(e)) => return fail(EXIT_FAILURE, e),
     };
+    let contained = match b.contained_list(gatewarden_core::clock::unix_now_ms()) {
+        Ok(c) => c,
+        Err(e) => return fail(EXIT_FAILURE, e),
+    };
     if args.json {
         let counters: serde_json::Map<String, serde_json::Value> =
             counters.iter().map(|(k, (p, by))| (k.clone(), serde_json::json!({"packets": p, "bytes": by}))).collect();
-        println!("{}", serde_json::json!({"blocks": list, "counters": counters}));
+        println!("{}", serde_json::json!({"blocks": list, "contained": contained, "counters": counters}));
         return 0;
     }
     use gatewarden_core::duration::format_duration;
@@ -1051,6 +1106,22 @@ fn cmd_blocks(args: BlocksArgs) -> i32 {
         );
     }
     println!("{} active block(s)", list.len());
+    if !contained.is_empty() {
+        println!();
+        println!("{:<17} {:>10} {:>10}  {:<27}  FORGED", "CONTAINED MAC", "REMAINING", "TIMEOUT", "SINCE");
+        for c in &contained {
+            let more = c.reason.rsplit_once(" +").map(|(_, m)| format!(" +{m}")).unwrap_or_default();
+            println!(
+                "{:<17} {:>10} {:>10}  {:<27}  {}{more}",
+                c.mac,
+                format_duration(c.remaining_s),
+                format_duration(c.timeout_s),
+                gatewarden_core::clock::rfc3339(c.since.saturating_mul(1_000_000_000)),
+                c.forged.join(", ")
+            );
+        }
+        println!("{} contained MAC(s); lift one with `gatewarden unblock MAC`", contained.len());
+    }
     for (name, (p, _)) in &counters {
         println!("counter {name}: {p} packets");
     }

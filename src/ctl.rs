@@ -86,6 +86,12 @@ pub enum ControlRequest {
         /// The address.
         ip: IpAddr,
     },
+    /// Lift the containment of a LAN MAC caught forging source addresses
+    /// (listed by `Blocks` with origin `contain`). Last, so older variants keep their wire index.
+    UnblockMac {
+        /// The MAC, `aa:bb:cc:dd:ee:ff`.
+        mac: String,
+    },
 }
 
 pub use gatewarden_proto::messages::BlockEntry;
@@ -111,6 +117,11 @@ pub trait BlockControl: Send + Sync {
     fn block(&self, ip: IpAddr, ttl_s: u32, origin: &str) -> Result<(), String>;
     /// Removes a block; Ok(false) if there was none.
     fn unblock(&self, ip: IpAddr) -> Result<bool, String>;
+    /// Lifts a MAC's containment; Ok(false) if it was not contained.
+    fn unblock_mac(&self, mac: [u8; 6]) -> Result<bool, String> {
+        let _ = mac;
+        Err("this node's enforcement cannot lift MAC containments".into())
+    }
 }
 
 /// What the control server answers with.
@@ -155,6 +166,25 @@ impl ControlHandler {
                 },
                 None => no_blocks(),
             },
+            ControlRequest::UnblockMac { mac } => {
+                let Some(m) = crate::enforce::spoof::parse_mac(mac) else {
+                    return ControlResponse::Error(format!(
+                        "\"{}\" is not a MAC address: give six hex bytes, e.g. 02:00:00:00:00:66",
+                        sanitize(mac, 40)
+                    ));
+                };
+                let mac = crate::enforce::spoof::mac_text(&m);
+                match &self.blocks {
+                    Some(b) => match b.unblock_mac(m) {
+                        Ok(true) => ControlResponse::Done(format!("lifted the containment of {mac}")),
+                        Ok(false) => ControlResponse::Error(format!(
+                            "{mac} is not contained (expired or already lifted; `gatewarden ctl blocks` lists contained MACs with origin contain)"
+                        )),
+                        Err(e) => ControlResponse::Error(e),
+                    },
+                    None => no_blocks(),
+                }
+            }
         }
     }
 }
@@ -833,6 +863,13 @@ mod tests {
             v.retain(|e| e.target != ip.to_string());
             Ok(v.len() != n)
         }
+        fn unblock_mac(&self, mac: [u8; 6]) -> Result<bool, String> {
+            let mut v = self.0.lock().unwrap();
+            let n = v.len();
+            let text = crate::enforce::spoof::mac_text(&mac);
+            v.retain(|e| !(e.origin == "contain" && e.target == text));
+            Ok(v.len() != n)
+        }
     }
 
     fn server(f: &Fleet, blocks: Option<Arc<dyn BlockControl>>, reg: &Arc<Registry>) -> (ControlServer, Shutdown) {
@@ -884,6 +921,46 @@ mod tests {
             ControlResponse::Done(format!("unblocked {ip}"))
         );
         assert_eq!(reg.snapshot()["gatewarden_ctl_requests_total"], 4.0);
+        sd.trigger();
+        s.join();
+    }
+
+    #[test]
+    fn an_operator_lifts_a_contained_mac_and_gets_clear_errors_for_others() {
+        let f = Fleet::new();
+        let reg = Registry::new();
+        let fake = FakeBlocks::default();
+        fake.0.lock().unwrap().push(BlockEntry {
+            target: "02:00:00:00:00:66".into(),
+            expires_in_s: Some(3000),
+            origin: "contain".into(),
+            reason: "spoofing: forged 192.0.2.10".into(),
+        });
+        let (s, sd) = server(&f, Some(Arc::new(fake)), &reg);
+        let addr = s.addr.to_string();
+        let ask = |mac: &str| {
+            let req = ControlRequest::UnblockMac { mac: mac.into() };
+            request(&addr, f.identity("alice", CertRole::Operator), f.ca.clone(), &req, Duration::from_secs(5)).unwrap()
+        };
+        assert_eq!(
+            ask("02-00-00-00-00-66"),
+            ControlResponse::Done("lifted the containment of 02:00:00:00:00:66".into())
+        );
+        match ask("02:00:00:00:00:66") {
+            ControlResponse::Error(e) => assert!(e.contains("is not contained"), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        match ask("02:00:00:00:66\n") {
+            ControlResponse::Error(e) => assert!(e.contains("not a MAC address") && !e.contains('\n'), "{e}"),
+            other => panic!("{other:?}"),
+        }
+        // A detector certificate may not lift one.
+        let req = ControlRequest::UnblockMac { mac: "02:00:00:00:00:66".into() };
+        let det = f.identity("det-1", CertRole::Detector);
+        match request(&addr, det, f.ca.clone(), &req, Duration::from_secs(5)).unwrap() {
+            ControlResponse::Error(e) => assert!(e.contains("operator"), "{e}"),
+            other => panic!("{other:?}"),
+        }
         sd.trigger();
         s.join();
     }

@@ -149,7 +149,7 @@ impl Analysis {
         let f = self.detector.on_batch(&batch);
         self.verdicts += f.verdicts.len() as u64;
         for v in &f.verdicts {
-            self.state.record_verdict(v);
+            self.state.record_replayed_verdict(v);
         }
         for a in f.alerts {
             // A replay enforces nothing: no alert of it says `blocked`.

@@ -153,18 +153,33 @@ impl Site {
 
     /// `gatewarden run --role all`, enforcement on, capturing the LAN bridge; otherwise defaults.
     fn start(&mut self) {
-        let cfg = self.dir.path().join("gatewarden.toml");
+        self.start_with("", "");
+    }
+
+    fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("gatewarden.toml")
+    }
+
+    fn state_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("state").join("enforce-state.json")
+    }
+
+    /// [`Site::start`] with more `[http]` and `[enforce]` lines; the log is appended to (restarts keep the story).
+    fn start_with(&mut self, http_extra: &str, enforce_extra: &str) {
+        let cfg = self.config_path();
         std::fs::write(
             &cfg,
             format!(
-                "[http]\nlisten = \"127.0.0.1:{}\"\n[monitor]\ndata_dir = \"{}\"\n[capture]\ninterface = \"lan0\"\n\
-                 [enforce]\nenabled = true\n",
+                "[http]\nlisten = \"127.0.0.1:{}\"\n{http_extra}[monitor]\ndata_dir = \"{}\"\n[capture]\ninterface = \"lan0\"\n\
+                 [enforce]\nenabled = true\n{enforce_extra}",
                 self.port,
                 self.dir.path().join("data").display()
             ),
         )
         .unwrap();
-        let log = std::fs::File::create(self.dir.path().join("gatewarden.log")).unwrap();
+        let log =
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("gatewarden.log")).unwrap();
+        let started = self.log().matches("capturing").count();
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.rtr])
             .arg(bin())
@@ -175,7 +190,7 @@ impl Site {
             .stderr(log);
         self.daemon = Some(Guard::spawn(&mut cmd));
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.log().contains("capturing") || !self.get("/healthz").0 {
+        while self.log().matches("capturing").count() <= started || !self.get("/healthz").0 {
             if let Some(code) = self.daemon.as_mut().unwrap().child().try_wait().unwrap() {
                 panic!("gatewarden exited with {code}: {}", self.log());
             }
@@ -216,6 +231,31 @@ impl Site {
             }
         }
         out
+    }
+
+    /// `gatewarden ARGS` in the router's namespace: (success, stdout, stderr).
+    fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.rtr])
+            .arg(bin())
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `gatewarden blocks --json`'s `contained` list.
+    fn contained_json(&self) -> Vec<serde_json::Value> {
+        let (ok, out, err) = self.cli(&["blocks", "--json"]);
+        assert!(ok, "gatewarden blocks --json failed: {err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"));
+        v["contained"].as_array().cloned().unwrap_or_else(|| panic!("no contained list: {v}"))
     }
 
     fn contained(&self) -> Vec<String> {
@@ -494,4 +534,269 @@ fn a_containment_is_saved_and_restored_with_its_remaining_time() {
     assert_eq!(restored[0].0, mac);
     let left = restored[0].1.as_secs();
     assert!((480..=500).contains(&left), "restored with its remaining time (600 s - 100 s): {left} s");
+}
+
+/// The dashboard's JSON API readable without a token (the test reads `/api/blocks`).
+const PUBLIC_READS: &str = "public_status = true\n";
+
+/// An operator sees a contained MAC (what it forged, time left) in
+/// `gatewarden blocks` and on the dashboard's API; it stays contained across
+/// SIGTERM and kill -9 with its remaining time; `gatewarden unblock MAC`
+/// gives the device its traffic back and takes it out of the kernel set and
+/// the state file; a MAC not contained and a malformed one get clear errors.
+#[test]
+fn a_contained_mac_is_listed_survives_restarts_and_unblock_lifts_it() {
+    let Some(mut site) = Site::new() else { return };
+    let state = site.state_path();
+    site.start_with(PUBLIC_READS, &format!("state_file = \"{}\"\n", state.display()));
+    site.serve_wan();
+    let ping_wan = |site: &Site| site.exec(&site.atk, &["ping", "-c", "1", "-W", "1", WAN_HOST]).status.success();
+    assert!(ping_wan(&site), "the attacker reaches the WAN before the attack");
+    assert!(
+        wait_until(Duration::from_secs(10), || site.metric("gatewarden_spoof_bindings{source=\"neighbour\"}") >= 2.0),
+        "the router never learned the LAN's neighbour bindings"
+    );
+    for f in [WAN_FORGED, "224.0.0.251"] {
+        let mut scan = site.forge(f);
+        let _ = scan.wait();
+    }
+    // The listing names the MAC and both forged addresses (the second one updates the element's comment).
+    let mut listed = Vec::new();
+    let named = wait_until(Duration::from_secs(10), || {
+        listed = site.contained_json();
+        listed.iter().any(|c| {
+            c["mac"] == ATTACKER_MAC
+                && c["forged"]
+                    .as_array()
+                    .is_some_and(|f| f.iter().any(|a| a == WAN_FORGED) && f.iter().any(|a| a == "224.0.0.251"))
+        })
+    });
+    assert!(
+        named,
+        "gatewarden blocks --json does not list the contained MAC with what it forged: {listed:?}\n{}",
+        site.log()
+    );
+    let c = listed.iter().find(|c| c["mac"] == ATTACKER_MAC).unwrap().clone();
+    eprintln!("contained: {c}");
+    assert_eq!(c["timeout_s"], 3600, "enforce.contain_ttl_s by default: {c}");
+    let left = c["remaining_s"].as_u64().unwrap();
+    assert!((3500..=3600).contains(&left), "{c}");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(c["since"].as_u64().unwrap().abs_diff(now) < 120, "since is when it was contained: {c}");
+    let (ok, text, err) = site.cli(&["blocks"]);
+    assert!(ok, "{err}");
+    assert!(text.contains("CONTAINED MAC") && text.contains(ATTACKER_MAC) && text.contains(WAN_FORGED), "{text}");
+    assert!(!ping_wan(&site), "the contained attacker still reaches the WAN");
+    // The dashboard's JSON API lists it too (the router's table over the in-process bus).
+    let mut api = String::new();
+    let on_api = wait_until(Duration::from_secs(15), || {
+        api = site.get("/api/blocks").1;
+        serde_json::from_str::<serde_json::Value>(&api).ok().is_some_and(|v| {
+            v["blocks"].as_array().is_some_and(|b| {
+                b.iter().any(|r| {
+                    r["ip"] == ATTACKER_MAC && r["kind"] == "contain" && r["forged"].to_string().contains(WAN_FORGED)
+                })
+            })
+        })
+    });
+    assert!(on_api, "/api/blocks does not list the contained MAC: {api}");
+    // No forged address is a current block.
+    for f in [WAN_FORGED, "224.0.0.251"] {
+        assert!(!api.contains(&format!("\"ip\":\"{f}\"")), "{f} listed as a block: {api}");
+    }
+
+    // SIGTERM: saved, the table removed, restored at start with the time it had left.
+    let t_before = Instant::now();
+    site.daemon.as_ref().unwrap().signal("TERM");
+    assert!(site.daemon.as_mut().unwrap().wait_timeout(Duration::from_secs(20)).is_some(), "no exit on SIGTERM");
+    let saved = std::fs::read_to_string(&state).unwrap_or_default();
+    assert!(saved.contains(ATTACKER_MAC) && saved.contains("\"contain\""), "not in the state file: {saved}");
+    site.start_with(PUBLIC_READS, &format!("state_file = \"{}\"\n", state.display()));
+    assert!(
+        site.contained().iter().any(|m| m == ATTACKER_MAC),
+        "not contained after SIGTERM + start: {:?}",
+        site.elements()
+    );
+    let after = site.contained_json();
+    let left2 = after.iter().find(|c| c["mac"] == ATTACKER_MAC).unwrap()["remaining_s"].as_u64().unwrap();
+    let gone = t_before.elapsed().as_secs();
+    assert!(left2 <= left && left2 + gone + 10 >= left, "remaining time {left} s -> {left2} s after {gone} s");
+    assert!(!ping_wan(&site), "the attacker got through after a restart");
+
+    // kill -9: the table stays in the kernel and the new process keeps it.
+    site.daemon.as_ref().unwrap().signal("KILL");
+    site.daemon.as_mut().unwrap().wait_timeout(Duration::from_secs(10)).expect("kill -9");
+    site.start_with(PUBLIC_READS, &format!("state_file = \"{}\"\n", state.display()));
+    assert!(
+        site.contained().iter().any(|m| m == ATTACKER_MAC),
+        "not contained after kill -9 + start: {:?}",
+        site.elements()
+    );
+
+    // Unblock: out of the kernel set and the state file, and the device's traffic flows.
+    let cfg = site.config_path();
+    let cfg = cfg.to_str().unwrap();
+    let (ok, out, err) = site.cli(&["unblock", ATTACKER_MAC, "-c", cfg]);
+    assert!(ok, "gatewarden unblock {ATTACKER_MAC}: {out}{err}");
+    assert!(out.contains(ATTACKER_MAC), "{out}");
+    assert!(!site.contained().iter().any(|m| m == ATTACKER_MAC), "still in contain_mac: {:?}", site.elements());
+    let saved = std::fs::read_to_string(&state).unwrap_or_default();
+    assert!(!saved.contains(ATTACKER_MAC), "still in the state file: {saved}");
+    assert!(wait_until(Duration::from_secs(5), || ping_wan(&site)), "the attacker's traffic is not restored");
+    assert!(site.curl_wan(&site.atk), "the released device cannot fetch from the WAN");
+    // Errors say what is wrong.
+    let (ok, _, err) = site.cli(&["unblock", ATTACKER_MAC, "-c", cfg]);
+    assert!(!ok && err.contains("is not contained"), "{err}");
+    let (ok, _, err) = site.cli(&["unblock", "02:00:00:00:0a", "-c", cfg]);
+    assert!(!ok && err.contains("neither an IP address nor a MAC address"), "{err}");
+    // Forging again contains it again; the dashboard's unblock (an admin token) lifts it too.
+    let mut again = site.forge(WAN_FORGED);
+    let _ = again.wait();
+    assert!(
+        wait_until(Duration::from_secs(5), || site.contained().iter().any(|m| m == ATTACKER_MAC)),
+        "forging again did not contain it again: {:?}",
+        site.elements()
+    );
+    let out = Command::new(bin())
+        .args(["token", "issue", "--role", "admin", "--ttl", "10m", "--sub", "ops", "-c", cfg])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "token issue: {}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let url = format!("http://127.0.0.1:{}/api/unblock/{}", site.port, ATTACKER_MAC.replace(':', "%3A"));
+    let auth = format!("Authorization: Bearer {token}");
+    let out = site
+        .exec(&site.rtr, &["curl", "-s", "-X", "POST", "-H", &auth, "-w", "\n%{http_code}", "--max-time", "5", &url]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.ends_with("\n200") && text.contains("lifted the containment"), "dashboard unblock: {text}");
+    assert!(!site.contained().iter().any(|m| m == ATTACKER_MAC), "still contained: {:?}", site.elements());
+    // The router saves its own view too: still out after its next save and a restart.
+    site.daemon.as_ref().unwrap().signal("TERM");
+    site.daemon.as_mut().unwrap().wait_timeout(Duration::from_secs(20)).expect("exit on SIGTERM");
+    site.start_with(PUBLIC_READS, &format!("state_file = \"{}\"\n", state.display()));
+    assert!(site.contained().is_empty(), "an unblocked MAC came back after a restart: {:?}", site.elements());
+}
+
+/// The control socket's side (`gatewarden ctl blocks` / `ctl unblock MAC`
+/// and the router's block table): the enforcement thread lists a contained
+/// MAC as a row of origin `contain` and lifts it in the kernel and the state file.
+#[test]
+fn the_enforcement_thread_lists_and_lifts_a_containment() {
+    use gatewarden::ctl::BlockControl;
+    use gatewarden::enforce::control::EnforceControl;
+    use gatewarden::enforce::service::{Command as Cmd, EnforceService};
+    use gatewarden::enforce::spoof::{Forgery, SpoofReport};
+    let Some(site) = Site::new() else { return };
+    let state = site.state_path();
+    let registry = gatewarden_core::metrics::Registry::new();
+    let cfg = gatewarden::config::EnforceConfig {
+        enabled: true,
+        state_file: state.display().to_string(),
+        ..Default::default()
+    };
+    let reg = registry.clone();
+    let service = in_router(&site, move || {
+        let bus = gatewarden::bus::LocalBus::new(64, &reg);
+        EnforceService::start_on(&cfg, "lan0", &reg, bus, "test".into()).unwrap()
+    });
+    let mac = gatewarden::enforce::spoof::parse_mac(ATTACKER_MAC).unwrap();
+    let forged: Vec<std::net::IpAddr> = [DEVICE, WAN_FORGED].iter().map(|a| a.parse().unwrap()).collect();
+    for n in 1..=2 {
+        assert!(service.submit(Cmd::Spoofed(SpoofReport {
+            mac,
+            forged: forged[n - 1],
+            forgery: Forgery::OutsideLan,
+            all_forged: forged[..n].to_vec(),
+            more: 0,
+        })));
+    }
+    let control = EnforceControl::new(service.sender());
+    let row =
+        |c: &EnforceControl| c.list().unwrap().into_iter().find(|e| e.origin == "contain" && e.target == ATTACKER_MAC);
+    assert!(
+        wait_until(Duration::from_secs(5), || row(&control).is_some_and(|e| e.reason.contains(WAN_FORGED))),
+        "no contain row naming both forged addresses: {:?}",
+        control.list()
+    );
+    let r = row(&control).unwrap();
+    assert!(r.reason.contains(DEVICE) && r.expires_in_s.is_some_and(|s| s > 3500), "{r:?}");
+    assert!(
+        wait_until(Duration::from_secs(5), || std::fs::read_to_string(&state)
+            .unwrap_or_default()
+            .contains(ATTACKER_MAC)),
+        "the containment never reached the state file"
+    );
+    assert_eq!(control.unblock_mac(mac), Ok(true));
+    assert!(!site.contained().iter().any(|m| m == ATTACKER_MAC), "{:?}", site.elements());
+    assert!(row(&control).is_none());
+    assert!(
+        wait_until(Duration::from_secs(5), || !std::fs::read_to_string(&state)
+            .unwrap_or_default()
+            .contains(ATTACKER_MAC)),
+        "the lifted containment stayed in the state file"
+    );
+    assert_eq!(control.unblock_mac(mac), Ok(false), "not contained any more");
+    service.stop();
+}
+
+/// The dashboard's current blocks are what the router holds: a scan from a
+/// forged source gets a verdict the router refuses, and that address never
+/// appears in `/api/blocks`; a scan from a device's own, verified address is
+/// blocked, confirmed by the router, and listed.
+#[test]
+fn current_blocks_list_a_confirmed_block_and_never_a_refused_verdict() {
+    let Some(mut site) = Site::new() else { return };
+    site.start_with(PUBLIC_READS, "");
+    let unused_wan = "198.51.100.9";
+    assert!(
+        wait_until(Duration::from_secs(10), || site.metric("gatewarden_spoof_bindings{source=\"neighbour\"}") >= 2.0
+            || {
+                // The router learns the LAN's MACs from their traffic: make some.
+                site.exec(&site.dev, &["ping", "-c", "1", "-W", "1", ROUTER_LAN]);
+                site.exec(&site.atk, &["ping", "-c", "1", "-W", "1", ROUTER_LAN]);
+                false
+            }),
+        "the router never learned the LAN's neighbour bindings"
+    );
+    // 120 probes to ports nobody answers on a WAN address nobody holds: a scan by the default policy.
+    let scan = |ns: &str, src: Option<&str>| {
+        let mut args = vec!["hping3", "-q", "-S", "-p", "++1000", "-c", "120", "-i", "u10000"];
+        if let Some(s) = src {
+            args.extend(["-a", s]);
+        }
+        args.push(unused_wan);
+        site.exec(ns, &args);
+    };
+    let listed = |site: &Site| -> Vec<serde_json::Value> {
+        let (_, body) = site.get("/api/blocks");
+        serde_json::from_str::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["blocks"].as_array().cloned())
+            .unwrap_or_default()
+    };
+    scan(&site.atk, Some(WAN_FORGED));
+    // The detector's verdict on the forged source reaches the router, which refuses it.
+    let mut seen_forged = false;
+    let refused = wait_until(Duration::from_secs(15), || {
+        seen_forged |= listed(&site).iter().any(|b| b["ip"] == WAN_FORGED);
+        site.metric("gatewarden_verdict_outcomes_total{result=\"refused\"}") >= 1.0
+    });
+    assert!(refused, "no verdict on the forged scan was refused: {}\n{}", site.get("/metrics").1, site.log());
+    // The real device scans from its own address: blocked, confirmed, listed (and the forged one still is not).
+    scan(&site.dev, None);
+    let mut rows = Vec::new();
+    let confirmed = wait_until(Duration::from_secs(15), || {
+        rows = listed(&site);
+        seen_forged |= rows.iter().any(|b| b["ip"] == WAN_FORGED);
+        rows.iter().any(|b| b["ip"] == DEVICE)
+    });
+    assert!(confirmed, "the device's confirmed block is not listed: {rows:?}\n{}", site.log());
+    for _ in 0..10 {
+        seen_forged |= listed(&site).iter().any(|b| b["ip"] == WAN_FORGED);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!seen_forged, "a verdict the router refused was listed as a current block");
+    let row = rows.iter().find(|b| b["ip"] == DEVICE).unwrap();
+    assert!(!row["node"].as_str().unwrap_or_default().is_empty(), "a listed block names its router: {row}");
+    assert!(site.metric("gatewarden_verdict_outcomes_total{result=\"blocked\"}") >= 1.0);
 }

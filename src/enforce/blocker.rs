@@ -558,7 +558,18 @@ impl Blocker {
         ruleset::push_elements(&mut refresh, set, &[el], true, "re-contain");
         let running = ruleset::element_of(&mut self.nl, set, &mac)?;
         let first = match &running {
-            Some(e) if e.expires_ms >= ms.saturating_sub(1000) => return Ok(false),
+            Some(e) if e.expires_ms >= ms.saturating_sub(1000) => {
+                if e.comment != reason && !reason.is_empty() {
+                    // The MAC forged more addresses: the comment lists them, the time left stays.
+                    let mut b = Batch::new();
+                    let old = ruleset::element(&mac, None, 0, None);
+                    ruleset::push_elements(&mut b, set, &[old], false, "drop a containment to update its reason");
+                    let el = ruleset::element_restored(&mac, e.timeout_ms, e.expires_ms, 0, Some(reason));
+                    ruleset::push_elements(&mut b, set, &[el], true, "re-contain with the updated reason");
+                    self.commit(&b)?;
+                }
+                return Ok(false);
+            }
             Some(_) => &refresh,
             None => &add,
         };
@@ -585,6 +596,49 @@ impl Blocker {
             Err(e) => return Err(e),
         }
         Ok(running.is_none())
+    }
+
+    /// Lifts the containment of `mac` (an operator's `gatewarden unblock
+    /// MAC`: a MAC-NAT repeater or a VM host wrongly contained). Returns
+    /// whether it was contained. A MAC that goes on forging is contained again.
+    pub fn uncontain(&mut self, mac: [u8; 6]) -> Result<bool> {
+        let mut b = Batch::new();
+        let el = ruleset::element(&mac, None, 0, None);
+        let what = format!("uncontain {}", super::spoof::mac_text(&mac));
+        ruleset::push_elements(&mut b, ruleset::SET_CONTAIN, &[el], false, &what);
+        match self.commit(&b) {
+            Ok(()) => Ok(true),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The contained MACs as an operator sees them (what each forged, since
+    /// when, time left), longest time left first. A table left by a version
+    /// without containment has none.
+    pub fn contained_list(&mut self, now_unix_ms: u64) -> Result<Vec<super::spoof::ContainedMac>> {
+        let els = match ruleset::elements(&mut self.nl, ruleset::SET_CONTAIN) {
+            Ok(v) => v,
+            Err(e) if e.errno() == Some(libc::ENOENT) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let mut out: Vec<super::spoof::ContainedMac> = els
+            .into_iter()
+            .filter_map(|e| {
+                let mac = <[u8; 6]>::try_from(e.key.as_slice()).ok()?;
+                let elapsed_ms = e.timeout_ms.saturating_sub(e.expires_ms);
+                Some(super::spoof::ContainedMac {
+                    mac: super::spoof::mac_text(&mac),
+                    forged: super::spoof::forged_in_reason(&e.comment),
+                    since: now_unix_ms.saturating_sub(elapsed_ms) / 1000,
+                    remaining_s: e.expires_ms.div_ceil(1000),
+                    timeout_s: e.timeout_ms.div_ceil(1000),
+                    reason: e.comment,
+                })
+            })
+            .collect();
+        out.sort_by_key(|c| std::cmp::Reverse(c.remaining_s));
+        Ok(out)
     }
 
     /// The contained MACs with their time left.

@@ -1,4 +1,4 @@
-//! `gatewarden ctl blocks|block|unblock` on a running router: the
+//! `gatewarden ctl blocks|block|unblock` (addresses and contained MACs) on a running router: the
 //! [`crate::ctl::BlockControl`] the control endpoint calls, implemented on
 //! top of the enforcement thread ([`super::service`]).
 //!
@@ -44,6 +44,11 @@ pub enum ControlOp {
         /// The address.
         ip: IpAddr,
     },
+    /// Lift the containment of a LAN MAC (`contain_mac`).
+    UnblockMac {
+        /// The MAC.
+        mac: super::spoof::Mac,
+    },
 }
 
 /// The enforcement thread's answer.
@@ -63,16 +68,29 @@ pub enum ControlReply {
 pub fn apply(blocker: &mut Blocker, op: ControlOp) -> ControlReply {
     match op {
         ControlOp::List => match blocker.list() {
-            Ok(list) => ControlReply::List(
-                list.into_iter()
+            Ok(list) => {
+                let mut out: Vec<BlockEntry> = list
+                    .into_iter()
                     .map(|e| BlockEntry {
                         target: e.target,
                         expires_in_s: (e.timeout_s > 0).then(|| e.remaining_s.min(u64::from(u32::MAX)) as u32),
                         origin: e.origin.as_str().to_string(),
                         reason: e.reason,
                     })
-                    .collect(),
-            ),
+                    .collect();
+                // Contained MACs are rows too (origin `contain`, the MAC as target, what it
+                // forged in the reason): old clients and monitors show them without a new field.
+                match blocker.contained_list(gatewarden_core::clock::unix_now_ms()) {
+                    Ok(macs) => out.extend(macs.into_iter().map(|c| BlockEntry {
+                        target: c.mac,
+                        expires_in_s: Some(c.remaining_s.min(u64::from(u32::MAX)) as u32),
+                        origin: super::persist::CONTAIN_ORIGIN.to_string(),
+                        reason: c.reason,
+                    })),
+                    Err(e) => return ControlReply::Error(format!("cannot read the contained MACs: {e}")),
+                }
+                ControlReply::List(out)
+            }
             Err(e) => ControlReply::Error(format!("cannot read the block sets: {e}")),
         },
         ControlOp::Block { ip, ttl_s, who } => {
@@ -91,6 +109,10 @@ pub fn apply(blocker: &mut Blocker, op: ControlOp) -> ControlReply {
         ControlOp::Unblock { ip } => match blocker.unblock(ip) {
             Ok(origins) => ControlReply::Unblocked(!origins.is_empty()),
             Err(e) => ControlReply::Error(format!("unblock {ip} failed: {e}")),
+        },
+        ControlOp::UnblockMac { mac } => match blocker.uncontain(mac) {
+            Ok(was) => ControlReply::Unblocked(was),
+            Err(e) => ControlReply::Error(format!("unblock {} failed: {e}", super::spoof::mac_text(&mac))),
         },
     }
 }
@@ -142,6 +164,14 @@ impl BlockControl for EnforceControl {
 
     fn unblock(&self, ip: IpAddr) -> Result<bool, String> {
         match self.ask(ControlOp::Unblock { ip })? {
+            ControlReply::Unblocked(b) => Ok(b),
+            ControlReply::Error(e) => Err(e),
+            other => Err(format!("unexpected answer {other:?}")),
+        }
+    }
+
+    fn unblock_mac(&self, mac: super::spoof::Mac) -> Result<bool, String> {
+        match self.ask(ControlOp::UnblockMac { mac })? {
             ControlReply::Unblocked(b) => Ok(b),
             ControlReply::Error(e) => Err(e),
             other => Err(format!("unexpected answer {other:?}")),

@@ -389,7 +389,8 @@ fn run_loop(
         match received {
             Ok(Command::Spoofed(r)) => {
                 let ttl = Duration::from_secs(cfg.contain_ttl_s);
-                let reason = format!("spoofing: forged {} ({})", r.forged, r.forgery.describe());
+                // The comment lists what it forged so far: `gatewarden blocks` and the dashboard show it.
+                let reason = super::spoof::contain_reason(&r.all_forged, r.more);
                 match blocker.contain(r.mac, ttl, &reason) {
                     Ok(true) => {
                         gm.containments.inc();

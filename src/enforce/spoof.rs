@@ -47,6 +47,72 @@ pub const REPORT_REFRESH_NS: u64 = 60_000_000_000;
 
 pub use gatewarden_core::net::{mac_text, parse_mac};
 
+/// Prefix of a containment's element comment; the forged addresses follow it.
+pub const CONTAIN_REASON_PREFIX: &str = "spoofing: forged ";
+
+/// Longest containment comment written (the kernel keeps a comment of at
+/// most 120 bytes, see `ruleset::comment_udata`): the list of forged
+/// addresses is cut to fit and ends with `+N more`.
+pub const MAX_CONTAIN_REASON: usize = 120;
+
+/// The element comment of a containment: the addresses `mac` forged, as many
+/// as fit in [`MAX_CONTAIN_REASON`] bytes, then `+N more`. Kept in the kernel
+/// element (and so in the state file), so `gatewarden blocks`, the control
+/// socket and the dashboard can say what a contained MAC forged, across
+/// restarts and from another process.
+pub fn contain_reason(forged: &[IpAddr], more: u64) -> String {
+    let mut out = CONTAIN_REASON_PREFIX.to_string();
+    let total = forged.len() as u64 + more;
+    let mut listed = 0u64;
+    for (i, a) in forged.iter().enumerate() {
+        let sep = if i == 0 { "" } else { ", " };
+        let piece = format!("{sep}{a}");
+        let rest = total - listed - 1;
+        // Room for this address and, if any remain after it, a " +N more" tail.
+        let tail = if rest > 0 { format!(" +{rest} more").len() } else { 0 };
+        if out.len() + piece.len() + tail > MAX_CONTAIN_REASON {
+            break;
+        }
+        out.push_str(&piece);
+        listed += 1;
+    }
+    if total > listed {
+        out.push_str(&format!(" +{} more", total - listed));
+    }
+    out
+}
+
+/// The forged addresses a containment's comment names (see [`contain_reason`]);
+/// empty for a comment written otherwise.
+pub fn forged_in_reason(reason: &str) -> Vec<String> {
+    let Some(list) = reason.strip_prefix(CONTAIN_REASON_PREFIX) else { return Vec::new() };
+    let list = list.split(" +").next().unwrap_or_default();
+    list.split(", ")
+        .filter_map(|t| t.split_whitespace().next())
+        .filter(|t| t.parse::<IpAddr>().is_ok())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// One contained MAC as `gatewarden blocks`, the control socket and the
+/// dashboard show it: an operator must see who is cut off, why and for how
+/// long, to lift a wrong containment (`gatewarden unblock MAC`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ContainedMac {
+    /// The MAC, as nft prints it.
+    pub mac: String,
+    /// Addresses it forged (at most what fits in the element comment).
+    pub forged: Vec<String>,
+    /// When it was contained (or last re-contained), Unix seconds.
+    pub since: u64,
+    /// Seconds left.
+    pub remaining_s: u64,
+    /// The containment's timeout, seconds (`enforce.contain_ttl_s` when made).
+    pub timeout_s: u64,
+    /// The element comment.
+    pub reason: String,
+}
+
 /// Where a binding comes from; higher is trusted more.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Trust {
@@ -791,6 +857,22 @@ mod tests {
         // Forged addresses are forgotten after their memory.
         g.refresh(&[], &[], S + Limits::default().forged_memory_ns + REPORT_REFRESH_NS + 1);
         assert!(g.forged.is_empty());
+    }
+
+    #[test]
+    fn a_containment_reason_lists_what_fits_and_reads_back() {
+        let few: Vec<IpAddr> =
+            ["192.0.2.10", "255.255.255.255", "0.0.0.0"].iter().map(|a| a.parse().unwrap()).collect();
+        let r = contain_reason(&few, 0);
+        assert_eq!(r, "spoofing: forged 192.0.2.10, 255.255.255.255, 0.0.0.0");
+        assert_eq!(forged_in_reason(&r), vec!["192.0.2.10", "255.255.255.255", "0.0.0.0"]);
+        let many: Vec<IpAddr> = (0..16u16).map(|i| IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0xffff, i])).collect();
+        let r = contain_reason(&many, 40);
+        assert!(r.len() <= MAX_CONTAIN_REASON, "{} bytes: {r}", r.len());
+        let listed = forged_in_reason(&r);
+        assert!(!listed.is_empty() && listed.len() < 16, "{r}");
+        assert!(r.ends_with(&format!(" +{} more", 56 - listed.len())), "{r}");
+        assert!(forged_in_reason("blocked by admin").is_empty());
     }
 
     #[test]

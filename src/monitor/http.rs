@@ -1564,7 +1564,17 @@ fn h_unblock(state: &MonitorState, call: &Call) -> Resp {
             Ok(super::Unblocked::Asked(msg)) => json_response(202, json!({"ip": ip, "result": msg})),
             Err(e) => error(409, format!("{e:#}")),
         },
-        Err(_) => error(400, format!("{:?} is not an IPv4 or IPv6 address", call.caps[0])),
+        Err(_) => match crate::enforce::spoof::parse_mac(&call.caps[0]) {
+            // A contained LAN MAC (current blocks of kind `contain`).
+            Some(mac) => match state.unblock_mac(mac, who) {
+                Ok(msg) => json_response(200, json!({"mac": crate::enforce::spoof::mac_text(&mac), "result": msg})),
+                Err(e) => error(409, format!("{e:#}")),
+            },
+            None => error(
+                400,
+                format!("{:?} is not an IPv4 or IPv6 address, nor a contained MAC (aa:bb:cc:dd:ee:ff)", call.caps[0]),
+            ),
+        },
     }
 }
 

@@ -121,13 +121,21 @@ pub const MAX_BLOCKS: usize = 4096;
 /// How long a router's block table counts as current (routers send one every 5 s).
 pub const BLOCK_TABLE_FRESH_S: u64 = 20;
 
+/// How long a verdict waits for its router's answer before it is dropped
+/// from the monitor's view (routers answer within milliseconds).
+pub const VERDICT_CONFIRM_WAIT_S: u64 = 30;
+
 /// A block the monitor knows of: from a router's block table (what the
-/// kernel holds), or from a verdict it saw that no table lists yet.
+/// kernel holds), or from a verdict its router confirmed that no table lists
+/// yet. A verdict the router refused (an unproven or forged source, the
+/// allowlist) is never listed: "current blocks" is what the kernel drops.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BlockView {
-    /// The blocked address (or, for imported feeds, network or range).
+    /// The blocked address (or, for imported feeds, network or range; for a
+    /// contained LAN MAC, the MAC).
     pub ip: String,
-    /// Why: the verdict's kind, or the block set (`detector`, `admin`, `feed`).
+    /// Why: the verdict's kind, or the block set (`detector`, `admin`, `feed`,
+    /// `contain` for a MAC caught forging source addresses).
     pub kind: String,
     /// The verdict's reason, or the element's comment.
     pub reason: String,
@@ -137,8 +145,35 @@ pub struct BlockView {
     pub until: u64,
     /// The router that holds it ("" for a verdict not confirmed by a table).
     pub node: String,
-    /// `router table` or `verdict`.
+    /// `router table`, `verdict` (confirmed by its router) or `replay` (not enforced).
     pub source: &'static str,
+    /// For a contained MAC: the addresses it forged (bounded by the router's element comment).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forged: Vec<String>,
+}
+
+/// A verdict as a block row, from `now` for its TTL.
+fn verdict_view(v: &Verdict, now: u64, source: &'static str) -> BlockView {
+    BlockView {
+        ip: v.source.to_string(),
+        kind: v.kind.as_str().to_string(),
+        reason: v.reason.clone(),
+        since: now,
+        until: now + v.ttl_s as u64,
+        node: String::new(),
+        source,
+        forged: Vec::new(),
+    }
+}
+
+/// Adds a row to the bounded block list, evicting the one closest to expiry when full.
+fn insert_block(blocks: &mut BTreeMap<std::net::IpAddr, BlockView>, ip: std::net::IpAddr, view: BlockView) {
+    if !blocks.contains_key(&ip) && blocks.len() >= MAX_BLOCKS {
+        if let Some(k) = blocks.iter().min_by_key(|(_, b)| b.until).map(|(k, _)| *k) {
+            blocks.remove(&k);
+        }
+    }
+    blocks.insert(ip, view);
 }
 
 /// Suricata's severity words, for metric labels.
@@ -152,6 +187,9 @@ fn severity_name(s: gatewarden_proto::messages::Severity) -> &'static str {
 
 /// Asks the router's enforcement to lift a block; set where enforcement runs in this process.
 pub type UnblockHook = Arc<dyn Fn(std::net::IpAddr) -> anyhow::Result<String> + Send + Sync>;
+
+/// Asks the router's enforcement in this process to lift a MAC's containment.
+pub type UnblockMacHook = Arc<dyn Fn([u8; 6]) -> anyhow::Result<String> + Send + Sync>;
 
 /// Sends an unblock request to one router over the node bus (sealed for it);
 /// false if the bus dropped it.
@@ -173,6 +211,8 @@ struct Inner {
     history: VecDeque<HistoryPoint>,
     replay: Option<Value>,
     blocks: BTreeMap<std::net::IpAddr, BlockView>,
+    /// Verdicts waiting for their router's answer: (verdict id, source) → (received, Unix seconds; the view).
+    unconfirmed: BTreeMap<(u64, std::net::IpAddr), (u64, BlockView)>,
     /// Router → (received, Unix seconds; its table).
     router_blocks: BTreeMap<String, (u64, gatewarden_proto::messages::BlockTable)>,
     verdicts_by_kind: BTreeMap<&'static str, u64>,
@@ -197,6 +237,7 @@ pub struct MonitorState {
     nodes_refused: gatewarden_core::metrics::Counter,
     inner: Mutex<Inner>,
     unblock: Mutex<Option<UnblockHook>>,
+    unblock_mac: Mutex<Option<UnblockMacHook>>,
     remote_unblock: Mutex<Option<RemoteUnblock>>,
     proc_sampler: Mutex<system::ProcSampler>,
     /// Its own lock: the router path counts every batch here without holding up the API.
@@ -259,12 +300,14 @@ impl MonitorState {
                 history: VecDeque::new(),
                 replay: None,
                 blocks: BTreeMap::new(),
+                unconfirmed: BTreeMap::new(),
                 router_blocks: BTreeMap::new(),
                 verdicts_by_kind: BTreeMap::new(),
                 model: None,
                 links: json!({}),
             }),
             unblock: Mutex::new(None),
+            unblock_mac: Mutex::new(None),
             remote_unblock: Mutex::new(None),
             confirmations: Mutex::new(confirm::Confirmations::new()),
             proc_sampler: Mutex::new(system::ProcSampler::new()),
@@ -291,6 +334,49 @@ impl MonitorState {
     /// Lets the page's "unblock" reach the router's enforcement in this process.
     pub fn set_unblock_hook(&self, hook: UnblockHook) {
         *self.unblock.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    /// Lets the page's "unblock" of a contained MAC reach the router's enforcement in this process.
+    pub fn set_unblock_mac_hook(&self, hook: UnblockMacHook) {
+        *self.unblock_mac.lock().unwrap_or_else(|e| e.into_inner()) = Some(hook);
+    }
+
+    /// Lifts a contained MAC: through enforcement if it runs in this process;
+    /// otherwise says which router holds it and the command that lifts it
+    /// there (the node bus's unblock request carries addresses only).
+    pub fn unblock_mac(&self, mac: [u8; 6], by: &str) -> anyhow::Result<String> {
+        let text = crate::enforce::spoof::mac_text(&mac);
+        let hook = self.unblock_mac.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let done = match hook {
+            Some(h) => h(mac)?,
+            None => {
+                let now = unix_now();
+                let inner = self.lock();
+                let routers: Vec<&str> = inner
+                    .router_blocks
+                    .iter()
+                    .filter(|(_, (at, t))| {
+                        *at + BLOCK_TABLE_FRESH_S >= now
+                            && t.entries
+                                .iter()
+                                .any(|e| e.origin == crate::enforce::persist::CONTAIN_ORIGIN && e.target == text)
+                    })
+                    .map(|(n, _)| n.as_str())
+                    .collect();
+                anyhow::ensure!(
+                    !routers.is_empty(),
+                    "{text} is not contained on any router whose block table the monitor has seen in the last {BLOCK_TABLE_FRESH_S} s"
+                );
+                anyhow::bail!(
+                    "{text} is contained on {}; the dashboard lifts containments only where the router runs in this process: \
+                     run `gatewarden ctl --node ROUTER unblock {text}` (or `gatewarden unblock {text}` on the router)",
+                    routers.join(", ")
+                )
+            }
+        };
+        tracing::info!(mac = %text, by, "containment lifted from the dashboard");
+        self.events.send("blocks", &json!({"blocks": self.blocks()}));
+        Ok(done)
     }
 
     /// Lets the page's "unblock" reach routers on other nodes (over the node bus).
@@ -324,6 +410,7 @@ impl MonitorState {
                 &[("result", if o.blocked { "blocked" } else { "refused" })],
             )
             .inc();
+        self.confirm_block(&o);
         let settled = self.confirmations.lock().unwrap_or_else(|e| e.into_inner()).answer(o, Instant::now());
         if let Some(a) = settled {
             self.store_alert(a);
@@ -374,28 +461,43 @@ impl MonitorState {
         self.events.send("alert", &alert_view(&stored, AlertState::New));
     }
 
-    /// Records a verdict the router will enforce: listed under current blocks, counted by kind.
+    /// Records a verdict handed to the router: counted by kind, and listed
+    /// under current blocks only once the router confirms it
+    /// ([`MonitorState::confirm_block`]); a refused one never is.
     pub fn record_verdict(&self, v: &Verdict) {
         let now = unix_now();
         let mut inner = self.lock();
         *inner.verdicts_by_kind.entry(v.kind.as_str()).or_insert(0) += 1;
-        if !inner.blocks.contains_key(&v.source) && inner.blocks.len() >= MAX_BLOCKS {
-            if let Some(k) = inner.blocks.iter().min_by_key(|(_, b)| b.until).map(|(k, _)| *k) {
-                inner.blocks.remove(&k);
+        inner.unconfirmed.retain(|_, (at, _)| *at + VERDICT_CONFIRM_WAIT_S >= now);
+        let key = (v.id, v.source);
+        if !inner.unconfirmed.contains_key(&key) && inner.unconfirmed.len() >= MAX_BLOCKS {
+            if let Some(k) = inner.unconfirmed.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| *k) {
+                inner.unconfirmed.remove(&k);
             }
         }
-        inner.blocks.insert(
-            v.source,
-            BlockView {
-                ip: v.source.to_string(),
-                kind: v.kind.as_str().to_string(),
-                reason: v.reason.clone(),
-                since: now,
-                until: now + v.ttl_s as u64,
-                node: String::new(),
-                source: "verdict",
-            },
-        );
+        inner.unconfirmed.insert(key, (now, verdict_view(v, now, "verdict")));
+    }
+
+    /// Records a verdict of a replay (`gatewarden replay --serve`): nothing
+    /// enforces it, so no router will confirm it; listed at once as `replay`
+    /// so the page shows what the detector would have blocked.
+    pub fn record_replayed_verdict(&self, v: &Verdict) {
+        let now = unix_now();
+        let mut inner = self.lock();
+        *inner.verdicts_by_kind.entry(v.kind.as_str()).or_insert(0) += 1;
+        insert_block(&mut inner.blocks, v.source, verdict_view(v, now, "replay"));
+    }
+
+    /// A router's answer to a verdict: a confirmed block joins current
+    /// blocks (under that router) until the router's table lists it; a
+    /// refused one is dropped. Called for every [`gatewarden_proto::messages::VerdictOutcome`].
+    pub fn confirm_block(&self, o: &gatewarden_proto::messages::VerdictOutcome) {
+        let mut inner = self.lock();
+        let Some((_, mut view)) = inner.unconfirmed.remove(&(o.verdict_id, o.source)) else { return };
+        if o.blocked {
+            view.node = o.node.clone();
+            insert_block(&mut inner.blocks, o.source, view);
+        }
     }
 
     /// Stores a router's block table (the kernel's block sets, every 5 s).
@@ -430,6 +532,11 @@ impl MonitorState {
                     until: at + u64::from(e.expires_in_s.unwrap_or(365 * 86_400)),
                     node: node.clone(),
                     source: "router table",
+                    forged: if e.origin == crate::enforce::persist::CONTAIN_ORIGIN {
+                        crate::enforce::spoof::forged_in_reason(&e.reason)
+                    } else {
+                        Vec::new()
+                    },
                 });
             }
         }
@@ -760,5 +867,60 @@ mod tests {
         assert_eq!(reg.snapshot()["gatewarden_monitor_nodes_refused_total"], 52.0);
         st.sample();
         assert!(st.nodes().contains_key("mon"), "this node always has its entry");
+    }
+
+    fn verdict(id: u64, source: &str) -> Verdict {
+        Verdict {
+            id,
+            source: source.parse().unwrap(),
+            kind: gatewarden_proto::messages::AttackKind::PortScan,
+            confidence: 1.0,
+            reason: "scan".into(),
+            evidence: Vec::new(),
+            ttl_s: 600,
+            issued_ns: 0,
+            source_proof: gatewarden_proto::messages::SourceProof::Answered,
+        }
+    }
+
+    fn outcome(id: u64, source: &str, blocked: bool) -> gatewarden_proto::messages::VerdictOutcome {
+        gatewarden_proto::messages::VerdictOutcome {
+            node: "gw".into(),
+            verdict_id: id,
+            source: source.parse().unwrap(),
+            blocked,
+            why: if blocked { "in the detector block set".into() } else { "router refused the block".into() },
+        }
+    }
+
+    #[test]
+    fn current_blocks_list_a_verdict_only_once_its_router_confirms_it() {
+        let st = MonitorState::new(Role::All, RoleSource::Flag, "gw".into(), Registry::new());
+        let listed = |st: &MonitorState| st.blocks().into_iter().map(|b| b.ip).collect::<Vec<_>>();
+        st.record_verdict(&verdict(1, "203.0.113.5"));
+        st.record_verdict(&verdict(2, "192.0.2.10"));
+        assert!(listed(&st).is_empty(), "a verdict is not a block until its router says so: {:?}", listed(&st));
+        st.record_outcome(outcome(2, "192.0.2.10", false));
+        st.record_outcome(outcome(1, "203.0.113.5", true));
+        assert_eq!(listed(&st), vec!["203.0.113.5"]);
+        let b = &st.blocks()[0];
+        assert_eq!((b.node.as_str(), b.source), ("gw", "verdict"));
+        // A late "blocked" for the refused one (another id) does not list it either.
+        st.record_outcome(outcome(9, "192.0.2.10", true));
+        assert_eq!(listed(&st), vec!["203.0.113.5"]);
+        // A router's table lists a contained MAC with what it forged.
+        st.record_block_table(gatewarden_proto::messages::BlockTable {
+            node: "gw".into(),
+            total: 1,
+            entries: vec![crate::ctl::BlockEntry {
+                target: "02:00:00:00:0a:66".into(),
+                expires_in_s: Some(3000),
+                origin: "contain".into(),
+                reason: "spoofing: forged 192.0.2.10, 255.255.255.255".into(),
+            }],
+        });
+        let mac = st.blocks().into_iter().find(|b| b.kind == "contain").expect("the contained MAC");
+        assert_eq!(mac.forged, vec!["192.0.2.10", "255.255.255.255"]);
+        assert_eq!(serde_json::to_value(&mac).unwrap()["ip"], "02:00:00:00:0a:66");
     }
 }

@@ -382,6 +382,18 @@ pub fn run_with(
             // thread, as `gatewarden ctl unblock` does (escalation starts over).
             use crate::ctl::BlockControl;
             let control = Arc::new(crate::enforce::control::EnforceControl::new(e.sender()));
+            let (mac_control, table_now) = (control.clone(), table_now_tx.clone());
+            state.set_unblock_mac_hook(Arc::new(move |mac| {
+                let text = crate::enforce::spoof::mac_text(&mac);
+                match mac_control.unblock_mac(mac) {
+                    Ok(true) => {
+                        let _ = table_now.send(());
+                        Ok(format!("lifted the containment of {text}"))
+                    }
+                    Ok(false) => anyhow::bail!("{text} is not contained (expired or already lifted)"),
+                    Err(e) => anyhow::bail!("{e}"),
+                }
+            }));
             let (hook_control, table_now) = (control.clone(), table_now_tx.clone());
             state.set_unblock_hook(Arc::new(move |ip| match hook_control.unblock(ip) {
                 Ok(true) => {
@@ -457,10 +469,12 @@ pub fn run_with(
                 o.publish(Message::Alert(a));
             }
         }));
-        let (sd, o) = (shutdown.clone(), out.clone());
+        let (sd, o, st) = (shutdown.clone(), out.clone(), state.clone());
         tasks.push(ex.spawn(async move {
             loop {
                 let Some(v) = next_or_shutdown(&rx_outcomes, &sd).await else { break };
+                // This node's own page lists a verdict's block only once it is in the kernel.
+                st.confirm_block(&v);
                 o.publish(Message::VerdictOutcome(v));
             }
         }));

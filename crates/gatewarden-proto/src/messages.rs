@@ -585,14 +585,16 @@ pub enum DecodeError {
     },
 }
 
-/// One blocked address (or, for imported feeds, network or range).
+/// One blocked address (or, for imported feeds, network or range), or one
+/// contained LAN MAC (origin `contain`, the MAC as target, the addresses it
+/// forged in the reason).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockEntry {
-    /// The address, CIDR or range, as the router's block set holds it.
+    /// The address, CIDR or range, as the router's block set holds it (a MAC for `contain`).
     pub target: String,
     /// Seconds until the kernel drops the block, if it has a timeout.
     pub expires_in_s: Option<u32>,
-    /// Which block set holds it (`detector`, `admin`, `feed`).
+    /// Which block set holds it (`detector`, `admin`, `feed`, or `contain` for `contain_mac`).
     pub origin: String,
     /// Why (the element's comment: the verdict reason, or which operator asked).
     pub reason: String,
