@@ -266,6 +266,102 @@ pub struct Heuristics {
     sources: HashMap<IpAddr, SourceState>,
     dests: HashMap<IpAddr, DestState>,
     window_ns: u64,
+    /// Sources holding at least `slow_http_concurrent` waiting requests: [`Heuristics::tick`]
+    /// re-counts them as time passes, since a slowloris tool that pauses sends no record
+    /// that would. A subset of `sources` (so bounded by [`MAX_SOURCES`]).
+    many_waiting: HashSet<IpAddr>,
+}
+
+/// Keeps a finding if it is the first of its kind from its source in this window
+/// (hysteresis: one finding per (source, kind) per window).
+fn first_in_window(reported: &mut HashMap<AttackKind, u64>, d: &Detection, window_ns: u64) -> bool {
+    let last = reported.get(&d.kind).copied().unwrap_or(0);
+    if last == 0 || d.ts_ns >= last + window_ns {
+        reported.insert(d.kind, d.ts_ns);
+        true
+    } else {
+        false
+    }
+}
+
+/// Requests to one server port counted by [`unanswered_requests`].
+#[derive(Debug, Default)]
+struct Unanswered {
+    n: usize,
+    /// Shortest and longest wait for a first byte, ns.
+    shortest: u64,
+    longest: u64,
+    /// Most IP bytes one of them sent.
+    most_sent: u64,
+    /// The lowest flow id among them (deterministic in replays).
+    flow_id: u64,
+}
+
+/// Slow HTTP found while it opens its connections: `src` holds at least
+/// `slow_http_concurrent` requests to one web server port unanswered at once, each
+/// waiting at least `slow_http_concurrent_wait_ms` for a first byte and none longer than a
+/// request head. That is more than any client keeps waiting on one server (browsers 6,
+/// HTTP libraries 2–10 per host by default), and the wait is past a round trip and a
+/// server's time to first byte, so requests in flight (a page's assets, a download
+/// manager's segments) are answered before they count; slowloris requests never are.
+/// `only`: the server port a new record is about; `None` (a tick) looks at every one.
+/// Runs at most every [`SLOW_HTTP_CONCURRENT_CHECK_NS`] per source; O(waiting).
+fn unanswered_requests(
+    cfg: &DetectorConfig,
+    src: IpAddr,
+    s: &mut SourceState,
+    now: u64,
+    only: Option<(IpAddr, u16)>,
+) -> Option<Detection> {
+    let limit = cfg.slow_http_concurrent as usize;
+    if limit == 0 || s.waiting.len() < limit || now < s.concurrent_checked_ns + SLOW_HTTP_CONCURRENT_CHECK_NS {
+        return None;
+    }
+    s.concurrent_checked_ns = now;
+    s.waiting.retain(|_, w| w.last_ns + SLOW_HTTP_STALE_NS >= now);
+    let wait_ns = cfg.slow_http_concurrent_wait_ms * 1_000_000;
+    let mut groups: HashMap<(IpAddr, u16), Unanswered> = HashMap::default();
+    for (&id, w) in &s.waiting {
+        let waited = now.saturating_sub(w.since_ns);
+        if only.is_none_or(|o| o == (w.dst, w.port)) && waited >= wait_ns && w.fwd_payload <= SLOW_HTTP_HEAD_BYTES {
+            let g = groups.entry((w.dst, w.port)).or_insert(Unanswered {
+                shortest: u64::MAX,
+                flow_id: id,
+                ..Default::default()
+            });
+            g.n += 1;
+            g.shortest = g.shortest.min(waited);
+            g.longest = g.longest.max(waited);
+            g.most_sent = g.most_sent.max(w.fwd_bytes);
+            g.flow_id = g.flow_id.min(id);
+        }
+    }
+    let (&(dst, port), g) = groups.iter().filter(|(_, g)| g.n >= limit).max_by_key(|(k, g)| (g.n, *k))?;
+    let (n, shortest, longest, most_sent, flow_id) = (g.n, g.shortest, g.longest, g.most_sent, g.flow_id);
+    let (shortest_s, longest_s) = (shortest as f64 / 1e9, longest as f64 / 1e9);
+    Some(Detection {
+        source: Some(src),
+        target: Some(dst),
+        port,
+        proto: Some(Proto::Tcp),
+        kind: AttackKind::SlowHttp,
+        confidence: (0.7 + 0.25 * (n as f32 / (2.0 * limit as f32)).min(1.0)).min(0.95),
+        reason: format!(
+            "slow HTTP (slowloris): {src} holds {n} requests to {dst}:{port} unanswered at once, \
+             waiting {shortest_s:.2}–{longest_s:.2} s for a first byte with at most {most_sent} IP bytes \
+             sent each: more than any client keeps waiting on one server (a browser: 6), the server's \
+             connection slots are being held (limit {limit} unanswered ≥ {} ms)",
+            cfg.slow_http_concurrent_wait_ms
+        ),
+        evidence: vec![
+            ("unanswered_requests".into(), n as f64),
+            ("shortest_wait_s".into(), shortest_s),
+            ("longest_wait_s".into(), longest_s),
+            ("most_bytes_sent".into(), most_sent as f64),
+        ],
+        ts_ns: now,
+        flow_id,
+    })
 }
 
 fn percent(a: usize, b: usize) -> f64 {
@@ -280,7 +376,38 @@ impl Heuristics {
     /// Detectors with thresholds from config.
     pub fn new(cfg: DetectorConfig) -> Heuristics {
         let window_ns = cfg.window_s * 1_000_000_000;
-        Heuristics { cfg, sources: HashMap::default(), dests: HashMap::default(), window_ns }
+        Heuristics {
+            cfg,
+            sources: HashMap::default(),
+            dests: HashMap::default(),
+            window_ns,
+            many_waiting: HashSet::default(),
+        }
+    }
+
+    /// Findings that only the passing of time completes, at capture time `now` (the
+    /// detector calls it once per flow batch): requests that have now waited long enough
+    /// for `slow_http_concurrent`, from a source that sent nothing since (a slowloris tool
+    /// that pauses between connections, or has opened all it wants).
+    pub fn tick(&mut self, now: u64) -> Vec<Detection> {
+        let mut out = Vec::new();
+        let window_ns = self.window_ns;
+        let limit = self.cfg.slow_http_concurrent as usize;
+        let cfg = &self.cfg;
+        let sources = &mut self.sources;
+        self.many_waiting.retain(|src| {
+            let Some(s) = sources.get_mut(src) else { return false };
+            if limit == 0 || s.waiting.len() < limit {
+                return false;
+            }
+            if let Some(d) = unanswered_requests(cfg, *src, s, now, None) {
+                if first_in_window(&mut s.reported, &d, window_ns) {
+                    out.push(d);
+                }
+            }
+            true
+        });
+        out
     }
 
     /// New thresholds from the dashboard's settings page; what was learned
@@ -394,6 +521,7 @@ impl Heuristics {
         s.icmp_packets.trim(now, window_ns);
         s.attempts.trim(now, window_ns);
 
+        let (mut early, mut many_waiting) = (None, false);
         let mut found = |kind: AttackKind,
                          target: Option<IpAddr>,
                          port: u16,
@@ -595,51 +723,9 @@ impl Heuristics {
             } else {
                 s.waiting.remove(&r.flow_id);
             }
-            // Slow HTTP found early: more requests held unanswered at once, each past a
-            // round trip and a server's time to first byte, than any client holds to one server.
-            let limit = cfg.slow_http_concurrent as usize;
-            if limit > 0 && s.waiting.len() >= limit && now >= s.concurrent_checked_ns + SLOW_HTTP_CONCURRENT_CHECK_NS {
-                s.concurrent_checked_ns = now;
-                let wait_ns = cfg.slow_http_concurrent_wait_ms * 1_000_000;
-                let (mut n, mut shortest, mut longest, mut most_sent) = (0usize, u64::MAX, 0u64, 0u64);
-                for w in s.waiting.values() {
-                    let waited = now.saturating_sub(w.since_ns);
-                    if w.dst == r.dst
-                        && w.port == r.dport
-                        && w.last_ns + SLOW_HTTP_STALE_NS >= now
-                        && waited >= wait_ns
-                        && w.fwd_payload <= SLOW_HTTP_HEAD_BYTES
-                    {
-                        n += 1;
-                        shortest = shortest.min(waited);
-                        longest = longest.max(waited);
-                        most_sent = most_sent.max(w.fwd_bytes);
-                    }
-                }
-                if n >= limit {
-                    let (shortest_s, longest_s) = (shortest as f64 / 1e9, longest as f64 / 1e9);
-                    found(
-                        AttackKind::SlowHttp,
-                        Some(r.dst),
-                        r.dport,
-                        Some(Proto::Tcp),
-                        (0.7 + 0.25 * (n as f32 / (2.0 * limit as f32)).min(1.0)).min(0.95),
-                        format!(
-                            "slow HTTP (slowloris): {} holds {n} requests to {}:{} unanswered at once, \
-                             waiting {shortest_s:.2}–{longest_s:.2} s for a first byte with at most {most_sent} IP bytes \
-                             sent each: more than any client keeps waiting on one server (a browser: 6), the server's \
-                             connection slots are being held (limit {limit} unanswered ≥ {} ms)",
-                            r.src, r.dst, r.dport, cfg.slow_http_concurrent_wait_ms
-                        ),
-                        vec![
-                            ("unanswered_requests".into(), n as f64),
-                            ("shortest_wait_s".into(), shortest_s),
-                            ("longest_wait_s".into(), longest_s),
-                            ("most_bytes_sent".into(), most_sent as f64),
-                        ],
-                    );
-                }
-            }
+            // Slow HTTP found early (see `unanswered_requests`).
+            early = unanswered_requests(&cfg, r.src, s, now, Some((r.dst, r.dport)));
+            many_waiting = cfg.slow_http_concurrent > 0 && s.waiting.len() >= cfg.slow_http_concurrent as usize;
             let min_age_ns = cfg.slow_http_min_age_s * 1_000_000_000;
             if s.waiting.len() >= cfg.slow_http_connections as usize && now >= s.waiting_checked_ns + SLOW_HTTP_CHECK_NS
             {
@@ -729,16 +815,12 @@ impl Heuristics {
                 );
             }
         }
+        out.extend(early);
         // Hysteresis: one finding per (source, kind) per window.
-        out.retain(|d| {
-            let last = s.reported.get(&d.kind).copied().unwrap_or(0);
-            if last == 0 || d.ts_ns >= last + window_ns {
-                s.reported.insert(d.kind, d.ts_ns);
-                true
-            } else {
-                false
-            }
-        });
+        out.retain(|d| first_in_window(&mut s.reported, d, window_ns));
+        if many_waiting {
+            self.many_waiting.insert(r.src);
+        }
 
         // Distributed SYN flood: many sources, one victim.
         if half_open && syn_delta > 0 {
@@ -1341,6 +1423,38 @@ mod tests {
         assert!(d[0].reason.contains("(limit 16 unanswered ≥ 250 ms)"), "{}", d[0].reason);
         assert_eq!(d[0].evidence[0], ("unanswered_requests".to_string(), 16.0));
         assert_eq!((d[0].source, d[0].port), (Some("192.0.2.66".parse().unwrap()), 80));
+    }
+
+    #[test]
+    fn slowloris_that_pauses_is_found_by_the_tick() {
+        // Measured in a lab capture: slowhttptest opened 25 connections in 0.6 s, then sent
+        // nothing for 0.58 s (a loaded machine). No record of it arrives meanwhile; the
+        // detector's per-batch tick sees the requests age.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for k in 0..25u64 {
+            let t = 17 + k * 24;
+            found.extend(h.observe(&tcp(k, "192.0.2.66", 80, t, t, (3, 460), (2, 112), "S1")));
+        }
+        assert!(found.is_empty(), "{found:?}");
+        assert!(h.tick(600_000_000).is_empty(), "at 0.60 s only 14 requests have waited 250 ms");
+        let d = h.tick(700_000_000);
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert_eq!(d[0].kind, AttackKind::SlowHttp);
+        assert_eq!(d[0].ts_ns, 700_000_000);
+        assert!(
+            d[0].reason.contains("192.0.2.66 holds 19 requests to 198.51.100.10:80 unanswered at once"),
+            "{}",
+            d[0].reason
+        );
+        // One finding per window, and a quiet source is dropped from the tick's list once answered.
+        assert!(h.tick(900_000_000).is_empty());
+        for k in 0..25u64 {
+            let t = 1000 + k;
+            h.observe(&tcp(k, "192.0.2.66", 80, 17 + k * 24, t, (4, 520), (4, 1_600), "S1"));
+        }
+        assert!(h.tick(20_000_000_000).is_empty());
+        assert!(h.many_waiting.is_empty());
     }
 
     #[test]
