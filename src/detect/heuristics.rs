@@ -314,11 +314,14 @@ fn unanswered_requests(
     only: Option<(IpAddr, u16)>,
 ) -> Option<Detection> {
     let limit = cfg.slow_http_concurrent as usize;
-    if limit == 0 || s.waiting.len() < limit || now < s.concurrent_checked_ns + SLOW_HTTP_CONCURRENT_CHECK_NS {
+    if limit == 0
+        || s.waiting.len() < limit
+        || now < s.concurrent_checked_ns.saturating_add(SLOW_HTTP_CONCURRENT_CHECK_NS)
+    {
         return None;
     }
     s.concurrent_checked_ns = now;
-    s.waiting.retain(|_, w| w.last_ns + SLOW_HTTP_STALE_NS >= now);
+    s.waiting.retain(|_, w| w.last_ns.saturating_add(SLOW_HTTP_STALE_NS) >= now);
     let wait_ns = cfg.slow_http_concurrent_wait_ms * 1_000_000;
     let mut groups: HashMap<(IpAddr, u16), Unanswered> = HashMap::default();
     for (&id, w) in &s.waiting {
