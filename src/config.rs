@@ -452,6 +452,19 @@ pub struct DetectorConfig {
     /// second; the detector only sees an idle connection again when it sends, so a slowloris
     /// tool is found at its first follow-up after this age (slowhttptest `-i`, 10 s by default).
     pub slow_http_min_age_s: u64,
+    /// Requests one source holds unanswered at once to one plain-HTTP server port, each waiting
+    /// at least `slow_http_concurrent_wait_ms` for its first response byte, that make a slow-HTTP
+    /// attack *without* waiting `slow_http_min_age_s` (the attack is found while the connections
+    /// are still opening). Clients hold at most a few such requests: browsers 6 per server, HTTP
+    /// libraries 2–10 per host by default; a small device's web server (ESP-IDF httpd: 7 sockets,
+    /// lwIP: 5 TCP slots) is already full at this count. `0` turns this rule off (the
+    /// `slow_http_connections` rule still runs). See docs/DETECTION.md, "Slow attacks under 1 s".
+    pub slow_http_concurrent: u32,
+    /// How long a request must have gone unanswered, in milliseconds, to count for
+    /// `slow_http_concurrent`: longer than a round trip plus a server's time to first byte,
+    /// so a burst of requests still in flight (a download manager's 16 segments, a page's 6
+    /// assets) is not counted; slowloris requests are never answered.
+    pub slow_http_concurrent_wait_ms: u64,
     /// The TFLite model (`.tflite`, with `NAME.card.json` beside it); empty: the embedded model;
     /// `off`: heuristics and baseline only.
     pub model: String,
@@ -513,6 +526,8 @@ impl Default for DetectorConfig {
             http_bruteforce_window_s: 10,
             slow_http_connections: 50,
             slow_http_min_age_s: 3,
+            slow_http_concurrent: 16,
+            slow_http_concurrent_wait_ms: 250,
             model: String::new(),
             model_store: String::new(),
             model_check_memory_mb: 512,
@@ -1051,6 +1066,20 @@ impl Config {
         if !(1..=3_600).contains(&d.slow_http_min_age_s) {
             bad("detector.slow_http_min_age_s", d.slow_http_min_age_s.to_string(), "1 to 3600 seconds");
         }
+        if d.slow_http_concurrent != 0 && !(8..=4_096).contains(&d.slow_http_concurrent) {
+            bad(
+                "detector.slow_http_concurrent",
+                d.slow_http_concurrent.to_string(),
+                "0 (off) or 8 to 4096 unanswered requests (a browser holds up to 6 per server; 4096 are tracked per source)",
+            );
+        }
+        if !(100..=60_000).contains(&d.slow_http_concurrent_wait_ms) {
+            bad(
+                "detector.slow_http_concurrent_wait_ms",
+                d.slow_http_concurrent_wait_ms.to_string(),
+                "100 to 60000 milliseconds (longer than a round trip plus a server's time to first byte)",
+            );
+        }
         if !(64..=65_536).contains(&d.model_check_memory_mb) {
             bad(
                 "detector.model_check_memory_mb",
@@ -1397,6 +1426,8 @@ mod tests {
             ("[detector]\nslow_http_connections = 6", "detector.slow_http_connections"),
             ("[detector]\nslow_http_connections = 5000", "detector.slow_http_connections"),
             ("[detector]\nslow_http_min_age_s = 0", "detector.slow_http_min_age_s"),
+            ("[detector]\nslow_http_concurrent = 6", "detector.slow_http_concurrent"),
+            ("[detector]\nslow_http_concurrent_wait_ms = 10", "detector.slow_http_concurrent_wait_ms"),
             ("[detector]\nmodel_threshold = 1.5", "detector.model_threshold"),
             ("[detector]\nbaseline_factor = 0.5", "detector.baseline_factor"),
             ("[detector]\nmax_verdicts_per_s = 0.0", "detector.max_verdicts_per_s"),

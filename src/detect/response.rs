@@ -183,6 +183,9 @@ pub enum Rule {
     RepeatedSessions,
     /// Many idle, unanswered connections held open to one web server.
     IdleConnections,
+    /// More requests held unanswered at once to one web server than any client holds
+    /// (`detector.slow_http_concurrent`): slowloris found while it opens its connections.
+    UnansweredRequests,
     /// Two independent detectors found the same source.
     DetectorsAgree,
     /// The model by itself.
@@ -209,6 +212,7 @@ impl Rule {
             Rule::FloodRate => "flood_above_rate",
             Rule::RepeatedSessions => "repeated_login_sessions",
             Rule::IdleConnections => "many_idle_connections",
+            Rule::UnansweredRequests => "many_unanswered_requests",
             Rule::DetectorsAgree => "two_detectors_agree",
             Rule::ModelAlone => "model_alone",
             Rule::BaselineAlone => "baseline_alone",
@@ -230,6 +234,9 @@ impl Rule {
             Rule::FloodRate => "one source above its flood rate",
             Rule::RepeatedSessions => "repeated short sessions to one login service",
             Rule::IdleConnections => "many idle connections held open to one web server",
+            Rule::UnansweredRequests => {
+                "more requests held unanswered at once to one web server than any client holds"
+            }
             Rule::DetectorsAgree => "two independent detectors agree",
             Rule::ModelAlone => "the model alone raises an alert and blocks nothing",
             Rule::BaselineAlone => "the baseline alone raises an alert and blocks nothing",
@@ -272,12 +279,13 @@ pub fn rule_in_reason(reason: &str) -> Option<&'static str> {
 }
 
 /// Every rule, for docs, metrics and parsing.
-pub const ALL_RULES: [Rule; 11] = [
+pub const ALL_RULES: [Rule; 12] = [
     Rule::ScanUnanswered,
     Rule::ScanAnswered,
     Rule::FloodRate,
     Rule::RepeatedSessions,
     Rule::IdleConnections,
+    Rule::UnansweredRequests,
     Rule::DetectorsAgree,
     Rule::ModelAlone,
     Rule::BaselineAlone,
@@ -374,6 +382,10 @@ impl ResponsePolicy {
                     cap(Rule::FloodRate, Action::Block)
                 }
                 AttackKind::BruteForce => cap(Rule::RepeatedSessions, Action::Block),
+                // Found early, from the count of unanswered requests, or late, from their age.
+                AttackKind::SlowHttp if evidence(d, "unanswered_requests").is_some() => {
+                    cap(Rule::UnansweredRequests, Action::Block)
+                }
                 AttackKind::SlowHttp => cap(Rule::IdleConnections, Action::Block),
                 // No heuristic raises other kinds; if one ever does, it alerts.
                 _ => cap(Rule::KindAlerts, Action::Alert),
@@ -440,6 +452,14 @@ mod tests {
         }
         assert_eq!(decide(&p, AttackKind::BruteForce, &[("sessions", 9.0)], &h), (Block, "repeated_login_sessions"));
         assert_eq!(decide(&p, AttackKind::SlowHttp, &[], &h), (Block, "many_idle_connections"));
+        assert_eq!(
+            decide(&p, AttackKind::SlowHttp, &[("unanswered_requests", 16.0)], &h),
+            (Block, "many_unanswered_requests")
+        );
+        assert_eq!(
+            rule_in_reason("…; blocked: policy rule many_unanswered_requests (…)"),
+            Some("many_unanswered_requests")
+        );
         // The model alone and the baseline alone alert.
         assert_eq!(decide(&p, AttackKind::SynFlood, &[], &[Origin::Model]), (Alert, "model_alone"));
         let new_host = [("bytes_to_new_host_1s", 263_000.0)];

@@ -741,6 +741,10 @@ impl DetectorStage {
                 self.remember_proof(r);
             }
         }
+        // Findings that the passing of time completes (requests still unanswered).
+        for d in self.heuristics.tick(now) {
+            findings.push((d, Origin::Heuristics));
+        }
         let opinions = self.opinions(batch, &seen);
         for f in self.fusion.fuse(findings, &opinions, now) {
             self.emit(f, &mut out);
