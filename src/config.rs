@@ -403,6 +403,10 @@ impl Default for FlowConfig {
     }
 }
 
+/// `detector.home_net` by default: the ranges home and office devices live in.
+pub const DEFAULT_HOME_NET: [&str; 6] =
+    ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7", "fe80::/10"];
+
 /// Heuristic thresholds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -490,6 +494,13 @@ pub struct DetectorConfig {
     /// `true` lets a finding of the model alone block its source (logged at
     /// start as the old spelling). Off: it raises an alert and blocks nothing.
     pub model_alone_blocks: bool,
+    /// Networks whose hosts are your devices (Suricata's `HOME_NET`): only
+    /// they get a per-device baseline. A server outside them sending to a
+    /// device is that device's download, not the server's upload (a firmware
+    /// server was flagged as an "anomaly" for serving downloads before this).
+    /// Default: the private ranges (RFC 1918, RFC 6598, IPv6 ULA and
+    /// link-local); add your public LAN prefixes. Empty: every source.
+    pub home_net: Vec<String>,
     /// Seconds after a device is first seen before its baseline can flag it.
     pub baseline_warmup_s: u64,
     /// How many times its usual upload makes a device's upload (or a new host's share) unusual.
@@ -536,6 +547,7 @@ impl Default for DetectorConfig {
             model_threshold: 0.9,
             model_batches: 2,
             model_alone_blocks: false,
+            home_net: DEFAULT_HOME_NET.iter().map(|s| s.to_string()).collect(),
             baseline_warmup_s: 60,
             baseline_factor: 3.0,
             baseline_z: 4.0,
@@ -1099,6 +1111,11 @@ impl Config {
         if !(1..=1_000).contains(&d.model_batches) {
             bad("detector.model_batches", d.model_batches.to_string(), "1 to 1000 batches");
         }
+        for (i, entry) in d.home_net.iter().enumerate() {
+            if let Err(why) = entry.parse::<gatewarden_core::net::Cidr>() {
+                bad(&format!("detector.home_net[{i}]"), entry.clone(), &format!("an address or network: {why}"));
+            }
+        }
         if d.baseline_warmup_s > 30 * 86_400 {
             bad("detector.baseline_warmup_s", d.baseline_warmup_s.to_string(), "0 to 30 days (2592000)");
         }
@@ -1452,6 +1469,7 @@ mod tests {
             ("[enforce]\nstate_file = \"/var/lib/\"", "enforce.state_file"),
             ("[enforce]\nallowlist_limit_v6 = 129", "enforce.allowlist_limit_v6"),
             ("[enforce]\nlan_prefixes = [\"lan\"]", "enforce.lan_prefixes[0]"),
+            ("[detector]\nhome_net = [\"192.0.2.0/24\", \"192.0.2.1/24\"]", "detector.home_net[1]"),
             ("[enforce]\ncontain_ttl_s = 5", "enforce.contain_ttl_s"),
             ("[enforce]\nmax_contained_macs = 0", "enforce.max_contained_macs"),
             ("[enforce]\nmax_bindings = 1", "enforce.max_bindings"),

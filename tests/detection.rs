@@ -28,10 +28,12 @@ fn root() -> PathBuf {
 }
 
 /// The lab's detector config: as shipped, except a 2 s baseline warm-up
-/// (each lab session has only 3 s of benign traffic before the attack).
+/// (each lab session has only 3 s of benign traffic before the attack), and
+/// the lab's LAN as `home_net` (where its devices are, as the live lab says).
 fn lab_config() -> Config {
     let mut cfg = Config { node_id: "lab".into(), ..Config::default() };
     cfg.detector.baseline_warmup_s = 2;
+    cfg.detector.home_net = vec!["192.0.2.0/24".into(), "2001:db8:10::/64".into()];
     cfg
 }
 

@@ -253,6 +253,7 @@ fn with_a_learnt_baseline_the_camera_upload_to_a_new_host_is_an_alert_named_base
     // baseline's finding stands alone: an alert, action allowed, no verdict.
     let mut cfg = shipped();
     cfg.detector.baseline_warmup_s = 2;
+    cfg.detector.home_net = vec!["192.0.2.0/24".into()];
     cfg.detector.model = "off".into();
     let (out, _) = replay_with(&cfg, "camera_exfil_new_host");
     assert!(out.verdicts.is_empty(), "{}", show(&out));

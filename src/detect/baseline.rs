@@ -23,6 +23,7 @@
 //! probation: about 3.5 KiB per device at the caps.
 
 use gatewarden_core::ewma::Ewma;
+use gatewarden_core::net::Cidr;
 use std::net::IpAddr;
 
 use crate::detect::heuristics::Detection;
@@ -52,11 +53,20 @@ pub struct BaselineConfig {
     pub z: f64,
     /// Bytes per second below which nothing is flagged.
     pub min_bps: f64,
+    /// Only sources in these networks are devices with a baseline (empty: every source).
+    pub home_net: Vec<Cidr>,
 }
 
 impl Default for BaselineConfig {
     fn default() -> Self {
-        BaselineConfig { warmup_s: 60, half_life_s: 60.0, factor: 3.0, z: 4.0, min_bps: 125_000.0 }
+        BaselineConfig {
+            warmup_s: 60,
+            half_life_s: 60.0,
+            factor: 3.0,
+            z: 4.0,
+            min_bps: 125_000.0,
+            home_net: Vec::new(),
+        }
     }
 }
 
@@ -107,6 +117,11 @@ impl Baseline {
         Baseline { cfg, devices: HashMap::default() }
     }
 
+    /// Whether `a` is one of the protected devices (`detector.home_net`).
+    fn is_device(&self, a: IpAddr) -> bool {
+        self.cfg.home_net.is_empty() || self.cfg.home_net.iter().any(|c| c.contains(&a))
+    }
+
     /// Devices currently tracked (bounded by [`MAX_DEVICES`]).
     pub fn tracked(&self) -> usize {
         self.devices.len()
@@ -130,7 +145,7 @@ impl Baseline {
     /// Feeds one flow snapshot; returns findings it completes.
     pub fn observe(&mut self, r: &FlowRecord) -> Vec<Detection> {
         let mut out = Vec::new();
-        if !matches!(r.proto, Proto::Tcp | Proto::Udp) {
+        if !matches!(r.proto, Proto::Tcp | Proto::Udp) || !self.is_device(r.src) {
             return out;
         }
         if !self.devices.contains_key(&r.src) && self.devices.len() >= MAX_DEVICES {
@@ -374,6 +389,34 @@ mod tests {
             t += 0.1;
         }
         out
+    }
+
+    /// The soak of issue #15 (seed 13297) raised two "anomaly" alerts for the
+    /// lab's firmware server: 198.51.100.10 "sent 1925 kB to 192.0.2.23 (never
+    /// seen)". A flow picked up mid-download names the server as its source;
+    /// what it sends is the device's download. Outside `home_net` it is no device.
+    #[test]
+    fn a_server_outside_home_net_serving_a_download_is_no_device() {
+        let home =
+            |nets: &[&str]| BaselineConfig { home_net: nets.iter().map(|n| n.parse().unwrap()).collect(), ..cfg() };
+        let serve = |b: &mut Baseline| {
+            let mut found = Vec::new();
+            for i in 0..400 {
+                let t = i as f64 * 0.1;
+                // 60 s of a quiet keep-alive to one device, then 2 MB/s to another it never served.
+                found.extend(b.observe(&rec(1, "198.51.100.10", "192.0.2.21", t, (t * 100.0) as u64)));
+                if t >= 35.0 {
+                    found.extend(b.observe(&rec(2, "198.51.100.10", "192.0.2.23", t, ((t - 35.0) * 2e6) as u64)));
+                }
+            }
+            found
+        };
+        let mut b = Baseline::new(home(&["192.0.2.0/24"]));
+        assert!(serve(&mut b).is_empty(), "a server outside home_net got a baseline");
+        assert_eq!(b.tracked(), 0);
+        // The same traffic from a host inside home_net is a device's upload to a new host.
+        let mut b = Baseline::new(home(&["198.51.100.0/24"]));
+        assert!(!serve(&mut b).is_empty(), "a device inside home_net must still be watched");
     }
 
     #[test]

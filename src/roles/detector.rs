@@ -327,6 +327,8 @@ fn baseline_config(d: &crate::config::DetectorConfig) -> BaselineConfig {
         factor: d.baseline_factor,
         z: d.baseline_z,
         min_bps: d.baseline_min_bps,
+        // Validated with the config: a bad entry never gets here.
+        home_net: d.home_net.iter().filter_map(|s| s.parse().ok()).collect(),
     }
 }
 

@@ -312,7 +312,7 @@ pub fn run_with(
                 // thresholds from the settings page, applied between batches.
                 let next = async { rx.recv().await.ok().map(DetectorInput::Batch) }
                     .or(async { models.recv().await.ok().map(DetectorInput::Model) })
-                    .or(async { new_settings.recv().await.ok().map(DetectorInput::Settings) })
+                    .or(async { new_settings.recv().await.ok().map(|s| DetectorInput::Settings(Box::new(s))) })
                     .or(async {
                         sd.wait().await;
                         None
@@ -332,7 +332,8 @@ pub fn run_with(
                         }
                         continue;
                     }
-                    Some(DetectorInput::Settings((d, r))) => {
+                    Some(DetectorInput::Settings(settings)) => {
+                        let (d, r) = *settings;
                         for s in stages.values_mut().chain(std::iter::once(&mut overflow)) {
                             s.set_detector_config(&d);
                             s.set_response_config(&r);
@@ -702,7 +703,7 @@ fn start_ctl(
 enum DetectorInput {
     Batch(gatewarden_proto::messages::FlowBatch),
     Model(gatewarden_proto::messages::ModelUpdate),
-    Settings((crate::config::DetectorConfig, crate::detect::response::ResponseConfig)),
+    Settings(Box<(crate::config::DetectorConfig, crate::detect::response::ResponseConfig)>),
 }
 
 /// The next message on `rx`, or `None` once shutdown fires or the channel closes:

@@ -591,10 +591,13 @@ impl Lab {
         let cfg = self.path("gatewarden.toml");
         let enforce = if self.enforce { "[enforce]\nenabled = true\n" } else { "" };
         // Shipped detector defaults: no warm-up or threshold overrides (issue #15).
+        // home_net is where this site's devices are (a fact of the network, like
+        // capture.interface): the lab's LAN is in TEST-NET-1 and 2001:db8:10::/64.
         std::fs::write(
             &cfg,
             format!(
-                "node_id = \"lab\"\n[http]\nlisten = \"127.0.0.1:8080\"\npublic_status = true\n[capture]\ninterface = \"lan0\"\n{enforce}"
+                "node_id = \"lab\"\n[http]\nlisten = \"127.0.0.1:8080\"\npublic_status = true\n[capture]\ninterface = \"lan0\"\n\
+                 [detector]\nhome_net = [\"192.0.2.0/24\", \"2001:db8:10::/64\"]\n{enforce}"
             ),
         )
         .unwrap();
