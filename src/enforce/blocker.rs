@@ -3,6 +3,7 @@
 //! feed import, fail-closed and group rules. Each operation is one netlink
 //! transaction.
 
+pub use gatewarden_netlink::route::{local_addresses, neighbours};
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -1203,7 +1204,7 @@ fn parse_range(target: &str) -> Option<(Fam, u128, u128)> {
 /// the site off, and a forged source can name them as easily as any other.
 /// Errors leave the list empty (logged): the bogon list still applies.
 pub fn infrastructure_addresses() -> Vec<IpAddr> {
-    let mut out = route_gateways().unwrap_or_else(|e| {
+    let mut out = gatewarden_netlink::route::route_gateways().unwrap_or_else(|e| {
         tracing::warn!("cannot read the routing table for next hops: {e}");
         Vec::new()
     });
@@ -1223,93 +1224,6 @@ fn resolvers(text: &str) -> Vec<IpAddr> {
         .filter_map(|a| a.split('%').next()?.parse().ok())
         .filter(|a: &IpAddr| !a.is_loopback() && !a.is_unspecified())
         .collect()
-}
-
-fn route_gateways() -> Result<Vec<IpAddr>> {
-    const RTM_GETROUTE: u16 = 26;
-    const RTA_GATEWAY: u16 = 5;
-    let mut nl = Netlink::open_protocol(netlink_sys::protocols::NETLINK_ROUTE)?;
-    let mut out = Vec::new();
-    for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
-        let seq = nl.take_seq();
-        // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags (12 bytes).
-        let mut rtmsg = [0u8; 12];
-        rtmsg[0] = family;
-        let req = super::netlink::raw_request(RTM_GETROUTE, super::netlink::DUMP, seq, &rtmsg);
-        for payload in nl.dump_raw(&req, seq, 12)? {
-            for (ty, v) in super::netlink::parse_attrs(&payload) {
-                if ty == RTA_GATEWAY {
-                    match v.len() {
-                        4 => out.extend(<[u8; 4]>::try_from(v).ok().map(IpAddr::from)),
-                        16 => out.extend(<[u8; 16]>::try_from(v).ok().map(IpAddr::from)),
-                        _ => {}
-                    }
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The addresses configured on this namespace's interfaces (rtnetlink `RTM_GETADDR`).
-pub fn local_addresses() -> Result<Vec<IpAddr>> {
-    const RTM_GETADDR: u16 = 22;
-    let mut nl = Netlink::open_protocol(netlink_sys::protocols::NETLINK_ROUTE)?;
-    let seq = nl.take_seq();
-    let req = super::netlink::raw_request(RTM_GETADDR, super::netlink::DUMP, seq, &[0u8; 8]);
-    let mut out = Vec::new();
-    for payload in nl.dump_raw(&req, seq, 8)? {
-        let mut local = None;
-        let mut address = None;
-        for (ty, v) in super::netlink::parse_attrs(&payload) {
-            let a = match v.len() {
-                4 => <[u8; 4]>::try_from(v).ok().map(IpAddr::from),
-                16 => <[u8; 16]>::try_from(v).ok().map(IpAddr::from),
-                _ => None,
-            };
-            match ty {
-                1 => address = a,
-                2 => local = a,
-                _ => {}
-            }
-        }
-        if let Some(a) = local.or(address) {
-            out.push(a);
-        }
-    }
-    Ok(out)
-}
-
-/// This namespace's neighbour table (rtnetlink `RTM_GETNEIGH`): IPv4 (ARP)
-/// and IPv6 (NDP) addresses with their link-layer address. Incomplete and
-/// failed entries carry no link-layer address and are left out.
-pub fn neighbours() -> Result<Vec<(IpAddr, [u8; 6])>> {
-    const RTM_GETNEIGH: u16 = 30;
-    const NDA_DST: u16 = 1;
-    const NDA_LLADDR: u16 = 2;
-    let mut nl = Netlink::open_protocol(netlink_sys::protocols::NETLINK_ROUTE)?;
-    let seq = nl.take_seq();
-    // struct ndmsg: family, pad, pad, ifindex, state, flags, type (12 bytes).
-    let req = super::netlink::raw_request(RTM_GETNEIGH, super::netlink::DUMP, seq, &[0u8; 12]);
-    let mut out = Vec::new();
-    for payload in nl.dump_raw(&req, seq, 12)? {
-        let mut dst = None;
-        let mut mac = None;
-        for (ty, v) in super::netlink::parse_attrs(&payload) {
-            match (ty, v.len()) {
-                (NDA_DST, 4) => dst = <[u8; 4]>::try_from(v).ok().map(IpAddr::from),
-                (NDA_DST, 16) => dst = <[u8; 16]>::try_from(v).ok().map(IpAddr::from),
-                (NDA_LLADDR, 6) => mac = <[u8; 6]>::try_from(v).ok(),
-                _ => {}
-            }
-        }
-        if let (Some(a), Some(m)) = (dst, mac) {
-            if m != [0; 6] {
-                out.push((a, m));
-            }
-        }
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -3,20 +3,21 @@
 //!
 //! | file | what it holds |
 //! |---|---|
-//! | `netlink.rs` | the socket, attribute encoding, batch transactions, dumps |
-//! | `expr.rs` | rule expressions (payload, cmp, lookup, counter, limit, dynset, ct, log, verdicts) |
+//! | gatewarden-netlink | the socket, attribute encoding, batch transactions, dumps; rule expressions; rtnetlink queries |
 //! | `ruleset.rs` | the `inet gatewarden` table: sets, chains, rules, counters |
 //! | `blocker.rs` | block / unblock / list, escalation, allowlist, size cap, feeds, fail-closed, group rules |
-//! | `feeds.rs` | CIDRs, blocklist files, durations |
+//! | `feeds.rs` | blocklist files (CIDRs and durations are gatewarden-core's) |
 //! | `service.rs` | the router's enforcement thread: verdicts in, blocks and metrics out |
 //! | `spoof.rs` | LAN IP ↔ MAC bindings (leases, neighbour table, first sightings), forged-source checks per frame, the verdict gate's source classes |
 //! | `control.rs` | `gatewarden ctl` blocks, block and unblock on top of the enforcement thread |
 
 pub mod blocker;
 pub mod control;
-pub mod expr;
+/// nftables expressions (the gatewarden-netlink crate).
+pub use gatewarden_netlink::expr;
 pub mod feeds;
-pub mod netlink;
+/// The netlink socket and messages (the gatewarden-netlink crate).
+pub use gatewarden_netlink as netlink;
 pub mod persist;
 pub mod ruleset;
 pub mod service;

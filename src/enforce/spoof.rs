@@ -32,7 +32,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::feeds::{self, Cidr};
-use super::ruleset::fam_of;
 use crate::packet::PacketInfo;
 use gatewarden_core::metrics::{Counter, Gauge, Registry};
 
@@ -603,116 +602,9 @@ pub fn parse_leases(text: &str, now_unix_s: u64) -> Vec<(IpAddr, Mac)> {
         .collect()
 }
 
-/// What the LAN interface looks like now: its index, MAC, networks and neighbours.
-#[derive(Debug, Clone, Default)]
-pub struct LanView {
-    /// The router's MACs (every interface).
-    pub own_macs: Vec<Mac>,
-    /// The LAN interface's MAC.
-    pub lan_mac: Option<Mac>,
-    /// The router's addresses (every interface), sorted.
-    pub own_addrs: Vec<IpAddr>,
-    /// Networks of the LAN interface's addresses.
-    pub prefixes: Vec<Cidr>,
-    /// Neighbour entries on the LAN interface with a link-layer address.
-    pub neighbours: Vec<(IpAddr, Mac)>,
-}
+pub use gatewarden_netlink::route::{lan_view, LanView};
 
-/// Reads the LAN interface's view from rtnetlink (`RTM_GETLINK`,
-/// `RTM_GETADDR`, `RTM_GETNEIGH`). An interface that does not exist (yet)
-/// gives an empty view.
-pub fn lan_view(interface: &str) -> super::blocker::Result<LanView> {
-    use super::netlink::{parse_attrs, raw_request, Netlink, DUMP};
-    const RTM_GETLINK: u16 = 18;
-    const RTM_GETADDR: u16 = 22;
-    const RTM_GETNEIGH: u16 = 30;
-    let mut nl = Netlink::open_protocol(netlink_sys::protocols::NETLINK_ROUTE)?;
-    let mut view = LanView::default();
-    let mut index = None;
-    let seq = nl.take_seq();
-    for p in nl.dump_raw(&raw_request(RTM_GETLINK, DUMP, seq, &[0u8; 16]), seq, 0)? {
-        let Some(ix) = p.get(4..8).map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]])) else { continue };
-        let (mut mac, mut is_lan) = (None, false);
-        for (ty, v) in parse_attrs(p.get(16..).unwrap_or_default()) {
-            match ty {
-                // IFLA_ADDRESS
-                1 if v.len() == 6 => mac = <[u8; 6]>::try_from(v).ok(),
-                // IFLA_IFNAME
-                3 if super::netlink::c_str(v) == interface => is_lan = true,
-                _ => {}
-            }
-        }
-        view.own_macs.extend(mac);
-        if is_lan {
-            index = Some(ix);
-            view.lan_mac = mac;
-        }
-    }
-    view.own_macs.sort();
-    view.own_macs.dedup();
-    let Some(index) = index else { return Ok(view) };
-    let seq = nl.take_seq();
-    for p in nl.dump_raw(&raw_request(RTM_GETADDR, DUMP, seq, &[0u8; 8]), seq, 0)? {
-        if p.len() < 8 {
-            continue;
-        }
-        let on_lan = i32::from_ne_bytes([p[4], p[5], p[6], p[7]]) == index;
-        let prefix = p[1];
-        for (ty, v) in parse_attrs(&p[8..]) {
-            // IFA_ADDRESS, IFA_LOCAL
-            if ty == 1 || ty == 2 {
-                let a = match v.len() {
-                    4 => <[u8; 4]>::try_from(v).ok().map(IpAddr::from),
-                    16 => <[u8; 16]>::try_from(v).ok().map(IpAddr::from),
-                    _ => None,
-                };
-                if let Some(a) = a {
-                    view.own_addrs.push(a);
-                    if on_lan && ty == 1 {
-                        view.prefixes.push(network(a, prefix));
-                    }
-                }
-            }
-        }
-    }
-    view.own_addrs.sort();
-    view.own_addrs.dedup();
-    let seq = nl.take_seq();
-    for p in nl.dump_raw(&raw_request(RTM_GETNEIGH, DUMP, seq, &[0u8; 12]), seq, 0)? {
-        if p.len() < 12 || i32::from_ne_bytes([p[4], p[5], p[6], p[7]]) != index {
-            continue;
-        }
-        let state = u16::from_ne_bytes([p[8], p[9]]);
-        // NUD_INCOMPLETE 0x01, NUD_FAILED 0x20, NUD_NONE 0: no usable link-layer address.
-        if state == 0 || state & (0x01 | 0x20) != 0 {
-            continue;
-        }
-        let (mut dst, mut mac) = (None, None);
-        for (ty, v) in parse_attrs(&p[12..]) {
-            match (ty, v.len()) {
-                (1, 4) => dst = <[u8; 4]>::try_from(v).ok().map(IpAddr::from),
-                (1, 16) => dst = <[u8; 16]>::try_from(v).ok().map(IpAddr::from),
-                (2, 6) => mac = <[u8; 6]>::try_from(v).ok(),
-                _ => {}
-            }
-        }
-        if let (Some(a), Some(m)) = (dst, mac) {
-            view.neighbours.push((a, m));
-        }
-    }
-    Ok(view)
-}
-
-/// The network `addr/prefix` with host bits cleared.
-pub fn network(addr: IpAddr, prefix: u8) -> Cidr {
-    let fam = fam_of(&addr);
-    let bits = if fam == super::expr::Fam::V4 { 32 } else { 128 };
-    let prefix = prefix.min(bits as u8);
-    let v = feeds::addr_u128(&addr);
-    let host_bits = bits - prefix as u32;
-    let masked = if host_bits >= 128 { 0 } else { v >> host_bits << host_bits };
-    Cidr { addr: feeds::u128_addr(fam, masked), prefix }
-}
+pub use gatewarden_core::net::network;
 
 #[cfg(test)]
 mod tests {

@@ -207,6 +207,18 @@ pub fn range_text(fam: Fam, lo: u128, hi: u128) -> String {
     format!("{}-{}", u128_addr(fam, lo), u128_addr(fam, hi))
 }
 
+/// The network `addr/prefix` with host bits cleared (a prefix past the
+/// family's width is taken as the full width).
+pub fn network(addr: IpAddr, prefix: u8) -> Cidr {
+    let fam = fam_of(&addr);
+    let bits: u32 = if fam == Fam::V4 { 32 } else { 128 };
+    let prefix = prefix.min(bits as u8);
+    let v = addr_u128(&addr);
+    let host_bits = bits - prefix as u32;
+    let masked = if host_bits >= 128 { 0 } else { v >> host_bits << host_bits };
+    Cidr { addr: u128_addr(fam, masked), prefix }
+}
+
 /// A link-layer (Ethernet) address.
 pub type Mac = [u8; 6];
 

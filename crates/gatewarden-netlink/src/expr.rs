@@ -6,7 +6,7 @@
 //! A rule is a `Vec<Expr>` evaluated left to right over 16-byte registers;
 //! [`Expr::list`] turns it into `NFTA_RULE_EXPRESSIONS`.
 
-use super::netlink::Attrs;
+use crate::Attrs;
 
 pub use gatewarden_core::net::Fam;
 
@@ -332,7 +332,7 @@ pub fn dport_range(lo: u16, hi: u16) -> Vec<Expr> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::enforce::netlink::{be_u32, be_u64, c_str, parse_attrs};
+    use crate::{be_u32, be_u64, c_str, parse_attrs};
 
     fn attrs(b: &[u8]) -> Vec<(u16, Vec<u8>)> {
         parse_attrs(b).map(|(t, v)| (t, v.to_vec())).collect()

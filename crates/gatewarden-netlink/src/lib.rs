@@ -12,6 +12,18 @@
 //! `BATCH_END`, sent in one `send`. The kernel applies all of it or nothing,
 //! and processes it synchronously inside `send`, so every ack is already in
 //! our receive queue when `send` returns.
+//!
+//! gatewarden-netlink: the netlink socket and message encoding ([`Batch`],
+//! [`Attrs`]), nftables expressions ([`expr`]) and rtnetlink queries
+//! ([`route`]). Depends on gatewarden-core only; one of the two crates with
+//! `unsafe` (a socket option, with its `// SAFETY:` comment). The nftables
+//! encoder is our own on purpose: no maintained crate builds the set
+//! elements with timeouts, comments and `ether_addr` keys in one batch as
+//! the blocker needs (`rustables` and `nftnl` need libnftnl, a C library the
+//! static aarch64 build cannot take).
+
+pub mod expr;
+pub mod route;
 
 use std::io;
 
