@@ -870,7 +870,7 @@ fn cmd_features(args: FeaturesArgs) -> i32 {
         );
         b
     });
-    let result = extract::extract(&mut source, &labels, &cfg, &mut out, |pos| {
+    let result = extract::extract(&mut source, &labels, &cfg.flow, &mut out, |pos| {
         if let Some(b) = &bar {
             b.set_position(pos)
         }

@@ -14,11 +14,14 @@ pub mod config;
 pub mod ctl;
 pub mod detect;
 pub mod enforce;
-pub mod features;
-pub mod flow;
+/// Where a packet becomes a flow (the gatewarden-flow crate).
+pub use gatewarden_flow as flow;
+/// Flow features (in the gatewarden-flow crate).
+pub use gatewarden_flow::features;
 pub mod logging;
 pub mod monitor;
-pub mod packet;
+/// Header parsing (in the gatewarden-flow crate).
+pub use gatewarden_flow::packet;
 pub mod pki;
 pub mod policy;
 pub mod replay;

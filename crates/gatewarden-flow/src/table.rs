@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use hashbrown::HashTable;
 
-use super::conn_state::{history, ConnState};
+use crate::conn_state::{history, ConnState};
 use crate::packet::{tcp_flags, PacketInfo};
 use gatewarden_core::recency::{Linked, RecencyList, NIL};
 use gatewarden_proto::messages::{FlowRecord, Proto};

@@ -127,7 +127,7 @@ mod tests {
 
     #[test]
     fn conn_state_columns_follow_conn_state_order() {
-        for (i, s) in crate::flow::ConnState::ALL.iter().enumerate() {
+        for (i, s) in crate::ConnState::ALL.iter().enumerate() {
             assert_eq!(FLOW_COLUMNS[22 + i].name, format!("flow_state_{}", s.as_str()));
         }
     }

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use etherparse::{EtherType, LaxNetSlice, LaxSlicedPacket, TransportSlice};
 
-use crate::capture::{Frame, LinkType};
+use gatewarden_capture::{Frame, LinkType};
 
 /// TCP flag bits as they appear in the header.
 pub mod tcp_flags {

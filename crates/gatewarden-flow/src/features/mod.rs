@@ -10,7 +10,7 @@ pub mod schema;
 pub use host::HostTracker;
 pub use schema::{FeatureVector, N_FEATURES};
 
-use crate::flow::{ConnState, Flow};
+use crate::{ConnState, Flow};
 use schema::{FLOW_COLUMNS, HOST_STATS, PAIR_STATS, WINDOWS_S};
 
 /// The full feature vector of a flow, with its source's host and pair statistics at `now`.

@@ -11,10 +11,10 @@ use serde::Serialize;
 
 use super::labels::Labels;
 use super::{flow_vector, schema, HostTracker};
-use crate::capture::{CaptureError, PacketSource};
-use crate::config::Config;
-use crate::flow::{Flow, FlowTable};
+use crate::config::FlowConfig;
 use crate::packet;
+use crate::{Flow, FlowTable};
+use gatewarden_capture::{CaptureError, PacketSource};
 
 /// What an extraction produced.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -81,12 +81,12 @@ fn write_row(out: &mut impl Write, f: &Flow, tracker: &HostTracker, now: u64, la
 pub fn extract(
     source: &mut dyn PacketSource,
     labels: &Labels,
-    cfg: &Config,
+    cfg: &FlowConfig,
     out: &mut impl Write,
     mut progress: impl FnMut(u64),
 ) -> Result<ExtractSummary, ExtractError> {
-    let mut table = FlowTable::new(cfg.flow.max_flows, cfg.flow.idle_timeout_s, cfg.flow.active_timeout_s);
-    let mut tracker = HostTracker::new(cfg.flow.max_hosts, cfg.flow.max_pairs);
+    let mut table = FlowTable::new(cfg.max_flows, cfg.idle_timeout_s, cfg.active_timeout_s);
+    let mut tracker = HostTracker::new(cfg.max_hosts, cfg.max_pairs);
     let mut summary = ExtractSummary::default();
     writeln!(out, "{}", header())?;
     let mut next_expire = 0u64;

@@ -1,0 +1,19 @@
+//! gatewarden-flow: where a packet becomes a flow.
+//!
+//! [`packet`] reads a frame's headers (Ethernet, VLAN, IPv4/IPv6, TCP/UDP/ICMP)
+//! without touching the payload; [`table`] is the bounded, bidirectional
+//! 5-tuple flow table with Zeek-style connection states; [`features`] turns
+//! flows and per-host damped statistics into the numbers the detector and the
+//! model read, defined once in [`features::schema`]. [`config`] is `[flow]`.
+//!
+//! Depends on gatewarden-core, gatewarden-proto (the wire's flow records and
+//! connection states) and gatewarden-capture (frames).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod features;
+pub mod packet;
+pub mod table;
+
+pub use gatewarden_proto::conn_state::{self, ConnState};
+pub use table::{Flow, FlowKey, FlowTable, FlowTableStats};
