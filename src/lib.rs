@@ -12,7 +12,8 @@ pub use gatewarden_capture as capture;
 pub mod cli;
 pub mod config;
 pub mod ctl;
-pub mod detect;
+/// The detector: heuristics, model, baseline, fusion, response policy (the gatewarden-detect crate).
+pub use gatewarden_detect as detect;
 pub mod enforce;
 /// Where a packet becomes a flow (the gatewarden-flow crate).
 pub use gatewarden_flow as flow;

@@ -15,7 +15,7 @@ use crate::detect::fusion::{Fused, Fusion, FusionConfig, FusionStats, ModelOpini
 use crate::detect::heuristics::{Detection, AUTH_PORTS};
 use crate::detect::model::{HostModel, Judgement, ModelError};
 use crate::detect::response::{Action, Decision, ResponseConfig, ResponsePolicy};
-use crate::detect::validator::{self, Limits, Rejected};
+use crate::detect::validator::{self, Limits};
 use crate::detect::Heuristics;
 use crate::features::schema::HOST_STATS;
 use gatewarden_core::metrics::{Counter, Registry};
@@ -93,20 +93,7 @@ pub fn uploaded_model_path(store: &str) -> Option<std::path::PathBuf> {
     (!store.trim().is_empty()).then(|| std::path::Path::new(store.trim()).join("uploaded.tflite"))
 }
 
-/// Reads `path` and the card beside it, checks them in the validator's child
-/// process ([`crate::detect::validator`]) and only then loads them here.
-pub fn load_checked(path: &std::path::Path, limits: &Limits) -> Result<HostModel, ModelError> {
-    let origin = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| ModelError::Read { path: path.into(), source })?;
-    let card_path = HostModel::card_path(path);
-    let card =
-        std::fs::read_to_string(&card_path).map_err(|source| ModelError::Read { path: card_path.clone(), source })?;
-    validator::validate(&bytes, &card, limits).map_err(|e| match e {
-        Rejected::Invalid(r) => ModelError::Refused(origin.clone(), r),
-        Rejected::Unavailable(r) => ModelError::Unchecked(origin.clone(), r),
-    })?;
-    HostModel::from_parts_bounded(&bytes, &card, &origin, limits.max_batch)
-}
+pub use crate::detect::validator::load_checked;
 
 /// Moves a stored upload that failed validation aside (`.rejected` appended
 /// to both files) so the next start neither pays for nor alerts about it

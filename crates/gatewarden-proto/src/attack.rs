@@ -53,3 +53,25 @@ impl AttackKind {
         }
     }
 }
+
+/// Which detector produced a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Origin {
+    /// The explainable thresholds in `heuristics.rs`.
+    Heuristics,
+    /// The TFLite classifier.
+    Model,
+    /// The per-device baseline.
+    Baseline,
+}
+
+impl Origin {
+    /// Lower-case name for metrics labels and reasons.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Heuristics => "heuristics",
+            Origin::Model => "model",
+            Origin::Baseline => "baseline",
+        }
+    }
+}

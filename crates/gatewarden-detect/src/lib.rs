@@ -5,9 +5,13 @@
 //! ([`model`]) and a per-device baseline ([`baseline`]) — and [`fusion`]
 //! combines their findings into verdicts with confidence, reason and TTL;
 //! the [`response`] policy decides whether each one blocks, alerts or is
-//! only counted.
+//! only counted. [`config`] is `[detector]`.
+//!
+//! Depends on gatewarden-core, gatewarden-proto and gatewarden-flow.
+#![forbid(unsafe_code)]
 
 pub mod baseline;
+pub mod config;
 pub mod fusion;
 pub mod heuristics;
 pub mod model;

@@ -29,8 +29,8 @@
 use gatewarden_core::token_bucket::TokenBucket;
 use std::net::IpAddr;
 
-use crate::detect::heuristics::Detection;
-use crate::detect::response::{Action, Decision, ResponsePolicy};
+use crate::heuristics::Detection;
+use crate::response::{Action, Decision, ResponsePolicy};
 use gatewarden_proto::messages::AttackKind;
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -38,27 +38,7 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 /// Most open incidents; beyond it the least recently active close first.
 pub const MAX_INCIDENTS: usize = 65_536;
 
-/// Which detector produced a finding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Origin {
-    /// The explainable thresholds in `heuristics.rs`.
-    Heuristics,
-    /// The TFLite classifier.
-    Model,
-    /// The per-device baseline.
-    Baseline,
-}
-
-impl Origin {
-    /// Lower-case name for metrics labels and reasons.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Origin::Heuristics => "heuristics",
-            Origin::Model => "model",
-            Origin::Baseline => "baseline",
-        }
-    }
-}
+pub use gatewarden_proto::attack::Origin;
 
 /// The model's view of one source in one batch.
 #[derive(Debug, Clone, PartialEq)]
@@ -354,7 +334,7 @@ impl Fusion {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::response::Rule;
+    use crate::response::Rule;
     use gatewarden_proto::messages::Proto;
 
     fn det(src: &str, kind: AttackKind, t: f64) -> Detection {
@@ -523,7 +503,7 @@ mod tests {
 
     #[test]
     fn an_ignored_kind_is_decided_as_ignore() {
-        use crate::detect::response::{Action, ResponseConfig};
+        use crate::response::{Action, ResponseConfig};
         let cfg = ResponseConfig { brute_force: Action::Ignore, ..Default::default() };
         let mut f = Fusion::new(FusionConfig { policy: ResponsePolicy::new(cfg, false), ..Default::default() });
         let out =

@@ -14,8 +14,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::detect::fusion::Origin;
-use crate::detect::heuristics::Detection;
+use crate::heuristics::Detection;
+use gatewarden_proto::attack::Origin;
 use gatewarden_proto::messages::AttackKind;
 
 /// What the gateway does about one kind of finding.

@@ -9,7 +9,7 @@
 //! `tools/train/train.py`) is embedded in the binary; `detector.model` in the
 //! config names another `.tflite` whose card sits beside it
 //! (`NAME.tflite` → `NAME.card.json`). Any model but the embedded one is
-//! first checked in a child process ([`crate::detect::validator`]): tract can
+//! first checked in a child process ([`crate::validator`]): tract can
 //! panic on a malformed file.
 //!
 //! The model classifies a *source host* from the schema's host columns (the
@@ -32,12 +32,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tract_tflite::prelude::*;
 
-use crate::features::schema::{self, HOST_STATS, SCHEMA_NAME, SCHEMA_VERSION, WINDOWS_S, WINDOW_SUFFIX};
+use gatewarden_flow::features::schema::{self, HOST_STATS, SCHEMA_NAME, SCHEMA_VERSION, WINDOWS_S, WINDOW_SUFFIX};
 
 /// The embedded default model.
-pub const DEFAULT_TFLITE: &[u8] = include_bytes!("../../models/host-mlp.tflite");
+pub const DEFAULT_TFLITE: &[u8] = include_bytes!("../../../models/host-mlp.tflite");
 /// The embedded default model's card.
-pub const DEFAULT_CARD: &str = include_str!("../../models/host-mlp.card.json");
+pub const DEFAULT_CARD: &str = include_str!("../../../models/host-mlp.card.json");
 
 /// Which schema a model was trained on.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -469,7 +469,7 @@ impl HostModel {
 
     /// A model from its bytes and card text. Runs tract on `tflite`, which can
     /// panic or exhaust memory on crafted input: bytes from the network go to
-    /// [`crate::detect::validator`] (a child process) first.
+    /// [`crate::validator`] (a child process) first.
     pub fn from_parts(tflite: &[u8], card: &str, origin: &str) -> Result<HostModel, ModelError> {
         HostModel::from_parts_bounded(tflite, card, origin, DEFAULT_MAX_BATCH)
     }
@@ -742,8 +742,8 @@ mod tests {
     fn garbage_is_an_error_not_a_panic() {
         assert!(HostModel::from_parts(b"not a flatbuffer", DEFAULT_CARD, "x").is_err());
         assert!(HostModel::from_parts(DEFAULT_TFLITE, "{", "x").is_err());
-        let limits = crate::detect::validator::Limits::default();
-        assert!(crate::roles::detector::load_checked(Path::new("/nonexistent/model.tflite"), &limits)
+        let limits = crate::validator::Limits::default();
+        assert!(crate::validator::load_checked(Path::new("/nonexistent/model.tflite"), &limits)
             .unwrap_err()
             .to_string()
             .contains("detector.model"));
@@ -753,7 +753,7 @@ mod tests {
     fn tract_matches_the_tflite_interpreter_on_the_reference_inputs() {
         // models/host-mlp.reference.json: raw host rows and what TensorFlow
         // Lite's own interpreter gave for them (tools/train/train.py).
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/host-mlp.reference.json");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/host-mlp.reference.json");
         let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
         let inputs: Vec<Vec<f32>> = serde_json::from_value(r["inputs"].clone()).unwrap();
         let expected: Vec<Vec<f32>> = serde_json::from_value(r["outputs"].clone()).unwrap();

@@ -15,7 +15,7 @@ type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 use std::net::IpAddr;
 
 use crate::config::DetectorConfig;
-use crate::flow::ConnState;
+use gatewarden_flow::ConnState;
 use gatewarden_proto::messages::{AttackKind, FlowRecord, Proto};
 
 /// Most sources tracked at once.
@@ -930,8 +930,8 @@ mod tests {
 
     #[test]
     fn a_sweep_says_how_many_probes_went_unanswered() {
-        use crate::detect::fusion::Origin;
-        use crate::detect::response::{Action, ResponsePolicy, Rule};
+        use crate::fusion::Origin;
+        use crate::response::{Action, ResponsePolicy, Rule};
         let policy = ResponsePolicy::default();
         // A home-automation hub polling 30 devices' web pages: answered, neither blocked nor alerted.
         let mut h = Heuristics::new(DetectorConfig::default());

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use crate::detect::model::HostModel;
+use crate::model::{HostModel, ModelError};
 use gatewarden_proto::messages::MAX_MODEL_BYTES;
 
 /// Validations running at once at most (each is a child process); more
@@ -290,7 +290,7 @@ fn interpret(
 /// untrusted bytes outside the worker).
 pub fn check_here(tflite: &[u8], card: &str, max_batch: usize) -> Result<Report, String> {
     // The card is plain JSON; its hash is checked before tract sees a byte.
-    let parsed = crate::detect::model::parse_card(card, "candidate").map_err(|e| e.to_string())?;
+    let parsed = crate::model::parse_card(card, "candidate").map_err(|e| e.to_string())?;
     let digest = sha2::Sha256::digest(tflite);
     let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
     match parsed.tflite_sha256.as_deref().map(str::trim) {
@@ -383,10 +383,25 @@ pub fn worker_main(max_batch: usize, memory_mb: u64, cpu_s: u64) -> i32 {
     code
 }
 
+/// Reads `path` and the card beside it, checks them in the validator's child
+/// process ([`validate`]) and only then loads them here.
+pub fn load_checked(path: &std::path::Path, limits: &Limits) -> Result<HostModel, ModelError> {
+    let origin = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| ModelError::Read { path: path.into(), source })?;
+    let card_path = HostModel::card_path(path);
+    let card =
+        std::fs::read_to_string(&card_path).map_err(|source| ModelError::Read { path: card_path.clone(), source })?;
+    validate(&bytes, &card, limits).map_err(|e| match e {
+        Rejected::Invalid(r) => ModelError::Refused(origin.clone(), r),
+        Rejected::Unavailable(r) => ModelError::Unchecked(origin.clone(), r),
+    })?;
+    HostModel::from_parts_bounded(&bytes, &card, &origin, limits.max_batch)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::model::{DEFAULT_CARD, DEFAULT_TFLITE};
+    use crate::model::{DEFAULT_CARD, DEFAULT_TFLITE};
 
     #[test]
     fn the_embedded_model_passes_its_own_reference() {

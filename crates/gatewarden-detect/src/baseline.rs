@@ -26,7 +26,7 @@ use gatewarden_core::ewma::Ewma;
 use gatewarden_core::net::Cidr;
 use std::net::IpAddr;
 
-use crate::detect::heuristics::Detection;
+use crate::heuristics::Detection;
 use gatewarden_proto::messages::{AttackKind, FlowRecord, Proto};
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -355,7 +355,7 @@ fn close_bin(d: &mut Device, cfg: &BaselineConfig, bytes: f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::flow::ConnState;
+    use gatewarden_flow::ConnState;
 
     fn rec(id: u64, src: &str, dst: &str, t: f64, fwd_bytes: u64) -> FlowRecord {
         FlowRecord {
