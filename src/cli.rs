@@ -117,7 +117,7 @@ Examples:\n  gatewarden policy group add cameras --member 192.0.2.0/28\n  gatewa
 gatewarden policy rule create --from cameras --to sensors --proto tcp --ports 22 --action deny --priority 100\n  \
 gatewarden policy explain cameras sensors tcp 22\n  gatewarden policy suggest\n  gatewarden policy accept s1a2b3c4d"
     )]
-    Policy(crate::policy::cli::PolicyArgs),
+    Policy(crate::policy_cli::PolicyArgs),
     /// Check a detector model (.tflite + model card) against this binary, or show the embedded one.
     #[command(long_about = "Load a detector model the way the detector does: the float32 .tflite, its model \
 card beside it (NAME.tflite → NAME.card.json), the card's feature schema checked against this binary's \
@@ -608,7 +608,7 @@ pub fn main() -> i32 {
         Command::Blocklist(BlocklistCommand::Import { file, ttl, config }) => cmd_import(&file, ttl, config.as_deref()),
         Command::Pki(cmd) => cmd_pki(cmd),
         Command::Ctl(args) => cmd_ctl(args),
-        Command::Policy(args) => crate::policy::cli::run(args),
+        Command::Policy(args) => crate::policy_cli::run(args),
         Command::Model(args) => cmd_model(args),
         Command::Token(cmd) => cmd_token(cmd),
         Command::Config(ConfigCommand::Show { config }) => match load_config(config.as_deref()) {

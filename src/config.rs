@@ -1361,4 +1361,28 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("/nonexistent/gw.toml") && text.contains("--config"), "{text}");
     }
+    #[test]
+    fn config_groups_and_rules_are_read_validated_and_fixed() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "[policy]\nstate_dir = \"{}\"\n\
+[[policy.groups]]\nname = \"cameras\"\nmembers = [\"192.0.2.0/28\", \"aa:bb:cc:dd:ee:01\"]\n\
+[[policy.groups]]\nname = \"sensors\"\nmembers = [\"198.51.100.0/28\"]\n\
+[[policy.rules]]\nsource_group = \"cameras\"\ndestination_group = \"sensors\"\nprotocol = \"tcp\"\nport_range = \"22\"\naction = \"deny\"\npriority = 100\n",
+            dir.path().display()
+        );
+        let cfg = Config::from_toml(&text, std::path::Path::new("t.toml")).unwrap();
+        let mut e = crate::policy::PolicyEngine::open(&cfg.policy).unwrap();
+        let rules = e.rules();
+        assert_eq!((rules[0].item.id, rules[0].origin), (crate::policy::CONFIG_RULE_BASE, "config"));
+        assert!(e.delete_rule(crate::policy::CONFIG_RULE_BASE).unwrap_err().to_string().contains("config file"));
+        assert!(e.remove_group("cameras").unwrap_err().to_string().contains("config file"));
+        assert!(e.uses_macs());
+        // A conflicting pair in the config is a config error naming both.
+        let bad = format!(
+            "{text}[[policy.rules]]\nsource_group = \"cameras\"\ndestination_group = \"sensors\"\naction = \"allow\"\npriority = 100\n"
+        );
+        let err = Config::from_toml(&bad, std::path::Path::new("t.toml")).unwrap_err().to_string();
+        assert!(err.contains("conflict") && err.contains("rule #1000000"), "{err}");
+    }
 }

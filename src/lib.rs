@@ -24,7 +24,9 @@ pub mod monitor;
 /// Header parsing (in the gatewarden-flow crate).
 pub use gatewarden_flow::packet;
 pub mod pki;
-pub mod policy;
+/// Group policy: groups, rules, traffic matrix, suggestions (the gatewarden-policy crate).
+pub use gatewarden_policy as policy;
+pub mod policy_cli;
 pub mod replay;
 pub mod roles;
 /// The end-to-end secure channel and certificate checks (the gatewarden-secure crate).

@@ -962,7 +962,7 @@ impl Blocker {
             return Ok(false);
         }
         let neighbours =
-            if update.groups.iter().any(|(_, m)| m.iter().any(|x| crate::policy::model::parse_mac(x).is_some())) {
+            if update.groups.iter().any(|(_, m)| m.iter().any(|x| gatewarden_core::net::parse_mac(x).is_some())) {
                 neighbours().unwrap_or_else(|e| {
                     tracing::warn!("cannot read the neighbour table for MAC group members: {e}");
                     Vec::new()
@@ -980,7 +980,7 @@ impl Blocker {
     /// device's address changed. Returns whether it re-applied.
     pub fn refresh_group_macs(&mut self) -> anyhow::Result<bool> {
         let Some((update, old)) = self.policy_macs.clone() else { return Ok(false) };
-        if !update.groups.iter().any(|(_, m)| m.iter().any(|x| crate::policy::model::parse_mac(x).is_some())) {
+        if !update.groups.iter().any(|(_, m)| m.iter().any(|x| gatewarden_core::net::parse_mac(x).is_some())) {
             return Ok(false);
         }
         let mut now = neighbours()?;
@@ -990,7 +990,7 @@ impl Blocker {
         let macs: Vec<[u8; 6]> = update
             .groups
             .iter()
-            .flat_map(|(_, m)| m.iter().filter_map(|x| crate::policy::model::parse_mac(x)))
+            .flat_map(|(_, m)| m.iter().filter_map(|x| gatewarden_core::net::parse_mac(x)))
             .collect();
         let relevant = |v: &[(IpAddr, [u8; 6])]| -> Vec<(IpAddr, [u8; 6])> {
             v.iter().filter(|(_, m)| macs.contains(m)).copied().collect()
@@ -1014,7 +1014,7 @@ impl Blocker {
             }
             let mut parsed = Vec::new();
             for m in members {
-                if let Some(mac) = crate::policy::model::parse_mac(m) {
+                if let Some(mac) = gatewarden_core::net::parse_mac(m) {
                     parsed.extend(neighbours.iter().filter(|(_, x)| *x == mac).map(|(a, _)| Cidr::host(*a)));
                 } else {
                     parsed.push(m.parse::<Cidr>().map_err(|e| anyhow::anyhow!("group {name}: {e}"))?);

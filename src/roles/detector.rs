@@ -126,10 +126,17 @@ fn set_aside(path: &std::path::Path) -> String {
 /// embedded model (trusted: built in and tested with this binary), a file
 /// (checked in the validator), or none (`off`).
 pub fn load_model(cfg: &crate::config::DetectorConfig) -> (Result<Option<Arc<HostModel>>, ModelError>, Option<String>) {
-    let limits = Limits::from_config(cfg);
+    load_model_with(cfg, &Limits::from_config(cfg))
+}
+
+/// [`load_model`] with the validator's limits (and executable) given.
+fn load_model_with(
+    cfg: &crate::config::DetectorConfig,
+    limits: &Limits,
+) -> (Result<Option<Arc<HostModel>>, ModelError>, Option<String>) {
     let mut notice = None;
     if let Some(path) = uploaded_model_path(&cfg.model_store).filter(|p| p.exists() && cfg.model.trim() != "off") {
-        match load_checked(&path, &limits) {
+        match load_checked(&path, limits) {
             Ok(m) => {
                 tracing::info!(path = %path.display(), name = %m.card().name, "running the model uploaded on the dashboard (delete it to return to detector.model)");
                 return (Ok(Some(Arc::new(m))), None);
@@ -153,7 +160,7 @@ pub fn load_model(cfg: &crate::config::DetectorConfig) -> (Result<Option<Arc<Hos
     let loaded = match cfg.model.trim() {
         "off" => Ok(None),
         "" => HostModel::embedded().map(|m| Some(Arc::new(m))),
-        path => load_checked(std::path::Path::new(path), &limits).map(|m| Some(Arc::new(m))),
+        path => load_checked(std::path::Path::new(path), limits).map(|m| Some(Arc::new(m))),
     };
     (loaded, notice)
 }
@@ -351,7 +358,12 @@ impl DetectorStage {
     /// logged and reported as a `system` alert with the first batch; the
     /// stage runs on heuristics and the baseline.
     pub fn new(cfg: &Config, registry: &Arc<Registry>) -> DetectorStage {
-        let (loaded, notice) = load_model(&cfg.detector);
+        DetectorStage::with_limits(cfg, registry, &Limits::from_config(&cfg.detector))
+    }
+
+    /// [`DetectorStage::new`] with the model validator's limits (and executable) given.
+    fn with_limits(cfg: &Config, registry: &Arc<Registry>, limits: &Limits) -> DetectorStage {
+        let (loaded, notice) = load_model_with(&cfg.detector, limits);
         let mut stage = DetectorStage::with_model(cfg, registry, loaded);
         stage.start_notice = notice;
         stage
@@ -934,21 +946,22 @@ mod tests {
 
     #[test]
     fn a_stored_model_that_could_not_be_checked_is_not_used_stays_in_place_and_is_reported() {
-        // In unit tests the validator cannot run (no gatewarden binary): the
-        // stored upload must then not be loaded, nor set aside. The refused
-        // and crashed cases run against the real binary in tests/hostile/model.rs.
+        // A validator that cannot start (its executable is missing): the stored
+        // upload must then not be loaded, nor set aside. The refused and
+        // crashed cases run against the real binary in tests/hostile/model.rs.
         let dir = tempfile::tempdir().unwrap();
         let stored = dir.path().join("uploaded.tflite");
         std::fs::write(&stored, crate::detect::model::DEFAULT_TFLITE).unwrap();
         std::fs::write(dir.path().join("uploaded.card.json"), crate::detect::model::DEFAULT_CARD).unwrap();
         let mut cfg = Config::default();
         cfg.detector.model_store = dir.path().display().to_string();
-        let (model, notice) = load_model(&cfg.detector);
+        let limits = Limits { exe: Some(dir.path().join("no-such-gatewarden")), ..Limits::from_config(&cfg.detector) };
+        let (model, notice) = load_model_with(&cfg.detector, &limits);
         assert_eq!(model.unwrap().unwrap().origin(), "embedded model");
         let notice = notice.unwrap();
         assert!(notice.contains("could not be checked") && notice.contains("left in place"), "{notice}");
         assert!(stored.exists());
-        let mut s = DetectorStage::new(&cfg, &Registry::new());
+        let mut s = DetectorStage::with_limits(&cfg, &Registry::new(), &limits);
         let a = s.take_start_alert().expect("a start-up alert");
         assert_eq!(a.signature_id, SIG_MODEL_FALLBACK);
         assert!(a.reason.contains("the embedded model"), "{}", a.reason);

@@ -130,7 +130,8 @@ pub fn run_with(
     };
     // Group policies (#9) live with the monitor: the engine, its API and a
     // thread that publishes the compiled policy to the routers.
-    let policy = if role.runs_monitor() { start_policy(cfg, &state, out.clone(), shutdown.clone()) } else { None };
+    let policy =
+        if role.runs_monitor() { start_policy(cfg, role, &state, out.clone(), shutdown.clone()) } else { None };
     // The training page's uploads go to the detector in this process, or sealed to every detector node.
     if role.runs_monitor() && (role.runs_detector() || mqtt.is_some()) {
         let o = out.clone();
@@ -721,6 +722,7 @@ async fn next_or_shutdown<T>(rx: &async_channel::Receiver<T>, shutdown: &Shutdow
 /// a warning instead of stopping the monitor) and starts its tick thread.
 fn start_policy(
     cfg: &Config,
+    role: Role,
     state: &Arc<MonitorState>,
     out: Arc<dyn Publisher>,
     shutdown: Shutdown,
@@ -728,7 +730,12 @@ fn start_policy(
     let publish = Box::new(move |u: gatewarden_proto::messages::PolicyUpdate| {
         out.publish(Message::PolicyUpdate(u));
     });
-    let svc = match crate::policy::service::PolicyService::start(&cfg.policy, publish) {
+    // MAC members resolve through the router's neighbour table, so only a node
+    // that runs the router reads one; elsewhere MAC members stay unresolved.
+    let runs_router = role.runs_router();
+    let neighbours: crate::policy::service::Neighbours =
+        Box::new(move || if runs_router { crate::enforce::blocker::neighbours().ok() } else { None });
+    let svc = match crate::policy::service::PolicyService::start(&cfg.policy, publish, neighbours) {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!("group policies are off: {e:#} (set policy.state_dir to a writable directory)");

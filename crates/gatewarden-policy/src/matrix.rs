@@ -8,7 +8,7 @@ use std::collections::{HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use super::model::Protocol;
-use crate::flow::ConnState;
+use gatewarden_proto::conn_state::ConnState;
 use gatewarden_proto::messages::{FlowRecord, Proto};
 
 /// Default number of cells kept.

@@ -8,9 +8,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use super::{Group, PolicyEngine, RuleSpec};
 use crate::cli::{EXIT_BAD_INPUT, EXIT_FAILURE};
 use crate::config::Config;
+use crate::policy::{Group, PolicyEngine, RuleSpec};
 
 /// `gatewarden policy` and its options.
 #[derive(Debug, Args)]
@@ -223,7 +223,7 @@ fn after_change(engine: &PolicyEngine, cfg: &Config) {
     }
 }
 
-fn spec_from(fields: RuleFields, base: Option<&super::Relationship>) -> Result<RuleSpec, String> {
+fn spec_from(fields: RuleFields, base: Option<&crate::policy::Relationship>) -> Result<RuleSpec, String> {
     let need = |v: Option<String>, b: Option<String>, flag: &str| {
         v.or(b).ok_or_else(|| format!("{flag} is required (see `gatewarden policy rule create --help`)"))
     };

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::enforce::feeds::Cidr;
+use gatewarden_core::net::Cidr;
 use gatewarden_proto::messages::{GroupRule, PolicyAction, Proto};
 
 /// Most groups a policy may hold: each becomes two nftables sets, and the

@@ -3,10 +3,12 @@
 //! publishes the compiled policy to the routers (as a `PolicyUpdate` on the
 //! bus: in process, or signed and encrypted over MQTT).
 
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::{PolicyConfig, PolicyEngine};
+use gatewarden_core::net::Mac;
 use gatewarden_proto::messages::{Alert, FlowBatch, PolicyUpdate};
 
 /// Republish the current policy this often, so a restarted router catches up.
@@ -14,10 +16,16 @@ pub const REPUBLISH_EVERY: Duration = Duration::from_secs(30);
 
 type Publish = Box<dyn Fn(PolicyUpdate) + Send + Sync>;
 
+/// Where the router's neighbour table (IP ↔ MAC) comes from, for groups with
+/// MAC members: the router's own table when it runs in this process, `None`
+/// otherwise (a monitor's own ARP table says nothing about the router's LAN).
+pub type Neighbours = Box<dyn Fn() -> Option<Vec<(IpAddr, Mac)>> + Send + Sync>;
+
 /// Shared policy state of a running monitor.
 pub struct PolicyService {
     engine: Mutex<PolicyEngine>,
     publish: Publish,
+    neighbours: Neighbours,
     last_publish: Mutex<Option<(u64, Instant)>>,
     last_neighbours: Mutex<Instant>,
 }
@@ -30,11 +38,12 @@ impl std::fmt::Debug for PolicyService {
 
 impl PolicyService {
     /// Opens the engine; `publish` sends a policy to the routers.
-    pub fn start(cfg: &PolicyConfig, publish: Publish) -> anyhow::Result<Arc<PolicyService>> {
+    pub fn start(cfg: &PolicyConfig, publish: Publish, neighbours: Neighbours) -> anyhow::Result<Arc<PolicyService>> {
         let engine = PolicyEngine::open(cfg)?;
         let s = Arc::new(PolicyService {
             engine: Mutex::new(engine),
             publish,
+            neighbours,
             last_publish: Mutex::new(None),
             last_neighbours: Mutex::new(Instant::now() - Duration::from_secs(60)),
         });
@@ -77,7 +86,7 @@ impl PolicyService {
             let mut last = self.last_neighbours.lock().unwrap_or_else(|e| e.into_inner());
             if last.elapsed() >= Duration::from_secs(10) {
                 *last = Instant::now();
-                if let Ok(n) = crate::enforce::blocker::neighbours() {
+                if let Some(n) = (self.neighbours)() {
                     self.engine().set_neighbours(n);
                 }
             }
