@@ -168,7 +168,7 @@ fn bench(c: &mut Criterion<ThreadCpu>) {
     let (tx, _rx) = std::sync::mpsc::channel();
     let link = gatewarden::enforce::service::SpoofLink { guard: std::sync::Arc::new(std::sync::Mutex::new(guard)), tx };
     for (mac, p) in &parsed {
-        link.check(*mac, p);
+        link.check(*mac, &gatewarden::roles::router::source_frame(p));
     }
     let mut g = c.benchmark_group("spoof_check");
     g.throughput(Throughput::Elements(parsed.len() as u64));
@@ -176,7 +176,7 @@ fn bench(c: &mut Criterion<ThreadCpu>) {
     g.bench_function("check", |b| {
         b.iter(|| {
             for (mac, p) in &parsed {
-                link.check(*mac, p);
+                link.check(*mac, &gatewarden::roles::router::source_frame(p));
             }
         })
     });

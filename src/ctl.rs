@@ -109,20 +109,7 @@ pub enum ControlResponse {
     Error(String),
 }
 
-/// What the router's enforcement layer implements for `ctl blocks|block|unblock`.
-pub trait BlockControl: Send + Sync {
-    /// Every address blocked now.
-    fn list(&self) -> Result<Vec<BlockEntry>, String>;
-    /// Adds or refreshes a block.
-    fn block(&self, ip: IpAddr, ttl_s: u32, origin: &str) -> Result<(), String>;
-    /// Removes a block; Ok(false) if there was none.
-    fn unblock(&self, ip: IpAddr) -> Result<bool, String>;
-    /// Lifts a MAC's containment; Ok(false) if it was not contained.
-    fn unblock_mac(&self, mac: [u8; 6]) -> Result<bool, String> {
-        let _ = mac;
-        Err("this node's enforcement cannot lift MAC containments".into())
-    }
-}
+pub use crate::enforce::control::BlockControl;
 
 /// What the control server answers with.
 #[derive(Clone)]

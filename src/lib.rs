@@ -14,7 +14,8 @@ pub mod config;
 pub mod ctl;
 /// The detector: heuristics, model, baseline, fusion, response policy (the gatewarden-detect crate).
 pub use gatewarden_detect as detect;
-pub mod enforce;
+/// Where a block rule is written (the gatewarden-enforce crate).
+pub use gatewarden_enforce as enforce;
 /// Where a packet becomes a flow (the gatewarden-flow crate).
 pub use gatewarden_flow as flow;
 /// Flow features (in the gatewarden-flow crate).

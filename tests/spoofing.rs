@@ -475,7 +475,8 @@ fn an_unproven_wan_verdict_is_refused_and_a_proven_one_blocked() {
     let reg = registry.clone();
     let service = in_router(&site, move || {
         let bus = gatewarden::bus::LocalBus::new(64, &reg);
-        EnforceService::start_on(&cfg, "lan0", &reg, bus, "test".into()).unwrap()
+        EnforceService::start_on(&cfg, "lan0", &reg, gatewarden::roles::enforcement_reports(&bus), "test".into())
+            .unwrap()
     });
     let verdict = |source: &str, proof: SourceProof| Verdict {
         id: 1,
@@ -697,7 +698,8 @@ fn the_enforcement_thread_lists_and_lifts_a_containment() {
     let reg = registry.clone();
     let service = in_router(&site, move || {
         let bus = gatewarden::bus::LocalBus::new(64, &reg);
-        EnforceService::start_on(&cfg, "lan0", &reg, bus, "test".into()).unwrap()
+        EnforceService::start_on(&cfg, "lan0", &reg, gatewarden::roles::enforcement_reports(&bus), "test".into())
+            .unwrap()
     });
     let mac = gatewarden::enforce::spoof::parse_mac(ATTACKER_MAC).unwrap();
     let forged: Vec<std::net::IpAddr> = [DEVICE, WAN_FORGED].iter().map(|a| a.parse().unwrap()).collect();
@@ -710,7 +712,7 @@ fn the_enforcement_thread_lists_and_lifts_a_containment() {
             more: 0,
         })));
     }
-    let control = EnforceControl::new(service.sender());
+    let control = service.control();
     let row =
         |c: &EnforceControl| c.list().unwrap().into_iter().find(|e| e.origin == "contain" && e.target == ATTACKER_MAC);
     assert!(

@@ -64,7 +64,7 @@ pub fn run_with(
             &cfg.enforce,
             &cfg.capture.interface,
             &registry,
-            bus.clone(),
+            enforcement_reports(&bus),
             cfg.node_id.clone(),
         )?)
     } else {
@@ -168,9 +168,7 @@ pub fn run_with(
     let ctl = if cfg.ctl.listen.is_empty() {
         None
     } else {
-        let blocks = enforcer.as_ref().map(|e| {
-            Arc::new(crate::enforce::control::EnforceControl::new(e.sender())) as Arc<dyn crate::ctl::BlockControl>
-        });
+        let blocks = enforcer.as_ref().map(|e| Arc::new(e.control()) as Arc<dyn crate::ctl::BlockControl>);
         Some(start_ctl(cfg, &registry, &state, out.clone(), blocks, shutdown.clone())?)
     };
 
@@ -178,7 +176,7 @@ pub fn run_with(
     // dashboard's current blocks); at once after a dashboard unblock.
     let (table_now_tx, table_now_rx) = std::sync::mpsc::channel::<()>();
     let block_table = enforcer.as_ref().map(|e| {
-        let control = crate::enforce::control::EnforceControl::new(e.sender());
+        let control = e.control();
         let out = out.clone();
         let sd = shutdown.clone();
         let node = cfg.node_id.clone();
@@ -383,7 +381,7 @@ pub fn run_with(
             // The dashboard's "unblock" in this process goes through the enforcement
             // thread, as `gatewarden ctl unblock` does (escalation starts over).
             use crate::ctl::BlockControl;
-            let control = Arc::new(crate::enforce::control::EnforceControl::new(e.sender()));
+            let control = Arc::new(e.control());
             let (mac_control, table_now) = (control.clone(), table_now_tx.clone());
             state.set_unblock_mac_hook(Arc::new(move |mac| {
                 let text = crate::enforce::spoof::mac_text(&mac);
@@ -698,6 +696,19 @@ fn start_ctl(
     let server = crate::ctl::ControlServer::start(&cfg.ctl, id, ca, secure, handler, registry, shutdown)?;
     tracing::info!(addr = %server.addr, "ctl endpoint listening");
     Ok(server)
+}
+
+/// The enforcement thread's reports, onto this node's bus.
+pub fn enforcement_reports(bus: &LocalBus) -> crate::enforce::service::Reports {
+    let (alerts, outcomes) = (bus.clone(), bus.clone());
+    crate::enforce::service::Reports {
+        alert: Box::new(move |a| {
+            alerts.alerts.publish(a);
+        }),
+        outcome: Box::new(move |o| {
+            outcomes.verdict_outcomes.publish(o);
+        }),
+    }
 }
 
 /// What the detector task waits for.

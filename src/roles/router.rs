@@ -99,7 +99,7 @@ impl RouterStage {
         match packet::parse(frame) {
             Ok(p) => {
                 if let (Some(link), Some(mac)) = (&self.spoof, packet::source_mac(frame)) {
-                    link.check(mac, &p);
+                    link.check(mac, &source_frame(&p));
                 }
                 let o = self.table.observe(&p);
                 self.tracker.observe(&p, o.new_flow);
@@ -364,6 +364,11 @@ pub fn spawn_replay(
             tracing::info!(path = %path.display(), batches, "replay finished; still receiving verdicts");
         })
         .context("spawning the replay thread")
+}
+
+/// What the spoof check reads of a parsed LAN frame.
+pub fn source_frame(p: &crate::packet::PacketInfo) -> crate::enforce::spoof::SourceFrame {
+    crate::enforce::spoof::SourceFrame { ts_ns: p.ts_ns, src: p.src, proto: p.proto, sport: p.sport, dport: p.dport }
 }
 
 #[cfg(test)]

@@ -18,7 +18,6 @@ use super::blocker::{BlockOutcome, Blocker, Protection};
 use super::persist::{SavedBlock, StateFile};
 use super::ruleset::Origin;
 use super::spoof::{mac_text, SourceClass, SpoofGuard, SpoofReport};
-use crate::bus::LocalBus;
 use crate::config::EnforceConfig;
 use gatewarden_core::clock::unix_now_ms as now_ms;
 use gatewarden_core::metrics::Registry;
@@ -43,7 +42,7 @@ pub struct SpoofLink {
 
 impl SpoofLink {
     /// Checks one parsed LAN frame from `mac`; a spoofed one is reported to the enforcement thread.
-    pub fn check(&self, mac: super::spoof::Mac, p: &crate::packet::PacketInfo) {
+    pub fn check(&self, mac: super::spoof::Mac, p: &super::spoof::SourceFrame) {
         let report = self.guard.lock().unwrap_or_else(|e| e.into_inner()).check(mac, p);
         if let Some(r) = report {
             let _ = self.tx.send(Command::Spoofed(r));
@@ -77,12 +76,33 @@ pub struct EnforceService {
     guard: Arc<Mutex<SpoofGuard>>,
 }
 
+/// Where the enforcement thread's reports go: alerts (spoofing, a full
+/// block set) and each verdict's outcome (blocked, or why not). The node hands
+/// it its bus; enforcement knows no bus.
+pub struct Reports {
+    /// Publishes an alert.
+    pub alert: Box<dyn Fn(Alert) + Send + Sync>,
+    /// Publishes a verdict's outcome.
+    pub outcome: Box<dyn Fn(gatewarden_proto::messages::VerdictOutcome) + Send + Sync>,
+}
+
 impl EnforceService {
+    /// `gatewarden ctl` blocks, block and unblock, carried out on this thread.
+    pub fn control(&self) -> super::control::EnforceControl {
+        let tx = self.sender();
+        super::control::EnforceControl::new(move |op, reply| tx.send(Command::Control(op, reply)).is_ok())
+    }
+
     /// Opens netlink, installs the ruleset (replacing a stale one) and starts
     /// the thread. Fails with what to do when we lack the privilege. No LAN
     /// interface: every verdict needs its own proof (see [`EnforceService::start_on`]).
-    pub fn start(cfg: &EnforceConfig, registry: &Arc<Registry>, bus: LocalBus, node: String) -> anyhow::Result<Self> {
-        Self::start_on(cfg, "", registry, bus, node)
+    pub fn start(
+        cfg: &EnforceConfig,
+        registry: &Arc<Registry>,
+        reports: Reports,
+        node: String,
+    ) -> anyhow::Result<Self> {
+        Self::start_on(cfg, "", registry, reports, node)
     }
 
     /// [`EnforceService::start`] for a router whose LAN is `lan_interface`
@@ -92,7 +112,7 @@ impl EnforceService {
         cfg: &EnforceConfig,
         lan_interface: &str,
         registry: &Arc<Registry>,
-        bus: LocalBus,
+        bus: Reports,
         node: String,
     ) -> anyhow::Result<Self> {
         let extra_lan = cfg.lan_prefixes.iter().filter_map(|s| s.parse().ok()).collect();
@@ -367,7 +387,7 @@ fn run_loop(
     cfg: &EnforceConfig,
     rx: &mpsc::Receiver<Command>,
     seen: &AtomicU64,
-    bus: &LocalBus,
+    bus: &Reports,
     node: &str,
     persister: &mut Option<Persister>,
     lan: &mut Lan,
@@ -419,7 +439,7 @@ fn run_loop(
                 }
                 let result = gate(blocker, &v, class, &gm);
                 // The monitor writes the verdict's alert as `blocked` only on this answer.
-                bus.verdict_outcomes.publish(outcome_of(node, &v, &result));
+                (bus.outcome)(outcome_of(node, &v, &result));
                 match result {
                     Ok(BlockOutcome::Blocked { evicted, .. }) if !evicted.is_empty() => {
                         alert_id = alert_id.wrapping_add(1);
@@ -429,7 +449,7 @@ fn run_loop(
                             evicted.len(),
                             evicted[0]
                         );
-                        bus.alerts.publish(Alert {
+                        (bus.alert)(Alert {
                             id: alert_id,
                             src: Some(v.source),
                             action: AlertAction::Blocked,
@@ -472,7 +492,7 @@ fn run_loop(
         for mac in due {
             if let Some(p) = pending.remove(&mac) {
                 alert_id = alert_id.wrapping_add(1);
-                bus.alerts.publish(spoofing_alert(node, alert_id, &p.report, cfg.contain_ttl_s));
+                (bus.alert)(spoofing_alert(node, alert_id, &p.report, cfg.contain_ttl_s));
             }
         }
         if let Some(p) = persister.as_mut() {

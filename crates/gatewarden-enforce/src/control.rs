@@ -1,6 +1,6 @@
 //! `gatewarden ctl blocks|block|unblock` (addresses and contained MACs) on a running router: the
-//! [`crate::ctl::BlockControl`] the control endpoint calls, implemented on
-//! top of the enforcement thread ([`super::service`]).
+//! [`BlockControl`] the control endpoint (`gatewarden ctl`) calls, implemented on
+//! top of the enforcement thread (`service.rs`).
 //!
 //! Why through the thread and not a second [`Blocker`]: the thread owns the
 //! netlink socket in the router's network namespace and the escalation
@@ -11,13 +11,26 @@
 
 use std::net::IpAddr;
 use std::sync::mpsc;
-use std::sync::Mutex;
 use std::time::Duration;
+
+/// What the router's enforcement layer implements for `ctl blocks|block|unblock`.
+pub trait BlockControl: Send + Sync {
+    /// Every address blocked now.
+    fn list(&self) -> Result<Vec<BlockEntry>, String>;
+    /// Adds or refreshes a block.
+    fn block(&self, ip: IpAddr, ttl_s: u32, origin: &str) -> Result<(), String>;
+    /// Removes a block; Ok(false) if there was none.
+    fn unblock(&self, ip: IpAddr) -> Result<bool, String>;
+    /// Lifts a MAC's containment; Ok(false) if it was not contained.
+    fn unblock_mac(&self, mac: [u8; 6]) -> Result<bool, String> {
+        let _ = mac;
+        Err("this node's enforcement cannot lift MAC containments".into())
+    }
+}
 
 use super::blocker::{BlockOutcome, Blocker};
 use super::ruleset::Origin;
-use super::service::Command;
-use crate::ctl::{BlockControl, BlockEntry};
+use gatewarden_proto::messages::BlockEntry;
 
 /// How long a ctl request waits for the enforcement thread.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -98,7 +111,7 @@ pub fn apply(blocker: &mut Blocker, op: ControlOp) -> ControlReply {
             match blocker.block(ip, Duration::from_secs(u64::from(ttl_s)), Origin::Admin, &reason) {
                 Ok(BlockOutcome::Blocked { .. }) => ControlReply::Blocked,
                 Ok(BlockOutcome::Refused { allowed_by, why }) => ControlReply::Error(match why {
-                    crate::enforce::Protection::Allowlist => format!(
+                    crate::Protection::Allowlist => format!(
                         "{ip} is on the allowlist ({allowed_by}) and is never blocked; remove it from enforce.allowlist first"
                     ),
                     other => format!("{ip} is never blocked: {} ({allowed_by})", other.describe()),
@@ -119,21 +132,26 @@ pub fn apply(blocker: &mut Blocker, op: ControlOp) -> ControlReply {
 
 /// [`BlockControl`] for the control endpoint: hands each request to the
 /// enforcement thread and waits (at most [`REPLY_TIMEOUT`]) for its answer.
-#[derive(Debug)]
 pub struct EnforceControl {
-    tx: Mutex<mpsc::Sender<Command>>,
+    send: Box<dyn Fn(ControlOp, mpsc::Sender<ControlReply>) -> bool + Send + Sync>,
+}
+
+impl std::fmt::Debug for EnforceControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnforceControl").finish_non_exhaustive()
+    }
 }
 
 impl EnforceControl {
-    /// Control over the thread behind `tx` ([`super::service::EnforceService::sender`]).
-    pub fn new(tx: mpsc::Sender<Command>) -> EnforceControl {
-        EnforceControl { tx: Mutex::new(tx) }
+    /// Control over a thread that `send` hands each request to (with where its
+    /// answer goes); `false`: the thread is gone. [`crate::service::EnforceService::control`] makes one.
+    pub fn new(send: impl Fn(ControlOp, mpsc::Sender<ControlReply>) -> bool + Send + Sync + 'static) -> EnforceControl {
+        EnforceControl { send: Box::new(send) }
     }
 
     fn ask(&self, op: ControlOp) -> Result<ControlReply, String> {
         let (reply_tx, reply_rx) = mpsc::channel();
-        let sent = self.tx.lock().unwrap_or_else(|e| e.into_inner()).send(Command::Control(op, reply_tx));
-        if sent.is_err() {
+        if !(self.send)(op, reply_tx) {
             return Err("the router's enforcement thread has stopped (see the router's log)".into());
         }
         reply_rx.recv_timeout(REPLY_TIMEOUT).map_err(|_| {

@@ -10,8 +10,14 @@
 //! | `service.rs` | the router's enforcement thread: verdicts in, blocks and metrics out |
 //! | `spoof.rs` | LAN IP ↔ MAC bindings (leases, neighbour table, first sightings), forged-source checks per frame, the verdict gate's source classes |
 //! | `control.rs` | `gatewarden ctl` blocks, block and unblock on top of the enforcement thread |
+//!
+//! gatewarden-enforce depends on gatewarden-core, gatewarden-proto and
+//! gatewarden-netlink; the node hands the enforcement thread its verdicts
+//! and a [`service::Reports`] for what it has to say.
+#![forbid(unsafe_code)]
 
 pub mod blocker;
+pub mod config;
 pub mod control;
 /// nftables expressions (the gatewarden-netlink crate).
 pub use gatewarden_netlink::expr;

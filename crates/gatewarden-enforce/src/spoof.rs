@@ -32,7 +32,6 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::feeds::{self, Cidr};
-use crate::packet::PacketInfo;
 use gatewarden_core::metrics::{Counter, Gauge, Registry};
 
 pub use gatewarden_core::net::Mac;
@@ -110,6 +109,23 @@ pub struct ContainedMac {
     pub timeout_s: u64,
     /// The element comment.
     pub reason: String,
+}
+
+/// What the spoof check reads of a LAN frame: its time, source address and
+/// transport. The router fills it from the parsed headers (gatewarden-flow's
+/// `PacketInfo`); enforcement does not parse packets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceFrame {
+    /// Capture time, ns since the epoch.
+    pub ts_ns: u64,
+    /// The source address the frame claims.
+    pub src: IpAddr,
+    /// IP protocol number.
+    pub proto: u8,
+    /// Source port (0 without one).
+    pub sport: u16,
+    /// Destination port (0 without one).
+    pub dport: u16,
 }
 
 /// Where a binding comes from; higher is trusted more.
@@ -340,7 +356,7 @@ impl SpoofGuard {
     }
 
     /// Why `src` cannot be a LAN host's source address at all, if it cannot.
-    fn implausible(&self, p: &PacketInfo) -> Option<Forgery> {
+    fn implausible(&self, p: &SourceFrame) -> Option<Forgery> {
         match p.src {
             IpAddr::V4(a) => {
                 if a.is_unspecified() {
@@ -383,7 +399,7 @@ impl SpoofGuard {
     /// Checks one LAN frame from `mac`. Returns a report when the
     /// enforcement thread must act: a MAC forging an address it was not
     /// yet reported for, or one still forging after [`REPORT_REFRESH_NS`].
-    pub fn check(&mut self, mac: Mac, p: &PacketInfo) -> Option<SpoofReport> {
+    pub fn check(&mut self, mac: Mac, p: &SourceFrame) -> Option<SpoofReport> {
         // Frames the router sends itself are not checked. A multicast or zero
         // source MAC is no excuse: it is checked and contained like any other.
         if self.own_macs.contains(&mac) {
@@ -614,22 +630,8 @@ mod tests {
     const ATK: Mac = [2, 0, 0, 0, 0x0a, 0x66];
     const S: u64 = 1_000_000_000;
 
-    fn pkt(src: &str, ts: u64) -> PacketInfo {
-        PacketInfo {
-            ts_ns: ts,
-            src: src.parse().unwrap(),
-            dst: "198.51.100.2".parse().unwrap(),
-            proto: 6,
-            sport: 40000,
-            dport: 80,
-            tcp_flags: 2,
-            icmp_type: 0,
-            icmp_code: 0,
-            ip_len: 40,
-            payload_len: 0,
-            tcp_seq: 0,
-            tcp_ack: 0,
-        }
+    fn pkt(src: &str, ts: u64) -> SourceFrame {
+        SourceFrame { ts_ns: ts, src: src.parse().unwrap(), proto: 6, sport: 40000, dport: 80 }
     }
 
     fn guard() -> SpoofGuard {
