@@ -149,7 +149,7 @@ fn latency() {
         cfg.mqtt.cert = p.dir.path().join(format!("nodes/{id}.crt"));
         cfg.mqtt.key = p.dir.path().join(format!("nodes/{id}.key"));
         cfg.mqtt.spool_dir = p.dir.path().join(format!("spool-{id}"));
-        MqttSettings::from_config(&cfg, role)
+        MqttSettings::from_config(&cfg.node_id, &cfg.mqtt, &cfg.bus, role)
     };
     let sd = Shutdown::new();
     let (rr, dr) = (Registry::new(), Registry::new());

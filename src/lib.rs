@@ -6,7 +6,8 @@
 //! is written) and [`monitor`] (alerts, metrics, status page). [`bus`]
 //! carries messages between the roles; [`roles`] wires them up.
 
-pub mod bus;
+/// Message passing between roles: in process and over MQTT (the gatewarden-bus crate).
+pub use gatewarden_bus as bus;
 /// Where packets come from (the gatewarden-capture crate).
 pub use gatewarden_capture as capture;
 pub mod cli;

@@ -187,7 +187,7 @@ fn three_processes_and_a_fleet_of_two_routers_through_mosquitto() {
 
 fn settings(broker: &Broker, id: &str, role: Role) -> MqttSettings {
     let cfg = Config::load(&broker.node_config(id, free_port(), "")).unwrap();
-    MqttSettings::from_config(&cfg, role)
+    MqttSettings::from_config(&cfg.node_id, &cfg.mqtt, &cfg.bus, role)
 }
 
 /// An alert det-1 raises under its own name (a detector may file a traffic

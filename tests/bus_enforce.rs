@@ -271,7 +271,13 @@ fn a_monitors_policy_update_reaches_the_routers_nftables_and_survives_a_router_r
     let inbound = LocalBus::new(1024, &reg);
     let mcfg = Config::load(&broker.node_config("mon-1", free_port(), "")).unwrap();
     let mon = Arc::new(
-        MqttBus::start(&MqttSettings::from_config(&mcfg, Role::Monitor), inbound.clone(), &reg, sd.clone()).unwrap(),
+        MqttBus::start(
+            &MqttSettings::from_config(&mcfg.node_id, &mcfg.mqtt, &mcfg.bus, Role::Monitor),
+            inbound.clone(),
+            &reg,
+            sd.clone(),
+        )
+        .unwrap(),
     );
     let push = PolicyPush::new(mon.clone(), &reg);
     // What the monitor role's tasks do (roles/mod.rs): heartbeats and online status feed the distributor.

@@ -110,8 +110,13 @@ pub fn run_with(
     let http = HttpServer::start_with(&cfg.http.listen, state.clone(), access)?;
     tracing::info!(role = %role, source = %role_source, node = %cfg.node_id, "gatewarden {} starting", env!("CARGO_PKG_VERSION"));
     let mqtt = if cfg.mqtt.enabled() {
-        let m = MqttBus::start(&MqttSettings::from_config(cfg, role), bus.clone(), &registry, shutdown.clone())
-            .context("starting the MQTT node bus ([mqtt] in the config)")?;
+        let m = MqttBus::start(
+            &MqttSettings::from_config(&cfg.node_id, &cfg.mqtt, &cfg.bus, role),
+            bus.clone(),
+            &registry,
+            shutdown.clone(),
+        )
+        .context("starting the MQTT node bus ([mqtt] in the config)")?;
         tracing::info!(broker = %cfg.mqtt.broker, "node bus: MQTT over mutual TLS");
         Some(Arc::new(m))
     } else {

@@ -100,7 +100,7 @@ fn system_alert(node: &str, signature_id: u32, reason: &str) -> Message {
 
 fn settings(broker: &Broker, id: &str, role: Role) -> MqttSettings {
     let cfg = Config::load(&broker.node_config(id, free_port(), "")).unwrap();
-    MqttSettings::from_config(&cfg, role)
+    MqttSettings::from_config(&cfg.node_id, &cfg.mqtt, &cfg.bus, role)
 }
 
 fn rss_bytes(pid: u32) -> u64 {

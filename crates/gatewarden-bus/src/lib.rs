@@ -3,8 +3,13 @@
 //!
 //! Publishing never blocks the data path: a full channel drops the message
 //! and counts it in `gatewarden_bus_dropped_total{kind=…}`.
+//!
+//! gatewarden-bus depends on gatewarden-core, gatewarden-proto and
+//! gatewarden-secure (sealing). [`config`] is `[bus]` and `[mqtt]`.
+#![forbid(unsafe_code)]
 
 pub mod broker_log;
+pub mod config;
 pub use gatewarden_proto::messages;
 pub mod mqtt;
 pub mod policy_push;

@@ -274,7 +274,7 @@ mod tests {
         let p = d.path().join("m.log");
         std::fs::write(&p, "old: Denied PUBLISH from x (d0, q0, r0, m0, 't', ... (1 bytes))\n").unwrap();
         let reg = Registry::new();
-        let bus = crate::bus::LocalBus::new(64, &reg);
+        let bus = crate::LocalBus::new(64, &reg);
         let sd = Shutdown::new();
         let w = BrokerLogWatch::start(&p, "mon-1", Arc::new(bus.clone()), &reg, sd.clone()).unwrap();
         let append = |s: &str| {

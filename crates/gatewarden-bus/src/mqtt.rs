@@ -18,12 +18,12 @@
 //! | `block_table` | 0 | plain frame | router |
 //! | `verdict_outcome` | 0 | plain frame: whether a verdict's block is in the kernel, or why not | router |
 //! | `status` | 1, retained | `online` / `offline` (last will) | every node |
-//! | `key` | 1, retained | signed [`crate::secure::Announce`] | every node |
+//! | `key` | 1, retained | signed [`gatewarden_secure::Announce`] | every node |
 //! | `ack` | 1 | ids received, for one sender | receivers of spooled kinds |
 //!
 //! Plain frames are protected by mutual TLS and the broker's ACL (each role
 //! may publish only its own kinds under its own node id); verdicts and policy
-//! updates are additionally end-to-end sealed ([`crate::secure`]), so neither
+//! updates are additionally end-to-end sealed ([`gatewarden_secure`]), so neither
 //! the broker nor another node can forge or alter them.
 //!
 //! # Identity of plain messages
@@ -52,14 +52,14 @@ use serde::{Deserialize, Serialize};
 use super::spool::Spool;
 use super::transport::Publisher;
 use super::LocalBus;
-use crate::config::Config;
-use crate::pki::{CaVerifier, CertRole, Identity};
-use crate::secure::anomaly::ChannelWatch;
-use crate::secure::{envelope, Envelope, PayloadKind, Rejection, SecureChannel, SecureConfig};
+use crate::config::{BusConfig, MqttConfig};
 use gatewarden_core::logfile::RotatingLog;
 use gatewarden_core::metrics::{Counter, Gauge, Registry};
 use gatewarden_core::shutdown::Shutdown;
 use gatewarden_proto::messages::Message;
+use gatewarden_secure::anomaly::ChannelWatch;
+use gatewarden_secure::certs::{CaVerifier, CertRole, Identity};
+use gatewarden_secure::{envelope, Envelope, PayloadKind, Rejection, SecureChannel, SecureConfig};
 
 /// Topic prefix and version.
 pub const TOPIC_PREFIX: &str = "gatewarden/v1";
@@ -85,7 +85,7 @@ pub fn parse_topic(t: &str) -> Option<(&str, &str)> {
 pub enum FrameBody {
     /// A message (version byte + postcard), protected by TLS and the ACL only.
     Plain(Vec<u8>),
-    /// A [`crate::secure::Envelope`] whose plaintext is the message.
+    /// A [`gatewarden_secure::Envelope`] whose plaintext is the message.
     Sealed(Vec<u8>),
 }
 
@@ -250,10 +250,14 @@ pub struct MqttSettings {
 
 impl MqttSettings {
     /// From the config file.
-    pub fn from_config(cfg: &Config, role: gatewarden_proto::role::Role) -> MqttSettings {
-        let m = &cfg.mqtt;
+    pub fn from_config(
+        node: &str,
+        m: &MqttConfig,
+        bus: &BusConfig,
+        role: gatewarden_proto::role::Role,
+    ) -> MqttSettings {
         MqttSettings {
-            node: cfg.node_id.clone(),
+            node: node.to_string(),
             role,
             broker: m.broker.clone(),
             ca: m.ca.clone(),
@@ -271,7 +275,7 @@ impl MqttSettings {
             keepalive: Duration::from_secs(m.keepalive_s),
             audit_max_bytes: m.audit_log_max_bytes,
             audit_keep: m.audit_log_keep,
-            channel_capacity: cfg.bus.channel_capacity,
+            channel_capacity: bus.channel_capacity,
         }
     }
 }
