@@ -17,10 +17,7 @@ use gatewarden_core::metrics::Registry;
 use gatewarden_core::shutdown::Shutdown;
 use gatewarden_proto::role::{self, Role, RoleSource};
 
-/// Exit code for bad input: usage, config or capture errors.
-pub const EXIT_BAD_INPUT: i32 = 2;
-/// Exit code for failures at run time.
-pub const EXIT_FAILURE: i32 = 1;
+pub use crate::exit::{EXIT_BAD_INPUT, EXIT_FAILURE};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -168,7 +165,9 @@ curl -H \"Authorization: Bearer $(gatewarden token issue --role viewer)\" http:/
     )]
     Issue {
         /// viewer reads; admin also changes alert states and unblocks.
-        #[arg(long, value_enum)]
+        #[arg(long, value_parser = clap::builder::TypedValueParser::map(
+            clap::builder::PossibleValuesParser::new(["viewer", "admin"]),
+            |s: String| crate::monitor::auth::AccessRole::parse(&s).expect("one of the possible values")))]
         role: crate::monitor::auth::AccessRole,
         /// How long it is valid: 30s, 10m, 1h, 1h30m, 7d or seconds, at most the monitor's
         /// http.max_token_ttl_s (default 90d; read from -c, or the default with only --key).
@@ -1265,7 +1264,7 @@ fn num(x: f32) -> String {
 
 /// `replay --serve` and `watch --serve`: access control from the config, and a login link for the operator who started it.
 fn serve_for_cli(addr: &str, cfg: &Config, state: &std::sync::Arc<MonitorState>) -> anyhow::Result<HttpServer> {
-    let access = crate::monitor::http::Access::from_config(cfg)?;
+    let access = crate::monitor::http::Access::from_config(&cfg.http, &cfg.monitor)?;
     let server = HttpServer::start_with(addr, state.clone(), access)?;
     // Whoever started this from a terminal is the operator: give them an admin link
     // (12 h, or less when http.max_token_ttl_s says so: the server would refuse a longer one).
@@ -1304,7 +1303,7 @@ fn cmd_token(cmd: TokenCommand) -> i32 {
             );
         }
     }
-    let path = match key.or_else(|| cfg.as_ref().and_then(TokenSigner::configured_path)) {
+    let path = match key.or_else(|| cfg.as_ref().and_then(|c| TokenSigner::configured_path(&c.http, &c.monitor))) {
         Some(p) => p,
         None => {
             return fail(

@@ -1,10 +1,16 @@
 //! gatewarden: an IoT security gateway in one binary.
 //!
-//! Data moves one way through the modules: [`capture`] (where packets come
-//! from) → [`packet`] (header fields) → [`flow`] (where a packet becomes a
-//! flow) → [`detect`] (verdicts and alerts) → [`enforce`] (where a block rule
-//! is written) and [`monitor`] (alerts, metrics, status page). [`bus`]
-//! carries messages between the roles; [`roles`] wires them up.
+//! The layers are the workspace's crates (crates/, docs/ARCHITECTURE.md),
+//! and Cargo enforces their direction: [`capture`] (where packets come from)
+//! → [`flow`] (where a packet becomes a flow) → [`detect`] (verdicts and
+//! alerts) → [`enforce`] (where a block rule is written) and [`monitor`]
+//! (alerts, metrics, status page); [`bus`] carries messages between roles,
+//! sealed by [`secure`]; all of them speak gatewarden-proto over
+//! gatewarden-core. This crate is the top: config composition ([`config`]),
+//! role start-up ([`roles`]), replay, the CLI and PKI administration. The
+//! re-exports below keep `gatewarden::flow::…` paths working for tests,
+//! benches and fuzz targets.
+#![deny(unsafe_code)]
 
 /// Message passing between roles: in process and over MQTT (the gatewarden-bus crate).
 pub use gatewarden_bus as bus;
@@ -13,6 +19,7 @@ pub use gatewarden_capture as capture;
 pub mod cli;
 pub mod config;
 pub mod ctl;
+pub mod exit;
 /// The detector: heuristics, model, baseline, fusion, response policy (the gatewarden-detect crate).
 pub use gatewarden_detect as detect;
 /// Where a block rule is written (the gatewarden-enforce crate).
@@ -22,9 +29,10 @@ pub use gatewarden_flow as flow;
 /// Flow features (in the gatewarden-flow crate).
 pub use gatewarden_flow::features;
 pub mod logging;
-pub mod monitor;
 /// Header parsing (in the gatewarden-flow crate).
 pub use gatewarden_flow::packet;
+/// Alerts, metrics, status page and API (the gatewarden-monitor crate).
+pub use gatewarden_monitor as monitor;
 pub mod pki;
 /// Group policy: groups, rules, traffic matrix, suggestions (the gatewarden-policy crate).
 pub use gatewarden_policy as policy;

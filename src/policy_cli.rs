@@ -8,8 +8,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
-use crate::cli::{EXIT_BAD_INPUT, EXIT_FAILURE};
 use crate::config::Config;
+use crate::exit::{EXIT_BAD_INPUT, EXIT_FAILURE};
 use crate::policy::{Group, PolicyEngine, RuleSpec};
 
 /// `gatewarden policy` and its options.

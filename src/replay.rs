@@ -184,7 +184,7 @@ impl Pipeline {
         state.training.set_sender(Arc::new(move |u| tx.try_send(u).is_ok()));
         state.training.set_limits(crate::detect::validator::Limits::from_config(&cfg.detector));
         let (tx, settings) = async_channel::bounded(4);
-        let store = crate::monitor::settings::SettingsStore::open(cfg);
+        let store = crate::monitor::settings::SettingsStore::open(crate::roles::settings::settings_base(cfg));
         store.set_sender(Arc::new(move |u| tx.try_send(u).is_ok()));
         let _ = state.settings.set(store);
         let analysis = Analysis {

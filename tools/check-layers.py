@@ -8,8 +8,7 @@
    directly or through others (a cycle). Imports are read from the source:
    `crate::a::b`, `use crate::{a, b::c}` and `super::x` paths outside
    `#[cfg(test)]` code; a module using its own parent or child does not count
-   (that is one unit). Cycles in crates under crates/ fail; the binary
-   crate's are listed while issue #16 breaks them.
+   (that is one unit). A cycle in any crate, the binary's included, fails.
 3. `#![forbid(unsafe_code)]` in every library crate except capture and netlink.
 
 Usage: tools/check-layers.py [--quiet]
@@ -157,13 +156,9 @@ for name, pkg in sorted(members.items()):
     found = cycles(graph)
     lib = pkg["manifest_path"].find("/crates/") >= 0
     for comp in found:
-        msg = f"{name}: modules import each other: {' <-> '.join(comp)}"
-        if lib:
-            errors.append(msg)
-        else:
-            say(f"  (left for issue #16) {msg}")
+        errors.append(f"{name}: modules import each other: {' <-> '.join(comp)}")
+    say(f"{name}: {len(mods)} modules, no cycle" if not found else f"{name}: {len(found)} cycle(s)")
     if lib:
-        say(f"{name}: {len(mods)} modules, no cycle" if not found else f"{name}: {len(found)} cycle(s)")
         if name not in UNSAFE_ALLOWED:
             libfile = os.path.join(src_dir, "lib.rs")
             if "#![forbid(unsafe_code)]" not in open(libfile, encoding="utf-8").read():

@@ -105,8 +105,8 @@ pub fn run_with(
         }
         stage
     });
-    let access =
-        crate::monitor::http::Access::from_config(cfg).context("loading the token signing key (http.jwt_key)")?;
+    let access = crate::monitor::http::Access::from_config(&cfg.http, &cfg.monitor)
+        .context("loading the token signing key (http.jwt_key)")?;
     let http = HttpServer::start_with(&cfg.http.listen, state.clone(), access)?;
     tracing::info!(role = %role, source = %role_source, node = %cfg.node_id, "gatewarden {} starting", env!("CARGO_PKG_VERSION"));
     let mqtt = if cfg.mqtt.enabled() {
@@ -145,7 +145,7 @@ pub fn run_with(
     }
     // The settings page: kept by the monitor, sent to every detector and router.
     if role.runs_monitor() {
-        let store = crate::monitor::settings::SettingsStore::open(cfg);
+        let store = crate::monitor::settings::SettingsStore::open(crate::roles::settings::settings_base(cfg));
         if role != Role::Monitor || mqtt.is_some() {
             let o = out.clone();
             store.set_sender(Arc::new(move |u| o.publish(Message::SettingsUpdate(u))));

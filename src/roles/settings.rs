@@ -7,7 +7,7 @@
 use crate::config::{Config, DetectorConfig};
 use crate::detect::response::ResponseConfig;
 use crate::enforce::feeds::Cidr;
-use gatewarden_proto::messages::{Alert, AttackKind, SettingsUpdate, Severity};
+use gatewarden_proto::messages::{Alert, SettingsUpdate};
 
 pub use gatewarden_proto::signatures::{
     SETTINGS_APPLIED as SIG_SETTINGS_APPLIED, SETTINGS_REFUSED as SIG_SETTINGS_REFUSED,
@@ -56,26 +56,22 @@ pub fn check(update: &SettingsUpdate, base: &Config) -> Result<Checked, String> 
     Ok(Checked { detector, allowlist, response })
 }
 
+/// What the monitor's settings page starts from, with this node's full
+/// config validation as its check (the monitor crate knows no `Config`).
+pub fn settings_base(cfg: &Config) -> crate::monitor::settings::SettingsBase {
+    let base = cfg.clone();
+    crate::monitor::settings::SettingsBase {
+        detector: cfg.detector.clone(),
+        response: cfg.response.clone(),
+        allowlist: cfg.enforce.allowlist.clone(),
+        data_dir: cfg.monitor.data_dir.clone(),
+        check: std::sync::Arc::new(move |u| check(u, &base).map(|_| ())),
+    }
+}
+
 /// The answer a node sends: applied (with what it applied) or refused (with why).
 pub fn settings_alert(node: &str, version: u64, result: Result<&str, &str>) -> Alert {
-    match result {
-        Ok(what) => Alert::about_system(
-            node,
-            AttackKind::System,
-            Severity::Low,
-            SIG_SETTINGS_APPLIED,
-            "GATEWARDEN SYSTEM settings applied",
-            format!("settings {version}: applied on {node} ({what})"),
-        ),
-        Err(why) => Alert::about_system(
-            node,
-            AttackKind::System,
-            Severity::High,
-            SIG_SETTINGS_REFUSED,
-            "GATEWARDEN SYSTEM settings refused",
-            format!("settings {version}: refused on {node}, the previous settings stay: {why}"),
-        ),
-    }
+    Alert::settings_result(node, version, result)
 }
 
 /// The response policy in one line, for the "settings applied" answer and the audit log.
@@ -139,5 +135,87 @@ mod tests {
         assert_eq!(check(&u, &base).unwrap().response.syn_flood, crate::detect::response::Action::Alert);
         let a = settings_alert("det-1", 7, Err("x"));
         assert!(a.reason.starts_with("settings 7: refused on det-1"), "{}", a.reason);
+    }
+}
+
+#[cfg(test)]
+mod store_tests {
+    //! The monitor's settings store with this binary's real config check.
+    use super::*;
+    use crate::monitor::settings::{SettingsStore, RESEND};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    fn store(dir: &std::path::Path, sent: &Arc<AtomicUsize>) -> SettingsStore {
+        let mut cfg = Config::default();
+        cfg.monitor.data_dir = dir.to_path_buf();
+        let s = SettingsStore::open(settings_base(&cfg));
+        let sent = sent.clone();
+        s.set_sender(Arc::new(move |_| {
+            sent.fetch_add(1, Ordering::SeqCst);
+            true
+        }));
+        s
+    }
+
+    #[test]
+    fn saved_settings_survive_a_restart_and_are_resent_only_while_a_node_needs_them() {
+        let d = tempfile::tempdir().unwrap();
+        let sent = Arc::new(AtomicUsize::new(0));
+        let a = store(d.path(), &sent);
+        assert_eq!(a.json()["saved"], false);
+        a.resend_if_due(&[("r1".into(), 1)]);
+        assert_eq!(sent.load(Ordering::SeqCst), 0, "nothing saved: nodes run their own config");
+        let e = a.save(br#"{"detector": {"bruteforce_sessions": 1}}"#, "ops").unwrap_err();
+        assert_eq!(e.status, 422, "{}", e.reason);
+        assert!(e.reason.contains("detector.bruteforce_sessions"), "{}", e.reason);
+        a.save(br#"{"detector": {"block_ttl_s": 1200}, "allowlist": ["192.0.2.0/24"]}"#, "ops").unwrap();
+        assert_eq!(sent.load(Ordering::SeqCst), 1);
+
+        // The response policy: each kind's action, by name, and only the three words.
+        let e = a.save(br#"{"response": {"port_scan": "drop"}}"#, "ops").unwrap_err();
+        assert!(
+            e.status == 422 && e.reason.contains("response.port_scan") && e.reason.contains("ignore"),
+            "{}",
+            e.reason
+        );
+        let e = a.save(br#"{"detector": {"model_alone_blocks": true}}"#, "ops").unwrap_err();
+        assert!(e.reason.contains("response.model_alone"), "{}", e.reason);
+        let e = a.save(br#"{"response": {"no_such_kind": "block"}}"#, "ops").unwrap_err();
+        assert!(e.reason.contains("response.no_such_kind"), "{}", e.reason);
+        let e = a.save(br#"{"response": {"scan_min_unanswered_pct": 300}}"#, "ops").unwrap_err();
+        assert!(e.reason.contains("response.scan_min_unanswered_pct"), "{}", e.reason);
+        assert_eq!(sent.load(Ordering::SeqCst), 1, "refused changes are not sent");
+        a.save(br#"{"response": {"anomaly": "ignore"}}"#, "ops").unwrap();
+        assert_eq!(sent.load(Ordering::SeqCst), 2);
+        assert_eq!(a.json()["response"]["anomaly"], "ignore");
+        assert_eq!(a.json()["detector"]["block_ttl_s"], 1200, "other settings stay");
+
+        // After a restart: the settings are back, and go out once someone needs them.
+        let b = store(d.path(), &sent);
+        let j = b.json();
+        assert_eq!(j["detector"]["block_ttl_s"], 1200);
+        assert_eq!(j["response"]["anomaly"], "ignore");
+        assert_eq!(j["response"]["port_scan"], "block");
+        assert_eq!(j["by"], "ops");
+        let version = j["version"].as_u64().unwrap();
+        let t0 = Instant::now();
+        b.resend_if_due_at(&[], t0);
+        assert_eq!(sent.load(Ordering::SeqCst), 2, "no node online: nothing is spooled");
+        let now_s = gatewarden_core::clock::unix_now();
+        let r1 = vec![("r1".to_string(), now_s - 100)];
+        b.resend_if_due_at(&r1, t0);
+        assert_eq!(sent.load(Ordering::SeqCst), 3, "r1 has not answered");
+        b.resend_if_due_at(&r1, t0 + Duration::from_secs(5));
+        assert_eq!(sent.load(Ordering::SeqCst), 3, "at most every 30 s");
+        let answer = Alert::settings_result("r1", version, Ok("thresholds"));
+        b.observe_alert(&answer);
+        assert_eq!(b.json()["results"]["r1"]["ok"], true);
+        b.resend_if_due_at(&r1, t0 + RESEND * 2);
+        assert_eq!(sent.load(Ordering::SeqCst), 3, "r1 answered: nothing to resend");
+        // r1 restarts (it booted after it answered): it needs them again.
+        b.resend_if_due_at(&[("r1".to_string(), now_s + 60)], t0 + RESEND * 3);
+        assert_eq!(sent.load(Ordering::SeqCst), 4);
     }
 }

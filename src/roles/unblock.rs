@@ -9,10 +9,7 @@ use gatewarden_proto::messages::{Alert, AttackKind, Severity, UnblockRequest};
 
 pub use gatewarden_proto::signatures::{UNBLOCKED as SIG_UNBLOCKED, UNBLOCK_FAILED as SIG_UNBLOCK_FAILED};
 
-/// Oldest request a router still carries out. Requests wait in the monitor's
-/// outbox while a router is away; one delivered late must not lift a block
-/// the detector or an admin added since.
-pub const MAX_REQUEST_AGE_S: u64 = 120;
+pub use gatewarden_proto::messages::MAX_UNBLOCK_REQUEST_AGE_S as MAX_REQUEST_AGE_S;
 
 /// Why a request is too old to carry out at `now_ns`, if it is.
 pub fn expired(req: &UnblockRequest, now_ns: u64) -> Option<String> {

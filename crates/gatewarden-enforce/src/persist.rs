@@ -25,7 +25,7 @@ pub const STATE_VERSION: u32 = 1;
 pub const MAX_STATE_BYTES: u64 = 64 << 20;
 
 /// The `origin` of a contained MAC in the state file (its target is the MAC).
-pub const CONTAIN_ORIGIN: &str = "contain";
+pub use gatewarden_proto::messages::block_origin::CONTAIN as CONTAIN_ORIGIN;
 
 /// One block as kept on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

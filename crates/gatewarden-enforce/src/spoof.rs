@@ -46,7 +46,7 @@ pub const REPORT_REFRESH_NS: u64 = 60_000_000_000;
 pub use gatewarden_core::net::{mac_text, parse_mac};
 
 /// Prefix of a containment's element comment; the forged addresses follow it.
-pub const CONTAIN_REASON_PREFIX: &str = "spoofing: forged ";
+pub use gatewarden_proto::messages::CONTAIN_REASON_PREFIX;
 
 /// Longest containment comment written (the kernel keeps a comment of at
 /// most 120 bytes, see `ruleset::comment_udata`): the list of forged
@@ -80,17 +80,7 @@ pub fn contain_reason(forged: &[IpAddr], more: u64) -> String {
     out
 }
 
-/// The forged addresses a containment's comment names (see [`contain_reason`]);
-/// empty for a comment written otherwise.
-pub fn forged_in_reason(reason: &str) -> Vec<String> {
-    let Some(list) = reason.strip_prefix(CONTAIN_REASON_PREFIX) else { return Vec::new() };
-    let list = list.split(" +").next().unwrap_or_default();
-    list.split(", ")
-        .filter_map(|t| t.split_whitespace().next())
-        .filter(|t| t.parse::<IpAddr>().is_ok())
-        .map(str::to_owned)
-        .collect()
-}
+pub use gatewarden_proto::messages::forged_in_reason;
 
 /// One contained MAC as `gatewarden blocks`, the control socket and the
 /// dashboard show it: an operator must see who is cut off, why and for how

@@ -620,6 +620,62 @@ impl Alert {
     }
 }
 
+/// [`BlockEntry::origin`] values: which block set holds the entry.
+pub mod block_origin {
+    /// A detector verdict.
+    pub const DETECTOR: &str = "detector";
+    /// An operator (`gatewarden block`, the dashboard).
+    pub const ADMIN: &str = "admin";
+    /// An imported blocklist.
+    pub const FEED: &str = "feed";
+    /// A LAN MAC contained for forging source addresses (the MAC is the target).
+    pub const CONTAIN: &str = "contain";
+}
+
+/// How a `contain` entry's reason starts; the forged addresses follow.
+pub const CONTAIN_REASON_PREFIX: &str = "spoofing: forged ";
+
+/// The forged addresses a containment's comment names (see [`contain_reason`]);
+/// empty for a comment written otherwise.
+pub fn forged_in_reason(reason: &str) -> Vec<String> {
+    let Some(list) = reason.strip_prefix(CONTAIN_REASON_PREFIX) else { return Vec::new() };
+    let list = list.split(" +").next().unwrap_or_default();
+    list.split(", ")
+        .filter_map(|t| t.split_whitespace().next())
+        .filter(|t| t.parse::<IpAddr>().is_ok())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// A dashboard unblock request older than this is not carried out (the
+/// router was away; the operator may no longer want it).
+pub const MAX_UNBLOCK_REQUEST_AGE_S: u64 = 120;
+
+impl Alert {
+    /// A node's answer to a `settings_update`: applied (with what) or refused (with why).
+    pub fn settings_result(node: &str, version: u64, result: Result<&str, &str>) -> Alert {
+        use crate::signatures::{SETTINGS_APPLIED, SETTINGS_REFUSED};
+        match result {
+            Ok(what) => Alert::about_system(
+                node,
+                AttackKind::System,
+                Severity::Low,
+                SETTINGS_APPLIED,
+                "GATEWARDEN SYSTEM settings applied",
+                format!("settings {version}: applied on {node} ({what})"),
+            ),
+            Err(why) => Alert::about_system(
+                node,
+                AttackKind::System,
+                Severity::High,
+                SETTINGS_REFUSED,
+                "GATEWARDEN SYSTEM settings refused",
+                format!("settings {version}: refused on {node}, the previous settings stay: {why}"),
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

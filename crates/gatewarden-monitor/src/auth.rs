@@ -34,9 +34,7 @@ pub const ISSUER: &str = "gatewarden";
 /// The ceiling for `http.max_token_ttl_s` and `token issue --ttl` (a year):
 /// no configuration makes a token live longer.
 pub const MAX_TTL_S: u64 = 366 * 86_400;
-/// Default for `http.max_token_ttl_s`: 90 days, long enough for a wallboard,
-/// short enough that a leaked token does not outlive a season.
-pub const DEFAULT_MAX_TOKEN_TTL_S: u64 = 90 * 86_400;
+pub use crate::config::DEFAULT_MAX_TOKEN_TTL_S;
 /// How far `iat` and `nbf` may lie ahead of this node's clock (clocks of the
 /// issuing and verifying machines drift; NTP on a fresh board may lag).
 pub const CLOCK_SKEW_S: u64 = 60;
@@ -44,7 +42,7 @@ pub const CLOCK_SKEW_S: u64 = 60;
 pub const MAX_TOKEN_BYTES: usize = 4096;
 
 /// What a token lets its bearer do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AccessRole {
     /// Read the dashboard and API.
@@ -54,6 +52,15 @@ pub enum AccessRole {
 }
 
 impl AccessRole {
+    /// Parses the claim value (`viewer`, `admin`).
+    pub fn parse(s: &str) -> Option<AccessRole> {
+        match s {
+            "viewer" => Some(AccessRole::Viewer),
+            "admin" => Some(AccessRole::Admin),
+            _ => None,
+        }
+    }
+
     /// The claim value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -266,19 +273,25 @@ impl TokenSigner {
     }
 
     /// The key file the config names: `http.jwt_key`, else `<monitor.data_dir>/jwt-es384.pem`.
-    pub fn configured_path(cfg: &crate::config::Config) -> Option<PathBuf> {
-        if !cfg.http.jwt_key.as_os_str().is_empty() {
-            Some(cfg.http.jwt_key.clone())
-        } else if !cfg.monitor.data_dir.as_os_str().is_empty() {
-            Some(cfg.monitor.data_dir.join(KEY_FILE))
+    pub fn configured_path(
+        http: &crate::config::HttpConfig,
+        monitor: &crate::config::MonitorConfig,
+    ) -> Option<PathBuf> {
+        if !http.jwt_key.as_os_str().is_empty() {
+            Some(http.jwt_key.clone())
+        } else if !monitor.data_dir.as_os_str().is_empty() {
+            Some(monitor.data_dir.join(KEY_FILE))
         } else {
             None
         }
     }
 
     /// The configured key, or an ephemeral one (with a warning) when the config names none.
-    pub fn from_config(cfg: &crate::config::Config) -> anyhow::Result<TokenSigner> {
-        match TokenSigner::configured_path(cfg) {
+    pub fn from_config(
+        http: &crate::config::HttpConfig,
+        monitor: &crate::config::MonitorConfig,
+    ) -> anyhow::Result<TokenSigner> {
+        match TokenSigner::configured_path(http, monitor) {
             Some(p) => TokenSigner::load_or_create(&p),
             None => Ok(TokenSigner::ephemeral()),
         }

@@ -1,14 +1,21 @@
 //! What the operator sees: recent alerts, counters over time, and the status
 //! page with its JSON API ([`http`]).
+//!
+//! gatewarden-monitor depends on gatewarden-core, gatewarden-proto,
+//! gatewarden-policy and gatewarden-detect; it reaches routers only through
+//! messages and hooks the node hands it. [`config`] is `[http]`, `[link]`, `[monitor]`.
+#![forbid(unsafe_code)]
 
 pub mod alerts;
 pub mod assets;
 pub mod auth;
+pub mod config;
 pub mod confirm;
 pub mod events;
 pub mod http;
 pub mod link;
 pub mod policy_api;
+pub mod reply;
 pub mod settings;
 pub mod system;
 pub mod talkers;
@@ -79,7 +86,7 @@ pub struct NodeHealth {
 /// detector's reason names one).
 pub fn eve_json(a: &Alert) -> Value {
     let mut v = eve_json_base(a);
-    if let Some(rule) = crate::detect::response::rule_in_reason(&a.reason) {
+    if let Some(rule) = gatewarden_detect::response::rule_in_reason(&a.reason) {
         v["gatewarden"]["rule"] = json!(rule);
     }
     v
@@ -245,7 +252,7 @@ pub struct MonitorState {
     /// Per-node CPU, memory and network series from every node's samples.
     pub node_metrics: system::NodeMetrics,
     /// Group policies (#9), set once when the monitor role starts them.
-    pub policy: std::sync::OnceLock<Arc<crate::policy::service::PolicyService>>,
+    pub policy: std::sync::OnceLock<Arc<gatewarden_policy::service::PolicyService>>,
     /// Model uploads from the training page and the detectors' answers.
     pub training: training::Training,
     /// The settings page's store, set once by the monitor role (or a replay).
@@ -345,7 +352,7 @@ impl MonitorState {
     /// otherwise says which router holds it and the command that lifts it
     /// there (the node bus's unblock request carries addresses only).
     pub fn unblock_mac(&self, mac: [u8; 6], by: &str) -> anyhow::Result<String> {
-        let text = crate::enforce::spoof::mac_text(&mac);
+        let text = gatewarden_core::net::mac_text(&mac);
         let hook = self.unblock_mac.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let done = match hook {
             Some(h) => h(mac)?,
@@ -357,9 +364,9 @@ impl MonitorState {
                     .iter()
                     .filter(|(_, (at, t))| {
                         *at + BLOCK_TABLE_FRESH_S >= now
-                            && t.entries
-                                .iter()
-                                .any(|e| e.origin == crate::enforce::persist::CONTAIN_ORIGIN && e.target == text)
+                            && t.entries.iter().any(|e| {
+                                e.origin == gatewarden_proto::messages::block_origin::CONTAIN && e.target == text
+                            })
                     })
                     .map(|(n, _)| n.as_str())
                     .collect();
@@ -505,7 +512,7 @@ impl MonitorState {
         let now = unix_now();
         let mut inner = self.lock();
         if !inner.router_blocks.contains_key(&t.node)
-            && (inner.router_blocks.len() >= MAX_NODES || !crate::pki::valid_node_id(&t.node))
+            && (inner.router_blocks.len() >= MAX_NODES || !gatewarden_core::identity::valid_node_id(&t.node))
         {
             self.nodes_refused.inc();
             return;
@@ -532,8 +539,8 @@ impl MonitorState {
                     until: at + u64::from(e.expires_in_s.unwrap_or(365 * 86_400)),
                     node: node.clone(),
                     source: "router table",
-                    forged: if e.origin == crate::enforce::persist::CONTAIN_ORIGIN {
-                        crate::enforce::spoof::forged_in_reason(&e.reason)
+                    forged: if e.origin == gatewarden_proto::messages::block_origin::CONTAIN {
+                        gatewarden_proto::messages::forged_in_reason(&e.reason)
                     } else {
                         Vec::new()
                     },
@@ -557,8 +564,8 @@ impl MonitorState {
         // dashboard may lift (detector, admin), or only in a blocklist feed.
         // Also drops a remembered verdict for it (`known`).
         let (routers, feed_only, known) = {
-            use crate::enforce::ruleset::Origin;
-            let liftable = [Origin::Detector.as_str(), Origin::Admin.as_str()];
+            use gatewarden_proto::messages::block_origin;
+            let liftable = [block_origin::DETECTOR, block_origin::ADMIN];
             let now = unix_now();
             let mut inner = self.lock();
             let mut routers = Vec::new();
@@ -591,7 +598,7 @@ impl MonitorState {
                 Unblocked::Asked(format!(
                     "asked {} to unblock {ip} (sealed; a router that is away gets it when it returns, within {} s); each answers in the alerts",
                     sent.join(", "),
-                    crate::roles::unblock::MAX_REQUEST_AGE_S
+                    gatewarden_proto::messages::MAX_UNBLOCK_REQUEST_AGE_S
                 ))
             }
             (None, _) if !feed_only.is_empty() => anyhow::bail!(
@@ -666,7 +673,7 @@ impl MonitorState {
     fn node_entry<'a>(&self, nodes: &'a mut BTreeMap<String, NodeHealth>, node: &str) -> Option<&'a mut NodeHealth> {
         if !nodes.contains_key(node)
             && node != self.node
-            && (nodes.len() >= MAX_NODES || !crate::pki::valid_node_id(node))
+            && (nodes.len() >= MAX_NODES || !gatewarden_core::identity::valid_node_id(node))
         {
             self.nodes_refused.inc();
             return None;
@@ -912,7 +919,7 @@ mod tests {
         st.record_block_table(gatewarden_proto::messages::BlockTable {
             node: "gw".into(),
             total: 1,
-            entries: vec![crate::ctl::BlockEntry {
+            entries: vec![gatewarden_proto::messages::BlockEntry {
                 target: "02:00:00:00:0a:66".into(),
                 expires_in_s: Some(3000),
                 origin: "contain".into(),

@@ -93,7 +93,7 @@ mod tests {
             rev_packets: 1,
             fwd_bytes: bytes,
             rev_bytes: 0,
-            conn_state: crate::flow::ConnState::S0,
+            conn_state: gatewarden_proto::conn_state::ConnState::S0,
             src_answered: false,
         }
     }

@@ -158,7 +158,7 @@ impl NodeMetrics {
         let allowed: std::collections::BTreeSet<String> = {
             let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
             if !nodes.contains_key(&s.node) {
-                if nodes.len() >= MAX_NODES || !crate::pki::valid_node_id(&s.node) {
+                if nodes.len() >= MAX_NODES || !gatewarden_core::identity::valid_node_id(&s.node) {
                     self.refused.inc();
                     return;
                 }

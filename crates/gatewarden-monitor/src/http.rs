@@ -29,6 +29,8 @@
 //! accept loop backs off when the process runs out of file descriptors and
 //! never exits while the server runs.
 
+pub use crate::reply::{error, full, json_response, page, response, with, Body, Call, Resp};
+use crate::reply::{parse_query, url_decode};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -41,10 +43,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, StreamBody};
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Body as _, Bytes, Frame, Incoming};
 use hyper::header::{self, HeaderName, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Method, Request, Response};
 use serde_json::{json, Value};
 use smol::future::FutureExt as _;
 use smol::io::{AsyncRead, AsyncWrite};
@@ -102,7 +104,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    /// The limits configured in `[http]` (validated by [`crate::config::Config::validate`]).
+    /// The limits configured in `[http]` (validated with the rest of the config by the binary).
     pub fn from_config(h: &HttpConfig) -> Limits {
         Limits {
             allowed_hosts: h.allowed_hosts.clone(),
@@ -141,15 +143,14 @@ pub struct Access {
 
 impl Access {
     /// Access control from the `[http]` and `[monitor]` config: the configured key (or an ephemeral one).
-    pub fn from_config(cfg: &crate::config::Config) -> anyhow::Result<Access> {
-        let signer = TokenSigner::from_config(cfg)?;
+    pub fn from_config(http: &HttpConfig, monitor: &crate::config::MonitorConfig) -> anyhow::Result<Access> {
+        let signer = TokenSigner::from_config(http, monitor)?;
         if signer.path.is_none() {
             tracing::warn!("no monitor.data_dir or http.jwt_key: tokens are signed with a key that dies with this process, and `gatewarden token issue` cannot make any");
         }
-        let mut access =
-            Access::new(signer, cfg.http.public_status, cfg.http.rate_limit_per_s, cfg.http.rate_limit_burst)?;
-        access.limits = Limits::from_config(&cfg.http);
-        access.verifier = access.verifier.with_max_ttl_s(cfg.http.max_token_ttl_s);
+        let mut access = Access::new(signer, http.public_status, http.rate_limit_per_s, http.rate_limit_burst)?;
+        access.limits = Limits::from_config(http);
+        access.verifier = access.verifier.with_max_ttl_s(http.max_token_ttl_s);
         Ok(access)
     }
 
@@ -176,11 +177,6 @@ pub const STATUS_CACHE: Duration = Duration::from_millis(250);
 pub const STATUS_STALE: Duration = Duration::from_secs(1);
 /// The background rendering stops this long after the last request.
 const STATUS_IDLE_MS: u64 = 5_000;
-
-/// The response body: a whole buffer, or a live event stream.
-pub type Body = UnsyncBoxBody<Bytes, Infallible>;
-/// A response as handlers build it.
-pub type Resp = Response<Body>;
 
 /// What the server counts (all in `/metrics`).
 struct Metrics {
@@ -961,31 +957,6 @@ static ROUTES: &[Route] = &[
     route(Get, "/api/policy/feedback", Read, NoBody, S(pol::feedback)),
 ];
 
-/// A request as handlers see it: checked, authorised, body read.
-pub struct Call {
-    /// The path without the query (one trailing `/` removed).
-    pub path: String,
-    /// The query's `k=v` pairs, decoded.
-    pub params: Vec<(String, String)>,
-    /// The `{…}` segments of the route's pattern, decoded, in order.
-    pub caps: Vec<String>,
-    /// The body (empty for routes without one).
-    pub body: Bytes,
-    /// Whether the body was declared `application/json`.
-    pub json: bool,
-    /// The token's subject, or `anonymous`.
-    pub who: String,
-    /// The token's claims, if one was sent.
-    pub claims: Option<Claims>,
-}
-
-impl Call {
-    /// The query parameter `k`, if given.
-    pub fn param(&self, k: &str) -> Option<&str> {
-        self.params.iter().find(|(kk, _)| kk == k).map(|(_, v)| v.as_str())
-    }
-}
-
 /// Finds the route for `verb` and `path`: the route and its captures, or the methods `path` allows.
 fn find(verb: Verb, path: &str) -> Result<(&'static Route, Vec<String>), Vec<&'static str>> {
     let segs: Vec<&str> = path.split('/').skip(1).collect();
@@ -1297,85 +1268,6 @@ fn nodelay_listener(listen: &str) -> io::Result<TcpListener> {
     Ok(sock.into())
 }
 
-/// A whole-buffer body.
-pub fn full(body: impl Into<Bytes>) -> Body {
-    Full::new(body.into()).boxed_unsync()
-}
-
-/// `resp` with one more header (values built here are always valid).
-pub fn with(mut resp: Resp, name: HeaderName, value: &str) -> Resp {
-    if let Ok(v) = HeaderValue::from_str(value) {
-        resp.headers_mut().insert(name, v);
-    }
-    resp
-}
-
-/// A response with `status`, `Content-Type` and `body`.
-pub fn response(status: u16, content_type: &'static str, body: impl Into<Bytes>) -> Resp {
-    let mut r = Response::new(full(body));
-    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r
-}
-
-/// A JSON response.
-pub fn json_response(status: u16, body: Value) -> Resp {
-    response(status, "application/json", body.to_string())
-}
-
-/// `{"error": message}` with `status`.
-pub fn error(status: u16, message: impl std::fmt::Display) -> Resp {
-    json_response(status, json!({"error": message.to_string()}))
-}
-
-/// An HTML page with the pages' CSP (no inline script, no framing).
-pub fn page(html: &'static str) -> Resp {
-    let r = response(200, "text/html; charset=utf-8", html);
-    let r = with(r, header::CONTENT_SECURITY_POLICY, super::assets::PAGE_CSP);
-    with(r, header::X_FRAME_OPTIONS, "DENY")
-}
-
-/// Decodes `%XX` and `+` in a query value.
-fn url_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// The `k=v&…` pairs of a query string, decoded.
-fn parse_query(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (url_decode(k), url_decode(v))
-        })
-        .collect()
-}
-
-/// `?k=v&…` of a URL, decoded.
-#[cfg(test)]
-pub(super) fn query_params(url: &str) -> Vec<(String, String)> {
-    url.split_once('?').map(|(_, q)| parse_query(q)).unwrap_or_default()
-}
-
 /// A time filter: Unix seconds (fractions allowed).
 fn parse_time(v: &str) -> Result<u64, String> {
     v.parse::<f64>()
@@ -1564,10 +1456,10 @@ fn h_unblock(state: &MonitorState, call: &Call) -> Resp {
             Ok(super::Unblocked::Asked(msg)) => json_response(202, json!({"ip": ip, "result": msg})),
             Err(e) => error(409, format!("{e:#}")),
         },
-        Err(_) => match crate::enforce::spoof::parse_mac(&call.caps[0]) {
+        Err(_) => match gatewarden_core::net::parse_mac(&call.caps[0]) {
             // A contained LAN MAC (current blocks of kind `contain`).
             Some(mac) => match state.unblock_mac(mac, who) {
-                Ok(msg) => json_response(200, json!({"mac": crate::enforce::spoof::mac_text(&mac), "result": msg})),
+                Ok(msg) => json_response(200, json!({"mac": gatewarden_core::net::mac_text(&mac), "result": msg})),
                 Err(e) => error(409, format!("{e:#}")),
             },
             None => error(
@@ -1733,6 +1625,7 @@ impl AsyncWrite for MemIo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::reply::query_params;
 
     #[test]
     fn query_strings_decode_and_filters_are_checked() {

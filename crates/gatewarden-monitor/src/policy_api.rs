@@ -22,10 +22,10 @@
 
 use serde_json::{json, Value};
 
-use super::http::{error, json_response as reply, page as html_page, Call, Resp};
 use super::MonitorState;
-use crate::policy::service::PolicyService;
-use crate::policy::{Group, RuleSpec};
+use crate::reply::{error, json_response as reply, page as html_page, Call, Resp};
+use gatewarden_policy::service::PolicyService;
+use gatewarden_policy::{Group, RuleSpec};
 
 /// The page, embedded (no files, no CDN).
 pub const POLICY_PAGE: &str = include_str!("policy.html");
@@ -254,7 +254,7 @@ pub fn feedback(state: &MonitorState, _: &Call) -> Resp {
 mod tests {
     #[test]
     fn queries_decode_percent_and_plus() {
-        let q = crate::monitor::http::query_params(
+        let q = crate::reply::query_params(
             "/api/policy/explain?src=2001%3Adb8%3A%3A1&dst=sensors&proto=tcp&port=22&x=%zz&y=a+b%20c%",
         );
         assert_eq!(q[0], ("src".to_string(), "2001:db8::1".to_string()));

@@ -20,10 +20,12 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::training::Refusal;
-use crate::config::{Config, DetectorConfig};
-use crate::detect::response::{Action, ResponseConfig};
-use crate::roles::settings::{SIG_SETTINGS_APPLIED, SIG_SETTINGS_REFUSED};
+use gatewarden_detect::config::DetectorConfig;
+use gatewarden_detect::response::{Action, ResponseConfig};
 use gatewarden_proto::messages::{Alert, SettingsUpdate};
+use gatewarden_proto::signatures::{
+    SETTINGS_APPLIED as SIG_SETTINGS_APPLIED, SETTINGS_REFUSED as SIG_SETTINGS_REFUSED,
+};
 
 /// `[detector]` keys that bound what validating an uploaded model may cost a
 /// node (src/detect/validator.rs): set per node in its config file, never from the page.
@@ -50,9 +52,30 @@ struct Saved {
     response: Option<ResponseConfig>,
 }
 
+/// What the settings page starts from: this monitor's own `[detector]`,
+/// `[response]` and allowlist, where to keep saved settings, and how a change
+/// is checked before it is sent (the node's own config validation, which the
+/// binary composes; every node checks again on receipt).
+pub struct SettingsBase {
+    /// `[detector]` of this monitor's config.
+    pub detector: DetectorConfig,
+    /// `[response]` of this monitor's config.
+    pub response: ResponseConfig,
+    /// `[enforce] allowlist` of this monitor's config.
+    pub allowlist: Vec<String>,
+    /// `monitor.data_dir` (empty: settings are not kept across restarts).
+    pub data_dir: PathBuf,
+    /// Checks an update as if written into this monitor's config; `Err` says why not.
+    pub check: SettingsCheck,
+}
+
+/// See [`SettingsBase::check`].
+pub type SettingsCheck = Arc<dyn Fn(&SettingsUpdate) -> Result<(), String> + Send + Sync>;
+
 /// The settings and what each node made of the last change.
 pub struct SettingsStore {
-    base: Config,
+    base_response: ResponseConfig,
+    check: SettingsCheck,
     path: Option<PathBuf>,
     current: Mutex<Saved>,
     results: Mutex<BTreeMap<String, Value>>,
@@ -75,15 +98,15 @@ fn refuse(status: u16, reason: impl Into<String>) -> Refusal {
 impl SettingsStore {
     /// Settings from `monitor.data_dir/settings.json` when an administrator
     /// saved some, else this monitor's own config (not sent until saved).
-    pub fn open(cfg: &Config) -> SettingsStore {
-        let dir = &cfg.monitor.data_dir;
+    pub fn open(base: SettingsBase) -> SettingsStore {
+        let dir = &base.data_dir;
         let path = (!dir.as_os_str().is_empty()).then(|| dir.join("settings.json"));
         let from_config = Saved {
             version: 0,
             by: String::new(),
-            detector: cfg.detector.clone(),
-            allowlist: cfg.enforce.allowlist.clone(),
-            response: Some(cfg.response.clone()),
+            detector: base.detector.clone(),
+            allowlist: base.allowlist.clone(),
+            response: Some(base.response.clone()),
         };
         let mut current = match path.as_ref().filter(|p| p.exists()) {
             Some(p) => match std::fs::read_to_string(p)
@@ -98,9 +121,10 @@ impl SettingsStore {
             },
             None => from_config,
         };
-        current.response.get_or_insert_with(|| cfg.response.clone());
+        current.response.get_or_insert_with(|| base.response.clone());
         SettingsStore {
-            base: cfg.clone(),
+            base_response: base.response,
+            check: base.check,
             path,
             current: Mutex::new(current),
             results: Mutex::new(BTreeMap::new()),
@@ -178,7 +202,7 @@ impl SettingsStore {
             let Some(changes) = r.as_object() else {
                 return Err(refuse(400, "\"response\" must be an object of key: value"));
             };
-            let current = next.response.clone().unwrap_or_else(|| self.base.response.clone());
+            let current = next.response.clone().unwrap_or_else(|| self.base_response.clone());
             let mut all = serde_json::to_value(&current).unwrap_or_default();
             for (k, v) in changes {
                 let Some(was) = all.get(k) else {
@@ -199,7 +223,7 @@ impl SettingsStore {
         next.version = gatewarden_core::clock::unix_now_ns();
         next.by = by.to_string();
         let update = self.update(&next);
-        crate::roles::settings::check(&update, &self.base).map_err(|e| refuse(422, e))?;
+        (self.check)(&update).map_err(|e| refuse(422, e))?;
         if let Some(p) = &self.path {
             let text = serde_json::to_string_pretty(&next).unwrap_or_default();
             gatewarden_core::atomic_file::write_atomic(p, text.as_bytes())
@@ -231,7 +255,8 @@ impl SettingsStore {
         self.resend_if_due_at(nodes, Instant::now());
     }
 
-    fn resend_if_due_at(&self, nodes: &[(String, u64)], now: Instant) {
+    /// [`SettingsStore::resend_if_due`] with the clock given.
+    pub fn resend_if_due_at(&self, nodes: &[(String, u64)], now: Instant) {
         let Some(send) = self.sender.get() else { return };
         let current = self.current.lock().unwrap_or_else(|e| e.into_inner()).clone();
         if current.version == 0 {
@@ -288,88 +313,10 @@ impl SettingsStore {
             "by": c.by,
             "at": (c.version > 0).then(|| gatewarden_core::clock::rfc3339(c.version)),
             "detector": detector,
-            "response": c.response.as_ref().unwrap_or(&self.base.response),
+            "response": c.response.as_ref().unwrap_or(&self.base_response),
             "allowlist": c.allowlist,
             "results": *self.results.lock().unwrap_or_else(|e| e.into_inner()),
             "can_send": self.sender.get().is_some(),
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    fn store(dir: &std::path::Path, sent: &Arc<AtomicUsize>) -> SettingsStore {
-        let mut cfg = Config::default();
-        cfg.monitor.data_dir = dir.to_path_buf();
-        let s = SettingsStore::open(&cfg);
-        let sent = sent.clone();
-        s.set_sender(Arc::new(move |_| {
-            sent.fetch_add(1, Ordering::SeqCst);
-            true
-        }));
-        s
-    }
-
-    #[test]
-    fn saved_settings_survive_a_restart_and_are_resent_only_while_a_node_needs_them() {
-        let d = tempfile::tempdir().unwrap();
-        let sent = Arc::new(AtomicUsize::new(0));
-        let a = store(d.path(), &sent);
-        assert_eq!(a.json()["saved"], false);
-        a.resend_if_due(&[("r1".into(), 1)]);
-        assert_eq!(sent.load(Ordering::SeqCst), 0, "nothing saved: nodes run their own config");
-        let e = a.save(br#"{"detector": {"bruteforce_sessions": 1}}"#, "ops").unwrap_err();
-        assert_eq!(e.status, 422, "{}", e.reason);
-        assert!(e.reason.contains("detector.bruteforce_sessions"), "{}", e.reason);
-        a.save(br#"{"detector": {"block_ttl_s": 1200}, "allowlist": ["192.0.2.0/24"]}"#, "ops").unwrap();
-        assert_eq!(sent.load(Ordering::SeqCst), 1);
-
-        // The response policy: each kind's action, by name, and only the three words.
-        let e = a.save(br#"{"response": {"port_scan": "drop"}}"#, "ops").unwrap_err();
-        assert!(
-            e.status == 422 && e.reason.contains("response.port_scan") && e.reason.contains("ignore"),
-            "{}",
-            e.reason
-        );
-        let e = a.save(br#"{"detector": {"model_alone_blocks": true}}"#, "ops").unwrap_err();
-        assert!(e.reason.contains("response.model_alone"), "{}", e.reason);
-        let e = a.save(br#"{"response": {"no_such_kind": "block"}}"#, "ops").unwrap_err();
-        assert!(e.reason.contains("response.no_such_kind"), "{}", e.reason);
-        let e = a.save(br#"{"response": {"scan_min_unanswered_pct": 300}}"#, "ops").unwrap_err();
-        assert!(e.reason.contains("response.scan_min_unanswered_pct"), "{}", e.reason);
-        assert_eq!(sent.load(Ordering::SeqCst), 1, "refused changes are not sent");
-        a.save(br#"{"response": {"anomaly": "ignore"}}"#, "ops").unwrap();
-        assert_eq!(sent.load(Ordering::SeqCst), 2);
-        assert_eq!(a.json()["response"]["anomaly"], "ignore");
-        assert_eq!(a.json()["detector"]["block_ttl_s"], 1200, "other settings stay");
-
-        // After a restart: the settings are back, and go out once someone needs them.
-        let b = store(d.path(), &sent);
-        let j = b.json();
-        assert_eq!(j["detector"]["block_ttl_s"], 1200);
-        assert_eq!(j["response"]["anomaly"], "ignore");
-        assert_eq!(j["response"]["port_scan"], "block");
-        assert_eq!(j["by"], "ops");
-        let version = j["version"].as_u64().unwrap();
-        let t0 = Instant::now();
-        b.resend_if_due_at(&[], t0);
-        assert_eq!(sent.load(Ordering::SeqCst), 2, "no node online: nothing is spooled");
-        let now_s = gatewarden_core::clock::unix_now();
-        let r1 = vec![("r1".to_string(), now_s - 100)];
-        b.resend_if_due_at(&r1, t0);
-        assert_eq!(sent.load(Ordering::SeqCst), 3, "r1 has not answered");
-        b.resend_if_due_at(&r1, t0 + Duration::from_secs(5));
-        assert_eq!(sent.load(Ordering::SeqCst), 3, "at most every 30 s");
-        let answer = crate::roles::settings::settings_alert("r1", version, Ok("thresholds"));
-        b.observe_alert(&answer);
-        assert_eq!(b.json()["results"]["r1"]["ok"], true);
-        b.resend_if_due_at(&r1, t0 + RESEND * 2);
-        assert_eq!(sent.load(Ordering::SeqCst), 3, "r1 answered: nothing to resend");
-        // r1 restarts (it booted after it answered): it needs them again.
-        b.resend_if_due_at(&[("r1".to_string(), now_s + 60)], t0 + RESEND * 3);
-        assert_eq!(sent.load(Ordering::SeqCst), 4);
     }
 }

@@ -1,7 +1,7 @@
 //! The dashboard's training page: an administrator uploads a `.tflite` and
 //! its model card; the monitor checks them exactly as a detector would —
 //! the card's schema here, then the `.tflite` in the validator's child
-//! process ([`crate::detect::validator`]: shapes, batch bound, the card's
+//! process ([`gatewarden_detect::validator`]: shapes, batch bound, the card's
 //! reference outputs, under memory and time limits, so a crafted file cannot
 //! crash the monitor) — refuses a bad one with the reason (422), and
 //! sends an accepted model to the detectors (in process, or sealed over
@@ -15,16 +15,15 @@ use std::sync::{Arc, Mutex, OnceLock};
 use base64ct::{Base64, Encoding};
 use serde_json::{json, Value};
 
-use crate::detect::model::{check_card, parse_card, ModelCard};
-use crate::detect::validator::{self, Limits, Rejected};
-use crate::roles::detector::{SIG_MODEL_LOADED, SIG_MODEL_REFUSED};
+use gatewarden_detect::model::{check_card, parse_card, ModelCard};
+use gatewarden_detect::validator::{self, Limits, Rejected};
 use gatewarden_proto::messages::{Alert, ModelUpdate, MAX_MODEL_BYTES};
+use gatewarden_proto::signatures::{MODEL_LOADED as SIG_MODEL_LOADED, MODEL_REFUSED as SIG_MODEL_REFUSED};
 
 /// Sends an accepted upload towards the detectors; false if it could not be queued.
 pub type ModelSender = Arc<dyn Fn(ModelUpdate) -> bool + Send + Sync>;
 
-/// Largest upload request body (base64 grows the files by a third).
-pub const MAX_UPLOAD_BODY: u64 = (MAX_MODEL_BYTES as u64) * 4 / 3 + 8 * 1024;
+pub use crate::config::MAX_UPLOAD_BODY;
 
 /// Why an upload was not accepted: HTTP status and a sentence for the page.
 #[derive(Debug, Clone, PartialEq, Eq)]

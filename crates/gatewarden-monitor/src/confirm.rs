@@ -255,7 +255,7 @@ mod tests {
         assert!(!a.reason.contains("; blocked:"), "{}", a.reason);
         assert!(a.reason.ends_with("not blocked: gw: router refused the block: no proof"), "{}", a.reason);
         // The EVE line's rule is still read from the reason.
-        assert_eq!(crate::monitor::eve_json(&a)["gatewarden"]["rule"], "scan_mostly_unanswered");
+        assert_eq!(crate::eve_json(&a)["gatewarden"]["rule"], "scan_mostly_unanswered");
     }
 
     #[test]
