@@ -307,7 +307,7 @@ fn grafana_dashboard_uses_only_metrics_gatewarden_exports() {
     let dash: Value =
         serde_json::from_str(&std::fs::read_to_string(root.join("contrib/grafana/gatewarden.json")).unwrap()).unwrap();
     let mut src = String::new();
-    let mut stack = vec![root.join("src")];
+    let mut stack = vec![root.join("src"), root.join("crates")];
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(d).unwrap() {
             let p = e.unwrap().path();
