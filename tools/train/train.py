@@ -282,7 +282,7 @@ def main():
     print("held-out classes:", val["class"].value_counts().sort_index().to_dict())
     rows_by_source = {src: {CLASSES[c]: int(n) for c, n in g["class"].value_counts().sort_index().items()}
                       for src, g in train.groupby(train["scenario"].map(source_of))}
-    recorded_seeds = sorted({seed for s, _, _, seed in sessions if s.startswith("benign/") and seed is not None})
+    recorded = {seed: s in held_out for s, _, _, seed in sessions if s.startswith("benign/") and seed is not None}
     print("train rows by source:", rows_by_source)
 
     xt, mean, std = prepare(train[HOST_COLUMNS].to_numpy())
@@ -396,8 +396,9 @@ def main():
         "architecture": f"{len(HOST_COLUMNS)}→32→16→{len(CLASSES)} MLP, ReLU, softmax; float32; batch {BATCH}",
         "training_data": {
             "source": "datasets/lab: real tools (nmap, hping3, hydra, iperf3) and benign IoT profiles in the "
-                      "traffic lab; datasets/benign/seed-N: the lab's benign corpus; synthetic/seed-N: "
-                      "tools/train/synth_benign.py's seeded benign homes. One row per flow (and per 2 s of a "
+                      "traffic lab; datasets/benign/seed-N: the lab's benign corpus, recorded with real tools "
+                      "(train_rows_by_source: recorded); synthetic/seed-N: tools/train/synth_benign.py's "
+                      "seeded benign homes, an extra (synthetic). One row per flow (and per 2 s of a "
                       "long flow) from `gatewarden features`, host columns at export time",
             "split": f"by session (capture): lab scenarios {VALIDATION} and seeds >= {args.holdout_seed_min} "
                      "held out",
@@ -414,7 +415,8 @@ def main():
             # recorded = datasets/benign (the lab's benign corpus, real tools), synthetic =
             # synth_benign.py's homes (an extra), lab = datasets/lab's scenario captures.
             "train_rows_by_source": rows_by_source,
-            "recorded_seeds": recorded_seeds,
+            "recorded_seeds": {"train": sorted(k for k, h in recorded.items() if not h),
+                               "held_out": sorted(k for k, h in recorded.items() if h)},
             "epochs": args.epochs,
             "seed": SEED,
             "tensorflow": tf.__version__,
