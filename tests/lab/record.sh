@@ -12,9 +12,10 @@ usage: $0 [OUT_DIR] [SCENARIO,…]
   OUT_DIR     where captures and labels go (default: datasets/lab; with --benign datasets/benign)
   SCENARIO,…  only these (names as in tests/lab/harness.rs, plus 'demo'); default: all
   --benign    benign-only sessions of the corpus, one per seed, into OUT_DIR/seed-<n>/
+              (benign.pcap.xz: the headers-only capture, xz -9)
               (env GATEWARDEN_LAB_RECORD_S: seconds per seed, default 90)
 Rebuilds the committed sets:  tests/lab/record.sh datasets/lab
-                              tests/lab/record.sh --benign 1,2,3,4,50,100 datasets/benign
+                              tests/lab/record.sh --benign \$(seq -s, 1 34),100 datasets/benign
 Seeds 1-99 may be trained on; 100 and above are held out for evaluation (datasets/README.md).
 Bigger sets: run it repeatedly into different directories (each run takes ~5 minutes).
 USAGE
@@ -30,6 +31,10 @@ if [[ ${1:-} == --benign ]]; then
     mkdir -p "$out"
     export GATEWARDEN_LAB_OUT=$out GATEWARDEN_LAB_SEEDS=$2
     cargo test --release --test lab -- --ignored --exact lab_record_benign --nocapture
+    # Stored compressed (datasets/README.md: ~10x smaller); tools/train/train.py decompresses.
+    for s in ${2//,/ }; do
+        xz -9 -f "$out/seed-$s/benign.pcap"
+    done
     du -sh "$out"
     exit 0
 fi

@@ -2,9 +2,11 @@
 """Trains gatewarden's host classifier and exports it for the detector.
 
 Reads `gatewarden features` CSVs made from every labelled capture
-(NAME.pcap + NAME.labels.csv) under datasets/lab/, datasets/benign/ (the
-lab's recorded benign corpus, one folder per seed: seed-N/) and the seeded
-synthetic benign captures tools/train/synth_benign.py writes into --work,
+(NAME.pcap or NAME.pcap.xz, + NAME.labels.csv) under datasets/lab/,
+datasets/benign/ (the lab's recorded benign corpus, one folder per seed:
+seed-N/, stored xz-compressed and decompressed into --work/pcap/ before
+`gatewarden features` reads them) and the seeded synthetic benign captures
+tools/train/synth_benign.py writes into --work,
 trains a small MLP on the schema's host columns (the damped per-source
 statistics the router sends with every flow batch), and writes:
 
@@ -19,7 +21,10 @@ scenarios in VALIDATION and every seeded capture with seed >=
 --holdout-seed-min (100) are held out. The held-out sessions give the
 validation metrics and the calibration: a temperature T fitted on them
 (probabilities become softmax(ln p / T)), with the expected calibration error
-(10 bins of the top probability) before and after. The card also stores each
+(10 bins of the top probability) before and after, also per group of held-out
+sessions (the recorded corpus's seeds, the synthetic homes, the lab). The
+model already in --out (the previous one) is scored on the same held-out
+sessions, so the card says what the retraining changed. The card also stores each
 input column's training range (the detector abstains outside it, see
 src/detect/model.rs) and the lowest packet rate at which "flood" may be given.
 
@@ -35,8 +40,10 @@ import argparse
 import datetime
 import hashlib
 import json
+import lzma
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -86,27 +93,48 @@ FEATURES_CONFIG = "[flow]\nidle_timeout_s = 2\nactive_timeout_s = 2\n"
 # OOD guard margin (fraction of each column's training range, each side).
 OOD_MARGIN = 0.25
 ECE_BINS = 10
+# Capture files train.py reads; the recorded corpus is stored as .pcap.xz (datasets/README.md).
+PCAP_EXTS = (".pcap.xz", ".pcap")
 
 
 def discover(roots):
-    """Every NAME.pcap with NAME.labels.csv under the roots: (session, pcap, labels, seed).
+    """Every NAME.pcap (or NAME.pcap.xz) with NAME.labels.csv under the roots: (session, pcap, labels, seed).
     A session is one capture, named by its root's name and relative path; its seed is
     the N of a seed-N folder on its path (None for the lab's scenario captures)."""
-    out = []
+    out = {}
     for tag, root in roots:
         if not os.path.isdir(root):
             continue
         for d, _, files in sorted(os.walk(root)):
             for f in sorted(files):
-                if not f.endswith(".pcap"):
+                ext = next((e for e in PCAP_EXTS if f.endswith(e)), None)
+                if ext is None:
                     continue
                 pcap = os.path.join(d, f)
-                labels = pcap[: -len(".pcap")] + ".labels.csv"
+                labels = pcap[: -len(ext)] + ".labels.csv"
                 if not os.path.exists(labels):
                     continue
-                rel = os.path.relpath(pcap, root)[: -len(".pcap")]
+                rel = os.path.relpath(pcap, root)[: -len(ext)]
                 m = re.search(r"seed-(\d+)", rel)
-                out.append((f"{tag}/{rel}", pcap, labels, int(m.group(1)) if m else None))
+                session = f"{tag}/{rel}"
+                if session in out:
+                    sys.exit(f"error: {session} is there twice ({out[session][1]} and {pcap}): keep one of them")
+                out[session] = (session, pcap, labels, int(m.group(1)) if m else None)
+    return [out[k] for k in sorted(out)]
+
+
+def plain_pcap(work, session, pcap):
+    """The capture as a plain pcap `gatewarden features` can read: itself, or (NAME.pcap.xz)
+    decompressed once into WORK/pcap/SESSION.pcap (redone when the .xz is newer)."""
+    if not pcap.endswith(".xz"):
+        return pcap
+    out = os.path.join(work, "pcap", session + ".pcap")
+    if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(pcap):
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        tmp = out + ".part"
+        with lzma.open(pcap) as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        os.replace(tmp, out)
     return out
 
 
@@ -119,6 +147,7 @@ def features_csv(gatewarden, work, session, pcap, labels):
     os.makedirs(os.path.dirname(out), exist_ok=True)
     newest = max(os.path.getmtime(pcap), os.path.getmtime(labels), os.path.getmtime(cfg))
     if not os.path.exists(out) or os.path.getmtime(out) < newest:
+        pcap = plain_pcap(work, session, pcap)
         subprocess.run([gatewarden, "features", pcap, "--labels", labels, "-c", cfg, "-o", out], check=True,
                        stdout=subprocess.DEVNULL)
     df = pd.read_csv(out)
@@ -204,6 +233,9 @@ def main():
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--synthetic-seeds", default="1-24,101-106",
                     help="seeds of tools/train/synth_benign.py's benign captures (\"\" for none)")
+    ap.add_argument("--previous", default=None,
+                    help="folder of the model to compare with on the same held-out sessions (default: --out, "
+                         "read before it is overwritten)")
     ap.add_argument("--holdout-seed-min", type=int, default=100,
                     help="seeded sessions (seed-N folders) with N at least this are held out")
     args = ap.parse_args()
@@ -213,6 +245,7 @@ def main():
     tf.keras.utils.set_random_seed(SEED)
     os.makedirs(args.work, exist_ok=True)
     os.makedirs(args.out, exist_ok=True)
+    previous = previous_model(args.previous or args.out)
     synth_dir = os.path.join(args.work, "synthetic")
     seeds = parse_seeds(args.synthetic_seeds)
     if seeds:
@@ -247,6 +280,10 @@ def main():
     print(f"sessions: {len(sessions)} ({len(held_out)} held out); rows: train {len(train)}, held out {len(val)}")
     print("train classes:", train["class"].value_counts().sort_index().to_dict())
     print("held-out classes:", val["class"].value_counts().sort_index().to_dict())
+    rows_by_source = {src: {CLASSES[c]: int(n) for c, n in g["class"].value_counts().sort_index().items()}
+                      for src, g in train.groupby(train["scenario"].map(source_of))}
+    recorded = {seed: s in held_out for s, _, _, seed in sessions if s.startswith("benign/") and seed is not None}
+    print("train rows by source:", rows_by_source)
 
     xt, mean, std = prepare(train[HOST_COLUMNS].to_numpy())
     xv, _, _ = prepare(val[HOST_COLUMNS].to_numpy(), mean, std)
@@ -312,6 +349,29 @@ def main():
     with open(tfl_path, "wb") as f:
         f.write(tflite)
 
+    # This model and the previous one on the same held-out sessions, and on every lab scenario.
+    this = {"preprocess": {"mean": mean, "std": std}, "calibration": calibration, "ood": ood,
+            "class_floors": class_floors}
+    lab = df[df["scenario"].str.startswith("lab/")]
+    metrics["held_out_groups"] = score_groups(val, card_probs(tflite, this, val), this)
+    metrics["lab_scenarios"] = score_lab(lab, card_probs(tflite, this, lab), this)
+    print("held-out groups:", json.dumps(metrics["held_out_groups"], indent=1))
+    print("lab scenarios:", json.dumps(metrics["lab_scenarios"]))
+    compared = None
+    if previous is not None:
+        old_tflite, old_card = previous
+        compared = {
+            "tflite_sha256": hashlib.sha256(old_tflite).hexdigest(),
+            "created": old_card.get("created"),
+            "train_rows": old_card.get("training_data", {}).get("train_rows"),
+            "note": "the model this one replaced, scored by this train.py on this model's held-out sessions "
+                    "(all of them unseen by both) and on the lab scenarios",
+            "held_out_groups": score_groups(val, card_probs(old_tflite, old_card, val), old_card),
+            "lab_scenarios": score_lab(lab, card_probs(old_tflite, old_card, lab), old_card),
+        }
+        print("previous model, held-out groups:", json.dumps(compared["held_out_groups"], indent=1))
+        print("previous model, lab scenarios:", json.dumps(compared["lab_scenarios"]))
+
     # Reference: raw host features from validation rows of every class, and
     # the TFLite interpreter's outputs on them after the card's preprocessing.
     rng = np.random.default_rng(SEED)
@@ -323,17 +383,7 @@ def main():
     picks = np.array(picks[: BATCH * 2])
     raw = val[HOST_COLUMNS].to_numpy()[picks].astype(np.float32)
     prepared, _, _ = prepare(raw, mean, std)
-    interp = tf.lite.Interpreter(model_content=tflite)
-    interp.allocate_tensors()
-    i_in, i_out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
-    ref_out = []
-    for s in range(0, len(prepared), BATCH):
-        chunk = prepared[s:s + BATCH]
-        pad = np.zeros((BATCH, len(HOST_COLUMNS)), np.float32)
-        pad[: len(chunk)] = chunk
-        interp.set_tensor(i_in, pad)
-        interp.invoke()
-        ref_out.extend(interp.get_tensor(i_out)[: len(chunk)].tolist())
+    ref_out = tflite_probs(tflite, prepared).astype(np.float32).tolist()
     with open(os.path.join(args.out, "host-mlp.reference.json"), "w") as f:
         json.dump({"inputs": [f32s(r) for r in raw], "outputs": [f32s(r) for r in ref_out]}, f)
 
@@ -346,8 +396,9 @@ def main():
         "architecture": f"{len(HOST_COLUMNS)}→32→16→{len(CLASSES)} MLP, ReLU, softmax; float32; batch {BATCH}",
         "training_data": {
             "source": "datasets/lab: real tools (nmap, hping3, hydra, iperf3) and benign IoT profiles in the "
-                      "traffic lab; datasets/benign/seed-N: the lab's benign corpus; synthetic/seed-N: "
-                      "tools/train/synth_benign.py's seeded benign homes. One row per flow (and per 2 s of a "
+                      "traffic lab; datasets/benign/seed-N: the lab's benign corpus, recorded with real tools "
+                      "(train_rows_by_source: recorded); synthetic/seed-N: tools/train/synth_benign.py's "
+                      "seeded benign homes, an extra (synthetic). One row per flow (and per 2 s of a "
                       "long flow) from `gatewarden features`, host columns at export time",
             "split": f"by session (capture): lab scenarios {VALIDATION} and seeds >= {args.holdout_seed_min} "
                      "held out",
@@ -361,11 +412,17 @@ def main():
             "excluded_scenarios": EXCLUDED_SCENARIOS,
             "excluded_labels": EXCLUDED_LABELS,
             "train_rows": {CLASSES[i]: int(c) for i, c in enumerate(counts)},
+            # recorded = datasets/benign (the lab's benign corpus, real tools), synthetic =
+            # synth_benign.py's homes (an extra), lab = datasets/lab's scenario captures.
+            "train_rows_by_source": rows_by_source,
+            "recorded_seeds": {"train": sorted(k for k, h in recorded.items() if not h),
+                               "held_out": sorted(k for k, h in recorded.items() if h)},
             "epochs": args.epochs,
             "seed": SEED,
             "tensorflow": tf.__version__,
         },
         "validation_metrics": metrics,
+        "previous_model": compared,
         "calibration": calibration,
         "ood": ood,
         "class_floors": class_floors,
@@ -382,9 +439,25 @@ def main():
     print(f"wrote {tfl_path} ({len(tflite)} bytes), card and reference to {args.out}")
 
 
-def evaluate_guarded(val, probs, ood, floors):
-    """What the detector gets on the held-out rows: abstentions (OOD), then calibrated
-    probabilities with the class floors applied; per-class precision among opinions."""
+def previous_model(out):
+    """The model + card already in OUT (read before they are overwritten), when its card has
+    calibration, OOD ranges and this trainer's input columns; else None."""
+    try:
+        with open(os.path.join(out, "host-mlp.card.json")) as f:
+            card = json.load(f)
+        with open(os.path.join(out, "host-mlp.tflite"), "rb") as f:
+            tflite = f.read()
+    except OSError:
+        return None
+    if card.get("feature_schema", {}).get("columns") != HOST_COLUMNS or "calibration" not in card or "ood" not in card:
+        print("note: the model in", out, "predates this trainer's card; not compared")
+        return None
+    return tflite, card
+
+
+def guarded_predictions(val, probs, ood, floors):
+    """What the detector does with calibrated probabilities: (inside, pred) where inside is
+    False for rows the OOD guard abstains on, pred the argmax after the class floors."""
     raw = val[HOST_COLUMNS].to_numpy().astype(np.float64)
     inside = np.ones(len(raw), bool)
     for i, r in enumerate(ood["features"]):
@@ -396,8 +469,14 @@ def evaluate_guarded(val, probs, ood, floors):
         low = val[f["column"]].to_numpy() < f["min"]
         p[low, 0] += p[low, k]
         p[low, k] = 0.0
+    return inside, p.argmax(axis=1)
+
+
+def evaluate_guarded(val, probs, ood, floors):
+    """What the detector gets on the held-out rows: abstentions (OOD), then calibrated
+    probabilities with the class floors applied; per-class precision among opinions."""
+    inside, pred = guarded_predictions(val, probs, ood, floors)
     y = val["class"].to_numpy()
-    pred = p.argmax(axis=1)
     out = {"rows": int(len(y)), "abstained": int((~inside).sum()),
            "abstained_by_class": {n: int(((~inside) & (y == c)).sum()) for c, n in enumerate(CLASSES)}}
     per = {}
@@ -411,6 +490,82 @@ def evaluate_guarded(val, probs, ood, floors):
     out["per_class"] = per
     ben = (y == 0) & inside
     out["benign_rows_called_attack"] = int((pred[ben] != 0).sum())
+    return out
+
+
+def source_of(session):
+    """Where a session's rows come from: "recorded" (datasets/benign, the lab's benign corpus),
+    "synthetic" (synth_benign.py) or "lab" (datasets/lab scenarios)."""
+    return {"benign": "recorded", "synthetic": "synthetic"}.get(session.split("/", 1)[0], "lab")
+
+
+def tflite_probs(tflite, prepared):
+    """The TFLite interpreter's outputs for prepared rows (padded to the model's fixed batch)."""
+    import tensorflow as tf
+    interp = tf.lite.Interpreter(model_content=tflite)
+    interp.allocate_tensors()
+    i_in, i_out = interp.get_input_details()[0]["index"], interp.get_output_details()[0]["index"]
+    n_in = interp.get_input_details()[0]["shape"]
+    out = []
+    for s in range(0, len(prepared), n_in[0]):
+        chunk = prepared[s:s + n_in[0]]
+        pad = np.zeros(tuple(n_in), np.float32)
+        pad[: len(chunk)] = chunk
+        interp.set_tensor(i_in, pad)
+        interp.invoke()
+        out.extend(interp.get_tensor(i_out)[: len(chunk)].tolist())
+    return np.asarray(out, np.float64).reshape(len(prepared), -1)
+
+
+def card_probs(tflite, card, rows):
+    """A model + card's raw probabilities on raw host columns (the card's own preprocessing)."""
+    mean = np.asarray(card["preprocess"]["mean"], np.float32)
+    std = np.asarray(card["preprocess"]["std"], np.float32)
+    prepared, _, _ = prepare(rows[HOST_COLUMNS].to_numpy(), mean, std)
+    return tflite_probs(tflite, prepared)
+
+
+def score_groups(val, probs, card):
+    """Per group of held-out sessions (all, and by source): calibration error before and after
+    the card's temperature, rows the guard abstains on, and benign sources flagged (a source of a
+    session counts once; raw = any row's argmax is an attack, guarded = any row the detector
+    would call an attack after the OOD guard, temperature and class floors)."""
+    t = card["calibration"]["temperature"]
+    pcal = softmax_t(probs, t)
+    inside, gpred = guarded_predictions(val, pcal, card["ood"], card.get("class_floors", []))
+    y = val["class"].to_numpy()
+    src = val["scenario"].map(source_of).to_numpy()
+    out = {}
+    for group in ["all", "recorded", "synthetic", "lab"]:
+        m = np.ones(len(y), bool) if group == "all" else src == group
+        if not m.any():
+            continue
+        v = val[m].assign(raw=probs[m].argmax(axis=1) != 0, guarded=(gpred[m] != 0) & inside[m])
+        ben = v[v["class"] == 0].groupby(["scenario", "src"]).agg(raw=("raw", "max"), guarded=("guarded", "max"))
+        out[group] = {
+            "sessions": int(v["scenario"].nunique()), "rows": int(m.sum()),
+            "ece_before": ece(probs[m], y[m]), "ece_after": ece(pcal[m], y[m]),
+            "abstained_rows": int((~inside[m]).sum()),
+            "benign_sources": int(len(ben)), "benign_sources_flagged_raw": int(ben["raw"].sum()),
+            "benign_sources_flagged_guarded": int(ben["guarded"].sum()),
+        }
+    return out
+
+
+def score_lab(lab, probs, card):
+    """Per lab scenario (datasets/lab, trained on or held out): attack rows the detector's model
+    opinion gets right (guarded: an abstention is a miss) and whether the attacker is flagged."""
+    pcal = softmax_t(probs, card["calibration"]["temperature"])
+    inside, gpred = guarded_predictions(lab, pcal, card["ood"], card.get("class_floors", []))
+    y = lab["class"].to_numpy()
+    out = {}
+    for name in sorted(set(lab["scenario"])):
+        m = (lab["scenario"] == name).to_numpy() & (y != 0)
+        if not m.any():
+            continue
+        hit = (gpred == y) & inside & m
+        out[name[len("lab/"):]] = {"class": CLASSES[int(np.bincount(y[m]).argmax())], "attack_rows": int(m.sum()),
+                                   "recall": float(hit.sum() / m.sum()), "abstained": int((~inside & m).sum())}
     return out
 
 
