@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use gatewarden::capture::{CaptureFile, PacketSource};
 use gatewarden::config::Config;
@@ -300,13 +301,19 @@ fn slowloris_is_found_in_its_first_second_by_its_unanswered_requests() {
 /// with that rule off.
 #[test]
 fn benign_seeds_raise_no_alert_from_the_unanswered_requests_rule() {
-    let mut seeds: Vec<PathBuf> = std::fs::read_dir(root().join("datasets/benign"))
-        .unwrap()
-        .filter_map(|e| Some(e.ok()?.path().join("benign.pcap")))
-        .filter(|p| p.exists())
+    // The corpus is stored as xz (datasets/README.md); these six seeds are unpacked for the replay.
+    let tmp = tempfile::tempdir().unwrap();
+    let seeds: Vec<PathBuf> = [1, 2, 3, 4, 5, 100]
+        .iter()
+        .map(|n| {
+            let xz = root().join(format!("datasets/benign/seed-{n}/benign.pcap.xz"));
+            let out = Command::new("xz").arg("-dc").arg(&xz).output().expect("xz (xz-utils) unpacks the benign corpus");
+            assert!(out.status.success(), "xz -dc {}: {}", xz.display(), String::from_utf8_lossy(&out.stderr));
+            let pcap = tmp.path().join(format!("seed-{n}.pcap"));
+            std::fs::write(&pcap, out.stdout).unwrap();
+            pcap
+        })
         .collect();
-    seeds.sort();
-    assert!(seeds.len() >= 6, "the benign corpus is missing: {seeds:?}");
     let key = |a: &Alert| (a.src, a.kind.as_str().to_string(), a.dport, a.ts_ns, a.reason.clone());
     for pcap in &seeds {
         let on = run(pcap, &shipped_config());

@@ -57,6 +57,8 @@ command -v cpio >/dev/null || need_pkgs+=(cpio)
 command -v nsenter >/dev/null || need_pkgs+=(util-linux)
 # Node bus tests (tests/bus.rs) run a real Mosquitto broker with TLS.
 command -v mosquitto >/dev/null || [[ -x /usr/sbin/mosquitto ]] || need_pkgs+=(mosquitto)
+# The benign corpus is stored as xz (datasets/README.md).
+command -v xz >/dev/null || need_pkgs+=(xz-utils)
 command -v dnsmasq >/dev/null || need_pkgs+=(dnsmasq-base)
 command -v sshd >/dev/null || need_pkgs+=(openssh-server)
 # Group-policy page test (tests/policy.rs) renders /policy in a real headless browser.
