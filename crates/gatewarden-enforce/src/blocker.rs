@@ -198,9 +198,10 @@ pub enum BlockOutcome {
     },
 }
 
-/// One active block, as listed.
+/// One element of a block set as the kernel lists it (typed origin, timeout
+/// and time left); what travels to other nodes is proto's `BlockEntry`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct BlockEntry {
+pub struct KernelBlock {
     /// Address, CIDR or range.
     pub target: String,
     /// Who blocked it.
@@ -873,7 +874,7 @@ impl Blocker {
     }
 
     /// Every active block with its remaining time.
-    pub fn list(&mut self) -> Result<Vec<BlockEntry>> {
+    pub fn list(&mut self) -> Result<Vec<KernelBlock>> {
         let mut out = Vec::new();
         for origin in Origin::ALL {
             for fam in [Fam::V4, Fam::V6] {
@@ -883,7 +884,7 @@ impl Blocker {
                 } else {
                     for e in els {
                         let Some(a) = key_addr(fam, &e.key) else { continue };
-                        out.push(BlockEntry {
+                        out.push(KernelBlock {
                             target: a.to_string(),
                             origin,
                             timeout_s: e.timeout_ms.div_ceil(1000),
@@ -1147,10 +1148,10 @@ fn interval_ranges(fam: Fam, els: &[ruleset::KernelElement]) -> Vec<(u128, u128,
 }
 
 /// An interval block set's entries.
-fn intervals(fam: Fam, els: &[ruleset::KernelElement], origin: Origin) -> Vec<BlockEntry> {
+fn intervals(fam: Fam, els: &[ruleset::KernelElement], origin: Origin) -> Vec<KernelBlock> {
     interval_ranges(fam, els)
         .into_iter()
-        .map(|(lo, hi, e)| BlockEntry {
+        .map(|(lo, hi, e)| KernelBlock {
             target: feeds::range_text(fam, lo, hi),
             origin,
             timeout_s: e.timeout_ms.div_ceil(1000),

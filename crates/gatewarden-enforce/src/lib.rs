@@ -29,5 +29,5 @@ pub mod ruleset;
 pub mod service;
 pub mod spoof;
 
-pub use blocker::{BlockEntry, BlockOutcome, Blocker, Protection, Settings};
+pub use blocker::{BlockOutcome, Blocker, KernelBlock, Protection, Settings};
 pub use ruleset::Origin;
