@@ -33,6 +33,8 @@ pub fn check(update: &SettingsUpdate, base: &Config) -> Result<Checked, String> 
     detector.model_store = base.detector.model_store.clone();
     // The model validator's limits bound what an uploaded model may cost this node: not the page's to raise.
     detector.model_check_memory_mb = base.detector.model_check_memory_mb;
+    // Where the devices are is this site's own network, not the page's.
+    detector.home_net = base.detector.home_net.clone();
     detector.model_check_timeout_s = base.detector.model_check_timeout_s;
     detector.model_max_batch = base.detector.model_max_batch;
     let response: ResponseConfig = if update.response.trim().is_empty() {
@@ -98,6 +100,17 @@ mod tests {
             allowlist: allow.iter().map(|s| s.to_string()).collect(),
             by: "t".into(),
             response: String::new(),
+        }
+    }
+
+    #[test]
+    fn home_net_stays_the_nodes_own() {
+        let mut base = Config::default();
+        base.detector.home_net = vec!["192.0.2.0/24".into()];
+        // The page sends no home_net (it is node-only), and one it forged is ignored too.
+        for d in [r#"{"block_ttl_s": 1200}"#, r#"{"home_net": ["0.0.0.0/0"]}"#] {
+            let c = check(&update(d, &[]), &base).unwrap();
+            assert_eq!(c.detector.home_net, vec!["192.0.2.0/24".to_string()], "{d}");
         }
     }
 

@@ -27,9 +27,11 @@ use gatewarden_proto::signatures::{
     SETTINGS_APPLIED as SIG_SETTINGS_APPLIED, SETTINGS_REFUSED as SIG_SETTINGS_REFUSED,
 };
 
-/// `[detector]` keys that bound what validating an uploaded model may cost a
-/// node (src/detect/validator.rs): set per node in its config file, never from the page.
-pub const NODE_ONLY: &[&str] = &["model_check_memory_mb", "model_check_timeout_s", "model_max_batch"];
+/// `[detector]` keys set per node in its config file, never from the page:
+/// what validating an uploaded model may cost a node (gatewarden-detect's
+/// validator), and `home_net`, a fact of each site's network like its
+/// interfaces.
+pub const NODE_ONLY: &[&str] = &["model_check_memory_mb", "model_check_timeout_s", "model_max_batch", "home_net"];
 
 /// Sends settings towards the detectors and routers; false if they could not be queued.
 pub type SettingsSender = Arc<dyn Fn(SettingsUpdate) -> bool + Send + Sync>;
