@@ -274,3 +274,93 @@ fn with_a_learnt_baseline_the_camera_upload_to_a_new_host_is_an_alert_named_base
     let (out, _) = replay_with(&cfg, "camera_exfil_new_host");
     assert!(out.verdicts.iter().all(|v| v.reason.contains("policy rule two_detectors_agree")), "{}", show(&out));
 }
+
+// ---- UDP floods and media streams ------------------------------------------
+
+/// `datasets/benign/seed-N/benign.pcap.xz` unpacked with `xz -dc` into `dir`.
+fn unpack_seed(dir: &std::path::Path, n: u32) -> PathBuf {
+    let xz = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("datasets/benign/seed-{n}/benign.pcap.xz"));
+    let out =
+        std::process::Command::new("xz").arg("-dc").arg(&xz).output().expect("xz (xz-utils) unpacks the benign corpus");
+    assert!(out.status.success(), "xz -dc {}: {}", xz.display(), String::from_utf8_lossy(&out.stderr));
+    let pcap = dir.join(format!("seed-{n}.pcap"));
+    std::fs::write(&pcap, out.stdout).unwrap();
+    pcap
+}
+
+/// The shipped defaults with the corpus's LAN as `home_net` (the cameras are real LAN devices).
+fn corpus_config() -> Config {
+    let mut cfg = shipped();
+    cfg.detector.home_net = vec!["192.0.2.0/24".into()];
+    cfg
+}
+
+/// Seeds 27 and 33 of the benign corpus draw cam3's UDP video stream (192.0.2.13 →
+/// 198.51.100.10:5213, 1200-byte payloads) at 7 and 8 Mbit/s: ~1100 packets/s at the
+/// stream's start, above `udp_flood_pps` = 1000 (the rate-only rule blocked it).
+/// Full-size packets to one or two ports at a rate one stream reaches are what media looks
+/// like: policy rule `udp_stream_full_packets` decides, which by default only counts
+/// it (`response.udp_stream = "ignore"`); with `alert` the alert names the rule and
+/// its numbers, and still nothing is blocked.
+#[test]
+fn a_camera_streaming_udp_video_at_7_and_8_mbit_is_not_blocked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cam3 = ip("192.0.2.13");
+    let mut alerting = corpus_config();
+    alerting.response.udp_stream = gatewarden::detect::response::Action::Alert;
+    for n in [27, 33] {
+        let pcap = unpack_seed(tmp.path(), n);
+        for cfg in [corpus_config(), alerting.clone()] {
+            let (out, registry) = run_frames(&cfg, &mut |sink| {
+                let mut source = CaptureFile::open(&pcap).unwrap();
+                while let Some(frame) = source.next_frame().unwrap() {
+                    sink(&frame);
+                }
+            });
+            assert!(out.verdicts.iter().all(|v| v.source != cam3), "seed {n}:\n{}", show(&out));
+            let action = cfg.response.udp_stream.as_str();
+            let key =
+                format!("gatewarden_response_total{{kind=udp_flood,action={action},rule=udp_stream_full_packets}}");
+            let snap = registry.snapshot();
+            assert!(snap.get(&key).copied().unwrap_or(0.0) >= 1.0, "seed {n}: no {key}\n{}", show(&out));
+            let mine: Vec<&Alert> =
+                out.alerts.iter().filter(|a| a.src == Some(cam3) && a.kind == AttackKind::UdpFlood).collect();
+            if action == "ignore" {
+                assert!(mine.is_empty(), "seed {n}:\n{}", show(&out));
+            } else {
+                assert!(!mine.is_empty(), "seed {n}:\n{}", show(&out));
+            }
+            for a in mine {
+                assert_eq!(a.action, AlertAction::Allowed, "seed {n}: {}", a.reason);
+                assert!(a.reason.contains("alert only: policy rule udp_stream_full_packets"), "seed {n}: {}", a.reason);
+                // The stream's port, and NTP's when a query fell in the window.
+                assert!(
+                    ["1", "2"]
+                        .iter()
+                        .any(|p| a.reason.contains(&format!("mean 1228 IP bytes a packet, {p} UDP port(s)"))),
+                    "seed {n}: {}",
+                    a.reason
+                );
+            }
+        }
+    }
+}
+
+/// The lab's `hping3 --udp --flood` (empty payloads, 28 IP bytes a packet) is still
+/// blocked by `flood_above_rate`, and the reason gives the packet size that made it so.
+#[test]
+fn the_lab_udp_flood_of_empty_packets_is_blocked() {
+    let (out, _) = replay_with(&corpus_config(), "hping3_udp_flood");
+    let flooder = ip("192.0.2.66");
+    let v = out
+        .verdicts
+        .iter()
+        .find(|v| v.source == flooder && v.kind == AttackKind::UdpFlood)
+        .unwrap_or_else(|| panic!("no udp_flood verdict\n{}", show(&out)));
+    assert!(
+        v.reason.contains("policy rule flood_above_rate") || v.reason.contains("policy rule two_detectors_agree"),
+        "{}",
+        v.reason
+    );
+    assert!(v.reason.contains("mean 28 IP bytes"), "{}", v.reason);
+}

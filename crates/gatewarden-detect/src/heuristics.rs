@@ -206,10 +206,13 @@ const MAX_EVENTS: usize = 65_536;
 #[derive(Debug, Default)]
 struct SourceState {
     last_ns: u64,
-    flows: HashMap<u64, u32>,
+    /// Flow id → (packets, IP bytes) sent when last seen.
+    flows: HashMap<u64, (u32, u64)>,
     attempts: AttemptWindow,
     syn_packets: CountWindow,
     udp_packets: CountWindow,
+    /// IP bytes of the packets in `udp_packets` (same records, same times), for their mean size.
+    udp_bytes: CountWindow,
     icmp_packets: CountWindow,
     failed: HashSet<u64>,
     reported: HashMap<AttackKind, u64>,
@@ -456,14 +459,17 @@ impl Heuristics {
         let s = self.sources.entry(r.src).or_default();
         s.last_ns = s.last_ns.max(r.last_ns);
         let now = s.last_ns;
-        let prev_fwd = s.flows.get(&r.flow_id).copied();
+        let prev = s.flows.get(&r.flow_id).copied();
+        let prev_fwd = prev.map(|p| p.0);
         let is_new = prev_fwd.is_none();
         if s.flows.len() >= MAX_FLOWS_PER_SOURCE && is_new {
             s.flows.clear();
             s.failed.clear();
         }
-        s.flows.insert(r.flow_id, r.fwd_packets);
+        s.flows.insert(r.flow_id, (r.fwd_packets, r.fwd_bytes));
         let delta = r.fwd_packets.saturating_sub(prev_fwd.unwrap_or(0));
+        // Bytes sent since the last snapshot; one record's share fits u32 at any real rate.
+        let delta_bytes = r.fwd_bytes.saturating_sub(prev.map_or(0, |p| p.1)).min(u32::MAX as u64) as u32;
         let state = r.conn_state;
 
         if is_new && matches!(r.proto, Proto::Tcp | Proto::Udp) {
@@ -514,13 +520,17 @@ impl Heuristics {
         if delta > 0 {
             match r.proto {
                 Proto::Tcp if state.is_failed_attempt() => s.syn_packets.push(r.last_ns, delta),
-                Proto::Udp => s.udp_packets.push(r.last_ns, delta),
+                Proto::Udp => {
+                    s.udp_packets.push(r.last_ns, delta);
+                    s.udp_bytes.push(r.last_ns, delta_bytes);
+                }
                 Proto::Icmp | Proto::Icmpv6 => s.icmp_packets.push(r.last_ns, delta),
                 _ => {}
             }
         }
         s.syn_packets.trim(now, window_ns);
         s.udp_packets.trim(now, window_ns);
+        s.udp_bytes.trim(now, window_ns);
         s.icmp_packets.trim(now, window_ns);
         s.attempts.trim(now, window_ns);
 
@@ -801,6 +811,26 @@ impl Heuristics {
                     >= cfg.scan_distinct_ports as usize;
             if pps >= threshold as f64 && !scanning {
                 let port = if kind == AttackKind::IcmpFlood { 0 } else { r.dport };
+                let mut evidence = vec![("pps".into(), pps), ("packets".into(), w.total as f64)];
+                let mut shape = String::new();
+                if kind == AttackKind::UdpFlood {
+                    // What tells a flood from a media stream (see response.rs, `udp_stream_full_packets`):
+                    // the packets' mean size, the ports hit on the target, the rate against the threshold.
+                    let mean = s.udp_bytes.total as f64 / w.total.max(1) as f64;
+                    // Ports new flows opened on the target in the window, and this record's own
+                    // (a stream's flow may have opened before the window).
+                    let ports = s
+                        .attempts
+                        .ports_by_dst
+                        .get(&(r.dst, Proto::Udp))
+                        .map_or(1, |m| m.len() + usize::from(!m.contains_key(&r.dport)));
+                    shape = format!(", mean {mean:.0} IP bytes a packet, {ports} UDP port(s) on the target");
+                    evidence.extend([
+                        ("mean_ip_bytes".into(), mean),
+                        ("udp_ports".into(), ports as f64),
+                        ("threshold_pps".into(), threshold as f64),
+                    ]);
+                }
                 found(
                     kind,
                     Some(r.dst),
@@ -808,13 +838,13 @@ impl Heuristics {
                     Some(r.proto),
                     (0.7 + 0.3 * (pps / (2.0 * threshold as f64)).min(1.0) as f32).min(0.99),
                     format!(
-                        "{} → {} {label} in {:.1} s ({pps:.0}/s) towards {}",
+                        "{} → {} {label} in {:.1} s ({pps:.0}/s) towards {}{shape}",
                         r.src,
                         w.total,
                         w.total as f64 / pps.max(1e-9),
                         r.dst
                     ),
-                    vec![("pps".into(), pps), ("packets".into(), w.total as f64)],
+                    evidence,
                 );
             }
         }
@@ -1586,6 +1616,33 @@ mod tests {
         }
         assert!(found.iter().any(|d| d.kind == AttackKind::IcmpFlood));
         assert!(found.iter().any(|d| d.kind == AttackKind::UdpFlood));
+    }
+
+    #[test]
+    fn a_udp_flood_finding_carries_the_packets_mean_size_and_ports() {
+        // Empty payloads (28 IP bytes), a new source port each, to one port.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..2000u64 {
+            let mut r = rec(i, "192.0.2.66", "198.51.100.10", 9999, Proto::Udp, i as f64 * 0.0005, 1, 0, "S0");
+            r.fwd_bytes = 28;
+            found.extend(h.observe(&r));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::UdpFlood).expect("a udp_flood");
+        let ev = |n: &str| d.evidence.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+        assert_eq!((ev("mean_ip_bytes"), ev("udp_ports"), ev("threshold_pps")), (Some(28.0), Some(1.0), Some(1000.0)));
+        assert!(d.reason.contains("mean 28 IP bytes a packet, 1 UDP port(s) on the target"), "{}", d.reason);
+        // One flow of 1228-byte packets at 1500/s, snapshot every 0.1 s: bytes count per delta.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 1..=30u32 {
+            let mut r = rec(7, "192.0.2.13", "198.51.100.10", 5213, Proto::Udp, i as f64 * 0.1, i * 150, 1, "SF");
+            r.fwd_bytes = u64::from(i * 150) * 1228;
+            found.extend(h.observe(&r));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::UdpFlood).expect("a udp_flood");
+        let ev = |n: &str| d.evidence.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+        assert_eq!((ev("mean_ip_bytes"), ev("udp_ports")), (Some(1228.0), Some(1.0)), "{}", d.reason);
     }
 
     #[test]

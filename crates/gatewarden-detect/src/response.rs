@@ -86,6 +86,16 @@ pub struct ResponseConfig {
     /// benign corpus alerted on a NAS backup and a TV's speed test this way.
     /// With the model agreeing it still blocks (`two_detectors_agree`).
     pub baseline_surge_alone: Action,
+    /// What a `udp_flood` finding does whose own numbers say media stream
+    /// (rule `udp_stream_full_packets`): full-size packets (mean ≥
+    /// [`UDP_STREAM_MIN_MEAN_BYTES`]) to fewer than [`UDP_FLOOD_MIN_PORTS`] ports of
+    /// one target, below [`UDP_FLOOD_RATE_FACTOR`] × `detector.udp_flood_pps`.
+    /// `ignore` by default (counted in /metrics): a camera streaming video at
+    /// 7–8 Mbit/s crosses the 1000 packets/s flood rate at every stream start
+    /// (benign corpus seeds 27 and 33), and each alert would be a false one.
+    /// `alert` shows them; `block` restores the rate-only rule. The model
+    /// agreeing does not turn it into a block (it called a camera stream a flood).
+    pub udp_stream: Action,
     /// Share of a scan's or sweep's probes, in percent, that must have gone
     /// unanswered for it to block: a device talking to many services of a
     /// host that answers them is not scanning.
@@ -106,6 +116,7 @@ impl Default for ResponseConfig {
             model_alone: Action::Alert,
             baseline_alone: Action::Alert,
             baseline_surge_alone: Action::Ignore,
+            udp_stream: Action::Ignore,
             scan_min_unanswered_pct: 50.0,
         }
     }
@@ -167,6 +178,24 @@ impl ResponseConfig {
     }
 }
 
+/// Mean IP bytes a packet at or above which a UDP flood finding looks like a media
+/// stream rather than a flood: 576, the datagram every IPv4 host must accept
+/// (RFC 791). Media sent at flood rates fills packets close to the path MTU (RTP
+/// video 1200–1400 B payloads, QUIC ≥ 1200 B; cam3 in the benign corpus: 1228 IP
+/// bytes), while flood tools send 0–64 B payloads (hping3 `--udp`: 28 IP bytes),
+/// because small packets cost the target the most per byte the attacker sends.
+pub const UDP_STREAM_MIN_MEAN_BYTES: f64 = 576.0;
+
+/// Distinct UDP ports of the target, in the detector's window, from which a flood
+/// counts as spread over ports: a media session uses two per medium (RTP and
+/// RTCP), four for video with audio, plus a service or two (NTP, DNS).
+pub const UDP_FLOOD_MIN_PORTS: f64 = 8.0;
+
+/// A UDP rate this many times `detector.udp_flood_pps` blocks whatever the packets
+/// look like: 10 000 full-size packets/s is ~120 Mbit/s, beyond any one camera
+/// or video stream (4K: ~25 Mbit/s).
+pub const UDP_FLOOD_RATE_FACTOR: f64 = 10.0;
+
 /// A rule of the policy: the name alerts, metrics and docs use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Rule {
@@ -179,6 +208,9 @@ pub enum Rule {
     SweepAnswered,
     /// One source above a flood rate (for SYN floods: unanswered handshakes).
     FloodRate,
+    /// A UDP flood finding that looks like one media stream: full-size packets to
+    /// few ports of one target at a rate one stream reaches (see [`ResponseConfig::udp_stream`]).
+    UdpStreamFullPackets,
     /// Repeated short sessions (or failed attempts) to one login service.
     RepeatedSessions,
     /// Many idle, unanswered connections held open to one web server.
@@ -210,6 +242,7 @@ impl Rule {
             Rule::ScanAnswered => "scan_mostly_answered",
             Rule::SweepAnswered => "sweep_mostly_answered",
             Rule::FloodRate => "flood_above_rate",
+            Rule::UdpStreamFullPackets => "udp_stream_full_packets",
             Rule::RepeatedSessions => "repeated_login_sessions",
             Rule::IdleConnections => "many_idle_connections",
             Rule::UnansweredRequests => "many_unanswered_requests",
@@ -232,6 +265,10 @@ impl Rule {
                 "one port on many hosts that mostly answered: a hub polling its devices or a browser, not a sweep"
             }
             Rule::FloodRate => "one source above its flood rate",
+            Rule::UdpStreamFullPackets => {
+                "full-size UDP packets to few ports of one target at a rate one media stream reaches: \
+                 what a camera's video does; a UDP flood blocks on small packets, many ports or 10× its rate"
+            }
             Rule::RepeatedSessions => "repeated short sessions to one login service",
             Rule::IdleConnections => "many idle connections held open to one web server",
             Rule::UnansweredRequests => {
@@ -279,10 +316,11 @@ pub fn rule_in_reason(reason: &str) -> Option<&'static str> {
 }
 
 /// Every rule, for docs, metrics and parsing.
-pub const ALL_RULES: [Rule; 12] = [
+pub const ALL_RULES: [Rule; 13] = [
     Rule::ScanUnanswered,
     Rule::ScanAnswered,
     Rule::FloodRate,
+    Rule::UdpStreamFullPackets,
     Rule::RepeatedSessions,
     Rule::IdleConnections,
     Rule::UnansweredRequests,
@@ -296,6 +334,19 @@ pub const ALL_RULES: [Rule; 12] = [
 
 fn evidence(d: &Detection, name: &str) -> Option<f64> {
     d.evidence.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+}
+
+/// Whether a heuristic `udp_flood` finding looks like one media stream: full-size
+/// packets, few ports of the target, a rate one stream reaches. Each number a
+/// finding lacks (an older detector) counts as flood-like, so it blocks as before.
+fn looks_like_media_stream(d: &Detection) -> bool {
+    let full = evidence(d, "mean_ip_bytes").is_some_and(|m| m >= UDP_STREAM_MIN_MEAN_BYTES);
+    let few_ports = evidence(d, "udp_ports").is_some_and(|p| p < UDP_FLOOD_MIN_PORTS);
+    let stream_rate = match (evidence(d, "pps"), evidence(d, "threshold_pps")) {
+        (Some(pps), Some(t)) => pps < UDP_FLOOD_RATE_FACTOR * t,
+        _ => false,
+    };
+    d.kind == AttackKind::UdpFlood && full && few_ports && stream_rate
 }
 
 /// The policy in force: `[response]` plus the legacy `detector.model_alone_blocks`.
@@ -357,6 +408,11 @@ impl ResponsePolicy {
             } else {
                 cap(Rule::ScanAnswered, Action::Alert)
             };
+        }
+        // Likewise a UDP flood's: full-size packets to few ports at a stream's rate
+        // are a media stream, whatever the model says (it called a camera a flood).
+        if distinct.contains(&Origin::Heuristics) && looks_like_media_stream(d) {
+            return cap(Rule::UdpStreamFullPackets, self.cfg.udp_stream);
         }
         if distinct.len() >= 2 {
             return cap(Rule::DetectorsAgree, Action::Block);
@@ -488,6 +544,57 @@ mod tests {
         d.source = None;
         assert_eq!(p.decide(&d, &h).rule, Rule::NoSingleSource);
         assert_eq!(p.decide(&d, &h).action, Alert);
+    }
+
+    #[test]
+    fn a_udp_flood_blocks_on_small_packets_many_ports_or_ten_times_its_rate_not_on_a_media_stream() {
+        let p = ResponsePolicy::default();
+        let h = [Origin::Heuristics];
+        let flood = |pps: f64, mean: f64, ports: f64| {
+            [
+                ("pps", pps),
+                ("packets", 7299.0),
+                ("mean_ip_bytes", mean),
+                ("udp_ports", ports),
+                ("threshold_pps", 1000.0),
+            ]
+        };
+        use Action::*;
+        // cam3 at 7 Mbit/s (seed 27): 1107/s of 1228-byte packets to 2 ports.
+        let cam = flood(1107.0, 1228.0, 2.0);
+        assert_eq!(decide(&p, AttackKind::UdpFlood, &cam, &h), (Ignore, "udp_stream_full_packets"));
+        // The model agreeing does not make the stream a flood.
+        assert_eq!(
+            decide(&p, AttackKind::UdpFlood, &cam, &[Origin::Heuristics, Origin::Model]),
+            (Ignore, "udp_stream_full_packets")
+        );
+        let alerting = ResponsePolicy::new(ResponseConfig { udp_stream: Alert, ..Default::default() }, false);
+        assert_eq!(decide(&alerting, AttackKind::UdpFlood, &cam, &h), (Alert, "udp_stream_full_packets"));
+        // `udp_flood = "alert"` still caps, and `udp_stream = "block"` is the rate-only rule.
+        let capped = ResponseConfig { udp_flood: Alert, udp_stream: Block, ..Default::default() };
+        assert_eq!(
+            decide(&ResponsePolicy::new(capped, false), AttackKind::UdpFlood, &cam, &h),
+            (Alert, "kind_set_to_alert")
+        );
+        let rate_only = ResponsePolicy::new(ResponseConfig { udp_stream: Block, ..Default::default() }, false);
+        assert_eq!(decide(&rate_only, AttackKind::UdpFlood, &cam, &h), (Block, "udp_stream_full_packets"));
+        // hping3 --udp (lab): 28-byte packets to one port.
+        assert_eq!(decide(&p, AttackKind::UdpFlood, &flood(1990.0, 28.0, 1.0), &h), (Block, "flood_above_rate"));
+        // Just below the 576-byte bound; full packets over 8 ports; full packets at 10× the rate.
+        assert_eq!(decide(&p, AttackKind::UdpFlood, &flood(1107.0, 575.0, 1.0), &h), (Block, "flood_above_rate"));
+        assert_eq!(decide(&p, AttackKind::UdpFlood, &flood(1107.0, 1228.0, 8.0), &h), (Block, "flood_above_rate"));
+        assert_eq!(decide(&p, AttackKind::UdpFlood, &flood(10_000.0, 1228.0, 1.0), &h), (Block, "flood_above_rate"));
+        assert_eq!(
+            decide(&p, AttackKind::UdpFlood, &flood(9_999.0, 1228.0, 1.0), &h),
+            (Ignore, "udp_stream_full_packets")
+        );
+        // A finding without the numbers blocks as before; other floods ignore them.
+        assert_eq!(decide(&p, AttackKind::UdpFlood, &[("pps", 1107.0)], &h), (Block, "flood_above_rate"));
+        assert_eq!(decide(&p, AttackKind::IcmpFlood, &cam, &h), (Block, "flood_above_rate"));
+        assert_eq!(
+            rule_in_reason("…; alert only: policy rule udp_stream_full_packets (…)"),
+            Some("udp_stream_full_packets")
+        );
     }
 
     #[test]
