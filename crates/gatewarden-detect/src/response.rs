@@ -316,9 +316,10 @@ pub fn rule_in_reason(reason: &str) -> Option<&'static str> {
 }
 
 /// Every rule, for docs, metrics and parsing.
-pub const ALL_RULES: [Rule; 13] = [
+pub const ALL_RULES: [Rule; 15] = [
     Rule::ScanUnanswered,
     Rule::ScanAnswered,
+    Rule::SweepAnswered,
     Rule::FloodRate,
     Rule::UdpStreamFullPackets,
     Rule::RepeatedSessions,
@@ -327,6 +328,7 @@ pub const ALL_RULES: [Rule; 13] = [
     Rule::DetectorsAgree,
     Rule::ModelAlone,
     Rule::BaselineAlone,
+    Rule::BaselineSurgeAlone,
     Rule::NoSingleSource,
     Rule::KindAlerts,
     Rule::KindIgnored,
@@ -453,6 +455,18 @@ impl ResponsePolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every rule's name is found in a reason (the EVE writer's `gatewarden.rule`);
+    /// `sweep_mostly_answered` and `baseline_surge_alone` were missing from the list.
+    #[test]
+    fn every_rule_is_named_in_reasons() {
+        for r in ALL_RULES {
+            assert_eq!(rule_in_reason(&format!("… ; alert only: policy rule {} (why)", r.as_str())), Some(r.as_str()));
+        }
+        for name in ["sweep_mostly_answered", "baseline_surge_alone", "udp_stream_full_packets"] {
+            assert!(ALL_RULES.iter().any(|r| r.as_str() == name), "{name}");
+        }
+    }
     use gatewarden_proto::messages::Proto;
 
     fn det(kind: AttackKind, evidence: &[(&str, f64)]) -> Detection {
