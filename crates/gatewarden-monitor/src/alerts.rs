@@ -27,21 +27,8 @@ pub const ALERT_FILE: &str = "alerts.json";
 /// The alert-state file's name inside the data directory.
 pub const STATE_FILE: &str = "alert-state.json";
 
-/// Every kind, for parsing names back.
-pub const ALL_KINDS: [AttackKind; 12] = [
-    AttackKind::PortScan,
-    AttackKind::HostSweep,
-    AttackKind::SynFlood,
-    AttackKind::UdpFlood,
-    AttackKind::IcmpFlood,
-    AttackKind::BruteForce,
-    AttackKind::Anomaly,
-    AttackKind::ChannelAbuse,
-    AttackKind::LinkHealth,
-    AttackKind::System,
-    AttackKind::SlowHttp,
-    AttackKind::Spoofing,
-];
+/// Every kind, for parsing names back (the catalogue's list).
+pub use gatewarden_proto::signatures::KINDS as ALL_KINDS;
 
 /// Parses a kind's snake_case name (`port_scan`, …).
 pub fn parse_kind(s: &str) -> Option<AttackKind> {
