@@ -81,35 +81,17 @@ pub fn page(html: &'static str) -> Resp {
     with(r, header::X_FRAME_OPTIONS, "DENY")
 }
 
-/// Decodes `%XX` and `+` in a query value.
+/// Decodes the `%XX` escapes of a path segment (`+` stays `+`: it means a
+/// space only in query strings); invalid escapes stay as they are.
 pub fn url_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            // Two hex digits, nothing else: `u8::from_str_radix` alone takes "+5" as 5.
-            b'%' if i + 2 < b.len() && b[i + 1].is_ascii_hexdigit() && b[i + 2].is_ascii_hexdigit() => {
-                let hex = |c: u8| (c as char).to_digit(16).unwrap_or(0) as u8;
-                out.push(hex(b[i + 1]) << 4 | hex(b[i + 2]));
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
 }
 
-/// The `k=v&…` pairs of a query string, decoded.
+/// The `k=v&…` pairs of a query string, decoded (`application/x-www-form-urlencoded`).
 pub fn parse_query(q: &str) -> Vec<(String, String)> {
-    q.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (url_decode(k), url_decode(v))
-        })
+    form_urlencoded::parse(q.as_bytes())
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect()
 }
 
