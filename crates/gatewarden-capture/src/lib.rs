@@ -8,6 +8,7 @@
 //! `// SAFETY:` comment.
 
 pub mod afpacket;
+pub mod config;
 pub mod file;
 
 use std::path::PathBuf;

@@ -1,0 +1,22 @@
+//! `[capture]`: where the router captures and how much of each packet it
+//! keeps. The binary composes it into its TOML file (same keys).
+
+use serde::{Deserialize, Serialize};
+
+/// Live capture on the router.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureConfig {
+    /// Interface to capture on (the LAN side); empty means no live capture.
+    pub interface: String,
+    /// Bytes kept of each packet; headers only need 128.
+    pub snap_len: u32,
+    /// Put the interface in promiscuous mode.
+    pub promiscuous: bool,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        CaptureConfig { interface: String::new(), snap_len: 128, promiscuous: false }
+    }
+}
