@@ -232,3 +232,29 @@ impl Service for Detector {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(node: &str) -> FlowBatch {
+        FlowBatch { node: node.into(), seq: 1, flows: Vec::new(), hosts: Vec::new() }
+    }
+
+    #[test]
+    fn the_first_gateway_gets_the_loaded_stage_and_gateways_past_the_cap_share_one() {
+        let cfg = Config::default();
+        let registry = Registry::new();
+        let mut a = Analysis::new(DetectorStage::new(&cfg, &registry), &cfg, &registry);
+        a.on_batch(&batch("gw-0"));
+        assert!(a.spare.is_none(), "the stage loaded at start serves the first gateway");
+        for i in 1..MAX_GATEWAYS + 10 {
+            a.on_batch(&batch(&format!("gw-{i}")));
+        }
+        assert_eq!(a.stages.len(), MAX_GATEWAYS);
+        assert!(a.overflow.is_some(), "gateways past the cap share the overflow stage");
+        // Every stage runs the same model as the one loaded at start.
+        let models: Vec<bool> = a.all().map(|s| s.shared_model().is_some()).collect();
+        assert!(models.iter().all(|m| *m == models[0]));
+    }
+}
