@@ -640,8 +640,8 @@ fn cmd_run(args: RunArgs, log_format: Option<LogFormat>) -> i32 {
             format!("--replay feeds a router; this process runs {role} (add --role router or --role all)"),
         );
     }
-    let opts = crate::roles::RunOptions { replay: args.replay };
-    match crate::roles::run_with(role, source, &cfg, shutdown, opts) {
+    let opts = crate::node::RunOptions { replay: args.replay };
+    match crate::node::run_with(role, source, &cfg, shutdown, opts) {
         Ok(()) => 0,
         Err(e) => fail(EXIT_FAILURE, format!("{e:#}")),
     }

@@ -7,7 +7,7 @@
 //! (alerts, metrics, status page); [`bus`] carries messages between roles,
 //! sealed by [`secure`]; all of them speak gatewarden-proto over
 //! gatewarden-core. This crate is the top: config composition ([`config`]),
-//! role start-up ([`roles`]), replay, the CLI and PKI administration. The
+//! node start-up ([`node`]: a list of services per role; [`roles`]: the stages they run), replay, the CLI and PKI administration. The
 //! re-exports below keep `gatewarden::flow::…` paths working for tests,
 //! benches and fuzz targets.
 #![deny(unsafe_code)]
@@ -29,6 +29,7 @@ pub use gatewarden_flow as flow;
 /// Flow features (in the gatewarden-flow crate).
 pub use gatewarden_flow::features;
 pub mod logging;
+pub mod node;
 /// Header parsing (in the gatewarden-flow crate).
 pub use gatewarden_flow::packet;
 /// Alerts, metrics, status page and API (the gatewarden-monitor crate).

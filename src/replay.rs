@@ -2,7 +2,14 @@
 //!
 //! The stages run in lockstep on one thread (router → detector → monitor),
 //! so a replay is deterministic: batches are cut on capture time, and the
-//! result is the same at `--speed max` as at `--speed realtime`.
+//! result is the same at `--speed max` as at `--speed realtime`. The router
+//! stage is fed by the capture file instead of the live ring; the detector
+//! is the node's detector service state ([`crate::node::detector::Analysis`]:
+//! per-gateway stages, uploaded models, settings), loaded as the node's model
+//! service loads it; the settings page is checked as the node's settings
+//! service checks it. What differs is the driver (lockstep, not tasks) and
+//! the ends: nothing enforces, so every alert is `unenforced` and verdicts
+//! are listed as `replay`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +21,6 @@ use serde::Serialize;
 use crate::capture::{CaptureError, CaptureFile, Frame, PacketSource};
 use crate::config::Config;
 use crate::monitor::MonitorState;
-use crate::roles::detector::DetectorStage;
 use crate::roles::router::RouterStage;
 use gatewarden_core::metrics::Registry;
 use gatewarden_core::shutdown::Shutdown;
@@ -98,15 +104,13 @@ impl ReplaySummary {
 
 /// The detector and monitor half of the pipeline.
 struct Analysis {
-    detector: DetectorStage,
+    /// The node's detector service state, driven in lockstep.
+    detector: crate::node::detector::Analysis,
     /// Models uploaded on the training page while the replay runs.
     models: async_channel::Receiver<gatewarden_proto::messages::ModelUpdate>,
-    uploads: crate::roles::detector::ModelUploads,
     /// Settings saved on the settings page while the replay runs, and the config they are checked against.
     settings: async_channel::Receiver<gatewarden_proto::messages::SettingsUpdate>,
     base: Config,
-    /// The detector's config: where uploads are kept and the validator's limits.
-    detector_cfg: crate::config::DetectorConfig,
     state: Arc<MonitorState>,
     digest: Fnv64,
     batches: u64,
@@ -119,8 +123,7 @@ impl Analysis {
             let node = self.state.node.clone();
             let answer = match crate::roles::settings::check(&update, &self.base) {
                 Ok(c) => {
-                    self.detector.set_detector_config(&c.detector);
-                    self.detector.set_response_config(&c.response);
+                    self.detector.set_settings(&c.detector, &c.response);
                     let what = format!(
                         "detector thresholds, verdict TTL {} s; {}; no enforcement in a replay",
                         c.detector.block_ttl_s,
@@ -134,9 +137,7 @@ impl Analysis {
         }
         while let Ok(update) = self.models.try_recv() {
             let node = self.state.node.clone();
-            if let Some((alert, card)) =
-                self.uploads.apply(&update, &self.detector_cfg, &node, std::iter::once(&mut self.detector))
-            {
+            if let Some((alert, card)) = self.detector.apply_model(&update, &node) {
                 if let Some(card) = card {
                     self.state.set_model(card);
                 }
@@ -173,11 +174,12 @@ impl Pipeline {
     /// Stages reporting into `state`.
     pub fn new(cfg: &Config, state: &Arc<MonitorState>) -> Pipeline {
         let registry: &Arc<Registry> = &state.registry;
-        let detector = DetectorStage::new(cfg, registry);
         // The model page shows the card of the model this replay runs.
-        if let Some(card) = detector.model_card().and_then(|c| serde_json::to_value(c).ok()) {
-            state.set_model(card);
-        }
+        let detector = crate::node::detector::Analysis::new(
+            crate::node::detector::load_stage(cfg, registry, state),
+            cfg,
+            registry,
+        );
         // Uploads reach this replay's detector while it runs; once it is done
         // the channel is closed and the training page says no detector runs.
         let (tx, models) = async_channel::bounded(4);
@@ -190,8 +192,6 @@ impl Pipeline {
         let analysis = Analysis {
             detector,
             models,
-            uploads: Default::default(),
-            detector_cfg: cfg.detector.clone(),
             settings,
             base: cfg.clone(),
             state: state.clone(),

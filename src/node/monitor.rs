@@ -1,0 +1,173 @@
+//! The monitor's services: its alert store, the pages' hooks to the bus,
+//! and the tasks that record what other roles send (alerts, heartbeats,
+//! metrics, block tables, verdict outcomes, flow batches).
+
+use std::sync::Arc;
+
+use super::{next_or_shutdown, Context, Service, Wiring};
+use gatewarden_proto::messages::Message;
+
+/// Opens the alert store (`monitor.data_dir`) before the page answers.
+pub struct AlertStore;
+
+impl Service for AlertStore {
+    fn name(&self) -> &'static str {
+        "alert-store"
+    }
+
+    fn start(&mut self, cx: &Context<'_>, _w: &mut Wiring) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        cx.state.open_store(&cx.cfg.monitor).context("opening the alert store (monitor.data_dir)")?;
+        if cx.cfg.monitor.data_dir.as_os_str().is_empty() {
+            tracing::warn!("alerts are kept in memory only: set [monitor] data_dir to keep them across restarts");
+        }
+        Ok(())
+    }
+}
+
+/// Connects the training page, the settings page and the dashboard's
+/// remote unblock to the bus.
+pub struct Pages {
+    /// A detector can get uploads: in this process, or sealed to every detector node.
+    pub training: bool,
+    /// Saved settings are sent to every detector and router (else only kept).
+    pub settings_out: bool,
+    /// A block a router on another node holds is lifted by a sealed message to it.
+    pub remote_unblock: bool,
+}
+
+impl Service for Pages {
+    fn name(&self) -> &'static str {
+        "pages"
+    }
+
+    fn start(&mut self, cx: &Context<'_>, w: &mut Wiring) -> anyhow::Result<()> {
+        let (cfg, state) = (cx.cfg, &cx.state);
+        if self.training {
+            let o = w.out.clone();
+            state.training.set_sender(Arc::new(move |u| o.publish(Message::ModelUpdate(u))));
+            state.training.set_limits(crate::detect::validator::Limits::from_config(&cfg.detector));
+        }
+        let store = crate::monitor::settings::SettingsStore::open(crate::roles::settings::settings_base(cfg));
+        if self.settings_out {
+            let o = w.out.clone();
+            store.set_sender(Arc::new(move |u| o.publish(Message::SettingsUpdate(u))));
+        }
+        let _ = state.settings.set(store);
+        if self.remote_unblock {
+            let o = w.out.clone();
+            state.set_remote_unblock(Arc::new(move |router, req| o.publish_to(router, Message::Unblock(req))));
+        }
+        Ok(())
+    }
+}
+
+/// A monitor on its own node: flow batches from the routers feed the
+/// traffic matrix (group policy) and the top talkers; the detector node
+/// gets its own copy from the broker.
+pub struct Traffic;
+
+impl Service for Traffic {
+    fn name(&self) -> &'static str {
+        "traffic"
+    }
+
+    fn start(&mut self, cx: &Context<'_>, w: &mut Wiring) -> anyhow::Result<()> {
+        let rx = cx.bus.flows.receiver();
+        let sd = cx.shutdown.clone();
+        let st = cx.state.clone();
+        let pol = w.policy.clone();
+        w.spawn(async move {
+            loop {
+                let Some(batch) = next_or_shutdown(&rx, &sd).await else { break };
+                if let Some(p) = &pol {
+                    p.observe_batch(&batch);
+                }
+                st.observe_batch(&batch);
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Records what the other roles send: alerts, heartbeats, node metrics,
+/// routers' block tables and verdict outcomes, nodes going on and offline.
+pub struct Consumers;
+
+impl Service for Consumers {
+    fn name(&self) -> &'static str {
+        "monitor"
+    }
+
+    fn start(&mut self, cx: &Context<'_>, w: &mut Wiring) -> anyhow::Result<()> {
+        let (bus, sd, st) = (&cx.bus, &cx.shutdown, &cx.state);
+        {
+            let (rx, sd, st, pol) = (bus.alerts.receiver(), sd.clone(), st.clone(), w.policy.clone());
+            w.spawn(async move {
+                loop {
+                    let Some(a) = next_or_shutdown(&rx, &sd).await else { break };
+                    if let Some(p) = &pol {
+                        p.observe_alert(&a);
+                    }
+                    st.record_alert(a);
+                }
+            });
+        }
+        let policy_push = w.policy_push.clone();
+        {
+            let (rx, sd, st) = (bus.heartbeats.receiver(), sd.clone(), st.clone());
+            let push = policy_push.clone();
+            w.spawn(async move {
+                loop {
+                    let Some(hb) = next_or_shutdown(&rx, &sd).await else { break };
+                    st.record_heartbeat(&hb);
+                    if let Some(push) = &push {
+                        push.heartbeat(&hb);
+                    }
+                }
+            });
+        }
+        {
+            let (rx, sd, st) = (bus.metrics.receiver(), sd.clone(), st.clone());
+            w.spawn(async move {
+                loop {
+                    let Some(m) = next_or_shutdown(&rx, &sd).await else { break };
+                    st.node_metrics.record(&m, gatewarden_core::clock::unix_now_ns());
+                }
+            });
+        }
+        {
+            let (rx, sd, st) = (bus.block_tables.receiver(), sd.clone(), st.clone());
+            w.spawn(async move {
+                loop {
+                    let Some(t) = next_or_shutdown(&rx, &sd).await else { break };
+                    st.record_block_table(t);
+                }
+            });
+        }
+        {
+            // Routers' answers to verdicts: an alert is `blocked` only once one confirms.
+            let (rx, sd, st) = (bus.verdict_outcomes.receiver(), sd.clone(), st.clone());
+            w.spawn(async move {
+                loop {
+                    let Some(o) = next_or_shutdown(&rx, &sd).await else { break };
+                    st.record_outcome(o);
+                }
+            });
+        }
+        if let Some(m) = &w.mqtt {
+            let (rx, sd, st) = (m.status_receiver(), sd.clone(), st.clone());
+            let push = policy_push;
+            w.spawn(async move {
+                loop {
+                    let Some(s) = next_or_shutdown(&rx, &sd).await else { break };
+                    st.set_node_online(&s.node, s.online);
+                    if let Some(push) = &push {
+                        push.node_online(&s.node, s.online);
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+}

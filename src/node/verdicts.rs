@@ -1,0 +1,57 @@
+//! The router's side of verdicts and group policy: each verdict is listed
+//! on this node's page and handed to enforcement (or answered "not
+//! blocked" when enforcement is off); compiled group policies go to
+//! enforcement too.
+
+use super::{next_or_shutdown, Context, Service, Wiring};
+use gatewarden_proto::messages::Message;
+
+/// Verdict and policy tasks (router).
+pub struct Verdicts;
+
+impl Service for Verdicts {
+    fn name(&self) -> &'static str {
+        "verdicts"
+    }
+
+    fn start(&mut self, cx: &Context<'_>, w: &mut Wiring) -> anyhow::Result<()> {
+        let rx = cx.bus.verdicts.receiver();
+        let sd = cx.shutdown.clone();
+        let received =
+            cx.registry.counter("gatewarden_verdicts_received_total", "Verdicts received by the router.", &[]);
+        let to_enforcer = w.enforcer.as_ref().map(|e| e.sender());
+        let st = cx.state.clone();
+        let (out_verdicts, node_verdicts) = (w.out.clone(), cx.cfg.node_id.clone());
+        w.spawn(async move {
+            loop {
+                let Some(v) = next_or_shutdown(&rx, &sd).await else { break };
+                received.inc();
+                st.record_verdict(&v);
+                tracing::info!(source = %v.source, kind = v.kind.as_str(), ttl_s = v.ttl_s, reason = %v.reason, "verdict");
+                if let Some(tx) = &to_enforcer {
+                    let _ = tx.send(crate::enforce::service::Command::Verdict(v));
+                } else {
+                    // Nothing blocks here: say so, so the alert does not claim a block.
+                    out_verdicts.publish(Message::VerdictOutcome(gatewarden_proto::messages::VerdictOutcome {
+                        node: node_verdicts.clone(),
+                        verdict_id: v.id,
+                        source: v.source,
+                        blocked: false,
+                        why: "enforcement is off on this router ([enforce] enabled = false)".into(),
+                    }));
+                }
+            }
+        });
+        if let Some(tx) = w.enforcer.as_ref().map(|e| e.sender()) {
+            let rx = cx.bus.policy.receiver();
+            let sd = cx.shutdown.clone();
+            w.spawn(async move {
+                loop {
+                    let Some(p) = next_or_shutdown(&rx, &sd).await else { break };
+                    let _ = tx.send(crate::enforce::service::Command::Policy(p));
+                }
+            });
+        }
+        Ok(())
+    }
+}
