@@ -1158,7 +1158,13 @@ async fn route_request(
             Err(AuthError::Missing) if route.anonymous.is_some() => {
                 return route.anonymous.map(|f| f(ctx)).unwrap_or_else(|| error(500, "unreachable"));
             }
-            Err(e) => return refuse(ctx, &e),
+            Err(e) => {
+                let answer = refuse(ctx, &e);
+                if route.body != BodyLimit::None {
+                    drain_refused(req, limit, limits.body_timeout, unread_body).await;
+                }
+                return answer;
+            }
         }
     }
     let json = req
@@ -1222,6 +1228,16 @@ enum BodyError {
 }
 
 /// Reads a body of at most `limit` bytes within `timeout` (chunked bodies are cut off at the limit).
+/// Reads a refused request's body (at most the route's limit, within the
+/// body timeout) before the refusal goes out, so the client reads the 401/403
+/// instead of a reset: closing a socket with unread data sends RST. The
+/// connection still closes afterwards when the body could not be read.
+async fn drain_refused(req: Request<Incoming>, limit: u64, timeout: Duration, unread_body: &mut bool) {
+    if *unread_body && read_body(req.into_body(), limit, timeout).await.is_ok() {
+        *unread_body = false;
+    }
+}
+
 async fn read_body(mut body: Incoming, limit: u64, timeout: Duration) -> Result<Bytes, BodyError> {
     let read = async move {
         let mut buf = Vec::new();
