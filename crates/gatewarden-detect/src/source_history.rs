@@ -767,13 +767,16 @@ impl SourceHistory {
         let gen = e.gen;
         self.queues[level as usize].push_back((slot, gen));
         let total: usize = self.queues.iter().map(VecDeque::len).sum();
-        if total > self.cfg.max_sources * 2 {
+        // Live records are at most one per probation source, so after compaction the queues hold
+        // at most `max_sources`; shrinking keeps their capacity (counted in the cap) bounded too.
+        if total > self.cfg.max_sources + self.cfg.max_sources / 2 {
             let entries = &self.entries;
             for (l, q) in self.queues.iter_mut().enumerate() {
                 q.retain(|&(s, g)| {
                     let e = &entries[s as usize];
                     e.gen == g && !e.protected && e.level as usize == l
                 });
+                q.shrink_to(q.len().max(self.cfg.max_sources / LEVELS + 1));
             }
         }
     }
