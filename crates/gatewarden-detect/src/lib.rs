@@ -5,7 +5,9 @@
 //! ([`model`]) and a per-device baseline ([`baseline`]) — and [`fusion`]
 //! combines their findings into verdicts with confidence, reason and TTL;
 //! the [`response`] policy decides whether each one blocks, alerts or is
-//! only counted. [`config`] is `[detector]`.
+//! only counted. [`config`] is `[detector]`. [`source_history`] keeps what each
+//! source did over the last minute, quarter hour and hour in fixed memory, for
+//! the slow and distributed detectors (issue #17).
 //!
 //! Depends on gatewarden-core, gatewarden-proto and gatewarden-flow.
 #![forbid(unsafe_code)]
@@ -16,6 +18,7 @@ pub mod fusion;
 pub mod heuristics;
 pub mod model;
 pub mod response;
+pub mod source_history;
 pub mod validator;
 
 pub use heuristics::{Detection, Heuristics};
