@@ -280,7 +280,7 @@ fn a_monitors_policy_update_reaches_the_routers_nftables_and_survives_a_router_r
         .unwrap(),
     );
     let push = PolicyPush::new(mon.clone(), &reg);
-    // What the monitor role's tasks do (roles/mod.rs): heartbeats and online status feed the distributor.
+    // What the monitor role's tasks do (src/node/): heartbeats and online status feed the distributor.
     let hb = inbound.heartbeats.receiver();
     let online = mon.status_receiver();
     let pump = |push: &PolicyPush| {
