@@ -127,9 +127,43 @@ impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
     }
 }
 
+/// Drops the `n` entries of `map` with the smallest `age` (ties broken
+/// arbitrarily): the batch eviction of the detector's per-source maps, one
+/// O(len) pass per `len / 8` newcomers, so a spoofed flood costs a few
+/// operations a record.
+pub fn evict_oldest<K, V, S>(map: &mut std::collections::HashMap<K, V, S>, n: usize, age: impl Fn(&V) -> u64) {
+    let n = n.min(map.len());
+    if n == 0 {
+        return;
+    }
+    let mut ages: Vec<u64> = map.values().map(&age).collect();
+    let (_, &mut cutoff, _) = ages.select_nth_unstable(n - 1);
+    let mut removed = 0;
+    map.retain(|_, v| {
+        if removed < n && age(v) <= cutoff {
+            removed += 1;
+            false
+        } else {
+            true
+        }
+    });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn evict_oldest_drops_exactly_the_n_oldest() {
+        let mut m: std::collections::HashMap<u32, u64> = (0..100).map(|i| (i, u64::from(i) * 10)).collect();
+        evict_oldest(&mut m, 12, |v| *v);
+        assert_eq!(m.len(), 88);
+        assert!(m.keys().all(|k| *k >= 12), "the 12 oldest went");
+        evict_oldest(&mut m, 0, |v| *v);
+        assert_eq!(m.len(), 88);
+        evict_oldest(&mut m, 500, |v| *v);
+        assert!(m.is_empty());
+    }
 
     #[test]
     fn evicts_least_recently_used_at_capacity() {

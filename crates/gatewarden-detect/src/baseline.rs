@@ -128,18 +128,8 @@ impl Baseline {
     }
 
     fn evict(&mut self) {
-        let mut ages: Vec<u64> = self.devices.values().map(|d| d.last_ns).collect();
-        let k = (ages.len() / 8).max(1);
-        let (_, &mut cutoff, _) = ages.select_nth_unstable(k - 1);
-        let mut removed = 0;
-        self.devices.retain(|_, d| {
-            if removed < k && d.last_ns <= cutoff {
-                removed += 1;
-                false
-            } else {
-                true
-            }
-        });
+        let eighth = (self.devices.len() / 8).max(1);
+        gatewarden_core::lru::evict_oldest(&mut self.devices, eighth, |d| d.last_ns);
     }
 
     /// Feeds one flow snapshot; returns findings it completes.

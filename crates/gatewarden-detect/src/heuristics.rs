@@ -431,21 +431,8 @@ impl Heuristics {
     /// Drops the least recently seen eighth of the sources: O(n) once per
     /// n/8 new sources, so a spoofed flood costs a few operations a record.
     fn evict_oldest_sources(&mut self) {
-        let mut ages: Vec<u64> = self.sources.values().map(|s| s.last_ns).collect();
-        let k = ages.len() / 8;
-        if k == 0 {
-            return;
-        }
-        let (_, &mut cutoff, _) = ages.select_nth_unstable(k);
-        let mut removed = 0;
-        self.sources.retain(|_, s| {
-            if removed < k && s.last_ns <= cutoff {
-                removed += 1;
-                false
-            } else {
-                true
-            }
-        });
+        let eighth = self.sources.len() / 8;
+        gatewarden_core::lru::evict_oldest(&mut self.sources, eighth, |s| s.last_ns);
     }
 
     /// Looks at one flow snapshot; returns findings it completes.
