@@ -1,6 +1,6 @@
 //! The monitor's services: its alert store, the pages' hooks to the bus,
 //! and the tasks that record what other roles send (alerts, heartbeats,
-//! metrics, block tables, verdict outcomes, flow batches).
+//! metrics, block tables, neighbour tables, verdict outcomes, flow batches).
 
 use std::sync::Arc;
 
@@ -142,6 +142,24 @@ impl Service for Consumers {
                 loop {
                     let Some(t) = next_or_shutdown(&rx, &sd).await else { break };
                     st.record_block_table(t);
+                }
+            });
+        }
+        {
+            // Routers' neighbour tables: MAC members of policy groups resolve through them.
+            let (rx, sd, store) = (bus.neighbour_tables.receiver(), sd.clone(), w.neighbours.clone());
+            let refused = cx.registry.counter(
+                "gatewarden_neighbour_tables_refused_total",
+                "Routers' neighbour tables not kept: past the number of routers kept, or from a name that is not a node id.",
+                &[],
+            );
+            w.spawn(async move {
+                loop {
+                    let Some(t) = next_or_shutdown(&rx, &sd).await else { break };
+                    if let Err(e) = store.record(t, std::time::Instant::now()) {
+                        refused.inc();
+                        tracing::debug!(error = %e, "neighbour table refused");
+                    }
                 }
             });
         }
