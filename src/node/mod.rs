@@ -13,8 +13,8 @@
 //! always *receive* from a `LocalBus`; the MQTT transport feeds it.
 //!
 //! `gatewarden replay` drives the detector service's [`detector::Analysis`]
-//! and the monitor's recording in lockstep instead of on the executor
-//! (src/replay.rs).
+//! and the monitor service's [`monitor::Recorder`] in lockstep instead of
+//! on the executor (src/replay.rs).
 
 pub mod block_table;
 pub mod broker_log;
