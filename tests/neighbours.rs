@@ -173,6 +173,56 @@ cert = \"{d}/nodes/{id}.crt\"\nkey = \"{d}/nodes/{id}.key\"\nspool_dir = \"{d}/s
     );
 }
 
+#[test]
+fn an_all_in_one_node_resolves_mac_members_through_the_same_message_on_its_in_process_bus() {
+    if !require_root("neighbour table in process") {
+        return;
+    }
+    for tool in ["curl", "ping"] {
+        if Command::new(tool).arg("-V").output().is_err() {
+            assert!(std::env::var_os("CI").is_none(), "{tool} is missing, and CI must run this test");
+            eprintln!("SKIPPED: {tool} is not installed");
+            return;
+        }
+    }
+    // No broker: router and monitor share one process, and the table still
+    // travels as a `neighbour_table` message, on the in-process bus.
+    let gw = Netns::new("nall");
+    let dev = Netns::new("ndv2");
+    link(&gw, "lan0", &["192.0.2.1/24"], &dev, "eth0", &["192.0.2.10/24"]);
+    dev.exec(&["ip", "link", "set", "eth0", "address", DOORCAM_MAC]);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("all.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "node_id = \"gw\"\n[http]\nlisten = \"127.0.0.1:8080\"\npublic_status = true\n{}",
+            policy_toml(&dir.path().join("policy"), DOORCAM_MAC)
+        ),
+    )
+    .unwrap();
+    let mut c = gw.command(bin().to_str().unwrap());
+    c.args(["run", "--role", "all", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("all.log")).unwrap());
+    let _node = Guard::spawn(&mut c);
+    let get = |path: &str| -> serde_json::Value {
+        let o = gw.command("curl").args(["-s", &format!("http://127.0.0.1:8080{path}")]).output().unwrap();
+        serde_json::from_slice(&o.stdout).unwrap_or(serde_json::Value::Null)
+    };
+    let log = || std::fs::read_to_string(dir.path().join("all.log")).unwrap_or_default();
+    assert!(wait_until(Duration::from_secs(60), || get("/api/policy")["groups"].is_array()), "{}", log());
+    dev.exec(&["ping", "-c", "1", "-W", "2", "192.0.2.1"]);
+    assert!(
+        wait_until(Duration::from_secs(40), || denied(&get(&explain_path("192.0.2.10")))),
+        "{}\n{}",
+        get(&explain_path("192.0.2.10")),
+        log()
+    );
+    let counters = get("/api/status")["counters"].clone();
+    assert!(counters["gatewarden_bus_sent_total{kind=neighbour_table}"].as_f64().unwrap_or(0.0) >= 1.0, "{counters}");
+}
+
 fn raw_client(broker: &Broker, client_id: &str, identity: &str) -> (rumqttc::Client, rumqttc::Connection) {
     let p = broker.pki();
     let tls = gatewarden::bus::mqtt::tls_config(
