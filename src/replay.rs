@@ -7,9 +7,12 @@
 //! is the node's detector service state ([`crate::node::detector::Analysis`]:
 //! per-gateway stages, uploaded models, settings), loaded as the node's model
 //! service loads it; the settings page is checked as the node's settings
-//! service checks it. What differs is the driver (lockstep, not tasks) and
-//! the ends: nothing enforces, so every alert is `unenforced` and verdicts
-//! are listed as `replay`.
+//! service checks it; what reaches the page goes through the monitor
+//! service's [`crate::node::monitor::Recorder`], as on a node. What differs
+//! is the driver (lockstep, not tasks) and the router's end: nothing
+//! enforces, so each verdict is listed as `replay` and answered at once with
+//! "not blocked: a replay enforces nothing", as a router with enforcement
+//! off answers it — in the same call, so no alert waits and none is lost.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -112,6 +115,8 @@ struct Analysis {
     settings: async_channel::Receiver<gatewarden_proto::messages::SettingsUpdate>,
     base: Config,
     state: Arc<MonitorState>,
+    /// The monitor service's recording: alerts, verdict answers, batches.
+    monitor: crate::node::monitor::Recorder,
     digest: Fnv64,
     batches: u64,
     verdicts: u64,
@@ -133,7 +138,7 @@ impl Analysis {
                 }
                 Err(e) => crate::roles::settings::settings_alert(&node, update.version, Err(&e)),
             };
-            self.state.record_alert(answer);
+            self.monitor.alert(answer);
         }
         while let Ok(update) = self.models.try_recv() {
             let node = self.state.node.clone();
@@ -141,21 +146,44 @@ impl Analysis {
                 if let Some(card) = card {
                     self.state.set_model(card);
                 }
-                self.state.record_alert(alert);
+                self.monitor.alert(alert);
             }
         }
         self.batches += 1;
         self.digest.write(&gatewarden_proto::messages::Message::FlowBatch(batch.clone()).encode());
-        self.state.observe_batch(&batch);
+        self.monitor.batch(&batch);
         let f = self.detector.on_batch(&batch);
         self.verdicts += f.verdicts.len() as u64;
+        // The monitor's end, as on a node: alerts first (one asking for a
+        // block waits for its router's answer) …
+        for a in f.alerts {
+            self.monitor.alert(a);
+        }
+        // … then the router's end: nothing enforces here, so each verdict is
+        // answered "not blocked" at once, which settles its waiting alert.
         for v in &f.verdicts {
             self.state.record_replayed_verdict(v);
+            self.monitor.outcome(replay_outcome(&batch.node, v));
         }
-        for a in f.alerts {
-            // A replay enforces nothing: no alert of it says `blocked`.
-            self.state.record_alert(crate::monitor::confirm::unenforced(a, "a replay enforces nothing"));
-        }
+    }
+}
+
+/// Why a replay's verdicts are not blocked.
+pub const REPLAY_ENFORCES_NOTHING: &str = "a replay enforces nothing";
+
+/// A replay's router's answer to a verdict: not blocked, as a router with
+/// enforcement off answers (src/node/verdicts.rs), from the router whose
+/// batch raised it (the alert is filed under that name).
+pub fn replay_outcome(
+    router: &str,
+    v: &gatewarden_proto::messages::Verdict,
+) -> gatewarden_proto::messages::VerdictOutcome {
+    gatewarden_proto::messages::VerdictOutcome {
+        node: router.to_string(),
+        verdict_id: v.id,
+        source: v.source,
+        blocked: false,
+        why: REPLAY_ENFORCES_NOTHING.into(),
     }
 }
 
@@ -195,6 +223,8 @@ impl Pipeline {
             settings,
             base: cfg.clone(),
             state: state.clone(),
+            // A replay runs no group-policy service.
+            monitor: crate::node::monitor::Recorder::new(state.clone(), None),
             digest: Fnv64::new(),
             batches: 0,
             verdicts: 0,

@@ -170,10 +170,10 @@ impl Service for Detector {
         };
         let mut analysis = Analysis::new(first, cx.cfg, &cx.registry);
         let rx = cx.bus.flows.receiver();
-        let talkers = self.top_talkers.then(|| cx.state.clone());
+        // The monitor shares this process: batches feed it here (one consumer of the flow channel).
+        let monitor = self.top_talkers.then(|| super::monitor::Recorder::new(cx.state.clone(), w.policy.clone()));
         let out = w.out.clone();
         let sd = cx.shutdown.clone();
-        let pol = w.policy.clone();
         let models = cx.bus.models.receiver();
         let st = cx.state.clone();
         let node = cx.cfg.node_id.clone();
@@ -213,11 +213,8 @@ impl Service for Detector {
                     }
                     Some(Input::Batch(batch)) => batch,
                 };
-                if let Some(p) = &pol {
-                    p.observe_batch(&batch);
-                }
-                if let Some(st) = &talkers {
-                    st.observe_batch(&batch);
+                if let Some(m) = &monitor {
+                    m.batch(&batch);
                 }
                 let findings = analysis.on_batch(&batch);
                 // Verdicts go back to the router whose traffic caused them.

@@ -13,8 +13,8 @@
 //! always *receive* from a `LocalBus`; the MQTT transport feeds it.
 //!
 //! `gatewarden replay` drives the detector service's [`detector::Analysis`]
-//! and the monitor's recording in lockstep instead of on the executor
-//! (src/replay.rs).
+//! and the monitor service's [`monitor::Recorder`] in lockstep instead of
+//! on the executor (src/replay.rs).
 
 pub mod block_table;
 pub mod broker_log;
@@ -27,6 +27,7 @@ pub mod http;
 pub mod link;
 pub mod monitor;
 pub mod mqtt;
+pub mod neighbours;
 pub mod policy;
 pub mod reports;
 pub mod settings;
@@ -116,6 +117,9 @@ pub struct Wiring {
     pub table_now_rx: Option<std::sync::mpsc::Receiver<()>>,
     /// Settings task → detector task.
     pub detector_settings: (async_channel::Sender<DetectorSettings>, async_channel::Receiver<DetectorSettings>),
+    /// Routers' neighbour tables as they arrive (monitor): filled by the
+    /// monitor's consumers, read by the policy service for MAC members.
+    pub neighbours: Arc<crate::policy::neighbours::NeighbourStore>,
     ex: smol::LocalExecutor<'static>,
     tasks: Vec<smol::Task<()>>,
 }
@@ -133,6 +137,7 @@ impl Wiring {
             table_now,
             table_now_rx: Some(table_now_rx),
             detector_settings: async_channel::bounded(4),
+            neighbours: Arc::new(crate::policy::neighbours::NeighbourStore::new()),
             ex: smol::LocalExecutor::new(),
             tasks: Vec::new(),
         }
@@ -162,6 +167,7 @@ pub trait Service {
 pub const STOP_ORDER: &[&str] = &[
     "capture",
     "policy",
+    "neighbours",
     "block-table",
     "enforcement",
     "ctl",
@@ -208,10 +214,10 @@ impl Node {
         s.push(Box::new(mqtt::Mqtt { uplink: role == Role::All, mqtt: None }));
         // Group policies (#9) live with the monitor: the engine, its API and a
         // thread that publishes the compiled policy to the routers. MAC members
-        // resolve through the router's neighbour table, so only a node that
-        // runs the router reads one.
+        // resolve through the routers' neighbour tables, which reach the
+        // monitor as messages (in process or over MQTT, one path).
         if monitor {
-            s.push(Box::new(policy::Policy { read_neighbours: router, thread: None }));
+            s.push(Box::new(policy::Policy { thread: None }));
             s.push(Box::new(monitor::Pages {
                 // The training page's uploads go to the detector in this process, or sealed to every detector node.
                 training: detector || with_broker,
@@ -228,6 +234,10 @@ impl Node {
         s.push(Box::new(ctl::Ctl::default()));
         if router {
             s.push(Box::new(block_table::BlockTable::default()));
+        }
+        // The router's neighbour table, for a monitor in this process or on another node.
+        if router && (monitor || with_broker) {
+            s.push(Box::new(neighbours::Neighbours::default()));
         }
         if monitor {
             s.push(Box::new(broker_log::BrokerLog::default()));
@@ -332,5 +342,11 @@ mod tests {
         }
         let monitor = Node::for_role(Role::Monitor, &cfg, &RunOptions::default()).names();
         assert!(!monitor.contains(&"enforcement") && !monitor.contains(&"detector") && monitor.contains(&"traffic"));
+        // The neighbour table is sent only where a monitor can take it: in process, or over MQTT.
+        assert!(all.contains(&"neighbours") && !monitor.contains(&"neighbours"));
+        assert!(!Node::for_role(Role::Router, &cfg, &RunOptions::default()).names().contains(&"neighbours"));
+        let mut fleet = Config::default();
+        fleet.mqtt.broker = "127.0.0.1:8883".into();
+        assert!(Node::for_role(Role::Router, &fleet, &RunOptions::default()).names().contains(&"neighbours"));
     }
 }

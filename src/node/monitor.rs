@@ -1,11 +1,53 @@
 //! The monitor's services: its alert store, the pages' hooks to the bus,
 //! and the tasks that record what other roles send (alerts, heartbeats,
-//! metrics, block tables, verdict outcomes, flow batches).
+//! metrics, block tables, neighbour tables, verdict outcomes, flow batches).
 
 use std::sync::Arc;
 
 use super::{next_or_shutdown, Context, Service, Wiring};
-use gatewarden_proto::messages::Message;
+use crate::monitor::MonitorState;
+use crate::policy::service::PolicyService;
+use gatewarden_proto::messages::{Alert, FlowBatch, Message, VerdictOutcome};
+
+/// What the monitor does with each report that reaches it, in one place:
+/// the node's tasks call it as messages arrive, `gatewarden replay` calls it
+/// in lockstep (src/replay.rs), so a replay's page is filled by the same
+/// code as a node's and cannot drift from it.
+#[derive(Clone)]
+pub struct Recorder {
+    state: Arc<MonitorState>,
+    policy: Option<Arc<PolicyService>>,
+}
+
+impl Recorder {
+    /// Records into `state`; `policy` (if group policies are on) counts batches and alerts too.
+    pub fn new(state: Arc<MonitorState>, policy: Option<Arc<PolicyService>>) -> Recorder {
+        Recorder { state, policy }
+    }
+
+    /// An alert: counted between policy groups, then stored — at once, or,
+    /// if it asks a router for a block, once that router answers
+    /// ([`Recorder::outcome`]) or the wait runs out.
+    pub fn alert(&self, a: Alert) {
+        if let Some(p) = &self.policy {
+            p.observe_alert(&a);
+        }
+        self.state.record_alert(a);
+    }
+
+    /// A router's answer to a verdict: settles the alert waiting for it.
+    pub fn outcome(&self, o: VerdictOutcome) {
+        self.state.record_outcome(o);
+    }
+
+    /// A flow batch: the group policy's traffic matrix and the top talkers.
+    pub fn batch(&self, b: &FlowBatch) {
+        if let Some(p) = &self.policy {
+            p.observe_batch(b);
+        }
+        self.state.observe_batch(b);
+    }
+}
 
 /// Opens the alert store (`monitor.data_dir`) before the page answers.
 pub struct AlertStore;
@@ -75,15 +117,11 @@ impl Service for Traffic {
     fn start(&mut self, cx: &Context<'_>, w: &mut Wiring) -> anyhow::Result<()> {
         let rx = cx.bus.flows.receiver();
         let sd = cx.shutdown.clone();
-        let st = cx.state.clone();
-        let pol = w.policy.clone();
+        let rec = Recorder::new(cx.state.clone(), w.policy.clone());
         w.spawn(async move {
             loop {
                 let Some(batch) = next_or_shutdown(&rx, &sd).await else { break };
-                if let Some(p) = &pol {
-                    p.observe_batch(&batch);
-                }
-                st.observe_batch(&batch);
+                rec.batch(&batch);
             }
         });
         Ok(())
@@ -101,15 +139,13 @@ impl Service for Consumers {
 
     fn start(&mut self, cx: &Context<'_>, w: &mut Wiring) -> anyhow::Result<()> {
         let (bus, sd, st) = (&cx.bus, &cx.shutdown, &cx.state);
+        let rec = Recorder::new(st.clone(), w.policy.clone());
         {
-            let (rx, sd, st, pol) = (bus.alerts.receiver(), sd.clone(), st.clone(), w.policy.clone());
+            let (rx, sd, rec) = (bus.alerts.receiver(), sd.clone(), rec.clone());
             w.spawn(async move {
                 loop {
                     let Some(a) = next_or_shutdown(&rx, &sd).await else { break };
-                    if let Some(p) = &pol {
-                        p.observe_alert(&a);
-                    }
-                    st.record_alert(a);
+                    rec.alert(a);
                 }
             });
         }
@@ -146,12 +182,30 @@ impl Service for Consumers {
             });
         }
         {
+            // Routers' neighbour tables: MAC members of policy groups resolve through them.
+            let (rx, sd, store) = (bus.neighbour_tables.receiver(), sd.clone(), w.neighbours.clone());
+            let refused = cx.registry.counter(
+                "gatewarden_neighbour_tables_refused_total",
+                "Routers' neighbour tables not kept: past the number of routers kept, or from a name that is not a node id.",
+                &[],
+            );
+            w.spawn(async move {
+                loop {
+                    let Some(t) = next_or_shutdown(&rx, &sd).await else { break };
+                    if let Err(e) = store.record(t, std::time::Instant::now()) {
+                        refused.inc();
+                        tracing::debug!(error = %e, "neighbour table refused");
+                    }
+                }
+            });
+        }
+        {
             // Routers' answers to verdicts: an alert is `blocked` only once one confirms.
-            let (rx, sd, st) = (bus.verdict_outcomes.receiver(), sd.clone(), st.clone());
+            let (rx, sd, rec) = (bus.verdict_outcomes.receiver(), sd.clone(), rec.clone());
             w.spawn(async move {
                 loop {
                     let Some(o) = next_or_shutdown(&rx, &sd).await else { break };
-                    st.record_outcome(o);
+                    rec.outcome(o);
                 }
             });
         }

@@ -1,6 +1,7 @@
 //! Group policies (#9) live with the monitor: the engine (its API is on the
 //! page) and a thread that ticks it once a second, publishing the compiled
-//! policy to the routers.
+//! policy to the routers. MAC members resolve through the routers' neighbour
+//! tables, which reach the monitor only as messages (`neighbour_table`).
 
 use std::time::Duration;
 
@@ -9,9 +10,6 @@ use gatewarden_proto::messages::Message;
 
 /// The policy engine and its tick thread (monitor).
 pub struct Policy {
-    /// This node runs the router too: MAC members resolve through its
-    /// neighbour table; elsewhere MAC members stay unresolved.
-    pub read_neighbours: bool,
     /// The tick thread.
     pub thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -28,9 +26,12 @@ impl Service for Policy {
         let publish = Box::new(move |u: gatewarden_proto::messages::PolicyUpdate| {
             out.publish(Message::PolicyUpdate(u));
         });
-        let runs_router = self.read_neighbours;
+        // MAC members resolve through the routers' tables as their messages
+        // brought them (src/node/neighbours.rs sends, the monitor's consumers
+        // keep them): the same path whether the router runs here or elsewhere.
+        let store = w.neighbours.clone();
         let neighbours: crate::policy::service::Neighbours =
-            Box::new(move || if runs_router { crate::enforce::blocker::neighbours().ok() } else { None });
+            Box::new(move || Some(store.union(std::time::Instant::now())));
         let svc = match crate::policy::service::PolicyService::start(&cx.cfg.policy, publish, neighbours) {
             Ok(s) => s,
             Err(e) => {

@@ -21,8 +21,8 @@ pub use transport::Publisher;
 use std::sync::Arc;
 
 use messages::{
-    Alert, BlockTable, FlowBatch, Heartbeat, Message, MetricsSample, ModelUpdate, PolicyUpdate, SettingsUpdate,
-    UnblockRequest, Verdict, VerdictOutcome,
+    Alert, BlockTable, FlowBatch, Heartbeat, Message, MetricsSample, ModelUpdate, NeighbourTable, PolicyUpdate,
+    SettingsUpdate, UnblockRequest, Verdict, VerdictOutcome,
 };
 
 use gatewarden_core::metrics::{Counter, Registry};
@@ -115,6 +115,8 @@ pub struct LocalBus {
     pub unblocks: Channel<UnblockRequest>,
     /// Router → monitor: what became of each verdict.
     pub verdict_outcomes: Channel<VerdictOutcome>,
+    /// Router → monitor: its neighbour table, for MAC group members.
+    pub neighbour_tables: Channel<NeighbourTable>,
 }
 
 impl LocalBus {
@@ -132,6 +134,7 @@ impl LocalBus {
             block_tables: Channel::new("block_table", capacity.min(64), registry),
             unblocks: Channel::new("unblock", capacity.min(64), registry),
             verdict_outcomes: Channel::new("verdict_outcome", capacity.min(1024), registry),
+            neighbour_tables: Channel::new("neighbour_table", capacity.min(64), registry),
         }
     }
 
@@ -149,6 +152,7 @@ impl LocalBus {
             Message::BlockTable(m) => self.block_tables.publish(m),
             Message::Unblock(m) => self.unblocks.publish(m),
             Message::VerdictOutcome(m) => self.verdict_outcomes.publish(m),
+            Message::NeighbourTable(m) => self.neighbour_tables.publish(m),
         }
     }
 }

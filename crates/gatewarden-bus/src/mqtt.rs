@@ -17,6 +17,7 @@
 //! | `heartbeat`, `metrics` | 0 | plain frame | every node |
 //! | `block_table` | 0 | plain frame | router |
 //! | `verdict_outcome` | 0 | plain frame: whether a verdict's block is in the kernel, or why not | router |
+//! | `neighbour_table` | 0 | plain frame: the router's IP ↔ MAC table, for MAC group members | router |
 //! | `status` | 1, retained | `online` / `offline` (last will) | every node |
 //! | `key` | 1, retained | signed [`gatewarden_secure::Announce`] | every node |
 //! | `ack` | 1 | ids received, for one sender | receivers of spooled kinds |
@@ -30,7 +31,8 @@
 //!
 //! The ACL fixes a topic's node level to the publisher's certificate CN, but
 //! a plain message also names a node inside (`FlowBatch.node`, `Alert.node`,
-//! `MetricsSample.node`, `Heartbeat.node` and its role, `BlockTable.node`).
+//! `MetricsSample.node`, `Heartbeat.node` and its role, `BlockTable.node`,
+//! `NeighbourTable.node`).
 //! A receiver takes it only if that claim is the topic's node
 //! ([`check_claim`]); the one exception is a detector's traffic alert, filed
 //! under the router whose flows raised it, which must name a node whose
@@ -177,6 +179,7 @@ pub fn check_claim(from: &str, msg: &Message, role_of: impl Fn(&str) -> Option<C
         Message::Metrics(m) => own(&m.node, "metrics"),
         Message::BlockTable(t) => own(&t.node, "block table"),
         Message::VerdictOutcome(o) => own(&o.node, "verdict outcome"),
+        Message::NeighbourTable(t) => own(&t.node, "neighbour table"),
         Message::Heartbeat(h) => match own(&h.node, "heartbeat") {
             Claim::Fine => match role_of(from) {
                 Some(r) if r != gatewarden_proto::role::cert_role_for(h.role) => {
@@ -465,6 +468,7 @@ impl MqttBus {
             "settings_update",
             "block_table",
             "verdict_outcome",
+            "neighbour_table",
         ]
         .into_iter()
         .map(|k| {
@@ -532,7 +536,7 @@ impl MqttBus {
         };
         let mut counters = counters;
         counters.identity_mismatch =
-            ["flow_batch", "alert", "metrics", "heartbeat", "block_table", "verdict_outcome", "ack"]
+            ["flow_batch", "alert", "metrics", "heartbeat", "block_table", "verdict_outcome", "neighbour_table", "ack"]
             .into_iter()
             .map(|k| {
                 (
@@ -785,7 +789,15 @@ impl Shared {
             kinds.extend(["flow_batch", "model_update", "settings_update"]);
         }
         if self.role.runs_monitor() {
-            kinds.extend(["alert", "heartbeat", "metrics", "status", "block_table", "verdict_outcome"]);
+            kinds.extend([
+                "alert",
+                "heartbeat",
+                "metrics",
+                "status",
+                "block_table",
+                "verdict_outcome",
+                "neighbour_table",
+            ]);
             // A monitor on its own node still needs the flows: the group
             // policy's traffic matrix and the top talkers are built from them.
             if !kinds.contains(&"flow_batch") {

@@ -70,9 +70,30 @@ pub fn local_addresses() -> Result<Vec<IpAddr>> {
 /// and IPv6 (NDP) addresses with their link-layer address. Incomplete and
 /// failed entries carry no link-layer address and are left out.
 pub fn neighbours() -> Result<Vec<(IpAddr, [u8; 6])>> {
+    Ok(neighbour_entries()?.into_iter().map(|n| (n.ip, n.mac)).collect())
+}
+
+/// One neighbour entry with how fresh it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeighbourEntry {
+    /// The neighbour's address.
+    pub ip: IpAddr,
+    /// Its link-layer address.
+    pub mac: [u8; 6],
+    /// Milliseconds since the kernel last confirmed it (`NDA_CACHEINFO`
+    /// `ndm_confirmed`; `u32::MAX` when the kernel did not say).
+    pub confirmed_ago_ms: u32,
+}
+
+/// [`neighbours`] with each entry's age, so a caller that must keep only
+/// some (a bounded message) can keep the freshest.
+pub fn neighbour_entries() -> Result<Vec<NeighbourEntry>> {
     const RTM_GETNEIGH: u16 = 30;
     const NDA_DST: u16 = 1;
     const NDA_LLADDR: u16 = 2;
+    const NDA_CACHEINFO: u16 = 3;
+    // nda_cacheinfo times are in USER_HZ ticks, 100 per second on Linux.
+    const MS_PER_TICK: u32 = 10;
     let mut nl = Netlink::open_protocol(netlink_sys::protocols::NETLINK_ROUTE)?;
     let seq = nl.take_seq();
     // struct ndmsg: family, pad, pad, ifindex, state, flags, type (12 bytes).
@@ -81,17 +102,24 @@ pub fn neighbours() -> Result<Vec<(IpAddr, [u8; 6])>> {
     for payload in nl.dump_raw(&req, seq, 12)? {
         let mut dst = None;
         let mut mac = None;
+        let mut confirmed_ago_ms = u32::MAX;
         for (ty, v) in crate::parse_attrs(&payload) {
             match (ty, v.len()) {
                 (NDA_DST, 4) => dst = <[u8; 4]>::try_from(v).ok().map(IpAddr::from),
                 (NDA_DST, 16) => dst = <[u8; 16]>::try_from(v).ok().map(IpAddr::from),
                 (NDA_LLADDR, 6) => mac = <[u8; 6]>::try_from(v).ok(),
+                // struct nda_cacheinfo { confirmed, used, updated, refcnt: u32 }, native endian.
+                (NDA_CACHEINFO, 16) => {
+                    if let Ok(b) = <[u8; 4]>::try_from(&v[..4]) {
+                        confirmed_ago_ms = u32::from_ne_bytes(b).saturating_mul(MS_PER_TICK);
+                    }
+                }
                 _ => {}
             }
         }
-        if let (Some(a), Some(m)) = (dst, mac) {
-            if m != [0; 6] {
-                out.push((a, m));
+        if let (Some(ip), Some(mac)) = (dst, mac) {
+            if mac != [0; 6] {
+                out.push(NeighbourEntry { ip, mac, confirmed_ago_ms });
             }
         }
     }

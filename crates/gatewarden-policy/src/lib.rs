@@ -7,6 +7,7 @@
 //! | `rules.rs` | a whole policy: conflicts, `explain`, compilation to the router's `PolicyUpdate` |
 //! | `matrix.rs` | traffic matrix per (source group, destination group, protocol, port), bounded |
 //! | `suggest.rs` | suggestions with confidence + justification, Beta feedback per context |
+//! | `neighbours.rs` | the routers' neighbour tables as their messages brought them (bounded, aged), for MAC members |
 //! | `mod.rs` | [`PolicyEngine`]: config + state file + matrix file, every operation the CLI and API offer |
 //!
 //! State lives in two JSON files under `policy.state_dir`: `policy.json`
@@ -17,12 +18,14 @@
 //!
 //! gatewarden-policy: groups, rules, the traffic matrix and suggestions —
 //! no kernel calls (the router compiles a `PolicyUpdate` into nftables; the
-//! neighbour table for MAC members is handed in by whoever runs the service).
+//! routers' neighbour tables for MAC members arrive as messages and are kept
+//! in `neighbours.rs`).
 //! Depends on gatewarden-core and gatewarden-proto.
 #![forbid(unsafe_code)]
 
 pub mod matrix;
 pub mod model;
+pub mod neighbours;
 pub mod rules;
 pub mod service;
 pub mod suggest;

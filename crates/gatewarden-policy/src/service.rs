@@ -16,9 +16,11 @@ pub const REPUBLISH_EVERY: Duration = Duration::from_secs(30);
 
 type Publish = Box<dyn Fn(PolicyUpdate) + Send + Sync>;
 
-/// Where the router's neighbour table (IP ↔ MAC) comes from, for groups with
-/// MAC members: the router's own table when it runs in this process, `None`
-/// otherwise (a monitor's own ARP table says nothing about the router's LAN).
+/// Where the routers' neighbour tables (IP ↔ MAC) come from, for groups with
+/// MAC members: the node hands in the union its [`crate::neighbours::NeighbourStore`]
+/// keeps from the routers' `neighbour_table` messages (never the monitor's own
+/// ARP table, which says nothing about a router's LAN); `None` leaves the last
+/// resolution in place.
 pub type Neighbours = Box<dyn Fn() -> Option<Vec<(IpAddr, Mac)>> + Send + Sync>;
 
 /// Shared policy state of a running monitor.

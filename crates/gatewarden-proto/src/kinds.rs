@@ -37,6 +37,8 @@ pub const BLOCK_TABLE: &str = "block_table";
 pub const UNBLOCK: &str = "unblock";
 /// What a router did with a verdict (blocked, or why not).
 pub const VERDICT_OUTCOME: &str = "verdict_outcome";
+/// A router's neighbour table (IP ↔ MAC), for the monitor's MAC group members.
+pub const NEIGHBOUR_TABLE: &str = "neighbour_table";
 
 /// Everything the fleet needs to know about one kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +60,7 @@ pub struct KindSpec {
 const ALL_NODES: &[CertRole] = &[Router, Detector, Monitor];
 
 /// Every kind, in topic order.
-pub const TABLE: [KindSpec; 14] = [
+pub const TABLE: [KindSpec; 15] = [
     KindSpec {
         name: FLOW_BATCH,
         published_by: &[Router],
@@ -171,6 +173,18 @@ pub const TABLE: [KindSpec; 14] = [
         durable: false,
         mirrored: true,
     },
+    // Not sealed: like block tables, neither a secret from the broker nor a
+    // command; the ACL keeps everyone but routers from publishing one, and
+    // the receiver checks the table names its sender. Best effort: the next
+    // one comes within 15 s.
+    KindSpec {
+        name: NEIGHBOUR_TABLE,
+        published_by: &[Router],
+        read_by: &[Monitor],
+        sealed_for: &[],
+        durable: false,
+        mirrored: true,
+    },
 ];
 
 /// The table's row for `kind` (`None`: no such kind: drop the message).
@@ -263,7 +277,8 @@ mod tests {
                 "key",
                 "ack",
                 "block_table",
-                "verdict_outcome"
+                "verdict_outcome",
+                "neighbour_table"
             ])
         );
         assert_eq!(

@@ -420,6 +420,40 @@ pub struct VerdictOutcome {
     pub why: String,
 }
 
+/// One row of a router's neighbour table: an address and the link-layer
+/// address the kernel has for it (ARP for IPv4, NDP for IPv6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Neighbour {
+    /// The neighbour's address.
+    pub ip: IpAddr,
+    /// Its MAC.
+    pub mac: [u8; 6],
+    /// Seconds since the kernel last confirmed the entry (saturating).
+    pub age_s: u32,
+}
+
+/// A router's neighbour table (every interface, as its own enforcement reads
+/// it to resolve MAC group members), so a monitor on another node resolves
+/// the same MACs to the same addresses: a monitor's own ARP table says
+/// nothing about the router's LAN. Sent when it changes (read every 2 s) and
+/// every 15 s; the monitor forgets a table a minute after its router went silent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NeighbourTable {
+    /// The router.
+    pub node: String,
+    /// When the router read the table, ns since the epoch (its clock).
+    pub taken_ns: u64,
+    /// Entries the kernel had; above [`MAX_NEIGHBOUR_ROWS`] the list keeps
+    /// the most recently confirmed ones and `total - entries.len()` were left out.
+    pub total: u32,
+    /// The entries, most recently confirmed first.
+    pub entries: Vec<Neighbour>,
+}
+
+/// Most rows a neighbour table carries: twice the kernel's default cap per
+/// family (`gc_thresh3` = 1024 for ARP and for NDP). About 50 KiB encoded.
+pub const MAX_NEIGHBOUR_ROWS: usize = 2048;
+
 /// Longest [`VerdictOutcome::why`] accepted from the wire.
 pub const MAX_OUTCOME_WHY: usize = 1024;
 
@@ -452,6 +486,8 @@ pub enum Message {
     Unblock(UnblockRequest),
     /// Router → monitor: what became of one verdict.
     VerdictOutcome(VerdictOutcome),
+    /// Router → monitor: which MAC has which address on its links.
+    NeighbourTable(NeighbourTable),
 }
 
 impl Message {
@@ -469,6 +505,7 @@ impl Message {
             Message::BlockTable(_) => crate::kinds::BLOCK_TABLE,
             Message::Unblock(_) => crate::kinds::UNBLOCK,
             Message::VerdictOutcome(_) => crate::kinds::VERDICT_OUTCOME,
+            Message::NeighbourTable(_) => crate::kinds::NEIGHBOUR_TABLE,
         }
     }
 
@@ -540,12 +577,22 @@ impl Message {
             Message::BlockTable(t) if t.entries.len() > MAX_BLOCK_ROWS => {
                 Err(DecodeError::Invalid(format!("block table of {} rows (at most {MAX_BLOCK_ROWS})", t.entries.len())))
             }
+            Message::NeighbourTable(t) if t.entries.len() > MAX_NEIGHBOUR_ROWS => Err(DecodeError::Invalid(format!(
+                "neighbour table of {} rows (at most {MAX_NEIGHBOUR_ROWS})",
+                t.entries.len()
+            ))),
+            Message::NeighbourTable(t) if (t.total as usize) < t.entries.len() => Err(DecodeError::Invalid(format!(
+                "neighbour table lists {} rows but says the router had {}",
+                t.entries.len(),
+                t.total
+            ))),
             Message::Heartbeat(_)
             | Message::PolicyUpdate(_)
             | Message::ModelUpdate(_)
             | Message::SettingsUpdate(_)
             | Message::BlockTable(_)
             | Message::VerdictOutcome(_)
+            | Message::NeighbourTable(_)
             | Message::Unblock(_) => Ok(()),
         }
     }
@@ -779,6 +826,15 @@ pub(crate) mod tests {
                 response: "{\"port_scan\":\"alert\"}".into(),
             }),
             Message::Unblock(UnblockRequest { version: 7, ip: "2001:db8::7".parse().unwrap(), by: "admin".into() }),
+            Message::NeighbourTable(NeighbourTable {
+                node: "router-1".into(),
+                taken_ns: 8,
+                total: 3,
+                entries: vec![
+                    Neighbour { ip: "192.0.2.10".parse().unwrap(), mac: [2, 0, 0, 0, 0, 0x0a], age_s: 1 },
+                    Neighbour { ip: "2001:db8::10".parse().unwrap(), mac: [2, 0, 0, 0, 0, 0x0a], age_s: 4 },
+                ],
+            }),
         ]
     }
 
@@ -841,6 +897,26 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_neighbour_table_past_its_bound_or_claiming_fewer_rows_than_it_lists_is_refused() {
+        let row = Neighbour { ip: "192.0.2.1".parse().unwrap(), mac: [2, 0, 0, 0, 0, 1], age_s: 0 };
+        let table = |n: usize, total: u32| {
+            Message::NeighbourTable(NeighbourTable { node: "r".into(), taken_ns: 0, total, entries: vec![row; n] })
+        };
+        let full = table(MAX_NEIGHBOUR_ROWS, u32::MAX);
+        assert!(full.encode().len() < 64 * 1024, "the bound keeps a table small: {} bytes", full.encode().len());
+        assert_eq!(Message::decode(&full.encode()).unwrap(), full);
+        let err = Message::decode(&table(MAX_NEIGHBOUR_ROWS + 1, u32::MAX).encode()).unwrap_err();
+        assert!(matches!(&err, DecodeError::Invalid(m) if m.contains("2049 rows")), "{err}");
+        let err = Message::decode(&table(3, 2).encode()).unwrap_err();
+        assert!(matches!(&err, DecodeError::Invalid(m) if m.contains("lists 3 rows")), "{err}");
+        // A length prefix promising millions of rows is refused without allocating them.
+        let mut bytes = table(0, 1).encode();
+        assert_eq!(bytes.pop(), Some(0), "the row count is last");
+        bytes.extend([0xff, 0xff, 0xff, 0x7f]);
+        assert!(matches!(Message::decode(&bytes), Err(DecodeError::Malformed(_))));
+    }
+
+    #[test]
     fn oversized_input_is_refused_before_decoding() {
         let bytes = vec![WIRE_VERSION; MAX_MESSAGE_BYTES + 1];
         assert!(matches!(Message::decode(&bytes), Err(DecodeError::TooLarge { .. })));
@@ -860,7 +936,7 @@ pub(crate) mod tests {
         }
 
         #[test]
-        fn flipped_bytes_never_panic(idx in 0usize..4096, val in any::<u8>(), which in 0usize..6) {
+        fn flipped_bytes_never_panic(idx in 0usize..4096, val in any::<u8>(), which in 0usize..11) {
             let mut bytes = samples()[which].encode();
             let i = idx % bytes.len();
             bytes[i] = val;
