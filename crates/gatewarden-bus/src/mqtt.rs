@@ -161,6 +161,39 @@ pub enum Claim {
     Unknown(String),
 }
 
+/// Topic filters a node running `role` subscribes to: what each role it runs
+/// reads in the one kinds table (the broker ACL comes from the same rows).
+fn subscriptions(role: gatewarden_proto::role::Role) -> Vec<String> {
+    use gatewarden_proto::kinds::{read_by, POLICY_UPDATE, STATUS, TRANSPORT, UNBLOCK};
+    use gatewarden_proto::role::CertRole;
+    use gatewarden_proto::role::Role;
+    let mut kinds: Vec<&str> = vec!["key", "ack"];
+    if role == Role::All {
+        // An all-in-one gateway runs its own detector and monitor in
+        // process; from the fleet it takes only group policy and unblocks.
+        kinds.extend([POLICY_UPDATE, UNBLOCK]);
+        return kinds.into_iter().map(|k| format!("{TOPIC_PREFIX}/+/{k}")).collect();
+    }
+    // What each role this node runs reads, from the one kinds table (the
+    // broker's ACL comes from the same rows).
+    for (runs, role) in [
+        (role.runs_router(), CertRole::Router),
+        (role.runs_detector(), CertRole::Detector),
+        (role.runs_monitor(), CertRole::Monitor),
+    ] {
+        if runs {
+            for k in read_by(role) {
+                if !TRANSPORT.contains(&k) || k == STATUS {
+                    kinds.push(k);
+                }
+            }
+        }
+    }
+    kinds.sort_unstable();
+    kinds.dedup();
+    kinds.into_iter().map(|k| format!("{TOPIC_PREFIX}/+/{k}")).collect()
+}
+
 /// Checks the node (and role) a plain message names against `from`, the
 /// topic's node level, which the broker's ACL binds to the sender's
 /// certificate CN. `role_of` gives a node's certificate role from its key
@@ -457,31 +490,19 @@ impl MqttBus {
             }
         };
         let (status_tx, status_rx) = async_channel::bounded(1024);
-        let published = [
-            "flow_batch",
-            "verdict",
-            "alert",
-            "metrics",
-            "heartbeat",
-            "policy_update",
-            "model_update",
-            "settings_update",
-            "block_table",
-            "verdict_outcome",
-            "neighbour_table",
-        ]
-        .into_iter()
-        .map(|k| {
-            (
-                k,
-                registry.counter(
-                    "gatewarden_mqtt_published_total",
-                    "Messages handed to the MQTT client, by kind.",
-                    &[("kind", k)],
-                ),
-            )
-        })
-        .collect();
+        let published = gatewarden_proto::kinds::service_kinds()
+            .into_iter()
+            .map(|k| {
+                (
+                    k,
+                    registry.counter(
+                        "gatewarden_mqtt_published_total",
+                        "Messages handed to the MQTT client, by kind.",
+                        &[("kind", k)],
+                    ),
+                )
+            })
+            .collect();
         let counters = Counters {
             connected: registry.gauge("gatewarden_mqtt_connected", "1 while connected to the broker.", &[]),
             connects: registry.counter("gatewarden_mqtt_connects_total", "Successful broker connections.", &[]),
@@ -536,8 +557,10 @@ impl MqttBus {
         };
         let mut counters = counters;
         counters.identity_mismatch =
-            ["flow_batch", "alert", "metrics", "heartbeat", "block_table", "verdict_outcome", "neighbour_table", "ack"]
-            .into_iter()
+            gatewarden_proto::kinds::TABLE
+            .iter()
+            .map(|k| k.name)
+            .filter(|k| gatewarden_proto::kinds::claims_its_node(k))
             .map(|k| {
                 (
                     k,
@@ -773,46 +796,12 @@ impl Shared {
         self.abuse(peer, r.reason.as_str(), r.detail.clone());
     }
 
-    fn subscriptions(&self) -> Vec<String> {
-        use gatewarden_proto::role::Role;
-        let mut kinds = vec!["key", "ack"];
-        if self.role == Role::All {
-            // An all-in-one gateway runs its own detector and monitor in
-            // process; from the fleet it takes only group policy.
-            kinds.extend(["policy_update", "unblock"]);
-            return kinds.into_iter().map(|k| format!("{TOPIC_PREFIX}/+/{k}")).collect();
-        }
-        if self.role.runs_router() {
-            kinds.extend(["verdict", "policy_update", "settings_update", "unblock"]);
-        }
-        if self.role.runs_detector() {
-            kinds.extend(["flow_batch", "model_update", "settings_update"]);
-        }
-        if self.role.runs_monitor() {
-            kinds.extend([
-                "alert",
-                "heartbeat",
-                "metrics",
-                "status",
-                "block_table",
-                "verdict_outcome",
-                "neighbour_table",
-            ]);
-            // A monitor on its own node still needs the flows: the group
-            // policy's traffic matrix and the top talkers are built from them.
-            if !kinds.contains(&"flow_batch") {
-                kinds.push("flow_batch");
-            }
-        }
-        kinds.into_iter().map(|k| format!("{TOPIC_PREFIX}/+/{k}")).collect()
-    }
-
     fn on_connected(&self) {
         self.connected.store(true, Ordering::SeqCst);
         self.counters.connected.set(1.0);
         self.counters.connects.inc();
         tracing::info!(node = %self.node, "connected to the MQTT broker");
-        for t in self.subscriptions() {
+        for t in subscriptions(self.role) {
             let _ = self.client.try_subscribe(t, QoS::AtLeastOnce);
         }
         let announce = lock(&self.secure).announce();
@@ -1146,6 +1135,33 @@ fn outbox_loop(sh: Arc<Shared>, shutdown: Shutdown) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn each_role_subscribes_to_what_the_kinds_table_says_it_reads() {
+        use gatewarden_proto::role::Role;
+        let subs = |r| -> Vec<String> {
+            subscriptions(r).into_iter().map(|t| t.rsplit('/').next().unwrap().to_string()).collect()
+        };
+        assert_eq!(subs(Role::Router), ["ack", "key", "policy_update", "settings_update", "unblock", "verdict"]);
+        assert_eq!(subs(Role::Detector), ["ack", "flow_batch", "key", "model_update", "settings_update"]);
+        assert_eq!(
+            subs(Role::Monitor),
+            [
+                "ack",
+                "alert",
+                "block_table",
+                "flow_batch",
+                "heartbeat",
+                "key",
+                "metrics",
+                "neighbour_table",
+                "status",
+                "verdict_outcome"
+            ]
+        );
+        assert_eq!(subs(Role::All), ["key", "ack", "policy_update", "unblock"]);
+    }
+
     use super::*;
 
     #[test]

@@ -212,6 +212,25 @@ pub fn sealed_for(kind: &str) -> &'static [CertRole] {
     spec(kind).map_or(&[], |k| k.sealed_for)
 }
 
+/// Kinds the MQTT layer sends on its own (liveness, key announcements,
+/// acknowledgements), as opposed to the messages of a node's services.
+pub const TRANSPORT: [&str; 3] = [STATUS, KEY, ACK];
+
+/// Kinds a node's services publish (everything but [`TRANSPORT`]): the MQTT
+/// layer keeps one "published" counter for each, so every series exists from
+/// the start.
+pub fn service_kinds() -> Vec<&'static str> {
+    TABLE.iter().map(|k| k.name).filter(|k| !TRANSPORT.contains(k)).collect()
+}
+
+/// Plain (unsealed) kinds whose body names the sending node, which the
+/// receiver checks against the topic's node level (no signature vouches for
+/// them): all unsealed kinds but the retained status and the key
+/// announcement, which the certificate itself vouches for.
+pub fn claims_its_node(kind: &str) -> bool {
+    spec(kind).is_some_and(|k| k.sealed_for.is_empty() && k.name != STATUS && k.name != KEY)
+}
+
 /// Kinds a certificate role may publish.
 pub fn published_by(role: CertRole) -> Vec<&'static str> {
     TABLE.iter().filter(|k| k.published_by.contains(&role)).map(|k| k.name).collect()
@@ -239,6 +258,18 @@ use CertRole::Broker;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_kinds_and_claimed_kinds_come_from_the_table() {
+        assert_eq!(service_kinds().len(), TABLE.len() - TRANSPORT.len());
+        assert!(service_kinds().contains(&UNBLOCK) && !service_kinds().contains(&ACK));
+        for k in [FLOW_BATCH, ALERT, METRICS, HEARTBEAT, BLOCK_TABLE, VERDICT_OUTCOME, NEIGHBOUR_TABLE, ACK] {
+            assert!(claims_its_node(k), "{k}");
+        }
+        for k in [VERDICT, STATUS, KEY, POLICY_UPDATE, MODEL_UPDATE, SETTINGS_UPDATE, UNBLOCK, "nonsense"] {
+            assert!(!claims_its_node(k), "{k}");
+        }
+    }
 
     #[test]
     fn every_message_has_a_row_and_names_are_unique() {
