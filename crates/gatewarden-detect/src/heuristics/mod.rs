@@ -14,14 +14,14 @@
 //!
 //! | finds | file |
 //! |---|---|
-//! | port scans (TCP, UDP) | [`port_scan`] |
-//! | host sweeps | [`host_sweep`] |
-//! | brute force: connection rate to an auth port (SSH … MQTT) | [`brute_force_connections`] |
-//! | brute force: sessions to an interactive login (SSH, telnet …) | [`brute_force_sessions`] |
-//! | brute force: web-login guessing over HTTP | [`brute_force_http`] |
-//! | slow HTTP (slowloris), both rules | [`slow_http`] |
-//! | SYN, UDP and ICMP floods from one source | [`floods`] |
-//! | SYN floods from many (spoofed) sources | [`syn_flood_distributed`] |
+//! | port scans (TCP, UDP) | `port_scan.rs` |
+//! | host sweeps | `host_sweep.rs` |
+//! | brute force: connection rate to an auth port (SSH … MQTT) | `brute_force_connections.rs` |
+//! | brute force: sessions to an interactive login (SSH, telnet …) | `brute_force_sessions.rs` |
+//! | brute force: web-login guessing over HTTP | `brute_force_http.rs` |
+//! | slow HTTP (slowloris), both rules | `slow_http.rs` |
+//! | SYN, UDP and ICMP floods from one source | `floods.rs` |
+//! | SYN floods from many (spoofed) sources | `syn_flood_distributed.rs` |
 //!
 //! Shared types: [`Detection`] and the per-record facts in `detection.rs`,
 //! the sliding windows in `windows.rs`, the service ports in `services.rs`.
