@@ -1,0 +1,96 @@
+//! What every detector returns ([`Detection`]), the facts about one flow
+//! snapshot the facade works out once for all of them ([`Observed`]), and the
+//! one-finding-per-window rule.
+
+use std::net::IpAddr;
+
+use gatewarden_proto::messages::{AttackKind, FlowRecord, Proto};
+
+use super::windows::HashMap;
+
+/// One finding, before fusion turns it into a verdict.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Detection {
+    /// The offending source; `None` when the attack has many (spoofed) sources.
+    pub source: Option<IpAddr>,
+    /// The target, if one stands out.
+    pub target: Option<IpAddr>,
+    /// Target port, if one stands out.
+    pub port: u16,
+    /// Protocol, if one stands out.
+    pub proto: Option<Proto>,
+    /// What it is.
+    pub kind: AttackKind,
+    /// 0 to 1.
+    pub confidence: f32,
+    /// A sentence with the numbers.
+    pub reason: String,
+    /// The numbers, named.
+    pub evidence: Vec<(String, f64)>,
+    /// Capture time of the record that completed the finding.
+    pub ts_ns: u64,
+    /// A flow it was seen in.
+    pub flow_id: u64,
+}
+
+impl Detection {
+    /// A finding of `kind` against `r`'s source, completed by `r`: the detector fills in
+    /// target, port, protocol, confidence, reason and evidence.
+    pub(super) fn from_record(r: &FlowRecord, kind: AttackKind) -> Detection {
+        Detection {
+            source: Some(r.src),
+            target: None,
+            port: 0,
+            proto: None,
+            kind,
+            confidence: 0.0,
+            reason: String::new(),
+            evidence: Vec::new(),
+            ts_ns: r.last_ns,
+            flow_id: r.flow_id,
+        }
+    }
+}
+
+/// One flow snapshot as the facade has worked it out for the detectors: the
+/// deltas since the flow's last snapshot and how its handshake went.
+#[derive(Debug)]
+pub(super) struct Observed<'a> {
+    /// The snapshot.
+    pub(super) r: &'a FlowRecord,
+    /// Capture time of the newest record from this source.
+    pub(super) now: u64,
+    /// `detector.window_s` in ns.
+    pub(super) window_ns: u64,
+    /// The first snapshot of this flow.
+    pub(super) is_new: bool,
+    /// Packets sent since the flow's last snapshot.
+    pub(super) delta: u32,
+    /// IP bytes sent since the flow's last snapshot.
+    pub(super) delta_bytes: u32,
+    /// A TCP handshake that failed or that the originator aborted.
+    pub(super) half_open: bool,
+    /// A handshake the originator aborted (SYN, SYN-ACK, RST).
+    pub(super) aborted: bool,
+    /// SYNs this snapshot adds (an aborted handshake counts one, once).
+    pub(super) syn_delta: u32,
+}
+
+impl Observed<'_> {
+    /// A new TCP or UDP flow: a connection attempt for the attempt window.
+    pub(super) fn new_attempt(&self) -> bool {
+        self.is_new && matches!(self.r.proto, Proto::Tcp | Proto::Udp)
+    }
+}
+
+/// Keeps a finding if it is the first of its kind from its source in this window
+/// (hysteresis: one finding per (source, kind) per window).
+pub(super) fn first_in_window(reported: &mut HashMap<AttackKind, u64>, d: &Detection, window_ns: u64) -> bool {
+    let last = reported.get(&d.kind).copied().unwrap_or(0);
+    if last == 0 || d.ts_ns >= last + window_ns {
+        reported.insert(d.kind, d.ts_ns);
+        true
+    } else {
+        false
+    }
+}

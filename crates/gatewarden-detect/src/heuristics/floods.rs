@@ -1,0 +1,247 @@
+//! Floods from one source: SYN, UDP and ICMP. One rule with three thresholds —
+//! the source's packets of that kind per second over the window reach
+//! `syn_flood_pps` (unanswered or aborted SYNs), `udp_flood_pps` or
+//! `icmp_flood_pps`. Unanswered SYNs spread over many ports of one host are a
+//! scan ([`port_scan`](super::port_scan)), not a flood. A SYN flood from many
+//! (spoofed) sources is [`syn_flood_distributed`](super::syn_flood_distributed).
+
+use gatewarden_proto::messages::{AttackKind, Proto};
+
+use super::detection::{Detection, Observed};
+use super::windows::{AttemptWindow, CountWindow};
+use crate::config::DetectorConfig;
+
+/// One source's packet counts over the window, by flood kind.
+#[derive(Debug, Default)]
+pub(super) struct Rates {
+    syn_packets: CountWindow,
+    udp_packets: CountWindow,
+    /// IP bytes of the packets in `udp_packets` (same records, same times), for their mean size.
+    udp_bytes: CountWindow,
+    icmp_packets: CountWindow,
+}
+
+/// Counts the packets a snapshot adds, ages out the old ones, and returns a finding
+/// when the source's rate of this record's kind reaches its threshold.
+/// `attempts`: the source's attempt window (for the scan check and the UDP ports hit).
+pub(super) fn observe(
+    cfg: &DetectorConfig,
+    o: &Observed,
+    s: &mut Rates,
+    attempts: &AttemptWindow,
+) -> Option<Detection> {
+    let (r, now, window_ns, delta) = (o.r, o.now, o.window_ns, o.delta);
+    let state = r.conn_state;
+    if o.aborted && o.syn_delta > 0 {
+        s.syn_packets.push(r.last_ns, o.syn_delta);
+    }
+    if delta > 0 {
+        match r.proto {
+            Proto::Tcp if state.is_failed_attempt() => s.syn_packets.push(r.last_ns, delta),
+            Proto::Udp => {
+                s.udp_packets.push(r.last_ns, delta);
+                s.udp_bytes.push(r.last_ns, o.delta_bytes);
+            }
+            Proto::Icmp | Proto::Icmpv6 => s.icmp_packets.push(r.last_ns, delta),
+            _ => {}
+        }
+    }
+    s.syn_packets.trim(now, window_ns);
+    s.udp_packets.trim(now, window_ns);
+    s.udp_bytes.trim(now, window_ns);
+    s.icmp_packets.trim(now, window_ns);
+    if delta == 0 {
+        return None;
+    }
+    let (label, w, kind) = match r.proto {
+        Proto::Tcp if o.half_open => ("unanswered SYNs", &s.syn_packets, AttackKind::SynFlood),
+        Proto::Udp => ("UDP packets", &s.udp_packets, AttackKind::UdpFlood),
+        Proto::Icmp | Proto::Icmpv6 => ("ICMP packets", &s.icmp_packets, AttackKind::IcmpFlood),
+        _ => ("", &s.syn_packets, AttackKind::System),
+    };
+    let threshold = match kind {
+        AttackKind::SynFlood => cfg.syn_flood_pps,
+        AttackKind::UdpFlood => cfg.udp_flood_pps,
+        AttackKind::IcmpFlood => cfg.icmp_flood_pps,
+        _ => u32::MAX,
+    };
+    let pps = w.rate(now, window_ns);
+    // Fast scans also send many unanswered SYNs; spread over many ports they
+    // are a scan (reported there), not a flood.
+    let scanning = kind == AttackKind::SynFlood
+        && attempts.ports_by_dst.get(&(r.dst, Proto::Tcp)).map_or(0, |m| m.len()) >= cfg.scan_distinct_ports as usize;
+    if pps < threshold as f64 || scanning {
+        return None;
+    }
+    let port = if kind == AttackKind::IcmpFlood { 0 } else { r.dport };
+    let mut evidence = vec![("pps".into(), pps), ("packets".into(), w.total as f64)];
+    let mut shape = String::new();
+    if kind == AttackKind::UdpFlood {
+        // What tells a flood from a media stream (see response.rs, `udp_stream_full_packets`):
+        // the packets' mean size, the ports hit on the target, the rate against the threshold.
+        let mean = s.udp_bytes.total as f64 / w.total.max(1) as f64;
+        // Ports new flows opened on the target in the window, and this record's own
+        // (a stream's flow may have opened before the window).
+        let ports = attempts
+            .ports_by_dst
+            .get(&(r.dst, Proto::Udp))
+            .map_or(1, |m| m.len() + usize::from(!m.contains_key(&r.dport)));
+        shape = format!(", mean {mean:.0} IP bytes a packet, {ports} UDP port(s) on the target");
+        evidence.extend([
+            ("mean_ip_bytes".into(), mean),
+            ("udp_ports".into(), ports as f64),
+            ("threshold_pps".into(), threshold as f64),
+        ]);
+    }
+    Some(Detection {
+        target: Some(r.dst),
+        port,
+        proto: Some(r.proto),
+        confidence: (0.7 + 0.3 * (pps / (2.0 * threshold as f64)).min(1.0) as f32).min(0.99),
+        reason: format!(
+            "{} → {} {label} in {:.1} s ({pps:.0}/s) towards {}{shape}",
+            r.src,
+            w.total,
+            w.total as f64 / pps.max(1e-9),
+            r.dst
+        ),
+        evidence,
+        ..Detection::from_record(r, kind)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::DetectorConfig;
+    use crate::heuristics::testing::rec;
+    use crate::heuristics::Heuristics;
+    use gatewarden_proto::messages::{AttackKind, Proto};
+
+    #[test]
+    fn syn_flood_from_one_source() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..8000u64 {
+            found.extend(h.observe(&rec(
+                i,
+                "203.0.113.5",
+                "192.0.2.10",
+                80,
+                Proto::Tcp,
+                i as f64 * 0.0005,
+                1,
+                0,
+                "S0",
+            )));
+        }
+        assert!(found.iter().any(|d| d.kind == AttackKind::SynFlood && d.source.is_some()), "{found:?}");
+    }
+
+    #[test]
+    fn syn_flood_against_an_open_port_is_found() {
+        // hping3 -S against a listening port: SYN, SYN-ACK, then the attacker's
+        // kernel answers RST (Zeek RSTO with 2 originator packets).
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..2000u64 {
+            let t = i as f64 * 0.0005;
+            found.extend(h.observe(&rec(i, "192.0.2.66", "198.51.100.10", 80, Proto::Tcp, t, 1, 0, "S0")));
+            found.extend(h.observe(&rec(i, "192.0.2.66", "198.51.100.10", 80, Proto::Tcp, t + 0.001, 2, 1, "RSTO")));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::SynFlood).expect("flood found");
+        assert_eq!(d.source, Some("192.0.2.66".parse().unwrap()));
+        // Each SYN counted once, not again when the RST arrives.
+        assert!(d.reason.contains("500 unanswered SYNs"), "{}", d.reason);
+    }
+
+    #[test]
+    fn aborted_handshakes_in_one_batch_count_once_each() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..600u64 {
+            found.extend(h.observe(&rec(
+                i,
+                "192.0.2.66",
+                "198.51.100.10",
+                80,
+                Proto::Tcp,
+                i as f64 * 0.001,
+                2,
+                1,
+                "RSTO",
+            )));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::SynFlood).expect("flood found");
+        assert!(d.reason.contains("500 unanswered SYNs"), "{}", d.reason);
+    }
+
+    #[test]
+    fn established_connections_reset_by_the_client_are_not_a_flood() {
+        // Busy but legitimate: handshake completed, data sent, then RST.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        for i in 0..3000u64 {
+            let found =
+                h.observe(&rec(i, "192.0.2.11", "198.51.100.10", 80, Proto::Tcp, i as f64 * 0.0005, 4, 3, "RSTO"));
+            assert!(found.is_empty(), "{found:?}");
+        }
+    }
+
+    #[test]
+    fn icmp_and_udp_floods() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 1..=100u32 {
+            found.extend(h.observe(&rec(
+                1,
+                "198.51.100.3",
+                "192.0.2.10",
+                0,
+                Proto::Icmp,
+                i as f64 * 0.05,
+                i * 50,
+                0,
+                "S0",
+            )));
+            found.extend(h.observe(&rec(
+                2,
+                "198.51.100.3",
+                "192.0.2.11",
+                9,
+                Proto::Udp,
+                i as f64 * 0.05,
+                i * 200,
+                0,
+                "S0",
+            )));
+        }
+        assert!(found.iter().any(|d| d.kind == AttackKind::IcmpFlood));
+        assert!(found.iter().any(|d| d.kind == AttackKind::UdpFlood));
+    }
+
+    #[test]
+    fn a_udp_flood_finding_carries_the_packets_mean_size_and_ports() {
+        // Empty payloads (28 IP bytes), a new source port each, to one port.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..2000u64 {
+            let mut r = rec(i, "192.0.2.66", "198.51.100.10", 9999, Proto::Udp, i as f64 * 0.0005, 1, 0, "S0");
+            r.fwd_bytes = 28;
+            found.extend(h.observe(&r));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::UdpFlood).expect("a udp_flood");
+        let ev = |n: &str| d.evidence.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+        assert_eq!((ev("mean_ip_bytes"), ev("udp_ports"), ev("threshold_pps")), (Some(28.0), Some(1.0), Some(1000.0)));
+        assert!(d.reason.contains("mean 28 IP bytes a packet, 1 UDP port(s) on the target"), "{}", d.reason);
+        // One flow of 1228-byte packets at 1500/s, snapshot every 0.1 s: bytes count per delta.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 1..=30u32 {
+            let mut r = rec(7, "192.0.2.13", "198.51.100.10", 5213, Proto::Udp, i as f64 * 0.1, i * 150, 1, "SF");
+            r.fwd_bytes = u64::from(i * 150) * 1228;
+            found.extend(h.observe(&r));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::UdpFlood).expect("a udp_flood");
+        let ev = |n: &str| d.evidence.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
+        assert_eq!((ev("mean_ip_bytes"), ev("udp_ports")), (Some(1228.0), Some(1.0)), "{}", d.reason);
+    }
+}

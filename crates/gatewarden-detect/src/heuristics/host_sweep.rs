@@ -1,0 +1,164 @@
+//! Host sweep (horizontal scan): one source trying one port on many hosts,
+//! not counting hosts that answered it on that port before (a hub polling its
+//! devices re-polls peers, it does not sweep them).
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+
+use gatewarden_proto::messages::{AttackKind, Proto};
+
+use super::detection::{Detection, Observed};
+use super::windows::AttemptWindow;
+use crate::config::DetectorConfig;
+
+/// Most answered peers remembered per source (≈ 1.5 KiB at the cap; only
+/// answered traffic, which a forged source cannot produce, adds one).
+const MAX_PEERS: usize = 64;
+
+/// (host, port, protocol) a source exchanged answered traffic with, most recent
+/// last, at most [`MAX_PEERS`]: re-polling hosts that answered it before is not
+/// sweeping them, even when they go quiet for a while.
+#[derive(Debug, Default)]
+pub(super) struct Peers(VecDeque<(IpAddr, u16, Proto)>);
+
+impl Peers {
+    /// Remembers (or refreshes) a peer that answered.
+    pub(super) fn answered(&mut self, peer: (IpAddr, u16, Proto)) {
+        if let Some(i) = self.0.iter().position(|p| *p == peer) {
+            self.0.remove(i);
+        } else if self.0.len() >= MAX_PEERS {
+            self.0.pop_front();
+        }
+        self.0.push_back(peer);
+    }
+}
+
+/// A sweep finding when this new attempt brings the hosts its source tried on one
+/// port, less its known peers there, to `sweep_distinct_hosts`. `failed`: the
+/// source's flows that went unanswered.
+pub(super) fn check(
+    cfg: &DetectorConfig,
+    o: &Observed,
+    attempts: &AttemptWindow,
+    failed: usize,
+    peers: &Peers,
+) -> Option<Detection> {
+    if !o.new_attempt() {
+        return None;
+    }
+    let r = o.r;
+    let span = attempts.span_s();
+    let unanswered = attempts.unanswered_pct(failed);
+    // The peer scan runs only once the raw count could make a sweep (not per flow).
+    let hosts = attempts.dsts_by_port.get(&(r.dport, r.proto)).map_or(0, |m| {
+        if m.len() < cfg.sweep_distinct_hosts as usize {
+            return m.len();
+        }
+        let known = peers.0.iter().filter(|(d, p, pr)| *p == r.dport && *pr == r.proto && m.contains_key(d)).count();
+        m.len() - known
+    });
+    if hosts < cfg.sweep_distinct_hosts as usize {
+        return None;
+    }
+    Some(Detection {
+        target: None,
+        port: r.dport,
+        proto: Some(r.proto),
+        confidence: (0.6 + 0.4 * (hosts as f32 / (2.0 * cfg.sweep_distinct_hosts as f32)).min(1.0)).min(0.99),
+        reason: format!(
+            "{} → {hosts} hosts on {}/{} in {span:.1} s, {unanswered:.0} % unanswered",
+            r.src,
+            r.proto.name(),
+            r.dport
+        ),
+        evidence: vec![
+            ("distinct_hosts".into(), hosts as f64),
+            ("seconds".into(), span),
+            ("unanswered_pct".into(), unanswered),
+        ],
+        ..Detection::from_record(r, AttackKind::HostSweep)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::DetectorConfig;
+    use crate::heuristics::testing::rec;
+    use crate::heuristics::Heuristics;
+    use gatewarden_proto::messages::{AttackKind, Proto};
+
+    #[test]
+    fn a_sweep_says_how_many_probes_went_unanswered() {
+        use crate::fusion::Origin;
+        use crate::response::{Action, ResponsePolicy, Rule};
+        let policy = ResponsePolicy::default();
+        // A home-automation hub polling 30 devices' web pages: answered, neither blocked nor alerted.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..30u64 {
+            let dst = format!("192.0.2.{}", 100 + i);
+            found.extend(h.observe(&rec(i + 1, "192.0.2.5", &dst, 80, Proto::Tcp, 1.0 + i as f64 * 0.1, 6, 5, "SF")));
+        }
+        // Hosts that answered are peers, not sweep targets: no finding at all.
+        assert!(found.iter().all(|d| d.kind != AttackKind::HostSweep), "{found:?}");
+        // Half of a sweep's hosts answering (the rest silent): counted, not alerted.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..60u64 {
+            let dst = format!("192.0.2.{}", 100 + i);
+            let (rev, state) = if i % 3 == 0 { (0, "S0") } else { (5, "SF") };
+            found.extend(h.observe(&rec(
+                i + 1,
+                "192.0.2.5",
+                &dst,
+                80,
+                Proto::Tcp,
+                1.0 + i as f64 * 0.1,
+                6,
+                rev,
+                state,
+            )));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::HostSweep).expect("a sweep finding");
+        let decision = policy.decide(d, &[Origin::Heuristics]);
+        assert_eq!((decision.action, decision.rule), (Action::Ignore, Rule::SweepAnswered), "{}", d.reason);
+        // A telnet sweep into silence: blocked.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..30u64 {
+            let dst = format!("192.0.2.{}", 100 + i);
+            found.extend(h.observe(&rec(i + 1, "192.0.2.66", &dst, 23, Proto::Tcp, 1.0 + i as f64 * 0.01, 1, 0, "S0")));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::HostSweep).expect("a sweep finding");
+        let decision = policy.decide(d, &[Origin::Heuristics]);
+        assert_eq!((decision.action, decision.rule), (Action::Block, Rule::ScanUnanswered), "{}", d.reason);
+    }
+
+    #[test]
+    fn a_hub_re_polling_devices_that_answered_before_is_not_a_sweep_when_they_go_quiet() {
+        // Seen in the 60-minute soak: a hub polling 30 devices every 10-30 s; under
+        // load most polls of one cycle went unanswered and it was blocked as a sweep.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut id = 0;
+        let mut found = Vec::new();
+        for cycle in 0..3u64 {
+            for i in 0..30u64 {
+                id += 1;
+                let dst = format!("192.0.2.{}", 130 + i);
+                let t = 1.0 + cycle as f64 * 20.0 + i as f64 * 0.15;
+                // Cycle 0: every device answers. Later cycles: 25 of 30 are silent.
+                let (rev, state) = if cycle == 0 || i < 5 { (5, "SF") } else { (0, "S0") };
+                found.extend(h.observe(&rec(id, "192.0.2.50", &dst, 80, Proto::Tcp, t, 1, rev, state)));
+            }
+        }
+        assert!(found.iter().all(|d| d.kind != AttackKind::HostSweep), "{found:?}");
+        // The same silence from a source that never talked to those hosts is a sweep.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..30u64 {
+            let dst = format!("192.0.2.{}", 130 + i);
+            found.extend(h.observe(&rec(i + 1, "192.0.2.66", &dst, 80, Proto::Tcp, 1.0 + i as f64 * 0.15, 1, 0, "S0")));
+        }
+        assert!(found.iter().any(|d| d.kind == AttackKind::HostSweep), "{found:?}");
+    }
+}

@@ -1,0 +1,263 @@
+//! Explainable detectors over flow records: each finding carries a sentence
+//! with the numbers that triggered it.
+//!
+//! Flow records arrive as cumulative snapshots (the router re-sends a flow
+//! each batch it changed in), so the detector keeps the last counts per flow
+//! and works on deltas. All state is bounded: at most `MAX_SOURCES` sources
+//! and `MAX_DESTS` victims are tracked (least recently seen go first), and
+//! each keeps bounded sets.
+//!
+//! This file is the facade, [`Heuristics`]: the per-source bookkeeping the
+//! detectors share (flow deltas, unanswered flows, the attempt window, one
+//! finding per kind per window) and the dispatch to one file per detector, in
+//! the order their findings are reported:
+//!
+//! | finds | file |
+//! |---|---|
+//! | port scans (TCP, UDP) | `port_scan.rs` |
+//! | host sweeps | `host_sweep.rs` |
+//! | brute force: connection rate to an auth port (SSH … MQTT) | `brute_force_connections.rs` |
+//! | brute force: sessions to an interactive login (SSH, telnet …) | `brute_force_sessions.rs` |
+//! | brute force: web-login guessing over HTTP | `brute_force_http.rs` |
+//! | slow HTTP (slowloris), both rules | `slow_http.rs` |
+//! | SYN, UDP and ICMP floods from one source | `floods.rs` |
+//! | SYN floods from many (spoofed) sources | `syn_flood_distributed.rs` |
+//!
+//! Shared types: [`Detection`] and the per-record facts in `detection.rs`,
+//! the sliding windows in `windows.rs`, the service ports in `services.rs`.
+//! Detector files import only those, never this facade.
+
+mod brute_force_connections;
+mod brute_force_http;
+mod brute_force_sessions;
+mod detection;
+mod floods;
+mod host_sweep;
+mod port_scan;
+mod services;
+mod slow_http;
+mod syn_flood_distributed;
+mod windows;
+
+use std::net::IpAddr;
+
+use gatewarden_flow::ConnState;
+use gatewarden_proto::messages::{AttackKind, FlowRecord, Proto};
+
+pub use self::brute_force_http::HTTP_SMALL_REPLY_BYTES;
+pub use self::detection::Detection;
+pub use self::services::{service_name, AUTH_PORTS, LOGIN_PORTS, WEB_PORTS};
+pub use self::slow_http::{SLOW_HTTP_HEAD_BYTES, SLOW_HTTP_MAX_BPS};
+pub use self::syn_flood_distributed::MAX_DESTS;
+
+use self::brute_force_http::WebSessions;
+use self::brute_force_sessions::Logins;
+use self::detection::{first_in_window, Observed};
+use self::floods::Rates;
+use self::host_sweep::Peers;
+use self::slow_http::WaitingRequests;
+use self::syn_flood_distributed::Victims;
+use self::windows::{AttemptWindow, HashMap, HashSet};
+use crate::config::DetectorConfig;
+
+/// Most sources tracked at once.
+pub const MAX_SOURCES: usize = 16_384;
+/// Most flows remembered (for deltas) per source.
+const MAX_FLOWS_PER_SOURCE: usize = 16_384;
+
+/// What the detectors keep about one source.
+#[derive(Debug, Default)]
+struct SourceState {
+    last_ns: u64,
+    /// Flow id → (packets, IP bytes) sent when last seen.
+    flows: HashMap<u64, (u32, u64)>,
+    /// New connection attempts (scans, sweeps, connection-rate brute force, floods' scan check).
+    attempts: AttemptWindow,
+    /// Flows that went unanswered (half-open TCP, one-way UDP).
+    failed: HashSet<u64>,
+    /// Kind → capture time of its last finding (one per kind per window).
+    reported: HashMap<AttackKind, u64>,
+    /// Hosts that answered this source ([`host_sweep`]).
+    peers: Peers,
+    /// Sessions to login services ([`brute_force_sessions`]).
+    logins: Logins,
+    /// Finished web sessions with a small reply ([`brute_force_http`]).
+    web: WebSessions,
+    /// Requests to web ports waiting for a response ([`slow_http`]).
+    waiting: WaitingRequests,
+    /// SYN, UDP and ICMP packet counts ([`floods`]).
+    rates: Rates,
+}
+
+/// The heuristic detectors with their per-source state.
+pub struct Heuristics {
+    cfg: DetectorConfig,
+    sources: HashMap<IpAddr, SourceState>,
+    /// Per-victim SYN counts ([`syn_flood_distributed`]).
+    victims: Victims,
+    window_ns: u64,
+    /// Sources holding at least `slow_http_concurrent` waiting requests: [`Heuristics::tick`]
+    /// re-counts them as time passes, since a slowloris tool that pauses sends no record
+    /// that would. A subset of `sources` (so bounded by [`MAX_SOURCES`]).
+    many_waiting: HashSet<IpAddr>,
+}
+
+impl Heuristics {
+    /// Detectors with thresholds from config.
+    pub fn new(cfg: DetectorConfig) -> Heuristics {
+        let window_ns = cfg.window_s * 1_000_000_000;
+        Heuristics {
+            cfg,
+            sources: HashMap::default(),
+            victims: Victims::default(),
+            window_ns,
+            many_waiting: HashSet::default(),
+        }
+    }
+
+    /// Findings that only the passing of time completes, at capture time `now` (the
+    /// detector calls it once per flow batch): requests that have now waited long enough
+    /// for `slow_http_concurrent`, from a source that sent nothing since (a slowloris tool
+    /// that pauses between connections, or has opened all it wants).
+    pub fn tick(&mut self, now: u64) -> Vec<Detection> {
+        let mut out = Vec::new();
+        let window_ns = self.window_ns;
+        let limit = self.cfg.slow_http_concurrent as usize;
+        let cfg = &self.cfg;
+        let sources = &mut self.sources;
+        self.many_waiting.retain(|src| {
+            let Some(s) = sources.get_mut(src) else { return false };
+            if limit == 0 || s.waiting.len() < limit {
+                return false;
+            }
+            if let Some(d) = slow_http::unanswered_requests(cfg, *src, &mut s.waiting, now, None) {
+                if first_in_window(&mut s.reported, &d, window_ns) {
+                    out.push(d);
+                }
+            }
+            true
+        });
+        out
+    }
+
+    /// New thresholds from the dashboard's settings page; what was learned
+    /// about sources so far is kept (windows shorter than before just age out).
+    pub fn set_config(&mut self, cfg: DetectorConfig) {
+        self.window_ns = cfg.window_s * 1_000_000_000;
+        self.cfg = cfg;
+    }
+
+    /// Sources currently tracked (bounded by [`MAX_SOURCES`]).
+    pub fn tracked_sources(&self) -> usize {
+        self.sources.len()
+    }
+
+    /// Drops the least recently seen eighth of the sources: O(n) once per
+    /// n/8 new sources, so a spoofed flood costs a few operations a record.
+    fn evict_oldest_sources(&mut self) {
+        let eighth = self.sources.len() / 8;
+        gatewarden_core::lru::evict_oldest(&mut self.sources, eighth, |s| s.last_ns);
+    }
+
+    /// Looks at one flow snapshot; returns findings it completes.
+    pub fn observe(&mut self, r: &FlowRecord) -> Vec<Detection> {
+        if !self.sources.contains_key(&r.src) && self.sources.len() >= MAX_SOURCES {
+            self.evict_oldest_sources();
+        }
+        let window_ns = self.window_ns;
+        let cfg = &self.cfg;
+        let s = self.sources.entry(r.src).or_default();
+        s.last_ns = s.last_ns.max(r.last_ns);
+        let now = s.last_ns;
+        let prev = s.flows.get(&r.flow_id).copied();
+        let is_new = prev.is_none();
+        if s.flows.len() >= MAX_FLOWS_PER_SOURCE && is_new {
+            s.flows.clear();
+            s.failed.clear();
+        }
+        s.flows.insert(r.flow_id, (r.fwd_packets, r.fwd_bytes));
+        let delta = r.fwd_packets.saturating_sub(prev.map_or(0, |p| p.0));
+        // Bytes sent since the last snapshot; one record's share fits u32 at any real rate.
+        let delta_bytes = r.fwd_bytes.saturating_sub(prev.map_or(0, |p| p.1)).min(u32::MAX as u64) as u32;
+        let state = r.conn_state;
+        if is_new && matches!(r.proto, Proto::Tcp | Proto::Udp) {
+            s.attempts.push(r.first_ns, r.dst, r.dport, r.proto);
+        }
+        // A handshake the originator aborted (SYN, SYN-ACK, RST: what a SYN
+        // flood or a SYN scan against an open port looks like) is as much a
+        // half-open attempt as an unanswered SYN.
+        let aborted = r.proto == Proto::Tcp && state == ConnState::RSTO && r.fwd_packets <= 2;
+        let half_open = r.proto == Proto::Tcp && (state.is_failed_attempt() || aborted);
+        let was_failed = s.failed.contains(&r.flow_id);
+        if half_open || (r.proto == Proto::Udp && r.rev_packets == 0) {
+            s.failed.insert(r.flow_id);
+        } else {
+            s.failed.remove(&r.flow_id);
+        }
+        let answered = match r.proto {
+            Proto::Tcp => !half_open && r.rev_packets > 0,
+            Proto::Udp => r.rev_packets > 0,
+            _ => false,
+        };
+        if answered {
+            s.peers.answered((r.dst, r.dport, r.proto));
+        }
+        // An aborted handshake counts one SYN, unless its SYN was already
+        // counted while the flow was unanswered.
+        let syn_delta = if aborted { u32::from(!was_failed) } else { delta };
+        s.attempts.trim(now, window_ns);
+        let o = Observed { r, now, window_ns, is_new, delta, delta_bytes, half_open, aborted, syn_delta };
+
+        // Each detector in turn; the order is the order of the findings.
+        let mut out = Vec::new();
+        let failed = s.failed.len();
+        out.extend(port_scan::check(cfg, &o, &s.attempts, failed));
+        out.extend(host_sweep::check(cfg, &o, &s.attempts, failed, &s.peers));
+        out.extend(brute_force_connections::check(cfg, &o, &s.attempts));
+        out.extend(brute_force_sessions::observe(cfg, &o, &mut s.logins));
+        out.extend(brute_force_http::observe(cfg, &o, &mut s.web));
+        let slow = slow_http::observe(cfg, &o, &mut s.waiting);
+        out.extend(slow.slowloris);
+        out.extend(floods::observe(cfg, &o, &mut s.rates, &s.attempts));
+        out.extend(slow.unanswered);
+        // Hysteresis: one finding per (source, kind) per window.
+        out.retain(|d| first_in_window(&mut s.reported, d, window_ns));
+        if slow.many_waiting {
+            self.many_waiting.insert(r.src);
+        }
+        // Distributed SYN flood: many sources, one victim (its own once-per-window rule).
+        out.extend(self.victims.observe(cfg, &o));
+        out
+    }
+}
+
+#[cfg(test)]
+mod testing;
+
+#[cfg(test)]
+mod tests {
+    use super::testing::rec;
+    use super::*;
+
+    #[test]
+    fn benign_few_ports_is_quiet() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        for i in 0..500u64 {
+            let port = [80, 443, 53, 1883][i as usize % 4];
+            let proto = if port == 53 { Proto::Udp } else { Proto::Tcp };
+            assert!(h.observe(&rec(i, "192.0.2.20", "198.51.100.1", port, proto, i as f64, 5, 5, "SF")).is_empty());
+        }
+    }
+
+    #[test]
+    fn source_state_is_bounded() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        for i in 0..(MAX_SOURCES as u64 + 5000) {
+            let src = std::net::Ipv4Addr::from(0x0a00_0000u32 + i as u32);
+            let mut r = rec(i, "10.0.0.1", "192.0.2.10", 80, Proto::Tcp, i as f64 * 1e-6, 1, 0, "S0");
+            r.src = IpAddr::V4(src);
+            h.observe(&r);
+            assert!(h.tracked_sources() <= MAX_SOURCES);
+        }
+    }
+}
