@@ -57,7 +57,7 @@ impl AttackKind {
 /// Which detector produced a finding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Origin {
-    /// The explainable thresholds in `heuristics.rs`.
+    /// The explainable thresholds in `heuristics/`.
     Heuristics,
     /// The TFLite classifier.
     Model,
