@@ -213,15 +213,20 @@ impl Service for Detector {
                     }
                     Some(Input::Batch(batch)) => batch,
                 };
+                let received = std::time::Instant::now();
+                let queued = rx.len();
                 if let Some(p) = &pol {
                     p.observe_batch(&batch);
                 }
                 if let Some(st) = &talkers {
                     st.observe_batch(&batch);
                 }
+                let hooks = received.elapsed();
                 let findings = analysis.on_batch(&batch);
+                let timing = BatchTiming::of(&batch, received, hooks, queued, findings.verdicts.len());
                 // Verdicts go back to the router whose traffic caused them.
                 for v in findings.verdicts {
+                    timing.verdict(&v);
                     out.publish_to(&batch.node, Message::Verdict(v));
                 }
                 for a in findings.alerts {
@@ -230,6 +235,74 @@ impl Service for Detector {
             }
         });
         Ok(())
+    }
+}
+
+/// A batch's way through the detector task, for the `timing` log target
+/// (docs/DETECTION.md "Time to block, live"): how long after its capture
+/// it arrived, how many batches still waited behind it, how long the policy
+/// and top-talker hooks took and how long the analysis.
+struct BatchTiming {
+    seq: u64,
+    /// Capture time of the batch's newest packet (what a verdict's time is).
+    capture_ns: u64,
+    /// Capture → taken from the channel.
+    arrived_ms: u64,
+    queued: usize,
+    hooks_us: u64,
+    analysis_us: u64,
+}
+
+/// An analysis this slow holds up every task on the node's executor: reported at debug.
+const SLOW_ANALYSIS_US: u64 = 200_000;
+
+impl BatchTiming {
+    fn of(
+        batch: &FlowBatch,
+        received: std::time::Instant,
+        hooks: std::time::Duration,
+        queued: usize,
+        verdicts: usize,
+    ) -> BatchTiming {
+        let total = received.elapsed();
+        let (hooks_us, analysis_us) = (hooks.as_micros() as u64, total.saturating_sub(hooks).as_micros() as u64);
+        let capture_ns = batch.hosts.iter().map(|h| h.ts_ns).max().unwrap_or(0);
+        let arrived_ns = gatewarden_core::clock::unix_now_ns().saturating_sub(total.as_nanos() as u64);
+        let t = BatchTiming {
+            seq: batch.seq,
+            capture_ns,
+            arrived_ms: arrived_ns.saturating_sub(capture_ns) / 1_000_000,
+            queued,
+            hooks_us,
+            analysis_us,
+        };
+        if hooks_us + analysis_us >= SLOW_ANALYSIS_US {
+            tracing::debug!(target: "timing", stage = "batch_analysed", seq = t.seq, flows = batch.flows.len(),
+                arrived_ms = t.arrived_ms, queued, hooks_us, analysis_us, verdicts, "slow batch analysis");
+        } else {
+            tracing::trace!(target: "timing", stage = "batch_analysed", seq = t.seq, flows = batch.flows.len(),
+                arrived_ms = t.arrived_ms, queued, hooks_us, analysis_us, verdicts, "batch analysed");
+        }
+        t
+    }
+
+    /// One line per verdict: the batch it came from and where its time went so far.
+    fn verdict(&self, v: &gatewarden_proto::messages::Verdict) {
+        tracing::debug!(
+            target: "timing",
+            stage = "verdict_decided",
+            verdict_id = v.id,
+            source = %v.source,
+            kind = v.kind.as_str(),
+            seq = self.seq,
+            issued_ns = v.issued_ns,
+            batch_capture_ns = self.capture_ns,
+            arrived_ms = self.arrived_ms,
+            queued = self.queued,
+            hooks_us = self.hooks_us,
+            analysis_us = self.analysis_us,
+            "verdict decided"
+        );
     }
 }
 

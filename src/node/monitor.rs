@@ -109,7 +109,12 @@ impl Service for Consumers {
                     if let Some(p) = &pol {
                         p.observe_alert(&a);
                     }
+                    let (id, src, kind) = (a.id, a.src, a.kind);
                     st.record_alert(a);
+                    if let Some(src) = src {
+                        tracing::debug!(target: "timing", stage = "alert_received", alert_id = id, source = %src,
+                            kind = kind.as_str(), "alert at the monitor (stored, or held for its block's outcome)");
+                    }
                 }
             });
         }
@@ -151,7 +156,10 @@ impl Service for Consumers {
             w.spawn(async move {
                 loop {
                     let Some(o) = next_or_shutdown(&rx, &sd).await else { break };
+                    let (id, src, blocked) = (o.verdict_id, o.source, o.blocked);
                     st.record_outcome(o);
+                    tracing::debug!(target: "timing", stage = "outcome_recorded", verdict_id = id, source = %src, blocked,
+                        "verdict outcome at the monitor (its held alert stored)");
                 }
             });
         }
