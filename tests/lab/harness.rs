@@ -612,8 +612,7 @@ impl Lab {
         .unwrap();
         let gw_log = self.path(&format!("{tag}.gatewarden.log"));
         procs.push(Guard::spawn(
-            self.router
-                .command(bin().to_str().unwrap())
+            router_command(&self.router)
                 .args(["run", "--role", "all", "--log-format", "json", "--config", cfg.to_str().unwrap()])
                 .env("RUST_LOG", timing_log_filter())
                 .stdout(Stdio::null())
@@ -1779,6 +1778,27 @@ pub fn table(
 /// explained after the run (docs/DETECTION.md "Time to block, live").
 pub fn keep_dir() -> Option<PathBuf> {
     std::env::var_os("GATEWARDEN_LAB_KEEP").filter(|d| !d.is_empty()).map(PathBuf::from)
+}
+
+/// `gatewarden` as the lab runs it in the router namespace: in a session of
+/// its own (`setsid`), as the router is a box of its own. The kernel's
+/// autogroup scheduling gives each session one share of the CPUs; in the
+/// test's session the gateway shared one share with every device's traffic
+/// generator (iperf3 streams, curl loops, web servers, the poller's forks),
+/// and on a loaded machine it waited 0.1-0.7 s to run for each 2 ms of work,
+/// so the detector fell seconds behind the capture (docs/DETECTION.md "Time
+/// to block, live"). Env `GATEWARDEN_LAB_SHARED_CPU=1` keeps it in the test's
+/// session, for comparison.
+fn router_command(router: &Netns) -> Command {
+    let gatewarden = bin().to_str().unwrap().to_string();
+    if std::env::var_os("GATEWARDEN_LAB_SHARED_CPU").is_some_and(|v| v == "1") {
+        return router.command(&gatewarden);
+    }
+    // Not a process group leader (spawned in the test's group), so setsid execs in place:
+    // the guarded pid stays gatewarden's.
+    let mut c = router.command("setsid");
+    c.arg(gatewarden);
+    c
 }
 
 /// gatewarden's log filter in the lab: info, plus the `timing` target's
