@@ -213,20 +213,99 @@ impl Service for Detector {
                     }
                     Some(Input::Batch(batch)) => batch,
                 };
+                let received = std::time::Instant::now();
+                let queued = rx.len();
                 if let Some(m) = &monitor {
                     m.batch(&batch);
                 }
+                let hooks = received.elapsed();
                 let findings = analysis.on_batch(&batch);
+                let timing = BatchTiming::of(&batch, received, hooks, queued, findings.verdicts.len());
                 // Verdicts go back to the router whose traffic caused them.
                 for v in findings.verdicts {
+                    timing.verdict(&v);
                     out.publish_to(&batch.node, Message::Verdict(v));
                 }
                 for a in findings.alerts {
                     out.publish(Message::Alert(a));
                 }
+                // Every task of the node shares one thread, and a waiting batch makes
+                // `recv` ready at once: without a turn for the others here, a detector
+                // that fell behind (a loaded machine: 0.1-0.5 s a batch) kept its
+                // verdict from enforcement until the whole backlog was analysed (5 s in
+                // the lab). Now the verdict and alert tasks run between two batches.
+                smol::future::yield_now().await;
             }
         });
         Ok(())
+    }
+}
+
+/// A batch's way through the detector task, for the `timing` log target
+/// (docs/DETECTION.md "Time to block, live"): how long after its capture
+/// it arrived, how many batches still waited behind it, how long the policy
+/// and top-talker hooks took and how long the analysis.
+struct BatchTiming {
+    seq: u64,
+    /// Capture time of the batch's newest packet (what a verdict's time is).
+    capture_ns: u64,
+    /// Capture → taken from the channel.
+    arrived_ms: u64,
+    queued: usize,
+    hooks_us: u64,
+    analysis_us: u64,
+}
+
+/// An analysis this slow holds up every task on the node's executor: reported at debug.
+const SLOW_ANALYSIS_US: u64 = 200_000;
+
+impl BatchTiming {
+    fn of(
+        batch: &FlowBatch,
+        received: std::time::Instant,
+        hooks: std::time::Duration,
+        queued: usize,
+        verdicts: usize,
+    ) -> BatchTiming {
+        let total = received.elapsed();
+        let (hooks_us, analysis_us) = (hooks.as_micros() as u64, total.saturating_sub(hooks).as_micros() as u64);
+        let capture_ns = batch.hosts.iter().map(|h| h.ts_ns).max().unwrap_or(0);
+        let arrived_ns = gatewarden_core::clock::unix_now_ns().saturating_sub(total.as_nanos() as u64);
+        let t = BatchTiming {
+            seq: batch.seq,
+            capture_ns,
+            arrived_ms: arrived_ns.saturating_sub(capture_ns) / 1_000_000,
+            queued,
+            hooks_us,
+            analysis_us,
+        };
+        if hooks_us + analysis_us >= SLOW_ANALYSIS_US {
+            tracing::debug!(target: "timing", stage = "batch_analysed", seq = t.seq, flows = batch.flows.len(),
+                arrived_ms = t.arrived_ms, queued, hooks_us, analysis_us, verdicts, "slow batch analysis");
+        } else {
+            tracing::trace!(target: "timing", stage = "batch_analysed", seq = t.seq, flows = batch.flows.len(),
+                arrived_ms = t.arrived_ms, queued, hooks_us, analysis_us, verdicts, "batch analysed");
+        }
+        t
+    }
+
+    /// One line per verdict: the batch it came from and where its time went so far.
+    fn verdict(&self, v: &gatewarden_proto::messages::Verdict) {
+        tracing::debug!(
+            target: "timing",
+            stage = "verdict_decided",
+            verdict_id = v.id,
+            source = %v.source,
+            kind = v.kind.as_str(),
+            seq = self.seq,
+            issued_ns = v.issued_ns,
+            batch_capture_ns = self.capture_ns,
+            arrived_ms = self.arrived_ms,
+            queued = self.queued,
+            hooks_us = self.hooks_us,
+            analysis_us = self.analysis_us,
+            "verdict decided"
+        );
     }
 }
 
@@ -236,6 +315,94 @@ mod tests {
 
     fn batch(node: &str) -> FlowBatch {
         FlowBatch { node: node.into(), seq: 1, flows: Vec::new(), hosts: Vec::new() }
+    }
+
+    /// Stands in for 200 refused connections from one LAN source: a port scan verdict.
+    fn scan_batch() -> FlowBatch {
+        use gatewarden_proto::conn_state::ConnState;
+        use gatewarden_proto::messages::{FlowRecord, Proto};
+        let flows = (0..200u16)
+            .map(|i| FlowRecord {
+                flow_id: u64::from(i) + 1,
+                src: "192.0.2.66".parse().unwrap(),
+                dst: "198.51.100.10".parse().unwrap(),
+                sport: 40000,
+                dport: i + 1,
+                proto: Proto::Tcp,
+                first_ns: 1_000_000_000 + u64::from(i) * 5_000_000,
+                last_ns: 1_000_000_000 + u64::from(i) * 5_000_000 + 1000,
+                fwd_packets: 1,
+                rev_packets: 1,
+                fwd_bytes: 60,
+                rev_bytes: 54,
+                conn_state: ConnState::REJ,
+                src_answered: false,
+            })
+            .collect();
+        FlowBatch { node: "lab".into(), seq: 1, flows, hosts: vec![] }
+    }
+
+    /// The lab's stalled block (docs/DETECTION.md "Time to block, live"): on a
+    /// loaded machine the detector fell behind, and while batches waited it
+    /// kept the node's one task thread, so its verdict reached enforcement
+    /// (and its alert the monitor) only once the backlog was worked off, 5 s
+    /// later. A verdict must be forwarded before the next waiting batch is analysed.
+    #[test]
+    fn a_verdict_is_forwarded_before_the_detector_works_off_a_backlog() {
+        use std::cell::Cell;
+        use std::rc::Rc;
+        let cfg = Config::default();
+        let registry = Registry::new();
+        let bus = crate::bus::LocalBus::new(cfg.bus.channel_capacity, &registry);
+        let state = crate::monitor::MonitorState::new(
+            gatewarden_proto::role::Role::Detector,
+            gatewarden_proto::role::RoleSource::Flag,
+            cfg.node_id.clone(),
+            registry.clone(),
+        );
+        let shutdown = gatewarden_core::shutdown::Shutdown::new();
+        let cx = Context {
+            role: gatewarden_proto::role::Role::Detector,
+            role_source: gatewarden_proto::role::RoleSource::Flag,
+            cfg: &cfg,
+            registry: registry.clone(),
+            bus,
+            state,
+            shutdown: shutdown.clone(),
+        };
+        let mut w = Wiring::new(&cx.bus);
+        w.first_stage = Some(DetectorStage::with_model(&cfg, &registry, Ok(None)));
+        Detector { top_talkers: false }.start(&cx, &mut w).unwrap();
+        // A scan, then a backlog of quiet batches behind it.
+        assert!(cx.bus.publish(Message::FlowBatch(scan_batch())));
+        const BACKLOG: usize = 30;
+        for i in 0..BACKLOG as u64 {
+            let mut b = batch("lab");
+            b.seq = i + 2;
+            assert!(cx.bus.publish(Message::FlowBatch(b)));
+        }
+        // The router's verdict task: notes how many batches still wait when the verdict arrives.
+        let waiting = Rc::new(Cell::new(None));
+        let (verdicts, flows, seen) = (cx.bus.verdicts.receiver(), cx.bus.flows.receiver(), waiting.clone());
+        w.spawn(async move {
+            if let Ok(v) = verdicts.recv().await {
+                assert_eq!(v.source.to_string(), "192.0.2.66");
+                seen.set(Some(flows.len()));
+            }
+            shutdown.trigger();
+        });
+        let tasks = std::mem::take(&mut w.tasks);
+        smol::block_on(w.ex.run(async {
+            for t in tasks {
+                t.await;
+            }
+        }));
+        let left = waiting.get().expect("a verdict for the scan");
+        assert!(
+            left >= BACKLOG - 1,
+            "the verdict was forwarded only after the detector analysed {} of the {BACKLOG} batches waiting behind it",
+            BACKLOG - left
+        );
     }
 
     #[test]

@@ -122,6 +122,10 @@ pub struct Wiring {
     pub neighbours: Arc<crate::policy::neighbours::NeighbourStore>,
     ex: smol::LocalExecutor<'static>,
     tasks: Vec<smol::Task<()>>,
+    /// The service being started: names its tasks in `timing` lines.
+    starting: &'static str,
+    /// The executor thread's scheduler counters, when the `timing` target is on at debug.
+    sched: Option<std::rc::Rc<SchedStat>>,
 }
 
 impl Wiring {
@@ -140,12 +144,78 @@ impl Wiring {
             neighbours: Arc::new(crate::policy::neighbours::NeighbourStore::new()),
             ex: smol::LocalExecutor::new(),
             tasks: Vec::new(),
+            starting: "",
+            // Made on the thread that runs the executor (Node::run), which /proc/thread-self names.
+            sched: tracing::enabled!(target: "timing", tracing::Level::DEBUG)
+                .then(|| std::rc::Rc::new(SchedStat::open())),
         }
     }
 
     /// Adds a task to the node's executor; it runs once every service has started.
+    /// With the `timing` target at debug, a turn of the task that holds the
+    /// thread for [`SLOW_POLL`] or more is logged with the service's name.
     pub fn spawn(&mut self, task: impl Future<Output = ()> + 'static) {
-        self.tasks.push(self.ex.spawn(task));
+        let task = match &self.sched {
+            Some(sched) => self.ex.spawn(Timed { name: self.starting, sched: sched.clone(), fut: Box::pin(task) }),
+            None => self.ex.spawn(task),
+        };
+        self.tasks.push(task);
+    }
+}
+
+/// One turn of a task this long holds up every other task (a verdict waiting
+/// to be forwarded, an outcome waiting to be recorded): logged.
+const SLOW_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A task whose turns are timed (see [`Wiring::spawn`]).
+struct Timed {
+    name: &'static str,
+    sched: std::rc::Rc<SchedStat>,
+    fut: std::pin::Pin<Box<dyn Future<Output = ()>>>,
+}
+
+impl Future for Timed {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let (start, before) = (std::time::Instant::now(), self.sched.read());
+        let r = self.fut.as_mut().poll(cx);
+        let took = start.elapsed();
+        if took >= SLOW_POLL {
+            let (cpu_ms, waited_ms) = SchedStat::delta(before, self.sched.read());
+            tracing::debug!(target: "timing", stage = "task_slow_poll", task = self.name, took_ms = took.as_millis() as u64,
+                cpu_ms, waited_to_run_ms = waited_ms, "a task held the node's task thread");
+        }
+        r
+    }
+}
+
+/// `/proc/thread-self/schedstat` of the thread that opened it: nanoseconds
+/// on a CPU and nanoseconds runnable but waiting for one. Tells a thread
+/// that was busy or starved of CPU from one that was blocked (a lock, I/O).
+struct SchedStat(Option<std::fs::File>);
+
+impl SchedStat {
+    fn open() -> SchedStat {
+        SchedStat(std::fs::File::open("/proc/thread-self/schedstat").ok())
+    }
+
+    /// (on CPU, waiting to run), nanoseconds since the thread started.
+    fn read(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::FileExt;
+        let f = self.0.as_ref()?;
+        let mut buf = [0u8; 96];
+        let n = f.read_at(&mut buf, 0).ok()?;
+        let mut it = std::str::from_utf8(&buf[..n]).ok()?.split_whitespace();
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    }
+
+    /// Milliseconds on a CPU and waiting for one between two readings (0 when unreadable).
+    fn delta(a: Option<(u64, u64)>, b: Option<(u64, u64)>) -> (u64, u64) {
+        match (a, b) {
+            (Some(a), Some(b)) => (b.0.saturating_sub(a.0) / 1_000_000, b.1.saturating_sub(a.1) / 1_000_000),
+            _ => (0, 0),
+        }
     }
 }
 
@@ -280,8 +350,13 @@ impl Node {
     pub fn run(mut self, cx: &Context<'_>) -> anyhow::Result<()> {
         let mut w = Wiring::new(&cx.bus);
         for s in &mut self.services {
+            w.starting = s.name();
             s.start(cx, &mut w)?;
             tracing::debug!(service = s.name(), "started");
+        }
+        if let Some(sched) = w.sched.clone() {
+            w.starting = "executor-watch";
+            w.spawn(executor_watch(cx.shutdown.clone(), sched));
         }
         let tasks = std::mem::take(&mut w.tasks);
         let ex = std::mem::replace(&mut w.ex, smol::LocalExecutor::new());
@@ -301,6 +376,41 @@ impl Node {
         }
         tracing::info!("stopped cleanly");
         Ok(())
+    }
+}
+
+/// How often [`executor_watch`] wakes, and how late a wake-up must be to be reported.
+const WATCH_PERIOD: std::time::Duration = std::time::Duration::from_millis(100);
+const WATCH_LATE: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// Every task of the node (detector, verdict forwarding, alert recording)
+/// shares one thread: a task that blocks it, or a thread the kernel does not
+/// schedule, delays every verdict. With the `timing` log target at debug
+/// this task wakes every [`WATCH_PERIOD`] and reports wake-ups later than
+/// [`WATCH_LATE`] (docs/DETECTION.md "Time to block, live").
+async fn executor_watch(shutdown: Shutdown, sched: std::rc::Rc<SchedStat>) {
+    loop {
+        let asked = std::time::Instant::now();
+        let before = sched.read();
+        let woke = async {
+            smol::Timer::after(WATCH_PERIOD).await;
+            true
+        }
+        .or(async {
+            shutdown.wait().await;
+            false
+        })
+        .await;
+        if !woke {
+            return;
+        }
+        let late = asked.elapsed().saturating_sub(WATCH_PERIOD);
+        if late >= WATCH_LATE {
+            // Busy (on CPU), starved (waiting to run) or blocked (neither) since the timer was set.
+            let (cpu_ms, waited_ms) = SchedStat::delta(before, sched.read());
+            tracing::debug!(target: "timing", stage = "executor_stall", late_ms = late.as_millis() as u64, cpu_ms,
+                waited_to_run_ms = waited_ms, "the node's task thread woke late");
+        }
     }
 }
 

@@ -145,7 +145,12 @@ impl Service for Consumers {
             w.spawn(async move {
                 loop {
                     let Some(a) = next_or_shutdown(&rx, &sd).await else { break };
+                    let (id, src, kind) = (a.id, a.src, a.kind);
                     rec.alert(a);
+                    if let Some(src) = src {
+                        tracing::debug!(target: "timing", stage = "alert_received", alert_id = id, source = %src,
+                            kind = kind.as_str(), "alert at the monitor (stored, or held for its block's outcome)");
+                    }
                 }
             });
         }
@@ -205,7 +210,10 @@ impl Service for Consumers {
             w.spawn(async move {
                 loop {
                     let Some(o) = next_or_shutdown(&rx, &sd).await else { break };
+                    let (id, src, blocked) = (o.verdict_id, o.source, o.blocked);
                     rec.outcome(o);
+                    tracing::debug!(target: "timing", stage = "outcome_recorded", verdict_id = id, source = %src, blocked,
+                        "verdict outcome at the monitor (its held alert stored)");
                 }
             });
         }

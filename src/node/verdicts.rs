@@ -27,7 +27,9 @@ impl Service for Verdicts {
                 let Some(v) = next_or_shutdown(&rx, &sd).await else { break };
                 received.inc();
                 st.record_verdict(&v);
-                tracing::info!(source = %v.source, kind = v.kind.as_str(), ttl_s = v.ttl_s, reason = %v.reason, "verdict");
+                tracing::info!(verdict_id = v.id, source = %v.source, kind = v.kind.as_str(), ttl_s = v.ttl_s, reason = %v.reason, "verdict");
+                tracing::debug!(target: "timing", stage = "verdict_forwarded", verdict_id = v.id, source = %v.source,
+                    queued = rx.len(), "verdict to enforcement");
                 if let Some(tx) = &to_enforcer {
                     let _ = tx.send(crate::enforce::service::Command::Verdict(v));
                 } else {

@@ -279,11 +279,13 @@ pub fn spawn_capture(
             let Some(mut source) = ready else { return };
             tracing::info!(%interface, "capturing");
             let mut last_stats = std::time::Instant::now();
+            let mut lag = LagReport::default();
             while !shutdown.is_triggered() {
                 match source.poll_frame(std::time::Duration::from_millis(50)) {
                     Ok(Some(frame)) => {
+                        lag.frame(frame.ts_ns);
                         if let Some(b) = stage.on_frame(&frame) {
-                            bus.publish(gatewarden_proto::messages::Message::FlowBatch(b));
+                            publish_batch(&*bus, b, "frame");
                         }
                     }
                     Ok(None) => {}
@@ -293,7 +295,7 @@ pub fn spawn_capture(
                     }
                 }
                 if let Some(b) = stage.tick(gatewarden_core::clock::unix_now_ns()) {
-                    bus.publish(gatewarden_proto::messages::Message::FlowBatch(b));
+                    publish_batch(&*bus, b, "tick");
                 }
                 if last_stats.elapsed() >= std::time::Duration::from_secs(1) {
                     last_stats = std::time::Instant::now();
@@ -305,6 +307,52 @@ pub fn spawn_capture(
             });
         })
         .context("spawning the capture thread")
+}
+
+/// Publishes a live batch; with the `timing` log target at trace, one line
+/// per batch (its seq, capture time and how late it leaves) for the lab's
+/// stage timings (docs/DETECTION.md "Time to block, live").
+fn publish_batch(bus: &dyn crate::bus::Publisher, b: FlowBatch, by: &'static str) {
+    let (seq, flows) = (b.seq, b.flows.len());
+    let capture_ns = b.hosts.iter().map(|h| h.ts_ns).max().unwrap_or(0);
+    let sent = bus.publish(gatewarden_proto::messages::Message::FlowBatch(b));
+    tracing::trace!(
+        target: "timing",
+        stage = "batch_emitted",
+        seq,
+        flows,
+        by,
+        sent,
+        lag_ms = gatewarden_core::clock::unix_now_ns().saturating_sub(capture_ns) / 1_000_000,
+        "flow batch emitted"
+    );
+}
+
+/// Frames the capture thread reads well after the kernel stamped them (the
+/// thread was not scheduled, or fell behind): one `timing` line per second
+/// at most, with the worst lag, so a late verdict can be traced to the capture.
+#[derive(Default)]
+struct LagReport {
+    worst_ms: u64,
+    last: Option<std::time::Instant>,
+}
+
+/// A frame read this long after its capture is reported.
+const CAPTURE_LAG_REPORT_MS: u64 = 250;
+
+impl LagReport {
+    fn frame(&mut self, ts_ns: u64) {
+        let lag_ms = gatewarden_core::clock::unix_now_ns().saturating_sub(ts_ns) / 1_000_000;
+        if lag_ms < CAPTURE_LAG_REPORT_MS {
+            return;
+        }
+        self.worst_ms = self.worst_ms.max(lag_ms);
+        if self.last.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1)) {
+            tracing::debug!(target: "timing", stage = "capture_lag", lag_ms = self.worst_ms, "capture thread reads frames late");
+            self.worst_ms = 0;
+            self.last = Some(std::time::Instant::now());
+        }
+    }
 }
 
 /// Replays a capture file into the bus once (`gatewarden run --role router --replay FILE`), on a thread

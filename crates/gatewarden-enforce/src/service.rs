@@ -401,6 +401,7 @@ fn run_loop(
     let mut pending: std::collections::HashMap<super::spoof::Mac, PendingAlert> = std::collections::HashMap::new();
     loop {
         let received = rx.recv_timeout(Duration::from_millis(250));
+        let mut steps = Steps::new();
         // Anything that may have written a block set: saved within PERSIST_DELAY.
         let changed = matches!(
             received,
@@ -429,6 +430,7 @@ fn run_loop(
                 }
             }
             Ok(Command::Verdict(v)) => {
+                tracing::debug!(target: "timing", stage = "enforce_received", verdict_id = v.id, source = %v.source, "verdict taken by enforcement");
                 seen.store(now_ms(), Ordering::Relaxed);
                 let mut class = lan.classify(&v.source);
                 // The neighbour table may have learned the source since the last refresh
@@ -438,6 +440,15 @@ fn run_loop(
                     class = lan.classify(&v.source);
                 }
                 let result = gate(blocker, &v, class, &gm);
+                tracing::debug!(
+                    target: "timing",
+                    stage = "block_acked",
+                    verdict_id = v.id,
+                    source = %v.source,
+                    blocked = matches!(result, Ok(BlockOutcome::Blocked { .. })),
+                    took_us = steps.started.elapsed().as_micros() as u64,
+                    "verdict applied (netlink acked)"
+                );
                 // The monitor writes the verdict's alert as `blocked` only on this answer.
                 (bus.outcome)(outcome_of(node, &v, &result));
                 match result {
@@ -486,6 +497,7 @@ fn run_loop(
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Ok(Command::Stop) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
+        steps.mark("command");
         // One alert per new containment, once its first burst is in.
         let due: Vec<super::spoof::Mac> =
             pending.iter().filter(|(_, p)| p.due <= Instant::now()).map(|(m, _)| *m).collect();
@@ -495,9 +507,11 @@ fn run_loop(
                 (bus.alert)(spoofing_alert(node, alert_id, &p.report, cfg.contain_ttl_s));
             }
         }
+        steps.mark("alerts");
         if let Some(p) = persister.as_mut() {
             p.tick(blocker, changed);
         }
+        steps.mark("persist");
         // Addresses that appear after start-up (DHCP, VLANs) join the allowlist within a second;
         // the LAN's bindings follow its neighbour table and leases as often.
         if last_addresses.elapsed() >= Duration::from_secs(1) {
@@ -512,6 +526,7 @@ fn run_loop(
                 Err(e) => tracing::warn!("cannot re-read the gateway's own addresses: {e}"),
             }
         }
+        steps.mark("lan_refresh");
         let silent_ms = now_ms().saturating_sub(seen.load(Ordering::Relaxed));
         let down = silent_ms > cfg.detector_timeout_s * 1000;
         if down != detector_down {
@@ -539,6 +554,7 @@ fn run_loop(
                 (true, false, _) => tracing::info!("detector reachable again"),
             }
         }
+        steps.mark("liveness");
         if last_metrics.elapsed() >= Duration::from_secs(2) {
             last_metrics = Instant::now();
             if let Err(e) = blocker.refresh_metrics() {
@@ -554,6 +570,43 @@ fn run_loop(
                 Err(e) => tracing::warn!("cannot re-resolve MAC group members: {e:#}"),
             }
         }
+        steps.mark("metrics");
+        steps.report();
+    }
+}
+
+/// One turn of the enforcement loop, timed step by step: a verdict that
+/// arrives while the thread is busy waits for the whole turn, so a slow
+/// turn is logged (`timing` target, debug) with what took the time.
+struct Steps {
+    started: Instant,
+    last: Instant,
+    took: Vec<(&'static str, Duration)>,
+}
+
+/// A turn (after the command wait) this long is reported.
+const SLOW_TURN: Duration = Duration::from_millis(50);
+
+impl Steps {
+    fn new() -> Steps {
+        let now = Instant::now();
+        Steps { started: now, last: now, took: Vec::new() }
+    }
+
+    /// The step that ends now.
+    fn mark(&mut self, name: &'static str) {
+        let now = Instant::now();
+        self.took.push((name, now - self.last));
+        self.last = now;
+    }
+
+    fn report(&self) {
+        let total = self.last - self.started;
+        if total < SLOW_TURN {
+            return;
+        }
+        let steps: Vec<String> = self.took.iter().map(|(n, d)| format!("{n}={}", d.as_millis())).collect();
+        tracing::debug!(target: "timing", stage = "enforce_slow_turn", took_ms = total.as_millis() as u64, steps_ms = %steps.join(" "), "enforcement turn slow");
     }
 }
 
