@@ -477,22 +477,6 @@ impl Netlink {
     }
 }
 
-/// Builds a plain (non-nfnetlink) netlink request header + payload.
-pub fn raw_request(ty: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let len = 16 + payload.len();
-    out.extend_from_slice(&(len as u32).to_ne_bytes());
-    out.extend_from_slice(&ty.to_ne_bytes());
-    out.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
-    out.extend_from_slice(&seq.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-/// `NLM_F_DUMP`, for hand-built requests.
-pub const DUMP: u16 = NLM_F_DUMP;
-
 struct RawMsg<'a> {
     ty: u16,
     flags: u16,
