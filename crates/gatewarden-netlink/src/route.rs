@@ -3,22 +3,28 @@
 //! (which MAC owns which address is how forged sources are recognised).
 //!
 //! The messages are rust-netlink's (`netlink-packet-route`): each request is
-//! a typed `RouteNetlinkMessage` and each reply is parsed by its
-//! deserializer, so no byte offset or attribute number is written here. The
-//! socket and the dump loop ([`dump`]) stay ours: blocking, no async runtime,
-//! and every reply that does not parse is an error naming the query, never
-//! a skipped entry or a panic.
+//! its typed message (`RouteMessage`, `AddressMessage`, `LinkMessage`,
+//! `NeighbourMessage`) and each reply is parsed by that type's parser, so no
+//! byte offset or attribute number is written here. Only these four parsers
+//! are called, not `RouteNetlinkMessage`'s dispatch over every rtnetlink
+//! message (traffic control, rules, stats…): what the linker cannot reach
+//! does not grow the static binary. The socket and the dump loop (`dump`)
+//! stay ours: blocking, no async runtime, and every reply that does not
+//! parse is an error naming the query, never a skipped entry or a panic.
 
 use std::net::IpAddr;
 
 use gatewarden_core::net::{network, Cidr, Mac};
-use netlink_packet_core::{NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_core::{
+    parse_string, DecodeError, Emitable, ErrorContext, NetlinkBuffer, NetlinkHeader, NlasIterator, Parseable,
+    NLM_F_DUMP, NLM_F_REQUEST,
+};
 use netlink_packet_route::{
-    address::{AddressAttribute, AddressMessage},
-    link::{LinkAttribute, LinkMessage},
-    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage},
-    route::{RouteAddress, RouteAttribute, RouteMessage, RouteVia},
-    AddressFamily, RouteNetlinkMessage,
+    address::{AddressAttribute, AddressHeader, AddressMessage},
+    link::LinkHeader,
+    neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourHeader, NeighbourMessage},
+    route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteVia},
+    AddressFamily,
 };
 
 use crate::{Netlink, NlError};
@@ -35,9 +41,9 @@ pub fn route_gateways() -> Result<Vec<IpAddr>> {
     let mut nl = Netlink::open_protocol(netlink_sys::protocols::NETLINK_ROUTE)?;
     let mut out = Vec::new();
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-        let mut req = RouteMessage::default();
-        req.header.address_family = family;
-        let replies = dump(&mut nl, RouteNetlinkMessage::GetRoute(req), "read the routing table (RTM_GETROUTE)")?;
+        let mut req = RouteHeader::default();
+        req.address_family = family;
+        let replies: Vec<RouteMessage> = dump(&mut nl, &req, "read the routing table (RTM_GETROUTE)")?;
         out.extend(gateways(&replies));
     }
     Ok(out)
@@ -46,11 +52,8 @@ pub fn route_gateways() -> Result<Vec<IpAddr>> {
 /// The addresses configured on this namespace's interfaces (rtnetlink `RTM_GETADDR`).
 pub fn local_addresses() -> Result<Vec<IpAddr>> {
     let mut nl = Netlink::open_protocol(netlink_sys::protocols::NETLINK_ROUTE)?;
-    let replies = dump(
-        &mut nl,
-        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-        "read the interface addresses (RTM_GETADDR)",
-    )?;
+    let replies: Vec<AddressMessage> =
+        dump(&mut nl, &AddressHeader::default(), "read the interface addresses (RTM_GETADDR)")?;
     Ok(addresses(&replies))
 }
 
@@ -59,11 +62,8 @@ pub fn local_addresses() -> Result<Vec<IpAddr>> {
 /// failed entries carry no link-layer address and are left out.
 pub fn neighbours() -> Result<Vec<(IpAddr, [u8; 6])>> {
     let mut nl = Netlink::open_protocol(netlink_sys::protocols::NETLINK_ROUTE)?;
-    let replies = dump(
-        &mut nl,
-        RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default()),
-        "read the neighbour table (RTM_GETNEIGH)",
-    )?;
+    let replies: Vec<NeighbourMessage> =
+        dump(&mut nl, &NeighbourHeader::default(), "read the neighbour table (RTM_GETNEIGH)")?;
     Ok(neighbour_entries(&replies, None).filter(|(_, m)| *m != [0; 6]).collect())
 }
 
@@ -74,7 +74,8 @@ pub struct LanView {
     pub own_macs: Vec<Mac>,
     /// The LAN interface's MAC.
     pub lan_mac: Option<Mac>,
-    /// The router's addresses (every interface), sorted.
+    /// The router's addresses (every interface), sorted: one per address,
+    /// this end of a point-to-point link and not its peer.
     pub own_addrs: Vec<IpAddr>,
     /// Networks of the LAN interface's addresses.
     pub prefixes: Vec<Cidr>,
@@ -87,25 +88,14 @@ pub struct LanView {
 /// gives an empty view.
 pub fn lan_view(interface: &str) -> Result<LanView> {
     let mut nl = Netlink::open_protocol(netlink_sys::protocols::NETLINK_ROUTE)?;
-    let links =
-        dump(&mut nl, RouteNetlinkMessage::GetLink(LinkMessage::default()), "read the interfaces (RTM_GETLINK)")?;
+    let links: Vec<Link> = dump(&mut nl, &LinkHeader::default(), "read the interfaces (RTM_GETLINK)")?;
     let mut view = LanView::default();
     let mut index = None;
-    for link in links.iter().filter_map(|m| match m {
-        RouteNetlinkMessage::NewLink(l) => Some(l),
-        _ => None,
-    }) {
-        let (mut mac, mut is_lan) = (None, false);
-        for a in &link.attributes {
-            match a {
-                LinkAttribute::Address(v) => mac = <[u8; 6]>::try_from(v.as_slice()).ok(),
-                LinkAttribute::IfName(name) => is_lan = name == interface,
-                _ => {}
-            }
-        }
+    for link in &links {
+        let mac = link.address.as_deref().and_then(|v| <[u8; 6]>::try_from(v).ok());
         view.own_macs.extend(mac);
-        if is_lan {
-            index = Some(link.header.index);
+        if link.name.as_deref() == Some(interface) {
+            index = Some(link.index);
             view.lan_mac = mac;
         }
     }
@@ -113,16 +103,10 @@ pub fn lan_view(interface: &str) -> Result<LanView> {
     view.own_macs.dedup();
     let Some(index) = index else { return Ok(view) };
 
-    let addrs = dump(
-        &mut nl,
-        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-        "read the interface addresses (RTM_GETADDR)",
-    )?;
+    let addrs: Vec<AddressMessage> =
+        dump(&mut nl, &AddressHeader::default(), "read the interface addresses (RTM_GETADDR)")?;
     view.own_addrs = addresses(&addrs);
-    for a in addrs.iter().filter_map(|m| match m {
-        RouteNetlinkMessage::NewAddress(a) if a.header.index == index => Some(a),
-        _ => None,
-    }) {
+    for a in addrs.iter().filter(|a| a.header.index == index) {
         for attr in &a.attributes {
             if let AddressAttribute::Address(ip) = attr {
                 view.prefixes.push(network(*ip, a.header.prefix_len));
@@ -132,17 +116,14 @@ pub fn lan_view(interface: &str) -> Result<LanView> {
     view.own_addrs.sort();
     view.own_addrs.dedup();
 
-    let neigh = dump(
-        &mut nl,
-        RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default()),
-        "read the neighbour table (RTM_GETNEIGH)",
-    )?;
+    let neigh: Vec<NeighbourMessage> =
+        dump(&mut nl, &NeighbourHeader::default(), "read the neighbour table (RTM_GETNEIGH)")?;
     view.neighbours = neighbour_entries(&neigh, Some(index)).collect();
     Ok(view)
 }
 
 /// Next hops in `RTM_NEWROUTE` replies.
-fn gateways(replies: &[RouteNetlinkMessage]) -> Vec<IpAddr> {
+fn gateways(replies: &[RouteMessage]) -> Vec<IpAddr> {
     fn collect(attrs: &[RouteAttribute], out: &mut Vec<IpAddr>) {
         for a in attrs {
             match a {
@@ -160,20 +141,17 @@ fn gateways(replies: &[RouteNetlinkMessage]) -> Vec<IpAddr> {
         }
     }
     let mut out = Vec::new();
-    for m in replies {
-        if let RouteNetlinkMessage::NewRoute(r) = m {
-            collect(&r.attributes, &mut out);
-        }
+    for r in replies {
+        collect(&r.attributes, &mut out);
     }
     out
 }
 
 /// One address per `RTM_NEWADDR` reply: `IFA_LOCAL` (this end of a
 /// point-to-point link), else `IFA_ADDRESS`.
-fn addresses(replies: &[RouteNetlinkMessage]) -> Vec<IpAddr> {
+fn addresses(replies: &[AddressMessage]) -> Vec<IpAddr> {
     let mut out = Vec::new();
-    for m in replies {
-        let RouteNetlinkMessage::NewAddress(a) = m else { continue };
+    for a in replies {
         let (mut local, mut address) = (None, None);
         for attr in &a.attributes {
             match attr {
@@ -194,11 +172,10 @@ const NUD_UNUSABLE: u16 = 0x01 | 0x20;
 /// address. With `on_interface`, only that interface's entries in a usable
 /// state (not `NUD_NONE`, incomplete or failed).
 fn neighbour_entries(
-    replies: &[RouteNetlinkMessage],
+    replies: &[NeighbourMessage],
     on_interface: Option<u32>,
 ) -> impl Iterator<Item = (IpAddr, [u8; 6])> + '_ {
-    replies.iter().filter_map(move |m| {
-        let RouteNetlinkMessage::NewNeighbour(n) = m else { return None };
+    replies.iter().filter_map(move |n| {
         if let Some(index) = on_interface {
             let state = u16::from(n.header.state);
             if n.header.ifindex != index || state == 0 || state & NUD_UNUSABLE != 0 {
@@ -218,11 +195,83 @@ fn neighbour_entries(
     })
 }
 
+/// A reply rtnetlink dumps: the request is a `GET` carrying a
+/// [`Dumped::Request`] header, each reply a `NEW` parsed as `Self`.
+///
+/// Requests are the bare headers, not whole messages: a message's encoder
+/// includes every attribute kind it could carry (hundreds of kB of the
+/// static binary for link and route messages), a dump request carries none.
+pub(crate) trait Dumped: Parseable<[u8]> {
+    /// The request's fixed header (its family selects what is dumped).
+    type Request: Emitable;
+    /// `RTM_GET*`.
+    const GET: u16;
+    /// `RTM_NEW*`.
+    const NEW: u16;
+}
+
+impl Dumped for RouteMessage {
+    type Request = RouteHeader;
+    const GET: u16 = libc::RTM_GETROUTE;
+    const NEW: u16 = libc::RTM_NEWROUTE;
+}
+
+impl Dumped for AddressMessage {
+    type Request = AddressHeader;
+    const GET: u16 = libc::RTM_GETADDR;
+    const NEW: u16 = libc::RTM_NEWADDR;
+}
+
+impl Dumped for NeighbourMessage {
+    type Request = NeighbourHeader;
+    const GET: u16 = libc::RTM_GETNEIGH;
+    const NEW: u16 = libc::RTM_NEWNEIGH;
+}
+
+/// The two attributes of an `RTM_NEWLINK` reply the LAN view needs.
+///
+/// Not `LinkMessage`'s parser: it decodes every link attribute (link kinds,
+/// VF, XDP, statistics, per-family data), which is ≈ 280 kB of the static
+/// binary for two fields, and would fail the whole view on one exotic
+/// interface. The header and the attribute walk are still
+/// netlink-packet-route's and netlink-packet-core's checked parsers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Link {
+    /// `ifi_index`.
+    index: u32,
+    /// `IFLA_ADDRESS`: the link-layer address (6 bytes on Ethernet).
+    address: Option<Vec<u8>>,
+    /// `IFLA_IFNAME`.
+    name: Option<String>,
+}
+
+impl Parseable<[u8]> for Link {
+    fn parse(buf: &[u8]) -> std::result::Result<Link, DecodeError> {
+        let header = LinkHeader::parse(buf).context("link message header")?;
+        let mut link = Link { index: header.index, ..Link::default() };
+        for nla in NlasIterator::new(buf.get(header.buffer_len()..).unwrap_or_default()) {
+            let nla = nla.context("link attribute")?;
+            match nla.kind() {
+                libc::IFLA_ADDRESS => link.address = Some(nla.value().to_vec()),
+                libc::IFLA_IFNAME => link.name = Some(parse_string(nla.value()).context("IFLA_IFNAME")?),
+                _ => {}
+            }
+        }
+        Ok(link)
+    }
+}
+
+impl Dumped for Link {
+    type Request = LinkHeader;
+    const GET: u16 = libc::RTM_GETLINK;
+    const NEW: u16 = libc::RTM_NEWLINK;
+}
+
 /// Sends `request` as a dump (`NLM_F_REQUEST | NLM_F_DUMP`) on `nl` and
 /// returns every reply until `NLMSG_DONE`. `what` names the query in errors.
-fn dump(nl: &mut Netlink, request: RouteNetlinkMessage, what: &str) -> Result<Vec<RouteNetlinkMessage>> {
+fn dump<M: Dumped>(nl: &mut Netlink, request: &M::Request, what: &str) -> Result<Vec<M>> {
     let seq = nl.take_seq();
-    nl.sock.send(&encode_dump(request, seq), 0)?;
+    nl.sock.send(&encode_dump::<M>(request, seq), 0)?;
     let mut out = Vec::new();
     loop {
         nl.buf.clear();
@@ -235,14 +284,15 @@ fn dump(nl: &mut Netlink, request: RouteNetlinkMessage, what: &str) -> Result<Ve
 }
 
 /// The bytes of a dump request for `request` with sequence number `seq`.
-fn encode_dump(request: RouteNetlinkMessage, seq: u32) -> Vec<u8> {
+fn encode_dump<M: Dumped>(request: &M::Request, seq: u32) -> Vec<u8> {
     let mut header = NetlinkHeader::default();
+    header.length = (header.buffer_len() + request.buffer_len()) as u32;
+    header.message_type = M::GET;
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     header.sequence_number = seq;
-    let mut msg = NetlinkMessage::new(header, NetlinkPayload::from(request));
-    msg.finalize();
-    let mut bytes = vec![0; msg.buffer_len()];
-    msg.serialize(&mut bytes);
+    let mut bytes = vec![0; header.length as usize];
+    header.emit(&mut bytes);
+    request.emit(&mut bytes[header.buffer_len()..]);
     bytes
 }
 
@@ -250,7 +300,7 @@ fn encode_dump(request: RouteNetlinkMessage, seq: u32) -> Vec<u8> {
 /// sequence numbers (a late answer to an earlier query) are skipped.
 /// Returns whether the dump is complete (`NLMSG_DONE`). A truncated or
 /// unparsable message, or the kernel's error, is an error naming `what`.
-fn parse_replies(mut buf: &[u8], seq: u32, what: &str, out: &mut Vec<RouteNetlinkMessage>) -> Result<bool> {
+fn parse_replies<M: Dumped>(mut buf: &[u8], seq: u32, what: &str, out: &mut Vec<M>) -> Result<bool> {
     let mut index = 0usize;
     while !buf.is_empty() {
         let malformed = |e: &dyn std::fmt::Display| {
@@ -262,12 +312,12 @@ fn parse_replies(mut buf: &[u8], seq: u32, what: &str, out: &mut Vec<RouteNetlin
         let header = NetlinkBuffer::new_checked(buf).map_err(|e| malformed(&e))?;
         let len = header.length() as usize;
         let (ty, msg_seq, flags) = (header.message_type(), header.sequence_number(), header.flags());
-        let bytes = &buf[..len];
+        let payload = header.payload();
         if msg_seq == seq {
             match ty {
                 NLMSG_DONE => return Ok(true),
                 NLMSG_ERROR => {
-                    let raw = crate::RawMsg { ty, flags, seq: msg_seq, payload: &bytes[16..] };
+                    let raw = crate::RawMsg { ty, flags, seq: msg_seq, payload };
                     let (errno, ext, _) = crate::parse_error(&raw);
                     if errno == 0 {
                         return Ok(true);
@@ -279,11 +329,8 @@ fn parse_replies(mut buf: &[u8], seq: u32, what: &str, out: &mut Vec<RouteNetlin
                         hint: crate::hint_for(errno),
                     });
                 }
-                _ => match NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes) {
-                    Ok(NetlinkMessage { payload: NetlinkPayload::InnerMessage(m), .. }) => out.push(m),
-                    Ok(_) => {}
-                    Err(e) => return Err(malformed(&e)),
-                },
+                t if t == M::NEW => out.push(M::parse(payload).map_err(|e| malformed(&e))?),
+                _ => {}
             }
         }
         index += 1;
@@ -291,28 +338,29 @@ fn parse_replies(mut buf: &[u8], seq: u32, what: &str, out: &mut Vec<RouteNetlin
     }
     Ok(false)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use netlink_packet_core::NLM_F_MULTIPART;
+    use netlink_packet_route::link::{LinkAttribute, LinkMessage};
     use proptest::prelude::*;
 
     const SEQ: u32 = 77;
 
-    /// The bytes of one kernel reply carrying `m`.
-    fn reply(m: RouteNetlinkMessage, seq: u32) -> Vec<u8> {
+    /// The bytes of one kernel reply (`RTM_NEW*`) carrying `m`.
+    fn reply<M: Dumped>(m: &impl Emitable, seq: u32) -> Vec<u8> {
         let mut header = NetlinkHeader::default();
+        header.length = (header.buffer_len() + m.buffer_len()) as u32;
+        header.message_type = M::NEW;
         header.flags = NLM_F_MULTIPART;
         header.sequence_number = seq;
-        let mut msg = NetlinkMessage::new(header, NetlinkPayload::from(m));
-        msg.finalize();
-        let mut bytes = vec![0; msg.buffer_len()];
-        msg.serialize(&mut bytes);
+        let mut bytes = vec![0; header.length as usize];
+        header.emit(&mut bytes);
+        m.emit(&mut bytes[header.buffer_len()..]);
         bytes
     }
 
-    fn neighbour(ip: IpAddr, mac: [u8; 6]) -> RouteNetlinkMessage {
+    fn neighbour(ip: IpAddr, mac: [u8; 6]) -> NeighbourMessage {
         let mut n = NeighbourMessage::default();
         n.header.family = if ip.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
         n.header.ifindex = 3;
@@ -322,7 +370,7 @@ mod tests {
             IpAddr::V6(a) => NeighbourAddress::Inet6(a),
         };
         n.attributes = vec![NeighbourAttribute::Destination(dst), NeighbourAttribute::LinkLayerAddress(mac.to_vec())];
-        RouteNetlinkMessage::NewNeighbour(n)
+        n
     }
 
     /// NLMSG_DONE for `seq` (4-byte payload: 0).
@@ -337,17 +385,57 @@ mod tests {
     }
 
     fn datagram() -> Vec<u8> {
-        let mut buf = reply(neighbour("192.0.2.20".parse().unwrap(), [2, 0, 0, 0, 0, 0x20]), SEQ);
-        buf.extend(reply(neighbour("2001:db8::20".parse().unwrap(), [2, 0, 0, 0, 0, 0x21]), SEQ));
+        let mut buf = reply::<NeighbourMessage>(&neighbour("192.0.2.20".parse().unwrap(), [2, 0, 0, 0, 0, 0x20]), SEQ);
+        buf.extend(reply::<NeighbourMessage>(&neighbour("2001:db8::20".parse().unwrap(), [2, 0, 0, 0, 0, 0x21]), SEQ));
         buf.extend(done(SEQ));
         buf
     }
 
     #[test]
+    fn requests_are_the_kernels_dump_messages() {
+        let r = RouteHeader { address_family: AddressFamily::Inet6, ..RouteHeader::default() };
+        let bytes = encode_dump::<RouteMessage>(&r, 9);
+        // nlmsghdr (16) + struct rtmsg (12): RTM_GETROUTE, REQUEST|DUMP, seq 9, AF_INET6.
+        assert_eq!(bytes.len(), 28);
+        assert_eq!(u32::from_ne_bytes(bytes[0..4].try_into().unwrap()), 28);
+        assert_eq!(u16::from_ne_bytes([bytes[4], bytes[5]]), 26);
+        assert_eq!(u16::from_ne_bytes([bytes[6], bytes[7]]), 0x301);
+        assert_eq!(u32::from_ne_bytes(bytes[8..12].try_into().unwrap()), 9);
+        assert_eq!(bytes[16], libc::AF_INET6 as u8);
+        // struct ifinfomsg is 16 bytes, ifaddrmsg 8, ndmsg 12.
+        assert_eq!(encode_dump::<Link>(&LinkHeader::default(), 1).len(), 32);
+        assert_eq!(encode_dump::<AddressMessage>(&AddressHeader::default(), 1).len(), 24);
+        assert_eq!(encode_dump::<NeighbourMessage>(&NeighbourHeader::default(), 1).len(), 28);
+    }
+
+    #[test]
+    fn a_link_reply_gives_its_index_name_and_address_and_ignores_the_rest() {
+        let mut l = LinkMessage::default();
+        l.header.index = 7;
+        l.attributes = vec![
+            LinkAttribute::Mtu(1500),
+            LinkAttribute::IfName("lan0".into()),
+            LinkAttribute::Address(vec![2, 0, 0, 0, 0, 1]),
+            LinkAttribute::Broadcast(vec![0xff; 6]),
+        ];
+        let mut buf = reply::<Link>(&l, SEQ);
+        buf.extend(done(SEQ));
+        let mut out: Vec<Link> = Vec::new();
+        assert!(parse_replies(&buf, SEQ, "read the interfaces", &mut out).unwrap());
+        assert_eq!(out, vec![Link { index: 7, address: Some(vec![2, 0, 0, 0, 0, 1]), name: Some("lan0".into()) }]);
+        // An attribute running past the message is an error, not a shorter list.
+        let mut bad = reply::<Link>(&l, SEQ);
+        let n = bad.len();
+        bad[32..34].copy_from_slice(&(n as u16).to_ne_bytes());
+        assert!(parse_replies::<Link>(&bad, SEQ, "read the interfaces", &mut Vec::new()).is_err());
+    }
+
+    #[test]
     fn a_dump_is_parsed_until_done_and_other_queries_replies_are_skipped() {
-        let mut buf = reply(neighbour("198.51.100.9".parse().unwrap(), [2, 0, 0, 0, 0, 9]), SEQ - 1);
+        let mut buf =
+            reply::<NeighbourMessage>(&neighbour("198.51.100.9".parse().unwrap(), [2, 0, 0, 0, 0, 9]), SEQ - 1);
         buf.extend(datagram());
-        let mut out = Vec::new();
+        let mut out: Vec<NeighbourMessage> = Vec::new();
         assert!(parse_replies(&buf, SEQ, "read the neighbour table", &mut out).unwrap());
         let got: Vec<_> = neighbour_entries(&out, None).collect();
         assert_eq!(
@@ -358,8 +446,8 @@ mod tests {
             ]
         );
         // Without DONE the dump goes on in the next datagram.
-        let mut out = Vec::new();
-        let first = reply(neighbour("192.0.2.20".parse().unwrap(), [2, 0, 0, 0, 0, 0x20]), SEQ);
+        let mut out: Vec<NeighbourMessage> = Vec::new();
+        let first = reply::<NeighbourMessage>(&neighbour("192.0.2.20".parse().unwrap(), [2, 0, 0, 0, 0, 0x20]), SEQ);
         assert!(!parse_replies(&first, SEQ, "read the neighbour table", &mut out).unwrap());
         assert_eq!(out.len(), 1);
     }
@@ -368,7 +456,8 @@ mod tests {
     fn a_truncated_reply_is_an_error_naming_the_query() {
         let buf = datagram();
         let cut = &buf[..buf.len() - 30];
-        let e = parse_replies(cut, SEQ, "read the neighbour table (RTM_GETNEIGH)", &mut Vec::new()).unwrap_err();
+        let e = parse_replies::<NeighbourMessage>(cut, SEQ, "read the neighbour table (RTM_GETNEIGH)", &mut Vec::new())
+            .unwrap_err();
         let text = e.to_string();
         assert!(matches!(e, NlError::Protocol(_)), "{text}");
         assert!(text.contains("read the neighbour table (RTM_GETNEIGH)") && text.contains("message 1"), "{text}");
@@ -376,13 +465,13 @@ mod tests {
 
     #[test]
     fn an_attribute_of_the_wrong_size_is_an_error_not_a_skipped_entry() {
-        let mut buf = reply(neighbour("192.0.2.20".parse().unwrap(), [2, 0, 0, 0, 0, 0x20]), SEQ);
+        let mut buf = reply::<NeighbourMessage>(&neighbour("192.0.2.20".parse().unwrap(), [2, 0, 0, 0, 0, 0x20]), SEQ);
         // ndmsg is 12 bytes after the 16-byte header; the first attribute is
         // NDA_DST (8 bytes: len 8, type 1, 4 address bytes). Claim 5 bytes
         // of address: an IPv4 neighbour with a 5-byte address.
         assert_eq!(u16::from_ne_bytes([buf[30], buf[31]]), 1, "NDA_DST first");
         buf[28..30].copy_from_slice(&9u16.to_ne_bytes());
-        let e = parse_replies(&buf, SEQ, "read the neighbour table", &mut Vec::new()).unwrap_err();
+        let e = parse_replies::<NeighbourMessage>(&buf, SEQ, "read the neighbour table", &mut Vec::new()).unwrap_err();
         assert!(matches!(e, NlError::Protocol(_)), "{e}");
     }
 
@@ -396,25 +485,24 @@ mod tests {
         b.extend_from_slice(&[0; 4]);
         b.extend_from_slice(&(-libc::EPERM).to_ne_bytes());
         b.extend_from_slice(&[0; 16]); // the refused request's header
-        let e = parse_replies(&b, SEQ, "read the routing table", &mut Vec::new()).unwrap_err();
+        let e = parse_replies::<RouteMessage>(&b, SEQ, "read the routing table", &mut Vec::new()).unwrap_err();
         assert_eq!(e.errno(), Some(libc::EPERM));
         assert!(e.to_string().starts_with("read the routing table: "), "{e}");
     }
 
     /// Raw datagrams of a dump in this process's namespace (reading needs
-    /// no privilege), as the kernel sent them.
-    fn raw_dump(request: RouteNetlinkMessage) -> Vec<Vec<u8>> {
+    /// no privilege), as the kernel sent them, renumbered to `SEQ`.
+    fn raw_dump<M: Dumped>(request: &M::Request) -> Vec<Vec<u8>> {
         let mut nl = Netlink::open_protocol(netlink_sys::protocols::NETLINK_ROUTE).unwrap();
         let seq = nl.take_seq();
-        nl.sock.send(&encode_dump(request, seq), 0).unwrap();
+        nl.sock.send(&encode_dump::<M>(request, seq), 0).unwrap();
         let mut datagrams = Vec::new();
         loop {
             nl.buf.clear();
             nl.buf.reserve(1 << 16);
             nl.sock.recv(&mut nl.buf, 0).unwrap();
-            let done = parse_replies(&nl.buf, seq, "dump", &mut Vec::new()).unwrap();
+            let done = parse_replies::<M>(&nl.buf, seq, "dump", &mut Vec::new()).unwrap();
             let mut d = nl.buf.clone();
-            // Renumber to SEQ so the corrupted copies are parsed as our answer.
             let mut at = 0;
             while at + 16 <= d.len() {
                 let len = u32::from_ne_bytes([d[at], d[at + 1], d[at + 2], d[at + 3]]) as usize;
@@ -428,22 +516,35 @@ mod tests {
         }
     }
 
+    /// Parses `request`'s real replies, then 2000 corrupted copies of each
+    /// datagram (1–4 bytes changed, a quarter also cut short). Returns how
+    /// many messages the uncorrupted replies held.
+    fn corrupt_and_parse<M: Dumped>(request: &M::Request, next: &mut impl FnMut() -> u64) -> usize {
+        let mut parsed = 0;
+        for d in raw_dump::<M>(request) {
+            let mut out: Vec<M> = Vec::new();
+            parse_replies(&d, SEQ, "dump", &mut out).expect("the kernel's own replies parse");
+            parsed += out.len();
+            for _ in 0..2000 {
+                let mut c = d.clone();
+                for _ in 0..1 + next() % 4 {
+                    let at = (next() as usize) % c.len();
+                    c[at] = next() as u8;
+                }
+                if next() % 4 == 0 {
+                    c.truncate(1 + (next() as usize) % c.len());
+                }
+                let _ = parse_replies::<M>(&c, SEQ, "dump", &mut Vec::new());
+            }
+        }
+        parsed
+    }
+
     /// Real link, address, route and neighbour replies of this machine
     /// (veths, bridges, tunnels, whatever it has), each corrupted thousands
     /// of times: the parsers answer or refuse, they never panic.
     #[test]
     fn this_machines_real_replies_corrupted_never_panic() {
-        let mut route4 = RouteMessage::default();
-        route4.header.address_family = AddressFamily::Inet;
-        let mut route6 = RouteMessage::default();
-        route6.header.address_family = AddressFamily::Inet6;
-        let requests = [
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
-            RouteNetlinkMessage::GetNeighbour(NeighbourMessage::default()),
-            RouteNetlinkMessage::GetRoute(route4),
-            RouteNetlinkMessage::GetRoute(route6),
-        ];
         let mut rng = 0x9e37_79b9_7f4a_7c15u64;
         let mut next = move || {
             rng ^= rng << 13;
@@ -451,26 +552,14 @@ mod tests {
             rng ^= rng << 17;
             rng
         };
-        let mut parsed = 0;
-        for request in requests {
-            for d in raw_dump(request) {
-                let mut out = Vec::new();
-                let _ = parse_replies(&d, SEQ, "dump", &mut out);
-                parsed += out.len();
-                for _ in 0..2000 {
-                    let mut c = d.clone();
-                    for _ in 0..1 + next() % 4 {
-                        let at = (next() as usize) % c.len();
-                        c[at] = next() as u8;
-                    }
-                    if next() % 4 == 0 {
-                        c.truncate(1 + (next() as usize) % c.len());
-                    }
-                    let _ = parse_replies(&c, SEQ, "dump", &mut Vec::new());
-                }
-            }
+        let links = corrupt_and_parse::<Link>(&LinkHeader::default(), &mut next);
+        let addrs = corrupt_and_parse::<AddressMessage>(&AddressHeader::default(), &mut next);
+        corrupt_and_parse::<NeighbourMessage>(&NeighbourHeader::default(), &mut next);
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let r = RouteHeader { address_family: family, ..RouteHeader::default() };
+            corrupt_and_parse::<RouteMessage>(&r, &mut next);
         }
-        assert!(parsed >= 2, "this namespace has at least lo's link and address");
+        assert!(links >= 1 && addrs >= 1, "this namespace has at least lo's link and address");
     }
 
     proptest! {
@@ -487,7 +576,7 @@ mod tests {
                 buf[at % n] = v;
             }
             buf.truncate(cut.max(1).min(buf.len()));
-            let _ = parse_replies(&buf, SEQ, "read the neighbour table", &mut Vec::new());
+            let _ = parse_replies::<NeighbourMessage>(&buf, SEQ, "read the neighbour table", &mut Vec::new());
         }
 
         /// The same for links, addresses and routes, whose parsers are larger.
@@ -496,19 +585,26 @@ mod tests {
             kind in 0usize..3,
             flips in proptest::collection::vec((0usize..400, any::<u8>()), 1..8),
         ) {
-            let m = match kind {
+            let flip = |mut buf: Vec<u8>| {
+                for (at, v) in &flips {
+                    let n = buf.len();
+                    buf[at % n] = *v;
+                }
+                buf
+            };
+            match kind {
                 0 => {
                     let mut l = LinkMessage::default();
                     l.header.index = 3;
                     l.attributes = vec![LinkAttribute::IfName("lan0".into()), LinkAttribute::Address(vec![2, 0, 0, 0, 0, 1])];
-                    RouteNetlinkMessage::NewLink(l)
+                    let _ = parse_replies::<Link>(&flip(reply::<Link>(&l, SEQ)), SEQ, "dump", &mut Vec::new());
                 }
                 1 => {
                     let mut a = AddressMessage::default();
                     a.header.family = AddressFamily::Inet6;
                     a.header.prefix_len = 64;
                     a.attributes = vec![AddressAttribute::Address("2001:db8::1".parse().unwrap())];
-                    RouteNetlinkMessage::NewAddress(a)
+                    let _ = parse_replies::<AddressMessage>(&flip(reply::<AddressMessage>(&a, SEQ)), SEQ, "dump", &mut Vec::new());
                 }
                 _ => {
                     let mut r = RouteMessage::default();
@@ -517,15 +613,9 @@ mod tests {
                         RouteAttribute::Gateway(RouteAddress::Inet("192.0.2.254".parse().unwrap())),
                         RouteAttribute::Oif(3),
                     ];
-                    RouteNetlinkMessage::NewRoute(r)
+                    let _ = parse_replies::<RouteMessage>(&flip(reply::<RouteMessage>(&r, SEQ)), SEQ, "dump", &mut Vec::new());
                 }
-            };
-            let mut buf = reply(m, SEQ);
-            for (at, v) in flips {
-                let n = buf.len();
-                buf[at % n] = v;
             }
-            let _ = parse_replies(&buf, SEQ, "dump", &mut Vec::new());
         }
     }
 }
