@@ -7,18 +7,23 @@
 //!
 //! - **Sockets**: `netlink-sys` (rust-netlink) opens, binds and reads them.
 //! - **rtnetlink** (routes, addresses, links, neighbours; [`route`]): the
-//!   messages are `netlink-packet-route`'s. Requests are typed
-//!   `RouteNetlinkMessage`s and every reply goes through its deserializer,
-//!   so this crate holds no `rtmsg`/`ifaddrmsg`/`ndmsg` offsets or `RTA_*`
-//!   numbers. It adds two small crates (`netlink-packet-core` with no
-//!   dependencies, `netlink-packet-route` on `bitflags`, `log` and `zerocopy`,
-//!   which were already in the tree), builds statically for aarch64 and adds
-//!   ≈ 80 kB to the static binary (issue #16, measured with
-//!   `tools/cross-build.sh`). Its parsers are fuzzed here with this
-//!   machine's real replies (`route::tests`): a reply they refuse is an error
-//!   naming the query, never a panic. The dump loop stays ours: the queries
-//!   are short blocking calls and this crate runs no async runtime, while
-//!   rust-netlink's own loop (`rtnetlink` over `netlink-proto`) is async only.
+//!   messages are `netlink-packet-route`'s. Requests are its typed headers
+//!   and replies go through its parsers (`RouteMessage`, `AddressMessage`,
+//!   `NeighbourMessage`; for links its header parser and
+//!   `netlink-packet-core`'s checked attribute walk), so this crate holds no
+//!   `rtmsg`/`ifaddrmsg`/`ndmsg` offsets. Two crates are added
+//!   (`netlink-packet-core`, no dependencies; `netlink-packet-route`, whose
+//!   `bitflags`, `log` and `zerocopy` were already in the tree); it builds
+//!   statically for aarch64. Only those parsers are linked, not
+//!   `RouteNetlinkMessage`'s dispatch over every rtnetlink message nor
+//!   `LinkMessage`'s decoder of every link attribute: in an aarch64 size
+//!   probe of the four queries that is +55 kB, against +450 kB with them
+//!   (issue #16; `docs/ARCHITECTURE.md`, "rtnetlink queries"). The parsers are
+//!   fuzzed with this machine's real replies (`route::tests`): a reply they
+//!   refuse is an error naming the query, never a panic. The dump loop stays
+//!   ours: the queries are short blocking calls and this crate runs no async
+//!   runtime, while rust-netlink's own loop (`rtnetlink` over
+//!   `netlink-proto`) is async only.
 //! - **nf_tables stays ours** ([`Batch`], [`Attrs`], [`expr`]):
 //!   `netlink-packet-netfilter` 0.4 has table/chain/set/rule messages but
 //!   none of the expressions the gateway needs (counter objects, limit,

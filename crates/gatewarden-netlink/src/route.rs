@@ -41,8 +41,7 @@ pub fn route_gateways() -> Result<Vec<IpAddr>> {
     let mut nl = Netlink::open_protocol(netlink_sys::protocols::NETLINK_ROUTE)?;
     let mut out = Vec::new();
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-        let mut req = RouteHeader::default();
-        req.address_family = family;
+        let req = RouteHeader { address_family: family, ..RouteHeader::default() };
         let replies: Vec<RouteMessage> = dump(&mut nl, &req, "read the routing table (RTM_GETROUTE)")?;
         out.extend(gateways(&replies));
     }
