@@ -1,26 +1,46 @@
-//! The netfilter netlink socket: attribute (TLV) encoding, nf_tables batch
-//! transactions, and dumps.
-//!
-//! Why our own encoder: netlink-packet-netfilter 0.4 has table/chain/set/rule
-//! messages but none of the expressions the gateway needs (counter objects,
-//! limit, dynset, objref, ct, log, reject) and no batch begin/end. Mixing its
-//! enums with hand-built nested attributes would mean two encoders; this file
-//! is the one (≈200 lines), and its output is checked in unit tests (against
-//! netlink-packet-netfilter's parser) and by the kernel in `tests/enforce.rs`.
-//!
-//! Every change goes through [`Batch`]: `BATCH_BEGIN`, the messages,
-//! `BATCH_END`, sent in one `send`. The kernel applies all of it or nothing,
-//! and processes it synchronously inside `send`, so every ack is already in
-//! our receive queue when `send` returns.
-//!
 //! gatewarden-netlink: the netlink socket and message encoding ([`Batch`],
 //! [`Attrs`]), nftables expressions ([`expr`]) and rtnetlink queries
 //! ([`route`]). Depends on gatewarden-core only; one of the two crates with
-//! `unsafe` (a socket option, with its `// SAFETY:` comment). The nftables
-//! encoder is our own on purpose: no maintained crate builds the set
-//! elements with timeouts, comments and `ether_addr` keys in one batch as
-//! the blocker needs (`rustables` and `nftnl` need libnftnl, a C library the
-//! static aarch64 build cannot take).
+//! `unsafe` (a socket option, with its `// SAFETY:` comment).
+//!
+//! # What is delegated, and what stays ours
+//!
+//! - **Sockets**: `netlink-sys` (rust-netlink) opens, binds and reads them.
+//! - **rtnetlink** (routes, addresses, links, neighbours; [`route`]): the
+//!   messages are `netlink-packet-route`'s. Requests are its typed headers
+//!   and replies go through its parsers (`RouteMessage`, `AddressMessage`,
+//!   `NeighbourMessage`; for links its header parser and
+//!   `netlink-packet-core`'s checked attribute walk), so this crate holds no
+//!   `rtmsg`/`ifaddrmsg`/`ndmsg` offsets. Two crates are added
+//!   (`netlink-packet-core`, no dependencies; `netlink-packet-route`, whose
+//!   `bitflags`, `log` and `zerocopy` were already in the tree); it builds
+//!   statically for aarch64. Only those parsers are linked, not
+//!   `RouteNetlinkMessage`'s dispatch over every rtnetlink message nor
+//!   `LinkMessage`'s decoder of every link attribute: in an aarch64 size
+//!   probe of the four queries that is +55 kB, against +450 kB with them
+//!   (issue #16; `docs/ARCHITECTURE.md`, "rtnetlink queries"). The parsers are
+//!   fuzzed with this machine's real replies (`route::tests`): a reply they
+//!   refuse is an error naming the query, never a panic. The dump loop stays
+//!   ours: the queries are short blocking calls and this crate runs no async
+//!   runtime, while rust-netlink's own loop (`rtnetlink` over
+//!   `netlink-proto`) is async only.
+//! - **nf_tables stays ours** ([`Batch`], [`Attrs`], [`expr`]):
+//!   `netlink-packet-netfilter` 0.4 has table/chain/set/rule messages but
+//!   none of the expressions the gateway needs (counter objects, limit,
+//!   dynset, objref, ct, log, reject) and no batch begin/end, so mixing its
+//!   enums with hand-built nested attributes would mean two encoders. No
+//!   other maintained crate builds set elements with timeouts, comments and
+//!   `ether_addr` keys in one atomic batch as the blocker needs (`rustables`
+//!   and `nftnl` need libnftnl, a C library the static aarch64 build cannot
+//!   take). This encoder is small (≈200 lines); unit tests pin its bytes and
+//!   `tests/enforce.rs` proves the kernel accepts them.
+//!
+//! # Transactions
+//!
+//! Every nf_tables change goes through [`Batch`]: `BATCH_BEGIN`, the
+//! messages, `BATCH_END`, sent in one `send`. The kernel applies all of it or
+//! nothing, and processes it synchronously inside `send`, so every ack is
+//! already in our receive queue when `send` returns.
 
 pub mod expr;
 pub mod route;
@@ -476,22 +496,6 @@ impl Netlink {
         self.next_seq(1)
     }
 }
-
-/// Builds a plain (non-nfnetlink) netlink request header + payload.
-pub fn raw_request(ty: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let len = 16 + payload.len();
-    out.extend_from_slice(&(len as u32).to_ne_bytes());
-    out.extend_from_slice(&ty.to_ne_bytes());
-    out.extend_from_slice(&(flags | NLM_F_REQUEST).to_ne_bytes());
-    out.extend_from_slice(&seq.to_ne_bytes());
-    out.extend_from_slice(&0u32.to_ne_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
-/// `NLM_F_DUMP`, for hand-built requests.
-pub const DUMP: u16 = NLM_F_DUMP;
 
 struct RawMsg<'a> {
     ty: u16,
