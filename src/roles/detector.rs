@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::detect::baseline::{Baseline, BaselineConfig};
 use crate::detect::fusion::{Fused, Fusion, FusionConfig, FusionStats, ModelOpinion, Origin};
 use crate::detect::heuristics::{Detection, AUTH_PORTS};
+use crate::detect::long_horizon::LongHorizon;
 use crate::detect::model::{HostModel, Judgement, ModelError};
 use crate::detect::response::{Action, Decision, ResponseConfig, ResponsePolicy};
 use crate::detect::validator::{self, Limits};
@@ -29,6 +30,8 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 pub struct DetectorStage {
     node: String,
     heuristics: Heuristics,
+    /// Slow, distributed and long-horizon detectors (issue #17), explainable like the heuristics.
+    long_horizon: LongHorizon,
     baseline: Baseline,
     fusion: Fusion,
     model: Option<Arc<HostModel>>,
@@ -447,6 +450,7 @@ impl DetectorStage {
         DetectorStage {
             node: cfg.node_id.clone(),
             heuristics: Heuristics::new(cfg.detector.clone()),
+            long_horizon: LongHorizon::new(&cfg.detector),
             baseline,
             fusion,
             model,
@@ -483,6 +487,7 @@ impl DetectorStage {
     /// model file is not changed here (that is the training page's job).
     pub fn set_detector_config(&mut self, d: &crate::config::DetectorConfig) {
         self.heuristics.set_config(d.clone());
+        self.long_horizon.set_config(d);
         self.fusion.set_config(fusion_config(d, &self.response));
         self.baseline.set_config(baseline_config(d));
         self.detector_cfg = d.clone();
@@ -527,6 +532,46 @@ impl DetectorStage {
             .rev()
             .copied()
             .find(|p| p.ts_ns >= cutoff && d.target.is_none_or(|t| t == p.dst) && (any_port || p.dport == d.port))
+    }
+
+    /// A distributed scan that `[response]` says to block: a verdict for each named participant
+    /// with a proof towards the target (host or subnet) — it acknowledged what was sent to it
+    /// there, so its probes were its own. The others may be forged and are left alone.
+    fn block_proven_participants(&mut self, d: &Detection, id: u64, ttl_s: u32, out: &mut Findings) -> usize {
+        let Some(target) = d.target else { return 0 };
+        let same_net = |a: IpAddr| match (a, target) {
+            (IpAddr::V4(a), IpAddr::V4(t)) => a.octets()[..3] == t.octets()[..3],
+            (IpAddr::V6(a), IpAddr::V6(t)) => a.segments()[..4] == t.segments()[..4],
+            _ => false,
+        };
+        let cutoff = d.ts_ns.saturating_sub(PROOF_WINDOW_NS);
+        let mut n = 0;
+        for src in self.long_horizon.participants(target) {
+            let Some(p) = self
+                .proofs
+                .get(&src)
+                .and_then(|q| q.iter().rev().find(|p| p.ts_ns >= cutoff && (p.dst == target || same_net(p.dst))))
+                .copied()
+            else {
+                continue;
+            };
+            n += 1;
+            out.verdicts.push(Verdict {
+                id,
+                source: src,
+                kind: d.kind,
+                confidence: d.confidence,
+                reason: format!(
+                    "{src} took part in {}; source proven: it acknowledged what {} sent it (flow {}, port {})",
+                    d.reason, p.dst, p.flow_id, p.dport
+                ),
+                evidence: vec![("source_answered".into(), 1.0), ("source_proof_flow".into(), p.flow_id as f64)],
+                ttl_s,
+                issued_ns: d.ts_ns,
+                source_proof: SourceProof::Answered,
+            });
+        }
+        n
     }
 
     fn count_response(&mut self, kind: AttackKind, decision: Decision) {
@@ -723,6 +768,10 @@ impl DetectorStage {
         let mut seen: HashMap<IpAddr, SourceSeen> = HashMap::default();
         for r in &batch.flows {
             for d in self.heuristics.observe(r) {
+                self.long_horizon.note_finding(&d);
+                findings.push((d, Origin::Heuristics));
+            }
+            for d in self.long_horizon.observe(r) {
                 findings.push((d, Origin::Heuristics));
             }
             for d in self.baseline.observe(r) {
@@ -744,6 +793,10 @@ impl DetectorStage {
         }
         // Findings that the passing of time completes (requests still unanswered).
         for d in self.heuristics.tick(now) {
+            self.long_horizon.note_finding(&d);
+            findings.push((d, Origin::Heuristics));
+        }
+        for d in self.long_horizon.tick(now) {
             findings.push((d, Origin::Heuristics));
         }
         let opinions = self.opinions(batch, &seen);
@@ -800,6 +853,10 @@ impl DetectorStage {
             };
             d.reason = format!("{}; {said}", d.reason);
         }
+        if d.kind == AttackKind::DistributedScan && decision.action == Action::Block {
+            let proven = self.block_proven_participants(&d, id, ttl_s, out);
+            d.reason = format!("{}; {} of the named sources proven real and blocked", d.reason, proven);
+        }
         d.reason = format!("{}; {}", d.reason, decision.sentence());
         if let Some(source) = d.source.filter(|_| blocks) {
             let mut evidence = d.evidence.clone();
@@ -828,8 +885,13 @@ impl DetectorStage {
             | AttackKind::IcmpFlood
             | AttackKind::BruteForce
             | AttackKind::SlowHttp
+            | AttackKind::SlowGuessing
             | AttackKind::Spoofing => Severity::High,
-            AttackKind::PortScan | AttackKind::HostSweep | AttackKind::Anomaly => Severity::Medium,
+            AttackKind::PortScan
+            | AttackKind::HostSweep
+            | AttackKind::SlowScan
+            | AttackKind::DistributedScan
+            | AttackKind::Anomaly => Severity::Medium,
             _ => Severity::Low,
         };
         out.alerts.push(Alert {
