@@ -68,6 +68,10 @@ pub struct LongHorizonConfig {
     pub slow_scan_hosts: u32,
     /// `detector.window_s` in ns: scans found within it are the fast detector's.
     pub fast_window_ns: u64,
+    /// `detector.scan_distinct_ports`: the fast port-scan rule's count in `fast_window_ns`.
+    pub fast_ports: u32,
+    /// `detector.sweep_distinct_hosts`: the fast sweep rule's count in `fast_window_ns`.
+    pub fast_hosts: u32,
     /// `detector.distributed_scan_sources` (0: off).
     pub distributed_sources: u32,
     /// `detector.slow_guess_sessions` (0: off).
@@ -80,6 +84,8 @@ impl From<&DetectorConfig> for LongHorizonConfig {
             slow_scan_ports: d.slow_scan_distinct_ports,
             slow_scan_hosts: d.slow_scan_distinct_hosts,
             fast_window_ns: d.window_s.saturating_mul(1_000_000_000),
+            fast_ports: d.scan_distinct_ports,
+            fast_hosts: d.sweep_distinct_hosts,
             distributed_sources: d.distributed_scan_sources,
             slow_guess_sessions: d.slow_guess_sessions,
         }
