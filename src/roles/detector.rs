@@ -1120,3 +1120,71 @@ mod tests {
         assert!(found.verdicts.iter().all(|v| v.kind != AttackKind::PortScan), "{:?}", found.verdicts);
     }
 }
+
+/// Issue #17: the distributed-scan finding and what `[response] distributed_scan` does with it.
+#[cfg(test)]
+mod distributed_tests {
+    use super::*;
+    use crate::flow::ConnState;
+    use gatewarden_proto::messages::FlowRecord;
+
+    const T0: u64 = 1_796_000_000 * 1_000_000_000;
+
+    fn syn(id: u64, src: IpAddr, dport: u16, ts: u64) -> FlowRecord {
+        FlowRecord {
+            flow_id: id,
+            src,
+            dst: "192.0.2.16".parse().unwrap(),
+            sport: 40000,
+            dport,
+            proto: Proto::Tcp,
+            first_ns: ts,
+            last_ns: ts,
+            fwd_packets: 1,
+            rev_packets: 1,
+            fwd_bytes: 60,
+            rev_bytes: 54,
+            conn_state: ConnState::REJ,
+            src_answered: false,
+        }
+    }
+
+    /// 60 Internet sources, 2 refused SYNs each to ports of one host; one of them also completed
+    /// a handshake with that host (it is real). Default: one alert naming the target, no block.
+    /// With `distributed_scan = "block"`: a verdict for the proven source only.
+    fn run(action: Action) -> Findings {
+        let mut cfg = Config::default();
+        cfg.response.distributed_scan = action;
+        let mut st = DetectorStage::with_model(&cfg, &Registry::new(), Ok(None));
+        let src = |i: u64| -> IpAddr { IpAddr::from([203, 0, 113, i as u8 + 1]) };
+        // The proven one is the 46th: past the 16 sources a reason names, still blocked.
+        let mut proven = syn(9999, src(45), 443, T0);
+        (proven.conn_state, proven.fwd_packets, proven.rev_packets, proven.src_answered) = (ConnState::S1, 3, 2, true);
+        let mut flows = vec![proven];
+        for round in 0..2u64 {
+            for i in 0..60u64 {
+                flows.push(syn(round * 100 + i + 1, src(i), 1000 + (i * 2 + round) as u16, T0 + round * 1_000_000_000));
+            }
+        }
+        st.on_batch(&FlowBatch { node: "r".into(), seq: 1, flows, hosts: vec![] })
+    }
+
+    #[test]
+    fn a_distributed_scan_alerts_and_blocks_only_proven_participants_when_told_to() {
+        let out = run(Action::Alert);
+        let a: Vec<&Alert> = out.alerts.iter().filter(|a| a.kind == AttackKind::DistributedScan).collect();
+        assert_eq!(a.len(), 1, "{:?}", out.alerts);
+        assert_eq!((a[0].src, a[0].dst), (None, Some("192.0.2.16".parse().unwrap())));
+        assert_eq!(a[0].signature_id, 9_000_015);
+        assert!(a[0].reason.contains("distributed scan of 192.0.2.16: 50 sources"), "{}", a[0].reason);
+        assert!(a[0].reason.contains("policy rule proven_participants_only"), "{}", a[0].reason);
+        assert!(out.verdicts.is_empty(), "{:?}", out.verdicts);
+
+        let out = run(Action::Block);
+        let v: Vec<IpAddr> = out.verdicts.iter().map(|v| v.source).collect();
+        assert_eq!(v, vec!["203.0.113.46".parse::<IpAddr>().unwrap()], "only the proven source");
+        assert_eq!(out.verdicts[0].source_proof, SourceProof::Answered);
+        let a = out.alerts.iter().find(|a| a.kind == AttackKind::DistributedScan).unwrap();
+        assert!(a.reason.contains("1 of the named sources proven real and blocked"), "{}", a.reason);
+    }
+}

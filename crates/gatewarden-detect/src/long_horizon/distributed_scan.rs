@@ -43,7 +43,7 @@ pub const MIN_SPREAD: usize = 10;
 pub const MAX_TARGETS: usize = 256;
 /// Most sources tracked per target.
 pub const MAX_SOURCES_PER_TARGET: usize = 256;
-/// Most participants named in a finding.
+/// Most participants named in a finding's reason (all tracked ones are kept for the response).
 pub const MAX_LISTED: usize = 16;
 /// Most ports or hosts kept per target.
 pub const MAX_ITEMS: usize = 64;
@@ -168,7 +168,8 @@ impl DistributedScan {
                 .sum::<usize>()
     }
 
-    /// The participants named when `target` (a host or a subnet's network address) was last reported.
+    /// The participants (all that are tracked, most probes first) when `target` (a host or a
+    /// subnet's network address) was last reported.
     pub fn participants(&self, target: IpAddr) -> Vec<IpAddr> {
         self.targets
             .iter()
@@ -216,9 +217,9 @@ impl DistributedScan {
             t.reported_ns = Some(now);
             let mut parts: Vec<&Part> = t.parts.iter().filter(|p| p.probes >= MIN_PROBES_PER_SOURCE).collect();
             parts.sort_by_key(|p| std::cmp::Reverse(p.probes));
-            t.listed = parts.iter().take(MAX_LISTED).map(|p| p.src).collect();
+            t.listed = parts.iter().map(|p| p.src).collect();
             let probes: u64 = parts.iter().map(|p| u64::from(p.probes)).sum();
-            let names: Vec<String> = t.listed.iter().map(|a| a.to_string()).collect();
+            let names: Vec<String> = t.listed.iter().take(MAX_LISTED).map(|a| a.to_string()).collect();
             let more = parts.len().saturating_sub(MAX_LISTED) as u64 + u64::from(t.unlisted);
             let more = if more > 0 { format!(" and {more} more") } else { String::new() };
             let (target, spread, what) = match key {
@@ -308,7 +309,7 @@ mod tests {
             d.reason
         );
         assert!(d.reason.contains("and 34 more"), "{}", d.reason);
-        assert_eq!(h.participants("192.0.2.16".parse().unwrap()).len(), MAX_LISTED);
+        assert_eq!(h.participants("192.0.2.16".parse().unwrap()).len(), 50);
         // No source crossed a per-source rule.
         assert!(found.iter().all(|d| d.kind == AttackKind::DistributedScan), "{found:?}");
     }
