@@ -21,7 +21,8 @@
 //!   a probe count as answered).
 //!
 //! Multicast, broadcast and unspecified destinations are not probes (mDNS,
-//! SSDP, DHCP), nor are ICMP messages other than echo requests.
+//! SSDP, DHCP), nor are ICMP messages other than echo requests, nor TCP flows
+//! whose SYN was not seen (midstream after a restart, asymmetric routes).
 //!
 //! State is bounded: at most [`MAX_PENDING`] flows wait for their answer (when
 //! full, the oldest is settled as unanswered early), flow ids already counted
@@ -248,6 +249,10 @@ impl LongHorizon {
         if !(matches!(r.proto, Proto::Tcp | Proto::Udp) || icmp_echo) || !probeable(r.dst) {
             return out;
         }
+        // TCP without the originator's SYN (midstream, or only the responder seen) is no attempt.
+        if r.proto == Proto::Tcp && matches!(r.conn_state, ConnState::OTH | ConnState::RSTRH | ConnState::SHR) {
+            return out;
+        }
         let c = self.cell(COUNTED_CELLS, r.flow_id);
         if self.counted[c] == r.flow_id.wrapping_add(1) {
             return out;
@@ -436,9 +441,11 @@ pub(crate) mod tests {
         h.observe(&rec(2, src, "198.51.100.11", 8080, Proto::Tcp, T0, T0 + 4 * SEC, (2, 120), (0, 0), "S0"));
         // The answered flow's last snapshot: no second probe.
         h.observe(&rec(1, src, "198.51.100.10", 443, Proto::Tcp, T0, T0 + 5 * SEC, (20, 3000), (30, 40_000), "SF"));
-        // Multicast is no probe.
+        // Multicast is no probe, nor is a TCP flow seen midstream (one way, no SYN).
         h.observe(&rec(4, src, "224.0.0.251", 5353, Proto::Udp, T0, T0 + 4 * SEC, (1, 80), (0, 0), "S0"));
-        assert_eq!(h.history.hour_probes(ip, T0 + 5 * SEC), Some((3, 2)));
+        h.observe(&rec(5, src, "198.51.100.13", 443, Proto::Tcp, T0, T0 + 4 * SEC, (9, 900), (0, 0), "OTH"));
+        h.tick(T0 + 9 * SEC);
+        assert_eq!(h.history.hour_probes(ip, T0 + 9 * SEC), Some((3, 2)));
     }
 
     /// A device retrying a server that answered it before (a WAN outage) is not probing.
