@@ -17,8 +17,8 @@
 //! - A probe to a service (source, host, port, protocol) that answered this
 //!   source within the hour counts as answered even when this one was not: a
 //!   device reconnecting after a WAN outage or retrying a known server is not
-//!   probing (a 1 MiB keyed table of minute stamps; a collision can only make
-//!   a probe count as answered).
+//!   probing (a 2 MiB keyed table of 16-bit minute stamps, which wrap after 45
+//!   days; a collision can only make a probe count as answered).
 //!
 //! Multicast, broadcast and unspecified destinations are not probes (mDNS,
 //! SSDP, DHCP), nor are ICMP messages other than echo requests, nor TCP flows
@@ -56,7 +56,7 @@ pub const ANSWER_WAIT_NS: u64 = 3_000_000_000;
 pub const MAX_PENDING: usize = 16_384;
 /// Cells of the table of flow ids already counted (a power of two).
 pub const COUNTED_CELLS: usize = 1 << 16;
-/// Cells of the table of services that answered a source (a power of two).
+/// Cells of the table of services that answered a source (a power of two; 2 bytes each).
 const PEER_CELLS: usize = 1 << 20;
 /// The hour, minutes.
 const HOUR_MIN: u32 = 60;
@@ -134,7 +134,7 @@ pub struct LongHorizon {
     /// Flow ids (plus one) whose login session was already recorded, direct-mapped.
     logins_done: Box<[u64]>,
     /// Minute stamps of services that answered a source.
-    peers: Box<[u8]>,
+    peers: Box<[u16]>,
     hasher: RandomState,
     now_ns: u64,
     slow_scan: slow_scan::SlowScan,
@@ -152,15 +152,16 @@ impl std::fmt::Debug for LongHorizon {
     }
 }
 
-fn minute_stamp(ts_ns: u64) -> u8 {
-    ((ts_ns / 60_000_000_000) % 255) as u8 + 1
+/// Minute of `ts_ns` as a nonzero 16-bit stamp (0 = empty); wraps after 65 535 minutes.
+fn minute_stamp(ts_ns: u64) -> u16 {
+    ((ts_ns / 60_000_000_000) % 65_535) as u16 + 1
 }
 
-fn stamp_age(now: u8, s: u8) -> u32 {
+fn stamp_age(now: u16, s: u16) -> u32 {
     if s == 0 {
         u32::MAX
     } else {
-        (u32::from(now) + 255 - u32::from(s)) % 255
+        (u32::from(now) + 65_535 - u32::from(s)) % 65_535
     }
 }
 
@@ -214,7 +215,7 @@ impl LongHorizon {
             + self.pending.capacity() * (std::mem::size_of::<(u64, Pending)>() + 1)
             + self.queue.capacity() * 16
             + (self.counted.len() + self.logins_done.len()) * 8
-            + self.peers.len()
+            + self.peers.len() * 2
             + self.distributed.memory_bytes()
             + self.slow_scan.memory_bytes()
     }
