@@ -147,7 +147,7 @@ impl SlowGuessing {
         *last = now;
         let reason = format!(
             "slow password guessing: {} → {} short failed sessions to login services in the last hour, the latest \
-             to {}:{} ({}), and {lasting} lasting (limit {limit} failed, fewer than 1 lasting per {FAILED_PER_LASTING}; \
+             to {}:{} ({}), and {lasting} lasting (limit {limit} failed and {FAILED_PER_LASTING} failed per lasting one; \
              failed = answered, ended within {} s with ≤ {} KiB either way)",
             r.src,
             l.failed,
