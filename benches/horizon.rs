@@ -10,14 +10,19 @@
 //! - `spoofed_flood`: one probe each from new sources, every one evicting another;
 //! - `protected_scanners`: scanners hitting new ports (sketch updates).
 //!
-//! Criterion reports elements/s = observations per second. The table's own byte
+//! Then the long-horizon detectors per flow record over the same table (`long_horizon/*`).
+//!
+//! Criterion reports elements/s = observations (records) per second. The table's own byte
 //! count is printed once. Recorded in docs/PERFORMANCE.md.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use gatewarden::detect::config::DetectorConfig;
+use gatewarden::detect::long_horizon::LongHorizon;
 use gatewarden::detect::source_history::{SourceHistory, SourceHistoryConfig, Window};
-use gatewarden_proto::messages::Proto;
+use gatewarden::flow::ConnState;
+use gatewarden_proto::messages::{FlowRecord, Proto};
 
 const T0: u64 = 1_796_000_000 * 1_000_000_000;
 const SOURCES: u32 = 100_000;
@@ -112,5 +117,79 @@ fn horizon(c: &mut Criterion) {
     assert!(bytes <= 32_000_000);
 }
 
-criterion_group!(benches, horizon);
+/// A TCP flow snapshot from `src` to `dst:dport`.
+fn record(id: u64, src: IpAddr, dst: IpAddr, dport: u16, ts: u64, rev: u32, state: ConnState) -> FlowRecord {
+    FlowRecord {
+        flow_id: id,
+        src,
+        dst,
+        sport: 40_000 + (id % 20_000) as u16,
+        dport,
+        proto: Proto::Tcp,
+        first_ns: ts,
+        last_ns: ts,
+        fwd_packets: 2,
+        rev_packets: rev,
+        fwd_bytes: 120,
+        rev_bytes: u64::from(rev) * 60,
+        conn_state: state,
+        src_answered: rev > 0,
+    }
+}
+
+/// The long-horizon detectors (crates/gatewarden-detect/src/long_horizon/) per flow record, over
+/// the same full table: answered flows of known sources, a spoofed SYN flood (each record
+/// waits for its answer and is settled by `tick`, as in the detector stage), and a scanner's
+/// refused probes (each checked by the slow-scan and distributed-scan rules).
+fn long_horizon(c: &mut Criterion) {
+    let mut lh = LongHorizon::with_history(&DetectorConfig::default(), full_table());
+    println!(
+        "long_horizon: {} bytes = {:.1} MB with 100 000 sources",
+        lh.memory_bytes(),
+        lh.memory_bytes() as f64 / 1e6
+    );
+    let mut g = c.benchmark_group("long_horizon");
+    g.throughput(Throughput::Elements(u64::from(BATCH)));
+    g.sample_size(10);
+    let mut id = 0u64;
+    let mut ts = T0 + 10_000_000_000;
+    g.bench_function("observe_answered_known_100k", |b| {
+        b.iter(|| {
+            ts += 100_000_000;
+            for i in 0..BATCH {
+                id += 1;
+                let s = i.wrapping_mul(7919) % SOURCES;
+                lh.observe(std::hint::black_box(&record(id, src(s), target(i), 443, ts, 2, ConnState::S1)));
+            }
+            lh.tick(ts)
+        })
+    });
+    let mut fresh = SOURCES;
+    g.bench_function("observe_spoofed_syn_flood", |b| {
+        b.iter(|| {
+            ts += 100_000_000;
+            for i in 0..BATCH {
+                id += 1;
+                fresh = fresh.wrapping_add(1);
+                lh.observe(std::hint::black_box(&record(id, src(fresh), target(i), 80, ts, 0, ConnState::S0)));
+            }
+            lh.tick(ts)
+        })
+    });
+    g.bench_function("observe_scanner_refused", |b| {
+        b.iter(|| {
+            ts += 100_000_000;
+            for i in 0..BATCH {
+                id += 1;
+                let port = (id % 60_000) as u16 + 1;
+                lh.observe(std::hint::black_box(&record(id, src(i % 16), target(1), port, ts, 1, ConnState::REJ)));
+            }
+            lh.tick(ts)
+        })
+    });
+    g.finish();
+    println!("long_horizon after the runs: {} bytes = {:.1} MB", lh.memory_bytes(), lh.memory_bytes() as f64 / 1e6);
+}
+
+criterion_group!(benches, horizon, long_horizon);
 criterion_main!(benches);

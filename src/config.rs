@@ -555,6 +555,33 @@ impl Config {
                 "100 to 60000 milliseconds (longer than a round trip plus a server's time to first byte)",
             );
         }
+        for (key, v) in [
+            ("detector.slow_scan_distinct_ports", d.slow_scan_distinct_ports),
+            ("detector.slow_scan_distinct_hosts", d.slow_scan_distinct_hosts),
+        ] {
+            if v != 0 && !(10..=10_000).contains(&v) {
+                bad(
+                    key,
+                    v.to_string(),
+                    "0 (off) or 10 to 10000 (devices reach ~10 answered services; the sketch counts up to 10000)",
+                );
+            }
+        }
+        let most = crate::detect::long_horizon::distributed_scan::MAX_SOURCES_PER_TARGET as u32;
+        if d.distributed_scan_sources != 0 && !(10..=most).contains(&d.distributed_scan_sources) {
+            bad(
+                "detector.distributed_scan_sources",
+                d.distributed_scan_sources.to_string(),
+                &format!("0 (off) or 10 to {most} sources ({most} are tracked per target)"),
+            );
+        }
+        if d.slow_guess_sessions != 0 && !(5..=10_000).contains(&d.slow_guess_sessions) {
+            bad(
+                "detector.slow_guess_sessions",
+                d.slow_guess_sessions.to_string(),
+                "0 (off) or 5 to 10000 failed sessions in the hour (a person mistypes 1-3 times)",
+            );
+        }
         if !(64..=65_536).contains(&d.model_check_memory_mb) {
             bad(
                 "detector.model_check_memory_mb",
@@ -908,6 +935,10 @@ mod tests {
             ("[detector]\nslow_http_min_age_s = 0", "detector.slow_http_min_age_s"),
             ("[detector]\nslow_http_concurrent = 6", "detector.slow_http_concurrent"),
             ("[detector]\nslow_http_concurrent_wait_ms = 10", "detector.slow_http_concurrent_wait_ms"),
+            ("[detector]\nslow_scan_distinct_ports = 3", "detector.slow_scan_distinct_ports"),
+            ("[detector]\nslow_scan_distinct_hosts = 20000", "detector.slow_scan_distinct_hosts"),
+            ("[detector]\ndistributed_scan_sources = 1000", "detector.distributed_scan_sources"),
+            ("[detector]\nslow_guess_sessions = 2", "detector.slow_guess_sessions"),
             ("[detector]\nmodel_threshold = 1.5", "detector.model_threshold"),
             ("[detector]\nbaseline_factor = 0.5", "detector.baseline_factor"),
             ("[detector]\nmax_verdicts_per_s = 0.0", "detector.max_verdicts_per_s"),

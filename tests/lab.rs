@@ -280,6 +280,27 @@ fn lab_score() {
     }
 }
 
+/// The long-horizon scenarios of issue #17 (nmap -T1, a `--scan-delay 5s` sweep, slow password
+/// guessing over an hour), scored like `lab_score`; `GATEWARDEN_LAB_ONLY` picks among them.
+#[test]
+#[ignore = "up to an hour per scenario; run by hand (docs/DETECTION.md, Slow and distributed attacks)"]
+fn lab_long_horizon() {
+    assert!(prerequisites("lab_long_horizon"), "lab_long_horizon needs root and the lab's tools");
+    let _one = one_lab_at_a_time();
+    let lab = Lab::new();
+    let dir = tempfile::tempdir().unwrap();
+    let only: Option<Vec<String>> =
+        std::env::var("GATEWARDEN_LAB_ONLY").ok().map(|s| s.split(',').map(String::from).collect());
+    let list: Vec<Scenario> =
+        long_scenarios().into_iter().filter(|s| only.as_ref().is_none_or(|o| o.iter().any(|n| n == s.name))).collect();
+    let report = run_scenarios(&lab, &list, dir.path(), 0);
+    let table = table(&report.scores, &report.flagged, &report.other);
+    match std::env::var_os("GATEWARDEN_LAB_REPORT") {
+        Some(p) => std::fs::write(&p, &table).unwrap(),
+        None => eprintln!("{table}"),
+    }
+}
+
 /// Records labelled captures into `GATEWARDEN_LAB_OUT` (default `datasets/lab`):
 /// one capture + labels per scenario, and `demo.pcap` (benign traffic with
 /// several attacks) + `demo.labels.csv`.

@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::detect::baseline::{Baseline, BaselineConfig};
 use crate::detect::fusion::{Fused, Fusion, FusionConfig, FusionStats, ModelOpinion, Origin};
 use crate::detect::heuristics::{Detection, AUTH_PORTS};
+use crate::detect::long_horizon::LongHorizon;
 use crate::detect::model::{HostModel, Judgement, ModelError};
 use crate::detect::response::{Action, Decision, ResponseConfig, ResponsePolicy};
 use crate::detect::validator::{self, Limits};
@@ -29,6 +30,8 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 pub struct DetectorStage {
     node: String,
     heuristics: Heuristics,
+    /// Slow, distributed and long-horizon detectors (issue #17), explainable like the heuristics.
+    long_horizon: LongHorizon,
     baseline: Baseline,
     fusion: Fusion,
     model: Option<Arc<HostModel>>,
@@ -447,6 +450,7 @@ impl DetectorStage {
         DetectorStage {
             node: cfg.node_id.clone(),
             heuristics: Heuristics::new(cfg.detector.clone()),
+            long_horizon: LongHorizon::new(&cfg.detector),
             baseline,
             fusion,
             model,
@@ -483,6 +487,7 @@ impl DetectorStage {
     /// model file is not changed here (that is the training page's job).
     pub fn set_detector_config(&mut self, d: &crate::config::DetectorConfig) {
         self.heuristics.set_config(d.clone());
+        self.long_horizon.set_config(d);
         self.fusion.set_config(fusion_config(d, &self.response));
         self.baseline.set_config(baseline_config(d));
         self.detector_cfg = d.clone();
@@ -527,6 +532,46 @@ impl DetectorStage {
             .rev()
             .copied()
             .find(|p| p.ts_ns >= cutoff && d.target.is_none_or(|t| t == p.dst) && (any_port || p.dport == d.port))
+    }
+
+    /// A distributed scan that `[response]` says to block: a verdict for each named participant
+    /// with a proof towards the target (host or subnet) — it acknowledged what was sent to it
+    /// there, so its probes were its own. The others may be forged and are left alone.
+    fn block_proven_participants(&mut self, d: &Detection, id: u64, ttl_s: u32, out: &mut Findings) -> usize {
+        let Some(target) = d.target else { return 0 };
+        let same_net = |a: IpAddr| match (a, target) {
+            (IpAddr::V4(a), IpAddr::V4(t)) => a.octets()[..3] == t.octets()[..3],
+            (IpAddr::V6(a), IpAddr::V6(t)) => a.segments()[..4] == t.segments()[..4],
+            _ => false,
+        };
+        let cutoff = d.ts_ns.saturating_sub(PROOF_WINDOW_NS);
+        let mut n = 0;
+        for src in self.long_horizon.participants(target) {
+            let Some(p) = self
+                .proofs
+                .get(&src)
+                .and_then(|q| q.iter().rev().find(|p| p.ts_ns >= cutoff && (p.dst == target || same_net(p.dst))))
+                .copied()
+            else {
+                continue;
+            };
+            n += 1;
+            out.verdicts.push(Verdict {
+                id,
+                source: src,
+                kind: d.kind,
+                confidence: d.confidence,
+                reason: format!(
+                    "{src} took part in {}; source proven: it acknowledged what {} sent it (flow {}, port {})",
+                    d.reason, p.dst, p.flow_id, p.dport
+                ),
+                evidence: vec![("source_answered".into(), 1.0), ("source_proof_flow".into(), p.flow_id as f64)],
+                ttl_s,
+                issued_ns: d.ts_ns,
+                source_proof: SourceProof::Answered,
+            });
+        }
+        n
     }
 
     fn count_response(&mut self, kind: AttackKind, decision: Decision) {
@@ -723,6 +768,10 @@ impl DetectorStage {
         let mut seen: HashMap<IpAddr, SourceSeen> = HashMap::default();
         for r in &batch.flows {
             for d in self.heuristics.observe(r) {
+                self.long_horizon.note_finding(&d);
+                findings.push((d, Origin::Heuristics));
+            }
+            for d in self.long_horizon.observe(r) {
                 findings.push((d, Origin::Heuristics));
             }
             for d in self.baseline.observe(r) {
@@ -744,6 +793,10 @@ impl DetectorStage {
         }
         // Findings that the passing of time completes (requests still unanswered).
         for d in self.heuristics.tick(now) {
+            self.long_horizon.note_finding(&d);
+            findings.push((d, Origin::Heuristics));
+        }
+        for d in self.long_horizon.tick(now) {
             findings.push((d, Origin::Heuristics));
         }
         let opinions = self.opinions(batch, &seen);
@@ -800,6 +853,10 @@ impl DetectorStage {
             };
             d.reason = format!("{}; {said}", d.reason);
         }
+        if d.kind == AttackKind::DistributedScan && decision.action == Action::Block {
+            let proven = self.block_proven_participants(&d, id, ttl_s, out);
+            d.reason = format!("{}; {} of the named sources proven real and blocked", d.reason, proven);
+        }
         d.reason = format!("{}; {}", d.reason, decision.sentence());
         if let Some(source) = d.source.filter(|_| blocks) {
             let mut evidence = d.evidence.clone();
@@ -828,8 +885,13 @@ impl DetectorStage {
             | AttackKind::IcmpFlood
             | AttackKind::BruteForce
             | AttackKind::SlowHttp
+            | AttackKind::SlowGuessing
             | AttackKind::Spoofing => Severity::High,
-            AttackKind::PortScan | AttackKind::HostSweep | AttackKind::Anomaly => Severity::Medium,
+            AttackKind::PortScan
+            | AttackKind::HostSweep
+            | AttackKind::SlowScan
+            | AttackKind::DistributedScan
+            | AttackKind::Anomaly => Severity::Medium,
             _ => Severity::Low,
         };
         out.alerts.push(Alert {
@@ -1056,5 +1118,73 @@ mod tests {
         s.set_detector_config(&d);
         let found = s.on_batch(&scan());
         assert!(found.verdicts.iter().all(|v| v.kind != AttackKind::PortScan), "{:?}", found.verdicts);
+    }
+}
+
+/// Issue #17: the distributed-scan finding and what `[response] distributed_scan` does with it.
+#[cfg(test)]
+mod distributed_tests {
+    use super::*;
+    use crate::flow::ConnState;
+    use gatewarden_proto::messages::FlowRecord;
+
+    const T0: u64 = 1_796_000_000 * 1_000_000_000;
+
+    fn syn(id: u64, src: IpAddr, dport: u16, ts: u64) -> FlowRecord {
+        FlowRecord {
+            flow_id: id,
+            src,
+            dst: "192.0.2.16".parse().unwrap(),
+            sport: 40000,
+            dport,
+            proto: Proto::Tcp,
+            first_ns: ts,
+            last_ns: ts,
+            fwd_packets: 1,
+            rev_packets: 1,
+            fwd_bytes: 60,
+            rev_bytes: 54,
+            conn_state: ConnState::REJ,
+            src_answered: false,
+        }
+    }
+
+    /// 60 Internet sources, 2 refused SYNs each to ports of one host; one of them also completed
+    /// a handshake with that host (it is real). Default: one alert naming the target, no block.
+    /// With `distributed_scan = "block"`: a verdict for the proven source only.
+    fn run(action: Action) -> Findings {
+        let mut cfg = Config::default();
+        cfg.response.distributed_scan = action;
+        let mut st = DetectorStage::with_model(&cfg, &Registry::new(), Ok(None));
+        let src = |i: u64| -> IpAddr { IpAddr::from([203, 0, 113, i as u8 + 1]) };
+        // The proven one is the 46th: past the 16 sources a reason names, still blocked.
+        let mut proven = syn(9999, src(45), 443, T0);
+        (proven.conn_state, proven.fwd_packets, proven.rev_packets, proven.src_answered) = (ConnState::S1, 3, 2, true);
+        let mut flows = vec![proven];
+        for round in 0..2u64 {
+            for i in 0..60u64 {
+                flows.push(syn(round * 100 + i + 1, src(i), 1000 + (i * 2 + round) as u16, T0 + round * 1_000_000_000));
+            }
+        }
+        st.on_batch(&FlowBatch { node: "r".into(), seq: 1, flows, hosts: vec![] })
+    }
+
+    #[test]
+    fn a_distributed_scan_alerts_and_blocks_only_proven_participants_when_told_to() {
+        let out = run(Action::Alert);
+        let a: Vec<&Alert> = out.alerts.iter().filter(|a| a.kind == AttackKind::DistributedScan).collect();
+        assert_eq!(a.len(), 1, "{:?}", out.alerts);
+        assert_eq!((a[0].src, a[0].dst), (None, Some("192.0.2.16".parse().unwrap())));
+        assert_eq!(a[0].signature_id, 9_000_015);
+        assert!(a[0].reason.contains("distributed scan of 192.0.2.16: 50 sources"), "{}", a[0].reason);
+        assert!(a[0].reason.contains("policy rule proven_participants_only"), "{}", a[0].reason);
+        assert!(out.verdicts.is_empty(), "{:?}", out.verdicts);
+
+        let out = run(Action::Block);
+        let v: Vec<IpAddr> = out.verdicts.iter().map(|v| v.source).collect();
+        assert_eq!(v, vec!["203.0.113.46".parse::<IpAddr>().unwrap()], "only the proven source");
+        assert_eq!(out.verdicts[0].source_proof, SourceProof::Answered);
+        let a = out.alerts.iter().find(|a| a.kind == AttackKind::DistributedScan).unwrap();
+        assert!(a.reason.contains("1 of the named sources proven real and blocked"), "{}", a.reason);
     }
 }

@@ -1122,6 +1122,166 @@ pub fn scenarios() -> Vec<Scenario> {
                 ["iperf3", "-c", NEW_HOST, "-p", "5209", "-b", "40M", "-t", "3"]
             )
         },
+        // Issue #17: slow and distributed scans (the long-horizon detectors).
+        // nmap -T2: a probe every 0.4 s, 50 ports in ~20 s, under port_scan's 50 ports in 10 s.
+        scenario!(
+            "nmap_syn_T2",
+            "port_scan",
+            "attacker",
+            WAN,
+            &["slow_scan"],
+            ["nmap", "-n", "-Pn", "-sS", "-T2", "-p", "1-50", WAN]
+        ),
+        scenario!(
+            "nmap_syn6_T2",
+            "port_scan",
+            "attacker",
+            WAN6,
+            &["slow_scan"],
+            ["nmap", "-6", "-n", "-Pn", "-sS", "-T2", "-p", "1-50", WAN6]
+        ),
+        // A slow sweep in random host order. nmap applies --scan-delay per host and probes a
+        // host group (up to 128 hosts here) in parallel, so without --max-hostgroup 1 this is a
+        // fast sweep (measured: 66 probes in 4 s); with it, one host at a time, ~1 probe per
+        // 2 s here. (The 5 s one is in long_scenarios.)
+        scenario!(
+            "nmap_sweep_scan_delay_1s",
+            "host_sweep",
+            "attacker",
+            "203.0.113.0/25",
+            &["slow_scan"],
+            [
+                "nmap",
+                "-n",
+                "-Pn",
+                "-sS",
+                "--max-hostgroup",
+                "1",
+                "--scan-delay",
+                "1s",
+                "--randomize-hosts",
+                "--max-retries",
+                "0",
+                "-p",
+                "23",
+                "203.0.113.0/25"
+            ]
+        ),
+        // 60 Internet sources, 3 SYNs each to closed ports of one LAN device. One namespace holds
+        // the 60 addresses (nmap -S, each address its own, answered to it): at the router every
+        // packet from the WAN side carries the upstream's MAC anyway, so 60 namespaces behind the
+        // WAN host would look the same there, at 60 times the set-up cost on a 2-core machine.
+        Scenario {
+            spoofed: true,
+            policy: Expect::AlertOnly,
+            ..scenario!(
+                "distributed_scan_60_sources",
+                "port_scan",
+                "inet_attacker",
+                "192.0.2.11",
+                &["distributed_scan"],
+                [
+                    "bash",
+                    "-c",
+                    DISTRIBUTED_SCAN,
+                    "distributed-scan",
+                    "192.0.2.11"
+                ]
+            )
+        },
+    ]
+}
+
+/// Adds 203.0.113.170-229 to the namespace's `eth0` and sends 3 SYNs from each to ports of `$1`
+/// (1000-1179: closed), 10 sources at a time.
+const DISTRIBUTED_SCAN: &str = "for n in $(seq 170 229); do ip addr add 203.0.113.$n/32 dev eth0 2>/dev/null; done; \
+    sleep 1; i=0; for n in $(seq 170 229); do p=$((1000 + (n - 170) * 3)); \
+    nmap -n -Pn -sS -e eth0 -S 203.0.113.$n --max-retries 0 -p $p,$((p + 1)),$((p + 2)) \"$1\" >/dev/null 2>&1 & \
+    i=$((i + 1)); [ $((i % 10)) -eq 0 ] && wait; done; wait";
+
+/// Scenarios of minutes to an hour (issue #17), run by the ignored `lab_long_horizon`:
+/// nmap -T1 (15 s between probes), a sweep with `--scan-delay 5s`, and slow password guessing.
+pub fn long_scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario {
+            timeout_s: 1200,
+            ..scenario!(
+                "nmap_syn_T1",
+                "port_scan",
+                "attacker",
+                WAN,
+                &["slow_scan"],
+                ["nmap", "-n", "-Pn", "-sS", "-T1", "-p", "1-60", WAN]
+            )
+        },
+        Scenario {
+            timeout_s: 300,
+            ..scenario!(
+                "nmap_sweep_scan_delay_5s",
+                "host_sweep",
+                "attacker",
+                "203.0.113.0/25",
+                &["slow_scan"],
+                [
+                    "nmap",
+                    "-n",
+                    "-Pn",
+                    "-sS",
+                    "--max-hostgroup",
+                    "1",
+                    "--scan-delay",
+                    "5s",
+                    "--randomize-hosts",
+                    "--max-retries",
+                    "0",
+                    "-p",
+                    "23",
+                    "203.0.113.0/25"
+                ]
+            )
+        },
+        Scenario {
+            timeout_s: 3600,
+            policy: Expect::AlertOnly,
+            ..scenario!(
+                "hydra_ssh_t1_w30",
+                "brute_force",
+                "attacker",
+                WAN,
+                &["slow_guessing"],
+                ["hydra", "-l", "admin", "-P", "WORDLIST", "-t", "1", "-W", "30", "-I", "-q", "ssh://198.51.100.10"]
+            )
+        },
+        Scenario {
+            timeout_s: 3600,
+            policy: Expect::AlertOnly,
+            ..scenario!(
+                "hydra_telnet_t1_w30",
+                "brute_force",
+                "attacker",
+                WAN,
+                &["slow_guessing"],
+                ["hydra", "-l", "admin", "-P", "WORDLIST", "-t", "1", "-W", "30", "-I", "-q", "telnet://198.51.100.10"]
+            )
+        },
+        Scenario {
+            timeout_s: 3600,
+            policy: Expect::AlertOnly,
+            ..scenario!(
+                "mosquitto_pub_guess_every_30s",
+                "brute_force",
+                "attacker",
+                WAN,
+                &["slow_guessing"],
+                [
+                    "bash",
+                    "-c",
+                    "while read -r p; do mosquitto_pub -h 198.51.100.10 -p 1883 -u admin -P \"$p\" -t lab/x -m x; sleep 30; done < \"$1\"",
+                    "mqtt-guess",
+                    "WORDLIST"
+                ]
+            )
+        },
     ]
 }
 
@@ -1143,6 +1303,10 @@ pub fn short_scenarios() -> Vec<Scenario> {
         "mosquitto_pub_password_guess",
         "slowhttptest_slowloris_i5",
         "camera_exfil_new_host",
+        "nmap_syn_T2",
+        "nmap_syn6_T2",
+        "nmap_sweep_scan_delay_1s",
+        "distributed_scan_60_sources",
     ];
     scenarios().into_iter().filter(|s| keep.contains(&s.name)).collect()
 }

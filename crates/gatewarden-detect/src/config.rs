@@ -118,6 +118,23 @@ pub struct DetectorConfig {
     pub refresh_s: u64,
     /// Seconds without evidence after which an attack counts as over.
     pub incident_close_s: u64,
+    /// Slow scans (kind `slow_scan`): distinct destination ports one source probed, with at
+    /// least as many unanswered probes and ≥ 50 % of its probes unanswered, within 1, 15 or 60
+    /// minutes. Devices use under 10 service ports and their services answer; nmap -T2 reaches
+    /// 20 in 8 s, -T1 in 5 minutes. `0` turns the port rule off. (docs/DETECTION.md, "Slow scans")
+    pub slow_scan_distinct_ports: u32,
+    /// The same over distinct destination hosts (slow sweeps, `--scan-delay`, randomised
+    /// host order). A hub polling 30 devices is answered. `0` turns the host rule off.
+    pub slow_scan_distinct_hosts: u32,
+    /// Distributed scans (kind `distributed_scan`): sources, each with ≥ 2 unanswered probes to
+    /// one host (or /24, /64) within 15 minutes, over ≥ 10 of its ports (or hosts), that make one
+    /// finding for that target. `0` turns the rule off.
+    pub distributed_scan_sources: u32,
+    /// Slow password guessing (kind `slow_guessing`): short failed sessions (answered, ended
+    /// within 30 s, ≤ 16 KiB) from one source to login services (SSH, telnet, FTP, RDP, VNC,
+    /// POP3, MQTT) within the hour, with at most one lasting session per 5 of them. hydra
+    /// `-t 1 -W 30` reaches 10 in 5 minutes. `0` turns the rule off.
+    pub slow_guess_sessions: u32,
 }
 
 impl Default for DetectorConfig {
@@ -157,6 +174,10 @@ impl Default for DetectorConfig {
             verdict_burst: 50.0,
             refresh_s: 300,
             incident_close_s: 120,
+            slow_scan_distinct_ports: 20,
+            slow_scan_distinct_hosts: 20,
+            distributed_scan_sources: 50,
+            slow_guess_sessions: 10,
         }
     }
 }

@@ -71,6 +71,15 @@ pub struct ResponseConfig {
     pub slow_http: Action,
     /// Behaviour far outside a device's baseline (the baseline and the model find these).
     pub anomaly: Action,
+    /// Slow scans (one source, many ports or hosts over minutes): blocks like a scan when its
+    /// probes were mostly unanswered (`scan_min_unanswered_pct`).
+    pub slow_scan: Action,
+    /// Distributed scans (many sources, one target): `alert` by default; `block` blocks only
+    /// the participants proven real (they acknowledged what they were sent), never the rest.
+    pub distributed_scan: Action,
+    /// Slow password guessing over the hour: `alert` by default, because a flow record cannot
+    /// tell a rejected login from a short scripted one (`ssh host cmd`); `block` blocks the source.
+    pub slow_guessing: Action,
     /// What a finding of the model by itself does: `alert` (default) or
     /// `ignore`; `block` lets the classifier block on its own (replaces
     /// `detector.model_alone_blocks`).
@@ -113,6 +122,9 @@ impl Default for ResponseConfig {
             brute_force: Action::Block,
             slow_http: Action::Block,
             anomaly: Action::Block,
+            slow_scan: Action::Block,
+            distributed_scan: Action::Alert,
+            slow_guessing: Action::Alert,
             model_alone: Action::Alert,
             baseline_alone: Action::Alert,
             baseline_surge_alone: Action::Ignore,
@@ -123,7 +135,7 @@ impl Default for ResponseConfig {
 }
 
 /// The kinds `[response]` has a key for, in the order the Settings page lists them.
-pub const KINDS: [AttackKind; 8] = [
+pub const KINDS: [AttackKind; 11] = [
     AttackKind::PortScan,
     AttackKind::HostSweep,
     AttackKind::SynFlood,
@@ -132,6 +144,9 @@ pub const KINDS: [AttackKind; 8] = [
     AttackKind::BruteForce,
     AttackKind::SlowHttp,
     AttackKind::Anomaly,
+    AttackKind::SlowScan,
+    AttackKind::DistributedScan,
+    AttackKind::SlowGuessing,
 ];
 
 impl ResponseConfig {
@@ -146,6 +161,9 @@ impl ResponseConfig {
             AttackKind::BruteForce => self.brute_force,
             AttackKind::SlowHttp => self.slow_http,
             AttackKind::Anomaly => self.anomaly,
+            AttackKind::SlowScan => self.slow_scan,
+            AttackKind::DistributedScan => self.distributed_scan,
+            AttackKind::SlowGuessing => self.slow_guessing,
             _ => Action::Alert,
         }
     }
@@ -161,6 +179,9 @@ impl ResponseConfig {
             AttackKind::BruteForce => &mut self.brute_force,
             AttackKind::SlowHttp => &mut self.slow_http,
             AttackKind::Anomaly => &mut self.anomaly,
+            AttackKind::SlowScan => &mut self.slow_scan,
+            AttackKind::DistributedScan => &mut self.distributed_scan,
+            AttackKind::SlowGuessing => &mut self.slow_guessing,
             _ => return false,
         };
         *slot = action;
@@ -232,6 +253,8 @@ pub enum Rule {
     KindAlerts,
     /// `[response]` says `ignore` for this kind.
     KindIgnored,
+    /// A distributed scan: many sources, each a few probes; with `block`, only those proven real.
+    ProvenParticipants,
 }
 
 impl Rule {
@@ -253,6 +276,7 @@ impl Rule {
             Rule::NoSingleSource => "no_single_source",
             Rule::KindAlerts => "kind_set_to_alert",
             Rule::KindIgnored => "kind_set_to_ignore",
+            Rule::ProvenParticipants => "proven_participants_only",
         }
     }
 
@@ -283,6 +307,9 @@ impl Rule {
             Rule::NoSingleSource => "many forged sources: the SYN meter limits them, no one is blocked",
             Rule::KindAlerts => "[response] says alert for this kind",
             Rule::KindIgnored => "[response] says ignore for this kind",
+            Rule::ProvenParticipants => {
+                "many sources, each a few probes: only those proven real (they acknowledged what they were sent) may be blocked"
+            }
         }
     }
 }
@@ -316,7 +343,7 @@ pub fn rule_in_reason(reason: &str) -> Option<&'static str> {
 }
 
 /// Every rule, for docs, metrics and parsing.
-pub const ALL_RULES: [Rule; 15] = [
+pub const ALL_RULES: [Rule; 16] = [
     Rule::ScanUnanswered,
     Rule::ScanAnswered,
     Rule::SweepAnswered,
@@ -332,6 +359,7 @@ pub const ALL_RULES: [Rule; 15] = [
     Rule::NoSingleSource,
     Rule::KindAlerts,
     Rule::KindIgnored,
+    Rule::ProvenParticipants,
 ];
 
 fn evidence(d: &Detection, name: &str) -> Option<f64> {
@@ -393,6 +421,10 @@ impl ResponsePolicy {
                 Decision { action: wanted, rule }
             }
         };
+        if d.source.is_none() && d.kind == AttackKind::DistributedScan {
+            // The stage blocks the proven participants when this says block (see DetectorStage).
+            return Decision { action: kind_action, rule: Rule::ProvenParticipants };
+        }
         if d.source.is_none() {
             return cap(Rule::NoSingleSource, Action::Alert);
         }
@@ -401,7 +433,7 @@ impl ResponsePolicy {
         distinct.dedup();
         // A scan or sweep's own numbers outrank agreement: probes that were
         // mostly answered are what ordinary clients send, whatever the model says.
-        let answered_probes = matches!(d.kind, AttackKind::PortScan | AttackKind::HostSweep)
+        let answered_probes = matches!(d.kind, AttackKind::PortScan | AttackKind::HostSweep | AttackKind::SlowScan)
             && distinct.contains(&Origin::Heuristics)
             && evidence(d, "unanswered_pct").is_some_and(|u| u < self.cfg.scan_min_unanswered_pct);
         if answered_probes {
@@ -427,7 +459,7 @@ impl ResponsePolicy {
             }
             Some(Origin::Baseline) => cap(Rule::BaselineAlone, self.cfg.baseline_alone),
             Some(Origin::Heuristics) | None => match d.kind {
-                AttackKind::PortScan | AttackKind::HostSweep => {
+                AttackKind::PortScan | AttackKind::HostSweep | AttackKind::SlowScan => {
                     // A finding without the number (an older detector) counts as unanswered.
                     let unanswered = evidence(d, "unanswered_pct").unwrap_or(100.0);
                     if unanswered >= self.cfg.scan_min_unanswered_pct {
@@ -439,7 +471,7 @@ impl ResponsePolicy {
                 AttackKind::SynFlood | AttackKind::UdpFlood | AttackKind::IcmpFlood => {
                     cap(Rule::FloodRate, Action::Block)
                 }
-                AttackKind::BruteForce => cap(Rule::RepeatedSessions, Action::Block),
+                AttackKind::BruteForce | AttackKind::SlowGuessing => cap(Rule::RepeatedSessions, Action::Block),
                 // Found early, from the count of unanswered requests, or late, from their age.
                 AttackKind::SlowHttp if evidence(d, "unanswered_requests").is_some() => {
                     cap(Rule::UnansweredRequests, Action::Block)
@@ -487,6 +519,33 @@ mod tests {
     fn decide(p: &ResponsePolicy, kind: AttackKind, ev: &[(&str, f64)], origins: &[Origin]) -> (Action, &'static str) {
         let d = p.decide(&det(kind, ev), origins);
         (d.action, d.rule.as_str())
+    }
+
+    /// The long-horizon kinds (issue #17): a slow scan blocks like a scan on its unanswered share,
+    /// slow guessing alerts (a flow cannot tell a failed login from a short scripted one), a
+    /// distributed scan alerts, and with `block` names the rule that blocks proven participants only.
+    #[test]
+    fn long_horizon_defaults() {
+        let p = ResponsePolicy::default();
+        let h = [Origin::Heuristics];
+        use Action::*;
+        assert_eq!(
+            decide(&p, AttackKind::SlowScan, &[("unanswered_pct", 100.0)], &h),
+            (Block, "scan_mostly_unanswered")
+        );
+        assert_eq!(decide(&p, AttackKind::SlowScan, &[("unanswered_pct", 30.0)], &h), (Alert, "scan_mostly_answered"));
+        assert_eq!(decide(&p, AttackKind::SlowGuessing, &[], &h), (Alert, "kind_set_to_alert"));
+        let mut d = det(AttackKind::DistributedScan, &[("sources", 50.0)]);
+        d.source = None;
+        let got = p.decide(&d, &h);
+        assert_eq!((got.action, got.rule.as_str()), (Alert, "proven_participants_only"));
+        let mut cfg = ResponseConfig::default();
+        assert!(cfg.set_action(AttackKind::DistributedScan, Block));
+        assert!(cfg.set_action(AttackKind::SlowGuessing, Block));
+        let p = ResponsePolicy::new(cfg, false);
+        let got = p.decide(&d, &h);
+        assert_eq!((got.action, got.rule.as_str()), (Block, "proven_participants_only"));
+        assert_eq!(decide(&p, AttackKind::SlowGuessing, &[], &h), (Block, "repeated_login_sessions"));
     }
 
     #[test]

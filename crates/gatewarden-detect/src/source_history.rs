@@ -692,6 +692,14 @@ impl SourceHistory {
         })
     }
 
+    /// Probes and unanswered probes of `src` over the hour as of `ts_ns`, without the distinct
+    /// counts (O(1): detectors check this before asking for [`SourceHistory::stats`]).
+    pub fn hour_probes(&self, src: IpAddr, ts_ns: u64) -> Option<(u32, u32)> {
+        let e = &self.entries[self.find(src)? as usize];
+        let h = e.hour_counts(Self::minute(ts_ns).max(e.last_min));
+        Some((u32::from(h.probes), u32::from(h.unanswered)))
+    }
+
     /// Login sessions of `src` over the hour as of `ts_ns`; None when it is not tracked.
     pub fn logins(&self, src: IpAddr, ts_ns: u64) -> Option<LoginStats> {
         let e = &self.entries[self.find(src)? as usize];

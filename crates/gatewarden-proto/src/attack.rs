@@ -32,6 +32,13 @@ pub enum AttackKind {
     /// A LAN frame whose source address does not belong to its source MAC
     /// (forged sources): the MAC is contained, the forged addresses never blocked.
     Spoofing,
+    /// One source probing many ports or hosts too slowly for `PortScan`/`HostSweep`
+    /// (over 1, 15 or 60 minutes: nmap -T1/-T2, `--scan-delay`).
+    SlowScan,
+    /// Many sources, each a few unanswered probes, to one host or subnet.
+    DistributedScan,
+    /// Repeated short failed sessions to login services over an hour (one try a minute).
+    SlowGuessing,
 }
 
 impl AttackKind {
@@ -47,6 +54,9 @@ impl AttackKind {
             AttackKind::Anomaly => "anomaly",
             AttackKind::SlowHttp => "slow_http",
             AttackKind::Spoofing => "spoofing",
+            AttackKind::SlowScan => "slow_scan",
+            AttackKind::DistributedScan => "distributed_scan",
+            AttackKind::SlowGuessing => "slow_guessing",
             AttackKind::ChannelAbuse => "channel_abuse",
             AttackKind::LinkHealth => "link_health",
             AttackKind::System => "system",

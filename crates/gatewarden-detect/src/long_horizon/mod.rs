@@ -1,0 +1,485 @@
+//! Detection over minutes and hours, and across many sources (issue #17):
+//! slow scans ([`slow_scan`]), distributed scans ([`distributed_scan`]) and
+//! slow password guessing ([`slow_guessing`]), all fed from one
+//! [`SourceHistory`].
+//!
+//! # From flow records to probes
+//! Flow records are cumulative snapshots, re-sent each batch in which the flow
+//! changed (see [`crate::heuristics`]). [`LongHorizon`] turns them into
+//! *probes* — one per flow, counted once — and decides whether each was
+//! answered:
+//! - **answered**: TCP with a SYN-ACK (the handshake completed or was aborted
+//!   after it: an open port), UDP or ICMP echo with any reply;
+//! - **unanswered**: TCP refused (RST to the SYN, `REJ`) or given up (`RSTOS0`,
+//!   `SH`), or still without a reply [`ANSWER_WAIT_NS`] after its first packet
+//!   (the router does not re-send a flow that does not change, so [`LongHorizon::tick`]
+//!   settles those). A SYN-ACK in the next batch is within that wait.
+//! - A probe to a service (source, host, port, protocol) that answered this
+//!   source within the hour counts as answered even when this one was not: a
+//!   device reconnecting after a WAN outage or retrying a known server is not
+//!   probing (a 2 MiB keyed table of 16-bit minute stamps, which wrap after 45
+//!   days; a collision can only make a probe count as answered).
+//!
+//! Multicast, broadcast and unspecified destinations are not probes (mDNS,
+//! SSDP, DHCP), nor are ICMP messages other than echo requests, nor TCP flows
+//! whose SYN was not seen (midstream after a restart, asymmetric routes).
+//!
+//! State is bounded: at most [`MAX_PENDING`] flows wait for their answer (when
+//! full, the oldest is settled as unanswered early), flow ids already counted
+//! are kept in a direct-mapped table of [`COUNTED_CELLS`] ids (a collision can
+//! only count a re-sent flow again).
+
+pub mod distributed_scan;
+pub mod slow_guessing;
+pub mod slow_scan;
+
+use std::collections::VecDeque;
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+
+use foldhash::fast::RandomState;
+use gatewarden_flow::ConnState;
+use gatewarden_proto::messages::{FlowRecord, Proto};
+
+use crate::config::DetectorConfig;
+use crate::heuristics::Detection;
+use crate::source_history::{SourceHistory, SourceHistoryConfig};
+
+type HashMap<K, V> = std::collections::HashMap<K, V, RandomState>;
+
+/// How long a probe may wait for its answer before it counts as unanswered, ns:
+/// a SYN-ACK or a UDP reply takes a round trip (milliseconds); nmap itself gives
+/// up on a probe after about a second at -T2 and below.
+pub const ANSWER_WAIT_NS: u64 = 3_000_000_000;
+/// Most flows waiting for their answer at once: 5 400 new unanswered flows a second for the
+/// 3 s wait (a flood beyond that has its oldest settled early, as unanswered). ~1.3 MB.
+pub const MAX_PENDING: usize = 16_384;
+/// Cells of the table of flow ids already counted (a power of two).
+pub const COUNTED_CELLS: usize = 1 << 16;
+/// Cells of the table of services that answered a source (a power of two; 2 bytes each).
+const PEER_CELLS: usize = 1 << 20;
+/// The hour, minutes.
+const HOUR_MIN: u32 = 60;
+
+/// The thresholds the long-horizon detectors use, from `[detector]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LongHorizonConfig {
+    /// `detector.slow_scan_distinct_ports` (0: off).
+    pub slow_scan_ports: u32,
+    /// `detector.slow_scan_distinct_hosts` (0: off).
+    pub slow_scan_hosts: u32,
+    /// `detector.window_s` in ns: scans found within it are the fast detector's.
+    pub fast_window_ns: u64,
+    /// `detector.scan_distinct_ports`: the fast port-scan rule's count in `fast_window_ns`.
+    pub fast_ports: u32,
+    /// `detector.sweep_distinct_hosts`: the fast sweep rule's count in `fast_window_ns`.
+    pub fast_hosts: u32,
+    /// `detector.distributed_scan_sources` (0: off).
+    pub distributed_sources: u32,
+    /// `detector.slow_guess_sessions` (0: off).
+    pub slow_guess_sessions: u32,
+}
+
+impl From<&DetectorConfig> for LongHorizonConfig {
+    fn from(d: &DetectorConfig) -> Self {
+        LongHorizonConfig {
+            slow_scan_ports: d.slow_scan_distinct_ports,
+            slow_scan_hosts: d.slow_scan_distinct_hosts,
+            fast_window_ns: d.window_s.saturating_mul(1_000_000_000),
+            fast_ports: d.scan_distinct_ports,
+            fast_hosts: d.sweep_distinct_hosts,
+            distributed_sources: d.distributed_scan_sources,
+            slow_guess_sessions: d.slow_guess_sessions,
+        }
+    }
+}
+
+/// One probe, settled: a flow counted once, answered or not.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Probe {
+    /// Who sent it.
+    pub src: IpAddr,
+    /// Where to.
+    pub dst: IpAddr,
+    /// Destination port (0 for ICMP echo).
+    pub dport: u16,
+    /// Protocol.
+    pub proto: Proto,
+    /// Capture time of its first packet, ns.
+    pub ts_ns: u64,
+    /// The flow.
+    pub flow_id: u64,
+    /// Whether a service answered (see the module documentation).
+    pub answered: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    src: IpAddr,
+    dst: IpAddr,
+    dport: u16,
+    proto: Proto,
+    first_ns: u64,
+}
+
+/// The long-horizon detectors and the history they share.
+pub struct LongHorizon {
+    cfg: LongHorizonConfig,
+    history: SourceHistory,
+    pending: HashMap<u64, Pending>,
+    /// (deadline, flow id), oldest first; entries of flows settled since are skipped.
+    queue: VecDeque<(u64, u64)>,
+    /// Flow ids (plus one) already counted as probes, direct-mapped.
+    counted: Box<[u64]>,
+    /// Flow ids (plus one) whose login session was already recorded, direct-mapped.
+    logins_done: Box<[u64]>,
+    /// Minute stamps of services that answered a source.
+    peers: Box<[u16]>,
+    hasher: RandomState,
+    now_ns: u64,
+    slow_scan: slow_scan::SlowScan,
+    distributed: distributed_scan::DistributedScan,
+    guessing: slow_guessing::SlowGuessing,
+}
+
+impl std::fmt::Debug for LongHorizon {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LongHorizon")
+            .field("cfg", &self.cfg)
+            .field("sources", &self.history.len())
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Minute of `ts_ns` as a nonzero 16-bit stamp (0 = empty); wraps after 65 535 minutes.
+fn minute_stamp(ts_ns: u64) -> u16 {
+    ((ts_ns / 60_000_000_000) % 65_535) as u16 + 1
+}
+
+fn stamp_age(now: u16, s: u16) -> u32 {
+    if s == 0 {
+        u32::MAX
+    } else {
+        (u32::from(now) + 65_535 - u32::from(s)) % 65_535
+    }
+}
+
+/// Whether `dst` can be probed at all (unicast, specified).
+fn probeable(dst: IpAddr) -> bool {
+    match dst {
+        IpAddr::V4(a) => !(a.is_multicast() || a.is_broadcast() || a.is_unspecified() || a.octets()[3] == 255),
+        IpAddr::V6(a) => !(a.is_multicast() || a.is_unspecified()),
+    }
+}
+
+impl LongHorizon {
+    /// The detectors with their thresholds from `[detector]` and the default history size
+    /// (100 000 sources in ~31 MB, docs/PERFORMANCE.md).
+    pub fn new(d: &DetectorConfig) -> LongHorizon {
+        let history = SourceHistory::new(SourceHistoryConfig::default()).expect("the default history size is valid");
+        Self::with_history(d, history)
+    }
+
+    /// The same over a given history (tests and benchmarks pass a seeded one).
+    pub fn with_history(d: &DetectorConfig, history: SourceHistory) -> LongHorizon {
+        LongHorizon {
+            cfg: LongHorizonConfig::from(d),
+            history,
+            pending: HashMap::default(),
+            queue: VecDeque::new(),
+            counted: vec![0; COUNTED_CELLS].into_boxed_slice(),
+            logins_done: vec![0; COUNTED_CELLS].into_boxed_slice(),
+            peers: vec![0; PEER_CELLS].into_boxed_slice(),
+            hasher: RandomState::default(),
+            now_ns: 0,
+            slow_scan: slow_scan::SlowScan::default(),
+            distributed: distributed_scan::DistributedScan::default(),
+            guessing: slow_guessing::SlowGuessing::default(),
+        }
+    }
+
+    /// New thresholds from the settings page; nothing learned is lost.
+    pub fn set_config(&mut self, d: &DetectorConfig) {
+        self.cfg = LongHorizonConfig::from(d);
+    }
+
+    /// The shared history (for tests, benchmarks and the dashboard).
+    pub fn history(&self) -> &SourceHistory {
+        &self.history
+    }
+
+    /// Bytes held beyond the history's own (pending flows, the id and peer tables, the detectors).
+    pub fn memory_bytes(&self) -> usize {
+        self.history.memory_bytes()
+            + self.pending.capacity() * (std::mem::size_of::<(u64, Pending)>() + 1)
+            + self.queue.capacity() * 16
+            + (self.counted.len() + self.logins_done.len()) * 8
+            + self.peers.len() * 2
+            + self.distributed.memory_bytes()
+            + self.slow_scan.memory_bytes()
+    }
+
+    /// A finding of the fast detectors (heuristics): the slow detectors leave
+    /// that source alone for the hour rather than report the same attack twice.
+    pub fn note_finding(&mut self, d: &Detection) {
+        self.slow_scan.note_finding(d);
+        self.guessing.note_finding(d);
+    }
+
+    /// The sources that took part in the distributed scan of `target`, as last reported
+    /// (every tracked participant, not only the ones its reason names).
+    pub fn participants(&self, target: IpAddr) -> Vec<IpAddr> {
+        self.distributed.participants(target)
+    }
+
+    fn cell(&self, table_len: usize, id: u64) -> usize {
+        self.hasher.hash_one(id) as usize & (table_len - 1)
+    }
+
+    fn peer_cell(&self, src: IpAddr, dst: IpAddr, dport: u16, proto: Proto) -> usize {
+        self.hasher.hash_one((src, dst, dport, proto)) as usize & (PEER_CELLS - 1)
+    }
+
+    /// Looks at one flow snapshot; returns findings it completes.
+    pub fn observe(&mut self, r: &FlowRecord) -> Vec<Detection> {
+        let mut out = Vec::new();
+        self.now_ns = self.now_ns.max(r.last_ns);
+        self.login(r, &mut out);
+        let icmp_echo = matches!((r.proto, r.sport), (Proto::Icmp, 8) | (Proto::Icmpv6, 128));
+        if !(matches!(r.proto, Proto::Tcp | Proto::Udp) || icmp_echo) || !probeable(r.dst) {
+            return out;
+        }
+        // TCP without the originator's SYN (midstream, or only the responder seen) is no attempt.
+        if r.proto == Proto::Tcp && matches!(r.conn_state, ConnState::OTH | ConnState::RSTRH | ConnState::SHR) {
+            return out;
+        }
+        let c = self.cell(COUNTED_CELLS, r.flow_id);
+        if self.counted[c] == r.flow_id.wrapping_add(1) {
+            return out;
+        }
+        let answered = match r.proto {
+            Proto::Tcp => r.rev_packets > 0 && !r.conn_state.is_failed_attempt(),
+            _ => r.rev_packets > 0,
+        };
+        let refused = r.proto == Proto::Tcp
+            && matches!(r.conn_state, ConnState::REJ | ConnState::RSTOS0 | ConnState::SH)
+            && !answered;
+        if answered || refused || r.last_ns >= r.first_ns.saturating_add(ANSWER_WAIT_NS) {
+            self.pending.remove(&r.flow_id);
+            let p = Probe {
+                src: r.src,
+                dst: r.dst,
+                dport: if icmp_echo { 0 } else { r.dport },
+                proto: r.proto,
+                ts_ns: r.first_ns,
+                flow_id: r.flow_id,
+                answered,
+            };
+            self.settle(p, &mut out);
+            return out;
+        }
+        if !self.pending.contains_key(&r.flow_id) {
+            if self.pending.len() >= MAX_PENDING {
+                // Full: settle the oldest now, as unanswered (a flood; its answer would be late anyway).
+                while let Some((_, id)) = self.queue.pop_front() {
+                    if let Some(p) = self.pending.remove(&id) {
+                        self.settle_pending(id, p, &mut out);
+                        break;
+                    }
+                }
+            }
+            let dport = if icmp_echo { 0 } else { r.dport };
+            self.pending
+                .insert(r.flow_id, Pending { src: r.src, dst: r.dst, dport, proto: r.proto, first_ns: r.first_ns });
+            self.queue.push_back((r.first_ns.saturating_add(ANSWER_WAIT_NS), r.flow_id));
+        }
+        out
+    }
+
+    /// Settles probes whose answer did not come in time and reports what the
+    /// passing of time completes (a slow-scan candidate that lasted past the fast window).
+    pub fn tick(&mut self, now: u64) -> Vec<Detection> {
+        let mut out = Vec::new();
+        self.now_ns = self.now_ns.max(now);
+        let now = self.now_ns;
+        while let Some(&(deadline, id)) = self.queue.front() {
+            if deadline > now {
+                break;
+            }
+            self.queue.pop_front();
+            if let Some(p) = self.pending.remove(&id) {
+                self.settle_pending(id, p, &mut out);
+            }
+        }
+        // Stale queue records (flows settled by a later snapshot) are dropped as they reach
+        // the front; compact when they pile up behind a far deadline.
+        if self.queue.len() > 2 * MAX_PENDING {
+            let pending = &self.pending;
+            self.queue.retain(|(_, id)| pending.contains_key(id));
+        }
+        out.extend(self.slow_scan.tick(&self.history, &self.cfg, now));
+        self.distributed.tick(now);
+        out
+    }
+
+    fn settle_pending(&mut self, id: u64, p: Pending, out: &mut Vec<Detection>) {
+        let probe = Probe {
+            src: p.src,
+            dst: p.dst,
+            dport: p.dport,
+            proto: p.proto,
+            ts_ns: p.first_ns,
+            flow_id: id,
+            answered: false,
+        };
+        self.settle(probe, out);
+    }
+
+    /// Counts one probe once, in the history and the detectors.
+    fn settle(&mut self, mut p: Probe, out: &mut Vec<Detection>) {
+        let c = self.cell(COUNTED_CELLS, p.flow_id);
+        self.counted[c] = p.flow_id.wrapping_add(1);
+        let pc = self.peer_cell(p.src, p.dst, p.dport, p.proto);
+        let now_stamp = minute_stamp(self.now_ns.max(p.ts_ns));
+        if p.answered {
+            self.peers[pc] = now_stamp;
+        } else if stamp_age(now_stamp, self.peers[pc]) <= HOUR_MIN {
+            // A service that answered this source within the hour: a retry, not a probe.
+            p.answered = true;
+        }
+        self.history.observe(p.src, p.dst, p.dport, p.proto, p.answered, p.ts_ns);
+        if !p.answered {
+            self.slow_scan.on_unanswered(&self.history, &self.cfg, &p, self.now_ns);
+            if let Some(d) = self.distributed.on_unanswered(&self.cfg, &p, self.now_ns) {
+                out.push(d);
+            }
+        }
+    }
+
+    /// Records the end (or the lasting) of a session to a login service.
+    fn login(&mut self, r: &FlowRecord, out: &mut Vec<Detection>) {
+        let Some(outcome) = slow_guessing::session_outcome(r) else {
+            return;
+        };
+        let c = self.cell(COUNTED_CELLS, r.flow_id);
+        if self.logins_done[c] == r.flow_id.wrapping_add(1) {
+            return;
+        }
+        self.logins_done[c] = r.flow_id.wrapping_add(1);
+        let failed = outcome == slow_guessing::Outcome::Failed;
+        self.history.login_session(r.src, failed, r.last_ns);
+        if let Some(d) = self.guessing.on_session(&self.history, &self.cfg, r, failed) {
+            out.push(d);
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use gatewarden_proto::messages::FlowRecord;
+
+    pub(crate) const T0: u64 = 1_796_000_000 * 1_000_000_000;
+    pub(crate) const SEC: u64 = 1_000_000_000;
+
+    pub(crate) fn horizon() -> LongHorizon {
+        let h = SourceHistory::with_seed(SourceHistoryConfig::default(), 7).unwrap();
+        LongHorizon::with_history(&DetectorConfig::default(), h)
+    }
+
+    /// A flow snapshot: `rev` packets back, in `state`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn rec(
+        id: u64,
+        src: &str,
+        dst: &str,
+        dport: u16,
+        proto: Proto,
+        first_ns: u64,
+        last_ns: u64,
+        fwd: (u32, u64),
+        rev: (u32, u64),
+        state: &str,
+    ) -> FlowRecord {
+        FlowRecord {
+            flow_id: id,
+            src: src.parse().unwrap(),
+            dst: dst.parse().unwrap(),
+            sport: 40000 + (id % 20000) as u16,
+            dport,
+            proto,
+            first_ns,
+            last_ns,
+            fwd_packets: fwd.0,
+            rev_packets: rev.0,
+            fwd_bytes: fwd.1,
+            rev_bytes: rev.1,
+            conn_state: ConnState::parse(state).unwrap(),
+            src_answered: false,
+        }
+    }
+
+    /// Each flow counts once however often it is re-sent, and a SYN whose SYN-ACK shows up in
+    /// the next snapshot is answered; one still without a reply after the wait is not.
+    #[test]
+    fn each_flow_is_one_probe_answered_or_not() {
+        let mut h = horizon();
+        let src = "192.0.2.7";
+        // Answered in the second snapshot.
+        h.observe(&rec(1, src, "198.51.100.10", 443, Proto::Tcp, T0, T0, (1, 60), (0, 0), "S0"));
+        h.observe(&rec(1, src, "198.51.100.10", 443, Proto::Tcp, T0, T0 + SEC / 10, (2, 112), (1, 60), "S1"));
+        // Never answered: settled by tick after the wait.
+        h.observe(&rec(2, src, "198.51.100.11", 8080, Proto::Tcp, T0, T0, (1, 60), (0, 0), "S0"));
+        h.tick(T0 + 2 * SEC);
+        let ip: IpAddr = src.parse().unwrap();
+        assert_eq!(h.history.hour_probes(ip, T0 + 2 * SEC), Some((1, 0)));
+        h.tick(T0 + 4 * SEC);
+        // Refused at once (RST).
+        h.observe(&rec(3, src, "198.51.100.12", 23, Proto::Tcp, T0 + 4 * SEC, T0 + 4 * SEC, (1, 60), (1, 40), "REJ"));
+        h.observe(&rec(3, src, "198.51.100.12", 23, Proto::Tcp, T0 + 4 * SEC, T0 + 4 * SEC, (1, 60), (1, 40), "REJ"));
+        // A retransmitted SYN re-sends flow 2: still one probe.
+        h.observe(&rec(2, src, "198.51.100.11", 8080, Proto::Tcp, T0, T0 + 4 * SEC, (2, 120), (0, 0), "S0"));
+        // The answered flow's last snapshot: no second probe.
+        h.observe(&rec(1, src, "198.51.100.10", 443, Proto::Tcp, T0, T0 + 5 * SEC, (20, 3000), (30, 40_000), "SF"));
+        // Multicast is no probe, nor is a TCP flow seen midstream (one way, no SYN).
+        h.observe(&rec(4, src, "224.0.0.251", 5353, Proto::Udp, T0, T0 + 4 * SEC, (1, 80), (0, 0), "S0"));
+        h.observe(&rec(5, src, "198.51.100.13", 443, Proto::Tcp, T0, T0 + 4 * SEC, (9, 900), (0, 0), "OTH"));
+        h.tick(T0 + 9 * SEC);
+        assert_eq!(h.history.hour_probes(ip, T0 + 9 * SEC), Some((3, 2)));
+    }
+
+    /// A device retrying a server that answered it before (a WAN outage) is not probing.
+    #[test]
+    fn retries_to_a_service_that_answered_are_answered() {
+        let mut h = horizon();
+        let src = "192.0.2.50";
+        h.observe(&rec(1, src, "198.51.100.10", 1883, Proto::Tcp, T0, T0 + SEC, (5, 400), (4, 300), "SF"));
+        for i in 0..40u64 {
+            let t = T0 + 30 * SEC + i * SEC;
+            h.observe(&rec(100 + i, src, "198.51.100.10", 1883, Proto::Tcp, t, t, (1, 60), (0, 0), "S0"));
+            h.tick(t);
+        }
+        h.tick(T0 + 200 * SEC);
+        let ip: IpAddr = src.parse().unwrap();
+        assert_eq!(h.history.hour_probes(ip, T0 + 200 * SEC), Some((41, 0)));
+    }
+
+    /// Pending flows are capped: a flood of unanswered SYNs settles the oldest early.
+    #[test]
+    fn pending_flows_are_bounded() {
+        let mut h = horizon();
+        for i in 0..(MAX_PENDING as u64 + 1000) {
+            let src = IpAddr::from([100, 64, (i >> 8) as u8, i as u8]);
+            let mut r = rec(i, "192.0.2.1", "198.51.100.10", 80, Proto::Tcp, T0, T0, (1, 60), (0, 0), "S0");
+            r.src = src;
+            h.observe(&r);
+        }
+        assert_eq!(h.pending.len(), MAX_PENDING);
+        h.tick(T0 + 10 * SEC);
+        assert!(h.pending.is_empty());
+        let (all, history) = (h.memory_bytes(), h.history().memory_bytes());
+        eprintln!("long horizon: {all} bytes, of which the source history {history}, the rest {}", all - history);
+        assert!(all - history < 6_000_000, "{all} - {history}");
+    }
+}

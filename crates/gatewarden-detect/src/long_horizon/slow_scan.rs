@@ -1,0 +1,577 @@
+//! Slow scans: one source probing many ports or many hosts, too slowly for the
+//! fast scan rules (`detector.scan_distinct_ports` in `window_s`), e.g. nmap
+//! `-T2` (a probe every 0.4 s), `-T1` (every 15 s), `--scan-delay`, randomised
+//! host order.
+//!
+//! # The rule
+//! In any of the 1-, 15- and 60-minute windows of the source's history:
+//! - at least `detector.slow_scan_distinct_ports` (20) distinct destination
+//!   ports (protocol, port) **and** at least as many unanswered probes, or at
+//!   least `detector.slow_scan_distinct_hosts` (20) distinct hosts **and** as
+//!   many unanswered probes;
+//! - **and** at least [`MIN_UNANSWERED_SHARE`] of the window's probes unanswered.
+//!
+//! Why these numbers: a scan is *unanswered probes to many services*. A closed
+//! port answers a SYN with a RST and a filtered one not at all: both are
+//! unanswered here, whereas every service a device actually uses answers it.
+//! Home and IoT devices use a handful of service ports (DNS, NTP, HTTP(S),
+//! MQTT, mDNS, SSDP — under 10 distinct in the benign corpus), and their few
+//! failures are retries of services that answered before, which count as
+//! answered (see [`super`]). A hub polling 30 devices or a browser fetching from
+//! 64 hosts is answered; a reconnect storm after an outage goes to known
+//! services. Twenty distinct unanswered targets is twice what any of them
+//! reaches and what nmap -T2 sends in 8 s.
+//!
+//! A source that meets the rule is reported at once when its pace of
+//! unanswered probes would not reach the fast rule's count
+//! (`detector.scan_distinct_ports` = 50 in `window_s` = 10 s, or
+//! `sweep_distinct_hosts` = 20) — a scan that fast is `port_scan`/`host_sweep`'s
+//! (one attack, one alert), so it is held for `window_s` and dropped when the
+//! fast rule reports it. nmap -T2 (2.5 probes/s) is found at its 20th port,
+//! ~8 s into a 20 s scan; -T1 after 20 probes (~5 minutes). Reported again at
+//! most every [`REPORT_EVERY_NS`] while it lasts.
+
+use std::net::IpAddr;
+
+use gatewarden_core::lru::LruMap;
+use gatewarden_proto::messages::{AttackKind, Proto};
+
+use super::{LongHorizonConfig, Probe};
+use crate::heuristics::Detection;
+use crate::source_history::{SourceHistory, Window, WindowStats};
+
+/// Share of a window's probes that must be unanswered.
+pub const MIN_UNANSWERED_SHARE: f64 = 0.5;
+/// A candidate is reported again at most this often, ns.
+pub const REPORT_EVERY_NS: u64 = 60_000_000_000;
+/// Most candidates at once (each met the rule: ≥ 20 unanswered probes of its own).
+pub const MAX_CANDIDATES: usize = 1024;
+/// A source is evaluated at most this often (its unanswered probes between are counted anyway), ns.
+const CHECK_EVERY_NS: u64 = 1_000_000_000;
+/// A fast scan finding keeps the slow rule off its source this long, ns.
+const COVERED_NS: u64 = 3_600_000_000_000;
+
+/// What a candidate spread its probes over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Spread {
+    /// Many ports.
+    Ports,
+    /// Many hosts.
+    Hosts,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    src: IpAddr,
+    since_ns: u64,
+    /// How long it is held before it is reported: 0, or the fast window when its pace is fast.
+    hold_ns: u64,
+    reported_ns: Option<u64>,
+    last_dst: IpAddr,
+    last_proto: Proto,
+    flow_id: u64,
+}
+
+/// The pace of a source's unanswered probes, from its second one on.
+#[derive(Debug, Clone, Copy, Default)]
+struct Pace {
+    first_ns: u64,
+    unanswered: u32,
+    checked_ns: u64,
+}
+
+/// The slow-scan detector's own state (the counts live in the shared history).
+pub struct SlowScan {
+    candidates: Vec<Candidate>,
+    covered: LruMap<IpAddr, u64>,
+    /// Sources with two or more unanswered probes in the hour (a flood of spoofed one-probe
+    /// sources stays out; one that flushes it anyway only makes a pace look faster: held, not missed).
+    pace: LruMap<IpAddr, Pace>,
+}
+
+impl Default for SlowScan {
+    fn default() -> Self {
+        SlowScan { candidates: Vec::new(), covered: LruMap::new(16_384), pace: LruMap::new(4096) }
+    }
+}
+
+fn window_name(w: Window) -> &'static str {
+    match w {
+        Window::Minute => "minute",
+        Window::Quarter => "15 minutes",
+        Window::Hour => "hour",
+    }
+}
+
+fn window_minutes(w: Window) -> f64 {
+    match w {
+        Window::Minute => 1.0,
+        Window::Quarter => 15.0,
+        Window::Hour => 60.0,
+    }
+}
+
+/// The first (shortest) window in which `src` meets the rule.
+pub fn evaluate(
+    history: &SourceHistory,
+    cfg: &LongHorizonConfig,
+    src: IpAddr,
+    now: u64,
+) -> Option<(Window, WindowStats, Spread)> {
+    for w in [Window::Minute, Window::Quarter, Window::Hour] {
+        let s = history.stats(src, w, now)?;
+        if s.unanswered_share().is_none_or(|u| u < MIN_UNANSWERED_SHARE) {
+            continue;
+        }
+        let p = cfg.slow_scan_ports;
+        if p > 0 && s.distinct_ports >= p && s.unanswered >= p {
+            return Some((w, s, Spread::Ports));
+        }
+        let h = cfg.slow_scan_hosts;
+        if h > 0 && s.distinct_hosts >= h && s.unanswered >= h {
+            return Some((w, s, Spread::Hosts));
+        }
+    }
+    None
+}
+
+impl SlowScan {
+    /// Bytes held.
+    pub fn memory_bytes(&self) -> usize {
+        self.candidates.capacity() * std::mem::size_of::<Candidate>()
+            + self.covered.len() * LruMap::<IpAddr, u64>::bytes_per_entry()
+            + self.pace.len() * LruMap::<IpAddr, Pace>::bytes_per_entry()
+    }
+
+    /// A fast detector's finding: scans it found are its own.
+    pub fn note_finding(&mut self, d: &Detection) {
+        if let (AttackKind::PortScan | AttackKind::HostSweep, Some(src)) = (d.kind, d.source) {
+            *self.covered.get_or_insert_with(src, || 0) = d.ts_ns;
+            self.candidates.retain(|c| c.src != src);
+        }
+    }
+
+    fn is_covered(&self, src: IpAddr, now: u64) -> bool {
+        self.covered.peek(&src).is_some_and(|&t| now < t.saturating_add(COVERED_NS))
+    }
+
+    /// An unanswered probe was counted for `p.src`: it may have become a candidate.
+    pub fn on_unanswered(&mut self, history: &SourceHistory, cfg: &LongHorizonConfig, p: &Probe, now: u64) {
+        let least = [cfg.slow_scan_ports, cfg.slow_scan_hosts].into_iter().filter(|&n| n > 0).min();
+        let Some(least) = least else { return };
+        if let Some(c) = self.candidates.iter_mut().find(|c| c.src == p.src) {
+            (c.last_dst, c.last_proto, c.flow_id) = (p.dst, p.proto, p.flow_id);
+            return;
+        }
+        // O(1) first: only a source with that many unanswered probes of its own goes further.
+        let Some((_, unanswered)) = history.hour_probes(p.src, now) else { return };
+        if unanswered < 2 {
+            return;
+        }
+        let pace = self.pace.get_or_insert_with(p.src, || Pace { first_ns: now, ..Pace::default() });
+        pace.unanswered = pace.unanswered.saturating_add(1);
+        if unanswered < least || now < pace.checked_ns.saturating_add(CHECK_EVERY_NS) {
+            return;
+        }
+        pace.checked_ns = now;
+        let pace = *pace;
+        if self.is_covered(p.src, now) {
+            return;
+        }
+        let Some((_, _, spread)) = evaluate(history, cfg, p.src, now) else { return };
+        // Would this pace reach the fast rule's count within its window? Then the fast rule is
+        // about to report it: hold it for that window.
+        let fast = match spread {
+            Spread::Ports => cfg.fast_ports,
+            Spread::Hosts => cfg.fast_hosts,
+        };
+        let elapsed = now.saturating_sub(pace.first_ns).max(1_000_000) as f64;
+        let projected = f64::from(pace.unanswered) * cfg.fast_window_ns as f64 / elapsed;
+        let hold_ns = if projected >= f64::from(fast) { cfg.fast_window_ns } else { 0 };
+        let c = Candidate {
+            src: p.src,
+            since_ns: now,
+            hold_ns,
+            reported_ns: None,
+            last_dst: p.dst,
+            last_proto: p.proto,
+            flow_id: p.flow_id,
+        };
+        if self.candidates.len() < MAX_CANDIDATES {
+            self.candidates.push(c);
+        } else if let Some(i) = self.candidates.iter().position(|c| c.reported_ns.is_some()) {
+            // Full: a reported one makes room (it is found again if it goes on).
+            self.candidates[i] = c;
+        }
+    }
+
+    /// Reports candidates that lasted past the fast window.
+    pub fn tick(&mut self, history: &SourceHistory, cfg: &LongHorizonConfig, now: u64) -> Vec<Detection> {
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < self.candidates.len() {
+            let c = self.candidates[i];
+            let due = now >= c.since_ns.saturating_add(c.hold_ns)
+                && c.reported_ns.is_none_or(|r| now >= r.saturating_add(REPORT_EVERY_NS));
+            if !due {
+                i += 1;
+                continue;
+            }
+            if self.is_covered(c.src, now) {
+                self.candidates.swap_remove(i);
+                continue;
+            }
+            match evaluate(history, cfg, c.src, now) {
+                None => {
+                    self.candidates.swap_remove(i);
+                }
+                Some((w, s, spread)) => {
+                    out.push(detection(cfg, &c, w, &s, spread, now));
+                    self.candidates[i].reported_ns = Some(now);
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+}
+
+fn detection(
+    cfg: &LongHorizonConfig,
+    c: &Candidate,
+    w: Window,
+    s: &WindowStats,
+    spread: Spread,
+    now: u64,
+) -> Detection {
+    let pct = 100.0 * s.unanswered_share().unwrap_or(0.0);
+    let at_least = if s.lower_bound { "at least " } else { "" };
+    let what = match spread {
+        Spread::Ports => "ports",
+        Spread::Hosts => "hosts",
+    };
+    let reason = format!(
+        "slow scan of {what}: {} → {at_least}{} distinct ports on {at_least}{} hosts in the last {}, {} of {} probes \
+         unanswered ({pct:.0} %) (limit {} ports or {} hosts with as many unanswered probes in 1, 15 or 60 minutes, \
+         ≥ {:.0} % unanswered; slower than the {} s port_scan window)",
+        c.src,
+        s.distinct_ports,
+        s.distinct_hosts,
+        window_name(w),
+        s.unanswered,
+        s.probes,
+        cfg.slow_scan_ports,
+        cfg.slow_scan_hosts,
+        100.0 * MIN_UNANSWERED_SHARE,
+        cfg.fast_window_ns / 1_000_000_000,
+    );
+    let threshold = match spread {
+        Spread::Ports => cfg.slow_scan_ports,
+        Spread::Hosts => cfg.slow_scan_hosts,
+    };
+    let spread_n = match spread {
+        Spread::Ports => s.distinct_ports,
+        Spread::Hosts => s.distinct_hosts,
+    };
+    Detection {
+        source: Some(c.src),
+        target: (s.distinct_hosts == 1).then_some(c.last_dst),
+        port: 0,
+        proto: Some(c.last_proto),
+        kind: AttackKind::SlowScan,
+        confidence: (0.7 + 0.25 * (f64::from(spread_n) / (2.0 * f64::from(threshold.max(1)))).min(1.0)) as f32,
+        reason,
+        evidence: vec![
+            ("distinct_ports".into(), f64::from(s.distinct_ports)),
+            ("distinct_hosts".into(), f64::from(s.distinct_hosts)),
+            ("probes".into(), f64::from(s.probes)),
+            ("unanswered".into(), f64::from(s.unanswered)),
+            ("unanswered_pct".into(), pct),
+            ("window_minutes".into(), window_minutes(w)),
+        ],
+        ts_ns: now,
+        flow_id: c.flow_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{horizon, rec, SEC, T0};
+    use super::*;
+    use crate::long_horizon::LongHorizon;
+
+    /// Feeds one SYN probe per `gap_ns` to `ports` ports of `dst` (closed: RST), ticking like the
+    /// detector stage does each batch; returns the findings and when the first came.
+    fn syn_scan(
+        h: &mut LongHorizon,
+        src: &str,
+        dsts: &[&str],
+        ports: u16,
+        gap_ns: u64,
+        state: &str,
+    ) -> (Vec<Detection>, Option<u64>) {
+        let mut found = Vec::new();
+        let mut first = None;
+        let mut t = T0;
+        let mut id = 1u64;
+        for i in 0..ports {
+            for dst in dsts {
+                let mut d = h.observe(&rec(id, src, dst, 1000 + i, Proto::Tcp, t, t, (1, 60), (1, 40), state));
+                d.extend(h.tick(t));
+                if first.is_none() && !d.is_empty() {
+                    first = Some(t - T0);
+                }
+                found.extend(d);
+                id += 1;
+                t += gap_ns;
+            }
+        }
+        // The stage keeps ticking each batch after the last probe.
+        for k in 0..200u64 {
+            let d = h.tick(t + k * SEC / 10);
+            if first.is_none() && !d.is_empty() {
+                first = Some(t + k * SEC / 10 - T0);
+            }
+            found.extend(d);
+        }
+        (found, first)
+    }
+
+    #[test]
+    fn nmap_t2_is_found_before_it_ends_with_numbers() {
+        // nmap -sS -T2 -p 50 ports: a probe every 0.4 s, 20 s in all; closed ports answer RST.
+        let mut h = horizon();
+        let (found, first) = syn_scan(&mut h, "192.0.2.66", &["198.51.100.10"], 50, 4 * SEC / 10, "REJ");
+        let t = first.expect("the -T2 scan was not found");
+        // The 20th port is probed at 7.6 s; the pace (2.5/s) is under port_scan's 5/s.
+        assert!(t < 9 * SEC, "found after {} ms, the scan ended at 20 s", t / 1_000_000);
+        let d = &found[0];
+        assert_eq!(d.kind, AttackKind::SlowScan);
+        assert_eq!(d.source, Some("192.0.2.66".parse().unwrap()));
+        assert_eq!(d.target, Some("198.51.100.10".parse().unwrap()));
+        assert!(d.reason.contains("slow scan of ports: 192.0.2.66 →"), "{}", d.reason);
+        assert!(d.reason.contains("distinct ports on 1 hosts in the last minute"), "{}", d.reason);
+        assert!(d.reason.contains("(100 %)"), "{}", d.reason);
+        assert_eq!(found.len(), 1, "one finding per minute at most: {found:?}");
+    }
+
+    #[test]
+    fn nmap_t1_over_ipv6_is_found_within_fifteen_minutes() {
+        // -T1: 15 s between probes; filtered ports (no answer at all), IPv6.
+        let mut h = horizon();
+        let (found, first) = syn_scan(&mut h, "2001:db8::66", &["2001:db8:1::10"], 60, 15 * SEC, "S0");
+        let t = first.expect("the -T1 scan was not found");
+        assert!(t < 15 * 60 * SEC, "found after {} s", t / SEC);
+        let d = &found[0];
+        assert!(d.reason.contains("in the last 15 minutes"), "{}", d.reason);
+        assert_eq!(d.evidence.iter().find(|e| e.0 == "unanswered_pct").unwrap().1, 100.0);
+    }
+
+    #[test]
+    fn a_slow_randomised_sweep_of_hosts_is_found() {
+        // nmap --scan-delay 5s --randomize-hosts -p 23 over 40 hosts.
+        let mut h = horizon();
+        let hosts: Vec<String> = (0..40).map(|i| format!("198.51.100.{}", (i * 37) % 200 + 20)).collect();
+        let refs: Vec<&str> = hosts.iter().map(String::as_str).collect();
+        let mut found = Vec::new();
+        let mut t = T0;
+        for (i, dst) in refs.iter().enumerate() {
+            found.extend(h.observe(&rec(i as u64 + 1, "192.0.2.66", dst, 23, Proto::Tcp, t, t, (1, 60), (0, 0), "S0")));
+            found.extend(h.tick(t));
+            t += 5 * SEC;
+        }
+        let d = found.first().expect("the slow sweep was not found");
+        assert!(d.reason.contains("slow scan of hosts"), "{}", d.reason);
+        assert_eq!(d.target, None);
+    }
+
+    #[test]
+    fn a_fast_scan_is_left_to_port_scan() {
+        // 50 ports in 0.5 s: heuristics report it; the slow rule stays quiet about that source.
+        let mut h = horizon();
+        let mut found = Vec::new();
+        for i in 0..50u64 {
+            let t = T0 + i * SEC / 100;
+            found.extend(h.observe(&rec(
+                i + 1,
+                "192.0.2.66",
+                "198.51.100.10",
+                1000 + i as u16,
+                Proto::Tcp,
+                t,
+                t,
+                (1, 60),
+                (1, 40),
+                "REJ",
+            )));
+            found.extend(h.tick(t));
+        }
+        h.note_finding(&Detection {
+            source: Some("192.0.2.66".parse().unwrap()),
+            target: None,
+            port: 0,
+            proto: Some(Proto::Tcp),
+            kind: AttackKind::PortScan,
+            confidence: 0.9,
+            reason: String::new(),
+            evidence: vec![],
+            ts_ns: T0 + SEC / 2,
+            flow_id: 1,
+        });
+        for k in 0..300u64 {
+            found.extend(h.tick(T0 + SEC + k * SEC / 10));
+        }
+        assert!(found.is_empty(), "{found:?}");
+    }
+
+    /// The benign look-alikes, each for an hour: a hub polling 30 devices every 10 s, a PC browsing
+    /// 64 hosts (HTTP and HTTPS, 5 % of connections failing), DNS/NTP/mDNS/SSDP, and a reconnect
+    /// storm after a 30 s WAN outage (40 unanswered attempts to services that answered before).
+    #[test]
+    fn hubs_browsers_service_traffic_and_reconnect_storms_are_not_scans() {
+        let mut h = horizon();
+        let mut found = Vec::new();
+        let mut id = 0u64;
+        let mut next = || {
+            id += 1;
+            id
+        };
+        for s in 0..360u64 {
+            let t = T0 + s * 10 * SEC;
+            for d in 0..30u64 {
+                let dst = format!("192.0.2.{}", 130 + d);
+                // One device in five is off now and then (a minute in ten).
+                let off = d % 5 == 0 && (s / 6) % 10 == 0;
+                let (rev, st) = if off { ((0, 0), "S0") } else { ((5, 600), "SF") };
+                found.extend(h.observe(&rec(
+                    next(),
+                    "192.0.2.10",
+                    &dst,
+                    80,
+                    Proto::Tcp,
+                    t,
+                    t + SEC / 20,
+                    (6, 500),
+                    rev,
+                    st,
+                )));
+            }
+            for k in 0..4u64 {
+                let host = format!("198.51.100.{}", 20 + (s * 4 + k) % 64);
+                let port = if k % 2 == 0 { 443 } else { 80 };
+                let fail = (s * 4 + k) % 20 == 0;
+                let (rev, st) = if fail { ((0, 0), "S0") } else { ((20, 30_000), "SF") };
+                found.extend(h.observe(&rec(
+                    next(),
+                    "192.0.2.40",
+                    &host,
+                    port,
+                    Proto::Tcp,
+                    t,
+                    t + SEC,
+                    (12, 1500),
+                    rev,
+                    st,
+                )));
+            }
+            found.extend(h.observe(&rec(
+                next(),
+                "192.0.2.40",
+                "198.51.100.53",
+                53,
+                Proto::Udp,
+                t,
+                t + SEC / 50,
+                (1, 70),
+                (1, 120),
+                "S0",
+            )));
+            found.extend(h.observe(&rec(
+                next(),
+                "192.0.2.40",
+                "198.51.100.123",
+                123,
+                Proto::Udp,
+                t,
+                t + SEC / 50,
+                (1, 76),
+                (1, 76),
+                "S0",
+            )));
+            found.extend(h.observe(&rec(
+                next(),
+                "192.0.2.40",
+                "224.0.0.251",
+                5353,
+                Proto::Udp,
+                t,
+                t,
+                (1, 90),
+                (0, 0),
+                "S0",
+            )));
+            found.extend(h.observe(&rec(
+                next(),
+                "192.0.2.40",
+                "239.255.255.250",
+                1900,
+                Proto::Udp,
+                t,
+                t,
+                (1, 150),
+                (0, 0),
+                "S0",
+            )));
+            // The outage: at 30 minutes, 30 s of unanswered reconnects to the hub's cloud broker and the
+            // PC's sites, which all answered before.
+            if (180..183).contains(&s) {
+                for k in 0..14u64 {
+                    let host = format!("198.51.100.{}", 20 + k);
+                    let port = if k % 2 == 0 { 443 } else { 80 };
+                    found.extend(h.observe(&rec(
+                        next(),
+                        "192.0.2.40",
+                        &host,
+                        port,
+                        Proto::Tcp,
+                        t + k * SEC / 2,
+                        t + k * SEC / 2,
+                        (1, 60),
+                        (0, 0),
+                        "S0",
+                    )));
+                    found.extend(h.observe(&rec(
+                        next(),
+                        "192.0.2.10",
+                        "198.51.100.30",
+                        8883,
+                        Proto::Tcp,
+                        t + k * SEC / 2,
+                        t + k * SEC / 2,
+                        (1, 60),
+                        (0, 0),
+                        "S0",
+                    )));
+                }
+            }
+            if s == 1 {
+                found.extend(h.observe(&rec(
+                    next(),
+                    "192.0.2.10",
+                    "198.51.100.30",
+                    8883,
+                    Proto::Tcp,
+                    t,
+                    t + SEC,
+                    (8, 900),
+                    (8, 900),
+                    "S1",
+                )));
+            }
+            for k in 0..100u64 {
+                found.extend(h.tick(t + k * SEC / 10));
+            }
+        }
+        assert!(found.is_empty(), "{found:?}");
+    }
+}
