@@ -115,6 +115,8 @@ pub struct LocalBus {
     pub unblocks: Channel<UnblockRequest>,
     /// Router → monitor: what became of each verdict.
     pub verdict_outcomes: Channel<VerdictOutcome>,
+    /// Router → detector: ARP/neighbour-discovery requests (LAN mapping).
+    pub lan_probes: Channel<gatewarden_proto::messages::LanProbes>,
 }
 
 impl LocalBus {
@@ -132,6 +134,7 @@ impl LocalBus {
             block_tables: Channel::new("block_table", capacity.min(64), registry),
             unblocks: Channel::new("unblock", capacity.min(64), registry),
             verdict_outcomes: Channel::new("verdict_outcome", capacity.min(1024), registry),
+            lan_probes: Channel::new("lan_probes", capacity, registry),
         }
     }
 
@@ -149,6 +152,7 @@ impl LocalBus {
             Message::BlockTable(m) => self.block_tables.publish(m),
             Message::Unblock(m) => self.unblocks.publish(m),
             Message::VerdictOutcome(m) => self.verdict_outcomes.publish(m),
+            Message::LanProbes(m) => self.lan_probes.publish(m),
         }
     }
 }

@@ -177,6 +177,7 @@ pub fn check_claim(from: &str, msg: &Message, role_of: impl Fn(&str) -> Option<C
         Message::Metrics(m) => own(&m.node, "metrics"),
         Message::BlockTable(t) => own(&t.node, "block table"),
         Message::VerdictOutcome(o) => own(&o.node, "verdict outcome"),
+        Message::LanProbes(p) => own(&p.node, "LAN probes"),
         Message::Heartbeat(h) => match own(&h.node, "heartbeat") {
             Claim::Fine => match role_of(from) {
                 Some(r) if r != gatewarden_proto::role::cert_role_for(h.role) => {

@@ -32,6 +32,11 @@ pub enum AttackKind {
     /// A LAN frame whose source address does not belong to its source MAC
     /// (forged sources): the MAC is contained, the forged addresses never blocked.
     Spoofing,
+    /// A LAN device asking (ARP requests, IPv6 neighbour solicitations) for
+    /// many addresses of its subnet that mostly do not exist: mapping the
+    /// LAN (`nmap -sn`, `arp-scan`), which the router's capture sees as
+    /// frames, not flows.
+    LanMapping,
 }
 
 impl AttackKind {
@@ -47,6 +52,7 @@ impl AttackKind {
             AttackKind::Anomaly => "anomaly",
             AttackKind::SlowHttp => "slow_http",
             AttackKind::Spoofing => "spoofing",
+            AttackKind::LanMapping => "lan_mapping",
             AttackKind::ChannelAbuse => "channel_abuse",
             AttackKind::LinkHealth => "link_health",
             AttackKind::System => "system",

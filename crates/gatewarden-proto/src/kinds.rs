@@ -37,6 +37,8 @@ pub const BLOCK_TABLE: &str = "block_table";
 pub const UNBLOCK: &str = "unblock";
 /// What a router did with a verdict (blocked, or why not).
 pub const VERDICT_OUTCOME: &str = "verdict_outcome";
+/// ARP/neighbour-discovery requests a router saw, for the detector's LAN-mapping check.
+pub const LAN_PROBES: &str = "lan_probes";
 
 /// Everything the fleet needs to know about one kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +60,7 @@ pub struct KindSpec {
 const ALL_NODES: &[CertRole] = &[Router, Detector, Monitor];
 
 /// Every kind, in topic order.
-pub const TABLE: [KindSpec; 14] = [
+pub const TABLE: [KindSpec; 15] = [
     KindSpec {
         name: FLOW_BATCH,
         published_by: &[Router],
@@ -171,6 +173,15 @@ pub const TABLE: [KindSpec; 14] = [
         durable: false,
         mirrored: true,
     },
+    // Like flow batches: plain (TLS + ACL), lossy, only for the detector.
+    KindSpec {
+        name: LAN_PROBES,
+        published_by: &[Router],
+        read_by: &[Detector],
+        sealed_for: &[],
+        durable: false,
+        mirrored: false,
+    },
 ];
 
 /// The table's row for `kind` (`None`: no such kind: drop the message).
@@ -263,7 +274,8 @@ mod tests {
                 "key",
                 "ack",
                 "block_table",
-                "verdict_outcome"
+                "verdict_outcome",
+                "lan_probes"
             ])
         );
         assert_eq!(
@@ -272,7 +284,10 @@ mod tests {
         );
         let (w, r) = acl_for(Detector);
         assert_eq!(sorted(w), sorted(vec!["verdict", "alert", "heartbeat", "metrics", "status", "key", "ack"]));
-        assert_eq!(sorted_s(r), sorted_s(["+/flow_batch", "+/model_update", "+/settings_update", "+/key", "+/ack"]));
+        assert_eq!(
+            sorted_s(r),
+            sorted_s(["+/flow_batch", "+/model_update", "+/settings_update", "+/key", "+/ack", "+/lan_probes"])
+        );
         let (w, r) = acl_for(Monitor);
         assert_eq!(
             sorted(w),

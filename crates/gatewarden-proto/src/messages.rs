@@ -119,6 +119,43 @@ pub struct FlowBatch {
     pub hosts: Vec<HostSnapshot>,
 }
 
+/// Most probes one [`LanProbes`] message may carry (the router cuts at this).
+pub const MAX_LAN_PROBES: usize = 4096;
+
+/// One LAN device asking the LAN who has an address: an ARP request or an
+/// IPv6 neighbour solicitation, as the router's capture saw it. Address
+/// resolution is not a flow (no IP conversation; the ARP sender address is
+/// whatever the asker wrote, 0.0.0.0 in an RFC 5227 probe), so it travels
+/// on its own, keyed by what the bridge really saw: the asker's MAC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LanProbe {
+    /// The asker's MAC (Ethernet source, the ARP sender hardware address).
+    pub mac: [u8; 6],
+    /// The address the asker claims (ARP sender, IPv6 source): `0.0.0.0` /
+    /// `::` for address probes (RFC 5227, IPv6 DAD).
+    pub sender: IpAddr,
+    /// The address asked for (ARP target, the NS target field: not the
+    /// solicited-node multicast destination).
+    pub target: IpAddr,
+    /// Capture time of the (first) request, ns.
+    pub ts_ns: u64,
+    /// The target is alive on the LAN: the router saw an answer to this
+    /// asker, or saw the target address send from another MAC. A switch
+    /// delivers answers only to the asker, so the second is how a router
+    /// on a bridge knows most answers.
+    pub answered: bool,
+}
+
+/// The address-resolution requests a router saw since its last one (sent
+/// at the flow-batch cadence, only when there are some).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LanProbes {
+    /// The router that saw them.
+    pub node: String,
+    /// The requests (at most [`MAX_LAN_PROBES`]).
+    pub probes: Vec<LanProbe>,
+}
+
 /// One host's damped statistics at a moment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostSnapshot {
@@ -452,6 +489,9 @@ pub enum Message {
     Unblock(UnblockRequest),
     /// Router → monitor: what became of one verdict.
     VerdictOutcome(VerdictOutcome),
+    /// Router → detector: ARP/neighbour-discovery requests (appended last:
+    /// a decoder without it refuses only this kind, never a flow batch).
+    LanProbes(LanProbes),
 }
 
 impl Message {
@@ -469,6 +509,7 @@ impl Message {
             Message::BlockTable(_) => crate::kinds::BLOCK_TABLE,
             Message::Unblock(_) => crate::kinds::UNBLOCK,
             Message::VerdictOutcome(_) => crate::kinds::VERDICT_OUTCOME,
+            Message::LanProbes(_) => crate::kinds::LAN_PROBES,
         }
     }
 
@@ -540,7 +581,12 @@ impl Message {
             Message::BlockTable(t) if t.entries.len() > MAX_BLOCK_ROWS => {
                 Err(DecodeError::Invalid(format!("block table of {} rows (at most {MAX_BLOCK_ROWS})", t.entries.len())))
             }
+            Message::LanProbes(p) if p.probes.len() > MAX_LAN_PROBES => Err(DecodeError::Invalid(format!(
+                "{} LAN probes in one message (at most {MAX_LAN_PROBES})",
+                p.probes.len()
+            ))),
             Message::Heartbeat(_)
+            | Message::LanProbes(_)
             | Message::PolicyUpdate(_)
             | Message::ModelUpdate(_)
             | Message::SettingsUpdate(_)
@@ -779,7 +825,33 @@ pub(crate) mod tests {
                 response: "{\"port_scan\":\"alert\"}".into(),
             }),
             Message::Unblock(UnblockRequest { version: 7, ip: "2001:db8::7".parse().unwrap(), by: "admin".into() }),
+            Message::LanProbes(LanProbes {
+                node: "router-1".into(),
+                probes: vec![LanProbe {
+                    mac: [2, 0, 0, 0, 0, 9],
+                    sender: "0.0.0.0".parse().unwrap(),
+                    target: "192.0.2.77".parse().unwrap(),
+                    ts_ns: 3,
+                    answered: false,
+                }],
+            }),
         ]
+    }
+
+    /// LAN probes were appended as the last variant: every older kind keeps
+    /// its postcard discriminant, so a decoder built before them still reads
+    /// every other message and refuses only this kind (which it never
+    /// subscribes to anyway).
+    #[test]
+    fn lan_probes_are_the_last_variant_and_bounded() {
+        let s = samples();
+        assert_eq!(s[0].encode()[1], 0, "flow batch keeps discriminant 0");
+        let probes = s.iter().find(|m| m.kind() == crate::kinds::LAN_PROBES).unwrap();
+        assert_eq!(probes.encode()[1], 11);
+        let Message::LanProbes(mut p) = probes.clone() else { unreachable!() };
+        p.probes = vec![p.probes[0].clone(); MAX_LAN_PROBES + 1];
+        let err = Message::decode(&Message::LanProbes(p).encode()).unwrap_err();
+        assert!(matches!(err, DecodeError::Invalid(_)), "{err}");
     }
 
     #[test]

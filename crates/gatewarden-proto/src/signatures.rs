@@ -41,7 +41,7 @@ pub const SYSTEM: [(u32, &str); 8] = [
 ];
 
 /// Every attack kind, in signature-id order.
-pub const KINDS: [AttackKind; 12] = [
+pub const KINDS: [AttackKind; 13] = [
     AttackKind::PortScan,
     AttackKind::HostSweep,
     AttackKind::SynFlood,
@@ -54,6 +54,7 @@ pub const KINDS: [AttackKind; 12] = [
     AttackKind::System,
     AttackKind::SlowHttp,
     AttackKind::Spoofing,
+    AttackKind::LanMapping,
 ];
 
 /// The signature id of a detection of `kind`.
@@ -72,6 +73,7 @@ pub fn signature_id(kind: AttackKind) -> u32 {
             AttackKind::System => 10,
             AttackKind::SlowHttp => 11,
             AttackKind::Spoofing => 12,
+            AttackKind::LanMapping => 13,
         }
 }
 
@@ -90,6 +92,7 @@ pub fn signature(kind: AttackKind) -> &'static str {
         AttackKind::System => "GATEWARDEN SYSTEM event",
         AttackKind::SlowHttp => "GATEWARDEN DOS slow HTTP (slowloris)",
         AttackKind::Spoofing => "GATEWARDEN SPOOF forged source address",
+        AttackKind::LanMapping => "GATEWARDEN SCAN LAN mapping (ARP/neighbour discovery sweep)",
     }
 }
 
@@ -126,5 +129,6 @@ mod tests {
             assert_eq!(KINDS.iter().filter(|x| **x == k).count(), 1, "{k:?}");
         }
         assert_eq!(signature_id(AttackKind::Spoofing), 9_000_012);
+        assert_eq!(signature_id(AttackKind::LanMapping), 9_000_013);
     }
 }
