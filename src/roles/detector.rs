@@ -56,6 +56,8 @@ pub struct DetectorStage {
     /// Flows in which a source acknowledged what it was sent: proof that it
     /// receives at its address, kept per source for [`PROOF_WINDOW_NS`].
     proofs: HashMap<IpAddr, std::collections::VecDeque<Proof>>,
+    /// ARP/NDP sweeps, from the router's LAN probes (not flows).
+    lan_mapping: crate::detect::lan_mapping::LanMapping,
 }
 
 /// One flow that proved its originator real.
@@ -475,6 +477,7 @@ impl DetectorStage {
             response: cfg.response.clone(),
             responses: BTreeMap::new(),
             proofs: HashMap::default(),
+            lan_mapping: crate::detect::lan_mapping::LanMapping::new(d),
         }
     }
 
@@ -485,6 +488,7 @@ impl DetectorStage {
         self.heuristics.set_config(d.clone());
         self.fusion.set_config(fusion_config(d, &self.response));
         self.baseline.set_config(baseline_config(d));
+        self.lan_mapping.set_config(d);
         self.detector_cfg = d.clone();
     }
 
@@ -757,6 +761,22 @@ impl DetectorStage {
         out
     }
 
+    /// Analyses the ARP/NDP requests a router saw (LAN mapping); findings go
+    /// through fusion and the response policy like every other.
+    pub fn on_lan_probes(&mut self, probes: &gatewarden_proto::messages::LanProbes) -> Findings {
+        let mut out = Findings::default();
+        let findings: Vec<_> =
+            probes.probes.iter().filter_map(|p| self.lan_mapping.observe(p)).map(|d| (d, Origin::Heuristics)).collect();
+        if findings.is_empty() {
+            return out;
+        }
+        let now = probes.probes.iter().map(|p| p.ts_ns).max().unwrap_or(0);
+        for f in self.fusion.fuse(findings, &[], now) {
+            self.emit(f, &mut out);
+        }
+        out
+    }
+
     fn system_alert(&mut self, ts_ns: u64, reason: String, out: &mut Findings) {
         let id = self.next_id;
         self.next_id += 1;
@@ -829,7 +849,9 @@ impl DetectorStage {
             | AttackKind::BruteForce
             | AttackKind::SlowHttp
             | AttackKind::Spoofing => Severity::High,
-            AttackKind::PortScan | AttackKind::HostSweep | AttackKind::Anomaly => Severity::Medium,
+            AttackKind::PortScan | AttackKind::HostSweep | AttackKind::Anomaly | AttackKind::LanMapping => {
+                Severity::Medium
+            }
             _ => Severity::Low,
         };
         out.alerts.push(Alert {

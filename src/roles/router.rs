@@ -11,7 +11,7 @@ use crate::features::HostTracker;
 use crate::flow::FlowTable;
 use crate::packet::{self, SkipReason};
 use gatewarden_core::metrics::{Counter, Gauge, Registry};
-use gatewarden_proto::messages::{FlowBatch, FlowRecord, HostSnapshot};
+use gatewarden_proto::messages::{FlowBatch, FlowRecord, HostSnapshot, LanProbes, Message};
 
 /// Parses frames into the flow table and emits FlowBatch messages at a fixed cadence.
 pub struct RouterStage {
@@ -36,6 +36,13 @@ pub struct RouterStage {
     exports_dropped: Counter,
     /// The LAN spoof check (live capture with enforcement on).
     spoof: Option<crate::enforce::service::SpoofLink>,
+    /// ARP and neighbour discovery on the LAN, for the LAN-mapping detector.
+    lan: crate::flow::lan::LanWatch,
+    /// Requests cut at the last batch boundary, waiting for [`RouterStage::take_lan_probes`].
+    lan_ready: Vec<gatewarden_proto::messages::LanProbe>,
+    lan_frames: Counter,
+    lan_dropped: Counter,
+    lan_overflow: u64,
 }
 
 impl RouterStage {
@@ -80,6 +87,19 @@ impl RouterStage {
                 &[],
             ),
             spoof: None,
+            lan: crate::flow::lan::LanWatch::new(),
+            lan_ready: Vec::new(),
+            lan_overflow: 0,
+            lan_frames: registry.counter(
+                "gatewarden_lan_neighbour_frames_total",
+                "ARP and IPv6 neighbour solicitation/advertisement frames read for LAN-mapping detection.",
+                &[],
+            ),
+            lan_dropped: registry.counter(
+                "gatewarden_lan_probes_dropped_total",
+                "Address-resolution requests not reported because a batch interval held more than one message carries (floods).",
+                &[],
+            ),
         }
     }
 
@@ -98,15 +118,27 @@ impl RouterStage {
     pub fn on_frame(&mut self, frame: &Frame<'_>) -> Option<FlowBatch> {
         match packet::parse(frame) {
             Ok(p) => {
-                if let (Some(link), Some(mac)) = (&self.spoof, packet::source_mac(frame)) {
+                let mac = packet::source_mac(frame);
+                if let (Some(link), Some(mac)) = (&self.spoof, mac) {
                     link.check(mac, &source_frame(&p));
+                }
+                if let Some(mac) = mac {
+                    self.lan.saw_sender(p.src, mac);
+                }
+                if packet::is_neighbour_discovery(&p) {
+                    self.observe_neighbour(frame);
                 }
                 let o = self.table.observe(&p);
                 self.tracker.observe(&p, o.new_flow);
                 self.packets.inc();
                 self.bytes.add(p.ip_len as u64);
             }
-            Err(reason) => self.skipped[reason.index()].inc(),
+            Err(reason) => {
+                if reason == SkipReason::NotIp {
+                    self.observe_neighbour(frame);
+                }
+                self.skipped[reason.index()].inc()
+            }
         }
         self.last_ns = self.last_ns.max(frame.ts_ns);
         if self.next_batch_ns == 0 {
@@ -115,9 +147,37 @@ impl RouterStage {
         }
         if frame.ts_ns >= self.next_batch_ns {
             self.next_batch_ns = frame.ts_ns + self.batch_interval_ns;
+            self.cut_lan_probes();
             return self.cut_batch();
         }
         None
+    }
+
+    fn observe_neighbour(&mut self, frame: &Frame<'_>) {
+        if let Some(n) = packet::neighbour(frame) {
+            self.lan_frames.inc();
+            self.lan.observe(&n);
+        }
+    }
+
+    /// Moves the requests seen since the last batch boundary out for
+    /// [`RouterStage::take_lan_probes`] (one message per batch interval).
+    fn cut_lan_probes(&mut self) {
+        let more = self.lan.take();
+        let room = gatewarden_proto::messages::MAX_LAN_PROBES.saturating_sub(self.lan_ready.len());
+        self.lan_overflow += more.len().saturating_sub(room) as u64;
+        self.lan_ready.extend(more.into_iter().take(room));
+        self.lan_dropped.set_total(self.lan.dropped() + self.lan_overflow);
+    }
+
+    /// The ARP/NDP requests cut at the last batch boundary, if any: sent
+    /// beside the flow batches (their own message kind, see
+    /// `gatewarden_proto::messages::LanProbes`).
+    pub fn take_lan_probes(&mut self) -> Option<LanProbes> {
+        if self.lan_ready.is_empty() {
+            return None;
+        }
+        Some(LanProbes { node: self.node.clone(), probes: std::mem::take(&mut self.lan_ready) })
     }
 
     /// Emits whatever changed since the last batch (used on a timer when traffic is quiet).
@@ -125,6 +185,7 @@ impl RouterStage {
         if now_ns >= self.next_batch_ns && self.next_batch_ns != 0 {
             self.next_batch_ns = now_ns + self.batch_interval_ns;
             self.last_ns = self.last_ns.max(now_ns);
+            self.cut_lan_probes();
             return self.cut_batch();
         }
         None
@@ -187,6 +248,7 @@ impl RouterStage {
     /// capture, shutdown). Nothing is dropped here, and the table is drained
     /// a batch at a time so memory does not spike at the end.
     pub fn finish(&mut self, mut sink: impl FnMut(FlowBatch)) {
+        self.cut_lan_probes();
         while let Some(b) = self.cut_batch_all() {
             sink(b);
         }
@@ -285,6 +347,7 @@ pub fn spawn_capture(
                         if let Some(b) = stage.on_frame(&frame) {
                             bus.publish(gatewarden_proto::messages::Message::FlowBatch(b));
                         }
+                        publish_lan_probes(&mut stage, &*bus);
                     }
                     Ok(None) => {}
                     Err(e) => {
@@ -295,6 +358,7 @@ pub fn spawn_capture(
                 if let Some(b) = stage.tick(gatewarden_core::clock::unix_now_ns()) {
                     bus.publish(gatewarden_proto::messages::Message::FlowBatch(b));
                 }
+                publish_lan_probes(&mut stage, &*bus);
                 if last_stats.elapsed() >= std::time::Duration::from_secs(1) {
                     last_stats = std::time::Instant::now();
                     drops.set_total(source.kernel_stats().1);
@@ -303,8 +367,16 @@ pub fn spawn_capture(
             stage.finish(|b| {
                 bus.publish(gatewarden_proto::messages::Message::FlowBatch(b));
             });
+            publish_lan_probes(&mut stage, &*bus);
         })
         .context("spawning the capture thread")
+}
+
+/// Publishes the LAN probes cut at the last batch boundary, if any.
+fn publish_lan_probes(stage: &mut RouterStage, bus: &dyn crate::bus::Publisher) {
+    if let Some(p) = stage.take_lan_probes() {
+        bus.publish(Message::LanProbes(p));
+    }
 }
 
 /// Replays a capture file into the bus once (`gatewarden run --role router --replay FILE`), on a thread
@@ -349,6 +421,7 @@ pub fn spawn_replay(
                             batches += 1;
                             send(b);
                         }
+                        publish_lan_probes(&mut stage, &*bus);
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -361,6 +434,7 @@ pub fn spawn_replay(
                 batches += 1;
                 send(b)
             });
+            publish_lan_probes(&mut stage, &*bus);
             tracing::info!(path = %path.display(), batches, "replay finished; still receiving verdicts");
         })
         .context("spawning the replay thread")
@@ -375,12 +449,83 @@ pub fn source_frame(p: &crate::packet::PacketInfo) -> crate::enforce::spoof::Sou
 mod tests {
     use super::*;
     use crate::capture::LinkType;
+    use gatewarden_proto::messages::{AlertAction, AttackKind};
 
     fn syn(i: u32) -> Vec<u8> {
         let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
         f.extend([0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 10, 0, (i >> 8) as u8, i as u8, 192, 0, 2, 10]);
         f.extend([0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
         f
+    }
+
+    fn arp_request(mac: [u8; 6], sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend(mac);
+        f.extend([0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+        f.extend(mac);
+        f.extend(sender);
+        f.extend([0; 6]);
+        f.extend(target);
+        f
+    }
+
+    /// An `nmap -sn` of the /24 from one LAN device, with 20 devices that
+    /// talk (so the router knows them alive) and a hub polling them: the
+    /// requests reach the detector once per batch interval, the sweep
+    /// becomes one `lan_mapping` alert naming the MAC, blocking nothing;
+    /// the hub stays quiet.
+    #[test]
+    fn an_arp_sweep_reaches_the_detector_as_lan_probes_and_is_alerted() {
+        let cfg = Config::default();
+        let registry = Registry::new();
+        let mut stage = RouterStage::new(&cfg, &registry);
+        let mut detector = crate::roles::detector::DetectorStage::with_model(&cfg, &registry, Ok(None));
+        let scanner = [2, 0, 0, 0, 0, 0x66];
+        let hub = [2, 0, 0, 0, 0, 0xc8];
+        let mut t = 1_000_000_000_000u64;
+        let mut alerts = Vec::new();
+        let mut probes = 0;
+        let mut feed = |stage: &mut RouterStage, data: &[u8], t: u64| {
+            stage.on_frame(&Frame { ts_ns: t, link: LinkType::Ethernet, data, orig_len: data.len() as u32 });
+            if let Some(p) = stage.take_lan_probes() {
+                probes += p.probes.len();
+                let f = detector.on_lan_probes(&p);
+                assert!(f.verdicts.is_empty(), "alert only: {:?}", f.verdicts);
+                alerts.extend(f.alerts);
+            }
+        };
+        // 20 devices .1-.20 send (UDP to the WAN) from their own MACs.
+        for d in 1..=20u8 {
+            let mut f = vec![2, 0, 0, 0, 0, 0xfe, 2, 0, 0, 0, 1, d, 0x08, 0x00];
+            f.extend([0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 192, 0, 2, d, 198, 51, 100, 10]);
+            f.extend([0x13, 0x88, 0x00, 0x35, 0, 8, 0, 0]);
+            t += 1_000_000;
+            feed(&mut stage, &f, t);
+        }
+        // The hub polls its 20 devices three times.
+        for _ in 0..3 {
+            for d in 1..=20u8 {
+                t += 1_000_000;
+                feed(&mut stage, &arp_request(hub, [192, 0, 2, 200], [192, 0, 2, d]), t);
+            }
+        }
+        for d in 1..=254u8 {
+            t += 10_000_000;
+            feed(&mut stage, &arp_request(scanner, [192, 0, 2, 66], [192, 0, 2, d]), t);
+        }
+        // The end of the capture cuts what is left.
+        stage.finish(|_| {});
+        let rest = stage.take_lan_probes().expect("the last requests");
+        probes += rest.probes.len();
+        alerts.extend(detector.on_lan_probes(&rest).alerts);
+        // .66 is the scanner itself (sender = target: not a question).
+        assert_eq!(probes, 20 + 253, "one probe per (MAC, target): the hub's repeats are not resent");
+        assert_eq!(alerts.len(), 1, "{alerts:#?}");
+        let a = &alerts[0];
+        assert_eq!((a.kind, a.action, a.signature_id), (AttackKind::LanMapping, AlertAction::Allowed, 9_000_013));
+        assert!(a.reason.contains("02:00:00:00:00:66") && a.reason.contains("64 distinct"), "{}", a.reason);
+        assert!(a.reason.contains("44 of them (69%)"), "the 20 live devices count as answered: {}", a.reason);
+        assert!(registry.snapshot()["gatewarden_lan_neighbour_frames_total"] >= 314.0);
     }
 
     #[test]
