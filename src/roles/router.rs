@@ -125,8 +125,12 @@ impl RouterStage {
                 if let Some(mac) = mac {
                     self.lan.saw_sender(p.src, mac);
                 }
-                if packet::is_neighbour_discovery(&p) {
-                    self.observe_neighbour(frame);
+                // Neighbour discovery is address resolution, as ARP is: it
+                // goes to the LAN watch, not into flows (a "flow" to a
+                // solicited-node multicast group made an NS sweep an ICMP
+                // flood). A malformed one stays a flow, as before.
+                if packet::is_neighbour_discovery(&p) && self.observe_neighbour(frame) {
+                    return self.after_frame(frame);
                 }
                 let o = self.table.observe(&p);
                 self.tracker.observe(&p, o.new_flow);
@@ -140,6 +144,11 @@ impl RouterStage {
                 self.skipped[reason.index()].inc()
             }
         }
+        self.after_frame(frame)
+    }
+
+    /// The batch cadence, after each frame.
+    fn after_frame(&mut self, frame: &Frame<'_>) -> Option<FlowBatch> {
         self.last_ns = self.last_ns.max(frame.ts_ns);
         if self.next_batch_ns == 0 {
             self.next_batch_ns = frame.ts_ns + self.batch_interval_ns;
@@ -153,10 +162,15 @@ impl RouterStage {
         None
     }
 
-    fn observe_neighbour(&mut self, frame: &Frame<'_>) {
-        if let Some(n) = packet::neighbour(frame) {
-            self.lan_frames.inc();
-            self.lan.observe(&n);
+    /// Feeds an ARP or NDP frame to the LAN watch; false if it is not a well-formed one.
+    fn observe_neighbour(&mut self, frame: &Frame<'_>) -> bool {
+        match packet::neighbour(frame) {
+            Some(n) => {
+                self.lan_frames.inc();
+                self.lan.observe(&n);
+                true
+            }
+            None => false,
         }
     }
 
@@ -526,6 +540,54 @@ mod tests {
         assert!(a.reason.contains("02:00:00:00:00:66") && a.reason.contains("64 distinct"), "{}", a.reason);
         assert!(a.reason.contains("44 of them (69%)"), "the 20 live devices count as answered: {}", a.reason);
         assert!(registry.snapshot()["gatewarden_lan_neighbour_frames_total"] >= 314.0);
+    }
+
+    /// `nmap -6 -sn 2001:db8:10::/120`: 255 neighbour solicitations in
+    /// 0.5 s. They are LAN probes with the target from the payload, not
+    /// ICMPv6 flows to solicited-node groups (which made the sweep an
+    /// `icmp_flood` in the lab, and blocked it); one `lan_mapping` alert.
+    #[test]
+    fn a_neighbour_solicitation_sweep_is_lan_probes_not_icmp_flows() {
+        let cfg = Config::default();
+        let registry = Registry::new();
+        let mut stage = RouterStage::new(&cfg, &registry);
+        let mut detector = crate::roles::detector::DetectorStage::with_model(&cfg, &registry, Ok(None));
+        let mac = [2, 0, 0, 0, 0, 0x66];
+        let ns = |last: u8| {
+            let mut f = vec![0x33, 0x33, 0xff, 0, 0, last];
+            f.extend(mac);
+            f.extend([0x86, 0xdd, 0x60, 0, 0, 0, 0, 32, 58, 255]);
+            f.extend([0x20, 1, 0x0d, 0xb8, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x66]);
+            f.extend([0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, last]);
+            f.extend([135, 0, 0, 0, 0, 0, 0, 0]);
+            f.extend([0x20, 1, 0x0d, 0xb8, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, last]);
+            f.extend([1, 1]);
+            f.extend(mac);
+            f
+        };
+        let mut findings = Vec::new();
+        let mut flows = 0;
+        for d in 1..=255u8 {
+            let data = ns(d);
+            let frame = Frame {
+                ts_ns: 1_000_000_000_000 + d as u64 * 2_000_000,
+                link: LinkType::Ethernet,
+                data: &data,
+                orig_len: 86,
+            };
+            if let Some(b) = stage.on_frame(&frame) {
+                flows += b.flows.len();
+                findings.extend(detector.on_batch(&b).alerts);
+            }
+            if let Some(p) = stage.take_lan_probes() {
+                findings.extend(detector.on_lan_probes(&p).alerts);
+            }
+        }
+        assert_eq!((flows, stage.table().stats().created), (0, 0), "no ICMPv6 flows for neighbour discovery");
+        let kinds: Vec<AttackKind> = findings.iter().map(|a| a.kind).collect();
+        assert_eq!(kinds, [AttackKind::LanMapping], "{findings:#?}");
+        assert!(findings[0].reason.contains("IPv6 neighbour solicitations"), "{}", findings[0].reason);
+        assert_eq!(findings[0].src, Some("2001:db8:10::66".parse().unwrap()));
     }
 
     #[test]
