@@ -205,6 +205,34 @@ pub fn check_claim(from: &str, msg: &Message, role_of: impl Fn(&str) -> Option<C
     }
 }
 
+/// The topics a node of `role` subscribes to: every kind its certificate
+/// role reads (kinds.rs), `--role all` only what the fleet sends it.
+fn subscriptions(role: gatewarden_proto::role::Role) -> Vec<String> {
+    use gatewarden_proto::role::Role;
+    let mut kinds = vec!["key", "ack"];
+    if role == Role::All {
+        // An all-in-one gateway runs its own detector and monitor in
+        // process; from the fleet it takes only group policy.
+        kinds.extend(["policy_update", "unblock"]);
+        return kinds.into_iter().map(|k| format!("{TOPIC_PREFIX}/+/{k}")).collect();
+    }
+    if role.runs_router() {
+        kinds.extend(["verdict", "policy_update", "settings_update", "unblock"]);
+    }
+    if role.runs_detector() {
+        kinds.extend(["flow_batch", "model_update", "settings_update", "lan_probes"]);
+    }
+    if role.runs_monitor() {
+        kinds.extend(["alert", "heartbeat", "metrics", "status", "block_table", "verdict_outcome"]);
+        // A monitor on its own node still needs the flows: the group
+        // policy's traffic matrix and the top talkers are built from them.
+        if !kinds.contains(&"flow_batch") {
+            kinds.push("flow_batch");
+        }
+    }
+    kinds.into_iter().map(|k| format!("{TOPIC_PREFIX}/+/{k}")).collect()
+}
+
 /// Which role may publish a sealed kind.
 fn sealed_sender(kind: &str) -> CertRole {
     if kind == "verdict" {
@@ -771,29 +799,7 @@ impl Shared {
     }
 
     fn subscriptions(&self) -> Vec<String> {
-        use gatewarden_proto::role::Role;
-        let mut kinds = vec!["key", "ack"];
-        if self.role == Role::All {
-            // An all-in-one gateway runs its own detector and monitor in
-            // process; from the fleet it takes only group policy.
-            kinds.extend(["policy_update", "unblock"]);
-            return kinds.into_iter().map(|k| format!("{TOPIC_PREFIX}/+/{k}")).collect();
-        }
-        if self.role.runs_router() {
-            kinds.extend(["verdict", "policy_update", "settings_update", "unblock"]);
-        }
-        if self.role.runs_detector() {
-            kinds.extend(["flow_batch", "model_update", "settings_update"]);
-        }
-        if self.role.runs_monitor() {
-            kinds.extend(["alert", "heartbeat", "metrics", "status", "block_table", "verdict_outcome"]);
-            // A monitor on its own node still needs the flows: the group
-            // policy's traffic matrix and the top talkers are built from them.
-            if !kinds.contains(&"flow_batch") {
-                kinds.push("flow_batch");
-            }
-        }
-        kinds.into_iter().map(|k| format!("{TOPIC_PREFIX}/+/{k}")).collect()
+        subscriptions(self.role)
     }
 
     fn on_connected(&self) {
@@ -1135,6 +1141,27 @@ fn outbox_loop(sh: Arc<Shared>, shutdown: Shutdown) {
 
 #[cfg(test)]
 mod tests {
+    /// Every kind a role's certificate may read is one it subscribes to: a
+    /// kind added to the table (lan_probes) but not here never arrives.
+    #[test]
+    fn each_role_subscribes_to_every_kind_it_reads() {
+        use gatewarden_proto::role::{cert_role_for, Role};
+        for role in [Role::Router, Role::Detector, Role::Monitor] {
+            let subs = super::subscriptions(role);
+            let reads = match role {
+                Role::Monitor => gatewarden_proto::kinds::TABLE
+                    .iter()
+                    .filter(|k| k.read_by.contains(&gatewarden_proto::role::CertRole::Monitor))
+                    .map(|k| k.name)
+                    .collect(),
+                r => gatewarden_proto::kinds::read_by(cert_role_for(r)),
+            };
+            for kind in reads {
+                assert!(subs.contains(&format!("{TOPIC_PREFIX}/+/{kind}")), "{role:?} misses {kind}: {subs:?}");
+            }
+        }
+    }
+
     use super::*;
 
     #[test]
