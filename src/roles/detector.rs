@@ -1056,6 +1056,39 @@ mod tests {
         DetectorStage::with_model(cfg, &Registry::new(), Ok(None))
     }
 
+    /// The Settings page's LAN-mapping knobs reach the detector in place:
+    /// off raises nothing, a lower threshold finds a sweep sooner.
+    #[test]
+    fn lan_mapping_settings_apply_in_place() {
+        use gatewarden_proto::messages::{LanProbe, LanProbes};
+        let sweep = |n: u8| LanProbes {
+            node: "r".into(),
+            probes: (1..=n)
+                .map(|d| LanProbe {
+                    mac: [2, 0, 0, 0, 0, 0x66],
+                    sender: "192.0.2.66".parse().unwrap(),
+                    target: IpAddr::from([192, 0, 2, d]),
+                    ts_ns: 1_000_000_000 + u64::from(d),
+                    answered: false,
+                })
+                .collect(),
+        };
+        let cfg = Config::default();
+        let mut s = stage(&cfg);
+        let mut d = cfg.detector.clone();
+        d.lan_mapping_targets = 0;
+        s.set_detector_config(&d);
+        assert!(s.on_lan_probes(&sweep(200)).alerts.is_empty(), "off");
+        let mut s = stage(&cfg);
+        assert!(s.on_lan_probes(&sweep(20)).alerts.is_empty(), "20 < 64 by default");
+        d.lan_mapping_targets = 16;
+        s.set_detector_config(&d);
+        let a = s.on_lan_probes(&sweep(20)).alerts;
+        assert_eq!(a.len(), 1, "{a:?}");
+        // What was seen before the change is kept: all 20 addresses count.
+        assert!(a[0].reason.contains("20 distinct") && a[0].reason.contains("≥ 16 addresses"), "{}", a[0].reason);
+    }
+
     #[test]
     fn settings_from_the_dashboard_change_thresholds_and_ttl_in_place() {
         let cfg = Config::default();
