@@ -3,10 +3,11 @@
 //!
 //! A router on a bridge sees every ARP request and neighbour solicitation
 //! (broadcast and multicast are flooded) but, like any port of a switch,
-//! not the unicast answers one device sends another. So "was it answered"
-//! is judged by what the router does see: an answer addressed to the
-//! asker, or the target address sending from a *different* MAC (a live
-//! device; a MAC cannot vouch for the addresses it asks about itself).
+//! not always the unicast answers one device sends another (a promiscuous
+//! bridge interface does pass them up). So "was it answered" is judged by
+//! what the router does see: an answer addressed to the asker, or the
+//! target address sending from a *different* MAC (a live device; a MAC
+//! cannot vouch for the addresses it asks about itself).
 //!
 //! Both tables are bounded least-recently-used maps: a flood of forged ARP
 //! with random addresses and MACs churns their tails and costs no memory.
@@ -190,6 +191,31 @@ mod tests {
         // Asked again a minute later: reported again, known alive now.
         w.observe(&req(ME, v4(66), v4(7), 3 + REPORT_AGAIN_NS));
         assert!(w.take()[0].answered);
+    }
+
+    /// A request and its reply as the parser reads them off the wire.
+    #[test]
+    fn an_arp_reply_on_the_wire_answers_the_request() {
+        use gatewarden_capture::{Frame, LinkType};
+        let arp = |op: u8, eth_dst: [u8; 6], sha: [u8; 6], spa: [u8; 4], tha: [u8; 6], tpa: [u8; 4]| {
+            let mut f = eth_dst.to_vec();
+            f.extend(sha);
+            f.extend([0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, op]);
+            f.extend(sha);
+            f.extend(spa);
+            f.extend(tha);
+            f.extend(tpa);
+            f
+        };
+        let peer = [2, 0, 0, 0, 0, 7];
+        let read =
+            |d: &[u8]| crate::packet::neighbour(&Frame { ts_ns: 1, link: LinkType::Ethernet, data: d, orig_len: 42 });
+        let mut w = LanWatch::new();
+        w.observe(&read(&arp(1, [0xff; 6], ME, [192, 0, 2, 66], [0; 6], [192, 0, 2, 7])).unwrap());
+        assert!(!w.take()[0].answered);
+        w.observe(&read(&arp(2, ME, peer, [192, 0, 2, 7], ME, [192, 0, 2, 66])).unwrap());
+        let p = w.take();
+        assert_eq!((p.len(), p[0].target, p[0].answered), (1, v4(7), true), "{p:?}");
     }
 
     #[test]

@@ -252,9 +252,10 @@ pub struct Neighbour {
     /// The sender protocol address (ARP), the IPv6 source (NDP): `0.0.0.0`
     /// in an RFC 5227 probe, `::` in duplicate address detection.
     pub sender: IpAddr,
-    /// The address asked about or announced: the ARP target protocol
-    /// address, the NS/NA target field (not the solicited-node multicast
-    /// destination of a solicitation).
+    /// The address asked about (requests: the ARP target protocol address,
+    /// the NS target field, not the solicited-node multicast destination)
+    /// or answered for (replies: the ARP sender protocol address, the NA
+    /// target field), so a request and its answer name the same address.
     pub target: IpAddr,
 }
 
@@ -328,14 +329,13 @@ fn arp(ts_ns: u64, a: &[u8], eth_src: Option<[u8; 6]>) -> Option<Neighbour> {
     };
     let sha = mac_at(a, 8)?;
     let tha = mac_at(a, 18)?;
-    Some(Neighbour {
-        ts_ns,
-        op,
-        src_mac: eth_src.unwrap_or(sha),
-        dst_mac: if op == NeighbourOp::Reply { tha } else { [0; 6] },
-        sender: ipv4_at(a, 14)?,
-        target: ipv4_at(a, 24)?,
-    })
+    let spa = ipv4_at(a, 14)?;
+    let (dst_mac, target) = match op {
+        NeighbourOp::Request => ([0; 6], ipv4_at(a, 24)?),
+        // A reply resolves its sender's address for the target hardware address.
+        NeighbourOp::Reply => (tha, spa),
+    };
+    Some(Neighbour { ts_ns, op, src_mac: eth_src.unwrap_or(sha), dst_mac, sender: spa, target })
 }
 
 /// An IPv6 packet carrying a neighbour solicitation or advertisement: hop
@@ -559,6 +559,7 @@ mod tests {
         let data = eth(0x0806, None, &rep);
         let n = neighbour(&frame(&data, LinkType::Ethernet)).unwrap();
         assert_eq!((n.op, n.dst_mac, n.sender.to_string()), (NeighbourOp::Reply, ASKER, "192.0.2.7".into()));
+        assert_eq!(n.target.to_string(), "192.0.2.7", "a reply names the address it resolves, as the request did");
         // Over Linux SLL the sender hardware address stands for the Ethernet source.
         let mut sll = vec![0u8; 14];
         sll.extend(0x0806u16.to_be_bytes());
