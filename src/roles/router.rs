@@ -109,6 +109,12 @@ impl RouterStage {
         self
     }
 
+    /// The capture interface's own MAC: the router's own ARP/NDP requests
+    /// are not a LAN device mapping the LAN.
+    pub fn set_own_mac(&mut self, mac: Option<[u8; 6]>) {
+        self.lan.set_own_mac(mac);
+    }
+
     /// The flow table, for summaries.
     pub fn table(&self) -> &FlowTable {
         &self.table
@@ -354,6 +360,7 @@ pub fn spawn_capture(
             }
             let Some(mut source) = ready else { return };
             tracing::info!(%interface, "capturing");
+            stage.set_own_mac(interface_mac(&interface));
             let mut last_stats = std::time::Instant::now();
             while !shutdown.is_triggered() {
                 match source.poll_frame(std::time::Duration::from_millis(50)) {
@@ -384,6 +391,12 @@ pub fn spawn_capture(
             publish_lan_probes(&mut stage, &*bus);
         })
         .context("spawning the capture thread")
+}
+
+/// An interface's MAC from sysfs (`None` if it has none or cannot be read).
+fn interface_mac(interface: &str) -> Option<[u8; 6]> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{interface}/address")).ok()?;
+    gatewarden_core::net::parse_mac(&text)
 }
 
 /// Publishes the LAN probes cut at the last batch boundary, if any.

@@ -42,6 +42,10 @@ pub struct LanWatch {
     asks: LruMap<([u8; 6], IpAddr), Ask>,
     out: Vec<LanProbe>,
     dropped: u64,
+    /// The capture interface's own MAC: the router resolving addresses for
+    /// traffic it forwards (a WAN scan of a routed LAN makes it ask for
+    /// every address) is not a LAN device mapping the LAN.
+    own: Option<[u8; 6]>,
 }
 
 impl Default for LanWatch {
@@ -53,7 +57,12 @@ impl Default for LanWatch {
 impl LanWatch {
     /// Empty tables of [`MAX_LIVE`] and [`MAX_ASKS`] entries.
     pub fn new() -> LanWatch {
-        LanWatch { live: LruMap::new(MAX_LIVE), asks: LruMap::new(MAX_ASKS), out: Vec::new(), dropped: 0 }
+        LanWatch { live: LruMap::new(MAX_LIVE), asks: LruMap::new(MAX_ASKS), out: Vec::new(), dropped: 0, own: None }
+    }
+
+    /// The router's own MAC on the capture interface: its requests are not reported.
+    pub fn set_own_mac(&mut self, mac: Option<[u8; 6]>) {
+        self.own = mac;
     }
 
     /// An IP packet from `mac` with source `addr`: that address is alive on the LAN.
@@ -92,8 +101,8 @@ impl LanWatch {
                 }
             }
             NeighbourOp::Request => {
-                if n.sender == n.target {
-                    // Gratuitous ARP: an announcement, not a question.
+                if n.sender == n.target || self.own == Some(n.src_mac) {
+                    // Gratuitous ARP: an announcement, not a question; or the router itself.
                     return;
                 }
                 let known = self.live.peek(&n.target).is_some_and(|m| *m != n.src_mac);
@@ -230,10 +239,17 @@ mod tests {
     }
 
     #[test]
-    fn gratuitous_arp_is_not_a_question() {
+    fn gratuitous_arp_and_the_routers_own_requests_are_not_reported() {
         let mut w = LanWatch::new();
         w.observe(&req(ME, v4(66), v4(66), 1));
         assert!(w.take().is_empty());
+        let router = [2, 0, 0, 0, 0, 0xfe];
+        w.set_own_mac(Some(router));
+        w.observe(&req(router, v4(1), v4(9), 2));
+        assert!(w.take().is_empty());
+        // Its address is still alive for others' requests.
+        w.observe(&req(ME, v4(66), v4(1), 3));
+        assert!(w.take()[0].answered);
     }
 
     #[test]
