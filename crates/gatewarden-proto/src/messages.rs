@@ -848,7 +848,11 @@ pub(crate) mod tests {
         assert_eq!(s[0].encode()[1], 0, "flow batch keeps discriminant 0");
         let probes = s.iter().find(|m| m.kind() == crate::kinds::LAN_PROBES).unwrap();
         assert_eq!(probes.encode()[1], 11);
+        // The wire layout, byte by byte (also fuzz/corpus/message_decode/lan_probes).
+        let wire = [1, 11, 2, b'r', b'1', 1, 2, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 192, 0, 2, 77, 3, 0];
         let Message::LanProbes(mut p) = probes.clone() else { unreachable!() };
+        p.node = "r1".into();
+        assert_eq!(Message::decode(&wire), Ok(Message::LanProbes(p.clone())));
         p.probes = vec![p.probes[0].clone(); MAX_LAN_PROBES + 1];
         let err = Message::decode(&Message::LanProbes(p).encode()).unwrap_err();
         assert!(matches!(err, DecodeError::Invalid(_)), "{err}");
