@@ -8,12 +8,17 @@
 //! `tcpdump -r S.pcap -w S.small.pcap 'arp or icmp6'`: the sweep, the benign
 //! devices' own ARP for the gateway and the router's answers. The attacker is
 //! 192.0.2.66 / 2001:db8:10::66 with MAC 86:12:1e:46:e2:3f.
+//!
+//! In a fleet the probes travel as their own message kind (`lan_probes`)
+//! from router to detector through Mosquitto: the last test runs that.
 
 mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
+use common::mosquitto::{mosquitto_or_skip, Broker};
 use common::*;
 use gatewarden::capture::{CaptureFile, PacketSource};
 use gatewarden::config::Config;
@@ -97,4 +102,44 @@ fn held_out_benign_seeds_raise_no_lan_mapping() {
         assert!(v["skipped"]["not_ip"].as_u64().unwrap() > 0, "seed {n} has ARP frames: {v}");
         assert!(v["alerts"].get("lan_mapping").is_none(), "seed {n}: {v}");
     }
+}
+
+fn status(port: u16) -> serde_json::Value {
+    let (code, _, body) = common::http("GET", &format!("127.0.0.1:{port}"), "/api/status").unwrap();
+    assert_eq!(code, 200);
+    serde_json::from_str(&body).unwrap()
+}
+
+fn run_node(cfg: &std::path::Path, role: &str, extra: &[&str]) -> Guard {
+    let mut c = Command::new(bin());
+    c.args(["run", "--role", role, "--config", cfg.to_str().unwrap()]).args(extra).env("RUST_LOG", "warn");
+    Guard::spawn(&mut c)
+}
+
+/// Router, detector and monitor as three processes on a real Mosquitto
+/// with TLS and the ACL `pki mosquitto-conf` writes: the router's LAN
+/// probes reach the detector (its subscription, the broker's ACL, the
+/// claim check) and the sweep is a `lan_mapping` alert at the monitor,
+/// filed under the router that saw it.
+#[test]
+fn lan_probes_travel_router_to_detector_through_mosquitto() {
+    let Some(exe) = mosquitto_or_skip() else { return };
+    let broker = Broker::start(exe, &[("router-1", "router"), ("det-1", "detector"), ("mon-1", "monitor")]);
+    let (pm, pd, pr) = (free_port(), free_port(), free_port());
+    let monitor = format!("[monitor]\ndata_dir = \"{}\"\n", broker.pki().join("data-mon-1").display());
+    let _mon = run_node(&broker.node_config("mon-1", pm, &monitor), "monitor", &[]);
+    let _det = run_node(&broker.node_config("det-1", pd, ""), "detector", &[]);
+    for p in [pm, pd] {
+        assert!(wait_http_ok(&format!("127.0.0.1:{p}"), "/healthz", Duration::from_secs(10)));
+        wait_for("monitor and detector connected", Duration::from_secs(15), || {
+            status(p)["counters"]["gatewarden_mqtt_connected"].as_f64() == Some(1.0)
+        });
+    }
+    let sweep = sample("nmap_sn_lan_arp");
+    let _r = run_node(&broker.node_config("router-1", pr, ""), "router", &["--replay", sweep.to_str().unwrap()]);
+    wait_for("a lan_mapping alert for router-1 at the monitor", Duration::from_secs(40), || {
+        let s = status(pm);
+        s["alerts_by_kind"]["lan_mapping"].as_u64().unwrap_or(0) > 0
+            && s["nodes"]["router-1"]["alerts"].as_u64().unwrap_or(0) > 0
+    });
 }
