@@ -346,6 +346,12 @@ fn ndp(ts_ns: u64, ip: &[u8], src_mac: [u8; 6], dst_mac: [u8; 6]) -> Option<Neig
     if ip.len() < 40 + 24 || ip[0] >> 4 != 6 || ip[6] != 58 || ip[7] != 255 {
         return None;
     }
+    // Only what the IPv6 header says is payload (found by fuzzing: bytes
+    // past a short payload length were read as a target).
+    let payload_len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+    if payload_len < 24 {
+        return None;
+    }
     let icmp = &ip[40..];
     let op = match (icmp[0], icmp[1]) {
         (ND_SOLICIT, 0) => NeighbourOp::Request,
@@ -618,6 +624,12 @@ mod tests {
         assert_eq!((n.op, n.dst_mac), (NeighbourOp::Reply, [2, 0, 0, 0, 0, 2]));
         // Not from the link (hop limit below 255): RFC 4861 says drop it.
         let data = eth(0x86dd, None, &nd(135, 64, src, target));
+        assert_eq!(neighbour(&frame(&data, LinkType::Ethernet)), None);
+        // A payload length too short for the target (the frame has the bytes anyway).
+        let mut short = nd(135, 255, src, target);
+        short[4..6].copy_from_slice(&4u16.to_be_bytes());
+        let data = eth(0x86dd, None, &short);
+        assert_eq!(parse(&frame(&data, LinkType::Ethernet)), Err(SkipReason::TransportMalformed));
         assert_eq!(neighbour(&frame(&data, LinkType::Ethernet)), None);
         let full = eth(0x86dd, None, &nd(135, 255, src, target));
         for cut in 0..full.len() - 8 {
