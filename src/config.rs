@@ -582,6 +582,23 @@ impl Config {
                 "0 (off) or 5 to 10000 failed sessions in the hour (a person mistypes 1-3 times)",
             );
         }
+        if d.lan_mapping_targets != 0 && !(16..=256).contains(&d.lan_mapping_targets) {
+            bad(
+                "detector.lan_mapping_targets",
+                d.lan_mapping_targets.to_string(),
+                "0 (off) or 16 to 256 addresses (a /24 sweep asks for 254; a busy hub for a few dozen; 256 are kept per MAC)",
+            );
+        }
+        if !(d.lan_mapping_unanswered_pct.is_finite() && (0.0..=100.0).contains(&d.lan_mapping_unanswered_pct)) {
+            bad(
+                "detector.lan_mapping_unanswered_pct",
+                d.lan_mapping_unanswered_pct.to_string(),
+                "a percentage from 0 to 100 (50: most of a sweep's requests find no device)",
+            );
+        }
+        if !(10..=3_600).contains(&d.lan_mapping_window_s) {
+            bad("detector.lan_mapping_window_s", d.lan_mapping_window_s.to_string(), "10 to 3600 seconds");
+        }
         if !(64..=65_536).contains(&d.model_check_memory_mb) {
             bad(
                 "detector.model_check_memory_mb",
@@ -939,6 +956,10 @@ mod tests {
             ("[detector]\nslow_scan_distinct_hosts = 20000", "detector.slow_scan_distinct_hosts"),
             ("[detector]\ndistributed_scan_sources = 1000", "detector.distributed_scan_sources"),
             ("[detector]\nslow_guess_sessions = 2", "detector.slow_guess_sessions"),
+            ("[detector]\nlan_mapping_targets = 4", "detector.lan_mapping_targets"),
+            ("[detector]\nlan_mapping_targets = 300", "detector.lan_mapping_targets"),
+            ("[detector]\nlan_mapping_unanswered_pct = 101", "detector.lan_mapping_unanswered_pct"),
+            ("[detector]\nlan_mapping_window_s = 0", "detector.lan_mapping_window_s"),
             ("[detector]\nmodel_threshold = 1.5", "detector.model_threshold"),
             ("[detector]\nbaseline_factor = 0.5", "detector.baseline_factor"),
             ("[detector]\nmax_verdicts_per_s = 0.0", "detector.max_verdicts_per_s"),

@@ -123,6 +123,17 @@ struct Analysis {
 }
 
 impl Analysis {
+    fn handle_lan_probes(&mut self, probes: &gatewarden_proto::messages::LanProbes) {
+        let f = self.detector.on_lan_probes(probes);
+        self.verdicts += f.verdicts.len() as u64;
+        for v in &f.verdicts {
+            self.state.record_replayed_verdict(v);
+        }
+        for a in f.alerts {
+            self.state.record_alert(crate::monitor::confirm::unenforced(a, "a replay enforces nothing"));
+        }
+    }
+
     fn handle(&mut self, batch: FlowBatch) {
         while let Ok(update) = self.settings.try_recv() {
             let node = self.state.node.clone();
@@ -250,6 +261,14 @@ impl Pipeline {
         if let Some(batch) = self.router.on_frame(frame) {
             self.analysis.handle(batch);
         }
+        self.lan_probes();
+    }
+
+    /// Hands the router's ARP/NDP requests to the detector (LAN mapping).
+    fn lan_probes(&mut self) {
+        if let Some(p) = self.router.take_lan_probes() {
+            self.analysis.handle_lan_probes(&p);
+        }
     }
 
     /// Lets the router cut a batch when traffic is quiet (live capture).
@@ -257,6 +276,7 @@ impl Pipeline {
         if let Some(batch) = self.router.tick(now_ns) {
             self.analysis.handle(batch);
         }
+        self.lan_probes();
     }
 
     /// Frames fed so far.
@@ -268,6 +288,9 @@ impl Pipeline {
     pub fn finish(mut self, file: &Path) -> ReplaySummary {
         let analysis = &mut self.analysis;
         self.router.finish(|b| analysis.handle(b));
+        if let Some(p) = self.router.take_lan_probes() {
+            analysis.handle_lan_probes(&p);
+        }
         let elapsed_s = self.started.elapsed().as_secs_f64();
         let stats = self.router.table().stats();
         let snap = self.state.registry.snapshot();

@@ -30,6 +30,8 @@ command -v hydra >/dev/null || need_pkgs+=(hydra)
 command -v iperf3 >/dev/null || need_pkgs+=(iperf3)
 command -v mosquitto_pub >/dev/null || need_pkgs+=(mosquitto-clients)
 command -v slowhttptest >/dev/null || need_pkgs+=(slowhttptest)
+# LAN mapping scenarios (issue #17): arp-scan lives in /usr/sbin.
+command -v arp-scan >/dev/null || [[ -x /usr/sbin/arp-scan ]] || need_pkgs+=(arp-scan)
 # The lab's telnet service is busybox telnetd: only busybox-static has that applet.
 busybox telnetd --help >/dev/null 2>&1 || need_pkgs+=(busybox-static)
 command -v dig >/dev/null || need_pkgs+=(bind9-dnsutils)

@@ -1,4 +1,7 @@
-//! Any frame on the wire, on any link type, must parse or be skipped with a reason.
+//! Any frame on the wire, on any link type, must parse or be skipped with a
+//! reason; an ARP or neighbour-discovery frame must be read or refused
+//! (truncated, wrong hardware/protocol lengths, probes, gratuitous ARP, DAD)
+//! and fed to the router's bounded LAN watch without a panic.
 #![no_main]
 
 use gatewarden::capture::{Frame, LinkType};
@@ -15,7 +18,20 @@ fuzz_target!(|data: &[u8]| {
         _ => LinkType::Null,
     };
     let frame = Frame { ts_ns: 1, link, data: &data[1..], orig_len: data.len() as u32 };
-    if let Ok(p) = gatewarden::packet::parse(&frame) {
+    let parsed = gatewarden::packet::parse(&frame);
+    if let Ok(p) = &parsed {
         assert!(p.payload_len <= p.ip_len.max(65535));
+    }
+    if let Some(n) = gatewarden::packet::neighbour(&frame) {
+        // Only ARP (not IP) and NS/NA (ICMPv6 135/136) are neighbour frames.
+        match parsed {
+            Err(gatewarden::packet::SkipReason::NotIp) => assert!(n.sender.is_ipv4() && n.target.is_ipv4()),
+            Ok(p) => assert!(gatewarden::packet::is_neighbour_discovery(&p) && n.target.is_ipv6()),
+            Err(other) => panic!("neighbour frame skipped as {other:?}"),
+        }
+        let mut watch = gatewarden::flow::lan::LanWatch::new();
+        watch.observe(&n);
+        watch.observe(&n);
+        assert!(watch.take().len() <= 1);
     }
 });

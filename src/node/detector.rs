@@ -55,33 +55,36 @@ impl Analysis {
     /// alert names that gateway, so a monitor shared by a fleet keeps
     /// gateways apart.
     pub fn on_batch(&mut self, batch: &FlowBatch) -> Findings {
-        if !self.stages.contains_key(&batch.node) && self.stages.len() < MAX_GATEWAYS {
+        let Some(stage) = self.stage_for(&batch.node) else { return Findings::default() };
+        let findings = stage.on_batch(batch);
+        filed_under(findings, &batch.node)
+    }
+
+    /// Analyses the ARP/NDP requests a gateway saw, with that gateway's state.
+    pub fn on_lan_probes(&mut self, probes: &gatewarden_proto::messages::LanProbes) -> Findings {
+        let Some(stage) = self.stage_for(&probes.node) else { return Findings::default() };
+        let findings = stage.on_lan_probes(probes);
+        filed_under(findings, &probes.node)
+    }
+
+    /// The stage of gateway `node` (made on first sight; past
+    /// [`MAX_GATEWAYS`] the shared overflow stage).
+    fn stage_for(&mut self, node: &str) -> Option<&mut DetectorStage> {
+        if !self.stages.contains_key(node) && self.stages.len() < MAX_GATEWAYS {
             // A new gateway runs what the others run now (an uploaded model, new settings).
             let stage = match self.spare.take() {
                 Some(s) => s,
                 None => self.new_stage(),
             };
-            self.stages.insert(batch.node.clone(), stage);
+            self.stages.insert(node.to_string(), stage);
         }
-        let stage = match self.stages.get_mut(&batch.node) {
-            Some(s) => s,
-            None => {
-                if self.overflow.is_none() {
-                    self.overflow = Some(self.new_stage());
-                }
-                match self.overflow.as_mut() {
-                    Some(s) => s,
-                    None => return Findings::default(),
-                }
-            }
-        };
-        let mut findings = stage.on_batch(batch);
-        if !batch.node.is_empty() {
-            for a in &mut findings.alerts {
-                a.node = batch.node.clone();
-            }
+        if self.stages.contains_key(node) {
+            return self.stages.get_mut(node);
         }
-        findings
+        if self.overflow.is_none() {
+            self.overflow = Some(self.new_stage());
+        }
+        self.overflow.as_mut()
     }
 
     fn new_stage(&self) -> DetectorStage {
@@ -121,6 +124,16 @@ impl Analysis {
     }
 }
 
+/// Files a gateway's findings' alerts under that gateway.
+fn filed_under(mut findings: Findings, node: &str) -> Findings {
+    if !node.is_empty() {
+        for a in &mut findings.alerts {
+            a.node = node.to_string();
+        }
+    }
+    findings
+}
+
 /// Loads the detector's model before the page answers, so the model page
 /// never reports "no model" for the seconds a load takes.
 pub struct LoadModel;
@@ -149,6 +162,7 @@ pub fn load_stage(cfg: &Config, registry: &Arc<Registry>, state: &crate::monitor
 /// What the detector task waits for.
 enum Input {
     Batch(FlowBatch),
+    Probes(gatewarden_proto::messages::LanProbes),
     Model(ModelUpdate),
     Settings(Box<DetectorSettings>),
 }
@@ -172,6 +186,7 @@ impl Service for Detector {
         let rx = cx.bus.flows.receiver();
         // The monitor shares this process: batches feed it here (one consumer of the flow channel).
         let monitor = self.top_talkers.then(|| super::monitor::Recorder::new(cx.state.clone(), w.policy.clone()));
+        let probes = cx.bus.lan_probes.receiver();
         let out = w.out.clone();
         let sd = cx.shutdown.clone();
         let models = cx.bus.models.receiver();
@@ -187,6 +202,7 @@ impl Service for Detector {
                 // Flow batches; a model uploaded on the training page or new
                 // thresholds from the settings page, applied between batches.
                 let next = async { rx.recv().await.ok().map(Input::Batch) }
+                    .or(async { probes.recv().await.ok().map(Input::Probes) })
                     .or(async { models.recv().await.ok().map(Input::Model) })
                     .or(async { new_settings.recv().await.ok().map(|s| Input::Settings(Box::new(s))) })
                     .or(async {
@@ -209,6 +225,16 @@ impl Service for Detector {
                     Some(Input::Settings(settings)) => {
                         let (d, r) = *settings;
                         analysis.set_settings(&d, &r);
+                        continue;
+                    }
+                    Some(Input::Probes(p)) => {
+                        let findings = analysis.on_lan_probes(&p);
+                        for v in findings.verdicts {
+                            out.publish_to(&p.node, Message::Verdict(v));
+                        }
+                        for a in findings.alerts {
+                            out.publish(Message::Alert(a));
+                        }
                         continue;
                     }
                     Some(Input::Batch(batch)) => batch,

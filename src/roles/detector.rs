@@ -59,6 +59,8 @@ pub struct DetectorStage {
     /// Flows in which a source acknowledged what it was sent: proof that it
     /// receives at its address, kept per source for [`PROOF_WINDOW_NS`].
     proofs: HashMap<IpAddr, std::collections::VecDeque<Proof>>,
+    /// ARP/NDP sweeps, from the router's LAN probes (not flows).
+    lan_mapping: crate::detect::lan_mapping::LanMapping,
 }
 
 /// One flow that proved its originator real.
@@ -479,6 +481,7 @@ impl DetectorStage {
             response: cfg.response.clone(),
             responses: BTreeMap::new(),
             proofs: HashMap::default(),
+            lan_mapping: crate::detect::lan_mapping::LanMapping::new(d),
         }
     }
 
@@ -490,6 +493,7 @@ impl DetectorStage {
         self.long_horizon.set_config(d);
         self.fusion.set_config(fusion_config(d, &self.response));
         self.baseline.set_config(baseline_config(d));
+        self.lan_mapping.set_config(d);
         self.detector_cfg = d.clone();
     }
 
@@ -810,6 +814,22 @@ impl DetectorStage {
         out
     }
 
+    /// Analyses the ARP/NDP requests a router saw (LAN mapping); findings go
+    /// through fusion and the response policy like every other.
+    pub fn on_lan_probes(&mut self, probes: &gatewarden_proto::messages::LanProbes) -> Findings {
+        let mut out = Findings::default();
+        let findings: Vec<_> =
+            probes.probes.iter().filter_map(|p| self.lan_mapping.observe(p)).map(|d| (d, Origin::Heuristics)).collect();
+        if findings.is_empty() {
+            return out;
+        }
+        let now = probes.probes.iter().map(|p| p.ts_ns).max().unwrap_or(0);
+        for f in self.fusion.fuse(findings, &[], now) {
+            self.emit(f, &mut out);
+        }
+        out
+    }
+
     fn system_alert(&mut self, ts_ns: u64, reason: String, out: &mut Findings) {
         let id = self.next_id;
         self.next_id += 1;
@@ -891,6 +911,7 @@ impl DetectorStage {
             | AttackKind::HostSweep
             | AttackKind::SlowScan
             | AttackKind::DistributedScan
+            | AttackKind::LanMapping
             | AttackKind::Anomaly => Severity::Medium,
             _ => Severity::Low,
         };
@@ -1094,6 +1115,39 @@ mod tests {
 
     fn stage(cfg: &Config) -> DetectorStage {
         DetectorStage::with_model(cfg, &Registry::new(), Ok(None))
+    }
+
+    /// The Settings page's LAN-mapping knobs reach the detector in place:
+    /// off raises nothing, a lower threshold finds a sweep sooner.
+    #[test]
+    fn lan_mapping_settings_apply_in_place() {
+        use gatewarden_proto::messages::{LanProbe, LanProbes};
+        let sweep = |n: u8| LanProbes {
+            node: "r".into(),
+            probes: (1..=n)
+                .map(|d| LanProbe {
+                    mac: [2, 0, 0, 0, 0, 0x66],
+                    sender: "192.0.2.66".parse().unwrap(),
+                    target: IpAddr::from([192, 0, 2, d]),
+                    ts_ns: 1_000_000_000 + u64::from(d),
+                    answered: false,
+                })
+                .collect(),
+        };
+        let cfg = Config::default();
+        let mut s = stage(&cfg);
+        let mut d = cfg.detector.clone();
+        d.lan_mapping_targets = 0;
+        s.set_detector_config(&d);
+        assert!(s.on_lan_probes(&sweep(200)).alerts.is_empty(), "off");
+        let mut s = stage(&cfg);
+        assert!(s.on_lan_probes(&sweep(20)).alerts.is_empty(), "20 < 64 by default");
+        d.lan_mapping_targets = 16;
+        s.set_detector_config(&d);
+        let a = s.on_lan_probes(&sweep(20)).alerts;
+        assert_eq!(a.len(), 1, "{a:?}");
+        // What was seen before the change is kept: all 20 addresses count.
+        assert!(a[0].reason.contains("20 distinct") && a[0].reason.contains("≥ 16 addresses"), "{}", a[0].reason);
     }
 
     #[test]

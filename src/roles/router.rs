@@ -11,7 +11,7 @@ use crate::features::HostTracker;
 use crate::flow::FlowTable;
 use crate::packet::{self, SkipReason};
 use gatewarden_core::metrics::{Counter, Gauge, Registry};
-use gatewarden_proto::messages::{FlowBatch, FlowRecord, HostSnapshot};
+use gatewarden_proto::messages::{FlowBatch, FlowRecord, HostSnapshot, LanProbes, Message};
 
 /// Parses frames into the flow table and emits FlowBatch messages at a fixed cadence.
 pub struct RouterStage {
@@ -36,6 +36,13 @@ pub struct RouterStage {
     exports_dropped: Counter,
     /// The LAN spoof check (live capture with enforcement on).
     spoof: Option<crate::enforce::service::SpoofLink>,
+    /// ARP and neighbour discovery on the LAN, for the LAN-mapping detector.
+    lan: crate::flow::lan::LanWatch,
+    /// Requests cut at the last batch boundary, waiting for [`RouterStage::take_lan_probes`].
+    lan_ready: Vec<gatewarden_proto::messages::LanProbe>,
+    lan_frames: Counter,
+    lan_dropped: Counter,
+    lan_overflow: u64,
 }
 
 impl RouterStage {
@@ -80,6 +87,19 @@ impl RouterStage {
                 &[],
             ),
             spoof: None,
+            lan: crate::flow::lan::LanWatch::new(),
+            lan_ready: Vec::new(),
+            lan_overflow: 0,
+            lan_frames: registry.counter(
+                "gatewarden_lan_neighbour_frames_total",
+                "ARP and IPv6 neighbour solicitation/advertisement frames read for LAN-mapping detection.",
+                &[],
+            ),
+            lan_dropped: registry.counter(
+                "gatewarden_lan_probes_dropped_total",
+                "Address-resolution requests not reported because a batch interval held more than one message carries (floods).",
+                &[],
+            ),
         }
     }
 
@@ -87,6 +107,12 @@ impl RouterStage {
     pub fn with_spoof_link(mut self, link: Option<crate::enforce::service::SpoofLink>) -> RouterStage {
         self.spoof = link;
         self
+    }
+
+    /// The capture interface's own MAC: the router's own ARP/NDP requests
+    /// are not a LAN device mapping the LAN.
+    pub fn set_own_mac(&mut self, mac: Option<[u8; 6]>) {
+        self.lan.set_own_mac(mac);
     }
 
     /// The flow table, for summaries.
@@ -98,16 +124,37 @@ impl RouterStage {
     pub fn on_frame(&mut self, frame: &Frame<'_>) -> Option<FlowBatch> {
         match packet::parse(frame) {
             Ok(p) => {
-                if let (Some(link), Some(mac)) = (&self.spoof, packet::source_mac(frame)) {
+                let mac = packet::source_mac(frame);
+                if let (Some(link), Some(mac)) = (&self.spoof, mac) {
                     link.check(mac, &source_frame(&p));
+                }
+                if let Some(mac) = mac {
+                    self.lan.saw_sender(p.src, mac);
+                }
+                // Neighbour discovery is address resolution, as ARP is: it
+                // goes to the LAN watch, not into flows (a "flow" to a
+                // solicited-node multicast group made an NS sweep an ICMP
+                // flood). A malformed one stays a flow, as before.
+                if packet::is_neighbour_discovery(&p) && self.observe_neighbour(frame) {
+                    return self.after_frame(frame);
                 }
                 let o = self.table.observe(&p);
                 self.tracker.observe(&p, o.new_flow);
                 self.packets.inc();
                 self.bytes.add(p.ip_len as u64);
             }
-            Err(reason) => self.skipped[reason.index()].inc(),
+            Err(reason) => {
+                if reason == SkipReason::NotIp {
+                    self.observe_neighbour(frame);
+                }
+                self.skipped[reason.index()].inc()
+            }
         }
+        self.after_frame(frame)
+    }
+
+    /// The batch cadence, after each frame.
+    fn after_frame(&mut self, frame: &Frame<'_>) -> Option<FlowBatch> {
         self.last_ns = self.last_ns.max(frame.ts_ns);
         if self.next_batch_ns == 0 {
             self.next_batch_ns = frame.ts_ns + self.batch_interval_ns;
@@ -115,9 +162,42 @@ impl RouterStage {
         }
         if frame.ts_ns >= self.next_batch_ns {
             self.next_batch_ns = frame.ts_ns + self.batch_interval_ns;
+            self.cut_lan_probes();
             return self.cut_batch();
         }
         None
+    }
+
+    /// Feeds an ARP or NDP frame to the LAN watch; false if it is not a well-formed one.
+    fn observe_neighbour(&mut self, frame: &Frame<'_>) -> bool {
+        match packet::neighbour(frame) {
+            Some(n) => {
+                self.lan_frames.inc();
+                self.lan.observe(&n);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Moves the requests seen since the last batch boundary out for
+    /// [`RouterStage::take_lan_probes`] (one message per batch interval).
+    fn cut_lan_probes(&mut self) {
+        let more = self.lan.take();
+        let room = gatewarden_proto::messages::MAX_LAN_PROBES.saturating_sub(self.lan_ready.len());
+        self.lan_overflow += more.len().saturating_sub(room) as u64;
+        self.lan_ready.extend(more.into_iter().take(room));
+        self.lan_dropped.set_total(self.lan.dropped() + self.lan_overflow);
+    }
+
+    /// The ARP/NDP requests cut at the last batch boundary, if any: sent
+    /// beside the flow batches (their own message kind, see
+    /// `gatewarden_proto::messages::LanProbes`).
+    pub fn take_lan_probes(&mut self) -> Option<LanProbes> {
+        if self.lan_ready.is_empty() {
+            return None;
+        }
+        Some(LanProbes { node: self.node.clone(), probes: std::mem::take(&mut self.lan_ready) })
     }
 
     /// Emits whatever changed since the last batch (used on a timer when traffic is quiet).
@@ -125,6 +205,7 @@ impl RouterStage {
         if now_ns >= self.next_batch_ns && self.next_batch_ns != 0 {
             self.next_batch_ns = now_ns + self.batch_interval_ns;
             self.last_ns = self.last_ns.max(now_ns);
+            self.cut_lan_probes();
             return self.cut_batch();
         }
         None
@@ -187,6 +268,7 @@ impl RouterStage {
     /// capture, shutdown). Nothing is dropped here, and the table is drained
     /// a batch at a time so memory does not spike at the end.
     pub fn finish(&mut self, mut sink: impl FnMut(FlowBatch)) {
+        self.cut_lan_probes();
         while let Some(b) = self.cut_batch_all() {
             sink(b);
         }
@@ -278,6 +360,7 @@ pub fn spawn_capture(
             }
             let Some(mut source) = ready else { return };
             tracing::info!(%interface, "capturing");
+            stage.set_own_mac(interface_mac(&interface));
             let mut last_stats = std::time::Instant::now();
             let mut lag = LagReport::default();
             while !shutdown.is_triggered() {
@@ -287,6 +370,7 @@ pub fn spawn_capture(
                         if let Some(b) = stage.on_frame(&frame) {
                             publish_batch(&*bus, b, "frame");
                         }
+                        publish_lan_probes(&mut stage, &*bus);
                     }
                     Ok(None) => {}
                     Err(e) => {
@@ -297,6 +381,7 @@ pub fn spawn_capture(
                 if let Some(b) = stage.tick(gatewarden_core::clock::unix_now_ns()) {
                     publish_batch(&*bus, b, "tick");
                 }
+                publish_lan_probes(&mut stage, &*bus);
                 if last_stats.elapsed() >= std::time::Duration::from_secs(1) {
                     last_stats = std::time::Instant::now();
                     drops.set_total(source.kernel_stats().1);
@@ -305,6 +390,7 @@ pub fn spawn_capture(
             stage.finish(|b| {
                 bus.publish(gatewarden_proto::messages::Message::FlowBatch(b));
             });
+            publish_lan_probes(&mut stage, &*bus);
         })
         .context("spawning the capture thread")
 }
@@ -355,6 +441,19 @@ impl LagReport {
     }
 }
 
+/// An interface's MAC from sysfs (`None` if it has none or cannot be read).
+fn interface_mac(interface: &str) -> Option<[u8; 6]> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{interface}/address")).ok()?;
+    gatewarden_core::net::parse_mac(&text)
+}
+
+/// Publishes the LAN probes cut at the last batch boundary, if any.
+fn publish_lan_probes(stage: &mut RouterStage, bus: &dyn crate::bus::Publisher) {
+    if let Some(p) = stage.take_lan_probes() {
+        bus.publish(Message::LanProbes(p));
+    }
+}
+
 /// Replays a capture file into the bus once (`gatewarden run --role router --replay FILE`), on a thread
 /// named `replay`: waits up to 30 s for the bus to connect, then publishes every batch, retrying briefly
 /// when the transport is momentarily full.
@@ -397,6 +496,7 @@ pub fn spawn_replay(
                             batches += 1;
                             send(b);
                         }
+                        publish_lan_probes(&mut stage, &*bus);
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -409,6 +509,7 @@ pub fn spawn_replay(
                 batches += 1;
                 send(b)
             });
+            publish_lan_probes(&mut stage, &*bus);
             tracing::info!(path = %path.display(), batches, "replay finished; still receiving verdicts");
         })
         .context("spawning the replay thread")
@@ -423,12 +524,131 @@ pub fn source_frame(p: &crate::packet::PacketInfo) -> crate::enforce::spoof::Sou
 mod tests {
     use super::*;
     use crate::capture::LinkType;
+    use gatewarden_proto::messages::{AlertAction, AttackKind};
 
     fn syn(i: u32) -> Vec<u8> {
         let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
         f.extend([0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 10, 0, (i >> 8) as u8, i as u8, 192, 0, 2, 10]);
         f.extend([0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
         f
+    }
+
+    fn arp_request(mac: [u8; 6], sender: [u8; 4], target: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend(mac);
+        f.extend([0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+        f.extend(mac);
+        f.extend(sender);
+        f.extend([0; 6]);
+        f.extend(target);
+        f
+    }
+
+    /// An `nmap -sn` of the /24 from one LAN device, with 20 devices that
+    /// talk (so the router knows them alive) and a hub polling them: the
+    /// requests reach the detector once per batch interval, the sweep
+    /// becomes one `lan_mapping` alert naming the MAC, blocking nothing;
+    /// the hub stays quiet.
+    #[test]
+    fn an_arp_sweep_reaches_the_detector_as_lan_probes_and_is_alerted() {
+        let cfg = Config::default();
+        let registry = Registry::new();
+        let mut stage = RouterStage::new(&cfg, &registry);
+        let mut detector = crate::roles::detector::DetectorStage::with_model(&cfg, &registry, Ok(None));
+        let scanner = [2, 0, 0, 0, 0, 0x66];
+        let hub = [2, 0, 0, 0, 0, 0xc8];
+        let mut t = 1_000_000_000_000u64;
+        let mut alerts = Vec::new();
+        let mut probes = 0;
+        let mut feed = |stage: &mut RouterStage, data: &[u8], t: u64| {
+            stage.on_frame(&Frame { ts_ns: t, link: LinkType::Ethernet, data, orig_len: data.len() as u32 });
+            if let Some(p) = stage.take_lan_probes() {
+                probes += p.probes.len();
+                let f = detector.on_lan_probes(&p);
+                assert!(f.verdicts.is_empty(), "alert only: {:?}", f.verdicts);
+                alerts.extend(f.alerts);
+            }
+        };
+        // 20 devices .1-.20 send (UDP to the WAN) from their own MACs.
+        for d in 1..=20u8 {
+            let mut f = vec![2, 0, 0, 0, 0, 0xfe, 2, 0, 0, 0, 1, d, 0x08, 0x00];
+            f.extend([0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0, 192, 0, 2, d, 198, 51, 100, 10]);
+            f.extend([0x13, 0x88, 0x00, 0x35, 0, 8, 0, 0]);
+            t += 1_000_000;
+            feed(&mut stage, &f, t);
+        }
+        // The hub polls its 20 devices three times.
+        for _ in 0..3 {
+            for d in 1..=20u8 {
+                t += 1_000_000;
+                feed(&mut stage, &arp_request(hub, [192, 0, 2, 200], [192, 0, 2, d]), t);
+            }
+        }
+        for d in 1..=254u8 {
+            t += 10_000_000;
+            feed(&mut stage, &arp_request(scanner, [192, 0, 2, 66], [192, 0, 2, d]), t);
+        }
+        // The end of the capture cuts what is left.
+        stage.finish(|_| {});
+        let rest = stage.take_lan_probes().expect("the last requests");
+        probes += rest.probes.len();
+        alerts.extend(detector.on_lan_probes(&rest).alerts);
+        // .66 is the scanner itself (sender = target: not a question).
+        assert_eq!(probes, 20 + 253, "one probe per (MAC, target): the hub's repeats are not resent");
+        assert_eq!(alerts.len(), 1, "{alerts:#?}");
+        let a = &alerts[0];
+        assert_eq!((a.kind, a.action, a.signature_id), (AttackKind::LanMapping, AlertAction::Allowed, 9_000_013));
+        assert!(a.reason.contains("02:00:00:00:00:66") && a.reason.contains("64 distinct"), "{}", a.reason);
+        assert!(a.reason.contains("44 of them (69%)"), "the 20 live devices count as answered: {}", a.reason);
+        assert!(registry.snapshot()["gatewarden_lan_neighbour_frames_total"] >= 314.0);
+    }
+
+    /// `nmap -6 -sn 2001:db8:10::/120`: 255 neighbour solicitations in
+    /// 0.5 s. They are LAN probes with the target from the payload, not
+    /// ICMPv6 flows to solicited-node groups (which made the sweep an
+    /// `icmp_flood` in the lab, and blocked it); one `lan_mapping` alert.
+    #[test]
+    fn a_neighbour_solicitation_sweep_is_lan_probes_not_icmp_flows() {
+        let cfg = Config::default();
+        let registry = Registry::new();
+        let mut stage = RouterStage::new(&cfg, &registry);
+        let mut detector = crate::roles::detector::DetectorStage::with_model(&cfg, &registry, Ok(None));
+        let mac = [2, 0, 0, 0, 0, 0x66];
+        let ns = |last: u8| {
+            let mut f = vec![0x33, 0x33, 0xff, 0, 0, last];
+            f.extend(mac);
+            f.extend([0x86, 0xdd, 0x60, 0, 0, 0, 0, 32, 58, 255]);
+            f.extend([0x20, 1, 0x0d, 0xb8, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x66]);
+            f.extend([0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, last]);
+            f.extend([135, 0, 0, 0, 0, 0, 0, 0]);
+            f.extend([0x20, 1, 0x0d, 0xb8, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 0, 0, last]);
+            f.extend([1, 1]);
+            f.extend(mac);
+            f
+        };
+        let mut findings = Vec::new();
+        let mut flows = 0;
+        for d in 1..=255u8 {
+            let data = ns(d);
+            let frame = Frame {
+                ts_ns: 1_000_000_000_000 + d as u64 * 2_000_000,
+                link: LinkType::Ethernet,
+                data: &data,
+                orig_len: 86,
+            };
+            if let Some(b) = stage.on_frame(&frame) {
+                flows += b.flows.len();
+                findings.extend(detector.on_batch(&b).alerts);
+            }
+            if let Some(p) = stage.take_lan_probes() {
+                findings.extend(detector.on_lan_probes(&p).alerts);
+            }
+        }
+        assert_eq!((flows, stage.table().stats().created), (0, 0), "no ICMPv6 flows for neighbour discovery");
+        let kinds: Vec<AttackKind> = findings.iter().map(|a| a.kind).collect();
+        assert_eq!(kinds, [AttackKind::LanMapping], "{findings:#?}");
+        assert!(findings[0].reason.contains("IPv6 neighbour solicitations"), "{}", findings[0].reason);
+        assert_eq!(findings[0].src, Some("2001:db8:10::66".parse().unwrap()));
     }
 
     #[test]

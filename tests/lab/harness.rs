@@ -58,7 +58,7 @@ pub const WAN6: &str = "2001:db8:20::10";
 pub const INET_ATTACKER: &str = "203.0.113.166";
 
 /// Tools the lab runs; `tools/test.sh` installs them.
-pub const TOOLS: [&str; 20] = [
+pub const TOOLS: [&str; 21] = [
     "tcpdump",
     "nmap",
     "hping3",
@@ -79,6 +79,7 @@ pub const TOOLS: [&str; 20] = [
     "openssl",
     "scp",
     "nft",
+    "arp-scan",
 ];
 
 /// Whether the lab can run here: root, iproute2 and every tool in [`TOOLS`].
@@ -1189,6 +1190,42 @@ pub fn scenarios() -> Vec<Scenario> {
                 ]
             )
         },
+        // LAN mapping (issue #17): a LAN device sweeping its own subnet with
+        // ARP or neighbour solicitations; the router sees the requests, not
+        // the answers. The policy alerts (the ARP sender address is forgeable).
+        Scenario {
+            policy: Expect::AlertOnly,
+            ..scenario!(
+                "nmap_sn_lan_arp",
+                "lan_mapping",
+                "attacker",
+                "192.0.2.0/24",
+                &["lan_mapping"],
+                ["nmap", "-n", "-sn", "192.0.2.0/24"]
+            )
+        },
+        Scenario {
+            policy: Expect::AlertOnly,
+            ..scenario!(
+                "arp_scan_localnet",
+                "lan_mapping",
+                "attacker",
+                "192.0.2.0/24",
+                &["lan_mapping"],
+                ["arp-scan", "--localnet", "--interface", "eth0"]
+            )
+        },
+        Scenario {
+            policy: Expect::AlertOnly,
+            ..scenario!(
+                "nmap6_sn_ns_sweep",
+                "lan_mapping",
+                "attacker",
+                "2001:db8:10::/120",
+                &["lan_mapping"],
+                ["nmap", "-6", "-n", "-sn", "2001:db8:10::/120"]
+            )
+        },
     ]
 }
 
@@ -1307,6 +1344,9 @@ pub fn short_scenarios() -> Vec<Scenario> {
         "nmap_syn6_T2",
         "nmap_sweep_scan_delay_1s",
         "distributed_scan_60_sources",
+        "nmap_sn_lan_arp",
+        "arp_scan_localnet",
+        "nmap6_sn_ns_sweep",
     ];
     scenarios().into_iter().filter(|s| keep.contains(&s.name)).collect()
 }
@@ -1588,6 +1628,9 @@ pub struct Pkt {
 }
 
 /// Reads IP addresses and times from a classic Ethernet pcap as tcpdump writes it.
+/// ARP requests and replies count as packets from the sender to the target
+/// address, an IPv6 neighbour solicitation as one to its target (not the
+/// solicited-node multicast group it is sent to): LAN mapping is made of them.
 pub fn read_pcap(path: &Path) -> Vec<Pkt> {
     let b = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     assert!(b.len() >= 24, "{} is not a pcap", path.display());
@@ -1617,7 +1660,15 @@ pub fn read_pcap(path: &Path) -> Vec<Pkt> {
             }
             0x86dd if ip.len() >= 40 => {
                 let a: [u8; 16] = ip[8..24].try_into().unwrap();
-                let d: [u8; 16] = ip[24..40].try_into().unwrap();
+                let mut d: [u8; 16] = ip[24..40].try_into().unwrap();
+                if ip[6] == 58 && ip.len() >= 64 && ip[40] == 135 {
+                    d = ip[48..64].try_into().unwrap();
+                }
+                out.push(Pkt { ts, src: IpAddr::from(a), dst: IpAddr::from(d) });
+            }
+            0x0806 if ip.len() >= 28 && ip[0..6] == [0, 1, 8, 0, 6, 4] => {
+                let a: [u8; 4] = ip[14..18].try_into().unwrap();
+                let d: [u8; 4] = ip[24..28].try_into().unwrap();
                 out.push(Pkt { ts, src: IpAddr::from(a), dst: IpAddr::from(d) });
             }
             _ => {}
@@ -1755,7 +1806,12 @@ impl SessionRecord {
             let s = ip.to_string();
             s.starts_with("192.0.2.") || s.starts_with("198.51.100.")
         };
-        let victim_net = a.scenario.victim.strip_suffix("/25").map(|n| n.rsplit_once('.').unwrap().0.to_string() + ".");
+        // A subnet victim (a sweep): IPv4 /24 and /25 by their first three
+        // octets, an IPv6 /120 by its text up to the last group.
+        let victim_net = a.scenario.victim.split_once('/').map(|(n, _)| match n.contains(':') {
+            true => n.to_string(),
+            false => n.rsplit_once('.').unwrap().0.to_string() + ".",
+        });
         let to_victim = |p: &Pkt| match &victim_net {
             Some(prefix) => p.dst.to_string().starts_with(prefix.as_str()),
             None => p.dst.to_string() == a.scenario.victim,

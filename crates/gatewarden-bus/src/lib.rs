@@ -117,6 +117,8 @@ pub struct LocalBus {
     pub verdict_outcomes: Channel<VerdictOutcome>,
     /// Router → monitor: its neighbour table, for MAC group members.
     pub neighbour_tables: Channel<NeighbourTable>,
+    /// Router → detector: ARP/neighbour-discovery requests (LAN mapping).
+    pub lan_probes: Channel<gatewarden_proto::messages::LanProbes>,
 }
 
 impl LocalBus {
@@ -135,6 +137,7 @@ impl LocalBus {
             unblocks: Channel::new("unblock", capacity.min(64), registry),
             verdict_outcomes: Channel::new("verdict_outcome", capacity.min(1024), registry),
             neighbour_tables: Channel::new("neighbour_table", capacity.min(64), registry),
+            lan_probes: Channel::new("lan_probes", capacity, registry),
         }
     }
 
@@ -153,6 +156,7 @@ impl LocalBus {
             Message::Unblock(m) => self.unblocks.publish(m),
             Message::VerdictOutcome(m) => self.verdict_outcomes.publish(m),
             Message::NeighbourTable(m) => self.neighbour_tables.publish(m),
+            Message::LanProbes(m) => self.lan_probes.publish(m),
         }
     }
 }

@@ -213,6 +213,7 @@ pub fn check_claim(from: &str, msg: &Message, role_of: impl Fn(&str) -> Option<C
         Message::BlockTable(t) => own(&t.node, "block table"),
         Message::VerdictOutcome(o) => own(&o.node, "verdict outcome"),
         Message::NeighbourTable(t) => own(&t.node, "neighbour table"),
+        Message::LanProbes(p) => own(&p.node, "LAN probes"),
         Message::Heartbeat(h) => match own(&h.node, "heartbeat") {
             Claim::Fine => match role_of(from) {
                 Some(r) if r != gatewarden_proto::role::cert_role_for(h.role) => {
@@ -1143,7 +1144,7 @@ mod tests {
             subscriptions(r).into_iter().map(|t| t.rsplit('/').next().unwrap().to_string()).collect()
         };
         assert_eq!(subs(Role::Router), ["ack", "key", "policy_update", "settings_update", "unblock", "verdict"]);
-        assert_eq!(subs(Role::Detector), ["ack", "flow_batch", "key", "model_update", "settings_update"]);
+        assert_eq!(subs(Role::Detector), ["ack", "flow_batch", "key", "lan_probes", "model_update", "settings_update"]);
         assert_eq!(
             subs(Role::Monitor),
             [

@@ -135,6 +135,17 @@ pub struct DetectorConfig {
     /// POP3, MQTT) within the hour, with at most one lasting session per 5 of them. hydra
     /// `-t 1 -W 30` reaches 10 in 5 minutes. `0` turns the rule off.
     pub slow_guess_sessions: u32,
+    /// Distinct LAN addresses one MAC must ask for (ARP requests, IPv6 neighbour solicitations)
+    /// within `lan_mapping_window_s`, mostly unanswered, to be mapping the LAN (`nmap -sn`,
+    /// `arp-scan`): a sweep asks for its whole prefix (254 for a /24), a device for the few dozen
+    /// it talks to. At most 256; `0` turns the check off. See docs/DETECTION.md, "LAN mapping".
+    pub lan_mapping_targets: u32,
+    /// Share of those addresses, in percent, that must have gone unanswered (never seen alive on
+    /// the LAN): a /24 in a home holds a few dozen devices, so a sweep's requests mostly are.
+    pub lan_mapping_unanswered_pct: f64,
+    /// Window for `lan_mapping_targets`, seconds: a sweep is over in seconds; 300 still catches
+    /// one slowed to a request every 4 s.
+    pub lan_mapping_window_s: u64,
 }
 
 impl Default for DetectorConfig {
@@ -178,6 +189,9 @@ impl Default for DetectorConfig {
             slow_scan_distinct_hosts: 20,
             distributed_scan_sources: 50,
             slow_guess_sessions: 10,
+            lan_mapping_targets: 64,
+            lan_mapping_unanswered_pct: 50.0,
+            lan_mapping_window_s: 300,
         }
     }
 }

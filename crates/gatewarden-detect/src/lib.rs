@@ -7,7 +7,8 @@
 //! the [`response`] policy decides whether each one blocks, alerts or is
 //! only counted. [`config`] is `[detector]`. [`source_history`] keeps what each
 //! source did over the last minute, quarter hour and hour in fixed memory, for
-//! the slow and distributed detectors of [`long_horizon`] (issue #17).
+//! the slow and distributed detectors of [`long_horizon`] (issue #17). [`lan_mapping`] finds a
+//! LAN device sweeping its subnet with ARP or neighbour solicitations.
 //!
 //! Depends on gatewarden-core, gatewarden-proto and gatewarden-flow.
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@ pub mod baseline;
 pub mod config;
 pub mod fusion;
 pub mod heuristics;
+pub mod lan_mapping;
 pub mod long_horizon;
 pub mod model;
 pub mod response;

@@ -4,7 +4,8 @@
 //! without touching the payload; [`table`] is the bounded, bidirectional
 //! 5-tuple flow table with Zeek-style connection states; [`features`] turns
 //! flows and per-host damped statistics into the numbers the detector and the
-//! model read, defined once in [`features::schema`]. [`config`] is `[flow]`.
+//! model read, defined once in [`features::schema`]; [`lan`] follows ARP and
+//! neighbour discovery for LAN-mapping detection. [`config`] is `[flow]`.
 //!
 //! Depends on gatewarden-core, gatewarden-proto (the wire's flow records and
 //! connection states) and gatewarden-capture (frames).
@@ -12,6 +13,7 @@
 
 pub mod config;
 pub mod features;
+pub mod lan;
 pub mod packet;
 pub mod table;
 

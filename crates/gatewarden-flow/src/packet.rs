@@ -226,6 +226,162 @@ fn from_sliced(ts_ns: u64, p: &LaxSlicedPacket<'_>) -> Result<PacketInfo, SkipRe
     Ok(info)
 }
 
+/// Whether an address-resolution frame asks or answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NeighbourOp {
+    /// ARP request (opcode 1) or IPv6 neighbour solicitation (ICMPv6 135).
+    Request,
+    /// ARP reply (opcode 2) or IPv6 neighbour advertisement (ICMPv6 136).
+    Reply,
+}
+
+/// An ARP request/reply or an IPv6 neighbour solicitation/advertisement:
+/// the frames a LAN device maps its subnet with. The addresses are the
+/// ones the frame claims; only the MACs are what the bridge really carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Neighbour {
+    /// Capture time, ns.
+    pub ts_ns: u64,
+    /// Request or reply.
+    pub op: NeighbourOp,
+    /// Ethernet source (ARP over SLL: the sender hardware address).
+    pub src_mac: [u8; 6],
+    /// Who a reply is for: the ARP target hardware address; for an
+    /// advertisement the Ethernet destination. Requests: zero.
+    pub dst_mac: [u8; 6],
+    /// The sender protocol address (ARP), the IPv6 source (NDP): `0.0.0.0`
+    /// in an RFC 5227 probe, `::` in duplicate address detection.
+    pub sender: IpAddr,
+    /// The address asked about (requests: the ARP target protocol address,
+    /// the NS target field, not the solicited-node multicast destination)
+    /// or answered for (replies: the ARP sender protocol address, the NA
+    /// target field), so a request and its answer name the same address.
+    pub target: IpAddr,
+}
+
+impl Neighbour {
+    /// A request for the sender's own address (gratuitous ARP) or from no
+    /// address at all (RFC 5227 probe, IPv6 DAD): a device announcing or
+    /// checking its own address, not asking who another one is.
+    pub fn is_self_check(&self) -> bool {
+        self.sender == self.target || self.sender.is_unspecified()
+    }
+}
+
+/// ICMPv6 neighbour solicitation and advertisement types (RFC 4861).
+const ND_SOLICIT: u8 = 135;
+const ND_ADVERT: u8 = 136;
+
+/// Reads an ARP (Ethernet/IPv4, opcode 1 or 2) or NDP (NS/NA) frame;
+/// `None` for anything else or anything malformed (wrong hardware or
+/// protocol type or lengths, cut short). Ethernet with up to two VLAN
+/// tags, and Linux SLL, as [`parse`] reads them.
+pub fn neighbour(frame: &Frame<'_>) -> Option<Neighbour> {
+    let d = frame.data;
+    let (ethertype, payload, src_mac, dst_mac) = match frame.link {
+        LinkType::Ethernet => {
+            let dst: [u8; 6] = d.get(0..6)?.try_into().ok()?;
+            let src: [u8; 6] = d.get(6..12)?.try_into().ok()?;
+            let mut at = 12;
+            let mut et = u16::from_be_bytes([*d.get(at)?, *d.get(at + 1)?]);
+            for _ in 0..2 {
+                if et == 0x8100 || et == 0x88a8 {
+                    at += 4;
+                    et = u16::from_be_bytes([*d.get(at)?, *d.get(at + 1)?]);
+                }
+            }
+            (et, d.get(at + 2..)?, Some(src), Some(dst))
+        }
+        LinkType::LinuxSll => {
+            let et = u16::from_be_bytes([*d.get(14)?, *d.get(15)?]);
+            (et, d.get(16..)?, None, None)
+        }
+        _ => return None,
+    };
+    match ethertype {
+        0x0806 => arp(frame.ts_ns, payload, src_mac),
+        0x86dd => {
+            let (src, dst) = (src_mac?, dst_mac?);
+            ndp(frame.ts_ns, payload, src, dst)
+        }
+        _ => None,
+    }
+}
+
+fn ipv4_at(b: &[u8], at: usize) -> Option<IpAddr> {
+    let o: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
+    Some(IpAddr::from(o))
+}
+
+fn mac_at(b: &[u8], at: usize) -> Option<[u8; 6]> {
+    b.get(at..at + 6)?.try_into().ok()
+}
+
+/// ARP for IPv4 over Ethernet: htype 1, ptype 0x0800, hlen 6, plen 4, 28 bytes.
+fn arp(ts_ns: u64, a: &[u8], eth_src: Option<[u8; 6]>) -> Option<Neighbour> {
+    if a.len() < 28 || a[0..2] != [0, 1] || a[2..4] != [0x08, 0x00] || a[4] != 6 || a[5] != 4 {
+        return None;
+    }
+    let op = match u16::from_be_bytes([a[6], a[7]]) {
+        1 => NeighbourOp::Request,
+        2 => NeighbourOp::Reply,
+        _ => return None,
+    };
+    let sha = mac_at(a, 8)?;
+    let tha = mac_at(a, 18)?;
+    let spa = ipv4_at(a, 14)?;
+    let (dst_mac, target) = match op {
+        NeighbourOp::Request => ([0; 6], ipv4_at(a, 24)?),
+        // A reply resolves its sender's address for the target hardware address.
+        NeighbourOp::Reply => (tha, spa),
+    };
+    Some(Neighbour { ts_ns, op, src_mac: eth_src.unwrap_or(sha), dst_mac, sender: spa, target })
+}
+
+/// An IPv6 packet carrying a neighbour solicitation or advertisement: hop
+/// limit 255 (RFC 4861 7.1.1: anything else did not come from the link),
+/// ICMPv6 directly after the fixed header, the target after the 8-byte
+/// ICMPv6 header.
+fn ndp(ts_ns: u64, ip: &[u8], src_mac: [u8; 6], dst_mac: [u8; 6]) -> Option<Neighbour> {
+    if ip.len() < 40 + 24 || ip[0] >> 4 != 6 || ip[6] != 58 || ip[7] != 255 {
+        return None;
+    }
+    // Only what the IPv6 header says is payload (found by fuzzing: bytes
+    // past a short payload length were read as a target).
+    let payload_len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+    if payload_len < 24 {
+        return None;
+    }
+    let icmp = &ip[40..];
+    let op = match (icmp[0], icmp[1]) {
+        (ND_SOLICIT, 0) => NeighbourOp::Request,
+        (ND_ADVERT, 0) => NeighbourOp::Reply,
+        _ => return None,
+    };
+    let v6 = |b: &[u8]| -> Option<IpAddr> {
+        let o: [u8; 16] = b.try_into().ok()?;
+        Some(IpAddr::from(o))
+    };
+    let target = v6(icmp.get(8..24)?)?;
+    if target.is_multicast() {
+        return None;
+    }
+    Some(Neighbour {
+        ts_ns,
+        op,
+        src_mac,
+        dst_mac: if op == NeighbourOp::Reply { dst_mac } else { [0; 6] },
+        sender: v6(ip.get(8..24)?)?,
+        target,
+    })
+}
+
+/// Whether a parsed packet is a neighbour solicitation or advertisement,
+/// worth reading again with [`neighbour`] for its target.
+pub fn is_neighbour_discovery(p: &PacketInfo) -> bool {
+    p.proto == 58 && (p.icmp_type == ND_SOLICIT || p.icmp_type == ND_ADVERT)
+}
+
 fn is_ip_layer(layer: etherparse::err::Layer) -> bool {
     use etherparse::err::Layer::*;
     matches!(
@@ -364,6 +520,120 @@ mod tests {
         ];
         for (data, link, want) in cases {
             assert_eq!(parse(&frame(&data, link)), Err(want), "{data:02x?}");
+        }
+    }
+
+    fn arp_body(op: u16, sha: [u8; 6], spa: [u8; 4], tha: [u8; 6], tpa: [u8; 4]) -> Vec<u8> {
+        let mut a = vec![0, 1, 0x08, 0x00, 6, 4];
+        a.extend(op.to_be_bytes());
+        a.extend(sha);
+        a.extend(spa);
+        a.extend(tha);
+        a.extend(tpa);
+        a
+    }
+
+    fn nd(kind: u8, hop_limit: u8, src: [u8; 16], target: [u8; 16]) -> Vec<u8> {
+        let mut icmp = vec![kind, 0, 0, 0, 0, 0, 0, 0];
+        icmp.extend(target);
+        icmp.extend([1, 1, 2, 0, 0, 0, 0, 1]); // source link-layer address option
+        let mut v = vec![0x60, 0, 0, 0];
+        v.extend((icmp.len() as u16).to_be_bytes());
+        v.extend([58, hop_limit]);
+        v.extend(src);
+        v.extend([0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, 0, 0, 0x42]); // solicited-node multicast
+        v.extend(icmp);
+        v
+    }
+
+    const ASKER: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+    #[test]
+    fn arp_requests_and_replies_are_read_through_vlan_tags() {
+        let req = arp_body(1, ASKER, [192, 0, 2, 66], [0; 6], [192, 0, 2, 7]);
+        let data = eth(0x0806, Some(20), &req);
+        let f = frame(&data, LinkType::Ethernet);
+        assert_eq!(parse(&f), Err(SkipReason::NotIp), "ARP is still no flow");
+        let n = neighbour(&f).unwrap();
+        assert_eq!(n.op, NeighbourOp::Request);
+        assert_eq!(
+            (n.src_mac, n.sender.to_string(), n.target.to_string()),
+            (ASKER, "192.0.2.66".into(), "192.0.2.7".into())
+        );
+        assert!(!n.is_self_check());
+        let rep = arp_body(2, [2, 0, 0, 0, 0, 7], [192, 0, 2, 7], ASKER, [192, 0, 2, 66]);
+        let data = eth(0x0806, None, &rep);
+        let n = neighbour(&frame(&data, LinkType::Ethernet)).unwrap();
+        assert_eq!((n.op, n.dst_mac, n.sender.to_string()), (NeighbourOp::Reply, ASKER, "192.0.2.7".into()));
+        assert_eq!(n.target.to_string(), "192.0.2.7", "a reply names the address it resolves, as the request did");
+        // Over Linux SLL the sender hardware address stands for the Ethernet source.
+        let mut sll = vec![0u8; 14];
+        sll.extend(0x0806u16.to_be_bytes());
+        sll.extend(&req);
+        assert_eq!(neighbour(&frame(&sll, LinkType::LinuxSll)).unwrap().src_mac, ASKER);
+    }
+
+    #[test]
+    fn gratuitous_arp_and_probes_are_self_checks() {
+        let garp = arp_body(1, ASKER, [192, 0, 2, 66], [0; 6], [192, 0, 2, 66]);
+        let data = eth(0x0806, None, &garp);
+        assert!(neighbour(&frame(&data, LinkType::Ethernet)).unwrap().is_self_check());
+        let probe = arp_body(1, ASKER, [0; 4], [0; 6], [192, 0, 2, 99]);
+        let data = eth(0x0806, None, &probe);
+        assert!(neighbour(&frame(&data, LinkType::Ethernet)).unwrap().is_self_check());
+    }
+
+    #[test]
+    fn malformed_arp_is_none_never_a_panic() {
+        let good = arp_body(1, ASKER, [192, 0, 2, 66], [0; 6], [192, 0, 2, 7]);
+        let mut bad = Vec::new();
+        for (at, v) in [(1usize, 6u8), (3, 0xdd), (4, 8), (5, 16), (7, 3)] {
+            let mut b = good.clone();
+            b[at] = v;
+            bad.push(b);
+        }
+        for b in bad {
+            assert_eq!(neighbour(&frame(&eth(0x0806, None, &b), LinkType::Ethernet)), None, "{b:02x?}");
+        }
+        let full = eth(0x0806, Some(5), &good);
+        for cut in 0..full.len() {
+            assert_eq!(neighbour(&frame(&full[..cut], LinkType::Ethernet)), None, "cut at {cut}");
+        }
+        assert!(neighbour(&frame(&full, LinkType::RawIp)).is_none());
+    }
+
+    #[test]
+    fn neighbour_solicitations_give_the_target_not_the_multicast_destination() {
+        let src = [0xfe, 0x80, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        let target = [0x20, 1, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x42];
+        let data = eth(0x86dd, None, &nd(135, 255, src, target));
+        let f = frame(&data, LinkType::Ethernet);
+        let p = parse(&f).unwrap();
+        assert!(is_neighbour_discovery(&p));
+        assert_eq!(p.dst.to_string(), "ff02::1:ff00:42");
+        let n = neighbour(&f).unwrap();
+        assert_eq!(
+            (n.op, n.sender.to_string(), n.target.to_string()),
+            (NeighbourOp::Request, "fe80::1".into(), "2001:db8::42".into())
+        );
+        // Duplicate address detection: from ::, for its own tentative address.
+        let data = eth(0x86dd, None, &nd(135, 255, [0; 16], target));
+        assert!(neighbour(&frame(&data, LinkType::Ethernet)).unwrap().is_self_check());
+        let data = eth(0x86dd, None, &nd(136, 255, target, target));
+        let n = neighbour(&frame(&data, LinkType::Ethernet)).unwrap();
+        assert_eq!((n.op, n.dst_mac), (NeighbourOp::Reply, [2, 0, 0, 0, 0, 2]));
+        // Not from the link (hop limit below 255): RFC 4861 says drop it.
+        let data = eth(0x86dd, None, &nd(135, 64, src, target));
+        assert_eq!(neighbour(&frame(&data, LinkType::Ethernet)), None);
+        // A payload length too short for the target (the frame has the bytes anyway).
+        let mut short = nd(135, 255, src, target);
+        short[4..6].copy_from_slice(&4u16.to_be_bytes());
+        let data = eth(0x86dd, None, &short);
+        assert_eq!(parse(&frame(&data, LinkType::Ethernet)), Err(SkipReason::TransportMalformed));
+        assert_eq!(neighbour(&frame(&data, LinkType::Ethernet)), None);
+        let full = eth(0x86dd, None, &nd(135, 255, src, target));
+        for cut in 0..full.len() - 8 {
+            assert_eq!(neighbour(&frame(&full[..cut], LinkType::Ethernet)), None, "cut at {cut}");
         }
     }
 

@@ -32,6 +32,11 @@ pub enum AttackKind {
     /// A LAN frame whose source address does not belong to its source MAC
     /// (forged sources): the MAC is contained, the forged addresses never blocked.
     Spoofing,
+    /// A LAN device asking (ARP requests, IPv6 neighbour solicitations) for
+    /// many addresses of its subnet that mostly do not exist: mapping the
+    /// LAN (`nmap -sn`, `arp-scan`), which the router's capture sees as
+    /// frames, not flows.
+    LanMapping,
     /// One source probing many ports or hosts too slowly for `PortScan`/`HostSweep`
     /// (over 1, 15 or 60 minutes: nmap -T1/-T2, `--scan-delay`).
     SlowScan,
@@ -54,6 +59,7 @@ impl AttackKind {
             AttackKind::Anomaly => "anomaly",
             AttackKind::SlowHttp => "slow_http",
             AttackKind::Spoofing => "spoofing",
+            AttackKind::LanMapping => "lan_mapping",
             AttackKind::SlowScan => "slow_scan",
             AttackKind::DistributedScan => "distributed_scan",
             AttackKind::SlowGuessing => "slow_guessing",

@@ -39,6 +39,8 @@ pub const UNBLOCK: &str = "unblock";
 pub const VERDICT_OUTCOME: &str = "verdict_outcome";
 /// A router's neighbour table (IP ↔ MAC), for the monitor's MAC group members.
 pub const NEIGHBOUR_TABLE: &str = "neighbour_table";
+/// ARP/neighbour-discovery requests a router saw, for the detector's LAN-mapping check.
+pub const LAN_PROBES: &str = "lan_probes";
 
 /// Everything the fleet needs to know about one kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,7 +62,7 @@ pub struct KindSpec {
 const ALL_NODES: &[CertRole] = &[Router, Detector, Monitor];
 
 /// Every kind, in topic order.
-pub const TABLE: [KindSpec; 15] = [
+pub const TABLE: [KindSpec; 16] = [
     KindSpec {
         name: FLOW_BATCH,
         published_by: &[Router],
@@ -184,6 +186,15 @@ pub const TABLE: [KindSpec; 15] = [
         sealed_for: &[],
         durable: false,
         mirrored: true,
+    },
+    // Like flow batches: plain (TLS + ACL), lossy, only for the detector.
+    KindSpec {
+        name: LAN_PROBES,
+        published_by: &[Router],
+        read_by: &[Detector],
+        sealed_for: &[],
+        durable: false,
+        mirrored: false,
     },
 ];
 
@@ -309,7 +320,8 @@ mod tests {
                 "ack",
                 "block_table",
                 "verdict_outcome",
-                "neighbour_table"
+                "neighbour_table",
+                "lan_probes"
             ])
         );
         assert_eq!(
@@ -318,7 +330,10 @@ mod tests {
         );
         let (w, r) = acl_for(Detector);
         assert_eq!(sorted(w), sorted(vec!["verdict", "alert", "heartbeat", "metrics", "status", "key", "ack"]));
-        assert_eq!(sorted_s(r), sorted_s(["+/flow_batch", "+/model_update", "+/settings_update", "+/key", "+/ack"]));
+        assert_eq!(
+            sorted_s(r),
+            sorted_s(["+/flow_batch", "+/model_update", "+/settings_update", "+/key", "+/ack", "+/lan_probes"])
+        );
         let (w, r) = acl_for(Monitor);
         assert_eq!(
             sorted(w),

@@ -119,6 +119,43 @@ pub struct FlowBatch {
     pub hosts: Vec<HostSnapshot>,
 }
 
+/// Most probes one [`LanProbes`] message may carry (the router cuts at this).
+pub const MAX_LAN_PROBES: usize = 4096;
+
+/// One LAN device asking the LAN who has an address: an ARP request or an
+/// IPv6 neighbour solicitation, as the router's capture saw it. Address
+/// resolution is not a flow (no IP conversation; the ARP sender address is
+/// whatever the asker wrote, 0.0.0.0 in an RFC 5227 probe), so it travels
+/// on its own, keyed by what the bridge really saw: the asker's MAC.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LanProbe {
+    /// The asker's MAC (Ethernet source, the ARP sender hardware address).
+    pub mac: [u8; 6],
+    /// The address the asker claims (ARP sender, IPv6 source): `0.0.0.0` /
+    /// `::` for address probes (RFC 5227, IPv6 DAD).
+    pub sender: IpAddr,
+    /// The address asked for (ARP target, the NS target field: not the
+    /// solicited-node multicast destination).
+    pub target: IpAddr,
+    /// Capture time of the (first) request, ns.
+    pub ts_ns: u64,
+    /// The target is alive on the LAN: the router saw an answer to this
+    /// asker, or saw the target address send from another MAC. A switch
+    /// delivers answers only to the asker, so the second is how a router
+    /// on a bridge knows most answers.
+    pub answered: bool,
+}
+
+/// The address-resolution requests a router saw since its last one (sent
+/// at the flow-batch cadence, only when there are some).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LanProbes {
+    /// The router that saw them.
+    pub node: String,
+    /// The requests (at most [`MAX_LAN_PROBES`]).
+    pub probes: Vec<LanProbe>,
+}
+
 /// One host's damped statistics at a moment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostSnapshot {
@@ -488,6 +525,9 @@ pub enum Message {
     VerdictOutcome(VerdictOutcome),
     /// Router → monitor: which MAC has which address on its links.
     NeighbourTable(NeighbourTable),
+    /// Router → detector: ARP/neighbour-discovery requests (appended last:
+    /// a decoder without it refuses only this kind, never a flow batch).
+    LanProbes(LanProbes),
 }
 
 impl Message {
@@ -506,6 +546,7 @@ impl Message {
             Message::Unblock(_) => crate::kinds::UNBLOCK,
             Message::VerdictOutcome(_) => crate::kinds::VERDICT_OUTCOME,
             Message::NeighbourTable(_) => crate::kinds::NEIGHBOUR_TABLE,
+            Message::LanProbes(_) => crate::kinds::LAN_PROBES,
         }
     }
 
@@ -586,7 +627,12 @@ impl Message {
                 t.entries.len(),
                 t.total
             ))),
+            Message::LanProbes(p) if p.probes.len() > MAX_LAN_PROBES => Err(DecodeError::Invalid(format!(
+                "{} LAN probes in one message (at most {MAX_LAN_PROBES})",
+                p.probes.len()
+            ))),
             Message::Heartbeat(_)
+            | Message::LanProbes(_)
             | Message::PolicyUpdate(_)
             | Message::ModelUpdate(_)
             | Message::SettingsUpdate(_)
@@ -835,7 +881,37 @@ pub(crate) mod tests {
                     Neighbour { ip: "2001:db8::10".parse().unwrap(), mac: [2, 0, 0, 0, 0, 0x0a], age_s: 4 },
                 ],
             }),
+            Message::LanProbes(LanProbes {
+                node: "router-1".into(),
+                probes: vec![LanProbe {
+                    mac: [2, 0, 0, 0, 0, 9],
+                    sender: "0.0.0.0".parse().unwrap(),
+                    target: "192.0.2.77".parse().unwrap(),
+                    ts_ns: 3,
+                    answered: false,
+                }],
+            }),
         ]
+    }
+
+    /// LAN probes were appended as the last variant: every older kind keeps
+    /// its postcard discriminant, so a decoder built before them still reads
+    /// every other message and refuses only this kind (which it never
+    /// subscribes to anyway).
+    #[test]
+    fn lan_probes_are_the_last_variant_and_bounded() {
+        let s = samples();
+        assert_eq!(s[0].encode()[1], 0, "flow batch keeps discriminant 0");
+        let probes = s.iter().find(|m| m.kind() == crate::kinds::LAN_PROBES).unwrap();
+        assert_eq!(probes.encode()[1], 11);
+        // The wire layout, byte by byte (also fuzz/corpus/message_decode/lan_probes).
+        let wire = [1, 11, 2, b'r', b'1', 1, 2, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 192, 0, 2, 77, 3, 0];
+        let Message::LanProbes(mut p) = probes.clone() else { unreachable!() };
+        p.node = "r1".into();
+        assert_eq!(Message::decode(&wire), Ok(Message::LanProbes(p.clone())));
+        p.probes = vec![p.probes[0].clone(); MAX_LAN_PROBES + 1];
+        let err = Message::decode(&Message::LanProbes(p).encode()).unwrap_err();
+        assert!(matches!(err, DecodeError::Invalid(_)), "{err}");
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub const SYSTEM: [(u32, &str); 8] = [
 ];
 
 /// Every attack kind, in signature-id order.
-pub const KINDS: [AttackKind; 15] = [
+pub const KINDS: [AttackKind; 16] = [
     AttackKind::PortScan,
     AttackKind::HostSweep,
     AttackKind::SynFlood,
@@ -54,6 +54,7 @@ pub const KINDS: [AttackKind; 15] = [
     AttackKind::System,
     AttackKind::SlowHttp,
     AttackKind::Spoofing,
+    AttackKind::LanMapping,
     AttackKind::SlowScan,
     AttackKind::DistributedScan,
     AttackKind::SlowGuessing,
@@ -75,7 +76,7 @@ pub fn signature_id(kind: AttackKind) -> u32 {
             AttackKind::System => 10,
             AttackKind::SlowHttp => 11,
             AttackKind::Spoofing => 12,
-            // 13 is left for the LAN-mapping kind (issue #17, another branch).
+            AttackKind::LanMapping => 13,
             AttackKind::SlowScan => 14,
             AttackKind::DistributedScan => 15,
             AttackKind::SlowGuessing => 16,
@@ -97,6 +98,7 @@ pub fn signature(kind: AttackKind) -> &'static str {
         AttackKind::System => "GATEWARDEN SYSTEM event",
         AttackKind::SlowHttp => "GATEWARDEN DOS slow HTTP (slowloris)",
         AttackKind::Spoofing => "GATEWARDEN SPOOF forged source address",
+        AttackKind::LanMapping => "GATEWARDEN SCAN LAN mapping (ARP/neighbour discovery sweep)",
         AttackKind::SlowScan => "GATEWARDEN SCAN slow scan (minutes to hours)",
         AttackKind::DistributedScan => "GATEWARDEN SCAN distributed scan (many sources, one target)",
         AttackKind::SlowGuessing => "GATEWARDEN AUTH slow password guessing",
@@ -136,6 +138,7 @@ mod tests {
             assert_eq!(KINDS.iter().filter(|x| **x == k).count(), 1, "{k:?}");
         }
         assert_eq!(signature_id(AttackKind::Spoofing), 9_000_012);
+        assert_eq!(signature_id(AttackKind::LanMapping), 9_000_013);
         assert_eq!(signature_id(AttackKind::SlowScan), 9_000_014);
         assert_eq!(signature_id(AttackKind::DistributedScan), 9_000_015);
         assert_eq!(signature_id(AttackKind::SlowGuessing), 9_000_016);
