@@ -903,9 +903,9 @@ pub(crate) mod tests {
         let s = samples();
         assert_eq!(s[0].encode()[1], 0, "flow batch keeps discriminant 0");
         let probes = s.iter().find(|m| m.kind() == crate::kinds::LAN_PROBES).unwrap();
-        assert_eq!(probes.encode()[1], 11);
+        assert_eq!(probes.encode()[1], 12, "after the neighbour table (11)");
         // The wire layout, byte by byte (also fuzz/corpus/message_decode/lan_probes).
-        let wire = [1, 11, 2, b'r', b'1', 1, 2, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 192, 0, 2, 77, 3, 0];
+        let wire = [1, 12, 2, b'r', b'1', 1, 2, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 192, 0, 2, 77, 3, 0];
         let Message::LanProbes(mut p) = probes.clone() else { unreachable!() };
         p.node = "r1".into();
         assert_eq!(Message::decode(&wire), Ok(Message::LanProbes(p.clone())));
