@@ -38,6 +38,48 @@ pub struct FlowKey {
     pub v6: bool,
 }
 
+/// Bits of a flow id: 51, as Suricata's `flow_id`, because JavaScript and
+/// many JSON readers lose integers past 2^53.
+pub const FLOW_ID_BITS: u32 = 51;
+
+impl FlowKey {
+    /// The flow's id: a fixed (unseeded) hash of its direction-independent
+    /// 5-tuple and its first packet's time, so every node, a restarted
+    /// process and a replay of the same capture name the same flow the same
+    /// way (a counter repeated across restarts and routers), and a flow the
+    /// active timeout cuts, or a later reuse of the 5-tuple, gets a new id.
+    /// Never 0 (that means "no flow" in an alert). Computed once per new
+    /// flow; unlike the table's own hasher it need not resist chosen
+    /// collisions, since nothing is indexed by it here.
+    pub fn stable_id(&self, first_ns: u64) -> u64 {
+        let word = |b: &[u8]| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(b);
+            u64::from_le_bytes(w)
+        };
+        let words = [
+            word(&self.lo_addr[..8]),
+            word(&self.lo_addr[8..]),
+            word(&self.hi_addr[..8]),
+            word(&self.hi_addr[8..]),
+            u64::from(self.lo_port)
+                | u64::from(self.hi_port) << 16
+                | u64::from(self.proto) << 32
+                | u64::from(self.v6) << 40,
+            first_ns,
+        ];
+        let mut h: u64 = 0x9e37_79b9_7f4a_7c15;
+        for w in words {
+            // splitmix64's finaliser over the running state.
+            let mut x = h ^ w;
+            x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            h = x ^ (x >> 31);
+        }
+        (h & ((1 << FLOW_ID_BITS) - 1)).max(1)
+    }
+}
+
 fn addr_bytes(a: IpAddr) -> [u8; 16] {
     match a {
         IpAddr::V4(v4) => {
@@ -245,7 +287,6 @@ pub struct FlowTable {
     idle_ns: u64,
     active_ns: u64,
     hasher: foldhash::fast::RandomState,
-    next_id: u64,
     dirty: Vec<u32>,
     exports: Vec<(ExportReason, Flow)>,
     stats: FlowTableStats,
@@ -275,7 +316,6 @@ impl FlowTable {
             idle_ns: idle_timeout_s.saturating_mul(1_000_000_000),
             active_ns: active_timeout_s.saturating_mul(1_000_000_000),
             hasher: foldhash::fast::RandomState::default(),
-            next_id: 1,
             dirty: Vec::new(),
             exports: Vec::new(),
             stats: FlowTableStats::default(),
@@ -332,8 +372,7 @@ impl FlowTable {
     }
 
     fn fresh_flow(&mut self, key: FlowKey, orig_is_lo: bool, ts: u64) -> Flow {
-        let id = self.next_id;
-        self.next_id += 1;
+        let id = key.stable_id(ts);
         self.stats.created += 1;
         Flow {
             key,
@@ -681,10 +720,34 @@ mod tests {
             t.observe(&pkt(s as f64, "192.0.2.9", 80, "192.0.2.1", 1, 6, ACK));
         }
         assert_eq!(t.stats().expired_active, 1);
+        let first = pkt(0.0, "192.0.2.1", 1, "192.0.2.9", 80, 6, SYN);
+        let first_id = FlowKey::of(&first).0.stable_id(first.ts_ns);
         let b = t.observe(&pkt(151.0, "192.0.2.9", 80, "192.0.2.1", 1, 6, ACK));
-        assert_ne!(t.get(b.index).flow_id, 1);
+        assert_ne!(t.get(b.index).flow_id, first_id, "a cut flow is a new flow");
         assert_eq!(t.get(b.index).src().to_string(), "192.0.2.1");
         assert!(a.new_flow);
+    }
+
+    /// Issue #18: the id is the same for the same flow in another table (a
+    /// restarted process, another node replaying the capture), whichever
+    /// direction its first packet went, and fits 51 bits.
+    #[test]
+    fn flow_ids_are_stable_hashes_not_counters() {
+        let p = pkt(5.0, "198.51.100.7", 40000, "192.0.2.9", 443, 6, SYN);
+        let mut one = FlowTable::new(100, 60, 100);
+        let mut two = FlowTable::new(100, 60, 100);
+        two.observe(&pkt(1.0, "192.0.2.50", 1, "192.0.2.51", 2, 17, 0));
+        let (ia, ib) = (one.observe(&p).index, two.observe(&p).index);
+        let (a, b) = (one.get(ia).flow_id, two.get(ib).flow_id);
+        assert_eq!(a, b, "same flow, same id, whatever came before");
+        assert_ne!(a, 1);
+        assert!(a < 1 << FLOW_ID_BITS);
+        let (key, _) = FlowKey::of(&p);
+        let (rev, _) = FlowKey::of(&pkt(5.0, "192.0.2.9", 443, "198.51.100.7", 40000, 6, SYN));
+        assert_eq!(key.stable_id(p.ts_ns), rev.stable_id(p.ts_ns));
+        // A pinned value: the hash must not change between builds or machines.
+        assert_eq!(key.stable_id(p.ts_ns), 946_305_876_873_098);
+        assert_ne!(key.stable_id(p.ts_ns), key.stable_id(p.ts_ns + 1));
     }
 
     #[test]
