@@ -195,6 +195,7 @@ pub fn replay_outcome(
         source: v.source,
         blocked: false,
         why: REPLAY_ENFORCES_NOTHING.into(),
+        not_blocked: Some(gatewarden_proto::messages::NotBlocked::EnforcementOff),
     }
 }
 

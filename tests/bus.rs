@@ -211,6 +211,9 @@ fn alert(i: u64) -> Alert {
         signature: "s".into(),
         confidence: 1.0,
         reason: format!("alert {i}"),
+        flow: None,
+        not_blocked: None,
+        in_iface: String::new(),
     }
 }
 

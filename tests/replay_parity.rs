@@ -93,6 +93,7 @@ fn a_replay_and_a_node_replaying_the_same_capture_store_the_same_alerts() {
                 assert!(!why.is_empty(), "{reason}");
                 // … and the router's own sentence, which alone may differ.
                 a["gatewarden"]["reason"] = Value::String(format!("{asked}{ANSWER}<router's why>"));
+                a["alert"]["metadata"]["reason"] = Value::Array(vec![a["gatewarden"]["reason"].clone()]);
             }
         }
         assert_eq!(r, n, "replay and node stored this alert differently");

@@ -114,7 +114,7 @@ fn a_syn_scan_is_blocked_with_its_rule_named() {
     assert_eq!(a.action, AlertAction::Blocked);
     // The EVE line carries the rule as a field, and `blocked` as the action.
     let eve = gatewarden::monitor::eve_json(a);
-    assert_eq!(eve["gatewarden"]["rule"], rule, "{eve}");
+    assert_eq!(eve["alert"]["metadata"]["rule"][0], rule, "{eve}");
     assert_eq!(eve["alert"]["action"], "blocked", "{eve}");
     // Nobody else is blocked.
     assert!(out.verdicts.iter().all(|v| v.source == scanner), "{}", show(&out));
@@ -265,8 +265,12 @@ fn with_a_learnt_baseline_the_camera_upload_to_a_new_host_is_an_alert_named_base
     assert_eq!(a.action, AlertAction::Allowed);
     let eve = gatewarden::monitor::eve_json(a);
     assert_eq!(
-        (eve["alert"]["action"].as_str(), eve["gatewarden"]["rule"].as_str()),
-        (Some("allowed"), Some("baseline_alone")),
+        (
+            eve["alert"]["action"].as_str(),
+            eve["alert"]["metadata"]["rule"][0].as_str(),
+            eve["alert"]["metadata"]["not_blocked"][0].as_str()
+        ),
+        (Some("allowed"), Some("baseline_alone"), Some("policy_alert")),
         "{eve}"
     );
     // With the model on, a block needs it to agree (two_detectors_agree); any verdict says so.

@@ -271,7 +271,7 @@ impl Site {
         self.eve()
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter(|a| a["gatewarden"]["kind"] == "spoofing")
+            .filter(|a| a["alert"]["metadata"]["kind"][0] == "spoofing")
             .collect()
     }
 
@@ -416,7 +416,7 @@ fn forged_sources_contain_the_attackers_mac_and_block_no_forged_address() {
     std::thread::sleep(Duration::from_secs(4));
     let alerts = site.spoofing_alerts();
     assert_eq!(alerts.len(), 1, "exactly one spoofing alert per containment: {alerts:#?}");
-    let reason = alerts[0]["gatewarden"]["reason"].as_str().unwrap_or_default().to_string();
+    let reason = alerts[0]["alert"]["metadata"]["reason"][0].as_str().unwrap_or_default().to_string();
     eprintln!("spoofing alert: {reason}");
     assert!(reason.contains(ATTACKER_MAC), "{reason}");
     for f in forged {

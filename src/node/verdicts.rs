@@ -40,6 +40,7 @@ impl Service for Verdicts {
                         source: v.source,
                         blocked: false,
                         why: "enforcement is off on this router ([enforce] enabled = false)".into(),
+                        not_blocked: Some(gatewarden_proto::messages::NotBlocked::EnforcementOff),
                     }));
                 }
             }

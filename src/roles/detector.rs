@@ -21,7 +21,8 @@ use crate::detect::Heuristics;
 use crate::features::schema::HOST_STATS;
 use gatewarden_core::metrics::{Counter, Registry};
 use gatewarden_proto::messages::{
-    Alert, AlertAction, AttackKind, FlowBatch, HostSnapshot, Proto, Severity, SourceProof, Verdict,
+    Alert, AlertAction, AlertFlow, AttackKind, FlowBatch, HostSnapshot, NotBlocked, Proto, Severity, SourceProof,
+    Verdict,
 };
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -61,6 +62,40 @@ pub struct DetectorStage {
     proofs: HashMap<IpAddr, std::collections::VecDeque<Proof>>,
     /// ARP/NDP sweeps, from the router's LAN probes (not flows).
     lan_mapping: crate::detect::lan_mapping::LanMapping,
+    /// The latest numbers of recent flows, for the alert's ports and EVE `flow{}`.
+    recent_flows: RecentFlows,
+}
+
+/// Most flows [`RecentFlows`] holds per generation (two generations: at most
+/// twice this, about 80 bytes each).
+pub const RECENT_FLOWS: usize = 8192;
+
+/// The latest record of recent flows by id, so an alert names the source
+/// port and the flow's packets and bytes (issue #18: `src_port` was always 0
+/// because a finding carries only the flow's id). Bounded by generations:
+/// when the newer map is full it becomes the older one and the oldest is
+/// dropped, so a finding about a flow seen within the last `RECENT_FLOWS`
+/// or so records finds it; one about a flow long gone (a slow scan's first
+/// probe) has no `flow{}`.
+#[derive(Default)]
+struct RecentFlows {
+    new: HashMap<u64, (IpAddr, AlertFlow)>,
+    old: HashMap<u64, (IpAddr, AlertFlow)>,
+}
+
+impl RecentFlows {
+    fn note(&mut self, r: &gatewarden_proto::messages::FlowRecord) {
+        if self.new.len() >= RECENT_FLOWS && !self.new.contains_key(&r.flow_id) {
+            self.old = std::mem::take(&mut self.new);
+        }
+        self.new.insert(r.flow_id, (r.src, AlertFlow::of(r)));
+    }
+
+    /// The flow `id` if `src` originated it (a finding's flow always starts at its source).
+    fn get(&self, id: u64, src: Option<IpAddr>) -> Option<AlertFlow> {
+        let (s, f) = self.new.get(&id).or_else(|| self.old.get(&id))?;
+        src.is_none_or(|src| src == *s).then_some(*f)
+    }
 }
 
 /// One flow that proved its originator real.
@@ -482,6 +517,7 @@ impl DetectorStage {
             responses: BTreeMap::new(),
             proofs: HashMap::default(),
             lan_mapping: crate::detect::lan_mapping::LanMapping::new(d),
+            recent_flows: RecentFlows::default(),
         }
     }
 
@@ -781,6 +817,7 @@ impl DetectorStage {
             for d in self.baseline.observe(r) {
                 findings.push((d, Origin::Baseline));
             }
+            self.recent_flows.note(r);
             let s = seen.entry(r.src).or_default();
             if let Some(i) = proto_index(r.proto) {
                 s.packets[i] += u64::from(r.fwd_packets);
@@ -915,6 +952,17 @@ impl DetectorStage {
             | AttackKind::Anomaly => Severity::Medium,
             _ => Severity::Low,
         };
+        let flow = self.recent_flows.get(d.flow_id, d.source);
+        // The source port is the evidence flow's (an ICMP flow's "ports" are its type and code).
+        let sport = match (d.proto, flow) {
+            (Some(Proto::Icmp | Proto::Icmpv6), _) | (_, None) => 0,
+            (_, Some(f)) => f.sport,
+        };
+        let not_blocked = match (blocks, d.source) {
+            (true, _) => None,
+            (false, None) => Some(NotBlocked::NoSource),
+            (false, Some(_)) => Some(NotBlocked::PolicyAlert),
+        };
         out.alerts.push(Alert {
             id,
             ts_ns: d.ts_ns,
@@ -924,7 +972,7 @@ impl DetectorStage {
             severity,
             src: d.source,
             dst: d.target,
-            sport: 0,
+            sport,
             dport: d.port,
             proto: d.proto,
             action,
@@ -932,6 +980,9 @@ impl DetectorStage {
             signature: signature(d.kind).to_string(),
             confidence: d.confidence,
             reason: d.reason,
+            flow,
+            not_blocked,
+            in_iface: String::new(),
         });
     }
 }

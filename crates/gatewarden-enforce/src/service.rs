@@ -22,7 +22,7 @@ use crate::config::EnforceConfig;
 use gatewarden_core::clock::unix_now_ms as now_ms;
 use gatewarden_core::metrics::Registry;
 use gatewarden_proto::messages::{
-    Alert, AlertAction, AttackKind, PolicyUpdate, Severity, SourceProof, Verdict, VerdictOutcome,
+    Alert, AlertAction, AttackKind, NotBlocked, PolicyUpdate, Severity, SourceProof, Verdict, VerdictOutcome,
 };
 
 pub use gatewarden_proto::signatures::BLOCK_SET_FULL as SIG_BLOCK_SET_FULL;
@@ -362,17 +362,32 @@ fn gate(
 
 /// The answer to one verdict for the monitor: in the kernel, or why not.
 fn outcome_of(node: &str, v: &Verdict, result: &super::blocker::Result<BlockOutcome>) -> VerdictOutcome {
-    let (blocked, why) = match result {
+    let (not_blocked, why) = match result {
         Ok(BlockOutcome::Blocked { ttl, level, .. }) => {
             let repeat = if *level > 0 { format!(", repeat offence {level}") } else { String::new() };
-            (true, format!("in the detector block set for {} s{repeat}", ttl.as_secs()))
+            (None, format!("in the detector block set for {} s{repeat}", ttl.as_secs()))
         }
         Ok(BlockOutcome::Refused { allowed_by, why }) => {
-            (false, format!("router refused the block: {} ({allowed_by})", why.reason()))
+            let code = match why {
+                Protection::Allowlist
+                | Protection::OwnAddress
+                | Protection::Infrastructure
+                | Protection::NeverBlock => NotBlocked::Allowlisted,
+                Protection::Forged(_) => NotBlocked::Forged,
+                Protection::Unproven => NotBlocked::Unproven,
+            };
+            (Some(code), format!("router refused the block: {} ({allowed_by})", why.reason()))
         }
-        Err(e) => (false, format!("router could not write the block: {e}")),
+        Err(e) => (Some(NotBlocked::RouterError), format!("router could not write the block: {e}")),
     };
-    VerdictOutcome { node: node.to_string(), verdict_id: v.id, source: v.source, blocked, why }
+    VerdictOutcome {
+        node: node.to_string(),
+        verdict_id: v.id,
+        source: v.source,
+        blocked: not_blocked.is_none(),
+        why,
+        not_blocked,
+    }
 }
 
 /// A new containment's alert, waiting [`SPOOF_ALERT_GATHER`] for the addresses of the first burst.
@@ -464,6 +479,7 @@ fn run_loop(
                             id: alert_id,
                             src: Some(v.source),
                             action: AlertAction::Blocked,
+                            not_blocked: None,
                             ..Alert::about_system(
                                 node,
                                 AttackKind::System,
@@ -504,7 +520,10 @@ fn run_loop(
         for mac in due {
             if let Some(p) = pending.remove(&mac) {
                 alert_id = alert_id.wrapping_add(1);
-                (bus.alert)(spoofing_alert(node, alert_id, &p.report, cfg.contain_ttl_s));
+                let mut a = spoofing_alert(node, alert_id, &p.report, cfg.contain_ttl_s);
+                // The frames came in on the LAN interface (EVE `in_iface`).
+                a.in_iface = lan.interface.clone();
+                (bus.alert)(a);
             }
         }
         steps.mark("alerts");
@@ -623,6 +642,7 @@ fn spoofing_alert(node: &str, id: u64, r: &SpoofReport, ttl_s: u64) -> Alert {
     Alert {
         id,
         action: AlertAction::Blocked,
+        not_blocked: None,
         ..Alert::about_system(
             node,
             AttackKind::Spoofing,

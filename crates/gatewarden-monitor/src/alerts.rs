@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use gatewarden_core::logfile::RotatingLog;
-use gatewarden_proto::messages::{Alert, AlertAction, AttackKind, Proto, Severity};
+use gatewarden_proto::messages::{Alert, AttackKind, Severity};
 
 /// The EVE file's name inside the data directory.
 pub const ALERT_FILE: &str = "alerts.json";
@@ -147,65 +147,10 @@ impl AlertQuery {
     }
 }
 
-/// Builds an [`Alert`] back from one of our EVE lines.
+/// Builds an [`Alert`] back from one of our EVE lines, written before
+/// issue #18 (root `gatewarden{}`) or after (`alert.metadata`); see [`crate::eve`].
 pub fn alert_from_eve(v: &Value) -> anyhow::Result<Alert> {
-    use anyhow::anyhow;
-    if v.get("event_type").and_then(Value::as_str) != Some("alert") {
-        anyhow::bail!("not an alert event");
-    }
-    let al = v.get("alert").ok_or_else(|| anyhow!("no `alert` object"))?;
-    let gw = v.get("gatewarden").ok_or_else(|| anyhow!("no `gatewarden` object"))?;
-    let str_of = |o: &Value, k: &str| o.get(k).and_then(Value::as_str).map(str::to_string);
-    let u64_of = |o: &Value, k: &str| o.get(k).and_then(Value::as_u64);
-    let ip_of = |k: &str| -> anyhow::Result<Option<IpAddr>> {
-        match v.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) => s.parse().map(Some).map_err(|_| anyhow!("bad address in {k}: {s}")),
-            Some(o) => Err(anyhow!("bad {k}: {o}")),
-        }
-    };
-    let kind = str_of(gw, "kind").and_then(|k| parse_kind(&k)).ok_or_else(|| anyhow!("unknown kind"))?;
-    let severity = match u64_of(al, "severity") {
-        Some(1) => Severity::High,
-        Some(2) => Severity::Medium,
-        Some(3) => Severity::Low,
-        _ => anyhow::bail!("severity must be 1, 2 or 3"),
-    };
-    let proto = match str_of(v, "proto") {
-        None => None,
-        Some(p) => Some(match p.to_ascii_lowercase().as_str() {
-            "tcp" => Proto::Tcp,
-            "udp" => Proto::Udp,
-            "icmp" => Proto::Icmp,
-            "ipv6-icmp" => Proto::Icmpv6,
-            other => Proto::Other(
-                other.strip_prefix("proto-").and_then(|n| n.parse().ok()).ok_or_else(|| anyhow!("bad proto {p}"))?,
-            ),
-        }),
-    };
-    let port = |k: &str| u64_of(v, k).and_then(|p| u16::try_from(p).ok()).unwrap_or(0);
-    Ok(Alert {
-        id: u64_of(gw, "id").ok_or_else(|| anyhow!("no id"))?,
-        ts_ns: u64_of(gw, "ts_ns").ok_or_else(|| anyhow!("no ts_ns"))?,
-        node: str_of(gw, "node").unwrap_or_default(),
-        flow_id: u64_of(v, "flow_id").unwrap_or(0),
-        kind,
-        severity,
-        src: ip_of("src_ip")?,
-        dst: ip_of("dest_ip")?,
-        sport: port("src_port"),
-        dport: port("dest_port"),
-        proto,
-        action: if str_of(al, "action").as_deref() == Some("blocked") {
-            AlertAction::Blocked
-        } else {
-            AlertAction::Allowed
-        },
-        signature_id: u64_of(al, "signature_id").and_then(|s| u32::try_from(s).ok()).unwrap_or(0),
-        signature: str_of(al, "signature").unwrap_or_default(),
-        confidence: gw.get("confidence").and_then(Value::as_f64).unwrap_or(0.0) as f32,
-        reason: str_of(gw, "reason").unwrap_or_default(),
-    })
+    crate::eve::from_eve(v)
 }
 
 /// Where and how the store keeps its files.
@@ -570,6 +515,7 @@ pub fn tail_bytes(path: &Path, n: u64) -> std::io::Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gatewarden_proto::messages::{AlertAction, AlertFlow, NotBlocked, Proto};
 
     pub(crate) fn alert(i: u64, kind: AttackKind, sev: Severity, src: &str) -> Alert {
         Alert {
@@ -589,6 +535,9 @@ mod tests {
             signature: "GATEWARDEN port scan".into(),
             confidence: 0.9,
             reason: format!("alert number {i}"),
+            flow: None,
+            not_blocked: None,
+            in_iface: String::new(),
         }
     }
 
@@ -601,13 +550,105 @@ mod tests {
         let mut a = alert(1, AttackKind::SynFlood, Severity::Medium, "2001:db8::66");
         a.proto = Some(Proto::Other(47));
         a.dst = None;
+        // GRE has no ports (Suricata writes them for TCP, UDP and SCTP only).
+        let with_ports = super::super::eve_json(&a);
+        assert!(with_ports.get("src_port").is_none() && with_ports.get("dest_port").is_none(), "{with_ports}");
+        (a.sport, a.dport) = (0, 0);
         let v = super::super::eve_json(&a);
         assert_eq!(v["event_type"], "alert");
         assert_eq!(v["alert"]["action"], "blocked");
         assert_eq!(v["src_ip"], "2001:db8::66");
+        assert_eq!(v["proto"], "GRE", "Suricata's name");
+        assert!(v.get("src_port").is_none() && v.get("dest_ip").is_none(), "absent, not null: {v}");
         assert_eq!(alert_from_eve(&v).unwrap(), a);
-        a.proto = Some(Proto::Icmpv6);
+        a.proto = Some(Proto::Other(200));
+        assert_eq!(super::super::eve_json(&a)["proto"], "200", "a number Suricata has no name for");
         assert_eq!(alert_from_eve(&super::super::eve_json(&a)).unwrap(), a);
+        // ICMPv6 with its type and code from the flow; no ports.
+        a.proto = Some(Proto::Icmpv6);
+        a.sport = 0;
+        a.dport = 0;
+        a.action = AlertAction::Allowed;
+        a.not_blocked = Some(NotBlocked::Unproven);
+        a.in_iface = "lan0".into();
+        a.flow = Some(AlertFlow {
+            sport: 128,
+            dport: 0,
+            pkts_toserver: 900,
+            pkts_toclient: 0,
+            bytes_toserver: 93_600,
+            bytes_toclient: 0,
+            start_ns: 1_700_000_000_123_456_789,
+            state: gatewarden_proto::conn_state::ConnState::S0,
+        });
+        let v = super::super::eve_json(&a);
+        assert_eq!(
+            (v["proto"].as_str(), v["icmp_type"].as_u64(), v["icmp_code"].as_u64()),
+            (Some("IPv6-ICMP"), Some(128), Some(0))
+        );
+        assert_eq!(v["flow"]["pkts_toserver"], 900);
+        assert_eq!(v["flow"]["state"], "new");
+        assert_eq!(v["alert"]["metadata"]["not_blocked"], serde_json::json!(["unproven"]));
+        assert_eq!((v["host"].as_str(), v["in_iface"].as_str()), (Some("gw1"), Some("lan0")));
+        assert_eq!(alert_from_eve(&v).unwrap(), a);
+        // TCP: both ports, the flow's own ports kept.
+        a.proto = Some(Proto::Tcp);
+        a.sport = 40000;
+        a.dport = 22;
+        a.flow = a.flow.map(|f| AlertFlow {
+            sport: 40000,
+            dport: 22,
+            state: gatewarden_proto::conn_state::ConnState::REJ,
+            ..f
+        });
+        let v = super::super::eve_json(&a);
+        assert_eq!((v["src_port"].as_u64(), v["dest_port"].as_u64()), (Some(40000), Some(22)));
+        assert_eq!(v["flow"]["state"], "closed");
+        assert_eq!(alert_from_eve(&v).unwrap(), a);
+    }
+
+    /// Lines written before issue #18 (a root `gatewarden{}` object, `null`s,
+    /// the old protocol spellings) still load next to new ones.
+    #[test]
+    fn reads_lines_written_before_issue_18_and_new_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let old = [
+            r#"{"timestamp":"2026-11-30T10:00:00.000000+0000","flow_id":17,"event_type":"alert","src_ip":"203.0.113.9","src_port":0,"dest_ip":"192.0.2.10","dest_port":22,"proto":"TCP","alert":{"action":"blocked","gid":1,"signature_id":9000003,"rev":1,"signature":"GATEWARDEN brute force","category":"brute_force","severity":1},"gatewarden":{"id":1,"kind":"brute_force","confidence":0.95,"reason":"12 failed logins; blocked: policy rule brute_force","node":"gw1","ts_ns":1764496800000000000,"rule":"brute_force"}}"#,
+            r#"{"timestamp":"2026-11-30T10:00:01.000000+0000","flow_id":0,"event_type":"alert","src_ip":null,"src_port":0,"dest_ip":null,"dest_port":0,"proto":null,"alert":{"action":"allowed","gid":1,"signature_id":9100001,"rev":1,"signature":"GATEWARDEN SYSTEM model loaded","category":"system","severity":3},"gatewarden":{"id":2,"kind":"system","confidence":1.0,"reason":"model loaded","node":"det1","ts_ns":1764496801000000000}}"#,
+            r#"{"timestamp":"2026-11-30T10:00:02.000000+0000","flow_id":9,"event_type":"alert","src_ip":"2001:db8::66","src_port":0,"dest_ip":"2001:db8::1","dest_port":0,"proto":"IPV6-ICMP","alert":{"action":"blocked","gid":1,"signature_id":9000005,"rev":1,"signature":"GATEWARDEN ICMP flood","category":"icmp_flood","severity":1},"gatewarden":{"id":3,"kind":"icmp_flood","confidence":0.9,"reason":"flood","node":"gw1","ts_ns":1764496802000000000}}"#,
+            r#"{"timestamp":"2026-11-30T10:00:03.000000+0000","flow_id":10,"event_type":"alert","src_ip":"198.51.100.4","src_port":0,"dest_ip":null,"dest_port":0,"proto":"PROTO-47","alert":{"action":"allowed","gid":1,"signature_id":9000009,"rev":1,"signature":"GATEWARDEN anomaly","category":"anomaly","severity":2},"gatewarden":{"id":4,"kind":"anomaly","confidence":0.7,"reason":"odd","node":"gw1","ts_ns":1764496803000000000}}"#,
+        ];
+        std::fs::write(d.path().join(ALERT_FILE), old.join("\n") + "\n").unwrap();
+        let mut s = AlertStore::open(opts(d.path(), 1 << 20, 100)).unwrap();
+        assert_eq!((s.recovery().alerts_read, s.recovery().bad_lines), (4, 0));
+        let all = s.query(&AlertQuery { limit: 10, ..Default::default() }).unwrap();
+        let by_id = |id: u64| all.iter().find(|(a, _)| a.id == id).map(|(a, _)| a.clone()).unwrap();
+        let a = by_id(1);
+        assert_eq!(
+            (a.kind, a.action, a.dport, a.proto, a.node.as_str()),
+            (AttackKind::BruteForce, AlertAction::Blocked, 22, Some(Proto::Tcp), "gw1")
+        );
+        assert_eq!((a.confidence, a.ts_ns), (0.95, 1_764_496_800_000_000_000));
+        let sys = by_id(2);
+        assert_eq!((sys.src, sys.proto, sys.kind), (None, None, AttackKind::System));
+        assert_eq!(by_id(3).proto, Some(Proto::Icmpv6));
+        assert_eq!(by_id(4).proto, Some(Proto::Other(47)));
+        // A new line after the old ones; both kinds load again.
+        let mut new = alert(5, AttackKind::PortScan, Severity::Medium, "203.0.113.77");
+        new.not_blocked = Some(NotBlocked::PolicyAlert);
+        new.action = AlertAction::Allowed;
+        let id = s.append(new).unwrap().id;
+        drop(s);
+        let text = std::fs::read_to_string(d.path().join(ALERT_FILE)).unwrap();
+        assert!(!text.lines().last().unwrap().contains("\"gatewarden\""), "new lines have no root gatewarden{{}}");
+        let s = AlertStore::open(opts(d.path(), 1 << 20, 100)).unwrap();
+        assert_eq!((s.recovery().alerts_read, s.recovery().bad_lines), (5, 0));
+        let all = s.query(&AlertQuery { limit: 10, ..Default::default() }).unwrap();
+        let back = all.iter().find(|(a, _)| a.id == id).unwrap();
+        assert_eq!(
+            (back.0.not_blocked, back.0.src),
+            (Some(NotBlocked::PolicyAlert), Some("203.0.113.77".parse().unwrap()))
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use gatewarden_proto::messages::{Alert, AlertAction, AttackKind, VerdictOutcome};
+use gatewarden_proto::messages::{Alert, AlertAction, AttackKind, NotBlocked, VerdictOutcome};
 
 /// How long an alert waits for a router to confirm its block.
 pub const CONFIRM_WAIT: Duration = Duration::from_secs(3);
@@ -44,13 +44,14 @@ pub fn awaits_router(a: &Alert) -> bool {
 /// The alert of a verdict nothing will enforce (a replay), settled at once.
 pub fn unenforced(mut a: Alert, why: &str) -> Alert {
     if awaits_router(&a) {
-        refuse(&mut a, why);
+        refuse(&mut a, why, NotBlocked::EnforcementOff);
     }
     a
 }
 
-fn refuse(a: &mut Alert, why: &str) {
+fn refuse(a: &mut Alert, why: &str, code: NotBlocked) {
     a.action = AlertAction::Allowed;
+    a.not_blocked = Some(code);
     // The detector's sentence says the policy asked for a block; it was not made.
     a.reason = a.reason.replacen("; blocked: policy rule", "; block asked by policy rule", 1);
     a.reason = format!("{}; not blocked: {why}", a.reason);
@@ -109,7 +110,11 @@ impl Confirmations {
         if self.waiting.len() >= MAX_WAITING {
             while let Some(old) = self.order.pop_front() {
                 if let Some(w) = self.waiting.remove(&old) {
-                    out.push(settle_unconfirmed(w, "too many alerts were waiting for their routers' answers"));
+                    out.push(settle_unconfirmed(
+                        w,
+                        "too many alerts were waiting for their routers' answers",
+                        NotBlocked::RouterUnreachable,
+                    ));
                     break;
                 }
             }
@@ -146,6 +151,7 @@ impl Confirmations {
                             "no router confirmed the block within {} s (enforcement off, or no router reachable)",
                             CONFIRM_WAIT.as_secs()
                         ),
+                        NotBlocked::RouterUnreachable,
                     ));
                 }
                 // Settled earlier by an answer.
@@ -186,14 +192,17 @@ impl Confirmations {
 fn settle(mut w: Waiting, o: &VerdictOutcome) -> Alert {
     if o.blocked {
         w.alert.reason = format!("{}; confirmed by router {}: {}", w.alert.reason, o.node, o.why);
+        w.alert.not_blocked = None;
         w.alert
     } else {
-        settle_unconfirmed(w, &format!("{}: {}", o.node, o.why))
+        // A router that predates the code only said why in words.
+        let code = o.not_blocked.unwrap_or(NotBlocked::RouterError);
+        settle_unconfirmed(w, &format!("{}: {}", o.node, o.why), code)
     }
 }
 
-fn settle_unconfirmed(mut w: Waiting, why: &str) -> Alert {
-    refuse(&mut w.alert, why);
+fn settle_unconfirmed(mut w: Waiting, why: &str, code: NotBlocked) -> Alert {
+    refuse(&mut w.alert, why, code);
     w.alert
 }
 
@@ -220,6 +229,9 @@ mod tests {
             signature: "scan".into(),
             confidence: 0.9,
             reason: "203.0.113.166 → 50 ports; blocked: policy rule scan_mostly_unanswered (a scan)".into(),
+            flow: None,
+            not_blocked: None,
+            in_iface: String::new(),
         }
     }
 
@@ -230,6 +242,7 @@ mod tests {
             source: "203.0.113.166".parse().unwrap(),
             blocked,
             why: why.into(),
+            not_blocked: (!blocked).then_some(NotBlocked::Unproven),
         }
     }
 
@@ -239,7 +252,7 @@ mod tests {
         let t = Instant::now();
         assert!(c.hold(alert(1), t).is_empty(), "waits for the router");
         let a = c.answer(outcome(1, "gw", true, "in the detector block set for 600 s"), t).unwrap();
-        assert_eq!(a.action, AlertAction::Blocked);
+        assert_eq!((a.action, a.not_blocked), (AlertAction::Blocked, None));
         assert!(a.reason.ends_with("confirmed by router gw: in the detector block set for 600 s"), "{}", a.reason);
         assert_eq!(c.waiting(), 0);
     }
@@ -254,8 +267,11 @@ mod tests {
         assert!(a.reason.contains("block asked by policy rule scan_mostly_unanswered"), "{}", a.reason);
         assert!(!a.reason.contains("; blocked:"), "{}", a.reason);
         assert!(a.reason.ends_with("not blocked: gw: router refused the block: no proof"), "{}", a.reason);
-        // The EVE line's rule is still read from the reason.
-        assert_eq!(crate::eve_json(&a)["gatewarden"]["rule"], "scan_mostly_unanswered");
+        // The EVE line's rule is still read from the reason; the router's code is in the metadata.
+        let eve = crate::eve_json(&a);
+        assert_eq!(eve["alert"]["metadata"]["rule"][0], "scan_mostly_unanswered");
+        assert_eq!(eve["alert"]["metadata"]["not_blocked"][0], "unproven", "{eve}");
+        assert_eq!(a.not_blocked, Some(NotBlocked::Unproven));
     }
 
     #[test]
@@ -286,6 +302,7 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].action, AlertAction::Allowed);
         assert!(out[0].reason.contains("no router confirmed the block within 3 s"), "{}", out[0].reason);
+        assert_eq!(out[0].not_blocked, Some(NotBlocked::RouterUnreachable));
         // A late answer settles nothing (the line is written).
         assert!(c.answer(outcome(5, "gw", true, "late"), t + CONFIRM_WAIT).is_none());
     }
@@ -333,5 +350,6 @@ mod tests {
         let a = unenforced(alert(9), "a replay enforces nothing");
         assert_eq!(a.action, AlertAction::Allowed);
         assert!(a.reason.ends_with("not blocked: a replay enforces nothing"));
+        assert_eq!(a.not_blocked, Some(NotBlocked::EnforcementOff));
     }
 }

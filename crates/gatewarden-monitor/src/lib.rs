@@ -11,6 +11,7 @@ pub mod assets;
 pub mod auth;
 pub mod config;
 pub mod confirm;
+pub mod eve;
 pub mod events;
 pub mod http;
 pub mod link;
@@ -21,7 +22,7 @@ pub mod system;
 pub mod talkers;
 pub mod training;
 
-use gatewarden_core::clock::{rfc3339, unix_now, unix_now_ns};
+use gatewarden_core::clock::{unix_now, unix_now_ns};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -81,45 +82,12 @@ pub struct NodeHealth {
     pub blocked: u64,
 }
 
-/// An alert as a Suricata EVE JSON object plus gatewarden's own fields
-/// (`gatewarden.rule`: the response policy's rule that decided, when the
-/// detector's reason names one).
+/// An alert as a Suricata EVE JSON object that validates against
+/// Suricata's `etc/schema.json` (see [`eve`]): gatewarden's own fields
+/// (id, kind, confidence, reason, exact time, the response policy's rule,
+/// why it was not blocked) are string arrays in `alert.metadata`.
 pub fn eve_json(a: &Alert) -> Value {
-    let mut v = eve_json_base(a);
-    if let Some(rule) = gatewarden_detect::response::rule_in_reason(&a.reason) {
-        v["gatewarden"]["rule"] = json!(rule);
-    }
-    v
-}
-
-fn eve_json_base(a: &Alert) -> Value {
-    json!({
-        "timestamp": rfc3339(a.ts_ns),
-        "flow_id": a.flow_id,
-        "event_type": "alert",
-        "src_ip": a.src.map(|s| s.to_string()),
-        "src_port": a.sport,
-        "dest_ip": a.dst.map(|s| s.to_string()),
-        "dest_port": a.dport,
-        "proto": a.proto.map(|p| p.name().to_uppercase()),
-        "alert": {
-            "action": match a.action { gatewarden_proto::messages::AlertAction::Blocked => "blocked", _ => "allowed" },
-            "gid": 1,
-            "signature_id": a.signature_id,
-            "rev": 1,
-            "signature": a.signature,
-            "category": a.kind.as_str(),
-            "severity": a.severity as u8,
-        },
-        "gatewarden": {
-            "id": a.id,
-            "kind": a.kind.as_str(),
-            "confidence": a.confidence,
-            "reason": a.reason,
-            "node": a.node,
-            "ts_ns": a.ts_ns,
-        }
-    })
+    eve::to_eve(a)
 }
 
 /// Most current blocks the monitor lists (the router's table is the truth; this is the view).
@@ -267,12 +235,27 @@ impl std::fmt::Debug for MonitorState {
     }
 }
 
-/// An alert as EVE JSON plus its state, as the API and page show it.
+/// An alert as the API and page show it: the EVE object plus a
+/// `gatewarden{}` object with its fields as JSON values and its state (the
+/// EVE file and the MQTT mirror carry the EVE object alone).
 pub fn alert_view(a: &Alert, state: AlertState) -> Value {
     let mut v = eve_json(a);
-    if let Some(gw) = v.get_mut("gatewarden").and_then(Value::as_object_mut) {
-        gw.insert("state".into(), json!(state.as_str()));
+    let mut gw = json!({
+        "id": a.id,
+        "kind": a.kind.as_str(),
+        "confidence": a.confidence,
+        "reason": a.reason,
+        "node": a.node,
+        "ts_ns": a.ts_ns,
+        "state": state.as_str(),
+    });
+    if let Some(rule) = gatewarden_detect::response::rule_in_reason(&a.reason) {
+        gw["rule"] = json!(rule);
     }
+    if let (gatewarden_proto::messages::AlertAction::Allowed, Some(n)) = (a.action, a.not_blocked) {
+        gw["not_blocked"] = json!(n.as_str());
+    }
+    v["gatewarden"] = gw;
     v
 }
 
@@ -897,6 +880,7 @@ mod tests {
             source: source.parse().unwrap(),
             blocked,
             why: if blocked { "in the detector block set".into() } else { "router refused the block".into() },
+            not_blocked: (!blocked).then_some(gatewarden_proto::messages::NotBlocked::Unproven),
         }
     }
 

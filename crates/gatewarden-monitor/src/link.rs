@@ -328,6 +328,9 @@ pub fn link_alert(monitor: &str, peer: &str, addr: SocketAddr, findings: &[Findi
         signature: format!("GATEWARDEN link {} to {peer}", names.join(" + ")),
         confidence: 0.9,
         reason: format!("link {monitor} → {peer} ({addr}): {}", parts.join("; ")),
+        flow: None,
+        not_blocked: Some(gatewarden_proto::messages::NotBlocked::NoSource),
+        in_iface: String::new(),
     }
 }
 

@@ -276,6 +276,109 @@ pub struct Alert {
     pub confidence: f32,
     /// A sentence with the numbers.
     pub reason: String,
+    /// The flow `flow_id` names, as the router last counted it, when the
+    /// detector still held its record (appended: issue #18's EVE `flow{}`).
+    pub flow: Option<AlertFlow>,
+    /// Why `action` is `allowed` (the EVE `alert.metadata.not_blocked`);
+    /// `None` when blocked.
+    pub not_blocked: Option<NotBlocked>,
+    /// The interface the traffic was captured on, when known (EVE `in_iface`).
+    pub in_iface: String,
+}
+
+/// The flow an alert is about, in the numbers Suricata's EVE `flow{}` carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertFlow {
+    /// The originator's port (ICMP, ICMPv6: the type).
+    pub sport: u16,
+    /// The responder's port (ICMP, ICMPv6: the code).
+    pub dport: u16,
+    /// Packets originator → responder.
+    pub pkts_toserver: u32,
+    /// Packets responder → originator.
+    pub pkts_toclient: u32,
+    /// IP bytes originator → responder.
+    pub bytes_toserver: u64,
+    /// IP bytes responder → originator.
+    pub bytes_toclient: u64,
+    /// First packet, nanoseconds since the Unix epoch.
+    pub start_ns: u64,
+    /// Zeek connection state when the record was cut.
+    pub state: ConnState,
+}
+
+impl AlertFlow {
+    /// The flow numbers of a router's record.
+    pub fn of(r: &FlowRecord) -> AlertFlow {
+        AlertFlow {
+            sport: r.sport,
+            dport: r.dport,
+            pkts_toserver: r.fwd_packets,
+            pkts_toclient: r.rev_packets,
+            bytes_toserver: r.fwd_bytes,
+            bytes_toclient: r.rev_bytes,
+            start_ns: r.first_ns,
+            state: r.conn_state,
+        }
+    }
+}
+
+/// Why an alert's source was not blocked: the operator (and a SIEM reading
+/// `alert.metadata.not_blocked`) sees that `allowed` was a decision or a
+/// failure, never a silent lie (issue #18, honest actions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NotBlocked {
+    /// The response policy said alert only.
+    PolicyAlert,
+    /// Nothing to block: a system event, or an attack without one source.
+    NoSource,
+    /// The router's allowlist, one of its own addresses, its next hop or
+    /// resolver, or a bogon from `enforce.never_block`.
+    Allowlisted,
+    /// Nothing proves the source is real (it could be forged); left to the meters.
+    Unproven,
+    /// A LAN device forged the address recently (its MAC is contained instead).
+    Forged,
+    /// Nothing enforces here (a replay, enforcement disabled).
+    EnforcementOff,
+    /// No router answered in time (none reachable, or enforcement off on it).
+    RouterUnreachable,
+    /// The router tried and the kernel refused the write.
+    RouterError,
+}
+
+impl NotBlocked {
+    /// Every reason, in declaration order.
+    pub const ALL: [NotBlocked; 8] = [
+        NotBlocked::PolicyAlert,
+        NotBlocked::NoSource,
+        NotBlocked::Allowlisted,
+        NotBlocked::Unproven,
+        NotBlocked::Forged,
+        NotBlocked::EnforcementOff,
+        NotBlocked::RouterUnreachable,
+        NotBlocked::RouterError,
+    ];
+
+    /// The snake_case code written to EVE metadata.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NotBlocked::PolicyAlert => "policy_alert",
+            NotBlocked::NoSource => "no_source",
+            NotBlocked::Allowlisted => "allowlisted",
+            NotBlocked::Unproven => "unproven",
+            NotBlocked::Forged => "forged",
+            NotBlocked::EnforcementOff => "enforcement_off",
+            NotBlocked::RouterUnreachable => "router_unreachable",
+            NotBlocked::RouterError => "router_error",
+        }
+    }
+
+    /// Parses [`NotBlocked::as_str`].
+    pub fn parse(s: &str) -> Option<NotBlocked> {
+        NotBlocked::ALL.into_iter().find(|n| n.as_str() == s)
+    }
 }
 
 impl Alert {
@@ -308,6 +411,9 @@ impl Alert {
             signature: signature.to_string(),
             confidence: 1.0,
             reason,
+            flow: None,
+            not_blocked: Some(NotBlocked::NoSource),
+            in_iface: String::new(),
         }
     }
 }
@@ -455,6 +561,8 @@ pub struct VerdictOutcome {
     pub blocked: bool,
     /// Why not (or how, when blocked), in a sentence.
     pub why: String,
+    /// Why not, as a code (`None` when blocked); appended for issue #18.
+    pub not_blocked: Option<NotBlocked>,
 }
 
 /// One row of a router's neighbour table: an address and the link-layer
@@ -490,6 +598,9 @@ pub struct NeighbourTable {
 /// Most rows a neighbour table carries: twice the kernel's default cap per
 /// family (`gc_thresh3` = 1024 for ARP and for NDP). About 50 KiB encoded.
 pub const MAX_NEIGHBOUR_ROWS: usize = 2048;
+
+/// Longest [`Alert::in_iface`] accepted from the wire (Linux names are at most 15 bytes).
+pub const MAX_IFACE_NAME: usize = 64;
 
 /// Longest [`VerdictOutcome::why`] accepted from the wire.
 pub const MAX_OUTCOME_WHY: usize = 1024;
@@ -600,6 +711,10 @@ impl Message {
                 confidence(v.confidence, "verdict")?;
                 v.evidence.iter().try_for_each(|(_, x)| finite(*x, "verdict evidence"))
             }
+            Message::Alert(a) if a.in_iface.len() > MAX_IFACE_NAME => Err(DecodeError::Invalid(format!(
+                "alert interface name of {} bytes (at most {MAX_IFACE_NAME})",
+                a.in_iface.len()
+            ))),
             Message::Alert(a) => confidence(a.confidence, "alert"),
             Message::Metrics(m) => m.values.iter().try_for_each(|(_, x)| finite(*x, "metrics")),
             Message::FlowBatch(b) => {
@@ -827,6 +942,18 @@ pub(crate) mod tests {
                 signature: "SYN flood".into(),
                 confidence: 1.0,
                 reason: "x".into(),
+                flow: Some(AlertFlow {
+                    sport: 40000,
+                    dport: 80,
+                    pkts_toserver: 3,
+                    pkts_toclient: 1,
+                    bytes_toserver: 180,
+                    bytes_toclient: 60,
+                    start_ns: 1,
+                    state: ConnState::REJ,
+                }),
+                not_blocked: None,
+                in_iface: "lan0".into(),
             }),
             Message::Metrics(MetricsSample { node: "n".into(), ts_ns: 1, values: vec![("cpu".into(), 0.5)] }),
             Message::Heartbeat(Heartbeat {
@@ -912,6 +1039,41 @@ pub(crate) mod tests {
         p.probes = vec![p.probes[0].clone(); MAX_LAN_PROBES + 1];
         let err = Message::decode(&Message::LanProbes(p).encode()).unwrap_err();
         assert!(matches!(err, DecodeError::Invalid(_)), "{err}");
+    }
+
+    /// The named fuzz seeds of the kinds issue #18 extended (`alert`: flow,
+    /// reason not blocked, interface; `verdict_outcome`: its code) are these
+    /// samples' bytes, so fuzzing starts from today's layout.
+    /// `GATEWARDEN_WRITE_SEEDS=1 cargo test -p gatewarden-proto seeds` rewrites them.
+    #[test]
+    fn named_fuzz_seeds_are_current() {
+        let outcome = Message::VerdictOutcome(VerdictOutcome {
+            node: "router-1".into(),
+            verdict_id: 9,
+            source: "203.0.113.7".parse().unwrap(),
+            blocked: false,
+            why: "allowlisted".into(),
+            not_blocked: Some(NotBlocked::Allowlisted),
+        });
+        let alert = samples().into_iter().find(|m| m.kind() == crate::kinds::ALERT).unwrap();
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/message_decode");
+        for (name, m) in [("alert", alert), ("verdict_outcome", outcome)] {
+            let path = dir.join(name);
+            if std::env::var_os("GATEWARDEN_WRITE_SEEDS").is_some() {
+                std::fs::write(&path, m.encode()).unwrap();
+            }
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            assert_eq!(Message::decode(&bytes), Ok(m), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_alert_naming_an_overlong_interface_is_refused() {
+        let Some(Message::Alert(mut a)) = samples().into_iter().find(|m| m.kind() == crate::kinds::ALERT) else {
+            unreachable!()
+        };
+        a.in_iface = "x".repeat(MAX_IFACE_NAME + 1);
+        assert!(matches!(Message::decode(&Message::Alert(a).encode()), Err(DecodeError::Invalid(_))));
     }
 
     #[test]
