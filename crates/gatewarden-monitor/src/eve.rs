@@ -171,9 +171,14 @@ pub const SURICATA_PROTO_NAMES: [&str; 144] = [
 ];
 
 /// The protocol as Suricata's EVE spells it (`TCP`, `IPv6-ICMP`, `GRE`, `200`).
+/// The table's placeholder `Any` (five numbers share it) is written as the
+/// number instead, so the store reads back the protocol it wrote.
 pub fn proto_name(p: Proto) -> String {
     let n = p.number();
-    SURICATA_PROTO_NAMES.get(usize::from(n)).map_or_else(|| n.to_string(), |s| (*s).to_string())
+    match SURICATA_PROTO_NAMES.get(usize::from(n)) {
+        Some(s) if *s != "Any" => (*s).to_string(),
+        _ => n.to_string(),
+    }
 }
 
 /// Parses [`proto_name`]'s words back (and the pre-#18 spellings `IPV6-ICMP`, `PROTO-47`).
@@ -401,4 +406,25 @@ pub fn from_eve(v: &Value) -> anyhow::Result<Alert> {
         not_blocked,
         in_iface: str_of(v, "in_iface").unwrap_or_default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every protocol number reads back as itself, whatever its spelling
+    /// (the table names five numbers `Any`: those are written as numbers).
+    #[test]
+    fn every_protocol_number_round_trips_through_its_name() {
+        for n in 0..=u8::MAX {
+            let p = Proto::from_number(n);
+            let name = proto_name(p);
+            assert_eq!(proto_from_name(&name), Some(p), "{n} written as {name}");
+        }
+        assert_eq!(proto_name(Proto::Icmpv6), "IPv6-ICMP");
+        assert_eq!(proto_name(Proto::Other(63)), "63");
+        // The pre-#18 spellings still parse.
+        assert_eq!(proto_from_name("IPV6-ICMP"), Some(Proto::Icmpv6));
+        assert_eq!(proto_from_name("PROTO-47"), Some(Proto::Other(47)));
+    }
 }
