@@ -74,7 +74,13 @@ fn bench(c: &mut Criterion) {
     for g in groups() {
         engine.add_group(g, false).unwrap();
     }
-    let batch = FlowBatch { node: "r".into(), seq: 1, flows: (0..1000).map(flow).collect(), hosts: vec![] };
+    let batch = FlowBatch {
+        node: "r".into(),
+        seq: 1,
+        flows: (0..1000).map(flow).collect(),
+        hosts: vec![],
+        in_iface: String::new(),
+    };
     let mut g = c.benchmark_group("policy");
     g.throughput(Throughput::Elements(batch.flows.len() as u64));
     g.bench_function("observe_batch_1000_flows_16_groups", |b| {

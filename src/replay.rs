@@ -389,6 +389,8 @@ pub fn watch(
         crate::capture::AfPacketConfig::new(&cfg.capture.interface, cfg.capture.snap_len, cfg.capture.promiscuous);
     let mut source = crate::capture::AfPacketSource::open(&acfg)?;
     let mut pipeline = Pipeline::new(cfg, state);
+    // Live frames: their interface is known and named in every alert (EVE `in_iface`).
+    pipeline.router.set_capture_interface(&cfg.capture.interface);
     let drops = state.registry.counter(
         "gatewarden_capture_kernel_drops_total",
         "Packets the kernel dropped because the capture ring was full.",

@@ -263,6 +263,7 @@ fn a_replay_writes_valid_lines_and_only_allowed_with_the_reason() {
     assert_all_valid(&v, &lan);
     for l in lines.iter().chain(&lan) {
         assert_eq!(l["alert"]["action"], "allowed", "a replay blocks nothing: {l}");
+        assert!(l.get("in_iface").is_none(), "a file names no capture interface, none is invented: {l}");
         let why = meta(l, "not_blocked").unwrap_or_else(|| panic!("no reason: {l}"));
         assert!(["enforcement_off", "policy_alert", "no_source"].contains(&why), "{why}: {l}");
     }
@@ -380,6 +381,8 @@ fn a_live_run_writes_blocked_only_for_addresses_nft_lists() {
         })
         .collect();
     assert_all_valid(&v, &seen);
+    // `--replay`: the frames come from a file, so no line names an interface.
+    assert!(seen.iter().all(|l| l.get("in_iface").is_none()), "no interface is invented: {seen:#?}");
     let mut blocked = 0;
     for l in &seen {
         match l["alert"]["action"].as_str() {
@@ -397,4 +400,70 @@ fn a_live_run_writes_blocked_only_for_addresses_nft_lists() {
         seen.iter().filter_map(|l| meta(l, "not_blocked")).collect::<BTreeSet<_>>()
     );
     assert!(blocked > 0, "the demo's brute force (a proven source) is blocked: {seen:#?}\n{ruleset}\n{}", node_log());
+}
+
+/// Issue #18's `in_iface`: a router capturing live on `lan0` (in a namespace
+/// site: IoT device — router — WAN) names that interface in every flow
+/// batch, so the EVE line of the alert about a real nmap scan carries
+/// `"in_iface": "lan0"`, and still validates.
+#[test]
+fn a_live_capture_names_its_interface_in_the_eve_line() {
+    if !common::netns::require_root("a_live_capture_names_its_interface_in_the_eve_line") {
+        return;
+    }
+    let nmap = Command::new("sh").args(["-c", "command -v nmap"]).output().is_ok_and(|o| o.status.success());
+    if !nmap {
+        assert!(std::env::var_os("CI").is_none(), "nmap is missing: tools/test.sh installs it");
+        eprintln!("SKIPPED: nmap not installed");
+        return;
+    }
+    let v = schema();
+    let site = common::netns::Site::new();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("gw.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "node_id = \"rtr\"\n[http]\nlisten = \"127.0.0.1:8080\"\n[capture]\ninterface = \"lan0\"\n\
+             [monitor]\ndata_dir = \"{}\"\n",
+            data.display()
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("node.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut node = common::Guard::spawn(
+        site.router
+            .command(common::bin().to_str().unwrap())
+            .args(["run", "--role", "all", "-c"])
+            .arg(&cfg)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log),
+    );
+    let node_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(
+        common::wait_until(Duration::from_secs(30), || node_log().contains("capturing")),
+        "the router never captured lan0:\n{}",
+        node_log()
+    );
+    site.iot.exec(&["nmap", "-n", "-Pn", "-sS", "-T4", "-p", "1-300", "198.51.100.10"]);
+    let path = data.join(ALERT_FILE);
+    let mut lines = Vec::new();
+    let found = common::wait_until(Duration::from_secs(60), || {
+        lines = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect();
+        lines.iter().any(|l| meta(l, "kind") == Some("port_scan"))
+    });
+    assert!(found, "the live scan's alert never reached the EVE file: {lines:#?}\n{}", node_log());
+    assert_all_valid(&v, &lines);
+    let scan = lines.iter().find(|l| meta(l, "kind") == Some("port_scan")).unwrap();
+    assert_eq!(scan["src_ip"], "192.0.2.10", "{scan}");
+    assert_eq!(scan["in_iface"], "lan0", "the router's capture interface: {scan}");
+    node.signal("TERM");
+    assert_eq!(node.wait_timeout(Duration::from_secs(5)), Some(0), "{}", node_log());
 }

@@ -77,24 +77,36 @@ pub const RECENT_FLOWS: usize = 8192;
 /// dropped, so a finding about a flow seen within the last `RECENT_FLOWS`
 /// or so records finds it; one about a flow long gone (a slow scan's first
 /// probe) has no `flow{}`.
+///
+/// Each record also keeps the interface its batch was captured on (EVE
+/// `in_iface`), shared by the batch's records: one small allocation per
+/// batch, at most `MAX_IFACE_NAME` bytes (the decoder refuses longer).
 #[derive(Default)]
 struct RecentFlows {
-    new: HashMap<u64, (IpAddr, AlertFlow)>,
-    old: HashMap<u64, (IpAddr, AlertFlow)>,
+    new: HashMap<u64, RecentFlow>,
+    old: HashMap<u64, RecentFlow>,
+}
+
+/// One flow's latest numbers, its originator and its capture interface.
+struct RecentFlow {
+    src: IpAddr,
+    flow: AlertFlow,
+    iface: Option<std::sync::Arc<str>>,
 }
 
 impl RecentFlows {
-    fn note(&mut self, r: &gatewarden_proto::messages::FlowRecord) {
+    fn note(&mut self, r: &gatewarden_proto::messages::FlowRecord, iface: &Option<std::sync::Arc<str>>) {
         if self.new.len() >= RECENT_FLOWS && !self.new.contains_key(&r.flow_id) {
             self.old = std::mem::take(&mut self.new);
         }
-        self.new.insert(r.flow_id, (r.src, AlertFlow::of(r)));
+        self.new.insert(r.flow_id, RecentFlow { src: r.src, flow: AlertFlow::of(r), iface: iface.clone() });
     }
 
-    /// The flow `id` if `src` originated it (a finding's flow always starts at its source).
-    fn get(&self, id: u64, src: Option<IpAddr>) -> Option<AlertFlow> {
-        let (s, f) = self.new.get(&id).or_else(|| self.old.get(&id))?;
-        src.is_none_or(|src| src == *s).then_some(*f)
+    /// The flow `id` and the interface it was captured on, if `src`
+    /// originated it (a finding's flow always starts at its source).
+    fn get(&self, id: u64, src: Option<IpAddr>) -> Option<(AlertFlow, Option<&str>)> {
+        let f = self.new.get(&id).or_else(|| self.old.get(&id))?;
+        src.is_none_or(|src| src == f.src).then_some((f.flow, f.iface.as_deref()))
     }
 }
 
@@ -806,6 +818,7 @@ impl DetectorStage {
         }
         let mut findings = Vec::new();
         let mut seen: HashMap<IpAddr, SourceSeen> = HashMap::default();
+        let iface: Option<std::sync::Arc<str>> = (!batch.in_iface.is_empty()).then(|| batch.in_iface.as_str().into());
         for r in &batch.flows {
             for d in self.heuristics.observe(r) {
                 self.long_horizon.note_finding(&d);
@@ -817,7 +830,7 @@ impl DetectorStage {
             for d in self.baseline.observe(r) {
                 findings.push((d, Origin::Baseline));
             }
-            self.recent_flows.note(r);
+            self.recent_flows.note(r, &iface);
             let s = seen.entry(r.src).or_default();
             if let Some(i) = proto_index(r.proto) {
                 s.packets[i] += u64::from(r.fwd_packets);
@@ -952,7 +965,10 @@ impl DetectorStage {
             | AttackKind::Anomaly => Severity::Medium,
             _ => Severity::Low,
         };
-        let flow = self.recent_flows.get(d.flow_id, d.source);
+        let recent = self.recent_flows.get(d.flow_id, d.source);
+        let flow = recent.map(|(f, _)| f);
+        // The evidence flow's capture interface; unknown (omitted) without it.
+        let in_iface = recent.and_then(|(_, i)| i).unwrap_or_default().to_string();
         // The source port is the evidence flow's (an ICMP flow's "ports" are its type and code).
         let sport = match (d.proto, flow) {
             (Some(Proto::Icmp | Proto::Icmpv6), _) | (_, None) => 0,
@@ -982,7 +998,7 @@ impl DetectorStage {
             reason: d.reason,
             flow,
             not_blocked,
-            in_iface: String::new(),
+            in_iface,
         });
     }
 }
@@ -1075,7 +1091,7 @@ mod tests {
                 src_answered: false,
             })
             .collect();
-        FlowBatch { node: "r".into(), seq: 1, flows, hosts: vec![] }
+        FlowBatch { node: "r".into(), seq: 1, flows, hosts: vec![], in_iface: String::new() }
     }
 
     #[test]
@@ -1271,7 +1287,7 @@ mod distributed_tests {
                 flows.push(syn(round * 100 + i + 1, src(i), 1000 + (i * 2 + round) as u16, T0 + round * 1_000_000_000));
             }
         }
-        st.on_batch(&FlowBatch { node: "r".into(), seq: 1, flows, hosts: vec![] })
+        st.on_batch(&FlowBatch { node: "r".into(), seq: 1, flows, hosts: vec![], in_iface: String::new() })
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct RouterStage {
     lan_frames: Counter,
     lan_dropped: Counter,
     lan_overflow: u64,
+    /// The live capture's interface, named in every batch (EVE `in_iface`);
+    /// empty for a replayed file, whose interface nobody can name honestly.
+    in_iface: String,
 }
 
 impl RouterStage {
@@ -100,6 +103,20 @@ impl RouterStage {
                 "Address-resolution requests not reported because a batch interval held more than one message carries (floods).",
                 &[],
             ),
+            in_iface: String::new(),
+        }
+    }
+
+    /// Names the interface the frames are captured on, for every batch from
+    /// now on (EVE `in_iface`). A name longer than Linux allows
+    /// (`MAX_IFACE_NAME`) cannot be a capture interface and is not sent: the
+    /// batches say "unknown" rather than be refused by every detector.
+    pub fn set_capture_interface(&mut self, interface: &str) {
+        if interface.len() > gatewarden_proto::messages::MAX_IFACE_NAME {
+            tracing::warn!(%interface, "capture interface name longer than Linux allows; alerts will not name it");
+            self.in_iface.clear();
+        } else {
+            self.in_iface = interface.to_string();
         }
     }
 
@@ -240,7 +257,7 @@ impl RouterStage {
                 features: self.tracker.host_features(r.src, self.last_ns).to_vec(),
             })
             .collect();
-        FlowBatch { node: self.node.clone(), seq: self.seq, flows, hosts }
+        FlowBatch { node: self.node.clone(), seq: self.seq, flows, hosts, in_iface: self.in_iface.clone() }
     }
 
     /// Moves flows that left the table into the pending queue, updating host
@@ -361,6 +378,7 @@ pub fn spawn_capture(
             let Some(mut source) = ready else { return };
             tracing::info!(%interface, "capturing");
             stage.set_own_mac(interface_mac(&interface));
+            stage.set_capture_interface(&interface);
             let mut last_stats = std::time::Instant::now();
             let mut lag = LagReport::default();
             while !shutdown.is_triggered() {
@@ -685,5 +703,68 @@ mod tests {
         stage.finish(|b| sent += b.flows.len());
         assert!(sent >= 1000, "every flow reached the detector ({sent})");
         assert!(registry.snapshot()["gatewarden_flow_updates_deferred_total"] > 0.0);
+    }
+
+    /// One TCP segment 198.51.100.7 ⇄ 192.0.2.10 (`to_target`: the scanner's SYN, else the RST/ACK answer).
+    fn scan_segment(port: u16, to_target: bool) -> Vec<u8> {
+        let (scanner, target) = ([198, 51, 100, 7], [192, 0, 2, 10]);
+        let (src, dst, sport, dport, flags) =
+            if to_target { (scanner, target, 40000, port, 0x02) } else { (target, scanner, port, 40000, 0x14) };
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        f.extend([0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0]);
+        f.extend(src);
+        f.extend(dst);
+        f.extend(sport.to_be_bytes());
+        f.extend(dport.to_be_bytes());
+        let ack = if to_target { [0, 0, 0, 0] } else { [0, 0, 0, 2] };
+        f.extend([0, 0, 0, 1]);
+        f.extend(ack);
+        f.extend([0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        f
+    }
+
+    /// A refused port scan through a router stage and a detector, as `run
+    /// --role all` wires them; returns the batches and the alerts.
+    fn scan_through(iface: Option<&str>) -> (Vec<FlowBatch>, Vec<gatewarden_proto::messages::Alert>) {
+        let cfg = Config::default();
+        let registry = Registry::new();
+        let mut stage = RouterStage::new(&cfg, &registry);
+        if let Some(i) = iface {
+            stage.set_capture_interface(i);
+        }
+        let mut batches = Vec::new();
+        for port in 1..=300u16 {
+            for to_target in [true, false] {
+                let data = scan_segment(port, to_target);
+                let ts_ns = 1_000_000_000_000 + u64::from(port) * 3_000_000 + u64::from(!to_target) * 1000;
+                let frame = Frame { ts_ns, link: LinkType::Ethernet, data: &data, orig_len: data.len() as u32 };
+                batches.extend(stage.on_frame(&frame));
+            }
+        }
+        stage.finish(|b| batches.push(b));
+        let mut detector = crate::roles::detector::DetectorStage::with_model(&cfg, &registry, Ok(None));
+        let alerts = batches.iter().flat_map(|b| detector.on_batch(b).alerts).collect();
+        (batches, alerts)
+    }
+
+    /// Issue #18: a live capture names its interface in every batch and the
+    /// alert about its flows carries it (EVE `in_iface`); a replayed file's
+    /// batches name none (nobody can say which interface it was taken on),
+    /// and a name longer than Linux allows is not sent.
+    #[test]
+    fn a_live_captured_batchs_alert_names_the_capture_interface() {
+        let (batches, alerts) = scan_through(Some("lan0"));
+        assert!(!batches.is_empty() && batches.iter().all(|b| b.in_iface == "lan0"), "{batches:#?}");
+        let scan = alerts.iter().find(|a| a.kind == AttackKind::PortScan).unwrap_or_else(|| panic!("{alerts:#?}"));
+        assert_eq!(scan.in_iface, "lan0", "{scan:#?}");
+        assert!(scan.flow.is_some(), "the evidence flow is known: {scan:#?}");
+
+        let (batches, alerts) = scan_through(None);
+        assert!(batches.iter().all(|b| b.in_iface.is_empty()));
+        let scan = alerts.iter().find(|a| a.kind == AttackKind::PortScan).unwrap_or_else(|| panic!("{alerts:#?}"));
+        assert_eq!(scan.in_iface, "", "a replay names no interface");
+
+        let (batches, _) = scan_through(Some("an-interface-name-too-long"));
+        assert!(batches.iter().all(|b| b.in_iface.is_empty()), "never sent: every detector would refuse it");
     }
 }

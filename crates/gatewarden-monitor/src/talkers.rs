@@ -101,7 +101,7 @@ mod tests {
     #[test]
     fn counts_growth_not_snapshots_and_stays_bounded() {
         let mut t = TopTalkers::new(16);
-        let b = |flows| FlowBatch { node: "n".into(), seq: 0, flows, hosts: vec![] };
+        let b = |flows| FlowBatch { node: "n".into(), seq: 0, flows, hosts: vec![], in_iface: String::new() };
         t.observe(&b(vec![rec(1, "192.0.2.7", 100), rec(2, "2001:db8::1", 50)]));
         t.observe(&b(vec![rec(1, "192.0.2.7", 300)]));
         let top = t.top(10);

@@ -117,6 +117,10 @@ pub struct FlowBatch {
     /// Damped statistics of each source in `flows`, in feature-schema order
     /// (the schema's host columns), taken when the batch was cut.
     pub hosts: Vec<HostSnapshot>,
+    /// The interface the router captured these flows on (EVE `in_iface`);
+    /// empty when no interface can honestly be named (a replayed file).
+    /// Appended for issue #18: at most [`MAX_IFACE_NAME`] bytes on the wire.
+    pub in_iface: String,
 }
 
 /// Most probes one [`LanProbes`] message may carry (the router cuts at this).
@@ -599,8 +603,10 @@ pub struct NeighbourTable {
 /// family (`gc_thresh3` = 1024 for ARP and for NDP). About 50 KiB encoded.
 pub const MAX_NEIGHBOUR_ROWS: usize = 2048;
 
-/// Longest [`Alert::in_iface`] accepted from the wire (Linux names are at most 15 bytes).
-pub const MAX_IFACE_NAME: usize = 64;
+/// Longest interface name ([`Alert::in_iface`], [`FlowBatch::in_iface`])
+/// accepted from the wire: Linux's `IFNAMSIZ` (16) less its NUL, so a
+/// hostile peer cannot make every alert it causes carry a long string.
+pub const MAX_IFACE_NAME: usize = 15;
 
 /// Longest [`VerdictOutcome::why`] accepted from the wire.
 pub const MAX_OUTCOME_WHY: usize = 1024;
@@ -712,8 +718,12 @@ impl Message {
                 v.evidence.iter().try_for_each(|(_, x)| finite(*x, "verdict evidence"))
             }
             Message::Alert(a) if a.in_iface.len() > MAX_IFACE_NAME => Err(DecodeError::Invalid(format!(
-                "alert interface name of {} bytes (at most {MAX_IFACE_NAME})",
+                "alert interface name of {} bytes (at most {MAX_IFACE_NAME}, Linux's IFNAMSIZ less its NUL)",
                 a.in_iface.len()
+            ))),
+            Message::FlowBatch(b) if b.in_iface.len() > MAX_IFACE_NAME => Err(DecodeError::Invalid(format!(
+                "flow batch capture interface name of {} bytes (at most {MAX_IFACE_NAME}, Linux's IFNAMSIZ less its NUL)",
+                b.in_iface.len()
             ))),
             Message::Alert(a) => confidence(a.confidence, "alert"),
             Message::Metrics(m) => m.values.iter().try_for_each(|(_, x)| finite(*x, "metrics")),
@@ -913,6 +923,7 @@ pub(crate) mod tests {
                     src_answered: false,
                 }],
                 hosts: vec![HostSnapshot { addr: src, ts_ns: 2, features: vec![1.0, 0.5] }],
+                in_iface: "lan0".into(),
             }),
             Message::Verdict(Verdict {
                 id: 9,
@@ -1042,7 +1053,8 @@ pub(crate) mod tests {
     }
 
     /// The named fuzz seeds of the kinds issue #18 extended (`alert`: flow,
-    /// reason not blocked, interface; `verdict_outcome`: its code) are these
+    /// reason not blocked, interface; `verdict_outcome`: its code;
+    /// `flow_batch`: its capture interface) are these
     /// samples' bytes, so fuzzing starts from today's layout.
     /// `GATEWARDEN_WRITE_SEEDS=1 cargo test -p gatewarden-proto seeds` rewrites them.
     #[test]
@@ -1057,7 +1069,8 @@ pub(crate) mod tests {
         });
         let alert = samples().into_iter().find(|m| m.kind() == crate::kinds::ALERT).unwrap();
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/message_decode");
-        for (name, m) in [("alert", alert), ("verdict_outcome", outcome)] {
+        let batch = samples().into_iter().find(|m| m.kind() == crate::kinds::FLOW_BATCH).unwrap();
+        for (name, m) in [("alert", alert), ("verdict_outcome", outcome), ("flow_batch", batch)] {
             let path = dir.join(name);
             if std::env::var_os("GATEWARDEN_WRITE_SEEDS").is_some() {
                 std::fs::write(&path, m.encode()).unwrap();
@@ -1074,6 +1087,26 @@ pub(crate) mod tests {
         };
         a.in_iface = "x".repeat(MAX_IFACE_NAME + 1);
         assert!(matches!(Message::decode(&Message::Alert(a).encode()), Err(DecodeError::Invalid(_))));
+    }
+
+    /// A peer naming a capture interface longer than Linux allows is refused
+    /// with the reason (the batch never reaches the detector's memory);
+    /// the longest real name and an unknown (empty) one pass.
+    #[test]
+    fn a_flow_batch_naming_an_overlong_interface_is_refused() {
+        let Some(Message::FlowBatch(mut b)) = samples().into_iter().find(|m| m.kind() == crate::kinds::FLOW_BATCH)
+        else {
+            unreachable!()
+        };
+        for ok in ["", "x".repeat(MAX_IFACE_NAME).as_str()] {
+            b.in_iface = ok.into();
+            let m = Message::FlowBatch(b.clone());
+            assert_eq!(Message::decode(&m.encode()), Ok(m), "{ok:?}");
+        }
+        b.in_iface = "x".repeat(MAX_IFACE_NAME + 1);
+        let err = Message::decode(&Message::FlowBatch(b).encode()).unwrap_err();
+        assert!(matches!(err, DecodeError::Invalid(_)), "{err}");
+        assert!(err.to_string().contains("capture interface name of 16 bytes (at most 15"), "{err}");
     }
 
     #[test]
