@@ -67,7 +67,8 @@ pub struct DetectorStage {
 }
 
 /// Most flows [`RecentFlows`] holds per generation (two generations: at most
-/// twice this, about 80 bytes each).
+/// twice this, about 96 bytes each with the capture interface's shared
+/// pointer: about 1.6 MB).
 pub const RECENT_FLOWS: usize = 8192;
 
 /// The latest record of recent flows by id, so an alert names the source
