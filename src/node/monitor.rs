@@ -122,6 +122,11 @@ impl Service for Traffic {
             loop {
                 let Some(batch) = next_or_shutdown(&rx, &sd).await else { break };
                 rec.batch(&batch);
+                // Every task of the node shares one thread, and a waiting batch makes
+                // `recv` ready at once: without a turn here, a backlog of batches keeps
+                // alerts, heartbeats and block tables waiting until all of it is recorded
+                // (the detector's task had the same loop, issue #15).
+                smol::future::yield_now().await;
             }
         });
         Ok(())
@@ -231,5 +236,70 @@ impl Service for Consumers {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use gatewarden_core::metrics::Registry;
+    use gatewarden_proto::attack::AttackKind;
+    use gatewarden_proto::messages::Severity;
+    use gatewarden_proto::role::{Role, RoleSource};
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    /// A monitor node behind on flow batches (a loaded machine, a burst from
+    /// many routers) must still record an alert that arrives behind them
+    /// before it has recorded the whole backlog.
+    #[test]
+    fn an_alert_is_recorded_before_a_backlog_of_flow_batches() {
+        let cfg = Config::default();
+        let registry = Registry::new();
+        let bus = crate::bus::LocalBus::new(cfg.bus.channel_capacity, &registry);
+        let state = MonitorState::new(Role::Monitor, RoleSource::Flag, cfg.node_id.clone(), registry.clone());
+        let shutdown = gatewarden_core::shutdown::Shutdown::new();
+        let cx =
+            Context { role: Role::Monitor, role_source: RoleSource::Flag, cfg: &cfg, registry, bus, state, shutdown };
+        let mut w = Wiring::new(&cx.bus);
+        Traffic.start(&cx, &mut w).unwrap();
+        Consumers.start(&cx, &mut w).unwrap();
+        const BACKLOG: u64 = 30;
+        for seq in 1..=BACKLOG {
+            let b = FlowBatch { node: "gw".into(), seq, flows: Vec::new(), hosts: Vec::new() };
+            assert!(cx.bus.publish(Message::FlowBatch(b)));
+        }
+        let alert = Alert::about_system(
+            "gw",
+            AttackKind::System,
+            Severity::Low,
+            9_000_001,
+            "test",
+            "behind the backlog".into(),
+        );
+        assert!(cx.bus.publish(Message::Alert(alert)));
+        // Notes how many batches still wait when the alert is in the store.
+        let waiting = Rc::new(Cell::new(None));
+        let (flows, st, sd, seen) = (cx.bus.flows.receiver(), cx.state.clone(), cx.shutdown.clone(), waiting.clone());
+        w.spawn(async move {
+            while st.alerts_total() == 0 {
+                smol::future::yield_now().await;
+            }
+            seen.set(Some(flows.len() as u64));
+            sd.trigger();
+        });
+        let tasks = std::mem::take(&mut w.tasks);
+        smol::block_on(w.ex.run(async {
+            for t in tasks {
+                t.await;
+            }
+        }));
+        let left = waiting.get().expect("the alert was recorded");
+        assert!(
+            left + 2 >= BACKLOG,
+            "the alert was recorded only after {} of the {BACKLOG} flow batches ahead of it",
+            BACKLOG - left
+        );
     }
 }
