@@ -300,7 +300,7 @@ enum PkiCommand {
         node_id: String,
         /// What the holder may do.
         #[arg(long, value_parser = clap::builder::TypedValueParser::map(
-            clap::builder::PossibleValuesParser::new(["router", "detector", "monitor", "operator", "broker"]),
+            clap::builder::PossibleValuesParser::new(["router", "detector", "monitor", "operator", "broker", "integration"]),
             |s: String| crate::pki::CertRole::parse(&s).expect("one of the possible values")))]
         role: crate::pki::CertRole,
         /// Where the CA lives; the result goes to DIR/nodes/NODE_ID.{crt,key}.
