@@ -273,7 +273,7 @@ fn an_integration_certificate_reads_eve_alerts_state_and_ha_discovery_and_nothin
     }
     // An all-in-one gateway joins with a router certificate; Home Assistant with an integration one;
     // a monitor certificate stands in for the fleet's monitor sending a (retained) control message.
-    let b = Broker::start(exe, &[("gw", "router"), ("ha", "integration"), ("mon", "monitor")]);
+    let b = Broker::start(exe, &[("gw", "router"), ("ha", "integration"), ("mon", "monitor"), ("alice", "operator")]);
     let acl = std::fs::read_to_string(b.pki().join("mosquitto/acl")).unwrap();
     assert!(acl.contains("user OU=integration,CN=ha\n"), "{acl}");
 
@@ -290,8 +290,13 @@ fn an_integration_certificate_reads_eve_alerts_state_and_ha_discovery_and_nothin
     let alerts_out = dir.path().join("alerts.txt");
     let _alerts = sub_in_background(&b, "ha", "gatewarden/v1/+/json/alert", &alerts_out);
 
-    let http = free_port();
-    let _gw = gateway(&b, "gw", http, "json_mirror = true\njson_interval_s = 1\n");
+    let (http, ctl_port) = (free_port(), free_port());
+    let _gw = gateway(
+        &b,
+        "gw",
+        http,
+        &format!("json_mirror = true\njson_interval_s = 1\n[ctl]\nlisten = \"127.0.0.1:{ctl_port}\"\n"),
+    );
     wait_for("the replayed port scan alerted at the gateway", Duration::from_secs(60), || {
         status(http)["alerts_by_kind"]["port_scan"].as_u64().unwrap_or(0) > 0
     });
@@ -316,9 +321,14 @@ fn an_integration_certificate_reads_eve_alerts_state_and_ha_discovery_and_nothin
     }
 
     // 2. The retained state and Home Assistant's discovery configs, read as HA would: on connecting.
-    let (state, _) = sub(&b, "ha", &["gatewarden/v1/gw/json/state"], Some(1), 30);
-    assert_eq!(state.len(), 1, "the retained json/state");
-    let st: Value = serde_json::from_str(&state[0].1).unwrap();
+    // Retained and refreshed every json_interval_s (1 s here): wait for one made after the alert.
+    let mut st = Value::Null;
+    wait_for("a retained json/state counting the alert", Duration::from_secs(30), || {
+        let (state, _) = sub(&b, "ha", &["gatewarden/v1/gw/json/state"], Some(1), 10);
+        assert_eq!(state.len(), 1, "the retained json/state");
+        st = serde_json::from_str(&state[0].1).unwrap();
+        st["alerts_total"].as_u64().unwrap() >= 1
+    });
     assert_eq!(st["node"], "gw");
     assert_eq!(st["version"], env!("CARGO_PKG_VERSION"));
     assert!(st["nodes_online"].as_u64().unwrap() >= 1, "{st}");
@@ -406,6 +416,21 @@ fn an_integration_certificate_reads_eve_alerts_state_and_ha_discovery_and_nothin
     assert_eq!(after.iter().filter(|(t, _)| t.starts_with("homeassistant/")).count(), 3, "{after:?}");
     let s = status(http);
     assert!(counter(&s, "gatewarden_mqtt_json_published_total") >= 5.0, "{}", s["counters"]);
+
+    // 5. Control stays sealed: the node's ctl endpoint takes an operator, not an integration.
+    let ctl = |id: &str| {
+        let o = Command::new(bin())
+            .args(["ctl", "--node", &format!("127.0.0.1:{ctl_port}"), "--pki", b.pki().to_str().unwrap(), "--id", id])
+            .arg("status")
+            .output()
+            .unwrap();
+        (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    };
+    let (ok, text) = ctl("alice");
+    assert!(ok, "an operator's ctl status works: {text}");
+    // Refused before it connects (the node refuses any non-operator sender too, src/ctl.rs).
+    let (ok, text) = ctl("ha");
+    assert!(!ok && text.contains("only operator certificates"), "{text}");
 }
 
 #[test]

@@ -135,10 +135,16 @@ impl Out {
     }
 }
 
-/// Nodes heard from in the last 30 s and not known to be offline.
+/// Nodes heard from in the last 30 s and not known to be offline, this one
+/// always (it is publishing; its own entry appears with its first sample).
 fn nodes_online(st: &MonitorState) -> u64 {
     let now = gatewarden_core::clock::unix_now_ns() / 1_000_000_000;
-    st.nodes().values().filter(|n| n.online != Some(false) && n.last_seen + 30 >= now).count() as u64
+    let others = st
+        .nodes()
+        .iter()
+        .filter(|(name, n)| **name != st.node && n.online != Some(false) && n.last_seen + 30 >= now)
+        .count();
+    others as u64 + 1
 }
 
 fn state_doc(st: &MonitorState, node: &str, alerts_per_min: u64) -> MirrorState {
