@@ -294,7 +294,7 @@ enum PkiCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Issue a certificate + key for a node (or an operator) signed by the CA.
+    /// Issue a certificate + key for a node, an operator or an integration (Home Assistant), signed by the CA.
     Issue {
         /// The node id (becomes the certificate CN, the MQTT user and its topic level).
         node_id: String,
