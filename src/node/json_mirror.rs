@@ -174,3 +174,29 @@ fn metrics_doc(st: &MonitorState, s: &MirrorState) -> MirrorMetrics {
         counters,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gatewarden_proto::messages::{Alert, AttackKind, Severity};
+    use gatewarden_proto::role::{Role, RoleSource};
+
+    #[test]
+    fn the_tap_gets_stored_alerts_and_drops_and_counts_rather_than_wait() {
+        let reg = Registry::new();
+        let st = MonitorState::new(Role::All, RoleSource::Flag, "gw".into(), reg.clone());
+        let rx = st.tap_alerts(2).unwrap();
+        assert!(st.tap_alerts(2).is_none(), "one tap per process");
+        for i in 0..3 {
+            st.record_alert(Alert::about_system("gw", AttackKind::System, Severity::Low, i, "s", "r".into()));
+        }
+        assert_eq!(rx.len(), 2);
+        assert_eq!(reg.snapshot()["gatewarden_mqtt_json_dropped_total"], 1.0);
+        assert_eq!(st.alerts_total(), 3, "the store is not held up by the mirror");
+        let doc = state_doc(&st, "gw", 3);
+        assert_eq!((doc.nodes_online, doc.alerts_total, doc.alerts_per_min), (1, 3, 3), "this node counts as online");
+        let m = metrics_doc(&st, &doc);
+        assert_eq!(m.counters.len(), METRIC_NAMES.len());
+        assert_eq!(m.counters["gatewarden_mqtt_json_dropped_total"], 1.0);
+    }
+}
