@@ -294,13 +294,13 @@ enum PkiCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Issue a certificate + key for a node (or an operator) signed by the CA.
+    /// Issue a certificate + key for a node, an operator or an integration (Home Assistant), signed by the CA.
     Issue {
         /// The node id (becomes the certificate CN, the MQTT user and its topic level).
         node_id: String,
         /// What the holder may do.
         #[arg(long, value_parser = clap::builder::TypedValueParser::map(
-            clap::builder::PossibleValuesParser::new(["router", "detector", "monitor", "operator", "broker"]),
+            clap::builder::PossibleValuesParser::new(["router", "detector", "monitor", "operator", "broker", "integration"]),
             |s: String| crate::pki::CertRole::parse(&s).expect("one of the possible values")))]
         role: crate::pki::CertRole,
         /// Where the CA lives; the result goes to DIR/nodes/NODE_ID.{crt,key}.

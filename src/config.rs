@@ -423,6 +423,12 @@ impl Config {
         if m.audit_log_keep > 100 {
             bad("mqtt.audit_log_keep", m.audit_log_keep.to_string(), "0 to 100 rotated files");
         }
+        if m.json_mirror && m.broker.is_empty() {
+            bad("mqtt.json_mirror", "true".into(), "false, or set mqtt.broker: the mirror is published to the broker");
+        }
+        if !(1..=3_600).contains(&m.json_interval_s) {
+            bad("mqtt.json_interval_s", m.json_interval_s.to_string(), "1 to 3600 seconds");
+        }
         if !self.ctl.listen.is_empty() && self.ctl.listen.parse::<SocketAddr>().is_err() {
             bad(
                 "ctl.listen",
@@ -915,6 +921,8 @@ mod tests {
             ("[mqtt]\nkeepalive_s = 1", "mqtt.keepalive_s"),
             ("[mqtt]\naudit_log_max_bytes = 10", "mqtt.audit_log_max_bytes"),
             ("[mqtt]\naudit_log_keep = 1000", "mqtt.audit_log_keep"),
+            ("[mqtt]\njson_mirror = true", "mqtt.json_mirror"),
+            ("[mqtt]\njson_interval_s = 0", "mqtt.json_interval_s"),
             ("[ctl]\nlisten = \"nope\"", "ctl.listen"),
             ("[ctl]\nhandshake_timeout_ms = 0", "ctl.handshake_timeout_ms"),
             ("[ctl]\nmax_preauth = 5000", "ctl.max_preauth"),

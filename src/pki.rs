@@ -297,15 +297,24 @@ pub fn mosquitto_conf(dir: &Path, opts: &MosquittoOptions) -> anyhow::Result<Pat
             }
         };
         let (publish, subscribe) = acl_for(peer.role);
-        if publish.is_empty() && subscribe.is_empty() {
+        // The JSON mirror and Home Assistant discovery (full topics): an
+        // integration reads them, the monitor or all-in-one node writes its own.
+        let (json_write, json_read) = gatewarden_proto::kinds::json_acl(peer.role, &peer.node);
+        if publish.is_empty() && subscribe.is_empty() && json_write.is_empty() && json_read.is_empty() {
             continue;
         }
         acl.push_str(&format!("\n# {} ({})\nuser {}\n", peer.node, peer.role, broker_username(&peer.node, peer.role)));
         for kind in publish {
-            acl.push_str(&format!("topic write gatewarden/v1/{}/{kind}\n", peer.node));
+            acl.push_str(&format!("topic write {}/{}/{kind}\n", gatewarden_proto::kinds::TOPIC_PREFIX, peer.node));
         }
         for filter in subscribe {
-            acl.push_str(&format!("topic read gatewarden/v1/{filter}\n"));
+            acl.push_str(&format!("topic read {}/{filter}\n", gatewarden_proto::kinds::TOPIC_PREFIX));
+        }
+        for t in json_write {
+            acl.push_str(&format!("topic write {t}\n"));
+        }
+        for t in json_read {
+            acl.push_str(&format!("topic read {t}\n"));
         }
     }
     write_file(&acl_path, &acl, false)?;
@@ -883,6 +892,32 @@ mod tests {
         assert!(r1.contains("topic read gatewarden/v1/+/verdict"), "{r1}");
         assert!(block("d1").contains("topic write gatewarden/v1/d1/verdict"));
         assert!(!acl.contains("CN=gatewarden-broker"), "the broker gets no topics");
+    }
+
+    #[test]
+    fn an_integration_certificate_reads_only_the_json_mirror_discovery_and_status() {
+        let d = tempfile::tempdir().unwrap();
+        init(d.path(), 30, false).unwrap();
+        issue(d.path(), "ha", CertRole::Integration, &[], 30).unwrap();
+        issue(d.path(), "gw", CertRole::Router, &[], 30).unwrap();
+        let out = d.path().join("mq");
+        mosquitto_conf(d.path(), &plain_options(out.clone())).unwrap();
+        let acl = std::fs::read_to_string(out.join("acl")).unwrap();
+        let start = acl.find("user OU=integration,CN=ha\n").expect("an integration block");
+        let rest = &acl[start..];
+        let block: Vec<&str> = rest[..rest[1..].find("\n#").map(|i| i + 1).unwrap_or(rest.len())]
+            .lines()
+            .filter(|l| l.starts_with("topic"))
+            .collect();
+        assert_eq!(
+            block,
+            ["topic read gatewarden/v1/+/status", "topic read gatewarden/v1/+/json/#", "topic read homeassistant/#"],
+            "{acl}"
+        );
+        // The all-in-one gateway (router certificate) writes its own mirror and discovery configs only.
+        assert!(acl.contains("topic write gatewarden/v1/gw/json/alert\n"), "{acl}");
+        assert!(acl.contains("topic write homeassistant/sensor/gatewarden_gw/+/config\n"), "{acl}");
+        assert!(!acl.contains("topic write gatewarden/v1/+/json"), "{acl}");
     }
 
     #[test]

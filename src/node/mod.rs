@@ -24,6 +24,7 @@ pub mod detector;
 pub mod enforcement;
 pub mod heartbeat;
 pub mod http;
+pub mod json_mirror;
 pub mod link;
 pub mod monitor;
 pub mod mqtt;
@@ -332,6 +333,10 @@ impl Node {
         if monitor {
             s.push(Box::new(monitor::Consumers));
         }
+        // Alerts, key numbers and Home Assistant discovery as plain JSON for integrations (off by default).
+        if monitor && with_broker && cfg.mqtt.json_mirror {
+            s.push(Box::new(json_mirror::JsonMirror));
+        }
         s.push(Box::new(heartbeat::Heartbeat {
             monitor,
             detector,
@@ -458,5 +463,10 @@ mod tests {
         let mut fleet = Config::default();
         fleet.mqtt.broker = "127.0.0.1:8883".into();
         assert!(Node::for_role(Role::Router, &fleet, &RunOptions::default()).names().contains(&"neighbours"));
+        assert!(!all.contains(&"json-mirror"), "the JSON mirror is off by default");
+        fleet.mqtt.json_mirror = true;
+        assert!(Node::for_role(Role::All, &fleet, &RunOptions::default()).names().contains(&"json-mirror"));
+        assert!(Node::for_role(Role::Monitor, &fleet, &RunOptions::default()).names().contains(&"json-mirror"));
+        assert!(!Node::for_role(Role::Router, &fleet, &RunOptions::default()).names().contains(&"json-mirror"));
     }
 }

@@ -54,6 +54,15 @@ pub struct MqttConfig {
     /// refusals only the broker sees (no certificate, ACL denials) are counted
     /// and alerted (`bus/broker_log.rs`). Empty: not watched.
     pub broker_log: PathBuf,
+    /// Also publish alerts (Suricata EVE), key numbers and a retained state
+    /// as plain JSON under `gatewarden/v1/<node>/json/`, and Home Assistant
+    /// discovery configs under `homeassistant/` (`bus/json_mirror.rs`), for
+    /// integrations holding an `integration` certificate (`gatewarden pki
+    /// issue NAME --role integration`), which may read only these. Off by
+    /// default; takes effect on a node running the monitor (monitor or all).
+    pub json_mirror: bool,
+    /// How often the JSON mirror publishes `json/metrics` and `json/state`.
+    pub json_interval_s: u64,
 }
 
 impl Default for MqttConfig {
@@ -73,6 +82,8 @@ impl Default for MqttConfig {
             audit_log_max_bytes: 1 << 20,
             audit_log_keep: 5,
             broker_log: PathBuf::new(),
+            json_mirror: false,
+            json_interval_s: 10,
         }
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod broker_log;
 pub mod config;
+pub mod json_mirror;
 pub use gatewarden_proto::messages;
 pub mod mqtt;
 pub mod policy_push;

@@ -64,7 +64,7 @@ use gatewarden_secure::certs::{CaVerifier, CertRole, Identity};
 use gatewarden_secure::{envelope, Envelope, PayloadKind, Rejection, SecureChannel, SecureConfig};
 
 /// Topic prefix and version.
-pub const TOPIC_PREFIX: &str = "gatewarden/v1";
+pub const TOPIC_PREFIX: &str = gatewarden_proto::kinds::TOPIC_PREFIX;
 /// Largest MQTT packet sent or accepted.
 pub const MAX_PACKET: usize = 8 << 20;
 /// Receivers remember this many (sender, message id) pairs for de-duplication.
@@ -649,6 +649,19 @@ impl MqttBus {
         for t in threads {
             let _ = t.join();
         }
+    }
+}
+
+impl MqttBus {
+    /// Publishes `payload` as is on `topic`, outside the node bus (the JSON
+    /// mirror and Home Assistant discovery, `bus/json_mirror.rs`): QoS 1, no
+    /// frame, not spooled. False when the broker is unreachable or the
+    /// client's request queue is full: the mirror is best effort, the alert
+    /// store and the node bus are the record.
+    pub fn publish_raw(&self, topic: &str, payload: Vec<u8>, retain: bool) -> bool {
+        let sh = &self.shared;
+        sh.connected.load(Ordering::SeqCst)
+            && sh.client.try_publish(topic.to_string(), QoS::AtLeastOnce, retain, payload).is_ok()
     }
 }
 

@@ -259,6 +259,8 @@ pub struct MonitorState {
     pub settings: std::sync::OnceLock<settings::SettingsStore>,
     /// Alerts waiting for a router to confirm their block (see [`confirm`]).
     confirmations: Mutex<confirm::Confirmations>,
+    /// A copy of every stored alert for the MQTT JSON mirror ([`MonitorState::tap_alerts`]), when it runs.
+    alert_tap: std::sync::OnceLock<(async_channel::Sender<Alert>, gatewarden_core::metrics::Counter)>,
 }
 
 impl std::fmt::Debug for MonitorState {
@@ -323,7 +325,22 @@ impl MonitorState {
             policy: std::sync::OnceLock::new(),
             training: training::Training::default(),
             settings: std::sync::OnceLock::new(),
+            alert_tap: std::sync::OnceLock::new(),
         })
+    }
+
+    /// A queue of `capacity` that gets a copy of every alert once it is
+    /// stored (with its final action), for the MQTT JSON mirror. When full,
+    /// copies are dropped and counted in `gatewarden_mqtt_json_dropped_total`:
+    /// the mirror never holds up the store. One tap per process (`None` after the first).
+    pub fn tap_alerts(&self, capacity: usize) -> Option<async_channel::Receiver<Alert>> {
+        let (tx, rx) = async_channel::bounded(capacity.max(1));
+        let dropped = self.registry.counter(
+            "gatewarden_mqtt_json_dropped_total",
+            "JSON mirror messages not published: its queue was full or the broker unreachable.",
+            &[],
+        );
+        self.alert_tap.set((tx, dropped)).ok().map(|_| rx)
     }
 
     /// Replaces the in-memory alert store with `store` (opened on the data directory).
@@ -465,6 +482,11 @@ impl MonitorState {
             }
         };
         drop(inner);
+        if let Some((tap, dropped)) = self.alert_tap.get() {
+            if tap.try_send(stored.clone()).is_err() {
+                dropped.inc();
+            }
+        }
         self.events.send("alert", &alert_view(&stored, AlertState::New));
     }
 
