@@ -131,6 +131,18 @@ impl WebDriver {
         let png = Base64::decode_vec(b64.as_str().unwrap()).unwrap();
         std::fs::write(path, png).unwrap();
     }
+    /// A PNG of the viewport scaled by `scale` (through the DevTools
+    /// protocol), small enough to keep in the repository (docs/screenshots/).
+    pub fn screenshot_scaled(&self, path: &Path, scale: f64) {
+        use base64ct::{Base64, Encoding};
+        let size = self.js("return [window.innerWidth, window.innerHeight]");
+        let v = self.cdp(
+            "Page.captureScreenshot",
+            json!({"format": "png", "clip": {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": scale}}),
+        );
+        let png = Base64::decode_vec(v["data"].as_str().expect("a screenshot")).unwrap();
+        std::fs::write(path, png).unwrap();
+    }
     /// Chooses `path` in the file input `css`, as a user picking a file would.
     pub fn choose_file(&self, css: &str, path: &Path) {
         let el = self.cmd("POST", "/element", Some(json!({"using": "css selector", "value": css})));
