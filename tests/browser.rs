@@ -12,6 +12,12 @@
 //! or style, issue #14): Chromium must report no violation while the pages
 //! load and work, and must refuse inline code injected into them.
 //!
+//! Every page (issue #18) at 1 400 and 390 px after a replay: nothing
+//! scrolls sideways, no console error, the charts plot the capture's own
+//! timeline with its alerts, the Model page shows the card's numbers as text,
+//! an attacker's incident runs from first packet to block; with
+//! `UPDATE_SCREENSHOTS=1` the screenshots go to `docs/screenshots/`.
+//!
 //! Needs `chromium` and `chromium-driver` (tools/test.sh installs them);
 //! missing, the test fails under CI and says SKIPPED elsewhere.
 
