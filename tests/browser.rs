@@ -587,6 +587,11 @@ fn every_page_fits_at_1400_and_390_px_and_shows_the_replay_timeline_model_card_a
         wd.js("return document.querySelector('#card table.mc-classes tbody tr:first-child .mc-bar.mc-r').style.width");
     assert_eq!(bar, json!(format!("{}%", vm["per_class"]["benign"]["recall"].as_f64().unwrap() * 100.0)));
 
+    wd.js("document.querySelector('#card table.mc-classes').scrollIntoView(); return true");
+    std::thread::sleep(Duration::from_millis(200));
+    wd.screenshot_scaled(&shots.join("model-charts-1400.png"), 0.75);
+    wd.js("window.scrollTo(0, 0); return true");
+
     // Incident view of a scanner: first packet → detection → block, evidence link.
     wd.js("location.hash = '#incidents&ip=203.0.113.66'; return true");
     wd.wait_js("the incident", VIEWS[2].1, Duration::from_secs(10));

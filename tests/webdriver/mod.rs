@@ -135,10 +135,11 @@ impl WebDriver {
     /// protocol), small enough to keep in the repository (docs/screenshots/).
     pub fn screenshot_scaled(&self, path: &Path, scale: f64) {
         use base64ct::{Base64, Encoding};
-        let size = self.js("return [window.innerWidth, window.innerHeight]");
+        // The clip is in page coordinates: the part of the page in view.
+        let v = self.js("return [window.scrollX, window.scrollY, window.innerWidth, window.innerHeight]");
         let v = self.cdp(
             "Page.captureScreenshot",
-            json!({"format": "png", "clip": {"x": 0, "y": 0, "width": size[0], "height": size[1], "scale": scale}}),
+            json!({"format": "png", "clip": {"x": v[0], "y": v[1], "width": v[2], "height": v[3], "scale": scale}}),
         );
         let png = Base64::decode_vec(v["data"].as_str().expect("a screenshot")).unwrap();
         std::fs::write(path, png).unwrap();

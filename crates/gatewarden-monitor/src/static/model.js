@@ -101,14 +101,16 @@ function renderModelCard(box, c) {
     }
   }
 
-  // Calibration per held-out group, against the model this one replaced.
+  // Calibration per held-out group (and against the model this one replaced, when the card says).
   const groups = vm.held_out_groups || {}, prev = ((c.previous_model || {}).held_out_groups) || {};
+  const hasPrev = Object.keys(prev).length > 0;
+  const ece = x => x != null && x > 0 && x < 0.00005 ? "< 0.0001" : mcNum(x, 4);
   if (Object.keys(groups).length) {
     const emax = Math.max(0.0001, ...Object.values(groups).map(x => Math.max(x.ece_before || 0, x.ece_after || 0)));
     out.push(mcEl("h3", null, "Calibration: expected calibration error per held-out group"));
-    out.push(mcTable("mc-cal", ["group", "sessions", "rows", "ECE before", "ECE after", "previous model, after", "abstained rows"],
-      Object.entries(groups).map(([k, x]) => [k, mcNum(x.sessions), mcNum(x.rows), mcBar(mcNum(x.ece_before, 4), x.ece_before / emax, "e"),
-        mcBar(mcNum(x.ece_after, 4), x.ece_after / emax, "e"), prev[k] ? mcNum(prev[k].ece_after, 4) : "–", mcNum(x.abstained_rows)])));
+    out.push(mcTable("mc-cal", ["group", "sessions", "rows", "ECE before", "ECE after", ...(hasPrev ? ["previous model, after"] : []), "abstained rows"],
+      Object.entries(groups).map(([k, x]) => [k, mcNum(x.sessions), mcNum(x.rows), mcBar(ece(x.ece_before), x.ece_before / emax, "e"),
+        mcBar(ece(x.ece_after), x.ece_after / emax, "e"), ...(hasPrev ? [prev[k] ? ece(prev[k].ece_after) : "–"] : []), mcNum(x.abstained_rows)])));
   }
 
   // Lab scenarios: recall per recorded attack.
