@@ -723,6 +723,16 @@ impl MonitorState {
         let talker = self.talkers.lock().unwrap_or_else(|e| e.into_inner()).get(&ip);
         let block = self.blocks().into_iter().find(|b| b.ip == ip.to_string());
         let blocked = alerts.iter().rev().find(|(a, _)| a.action == gatewarden_proto::messages::AlertAction::Blocked);
+        // Where enforcement runs in this process, its drop counters (per nftables counter, all addresses together).
+        let set_drops: BTreeMap<String, f64> = self
+            .registry
+            .snapshot()
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let labels = k.strip_prefix("gatewarden_nft_dropped_packets_total{")?.strip_suffix('}')?;
+                Some((labels.to_string(), v))
+            })
+            .collect();
         let view = |(a, s): &(Alert, AlertState)| {
             let mut v = alert_view(a, *s);
             v["evidence"] = json!(format!("/api/alerts/{}/pcap", a.id));
@@ -735,7 +745,8 @@ impl MonitorState {
             "detected": alerts.last().map(view),
             "blocked": blocked.map(view),
             "block": block,
-            "dropped": {"packets": null, "why": "routers count drops per block set, not per address: see `gatewarden blocks --json` (counters) and gatewarden_nft_dropped_packets_total in the router's /metrics"},
+            "dropped": {"packets": null, "why": "routers count drops per block set, not per address: see `gatewarden blocks --json` (counters) and gatewarden_nft_dropped_packets_total in the router's /metrics",
+                "per_set": set_drops},
             "alerts_total": alerts.len(),
             "alerts": alerts.iter().take(100).map(view).collect::<Vec<Value>>(),
         }))
@@ -1025,6 +1036,12 @@ mod tests {
         assert_eq!(inc["alerts_total"], 2);
         assert_eq!(inc["blocked"], Value::Null, "no alert was confirmed blocked");
         assert_eq!(inc["dropped"]["packets"], Value::Null, "not counted per address: said, not invented");
+        assert_eq!(inc["dropped"]["per_set"], json!({}), "no enforcement in this process");
+        st.registry
+            .counter("gatewarden_nft_dropped_packets_total", "drops", &[("counter", "drop_detector4")])
+            .set_total(42);
+        let inc = st.incident_json("192.0.2.66".parse().unwrap()).unwrap();
+        assert_eq!(inc["dropped"]["per_set"], json!({"counter=drop_detector4": 42.0}), "{inc}");
         let none = st.incident_json("198.51.100.1".parse().unwrap()).unwrap();
         assert_eq!((none["alerts_total"].as_u64(), &none["detected"]), (Some(0), &Value::Null));
 

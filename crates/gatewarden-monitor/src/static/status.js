@@ -312,7 +312,9 @@ async function loadIncident(ip) {
   } else {
     steps.push(step("Not blocked", "", d ? "every alert's action is " + d.alert.action : ""));
   }
-  steps.push(step("Dropped since", x.dropped && x.dropped.packets != null ? fmtN(x.dropped.packets) + " packets" : "not counted per address", el("span", {class: "muted"}, (x.dropped && x.dropped.why) || "")));
+  const perSet = Object.entries((x.dropped && x.dropped.per_set) || {});
+  steps.push(step("Dropped since", x.dropped && x.dropped.packets != null ? fmtN(x.dropped.packets) + " packets" : "not counted per address", el("span", {class: "muted"}, (x.dropped && x.dropped.why) || ""),
+    perSet.length ? el("div", {class: "muted", "data-per-set": "1"}, "this router's drop counters, all addresses together: " + perSet.map(([k, v]) => k + " " + fmtN(v)).join(", ")) : ""));
   const list = (x.alerts || []).map(a => el("tr", {"data-alert-id": a.gatewarden.id},
     el("td", {}, fmtStamp(a.timestamp)), el("td", {class: "sev" + a.alert.severity}, a.gatewarden.kind), el("td", {}, a.alert.action),
     el("td", {class: "reason hide-sm"}, a.gatewarden.reason + (a.gatewarden.rule ? " [rule " + a.gatewarden.rule + "]" : "")), el("td", {}, evidenceLink(a))));
