@@ -41,6 +41,13 @@ use webdriver::{assert_page_headers, browser_available, start_browser};
 const QUIET_S: f64 = 20.0;
 
 fn capture(dir: &Path) -> PathBuf {
+    let p = dir.join("scan-later.pcap");
+    std::fs::write(&p, pcap(&records())).unwrap();
+    p
+}
+
+/// [`capture`]'s packets.
+fn records() -> Vec<(f64, Vec<u8>)> {
     let mut recs = Vec::new();
     for i in 0..(QUIET_S * 10.0) as u16 {
         let t = 100.0 + i as f64 * 0.1;
@@ -60,7 +67,36 @@ fn capture(dir: &Path) -> PathBuf {
         let t = 100.0 + QUIET_S + 2.0 + i as f64 * 0.1;
         recs.push((t, tcp4([192, 0, 2, 20], [198, 51, 100, 80], 41000 + i, 443, 0x02)));
     }
-    let p = dir.join("scan-later.pcap");
+    recs
+}
+
+/// An Ethernet + IPv6 + TCP frame with the given flags (no payload).
+fn tcp6(src: std::net::Ipv6Addr, dst: std::net::Ipv6Addr, sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x86, 0xdd];
+    f.extend([0x60, 0, 0, 0, 0, 20, 6, 64]);
+    f.extend(src.octets());
+    f.extend(dst.octets());
+    f.extend(sport.to_be_bytes());
+    f.extend(dport.to_be_bytes());
+    f.extend([0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    f
+}
+
+/// A long IPv6 address: the widest thing a table cell holds.
+const SCANNER6: &str = "2001:db8:ffff:ffff:ffff:ffff:ffff:66";
+
+/// [`capture`] plus a third scanner with a long IPv6 address.
+fn capture_with_v6(dir: &Path) -> PathBuf {
+    let mut recs = records();
+    let (src, dst): (std::net::Ipv6Addr, std::net::Ipv6Addr) =
+        (SCANNER6.parse().unwrap(), "2001:db8::10".parse().unwrap());
+    for i in 0..300u16 {
+        let t = 100.0 + QUIET_S + 1.5 + i as f64 * 0.001;
+        recs.push((t, tcp6(src, dst, 50000, 1 + i, 0x02)));
+        recs.push((t + 0.0001, tcp6(dst, src, 1 + i, 50000, 0x14)));
+    }
+    recs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let p = dir.join("scan-v6.pcap");
     std::fs::write(&p, pcap(&recs)).unwrap();
     p
 }
@@ -483,7 +519,7 @@ fn every_page_fits_at_1400_and_390_px_and_shows_the_replay_timeline_model_card_a
         Command::new(bin())
             .args(["replay", "--serve", &addr, "-c"])
             .arg(&cfg)
-            .arg(capture(dir.path()))
+            .arg(capture_with_v6(dir.path()))
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
     );
@@ -504,7 +540,9 @@ fn every_page_fits_at_1400_and_390_px_and_shows_the_replay_timeline_model_card_a
     assert_eq!(tl["from"], 100.0, "{tl}");
     assert!((tl["to"].as_f64().unwrap() - 123.9).abs() < 0.01, "{tl}");
     let alerts_total = status["alerts_total"].as_u64().unwrap();
-    assert!(alerts_total >= 2, "both scanners raise alerts: {status}");
+    assert!(alerts_total >= 3, "the three scanners raise alerts: {status}");
+    let blocks = status["blocks"].to_string();
+    assert!(blocks.contains(SCANNER6), "the IPv6 scanner is in the tables whose width is checked: {blocks}");
     let plotted: u64 = tl["alerts"].as_array().unwrap().iter().map(|a| a.as_u64().unwrap()).sum();
     assert_eq!(plotted, alerts_total, "every alert of the capture is in its timeline: {tl}");
 
