@@ -173,7 +173,7 @@ function renderStatus(s) {
   fill($("talkers"), (s.top_talkers || []).map(t => el("tr", {}, el("td", {class:"addr"}, ipLink(t.ip)), el("td", {}, fmtN(t.bytes)), el("td", {class:"hide-sm"}, fmtN(t.packets)), el("td", {}, fmtN(t.flows)))));
   if (!(s.top_talkers || []).length) fill($("talkers"), [el("tr", {}, el("td", {colSpan:4, class:"muted"}, "no traffic seen yet"))]);
   const now = Date.now() / 1000;
-  fill($("blocks"), (s.blocks || []).map(b => el("tr", {"data-block": b.ip}, el("td", {class:"addr"}, b.ip), el("td", {title: b.reason + (b.node ? " (in " + b.node + "'s nftables)" : " (not enforced: a replay)")}, (b.kind === "contain" ? "contained MAC, forged " + ((b.forged || []).join(", ") || "?") : b.kind) + (b.node ? " @ " + b.node : "")), el("td", {}, fmtDur(b.until - now)),
+  fill($("blocks"), (s.blocks || []).map(b => el("tr", {"data-block": b.ip}, el("td", {class:"addr"}, b.ip), el("td", {title: b.reason + (b.node ? " (in " + b.node + "'s nftables)" : " (not enforced: a replay)")}, (b.kind === "contain" ? "contained MAC, forged " + ((b.forged || []).join(", ") || "?") : b.kind) + (b.node ? " @ " + b.node : "")), el("td", {class:"nowrap"}, fmtDur(b.until - now)),
     el("td", {}, actionButton("unblock", () => unblock(b.ip), "unblock " + b.ip)))));
   if (!(s.blocks || []).length) fill($("blocks"), [el("tr", {}, el("td", {colSpan:4, class:"muted"}, "nothing blocked"))]);
   renderNodes(s.nodes || {});
