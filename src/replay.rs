@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use crate::capture::{CaptureError, CaptureFile, Frame, PacketSource};
 use crate::config::Config;
+use crate::monitor::timeline::Timeline;
 use crate::monitor::MonitorState;
 use crate::roles::router::RouterStage;
 use gatewarden_core::metrics::Registry;
@@ -337,6 +338,8 @@ pub fn replay(
     let started = Instant::now();
     let mut first_ts: Option<u64> = None;
     let file_name = path.display().to_string();
+    let mut timeline: Option<Timeline> = None;
+    let mut pushed = Instant::now();
     let mut result = Ok(());
     loop {
         if shutdown.is_triggered() {
@@ -359,6 +362,16 @@ pub fn replay(
             }
         }
         pipeline.on_frame(&frame);
+        // The charts' capture-time series: pushed to the page twice a second
+        // (checked every frame only when pacing makes frames rare).
+        timeline.get_or_insert_with(|| Timeline::new(first)).add(frame.ts_ns);
+        if (speed == Speed::Realtime || pipeline.frames() % 256 == 0) && pushed.elapsed() >= Duration::from_millis(500)
+        {
+            pushed = Instant::now();
+            if let Some(t) = &timeline {
+                state.set_timeline(t.clone());
+            }
+        }
         if pipeline.frames() % 65_536 == 0 {
             let pos = source.stats().bytes_read;
             if let Some(b) = &bar {
@@ -372,7 +385,11 @@ pub fn replay(
     }
     result?;
     let summary = pipeline.finish(path);
-    state.set_replay(serde_json::json!({"file": file_name, "state": "finished", "packets": summary.packets}));
+    if let Some(t) = timeline {
+        state.set_timeline(t);
+    }
+    state.set_replay(serde_json::json!({"file": file_name, "state": "finished", "packets": summary.packets,
+        "first_ts": summary.first_ts, "last_ts": summary.last_ts}));
     Ok(summary)
 }
 

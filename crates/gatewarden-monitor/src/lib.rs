@@ -19,6 +19,7 @@ pub mod reply;
 pub mod settings;
 pub mod system;
 pub mod talkers;
+pub mod timeline;
 pub mod training;
 
 use gatewarden_core::clock::{rfc3339, unix_now, unix_now_ns};
@@ -35,6 +36,8 @@ use gatewarden_proto::role::{Role, RoleSource};
 
 /// Most alerts kept in memory for the page and `/api/alerts`.
 pub const RECENT_ALERTS: usize = 1000;
+/// Most attackers the incident list shows.
+pub const MAX_INCIDENTS: usize = 200;
 /// Seconds of history kept for the charts.
 pub const HISTORY_SECONDS: usize = 600;
 
@@ -217,6 +220,8 @@ struct Inner {
     nodes: BTreeMap<String, NodeHealth>,
     history: VecDeque<HistoryPoint>,
     replay: Option<Value>,
+    /// A replay's capture-time chart series (`None` when live).
+    timeline: Option<timeline::Timeline>,
     blocks: BTreeMap<std::net::IpAddr, BlockView>,
     /// Verdicts waiting for their router's answer: (verdict id, source) → (received, Unix seconds; the view).
     unconfirmed: BTreeMap<(u64, std::net::IpAddr), (u64, BlockView)>,
@@ -308,6 +313,7 @@ impl MonitorState {
                 nodes: BTreeMap::new(),
                 history: VecDeque::new(),
                 replay: None,
+                timeline: None,
                 blocks: BTreeMap::new(),
                 unconfirmed: BTreeMap::new(),
                 router_blocks: BTreeMap::new(),
@@ -690,6 +696,84 @@ impl MonitorState {
         Ok(inner.store.query(q)?.iter().map(|(a, s)| alert_view(a, *s)).collect())
     }
 
+    /// The attackers the recent alerts name (issue #18's incident list): one
+    /// row per source address, most recent first, at most [`MAX_INCIDENTS`].
+    pub fn incidents_json(&self) -> Value {
+        /// One attacker's row while the alerts are counted.
+        #[derive(Default)]
+        struct Row {
+            first: u64,
+            last: u64,
+            alerts: u64,
+            severity: u8,
+            blocked: bool,
+            kinds: std::collections::BTreeSet<&'static str>,
+        }
+        let inner = self.lock();
+        let mut by_src: BTreeMap<std::net::IpAddr, Row> = BTreeMap::new();
+        for a in inner.store.recent(RECENT_ALERTS) {
+            let Some(src) = a.src else { continue };
+            let e = by_src.entry(src).or_insert(Row { first: u64::MAX, severity: u8::MAX, ..Row::default() });
+            e.first = e.first.min(a.ts_ns);
+            e.last = e.last.max(a.ts_ns);
+            e.alerts += 1;
+            e.severity = e.severity.min(a.severity as u8);
+            e.blocked |= a.action == gatewarden_proto::messages::AlertAction::Blocked;
+            e.kinds.insert(a.kind.as_str());
+        }
+        let mut rows: Vec<_> = by_src.into_iter().collect();
+        rows.sort_by_key(|(ip, e)| (std::cmp::Reverse(e.last), *ip));
+        rows.truncate(MAX_INCIDENTS);
+        let rows: Vec<Value> = rows
+            .into_iter()
+            .map(|(ip, e)| {
+                json!({"ip": ip, "first_alert": rfc3339(e.first), "last_alert": rfc3339(e.last), "alerts": e.alerts,
+                       "severity": e.severity, "blocked": e.blocked, "kinds": e.kinds})
+            })
+            .collect();
+        json!({"incidents": rows})
+    }
+
+    /// One attacker's incident (issue #18): its first packet (the earliest
+    /// flow the monitor counted for it, in packet time), the alert that first
+    /// detected it, the alert whose block a router confirmed, the block the
+    /// kernel holds now, every alert about it (newest first, at most 100) with
+    /// its reason and response rule, and where each alert's evidence pcap is.
+    pub fn incident_json(&self, ip: std::net::IpAddr) -> anyhow::Result<Value> {
+        let q = AlertQuery { source: Some(ip), limit: 1000, ..AlertQuery::default() };
+        let alerts = self.lock().store.query(&q)?;
+        let talker = self.talkers.lock().unwrap_or_else(|e| e.into_inner()).get(&ip);
+        let block = self.blocks().into_iter().find(|b| b.ip == ip.to_string());
+        let blocked = alerts.iter().rev().find(|(a, _)| a.action == gatewarden_proto::messages::AlertAction::Blocked);
+        // Where enforcement runs in this process, its drop counters (per nftables counter, all addresses together).
+        let set_drops: BTreeMap<String, f64> = self
+            .registry
+            .snapshot()
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let labels = k.strip_prefix("gatewarden_nft_dropped_packets_total{")?.strip_suffix('}')?;
+                Some((labels.to_string(), v))
+            })
+            .collect();
+        let view = |(a, s): &(Alert, AlertState)| {
+            let mut v = alert_view(a, *s);
+            v["evidence"] = json!(format!("/api/alerts/{}/pcap", a.id));
+            v
+        };
+        Ok(json!({
+            "ip": ip,
+            "first_packet": talker.map(|t| json!({"timestamp": rfc3339(t.first_ns), "ts_ns": t.first_ns,
+                "packets": t.packets, "bytes": t.bytes, "flows": t.flows})),
+            "detected": alerts.last().map(view),
+            "blocked": blocked.map(view),
+            "block": block,
+            "dropped": {"packets": null, "why": "routers count drops per block set, not per address: see `gatewarden blocks --json` (counters) and gatewarden_nft_dropped_packets_total in the router's /metrics",
+                "per_set": set_drops},
+            "alerts_total": alerts.len(),
+            "alerts": alerts.iter().take(100).map(view).collect::<Vec<Value>>(),
+        }))
+    }
+
     /// A node's entry, created if there is room and `node` is a node id
     /// (this node always has one); `None` (counted) otherwise.
     fn node_entry<'a>(&self, nodes: &'a mut BTreeMap<String, NodeHealth>, node: &str) -> Option<&'a mut NodeHealth> {
@@ -770,6 +854,21 @@ impl MonitorState {
         self.lock().replay = Some(progress);
     }
 
+    /// Sets a replay's capture-time timeline: from then on the page's charts
+    /// plot the capture's own time range (`timeline` in `/api/status` and in
+    /// each tick) instead of the last minutes of wall-clock time.
+    pub fn set_timeline(&self, t: timeline::Timeline) {
+        self.lock().timeline = Some(t);
+    }
+
+    /// The `timeline` member of `/api/status`: null when live.
+    fn timeline_json(inner: &Inner) -> Value {
+        match &inner.timeline {
+            Some(t) => t.to_json(inner.store.recent(RECENT_ALERTS).map(|a| a.ts_ns)),
+            None => Value::Null,
+        }
+    }
+
     /// Takes a chart sample, reads this node's `/proc` numbers and sends the
     /// page its update; called once a second. Returns the node's metrics
     /// sample, for nodes that send it to a monitor elsewhere.
@@ -822,6 +921,7 @@ impl MonitorState {
             "verdicts_by_kind": inner.verdicts_by_kind,
             "links": inner.links,
             "replay": inner.replay,
+            "timeline": Self::timeline_json(&inner),
         })
     }
 
@@ -866,6 +966,7 @@ impl MonitorState {
             "counters": counters,
             "history": inner.history,
             "replay": inner.replay,
+            "timeline": Self::timeline_json(&inner),
         })
     }
 }
@@ -896,6 +997,84 @@ mod tests {
         assert_eq!(reg.snapshot()["gatewarden_monitor_nodes_refused_total"], 52.0);
         st.sample();
         assert!(st.nodes().contains_key("mon"), "this node always has its entry");
+    }
+
+    #[test]
+    fn incidents_name_each_attacker_and_trace_first_packet_detection_and_evidence() {
+        use gatewarden_proto::messages::{AlertAction, AttackKind, FlowRecord, Proto, Severity};
+        let st = MonitorState::new(Role::All, RoleSource::Flag, "gw".into(), Registry::new());
+        let t0 = 1_700_000_000_000_000_000u64;
+        let at = |i: u64, src: &str, id: u64| Alert {
+            id,
+            ts_ns: t0 + i * 1_000_000_000,
+            node: "gw".into(),
+            flow_id: i,
+            kind: AttackKind::PortScan,
+            severity: Severity::Medium,
+            src: Some(src.parse().unwrap()),
+            dst: Some("192.0.2.10".parse().unwrap()),
+            sport: 40000,
+            dport: 22,
+            proto: Some(Proto::Tcp),
+            action: AlertAction::Allowed,
+            signature_id: 9_000_001,
+            signature: "GATEWARDEN port scan".into(),
+            confidence: 0.9,
+            reason: format!("alert number {i}"),
+        };
+        st.record_alert(at(5, "192.0.2.66", 2));
+        st.record_alert(at(1, "192.0.2.66", 1));
+        st.record_alert(at(9, "2001:db8::9", 3));
+        let flow = FlowRecord {
+            flow_id: 7,
+            src: "192.0.2.66".parse().unwrap(),
+            dst: "192.0.2.10".parse().unwrap(),
+            sport: 1,
+            dport: 2,
+            proto: Proto::Tcp,
+            first_ns: t0 + 500_000_000,
+            last_ns: t0 + 600_000_000,
+            fwd_packets: 3,
+            rev_packets: 1,
+            fwd_bytes: 180,
+            rev_bytes: 60,
+            conn_state: gatewarden_proto::conn_state::ConnState::S0,
+            src_answered: false,
+        };
+        st.observe_batch(&FlowBatch { node: "gw".into(), seq: 0, flows: vec![flow], hosts: vec![] });
+
+        let list = st.incidents_json();
+        let rows = list["incidents"].as_array().unwrap();
+        assert_eq!(rows.len(), 2, "{list}");
+        assert_eq!(rows[0]["ip"], "2001:db8::9", "the latest attacker first: {list}");
+        assert_eq!(rows[1]["alerts"], 2);
+        assert_eq!(rows[1]["kinds"], json!(["port_scan"]));
+
+        let inc = st.incident_json("192.0.2.66".parse().unwrap()).unwrap();
+        assert_eq!(inc["first_packet"]["ts_ns"], t0 + 500_000_000, "{inc}");
+        assert_eq!(inc["first_packet"]["packets"], 4);
+        assert_eq!(inc["detected"]["gatewarden"]["id"], 1, "the earliest alert detected it: {inc}");
+        assert_eq!(inc["detected"]["evidence"], "/api/alerts/1/pcap");
+        assert_eq!(inc["alerts_total"], 2);
+        assert_eq!(inc["blocked"], Value::Null, "no alert was confirmed blocked");
+        assert_eq!(inc["dropped"]["packets"], Value::Null, "not counted per address: said, not invented");
+        assert_eq!(inc["dropped"]["per_set"], json!({}), "no enforcement in this process");
+        st.registry
+            .counter("gatewarden_nft_dropped_packets_total", "drops", &[("counter", "drop_detector4")])
+            .set_total(42);
+        let inc = st.incident_json("192.0.2.66".parse().unwrap()).unwrap();
+        assert_eq!(inc["dropped"]["per_set"], json!({"counter=drop_detector4": 42.0}), "{inc}");
+        let none = st.incident_json("198.51.100.1".parse().unwrap()).unwrap();
+        assert_eq!((none["alerts_total"].as_u64(), &none["detected"]), (Some(0), &Value::Null));
+
+        // A replay's timeline: the alerts land in the capture's own buckets.
+        assert_eq!(st.status_json()["timeline"], Value::Null, "live: no capture timeline");
+        let mut tl = timeline::Timeline::new(t0);
+        tl.add(t0 + 9_500_000_000);
+        st.set_timeline(tl);
+        let v = st.status_json()["timeline"].clone();
+        assert_eq!(v["alerts"].as_array().unwrap().iter().filter_map(Value::as_u64).sum::<u64>(), 3, "{v}");
+        assert_eq!(v["alerts"][1], 1, "{v}");
     }
 
     fn verdict(id: u64, source: &str) -> Verdict {
