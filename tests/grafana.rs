@@ -288,6 +288,10 @@ fn every_panel_returns_data_from_prometheus_scraping_a_three_node_fleet() {
             prom(&prom_addr, "query", &[("query", "count_over_time(up{job=\"gatewarden\"}[30s]) >= 3 and up == 1")]);
         r["result"].as_array().unwrap().len() == 3
     });
+    let before: Vec<(&str, String)> = [("router", pr), ("detector", pd), ("monitor", pm)]
+        .iter()
+        .map(|(role, port)| (*role, common::http("GET", &format!("127.0.0.1:{port}"), "/metrics").unwrap().2))
+        .collect();
     let start = unix_now();
     // The demo capture (scan, SYN flood, brute force, ICMP and UDP floods), ten times faster than recorded.
     send_pcap(&common::root().join("samples/demo.pcap"), "gw-a", 10.0);
@@ -323,6 +327,24 @@ fn every_panel_returns_data_from_prometheus_scraping_a_three_node_fleet() {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+
+    // Every family the attack made a node export was there, at zero, before it.
+    let families = |text: &str| -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .map(|l| l.split(' ').next().unwrap().to_string())
+            .collect()
+    };
+    for ((role, port), (_, start_text)) in [("router", pr), ("detector", pd), ("monitor", pm)].iter().zip(&before) {
+        let now = common::http("GET", &format!("127.0.0.1:{port}"), "/metrics").unwrap().2;
+        let late: Vec<String> = families(&now)
+            .difference(&families(start_text))
+            // Labelled by attack kind × action × the deciding rule: 768 series at zero would be noise.
+            .filter(|f| *f != "gatewarden_response_total")
+            .cloned()
+            .collect();
+        assert!(late.is_empty(), "{role}: series that appeared only after the attack (not registered at 0): {late:?}");
     }
 
     // Every panel's query, as Grafana would send it, returns data over the run.
@@ -363,4 +385,17 @@ fn every_panel_returns_data_from_prometheus_scraping_a_three_node_fleet() {
         }
     }
     assert!(empty.is_empty(), "panels without data:\n{}", empty.join("\n"));
+    // The numbers, for the record (docs/ARCHITECTURE.md, "Metrics").
+    for h in
+        ["gatewarden_verdict_latency_seconds", "gatewarden_block_latency_seconds", "gatewarden_detector_batch_seconds"]
+    {
+        let q = format!("histogram_quantile(0.95, sum by (le) (increase({h}_bucket[{range}])))");
+        let v = prom(&prom_addr, "query", &[("query", &q), ("time", &format!("{end:.3}"))]);
+        let n = prom(
+            &prom_addr,
+            "query",
+            &[("query", &format!("sum(increase({h}_count[{range}]))")), ("time", &format!("{end:.3}"))],
+        );
+        println!("{h}: p95 {} s over {} observations", v["result"][0]["value"][1], n["result"][0]["value"][1]);
+    }
 }

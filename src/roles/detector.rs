@@ -456,7 +456,7 @@ impl DetectorStage {
         }
         let fusion = Fusion::new(fusion_config(d, &cfg.response));
         let baseline = Baseline::new(baseline_config(d));
-        DetectorStage {
+        let mut stage = DetectorStage {
             node: cfg.node_id.clone(),
             heuristics: Heuristics::new(cfg.detector.clone()),
             long_horizon: LongHorizon::new(&cfg.detector),
@@ -502,6 +502,17 @@ impl DetectorStage {
             responses: BTreeMap::new(),
             proofs: HashMap::default(),
             lan_mapping: crate::detect::lan_mapping::LanMapping::new(d),
+        };
+        stage.register_classes();
+        stage
+    }
+
+    /// The model's classes at zero in `gatewarden_model_classifications_total`
+    /// (a dashboard shows 0, not "no data", before the first classification).
+    fn register_classes(&mut self) {
+        let classes = self.model.as_ref().map(|m| m.card().classes.clone()).unwrap_or_default();
+        for c in classes {
+            self.class_counter(&c);
         }
     }
 
@@ -635,6 +646,7 @@ impl DetectorStage {
             .set(1.0);
         self.model_error = None;
         self.model = Some(model);
+        self.register_classes();
     }
 
     /// The model in use, shared (new stages start with it).
@@ -662,17 +674,19 @@ impl DetectorStage {
     }
 
     fn count_class(&mut self, class: &str) {
+        self.class_counter(class).inc();
+    }
+
+    /// `gatewarden_model_classifications_total{class}`.
+    fn class_counter(&mut self, class: &str) -> &Counter {
         let reg = self.registry.clone();
-        self.classes
-            .entry(class.to_string())
-            .or_insert_with(|| {
-                reg.counter(
-                    "gatewarden_model_classifications_total",
-                    "Host snapshots the model classified, by most likely class.",
-                    &[("class", class)],
-                )
-            })
-            .inc();
+        self.classes.entry(class.to_string()).or_insert_with(|| {
+            reg.counter(
+                "gatewarden_model_classifications_total",
+                "Host snapshots the model classified, by most likely class.",
+                &[("class", class)],
+            )
+        })
     }
 
     /// The model's opinion of every source in the batch.
