@@ -15,6 +15,8 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 command -v promtool >/dev/null || need_pkgs+=(prometheus)
+# The dashboard test (tests/grafana.rs) runs a real Prometheus server against a 3-node fleet.
+command -v prometheus >/dev/null || need_pkgs+=(prometheus)
 command -v nft >/dev/null || need_pkgs+=(nftables)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v curl >/dev/null || need_pkgs+=(curl)

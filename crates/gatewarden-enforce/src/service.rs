@@ -309,6 +309,8 @@ struct GateMetrics {
     forged: gatewarden_core::metrics::Counter,
     containments: gatewarden_core::metrics::Counter,
     contained: gatewarden_core::metrics::Gauge,
+    /// From the enforcement thread taking a verdict to the kernel's netlink ack of its block.
+    block_latency: gatewarden_core::metrics::Histogram,
 }
 
 impl GateMetrics {
@@ -330,6 +332,12 @@ impl GateMetrics {
                 &[],
             ),
             contained: r.gauge("gatewarden_spoof_contained_macs", "LAN MACs contained now (contain_mac).", &[]),
+            block_latency: r.histogram(
+                "gatewarden_block_latency_seconds",
+                "From the router's enforcement taking a verdict to the kernel's ack of its block (blocked verdicts only), seconds.",
+                &[("origin", "detector")],
+                gatewarden_core::metrics::LATENCY_BUCKETS,
+            ),
         }
     }
 }
@@ -440,6 +448,9 @@ fn run_loop(
                     class = lan.classify(&v.source);
                 }
                 let result = gate(blocker, &v, class, &gm);
+                if matches!(result, Ok(BlockOutcome::Blocked { .. })) {
+                    gm.block_latency.observe_duration(steps.started.elapsed());
+                }
                 tracing::debug!(
                     target: "timing",
                     stage = "block_acked",

@@ -195,6 +195,42 @@ fn severity_name(s: gatewarden_proto::messages::Severity) -> &'static str {
     }
 }
 
+/// `gatewarden_alerts_total{kind,severity}`.
+fn alerts_counter(
+    r: &Registry,
+    kind: gatewarden_proto::attack::AttackKind,
+    severity: gatewarden_proto::messages::Severity,
+) -> gatewarden_core::metrics::Counter {
+    r.counter(
+        "gatewarden_alerts_total",
+        "Alerts stored, by kind and severity.",
+        &[("kind", kind.as_str()), ("severity", severity_name(severity))],
+    )
+}
+
+/// `gatewarden_verdict_outcomes_total{result}`.
+fn outcomes_counter(r: &Registry, blocked: bool) -> gatewarden_core::metrics::Counter {
+    r.counter(
+        "gatewarden_verdict_outcomes_total",
+        "Routers' answers to verdicts: blocked (in the kernel) or refused.",
+        &[("result", if blocked { "blocked" } else { "refused" })],
+    )
+}
+
+/// The monitor's labelled counters at zero for every known label value, so
+/// a dashboard shows 0 (not "no data") before the first alert of a kind.
+fn preregister_monitor_series(r: &Registry) {
+    use gatewarden_proto::messages::Severity;
+    for kind in gatewarden_proto::attack::AttackKind::ALL {
+        for severity in [Severity::High, Severity::Medium, Severity::Low] {
+            alerts_counter(r, kind, severity);
+        }
+    }
+    for blocked in [true, false] {
+        outcomes_counter(r, blocked);
+    }
+}
+
 /// Asks the router's enforcement to lift a block; set where enforcement runs in this process.
 pub type UnblockHook = Arc<dyn Fn(std::net::IpAddr) -> anyhow::Result<String> + Send + Sync>;
 
@@ -294,6 +330,9 @@ impl MonitorState {
             )
             .set(1.0);
         let uptime = registry.gauge("gatewarden_uptime_seconds", "Seconds since the process started.", &[]);
+        if role.runs_monitor() {
+            preregister_monitor_series(&registry);
+        }
         let store = AlertStore::open(StoreOptions::in_memory(RECENT_ALERTS)).expect("an in-memory store cannot fail");
         Arc::new(MonitorState {
             role,
@@ -433,13 +472,7 @@ impl MonitorState {
 
     /// A router's answer to a verdict: settles the alert waiting for it.
     pub fn record_outcome(&self, o: gatewarden_proto::messages::VerdictOutcome) {
-        self.registry
-            .counter(
-                "gatewarden_verdict_outcomes_total",
-                "Routers' answers to verdicts: blocked (in the kernel) or refused.",
-                &[("result", if o.blocked { "blocked" } else { "refused" })],
-            )
-            .inc();
+        outcomes_counter(&self.registry, o.blocked).inc();
         self.confirm_block(&o);
         let settled = self.confirmations.lock().unwrap_or_else(|e| e.into_inner()).answer(o, Instant::now());
         if let Some(a) = settled {
@@ -470,13 +503,7 @@ impl MonitorState {
                 n.blocked += 1;
             }
         }
-        self.registry
-            .counter(
-                "gatewarden_alerts_total",
-                "Alerts stored, by kind and severity.",
-                &[("kind", alert.kind.as_str()), ("severity", severity_name(alert.severity))],
-            )
-            .inc();
+        alerts_counter(&self.registry, alert.kind, alert.severity).inc();
         let stored = match inner.store.append(alert) {
             Ok(a) => a,
             Err(e) => {
