@@ -469,6 +469,7 @@ pub fn spawn_replay(
     let mut source = crate::capture::CaptureFile::open(path).with_context(|| format!("--replay {}", path.display()))?;
     let mut stage = RouterStage::new(cfg, registry);
     let path = path.to_path_buf();
+    let live = cfg.capture.replay_live;
     std::thread::Builder::new()
         .name("replay".into())
         .spawn(move || {
@@ -486,12 +487,25 @@ pub fn spawn_replay(
                 }
             };
             let mut batches = 0u64;
+            let mut pace = live.then(LivePace::default);
             loop {
                 if shutdown.is_triggered() {
                     return;
                 }
                 match source.next_frame() {
                     Ok(Some(frame)) => {
+                        let frame = match &mut pace {
+                            Some(p) => {
+                                let ts_ns = p.wait(frame.ts_ns, &shutdown, |now| {
+                                    if let Some(b) = stage.tick(now) {
+                                        batches += 1;
+                                        send(b);
+                                    }
+                                });
+                                crate::capture::Frame { ts_ns, ..frame }
+                            }
+                            None => frame,
+                        };
                         if let Some(b) = stage.on_frame(&frame) {
                             batches += 1;
                             send(b);
@@ -513,6 +527,35 @@ pub fn spawn_replay(
             tracing::info!(path = %path.display(), batches, "replay finished; still receiving verdicts");
         })
         .context("spawning the replay thread")
+}
+
+/// `capture.replay_live`: plays a capture at its recorded pace and stamps
+/// each frame with the wall clock, as the AF_PACKET ring would, so a fleet
+/// of routers can be fed from files without interfaces or root and their
+/// alerts' times compare with the monitor's clock.
+#[derive(Default)]
+struct LivePace {
+    /// (first frame's recorded time, wall clock then), both ns.
+    origin: Option<(u64, u64)>,
+}
+
+impl LivePace {
+    /// Sleeps until the frame recorded at `ts_ns` is due, calling `tick`
+    /// with the wall clock at least every 50 ms meanwhile (batches are cut
+    /// on time, as in live capture); returns the frame's wall-clock stamp.
+    fn wait(&mut self, ts_ns: u64, shutdown: &gatewarden_core::shutdown::Shutdown, mut tick: impl FnMut(u64)) -> u64 {
+        let now = gatewarden_core::clock::unix_now_ns;
+        let (t0, w0) = *self.origin.get_or_insert((ts_ns, now()));
+        let due = w0.saturating_add(ts_ns.saturating_sub(t0));
+        loop {
+            let n = now();
+            tick(n);
+            if n >= due || shutdown.is_triggered() {
+                return n;
+            }
+            std::thread::sleep(std::time::Duration::from_nanos((due - n).min(50_000_000)));
+        }
+    }
 }
 
 /// What the spoof check reads of a parsed LAN frame.

@@ -54,6 +54,12 @@ pub struct MqttConfig {
     /// refusals only the broker sees (no certificate, ACL denials) are counted
     /// and alerted (`bus/broker_log.rs`). Empty: not watched.
     pub broker_log: PathBuf,
+    /// Detector only: take flow batches through the MQTT shared subscription
+    /// `$share/<group>/gatewarden/v1/+/flow_batch`, so several detectors with
+    /// the same group split the fleet's batches instead of each analysing all
+    /// of them (Mosquitto >= 2; RabbitMQ 3.x's MQTT plugin has no shared
+    /// subscriptions). Empty (default): every detector takes every batch.
+    pub shared_group: String,
 }
 
 impl Default for MqttConfig {
@@ -73,6 +79,7 @@ impl Default for MqttConfig {
             audit_log_max_bytes: 1 << 20,
             audit_log_keep: 5,
             broker_log: PathBuf::new(),
+            shared_group: String::new(),
         }
     }
 }
@@ -81,5 +88,11 @@ impl MqttConfig {
     /// Whether the node bus is configured.
     pub fn enabled(&self) -> bool {
         !self.broker.is_empty()
+    }
+
+    /// Whether `shared_group` is usable as one MQTT topic level (empty is: off).
+    pub fn shared_group_valid(&self) -> bool {
+        let g = &self.shared_group;
+        g.len() <= 64 && g.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     }
 }
