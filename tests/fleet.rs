@@ -47,10 +47,17 @@ fn gw(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Router `i`'s capture of `length_s`: a device talking to a server every
-/// 100 ms (background batches all along) and, [`SCAN_BEFORE_END_S`] before
-/// the end, a SYN scan of 300 ports from a source of its own, each answered
-/// with a RST.
+/// How often each router's device opens a connection (`FLEET_CONN_INTERVAL_MS`,
+/// default 500 ms): with the default 100 ms batch interval, about two flow
+/// batches a second per router.
+fn conn_interval_s() -> f64 {
+    std::env::var("FLEET_CONN_INTERVAL_MS").ok().and_then(|v| v.parse::<f64>().ok()).unwrap_or(500.0) / 1000.0
+}
+
+/// Router `i`'s capture of `length_s`: a device opening a connection to a
+/// server every [`conn_interval_s`] (background batches all along) and,
+/// [`SCAN_BEFORE_END_S`] before the end, a SYN scan of 300 ports from a
+/// source of its own, each answered with a RST.
 fn capture(dir: &Path, i: usize, length_s: f64) -> PathBuf {
     let scanner = [203, 0, 113, 1 + (i % 250) as u8];
     let mut recs = Vec::new();
@@ -61,7 +68,7 @@ fn capture(dir: &Path, i: usize, length_s: f64) -> PathBuf {
         recs.push((t, tcp4([192, 0, 2, 20], [192, 0, 2, 1], sport, 443, 0x02)));
         recs.push((t + 0.001, tcp4([192, 0, 2, 1], [192, 0, 2, 20], 443, sport, 0x12)));
         recs.push((t + 0.002, tcp4([192, 0, 2, 20], [192, 0, 2, 1], sport, 443, 0x10)));
-        t += 0.1;
+        t += conn_interval_s();
         n += 1;
     }
     for p in 0..300u16 {
@@ -323,6 +330,8 @@ fn run_fleet(kind: BrokerKind, dir: &Path, brokers: &[String], broker_pids: &[u3
     let det_cpu = dets.iter_mut().map(|d| cpu_s(d.pid())).sum::<f64>() - det_cpu0;
     let broker_cpu: f64 = broker_pids.iter().zip(&cpu0).map(|(p, c)| cpu_s(*p) - c).sum();
     let mon_hwm = status_mb(mon.pid(), "VmHWM:");
+    let routers_cpu: f64 = rs.iter_mut().map(|r| cpu_s(r.pid())).sum();
+    let router_hwm = rs.iter_mut().map(|r| status_mb(r.pid(), "VmHWM:")).fold(0.0, f64::max);
     // Both detectors took work (a shared subscription splits the batches; without one each takes all).
     let batches: Vec<f64> = [pd1, pd2].iter().map(|p| metric(*p, "gatewarden_flow_batches_total")).collect();
     let det_dropped: f64 =
@@ -395,7 +404,7 @@ fn run_fleet(kind: BrokerKind, dir: &Path, brokers: &[String], broker_pids: &[u3
     eprintln!(
         "FLEET {} routers={routers} wall_to_all_alerts_s={wall:.1} wall_s={wall_all:.1} alerts={} \
          monitor_cpu_pct={mon_pct:.1} monitor_peak_rss_mb={mon_hwm:.1} broker_cpu_pct={broker_pct:.1} \
-         detectors_cpu_pct={det_pct:.1} detector_batches={batches:?} detector_peak_backlog={peak_backlog} detector_dropped_batches={det_dropped} \
+         detectors_cpu_pct={det_pct:.1} routers_cpu_pct={:.1} router_peak_rss_mb={router_hwm:.1} detector_batches={batches:?} detector_peak_backlog={peak_backlog} detector_dropped_batches={det_dropped} \
          alert_e2e_ms_p50={:.0} alert_e2e_ms_p99={:.0} (n={}) verdict_ms_p99={:.0} (n={}) \
          busiest={} ({:.0} % of a core) setup_s={:.1} loadavg={}",
         match kind {
@@ -403,6 +412,7 @@ fn run_fleet(kind: BrokerKind, dir: &Path, brokers: &[String], broker_pids: &[u3
             BrokerKind::Rabbit => "rabbitmq-cluster",
         },
         alerts.len(),
+        routers_cpu / wall_all * 100.0,
         percentile(&mut alert_ms, 0.5),
         percentile(&mut alert_ms, 0.99),
         alert_ms.len(),
