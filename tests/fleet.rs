@@ -264,8 +264,9 @@ fn run_fleet(kind: BrokerKind, dir: &Path, brokers: &[String], broker_pids: &[u3
     let (shared, mqtt_extra) = match kind {
         BrokerKind::Mosquitto => (format!("shared_group = \"{GROUP}\"\n"), String::new()),
         // RabbitMQ 3.x's MQTT plugin has no shared subscriptions: both detectors take every batch.
-        // Its retained messages stay on the node that took them, so a node on the other cluster
-        // node learns a peer's key at the peer's next rekey: keep that short.
+        // It hands retained messages only to exact-topic subscriptions (ours is `+/key`), from
+        // the node that took them, so a node learns a peer's key when the peer announces it
+        // live: a router joining after the detectors, at their next rekey. Keep that short.
         BrokerKind::Rabbit => (String::new(), "rekey_interval_s = 10\n".to_string()),
     };
     let (pm, pd1, pd2) = (free_port(), free_port(), free_port());
