@@ -294,7 +294,7 @@ fn run_fleet(kind: BrokerKind, dir: &Path, brokers: &[String], broker_pids: &[u3
         });
     }
     let cpu0: Vec<f64> = broker_pids.iter().map(|p| cpu_s(*p)).collect();
-    let (mon_cpu0, det_cpu0) = (cpu_s(mon.pid()), dets.iter_mut().map(|d| cpu_s(d.pid())).sum::<f64>());
+    let (mon_cpu0, det_cpu0) = (cpu_s(mon.pid()), dets.iter_mut().map(|d| cpu_s(d.pid())).collect::<Vec<f64>>());
     let t0 = Instant::now();
     let mut rs = Vec::new();
     for i in 0..routers {
@@ -328,7 +328,8 @@ fn run_fleet(kind: BrokerKind, dir: &Path, brokers: &[String], broker_pids: &[u3
     });
     let wall_all = t0.elapsed().as_secs_f64();
     let mon_cpu = cpu_s(mon.pid()) - mon_cpu0;
-    let det_cpu = dets.iter_mut().map(|d| cpu_s(d.pid())).sum::<f64>() - det_cpu0;
+    let det_cpus: Vec<f64> = dets.iter_mut().zip(&det_cpu0).map(|(d, c0)| cpu_s(d.pid()) - c0).collect();
+    let det_cpu: f64 = det_cpus.iter().sum();
     let broker_cpu: f64 = broker_pids.iter().zip(&cpu0).map(|(p, c)| cpu_s(*p) - c).sum();
     let mon_hwm = status_mb(mon.pid(), "VmHWM:");
     let routers_cpu: f64 = rs.iter_mut().map(|r| cpu_s(r.pid())).sum();
@@ -398,16 +399,25 @@ fn run_fleet(kind: BrokerKind, dir: &Path, brokers: &[String], broker_pids: &[u3
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let (mon_pct, det_pct, broker_pct) =
         (mon_cpu / wall_all * 100.0, det_cpu / wall_all * 100.0, broker_cpu / wall_all * 100.0);
-    let saturated = [("broker CPU", broker_pct), ("monitor CPU", mon_pct), ("detectors CPU (2)", det_pct / 2.0)]
-        .into_iter()
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .unwrap();
+    // How close each shared stage came to its limit: a core for the broker
+    // process(es), the monitor and each detector (one executor thread each),
+    // and the detector's inbound queue (bus.channel_capacity, 1024 batches).
+    let busiest_det = det_cpus.iter().fold(0.0f64, |a, c| a.max(*c)) / wall_all * 100.0;
+    let mut stages = [
+        ("broker CPU", broker_pct / broker_pids.len() as f64),
+        ("monitor CPU", mon_pct),
+        ("busiest detector CPU", busiest_det),
+        ("detector backlog", peak_backlog as f64 / 1024.0 * 100.0),
+    ];
+    stages.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let saturated = stages[0];
+    let stages: Vec<String> = stages.iter().map(|(n, p)| format!("{n} {p:.0} %")).collect();
     eprintln!(
         "FLEET {} routers={routers} wall_to_all_alerts_s={wall:.1} wall_s={wall_all:.1} alerts={} \
          monitor_cpu_pct={mon_pct:.1} monitor_peak_rss_mb={mon_hwm:.1} broker_cpu_pct={broker_pct:.1} \
          detectors_cpu_pct={det_pct:.1} routers_cpu_pct={:.1} router_peak_rss_mb={router_hwm:.1} detector_batches={batches:?} detector_peak_backlog={peak_backlog} detector_dropped_batches={det_dropped} \
          alert_e2e_ms_p50={:.0} alert_e2e_ms_p99={:.0} (n={}) verdict_ms_p99={:.0} (n={}) \
-         busiest={} ({:.0} % of a core) setup_s={:.1} loadavg={}",
+         nearest_limit={} ({:.0} %; {}) setup_s={:.1} loadavg={}",
         match kind {
             BrokerKind::Mosquitto => "mosquitto",
             BrokerKind::Rabbit => "rabbitmq-cluster",
@@ -421,6 +431,7 @@ fn run_fleet(kind: BrokerKind, dir: &Path, brokers: &[String], broker_pids: &[u3
         verdict_ms.len(),
         saturated.0,
         saturated.1,
+        stages.join(", "),
         t0.duration_since(t_start).as_secs_f64(),
         load.trim(),
     );

@@ -569,6 +569,23 @@ mod tests {
     use crate::capture::LinkType;
     use gatewarden_proto::messages::{AlertAction, AttackKind};
 
+    #[test]
+    fn live_pace_keeps_the_recorded_spacing_on_the_wall_clock_and_ticks_meanwhile() {
+        let sd = gatewarden_core::shutdown::Shutdown::new();
+        let mut pace = LivePace::default();
+        let before = gatewarden_core::clock::unix_now_ns();
+        let recorded = 1_700_000_000_000_000_000u64;
+        let first = pace.wait(recorded, &sd, |_| {});
+        assert!(first >= before && first - before < 1_000_000_000, "the first frame is stamped now");
+        let mut ticks = Vec::new();
+        let second = pace.wait(recorded + 150_000_000, &sd, |now| ticks.push(now));
+        assert!(second - first >= 150_000_000, "150 ms recorded is 150 ms on the wall clock: {}", second - first);
+        assert!(ticks.len() >= 3, "batches are cut on time while waiting (a tick per 50 ms at most): {ticks:?}");
+        // A frame recorded before the last one is not held back.
+        let third = pace.wait(recorded, &sd, |_| {});
+        assert!(third >= second);
+    }
+
     fn syn(i: u32) -> Vec<u8> {
         let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
         f.extend([0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 10, 0, (i >> 8) as u8, i as u8, 192, 0, 2, 10]);

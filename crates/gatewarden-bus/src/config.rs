@@ -57,7 +57,7 @@ pub struct MqttConfig {
     /// Detector only: take flow batches through the MQTT shared subscription
     /// `$share/<group>/gatewarden/v1/+/flow_batch`, so several detectors with
     /// the same group split the fleet's batches instead of each analysing all
-    /// of them (Mosquitto >= 2; RabbitMQ 3.x's MQTT plugin has no shared
+    /// of them (Mosquitto >= 1.6; RabbitMQ 3.x's MQTT plugin has no shared
     /// subscriptions). Empty (default): every detector takes every batch.
     pub shared_group: String,
 }
