@@ -401,6 +401,13 @@ impl Config {
         if !(65_536..=(16usize << 30)).contains(&m.spool_max_bytes) {
             bad("mqtt.spool_max_bytes", m.spool_max_bytes.to_string(), "64 KiB (65536) to 16 GiB");
         }
+        if !m.shared_group_valid() {
+            bad(
+                "mqtt.shared_group",
+                format!("{:?}", m.shared_group),
+                "letters, digits, - and _ (at most 64), or \"\" for none",
+            );
+        }
         if !(100..=600_000).contains(&m.resend_after_ms) {
             bad("mqtt.resend_after_ms", m.resend_after_ms.to_string(), "100 to 600000 milliseconds");
         }
@@ -916,6 +923,7 @@ mod tests {
             ("[mqtt]\nspool_max_messages = 0", "mqtt.spool_max_messages"),
             ("[mqtt]\nspool_max_bytes = 10", "mqtt.spool_max_bytes"),
             ("[mqtt]\nresend_after_ms = 5", "mqtt.resend_after_ms"),
+            ("[mqtt]\nshared_group = \"a/b\"", "mqtt.shared_group"),
             ("[mqtt]\nrekey_interval_s = 1", "mqtt.rekey_interval_s"),
             ("[mqtt]\nmax_clock_skew_s = 0", "mqtt.max_clock_skew_s"),
             ("[mqtt]\nkeepalive_s = 1", "mqtt.keepalive_s"),

@@ -469,6 +469,7 @@ pub fn spawn_replay(
     let mut source = crate::capture::CaptureFile::open(path).with_context(|| format!("--replay {}", path.display()))?;
     let mut stage = RouterStage::new(cfg, registry);
     let path = path.to_path_buf();
+    let live = cfg.capture.replay_live;
     std::thread::Builder::new()
         .name("replay".into())
         .spawn(move || {
@@ -486,12 +487,25 @@ pub fn spawn_replay(
                 }
             };
             let mut batches = 0u64;
+            let mut pace = live.then(LivePace::default);
             loop {
                 if shutdown.is_triggered() {
                     return;
                 }
                 match source.next_frame() {
                     Ok(Some(frame)) => {
+                        let frame = match &mut pace {
+                            Some(p) => {
+                                let ts_ns = p.wait(frame.ts_ns, &shutdown, |now| {
+                                    if let Some(b) = stage.tick(now) {
+                                        batches += 1;
+                                        send(b);
+                                    }
+                                });
+                                crate::capture::Frame { ts_ns, ..frame }
+                            }
+                            None => frame,
+                        };
                         if let Some(b) = stage.on_frame(&frame) {
                             batches += 1;
                             send(b);
@@ -515,6 +529,35 @@ pub fn spawn_replay(
         .context("spawning the replay thread")
 }
 
+/// `capture.replay_live`: plays a capture at its recorded pace and stamps
+/// each frame with the wall clock, as the AF_PACKET ring would, so a fleet
+/// of routers can be fed from files without interfaces or root and their
+/// alerts' times compare with the monitor's clock.
+#[derive(Default)]
+struct LivePace {
+    /// (first frame's recorded time, wall clock then), both ns.
+    origin: Option<(u64, u64)>,
+}
+
+impl LivePace {
+    /// Sleeps until the frame recorded at `ts_ns` is due, calling `tick`
+    /// with the wall clock at least every 50 ms meanwhile (batches are cut
+    /// on time, as in live capture); returns the frame's wall-clock stamp.
+    fn wait(&mut self, ts_ns: u64, shutdown: &gatewarden_core::shutdown::Shutdown, mut tick: impl FnMut(u64)) -> u64 {
+        let now = gatewarden_core::clock::unix_now_ns;
+        let (t0, w0) = *self.origin.get_or_insert((ts_ns, now()));
+        let due = w0.saturating_add(ts_ns.saturating_sub(t0));
+        loop {
+            let n = now();
+            tick(n);
+            if n >= due || shutdown.is_triggered() {
+                return n;
+            }
+            std::thread::sleep(std::time::Duration::from_nanos((due - n).min(50_000_000)));
+        }
+    }
+}
+
 /// What the spoof check reads of a parsed LAN frame.
 pub fn source_frame(p: &crate::packet::PacketInfo) -> crate::enforce::spoof::SourceFrame {
     crate::enforce::spoof::SourceFrame { ts_ns: p.ts_ns, src: p.src, proto: p.proto, sport: p.sport, dport: p.dport }
@@ -525,6 +568,23 @@ mod tests {
     use super::*;
     use crate::capture::LinkType;
     use gatewarden_proto::messages::{AlertAction, AttackKind};
+
+    #[test]
+    fn live_pace_keeps_the_recorded_spacing_on_the_wall_clock_and_ticks_meanwhile() {
+        let sd = gatewarden_core::shutdown::Shutdown::new();
+        let mut pace = LivePace::default();
+        let before = gatewarden_core::clock::unix_now_ns();
+        let recorded = 1_700_000_000_000_000_000u64;
+        let first = pace.wait(recorded, &sd, |_| {});
+        assert!(first >= before && first - before < 1_000_000_000, "the first frame is stamped now");
+        let mut ticks = Vec::new();
+        let second = pace.wait(recorded + 150_000_000, &sd, |now| ticks.push(now));
+        assert!(second - first >= 150_000_000, "150 ms recorded is 150 ms on the wall clock: {}", second - first);
+        assert!(ticks.len() >= 3, "batches are cut on time while waiting (a tick per 50 ms at most): {ticks:?}");
+        // A frame recorded before the last one is not held back.
+        let third = pace.wait(recorded, &sd, |_| {});
+        assert!(third >= second);
+    }
 
     fn syn(i: u32) -> Vec<u8> {
         let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];

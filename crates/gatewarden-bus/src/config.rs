@@ -63,6 +63,12 @@ pub struct MqttConfig {
     pub json_mirror: bool,
     /// How often the JSON mirror publishes `json/metrics` and `json/state`.
     pub json_interval_s: u64,
+    /// Detector only: take flow batches through the MQTT shared subscription
+    /// `$share/<group>/gatewarden/v1/+/flow_batch`, so several detectors with
+    /// the same group split the fleet's batches instead of each analysing all
+    /// of them (Mosquitto >= 1.6; RabbitMQ 3.x's MQTT plugin has no shared
+    /// subscriptions). Empty (default): every detector takes every batch.
+    pub shared_group: String,
 }
 
 impl Default for MqttConfig {
@@ -84,6 +90,7 @@ impl Default for MqttConfig {
             broker_log: PathBuf::new(),
             json_mirror: false,
             json_interval_s: 10,
+            shared_group: String::new(),
         }
     }
 }
@@ -92,5 +99,11 @@ impl MqttConfig {
     /// Whether the node bus is configured.
     pub fn enabled(&self) -> bool {
         !self.broker.is_empty()
+    }
+
+    /// Whether `shared_group` is usable as one MQTT topic level (empty is: off).
+    pub fn shared_group_valid(&self) -> bool {
+        let g = &self.shared_group;
+        g.len() <= 64 && g.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     }
 }

@@ -194,6 +194,18 @@ fn subscriptions(role: gatewarden_proto::role::Role) -> Vec<String> {
     kinds.into_iter().map(|k| format!("{TOPIC_PREFIX}/+/{k}")).collect()
 }
 
+/// [`subscriptions`] with a detector's flow-batch filter moved into the
+/// shared subscription `$share/<group>/…` (`mqtt.shared_group`), so the
+/// broker hands each batch to one detector of the group. The broker delivers
+/// with the original topic, so receiving is unchanged.
+fn subscriptions_shared(role: gatewarden_proto::role::Role, group: &str) -> Vec<String> {
+    let share = !group.is_empty() && role == gatewarden_proto::role::Role::Detector;
+    subscriptions(role)
+        .into_iter()
+        .map(|t| if share && t.ends_with("/flow_batch") { format!("$share/{group}/{t}") } else { t })
+        .collect()
+}
+
 /// Checks the node (and role) a plain message names against `from`, the
 /// topic's node level, which the broker's ACL binds to the sender's
 /// certificate CN. `role_of` gives a node's certificate role from its key
@@ -283,6 +295,8 @@ pub struct MqttSettings {
     pub audit_keep: usize,
     /// Capacity of the inbound channels.
     pub channel_capacity: usize,
+    /// `mqtt.shared_group`: a detector takes flow batches through `$share/<group>/…`; empty: off.
+    pub shared_group: String,
 }
 
 impl MqttSettings {
@@ -313,6 +327,7 @@ impl MqttSettings {
             audit_max_bytes: m.audit_log_max_bytes,
             audit_keep: m.audit_log_keep,
             channel_capacity: bus.channel_capacity,
+            shared_group: m.shared_group.clone(),
         }
     }
 }
@@ -408,6 +423,8 @@ struct Shared {
     counters: Counters,
     /// The fleet CA certificate; `ca.crl` beside it is re-read when it changes.
     ca_path: PathBuf,
+    /// `mqtt.shared_group` (empty: off).
+    shared_group: String,
 }
 
 /// How often a running node looks at `ca.crl` for a new revocation list.
@@ -590,6 +607,7 @@ impl MqttBus {
             resend_after: s.resend_after,
             counters,
             ca_path: s.ca.clone(),
+            shared_group: s.shared_group.clone(),
         });
         let mut threads = Vec::new();
         {
@@ -815,7 +833,7 @@ impl Shared {
         self.counters.connected.set(1.0);
         self.counters.connects.inc();
         tracing::info!(node = %self.node, "connected to the MQTT broker");
-        for t in subscriptions(self.role) {
+        for t in subscriptions_shared(self.role, &self.shared_group) {
             let _ = self.client.try_subscribe(t, QoS::AtLeastOnce);
         }
         let announce = lock(&self.secure).announce();
@@ -1177,6 +1195,19 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn only_a_detectors_flow_batches_go_through_the_shared_subscription() {
+        use gatewarden_proto::role::Role;
+        let det = subscriptions_shared(Role::Detector, "detectors");
+        assert!(det.contains(&"$share/detectors/gatewarden/v1/+/flow_batch".to_string()), "{det:?}");
+        assert!(!det.iter().any(|t| t.starts_with("gatewarden/v1/+/flow_batch")), "{det:?}");
+        assert_eq!(det.iter().filter(|t| t.starts_with("$share/")).count(), 1, "{det:?}");
+        assert_eq!(subscriptions_shared(Role::Detector, ""), subscriptions(Role::Detector));
+        for r in [Role::Router, Role::Monitor, Role::All] {
+            assert_eq!(subscriptions_shared(r, "detectors"), subscriptions(r), "{r}");
+        }
+    }
 
     #[test]
     fn topics_round_trip_and_reject_junk() {

@@ -13,10 +13,15 @@ pub struct CaptureConfig {
     pub snap_len: u32,
     /// Put the interface in promiscuous mode.
     pub promiscuous: bool,
+    /// `run --replay FILE` only: play the file at its recorded pace and stamp
+    /// each packet with the wall clock, as a live capture would (a fleet of
+    /// routers fed from files, end-to-end latency measured against real time).
+    /// Off: the file is read as fast as possible with its recorded times.
+    pub replay_live: bool,
 }
 
 impl Default for CaptureConfig {
     fn default() -> Self {
-        CaptureConfig { interface: String::new(), snap_len: 128, promiscuous: false }
+        CaptureConfig { interface: String::new(), snap_len: 128, promiscuous: false, replay_live: false }
     }
 }
