@@ -367,3 +367,27 @@ fn is_root() -> bool {
         .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(2) == Some("0")))
         .unwrap_or(false)
 }
+
+#[test]
+fn floats_print_as_written_in_config_show_and_the_settings_json() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let show = |body: &str| -> String {
+        std::fs::write(dir.join("f.toml"), body).unwrap();
+        let out = gw(dir, &["config", "show", "-c", "f.toml"]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    assert!(show("").contains("model_threshold = 0.9\n"), "the default as written:\n{}", show(""));
+    let t = show("[detector]\nmodel_threshold = 0.85\n");
+    assert!(t.contains("model_threshold = 0.85\n"), "{t}");
+    // What `show` prints reads back to the same value.
+    std::fs::write(dir.join("again.toml"), &t).unwrap();
+    let again = gatewarden::config::Config::load(&dir.join("again.toml")).unwrap();
+    assert_eq!(again.detector.model_threshold, 0.85f32);
+    // The settings API and page build their JSON through serde_json::Value (f64 only).
+    let v = serde_json::to_value(&again.detector).unwrap();
+    assert_eq!(v["model_threshold"].to_string(), "0.85");
+    let v = json_of(dir, &["config", "show", "-c", "again.toml", "--json"]);
+    assert_eq!(v["detector"]["model_threshold"].to_string(), "0.85");
+}

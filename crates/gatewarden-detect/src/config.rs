@@ -88,6 +88,8 @@ pub struct DetectorConfig {
     /// model declaring more (say 2^26) is refused before tract plans it.
     pub model_max_batch: usize,
     /// Model attack probability (1 − P(benign)) that raises a finding by itself.
+    /// Serialised as written (`0.9`, not the f32's `0.8999999761581421`).
+    #[serde(serialize_with = "gatewarden_core::floats::f32_as_written")]
     pub model_threshold: f32,
     /// Consecutive batches the model must stay at or above `model_threshold`.
     pub model_batches: u32,
