@@ -600,11 +600,17 @@ pub fn main() -> i32 {
         Command::Config(ConfigCommand::Check { path }) => {
             let path = path.unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
             match Config::load(&path) {
-                Ok(_) if json_mode() => print_json(serde_json::json!({"file": path.display().to_string(), "ok": true})),
-                Ok(_) => {
-                    println!("{}: ok", path.display());
-                    0
-                }
+                Ok(cfg) => match check_model(&cfg.detector) {
+                    Ok(model) if json_mode() => {
+                        print_json(serde_json::json!({"file": path.display().to_string(), "ok": true, "model": model}))
+                    }
+                    Ok(model) => {
+                        println!("{}: ok", path.display());
+                        println!("  model: {}", model["summary"].as_str().unwrap_or_default());
+                        0
+                    }
+                    Err(e) => fail(EXIT_BAD_INPUT, format!("{}: {e}", path.display())),
+                },
                 Err(e) => config_fail(e),
             }
         }
@@ -627,6 +633,43 @@ pub fn main() -> i32 {
             Err(code) => code,
         },
     }
+}
+
+/// `config check`'s look at `detector.model`: the file and its card loaded the way the
+/// detector will (in the validator's child, with the configured limits), without the side
+/// effects of a start (a stored upload is neither loaded nor set aside here).
+fn check_model(d: &crate::config::DetectorConfig) -> Result<serde_json::Value, String> {
+    use crate::detect::model::HostModel;
+    let path = match d.model.trim() {
+        "off" => return Ok(serde_json::json!({"path": "off", "summary": "off (heuristics and baseline only)"})),
+        "" => {
+            let m = HostModel::embedded().map_err(|e| format!("the embedded model: {e}"))?;
+            let name = m.card().name.clone();
+            return Ok(serde_json::json!({"path": "", "name": name, "summary": format!("embedded ({name})")}));
+        }
+        p => std::path::PathBuf::from(p),
+    };
+    let card = HostModel::card_path(&path);
+    if path.is_file() && !card.exists() {
+        return Err(format!(
+            "detector.model = {}: no model card: {} is missing. Put the card tools/train/train.py wrote for this \
+model beside it (NAME.tflite → NAME.card.json), or set detector.model = \"\" for the embedded model",
+            path.display(),
+            card.display()
+        ));
+    }
+    let limits = crate::detect::validator::Limits::from_config(d);
+    let what = format!("detector.model = {} (card {})", path.display(), card.display());
+    let m = crate::roles::detector::load_checked(&path, &limits).map_err(|e| format!("{what}: {e}"))?;
+    m.check_reference().map_err(|e| format!("{what}: {e}"))?;
+    let c = m.card();
+    Ok(serde_json::json!({
+        "path": path,
+        "card": card,
+        "name": c.name,
+        "schema": format!("{} v{}", c.feature_schema.name, c.feature_schema.version),
+        "summary": format!("{} ok ({}, card {})", path.display(), c.name, card.display()),
+    }))
 }
 
 fn cmd_run(args: RunArgs, log_format: Option<LogFormat>) -> i32 {

@@ -391,3 +391,48 @@ fn floats_print_as_written_in_config_show_and_the_settings_json() {
     let v = json_of(dir, &["config", "show", "-c", "again.toml", "--json"]);
     assert_eq!(v["detector"]["model_threshold"].to_string(), "0.85");
 }
+
+#[test]
+fn config_check_checks_the_model_and_its_card() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let check = |model: &str| -> Output {
+        std::fs::write(dir.join("gw.toml"), format!("[detector]\nmodel = {model:?}\n")).unwrap();
+        gw(dir, &["config", "check", "gw.toml"])
+    };
+    let model = dir.join("m.tflite");
+    let m = model.to_str().unwrap();
+    std::fs::write(&model, gatewarden::detect::model::DEFAULT_TFLITE).unwrap();
+
+    // A model with no card beside it.
+    let out = check(m);
+    assert_eq!(out.status.code(), Some(2), "a model without a card passed: {}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("m.card.json") && err.contains("detector.model") && err.contains("no model card"), "{err}");
+
+    // A card whose feature schema is not this binary's.
+    let mut card: serde_json::Value = serde_json::from_str(gatewarden::detect::model::DEFAULT_CARD).unwrap();
+    card["feature_schema"]["name"] = serde_json::json!("someone-elses-features");
+    std::fs::write(dir.join("m.card.json"), card.to_string()).unwrap();
+    let out = check(m);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("someone-elses-features") && err.contains("m.card.json") && err.contains("Retrain"), "{err}");
+
+    // An unreadable model.
+    let out = check(dir.join("missing.tflite").to_str().unwrap());
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("missing.tflite") && err.contains("detector.model"), "{err}");
+
+    // The real card: ok, and the check says which model it loaded.
+    std::fs::write(dir.join("m.card.json"), gatewarden::detect::model::DEFAULT_CARD).unwrap();
+    let out = check(m);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("m.tflite"), "{}", text(&out.stdout));
+    let v = json_of(dir, &["config", "check", "gw.toml", "--json"]);
+    assert_eq!(v["model"]["path"], m, "{v}");
+    // No model at all, and the embedded one, are fine.
+    assert!(check("off").status.success());
+    assert!(check("").status.success());
+}
