@@ -677,7 +677,23 @@ fn cmd_run(args: RunArgs, log_format: Option<LogFormat>) -> i32 {
         Ok(c) => c,
         Err(code) => return code,
     };
-    crate::logging::init(&cfg.log.level, log_format.unwrap_or(cfg.log.format));
+    // A daemon: log to [log] file when set, reopened on SIGHUP (logrotate); SIGHUP never stops it.
+    let log_file = if cfg.log.file.as_os_str().is_empty() {
+        None
+    } else {
+        match crate::logging::LogFile::open(&cfg.log.file) {
+            Ok(f) => Some(f),
+            Err(e) => return fail(EXIT_BAD_INPUT, format!("{e:#}: fix log.file, or leave it empty to log to stderr")),
+        }
+    };
+    crate::logging::init_to(&cfg.log.level, log_format.unwrap_or(cfg.log.format), log_file.clone());
+    let hup = match &log_file {
+        Some(f) => f.reopen_on_sighup(),
+        None => crate::logging::ignore_sighup(),
+    };
+    if let Err(e) = hup {
+        return fail(EXIT_FAILURE, format!("cannot install the SIGHUP handler: {e}"));
+    }
     let (role, source) = match role::resolve_from_system(args.role.map(Role::from), cfg.role) {
         Ok(r) => r,
         Err(e) => return fail(EXIT_BAD_INPUT, e),

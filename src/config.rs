@@ -89,11 +89,15 @@ pub struct LogConfig {
     pub level: String,
     /// `human` for people, `json` for log shippers.
     pub format: LogFormat,
+    /// Write log lines to this file (appended, created with its directory) instead of
+    /// stderr; `gatewarden run` reopens it on SIGHUP, so logrotate can rename it and send
+    /// `kill -HUP`. Empty: stderr (syslog on the appliance).
+    pub file: PathBuf,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into(), format: LogFormat::Human }
+        LogConfig { level: "info".into(), format: LogFormat::Human, file: PathBuf::new() }
     }
 }
 

@@ -6,6 +6,7 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use common::*;
 
@@ -435,4 +436,42 @@ fn config_check_checks_the_model_and_its_card() {
     // No model at all, and the embedded one, are fine.
     assert!(check("off").status.success());
     assert!(check("").status.success());
+}
+
+#[test]
+fn sighup_reopens_the_log_file_for_logrotate() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let log = dir.join("logs").join("gatewarden.log");
+    let addr = format!("127.0.0.1:{}", free_port());
+    std::fs::write(
+        dir.join("gw.toml"),
+        format!(
+            "node_id = \"hup\"\n[http]\nlisten = \"{addr}\"\n[log]\nlevel = \"info\"\nfile = {:?}\n",
+            log.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let mut guard = Guard::spawn(
+        Command::new(bin())
+            .args(["run", "--role", "monitor", "-c"])
+            .arg(dir.join("gw.toml"))
+            .env_remove("GATEWARDEN_ROLE"),
+    );
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    wait_for("the first log lines in log.file", Duration::from_secs(20), || read(&log).contains("monitor"));
+    // logrotate: rename, then HUP.
+    let rotated = dir.join("logs").join("gatewarden.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    let before = read(&rotated);
+    guard.signal("HUP");
+    wait_for("a new file at log.file after SIGHUP", Duration::from_secs(10), || read(&log).contains("reopened"));
+    assert!(guard.child().try_wait().unwrap().is_none(), "SIGHUP stopped the process");
+    guard.signal("TERM");
+    assert_eq!(guard.wait_timeout(Duration::from_secs(10)), Some(0));
+    let new = read(&log);
+    assert!(new.contains("stopped cleanly"), "the last lines land in the new file:\n{new}");
+    assert!(!read(&rotated).contains("stopped cleanly"), "the rotated file got lines after the reopen");
+    assert!(read(&rotated).starts_with(&before) && !before.is_empty());
+    assert!(!new.contains('\x1b'), "no colour codes in a file: {new:?}");
 }
