@@ -370,7 +370,9 @@ enum PkiCommand {
         /// Names clients use for the broker (certificate SANs; default localhost and 127.0.0.1). Repeatable.
         #[arg(long = "name")]
         names: Vec<String>,
-        /// Run Mosquitto as this user (it must be able to read the broker key).
+        /// Run Mosquitto as this user (it must be able to read the broker key). Without it, run as
+        /// root, the broker key goes to the `mosquitto` user, which Mosquitto drops root to;
+        /// `--user root` keeps Mosquitto root. Mosquitto started by another user ignores it.
         #[arg(long)]
         user: Option<String>,
         /// Keep Mosquitto's persistence database here.
@@ -788,7 +790,7 @@ fn cmd_pki(cmd: PkiCommand) -> i32 {
                 persistence_dir: persistence,
                 log,
             };
-            pki::mosquitto_conf(&dir, &opts).map(|p| {
+            pki::mosquitto_conf_here(&dir, &opts).map(|p| {
                 if json_mode() {
                     print_json(serde_json::json!({"config": p}));
                     return;
