@@ -475,3 +475,75 @@ fn sighup_reopens_the_log_file_for_logrotate() {
     assert!(read(&rotated).starts_with(&before) && !before.is_empty());
     assert!(!new.contains('\x1b'), "no colour codes in a file: {new:?}");
 }
+
+/// The config keys that count time (`*_s`, `*_ms`) in `config show --json`, as (section, key).
+fn duration_keys(v: &serde_json::Value, section: &str, out: &mut Vec<(String, String)>) {
+    let Some(o) = v.as_object() else { return };
+    for (k, val) in o {
+        let path = if section.is_empty() { k.clone() } else { format!("{section}.{k}") };
+        if val.is_object() {
+            duration_keys(val, &path, out);
+        } else if val.is_u64() && (k.ends_with("_s") || k.ends_with("_ms")) && !k.ends_with("per_s") {
+            out.push((section.to_string(), k.clone()));
+        }
+    }
+}
+
+#[test]
+fn every_duration_config_key_takes_the_duration_syntax() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let defaults = json_of(dir, &["config", "show", "-c", "/dev/null", "--json"]);
+    let mut keys = Vec::new();
+    duration_keys(&defaults, "", &mut keys);
+    assert!(keys.len() >= 30, "{keys:?}");
+    for (section, key) in &keys {
+        let body = if section.is_empty() {
+            format!("{key} = \"1h30m\"\n")
+        } else {
+            format!("[{section}]\n{key} = \"1h30m\"\n")
+        };
+        std::fs::write(dir.join("k.toml"), &body).unwrap();
+        let out = gw(dir, &["config", "check", "k.toml", "--json"]);
+        if out.status.success() {
+            continue;
+        }
+        // A value out of the key's range is fine (5400 s may be too long for it); a type error is not.
+        let v: serde_json::Value = serde_json::from_slice(&out.stderr).unwrap();
+        assert!(v["problems"].is_array(), "{section}.{key} = \"1h30m\" did not parse: {}", v["error"]);
+        let named = v["problems"].as_array().unwrap().iter().any(|p| {
+            let m = p["message"].as_str().unwrap_or_default();
+            m.contains("5400") || m.contains(key.as_str())
+        });
+        assert!(named, "{section}.{key}: {v}");
+    }
+    // The values as read: seconds for *_s, milliseconds for *_ms.
+    std::fs::write(
+        dir.join("v.toml"),
+        "[flow]\nidle_timeout_s = \"1m30s\"\nactive_timeout_s = \"10m\"\nbatch_interval_ms = \"250ms\"\n",
+    )
+    .unwrap();
+    let v = json_of(dir, &["config", "show", "-c", "v.toml", "--json"]);
+    assert_eq!((v["flow"]["idle_timeout_s"].as_u64(), v["flow"]["batch_interval_ms"].as_u64()), (Some(90), Some(250)));
+    assert_eq!(v["flow"]["active_timeout_s"], 600);
+    // The text form prints what was read, as the unit the key names: it loads back unchanged.
+    let shown = gw(dir, &["config", "show", "-c", "v.toml"]);
+    assert!(shown.status.success(), "{}", text(&shown.stderr));
+    let shown = text(&shown.stdout);
+    assert!(shown.contains("idle_timeout_s = 90\n") && shown.contains("batch_interval_ms = 250\n"), "{shown}");
+    std::fs::write(dir.join("shown.toml"), &shown).unwrap();
+    assert_eq!(json_of(dir, &["config", "show", "-c", "shown.toml", "--json"]), v);
+    // Nonsense is refused with the parser's message, and a fraction of a second by a seconds key.
+    for (bad, says) in [
+        ("\"5 parsecs\"", "30s, 10m, 1h, 1h30m, 7d"),
+        ("\"1500ms\"", "whole number of seconds"),
+        ("\"1.5h\"", "fractions are not accepted, write smaller units instead (1h30m for 1.5h"),
+        ("1.5", "1.5 is not a whole number"),
+        ("-5", "a duration cannot be negative"),
+    ] {
+        std::fs::write(dir.join("b.toml"), format!("[flow]\nidle_timeout_s = {bad}\n")).unwrap();
+        let out = gw(dir, &["config", "check", "b.toml"]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(text(&out.stderr).contains(says), "{bad}: {}", text(&out.stderr));
+    }
+}

@@ -62,8 +62,10 @@ pub struct PolicyConfig {
     /// Traffic-matrix cells kept (least recently seen dropped first).
     pub max_cells: usize,
     /// Length of a recurrence bucket: a pattern seen in more buckets is more stable.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub bucket_s: u64,
     /// How often the monitor writes the matrix to disk.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub save_interval_s: u64,
 }
 
