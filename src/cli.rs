@@ -861,7 +861,10 @@ fn cmd_ctl(args: CtlArgs) -> i32 {
                 println!("no blocks");
             }
             for b in list {
-                let exp = b.expires_in_s.map(|s| format!("{s} s")).unwrap_or_else(|| "no timeout".into());
+                let exp = b
+                    .expires_in_s
+                    .map(|s| gatewarden_core::duration::format_duration(u64::from(s)))
+                    .unwrap_or_else(|| "no timeout".into());
                 println!("{:<40} {:>12}  {:<9} {}", b.target, exp, b.origin, b.reason);
             }
             0
