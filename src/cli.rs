@@ -1059,14 +1059,19 @@ fn cmd_watch(args: WatchArgs, log_format: Option<LogFormat>) -> i32 {
         return fail(EXIT_FAILURE, format!("{e:#}"));
     }
     let server = match &args.serve {
-        Some(addr) => match serve_for_cli(addr, &cfg, &state) {
+        Some(addr) => match start_server_for_cli(addr, &cfg, &state) {
             Ok(s) => Some(s),
             Err(e) => return fail(EXIT_FAILURE, format!("{e:#}")),
         },
         None => None,
     };
     let iface = cfg.capture.interface.clone();
+    // The login link only once the capture is open: a user without CAP_NET_RAW gets
+    // the error alone, not a link to a page that is about to go away.
     let result = replay::watch(&cfg, &state, &shutdown, args.duration, || {
+        if let Some(s) = &server {
+            print_login_link(s, &cfg);
+        }
         eprintln!("capturing on {iface}");
     });
     if let Some(s) = server {
@@ -1411,14 +1416,24 @@ fn num(x: f32) -> String {
 
 /// `replay --serve` and `watch --serve`: access control from the config, and a login link for the operator who started it.
 fn serve_for_cli(addr: &str, cfg: &Config, state: &std::sync::Arc<MonitorState>) -> anyhow::Result<HttpServer> {
+    let server = start_server_for_cli(addr, cfg, state)?;
+    print_login_link(&server, cfg);
+    Ok(server)
+}
+
+/// Binds the status page for `replay`/`watch --serve` (so a taken address fails before
+/// anything else starts) without printing its login link yet.
+fn start_server_for_cli(addr: &str, cfg: &Config, state: &std::sync::Arc<MonitorState>) -> anyhow::Result<HttpServer> {
     let access = crate::monitor::http::Access::from_config(&cfg.http, &cfg.monitor)?;
-    let server = HttpServer::start_with(addr, state.clone(), access)?;
-    // Whoever started this from a terminal is the operator: give them an admin link
-    // (12 h, or less when http.max_token_ttl_s says so: the server would refuse a longer one).
+    HttpServer::start_with(addr, state.clone(), access)
+}
+
+/// Whoever started this from a terminal is the operator: give them an admin link
+/// (12 h, or less when http.max_token_ttl_s says so: the server would refuse a longer one).
+fn print_login_link(server: &HttpServer, cfg: &Config) {
     let ttl_s = (12 * 3600).min(cfg.http.max_token_ttl_s);
     let token = server.issue_token("operator", crate::monitor::auth::AccessRole::Admin, ttl_s);
     eprintln!("status page: http://{}/#token={token}", server.addr);
-    Ok(server)
 }
 
 fn cmd_token(cmd: TokenCommand) -> i32 {

@@ -135,6 +135,10 @@ pub fn init(dir: &Path, days: u32, force: bool) -> anyhow::Result<PkiDir> {
             pki.ca_key().display()
         );
     }
+    // The default (/etc/gatewarden/pki) is root's: say how a user gets a CA of their own.
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!("creating {}: pass --dir DIR for a directory you can write, or run as root", dir.display())
+    })?;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).context("generating the CA key")?;
     let mut params = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
     params.distinguished_name.push(DnType::CommonName, CA_NAME);

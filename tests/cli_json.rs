@@ -547,3 +547,26 @@ fn every_duration_config_key_takes_the_duration_syntax() {
         assert!(text(&out.stderr).contains(says), "{bad}: {}", text(&out.stderr));
     }
 }
+
+/// README commands a user runs as written: `pki init` where the default (/etc/gatewarden/pki)
+/// or the given directory cannot be created says to pass `--dir`; `watch --serve` on an
+/// interface it cannot open prints the error alone, no login link to a page that is gone.
+#[test]
+fn readme_commands_that_cannot_proceed_say_what_to_do_and_nothing_else() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    std::fs::write(dir.join("file"), "").unwrap();
+    let out = gw(dir, &["pki", "init", "--dir", "file/pki"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("creating file/pki") && err.contains("pass --dir DIR"), "{err}");
+
+    let out = gw(dir, &["watch", "-i", "gw-no-such0", "--duration", "2s", "--serve", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("gw-no-such0"), "{err}");
+    assert!(
+        !err.contains("status page:") && !err.contains("#token="),
+        "a login link to a page that never served: {err}"
+    );
+}
