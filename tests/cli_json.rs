@@ -569,4 +569,10 @@ fn readme_commands_that_cannot_proceed_say_what_to_do_and_nothing_else() {
         !err.contains("status page:") && !err.contains("#token="),
         "a login link to a page that never served: {err}"
     );
+    // Where the capture opens (root, on loopback), the link is printed.
+    if netns::require_root("watch --serve on lo") {
+        let out = gw(dir, &["watch", "-i", "lo", "--duration", "1s", "--serve", "127.0.0.1:0"]);
+        let err = text(&out.stderr);
+        assert!(out.status.success() && err.contains("status page: http://127.0.0.1:"), "{err}");
+    }
 }
