@@ -89,11 +89,15 @@ pub struct LogConfig {
     pub level: String,
     /// `human` for people, `json` for log shippers.
     pub format: LogFormat,
+    /// Write log lines to this file (appended, created with its directory) instead of
+    /// stderr; `gatewarden run` reopens it on SIGHUP, so logrotate can rename it and send
+    /// `kill -HUP`. Empty: stderr (syslog on the appliance).
+    pub file: PathBuf,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into(), format: LogFormat::Human }
+        LogConfig { level: "info".into(), format: LogFormat::Human, file: PathBuf::new() }
     }
 }
 
@@ -124,6 +128,7 @@ pub struct CtlConfig {
     pub listen: String,
     /// The whole handshake (hello, our answer, the first request) must finish
     /// within this time, however slowly the bytes trickle in.
+    #[serde(deserialize_with = "gatewarden_core::duration::millis")]
     pub handshake_timeout_ms: u64,
     /// Most connections in the handshake at once; a new one beyond it
     /// replaces the oldest (an operator's handshake takes milliseconds).
@@ -134,9 +139,11 @@ pub struct CtlConfig {
     /// Most authenticated operator sessions at once (never taken by pre-auth connections).
     pub max_sessions: usize,
     /// An operator session with no request for this long is closed.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub session_idle_timeout_s: u64,
     /// At most one failed-handshake alert per address in this time (the
     /// first at once, then one carrying the count).
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub alert_interval_s: u64,
     /// Most addresses whose failed handshakes are counted separately; beyond
     /// it they share one "other addresses" count (bounded memory).
