@@ -66,6 +66,7 @@ pub struct MqttConfig {
     /// default; takes effect on a node running the monitor (monitor or all).
     pub json_mirror: bool,
     /// How often the JSON mirror publishes `json/metrics` and `json/state`.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub json_interval_s: u64,
     /// Detector only: take flow batches through the MQTT shared subscription
     /// `$share/<group>/gatewarden/v1/+/flow_batch`, so several detectors with
