@@ -273,7 +273,12 @@ fn a_spoofed_flood_is_shed_with_one_alert_bounded_memory_and_a_real_scan_still_b
         "the router never learned the device's neighbour binding: {:?}",
         site.get("/metrics")
     );
-    for (m, v) in [("gatewarden_capture_shed_total", 0.0), ("gatewarden_capture_overloaded", 0.0)] {
+    for (m, v) in [
+        ("gatewarden_capture_shed_total", 0.0),
+        ("gatewarden_capture_overloaded", 0.0),
+        ("gatewarden_capture_shed_one_in", 1.0),
+        ("gatewarden_capture_kernel_drops_total", 0.0),
+    ] {
         assert_eq!(site.metric(m), Some(v), "{m} is registered at {v} before any overload");
     }
 

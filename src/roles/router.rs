@@ -449,11 +449,12 @@ pub fn spawn_capture(
                     publish_batch(&*bus, b, "tick");
                 }
                 publish_lan_probes(&mut stage, &*bus);
-                // Look at the ring every few hundred frames (and when idle):
-                // its backlog and the kernel's drops drive the shedding.
+                // Look at the ring every few hundred frames, every 50 ms of
+                // slow traffic (the clock read only every 32 frames) and when
+                // idle: its backlog and the kernel's drops drive the shedding.
                 if idle
                     || since_look >= gatewarden_capture::overload::CHECK_EVERY_FRAMES
-                    || last_look.elapsed() >= std::time::Duration::from_millis(50)
+                    || (since_look % 32 == 0 && last_look.elapsed() >= std::time::Duration::from_millis(50))
                 {
                     since_look = 0;
                     last_look = std::time::Instant::now();
