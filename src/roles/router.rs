@@ -840,7 +840,7 @@ mod tests {
         };
         feed(&mut stage, syn_from([192, 0, 2, 10], 1));
         let full = RingBacklog { waiting: 3, blocks: 4 };
-        for i in 0..3u64 {
+        for i in 0..4u64 {
             assert!(stage.look_at_ring(i * 30_000_000, full, 0).is_none());
         }
         let snap = registry.snapshot();

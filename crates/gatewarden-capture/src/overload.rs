@@ -15,7 +15,7 @@
 //! second.
 //!
 //! The level rises at most every [`RAISE_EVERY_NS`] while half the ring is
-//! waiting or the kernel drops, and falls one step per [`LOWER_AFTER_NS`] of
+//! waiting (at two looks in a row) or the kernel drops, and falls one step per [`LOWER_AFTER_NS`] of
 //! an empty backlog. One episode of overload yields one report for a system
 //! alert; a new episode (and alert) starts only after [`QUIET_NS`] without
 //! shedding.
@@ -163,6 +163,8 @@ pub struct Overload {
     /// Since when the backlog has been empty (for lowering the level).
     empty_since_ns: Option<u64>,
     last_drops: Option<u64>,
+    /// Consecutive looks that found half the ring waiting.
+    backlog_looks: u32,
     episode: Option<Episode>,
 }
 
@@ -208,7 +210,15 @@ impl Overload {
         let before = self.last_drops.unwrap_or(kernel_drops);
         let new_drops = kernel_drops > before;
         self.last_drops = Some(kernel_drops);
-        let backlog = ring.waiting * 2 >= ring.blocks && ring.waiting > 0;
+        // Half the ring waiting at two looks in a row: one look can be a
+        // scheduling hiccup over a few nearly empty blocks (each retires
+        // after its 10 ms timeout), drained well before the next look.
+        if ring.waiting * 2 >= ring.blocks && ring.waiting > 0 {
+            self.backlog_looks = self.backlog_looks.saturating_add(1);
+        } else {
+            self.backlog_looks = 0;
+        }
+        let backlog = self.backlog_looks >= 2;
         if new_drops || backlog {
             self.empty_since_ns = None;
             if self.level < MAX_LEVEL && self.last_raise_ns.is_none_or(|r| now_ns.saturating_sub(r) >= RAISE_EVERY_NS) {
@@ -295,6 +305,11 @@ mod tests {
             assert!(o.admit(i.wrapping_mul(0x9e37_79b9_7f4a_7c15)));
         }
         assert!(!o.overloaded());
+        // A hiccup: the whole ring waiting at one look, drained by the next.
+        for i in 0..100u64 {
+            o.observe(20_000 * MS + i * 50 * MS, ring(if i % 2 == 0 { 4 } else { 0 }), 0);
+            assert!(!o.overloaded(), "look {i}");
+        }
     }
 
     #[test]
@@ -302,13 +317,15 @@ mod tests {
         let mut o = Overload::new();
         let mut t = 1_000 * MS;
         assert_eq!(o.observe(t, ring(2), 0), None);
+        assert!(!o.overloaded(), "one look at a backlog may be a scheduling hiccup");
+        assert_eq!(o.observe(t + MS, ring(2), 0), None);
         assert_eq!((o.overloaded(), o.one_in(), o.reason()), (true, 2, ShedReason::RingBacklog));
         // Within 20 ms the level does not rise again.
         o.observe(t + 5 * MS, ring(3), 0);
         assert_eq!(o.one_in(), 2);
         let mut alerts = Vec::new();
         let mut admitted = 0u64;
-        for i in 0..100u64 {
+        for i in 0..120u64 {
             t += 10 * MS;
             for h in 0..1000u64 {
                 admitted += u64::from(o.admit(h + i * 1000));
@@ -321,7 +338,7 @@ mod tests {
         assert_eq!(alerts.len(), 1, "one alert per episode: {alerts:?}");
         let OverloadEvent::Alert(r) = &alerts[0] else { panic!("{alerts:?}") };
         assert!(r.shed > 0 && r.candidates >= r.shed, "{r:?}");
-        assert!(r.candidates <= 100_000 && admitted <= 100_000 - r.shed, "{r:?}, admitted {admitted}");
+        assert!(r.candidates <= 120_000 && admitted <= 120_000 - r.shed, "{r:?}, admitted {admitted}");
         assert_eq!((r.worst_waiting, r.blocks, r.reason), (3, 4, ShedReason::RingBacklog));
         let s = r.sentence("lan0");
         assert!(s.contains("lan0") && s.contains(&format!("shed {} of {}", r.shed, r.candidates)), "{s}");
@@ -374,6 +391,7 @@ mod tests {
         let mut o = Overload::new();
         o.observe(0, ring(4), 0);
         o.observe(30 * MS, ring(4), 0);
+        o.observe(60 * MS, ring(4), 0);
         assert_eq!(o.one_in(), 4);
         let first: Vec<bool> = (0..64u64).map(|h| o.admit(h)).collect();
         let again: Vec<bool> = (0..64u64).map(|h| o.admit(h)).collect();
