@@ -490,6 +490,20 @@ impl Config {
         if !(128..=65_535).contains(&self.capture.snap_len) {
             bad("capture.snap_len", self.capture.snap_len.to_string(), "128 to 65535 bytes");
         }
+        if !(2..=1024).contains(&self.capture.ring_blocks) {
+            bad("capture.ring_blocks", self.capture.ring_blocks.to_string(), "2 to 1024 blocks");
+        }
+        let kib = self.capture.ring_block_kib;
+        if !(4..=65_536).contains(&kib) || !kib.is_power_of_two() {
+            bad("capture.ring_block_kib", kib.to_string(), "a power of two from 4 to 65536 KiB");
+        }
+        if u64::from(self.capture.ring_blocks) * u64::from(kib) > 262_144 {
+            bad(
+                "capture.ring_blocks",
+                format!("{} × {kib} KiB", self.capture.ring_blocks),
+                "at most 256 MiB of ring in all (it is locked in memory)",
+            );
+        }
         if !(1_000..=16_777_216).contains(&self.flow.max_flows) {
             bad("flow.max_flows", self.flow.max_flows.to_string(), "1000 to 16777216 flows");
         }
@@ -949,6 +963,8 @@ mod tests {
             ("[capture]\ninterface = \"a/b\"", "capture.interface"),
             ("[capture]\ninterface = \"abcdefghijklmnop\"", "capture.interface"),
             ("[capture]\nsnap_len = 64", "capture.snap_len"),
+            ("[capture]\nring_blocks = 1", "capture.ring_blocks"),
+            ("[capture]\nring_block_kib = 48", "capture.ring_block_kib"),
             ("[flow]\nmax_flows = 999", "flow.max_flows"),
             ("[flow]\nidle_timeout_s = 0", "flow.idle_timeout_s"),
             ("[flow]\nidle_timeout_s = 100\nactive_timeout_s = 50", "flow.active_timeout_s"),

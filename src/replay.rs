@@ -401,8 +401,7 @@ pub fn watch(
     duration: Option<Duration>,
     on_ready: impl FnOnce(),
 ) -> Result<ReplaySummary, CaptureError> {
-    let acfg =
-        crate::capture::AfPacketConfig::new(&cfg.capture.interface, cfg.capture.snap_len, cfg.capture.promiscuous);
+    let acfg = crate::capture::AfPacketConfig::from_config(&cfg.capture);
     let mut source = crate::capture::AfPacketSource::open(&acfg)?;
     let mut pipeline = Pipeline::new(cfg, state);
     let drops = state.registry.counter(

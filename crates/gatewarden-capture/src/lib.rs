@@ -10,10 +10,11 @@
 pub mod afpacket;
 pub mod config;
 pub mod file;
+pub mod overload;
 
 use std::path::PathBuf;
 
-pub use afpacket::{AfPacketConfig, AfPacketSource};
+pub use afpacket::{AfPacketConfig, AfPacketSource, RingBacklog};
 pub use file::CaptureFile;
 
 /// How a frame's bytes start, from the capture's link-layer type.
