@@ -43,6 +43,10 @@ pub struct RouterStage {
     lan_frames: Counter,
     lan_dropped: Counter,
     lan_overflow: u64,
+    /// The first packets of each source's flows, for evidence pcaps (shared with the verdict task).
+    evidence: crate::flow::evidence::SharedRing,
+    /// `evidence.packets_per_flow`, 0 when evidence is off: checked before taking the ring's lock.
+    evidence_packets: u64,
 }
 
 impl RouterStage {
@@ -100,7 +104,15 @@ impl RouterStage {
                 "Address-resolution requests not reported because a batch interval held more than one message carries (floods).",
                 &[],
             ),
+            evidence: crate::flow::evidence::shared(&cfg.evidence),
+            evidence_packets: if cfg.evidence.enabled { cfg.evidence.packets_per_flow as u64 } else { 0 },
         }
+    }
+
+    /// The evidence ring this stage fills: a verdict about a source reads
+    /// its packets from it (src/node/verdicts.rs, src/replay.rs).
+    pub fn evidence(&self) -> crate::flow::evidence::SharedRing {
+        self.evidence.clone()
     }
 
     /// Checks every LAN frame's source against its MAC (the capture interface is the LAN side).
@@ -139,6 +151,12 @@ impl RouterStage {
                     return self.after_frame(frame);
                 }
                 let o = self.table.observe(&p);
+                let f = self.table.get(o.index);
+                if f.packets() <= self.evidence_packets {
+                    if let Ok(mut ring) = self.evidence.lock() {
+                        ring.keep(f.src(), frame, f.packets());
+                    }
+                }
                 self.tracker.observe(&p, o.new_flow);
                 self.packets.inc();
                 self.bytes.add(p.ip_len as u64);
@@ -318,7 +336,7 @@ pub fn spawn_capture(
     bus: Arc<dyn crate::bus::Publisher>,
     spoof: Option<crate::enforce::service::SpoofLink>,
     shutdown: gatewarden_core::shutdown::Shutdown,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
+) -> anyhow::Result<(std::thread::JoinHandle<()>, crate::flow::evidence::SharedRing)> {
     use anyhow::Context;
     let acfg =
         crate::capture::AfPacketConfig::new(&cfg.capture.interface, cfg.capture.snap_len, cfg.capture.promiscuous);
@@ -333,6 +351,7 @@ pub fn spawn_capture(
     let present = crate::capture::afpacket::interface_exists(&cfg.capture.interface);
     let mut ready = if present { Some(open()?) } else { None };
     let mut stage = RouterStage::new(cfg, registry).with_spoof_link(spoof);
+    let evidence = stage.evidence();
     let drops = registry.counter(
         "gatewarden_capture_kernel_drops_total",
         "Packets the kernel dropped because the capture ring was full.",
@@ -393,6 +412,7 @@ pub fn spawn_capture(
             publish_lan_probes(&mut stage, &*bus);
         })
         .context("spawning the capture thread")
+        .map(|t| (t, evidence))
 }
 
 /// Publishes a live batch; with the `timing` log target at trace, one line
@@ -463,11 +483,12 @@ pub fn spawn_replay(
     registry: &Arc<Registry>,
     bus: Arc<dyn crate::bus::Publisher>,
     shutdown: gatewarden_core::shutdown::Shutdown,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
+) -> anyhow::Result<(std::thread::JoinHandle<()>, crate::flow::evidence::SharedRing)> {
     use crate::capture::PacketSource;
     use anyhow::Context;
     let mut source = crate::capture::CaptureFile::open(path).with_context(|| format!("--replay {}", path.display()))?;
     let mut stage = RouterStage::new(cfg, registry);
+    let evidence = stage.evidence();
     let path = path.to_path_buf();
     std::thread::Builder::new()
         .name("replay".into())
@@ -513,6 +534,7 @@ pub fn spawn_replay(
             tracing::info!(path = %path.display(), batches, "replay finished; still receiving verdicts");
         })
         .context("spawning the replay thread")
+        .map(|t| (t, evidence))
 }
 
 /// What the spoof check reads of a parsed LAN frame.

@@ -214,6 +214,7 @@ pub fn check_claim(from: &str, msg: &Message, role_of: impl Fn(&str) -> Option<C
         Message::VerdictOutcome(o) => own(&o.node, "verdict outcome"),
         Message::NeighbourTable(t) => own(&t.node, "neighbour table"),
         Message::LanProbes(p) => own(&p.node, "LAN probes"),
+        Message::Evidence(e) => own(&e.node, "evidence"),
         Message::Heartbeat(h) => match own(&h.node, "heartbeat") {
             Claim::Fine => match role_of(from) {
                 Some(r) if r != gatewarden_proto::role::cert_role_for(h.role) => {
@@ -1151,6 +1152,7 @@ mod tests {
                 "ack",
                 "alert",
                 "block_table",
+                "evidence",
                 "flow_batch",
                 "heartbeat",
                 "key",

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod confirm;
 pub mod events;
+pub mod evidence;
 pub mod http;
 pub mod link;
 pub mod policy_api;
@@ -259,6 +260,10 @@ pub struct MonitorState {
     pub settings: std::sync::OnceLock<settings::SettingsStore>,
     /// Alerts waiting for a router to confirm their block (see [`confirm`]).
     confirmations: Mutex<confirm::Confirmations>,
+    /// Per-alert evidence pcaps (in memory until [`MonitorState::open_evidence`]).
+    evidence: Mutex<Arc<evidence::EvidenceStore>>,
+    evidence_stored: gatewarden_core::metrics::Counter,
+    evidence_refused: gatewarden_core::metrics::Counter,
 }
 
 impl std::fmt::Debug for MonitorState {
@@ -323,7 +328,52 @@ impl MonitorState {
             policy: std::sync::OnceLock::new(),
             training: training::Training::default(),
             settings: std::sync::OnceLock::new(),
+            evidence: Mutex::new(Arc::new(evidence::EvidenceStore::default())),
+            evidence_stored: registry.counter(
+                "gatewarden_evidence_stored_total",
+                "Evidence pcaps stored (one per alert; the oldest are deleted past evidence.store_bytes).",
+                &[],
+            ),
+            evidence_refused: registry.counter(
+                "gatewarden_evidence_refused_total",
+                "Evidence not stored: the alert had a pcap already, it was larger than the store, or writing failed.",
+                &[],
+            ),
         })
+    }
+
+    /// Keeps evidence pcaps in `dir` (`<monitor.data_dir>/evidence`), or in
+    /// memory without one, at most `max_bytes` in all.
+    pub fn open_evidence(&self, dir: Option<&std::path::Path>, max_bytes: u64) -> anyhow::Result<()> {
+        let store = match dir {
+            Some(d) => evidence::EvidenceStore::open(d, max_bytes)?,
+            None => evidence::EvidenceStore::in_memory(max_bytes),
+        };
+        *self.evidence.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(store);
+        Ok(())
+    }
+
+    /// The evidence store.
+    pub fn evidence(&self) -> Arc<evidence::EvidenceStore> {
+        self.evidence.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Stores `pcap` as alert `id`'s evidence (the first one for an alert stays).
+    pub fn record_evidence(&self, id: u64, node: &str, pcap: &[u8]) {
+        match self.evidence().put(id, pcap) {
+            Ok(evidence::Put::Stored { deleted }) => {
+                self.evidence_stored.inc();
+                tracing::debug!(alert_id = id, node, bytes = pcap.len(), deleted, "evidence pcap stored");
+            }
+            Ok(other) => {
+                self.evidence_refused.inc();
+                tracing::debug!(alert_id = id, node, bytes = pcap.len(), result = ?other, "evidence pcap not stored");
+            }
+            Err(e) => {
+                self.evidence_refused.inc();
+                tracing::warn!(alert_id = id, node, error = %format!("{e:#}"), "evidence pcap not stored");
+            }
+        }
     }
 
     /// Replaces the in-memory alert store with `store` (opened on the data directory).
