@@ -92,6 +92,12 @@ fn a_replayed_attack_s_alerts_each_have_a_pcap_of_the_attacker_s_packets() {
     std::fs::write(&cfg, format!("[monitor]\ndata_dir = \"{}\"\n", dir.path().join("data").display())).unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let demo = root().join("samples/demo.pcap");
+    // A first replay into the same store: the second one's alerts get store
+    // ids 6-10 while its verdicts are 1-5 again, so evidence must find its
+    // alert by (router, verdict), not by a number that happens to match.
+    let out =
+        Command::new(bin()).args(["replay", demo.to_str().unwrap(), "-c", cfg.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut guard = Guard::spawn(
         Command::new(bin())
             .args(["replay", demo.to_str().unwrap(), "--serve", &addr, "-c", cfg.to_str().unwrap()])
@@ -103,8 +109,9 @@ fn a_replayed_attack_s_alerts_each_have_a_pcap_of_the_attacker_s_packets() {
     // Keep the pipe drained so the server never blocks on a full stderr.
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     assert!(wait_http_ok(&addr, "/healthz", Duration::from_secs(20)));
-    wait_for("the demo's five attack alerts", Duration::from_secs(60), || alerts(&addr, &token).len() >= 5);
+    wait_for("both replays' five attack alerts", Duration::from_secs(60), || alerts(&addr, &token).len() >= 10);
     let list = alerts(&addr, &token);
+    assert_eq!(list.len(), 10);
     for a in &list {
         let id = a["gatewarden"]["id"].as_u64().unwrap();
         let kind = a["gatewarden"]["kind"].as_str().unwrap().to_string();
@@ -118,7 +125,7 @@ fn a_replayed_attack_s_alerts_each_have_a_pcap_of_the_attacker_s_packets() {
         assert!(head.contains("Content-Type: application/vnd.tcpdump.pcap"), "{head}");
         assert!(head.contains(&format!("filename=\"alert-{id}.pcap\"")), "{head}");
         assert!(pcap.len() <= 24 + 64 * 1024 + 16 * 4096, "{kind}: {} bytes past evidence.max_alert_bytes", pcap.len());
-        let file = dir.path().join(format!("{kind}.pcap"));
+        let file = dir.path().join(format!("{id}.pcap"));
         std::fs::write(&file, &pcap).unwrap();
         let lines = tcpdump_lines(&file);
         assert!(lines.len() >= 8, "{kind}: only {} packets", lines.len());
@@ -223,6 +230,23 @@ fn in_a_fleet_the_router_s_packets_reach_the_monitor_s_evidence_directory() {
     for p in pcaps() {
         let lines = tcpdump_lines(&p);
         assert!(!lines.is_empty() && lines.iter().all(|l| involves(l, ATTACKER)), "{}: {lines:?}", p.display());
+    }
+    // Each pcap is filed under the id the API lists its alert by.
+    let out = Command::new(bin())
+        .args(["token", "issue", "--role", "viewer", "-c", mon_cfg.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let listed = alerts(&format!("127.0.0.1:{pm}"), &token);
+    for p in pcaps() {
+        let id: u64 = p.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        let a = listed.iter().find(|a| a["gatewarden"]["id"] == id);
+        assert!(
+            a.is_some_and(|a| a["src_ip"] == ATTACKER),
+            "{}: no alert {id} from {ATTACKER} in {listed:?}",
+            p.display()
+        );
     }
     // The CLI on the monitor's node: its config names the token key.
     let first = pcaps()[0].clone();

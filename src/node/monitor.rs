@@ -45,7 +45,7 @@ impl Recorder {
     /// crate's writer and kept in the monitor's evidence store.
     pub fn evidence(&self, e: &Evidence) {
         match evidence_pcap(e) {
-            Ok(pcap) => self.state.record_evidence(e.alert_id, &e.node, &pcap),
+            Ok(pcap) => self.state.record_evidence(e.alert_id, &e.node, pcap),
             Err(err) => tracing::warn!(alert_id = e.alert_id, node = %e.node, error = %err, "evidence not written"),
         }
     }

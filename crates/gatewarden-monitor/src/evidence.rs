@@ -5,7 +5,7 @@
 //! [`gatewarden_proto::messages::Evidence`] into pcap bytes; this store keeps
 //! and serves them (`GET /api/alerts/{id}/pcap`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -179,6 +179,133 @@ impl Inner {
     }
 }
 
+/// Alerts whose (router, verdict id) → store id the linker remembers.
+pub const MAX_LINKS: usize = 8192;
+/// Evidence held for an alert not stored yet (it waits for its router's
+/// answer, [`crate::confirm::CONFIRM_WAIT`]): at most this many …
+pub const MAX_EARLY: usize = 256;
+/// … holding at most this many bytes in all …
+pub const MAX_EARLY_BYTES: usize = 16 << 20;
+/// … for at most this long (an alert waits a few seconds for its router).
+pub const EARLY_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// (router node, verdict id): what a router's evidence and the alert its
+/// verdict came with share. The store gives the alert its own id (detector
+/// ids restart with the process), so evidence is filed through this.
+pub type Key = (String, u64);
+
+/// What became of evidence handed to [`Linker::evidence`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Linked {
+    /// Its alert is stored under this id: store the pcap now.
+    Now(u64, Vec<u8>),
+    /// Held until its alert is stored.
+    Held,
+    /// Not kept: too large to hold, evidence for that verdict is held
+    /// already, or its router holds more than any other and has nothing
+    /// older to give up.
+    Dropped,
+}
+
+/// One router's evidence waiting for its alert.
+struct HeldPcap {
+    pcap: Vec<u8>,
+    at: std::time::Instant,
+    seq: u64,
+}
+
+/// Joins routers' evidence (keyed by verdict id) to stored alerts (keyed by
+/// store id), whichever arrives first. A router's evidence can only reach
+/// an alert filed under that router (the bus checks that an evidence
+/// message names its sender). Held evidence is bounded in count, bytes and
+/// age; when full, the router holding the most gives up its oldest, so one
+/// router flooding evidence for verdicts that never come (a stolen
+/// certificate) pushes out only its own.
+#[derive(Default)]
+pub struct Linker {
+    stored: HashMap<Key, u64>,
+    stored_order: VecDeque<Key>,
+    early: HashMap<Key, HeldPcap>,
+    /// Insertion number → key, the oldest first (exactly the keys in `early`).
+    early_order: BTreeMap<u64, Key>,
+    early_bytes: usize,
+    next_seq: u64,
+}
+
+impl Linker {
+    /// An alert was stored as `store_id`: the evidence that came before it, if any.
+    pub fn alert_stored(&mut self, key: Key, store_id: u64) -> Option<Vec<u8>> {
+        if self.stored.insert(key.clone(), store_id).is_none() {
+            self.stored_order.push_back(key.clone());
+            if self.stored_order.len() > MAX_LINKS {
+                if let Some(old) = self.stored_order.pop_front() {
+                    self.stored.remove(&old);
+                }
+            }
+        }
+        self.take(&key)
+    }
+
+    /// Evidence arrived: file it now under its alert's store id, or hold it
+    /// until its alert is stored (past the bounds the router holding the
+    /// most gives up its oldest).
+    pub fn evidence(&mut self, key: Key, pcap: Vec<u8>, now: std::time::Instant) -> Linked {
+        if let Some(&id) = self.stored.get(&key) {
+            return Linked::Now(id, pcap);
+        }
+        if pcap.len() > MAX_EARLY_BYTES || self.early.contains_key(&key) {
+            return Linked::Dropped;
+        }
+        // Aged out first: their alerts are not coming.
+        while let Some((_, old)) = self.early_order.first_key_value() {
+            if self.early.get(old).is_some_and(|h| now.saturating_duration_since(h.at) <= EARLY_TTL) {
+                break;
+            }
+            let old = old.clone();
+            self.take(&old);
+        }
+        while self.early.len() >= MAX_EARLY || self.early_bytes + pcap.len() > MAX_EARLY_BYTES {
+            match self.victim(&key.0, pcap.len(), self.early.len() >= MAX_EARLY) {
+                Some(old) => {
+                    self.take(&old);
+                }
+                None => return Linked::Dropped,
+            }
+        }
+        self.next_seq += 1;
+        self.early_bytes += pcap.len();
+        self.early_order.insert(self.next_seq, key.clone());
+        self.early.insert(key, HeldPcap { pcap, at: now, seq: self.next_seq });
+        Linked::Held
+    }
+
+    /// The oldest held evidence of the router that holds the most (entries
+    /// when `by_count`, else bytes), counting what `incoming` brings; `None`
+    /// when that router is `incoming` and holds nothing yet.
+    fn victim(&self, incoming: &str, incoming_bytes: usize, by_count: bool) -> Option<Key> {
+        let mut load: BTreeMap<&str, usize> = BTreeMap::new();
+        *load.entry(incoming).or_default() += if by_count { 1 } else { incoming_bytes };
+        for ((node, _), h) in &self.early {
+            *load.entry(node.as_str()).or_default() += if by_count { 1 } else { h.pcap.len() };
+        }
+        let (heaviest, _) = load.into_iter().max_by_key(|&(_, n)| n)?;
+        self.early_order.values().find(|k| k.0 == heaviest).cloned()
+    }
+
+    /// Removes `key`'s held evidence, if any.
+    fn take(&mut self, key: &Key) -> Option<Vec<u8>> {
+        let h = self.early.remove(key)?;
+        self.early_order.remove(&h.seq);
+        self.early_bytes -= h.pcap.len();
+        Some(h.pcap)
+    }
+
+    /// Evidence held for alerts not stored yet: (count, bytes).
+    pub fn held(&self) -> (usize, usize) {
+        (self.early.len(), self.early_bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +328,59 @@ mod tests {
         let again = EvidenceStore::open(dir.path(), 150).unwrap();
         assert_eq!(again.usage().0, 1);
         assert_eq!(again.get(3).unwrap(), Some(vec![3; 100]), "the newer one stays");
+    }
+
+    #[test]
+    fn evidence_finds_its_alert_whichever_comes_first_and_only_under_its_router() {
+        let now = std::time::Instant::now();
+        let mut l = Linker::default();
+        // The alert first (stored as 107 for router r1's verdict 7), then the evidence.
+        assert_eq!(l.alert_stored(("r1".into(), 7), 107), None);
+        assert_eq!(l.evidence(("r1".into(), 7), vec![1; 10], now), Linked::Now(107, vec![1; 10]));
+        // Another router's evidence with that verdict id is not this alert's.
+        assert_eq!(l.evidence(("r2".into(), 7), vec![2; 10], now), Linked::Held);
+        // The evidence first: held, then handed over when the alert is stored.
+        assert_eq!(l.evidence(("r1".into(), 8), vec![3; 10], now), Linked::Held);
+        assert_eq!(l.alert_stored(("r1".into(), 8), 108), Some(vec![3; 10]));
+        assert_eq!(l.held(), (1, 10), "r2's stays held until it expires");
+        // Held evidence is bounded in count and ages out.
+        for i in 0..10_000u64 {
+            let _ = l.evidence(("r3".into(), i), vec![0; 100], now);
+        }
+        assert!(l.held().0 <= MAX_EARLY);
+        let _ = l.evidence(("r4".into(), 1), vec![0; 1], now + EARLY_TTL * 2);
+        assert_eq!(l.held(), (1, 1));
+        for i in 0..(MAX_LINKS as u64 + 10) {
+            l.alert_stored(("r5".into(), i), i);
+        }
+        assert!(l.stored.len() <= MAX_LINKS);
+    }
+
+    #[test]
+    fn a_router_flooding_evidence_pushes_out_only_its_own() {
+        let now = std::time::Instant::now();
+        let mut l = Linker::default();
+        // An honest router's evidence waits for its alert (its router has not answered yet).
+        assert_eq!(l.evidence(("router-1".into(), 1), vec![1; 1000], now), Linked::Held);
+        // A stolen certificate floods evidence for verdicts that never come: in count …
+        for i in 0..10_000u64 {
+            let _ = l.evidence(("rogue".into(), i), vec![9; 10], now);
+        }
+        assert_eq!(l.held().0, MAX_EARLY);
+        // … and in bytes.
+        for i in 0..100u64 {
+            let _ = l.evidence(("rogue".into(), 1_000_000 + i), vec![9; MAX_EARLY_BYTES / 8], now);
+        }
+        assert!(l.held().1 <= MAX_EARLY_BYTES, "{:?}", l.held());
+        // One piece larger than all held evidence may be is not held at all.
+        assert_eq!(l.evidence(("rogue".into(), 7), vec![9; MAX_EARLY_BYTES + 1], now), Linked::Dropped);
+        // The honest router's evidence is still there for its alert.
+        assert_eq!(l.alert_stored(("router-1".into(), 1), 41), Some(vec![1; 1000]));
+        // A newcomer heavier than everything held is refused rather than emptying the others.
+        let mut l = Linker::default();
+        assert_eq!(l.evidence(("router-1".into(), 1), vec![1; MAX_EARLY_BYTES / 2], now), Linked::Held);
+        assert_eq!(l.evidence(("rogue".into(), 1), vec![9; MAX_EARLY_BYTES / 2 + 1], now), Linked::Dropped);
+        assert_eq!(l.held(), (1, MAX_EARLY_BYTES / 2));
     }
 
     #[test]

@@ -262,6 +262,8 @@ pub struct MonitorState {
     confirmations: Mutex<confirm::Confirmations>,
     /// Per-alert evidence pcaps (in memory until [`MonitorState::open_evidence`]).
     evidence: Mutex<Arc<evidence::EvidenceStore>>,
+    /// Routers' evidence (by verdict id) joined to stored alerts (by store id).
+    evidence_links: Mutex<evidence::Linker>,
     evidence_stored: gatewarden_core::metrics::Counter,
     evidence_refused: gatewarden_core::metrics::Counter,
 }
@@ -329,6 +331,7 @@ impl MonitorState {
             training: training::Training::default(),
             settings: std::sync::OnceLock::new(),
             evidence: Mutex::new(Arc::new(evidence::EvidenceStore::default())),
+            evidence_links: Mutex::new(evidence::Linker::default()),
             evidence_stored: registry.counter(
                 "gatewarden_evidence_stored_total",
                 "Evidence pcaps stored (one per alert; the oldest are deleted past evidence.store_bytes).",
@@ -358,8 +361,28 @@ impl MonitorState {
         self.evidence.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Stores `pcap` as alert `id`'s evidence (the first one for an alert stays).
-    pub fn record_evidence(&self, id: u64, node: &str, pcap: &[u8]) {
+    /// A router's evidence for its verdict `verdict_id`: filed under the
+    /// alert that verdict came with once that alert is stored (held until
+    /// then, bounded); the first pcap of an alert stays.
+    pub fn record_evidence(&self, verdict_id: u64, node: &str, pcap: Vec<u8>) {
+        let key = (node.to_string(), verdict_id);
+        let linked = self.evidence_links.lock().unwrap_or_else(|e| e.into_inner()).evidence(key, pcap, Instant::now());
+        match linked {
+            evidence::Linked::Now(id, pcap) => self.put_evidence(id, node, &pcap),
+            evidence::Linked::Held => tracing::debug!(verdict_id, node, "evidence held until its alert is stored"),
+            evidence::Linked::Dropped => {
+                self.evidence_refused.inc();
+                tracing::debug!(
+                    verdict_id,
+                    node,
+                    "evidence dropped: too large to hold, or one is held for that verdict"
+                );
+            }
+        }
+    }
+
+    /// Stores `pcap` as stored alert `id`'s evidence.
+    fn put_evidence(&self, id: u64, node: &str, pcap: &[u8]) {
         match self.evidence().put(id, pcap) {
             Ok(evidence::Put::Stored { deleted }) => {
                 self.evidence_stored.inc();
@@ -504,6 +527,8 @@ impl MonitorState {
                 &[("kind", alert.kind.as_str()), ("severity", severity_name(alert.severity))],
             )
             .inc();
+        // A verdict's alert: (router, verdict id), which its router's evidence names.
+        let link = alert.src.map(|_| (alert.node.clone(), alert.id));
         let stored = match inner.store.append(alert) {
             Ok(a) => a,
             Err(e) => {
@@ -515,6 +540,12 @@ impl MonitorState {
             }
         };
         drop(inner);
+        if let Some(key) = link {
+            let early = self.evidence_links.lock().unwrap_or_else(|e| e.into_inner()).alert_stored(key, stored.id);
+            if let Some(pcap) = early {
+                self.put_evidence(stored.id, &stored.node, &pcap);
+            }
+        }
         self.events.send("alert", &alert_view(&stored, AlertState::New));
     }
 
