@@ -259,3 +259,189 @@ fn in_a_fleet_the_router_s_packets_reach_the_monitor_s_evidence_directory() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout, std::fs::read(&first).unwrap());
 }
+
+/// A raw MQTT client over TLS with the certificate `pki issue` wrote for `id`.
+fn raw_client(broker: &Broker, client_id: &str, id: &str) -> (rumqttc::Client, rumqttc::Connection) {
+    let p = gatewarden::pki::PkiDir(broker.pki().to_path_buf());
+    let tls =
+        gatewarden::bus::mqtt::tls_config(&broker.pki().join("ca.crt"), &p.node_cert(id), &p.node_key(id)).unwrap();
+    let mut o = rumqttc::MqttOptions::new(client_id, "127.0.0.1", broker.port);
+    o.set_transport(rumqttc::Transport::tls_with_config(rumqttc::TlsConfiguration::Rustls(std::sync::Arc::new(tls))));
+    o.set_keep_alive(Duration::from_secs(5));
+    o.set_max_packet_size(8 << 20, 8 << 20);
+    rumqttc::Client::new(o, 256)
+}
+
+/// The rogue's own packets: Ethernet, IPv4 UDP from `ROGUE` (tcpdump names it in every line).
+const ROGUE: &str = "203.0.113.99";
+
+fn rogue_packet(len: usize) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 1, 0x02, 0, 0, 0, 0, 2, 0x08, 0x00];
+    let ip_len = (len - 14) as u16;
+    f.extend_from_slice(&[0x45, 0, (ip_len >> 8) as u8, ip_len as u8, 0, 1, 0, 0, 64, 17, 0, 0]);
+    f.extend_from_slice(&[203, 0, 113, 99, 192, 0, 2, 1]);
+    let udp_len = ip_len - 20;
+    f.extend_from_slice(&[0x11, 0x5c, 0x27, 0x0f, (udp_len >> 8) as u8, udp_len as u8, 0, 0]);
+    f.resize(len, 0xee);
+    f
+}
+
+/// An evidence message of `packets` rogue packets of `len` bytes, naming `node`.
+fn rogue_evidence(node: &str, alert_id: u64, packets: usize, len: usize) -> Vec<u8> {
+    use gatewarden::bus::mqtt::{Frame, FrameBody};
+    use gatewarden_proto::messages::{Evidence, EvidencePacket, Message};
+    let now = gatewarden_core::clock::unix_now_ns();
+    let e = Evidence {
+        node: node.into(),
+        alert_id,
+        source: ROGUE.parse().unwrap(),
+        link_type: 1,
+        packets: (0..packets)
+            .map(|i| EvidencePacket { ts_ns: now + i as u64, orig_len: len as u32, data: rogue_packet(len) })
+            .collect(),
+        left_out: 0,
+    };
+    gatewarden::secure::envelope::encode(&Frame { id: alert_id, body: FrameBody::Plain(Message::Evidence(e).encode()) })
+}
+
+fn status(port: u16) -> serde_json::Value {
+    let (code, _, body) = common::http("GET", &format!("127.0.0.1:{port}"), "/api/status").unwrap();
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn counter(v: &serde_json::Value, name: &str) -> f64 {
+    v["counters"][name].as_f64().unwrap_or(0.0)
+}
+
+/// A `/proc/<pid>/status` field in bytes (`VmRSS:` now, `VmHWM:` the peak).
+fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 =
+        text.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)).unwrap().parse().unwrap();
+    kb * 1024
+}
+
+/// A stolen router certificate (router-2) against a fleet whose router-1
+/// replays the lab attack: evidence naming router-1 is refused at the bus;
+/// evidence under its own name for router-1's verdict ids (sent before and
+/// all through router-1's run), 40 messages of 1 MiB, and a flood of small
+/// ones never reach router-1's alerts, never become a file, and leave the
+/// monitor's memory within the bound the other bus floods are held to.
+/// Every one of router-1's attack alerts still gets its own pcap.
+#[test]
+fn a_stolen_router_certificate_cannot_attach_evidence_to_another_router_s_alerts_nor_fill_the_monitor() {
+    let Some(exe) = mosquitto_or_skip() else { return };
+    let broker = Broker::start(
+        exe,
+        &[("router-1", "router"), ("router-2", "router"), ("det-1", "detector"), ("mon-1", "monitor")],
+    );
+    let (pm, pd, pr) = (free_port(), free_port(), free_port());
+    let data = broker.pki().join("data-mon-1");
+    let mon_cfg = broker.node_config("mon-1", pm, &format!("[monitor]\ndata_dir = \"{}\"\n", data.display()));
+    let run = |cfg: &Path, role: &str, extra: &[&str]| {
+        let mut c = Command::new(bin());
+        c.args(["run", "--role", role, "--config", cfg.to_str().unwrap()]).args(extra).env("RUST_LOG", "warn");
+        Guard::spawn(&mut c)
+    };
+    let mon = run(&mon_cfg, "monitor", &[]);
+    let _det = run(&broker.node_config("det-1", pd, ""), "detector", &[]);
+    for p in [pm, pd] {
+        assert!(wait_http_ok(&format!("127.0.0.1:{p}"), "/healthz", Duration::from_secs(15)));
+    }
+    wait_for("monitor connected", Duration::from_secs(20), || counter(&status(pm), "gatewarden_mqtt_connected") == 1.0);
+    let pid = mon.0.as_ref().unwrap().id();
+    std::thread::sleep(Duration::from_secs(2));
+    let idle = proc_status_bytes(pid, "VmRSS:");
+
+    let (rogue, mut conn) = raw_client(&broker, "rogue-router", "router-2");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pump = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = conn.recv_timeout(Duration::from_millis(100));
+            }
+        })
+    };
+    let topic = gatewarden::bus::mqtt::topic("router-2", "evidence");
+    let send = |payload: Vec<u8>| rogue.publish(&topic, rumqttc::QoS::AtLeastOnce, false, payload).unwrap();
+    // Before router-1 runs: its verdict ids (they count from 1), under its name and under the rogue's own.
+    let forged = 20u64;
+    for id in 1..=forged {
+        send(rogue_evidence("router-1", id, 4, 120));
+        send(rogue_evidence("router-2", id, 4, 120));
+    }
+    // The largest a message may be, 40 times: 40 MiB, more than the monitor holds for alerts not seen yet.
+    for id in 0..40u64 {
+        send(rogue_evidence("router-2", 1_000 + id, 4096, 256));
+    }
+    send(rogue_evidence("router-1", 999, 1, 120));
+    wait_for("the forged names refused at the monitor", Duration::from_secs(120), || {
+        counter(&status(pm), "gatewarden_bus_identity_mismatch_total{kind=evidence}") >= (forged + 1) as f64
+    });
+    // All through router-1's run: a stream of small ones for ids its verdicts will have.
+    let flood = {
+        let (rogue, stop, topic) = (rogue.clone(), stop.clone(), topic.clone());
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let payload = rogue_evidence("router-2", 1 + n % 64, 2, 100);
+                rogue.publish(&topic, rumqttc::QoS::AtMostOnce, false, payload).unwrap();
+                n += 1;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            n
+        })
+    };
+    let demo = root().join("samples/demo.pcap");
+    let _router = run(&broker.node_config("router-1", pr, ""), "router", &["--replay", demo.to_str().unwrap()]);
+    let evidence = data.join("evidence");
+    let pcaps = || -> Vec<PathBuf> {
+        std::fs::read_dir(&evidence).map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect()).unwrap_or_default()
+    };
+    let token = {
+        let out = Command::new(bin())
+            .args(["token", "issue", "--role", "viewer", "-c", mon_cfg.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let attacks = || -> Vec<u64> {
+        let listed = alerts(&format!("127.0.0.1:{pm}"), &token);
+        listed.iter().filter(|a| a["src_ip"] == ATTACKER).map(|a| a["gatewarden"]["id"].as_u64().unwrap()).collect()
+    };
+    wait_for("router-1's five attack alerts, each with a pcap", Duration::from_secs(120), || {
+        let ids = attacks();
+        ids.len() >= 5 && ids.iter().all(|id| evidence.join(format!("{id}.pcap")).exists())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let flooded = flood.join().unwrap();
+    pump.join().unwrap();
+    let peak = proc_status_bytes(pid, "VmHWM:");
+    let ids = attacks();
+    let files = pcaps();
+    let stored: u64 = files.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    eprintln!(
+        "MEASURED: rogue sent {} forged + {} own + 40 x 1 MiB + {flooded} flood evidence messages; monitor RSS idle {:.1} MB, peak {:.1} MB; {} pcaps ({stored} bytes) for {} attack alerts",
+        forged + 1,
+        forged,
+        idle as f64 / 1e6,
+        peak as f64 / 1e6,
+        files.len(),
+        ids.len()
+    );
+    // Files only for router-1's alerts, each of the attacker's packets only.
+    assert_eq!(files.len(), ids.len(), "{files:?} for alerts {ids:?}");
+    for p in &files {
+        let id: u64 = p.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+        assert!(ids.contains(&id), "{}: not one of router-1's attack alerts {ids:?}", p.display());
+        let lines = tcpdump_lines(p);
+        assert!(!lines.is_empty() && lines.iter().all(|l| involves(l, ATTACKER)), "{}: {lines:?}", p.display());
+        assert!(!lines.iter().any(|l| involves(l, ROGUE)), "{}: the rogue's packets: {lines:?}", p.display());
+    }
+    assert!(peak < idle + (64 << 20), "peak RSS {} MB (idle {} MB)", peak >> 20, idle >> 20);
+    assert!(wait_http_ok(&format!("127.0.0.1:{pm}"), "/healthz", Duration::from_secs(1)), "still answers");
+}
