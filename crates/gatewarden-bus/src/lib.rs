@@ -140,7 +140,7 @@ impl LocalBus {
             verdict_outcomes: Channel::new("verdict_outcome", capacity.min(1024), registry),
             neighbour_tables: Channel::new("neighbour_table", capacity.min(64), registry),
             lan_probes: Channel::new("lan_probes", capacity, registry),
-            // Up to 1 MiB each: a short queue (a verdict storm loses evidence, not memory).
+            // Up to 896 KiB each: a short queue (a verdict storm loses evidence, not memory).
             evidence: Channel::new("evidence", capacity.min(64), registry),
         }
     }

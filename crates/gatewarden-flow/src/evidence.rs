@@ -28,7 +28,7 @@ pub struct EvidenceConfig {
     pub packets_per_flow: u32,
     /// Bytes kept of each packet (from the link-layer header; also capped by `capture.snap_len`).
     pub snap_bytes: u32,
-    /// Captured bytes kept per source on the router and sent per alert (at most 1 MiB).
+    /// Captured bytes kept per source on the router and sent per alert (at most 896 KiB, `MAX_EVIDENCE_BYTES`).
     pub max_alert_bytes: usize,
     /// Memory the router's ring may use in all, bookkeeping included; the
     /// source touched longest ago is forgotten first.

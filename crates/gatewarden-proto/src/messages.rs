@@ -501,8 +501,11 @@ pub const MAX_MODEL_BYTES: usize = 900 * 1024;
 /// Most packets one [`Evidence`] message carries.
 pub const MAX_EVIDENCE_PACKETS: usize = 4096;
 /// Most captured bytes (all packets together) one [`Evidence`] message
-/// carries: the ceiling of the `evidence.max_alert_bytes` knob.
-pub const MAX_EVIDENCE_BYTES: usize = 1 << 20;
+/// carries: the ceiling of the `evidence.max_alert_bytes` knob. 896 KiB, not
+/// 1 MiB: with [`MAX_EVIDENCE_PACKETS`] packets' times and lengths (~70 KB)
+/// the message must still fit in one bus frame (1 MiB + 4 KiB), or every
+/// receiver refuses it (test `the_largest_evidence_a_router_may_send_fits_in_one_frame`).
+pub const MAX_EVIDENCE_BYTES: usize = 896 * 1024;
 /// Link types (libpcap DLT numbers) an [`Evidence`] message may name: the
 /// ones the capture crate reads (Null, Ethernet, raw IP, Linux cooked).
 pub const EVIDENCE_LINK_TYPES: [u32; 8] = [0, 1, 12, 14, 101, 113, 228, 229];
