@@ -325,7 +325,7 @@ fn proc_status_bytes(pid: u32, field: &str) -> u64 {
 /// A stolen router certificate (router-2) against a fleet whose router-1
 /// replays the lab attack: evidence naming router-1 is refused at the bus;
 /// evidence under its own name for router-1's verdict ids (sent before and
-/// all through router-1's run), 40 messages of 1 MiB, and a flood of small
+/// all through router-1's run), 40 of the largest messages (896 KiB), and a flood of small
 /// ones never reach router-1's alerts, never become a file, and leave the
 /// monitor's memory within the bound the other bus floods are held to.
 /// Every one of router-1's attack alerts still gets its own pcap.
@@ -372,14 +372,21 @@ fn a_stolen_router_certificate_cannot_attach_evidence_to_another_router_s_alerts
         send(rogue_evidence("router-1", id, 4, 120));
         send(rogue_evidence("router-2", id, 4, 120));
     }
-    // The largest a message may be, 40 times: 40 MiB, more than the monitor holds for alerts not seen yet.
+    // The largest a message may be (4 096 packets, 896 KiB), 40 times: more than the monitor holds for alerts not seen yet.
     for id in 0..40u64 {
-        send(rogue_evidence("router-2", 1_000 + id, 4096, 256));
+        send(rogue_evidence("router-2", 1_000 + id, 4096, 224));
     }
     send(rogue_evidence("router-1", 999, 1, 120));
     wait_for("the forged names refused at the monitor", Duration::from_secs(120), || {
         counter(&status(pm), "gatewarden_bus_identity_mismatch_total{kind=evidence}") >= (forged + 1) as f64
     });
+    // The monitor holds them for alerts that never come, within its bound (16 MiB).
+    let held =
+        |s: &serde_json::Value| (counter(s, "gatewarden_evidence_held"), counter(s, "gatewarden_evidence_held_bytes"));
+    wait_for("the rogue's large pieces held", Duration::from_secs(60), || held(&status(pm)).1 > (8 << 20) as f64);
+    std::thread::sleep(Duration::from_secs(1));
+    let (n_big, bytes_big) = held(&status(pm));
+    assert!(n_big <= 256.0 && bytes_big <= (16 << 20) as f64, "held {n_big} pieces, {bytes_big} bytes");
     // All through router-1's run: a stream of small ones for ids its verdicts will have.
     let flood = {
         let (rogue, stop, topic) = (rogue.clone(), stop.clone(), topic.clone());
@@ -425,11 +432,12 @@ fn a_stolen_router_certificate_cannot_attach_evidence_to_another_router_s_alerts
     let files = pcaps();
     let stored: u64 = files.iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
     eprintln!(
-        "MEASURED: rogue sent {} forged + {} own + 40 x 1 MiB + {flooded} flood evidence messages; monitor RSS idle {:.1} MB, peak {:.1} MB; {} pcaps ({stored} bytes) for {} attack alerts",
+        "MEASURED: rogue sent {} forged + {} own + 40 x 896 KiB + {flooded} flood evidence messages; monitor RSS idle {:.1} MB, peak {:.1} MB; held {:?} after the large ones; {} pcaps ({stored} bytes) for {} attack alerts",
         forged + 1,
         forged,
         idle as f64 / 1e6,
         peak as f64 / 1e6,
+        (n_big, bytes_big),
         files.len(),
         ids.len()
     );
@@ -442,6 +450,8 @@ fn a_stolen_router_certificate_cannot_attach_evidence_to_another_router_s_alerts
         assert!(!lines.is_empty() && lines.iter().all(|l| involves(l, ATTACKER)), "{}: {lines:?}", p.display());
         assert!(!lines.iter().any(|l| involves(l, ROGUE)), "{}: the rogue's packets: {lines:?}", p.display());
     }
+    let (n, bytes) = held(&status(pm));
+    assert!(n <= 256.0 && bytes <= (16 << 20) as f64, "held {n} pieces, {bytes} bytes");
     assert!(peak < idle + (64 << 20), "peak RSS {} MB (idle {} MB)", peak >> 20, idle >> 20);
     assert!(wait_http_ok(&format!("127.0.0.1:{pm}"), "/healthz", Duration::from_secs(1)), "still answers");
 }

@@ -266,6 +266,8 @@ pub struct MonitorState {
     evidence_links: Mutex<evidence::Linker>,
     evidence_stored: gatewarden_core::metrics::Counter,
     evidence_refused: gatewarden_core::metrics::Counter,
+    /// Evidence waiting for its alert: (pieces, bytes), so the bound is visible.
+    evidence_held: (gatewarden_core::metrics::Gauge, gatewarden_core::metrics::Gauge),
 }
 
 impl std::fmt::Debug for MonitorState {
@@ -342,6 +344,18 @@ impl MonitorState {
                 "Evidence not stored: the alert had a pcap already, it was larger than the store, or writing failed.",
                 &[],
             ),
+            evidence_held: (
+                registry.gauge(
+                    "gatewarden_evidence_held",
+                    "Evidence pcaps waiting for their alert to be stored (at most 256; the router holding the most gives up its oldest).",
+                    &[],
+                ),
+                registry.gauge(
+                    "gatewarden_evidence_held_bytes",
+                    "Bytes of evidence pcaps waiting for their alert to be stored (at most 16 MiB).",
+                    &[],
+                ),
+            ),
         })
     }
 
@@ -366,7 +380,12 @@ impl MonitorState {
     /// then, bounded); the first pcap of an alert stays.
     pub fn record_evidence(&self, verdict_id: u64, node: &str, pcap: Vec<u8>) {
         let key = (node.to_string(), verdict_id);
-        let linked = self.evidence_links.lock().unwrap_or_else(|e| e.into_inner()).evidence(key, pcap, Instant::now());
+        let linked = {
+            let mut links = self.evidence_links.lock().unwrap_or_else(|e| e.into_inner());
+            let linked = links.evidence(key, pcap, Instant::now());
+            self.show_held(&links);
+            linked
+        };
         match linked {
             evidence::Linked::Now(id, pcap) => self.put_evidence(id, node, &pcap),
             evidence::Linked::Held => tracing::debug!(verdict_id, node, "evidence held until its alert is stored"),
@@ -379,6 +398,12 @@ impl MonitorState {
                 );
             }
         }
+    }
+
+    fn show_held(&self, links: &evidence::Linker) {
+        let (n, bytes) = links.held();
+        self.evidence_held.0.set(n as f64);
+        self.evidence_held.1.set(bytes as f64);
     }
 
     /// Stores `pcap` as stored alert `id`'s evidence.
@@ -541,7 +566,12 @@ impl MonitorState {
         };
         drop(inner);
         if let Some(key) = link {
-            let early = self.evidence_links.lock().unwrap_or_else(|e| e.into_inner()).alert_stored(key, stored.id);
+            let early = {
+                let mut links = self.evidence_links.lock().unwrap_or_else(|e| e.into_inner());
+                let early = links.alert_stored(key, stored.id);
+                self.show_held(&links);
+                early
+            };
             if let Some(pcap) = early {
                 self.put_evidence(stored.id, &stored.node, &pcap);
             }
