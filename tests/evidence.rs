@@ -450,8 +450,11 @@ fn a_stolen_router_certificate_cannot_attach_evidence_to_another_router_s_alerts
         assert!(!lines.is_empty() && lines.iter().all(|l| involves(l, ATTACKER)), "{}: {lines:?}", p.display());
         assert!(!lines.iter().any(|l| involves(l, ROGUE)), "{}: the rogue's packets: {lines:?}", p.display());
     }
-    let (n, bytes) = held(&status(pm));
+    let end = status(pm);
+    let (n, bytes) = held(&end);
     assert!(n <= 256.0 && bytes <= (16 << 20) as f64, "held {n} pieces, {bytes} bytes");
+    // What was pushed out is counted, not silently lost.
+    assert!(counter(&end, "gatewarden_evidence_refused_total") >= 1.0, "{}", end["counters"]);
     assert!(peak < idle + (64 << 20), "peak RSS {} MB (idle {} MB)", peak >> 20, idle >> 20);
     assert!(wait_http_ok(&format!("127.0.0.1:{pm}"), "/healthz", Duration::from_secs(1)), "still answers");
 }

@@ -230,6 +230,8 @@ pub struct Linker {
     early_order: BTreeMap<u64, Key>,
     early_bytes: usize,
     next_seq: u64,
+    /// Held evidence given up (aged out or pushed out) since start.
+    given_up: u64,
 }
 
 impl Linker {
@@ -263,11 +265,13 @@ impl Linker {
             }
             let old = old.clone();
             self.take(&old);
+            self.given_up += 1;
         }
         while self.early.len() >= MAX_EARLY || self.early_bytes + pcap.len() > MAX_EARLY_BYTES {
             match self.victim(&key.0, pcap.len(), self.early.len() >= MAX_EARLY) {
                 Some(old) => {
                     self.take(&old);
+                    self.given_up += 1;
                 }
                 None => return Linked::Dropped,
             }
@@ -298,6 +302,12 @@ impl Linker {
         self.early_order.remove(&h.seq);
         self.early_bytes -= h.pcap.len();
         Some(h.pcap)
+    }
+
+    /// Held evidence given up since start: aged out (its alert never came)
+    /// or pushed out by newer evidence past the bounds.
+    pub fn given_up(&self) -> u64 {
+        self.given_up
     }
 
     /// Evidence held for alerts not stored yet: (count, bytes).
@@ -374,6 +384,7 @@ mod tests {
         assert!(l.held().1 <= MAX_EARLY_BYTES, "{:?}", l.held());
         // One piece larger than all held evidence may be is not held at all.
         assert_eq!(l.evidence(("rogue".into(), 7), vec![9; MAX_EARLY_BYTES + 1], now), Linked::Dropped);
+        assert!(l.given_up() >= 10_000 - MAX_EARLY as u64, "{}", l.given_up());
         // The honest router's evidence is still there for its alert.
         assert_eq!(l.alert_stored(("router-1".into(), 1), 41), Some(vec![1; 1000]));
         // A newcomer heavier than everything held is refused rather than emptying the others.

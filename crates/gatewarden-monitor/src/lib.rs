@@ -341,7 +341,7 @@ impl MonitorState {
             ),
             evidence_refused: registry.counter(
                 "gatewarden_evidence_refused_total",
-                "Evidence not stored: the alert had a pcap already, it was larger than the store, or writing failed.",
+                "Evidence not stored: the alert had a pcap already, it was larger than the store, writing failed, or it waited for an alert that never came (aged out, or pushed out past the held bounds).",
                 &[],
             ),
             evidence_held: (
@@ -382,7 +382,9 @@ impl MonitorState {
         let key = (node.to_string(), verdict_id);
         let linked = {
             let mut links = self.evidence_links.lock().unwrap_or_else(|e| e.into_inner());
+            let before = links.given_up();
             let linked = links.evidence(key, pcap, Instant::now());
+            self.evidence_refused.add(links.given_up() - before);
             self.show_held(&links);
             linked
         };
