@@ -38,6 +38,16 @@ pub struct AlertsArgs {
 pub enum AlertsCommand {
     /// Query the store (what `gatewarden alerts [filters]` does).
     List(QueryArgs),
+    /// Download the packets behind an alert (its evidence pcap) from a running monitor.
+    #[command(long_about = "Download an alert's evidence pcap from a running monitor (GET /api/alerts/ID/pcap): \
+the first packets of the flows its source started, kept by the router that saw them (evidence.packets_per_flow, \
+evidence.snap_bytes, at most evidence.max_alert_bytes). Only alerts that came with a verdict have one. It opens \
+in tcpdump -r and Wireshark.\n\n\
+The monitor is the config's http.listen unless --monitor says otherwise. The token is --token, GATEWARDEN_TOKEN, \
+or (on the monitor node) a five-minute viewer token signed with the key its config names.\n\n\
+Examples:\n  gatewarden alerts pcap 1733367000123 -o scan.pcap\n  \
+gatewarden alerts pcap 42 --monitor 192.0.2.1:8080 --token \"$TOKEN\" | tcpdump -nr -")]
+    Pcap(crate::cli::AlertPcapArgs),
 }
 
 /// Filters for the alert query; every one is optional.
@@ -105,6 +115,7 @@ fn action_name(a: AlertAction) -> &'static str {
 pub fn run(args: AlertsArgs) -> i32 {
     match args.command {
         Some(AlertsCommand::List(q)) => list(&q),
+        Some(AlertsCommand::Pcap(a)) => crate::cli::cmd_alert_pcap(a),
         None => list(&args.query),
     }
 }

@@ -47,6 +47,8 @@ pub struct Config {
     pub monitor: MonitorConfig,
     /// Link-health probes between nodes.
     pub link: LinkConfig,
+    /// Per-alert evidence pcaps: what the router keeps of each flow, what the monitor stores.
+    pub evidence: crate::flow::evidence::EvidenceConfig,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             policy: crate::policy::PolicyConfig::default(),
             monitor: MonitorConfig::default(),
             link: LinkConfig::default(),
+            evidence: crate::flow::evidence::EvidenceConfig::default(),
         }
     }
 }
@@ -376,6 +379,9 @@ impl Config {
         }
         if !(1..=1_000_000).contains(&self.monitor.alerts_in_memory) {
             bad("monitor.alerts_in_memory", self.monitor.alerts_in_memory.to_string(), "1 to 1000000 alerts");
+        }
+        for (key, value, allowed) in self.evidence.problems() {
+            bad(key, value, &allowed);
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             bad(

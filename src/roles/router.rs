@@ -52,6 +52,10 @@ pub struct RouterStage {
     shed: [Counter; 2],
     overloaded: Gauge,
     shed_one_in: Gauge,
+    /// The first packets of each source's flows, for evidence pcaps (shared with the verdict task).
+    evidence: crate::flow::evidence::SharedRing,
+    /// `evidence.packets_per_flow`, 0 when evidence is off: checked before taking the ring's lock.
+    evidence_packets: u64,
 }
 
 impl RouterStage {
@@ -116,6 +120,8 @@ impl RouterStage {
                 "Address-resolution requests not reported because a batch interval held more than one message carries (floods).",
                 &[],
             ),
+            evidence: crate::flow::evidence::shared(&cfg.evidence),
+            evidence_packets: if cfg.evidence.enabled { cfg.evidence.packets_per_flow as u64 } else { 0 },
             overload: Overload::new(),
             shed_keys: std::collections::hash_map::RandomState::new(),
             shed,
@@ -157,6 +163,12 @@ impl RouterStage {
         }
         self.shed[self.overload.reason().index()].inc();
         true
+    }
+
+    /// The evidence ring this stage fills: a verdict about a source reads
+    /// its packets from it (src/node/verdicts.rs, src/replay.rs).
+    pub fn evidence(&self) -> crate::flow::evidence::SharedRing {
+        self.evidence.clone()
     }
 
     /// Checks every LAN frame's source against its MAC (the capture interface is the LAN side).
@@ -204,6 +216,12 @@ impl RouterStage {
                     return self.after_frame(frame);
                 }
                 let o = self.table.observe(&p);
+                let f = self.table.get(o.index);
+                if f.packets() <= self.evidence_packets {
+                    if let Ok(mut ring) = self.evidence.lock() {
+                        ring.keep(f.src(), frame, f.packets());
+                    }
+                }
                 self.tracker.observe(&p, o.new_flow);
                 self.packets.inc();
                 self.bytes.add(p.ip_len as u64);
@@ -383,7 +401,7 @@ pub fn spawn_capture(
     bus: Arc<dyn crate::bus::Publisher>,
     spoof: Option<crate::enforce::service::SpoofLink>,
     shutdown: gatewarden_core::shutdown::Shutdown,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
+) -> anyhow::Result<(std::thread::JoinHandle<()>, crate::flow::evidence::SharedRing)> {
     use anyhow::Context;
     let acfg = crate::capture::AfPacketConfig::from_config(&cfg.capture);
     let open = move || {
@@ -397,6 +415,7 @@ pub fn spawn_capture(
     let present = crate::capture::afpacket::interface_exists(&cfg.capture.interface);
     let mut ready = if present { Some(open()?) } else { None };
     let mut stage = RouterStage::new(cfg, registry).with_spoof_link(spoof);
+    let evidence = stage.evidence();
     let drops = registry.counter(
         "gatewarden_capture_kernel_drops_total",
         "Packets the kernel dropped because the capture ring was full.",
@@ -485,6 +504,7 @@ pub fn spawn_capture(
             publish_lan_probes(&mut stage, &*bus);
         })
         .context("spawning the capture thread")
+        .map(|t| (t, evidence))
 }
 
 /// The system alert for an overload episode (one per episode, see
@@ -568,11 +588,12 @@ pub fn spawn_replay(
     registry: &Arc<Registry>,
     bus: Arc<dyn crate::bus::Publisher>,
     shutdown: gatewarden_core::shutdown::Shutdown,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
+) -> anyhow::Result<(std::thread::JoinHandle<()>, crate::flow::evidence::SharedRing)> {
     use crate::capture::PacketSource;
     use anyhow::Context;
     let mut source = crate::capture::CaptureFile::open(path).with_context(|| format!("--replay {}", path.display()))?;
     let mut stage = RouterStage::new(cfg, registry);
+    let evidence = stage.evidence();
     let path = path.to_path_buf();
     let live = cfg.capture.replay_live;
     std::thread::Builder::new()
@@ -632,6 +653,7 @@ pub fn spawn_replay(
             tracing::info!(path = %path.display(), batches, "replay finished; still receiving verdicts");
         })
         .context("spawning the replay thread")
+        .map(|t| (t, evidence))
 }
 
 /// `capture.replay_live`: plays a capture at its recorded pace and stamps
