@@ -23,6 +23,7 @@ use serde::Serialize;
 
 use crate::capture::{CaptureError, CaptureFile, Frame, PacketSource};
 use crate::config::Config;
+use crate::monitor::timeline::Timeline;
 use crate::monitor::MonitorState;
 use crate::roles::router::RouterStage;
 use gatewarden_core::metrics::Registry;
@@ -120,6 +121,8 @@ struct Analysis {
     digest: Fnv64,
     batches: u64,
     verdicts: u64,
+    /// The router stage's evidence ring: each verdict's source's first packets.
+    evidence: crate::flow::evidence::SharedRing,
 }
 
 impl Analysis {
@@ -174,6 +177,11 @@ impl Analysis {
         // answered "not blocked" at once, which settles its waiting alert.
         for v in &f.verdicts {
             self.state.record_replayed_verdict(v);
+            // As a router answers a verdict (src/node/verdicts.rs): the evidence, then the outcome.
+            let e = self.evidence.lock().ok().and_then(|r| r.evidence(&batch.node, v.id, v.source));
+            if let Some(e) = e {
+                self.monitor.evidence(&e);
+            }
             self.monitor.outcome(replay_outcome(&batch.node, v));
         }
     }
@@ -229,7 +237,9 @@ impl Pipeline {
         let store = crate::monitor::settings::SettingsStore::open(crate::roles::settings::settings_base(cfg));
         store.set_sender(Arc::new(move |u| tx.try_send(u).is_ok()));
         let _ = state.settings.set(store);
+        let router = RouterStage::new(cfg, registry);
         let analysis = Analysis {
+            evidence: router.evidence(),
             detector,
             models,
             settings,
@@ -242,7 +252,7 @@ impl Pipeline {
             verdicts: 0,
         };
         Pipeline {
-            router: RouterStage::new(cfg, registry),
+            router,
             analysis,
             state: state.clone(),
             frames: 0,
@@ -338,6 +348,8 @@ pub fn replay(
     let started = Instant::now();
     let mut first_ts: Option<u64> = None;
     let file_name = path.display().to_string();
+    let mut timeline: Option<Timeline> = None;
+    let mut pushed = Instant::now();
     let mut result = Ok(());
     loop {
         if shutdown.is_triggered() {
@@ -360,6 +372,16 @@ pub fn replay(
             }
         }
         pipeline.on_frame(&frame);
+        // The charts' capture-time series: pushed to the page twice a second
+        // (checked every frame only when pacing makes frames rare).
+        timeline.get_or_insert_with(|| Timeline::new(first)).add(frame.ts_ns);
+        if (speed == Speed::Realtime || pipeline.frames() % 256 == 0) && pushed.elapsed() >= Duration::from_millis(500)
+        {
+            pushed = Instant::now();
+            if let Some(t) = &timeline {
+                state.set_timeline(t.clone());
+            }
+        }
         if pipeline.frames() % 65_536 == 0 {
             let pos = source.stats().bytes_read;
             if let Some(b) = &bar {
@@ -373,7 +395,11 @@ pub fn replay(
     }
     result?;
     let summary = pipeline.finish(path);
-    state.set_replay(serde_json::json!({"file": file_name, "state": "finished", "packets": summary.packets}));
+    if let Some(t) = timeline {
+        state.set_timeline(t);
+    }
+    state.set_replay(serde_json::json!({"file": file_name, "state": "finished", "packets": summary.packets,
+        "first_ts": summary.first_ts, "last_ts": summary.last_ts}));
     Ok(summary)
 }
 
@@ -385,8 +411,7 @@ pub fn watch(
     duration: Option<Duration>,
     on_ready: impl FnOnce(),
 ) -> Result<ReplaySummary, CaptureError> {
-    let acfg =
-        crate::capture::AfPacketConfig::new(&cfg.capture.interface, cfg.capture.snap_len, cfg.capture.promiscuous);
+    let acfg = crate::capture::AfPacketConfig::from_config(&cfg.capture);
     let mut source = crate::capture::AfPacketSource::open(&acfg)?;
     let mut pipeline = Pipeline::new(cfg, state);
     // Live frames: their interface is known and named in every alert (EVE `in_iface`).

@@ -297,7 +297,15 @@ fn a_live_scan_is_detected_and_blocked_in_the_kernel() {
     assert!(innocent_ok, "an innocent device still reaches the WAN (last answer {last:?})");
     let metrics = site.router.command("curl").args(["-s", "http://127.0.0.1:8080/metrics"]).output().unwrap();
     let metrics = String::from_utf8_lossy(&metrics.stdout).to_string();
-    assert!(metrics.contains("gatewarden_verdicts_total{kind=\"port_scan\"}"), "{metrics}");
+    // Registered at 0 from the start: the scan must have counted.
+    assert!(
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("gatewarden_verdicts_total{kind=\"port_scan\"} "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| v > 0.0),
+        "{metrics}"
+    );
     gw.signal("TERM");
     assert_eq!(gw.wait_timeout(Duration::from_secs(5)), Some(0));
     let gone = site.router.command("nft").args(["list", "table", "inet", "gatewarden"]).output().unwrap();

@@ -15,6 +15,8 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 command -v promtool >/dev/null || need_pkgs+=(prometheus)
+# The dashboard test (tests/grafana.rs) runs a real Prometheus server against a 3-node fleet.
+command -v prometheus >/dev/null || need_pkgs+=(prometheus)
 command -v nft >/dev/null || need_pkgs+=(nftables)
 command -v ip >/dev/null || need_pkgs+=(iproute2)
 command -v curl >/dev/null || need_pkgs+=(curl)
@@ -65,6 +67,8 @@ command -v dnsmasq >/dev/null || need_pkgs+=(dnsmasq-base)
 command -v sshd >/dev/null || need_pkgs+=(openssh-server)
 # Group-policy page test (tests/policy.rs) renders /policy in a real headless browser.
 command -v chromium >/dev/null || need_pkgs+=(chromium)
+# The fleet test (tests/fleet.rs) also runs against a two-node RabbitMQ cluster (MQTT plugin, mutual TLS).
+[[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || need_pkgs+=(rabbitmq-server)
 if ((${#need_pkgs[@]})); then
     if [[ $(id -u) -eq 0 ]]; then
         echo "==> installing ${need_pkgs[*]}"

@@ -24,6 +24,7 @@ pub mod detector;
 pub mod enforcement;
 pub mod heartbeat;
 pub mod http;
+pub mod json_mirror;
 pub mod link;
 pub mod monitor;
 pub mod mqtt;
@@ -120,6 +121,8 @@ pub struct Wiring {
     /// Routers' neighbour tables as they arrive (monitor): filled by the
     /// monitor's consumers, read by the policy service for MAC members.
     pub neighbours: Arc<crate::policy::neighbours::NeighbourStore>,
+    /// The capture's evidence ring (router): the verdict task sends a verdict's source's packets to the monitor.
+    pub evidence: Option<crate::flow::evidence::SharedRing>,
     ex: smol::LocalExecutor<'static>,
     tasks: Vec<smol::Task<()>>,
     /// The service being started: names its tasks in `timing` lines.
@@ -142,6 +145,7 @@ impl Wiring {
             table_now_rx: Some(table_now_rx),
             detector_settings: async_channel::bounded(4),
             neighbours: Arc::new(crate::policy::neighbours::NeighbourStore::new()),
+            evidence: None,
             ex: smol::LocalExecutor::new(),
             tasks: Vec::new(),
             starting: "",
@@ -332,6 +336,10 @@ impl Node {
         if monitor {
             s.push(Box::new(monitor::Consumers));
         }
+        // Alerts, key numbers and Home Assistant discovery as plain JSON for integrations (off by default).
+        if monitor && with_broker && cfg.mqtt.json_mirror {
+            s.push(Box::new(json_mirror::JsonMirror));
+        }
         s.push(Box::new(heartbeat::Heartbeat {
             monitor,
             detector,
@@ -458,5 +466,10 @@ mod tests {
         let mut fleet = Config::default();
         fleet.mqtt.broker = "127.0.0.1:8883".into();
         assert!(Node::for_role(Role::Router, &fleet, &RunOptions::default()).names().contains(&"neighbours"));
+        assert!(!all.contains(&"json-mirror"), "the JSON mirror is off by default");
+        fleet.mqtt.json_mirror = true;
+        assert!(Node::for_role(Role::All, &fleet, &RunOptions::default()).names().contains(&"json-mirror"));
+        assert!(Node::for_role(Role::Monitor, &fleet, &RunOptions::default()).names().contains(&"json-mirror"));
+        assert!(!Node::for_role(Role::Router, &fleet, &RunOptions::default()).names().contains(&"json-mirror"));
     }
 }

@@ -1,13 +1,14 @@
 //! The monitor's services: its alert store, the pages' hooks to the bus,
 //! and the tasks that record what other roles send (alerts, heartbeats,
-//! metrics, block tables, neighbour tables, verdict outcomes, flow batches).
+//! metrics, block tables, neighbour tables, verdict outcomes, flow batches,
+//! evidence pcaps).
 
 use std::sync::Arc;
 
 use super::{next_or_shutdown, Context, Service, Wiring};
 use crate::monitor::MonitorState;
 use crate::policy::service::PolicyService;
-use gatewarden_proto::messages::{Alert, FlowBatch, Message, VerdictOutcome};
+use gatewarden_proto::messages::{Alert, Evidence, FlowBatch, Message, VerdictOutcome};
 
 /// What the monitor does with each report that reaches it, in one place:
 /// the node's tasks call it as messages arrive, `gatewarden replay` calls it
@@ -40,6 +41,15 @@ impl Recorder {
         self.state.record_outcome(o);
     }
 
+    /// A router's evidence for an alert: written as a pcap with the capture
+    /// crate's writer and kept in the monitor's evidence store.
+    pub fn evidence(&self, e: &Evidence) {
+        match evidence_pcap(e) {
+            Ok(pcap) => self.state.record_evidence(e.alert_id, &e.node, pcap),
+            Err(err) => tracing::warn!(alert_id = e.alert_id, node = %e.node, error = %err, "evidence not written"),
+        }
+    }
+
     /// A flow batch: the group policy's traffic matrix and the top talkers.
     pub fn batch(&self, b: &FlowBatch) {
         if let Some(p) = &self.policy {
@@ -49,7 +59,25 @@ impl Recorder {
     }
 }
 
-/// Opens the alert store (`monitor.data_dir`) before the page answers.
+/// `e` as a whole pcap file (its link type, microsecond times).
+pub fn evidence_pcap(e: &Evidence) -> Result<Vec<u8>, crate::capture::pcap_writer::WriteError> {
+    use crate::capture::pcap_writer::{pcap_bytes, OutFrame};
+    pcap_bytes(e.link_type, e.packets.iter().map(|p| OutFrame { ts_ns: p.ts_ns, orig_len: p.orig_len, data: &p.data }))
+}
+
+/// Opens the alert store (`monitor.data_dir`) and the evidence pcaps beside
+/// it (`<data_dir>/evidence`, in memory without a data directory): a node's
+/// monitor, `replay` and `watch` keep them alike.
+pub fn open_stores(state: &MonitorState, cfg: &crate::config::Config) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    state.open_store(&cfg.monitor).context("opening the alert store (monitor.data_dir)")?;
+    let dir = cfg.monitor.data_dir.join("evidence");
+    let dir = (!cfg.monitor.data_dir.as_os_str().is_empty()).then_some(dir.as_path());
+    state.open_evidence(dir, cfg.evidence.store_bytes).context("opening the evidence store (monitor.data_dir)")
+}
+
+/// Opens the alert store (`monitor.data_dir`) and the evidence store beside
+/// it (`<data_dir>/evidence`) before the page answers.
 pub struct AlertStore;
 
 impl Service for AlertStore {
@@ -58,8 +86,7 @@ impl Service for AlertStore {
     }
 
     fn start(&mut self, cx: &Context<'_>, _w: &mut Wiring) -> anyhow::Result<()> {
-        use anyhow::Context as _;
-        cx.state.open_store(&cx.cfg.monitor).context("opening the alert store (monitor.data_dir)")?;
+        open_stores(&cx.state, cx.cfg)?;
         if cx.cfg.monitor.data_dir.as_os_str().is_empty() {
             tracing::warn!("alerts are kept in memory only: set [monitor] data_dir to keep them across restarts");
         }
@@ -122,6 +149,11 @@ impl Service for Traffic {
             loop {
                 let Some(batch) = next_or_shutdown(&rx, &sd).await else { break };
                 rec.batch(&batch);
+                // Every task of the node shares one thread, and a waiting batch makes
+                // `recv` ready at once: without a turn here, a backlog of batches keeps
+                // alerts, heartbeats and block tables waiting until all of it is recorded
+                // (the detector's task had the same loop, issue #15).
+                smol::future::yield_now().await;
             }
         });
         Ok(())
@@ -217,6 +249,18 @@ impl Service for Consumers {
                 }
             });
         }
+        {
+            // Routers' evidence pcaps, one per alert that came with a verdict.
+            let (rx, sd, rec, on) = (bus.evidence.receiver(), sd.clone(), rec.clone(), cx.cfg.evidence.enabled);
+            w.spawn(async move {
+                loop {
+                    let Some(e) = next_or_shutdown(&rx, &sd).await else { break };
+                    if on {
+                        rec.evidence(&e);
+                    }
+                }
+            });
+        }
         if let Some(m) = &w.mqtt {
             let (rx, sd, st) = (m.status_receiver(), sd.clone(), st.clone());
             let push = policy_push;
@@ -231,5 +275,70 @@ impl Service for Consumers {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use gatewarden_core::metrics::Registry;
+    use gatewarden_proto::attack::AttackKind;
+    use gatewarden_proto::messages::Severity;
+    use gatewarden_proto::role::{Role, RoleSource};
+    use std::cell::Cell;
+    use std::rc::Rc;
+
+    /// A monitor node behind on flow batches (a loaded machine, a burst from
+    /// many routers) must still record an alert that arrives behind them
+    /// before it has recorded the whole backlog.
+    #[test]
+    fn an_alert_is_recorded_before_a_backlog_of_flow_batches() {
+        let cfg = Config::default();
+        let registry = Registry::new();
+        let bus = crate::bus::LocalBus::new(cfg.bus.channel_capacity, &registry);
+        let state = MonitorState::new(Role::Monitor, RoleSource::Flag, cfg.node_id.clone(), registry.clone());
+        let shutdown = gatewarden_core::shutdown::Shutdown::new();
+        let cx =
+            Context { role: Role::Monitor, role_source: RoleSource::Flag, cfg: &cfg, registry, bus, state, shutdown };
+        let mut w = Wiring::new(&cx.bus);
+        Traffic.start(&cx, &mut w).unwrap();
+        Consumers.start(&cx, &mut w).unwrap();
+        const BACKLOG: u64 = 30;
+        for seq in 1..=BACKLOG {
+            let b = FlowBatch { node: "gw".into(), seq, flows: Vec::new(), hosts: Vec::new(), in_iface: String::new() };
+            assert!(cx.bus.publish(Message::FlowBatch(b)));
+        }
+        let alert = Alert::about_system(
+            "gw",
+            AttackKind::System,
+            Severity::Low,
+            9_000_001,
+            "test",
+            "behind the backlog".into(),
+        );
+        assert!(cx.bus.publish(Message::Alert(alert)));
+        // Notes how many batches still wait when the alert is in the store.
+        let waiting = Rc::new(Cell::new(None));
+        let (flows, st, sd, seen) = (cx.bus.flows.receiver(), cx.state.clone(), cx.shutdown.clone(), waiting.clone());
+        w.spawn(async move {
+            while st.alerts_total() == 0 {
+                smol::future::yield_now().await;
+            }
+            seen.set(Some(flows.len() as u64));
+            sd.trigger();
+        });
+        let tasks = std::mem::take(&mut w.tasks);
+        smol::block_on(w.ex.run(async {
+            for t in tasks {
+                t.await;
+            }
+        }));
+        let left = waiting.get().expect("the alert was recorded");
+        assert!(
+            left + 2 >= BACKLOG,
+            "the alert was recorded only after {} of the {BACKLOG} flow batches ahead of it",
+            BACKLOG - left
+        );
     }
 }

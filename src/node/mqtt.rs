@@ -44,6 +44,9 @@ impl Service for Mqtt {
             }
             None
         };
+        if cfg.mqtt.json_mirror && !cx.role.runs_monitor() {
+            tracing::warn!(role = %cx.role, "mqtt.json_mirror is set but the JSON mirror runs only where the monitor does (role monitor or all); ignored here");
+        }
         w.out = match &mqtt {
             Some(m) if self.uplink => Arc::new(crate::bus::transport::Uplink::new(cx.bus.clone(), m.clone())),
             Some(m) => m.clone(),

@@ -46,6 +46,8 @@ pub struct DetectorStage {
     by_origin: BTreeMap<Origin, Counter>,
     classes: BTreeMap<String, Counter>,
     batches: Counter,
+    /// Wall time [`DetectorStage::on_batch`] takes per batch.
+    batch_seconds: gatewarden_core::metrics::Histogram,
     records: Counter,
     deduplicated: Counter,
     rate_limited: Counter,
@@ -395,6 +397,11 @@ struct SourceSeen {
 
 const PROTOS: [Proto; 3] = [Proto::Tcp, Proto::Udp, Proto::Icmp];
 
+const VERDICTS_TOTAL: &str = "gatewarden_verdicts_total";
+const VERDICTS_HELP: &str = "Verdicts issued, by attack kind.";
+const BY_ORIGIN_TOTAL: &str = "gatewarden_verdicts_by_origin_total";
+const BY_ORIGIN_HELP: &str = "Verdicts and alerts by the detector that found them (heuristics, model, baseline).";
+
 fn proto_index(p: Proto) -> Option<usize> {
     match p {
         Proto::Tcp => Some(0),
@@ -497,7 +504,7 @@ impl DetectorStage {
         }
         let fusion = Fusion::new(fusion_config(d, &cfg.response));
         let baseline = Baseline::new(baseline_config(d));
-        DetectorStage {
+        let mut stage = DetectorStage {
             node: cfg.node_id.clone(),
             heuristics: Heuristics::new(cfg.detector.clone()),
             long_horizon: LongHorizon::new(&cfg.detector),
@@ -508,10 +515,23 @@ impl DetectorStage {
             start_notice: None,
             next_id: 1,
             registry: registry.clone(),
-            verdicts: BTreeMap::new(),
-            by_origin: BTreeMap::new(),
+            // Every kind and origin at zero from the start (a dashboard shows 0, not "no data").
+            verdicts: AttackKind::ALL
+                .iter()
+                .map(|k| (*k, registry.counter(VERDICTS_TOTAL, VERDICTS_HELP, &[("kind", k.as_str())])))
+                .collect(),
+            by_origin: Origin::ALL
+                .iter()
+                .map(|o| (*o, registry.counter(BY_ORIGIN_TOTAL, BY_ORIGIN_HELP, &[("origin", o.as_str())])))
+                .collect(),
             classes: BTreeMap::new(),
             batches: registry.counter("gatewarden_flow_batches_total", "Flow batches analysed by the detector.", &[]),
+            batch_seconds: registry.histogram(
+                "gatewarden_detector_batch_seconds",
+                "Time the detector takes to analyse one flow batch (heuristics, model, baseline, fusion), seconds.",
+                &[],
+                gatewarden_core::metrics::LATENCY_BUCKETS,
+            ),
             records: registry.counter("gatewarden_flow_records_total", "Flow records analysed by the detector.", &[]),
             deduplicated: registry.counter(
                 "gatewarden_findings_deduplicated_total",
@@ -531,6 +551,17 @@ impl DetectorStage {
             proofs: HashMap::default(),
             lan_mapping: crate::detect::lan_mapping::LanMapping::new(d),
             recent_flows: RecentFlows::default(),
+        };
+        stage.register_classes();
+        stage
+    }
+
+    /// The model's classes at zero in `gatewarden_model_classifications_total`
+    /// (a dashboard shows 0, not "no data", before the first classification).
+    fn register_classes(&mut self) {
+        let classes = self.model.as_ref().map(|m| m.card().classes.clone()).unwrap_or_default();
+        for c in classes {
+            self.class_counter(&c);
         }
     }
 
@@ -664,6 +695,7 @@ impl DetectorStage {
             .set(1.0);
         self.model_error = None;
         self.model = Some(model);
+        self.register_classes();
     }
 
     /// The model in use, shared (new stages start with it).
@@ -680,36 +712,30 @@ impl DetectorStage {
         let reg = self.registry.clone();
         self.verdicts
             .entry(kind)
-            .or_insert_with(|| {
-                reg.counter("gatewarden_verdicts_total", "Verdicts issued, by attack kind.", &[("kind", kind.as_str())])
-            })
+            .or_insert_with(|| reg.counter(VERDICTS_TOTAL, VERDICTS_HELP, &[("kind", kind.as_str())]))
             .inc();
         for o in origins {
             self.by_origin
                 .entry(*o)
-                .or_insert_with(|| {
-                    reg.counter(
-                        "gatewarden_verdicts_by_origin_total",
-                        "Verdicts and alerts by the detector that found them (heuristics, model, baseline).",
-                        &[("origin", o.as_str())],
-                    )
-                })
+                .or_insert_with(|| reg.counter(BY_ORIGIN_TOTAL, BY_ORIGIN_HELP, &[("origin", o.as_str())]))
                 .inc();
         }
     }
 
     fn count_class(&mut self, class: &str) {
+        self.class_counter(class).inc();
+    }
+
+    /// `gatewarden_model_classifications_total{class}`.
+    fn class_counter(&mut self, class: &str) -> &Counter {
         let reg = self.registry.clone();
-        self.classes
-            .entry(class.to_string())
-            .or_insert_with(|| {
-                reg.counter(
-                    "gatewarden_model_classifications_total",
-                    "Host snapshots the model classified, by most likely class.",
-                    &[("class", class)],
-                )
-            })
-            .inc();
+        self.classes.entry(class.to_string()).or_insert_with(|| {
+            reg.counter(
+                "gatewarden_model_classifications_total",
+                "Host snapshots the model classified, by most likely class.",
+                &[("class", class)],
+            )
+        })
     }
 
     /// The model's opinion of every source in the batch.
@@ -802,6 +828,14 @@ impl DetectorStage {
 
     /// Analyses one batch.
     pub fn on_batch(&mut self, batch: &FlowBatch) -> Findings {
+        let started = std::time::Instant::now();
+        let out = self.analyse(batch);
+        self.batch_seconds.observe_duration(started.elapsed());
+        out
+    }
+
+    /// [`DetectorStage::on_batch`] without the timing.
+    fn analyse(&mut self, batch: &FlowBatch) -> Findings {
         self.batches.inc();
         self.records.add(batch.flows.len() as u64);
         let mut out = Findings::default();

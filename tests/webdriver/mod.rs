@@ -131,6 +131,19 @@ impl WebDriver {
         let png = Base64::decode_vec(b64.as_str().unwrap()).unwrap();
         std::fs::write(path, png).unwrap();
     }
+    /// A PNG of the viewport scaled by `scale` (through the DevTools
+    /// protocol), small enough to keep in the repository (docs/screenshots/).
+    pub fn screenshot_scaled(&self, path: &Path, scale: f64) {
+        use base64ct::{Base64, Encoding};
+        // The clip is in page coordinates: the part of the page in view.
+        let v = self.js("return [window.scrollX, window.scrollY, window.innerWidth, window.innerHeight]");
+        let v = self.cdp(
+            "Page.captureScreenshot",
+            json!({"format": "png", "clip": {"x": v[0], "y": v[1], "width": v[2], "height": v[3], "scale": scale}}),
+        );
+        let png = Base64::decode_vec(v["data"].as_str().expect("a screenshot")).unwrap();
+        std::fs::write(path, png).unwrap();
+    }
     /// Chooses `path` in the file input `css`, as a user picking a file would.
     pub fn choose_file(&self, css: &str, path: &Path) {
         let el = self.cmd("POST", "/element", Some(json!({"using": "css selector", "value": css})));

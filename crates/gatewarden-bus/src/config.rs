@@ -39,12 +39,16 @@ pub struct MqttConfig {
     /// Most bytes of unacknowledged messages kept.
     pub spool_max_bytes: usize,
     /// An unacknowledged message is sent again after this long.
+    #[serde(deserialize_with = "gatewarden_core::duration::millis")]
     pub resend_after_ms: u64,
     /// How often the secure channel replaces its ephemeral ECDH key.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub rekey_interval_s: u64,
     /// Largest clock difference accepted on a sealed message.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub max_clock_skew_s: u64,
     /// MQTT keep-alive; the broker publishes the last will after 1.5 times this.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub keepalive_s: u64,
     /// Size at which the channel audit log rotates.
     pub audit_log_max_bytes: u64,
@@ -54,6 +58,22 @@ pub struct MqttConfig {
     /// refusals only the broker sees (no certificate, ACL denials) are counted
     /// and alerted (`bus/broker_log.rs`). Empty: not watched.
     pub broker_log: PathBuf,
+    /// Also publish alerts (Suricata EVE), key numbers and a retained state
+    /// as plain JSON under `gatewarden/v1/<node>/json/`, and Home Assistant
+    /// discovery configs under `homeassistant/` (`bus/json_mirror.rs`), for
+    /// integrations holding an `integration` certificate (`gatewarden pki
+    /// issue NAME --role integration`), which may read only these. Off by
+    /// default; takes effect on a node running the monitor (monitor or all).
+    pub json_mirror: bool,
+    /// How often the JSON mirror publishes `json/metrics` and `json/state`.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
+    pub json_interval_s: u64,
+    /// Detector only: take flow batches through the MQTT shared subscription
+    /// `$share/<group>/gatewarden/v1/+/flow_batch`, so several detectors with
+    /// the same group split the fleet's batches instead of each analysing all
+    /// of them (Mosquitto >= 1.6; RabbitMQ 3.x's MQTT plugin has no shared
+    /// subscriptions). Empty (default): every detector takes every batch.
+    pub shared_group: String,
 }
 
 impl Default for MqttConfig {
@@ -73,6 +93,9 @@ impl Default for MqttConfig {
             audit_log_max_bytes: 1 << 20,
             audit_log_keep: 5,
             broker_log: PathBuf::new(),
+            json_mirror: false,
+            json_interval_s: 10,
+            shared_group: String::new(),
         }
     }
 }
@@ -81,5 +104,11 @@ impl MqttConfig {
     /// Whether the node bus is configured.
     pub fn enabled(&self) -> bool {
         !self.broker.is_empty()
+    }
+
+    /// Whether `shared_group` is usable as one MQTT topic level (empty is: off).
+    pub fn shared_group_valid(&self) -> bool {
+        let g = &self.shared_group;
+        g.len() <= 64 && g.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
     }
 }

@@ -64,7 +64,7 @@ use gatewarden_secure::certs::{CaVerifier, CertRole, Identity};
 use gatewarden_secure::{envelope, Envelope, PayloadKind, Rejection, SecureChannel, SecureConfig};
 
 /// Topic prefix and version.
-pub const TOPIC_PREFIX: &str = "gatewarden/v1";
+pub const TOPIC_PREFIX: &str = gatewarden_proto::kinds::TOPIC_PREFIX;
 /// Largest MQTT packet sent or accepted.
 pub const MAX_PACKET: usize = 8 << 20;
 /// Receivers remember this many (sender, message id) pairs for de-duplication.
@@ -194,6 +194,18 @@ fn subscriptions(role: gatewarden_proto::role::Role) -> Vec<String> {
     kinds.into_iter().map(|k| format!("{TOPIC_PREFIX}/+/{k}")).collect()
 }
 
+/// [`subscriptions`] with a detector's flow-batch filter moved into the
+/// shared subscription `$share/<group>/…` (`mqtt.shared_group`), so the
+/// broker hands each batch to one detector of the group. The broker delivers
+/// with the original topic, so receiving is unchanged.
+fn subscriptions_shared(role: gatewarden_proto::role::Role, group: &str) -> Vec<String> {
+    let share = !group.is_empty() && role == gatewarden_proto::role::Role::Detector;
+    subscriptions(role)
+        .into_iter()
+        .map(|t| if share && t.ends_with("/flow_batch") { format!("$share/{group}/{t}") } else { t })
+        .collect()
+}
+
 /// Checks the node (and role) a plain message names against `from`, the
 /// topic's node level, which the broker's ACL binds to the sender's
 /// certificate CN. `role_of` gives a node's certificate role from its key
@@ -214,6 +226,7 @@ pub fn check_claim(from: &str, msg: &Message, role_of: impl Fn(&str) -> Option<C
         Message::VerdictOutcome(o) => own(&o.node, "verdict outcome"),
         Message::NeighbourTable(t) => own(&t.node, "neighbour table"),
         Message::LanProbes(p) => own(&p.node, "LAN probes"),
+        Message::Evidence(e) => own(&e.node, "evidence"),
         Message::Heartbeat(h) => match own(&h.node, "heartbeat") {
             Claim::Fine => match role_of(from) {
                 Some(r) if r != gatewarden_proto::role::cert_role_for(h.role) => {
@@ -283,6 +296,8 @@ pub struct MqttSettings {
     pub audit_keep: usize,
     /// Capacity of the inbound channels.
     pub channel_capacity: usize,
+    /// `mqtt.shared_group`: a detector takes flow batches through `$share/<group>/…`; empty: off.
+    pub shared_group: String,
 }
 
 impl MqttSettings {
@@ -313,6 +328,7 @@ impl MqttSettings {
             audit_max_bytes: m.audit_log_max_bytes,
             audit_keep: m.audit_log_keep,
             channel_capacity: bus.channel_capacity,
+            shared_group: m.shared_group.clone(),
         }
     }
 }
@@ -408,6 +424,8 @@ struct Shared {
     counters: Counters,
     /// The fleet CA certificate; `ca.crl` beside it is re-read when it changes.
     ca_path: PathBuf,
+    /// `mqtt.shared_group` (empty: off).
+    shared_group: String,
 }
 
 /// How often a running node looks at `ca.crl` for a new revocation list.
@@ -590,6 +608,7 @@ impl MqttBus {
             resend_after: s.resend_after,
             counters,
             ca_path: s.ca.clone(),
+            shared_group: s.shared_group.clone(),
         });
         let mut threads = Vec::new();
         {
@@ -649,6 +668,19 @@ impl MqttBus {
         for t in threads {
             let _ = t.join();
         }
+    }
+}
+
+impl MqttBus {
+    /// Publishes `payload` as is on `topic`, outside the node bus (the JSON
+    /// mirror and Home Assistant discovery, `bus/json_mirror.rs`): QoS 1, no
+    /// frame, not spooled. False when the broker is unreachable or the
+    /// client's request queue is full: the mirror is best effort, the alert
+    /// store and the node bus are the record.
+    pub fn publish_raw(&self, topic: &str, payload: Vec<u8>, retain: bool) -> bool {
+        let sh = &self.shared;
+        sh.connected.load(Ordering::SeqCst)
+            && sh.client.try_publish(topic.to_string(), QoS::AtLeastOnce, retain, payload).is_ok()
     }
 }
 
@@ -802,7 +834,7 @@ impl Shared {
         self.counters.connected.set(1.0);
         self.counters.connects.inc();
         tracing::info!(node = %self.node, "connected to the MQTT broker");
-        for t in subscriptions(self.role) {
+        for t in subscriptions_shared(self.role, &self.shared_group) {
             let _ = self.client.try_subscribe(t, QoS::AtLeastOnce);
         }
         let announce = lock(&self.secure).announce();
@@ -1138,6 +1170,33 @@ fn outbox_loop(sh: Arc<Shared>, shutdown: Shutdown) {
 mod tests {
 
     #[test]
+    fn the_largest_evidence_a_router_may_send_fits_in_one_frame() {
+        use gatewarden_proto::messages::{Evidence, EvidencePacket, MAX_EVIDENCE_BYTES, MAX_EVIDENCE_PACKETS};
+        // Every field at its widest: the frame decoder refuses more than MAX_SECURE_BYTES.
+        let e = Evidence {
+            node: "r".repeat(64),
+            alert_id: u64::MAX,
+            source: "2001:db8::1".parse().unwrap(),
+            link_type: 1,
+            packets: (0..MAX_EVIDENCE_PACKETS)
+                .map(|_| EvidencePacket {
+                    ts_ns: u64::MAX,
+                    orig_len: u32::MAX,
+                    data: vec![0xab; MAX_EVIDENCE_BYTES / MAX_EVIDENCE_PACKETS],
+                })
+                .collect(),
+            left_out: u32::MAX,
+        };
+        e.check().unwrap();
+        let msg = Message::Evidence(e);
+        let wire = envelope::encode(&Frame { id: u64::MAX, body: FrameBody::Plain(msg.encode()) });
+        let frame: Frame = envelope::decode(&wire)
+            .unwrap_or_else(|err| panic!("a {}-byte evidence frame is refused: {err}", wire.len()));
+        let FrameBody::Plain(bytes) = frame.body else { panic!("not plain") };
+        assert_eq!(Message::decode(&bytes).unwrap(), msg);
+    }
+
+    #[test]
     fn each_role_subscribes_to_what_the_kinds_table_says_it_reads() {
         use gatewarden_proto::role::Role;
         let subs = |r| -> Vec<String> {
@@ -1151,6 +1210,7 @@ mod tests {
                 "ack",
                 "alert",
                 "block_table",
+                "evidence",
                 "flow_batch",
                 "heartbeat",
                 "key",
@@ -1164,6 +1224,19 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn only_a_detectors_flow_batches_go_through_the_shared_subscription() {
+        use gatewarden_proto::role::Role;
+        let det = subscriptions_shared(Role::Detector, "detectors");
+        assert!(det.contains(&"$share/detectors/gatewarden/v1/+/flow_batch".to_string()), "{det:?}");
+        assert!(!det.iter().any(|t| t.starts_with("gatewarden/v1/+/flow_batch")), "{det:?}");
+        assert_eq!(det.iter().filter(|t| t.starts_with("$share/")).count(), 1, "{det:?}");
+        assert_eq!(subscriptions_shared(Role::Detector, ""), subscriptions(Role::Detector));
+        for r in [Role::Router, Role::Monitor, Role::All] {
+            assert_eq!(subscriptions_shared(r, "detectors"), subscriptions(r), "{r}");
+        }
+    }
 
     #[test]
     fn topics_round_trip_and_reject_junk() {

@@ -140,6 +140,10 @@ impl Spool {
             ),
             registry: registry.clone(),
         };
+        // Every kind the spool can hold at zero, so a dashboard shows 0 drops, not "no data".
+        for k in gatewarden_proto::kinds::TABLE.iter().filter(|k| k.durable) {
+            s.dropped_counter(k.name);
+        }
         s.compact()?;
         Ok(s)
     }
@@ -161,6 +165,15 @@ impl Spool {
         Ok(())
     }
 
+    /// `gatewarden_spool_dropped_total{kind}`.
+    fn dropped_counter(&self, kind: &str) -> Counter {
+        self.registry.counter(
+            "gatewarden_spool_dropped_total",
+            "Outbox messages dropped (oldest first) because the spool was full.",
+            &[("kind", kind)],
+        )
+    }
+
     /// Stores a message; returns its id. The oldest entries go if the spool is full.
     pub fn push(&mut self, kind: &str, to: Option<&str>, payload: Vec<u8>) -> anyhow::Result<u64> {
         let id = self.next_id;
@@ -173,13 +186,7 @@ impl Spool {
             let Some((&old, _)) = self.live.iter().next() else { break };
             if let Some(e) = self.live.remove(&old) {
                 self.live_bytes -= e.payload.len();
-                self.registry
-                    .counter(
-                        "gatewarden_spool_dropped_total",
-                        "Outbox messages dropped (oldest first) because the spool was full.",
-                        &[("kind", &e.kind)],
-                    )
-                    .inc();
+                self.dropped_counter(&e.kind).inc();
                 self.append(&Record::Ack { id: old })?;
             }
         }

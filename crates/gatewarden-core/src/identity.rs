@@ -24,6 +24,10 @@ pub enum CertRole {
     Operator,
     /// The Mosquitto server certificate.
     Broker,
+    /// Home Assistant, Node-RED or another integration: may only read the
+    /// JSON mirror (`gatewarden/v1/+/json/#`), Home Assistant discovery
+    /// (`homeassistant/#`) and nodes' online status; publishes nothing.
+    Integration,
 }
 
 impl CertRole {
@@ -35,6 +39,7 @@ impl CertRole {
             CertRole::Monitor => "monitor",
             CertRole::Operator => "operator",
             CertRole::Broker => "broker",
+            CertRole::Integration => "integration",
         }
     }
 
@@ -46,6 +51,7 @@ impl CertRole {
             "monitor" => CertRole::Monitor,
             "operator" => CertRole::Operator,
             "broker" => CertRole::Broker,
+            "integration" => CertRole::Integration,
             _ => return None,
         })
     }

@@ -1,9 +1,13 @@
-//! Named counters and gauges shared by every role, rendered as Prometheus
-//! text on `/metrics` and as JSON on `/api/status`.
+//! Named counters, gauges and histograms shared by every role, rendered as
+//! Prometheus text on `/metrics` and as JSON on `/api/status`.
 //!
-//! A series is an `Arc<AtomicU64>` handed out once; the hot path only does a
-//! relaxed atomic add. The registry lock is taken when a series is created
-//! and when rendering.
+//! A series is an `Arc<AtomicU64>` (or a histogram's few atomics) handed out
+//! once; the hot path only does relaxed atomic adds. The registry lock is
+//! taken when a series is created and when rendering.
+//!
+//! Hand-written rather than `prometheus-client` (docs/ARCHITECTURE.md,
+//! "Metrics"): the text format is small, and this keeps the binary free of
+//! the crate's extra dependencies.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -48,17 +52,87 @@ impl Gauge {
     }
 }
 
+/// Bucket upper bounds (seconds) for latencies of a millisecond or so: from
+/// 0.1 ms (a netlink ack takes a few hundred µs), three steps per decade, to
+/// 10 s (anything slower is an outage).
+pub const LATENCY_BUCKETS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+#[derive(Debug)]
+struct HistogramInner {
+    /// Upper bounds, increasing; `+Inf` is implied.
+    bounds: &'static [f64],
+    /// Observations per bucket (not cumulative); one more than `bounds` (`+Inf`).
+    buckets: Vec<AtomicU64>,
+    /// Sum of observations, f64 bits.
+    sum: AtomicU64,
+}
+
+/// A distribution of observed values (Prometheus histogram): counts per
+/// bucket, the sum and the count, so `histogram_quantile` works across nodes.
+#[derive(Debug, Clone)]
+pub struct Histogram(Arc<HistogramInner>);
+
+impl Histogram {
+    fn new(bounds: &'static [f64]) -> Histogram {
+        Histogram(Arc::new(HistogramInner {
+            bounds,
+            buckets: (0..=bounds.len()).map(|_| AtomicU64::new(0)).collect(),
+            sum: AtomicU64::new(0f64.to_bits()),
+        }))
+    }
+
+    /// Records one value (NaN is ignored: it would poison the sum).
+    pub fn observe(&self, v: f64) {
+        if v.is_nan() {
+            return;
+        }
+        let i = self.0.bounds.iter().position(|b| v <= *b).unwrap_or(self.0.bounds.len());
+        self.0.buckets[i].fetch_add(1, Ordering::Relaxed);
+        let mut cur = self.0.sum.load(Ordering::Relaxed);
+        loop {
+            let next = (f64::from_bits(cur) + v).to_bits();
+            match self.0.sum.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => break,
+                Err(c) => cur = c,
+            }
+        }
+    }
+
+    /// Records a duration in seconds.
+    pub fn observe_duration(&self, d: std::time::Duration) {
+        self.observe(d.as_secs_f64());
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.0.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Sum of the observations so far.
+    pub fn sum(&self) -> f64 {
+        f64::from_bits(self.0.sum.load(Ordering::Relaxed))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
     Counter,
     Gauge,
+    Histogram,
+}
+
+#[derive(Debug, Clone)]
+enum Series {
+    Scalar(Arc<AtomicU64>),
+    Histogram(Histogram),
 }
 
 #[derive(Debug)]
 struct Family {
     help: &'static str,
     kind: Kind,
-    series: BTreeMap<Vec<(String, String)>, Arc<AtomicU64>>,
+    series: BTreeMap<Vec<(String, String)>, Series>,
 }
 
 /// The process-wide metrics registry.
@@ -79,24 +153,56 @@ impl Registry {
         Arc::new(Registry::default())
     }
 
-    fn series(&self, name: &'static str, help: &'static str, kind: Kind, labels: &[(&str, &str)]) -> Arc<AtomicU64> {
+    fn series(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        kind: Kind,
+        labels: &[(&str, &str)],
+        make: impl FnOnce() -> Series,
+    ) -> Series {
         assert!(valid_name(name), "invalid metric name {name}");
         let mut families = self.families.lock().unwrap_or_else(|e| e.into_inner());
         let family = families.entry(name).or_insert_with(|| Family { help, kind, series: BTreeMap::new() });
         assert_eq!(family.kind, kind, "metric {name} registered as two kinds");
         let key: Vec<(String, String)> = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        family.series.entry(key).or_insert_with(make).clone()
+    }
+
+    fn scalar(&self, name: &'static str, help: &'static str, kind: Kind, labels: &[(&str, &str)]) -> Arc<AtomicU64> {
         let init = if kind == Kind::Gauge { 0f64.to_bits() } else { 0 };
-        family.series.entry(key).or_insert_with(|| Arc::new(AtomicU64::new(init))).clone()
+        match self.series(name, help, kind, labels, || Series::Scalar(Arc::new(AtomicU64::new(init)))) {
+            Series::Scalar(a) => a,
+            Series::Histogram(_) => unreachable!("kinds are checked in series()"),
+        }
     }
 
     /// The counter `name{labels}`, created at zero if new.
     pub fn counter(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Counter {
-        Counter(self.series(name, help, Kind::Counter, labels))
+        Counter(self.scalar(name, help, Kind::Counter, labels))
     }
 
     /// The gauge `name{labels}`, created at zero if new.
     pub fn gauge(&self, name: &'static str, help: &'static str, labels: &[(&str, &str)]) -> Gauge {
-        Gauge(self.series(name, help, Kind::Gauge, labels))
+        Gauge(self.scalar(name, help, Kind::Gauge, labels))
+    }
+
+    /// The histogram `name{labels}` with bucket upper bounds `buckets`
+    /// (increasing), created empty if new. `name` is the base name: the text
+    /// has `name_bucket`, `name_sum` and `name_count`.
+    pub fn histogram(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &[(&str, &str)],
+        buckets: &'static [f64],
+    ) -> Histogram {
+        assert!(buckets.windows(2).all(|w| w[0] < w[1]), "buckets of {name} must increase");
+        assert!(labels.iter().all(|(k, _)| *k != "le"), "{name}: `le` is the bucket label");
+        match self.series(name, help, Kind::Histogram, labels, || Series::Histogram(Histogram::new(buckets))) {
+            Series::Histogram(h) => h,
+            Series::Scalar(_) => unreachable!("kinds are checked in series()"),
+        }
     }
 
     /// Prometheus text exposition format 0.0.4.
@@ -104,19 +210,38 @@ impl Registry {
         let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = String::new();
         for (name, f) in families.iter() {
+            let kind = match f.kind {
+                Kind::Counter => "counter",
+                Kind::Gauge => "gauge",
+                Kind::Histogram => "histogram",
+            };
             let _ = writeln!(out, "# HELP {name} {}", escape_help(f.help));
-            let _ = writeln!(out, "# TYPE {name} {}", if f.kind == Kind::Counter { "counter" } else { "gauge" });
-            for (labels, v) in &f.series {
-                let raw = v.load(Ordering::Relaxed);
-                let value = match f.kind {
-                    Kind::Counter => raw.to_string(),
-                    Kind::Gauge => format_float(f64::from_bits(raw)),
-                };
-                if labels.is_empty() {
-                    let _ = writeln!(out, "{name} {value}");
-                } else {
-                    let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape_label(v))).collect();
-                    let _ = writeln!(out, "{name}{{{}}} {value}", l.join(","));
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, series) in &f.series {
+                let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape_label(v))).collect();
+                match series {
+                    Series::Scalar(v) => {
+                        let raw = v.load(Ordering::Relaxed);
+                        let value = match f.kind {
+                            Kind::Gauge => format_float(f64::from_bits(raw)),
+                            _ => raw.to_string(),
+                        };
+                        let _ = writeln!(out, "{name}{} {value}", braces(&l));
+                    }
+                    Series::Histogram(h) => {
+                        // Buckets are read once, so `+Inf` and `_count` agree with the buckets.
+                        let counts: Vec<u64> = h.0.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+                        let mut cumulative = 0;
+                        for (i, c) in counts.iter().enumerate() {
+                            cumulative += c;
+                            let le = h.0.bounds.get(i).map_or("+Inf".to_string(), |b| format_float(*b));
+                            let mut with_le = l.clone();
+                            with_le.push(format!("le=\"{le}\""));
+                            let _ = writeln!(out, "{name}_bucket{} {cumulative}", braces(&with_le));
+                        }
+                        let _ = writeln!(out, "{name}_sum{} {}", braces(&l), format_float(h.sum()));
+                        let _ = writeln!(out, "{name}_count{} {cumulative}", braces(&l));
+                    }
                 }
             }
         }
@@ -128,22 +253,34 @@ impl Registry {
         let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = BTreeMap::new();
         for (name, f) in families.iter() {
-            for (labels, v) in &f.series {
-                let raw = v.load(Ordering::Relaxed);
-                let value = match f.kind {
-                    Kind::Counter => raw as f64,
-                    Kind::Gauge => f64::from_bits(raw),
-                };
-                let key = if labels.is_empty() {
-                    name.to_string()
-                } else {
-                    let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    format!("{name}{{{}}}", l.join(","))
-                };
-                out.insert(key, value);
+            for (labels, series) in &f.series {
+                let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                match series {
+                    Series::Scalar(v) => {
+                        let raw = v.load(Ordering::Relaxed);
+                        let value = match f.kind {
+                            Kind::Gauge => f64::from_bits(raw),
+                            _ => raw as f64,
+                        };
+                        out.insert(format!("{name}{}", braces(&l)), value);
+                    }
+                    Series::Histogram(h) => {
+                        out.insert(format!("{name}_count{}", braces(&l)), h.count() as f64);
+                        out.insert(format!("{name}_sum{}", braces(&l)), h.sum());
+                    }
+                }
             }
         }
         out
+    }
+}
+
+/// `{a="1",b="2"}`, or nothing without labels.
+fn braces(labels: &[String]) -> String {
+    if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", labels.join(","))
     }
 }
 
@@ -199,6 +336,41 @@ mod tests {
         let r = Registry::new();
         r.counter("y_total", "y", &[("v", "a\"b\\c\nd")]).inc();
         assert!(r.render_prometheus().contains(r#"y_total{v="a\"b\\c\nd"} 1"#));
+    }
+
+    #[test]
+    fn histograms_render_cumulative_buckets_sum_and_count() {
+        let r = Registry::new();
+        let h = r.histogram("lat_seconds", "Latency.", &[("origin", "detector")], LATENCY_BUCKETS);
+        r.histogram("idle_seconds", "Never observed.", &[], LATENCY_BUCKETS);
+        h.observe(0.0007);
+        h.observe(0.003);
+        h.observe(0.003);
+        h.observe(60.0);
+        h.observe(f64::NAN);
+        let text = r.render_prometheus();
+        assert!(text.contains("# TYPE lat_seconds histogram\n"), "{text}");
+        assert!(text.contains("lat_seconds_bucket{origin=\"detector\",le=\"0.0005\"} 0\n"), "{text}");
+        assert!(text.contains("lat_seconds_bucket{origin=\"detector\",le=\"0.001\"} 1\n"), "{text}");
+        assert!(text.contains("lat_seconds_bucket{origin=\"detector\",le=\"0.005\"} 3\n"), "{text}");
+        assert!(text.contains("lat_seconds_bucket{origin=\"detector\",le=\"10\"} 3\n"), "{text}");
+        assert!(text.contains("lat_seconds_bucket{origin=\"detector\",le=\"+Inf\"} 4\n"), "{text}");
+        assert!(text.contains("lat_seconds_count{origin=\"detector\"} 4\n"), "{text}");
+        assert!(text.contains("lat_seconds_sum{origin=\"detector\"} 60.0067"), "{text}");
+        // Present from the start, empty.
+        assert!(
+            text.contains("idle_seconds_bucket{le=\"+Inf\"} 0\nidle_seconds_sum 0\nidle_seconds_count 0\n"),
+            "{text}"
+        );
+        assert_eq!(r.snapshot()["lat_seconds_count{origin=detector}"], 4.0);
+    }
+
+    #[test]
+    #[should_panic(expected = "registered as two kinds")]
+    fn a_name_is_one_kind() {
+        let r = Registry::new();
+        r.counter("z_total", "z", &[]);
+        r.histogram("z_total", "z", &[], LATENCY_BUCKETS);
     }
 
     #[test]

@@ -227,10 +227,96 @@ pub struct ImportReport {
 #[derive(Debug, Clone)]
 struct Metrics {
     blocks: BTreeMap<Origin, Counter>,
-    refused: Counter,
-    evicted: Counter,
+    refused: BTreeMap<Origin, Counter>,
+    evicted: BTreeMap<Origin, Counter>,
     errors: Counter,
     registry: std::sync::Arc<Registry>,
+}
+
+impl Metrics {
+    /// Every series this blocker writes, registered at zero so a dashboard
+    /// shows 0 (not "no data") before the first block, refusal or drop.
+    fn new(r: &std::sync::Arc<Registry>) -> Metrics {
+        let per_origin = |name: &'static str, help: &'static str| -> BTreeMap<Origin, Counter> {
+            Origin::ALL.iter().map(|o| (*o, r.counter(name, help, &[("origin", o.as_str())]))).collect()
+        };
+        let m = Metrics {
+            blocks: per_origin("gatewarden_enforce_blocks_total", "Block requests written to nftables, by origin."),
+            refused: per_origin(
+                "gatewarden_enforce_refused_total",
+                "Block requests refused (allowlisted, protected, forged or unproven source), by origin.",
+            ),
+            evicted: per_origin(
+                "gatewarden_enforce_evicted_total",
+                "Blocks evicted early because a block set was full, by origin.",
+            ),
+            errors: r.counter(
+                "gatewarden_enforce_errors_total",
+                "nftables operations that failed (a refreshed re-block is not a failure).",
+                &[],
+            ),
+            registry: r.clone(),
+        };
+        for o in Origin::ALL {
+            m.set_elements(o);
+        }
+        for name in Origin::ALL.iter().map(|o| o.counter_name()).chain(
+            [
+                ruleset::COUNTER_SYN_SRC,
+                ruleset::COUNTER_SYN_DST,
+                ruleset::COUNTER_FAILCLOSED,
+                ruleset::COUNTER_CONTAINED,
+            ]
+            .map(String::from),
+        ) {
+            m.dropped(&name);
+        }
+        m
+    }
+
+    /// `gatewarden_enforce_set_elements{origin}`.
+    fn set_elements(&self, o: Origin) -> Gauge {
+        self.registry.gauge(
+            "gatewarden_enforce_set_elements",
+            "Entries currently in the block sets (addresses; ranges for feeds), by origin.",
+            &[("origin", o.as_str())],
+        )
+    }
+
+    /// The packet and byte counters of the nftables counter `name`.
+    fn dropped(&self, name: &str) -> (Counter, Counter) {
+        let labels = [("origin", counter_origin(name))];
+        let labels = [(labels[0].0, labels[0].1.as_str())];
+        (
+            self.registry.counter(
+                "gatewarden_nft_dropped_packets_total",
+                "Packets dropped by gatewarden's nftables rules, by origin (block set, SYN meter, fail-closed, containment).",
+                &labels,
+            ),
+            self.registry.counter(
+                "gatewarden_nft_dropped_bytes_total",
+                "Bytes dropped by gatewarden's nftables rules, by origin (block set, SYN meter, fail-closed, containment).",
+                &labels,
+            ),
+        )
+    }
+}
+
+/// The `origin` label of an nftables counter: the block set's origin
+/// (`blocked_detector` → `detector`), or what else dropped (`syn_meter_src`,
+/// `syn_meter_dst`, `fail_closed`, `contained`). One label name for every
+/// series about blocks, so a panel can sum or group them alike.
+pub fn counter_origin(name: &str) -> String {
+    if let Some(o) = name.strip_prefix("blocked_") {
+        return o.to_string();
+    }
+    match name {
+        ruleset::COUNTER_SYN_SRC => "syn_meter_src".into(),
+        ruleset::COUNTER_SYN_DST => "syn_meter_dst".into(),
+        ruleset::COUNTER_FAILCLOSED => "fail_closed".into(),
+        ruleset::COUNTER_CONTAINED => "contained".into(),
+        other => other.to_string(),
+    }
 }
 
 /// One neighbour-table entry: an address and its link-layer address.
@@ -268,33 +354,7 @@ impl Blocker {
         let allow = allowlist_with(&settings.allowlist, &own);
         let infrastructure = infrastructure_addresses();
         let escalation = Escalation::new(settings.escalation_window, settings.max_ttl, ESCALATION_HISTORY);
-        let metrics = registry.map(|r| Metrics {
-            blocks: Origin::ALL
-                .iter()
-                .map(|o| {
-                    (
-                        *o,
-                        r.counter(
-                            "gatewarden_enforce_blocks_total",
-                            "Block requests written to nftables, by origin.",
-                            &[("origin", o.as_str())],
-                        ),
-                    )
-                })
-                .collect(),
-            refused: r.counter(
-                "gatewarden_enforce_refused_total",
-                "Block requests refused because the address is allowlisted.",
-                &[],
-            ),
-            evicted: r.counter(
-                "gatewarden_enforce_evicted_total",
-                "Blocks evicted early because a block set was full.",
-                &[],
-            ),
-            errors: r.counter("gatewarden_enforce_errors_total", "nftables operations that failed.", &[]),
-            registry: r.clone(),
-        });
+        let metrics = registry.map(Metrics::new);
         Ok(Blocker {
             nl,
             settings,
@@ -682,11 +742,16 @@ impl Blocker {
     fn commit(&mut self, b: &Batch) -> Result<()> {
         let r = self.nl.commit(b);
         if r.is_err() {
-            if let Some(m) = &self.metrics {
-                m.errors.inc();
-            }
+            self.count_error();
         }
         r
+    }
+
+    /// Counts a failed nftables operation (`gatewarden_enforce_errors_total`).
+    fn count_error(&self) {
+        if let Some(m) = &self.metrics {
+            m.errors.inc();
+        }
     }
 
     /// The allowlist entry covering `addr`, if any.
@@ -732,8 +797,8 @@ impl Blocker {
     /// Counts a refusal the verdict gate decided (forged or unproven source).
     pub fn refuse(&mut self, addr: IpAddr, why: Protection, reason: &str) -> BlockOutcome {
         tracing::warn!(%addr, reason, protected_as = %why.reason(), "refused to block a verdict's source");
-        if let Some(m) = &self.metrics {
-            m.refused.inc();
+        if let Some(c) = self.metrics.as_ref().and_then(|m| m.refused.get(&Origin::Detector)) {
+            c.inc();
         }
         BlockOutcome::Refused { allowed_by: Cidr::host(addr), why }
     }
@@ -758,8 +823,8 @@ impl Blocker {
         };
         if let Some((allowed_by, why)) = protection {
             tracing::warn!(%addr, %allowed_by, origin = origin.as_str(), reason, protected_as = why.describe(), "refused to block a protected address");
-            if let Some(m) = &self.metrics {
-                m.refused.inc();
+            if let Some(c) = self.metrics.as_ref().and_then(|m| m.refused.get(&origin)) {
+                c.inc();
             }
             return Ok(BlockOutcome::Refused { allowed_by, why });
         }
@@ -796,7 +861,9 @@ impl Blocker {
             Some(_) => &refresh,
             None => &b,
         };
-        match self.commit(first) {
+        // The first try may fail the expected ways (handled below): only a
+        // failure gatewarden cannot handle counts as an error.
+        match self.nl.commit(first) {
             Ok(()) => {}
             // Added meanwhile, or expired but not yet reaped by the kernel.
             Err(e) if e.errno() == Some(libc::EEXIST) => self.commit(&refresh)?,
@@ -805,13 +872,18 @@ impl Blocker {
                 tracing::warn!(set = %set, evicted = evicted.len(), "block set full: evicted the entries closest to expiry");
                 self.commit(first)?;
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                self.count_error();
+                return Err(e);
+            }
         }
         if let Some(m) = &self.metrics {
             if let Some(c) = m.blocks.get(&origin) {
                 c.inc();
             }
-            m.evicted.add(evicted.len() as u64);
+            if let Some(c) = m.evicted.get(&origin) {
+                c.add(evicted.len() as u64);
+            }
         }
         tracing::info!(%addr, ttl_s = ttl.as_secs(), level, origin = origin.as_str(), reason, "blocked");
         Ok(BlockOutcome::Blocked { ttl, level, evicted })
@@ -917,8 +989,8 @@ impl Blocker {
             }
         }
         if !refused.is_empty() {
-            if let Some(m) = &self.metrics {
-                m.refused.add(refused.len() as u64);
+            if let Some(c) = self.metrics.as_ref().and_then(|m| m.refused.get(&Origin::Feed)) {
+                c.add(refused.len() as u64);
             }
         }
         let ms = (ttl.as_millis() as u64).max(1000);
@@ -1086,33 +1158,17 @@ impl Blocker {
     pub fn refresh_metrics(&mut self) -> Result<()> {
         let Some(m) = self.metrics.clone() else { return Ok(()) };
         for (name, (packets, bytes)) in self.counters()? {
-            let labels = [("counter", name.as_str())];
-            m.registry
-                .counter(
-                    "gatewarden_nft_dropped_packets_total",
-                    "Packets dropped by gatewarden's nftables rules, by named counter.",
-                    &labels,
-                )
-                .set_total(packets);
-            m.registry
-                .counter(
-                    "gatewarden_nft_dropped_bytes_total",
-                    "Bytes dropped by gatewarden's nftables rules, by named counter.",
-                    &labels,
-                )
-                .set_total(bytes);
+            let (p, b) = m.dropped(&name);
+            p.set_total(packets);
+            b.set_total(bytes);
         }
-        for origin in [Origin::Detector, Origin::Admin] {
+        for origin in Origin::ALL {
             let mut n = 0;
             for fam in [Fam::V4, Fam::V6] {
-                n += ruleset::elements(&mut self.nl, &origin.set_name(fam))?.len();
+                let els = ruleset::elements(&mut self.nl, &origin.set_name(fam))?;
+                n += if origin.interval() { intervals(fam, &els, origin).len() } else { els.len() };
             }
-            let g: Gauge = m.registry.gauge(
-                "gatewarden_enforce_set_elements",
-                "Addresses currently in the block sets, by origin.",
-                &[("origin", origin.as_str())],
-            );
-            g.set(n as f64);
+            m.set_elements(origin).set(n as f64);
         }
         Ok(())
     }

@@ -48,6 +48,22 @@ impl SpoofLink {
             let _ = self.tx.send(Command::Spoofed(r));
         }
     }
+
+    /// [`SpoofLink::check`], and with `classify` (the capture is overloaded)
+    /// whether the frame's source is a LAN address the router's neighbour
+    /// table or leases bind to this MAC: a real device, never a random
+    /// forged source, so its frames keep full processing. One lock for both.
+    pub fn check_verified(&self, mac: super::spoof::Mac, p: &super::spoof::SourceFrame, classify: bool) -> bool {
+        let mut guard = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+        let report = guard.check(mac, p);
+        let verified = classify
+            && matches!(guard.classify(&p.src, p.ts_ns), super::spoof::SourceClass::LanVerified(m) if m == mac);
+        drop(guard);
+        if let Some(r) = report {
+            let _ = self.tx.send(Command::Spoofed(r));
+        }
+        verified
+    }
 }
 
 /// Work for the enforcement thread.
@@ -309,6 +325,8 @@ struct GateMetrics {
     forged: gatewarden_core::metrics::Counter,
     containments: gatewarden_core::metrics::Counter,
     contained: gatewarden_core::metrics::Gauge,
+    /// From the enforcement thread taking a verdict to the kernel's netlink ack of its block.
+    block_latency: gatewarden_core::metrics::Histogram,
 }
 
 impl GateMetrics {
@@ -330,6 +348,12 @@ impl GateMetrics {
                 &[],
             ),
             contained: r.gauge("gatewarden_spoof_contained_macs", "LAN MACs contained now (contain_mac).", &[]),
+            block_latency: r.histogram(
+                "gatewarden_block_latency_seconds",
+                "From the router's enforcement taking a verdict to the kernel's ack of its block (blocked verdicts only), seconds.",
+                &[("origin", "detector")],
+                gatewarden_core::metrics::LATENCY_BUCKETS,
+            ),
         }
     }
 }
@@ -455,6 +479,9 @@ fn run_loop(
                     class = lan.classify(&v.source);
                 }
                 let result = gate(blocker, &v, class, &gm);
+                if matches!(result, Ok(BlockOutcome::Blocked { .. })) {
+                    gm.block_latency.observe_duration(steps.started.elapsed());
+                }
                 tracing::debug!(
                     target: "timing",
                     stage = "block_acked",

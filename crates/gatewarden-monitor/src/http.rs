@@ -955,6 +955,9 @@ static ROUTES: &[Route] = &[
     blocking(route(Post, "/api/policy/suggestions/{id}/{verdict}", Write, Json, S(pol::feedback_on))),
     route(Get, "/api/policy/matrix", Read, NoBody, S(pol::matrix)),
     route(Get, "/api/policy/feedback", Read, NoBody, S(pol::feedback)),
+    route(Get, "/api/incidents", Read, NoBody, S(h_incidents)),
+    blocking(route(Get, "/api/incidents/{ip}", Read, NoBody, S(h_incident))),
+    blocking(route(Get, "/api/alerts/{id}/pcap", Read, NoBody, S(h_alert_pcap))),
 ];
 
 /// Finds the route for `verb` and `path`: the route and its captures, or the methods `path` allows.
@@ -1441,6 +1444,21 @@ fn h_blocks(state: &MonitorState, _: &Call) -> Resp {
     json_response(200, json!({"blocks": state.blocks()}))
 }
 
+fn h_incidents(state: &MonitorState, _: &Call) -> Resp {
+    json_response(200, state.incidents_json())
+}
+
+/// One attacker's incident; the page sends the address percent-encoded, like unblock.
+fn h_incident(state: &MonitorState, call: &Call) -> Resp {
+    match call.caps[0].parse::<IpAddr>() {
+        Ok(ip) => match state.incident_json(ip) {
+            Ok(v) => json_response(200, v),
+            Err(e) => error(500, format!("{e:#}")),
+        },
+        Err(_) => error(400, format!("{:?} is not an IPv4 or IPv6 address", call.caps[0])),
+    }
+}
+
 fn h_alert_action(state: &MonitorState, call: &Call) -> Resp {
     let (id, action) = (&call.caps[0], &call.caps[1]);
     let target = match action.as_str() {
@@ -1456,6 +1474,28 @@ fn h_alert_action(state: &MonitorState, call: &Call) -> Resp {
         },
         (Err(_), _) => error(400, format!("alert id {id:?} is not a number")),
         (_, None) => error(404, format!("unknown action {action:?}: use acknowledge, resolve or reopen")),
+    }
+}
+
+/// An alert's evidence pcap (issue #18): the first packets of its source's
+/// flows, as the router that saw them sent them.
+fn h_alert_pcap(state: &MonitorState, call: &Call) -> Resp {
+    let Ok(id) = call.caps[0].parse::<u64>() else {
+        return error(400, format!("alert id {:?} is not a number", call.caps[0]));
+    };
+    match state.evidence().get(id) {
+        Ok(Some(pcap)) => {
+            let r = response(200, "application/vnd.tcpdump.pcap", pcap);
+            with(r, header::CONTENT_DISPOSITION, &format!("attachment; filename=\"alert-{id}.pcap\""))
+        }
+        Ok(None) => error(
+            404,
+            format!(
+                "no evidence pcap for alert {id}: only alerts that came with a verdict have one, sent by the router \
+                 that saw the packets (evidence.enabled); the oldest are deleted past evidence.store_bytes"
+            ),
+        ),
+        Err(e) => error(500, format!("{e:#}")),
     }
 }
 
@@ -1753,6 +1793,18 @@ mod tests {
         assert_eq!(idle.read(&mut [0u8; 16]).unwrap_or(0), 0, "an idle connection is closed");
         let mut rest = Vec::new();
         let _ = stream.read_to_end(&mut rest);
+    }
+
+    #[test]
+    fn incident_routes_answer_for_an_address_and_refuse_anything_else() {
+        let h = harness();
+        let text = |input: &str| String::from_utf8_lossy(&h.exchange(input.as_bytes())).into_owned();
+        let list = text("GET /api/incidents HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        assert!(list.starts_with("HTTP/1.1 200") && list.contains("\"incidents\":[]"), "{list}");
+        let v6 = text("GET /api/incidents/2001%3Adb8%3A%3A1 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        assert!(v6.starts_with("HTTP/1.1 200") && v6.contains("\"ip\":\"2001:db8::1\""), "{v6}");
+        let bad = text("GET /api/incidents/not-an-address HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        assert!(bad.starts_with("HTTP/1.1 400") && bad.contains("not an IPv4 or IPv6 address"), "{bad}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod config;
 pub mod confirm;
 pub mod eve;
 pub mod events;
+pub mod evidence;
 pub mod http;
 pub mod link;
 pub mod policy_api;
@@ -20,9 +21,10 @@ pub mod reply;
 pub mod settings;
 pub mod system;
 pub mod talkers;
+pub mod timeline;
 pub mod training;
 
-use gatewarden_core::clock::{unix_now, unix_now_ns};
+use gatewarden_core::clock::{rfc3339, unix_now, unix_now_ns};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -36,6 +38,8 @@ use gatewarden_proto::role::{Role, RoleSource};
 
 /// Most alerts kept in memory for the page and `/api/alerts`.
 pub const RECENT_ALERTS: usize = 1000;
+/// Most attackers the incident list shows.
+pub const MAX_INCIDENTS: usize = 200;
 /// Seconds of history kept for the charts.
 pub const HISTORY_SECONDS: usize = 600;
 
@@ -160,6 +164,42 @@ fn severity_name(s: gatewarden_proto::messages::Severity) -> &'static str {
     }
 }
 
+/// `gatewarden_alerts_total{kind,severity}`.
+fn alerts_counter(
+    r: &Registry,
+    kind: gatewarden_proto::attack::AttackKind,
+    severity: gatewarden_proto::messages::Severity,
+) -> gatewarden_core::metrics::Counter {
+    r.counter(
+        "gatewarden_alerts_total",
+        "Alerts stored, by kind and severity.",
+        &[("kind", kind.as_str()), ("severity", severity_name(severity))],
+    )
+}
+
+/// `gatewarden_verdict_outcomes_total{result}`.
+fn outcomes_counter(r: &Registry, blocked: bool) -> gatewarden_core::metrics::Counter {
+    r.counter(
+        "gatewarden_verdict_outcomes_total",
+        "Routers' answers to verdicts: blocked (in the kernel) or refused.",
+        &[("result", if blocked { "blocked" } else { "refused" })],
+    )
+}
+
+/// The monitor's labelled counters at zero for every known label value, so
+/// a dashboard shows 0 (not "no data") before the first alert of a kind.
+fn preregister_monitor_series(r: &Registry) {
+    use gatewarden_proto::messages::Severity;
+    for kind in gatewarden_proto::attack::AttackKind::ALL {
+        for severity in [Severity::High, Severity::Medium, Severity::Low] {
+            alerts_counter(r, kind, severity);
+        }
+    }
+    for blocked in [true, false] {
+        outcomes_counter(r, blocked);
+    }
+}
+
 /// Asks the router's enforcement to lift a block; set where enforcement runs in this process.
 pub type UnblockHook = Arc<dyn Fn(std::net::IpAddr) -> anyhow::Result<String> + Send + Sync>;
 
@@ -185,6 +225,8 @@ struct Inner {
     nodes: BTreeMap<String, NodeHealth>,
     history: VecDeque<HistoryPoint>,
     replay: Option<Value>,
+    /// A replay's capture-time chart series (`None` when live).
+    timeline: Option<timeline::Timeline>,
     blocks: BTreeMap<std::net::IpAddr, BlockView>,
     /// Verdicts waiting for their router's answer: (verdict id, source) → (received, Unix seconds; the view).
     unconfirmed: BTreeMap<(u64, std::net::IpAddr), (u64, BlockView)>,
@@ -227,6 +269,16 @@ pub struct MonitorState {
     pub settings: std::sync::OnceLock<settings::SettingsStore>,
     /// Alerts waiting for a router to confirm their block (see [`confirm`]).
     confirmations: Mutex<confirm::Confirmations>,
+    /// A copy of every stored alert for the MQTT JSON mirror ([`MonitorState::tap_alerts`]), when it runs.
+    alert_tap: std::sync::OnceLock<(async_channel::Sender<Alert>, gatewarden_core::metrics::Counter)>,
+    /// Per-alert evidence pcaps (in memory until [`MonitorState::open_evidence`]).
+    evidence: Mutex<Arc<evidence::EvidenceStore>>,
+    /// Routers' evidence (by verdict id) joined to stored alerts (by store id).
+    evidence_links: Mutex<evidence::Linker>,
+    evidence_stored: gatewarden_core::metrics::Counter,
+    evidence_refused: gatewarden_core::metrics::Counter,
+    /// Evidence waiting for its alert: (pieces, bytes), so the bound is visible.
+    evidence_held: (gatewarden_core::metrics::Gauge, gatewarden_core::metrics::Gauge),
 }
 
 impl std::fmt::Debug for MonitorState {
@@ -270,6 +322,9 @@ impl MonitorState {
             )
             .set(1.0);
         let uptime = registry.gauge("gatewarden_uptime_seconds", "Seconds since the process started.", &[]);
+        if role.runs_monitor() {
+            preregister_monitor_series(&registry);
+        }
         let store = AlertStore::open(StoreOptions::in_memory(RECENT_ALERTS)).expect("an in-memory store cannot fail");
         Arc::new(MonitorState {
             role,
@@ -289,6 +344,7 @@ impl MonitorState {
                 nodes: BTreeMap::new(),
                 history: VecDeque::new(),
                 replay: None,
+                timeline: None,
                 blocks: BTreeMap::new(),
                 unconfirmed: BTreeMap::new(),
                 router_blocks: BTreeMap::new(),
@@ -306,7 +362,113 @@ impl MonitorState {
             policy: std::sync::OnceLock::new(),
             training: training::Training::default(),
             settings: std::sync::OnceLock::new(),
+            evidence: Mutex::new(Arc::new(evidence::EvidenceStore::default())),
+            evidence_links: Mutex::new(evidence::Linker::default()),
+            evidence_stored: registry.counter(
+                "gatewarden_evidence_stored_total",
+                "Evidence pcaps stored (one per alert; the oldest are deleted past evidence.store_bytes).",
+                &[],
+            ),
+            evidence_refused: registry.counter(
+                "gatewarden_evidence_refused_total",
+                "Evidence not stored: the alert had a pcap already, it was larger than the store, writing failed, or it waited for an alert that never came (aged out, or pushed out past the held bounds).",
+                &[],
+            ),
+            evidence_held: (
+                registry.gauge(
+                    "gatewarden_evidence_held",
+                    "Evidence pcaps waiting for their alert to be stored (at most 256; the router holding the most gives up its oldest).",
+                    &[],
+                ),
+                registry.gauge(
+                    "gatewarden_evidence_held_bytes",
+                    "Bytes of evidence pcaps waiting for their alert to be stored (at most 16 MiB).",
+                    &[],
+                ),
+            ),
+            alert_tap: std::sync::OnceLock::new(),
         })
+    }
+
+    /// A queue of `capacity` that gets a copy of every alert once it is
+    /// stored (with its final action), for the MQTT JSON mirror. When full,
+    /// copies are dropped and counted in `gatewarden_mqtt_json_dropped_total`:
+    /// the mirror never holds up the store. One tap per process (`None` after the first).
+    pub fn tap_alerts(&self, capacity: usize) -> Option<async_channel::Receiver<Alert>> {
+        let (tx, rx) = async_channel::bounded(capacity.max(1));
+        let dropped = self.registry.counter(
+            "gatewarden_mqtt_json_dropped_total",
+            "JSON mirror messages not published: its queue was full or the broker unreachable.",
+            &[],
+        );
+        self.alert_tap.set((tx, dropped)).ok().map(|_| rx)
+    }
+
+    /// Keeps evidence pcaps in `dir` (`<monitor.data_dir>/evidence`), or in
+    /// memory without one, at most `max_bytes` in all.
+    pub fn open_evidence(&self, dir: Option<&std::path::Path>, max_bytes: u64) -> anyhow::Result<()> {
+        let store = match dir {
+            Some(d) => evidence::EvidenceStore::open(d, max_bytes)?,
+            None => evidence::EvidenceStore::in_memory(max_bytes),
+        };
+        *self.evidence.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(store);
+        Ok(())
+    }
+
+    /// The evidence store.
+    pub fn evidence(&self) -> Arc<evidence::EvidenceStore> {
+        self.evidence.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A router's evidence for its verdict `verdict_id`: filed under the
+    /// alert that verdict came with once that alert is stored (held until
+    /// then, bounded); the first pcap of an alert stays.
+    pub fn record_evidence(&self, verdict_id: u64, node: &str, pcap: Vec<u8>) {
+        let key = (node.to_string(), verdict_id);
+        let linked = {
+            let mut links = self.evidence_links.lock().unwrap_or_else(|e| e.into_inner());
+            let before = links.given_up();
+            let linked = links.evidence(key, pcap, Instant::now());
+            self.evidence_refused.add(links.given_up() - before);
+            self.show_held(&links);
+            linked
+        };
+        match linked {
+            evidence::Linked::Now(id, pcap) => self.put_evidence(id, node, &pcap),
+            evidence::Linked::Held => tracing::debug!(verdict_id, node, "evidence held until its alert is stored"),
+            evidence::Linked::Dropped => {
+                self.evidence_refused.inc();
+                tracing::debug!(
+                    verdict_id,
+                    node,
+                    "evidence dropped: too large to hold, or one is held for that verdict"
+                );
+            }
+        }
+    }
+
+    fn show_held(&self, links: &evidence::Linker) {
+        let (n, bytes) = links.held();
+        self.evidence_held.0.set(n as f64);
+        self.evidence_held.1.set(bytes as f64);
+    }
+
+    /// Stores `pcap` as stored alert `id`'s evidence.
+    fn put_evidence(&self, id: u64, node: &str, pcap: &[u8]) {
+        match self.evidence().put(id, pcap) {
+            Ok(evidence::Put::Stored { deleted }) => {
+                self.evidence_stored.inc();
+                tracing::debug!(alert_id = id, node, bytes = pcap.len(), deleted, "evidence pcap stored");
+            }
+            Ok(other) => {
+                self.evidence_refused.inc();
+                tracing::debug!(alert_id = id, node, bytes = pcap.len(), result = ?other, "evidence pcap not stored");
+            }
+            Err(e) => {
+                self.evidence_refused.inc();
+                tracing::warn!(alert_id = id, node, error = %format!("{e:#}"), "evidence pcap not stored");
+            }
+        }
     }
 
     /// Replaces the in-memory alert store with `store` (opened on the data directory).
@@ -393,13 +555,7 @@ impl MonitorState {
 
     /// A router's answer to a verdict: settles the alert waiting for it.
     pub fn record_outcome(&self, o: gatewarden_proto::messages::VerdictOutcome) {
-        self.registry
-            .counter(
-                "gatewarden_verdict_outcomes_total",
-                "Routers' answers to verdicts: blocked (in the kernel) or refused.",
-                &[("result", if o.blocked { "blocked" } else { "refused" })],
-            )
-            .inc();
+        outcomes_counter(&self.registry, o.blocked).inc();
         self.confirm_block(&o);
         let settled = self.confirmations.lock().unwrap_or_else(|e| e.into_inner()).answer(o, Instant::now());
         if let Some(a) = settled {
@@ -430,13 +586,9 @@ impl MonitorState {
                 n.blocked += 1;
             }
         }
-        self.registry
-            .counter(
-                "gatewarden_alerts_total",
-                "Alerts stored, by kind and severity.",
-                &[("kind", alert.kind.as_str()), ("severity", severity_name(alert.severity))],
-            )
-            .inc();
+        alerts_counter(&self.registry, alert.kind, alert.severity).inc();
+        // A verdict's alert: (router, verdict id), which its router's evidence names.
+        let link = alert.src.map(|_| (alert.node.clone(), alert.id));
         let stored = match inner.store.append(alert) {
             Ok(a) => a,
             Err(e) => {
@@ -448,6 +600,22 @@ impl MonitorState {
             }
         };
         drop(inner);
+        if let Some((tap, dropped)) = self.alert_tap.get() {
+            if tap.try_send(stored.clone()).is_err() {
+                dropped.inc();
+            }
+        }
+        if let Some(key) = link {
+            let early = {
+                let mut links = self.evidence_links.lock().unwrap_or_else(|e| e.into_inner());
+                let early = links.alert_stored(key, stored.id);
+                self.show_held(&links);
+                early
+            };
+            if let Some(pcap) = early {
+                self.put_evidence(stored.id, &stored.node, &pcap);
+            }
+        }
         self.events.send("alert", &alert_view(&stored, AlertState::New));
     }
 
@@ -651,6 +819,84 @@ impl MonitorState {
         Ok(inner.store.query(q)?.iter().map(|(a, s)| alert_view(a, *s)).collect())
     }
 
+    /// The attackers the recent alerts name (issue #18's incident list): one
+    /// row per source address, most recent first, at most [`MAX_INCIDENTS`].
+    pub fn incidents_json(&self) -> Value {
+        /// One attacker's row while the alerts are counted.
+        #[derive(Default)]
+        struct Row {
+            first: u64,
+            last: u64,
+            alerts: u64,
+            severity: u8,
+            blocked: bool,
+            kinds: std::collections::BTreeSet<&'static str>,
+        }
+        let inner = self.lock();
+        let mut by_src: BTreeMap<std::net::IpAddr, Row> = BTreeMap::new();
+        for a in inner.store.recent(RECENT_ALERTS) {
+            let Some(src) = a.src else { continue };
+            let e = by_src.entry(src).or_insert(Row { first: u64::MAX, severity: u8::MAX, ..Row::default() });
+            e.first = e.first.min(a.ts_ns);
+            e.last = e.last.max(a.ts_ns);
+            e.alerts += 1;
+            e.severity = e.severity.min(a.severity as u8);
+            e.blocked |= a.action == gatewarden_proto::messages::AlertAction::Blocked;
+            e.kinds.insert(a.kind.as_str());
+        }
+        let mut rows: Vec<_> = by_src.into_iter().collect();
+        rows.sort_by_key(|(ip, e)| (std::cmp::Reverse(e.last), *ip));
+        rows.truncate(MAX_INCIDENTS);
+        let rows: Vec<Value> = rows
+            .into_iter()
+            .map(|(ip, e)| {
+                json!({"ip": ip, "first_alert": rfc3339(e.first), "last_alert": rfc3339(e.last), "alerts": e.alerts,
+                       "severity": e.severity, "blocked": e.blocked, "kinds": e.kinds})
+            })
+            .collect();
+        json!({"incidents": rows})
+    }
+
+    /// One attacker's incident (issue #18): its first packet (the earliest
+    /// flow the monitor counted for it, in packet time), the alert that first
+    /// detected it, the alert whose block a router confirmed, the block the
+    /// kernel holds now, every alert about it (newest first, at most 100) with
+    /// its reason and response rule, and where each alert's evidence pcap is.
+    pub fn incident_json(&self, ip: std::net::IpAddr) -> anyhow::Result<Value> {
+        let q = AlertQuery { source: Some(ip), limit: 1000, ..AlertQuery::default() };
+        let alerts = self.lock().store.query(&q)?;
+        let talker = self.talkers.lock().unwrap_or_else(|e| e.into_inner()).get(&ip);
+        let block = self.blocks().into_iter().find(|b| b.ip == ip.to_string());
+        let blocked = alerts.iter().rev().find(|(a, _)| a.action == gatewarden_proto::messages::AlertAction::Blocked);
+        // Where enforcement runs in this process, its drop counters (per nftables counter, all addresses together).
+        let set_drops: BTreeMap<String, f64> = self
+            .registry
+            .snapshot()
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let labels = k.strip_prefix("gatewarden_nft_dropped_packets_total{")?.strip_suffix('}')?;
+                Some((labels.to_string(), v))
+            })
+            .collect();
+        let view = |(a, s): &(Alert, AlertState)| {
+            let mut v = alert_view(a, *s);
+            v["evidence"] = json!(format!("/api/alerts/{}/pcap", a.id));
+            v
+        };
+        Ok(json!({
+            "ip": ip,
+            "first_packet": talker.map(|t| json!({"timestamp": rfc3339(t.first_ns), "ts_ns": t.first_ns,
+                "packets": t.packets, "bytes": t.bytes, "flows": t.flows})),
+            "detected": alerts.last().map(view),
+            "blocked": blocked.map(view),
+            "block": block,
+            "dropped": {"packets": null, "why": "routers count drops per block set, not per address: see `gatewarden blocks --json` (counters) and gatewarden_nft_dropped_packets_total in the router's /metrics",
+                "per_set": set_drops},
+            "alerts_total": alerts.len(),
+            "alerts": alerts.iter().take(100).map(view).collect::<Vec<Value>>(),
+        }))
+    }
+
     /// A node's entry, created if there is room and `node` is a node id
     /// (this node always has one); `None` (counted) otherwise.
     fn node_entry<'a>(&self, nodes: &'a mut BTreeMap<String, NodeHealth>, node: &str) -> Option<&'a mut NodeHealth> {
@@ -731,6 +977,21 @@ impl MonitorState {
         self.lock().replay = Some(progress);
     }
 
+    /// Sets a replay's capture-time timeline: from then on the page's charts
+    /// plot the capture's own time range (`timeline` in `/api/status` and in
+    /// each tick) instead of the last minutes of wall-clock time.
+    pub fn set_timeline(&self, t: timeline::Timeline) {
+        self.lock().timeline = Some(t);
+    }
+
+    /// The `timeline` member of `/api/status`: null when live.
+    fn timeline_json(inner: &Inner) -> Value {
+        match &inner.timeline {
+            Some(t) => t.to_json(inner.store.recent(RECENT_ALERTS).map(|a| a.ts_ns)),
+            None => Value::Null,
+        }
+    }
+
     /// Takes a chart sample, reads this node's `/proc` numbers and sends the
     /// page its update; called once a second. Returns the node's metrics
     /// sample, for nodes that send it to a monitor elsewhere.
@@ -783,6 +1044,7 @@ impl MonitorState {
             "verdicts_by_kind": inner.verdicts_by_kind,
             "links": inner.links,
             "replay": inner.replay,
+            "timeline": Self::timeline_json(&inner),
         })
     }
 
@@ -827,6 +1089,7 @@ impl MonitorState {
             "counters": counters,
             "history": inner.history,
             "replay": inner.replay,
+            "timeline": Self::timeline_json(&inner),
         })
     }
 }
@@ -857,6 +1120,93 @@ mod tests {
         assert_eq!(reg.snapshot()["gatewarden_monitor_nodes_refused_total"], 52.0);
         st.sample();
         assert!(st.nodes().contains_key("mon"), "this node always has its entry");
+    }
+
+    #[test]
+    fn incidents_name_each_attacker_and_trace_first_packet_detection_and_evidence() {
+        use gatewarden_proto::messages::{AlertAction, AttackKind, FlowRecord, Proto, Severity};
+        let st = MonitorState::new(Role::All, RoleSource::Flag, "gw".into(), Registry::new());
+        let t0 = 1_700_000_000_000_000_000u64;
+        let at = |i: u64, src: &str, id: u64| Alert {
+            id,
+            ts_ns: t0 + i * 1_000_000_000,
+            node: "gw".into(),
+            flow_id: i,
+            kind: AttackKind::PortScan,
+            severity: Severity::Medium,
+            src: Some(src.parse().unwrap()),
+            dst: Some("192.0.2.10".parse().unwrap()),
+            sport: 40000,
+            dport: 22,
+            proto: Some(Proto::Tcp),
+            action: AlertAction::Allowed,
+            signature_id: 9_000_001,
+            signature: "GATEWARDEN port scan".into(),
+            confidence: 0.9,
+            reason: format!("alert number {i}"),
+            flow: None,
+            not_blocked: Some(gatewarden_proto::messages::NotBlocked::EnforcementOff),
+            in_iface: String::new(),
+        };
+        st.record_alert(at(5, "192.0.2.66", 2));
+        st.record_alert(at(1, "192.0.2.66", 1));
+        st.record_alert(at(9, "2001:db8::9", 3));
+        let flow = FlowRecord {
+            flow_id: 7,
+            src: "192.0.2.66".parse().unwrap(),
+            dst: "192.0.2.10".parse().unwrap(),
+            sport: 1,
+            dport: 2,
+            proto: Proto::Tcp,
+            first_ns: t0 + 500_000_000,
+            last_ns: t0 + 600_000_000,
+            fwd_packets: 3,
+            rev_packets: 1,
+            fwd_bytes: 180,
+            rev_bytes: 60,
+            conn_state: gatewarden_proto::conn_state::ConnState::S0,
+            src_answered: false,
+        };
+        st.observe_batch(&FlowBatch {
+            node: "gw".into(),
+            seq: 0,
+            flows: vec![flow],
+            hosts: vec![],
+            in_iface: String::new(),
+        });
+
+        let list = st.incidents_json();
+        let rows = list["incidents"].as_array().unwrap();
+        assert_eq!(rows.len(), 2, "{list}");
+        assert_eq!(rows[0]["ip"], "2001:db8::9", "the latest attacker first: {list}");
+        assert_eq!(rows[1]["alerts"], 2);
+        assert_eq!(rows[1]["kinds"], json!(["port_scan"]));
+
+        let inc = st.incident_json("192.0.2.66".parse().unwrap()).unwrap();
+        assert_eq!(inc["first_packet"]["ts_ns"], t0 + 500_000_000, "{inc}");
+        assert_eq!(inc["first_packet"]["packets"], 4);
+        assert_eq!(inc["detected"]["gatewarden"]["id"], 1, "the earliest alert detected it: {inc}");
+        assert_eq!(inc["detected"]["evidence"], "/api/alerts/1/pcap");
+        assert_eq!(inc["alerts_total"], 2);
+        assert_eq!(inc["blocked"], Value::Null, "no alert was confirmed blocked");
+        assert_eq!(inc["dropped"]["packets"], Value::Null, "not counted per address: said, not invented");
+        assert_eq!(inc["dropped"]["per_set"], json!({}), "no enforcement in this process");
+        st.registry
+            .counter("gatewarden_nft_dropped_packets_total", "drops", &[("counter", "drop_detector4")])
+            .set_total(42);
+        let inc = st.incident_json("192.0.2.66".parse().unwrap()).unwrap();
+        assert_eq!(inc["dropped"]["per_set"], json!({"counter=drop_detector4": 42.0}), "{inc}");
+        let none = st.incident_json("198.51.100.1".parse().unwrap()).unwrap();
+        assert_eq!((none["alerts_total"].as_u64(), &none["detected"]), (Some(0), &Value::Null));
+
+        // A replay's timeline: the alerts land in the capture's own buckets.
+        assert_eq!(st.status_json()["timeline"], Value::Null, "live: no capture timeline");
+        let mut tl = timeline::Timeline::new(t0);
+        tl.add(t0 + 9_500_000_000);
+        st.set_timeline(tl);
+        let v = st.status_json()["timeline"].clone();
+        assert_eq!(v["alerts"].as_array().unwrap().iter().filter_map(Value::as_u64).sum::<u64>(), 3, "{v}");
+        assert_eq!(v["alerts"][1], 1, "{v}");
     }
 
     fn verdict(id: u64, source: &str) -> Verdict {

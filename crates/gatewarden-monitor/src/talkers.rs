@@ -23,6 +23,9 @@ pub struct Talker {
     pub packets: u64,
     /// Flows it opened.
     pub flows: u64,
+    /// Its earliest flow's first packet, ns since the epoch (packet time:
+    /// capture time in a replay); the incident view's "first packet".
+    pub first_ns: u64,
 }
 
 /// Bytes per source, from flow batches.
@@ -56,13 +59,25 @@ impl TopTalkers {
                 let cut = v[v.len() / 2];
                 self.by_src.retain(|_, t| t.bytes > cut);
             }
-            let t = self.by_src.entry(f.src).or_insert(Talker { ip: f.src, bytes: 0, packets: 0, flows: 0 });
+            let t = self.by_src.entry(f.src).or_insert(Talker {
+                ip: f.src,
+                bytes: 0,
+                packets: 0,
+                flows: 0,
+                first_ns: f.first_ns,
+            });
+            t.first_ns = t.first_ns.min(f.first_ns);
             t.bytes += bytes.saturating_sub(pb);
             t.packets += packets.saturating_sub(pp);
             if new_flow {
                 t.flows += 1;
             }
         }
+    }
+
+    /// The row of `ip`, if it is still tracked.
+    pub fn get(&self, ip: &IpAddr) -> Option<Talker> {
+        self.by_src.get(ip).cloned()
     }
 
     /// The `n` sources with the most bytes.
@@ -114,5 +129,17 @@ mod tests {
         }
         assert!(t.by_src.len() <= 16);
         assert_eq!(t.top(1)[0].bytes, 300, "the heavy hitter survives the churn");
+    }
+
+    #[test]
+    fn remembers_the_earliest_first_packet_of_a_source() {
+        let mut t = TopTalkers::new(16);
+        let b = |flows| FlowBatch { node: "n".into(), seq: 0, flows, hosts: vec![], in_iface: String::new() };
+        let at = |id, first| FlowRecord { first_ns: first, ..rec(id, "192.0.2.7", 10) };
+        t.observe(&b(vec![at(1, 500), at(2, 300)]));
+        t.observe(&b(vec![at(3, 900)]));
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        assert_eq!(t.get(&ip).unwrap().first_ns, 300);
+        assert_eq!(t.get(&"192.0.2.8".parse().unwrap()), None);
     }
 }

@@ -91,3 +91,65 @@ impl Origin {
         }
     }
 }
+
+impl AttackKind {
+    /// Every kind, so metrics can be registered at zero for each before the
+    /// first alert (a dashboard shows 0, not "no data").
+    pub const ALL: [AttackKind; 16] = [
+        AttackKind::PortScan,
+        AttackKind::HostSweep,
+        AttackKind::SynFlood,
+        AttackKind::UdpFlood,
+        AttackKind::IcmpFlood,
+        AttackKind::BruteForce,
+        AttackKind::Anomaly,
+        AttackKind::ChannelAbuse,
+        AttackKind::LinkHealth,
+        AttackKind::System,
+        AttackKind::SlowHttp,
+        AttackKind::Spoofing,
+        AttackKind::LanMapping,
+        AttackKind::SlowScan,
+        AttackKind::DistributedScan,
+        AttackKind::SlowGuessing,
+    ];
+}
+
+impl Origin {
+    /// Every detector origin (metrics are registered at zero for each).
+    pub const ALL: [Origin; 3] = [Origin::Heuristics, Origin::Model, Origin::Baseline];
+}
+
+#[cfg(test)]
+mod all_tests {
+    use super::*;
+
+    /// A new kind must join [`AttackKind::ALL`]: this match stops compiling
+    /// without a number for it, and then ALL misses that number.
+    fn number(k: AttackKind) -> usize {
+        match k {
+            AttackKind::PortScan => 0,
+            AttackKind::HostSweep => 1,
+            AttackKind::SynFlood => 2,
+            AttackKind::UdpFlood => 3,
+            AttackKind::IcmpFlood => 4,
+            AttackKind::BruteForce => 5,
+            AttackKind::Anomaly => 6,
+            AttackKind::ChannelAbuse => 7,
+            AttackKind::LinkHealth => 8,
+            AttackKind::System => 9,
+            AttackKind::SlowHttp => 10,
+            AttackKind::Spoofing => 11,
+            AttackKind::LanMapping => 12,
+            AttackKind::SlowScan => 13,
+            AttackKind::DistributedScan => 14,
+            AttackKind::SlowGuessing => 15,
+        }
+    }
+
+    #[test]
+    fn all_lists_every_kind_once() {
+        let seen: std::collections::BTreeSet<usize> = AttackKind::ALL.iter().map(|k| number(*k)).collect();
+        assert_eq!(seen, (0..16).collect(), "AttackKind::ALL must list every kind once");
+    }
+}

@@ -7,7 +7,10 @@
 //! new kind cannot be allowed in one place and forgotten in another.
 
 use crate::role::CertRole;
-use CertRole::{Detector, Monitor, Operator, Router};
+use CertRole::{Detector, Integration, Monitor, Operator, Router};
+
+/// The first two levels of every fleet topic: `gatewarden/v1/<node>/<kind>`.
+pub const TOPIC_PREFIX: &str = "gatewarden/v1";
 
 /// Flows a router saw, for the detector (and the monitor's traffic matrix).
 pub const FLOW_BATCH: &str = "flow_batch";
@@ -41,6 +44,8 @@ pub const VERDICT_OUTCOME: &str = "verdict_outcome";
 pub const NEIGHBOUR_TABLE: &str = "neighbour_table";
 /// ARP/neighbour-discovery requests a router saw, for the detector's LAN-mapping check.
 pub const LAN_PROBES: &str = "lan_probes";
+/// The first packets behind an alert, from the router that saw them, for the monitor's evidence pcaps.
+pub const EVIDENCE: &str = "evidence";
 
 /// Everything the fleet needs to know about one kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +67,7 @@ pub struct KindSpec {
 const ALL_NODES: &[CertRole] = &[Router, Detector, Monitor];
 
 /// Every kind, in topic order.
-pub const TABLE: [KindSpec; 16] = [
+pub const TABLE: [KindSpec; 17] = [
     KindSpec {
         name: FLOW_BATCH,
         published_by: &[Router],
@@ -103,10 +108,12 @@ pub const TABLE: [KindSpec; 16] = [
         durable: false,
         mirrored: true,
     },
+    // An integration (Home Assistant) reads it: the discovery configs name
+    // it as their availability topic.
     KindSpec {
         name: STATUS,
         published_by: ALL_NODES,
-        read_by: &[Monitor, Operator],
+        read_by: &[Monitor, Operator, Integration],
         sealed_for: &[],
         durable: false,
         mirrored: false,
@@ -196,6 +203,18 @@ pub const TABLE: [KindSpec; 16] = [
         durable: false,
         mirrored: false,
     },
+    // Like verdict outcomes: plain (TLS + ACL; packets a router saw are no
+    // secret from the broker of its own fleet), the receiver checks the body
+    // names its sender; best effort, and a router-only node mirrors it to
+    // the broker because its monitor is elsewhere.
+    KindSpec {
+        name: EVIDENCE,
+        published_by: &[Router],
+        read_by: &[Monitor],
+        sealed_for: &[],
+        durable: false,
+        mirrored: true,
+    },
 ];
 
 /// The table's row for `kind` (`None`: no such kind: drop the message).
@@ -266,6 +285,54 @@ pub fn acl_for(role: CertRole) -> (Vec<&'static str>, Vec<String>) {
 
 use CertRole::Broker;
 
+/// The JSON mirror for integrations (Home Assistant, Node-RED, Filebeat …):
+/// `gatewarden/v1/<node>/json/<what>`, plain JSON any MQTT client reads.
+/// These are not message kinds (nothing in the fleet consumes them), so
+/// they are not rows of [`TABLE`]; their ACL lines come from [`json_acl`].
+pub const JSON_LEVEL: &str = "json";
+/// Each stored alert as a Suricata EVE object.
+pub const JSON_ALERT: &str = "alert";
+/// The node's key numbers, every `[mqtt] json_interval_s`.
+pub const JSON_METRICS: &str = "metrics";
+/// Retained: nodes online, blocked sources, alerts per minute, version.
+pub const JSON_STATE: &str = "state";
+/// Everything below a node's `json/` level.
+pub const JSON_TOPICS: [&str; 3] = [JSON_ALERT, JSON_METRICS, JSON_STATE];
+/// Home Assistant's default MQTT discovery prefix.
+pub const HA_DISCOVERY_PREFIX: &str = "homeassistant";
+/// Certificate roles that may publish the mirror of their own node: a
+/// monitor, and an all-in-one gateway (which joins with a router certificate).
+pub const JSON_PUBLISHERS: [CertRole; 2] = [Router, Monitor];
+
+/// `gatewarden/v1/<node>/json/<what>`.
+pub fn json_topic(node: &str, what: &str) -> String {
+    format!("{TOPIC_PREFIX}/{node}/{JSON_LEVEL}/{what}")
+}
+
+/// The `<node_id>` level of a node's Home Assistant discovery topics
+/// (`homeassistant/sensor/<node_id>/<object_id>/config`); HA allows
+/// `[a-zA-Z0-9_-]`, which is what a valid node id is made of.
+pub fn ha_node_id(node: &str) -> String {
+    format!("gatewarden_{node}")
+}
+
+/// The broker ACL of the JSON mirror for a certificate `role` held by `node`:
+/// (topics it may write, filters it may read), each a full topic. Publishers
+/// write only their own node's mirror and discovery configs; an integration
+/// reads every node's mirror and discovery and writes nothing. Read rights on
+/// fleet kinds (an integration reads `+/status`) come from [`acl_for`].
+pub fn json_acl(role: CertRole, node: &str) -> (Vec<String>, Vec<String>) {
+    if JSON_PUBLISHERS.contains(&role) {
+        let mut w: Vec<String> = JSON_TOPICS.iter().map(|t| json_topic(node, t)).collect();
+        w.push(format!("{HA_DISCOVERY_PREFIX}/sensor/{}/+/config", ha_node_id(node)));
+        (w, Vec::new())
+    } else if role == Integration {
+        (Vec::new(), vec![format!("{TOPIC_PREFIX}/+/{JSON_LEVEL}/#"), format!("{HA_DISCOVERY_PREFIX}/#")])
+    } else {
+        (Vec::new(), Vec::new())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,7 +341,7 @@ mod tests {
     fn service_kinds_and_claimed_kinds_come_from_the_table() {
         assert_eq!(service_kinds().len(), TABLE.len() - TRANSPORT.len());
         assert!(service_kinds().contains(&UNBLOCK) && !service_kinds().contains(&ACK));
-        for k in [FLOW_BATCH, ALERT, METRICS, HEARTBEAT, BLOCK_TABLE, VERDICT_OUTCOME, NEIGHBOUR_TABLE, ACK] {
+        for k in [FLOW_BATCH, ALERT, METRICS, HEARTBEAT, BLOCK_TABLE, VERDICT_OUTCOME, NEIGHBOUR_TABLE, EVIDENCE, ACK] {
             assert!(claims_its_node(k), "{k}");
         }
         for k in [VERDICT, STATUS, KEY, POLICY_UPDATE, MODEL_UPDATE, SETTINGS_UPDATE, UNBLOCK, "nonsense"] {
@@ -321,7 +388,8 @@ mod tests {
                 "block_table",
                 "verdict_outcome",
                 "neighbour_table",
-                "lan_probes"
+                "lan_probes",
+                "evidence"
             ])
         );
         assert_eq!(
@@ -355,6 +423,36 @@ mod tests {
         assert!(w.is_empty());
         assert_eq!(sorted_s(r), sorted_s(["+/status", "+/heartbeat"]));
         assert_eq!(acl_for(Broker), (vec![], vec![]));
+        let (w, r) = acl_for(Integration);
+        assert!(w.is_empty(), "an integration publishes nothing");
+        assert_eq!(r, ["+/status"], "only the availability topic of the fleet's kinds");
+    }
+
+    #[test]
+    fn the_json_mirror_acl_reads_only_json_and_discovery_and_writes_only_its_own() {
+        let (w, r) = json_acl(Integration, "ha");
+        assert!(w.is_empty());
+        assert_eq!(r, ["gatewarden/v1/+/json/#", "homeassistant/#"]);
+        for role in [Router, Monitor] {
+            let (w, r) = json_acl(role, "gw");
+            assert!(r.is_empty());
+            assert_eq!(
+                w,
+                [
+                    "gatewarden/v1/gw/json/alert",
+                    "gatewarden/v1/gw/json/metrics",
+                    "gatewarden/v1/gw/json/state",
+                    "homeassistant/sensor/gatewarden_gw/+/config"
+                ]
+            );
+        }
+        for role in [Detector, Operator, Broker] {
+            assert_eq!(json_acl(role, "x"), (vec![], vec![]), "{role}");
+        }
+        // No control kind is below `json/`: a json/# reader cannot read one.
+        for k in TABLE.iter() {
+            assert_ne!(k.name, JSON_LEVEL);
+        }
     }
 
     fn sorted(mut v: Vec<&str>) -> Vec<&str> {

@@ -36,53 +36,121 @@ async function api(path, method, payload) {
 }
 
 // ---- views ----
+function hashParam(k) { return new URLSearchParams(location.hash.replace("#", "").split("&").slice(1).join("&")).get(k); }
+// A source address as a link to its incident view.
+function ipLink(ip) { return ip ? el("a", {href: "#incidents&ip=" + encodeURIComponent(ip), class: "iplink"}, ip) : "—"; }
 function show() {
   const v = (location.hash.replace("#", "") || "overview").split("&")[0];
-  const name = ["overview","alerts","model","training","settings","nodes"].includes(v) ? v : "overview";
+  const name = ["overview","alerts","incidents","model","training","settings","nodes"].includes(v) ? v : "overview";
   for (const a of document.querySelectorAll("nav a[data-view]")) a.classList.toggle("on", a.dataset.view === name);
   for (const s of document.querySelectorAll(".view")) s.classList.toggle("on", s.id === "v-" + name);
   if (name === "model") loadModel();
+  if (name === "incidents") loadIncidents(hashParam("ip"));
   if (name === "training") loadTraining();
   if (name === "settings") loadSettings(true);
   if (name === "overview") drawCharts();
 }
 
 // ---- charts (canvas, drawn here: no libraries) ----
-function chart(canvas, values, color, bars) {
+// Axis ticks at 1, 2 or 5 × 10^k, so a chart reads "0, 2, 4" rather than "1, 1, 0".
+function niceStep(raw, integer) {
+  if (!(raw > 0)) return 1;
+  const p = Math.pow(10, Math.floor(Math.log10(raw)));
+  const f = raw / p, s = (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * p;
+  return integer ? Math.max(1, Math.round(s)) : s;
+}
+function fmtTick(v, step) {
+  if (v >= 1e4) return fmtN(v);
+  const d = step >= 1 ? 0 : Math.min(3, Math.ceil(-Math.log10(step)));
+  return v.toFixed(d);
+}
+const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 21600, 43200, 86400];
+function fmtClock(t, utc, span) {
+  const d = new Date(t * 1000);
+  if (utc) { const iso = d.toISOString(); return span >= 86400 ? iso.slice(5, 16).replace("T", " ") : iso.slice(11, span >= 600 ? 16 : 19); }
+  return span >= 600 ? d.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"}) : d.toLocaleTimeString();
+}
+// Draws `values` (one per equal slot from t0 to t1, Unix seconds) with a y
+// axis of round numbers and a time axis. `opts`: color, bars, integer (counts),
+// utc (a capture's own clock). The canvas carries what it plots in data-*
+// attributes (range, clock, sum), for tests and for a person's devtools.
+function chart(canvas, values, opts) {
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth, h = canvas.clientHeight;
+  canvas.dataset.from = opts.t0; canvas.dataset.to = opts.t1; canvas.dataset.clock = opts.utc ? "capture" : "wall";
+  canvas.dataset.sum = values.reduce((a, b) => a + b, 0); canvas.dataset.points = values.length;
   if (!w || !h) return;
   canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr);
   const g = canvas.getContext("2d");
   g.setTransform(dpr, 0, 0, dpr, 0, 0);
   g.clearRect(0, 0, w, h);
-  const max = Math.max(1, ...values);
-  g.strokeStyle = "#2b3540"; g.fillStyle = "#8b98a5"; g.font = "11px system-ui, sans-serif"; g.lineWidth = 1;
-  for (let i = 0; i <= 2; i++) { const y = 8 + (h - 24) * i / 2; g.beginPath(); g.moveTo(30, y); g.lineTo(w - 4, y); g.stroke(); g.fillText(fmtN(max * (1 - i / 2)), 2, y + 4); }
+  const vmax = Math.max(0, ...values);
+  const step = niceStep((vmax || 1) / 3, opts.integer);
+  const top = Math.max(step, Math.ceil(vmax / step) * step);
+  g.font = "11px system-ui, sans-serif"; g.lineWidth = 1;
+  const ticks = []; for (let v = 0; v <= top + step / 2; v += step) ticks.push(v);
+  const x0 = 6 + Math.max(...ticks.map(v => g.measureText(fmtTick(v, step)).width)), x1 = w - 8, y0 = h - 20, y1 = 8, span = y0 - y1;
+  g.strokeStyle = "#2b3540"; g.fillStyle = "#8b98a5"; g.textAlign = "right";
+  canvas.dataset.yticks = ticks.map(v => fmtTick(v, step)).join(" ");
+  const xticks = [];
+  for (const v of ticks) { const y = Math.round(y0 - span * v / top) + 0.5; g.beginPath(); g.moveTo(x0 + 2, y); g.lineTo(x1, y); g.stroke(); g.fillText(fmtTick(v, step), x0 - 2, y + 4); }
+  // Time axis: a round step that leaves room for each label.
+  const tspan = Math.max(0, opts.t1 - opts.t0);
+  if (tspan > 0) {
+    const label = fmtClock(opts.t1, opts.utc, tspan), room = g.measureText(label).width + 16;
+    const maxLabels = Math.max(2, Math.floor((x1 - x0) / room));
+    const ts = TIME_STEPS.find(s => tspan / s <= maxLabels) || Math.ceil(tspan / maxLabels);
+    g.textAlign = "center";
+    let right = -Infinity;
+    for (let t = Math.ceil(opts.t0 / ts) * ts; t <= opts.t1 + 1e-6; t += ts) {
+      const x = x0 + (x1 - x0) * (t - opts.t0) / tspan, at = Math.min(Math.max(x, x0 + room / 2), x1 - room / 2);
+      g.beginPath(); g.moveTo(x, y0); g.lineTo(x, y0 + 3); g.stroke();
+      if (at - room / 2 < right) continue; // a label squeezed against the edge would overlap its neighbour
+      right = at + room / 2;
+      xticks.push(fmtClock(t, opts.utc, tspan));
+      g.fillText(fmtClock(t, opts.utc, tspan), at, h - 5);
+    }
+  }
+  canvas.dataset.xticks = xticks.join(" ");
   if (!values.length) return;
-  const x0 = 32, x1 = w - 6, y0 = h - 16, span = y0 - 8;
-  const step = (x1 - x0) / Math.max(1, values.length - (bars ? 0 : 1));
-  g.fillStyle = color; g.strokeStyle = color; g.lineWidth = 2;
-  if (bars) {
-    values.forEach((v, i) => { const bh = span * v / max; g.fillRect(x0 + i * step + 1, y0 - bh, Math.max(1, step - 2), bh); });
+  const n = values.length, slot = (x1 - x0) / Math.max(1, n - (opts.bars ? 0 : 1));
+  g.fillStyle = opts.color; g.strokeStyle = opts.color; g.lineWidth = 2;
+  if (opts.bars) {
+    values.forEach((v, i) => { if (!v) return; const bh = Math.max(2, span * v / top); g.fillRect(x0 + i * slot + (slot > 3 ? 1 : 0), y0 - bh, Math.max(2, slot - 2), bh); });
   } else {
     g.beginPath();
-    values.forEach((v, i) => { const x = x0 + i * step, y = y0 - span * v / max; i ? g.lineTo(x, y) : g.moveTo(x, y); });
+    values.forEach((v, i) => { const x = n === 1 ? (x0 + x1) / 2 : x0 + i * slot, y = y0 - span * v / top; i ? g.lineTo(x, y) : g.moveTo(x, y); });
     g.stroke();
   }
 }
+// After `replay --serve`, /api/status carries the capture's timeline: the
+// charts plot the capture's own time range; live, the last 10 minutes.
 function drawCharts() {
+  const tl = (S.status || {}).timeline;
+  if (tl && tl.pps && tl.pps.length) {
+    const t1 = tl.from + tl.bucket_s * tl.pps.length;
+    $("h-traffic").textContent = "Traffic (packets/s, capture time, UTC)";
+    $("h-alerts").textContent = "Alerts (per " + fmtDur(tl.bucket_s) + ", capture time)";
+    chart($("c-traffic"), tl.pps, {color: "#4fb3ff", t0: tl.from, t1: t1, utc: true});
+    chart($("c-alerts"), tl.alerts, {color: "#ff5c5c", bars: true, integer: true, t0: tl.from, t1: t1, utc: true});
+    const last = S.history[S.history.length - 1], prev = S.history[S.history.length - 2];
+    $("t-pps").textContent = fmtN(last && prev ? Math.max(0, (last.packets - prev.packets) / Math.max(1, last.t - prev.t)) : 0);
+    return;
+  }
   const h = S.history;
   const pps = [], alerts = [];
   for (let i = 1; i < h.length; i++) { const dt = Math.max(1, h[i].t - h[i-1].t); pps.push(Math.max(0, (h[i].packets - h[i-1].packets) / dt)); }
   // 60 buckets of 10 s ending now, so one busy moment is one bar, not the whole chart.
   for (let i = 0; i < 60; i++) alerts.push(0);
+  const end = h.length ? h[h.length - 1].t : Math.floor(Date.now() / 1000);
   if (h.length) {
-    const end = h[h.length - 1].t; let base = h[0].alerts;
+    let base = h[0].alerts;
     for (const p of h) { const b = 59 - Math.floor((end - p.t) / 10); if (b >= 0) alerts[b] += Math.max(0, p.alerts - base); base = p.alerts; }
   }
-  chart($("c-traffic"), pps, "#4fb3ff", false);
-  chart($("c-alerts"), alerts, "#ff5c5c", true);
+  $("h-traffic").textContent = "Traffic (packets/s, last 10 min)";
+  $("h-alerts").textContent = "Alerts (per 10 s)";
+  chart($("c-traffic"), pps, {color: "#4fb3ff", t0: h.length > 1 ? h[1].t : end, t1: end});
+  chart($("c-alerts"), alerts, {color: "#ff5c5c", bars: true, integer: true, t0: end - 600, t1: end});
   $("t-pps").textContent = fmtN(pps.length ? pps[pps.length - 1] : 0);
 }
 
@@ -102,10 +170,10 @@ function renderStatus(s) {
   $("newcount").textContent = st.new ? "(" + st.new + ")" : "";
   $("t-blocks").textContent = fmtN((s.blocks || []).length);
   $("t-nodes").textContent = fmtN(Object.keys(s.nodes || {}).length);
-  fill($("talkers"), (s.top_talkers || []).map(t => el("tr", {}, el("td", {}, t.ip), el("td", {}, fmtN(t.bytes)), el("td", {class:"hide-sm"}, fmtN(t.packets)), el("td", {}, fmtN(t.flows)))));
+  fill($("talkers"), (s.top_talkers || []).map(t => el("tr", {}, el("td", {class:"addr"}, ipLink(t.ip)), el("td", {}, fmtN(t.bytes)), el("td", {class:"hide-sm"}, fmtN(t.packets)), el("td", {}, fmtN(t.flows)))));
   if (!(s.top_talkers || []).length) fill($("talkers"), [el("tr", {}, el("td", {colSpan:4, class:"muted"}, "no traffic seen yet"))]);
   const now = Date.now() / 1000;
-  fill($("blocks"), (s.blocks || []).map(b => el("tr", {"data-block": b.ip}, el("td", {}, b.ip), el("td", {title: b.reason + (b.node ? " (in " + b.node + "'s nftables)" : " (not enforced: a replay)")}, (b.kind === "contain" ? "contained MAC, forged " + ((b.forged || []).join(", ") || "?") : b.kind) + (b.node ? " @ " + b.node : "")), el("td", {}, fmtDur(b.until - now)),
+  fill($("blocks"), (s.blocks || []).map(b => el("tr", {"data-block": b.ip}, el("td", {class:"addr"}, b.ip), el("td", {title: b.reason + (b.node ? " (in " + b.node + "'s nftables)" : " (not enforced: a replay)")}, (b.kind === "contain" ? "contained MAC, forged " + ((b.forged || []).join(", ") || "?") : b.kind) + (b.node ? " @ " + b.node : "")), el("td", {class:"nowrap"}, fmtDur(b.until - now)),
     el("td", {}, actionButton("unblock", () => unblock(b.ip), "unblock " + b.ip)))));
   if (!(s.blocks || []).length) fill($("blocks"), [el("tr", {}, el("td", {colSpan:4, class:"muted"}, "nothing blocked"))]);
   renderNodes(s.nodes || {});
@@ -117,7 +185,7 @@ function renderNodes(nodes) {
   const entries = Object.entries(nodes);
   const health = n => n.online === false ? el("span", {class:"down"}, "offline") : (now - n.last_seen < 5 ? el("span", {class:"ok"}, "online") : el("span", {class:"down"}, "silent"));
   fill($("nodes-mini"), entries.map(([id, n]) => el("tr", {}, el("td", {}, id), el("td", {}, n.role || "?"), el("td", {}, n.last_seen ? fmtDur(now - n.last_seen) + " ago" : "never"), el("td", {}, (n.latency_ms || 0).toFixed(1) + " ms"), el("td", {}, health(n)))));
-  fill($("nodes"), entries.map(([id, n]) => el("tr", {}, el("td", {}, id), el("td", {}, n.role || "?"), el("td", {}, n.version || ""), el("td", {}, fmtDur(n.uptime_s || 0)), el("td", {}, n.last_seen ? fmtDur(now - n.last_seen) + " ago" : "never"), el("td", {}, (n.latency_ms || 0).toFixed(1) + " ms"), el("td", {}, health(n)), el("td", {}, fmtN(n.alerts)))));
+  fill($("nodes"), entries.map(([id, n]) => el("tr", {}, el("td", {}, id), el("td", {}, n.role || "?"), el("td", {class:"hide-sm"}, n.version || ""), el("td", {class:"hide-sm"}, fmtDur(n.uptime_s || 0)), el("td", {}, n.last_seen ? fmtDur(now - n.last_seen) + " ago" : "never"), el("td", {}, (n.latency_ms || 0).toFixed(1) + " ms"), el("td", {}, health(n)), el("td", {class:"hide-sm"}, fmtN(n.alerts)))));
   if (!entries.length) { fill($("nodes-mini"), [el("tr", {}, el("td", {colSpan:5, class:"muted"}, "no heartbeats yet"))]); fill($("nodes"), [el("tr", {}, el("td", {colSpan:8, class:"muted"}, "no heartbeats yet"))]); }
 }
 
@@ -150,10 +218,23 @@ function alertRow(a) {
   if (g.state !== "new") acts.children[0].disabled = true;
   if (g.state === "resolved") acts.children[1].disabled = true;
   if (a.src_ip && a.alert.action === "blocked") { const u = actionButton("unblock", () => unblock(a.src_ip), "unblock " + a.src_ip); u.setAttribute("data-act", "unblock"); acts.append(u); }
+  if (a.src_ip) acts.append(pcapLink(id));
   return el("tr", {"data-alert-id": id, "data-state": g.state},
-    el("td", {}, fmtTime(a.timestamp)), el("td", {class:"sev" + a.alert.severity}, SEV[a.alert.severity] || a.alert.severity),
-    el("td", {}, g.kind), el("td", {}, a.src_ip || "—"), el("td", {class:"hide-sm"}, a.dest_ip ? a.dest_ip + (a.dest_port ? ":" + a.dest_port : "") : "—"),
+    el("td", {}, fmtTime(a.timestamp)), el("td", {class:"hide-sm sev" + a.alert.severity}, SEV[a.alert.severity] || a.alert.severity),
+    el("td", {class:"kind sev" + a.alert.severity}, String(g.kind).replace(/_/g, " ")), el("td", {}, ipLink(a.src_ip)), el("td", {class:"hide-sm"}, a.dest_ip ? a.dest_ip + (a.dest_port ? ":" + a.dest_port : "") : "—"),
     el("td", {class:"reason hide-sm"}, g.reason), el("td", {class:"st-" + g.state, "data-col": "state"}, g.state), el("td", {}, acts));
+}
+// The alert's evidence pcap (its source's first packets, issue #18): fetched with the token, then saved.
+function pcapLink(id) {
+  const l = el("a", {href: "/api/alerts/" + id + "/pcap", download: "alert-" + id + ".pcap", title: "download the packets behind alert " + id, "data-act": "pcap"}, "pcap");
+  l.addEventListener("click", async ev => {
+    ev.preventDefault();
+    const r = await fetch(l.href, {headers: S.token ? {Authorization: "Bearer " + S.token} : {}, cache: "no-store"});
+    if (!r.ok) { let m = "no evidence kept"; try { m = (await r.json()).error || m; } catch (e) { /* not JSON */ } l.title = m; l.textContent = "no pcap"; return; }
+    const u = URL.createObjectURL(await r.blob()), t = el("a", {href: u, download: l.download});
+    document.body.append(t); t.click(); t.remove(); setTimeout(() => URL.revokeObjectURL(u), 10000);
+  });
+  return l;
 }
 function renderAlerts() {
   const list = S.order.map(id => S.alerts.get(id)).filter(a => a && matches(a));
@@ -161,7 +242,7 @@ function renderAlerts() {
   if (!list.length) fill($("alerts"), [el("tr", {}, el("td", {colSpan:8, class:"muted"}, "no alerts match"))]);
   $("alerts-note").textContent = canWrite() ? "" : "Read-only: acknowledging, resolving and unblocking need an admin token.";
   fill($("latest"), S.order.slice(0, 6).map(id => S.alerts.get(id)).filter(Boolean).map(a => el("tr", {"data-latest": a.gatewarden.id},
-    el("td", {}, fmtTime(a.timestamp)), el("td", {class:"sev" + a.alert.severity}, a.gatewarden.kind), el("td", {}, a.src_ip || "—"), el("td", {class:"st-" + a.gatewarden.state}, a.gatewarden.state))));
+    el("td", {}, fmtTime(a.timestamp)), el("td", {class:"sev" + a.alert.severity}, String(a.gatewarden.kind).replace(/_/g, " ")), el("td", {}, ipLink(a.src_ip)), el("td", {class:"st-" + a.gatewarden.state}, a.gatewarden.state))));
   if (!S.order.length) fill($("latest"), [el("tr", {}, el("td", {colSpan:4, class:"muted"}, "no alerts yet"))]);
 }
 async function loadAlerts() {
@@ -188,6 +269,72 @@ function applyState(c) {
 async function unblock(ip) {
   const r = await api("/api/unblock/" + encodeURIComponent(ip), "POST");
   msg(r.status === 200 || r.status === 202 ? r.body.result : ((r.body && r.body.error) || "unblock failed (" + r.status + ")"));
+}
+
+// ---- incidents: per attacker, first packet → detection → block ----
+function fmtStamp(iso) { return iso ? String(iso).replace("T", " ").replace(/(\.\d+)?(\+0000|Z|\+00:00)$/, " UTC") : "—"; }
+function tsSec(a) { return a ? Number(a.gatewarden && a.gatewarden.ts_ns ? a.gatewarden.ts_ns / 1e9 : Date.parse(a.timestamp) / 1000) : NaN; }
+function after(t, t0) { const d = t - t0; return isFinite(d) && d >= 0 ? " (+" + (d < 1 ? (d * 1000).toFixed(0) + " ms" : fmtDur(d)) + ")" : ""; }
+// The evidence pcap needs the token, so a plain link would get 401: fetch it and hand the browser the bytes.
+async function evidence(id) {
+  const r = await fetch("/api/alerts/" + id + "/pcap", {headers: S.token ? {Authorization: "Bearer " + S.token} : {}, cache: "no-store"});
+  if (r.status === 404) { msg("no evidence kept for alert " + id); return; }
+  if (r.status === 405) { msg("no evidence kept for alert " + id + " (this monitor keeps no evidence pcaps)"); return; }
+  if (r.status !== 200) { msg("cannot fetch the evidence of alert " + id + " (" + r.status + ")"); return; }
+  const url = URL.createObjectURL(await r.blob());
+  const a = el("a", {href: url, download: "alert-" + id + ".pcap"});
+  document.body.append(a); a.click(); a.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+function evidenceLink(a) {
+  const id = a.gatewarden.id;
+  const l = el("a", {href: a.evidence || "/api/alerts/" + id + "/pcap", class: "evidence", "data-evidence": id}, "evidence pcap");
+  l.addEventListener("click", e => { e.preventDefault(); evidence(id); });
+  return l;
+}
+function step(label, when, ...body) { return el("li", {}, el("b", {}, label), " ", el("span", {class: "muted"}, when), el("div", {}, ...body)); }
+async function loadIncidents(ip) {
+  const r = await api("/api/incidents");
+  if (r.status === 200) {
+    const rows = r.body.incidents || [];
+    fill($("incidents"), rows.map(x => el("tr", {"data-incident": x.ip, class: x.ip === ip ? "on" : ""},
+      el("td", {}, ipLink(x.ip)), el("td", {}, fmtN(x.alerts)), el("td", {class: "hide-sm"}, (x.kinds || []).join(", ")),
+      el("td", {class: "hide-sm"}, fmtStamp(x.first_alert)), el("td", {}, fmtStamp(x.last_alert)), el("td", {class: x.blocked ? "sev1" : "muted"}, x.blocked ? "yes" : "no"))));
+    if (!rows.length) fill($("incidents"), [el("tr", {}, el("td", {colSpan: 6, class: "muted"}, "no alert names a source yet"))]);
+  }
+  if (ip) await loadIncident(ip);
+}
+async function loadIncident(ip) {
+  const r = await api("/api/incidents/" + encodeURIComponent(ip));
+  const box = $("incident");
+  if (r.status !== 200) { box.textContent = (r.body && r.body.error) || "cannot load the incident (" + r.status + ")"; return; }
+  const x = r.body, d = x.detected, b = x.blocked, fp = x.first_packet;
+  const t0 = fp ? fp.ts_ns / 1e9 : tsSec(d);
+  const steps = [];
+  steps.push(step("First packet", fp ? fmtStamp(fp.timestamp) : "not known",
+    fp ? fmtN(fp.packets) + " packets in " + fmtN(fp.flows) + " flows counted from this source" : "the top-talkers table no longer tracks this source"));
+  steps.push(step("Detected", d ? fmtStamp(d.timestamp) + after(tsSec(d), t0) : "—",
+    d ? el("span", {}, el("span", {class: "sev" + d.alert.severity}, d.gatewarden.kind), " — ", el("span", {class: "reason"}, d.gatewarden.reason)) : "no alert",
+    d && d.gatewarden.rule ? el("div", {class: "muted"}, "policy rule: " + d.gatewarden.rule) : ""));
+  if (b) {
+    steps.push(step("Blocked", fmtStamp(b.timestamp) + after(tsSec(b), t0), "the router confirmed the block (alert " + b.gatewarden.id + ")",
+      x.block ? el("div", {class: "muted"}, "held " + (x.block.node ? "by " + x.block.node : "") + " (" + x.block.source + "), " + fmtDur(x.block.until - Date.now() / 1000) + " left") : el("div", {class: "muted"}, "no longer in a block table")));
+  } else if (x.block) {
+    steps.push(step("Blocked", x.block.source === "replay" ? "not enforced (a replay)" : "listed by " + (x.block.node || "the monitor"),
+      x.block.reason, el("div", {class: "muted"}, x.block.source + ", " + fmtDur(x.block.until - Date.now() / 1000) + " left")));
+  } else {
+    steps.push(step("Not blocked", "", d ? "every alert's action is " + d.alert.action : ""));
+  }
+  const perSet = Object.entries((x.dropped && x.dropped.per_set) || {});
+  steps.push(step("Dropped since", x.dropped && x.dropped.packets != null ? fmtN(x.dropped.packets) + " packets" : "not counted per address", el("span", {class: "muted"}, (x.dropped && x.dropped.why) || ""),
+    perSet.length ? el("div", {class: "muted", "data-per-set": "1"}, "this router's drop counters, all addresses together: " + perSet.map(([k, v]) => k + " " + fmtN(v)).join(", ")) : ""));
+  const list = (x.alerts || []).map(a => el("tr", {"data-alert-id": a.gatewarden.id},
+    el("td", {}, fmtStamp(a.timestamp)), el("td", {class: "sev" + a.alert.severity}, a.gatewarden.kind), el("td", {}, a.alert.action),
+    el("td", {class: "reason hide-sm"}, a.gatewarden.reason + (a.gatewarden.rule ? " [rule " + a.gatewarden.rule + "]" : "")), el("td", {}, evidenceLink(a))));
+  box.classList.remove("muted");
+  box.replaceChildren(el("h3", {}, x.ip), el("ol", {class: "steps"}, ...steps),
+    el("h3", {}, "Alerts about " + x.ip + " (" + fmtN(x.alerts_total) + ")"),
+    el("div", {class: "scroll"}, el("table", {}, el("thead", {}, el("tr", {}, el("th", {}, "time"), el("th", {}, "kind"), el("th", {}, "action"), el("th", {class: "hide-sm"}, "reason"), el("th", {}, ""))), el("tbody", {id: "incident-alerts"}, ...list))));
 }
 
 // ---- model ----
@@ -289,6 +436,7 @@ function connect() {
     renderStatus(Object.assign({}, S.status || {}, t, {history: null, node: (S.status || {}).node, role: (S.status || {}).role, version: (S.status || {}).version}));
     if (document.querySelector("#v-model.on")) loadModel();
     if (document.querySelector("#v-training.on") && S.history.length % 3 === 0) loadTraining();
+    if (document.querySelector("#v-incidents.on") && S.history.length % 3 === 0) loadIncidents(hashParam("ip"));
   });
   es.addEventListener("alert", e => { const a = JSON.parse(e.data); addAlert(a, true); renderAlerts(); });
   es.addEventListener("alert_state", e => applyState(JSON.parse(e.data)));
