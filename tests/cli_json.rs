@@ -273,6 +273,7 @@ const DURATION_FLAGS: &[(&str, &[&str])] = &[
     ("watch --duration", &["watch", "-i", "no-such-if0", "--duration", "D"]),
     ("alerts --since", &["alerts", "--dir", ".", "--since", "D"]),
     ("alerts list --since", &["alerts", "list", "--dir", ".", "--since", "D"]),
+    ("alerts pcap --timeout", &["alerts", "pcap", "1", "--monitor", "127.0.0.1:9", "--timeout", "D"]),
     (
         "ctl --timeout",
         &["ctl", "--node", "127.0.0.1:9", "--ca", "x", "--cert", "y", "--key", "z", "--timeout", "D", "status"],
