@@ -141,8 +141,10 @@ fn api(addr: &str, method: &str, path: &str, token: &str) -> (u16, Value) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(s, "{method} {path} HTTP/1.0\r\nAuthorization: Bearer {token}\r\nContent-Length: 0\r\n\r\n").unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
+    // Bytes, not text: an evidence pcap is binary.
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let buf = String::from_utf8_lossy(&raw);
     let (head, body) = buf.split_once("\r\n\r\n").unwrap();
     (head.split_whitespace().nth(1).unwrap().parse().unwrap(), serde_json::from_str(body).unwrap_or(Value::Null))
 }
@@ -655,6 +657,9 @@ fn every_page_fits_at_1400_and_390_px_and_shows_the_replay_timeline_model_card_a
     let (code, _) = api(&addr, "GET", &format!("/api/alerts/{first_id}/pcap"), &admin);
     if code == 404 || code == 405 {
         assert!(said.as_str().unwrap().starts_with(&format!("no evidence kept for alert {first_id}")), "{said}");
+    } else {
+        assert_eq!(code, 200, "{said}");
+        assert!(said.as_str().unwrap().starts_with(&format!("evidence pcap of alert {first_id} saved")), "{said}");
     }
     wd.js("document.getElementById('msg').textContent = ''; return true");
     let errors: Vec<String> = wd

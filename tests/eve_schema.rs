@@ -24,17 +24,7 @@ use gatewarden_proto::messages::{Alert, AlertAction, AlertFlow, AttackKind, NotB
 use gatewarden_proto::signatures::{signature, signature_id, KINDS};
 use serde_json::Value;
 
-fn schema() -> jsonschema::Validator {
-    let path = common::root().join("crates/gatewarden-monitor/schema/suricata-eve-schema.json");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let schema: Value = serde_json::from_str(&text).expect("the schema is JSON");
-    jsonschema::validator_for(&schema).expect("the schema compiles")
-}
-
-/// Every way the line fails the schema, one per line ("" when it validates).
-fn errors(v: &jsonschema::Validator, line: &Value) -> String {
-    v.iter_errors(line).map(|e| format!("  {} at {}\n", e, e.instance_path())).collect()
-}
+use common::{eve_errors as errors, eve_validator as schema};
 
 fn flow(sport: u16, dport: u16, state: ConnState) -> AlertFlow {
     AlertFlow {

@@ -219,28 +219,6 @@ impl Drop for Site {
     }
 }
 
-/// The EVE keys every alert line carries (Suricata's `alert` event), as tests/mqtt_json.rs checks them.
-fn eve_problems(v: &serde_json::Value) -> Vec<String> {
-    let mut bad = Vec::new();
-    if v["event_type"] != "alert" {
-        bad.push(format!("event_type {}", v["event_type"]));
-    }
-    if !v["timestamp"].as_str().is_some_and(|t| t.len() >= 20 && t.as_bytes()[10] == b'T') {
-        bad.push(format!("timestamp {}", v["timestamp"]));
-    }
-    let a = &v["alert"];
-    if a["signature"].as_str().is_none_or(|s| s.is_empty()) {
-        bad.push(format!("alert.signature {}", a["signature"]));
-    }
-    if !a["signature_id"].is_u64() || !a["severity"].is_u64() || !a["category"].is_string() {
-        bad.push(format!("alert ids/severity/category {a}"));
-    }
-    if !matches!(a["action"].as_str(), Some("allowed" | "blocked")) {
-        bad.push(format!("alert.action {}", a["action"]));
-    }
-    bad
-}
-
 fn vm_hwm_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -334,11 +312,11 @@ fn a_spoofed_flood_is_shed_with_one_alert_bounded_memory_and_a_real_scan_still_b
     let alerts = site.overload_alerts();
     assert_eq!(alerts.len(), 1, "exactly one overload alert per episode: {alerts:#?}");
     let a = &alerts[0];
-    assert_eq!(eve_problems(a), Vec::<String>::new(), "{a:#}");
-    let reason = a["gatewarden"]["reason"].as_str().unwrap_or_default();
+    assert_eq!(common::eve_errors(&common::eve_validator(), a), "", "Suricata's EVE schema: {a:#}");
+    let reason = common::eve_meta(a, "reason");
     eprintln!("overload alert: {reason}");
     assert!(reason.contains("lan0") && reason.contains("shed ") && reason.contains("never seen"), "{reason}");
-    assert_eq!(a["gatewarden"]["kind"], "system", "{a:#}");
+    assert_eq!(common::eve_meta(a, "kind"), "system", "{a:#}");
 
     let hwm = vm_hwm_kib(pid);
     eprintln!("router peak RSS after {flood_secs:.0} s of flood: {} MiB", hwm / 1024);

@@ -16,6 +16,25 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gatewarden"))
 }
 
+/// Suricata's own EVE schema (crates/gatewarden-monitor/schema, with the
+/// commit it came from), compiled: every alert line the store writes must pass it.
+pub fn eve_validator() -> jsonschema::Validator {
+    let path = root().join("crates/gatewarden-monitor/schema/suricata-eve-schema.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let schema: serde_json::Value = serde_json::from_str(&text).expect("the schema is JSON");
+    jsonschema::validator_for(&schema).expect("the schema compiles")
+}
+
+/// Every way `line` fails the EVE schema, one per line ("" when it validates).
+pub fn eve_errors(v: &jsonschema::Validator, line: &serde_json::Value) -> String {
+    v.iter_errors(line).map(|e| format!("  {} at {}\n", e, e.instance_path())).collect()
+}
+
+/// One of gatewarden's fields of a stored EVE line (`alert.metadata`, Suricata's string arrays).
+pub fn eve_meta<'a>(line: &'a serde_json::Value, key: &str) -> &'a str {
+    line["alert"]["metadata"][key][0].as_str().unwrap_or_default()
+}
+
 /// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

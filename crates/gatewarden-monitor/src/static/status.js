@@ -281,10 +281,12 @@ async function evidence(id) {
   if (r.status === 404) { msg("no evidence kept for alert " + id); return; }
   if (r.status === 405) { msg("no evidence kept for alert " + id + " (this monitor keeps no evidence pcaps)"); return; }
   if (r.status !== 200) { msg("cannot fetch the evidence of alert " + id + " (" + r.status + ")"); return; }
-  const url = URL.createObjectURL(await r.blob());
+  const blob = await r.blob();
+  const url = URL.createObjectURL(blob);
   const a = el("a", {href: url, download: "alert-" + id + ".pcap"});
   document.body.append(a); a.click(); a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 10000);
+  msg("evidence pcap of alert " + id + " saved as alert-" + id + ".pcap (" + blob.size + " bytes)");
 }
 function evidenceLink(a) {
   const id = a.gatewarden.id;
