@@ -47,7 +47,29 @@ The monitor is the config's http.listen unless --monitor says otherwise. The tok
 or (on the monitor node) a five-minute viewer token signed with the key its config names.\n\n\
 Examples:\n  gatewarden alerts pcap 1733367000123 -o scan.pcap\n  \
 gatewarden alerts pcap 42 --monitor 192.0.2.1:8080 --token \"$TOKEN\" | tcpdump -nr -")]
-    Pcap(crate::cli::AlertPcapArgs),
+    Pcap(AlertPcapArgs),
+}
+
+/// `gatewarden alerts pcap ID`: an alert's evidence pcap from a running monitor.
+#[derive(Debug, Args)]
+pub struct AlertPcapArgs {
+    /// The alert's id (the API's and EVE's `gatewarden.id`).
+    pub id: u64,
+    /// Where to write it; `-` is stdout (default: stdout when it is not a terminal, else alert-ID.pcap).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The monitor's HTTP address, host:port or http://host:port (default: config http.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub monitor: Option<String>,
+    /// Access token (viewer or admin) for the monitor's API.
+    #[arg(long, env = "GATEWARDEN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// How long to wait for the monitor (30s, 1m, … or seconds).
+    #[arg(long, default_value = "10s", value_parser = gatewarden_core::duration::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Config file (default: /etc/gatewarden/gatewarden.toml if it exists).
+    #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 /// Filters for the alert query; every one is optional.
@@ -115,7 +137,7 @@ fn action_name(a: AlertAction) -> &'static str {
 pub fn run(args: AlertsArgs) -> i32 {
     match args.command {
         Some(AlertsCommand::List(q)) => list(&q),
-        Some(AlertsCommand::Pcap(a)) => crate::cli::cmd_alert_pcap(a),
+        Some(AlertsCommand::Pcap(a)) => cmd_alert_pcap(a),
         None => list(&args.query),
     }
 }
@@ -252,4 +274,101 @@ pass --dir DIR, or -c with the monitor's config",
     }
     println!("{} alert(s)", found.len());
     0
+}
+
+/// `gatewarden alerts pcap ID`.
+fn cmd_alert_pcap(args: AlertPcapArgs) -> i32 {
+    let cfg = match Config::load_or_default(args.config.as_deref()) {
+        Ok((c, _)) => c,
+        Err(e) => return crate::output::config_fail(e),
+    };
+    let addr = args.monitor.clone().unwrap_or_else(|| cfg.http.listen.clone());
+    let addr = addr.trim_start_matches("http://").trim_end_matches('/').to_string();
+    // No token given: on the monitor node, a short-lived viewer token from the key its config names (never a new key).
+    let token = args.token.clone().or_else(|| {
+        use crate::monitor::auth::{AccessRole, TokenSigner};
+        let path = TokenSigner::configured_path(&cfg.http, &cfg.monitor).filter(|p| p.exists())?;
+        let signer = TokenSigner::load_or_create(&path).ok()?;
+        Some(signer.issue("gatewarden-cli", AccessRole::Viewer, 300, gatewarden_core::clock::unix_now()))
+    });
+    let path = format!("/api/alerts/{}/pcap", args.id);
+    let limit = 2 * gatewarden_proto::messages::MAX_EVIDENCE_BYTES + (1 << 20);
+    let timeout = args.timeout.max(std::time::Duration::from_secs(1));
+    let (status, body) = match http_get(&addr, &path, token.as_deref(), timeout, limit) {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(
+                EXIT_FAILURE,
+                format!("fetching {path} from {addr}: {e:#} (is the monitor running? --monitor ADDR)"),
+            )
+        }
+    };
+    if status != 200 {
+        let msg = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+        let hint = if status == 401 || status == 403 {
+            ": give --token (or GATEWARDEN_TOKEN); `gatewarden token issue --role viewer` on the monitor makes one"
+        } else {
+            ""
+        };
+        return fail(EXIT_FAILURE, format!("the monitor at {addr} answered {status}: {msg}{hint}"));
+    }
+    let to_stdout = match &args.output {
+        Some(p) => p.as_os_str() == "-",
+        None => !std::io::IsTerminal::is_terminal(&std::io::stdout()),
+    };
+    if to_stdout {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        return match out.write_all(&body).and_then(|_| out.flush()) {
+            Ok(()) => 0,
+            Err(e) => fail(EXIT_FAILURE, format!("writing the pcap to stdout: {e}")),
+        };
+    }
+    let file = args.output.unwrap_or_else(|| PathBuf::from(format!("alert-{}.pcap", args.id)));
+    match gatewarden_core::atomic_file::write_atomic(&file, &body) {
+        Ok(()) => {
+            eprintln!("wrote {} ({} bytes)", file.display(), body.len());
+            0
+        }
+        Err(e) => fail(EXIT_FAILURE, format!("{e:#}")),
+    }
+}
+
+/// One HTTP/1.1 GET (`Connection: close`): the status and at most `limit` body bytes.
+fn http_get(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    timeout: std::time::Duration,
+    limit: usize,
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    use anyhow::Context as _;
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let sock = addr.to_socket_addrs().with_context(|| format!("resolving {addr}"))?.next().context("no address")?;
+    let mut s = std::net::TcpStream::connect_timeout(&sock, timeout).context("connecting")?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.take(limit as u64 + 1).read_to_end(&mut raw).context("reading the answer")?;
+    anyhow::ensure!(raw.len() <= limit, "the answer is larger than {limit} bytes");
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").context("the answer has no complete head")?;
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let status: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no status line")?;
+    let mut body = raw.split_off(end + 4);
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
+    };
+    anyhow::ensure!(header("transfer-encoding").is_none(), "unexpected chunked answer");
+    if let Some(n) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        anyhow::ensure!(body.len() >= n, "the answer was cut short ({} of {n} bytes)", body.len());
+        body.truncate(n);
+    }
+    Ok((status, body))
 }
