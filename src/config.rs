@@ -88,7 +88,8 @@ pub use gatewarden_monitor::config::{HttpConfig, LinkConfig, MonitorConfig};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
-    /// A `RUST_LOG`-style filter, e.g. `info` or `gatewarden=debug,warn`.
+    /// A level, or levels per target (`RUST_LOG` syntax without span and
+    /// field directives), e.g. `info` or `gatewarden=debug,warn`.
     pub level: String,
     /// `human` for people, `json` for log shippers.
     pub format: LogFormat,
@@ -383,11 +384,13 @@ impl Config {
         for (key, value, allowed) in self.evidence.problems() {
             bad(key, value, &allowed);
         }
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        if let Err(e) = crate::logging::parse_filter(&self.log.level) {
             bad(
                 "log.level",
                 format!("{:?}", self.log.level),
-                "a level (error, warn, info, debug, trace) or a RUST_LOG-style filter such as \"gatewarden=debug,warn\"",
+                &format!(
+                    "a level (error, warn, info, debug, trace, off) or levels per target such as \"gatewarden=debug,warn\": {e}"
+                ),
             );
         }
         if !(1..=1_048_576).contains(&self.bus.channel_capacity) {

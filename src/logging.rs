@@ -17,14 +17,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::RecordFields;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::fmt::{FormatFields, MakeWriter};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::LogFormat;
 
-/// Installs the global logger. `RUST_LOG`, when set, overrides `level`.
+/// Installs the global logger. `RUST_LOG`, when set, overrides `level`; a
+/// `RUST_LOG` that is not a filter is said on stderr and `level` is used.
 /// Colours only on a terminal (and never with `NO_COLOR`): on the appliance
 /// stderr goes to syslog, where escape codes would garble `logread`.
 pub fn init(level: &str, format: LogFormat) {
@@ -33,20 +36,57 @@ pub fn init(level: &str, format: LogFormat) {
 
 /// [`init`], writing to `file` instead of stderr when given (no colours there).
 pub fn init_to(level: &str, format: LogFormat, file: Option<Arc<LogFile>>) {
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| EnvFilter::try_new(v).ok())
-        .unwrap_or_else(|| EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")));
+    let from_env = std::env::var("RUST_LOG").ok().filter(|v| !v.trim().is_empty());
+    let filter = match from_env.as_deref().map(parse_filter) {
+        Some(Ok(f)) => f,
+        Some(Err(e)) => {
+            eprintln!("warning: RUST_LOG: {e}; using log.level {level:?}");
+            parse_filter(level).unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO))
+        }
+        None => parse_filter(level).unwrap_or_else(|_| Targets::new().with_default(tracing::Level::INFO)),
+    };
     let ansi = file.is_none() && std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let writer = match file {
         Some(f) => BoxMakeWriter::new(LogFileWriter(f)),
         None => BoxMakeWriter::new(std::io::stderr),
     };
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
+    let builder = tracing_subscriber::fmt().with_ansi(ansi);
     let _ = match format {
-        LogFormat::Human => builder.fmt_fields(EscapedFields).with_writer(writer).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_writer(JsonEscaping(writer)).try_init(),
+        LogFormat::Human => builder.fmt_fields(EscapedFields).with_writer(writer).finish().with(filter).try_init(),
+        LogFormat::Json => {
+            builder.json().flatten_event(true).with_writer(JsonEscaping(writer)).finish().with(filter).try_init()
+        }
     };
+}
+
+/// Reads a level filter: `info`, or per-target levels such as
+/// `gatewarden=debug,warn` (`target=level` pairs and one bare default level,
+/// comma-separated; a target matches every module path it prefixes).
+/// `tracing-subscriber`'s `Targets` rather than its `EnvFilter`: the span and
+/// field directives `EnvFilter` adds need a regex engine, which cost the
+/// appliance binary more than 300 KB (issue #16) for a feature nobody used.
+pub fn parse_filter(s: &str) -> Result<Targets, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Err("an empty filter".into());
+    }
+    if s.contains(['[', '{', '/']) {
+        return Err(format!(
+            "{s:?}: span and field filters ([span{{field}}], /regex/) are not supported; use levels per target such as \"gatewarden=debug,warn\""
+        ));
+    }
+    let help = || format!("{s:?} is not a level filter; use e.g. \"info\" or \"gatewarden=debug,warn\"");
+    // `Targets` reads a bare word as a target at TRACE, so a mistyped level
+    // ("verbose") would silently log nothing: every part must be a level or
+    // `target=level`.
+    for part in s.split(',') {
+        let level =
+            part.rsplit_once('=').map_or(part, |(target, level)| if target.trim().is_empty() { "" } else { level });
+        if level.trim().parse::<tracing_subscriber::filter::LevelFilter>().is_err() {
+            return Err(format!("{}: {part:?} is not a level (error, warn, info, debug, trace, off)", help()));
+        }
+    }
+    s.parse::<Targets>().map_err(|e| format!("{} ({e})", help()))
 }
 
 /// The log file of `[log] file`: appended to, and reopened at the same path on
@@ -333,6 +373,24 @@ mod tests {
         // Escaped on the wire, the same text once parsed: nothing is lost for a SIEM.
         assert_eq!(first["peer"], FORGED);
         assert!(out.contains("\\u202e") && out.contains("\\u0085") && out.contains("\\n2026"), "{out}");
+    }
+
+    #[test]
+    fn level_filters_read_levels_per_target_and_refuse_what_they_cannot_do() {
+        use tracing::Level;
+        use tracing_subscriber::filter::LevelFilter;
+        let f = parse_filter("gatewarden=debug,warn").unwrap();
+        assert!(f.would_enable("gatewarden::roles::router", &Level::DEBUG));
+        assert!(!f.would_enable("gatewarden::roles::router", &Level::TRACE));
+        assert!(f.would_enable("rumqttc::state", &Level::WARN));
+        assert!(!f.would_enable("rumqttc::state", &Level::INFO));
+        let lab = parse_filter("info,timing=debug").unwrap();
+        assert!(lab.would_enable("timing", &Level::DEBUG) && !lab.would_enable("other", &Level::DEBUG));
+        assert_eq!(parse_filter("off").unwrap().default_level(), Some(LevelFilter::OFF));
+        for bad in ["", "  ", "verbose", "gatewarden=loud", "[conn{peer=x}]=debug", "gatewarden=debug,/x.*/"] {
+            let e = parse_filter(bad).unwrap_err();
+            assert!(e.contains("filter") || e.contains("supported"), "{bad:?}: {e}");
+        }
     }
 
     #[test]
