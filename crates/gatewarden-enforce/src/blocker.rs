@@ -212,6 +212,31 @@ pub struct KernelBlock {
     pub remaining_s: u64,
     /// Why (the element comment).
     pub reason: String,
+    /// Packets the block rules dropped for this entry (its own element
+    /// counter), counted since it was last written: `age_s` ago. `None`
+    /// when the set keeps no per-element counters.
+    pub dropped_packets: Option<u64>,
+    /// Their bytes (IP header and up).
+    pub dropped_bytes: Option<u64>,
+    /// Seconds since the element was written (timeout minus time left): the
+    /// counter started then. A block refreshed by a new verdict is written
+    /// again, so both restart; so does a block restored after a restart.
+    pub age_s: u64,
+}
+
+impl KernelBlock {
+    fn from_element(target: String, origin: Origin, e: &ruleset::KernelElement) -> KernelBlock {
+        KernelBlock {
+            target,
+            origin,
+            timeout_s: e.timeout_ms.div_ceil(1000),
+            remaining_s: e.expires_ms.div_ceil(1000),
+            reason: e.comment.clone(),
+            dropped_packets: e.counter.map(|c| c.packets),
+            dropped_bytes: e.counter.map(|c| c.bytes),
+            age_s: e.timeout_ms.saturating_sub(e.expires_ms) / 1000,
+        }
+    }
 }
 
 /// Result of a blocklist import.
@@ -956,13 +981,7 @@ impl Blocker {
                 } else {
                     for e in els {
                         let Some(a) = key_addr(fam, &e.key) else { continue };
-                        out.push(KernelBlock {
-                            target: a.to_string(),
-                            origin,
-                            timeout_s: e.timeout_ms.div_ceil(1000),
-                            remaining_s: e.expires_ms.div_ceil(1000),
-                            reason: e.comment,
-                        });
+                        out.push(KernelBlock::from_element(a.to_string(), origin, &e));
                     }
                 }
             }
@@ -1207,13 +1226,7 @@ fn interval_ranges(fam: Fam, els: &[ruleset::KernelElement]) -> Vec<(u128, u128,
 fn intervals(fam: Fam, els: &[ruleset::KernelElement], origin: Origin) -> Vec<KernelBlock> {
     interval_ranges(fam, els)
         .into_iter()
-        .map(|(lo, hi, e)| KernelBlock {
-            target: feeds::range_text(fam, lo, hi),
-            origin,
-            timeout_s: e.timeout_ms.div_ceil(1000),
-            remaining_s: e.expires_ms.div_ceil(1000),
-            reason: e.comment.clone(),
-        })
+        .map(|(lo, hi, e)| KernelBlock::from_element(feeds::range_text(fam, lo, hi), origin, e))
         .collect()
 }
 
@@ -1378,6 +1391,7 @@ mod tests {
             timeout_ms: 60_000,
             expires_ms: 59_001,
             comment: "feed".into(),
+            counter: None,
         };
         // Reverse order, as the rbtree dumps; plus the leading zero end marker.
         let els = vec![

@@ -182,10 +182,28 @@ fn table_attrs() -> Attrs {
 
 fn add_set(b: &mut Batch, name: &str, fam: Fam, flags: u32, size: u32, timeout_ms: u64, id: u32) {
     let key_type = if fam == Fam::V4 { 7 } else { 8 };
-    add_typed_set(b, name, (key_type, fam.addr_len()), flags, size, timeout_ms, id);
+    add_typed_set(b, name, (key_type, fam.addr_len()), flags, size, timeout_ms, id, false);
 }
 
-fn add_typed_set(b: &mut Batch, name: &str, key: (u32, u32), flags: u32, size: u32, timeout_ms: u64, id: u32) {
+/// A block set: like [`add_set`], and every element carries its own counter
+/// (`NFTA_SET_EXPR` counter, nft's `counter;` in the set), so the packets
+/// dropped for each blocked address can be read back (issue #18).
+fn add_block_set(b: &mut Batch, name: &str, fam: Fam, flags: u32, size: u32, id: u32) {
+    let key_type = if fam == Fam::V4 { 7 } else { 8 };
+    add_typed_set(b, name, (key_type, fam.addr_len()), flags, size, 0, id, true);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add_typed_set(
+    b: &mut Batch,
+    name: &str,
+    key: (u32, u32),
+    flags: u32,
+    size: u32,
+    timeout_ms: u64,
+    id: u32,
+    counter: bool,
+) {
     // NFTA_SET_TABLE, NAME, FLAGS, KEY_TYPE (7 ipv4_addr / 8 ipv6_addr / 9 ether_addr), KEY_LEN, DESC{SIZE}, ID, TIMEOUT.
     let mut a = Attrs::new().str(1, TABLE).str(2, name).u32(3, flags).u32(4, key.0).u32(5, key.1);
     if size > 0 {
@@ -194,6 +212,9 @@ fn add_typed_set(b: &mut Batch, name: &str, key: (u32, u32), flags: u32, size: u
     a = a.u32(10, id);
     if timeout_ms > 0 {
         a = a.u64(11, timeout_ms);
+    }
+    if counter {
+        a = a.nested(expr::NFTA_SET_EXPR, expr::set_counter());
     }
     b.push(msg::NEWSET, family::INET, NLM_F_CREATE, a, format!("add set {name}"));
 }
@@ -258,7 +279,7 @@ pub fn ensure_batch(layout: &Layout, allow: &[Cidr], stale_exists: bool) -> Batc
             } else {
                 (SET_F_TIMEOUT, layout.max_block_elements)
             };
-            add_set(&mut b, &o.set_name(fam), fam, flags, size, 0, id);
+            add_block_set(&mut b, &o.set_name(fam), fam, flags, size, id);
             id += 1;
         }
         for dir in ["src", "dst"] {
@@ -274,7 +295,7 @@ pub fn ensure_batch(layout: &Layout, allow: &[Cidr], stale_exists: bool) -> Batc
             id += 1;
         }
     }
-    add_typed_set(&mut b, SET_CONTAIN, (KEY_TYPE_ETHER, 6), SET_F_TIMEOUT, layout.max_contained, 0, id);
+    add_typed_set(&mut b, SET_CONTAIN, (KEY_TYPE_ETHER, 6), SET_F_TIMEOUT, layout.max_contained, 0, id, false);
     push_allowlist(&mut b, allow);
     for (name, hook) in [
         (CHAIN_GUARD, None),
@@ -507,13 +528,17 @@ pub struct KernelElement {
     pub expires_ms: u64,
     /// The comment (reason), if any.
     pub comment: String,
+    /// The element's own counter: what the rules dropped for this entry
+    /// since it was written (block, refresh, restore). `None` in a set
+    /// without per-element counters (a table from an older version).
+    pub counter: Option<expr::CounterValue>,
 }
 
 /// Every element of `set`.
 pub fn elements(nl: &mut Netlink, set: &str) -> Result<Vec<KernelElement>, NlError> {
     let req = Attrs::new().str(NFTA_SET_ELEM_LIST_TABLE, TABLE).str(NFTA_SET_ELEM_LIST_SET, set);
     let replies = nl.dump(msg::GETSETELEM, family::INET, &req)?;
-    Ok(parse_elements(&replies))
+    parse_elements(&replies).map_err(|e| in_set(e, set))
 }
 
 /// The element of `set` with this key, if present: one round trip, however
@@ -524,7 +549,7 @@ pub fn element_of(nl: &mut Netlink, set: &str, key: &[u8]) -> Result<Option<Kern
         Attrs::new().nested(1, Attrs::new().nested(NFTA_SET_ELEM_KEY, Attrs::new().bytes(1, key))),
     );
     match nl.get(msg::GETSETELEM, family::INET, &req) {
-        Ok(replies) => Ok(parse_elements(&replies).into_iter().find(|e| e.key == key)),
+        Ok(replies) => Ok(parse_elements(&replies).map_err(|e| in_set(e, set))?.into_iter().find(|e| e.key == key)),
         Err(e) if e.errno() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(e),
     }
@@ -537,17 +562,38 @@ pub fn element_restored(key: &[u8], timeout_ms: u64, remaining_ms: u64, flags: u
     element(key, Some(timeout_ms), flags, comment).u64(NFTA_SET_ELEM_EXPIRATION, remaining_ms.clamp(1, timeout_ms))
 }
 
-fn parse_elements(replies: &[Vec<u8>]) -> Vec<KernelElement> {
+/// Names the set in a reply the parser refused.
+fn in_set(e: NlError, set: &str) -> NlError {
+    match e {
+        NlError::Protocol(m) => NlError::Protocol(format!("listing set {set}: {m}")),
+        other => other,
+    }
+}
+
+/// The elements in GETSETELEM replies. The walk is strict: a truncated or
+/// malformed attribute fails the listing (the counts reach an operator and
+/// must not silently shrink), and nothing in a reply can make it panic.
+fn parse_elements(replies: &[Vec<u8>]) -> Result<Vec<KernelElement>, NlError> {
     let mut out = Vec::new();
     for r in replies {
-        for (ty, v) in parse_attrs(r) {
+        for (ty, v) in super::netlink::parse_attrs_strict(r, "element list")? {
             if ty != NFTA_SET_ELEM_LIST_ELEMENTS {
                 continue;
             }
-            for (_, e) in parse_attrs(v) {
-                let mut el =
-                    KernelElement { key: vec![], flags: 0, timeout_ms: 0, expires_ms: 0, comment: String::new() };
-                for (aty, av) in parse_attrs(e) {
+            for (_, e) in super::netlink::parse_attrs_strict(v, "elements")? {
+                let mut el = KernelElement {
+                    key: vec![],
+                    flags: 0,
+                    timeout_ms: 0,
+                    expires_ms: 0,
+                    comment: String::new(),
+                    counter: None,
+                };
+                for (aty, av) in super::netlink::parse_attrs_strict(e, "element")? {
+                    if let Some(c) = expr::element_counter(aty, av)? {
+                        el.counter = Some(c);
+                        continue;
+                    }
                     match aty {
                         NFTA_SET_ELEM_KEY => {
                             if let Some((_, k)) = parse_attrs(av).next() {
@@ -567,7 +613,7 @@ fn parse_elements(replies: &[Vec<u8>]) -> Vec<KernelElement> {
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Named counters of the table: name → (packets, bytes).
@@ -635,6 +681,66 @@ pub fn delete_set(b: &mut Batch, name: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A GETSETELEM reply as the kernel sends it: table, set, then the list
+    /// of elements (key 10.0.0.1 with its counter of 3 packets / 252 bytes).
+    fn reply_with_counter() -> Vec<u8> {
+        let el = Attrs::new()
+            .nested(NFTA_SET_ELEM_KEY, Attrs::new().bytes(1, &[10, 0, 0, 1]))
+            .nested(
+                expr::NFTA_SET_ELEM_EXPR,
+                Attrs::new().str(1, "counter").nested(2, Attrs::new().u64(1, 252).u64(2, 3)),
+            )
+            .u64(NFTA_SET_ELEM_TIMEOUT, 60_000)
+            .u64(NFTA_SET_ELEM_EXPIRATION, 50_000);
+        Attrs::new()
+            .str(NFTA_SET_ELEM_LIST_TABLE, TABLE)
+            .str(NFTA_SET_ELEM_LIST_SET, "block4_admin")
+            .nested(NFTA_SET_ELEM_LIST_ELEMENTS, Attrs::new().nested(1, el))
+            .as_bytes()
+            .to_vec()
+    }
+
+    #[test]
+    fn listed_elements_carry_their_counter_and_a_cut_reply_is_an_error() {
+        let r = reply_with_counter();
+        let els = parse_elements(std::slice::from_ref(&r)).unwrap();
+        assert_eq!(els.len(), 1);
+        assert_eq!(els[0].counter, Some(expr::CounterValue { packets: 3, bytes: 252 }));
+        assert_eq!((els[0].timeout_ms, els[0].expires_ms), (60_000, 50_000));
+        // Cut anywhere inside the element list: refused, not a shorter list.
+        let list_start = r.len() - parse_attrs(&r).last().unwrap().1.len();
+        for cut in list_start..r.len() {
+            assert!(parse_elements(&[r[..cut].to_vec()]).is_err(), "cut at {cut} accepted");
+        }
+    }
+
+    #[test]
+    fn block_sets_declare_a_counter_per_element_and_other_sets_do_not() {
+        let b = ensure_batch(&Layout::default(), &[], false);
+        let bytes = b.encode(1);
+        let msgs: Vec<(String, bool)> = {
+            let mut out = Vec::new();
+            let mut rest = &bytes[..];
+            while rest.len() >= 20 {
+                let len = u32::from_ne_bytes(rest[..4].try_into().unwrap()) as usize;
+                let ty = u16::from_ne_bytes([rest[4], rest[5]]);
+                if ty == (10 << 8) | msg::NEWSET as u16 {
+                    let attrs: Vec<_> = parse_attrs(&rest[20..len]).collect();
+                    let name = attrs.iter().find(|(t, _)| *t == 2).map(|(_, v)| c_str(v)).unwrap();
+                    let counted =
+                        attrs.iter().any(|(t, v)| *t == expr::NFTA_SET_EXPR && *v == expr::set_counter().as_bytes());
+                    out.push((name, counted));
+                }
+                rest = &rest[(len + 3) & !3..];
+            }
+            out
+        };
+        for (name, counted) in &msgs {
+            assert_eq!(*counted, name.starts_with("block"), "{name}");
+        }
+        assert_eq!(msgs.iter().filter(|m| m.1).count(), 6, "three origins, two families");
+    }
 
     #[test]
     fn set_and_counter_names_say_who_blocked() {
