@@ -1012,3 +1012,59 @@ fn each_blocked_address_counts_the_packets_dropped_for_it() {
     assert_eq!(f.dropped_packets, Some(0), "{f:?}");
     b.remove().unwrap();
 }
+
+/// Issue #18 end to end: `gatewarden run --role all`, two addresses blocked
+/// with the CLI, N pings from one. The incident view (`/api/incidents/{ip}`)
+/// and the Blocks table (`/api/status`) show ≥ N packets dropped for it,
+/// counted since its block, and 0 for the silent one.
+#[test]
+fn the_incident_view_shows_the_packets_dropped_for_each_blocked_address() {
+    let Some(mut lab) = Lab::new() else { return };
+    let data = lab.dir.path().join("data");
+    lab.start_role("all", &format!("[monitor]\ndata_dir = \"{}\"\n", data.display()));
+    let cfg = lab.dir.path().join("gatewarden.toml");
+    let out =
+        sh(&[bin().to_str().unwrap(), "token", "issue", "--role", "viewer", "--sub", "v", "-c", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let auth = format!("Authorization: Bearer {}", stdout(&out).trim());
+    let get = |path: &str| -> serde_json::Value {
+        let url = format!("http://127.0.0.1:{}{path}", lab.metrics_port);
+        serde_json::from_str(&stdout(&lab.exec(&lab.rtr, &["curl", "-s", "-H", &auth, &url]))).unwrap_or_default()
+    };
+    assert!(wait_until(Duration::from_secs(10), || lab.ping(IOT_B, WAN)), "the lab forwards before any block");
+    let before = unix_now_s();
+    for a in [IOT_A, IOT_B] {
+        let out = lab.cli(&["block", a]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    const N: u64 = 6;
+    let out = lab.exec(&lab.iot, &["ping", "-c", &N.to_string(), "-i", "0.2", "-W", "1", "-I", IOT_B, WAN]);
+    assert!(!out.status.success(), "every ping from the blocked address is dropped");
+    let (kernel, _) = element_counter(&lab, "block4_admin", IOT_B).expect("counted in the kernel");
+    assert!(kernel >= N, "nft shows {kernel}");
+
+    // The router publishes its block table every 5 s.
+    let mut inc = serde_json::Value::Null;
+    let path = format!("/api/incidents/{IOT_B}");
+    assert!(
+        wait_until(Duration::from_secs(12), || {
+            inc = get(&path);
+            inc["dropped"]["packets"].as_u64().is_some_and(|p| p >= N)
+        }),
+        "the incident shows the element's count: {inc}"
+    );
+    let since = inc["dropped"]["since_unix_s"].as_u64().unwrap();
+    assert!((before.saturating_sub(2)..=unix_now_s()).contains(&since), "counted since the block: {since} vs {before}");
+    let silent = get(&format!("/api/incidents/{IOT_A}"));
+    assert_eq!(silent["dropped"]["packets"], 0, "the silent address dropped nothing: {silent}");
+    let status = get("/api/status");
+    let row = |ip: &str| {
+        status["blocks"].as_array().and_then(|b| b.iter().find(|r| r["ip"] == ip).cloned()).unwrap_or_default()
+    };
+    assert!(row(IOT_B)["dropped"]["packets"].as_u64() >= Some(N), "the Blocks table row: {status}");
+    assert_eq!(row(IOT_A)["dropped"]["packets"], 0, "{status}");
+}
+
+fn unix_now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}

@@ -30,7 +30,7 @@ pub trait BlockControl: Send + Sync {
 
 use super::blocker::{BlockOutcome, Blocker};
 use super::ruleset::Origin;
-use gatewarden_proto::messages::BlockEntry;
+use gatewarden_proto::messages::{BlockEntry, Dropped};
 
 /// How long a ctl request waits for the enforcement thread.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,9 +82,15 @@ pub fn apply(blocker: &mut Blocker, op: ControlOp) -> ControlReply {
     match op {
         ControlOp::List => match blocker.list() {
             Ok(list) => {
+                let now_s = gatewarden_core::clock::unix_now_ms() / 1000;
                 let mut out: Vec<BlockEntry> = list
                     .into_iter()
                     .map(|e| BlockEntry {
+                        dropped: e.dropped_packets.zip(e.dropped_bytes).map(|(packets, bytes)| Dropped {
+                            packets,
+                            bytes,
+                            since_unix_s: now_s.saturating_sub(e.age_s),
+                        }),
                         target: e.target,
                         expires_in_s: (e.timeout_s > 0).then(|| e.remaining_s.min(u64::from(u32::MAX)) as u32),
                         origin: e.origin.as_str().to_string(),
@@ -99,6 +105,7 @@ pub fn apply(blocker: &mut Blocker, op: ControlOp) -> ControlReply {
                         expires_in_s: Some(c.remaining_s.min(u64::from(u32::MAX)) as u32),
                         origin: super::persist::CONTAIN_ORIGIN.to_string(),
                         reason: c.reason,
+                        dropped: None,
                     })),
                     Err(e) => return ControlReply::Error(format!("cannot read the contained MACs: {e}")),
                 }

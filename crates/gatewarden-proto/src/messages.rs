@@ -691,6 +691,28 @@ pub struct BlockEntry {
     pub origin: String,
     /// Why (the element's comment: the verdict reason, or which operator asked).
     pub reason: String,
+    /// What the block rules dropped for this entry (its own nftables element
+    /// counter), when the router that lists it counts per element.
+    ///
+    /// Not on the wire (`serde(skip)`): postcard is positional, so a new
+    /// field would make every older peer refuse block tables and `ctl
+    /// blocks` answers. The router fills it in process (the block table its
+    /// own monitor reads, the enforcement API); a message decoded from the
+    /// wire has `None`, which the page shows as "not counted".
+    #[serde(skip)]
+    pub dropped: Option<Dropped>,
+}
+
+/// Packets an nftables element counter dropped for one blocked entry, and
+/// since when (the element was written then: a block, a refresh, a restart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    /// Packets dropped.
+    pub packets: u64,
+    /// Their bytes (IP header and up).
+    pub bytes: u64,
+    /// When counting began, seconds since the epoch.
+    pub since_unix_s: u64,
 }
 
 impl Alert {
@@ -862,6 +884,7 @@ pub(crate) mod tests {
                     expires_in_s: Some(300),
                     origin: "detector".into(),
                     reason: "scan".into(),
+                    dropped: None,
                 }],
             }),
             Message::SettingsUpdate(SettingsUpdate {
@@ -912,6 +935,32 @@ pub(crate) mod tests {
         p.probes = vec![p.probes[0].clone(); MAX_LAN_PROBES + 1];
         let err = Message::decode(&Message::LanProbes(p).encode()).unwrap_err();
         assert!(matches!(err, DecodeError::Invalid(_)), "{err}");
+    }
+
+    /// Issue #18's per-address drop counts stay off the wire: a block table
+    /// with them encodes to the bytes one without them always did (byte by
+    /// byte below), so older monitors and `ctl` clients still read it, and
+    /// what comes off the wire says "not counted" rather than a zero.
+    #[test]
+    fn block_drop_counts_do_not_change_the_block_table_wire() {
+        let entry = |dropped| BlockEntry {
+            target: "192.0.2.7".into(),
+            expires_in_s: Some(60),
+            origin: "admin".into(),
+            reason: "x".into(),
+            dropped,
+        };
+        let table =
+            |dropped| Message::BlockTable(BlockTable { node: "r".into(), total: 1, entries: vec![entry(dropped)] });
+        let counted = table(Some(Dropped { packets: 5, bytes: 420, since_unix_s: 1_700_000_000 }));
+        let wire = counted.encode();
+        assert_eq!(wire, table(None).encode());
+        let mut old = vec![1, 8, 1, b'r', 1, 1, 9];
+        old.extend_from_slice(b"192.0.2.7");
+        old.extend_from_slice(&[1, 60, 5, b'a', b'd', b'm', b'i', b'n', 1, b'x']);
+        assert_eq!(wire, old, "the layout older peers decode");
+        let Message::BlockTable(back) = Message::decode(&old).unwrap() else { panic!() };
+        assert_eq!(back.entries[0].dropped, None);
     }
 
     #[test]
