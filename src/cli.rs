@@ -1093,14 +1093,17 @@ fn cmd_blocks(args: BlocksArgs) -> i32 {
         return 0;
     }
     use gatewarden_core::duration::format_duration;
-    println!("{:<40} {:<9} {:>10} {:>10}  REASON", "ADDRESS", "ORIGIN", "REMAINING", "TIMEOUT");
+    println!("{:<40} {:<9} {:>10} {:>10} {:>9}  REASON", "ADDRESS", "ORIGIN", "REMAINING", "TIMEOUT", "DROPPED");
     for e in &list {
+        // The element's own counter (packets since the block was written); "-" in a table without them.
+        let dropped = e.dropped_packets.map_or_else(|| "-".to_string(), |p| p.to_string());
         println!(
-            "{:<40} {:<9} {:>10} {:>10}  {}",
+            "{:<40} {:<9} {:>10} {:>10} {:>9}  {}",
             e.target,
             e.origin.as_str(),
             format_duration(e.remaining_s),
             format_duration(e.timeout_s),
+            dropped,
             e.reason
         );
     }

@@ -8,9 +8,9 @@
 //! counter syn_dropped_src / syn_dropped_dst                  meter drops
 //! counter failclosed_dropped                                 new flows dropped while the detector is away
 //! set allow4          { type ipv4_addr; flags interval; }            never blocked
-//! set block4_detector { type ipv4_addr; flags timeout; size N; }     one set per origin
-//! set block4_admin    { type ipv4_addr; flags timeout; size N; }
-//! set block4_feed     { type ipv4_addr; flags interval,timeout; }    imported lists (CIDRs)
+//! set block4_detector { type ipv4_addr; flags timeout; size N; counter; }  one set per origin,
+//! set block4_admin    { type ipv4_addr; flags timeout; size N; counter; }  a counter per element
+//! set block4_feed     { type ipv4_addr; flags interval,timeout; counter; } imported lists (CIDRs)
 //! set syn4_src, syn4_dst { type ipv4_addr; flags dynamic,timeout; }  SYN meters
 //! chain guard {
 //!     ip saddr @allow4 accept

@@ -805,10 +805,11 @@ impl MonitorState {
                 Some(d) => json!({"packets": d.packets, "bytes": d.bytes,
                     "since": rfc3339(d.since_unix_s.saturating_mul(1_000_000_000)), "since_unix_s": d.since_unix_s,
                     "why": "this address's own element counter in the router's block set", "per_set": set_drops}),
-                None => json!({"packets": null, "why": if block.is_some() {
-                        "the router holding this block did not report a per-address counter (another node's table over the bus, or an older version)"
-                    } else {
-                        "not blocked now: no element counts for it"
+                None => json!({"packets": null, "why": match block.as_ref().map(|b| b.source) {
+                        Some("replay") => "a replay enforces nothing: no router dropped anything for it",
+                        Some("verdict") => "its router confirmed the block; its block table has not listed it yet",
+                        Some(_) => "the router holding this block did not report a per-address counter (another node's table over the bus, or an older version)",
+                        None => "not blocked now: no element counts for it",
                     }, "per_set": set_drops}),
             },
             "alerts_total": alerts.len(),
