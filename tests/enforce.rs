@@ -1010,6 +1010,17 @@ fn each_blocked_address_counts_the_packets_dropped_for_it() {
     let listed = b.list().unwrap();
     let f = listed.iter().find(|e| e.origin == Origin::Feed).expect("the feed range is listed");
     assert_eq!(f.dropped_packets, Some(0), "{f:?}");
+
+    // A refresh (a longer block of the same address, as a verdict for a long
+    // attack brings) writes the element again but keeps its count and start.
+    let age = |b: &mut Blocker| b.list().unwrap().into_iter().find(|e| e.target == IOT_B).unwrap();
+    let before = age(&mut b);
+    std::thread::sleep(Duration::from_millis(1100));
+    b.block(IOT_B.parse().unwrap(), Duration::from_secs(1200), Origin::Admin, "again").unwrap();
+    let after = age(&mut b);
+    assert_eq!((after.timeout_s, after.reason.as_str()), (1200, "again"), "refreshed: {after:?}");
+    assert_eq!(element_counter(&lab, "block4_admin", IOT_B), Some((pkts, bytes)), "the count is carried over");
+    assert!(after.age_s > before.age_s, "counted since the first block, not the refresh: {before:?} → {after:?}");
     b.remove().unwrap();
 }
 

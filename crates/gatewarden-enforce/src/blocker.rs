@@ -218,14 +218,16 @@ pub struct KernelBlock {
     pub dropped_packets: Option<u64>,
     /// Their bytes (IP header and up).
     pub dropped_bytes: Option<u64>,
-    /// Seconds since the element was written (timeout minus time left): the
-    /// counter started then. A block refreshed by a new verdict is written
-    /// again, so both restart; so does a block restored after a restart.
+    /// Seconds since the counter started: when the block was first written
+    /// (a refresh by a new verdict carries count and start over), or when it
+    /// was restored after a restart (counts are not saved). For an element
+    /// without gatewarden's userdata: timeout minus time left.
     pub age_s: u64,
 }
 
 impl KernelBlock {
     fn from_element(target: String, origin: Origin, e: &ruleset::KernelElement) -> KernelBlock {
+        let now_s = gatewarden_core::clock::unix_now_ms() / 1000;
         KernelBlock {
             target,
             origin,
@@ -234,7 +236,10 @@ impl KernelBlock {
             reason: e.comment.clone(),
             dropped_packets: e.counter.map(|c| c.packets),
             dropped_bytes: e.counter.map(|c| c.bytes),
-            age_s: e.timeout_ms.saturating_sub(e.expires_ms) / 1000,
+            age_s: match e.counted_since_s {
+                Some(since) => now_s.saturating_sub(since),
+                None => e.timeout_ms.saturating_sub(e.expires_ms) / 1000,
+            },
         }
     }
 }
@@ -865,16 +870,31 @@ impl Blocker {
         ruleset::push_new_elements(&mut b, &set, std::slice::from_ref(&el), &format!("block {addr} in {set}"));
         // Already blocked: delete and re-add in one transaction, so the new
         // timeout takes effect on every kernel (a plain re-add refreshes only on ≥ 6.10).
-        let mut refresh = Batch::new();
-        let key = ruleset::element(&addr_bytes(&addr), None, 0, None);
-        ruleset::push_elements(&mut refresh, &set, &[key], false, &format!("drop {addr} from {set} to refresh it"));
-        ruleset::push_elements(&mut refresh, &set, &[el], true, &format!("re-block {addr} in {set}"));
+        // The re-added element keeps the running one's count and start.
+        let refresh_of = |running: Option<&ruleset::KernelElement>| {
+            let mut refresh = Batch::new();
+            let key = ruleset::element(&addr_bytes(&addr), None, 0, None);
+            ruleset::push_elements(&mut refresh, &set, &[key], false, &format!("drop {addr} from {set} to refresh it"));
+            let again = match running.and_then(|r| Some((r.counter?, r))) {
+                Some((c, r)) => {
+                    let now_s = gatewarden_core::clock::unix_now_ms() / 1000;
+                    let since = r
+                        .counted_since_s
+                        .unwrap_or_else(|| now_s.saturating_sub(r.timeout_ms.saturating_sub(r.expires_ms) / 1000));
+                    ruleset::element_carried(&addr_bytes(&addr), ms, reason, c, since)
+                }
+                None => el.clone(),
+            };
+            ruleset::push_elements(&mut refresh, &set, &[again], true, &format!("re-block {addr} in {set}"));
+            refresh
+        };
         let mut evicted = Vec::new();
         // Read the running element first (a GET, no transaction) instead of
         // letting an exclusive add fail: every failed batch is aborted by the
         // kernel, and an abort waits for an RCU grace period — it made each
         // re-block cost 16 ms (p50) with 10 000 elements present.
         let running = ruleset::element_of(&mut self.nl, &set, &addr_bytes(&addr))?;
+        let refresh = refresh_of(running.as_ref());
         let first = match running {
             // A shorter verdict never shortens a longer block (an admin's
             // day is not cut to a detector's five minutes).
@@ -1392,6 +1412,7 @@ mod tests {
             expires_ms: 59_001,
             comment: "feed".into(),
             counter: None,
+            counted_since_s: None,
         };
         // Reverse order, as the rbtree dumps; plus the leading zero end marker.
         let els = vec![

@@ -390,7 +390,58 @@ fn comment_udata(text: &str) -> Vec<u8> {
     v
 }
 
-/// One element to add: key, per-element timeout, flags, comment.
+/// Userdata type gatewarden adds after the comment: when the element's
+/// counter started (u64 big-endian Unix seconds). nft shows comments (type 0)
+/// and skips types it does not know, so `nft list` is unchanged; a high
+/// number keeps clear of nft's own (comment 0, flags 1).
+const UDATA_COUNTED_SINCE: u8 = 0xf7;
+
+/// The comment's userdata followed by when counting began.
+fn element_udata(comment: &str, since_s: u64) -> Vec<u8> {
+    let mut v = comment_udata(comment);
+    v.push(UDATA_COUNTED_SINCE);
+    v.push(8);
+    v.extend_from_slice(&since_s.to_be_bytes());
+    v
+}
+
+/// Comment and counting start out of an element's userdata. Userdata is
+/// opaque to the kernel (anyone with nft can write any), so what does not
+/// parse is left out, never an error that would hide the block list.
+fn parse_udata(u: &[u8]) -> (String, Option<u64>) {
+    let (mut comment, mut since) = (String::new(), None);
+    let mut rest = u;
+    while rest.len() >= 2 {
+        let (ty, len) = (rest[0], rest[1] as usize);
+        let Some(v) = rest.get(2..2 + len) else { break };
+        match ty {
+            0 => comment = c_str(v),
+            UDATA_COUNTED_SINCE => since = <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes),
+            _ => {}
+        }
+        rest = &rest[2 + len..];
+    }
+    (comment, since)
+}
+
+/// An element written again (a refresh) that keeps what its counter had
+/// counted and since when: the new element starts with those values
+/// (`NFTA_SET_ELEM_EXPR` counter with initial packets and bytes, as `nft
+/// add element … { a counter packets N bytes M }` sends), so a verdict
+/// refreshing a long attack's block does not zero the count the incident
+/// view shows.
+pub fn element_carried(key: &[u8], timeout_ms: u64, comment: &str, counter: expr::CounterValue, since_s: u64) -> Attrs {
+    let mut a = Attrs::new()
+        .nested(NFTA_SET_ELEM_KEY, Attrs::new().bytes(1, key))
+        .u64(NFTA_SET_ELEM_TIMEOUT, timeout_ms)
+        .bytes(NFTA_SET_ELEM_USERDATA, &element_udata(comment, since_s));
+    let data = Attrs::new().u64(1, counter.bytes).u64(2, counter.packets);
+    a = a.nested(expr::NFTA_SET_ELEM_EXPR, Attrs::new().str(1, "counter").nested(2, data));
+    a
+}
+
+/// One element to add: key, per-element timeout, flags, comment. An element
+/// with a comment also records that its counter starts now.
 pub fn element(key: &[u8], timeout_ms: Option<u64>, flags: u32, comment: Option<&str>) -> Attrs {
     let mut a = Attrs::new().nested(NFTA_SET_ELEM_KEY, Attrs::new().bytes(1, key));
     if flags != 0 {
@@ -400,7 +451,8 @@ pub fn element(key: &[u8], timeout_ms: Option<u64>, flags: u32, comment: Option<
         a = a.u64(NFTA_SET_ELEM_TIMEOUT, t);
     }
     if let Some(c) = comment.filter(|c| !c.is_empty()) {
-        a = a.bytes(NFTA_SET_ELEM_USERDATA, &comment_udata(c));
+        let now_s = gatewarden_core::clock::unix_now_ms() / 1000;
+        a = a.bytes(NFTA_SET_ELEM_USERDATA, &element_udata(c, now_s));
     }
     a
 }
@@ -532,6 +584,9 @@ pub struct KernelElement {
     /// since it was written (block, refresh, restore). `None` in a set
     /// without per-element counters (a table from an older version).
     pub counter: Option<expr::CounterValue>,
+    /// When that counter started, Unix seconds (gatewarden's userdata; `None`
+    /// for an element written by someone else).
+    pub counted_since_s: Option<u64>,
 }
 
 /// Every element of `set`.
@@ -588,6 +643,7 @@ fn parse_elements(replies: &[Vec<u8>]) -> Result<Vec<KernelElement>, NlError> {
                     expires_ms: 0,
                     comment: String::new(),
                     counter: None,
+                    counted_since_s: None,
                 };
                 for (aty, av) in super::netlink::parse_attrs_strict(e, "element")? {
                     if let Some(c) = expr::element_counter(aty, av)? {
@@ -603,9 +659,7 @@ fn parse_elements(replies: &[Vec<u8>]) -> Result<Vec<KernelElement>, NlError> {
                         NFTA_SET_ELEM_FLAGS => el.flags = be_u32(av),
                         NFTA_SET_ELEM_TIMEOUT => el.timeout_ms = be_u64(av),
                         NFTA_SET_ELEM_EXPIRATION => el.expires_ms = be_u64(av),
-                        NFTA_SET_ELEM_USERDATA if av.len() > 2 && av[0] == 0 => {
-                            el.comment = c_str(&av[2..]);
-                        }
+                        NFTA_SET_ELEM_USERDATA => (el.comment, el.counted_since_s) = parse_udata(av),
                         _ => {}
                     }
                 }
@@ -757,6 +811,17 @@ mod tests {
         let bytes = stale.encode(1);
         // The first message after BATCH_BEGIN (20 bytes) is DELTABLE.
         assert_eq!(u16::from_ne_bytes([bytes[24], bytes[25]]), (10 << 8) | msg::DELTABLE as u16);
+    }
+
+    #[test]
+    fn the_counting_start_follows_the_comment_and_odd_userdata_is_skipped() {
+        let u = element_udata("scan", 1_700_000_000);
+        assert_eq!(parse_udata(&u), ("scan".to_string(), Some(1_700_000_000)));
+        assert_eq!(parse_udata(&comment_udata("by nft")), ("by nft".to_string(), None));
+        for cut in 0..u.len() {
+            let _ = parse_udata(&u[..cut]);
+        }
+        assert_eq!(parse_udata(&[0xf7, 3, 1, 2, 3]).1, None, "a since of the wrong size is left out");
     }
 
     #[test]
