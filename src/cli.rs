@@ -748,12 +748,20 @@ fn cmd_ctl(args: CtlArgs) -> i32 {
             0
         }
         Ok(ControlResponse::Blocks(list)) => {
+            // The answer is the router's word, checked as a bus message's would be.
+            if let Err(e) = list.iter().try_for_each(|b| b.check()) {
+                return fail(EXIT_FAILURE, format!("{} answered an impossible block list: {e}", args.node));
+            }
             if list.is_empty() {
                 println!("no blocks");
+                return 0;
             }
+            println!("{:<40} {:>12} {:>9}  {:<9} REASON", "ADDRESS", "EXPIRES", "DROPPED", "ORIGIN");
             for b in list {
                 let exp = b.expires_in_s.map(|s| format!("{s} s")).unwrap_or_else(|| "no timeout".into());
-                println!("{:<40} {:>12}  {:<9} {}", b.target, exp, b.origin, b.reason);
+                // The element's own counter (packets since the block was written); "-" when it has none.
+                let dropped = b.dropped.map_or_else(|| "-".to_string(), |d| d.packets.to_string());
+                println!("{:<40} {:>12} {:>9}  {:<9} {}", b.target, exp, dropped, b.origin, b.reason);
             }
             0
         }

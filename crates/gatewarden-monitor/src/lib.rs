@@ -162,7 +162,8 @@ pub struct BlockView {
     pub forged: Vec<String>,
     /// Packets the router's element counter dropped for this entry, and
     /// since when; absent when no counter reached this monitor (a verdict
-    /// row, a replay, a table from another node's bus message).
+    /// row, a replay, a contained MAC). Travels in the router's block table,
+    /// so a monitor on another node shows it too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dropped: Option<gatewarden_proto::messages::Dropped>,
 }
@@ -569,8 +570,13 @@ impl MonitorState {
     }
 
     /// Stores a router's block table (the kernel's block sets, every 5 s).
-    pub fn record_block_table(&self, t: gatewarden_proto::messages::BlockTable) {
+    pub fn record_block_table(&self, mut t: gatewarden_proto::messages::BlockTable) {
         let now = unix_now();
+        // A count cannot have started after now: a router whose clock runs
+        // ahead of this node's is shown as counting since now.
+        for e in &mut t.entries {
+            e.dropped = e.dropped.map(|d| d.started_by(now).0);
+        }
         let mut inner = self.lock();
         if !inner.router_blocks.contains_key(&t.node)
             && (inner.router_blocks.len() >= MAX_NODES || !gatewarden_core::identity::valid_node_id(&t.node))
@@ -808,7 +814,7 @@ impl MonitorState {
                 None => json!({"packets": null, "why": match block.as_ref().map(|b| b.source) {
                         Some("replay") => "a replay enforces nothing: no router dropped anything for it",
                         Some("verdict") => "its router confirmed the block; its block table has not listed it yet",
-                        Some(_) => "the router holding this block did not report a per-address counter (another node's table over the bus, or an older version)",
+                        Some(_) => "the router holding this block reported no per-address counter for it (a contained MAC, or a block set without element counters)",
                         None => "not blocked now: no element counts for it",
                     }, "per_set": set_drops}),
             },
@@ -1119,8 +1125,19 @@ mod tests {
         st.record_block_table(gatewarden_proto::messages::BlockTable {
             node: "gw".into(),
             total: 2,
-            entries: vec![entry("192.0.2.66", Some(counted)), entry("2001:db8::9", None)],
+            entries: vec![
+                entry("192.0.2.66", Some(counted)),
+                entry("2001:db8::9", None),
+                // A router whose clock runs ahead: its count is shown as starting now, not in 2099.
+                entry(
+                    "192.0.2.67",
+                    Some(gatewarden_proto::messages::Dropped { since_unix_s: 4_070_908_800, ..counted }),
+                ),
+            ],
         });
+        let ahead = st.incident_json("192.0.2.67".parse().unwrap()).unwrap();
+        assert!(ahead["dropped"]["since_unix_s"].as_u64() <= Some(unix_now()), "{ahead}");
+        assert_eq!(ahead["dropped"]["packets"], 17, "{ahead}");
         let inc = st.incident_json("192.0.2.66".parse().unwrap()).unwrap();
         assert_eq!(inc["dropped"]["packets"], 17, "{inc}");
         assert_eq!(
