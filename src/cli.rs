@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Config, ConfigError, LogFormat};
+use crate::config::{Config, LogFormat};
 use crate::monitor::http::HttpServer;
 use crate::monitor::MonitorState;
 use crate::replay::{self, Speed};
@@ -18,6 +18,7 @@ use gatewarden_core::shutdown::Shutdown;
 use gatewarden_proto::role::{self, Role, RoleSource};
 
 pub use crate::exit::{EXIT_BAD_INPUT, EXIT_FAILURE};
+use crate::output::{config_fail, fail, fail_with, json_mode, print_json, warn, JSON_MODE};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,6 +36,10 @@ struct Cli {
     /// Log line format: human for terminals, json for log shippers (default: config `log.format`).
     #[arg(long, global = true, value_enum)]
     log_format: Option<LogFormat>,
+    /// Print results as JSON on stdout, and an error as one JSON object on stderr
+    /// (`{"error": "...", "exit_code": N}`; same exit codes as without --json).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -105,7 +110,7 @@ same handshake and envelope as the node bus: both sides prove their fleet certif
 ECDH P-384 session key, and every request and answer is signed and encrypted. Needs an operator certificate \
 (`gatewarden pki issue NAME --role operator`).\n\n\
 Examples:\n  gatewarden ctl --node 192.0.2.1:7443 --pki /etc/gatewarden/pki --id alice status\n  \
-gatewarden ctl --node gw1:7443 --ca ca.crt --cert alice.crt --key alice.key block 198.51.100.7 --ttl 3600")]
+gatewarden ctl --node gw1:7443 --ca ca.crt --cert alice.crt --key alice.key block 198.51.100.7 --ttl 1h")]
     Ctl(CtlArgs),
     /// Group policies: device groups, group-to-group rules, explain, suggestions.
     #[command(
@@ -127,18 +132,43 @@ Examples:\n  gatewarden model\n  gatewarden model /etc/gatewarden/models/site.tf
     /// Access tokens for the dashboard and JSON API (JWT, ES384).
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Query the monitor's alert store: filters, a table for people, EVE lines with --json.
+    #[command(
+        long_about = "Read the monitor's alert store (the EVE files alerts.json.N … alerts.json in monitor.data_dir) and print the newest alerts that match every filter given, oldest first like `tail`: a table, or with --json the stored EVE lines themselves (one JSON object per line, for jq or a SIEM). The files are only read, so it runs beside a live monitor.\n\nExamples:\n  gatewarden alerts --since 1h\n  gatewarden alerts --kind port_scan --src 192.0.2.44 --limit 10\n  \
+gatewarden alerts --action blocked --json | jq .src_ip\n  gatewarden alerts list --node router-1 --dir /var/lib/gatewarden"
+    )]
+    Alerts(crate::alerts_cli::AlertsArgs),
+}
+
+/// `gatewarden alerts pcap ID`: an alert's evidence pcap from a running monitor.
+#[derive(Debug, Args)]
+pub struct AlertPcapArgs {
+    /// The alert's id (the API's and EVE's `gatewarden.id`).
+    pub id: u64,
+    /// Where to write it; `-` is stdout (default: stdout when it is not a terminal, else alert-ID.pcap).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// The monitor's HTTP address, host:port or http://host:port (default: config http.listen).
+    #[arg(long, value_name = "ADDR")]
+    pub monitor: Option<String>,
+    /// Access token (viewer or admin) for the monitor's API.
+    #[arg(long, env = "GATEWARDEN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// How long to wait for the monitor (30s, 1m, … or seconds).
+    #[arg(long, default_value = "10s", value_parser = gatewarden_core::duration::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Config file (default: /etc/gatewarden/gatewarden.toml if it exists).
+    #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 struct ModelArgs {
     /// The .tflite to check (default: the model embedded in this binary).
     path: Option<PathBuf>,
-    /// Print the whole model card as JSON.
-    #[arg(long)]
-    json: bool,
     /// Internal: be the model validator's child process (a framed candidate on
     /// stdin, one JSON line on stdout); see src/detect/validator.rs.
-    #[arg(long, hide = true, conflicts_with_all = ["path", "json"])]
+    #[arg(long, hide = true, conflicts_with_all = ["path"])]
     validate_worker: bool,
     /// Largest batch dimension accepted (with --validate-worker or a path).
     #[arg(long, hide = true, default_value_t = crate::detect::model::DEFAULT_MAX_BATCH)]
@@ -250,9 +280,9 @@ fn parse_unblock_target(s: &str) -> Result<UnblockTarget, String> {
 
 #[derive(Debug, Args)]
 struct BlocksArgs {
-    /// Print JSON: {"blocks": [...], "contained": [...], "counters": {...}}.
-    #[arg(long)]
-    json: bool,
+    /// Config file (default: /etc/gatewarden/gatewarden.toml if it exists).
+    #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -344,9 +374,6 @@ enum PkiCommand {
         /// Where the CA lives.
         #[arg(long, default_value = "/etc/gatewarden/pki")]
         dir: PathBuf,
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
     },
     /// Write a TLS-only Mosquitto config and ACL (one block per issued certificate) plus the broker certificate.
     MosquittoConf {
@@ -365,7 +392,9 @@ enum PkiCommand {
         /// Names clients use for the broker (certificate SANs; default localhost and 127.0.0.1). Repeatable.
         #[arg(long = "name")]
         names: Vec<String>,
-        /// Run Mosquitto as this user (it must be able to read the broker key).
+        /// Run Mosquitto as this user (it must be able to read the broker key). Without it, run as
+        /// root, the broker key goes to the `mosquitto` user, which Mosquitto drops root to;
+        /// `--user root` keeps Mosquitto root. Mosquitto started by another user ignores it.
         #[arg(long)]
         user: Option<String>,
         /// Keep Mosquitto's persistence database here.
@@ -427,9 +456,9 @@ struct CtlArgs {
     /// The operator key (instead of --pki/--id).
     #[arg(long)]
     key: Option<PathBuf>,
-    /// Seconds to wait for the node.
-    #[arg(long, default_value_t = 10)]
-    timeout: u64,
+    /// How long to wait for the node: 10s, 1m, … or seconds.
+    #[arg(long, default_value = "10s", value_parser = gatewarden_core::duration::parse_duration)]
+    timeout: std::time::Duration,
     #[command(subcommand)]
     command: CtlCommand,
 }
@@ -444,9 +473,9 @@ enum CtlCommand {
     Block {
         /// The address.
         ip: std::net::IpAddr,
-        /// Seconds.
-        #[arg(long, default_value_t = 3600)]
-        ttl: u32,
+        /// How long: 30s, 10m, 1h, 1h30m, 7d, or seconds.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: std::time::Duration,
     },
     /// Lift a block, or a contained MAC's containment.
     Unblock {
@@ -470,9 +499,6 @@ struct WatchArgs {
     /// Capture frames not addressed to this host too.
     #[arg(long)]
     promiscuous: bool,
-    /// Print one JSON object instead of the human summary.
-    #[arg(long)]
-    json: bool,
     /// Serve the status page on this address while capturing.
     #[arg(long, value_name = "ADDR")]
     serve: Option<String>,
@@ -543,9 +569,6 @@ struct ReplayArgs {
     /// Serve the status page on this address during the replay and keep serving until Ctrl-C.
     #[arg(long, value_name = "ADDR")]
     serve: Option<String>,
-    /// Print one JSON object instead of the human summary.
-    #[arg(long)]
-    json: bool,
     /// Config file for thresholds (default: built-in defaults).
     #[arg(long, short = 'c')]
     config: Option<PathBuf>,
@@ -566,20 +589,29 @@ enum ConfigCommand {
     },
 }
 
-fn fail(code: i32, message: impl std::fmt::Display) -> i32 {
-    eprintln!("error: {message}");
-    code
+/// Whether `args` ask for JSON, looked at before parsing so that a usage error is JSON too.
+fn wants_json(args: &[std::ffi::OsString]) -> bool {
+    args.iter().skip(1).take_while(|a| *a != "--").any(|a| a == "--json")
 }
 
 fn load_config(path: Option<&std::path::Path>) -> Result<Config, i32> {
-    Config::load_or_default(path).map(|(c, _)| c).map_err(|e| fail(EXIT_BAD_INPUT, e))
+    Config::load_or_default(path).map(|(c, _)| c).map_err(config_fail)
 }
 
 /// Parses arguments, runs the command and returns the process exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    JSON_MODE.store(wants_json(&argv), std::sync::atomic::Ordering::Relaxed);
+    let cli = match Cli::try_parse_from(&argv) {
         Ok(c) => c,
         Err(e) => {
+            use clap::error::ErrorKind;
+            if json_mode() && !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+                let detail = e.to_string();
+                let first = detail.lines().next().unwrap_or_default().trim_start_matches("error: ").to_string();
+                let hint = "see `gatewarden --help`, or the command's --help";
+                return fail_with(e.exit_code(), first, Some(hint), serde_json::Map::new());
+            }
             let _ = e.print();
             return e.exit_code();
         }
@@ -592,13 +624,18 @@ pub fn main() -> i32 {
         Command::Config(ConfigCommand::Check { path }) => {
             let path = path.unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
             match Config::load(&path) {
-                Ok(_) => {
-                    println!("{}: ok", path.display());
-                    0
-                }
-                Err(e @ (ConfigError::Parse { .. } | ConfigError::Invalid { .. } | ConfigError::Read { .. })) => {
-                    fail(EXIT_BAD_INPUT, e)
-                }
+                Ok(cfg) => match check_model(&cfg.detector) {
+                    Ok(model) if json_mode() => {
+                        print_json(serde_json::json!({"file": path.display().to_string(), "ok": true, "model": model}))
+                    }
+                    Ok(model) => {
+                        println!("{}: ok", path.display());
+                        println!("  model: {}", model["summary"].as_str().unwrap_or_default());
+                        0
+                    }
+                    Err(e) => fail(EXIT_BAD_INPUT, format!("{}: {e}", path.display())),
+                },
+                Err(e) => config_fail(e),
             }
         }
         Command::Block(args) => cmd_block(args),
@@ -610,7 +647,9 @@ pub fn main() -> i32 {
         Command::Policy(args) => crate::policy_cli::run(args),
         Command::Model(args) => cmd_model(args),
         Command::Token(cmd) => cmd_token(cmd),
+        Command::Alerts(args) => crate::alerts_cli::run(args),
         Command::Config(ConfigCommand::Show { config }) => match load_config(config.as_deref()) {
+            Ok(c) if json_mode() => print_json(&c),
             Ok(c) => {
                 print!("{}", c.to_toml());
                 0
@@ -620,12 +659,65 @@ pub fn main() -> i32 {
     }
 }
 
+/// `config check`'s look at `detector.model`: the file and its card loaded the way the
+/// detector will (in the validator's child, with the configured limits), without the side
+/// effects of a start (a stored upload is neither loaded nor set aside here).
+fn check_model(d: &crate::config::DetectorConfig) -> Result<serde_json::Value, String> {
+    use crate::detect::model::HostModel;
+    let path = match d.model.trim() {
+        "off" => return Ok(serde_json::json!({"path": "off", "summary": "off (heuristics and baseline only)"})),
+        "" => {
+            let m = HostModel::embedded().map_err(|e| format!("the embedded model: {e}"))?;
+            let name = m.card().name.clone();
+            return Ok(serde_json::json!({"path": "", "name": name, "summary": format!("embedded ({name})")}));
+        }
+        p => std::path::PathBuf::from(p),
+    };
+    let card = HostModel::card_path(&path);
+    if path.is_file() && !card.exists() {
+        return Err(format!(
+            "detector.model = {}: no model card: {} is missing. Put the card tools/train/train.py wrote for this \
+model beside it (NAME.tflite → NAME.card.json), or set detector.model = \"\" for the embedded model",
+            path.display(),
+            card.display()
+        ));
+    }
+    let limits = crate::detect::validator::Limits::from_config(d);
+    let what = format!("detector.model = {} (card {})", path.display(), card.display());
+    let m = crate::roles::detector::load_checked(&path, &limits).map_err(|e| format!("{what}: {e}"))?;
+    m.check_reference().map_err(|e| format!("{what}: {e}"))?;
+    let c = m.card();
+    Ok(serde_json::json!({
+        "path": path,
+        "card": card,
+        "name": c.name,
+        "schema": format!("{} v{}", c.feature_schema.name, c.feature_schema.version),
+        "summary": format!("{} ok ({}, card {})", path.display(), c.name, card.display()),
+    }))
+}
+
 fn cmd_run(args: RunArgs, log_format: Option<LogFormat>) -> i32 {
     let cfg = match load_config(args.config.as_deref()) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    crate::logging::init(&cfg.log.level, log_format.unwrap_or(cfg.log.format));
+    // A daemon: log to [log] file when set, reopened on SIGHUP (logrotate); SIGHUP never stops it.
+    let log_file = if cfg.log.file.as_os_str().is_empty() {
+        None
+    } else {
+        match crate::logging::LogFile::open(&cfg.log.file) {
+            Ok(f) => Some(f),
+            Err(e) => return fail(EXIT_BAD_INPUT, format!("{e:#}: fix log.file, or leave it empty to log to stderr")),
+        }
+    };
+    crate::logging::init_to(&cfg.log.level, log_format.unwrap_or(cfg.log.format), log_file.clone());
+    let hup = match &log_file {
+        Some(f) => f.reopen_on_sighup(),
+        None => crate::logging::ignore_sighup(),
+    };
+    if let Err(e) = hup {
+        return fail(EXIT_FAILURE, format!("cannot install the SIGHUP handler: {e}"));
+    }
     let (role, source) = match role::resolve_from_system(args.role.map(Role::from), cfg.role) {
         Ok(r) => r,
         Err(e) => return fail(EXIT_BAD_INPUT, e),
@@ -651,6 +743,10 @@ fn cmd_pki(cmd: PkiCommand) -> i32 {
     use crate::pki::{self, PkiDir};
     let r = match cmd {
         PkiCommand::Init { dir, days, force } => pki::init(&dir, days, force).map(|p| {
+            if json_mode() {
+                print_json(serde_json::json!({"ca_cert": p.ca_cert(), "ca_key": p.ca_key()}));
+                return;
+            }
             println!(
                 "CA written: {} (key {}, keep it offline if you can)",
                 p.ca_cert().display(),
@@ -658,10 +754,22 @@ fn cmd_pki(cmd: PkiCommand) -> i32 {
             );
         }),
         PkiCommand::Issue { node_id, role, dir, days } => pki::issue(&dir, &node_id, role, &[], days).map(|(c, k)| {
+            if json_mode() {
+                print_json(serde_json::json!({"node": node_id, "role": role.to_string(), "cert": c, "key": k}));
+                return;
+            }
             println!("{role} certificate for {node_id}: {} (key {})", c.display(), k.display());
             println!("re-run `gatewarden pki mosquitto-conf` so the broker's ACL knows {node_id}");
         }),
         PkiCommand::Revoke { node_id, reason, dir } => pki::revoke(&dir, &node_id, reason).map(|done| {
+            if json_mode() {
+                let revoked: Vec<_> = done
+                    .iter()
+                    .map(|r| serde_json::json!({"node": r.node, "role": r.role.to_string(), "serial": r.serial.to_string()}))
+                    .collect();
+                print_json(serde_json::json!({"revoked": revoked, "crl": PkiDir(dir.clone()).crl()}));
+                return;
+            }
             for r in &done {
                 println!("revoked {} ({}, serial {})", r.node, r.role, r.serial);
             }
@@ -671,9 +779,9 @@ fn cmd_pki(cmd: PkiCommand) -> i32 {
                 dir.display()
             );
         }),
-        PkiCommand::List { dir, json } => pki::list(&dir).map(|certs| {
-            if json {
-                println!("{}", serde_json::to_string_pretty(&certs).unwrap_or_default());
+        PkiCommand::List { dir } => pki::list(&dir).map(|certs| {
+            if json_mode() {
+                print_json(&certs);
                 return;
             }
             println!("{:<24} {:<9} {:<11} {:<34} not after", "node", "role", "state", "serial");
@@ -684,6 +792,10 @@ fn cmd_pki(cmd: PkiCommand) -> i32 {
         PkiCommand::Bundle { node_id, broker, dir, out, names } => {
             let opts = pki::BundleOptions { node_id, broker, broker_names: names, out: out.clone() };
             pki::bundle(&dir, &opts).map(|files| {
+                if json_mode() {
+                    print_json(serde_json::json!({"node": opts.node_id, "out": out, "files": files}));
+                    return;
+                }
                 for f in &files {
                     println!("{}", f.display());
                 }
@@ -700,7 +812,11 @@ fn cmd_pki(cmd: PkiCommand) -> i32 {
                 persistence_dir: persistence,
                 log,
             };
-            pki::mosquitto_conf(&dir, &opts).map(|p| {
+            pki::mosquitto_conf_here(&dir, &opts).map(|p| {
+                if json_mode() {
+                    print_json(serde_json::json!({"config": p}));
+                    return;
+                }
                 println!("Mosquitto config: {} (run `mosquitto -c {}`)", p.display(), p.display());
             })
         }
@@ -733,19 +849,34 @@ fn cmd_ctl(args: CtlArgs) -> i32 {
     let req = match args.command {
         CtlCommand::Status => ControlRequest::Status,
         CtlCommand::Blocks => ControlRequest::Blocks,
-        CtlCommand::Block { ip, ttl } => ControlRequest::Block { ip, ttl_s: ttl },
+        CtlCommand::Block { ip, ttl } => {
+            ControlRequest::Block { ip, ttl_s: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX) }
+        }
         CtlCommand::Unblock { ip: UnblockTarget::Ip(ip) } => ControlRequest::Unblock { ip },
         CtlCommand::Unblock { ip: UnblockTarget::Mac(m) } => {
             ControlRequest::UnblockMac { mac: crate::enforce::spoof::mac_text(&m) }
         }
     };
-    match crate::ctl::request(&args.node, id, ca, &req, std::time::Duration::from_secs(args.timeout)) {
+    match crate::ctl::request(&args.node, id, ca, &req, args.timeout) {
+        Ok(ControlResponse::Status(json)) if json_mode() => match serde_json::from_str::<serde_json::Value>(&json) {
+            Ok(v) => print_json(v),
+            Err(e) => fail(EXIT_FAILURE, format!("the node's status is not JSON: {e}")),
+        },
         Ok(ControlResponse::Status(json)) => {
             match serde_json::from_str::<serde_json::Value>(&json).and_then(|v| serde_json::to_string_pretty(&v)) {
                 Ok(p) => println!("{p}"),
                 Err(_) => println!("{json}"),
             }
             0
+        }
+        Ok(ControlResponse::Blocks(list)) if json_mode() => {
+            let blocks: Vec<_> = list
+                .iter()
+                .map(|b| {
+                    serde_json::json!({"target": b.target, "expires_in_s": b.expires_in_s, "origin": b.origin, "reason": b.reason})
+                })
+                .collect();
+            print_json(serde_json::json!({ "blocks": blocks }))
         }
         Ok(ControlResponse::Blocks(list)) => {
             // The answer is the router's word, checked as a bus message's would be.
@@ -756,15 +887,19 @@ fn cmd_ctl(args: CtlArgs) -> i32 {
                 println!("no blocks");
                 return 0;
             }
-            println!("{:<40} {:>12} {:>9}  {:<9} REASON", "ADDRESS", "EXPIRES", "DROPPED", "ORIGIN");
+            println!("{:<40} {:>12} {:>9}  {:<9} REASON", "ADDRESS", "REMAINING", "DROPPED", "ORIGIN");
             for b in list {
-                let exp = b.expires_in_s.map(|s| format!("{s} s")).unwrap_or_else(|| "no timeout".into());
+                let exp = b
+                    .expires_in_s
+                    .map(|s| gatewarden_core::duration::format_duration(u64::from(s)))
+                    .unwrap_or_else(|| "no timeout".into());
                 // The element's own counter (packets since the block was written); "-" when it has none.
                 let dropped = b.dropped.map_or_else(|| "-".to_string(), |d| d.packets.to_string());
                 println!("{:<40} {:>12} {:>9}  {:<9} {}", b.target, exp, dropped, b.origin, b.reason);
             }
             0
         }
+        Ok(ControlResponse::Done(s)) if json_mode() => print_json(serde_json::json!({ "done": s })),
         Ok(ControlResponse::Done(s)) => {
             println!("{s}");
             0
@@ -789,7 +924,7 @@ fn cmd_replay(args: ReplayArgs, log_format: Option<LogFormat>) -> i32 {
     }
     let registry = Registry::new();
     let state = MonitorState::new(Role::All, RoleSource::Flag, cfg.node_id.clone(), registry);
-    if let Err(e) = state.open_store(&cfg.monitor) {
+    if let Err(e) = crate::node::monitor::open_stores(&state, &cfg) {
         return fail(EXIT_FAILURE, format!("{e:#}"));
     }
     let server = match &args.serve {
@@ -813,11 +948,11 @@ fn cmd_replay(args: ReplayArgs, log_format: Option<LogFormat>) -> i32 {
             })
             .ok()
     });
-    let progress = !args.json && std::io::stderr().is_terminal();
+    let progress = !json_mode() && std::io::stderr().is_terminal();
     let result = replay::replay(&args.capture, args.speed, &cfg, &state, &shutdown, progress);
     let code = match result {
         Ok(summary) => {
-            if args.json {
+            if json_mode() {
                 match serde_json::to_string(&summary) {
                     Ok(s) => println!("{s}"),
                     Err(e) => return fail(EXIT_FAILURE, e),
@@ -894,6 +1029,15 @@ fn cmd_features(args: FeaturesArgs) -> i32 {
                     format!("cannot rename {} to {}: {e}", partial.display(), args.output.display()),
                 );
             }
+            if json_mode() {
+                return print_json(serde_json::json!({
+                    "output": args.output,
+                    "rows": summary.rows,
+                    "packets": summary.packets,
+                    "skipped": summary.skipped,
+                    "labels": summary.labels,
+                }));
+            }
             let labels: Vec<String> = summary.labels.iter().map(|(k, v)| format!("{k} {v}")).collect();
             eprintln!(
                 "wrote {}: {} rows from {} packets ({} skipped); labels: {}",
@@ -941,18 +1085,23 @@ fn cmd_watch(args: WatchArgs, log_format: Option<LogFormat>) -> i32 {
         return fail(EXIT_FAILURE, format!("cannot install signal handlers: {e}"));
     }
     let state = MonitorState::new(Role::All, RoleSource::Flag, cfg.node_id.clone(), Registry::new());
-    if let Err(e) = state.open_store(&cfg.monitor) {
+    if let Err(e) = crate::node::monitor::open_stores(&state, &cfg) {
         return fail(EXIT_FAILURE, format!("{e:#}"));
     }
     let server = match &args.serve {
-        Some(addr) => match serve_for_cli(addr, &cfg, &state) {
+        Some(addr) => match start_server_for_cli(addr, &cfg, &state) {
             Ok(s) => Some(s),
             Err(e) => return fail(EXIT_FAILURE, format!("{e:#}")),
         },
         None => None,
     };
     let iface = cfg.capture.interface.clone();
+    // The login link only once the capture is open: a user without CAP_NET_RAW gets
+    // the error alone, not a link to a page that is about to go away.
     let result = replay::watch(&cfg, &state, &shutdown, args.duration, || {
+        if let Some(s) = &server {
+            print_login_link(s, &cfg);
+        }
         eprintln!("capturing on {iface}");
     });
     if let Some(s) = server {
@@ -960,7 +1109,7 @@ fn cmd_watch(args: WatchArgs, log_format: Option<LogFormat>) -> i32 {
     }
     match result {
         Ok(summary) => {
-            if args.json {
+            if json_mode() {
                 match serde_json::to_string(&summary) {
                     Ok(s) => println!("{s}"),
                     Err(e) => return fail(EXIT_FAILURE, e),
@@ -1005,7 +1154,7 @@ fn save_block_state(b: &mut crate::enforce::Blocker, cfg: &Config) {
     }
     let file = crate::enforce::persist::StateFile::new(&cfg.enforce.state_file);
     if let Err(e) = file.snapshot(gatewarden_core::clock::unix_now_ms, |now| b.saved_blocks(now), |_| false) {
-        eprintln!("warning: the change is in the kernel but not saved yet ({e:#}); the router saves it within 5 s");
+        warn(format!("the change is in the kernel but not saved yet ({e:#}); the router saves it within 5 s"));
     }
 }
 
@@ -1017,6 +1166,15 @@ fn cmd_block(args: BlockArgs) -> i32 {
     match b.block(args.addr, args.ttl, crate::enforce::Origin::Admin, &args.reason) {
         Ok(crate::enforce::BlockOutcome::Blocked { ttl, evicted, .. }) => {
             save_block_state(&mut b, &cfg);
+            if json_mode() {
+                return print_json(serde_json::json!({
+                    "blocked": args.addr,
+                    "origin": "admin",
+                    "ttl_s": ttl.as_secs(),
+                    "kept_longer": ttl > args.ttl,
+                    "evicted": evicted.len(),
+                }));
+            }
             if ttl > args.ttl {
                 println!(
                     "{} is already blocked for longer: {} left (admin); kept",
@@ -1027,7 +1185,7 @@ fn cmd_block(args: BlockArgs) -> i32 {
             }
             println!("blocked {} for {} (admin)", args.addr, gatewarden_core::duration::format_duration(ttl.as_secs()));
             if !evicted.is_empty() {
-                eprintln!("warning: the admin block set was full; evicted {} entries closest to expiry", evicted.len());
+                warn(format!("the admin block set was full; evicted {} entries closest to expiry", evicted.len()));
             }
             0
         }
@@ -1056,6 +1214,9 @@ fn cmd_unblock(args: UnblockArgs) -> i32 {
             return match b.uncontain(mac) {
                 Ok(true) => {
                     save_block_state(&mut b, &cfg);
+                    if json_mode() {
+                        return print_json(serde_json::json!({"released": args.addr.to_string()}));
+                    }
                     println!("lifted the containment of {}", args.addr);
                     0
                 }
@@ -1071,6 +1232,9 @@ fn cmd_unblock(args: UnblockArgs) -> i32 {
         Ok(origins) if !origins.is_empty() => {
             save_block_state(&mut b, &cfg);
             let names: Vec<&str> = origins.iter().map(|o| o.as_str()).collect();
+            if json_mode() {
+                return print_json(serde_json::json!({"unblocked": addr, "origins": names}));
+            }
             println!("unblocked {addr} ({})", names.join(", "));
             0
         }
@@ -1082,7 +1246,7 @@ fn cmd_unblock(args: UnblockArgs) -> i32 {
 }
 
 fn cmd_blocks(args: BlocksArgs) -> i32 {
-    let mut b = match open_blocker(None) {
+    let mut b = match open_blocker(args.config.as_deref()) {
         Ok(b) => b,
         Err(code) => return code,
     };
@@ -1094,7 +1258,7 @@ fn cmd_blocks(args: BlocksArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return fail(EXIT_FAILURE, e),
     };
-    if args.json {
+    if json_mode() {
         let counters: serde_json::Map<String, serde_json::Value> =
             counters.iter().map(|(k, (p, by))| (k.clone(), serde_json::json!({"packets": p, "bytes": by}))).collect();
         println!("{}", serde_json::json!({"blocks": list, "contained": contained, "counters": counters}));
@@ -1145,7 +1309,7 @@ fn cmd_import(file: &std::path::Path, ttl: std::time::Duration, config: Option<&
     };
     let feed = crate::enforce::feeds::parse_feed(&text);
     for bad in &feed.bad {
-        eprintln!("{}: {bad} (skipped)", file.display());
+        warn(format!("{}: {bad} (skipped)", file.display()));
     }
     if feed.entries.is_empty() {
         return fail(EXIT_BAD_INPUT, format!("{}: no usable address or CIDR lines", file.display()));
@@ -1159,7 +1323,17 @@ fn cmd_import(file: &std::path::Path, ttl: std::time::Duration, config: Option<&
         Ok(report) => {
             save_block_state(&mut b, &cfg);
             for c in &report.refused {
-                eprintln!("{}: {c} overlaps the allowlist or the never-block list (refused)", file.display());
+                warn(format!("{}: {c} overlaps the allowlist or the never-block list (refused)", file.display()));
+            }
+            if json_mode() {
+                return print_json(serde_json::json!({
+                    "file": file,
+                    "imported": feed.entries.len() - report.refused.len(),
+                    "ranges": report.ranges,
+                    "ttl_s": ttl.as_secs(),
+                    "bad_lines": feed.bad.len(),
+                    "refused": report.refused.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+                }));
             }
             println!(
                 "imported {} entries as {} ranges from {} for {} ({} bad lines, {} refused)",
@@ -1201,7 +1375,7 @@ fn cmd_model(args: ModelArgs) -> i32 {
         return fail(EXIT_BAD_INPUT, e);
     }
     let card = model.card();
-    if args.json {
+    if json_mode() {
         println!("{}", serde_json::to_string_pretty(card).unwrap_or_default());
         return 0;
     }
@@ -1275,14 +1449,121 @@ fn num(x: f32) -> String {
 
 /// `replay --serve` and `watch --serve`: access control from the config, and a login link for the operator who started it.
 fn serve_for_cli(addr: &str, cfg: &Config, state: &std::sync::Arc<MonitorState>) -> anyhow::Result<HttpServer> {
+    let server = start_server_for_cli(addr, cfg, state)?;
+    print_login_link(&server, cfg);
+    Ok(server)
+}
+
+/// Binds the status page for `replay`/`watch --serve` (so a taken address fails before
+/// anything else starts) without printing its login link yet.
+fn start_server_for_cli(addr: &str, cfg: &Config, state: &std::sync::Arc<MonitorState>) -> anyhow::Result<HttpServer> {
     let access = crate::monitor::http::Access::from_config(&cfg.http, &cfg.monitor)?;
-    let server = HttpServer::start_with(addr, state.clone(), access)?;
-    // Whoever started this from a terminal is the operator: give them an admin link
-    // (12 h, or less when http.max_token_ttl_s says so: the server would refuse a longer one).
+    HttpServer::start_with(addr, state.clone(), access)
+}
+
+/// Whoever started this from a terminal is the operator: give them an admin link
+/// (12 h, or less when http.max_token_ttl_s says so: the server would refuse a longer one).
+fn print_login_link(server: &HttpServer, cfg: &Config) {
     let ttl_s = (12 * 3600).min(cfg.http.max_token_ttl_s);
     let token = server.issue_token("operator", crate::monitor::auth::AccessRole::Admin, ttl_s);
     eprintln!("status page: http://{}/#token={token}", server.addr);
-    Ok(server)
+}
+
+/// `gatewarden alerts pcap ID` (dispatched from [`crate::alerts_cli`]).
+pub(crate) fn cmd_alert_pcap(args: AlertPcapArgs) -> i32 {
+    let cfg = match load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let addr = args.monitor.clone().unwrap_or_else(|| cfg.http.listen.clone());
+    let addr = addr.trim_start_matches("http://").trim_end_matches('/').to_string();
+    // No token given: on the monitor node, a short-lived viewer token from the key its config names (never a new key).
+    let token = args.token.clone().or_else(|| {
+        use crate::monitor::auth::{AccessRole, TokenSigner};
+        let path = TokenSigner::configured_path(&cfg.http, &cfg.monitor).filter(|p| p.exists())?;
+        let signer = TokenSigner::load_or_create(&path).ok()?;
+        Some(signer.issue("gatewarden-cli", AccessRole::Viewer, 300, gatewarden_core::clock::unix_now()))
+    });
+    let path = format!("/api/alerts/{}/pcap", args.id);
+    let limit = 2 * gatewarden_proto::messages::MAX_EVIDENCE_BYTES + (1 << 20);
+    let timeout = args.timeout.max(std::time::Duration::from_secs(1));
+    let (status, body) = match http_get(&addr, &path, token.as_deref(), timeout, limit) {
+        Ok(r) => r,
+        Err(e) => {
+            return fail(
+                EXIT_FAILURE,
+                format!("fetching {path} from {addr}: {e:#} (is the monitor running? --monitor ADDR)"),
+            )
+        }
+    };
+    if status != 200 {
+        let msg = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
+        let hint = if status == 401 || status == 403 {
+            ": give --token (or GATEWARDEN_TOKEN); `gatewarden token issue --role viewer` on the monitor makes one"
+        } else {
+            ""
+        };
+        return fail(EXIT_FAILURE, format!("the monitor at {addr} answered {status}: {msg}{hint}"));
+    }
+    let to_stdout = match &args.output {
+        Some(p) => p.as_os_str() == "-",
+        None => !std::io::stdout().is_terminal(),
+    };
+    if to_stdout {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        return match out.write_all(&body).and_then(|_| out.flush()) {
+            Ok(()) => 0,
+            Err(e) => fail(EXIT_FAILURE, format!("writing the pcap to stdout: {e}")),
+        };
+    }
+    let file = args.output.unwrap_or_else(|| PathBuf::from(format!("alert-{}.pcap", args.id)));
+    match gatewarden_core::atomic_file::write_atomic(&file, &body) {
+        Ok(()) => {
+            eprintln!("wrote {} ({} bytes)", file.display(), body.len());
+            0
+        }
+        Err(e) => fail(EXIT_FAILURE, format!("{e:#}")),
+    }
+}
+
+/// One HTTP/1.1 GET (`Connection: close`): the status and at most `limit` body bytes.
+fn http_get(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+    timeout: std::time::Duration,
+    limit: usize,
+) -> anyhow::Result<(u16, Vec<u8>)> {
+    use anyhow::Context as _;
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let sock = addr.to_socket_addrs().with_context(|| format!("resolving {addr}"))?.next().context("no address")?;
+    let mut s = std::net::TcpStream::connect_timeout(&sock, timeout).context("connecting")?;
+    s.set_read_timeout(Some(timeout))?;
+    s.set_write_timeout(Some(timeout))?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n")?;
+    let mut raw = Vec::new();
+    s.take(limit as u64 + 1).read_to_end(&mut raw).context("reading the answer")?;
+    anyhow::ensure!(raw.len() <= limit, "the answer is larger than {limit} bytes");
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").context("the answer has no complete head")?;
+    let head = String::from_utf8_lossy(&raw[..end]).to_string();
+    let status: u16 = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no status line")?;
+    let mut body = raw.split_off(end + 4);
+    let header = |name: &str| {
+        head.lines()
+            .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim()))
+    };
+    anyhow::ensure!(header("transfer-encoding").is_none(), "unexpected chunked answer");
+    if let Some(n) = header("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        anyhow::ensure!(body.len() >= n, "the answer was cut short ({} of {n} bytes)", body.len());
+        body.truncate(n);
+    }
+    Ok((status, body))
 }
 
 fn cmd_token(cmd: TokenCommand) -> i32 {
@@ -1332,8 +1613,19 @@ fn cmd_token(cmd: TokenCommand) -> i32 {
             if sub.is_empty() || sub.len() > 128 {
                 return fail(EXIT_BAD_INPUT, "--sub must be 1 to 128 characters");
             }
-            println!("{}", signer.issue(&sub, role, ttl, gatewarden_core::clock::unix_now()));
+            let now = gatewarden_core::clock::unix_now();
+            let token = signer.issue(&sub, role, ttl, now);
+            if json_mode() {
+                return print_json(serde_json::json!({
+                    "token": token,
+                    "role": role.as_str(),
+                    "sub": sub,
+                    "expires": now + ttl,
+                }));
+            }
+            println!("{token}");
         }
+        TokenCommand::Jwks { .. } if json_mode() => return print_json(signer.jwks()),
         TokenCommand::Jwks { .. } => println!("{}", signer.jwks()),
     }
     0

@@ -47,6 +47,8 @@ pub struct Config {
     pub monitor: MonitorConfig,
     /// Link-health probes between nodes.
     pub link: LinkConfig,
+    /// Per-alert evidence pcaps: what the router keeps of each flow, what the monitor stores.
+    pub evidence: crate::flow::evidence::EvidenceConfig,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             policy: crate::policy::PolicyConfig::default(),
             monitor: MonitorConfig::default(),
             link: LinkConfig::default(),
+            evidence: crate::flow::evidence::EvidenceConfig::default(),
         }
     }
 }
@@ -89,11 +92,15 @@ pub struct LogConfig {
     pub level: String,
     /// `human` for people, `json` for log shippers.
     pub format: LogFormat,
+    /// Write log lines to this file (appended, created with its directory) instead of
+    /// stderr; `gatewarden run` reopens it on SIGHUP, so logrotate can rename it and send
+    /// `kill -HUP`. Empty: stderr (syslog on the appliance).
+    pub file: PathBuf,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig { level: "info".into(), format: LogFormat::Human }
+        LogConfig { level: "info".into(), format: LogFormat::Human, file: PathBuf::new() }
     }
 }
 
@@ -124,6 +131,7 @@ pub struct CtlConfig {
     pub listen: String,
     /// The whole handshake (hello, our answer, the first request) must finish
     /// within this time, however slowly the bytes trickle in.
+    #[serde(deserialize_with = "gatewarden_core::duration::millis")]
     pub handshake_timeout_ms: u64,
     /// Most connections in the handshake at once; a new one beyond it
     /// replaces the oldest (an operator's handshake takes milliseconds).
@@ -134,9 +142,11 @@ pub struct CtlConfig {
     /// Most authenticated operator sessions at once (never taken by pre-auth connections).
     pub max_sessions: usize,
     /// An operator session with no request for this long is closed.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub session_idle_timeout_s: u64,
     /// At most one failed-handshake alert per address in this time (the
     /// first at once, then one carrying the count).
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub alert_interval_s: u64,
     /// Most addresses whose failed handshakes are counted separately; beyond
     /// it they share one "other addresses" count (bounded memory).
@@ -370,6 +380,9 @@ impl Config {
         if !(1..=1_000_000).contains(&self.monitor.alerts_in_memory) {
             bad("monitor.alerts_in_memory", self.monitor.alerts_in_memory.to_string(), "1 to 1000000 alerts");
         }
+        for (key, value, allowed) in self.evidence.problems() {
+            bad(key, value, &allowed);
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             bad(
                 "log.level",
@@ -482,6 +495,20 @@ impl Config {
         }
         if !(128..=65_535).contains(&self.capture.snap_len) {
             bad("capture.snap_len", self.capture.snap_len.to_string(), "128 to 65535 bytes");
+        }
+        if !(2..=1024).contains(&self.capture.ring_blocks) {
+            bad("capture.ring_blocks", self.capture.ring_blocks.to_string(), "2 to 1024 blocks");
+        }
+        let kib = self.capture.ring_block_kib;
+        if !(4..=65_536).contains(&kib) || !kib.is_power_of_two() {
+            bad("capture.ring_block_kib", kib.to_string(), "a power of two from 4 to 65536 KiB");
+        }
+        if u64::from(self.capture.ring_blocks) * u64::from(kib) > 262_144 {
+            bad(
+                "capture.ring_blocks",
+                format!("{} × {kib} KiB", self.capture.ring_blocks),
+                "at most 256 MiB of ring in all (it is locked in memory)",
+            );
         }
         if !(1_000..=16_777_216).contains(&self.flow.max_flows) {
             bad("flow.max_flows", self.flow.max_flows.to_string(), "1000 to 16777216 flows");
@@ -942,6 +969,8 @@ mod tests {
             ("[capture]\ninterface = \"a/b\"", "capture.interface"),
             ("[capture]\ninterface = \"abcdefghijklmnop\"", "capture.interface"),
             ("[capture]\nsnap_len = 64", "capture.snap_len"),
+            ("[capture]\nring_blocks = 1", "capture.ring_blocks"),
+            ("[capture]\nring_block_kib = 48", "capture.ring_block_kib"),
             ("[flow]\nmax_flows = 999", "flow.max_flows"),
             ("[flow]\nidle_timeout_s = 0", "flow.idle_timeout_s"),
             ("[flow]\nidle_timeout_s = 100\nactive_timeout_s = 50", "flow.active_timeout_s"),

@@ -140,7 +140,10 @@ impl ControlHandler {
             },
             ControlRequest::Block { ip, ttl_s } => match &self.blocks {
                 Some(b) => match b.block(*ip, *ttl_s, &format!("operator:{operator}")) {
-                    Ok(()) => ControlResponse::Done(format!("blocked {ip} for {ttl_s} s")),
+                    Ok(()) => ControlResponse::Done(format!(
+                        "blocked {ip} for {}",
+                        gatewarden_core::duration::format_duration(u64::from(*ttl_s))
+                    )),
                     Err(e) => ControlResponse::Error(e),
                 },
                 None => no_blocks(),
@@ -894,10 +897,11 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let ip: IpAddr = "198.51.100.7".parse().unwrap();
-        assert!(matches!(
-            request(&addr, op(), f.ca.clone(), &ControlRequest::Block { ip, ttl_s: 60 }, t).unwrap(),
-            ControlResponse::Done(_)
-        ));
+        assert_eq!(
+            request(&addr, op(), f.ca.clone(), &ControlRequest::Block { ip, ttl_s: 5400 }, t).unwrap(),
+            ControlResponse::Done(format!("blocked {ip} for 1h30m")),
+            "durations read as they are written (`--ttl 1h30m`)"
+        );
         match request(&addr, op(), f.ca.clone(), &ControlRequest::Blocks, t).unwrap() {
             ControlResponse::Blocks(v) => {
                 assert_eq!((v[0].target.as_str(), v[0].origin.as_str()), ("198.51.100.7", "operator:alice"))

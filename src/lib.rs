@@ -16,6 +16,7 @@
 pub use gatewarden_bus as bus;
 /// Where packets come from (the gatewarden-capture crate).
 pub use gatewarden_capture as capture;
+pub mod alerts_cli;
 pub mod cli;
 pub mod config;
 pub mod ctl;
@@ -30,6 +31,7 @@ pub use gatewarden_flow as flow;
 pub use gatewarden_flow::features;
 pub mod logging;
 pub mod node;
+pub mod output;
 /// Header parsing (in the gatewarden-flow crate).
 pub use gatewarden_flow::packet;
 /// Alerts, metrics, status page and API (the gatewarden-monitor crate).

@@ -10,11 +10,15 @@
 //! separators and bidirectional overrides).
 
 use std::fmt::{self, Write as _};
+use std::fs::{File, OpenOptions};
 use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 use tracing_subscriber::fmt::{FormatFields, MakeWriter};
 use tracing_subscriber::EnvFilter;
 
@@ -24,16 +28,114 @@ use crate::config::LogFormat;
 /// Colours only on a terminal (and never with `NO_COLOR`): on the appliance
 /// stderr goes to syslog, where escape codes would garble `logread`.
 pub fn init(level: &str, format: LogFormat) {
+    init_to(level, format, None);
+}
+
+/// [`init`], writing to `file` instead of stderr when given (no colours there).
+pub fn init_to(level: &str, format: LogFormat, file: Option<Arc<LogFile>>) {
     let filter = std::env::var("RUST_LOG")
         .ok()
         .and_then(|v| EnvFilter::try_new(v).ok())
         .unwrap_or_else(|| EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")));
-    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let ansi = file.is_none() && std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+    let writer = match file {
+        Some(f) => BoxMakeWriter::new(LogFileWriter(f)),
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi);
     let _ = match format {
-        LogFormat::Human => builder.fmt_fields(EscapedFields).with_writer(std::io::stderr).try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_writer(JsonEscaping(std::io::stderr)).try_init(),
+        LogFormat::Human => builder.fmt_fields(EscapedFields).with_writer(writer).try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_writer(JsonEscaping(writer)).try_init(),
     };
+}
+
+/// The log file of `[log] file`: appended to, and reopened at the same path on
+/// request (SIGHUP), so logrotate can rename it away and the next line starts
+/// a new file instead of following the old one.
+#[derive(Debug)]
+pub struct LogFile {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+impl LogFile {
+    /// Opens (creates, with its directory) `path` for appending.
+    pub fn open(path: &Path) -> anyhow::Result<Arc<LogFile>> {
+        Ok(Arc::new(LogFile { path: path.to_path_buf(), file: Mutex::new(Self::open_file(path)?) }))
+    }
+
+    fn open_file(path: &Path) -> anyhow::Result<File> {
+        use anyhow::Context;
+        if let Some(d) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(d)
+                .with_context(|| format!("creating the log directory {} (log.file)", d.display()))?;
+        }
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening the log file {} (log.file)", path.display()))
+    }
+
+    /// Opens the path again; lines written from now on go to the new file.
+    /// On failure the old file is kept (nothing is lost; the error says why).
+    pub fn reopen(&self) -> anyhow::Result<()> {
+        let f = Self::open_file(&self.path)?;
+        *self.file.lock().unwrap_or_else(|e| e.into_inner()) = f;
+        Ok(())
+    }
+
+    /// Reopens the file whenever the process gets SIGHUP (logrotate's
+    /// `postrotate kill -HUP`), from a thread of its own.
+    pub fn reopen_on_sighup(self: &Arc<Self>) -> anyhow::Result<()> {
+        let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+        let me = self.clone();
+        std::thread::Builder::new().name("sighup".into()).spawn(move || {
+            for _ in signals.forever() {
+                match me.reopen() {
+                    Ok(()) => tracing::info!(file = %me.path.display(), "SIGHUP: log file reopened"),
+                    Err(e) => tracing::error!("SIGHUP: {e:#}; still writing to the file opened before"),
+                }
+            }
+        })?;
+        Ok(())
+    }
+}
+
+/// With no log file, SIGHUP is logged and otherwise ignored (its default
+/// action would stop the daemon when logrotate or an operator sends it).
+pub fn ignore_sighup() -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new().name("sighup".into()).spawn(move || {
+        for _ in signals.forever() {
+            tracing::info!("SIGHUP: logging to stderr, nothing to reopen");
+        }
+    })?;
+    Ok(())
+}
+
+/// Hands out the [`LogFile`] to the formatter, one locked write per event.
+#[derive(Debug, Clone)]
+pub struct LogFileWriter(pub Arc<LogFile>);
+
+impl<'a> MakeWriter<'a> for LogFileWriter {
+    type Writer = LockedLogFile<'a>;
+    fn make_writer(&'a self) -> Self::Writer {
+        LockedLogFile(self.0.file.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// The log file, locked for one event's write.
+#[derive(Debug)]
+pub struct LockedLogFile<'a>(MutexGuard<'a, File>);
+
+impl std::io::Write for LockedLogFile<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
 }
 
 /// Whether `c` must not reach a log line or an alert raw: control characters

@@ -135,6 +135,10 @@ pub fn init(dir: &Path, days: u32, force: bool) -> anyhow::Result<PkiDir> {
             pki.ca_key().display()
         );
     }
+    // The default (/etc/gatewarden/pki) is root's: say how a user gets a CA of their own.
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!("creating {}: pass --dir DIR for a directory you can write, or run as root", dir.display())
+    })?;
     let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).context("generating the CA key")?;
     let mut params = CertificateParams::new(Vec::<String>::new()).context("CA parameters")?;
     params.distinguished_name.push(DnType::CommonName, CA_NAME);
@@ -255,6 +259,17 @@ pub struct MosquittoOptions {
 ///
 /// Re-run after issuing a node: the ACL lists users by certificate CN.
 pub fn mosquitto_conf(dir: &Path, opts: &MosquittoOptions) -> anyhow::Result<PathBuf> {
+    write_mosquitto_conf(dir, opts, false)
+}
+
+/// [`mosquitto_conf`] for a broker started on this machine (`gatewarden pki mosquitto-conf`):
+/// run as root without `run_as`, the files Mosquitto reads after dropping root go to its
+/// `mosquitto` user and the config says `user mosquitto` (or an error says why it cannot).
+pub fn mosquitto_conf_here(dir: &Path, opts: &MosquittoOptions) -> anyhow::Result<PathBuf> {
+    write_mosquitto_conf(dir, opts, true)
+}
+
+fn write_mosquitto_conf(dir: &Path, opts: &MosquittoOptions, for_this_machine: bool) -> anyhow::Result<PathBuf> {
     let pki = PkiDir(dir.to_path_buf());
     let ca = CaVerifier::load(&pki.ca_cert())
         .with_context(|| format!("run `gatewarden pki init --dir {}` first", dir.display()))?;
@@ -325,10 +340,90 @@ pub fn mosquitto_conf(dir: &Path, opts: &MosquittoOptions) -> anyhow::Result<Pat
         crt: abs(broker_crt),
         key: abs(broker_key),
     };
+    let mut opts = opts.clone();
+    if for_this_machine && opts.run_as.is_none() && effective_uid() == Some(0) {
+        opts.run_as = Some(hand_to_mosquitto_user(&opts, &files)?);
+    }
+    let opts = &opts;
     let conf = render_mosquitto_conf(opts, &files)?;
     let conf_path = opts.out.join("mosquitto.conf");
     write_file(&conf_path, &conf, false)?;
     Ok(conf_path)
+}
+
+/// This process's effective uid (from /proc/self/status), if it can be read.
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find(|l| l.starts_with("Uid:"))?.split_whitespace().nth(2)?.parse().ok()
+}
+
+/// The user Mosquitto drops root to when its config has no `user` line.
+pub const MOSQUITTO_USER: &str = "mosquitto";
+
+/// `pki mosquitto-conf` run as root without `--user`: Mosquitto started as root drops to
+/// its own user before it reads the TLS files, and the broker key is 0600. So the key (and the
+/// log file and persistence directory, which it writes) is given to that user, and every file
+/// is checked to be reachable by it; otherwise an error says what to do instead of a config
+/// Mosquitto cannot start with. Returns the user for the config's `user` line.
+fn hand_to_mosquitto_user(opts: &MosquittoOptions, f: &BrokerFiles) -> anyhow::Result<String> {
+    let user = MOSQUITTO_USER;
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let Some((uid, gid)) = passwd.lines().find_map(|l| {
+        let mut it = l.split(':');
+        (it.next() == Some(user)).then(|| Some((it.nth(1)?.parse::<u32>().ok()?, it.next()?.parse::<u32>().ok()?)))?
+    }) else {
+        anyhow::bail!(
+            "run as root, Mosquitto drops to the user `{user}`, and this machine has none: pass --user NAME \
+(the account Mosquitto should run as; --user root keeps it root)"
+        );
+    };
+    let give = |p: &Path| {
+        std::os::unix::fs::chown(p, Some(uid), Some(gid))
+            .with_context(|| format!("giving {} to the user {user} (Mosquitto runs as it)", p.display()))
+    };
+    give(&f.key)?;
+    if let Some(l) = &opts.log {
+        let l = std::path::absolute(l).unwrap_or_else(|_| l.clone());
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&l)
+            .with_context(|| format!("creating {}", l.display()))?;
+        give(&l)?;
+    }
+    if let Some(p) = &opts.persistence_dir {
+        std::fs::create_dir_all(p).with_context(|| format!("creating {}", p.display()))?;
+        give(p)?;
+    }
+    for file in [&f.acl, &f.ca, &f.crl, &f.crt, &f.key] {
+        if let Some(blocker) = unreachable_for(file, uid, gid) {
+            anyhow::bail!(
+                "run as root, Mosquitto drops to the user `{user}`, which cannot read {} ({blocker}). Write the \
+config where it can (--out DIR, e.g. /etc/mosquitto/gatewarden), or pass --user root to keep Mosquitto root",
+                file.display()
+            );
+        }
+    }
+    Ok(user.to_string())
+}
+
+/// Why the user `uid`/`gid` cannot read `file` (a directory on the way it may not enter, or
+/// the file's own mode), or `None` when it can. Supplementary groups are not counted.
+fn unreachable_for(file: &Path, uid: u32, gid: u32) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let allowed = |m: &std::fs::Metadata, bits: u32| {
+        let mode = m.mode();
+        (m.uid() == uid && mode & (bits << 6) != 0) || (m.gid() == gid && mode & (bits << 3) != 0) || mode & bits != 0
+    };
+    let file = std::fs::canonicalize(file).ok()?;
+    for dir in file.ancestors().skip(1) {
+        let m = std::fs::metadata(dir).ok()?;
+        if !allowed(&m, 0o1) {
+            return Some(format!("{} is mode {:o}, owner uid {}", dir.display(), m.mode() & 0o7777, m.uid()));
+        }
+    }
+    let m = std::fs::metadata(&file).ok()?;
+    (!allowed(&m, 0o4)).then(|| format!("it is mode {:o}, owner uid {}", m.mode() & 0o7777, m.uid()))
 }
 
 /// The files a broker config names, as the broker will see them.

@@ -21,9 +21,6 @@ pub struct PolicyArgs {
     /// Use this state directory instead of the config's policy.state_dir.
     #[arg(long, global = true)]
     pub state_dir: Option<PathBuf>,
-    /// Print JSON instead of text.
-    #[arg(long, global = true)]
-    pub json: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: PolicyCommand,
@@ -190,10 +187,7 @@ like a new rule.\n\nExamples:\n  gatewarden policy rule update 3 --priority 150\
     },
 }
 
-fn fail(code: i32, msg: impl std::fmt::Display) -> i32 {
-    eprintln!("error: {msg}");
-    code
-}
+use crate::output::{fail, json_mode, print_json};
 
 /// Applies the policy to nftables in this namespace if the router's table is here.
 fn apply_local(engine: &PolicyEngine, cfg: &Config, quiet_if_absent: bool) -> Result<bool, String> {
@@ -212,15 +206,37 @@ fn apply_local(engine: &PolicyEngine, cfg: &Config, quiet_if_absent: bool) -> Re
     Ok(true)
 }
 
-fn after_change(engine: &PolicyEngine, cfg: &Config) {
-    match apply_local(engine, cfg, true) {
+/// Reports a saved change (`message`, and `rule` with --json) and applies it here if the router's table is here.
+fn after_change(engine: &PolicyEngine, cfg: &Config, message: String, rule: Option<serde_json::Value>) -> i32 {
+    let applied = apply_local(engine, cfg, true);
+    if json_mode() {
+        if let Err(e) = &applied {
+            crate::output::warn(format!("saved, but not applied here: {e}"));
+        }
+        let mut v = serde_json::json!({
+            "done": message,
+            "version": engine.version(),
+            "applied_here": matches!(applied, Ok(true)),
+        });
+        if let Some(r) = rule {
+            v["rule"] = r;
+        }
+        return print_json(v);
+    }
+    println!("{message}");
+    match applied {
         Ok(true) => println!("applied to nftables in this namespace (policy version {})", engine.version()),
         Ok(false) => println!(
             "saved (policy version {}); a running monitor sends it to its routers, or run `gatewarden policy apply` in the router's namespace",
             engine.version()
         ),
-        Err(e) => eprintln!("warning: saved, but not applied here: {e}"),
+        Err(e) => crate::output::warn(format!("saved, but not applied here: {e}")),
     }
+    0
+}
+
+fn rule_json(r: &crate::policy::Relationship) -> Option<serde_json::Value> {
+    serde_json::to_value(r).ok()
 }
 
 fn spec_from(fields: RuleFields, base: Option<&crate::policy::Relationship>) -> Result<RuleSpec, String> {
@@ -238,21 +254,11 @@ fn spec_from(fields: RuleFields, base: Option<&crate::policy::Relationship>) -> 
     })
 }
 
-fn print_json(v: impl serde::Serialize) -> i32 {
-    match serde_json::to_string_pretty(&v) {
-        Ok(s) => {
-            println!("{s}");
-            0
-        }
-        Err(e) => fail(EXIT_FAILURE, e),
-    }
-}
-
 /// Runs `gatewarden policy ...`; returns the exit code.
 pub fn run(args: PolicyArgs) -> i32 {
     let mut cfg = match Config::load_or_default(args.config.as_deref()) {
         Ok((c, _)) => c,
-        Err(e) => return fail(EXIT_BAD_INPUT, e),
+        Err(e) => return crate::output::config_fail(e),
     };
     if let Some(d) = args.state_dir {
         cfg.policy.state_dir = d;
@@ -261,15 +267,11 @@ pub fn run(args: PolicyArgs) -> i32 {
         Ok(e) => e,
         Err(e) => return fail(EXIT_FAILURE, format!("{e:#}")),
     };
-    let json = args.json;
+    let json = json_mode();
     match args.command {
         PolicyCommand::Group(GroupCommand::Add { name, members, description, replace }) => {
             match engine.add_group(Group { name: name.clone(), members, description }, replace) {
-                Ok(()) => {
-                    println!("group {name} saved");
-                    after_change(&engine, &cfg);
-                    0
-                }
+                Ok(()) => after_change(&engine, &cfg, format!("group {name} saved"), None),
                 Err(e) => fail(EXIT_BAD_INPUT, format!("{e:#}")),
             }
         }
@@ -287,11 +289,7 @@ pub fn run(args: PolicyArgs) -> i32 {
             0
         }
         PolicyCommand::Group(GroupCommand::Remove { name }) => match engine.remove_group(&name) {
-            Ok(()) => {
-                println!("group {name} removed");
-                after_change(&engine, &cfg);
-                0
-            }
+            Ok(()) => after_change(&engine, &cfg, format!("group {name} removed"), None),
             Err(e) => fail(EXIT_BAD_INPUT, format!("{e:#}")),
         },
         PolicyCommand::Rule(RuleCommand::Create(fields)) => {
@@ -300,11 +298,7 @@ pub fn run(args: PolicyArgs) -> i32 {
                 Err(e) => return fail(EXIT_BAD_INPUT, e),
             };
             match engine.create_rule(&spec) {
-                Ok(r) => {
-                    println!("created {}", r.describe());
-                    after_change(&engine, &cfg);
-                    0
-                }
+                Ok(r) => after_change(&engine, &cfg, format!("created {}", r.describe()), rule_json(&r)),
                 Err(e) => fail(EXIT_BAD_INPUT, format!("{e:#}")),
             }
         }
@@ -332,20 +326,12 @@ pub fn run(args: PolicyArgs) -> i32 {
                 Err(e) => return fail(EXIT_BAD_INPUT, e),
             };
             match engine.update_rule(id, &spec) {
-                Ok(r) => {
-                    println!("updated {}", r.describe());
-                    after_change(&engine, &cfg);
-                    0
-                }
+                Ok(r) => after_change(&engine, &cfg, format!("updated {}", r.describe()), rule_json(&r)),
                 Err(e) => fail(EXIT_BAD_INPUT, format!("{e:#}")),
             }
         }
         PolicyCommand::Rule(RuleCommand::Delete { id }) => match engine.delete_rule(id) {
-            Ok(r) => {
-                println!("deleted {}", r.describe());
-                after_change(&engine, &cfg);
-                0
-            }
+            Ok(r) => after_change(&engine, &cfg, format!("deleted {}", r.describe()), rule_json(&r)),
             Err(e) => fail(EXIT_BAD_INPUT, format!("{e:#}")),
         },
         PolicyCommand::Explain { src, dst, proto, port } => {
@@ -391,16 +377,20 @@ pub fn run(args: PolicyArgs) -> i32 {
             0
         }
         PolicyCommand::Accept { id } => match engine.accept(&id) {
-            Ok(r) => {
-                println!("accepted {id}: created {}", r.describe());
-                after_change(&engine, &cfg);
-                0
-            }
+            Ok(r) => after_change(&engine, &cfg, format!("accepted {id}: created {}", r.describe()), rule_json(&r)),
             Err(e) => fail(EXIT_BAD_INPUT, format!("{e:#}")),
         },
         PolicyCommand::Reject { id } => match engine.reject(&id) {
             Ok(s) => {
                 let c = engine.feedback().counts(&s.context);
+                if json {
+                    return print_json(serde_json::json!({
+                        "done": format!("rejected {id}"),
+                        "context": s.context,
+                        "similar_accepted": c.accepted(),
+                        "similar_answered": c.answered(),
+                    }));
+                }
                 println!(
                     "rejected {id}; similar suggestions ({}) now accepted {} of {}",
                     s.context,
@@ -430,6 +420,11 @@ pub fn run(args: PolicyArgs) -> i32 {
             0
         }
         PolicyCommand::Apply => match apply_local(&engine, &cfg, false) {
+            Ok(_) if json => print_json(serde_json::json!({
+                "done": "applied",
+                "version": engine.version(),
+                "rules": engine.rules().len(),
+            })),
             Ok(_) => {
                 println!("applied policy version {} ({} rules)", engine.version(), engine.rules().len());
                 0

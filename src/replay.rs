@@ -121,6 +121,8 @@ struct Analysis {
     digest: Fnv64,
     batches: u64,
     verdicts: u64,
+    /// The router stage's evidence ring: each verdict's source's first packets.
+    evidence: crate::flow::evidence::SharedRing,
 }
 
 impl Analysis {
@@ -175,6 +177,11 @@ impl Analysis {
         // answered "not blocked" at once, which settles its waiting alert.
         for v in &f.verdicts {
             self.state.record_replayed_verdict(v);
+            // As a router answers a verdict (src/node/verdicts.rs): the evidence, then the outcome.
+            let e = self.evidence.lock().ok().and_then(|r| r.evidence(&batch.node, v.id, v.source));
+            if let Some(e) = e {
+                self.monitor.evidence(&e);
+            }
             self.monitor.outcome(replay_outcome(&batch.node, v));
         }
     }
@@ -229,7 +236,9 @@ impl Pipeline {
         let store = crate::monitor::settings::SettingsStore::open(crate::roles::settings::settings_base(cfg));
         store.set_sender(Arc::new(move |u| tx.try_send(u).is_ok()));
         let _ = state.settings.set(store);
+        let router = RouterStage::new(cfg, registry);
         let analysis = Analysis {
+            evidence: router.evidence(),
             detector,
             models,
             settings,
@@ -242,7 +251,7 @@ impl Pipeline {
             verdicts: 0,
         };
         Pipeline {
-            router: RouterStage::new(cfg, registry),
+            router,
             analysis,
             state: state.clone(),
             frames: 0,
@@ -401,8 +410,7 @@ pub fn watch(
     duration: Option<Duration>,
     on_ready: impl FnOnce(),
 ) -> Result<ReplaySummary, CaptureError> {
-    let acfg =
-        crate::capture::AfPacketConfig::new(&cfg.capture.interface, cfg.capture.snap_len, cfg.capture.promiscuous);
+    let acfg = crate::capture::AfPacketConfig::from_config(&cfg.capture);
     let mut source = crate::capture::AfPacketSource::open(&acfg)?;
     let mut pipeline = Pipeline::new(cfg, state);
     let drops = state.registry.counter(

@@ -116,7 +116,7 @@ fn ctl_blocks_and_unblocks_in_the_routers_nftables_sets() {
 
     // Block an IPv4 and an IPv6 address: they land in the admin sets.
     let (ok, out) = ctl(&broker, &node, "alice", &["block", "198.51.100.7", "--ttl", "600"]);
-    assert!(ok && out.contains("blocked 198.51.100.7"), "{out}");
+    assert!(ok && out.contains("blocked 198.51.100.7 for 10m"), "{out}");
     let (ok, out) = ctl(&broker, &node, "alice", &["block", "2001:db8:66::7", "--ttl", "120"]);
     assert!(ok, "{out}");
     let v4 = nft(&["list", "set", "inet", "gatewarden", "block4_admin"]);
@@ -150,12 +150,13 @@ fn ctl_blocks_and_unblocks_in_the_routers_nftables_sets() {
     assert!(out.lines().next().is_some_and(|h| h.contains("DROPPED")), "{out}");
     let line = out.lines().find(|l| l.starts_with("198.51.100.7")).unwrap_or_else(|| panic!("{out}"));
     assert!(line.contains("admin") && line.contains("operator:alice"), "{line}");
-    let secs: u32 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    assert!(secs > 500 && secs <= 600, "about 600 s left: {line}");
-    let dropped: u64 = line.split_whitespace().nth(3).unwrap().parse().unwrap_or_else(|e| panic!("{e}: {line}"));
+    // Time left in the one duration style (`9m58s`), as `gatewarden blocks` prints it.
+    let left = gatewarden_core::duration::parse_duration(line.split_whitespace().nth(1).unwrap()).unwrap();
+    assert!(left.as_secs() > 500 && left.as_secs() <= 600, "about 600 s left: {line}");
+    let dropped: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap_or_else(|e| panic!("{e}: {line}"));
     assert!(dropped >= N, "the router's count for it over ctl: {line}");
     let line6 = out.lines().find(|l| l.starts_with("2001:db8:66::7")).unwrap_or_else(|| panic!("{out}"));
-    assert_eq!(line6.split_whitespace().nth(3), Some("0"), "the silent address dropped nothing: {line6}");
+    assert_eq!(line6.split_whitespace().nth(2), Some("0"), "the silent address dropped nothing: {line6}");
     assert!(out.lines().any(|l| l.starts_with("2001:db8:66::7")), "{out}");
     let mut seen = Vec::new();
     let listed = common::wait_until(Duration::from_secs(15), || {

@@ -42,6 +42,25 @@ fn ok(state: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
+/// The README's `gatewarden policy group add ...` run by a user who cannot write the default
+/// state directory (/var/lib/gatewarden/policy): the error says the two ways out.
+#[test]
+fn an_unwritable_state_dir_says_how_to_choose_another() {
+    let d = tempfile::tempdir().unwrap();
+    let file = d.path().join("not-a-dir");
+    std::fs::write(&file, "").unwrap();
+    let o = gw(&file.join("policy"), &["group", "add", "cameras", "--member", "192.0.2.0/28"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let err = text(&o);
+    assert!(
+        err.contains("not-a-dir/policy") && err.contains("[policy] state_dir") && err.contains("--state-dir DIR"),
+        "{err}"
+    );
+    // The way out works.
+    let out = ok(&d.path().join("policy"), &["group", "add", "cameras", "--member", "192.0.2.0/28"]);
+    assert!(out.contains("group cameras saved"), "{out}");
+}
+
 #[test]
 fn conflicting_rules_are_refused_naming_both_and_explain_names_the_deciding_rule() {
     let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
 //! Where the router's packets come from: the live AF_PACKET ring on
 //! `capture.interface`, or a capture file (`run --replay FILE`), each on its
-//! own thread publishing flow batches.
+//! own thread publishing flow batches. Its evidence ring goes to the
+//! verdict task ([`Wiring::evidence`]).
 
 use std::path::PathBuf;
 
@@ -23,10 +24,12 @@ impl Service for Capture {
     fn start(&mut self, cx: &Context<'_>, w: &mut Wiring) -> anyhow::Result<()> {
         let cfg = cx.cfg;
         if let Some(path) = &self.replay {
-            self.thread = Some(router::spawn_replay(path, cfg, &cx.registry, w.out.clone(), cx.shutdown.clone())?);
+            let (t, ring) = router::spawn_replay(path, cfg, &cx.registry, w.out.clone(), cx.shutdown.clone())?;
+            (self.thread, w.evidence) = (Some(t), Some(ring));
         } else if !cfg.capture.interface.is_empty() {
             let spoof = w.enforcer.as_ref().map(|e| e.spoof_link());
-            self.thread = Some(router::spawn_capture(cfg, &cx.registry, w.out.clone(), spoof, cx.shutdown.clone())?);
+            let (t, ring) = router::spawn_capture(cfg, &cx.registry, w.out.clone(), spoof, cx.shutdown.clone())?;
+            (self.thread, w.evidence) = (Some(t), Some(ring));
         } else {
             tracing::warn!("no capture.interface configured: the router sees no traffic (set it to the LAN interface)");
         }

@@ -66,6 +66,7 @@ impl Service for Heartbeat {
                     while bus.heartbeats.receiver().try_recv().is_ok() {}
                     while bus.metrics.receiver().try_recv().is_ok() {}
                     while bus.verdict_outcomes.receiver().try_recv().is_ok() {}
+                    while bus.evidence.receiver().try_recv().is_ok() {}
                 }
                 let tick = async {
                     smol::Timer::after(Duration::from_secs(1)).await;

@@ -121,6 +121,8 @@ pub struct Wiring {
     /// Routers' neighbour tables as they arrive (monitor): filled by the
     /// monitor's consumers, read by the policy service for MAC members.
     pub neighbours: Arc<crate::policy::neighbours::NeighbourStore>,
+    /// The capture's evidence ring (router): the verdict task sends a verdict's source's packets to the monitor.
+    pub evidence: Option<crate::flow::evidence::SharedRing>,
     ex: smol::LocalExecutor<'static>,
     tasks: Vec<smol::Task<()>>,
     /// The service being started: names its tasks in `timing` lines.
@@ -143,6 +145,7 @@ impl Wiring {
             table_now_rx: Some(table_now_rx),
             detector_settings: async_channel::bounded(4),
             neighbours: Arc::new(crate::policy::neighbours::NeighbourStore::new()),
+            evidence: None,
             ex: smol::LocalExecutor::new(),
             tasks: Vec::new(),
             starting: "",

@@ -1,13 +1,14 @@
 //! The monitor's services: its alert store, the pages' hooks to the bus,
 //! and the tasks that record what other roles send (alerts, heartbeats,
-//! metrics, block tables, neighbour tables, verdict outcomes, flow batches).
+//! metrics, block tables, neighbour tables, verdict outcomes, flow batches,
+//! evidence pcaps).
 
 use std::sync::Arc;
 
 use super::{next_or_shutdown, Context, Service, Wiring};
 use crate::monitor::MonitorState;
 use crate::policy::service::PolicyService;
-use gatewarden_proto::messages::{Alert, FlowBatch, Message, VerdictOutcome};
+use gatewarden_proto::messages::{Alert, Evidence, FlowBatch, Message, VerdictOutcome};
 
 /// What the monitor does with each report that reaches it, in one place:
 /// the node's tasks call it as messages arrive, `gatewarden replay` calls it
@@ -40,6 +41,15 @@ impl Recorder {
         self.state.record_outcome(o);
     }
 
+    /// A router's evidence for an alert: written as a pcap with the capture
+    /// crate's writer and kept in the monitor's evidence store.
+    pub fn evidence(&self, e: &Evidence) {
+        match evidence_pcap(e) {
+            Ok(pcap) => self.state.record_evidence(e.alert_id, &e.node, pcap),
+            Err(err) => tracing::warn!(alert_id = e.alert_id, node = %e.node, error = %err, "evidence not written"),
+        }
+    }
+
     /// A flow batch: the group policy's traffic matrix and the top talkers.
     pub fn batch(&self, b: &FlowBatch) {
         if let Some(p) = &self.policy {
@@ -49,7 +59,25 @@ impl Recorder {
     }
 }
 
-/// Opens the alert store (`monitor.data_dir`) before the page answers.
+/// `e` as a whole pcap file (its link type, microsecond times).
+pub fn evidence_pcap(e: &Evidence) -> Result<Vec<u8>, crate::capture::pcap_writer::WriteError> {
+    use crate::capture::pcap_writer::{pcap_bytes, OutFrame};
+    pcap_bytes(e.link_type, e.packets.iter().map(|p| OutFrame { ts_ns: p.ts_ns, orig_len: p.orig_len, data: &p.data }))
+}
+
+/// Opens the alert store (`monitor.data_dir`) and the evidence pcaps beside
+/// it (`<data_dir>/evidence`, in memory without a data directory): a node's
+/// monitor, `replay` and `watch` keep them alike.
+pub fn open_stores(state: &MonitorState, cfg: &crate::config::Config) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    state.open_store(&cfg.monitor).context("opening the alert store (monitor.data_dir)")?;
+    let dir = cfg.monitor.data_dir.join("evidence");
+    let dir = (!cfg.monitor.data_dir.as_os_str().is_empty()).then_some(dir.as_path());
+    state.open_evidence(dir, cfg.evidence.store_bytes).context("opening the evidence store (monitor.data_dir)")
+}
+
+/// Opens the alert store (`monitor.data_dir`) and the evidence store beside
+/// it (`<data_dir>/evidence`) before the page answers.
 pub struct AlertStore;
 
 impl Service for AlertStore {
@@ -58,8 +86,7 @@ impl Service for AlertStore {
     }
 
     fn start(&mut self, cx: &Context<'_>, _w: &mut Wiring) -> anyhow::Result<()> {
-        use anyhow::Context as _;
-        cx.state.open_store(&cx.cfg.monitor).context("opening the alert store (monitor.data_dir)")?;
+        open_stores(&cx.state, cx.cfg)?;
         if cx.cfg.monitor.data_dir.as_os_str().is_empty() {
             tracing::warn!("alerts are kept in memory only: set [monitor] data_dir to keep them across restarts");
         }
@@ -219,6 +246,18 @@ impl Service for Consumers {
                     rec.outcome(o);
                     tracing::debug!(target: "timing", stage = "outcome_recorded", verdict_id = id, source = %src, blocked,
                         "verdict outcome at the monitor (its held alert stored)");
+                }
+            });
+        }
+        {
+            // Routers' evidence pcaps, one per alert that came with a verdict.
+            let (rx, sd, rec, on) = (bus.evidence.receiver(), sd.clone(), rec.clone(), cx.cfg.evidence.enabled);
+            w.spawn(async move {
+                loop {
+                    let Some(e) = next_or_shutdown(&rx, &sd).await else { break };
+                    if on {
+                        rec.evidence(&e);
+                    }
                 }
             });
         }

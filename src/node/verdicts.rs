@@ -1,7 +1,8 @@
 //! The router's side of verdicts and group policy: each verdict is listed
 //! on this node's page and handed to enforcement (or answered "not
-//! blocked" when enforcement is off); compiled group policies go to
-//! enforcement too.
+//! blocked" when enforcement is off), and the first packets of its
+//! source's flows go to the monitor as evidence; compiled group policies go
+//! to enforcement too.
 
 use super::{next_or_shutdown, Context, Service, Wiring};
 use gatewarden_proto::messages::Message;
@@ -28,6 +29,7 @@ impl Service for Verdicts {
         let to_enforcer = w.enforcer.as_ref().map(|e| e.sender());
         let st = cx.state.clone();
         let (out_verdicts, node_verdicts) = (w.out.clone(), cx.cfg.node_id.clone());
+        let ring = w.evidence.clone();
         w.spawn(async move {
             loop {
                 let Some(v) = next_or_shutdown(&rx, &sd).await else { break };
@@ -36,6 +38,10 @@ impl Service for Verdicts {
                     latency.observe(s);
                 }
                 st.record_verdict(&v);
+                // The packets behind the verdict's alert (same id), for the monitor's evidence pcap.
+                if let Some(e) = ring.as_ref().and_then(|r| r.lock().ok()?.evidence(&node_verdicts, v.id, v.source)) {
+                    out_verdicts.publish(Message::Evidence(e));
+                }
                 tracing::info!(verdict_id = v.id, source = %v.source, kind = v.kind.as_str(), ttl_s = v.ttl_s, reason = %v.reason, "verdict");
                 tracing::debug!(target: "timing", stage = "verdict_forwarded", verdict_id = v.id, source = %v.source,
                     queued = rx.len(), "verdict to enforcement");

@@ -10,6 +10,8 @@ use crate::config::Config;
 use crate::features::HostTracker;
 use crate::flow::FlowTable;
 use crate::packet::{self, SkipReason};
+use gatewarden_capture::overload::{Overload, OverloadEvent, ShedReason};
+use gatewarden_capture::RingBacklog;
 use gatewarden_core::metrics::{Counter, Gauge, Registry};
 use gatewarden_proto::messages::{FlowBatch, FlowRecord, HostSnapshot, LanProbes, Message};
 
@@ -43,6 +45,17 @@ pub struct RouterStage {
     lan_frames: Counter,
     lan_dropped: Counter,
     lan_overflow: u64,
+    /// Live capture only: the shedding controller the capture thread feeds.
+    overload: gatewarden_capture::overload::Overload,
+    /// Keys the admission hash; random per process so a flood cannot aim at admitted keys.
+    shed_keys: std::collections::hash_map::RandomState,
+    shed: [Counter; 2],
+    overloaded: Gauge,
+    shed_one_in: Gauge,
+    /// The first packets of each source's flows, for evidence pcaps (shared with the verdict task).
+    evidence: crate::flow::evidence::SharedRing,
+    /// `evidence.packets_per_flow`, 0 when evidence is off: checked before taking the ring's lock.
+    evidence_packets: u64,
 }
 
 impl RouterStage {
@@ -52,6 +65,13 @@ impl RouterStage {
             registry.counter(
                 "gatewarden_packets_skipped_total",
                 "Frames skipped by the parser, by reason.",
+                &[("reason", r.as_str())],
+            )
+        });
+        let shed = ShedReason::ALL.map(|r| {
+            registry.counter(
+                "gatewarden_capture_shed_total",
+                "Frames not processed because the capture was overloaded: each would have opened a flow from a source never seen before (sampled, not dropped blindly), by what showed the overload.",
                 &[("reason", r.as_str())],
             )
         });
@@ -100,7 +120,55 @@ impl RouterStage {
                 "Address-resolution requests not reported because a batch interval held more than one message carries (floods).",
                 &[],
             ),
+            evidence: crate::flow::evidence::shared(&cfg.evidence),
+            evidence_packets: if cfg.evidence.enabled { cfg.evidence.packets_per_flow as u64 } else { 0 },
+            overload: Overload::new(),
+            shed_keys: std::collections::hash_map::RandomState::new(),
+            shed,
+            overloaded: registry.gauge(
+                "gatewarden_capture_overloaded",
+                "1 while the capture sheds new flows from unseen sources because the pipeline cannot keep up, else 0.",
+                &[],
+            ),
+            shed_one_in: registry.gauge(
+                "gatewarden_capture_shed_one_in",
+                "While overloaded, one in this many new flows from unseen sources is processed (1: all are).",
+                &[],
+            ),
         }
+    }
+
+    /// Shows the shedding controller the capture ring (backlog, kernel drops
+    /// so far) at `now_ns`; returns an event to alert on or log.
+    pub fn look_at_ring(&mut self, now_ns: u64, ring: RingBacklog, kernel_drops: u64) -> Option<OverloadEvent> {
+        let ev = self.overload.observe(now_ns, ring, kernel_drops);
+        self.overloaded.set(if self.overload.overloaded() { 1.0 } else { 0.0 });
+        self.shed_one_in.set(self.overload.one_in() as f64);
+        ev
+    }
+
+    /// Under overload, whether this parsed frame is shed: only a frame that
+    /// would open a flow from a source the router has never seen (not in the
+    /// flow table or host statistics, and not a LAN address the neighbour
+    /// table binds to the frame's MAC: the caller checks that), and then
+    /// admitted one in N by a keyed hash of its flow key and second.
+    fn shed(&mut self, p: &crate::packet::PacketInfo) -> bool {
+        if !self.overload.overloaded() || self.table.contains(p) || self.tracker.knows(p.src) {
+            return false;
+        }
+        let (key, _) = crate::flow::FlowKey::of(p);
+        let h = std::hash::BuildHasher::hash_one(&self.shed_keys, (key, p.ts_ns / 1_000_000_000));
+        if self.overload.admit(h) {
+            return false;
+        }
+        self.shed[self.overload.reason().index()].inc();
+        true
+    }
+
+    /// The evidence ring this stage fills: a verdict about a source reads
+    /// its packets from it (src/node/verdicts.rs, src/replay.rs).
+    pub fn evidence(&self) -> crate::flow::evidence::SharedRing {
+        self.evidence.clone()
     }
 
     /// Checks every LAN frame's source against its MAC (the capture interface is the LAN side).
@@ -115,6 +183,11 @@ impl RouterStage {
         self.lan.set_own_mac(mac);
     }
 
+    /// This node's id.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     /// The flow table, for summaries.
     pub fn table(&self) -> &FlowTable {
         &self.table
@@ -125,9 +198,10 @@ impl RouterStage {
         match packet::parse(frame) {
             Ok(p) => {
                 let mac = packet::source_mac(frame);
-                if let (Some(link), Some(mac)) = (&self.spoof, mac) {
-                    link.check(mac, &source_frame(&p));
-                }
+                let verified = match (&self.spoof, mac) {
+                    (Some(link), Some(mac)) => link.check_verified(mac, &source_frame(&p), self.overload.overloaded()),
+                    _ => false,
+                };
                 if let Some(mac) = mac {
                     self.lan.saw_sender(p.src, mac);
                 }
@@ -138,7 +212,16 @@ impl RouterStage {
                 if packet::is_neighbour_discovery(&p) && self.observe_neighbour(frame) {
                     return self.after_frame(frame);
                 }
+                if !verified && self.shed(&p) {
+                    return self.after_frame(frame);
+                }
                 let o = self.table.observe(&p);
+                let f = self.table.get(o.index);
+                if f.packets() <= self.evidence_packets {
+                    if let Ok(mut ring) = self.evidence.lock() {
+                        ring.keep(f.src(), frame, f.packets());
+                    }
+                }
                 self.tracker.observe(&p, o.new_flow);
                 self.packets.inc();
                 self.bytes.add(p.ip_len as u64);
@@ -318,10 +401,9 @@ pub fn spawn_capture(
     bus: Arc<dyn crate::bus::Publisher>,
     spoof: Option<crate::enforce::service::SpoofLink>,
     shutdown: gatewarden_core::shutdown::Shutdown,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
+) -> anyhow::Result<(std::thread::JoinHandle<()>, crate::flow::evidence::SharedRing)> {
     use anyhow::Context;
-    let acfg =
-        crate::capture::AfPacketConfig::new(&cfg.capture.interface, cfg.capture.snap_len, cfg.capture.promiscuous);
+    let acfg = crate::capture::AfPacketConfig::from_config(&cfg.capture);
     let open = move || {
         crate::capture::AfPacketSource::open(&acfg)
             .with_context(|| format!("starting live capture on {} (capture.interface)", acfg.interface))
@@ -333,6 +415,7 @@ pub fn spawn_capture(
     let present = crate::capture::afpacket::interface_exists(&cfg.capture.interface);
     let mut ready = if present { Some(open()?) } else { None };
     let mut stage = RouterStage::new(cfg, registry).with_spoof_link(spoof);
+    let evidence = stage.evidence();
     let drops = registry.counter(
         "gatewarden_capture_kernel_drops_total",
         "Packets the kernel dropped because the capture ring was full.",
@@ -361,18 +444,21 @@ pub fn spawn_capture(
             let Some(mut source) = ready else { return };
             tracing::info!(%interface, "capturing");
             stage.set_own_mac(interface_mac(&interface));
-            let mut last_stats = std::time::Instant::now();
+            let mut last_look = std::time::Instant::now();
+            let mut since_look = 0u32;
             let mut lag = LagReport::default();
             while !shutdown.is_triggered() {
+                let mut idle = false;
                 match source.poll_frame(std::time::Duration::from_millis(50)) {
                     Ok(Some(frame)) => {
+                        since_look += 1;
                         lag.frame(frame.ts_ns);
                         if let Some(b) = stage.on_frame(&frame) {
                             publish_batch(&*bus, b, "frame");
                         }
                         publish_lan_probes(&mut stage, &*bus);
                     }
-                    Ok(None) => {}
+                    Ok(None) => idle = true,
                     Err(e) => {
                         tracing::error!(error = %e, "live capture failed; the router keeps forwarding but sees no traffic");
                         break;
@@ -382,9 +468,34 @@ pub fn spawn_capture(
                     publish_batch(&*bus, b, "tick");
                 }
                 publish_lan_probes(&mut stage, &*bus);
-                if last_stats.elapsed() >= std::time::Duration::from_secs(1) {
-                    last_stats = std::time::Instant::now();
-                    drops.set_total(source.kernel_stats().1);
+                // Look at the ring every few hundred frames, every 50 ms of
+                // slow traffic (the clock read only every 32 frames) and when
+                // idle: its backlog and the kernel's drops drive the shedding.
+                if idle
+                    || since_look >= gatewarden_capture::overload::CHECK_EVERY_FRAMES
+                    || (since_look % 32 == 0 && last_look.elapsed() >= std::time::Duration::from_millis(50))
+                {
+                    since_look = 0;
+                    last_look = std::time::Instant::now();
+                    let kernel_drops = source.kernel_stats().1;
+                    drops.set_total(kernel_drops);
+                    let now = gatewarden_core::clock::unix_now_ns();
+                    match stage.look_at_ring(now, source.backlog(), kernel_drops) {
+                        Some(OverloadEvent::Alert(r)) => {
+                            let reason = r.sentence(&interface);
+                            tracing::warn!(%interface, shed = r.shed, kernel_drops = r.kernel_drops, "{reason}");
+                            bus.publish(Message::Alert(overload_alert(stage.node(), reason)));
+                        }
+                        Some(OverloadEvent::Over(r)) => tracing::info!(
+                            %interface,
+                            shed = r.shed,
+                            candidates = r.candidates,
+                            kernel_drops = r.kernel_drops,
+                            seconds = r.elapsed_ns / 1_000_000_000,
+                            "capture overload over"
+                        ),
+                        None => {}
+                    }
                 }
             }
             stage.finish(|b| {
@@ -393,6 +504,20 @@ pub fn spawn_capture(
             publish_lan_probes(&mut stage, &*bus);
         })
         .context("spawning the capture thread")
+        .map(|t| (t, evidence))
+}
+
+/// The system alert for an overload episode (one per episode, see
+/// `gatewarden_capture::overload`).
+pub fn overload_alert(node: &str, reason: String) -> gatewarden_proto::messages::Alert {
+    gatewarden_proto::messages::Alert::about_system(
+        node,
+        gatewarden_proto::messages::AttackKind::System,
+        gatewarden_proto::messages::Severity::Medium,
+        gatewarden_proto::signatures::CAPTURE_OVERLOAD,
+        "GATEWARDEN SYSTEM capture overloaded, load shed",
+        reason,
+    )
 }
 
 /// Publishes a live batch; with the `timing` log target at trace, one line
@@ -463,11 +588,12 @@ pub fn spawn_replay(
     registry: &Arc<Registry>,
     bus: Arc<dyn crate::bus::Publisher>,
     shutdown: gatewarden_core::shutdown::Shutdown,
-) -> anyhow::Result<std::thread::JoinHandle<()>> {
+) -> anyhow::Result<(std::thread::JoinHandle<()>, crate::flow::evidence::SharedRing)> {
     use crate::capture::PacketSource;
     use anyhow::Context;
     let mut source = crate::capture::CaptureFile::open(path).with_context(|| format!("--replay {}", path.display()))?;
     let mut stage = RouterStage::new(cfg, registry);
+    let evidence = stage.evidence();
     let path = path.to_path_buf();
     let live = cfg.capture.replay_live;
     std::thread::Builder::new()
@@ -527,6 +653,7 @@ pub fn spawn_replay(
             tracing::info!(path = %path.display(), batches, "replay finished; still receiving verdicts");
         })
         .context("spawning the replay thread")
+        .map(|t| (t, evidence))
 }
 
 /// `capture.replay_live`: plays a capture at its recorded pace and stamps
@@ -709,6 +836,70 @@ mod tests {
         assert_eq!(kinds, [AttackKind::LanMapping], "{findings:#?}");
         assert!(findings[0].reason.contains("IPv6 neighbour solicitations"), "{}", findings[0].reason);
         assert_eq!(findings[0].src, Some("2001:db8:10::66".parse().unwrap()));
+    }
+
+    fn syn_from(src: [u8; 4], dport: u16) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+        f.extend([0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0]);
+        f.extend(src);
+        f.extend([198, 51, 100, 2, 0x9c, 0x40, (dport >> 8) as u8, dport as u8]);
+        f.extend([0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+        f
+    }
+
+    /// With the ring backed up, new flows from never-seen sources are
+    /// sampled (one in 2^level, counted) while a source seen before keeps
+    /// every new flow; with the ring drained, nothing is shed.
+    #[test]
+    fn under_overload_unseen_sources_are_sampled_and_known_ones_keep_full_processing() {
+        let cfg = Config::default();
+        let registry = Registry::new();
+        let mut stage = RouterStage::new(&cfg, &registry);
+        let mut t = 1_000_000_000_000u64;
+        let mut feed = |stage: &mut RouterStage, data: Vec<u8>| {
+            t += 10_000;
+            stage.on_frame(&Frame { ts_ns: t, link: LinkType::Ethernet, data: &data, orig_len: 54 });
+        };
+        feed(&mut stage, syn_from([192, 0, 2, 10], 1));
+        let full = RingBacklog { waiting: 3, blocks: 4 };
+        for i in 0..4u64 {
+            assert!(stage.look_at_ring(i * 30_000_000, full, 0).is_none());
+        }
+        let snap = registry.snapshot();
+        assert_eq!((snap["gatewarden_capture_overloaded"], snap["gatewarden_capture_shed_one_in"]), (1.0, 8.0));
+        for i in 0..8000u32 {
+            feed(&mut stage, syn_from([10, 1, (i >> 8) as u8, i as u8], 80));
+            if i % 80 == 0 {
+                feed(&mut stage, syn_from([192, 0, 2, 10], 2 + (i / 80) as u16));
+            }
+        }
+        let shed_total = |r: &Registry| {
+            r.snapshot()
+                .iter()
+                .filter(|(k, _)| k.starts_with("gatewarden_capture_shed_total{"))
+                .map(|(_, v)| v)
+                .sum::<f64>()
+        };
+        let shed = shed_total(&registry);
+        let by_backlog = registry.snapshot().into_iter().find(|(k, _)| k.contains("shed_total{reason=ring_backlog"));
+        assert_eq!(by_backlog.map(|(_, v)| v), Some(shed), "all shed for the backlog");
+        assert!((6000.0..=7600.0).contains(&shed), "about 7 in 8 unseen-source flows shed: {shed}");
+        let created = stage.table().stats().created as f64;
+        assert_eq!(created, 1.0 + 100.0 + (8000.0 - shed), "every flow of the known source was created");
+        // Drained for a second: back to full processing, step by step.
+        let calm = RingBacklog { waiting: 0, blocks: 4 };
+        let mut now = 100_000_000;
+        let mut events = Vec::new();
+        while registry.snapshot()["gatewarden_capture_overloaded"] > 0.0 {
+            events.extend(stage.look_at_ring(now, calm, 0));
+            now += 100_000_000;
+            assert!(now < 10_000_000_000, "the level never fell");
+        }
+        assert!(matches!(&events[..], [OverloadEvent::Alert(r)] if r.shed == shed as u64), "{events:?}");
+        for i in 0..100u32 {
+            feed(&mut stage, syn_from([10, 2, 0, i as u8], 80));
+        }
+        assert_eq!(shed_total(&registry), shed, "nothing shed once drained");
     }
 
     #[test]

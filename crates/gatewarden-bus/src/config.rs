@@ -39,12 +39,16 @@ pub struct MqttConfig {
     /// Most bytes of unacknowledged messages kept.
     pub spool_max_bytes: usize,
     /// An unacknowledged message is sent again after this long.
+    #[serde(deserialize_with = "gatewarden_core::duration::millis")]
     pub resend_after_ms: u64,
     /// How often the secure channel replaces its ephemeral ECDH key.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub rekey_interval_s: u64,
     /// Largest clock difference accepted on a sealed message.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub max_clock_skew_s: u64,
     /// MQTT keep-alive; the broker publishes the last will after 1.5 times this.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub keepalive_s: u64,
     /// Size at which the channel audit log rotates.
     pub audit_log_max_bytes: u64,
@@ -62,6 +66,7 @@ pub struct MqttConfig {
     /// default; takes effect on a node running the monitor (monitor or all).
     pub json_mirror: bool,
     /// How often the JSON mirror publishes `json/metrics` and `json/state`.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub json_interval_s: u64,
     /// Detector only: take flow batches through the MQTT shared subscription
     /// `$share/<group>/gatewarden/v1/+/flow_batch`, so several detectors with

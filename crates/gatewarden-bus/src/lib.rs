@@ -120,6 +120,8 @@ pub struct LocalBus {
     pub neighbour_tables: Channel<NeighbourTable>,
     /// Router → detector: ARP/neighbour-discovery requests (LAN mapping).
     pub lan_probes: Channel<gatewarden_proto::messages::LanProbes>,
+    /// Router → monitor: the first packets behind an alert.
+    pub evidence: Channel<gatewarden_proto::messages::Evidence>,
 }
 
 impl LocalBus {
@@ -139,6 +141,8 @@ impl LocalBus {
             verdict_outcomes: Channel::new("verdict_outcome", capacity.min(1024), registry),
             neighbour_tables: Channel::new("neighbour_table", capacity.min(64), registry),
             lan_probes: Channel::new("lan_probes", capacity, registry),
+            // Up to 896 KiB each: a short queue (a verdict storm loses evidence, not memory).
+            evidence: Channel::new("evidence", capacity.min(64), registry),
         }
     }
 
@@ -158,6 +162,7 @@ impl LocalBus {
             Message::VerdictOutcome(m) => self.verdict_outcomes.publish(m),
             Message::NeighbourTable(m) => self.neighbour_tables.publish(m),
             Message::LanProbes(m) => self.lan_probes.publish(m),
+            Message::Evidence(m) => self.evidence.publish(m),
         }
     }
 }

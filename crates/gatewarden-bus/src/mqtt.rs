@@ -226,6 +226,7 @@ pub fn check_claim(from: &str, msg: &Message, role_of: impl Fn(&str) -> Option<C
         Message::VerdictOutcome(o) => own(&o.node, "verdict outcome"),
         Message::NeighbourTable(t) => own(&t.node, "neighbour table"),
         Message::LanProbes(p) => own(&p.node, "LAN probes"),
+        Message::Evidence(e) => own(&e.node, "evidence"),
         Message::Heartbeat(h) => match own(&h.node, "heartbeat") {
             Claim::Fine => match role_of(from) {
                 Some(r) if r != gatewarden_proto::role::cert_role_for(h.role) => {
@@ -1169,6 +1170,33 @@ fn outbox_loop(sh: Arc<Shared>, shutdown: Shutdown) {
 mod tests {
 
     #[test]
+    fn the_largest_evidence_a_router_may_send_fits_in_one_frame() {
+        use gatewarden_proto::messages::{Evidence, EvidencePacket, MAX_EVIDENCE_BYTES, MAX_EVIDENCE_PACKETS};
+        // Every field at its widest: the frame decoder refuses more than MAX_SECURE_BYTES.
+        let e = Evidence {
+            node: "r".repeat(64),
+            alert_id: u64::MAX,
+            source: "2001:db8::1".parse().unwrap(),
+            link_type: 1,
+            packets: (0..MAX_EVIDENCE_PACKETS)
+                .map(|_| EvidencePacket {
+                    ts_ns: u64::MAX,
+                    orig_len: u32::MAX,
+                    data: vec![0xab; MAX_EVIDENCE_BYTES / MAX_EVIDENCE_PACKETS],
+                })
+                .collect(),
+            left_out: u32::MAX,
+        };
+        e.check().unwrap();
+        let msg = Message::Evidence(e);
+        let wire = envelope::encode(&Frame { id: u64::MAX, body: FrameBody::Plain(msg.encode()) });
+        let frame: Frame = envelope::decode(&wire)
+            .unwrap_or_else(|err| panic!("a {}-byte evidence frame is refused: {err}", wire.len()));
+        let FrameBody::Plain(bytes) = frame.body else { panic!("not plain") };
+        assert_eq!(Message::decode(&bytes).unwrap(), msg);
+    }
+
+    #[test]
     fn each_role_subscribes_to_what_the_kinds_table_says_it_reads() {
         use gatewarden_proto::role::Role;
         let subs = |r| -> Vec<String> {
@@ -1182,6 +1210,7 @@ mod tests {
                 "ack",
                 "alert",
                 "block_table",
+                "evidence",
                 "flow_batch",
                 "heartbeat",
                 "key",

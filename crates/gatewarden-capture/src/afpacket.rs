@@ -121,6 +121,24 @@ impl AfPacketConfig {
             block_timeout_ms: 10,
         }
     }
+
+    /// The ring `[capture]` asks for (`ring_blocks` × `ring_block_kib`).
+    pub fn from_config(cfg: &crate::config::CaptureConfig) -> AfPacketConfig {
+        AfPacketConfig {
+            block_size: cfg.ring_block_kib.saturating_mul(1024),
+            block_count: cfg.ring_blocks,
+            ..AfPacketConfig::new(&cfg.interface, cfg.snap_len, cfg.promiscuous)
+        }
+    }
+}
+
+/// How far behind the kernel user space is: blocks full and waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RingBacklog {
+    /// Blocks handed to user space and not yet read, beyond the one being read.
+    pub waiting: u32,
+    /// Blocks in the ring.
+    pub blocks: u32,
 }
 
 /// A live AF_PACKET capture with a TPACKET_V3 ring.
@@ -383,6 +401,22 @@ impl AfPacketSource {
             }
             waited = true;
         }
+    }
+
+    /// Blocks the kernel has filled that we have not started reading: the
+    /// ring's backlog, read from the block status words (no syscall). When
+    /// every block is waiting the kernel has nowhere to write and drops.
+    pub fn backlog(&self) -> RingBacklog {
+        let mut waiting = 0u32;
+        for i in 0..self.block_count {
+            if i == self.block && self.current.is_some() {
+                continue;
+            }
+            if self.read_u32(i * self.block_size + BLK_STATUS) & TP_STATUS_USER != 0 {
+                waiting += 1;
+            }
+        }
+        RingBacklog { waiting, blocks: self.block_count as u32 }
     }
 
     /// Kernel counters since the socket opened: (packets seen, packets dropped).

@@ -18,10 +18,23 @@ pub struct CaptureConfig {
     /// routers fed from files, end-to-end latency measured against real time).
     /// Off: the file is read as fast as possible with its recorded times.
     pub replay_live: bool,
+    /// Blocks in the AF_PACKET ring. With `ring_block_kib` it sets how long a
+    /// burst the ring absorbs while the pipeline catches up; when it fills
+    /// the router sheds load (see `overload`) before the kernel must drop.
+    pub ring_blocks: u32,
+    /// Size of one ring block in KiB (a power of two, 4 to 65536).
+    pub ring_block_kib: u32,
 }
 
 impl Default for CaptureConfig {
     fn default() -> Self {
-        CaptureConfig { interface: String::new(), snap_len: 128, promiscuous: false, replay_live: false }
+        CaptureConfig {
+            interface: String::new(),
+            snap_len: 128,
+            promiscuous: false,
+            replay_live: false,
+            ring_blocks: 4,
+            ring_block_kib: 1024,
+        }
     }
 }

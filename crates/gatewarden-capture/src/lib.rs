@@ -1,4 +1,4 @@
-//! Where packets come from: every source (capture files now, AF_PACKET
+//! Where packets come from (and, in [`pcap_writer`], where kept ones go): every source (capture files now, AF_PACKET
 //! rings on the router) sits behind [`PacketSource`], so the flow table and
 //! everything after it never knows which one it is reading.
 //!
@@ -10,10 +10,12 @@
 pub mod afpacket;
 pub mod config;
 pub mod file;
+pub mod overload;
+pub mod pcap_writer;
 
 use std::path::PathBuf;
 
-pub use afpacket::{AfPacketConfig, AfPacketSource};
+pub use afpacket::{AfPacketConfig, AfPacketSource, RingBacklog};
 pub use file::CaptureFile;
 
 /// How a frame's bytes start, from the capture's link-layer type.
@@ -38,6 +40,17 @@ impl LinkType {
             113 => Some(LinkType::LinuxSll),
             0 => Some(LinkType::Null),
             _ => None,
+        }
+    }
+
+    /// The libpcap DLT number a capture file of this link type declares
+    /// (raw IP as DLT_RAW 101), for writing frames back out.
+    pub fn dlt(self) -> u32 {
+        match self {
+            LinkType::Ethernet => 1,
+            LinkType::RawIp => 101,
+            LinkType::LinuxSll => 113,
+            LinkType::Null => 0,
         }
     }
 }

@@ -14,6 +14,7 @@ pub mod atomic_file;
 pub mod clock;
 pub mod duration;
 pub mod ewma;
+pub mod floats;
 pub mod identity;
 pub mod logfile;
 pub mod lru;

@@ -13,6 +13,7 @@ pub const DEFAULT_HOME_NET: [&str; 6] =
 #[serde(deny_unknown_fields, default)]
 pub struct DetectorConfig {
     /// Sliding window over which per-source counts are kept.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub window_s: u64,
     /// Distinct destination ports on one host in the window that make a port scan.
     pub scan_distinct_ports: u32,
@@ -32,12 +33,14 @@ pub struct DetectorConfig {
     /// Failed connection attempts to an auth port (22, 23, 1883, 80…) in the window that make brute force.
     pub bruteforce_attempts: u32,
     /// How long a block lasts, in seconds.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub block_ttl_s: u64,
     /// Connections from one source to one interactive login service (SSH, telnet, FTP, RDP, VNC, POP3)
     /// within `bruteforce_window_s` that make brute force (hydra keeps each connection for several
     /// tries, so it opens few).
     pub bruteforce_sessions: u32,
     /// Window for `bruteforce_sessions`, seconds.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub bruteforce_window_s: u64,
     /// Finished HTTP sessions with a small reply (≤ 4 KiB from the server: a 401, a "login
     /// failed" page) from one source to one web server port (80, 81, 8000, 8008, 8080, 8888)
@@ -46,6 +49,7 @@ pub struct DetectorConfig {
     /// second, a device polling a status page one every few seconds.
     pub http_bruteforce_sessions: u32,
     /// Window for `http_bruteforce_sessions`, seconds.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub http_bruteforce_window_s: u64,
     /// Connections one source holds open at once to one web server port, each established at
     /// least `slow_http_min_age_s` with no response yet and sending under 1 kB/s, that make a
@@ -56,6 +60,7 @@ pub struct DetectorConfig {
     /// `slow_http_connections`, seconds. A web server answers a whole request in well under a
     /// second; the detector only sees an idle connection again when it sends, so a slowloris
     /// tool is found at its first follow-up after this age (slowhttptest `-i`, 10 s by default).
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub slow_http_min_age_s: u64,
     /// Requests one source holds unanswered at once to one plain-HTTP server port, each waiting
     /// at least `slow_http_concurrent_wait_ms` for its first response byte, that make a slow-HTTP
@@ -69,6 +74,7 @@ pub struct DetectorConfig {
     /// `slow_http_concurrent`: longer than a round trip plus a server's time to first byte,
     /// so a burst of requests still in flight (a download manager's 16 segments, a page's 6
     /// assets) is not counted; slowloris requests are never answered.
+    #[serde(deserialize_with = "gatewarden_core::duration::millis")]
     pub slow_http_concurrent_wait_ms: u64,
     /// The TFLite model (`.tflite`, with `NAME.card.json` beside it); empty: the embedded model;
     /// `off`: heuristics and baseline only.
@@ -83,11 +89,14 @@ pub struct DetectorConfig {
     pub model_check_memory_mb: u64,
     /// Seconds (wall clock, and CPU) the model validator may take before it is
     /// stopped and the model refused.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub model_check_timeout_s: u64,
     /// Largest batch dimension a model may declare (rows per inference call); a
     /// model declaring more (say 2^26) is refused before tract plans it.
     pub model_max_batch: usize,
     /// Model attack probability (1 − P(benign)) that raises a finding by itself.
+    /// Serialised as written (`0.9`, not the f32's `0.8999999761581421`).
+    #[serde(serialize_with = "gatewarden_core::floats::f32_as_written")]
     pub model_threshold: f32,
     /// Consecutive batches the model must stay at or above `model_threshold`.
     pub model_batches: u32,
@@ -103,6 +112,7 @@ pub struct DetectorConfig {
     /// link-local); add your public LAN prefixes. Empty: every source.
     pub home_net: Vec<String>,
     /// Seconds after a device is first seen before its baseline can flag it.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub baseline_warmup_s: u64,
     /// How many times its usual upload makes a device's upload (or a new host's share) unusual.
     pub baseline_factor: f64,
@@ -115,8 +125,10 @@ pub struct DetectorConfig {
     /// Burst allowance for `max_verdicts_per_s`.
     pub verdict_burst: f64,
     /// Seconds between verdict refreshes while one attack goes on.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub refresh_s: u64,
     /// Seconds without evidence after which an attack counts as over.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub incident_close_s: u64,
     /// Slow scans (kind `slow_scan`): distinct destination ports one source probed, with at
     /// least as many unanswered probes and ≥ 50 % of its probes unanswered, within 1, 15 or 60
@@ -145,6 +157,7 @@ pub struct DetectorConfig {
     pub lan_mapping_unanswered_pct: f64,
     /// Window for `lan_mapping_targets`, seconds: a sweep is over in seconds; 300 still catches
     /// one slowed to a request every 4 s.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub lan_mapping_window_s: u64,
 }
 

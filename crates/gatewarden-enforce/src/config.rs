@@ -41,8 +41,10 @@ pub struct EnforceConfig {
     /// Most sources (and destinations) each SYN meter tracks at once.
     pub meter_size: u32,
     /// A repeat block of the same address within this many seconds doubles its TTL (0: never escalate).
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub escalation_window_s: u64,
     /// Escalated TTLs stop growing here, in seconds.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub max_ttl_s: u64,
     /// Networks never blocked: management networks, peer nodes. The gateway's own
     /// addresses are always added.
@@ -62,6 +64,7 @@ pub struct EnforceConfig {
     /// letting them through (the issue's `router.fail_closed`). Existing flows and the allowlist still pass.
     pub fail_closed: bool,
     /// Seconds without a verdict or heartbeat from a detector before it counts as unreachable.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub detector_timeout_s: u64,
     /// A DHCP server's lease file (dnsmasq format: `expiry mac ip name id`),
     /// re-read when it changes. Its bindings are the most trusted proof of
@@ -74,6 +77,7 @@ pub struct EnforceConfig {
     pub lan_prefixes: Vec<String>,
     /// How long a LAN MAC caught forging source addresses is contained
     /// (its frames dropped), in seconds; refreshed while it goes on.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub contain_ttl_s: u64,
     /// Most MACs contained at once (the `contain_mac` set's size) and
     /// tracked as spoofers.

@@ -48,6 +48,22 @@ impl SpoofLink {
             let _ = self.tx.send(Command::Spoofed(r));
         }
     }
+
+    /// [`SpoofLink::check`], and with `classify` (the capture is overloaded)
+    /// whether the frame's source is a LAN address the router's neighbour
+    /// table or leases bind to this MAC: a real device, never a random
+    /// forged source, so its frames keep full processing. One lock for both.
+    pub fn check_verified(&self, mac: super::spoof::Mac, p: &super::spoof::SourceFrame, classify: bool) -> bool {
+        let mut guard = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+        let report = guard.check(mac, p);
+        let verified = classify
+            && matches!(guard.classify(&p.src, p.ts_ns), super::spoof::SourceClass::LanVerified(m) if m == mac);
+        drop(guard);
+        if let Some(r) = report {
+            let _ = self.tx.send(Command::Spoofed(r));
+        }
+        verified
+    }
 }
 
 /// Work for the enforcement thread.

@@ -10,10 +10,13 @@ pub struct FlowConfig {
     /// Hard cap on concurrent flows; beyond it the least recently seen flow is evicted.
     pub max_flows: usize,
     /// A flow with no packets for this long is finished.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub idle_timeout_s: u64,
     /// A flow older than this is exported and restarted, so long flows are seen.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub active_timeout_s: u64,
     /// How often the router emits a FlowBatch.
+    #[serde(deserialize_with = "gatewarden_core::duration::millis")]
     pub batch_interval_ms: u64,
     /// Most flow records in one FlowBatch.
     pub max_batch_flows: usize,

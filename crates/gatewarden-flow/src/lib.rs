@@ -5,13 +5,15 @@
 //! 5-tuple flow table with Zeek-style connection states; [`features`] turns
 //! flows and per-host damped statistics into the numbers the detector and the
 //! model read, defined once in [`features::schema`]; [`lan`] follows ARP and
-//! neighbour discovery for LAN-mapping detection. [`config`] is `[flow]`.
+//! neighbour discovery for LAN-mapping detection; [`evidence`] keeps the
+//! first packets of each source's flows for per-alert evidence pcaps. [`config`] is `[flow]`.
 //!
 //! Depends on gatewarden-core, gatewarden-proto (the wire's flow records and
 //! connection states) and gatewarden-capture (frames).
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod evidence;
 pub mod features;
 pub mod lan;
 pub mod packet;

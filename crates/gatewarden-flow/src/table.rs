@@ -361,6 +361,15 @@ impl FlowTable {
         }
     }
 
+    /// Whether the packet belongs to a flow already in the table (a lookup
+    /// only: nothing is counted). Under overload, frames of known flows keep
+    /// full processing.
+    pub fn contains(&self, p: &PacketInfo) -> bool {
+        let (key, _) = FlowKey::of(p);
+        let hash = self.hasher.hash_one(key);
+        self.index.find(hash, |&j| self.slab[j as usize].key == key).is_some()
+    }
+
     /// Counts one packet into its flow, creating (and if need be evicting) as required.
     pub fn observe(&mut self, p: &PacketInfo) -> Observed {
         self.stats.packets += 1;

@@ -29,6 +29,7 @@ pub struct HttpConfig {
     pub rate_limit_burst: u32,
     /// Longest lifetime (`exp - iat`) of an accepted access token, in seconds; longer ones are
     /// refused, and `gatewarden token issue --ttl` will not make them. A leaked token dies with it.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub max_token_ttl_s: u64,
     /// Host names (or addresses) the pages and API answer to, besides the
     /// address a client connected to, `localhost`, the node id and the listen
@@ -47,12 +48,16 @@ pub struct HttpConfig {
     pub max_upload_bytes: u64,
     /// The whole request head must arrive within this, counted from when the
     /// server starts waiting for it (slowloris).
+    #[serde(deserialize_with = "gatewarden_core::duration::millis")]
     pub header_timeout_ms: u64,
     /// A connection with no request in progress that sends nothing for this long is closed.
+    #[serde(deserialize_with = "gatewarden_core::duration::millis")]
     pub idle_timeout_ms: u64,
     /// A request body must arrive completely within this (slow bodies get 408).
+    #[serde(deserialize_with = "gatewarden_core::duration::millis")]
     pub body_timeout_ms: u64,
     /// A response (or live event) that the client does not read for this long closes the connection.
+    #[serde(deserialize_with = "gatewarden_core::duration::millis")]
     pub send_timeout_ms: u64,
     /// Most open connections; over it a new one gets 503 and is closed at once
     /// (also capped below the process's open-file limit).
@@ -94,8 +99,10 @@ pub struct LinkConfig {
     /// Monitor only: peers to probe, `name=addr:port` (name = the node id, so its data rate is matched).
     pub peers: Vec<String>,
     /// Time between probes to each peer.
+    #[serde(deserialize_with = "gatewarden_core::duration::millis")]
     pub probe_interval_ms: u64,
     /// A probe not answered within this is lost.
+    #[serde(deserialize_with = "gatewarden_core::duration::millis")]
     pub timeout_ms: u64,
 }
 

@@ -957,6 +957,7 @@ static ROUTES: &[Route] = &[
     route(Get, "/api/policy/feedback", Read, NoBody, S(pol::feedback)),
     route(Get, "/api/incidents", Read, NoBody, S(h_incidents)),
     blocking(route(Get, "/api/incidents/{ip}", Read, NoBody, S(h_incident))),
+    blocking(route(Get, "/api/alerts/{id}/pcap", Read, NoBody, S(h_alert_pcap))),
 ];
 
 /// Finds the route for `verb` and `path`: the route and its captures, or the methods `path` allows.
@@ -1473,6 +1474,28 @@ fn h_alert_action(state: &MonitorState, call: &Call) -> Resp {
         },
         (Err(_), _) => error(400, format!("alert id {id:?} is not a number")),
         (_, None) => error(404, format!("unknown action {action:?}: use acknowledge, resolve or reopen")),
+    }
+}
+
+/// An alert's evidence pcap (issue #18): the first packets of its source's
+/// flows, as the router that saw them sent them.
+fn h_alert_pcap(state: &MonitorState, call: &Call) -> Resp {
+    let Ok(id) = call.caps[0].parse::<u64>() else {
+        return error(400, format!("alert id {:?} is not a number", call.caps[0]));
+    };
+    match state.evidence().get(id) {
+        Ok(Some(pcap)) => {
+            let r = response(200, "application/vnd.tcpdump.pcap", pcap);
+            with(r, header::CONTENT_DISPOSITION, &format!("attachment; filename=\"alert-{id}.pcap\""))
+        }
+        Ok(None) => error(
+            404,
+            format!(
+                "no evidence pcap for alert {id}: only alerts that came with a verdict have one, sent by the router \
+                 that saw the packets (evidence.enabled); the oldest are deleted past evidence.store_bytes"
+            ),
+        ),
+        Err(e) => error(500, format!("{e:#}")),
     }
 }
 

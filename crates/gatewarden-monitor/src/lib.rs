@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod confirm;
 pub mod events;
+pub mod evidence;
 pub mod http;
 pub mod link;
 pub mod policy_api;
@@ -309,6 +310,14 @@ pub struct MonitorState {
     confirmations: Mutex<confirm::Confirmations>,
     /// A copy of every stored alert for the MQTT JSON mirror ([`MonitorState::tap_alerts`]), when it runs.
     alert_tap: std::sync::OnceLock<(async_channel::Sender<Alert>, gatewarden_core::metrics::Counter)>,
+    /// Per-alert evidence pcaps (in memory until [`MonitorState::open_evidence`]).
+    evidence: Mutex<Arc<evidence::EvidenceStore>>,
+    /// Routers' evidence (by verdict id) joined to stored alerts (by store id).
+    evidence_links: Mutex<evidence::Linker>,
+    evidence_stored: gatewarden_core::metrics::Counter,
+    evidence_refused: gatewarden_core::metrics::Counter,
+    /// Evidence waiting for its alert: (pieces, bytes), so the bound is visible.
+    evidence_held: (gatewarden_core::metrics::Gauge, gatewarden_core::metrics::Gauge),
 }
 
 impl std::fmt::Debug for MonitorState {
@@ -377,6 +386,30 @@ impl MonitorState {
             policy: std::sync::OnceLock::new(),
             training: training::Training::default(),
             settings: std::sync::OnceLock::new(),
+            evidence: Mutex::new(Arc::new(evidence::EvidenceStore::default())),
+            evidence_links: Mutex::new(evidence::Linker::default()),
+            evidence_stored: registry.counter(
+                "gatewarden_evidence_stored_total",
+                "Evidence pcaps stored (one per alert; the oldest are deleted past evidence.store_bytes).",
+                &[],
+            ),
+            evidence_refused: registry.counter(
+                "gatewarden_evidence_refused_total",
+                "Evidence not stored: the alert had a pcap already, it was larger than the store, writing failed, or it waited for an alert that never came (aged out, or pushed out past the held bounds).",
+                &[],
+            ),
+            evidence_held: (
+                registry.gauge(
+                    "gatewarden_evidence_held",
+                    "Evidence pcaps waiting for their alert to be stored (at most 256; the router holding the most gives up its oldest).",
+                    &[],
+                ),
+                registry.gauge(
+                    "gatewarden_evidence_held_bytes",
+                    "Bytes of evidence pcaps waiting for their alert to be stored (at most 16 MiB).",
+                    &[],
+                ),
+            ),
             alert_tap: std::sync::OnceLock::new(),
         })
     }
@@ -393,6 +426,73 @@ impl MonitorState {
             &[],
         );
         self.alert_tap.set((tx, dropped)).ok().map(|_| rx)
+    }
+
+    /// Keeps evidence pcaps in `dir` (`<monitor.data_dir>/evidence`), or in
+    /// memory without one, at most `max_bytes` in all.
+    pub fn open_evidence(&self, dir: Option<&std::path::Path>, max_bytes: u64) -> anyhow::Result<()> {
+        let store = match dir {
+            Some(d) => evidence::EvidenceStore::open(d, max_bytes)?,
+            None => evidence::EvidenceStore::in_memory(max_bytes),
+        };
+        *self.evidence.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(store);
+        Ok(())
+    }
+
+    /// The evidence store.
+    pub fn evidence(&self) -> Arc<evidence::EvidenceStore> {
+        self.evidence.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A router's evidence for its verdict `verdict_id`: filed under the
+    /// alert that verdict came with once that alert is stored (held until
+    /// then, bounded); the first pcap of an alert stays.
+    pub fn record_evidence(&self, verdict_id: u64, node: &str, pcap: Vec<u8>) {
+        let key = (node.to_string(), verdict_id);
+        let linked = {
+            let mut links = self.evidence_links.lock().unwrap_or_else(|e| e.into_inner());
+            let before = links.given_up();
+            let linked = links.evidence(key, pcap, Instant::now());
+            self.evidence_refused.add(links.given_up() - before);
+            self.show_held(&links);
+            linked
+        };
+        match linked {
+            evidence::Linked::Now(id, pcap) => self.put_evidence(id, node, &pcap),
+            evidence::Linked::Held => tracing::debug!(verdict_id, node, "evidence held until its alert is stored"),
+            evidence::Linked::Dropped => {
+                self.evidence_refused.inc();
+                tracing::debug!(
+                    verdict_id,
+                    node,
+                    "evidence dropped: too large to hold, or one is held for that verdict"
+                );
+            }
+        }
+    }
+
+    fn show_held(&self, links: &evidence::Linker) {
+        let (n, bytes) = links.held();
+        self.evidence_held.0.set(n as f64);
+        self.evidence_held.1.set(bytes as f64);
+    }
+
+    /// Stores `pcap` as stored alert `id`'s evidence.
+    fn put_evidence(&self, id: u64, node: &str, pcap: &[u8]) {
+        match self.evidence().put(id, pcap) {
+            Ok(evidence::Put::Stored { deleted }) => {
+                self.evidence_stored.inc();
+                tracing::debug!(alert_id = id, node, bytes = pcap.len(), deleted, "evidence pcap stored");
+            }
+            Ok(other) => {
+                self.evidence_refused.inc();
+                tracing::debug!(alert_id = id, node, bytes = pcap.len(), result = ?other, "evidence pcap not stored");
+            }
+            Err(e) => {
+                self.evidence_refused.inc();
+                tracing::warn!(alert_id = id, node, error = %format!("{e:#}"), "evidence pcap not stored");
+            }
+        }
     }
 
     /// Replaces the in-memory alert store with `store` (opened on the data directory).
@@ -511,6 +611,8 @@ impl MonitorState {
             }
         }
         alerts_counter(&self.registry, alert.kind, alert.severity).inc();
+        // A verdict's alert: (router, verdict id), which its router's evidence names.
+        let link = alert.src.map(|_| (alert.node.clone(), alert.id));
         let stored = match inner.store.append(alert) {
             Ok(a) => a,
             Err(e) => {
@@ -525,6 +627,17 @@ impl MonitorState {
         if let Some((tap, dropped)) = self.alert_tap.get() {
             if tap.try_send(stored.clone()).is_err() {
                 dropped.inc();
+            }
+        }
+        if let Some(key) = link {
+            let early = {
+                let mut links = self.evidence_links.lock().unwrap_or_else(|e| e.into_inner());
+                let early = links.alert_stored(key, stored.id);
+                self.show_held(&links);
+                early
+            };
+            if let Some(pcap) = early {
+                self.put_evidence(stored.id, &stored.node, &pcap);
             }
         }
         self.events.send("alert", &alert_view(&stored, AlertState::New));

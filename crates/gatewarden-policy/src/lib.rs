@@ -62,8 +62,10 @@ pub struct PolicyConfig {
     /// Traffic-matrix cells kept (least recently seen dropped first).
     pub max_cells: usize,
     /// Length of a recurrence bucket: a pattern seen in more buckets is more stable.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub bucket_s: u64,
     /// How often the monitor writes the matrix to disk.
+    #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub save_interval_s: u64,
 }
 
@@ -254,7 +256,11 @@ impl PolicyEngine {
     /// Creates the state directory on first write (opening never touches the disk).
     fn ensure_dir(&self) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.cfg.state_dir).with_context(|| {
-            format!("cannot create policy.state_dir {} (set it to a writable directory)", self.cfg.state_dir.display())
+            format!(
+                "cannot create policy.state_dir {}: set `[policy] state_dir` to a writable directory \
+                 (`gatewarden policy ... --state-dir DIR` for one command), or run as root",
+                self.cfg.state_dir.display()
+            )
         })
     }
 

@@ -44,6 +44,8 @@ pub const VERDICT_OUTCOME: &str = "verdict_outcome";
 pub const NEIGHBOUR_TABLE: &str = "neighbour_table";
 /// ARP/neighbour-discovery requests a router saw, for the detector's LAN-mapping check.
 pub const LAN_PROBES: &str = "lan_probes";
+/// The first packets behind an alert, from the router that saw them, for the monitor's evidence pcaps.
+pub const EVIDENCE: &str = "evidence";
 
 /// Everything the fleet needs to know about one kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +67,7 @@ pub struct KindSpec {
 const ALL_NODES: &[CertRole] = &[Router, Detector, Monitor];
 
 /// Every kind, in topic order.
-pub const TABLE: [KindSpec; 16] = [
+pub const TABLE: [KindSpec; 17] = [
     KindSpec {
         name: FLOW_BATCH,
         published_by: &[Router],
@@ -201,6 +203,18 @@ pub const TABLE: [KindSpec; 16] = [
         durable: false,
         mirrored: false,
     },
+    // Like verdict outcomes: plain (TLS + ACL; packets a router saw are no
+    // secret from the broker of its own fleet), the receiver checks the body
+    // names its sender; best effort, and a router-only node mirrors it to
+    // the broker because its monitor is elsewhere.
+    KindSpec {
+        name: EVIDENCE,
+        published_by: &[Router],
+        read_by: &[Monitor],
+        sealed_for: &[],
+        durable: false,
+        mirrored: true,
+    },
 ];
 
 /// The table's row for `kind` (`None`: no such kind: drop the message).
@@ -327,7 +341,7 @@ mod tests {
     fn service_kinds_and_claimed_kinds_come_from_the_table() {
         assert_eq!(service_kinds().len(), TABLE.len() - TRANSPORT.len());
         assert!(service_kinds().contains(&UNBLOCK) && !service_kinds().contains(&ACK));
-        for k in [FLOW_BATCH, ALERT, METRICS, HEARTBEAT, BLOCK_TABLE, VERDICT_OUTCOME, NEIGHBOUR_TABLE, ACK] {
+        for k in [FLOW_BATCH, ALERT, METRICS, HEARTBEAT, BLOCK_TABLE, VERDICT_OUTCOME, NEIGHBOUR_TABLE, EVIDENCE, ACK] {
             assert!(claims_its_node(k), "{k}");
         }
         for k in [VERDICT, STATUS, KEY, POLICY_UPDATE, MODEL_UPDATE, SETTINGS_UPDATE, UNBLOCK, "nonsense"] {
@@ -374,7 +388,8 @@ mod tests {
                 "block_table",
                 "verdict_outcome",
                 "neighbour_table",
-                "lan_probes"
+                "lan_probes",
+                "evidence"
             ])
         );
         assert_eq!(

@@ -498,6 +498,79 @@ pub const MAX_OUTCOME_WHY: usize = 1024;
 /// holds at most 1 MiB.
 pub const MAX_MODEL_BYTES: usize = 900 * 1024;
 
+/// Most packets one [`Evidence`] message carries.
+pub const MAX_EVIDENCE_PACKETS: usize = 4096;
+/// Most captured bytes (all packets together) one [`Evidence`] message
+/// carries: the ceiling of the `evidence.max_alert_bytes` knob. 896 KiB, not
+/// 1 MiB: with [`MAX_EVIDENCE_PACKETS`] packets' times and lengths (~70 KB)
+/// the message must still fit in one bus frame (1 MiB + 4 KiB), or every
+/// receiver refuses it (test `the_largest_evidence_a_router_may_send_fits_in_one_frame`).
+pub const MAX_EVIDENCE_BYTES: usize = 896 * 1024;
+/// Link types (libpcap DLT numbers) an [`Evidence`] message may name: the
+/// ones the capture crate reads (Null, Ethernet, raw IP, Linux cooked).
+pub const EVIDENCE_LINK_TYPES: [u32; 8] = [0, 1, 12, 14, 101, 113, 228, 229];
+
+/// One captured packet kept as evidence (cut at the evidence snap length).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidencePacket {
+    /// Capture time, nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    /// Length of the packet on the wire (at least `data.len()`).
+    pub orig_len: u32,
+    /// The bytes kept, from the link-layer header on.
+    pub data: Vec<u8>,
+}
+
+/// The first packets of the flows a source started, sent by the router that
+/// saw them when a verdict about the source reaches it: the monitor keeps
+/// them as `evidence/<alert_id>.pcap`, so an operator can open what raised
+/// an alert in Wireshark (issue #18). Bounded: [`MAX_EVIDENCE_PACKETS`],
+/// [`MAX_EVIDENCE_BYTES`], checked on decode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// The router that captured the packets.
+    pub node: String,
+    /// The alert (and verdict) id the packets belong to.
+    pub alert_id: u64,
+    /// The source whose flows they are.
+    pub source: IpAddr,
+    /// libpcap link type (DLT) of every packet, one of [`EVIDENCE_LINK_TYPES`].
+    pub link_type: u32,
+    /// The packets, oldest first.
+    pub packets: Vec<EvidencePacket>,
+    /// Packets of the source the router no longer held or left out at the per-alert bound.
+    pub left_out: u32,
+}
+
+impl Evidence {
+    /// Captured bytes of all packets together.
+    pub fn captured_bytes(&self) -> usize {
+        self.packets.iter().map(|p| p.data.len()).sum()
+    }
+
+    /// The checks [`Message::decode`] makes: counts, sizes and link type
+    /// within bounds, no packet claiming to be shorter than what was kept.
+    pub fn check(&self) -> Result<(), String> {
+        if self.packets.len() > MAX_EVIDENCE_PACKETS {
+            return Err(format!("{} evidence packets (at most {MAX_EVIDENCE_PACKETS})", self.packets.len()));
+        }
+        let bytes = self.captured_bytes();
+        if bytes > MAX_EVIDENCE_BYTES {
+            return Err(format!("{bytes} bytes of evidence packets (at most {MAX_EVIDENCE_BYTES})"));
+        }
+        if !EVIDENCE_LINK_TYPES.contains(&self.link_type) {
+            return Err(format!("evidence link type {} is not one gatewarden captures", self.link_type));
+        }
+        if self.node.len() > 64 {
+            return Err(format!("evidence node name of {} bytes (at most 64)", self.node.len()));
+        }
+        match self.packets.iter().find(|p| (p.orig_len as usize) < p.data.len() || p.data.is_empty()) {
+            Some(p) => Err(format!("an evidence packet keeps {} bytes of a {}-byte packet", p.data.len(), p.orig_len)),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Everything that travels on the bus.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {
@@ -528,6 +601,9 @@ pub enum Message {
     /// Router → detector: ARP/neighbour-discovery requests (appended last:
     /// a decoder without it refuses only this kind, never a flow batch).
     LanProbes(LanProbes),
+    /// Router → monitor: the first packets of the flows behind an alert
+    /// (appended last, like [`Message::LanProbes`]).
+    Evidence(Evidence),
 }
 
 impl Message {
@@ -547,6 +623,7 @@ impl Message {
             Message::VerdictOutcome(_) => crate::kinds::VERDICT_OUTCOME,
             Message::NeighbourTable(_) => crate::kinds::NEIGHBOUR_TABLE,
             Message::LanProbes(_) => crate::kinds::LAN_PROBES,
+            Message::Evidence(_) => crate::kinds::EVIDENCE,
         }
     }
 
@@ -635,6 +712,7 @@ impl Message {
                 "{} LAN probes in one message (at most {MAX_LAN_PROBES})",
                 p.probes.len()
             ))),
+            Message::Evidence(e) => e.check().map_err(DecodeError::Invalid),
             Message::Heartbeat(_)
             | Message::LanProbes(_)
             | Message::PolicyUpdate(_)
@@ -991,7 +1069,56 @@ pub(crate) mod tests {
                     answered: false,
                 }],
             }),
+            Message::Evidence(evidence_sample()),
         ]
+    }
+
+    fn evidence_sample() -> Evidence {
+        Evidence {
+            node: "router-1".into(),
+            alert_id: 9,
+            source: "198.51.100.7".parse().unwrap(),
+            link_type: 1,
+            packets: vec![EvidencePacket { ts_ns: 5, orig_len: 60, data: vec![0xaa; 54] }],
+            left_out: 0,
+        }
+    }
+
+    /// Evidence is the last variant (older kinds keep their discriminants)
+    /// and every bound is checked on decode: a hostile router cannot make
+    /// the monitor write a huge or unreadable pcap.
+    #[test]
+    fn evidence_is_the_last_variant_and_bounded_on_decode() {
+        let e = evidence_sample();
+        let wire = Message::Evidence(e.clone()).encode();
+        assert_eq!(wire[1], 13, "after LAN probes (12)");
+        assert_eq!(Message::decode(&wire), Ok(Message::Evidence(e.clone())));
+        // The fuzz seed is this message, byte for byte.
+        let seed = include_bytes!("../../../fuzz/corpus/message_decode/evidence");
+        assert_eq!(wire, seed);
+        for cut in 0..wire.len() {
+            assert!(Message::decode(&wire[..cut]).is_err(), "truncated at {cut} decoded");
+        }
+        let refused = |e: Evidence, what: &str| {
+            let err = Message::decode(&Message::Evidence(e).encode()).unwrap_err();
+            assert!(matches!(&err, DecodeError::Invalid(m) if m.contains(what)), "{what}: {err}");
+        };
+        let pkt = |n: usize| EvidencePacket { ts_ns: 1, orig_len: n as u32, data: vec![1; n] };
+        refused(Evidence { packets: vec![pkt(60); MAX_EVIDENCE_PACKETS + 1], ..e.clone() }, "evidence packets");
+        refused(Evidence { packets: vec![pkt(65_535); 17], ..e.clone() }, "bytes of evidence");
+        refused(Evidence { link_type: 147, ..e.clone() }, "link type 147");
+        refused(
+            Evidence { packets: vec![EvidencePacket { ts_ns: 1, orig_len: 10, data: vec![1; 54] }], ..e.clone() },
+            "keeps 54 bytes of a 10-byte",
+        );
+        refused(Evidence { node: "n".repeat(65), ..e.clone() }, "node name");
+        // A length prefix promising more packets than the bytes hold is malformed, not an allocation.
+        let mut bytes = Message::Evidence(Evidence { packets: vec![], ..e }).encode();
+        let last = bytes.pop();
+        assert_eq!(last, Some(0), "left_out is last");
+        assert_eq!(bytes.pop(), Some(0), "the packet count before it");
+        bytes.extend([0xff, 0xff, 0xff, 0x7f, 0]);
+        assert!(matches!(Message::decode(&bytes), Err(DecodeError::Malformed(_))));
     }
 
     /// LAN probes were appended as the last variant: every older kind keeps

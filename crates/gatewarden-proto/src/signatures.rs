@@ -27,9 +27,12 @@ pub const UNBLOCK_FAILED: u32 = 9_000_107;
 /// A stored model failed validation at start; the detector fell back to the
 /// shipped one. (It shared 9000106 with [`UNBLOCKED`] before the catalogue.)
 pub const MODEL_FALLBACK: u32 = 9_000_108;
+/// The router's capture fell behind and it shed new flows from unseen
+/// sources (one alert per overload episode).
+pub const CAPTURE_OVERLOAD: u32 = 9_000_109;
 
 /// Every system event: id and signature text.
-pub const SYSTEM: [(u32, &str); 8] = [
+pub const SYSTEM: [(u32, &str); 9] = [
     (BLOCK_SET_FULL, "GATEWARDEN SYSTEM block set full"),
     (MODEL_REFUSED, "GATEWARDEN SYSTEM model refused"),
     (SETTINGS_APPLIED, "GATEWARDEN SYSTEM settings applied"),
@@ -38,6 +41,7 @@ pub const SYSTEM: [(u32, &str); 8] = [
     (UNBLOCKED, "GATEWARDEN SYSTEM block lifted"),
     (UNBLOCK_FAILED, "GATEWARDEN SYSTEM unblock failed"),
     (MODEL_FALLBACK, "GATEWARDEN SYSTEM stored model refused at start"),
+    (CAPTURE_OVERLOAD, "GATEWARDEN SYSTEM capture overloaded, load shed"),
 ];
 
 /// Every attack kind, in signature-id order.

@@ -255,6 +255,13 @@ impl HostTracker {
         (LruMap::<u128, HostStats>::bytes_per_entry(), LruMap::<(u128, u128), PairStats>::bytes_per_entry())
     }
 
+    /// Whether the tracker holds statistics for `addr`: a source the router
+    /// has seen open flows before. Under overload such sources keep full
+    /// processing while never-seen ones are sampled.
+    pub fn knows(&self, addr: IpAddr) -> bool {
+        self.hosts.peek(&key(addr)).is_some()
+    }
+
     /// Counts one packet. `new_flow` says the packet opened a flow (its
     /// source is the originator); only then can the source's set of
     /// destinations and ports change, so the sets are touched only then.

@@ -218,10 +218,23 @@ function alertRow(a) {
   if (g.state !== "new") acts.children[0].disabled = true;
   if (g.state === "resolved") acts.children[1].disabled = true;
   if (a.src_ip && a.alert.action === "blocked") { const u = actionButton("unblock", () => unblock(a.src_ip), "unblock " + a.src_ip); u.setAttribute("data-act", "unblock"); acts.append(u); }
+  if (a.src_ip) acts.append(pcapLink(id));
   return el("tr", {"data-alert-id": id, "data-state": g.state},
     el("td", {}, fmtTime(a.timestamp)), el("td", {class:"hide-sm sev" + a.alert.severity}, SEV[a.alert.severity] || a.alert.severity),
     el("td", {class:"kind sev" + a.alert.severity}, String(g.kind).replace(/_/g, " ")), el("td", {}, ipLink(a.src_ip)), el("td", {class:"hide-sm"}, a.dest_ip ? a.dest_ip + (a.dest_port ? ":" + a.dest_port : "") : "—"),
     el("td", {class:"reason hide-sm"}, g.reason), el("td", {class:"st-" + g.state, "data-col": "state"}, g.state), el("td", {}, acts));
+}
+// The alert's evidence pcap (its source's first packets, issue #18): fetched with the token, then saved.
+function pcapLink(id) {
+  const l = el("a", {href: "/api/alerts/" + id + "/pcap", download: "alert-" + id + ".pcap", title: "download the packets behind alert " + id, "data-act": "pcap"}, "pcap");
+  l.addEventListener("click", async ev => {
+    ev.preventDefault();
+    const r = await fetch(l.href, {headers: S.token ? {Authorization: "Bearer " + S.token} : {}, cache: "no-store"});
+    if (!r.ok) { let m = "no evidence kept"; try { m = (await r.json()).error || m; } catch (e) { /* not JSON */ } l.title = m; l.textContent = "no pcap"; return; }
+    const u = URL.createObjectURL(await r.blob()), t = el("a", {href: u, download: l.download});
+    document.body.append(t); t.click(); t.remove(); setTimeout(() => URL.revokeObjectURL(u), 10000);
+  });
+  return l;
 }
 function renderAlerts() {
   const list = S.order.map(id => S.alerts.get(id)).filter(a => a && matches(a));
