@@ -857,15 +857,23 @@ fn cmd_ctl(args: CtlArgs) -> i32 {
             print_json(serde_json::json!({ "blocks": blocks }))
         }
         Ok(ControlResponse::Blocks(list)) => {
+            // The answer is the router's word, checked as a bus message's would be.
+            if let Err(e) = list.iter().try_for_each(|b| b.check()) {
+                return fail(EXIT_FAILURE, format!("{} answered an impossible block list: {e}", args.node));
+            }
             if list.is_empty() {
                 println!("no blocks");
+                return 0;
             }
+            println!("{:<40} {:>12} {:>9}  {:<9} REASON", "ADDRESS", "REMAINING", "DROPPED", "ORIGIN");
             for b in list {
                 let exp = b
                     .expires_in_s
                     .map(|s| gatewarden_core::duration::format_duration(u64::from(s)))
                     .unwrap_or_else(|| "no timeout".into());
-                println!("{:<40} {:>12}  {:<9} {}", b.target, exp, b.origin, b.reason);
+                // The element's own counter (packets since the block was written); "-" when it has none.
+                let dropped = b.dropped.map_or_else(|| "-".to_string(), |d| d.packets.to_string());
+                println!("{:<40} {:>12} {:>9}  {:<9} {}", b.target, exp, dropped, b.origin, b.reason);
             }
             0
         }
@@ -1235,14 +1243,17 @@ fn cmd_blocks(args: BlocksArgs) -> i32 {
         return 0;
     }
     use gatewarden_core::duration::format_duration;
-    println!("{:<40} {:<9} {:>10} {:>10}  REASON", "ADDRESS", "ORIGIN", "REMAINING", "TIMEOUT");
+    println!("{:<40} {:<9} {:>10} {:>10} {:>9}  REASON", "ADDRESS", "ORIGIN", "REMAINING", "TIMEOUT", "DROPPED");
     for e in &list {
+        // The element's own counter (packets since the block was written); "-" in a table without them.
+        let dropped = e.dropped_packets.map_or_else(|| "-".to_string(), |p| p.to_string());
         println!(
-            "{:<40} {:<9} {:>10} {:>10}  {}",
+            "{:<40} {:<9} {:>10} {:>10} {:>9}  {}",
             e.target,
             e.origin.as_str(),
             format_duration(e.remaining_s),
             format_duration(e.timeout_s),
+            dropped,
             e.reason
         );
     }

@@ -384,7 +384,7 @@ impl Config {
         for (key, value, allowed) in self.evidence.problems() {
             bad(key, value, &allowed);
         }
-        if let Err(e) = crate::logging::parse_filter(&self.log.level) {
+        if let Err(e) = crate::log_filter::parse_filter(&self.log.level) {
             bad(
                 "log.level",
                 format!("{:?}", self.log.level),

@@ -844,6 +844,7 @@ mod tests {
                 expires_in_s: Some(ttl_s),
                 origin: origin.into(),
                 reason: String::new(),
+                dropped: None,
             });
             Ok(())
         }
@@ -926,6 +927,7 @@ mod tests {
             expires_in_s: Some(3000),
             origin: "contain".into(),
             reason: "spoofing: forged 192.0.2.10".into(),
+            dropped: None,
         });
         let (s, sd) = server(&f, Some(Arc::new(fake)), &reg);
         let addr = s.addr.to_string();

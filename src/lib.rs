@@ -29,6 +29,7 @@ pub use gatewarden_enforce as enforce;
 pub use gatewarden_flow as flow;
 /// Flow features (in the gatewarden-flow crate).
 pub use gatewarden_flow::features;
+pub mod log_filter;
 pub mod logging;
 pub mod node;
 pub mod output;

@@ -640,7 +640,7 @@ fn every_page_fits_at_1400_and_390_px_and_shows_the_replay_timeline_model_card_a
     assert!(steps[0].starts_with("First packet") && steps[0].contains("1970-01-01 00:02:00 UTC"), "{steps:?}");
     assert!(steps[1].starts_with("Detected") && steps[1].contains("port_scan"), "{steps:?}");
     assert!(steps[2].contains("not enforced (a replay)"), "{steps:?}");
-    assert!(steps[3].starts_with("Dropped since"), "{steps:?}");
+    assert!(steps[3].starts_with("Dropped") && steps[3].contains("a replay enforces nothing"), "{steps:?}");
     let (_, inc) = api(&addr, "GET", "/api/incidents/203.0.113.66", &admin);
     let first_id = inc["detected"]["gatewarden"]["id"].as_u64().unwrap();
     let href = wd.js(&format!(

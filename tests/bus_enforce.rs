@@ -125,14 +125,38 @@ fn ctl_blocks_and_unblocks_in_the_routers_nftables_sets() {
     let v6 = nft(&["list", "set", "inet", "gatewarden", "block6_admin"]);
     assert!(v6.contains("2001:db8:66::7"), "kernel set: {v6}");
 
-    // `blocks` reads the kernel sets back.
+    // Issue #18: N pings from the blocked address, out of a namespace linked
+    // to the router's, are dropped by its element, which counts them.
+    let src = common::netns::Netns::new("src");
+    let veth = format!("gwc{}", std::process::id() % 100_000);
+    common::netns::run(&["ip", "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &src.name]);
+    common::netns::run(&["ip", "addr", "add", "198.51.100.1/24", "dev", &veth]);
+    common::netns::run(&["ip", "link", "set", &veth, "up"]);
+    src.exec(&["ip", "addr", "add", "198.51.100.7/24", "dev", "eth0"]);
+    src.exec(&["ip", "link", "set", "eth0", "up"]);
+    const N: u64 = 5;
+    let ping = src
+        .command("ping")
+        .args(["-c", &N.to_string(), "-i", "0.2", "-W", "1", "-I", "198.51.100.7", "198.51.100.1"])
+        .output()
+        .unwrap();
+    assert!(!ping.status.success(), "every ping from the blocked address is dropped");
+    let el = nft(&["list", "set", "inet", "gatewarden", "block4_admin"]);
+    assert!(el.contains("198.51.100.7") && el.contains("counter packets"), "per-element counters: {el}");
+
+    // `blocks` reads the kernel sets back, with each element's count.
     let (ok, out) = ctl(&broker, &node, "alice", &["blocks"]);
     assert!(ok, "{out}");
+    assert!(out.lines().next().is_some_and(|h| h.contains("DROPPED")), "{out}");
     let line = out.lines().find(|l| l.starts_with("198.51.100.7")).unwrap_or_else(|| panic!("{out}"));
     assert!(line.contains("admin") && line.contains("operator:alice"), "{line}");
     // Time left in the one duration style (`9m58s`), as `gatewarden blocks` prints it.
     let left = gatewarden_core::duration::parse_duration(line.split_whitespace().nth(1).unwrap()).unwrap();
     assert!(left.as_secs() > 500 && left.as_secs() <= 600, "about 600 s left: {line}");
+    let dropped: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert!(dropped >= N, "the router's count for it over ctl: {line}");
+    let line6 = out.lines().find(|l| l.starts_with("2001:db8:66::7")).unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(line6.split_whitespace().nth(2), Some("0"), "the silent address dropped nothing: {line6}");
     assert!(out.lines().any(|l| l.starts_with("2001:db8:66::7")), "{out}");
     let mut seen = Vec::new();
     let listed = common::wait_until(Duration::from_secs(15), || {
@@ -142,9 +166,37 @@ fn ctl_blocks_and_unblocks_in_the_routers_nftables_sets() {
             .all(|ip| seen.iter().any(|b| b["ip"] == *ip && b["node"] == "router-1" && b["source"] == "router table"))
     });
     assert!(listed, "the monitor lists the router's kernel blocks: {seen:?}");
+    // The router publishes its table every 5 s: wait for one written after the pings.
+    let counted = common::wait_until(Duration::from_secs(15), || {
+        seen = monitor_blocks();
+        seen.iter().any(|b| b["ip"] == "198.51.100.7" && b["dropped"]["packets"].as_u64() >= Some(N))
+    });
     let row = seen.iter().find(|b| b["ip"] == "198.51.100.7").unwrap();
     assert_eq!(row["kind"], "admin", "{row}");
     assert!(row["reason"].as_str().unwrap().contains("operator:alice"), "{row}");
+    // The monitor is another process on another node id: the count came in
+    // the router's block table over Mosquitto.
+    assert!(counted, "the router's count on the monitor: {row}");
+    let silent = seen.iter().find(|b| b["ip"] == "2001:db8:66::7").unwrap();
+    assert_eq!(silent["dropped"]["packets"], 0, "counted, and nothing dropped: {silent}");
+    let since = row["dropped"]["since_unix_s"].as_u64().unwrap_or_default();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    assert!(since <= now && now - since < 120, "counted since the block: {row}");
+    let token = |role: &str| {
+        let out = Command::new(bin())
+            .args(["token", "issue", "--role", role, "--sub", &format!("{role}-bob"), "-c"])
+            .arg(&mon_cfg)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    let (admin, viewer) = (token("admin"), token("viewer"));
+    let mon = format!("127.0.0.1:{mon_http}");
+    let (code, _, body) = common::request("GET", &mon, "/api/incidents/198.51.100.7", Some(&viewer), None).unwrap();
+    assert_eq!(code, 200, "{body}");
+    let inc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(inc["dropped"]["packets"].as_u64() >= Some(N), "the incident view on the monitor: {inc}");
 
     // Unblock removes it from the kernel; a second unblock says so.
     let (ok, out) = ctl(&broker, &node, "alice", &["unblock", "198.51.100.7"]);
@@ -160,17 +212,6 @@ fn ctl_blocks_and_unblocks_in_the_routers_nftables_sets() {
 
     // The dashboard on the monitor's node unblocks the IPv6 one: no enforcement
     // runs there, so the request travels sealed to the router whose table lists it.
-    let token = |role: &str| {
-        let out = Command::new(bin())
-            .args(["token", "issue", "--role", role, "--sub", &format!("{role}-bob"), "-c"])
-            .arg(&mon_cfg)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap().trim().to_string()
-    };
-    let (admin, viewer) = (token("admin"), token("viewer"));
-    let mon = format!("127.0.0.1:{mon_http}");
     // Percent-encoded, as the page sends it.
     let path = "/api/unblock/2001%3Adb8%3A66%3A%3A7";
     let (code, _, body) = common::request("POST", &mon, path, Some(&viewer), None).unwrap();

@@ -943,3 +943,139 @@ fn forged_and_infrastructure_addresses_are_never_blocked_and_a_bad_state_file_is
         assert!(lab.elements(set).is_empty(), "{set}: {:?}", lab.elements(set));
     }
 }
+
+/// `(packets, bytes)` of the element counter `nft -j list` shows for `target` in `set`.
+fn element_counter(lab: &Lab, set: &str, target: &str) -> Option<(u64, u64)> {
+    let rs = lab.ruleset();
+    for obj in rs["nftables"].as_array().unwrap() {
+        let s = &obj["set"];
+        if s["name"] == set && s["table"] == "gatewarden" {
+            for e in s["elem"].as_array().cloned().unwrap_or_default() {
+                let el = &e["elem"];
+                if el["val"] == target {
+                    let c = &el["counter"];
+                    return Some((c["packets"].as_u64()?, c["bytes"].as_u64()?));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Issue #18: every block set element carries its own counter, so the
+/// packets dropped for one address are known apart from the others'. Two
+/// blocked addresses on the same host: the one that sends N pings has ≥ N
+/// dropped (the kernel's `nft list` and the blocker's listing agree), the
+/// silent one has 0; the per-origin totals still count as before.
+#[test]
+fn each_blocked_address_counts_the_packets_dropped_for_it() {
+    let Some(lab) = Lab::new() else { return };
+    let mut b = lab.blocker(Settings::default(), None);
+    b.ensure().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || lab.ping(IOT_B, WAN)), "the lab forwards before any block");
+    // Neighbour discovery first: once IOT6 is blocked the router's input hook
+    // drops its solicitations too, and pings that never leave count nothing.
+    let ping6 = || lab.exec(&lab.iot, &["ping", "-6", "-c", "1", "-W", "1", "-I", IOT6, WAN6]).status.success();
+    assert!(wait_until(Duration::from_secs(10), ping6), "the lab forwards IPv6 before any block");
+    for a in [IOT_A, IOT_B, IOT6] {
+        let r = b.block(a.parse().unwrap(), Duration::from_secs(600), Origin::Admin, "counted").unwrap();
+        assert!(matches!(r, BlockOutcome::Blocked { .. }), "{a}: {r:?}");
+    }
+    const N: u64 = 5;
+    let n = N.to_string();
+    let out = lab.exec(&lab.iot, &["ping", "-c", &n, "-i", "0.2", "-W", "1", "-I", IOT_B, WAN]);
+    assert!(!out.status.success(), "every ping from the blocked address is dropped");
+    let out = lab.exec(&lab.iot, &["ping", "-6", "-c", &n, "-i", "0.2", "-W", "1", "-I", IOT6, WAN6]);
+    assert!(!out.status.success(), "every IPv6 ping from the blocked address is dropped");
+
+    let (pkts, bytes) = element_counter(&lab, "block4_admin", IOT_B).expect("IOT_B's element has a counter");
+    assert!(pkts >= N && bytes >= N * 84, "nft shows {pkts} packets / {bytes} bytes for {IOT_B}");
+    assert_eq!(element_counter(&lab, "block4_admin", IOT_A), Some((0, 0)), "the silent address dropped nothing");
+    let (pkts6, _) = element_counter(&lab, "block6_admin", IOT6).expect("IOT6's element has a counter");
+    assert!(pkts6 >= N, "nft shows {pkts6} packets for {IOT6}");
+
+    let listed = b.list().unwrap();
+    let row = |t: &str| listed.iter().find(|e| e.target == t).unwrap_or_else(|| panic!("{t} not listed: {listed:?}"));
+    assert_eq!(row(IOT_B).dropped_packets, Some(pkts), "the blocker reads what nft shows");
+    assert_eq!(row(IOT_B).dropped_bytes, Some(bytes));
+    assert_eq!(row(IOT_A).dropped_packets, Some(0));
+    assert!(row(IOT6).dropped_packets >= Some(N));
+    assert!(row(IOT_B).age_s < 60, "counted since the block was written: {:?}", row(IOT_B));
+    // The per-origin total still counts every address together.
+    assert!(lab.counter("blocked_admin") >= 2 * N);
+
+    // Feed (interval) sets count per range too.
+    let feed: Vec<gatewarden::enforce::feeds::Cidr> = vec!["203.0.113.0/24".parse().unwrap()];
+    b.import_feed(&feed, Duration::from_secs(600), "feed").unwrap();
+    let listed = b.list().unwrap();
+    let f = listed.iter().find(|e| e.origin == Origin::Feed).expect("the feed range is listed");
+    assert_eq!(f.dropped_packets, Some(0), "{f:?}");
+
+    // A refresh (a longer block of the same address, as a verdict for a long
+    // attack brings) writes the element again but keeps its count and start.
+    let age = |b: &mut Blocker| b.list().unwrap().into_iter().find(|e| e.target == IOT_B).unwrap();
+    let before = age(&mut b);
+    std::thread::sleep(Duration::from_millis(1100));
+    b.block(IOT_B.parse().unwrap(), Duration::from_secs(1200), Origin::Admin, "again").unwrap();
+    let after = age(&mut b);
+    assert_eq!((after.timeout_s, after.reason.as_str()), (1200, "again"), "refreshed: {after:?}");
+    assert_eq!(element_counter(&lab, "block4_admin", IOT_B), Some((pkts, bytes)), "the count is carried over");
+    assert!(after.age_s > before.age_s, "counted since the first block, not the refresh: {before:?} → {after:?}");
+    b.remove().unwrap();
+}
+
+/// Issue #18 end to end: `gatewarden run --role all`, two addresses blocked
+/// with the CLI, N pings from one. The incident view (`/api/incidents/{ip}`)
+/// and the Blocks table (`/api/status`) show ≥ N packets dropped for it,
+/// counted since its block, and 0 for the silent one.
+#[test]
+fn the_incident_view_shows_the_packets_dropped_for_each_blocked_address() {
+    let Some(mut lab) = Lab::new() else { return };
+    let data = lab.dir.path().join("data");
+    lab.start_role("all", &format!("[monitor]\ndata_dir = \"{}\"\n", data.display()));
+    let cfg = lab.dir.path().join("gatewarden.toml");
+    let out =
+        sh(&[bin().to_str().unwrap(), "token", "issue", "--role", "viewer", "--sub", "v", "-c", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let auth = format!("Authorization: Bearer {}", stdout(&out).trim());
+    let get = |path: &str| -> serde_json::Value {
+        let url = format!("http://127.0.0.1:{}{path}", lab.metrics_port);
+        serde_json::from_str(&stdout(&lab.exec(&lab.rtr, &["curl", "-s", "-H", &auth, &url]))).unwrap_or_default()
+    };
+    assert!(wait_until(Duration::from_secs(10), || lab.ping(IOT_B, WAN)), "the lab forwards before any block");
+    let before = unix_now_s();
+    for a in [IOT_A, IOT_B] {
+        let out = lab.cli(&["block", a]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    const N: u64 = 6;
+    let out = lab.exec(&lab.iot, &["ping", "-c", &N.to_string(), "-i", "0.2", "-W", "1", "-I", IOT_B, WAN]);
+    assert!(!out.status.success(), "every ping from the blocked address is dropped");
+    let (kernel, _) = element_counter(&lab, "block4_admin", IOT_B).expect("counted in the kernel");
+    assert!(kernel >= N, "nft shows {kernel}");
+
+    // The router publishes its block table every 5 s.
+    let mut inc = serde_json::Value::Null;
+    let path = format!("/api/incidents/{IOT_B}");
+    assert!(
+        wait_until(Duration::from_secs(12), || {
+            inc = get(&path);
+            inc["dropped"]["packets"].as_u64().is_some_and(|p| p >= N)
+        }),
+        "the incident shows the element's count: {inc}"
+    );
+    let since = inc["dropped"]["since_unix_s"].as_u64().unwrap();
+    assert!((before.saturating_sub(2)..=unix_now_s()).contains(&since), "counted since the block: {since} vs {before}");
+    let silent = get(&format!("/api/incidents/{IOT_A}"));
+    assert_eq!(silent["dropped"]["packets"], 0, "the silent address dropped nothing: {silent}");
+    let status = get("/api/status");
+    let row = |ip: &str| {
+        status["blocks"].as_array().and_then(|b| b.iter().find(|r| r["ip"] == ip).cloned()).unwrap_or_default()
+    };
+    assert!(row(IOT_B)["dropped"]["packets"].as_u64() >= Some(N), "the Blocks table row: {status}");
+    assert_eq!(row(IOT_A)["dropped"]["packets"], 0, "{status}");
+}
+
+fn unix_now_s() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}

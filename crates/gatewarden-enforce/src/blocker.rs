@@ -212,6 +212,36 @@ pub struct KernelBlock {
     pub remaining_s: u64,
     /// Why (the element comment).
     pub reason: String,
+    /// Packets the block rules dropped for this entry (its own element
+    /// counter), counted since it was last written: `age_s` ago. `None`
+    /// when the set keeps no per-element counters.
+    pub dropped_packets: Option<u64>,
+    /// Their bytes (IP header and up).
+    pub dropped_bytes: Option<u64>,
+    /// Seconds since the counter started: when the block was first written
+    /// (a refresh by a new verdict carries count and start over), or when it
+    /// was restored after a restart (counts are not saved). For an element
+    /// without gatewarden's userdata: timeout minus time left.
+    pub age_s: u64,
+}
+
+impl KernelBlock {
+    fn from_element(target: String, origin: Origin, e: &ruleset::KernelElement) -> KernelBlock {
+        let now_s = gatewarden_core::clock::unix_now_ms() / 1000;
+        KernelBlock {
+            target,
+            origin,
+            timeout_s: e.timeout_ms.div_ceil(1000),
+            remaining_s: e.expires_ms.div_ceil(1000),
+            reason: e.comment.clone(),
+            dropped_packets: e.counter.map(|c| c.packets),
+            dropped_bytes: e.counter.map(|c| c.bytes),
+            age_s: match e.counted_since_s {
+                Some(since) => now_s.saturating_sub(since),
+                None => e.timeout_ms.saturating_sub(e.expires_ms) / 1000,
+            },
+        }
+    }
 }
 
 /// Result of a blocklist import.
@@ -840,16 +870,31 @@ impl Blocker {
         ruleset::push_new_elements(&mut b, &set, std::slice::from_ref(&el), &format!("block {addr} in {set}"));
         // Already blocked: delete and re-add in one transaction, so the new
         // timeout takes effect on every kernel (a plain re-add refreshes only on ≥ 6.10).
-        let mut refresh = Batch::new();
-        let key = ruleset::element(&addr_bytes(&addr), None, 0, None);
-        ruleset::push_elements(&mut refresh, &set, &[key], false, &format!("drop {addr} from {set} to refresh it"));
-        ruleset::push_elements(&mut refresh, &set, &[el], true, &format!("re-block {addr} in {set}"));
+        // The re-added element keeps the running one's count and start.
+        let refresh_of = |running: Option<&ruleset::KernelElement>| {
+            let mut refresh = Batch::new();
+            let key = ruleset::element(&addr_bytes(&addr), None, 0, None);
+            ruleset::push_elements(&mut refresh, &set, &[key], false, &format!("drop {addr} from {set} to refresh it"));
+            let again = match running.and_then(|r| Some((r.counter?, r))) {
+                Some((c, r)) => {
+                    let now_s = gatewarden_core::clock::unix_now_ms() / 1000;
+                    let since = r
+                        .counted_since_s
+                        .unwrap_or_else(|| now_s.saturating_sub(r.timeout_ms.saturating_sub(r.expires_ms) / 1000));
+                    ruleset::element_carried(&addr_bytes(&addr), ms, reason, c, since)
+                }
+                None => el.clone(),
+            };
+            ruleset::push_elements(&mut refresh, &set, &[again], true, &format!("re-block {addr} in {set}"));
+            refresh
+        };
         let mut evicted = Vec::new();
         // Read the running element first (a GET, no transaction) instead of
         // letting an exclusive add fail: every failed batch is aborted by the
         // kernel, and an abort waits for an RCU grace period — it made each
         // re-block cost 16 ms (p50) with 10 000 elements present.
         let running = ruleset::element_of(&mut self.nl, &set, &addr_bytes(&addr))?;
+        let refresh = refresh_of(running.as_ref());
         let first = match running {
             // A shorter verdict never shortens a longer block (an admin's
             // day is not cut to a detector's five minutes).
@@ -956,13 +1001,7 @@ impl Blocker {
                 } else {
                     for e in els {
                         let Some(a) = key_addr(fam, &e.key) else { continue };
-                        out.push(KernelBlock {
-                            target: a.to_string(),
-                            origin,
-                            timeout_s: e.timeout_ms.div_ceil(1000),
-                            remaining_s: e.expires_ms.div_ceil(1000),
-                            reason: e.comment,
-                        });
+                        out.push(KernelBlock::from_element(a.to_string(), origin, &e));
                     }
                 }
             }
@@ -1207,13 +1246,7 @@ fn interval_ranges(fam: Fam, els: &[ruleset::KernelElement]) -> Vec<(u128, u128,
 fn intervals(fam: Fam, els: &[ruleset::KernelElement], origin: Origin) -> Vec<KernelBlock> {
     interval_ranges(fam, els)
         .into_iter()
-        .map(|(lo, hi, e)| KernelBlock {
-            target: feeds::range_text(fam, lo, hi),
-            origin,
-            timeout_s: e.timeout_ms.div_ceil(1000),
-            remaining_s: e.expires_ms.div_ceil(1000),
-            reason: e.comment.clone(),
-        })
+        .map(|(lo, hi, e)| KernelBlock::from_element(feeds::range_text(fam, lo, hi), origin, e))
         .collect()
 }
 
@@ -1378,6 +1411,8 @@ mod tests {
             timeout_ms: 60_000,
             expires_ms: 59_001,
             comment: "feed".into(),
+            counter: None,
+            counted_since_s: None,
         };
         // Reverse order, as the rbtree dumps; plus the leading zero end marker.
         let els = vec![

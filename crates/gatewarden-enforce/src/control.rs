@@ -30,7 +30,7 @@ pub trait BlockControl: Send + Sync {
 
 use super::blocker::{BlockOutcome, Blocker};
 use super::ruleset::Origin;
-use gatewarden_proto::messages::BlockEntry;
+use gatewarden_proto::messages::{BlockEntry, Dropped};
 
 /// How long a ctl request waits for the enforcement thread.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,23 +82,29 @@ pub fn apply(blocker: &mut Blocker, op: ControlOp) -> ControlReply {
     match op {
         ControlOp::List => match blocker.list() {
             Ok(list) => {
-                let mut out: Vec<BlockEntry> = list
-                    .into_iter()
-                    .map(|e| BlockEntry {
-                        target: e.target,
-                        expires_in_s: (e.timeout_s > 0).then(|| e.remaining_s.min(u64::from(u32::MAX)) as u32),
-                        origin: e.origin.as_str().to_string(),
-                        reason: e.reason,
-                    })
-                    .collect();
+                let now_s = gatewarden_core::clock::unix_now_ms() / 1000;
+                let mut out: Vec<BlockEntry> =
+                    list.into_iter()
+                        .map(|e| BlockEntry {
+                            // Saturated to what every decoder accepts (2^53 - 1).
+                            dropped: e.dropped_packets.zip(e.dropped_bytes).map(|(packets, bytes)| {
+                                Dropped::saturating(packets, bytes, now_s.saturating_sub(e.age_s))
+                            }),
+                            target: e.target,
+                            expires_in_s: (e.timeout_s > 0).then(|| e.remaining_s.min(u64::from(u32::MAX)) as u32),
+                            origin: e.origin.as_str().to_string(),
+                            reason: e.reason,
+                        })
+                        .collect();
                 // Contained MACs are rows too (origin `contain`, the MAC as target, what it
-                // forged in the reason): old clients and monitors show them without a new field.
+                // forged in the reason): clients and monitors show them as rows, with no count.
                 match blocker.contained_list(gatewarden_core::clock::unix_now_ms()) {
                     Ok(macs) => out.extend(macs.into_iter().map(|c| BlockEntry {
                         target: c.mac,
                         expires_in_s: Some(c.remaining_s.min(u64::from(u32::MAX)) as u32),
                         origin: super::persist::CONTAIN_ORIGIN.to_string(),
                         reason: c.reason,
+                        dropped: None,
                     })),
                     Err(e) => return ControlReply::Error(format!("cannot read the contained MACs: {e}")),
                 }

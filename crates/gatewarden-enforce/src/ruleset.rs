@@ -8,9 +8,9 @@
 //! counter syn_dropped_src / syn_dropped_dst                  meter drops
 //! counter failclosed_dropped                                 new flows dropped while the detector is away
 //! set allow4          { type ipv4_addr; flags interval; }            never blocked
-//! set block4_detector { type ipv4_addr; flags timeout; size N; }     one set per origin
-//! set block4_admin    { type ipv4_addr; flags timeout; size N; }
-//! set block4_feed     { type ipv4_addr; flags interval,timeout; }    imported lists (CIDRs)
+//! set block4_detector { type ipv4_addr; flags timeout; size N; counter; }  one set per origin,
+//! set block4_admin    { type ipv4_addr; flags timeout; size N; counter; }  a counter per element
+//! set block4_feed     { type ipv4_addr; flags interval,timeout; counter; } imported lists (CIDRs)
 //! set syn4_src, syn4_dst { type ipv4_addr; flags dynamic,timeout; }  SYN meters
 //! chain guard {
 //!     ip saddr @allow4 accept
@@ -182,10 +182,28 @@ fn table_attrs() -> Attrs {
 
 fn add_set(b: &mut Batch, name: &str, fam: Fam, flags: u32, size: u32, timeout_ms: u64, id: u32) {
     let key_type = if fam == Fam::V4 { 7 } else { 8 };
-    add_typed_set(b, name, (key_type, fam.addr_len()), flags, size, timeout_ms, id);
+    add_typed_set(b, name, (key_type, fam.addr_len()), flags, size, timeout_ms, id, false);
 }
 
-fn add_typed_set(b: &mut Batch, name: &str, key: (u32, u32), flags: u32, size: u32, timeout_ms: u64, id: u32) {
+/// A block set: like [`add_set`], and every element carries its own counter
+/// (`NFTA_SET_EXPR` counter, nft's `counter;` in the set), so the packets
+/// dropped for each blocked address can be read back (issue #18).
+fn add_block_set(b: &mut Batch, name: &str, fam: Fam, flags: u32, size: u32, id: u32) {
+    let key_type = if fam == Fam::V4 { 7 } else { 8 };
+    add_typed_set(b, name, (key_type, fam.addr_len()), flags, size, 0, id, true);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn add_typed_set(
+    b: &mut Batch,
+    name: &str,
+    key: (u32, u32),
+    flags: u32,
+    size: u32,
+    timeout_ms: u64,
+    id: u32,
+    counter: bool,
+) {
     // NFTA_SET_TABLE, NAME, FLAGS, KEY_TYPE (7 ipv4_addr / 8 ipv6_addr / 9 ether_addr), KEY_LEN, DESC{SIZE}, ID, TIMEOUT.
     let mut a = Attrs::new().str(1, TABLE).str(2, name).u32(3, flags).u32(4, key.0).u32(5, key.1);
     if size > 0 {
@@ -194,6 +212,9 @@ fn add_typed_set(b: &mut Batch, name: &str, key: (u32, u32), flags: u32, size: u
     a = a.u32(10, id);
     if timeout_ms > 0 {
         a = a.u64(11, timeout_ms);
+    }
+    if counter {
+        a = a.nested(expr::NFTA_SET_EXPR, expr::set_counter());
     }
     b.push(msg::NEWSET, family::INET, NLM_F_CREATE, a, format!("add set {name}"));
 }
@@ -258,7 +279,7 @@ pub fn ensure_batch(layout: &Layout, allow: &[Cidr], stale_exists: bool) -> Batc
             } else {
                 (SET_F_TIMEOUT, layout.max_block_elements)
             };
-            add_set(&mut b, &o.set_name(fam), fam, flags, size, 0, id);
+            add_block_set(&mut b, &o.set_name(fam), fam, flags, size, id);
             id += 1;
         }
         for dir in ["src", "dst"] {
@@ -274,7 +295,7 @@ pub fn ensure_batch(layout: &Layout, allow: &[Cidr], stale_exists: bool) -> Batc
             id += 1;
         }
     }
-    add_typed_set(&mut b, SET_CONTAIN, (KEY_TYPE_ETHER, 6), SET_F_TIMEOUT, layout.max_contained, 0, id);
+    add_typed_set(&mut b, SET_CONTAIN, (KEY_TYPE_ETHER, 6), SET_F_TIMEOUT, layout.max_contained, 0, id, false);
     push_allowlist(&mut b, allow);
     for (name, hook) in [
         (CHAIN_GUARD, None),
@@ -369,7 +390,58 @@ fn comment_udata(text: &str) -> Vec<u8> {
     v
 }
 
-/// One element to add: key, per-element timeout, flags, comment.
+/// Userdata type gatewarden adds after the comment: when the element's
+/// counter started (u64 big-endian Unix seconds). nft shows comments (type 0)
+/// and skips types it does not know, so `nft list` is unchanged; a high
+/// number keeps clear of nft's own (comment 0, flags 1).
+const UDATA_COUNTED_SINCE: u8 = 0xf7;
+
+/// The comment's userdata followed by when counting began.
+fn element_udata(comment: &str, since_s: u64) -> Vec<u8> {
+    let mut v = comment_udata(comment);
+    v.push(UDATA_COUNTED_SINCE);
+    v.push(8);
+    v.extend_from_slice(&since_s.to_be_bytes());
+    v
+}
+
+/// Comment and counting start out of an element's userdata. Userdata is
+/// opaque to the kernel (anyone with nft can write any), so what does not
+/// parse is left out, never an error that would hide the block list.
+fn parse_udata(u: &[u8]) -> (String, Option<u64>) {
+    let (mut comment, mut since) = (String::new(), None);
+    let mut rest = u;
+    while rest.len() >= 2 {
+        let (ty, len) = (rest[0], rest[1] as usize);
+        let Some(v) = rest.get(2..2 + len) else { break };
+        match ty {
+            0 => comment = c_str(v),
+            UDATA_COUNTED_SINCE => since = <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes),
+            _ => {}
+        }
+        rest = &rest[2 + len..];
+    }
+    (comment, since)
+}
+
+/// An element written again (a refresh) that keeps what its counter had
+/// counted and since when: the new element starts with those values
+/// (`NFTA_SET_ELEM_EXPR` counter with initial packets and bytes, as `nft
+/// add element … { a counter packets N bytes M }` sends), so a verdict
+/// refreshing a long attack's block does not zero the count the incident
+/// view shows.
+pub fn element_carried(key: &[u8], timeout_ms: u64, comment: &str, counter: expr::CounterValue, since_s: u64) -> Attrs {
+    let mut a = Attrs::new()
+        .nested(NFTA_SET_ELEM_KEY, Attrs::new().bytes(1, key))
+        .u64(NFTA_SET_ELEM_TIMEOUT, timeout_ms)
+        .bytes(NFTA_SET_ELEM_USERDATA, &element_udata(comment, since_s));
+    let data = Attrs::new().u64(1, counter.bytes).u64(2, counter.packets);
+    a = a.nested(expr::NFTA_SET_ELEM_EXPR, Attrs::new().str(1, "counter").nested(2, data));
+    a
+}
+
+/// One element to add: key, per-element timeout, flags, comment. An element
+/// with a comment also records that its counter starts now.
 pub fn element(key: &[u8], timeout_ms: Option<u64>, flags: u32, comment: Option<&str>) -> Attrs {
     let mut a = Attrs::new().nested(NFTA_SET_ELEM_KEY, Attrs::new().bytes(1, key));
     if flags != 0 {
@@ -379,7 +451,8 @@ pub fn element(key: &[u8], timeout_ms: Option<u64>, flags: u32, comment: Option<
         a = a.u64(NFTA_SET_ELEM_TIMEOUT, t);
     }
     if let Some(c) = comment.filter(|c| !c.is_empty()) {
-        a = a.bytes(NFTA_SET_ELEM_USERDATA, &comment_udata(c));
+        let now_s = gatewarden_core::clock::unix_now_ms() / 1000;
+        a = a.bytes(NFTA_SET_ELEM_USERDATA, &element_udata(c, now_s));
     }
     a
 }
@@ -507,13 +580,20 @@ pub struct KernelElement {
     pub expires_ms: u64,
     /// The comment (reason), if any.
     pub comment: String,
+    /// The element's own counter: what the rules dropped for this entry
+    /// since it was written (block, refresh, restore). `None` in a set
+    /// without per-element counters (a table from an older version).
+    pub counter: Option<expr::CounterValue>,
+    /// When that counter started, Unix seconds (gatewarden's userdata; `None`
+    /// for an element written by someone else).
+    pub counted_since_s: Option<u64>,
 }
 
 /// Every element of `set`.
 pub fn elements(nl: &mut Netlink, set: &str) -> Result<Vec<KernelElement>, NlError> {
     let req = Attrs::new().str(NFTA_SET_ELEM_LIST_TABLE, TABLE).str(NFTA_SET_ELEM_LIST_SET, set);
     let replies = nl.dump(msg::GETSETELEM, family::INET, &req)?;
-    Ok(parse_elements(&replies))
+    parse_elements(&replies).map_err(|e| in_set(e, set))
 }
 
 /// The element of `set` with this key, if present: one round trip, however
@@ -524,7 +604,7 @@ pub fn element_of(nl: &mut Netlink, set: &str, key: &[u8]) -> Result<Option<Kern
         Attrs::new().nested(1, Attrs::new().nested(NFTA_SET_ELEM_KEY, Attrs::new().bytes(1, key))),
     );
     match nl.get(msg::GETSETELEM, family::INET, &req) {
-        Ok(replies) => Ok(parse_elements(&replies).into_iter().find(|e| e.key == key)),
+        Ok(replies) => Ok(parse_elements(&replies).map_err(|e| in_set(e, set))?.into_iter().find(|e| e.key == key)),
         Err(e) if e.errno() == Some(libc::ENOENT) => Ok(None),
         Err(e) => Err(e),
     }
@@ -537,17 +617,39 @@ pub fn element_restored(key: &[u8], timeout_ms: u64, remaining_ms: u64, flags: u
     element(key, Some(timeout_ms), flags, comment).u64(NFTA_SET_ELEM_EXPIRATION, remaining_ms.clamp(1, timeout_ms))
 }
 
-fn parse_elements(replies: &[Vec<u8>]) -> Vec<KernelElement> {
+/// Names the set in a reply the parser refused.
+fn in_set(e: NlError, set: &str) -> NlError {
+    match e {
+        NlError::Protocol(m) => NlError::Protocol(format!("listing set {set}: {m}")),
+        other => other,
+    }
+}
+
+/// The elements in GETSETELEM replies. The walk is strict: a truncated or
+/// malformed attribute fails the listing (the counts reach an operator and
+/// must not silently shrink), and nothing in a reply can make it panic.
+fn parse_elements(replies: &[Vec<u8>]) -> Result<Vec<KernelElement>, NlError> {
     let mut out = Vec::new();
     for r in replies {
-        for (ty, v) in parse_attrs(r) {
+        for (ty, v) in super::netlink::parse_attrs_strict(r, "element list")? {
             if ty != NFTA_SET_ELEM_LIST_ELEMENTS {
                 continue;
             }
-            for (_, e) in parse_attrs(v) {
-                let mut el =
-                    KernelElement { key: vec![], flags: 0, timeout_ms: 0, expires_ms: 0, comment: String::new() };
-                for (aty, av) in parse_attrs(e) {
+            for (_, e) in super::netlink::parse_attrs_strict(v, "elements")? {
+                let mut el = KernelElement {
+                    key: vec![],
+                    flags: 0,
+                    timeout_ms: 0,
+                    expires_ms: 0,
+                    comment: String::new(),
+                    counter: None,
+                    counted_since_s: None,
+                };
+                for (aty, av) in super::netlink::parse_attrs_strict(e, "element")? {
+                    if let Some(c) = expr::element_counter(aty, av)? {
+                        el.counter = Some(c);
+                        continue;
+                    }
                     match aty {
                         NFTA_SET_ELEM_KEY => {
                             if let Some((_, k)) = parse_attrs(av).next() {
@@ -557,9 +659,7 @@ fn parse_elements(replies: &[Vec<u8>]) -> Vec<KernelElement> {
                         NFTA_SET_ELEM_FLAGS => el.flags = be_u32(av),
                         NFTA_SET_ELEM_TIMEOUT => el.timeout_ms = be_u64(av),
                         NFTA_SET_ELEM_EXPIRATION => el.expires_ms = be_u64(av),
-                        NFTA_SET_ELEM_USERDATA if av.len() > 2 && av[0] == 0 => {
-                            el.comment = c_str(&av[2..]);
-                        }
+                        NFTA_SET_ELEM_USERDATA => (el.comment, el.counted_since_s) = parse_udata(av),
                         _ => {}
                     }
                 }
@@ -567,7 +667,7 @@ fn parse_elements(replies: &[Vec<u8>]) -> Vec<KernelElement> {
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Named counters of the table: name → (packets, bytes).
@@ -636,6 +736,66 @@ pub fn delete_set(b: &mut Batch, name: &str) {
 mod tests {
     use super::*;
 
+    /// A GETSETELEM reply as the kernel sends it: table, set, then the list
+    /// of elements (key 10.0.0.1 with its counter of 3 packets / 252 bytes).
+    fn reply_with_counter() -> Vec<u8> {
+        let el = Attrs::new()
+            .nested(NFTA_SET_ELEM_KEY, Attrs::new().bytes(1, &[10, 0, 0, 1]))
+            .nested(
+                expr::NFTA_SET_ELEM_EXPR,
+                Attrs::new().str(1, "counter").nested(2, Attrs::new().u64(1, 252).u64(2, 3)),
+            )
+            .u64(NFTA_SET_ELEM_TIMEOUT, 60_000)
+            .u64(NFTA_SET_ELEM_EXPIRATION, 50_000);
+        Attrs::new()
+            .str(NFTA_SET_ELEM_LIST_TABLE, TABLE)
+            .str(NFTA_SET_ELEM_LIST_SET, "block4_admin")
+            .nested(NFTA_SET_ELEM_LIST_ELEMENTS, Attrs::new().nested(1, el))
+            .as_bytes()
+            .to_vec()
+    }
+
+    #[test]
+    fn listed_elements_carry_their_counter_and_a_cut_reply_is_an_error() {
+        let r = reply_with_counter();
+        let els = parse_elements(std::slice::from_ref(&r)).unwrap();
+        assert_eq!(els.len(), 1);
+        assert_eq!(els[0].counter, Some(expr::CounterValue { packets: 3, bytes: 252 }));
+        assert_eq!((els[0].timeout_ms, els[0].expires_ms), (60_000, 50_000));
+        // Cut anywhere inside the element list: refused, not a shorter list.
+        let list_start = r.len() - parse_attrs(&r).last().unwrap().1.len();
+        for cut in list_start..r.len() {
+            assert!(parse_elements(&[r[..cut].to_vec()]).is_err(), "cut at {cut} accepted");
+        }
+    }
+
+    #[test]
+    fn block_sets_declare_a_counter_per_element_and_other_sets_do_not() {
+        let b = ensure_batch(&Layout::default(), &[], false);
+        let bytes = b.encode(1);
+        let msgs: Vec<(String, bool)> = {
+            let mut out = Vec::new();
+            let mut rest = &bytes[..];
+            while rest.len() >= 20 {
+                let len = u32::from_ne_bytes(rest[..4].try_into().unwrap()) as usize;
+                let ty = u16::from_ne_bytes([rest[4], rest[5]]);
+                if ty == (10 << 8) | msg::NEWSET as u16 {
+                    let attrs: Vec<_> = parse_attrs(&rest[20..len]).collect();
+                    let name = attrs.iter().find(|(t, _)| *t == 2).map(|(_, v)| c_str(v)).unwrap();
+                    let counted =
+                        attrs.iter().any(|(t, v)| *t == expr::NFTA_SET_EXPR && *v == expr::set_counter().as_bytes());
+                    out.push((name, counted));
+                }
+                rest = &rest[(len + 3) & !3..];
+            }
+            out
+        };
+        for (name, counted) in &msgs {
+            assert_eq!(*counted, name.starts_with("block"), "{name}");
+        }
+        assert_eq!(msgs.iter().filter(|m| m.1).count(), 6, "three origins, two families");
+    }
+
     #[test]
     fn set_and_counter_names_say_who_blocked() {
         assert_eq!(Origin::Detector.set_name(Fam::V4), "block4_detector");
@@ -651,6 +811,17 @@ mod tests {
         let bytes = stale.encode(1);
         // The first message after BATCH_BEGIN (20 bytes) is DELTABLE.
         assert_eq!(u16::from_ne_bytes([bytes[24], bytes[25]]), (10 << 8) | msg::DELTABLE as u16);
+    }
+
+    #[test]
+    fn the_counting_start_follows_the_comment_and_odd_userdata_is_skipped() {
+        let u = element_udata("scan", 1_700_000_000);
+        assert_eq!(parse_udata(&u), ("scan".to_string(), Some(1_700_000_000)));
+        assert_eq!(parse_udata(&comment_udata("by nft")), ("by nft".to_string(), None));
+        for cut in 0..u.len() {
+            let _ = parse_udata(&u[..cut]);
+        }
+        assert_eq!(parse_udata(&[0xf7, 3, 1, 2, 3]).1, None, "a since of the wrong size is left out");
     }
 
     #[test]

@@ -129,6 +129,12 @@ pub struct BlockView {
     /// For a contained MAC: the addresses it forged (bounded by the router's element comment).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub forged: Vec<String>,
+    /// Packets the router's element counter dropped for this entry, and
+    /// since when; absent when no counter reached this monitor (a verdict
+    /// row, a replay, a contained MAC). Travels in the router's block table,
+    /// so a monitor on another node shows it too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dropped: Option<gatewarden_proto::messages::Dropped>,
 }
 
 /// A verdict as a block row, from `now` for its TTL.
@@ -142,6 +148,7 @@ fn verdict_view(v: &Verdict, now: u64, source: &'static str) -> BlockView {
         node: String::new(),
         source,
         forged: Vec::new(),
+        dropped: None,
     }
 }
 
@@ -659,8 +666,13 @@ impl MonitorState {
     }
 
     /// Stores a router's block table (the kernel's block sets, every 5 s).
-    pub fn record_block_table(&self, t: gatewarden_proto::messages::BlockTable) {
+    pub fn record_block_table(&self, mut t: gatewarden_proto::messages::BlockTable) {
         let now = unix_now();
+        // A count cannot have started after now: a router whose clock runs
+        // ahead of this node's is shown as counting since now.
+        for e in &mut t.entries {
+            e.dropped = e.dropped.map(|d| d.started_by(now).0);
+        }
         let mut inner = self.lock();
         if !inner.router_blocks.contains_key(&t.node)
             && (inner.router_blocks.len() >= MAX_NODES || !gatewarden_core::identity::valid_node_id(&t.node))
@@ -695,6 +707,7 @@ impl MonitorState {
                     } else {
                         Vec::new()
                     },
+                    dropped: e.dropped,
                 });
             }
         }
@@ -890,8 +903,17 @@ impl MonitorState {
             "detected": alerts.last().map(view),
             "blocked": blocked.map(view),
             "block": block,
-            "dropped": {"packets": null, "why": "routers count drops per block set, not per address: see `gatewarden blocks --json` (counters) and gatewarden_nft_dropped_packets_total in the router's /metrics",
-                "per_set": set_drops},
+            "dropped": match block.as_ref().and_then(|b| b.dropped) {
+                Some(d) => json!({"packets": d.packets, "bytes": d.bytes,
+                    "since": rfc3339(d.since_unix_s.saturating_mul(1_000_000_000)), "since_unix_s": d.since_unix_s,
+                    "why": "this address's own element counter in the router's block set", "per_set": set_drops}),
+                None => json!({"packets": null, "why": match block.as_ref().map(|b| b.source) {
+                        Some("replay") => "a replay enforces nothing: no router dropped anything for it",
+                        Some("verdict") => "its router confirmed the block; its block table has not listed it yet",
+                        Some(_) => "the router holding this block reported no per-address counter for it (a contained MAC, or a block set without element counters)",
+                        None => "not blocked now: no element counts for it",
+                    }, "per_set": set_drops}),
+            },
             "alerts_total": alerts.len(),
             "alerts": alerts.iter().take(100).map(view).collect::<Vec<Value>>(),
         }))
@@ -1196,6 +1218,40 @@ mod tests {
             .set_total(42);
         let inc = st.incident_json("192.0.2.66".parse().unwrap()).unwrap();
         assert_eq!(inc["dropped"]["per_set"], json!({"counter=drop_detector4": 42.0}), "{inc}");
+        // A router's table with the address's own element counter: the incident says how many and since when.
+        let entry = |target: &str, dropped| gatewarden_proto::messages::BlockEntry {
+            target: target.into(),
+            expires_in_s: Some(600),
+            origin: "detector".into(),
+            reason: "port scan".into(),
+            dropped,
+        };
+        let counted = gatewarden_proto::messages::Dropped { packets: 17, bytes: 1428, since_unix_s: 1_700_000_040 };
+        st.record_block_table(gatewarden_proto::messages::BlockTable {
+            node: "gw".into(),
+            total: 2,
+            entries: vec![
+                entry("192.0.2.66", Some(counted)),
+                entry("2001:db8::9", None),
+                // A router whose clock runs ahead: its count is shown as starting now, not in 2099.
+                entry(
+                    "192.0.2.67",
+                    Some(gatewarden_proto::messages::Dropped { since_unix_s: 4_070_908_800, ..counted }),
+                ),
+            ],
+        });
+        let ahead = st.incident_json("192.0.2.67".parse().unwrap()).unwrap();
+        assert!(ahead["dropped"]["since_unix_s"].as_u64() <= Some(unix_now()), "{ahead}");
+        assert_eq!(ahead["dropped"]["packets"], 17, "{ahead}");
+        let inc = st.incident_json("192.0.2.66".parse().unwrap()).unwrap();
+        assert_eq!(inc["dropped"]["packets"], 17, "{inc}");
+        assert_eq!(
+            (&inc["dropped"]["bytes"], &inc["dropped"]["since"]),
+            (&json!(1428), &json!("2023-11-14T22:14:00.000000+0000"))
+        );
+        assert_eq!(inc["block"]["dropped"]["packets"], 17, "the Blocks table row carries it too");
+        let uncounted = st.incident_json("2001:db8::9".parse().unwrap()).unwrap();
+        assert_eq!(uncounted["dropped"]["packets"], Value::Null, "no counter reached the monitor: not a zero");
         let none = st.incident_json("198.51.100.1".parse().unwrap()).unwrap();
         assert_eq!((none["alerts_total"].as_u64(), &none["detected"]), (Some(0), &Value::Null));
 
@@ -1258,6 +1314,7 @@ mod tests {
                 expires_in_s: Some(3000),
                 origin: "contain".into(),
                 reason: "spoofing: forged 192.0.2.10, 255.255.255.255".into(),
+                dropped: None,
             }],
         });
         let mac = st.blocks().into_iter().find(|b| b.kind == "contain").expect("the contained MAC");

@@ -183,6 +183,37 @@ pub fn parse_attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     })
 }
 
+/// Splits `buf` into (type without flag bits, value) and refuses what does
+/// not add up: an attribute shorter than its header, longer than what is
+/// left, or stray bytes after the last one. For replies whose numbers reach
+/// an operator (per-element drop counters): a truncated reply is an error
+/// naming `what`, never a silently shorter list.
+pub fn parse_attrs_strict<'a>(buf: &'a [u8], what: &str) -> Result<Vec<(u16, &'a [u8])>, NlError> {
+    let mut out = Vec::new();
+    let mut rest = buf;
+    while !rest.is_empty() {
+        if rest.len() < 4 {
+            return Err(NlError::Protocol(format!("{what}: {} stray bytes after the last attribute", rest.len())));
+        }
+        let len = u16::from_ne_bytes([rest[0], rest[1]]) as usize;
+        let ty = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
+        if len < 4 || len > rest.len() {
+            return Err(NlError::Protocol(format!("{what}: attribute {ty} claims {len} bytes, {} left", rest.len())));
+        }
+        out.push((ty, &rest[4..len]));
+        let aligned = (len + 3) & !3;
+        rest = &rest[aligned.min(rest.len())..];
+    }
+    Ok(out)
+}
+
+/// A big-endian u64 that must be exactly 8 bytes (strict replies).
+pub fn be_u64_exact(v: &[u8], what: &str) -> Result<u64, NlError> {
+    <[u8; 8]>::try_from(v)
+        .map(u64::from_be_bytes)
+        .map_err(|_| NlError::Protocol(format!("{what}: a 64-bit value of {} bytes", v.len())))
+}
+
 /// Reads a big-endian u32 attribute value (0 if short).
 pub fn be_u32(v: &[u8]) -> u32 {
     v.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(0)

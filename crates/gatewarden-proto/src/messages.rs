@@ -820,6 +820,10 @@ impl Message {
             Message::BlockTable(t) if t.entries.len() > MAX_BLOCK_ROWS => {
                 Err(DecodeError::Invalid(format!("block table of {} rows (at most {MAX_BLOCK_ROWS})", t.entries.len())))
             }
+            Message::BlockTable(t) => t
+                .entries
+                .iter()
+                .try_for_each(|e| e.check().map_err(|e| DecodeError::Invalid(format!("block table: {e}")))),
             Message::NeighbourTable(t) if t.entries.len() > MAX_NEIGHBOUR_ROWS => Err(DecodeError::Invalid(format!(
                 "neighbour table of {} rows (at most {MAX_NEIGHBOUR_ROWS})",
                 t.entries.len()
@@ -839,7 +843,6 @@ impl Message {
             | Message::PolicyUpdate(_)
             | Message::ModelUpdate(_)
             | Message::SettingsUpdate(_)
-            | Message::BlockTable(_)
             | Message::VerdictOutcome(_)
             | Message::NeighbourTable(_)
             | Message::Unblock(_) => Ok(()),
@@ -894,6 +897,102 @@ pub struct BlockEntry {
     pub origin: String,
     /// Why (the element's comment: the verdict reason, or which operator asked).
     pub reason: String,
+    /// What the block rules dropped for this entry (its own nftables element
+    /// counter), when the router that lists it counts per element (`None`:
+    /// a contained MAC, or a set without per-element counters).
+    ///
+    /// Appended for issue #18, so a monitor on another node and `ctl blocks`
+    /// see the router's count. postcard is positional: block tables and
+    /// `ctl blocks` answers between an older and a newer node are refused as
+    /// malformed (upgrade the fleet together). Checked on decode
+    /// ([`Dropped::check`]).
+    pub dropped: Option<Dropped>,
+}
+
+impl BlockEntry {
+    /// Refuses an entry no honest router lists (see [`Dropped::check`]),
+    /// naming it; the bus decoder and the `ctl` client both call it.
+    pub fn check(&self) -> Result<(), String> {
+        match &self.dropped {
+            Some(d) => d.check().map_err(|e| format!("block entry {:.64}: {e}", self.target)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Largest packet or byte count a [`Dropped`] carries: 2^53 − 1, the largest
+/// integer every JSON reader (JavaScript's numbers) holds exactly, and small
+/// enough that a table's [`MAX_BLOCK_ROWS`] counts sum without overflow. A
+/// router saturates at it ([`Dropped::saturating`]: 9 PB dropped for one
+/// address, 83 days at 10 Gbit/s); the decoder refuses more.
+pub const MAX_DROP_COUNT: u64 = (1 << 53) - 1;
+
+/// Latest [`Dropped::since_unix_s`] accepted from the wire: 2100-01-01. A
+/// later start is a broken or hostile clock. No earlier bound: a router
+/// without a real-time clock counts from 1970 until NTP sets it, and that is
+/// what its element says.
+pub const MAX_DROP_SINCE_UNIX_S: u64 = 4_102_444_800;
+
+/// Packets an nftables element counter dropped for one blocked entry, and
+/// since when (the element was written then: a block, a refresh, a restart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dropped {
+    /// Packets dropped (at most [`MAX_DROP_COUNT`]).
+    pub packets: u64,
+    /// Their bytes, IP header and up (at most [`MAX_DROP_COUNT`]).
+    pub bytes: u64,
+    /// When counting began, seconds since the epoch, by the router's clock
+    /// (at most [`MAX_DROP_SINCE_UNIX_S`]).
+    pub since_unix_s: u64,
+}
+
+impl Dropped {
+    /// A router's kernel counter as sent: counts saturate at
+    /// [`MAX_DROP_COUNT`] (so the decoder's bound never refuses an honest
+    /// table), the start at [`MAX_DROP_SINCE_UNIX_S`].
+    pub fn saturating(packets: u64, bytes: u64, since_unix_s: u64) -> Dropped {
+        Dropped {
+            packets: packets.min(MAX_DROP_COUNT),
+            bytes: bytes.min(MAX_DROP_COUNT),
+            since_unix_s: since_unix_s.min(MAX_DROP_SINCE_UNIX_S),
+        }
+    }
+
+    /// Refuses counts no kernel counter produces: past [`MAX_DROP_COUNT`],
+    /// or more packets than bytes (every dropped packet has an IP header),
+    /// and a start past [`MAX_DROP_SINCE_UNIX_S`].
+    pub fn check(&self) -> Result<(), String> {
+        if self.packets > MAX_DROP_COUNT || self.bytes > MAX_DROP_COUNT {
+            return Err(format!(
+                "drop count of {} packets / {} bytes past the bound {MAX_DROP_COUNT} (2^53 - 1)",
+                self.packets, self.bytes
+            ));
+        }
+        if self.packets > self.bytes {
+            return Err(format!(
+                "{} packets dropped in {} bytes (a dropped packet has at least an IP header)",
+                self.packets, self.bytes
+            ));
+        }
+        if self.since_unix_s > MAX_DROP_SINCE_UNIX_S {
+            return Err(format!(
+                "drops counted since {} s after the epoch, past 2100-01-01 ({MAX_DROP_SINCE_UNIX_S}): a broken clock",
+                self.since_unix_s
+            ));
+        }
+        Ok(())
+    }
+
+    /// The count as a node with clock `now_unix_s` shows it: a start after
+    /// `now` (the router's clock ahead of this node's) is clamped to `now`,
+    /// since no count began in the future; the bool says it was clamped.
+    pub fn started_by(self, now_unix_s: u64) -> (Dropped, bool) {
+        if self.since_unix_s > now_unix_s {
+            (Dropped { since_unix_s: now_unix_s, ..self }, true)
+        } else {
+            (self, false)
+        }
+    }
 }
 
 impl Alert {
@@ -1078,6 +1177,7 @@ pub(crate) mod tests {
                     expires_in_s: Some(300),
                     origin: "detector".into(),
                     reason: "scan".into(),
+                    dropped: Some(Dropped { packets: 12, bytes: 1008, since_unix_s: 1_700_000_000 }),
                 }],
             }),
             Message::SettingsUpdate(SettingsUpdate {
@@ -1234,6 +1334,97 @@ pub(crate) mod tests {
         let err = Message::decode(&Message::FlowBatch(b).encode()).unwrap_err();
         assert!(matches!(err, DecodeError::Invalid(_)), "{err}");
         assert!(err.to_string().contains("capture interface name of 16 bytes (at most 15"), "{err}");
+    }
+
+    /// Issue #18 put each entry's drop count on the wire, appended to
+    /// `BlockEntry`: this pins the new layout byte by byte (an older peer
+    /// refuses it as malformed, as it does a newer alert: the fleet is
+    /// upgraded together) and that it is what `fuzz/corpus/message_decode/
+    /// block_table` holds, so fuzzing starts from today's layout
+    /// (`GATEWARDEN_WRITE_SEEDS=1 cargo test -p gatewarden-proto block_table`
+    /// rewrites the seed). An entry without a count (a contained MAC) is a
+    /// single 0 byte longer than before, and decodes as "not counted", not 0.
+    #[test]
+    fn block_table_wire_carries_each_entrys_drop_count() {
+        let entry = |dropped| BlockEntry {
+            target: "192.0.2.7".into(),
+            expires_in_s: Some(60),
+            origin: "admin".into(),
+            reason: "x".into(),
+            dropped,
+        };
+        let counted = Dropped { packets: 5, bytes: 420, since_unix_s: 1_700_000_000 };
+        let table = Message::BlockTable(BlockTable {
+            node: "r".into(),
+            total: 2,
+            entries: vec![entry(Some(counted)), entry(None)],
+        });
+        let mut row = vec![9];
+        row.extend_from_slice(b"192.0.2.7");
+        row.extend_from_slice(&[1, 60, 5, b'a', b'd', b'm', b'i', b'n', 1, b'x']);
+        let mut wire = vec![1, 8, 1, b'r', 2, 2];
+        wire.extend_from_slice(&row);
+        // Some, 5 packets, 420 bytes (varint a4 03), since 1 700 000 000 (varint).
+        wire.extend_from_slice(&[1, 5, 0xa4, 0x03, 0x80, 0xe2, 0xcf, 0xaa, 0x06]);
+        wire.extend_from_slice(&row);
+        wire.push(0);
+        assert_eq!(table.encode(), wire);
+        assert_eq!(Message::decode(&wire), Ok(table.clone()));
+        let seed =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/message_decode/block_table");
+        if std::env::var_os("GATEWARDEN_WRITE_SEEDS").is_some() {
+            std::fs::write(&seed, &wire).unwrap();
+        }
+        let bytes = std::fs::read(&seed).unwrap_or_else(|e| panic!("{}: {e}", seed.display()));
+        assert_eq!(bytes, wire, "{} is today's layout", seed.display());
+        // The layout before issue #18 (no count at the end of each row) no longer decodes.
+        let mut old = vec![1, 8, 1, b'r', 1, 1];
+        old.extend_from_slice(&row);
+        assert!(matches!(Message::decode(&old), Err(DecodeError::Malformed(_))), "{:?}", Message::decode(&old));
+    }
+
+    /// A hostile router's counts are refused with the reason, the whole
+    /// table with them (nothing half-trusted reaches the page); the largest
+    /// honest values pass, and a router saturates rather than send more.
+    #[test]
+    fn impossible_drop_counts_are_refused_on_decode() {
+        let table = |d: Dropped| {
+            Message::BlockTable(BlockTable {
+                node: "r".into(),
+                total: 1,
+                entries: vec![BlockEntry {
+                    target: "192.0.2.7".into(),
+                    expires_in_s: None,
+                    origin: "admin".into(),
+                    reason: String::new(),
+                    dropped: Some(d),
+                }],
+            })
+        };
+        let max = Dropped { packets: MAX_DROP_COUNT, bytes: MAX_DROP_COUNT, since_unix_s: MAX_DROP_SINCE_UNIX_S };
+        let zero = Dropped { packets: 0, bytes: 0, since_unix_s: 0 };
+        for ok in [max, zero] {
+            assert_eq!(Message::decode(&table(ok).encode()), Ok(table(ok)), "{ok:?}");
+        }
+        for (bad, why) in [
+            (Dropped { packets: u64::MAX, bytes: u64::MAX, ..max }, "past the bound 9007199254740991"),
+            (Dropped { bytes: MAX_DROP_COUNT + 1, ..zero }, "past the bound"),
+            (Dropped { packets: 7, bytes: 6, ..zero }, "7 packets dropped in 6 bytes"),
+            (Dropped { since_unix_s: MAX_DROP_SINCE_UNIX_S + 1, ..zero }, "past 2100-01-01"),
+            (Dropped { since_unix_s: u64::MAX, ..zero }, "a broken clock"),
+        ] {
+            let err = Message::decode(&table(bad).encode()).unwrap_err();
+            assert!(
+                matches!(&err, DecodeError::Invalid(m) if m.contains("block entry 192.0.2.7") && m.contains(why)),
+                "{bad:?}: {err}"
+            );
+        }
+        let sent = Dropped::saturating(u64::MAX, u64::MAX, u64::MAX);
+        assert_eq!(sent, max, "a router sends what the decoder accepts");
+        // A start after the receiver's clock (the router's clock ahead) is shown as now.
+        let ahead = Dropped { since_unix_s: 1_700_000_100, ..zero };
+        assert_eq!(ahead.started_by(1_700_000_000), (Dropped { since_unix_s: 1_700_000_000, ..zero }, true));
+        assert_eq!(ahead.started_by(1_700_000_100), (ahead, false));
     }
 
     #[test]

@@ -173,7 +173,7 @@ function renderStatus(s) {
   fill($("talkers"), (s.top_talkers || []).map(t => el("tr", {}, el("td", {class:"addr"}, ipLink(t.ip)), el("td", {}, fmtN(t.bytes)), el("td", {class:"hide-sm"}, fmtN(t.packets)), el("td", {}, fmtN(t.flows)))));
   if (!(s.top_talkers || []).length) fill($("talkers"), [el("tr", {}, el("td", {colSpan:4, class:"muted"}, "no traffic seen yet"))]);
   const now = Date.now() / 1000;
-  fill($("blocks"), (s.blocks || []).map(b => el("tr", {"data-block": b.ip}, el("td", {class:"addr"}, b.ip), el("td", {title: b.reason + (b.node ? " (in " + b.node + "'s nftables)" : " (not enforced: a replay)")}, (b.kind === "contain" ? "contained MAC, forged " + ((b.forged || []).join(", ") || "?") : b.kind) + (b.node ? " @ " + b.node : "")), el("td", {class:"nowrap"}, fmtDur(b.until - now)),
+  fill($("blocks"), (s.blocks || []).map(b => el("tr", {"data-block": b.ip}, el("td", {class:"addr"}, b.ip), el("td", {title: b.reason + (b.node ? " (in " + b.node + "'s nftables)" : " (not enforced: a replay)")}, (b.kind === "contain" ? "contained MAC, forged " + ((b.forged || []).join(", ") || "?") : b.kind) + (b.node ? " @ " + b.node : ""), b.dropped ? el("div", {class: "muted", "data-dropped": b.dropped.packets}, droppedText(b.dropped)) : ""), el("td", {class:"nowrap"}, fmtDur(b.until - now)),
     el("td", {}, actionButton("unblock", () => unblock(b.ip), "unblock " + b.ip)))));
   if (!(s.blocks || []).length) fill($("blocks"), [el("tr", {}, el("td", {colSpan:4, class:"muted"}, "nothing blocked"))]);
   renderNodes(s.nodes || {});
@@ -272,6 +272,7 @@ async function unblock(ip) {
 }
 
 // ---- incidents: per attacker, first packet → detection → block ----
+function droppedText(d) { return fmtN(d.packets) + " packets dropped since " + new Date(d.since_unix_s * 1000).toISOString().slice(11, 16) + " UTC"; }
 function fmtStamp(iso) { return iso ? String(iso).replace("T", " ").replace(/(\.\d+)?(\+0000|Z|\+00:00)$/, " UTC") : "—"; }
 function tsSec(a) { return a ? Number(a.gatewarden && a.gatewarden.ts_ns ? a.gatewarden.ts_ns / 1e9 : Date.parse(a.timestamp) / 1000) : NaN; }
 function after(t, t0) { const d = t - t0; return isFinite(d) && d >= 0 ? " (+" + (d < 1 ? (d * 1000).toFixed(0) + " ms" : fmtDur(d)) + ")" : ""; }
@@ -328,7 +329,7 @@ async function loadIncident(ip) {
     steps.push(step("Not blocked", "", d ? "every alert's action is " + d.alert.action : ""));
   }
   const perSet = Object.entries((x.dropped && x.dropped.per_set) || {});
-  steps.push(step("Dropped since", x.dropped && x.dropped.packets != null ? fmtN(x.dropped.packets) + " packets" : "not counted per address", el("span", {class: "muted"}, (x.dropped && x.dropped.why) || ""),
+  steps.push(step("Dropped", x.dropped && x.dropped.packets != null ? el("span", {"data-dropped": x.dropped.packets}, droppedText(x.dropped)) : "not counted for this address", el("span", {class: "muted"}, (x.dropped && x.dropped.why) || ""),
     perSet.length ? el("div", {class: "muted", "data-per-set": "1"}, "this router's drop counters, all addresses together: " + perSet.map(([k, v]) => k + " " + fmtN(v)).join(", ")) : ""));
   const list = (x.alerts || []).map(a => el("tr", {"data-alert-id": a.gatewarden.id},
     el("td", {}, fmtStamp(a.timestamp)), el("td", {class: "sev" + a.alert.severity}, a.gatewarden.kind), el("td", {}, a.alert.action),
