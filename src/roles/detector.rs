@@ -769,7 +769,9 @@ impl DetectorStage {
             );
         }
         let mut findings = Vec::new();
-        let mut seen: HashMap<IpAddr, SourceSeen> = HashMap::default();
+        // Sized up front: under a spoofed flood every record is a new source.
+        let mut seen: HashMap<IpAddr, SourceSeen> =
+            HashMap::with_capacity_and_hasher(batch.hosts.len(), Default::default());
         for r in &batch.flows {
             for d in self.heuristics.observe(r) {
                 self.long_horizon.note_finding(&d);
