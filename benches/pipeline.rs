@@ -3,6 +3,7 @@
 //!
 //!     cargo bench --bench pipeline
 //!     cargo bench --bench pipeline -- spoof_check   (the LAN spoof check alone)
+//!     cargo bench --bench pipeline -- whole_pipeline  (replay's whole pipeline: mix vs spoofed flood)
 //!
 //! Uses `GATEWARDEN_BENCH_PCAP` if set (e.g. a 1 M-packet capture made by
 //! `tools/make_traffic_pcap.py mix`), else generates a 200 k-packet mix.
@@ -21,20 +22,34 @@ use gatewarden::features::HostTracker;
 use gatewarden::flow::FlowTable;
 use gatewarden::packet;
 
+/// A capture made by `tools/make_traffic_pcap.py KIND` with `packets` packets, cached in the temp dir.
+fn generated(kind: &str, packets: u32) -> String {
+    let p = std::env::temp_dir().join(format!("gatewarden-bench-{kind}-{packets}.pcap"));
+    if !p.exists() {
+        let ok = std::process::Command::new("python3")
+            .args(["tools/make_traffic_pcap.py", kind, p.to_str().unwrap(), "--packets", &packets.to_string()])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("python3 runs tools/make_traffic_pcap.py");
+        assert!(ok.success());
+    }
+    p.to_string_lossy().into_owned()
+}
+
 fn load_frames() -> Vec<(u64, Vec<u8>)> {
-    let path = std::env::var("GATEWARDEN_BENCH_PCAP").unwrap_or_else(|_| {
-        let p = std::env::temp_dir().join("gatewarden-bench-mix.pcap");
-        if !p.exists() {
-            let ok = std::process::Command::new("python3")
-                .args(["tools/make_traffic_pcap.py", "mix", p.to_str().unwrap(), "--packets", "200000"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .expect("python3 runs tools/make_traffic_pcap.py");
-            assert!(ok.success());
-        }
-        p.to_string_lossy().into_owned()
-    });
-    let mut cf = CaptureFile::open(Path::new(&path)).expect("bench capture opens");
+    let path = std::env::var("GATEWARDEN_BENCH_PCAP").unwrap_or_else(|_| generated("mix", 200_000));
+    read_frames(&path)
+}
+
+/// The spoofed SYN flood: a new source, so a new flow, per packet
+/// (`GATEWARDEN_BENCH_FLOOD_PCAP`, else 100 k generated packets).
+fn load_flood_frames() -> Vec<(u64, Vec<u8>)> {
+    let path = std::env::var("GATEWARDEN_BENCH_FLOOD_PCAP").unwrap_or_else(|_| generated("flood", 100_000));
+    read_frames(&path)
+}
+
+fn read_frames(path: &str) -> Vec<(u64, Vec<u8>)> {
+    let mut cf = CaptureFile::open(Path::new(path)).expect("bench capture opens");
     let mut frames = Vec::new();
     while let Some(f) = cf.next_frame().expect("bench capture reads") {
         frames.push((f.ts_ns, f.data.to_vec()));
@@ -151,6 +166,68 @@ fn bench(c: &mut Criterion<ThreadCpu>) {
         )
     });
     g.finish();
+
+    // The whole pipeline as `gatewarden replay` runs it (router, detector
+    // with model, heuristics, baseline and long-horizon history, fusion,
+    // monitor), on the mix and on a spoofed SYN flood. Issue #19's goal is a
+    // flood packet costing at most 2x a mix packet: compare the two
+    // `ns/packet` lines (criterion's time ÷ packets) or run
+    // `cargo bench --bench pipeline -- whole_pipeline`, which prints the ratio.
+    let flood = load_flood_frames();
+    let mut per_packet = Vec::new();
+    for (name, frames) in [("mix", &frames), ("spoofed_flood", &flood)] {
+        let mut g = c.benchmark_group("whole_pipeline");
+        g.throughput(Throughput::Elements(frames.len() as u64));
+        g.sample_size(10);
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let registry = gatewarden_core::metrics::Registry::new();
+                    let state = gatewarden::monitor::MonitorState::new(
+                        gatewarden_proto::role::Role::All,
+                        gatewarden_proto::role::RoleSource::Flag,
+                        "bench".into(),
+                        registry,
+                    );
+                    (gatewarden::replay::Pipeline::new(&gatewarden::config::Config::default(), &state), state)
+                },
+                |(mut pipeline, state)| {
+                    for (ts, d) in frames.iter() {
+                        let f = Frame { ts_ns: *ts, link: LinkType::Ethernet, data: d, orig_len: d.len() as u32 };
+                        pipeline.on_frame(&f);
+                    }
+                    (pipeline.finish(Path::new(name)), state)
+                },
+                BatchSize::PerIteration,
+            )
+        });
+        g.finish();
+        if !std::env::args().any(|a| a == "--bench") {
+            continue; // `cargo test --all-targets` runs each case once, above; no ratio run
+        }
+        // One more timed run for the ratio line (thread CPU time, as above).
+        let registry = gatewarden_core::metrics::Registry::new();
+        let state = gatewarden::monitor::MonitorState::new(
+            gatewarden_proto::role::Role::All,
+            gatewarden_proto::role::RoleSource::Flag,
+            "bench".into(),
+            registry,
+        );
+        let mut pipeline = gatewarden::replay::Pipeline::new(&gatewarden::config::Config::default(), &state);
+        let t0 = thread_cpu_ns();
+        for (ts, d) in frames.iter() {
+            let f = Frame { ts_ns: *ts, link: LinkType::Ethernet, data: d, orig_len: d.len() as u32 };
+            pipeline.on_frame(&f);
+        }
+        let summary = pipeline.finish(Path::new(name));
+        per_packet.push((name, (thread_cpu_ns() - t0) as f64 / frames.len() as f64, summary.peak_rss_mb));
+    }
+    if let [(_, mix, _), (_, flood, rss)] = per_packet[..] {
+        println!(
+            "whole_pipeline: mix {mix:.0} ns/packet, spoofed flood {flood:.0} ns/packet: flood/mix = {:.2} (issue #19 goal <= 2); peak RSS {rss:.0} MiB",
+            flood / mix
+        );
+    }
 
     // The LAN spoof check as the capture thread runs it (SpoofLink::check:
     // a mutex and one hash lookup per frame), in its steady state: every

@@ -723,6 +723,11 @@ impl DetectorStage {
     }
 
     fn count_class(&mut self, class: &str) {
+        // Once per host snapshot: no allocation once the class is counted.
+        if let Some(c) = self.classes.get(class) {
+            c.inc();
+            return;
+        }
         self.class_counter(class).inc();
     }
 
@@ -786,7 +791,15 @@ impl DetectorStage {
             let s = &seen[&h.addr];
             let f = |name: &str| host_stat(&h.features, name, 1);
             let (kind, flow) = model_kind(&class, s, &h.features, &self.detector_cfg);
-            let numbers = format!(
+            let alone_ok = host_stat(&h.features, "host_pkt_rate", 0) >= MODEL_ALONE_MIN_PPS;
+            // Fusion reads the sentence and the named numbers only when the
+            // model may alert alone; a flood's thousands of new hosts skip the
+            // formatting, which cost more than the model run.
+            let told = self.fusion.model_alone_may_use(attack_p, alone_ok);
+            let numbers = if !told {
+                String::new()
+            } else {
+                format!(
                 "{:.0} packets/s over 1 s; 10 s window: {:.0} packets/s, {:.0} kB/s, {:.0} ports, {:.0} hosts, SYN share {:.2}, failed share {:.2}; {} packets in this batch",
                 host_stat(&h.features, "host_pkt_rate", 0),
                 f("host_pkt_rate"),
@@ -796,14 +809,19 @@ impl DetectorStage {
                 f("host_syn_ratio"),
                 f("host_failed_share"),
                 s.packets.iter().sum::<u64>(),
-            );
-            let evidence = vec![
-                ("pkt_rate_w1".into(), host_stat(&h.features, "host_pkt_rate", 0) as f64),
-                ("pkt_rate_w10".into(), f("host_pkt_rate") as f64),
-                ("distinct_dports_w10".into(), f("host_distinct_dports") as f64),
-                ("distinct_dsts_w10".into(), f("host_distinct_dsts") as f64),
-                ("syn_ratio_w10".into(), f("host_syn_ratio") as f64),
-            ];
+            )
+            };
+            let evidence = if !told {
+                Vec::new()
+            } else {
+                vec![
+                    ("pkt_rate_w1".into(), host_stat(&h.features, "host_pkt_rate", 0) as f64),
+                    ("pkt_rate_w10".into(), f("host_pkt_rate") as f64),
+                    ("distinct_dports_w10".into(), f("host_distinct_dports") as f64),
+                    ("distinct_dsts_w10".into(), f("host_distinct_dsts") as f64),
+                    ("syn_ratio_w10".into(), f("host_syn_ratio") as f64),
+                ]
+            };
             // The flow shown with the finding is one that supports its kind.
             let (target, port, flow_id, proto) = flow.map_or((None, 0, 0, None), |(d, p, id, pr)| (d, p, id, Some(pr)));
             out.push((
@@ -819,7 +837,7 @@ impl DetectorStage {
                     port,
                     flow_id,
                     proto,
-                    alone_ok: host_stat(&h.features, "host_pkt_rate", 0) >= MODEL_ALONE_MIN_PPS,
+                    alone_ok,
                 },
             ));
         }
@@ -852,7 +870,9 @@ impl DetectorStage {
             );
         }
         let mut findings = Vec::new();
-        let mut seen: HashMap<IpAddr, SourceSeen> = HashMap::default();
+        // Sized up front: under a spoofed flood every record is a new source.
+        let mut seen: HashMap<IpAddr, SourceSeen> =
+            HashMap::with_capacity_and_hasher(batch.hosts.len(), Default::default());
         let iface: Option<std::sync::Arc<str>> = (!batch.in_iface.is_empty()).then(|| batch.in_iface.as_str().into());
         for r in &batch.flows {
             for d in self.heuristics.observe(r) {

@@ -330,7 +330,10 @@ impl RouterStage {
 
     fn batch(&mut self, flows: Vec<FlowRecord>) -> FlowBatch {
         self.seq += 1;
-        let mut seen = std::collections::HashSet::new();
+        // One snapshot per distinct source, in flow order. Sized and hashed
+        // for a spoofed flood, where every record is a new source.
+        let mut seen: std::collections::HashSet<std::net::IpAddr, foldhash::fast::RandomState> =
+            std::collections::HashSet::with_capacity_and_hasher(flows.len(), Default::default());
         let hosts = flows
             .iter()
             .filter(|r| seen.insert(r.src))

@@ -177,6 +177,13 @@ impl Fusion {
         self.stats
     }
 
+    /// Whether an opinion can raise an alert by itself, so its `numbers` and
+    /// `evidence` are ever read: building them for every host of a spoofed
+    /// flood cost more than the model run.
+    pub fn model_alone_may_use(&self, attack_p: f32, alone_ok: bool) -> bool {
+        attack_p >= self.cfg.model_threshold && alone_ok
+    }
+
     /// Open incidents (bounded by [`MAX_INCIDENTS`]).
     pub fn open_incidents(&self) -> usize {
         self.incidents.len()
@@ -275,14 +282,14 @@ impl Fusion {
         }
         // The model by itself, with hysteresis.
         for (src, o) in opinions {
-            let streak = self.streaks.entry(*src).or_insert((0, 0));
-            if o.attack_p >= self.cfg.model_threshold && o.alone_ok {
-                streak.0 += 1;
-                streak.1 = o.ts_ns;
-            } else {
-                streak.0 = 0;
+            if !self.model_alone_may_use(o.attack_p, o.alone_ok) {
+                // A streak of 0 is no entry: a flood of new sources adds none.
+                self.streaks.remove(src);
                 continue;
             }
+            let streak = self.streaks.entry(*src).or_insert((0, 0));
+            streak.0 += 1;
+            streak.1 = o.ts_ns;
             let batches = streak.0;
             if batches < self.cfg.model_batches {
                 continue;
