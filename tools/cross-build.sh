@@ -68,11 +68,13 @@ fi
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
 start=$(date +%s)
 # The appliance binary is built for size: whole-program LTO, one codegen unit,
-# opt-level "s" (14.6 MB → 9.5 MB stripped with the TFLite runtime in; the
-# image goal is ≤ 12 MB). Override any of these in the environment.
+# opt-level "z" (thin LTO/opt 3: 14.6 MB; fat LTO/opt "s": 10.2 MB; opt "z":
+# 8.1 MB stripped with the TFLite runtime in, docs/PERFORMANCE.md "The
+# workspace split" has the figures and what "z" costs in speed). Override any
+# of these in the environment, e.g. CARGO_PROFILE_RELEASE_OPT_LEVEL=s.
 export CARGO_PROFILE_RELEASE_LTO=${CARGO_PROFILE_RELEASE_LTO:-fat}
 export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=${CARGO_PROFILE_RELEASE_CODEGEN_UNITS:-1}
-export CARGO_PROFILE_RELEASE_OPT_LEVEL=${CARGO_PROFILE_RELEASE_OPT_LEVEL:-s}
+export CARGO_PROFILE_RELEASE_OPT_LEVEL=${CARGO_PROFILE_RELEASE_OPT_LEVEL:-z}
 if [[ $mode == rustup ]]; then
     target=aarch64-unknown-linux-musl
     say "cargo build --release --target $target (rustup toolchain, gcc-aarch64-linux-gnu as linker)"
