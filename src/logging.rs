@@ -52,13 +52,26 @@ pub fn init_to(level: &str, format: LogFormat, file: Option<Arc<LogFile>>) {
         Some(f) => BoxMakeWriter::new(LogFileWriter(f)),
         None => BoxMakeWriter::new(std::io::stderr),
     };
-    let builder = tracing_subscriber::fmt().with_ansi(ansi);
-    let _ = match format {
-        LogFormat::Human => builder.fmt_fields(EscapedFields).with_writer(writer).finish().with(filter).try_init(),
+    let _ = subscriber(filter, format, ansi, writer).try_init();
+}
+
+/// The logger [`init_to`] installs: `filter` decides every level. The fmt
+/// subscriber's own ceiling is lifted to TRACE, or it would drop DEBUG and
+/// TRACE (its default is INFO) before `filter` saw them.
+fn subscriber(
+    filter: Targets,
+    format: LogFormat,
+    ansi: bool,
+    writer: BoxMakeWriter,
+) -> Box<dyn tracing::Subscriber + Send + Sync> {
+    let builder =
+        tracing_subscriber::fmt().with_ansi(ansi).with_max_level(tracing_subscriber::filter::LevelFilter::TRACE);
+    match format {
+        LogFormat::Human => Box::new(builder.fmt_fields(EscapedFields).with_writer(writer).finish().with(filter)),
         LogFormat::Json => {
-            builder.json().flatten_event(true).with_writer(JsonEscaping(writer)).finish().with(filter).try_init()
+            Box::new(builder.json().flatten_event(true).with_writer(JsonEscaping(writer)).finish().with(filter))
         }
-    };
+    }
 }
 
 /// The log file of `[log] file`: appended to, and reopened at the same path on
@@ -362,6 +375,26 @@ mod tests {
         for bad in ["", "  ", "verbose", "gatewarden=loud", "[conn{peer=x}]=debug", "gatewarden=debug,/x.*/"] {
             let e = parse_filter(bad).unwrap_err();
             assert!(e.contains("filter") || e.contains("supported"), "{bad:?}: {e}");
+        }
+    }
+
+    /// The installed logger lets through what the filter asks for, DEBUG and
+    /// TRACE included (the lab and the fleet test read `timing=debug` lines).
+    #[test]
+    fn the_logger_passes_debug_and_trace_when_the_filter_asks() {
+        for format in [LogFormat::Human, LogFormat::Json] {
+            let cap = Capture::default();
+            let filter = parse_filter("warn,timing=trace").unwrap();
+            let sub = subscriber(filter, format, false, BoxMakeWriter::new(cap.clone()));
+            tracing::subscriber::with_default(sub, || {
+                tracing::debug!(target: "timing", stage = "alert_received", "debug line");
+                tracing::trace!(target: "timing", stage = "verdict_decided", "trace line");
+                tracing::info!(target: "gatewarden::node", "info line, filtered out");
+                tracing::warn!(target: "gatewarden::node", "warn line");
+            });
+            let out = String::from_utf8(cap.0.lock().unwrap().clone()).unwrap();
+            assert!(out.contains("debug line") && out.contains("trace line") && out.contains("warn line"), "{out}");
+            assert!(!out.contains("filtered out"), "{out}");
         }
     }
 
