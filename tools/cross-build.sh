@@ -68,13 +68,14 @@ fi
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
 start=$(date +%s)
 # The appliance binary is built for size: whole-program LTO, one codegen unit,
-# opt-level "z" (thin LTO/opt 3: 14.6 MB; fat LTO/opt "s": 10.2 MB; opt "z":
-# 8.1 MB stripped with the TFLite runtime in, docs/PERFORMANCE.md "The
-# workspace split" has the figures and what "z" costs in speed). Override any
-# of these in the environment, e.g. CARGO_PROFILE_RELEASE_OPT_LEVEL=s.
+# opt-level "s" (thin LTO/opt 3: 14.6 MB; this: 10.2 MB stripped with the
+# TFLite runtime in). opt-level "z" makes it 8.1 MB but costs 54 % more
+# instructions per packet (docs/PERFORMANCE.md "The workspace split"), too
+# much for the packet path. Override any of these in the environment, e.g.
+# CARGO_PROFILE_RELEASE_OPT_LEVEL=z for the smallest binary.
 export CARGO_PROFILE_RELEASE_LTO=${CARGO_PROFILE_RELEASE_LTO:-fat}
 export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=${CARGO_PROFILE_RELEASE_CODEGEN_UNITS:-1}
-export CARGO_PROFILE_RELEASE_OPT_LEVEL=${CARGO_PROFILE_RELEASE_OPT_LEVEL:-z}
+export CARGO_PROFILE_RELEASE_OPT_LEVEL=${CARGO_PROFILE_RELEASE_OPT_LEVEL:-s}
 if [[ $mode == rustup ]]; then
     target=aarch64-unknown-linux-musl
     say "cargo build --release --target $target (rustup toolchain, gcc-aarch64-linux-gnu as linker)"
