@@ -44,25 +44,8 @@ pub const SYSTEM: [(u32, &str); 9] = [
     (CAPTURE_OVERLOAD, "GATEWARDEN SYSTEM capture overloaded, load shed"),
 ];
 
-/// Every attack kind, in signature-id order.
-pub const KINDS: [AttackKind; 16] = [
-    AttackKind::PortScan,
-    AttackKind::HostSweep,
-    AttackKind::SynFlood,
-    AttackKind::UdpFlood,
-    AttackKind::IcmpFlood,
-    AttackKind::BruteForce,
-    AttackKind::Anomaly,
-    AttackKind::ChannelAbuse,
-    AttackKind::LinkHealth,
-    AttackKind::System,
-    AttackKind::SlowHttp,
-    AttackKind::Spoofing,
-    AttackKind::LanMapping,
-    AttackKind::SlowScan,
-    AttackKind::DistributedScan,
-    AttackKind::SlowGuessing,
-];
+/// Every attack kind, in signature-id order (the same list as [`AttackKind::ALL`], kept once).
+pub const KINDS: [AttackKind; 16] = AttackKind::ALL;
 
 /// The signature id of a detection of `kind`.
 pub fn signature_id(kind: AttackKind) -> u32 {
