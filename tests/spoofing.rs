@@ -97,29 +97,7 @@ impl Site {
         }
         let r = s.rtr.as_str();
         // veths are created inside the router namespace, never in the root one.
-        must(&["ip", "-n", r, "link", "add", "lan0", "type", "bridge"]);
-        for (port, ns, mac) in [("pdev", &s.dev, DEVICE_MAC), ("patk", &s.atk, ATTACKER_MAC)] {
-            must(&["ip", "-n", r, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns]);
-            must(&["ip", "-n", ns, "link", "set", "eth0", "address", mac]);
-            must(&["ip", "-n", r, "link", "set", port, "master", "lan0"]);
-            must(&["ip", "-n", r, "link", "set", port, "up"]);
-        }
-        must(&["ip", "-n", r, "link", "add", "wan", "type", "veth", "peer", "name", "eth0", "netns", &s.wan]);
-        for (ns, dev, addr) in [
-            (r, "lan0", "192.0.2.1/24"),
-            (r, "wan", "198.51.100.1/24"),
-            (s.dev.as_str(), "eth0", "192.0.2.10/24"),
-            (s.atk.as_str(), "eth0", "192.0.2.66/24"),
-            (s.wan.as_str(), "eth0", "198.51.100.2/24"),
-        ] {
-            must(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
-            must(&["ip", "-n", ns, "link", "set", dev, "up"]);
-        }
-        for ns in [&s.dev, &s.atk] {
-            must(&["ip", "-n", ns, "route", "add", "default", "via", ROUTER_LAN]);
-        }
-        must(&["ip", "-n", &s.wan, "route", "add", "default", "via", "198.51.100.1"]);
-        must(&["ip", "netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        common::netns::wire_lan_site(r, &s.dev, &s.atk, &s.wan, DEVICE_MAC, ATTACKER_MAC);
         Some(s)
     }
 

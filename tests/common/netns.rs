@@ -38,6 +38,40 @@ pub fn run(args: &[&str]) -> Output {
     out
 }
 
+/// The LAN site the spoofing and overload tests share: in router namespace
+/// `rtr` a bridge `lan0` (192.0.2.1/24) with a device `dev` (192.0.2.10,
+/// `dev_mac`) and an attacker `atk` (192.0.2.66, `atk_mac`) on veth ports,
+/// and a WAN veth `wan` (198.51.100.1/24) to `wan_ns` (198.51.100.2);
+/// default routes via the router, IPv4 forwarding on. The four namespaces
+/// must exist (with `lo` up). The veths are made inside the router
+/// namespace, never in the root one.
+pub fn wire_lan_site(rtr: &str, dev: &str, atk: &str, wan_ns: &str, dev_mac: &str, atk_mac: &str) {
+    let r = rtr;
+    run(&["ip", "-n", r, "link", "add", "lan0", "type", "bridge"]);
+    for (port, ns, mac) in [("pdev", dev, dev_mac), ("patk", atk, atk_mac)] {
+        run(&["ip", "-n", r, "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+        run(&["ip", "-n", ns, "link", "set", "eth0", "address", mac]);
+        run(&["ip", "-n", r, "link", "set", port, "master", "lan0"]);
+        run(&["ip", "-n", r, "link", "set", port, "up"]);
+    }
+    run(&["ip", "-n", r, "link", "add", "wan", "type", "veth", "peer", "name", "eth0", "netns", wan_ns]);
+    for (ns, ifname, addr) in [
+        (r, "lan0", "192.0.2.1/24"),
+        (r, "wan", "198.51.100.1/24"),
+        (dev, "eth0", "192.0.2.10/24"),
+        (atk, "eth0", "192.0.2.66/24"),
+        (wan_ns, "eth0", "198.51.100.2/24"),
+    ] {
+        run(&["ip", "-n", ns, "addr", "add", addr, "dev", ifname]);
+        run(&["ip", "-n", ns, "link", "set", ifname, "up"]);
+    }
+    for ns in [dev, atk] {
+        run(&["ip", "-n", ns, "route", "add", "default", "via", "192.0.2.1"]);
+    }
+    run(&["ip", "-n", wan_ns, "route", "add", "default", "via", "198.51.100.1"]);
+    run(&["ip", "netns", "exec", r, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+}
+
 /// A network namespace, deleted on drop.
 pub struct Netns {
     pub name: String,
