@@ -60,6 +60,26 @@ fn read_frames(path: &str) -> Vec<(u64, Vec<u8>)> {
 /// CPU time of the calling thread, from the scheduler's own accounting.
 struct ThreadCpu;
 
+/// The whole pipeline as `gatewarden replay` builds it (default config, `--role all`),
+/// with the monitor state it reports into.
+fn whole_pipeline() -> (gatewarden::replay::Pipeline, std::sync::Arc<gatewarden::monitor::MonitorState>) {
+    let state = gatewarden::monitor::MonitorState::new(
+        gatewarden_proto::role::Role::All,
+        gatewarden_proto::role::RoleSource::Flag,
+        "bench".into(),
+        gatewarden_core::metrics::Registry::new(),
+    );
+    (gatewarden::replay::Pipeline::new(&gatewarden::config::Config::default(), &state), state)
+}
+
+/// Hands every frame of a capture held in memory to `pipeline`.
+fn feed(pipeline: &mut gatewarden::replay::Pipeline, frames: &[(u64, Vec<u8>)]) {
+    for (ts, d) in frames {
+        let f = Frame { ts_ns: *ts, link: LinkType::Ethernet, data: d, orig_len: d.len() as u32 };
+        pipeline.on_frame(&f);
+    }
+}
+
 fn thread_cpu_ns() -> u64 {
     std::fs::read_to_string("/proc/thread-self/schedstat")
         .ok()
@@ -181,21 +201,9 @@ fn bench(c: &mut Criterion<ThreadCpu>) {
         g.sample_size(10);
         g.bench_function(name, |b| {
             b.iter_batched(
-                || {
-                    let registry = gatewarden_core::metrics::Registry::new();
-                    let state = gatewarden::monitor::MonitorState::new(
-                        gatewarden_proto::role::Role::All,
-                        gatewarden_proto::role::RoleSource::Flag,
-                        "bench".into(),
-                        registry,
-                    );
-                    (gatewarden::replay::Pipeline::new(&gatewarden::config::Config::default(), &state), state)
-                },
+                whole_pipeline,
                 |(mut pipeline, state)| {
-                    for (ts, d) in frames.iter() {
-                        let f = Frame { ts_ns: *ts, link: LinkType::Ethernet, data: d, orig_len: d.len() as u32 };
-                        pipeline.on_frame(&f);
-                    }
+                    feed(&mut pipeline, frames);
                     (pipeline.finish(Path::new(name)), state)
                 },
                 BatchSize::PerIteration,
@@ -206,19 +214,9 @@ fn bench(c: &mut Criterion<ThreadCpu>) {
             continue; // `cargo test --all-targets` runs each case once, above; no ratio run
         }
         // One more timed run for the ratio line (thread CPU time, as above).
-        let registry = gatewarden_core::metrics::Registry::new();
-        let state = gatewarden::monitor::MonitorState::new(
-            gatewarden_proto::role::Role::All,
-            gatewarden_proto::role::RoleSource::Flag,
-            "bench".into(),
-            registry,
-        );
-        let mut pipeline = gatewarden::replay::Pipeline::new(&gatewarden::config::Config::default(), &state);
+        let (mut pipeline, _state) = whole_pipeline();
         let t0 = thread_cpu_ns();
-        for (ts, d) in frames.iter() {
-            let f = Frame { ts_ns: *ts, link: LinkType::Ethernet, data: d, orig_len: d.len() as u32 };
-            pipeline.on_frame(&f);
-        }
+        feed(&mut pipeline, frames);
         let summary = pipeline.finish(Path::new(name));
         per_packet.push((name, (thread_cpu_ns() - t0) as f64 / frames.len() as f64, summary.peak_rss_mb));
     }
