@@ -39,15 +39,7 @@ fn must(args: &[&str]) {
 }
 
 fn unavailable() -> Option<String> {
-    if String::from_utf8_lossy(&sh(&["id", "-u"]).stdout).trim() != "0" {
-        return Some("not root".into());
-    }
-    for tool in ["ip", "nft", "curl", "hping3", "nmap", "python3"] {
-        if sh(&["sh", "-c", &format!("command -v {tool}")]).stdout.is_empty() {
-            return Some(format!("{tool} is not installed (tools/test.sh installs it)"));
-        }
-    }
-    None
+    common::netns::missing_root_or_tools(&["ip", "nft", "curl", "hping3", "nmap", "python3"])
 }
 
 /// dev, atk ─ lan0 (bridge) ─ router ─ wan. Removed on drop.

@@ -43,13 +43,8 @@ fn must(args: &[&str]) {
 }
 
 fn unavailable() -> Option<String> {
-    if String::from_utf8_lossy(&sh(&["id", "-u"]).stdout).trim() != "0" {
-        return Some("not root".into());
-    }
-    for tool in ["ip", "nft", "curl", "hping3", "python3"] {
-        if sh(&["sh", "-c", &format!("command -v {tool}")]).stdout.is_empty() {
-            return Some(format!("{tool} is not installed (tools/test.sh installs it)"));
-        }
+    if let Some(why) = common::netns::missing_root_or_tools(&["ip", "nft", "curl", "hping3", "python3"]) {
+        return Some(why);
     }
     let probe = format!("gwsprobe{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
     if !sh(&["ip", "netns", "add", &probe]).status.success() {

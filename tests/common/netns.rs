@@ -26,6 +26,23 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// Why a root namespace test cannot run here: not root, or one of `tools`
+/// missing (None when all is there). The caller decides: fail in CI, skip
+/// elsewhere.
+pub fn missing_root_or_tools(tools: &[&str]) -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    if !status.lines().any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0")) {
+        return Some("not root".into());
+    }
+    for tool in tools {
+        let found = Command::new("sh").args(["-c", &format!("command -v {tool}")]).output();
+        if found.map_or(true, |o| o.stdout.is_empty()) {
+            return Some(format!("{tool} is not installed (tools/test.sh installs it)"));
+        }
+    }
+    None
+}
+
 /// Runs a command, panicking with its output if it fails.
 pub fn run(args: &[&str]) -> Output {
     let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
