@@ -507,6 +507,14 @@ pub fn spawn_capture(
                             tracing::warn!(%interface, shed = r.shed, kernel_drops = r.kernel_drops, "{reason}");
                             bus.publish(Message::Alert(overload_alert(stage.node(), reason)));
                         }
+                        // An episode that shed nothing raised no alert; its
+                        // kernel drops are in /metrics and said here.
+                        Some(OverloadEvent::Over(r)) if r.shed == 0 => tracing::warn!(
+                            %interface,
+                            kernel_drops = r.kernel_drops,
+                            seconds = r.elapsed_ns / 1_000_000_000,
+                            "capture fell behind briefly: the kernel dropped frames, no flow had to be shed"
+                        ),
                         Some(OverloadEvent::Over(r)) => tracing::info!(
                             %interface,
                             shed = r.shed,
