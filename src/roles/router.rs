@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::features::HostTracker;
 use crate::flow::FlowTable;
 use crate::packet::{self, SkipReason};
-use gatewarden_capture::overload::{Overload, OverloadEvent, ShedReason};
+use gatewarden_capture::overload::{KernelCounters, Overload, OverloadEvent, ShedReason};
 use gatewarden_capture::RingBacklog;
 use gatewarden_core::metrics::{Counter, Gauge, Registry};
 use gatewarden_proto::messages::{FlowBatch, FlowRecord, HostSnapshot, LanProbes, Message};
@@ -157,8 +157,8 @@ impl RouterStage {
 
     /// Shows the shedding controller the capture ring (backlog, kernel drops
     /// so far) at `now_ns`; returns an event to alert on or log.
-    pub fn look_at_ring(&mut self, now_ns: u64, ring: RingBacklog, kernel_drops: u64) -> Option<OverloadEvent> {
-        let ev = self.overload.observe(now_ns, ring, kernel_drops);
+    pub fn look_at_ring(&mut self, now_ns: u64, ring: RingBacklog, kernel: KernelCounters) -> Option<OverloadEvent> {
+        let ev = self.overload.observe(now_ns, ring, kernel);
         self.overloaded.set(if self.overload.overloaded() { 1.0 } else { 0.0 });
         self.shed_one_in.set(self.overload.one_in() as f64);
         ev
@@ -498,23 +498,31 @@ pub fn spawn_capture(
                 {
                     since_look = 0;
                     last_look = std::time::Instant::now();
-                    let kernel_drops = source.kernel_stats().1;
+                    let (packets, kernel_drops) = source.kernel_stats();
                     drops.set_total(kernel_drops);
                     let now = gatewarden_core::clock::unix_now_ns();
-                    match stage.look_at_ring(now, source.backlog(), kernel_drops) {
+                    let kernel = KernelCounters { packets, drops: kernel_drops };
+                    match stage.look_at_ring(now, source.backlog(), kernel) {
                         Some(OverloadEvent::Alert(r)) => {
                             let reason = r.sentence(&interface);
                             tracing::warn!(%interface, shed = r.shed, kernel_drops = r.kernel_drops, "{reason}");
                             bus.publish(Message::Alert(overload_alert(stage.node(), reason)));
                         }
-                        // An episode that shed nothing raised no alert; its
+                        // An episode that lost too little for an alert: its
                         // kernel drops are in /metrics and said here.
-                        Some(OverloadEvent::Over(r)) if r.shed == 0 => tracing::warn!(
-                            %interface,
-                            kernel_drops = r.kernel_drops,
-                            seconds = r.elapsed_ns / 1_000_000_000,
-                            "capture fell behind briefly: the kernel dropped frames, no flow had to be shed"
-                        ),
+                        Some(OverloadEvent::Over(r))
+                            if r.loss_share() < gatewarden_capture::overload::ALERT_LOSS_SHARE =>
+                        {
+                            tracing::warn!(
+                                %interface,
+                                kernel_drops = r.kernel_drops,
+                                shed = r.shed,
+                                seconds = r.elapsed_ns / 1_000_000_000,
+                                "capture fell behind briefly: {:.2} % of its frames were dropped by the kernel or shed, \
+                                 too few for an overload alert",
+                                r.loss_share() * 100.0
+                            )
+                        }
                         Some(OverloadEvent::Over(r)) => tracing::info!(
                             %interface,
                             shed = r.shed,
@@ -892,7 +900,7 @@ mod tests {
         feed(&mut stage, syn_from([192, 0, 2, 10], 1));
         let full = RingBacklog { waiting: 3, blocks: 4 };
         for i in 0..4u64 {
-            assert!(stage.look_at_ring(i * 30_000_000, full, 0).is_none());
+            assert!(stage.look_at_ring(i * 30_000_000, full, KernelCounters::default()).is_none());
         }
         let snap = registry.snapshot();
         assert_eq!((snap["gatewarden_capture_overloaded"], snap["gatewarden_capture_shed_one_in"]), (1.0, 8.0));
@@ -920,7 +928,7 @@ mod tests {
         let mut now = 100_000_000;
         let mut events = Vec::new();
         while registry.snapshot()["gatewarden_capture_overloaded"] > 0.0 {
-            events.extend(stage.look_at_ring(now, calm, 0));
+            events.extend(stage.look_at_ring(now, calm, KernelCounters::default()));
             now += 100_000_000;
             assert!(now < 10_000_000_000, "the level never fell");
         }
