@@ -2,21 +2,35 @@
 # Throughput of the traffic pipeline against ndpiReader, on the same capture,
 # in one run. Prints a Markdown table for docs/PERFORMANCE.md.
 #
-#   tools/bench-pipeline.sh [PACKETS]      (default 2000000)
+#   tools/bench-pipeline.sh [PACKETS]            synthetic mix (default 2000000)
+#   tools/bench-pipeline.sh --real [PACKETS]     real-tool traffic (default 300000):
+#       the lab's recorded benign sessions with its nmap/hping3/hydra captures
+#       laid over them (tools/make_realtool_pcap.py), padded to wire length
 #
 # Needs: python3, ndpiReader (Debian libndpi-bin), cargo. Uses one core
 # (taskset -c 0 when available) for every contender.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-packets=${1:-2000000}
+kind=mix
+if [[ ${1:-} == --real ]]; then
+    kind=real
+    shift
+fi
+packets=${1:-$([[ $kind == real ]] && echo 300000 || echo 2000000)}
 work=${XDG_CACHE_HOME:-$HOME/.cache}/gatewarden/bench
 mkdir -p "$work"
-cap=$work/mix-$packets.pcap
+cap=$work/$kind-$packets.pcap
 if ! command -v ndpiReader >/dev/null; then
     echo "error: ndpiReader not found: apt-get install libndpi-bin" >&2
     exit 1
 fi
-[[ -f $cap ]] || python3 tools/make_traffic_pcap.py mix "$cap" --packets "$packets"
+if [[ ! -f $cap ]]; then
+    if [[ $kind == real ]]; then
+        python3 tools/make_realtool_pcap.py "$cap" --packets "$packets"
+    else
+        python3 tools/make_traffic_pcap.py mix "$cap" --packets "$packets"
+    fi
+fi
 pin=()
 command -v taskset >/dev/null && pin=(taskset -c 0)
 
@@ -48,7 +62,7 @@ feat=$(thrpt parse+flow+features)
 ratio() { python3 -c "print(f'{$1 * 1e6 / $ndpi_pps:.1f}')"; }
 load=$(cut -d" " -f1-3 /proc/loadavg)
 cat <<TABLE
-| contender ($packets-packet mix, one core) | packets/s | vs ndpiReader |
+| contender ($packets-packet $kind capture, one core) | packets/s | vs ndpiReader |
 |---|---|---|
 | ndpiReader -i (nDPI $(ndpiReader -h 2>&1 | grep -oP 'nDPI \K[0-9.]+' | head -1), packet processing time ${ndpi_ms} ms) | $ndpi_pps | 1.0× |
 | parse only | ${parse} M | $(ratio "$parse")× |
