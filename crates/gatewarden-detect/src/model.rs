@@ -225,11 +225,17 @@ pub fn temperature_scale(p: &[f32], t: f32) -> Vec<f32> {
     if !(t.is_finite() && t > 0.0) || (t - 1.0).abs() < f32::EPSILON {
         return p.to_vec();
     }
-    let logs: Vec<f32> = p.iter().map(|x| x.max(1e-30).ln() / t).collect();
-    let m = logs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = logs.iter().map(|l| (l - m).exp()).collect();
-    let s: f32 = e.iter().sum();
-    e.iter().map(|x| x / s).collect()
+    // One vector, rewritten in place (this runs for every host snapshot the model judges).
+    let mut v: Vec<f32> = p.iter().map(|x| x.max(1e-30).ln() / t).collect();
+    let m = v.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    for l in v.iter_mut() {
+        *l = (*l - m).exp();
+    }
+    let s: f32 = v.iter().sum();
+    for x in v.iter_mut() {
+        *x /= s;
+    }
+    v
 }
 
 /// A card's reference inputs and outputs (`tools/train/train.py` writes them).
@@ -579,7 +585,9 @@ impl HostModel {
             x = 0.0;
         }
         if p.log1p {
-            x = x.max(0.0).ln_1p();
+            // ln_1p(0) is 0: most of a one-packet host's inputs are zero, and the call is
+            // most of what preparing a row costs.
+            x = if x > 0.0 { x.ln_1p() } else { 0.0 };
         }
         (x - p.mean[i]) / p.std[i]
     }

@@ -28,6 +28,20 @@ pub(super) struct WebSessions {
     web_ids: HashSet<u64>,
 }
 
+impl WebSessions {
+    /// Forgets every session, keeping the allocations (a recycled source state).
+    pub(super) fn clear(&mut self) {
+        let WebSessions { web, web_ids } = self;
+        web.clear();
+        web_ids.clear();
+    }
+
+    /// Entries it has room for.
+    pub(super) fn capacity(&self) -> usize {
+        self.web.capacity() + self.web_ids.capacity()
+    }
+}
+
 /// Counts a finished web session with a small reply and returns a finding when it
 /// brings its source's sessions to that server port to the limit.
 pub(super) fn observe(cfg: &DetectorConfig, o: &Observed, s: &mut WebSessions) -> Option<Detection> {

@@ -19,6 +19,18 @@ use crate::config::DetectorConfig;
 #[derive(Debug, Default)]
 pub(super) struct Logins(VecDeque<(u64, IpAddr, u16)>);
 
+impl Logins {
+    /// Forgets every session, keeping the allocation (a recycled source state).
+    pub(super) fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// Entries it has room for.
+    pub(super) fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+}
+
 /// Counts a new login connection, ages out the old ones, and returns a finding when
 /// this connection brings its source's sessions to the server to the limit.
 pub(super) fn observe(cfg: &DetectorConfig, o: &Observed, logins: &mut Logins) -> Option<Detection> {

@@ -21,6 +21,21 @@ pub(super) struct Rates {
     icmp_packets: CountWindow,
 }
 
+impl Rates {
+    /// Empties the counts, keeping the allocations (a recycled source state).
+    pub(super) fn clear(&mut self) {
+        let Rates { syn_packets, udp_packets, udp_bytes, icmp_packets } = self;
+        for w in [syn_packets, udp_packets, udp_bytes, icmp_packets] {
+            w.clear();
+        }
+    }
+
+    /// Entries the windows have room for.
+    pub(super) fn capacity(&self) -> usize {
+        [&self.syn_packets, &self.udp_packets, &self.udp_bytes, &self.icmp_packets].iter().map(|w| w.capacity()).sum()
+    }
+}
+
 /// Counts the packets a snapshot adds, ages out the old ones, and returns a finding
 /// when the source's rate of this record's kind reaches its threshold.
 /// `attempts`: the source's attempt window (for the scan check and the UDP ports hit).

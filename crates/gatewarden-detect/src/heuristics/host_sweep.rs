@@ -22,6 +22,16 @@ const MAX_PEERS: usize = 64;
 pub(super) struct Peers(VecDeque<(IpAddr, u16, Proto)>);
 
 impl Peers {
+    /// Forgets every peer, keeping the allocation (a recycled source state).
+    pub(super) fn clear(&mut self) {
+        self.0.clear();
+    }
+
+    /// Entries it has room for.
+    pub(super) fn capacity(&self) -> usize {
+        self.0.capacity()
+    }
+
     /// Remembers (or refreshes) a peer that answered.
     pub(super) fn answered(&mut self, peer: (IpAddr, u16, Proto)) {
         if let Some(i) = self.0.iter().position(|p| *p == peer) {

@@ -89,6 +89,44 @@ struct SourceState {
     rates: Rates,
 }
 
+impl SourceState {
+    /// Empties the state, keeping its allocations: a flood's sources come and go by the
+    /// thousand, and allocating (then freeing) a dozen small tables for each was most of what
+    /// a one-packet source cost.
+    fn clear(&mut self) {
+        let SourceState { last_ns, flows, attempts, failed, reported, peers, logins, web, waiting, rates } = self;
+        *last_ns = 0;
+        flows.clear();
+        attempts.clear();
+        failed.clear();
+        reported.clear();
+        peers.clear();
+        logins.clear();
+        web.clear();
+        waiting.clear();
+        rates.clear();
+    }
+
+    /// Entries its tables have room for.
+    fn capacity(&self) -> usize {
+        self.flows.capacity()
+            + self.attempts.capacity()
+            + self.failed.capacity()
+            + self.reported.capacity()
+            + self.peers.capacity()
+            + self.logins.capacity()
+            + self.web.capacity()
+            + self.waiting.capacity()
+            + self.rates.capacity()
+    }
+}
+
+/// Evicted source states kept (emptied) for new sources: one eviction's worth.
+const MAX_SPARE: usize = MAX_SOURCES / 8;
+/// A state whose tables have room for more entries than this is freed, not kept: spares
+/// stay small (a few kB each at most).
+const MAX_SPARE_CAPACITY: usize = 64;
+
 /// The heuristic detectors with their per-source state.
 pub struct Heuristics {
     cfg: DetectorConfig,
@@ -100,6 +138,8 @@ pub struct Heuristics {
     /// re-counts them as time passes, since a slowloris tool that pauses sends no record
     /// that would. A subset of `sources` (so bounded by [`MAX_SOURCES`]).
     many_waiting: HashSet<IpAddr>,
+    /// Emptied states of evicted sources, reused for new ones (at most [`MAX_SPARE`]).
+    spare: Vec<SourceState>,
 }
 
 impl Heuristics {
@@ -112,6 +152,7 @@ impl Heuristics {
             victims: Victims::default(),
             window_ns,
             many_waiting: HashSet::default(),
+            spare: Vec::new(),
         }
     }
 
@@ -154,9 +195,30 @@ impl Heuristics {
 
     /// Drops the least recently seen eighth of the sources: O(n) once per
     /// n/8 new sources, so a spoofed flood costs a few operations a record.
+    /// The evicted states are emptied and kept for the next new sources.
     fn evict_oldest_sources(&mut self) {
-        let eighth = self.sources.len() / 8;
-        gatewarden_core::lru::evict_oldest(&mut self.sources, eighth, |s| s.last_ns);
+        let n = self.sources.len() / 8;
+        if n == 0 {
+            return;
+        }
+        // The same choice as `gatewarden_core::lru::evict_oldest`: the n oldest, ties in map order.
+        let mut ages: Vec<u64> = self.sources.values().map(|s| s.last_ns).collect();
+        let (_, &mut cutoff, _) = ages.select_nth_unstable(n - 1);
+        let mut removed = 0;
+        let spare = &mut self.spare;
+        self.sources.retain(|_, s| {
+            if removed < n && s.last_ns <= cutoff {
+                removed += 1;
+                if spare.len() < MAX_SPARE && s.capacity() <= MAX_SPARE_CAPACITY {
+                    let mut kept = std::mem::take(s);
+                    kept.clear();
+                    spare.push(kept);
+                }
+                false
+            } else {
+                true
+            }
+        });
     }
 
     /// Looks at one flow snapshot; returns findings it completes.
@@ -166,7 +228,8 @@ impl Heuristics {
         }
         let window_ns = self.window_ns;
         let cfg = &self.cfg;
-        let s = self.sources.entry(r.src).or_default();
+        let spare = &mut self.spare;
+        let s = self.sources.entry(r.src).or_insert_with(|| spare.pop().unwrap_or_default());
         s.last_ns = s.last_ns.max(r.last_ns);
         let now = s.last_ns;
         let prev = s.flows.get(&r.flow_id).copied();
@@ -247,6 +310,66 @@ mod tests {
             let proto = if port == 53 { Proto::Udp } else { Proto::Tcp };
             assert!(h.observe(&rec(i, "192.0.2.20", "198.51.100.1", port, proto, i as f64, 5, 5, "SF")).is_empty());
         }
+    }
+
+    /// A recycled state is as empty as a new one: every field, scalar or table, is reset.
+    #[test]
+    fn a_recycled_source_state_is_empty() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        // One source with something in every table: answered and unanswered flows, logins,
+        // web sessions, floods.
+        let src = "192.0.2.30";
+        let mut recs = Vec::new();
+        for i in 0..40u64 {
+            let (port, proto, state) = match i % 5 {
+                0 => (22, Proto::Tcp, "SF"),
+                1 => (80, Proto::Tcp, "S1"),
+                2 => (80, Proto::Tcp, "SF"),
+                3 => (53, Proto::Udp, "S0"),
+                _ => (1000 + i as u16, Proto::Tcp, "S0"),
+            };
+            recs.push(rec(i, src, "198.51.100.1", port, proto, i as f64 * 0.01, 3, 2, state));
+        }
+        for r in &recs {
+            h.observe(r);
+        }
+        let ip: IpAddr = src.parse().unwrap();
+        let mut s = h.sources.remove(&ip).unwrap();
+        assert!(s.capacity() > 0);
+        s.clear();
+        assert_eq!(format!("{s:?}"), format!("{:?}", SourceState::default()));
+    }
+
+    /// Evicted states are reused for new sources, and findings do not depend on it.
+    #[test]
+    fn evicted_states_are_reused_and_change_nothing() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        for i in 0..(MAX_SOURCES as u64 + 10) {
+            let mut r = rec(i, "10.0.0.1", "192.0.2.10", 80, Proto::Tcp, i as f64 * 1e-6, 1, 0, "S0");
+            r.src = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000u32 + i as u32));
+            h.observe(&r);
+        }
+        assert_eq!(h.spare.len(), MAX_SPARE - 10);
+        // A port scan from a source given a recycled state is found as from a new one.
+        let mut fresh = Heuristics::new(DetectorConfig::default());
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for i in 0..200u64 {
+            let r = rec(
+                1_000_000 + i,
+                "203.0.113.9",
+                "192.0.2.10",
+                1 + i as u16,
+                Proto::Tcp,
+                1.0 + i as f64 * 0.01,
+                1,
+                0,
+                "S0",
+            );
+            a.extend(h.observe(&r));
+            b.extend(fresh.observe(&r));
+        }
+        assert!(!a.is_empty());
+        assert_eq!(format!("{a:?}"), format!("{b:?}"));
     }
 
     #[test]

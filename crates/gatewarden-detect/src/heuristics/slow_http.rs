@@ -62,6 +62,19 @@ pub(super) struct WaitingRequests {
 }
 
 impl WaitingRequests {
+    /// Forgets every request, keeping the allocation (a recycled source state).
+    pub(super) fn clear(&mut self) {
+        let WaitingRequests { waiting, waiting_checked_ns, concurrent_checked_ns } = self;
+        waiting.clear();
+        *waiting_checked_ns = 0;
+        *concurrent_checked_ns = 0;
+    }
+
+    /// Entries it has room for.
+    pub(super) fn capacity(&self) -> usize {
+        self.waiting.capacity()
+    }
+
     /// Requests waiting (stale ones included until the next count drops them).
     pub(super) fn len(&self) -> usize {
         self.waiting.len()

@@ -30,6 +30,18 @@ pub(super) struct CountWindow {
 }
 
 impl CountWindow {
+    /// Empties the window, keeping the allocation (a recycled source state).
+    pub(super) fn clear(&mut self) {
+        let CountWindow { events, total } = self;
+        events.clear();
+        *total = 0;
+    }
+
+    /// Entries it has room for.
+    pub(super) fn capacity(&self) -> usize {
+        self.events.capacity()
+    }
+
     /// Counts `n` at capture time `ts`.
     pub(super) fn push(&mut self, ts: u64, n: u32) {
         self.events.push_back((ts, n));
@@ -89,6 +101,20 @@ fn unbump<K: std::hash::Hash + Eq>(m: &mut HashMap<K, u32>, k: K) {
 }
 
 impl AttemptWindow {
+    /// Empties the window and its indexes, keeping the outer allocations (a recycled source state).
+    pub(super) fn clear(&mut self) {
+        let AttemptWindow { events, ports_by_dst, dsts_by_port, auth } = self;
+        events.clear();
+        ports_by_dst.clear();
+        dsts_by_port.clear();
+        auth.clear();
+    }
+
+    /// Entries it and its indexes have room for.
+    pub(super) fn capacity(&self) -> usize {
+        self.events.capacity() + self.ports_by_dst.capacity() + self.dsts_by_port.capacity() + self.auth.capacity()
+    }
+
     /// Counts a new flow's first packet at capture time `ts`.
     pub(super) fn push(&mut self, ts: u64, dst: IpAddr, port: u16, proto: Proto) {
         let auth = proto == Proto::Tcp && AUTH_PORTS.contains(&port);

@@ -24,6 +24,7 @@
 //! one; beyond that new sources are only counted) and [`MAX_ITEMS`] ports or hosts.
 //! When the target table is full, the targets with the fewest participants go first.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use gatewarden_proto::messages::AttackKind;
@@ -82,6 +83,11 @@ struct Part {
 #[derive(Debug, Default)]
 struct Target {
     parts: Vec<Part>,
+    /// Where each source of `parts` is (a flood's new source per probe found without a scan).
+    index: HashMap<IpAddr, u16>,
+    /// The one-probe sources of `parts` as (last probe, position), oldest first: who makes
+    /// room when the list is full, without a scan.
+    singles: BTreeSet<(u64, u16)>,
     /// Sources seen that the list had no room for (since the last prune).
     unlisted: u32,
     /// Ports (host targets) or hosts (subnet targets), as keys, with when last probed.
@@ -102,6 +108,14 @@ impl Target {
         self.unlisted = 0;
         self.participants = self.parts.iter().filter(|p| p.probes >= MIN_PROBES_PER_SOURCE).count() as u32;
         self.pruned_ns = now;
+        self.index.clear();
+        self.singles.clear();
+        for (i, p) in self.parts.iter().enumerate() {
+            self.index.insert(p.src, i as u16);
+            if p.probes < MIN_PROBES_PER_SOURCE {
+                self.singles.insert((p.last_ns, i as u16));
+            }
+        }
     }
 
     fn add(&mut self, src: IpAddr, item: (IpAddr, u16), now: u64) {
@@ -110,8 +124,12 @@ impl Target {
             self.prune(now);
         }
         let full = self.parts.len() >= MAX_SOURCES_PER_TARGET;
-        match self.parts.iter_mut().find(|p| p.src == src) {
-            Some(p) => {
+        match self.index.get(&src) {
+            Some(&i) => {
+                let p = &mut self.parts[usize::from(i)];
+                if p.probes < MIN_PROBES_PER_SOURCE {
+                    self.singles.remove(&(p.last_ns, i));
+                }
                 p.probes = p.probes.saturating_add(1);
                 p.last_ns = now;
                 if p.probes == MIN_PROBES_PER_SOURCE {
@@ -119,20 +137,23 @@ impl Target {
                 }
             }
             None if !full => {
+                let i = self.parts.len() as u16;
                 self.parts.push(Part { src, probes: 1, last_ns: now });
+                self.index.insert(src, i);
+                self.singles.insert((now, i));
             }
             None => {
-                // Full: the oldest one-probe source makes room (spoofed one-shot sources cannot
-                // push out participants); otherwise the source is only counted.
-                let room = self
-                    .parts
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, p)| p.probes < MIN_PROBES_PER_SOURCE)
-                    .min_by_key(|(_, p)| p.last_ns)
-                    .map(|(i, _)| i);
-                match room {
-                    Some(i) => self.parts[i] = Part { src, probes: 1, last_ns: now },
+                // Full: the oldest one-probe source (the first in the list among equals) makes
+                // room (spoofed one-shot sources cannot push out participants); otherwise the
+                // source is only counted.
+                match self.singles.pop_first() {
+                    Some((_, i)) => {
+                        let old =
+                            std::mem::replace(&mut self.parts[usize::from(i)], Part { src, probes: 1, last_ns: now });
+                        self.index.remove(&old.src);
+                        self.index.insert(src, i);
+                        self.singles.insert((now, i));
+                    }
                     None => self.unlisted = self.unlisted.saturating_add(1),
                 }
             }
@@ -162,6 +183,8 @@ impl DistributedScan {
                 .values()
                 .map(|t| {
                     t.parts.capacity() * std::mem::size_of::<Part>()
+                        + t.index.capacity() * (std::mem::size_of::<(IpAddr, u16)>() + 1)
+                        + t.singles.len() * std::mem::size_of::<(u64, u16)>() * 2
                         + t.items.capacity() * std::mem::size_of::<(IpAddr, u16, u64)>()
                         + t.listed.capacity() * std::mem::size_of::<IpAddr>()
                 })
@@ -331,6 +354,48 @@ mod tests {
         }
         let d = found.iter().find(|d| d.kind == AttackKind::DistributedScan).expect("not found");
         assert!(d.reason.starts_with("distributed scan of 2001:db8:1::/64: 50 sources"), "{}", d.reason);
+    }
+
+    /// A full list: the oldest one-probe source (the first listed among equals) makes room,
+    /// participants are never pushed out, and the index follows every replacement and prune.
+    #[test]
+    fn a_full_list_replaces_the_oldest_one_probe_source() {
+        let src = |i: u32| IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        let mut t = Target::default();
+        let item = (IpAddr::from([0u8, 0, 0, 0]), 80);
+        // Two participants, then singles filling the list, all at the same time but the first.
+        t.add(src(0), item, T0);
+        t.add(src(0), item, T0);
+        t.add(src(1), item, T0);
+        t.add(src(1), item, T0);
+        for i in 2..MAX_SOURCES_PER_TARGET as u32 {
+            t.add(src(i), item, T0 + if i == 2 { 0 } else { SEC });
+        }
+        assert_eq!(t.parts.len(), MAX_SOURCES_PER_TARGET);
+        // src(2) is the oldest single; then src(3), the first listed among the rest.
+        t.add(src(1000), item, T0 + 2 * SEC);
+        t.add(src(1001), item, T0 + 2 * SEC);
+        let listed: Vec<IpAddr> = t.parts.iter().map(|p| p.src).collect();
+        assert_eq!(&listed[..5], &[src(0), src(1), src(1000), src(1001), src(4)]);
+        assert_eq!(t.participants, 2);
+        // A replaced source comes back as a new single; a kept one becomes a participant.
+        t.add(src(5), item, T0 + 3 * SEC);
+        assert_eq!(t.participants, 3);
+        t.add(src(2), item, T0 + 3 * SEC);
+        assert_eq!(t.parts[4].src, src(2), "src(4) was the oldest single left");
+        assert_eq!(t.participants, 3);
+        for (i, p) in t.parts.iter().enumerate() {
+            assert_eq!(t.index[&p.src], i as u16);
+        }
+        // A prune keeps what was probed at T0 + 3 s or later (src(5), a participant, and
+        // src(2)); the index and the singles are rebuilt around them.
+        let later = T0 + WINDOW_NS + 3 * SEC;
+        t.add(src(7), item, later);
+        let listed: Vec<IpAddr> = t.parts.iter().map(|p| p.src).collect();
+        assert_eq!(listed, [src(2), src(5), src(7)]);
+        assert_eq!((t.index.len(), t.singles.len(), t.participants), (3, 2, 1));
+        t.add(src(2), item, later);
+        assert_eq!((t.index.len(), t.singles.len(), t.participants), (3, 1, 2));
     }
 
     #[test]
