@@ -71,11 +71,14 @@ start=$(date +%s)
 # opt-level "s" (thin LTO/opt 3: 14.6 MB; this: 10.2 MB stripped with the
 # TFLite runtime in). opt-level "z" makes it 8.1 MB but costs 54 % more
 # instructions per packet (docs/PERFORMANCE.md "The workspace split"), too
-# much for the packet path. Override any of these in the environment, e.g.
+# much for the packet path. The settings live in tools/size-profile.env, which
+# the Buildroot package reads too, so the image ships the same binary. A
+# variable already in the environment wins over its line there, e.g.
 # CARGO_PROFILE_RELEASE_OPT_LEVEL=z for the smallest binary.
-export CARGO_PROFILE_RELEASE_LTO=${CARGO_PROFILE_RELEASE_LTO:-fat}
-export CARGO_PROFILE_RELEASE_CODEGEN_UNITS=${CARGO_PROFILE_RELEASE_CODEGEN_UNITS:-1}
-export CARGO_PROFILE_RELEASE_OPT_LEVEL=${CARGO_PROFILE_RELEASE_OPT_LEVEL:-s}
+while IFS='=' read -r key value; do
+    [[ $key =~ ^CARGO_[A-Z0-9_]+$ ]] || continue
+    [[ -n ${!key:-} ]] || export "$key=$value"
+done <tools/size-profile.env
 if [[ $mode == rustup ]]; then
     target=aarch64-unknown-linux-musl
     say "cargo build --release --target $target (rustup toolchain, gcc-aarch64-linux-gnu as linker)"

@@ -23,6 +23,13 @@ define GATEWARDEN_VENDOR_CRATES
 endef
 GATEWARDEN_PRE_CONFIGURE_HOOKS += GATEWARDEN_VENDOR_CRATES
 
+# Build with the appliance's size settings (fat LTO, one codegen unit, opt-level
+# "s"), the ones tools/cross-build.sh uses and docs/PERFORMANCE.md measures, not
+# the plain release profile; both read them from tools/size-profile.env. The
+# cargo-package infrastructure passes this environment to cargo build and
+# cargo install alike.
+GATEWARDEN_CARGO_ENV = $(shell grep -E '^CARGO_[A-Z0-9_]+=' $(BR2_EXTERNAL_GATEWARDEN_PATH)/../tools/size-profile.env)
+
 GATEWARDEN_CARGO_BUILD_OPTS = --bin gatewarden
 GATEWARDEN_CARGO_INSTALL_OPTS = --bin gatewarden
 
