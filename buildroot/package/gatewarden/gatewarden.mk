@@ -23,7 +23,14 @@ define GATEWARDEN_VENDOR_CRATES
 endef
 GATEWARDEN_PRE_CONFIGURE_HOOKS += GATEWARDEN_VENDOR_CRATES
 
-GATEWARDEN_CARGO_BUILD_OPTS = --bin gatewarden
-GATEWARDEN_CARGO_INSTALL_OPTS = --bin gatewarden
+# Build with the appliance's size settings (fat LTO, one codegen unit, opt-level
+# "s", "z" for the crates off the packet path), the ones tools/cross-build.sh
+# uses and docs/PERFORMANCE.md measures, not the plain release profile. Both
+# pass the Cargo config file tools/size-profile.toml; the cargo-package
+# infrastructure builds, then installs (which builds again unless the profile
+# is the same), so both steps get it.
+GATEWARDEN_SIZE_PROFILE = --config $(@D)/tools/size-profile.toml
+GATEWARDEN_CARGO_BUILD_OPTS = $(GATEWARDEN_SIZE_PROFILE) --bin gatewarden
+GATEWARDEN_CARGO_INSTALL_OPTS = $(GATEWARDEN_SIZE_PROFILE) --bin gatewarden
 
 $(eval $(cargo-package))
