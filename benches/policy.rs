@@ -80,6 +80,7 @@ fn bench(c: &mut Criterion) {
         flows: (0..1000).map(flow).collect(),
         hosts: vec![],
         in_iface: String::new(),
+        shed: Vec::new(),
     };
     let mut g = c.benchmark_group("policy");
     g.throughput(Throughput::Elements(batch.flows.len() as u64));

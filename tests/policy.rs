@@ -217,7 +217,14 @@ fn feedback_moves_confidence_exactly_as_the_beta_update_predicts_and_survives_re
             flows.push(record(id, *port, 1_000 + (n % 3) * 10 + i as u64, ConnState::SF));
         }
     }
-    e.observe_batch(&FlowBatch { node: "r".into(), seq: 1, flows, hosts: vec![], in_iface: String::new() });
+    e.observe_batch(&FlowBatch {
+        node: "r".into(),
+        seq: 1,
+        flows,
+        hosts: vec![],
+        in_iface: String::new(),
+        shed: Vec::new(),
+    });
     let ctx = context(Action::Allow, Protocol::Tcp, "cameras", "sensors", 6);
     assert_eq!(ctx, "allow/tcp/cross/low");
     let check = |e: &PolicyEngine, acc: u32, rej: u32, remaining: usize| {

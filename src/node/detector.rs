@@ -340,7 +340,14 @@ mod tests {
     use super::*;
 
     fn batch(node: &str) -> FlowBatch {
-        FlowBatch { node: node.into(), seq: 1, flows: Vec::new(), hosts: Vec::new(), in_iface: String::new() }
+        FlowBatch {
+            node: node.into(),
+            seq: 1,
+            flows: Vec::new(),
+            hosts: Vec::new(),
+            in_iface: String::new(),
+            shed: Vec::new(),
+        }
     }
 
     /// Stands in for 200 refused connections from one LAN source: a port scan verdict.
@@ -365,7 +372,7 @@ mod tests {
                 src_answered: false,
             })
             .collect();
-        FlowBatch { node: "lab".into(), seq: 1, flows, hosts: vec![], in_iface: String::new() }
+        FlowBatch { node: "lab".into(), seq: 1, flows, hosts: vec![], in_iface: String::new(), shed: Vec::new() }
     }
 
     /// The lab's stalled block (docs/DETECTION.md "Time to block, live"): on a

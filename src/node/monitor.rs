@@ -306,7 +306,14 @@ mod tests {
         Consumers.start(&cx, &mut w).unwrap();
         const BACKLOG: u64 = 30;
         for seq in 1..=BACKLOG {
-            let b = FlowBatch { node: "gw".into(), seq, flows: Vec::new(), hosts: Vec::new(), in_iface: String::new() };
+            let b = FlowBatch {
+                node: "gw".into(),
+                seq,
+                flows: Vec::new(),
+                hosts: Vec::new(),
+                in_iface: String::new(),
+                shed: Vec::new(),
+            };
             assert!(cx.bus.publish(Message::FlowBatch(b)));
         }
         let alert = Alert::about_system(

@@ -874,6 +874,14 @@ impl DetectorStage {
         let mut seen: HashMap<IpAddr, SourceSeen> =
             HashMap::with_capacity_and_hasher(batch.hosts.len(), Default::default());
         let iface: Option<std::sync::Arc<str>> = (!batch.in_iface.is_empty()).then(|| batch.in_iface.as_str().into());
+        // What the router shed under overload first: SYNs towards a victim,
+        // from sources it never saw, that opened no flow.
+        for c in &batch.shed {
+            if let Some(d) = self.heuristics.observe_shed(c) {
+                findings.push((d, Origin::Heuristics));
+            }
+        }
+        now = now.max(batch.shed.iter().map(|c| c.last_ns).max().unwrap_or(0));
         for r in &batch.flows {
             for d in self.heuristics.observe(r) {
                 self.long_horizon.note_finding(&d);
@@ -1146,7 +1154,7 @@ mod tests {
                 src_answered: false,
             })
             .collect();
-        FlowBatch { node: "r".into(), seq: 1, flows, hosts: vec![], in_iface: String::new() }
+        FlowBatch { node: "r".into(), seq: 1, flows, hosts: vec![], in_iface: String::new(), shed: Vec::new() }
     }
 
     #[test]
@@ -1342,7 +1350,14 @@ mod distributed_tests {
                 flows.push(syn(round * 100 + i + 1, src(i), 1000 + (i * 2 + round) as u16, T0 + round * 1_000_000_000));
             }
         }
-        st.on_batch(&FlowBatch { node: "r".into(), seq: 1, flows, hosts: vec![], in_iface: String::new() })
+        st.on_batch(&FlowBatch {
+            node: "r".into(),
+            seq: 1,
+            flows,
+            hosts: vec![],
+            in_iface: String::new(),
+            shed: Vec::new(),
+        })
     }
 
     #[test]

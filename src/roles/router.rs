@@ -3,6 +3,7 @@
 //! Batches are cut on capture time, not wall time, so a replay at any speed
 //! yields the same batches.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use crate::capture::Frame;
@@ -13,7 +14,9 @@ use crate::packet::{self, SkipReason};
 use gatewarden_capture::overload::{KernelCounters, Overload, OverloadEvent, ShedReason};
 use gatewarden_capture::RingBacklog;
 use gatewarden_core::metrics::{Counter, Gauge, Registry};
-use gatewarden_proto::messages::{FlowBatch, FlowRecord, HostSnapshot, LanProbes, Message};
+use gatewarden_proto::messages::{FlowBatch, FlowRecord, HostSnapshot, LanProbes, Message, Proto, ShedCount};
+
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Parses frames into the flow table and emits FlowBatch messages at a fixed cadence.
 pub struct RouterStage {
@@ -53,6 +56,11 @@ pub struct RouterStage {
     /// Keys the admission hash; random per process so a flood cannot aim at admitted keys.
     shed_keys: std::collections::hash_map::RandomState,
     shed: [Counter; 2],
+    /// What was shed since the last batch, by destination: sent with the
+    /// batch so the per-victim detectors still see a flood that forced
+    /// shedding (at most `MAX_SHED_DESTS` destinations; the rest are only
+    /// in the `shed` counters).
+    shed_by_dst: HashMap<(IpAddr, u16, u8), ShedCount>,
     overloaded: Gauge,
     shed_one_in: Gauge,
     /// The first packets of each source's flows, for evidence pcaps (shared with the verdict task).
@@ -129,6 +137,7 @@ impl RouterStage {
             overload: Overload::new(),
             shed_keys: std::collections::hash_map::RandomState::new(),
             shed,
+            shed_by_dst: HashMap::default(),
             overloaded: registry.gauge(
                 "gatewarden_capture_overloaded",
                 "1 while the capture sheds new flows from unseen sources because the pipeline cannot keep up, else 0.",
@@ -179,6 +188,16 @@ impl RouterStage {
             return false;
         }
         self.shed[self.overload.reason().index()].inc();
+        let full = self.shed_by_dst.len() >= gatewarden_proto::messages::MAX_SHED_DESTS;
+        let key = (p.dst, p.dport, p.proto);
+        if let Some(c) = self.shed_by_dst.get_mut(&key) {
+            count_shed(c, p);
+        } else if !full {
+            let proto = Proto::from_number(p.proto);
+            let mut c = ShedCount { dst: p.dst, dport: p.dport, proto, frames: 0, syns: 0, last_ns: 0 };
+            count_shed(&mut c, p);
+            self.shed_by_dst.insert(key, c);
+        }
         true
     }
 
@@ -322,7 +341,9 @@ impl RouterStage {
         let n = room.min(self.pending.len());
         flows.extend(self.pending.drain(..n));
         self.sync_counters();
-        if flows.is_empty() {
+        // A batch of shed counts alone still goes out: under a spoofed flood
+        // at one in 4096 it may be all the detector hears of it.
+        if flows.is_empty() && self.shed_by_dst.is_empty() {
             return None;
         }
         Some(self.batch(flows))
@@ -343,7 +364,8 @@ impl RouterStage {
                 features: self.tracker.host_features(r.src, self.last_ns).to_vec(),
             })
             .collect();
-        FlowBatch { node: self.node.clone(), seq: self.seq, flows, hosts, in_iface: self.in_iface.clone() }
+        let shed = self.shed_by_dst.drain().map(|(_, c)| c).collect();
+        FlowBatch { node: self.node.clone(), seq: self.seq, flows, hosts, in_iface: self.in_iface.clone(), shed }
     }
 
     /// Moves flows that left the table into the pending queue, updating host
@@ -396,7 +418,7 @@ impl RouterStage {
 
     fn cut_batch_all(&mut self) -> Option<FlowBatch> {
         let flows = self.table.take_updates(self.max_batch);
-        if flows.is_empty() {
+        if flows.is_empty() && self.shed_by_dst.is_empty() {
             return None;
         }
         Some(self.batch(flows))
@@ -542,6 +564,16 @@ pub fn spawn_capture(
         })
         .context("spawning the capture thread")
         .map(|t| (t, evidence))
+}
+
+/// Adds one shed frame to its destination's count.
+fn count_shed(c: &mut ShedCount, p: &crate::packet::PacketInfo) {
+    use crate::packet::tcp_flags::{ACK, SYN};
+    c.frames = c.frames.saturating_add(1);
+    if p.proto == 6 && p.tcp_flags & (SYN | ACK) == SYN {
+        c.syns = c.syns.saturating_add(1);
+    }
+    c.last_ns = c.last_ns.max(p.ts_ns);
 }
 
 /// The system alert for an overload episode (one per episode, see
@@ -893,9 +925,10 @@ mod tests {
         let registry = Registry::new();
         let mut stage = RouterStage::new(&cfg, &registry);
         let mut t = 1_000_000_000_000u64;
+        let mut batches = Vec::new();
         let mut feed = |stage: &mut RouterStage, data: Vec<u8>| {
             t += 10_000;
-            stage.on_frame(&Frame { ts_ns: t, link: LinkType::Ethernet, data: &data, orig_len: 54 });
+            batches.extend(stage.on_frame(&Frame { ts_ns: t, link: LinkType::Ethernet, data: &data, orig_len: 54 }));
         };
         feed(&mut stage, syn_from([192, 0, 2, 10], 1));
         let full = RingBacklog { waiting: 3, blocks: 4 };
@@ -937,6 +970,14 @@ mod tests {
             feed(&mut stage, syn_from([10, 2, 0, i as u8], 80));
         }
         assert_eq!(shed_total(&registry), shed, "nothing shed once drained");
+        // Every shed frame still reaches the detector, counted by where it
+        // went: SYNs to 198.51.100.2:80, no source named.
+        stage.finish(|b| batches.push(b));
+        let counts: Vec<_> = batches.iter().flat_map(|b| b.shed.iter()).collect();
+        let victim: std::net::IpAddr = "198.51.100.2".parse().unwrap();
+        assert!(counts.iter().all(|c| c.dst == victim && c.dport == 80 && c.proto == Proto::Tcp), "{counts:?}");
+        assert_eq!(counts.iter().map(|c| c.frames as f64).sum::<f64>(), shed, "{counts:?}");
+        assert_eq!(counts.iter().map(|c| c.syns as f64).sum::<f64>(), shed, "every shed frame was a bare SYN");
     }
 
     #[test]

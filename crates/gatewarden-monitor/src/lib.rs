@@ -1195,6 +1195,7 @@ mod tests {
             flows: vec![flow],
             hosts: vec![],
             in_iface: String::new(),
+            shed: Vec::new(),
         });
 
         let list = st.incidents_json();

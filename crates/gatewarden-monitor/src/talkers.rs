@@ -116,7 +116,14 @@ mod tests {
     #[test]
     fn counts_growth_not_snapshots_and_stays_bounded() {
         let mut t = TopTalkers::new(16);
-        let b = |flows| FlowBatch { node: "n".into(), seq: 0, flows, hosts: vec![], in_iface: String::new() };
+        let b = |flows| FlowBatch {
+            node: "n".into(),
+            seq: 0,
+            flows,
+            hosts: vec![],
+            in_iface: String::new(),
+            shed: Vec::new(),
+        };
         t.observe(&b(vec![rec(1, "192.0.2.7", 100), rec(2, "2001:db8::1", 50)]));
         t.observe(&b(vec![rec(1, "192.0.2.7", 300)]));
         let top = t.top(10);
@@ -134,7 +141,14 @@ mod tests {
     #[test]
     fn remembers_the_earliest_first_packet_of_a_source() {
         let mut t = TopTalkers::new(16);
-        let b = |flows| FlowBatch { node: "n".into(), seq: 0, flows, hosts: vec![], in_iface: String::new() };
+        let b = |flows| FlowBatch {
+            node: "n".into(),
+            seq: 0,
+            flows,
+            hosts: vec![],
+            in_iface: String::new(),
+            shed: Vec::new(),
+        };
         let at = |id, first| FlowRecord { first_ns: first, ..rec(id, "192.0.2.7", 10) };
         t.observe(&b(vec![at(1, 500), at(2, 300)]));
         t.observe(&b(vec![at(3, 900)]));

@@ -121,6 +121,35 @@ pub struct FlowBatch {
     /// empty when no interface can honestly be named (a replayed file).
     /// Appended for issue #18: at most [`MAX_IFACE_NAME`] bytes on the wire.
     pub in_iface: String,
+    /// Frames the router shed under overload since the last batch, by where
+    /// they went (issue #19): a shed frame opens no flow, so without these
+    /// counts a spoofed flood big enough to force shedding would hide from
+    /// the per-victim detectors behind its own sampling. At most
+    /// [`MAX_SHED_DESTS`] entries. Appended after `in_iface`.
+    pub shed: Vec<ShedCount>,
+}
+
+/// Most destinations one [`FlowBatch::shed`] may name (the router counts
+/// the rest only in its metrics).
+pub const MAX_SHED_DESTS: usize = 256;
+
+/// Frames shed towards one destination port since the last batch: each
+/// would have opened a flow from a source the router had never seen (so no
+/// source is named: under a spoofed flood they are forged).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShedCount {
+    /// Where the frames went.
+    pub dst: IpAddr,
+    /// Their destination port (ICMP: code).
+    pub dport: u16,
+    /// Their transport protocol.
+    pub proto: Proto,
+    /// How many were shed.
+    pub frames: u32,
+    /// How many of them were TCP SYNs without ACK (half-open attempts).
+    pub syns: u32,
+    /// Capture time of the last one, ns since the Unix epoch.
+    pub last_ns: u64,
 }
 
 /// Most probes one [`LanProbes`] message may carry (the router cuts at this).
@@ -802,6 +831,13 @@ impl Message {
                 "flow batch capture interface name of {} bytes (at most {MAX_IFACE_NAME}, Linux's IFNAMSIZ less its NUL)",
                 b.in_iface.len()
             ))),
+            Message::FlowBatch(b) if b.shed.len() > MAX_SHED_DESTS => Err(DecodeError::Invalid(format!(
+                "flow batch with shed counts for {} destinations (at most {MAX_SHED_DESTS})",
+                b.shed.len()
+            ))),
+            Message::FlowBatch(b) if b.shed.iter().any(|c| c.syns > c.frames) => {
+                Err(DecodeError::Invalid("flow batch shed count with more SYNs than frames".into()))
+            }
             Message::Alert(a) => confidence(a.confidence, "alert"),
             Message::Metrics(m) => m.values.iter().try_for_each(|(_, x)| finite(*x, "metrics")),
             Message::FlowBatch(b) => {
@@ -1101,6 +1137,7 @@ pub(crate) mod tests {
                 }],
                 hosts: vec![HostSnapshot { addr: src, ts_ns: 2, features: vec![1.0, 0.5] }],
                 in_iface: "lan0".into(),
+                shed: vec![ShedCount { dst, dport: 443, proto: Proto::Tcp, frames: 4096, syns: 4000, last_ns: 3 }],
             }),
             Message::Verdict(Verdict {
                 id: 9,
@@ -1334,6 +1371,26 @@ pub(crate) mod tests {
         let err = Message::decode(&Message::FlowBatch(b).encode()).unwrap_err();
         assert!(matches!(err, DecodeError::Invalid(_)), "{err}");
         assert!(err.to_string().contains("capture interface name of 16 bytes (at most 15"), "{err}");
+    }
+
+    /// Shed counts travel with the batch; a peer naming more destinations
+    /// than a router ever sends, or more SYNs than frames, is refused.
+    #[test]
+    fn a_flow_batch_with_too_many_or_impossible_shed_counts_is_refused() {
+        let Some(Message::FlowBatch(mut b)) = samples().into_iter().find(|m| m.kind() == crate::kinds::FLOW_BATCH)
+        else {
+            unreachable!()
+        };
+        let one = b.shed[0].clone();
+        b.shed = vec![one.clone(); MAX_SHED_DESTS];
+        let m = Message::FlowBatch(b.clone());
+        assert_eq!(Message::decode(&m.encode()), Ok(m));
+        b.shed.push(one.clone());
+        let err = Message::decode(&Message::FlowBatch(b.clone()).encode()).unwrap_err();
+        assert!(err.to_string().contains("shed counts for 257 destinations (at most 256)"), "{err}");
+        b.shed = vec![ShedCount { syns: one.frames + 1, ..one }];
+        let err = Message::decode(&Message::FlowBatch(b).encode()).unwrap_err();
+        assert!(err.to_string().contains("more SYNs than frames"), "{err}");
     }
 
     /// Issue #18 put each entry's drop count on the wire, appended to

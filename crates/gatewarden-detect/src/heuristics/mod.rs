@@ -221,6 +221,13 @@ impl Heuristics {
         });
     }
 
+    /// Looks at what the router shed under overload towards one destination
+    /// (`FlowBatch::shed`): only the distributed SYN flood counts it, as
+    /// SYNs from sources never seen before; returns its finding if complete.
+    pub fn observe_shed(&mut self, c: &gatewarden_proto::messages::ShedCount) -> Option<Detection> {
+        self.victims.observe_shed(&self.cfg, self.window_ns, c)
+    }
+
     /// Looks at one flow snapshot; returns findings it completes.
     pub fn observe(&mut self, r: &FlowRecord) -> Vec<Detection> {
         if !self.sources.contains_key(&r.src) && self.sources.len() >= MAX_SOURCES {

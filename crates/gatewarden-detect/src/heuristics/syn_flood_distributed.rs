@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use gatewarden_proto::messages::{AttackKind, Proto};
+use gatewarden_proto::messages::{AttackKind, Proto, ShedCount};
 
 use super::detection::{Detection, Observed};
 use super::windows::{CountWindow, HashMap};
@@ -19,9 +19,24 @@ pub const MAX_DESTS: usize = 16_384;
 struct DestState {
     last_ns: u64,
     syn: CountWindow,
+    /// SYNs the router shed under overload (their sources were never seen
+    /// before and are not named): counted in `syn`, and here as as many
+    /// sources, since each opened no flow and came from an unseen address.
+    shed: CountWindow,
     /// Source → (last seen, SYN packets), bounded at 4096 entries.
     sources: HashMap<IpAddr, (u64, u64)>,
     reported_ns: u64,
+}
+
+/// One batch's SYNs towards a destination: from a flow snapshot (with its
+/// source) or from the router's count of shed frames (without).
+struct Syns {
+    dst: IpAddr,
+    dport: u16,
+    flow_id: u64,
+    last_ns: u64,
+    count: u32,
+    src: Option<IpAddr>,
 }
 
 /// Victims of unanswered SYNs, at most [`MAX_DESTS`] (least recently hit go first).
@@ -32,59 +47,94 @@ impl Victims {
     /// Counts the SYNs a half-open snapshot adds against its destination and returns a
     /// finding when the destination is flooded by many sources (once per window).
     pub(super) fn observe(&mut self, cfg: &DetectorConfig, o: &Observed) -> Option<Detection> {
-        let (r, window_ns, syn_delta) = (o.r, o.window_ns, o.syn_delta);
+        let (r, syn_delta) = (o.r, o.syn_delta);
         if !(o.half_open && syn_delta > 0) {
             return None;
         }
+        let syns = Syns {
+            dst: r.dst,
+            dport: r.dport,
+            flow_id: r.flow_id,
+            last_ns: r.last_ns,
+            count: syn_delta,
+            src: Some(r.src),
+        };
+        self.count(cfg, o.window_ns, syns)
+    }
+
+    /// Counts SYNs the router shed under overload towards `c.dst` (no flow,
+    /// no source: see `FlowBatch::shed`); a flood that forced the router to
+    /// sample it is still seen at its full rate.
+    pub(super) fn observe_shed(&mut self, cfg: &DetectorConfig, window_ns: u64, c: &ShedCount) -> Option<Detection> {
+        if c.proto != Proto::Tcp || c.syns == 0 {
+            return None;
+        }
+        let syns = Syns { dst: c.dst, dport: c.dport, flow_id: 0, last_ns: c.last_ns, count: c.syns, src: None };
+        self.count(cfg, window_ns, syns)
+    }
+
+    fn count(&mut self, cfg: &DetectorConfig, window_ns: u64, s: Syns) -> Option<Detection> {
         let dests = &mut self.0;
-        if !dests.contains_key(&r.dst) && dests.len() >= MAX_DESTS {
+        if !dests.contains_key(&s.dst) && dests.len() >= MAX_DESTS {
             if let Some(old) = dests.iter().min_by_key(|(_, d)| d.last_ns).map(|(k, _)| *k) {
                 dests.remove(&old);
             }
         }
-        let d = dests.entry(r.dst).or_default();
-        d.last_ns = d.last_ns.max(r.last_ns);
-        d.syn.push(r.last_ns, syn_delta);
+        let d = dests.entry(s.dst).or_default();
+        d.last_ns = d.last_ns.max(s.last_ns);
+        d.syn.push(s.last_ns, s.count);
         d.syn.trim(d.last_ns, window_ns);
-        if d.sources.len() < 4096 || d.sources.contains_key(&r.src) {
-            let e = d.sources.entry(r.src).or_insert((0, 0));
-            *e = (r.last_ns, e.1 + syn_delta as u64);
+        d.shed.trim(d.last_ns, window_ns);
+        match s.src {
+            Some(src) if d.sources.len() < 4096 || d.sources.contains_key(&src) => {
+                let e = d.sources.entry(src).or_insert((0, 0));
+                *e = (s.last_ns, e.1 + s.count as u64);
+            }
+            Some(_) => {}
+            None => d.shed.push(s.last_ns, s.count),
         }
         let cutoff = d.last_ns.saturating_sub(window_ns);
         let pps = d.syn.rate(d.last_ns, window_ns);
-        let due = pps >= cfg.syn_flood_pps as f64 && (d.reported_ns == 0 || r.last_ns >= d.reported_ns + window_ns);
+        let due = pps >= cfg.syn_flood_pps as f64 && (d.reported_ns == 0 || s.last_ns >= d.reported_ns + window_ns);
         if due && d.sources.len() >= 4096 {
             d.sources.retain(|_, (t, _)| *t >= cutoff);
         }
         // Distributed means no single source dominates; a lone flooder is the
-        // per-source detector's business (and gets blocked there).
+        // per-source detector's business (and gets blocked there). Each shed
+        // SYN came from an address never seen before: one source each.
+        let shed = d.shed.total;
         let (n_sources, top_share) = if due {
             let live: Vec<u64> = d.sources.values().filter(|(t, _)| *t >= cutoff).map(|(_, n)| *n).collect();
-            let total: u64 = live.iter().sum();
-            let top = live.iter().copied().max().unwrap_or(0);
-            (live.len(), top as f64 / total.max(1) as f64)
+            let total: u64 = live.iter().sum::<u64>() + shed;
+            let top = live.iter().copied().max().unwrap_or(0).max(u64::from(shed > 0));
+            (live.len() as u64 + shed, top as f64 / total.max(1) as f64)
         } else {
             (0, 1.0)
         };
         if !(due && n_sources > 16 && top_share < 0.5) {
             return None;
         }
-        d.reported_ns = r.last_ns;
+        d.reported_ns = s.last_ns;
         let more = if n_sources >= 4096 { "at least " } else { "" };
+        let sampled = if shed > 0 {
+            format!(" ({shed} of them shed by the router under overload, each from an address never seen before)")
+        } else {
+            String::new()
+        };
         Some(Detection {
             source: None,
-            target: Some(r.dst),
-            port: r.dport,
+            target: Some(s.dst),
+            port: s.dport,
             proto: Some(Proto::Tcp),
             kind: AttackKind::SynFlood,
             confidence: 0.9,
             reason: format!(
-                "{} receives {} unanswered SYNs ({pps:.0}/s) from {more}{n_sources} sources: likely spoofed, so rate-limited by the SYN meter rather than blocked",
-                r.dst, d.syn.total
+                "{} receives {} unanswered SYNs ({pps:.0}/s) from {more}{n_sources} sources{sampled}: likely spoofed, so rate-limited by the SYN meter rather than blocked",
+                s.dst, d.syn.total
             ),
             evidence: vec![("syn_pps".into(), pps), ("sources".into(), n_sources as f64)],
-            ts_ns: r.last_ns,
-            flow_id: r.flow_id,
+            ts_ns: s.last_ns,
+            flow_id: s.flow_id,
         })
     }
 }
@@ -94,7 +144,7 @@ mod tests {
     use crate::config::DetectorConfig;
     use crate::heuristics::testing::rec;
     use crate::heuristics::Heuristics;
-    use gatewarden_proto::messages::{AttackKind, Proto};
+    use gatewarden_proto::messages::{AttackKind, Proto, ShedCount};
 
     #[test]
     fn spoofed_syn_flood_is_reported_without_a_source() {
@@ -108,5 +158,46 @@ mod tests {
         assert_eq!(d.source, None);
         assert!(d.reason.contains("sources"), "{}", d.reason);
         assert!(!found.iter().any(|d| d.source.is_some()), "no innocent (spoofed) address is blamed");
+    }
+
+    /// A flood big enough to make the router shed (admitting one in 4096
+    /// unseen sources) reaches the detector as a trickle of flows plus shed
+    /// counts; the counts keep its real rate visible. Without them the same
+    /// trickle is below every threshold.
+    #[test]
+    fn a_flood_the_router_shed_is_still_seen_through_its_shed_counts() {
+        let victim: std::net::IpAddr = "192.0.2.10".parse().unwrap();
+        let trickle = |h: &mut Heuristics| {
+            let mut found = Vec::new();
+            for i in 0..20u64 {
+                let src = format!("10.9.{}.{}", i >> 8, i & 255);
+                found.extend(h.observe(&rec(i, &src, "192.0.2.10", 80, Proto::Tcp, i as f64 * 0.1, 1, 0, "S0")));
+            }
+            found
+        };
+        let mut without = Heuristics::new(DetectorConfig::default());
+        assert!(trickle(&mut without).is_empty(), "20 sampled SYNs in 2 s are no flood");
+
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = trickle(&mut h);
+        for s in 0..4u64 {
+            let c = ShedCount {
+                dst: victim,
+                dport: 80,
+                proto: Proto::Tcp,
+                frames: 40_000,
+                syns: 40_000,
+                last_ns: 1_000_000_000 + s * 500_000_000,
+            };
+            found.extend(h.observe_shed(&c));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::SynFlood).expect("the shed flood is found");
+        assert_eq!((d.source, d.target), (None, Some(victim)));
+        assert!(d.reason.contains("shed by the router under overload"), "{}", d.reason);
+        assert_eq!(found.len(), 1, "once per window: {found:?}");
+        // Shed counts of other kinds (a UDP flood's frames, or no SYNs) are not SYNs.
+        let mut udp = Heuristics::new(DetectorConfig::default());
+        let c = ShedCount { dst: victim, dport: 53, proto: Proto::Udp, frames: 90_000, syns: 0, last_ns: 1 };
+        assert!(udp.observe_shed(&c).is_none());
     }
 }
