@@ -431,10 +431,10 @@ pub fn watch(
         pipeline.tick(gatewarden_core::clock::unix_now_ns());
         if last_stats.elapsed() >= Duration::from_secs(1) {
             last_stats = Instant::now();
-            drops.set_total(source.kernel_stats().1);
+            drops.set_total(source.kernel_stats().drops);
         }
     }
-    let (_, kernel_drops) = source.kernel_stats();
+    let kernel_drops = source.kernel_stats().drops;
     drops.set_total(kernel_drops);
     let mut summary = pipeline.finish(Path::new(&format!("interface:{}", cfg.capture.interface)));
     summary.kernel_drops = Some(kernel_drops);

@@ -859,6 +859,7 @@ impl DetectorStage {
         let mut out = Findings::default();
         let mut now = batch.flows.iter().map(|r| r.last_ns).max().unwrap_or(0);
         now = now.max(batch.hosts.iter().map(|h| h.ts_ns).max().unwrap_or(0));
+        now = now.max(batch.shed.iter().map(|c| c.last_ns).max().unwrap_or(0));
         if let Some(n) = self.start_notice.take() {
             self.system_alert(now, n, &mut out);
         }
@@ -881,7 +882,6 @@ impl DetectorStage {
                 findings.push((d, Origin::Heuristics));
             }
         }
-        now = now.max(batch.shed.iter().map(|c| c.last_ns).max().unwrap_or(0));
         for r in &batch.flows {
             for d in self.heuristics.observe(r) {
                 self.long_horizon.note_finding(&d);

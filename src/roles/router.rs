@@ -11,8 +11,8 @@ use crate::config::Config;
 use crate::features::HostTracker;
 use crate::flow::FlowTable;
 use crate::packet::{self, SkipReason};
-use gatewarden_capture::overload::{KernelCounters, Overload, OverloadEvent, ShedReason};
-use gatewarden_capture::RingBacklog;
+use gatewarden_capture::overload::{Overload, OverloadEvent, ShedReason};
+use gatewarden_capture::{KernelCounters, RingBacklog};
 use gatewarden_core::metrics::{Counter, Gauge, Registry};
 use gatewarden_proto::messages::{FlowBatch, FlowRecord, HostSnapshot, LanProbes, Message, Proto, ShedCount};
 
@@ -520,10 +520,9 @@ pub fn spawn_capture(
                 {
                     since_look = 0;
                     last_look = std::time::Instant::now();
-                    let (packets, kernel_drops) = source.kernel_stats();
-                    drops.set_total(kernel_drops);
+                    let kernel = source.kernel_stats();
+                    drops.set_total(kernel.drops);
                     let now = gatewarden_core::clock::unix_now_ns();
-                    let kernel = KernelCounters { packets, drops: kernel_drops };
                     match stage.look_at_ring(now, source.backlog(), kernel) {
                         Some(OverloadEvent::Alert(r)) => {
                             let reason = r.sentence(&interface);

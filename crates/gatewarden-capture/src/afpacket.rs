@@ -132,6 +132,17 @@ impl AfPacketConfig {
     }
 }
 
+/// The capture socket's kernel counters since it opened (what
+/// `AfPacketSource::kernel_stats` returns): every frame the kernel handed the
+/// ring or dropped for want of room, and the drops among them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KernelCounters {
+    /// Frames the kernel saw for this socket, dropped ones included.
+    pub packets: u64,
+    /// Frames it dropped because the ring was full.
+    pub drops: u64,
+}
+
 /// How far behind the kernel user space is: blocks full and waiting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RingBacklog {
@@ -419,8 +430,8 @@ impl AfPacketSource {
         RingBacklog { waiting, blocks: self.block_count as u32 }
     }
 
-    /// Kernel counters since the socket opened: (packets seen, packets dropped).
-    pub fn kernel_stats(&mut self) -> (u64, u64) {
+    /// Kernel counters since the socket opened.
+    pub fn kernel_stats(&mut self) -> KernelCounters {
         let mut st = TpacketStatsV3::default();
         let mut len = std::mem::size_of::<TpacketStatsV3>() as libc::socklen_t;
         // SAFETY: st is a valid buffer of `len` bytes; the kernel writes at most that.
@@ -432,7 +443,7 @@ impl AfPacketSource {
             self.kernel_packets += st.tp_packets as u64;
             self.stats.kernel_drops += st.tp_drops as u64;
         }
-        (self.kernel_packets, self.stats.kernel_drops)
+        KernelCounters { packets: self.kernel_packets, drops: self.stats.kernel_drops }
     }
 }
 

@@ -15,7 +15,7 @@ pub mod pcap_writer;
 
 use std::path::PathBuf;
 
-pub use afpacket::{AfPacketConfig, AfPacketSource, RingBacklog};
+pub use afpacket::{AfPacketConfig, AfPacketSource, KernelCounters, RingBacklog};
 pub use file::CaptureFile;
 
 /// How a frame's bytes start, from the capture's link-layer type.

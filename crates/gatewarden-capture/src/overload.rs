@@ -26,7 +26,7 @@
 //! not an overload worth paging anyone about. A new episode (and alert)
 //! starts only after [`QUIET_NS`] without shedding.
 
-use crate::afpacket::RingBacklog;
+use crate::afpacket::{KernelCounters, RingBacklog};
 
 /// Frames between two looks at the ring (a look is a few loads and one
 /// `getsockopt`).
@@ -76,17 +76,6 @@ impl ShedReason {
     pub fn index(self) -> usize {
         self as usize
     }
-}
-
-/// The capture socket's kernel counters since it opened (what
-/// `AfPacketSource::kernel_stats` returns): every frame the kernel handed the
-/// ring or dropped for want of room, and the drops among them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct KernelCounters {
-    /// Frames the kernel saw for this socket, dropped ones included.
-    pub packets: u64,
-    /// Frames it dropped because the ring was full.
-    pub drops: u64,
 }
 
 /// What an overload episode did, for its system alert and log line.
@@ -153,11 +142,12 @@ impl OverloadReport {
 /// What [`Overload::observe`] has to say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OverloadEvent {
-    /// Frames were shed and shedding has gone on long enough to report (once
-    /// per episode): raise the system alert.
+    /// The episode has lost at least [`ALERT_LOSS_SHARE`] of its frames and
+    /// gone on long enough to report (once per episode): raise the system
+    /// alert.
     Alert(OverloadReport),
     /// The episode is over (no shedding for [`QUIET_NS`]): its totals, for
-    /// the log. An episode that never shed ends here without an alert.
+    /// the log. An episode that lost too little ends here without an alert.
     Over(OverloadReport),
 }
 
