@@ -81,6 +81,16 @@ if ((${#need_pkgs[@]})); then
     fi
 fi
 
+# A fresh clone gains nothing from incremental caches, and they cost gigabytes.
+[[ -n ${CI:-} ]] && export CARGO_INCREMENTAL=0
+# Linkers die with "Bus error" when the disk fills mid-link: say so up front.
+target_dir=${CARGO_TARGET_DIR:-target}
+mkdir -p "$target_dir"
+free_kb=$(df -Pk "$target_dir" | awk 'NR==2 {print $4}')
+if ((free_kb < 12 * 1024 * 1024)); then
+    echo "warning: $((free_kb / 1024)) MiB free for $target_dir; the suite's build needs about 12 GiB (free some space or set CARGO_TARGET_DIR)" >&2
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy --workspace --all-targets -- -D warnings"
