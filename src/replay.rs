@@ -333,6 +333,10 @@ impl Pipeline {
     }
 }
 
+/// Bytes of each packet a replay reads at least: every header chain the
+/// parser follows fits, however long the packet.
+pub const REPLAY_KEEP_BYTES: usize = 1024;
+
 /// Replays `path` through router, detector and monitor stages that report into `state`.
 pub fn replay(
     path: &Path,
@@ -343,6 +347,10 @@ pub fn replay(
     progress: bool,
 ) -> Result<ReplaySummary, CaptureError> {
     let mut source = CaptureFile::open(path)?;
+    // The pipeline reads headers, and evidence keeps the first bytes of a
+    // packet: payload beyond both is seeked over, not copied (a capture with
+    // full payloads spent most of its replay time copying them).
+    source.keep_at_most(REPLAY_KEEP_BYTES.max(cfg.capture.snap_len as usize).max(cfg.evidence.snap_bytes as usize));
     let mut pipeline = Pipeline::new(cfg, state);
     let bar = progress.then(|| progress_bar(source.size_hint()));
     let started = Instant::now();

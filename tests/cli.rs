@@ -45,6 +45,44 @@ fn replay_human_summary_lists_alert_kinds() {
     }
 }
 
+#[test]
+fn replaying_a_capture_with_full_payloads_reads_headers_and_finds_the_same() {
+    // The lab recordings keep headers only; a capture from tcpdump -s 0 keeps
+    // whole packets, which a replay seeks past instead of copying. Every record
+    // of the demo capture gains 3000 bytes of payload after its headers.
+    let bytes = std::fs::read(demo()).unwrap();
+    assert_eq!(bytes[..4], [0xd4, 0xc3, 0xb2, 0xa1], "little-endian microsecond pcap");
+    let mut padded = bytes[..24].to_vec();
+    padded[16..20].copy_from_slice(&65_535u32.to_le_bytes());
+    let mut at = 24;
+    while at < bytes.len() {
+        let incl = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
+        let orig = u32::from_le_bytes(bytes[at + 12..at + 16].try_into().unwrap());
+        padded.extend_from_slice(&bytes[at..at + 8]);
+        padded.extend_from_slice(&(incl as u32 + 3000).to_le_bytes());
+        padded.extend_from_slice(&(orig.max(incl as u32) + 3000).to_le_bytes());
+        padded.extend_from_slice(&bytes[at + 16..at + 16 + incl]);
+        padded.extend(std::iter::repeat_n(0xab, 3000));
+        at += 16 + incl;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("full.pcap");
+    std::fs::write(&path, &padded).unwrap();
+    // Evidence keeping 64 KiB of each packet makes the replay read every byte.
+    let whole = dir.path().join("whole.toml");
+    std::fs::write(&whole, "[evidence]\nsnap_bytes = 65535\n").unwrap();
+    let summary = |args: &[&str]| {
+        let out = run_replay(args);
+        assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        ["packets", "flows", "skipped", "alerts", "verdicts", "batches", "batches_digest"].map(|k| v[k].clone())
+    };
+    let cut = summary(&[path.to_str().unwrap(), "--json"]);
+    let read_whole = summary(&[path.to_str().unwrap(), "--json", "--config", whole.to_str().unwrap()]);
+    assert_eq!(cut, read_whole);
+    assert_eq!(cut[0], 24461);
+}
+
 fn one_line_error(out: &std::process::Output) -> String {
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert_eq!(err.trim_end().lines().count(), 1, "expected one line, got:\n{err}");
