@@ -92,6 +92,10 @@ struct Desc {
     wire_len: u32,
 }
 
+/// How long the kernel may hold a partly filled ring block (ms): the floor
+/// of capture latency, and what one block holds at ordinary rates.
+pub const BLOCK_TIMEOUT_MS: u32 = 10;
+
 /// Settings for a live capture.
 #[derive(Debug, Clone)]
 pub struct AfPacketConfig {
@@ -110,15 +114,17 @@ pub struct AfPacketConfig {
 }
 
 impl AfPacketConfig {
-    /// Defaults that suit a gateway: 4 MiB of ring in 1 MiB blocks, 10 ms latency.
+    /// Defaults that suit a gateway: the ring of `CaptureConfig::default()`
+    /// (8 MiB in 128 KiB blocks), 10 ms latency.
     pub fn new(interface: &str, snap_len: u32, promiscuous: bool) -> AfPacketConfig {
+        let ring = crate::config::CaptureConfig::default();
         AfPacketConfig {
             interface: interface.to_string(),
             snap_len,
             promiscuous,
-            block_size: 1 << 20,
-            block_count: 4,
-            block_timeout_ms: 10,
+            block_size: ring.ring_block_kib * 1024,
+            block_count: ring.ring_blocks,
+            block_timeout_ms: BLOCK_TIMEOUT_MS,
         }
     }
 
