@@ -112,6 +112,9 @@ else
     echo "==> QEMU images (tools/make-image.sh)"
     tools/make-image.sh
 fi
+echo "==> release binary for the traffic lab (tests/lab.rs runs the gateway as shipped)"
+cargo build --release --quiet
+export GATEWARDEN_LAB_BIN="$(cd "$target_dir" && pwd)/release/gatewarden"
 echo "==> cargo test --doc"
 cargo test --workspace --doc --quiet
 echo "==> cargo test (unit, integration; root suites need root)"

@@ -16,6 +16,33 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gatewarden"))
 }
 
+/// The gateway binary the traffic lab runs: `GATEWARDEN_LAB_BIN`, which
+/// `tools/test.sh` points at the release build, so the lab judges the
+/// appliance at the speed it ships at. A debug build costs ~12× more per
+/// packet; on a loaded 2-core machine its capture fell behind the soak's
+/// 10 MB/s downloads and raised a (true) overload alert about a build nobody
+/// ships. Outside CI the test's own debug binary stands in; in CI a missing
+/// release binary is an error, never a silent fallback.
+#[allow(dead_code)] // each test binary compiles common/ and only the lab uses this
+pub fn lab_bin() -> PathBuf {
+    match std::env::var_os("GATEWARDEN_LAB_BIN").filter(|v| !v.is_empty()) {
+        Some(p) => {
+            let p = PathBuf::from(p);
+            assert!(p.is_file(), "GATEWARDEN_LAB_BIN={} does not exist: cargo build --release first", p.display());
+            p
+        }
+        None => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI runs the lab on the release binary: set GATEWARDEN_LAB_BIN=target/release/gatewarden \
+                 after cargo build --release (tools/test.sh does both)"
+            );
+            eprintln!("lab: GATEWARDEN_LAB_BIN unset, running the debug binary (slower than shipped)");
+            bin()
+        }
+    }
+}
+
 /// Suricata's own EVE schema (crates/gatewarden-monitor/schema, with the
 /// commit it came from), compiled: every alert line the store writes must pass it.
 pub fn eve_validator() -> jsonschema::Validator {
