@@ -370,16 +370,26 @@ impl RouterStage {
 
     /// Moves flows that left the table into the pending queue, updating host
     /// statistics; beyond four batches' worth the oldest are dropped and counted.
+    /// They are dropped before they are queued, not after: under a spoofed flood a
+    /// batch interval evicts ~100 000 flows, and queueing them all first grew the
+    /// queue to 131 072 records (12 MiB, kept for the rest of the run) only to
+    /// drop all but 16 384.
     fn queue_exports(&mut self) {
         let now = self.last_ns;
-        for (_, f) in self.table.take_exports() {
-            self.tracker.flow_finished(f.src(), f.conn_state().is_failed_attempt(), now);
-            self.pending.push_back(f.record());
-        }
+        let exports = self.table.take_exports();
         let limit = 4 * self.max_batch;
-        if self.pending.len() > limit {
-            let extra = self.pending.len() - limit;
-            self.pending.drain(..extra);
+        let extra = (self.pending.len() + exports.len()).saturating_sub(limit);
+        let from_queue = extra.min(self.pending.len());
+        self.pending.drain(..from_queue);
+        // The oldest `extra - from_queue` of the new exports would be dropped at once.
+        let skip = extra - from_queue;
+        for (k, (_, f)) in exports.iter().enumerate() {
+            self.tracker.flow_finished(f.src(), f.conn_state().is_failed_attempt(), now);
+            if k >= skip {
+                self.pending.push_back(f.record());
+            }
+        }
+        if extra > 0 {
             self.exports_dropped.add(extra as u64);
         }
     }
@@ -398,19 +408,24 @@ impl RouterStage {
             sink(b);
         }
         let now = self.last_ns;
-        loop {
-            while !self.pending.is_empty() {
-                let n = self.max_batch.min(self.pending.len());
-                let chunk: Vec<_> = self.pending.drain(..n).collect();
-                let b = self.batch(chunk);
-                sink(b);
-            }
-            if self.table.flush_some(self.max_batch) == 0 {
-                break;
-            }
-            for (_, f) in self.table.take_exports() {
+        while !self.pending.is_empty() {
+            let n = self.max_batch.min(self.pending.len());
+            let chunk: Vec<_> = self.pending.drain(..n).collect();
+            let b = self.batch(chunk);
+            sink(b);
+        }
+        // Then the table, a batch at a time, with the flows evicted since the last
+        // cut ahead of the first: every flow that left counts in the host statistics
+        // before any of these batches takes its host features, and the records are
+        // made a batch at a time (not queued all at once).
+        while self.table.flush_some(self.max_batch) > 0 {
+            let exports = self.table.take_exports();
+            for (_, f) in &exports {
                 self.tracker.flow_finished(f.src(), f.conn_state().is_failed_attempt(), now);
-                self.pending.push_back(f.record());
+            }
+            for chunk in exports.chunks(self.max_batch) {
+                let b = self.batch(chunk.iter().map(|(_, f)| f.record()).collect());
+                sink(b);
             }
         }
         self.sync_counters();
@@ -1013,6 +1028,42 @@ mod tests {
         stage.finish(|b| sent += b.flows.len());
         assert!(sent >= 1000, "every flow reached the detector ({sent})");
         assert!(registry.snapshot()["gatewarden_flow_updates_deferred_total"] > 0.0);
+    }
+
+    /// A spoofed flood evicts far more flows in one batch interval than batches can
+    /// carry: only the newest four batches' worth are queued, the rest counted as dropped,
+    /// and the queue never grows past that (it grew to every eviction of the interval,
+    /// 100 000 records under the 1 M-packet flood, before trimming).
+    #[test]
+    fn a_flood_of_evictions_queues_only_what_batches_can_carry() {
+        let cfg = Config {
+            flow: crate::config::FlowConfig { max_flows: 100, max_batch_flows: 10, ..Default::default() },
+            ..Default::default()
+        };
+        let registry = Registry::new();
+        let mut stage = RouterStage::new(&cfg, &registry);
+        let at = |i: u32| 1_000_000_000_000 + i as u64 * 1_000;
+        // 5000 new sources 1 µs apart: one batch interval, 4900 evictions.
+        for i in 0..5000u32 {
+            let data = syn(i);
+            let frame = Frame { ts_ns: at(i), link: LinkType::Ethernet, data: &data, orig_len: 54 };
+            assert!(stage.on_frame(&frame).is_none(), "no batch is due within the first 100 ms");
+        }
+        let data = syn(5000);
+        let frame = Frame { ts_ns: at(0) + 100_000_000, link: LinkType::Ethernet, data: &data, orig_len: 54 };
+        let batch = stage.on_frame(&frame).expect("the interval's batch");
+        assert_eq!(batch.flows.len(), 10);
+        assert_eq!(stage.pending.len(), 40, "four batches' worth queued");
+        assert!(stage.pending.capacity() <= 64, "queue capacity {}", stage.pending.capacity());
+        // The newest evictions are the ones kept: the frame that cuts the batch evicted flow
+        // 4900 first, so 4901 left and the newest 40 are flows 4861 (10.0.18.253) to 4900.
+        let first = stage.pending.front().unwrap().src;
+        let last = stage.pending.back().unwrap().src;
+        assert_eq!((first.to_string().as_str(), last.to_string().as_str()), ("10.0.18.253", "10.0.19.36"));
+        assert_eq!(registry.snapshot()["gatewarden_flow_exports_dropped_total"], 4861.0);
+        let mut ended = 0;
+        stage.finish(|b| ended += b.flows.iter().filter(|r| r.last_ns <= at(4900)).count());
+        assert_eq!(ended, 40, "finish delivers the queue, and nothing older");
     }
 
     /// One TCP segment 198.51.100.7 ⇄ 192.0.2.10 (`to_target`: the scanner's SYN, else the RST/ACK answer).
