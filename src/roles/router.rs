@@ -429,8 +429,12 @@ impl RouterStage {
         // Then the table, a batch at a time, with the flows evicted since the last
         // cut ahead of the first: every flow that left counts in the host statistics
         // before any of these batches takes its host features.
-        while self.table.flush_some(self.max_batch) > 0 {
+        loop {
+            self.table.flush_some(self.max_batch);
             self.take_ended();
+            if self.ended.is_empty() {
+                break;
+            }
             let ended = std::mem::take(&mut self.ended);
             for r in &ended {
                 self.tracker.flow_finished(r.src, r.conn_state.is_failed_attempt(), now);
