@@ -25,6 +25,11 @@ pub struct RouterStage {
     tracker: HostTracker,
     /// Finished flows waiting for room in a batch; bounded, overflow counted.
     pending: std::collections::VecDeque<gatewarden_proto::messages::FlowRecord>,
+    /// Flows that left the table since the last batch cut, as records, taken from
+    /// the table after every frame: a spoofed flood evicts a batch interval's worth
+    /// (100 000 flows under the 1 M-packet flood), and the table held them as full
+    /// flows (152 B each, 19 MiB) until the cut; a record is 96 B.
+    ended: Vec<gatewarden_proto::messages::FlowRecord>,
     batch_interval_ns: u64,
     max_batch: usize,
     next_batch_ns: u64,
@@ -91,6 +96,7 @@ impl RouterStage {
             table: FlowTable::new(cfg.flow.max_flows, cfg.flow.idle_timeout_s, cfg.flow.active_timeout_s),
             tracker: HostTracker::new(cfg.flow.max_hosts, cfg.flow.max_pairs),
             pending: std::collections::VecDeque::new(),
+            ended: Vec::new(),
             batch_interval_ns: cfg.flow.batch_interval_ms * 1_000_000,
             max_batch: cfg.flow.max_batch_flows,
             next_batch_ns: 0,
@@ -259,6 +265,7 @@ impl RouterStage {
                     }
                 }
                 self.tracker.observe(&p, o.new_flow);
+                self.take_ended();
                 self.packets.inc();
                 self.bytes.add(p.ip_len as u64);
             }
@@ -368,18 +375,33 @@ impl RouterStage {
         FlowBatch { node: self.node.clone(), seq: self.seq, flows, hosts, in_iface: self.in_iface.clone(), shed }
     }
 
+    /// Moves what left the table since the last call into `ended`.
+    fn take_ended(&mut self) {
+        self.ended.extend(self.table.drain_exports().map(|(_, f)| f.record()));
+    }
+
     /// Moves flows that left the table into the pending queue, updating host
     /// statistics; beyond four batches' worth the oldest are dropped and counted.
+    /// They are dropped before they are queued, not after: under a spoofed flood a
+    /// batch interval evicts ~100 000 flows, and queueing them all first grew the
+    /// queue to 131 072 records (12 MiB, kept for the rest of the run) only to
+    /// drop all but 16 384.
     fn queue_exports(&mut self) {
         let now = self.last_ns;
-        for (_, f) in self.table.take_exports() {
-            self.tracker.flow_finished(f.src(), f.conn_state().is_failed_attempt(), now);
-            self.pending.push_back(f.record());
-        }
+        self.take_ended();
         let limit = 4 * self.max_batch;
-        if self.pending.len() > limit {
-            let extra = self.pending.len() - limit;
-            self.pending.drain(..extra);
+        let extra = (self.pending.len() + self.ended.len()).saturating_sub(limit);
+        let from_queue = extra.min(self.pending.len());
+        self.pending.drain(..from_queue);
+        // The oldest `extra - from_queue` of the new records would be dropped at once.
+        let skip = extra - from_queue;
+        for (k, r) in self.ended.drain(..).enumerate() {
+            self.tracker.flow_finished(r.src, r.conn_state.is_failed_attempt(), now);
+            if k >= skip {
+                self.pending.push_back(r);
+            }
+        }
+        if extra > 0 {
             self.exports_dropped.add(extra as u64);
         }
     }
@@ -398,19 +420,33 @@ impl RouterStage {
             sink(b);
         }
         let now = self.last_ns;
+        while !self.pending.is_empty() {
+            let n = self.max_batch.min(self.pending.len());
+            let chunk: Vec<_> = self.pending.drain(..n).collect();
+            let b = self.batch(chunk);
+            sink(b);
+        }
+        // Then the table, a batch at a time, with the flows evicted since the last
+        // cut ahead of the first: every flow that left counts in the host statistics
+        // before any of these batches takes its host features.
         loop {
-            while !self.pending.is_empty() {
-                let n = self.max_batch.min(self.pending.len());
-                let chunk: Vec<_> = self.pending.drain(..n).collect();
-                let b = self.batch(chunk);
-                sink(b);
-            }
-            if self.table.flush_some(self.max_batch) == 0 {
+            self.table.flush_some(self.max_batch);
+            self.take_ended();
+            if self.ended.is_empty() {
                 break;
             }
-            for (_, f) in self.table.take_exports() {
-                self.tracker.flow_finished(f.src(), f.conn_state().is_failed_attempt(), now);
-                self.pending.push_back(f.record());
+            let ended = std::mem::take(&mut self.ended);
+            for r in &ended {
+                self.tracker.flow_finished(r.src, r.conn_state.is_failed_attempt(), now);
+            }
+            let mut records = ended.into_iter();
+            loop {
+                let chunk: Vec<_> = records.by_ref().take(self.max_batch).collect();
+                if chunk.is_empty() {
+                    break;
+                }
+                let b = self.batch(chunk);
+                sink(b);
             }
         }
         self.sync_counters();
@@ -1013,6 +1049,45 @@ mod tests {
         stage.finish(|b| sent += b.flows.len());
         assert!(sent >= 1000, "every flow reached the detector ({sent})");
         assert!(registry.snapshot()["gatewarden_flow_updates_deferred_total"] > 0.0);
+    }
+
+    /// A spoofed flood evicts far more flows in one batch interval than batches can
+    /// carry: only the newest four batches' worth are queued, the rest counted as dropped,
+    /// and the queue never grows past that (it grew to every eviction of the interval,
+    /// 100 000 records under the 1 M-packet flood, before trimming).
+    #[test]
+    fn a_flood_of_evictions_queues_only_what_batches_can_carry() {
+        let cfg = Config {
+            flow: crate::config::FlowConfig { max_flows: 100, max_batch_flows: 10, ..Default::default() },
+            ..Default::default()
+        };
+        let registry = Registry::new();
+        let mut stage = RouterStage::new(&cfg, &registry);
+        let at = |i: u32| 1_000_000_000_000 + i as u64 * 1_000;
+        // 5000 new sources 1 µs apart: one batch interval, 4900 evictions.
+        for i in 0..5000u32 {
+            let data = syn(i);
+            let frame = Frame { ts_ns: at(i), link: LinkType::Ethernet, data: &data, orig_len: 54 };
+            assert!(stage.on_frame(&frame).is_none(), "no batch is due within the first 100 ms");
+        }
+        // Until the cut, the evicted flows wait as records, not as full flows in the table.
+        assert!(stage.table.take_exports().is_empty(), "the table holds no evicted flows");
+        assert_eq!(stage.ended.len(), 4900);
+        let data = syn(5000);
+        let frame = Frame { ts_ns: at(0) + 100_000_000, link: LinkType::Ethernet, data: &data, orig_len: 54 };
+        let batch = stage.on_frame(&frame).expect("the interval's batch");
+        assert_eq!(batch.flows.len(), 10);
+        assert_eq!(stage.pending.len(), 40, "four batches' worth queued");
+        assert!(stage.pending.capacity() <= 64, "queue capacity {}", stage.pending.capacity());
+        // The newest evictions are the ones kept: the frame that cuts the batch evicted flow
+        // 4900 first, so 4901 left and the newest 40 are flows 4861 (10.0.18.253) to 4900.
+        let first = stage.pending.front().unwrap().src;
+        let last = stage.pending.back().unwrap().src;
+        assert_eq!((first.to_string().as_str(), last.to_string().as_str()), ("10.0.18.253", "10.0.19.36"));
+        assert_eq!(registry.snapshot()["gatewarden_flow_exports_dropped_total"], 4861.0);
+        let mut ended = 0;
+        stage.finish(|b| ended += b.flows.iter().filter(|r| r.last_ns <= at(4900)).count());
+        assert_eq!(ended, 40, "finish delivers the queue, and nothing older");
     }
 
     /// One TCP segment 198.51.100.7 ⇄ 192.0.2.10 (`to_target`: the scanner's SYN, else the RST/ACK answer).

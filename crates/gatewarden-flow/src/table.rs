@@ -498,6 +498,13 @@ impl FlowTable {
         std::mem::take(&mut self.exports)
     }
 
+    /// The same, drained in place: the buffer keeps its allocation, so a caller
+    /// that drains after every packet keeps it at one packet's worth instead of
+    /// letting a spoofed flood's evictions pile up as full flows between takes.
+    pub fn drain_exports(&mut self) -> std::vec::Drain<'_, (ExportReason, Flow)> {
+        self.exports.drain(..)
+    }
+
     /// Snapshots of at most `max` flows that changed since they were last
     /// reported; the rest stay pending for the next call (and are counted).
     pub fn take_updates(&mut self, max: usize) -> Vec<FlowRecord> {

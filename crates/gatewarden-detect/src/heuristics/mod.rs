@@ -121,16 +121,24 @@ impl SourceState {
     }
 }
 
-/// Evicted source states kept (emptied) for new sources: one eviction's worth.
-const MAX_SPARE: usize = MAX_SOURCES / 8;
-/// A state whose tables have room for more entries than this is freed, not kept: spares
-/// stay small (a few kB each at most).
+/// A state whose tables have room for more entries than this is freed when its source is
+/// evicted, not kept for the next one: free slots stay small (a few kB each at most).
 const MAX_SPARE_CAPACITY: usize = 64;
 
 /// The heuristic detectors with their per-source state.
 pub struct Heuristics {
     cfg: DetectorConfig,
-    sources: HashMap<IpAddr, SourceState>,
+    /// Source → its slot in `slab`. The states live in the slab, not in this map: a spoofed
+    /// flood evicts and inserts sources without end, the tombstones that leaves make the
+    /// map double now and then (to 64 Ki buckets for 16 Ki sources), and a 632-byte state
+    /// per bucket made that 43 MB (plus the old table while it moved); a 24-byte bucket
+    /// makes it 1.5 MB.
+    sources: HashMap<IpAddr, u32>,
+    /// The per-source states, at most [`MAX_SOURCES`]; slots of evicted sources are emptied
+    /// (keeping their small allocations) and listed in `free` for the next new sources.
+    slab: Vec<SourceState>,
+    /// Slots of `slab` no source uses.
+    free: Vec<u32>,
     /// Per-victim SYN counts ([`syn_flood_distributed`]).
     victims: Victims,
     window_ns: u64,
@@ -138,8 +146,6 @@ pub struct Heuristics {
     /// re-counts them as time passes, since a slowloris tool that pauses sends no record
     /// that would. A subset of `sources` (so bounded by [`MAX_SOURCES`]).
     many_waiting: HashSet<IpAddr>,
-    /// Emptied states of evicted sources, reused for new ones (at most [`MAX_SPARE`]).
-    spare: Vec<SourceState>,
 }
 
 impl Heuristics {
@@ -149,10 +155,11 @@ impl Heuristics {
         Heuristics {
             cfg,
             sources: HashMap::default(),
+            slab: Vec::new(),
+            free: Vec::new(),
             victims: Victims::default(),
             window_ns,
             many_waiting: HashSet::default(),
-            spare: Vec::new(),
         }
     }
 
@@ -165,9 +172,10 @@ impl Heuristics {
         let window_ns = self.window_ns;
         let limit = self.cfg.slow_http_concurrent as usize;
         let cfg = &self.cfg;
-        let sources = &mut self.sources;
+        let (sources, slab) = (&self.sources, &mut self.slab);
         self.many_waiting.retain(|src| {
-            let Some(s) = sources.get_mut(src) else { return false };
+            let Some(&i) = sources.get(src) else { return false };
+            let s = &mut slab[i as usize];
             if limit == 0 || s.waiting.len() < limit {
                 return false;
             }
@@ -195,30 +203,52 @@ impl Heuristics {
 
     /// Drops the least recently seen eighth of the sources: O(n) once per
     /// n/8 new sources, so a spoofed flood costs a few operations a record.
-    /// The evicted states are emptied and kept for the next new sources.
+    /// The evicted states are emptied in their slots, which the next new sources reuse.
     fn evict_oldest_sources(&mut self) {
         let n = self.sources.len() / 8;
         if n == 0 {
             return;
         }
         // The same choice as `gatewarden_core::lru::evict_oldest`: the n oldest, ties in map order.
-        let mut ages: Vec<u64> = self.sources.values().map(|s| s.last_ns).collect();
+        let (slab, free) = (&mut self.slab, &mut self.free);
+        let mut ages: Vec<u64> = self.sources.values().map(|&i| slab[i as usize].last_ns).collect();
         let (_, &mut cutoff, _) = ages.select_nth_unstable(n - 1);
         let mut removed = 0;
-        let spare = &mut self.spare;
-        self.sources.retain(|_, s| {
+        self.sources.retain(|_, &mut i| {
+            let s = &mut slab[i as usize];
             if removed < n && s.last_ns <= cutoff {
                 removed += 1;
-                if spare.len() < MAX_SPARE && s.capacity() <= MAX_SPARE_CAPACITY {
-                    let mut kept = std::mem::take(s);
-                    kept.clear();
-                    spare.push(kept);
+                if s.capacity() <= MAX_SPARE_CAPACITY {
+                    s.clear();
+                } else {
+                    *s = SourceState::default();
                 }
+                free.push(i);
                 false
             } else {
                 true
             }
         });
+    }
+
+    /// The slot of `src`'s state, taking a free or new one for a source not tracked yet.
+    fn slot(&mut self, src: IpAddr) -> usize {
+        let (slab, free) = (&mut self.slab, &mut self.free);
+        let i = *self.sources.entry(src).or_insert_with(|| {
+            free.pop().unwrap_or_else(|| {
+                slab.push(SourceState::default());
+                (slab.len() - 1) as u32
+            })
+        });
+        i as usize
+    }
+
+    /// Bytes the per-source table takes beside the states' own small tables: the slab by
+    /// capacity plus the index by capacity. Bounded by [`MAX_SOURCES`] states however many
+    /// sources come and go (see the test `source_table_stays_small_under_churn`).
+    pub fn source_table_bytes(&self) -> usize {
+        self.slab.capacity() * std::mem::size_of::<SourceState>()
+            + self.sources.capacity() * std::mem::size_of::<(IpAddr, u32)>()
     }
 
     /// Looks at what the router shed under overload towards one destination
@@ -233,10 +263,10 @@ impl Heuristics {
         if !self.sources.contains_key(&r.src) && self.sources.len() >= MAX_SOURCES {
             self.evict_oldest_sources();
         }
+        let slot = self.slot(r.src);
         let window_ns = self.window_ns;
         let cfg = &self.cfg;
-        let spare = &mut self.spare;
-        let s = self.sources.entry(r.src).or_insert_with(|| spare.pop().unwrap_or_default());
+        let s = &mut self.slab[slot];
         s.last_ns = s.last_ns.max(r.last_ns);
         let now = s.last_ns;
         let prev = s.flows.get(&r.flow_id).copied();
@@ -341,7 +371,8 @@ mod tests {
             h.observe(r);
         }
         let ip: IpAddr = src.parse().unwrap();
-        let mut s = h.sources.remove(&ip).unwrap();
+        let i = h.sources.remove(&ip).unwrap();
+        let mut s = std::mem::take(&mut h.slab[i as usize]);
         assert!(s.capacity() > 0);
         s.clear();
         assert_eq!(format!("{s:?}"), format!("{:?}", SourceState::default()));
@@ -356,7 +387,8 @@ mod tests {
             r.src = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000u32 + i as u32));
             h.observe(&r);
         }
-        assert_eq!(h.spare.len(), MAX_SPARE - 10);
+        assert_eq!(h.free.len(), MAX_SOURCES / 8 - 10);
+        assert_eq!(h.slab.len(), MAX_SOURCES);
         // A port scan from a source given a recycled state is found as from a new one.
         let mut fresh = Heuristics::new(DetectorConfig::default());
         let (mut a, mut b) = (Vec::new(), Vec::new());
@@ -377,6 +409,27 @@ mod tests {
         }
         assert!(!a.is_empty());
         assert_eq!(format!("{a:?}"), format!("{b:?}"));
+    }
+
+    /// A spoofed flood churns through the per-source table without end; it must stay at
+    /// its cap of states however many sources came and went. (With the states stored in the
+    /// map itself, eviction's tombstones made it double to 57 344 entries of 656 bytes,
+    /// 37.6 MB, by ~350 000 sources.)
+    #[test]
+    fn source_table_stays_small_under_churn() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let bound =
+            MAX_SOURCES * std::mem::size_of::<SourceState>() + 4 * MAX_SOURCES * std::mem::size_of::<(IpAddr, u32)>();
+        for i in 0..600_000u64 {
+            let mut r = rec(i, "10.0.0.1", "192.0.2.10", 80, Proto::Tcp, i as f64 * 1e-6, 1, 0, "S0");
+            r.src = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000u32 + i as u32));
+            h.observe(&r);
+            if i % 1024 == 0 {
+                assert!(h.source_table_bytes() <= bound, "{} > {bound} after {i} sources", h.source_table_bytes());
+            }
+        }
+        assert!(h.slab.capacity() <= MAX_SOURCES, "{}", h.slab.capacity());
+        assert!(h.slab.len() == h.sources.len() + h.free.len());
     }
 
     #[test]
