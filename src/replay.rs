@@ -348,7 +348,7 @@ pub fn replay(
 ) -> Result<ReplaySummary, CaptureError> {
     let mut source = CaptureFile::open(path)?;
     // The pipeline reads headers, and evidence keeps the first bytes of a
-    // packet: payload beyond both is seeked over, not copied (a capture with
+    // packet: payload beyond both is skipped, not copied (a capture with
     // full payloads spent most of its replay time copying them).
     source.keep_at_most(REPLAY_KEEP_BYTES.max(cfg.capture.snap_len as usize).max(cfg.evidence.snap_bytes as usize));
     let mut pipeline = Pipeline::new(cfg, state);

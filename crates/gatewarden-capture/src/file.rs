@@ -6,7 +6,7 @@
 //! has); pcapng blocks are parsed by pcap-file.
 
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
@@ -18,22 +18,27 @@ use super::{CaptureError, Frame, LinkType, PacketSource, SourceStats};
 /// Largest single record accepted; anything larger is corruption, not a packet.
 pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 const READ_CHUNK: usize = 256 * 1024;
-/// Reads of a file whose frames are cut ([`CaptureFile::keep_at_most`]): a
-/// page beyond what is wanted, so a long record's payload is mostly seeked
-/// over, not copied (on a capture of full-size packets, 4 KiB spent half the
-/// system time of 16 KiB and a fifth of 256 KiB; 2 and 8 KiB were no better).
+/// The first read after a skip when frames are cut ([`CaptureFile::keep_at_most`]):
+/// a page beyond what is wanted, so a long record's payload is mostly skipped
+/// (never read) rather than copied (on a capture of full-size packets, fixed 4 KiB reads
+/// spent half the system time of 16 KiB and a fifth of 256 KiB).
 const SPARSE_READ_CHUNK: usize = 4 * 1024;
 
-/// Where the bytes come from: a file can be seeked past payloads nobody reads.
+/// Where the bytes come from: a file is read at offsets we keep (one system
+/// call a read, none to skip a payload nobody reads); a stream in order.
 enum Input {
-    File(File),
+    File { file: File, pos: u64 },
     Stream(Box<dyn Read + Send>),
 }
 
 impl Input {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         match self {
-            Input::File(f) => f.read(buf),
+            Input::File { file, pos } => {
+                let n = std::os::unix::fs::FileExt::read_at(file, buf, *pos)?;
+                *pos += n as u64;
+                Ok(n)
+            }
             Input::Stream(r) => r.read(buf),
         }
     }
@@ -62,6 +67,10 @@ pub struct CaptureFile {
     keep: usize,
     /// Bytes of the last record still to skip before the next one starts.
     pending_skip: u64,
+    /// The next read's size when frames are cut: a page after a skip, twice
+    /// as much after each read without one, so a run of small records costs
+    /// few reads and a long record is skipped, not copied.
+    sparse_read: usize,
     start: usize,
     end: usize,
     /// File offset of `buf[0]`.
@@ -83,7 +92,7 @@ impl CaptureFile {
     pub fn open(path: &Path) -> Result<CaptureFile, CaptureError> {
         let file = File::open(path).map_err(|source| CaptureError::Io { path: path.to_path_buf(), source })?;
         let size = file.metadata().ok().map(|m| m.len());
-        CaptureFile::with_input(path, Input::File(file), size)
+        CaptureFile::with_input(path, Input::File { file, pos: 0 }, size)
     }
 
     /// Reads a capture from any byte stream; `path` names it in errors.
@@ -94,7 +103,7 @@ impl CaptureFile {
     /// Hands out at most `bytes` of each frame (its `orig_len` still says how
     /// long it was). The pipeline reads headers only, so a replay of a capture
     /// with full payloads need not copy them: in an opened file the rest of a
-    /// long record is seeked over. A record that runs past the end of the file
+    /// long record is skipped, never read. A record that runs past the end of the file
     /// is still reported as truncated before any of it is handed out.
     pub fn keep_at_most(&mut self, bytes: usize) {
         self.keep = bytes.max(1);
@@ -106,6 +115,7 @@ impl CaptureFile {
             file,
             keep: usize::MAX,
             pending_skip: 0,
+            sparse_read: SPARSE_READ_CHUNK,
             buf: vec![0; READ_CHUNK],
             start: 0,
             end: 0,
@@ -154,12 +164,14 @@ impl CaptureFile {
                 self.buf.resize(grown, 0);
             }
             // Cut frames from a file: read little beyond what is wanted, so a
-            // long record's payload is skipped by a seek rather than copied.
+            // long record's payload is skipped rather than copied.
             let sparse = self.keep != usize::MAX
-                && matches!(self.file, Input::File(_))
+                && matches!(self.file, Input::File { .. })
                 && matches!(self.format, Format::Pcap { .. });
             let stop = if sparse {
-                (self.start + want).max(self.end + SPARSE_READ_CHUNK).min(self.buf.len())
+                let stop = (self.start + want).max(self.end + self.sparse_read).min(self.buf.len());
+                self.sparse_read = (self.sparse_read * 2).min(READ_CHUNK);
+                stop
             } else {
                 self.buf.len()
             };
@@ -273,7 +285,7 @@ impl CaptureFile {
         }
         // What to read now: the whole record, or (frames cut, a file) only
         // what is kept, after checking the file holds the rest.
-        let keep = if matches!(self.file, Input::File(_)) { incl_len.min(self.keep) } else { incl_len };
+        let keep = if matches!(self.file, Input::File { .. }) { incl_len.min(self.keep) } else { incl_len };
         if keep < incl_len {
             let record_end = self.offset() + 16 + incl_len as u64;
             if !self.file_reaches(record_end)? {
@@ -308,8 +320,8 @@ impl CaptureFile {
 
     /// Length of the file now (a capture still being written grows).
     fn file_len(&mut self) -> Result<u64, CaptureError> {
-        let Input::File(f) = &self.file else { return Ok(u64::MAX) };
-        let len = f.metadata().map_err(|source| CaptureError::Io { path: self.path.clone(), source })?.len();
+        let Input::File { file, .. } = &self.file else { return Ok(u64::MAX) };
+        let len = file.metadata().map_err(|source| CaptureError::Io { path: self.path.clone(), source })?.len();
         self.size = Some(len);
         Ok(len)
     }
@@ -324,7 +336,7 @@ impl CaptureFile {
     }
 
     /// Moves past the part of the last record that was not handed out: within
-    /// the buffer, or by seeking the file and dropping the buffer.
+    /// the buffer, or by moving the file offset and dropping the buffer.
     fn skip_pending(&mut self) -> Result<(), CaptureError> {
         let n = std::mem::take(&mut self.pending_skip);
         if n == 0 {
@@ -339,12 +351,12 @@ impl CaptureFile {
         self.base += self.end as u64;
         self.start = 0;
         self.end = 0;
-        let Input::File(f) = &mut self.file else { unreachable!("only records of a file are cut") };
-        let at = f
-            .seek(SeekFrom::Current(beyond as i64))
-            .map_err(|source| CaptureError::Io { path: self.path.clone(), source })?;
+        let Input::File { pos, .. } = &mut self.file else { unreachable!("only records of a file are cut") };
+        *pos += beyond;
+        let at = *pos;
         self.base = at;
         self.stats.bytes_skipped += beyond;
+        self.sparse_read = SPARSE_READ_CHUNK;
         // Checked before the record was handed out; a file cut since then
         // must not end the replay as if it were complete.
         if !self.file_reaches(at)? {
@@ -612,13 +624,13 @@ mod tests {
         assert_eq!(frames, want, "cut data, original lengths, nothing lost or out of order");
         let stats = cf.stats();
         assert_eq!(stats.bytes_read, bytes.len() as u64, "the whole file was walked");
-        // The two long records' payloads were seeked over, save the first
+        // The two long records' payloads were skipped, save the first
         // read when the file was opened (before anything was cut) and a page
         // after each record header.
         let long = (400 + 640) * 1024;
         let most = long - READ_CHUNK - 2 * (SPARSE_READ_CHUNK + 1024);
         assert!(stats.bytes_skipped as usize >= most, "skipped {} of {long}", stats.bytes_skipped);
-        // A stream cannot seek, but hands out the same frames.
+        // A stream cannot skip, but hands out the same frames.
         let mut streamed = open(bytes).unwrap();
         streamed.keep_at_most(100);
         assert_eq!(drain(&mut streamed).unwrap(), want);

@@ -126,7 +126,7 @@ pub struct SourceStats {
     pub frames: u64,
     /// Bytes of the source consumed so far (file offset).
     pub bytes_read: u64,
-    /// Bytes of long records seeked over instead of read, when frames are cut
+    /// Bytes of long records skipped instead of read, when frames are cut
     /// (`CaptureFile::keep_at_most`): payload that was never copied.
     pub bytes_skipped: u64,
     /// Frames the kernel dropped before we could read them (live capture only).
