@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{bin, free_port, pcap, tcp4, wait_for, wait_http_ok, Guard};
+use common::{bin, free_port, pcap, shipped_bin, tcp4, wait_for, wait_http_ok, Guard};
 use serde_json::Value;
 
 /// How long each router's capture lasts (background traffic throughout):
@@ -101,7 +101,7 @@ fn spawn_node(dir: &Path, cfg: &Path, role: &str, http: u16, rust_log: &str, ext
     let log = dir.join(format!("{}.log", cfg.file_stem().unwrap().to_str().unwrap()));
     let f = std::fs::File::create(&log).unwrap();
     let proc = Guard::spawn(
-        Command::new(bin())
+        Command::new(shipped_bin())
             .args(["--log-format", "json", "run", "--role", role, "--config", cfg.to_str().unwrap()])
             .args(extra)
             .env("RUST_LOG", rust_log)

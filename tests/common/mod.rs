@@ -16,15 +16,15 @@ pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gatewarden"))
 }
 
-/// The gateway binary the traffic lab runs: `GATEWARDEN_LAB_BIN`, which
-/// `tools/test.sh` points at the release build, so the lab judges the
-/// appliance at the speed it ships at. A debug build costs ~12× more per
+/// The gateway binary the traffic lab and the fleet test run as nodes:
+/// `GATEWARDEN_LAB_BIN`, which `tools/test.sh` points at the release build,
+/// so they judge the appliance at the speed it ships at. A debug build costs ~12× more per
 /// packet; on a loaded 2-core machine its capture fell behind the soak's
 /// 10 MB/s downloads and raised a (true) overload alert about a build nobody
 /// ships. Outside CI the test's own debug binary stands in; in CI a missing
 /// release binary is an error, never a silent fallback.
-#[allow(dead_code)] // each test binary compiles common/ and only the lab uses this
-pub fn lab_bin() -> PathBuf {
+#[allow(dead_code)] // each test binary compiles common/; only the lab and the fleet use this
+pub fn shipped_bin() -> PathBuf {
     match std::env::var_os("GATEWARDEN_LAB_BIN").filter(|v| !v.is_empty()) {
         Some(p) => {
             let p = PathBuf::from(p);
@@ -34,7 +34,7 @@ pub fn lab_bin() -> PathBuf {
         None => {
             assert!(
                 std::env::var_os("CI").is_none(),
-                "CI runs the lab on the release binary: set GATEWARDEN_LAB_BIN=target/release/gatewarden \
+                "CI runs the lab and the fleet on the release binary: set GATEWARDEN_LAB_BIN=target/release/gatewarden \
                  after cargo build --release (tools/test.sh does both)"
             );
             eprintln!("lab: GATEWARDEN_LAB_BIN unset, running the debug binary (slower than shipped)");

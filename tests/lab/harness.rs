@@ -42,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::common::netns::{link, link_to_bridge, Netns};
-use crate::common::{lab_bin, root, Guard};
+use crate::common::{root, shipped_bin, Guard};
 
 /// The WAN server's address (all services).
 pub const WAN: &str = "198.51.100.10";
@@ -2010,7 +2010,7 @@ pub fn keep_dir() -> Option<PathBuf> {
 /// to block, live"). Env `GATEWARDEN_LAB_SHARED_CPU=1` keeps it in the test's
 /// session, for comparison.
 fn router_command(router: &Netns) -> Command {
-    let gatewarden = lab_bin().to_str().unwrap().to_string();
+    let gatewarden = shipped_bin().to_str().unwrap().to_string();
     if std::env::var_os("GATEWARDEN_LAB_SHARED_CPU").is_some_and(|v| v == "1") {
         return router.command(&gatewarden);
     }
