@@ -420,33 +420,24 @@ impl RouterStage {
             sink(b);
         }
         let now = self.last_ns;
-        while !self.pending.is_empty() {
-            let n = self.max_batch.min(self.pending.len());
-            let chunk: Vec<_> = self.pending.drain(..n).collect();
-            let b = self.batch(chunk);
-            sink(b);
-        }
-        // Then the table, a batch at a time, with the flows evicted since the last
-        // cut ahead of the first: every flow that left counts in the host statistics
-        // before any of these batches takes its host features.
+        // The queue, then the table a batch at a time, with the flows evicted
+        // since the last cut ahead of the first: every flow that left counts in
+        // the host statistics before any batch of them takes its host features.
         loop {
+            while !self.pending.is_empty() {
+                let n = self.max_batch.min(self.pending.len());
+                let chunk: Vec<_> = self.pending.drain(..n).collect();
+                let b = self.batch(chunk);
+                sink(b);
+            }
             self.table.flush_some(self.max_batch);
             self.take_ended();
             if self.ended.is_empty() {
                 break;
             }
-            let ended = std::mem::take(&mut self.ended);
-            for r in &ended {
+            for r in self.ended.drain(..) {
                 self.tracker.flow_finished(r.src, r.conn_state.is_failed_attempt(), now);
-            }
-            let mut records = ended.into_iter();
-            loop {
-                let chunk: Vec<_> = records.by_ref().take(self.max_batch).collect();
-                if chunk.is_empty() {
-                    break;
-                }
-                let b = self.batch(chunk);
-                sink(b);
+                self.pending.push_back(r);
             }
         }
         self.sync_counters();

@@ -65,7 +65,7 @@ pub struct CaptureFile {
     buf: Vec<u8>,
     /// Bytes of each frame handed out; the rest of a longer record is skipped.
     keep: usize,
-    /// Bytes of the last record still to skip before the next one starts.
+    /// Bytes of the last record beyond the buffer, still to skip before the next one starts.
     pending_skip: u64,
     /// The next read's size when frames are cut: a page after a skip, twice
     /// as much after each read without one, so a run of small records costs
@@ -305,8 +305,8 @@ impl CaptureFile {
         if rest <= buffered {
             self.start = data_start + incl_len;
         } else {
-            self.start = data_start + keep;
-            self.pending_skip = rest as u64;
+            self.start = self.end;
+            self.pending_skip = (rest - buffered) as u64;
         }
         self.stats.frames += 1;
         self.stats.bytes_read = self.offset() + self.pending_skip;
@@ -335,26 +335,19 @@ impl CaptureFile {
         Ok(self.file_len()? >= offset)
     }
 
-    /// Moves past the part of the last record that was not handed out: within
-    /// the buffer, or by moving the file offset and dropping the buffer.
+    /// Moves past the part of the last record beyond the (consumed) buffer by
+    /// moving the file offset; the buffer starts again there.
     fn skip_pending(&mut self) -> Result<(), CaptureError> {
-        let n = std::mem::take(&mut self.pending_skip);
-        if n == 0 {
+        let beyond = std::mem::take(&mut self.pending_skip);
+        if beyond == 0 {
             return Ok(());
         }
-        let buffered = (self.end - self.start) as u64;
-        if n <= buffered {
-            self.start += n as usize;
-            return Ok(());
-        }
-        let beyond = n - buffered;
-        self.base += self.end as u64;
-        self.start = 0;
-        self.end = 0;
         let Input::File { pos, .. } = &mut self.file else { unreachable!("only records of a file are cut") };
         *pos += beyond;
         let at = *pos;
         self.base = at;
+        self.start = 0;
+        self.end = 0;
         self.stats.bytes_skipped += beyond;
         self.sparse_read = SPARSE_READ_CHUNK;
         // Checked before the record was handed out; a file cut since then
