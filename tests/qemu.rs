@@ -638,8 +638,38 @@ fn three_node_cluster_detects_and_blocks_a_scan_over_mutual_tls() {
         "mosquitto: listening on 0.0.0.0:8883 (TLS, client certificates required)",
         Duration::from_secs(30),
     );
-    router.wait_serial("testhooks: ping 192.0.2.3 ok", Duration::from_secs(40));
-    detector.wait_serial("testhooks: ping 192.0.2.3 ok", Duration::from_secs(40));
+    // The hook pings for up to 60 s and then logs "failed" with the node's
+    // neighbour table and link counters; wait a little longer than that, and
+    // on failure show what every node and the router's spoof check saw.
+    for vm in [router, detector] {
+        let t = Instant::now();
+        let verdict = loop {
+            let serial = vm.serial();
+            if serial.contains("testhooks: ping 192.0.2.3 ok") {
+                break None;
+            }
+            if serial.contains("testhooks: ping 192.0.2.3 failed") || t.elapsed() > Duration::from_secs(75) {
+                break Some(serial);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        if let Some(serial) = verdict {
+            let spoof = router
+                .get("/metrics")
+                .map(|(_, body)| {
+                    body.lines().filter(|l| l.contains("spoof") || l.contains("contain")).collect::<Vec<_>>().join("\n")
+                })
+                .unwrap_or_else(|| "(router /metrics unreachable)".into());
+            panic!(
+                "{}: no answer from the monitor (192.0.2.3) on the LAN bridge within {:?}.\n\
+                 router spoof/containment metrics:\n{spoof}\n\n{} serial:\n{serial}\n\nmonitor serial:\n{}",
+                vm.name,
+                t.elapsed(),
+                vm.name,
+                monitor.serial()
+            );
+        }
+    }
     router.wait_serial("s after kernel start", Duration::from_secs(60));
     let serial = router.serial();
     let first_rule = serial.split("testhooks: first rule ").nth(1).and_then(|t| t.split_whitespace().next()).unwrap();
