@@ -657,7 +657,10 @@ fn three_node_cluster_detects_and_blocks_a_scan_over_mutual_tls() {
             let spoof = router
                 .get("/metrics")
                 .map(|(_, body)| {
-                    body.lines().filter(|l| l.contains("spoof") || l.contains("contain")).collect::<Vec<_>>().join("\n")
+                    body.lines()
+                        .filter(|l| !l.starts_with('#') && (l.contains("spoof") || l.contains("contain")))
+                        .collect::<Vec<_>>()
+                        .join("\n")
                 })
                 .unwrap_or_else(|| "(router /metrics unreachable)".into());
             panic!(
