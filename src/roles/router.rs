@@ -44,6 +44,7 @@ pub struct RouterStage {
     flows_active: Gauge,
     updates_deferred: Counter,
     exports_dropped: Counter,
+    ends_unsent: Counter,
     /// The LAN spoof check (live capture with enforcement on).
     spoof: Option<crate::enforce::service::SpoofLink>,
     /// ARP and neighbour discovery on the LAN, for the LAN-mapping detector.
@@ -121,6 +122,11 @@ impl RouterStage {
             exports_dropped: registry.counter(
                 "gatewarden_flow_exports_dropped_total",
                 "Finished-flow records dropped because more flows ended than batches could carry (spoofed floods).",
+                &[],
+            ),
+            ends_unsent: registry.counter(
+                "gatewarden_flow_ends_unsent_total",
+                "Flows that ended with no packet since their last update: counted in the host statistics, not sent again.",
                 &[],
             ),
             spoof: None,
@@ -375,9 +381,23 @@ impl RouterStage {
         FlowBatch { node: self.node.clone(), seq: self.seq, flows, hosts, in_iface: self.in_iface.clone(), shed }
     }
 
-    /// Moves what left the table since the last call into `ended`.
+    /// Moves what left the table since the last call into `ended`. A flow
+    /// with no packet since its last update is not sent again: records are
+    /// cumulative, so the detector already has its final one (under a
+    /// spoofed flood that is every flow, and resending them doubled the
+    /// detector's work). Its end still counts in the host statistics.
     fn take_ended(&mut self) {
-        self.ended.extend(self.table.drain_exports().map(|(_, f)| f.record()));
+        let now = self.last_ns;
+        let mut unsent = 0;
+        for (_, f) in self.table.drain_exports() {
+            if f.unchanged_since_reported() {
+                self.tracker.flow_finished(f.src(), f.conn_state().is_failed_attempt(), now);
+                unsent += 1;
+            } else {
+                self.ended.push(f.record());
+            }
+        }
+        self.ends_unsent.add(unsent);
     }
 
     /// Moves flows that left the table into the pending queue, updating host
@@ -1079,6 +1099,50 @@ mod tests {
         let mut ended = 0;
         stage.finish(|b| ended += b.flows.iter().filter(|r| r.last_ns <= at(4900)).count());
         assert_eq!(ended, 40, "finish delivers the queue, and nothing older");
+    }
+
+    /// Records are cumulative: a flow that ended with no packet since its update
+    /// is not sent again (its end still counts in the host statistics), while
+    /// one that changed after its update is. Sending the unchanged ends again
+    /// doubled a spoofed flood's records, and let an HTTP poller's sessions be
+    /// counted twice by a detector whose per-session memory had moved on (a
+    /// benign poller's 15 sessions became a 30-session `brute_force`).
+    #[test]
+    fn a_flow_that_ended_unchanged_since_its_update_is_not_sent_again() {
+        let cfg = Config::default();
+        let registry = Registry::new();
+        let mut stage = RouterStage::new(&cfg, &registry);
+        let t0 = 1_000_000_000_000u64;
+        fn feed(stage: &mut RouterStage, ts_ns: u64, data: &[u8]) -> Option<FlowBatch> {
+            stage.on_frame(&Frame { ts_ns, link: LinkType::Ethernet, data, orig_len: 54 })
+        }
+        let (a, b, c) = (syn(1), syn(2), syn(3));
+        assert!(feed(&mut stage, t0, &a).is_none());
+        assert!(feed(&mut stage, t0 + 1_000, &b).is_none());
+        // A frame after the interval cuts the batch: the three flows go out as updates.
+        let batch = feed(&mut stage, t0 + 100_000_000, &c).expect("the first interval's batch");
+        let sent: Vec<String> = batch.flows.iter().map(|r| r.src.to_string()).collect();
+        assert_eq!(sent, ["10.0.0.1", "10.0.0.2", "10.0.0.3"]);
+        // Flow 2 gets another packet (a retransmitted SYN); a fourth flow starts.
+        let d = syn(4);
+        assert!(feed(&mut stage, t0 + 150_000_000, &b).is_none());
+        assert!(feed(&mut stage, t0 + 160_000_000, &d).is_none());
+        let mut ended = Vec::new();
+        stage.finish(|b| ended.extend(b.flows.iter().map(|r| (r.src.to_string(), r.fwd_packets))));
+        ended.sort();
+        assert_eq!(
+            ended,
+            [("10.0.0.2".to_string(), 2), ("10.0.0.4".to_string(), 1)],
+            "flows 1 and 3 ended as last reported: not sent again; flows 2 and 4 go out once more, \
+             as the final updates finish sends before it ends the table"
+        );
+        // Then every flow ends as last sent: none goes out twice.
+        assert_eq!(registry.snapshot()["gatewarden_flow_ends_unsent_total"], 4.0);
+        // Its end still counts: 10.0.0.1's one flow finished as a failed attempt.
+        let failed_share =
+            gatewarden_flow::features::schema::HOST_STATS.iter().position(|c| c.name == "host_failed_share").unwrap();
+        let features = stage.tracker().host_features("10.0.0.1".parse().unwrap(), t0 + 200_000_000);
+        assert!(features[failed_share] > 0.0, "the unsent end counted in the host statistics: {features:?}");
     }
 
     /// One TCP segment 198.51.100.7 ⇄ 192.0.2.10 (`to_target`: the scanner's SYN, else the RST/ACK answer).

@@ -157,6 +157,8 @@ pub struct Flow {
     pub orig_is_lo: bool,
     /// Whether it changed since the last update batch.
     dirty: bool,
+    /// Whether an update of it was ever taken ([`FlowTable::take_updates`]).
+    reported: bool,
     /// Whether its slot index is in the table's update list (at most once).
     queued: bool,
     prev: u32,
@@ -176,6 +178,14 @@ impl Linked for Flow {
 }
 
 impl Flow {
+    /// Whether an exported flow's final record equals the update already
+    /// taken of it: no packet since. Its end then tells a consumer of
+    /// cumulative records nothing new (a spoofed flood's flows are all like
+    /// this: one SYN, reported once, evicted later).
+    pub fn unchanged_since_reported(&self) -> bool {
+        self.reported && !self.dirty
+    }
+
     /// The originator's address.
     pub fn src(&self) -> IpAddr {
         bytes_addr(if self.orig_is_lo { self.key.lo_addr } else { self.key.hi_addr }, self.key.v6)
@@ -358,10 +368,11 @@ impl FlowTable {
             entry.remove();
         }
         let f = &mut self.slab[i as usize];
-        // The final record goes out as an export; `queued` stays so the slot is
+        // The final record goes out as an export (with its `dirty` flag, for
+        // `Flow::unchanged_since_reported`); `queued` stays so the slot is
         // never listed twice for updates.
-        f.dirty = false;
         self.exports.push((reason, f.clone()));
+        f.dirty = false;
         self.free.push(i);
         match reason {
             ExportReason::Idle => self.stats.expired_idle += 1,
@@ -394,6 +405,7 @@ impl FlowTable {
             resp_seq_next: 0,
             orig_is_lo,
             dirty: false,
+            reported: false,
             queued: false,
             prev: NIL,
             next: NIL,
@@ -518,6 +530,7 @@ impl FlowTable {
             }
             if out.len() < max {
                 f.dirty = false;
+                f.reported = true;
                 f.queued = false;
                 out.push(f.record());
             } else {
