@@ -66,7 +66,19 @@ pub struct DetectorStage {
     lan_mapping: crate::detect::lan_mapping::LanMapping,
     /// The latest numbers of recent flows, for the alert's ports and EVE `flow{}`.
     recent_flows: RecentFlows,
+    /// Sources met in an earlier batch: the model judges a source whose batch
+    /// shows one packet only if it was (see [`MODEL_ADMISSION_CELLS`]).
+    model_seen: gatewarden_core::seen_before::SeenBefore,
+    /// Host snapshots not judged: one packet, from a source not met before.
+    model_unjudged: Counter,
 }
+
+/// Cells of the table of sources met before (4 bytes each: 1 MiB). One
+/// packet is not behaviour: under a spoofed flood every source sends one and
+/// is never seen again, and judging each cost more than the rest of the
+/// detector. A source with two packets in a batch, or one packet in each of
+/// two batches, is judged.
+pub const MODEL_ADMISSION_CELLS: usize = 1 << 18;
 
 /// Most flows [`RecentFlows`] holds per generation (two generations: at most
 /// twice this, about 96 bytes each with the capture interface's shared
@@ -551,6 +563,12 @@ impl DetectorStage {
             proofs: HashMap::default(),
             lan_mapping: crate::detect::lan_mapping::LanMapping::new(d),
             recent_flows: RecentFlows::default(),
+            model_seen: gatewarden_core::seen_before::SeenBefore::new(MODEL_ADMISSION_CELLS),
+            model_unjudged: registry.counter(
+                "gatewarden_model_unjudged_total",
+                "Host snapshots the model did not judge: one packet, from a source not met in an earlier batch.",
+                &[],
+            ),
         };
         stage.register_classes();
         stage
@@ -746,7 +764,19 @@ impl DetectorStage {
     /// The model's opinion of every source in the batch.
     fn opinions(&mut self, batch: &FlowBatch, seen: &HashMap<IpAddr, SourceSeen>) -> Vec<(IpAddr, ModelOpinion)> {
         let Some(model) = self.model.clone() else { return Vec::new() };
-        let hosts: Vec<&HostSnapshot> = batch.hosts.iter().filter(|h| seen.contains_key(&h.addr)).collect();
+        let mut unjudged = 0;
+        let hosts: Vec<&HostSnapshot> = batch
+            .hosts
+            .iter()
+            .filter(|h| {
+                let Some(s) = seen.get(&h.addr) else { return false };
+                let met_before = self.model_seen.check_and_note(&h.addr);
+                let admitted = met_before || s.packets.iter().sum::<u64>() >= 2;
+                unjudged += u64::from(!admitted);
+                admitted
+            })
+            .collect();
+        self.model_unjudged.add(unjudged);
         if hosts.is_empty() {
             return Vec::new();
         }
@@ -1241,6 +1271,84 @@ mod tests {
         // "brute_force" needs connections to a login port.
         assert_eq!(model_kind("brute_force", &nothing, &slow, &cfg).0, AttackKind::Anomaly);
         assert_eq!(model_kind("brute_force", &camera, &slow, &cfg).0, AttackKind::BruteForce);
+    }
+
+    /// One packet is not behaviour: a source whose batch shows one packet is
+    /// judged by the model only once it was met in an earlier batch (a spoofed
+    /// flood's sources never are, and judging each cost a third of the
+    /// detector); two packets in one batch are judged at once.
+    #[test]
+    fn the_model_judges_a_source_from_its_second_packet_on() {
+        let cfg = Config::default();
+        let registry = Registry::new();
+        let model = Arc::new(HostModel::embedded().unwrap());
+        let mut s = DetectorStage::with_model(&cfg, &registry, Ok(Some(model)));
+        let rec = |id: u64, src: &str, packets: u32, t: u64| FlowRecord {
+            flow_id: id,
+            src: src.parse().unwrap(),
+            dst: "192.0.2.10".parse().unwrap(),
+            sport: 40000,
+            dport: 80,
+            proto: Proto::Tcp,
+            first_ns: t,
+            last_ns: t,
+            fwd_packets: packets,
+            rev_packets: 0,
+            fwd_bytes: 60 * u64::from(packets),
+            rev_bytes: 0,
+            conn_state: ConnState::S0,
+            src_answered: false,
+        };
+        let batch = |seq: u64, flows: Vec<FlowRecord>| {
+            let mut seen = std::collections::BTreeSet::new();
+            let hosts = flows
+                .iter()
+                .filter(|r| seen.insert(r.src))
+                .map(|r| HostSnapshot {
+                    addr: r.src,
+                    ts_ns: r.last_ns,
+                    features: features(&[("host_pkt_rate", 0, 1.0)]),
+                })
+                .collect();
+            FlowBatch { node: "r".into(), seq, flows, hosts, in_iface: String::new(), shed: Vec::new() }
+        };
+        // Judged = classified or abstained (both are counted per judged snapshot).
+        let judged = || {
+            registry
+                .snapshot()
+                .iter()
+                .filter(|(k, _)| {
+                    k.starts_with("gatewarden_model_classifications_total")
+                        || k.starts_with("gatewarden_model_abstentions_total")
+                })
+                .map(|(_, v)| *v)
+                .sum::<f64>()
+        };
+        let unjudged = || registry.snapshot()["gatewarden_model_unjudged_total"];
+        let t = 1_000_000_000;
+        // New: one packet (A), two packets in one flow (B), one packet in each of two flows (C).
+        s.on_batch(&batch(
+            1,
+            vec![
+                rec(1, "203.0.113.1", 1, t),
+                rec(2, "203.0.113.2", 2, t),
+                rec(3, "203.0.113.3", 1, t),
+                rec(4, "203.0.113.3", 1, t),
+            ],
+        ));
+        assert_eq!((judged(), unjudged()), (2.0, 1.0), "B and C judged, A not");
+        // A's second packet, in the next batch: judged. A new one-packet source D is not.
+        s.on_batch(&batch(2, vec![rec(5, "203.0.113.1", 1, t + 1), rec(6, "203.0.113.4", 1, t + 1)]));
+        assert_eq!((judged(), unjudged()), (3.0, 2.0), "A judged now, D not");
+        // A spoofed flood: 10 000 new one-packet sources, none judged.
+        let flood: Vec<FlowRecord> = (0..10_000u32)
+            .map(|i| FlowRecord {
+                src: IpAddr::from((0x0a00_0000 + i).to_be_bytes()),
+                ..rec(100 + u64::from(i), "0.0.0.0", 1, t + 2)
+            })
+            .collect();
+        s.on_batch(&batch(3, flood));
+        assert_eq!((judged(), unjudged()), (3.0, 10_002.0));
     }
 
     fn stage(cfg: &Config) -> DetectorStage {

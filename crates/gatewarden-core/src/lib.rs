@@ -21,5 +21,6 @@ pub mod lru;
 pub mod metrics;
 pub mod net;
 pub mod recency;
+pub mod seen_before;
 pub mod shutdown;
 pub mod token_bucket;

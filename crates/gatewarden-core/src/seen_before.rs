@@ -1,0 +1,91 @@
+//! "Have I seen this key in an earlier round?" in fixed memory: a
+//! direct-mapped table of 32-bit tags, one per cell.
+//!
+//! The detector asks it before spending per-source work (the model) on a
+//! source whose batch shows one packet: under a spoofed flood every source
+//! is new and sends one packet, and a one-packet host is not behaviour the
+//! model can judge anyway. A real source is admitted from its second
+//! appearance on.
+//!
+//! Errors are one-sided in what they cost: a key whose cell another key
+//! took since is "new" again (it waits one more round; under a flood that
+//! happens more often, never for a source that sends two packets at once);
+//! two keys with the same cell and tag (one in 2³² per pair) make the second
+//! "seen" early. The hash has a fixed seed so replays are deterministic; a
+//! sender who crafts collisions only delays its own admission or hastens
+//! another's, and admission grants no trust.
+
+use std::hash::{BuildHasher, Hash};
+
+use foldhash::fast::FixedState;
+
+/// Fixed seed of the cell hash (any value; fixed for reproducible replays).
+const SEED: u64 = 0x5ee7_bef0_4e5e_ed01;
+
+/// A direct-mapped set of tags: O(1), no allocation after construction.
+#[derive(Debug, Clone)]
+pub struct SeenBefore {
+    tags: Box<[u32]>,
+    hasher: FixedState,
+}
+
+impl SeenBefore {
+    /// A table of `cells` (rounded up to a power of two, at least 1) × 4 bytes.
+    pub fn new(cells: usize) -> SeenBefore {
+        let n = cells.max(1).next_power_of_two();
+        SeenBefore { tags: vec![0; n].into_boxed_slice(), hasher: FixedState::with_seed(SEED) }
+    }
+
+    /// Whether `key` was noted before (as far as its cell still says), and
+    /// notes it now.
+    pub fn check_and_note<K: Hash>(&mut self, key: &K) -> bool {
+        let h = self.hasher.hash_one(key);
+        let cell = (h as usize) & (self.tags.len() - 1);
+        // Tag 0 marks an empty cell, so a tag is never 0.
+        let tag = ((h >> 32) as u32) | 1;
+        let seen = self.tags[cell] == tag;
+        self.tags[cell] = tag;
+        seen
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.tags.len() * 4
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    #[test]
+    fn a_key_is_new_once_and_seen_after() {
+        let mut s = SeenBefore::new(1024);
+        let a = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+        assert!(!s.check_and_note(&a));
+        assert!(s.check_and_note(&a));
+        assert!(s.check_and_note(&a));
+        assert!(!s.check_and_note(&IpAddr::V4(Ipv4Addr::new(192, 0, 2, 11))));
+    }
+
+    #[test]
+    fn a_flood_of_new_keys_stays_in_its_table_and_rarely_passes_as_seen() {
+        let mut s = SeenBefore::new(1 << 16);
+        assert_eq!(s.bytes(), 1 << 18);
+        let seen = (0u32..1_000_000).filter(|i| s.check_and_note(&IpAddr::V4(Ipv4Addr::from(*i)))).count();
+        // Distinct keys: only a cell-and-tag collision (about 2^-32 per pair in a cell) says "seen".
+        assert!(seen < 10, "{seen} of a million new keys passed as seen");
+        assert_eq!(s.bytes(), 1 << 18, "no growth");
+    }
+
+    #[test]
+    fn a_key_whose_cell_was_taken_is_new_again_then_seen() {
+        let mut s = SeenBefore::new(1);
+        let (a, b) = (1u64, 2u64);
+        assert!(!s.check_and_note(&a));
+        assert!(!s.check_and_note(&b), "one cell: b takes it");
+        assert!(!s.check_and_note(&a), "a lost its cell: new again");
+        assert!(s.check_and_note(&a));
+    }
+}
