@@ -66,19 +66,21 @@ pub struct DetectorStage {
     lan_mapping: crate::detect::lan_mapping::LanMapping,
     /// The latest numbers of recent flows, for the alert's ports and EVE `flow{}`.
     recent_flows: RecentFlows,
-    /// Sources met in an earlier batch: the model judges a source whose batch
-    /// shows one packet only if it was (see [`MODEL_ADMISSION_CELLS`]).
-    model_seen: gatewarden_core::seen_before::SeenBefore,
+    /// Sources met in an earlier batch (see [`ADMISSION_CELLS`]).
+    met: gatewarden_core::seen_before::SeenBefore,
     /// Host snapshots not judged: one packet, from a source not met before.
     model_unjudged: Counter,
 }
 
 /// Cells of the table of sources met before (4 bytes each: 1 MiB). One
 /// packet is not behaviour: under a spoofed flood every source sends one and
-/// is never seen again, and judging each cost more than the rest of the
-/// detector. A source with two packets in a batch, or one packet in each of
-/// two batches, is judged.
-pub const MODEL_ADMISSION_CELLS: usize = 1 << 18;
+/// is never seen again, and spending per-source work on each (the model's
+/// judgement, the heuristics' per-source state) cost more than the rest of
+/// the detector. A source with two packets in a batch, or one packet in each
+/// of two batches, is *admitted*: judged by the model and given per-source
+/// state. A newcomer's one packet still counts for the per-victim and
+/// long-horizon detectors (`Heuristics::observe_newcomer`).
+pub const ADMISSION_CELLS: usize = 1 << 18;
 
 /// Most flows [`RecentFlows`] holds per generation (two generations: at most
 /// twice this, about 96 bytes each with the capture interface's shared
@@ -405,6 +407,9 @@ struct SourceSeen {
     /// TCP flows to an authentication port, and the last of them.
     auth: u32,
     auth_flow: Option<(IpAddr, u16, u64)>,
+    /// Whether per-source work is spent on it in this batch (see
+    /// [`ADMISSION_CELLS`]); decided at its first record.
+    admitted: Option<bool>,
 }
 
 const PROTOS: [Proto; 3] = [Proto::Tcp, Proto::Udp, Proto::Icmp];
@@ -563,7 +568,7 @@ impl DetectorStage {
             proofs: HashMap::default(),
             lan_mapping: crate::detect::lan_mapping::LanMapping::new(d),
             recent_flows: RecentFlows::default(),
-            model_seen: gatewarden_core::seen_before::SeenBefore::new(MODEL_ADMISSION_CELLS),
+            met: gatewarden_core::seen_before::SeenBefore::new(ADMISSION_CELLS),
             model_unjudged: registry.counter(
                 "gatewarden_model_unjudged_total",
                 "Host snapshots the model did not judge: one packet, from a source not met in an earlier batch.",
@@ -770,8 +775,7 @@ impl DetectorStage {
             .iter()
             .filter(|h| {
                 let Some(s) = seen.get(&h.addr) else { return false };
-                let met_before = self.model_seen.check_and_note(&h.addr);
-                let admitted = met_before || s.packets.iter().sum::<u64>() >= 2;
+                let admitted = s.admitted.unwrap_or(true);
                 unjudged += u64::from(!admitted);
                 admitted
             })
@@ -913,17 +917,6 @@ impl DetectorStage {
             }
         }
         for r in &batch.flows {
-            for d in self.heuristics.observe(r) {
-                self.long_horizon.note_finding(&d);
-                findings.push((d, Origin::Heuristics));
-            }
-            for d in self.long_horizon.observe(r) {
-                findings.push((d, Origin::Heuristics));
-            }
-            for d in self.baseline.observe(r) {
-                findings.push((d, Origin::Baseline));
-            }
-            self.recent_flows.note(r, &iface);
             let s = seen.entry(r.src).or_default();
             if let Some(i) = proto_index(r.proto) {
                 s.packets[i] += u64::from(r.fwd_packets);
@@ -934,6 +927,28 @@ impl DetectorStage {
                 s.auth_flow = Some((r.dst, r.dport, r.flow_id));
             }
             s.any = Some((r.dst, r.dport, r.flow_id, r.proto));
+        }
+        for r in &batch.flows {
+            // Admission, decided once per source in record order (deterministic):
+            // two packets in this batch, or met in an earlier one.
+            let admitted = match seen.get_mut(&r.src) {
+                Some(s) => *s
+                    .admitted
+                    .get_or_insert_with(|| self.met.check_and_note(&r.src) || s.packets.iter().sum::<u64>() >= 2),
+                None => true,
+            };
+            let found = if admitted { self.heuristics.observe(r) } else { self.heuristics.observe_newcomer(r) };
+            for d in found {
+                self.long_horizon.note_finding(&d);
+                findings.push((d, Origin::Heuristics));
+            }
+            for d in self.long_horizon.observe(r) {
+                findings.push((d, Origin::Heuristics));
+            }
+            for d in self.baseline.observe(r) {
+                findings.push((d, Origin::Baseline));
+            }
+            self.recent_flows.note(r, &iface);
             if r.src_answered {
                 self.remember_proof(r);
             }
@@ -1244,6 +1259,7 @@ mod tests {
             any: Some((server, 1883, 7, Proto::Tcp)),
             auth: 1,
             auth_flow: Some((server, 1883, 7)),
+            admitted: None,
         };
         // At 46 packets/s "flood" is no flood: an anomaly, shown with a flow of its own.
         let slow = features(&[("host_pkt_rate", 0, 46.0), ("host_distinct_dsts", 1, 1.0)]);
@@ -1260,6 +1276,7 @@ mod tests {
             any: None,
             auth: 0,
             auth_flow: None,
+            admitted: None,
         };
         let sweep = features(&[("host_pkt_rate", 0, 16.0), ("host_distinct_dsts", 1, 16.0)]);
         let (kind, flow) = model_kind("flood", &pinger, &sweep, &cfg);

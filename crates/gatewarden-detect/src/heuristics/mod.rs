@@ -258,6 +258,33 @@ impl Heuristics {
         self.victims.observe_shed(&self.cfg, self.window_ns, c)
     }
 
+    /// A one-packet record from a source the detector has not met before (the
+    /// detector's admission, `DetectorStage`): one packet completes no
+    /// per-source pattern, and a spoofed flood is nothing but such records, so
+    /// no per-source state is made for it; the per-victim detector still
+    /// counts it. A source that already has state is observed in full. A
+    /// newcomer's later records are cumulative, so a flow that goes on is
+    /// counted whole when its source is admitted; only a one-packet flow (a
+    /// probe) of a newcomer is left out of its per-source counts.
+    pub fn observe_newcomer(&mut self, r: &FlowRecord) -> Vec<Detection> {
+        if self.sources.contains_key(&r.src) {
+            return self.observe(r);
+        }
+        let (aborted, half_open) = handshake(r);
+        let o = Observed {
+            r,
+            now: r.last_ns,
+            window_ns: self.window_ns,
+            is_new: true,
+            delta: r.fwd_packets,
+            delta_bytes: r.fwd_bytes.min(u32::MAX as u64) as u32,
+            half_open,
+            aborted,
+            syn_delta: if aborted { 1 } else { r.fwd_packets },
+        };
+        self.victims.observe(&self.cfg, &o).into_iter().collect()
+    }
+
     /// Looks at one flow snapshot; returns findings it completes.
     pub fn observe(&mut self, r: &FlowRecord) -> Vec<Detection> {
         if !self.sources.contains_key(&r.src) && self.sources.len() >= MAX_SOURCES {
@@ -279,15 +306,10 @@ impl Heuristics {
         let delta = r.fwd_packets.saturating_sub(prev.map_or(0, |p| p.0));
         // Bytes sent since the last snapshot; one record's share fits u32 at any real rate.
         let delta_bytes = r.fwd_bytes.saturating_sub(prev.map_or(0, |p| p.1)).min(u32::MAX as u64) as u32;
-        let state = r.conn_state;
         if is_new && matches!(r.proto, Proto::Tcp | Proto::Udp) {
             s.attempts.push(r.first_ns, r.dst, r.dport, r.proto);
         }
-        // A handshake the originator aborted (SYN, SYN-ACK, RST: what a SYN
-        // flood or a SYN scan against an open port looks like) is as much a
-        // half-open attempt as an unanswered SYN.
-        let aborted = r.proto == Proto::Tcp && state == ConnState::RSTO && r.fwd_packets <= 2;
-        let half_open = r.proto == Proto::Tcp && (state.is_failed_attempt() || aborted);
+        let (aborted, half_open) = handshake(r);
         let was_failed = s.failed.contains(&r.flow_id);
         if half_open || (r.proto == Proto::Udp && r.rev_packets == 0) {
             s.failed.insert(r.flow_id);
@@ -329,6 +351,16 @@ impl Heuristics {
         out.extend(self.victims.observe(cfg, &o));
         out
     }
+}
+
+/// Whether a TCP record's handshake was aborted by its originator (SYN,
+/// SYN-ACK, RST: what a SYN flood or a SYN scan against an open port looks
+/// like), and whether it is half-open: failed or aborted, as much a half-open
+/// attempt as an unanswered SYN.
+fn handshake(r: &FlowRecord) -> (bool, bool) {
+    let aborted = r.proto == Proto::Tcp && r.conn_state == ConnState::RSTO && r.fwd_packets <= 2;
+    let half_open = r.proto == Proto::Tcp && (r.conn_state.is_failed_attempt() || aborted);
+    (aborted, half_open)
 }
 
 #[cfg(test)]

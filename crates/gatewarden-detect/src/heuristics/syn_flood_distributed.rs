@@ -160,6 +160,38 @@ mod tests {
         assert!(!found.iter().any(|d| d.source.is_some()), "no innocent (spoofed) address is blamed");
     }
 
+    /// The detector hands a newcomer's one-packet records to `observe_newcomer`:
+    /// the flood is found the same, and no per-source state is made for any
+    /// spoofed source; a source that has state is still observed in full.
+    #[test]
+    fn a_spoofed_flood_of_newcomers_is_found_without_per_source_state() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..8000u64 {
+            let src = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+            found.extend(h.observe_newcomer(&rec(
+                i,
+                &src,
+                "192.0.2.10",
+                80,
+                Proto::Tcp,
+                i as f64 * 0.0005,
+                1,
+                0,
+                "S0",
+            )));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::SynFlood).expect("flood found");
+        assert_eq!(d.source, None);
+        assert_eq!(h.sources.len(), 0, "no per-source state for one-packet newcomers");
+        // A source with state (two packets before) is observed in full.
+        h.observe(&rec(90_000, "198.51.100.7", "192.0.2.10", 22, Proto::Tcp, 5.0, 2, 0, "S0"));
+        h.observe_newcomer(&rec(90_001, "198.51.100.7", "192.0.2.10", 23, Proto::Tcp, 5.1, 1, 0, "S0"));
+        assert_eq!(h.sources.len(), 1);
+        let slot = h.sources[&"198.51.100.7".parse().unwrap()];
+        assert_eq!(h.slab[slot as usize].flows.len(), 2, "its newcomer-path record joined its state");
+    }
+
     /// A flood big enough to make the router shed (admitting one in 4096
     /// unseen sources) reaches the detector as a trickle of flows plus shed
     /// counts; the counts keep its real rate visible. Without them the same
