@@ -149,6 +149,37 @@ fn api(addr: &str, method: &str, path: &str, token: &str) -> (u16, Value) {
     (head.split_whitespace().nth(1).unwrap().parse().unwrap(), serde_json::from_str(body).unwrap_or(Value::Null))
 }
 
+/// No browser outlives its test, even when its WebDriver session is never
+/// closed (a test that panics mid-command, a DELETE that times out): the
+/// driver's process group goes with it. Each CI run used to leave two
+/// Chromium process trees running for the rest of the suite.
+#[test]
+fn a_dropped_driver_leaves_no_chromium_behind() {
+    if !browser_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (driver, wd) = start_browser(dir.path());
+    let pgid = driver.pgid().to_string();
+    let in_group = || {
+        let out = Command::new("pgrep").args(["-g", &pgid, "-l"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    assert!(in_group().contains("chrom"), "the session's Chromium runs in the driver's group: {}", in_group());
+    // The session is never deleted, as when a test dies mid-command.
+    std::mem::forget(wd);
+    drop(driver);
+    let start = Instant::now();
+    while !in_group().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "left running after the driver was dropped:\n{}",
+            in_group()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn dashboard_shows_a_live_alert_admin_acknowledges_viewer_cannot() {
     if !browser_available() {

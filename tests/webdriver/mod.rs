@@ -207,6 +207,26 @@ impl Drop for WebDriver {
     }
 }
 
+/// chromedriver and everything in its process group (the Chromium it started).
+pub struct Driver(Guard);
+
+impl Driver {
+    /// chromedriver's process id, which is also its process group's.
+    pub fn pgid(&self) -> u32 {
+        self.0 .0.as_ref().map_or(0, |c| c.id())
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let pgid = self.pgid();
+        if pgid > 1 {
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).status();
+        }
+        // Guard's own drop reaps chromedriver.
+    }
+}
+
 /// Whether chromium and chromedriver are installed; under CI their absence fails the test.
 pub fn browser_available() -> bool {
     let ok = Path::new(CHROMIUM).exists() && Path::new(CHROMEDRIVER).exists();
@@ -221,11 +241,20 @@ pub fn browser_available() -> bool {
 }
 
 /// chromedriver and a headless Chromium session (the guard stops the driver).
-pub fn start_browser(dir: &Path) -> (Guard, WebDriver) {
+pub fn start_browser(dir: &Path) -> (Driver, WebDriver) {
+    use std::os::unix::process::CommandExt;
     let wd_port = free_port();
-    let driver = Guard::spawn(
-        Command::new(CHROMEDRIVER).arg(format!("--port={wd_port}")).stdout(Stdio::null()).stderr(Stdio::null()),
-    );
+    // Its own process group, which the Chromium it starts inherits: dropping
+    // the driver kills the group, so no browser outlives its test (killing
+    // chromedriver alone left its Chromium running, reparented to init, when
+    // the session's DELETE did not finish; each CI run left two behind).
+    let driver = Driver(Guard::spawn(
+        Command::new(CHROMEDRIVER)
+            .arg(format!("--port={wd_port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0),
+    ));
     let wd_addr = format!("127.0.0.1:{wd_port}");
     let start = Instant::now();
     while TcpStream::connect(&wd_addr).is_err() || wd_http(&wd_addr, "GET", "/status", None)["value"]["ready"] != true {
