@@ -4,7 +4,13 @@
 # table, the capture ring on the LAN side, default snap length), alternated
 # run by run so machine load hits both alike.
 #
-#   tools/bench-forwarding.sh [--runs 5] [--seconds 10] [--role all|router]
+#   tools/bench-forwarding.sh [--runs 5] [--seconds 10] [--role all|router] [--split]
+#
+# --split adds three phases that take gatewarden apart: its nftables table
+# alone (left behind by a stopped gatewarden with keep_table_on_exit), its
+# capture ring and pipeline alone (`gatewarden watch -i lan0`, no table), and
+# `tcpdump -w /dev/null` on the same interface with the same snap length, the
+# cost any packet capture pays.
 #
 # Namespaces: client (192.0.2.10) -- lan0 [router] wan -- server (198.51.100.2),
 # routed, IPv4. Per run: 64-byte UDP at full speed (packets/s the server
@@ -22,8 +28,10 @@ cd "$(dirname "$0")/.."
 runs=5
 seconds=10
 role=all
+split=0
 while (($#)); do
     case $1 in
+        --split) split=1; shift ;;
         --runs) runs=$2; shift 2 ;;
         --seconds) seconds=$2; shift 2 ;;
         --role) role=$2; shift 2 ;;
@@ -36,6 +44,7 @@ command -v iperf3 >/dev/null || { echo "error: iperf3 not found: apt-get install
 bin=${GATEWARDEN_BIN:-target/release/gatewarden}
 [[ -x $bin ]] || { echo "error: $bin not found: cargo build --release first" >&2; exit 1; }
 case $role in all | router) ;; *) echo "error: --role must be all or router" >&2; exit 2 ;; esac
+((split == 0)) || command -v tcpdump >/dev/null || { echo "error: --split needs tcpdump: apt-get install tcpdump" >&2; exit 1; }
 
 cli=gwfw-cli$$
 rtr=gwfw-rtr$$
@@ -89,8 +98,10 @@ enabled = true
 $(for k in port_scan host_sweep syn_flood udp_flood icmp_flood brute_force slow_http anomaly slow_scan distributed_scan slow_guessing model_alone baseline_alone baseline_surge_alone udp_stream; do echo "$k = \"alert\""; done)
 TOML
 
+sed 's/^enabled = true$/enabled = true\nkeep_table_on_exit = true/' "$work/gw.toml" >"$work/gw-keep.toml"
+
 start_gw() {
-    ip netns exec $rtr "$bin" run --role "$role" --config "$work/gw.toml" >"$work/gw.log" 2>&1 &
+    ip netns exec $rtr "$bin" run --role "$role" --config "${1:-$work/gw.toml}" >"$work/gw.log" 2>&1 &
     gw_pid=$!
     for _ in $(seq 300); do grep -q "capturing" "$work/gw.log" && return; sleep 0.1; done
     echo "error: gatewarden did not start capturing: $(tail -5 "$work/gw.log")" >&2
@@ -111,7 +122,33 @@ tcp_mbit() {
     python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["end"]["sum_received"]["bits_per_second"]/1e6))' "$work/tcp.json"
 }
 
-declare -a udp_off udp_on tcp_off tcp_on
+# The split phases: each starts its part, runs both measurements, stops it.
+table_only() {
+    start_gw "$work/gw-keep.toml"
+    kill "$gw_pid"
+    wait "$gw_pid" || true
+    gw_pid=
+    ip netns exec $rtr nft list table inet gatewarden >/dev/null ||
+        { echo "error: the table did not outlive gatewarden (keep_table_on_exit)" >&2; exit 1; }
+}
+capture_only() {
+    ip netns exec $rtr "$bin" watch -i lan0 --config "$work/gw.toml" >"$work/gw.log" 2>&1 &
+    gw_pid=$!
+    sleep 1
+    kill -0 "$gw_pid" 2>/dev/null || { echo "error: gatewarden watch did not start: $(tail -5 "$work/gw.log")" >&2; exit 1; }
+}
+tcpdump_only() {
+    ip netns exec $rtr tcpdump -q -i lan0 -s "$(grep -oP 'snap_len\s*=\s*\K[0-9]+' "$work/gw.toml" || echo 128)" -w /dev/null 2>"$work/tcpdump.log" &
+    gw_pid=$!
+    sleep 1
+}
+stop_part() {
+    [[ -n $gw_pid ]] && { kill "$gw_pid"; wait "$gw_pid" || true; }
+    gw_pid=
+    ip netns exec $rtr nft list tables | grep -q gatewarden && ip netns exec $rtr nft delete table inet gatewarden || true
+}
+
+declare -a udp_off udp_on tcp_off tcp_on udp_table tcp_table udp_capture tcp_capture udp_tcpdump tcp_tcpdump
 for r in $(seq "$runs"); do
     printf '\r[run %d/%d] without gatewarden ...' "$r" "$runs" >&2
     udp_off+=("$(udp_pps)")
@@ -121,19 +158,38 @@ for r in $(seq "$runs"); do
     udp_on+=("$(udp_pps)")
     tcp_on+=("$(tcp_mbit)")
     stop_gw
+    if ((split)); then
+        for part in table capture tcpdump; do
+            printf '\r[run %d/%d] %-8s only     ...' "$r" "$runs" "$part" >&2
+            "${part}_only"
+            eval "udp_$part+=(\"\$(udp_pps)\")"
+            eval "tcp_$part+=(\"\$(tcp_mbit)\")"
+            stop_part
+        done
+    fi
 done
 printf '\r%50s\r' '' >&2
 
-python3 - "$role" "$runs" "$seconds" "${udp_off[*]}" "${udp_on[*]}" "${tcp_off[*]}" "${tcp_on[*]}" <<'PY'
+python3 - "$role" "$runs" "$seconds" "${udp_off[*]}" "${udp_on[*]}" "${tcp_off[*]}" "${tcp_on[*]}" \
+    "${udp_table[*]:-}" "${tcp_table[*]:-}" "${udp_capture[*]:-}" "${tcp_capture[*]:-}" "${udp_tcpdump[*]:-}" "${tcp_tcpdump[*]:-}" <<'PY'
 import statistics, sys
 role, runs, secs = sys.argv[1:4]
 uo, un, to, tn = ([int(x) for x in a.split()] for a in sys.argv[4:8])
+parts = [[int(x) for x in a.split()] for a in sys.argv[8:14]]
 def cell(v): return f"{statistics.median(v):,.0f} ({min(v):,}–{max(v):,})"
 def cost(off, on): return f"{(statistics.median(on) / statistics.median(off) - 1) * 100:+.1f} %"
 print(f"| traffic ({runs} runs of {secs} s each, alternated) | without gatewarden: median (min–max) | with `run --role {role}` | change of the median |")
 print("|---|---|---|---|")
 print(f"| UDP, 64-byte payload, packets/s received | {cell(uo)} | {cell(un)} | {cost(uo, un)} |")
 print(f"| TCP bulk, Mbit/s | {cell(to)} | {cell(tn)} | {cost(to, tn)} |")
+names = ["gatewarden's table alone (keep_table_on_exit)", "`gatewarden watch -i lan0` alone (ring + pipeline, no table)", "`tcpdump -w /dev/null` alone"]
+if parts[0]:
+    print()
+    print(f"| split ({runs} runs, same order each run) | UDP packets/s: median (min–max) | change | TCP Mbit/s: median (min–max) | change |")
+    print("|---|---|---|---|---|")
+    for i, name in enumerate(names):
+        u, t = parts[2 * i], parts[2 * i + 1]
+        print(f"| {name} | {cell(u)} | {cost(uo, u)} | {cell(t)} | {cost(to, t)} |")
 print()
 print("Every run: without " + " ".join(map(str, uo)) + " / with " + " ".join(map(str, un)) + " (UDP packets/s); without "
       + " ".join(map(str, to)) + " / with " + " ".join(map(str, tn)) + " (TCP Mbit/s).")

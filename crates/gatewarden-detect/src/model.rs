@@ -301,12 +301,33 @@ pub enum ModelError {
 
 type Plan = std::sync::Arc<TypedRunnableModel>;
 
+/// The model planned with a symbolic row count in place of the file's fixed
+/// batch: the input's first axis becomes `rows`, every op's output is derived
+/// again from it, and the output must come out `[rows, classes]`. A graph
+/// that hard-codes its batch (a reshape to 64 rows, say) fails here, and the
+/// caller keeps the fixed plan.
+fn plan_rows_as_needed(mut model: TypedModel, inputs: usize, classes: usize) -> TractResult<Plan> {
+    let rows = model.sym("rows");
+    let fact = f32::fact([rows.to_dim(), inputs.to_dim()]);
+    let source = model.input_outlets()?[0].node;
+    model.nodes[source].op = Box::new(tract_tflite::internal::tract_core::ops::source::TypedSource::new(fact.clone()));
+    model.set_input_fact(0, fact)?;
+    model.refresh_output_facts()?;
+    let out = model.output_fact(0)?.shape.to_tvec();
+    if out.as_slice() != [rows.to_dim(), classes.to_dim()] {
+        return Err(TractError::msg(format!("output shape {out:?} does not follow the row count")));
+    }
+    model.into_optimized()?.into_runnable()
+}
+
 /// A loaded, checked model ready to classify hosts.
 pub struct HostModel {
     card: ModelCard,
     plan: Plan,
-    /// Rows per call (the `.tflite`'s fixed batch dimension).
+    /// Rows per call at most (the `.tflite`'s fixed batch dimension).
     batch: usize,
+    /// Whether `plan` takes any row count up to `batch` (no padding).
+    rows_as_needed: bool,
     /// Index of each input column in a [`gatewarden_proto::messages::HostSnapshot`]'s features.
     gather: Vec<usize>,
     /// `class_floors` resolved: (class index, host feature index, lowest value).
@@ -541,9 +562,18 @@ impl HostModel {
                 format!("output is {:?}, the card names {} classes", output.shape, card.classes.len()),
             ));
         }
-        let plan = model.into_optimized().and_then(|m| m.into_runnable()).map_err(terr)?;
+        // A batch of three hosts should cost three rows, not the file's 64:
+        // plan for any row count up to the batch when the graph allows it
+        // (an MLP does), else for the file's fixed batch, padded per call.
+        let (plan, rows_as_needed) = match plan_rows_as_needed(model.clone(), gather.len(), card.classes.len()) {
+            Ok(plan) => (plan, true),
+            Err(e) => {
+                tracing::debug!(origin, error = %format!("{e:#}"), "model runs padded to its fixed batch");
+                (model.into_optimized().and_then(|m| m.into_runnable()).map_err(terr)?, false)
+            }
+        };
         let benign = card.classes.iter().position(|c| c == "benign").unwrap_or(0);
-        Ok(HostModel { card, plan, batch: shape[0], gather, floors, benign, origin: origin.into() })
+        Ok(HostModel { card, plan, batch: shape[0], rows_as_needed, gather, floors, benign, origin: origin.into() })
     }
 
     /// The model card.
@@ -644,13 +674,16 @@ impl HostModel {
         let k = self.card.classes.len();
         let rows = inputs.len() / n;
         let mut out = Vec::with_capacity(rows * k);
-        let mut buf = vec![0.0f32; self.batch * n];
         for chunk in inputs[..rows * n].chunks(self.batch * n) {
             let used = chunk.len() / n;
-            buf[..chunk.len()].copy_from_slice(chunk);
-            buf[chunk.len()..].fill(0.0);
-            let t = tract_ndarray::Array2::from_shape_vec((self.batch, n), buf.clone())
-                .map_err(|e| ModelError::Tflite(self.origin.clone(), e.to_string()))?;
+            let t = if self.rows_as_needed {
+                tract_ndarray::Array2::from_shape_vec((used, n), chunk.to_vec())
+            } else {
+                let mut buf = vec![0.0f32; self.batch * n];
+                buf[..chunk.len()].copy_from_slice(chunk);
+                tract_ndarray::Array2::from_shape_vec((self.batch, n), buf)
+            }
+            .map_err(|e| ModelError::Tflite(self.origin.clone(), e.to_string()))?;
             let res = self
                 .plan
                 .run(tvec!(Tensor::from(t).into()))
@@ -926,6 +959,33 @@ mod tests {
         assert!(!c.calibration.held_out_sessions.is_empty());
         assert!(c.calibration.ece_after <= c.calibration.ece_before + 1e-9, "{:?}", c.calibration);
         assert!(c.class_floors.iter().any(|f| f.class == "flood" && f.min >= 100.0), "{:?}", c.class_floors);
+    }
+
+    #[test]
+    fn the_embedded_model_runs_the_rows_it_is_given_with_the_answers_of_a_full_batch() {
+        let m = HostModel::embedded().unwrap();
+        assert!(m.rows_as_needed, "the shipped MLP must not be padded to its batch of {}", m.batch());
+        let r = m.card().reference.clone().unwrap();
+        let n = m.n_inputs();
+        let mut prepared = vec![0.0f32; r.inputs.len() * n];
+        for (row, out) in r.inputs.iter().zip(prepared.chunks_mut(n)) {
+            for (i, (x, o)) in row.iter().zip(out.iter_mut()).enumerate() {
+                *o = m.prepare_one(i, *x);
+            }
+        }
+        // 128 rows: two full calls of 64, the reference's own shape.
+        let whole = m.run_prepared(&prepared).unwrap();
+        let k = m.card().classes.len();
+        assert_eq!(whole.len(), r.inputs.len() * k);
+        // The same rows one at a time, and in uneven runs (1, 3, 65 rows).
+        for take in [1usize, 3, 65] {
+            let mut got = Vec::new();
+            for chunk in prepared.chunks(take * n) {
+                got.extend(m.run_prepared(chunk).unwrap());
+            }
+            let worst = got.iter().zip(&whole).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst <= 1e-6, "runs of {take} rows differ from full batches by {worst}");
+        }
     }
 
     #[test]
