@@ -602,13 +602,14 @@ pub fn main() -> i32 {
         Command::Config(ConfigCommand::Check { path }) => {
             let path = path.unwrap_or_else(|| PathBuf::from(crate::config::DEFAULT_PATH));
             match Config::load(&path) {
-                Ok(cfg) => match check_model(&cfg.detector) {
-                    Ok(model) if json_mode() => {
-                        print_json(serde_json::json!({"file": path.display().to_string(), "ok": true, "model": model}))
-                    }
-                    Ok(model) => {
+                Ok(cfg) => match check_model(&cfg.detector).and_then(|m| Ok((m, check_bus(&cfg)?))) {
+                    Ok((model, bus)) if json_mode() => print_json(
+                        serde_json::json!({"file": path.display().to_string(), "ok": true, "model": model, "bus": bus}),
+                    ),
+                    Ok((model, bus)) => {
                         println!("{}: ok", path.display());
                         println!("  model: {}", model["summary"].as_str().unwrap_or_default());
+                        println!("  bus:   {bus}");
                         0
                     }
                     Err(e) => fail(EXIT_BAD_INPUT, format!("{}: {e}", path.display())),
@@ -635,6 +636,26 @@ pub fn main() -> i32 {
             Err(code) => code,
         },
     }
+}
+
+/// `config check`'s look at `[mqtt]`: with a broker set, the CA, this node's
+/// certificate and key are loaded and checked as `run` will at start (same
+/// messages), so a missing or mismatched certificate is found before the node
+/// is started, not by its failing. The role is checked when the file names one.
+fn check_bus(cfg: &Config) -> Result<String, String> {
+    if cfg.mqtt.broker.trim().is_empty() {
+        return Ok("in-process only (no [mqtt] broker set)".into());
+    }
+    let role = cfg.role.unwrap_or(gatewarden_proto::role::Role::Router);
+    let settings = crate::bus::mqtt::MqttSettings::from_config(&cfg.node_id, &cfg.mqtt, &cfg.bus, role);
+    crate::bus::mqtt::check_identity(&settings, cfg.role).map_err(|e| format!("{e:#}"))?;
+    Ok(format!(
+        "broker {} as node {:?}, certificate {} checked against {}",
+        cfg.mqtt.broker,
+        cfg.node_id,
+        cfg.mqtt.cert.display(),
+        cfg.mqtt.ca.display()
+    ))
 }
 
 /// `config check`'s look at `detector.model`: the file and its card loaded the way the

@@ -388,6 +388,45 @@ fn config_check_and_show() {
     assert!(Command::new(bin()).args(["config", "check"]).arg(&again).status().unwrap().success());
 }
 
+/// A node whose certificate is missing, for another node or for another role
+/// used to pass `config check` and then fail at `run`: the check now loads
+/// the bus identity as the start will, with the same messages.
+#[test]
+fn config_check_loads_the_bus_certificates_run_will_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    let gw = |args: &[&str]| Command::new(bin()).args(args).arg("--dir").arg(&pki).output().unwrap();
+    assert!(gw(&["pki", "init"]).status.success());
+    assert!(gw(&["pki", "issue", "r1", "--role", "router"]).status.success());
+    let node = |id: &str, role: &str, cert: &str| {
+        let path = dir.path().join(format!("{id}-{role}-{cert}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "node_id = \"{id}\"\nrole = \"{role}\"\n[mqtt]\nbroker = \"127.0.0.1:8883\"\nca = \"{ca}\"\ncert = \"{dir}/nodes/{cert}.crt\"\nkey = \"{dir}/nodes/{cert}.key\"\n",
+                ca = pki.join("ca.crt").display(),
+                dir = pki.display(),
+            ),
+        )
+        .unwrap();
+        Command::new(bin()).args(["config", "check"]).arg(&path).output().unwrap()
+    };
+    let ok = node("r1", "router", "r1");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let said = String::from_utf8_lossy(&ok.stdout);
+    assert!(said.contains("broker 127.0.0.1:8883 as node \"r1\""), "{said}");
+    for (id, role, cert, needle) in [
+        ("r2", "router", "r2", "mqtt.cert/mqtt.key"),
+        ("r2", "router", "r1", "is for node \"r1\" but node_id is \"r2\""),
+        ("r1", "detector", "r1", "is for role router but this process runs detector"),
+    ] {
+        let out = node(id, role, cert);
+        assert_eq!(out.status.code(), Some(2), "{id} {role} {cert}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{id} {role} {cert}: {err}");
+    }
+}
+
 #[test]
 fn version_and_help_teach() {
     let out = Command::new(bin()).arg("--version").output().unwrap();

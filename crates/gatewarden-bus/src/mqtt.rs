@@ -333,6 +333,59 @@ impl MqttSettings {
     }
 }
 
+/// Everything a node needs to join the bus that can be checked before it
+/// tries: the CA, its certificate and key (matching, signed by the CA, named
+/// `node_id`, for `role` when known) and the broker's `host:port`. `run`
+/// checks it at start and `config check` ahead of it, with the same messages.
+pub fn check_identity(s: &MqttSettings, role: Option<gatewarden_proto::role::Role>) -> anyhow::Result<JoinCheck> {
+    let ca =
+        CaVerifier::load(&s.ca).context("mqtt.ca: the fleet CA certificate (make it with `gatewarden pki init`)")?;
+    let id = Identity::load(&s.cert, &s.key, &ca)
+        .context("mqtt.cert/mqtt.key: this node's certificate (issue it with `gatewarden pki issue`)")?;
+    if id.node != s.node {
+        bail!(
+            "the certificate {} is for node {:?} but node_id is {:?}: set node_id to the certificate's name or issue a certificate for {:?}",
+            s.cert.display(),
+            id.node,
+            s.node,
+            s.node
+        );
+    }
+    if let Some(role) = role {
+        let wanted = gatewarden_proto::role::cert_role_for(role);
+        if id.role != wanted {
+            bail!(
+                "the certificate {} is for role {} but this process runs {} (it needs a {} certificate)",
+                s.cert.display(),
+                id.role,
+                role,
+                wanted
+            );
+        }
+    }
+    let tls = tls_config(&s.ca, &s.cert, &s.key)?;
+    let (host, port) = s
+        .broker
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.trim_start_matches('[').trim_end_matches(']').to_string(), p.parse::<u16>().ok()?)))
+        .with_context(|| format!("mqtt.broker {:?} is not host:port", s.broker))?;
+    Ok(JoinCheck { ca, id, tls, host, port })
+}
+
+/// What [`check_identity`] loaded, for the bus to start with.
+pub struct JoinCheck {
+    /// The fleet CA.
+    pub ca: CaVerifier,
+    /// This node's certificate and key.
+    pub id: Identity,
+    /// TLS to the broker.
+    pub tls: rustls::ClientConfig,
+    /// The broker's host.
+    pub host: String,
+    /// The broker's port.
+    pub port: u16,
+}
+
 /// A rustls client config on the `ring` provider with the fleet CA as the only root and our certificate.
 pub fn tls_config(
     ca: &std::path::Path,
@@ -456,37 +509,7 @@ impl MqttBus {
         registry: &Arc<Registry>,
         shutdown: Shutdown,
     ) -> anyhow::Result<MqttBus> {
-        let ca = CaVerifier::load(&s.ca)
-            .context("mqtt.ca: the fleet CA certificate (make it with `gatewarden pki init`)")?;
-        let id = Identity::load(&s.cert, &s.key, &ca)
-            .context("mqtt.cert/mqtt.key: this node's certificate (issue it with `gatewarden pki issue`)")?;
-        if id.node != s.node {
-            bail!(
-                "the certificate {} is for node {:?} but node_id is {:?}: set node_id to the certificate's name or issue a certificate for {:?}",
-                s.cert.display(),
-                id.node,
-                s.node,
-                s.node
-            );
-        }
-        let wanted = gatewarden_proto::role::cert_role_for(s.role);
-        if id.role != wanted {
-            bail!(
-                "the certificate {} is for role {} but this process runs {} (it needs a {} certificate)",
-                s.cert.display(),
-                id.role,
-                s.role,
-                wanted
-            );
-        }
-        let tls = tls_config(&s.ca, &s.cert, &s.key)?;
-        let (host, port) = s
-            .broker
-            .rsplit_once(':')
-            .and_then(|(h, p)| {
-                Some((h.trim_start_matches('[').trim_end_matches(']').to_string(), p.parse::<u16>().ok()?))
-            })
-            .with_context(|| format!("mqtt.broker {:?} is not host:port", s.broker))?;
+        let JoinCheck { ca, id, tls, host, port } = check_identity(s, Some(s.role))?;
         let mut opts = MqttOptions::new(s.node.clone(), host, port);
         opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(Arc::new(tls))));
         opts.set_keep_alive(s.keepalive);
