@@ -373,7 +373,8 @@ fn a_stored_model_that_panics_the_parser_falls_back_to_the_embedded_model_with_a
 
 #[test]
 fn the_validators_memory_limit_holds_when_the_batch_bound_is_lifted() {
-    // Batch 2^26 with the bound lifted (a hidden flag of `gatewarden model`):
+    // Batch 2^26 with the bound lifted (a hidden flag of `gatewarden model`),
+    // planned padded to that batch as a graph that hard-codes it would be:
     // tract asks for 8 GB, the child's RLIMIT_AS (512 MiB by default) refuses
     // it, the child aborts, and the parent names the limit.
     let (mut t, card) = shipped();
@@ -384,10 +385,19 @@ fn the_validators_memory_limit_holds_when_the_batch_bound_is_lifted() {
     let model = dir.path().join("huge.tflite");
     std::fs::write(&model, &t).unwrap();
     std::fs::write(dir.path().join("huge.card.json"), rehashed(&card, &t).to_string()).unwrap();
-    let out = Command::new(bin()).arg("model").arg(&model).args(["--max-batch", "134217728"]).output().unwrap();
+    let lifted = || {
+        let mut c = Command::new(bin());
+        c.arg("model").arg(&model).args(["--max-batch", "134217728"]);
+        c
+    };
+    let out = lifted().env(gatewarden::detect::model::PLAN_ENV, "padded").output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("needs more than the validator's 512 MiB") && err.contains("model_check_memory_mb"), "{err}");
+    // Planned for the rows it is given (what an MLP gets), the same file costs
+    // only what its reference rows need, inside the same limit.
+    let out = lifted().output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // With the bound in place it never gets that far.
     let out = Command::new(bin()).arg("model").arg(&model).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

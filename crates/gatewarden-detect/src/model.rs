@@ -301,6 +301,13 @@ pub enum ModelError {
 
 type Plan = std::sync::Arc<TypedRunnableModel>;
 
+/// `GATEWARDEN_MODEL_PLAN=padded` plans every model for its file's fixed
+/// batch, the way a graph that hard-codes its batch is planned: to compare the
+/// two plans, and to test that the validator's memory limit holds for a
+/// padded plan of a huge batch (tests/hostile/model.rs). Inherited by the
+/// validator's child.
+pub const PLAN_ENV: &str = "GATEWARDEN_MODEL_PLAN";
+
 /// The model planned with a symbolic row count in place of the file's fixed
 /// batch: the input's first axis becomes `rows`, every op's output is derived
 /// again from it, and the output must come out `[rows, classes]`. A graph
@@ -565,7 +572,13 @@ impl HostModel {
         // A batch of three hosts should cost three rows, not the file's 64:
         // plan for any row count up to the batch when the graph allows it
         // (an MLP does), else for the file's fixed batch, padded per call.
-        let (plan, rows_as_needed) = match plan_rows_as_needed(model.clone(), gather.len(), card.classes.len()) {
+        let padded_only = std::env::var_os(PLAN_ENV).is_some_and(|v| v == "padded");
+        let symbolic = if padded_only {
+            Err(TractError::msg(format!("{PLAN_ENV}=padded")))
+        } else {
+            plan_rows_as_needed(model.clone(), gather.len(), card.classes.len())
+        };
+        let (plan, rows_as_needed) = match symbolic {
             Ok(plan) => (plan, true),
             Err(e) => {
                 tracing::debug!(origin, error = %format!("{e:#}"), "model runs padded to its fixed batch");
