@@ -107,9 +107,9 @@ start_gw() {
     echo "error: gatewarden did not start capturing: $(tail -5 "$work/gw.log")" >&2
     exit 1
 }
+# Stops whatever part runs (gatewarden, watch or tcpdump) and removes the table.
 stop_gw() {
-    kill "$gw_pid"
-    wait "$gw_pid" || true
+    [[ -n $gw_pid ]] && { kill "$gw_pid"; wait "$gw_pid" || true; }
     gw_pid=
     ip netns exec $rtr nft list tables | grep -q gatewarden && ip netns exec $rtr nft delete table inet gatewarden || true
 }
@@ -138,14 +138,11 @@ capture_only() {
     kill -0 "$gw_pid" 2>/dev/null || { echo "error: gatewarden watch did not start: $(tail -5 "$work/gw.log")" >&2; exit 1; }
 }
 tcpdump_only() {
-    ip netns exec $rtr tcpdump -q -i lan0 -s "$(grep -oP 'snap_len\s*=\s*\K[0-9]+' "$work/gw.toml" || echo 128)" -w /dev/null 2>"$work/tcpdump.log" &
+    local snap
+    snap=$("$bin" config show --config "$work/gw.toml" | sed -n '/^\[capture\]/,/^\[/ s/^snap_len = //p')
+    ip netns exec $rtr tcpdump -q -i lan0 -s "$snap" -w /dev/null 2>"$work/tcpdump.log" &
     gw_pid=$!
     sleep 1
-}
-stop_part() {
-    [[ -n $gw_pid ]] && { kill "$gw_pid"; wait "$gw_pid" || true; }
-    gw_pid=
-    ip netns exec $rtr nft list tables | grep -q gatewarden && ip netns exec $rtr nft delete table inet gatewarden || true
 }
 
 declare -a udp_off udp_on tcp_off tcp_on udp_table tcp_table udp_capture tcp_capture udp_tcpdump tcp_tcpdump
@@ -164,7 +161,7 @@ for r in $(seq "$runs"); do
             "${part}_only"
             eval "udp_$part+=(\"\$(udp_pps)\")"
             eval "tcp_$part+=(\"\$(tcp_mbit)\")"
-            stop_part
+            stop_gw
         done
     fi
 done
