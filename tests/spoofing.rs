@@ -416,6 +416,55 @@ fn forged_sources_contain_the_attackers_mac_and_block_no_forged_address() {
     assert!(rs.contains("contain_mac") && rs.contains("ether_addr"), "{rs}");
 }
 
+/// The QEMU cluster's router once contained the monitor: gatewarden read the
+/// LAN interface between `ip link set eth1 up` (a link-local address at
+/// once) and `ip addr add 192.0.2.1/24`, took fe80::/64 for the whole LAN,
+/// and for a second every IPv4 frame looked "outside the LAN". Here the
+/// router's LAN has only its link-local address for seconds while the device
+/// talks to the router's MAC with its own address: nothing is contained,
+/// nothing counted as forged. Once the address is there, a forged WAN source
+/// is still caught: the check waits for the LAN, it is not switched off.
+#[test]
+fn a_device_talking_before_the_routers_lan_address_is_added_is_not_contained() {
+    let Some(mut site) = Site::new() else { return };
+    must(&["ip", "-n", &site.rtr, "addr", "del", "192.0.2.1/24", "dev", "lan0"]);
+    assert!(
+        wait_until(Duration::from_secs(10), || {
+            let out = site.exec(&site.rtr, &["ip", "-6", "-o", "addr", "show", "dev", "lan0", "scope", "link"]);
+            String::from_utf8_lossy(&out.stdout).contains("fe80::")
+        }),
+        "lan0 never got its link-local address: the test would not show the start-up window"
+    );
+    site.start();
+    let mac = site.exec(&site.rtr, &["cat", "/sys/class/net/lan0/address"]);
+    let router_mac = String::from_utf8_lossy(&mac.stdout).trim().to_string();
+    // Three seconds of the device's SYNs to the router's MAC (three LAN refreshes).
+    for _ in 0..5 {
+        let out = site.exec(&site.dev, &["python3", "-c", RAW_SYNS, &router_mac, DEVICE_MAC, DEVICE, WAN_HOST]);
+        assert!(out.status.success(), "raw SYNs from the device: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(site.metric("gatewarden_spoofed_frames_total"), 0.0, "{}", site.get("/metrics").1);
+    assert!(site.contained().is_empty(), "the device was contained: {:?}\n{}", site.contained(), site.log());
+
+    must(&["ip", "-n", &site.rtr, "addr", "add", "192.0.2.1/24", "dev", "lan0"]);
+    site.serve_wan();
+    assert!(
+        wait_until(Duration::from_secs(10), || site.metric("gatewarden_spoof_bindings{source=\"neighbour\"}") >= 1.0),
+        "the router never learned the device's binding: {}",
+        site.get("/metrics").1
+    );
+    assert!(site.curl_wan(&site.dev), "the device lost its access: {}", site.log());
+    let mut scan = site.forge(WAN_FORGED);
+    assert!(
+        wait_until(Duration::from_secs(5), || site.contained().iter().any(|m| m == ATTACKER_MAC)),
+        "a forged WAN source was not caught once the LAN's address was known: {:?}\n{}",
+        site.elements(),
+        site.log()
+    );
+    let _ = scan.wait();
+    assert_eq!(site.contained(), vec![ATTACKER_MAC.to_string()], "only the attacker is contained");
+}
+
 /// Runs `f` on a thread inside the router's namespace (sockets it opens,
 /// and threads it starts, stay there).
 fn in_router<T: Send + 'static>(site: &Site, f: impl FnOnce() -> T + Send + 'static) -> T {

@@ -341,8 +341,14 @@ impl SpoofGuard {
         self.lan.iter().chain(&self.extra_lan).any(|c| c.contains(ip))
     }
 
-    fn lan_known(&self) -> bool {
-        !self.lan.is_empty() || !self.extra_lan.is_empty()
+    /// Whether the LAN has a routable network of `src`'s family, so that a
+    /// source outside every LAN network is known to be forged. A link-local
+    /// network proves nothing: the LAN interface has one from the moment it
+    /// is up, before its address is added, and an IPv4-only LAN says nothing
+    /// about the ULA or SLAAC addresses other routers give its IPv6 devices.
+    fn lan_known_for(&self, src: &IpAddr) -> bool {
+        let fam = if src.is_ipv4() { super::expr::Fam::V4 } else { super::expr::Fam::V6 };
+        self.lan.iter().chain(&self.extra_lan).any(|c| c.fam() == fam && !is_link_local_net(c))
     }
 
     /// Why `src` cannot be a LAN host's source address at all, if it cannot.
@@ -383,7 +389,7 @@ impl SpoofGuard {
                 }
             }
         }
-        (self.lan_known() && !self.in_lan(&p.src)).then_some(Forgery::OutsideLan)
+        (self.lan_known_for(&p.src) && !self.in_lan(&p.src)).then_some(Forgery::OutsideLan)
     }
 
     /// Checks one LAN frame from `mac`. Returns a report when the
@@ -425,7 +431,7 @@ impl SpoofGuard {
                     && now.saturating_sub(b.last_seen_ns) <= ACTIVE_WINDOW_NS);
             return accuses.then_some(Forgery::OtherMac(b.mac));
         }
-        if !self.in_lan(&ip) && self.lan_known() {
+        if !self.in_lan(&ip) && self.lan_known_for(&ip) {
             return None;
         }
         self.make_room_for_binding();
@@ -608,6 +614,14 @@ pub fn parse_leases(text: &str, now_unix_s: u64) -> Vec<(IpAddr, Mac)> {
         .collect()
 }
 
+/// Whether a LAN network is inside the link-local range (169.254.0.0/16, fe80::/10).
+fn is_link_local_net(c: &Cidr) -> bool {
+    match c.addr {
+        IpAddr::V4(a) => c.prefix >= 16 && a.is_link_local(),
+        IpAddr::V6(a) => c.prefix >= 10 && (a.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
 pub use gatewarden_netlink::route::{lan_view, LanView};
 
 pub use gatewarden_core::net::network;
@@ -663,6 +677,35 @@ mod tests {
         g.set_own_addrs(vec!["192.0.2.1".parse().unwrap()], Some([2, 0, 0, 0, 0, 1]));
         let r = g.check(ATK, &pkt("192.0.2.1", S)).expect("the gateway's address, forged");
         assert_eq!(r.forgery, Forgery::OtherMac([2, 0, 0, 0, 0, 1]));
+    }
+
+    /// The QEMU cluster's router contained the monitor's MAC: its LAN view was
+    /// read between `ip link set eth1 up` (a link-local address at once) and
+    /// `ip addr add 192.0.2.1/24`, so every IPv4 source looked "outside the LAN"
+    /// for the second until the next refresh. A family with no routable LAN
+    /// network says nothing about its sources; neither does a link-local one.
+    #[test]
+    fn a_lan_with_only_a_link_local_network_of_a_family_accuses_no_source_of_that_family() {
+        let mut g = SpoofGuard::new(Limits::default(), Vec::new(), None);
+        g.set_lan_prefixes(vec!["fe80::/64".parse().unwrap()]);
+        for src in ["192.0.2.3", "10.0.2.15", "2001:db8:1::10", "fd12:3456::7"] {
+            assert_eq!(g.check(DEV, &pkt(src, S)), None, "{src}: the LAN interface is still being configured");
+        }
+        // An IPv4-only LAN: IPv6 devices' ULA (a Thread border router's) or
+        // another router's SLAAC prefix are not the router's to judge.
+        let mut g = SpoofGuard::new(Limits::default(), Vec::new(), None);
+        g.set_lan_prefixes(vec!["192.0.2.0/24".parse().unwrap(), "fe80::/64".parse().unwrap()]);
+        assert_eq!(g.check(DEV, &pkt("fd12:3456::7", S)), None);
+        assert_eq!(g.check(DEV, &pkt("2001:db8:9::7", S)), None);
+        let r = g.check(ATK, &pkt("198.51.100.7", S)).expect("an IPv4 source outside an IPv4 LAN");
+        assert_eq!(r.forgery, Forgery::OutsideLan);
+        // `lan_prefixes` from the config count as the family's LAN too.
+        let mut g = SpoofGuard::new(Limits::default(), vec!["2001:db8:1::/64".parse().unwrap()], None);
+        g.set_lan_prefixes(vec!["fe80::/64".parse().unwrap()]);
+        assert_eq!(g.check(DEV, &pkt("2001:db8:1::10", S)), None);
+        assert_eq!(g.check(DEV, &pkt("192.0.2.3", S)), None);
+        let r = g.check(ATK, &pkt("2001:db8:2::9", S)).expect("an IPv6 source outside a configured IPv6 LAN");
+        assert_eq!(r.forgery, Forgery::OutsideLan);
     }
 
     #[test]
