@@ -465,6 +465,41 @@ fn a_device_talking_before_the_routers_lan_address_is_added_is_not_contained() {
     assert_eq!(site.contained(), vec![ATTACKER_MAC.to_string()], "only the attacker is contained");
 }
 
+/// A downstream router on the LAN (a mesh node in router mode, a lab's own
+/// router) forwards its subnet's traffic with those hosts' addresses: the
+/// router's table routes 10.9.0.0/24 via 192.0.2.10, so those sources reach
+/// it through the LAN legitimately, as strict reverse-path filtering would
+/// accept them, and the device's MAC is not contained for them. Without the
+/// route the same frames are forged ("not a LAN address") and contained.
+#[test]
+fn sources_routed_through_a_lan_next_hop_are_not_forged() {
+    let Some(mut site) = Site::new() else { return };
+    must(&["ip", "-n", &site.rtr, "route", "add", "10.9.0.0/24", "via", DEVICE, "dev", "lan0"]);
+    site.start();
+    let mac = site.exec(&site.rtr, &["cat", "/sys/class/net/lan0/address"]);
+    let router_mac = String::from_utf8_lossy(&mac.stdout).trim().to_string();
+    let downstream = |site: &Site| {
+        let out = site.exec(&site.dev, &["python3", "-c", RAW_SYNS, &router_mac, DEVICE_MAC, "10.9.0.7", WAN_HOST]);
+        assert!(out.status.success(), "raw SYNs from the downstream router: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    // Two LAN refreshes (one a second) have read the route by now.
+    std::thread::sleep(Duration::from_millis(2200));
+    downstream(&site);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(site.metric("gatewarden_spoofed_frames_total"), 0.0, "{}", site.get("/metrics").1);
+    assert!(site.contained().is_empty(), "the downstream router was contained: {:?}\n{}", site.contained(), site.log());
+
+    must(&["ip", "-n", &site.rtr, "route", "del", "10.9.0.0/24"]);
+    std::thread::sleep(Duration::from_millis(2200));
+    downstream(&site);
+    assert!(
+        wait_until(Duration::from_secs(3), || site.contained().iter().any(|m| m == DEVICE_MAC)),
+        "without the route, 10.9.0.7 from the LAN is forged, yet the MAC was not contained: {:?}\n{}",
+        site.elements(),
+        site.log()
+    );
+}
+
 /// Runs `f` on a thread inside the router's namespace (sockets it opens,
 /// and threads it starts, stay there).
 fn in_router<T: Send + 'static>(site: &Site, f: impl FnOnce() -> T + Send + 'static) -> T {

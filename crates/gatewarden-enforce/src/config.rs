@@ -72,8 +72,9 @@ pub struct EnforceConfig {
     /// gratuitous ARP can change). Empty: no lease file.
     pub dhcp_leases: String,
     /// Networks that reach the router through the LAN interface besides the
-    /// interface's own networks (a downstream router's subnets). Frames from
-    /// other sources on the LAN are spoofed.
+    /// interface's own networks and those the kernel routes out of it (a
+    /// downstream router's subnets with no route here). Frames from other
+    /// sources on the LAN are spoofed.
     pub lan_prefixes: Vec<String>,
     /// How long a LAN MAC caught forging source addresses is contained
     /// (its frames dropped), in seconds; refreshed while it goes on.

@@ -311,7 +311,7 @@ impl Lan {
                 let mut g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
                 g.set_own_macs(view.own_macs);
                 g.set_own_addrs(view.own_addrs, view.lan_mac);
-                g.set_lan_prefixes(view.prefixes);
+                g.set_lan_prefixes(view.prefixes.into_iter().chain(view.routed).collect());
                 g.refresh(&view.neighbours, &self.leases.entries, gatewarden_core::clock::unix_now_ns());
             }
             Err(e) => tracing::warn!("cannot read the LAN interface's neighbour table for the spoof check: {e}"),

@@ -332,7 +332,7 @@ impl SpoofGuard {
         self.lan_mac = lan_mac.unwrap_or([0; 6]);
     }
 
-    /// The LAN interface's networks (from its addresses).
+    /// The LAN: its interface's networks and those routed out of it (a downstream router's subnets).
     pub fn set_lan_prefixes(&mut self, lan: Vec<Cidr>) {
         self.lan = lan;
     }

@@ -23,7 +23,7 @@ use netlink_packet_route::{
     address::{AddressAttribute, AddressHeader, AddressMessage},
     link::LinkHeader,
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourHeader, NeighbourMessage},
-    route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteVia},
+    route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType, RouteVia},
     AddressFamily,
 };
 
@@ -115,6 +115,11 @@ pub struct LanView {
     pub own_addrs: Vec<IpAddr>,
     /// Networks of the LAN interface's addresses.
     pub prefixes: Vec<Cidr>,
+    /// Networks the kernel routes out of the LAN interface (unicast routes of
+    /// any table, a default route included): a downstream router's subnets
+    /// reach the router through the LAN, as strict reverse-path filtering
+    /// would accept them there.
+    pub routed: Vec<Cidr>,
     /// Neighbour entries on the LAN interface with a link-layer address.
     pub neighbours: Vec<(IpAddr, Mac)>,
 }
@@ -152,10 +157,48 @@ pub fn lan_view(interface: &str) -> Result<LanView> {
     view.own_addrs.sort();
     view.own_addrs.dedup();
 
+    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+        let req = RouteHeader { address_family: family, ..RouteHeader::default() };
+        let routes: Vec<RouteMessage> = dump(&mut nl, &req, "read the routing table (RTM_GETROUTE)")?;
+        view.routed.extend(routed_out_of(&routes, index));
+    }
+    view.routed.sort();
+    view.routed.dedup();
+
     let neigh: Vec<NeighbourMessage> =
         dump(&mut nl, &NeighbourHeader::default(), "read the neighbour table (RTM_GETNEIGH)")?;
     view.neighbours = neighbour_pairs(&neigh, Some(index)).collect();
     Ok(view)
+}
+
+/// Destinations of the unicast routes that leave through interface `index`
+/// (its only output interface or one hop of a multipath route).
+fn routed_out_of(replies: &[RouteMessage], index: u32) -> impl Iterator<Item = Cidr> + '_ {
+    replies.iter().filter_map(move |r| {
+        if r.header.kind != RouteType::Unicast {
+            return None;
+        }
+        let leaves_here = r.attributes.iter().any(|a| match a {
+            RouteAttribute::Oif(i) => *i == index,
+            RouteAttribute::MultiPath(hops) => hops.iter().any(|h| h.interface_index == index),
+            _ => false,
+        });
+        if !leaves_here {
+            return None;
+        }
+        let dest = r.attributes.iter().find_map(|a| match a {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => Some(IpAddr::from(*ip)),
+            RouteAttribute::Destination(RouteAddress::Inet6(ip)) => Some(IpAddr::from(*ip)),
+            _ => None,
+        });
+        // A default route has no destination attribute.
+        let dest = dest.or(match r.header.address_family {
+            AddressFamily::Inet => Some(IpAddr::from([0u8; 4])),
+            AddressFamily::Inet6 => Some(IpAddr::from([0u8; 16])),
+            _ => None,
+        })?;
+        Some(network(dest, r.header.destination_prefix_length))
+    })
 }
 
 /// Next hops in `RTM_NEWROUTE` replies.

@@ -188,11 +188,34 @@ fn each_query_reads_exactly_what_the_namespace_holds() {
     let prefixes: Vec<Cidr> = lan.prefixes.clone();
     let want_prefixes: Vec<Cidr> = ["192.0.2.0/24", "2001:db8:10::/64"].iter().map(|c| c.parse().unwrap()).collect();
     assert_eq!(prefixes, want_prefixes, "prefixes of lan0 only");
+    // Routed out of lan0: its connected networks, a route via a LAN next hop,
+    // multipath routes with one hop on lan0 and an IPv4 route through an IPv6
+    // next hop; not wan0's networks, its table-100 default or local routes.
+    let routed: Vec<Cidr> = lan.routed.iter().filter(|c| !c.to_string().starts_with("fe80:")).copied().collect();
+    let want_routed: Vec<Cidr> = [
+        "10.9.0.0/16",
+        "192.0.2.0/24",
+        "203.0.113.64/26",
+        "203.0.113.128/25",
+        "2001:db8:10::/64",
+        "2001:db8:30::/64",
+        "2001:db8:40::/64",
+    ]
+    .iter()
+    .map(|c| c.parse().unwrap())
+    .collect();
+    assert_eq!(routed, want_routed, "routed: unicast routes leaving through lan0, sorted");
     let want: BTreeSet<(IpAddr, [u8; 6])> =
         [(ip("192.0.2.20"), mac(0x20)), (ip("2001:db8:10::20"), mac(0x21))].into_iter().collect();
     assert_eq!(unicast(lan.neighbours), want, "lan_view neighbours: lan0 only, usable states only");
 
     assert_eq!(absent.own_macs, vec![[0; 6], mac(1), mac(2)]);
     assert_eq!(absent.lan_mac, None);
-    assert!(absent.own_addrs.is_empty() && absent.prefixes.is_empty() && absent.neighbours.is_empty(), "{absent:?}");
+    assert!(
+        absent.own_addrs.is_empty()
+            && absent.prefixes.is_empty()
+            && absent.routed.is_empty()
+            && absent.neighbours.is_empty(),
+        "{absent:?}"
+    );
 }
