@@ -368,6 +368,9 @@ pub struct Blocker {
     fail_closed: Option<bool>,
     policy_version: Option<u64>,
     policy_macs: Option<(PolicyUpdate, Vec<Neighbour>)>,
+    /// The lookups the installed rules do (known only to the blocker that
+    /// installed the table; see [`ruleset::Lookups`]).
+    lookups: ruleset::Lookups,
 }
 
 /// Errors carry what was being done and what to do next.
@@ -396,6 +399,7 @@ impl Blocker {
             fail_closed: None,
             policy_version: None,
             policy_macs: None,
+            lookups: ruleset::Lookups::ALL,
         })
     }
 
@@ -485,7 +489,6 @@ impl Blocker {
         }
         let all = persist::merge(carried, saved);
         let mut report = RestoreReport::default();
-        let mut b = ruleset::ensure_batch(&self.settings.layout, &self.allow, stale);
         let mut feeds: BTreeMap<Fam, Vec<ruleset::RestoredRange>> = BTreeMap::new();
         let mut singles: BTreeMap<String, Vec<(u64, persist::SavedBlock)>> = BTreeMap::new();
         let mut contained = Vec::new();
@@ -527,6 +530,16 @@ impl Blocker {
                 singles.entry(origin.set_name(fam_of(&addr))).or_default().push((remaining, blk));
             }
         }
+        let mut lookups = ruleset::Lookups::ALWAYS;
+        for fam in [Fam::V4, Fam::V6] {
+            if singles.get(&Origin::Detector.set_name(fam)).is_some_and(|v| !v.is_empty()) {
+                lookups = lookups.with_block(Origin::Detector, fam);
+            }
+        }
+        if !contained.is_empty() {
+            lookups = lookups.with_contain();
+        }
+        let mut b = ruleset::ensure_batch(&self.settings.layout, &self.allow, stale, lookups);
         let cap = self.settings.layout.max_block_elements as usize;
         for (set, mut v) in singles {
             // Over the set's size: keep the ones with the most time left.
@@ -564,6 +577,7 @@ impl Blocker {
         }
         self.commit(&b)?;
         self.fail_closed = Some(false);
+        self.lookups = lookups;
         if report.restored + report.protected + report.over_capacity + report.unreadable > 0 {
             tracing::info!(
                 restored = report.restored,
@@ -629,6 +643,7 @@ impl Blocker {
     /// A running containment is refreshed to `ttl`, never shortened. A full
     /// set evicts the containments closest to expiry.
     pub fn contain(&mut self, mac: [u8; 6], ttl: Duration, reason: &str) -> Result<bool> {
+        self.turn_on(ruleset::Lookups::ALWAYS.with_contain())?;
         let set = ruleset::SET_CONTAIN;
         let ms = (ttl.as_millis() as u64).max(1000);
         let el = ruleset::element(&mac, Some(ms), 0, Some(reason));
@@ -863,6 +878,7 @@ impl Blocker {
         } else {
             (ttl, 0)
         };
+        self.turn_on(ruleset::Lookups::ALWAYS.with_block(origin, fam_of(&addr)))?;
         let set = origin.set_name(fam_of(&addr));
         let ms = (ttl.as_millis() as u64).max(1000);
         let mut b = Batch::new();
@@ -957,6 +973,9 @@ impl Blocker {
                 .filter(|a| fam_of(a) == fam && self.protected(a).is_none())
                 .map(|a| ruleset::element(&addr_bytes(a), Some(ms), 0, Some(reason)))
                 .collect();
+            if !els.is_empty() {
+                self.turn_on(ruleset::Lookups::ALWAYS.with_block(origin, fam))?;
+            }
             for chunk in els.chunks(ruleset::ELEMENTS_PER_MESSAGE * 4) {
                 let mut b = Batch::new();
                 ruleset::push_elements(&mut b, &set, chunk, true, &format!("bulk block {} in {set}", chunk.len()));
@@ -1193,8 +1212,60 @@ impl Blocker {
         Ok(())
     }
 
-    /// Reads nft counters and set sizes into the metrics registry.
-    pub fn refresh_metrics(&mut self) -> Result<()> {
+    /// Makes the installed rules look up what `need` names before an
+    /// element goes into one of its sets: its own transaction, committed
+    /// first, so no element is ever in a set that no rule reads. Only the
+    /// blocker that installed the table rewrites its rules; another (the
+    /// admin CLI) writes only to sets that are always looked up.
+    fn turn_on(&mut self, need: ruleset::Lookups) -> Result<()> {
+        let want = self.lookups.union(need);
+        if self.fail_closed.is_none() || want == self.lookups {
+            return Ok(());
+        }
+        let mut b = Batch::new();
+        ruleset::replace_rules(&mut b, &self.settings.layout, want);
+        self.commit(&b)?;
+        self.lookups = want;
+        Ok(())
+    }
+
+    /// The lookups the installed rules do now.
+    pub fn lookups(&self) -> ruleset::Lookups {
+        self.lookups
+    }
+
+    /// Reads nft counters and set sizes into the metrics registry, and
+    /// turns off the lookups of detector and containment sets that have
+    /// emptied (their elements timed out or were lifted); a set found
+    /// holding elements without its lookup (written by hand) gets it back.
+    pub fn refresh_sets(&mut self) -> Result<()> {
+        let mut sizes: BTreeMap<(Origin, Fam), usize> = BTreeMap::new();
+        for origin in Origin::ALL {
+            for fam in [Fam::V4, Fam::V6] {
+                let els = ruleset::elements(&mut self.nl, &origin.set_name(fam))?;
+                let n = if origin.interval() { intervals(fam, &els, origin).len() } else { els.len() };
+                sizes.insert((origin, fam), n);
+            }
+        }
+        let contained = ruleset::elements(&mut self.nl, ruleset::SET_CONTAIN)?.len();
+        if self.fail_closed.is_some() {
+            let mut want = ruleset::Lookups::ALWAYS;
+            for fam in [Fam::V4, Fam::V6] {
+                if sizes[&(Origin::Detector, fam)] > 0 {
+                    want = want.with_block(Origin::Detector, fam);
+                }
+            }
+            if contained > 0 {
+                want = want.with_contain();
+            }
+            if want != self.lookups {
+                let mut b = Batch::new();
+                ruleset::replace_rules(&mut b, &self.settings.layout, want);
+                self.commit(&b)?;
+                tracing::debug!(from = ?self.lookups, to = ?want, "set lookups follow which sets hold elements");
+                self.lookups = want;
+            }
+        }
         let Some(m) = self.metrics.clone() else { return Ok(()) };
         for (name, (packets, bytes)) in self.counters()? {
             let (p, b) = m.dropped(&name);
@@ -1202,12 +1273,7 @@ impl Blocker {
             b.set_total(bytes);
         }
         for origin in Origin::ALL {
-            let mut n = 0;
-            for fam in [Fam::V4, Fam::V6] {
-                let els = ruleset::elements(&mut self.nl, &origin.set_name(fam))?;
-                n += if origin.interval() { intervals(fam, &els, origin).len() } else { els.len() };
-            }
-            m.set_elements(origin).set(n as f64);
+            m.set_elements(origin).set((sizes[&(origin, Fam::V4)] + sizes[&(origin, Fam::V6)]) as f64);
         }
         Ok(())
     }

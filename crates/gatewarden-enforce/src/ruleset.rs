@@ -256,8 +256,9 @@ pub fn table_exists(nl: &mut Netlink) -> Result<bool, NlError> {
 
 /// The transaction that (re)creates the whole table: if a stale one exists
 /// it is deleted first in the same transaction, so there is no moment
-/// without a ruleset and never duplicate rules.
-pub fn ensure_batch(layout: &Layout, allow: &[Cidr], stale_exists: bool) -> Batch {
+/// without a ruleset and never duplicate rules. Only the sets `lookups`
+/// names are looked up (those the transaction also fills).
+pub fn ensure_batch(layout: &Layout, allow: &[Cidr], stale_exists: bool, lookups: Lookups) -> Batch {
     let mut b = Batch::new();
     if stale_exists {
         b.push(msg::DELTABLE, family::INET, 0, table_attrs(), "delete stale table inet gatewarden");
@@ -306,18 +307,79 @@ pub fn ensure_batch(layout: &Layout, allow: &[Cidr], stale_exists: bool) -> Batc
     ] {
         add_chain(&mut b, name, hook);
     }
+    push_rules(&mut b, layout, lookups);
+    b
+}
+
+/// Which block and containment sets the hooks look up. A packet pays for
+/// every lookup whether or not the set holds anything (a hash set with
+/// timeouts costs about 2 % of small-packet forwarding, docs/PERFORMANCE.md),
+/// so only sets that hold elements are looked up. The blocker turns a lookup
+/// on in the same transaction as the set's first element, and off once the
+/// set has emptied: an element is never in a set that no rule reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Lookups {
+    bits: u8,
+}
+
+impl Lookups {
+    /// Every lookup on (a table whose contents are unknown).
+    pub const ALL: Lookups = Lookups { bits: 0x7f };
+    /// The lookups that are always on: admin blocks and feeds, which the
+    /// admin CLI writes from outside the process that owns the rules.
+    /// Detector blocks and containments come only from the enforcement
+    /// thread, which turns their lookups on and off.
+    pub const ALWAYS: Lookups = Lookups { bits: 0x3c };
+
+    fn block_bit(o: Origin, fam: Fam) -> u8 {
+        let i = Origin::ALL.iter().position(|x| *x == o).unwrap_or(0) * 2 + usize::from(fam == Fam::V6);
+        1 << i
+    }
+
+    /// With the lookup of `o`'s set of family `fam` on.
+    pub fn with_block(self, o: Origin, fam: Fam) -> Lookups {
+        Lookups { bits: self.bits | Self::block_bit(o, fam) }
+    }
+
+    /// Whether `o`'s set of family `fam` is looked up.
+    pub fn block(self, o: Origin, fam: Fam) -> bool {
+        self.bits & Self::block_bit(o, fam) != 0
+    }
+
+    /// With the contained-MAC lookup on.
+    pub fn with_contain(self) -> Lookups {
+        Lookups { bits: self.bits | 0x40 }
+    }
+
+    /// Whether the contained-MAC set is looked up.
+    pub fn contain(self) -> bool {
+        self.bits & 0x40 != 0
+    }
+
+    /// Both sets of lookups.
+    pub fn union(self, other: Lookups) -> Lookups {
+        Lookups { bits: self.bits | other.bits }
+    }
+}
+
+/// The rules of the guard, forward and input chains for `lookups`, appended
+/// to `b`; the chains must be empty (new, or flushed by [`replace_rules`]).
+fn push_rules(b: &mut Batch, layout: &Layout, lookups: Lookups) {
     for fam in [Fam::V4, Fam::V6] {
         let mut r = expr::addr_in_set(fam, Dir::Saddr, &format!("allow{}", fam.digit()));
         r.push(Expr::Verdict(Verdict::Accept));
-        add_rule(&mut b, CHAIN_GUARD, &r, "allowlist");
+        add_rule(b, CHAIN_GUARD, &r, "allowlist");
     }
     for o in Origin::ALL {
         for fam in [Fam::V4, Fam::V6] {
+            if !lookups.block(o, fam) {
+                continue;
+            }
             for dir in [Dir::Saddr, Dir::Daddr] {
                 let mut r = expr::addr_in_set(fam, dir, &o.set_name(fam));
                 r.push(Expr::CounterRef(o.counter_name()));
                 r.push(Expr::Verdict(Verdict::Drop));
-                add_rule(&mut b, CHAIN_GUARD, &r, &format!("block {}", o.as_str()));
+                add_rule(b, CHAIN_GUARD, &r, &format!("block {}", o.as_str()));
             }
         }
     }
@@ -337,20 +399,31 @@ pub fn ensure_batch(layout: &Layout, allow: &[Cidr], stale_exists: bool) -> Batc
             });
             r.push(Expr::CounterRef(counter.into()));
             r.push(Expr::Verdict(Verdict::Drop));
-            add_rule(&mut b, CHAIN_GUARD, &r, &format!("syn meter per {label}"));
+            add_rule(b, CHAIN_GUARD, &r, &format!("syn meter per {label}"));
         }
     }
-    for chain in [CHAIN_FORWARD, CHAIN_INPUT] {
-        let mut r = expr::ether_saddr_in_set(SET_CONTAIN);
-        r.push(Expr::CounterRef(COUNTER_CONTAINED.into()));
-        r.push(Expr::Verdict(Verdict::Drop));
-        add_rule(&mut b, chain, &r, "contained MACs");
+    if lookups.contain() {
+        for chain in [CHAIN_FORWARD, CHAIN_INPUT] {
+            let mut r = expr::ether_saddr_in_set(SET_CONTAIN);
+            r.push(Expr::CounterRef(COUNTER_CONTAINED.into()));
+            r.push(Expr::Verdict(Verdict::Drop));
+            add_rule(b, chain, &r, "contained MACs");
+        }
     }
     for chain in [CHAIN_GUARD, CHAIN_FAILSAFE, CHAIN_GROUPS] {
-        add_rule(&mut b, CHAIN_FORWARD, &[Expr::Verdict(Verdict::Jump(chain.into()))], &format!("jump {chain}"));
+        add_rule(b, CHAIN_FORWARD, &[Expr::Verdict(Verdict::Jump(chain.into()))], &format!("jump {chain}"));
     }
-    add_rule(&mut b, CHAIN_INPUT, &[Expr::Verdict(Verdict::Jump(CHAIN_GUARD.into()))], "jump guard");
-    b
+    add_rule(b, CHAIN_INPUT, &[Expr::Verdict(Verdict::Jump(CHAIN_GUARD.into()))], "jump guard");
+}
+
+/// Rewrites the guard, forward and input chains for `lookups`, appended to
+/// `b`: in one transaction with what else `b` does, so no packet sees the
+/// chains half-written and a set's first element comes with its lookup.
+pub fn replace_rules(b: &mut Batch, layout: &Layout, lookups: Lookups) {
+    for chain in [CHAIN_GUARD, CHAIN_FORWARD, CHAIN_INPUT] {
+        flush_chain(b, chain);
+    }
+    push_rules(b, layout, lookups);
 }
 
 /// The failsafe chain's content: empty (fail-open) or dropping new flows.
@@ -771,7 +844,7 @@ mod tests {
 
     #[test]
     fn block_sets_declare_a_counter_per_element_and_other_sets_do_not() {
-        let b = ensure_batch(&Layout::default(), &[], false);
+        let b = ensure_batch(&Layout::default(), &[], false, Lookups::ALL);
         let bytes = b.encode(1);
         let msgs: Vec<(String, bool)> = {
             let mut out = Vec::new();
@@ -796,6 +869,63 @@ mod tests {
         assert_eq!(msgs.iter().filter(|m| m.1).count(), 6, "three origins, two families");
     }
 
+    /// NEWRULE messages in `b`, by chain.
+    fn rules_by_chain(b: &Batch) -> BTreeMap<String, usize> {
+        let bytes = b.encode(1);
+        let mut out = BTreeMap::new();
+        let mut rest = &bytes[..];
+        while rest.len() >= 20 {
+            let len = u32::from_ne_bytes(rest[..4].try_into().unwrap()) as usize;
+            let ty = u16::from_ne_bytes([rest[4], rest[5]]);
+            if ty == (10 << 8) | msg::NEWRULE as u16 {
+                let attrs: Vec<_> = parse_attrs(&rest[20..len]).collect();
+                let chain = attrs.iter().find(|(t, _)| *t == 2).map(|(_, v)| c_str(v)).unwrap();
+                *out.entry(chain).or_insert(0) += 1;
+            }
+            rest = &rest[(len + 3) & !3..];
+        }
+        out
+    }
+
+    #[test]
+    fn only_sets_with_elements_are_looked_up() {
+        let mut seen = 0u8;
+        for o in Origin::ALL {
+            for fam in [Fam::V4, Fam::V6] {
+                let l = Lookups::default().with_block(o, fam);
+                assert!(l.block(o, fam) && !l.contain() && Lookups::ALL.block(o, fam));
+                assert_eq!(l.bits & seen, 0, "{o:?} {fam:?} has a bit of its own");
+                seen |= l.bits;
+            }
+        }
+        assert!(Lookups::ALL.contain() && !Lookups::default().contain());
+        for fam in [Fam::V4, Fam::V6] {
+            assert!(Lookups::ALWAYS.block(Origin::Admin, fam) && Lookups::ALWAYS.block(Origin::Feed, fam));
+            assert!(!Lookups::ALWAYS.block(Origin::Detector, fam));
+        }
+        assert!(!Lookups::ALWAYS.contain());
+        assert_eq!(Lookups::default().with_contain().union(Lookups { bits: seen }), Lookups::ALL);
+        let count = |l: Lookups| rules_by_chain(&ensure_batch(&Layout::default(), &[], false, l));
+        let none = count(Lookups::default());
+        // Allowlist (2) and SYN meters (4); the three jumps; one jump.
+        assert_eq!(none.get("guard"), Some(&6));
+        assert_eq!(none.get("forward"), Some(&3));
+        assert_eq!(none.get("input"), Some(&1));
+        let one = count(Lookups::default().with_block(Origin::Detector, Fam::V4).with_contain());
+        assert_eq!(
+            (one["guard"], one["forward"], one["input"]),
+            (8, 4, 2),
+            "source and destination; a MAC rule per hook"
+        );
+        let all = count(Lookups::ALL);
+        assert_eq!((all["guard"], all["forward"], all["input"]), (18, 4, 2));
+        // A rewrite flushes the three chains first, then writes them whole.
+        let mut b = Batch::new();
+        replace_rules(&mut b, &Layout::default(), Lookups::ALL);
+        assert_eq!(rules_by_chain(&b), all);
+        assert_eq!(b.len(), 3 + 24);
+    }
+
     #[test]
     fn set_and_counter_names_say_who_blocked() {
         assert_eq!(Origin::Detector.set_name(Fam::V4), "block4_detector");
@@ -805,8 +935,8 @@ mod tests {
 
     #[test]
     fn ensure_deletes_a_stale_table_first_in_the_same_transaction() {
-        let fresh = ensure_batch(&Layout::default(), &[], false);
-        let stale = ensure_batch(&Layout::default(), &[], true);
+        let fresh = ensure_batch(&Layout::default(), &[], false, Lookups::ALL);
+        let stale = ensure_batch(&Layout::default(), &[], true, Lookups::ALL);
         assert_eq!(stale.len(), fresh.len() + 1);
         let bytes = stale.encode(1);
         // The first message after BATCH_BEGIN (20 bytes) is DELTABLE.

@@ -603,7 +603,7 @@ fn run_loop(
         steps.mark("liveness");
         if last_metrics.elapsed() >= Duration::from_secs(2) {
             last_metrics = Instant::now();
-            if let Err(e) = blocker.refresh_metrics() {
+            if let Err(e) = blocker.refresh_sets() {
                 tracing::warn!("cannot read nftables counters: {e}");
             }
             if let Ok(c) = blocker.contained() {
