@@ -465,6 +465,50 @@ fn a_device_talking_before_the_routers_lan_address_is_added_is_not_contained() {
     assert_eq!(site.contained(), vec![ATTACKER_MAC.to_string()], "only the attacker is contained");
 }
 
+/// A smart plug reports now and then; between reports an attacker floods
+/// UDP with the plug's address. Nothing proves the attacker is not the
+/// plug's new owner (the plug is silent), so it is not contained, but the
+/// plug's neighbour entry must not vouch for traffic another MAC sent: the
+/// flood is detected and its verdict refused, the plug keeps its access.
+/// Before the fix the plug was blocked for the attacker's flood.
+#[test]
+fn a_udp_flood_forged_with_an_idle_devices_address_blocks_nobody() {
+    let Some(mut site) = Site::new() else { return };
+    // The router learns the device from its neighbour table; then the device is silent.
+    assert!(site.exec(&site.dev, &["ping", "-c", "1", "-W", "2", ROUTER_LAN]).status.success());
+    site.start();
+    assert!(
+        wait_until(Duration::from_secs(10), || site.metric("gatewarden_spoof_bindings{source=\"neighbour\"}") >= 1.0),
+        "the router never read the device's neighbour entry: {}",
+        site.get("/metrics").1
+    );
+    let flood =
+        site.exec(&site.atk, &["hping3", "-q", "-2", "-p", "9999", "--faster", "-c", "2000", "-a", DEVICE, WAN_HOST]);
+    assert!(flood.status.code().is_some(), "hping3 was killed: {}", String::from_utf8_lossy(&flood.stderr));
+    let flood_alerts = |site: &Site| -> Vec<serde_json::Value> {
+        site.eve()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|a| a["alert"]["metadata"]["kind"][0] == "udp_flood" && a["src_ip"] == DEVICE)
+            .collect()
+    };
+    assert!(
+        wait_until(Duration::from_secs(15), || !flood_alerts(&site).is_empty()),
+        "the forged flood was not detected (the test would show nothing): {}\n{}",
+        site.eve(),
+        site.log()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    for a in flood_alerts(&site) {
+        assert_ne!(a["alert"]["action"], "blocked", "the idle device was blocked for a forged flood: {a}");
+    }
+    let els = site.elements();
+    assert!(!els.iter().any(|(set, e)| set.starts_with("block") && e == DEVICE), "{DEVICE} was blocked: {els:?}");
+    assert!(site.metric("gatewarden_enforce_unproven_refused_total") >= 1.0, "{}", site.get("/metrics").1);
+    site.serve_wan();
+    assert!(site.curl_wan(&site.dev), "the idle device lost its access: {}", site.log());
+}
+
 /// A downstream router on the LAN (a mesh node in router mode, a lab's own
 /// router) forwards its subnet's traffic with those hosts' addresses: the
 /// router's table routes 10.9.0.0/24 via 192.0.2.10, so those sources reach

@@ -14,7 +14,8 @@
 //! set syn4_src, syn4_dst { type ipv4_addr; flags dynamic,timeout; }  SYN meters
 //! chain guard {
 //!     ip saddr @allow4 accept
-//!     ip saddr @block4_detector counter name "blocked_detector" drop   (and daddr, each origin)
+//!     ip saddr @block4_detector counter name "blocked_detector" drop   (and daddr, each origin;
+//!                                      detector sets only while they hold elements, see Lookups)
 //!     tcp flags & (fin|syn|rst|ack) == syn update @syn4_src { ip saddr limit rate over P/second burst B packets } counter name "syn_dropped_src" drop
 //!     … the same per destination with syn4_dst
 //! }
@@ -22,7 +23,7 @@
 //! chain groups { }     group-to-group policy rules, replaced atomically
 //! set contain_mac   { type ether_addr; flags timeout; size N; }    LAN MACs caught forging sources
 //! chain forward { type filter hook forward priority -10; policy accept;
-//!     ether saddr @contain_mac counter name "contained_dropped" drop
+//!     ether saddr @contain_mac counter name "contained_dropped" drop   (while a MAC is contained)
 //!     jump guard; jump failsafe; jump groups }
 //! chain input   { type filter hook input priority -10; policy accept;
 //!     ether saddr @contain_mac counter name "contained_dropped" drop

@@ -22,6 +22,11 @@
 //! or a neighbour binding whose MAC is active, accuses another MAC: a first
 //! sighting never does (the attacker may have spoken first), and a silent
 //! device's stale entry never does (its address may have been handed on).
+//! But a silent device's binding stops vouching for its address once another
+//! MAC has sent with it (for the forged-address memory, an hour): the
+//! verdict gate then wants proof the source is real, so a flood forged with
+//! an idle plug's address does not get the plug blocked. The plug's next
+//! frame makes it active again, and the other MAC's next frame is forged.
 //!
 //! Everything is bounded: bindings, MACs tracked as spoofers, addresses
 //! listed per MAC and forged addresses remembered; a cap that is hit evicts
@@ -150,6 +155,10 @@ struct Binding {
     disputed: bool,
     /// Refresh generation that last confirmed it (leases and neighbours).
     generation: u64,
+    /// Last frame with this address from another MAC that was not accused
+    /// (the bound one silent: a handover or a forgery, nobody can tell yet);
+    /// 0 = never. While recent the binding vouches for nobody.
+    rival_seen_ns: u64,
 }
 
 /// Why a frame's source is forged.
@@ -429,14 +438,26 @@ impl SpoofGuard {
                 || (b.trust == Trust::Neighbour
                     && b.last_seen_ns != 0
                     && now.saturating_sub(b.last_seen_ns) <= ACTIVE_WINDOW_NS);
+            if !accuses {
+                b.rival_seen_ns = now;
+            }
             return accuses.then_some(Forgery::OtherMac(b.mac));
         }
         if !self.in_lan(&ip) && self.lan_known_for(&ip) {
             return None;
         }
         self.make_room_for_binding();
-        self.bindings
-            .insert(ip, Binding { mac, trust: Trust::FirstSeen, last_seen_ns: now, disputed: false, generation: 0 });
+        self.bindings.insert(
+            ip,
+            Binding {
+                mac,
+                trust: Trust::FirstSeen,
+                last_seen_ns: now,
+                disputed: false,
+                generation: 0,
+                rival_seen_ns: 0,
+            },
+        );
         None
     }
 
@@ -547,13 +568,29 @@ impl SpoofGuard {
                             b.disputed = true;
                             b.generation = g;
                         } else {
-                            *b = Binding { mac: *mac, trust, last_seen_ns: 0, disputed: false, generation: g };
+                            *b = Binding {
+                                mac: *mac,
+                                trust,
+                                last_seen_ns: 0,
+                                disputed: false,
+                                generation: g,
+                                rival_seen_ns: 0,
+                            };
                         }
                     }
                     None => {
                         self.make_room_for_binding();
-                        self.bindings
-                            .insert(*ip, Binding { mac: *mac, trust, last_seen_ns: 0, disputed: false, generation: g });
+                        self.bindings.insert(
+                            *ip,
+                            Binding {
+                                mac: *mac,
+                                trust,
+                                last_seen_ns: 0,
+                                disputed: false,
+                                generation: g,
+                                rival_seen_ns: 0,
+                            },
+                        );
                     }
                 }
             }
@@ -587,7 +624,14 @@ impl SpoofGuard {
             }
         }
         match self.bindings.get(ip) {
-            Some(b) if b.trust >= Trust::Neighbour && !b.disputed => SourceClass::LanVerified(b.mac),
+            Some(b)
+                if b.trust >= Trust::Neighbour
+                    && !b.disputed
+                    && (b.rival_seen_ns == 0
+                        || now_ns.saturating_sub(b.rival_seen_ns) > self.limits.forged_memory_ns) =>
+            {
+                SourceClass::LanVerified(b.mac)
+            }
             Some(_) => SourceClass::LanUnverified,
             None if self.in_lan(ip) => SourceClass::LanUnverified,
             None => SourceClass::Wan,
@@ -737,6 +781,42 @@ mod tests {
             SourceClass::LanVerified(ATK),
             "a silent device's entry follows the new MAC"
         );
+    }
+
+    /// A smart plug reports every few minutes; between reports the attacker
+    /// floods UDP with the plug's address. The plug is silent, so nothing
+    /// proves the attacker is not the plug's new owner and it is not accused,
+    /// but the plug's binding must not vouch for traffic another MAC sent:
+    /// a verdict against that address needs proof, or the plug is blocked
+    /// for the attacker's flood.
+    #[test]
+    fn another_macs_frames_with_a_silent_devices_address_take_its_vouching_away() {
+        let mut g = guard();
+        let plug: IpAddr = "192.0.2.10".parse().unwrap();
+        g.refresh(&[(plug, DEV)], &[], S);
+        assert_eq!(g.classify(&plug, S), SourceClass::LanVerified(DEV));
+        let mut udp = pkt("192.0.2.10", 2 * S);
+        udp.proto = 17;
+        assert_eq!(g.check(ATK, &udp), None, "a silent holder's address: no accusation");
+        assert_eq!(g.classify(&plug, 2 * S), SourceClass::LanUnverified, "the binding no longer vouches");
+        // The neighbour table still names the plug a second later: that does not vouch either.
+        g.refresh(&[(plug, DEV)], &[], 3 * S);
+        assert_eq!(g.classify(&plug, 3 * S), SourceClass::LanUnverified);
+        // The plug reports: now both MACs use the address, and the attacker's next frame is forged.
+        assert_eq!(g.check(DEV, &pkt("192.0.2.10", 4 * S)), None);
+        let r = g.check(ATK, &pkt("192.0.2.10", 5 * S)).expect("forged while the plug is active");
+        assert_eq!(r.forgery, Forgery::OtherMac(DEV));
+        assert_eq!(g.classify(&plug, 5 * S), SourceClass::Forged(ATK));
+        // Long after the rival went quiet the plug's binding vouches again.
+        let later = 5 * S + Limits::default().forged_memory_ns + S;
+        g.refresh(&[(plug, DEV)], &[], later);
+        assert_eq!(g.classify(&plug, later), SourceClass::LanVerified(DEV));
+        // A handover (the address now the new device's in the neighbour table) binds the new MAC, vouched for.
+        let mut g = guard();
+        g.refresh(&[(plug, DEV)], &[], S);
+        assert_eq!(g.check(ATK, &pkt("192.0.2.10", 2 * S)), None);
+        g.refresh(&[(plug, ATK)], &[], 3 * S);
+        assert_eq!(g.classify(&plug, 3 * S), SourceClass::LanVerified(ATK), "the address was handed on");
     }
 
     #[test]
