@@ -18,10 +18,12 @@
 //! neighbour entry that flips to another MAC while the bound MAC is still
 //! sending (within [`ACTIVE_WINDOW_NS`]) does not move the binding: it marks
 //! it *disputed* and is counted. A flip after the bound MAC fell silent is a
-//! device replaced or an address handed on, and is followed. Only a lease,
-//! or a neighbour binding whose MAC is active, accuses another MAC: a first
+//! device replaced or an address handed on, and is followed. Only a lease
+//! or neighbour binding whose MAC is active accuses another MAC: a first
 //! sighting never does (the attacker may have spoken first), and a silent
-//! device's stale entry never does (its address may have been handed on).
+//! device's binding never does (its address may have been handed on, and a
+//! MAC-NAT repeater sends its clients' leased addresses with its own MAC:
+//! accusing it would cut off everyone behind it).
 //! But a silent device's binding stops vouching for its address once another
 //! MAC has sent with it (for the forged-address memory, an hour): the
 //! verdict gate then wants proof the source is real, so a flood forged with
@@ -434,10 +436,11 @@ impl SpoofGuard {
                 b.last_seen_ns = now;
                 return None;
             }
-            let accuses = b.trust == Trust::Lease
-                || (b.trust == Trust::Neighbour
-                    && b.last_seen_ns != 0
-                    && now.saturating_sub(b.last_seen_ns) <= ACTIVE_WINDOW_NS);
+            // Only a holder that is talking accuses: a silent one's address may
+            // have been handed on, or be sent for it by a MAC-NAT repeater.
+            let accuses = b.trust >= Trust::Neighbour
+                && b.last_seen_ns != 0
+                && now.saturating_sub(b.last_seen_ns) <= ACTIVE_WINDOW_NS;
             if !accuses {
                 b.rival_seen_ns = now;
             }
@@ -825,7 +828,17 @@ mod tests {
         let ip: IpAddr = "192.0.2.30".parse().unwrap();
         g.refresh(&[(ip, ATK)], &[(ip, DEV)], S);
         assert_eq!(g.classify(&ip, S), SourceClass::LanUnverified, "the kernel disagrees with the lease: disputed");
-        assert!(g.check(ATK, &pkt("192.0.2.30", 2 * S)).is_some(), "a lease accuses even a silent holder's rival");
+        // A MAC-NAT repeater sends its clients' frames with its own MAC, so a
+        // leased address from another MAC while the holder is silent is not
+        // accused (it would cut off everyone behind the repeater); it vouches
+        // for nobody. Once the holder speaks, the other MAC is forged.
+        assert_eq!(g.check(ATK, &pkt("192.0.2.30", 2 * S)), None, "a silent lease holder accuses nobody");
+        assert_eq!(g.classify(&ip, 2 * S), SourceClass::LanUnverified);
+        g.refresh(&[(ip, DEV)], &[(ip, DEV)], 3 * S);
+        assert_eq!(g.classify(&ip, 3 * S), SourceClass::LanUnverified, "another MAC sent with it lately");
+        assert_eq!(g.check(DEV, &pkt("192.0.2.30", 4 * S)), None);
+        let r = g.check(ATK, &pkt("192.0.2.30", 5 * S)).expect("an active lease holder's rival is forged");
+        assert_eq!(r.forgery, Forgery::OtherMac(DEV));
         let leases = parse_leases(
             "1700000000 02:00:00:00:0a:10 192.0.2.30 plug *\n0 02:00:00:00:0a:11 192.0.2.31 cam 01:02\nbad line\n100 02:00:00:00:0a:12 192.0.2.32 old *\n",
             1_000,
