@@ -3,7 +3,7 @@
 # 64-byte UDP through a router namespace with variants of the table loaded by
 # `nft -f`, round-robin so machine load hits all alike.
 #
-#   tools/bench-nft-variants.sh [--rounds 3] [--seconds 4]
+#   tools/bench-nft-variants.sh [--rounds 3] [--seconds 4] [--before BIN]
 #
 # The table is gatewarden's own: a release binary starts in a scratch
 # namespace with enforcement on and keep_table_on_exit, is stopped, and
@@ -11,17 +11,21 @@
 # are edits of it: IPv4 and IPv6 rules in two chains behind one
 # `meta nfproto vmap` ("vmap"), and that without one kind of lookup each
 # (allowlist, feed blocks, contained MACs, detector and admin blocks), plus
-# an empty forward chain and a one-lookup chain for reference. Prints the
-# median (min-max) packets/s the server received for each, and the change
-# against no ruleset.
+# an empty forward chain and a one-lookup chain for reference. With
+# --before BIN, the table another build installs is one more variant
+# ("before"), so a change to the table is measured in the same rounds. Prints
+# the median (min-max) packets/s the server received for each, and the
+# change against no ruleset.
 #
 # Needs root, iperf3, nft, python3 and a release build (GATEWARDEN_BIN overrides it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=3
 seconds=4
+before=
 while (($#)); do
     case $1 in
+        --before) before=$2; shift 2 ;;
         --rounds) rounds=$2; shift 2 ;;
         --seconds) seconds=$2; shift 2 ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -32,6 +36,7 @@ done
 for t in iperf3 nft python3; do command -v $t >/dev/null || { echo "error: $t not found" >&2; exit 1; }; done
 bin=${GATEWARDEN_BIN:-target/release/gatewarden}
 [[ -x $bin ]] || { echo "error: $bin not found: cargo build --release first" >&2; exit 1; }
+[[ -z $before || -x $before ]] || { echo "error: --before $before is not an executable" >&2; exit 1; }
 
 cli=gwnv-cli$$
 rtr=gwnv-rtr$$
@@ -47,7 +52,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# gatewarden's table, as it installs it.
+# gatewarden's table, as it installs it: dump_table BIN OUT.
 ip netns add $dump
 ip -n $dump link add lan0 type veth peer name peer0
 ip -n $dump link set lan0 up
@@ -63,13 +68,18 @@ interface = "lan0"
 enabled = true
 keep_table_on_exit = true
 TOML
-ip netns exec $dump "$bin" run --role router --config "$work/gw.toml" >"$work/gw.log" 2>&1 &
-pid=$!
-for _ in $(seq 100); do grep -q capturing "$work/gw.log" && break; sleep 0.1; done
-kill $pid
-wait $pid || true
-ip netns exec $dump nft list table inet gatewarden >"$work/gatewarden.nft" ||
-    { echo "error: gatewarden left no table: $(tail -5 "$work/gw.log")" >&2; exit 1; }
+dump_table() {
+    ip netns exec $dump nft delete table inet gatewarden 2>/dev/null || true
+    ip netns exec $dump "$1" run --role router --config "$work/gw.toml" >"$work/gw.log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 100); do grep -q capturing "$work/gw.log" && break; sleep 0.1; done
+    kill $pid
+    wait $pid || true
+    ip netns exec $dump nft list table inet gatewarden >"$2" ||
+        { echo "error: $1 left no table: $(tail -5 "$work/gw.log")" >&2; exit 1; }
+}
+dump_table "$bin" "$work/gatewarden.nft"
+[[ -z $before ]] || dump_table "$before" "$work/before.nft"
 
 python3 - "$work" <<'PY'
 import sys
