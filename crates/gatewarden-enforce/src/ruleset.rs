@@ -843,27 +843,38 @@ mod tests {
         }
     }
 
+    /// The attributes of every `kind` message (nftables subsystem) in `b`.
+    fn messages_of(b: &Batch, kind: u8) -> Vec<Vec<(u16, Vec<u8>)>> {
+        let bytes = b.encode(1);
+        let mut out = Vec::new();
+        let mut rest = &bytes[..];
+        while rest.len() >= 20 {
+            let len = u32::from_ne_bytes(rest[..4].try_into().unwrap()) as usize;
+            let ty = u16::from_ne_bytes([rest[4], rest[5]]);
+            if ty == (10 << 8) | kind as u16 {
+                out.push(parse_attrs(&rest[20..len]).map(|(t, v)| (t, v.to_vec())).collect());
+            }
+            rest = &rest[(len + 3) & !3..];
+        }
+        out
+    }
+
+    /// Attribute 2 (the name of a set; the chain of a rule).
+    fn attr_2(attrs: &[(u16, Vec<u8>)]) -> String {
+        attrs.iter().find(|(t, _)| *t == 2).map(|(_, v)| c_str(v)).unwrap()
+    }
+
     #[test]
     fn block_sets_declare_a_counter_per_element_and_other_sets_do_not() {
         let b = ensure_batch(&Layout::default(), &[], false, Lookups::ALL);
-        let bytes = b.encode(1);
-        let msgs: Vec<(String, bool)> = {
-            let mut out = Vec::new();
-            let mut rest = &bytes[..];
-            while rest.len() >= 20 {
-                let len = u32::from_ne_bytes(rest[..4].try_into().unwrap()) as usize;
-                let ty = u16::from_ne_bytes([rest[4], rest[5]]);
-                if ty == (10 << 8) | msg::NEWSET as u16 {
-                    let attrs: Vec<_> = parse_attrs(&rest[20..len]).collect();
-                    let name = attrs.iter().find(|(t, _)| *t == 2).map(|(_, v)| c_str(v)).unwrap();
-                    let counted =
-                        attrs.iter().any(|(t, v)| *t == expr::NFTA_SET_EXPR && *v == expr::set_counter().as_bytes());
-                    out.push((name, counted));
-                }
-                rest = &rest[(len + 3) & !3..];
-            }
-            out
-        };
+        let msgs: Vec<(String, bool)> = messages_of(&b, msg::NEWSET)
+            .iter()
+            .map(|attrs| {
+                let counted =
+                    attrs.iter().any(|(t, v)| *t == expr::NFTA_SET_EXPR && v == expr::set_counter().as_bytes());
+                (attr_2(attrs), counted)
+            })
+            .collect();
         for (name, counted) in &msgs {
             assert_eq!(*counted, name.starts_with("block"), "{name}");
         }
@@ -872,18 +883,9 @@ mod tests {
 
     /// NEWRULE messages in `b`, by chain.
     fn rules_by_chain(b: &Batch) -> BTreeMap<String, usize> {
-        let bytes = b.encode(1);
         let mut out = BTreeMap::new();
-        let mut rest = &bytes[..];
-        while rest.len() >= 20 {
-            let len = u32::from_ne_bytes(rest[..4].try_into().unwrap()) as usize;
-            let ty = u16::from_ne_bytes([rest[4], rest[5]]);
-            if ty == (10 << 8) | msg::NEWRULE as u16 {
-                let attrs: Vec<_> = parse_attrs(&rest[20..len]).collect();
-                let chain = attrs.iter().find(|(t, _)| *t == 2).map(|(_, v)| c_str(v)).unwrap();
-                *out.entry(chain).or_insert(0) += 1;
-            }
-            rest = &rest[(len + 3) & !3..];
+        for attrs in messages_of(b, msg::NEWRULE) {
+            *out.entry(attr_2(&attrs)).or_insert(0) += 1;
         }
         out
     }

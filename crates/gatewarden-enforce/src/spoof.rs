@@ -163,6 +163,13 @@ struct Binding {
     rival_seen_ns: u64,
 }
 
+impl Binding {
+    /// An undisputed binding nobody else has used the address against.
+    fn new(mac: Mac, trust: Trust, last_seen_ns: u64, generation: u64) -> Binding {
+        Binding { mac, trust, last_seen_ns, disputed: false, generation, rival_seen_ns: 0 }
+    }
+}
+
 /// Why a frame's source is forged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Forgery {
@@ -450,17 +457,7 @@ impl SpoofGuard {
             return None;
         }
         self.make_room_for_binding();
-        self.bindings.insert(
-            ip,
-            Binding {
-                mac,
-                trust: Trust::FirstSeen,
-                last_seen_ns: now,
-                disputed: false,
-                generation: 0,
-                rival_seen_ns: 0,
-            },
-        );
+        self.bindings.insert(ip, Binding::new(mac, Trust::FirstSeen, now, 0));
         None
     }
 
@@ -571,29 +568,12 @@ impl SpoofGuard {
                             b.disputed = true;
                             b.generation = g;
                         } else {
-                            *b = Binding {
-                                mac: *mac,
-                                trust,
-                                last_seen_ns: 0,
-                                disputed: false,
-                                generation: g,
-                                rival_seen_ns: 0,
-                            };
+                            *b = Binding::new(*mac, trust, 0, g);
                         }
                     }
                     None => {
                         self.make_room_for_binding();
-                        self.bindings.insert(
-                            *ip,
-                            Binding {
-                                mac: *mac,
-                                trust,
-                                last_seen_ns: 0,
-                                disputed: false,
-                                generation: g,
-                                rival_seen_ns: 0,
-                            },
-                        );
+                        self.bindings.insert(*ip, Binding::new(*mac, trust, 0, g));
                     }
                 }
             }
