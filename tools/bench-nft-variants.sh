@@ -20,6 +20,7 @@
 # Needs root, iperf3, nft, python3 and a release build (GATEWARDEN_BIN overrides it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. tools/bench/forwarding-site.sh
 rounds=3
 seconds=4
 before=
@@ -114,25 +115,7 @@ for name, text in variants.items():
 PY
 variants="none $(cd "$work" && ls -1 *.nft | grep -v '^gatewarden.nft$' | sed 's/\.nft$//' | tr '\n' ' ') gatewarden"
 
-for ns in $cli $rtr $srv; do
-    ip netns add $ns
-    ip -n $ns link set lo up
-done
-ip link add eth0 netns $cli type veth peer name lan0 netns $rtr
-ip link add eth0 netns $srv type veth peer name wan netns $rtr
-ip -n $cli addr add 192.0.2.10/24 dev eth0
-ip -n $rtr addr add 192.0.2.1/24 dev lan0
-ip -n $rtr addr add 198.51.100.1/24 dev wan
-ip -n $srv addr add 198.51.100.2/24 dev eth0
-for ns_if in "$cli eth0" "$rtr lan0" "$rtr wan" "$srv eth0"; do
-    set -- $ns_if
-    ip -n "$1" link set "$2" up
-done
-ip -n $cli route add default via 192.0.2.1
-ip -n $srv route add default via 198.51.100.1
-ip netns exec $rtr sysctl -qw net.ipv4.ip_forward=1
-ip netns exec $srv iperf3 -s -D --logfile "$work/iperf-server.log"
-sleep 0.5
+forwarding_site $cli $rtr $srv "$work"
 for v in $variants; do
     [[ $v == none ]] || ip netns exec $rtr nft -c -f "$work/$v.nft" || { echo "error: nft refuses variant $v" >&2; exit 1; }
 done
