@@ -683,7 +683,9 @@ fn detector_and_containment_lookups_come_with_their_first_element_and_go_when_th
                 "uncontain" => {
                     b.uncontain(mac).unwrap();
                 }
-                "refresh" => b.refresh_sets().unwrap(),
+                "refresh" => {
+                    b.refresh_sets().unwrap();
+                }
                 _ => {
                     b.remove().unwrap();
                     break;

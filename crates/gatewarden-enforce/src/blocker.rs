@@ -530,15 +530,10 @@ impl Blocker {
                 singles.entry(origin.set_name(fam_of(&addr))).or_default().push((remaining, blk));
             }
         }
-        let mut lookups = ruleset::Lookups::ALWAYS;
-        for fam in [Fam::V4, Fam::V6] {
-            if singles.get(&Origin::Detector.set_name(fam)).is_some_and(|v| !v.is_empty()) {
-                lookups = lookups.with_block(Origin::Detector, fam);
-            }
-        }
-        if !contained.is_empty() {
-            lookups = lookups.with_contain();
-        }
+        let lookups = ruleset::Lookups::holding(
+            |fam| singles.get(&Origin::Detector.set_name(fam)).is_some_and(|v| !v.is_empty()),
+            !contained.is_empty(),
+        );
         let mut b = ruleset::ensure_batch(&self.settings.layout, &self.allow, stale, lookups);
         let cap = self.settings.layout.max_block_elements as usize;
         for (set, mut v) in singles {
@@ -1218,27 +1213,29 @@ impl Blocker {
     /// blocker that installed the table rewrites its rules; another (the
     /// admin CLI) writes only to sets that are always looked up.
     fn turn_on(&mut self, need: ruleset::Lookups) -> Result<()> {
-        let want = self.lookups.union(need);
+        self.write_lookups(self.lookups.union(need))
+    }
+
+    /// Rewrites the rules to look up `want`, when this blocker installed
+    /// the table and they do not already.
+    fn write_lookups(&mut self, want: ruleset::Lookups) -> Result<()> {
         if self.fail_closed.is_none() || want == self.lookups {
             return Ok(());
         }
         let mut b = Batch::new();
         ruleset::replace_rules(&mut b, &self.settings.layout, want);
         self.commit(&b)?;
+        tracing::debug!(from = ?self.lookups, to = ?want, "set lookups follow which sets hold elements");
         self.lookups = want;
         Ok(())
-    }
-
-    /// The lookups the installed rules do now.
-    pub fn lookups(&self) -> ruleset::Lookups {
-        self.lookups
     }
 
     /// Reads nft counters and set sizes into the metrics registry, and
     /// turns off the lookups of detector and containment sets that have
     /// emptied (their elements timed out or were lifted); a set found
     /// holding elements without its lookup (written by hand) gets it back.
-    pub fn refresh_sets(&mut self) -> Result<()> {
+    /// Returns how many MACs are contained.
+    pub fn refresh_sets(&mut self) -> Result<usize> {
         let mut sizes: BTreeMap<(Origin, Fam), usize> = BTreeMap::new();
         for origin in Origin::ALL {
             for fam in [Fam::V4, Fam::V6] {
@@ -1247,26 +1244,9 @@ impl Blocker {
                 sizes.insert((origin, fam), n);
             }
         }
-        let contained = ruleset::elements(&mut self.nl, ruleset::SET_CONTAIN)?.len();
-        if self.fail_closed.is_some() {
-            let mut want = ruleset::Lookups::ALWAYS;
-            for fam in [Fam::V4, Fam::V6] {
-                if sizes[&(Origin::Detector, fam)] > 0 {
-                    want = want.with_block(Origin::Detector, fam);
-                }
-            }
-            if contained > 0 {
-                want = want.with_contain();
-            }
-            if want != self.lookups {
-                let mut b = Batch::new();
-                ruleset::replace_rules(&mut b, &self.settings.layout, want);
-                self.commit(&b)?;
-                tracing::debug!(from = ?self.lookups, to = ?want, "set lookups follow which sets hold elements");
-                self.lookups = want;
-            }
-        }
-        let Some(m) = self.metrics.clone() else { return Ok(()) };
+        let contained = self.contained()?.len();
+        self.write_lookups(ruleset::Lookups::holding(|fam| sizes[&(Origin::Detector, fam)] > 0, contained > 0))?;
+        let Some(m) = self.metrics.clone() else { return Ok(contained) };
         for (name, (packets, bytes)) in self.counters()? {
             let (p, b) = m.dropped(&name);
             p.set_total(packets);
@@ -1275,7 +1255,7 @@ impl Blocker {
         for origin in Origin::ALL {
             m.set_elements(origin).set((sizes[&(origin, Fam::V4)] + sizes[&(origin, Fam::V6)]) as f64);
         }
-        Ok(())
+        Ok(contained)
     }
 }
 

@@ -357,6 +357,22 @@ impl Lookups {
         self.bits & 0x40 != 0
     }
 
+    /// What the rules must look up for sets in this state: the lookups that
+    /// are always on, the detector set of each family that holds elements,
+    /// and `contain_mac` when it does.
+    pub fn holding(detector_holds: impl Fn(Fam) -> bool, contain_holds: bool) -> Lookups {
+        let mut l = Lookups::ALWAYS;
+        for fam in [Fam::V4, Fam::V6] {
+            if detector_holds(fam) {
+                l = l.with_block(Origin::Detector, fam);
+            }
+        }
+        if contain_holds {
+            l = l.with_contain();
+        }
+        l
+    }
+
     /// Both sets of lookups.
     pub fn union(self, other: Lookups) -> Lookups {
         Lookups { bits: self.bits | other.bits }
@@ -907,6 +923,11 @@ mod tests {
             assert!(!Lookups::ALWAYS.block(Origin::Detector, fam));
         }
         assert!(!Lookups::ALWAYS.contain());
+        assert_eq!(Lookups::holding(|_| false, false), Lookups::ALWAYS);
+        assert_eq!(
+            Lookups::holding(|f| f == Fam::V6, true),
+            Lookups::ALWAYS.with_block(Origin::Detector, Fam::V6).with_contain()
+        );
         assert_eq!(Lookups::default().with_contain().union(Lookups { bits: seen }), Lookups::ALL);
         let count = |l: Lookups| rules_by_chain(&ensure_batch(&Layout::default(), &[], false, l));
         let none = count(Lookups::default());

@@ -603,11 +603,9 @@ fn run_loop(
         steps.mark("liveness");
         if last_metrics.elapsed() >= Duration::from_secs(2) {
             last_metrics = Instant::now();
-            if let Err(e) = blocker.refresh_sets() {
-                tracing::warn!("cannot read nftables counters: {e}");
-            }
-            if let Ok(c) = blocker.contained() {
-                gm.contained.set(c.len() as f64);
+            match blocker.refresh_sets() {
+                Ok(contained) => gm.contained.set(contained as f64),
+                Err(e) => tracing::warn!("cannot read nftables counters: {e}"),
             }
             // MAC group members follow their devices' current addresses.
             match blocker.refresh_group_macs() {

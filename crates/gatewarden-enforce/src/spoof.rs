@@ -365,7 +365,7 @@ impl SpoofGuard {
     /// is up, before its address is added, and an IPv4-only LAN says nothing
     /// about the ULA or SLAAC addresses other routers give its IPv6 devices.
     fn lan_known_for(&self, src: &IpAddr) -> bool {
-        let fam = if src.is_ipv4() { super::expr::Fam::V4 } else { super::expr::Fam::V6 };
+        let fam = super::ruleset::fam_of(src);
         self.lan.iter().chain(&self.extra_lan).any(|c| c.fam() == fam && !is_link_local_net(c))
     }
 
@@ -402,7 +402,7 @@ impl SpoofGuard {
                 if a.is_multicast() {
                     return Some(Forgery::Multicast);
                 }
-                if (a.segments()[0] & 0xffc0) == 0xfe80 {
+                if is_link_local(&p.src) {
                     return None;
                 }
             }
@@ -641,12 +641,18 @@ pub fn parse_leases(text: &str, now_unix_s: u64) -> Vec<(IpAddr, Mac)> {
         .collect()
 }
 
-/// Whether a LAN network is inside the link-local range (169.254.0.0/16, fe80::/10).
-fn is_link_local_net(c: &Cidr) -> bool {
-    match c.addr {
-        IpAddr::V4(a) => c.prefix >= 16 && a.is_link_local(),
-        IpAddr::V6(a) => c.prefix >= 10 && (a.segments()[0] & 0xffc0) == 0xfe80,
+/// Whether an address is link-local (169.254.0.0/16, fe80::/10).
+fn is_link_local(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_link_local(),
+        IpAddr::V6(a) => (a.segments()[0] & 0xffc0) == 0xfe80,
     }
+}
+
+/// Whether a LAN network lies inside the link-local range.
+fn is_link_local_net(c: &Cidr) -> bool {
+    let range_prefix = if c.addr.is_ipv4() { 16 } else { 10 };
+    c.prefix >= range_prefix && is_link_local(&c.addr)
 }
 
 pub use gatewarden_netlink::route::{lan_view, LanView};

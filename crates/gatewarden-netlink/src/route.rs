@@ -39,11 +39,15 @@ const NLMSG_DONE: u16 = 3;
 /// hop) and every next hop of a multipath route.
 pub fn route_gateways() -> Result<Vec<IpAddr>> {
     let mut nl = Netlink::open_protocol(netlink_sys::protocols::NETLINK_ROUTE)?;
+    Ok(gateways(&routes(&mut nl)?))
+}
+
+/// Every IPv4 and IPv6 route of every table (`RTM_GETROUTE` dumps).
+fn routes(nl: &mut Netlink) -> Result<Vec<RouteMessage>> {
     let mut out = Vec::new();
     for family in [AddressFamily::Inet, AddressFamily::Inet6] {
         let req = RouteHeader { address_family: family, ..RouteHeader::default() };
-        let replies: Vec<RouteMessage> = dump(&mut nl, &req, "read the routing table (RTM_GETROUTE)")?;
-        out.extend(gateways(&replies));
+        out.extend(dump::<RouteMessage>(nl, &req, "read the routing table (RTM_GETROUTE)")?);
     }
     Ok(out)
 }
@@ -157,11 +161,7 @@ pub fn lan_view(interface: &str) -> Result<LanView> {
     view.own_addrs.sort();
     view.own_addrs.dedup();
 
-    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-        let req = RouteHeader { address_family: family, ..RouteHeader::default() };
-        let routes: Vec<RouteMessage> = dump(&mut nl, &req, "read the routing table (RTM_GETROUTE)")?;
-        view.routed.extend(routed_out_of(&routes, index));
-    }
+    view.routed = routed_out_of(&routes(&mut nl)?, index).collect();
     view.routed.sort();
     view.routed.dedup();
 
