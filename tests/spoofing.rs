@@ -509,6 +509,82 @@ fn a_udp_flood_forged_with_an_idle_devices_address_blocks_nobody() {
     assert!(site.curl_wan(&site.dev), "the idle device lost its access: {}", site.log());
 }
 
+/// A phone roaming from the main access point to a MAC-NAT Wi-Fi extender
+/// arrives with the extender's MAC seconds after its own MAC last sent: the
+/// same address, a new MAC, the old one gone. Judged on the frame, that MAC
+/// (and with it everyone behind the extender) was contained for an hour.
+/// The router now asks the LAN who has the address (ARP, IPv6 neighbour
+/// solicitation): only the new MAC answers, so the binding moves. An
+/// attacker forging the device's address afterwards is still contained
+/// within a second, because the device answers for its address.
+#[test]
+fn a_device_roaming_to_another_mac_is_not_contained_and_a_forger_of_its_address_is() {
+    const ROAMED_MAC: &str = "02:00:00:00:0e:0e";
+    const DEVICE6: &str = "2001:db8:1::10";
+    let Some(mut site) = Site::new() else { return };
+    must(&["ip", "-n", &site.rtr, "addr", "add", "2001:db8:1::1/64", "dev", "lan0", "nodad"]);
+    must(&["ip", "-n", &site.dev, "addr", "add", &format!("{DEVICE6}/64"), "dev", "eth0", "nodad"]);
+    site.start();
+    site.serve_wan();
+    let ping6 =
+        |site: &Site| site.exec(&site.dev, &["ping", "-6", "-c", "1", "-W", "1", "2001:db8:1::1"]).status.success();
+    assert!(wait_until(Duration::from_secs(10), || ping6(&site)), "the device cannot reach the router over IPv6");
+    assert!(
+        wait_until(Duration::from_secs(10), || site.metric("gatewarden_spoof_bindings{source=\"neighbour\"}") >= 2.0),
+        "the router never learned the device's IPv4 and IPv6 bindings: {}",
+        site.get("/metrics").1
+    );
+    assert!(site.curl_wan(&site.dev) && ping6(&site), "the device's own traffic, just before it roams");
+    // Past the kernel's ARP lock time, so the device's answer may update the router's neighbour entry.
+    std::thread::sleep(Duration::from_millis(1200));
+
+    // The roam: the device's frames now carry another MAC, its old one falls silent.
+    must(&["ip", "-n", &site.dev, "link", "set", "eth0", "address", ROAMED_MAC]);
+    assert!(
+        wait_until(Duration::from_secs(5), || site.curl_wan(&site.dev)),
+        "the roamed device lost its WAN access: contained {:?}\n{}",
+        site.contained(),
+        site.log()
+    );
+    assert!(wait_until(Duration::from_secs(5), || ping6(&site)), "the roamed device lost IPv6: {:?}", site.contained());
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        site.contained().is_empty(),
+        "the roamed device's MAC was contained: {:?}\n{}",
+        site.contained(),
+        site.log()
+    );
+    assert_eq!(site.metric("gatewarden_spoofed_frames_total"), 0.0, "{}", site.get("/metrics").1);
+    assert!(
+        site.metric("gatewarden_spoof_conflicts_total{outcome=\"handover\"}") >= 2.0,
+        "both addresses moved on the probe's answer: {}",
+        site.get("/metrics").1
+    );
+    assert!(site.spoofing_alerts().is_empty(), "a spoofing alert for a roam: {:?}", site.spoofing_alerts());
+
+    // The device is active; an attacker forges its address: the device answers the probe.
+    let t0 = Instant::now();
+    let mut scan = site.forge(DEVICE);
+    let contained = wait_until(Duration::from_secs(5), || site.contained().iter().any(|m| m == ATTACKER_MAC));
+    let after = t0.elapsed();
+    let _ = scan.wait();
+    assert!(
+        contained,
+        "the forger of the roamed device's address was not contained: {:?}\n{}",
+        site.elements(),
+        site.log()
+    );
+    eprintln!("forger contained {:.0} ms after its first frame", after.as_secs_f64() * 1000.0);
+    assert!(after < Duration::from_secs(1), "contained only after {after:?}");
+    assert!(
+        site.metric("gatewarden_spoof_conflicts_total{outcome=\"holder_answered\"}") >= 1.0,
+        "{}",
+        site.get("/metrics").1
+    );
+    assert_eq!(site.contained(), vec![ATTACKER_MAC.to_string()], "only the attacker is contained");
+    assert!(site.curl_wan(&site.dev), "the device lost its access to the forger: {}", site.log());
+}
+
 /// A downstream router on the LAN (a mesh node in router mode, a lab's own
 /// router) forwards its subnet's traffic with those hosts' addresses: the
 /// router's table routes 10.9.0.0/24 via 192.0.2.10, so those sources reach

@@ -225,6 +225,26 @@ impl RouterStage {
         self
     }
 
+    /// Address-conflict probes to send on the LAN now, and conflicts whose
+    /// wait is over judged (the capture loop calls it after every frame and
+    /// when idle; see enforce's spoof module).
+    pub fn neighbour_probes(&self, now_ns: u64) -> Vec<crate::enforce::spoof::NeighbourProbe> {
+        match &self.spoof {
+            Some(link) => {
+                link.tick(now_ns);
+                link.take_probes()
+            }
+            None => Vec::new(),
+        }
+    }
+
+    /// The capture can send its probes: see [`RouterStage::neighbour_probes`].
+    pub fn enable_probing(&self) {
+        if let Some(link) = &self.spoof {
+            link.enable_probing();
+        }
+    }
+
     /// The capture interface's own MAC: the router's own ARP/NDP requests
     /// are not a LAN device mapping the LAN.
     pub fn set_own_mac(&mut self, mac: Option<[u8; 6]>) {
@@ -304,6 +324,12 @@ impl RouterStage {
     fn observe_neighbour(&mut self, frame: &Frame<'_>) -> bool {
         match packet::neighbour(frame) {
             Some(n) => {
+                // An answer for an address (a reply, or a device announcing
+                // its own) settles a probed address conflict (enforce's spoof check).
+                let announces = n.op == packet::NeighbourOp::Reply || n.sender == n.target;
+                if let (Some(link), true) = (&self.spoof, announces) {
+                    link.saw_answer(n.src_mac, n.target);
+                }
                 self.lan_frames.inc();
                 self.lan.observe(&n);
                 true
@@ -534,9 +560,11 @@ pub fn spawn_capture(
             tracing::info!(%interface, "capturing");
             stage.set_own_mac(interface_mac(&interface));
             stage.set_capture_interface(&interface);
+            stage.enable_probing();
             let mut last_look = std::time::Instant::now();
             let mut since_look = 0u32;
             let mut lag = LagReport::default();
+            let mut next_probe_look_ns = 0u64;
             while !shutdown.is_triggered() {
                 let mut idle = false;
                 match source.poll_frame(std::time::Duration::from_millis(50)) {
@@ -554,8 +582,18 @@ pub fn spawn_capture(
                         break;
                     }
                 }
-                if let Some(b) = stage.tick(gatewarden_core::clock::unix_now_ns()) {
+                let now = gatewarden_core::clock::unix_now_ns();
+                if let Some(b) = stage.tick(now) {
                     publish_batch(&*bus, b, "tick");
+                }
+                // Address-conflict probes: sent and judged every 10 ms, not per frame (a lock each).
+                if now >= next_probe_look_ns {
+                    next_probe_look_ns = now + 10_000_000;
+                    for probe in stage.neighbour_probes(now) {
+                        if let Err(e) = source.send(&probe.frame()) {
+                            tracing::warn!(%interface, target = %probe.target, "cannot send an address-conflict probe ({e}); the conflict is judged unanswered");
+                        }
+                    }
                 }
                 publish_lan_probes(&mut stage, &*bus);
                 // Look at the ring every few hundred frames, every 50 ms of

@@ -316,6 +316,22 @@ impl AfPacketSource {
         Ok(src)
     }
 
+    /// Sends one whole Ethernet frame on the captured interface (the
+    /// router's ARP and neighbour-solicitation probes, whose answers come
+    /// back through this ring).
+    pub fn send(&self, frame: &[u8]) -> io::Result<()> {
+        // SAFETY: `fd` is this open socket, bound to the interface; `frame` is
+        // a valid slice for the call and its exact length is passed.
+        let rc = unsafe { libc::send(self.fd, frame.as_ptr().cast(), frame.len(), 0) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if rc as usize != frame.len() {
+            return Err(io::Error::new(io::ErrorKind::WriteZero, format!("sent {rc} of {} bytes", frame.len())));
+        }
+        Ok(())
+    }
+
     /// A flag that, once set, makes `next_frame` return `Ok(None)` within 100 ms.
     pub fn stop_handle(&self) -> Arc<AtomicBool> {
         self.stop.clone()

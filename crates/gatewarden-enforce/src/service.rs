@@ -43,10 +43,7 @@ pub struct SpoofLink {
 impl SpoofLink {
     /// Checks one parsed LAN frame from `mac`; a spoofed one is reported to the enforcement thread.
     pub fn check(&self, mac: super::spoof::Mac, p: &super::spoof::SourceFrame) {
-        let report = self.guard.lock().unwrap_or_else(|e| e.into_inner()).check(mac, p);
-        if let Some(r) = report {
-            let _ = self.tx.send(Command::Spoofed(r));
-        }
+        self.check_verified(mac, p, false);
     }
 
     /// [`SpoofLink::check`], and with `classify` (the capture is overloaded)
@@ -58,11 +55,41 @@ impl SpoofLink {
         let report = guard.check(mac, p);
         let verified = classify
             && matches!(guard.classify(&p.src, p.ts_ns), super::spoof::SourceClass::LanVerified(m) if m == mac);
+        let judged = if guard.probing_now() { guard.judge_probes(p.ts_ns) } else { Vec::new() };
         drop(guard);
-        if let Some(r) = report {
+        for r in report.into_iter().chain(judged) {
             let _ = self.tx.send(Command::Spoofed(r));
         }
         verified
+    }
+
+    /// The capture thread can send on the LAN: conflicts are probed before
+    /// they are judged (see `spoof`'s module doc).
+    pub fn enable_probing(&self) {
+        self.guard.lock().unwrap_or_else(|e| e.into_inner()).enable_probing();
+    }
+
+    /// Probes to send now (the capture thread sends them on its interface).
+    pub fn take_probes(&self) -> Vec<super::spoof::NeighbourProbe> {
+        self.guard.lock().unwrap_or_else(|e| e.into_inner()).take_probes()
+    }
+
+    /// An ARP reply, neighbour advertisement or announcement from `mac` for `addr`.
+    pub fn saw_answer(&self, mac: super::spoof::Mac, addr: std::net::IpAddr) {
+        self.guard.lock().unwrap_or_else(|e| e.into_inner()).saw_answer(mac, addr);
+    }
+
+    /// Judges probes whose wait is over at `now_ns` (called when the capture is idle, too).
+    pub fn tick(&self, now_ns: u64) {
+        let mut guard = self.guard.lock().unwrap_or_else(|e| e.into_inner());
+        if !guard.probing_now() {
+            return;
+        }
+        let judged = guard.judge_probes(now_ns);
+        drop(guard);
+        for r in judged {
+            let _ = self.tx.send(Command::Spoofed(r));
+        }
     }
 }
 

@@ -30,6 +30,22 @@
 //! an idle plug's address does not get the plug blocked. The plug's next
 //! frame makes it active again, and the other MAC's next frame is forged.
 //!
+//! A MAC sending with an address an active device holds is either forging
+//! it or the same device seen through another MAC: a phone roaming from
+//! the main access point to a MAC-NAT extender arrives with the extender's
+//! MAC (and everyone behind the extender would be cut off with it), one
+//! roaming back arrives with its own. So a conflict is not judged on the
+//! frame alone: when the capture can send ([`SpoofGuard::enable_probing`]),
+//! the router asks the LAN who has the address now (an ARP request, an IPv6
+//! neighbour solicitation, [`NeighbourProbe`]) and watches the answers for
+//! [`PROBE_WAIT_NS`]. The holder answering or still sending with it proves
+//! the newcomer forges it (contained at once); only the newcomer answering
+//! is a handover (the binding moves, nobody is contained); nobody answering
+//! is a forgery too, since a real user of an address answers for it. While
+//! the probe runs the address vouches for nobody. A MAC already proven to
+//! forge, a second newcomer, and conflicts beyond [`MAX_PROBES`] at once are
+//! judged on the frame, as without probing.
+//!
 //! Everything is bounded: bindings, MACs tracked as spoofers, addresses
 //! listed per MAC and forged addresses remembered; a cap that is hit evicts
 //! the oldest entry and counts it. The per-frame cost is one hash lookup
@@ -49,6 +65,115 @@ pub const ACTIVE_WINDOW_NS: u64 = 60_000_000_000;
 /// A MAC that keeps forging is reported again this often, so its
 /// containment is refreshed while it goes on.
 pub const REPORT_REFRESH_NS: u64 = 60_000_000_000;
+/// How long a conflict's probe waits for answers before it is judged: a
+/// LAN device answers ARP in milliseconds, and the containment of a forger
+/// nobody answers for must still come within a second.
+pub const PROBE_WAIT_NS: u64 = 400_000_000;
+/// Most conflicts probed at once. A flood forging many active devices'
+/// addresses is judged frame by frame beyond this, as without probing.
+pub const MAX_PROBES: usize = 64;
+
+/// A question the router puts to its LAN: who has `target` now? The
+/// capture thread sends it as a frame ([`NeighbourProbe::frame`]) on the
+/// interface it captures, where the answers come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NeighbourProbe {
+    /// The address in conflict.
+    pub target: IpAddr,
+    /// The router's LAN MAC (the frame's source, the one answers go to).
+    pub from_mac: Mac,
+    /// The router's LAN address of the target's family; `None` sends an
+    /// RFC 5227 probe (`0.0.0.0`) or a DAD-style solicitation (`::`).
+    pub from_ip: Option<IpAddr>,
+}
+
+impl NeighbourProbe {
+    /// The Ethernet frame: a broadcast ARP request, or a neighbour
+    /// solicitation to the target's solicited-node group, so every MAC that
+    /// claims the address hears it.
+    pub fn frame(&self) -> Vec<u8> {
+        let mut f = Vec::with_capacity(86);
+        match self.target {
+            IpAddr::V4(t) => {
+                f.extend_from_slice(&[0xff; 6]);
+                f.extend_from_slice(&self.from_mac);
+                f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+                f.extend_from_slice(&self.from_mac);
+                let spa = match self.from_ip {
+                    Some(IpAddr::V4(a)) => a.octets(),
+                    _ => [0; 4],
+                };
+                f.extend_from_slice(&spa);
+                f.extend_from_slice(&[0; 6]);
+                f.extend_from_slice(&t.octets());
+                f.resize(60, 0);
+            }
+            IpAddr::V6(t) => {
+                let to = t.octets();
+                let group: [u8; 16] = [0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0xff, to[13], to[14], to[15]];
+                let src = match self.from_ip {
+                    Some(IpAddr::V6(a)) => a.octets(),
+                    _ => [0; 16],
+                };
+                // A solicitation from `::` carries no source link-layer option (RFC 4861 4.3).
+                let with_option = src != [0; 16];
+                let len: u16 = if with_option { 32 } else { 24 };
+                f.extend_from_slice(&[0x33, 0x33, 0xff, to[13], to[14], to[15]]);
+                f.extend_from_slice(&self.from_mac);
+                f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+                f.extend_from_slice(&len.to_be_bytes());
+                f.extend_from_slice(&[58, 255]);
+                f.extend_from_slice(&src);
+                f.extend_from_slice(&group);
+                let icmp_at = f.len();
+                f.extend_from_slice(&[135, 0, 0, 0, 0, 0, 0, 0]);
+                f.extend_from_slice(&to);
+                if with_option {
+                    f.extend_from_slice(&[1, 1]);
+                    f.extend_from_slice(&self.from_mac);
+                }
+                let sum = icmpv6_checksum(&src, &group, &f[icmp_at..]);
+                f[icmp_at + 2..icmp_at + 4].copy_from_slice(&sum.to_be_bytes());
+            }
+        }
+        f
+    }
+}
+
+/// The ICMPv6 checksum over the IPv6 pseudo-header and `body` (its checksum field zero).
+fn icmpv6_checksum(src: &[u8; 16], dst: &[u8; 16], body: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    let mut add = |bytes: &[u8]| {
+        for pair in bytes.chunks(2) {
+            sum += u32::from(u16::from_be_bytes([pair[0], *pair.get(1).unwrap_or(&0)]));
+        }
+    };
+    add(src);
+    add(dst);
+    add(&(body.len() as u32).to_be_bytes());
+    add(&[0, 0, 0, 58]);
+    add(body);
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// A conflict being probed: `claimant` sent with an address `holder` is using.
+#[derive(Debug, Clone, Copy)]
+struct Conflict {
+    claimant: Mac,
+    holder: Mac,
+    started_ns: u64,
+    claimant_answered: bool,
+    /// The holder answered for the address or sent with it again.
+    holder_answered: bool,
+    /// A third MAC answered for it.
+    other_answered: bool,
+}
+
+/// How a probed conflict ended (metric label order).
+const PROBE_LABELS: [&str; 4] = ["holder_answered", "unanswered", "handover", "not_probed"];
 
 pub use gatewarden_core::net::{mac_text, parse_mac};
 
@@ -272,6 +397,7 @@ struct Metrics {
     caps: [Counter; 4],
     flips: Counter,
     bindings: [Gauge; 3],
+    probes: [Counter; 4],
 }
 
 const CAP_LABELS: [&str; 4] = ["bindings", "spoofers", "forged_per_mac", "forged"];
@@ -292,6 +418,11 @@ pub struct SpoofGuard {
     spoofers: HashMap<Mac, Spoofer>,
     /// Forged address → (the MAC that forged it, when, capture ns).
     forged: HashMap<IpAddr, (Mac, u64)>,
+    /// Conflicts being probed, by address (at most [`MAX_PROBES`]).
+    conflicts: HashMap<IpAddr, Conflict>,
+    /// Probes for the capture thread to send.
+    probes_out: Vec<NeighbourProbe>,
+    probing: bool,
     generation: u64,
     metrics: Option<Metrics>,
 }
@@ -322,6 +453,14 @@ impl SpoofGuard {
             bindings: [Trust::FirstSeen, Trust::Neighbour, Trust::Lease].map(|t| {
                 r.gauge("gatewarden_spoof_bindings", "IP to MAC bindings known, by source.", &[("source", t.as_str())])
             }),
+            probes: PROBE_LABELS.map(|l| {
+                r.counter(
+                    "gatewarden_spoof_conflicts_total",
+                    "Frames from another MAC with an active device's address, by how the conflict was judged \
+                     (holder_answered and unanswered: forged; handover: the address moved; not_probed: judged on the frame).",
+                    &[("outcome", l)],
+                )
+            }),
         });
         SpoofGuard {
             limits,
@@ -333,9 +472,101 @@ impl SpoofGuard {
             bindings: HashMap::new(),
             spoofers: HashMap::new(),
             forged: HashMap::new(),
+            conflicts: HashMap::new(),
+            probes_out: Vec::new(),
+            probing: false,
             generation: 0,
             metrics,
         }
+    }
+
+    /// The capture can send on the LAN: conflicts are probed before they
+    /// are judged (module doc). Without it a conflict is judged on the frame.
+    pub fn enable_probing(&mut self) {
+        self.probing = true;
+    }
+
+    /// Probes to send now; the capture thread takes them after each frame.
+    pub fn take_probes(&mut self) -> Vec<NeighbourProbe> {
+        std::mem::take(&mut self.probes_out)
+    }
+
+    /// Whether conflicts are being probed (so [`SpoofGuard::judge_probes`] has work).
+    pub fn probing_now(&self) -> bool {
+        !self.conflicts.is_empty()
+    }
+
+    /// An ARP reply, neighbour advertisement or gratuitous announcement
+    /// from `mac` for `addr`: an answer if a probe asked about `addr`.
+    pub fn saw_answer(&mut self, mac: Mac, addr: IpAddr) {
+        if let Some(c) = self.conflicts.get_mut(&addr) {
+            if mac == c.claimant {
+                c.claimant_answered = true;
+            } else if mac == c.holder {
+                c.holder_answered = true;
+            } else if !self.own_macs.contains(&mac) {
+                c.other_answered = true;
+            }
+        }
+    }
+
+    /// Judges the probed conflicts that are decided at `now`: a forgery is
+    /// reported (to contain its MAC), a handover moves the binding.
+    pub fn judge_probes(&mut self, now: u64) -> Vec<SpoofReport> {
+        let decided: Vec<(IpAddr, Conflict)> = self
+            .conflicts
+            .iter()
+            .filter(|(_, c)| c.holder_answered || c.other_answered || now.saturating_sub(c.started_ns) >= PROBE_WAIT_NS)
+            .map(|(ip, c)| (*ip, *c))
+            .collect();
+        let mut reports = Vec::new();
+        for (ip, c) in decided {
+            self.conflicts.remove(&ip);
+            let handover = c.claimant_answered && !c.holder_answered && !c.other_answered;
+            let outcome = if handover {
+                2
+            } else if c.holder_answered || c.other_answered {
+                0
+            } else {
+                1
+            };
+            self.count_conflict(outcome);
+            if handover {
+                tracing::info!(%ip, from = %mac_text(&c.holder), to = %mac_text(&c.claimant),
+                    "address moved to another MAC (it alone answered the router's probe): a roam or a handover, not a forgery");
+                if let Some(b) = self.bindings.get_mut(&ip) {
+                    *b = Binding { mac: c.claimant, last_seen_ns: now, disputed: false, rival_seen_ns: 0, ..*b };
+                }
+                continue;
+            }
+            let forgery = Forgery::OtherMac(c.holder);
+            if let Some(m) = &self.metrics {
+                m.spoofed[0].inc();
+            }
+            self.remember_forged(ip, c.claimant, now);
+            if let Some(r) = self.spoofer_report(c.claimant, ip, forgery, now) {
+                reports.push(r);
+            }
+        }
+        reports
+    }
+
+    fn count_conflict(&self, outcome: usize) {
+        if let Some(m) = &self.metrics {
+            m.probes[outcome].inc();
+        }
+    }
+
+    /// The probe for a conflict over `ip`, if the router can ask: its LAN MAC is known.
+    fn probe_for(&self, ip: IpAddr) -> Option<NeighbourProbe> {
+        if !self.probing || self.lan_mac == [0; 6] {
+            return None;
+        }
+        let from_ip = match ip {
+            IpAddr::V4(_) => self.own_addrs.iter().find(|a| a.is_ipv4() && self.in_lan(a)).copied(),
+            IpAddr::V6(_) => self.own_addrs.iter().find(|a| a.is_ipv6() && is_link_local(a)).copied(),
+        };
+        Some(NeighbourProbe { target: ip, from_mac: self.lan_mac, from_ip })
     }
 
     /// The router's own MACs: frames it sends are not checked.
@@ -441,6 +672,10 @@ impl SpoofGuard {
         if let Some(b) = self.bindings.get_mut(&ip) {
             if b.mac == mac {
                 b.last_seen_ns = now;
+                if let Some(c) = self.conflicts.get_mut(&ip) {
+                    // The holder still uses the address while the newcomer does: no roam.
+                    c.holder_answered = true;
+                }
                 return None;
             }
             // Only a holder that is talking accuses: a silent one's address may
@@ -450,14 +685,55 @@ impl SpoofGuard {
                 && now.saturating_sub(b.last_seen_ns) <= ACTIVE_WINDOW_NS;
             if !accuses {
                 b.rival_seen_ns = now;
+                return None;
             }
-            return accuses.then_some(Forgery::OtherMac(b.mac));
+            let holder = b.mac;
+            return self.conflict(mac, holder, ip, now);
         }
         if !self.in_lan(&ip) && self.lan_known_for(&ip) {
             return None;
         }
         self.make_room_for_binding();
         self.bindings.insert(ip, Binding::new(mac, Trust::FirstSeen, now, 0));
+        None
+    }
+
+    /// `mac` sent with `ip`, which the active `holder` uses: a roam or a
+    /// forgery. Asks the LAN before judging when it can (module doc);
+    /// otherwise, or for a MAC already proven to forge, it is forged now.
+    fn conflict(&mut self, mac: Mac, holder: Mac, ip: IpAddr, now: u64) -> Option<Forgery> {
+        let probe = match self.conflicts.get(&ip) {
+            Some(c) if c.claimant == mac => None,
+            None if !self.spoofers.contains_key(&mac) && self.conflicts.len() < MAX_PROBES => self.probe_for(ip),
+            _ => {
+                if self.probing {
+                    self.count_conflict(3);
+                }
+                return Some(Forgery::OtherMac(holder));
+            }
+        };
+        match probe {
+            Some(p) => {
+                self.conflicts.insert(
+                    ip,
+                    Conflict {
+                        claimant: mac,
+                        holder,
+                        started_ns: now,
+                        claimant_answered: false,
+                        holder_answered: false,
+                        other_answered: false,
+                    },
+                );
+                self.probes_out.push(p);
+            }
+            None if self.conflicts.contains_key(&ip) => {}
+            None => return Some(Forgery::OtherMac(holder)),
+        }
+        // Being probed: the address vouches for nobody meanwhile.
+        if let Some(b) = self.bindings.get_mut(&ip) {
+            b.rival_seen_ns = now;
+        }
         None
     }
 
@@ -770,6 +1046,146 @@ mod tests {
             SourceClass::LanVerified(ATK),
             "a silent device's entry follows the new MAC"
         );
+    }
+
+    fn probing_guard() -> SpoofGuard {
+        let mut g = guard();
+        g.set_own_addrs(vec!["192.0.2.1".parse().unwrap(), "fe80::1".parse().unwrap()], Some([2, 0, 0, 0, 0, 1]));
+        g.enable_probing();
+        g
+    }
+
+    /// A phone roaming from the main access point to a MAC-NAT extender
+    /// arrives with the extender's MAC while its own MAC was active seconds
+    /// ago. Judged on the frame, the extender (and everyone behind it) was
+    /// contained; the router now asks who has the address, and only the
+    /// extender answers.
+    #[test]
+    fn a_conflict_is_probed_and_only_the_newcomer_answering_is_a_handover() {
+        let ext: Mac = [2, 0, 0, 0, 0x0e, 0x0e];
+        for (phone, net) in [("192.0.2.10", "v4"), ("2001:db8:1::10", "v6")] {
+            let ip: IpAddr = phone.parse().unwrap();
+            let mut g = probing_guard();
+            g.refresh(&[(ip, DEV)], &[], S);
+            assert_eq!(g.check(DEV, &pkt(phone, S)), None);
+            // The extender's first frame with the phone's address: no accusation, a probe.
+            assert_eq!(g.check(ext, &pkt(phone, 2 * S)), None, "{net}: judged before asking");
+            let probes = g.take_probes();
+            assert_eq!(probes.len(), 1, "{net}");
+            assert_eq!(probes[0].target, ip);
+            assert_eq!(probes[0].from_mac, [2, 0, 0, 0, 0, 1]);
+            assert_eq!(g.classify(&ip, 2 * S), SourceClass::LanUnverified, "{net}: vouches for nobody while probed");
+            // More frames while the probe runs: no second probe, no accusation.
+            assert_eq!(g.check(ext, &pkt(phone, 2 * S + 1000)), None);
+            assert!(g.take_probes().is_empty());
+            g.saw_answer(ext, ip);
+            assert!(g.judge_probes(2 * S + 1000).is_empty(), "{net}: judged before its wait");
+            assert!(g.judge_probes(2 * S + PROBE_WAIT_NS).is_empty(), "{net}: a handover contains nobody");
+            assert_eq!(g.classify(&ip, 3 * S), SourceClass::LanVerified(ext), "{net}: the binding moved");
+            assert_eq!(g.check(ext, &pkt(phone, 3 * S)), None);
+            // The phone's own MAC again (it roamed back) is the newcomer now, and is probed in turn.
+            assert_eq!(g.check(DEV, &pkt(phone, 4 * S)), None);
+            assert_eq!(g.take_probes().len(), 1);
+        }
+    }
+
+    #[test]
+    fn a_conflict_the_holder_answers_or_nobody_answers_is_a_forgery() {
+        let dev: IpAddr = "192.0.2.10".parse().unwrap();
+        let setup = || {
+            let mut g = probing_guard();
+            g.refresh(&[(dev, DEV)], &[], S);
+            assert_eq!(g.check(DEV, &pkt("192.0.2.10", S)), None);
+            assert_eq!(g.check(ATK, &pkt("192.0.2.10", 2 * S)), None);
+            assert_eq!(g.take_probes().len(), 1);
+            g
+        };
+        // The holder answers: forged at once, without waiting; the attacker's answer changes nothing.
+        let mut g = setup();
+        g.saw_answer(ATK, dev);
+        g.saw_answer(DEV, dev);
+        let r = g.judge_probes(2 * S + 1000);
+        assert_eq!(r.len(), 1);
+        assert_eq!((r[0].mac, r[0].forgery), (ATK, Forgery::OtherMac(DEV)));
+        assert_eq!(g.classify(&dev, 2 * S + 1000), SourceClass::Forged(ATK));
+        // Now a proven forger: its next conflict is judged on the frame.
+        g.refresh(&[(dev, DEV), ("192.0.2.11".parse().unwrap(), DEV)], &[], 3 * S);
+        assert_eq!(g.check(DEV, &pkt("192.0.2.11", 3 * S)), None);
+        assert!(g.check(ATK, &pkt("192.0.2.11", 3 * S)).is_some(), "a proven forger is not probed again");
+        // The holder keeps sending with its address while the attacker does: forged.
+        let mut g = setup();
+        assert_eq!(g.check(DEV, &pkt("192.0.2.10", 2 * S + 10)), None);
+        assert_eq!(g.judge_probes(2 * S + 20).len(), 1);
+        // Nobody answers (a forger does not answer for the address it forges): forged after the wait.
+        let mut g = setup();
+        assert!(g.judge_probes(2 * S + PROBE_WAIT_NS - 1).is_empty());
+        let r = g.judge_probes(2 * S + PROBE_WAIT_NS);
+        assert_eq!(r.len(), 1, "unanswered");
+        assert_eq!(g.classify(&dev, 3 * S), SourceClass::Forged(ATK));
+        // Without a probe to send (the capture cannot send), a conflict is judged on the frame, as before.
+        let mut g = guard();
+        g.refresh(&[(dev, DEV)], &[], S);
+        assert_eq!(g.check(DEV, &pkt("192.0.2.10", S)), None);
+        assert!(g.check(ATK, &pkt("192.0.2.10", 2 * S)).is_some());
+    }
+
+    #[test]
+    fn at_most_max_probes_conflicts_are_probed_at_once() {
+        let mut g = probing_guard();
+        g.set_lan_prefixes(vec!["10.0.0.0/8".parse().unwrap()]);
+        let n = MAX_PROBES as u32 + 10;
+        let ips: Vec<IpAddr> = (0..n).map(|i| IpAddr::from((0x0a00_0100 + i).to_be_bytes())).collect();
+        let bound: Vec<(IpAddr, Mac)> = ips.iter().map(|ip| (*ip, DEV)).collect();
+        g.refresh(&bound, &[], S);
+        let mut forged_now = 0;
+        for (i, ip) in ips.iter().enumerate() {
+            let mut p = pkt("10.0.0.1", S);
+            p.src = *ip;
+            assert_eq!(g.check(DEV, &p), None);
+            p.ts_ns = 2 * S;
+            // A different attacker MAC each, so none is a proven forger yet.
+            forged_now += g.check([2, 1, 0, 0, 0, i as u8], &p).is_some() as usize;
+        }
+        assert_eq!(g.take_probes().len(), MAX_PROBES);
+        assert_eq!(forged_now, n as usize - MAX_PROBES, "beyond the cap, judged on the frame");
+        assert_eq!(g.judge_probes(2 * S + PROBE_WAIT_NS).len(), MAX_PROBES);
+        assert!(!g.probing_now());
+    }
+
+    #[test]
+    fn probe_frames_are_an_arp_request_and_a_checksummed_neighbour_solicitation() {
+        let me: Mac = [2, 0, 0, 0, 0, 1];
+        let arp = NeighbourProbe {
+            target: "192.0.2.10".parse().unwrap(),
+            from_mac: me,
+            from_ip: Some("192.0.2.1".parse().unwrap()),
+        }
+        .frame();
+        assert_eq!(arp.len(), 60);
+        assert_eq!(&arp[0..6], &[0xff; 6]);
+        assert_eq!(&arp[6..12], &me);
+        assert_eq!(&arp[12..22], &[0x08, 0x06, 0, 1, 0x08, 0, 6, 4, 0, 1], "ethertype and an ARP request header");
+        assert_eq!(&arp[22..28], &me);
+        assert_eq!(&arp[28..32], &[192, 0, 2, 1]);
+        assert_eq!(&arp[38..42], &[192, 0, 2, 10]);
+        let probe = NeighbourProbe { target: "192.0.2.10".parse().unwrap(), from_mac: me, from_ip: None }.frame();
+        assert_eq!(&probe[28..32], &[0; 4], "RFC 5227 probe without a LAN address");
+        for from in ["fe80::1", "::"] {
+            let from_ip: Option<IpAddr> = (from != "::").then(|| from.parse().unwrap());
+            let ns = NeighbourProbe { target: "2001:db8:1::1:2:3".parse().unwrap(), from_mac: me, from_ip }.frame();
+            assert_eq!(&ns[0..6], &[0x33, 0x33, 0xff, 0x02, 0x00, 0x03], "{from}: solicited-node group MAC");
+            assert_eq!(&ns[12..14], &[0x86, 0xdd]);
+            let payload = u16::from_be_bytes([ns[18], ns[19]]) as usize;
+            assert_eq!(ns.len(), 54 + payload, "{from}");
+            assert_eq!((ns[20], ns[21]), (58, 255), "ICMPv6, hop limit 255");
+            assert_eq!(&ns[38..54], &"ff02::1:ff02:3".parse::<std::net::Ipv6Addr>().unwrap().octets());
+            assert_eq!(ns[54], 135);
+            assert_eq!(&ns[62..78], &"2001:db8:1::1:2:3".parse::<std::net::Ipv6Addr>().unwrap().octets());
+            let src: [u8; 16] = ns[22..38].try_into().unwrap();
+            let dst: [u8; 16] = ns[38..54].try_into().unwrap();
+            assert_eq!(icmpv6_checksum(&src, &dst, &ns[54..]), 0, "{from}: the checksum verifies");
+            assert_eq!(payload, if from == "::" { 24 } else { 32 }, "a source link-layer option only with a source");
+        }
     }
 
     /// A smart plug reports every few minutes; between reports the attacker
