@@ -41,7 +41,10 @@
 //! [`PROBE_WAIT_NS`]. The holder answering or still sending with it proves
 //! the newcomer forges it (contained at once); only the newcomer answering
 //! is a handover (the binding moves, nobody is contained); nobody answering
-//! is a forgery too, since a real user of an address answers for it. While
+//! is a forgery too, since a real user of an address answers for it. A
+//! third MAC answering proves nothing (anyone can send an ARP reply, and an
+//! attacker answering from a third MAC must not get a roaming device
+//! contained): nobody is contained and the address needs proof for a block. While
 //! the probe runs the address vouches for nobody. A MAC already proven to
 //! forge, a second newcomer, and conflicts beyond [`MAX_PROBES`] at once are
 //! judged on the frame, as without probing.
@@ -173,7 +176,7 @@ struct Conflict {
 }
 
 /// How a probed conflict ended (metric label order).
-const PROBE_LABELS: [&str; 4] = ["holder_answered", "unanswered", "handover", "not_probed"];
+const PROBE_LABELS: [&str; 5] = ["holder_answered", "unanswered", "handover", "not_probed", "inconclusive"];
 
 pub use gatewarden_core::net::{mac_text, parse_mac};
 
@@ -397,7 +400,7 @@ struct Metrics {
     caps: [Counter; 4],
     flips: Counter,
     bindings: [Gauge; 3],
-    probes: [Counter; 4],
+    probes: [Counter; 5],
 }
 
 const CAP_LABELS: [&str; 4] = ["bindings", "spoofers", "forged_per_mac", "forged"];
@@ -457,7 +460,8 @@ impl SpoofGuard {
                 r.counter(
                     "gatewarden_spoof_conflicts_total",
                     "Frames from another MAC with an active device's address, by how the conflict was judged \
-                     (holder_answered and unanswered: forged; handover: the address moved; not_probed: judged on the frame).",
+                     (holder_answered and unanswered: forged; handover: the address moved; not_probed: judged on the frame; \
+                     inconclusive: a third MAC answered, nobody contained).",
                     &[("outcome", l)],
                 )
             }),
@@ -516,21 +520,31 @@ impl SpoofGuard {
         let decided: Vec<(IpAddr, Conflict)> = self
             .conflicts
             .iter()
-            .filter(|(_, c)| c.holder_answered || c.other_answered || now.saturating_sub(c.started_ns) >= PROBE_WAIT_NS)
+            .filter(|(_, c)| c.holder_answered || now.saturating_sub(c.started_ns) >= PROBE_WAIT_NS)
             .map(|(ip, c)| (*ip, *c))
             .collect();
         let mut reports = Vec::new();
         for (ip, c) in decided {
             self.conflicts.remove(&ip);
             let handover = c.claimant_answered && !c.holder_answered && !c.other_answered;
-            let outcome = if handover {
-                2
-            } else if c.holder_answered || c.other_answered {
+            let outcome = if c.holder_answered {
                 0
+            } else if handover {
+                2
+            } else if c.other_answered {
+                // A third MAC answered (anyone can send an ARP reply): no proof
+                // either way, so nobody is contained and the address vouches
+                // for nobody (its rival mark stays) until the LAN settles.
+                4
             } else {
                 1
             };
             self.count_conflict(outcome);
+            if outcome == 4 {
+                tracing::warn!(%ip, holder = %mac_text(&c.holder), newcomer = %mac_text(&c.claimant),
+                    "a third MAC answered the router's probe for an address two MACs used: nobody contained, the address needs proof for a block");
+                continue;
+            }
             if handover {
                 tracing::info!(%ip, from = %mac_text(&c.holder), to = %mac_text(&c.claimant),
                     "address moved to another MAC (it alone answered the router's probe): a roam or a handover, not a forgery");
@@ -1122,6 +1136,13 @@ mod tests {
         let r = g.judge_probes(2 * S + PROBE_WAIT_NS);
         assert_eq!(r.len(), 1, "unanswered");
         assert_eq!(g.classify(&dev, 3 * S), SourceClass::Forged(ATK));
+        // A third MAC answering proves nothing: nobody contained, no handover, the address unverified.
+        let mut g = setup();
+        g.saw_answer(ATK, dev);
+        g.saw_answer([2, 0, 0, 0, 0x0b, 0x0b], dev);
+        assert!(g.judge_probes(2 * S + PROBE_WAIT_NS).is_empty(), "an attacker's third-MAC answer contains nobody");
+        assert_eq!(g.classify(&dev, 3 * S), SourceClass::LanUnverified);
+        assert_eq!(g.bindings[&dev].mac, DEV, "and moves nothing");
         // Without a probe to send (the capture cannot send), a conflict is judged on the frame, as before.
         let mut g = guard();
         g.refresh(&[(dev, DEV)], &[], S);
