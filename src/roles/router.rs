@@ -565,6 +565,7 @@ pub fn spawn_capture(
             let mut since_look = 0u32;
             let mut lag = LagReport::default();
             let mut next_probe_look_ns = 0u64;
+            let mut probe_failed = false;
             while !shutdown.is_triggered() {
                 let mut idle = false;
                 match source.poll_frame(std::time::Duration::from_millis(50)) {
@@ -591,7 +592,10 @@ pub fn spawn_capture(
                     next_probe_look_ns = now + 10_000_000;
                     for probe in stage.neighbour_probes(now) {
                         if let Err(e) = source.send(&probe.frame()) {
-                            tracing::warn!(%interface, target = %probe.target, "cannot send an address-conflict probe ({e}); the conflict is judged unanswered");
+                            if !probe_failed {
+                                tracing::warn!(%interface, target = %probe.target, "cannot send an address-conflict probe ({e}); such conflicts are judged unanswered (forged), as without probing");
+                            }
+                            probe_failed = true;
                         }
                     }
                 }
