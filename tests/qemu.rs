@@ -663,9 +663,25 @@ fn three_node_cluster_detects_and_blocks_a_scan_over_mutual_tls() {
                         .join("\n")
                 })
                 .unwrap_or_else(|| "(router /metrics unreachable)".into());
+            // A containment's alert names the MAC, what it forged and why.
+            let contained = monitor
+                .get("/api/alerts")
+                .map(|(_, body)| {
+                    serde_json::from_str::<serde_json::Value>(&body)
+                        .ok()
+                        .and_then(|v| v.as_array().cloned().or_else(|| v["alerts"].as_array().cloned()))
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|a| a.to_string().contains("spoofing"))
+                        .map(|a| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                })
+                .unwrap_or_else(|| "(monitor /api/alerts unreachable)".into());
             panic!(
                 "{}: no answer from the monitor (192.0.2.3) on the LAN bridge within {:?}.\n\
-                 router spoof/containment metrics:\n{spoof}\n\n{} serial:\n{serial}\n\nmonitor serial:\n{}",
+                 router spoof/containment metrics:\n{spoof}\n\nspoofing alerts at the monitor (MAC, forged addresses):\n{contained}\n\n\
+                 {} serial:\n{serial}\n\nmonitor serial:\n{}",
                 vm.name,
                 t.elapsed(),
                 vm.name,
