@@ -336,7 +336,16 @@ impl Vm {
         };
         ask().unwrap_or_else(|e| panic!("{}: cannot reach the power-off hook: {e}", self.name));
         let start = Instant::now();
+        let mut asked = Instant::now();
         while start.elapsed() < POWEROFF_TIMEOUT {
+            // QEMU's user network accepts the host's connection before it
+            // reaches the guest, and once (CI, a loaded machine) it never
+            // did: the guest's listener saw nothing. Ask again every 8 s;
+            // the hook powers off on the first connection it sees.
+            if asked.elapsed() >= Duration::from_secs(8) {
+                let _ = ask();
+                asked = Instant::now();
+            }
             if let Ok(Some(status)) = self.child.try_wait() {
                 assert!(status.success(), "{}: QEMU exit status {status}", self.name);
                 let serial = self.serial();
