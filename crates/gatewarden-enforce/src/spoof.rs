@@ -175,8 +175,34 @@ struct Conflict {
     other_answered: bool,
 }
 
-/// How a probed conflict ended (metric label order).
-const PROBE_LABELS: [&str; 5] = ["holder_answered", "unanswered", "handover", "not_probed", "inconclusive"];
+impl Conflict {
+    /// What the answers say once the conflict is judged.
+    fn outcome(&self) -> ConflictOutcome {
+        if self.holder_answered {
+            ConflictOutcome::HolderAnswered
+        } else if self.other_answered {
+            // Anyone can send an ARP reply: no proof either way.
+            ConflictOutcome::Inconclusive
+        } else if self.claimant_answered {
+            ConflictOutcome::Handover
+        } else {
+            ConflictOutcome::Unanswered
+        }
+    }
+}
+
+/// How a conflict was judged; the order of [`CONFLICT_LABELS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConflictOutcome {
+    HolderAnswered,
+    Unanswered,
+    Handover,
+    NotProbed,
+    Inconclusive,
+}
+
+/// Metric labels of [`ConflictOutcome`], in its order.
+const CONFLICT_LABELS: [&str; 5] = ["holder_answered", "unanswered", "handover", "not_probed", "inconclusive"];
 
 pub use gatewarden_core::net::{mac_text, parse_mac};
 
@@ -456,7 +482,7 @@ impl SpoofGuard {
             bindings: [Trust::FirstSeen, Trust::Neighbour, Trust::Lease].map(|t| {
                 r.gauge("gatewarden_spoof_bindings", "IP to MAC bindings known, by source.", &[("source", t.as_str())])
             }),
-            probes: PROBE_LABELS.map(|l| {
+            probes: CONFLICT_LABELS.map(|l| {
                 r.counter(
                     "gatewarden_spoof_conflicts_total",
                     "Frames from another MAC with an active device's address, by how the conflict was judged \
@@ -526,48 +552,31 @@ impl SpoofGuard {
         let mut reports = Vec::new();
         for (ip, c) in decided {
             self.conflicts.remove(&ip);
-            let handover = c.claimant_answered && !c.holder_answered && !c.other_answered;
-            let outcome = if c.holder_answered {
-                0
-            } else if handover {
-                2
-            } else if c.other_answered {
-                // A third MAC answered (anyone can send an ARP reply): no proof
-                // either way, so nobody is contained and the address vouches
-                // for nobody (its rival mark stays) until the LAN settles.
-                4
-            } else {
-                1
-            };
+            let outcome = c.outcome();
             self.count_conflict(outcome);
-            if outcome == 4 {
-                tracing::warn!(%ip, holder = %mac_text(&c.holder), newcomer = %mac_text(&c.claimant),
-                    "a third MAC answered the router's probe for an address two MACs used: nobody contained, the address needs proof for a block");
-                continue;
-            }
-            if handover {
-                tracing::info!(%ip, from = %mac_text(&c.holder), to = %mac_text(&c.claimant),
-                    "address moved to another MAC (it alone answered the router's probe): a roam or a handover, not a forgery");
-                if let Some(b) = self.bindings.get_mut(&ip) {
-                    *b = Binding { mac: c.claimant, last_seen_ns: now, disputed: false, rival_seen_ns: 0, ..*b };
+            match outcome {
+                ConflictOutcome::Inconclusive => {
+                    // Nobody contained, and the address vouches for nobody
+                    // (its rival mark stays) until the LAN settles.
+                    tracing::warn!(%ip, holder = %mac_text(&c.holder), newcomer = %mac_text(&c.claimant),
+                        "a third MAC answered the router's probe for an address two MACs used: nobody contained, the address needs proof for a block");
                 }
-                continue;
-            }
-            let forgery = Forgery::OtherMac(c.holder);
-            if let Some(m) = &self.metrics {
-                m.spoofed[0].inc();
-            }
-            self.remember_forged(ip, c.claimant, now);
-            if let Some(r) = self.spoofer_report(c.claimant, ip, forgery, now) {
-                reports.push(r);
+                ConflictOutcome::Handover => {
+                    tracing::info!(%ip, from = %mac_text(&c.holder), to = %mac_text(&c.claimant),
+                        "address moved to another MAC (it alone answered the router's probe): a roam or a handover, not a forgery");
+                    if let Some(b) = self.bindings.get_mut(&ip) {
+                        *b = Binding { mac: c.claimant, last_seen_ns: now, disputed: false, rival_seen_ns: 0, ..*b };
+                    }
+                }
+                _ => reports.extend(self.forged_by(c.claimant, ip, Forgery::OtherMac(c.holder), now)),
             }
         }
         reports
     }
 
-    fn count_conflict(&self, outcome: usize) {
+    fn count_conflict(&self, outcome: ConflictOutcome) {
         if let Some(m) = &self.metrics {
-            m.probes[outcome].inc();
+            m.probes[outcome as usize].inc();
         }
     }
 
@@ -672,12 +681,18 @@ impl SpoofGuard {
             None if self.own_addrs.binary_search(&p.src).is_ok() => Some(Forgery::OtherMac(self.lan_mac)),
             None => self.observe_binding(mac, p.src, now),
         };
-        let forgery = forgery?;
+        self.forged_by(mac, p.src, forgery?, now)
+    }
+
+    /// `mac` forged `ip`: counted, remembered (the verdict gate never blocks
+    /// it), and reported when [`SpoofGuard::spoofer_report`] says so. A frame
+    /// judged at once and a probed conflict judged later both end here.
+    fn forged_by(&mut self, mac: Mac, ip: IpAddr, forgery: Forgery, now: u64) -> Option<SpoofReport> {
         if let Some(m) = &self.metrics {
             m.spoofed[Forgery::LABELS.iter().position(|l| *l == forgery.as_str()).unwrap_or(0)].inc();
         }
-        self.remember_forged(p.src, mac, now);
-        self.spoofer_report(mac, p.src, forgery, now)
+        self.remember_forged(ip, mac, now);
+        self.spoofer_report(mac, ip, forgery, now)
     }
 
     /// The binding side of [`SpoofGuard::check`]: learns first sightings,
@@ -721,7 +736,7 @@ impl SpoofGuard {
             None if !self.spoofers.contains_key(&mac) && self.conflicts.len() < MAX_PROBES => self.probe_for(ip),
             _ => {
                 if self.probing {
-                    self.count_conflict(3);
+                    self.count_conflict(ConflictOutcome::NotProbed);
                 }
                 return Some(Forgery::OtherMac(holder));
             }
