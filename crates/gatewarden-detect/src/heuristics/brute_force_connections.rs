@@ -19,7 +19,7 @@ pub(super) fn check(cfg: &DetectorConfig, o: &Observed, attempts: &AttemptWindow
     let r = o.r;
     let span = attempts.span_s();
     let n = attempts.auth.get(&(r.dst, r.dport)).copied().unwrap_or(0);
-    if n < cfg.bruteforce_attempts {
+    if n < cfg.bruteforce_attempts || o.reported_lately(AttackKind::BruteForce) {
         return None;
     }
     Some(Detection {

@@ -74,12 +74,24 @@ pub(super) struct Observed<'a> {
     pub(super) aborted: bool,
     /// SYNs this snapshot adds (an aborted handshake counts one, once).
     pub(super) syn_delta: u32,
+    /// When the source's findings were last reported, by kind (none for a
+    /// newcomer without state): see [`Observed::reported_lately`].
+    pub(super) reported: Option<&'a HashMap<AttackKind, u64>>,
 }
 
 impl Observed<'_> {
     /// A new TCP or UDP flow: a connection attempt for the attempt window.
     pub(super) fn new_attempt(&self) -> bool {
         self.is_new && matches!(self.r.proto, Proto::Tcp | Proto::Udp)
+    }
+
+    /// Whether a finding of `kind` completed by this record would be dropped
+    /// by [`first_in_window`] (one was reported in this window): a detector
+    /// whose check changes nothing returns early instead of writing a reason
+    /// nobody reads (an ongoing scan completes its finding on every probe).
+    pub(super) fn reported_lately(&self, kind: AttackKind) -> bool {
+        let last = self.reported.and_then(|m| m.get(&kind)).copied().unwrap_or(0);
+        last != 0 && self.r.last_ns < last + self.window_ns
     }
 }
 

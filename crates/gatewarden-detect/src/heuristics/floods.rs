@@ -85,7 +85,7 @@ pub(super) fn observe(
     // are a scan (reported there), not a flood.
     let scanning = kind == AttackKind::SynFlood
         && attempts.ports_by_dst.get(&(r.dst, Proto::Tcp)).map_or(0, |m| m.len()) >= cfg.scan_distinct_ports as usize;
-    if pps < threshold as f64 || scanning {
+    if pps < threshold as f64 || scanning || o.reported_lately(kind) {
         return None;
     }
     let port = if kind == AttackKind::IcmpFlood { 0 } else { r.dport };

@@ -53,7 +53,7 @@ pub(super) fn check(
     failed: usize,
     peers: &Peers,
 ) -> Option<Detection> {
-    if !o.new_attempt() {
+    if !o.new_attempt() || o.reported_lately(AttackKind::HostSweep) {
         return None;
     }
     let r = o.r;

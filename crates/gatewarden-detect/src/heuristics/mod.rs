@@ -281,6 +281,7 @@ impl Heuristics {
             half_open,
             aborted,
             syn_delta: if aborted { 1 } else { r.fwd_packets },
+            reported: None,
         };
         self.victims.observe(&self.cfg, &o).into_iter().collect()
     }
@@ -328,7 +329,18 @@ impl Heuristics {
         // counted while the flow was unanswered.
         let syn_delta = if aborted { u32::from(!was_failed) } else { delta };
         s.attempts.trim(now, window_ns);
-        let o = Observed { r, now, window_ns, is_new, delta, delta_bytes, half_open, aborted, syn_delta };
+        let o = Observed {
+            r,
+            now,
+            window_ns,
+            is_new,
+            delta,
+            delta_bytes,
+            half_open,
+            aborted,
+            syn_delta,
+            reported: Some(&s.reported),
+        };
 
         // Each detector in turn; the order is the order of the findings.
         let mut out = Vec::new();
@@ -342,13 +354,15 @@ impl Heuristics {
         out.extend(slow.slowloris);
         out.extend(floods::observe(cfg, &o, &mut s.rates, &s.attempts));
         out.extend(slow.unanswered);
+        // Distributed SYN flood: many sources, one victim (its own once-per-window
+        // rule); reported after this source's findings.
+        let distributed = self.victims.observe(cfg, &o);
         // Hysteresis: one finding per (source, kind) per window.
         out.retain(|d| first_in_window(&mut s.reported, d, window_ns));
         if slow.many_waiting {
             self.many_waiting.insert(r.src);
         }
-        // Distributed SYN flood: many sources, one victim (its own once-per-window rule).
-        out.extend(self.victims.observe(cfg, &o));
+        out.extend(distributed);
         out
     }
 }
@@ -378,6 +392,42 @@ mod tests {
             let port = [80, 443, 53, 1883][i as usize % 4];
             let proto = if port == 53 { Proto::Udp } else { Proto::Tcp };
             assert!(h.observe(&rec(i, "192.0.2.20", "198.51.100.1", port, proto, i as f64, 5, 5, "SF")).is_empty());
+        }
+    }
+
+    /// An attack that goes on is reported once per window and again in the
+    /// next (detectors skip writing findings that the window would drop).
+    #[test]
+    fn an_ongoing_flood_and_scan_are_reported_once_a_window_and_again_after_it() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let window_ns = h.window_ns;
+        let mut found = Vec::new();
+        // 25 s: a SYN flood at 1000/s to one port, and a scan of a new port every 10 ms.
+        for i in 0..25_000u64 {
+            let t = i as f64 * 0.001;
+            found.extend(h.observe(&rec(i, "203.0.113.5", "192.0.2.10", 80, Proto::Tcp, t, 1, 0, "S0")));
+            if i % 10 == 0 {
+                let port = 1000 + (i / 10) as u16;
+                found.extend(h.observe(&rec(
+                    1 << 40 | i,
+                    "203.0.113.6",
+                    "192.0.2.11",
+                    port,
+                    Proto::Tcp,
+                    t,
+                    1,
+                    0,
+                    "S0",
+                )));
+            }
+        }
+        for kind in [AttackKind::SynFlood, AttackKind::PortScan] {
+            let times: Vec<u64> = found.iter().filter(|d| d.kind == kind).map(|d| d.ts_ns).collect();
+            assert_eq!(times.len(), 3, "{kind:?} at {times:?}");
+            assert!(
+                times.windows(2).all(|w| w[1] >= w[0] + window_ns && w[1] < w[0] + window_ns + 50_000_000),
+                "{kind:?} at {times:?}"
+            );
         }
     }
 

@@ -24,6 +24,9 @@ pub(super) fn check(cfg: &DetectorConfig, o: &Observed, attempts: &AttemptWindow
     if ports < cfg.scan_distinct_ports as usize && !udp_scan {
         return None;
     }
+    if o.reported_lately(AttackKind::PortScan) {
+        return None;
+    }
     let limit = if udp_scan { cfg.udp_scan_distinct_ports } else { cfg.scan_distinct_ports };
     Some(Detection {
         target: Some(r.dst),

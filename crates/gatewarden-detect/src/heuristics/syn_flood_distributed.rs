@@ -26,7 +26,17 @@ struct DestState {
     /// Source → (last seen, SYN packets), bounded at 4096 entries.
     sources: HashMap<IpAddr, (u64, u64)>,
     reported_ns: u64,
+    /// When the sources were last counted for a due destination that was
+    /// not reported (one source dominated): re-counted at most every
+    /// [`RECOUNT_NS`], not on every SYN record.
+    counted_ns: u64,
 }
+
+/// A due destination dominated by one source is counted again after this
+/// long (capture time): a lone flooder sends thousands of records a second,
+/// and counting its victim's sources on each costs a pass over up to 4096.
+/// A distributed flood starting beside it is reported at most this late.
+const RECOUNT_NS: u64 = 100_000_000;
 
 /// One batch's SYNs towards a destination: from a flow snapshot (with its
 /// source) or from the router's count of shed frames (without).
@@ -95,7 +105,9 @@ impl Victims {
         }
         let cutoff = d.last_ns.saturating_sub(window_ns);
         let pps = d.syn.rate(d.last_ns, window_ns);
-        let due = pps >= cfg.syn_flood_pps as f64 && (d.reported_ns == 0 || s.last_ns >= d.reported_ns + window_ns);
+        let due = pps >= cfg.syn_flood_pps as f64
+            && (d.reported_ns == 0 || s.last_ns >= d.reported_ns + window_ns)
+            && (d.counted_ns == 0 || s.last_ns >= d.counted_ns + RECOUNT_NS);
         if due && d.sources.len() >= 4096 {
             d.sources.retain(|_, (t, _)| *t >= cutoff);
         }
@@ -104,13 +116,21 @@ impl Victims {
         // SYN came from an address never seen before: one source each.
         let shed = d.shed.total;
         let (n_sources, top_share) = if due {
-            let live: Vec<u64> = d.sources.values().filter(|(t, _)| *t >= cutoff).map(|(_, n)| *n).collect();
-            let total: u64 = live.iter().sum::<u64>() + shed;
-            let top = live.iter().copied().max().unwrap_or(0).max(u64::from(shed > 0));
-            (live.len() as u64 + shed, top as f64 / total.max(1) as f64)
+            // One pass, no allocation: this runs on every SYN record while a
+            // lone flooder keeps the destination due (it is never reported here).
+            let (mut live, mut total, mut top) = (0u64, shed, u64::from(shed > 0));
+            for (_, n) in d.sources.values().filter(|(t, _)| *t >= cutoff) {
+                live += 1;
+                total += n;
+                top = top.max(*n);
+            }
+            (live + shed, top as f64 / total.max(1) as f64)
         } else {
             (0, 1.0)
         };
+        if due {
+            d.counted_ns = s.last_ns.max(1);
+        }
         if !(due && n_sources > 16 && top_share < 0.5) {
             return None;
         }
@@ -190,6 +210,49 @@ mod tests {
         assert_eq!(h.sources.len(), 1);
         let slot = h.sources[&"198.51.100.7".parse().unwrap()];
         assert_eq!(h.slab[slot as usize].flows.len(), 2, "its newcomer-path record joined its state");
+    }
+
+    /// While one flooder dominates a victim, its sources are re-counted at
+    /// most every `RECOUNT_NS` rather than on each record; a distributed
+    /// flood joining it is still reported, and no later than that after it
+    /// outnumbers the flooder.
+    #[test]
+    fn a_distributed_flood_joining_a_lone_flooder_is_reported_within_the_recount_interval() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let (mut found, mut id) = (Vec::new(), 0u64);
+        let victim = "192.0.2.10";
+        // A second of a lone flooder at 2000 SYNs/s: never "distributed".
+        for i in 0..2000u64 {
+            id += 1;
+            found.extend(h.observe(&rec(id, "198.51.100.9", victim, 80, Proto::Tcp, i as f64 * 0.0005, 1, 0, "S0")));
+        }
+        assert!(!found.iter().any(|d| d.kind == AttackKind::SynFlood && d.source.is_none()));
+        // Then 4000 spoofed sources join it at 8000 a second (fewer than the
+        // 4096 tracked per victim); track when the flooder's share drops below half.
+        let (mut lone, mut others, mut outnumbered_at) = (2000u64, 0u64, None);
+        for i in 0..5000u64 {
+            let t = 1.0 + i as f64 * 0.0001;
+            id += 1;
+            let r = if i % 5 == 0 {
+                lone += 1;
+                rec(id, "198.51.100.9", victim, 80, Proto::Tcp, t, 1, 0, "S0")
+            } else {
+                others += 1;
+                let src = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+                rec(id, &src, victim, 80, Proto::Tcp, t, 1, 0, "S0")
+            };
+            if outnumbered_at.is_none() && (lone as f64) < 0.5 * (lone + others) as f64 {
+                outnumbered_at = Some(t);
+            }
+            found.extend(h.observe(&r));
+        }
+        let at = outnumbered_at.expect("the spoofed sources outnumber the flooder");
+        let d = found.iter().find(|d| d.kind == AttackKind::SynFlood && d.source.is_none()).expect("reported");
+        let reported = d.ts_ns as f64 / 1e9;
+        assert!(
+            reported >= at - 1e-6 && reported <= at + super::RECOUNT_NS as f64 / 1e9 + 0.001,
+            "outnumbered at {at:.4} s, reported at {reported:.4} s"
+        );
     }
 
     /// A flood big enough to make the router shed (admitting one in 4096
