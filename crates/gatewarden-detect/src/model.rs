@@ -341,6 +341,11 @@ pub struct HostModel {
     floors: Vec<(usize, usize, f32)>,
     benign: usize,
     origin: String,
+    /// The plan's run state, kept between calls: spawning one per call
+    /// (tract's `SimplePlan::run`) allocated every node's state again for
+    /// each batch. Taken while a call runs; a call finding it taken (another
+    /// thread) or failing spawns or drops its own.
+    spare_state: std::sync::Mutex<Option<TypedSimpleState>>,
 }
 
 impl std::fmt::Debug for HostModel {
@@ -586,7 +591,17 @@ impl HostModel {
             }
         };
         let benign = card.classes.iter().position(|c| c == "benign").unwrap_or(0);
-        Ok(HostModel { card, plan, batch: shape[0], rows_as_needed, gather, floors, benign, origin: origin.into() })
+        Ok(HostModel {
+            card,
+            plan,
+            batch: shape[0],
+            rows_as_needed,
+            gather,
+            floors,
+            benign,
+            origin: origin.into(),
+            spare_state: std::sync::Mutex::new(None),
+        })
     }
 
     /// The model card.
@@ -687,6 +702,11 @@ impl HostModel {
         let k = self.card.classes.len();
         let rows = inputs.len() / n;
         let mut out = Vec::with_capacity(rows * k);
+        let spare = self.spare_state.try_lock().ok().and_then(|mut s| s.take());
+        let mut state = match spare {
+            Some(s) => s,
+            None => self.plan.spawn().map_err(|e| ModelError::Tflite(self.origin.clone(), format!("{e:#}")))?,
+        };
         for chunk in inputs[..rows * n].chunks(self.batch * n) {
             let used = chunk.len() / n;
             let t = if self.rows_as_needed {
@@ -697,14 +717,16 @@ impl HostModel {
                 tract_ndarray::Array2::from_shape_vec((self.batch, n), buf)
             }
             .map_err(|e| ModelError::Tflite(self.origin.clone(), e.to_string()))?;
-            let res = self
-                .plan
+            let res = state
                 .run(tvec!(Tensor::from(t).into()))
                 .map_err(|e| ModelError::Tflite(self.origin.clone(), format!("{e:#}")))?;
             let view = res[0]
                 .to_plain_array_view::<f32>()
                 .map_err(|e| ModelError::Tflite(self.origin.clone(), format!("{e:#}")))?;
             out.extend(view.iter().take(used * k));
+        }
+        if let Ok(mut spare) = self.spare_state.try_lock() {
+            *spare = Some(state);
         }
         Ok(out)
     }
