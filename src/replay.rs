@@ -430,16 +430,27 @@ pub fn watch(
         &[("interface", &cfg.capture.interface)],
     );
     let started = Instant::now();
-    let mut last_stats = Instant::now();
+    let mut clock = gatewarden_core::clock::FrameClock::default();
+    let mut next_stats_ns = 0;
     on_ready();
-    while !shutdown.is_triggered() && duration.is_none_or(|d| started.elapsed() < d) {
-        if let Some(frame) = source.poll_frame(Duration::from_millis(50))? {
-            pipeline.on_frame(&frame);
-        }
-        pipeline.tick(gatewarden_core::clock::unix_now_ns());
-        if last_stats.elapsed() >= Duration::from_secs(1) {
-            last_stats = Instant::now();
-            drops.set_total(source.kernel_stats().drops);
+    while !shutdown.is_triggered() {
+        let frame_ts = match source.poll_frame(Duration::from_millis(50))? {
+            Some(frame) => {
+                pipeline.on_frame(&frame);
+                Some(frame.ts_ns)
+            }
+            None => None,
+        };
+        let now = clock.now(frame_ts);
+        pipeline.tick(now.ns);
+        if now.read {
+            if duration.is_some_and(|d| started.elapsed() >= d) {
+                break;
+            }
+            if now.ns >= next_stats_ns {
+                next_stats_ns = now.ns + 1_000_000_000;
+                drops.set_total(source.kernel_stats().drops);
+            }
         }
     }
     let kernel_drops = source.kernel_stats().drops;

@@ -566,12 +566,14 @@ pub fn spawn_capture(
             let mut lag = LagReport::default();
             let mut next_probe_look_ns = 0u64;
             let mut probe_failed = false;
+            let mut clock = gatewarden_core::clock::FrameClock::default();
             while !shutdown.is_triggered() {
                 let mut idle = false;
+                let mut frame_ts = None;
                 match source.poll_frame(std::time::Duration::from_millis(50)) {
                     Ok(Some(frame)) => {
                         since_look += 1;
-                        lag.frame(frame.ts_ns);
+                        frame_ts = Some(frame.ts_ns);
                         if let Some(b) = stage.on_frame(&frame) {
                             publish_batch(&*bus, b, "frame");
                         }
@@ -583,7 +585,11 @@ pub fn spawn_capture(
                         break;
                     }
                 }
-                let now = gatewarden_core::clock::unix_now_ns();
+                let turn = clock.now(frame_ts);
+                let now = turn.ns;
+                if let (true, Some(ts)) = (turn.read, frame_ts) {
+                    lag.frame(now, ts);
+                }
                 if let Some(b) = stage.tick(now) {
                     publish_batch(&*bus, b, "tick");
                 }
@@ -709,8 +715,9 @@ struct LagReport {
 const CAPTURE_LAG_REPORT_MS: u64 = 250;
 
 impl LagReport {
-    fn frame(&mut self, ts_ns: u64) {
-        let lag_ms = gatewarden_core::clock::unix_now_ns().saturating_sub(ts_ns) / 1_000_000;
+    /// A frame stamped `ts_ns` by the kernel, read at `now_ns` (a fresh clock read).
+    fn frame(&mut self, now_ns: u64, ts_ns: u64) {
+        let lag_ms = now_ns.saturating_sub(ts_ns) / 1_000_000;
         if lag_ms < CAPTURE_LAG_REPORT_MS {
             return;
         }
