@@ -41,23 +41,8 @@ gen=gwlc-gen$$
 dut=gwlc-dut$$
 # tmpfs: start-up writes (the alert store, fsynced) must not wait on a busy disk.
 work=$(mktemp -d -p /dev/shm)
-cleanup() {
-    ip netns pids $dut 2>/dev/null | xargs -r kill 2>/dev/null || true
-    ip netns del $gen 2>/dev/null || true
-    ip netns del $dut 2>/dev/null || true
-    rm -rf "$work"
-}
-trap cleanup EXIT
-ip netns add $gen
-ip netns add $dut
-ip link add g0 netns $gen type veth peer name d0 netns $dut
-# No IPv6 on the pair: no neighbour or router solicitations, so d0
-# receives exactly the frames trafgen sends.
-ip netns exec $gen sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-ip netns exec $dut sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
-ip -n $gen link set g0 up
-ip -n $dut link set d0 up
-ip -n $dut link set lo up
+. tools/bench/capture-pair.sh
+capture_pair $gen $dut "$work"
 dmac=$(ip -n $dut -o link show d0 | grep -oP 'link/ether \K[0-9a-f:]+')
 smac=$(ip -n $gen -o link show g0 | grep -oP 'link/ether \K[0-9a-f:]+')
 hexmac() { sed 's/^/0x/; s/:/, 0x/g' <<<"$1"; }
@@ -73,13 +58,6 @@ cat >"$work/udp.cfg" <<CFG
   fill(0x00, 18)
 }
 CFG
-cat >"$work/gw.toml" <<TOML
-node_id = "live-bench"
-[monitor]
-data_dir = "$work/data"
-[capture]
-interface = "d0"
-TOML
 
 rx() { ip netns exec $dut cat /sys/class/net/d0/statistics/rx_packets; }
 # Sends --seconds worth of frames at the rate; records the rate achieved.

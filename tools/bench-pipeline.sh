@@ -1,22 +1,46 @@
 #!/usr/bin/env bash
 # Throughput of the traffic pipeline against ndpiReader, on the same capture,
-# in one run. Prints a Markdown table for docs/PERFORMANCE.md.
+# in one run. Prints Markdown tables for docs/PERFORMANCE.md.
 #
 #   tools/bench-pipeline.sh [PACKETS]            synthetic mix (default 2000000)
 #   tools/bench-pipeline.sh --real [PACKETS]     real-tool traffic (default 300000):
 #       the lab's recorded benign sessions with its nmap/hping3/hydra captures
 #       laid over them (tools/make_realtool_pcap.py), padded to wire length
+#   --rounds N   replays of each contender, alternated (default 5); the
+#                table gives the median and the range, the ratio is of medians
+#   --live       also live (needs root and tcpreplay): the same capture is
+#                sent over a veth (tcpreplay --pps, MTU 65535 for its GRO
+#                records) to ndpiReader -i and to gatewarden watch, one at a
+#                time; compares the CPU time each spent (all its threads,
+#                /proc/PID/task/*/schedstat) and checks neither lost a frame
+#   --live-pps R the live sending rate (default 50000 packets/s)
 #
 # Needs: python3, ndpiReader (Debian libndpi-bin), cargo. Uses one core
 # (taskset -c 0 when available) for every contender.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kind=mix
-if [[ ${1:-} == --real ]]; then
-    kind=real
-    shift
+rounds=5
+live=no
+live_pps=50000
+packets=
+while (($#)); do
+    case $1 in
+        --real) kind=real; shift ;;
+        --rounds) rounds=$2; shift 2 ;;
+        --live) live=yes; shift ;;
+        --live-pps) live_pps=$2; shift 2 ;;
+        -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        [0-9]*) packets=$1; shift ;;
+        *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+packets=${packets:-$([[ $kind == real ]] && echo 300000 || echo 2000000)}
+((rounds >= 1)) || { echo "error: --rounds must be at least 1" >&2; exit 2; }
+if [[ $live == yes ]]; then
+    [[ $(id -u) -eq 0 ]] || { echo "error: --live needs root (network namespaces); run it with sudo" >&2; exit 1; }
+    command -v tcpreplay >/dev/null || { echo "error: tcpreplay not found: apt-get install tcpreplay" >&2; exit 1; }
 fi
-packets=${1:-$([[ $kind == real ]] && echo 300000 || echo 2000000)}
 work=${XDG_CACHE_HOME:-$HOME/.cache}/gatewarden/bench
 mkdir -p "$work"
 cap=$work/$kind-$packets.pcap
@@ -35,15 +59,27 @@ pin=()
 command -v taskset >/dev/null && pin=(taskset -c 0)
 
 cargo build --release --quiet
-echo "==> ndpiReader -i $cap" >&2
-ndpi=$("${pin[@]}" ndpiReader -i "$cap" 2>&1)
-ndpi_ms=$(grep -oP 'Packet Processing Time:\s+\K[0-9]+' <<<"$ndpi")
+bin=${GATEWARDEN_BIN:-target/release/gatewarden}
+# Alternated rounds: the machine's load moves both contenders alike.
+ndpi_runs=()
+gw_runs=()
+rss_runs=()
+for r in $(seq "$rounds"); do
+    printf '\r[%d/%d] ndpiReader -i, then gatewarden replay --speed max ...' "$r" "$rounds" >&2
+    ndpi=$("${pin[@]}" ndpiReader -i "$cap" 2>&1)
+    ndpi_runs+=("$(grep -oP 'Packet Processing Time:\s+\K[0-9]+' <<<"$ndpi")")
+    replay=$("${pin[@]}" "$bin" replay "$cap" --speed max --json)
+    gw_runs+=("$(python3 -c "import json,sys; print(round(${packets} / json.loads(sys.argv[1])['pps'] * 1000))" "$replay")")
+    rss_runs+=("$(python3 -c "import json,sys; print(round(json.loads(sys.argv[1])['peak_rss_mb']))" "$replay")")
+done
+printf '\r%70s\r' '' >&2
+# "median lo-hi" of a list of milliseconds.
+spread() { python3 -c 'import statistics,sys; v=sorted(map(int,sys.argv[1:])); print(round(statistics.median(v)), v[0], v[-1])' "$@"; }
+read -r ndpi_ms ndpi_lo ndpi_hi < <(spread "${ndpi_runs[@]}")
+read -r gw_ms gw_lo gw_hi < <(spread "${gw_runs[@]}")
+replay_rss=$(printf '%s\n' "${rss_runs[@]}" | sort -n | tail -1)
 ndpi_pps=$(python3 -c "print(round($packets / ($ndpi_ms / 1000)))")
-
-echo "==> gatewarden replay --speed max (whole pipeline: parse, flows, features, detection)" >&2
-replay=$("${pin[@]}" target/release/gatewarden replay "$cap" --speed max --json)
-replay_pps=$(python3 -c "import json,sys; print(round(json.loads(sys.argv[1])['pps']))" "$replay")
-replay_rss=$(python3 -c "import json,sys; print(round(json.loads(sys.argv[1])['peak_rss_mb']))" "$replay")
+replay_pps=$(python3 -c "print(round($packets / ($gw_ms / 1000)))")
 
 echo "==> criterion: parse + flow table + features (router path, frames in memory)" >&2
 crit=$(GATEWARDEN_BENCH_PCAP=$cap "${pin[@]}" cargo bench --quiet --bench pipeline 2>&1)
@@ -64,11 +100,97 @@ load=$(cut -d" " -f1-3 /proc/loadavg)
 cat <<TABLE
 | contender ($packets-packet $kind capture, one core) | packets/s | vs ndpiReader |
 |---|---|---|
-| ndpiReader -i (nDPI $(ndpiReader -h 2>&1 | grep -oP 'nDPI \K[0-9.]+' | head -1), packet processing time ${ndpi_ms} ms) | $ndpi_pps | 1.0× |
+| ndpiReader -i (nDPI $(ndpiReader -h 2>&1 | grep -oP 'nDPI \K[0-9.]+' | head -1), packet processing time: median ${ndpi_ms} ms of $rounds, ${ndpi_lo}-${ndpi_hi}) | $ndpi_pps | 1.0× |
 | parse only | ${parse} M | $(ratio "$parse")× |
 | parse + flow table | ${flow} M | $(ratio "$flow")× |
 | **parse + flow table + features** | **${feat} M** | **$(ratio "$feat")×** |
-| gatewarden replay --speed max (+ detection, batches, digest; peak RSS ${replay_rss} MiB) | $replay_pps | $(python3 -c "print(f'{$replay_pps / $ndpi_pps:.1f}')")× |
+| gatewarden replay --speed max (+ detection, batches, digest; median ${gw_ms} ms of $rounds, ${gw_lo}-${gw_hi}; peak RSS ${replay_rss} MiB) | $replay_pps | $(python3 -c "print(f'{$replay_pps / $ndpi_pps:.2f}')")× |
 
 Load average at the end (other work on the 2 cores): $load.
+TABLE
+
+[[ $live == yes ]] || exit 0
+
+# ---- Live: the same capture sent over a veth to each contender in turn ----
+gen=gwbp-gen$$
+dut=gwbp-dut$$
+work=$(mktemp -d -p /dev/shm)
+. tools/bench/capture-pair.sh
+# The capture holds GRO super-packets up to 64 KiB: the veth must carry them.
+capture_pair $gen $dut "$work" 65535
+rx() { ip netns exec $dut cat /sys/class/net/d0/statistics/rx_packets; }
+# CPU time (ns) of every thread of a process, from the scheduler's own accounting.
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
+# The contender runs on core 1, tcpreplay (and the veth's delivery, in its
+# context) on core 0, so a contender's CPU is its own work.
+cpu1=(taskset -c 1)
+[[ $(nproc) -ge 2 ]] || cpu1=()
+send() { ip netns exec $gen taskset -c 0 tcpreplay -q -i g0 --pps="$live_pps" "$cap" >"$work/tcpreplay.out" 2>&1; }
+
+# One contender: prints "cpu_ns captured received".
+live_gatewarden() {
+    ip netns exec $dut "${cpu1[@]}" "$bin" watch -c "$work/gw.toml" --json >"$work/gw.json" 2>"$work/gw.err" &
+    local pid=$! before after c0 c1
+    for _ in $(seq 300); do grep -q "capturing on" "$work/gw.err" && break; sleep 0.1; done
+    grep -q "capturing on" "$work/gw.err" || { echo "error: gatewarden watch did not start: $(cat "$work/gw.err")" >&2; exit 1; }
+    before=$(rx); c0=$(cpu_ns $pid)
+    send
+    sleep 1
+    after=$(rx); c1=$(cpu_ns $pid)
+    kill -INT $pid
+    wait $pid || { echo "error: gatewarden watch failed: $(tail -5 "$work/gw.err")" >&2; exit 1; }
+    local got drops
+    read -r got drops < <(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(s["packets"], s.get("kernel_drops") or 0)' "$work/gw.json")
+    ((drops == 0)) || echo "note: gatewarden watch reports $drops kernel drops" >&2
+    echo "$((c1 - c0)) $got $((after - before))"
+}
+live_ndpi() {
+    # -s: capture for long enough to cover the whole send, then print the totals.
+    local secs=$((packets / live_pps + 8))
+    # Line-buffered, so "Running thread" shows when its capture has started.
+    ip netns exec $dut "${cpu1[@]}" stdbuf -oL ndpiReader -i d0 -s $secs >"$work/nd.out" 2>&1 &
+    local pid=$! before after c0 c1
+    for _ in $(seq 100); do grep -q "Running thread" "$work/nd.out" && break; sleep 0.1; done
+    grep -q "Running thread" "$work/nd.out" || { echo "error: ndpiReader did not start: $(cat "$work/nd.out")" >&2; exit 1; }
+    sleep 0.5
+    before=$(rx); c0=$(cpu_ns $pid)
+    send
+    sleep 1
+    after=$(rx); c1=$(cpu_ns $pid)
+    wait $pid || true
+    local got
+    got=$(grep -oP 'of \K[0-9]+(?= packets total)' "$work/nd.out" | head -1) ||
+        { echo "error: no packet total in ndpiReader's output: $(tail -5 "$work/nd.out")" >&2; exit 1; }
+    echo "$((c1 - c0)) $got $((after - before))"
+}
+
+live_rows=()
+nd_cpu=()
+gw_cpu=()
+for r in $(seq "$rounds"); do
+    for who in ndpi gatewarden; do
+        printf '\r[%d/%d] live: %-10s (%d packets at %d/s) ...' "$r" "$rounds" "$who" "$packets" "$live_pps" >&2
+        read -r cpu got recv < <(live_$who)
+        [[ -n ${recv:-} ]] || exit 1
+        lost=$((recv - got))
+        ((lost < 0)) && lost=0
+        live_rows+=("| $r | $who | $recv | $got | $lost | $((cpu / 1000000)) | $(python3 -c "print(round($cpu / max($got, 1)))") |")
+        if [[ $who == ndpi ]]; then nd_cpu+=("$((cpu / 1000000))"); else gw_cpu+=("$((cpu / 1000000))"); fi
+    done
+done
+printf '\r%70s\r' '' >&2
+read -r nd_med _ _ < <(spread "${nd_cpu[@]}")
+read -r gw_med _ _ < <(spread "${gw_cpu[@]}")
+cat <<TABLE
+
+Live: $packets packets of the same capture sent over a veth by tcpreplay at $live_pps packets/s,
+each contender capturing d0 alone, pinned to core 1 (tcpreplay on core 0):
+
+| round | contender | frames d0 received | frames the contender counted | lost | CPU ms (all threads) | CPU ns a frame |
+|---|---|---|---|---|---|---|
+$(printf '%s\n' "${live_rows[@]}")
+
+Median CPU: ndpiReader ${nd_med} ms, gatewarden ${gw_med} ms: gatewarden needs
+$(python3 -c "print(f'{$nd_med / max($gw_med, 1):.2f}')")× less CPU than ndpiReader for the same live traffic.
+Load average at the end: $(cut -d" " -f1-3 /proc/loadavg).
 TABLE
