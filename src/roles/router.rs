@@ -561,7 +561,7 @@ pub fn spawn_capture(
             stage.set_own_mac(interface_mac(&interface));
             stage.set_capture_interface(&interface);
             stage.enable_probing();
-            let mut last_look = std::time::Instant::now();
+            let mut last_look_ns = gatewarden_core::clock::unix_now_ns();
             let mut since_look = 0u32;
             let mut lag = LagReport::default();
             let mut next_probe_look_ns = 0u64;
@@ -607,17 +607,17 @@ pub fn spawn_capture(
                 }
                 publish_lan_probes(&mut stage, &*bus);
                 // Look at the ring every few hundred frames, every 50 ms of
-                // slow traffic (the clock read only every 32 frames) and when
-                // idle: its backlog and the kernel's drops drive the shedding.
+                // slow traffic (checked when the frame clock reads the system
+                // clock) and when idle: its backlog and the kernel's drops
+                // drive the shedding.
                 if idle
                     || since_look >= gatewarden_capture::overload::CHECK_EVERY_FRAMES
-                    || (since_look % 32 == 0 && last_look.elapsed() >= std::time::Duration::from_millis(50))
+                    || (turn.read && now >= last_look_ns + 50_000_000)
                 {
                     since_look = 0;
-                    last_look = std::time::Instant::now();
+                    last_look_ns = now;
                     let kernel = source.kernel_stats();
                     drops.set_total(kernel.drops);
-                    let now = gatewarden_core::clock::unix_now_ns();
                     match stage.look_at_ring(now, source.backlog(), kernel) {
                         Some(OverloadEvent::Alert(r)) => {
                             let reason = r.sentence(&interface);
