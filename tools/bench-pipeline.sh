@@ -114,10 +114,10 @@ TABLE
 # ---- Live: the same capture sent over a veth to each contender in turn ----
 gen=gwbp-gen$$
 dut=gwbp-dut$$
-work=$(mktemp -d -p /dev/shm)
+live_work=$(mktemp -d -p /dev/shm)
 . tools/bench/capture-pair.sh
 # The capture holds GRO super-packets up to 64 KiB: the veth must carry them.
-capture_pair $gen $dut "$work" 65535
+capture_pair $gen $dut "$live_work" 65535
 rx() { ip netns exec $dut cat /sys/class/net/d0/statistics/rx_packets; }
 # CPU time (ns) of every thread of a process, from the scheduler's own accounting.
 cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
@@ -125,43 +125,48 @@ cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {pri
 # context) on core 0, so a contender's CPU is its own work.
 cpu1=(taskset -c 1)
 [[ $(nproc) -ge 2 ]] || cpu1=()
-send() { ip netns exec $gen taskset -c 0 tcpreplay -q -i g0 --pps="$live_pps" "$cap" >"$work/tcpreplay.out" 2>&1; }
+send() { ip netns exec $gen taskset -c 0 tcpreplay -q -i g0 --pps="$live_pps" "$cap" >"$live_work/tcpreplay.out" 2>&1; }
+
+# Sends the capture while contender PID captures: prints "cpu_ns received",
+# its CPU time over the send (and a second after) and the frames d0 got.
+measure_send() {
+    local before after c0 c1
+    before=$(rx); c0=$(cpu_ns "$1")
+    send
+    sleep 1
+    after=$(rx); c1=$(cpu_ns "$1")
+    echo "$((c1 - c0)) $((after - before))"
+}
 
 # One contender: prints "cpu_ns captured received".
 live_gatewarden() {
-    ip netns exec $dut "${cpu1[@]}" "$bin" watch -c "$work/gw.toml" --json >"$work/gw.json" 2>"$work/gw.err" &
-    local pid=$! before after c0 c1
-    for _ in $(seq 300); do grep -q "capturing on" "$work/gw.err" && break; sleep 0.1; done
-    grep -q "capturing on" "$work/gw.err" || { echo "error: gatewarden watch did not start: $(cat "$work/gw.err")" >&2; exit 1; }
-    before=$(rx); c0=$(cpu_ns $pid)
-    send
-    sleep 1
-    after=$(rx); c1=$(cpu_ns $pid)
+    ip netns exec $dut "${cpu1[@]}" "$bin" watch -c "$live_work/gw.toml" --json >"$live_work/gw.json" 2>"$live_work/gw.err" &
+    local pid=$! cpu recv
+    for _ in $(seq 300); do grep -q "capturing on" "$live_work/gw.err" && break; sleep 0.1; done
+    grep -q "capturing on" "$live_work/gw.err" || { echo "error: gatewarden watch did not start: $(cat "$live_work/gw.err")" >&2; exit 1; }
+    read -r cpu recv < <(measure_send $pid)
     kill -INT $pid
-    wait $pid || { echo "error: gatewarden watch failed: $(tail -5 "$work/gw.err")" >&2; exit 1; }
+    wait $pid || { echo "error: gatewarden watch failed: $(tail -5 "$live_work/gw.err")" >&2; exit 1; }
     local got drops
-    read -r got drops < <(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(s["packets"], s.get("kernel_drops") or 0)' "$work/gw.json")
+    read -r got drops < <(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(s["packets"], s.get("kernel_drops") or 0)' "$live_work/gw.json")
     ((drops == 0)) || echo "note: gatewarden watch reports $drops kernel drops" >&2
-    echo "$((c1 - c0)) $got $((after - before))"
+    echo "$cpu $got $recv"
 }
 live_ndpi() {
     # -s: capture for long enough to cover the whole send, then print the totals.
     local secs=$((packets / live_pps + 8))
     # Line-buffered, so "Running thread" shows when its capture has started.
-    ip netns exec $dut "${cpu1[@]}" stdbuf -oL ndpiReader -i d0 -s $secs >"$work/nd.out" 2>&1 &
-    local pid=$! before after c0 c1
-    for _ in $(seq 100); do grep -q "Running thread" "$work/nd.out" && break; sleep 0.1; done
-    grep -q "Running thread" "$work/nd.out" || { echo "error: ndpiReader did not start: $(cat "$work/nd.out")" >&2; exit 1; }
+    ip netns exec $dut "${cpu1[@]}" stdbuf -oL ndpiReader -i d0 -s $secs >"$live_work/nd.out" 2>&1 &
+    local pid=$! cpu recv
+    for _ in $(seq 100); do grep -q "Running thread" "$live_work/nd.out" && break; sleep 0.1; done
+    grep -q "Running thread" "$live_work/nd.out" || { echo "error: ndpiReader did not start: $(cat "$live_work/nd.out")" >&2; exit 1; }
     sleep 0.5
-    before=$(rx); c0=$(cpu_ns $pid)
-    send
-    sleep 1
-    after=$(rx); c1=$(cpu_ns $pid)
+    read -r cpu recv < <(measure_send $pid)
     wait $pid || true
     local got
-    got=$(grep -oP 'of \K[0-9]+(?= packets total)' "$work/nd.out" | head -1) ||
-        { echo "error: no packet total in ndpiReader's output: $(tail -5 "$work/nd.out")" >&2; exit 1; }
-    echo "$((c1 - c0)) $got $((after - before))"
+    got=$(grep -oP 'of \K[0-9]+(?= packets total)' "$live_work/nd.out" | head -1) ||
+        { echo "error: no packet total in ndpiReader's output: $(tail -5 "$live_work/nd.out")" >&2; exit 1; }
+    echo "$cpu $got $recv"
 }
 
 live_rows=()

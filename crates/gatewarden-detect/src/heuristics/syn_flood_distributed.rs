@@ -26,8 +26,8 @@ struct DestState {
     /// Source → (last seen, SYN packets), bounded at 4096 entries.
     sources: HashMap<IpAddr, (u64, u64)>,
     reported_ns: u64,
-    /// When the sources were last counted for a due destination that was
-    /// not reported (one source dominated): re-counted at most every
+    /// When the sources were last counted: while one source dominates (so
+    /// nothing is reported) they are counted again at most every
     /// [`RECOUNT_NS`], not on every SYN record.
     counted_ns: u64,
 }
@@ -116,8 +116,8 @@ impl Victims {
         // SYN came from an address never seen before: one source each.
         let shed = d.shed.total;
         let (n_sources, top_share) = if due {
-            // One pass, no allocation: this runs on every SYN record while a
-            // lone flooder keeps the destination due (it is never reported here).
+            // One pass, no allocation: while a lone flooder keeps the
+            // destination due (it is never reported here) this runs every RECOUNT_NS.
             let (mut live, mut total, mut top) = (0u64, shed, u64::from(shed > 0));
             for (_, n) in d.sources.values().filter(|(t, _)| *t >= cutoff) {
                 live += 1;
