@@ -777,7 +777,8 @@ fn detector_and_containment_lookups_come_with_their_first_element_and_go_when_th
     step("refresh");
     assert_eq!(rules_naming(&site, "block4_detector"), 0, "an empty detector set is not looked up");
     assert_eq!(rules_naming(&site, "contain_mac"), 0, "an empty containment set is not looked up");
-    assert_eq!(rules_naming(&site, "block4_admin"), 2, "admin blocks are always looked up (the CLI writes them)");
+    assert_eq!(rules_naming(&site, "block4_admin"), 0, "an empty admin set is not looked up");
+    assert_eq!(rules_naming(&site, "block4_feed"), 0, "an empty feed set is not looked up");
     assert!(site.curl_wan(&site.dev));
 
     step("block");
@@ -799,6 +800,173 @@ fn detector_and_containment_lookups_come_with_their_first_element_and_go_when_th
     assert!(site.curl_wan(&site.dev), "uncontained");
     tx.send("stop").unwrap();
     worker.join().unwrap();
+}
+
+/// Work sent to an [`NsBlocker`]'s thread.
+type BlockerJob = Box<dyn FnOnce(&mut gatewarden::enforce::Blocker) + Send>;
+
+/// A [`gatewarden::enforce::Blocker`] on a thread of its own inside a site's
+/// router namespace: the table's owner (the router's enforcement thread,
+/// `owner`) or another writer that did not install it (the admin CLI).
+struct NsBlocker {
+    tx: Option<std::sync::mpsc::Sender<BlockerJob>>,
+    worker: Option<std::thread::JoinHandle<()>>,
+}
+
+impl NsBlocker {
+    fn open(site: &Site, owner: bool) -> NsBlocker {
+        use gatewarden::enforce::{Blocker, Settings};
+        let (tx, rx) = std::sync::mpsc::channel::<BlockerJob>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+        let path = format!("/var/run/netns/{}", site.rtr);
+        let worker = std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap();
+            // SAFETY: setns(2) with a valid namespace fd kept open for the call; it changes this
+            // thread's network namespace only.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            let mut b = Blocker::open(Settings::default(), None).unwrap();
+            if owner {
+                b.ensure().unwrap();
+            }
+            ready_tx.send(()).unwrap();
+            for job in rx {
+                job(&mut b);
+            }
+            if owner {
+                b.remove().unwrap();
+            }
+        });
+        ready_rx.recv_timeout(Duration::from_secs(10)).expect("the blocker thread did not start");
+        NsBlocker { tx: Some(tx), worker: Some(worker) }
+    }
+
+    /// Runs `f` on the blocker's thread and returns what it returned.
+    fn run<T: Send + 'static>(&self, f: impl FnOnce(&mut gatewarden::enforce::Blocker) -> T + Send + 'static) -> T {
+        let (rtx, rrx) = std::sync::mpsc::channel();
+        self.tx.as_ref().unwrap().send(Box::new(move |b| rtx.send(f(b)).unwrap())).unwrap();
+        rrx.recv_timeout(Duration::from_secs(30)).expect("the blocker thread did not answer")
+    }
+}
+
+impl Drop for NsBlocker {
+    fn drop(&mut self) {
+        self.tx.take();
+        if let Some(w) = self.worker.take() {
+            let _ = w.join();
+        }
+    }
+}
+
+fn rules_naming(site: &Site, set: &str) -> usize {
+    site.ruleset()["nftables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["rule"].is_object() && o.to_string().contains(&format!("\"@{set}\"")))
+        .count()
+}
+
+/// Admin blocks and feeds are written by the admin CLI, a process other
+/// than the router that owns the rules, and their lookups too are on only
+/// while their sets hold elements. The CLI's write turns its lookup on and
+/// the block drops the device; the router's refresh keeps it while the set
+/// holds elements; the router's own rewrite (its first detector block) keeps
+/// the lookup it did not write; it goes once the set has emptied.
+#[test]
+fn admin_and_feed_lookups_written_by_another_process_follow_their_sets() {
+    use gatewarden::enforce::feeds::Cidr;
+    use gatewarden::enforce::Origin;
+    let Some(mut site) = Site::new() else { return };
+    site.serve_wan();
+    let router = NsBlocker::open(&site, true);
+    let cli = NsBlocker::open(&site, false);
+    let device: std::net::IpAddr = DEVICE.parse().unwrap();
+    let attacker: std::net::IpAddr = ATTACKER.parse().unwrap();
+    router.run(|b| b.refresh_sets().unwrap());
+    assert_eq!(rules_naming(&site, "block4_admin"), 0, "nothing blocked: no admin lookup");
+    assert!(site.curl_wan(&site.dev));
+
+    cli.run(move |b| b.block(device, Duration::from_secs(600), Origin::Admin, "cli").unwrap());
+    assert_eq!(rules_naming(&site, "block4_admin"), 2, "the CLI's first admin block brings its lookups");
+    assert!(!site.curl_wan(&site.dev), "the admin block drops the device");
+    router.run(|b| b.refresh_sets().unwrap());
+    assert_eq!(rules_naming(&site, "block4_admin"), 2, "the router keeps a lookup whose set holds an element");
+    router.run(move |b| b.block(attacker, Duration::from_secs(60), Origin::Detector, "scan").unwrap());
+    assert_eq!(rules_naming(&site, "block4_detector"), 2);
+    assert_eq!(rules_naming(&site, "block4_admin"), 2, "the router's rewrite keeps the lookup the CLI turned on");
+    assert!(!site.curl_wan(&site.dev), "still blocked");
+
+    cli.run(move |b| b.unblock(device).unwrap());
+    router.run(|b| b.refresh_sets().unwrap());
+    assert_eq!(rules_naming(&site, "block4_admin"), 0, "the emptied admin set's lookup is gone");
+    assert_eq!(rules_naming(&site, "block4_detector"), 2, "the detector set still holds the attacker");
+    assert!(site.curl_wan(&site.dev), "unblocked");
+
+    let wan: Cidr = WAN_HOST.parse().unwrap();
+    let report = cli.run(move |b| b.import_feed(&[wan], Duration::from_secs(600), "feed").unwrap());
+    assert_eq!(report.ranges, 1, "{report:?}");
+    assert_eq!(rules_naming(&site, "block4_feed"), 2, "the feed brings its lookups");
+    assert_eq!(rules_naming(&site, "block6_feed"), 0, "an IPv4 feed leaves the IPv6 feed set unread");
+    assert!(!site.curl_wan(&site.dev), "the feed drops the WAN server's answers");
+    router.run(|b| b.refresh_sets().unwrap());
+    assert_eq!(rules_naming(&site, "block4_feed"), 2);
+    cli.run(|b| b.import_feed(&[], Duration::from_secs(600), "feed").unwrap());
+    router.run(|b| b.refresh_sets().unwrap());
+    assert_eq!(rules_naming(&site, "block4_feed"), 0, "an emptied feed set is not read");
+    assert!(site.curl_wan(&site.dev));
+}
+
+/// The race the generation check closes: the router reads the admin set
+/// as empty and turns its lookup off while the CLI's first block lands.
+/// With the router refreshing in a loop and the CLI blocking and
+/// unblocking, every block the CLI has returned from must be looked up:
+/// a turn-off decided on the empty set before the block would otherwise
+/// leave the block in a set no rule reads until the next refresh.
+#[test]
+fn a_block_from_the_cli_is_never_left_unread_by_the_routers_concurrent_refresh() {
+    use gatewarden::enforce::netlink::Netlink;
+    use gatewarden::enforce::ruleset::{installed_lookups, Lookups};
+    use gatewarden::enforce::Origin;
+    use std::sync::atomic::AtomicBool;
+    let Some(site) = Site::new() else { return };
+    let router = NsBlocker::open(&site, true);
+    let cli = NsBlocker::open(&site, false);
+    let stop = Arc::new(AtomicBool::new(false));
+    let refreshes = Arc::new(AtomicU32::new(0));
+    let (stop2, refreshes2) = (stop.clone(), refreshes.clone());
+    let tx = router.tx.as_ref().unwrap().clone();
+    // The router's thread refreshes until told to stop.
+    tx.send(Box::new(move |b| {
+        while !stop2.load(Ordering::Relaxed) {
+            b.refresh_sets().unwrap();
+            refreshes2.fetch_add(1, Ordering::Relaxed);
+        }
+    }))
+    .unwrap();
+    let device: std::net::IpAddr = DEVICE.parse().unwrap();
+    let admin = Lookups::default().with_block(Origin::Admin, gatewarden::enforce::expr::Fam::V4);
+    let (unread, found_off) = cli.run(move |b| {
+        let mut nl = Netlink::open().unwrap();
+        let (mut unread, mut found_off) = (0, 0);
+        for i in 0..300u64 {
+            if !installed_lookups(&mut nl).unwrap().covers(admin) {
+                found_off += 1;
+            }
+            b.block(device, Duration::from_secs(600), Origin::Admin, "cli").unwrap();
+            if !installed_lookups(&mut nl).unwrap().covers(admin) {
+                unread += 1;
+            }
+            b.unblock(device).unwrap();
+            std::thread::sleep(Duration::from_micros(200 + (i * 7919) % 1800));
+        }
+        (unread, found_off)
+    });
+    stop.store(true, Ordering::Relaxed);
+    let refreshes = refreshes.load(Ordering::Relaxed);
+    assert!(refreshes > 50, "the router refreshed while the CLI wrote: {refreshes} refreshes");
+    assert!(found_off > 30, "the router turned the emptied set's lookup off between blocks: {found_off} of 300");
+    assert_eq!(unread, 0, "blocks the CLI returned from without their lookup");
 }
 
 /// The dashboard's JSON API readable without a token (the test reads `/api/blocks`).

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use super::expr::{self, Dir, Expr, Fam, Verdict};
 use super::feeds::{self, Cidr};
-use super::netlink::{Batch, Netlink, NlError};
+use super::netlink::{Batch, Netlink, NlError, ERESTART};
 use super::persist;
 use super::ruleset::{self, addr_bytes, fam_of, Layout, Origin};
 use gatewarden_core::metrics::{Counter, Gauge, Registry};
@@ -18,6 +18,10 @@ use gatewarden_proto::messages::{PolicyAction, PolicyUpdate, Proto};
 
 /// Most addresses whose block history is remembered for escalation.
 pub const ESCALATION_HISTORY: usize = 65_536;
+
+/// How many times a rewrite bound to a ruleset generation is tried when
+/// another process keeps committing in between (each try is a fresh read).
+const REWRITE_TRIES: usize = 8;
 
 /// How the blocker behaves, from `[enforce]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -477,6 +481,22 @@ impl Blocker {
     /// "blocks back". Entries now protected (allowlist, bogons) or expired
     /// are left out; the report says how many of each.
     pub fn ensure_restoring(&mut self, saved: Vec<persist::SavedBlock>, now_unix_ms: u64) -> Result<RestoreReport> {
+        for _ in 1..REWRITE_TRIES {
+            match self.ensure_restoring_once(saved.clone(), now_unix_ms) {
+                // The admin CLI wrote to the old table after its blocks were read.
+                Err(e) if e.errno() == Some(ERESTART) => continue,
+                r => return r,
+            }
+        }
+        self.ensure_restoring_once(saved, now_unix_ms)
+    }
+
+    /// One try of [`Blocker::ensure_restoring`], bound to the ruleset
+    /// generation the stale table's blocks were read at: a block another
+    /// process adds in between fails the transaction (`ERESTART`) instead
+    /// of being deleted with the stale table.
+    fn ensure_restoring_once(&mut self, saved: Vec<persist::SavedBlock>, now_unix_ms: u64) -> Result<RestoreReport> {
+        let generation = self.nl.generation()?;
         let stale = ruleset::table_exists(&mut self.nl)?;
         let now = if now_unix_ms == 0 { gatewarden_core::clock::unix_now_ms() } else { now_unix_ms };
         let mut carried = Vec::new();
@@ -531,10 +551,13 @@ impl Blocker {
             }
         }
         let lookups = ruleset::Lookups::holding(
-            |fam| singles.get(&Origin::Detector.set_name(fam)).is_some_and(|v| !v.is_empty()),
+            |o, fam| match o {
+                Origin::Feed => feeds.get(&fam).is_some_and(|v| !v.is_empty()),
+                _ => singles.get(&o.set_name(fam)).is_some_and(|v| !v.is_empty()),
+            },
             !contained.is_empty(),
         );
-        let mut b = ruleset::ensure_batch(&self.settings.layout, &self.allow, stale, lookups);
+        let mut b = ruleset::ensure_batch(&self.settings.layout, &self.allow, stale, lookups).at_generation(generation);
         let cap = self.settings.layout.max_block_elements as usize;
         for (set, mut v) in singles {
             // Over the set's size: keep the ones with the most time left.
@@ -570,7 +593,13 @@ impl Blocker {
             report.restored += disjoint.len();
             ruleset::push_restored_intervals(&mut b, &Origin::Feed.set_name(fam), fam, &disjoint);
         }
-        self.commit(&b)?;
+        match self.nl.commit(&b) {
+            Err(e) if e.errno() != Some(ERESTART) => {
+                self.count_error();
+                return Err(e);
+            }
+            r => r?,
+        }
         self.fail_closed = Some(false);
         self.lookups = lookups;
         if report.restored + report.protected + report.over_capacity + report.unreadable > 0 {
@@ -638,7 +667,8 @@ impl Blocker {
     /// A running containment is refreshed to `ttl`, never shortened. A full
     /// set evicts the containments closest to expiry.
     pub fn contain(&mut self, mac: [u8; 6], ttl: Duration, reason: &str) -> Result<bool> {
-        self.turn_on(ruleset::Lookups::ALWAYS.with_contain())?;
+        let need = ruleset::Lookups::default().with_contain();
+        self.turn_on(need)?;
         let set = ruleset::SET_CONTAIN;
         let ms = (ttl.as_millis() as u64).max(1000);
         let el = ruleset::element(&mac, Some(ms), 0, Some(reason));
@@ -697,6 +727,7 @@ impl Blocker {
             }
             Err(e) => return Err(e),
         }
+        self.keep_on(need)?;
         Ok(running.is_none())
     }
 
@@ -873,7 +904,8 @@ impl Blocker {
         } else {
             (ttl, 0)
         };
-        self.turn_on(ruleset::Lookups::ALWAYS.with_block(origin, fam_of(&addr)))?;
+        let need = ruleset::Lookups::default().with_block(origin, fam_of(&addr));
+        self.turn_on(need)?;
         let set = origin.set_name(fam_of(&addr));
         let ms = (ttl.as_millis() as u64).max(1000);
         let mut b = Batch::new();
@@ -933,6 +965,7 @@ impl Blocker {
                 return Err(e);
             }
         }
+        self.keep_on(need)?;
         if let Some(m) = &self.metrics {
             if let Some(c) = m.blocks.get(&origin) {
                 c.inc();
@@ -968,14 +1001,18 @@ impl Blocker {
                 .filter(|a| fam_of(a) == fam && self.protected(a).is_none())
                 .map(|a| ruleset::element(&addr_bytes(a), Some(ms), 0, Some(reason)))
                 .collect();
+            let need = ruleset::Lookups::default().with_block(origin, fam);
             if !els.is_empty() {
-                self.turn_on(ruleset::Lookups::ALWAYS.with_block(origin, fam))?;
+                self.turn_on(need)?;
             }
             for chunk in els.chunks(ruleset::ELEMENTS_PER_MESSAGE * 4) {
                 let mut b = Batch::new();
                 ruleset::push_elements(&mut b, &set, chunk, true, &format!("bulk block {} in {set}", chunk.len()));
                 self.commit(&b)?;
                 written += chunk.len();
+            }
+            if !els.is_empty() {
+                self.keep_on(need)?;
             }
         }
         if let Some(m) = &self.metrics {
@@ -1047,6 +1084,8 @@ impl Blocker {
             }
         }
         let ms = (ttl.as_millis() as u64).max(1000);
+        let need = ruleset::Lookups::holding(|o, fam| o == Origin::Feed && keep.iter().any(|c| c.fam() == fam), false);
+        self.turn_on(need)?;
         let mut b = Batch::new();
         let mut ranges = 0;
         for fam in [Fam::V4, Fam::V6] {
@@ -1061,6 +1100,7 @@ impl Blocker {
             ruleset::push_interval_elements(&mut b, &set, fam, &merged, Some(ms), Some(comment));
         }
         self.commit(&b)?;
+        self.keep_on(need)?;
         if let Some(m) = &self.metrics {
             if let Some(c) = m.blocks.get(&Origin::Feed) {
                 c.add(ranges as u64);
@@ -1207,35 +1247,109 @@ impl Blocker {
         Ok(())
     }
 
+    /// Whether this blocker installed the table (the router's enforcement
+    /// thread): only it turns lookups off, so what it last wrote or read of
+    /// them is never more than what is installed.
+    fn owns_rules(&self) -> bool {
+        self.fail_closed.is_some()
+    }
+
     /// Makes the installed rules look up what `need` names before an
     /// element goes into one of its sets: its own transaction, committed
-    /// first, so no element is ever in a set that no rule reads. Only the
-    /// blocker that installed the table rewrites its rules; another (the
-    /// admin CLI) writes only to sets that are always looked up.
+    /// first. The owner of the table pays for this only when a set gets its
+    /// first element; another blocker (the admin CLI) reads the installed
+    /// rules every time and adds to them.
     fn turn_on(&mut self, need: ruleset::Lookups) -> Result<()> {
-        self.write_lookups(self.lookups.union(need))
-    }
-
-    /// Rewrites the rules to look up `want`, when this blocker installed
-    /// the table and they do not already.
-    fn write_lookups(&mut self, want: ruleset::Lookups) -> Result<()> {
-        if self.fail_closed.is_none() || want == self.lookups {
+        if self.owns_rules() && self.lookups.covers(need) {
             return Ok(());
         }
-        let mut b = Batch::new();
-        ruleset::replace_rules(&mut b, &self.settings.layout, want);
-        self.commit(&b)?;
-        tracing::debug!(from = ?self.lookups, to = ?want, "set lookups follow which sets hold elements");
-        self.lookups = want;
-        Ok(())
+        self.rewrite_lookups(|installed| installed.union(need))
     }
 
-    /// Reads nft counters and set sizes into the metrics registry, and
-    /// turns off the lookups of detector and containment sets that have
-    /// emptied (their elements timed out or were lifted); a set found
-    /// holding elements without its lookup (written by hand) gets it back.
-    /// Returns how many MACs are contained.
+    /// After a blocker that does not own the table has written elements for
+    /// `need`: makes sure their lookups are still on. The owner may have
+    /// read the set as empty and turned its lookup off between this
+    /// blocker's [`Blocker::turn_on`] and its write; its turn-off is bound to
+    /// the generation it read the sets at, so once the write is in it can
+    /// no longer happen, and one that already did is seen and undone here.
+    fn keep_on(&mut self, need: ruleset::Lookups) -> Result<()> {
+        if self.owns_rules() {
+            return Ok(());
+        }
+        self.rewrite_lookups(|installed| installed.union(need))
+    }
+
+    /// Rewrites the rules to look up `want(installed)`, bound to the ruleset
+    /// generation the installed rules were read at, and retried when
+    /// another process changed the ruleset in between.
+    fn rewrite_lookups(&mut self, want: impl Fn(ruleset::Lookups) -> ruleset::Lookups) -> Result<()> {
+        for _ in 0..REWRITE_TRIES {
+            let generation = self.nl.generation()?;
+            let installed = ruleset::installed_lookups(&mut self.nl)?;
+            let next = want(installed);
+            if next == installed {
+                self.lookups = installed;
+                return Ok(());
+            }
+            let mut b = Batch::new().at_generation(generation);
+            ruleset::replace_rules(&mut b, &self.settings.layout, next);
+            match self.nl.commit(&b) {
+                Ok(()) => {
+                    tracing::debug!(from = ?installed, to = ?next, "set lookups follow which sets hold elements");
+                    self.lookups = next;
+                    return Ok(());
+                }
+                Err(e) if e.errno() == Some(ERESTART) => continue,
+                Err(e) => {
+                    self.count_error();
+                    return Err(e);
+                }
+            }
+        }
+        self.count_error();
+        Err(NlError::Protocol(format!(
+            "the nftables ruleset changed under each of {REWRITE_TRIES} tries to turn a set lookup on: \
+something is rewriting it in a loop; stop it and run the command again"
+        )))
+    }
+
+    /// Makes the installed rules look up `want`, computed from the sets as
+    /// they were at `generation`; does nothing when the ruleset has moved on
+    /// since (the caller decides again from fresh reads).
+    fn settle_lookups(&mut self, generation: u32, want: ruleset::Lookups) -> Result<()> {
+        let installed = ruleset::installed_lookups(&mut self.nl)?;
+        self.lookups = installed;
+        if want == installed {
+            return Ok(());
+        }
+        let mut b = Batch::new().at_generation(generation);
+        ruleset::replace_rules(&mut b, &self.settings.layout, want);
+        match self.nl.commit(&b) {
+            Ok(()) => {
+                tracing::debug!(from = ?installed, to = ?want, "set lookups follow which sets hold elements");
+                self.lookups = want;
+                Ok(())
+            }
+            Err(e) if e.errno() == Some(ERESTART) => {
+                tracing::debug!("the ruleset changed while the sets were read; lookups are settled next refresh");
+                Ok(())
+            }
+            Err(e) => {
+                self.count_error();
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads nft counters and set sizes into the metrics registry. The
+    /// owner of the table also makes the rules look up exactly the sets
+    /// that hold elements: lookups of sets that have emptied go (elements
+    /// timed out or were lifted), a set found holding elements without its
+    /// lookup (written by hand) gets it back. That rewrite is bound to the
+    /// generation the sets were read at; when anything changed meanwhile it
+    /// is left to the next refresh. Returns how many MACs are contained.
     pub fn refresh_sets(&mut self) -> Result<usize> {
+        let generation = if self.owns_rules() { Some(self.nl.generation()?) } else { None };
         let mut sizes: BTreeMap<(Origin, Fam), usize> = BTreeMap::new();
         for origin in Origin::ALL {
             for fam in [Fam::V4, Fam::V6] {
@@ -1245,7 +1359,10 @@ impl Blocker {
             }
         }
         let contained = self.contained()?.len();
-        self.write_lookups(ruleset::Lookups::holding(|fam| sizes[&(Origin::Detector, fam)] > 0, contained > 0))?;
+        if let Some(generation) = generation {
+            let want = ruleset::Lookups::holding(|o, fam| sizes[&(o, fam)] > 0, contained > 0);
+            self.settle_lookups(generation, want)?;
+        }
         let Some(m) = self.metrics.clone() else { return Ok(contained) };
         for (name, (packets, bytes)) in self.counters()? {
             let (p, b) = m.dropped(&name);

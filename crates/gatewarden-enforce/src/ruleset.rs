@@ -315,9 +315,12 @@ pub fn ensure_batch(layout: &Layout, allow: &[Cidr], stale_exists: bool, lookups
 /// Which block and containment sets the hooks look up. A packet pays for
 /// every lookup whether or not the set holds anything (a hash set with
 /// timeouts costs about 2 % of small-packet forwarding, docs/PERFORMANCE.md),
-/// so only sets that hold elements are looked up. The blocker turns a lookup
-/// on in the same transaction as the set's first element, and off once the
-/// set has emptied: an element is never in a set that no rule reads.
+/// so only sets that hold elements are looked up. Whoever writes a set's
+/// first element turns its lookup on first; only the blocker that installed
+/// the table turns lookups off, once their set has emptied, and it decides
+/// that in a transaction bound to the ruleset generation it read the sets
+/// at (see [`Blocker::refresh_sets`](crate::Blocker::refresh_sets)), so a
+/// writer in another process (the admin CLI) cannot lose its lookup to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Lookups {
     bits: u8,
@@ -326,11 +329,6 @@ pub struct Lookups {
 impl Lookups {
     /// Every lookup on (a table whose contents are unknown).
     pub const ALL: Lookups = Lookups { bits: 0x7f };
-    /// The lookups that are always on: admin blocks and feeds, which the
-    /// admin CLI writes from outside the process that owns the rules.
-    /// Detector blocks and containments come only from the enforcement
-    /// thread, which turns their lookups on and off.
-    pub const ALWAYS: Lookups = Lookups { bits: 0x3c };
 
     fn block_bit(o: Origin, fam: Fam) -> u8 {
         let i = Origin::ALL.iter().position(|x| *x == o).unwrap_or(0) * 2 + usize::from(fam == Fam::V6);
@@ -357,20 +355,37 @@ impl Lookups {
         self.bits & 0x40 != 0
     }
 
-    /// What the rules must look up for sets in this state: the lookups that
-    /// are always on, the detector set of each family that holds elements,
-    /// and `contain_mac` when it does.
-    pub fn holding(detector_holds: impl Fn(Fam) -> bool, contain_holds: bool) -> Lookups {
-        let mut l = Lookups::ALWAYS;
-        for fam in [Fam::V4, Fam::V6] {
-            if detector_holds(fam) {
-                l = l.with_block(Origin::Detector, fam);
+    /// Whether every lookup `need` names is on here.
+    pub fn covers(self, need: Lookups) -> bool {
+        self.bits & need.bits == need.bits
+    }
+
+    /// What the rules must look up for sets in this state: each block set
+    /// that holds elements, and `contain_mac` when it does.
+    pub fn holding(block_holds: impl Fn(Origin, Fam) -> bool, contain_holds: bool) -> Lookups {
+        let mut l = Lookups::default();
+        for o in Origin::ALL {
+            for fam in [Fam::V4, Fam::V6] {
+                if block_holds(o, fam) {
+                    l = l.with_block(o, fam);
+                }
             }
         }
         if contain_holds {
             l = l.with_contain();
         }
         l
+    }
+
+    /// The lookup that reads `set`, if it is a block or containment set.
+    fn of_set(set: &str) -> Option<Lookups> {
+        if set == SET_CONTAIN {
+            return Some(Lookups::default().with_contain());
+        }
+        Origin::ALL
+            .iter()
+            .flat_map(|o| [(*o, Fam::V4), (*o, Fam::V6)])
+            .find_map(|(o, fam)| (o.set_name(fam) == set).then(|| Lookups::default().with_block(o, fam)))
     }
 
     /// Both sets of lookups.
@@ -441,6 +456,42 @@ pub fn replace_rules(b: &mut Batch, layout: &Layout, lookups: Lookups) {
         flush_chain(b, chain);
     }
     push_rules(b, layout, lookups);
+}
+
+/// The lookups the installed rules do, read back from the kernel: a rule
+/// that names a block or containment set in a `lookup` expression turns that
+/// lookup on. Another process may have turned lookups on since this one
+/// wrote the rules, so a rewrite starts from what is installed.
+pub fn installed_lookups(nl: &mut Netlink) -> Result<Lookups, NlError> {
+    let rules = nl.dump(msg::GETRULE, family::INET, &Attrs::new().str(1, TABLE))?;
+    Ok(lookups_in_rules(&rules))
+}
+
+/// [`installed_lookups`] of dumped rules (`NFTA_RULE_*` attributes each).
+fn lookups_in_rules(rules: &[Vec<u8>]) -> Lookups {
+    const NFTA_RULE_EXPRESSIONS: u16 = 4;
+    const NFTA_LIST_ELEM: u16 = 1;
+    const NFTA_EXPR_NAME: u16 = 1;
+    const NFTA_EXPR_DATA: u16 = 2;
+    const NFTA_LOOKUP_SET: u16 = 1;
+    let mut found = Lookups::default();
+    for rule in rules {
+        for (_, exprs) in parse_attrs(rule).filter(|(ty, _)| *ty == NFTA_RULE_EXPRESSIONS) {
+            for (_, e) in parse_attrs(exprs).filter(|(ty, _)| *ty == NFTA_LIST_ELEM) {
+                if !parse_attrs(e).any(|(ty, v)| ty == NFTA_EXPR_NAME && c_str(v) == "lookup") {
+                    continue;
+                }
+                for (_, data) in parse_attrs(e).filter(|(ty, _)| *ty == NFTA_EXPR_DATA) {
+                    for (_, set) in parse_attrs(data).filter(|(ty, _)| *ty == NFTA_LOOKUP_SET) {
+                        if let Some(l) = Lookups::of_set(&c_str(set)) {
+                            found = found.union(l);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    found
 }
 
 /// The failsafe chain's content: empty (fail-open) or dropping new flows.
@@ -918,16 +969,18 @@ mod tests {
             }
         }
         assert!(Lookups::ALL.contain() && !Lookups::default().contain());
-        for fam in [Fam::V4, Fam::V6] {
-            assert!(Lookups::ALWAYS.block(Origin::Admin, fam) && Lookups::ALWAYS.block(Origin::Feed, fam));
-            assert!(!Lookups::ALWAYS.block(Origin::Detector, fam));
-        }
-        assert!(!Lookups::ALWAYS.contain());
-        assert_eq!(Lookups::holding(|_| false, false), Lookups::ALWAYS);
+        assert_eq!(Lookups::holding(|_, _| false, false), Lookups::default(), "empty sets are not looked up");
         assert_eq!(
-            Lookups::holding(|f| f == Fam::V6, true),
-            Lookups::ALWAYS.with_block(Origin::Detector, Fam::V6).with_contain()
+            Lookups::holding(|o, f| f == Fam::V6 || o == Origin::Admin, true),
+            Lookups::default()
+                .with_block(Origin::Detector, Fam::V6)
+                .with_block(Origin::Feed, Fam::V6)
+                .with_block(Origin::Admin, Fam::V6)
+                .with_block(Origin::Admin, Fam::V4)
+                .with_contain()
         );
+        let admin = Lookups::default().with_block(Origin::Admin, Fam::V4);
+        assert!(Lookups::ALL.covers(admin) && admin.covers(Lookups::default()) && !admin.covers(Lookups::ALL));
         assert_eq!(Lookups::default().with_contain().union(Lookups { bits: seen }), Lookups::ALL);
         let count = |l: Lookups| rules_by_chain(&ensure_batch(&Layout::default(), &[], false, l));
         let none = count(Lookups::default());
@@ -948,6 +1001,38 @@ mod tests {
         replace_rules(&mut b, &Layout::default(), Lookups::ALL);
         assert_eq!(rules_by_chain(&b), all);
         assert_eq!(b.len(), 3 + 24);
+    }
+
+    /// The NEWRULE messages' attributes as the kernel's rule dump returns them.
+    fn rule_attrs(b: &Batch) -> Vec<Vec<u8>> {
+        let bytes = b.encode(1);
+        let mut out = Vec::new();
+        let mut rest = &bytes[..];
+        while rest.len() >= 20 {
+            let len = u32::from_ne_bytes(rest[..4].try_into().unwrap()) as usize;
+            if u16::from_ne_bytes([rest[4], rest[5]]) == (10 << 8) | msg::NEWRULE as u16 {
+                out.push(rest[20..len].to_vec());
+            }
+            rest = &rest[(len + 3) & !3..];
+        }
+        out
+    }
+
+    #[test]
+    fn the_installed_lookups_are_read_back_from_the_rules() {
+        let admin4 = Lookups::default().with_block(Origin::Admin, Fam::V4);
+        for l in [
+            Lookups::default(),
+            admin4,
+            admin4.with_block(Origin::Feed, Fam::V6).with_contain(),
+            Lookups::default().with_block(Origin::Detector, Fam::V6),
+            Lookups::ALL,
+        ] {
+            let rules = rule_attrs(&ensure_batch(&Layout::default(), &[], false, l));
+            assert!(!rules.is_empty());
+            assert_eq!(lookups_in_rules(&rules), l, "the allowlist lookup and the meters turn nothing on");
+        }
+        assert_eq!(lookups_in_rules(&[vec![0xff; 3], Vec::new()]), Lookups::default(), "garbage reads as nothing");
     }
 
     #[test]

@@ -80,6 +80,7 @@ pub mod msg {
     pub const DELTABLE: u8 = 2;
     pub const NEWCHAIN: u8 = 3;
     pub const NEWRULE: u8 = 6;
+    pub const GETRULE: u8 = 7;
     pub const DELRULE: u8 = 8;
     pub const NEWSET: u8 = 9;
     pub const GETSET: u8 = 10;
@@ -88,8 +89,19 @@ pub mod msg {
     pub const GETSETELEM: u8 = 13;
     pub const DELSETELEM: u8 = 14;
     pub const NEWOBJ: u8 = 18;
+    pub const NEWGEN: u8 = 15;
+    pub const GETGEN: u8 = 16;
     pub const GETOBJ: u8 = 19;
 }
+
+/// `NFNL_BATCH_GENID`: the attribute of a batch's begin message that makes
+/// the kernel refuse the batch (`ERESTART`) unless the ruleset is still at
+/// that generation.
+const NFNL_BATCH_GENID: u16 = 1;
+/// `NFTA_GEN_ID` in a `NEWGEN` reply.
+const NFTA_GEN_ID: u16 = 1;
+/// `ERESTART`: the ruleset changed since the generation a batch was built on.
+pub const ERESTART: i32 = 85;
 
 /// Protocol families in `nfgenmsg.nfgen_family`.
 #[allow(missing_docs)]
@@ -265,6 +277,9 @@ fn push_nlmsg(out: &mut Vec<u8>, ty: u16, flags: u16, seq: u32, family: u8, res_
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     msgs: Vec<NfMsg>,
+    /// The ruleset generation this transaction was computed from, if it
+    /// must not apply to any other (see [`Batch::at_generation`]).
+    generation: Option<u32>,
 }
 
 impl Batch {
@@ -276,6 +291,16 @@ impl Batch {
     /// Appends a message.
     pub fn push(&mut self, kind: u8, family: u8, flags: u16, attrs: Attrs, what: impl Into<String>) {
         self.msgs.push(NfMsg { kind, family, flags, attrs, what: what.into() });
+    }
+
+    /// Makes the kernel apply this transaction only if the ruleset is still
+    /// at `generation` (read with [`Netlink::generation`] before what the
+    /// transaction was computed from); otherwise the commit fails with
+    /// [`ERESTART`] and nothing changes. Two processes that each read, decide
+    /// and rewrite the same rules cannot then overwrite each other's change.
+    pub fn at_generation(mut self, generation: u32) -> Batch {
+        self.generation = Some(generation);
+        self
     }
 
     /// Number of messages (without begin/end).
@@ -291,7 +316,19 @@ impl Batch {
     /// Encodes begin, messages and end with sequence numbers from `seq`.
     pub fn encode(&self, seq: u32) -> Vec<u8> {
         let mut out = Vec::with_capacity(64 + self.msgs.iter().map(|m| 24 + m.attrs.len()).sum::<usize>());
-        push_nlmsg(&mut out, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, seq, family::UNSPEC, NFNL_SUBSYS_NFTABLES, &[]);
+        let begin = match self.generation {
+            Some(g) => Attrs::new().bytes(NFNL_BATCH_GENID, &g.to_be_bytes()),
+            None => Attrs::new(),
+        };
+        push_nlmsg(
+            &mut out,
+            NFNL_MSG_BATCH_BEGIN,
+            NLM_F_REQUEST,
+            seq,
+            family::UNSPEC,
+            NFNL_SUBSYS_NFTABLES,
+            begin.as_bytes(),
+        );
         for (i, m) in self.msgs.iter().enumerate() {
             let ty = (NFNL_SUBSYS_NFTABLES << 8) | m.kind as u16;
             let flags = NLM_F_REQUEST | NLM_F_ACK | m.flags;
@@ -348,6 +385,7 @@ pub fn hint_for(errno: i32) -> &'static str {
             ". This kernel lacks an nf_tables feature we use: load nf_tables (`modprobe nf_tables`) or use kernel 5.10+"
         }
         libc::ENFILE => ". The set is full",
+        ERESTART => ". Another process changed the ruleset meanwhile: nothing was applied; run the command again",
         _ => "",
     }
 }
@@ -448,7 +486,11 @@ impl Netlink {
                 acked += 1;
                 if errno != 0 && first_err.is_none() {
                     let idx = orig_seq.wrapping_sub(seq).wrapping_sub(1) as usize;
-                    let what = batch.msgs.get(idx).map(|m| m.what.clone()).unwrap_or_else(|| "nf_tables batch".into());
+                    let what = match batch.msgs.get(idx) {
+                        Some(m) => m.what.clone(),
+                        None if errno == ERESTART => "apply a change computed from an older ruleset generation".into(),
+                        None => "nf_tables batch".into(),
+                    };
                     first_err = Some(NlError::Kernel {
                         what,
                         source: io::Error::from_raw_os_error(errno),
@@ -520,6 +562,19 @@ impl Netlink {
                 }
             }
         }
+    }
+
+    /// The ruleset's generation: every committed transaction (any table,
+    /// any process) moves it on. Read it before reading what a change is
+    /// computed from, and commit the change [`Batch::at_generation`] it.
+    pub fn generation(&mut self) -> Result<u32, NlError> {
+        let replies = self.get(msg::GETGEN, family::UNSPEC, &Attrs::new())?;
+        let id = replies
+            .iter()
+            .flat_map(|r| parse_attrs(r))
+            .find(|(ty, v)| *ty == NFTA_GEN_ID && v.len() == 4)
+            .map(|(_, v)| be_u32(v));
+        id.ok_or_else(|| NlError::Protocol("the kernel's NEWGEN reply has no generation id".into()))
     }
 
     /// A sequence number for a hand-built request.
@@ -609,6 +664,12 @@ mod tests {
         assert_eq!(msgs[1].payload[0], family::INET);
         assert_eq!(&msgs[1].payload[4..], b"\x0f\x00\x01\x00gatewarden\x00\x00");
         assert_eq!((msgs[2].ty, msgs[2].seq), (0x11, 102));
+        // Bound to a generation: the begin message carries NFNL_BATCH_GENID, big-endian.
+        let bound = b.clone().at_generation(0x0102_0304).encode(100);
+        let msgs = split_msgs(&bound);
+        assert_eq!(msgs.len(), 3);
+        assert_eq!(&msgs[0].payload[4..], &[8, 0, 1, 0, 1, 2, 3, 4]);
+        assert_eq!(msgs[1].payload, split_msgs(&bytes)[1].payload, "the messages are unchanged");
     }
 
     #[test]
