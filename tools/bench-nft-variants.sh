@@ -3,7 +3,7 @@
 # 64-byte UDP through a router namespace with variants of the table loaded by
 # `nft -f`, round-robin so machine load hits all alike.
 #
-#   tools/bench-nft-variants.sh [--rounds 3] [--seconds 4] [--before BIN]
+#   tools/bench-nft-variants.sh [--rounds 3] [--seconds 4] [--before BIN] [--only LIST]
 #
 # The table is gatewarden's own: a release binary starts in a scratch
 # namespace with enforcement on and keep_table_on_exit, is stopped, and
@@ -13,7 +13,9 @@
 # (allowlist, feed blocks, contained MACs, detector and admin blocks), plus
 # an empty forward chain and a one-lookup chain for reference. With
 # --before BIN, the table another build installs is one more variant
-# ("before"), so a change to the table is measured in the same rounds. Prints
+# ("before"), so a change to the table is measured in the same rounds.
+# --only none,before,gatewarden,empty-chain measures just those (more rounds
+# in the same time when the machine is noisy). Prints
 # the median (min-max) packets/s the server received for each, and the
 # change against no ruleset.
 #
@@ -24,9 +26,11 @@ cd "$(dirname "$0")/.."
 rounds=3
 seconds=4
 before=
+only=
 while (($#)); do
     case $1 in
         --before) before=$2; shift 2 ;;
+        --only) only=$2; shift 2 ;;
         --rounds) rounds=$2; shift 2 ;;
         --seconds) seconds=$2; shift 2 ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -88,14 +92,22 @@ work = sys.argv[1]
 s = open(f"{work}/gatewarden.nft").read()
 head, rest = s.split("\tchain guard {", 1)
 rules = [l.strip() for l in rest.split("\t}", 1)[0].strip().splitlines()]
+# Chains other than guard that guard jumps to (the SYN meters), kept as they are.
+jumped = "".join(
+    "\tchain " + c.split("\n\t}", 1)[0] + "\n\t}\n"
+    for c in rest.split("\tchain ")[1:]
+    if c.split(" ", 1)[0] in {r.rsplit("jump ", 1)[1] for r in rules if "jump " in r}
+)
 v4 = [r for r in rules if "ip saddr" in r or "ip daddr" in r]
 v6 = [r for r in rules if "ip6 saddr" in r or "ip6 daddr" in r]
-assert len(v4) + len(v6) == len(rules), "a guard rule is neither IPv4 nor IPv6: update this script"
+both = [r for r in rules if r not in v4 and r not in v6]
+assert all("jump " in r for r in both), "a guard rule is neither IPv4, IPv6 nor a jump: update this script"
+v4, v6 = v4 + both, v6 + both
 def chain(name, rs):
     return f"\tchain {name} {{\n" + "".join(f"\t\t{r}\n" for r in rs) + "\t}\n"
 def vmap(v4rules, contain=True):
     fwd = "\t\tether saddr @contain_mac counter name \"contained_dropped\" drop\n" if contain else ""
-    return (head + chain("guard4", v4rules) + chain("guard6", v6) + chain("failsafe", []) + chain("groups", [])
+    return (head + jumped + chain("guard4", v4rules) + chain("guard6", v6) + chain("failsafe", []) + chain("groups", [])
             + "\tchain forward {\n\t\ttype filter hook forward priority filter - 10; policy accept;\n" + fwd
             + "\t\tmeta nfproto vmap { ipv4 : jump guard4, ipv6 : jump guard6 }\n\t\tjump failsafe\n\t\tjump groups\n\t}\n}\n")
 without = lambda *pats: [r for r in v4 if not any(p in r for p in pats)]
@@ -114,6 +126,12 @@ for name, text in variants.items():
     open(f"{work}/{name}.nft", "w").write(text)
 PY
 variants="none $(cd "$work" && ls -1 *.nft | grep -v '^gatewarden.nft$' | sed 's/\.nft$//' | tr '\n' ' ') gatewarden"
+if [[ -n $only ]]; then
+    for v in ${only//,/ }; do
+        [[ " $variants " == *" $v "* ]] || { echo "error: --only: no variant $v (there are: $variants)" >&2; exit 2; }
+    done
+    variants=${only//,/ }
+fi
 
 forwarding_site $cli $rtr $srv "$work"
 for v in $variants; do

@@ -51,6 +51,10 @@ use super::netlink::{
 pub const TABLE: &str = "gatewarden";
 /// Chain with the allowlist, block sets and meters, jumped to from both hooks.
 pub const CHAIN_GUARD: &str = "guard";
+/// Chain with the per-source and per-destination SYN meters, jumped to from
+/// `guard` by one rule that matches bare SYNs: every other packet pays one
+/// test instead of one per meter (docs/PERFORMANCE.md).
+pub const CHAIN_SYN_METER: &str = "syn_meter";
 /// Chain holding the fail-closed drop while the detector is unreachable.
 pub const CHAIN_FAILSAFE: &str = "failsafe";
 /// Chain holding group-to-group policy rules.
@@ -301,6 +305,7 @@ pub fn ensure_batch(layout: &Layout, allow: &[Cidr], stale_exists: bool, lookups
     push_allowlist(&mut b, allow);
     for (name, hook) in [
         (CHAIN_GUARD, None),
+        (CHAIN_SYN_METER, None),
         (CHAIN_FAILSAFE, None),
         (CHAIN_GROUPS, None),
         (CHAIN_FORWARD, Some(2)), // NF_INET_FORWARD
@@ -415,13 +420,15 @@ fn push_rules(b: &mut Batch, layout: &Layout, lookups: Lookups) {
             }
         }
     }
+    let mut syn = expr::tcp_syn_only();
+    syn.push(Expr::Verdict(Verdict::Jump(CHAIN_SYN_METER.into())));
+    add_rule(b, CHAIN_GUARD, &syn, "bare SYNs to the meters");
     for fam in [Fam::V4, Fam::V6] {
         for (dir, label, pps, burst, counter) in [
             (Dir::Saddr, "src", layout.syn_meter_pps, layout.syn_meter_burst, COUNTER_SYN_SRC),
             (Dir::Daddr, "dst", layout.syn_meter_dst_pps, layout.syn_meter_dst_pps, COUNTER_SYN_DST),
         ] {
-            let mut r = expr::tcp_syn_only();
-            r.extend(expr::match_family(fam));
+            let mut r = expr::match_family(fam);
             r.push(expr::load_addr(fam, dir));
             r.push(Expr::Dynset {
                 set: format!("syn{}_{label}", fam.digit()),
@@ -431,7 +438,7 @@ fn push_rules(b: &mut Batch, layout: &Layout, lookups: Lookups) {
             });
             r.push(Expr::CounterRef(counter.into()));
             r.push(Expr::Verdict(Verdict::Drop));
-            add_rule(b, CHAIN_GUARD, &r, &format!("syn meter per {label}"));
+            add_rule(b, CHAIN_SYN_METER, &r, &format!("syn meter per {label}"));
         }
     }
     if lookups.contain() {
@@ -452,7 +459,7 @@ fn push_rules(b: &mut Batch, layout: &Layout, lookups: Lookups) {
 /// `b`: in one transaction with what else `b` does, so no packet sees the
 /// chains half-written and a set's first element comes with its lookup.
 pub fn replace_rules(b: &mut Batch, layout: &Layout, lookups: Lookups) {
-    for chain in [CHAIN_GUARD, CHAIN_FORWARD, CHAIN_INPUT] {
+    for chain in [CHAIN_GUARD, CHAIN_SYN_METER, CHAIN_FORWARD, CHAIN_INPUT] {
         flush_chain(b, chain);
     }
     push_rules(b, layout, lookups);
@@ -984,23 +991,25 @@ mod tests {
         assert_eq!(Lookups::default().with_contain().union(Lookups { bits: seen }), Lookups::ALL);
         let count = |l: Lookups| rules_by_chain(&ensure_batch(&Layout::default(), &[], false, l));
         let none = count(Lookups::default());
-        // Allowlist (2) and SYN meters (4); the three jumps; one jump.
-        assert_eq!(none.get("guard"), Some(&6));
+        // Allowlist (2) and the one SYN test; the four meters behind it; the
+        // three jumps; one jump.
+        assert_eq!(none.get("guard"), Some(&3));
+        assert_eq!(none.get("syn_meter"), Some(&4));
         assert_eq!(none.get("forward"), Some(&3));
         assert_eq!(none.get("input"), Some(&1));
         let one = count(Lookups::default().with_block(Origin::Detector, Fam::V4).with_contain());
         assert_eq!(
             (one["guard"], one["forward"], one["input"]),
-            (8, 4, 2),
+            (5, 4, 2),
             "source and destination; a MAC rule per hook"
         );
         let all = count(Lookups::ALL);
-        assert_eq!((all["guard"], all["forward"], all["input"]), (18, 4, 2));
-        // A rewrite flushes the three chains first, then writes them whole.
+        assert_eq!((all["guard"], all["syn_meter"], all["forward"], all["input"]), (15, 4, 4, 2));
+        // A rewrite flushes the four chains first, then writes them whole.
         let mut b = Batch::new();
         replace_rules(&mut b, &Layout::default(), Lookups::ALL);
         assert_eq!(rules_by_chain(&b), all);
-        assert_eq!(b.len(), 3 + 24);
+        assert_eq!(b.len(), 4 + 25);
     }
 
     /// The NEWRULE messages' attributes as the kernel's rule dump returns them.
