@@ -25,6 +25,11 @@ struct DestState {
     shed: CountWindow,
     /// Source → (last seen, SYN packets), bounded at 4096 entries.
     sources: HashMap<IpAddr, (u64, u64)>,
+    /// SYNs from sources the full `sources` table could not admit: they
+    /// still count against the top source's share, or a lone flooder with
+    /// more SYNs than 4096 one-SYN sources add up to would hide a spoofed
+    /// flood beside it.
+    untracked: CountWindow,
     reported_ns: u64,
     /// When the sources were last counted: while one source dominates (so
     /// nothing is reported) they are counted again at most every
@@ -95,12 +100,13 @@ impl Victims {
         d.syn.push(s.last_ns, s.count);
         d.syn.trim(d.last_ns, window_ns);
         d.shed.trim(d.last_ns, window_ns);
+        d.untracked.trim(d.last_ns, window_ns);
         match s.src {
             Some(src) if d.sources.len() < 4096 || d.sources.contains_key(&src) => {
                 let e = d.sources.entry(src).or_insert((0, 0));
                 *e = (s.last_ns, e.1 + s.count as u64);
             }
-            Some(_) => {}
+            Some(_) => d.untracked.push(s.last_ns, s.count),
             None => d.shed.push(s.last_ns, s.count),
         }
         let cutoff = d.last_ns.saturating_sub(window_ns);
@@ -118,13 +124,14 @@ impl Victims {
         let (n_sources, top_share) = if due {
             // One pass, no allocation: while a lone flooder keeps the
             // destination due (it is never reported here) this runs every RECOUNT_NS.
-            let (mut live, mut total, mut top) = (0u64, shed, u64::from(shed > 0));
+            let untracked = d.untracked.total;
+            let (mut live, mut total, mut top) = (0u64, shed + untracked, u64::from(shed > 0));
             for (_, n) in d.sources.values().filter(|(t, _)| *t >= cutoff) {
                 live += 1;
                 total += n;
                 top = top.max(*n);
             }
-            (live + shed, top as f64 / total.max(1) as f64)
+            (live + shed + u64::from(untracked > 0), top as f64 / total.max(1) as f64)
         } else {
             (0, 1.0)
         };
@@ -253,6 +260,39 @@ mod tests {
             reported >= at - 1e-6 && reported <= at + super::RECOUNT_NS as f64 / 1e9 + 0.001,
             "outnumbered at {at:.4} s, reported at {reported:.4} s"
         );
+    }
+
+    /// A lone flooder that has already sent more SYNs than the 4096 sources
+    /// tracked per victim can add up to must not hide a spoofed flood that
+    /// joins it: the SYNs of sources the full table could not admit still
+    /// count against the flooder's share.
+    #[test]
+    fn a_lone_flooder_with_more_syns_than_the_source_table_holds_does_not_mask_a_spoofed_flood() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let (mut found, mut id) = (Vec::new(), 0u64);
+        let victim = "192.0.2.10";
+        // Five seconds of a lone flooder at 2000 SYNs/s: 10 000 SYNs, never "distributed".
+        for i in 0..10_000u64 {
+            id += 1;
+            found.extend(h.observe(&rec(id, "198.51.100.9", victim, 80, Proto::Tcp, i as f64 * 0.0005, 1, 0, "S0")));
+        }
+        assert!(!found.iter().any(|d| d.kind == AttackKind::SynFlood && d.source.is_none()));
+        // Then 40 000 spoofed sources in two seconds, one SYN each, beside it.
+        let mut lone = 10_000u64;
+        for i in 0..40_000u64 {
+            let t = 5.0 + i as f64 * 0.00005;
+            id += 1;
+            if i % 10 == 0 {
+                lone += 1;
+                found.extend(h.observe(&rec(id, "198.51.100.9", victim, 80, Proto::Tcp, t, 1, 0, "S0")));
+            }
+            let src = format!("10.{}.{}.{}", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+            found.extend(h.observe(&rec(id, &src, victim, 80, Proto::Tcp, t, 1, 0, "S0")));
+        }
+        assert!(lone < 20_000, "the spoofed SYNs outnumber the flooder's");
+        let d = found.iter().find(|d| d.kind == AttackKind::SynFlood && d.source.is_none());
+        let d = d.expect("the spoofed flood is reported although the source table is full");
+        assert!(d.reason.contains("at least"), "{}", d.reason);
     }
 
     /// A flood big enough to make the router shed (admitting one in 4096

@@ -92,10 +92,13 @@ fn fast_exp2(x: f32) -> f32 {
     if x >= 127.0 {
         return f32::MAX;
     }
-    let fl = x.floor();
-    let f = x - fl; // in [0, 1)
+    // floor(x) without a libm call (it was 2 % of the replay's instructions):
+    // truncation rounds towards zero, so a negative fraction needs one less.
+    let t = x as i32;
+    let fl = if (t as f32) > x { t - 1 } else { t };
+    let f = x - fl as f32; // in [0, 1)
     let poly = 1.0 + f * (0.695_976_1 + f * (0.224_940_4 + f * 0.079_083_5));
-    let bits = ((fl as i32 + 127) as u32) << 23;
+    let bits = ((fl + 127) as u32) << 23;
     f32::from_bits(bits) * poly
 }
 
@@ -458,6 +461,22 @@ mod tests {
         }
         assert_eq!(fast_exp2(0.0), 1.0);
         assert_eq!(fast_exp2(-1000.0), 0.0);
+        // The integer floor gives what `f32::floor` gave, bit for bit, on
+        // whole numbers, just either side of them, and fractions of both signs.
+        let with_libm_floor = |x: f32| {
+            let fl = x.floor();
+            let f = x - fl;
+            let poly = 1.0 + f * (0.695_976_1 + f * (0.224_940_4 + f * 0.079_083_5));
+            f32::from_bits(((fl as i32 + 127) as u32) << 23) * poly
+        };
+        for whole in -125..127 {
+            let w = whole as f32;
+            for x in [w, w.next_up(), w.next_down(), w + 0.25, w - 0.25, w + 0.999] {
+                if (-126.0..127.0).contains(&x) {
+                    assert_eq!(fast_exp2(x).to_bits(), with_libm_floor(x).to_bits(), "2^{x}");
+                }
+            }
+        }
     }
 
     #[test]
