@@ -720,86 +720,37 @@ fn a_containment_is_saved_and_restored_with_its_remaining_time() {
 /// and in between the block and the containment drop what they should.
 #[test]
 fn detector_and_containment_lookups_come_with_their_first_element_and_go_when_the_set_empties() {
-    use gatewarden::enforce::{Blocker, Origin, Settings};
+    use gatewarden::enforce::Origin;
     let Some(mut site) = Site::new() else { return };
     site.serve_wan();
-    let rules_naming = |site: &Site, set: &str| -> usize {
-        let rs = site.ruleset();
-        rs["nftables"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|o| o["rule"].is_object() && o.to_string().contains(set))
-            .count()
-    };
-    let (tx, rx) = std::sync::mpsc::channel::<&'static str>();
-    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let device: std::net::IpAddr = DEVICE.parse().unwrap();
     let mac = gatewarden::enforce::spoof::parse_mac(DEVICE_MAC).unwrap();
-    let path = format!("/var/run/netns/{}", site.rtr);
-    let worker = std::thread::spawn(move || {
-        let ns = std::fs::File::open(&path).unwrap();
-        // SAFETY: setns(2) with a valid namespace fd kept open for the call; it changes this
-        // thread's network namespace only.
-        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        let mut b = Blocker::open(Settings::default(), None).unwrap();
-        b.ensure().unwrap();
-        for step in rx {
-            match step {
-                "block" => {
-                    b.block(device, Duration::from_secs(60), Origin::Detector, "test").unwrap();
-                }
-                "unblock" => {
-                    b.unblock(device).unwrap();
-                }
-                "contain" => {
-                    b.contain(mac, Duration::from_secs(60), "test").unwrap();
-                }
-                "uncontain" => {
-                    b.uncontain(mac).unwrap();
-                }
-                "refresh" => {
-                    b.refresh_sets().unwrap();
-                }
-                _ => {
-                    b.remove().unwrap();
-                    break;
-                }
-            }
-            done_tx.send(()).unwrap();
-        }
-    });
-    let step = |what: &'static str| {
-        tx.send(what).unwrap();
-        done_rx.recv_timeout(Duration::from_secs(10)).unwrap_or_else(|_| panic!("{what} did not finish"));
-    };
-    step("refresh");
+    let router = NsBlocker::open(&site, true);
+    let refresh = || router.run(|b| b.refresh_sets().unwrap());
+    refresh();
     assert_eq!(rules_naming(&site, "block4_detector"), 0, "an empty detector set is not looked up");
     assert_eq!(rules_naming(&site, "contain_mac"), 0, "an empty containment set is not looked up");
     assert_eq!(rules_naming(&site, "block4_admin"), 0, "an empty admin set is not looked up");
     assert_eq!(rules_naming(&site, "block4_feed"), 0, "an empty feed set is not looked up");
     assert!(site.curl_wan(&site.dev));
 
-    step("block");
+    router.run(move |b| b.block(device, Duration::from_secs(60), Origin::Detector, "test").unwrap());
     assert_eq!(rules_naming(&site, "block4_detector"), 2, "source and destination lookups with the first element");
     assert!(!site.curl_wan(&site.dev), "the detector block drops the device");
-    step("refresh");
+    refresh();
     assert_eq!(rules_naming(&site, "block4_detector"), 2, "a set holding an element keeps its lookup");
-    step("unblock");
-    step("refresh");
+    router.run(move |b| b.unblock(device).unwrap());
+    refresh();
     assert_eq!(rules_naming(&site, "block4_detector"), 0, "the emptied set's lookup is gone");
     assert!(site.curl_wan(&site.dev), "unblocked");
 
-    step("contain");
+    router.run(move |b| b.contain(mac, Duration::from_secs(60), "test").unwrap());
     assert_eq!(rules_naming(&site, "contain_mac"), 2, "forward and input look the MAC up");
     assert!(!site.curl_wan(&site.dev), "the containment drops the device");
-    step("uncontain");
-    step("refresh");
+    router.run(move |b| b.uncontain(mac).unwrap());
+    refresh();
     assert_eq!(rules_naming(&site, "contain_mac"), 0);
     assert!(site.curl_wan(&site.dev), "uncontained");
-    tx.send("stop").unwrap();
-    worker.join().unwrap();
 }
 
 /// Work sent to an [`NsBlocker`]'s thread.

@@ -1286,24 +1286,8 @@ impl Blocker {
         for _ in 0..REWRITE_TRIES {
             let generation = self.nl.generation()?;
             let installed = ruleset::installed_lookups(&mut self.nl)?;
-            let next = want(installed);
-            if next == installed {
-                self.lookups = installed;
+            if self.commit_lookups(generation, installed, want(installed))? {
                 return Ok(());
-            }
-            let mut b = Batch::new().at_generation(generation);
-            ruleset::replace_rules(&mut b, &self.settings.layout, next);
-            match self.nl.commit(&b) {
-                Ok(()) => {
-                    tracing::debug!(from = ?installed, to = ?next, "set lookups follow which sets hold elements");
-                    self.lookups = next;
-                    return Ok(());
-                }
-                Err(e) if e.errno() == Some(ERESTART) => continue,
-                Err(e) => {
-                    self.count_error();
-                    return Err(e);
-                }
             }
         }
         self.count_error();
@@ -1318,9 +1302,19 @@ something is rewriting it in a loop; stop it and run the command again"
     /// since (the caller decides again from fresh reads).
     fn settle_lookups(&mut self, generation: u32, want: ruleset::Lookups) -> Result<()> {
         let installed = ruleset::installed_lookups(&mut self.nl)?;
+        if !self.commit_lookups(generation, installed, want)? {
+            tracing::debug!("the ruleset changed while the sets were read; lookups are settled next refresh");
+        }
+        Ok(())
+    }
+
+    /// Rewrites the rules from `installed` to `want` in a transaction bound
+    /// to `generation`. False when the kernel refused it because the
+    /// ruleset has moved on (`ERESTART`); nothing changed then.
+    fn commit_lookups(&mut self, generation: u32, installed: ruleset::Lookups, want: ruleset::Lookups) -> Result<bool> {
         self.lookups = installed;
         if want == installed {
-            return Ok(());
+            return Ok(true);
         }
         let mut b = Batch::new().at_generation(generation);
         ruleset::replace_rules(&mut b, &self.settings.layout, want);
@@ -1328,12 +1322,9 @@ something is rewriting it in a loop; stop it and run the command again"
             Ok(()) => {
                 tracing::debug!(from = ?installed, to = ?want, "set lookups follow which sets hold elements");
                 self.lookups = want;
-                Ok(())
+                Ok(true)
             }
-            Err(e) if e.errno() == Some(ERESTART) => {
-                tracing::debug!("the ruleset changed while the sets were read; lookups are settled next refresh");
-                Ok(())
-            }
+            Err(e) if e.errno() == Some(ERESTART) => Ok(false),
             Err(e) => {
                 self.count_error();
                 Err(e)
