@@ -128,15 +128,17 @@ impl Clock {
     }
 }
 
+/// Weights stored stat-major (`w[stat][window]`): a packet adds to a few
+/// stats in every window, so each add is one contiguous run of `W` lanes.
 #[derive(Debug, Clone)]
 struct Damped<const N: usize> {
     epoch: u64,
-    w: [[f32; N]; W],
+    w: [[f32; W]; N],
 }
 
 impl<const N: usize> Damped<N> {
     fn new(c: &Clock) -> Self {
-        Damped { epoch: c.epoch, w: [[0.0; N]; W] }
+        Damped { epoch: c.epoch, w: [[0.0; W]; N] }
     }
 
     /// Adds `add[i]` (value `a` at time `c.now`) to every window's weight `i`.
@@ -146,10 +148,13 @@ impl<const N: usize> Damped<N> {
         } else if c.epoch > self.epoch {
             // Move to the current landmark: scale down by the epochs that passed.
             let gap_s = ((c.epoch - self.epoch) * (EPOCH_NS / 1_000_000_000)) as f32;
-            for (k, half) in WINDOWS_S.iter().enumerate() {
-                let f = fast_exp2(-gap_s / half);
-                for v in &mut self.w[k] {
-                    *v *= f;
+            let mut f = [0.0f32; W];
+            for (fk, half) in f.iter_mut().zip(WINDOWS_S) {
+                *fk = fast_exp2(-gap_s / half);
+            }
+            for stat in &mut self.w {
+                for (v, fk) in stat.iter_mut().zip(f) {
+                    *v *= fk;
                 }
             }
             self.epoch = c.epoch;
@@ -163,22 +168,23 @@ impl<const N: usize> Damped<N> {
             }
             g
         };
-        for (wk, gk) in self.w.iter_mut().zip(g) {
-            for &(i, a) in add {
-                wk[i] += a * gk;
+        for &(i, a) in add {
+            for (v, gk) in self.w[i].iter_mut().zip(g) {
+                *v += a * gk;
             }
         }
     }
 
-    /// The weights as they are at `now`, without changing state.
+    /// The weights as they are at `now` (window-major: `[window][stat]`),
+    /// without changing state.
     fn at(&self, now: u64) -> [[f32; N]; W] {
         let landmark = self.epoch * EPOCH_NS;
         let dt = if now >= landmark { (now - landmark) as f32 / 1e9 } else { -((landmark - now) as f32 / 1e9) };
-        let mut out = self.w;
+        let mut out = [[0.0f32; N]; W];
         for (k, half) in WINDOWS_S.iter().enumerate() {
             let f = fast_exp2(-dt / half);
-            for v in &mut out[k] {
-                *v *= f;
+            for (i, stat) in self.w.iter().enumerate() {
+                out[k][i] = stat[k] * f;
             }
         }
         out
