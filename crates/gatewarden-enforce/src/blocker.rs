@@ -593,12 +593,12 @@ impl Blocker {
             report.restored += disjoint.len();
             ruleset::push_restored_intervals(&mut b, &Origin::Feed.set_name(fam), fam, &disjoint);
         }
-        match self.nl.commit(&b) {
-            Err(e) if e.errno() != Some(ERESTART) => {
+        // A refused generation is no failure: `ensure_restoring` reads again.
+        if let Err(e) = self.nl.commit(&b) {
+            if e.errno() != Some(ERESTART) {
                 self.count_error();
-                return Err(e);
             }
-            r => r?,
+            return Err(e);
         }
         self.fail_closed = Some(false);
         self.lookups = lookups;

@@ -919,14 +919,18 @@ mod tests {
 
     /// The attributes of every `kind` message (nftables subsystem) in `b`.
     fn messages_of(b: &Batch, kind: u8) -> Vec<Vec<(u16, Vec<u8>)>> {
+        raw_messages_of(b, kind).iter().map(|m| parse_attrs(m).map(|(t, v)| (t, v.to_vec())).collect()).collect()
+    }
+
+    /// The attribute bytes of `b`'s messages of `kind`, as a dump returns them.
+    fn raw_messages_of(b: &Batch, kind: u8) -> Vec<Vec<u8>> {
         let bytes = b.encode(1);
         let mut out = Vec::new();
         let mut rest = &bytes[..];
         while rest.len() >= 20 {
             let len = u32::from_ne_bytes(rest[..4].try_into().unwrap()) as usize;
-            let ty = u16::from_ne_bytes([rest[4], rest[5]]);
-            if ty == (10 << 8) | kind as u16 {
-                out.push(parse_attrs(&rest[20..len]).map(|(t, v)| (t, v.to_vec())).collect());
+            if u16::from_ne_bytes([rest[4], rest[5]]) == (10 << 8) | kind as u16 {
+                out.push(rest[20..len].to_vec());
             }
             rest = &rest[(len + 3) & !3..];
         }
@@ -1012,21 +1016,6 @@ mod tests {
         assert_eq!(b.len(), 4 + 25);
     }
 
-    /// The NEWRULE messages' attributes as the kernel's rule dump returns them.
-    fn rule_attrs(b: &Batch) -> Vec<Vec<u8>> {
-        let bytes = b.encode(1);
-        let mut out = Vec::new();
-        let mut rest = &bytes[..];
-        while rest.len() >= 20 {
-            let len = u32::from_ne_bytes(rest[..4].try_into().unwrap()) as usize;
-            if u16::from_ne_bytes([rest[4], rest[5]]) == (10 << 8) | msg::NEWRULE as u16 {
-                out.push(rest[20..len].to_vec());
-            }
-            rest = &rest[(len + 3) & !3..];
-        }
-        out
-    }
-
     #[test]
     fn the_installed_lookups_are_read_back_from_the_rules() {
         let admin4 = Lookups::default().with_block(Origin::Admin, Fam::V4);
@@ -1037,7 +1026,7 @@ mod tests {
             Lookups::default().with_block(Origin::Detector, Fam::V6),
             Lookups::ALL,
         ] {
-            let rules = rule_attrs(&ensure_batch(&Layout::default(), &[], false, l));
+            let rules = raw_messages_of(&ensure_batch(&Layout::default(), &[], false, l), msg::NEWRULE);
             assert!(!rules.is_empty());
             assert_eq!(lookups_in_rules(&rules), l, "the allowlist lookup and the meters turn nothing on");
         }

@@ -219,6 +219,17 @@ mod tests {
         assert_eq!(h.slab[slot as usize].flows.len(), 2, "its newcomer-path record joined its state");
     }
 
+    /// `n` SYN records of one flooder (198.51.100.9) to `victim`, 2000 a
+    /// second from time 0; what they raised.
+    fn lone_flood(h: &mut Heuristics, id: &mut u64, victim: &str, n: u64) -> Vec<crate::heuristics::Detection> {
+        let mut found = Vec::new();
+        for i in 0..n {
+            *id += 1;
+            found.extend(h.observe(&rec(*id, "198.51.100.9", victim, 80, Proto::Tcp, i as f64 * 0.0005, 1, 0, "S0")));
+        }
+        found
+    }
+
     /// While one flooder dominates a victim, its sources are re-counted at
     /// most every `RECOUNT_NS` rather than on each record; a distributed
     /// flood joining it is still reported, and no later than that after it
@@ -229,10 +240,7 @@ mod tests {
         let (mut found, mut id) = (Vec::new(), 0u64);
         let victim = "192.0.2.10";
         // A second of a lone flooder at 2000 SYNs/s: never "distributed".
-        for i in 0..2000u64 {
-            id += 1;
-            found.extend(h.observe(&rec(id, "198.51.100.9", victim, 80, Proto::Tcp, i as f64 * 0.0005, 1, 0, "S0")));
-        }
+        found.extend(lone_flood(&mut h, &mut id, victim, 2000));
         assert!(!found.iter().any(|d| d.kind == AttackKind::SynFlood && d.source.is_none()));
         // Then 4000 spoofed sources join it at 8000 a second (fewer than the
         // 4096 tracked per victim); track when the flooder's share drops below half.
@@ -272,10 +280,7 @@ mod tests {
         let (mut found, mut id) = (Vec::new(), 0u64);
         let victim = "192.0.2.10";
         // Five seconds of a lone flooder at 2000 SYNs/s: 10 000 SYNs, never "distributed".
-        for i in 0..10_000u64 {
-            id += 1;
-            found.extend(h.observe(&rec(id, "198.51.100.9", victim, 80, Proto::Tcp, i as f64 * 0.0005, 1, 0, "S0")));
-        }
+        found.extend(lone_flood(&mut h, &mut id, victim, 10_000));
         assert!(!found.iter().any(|d| d.kind == AttackKind::SynFlood && d.source.is_none()));
         // Then 40 000 spoofed sources in two seconds, one SYN each, beside it.
         let mut lone = 10_000u64;

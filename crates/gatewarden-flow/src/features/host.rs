@@ -108,6 +108,16 @@ fn fast_exp2(x: f32) -> f32 {
 /// record moves to the current epoch (one rescale) at most once per epoch.
 const EPOCH_NS: u64 = 32_000_000_000;
 
+/// Each window's factor `2^(seconds / half-life)`: the scale of a weight
+/// `seconds` after its landmark (negative: decay over that time).
+fn scale_over(seconds: f32) -> [f32; W] {
+    let mut g = [0.0f32; W];
+    for (gk, half) in g.iter_mut().zip(WINDOWS_S) {
+        *gk = fast_exp2(seconds / half);
+    }
+    g
+}
+
 /// Per-packet scale factors, computed once and shared by every record the packet touches.
 #[derive(Debug, Clone, Copy)]
 struct Clock {
@@ -120,11 +130,7 @@ impl Clock {
     fn at(now: u64) -> Clock {
         let epoch = now / EPOCH_NS;
         let into = (now % EPOCH_NS) as f32 / 1e9;
-        let mut g = [1.0f32; W];
-        for (k, half) in WINDOWS_S.iter().enumerate() {
-            g[k] = fast_exp2(into / half);
-        }
-        Clock { now, epoch, g }
+        Clock { now, epoch, g: scale_over(into) }
     }
 }
 
@@ -148,10 +154,7 @@ impl<const N: usize> Damped<N> {
         } else if c.epoch > self.epoch {
             // Move to the current landmark: scale down by the epochs that passed.
             let gap_s = ((c.epoch - self.epoch) * (EPOCH_NS / 1_000_000_000)) as f32;
-            let mut f = [0.0f32; W];
-            for (fk, half) in f.iter_mut().zip(WINDOWS_S) {
-                *fk = fast_exp2(-gap_s / half);
-            }
+            let f = scale_over(-gap_s);
             for stat in &mut self.w {
                 for (v, fk) in stat.iter_mut().zip(f) {
                     *v *= fk;
@@ -162,11 +165,7 @@ impl<const N: usize> Damped<N> {
         } else {
             // A late packet from an earlier epoch: scale it relative to this record's landmark.
             let back_s = (self.epoch * EPOCH_NS - c.now.min(self.epoch * EPOCH_NS)) as f32 / 1e9;
-            let mut g = [0.0f32; W];
-            for (k, half) in WINDOWS_S.iter().enumerate() {
-                g[k] = fast_exp2(-back_s / half);
-            }
-            g
+            scale_over(-back_s)
         };
         for &(i, a) in add {
             for (v, gk) in self.w[i].iter_mut().zip(g) {
@@ -181,8 +180,7 @@ impl<const N: usize> Damped<N> {
         let landmark = self.epoch * EPOCH_NS;
         let dt = if now >= landmark { (now - landmark) as f32 / 1e9 } else { -((landmark - now) as f32 / 1e9) };
         let mut out = [[0.0f32; N]; W];
-        for (k, half) in WINDOWS_S.iter().enumerate() {
-            let f = fast_exp2(-dt / half);
+        for (k, f) in scale_over(-dt).into_iter().enumerate() {
             for (i, stat) in self.w.iter().enumerate() {
                 out[k][i] = stat[k] * f;
             }
