@@ -1,5 +1,5 @@
 //! Any frame on the wire, on any link type, must parse or be skipped with a
-//! reason; an ARP or neighbour-discovery frame must be read or refused
+//! reason, the same result from the hand parser as from etherparse; an ARP or neighbour-discovery frame must be read or refused
 //! (truncated, wrong hardware/protocol lengths, probes, gratuitous ARP, DAD)
 //! and fed to the router's bounded LAN watch without a panic.
 #![no_main]
@@ -19,6 +19,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let frame = Frame { ts_ns: 1, link, data: &data[1..], orig_len: data.len() as u32 };
     let parsed = gatewarden::packet::parse(&frame);
+    assert_eq!(parsed, gatewarden::packet::parse_with_etherparse(&frame), "the hand parser and etherparse disagree");
     if let Ok(p) = &parsed {
         assert!(p.payload_len <= p.ip_len.max(65535));
     }
