@@ -43,6 +43,12 @@ pub struct LruMap<K, V> {
     /// put: hot entries skip the list surgery, and the order stays exact to
     /// within 1/16 of the capacity.
     slack: u32,
+    /// The slots of the last two keys touched: a packet's source is usually
+    /// one of the last two packets' (issue #19). Every slot holds a key that
+    /// is in the index, so a slot whose key matches *is* the entry and a hit
+    /// skips hashing and probing; a slot reused for another key just stops
+    /// matching.
+    recent: [u32; 2],
 }
 
 impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
@@ -58,6 +64,7 @@ impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
             evictions: 0,
             ops: 0,
             slack: (cap / 16).min(u32::MAX as usize) as u32,
+            recent: [NIL; 2],
         }
     }
 
@@ -81,6 +88,18 @@ impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
         std::mem::size_of::<Slot<K, V>>() + 2 * (std::mem::size_of::<u32>() + 1)
     }
 
+    /// The slot of `key` if it is one of the last two touched.
+    #[inline]
+    fn recent_slot(&self, key: &K) -> Option<u32> {
+        self.recent.into_iter().find(|&i| i != NIL && self.slab[i as usize].key == *key)
+    }
+
+    fn remember(&mut self, i: u32) {
+        if self.recent[0] != i {
+            self.recent = [i, self.recent[0]];
+        }
+    }
+
     /// Looks up without touching recency.
     pub fn peek(&self, key: &K) -> Option<&V> {
         let hash = self.hasher.hash_one(key);
@@ -91,17 +110,28 @@ impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
     /// The entry for `key`, created with `make` if absent (evicting the least
     /// recently used entry when full, reusing its slot); marks it most recent.
     pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
-        let hash = self.hasher.hash_one(key);
-        let slab = &self.slab;
         self.ops = self.ops.wrapping_add(1);
-        if let Some(&i) = self.index.find(hash, |&j| slab[j as usize].key == key) {
-            if self.lru.head != i && self.ops.wrapping_sub(self.slab[i as usize].moved_at) > self.slack {
-                self.lru.unlink(&mut self.slab, i);
-                self.lru.push_front(&mut self.slab, i);
-                self.slab[i as usize].moved_at = self.ops;
+        let i = match self.recent_slot(&key) {
+            Some(i) => i,
+            None => {
+                let hash = self.hasher.hash_one(key);
+                let slab = &self.slab;
+                match self.index.find(hash, |&j| slab[j as usize].key == key) {
+                    Some(&i) => i,
+                    None => return self.insert_new(key, hash, make),
+                }
             }
-            return &mut self.slab[i as usize].value;
+        };
+        if self.lru.head != i && self.ops.wrapping_sub(self.slab[i as usize].moved_at) > self.slack {
+            self.lru.unlink(&mut self.slab, i);
+            self.lru.push_front(&mut self.slab, i);
+            self.slab[i as usize].moved_at = self.ops;
         }
+        self.remember(i);
+        &mut self.slab[i as usize].value
+    }
+
+    fn insert_new(&mut self, key: K, hash: u64, make: impl FnOnce() -> V) -> &mut V {
         let i = if self.index.len() >= self.cap {
             // Reuse the tail's slot.
             let t = self.lru.tail;
@@ -123,6 +153,7 @@ impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
         let hasher = &self.hasher;
         self.index.insert_unique(hash, i, |&j| hasher.hash_one(slab[j as usize].key));
         self.lru.push_front(&mut self.slab, i);
+        self.remember(i);
         &mut self.slab[i as usize].value
     }
 }
@@ -163,6 +194,47 @@ mod tests {
         assert_eq!(m.len(), 88);
         evict_oldest(&mut m, 500, |v| *v);
         assert!(m.is_empty());
+    }
+
+    proptest::proptest! {
+        /// Below 16 entries the order is exact: the map must behave as a
+        /// plain least-recently-used list, whatever the recent-slot memo
+        /// hits, misses or holds after a slot was reused for another key.
+        #[test]
+        fn behaves_as_an_exact_lru_list_below_sixteen_entries(
+            cap in 1usize..6,
+            ops in proptest::collection::vec((0u8..3, 0u32..9), 1..300),
+        ) {
+            let mut m: LruMap<u32, u32> = LruMap::new(cap);
+            // Most recent first: (key, value).
+            let mut model: Vec<(u32, u32)> = Vec::new();
+            for (n, (op, k)) in ops.into_iter().enumerate() {
+                let n = n as u32;
+                if op == 0 {
+                    let want = model.iter().find(|e| e.0 == k).map(|e| e.1);
+                    proptest::prop_assert_eq!(m.peek(&k).copied(), want);
+                } else {
+                    let v = m.get_or_insert_with(k, || n);
+                    *v += 1;
+                    let got = *v;
+                    let e = match model.iter().position(|e| e.0 == k) {
+                        Some(at) => model.remove(at),
+                        None => {
+                            if model.len() == cap {
+                                model.pop();
+                            }
+                            (k, n)
+                        }
+                    };
+                    model.insert(0, (k, e.1 + 1));
+                    proptest::prop_assert_eq!(got, e.1 + 1);
+                }
+                proptest::prop_assert_eq!(m.len(), model.len());
+            }
+            for k in 0..9 {
+                proptest::prop_assert_eq!(m.peek(&k).copied(), model.iter().find(|e| e.0 == k).map(|e| e.1));
+            }
+        }
     }
 
     #[test]

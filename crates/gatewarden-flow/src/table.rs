@@ -300,6 +300,10 @@ pub struct FlowTable {
     dirty: Vec<u32>,
     exports: Vec<(ExportReason, Flow)>,
     stats: FlowTableStats,
+    /// The slot of the last packet's flow (NIL once it is removed): a flow's
+    /// packets, both directions, tend to come in runs, and a hit skips
+    /// hashing and probing (issue #19).
+    last: u32,
 }
 
 /// What `observe` did with a packet.
@@ -329,6 +333,7 @@ impl FlowTable {
             dirty: Vec::new(),
             exports: Vec::new(),
             stats: FlowTableStats::default(),
+            last: NIL,
         }
     }
 
@@ -360,6 +365,9 @@ impl FlowTable {
     }
 
     fn remove(&mut self, i: u32, reason: ExportReason) {
+        if self.last == i {
+            self.last = NIL;
+        }
         self.lru.unlink(&mut self.slab, i);
         let key = self.slab[i as usize].key;
         let hash = self.hasher.hash_one(key);
@@ -425,9 +433,13 @@ impl FlowTable {
     pub fn observe(&mut self, p: &PacketInfo) -> Observed {
         self.stats.packets += 1;
         let (key, src_is_lo) = FlowKey::of(p);
-        let hash = self.hasher.hash_one(key);
-        let slab = &self.slab;
-        let found = self.index.find(hash, |&j| slab[j as usize].key == key).copied();
+        let (found, hash) = if self.last != NIL && self.slab[self.last as usize].key == key {
+            (Some(self.last), None)
+        } else {
+            let hash = self.hasher.hash_one(key);
+            let slab = &self.slab;
+            (self.index.find(hash, |&j| slab[j as usize].key == key).copied(), Some(hash))
+        };
         let (i, new_flow) = match found {
             Some(i) => {
                 let f = &self.slab[i as usize];
@@ -436,6 +448,7 @@ impl FlowTable {
                     // original direction.
                     let orig_is_lo = f.orig_is_lo;
                     self.remove(i, ExportReason::Active);
+                    let hash = hash.unwrap_or_else(|| self.hasher.hash_one(key));
                     (self.insert(key, hash, orig_is_lo, p.ts_ns), true)
                 } else {
                     self.lru.unlink(&mut self.slab, i);
@@ -443,8 +456,12 @@ impl FlowTable {
                     (i, false)
                 }
             }
-            None => (self.insert(key, hash, src_is_lo, p.ts_ns), true),
+            None => {
+                let hash = hash.unwrap_or_else(|| self.hasher.hash_one(key));
+                (self.insert(key, hash, src_is_lo, p.ts_ns), true)
+            }
         };
+        self.last = i;
         let f = &mut self.slab[i as usize];
         let from_originator = f.orig_is_lo == src_is_lo;
         update_flow(f, p, from_originator);
@@ -727,6 +744,28 @@ mod tests {
         let exports = t.take_exports();
         assert_eq!(exports.len(), 98);
         assert!(exports.iter().all(|(r, _)| *r == ExportReason::Evicted));
+    }
+
+    #[test]
+    fn a_packet_after_its_flow_ended_opens_a_new_flow_however_recently_the_old_one_was_seen() {
+        // The last flow's slot is remembered to skip the lookup: once that flow
+        // ends (idle, flushed, evicted, cut) the slot must not be found again.
+        let mut t = FlowTable::new(2, 10, 300);
+        let a = pkt(0.0, "192.0.2.1", 1, "192.0.2.9", 53, 17, 0);
+        assert!(t.observe(&a).new_flow);
+        assert!(!t.observe(&a).new_flow, "the same flow, found through the remembered slot");
+        t.flush();
+        let again = t.observe(&a);
+        assert!(again.new_flow, "a flushed flow is gone");
+        assert_eq!((t.len(), t.get(again.index).packets()), (1, 1));
+        t.expire(20e9 as u64);
+        assert!(t.observe(&pkt(21.0, "192.0.2.1", 1, "192.0.2.9", 53, 17, 0)).new_flow, "an expired flow is gone");
+        // Evicted by two newer flows while it was the last one seen.
+        t.observe(&pkt(22.0, "192.0.2.2", 1, "192.0.2.9", 53, 17, 0));
+        t.observe(&pkt(22.0, "192.0.2.3", 1, "192.0.2.9", 53, 17, 0));
+        assert!(t.observe(&pkt(22.5, "192.0.2.1", 1, "192.0.2.9", 53, 17, 0)).new_flow, "an evicted flow is gone");
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.stats().created, 6);
     }
 
     #[test]
