@@ -46,6 +46,12 @@ pub struct LanWatch {
     /// traffic it forwards (a WAN scan of a routed LAN makes it ask for
     /// every address) is not a LAN device mapping the LAN.
     own: Option<[u8; 6]>,
+    /// The last (address, MAC) written to or confirmed in `live`: `live`
+    /// changes only in [`LanWatch::saw_sender`], which sets this on every
+    /// change, so while it matches the frame's sender the entry is already
+    /// right and the lookup can be skipped (a run of one sender's frames is
+    /// the common case: issue #19).
+    last_sender: Option<(IpAddr, [u8; 6])>,
 }
 
 impl Default for LanWatch {
@@ -57,7 +63,14 @@ impl Default for LanWatch {
 impl LanWatch {
     /// Empty tables of [`MAX_LIVE`] and [`MAX_ASKS`] entries.
     pub fn new() -> LanWatch {
-        LanWatch { live: LruMap::new(MAX_LIVE), asks: LruMap::new(MAX_ASKS), out: Vec::new(), dropped: 0, own: None }
+        LanWatch {
+            live: LruMap::new(MAX_LIVE),
+            asks: LruMap::new(MAX_ASKS),
+            out: Vec::new(),
+            dropped: 0,
+            own: None,
+            last_sender: None,
+        }
     }
 
     /// The router's own MAC on the capture interface: its requests are not reported.
@@ -66,14 +79,16 @@ impl LanWatch {
     }
 
     /// An IP packet from `mac` with source `addr`: that address is alive on the LAN.
+    #[inline]
     pub fn saw_sender(&mut self, addr: IpAddr, mac: [u8; 6]) {
-        if addr.is_unspecified() || addr.is_multicast() {
+        if self.last_sender == Some((addr, mac)) || addr.is_unspecified() || addr.is_multicast() {
             return;
         }
         match self.live.peek(&addr) {
             Some(m) if *m == mac => {}
             _ => *self.live.get_or_insert_with(addr, || mac) = mac,
         }
+        self.last_sender = Some((addr, mac));
     }
 
     /// An ARP or NDP frame.
@@ -236,6 +251,23 @@ mod tests {
         w.observe(&req(ME, v4(66), v4(9), 1));
         let p = w.take();
         assert_eq!(p.iter().map(|p| p.answered).collect::<Vec<_>>(), [true, false]);
+    }
+
+    #[test]
+    fn an_address_that_moves_to_another_mac_is_seen_from_the_new_one_at_once() {
+        // Runs of one sender skip the lookup; a change of MAC must not.
+        let other = [2, 0, 0, 0, 0, 8];
+        let mut w = LanWatch::new();
+        for mac in [other, other, ME, ME] {
+            w.saw_sender(v4(8), mac);
+        }
+        w.observe(&req(ME, v4(66), v4(8), 1));
+        assert!(!w.take()[0].answered, ".8 now sends from the asker's own MAC");
+        for mac in [ME, other] {
+            w.saw_sender(v4(7), mac);
+        }
+        w.observe(&req(ME, v4(66), v4(7), 1));
+        assert!(w.take()[0].answered, ".7 now sends from another MAC");
     }
 
     #[test]
