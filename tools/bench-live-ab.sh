@@ -52,8 +52,6 @@ work=$(mktemp -d -p /dev/shm)
 . tools/bench/capture-pair.sh
 # The real-tool capture holds GRO super-packets up to 64 KiB: the veth must carry them.
 capture_pair $gen $dut "$work" 65535
-rx() { ip netns exec $dut cat /sys/class/net/d0/statistics/rx_packets; }
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
 cpu1=(taskset -c 1)
 [[ $(nproc) -ge 2 ]] || cpu1=()
 

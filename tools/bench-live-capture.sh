@@ -59,7 +59,6 @@ cat >"$work/udp.cfg" <<CFG
 }
 CFG
 
-rx() { ip netns exec $dut cat /sys/class/net/d0/statistics/rx_packets; }
 # Sends --seconds worth of frames at the rate; records the rate achieved.
 send() {
     local t0 t1

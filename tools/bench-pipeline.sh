@@ -118,9 +118,6 @@ live_work=$(mktemp -d -p /dev/shm)
 . tools/bench/capture-pair.sh
 # The capture holds GRO super-packets up to 64 KiB: the veth must carry them.
 capture_pair $gen $dut "$live_work" 65535
-rx() { ip netns exec $dut cat /sys/class/net/d0/statistics/rx_packets; }
-# CPU time (ns) of every thread of a process, from the scheduler's own accounting.
-cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
 # The contender runs on core 1, tcpreplay (and the veth's delivery, in its
 # context) on core 0, so a contender's CPU is its own work.
 cpu1=(taskset -c 1)

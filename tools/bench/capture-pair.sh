@@ -8,6 +8,7 @@
 # 1500), no IPv6 (no neighbour or router solicitations: d0 receives exactly
 # the frames sent). Writes WORK/gw.toml, a config capturing d0 with its data
 # in WORK. On exit the namespaces, whatever runs in DUT and WORK go.
+# Also defines rx (frames d0 received) and cpu_ns PID (a process's CPU time).
 capture_pair() {
     local gen=$1 dut=$2 work=$3 mtu=${4:-1500} ns
     # Globals, for the EXIT trap after this function returns.
@@ -30,6 +31,12 @@ data_dir = "$work/data"
 interface = "d0"
 TOML
 }
+
+# Frames d0 (in DUT) has received so far.
+rx() { ip netns exec "${_capture_pair[1]}" cat /sys/class/net/d0/statistics/rx_packets; }
+
+# CPU time (ns) of every thread of process $1, from the scheduler's own accounting.
+cpu_ns() { cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{s += $1} END {print s + 0}'; }
 
 _capture_pair_cleanup() {
     local gen=${_capture_pair[0]} dut=${_capture_pair[1]} work=${_capture_pair[2]}

@@ -61,6 +61,25 @@ pub struct PacketInfo {
 }
 
 impl PacketInfo {
+    /// The IP layer's fields, no transport yet: both parsers start here.
+    fn ip_only(ts_ns: u64, src: IpAddr, dst: IpAddr, proto: u8, ip_len: u32, payload_len: u32) -> PacketInfo {
+        PacketInfo {
+            ts_ns,
+            src,
+            dst,
+            proto,
+            sport: 0,
+            dport: 0,
+            tcp_flags: 0,
+            tcp_seq: 0,
+            tcp_ack: 0,
+            icmp_type: 0,
+            icmp_code: 0,
+            ip_len,
+            payload_len,
+        }
+    }
+
     /// Whether this is an ICMP echo request (v4 type 8, v6 type 128).
     pub fn is_icmp_echo_request(&self) -> bool {
         (self.proto == 1 && self.icmp_type == 8) || (self.proto == 58 && self.icmp_type == 128)
@@ -187,21 +206,7 @@ fn from_sliced(ts_ns: u64, p: &LaxSlicedPacket<'_>) -> Result<PacketInfo, SkipRe
             })
         }
     };
-    let mut info = PacketInfo {
-        ts_ns,
-        src,
-        dst,
-        proto,
-        sport: 0,
-        dport: 0,
-        tcp_flags: 0,
-        tcp_seq: 0,
-        tcp_ack: 0,
-        icmp_type: 0,
-        icmp_code: 0,
-        ip_len,
-        payload_len: ip_payload,
-    };
+    let mut info = PacketInfo::ip_only(ts_ns, src, dst, proto, ip_len, ip_payload);
     match &p.transport {
         Some(TransportSlice::Tcp(tcp)) => {
             info.sport = tcp.source_port();
@@ -319,21 +324,7 @@ fn parse_common(frame: &Frame<'_>) -> Option<PacketInfo> {
         }
         _ => return None,
     };
-    let mut info = PacketInfo {
-        ts_ns: frame.ts_ns,
-        src,
-        dst,
-        proto,
-        sport: 0,
-        dport: 0,
-        tcp_flags: 0,
-        tcp_seq: 0,
-        tcp_ack: 0,
-        icmp_type: 0,
-        icmp_code: 0,
-        ip_len,
-        payload_len: ip_payload,
-    };
+    let mut info = PacketInfo::ip_only(frame.ts_ns, src, dst, proto, ip_len, ip_payload);
     let t = transport;
     match proto {
         6 => {
