@@ -420,17 +420,17 @@ pub fn neighbour(frame: &Frame<'_>) -> Option<Neighbour> {
             let dst: [u8; 6] = d.get(0..6)?.try_into().ok()?;
             let src: [u8; 6] = d.get(6..12)?.try_into().ok()?;
             let mut at = 12;
-            let mut et = u16::from_be_bytes([*d.get(at)?, *d.get(at + 1)?]);
+            let mut et = be16(d, at)?;
             for _ in 0..2 {
                 if et == 0x8100 || et == 0x88a8 {
                     at += 4;
-                    et = u16::from_be_bytes([*d.get(at)?, *d.get(at + 1)?]);
+                    et = be16(d, at)?;
                 }
             }
             (et, d.get(at + 2..)?, Some(src), Some(dst))
         }
         LinkType::LinuxSll => {
-            let et = u16::from_be_bytes([*d.get(14)?, *d.get(15)?]);
+            let et = be16(d, 14)?;
             (et, d.get(16..)?, None, None)
         }
         _ => return None,
