@@ -13,7 +13,7 @@ use crate::flow::FlowTable;
 use crate::packet::{self, SkipReason};
 use gatewarden_capture::overload::{Overload, OverloadEvent, ShedReason};
 use gatewarden_capture::{KernelCounters, RingBacklog};
-use gatewarden_core::metrics::{Counter, Gauge, Registry};
+use gatewarden_core::metrics::{Counter, Gauge, LocalCounter, Registry};
 use gatewarden_proto::messages::{FlowBatch, FlowRecord, HostSnapshot, LanProbes, Message, Proto, ShedCount};
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -36,15 +36,16 @@ pub struct RouterStage {
     next_expire_ns: u64,
     seq: u64,
     last_ns: u64,
-    packets: Counter,
-    bytes: Counter,
-    skipped: [Counter; 4],
+    /// Per-frame counts, published with the others at each batch cut (`sync_counters`).
+    packets: LocalCounter,
+    bytes: LocalCounter,
+    skipped: [LocalCounter; 4],
     flows_created: Counter,
     flows_evicted: Counter,
     flows_active: Gauge,
     updates_deferred: Counter,
     exports_dropped: Counter,
-    ends_unsent: Counter,
+    ends_unsent: LocalCounter,
     /// The LAN spoof check (live capture with enforcement on).
     spoof: Option<crate::enforce::service::SpoofLink>,
     /// ARP and neighbour discovery on the LAN, for the LAN-mapping detector.
@@ -79,11 +80,11 @@ impl RouterStage {
     /// A router stage with its metrics registered in `registry`.
     pub fn new(cfg: &Config, registry: &Arc<Registry>) -> RouterStage {
         let skipped = SkipReason::ALL.map(|r| {
-            registry.counter(
+            LocalCounter::new(registry.counter(
                 "gatewarden_packets_skipped_total",
                 "Frames skipped by the parser, by reason.",
                 &[("reason", r.as_str())],
-            )
+            ))
         });
         let shed = ShedReason::ALL.map(|r| {
             registry.counter(
@@ -95,7 +96,7 @@ impl RouterStage {
         RouterStage {
             node: cfg.node_id.clone(),
             table: FlowTable::new(cfg.flow.max_flows, cfg.flow.idle_timeout_s, cfg.flow.active_timeout_s),
-            tracker: HostTracker::new(cfg.flow.max_hosts, cfg.flow.max_pairs),
+            tracker: HostTracker::hosts_only(cfg.flow.max_hosts),
             pending: std::collections::VecDeque::new(),
             ended: Vec::new(),
             batch_interval_ns: cfg.flow.batch_interval_ms * 1_000_000,
@@ -104,8 +105,12 @@ impl RouterStage {
             next_expire_ns: 0,
             seq: 0,
             last_ns: 0,
-            packets: registry.counter("gatewarden_packets_total", "IP packets counted into flows.", &[]),
-            bytes: registry.counter("gatewarden_bytes_total", "IP bytes counted into flows.", &[]),
+            packets: LocalCounter::new(registry.counter(
+                "gatewarden_packets_total",
+                "IP packets counted into flows.",
+                &[],
+            )),
+            bytes: LocalCounter::new(registry.counter("gatewarden_bytes_total", "IP bytes counted into flows.", &[])),
             skipped,
             flows_created: registry.counter("gatewarden_flows_created_total", "Flows created.", &[]),
             flows_evicted: registry.counter(
@@ -124,11 +129,11 @@ impl RouterStage {
                 "Finished-flow records dropped because more flows ended than batches could carry (spoofed floods).",
                 &[],
             ),
-            ends_unsent: registry.counter(
+            ends_unsent: LocalCounter::new(registry.counter(
                 "gatewarden_flow_ends_unsent_total",
                 "Flows that ended with no packet since their last update: counted in the host statistics, not sent again.",
                 &[],
-            ),
+            )),
             spoof: None,
             lan: crate::flow::lan::LanWatch::new(),
             lan_ready: Vec::new(),
@@ -497,7 +502,15 @@ impl RouterStage {
         Some(self.batch(flows))
     }
 
-    fn sync_counters(&self) {
+    /// Publishes the counts kept locally on the per-frame path and the
+    /// table's own (once per batch cut: `/metrics` lags by one batch interval at most).
+    fn sync_counters(&mut self) {
+        self.packets.publish();
+        self.bytes.publish();
+        self.ends_unsent.publish();
+        for c in &mut self.skipped {
+            c.publish();
+        }
         let s = self.table.stats();
         self.flows_created.set_total(s.created);
         self.flows_evicted.set_total(s.evicted);
@@ -1192,6 +1205,8 @@ mod tests {
             gatewarden_flow::features::schema::HOST_STATS.iter().position(|c| c.name == "host_failed_share").unwrap();
         let features = stage.tracker().host_features("10.0.0.1".parse().unwrap(), t0 + 200_000_000);
         assert!(features[failed_share] > 0.0, "the unsent end counted in the host statistics: {features:?}");
+        // The router keeps host statistics only: nothing live reads pair features.
+        assert_eq!(stage.tracker().pairs(), 0);
     }
 
     /// One TCP segment 198.51.100.7 ⇄ 192.0.2.10 (`to_target`: the scanner's SYN, else the RST/ACK answer).

@@ -22,7 +22,9 @@ pub struct FlowConfig {
     pub max_batch_flows: usize,
     /// Most hosts whose damped statistics are kept (least recently seen forgotten first).
     pub max_hosts: usize,
-    /// Most (source, destination) pairs whose statistics are kept.
+    /// Most (source, destination) pairs whose statistics are kept by dataset
+    /// extraction (`gatewarden features`), whose rows carry pair columns. The
+    /// router keeps none: the model reads host features only.
     pub max_pairs: usize,
 }
 

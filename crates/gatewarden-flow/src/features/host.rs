@@ -130,7 +130,19 @@ impl Clock {
     fn at(now: u64) -> Clock {
         let epoch = now / EPOCH_NS;
         let into = (now % EPOCH_NS) as f32 / 1e9;
-        Clock { now, epoch, g: scale_over(into) }
+        // `into` is in [0, 32 s): every exponent is in [0, 32), where the
+        // general [`fast_exp2`]'s range tests and negative-floor fix never
+        // apply. This is its arithmetic without them (the same bits), as it
+        // runs on every packet.
+        let mut g = [0.0f32; W];
+        for (gk, half) in g.iter_mut().zip(WINDOWS_S) {
+            let x = into / half;
+            let fl = x as i32;
+            let f = x - fl as f32;
+            let poly = 1.0 + f * (0.695_976_1 + f * (0.224_940_4 + f * 0.079_083_5));
+            *gk = f32::from_bits(((fl + 127) as u32) << 23) * poly;
+        }
+        Clock { now, epoch, g }
     }
 }
 
@@ -217,7 +229,8 @@ fn addr_tag(a: IpAddr) -> u32 {
 /// The per-host and per-pair statistics of a network.
 pub struct HostTracker {
     hosts: LruMap<u128, HostStats>,
-    pairs: LruMap<(u128, u128), PairStats>,
+    /// None for a tracker that keeps host statistics only (the router's).
+    pairs: Option<LruMap<(u128, u128), PairStats>>,
 }
 
 /// An address as one integer (IPv4 mapped into IPv6): cheaper to hash than `IpAddr`.
@@ -242,9 +255,18 @@ fn ratio(a: f32, b: f32) -> f32 {
 }
 
 impl HostTracker {
-    /// A tracker remembering at most `max_hosts` hosts and `max_pairs` pairs.
+    /// A tracker remembering at most `max_hosts` hosts and `max_pairs` pairs:
+    /// what dataset extraction needs, since its rows carry the pair columns.
     pub fn new(max_hosts: usize, max_pairs: usize) -> HostTracker {
-        HostTracker { hosts: LruMap::new(max_hosts), pairs: LruMap::new(max_pairs) }
+        HostTracker { hosts: LruMap::new(max_hosts), pairs: Some(LruMap::new(max_pairs)) }
+    }
+
+    /// A tracker of host statistics alone, for the router: its batches
+    /// carry host snapshots and nothing reads pair features live, so a pair
+    /// lookup and update per packet (and a new pair per spoofed packet) would
+    /// be work and memory for nothing. [`HostTracker::pair_features`] gives zeros.
+    pub fn hosts_only(max_hosts: usize) -> HostTracker {
+        HostTracker { hosts: LruMap::new(max_hosts), pairs: None }
     }
 
     /// Hosts currently remembered.
@@ -254,7 +276,7 @@ impl HostTracker {
 
     /// Pairs currently remembered.
     pub fn pairs(&self) -> usize {
-        self.pairs.len()
+        self.pairs.as_ref().map_or(0, LruMap::len)
     }
 
     /// Bytes per remembered host and per pair, for the memory budget.
@@ -290,14 +312,19 @@ impl HostTracker {
             if new_flow && has_ports {
                 src.ports.touch(pkt.dport, t);
             }
-            let mut add = [(h::PKTS, 1.0), (h::BYTES, len), (h::SYN, 0.0), (h::NEW_DST, 0.0)];
+            // Only what this packet adds: most packets are neither a SYN nor
+            // a new destination, and adding zeros cost half the update.
+            let mut add = [(h::PKTS, 1.0), (h::BYTES, len), (0, 0.0), (0, 0.0)];
+            let mut n = 2;
             if syn {
-                add[2].1 = 1.0;
+                add[n] = (h::SYN, 1.0);
+                n += 1;
             }
             if new_dst {
-                add[3].1 = 1.0;
+                add[n] = (h::NEW_DST, 1.0);
+                n += 1;
             }
-            src.d.update(&clock, &add);
+            src.d.update(&clock, &add[..n]);
         }
         // What the destination receives that tells about its own attempts.
         let rx = if pkt.proto == 6
@@ -319,8 +346,8 @@ impl HostTracker {
             });
             dst.d.update(&clock, &[(i, 1.0)]);
         }
-        let pair =
-            self.pairs.get_or_insert_with((ks, kd), || PairStats { d: Damped::new(&clock), ports: RecentSet::new() });
+        let Some(pairs) = &mut self.pairs else { return };
+        let pair = pairs.get_or_insert_with((ks, kd), || PairStats { d: Damped::new(&clock), ports: RecentSet::new() });
         if new_flow && has_ports {
             pair.ports.touch(pkt.dport, t);
         }
@@ -364,12 +391,14 @@ impl HostTracker {
         out
     }
 
-    /// The pair features of `src → dst` at `now` (zeros if unknown).
+    /// The pair features of `src → dst` at `now` (zeros if unknown, or if
+    /// this tracker keeps hosts only).
     pub fn pair_features(&self, src: IpAddr, dst: IpAddr, now: u64) -> PairFeatures {
         let mut out = [0.0; W * PAIR_STATS.len()];
-        let Some(s) = self.pairs.peek(&(key(src), key(dst))) else { return out };
+        let Some(pairs) = &self.pairs else { return out };
+        let Some(s) = pairs.peek(&(key(src), key(dst))) else { return out };
         let w = s.d.at(now);
-        let back = self.pairs.peek(&(key(dst), key(src))).map(|b| b.d.at(now));
+        let back = pairs.peek(&(key(dst), key(src))).map(|b| b.d.at(now));
         let t = tick(now);
         for k in 0..W {
             let half = WINDOWS_S[k];
@@ -422,6 +451,35 @@ mod tests {
             assert!((f[k * HOST_STATS.len() + 1] - 5000.0).abs() < 200.0);
         }
         assert_eq!(f[3 + HOST_STATS.len()], 1.0, "one distinct destination in the 10 s window");
+    }
+
+    #[test]
+    fn a_hosts_only_tracker_gives_the_same_host_features_and_keeps_no_pairs() {
+        let (mut full, mut hosts) = (HostTracker::new(100, 100), HostTracker::hosts_only(100));
+        // A scan with answers and some ordinary traffic, both directions.
+        for i in 0..400u16 {
+            let ts = i as f64 * 0.01;
+            for p in [
+                pkt(ts, "203.0.113.9", "192.0.2.10", i + 1, 6, 0x02),
+                pkt(ts + 0.001, "192.0.2.10", "203.0.113.9", 40000, 6, 0x14),
+                pkt(ts + 0.002, "192.0.2.20", "198.51.100.1", 1883, 6, 0x18),
+            ] {
+                let new_flow = p.tcp_flags == 0x02 || i % 50 == 0;
+                full.observe(&p, new_flow);
+                hosts.observe(&p, new_flow);
+            }
+        }
+        full.flow_finished("203.0.113.9".parse().unwrap(), true, 4_000_000_000);
+        hosts.flow_finished("203.0.113.9".parse().unwrap(), true, 4_000_000_000);
+        for a in ["203.0.113.9", "192.0.2.10", "192.0.2.20", "198.51.100.1"] {
+            let a = a.parse().unwrap();
+            assert_eq!(full.host_features(a, 4_100_000_000), hosts.host_features(a, 4_100_000_000), "{a}");
+        }
+        assert!(full.pairs() >= 3);
+        assert_eq!(hosts.pairs(), 0);
+        let (s, d) = ("203.0.113.9".parse().unwrap(), "192.0.2.10".parse().unwrap());
+        assert!(full.pair_features(s, d, 4_100_000_000).iter().any(|x| *x > 0.0));
+        assert!(hosts.pair_features(s, d, 4_100_000_000).iter().all(|x| *x == 0.0));
     }
 
     #[test]
@@ -480,6 +538,20 @@ mod tests {
                     assert_eq!(fast_exp2(x).to_bits(), with_libm_floor(x).to_bits(), "2^{x}");
                 }
             }
+        }
+    }
+
+    #[test]
+    fn a_packets_clock_scales_exactly_as_the_general_exp2_does() {
+        // Every stamp within an epoch, densely at its ends: the per-packet
+        // shortcut must give the general path's bits, so features do not move.
+        let mut stamps: Vec<u64> = (0..20_000u64).map(|i| i * 1_600_000 + i % 7).collect();
+        stamps.extend((0..2_000u64).map(|i| EPOCH_NS - 1 - i * 997));
+        stamps.extend((0..2_000u64).map(|i| 5 * EPOCH_NS + i * 13));
+        for now in stamps {
+            let into = (now % EPOCH_NS) as f32 / 1e9;
+            let (got, want) = (Clock::at(now).g, scale_over(into));
+            assert_eq!(got.map(f32::to_bits), want.map(f32::to_bits), "at {now} ns ({into} s into the epoch)");
         }
     }
 
