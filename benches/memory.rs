@@ -46,6 +46,7 @@ fn main() {
             icmp_code: 0,
             ip_len: 40,
             payload_len: 0,
+            fragment: None,
         };
         let o = table.observe(&p);
         tracker.observe(&p, o.new_flow);

@@ -312,6 +312,72 @@ fn a_live_scan_is_detected_and_blocked_in_the_kernel() {
     assert!(!gone.status.success(), "a clean exit removes the table");
 }
 
+/// `nmap -f` cuts each probe's TCP header into 8-byte IP fragments, the
+/// flags in the second: a first fragment used to be skipped as a malformed
+/// transport and the rest counted as port-less packets, so the scan went
+/// unseen. Each fragment now counts in its probe's flow
+/// (crates/gatewarden-flow/src/fragments.rs) and the scan is blocked as an
+/// unfragmented one is. nmap cannot fragment IPv6, so the IPv6 fragment
+/// header is shown on the kernel's own fragments (3 000-byte pings).
+#[test]
+fn a_fragmented_scan_is_detected_and_blocked_like_an_unfragmented_one() {
+    if !require_root("a_fragmented_scan_is_detected_and_blocked_like_an_unfragmented_one") {
+        return;
+    }
+    if !tool("nmap") || !tool("curl") || !tool("nft") {
+        eprintln!("SKIPPED: nmap/curl/nft not installed");
+        return;
+    }
+    let site = Site::new();
+    let (_dir, mut gw) = run_role_all_on_lan0(&site, "[enforce]\nenabled = true\n");
+    let metric = |name: &str| {
+        let out = site.router.command("curl").args(["-s", "http://127.0.0.1:8080/metrics"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    };
+    // IPv6 first, before the scanner is blocked: three echo requests of 3 000
+    // bytes leave the device in three fragments each, and so do the replies.
+    let pinged = site
+        .iot
+        .command("ping")
+        .args(["-6", "-c", "3", "-i", "0.2", "-s", "3000", "-W", "2", "2001:db8:20::10"])
+        .status();
+    assert!(pinged.unwrap().success(), "3 000-byte pings over IPv6 get their answers");
+    let counted = common::wait_until(Duration::from_secs(5), || metric("gatewarden_fragments_total") >= 18.0);
+    assert!(counted, "18 IPv6 fragments counted: {}", metric("gatewarden_fragments_total"));
+    assert_eq!(metric("gatewarden_fragments_unmapped_total"), 0.0, "every IPv6 fragment found its datagram");
+
+    assert!(site.iot.command("ping").args(["-c", "1", "-W", "2", "198.51.100.10"]).status().unwrap().success());
+    let before = metric("gatewarden_fragments_total");
+    let _scan = Guard::spawn(
+        site.iot
+            .command("timeout")
+            .args(["30", "nmap", "-n", "-Pn", "-sS", "-T4", "-f", "-p", "1-1000", "198.51.100.10"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    let blocked = common::wait_until(Duration::from_secs(20), || {
+        let out = site
+            .router
+            .command("nft")
+            .args(["-j", "list", "set", "inet", "gatewarden", "block4_detector"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("192.0.2.10")
+    });
+    let (fragments, unmapped) =
+        (metric("gatewarden_fragments_total") - before, metric("gatewarden_fragments_unmapped_total"));
+    eprintln!("nmap -f: {fragments} fragments counted, {unmapped} without their ports");
+    assert!(blocked, "the fragmented scan never put 192.0.2.10 in block4_detector ({fragments} fragments)");
+    assert!(fragments >= 30.0, "the scan's fragments were counted as fragments: {fragments}");
+    assert!(unmapped <= fragments / 10.0, "nearly every fragment found its probe: {unmapped} of {fragments}");
+    assert!(metric("gatewarden_verdicts_total{kind=\"port_scan\"}") > 0.0, "a port_scan verdict");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_timeout(Duration::from_secs(5)), Some(0));
+}
+
 /// The appliance starts its router before networking (docs/PERFORMANCE.md,
 /// boot to first rule), so the capture interface (a VLAN on the CM4) may
 /// appear only later: gatewarden waits for it, then captures what crosses it.

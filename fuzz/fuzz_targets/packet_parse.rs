@@ -1,5 +1,6 @@
 //! Any frame on the wire, on any link type, must parse or be skipped with a
-//! reason, the same result from the hand parser as from etherparse; an ARP or neighbour-discovery frame must be read or refused
+//! reason, the same result from the hand parser as from etherparse; a
+//! fragment's bytes must go through the fragment table without a panic; an ARP or neighbour-discovery frame must be read or refused
 //! (truncated, wrong hardware/protocol lengths, probes, gratuitous ARP, DAD)
 //! and fed to the router's bounded LAN watch without a panic.
 #![no_main]
@@ -22,6 +23,17 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(parsed, gatewarden::packet::parse_with_etherparse(&frame), "the hand parser and etherparse disagree");
     if let Ok(p) = &parsed {
         assert!(p.payload_len <= p.ip_len.max(65535));
+        if p.fragment.is_some() {
+            // A fragment's bytes go to the fragment table, twice (a
+            // duplicate): ports or none, never a panic, and the marked copy
+            // stays marked unless it completed the header.
+            let data = gatewarden::packet::fragment_data(&frame).unwrap_or_default();
+            let mut heads = gatewarden::flow::fragments::FragmentHeads::new();
+            let (mut a, mut b) = (*p, *p);
+            heads.resolve(&mut a, data);
+            heads.resolve(&mut b, data);
+            assert!(b.fragment.is_some() || a.fragment.is_some(), "a header completes once");
+        }
     }
     if let Some(n) = gatewarden::packet::neighbour(&frame) {
         // Only ARP (not IP) and NS/NA (ICMPv6 135/136) are neighbour frames.

@@ -46,6 +46,10 @@ pub struct RouterStage {
     updates_deferred: Counter,
     exports_dropped: Counter,
     ends_unsent: LocalCounter,
+    /// Recent fragmented datagrams' transport headers (fixed size).
+    fragments: crate::flow::fragments::FragmentHeads,
+    fragments_seen: Counter,
+    fragments_unmapped: Counter,
     /// The LAN spoof check (live capture with enforcement on).
     spoof: Option<crate::enforce::service::SpoofLink>,
     /// ARP and neighbour discovery on the LAN, for the LAN-mapping detector.
@@ -134,6 +138,17 @@ impl RouterStage {
                 "Flows that ended with no packet since their last update: counted in the host statistics, not sent again.",
                 &[],
             )),
+            fragments: crate::flow::fragments::FragmentHeads::new(),
+            fragments_seen: registry.counter(
+                "gatewarden_fragments_total",
+                "IP fragments counted (each in its datagram's flow when its first fragments were seen).",
+                &[],
+            ),
+            fragments_unmapped: registry.counter(
+                "gatewarden_fragments_unmapped_total",
+                "IP fragments counted without their datagram's ports: its first fragments were not seen in time.",
+                &[],
+            ),
             spoof: None,
             lan: crate::flow::lan::LanWatch::new(),
             lan_ready: Vec::new(),
@@ -269,7 +284,11 @@ impl RouterStage {
     /// Counts one frame; returns a batch when the cadence says one is due.
     pub fn on_frame(&mut self, frame: &Frame<'_>) -> Option<FlowBatch> {
         match packet::parse(frame) {
-            Ok(p) => {
+            Ok(mut p) => {
+                if p.fragment.is_some() {
+                    // A fragment counts in its datagram's flow, not a port-less one.
+                    self.fragments.resolve(&mut p, packet::fragment_data(frame).unwrap_or_default());
+                }
                 let mac = packet::source_mac(frame);
                 let verified = match (&self.spoof, mac) {
                     (Some(link), Some(mac)) => link.check_verified(mac, &source_frame(&p), self.overload.overloaded()),
@@ -511,6 +530,8 @@ impl RouterStage {
         for c in &mut self.skipped {
             c.publish();
         }
+        self.fragments_seen.set_total(self.fragments.fragments);
+        self.fragments_unmapped.set_total(self.fragments.unmapped);
         let s = self.table.stats();
         self.flows_created.set_total(s.created);
         self.flows_evicted.set_total(s.evicted);

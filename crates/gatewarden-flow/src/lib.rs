@@ -1,7 +1,8 @@
 //! gatewarden-flow: where a packet becomes a flow.
 //!
 //! [`packet`] reads a frame's headers (Ethernet, VLAN, IPv4/IPv6, TCP/UDP/ICMP)
-//! without touching the payload; [`table`] is the bounded, bidirectional
+//! without touching the payload; [`fragments`] gives an IP fragment its
+//! datagram's ports (from the first fragments' transport header); [`table`] is the bounded, bidirectional
 //! 5-tuple flow table with Zeek-style connection states; [`features`] turns
 //! flows and per-host damped statistics into the numbers the detector and the
 //! model read, defined once in [`features::schema`]; [`lan`] follows ARP and
@@ -15,6 +16,7 @@
 pub mod config;
 pub mod evidence;
 pub mod features;
+pub mod fragments;
 pub mod lan;
 pub mod packet;
 pub mod table;

@@ -58,6 +58,23 @@ pub struct PacketInfo {
     pub ip_len: u32,
     /// Transport payload length on the wire.
     pub payload_len: u32,
+    /// Set on an IP fragment whose transport header this packet does not
+    /// carry whole: its ports (if known) come from the datagram's first
+    /// fragments ([`crate::fragments::FragmentHeads`]), and it adds nothing to
+    /// TCP state. `None` for every unfragmented packet.
+    pub fragment: Option<Fragment>,
+}
+
+/// Where an IP fragment sits in its datagram (IPv4 header, or an IPv6
+/// fragment extension header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fragment {
+    /// The datagram's identification (16 bits in IPv4, 32 in IPv6).
+    pub id: u32,
+    /// Offset of this fragment's data in the datagram's payload, in bytes.
+    pub offset: u32,
+    /// More fragments follow.
+    pub more: bool,
 }
 
 impl PacketInfo {
@@ -77,6 +94,7 @@ impl PacketInfo {
             icmp_code: 0,
             ip_len,
             payload_len,
+            fragment: None,
         }
     }
 
@@ -148,7 +166,12 @@ pub fn parse(frame: &Frame<'_>) -> Result<PacketInfo, SkipReason> {
 /// transport shape. [`parse`] must agree with it on every frame; public so
 /// the fuzz target can check that.
 pub fn parse_with_etherparse(frame: &Frame<'_>) -> Result<PacketInfo, SkipReason> {
-    let sliced = match frame.link {
+    from_sliced(frame.ts_ns, &slice(frame)?)
+}
+
+/// etherparse's lax slicing of a frame of any link type.
+fn slice<'a>(frame: &Frame<'a>) -> Result<LaxSlicedPacket<'a>, SkipReason> {
+    Ok(match frame.link {
         LinkType::Ethernet => LaxSlicedPacket::from_ethernet(frame.data).map_err(|_| SkipReason::LinkTruncated)?,
         LinkType::RawIp => LaxSlicedPacket::from_ip(frame.data).map_err(|_| SkipReason::IpMalformed)?,
         LinkType::LinuxSll => {
@@ -164,36 +187,53 @@ pub fn parse_with_etherparse(frame: &Frame<'_>) -> Result<PacketInfo, SkipReason
             }
             LaxSlicedPacket::from_ip(&frame.data[4..]).map_err(|_| SkipReason::NotIp)?
         }
-    };
-    from_sliced(frame.ts_ns, &sliced)
+    })
+}
+
+/// The data a fragment carries (what follows its IP header and IPv6
+/// extension headers, as far as it was captured): where a datagram's first
+/// fragments hold its transport header. Read only for frames [`parse`]
+/// marked as fragments, so the common path never slices twice.
+pub fn fragment_data<'a>(frame: &Frame<'a>) -> Option<&'a [u8]> {
+    match slice(frame).ok()?.net? {
+        LaxNetSlice::Ipv4(v4) => Some(v4.payload().payload),
+        LaxNetSlice::Ipv6(v6) => Some(v6.payload().payload),
+    }
 }
 
 fn from_sliced(ts_ns: u64, p: &LaxSlicedPacket<'_>) -> Result<PacketInfo, SkipReason> {
     // `ip_payload` is the transport's length on the wire, from the IP header,
     // which stays right when the capture cut the packet short.
-    let (src, dst, proto, ip_len, ip_payload, fragmented_tail) = match &p.net {
+    let (src, dst, proto, ip_len, ip_payload, fragment) = match &p.net {
         Some(LaxNetSlice::Ipv4(v4)) => {
             let h = v4.header();
             let total = h.total_len() as u32;
+            let offset = u32::from(h.fragments_offset().value()) * 8;
+            let fragment = (h.more_fragments() || offset != 0).then_some(Fragment {
+                id: u32::from(h.identification()),
+                offset,
+                more: h.more_fragments(),
+            });
             (
                 IpAddr::V4(h.source_addr()),
                 IpAddr::V4(h.destination_addr()),
                 v4.payload().ip_number.0,
                 total,
                 total.saturating_sub(h.slice().len() as u32),
-                h.fragments_offset().value() != 0,
+                fragment,
             )
         }
         Some(LaxNetSlice::Ipv6(v6)) => {
             let h = v6.header();
             let ext = v6.extensions().slice().len() as u32;
+            let fragment = ipv6_fragment(h.next_header().0, v6.extensions().slice());
             (
                 IpAddr::V6(h.source_addr()),
                 IpAddr::V6(h.destination_addr()),
                 v6.payload().ip_number.0,
                 h.payload_length() as u32 + 40,
                 (h.payload_length() as u32).saturating_sub(ext),
-                v6.is_payload_fragmented() && v6.payload().payload.is_empty(),
+                fragment,
             )
         }
         None => {
@@ -206,6 +246,15 @@ fn from_sliced(ts_ns: u64, p: &LaxSlicedPacket<'_>) -> Result<PacketInfo, SkipRe
             })
         }
     };
+    if fragment.is_some() {
+        // A fragment, first or later: etherparse leaves its transport unread,
+        // and the ports are the datagram's business (`fragments::FragmentHeads`,
+        // fed with `fragment_data`). It is counted, never skipped: a first
+        // fragment skipped as malformed let `nmap -f` scan unseen.
+        let mut info = PacketInfo::ip_only(ts_ns, src, dst, proto, ip_len, ip_payload);
+        info.fragment = fragment;
+        return Ok(info);
+    }
     let mut info = PacketInfo::ip_only(ts_ns, src, dst, proto, ip_len, ip_payload);
     match &p.transport {
         Some(TransportSlice::Tcp(tcp)) => {
@@ -232,15 +281,38 @@ fn from_sliced(ts_ns: u64, p: &LaxSlicedPacket<'_>) -> Result<PacketInfo, SkipRe
             info.payload_len = ip_payload.saturating_sub(icmp.header_len() as u32);
         }
         None => {
-            // A transport we parse whose header did not fit is malformed; a later
-            // fragment or another protocol (GRE, ESP, …) simply has no ports.
-            let parsed_proto = matches!(proto, 6 | 17 | 1 | 58);
-            if parsed_proto && !fragmented_tail {
+            // A transport we parse whose header did not fit is malformed;
+            // another protocol (GRE, ESP, …) simply has no ports.
+            if matches!(proto, 6 | 17 | 1 | 58) {
                 return Err(SkipReason::TransportMalformed);
             }
         }
     }
     Ok(info)
+}
+
+/// The fragment header among IPv6 extension headers `ext` (the chain
+/// starting with next header `first`), if the packet is a fragment. Walked
+/// by hand: etherparse 0.16's extension iterator panics on a chain its lax
+/// parser cut short.
+fn ipv6_fragment(first: u8, mut ext: &[u8]) -> Option<Fragment> {
+    let mut next = first;
+    loop {
+        let len = match next {
+            44 => {
+                let b = ext.get(..8)?;
+                let offset_more = u16::from_be_bytes([b[2], b[3]]);
+                let (offset, more) = (u32::from(offset_more >> 3) * 8, offset_more & 1 != 0);
+                let id = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+                return (more || offset != 0).then_some(Fragment { id, offset, more });
+            }
+            0 | 43 | 60 => (usize::from(*ext.get(1)?) + 1) * 8,
+            51 => (usize::from(*ext.get(1)?) + 2) * 4,
+            _ => return None,
+        };
+        next = *ext.first()?;
+        ext = ext.get(len..)?;
+    }
 }
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
@@ -938,6 +1010,77 @@ mod tests {
         for cut in 0..full.len() - 8 {
             assert_eq!(neighbour(&frame(&full[..cut], LinkType::Ethernet)), None, "cut at {cut}");
         }
+    }
+
+    /// `nmap -f`'s probe: a TCP SYN header cut in 8-byte IPv4 fragments.
+    fn nmap_f_fragments(id: u16, dport: u16) -> Vec<Vec<u8>> {
+        let header = tcp(40000, dport, tcp_flags::SYN);
+        (0..3)
+            .map(|k| {
+                let part = &header[k * 8..(k * 8 + 8).min(20)];
+                let mut ip = ipv4(6, 20 + part.len() as u16, part);
+                ip[4..6].copy_from_slice(&id.to_be_bytes());
+                let more = if k < 2 { 0x2000 } else { 0 };
+                ip[6..8].copy_from_slice(&(more | k as u16).to_be_bytes());
+                ip
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_first_fragment_is_counted_as_a_fragment_not_skipped_as_malformed() {
+        let parts = nmap_f_fragments(0x1234, 443);
+        for (k, ip) in parts.iter().enumerate() {
+            let p = parse(&frame(ip, LinkType::RawIp)).unwrap_or_else(|e| panic!("fragment {k}: {e:?}"));
+            assert_eq!((p.proto, p.sport, p.dport, p.tcp_flags), (6, 0, 0, 0));
+            let f = p.fragment.expect("marked as a fragment");
+            assert_eq!((f.id, f.offset, f.more), (0x1234, 8 * k as u32, k < 2));
+            assert_eq!(fragment_data(&frame(ip, LinkType::RawIp)).unwrap(), &ip[20..]);
+        }
+        // An unfragmented packet is not marked, by either parser.
+        let whole = ipv4(6, 40, &tcp(40000, 443, tcp_flags::SYN));
+        assert_eq!(parse(&frame(&whole, LinkType::RawIp)).unwrap().fragment, None);
+        assert_eq!(parse_with_etherparse(&frame(&whole, LinkType::RawIp)).unwrap().fragment, None);
+    }
+
+    #[test]
+    fn an_ipv6_fragment_header_marks_the_fragment_behind_other_extensions() {
+        let header = tcp(40000, 22, tcp_flags::SYN);
+        // Destination options (8 bytes), then a fragment header: offset 0, more, id 0xdeadbeef.
+        let mut ext = vec![44, 0, 1, 4, 0, 0, 0, 0];
+        ext.extend([6, 0, 0x00, 0x01, 0xde, 0xad, 0xbe, 0xef]);
+        ext.extend(&header[..8]);
+        let ip = ipv6(60, ext.len() as u16, &ext);
+        let p = parse(&frame(&ip, LinkType::RawIp)).unwrap();
+        assert_eq!((p.proto, p.dport), (6, 0));
+        assert_eq!(p.fragment, Some(Fragment { id: 0xdead_beef, offset: 0, more: true }));
+        assert_eq!(fragment_data(&frame(&ip, LinkType::RawIp)).unwrap(), &header[..8]);
+        // A fragment header saying "whole datagram" (offset 0, no more) is no fragment.
+        let mut atomic = vec![6, 0, 0, 0, 0, 0, 0, 9];
+        atomic.extend(&header);
+        let ip = ipv6(44, atomic.len() as u16, &atomic);
+        let p = parse(&frame(&ip, LinkType::RawIp)).unwrap();
+        assert_eq!((p.fragment, p.dport, p.tcp_flags), (None, 22, tcp_flags::SYN));
+        // A chain cut short is not a panic.
+        for cut in 40..ip.len() {
+            let _ = parse(&frame(&ip[..cut], LinkType::RawIp));
+        }
+    }
+
+    #[test]
+    fn an_nmap_f_probe_becomes_one_syn_flow_to_its_port() {
+        let mut heads = crate::fragments::FragmentHeads::new();
+        let mut table = crate::table::FlowTable::new(100, 60, 300);
+        let mut index = 0;
+        for (k, ip) in nmap_f_fragments(7, 8080).iter().enumerate() {
+            let f = Frame { ts_ns: 1_000 + k as u64, link: LinkType::RawIp, data: ip, orig_len: ip.len() as u32 };
+            let mut p = parse(&f).unwrap();
+            heads.resolve(&mut p, fragment_data(&f).unwrap());
+            index = table.observe(&p).index;
+        }
+        assert_eq!(table.len(), 1, "three fragments, one flow");
+        let flow = table.get(index);
+        assert_eq!((flow.dport(), flow.fwd_packets, flow.flag_counts[0]), (8080, 3, 1), "one SYN in three packets");
     }
 
     #[test]

@@ -577,7 +577,10 @@ fn update_flow(f: &mut Flow, p: &PacketInfo, from_originator: bool) {
         f.rev_packets = f.rev_packets.saturating_add(1);
         f.rev_bytes += p.ip_len as u64;
     }
-    if p.proto == 6 {
+    // A fragment without the datagram's TCP header has no flags or numbers
+    // of its own (`fragments::FragmentHeads` gave the header's to the
+    // fragment that completed it): it counts as a packet, not in TCP state.
+    if p.proto == 6 && p.fragment.is_none() {
         let fl = p.tcp_flags;
         for (bit, slot) in [
             (tcp_flags::SYN, 0),
@@ -677,6 +680,7 @@ mod tests {
             icmp_code: 0,
             ip_len: 60,
             payload_len: 0,
+            fragment: None,
         }
     }
 

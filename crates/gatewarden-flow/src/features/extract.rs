@@ -87,6 +87,7 @@ pub fn extract(
 ) -> Result<ExtractSummary, ExtractError> {
     let mut table = FlowTable::new(cfg.max_flows, cfg.idle_timeout_s, cfg.active_timeout_s);
     let mut tracker = HostTracker::new(cfg.max_hosts, cfg.max_pairs);
+    let mut fragments = crate::fragments::FragmentHeads::new();
     let mut summary = ExtractSummary::default();
     writeln!(out, "{}", header())?;
     let mut next_expire = 0u64;
@@ -112,7 +113,10 @@ pub fn extract(
         summary.packets += 1;
         now = now.max(frame.ts_ns);
         match packet::parse(&frame) {
-            Ok(p) => {
+            Ok(mut p) => {
+                if p.fragment.is_some() {
+                    fragments.resolve(&mut p, packet::fragment_data(&frame).unwrap_or_default());
+                }
                 let o = table.observe(&p);
                 tracker.observe(&p, o.new_flow);
             }

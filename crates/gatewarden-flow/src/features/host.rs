@@ -434,6 +434,7 @@ mod tests {
             icmp_code: 0,
             ip_len: 100,
             payload_len: 60,
+            fragment: None,
         }
     }
 
