@@ -21,7 +21,9 @@ use crate::packet::{Fragment, PacketInfo};
 
 /// Slots in the table: 4 096 × 40 B = 160 KiB, fixed. A datagram's
 /// fragments arrive within microseconds of each other, so a slot is needed
-/// only that long; a spoofed fragment flood can only take slots from itself.
+/// only that long. The table is shared: a fragment flood can take slots from
+/// other datagrams, whose later fragments then count port-less, as every
+/// fragment did before this table existed.
 pub const SLOTS: usize = 4096;
 
 /// A slot older than this no longer speaks for a datagram (IPv4
@@ -97,14 +99,27 @@ impl FragmentHeads {
         }
         let tag = self.hasher.hash_one((key(p.src), key(p.dst), p.proto, id)) | 1;
         let slot = &mut self.slots[(tag >> 52) as usize % SLOTS];
-        if slot.tag != tag || p.ts_ns.saturating_sub(slot.ts_ns) > MAX_AGE_NS || slot.ts_ns > p.ts_ns + MAX_AGE_NS {
-            *slot = Slot { tag, ts_ns: p.ts_ns, ..Slot::default() };
+        let start = offset as usize;
+        let fresh = slot.tag == tag && p.ts_ns.abs_diff(slot.ts_ns) <= MAX_AGE_NS;
+        // A fragment starting the header again is a new datagram reusing the
+        // id (`hping3 -N 42 -f` gives every probe the same one): it must not
+        // be taken for a duplicate of the first, or a whole scan collapses
+        // into one probe. So the first copy of a byte wins within a
+        // datagram, and a second first fragment starts another.
+        let restart = start == 0 && slot.have & 1 != 0;
+        if !fresh || restart {
+            if start >= HEAD {
+                // Nothing of the header here: do not take another datagram's slot.
+                self.unmapped += u64::from(!fresh);
+                if !fresh {
+                    return;
+                }
+            } else {
+                *slot = Slot { tag, ts_ns: p.ts_ns, ..Slot::default() };
+            }
         }
         let before = slot.have;
-        let start = offset as usize;
         if start < HEAD {
-            // The first copy of a byte stays: an overlapping fragment cannot
-            // move a datagram already counted to other ports.
             for (i, b) in data.iter().take(HEAD - start).enumerate() {
                 if slot.have & (1 << (start + i)) == 0 {
                     slot.head[start + i] = *b;
@@ -112,6 +127,15 @@ impl FragmentHeads {
                 }
             }
         }
+        // The bytes of the transport header this fragment carried are no
+        // payload (an `nmap -f` SYN carries none).
+        let header_len = match p.proto {
+            6 if slot.have & (1 << 12) != 0 => usize::from(slot.head[12] >> 4) * 4,
+            6 => HEAD,
+            _ => 8,
+        };
+        let carried = header_len.saturating_sub(start).min(data.len());
+        p.payload_len = p.payload_len.saturating_sub(carried as u32);
         let h = slot.head;
         if slot.have & ports != ports {
             self.unmapped += 1;
@@ -158,21 +182,10 @@ mod tests {
     use crate::packet::tcp_flags::SYN;
 
     fn frag(ts_ns: u64, src: &str, proto: u8, id: u32, offset: u32, more: bool) -> PacketInfo {
+        let (src, dst) = (src.parse().unwrap(), "198.51.100.10".parse().unwrap());
         PacketInfo {
-            ts_ns,
-            src: src.parse().unwrap(),
-            dst: "198.51.100.10".parse().unwrap(),
-            proto,
-            sport: 0,
-            dport: 0,
-            tcp_flags: 0,
-            tcp_seq: 0,
-            tcp_ack: 0,
-            icmp_type: 0,
-            icmp_code: 0,
-            ip_len: 28,
-            payload_len: 8,
             fragment: Some(Fragment { id, offset, more }),
+            ..PacketInfo::ip_only(ts_ns, src, dst, proto, 28, 8)
         }
     }
 
@@ -250,22 +263,47 @@ mod tests {
     }
 
     #[test]
-    fn the_header_counts_once_even_if_its_fragments_repeat_or_overlap() {
+    fn a_repeated_first_fragment_is_another_datagram_and_overlaps_cannot_rewrite_a_header() {
         let mut t = FragmentHeads::new();
         let h = syn_header(80);
         let mut a = frag(0, "192.0.2.10", 6, 5, 0, true);
         t.resolve(&mut a, &h[0..16]);
         assert_eq!((a.tcp_flags, a.fragment), (SYN, None));
+        // The same id again from its start: a new datagram (or a duplicate,
+        // counted as an unfragmented duplicate would be).
         let mut again = frag(1, "192.0.2.10", 6, 5, 0, true);
         t.resolve(&mut again, &h[0..16]);
-        assert_eq!((again.dport, again.tcp_flags), (80, 0), "a duplicate is a fragment of a known datagram");
-        assert!(again.fragment.is_some());
-        // An overlapping fragment with other ports changes nothing.
+        assert_eq!((again.dport, again.tcp_flags, again.fragment), (80, SYN, None));
+        // A later fragment overlapping the header with other bytes changes nothing.
         let mut other = syn_header(22);
         other[13] = 0;
-        let mut overlap = frag(2, "192.0.2.10", 6, 5, 0, true);
-        t.resolve(&mut overlap, &other[0..16]);
+        let mut overlap = frag(2, "192.0.2.10", 6, 5, 8, true);
+        t.resolve(&mut overlap, &other[8..16]);
         assert_eq!((overlap.dport, overlap.tcp_flags), (80, 0));
+        assert!(overlap.fragment.is_some());
+    }
+
+    /// `hping3 -S -f -N 42 -p ++1`: every probe in 8-byte fragments, all with
+    /// IP id 42. Each probe must count, to its own port.
+    #[test]
+    fn a_scan_reusing_one_ip_id_is_still_one_syn_per_port() {
+        let mut t = FragmentHeads::new();
+        let mut syns = Vec::new();
+        for port in 1..=100u16 {
+            let h = syn_header(port);
+            let ts = u64::from(port) * 1_000_000;
+            for (k, part) in [&h[0..8], &h[8..16], &h[16..20]].into_iter().enumerate() {
+                let mut p = frag(ts + k as u64, "192.0.2.10", 6, 42, 8 * k as u32, k < 2);
+                t.resolve(&mut p, part);
+                assert_eq!(p.dport, port, "fragment {k} of the probe to {port}");
+                assert_eq!(p.payload_len, if k == 2 { 4 } else { 0 }, "header bytes are no payload");
+                if p.tcp_flags == SYN {
+                    syns.push(p.dport);
+                }
+            }
+        }
+        assert_eq!(syns, (1..=100).collect::<Vec<u16>>());
+        assert_eq!(t.unmapped, 0);
     }
 
     #[test]

@@ -79,7 +79,14 @@ pub struct Fragment {
 
 impl PacketInfo {
     /// The IP layer's fields, no transport yet: both parsers start here.
-    fn ip_only(ts_ns: u64, src: IpAddr, dst: IpAddr, proto: u8, ip_len: u32, payload_len: u32) -> PacketInfo {
+    pub(crate) fn ip_only(
+        ts_ns: u64,
+        src: IpAddr,
+        dst: IpAddr,
+        proto: u8,
+        ip_len: u32,
+        payload_len: u32,
+    ) -> PacketInfo {
         PacketInfo {
             ts_ns,
             src,
@@ -304,7 +311,12 @@ fn ipv6_fragment(first: u8, mut ext: &[u8]) -> Option<Fragment> {
                 let offset_more = u16::from_be_bytes([b[2], b[3]]);
                 let (offset, more) = (u32::from(offset_more >> 3) * 8, offset_more & 1 != 0);
                 let id = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
-                return (more || offset != 0).then_some(Fragment { id, offset, more });
+                if more || offset != 0 {
+                    return Some(Fragment { id, offset, more });
+                }
+                // An atomic fragment header (the whole datagram): a real one
+                // may still follow, which etherparse counts as fragmenting.
+                8
             }
             0 | 43 | 60 => (usize::from(*ext.get(1)?) + 1) * 8,
             51 => (usize::from(*ext.get(1)?) + 2) * 4,
@@ -1061,6 +1073,13 @@ mod tests {
         let ip = ipv6(44, atomic.len() as u16, &atomic);
         let p = parse(&frame(&ip, LinkType::RawIp)).unwrap();
         assert_eq!((p.fragment, p.dport, p.tcp_flags), (None, 22, tcp_flags::SYN));
+        // An atomic fragment header in front of a real one hides nothing.
+        let mut two = vec![44, 0, 0, 0, 0, 0, 0, 9];
+        two.extend([6, 0, 0x00, 0x01, 0, 0, 0, 10]);
+        two.extend(&header[..8]);
+        let ip2 = ipv6(44, two.len() as u16, &two);
+        let p = parse(&frame(&ip2, LinkType::RawIp)).unwrap();
+        assert_eq!(p.fragment, Some(Fragment { id: 10, offset: 0, more: true }));
         // A chain cut short is not a panic.
         for cut in 40..ip.len() {
             let _ = parse(&frame(&ip[..cut], LinkType::RawIp));
