@@ -1,6 +1,7 @@
 //! Distributed (spoofed) SYN flood: one victim receiving unanswered SYNs at
 //! `syn_flood_pps` or more from more than 16 sources, none sending half of
-//! them. Reported without a source (the addresses are likely forged, so the
+//! them (each source's SYNs counted over the same sliding window as the
+//! victim's, [`SourceSyns`]). Reported without a source (the addresses are likely forged, so the
 //! SYN meter rate-limits rather than blocks); a lone flooder is
 //! [`floods`](super::floods)' business and gets blocked there.
 
@@ -23,8 +24,8 @@ struct DestState {
     /// before and are not named): counted in `syn`, and here as as many
     /// sources, since each opened no flow and came from an unseen address.
     shed: CountWindow,
-    /// Source → (last seen, SYN packets), bounded at 4096 entries.
-    sources: HashMap<IpAddr, (u64, u64)>,
+    /// Source → its SYNs in the window, bounded at 4096 entries.
+    sources: HashMap<IpAddr, SourceSyns>,
     /// SYNs from sources the full `sources` table could not admit: they
     /// still count against the top source's share, or a lone flooder with
     /// more SYNs than 4096 one-SYN sources add up to would hide a spoofed
@@ -35,6 +36,50 @@ struct DestState {
     /// nothing is reported) they are counted again at most every
     /// [`RECOUNT_NS`], not on every SYN record.
     counted_ns: u64,
+}
+
+/// One source's SYNs towards a victim over the sliding window, as the
+/// victim's total is kept: this window's count and the last one's, the
+/// last scaled by how much of it is still inside. A lifetime count let a
+/// flooder of half a minute ago, still trickling, outweigh a spoofed flood
+/// happening now; a count that just restarted would make a steady flooder
+/// look light for a moment.
+#[derive(Debug, Clone, Copy)]
+struct SourceSyns {
+    last_ns: u64,
+    start_ns: u64,
+    cur: u32,
+    prev: u32,
+}
+
+impl SourceSyns {
+    fn new(now: u64) -> SourceSyns {
+        SourceSyns { last_ns: now, start_ns: now, cur: 0, prev: 0 }
+    }
+
+    fn add(&mut self, now: u64, n: u32, window_ns: u64) {
+        let age = now.saturating_sub(self.start_ns);
+        if age >= window_ns {
+            self.prev = if age < 2 * window_ns { self.cur } else { 0 };
+            self.cur = 0;
+            self.start_ns = now;
+        }
+        self.cur = self.cur.saturating_add(n);
+        self.last_ns = self.last_ns.max(now);
+    }
+
+    /// The SYNs sent within `window_ns` before `now` (estimated for the
+    /// part of the last window still inside it).
+    fn within(&self, now: u64, window_ns: u64) -> f64 {
+        let (w, age) = (window_ns.max(1) as f64, now.saturating_sub(self.start_ns) as f64);
+        if age >= 2.0 * w {
+            0.0
+        } else if age >= w {
+            f64::from(self.cur) * (2.0 * w - age) / w
+        } else {
+            f64::from(self.cur) + f64::from(self.prev) * (w - age) / w
+        }
+    }
 }
 
 /// A due destination dominated by one source is counted again after this
@@ -103,8 +148,7 @@ impl Victims {
         d.untracked.trim(d.last_ns, window_ns);
         match s.src {
             Some(src) if d.sources.len() < 4096 || d.sources.contains_key(&src) => {
-                let e = d.sources.entry(src).or_insert((0, 0));
-                *e = (s.last_ns, e.1 + s.count as u64);
+                d.sources.entry(src).or_insert_with(|| SourceSyns::new(s.last_ns)).add(s.last_ns, s.count, window_ns);
             }
             Some(_) => d.untracked.push(s.last_ns, s.count),
             None => d.shed.push(s.last_ns, s.count),
@@ -115,7 +159,7 @@ impl Victims {
             && (d.reported_ns == 0 || s.last_ns >= d.reported_ns + window_ns)
             && (d.counted_ns == 0 || s.last_ns >= d.counted_ns + RECOUNT_NS);
         if due && d.sources.len() >= 4096 {
-            d.sources.retain(|_, (t, _)| *t >= cutoff);
+            d.sources.retain(|_, e| e.last_ns >= cutoff);
         }
         // Distributed means no single source dominates; a lone flooder is the
         // per-source detector's business (and gets blocked there). Each shed
@@ -125,13 +169,14 @@ impl Victims {
             // One pass, no allocation: while a lone flooder keeps the
             // destination due (it is never reported here) this runs every RECOUNT_NS.
             let untracked = d.untracked.total;
-            let (mut live, mut total, mut top) = (0u64, shed + untracked, u64::from(shed > 0));
-            for (_, n) in d.sources.values().filter(|(t, _)| *t >= cutoff) {
+            let (mut live, mut total, mut top) = (0u64, (shed + untracked) as f64, f64::from(u8::from(shed > 0)));
+            for e in d.sources.values().filter(|e| e.last_ns >= cutoff) {
+                let n = e.within(d.last_ns, window_ns);
                 live += 1;
                 total += n;
-                top = top.max(*n);
+                top = top.max(n);
             }
-            (live + shed + u64::from(untracked > 0), top as f64 / total.max(1) as f64)
+            (live + shed + u64::from(untracked > 0), top / total.max(1.0))
         } else {
             (0, 1.0)
         };
@@ -298,6 +343,61 @@ mod tests {
         let d = found.iter().find(|d| d.kind == AttackKind::SynFlood && d.source.is_none());
         let d = d.expect("the spoofed flood is reported although the source table is full");
         assert!(d.reason.contains("at least"), "{}", d.reason);
+    }
+
+    /// A source's share is of the SYNs it sent within the window, as the
+    /// victim's total is: a flooder that sent 60 000 SYNs half a minute ago
+    /// and still trickles must not, by its lifetime count, hide a spoofed
+    /// flood from 3 000 sources now (it did: counts only ever grew).
+    #[test]
+    fn an_old_flooder_still_trickling_does_not_mask_a_spoofed_flood_by_its_lifetime_count() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let (mut found, mut id) = (Vec::new(), 0u64);
+        let victim = "192.0.2.10";
+        // 30 s at 2000 SYNs/s, then 20/s until the end.
+        found.extend(lone_flood(&mut h, &mut id, victim, 60_000));
+        let mut syn = |h: &mut Heuristics, src: &str, t: f64, found: &mut Vec<_>| {
+            id += 1;
+            found.extend(h.observe(&rec(id, src, victim, 80, Proto::Tcp, t, 1, 0, "S0")));
+        };
+        for k in 0..300u64 {
+            syn(&mut h, "198.51.100.9", 30.0 + k as f64 * 0.05, &mut found);
+        }
+        assert!(!found.iter().any(|d| d.kind == AttackKind::SynFlood && d.source.is_none()), "nothing distributed yet");
+        // From 45 s: 3 000 spoofed sources, two SYNs each, 6 000 in 3 s.
+        for i in 0..6000u64 {
+            let t = 45.0 + i as f64 * 0.0005;
+            let j = i % 3000;
+            syn(&mut h, &format!("10.0.{}.{}", j >> 8, j & 255), t, &mut found);
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::SynFlood && d.source.is_none());
+        let d = d.expect("the spoofed flood is reported beside the old flooder's trickle");
+        assert!(d.reason.contains("sources"), "{}", d.reason);
+    }
+
+    /// A steady lone flooder stays one dominant source window after window:
+    /// its share does not dip when its count moves on to a new window.
+    #[test]
+    fn a_steady_lone_flooder_beside_a_few_others_is_never_called_distributed() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let (mut found, mut id) = (Vec::new(), 0u64);
+        let victim = "192.0.2.10";
+        for i in 0..100_000u64 {
+            let t = i as f64 * 0.0005;
+            id += 1;
+            found.extend(h.observe(&rec(id, "198.51.100.9", victim, 80, Proto::Tcp, t, 1, 0, "S0")));
+            if i % 50 == 0 {
+                id += 1;
+                let j = (i / 50) % 40;
+                let src = format!("203.0.113.{j}");
+                found.extend(h.observe(&rec(id, &src, victim, 80, Proto::Tcp, t, 1, 0, "S0")));
+            }
+        }
+        assert!(
+            !found.iter().any(|d| d.kind == AttackKind::SynFlood && d.source.is_none()),
+            "50 s of one flooder beside 40 light sources is not distributed: {:?}",
+            found.iter().filter(|d| d.source.is_none()).map(|d| &d.reason).collect::<Vec<_>>()
+        );
     }
 
     /// A flood big enough to make the router shed (admitting one in 4096
