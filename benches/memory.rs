@@ -25,7 +25,7 @@ fn main() {
     let flows: u32 = if full { 1_000_000 } else { 100_000 };
     let before = rss_kib();
     let mut table = FlowTable::new(flows as usize, 60, 300);
-    let mut tracker = HostTracker::new(16_384, 65_536);
+    let mut tracker = HostTracker::hosts_only(16_384);
     let mut x: u32 = 0x1234_5678;
     for i in 0..flows {
         // xorshift: a different pseudo-random source per packet.

@@ -171,7 +171,7 @@ fn bench(c: &mut Criterion<ThreadCpu>) {
     });
     g.bench_function("parse+flow+features", |b| {
         b.iter_batched(
-            || (FlowTable::new(262_144, 60, 300), HostTracker::new(16_384, 65_536)),
+            || (FlowTable::new(262_144, 60, 300), HostTracker::hosts_only(16_384)),
             |(mut table, mut tracker)| {
                 for (ts, d) in &frames {
                     let f = Frame { ts_ns: *ts, link: LinkType::Ethernet, data: d, orig_len: d.len() as u32 };

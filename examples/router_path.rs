@@ -17,7 +17,7 @@ fn main() {
         frames.push((f.ts_ns, f.data.to_vec()));
     }
     let mut table = FlowTable::new(262_144, 60, 300);
-    let mut tracker = HostTracker::new(16_384, 65_536);
+    let mut tracker = HostTracker::hosts_only(16_384);
     let mut parsed = 0u64;
     for (ts, d) in &frames {
         let f = gatewarden::capture::Frame {
