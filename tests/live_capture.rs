@@ -265,13 +265,7 @@ fn a_live_scan_is_detected_and_blocked_in_the_kernel() {
     // Latency is measured by the lab's scoring run (docs/DETECTION.md); here
     // only "blocked at all, within seconds" on a loaded CI machine.
     for _ in 0..300 {
-        let out = site
-            .router
-            .command("nft")
-            .args(["-j", "list", "set", "inet", "gatewarden", "block4_detector"])
-            .output()
-            .unwrap();
-        if String::from_utf8_lossy(&out.stdout).contains("192.0.2.10") {
+        if scanner_blocked(&site) {
             blocked_after = Some(started.elapsed());
             break;
         }
@@ -312,6 +306,17 @@ fn a_live_scan_is_detected_and_blocked_in_the_kernel() {
     assert!(!gone.status.success(), "a clean exit removes the table");
 }
 
+/// Whether the site's device (192.0.2.10) is in the router's detector block set.
+fn scanner_blocked(site: &Site) -> bool {
+    let out = site
+        .router
+        .command("nft")
+        .args(["-j", "list", "set", "inet", "gatewarden", "block4_detector"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("192.0.2.10")
+}
+
 /// One counter from the router's `/metrics` (the site's 127.0.0.1:8080).
 fn router_metric(site: &Site, name: &str) -> f64 {
     let out = site.router.command("curl").args(["-s", "http://127.0.0.1:8080/metrics"]).output().unwrap();
@@ -330,15 +335,7 @@ fn assert_fragmented_scan_blocked(site: &Site, scan: &[&str]) {
     assert!(site.iot.command("ping").args(["-c", "1", "-W", "2", "198.51.100.10"]).status().unwrap().success());
     let _scan =
         Guard::spawn(site.iot.command("timeout").arg("30").args(scan).stdout(Stdio::null()).stderr(Stdio::null()));
-    let blocked = common::wait_until(Duration::from_secs(20), || {
-        let out = site
-            .router
-            .command("nft")
-            .args(["-j", "list", "set", "inet", "gatewarden", "block4_detector"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).contains("192.0.2.10")
-    });
+    let blocked = common::wait_until(Duration::from_secs(20), || scanner_blocked(site));
     let fragments = router_metric(site, "gatewarden_fragments_total") - before;
     let unmapped = router_metric(site, "gatewarden_fragments_unmapped_total");
     eprintln!("{scan:?}: {fragments} fragments counted, {unmapped} without their ports");
