@@ -15,9 +15,9 @@
 //! later fragment first) leaves its fragments port-less, as before.
 
 use std::hash::BuildHasher;
-use std::net::IpAddr;
 
 use crate::packet::{Fragment, PacketInfo};
+use crate::table::addr_u128;
 
 /// Slots in the table: 4 096 × 40 B = 160 KiB, fixed. A datagram's
 /// fragments arrive within microseconds of each other, so a slot is needed
@@ -97,7 +97,7 @@ impl FragmentHeads {
             // No transport header to find (GRE, ESP, …): nothing to map.
             return;
         }
-        let tag = self.hasher.hash_one((key(p.src), key(p.dst), p.proto, id)) | 1;
+        let tag = self.hasher.hash_one((addr_u128(p.src), addr_u128(p.dst), p.proto, id)) | 1;
         let slot = &mut self.slots[(tag >> 52) as usize % SLOTS];
         let start = offset as usize;
         let fresh = slot.tag == tag && p.ts_ns.abs_diff(slot.ts_ns) <= MAX_AGE_NS;
@@ -107,16 +107,13 @@ impl FragmentHeads {
         // into one probe. So the first copy of a byte wins within a
         // datagram, and a second first fragment starts another.
         let restart = start == 0 && slot.have & 1 != 0;
+        if !fresh && start >= HEAD {
+            // Nothing of the header here: do not take another datagram's slot.
+            self.unmapped += 1;
+            return;
+        }
         if !fresh || restart {
-            if start >= HEAD {
-                // Nothing of the header here: do not take another datagram's slot.
-                self.unmapped += u64::from(!fresh);
-                if !fresh {
-                    return;
-                }
-            } else {
-                *slot = Slot { tag, ts_ns: p.ts_ns, ..Slot::default() };
-            }
+            *slot = Slot { tag, ts_ns: p.ts_ns, ..Slot::default() };
         }
         let before = slot.have;
         if start < HEAD {
@@ -165,14 +162,6 @@ impl FragmentHeads {
                 _ => {}
             }
         }
-    }
-}
-
-/// An address as one integer, for the tag.
-fn key(a: IpAddr) -> u128 {
-    match a {
-        IpAddr::V4(v4) => u128::from(u32::from(v4)),
-        IpAddr::V6(v6) => u128::from(v6),
     }
 }
 

@@ -83,7 +83,7 @@ impl FlowKey {
 /// An address as the integer whose big-endian bytes are its key bytes (IPv4
 /// in the last four): integers compare as the bytes do, in one instruction
 /// pair instead of a byte-slice comparison.
-fn addr_u128(a: IpAddr) -> u128 {
+pub(crate) fn addr_u128(a: IpAddr) -> u128 {
     match a {
         IpAddr::V4(v4) => u128::from(u32::from(v4)),
         IpAddr::V6(v6) => u128::from(v6),

@@ -43,7 +43,8 @@ struct DestState {
 /// last scaled by how much of it is still inside. A lifetime count let a
 /// flooder of half a minute ago, still trickling, outweigh a spoofed flood
 /// happening now; a count that just restarted would make a steady flooder
-/// look light for a moment.
+/// look light for a moment. 24 bytes, not a [`CountWindow`] of every event:
+/// a victim tracks up to 4 096 sources.
 #[derive(Debug, Clone, Copy)]
 struct SourceSyns {
     last_ns: u64,

@@ -96,10 +96,16 @@ fn fast_exp2(x: f32) -> f32 {
     // truncation rounds towards zero, so a negative fraction needs one less.
     let t = x as i32;
     let fl = if (t as f32) > x { t - 1 } else { t };
-    let f = x - fl as f32; // in [0, 1)
+    exp2_split(fl, x - fl as f32)
+}
+
+/// 2^(fl + f) for an integer part `fl` in [-126, 127) and a fraction `f` in
+/// [0, 1): the exponent bits times a cubic. Shared by [`fast_exp2`] and the
+/// per-packet [`Clock::at`], which finds `fl` without the range tests.
+#[inline]
+fn exp2_split(fl: i32, f: f32) -> f32 {
     let poly = 1.0 + f * (0.695_976_1 + f * (0.224_940_4 + f * 0.079_083_5));
-    let bits = ((fl + 127) as u32) << 23;
-    f32::from_bits(bits) * poly
+    f32::from_bits(((fl + 127) as u32) << 23) * poly
 }
 
 /// Landmark epochs: weights are stored scaled by `2^((t - L) / half-life)`
@@ -132,15 +138,13 @@ impl Clock {
         let into = (now % EPOCH_NS) as f32 / 1e9;
         // `into` is in [0, 32 s): every exponent is in [0, 32), where the
         // general [`fast_exp2`]'s range tests and negative-floor fix never
-        // apply. This is its arithmetic without them (the same bits), as it
-        // runs on every packet.
+        // apply, so truncation is the floor (the same bits), as it runs on
+        // every packet.
         let mut g = [0.0f32; W];
         for (gk, half) in g.iter_mut().zip(WINDOWS_S) {
             let x = into / half;
             let fl = x as i32;
-            let f = x - fl as f32;
-            let poly = 1.0 + f * (0.695_976_1 + f * (0.224_940_4 + f * 0.079_083_5));
-            *gk = f32::from_bits(((fl + 127) as u32) << 23) * poly;
+            *gk = exp2_split(fl, x - fl as f32);
         }
         Clock { now, epoch, g }
     }
