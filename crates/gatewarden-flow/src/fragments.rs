@@ -9,17 +9,20 @@
 //!
 //! No payload is reassembled and nothing is buffered: a fragment is counted
 //! when it arrives, with what is known by then. Memory is a fixed table
-//! (direct-mapped by a keyed hash of source, destination, protocol and
-//! identification); a newer datagram takes an older one's slot, and a
-//! datagram whose header never completes (lost pieces, a slot taken, a
-//! later fragment first) leaves its fragments port-less, as before.
+//! (direct-mapped by a keyed hash of source, destination, IPv4's protocol
+//! and identification: IPv6 reassembles without the protocol, which only
+//! its first fragment's header chain names, with how many bytes of
+//! extension headers precede the transport); a newer datagram takes an
+//! older one's slot, and a datagram whose header never completes (lost
+//! pieces, a slot taken, a later fragment first) leaves its fragments
+//! port-less, as before.
 
 use std::hash::BuildHasher;
 
 use crate::packet::{Fragment, PacketInfo};
 use crate::table::addr_u128;
 
-/// Slots in the table: 4 096 × 40 B = 160 KiB, fixed. A datagram's
+/// Slots in the table: 4 096 × 48 B = 192 KiB, fixed. A datagram's
 /// fragments arrive within microseconds of each other, so a slot is needed
 /// only that long. The table is shared: a fragment flood can take slots from
 /// other datagrams, whose later fragments then count port-less, as every
@@ -36,12 +39,19 @@ const HEAD: usize = 20;
 
 #[derive(Clone, Copy, Default)]
 struct Slot {
-    /// A tag of (source, destination, protocol, id); 0 for an empty slot.
+    /// A tag of (source, destination, IPv4's protocol, id); 0 for an empty slot.
     tag: u64,
     ts_ns: u64,
     head: [u8; HEAD],
     /// Bit i set: byte i of `head` is known.
     have: u32,
+    /// Where the transport starts in the datagram's payload: IPv6 extension
+    /// headers after the fragment header (from the first fragment), else 0.
+    skip: u16,
+    /// The datagram's transport protocol.
+    proto: u8,
+    /// The datagram's first fragment (offset 0) was seen.
+    first_seen: bool,
 }
 
 /// What a datagram's transport needs known before its fragments get ports,
@@ -90,31 +100,64 @@ impl FragmentHeads {
     /// `fragment` mark, so TCP state counts it once. A packet that is not a
     /// fragment is left alone.
     pub fn resolve(&mut self, p: &mut PacketInfo, data: &[u8]) {
-        let Some(Fragment { id, offset, .. }) = p.fragment else { return };
+        let Some(Fragment { id, offset, headers, .. }) = p.fragment else { return };
         self.fragments += 1;
-        let (ports, fields) = needed(p.proto);
+        let v6 = p.src.is_ipv6();
+        let first = offset == 0;
+        // IPv4 reassembles by (source, destination, protocol, id), IPv6 by
+        // (source, destination, id): a later IPv6 fragment does not say
+        // its transport, only the first fragment's header chain does.
+        let key_proto = if v6 { 0 } else { p.proto };
+        let tag = self.hasher.hash_one((addr_u128(p.src), addr_u128(p.dst), key_proto, id)) | 1;
+        let slot = &mut self.slots[(tag >> 52) as usize % SLOTS];
+        let fresh = slot.tag == tag && p.ts_ns.abs_diff(slot.ts_ns) <= MAX_AGE_NS;
+        // The datagram's transport and where it starts in the payload.
+        let (proto, skip) = if first {
+            (p.proto, headers)
+        } else if fresh {
+            (slot.proto, slot.skip)
+        } else if !v6 || matches!(p.proto, 6 | 17 | 58) {
+            // IPv4, or an IPv6 fragment header naming the transport itself:
+            // no extension header lies between, the transport starts at 0.
+            (p.proto, 0)
+        } else {
+            // A later IPv6 fragment before its first, behind extension
+            // headers of a length only the first fragment tells.
+            self.unmapped += 1;
+            return;
+        };
+        let (ports, fields) = needed(proto);
         if ports == 0 {
             // No transport header to find (GRE, ESP, …): nothing to map.
             return;
         }
-        let tag = self.hasher.hash_one((addr_u128(p.src), addr_u128(p.dst), p.proto, id)) | 1;
-        let slot = &mut self.slots[(tag >> 52) as usize % SLOTS];
-        let start = offset as usize;
-        let fresh = slot.tag == tag && p.ts_ns.abs_diff(slot.ts_ns) <= MAX_AGE_NS;
-        // A fragment starting the header again is a new datagram reusing the
-        // id (`hping3 -N 42 -f` gives every probe the same one): it must not
-        // be taken for a duplicate of the first, or a whole scan collapses
-        // into one probe. So the first copy of a byte wins within a
-        // datagram, and a second first fragment starts another.
-        let restart = start == 0 && slot.have & 1 != 0;
+        p.proto = proto;
+        // This fragment's data in the transport's own offsets: `lead`
+        // bytes of extension headers, then transport from `start` on.
+        let pos = i64::from(offset) - i64::from(skip);
+        let lead = usize::try_from(-pos).unwrap_or(0).min(data.len());
+        let start = usize::try_from(pos).unwrap_or(0);
+        let data = &data[lead..];
+        if !first {
+            p.payload_len = p.payload_len.saturating_sub(lead as u32);
+        }
+        // A fragment starting the datagram again is a new datagram reusing
+        // the id (`hping3 -N 42 -f` gives every probe the same one): it must
+        // not be taken for a duplicate of the first, or a whole scan
+        // collapses into one probe. So the first copy of a byte wins within
+        // a datagram, and a second first fragment starts another. So does a
+        // first fragment whose header chain says otherwise than the later
+        // fragment that opened the slot.
+        let restart = first && (slot.first_seen || slot.proto != proto || slot.skip != skip);
         if !fresh && start >= HEAD {
             // Nothing of the header here: do not take another datagram's slot.
             self.unmapped += 1;
             return;
         }
         if !fresh || restart {
-            *slot = Slot { tag, ts_ns: p.ts_ns, ..Slot::default() };
+            *slot = Slot { tag, ts_ns: p.ts_ns, skip, proto, ..Slot::default() };
         }
+        slot.first_seen |= first;
         let before = slot.have;
         if start < HEAD {
             for (i, b) in data.iter().take(HEAD - start).enumerate() {
@@ -126,7 +169,7 @@ impl FragmentHeads {
         }
         // The bytes of the transport header this fragment carried are no
         // payload (an `nmap -f` SYN carries none).
-        let header_len = match p.proto {
+        let header_len = match proto {
             6 if slot.have & (1 << 12) != 0 => usize::from(slot.head[12] >> 4) * 4,
             6 => HEAD,
             _ => 8,
@@ -138,7 +181,7 @@ impl FragmentHeads {
             self.unmapped += 1;
             return;
         }
-        match p.proto {
+        match proto {
             6 | 17 => {
                 p.sport = u16::from_be_bytes([h[0], h[1]]);
                 p.dport = u16::from_be_bytes([h[2], h[3]]);
@@ -149,7 +192,7 @@ impl FragmentHeads {
             // This fragment completed the header: it stands for the
             // datagram's header, as the unfragmented packet would.
             p.fragment = None;
-            match p.proto {
+            match proto {
                 6 => {
                     p.tcp_seq = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
                     p.tcp_ack = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
@@ -173,7 +216,7 @@ mod tests {
     fn frag(ts_ns: u64, src: &str, proto: u8, id: u32, offset: u32, more: bool) -> PacketInfo {
         let (src, dst) = (src.parse().unwrap(), "198.51.100.10".parse().unwrap());
         PacketInfo {
-            fragment: Some(Fragment { id, offset, more }),
+            fragment: Some(Fragment { id, offset, more, headers: 0 }),
             ..PacketInfo::ip_only(ts_ns, src, dst, proto, 28, 8)
         }
     }

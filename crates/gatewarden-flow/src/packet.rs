@@ -75,6 +75,12 @@ pub struct Fragment {
     pub offset: u32,
     /// More fragments follow.
     pub more: bool,
+    /// IPv6, first fragment only: the extension headers between the fragment
+    /// header and the transport header, in bytes. A datagram's offsets count
+    /// from the fragment header, so its transport starts this far in; later
+    /// fragments learn it from the first ([`crate::fragments::FragmentHeads`]).
+    /// 0 for IPv4 and for later fragments.
+    pub headers: u16,
 }
 
 impl PacketInfo {
@@ -197,15 +203,33 @@ fn slice<'a>(frame: &Frame<'a>) -> Result<LaxSlicedPacket<'a>, SkipReason> {
     })
 }
 
-/// The data a fragment carries (what follows its IP header and IPv6
-/// extension headers, as far as it was captured): where a datagram's first
+/// The data a fragment carries, as far as it was captured: what follows
+/// its IPv4 header, or its IPv6 fragment header (so a first fragment's data
+/// starts with the extension headers [`Fragment::headers`] counts, and a
+/// later fragment's is never read as headers). Where a datagram's first
 /// fragments hold its transport header. Read only for frames [`parse`]
 /// marked as fragments, so the common path never slices twice.
 pub fn fragment_data<'a>(frame: &Frame<'a>) -> Option<&'a [u8]> {
     match slice(frame).ok()?.net? {
         LaxNetSlice::Ipv4(v4) => Some(v4.payload().payload),
-        LaxNetSlice::Ipv6(v6) => Some(v6.payload().payload),
+        LaxNetSlice::Ipv6(v6) => {
+            // The extensions and the payload lie back to back in the frame;
+            // etherparse may have read a later fragment's data as more
+            // extension headers, so cut the frame after the fragment header.
+            let ext = v6.extensions().slice();
+            let payload = v6.payload().payload;
+            let (_, after, _) = ipv6_fragment(v6.header().next_header().0, ext)?;
+            let start = offset_within(frame.data, ext)? + after;
+            let end = offset_within(frame.data, payload)? + payload.len();
+            frame.data.get(start..end)
+        }
     }
+}
+
+/// Where `inner`, a subslice of `outer`, starts in it (`None` if it is not one).
+fn offset_within(outer: &[u8], inner: &[u8]) -> Option<usize> {
+    let at = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
+    (at + inner.len() <= outer.len()).then_some(at)
 }
 
 fn from_sliced(ts_ns: u64, p: &LaxSlicedPacket<'_>) -> Result<PacketInfo, SkipReason> {
@@ -220,6 +244,7 @@ fn from_sliced(ts_ns: u64, p: &LaxSlicedPacket<'_>) -> Result<PacketInfo, SkipRe
                 id: u32::from(h.identification()),
                 offset,
                 more: h.more_fragments(),
+                headers: 0,
             });
             (
                 IpAddr::V4(h.source_addr()),
@@ -232,14 +257,31 @@ fn from_sliced(ts_ns: u64, p: &LaxSlicedPacket<'_>) -> Result<PacketInfo, SkipRe
         }
         Some(LaxNetSlice::Ipv6(v6)) => {
             let h = v6.header();
-            let ext = v6.extensions().slice().len() as u32;
-            let fragment = ipv6_fragment(h.next_header().0, v6.extensions().slice());
+            let ext = v6.extensions().slice();
+            let mut proto = v6.payload().ip_number.0;
+            let mut skipped = ext.len() as u32;
+            let fragment = match ipv6_fragment(h.next_header().0, ext) {
+                // The first fragment holds the datagram's header chain: the
+                // transport is what etherparse found at the end of it.
+                Some((mut f, after, _)) if f.offset == 0 => {
+                    f.headers = u16::try_from(ext.len() - after).unwrap_or(u16::MAX);
+                    Some(f)
+                }
+                // A later one holds data only: whatever follows its fragment
+                // header is no extension header, whatever its bytes say.
+                Some((f, after, next)) => {
+                    proto = next;
+                    skipped = after as u32;
+                    Some(f)
+                }
+                None => None,
+            };
             (
                 IpAddr::V6(h.source_addr()),
                 IpAddr::V6(h.destination_addr()),
-                v6.payload().ip_number.0,
+                proto,
                 h.payload_length() as u32 + 40,
-                (h.payload_length() as u32).saturating_sub(ext),
+                (h.payload_length() as u32).saturating_sub(skipped),
                 fragment,
             )
         }
@@ -299,31 +341,33 @@ fn from_sliced(ts_ns: u64, p: &LaxSlicedPacket<'_>) -> Result<PacketInfo, SkipRe
 }
 
 /// The fragment header among IPv6 extension headers `ext` (the chain
-/// starting with next header `first`), if the packet is a fragment. Walked
-/// by hand: etherparse 0.16's extension iterator panics on a chain its lax
-/// parser cut short.
-fn ipv6_fragment(first: u8, mut ext: &[u8]) -> Option<Fragment> {
-    let mut next = first;
+/// starting with next header `first`), if the packet is a fragment, with
+/// where in `ext` the fragment header ends and the next header it names.
+/// Walked by hand: etherparse 0.16's extension iterator panics on a chain
+/// its lax parser cut short.
+fn ipv6_fragment(first: u8, ext: &[u8]) -> Option<(Fragment, usize, u8)> {
+    let (mut next, mut at) = (first, 0usize);
     loop {
+        let rest = ext.get(at..)?;
         let len = match next {
             44 => {
-                let b = ext.get(..8)?;
+                let b = rest.get(..8)?;
                 let offset_more = u16::from_be_bytes([b[2], b[3]]);
                 let (offset, more) = (u32::from(offset_more >> 3) * 8, offset_more & 1 != 0);
                 let id = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
                 if more || offset != 0 {
-                    return Some(Fragment { id, offset, more });
+                    return Some((Fragment { id, offset, more, headers: 0 }, at + 8, b[0]));
                 }
                 // An atomic fragment header (the whole datagram): a real one
                 // may still follow, which etherparse counts as fragmenting.
                 8
             }
-            0 | 43 | 60 => (usize::from(*ext.get(1)?) + 1) * 8,
-            51 => (usize::from(*ext.get(1)?) + 2) * 4,
+            0 | 43 | 60 => (usize::from(*rest.get(1)?) + 1) * 8,
+            51 => (usize::from(*rest.get(1)?) + 2) * 4,
             _ => return None,
         };
-        next = *ext.first()?;
-        ext = ext.get(len..)?;
+        next = *rest.first()?;
+        at += len;
     }
 }
 
@@ -1065,7 +1109,7 @@ mod tests {
         let ip = ipv6(60, ext.len() as u16, &ext);
         let p = parse(&frame(&ip, LinkType::RawIp)).unwrap();
         assert_eq!((p.proto, p.dport), (6, 0));
-        assert_eq!(p.fragment, Some(Fragment { id: 0xdead_beef, offset: 0, more: true }));
+        assert_eq!(p.fragment, Some(Fragment { id: 0xdead_beef, offset: 0, more: true, headers: 0 }));
         assert_eq!(fragment_data(&frame(&ip, LinkType::RawIp)).unwrap(), &header[..8]);
         // A fragment header saying "whole datagram" (offset 0, no more) is no fragment.
         let mut atomic = vec![6, 0, 0, 0, 0, 0, 0, 9];
@@ -1079,7 +1123,7 @@ mod tests {
         two.extend(&header[..8]);
         let ip2 = ipv6(44, two.len() as u16, &two);
         let p = parse(&frame(&ip2, LinkType::RawIp)).unwrap();
-        assert_eq!(p.fragment, Some(Fragment { id: 10, offset: 0, more: true }));
+        assert_eq!(p.fragment, Some(Fragment { id: 10, offset: 0, more: true, headers: 0 }));
         // A chain cut short is not a panic.
         for cut in 40..ip.len() {
             let _ = parse(&frame(&ip[..cut], LinkType::RawIp));
@@ -1100,6 +1144,93 @@ mod tests {
         assert_eq!(table.len(), 1, "three fragments, one flow");
         let flow = table.get(index);
         assert_eq!((flow.dport(), flow.fwd_packets, flow.flag_counts[0]), (8080, 3, 1), "one SYN in three packets");
+    }
+
+    /// An IPv6 TCP SYN to port 22 with 100 bytes of data and a Destination
+    /// Options header after its fragment header (so in the fragmentable
+    /// part: offsets count from its start), cut at `cuts` (multiples of 8).
+    /// Each later fragment's data starts with bytes etherparse would read
+    /// as more extension headers (the ACK field's 0: a hop-by-hop header).
+    fn ipv6_options_then_syn_fragments(id: u32, cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut body = vec![6, 0, 1, 4, 0, 0, 0, 0];
+        body.extend(tcp(40000, 22, tcp_flags::SYN));
+        body.extend([0xab; 100]);
+        let mut bounds = vec![0];
+        bounds.extend(cuts);
+        bounds.push(body.len());
+        bounds
+            .windows(2)
+            .map(|w| {
+                let more = u16::from(w[1] < body.len());
+                let mut ext = vec![60, 0];
+                ext.extend((w[0] as u16 | more).to_be_bytes());
+                ext.extend(id.to_be_bytes());
+                ext.extend(&body[w[0]..w[1]]);
+                ipv6(44, ext.len() as u16, &ext)
+            })
+            .collect()
+    }
+
+    /// What [`through_the_table`] saw: the tables, and per packet its
+    /// flow's index and its transport payload length.
+    struct Counted {
+        table: crate::table::FlowTable,
+        heads: crate::fragments::FragmentHeads,
+        flows: Vec<u32>,
+        payloads: Vec<u32>,
+    }
+
+    /// Parses, resolves and counts `frames` in order, as the router does.
+    fn through_the_table(frames: &[Vec<u8>]) -> Counted {
+        let mut c = Counted {
+            table: crate::table::FlowTable::new(100, 60, 300),
+            heads: crate::fragments::FragmentHeads::new(),
+            flows: Vec::new(),
+            payloads: Vec::new(),
+        };
+        for (k, ip) in frames.iter().enumerate() {
+            let f = Frame { ts_ns: 1_000 + k as u64, link: LinkType::RawIp, data: ip, orig_len: ip.len() as u32 };
+            let mut p = parse(&f).unwrap_or_else(|e| panic!("fragment {k}: {e:?}"));
+            c.heads.resolve(&mut p, fragment_data(&f).unwrap());
+            c.payloads.push(p.payload_len);
+            c.flows.push(c.table.observe(&p).index);
+        }
+        c
+    }
+
+    #[test]
+    fn ipv6_options_after_the_fragment_header_neither_hide_a_syn_nor_lose_its_later_fragments() {
+        // The whole chain and header in the first fragment (RFC 8200), and
+        // the header split after its ports (nmap -f style).
+        for cuts in [&[32][..], &[16, 24]] {
+            let frames = ipv6_options_then_syn_fragments(0x0bad_cafe, cuts);
+            let c = through_the_table(&frames);
+            assert_eq!(c.table.len(), 1, "cuts {cuts:?}: every fragment in the SYN's flow");
+            let flow = c.table.get(c.flows[0]);
+            assert_eq!((flow.key.proto, flow.dport()), (6, 22), "cuts {cuts:?}");
+            assert_eq!((flow.fwd_packets, flow.flag_counts[0]), (frames.len() as u32, 1), "cuts {cuts:?}: one SYN");
+            assert_eq!(c.heads.unmapped, 0, "cuts {cuts:?}");
+            assert_eq!(c.payloads.iter().sum::<u32>(), 100, "cuts {cuts:?}: options and header are no payload");
+        }
+        // The options alone first: that fragment is counted before any port
+        // is known (port-less, as any fragment ahead of its ports), the
+        // rest make the SYN.
+        let frames = ipv6_options_then_syn_fragments(9, &[8, 16, 24]);
+        let c = through_the_table(&frames);
+        assert_eq!(c.heads.unmapped, 1);
+        let syn = c.table.get(c.flows[3]);
+        assert_eq!((syn.key.proto, syn.dport(), syn.fwd_packets, syn.flag_counts[0]), (6, 22, 3, 1));
+        assert_eq!(c.payloads.iter().sum::<u32>(), 100);
+        // A later fragment ahead of its first cannot know where the
+        // transport starts behind the options: it stays port-less, and the
+        // first fragment, which holds the whole header (as Linux requires
+        // of an IPv6 first fragment), still makes the SYN.
+        let mut frames = ipv6_options_then_syn_fragments(7, &[32]);
+        frames.swap(0, 1);
+        let c = through_the_table(&frames);
+        assert_eq!(c.heads.unmapped, 1);
+        let syn = c.table.get(c.flows[1]);
+        assert_eq!((syn.key.proto, syn.dport(), syn.flag_counts[0]), (6, 22, 1));
     }
 
     #[test]
