@@ -640,6 +640,25 @@ pub const MAX_IFACE_NAME: usize = 15;
 /// Longest [`VerdictOutcome::why`] accepted from the wire.
 pub const MAX_OUTCOME_WHY: usize = 1024;
 
+/// Longest sentence ([`Alert::reason`], [`Verdict::reason`]) kept from the
+/// wire. The monitor keeps thousands of alerts, and a peer with a stolen
+/// certificate could otherwise make each one a megabyte: a longer reason is
+/// cut here, marked, and the message kept (an honest reason is a sentence).
+pub const MAX_REASON_BYTES: usize = 4096;
+
+/// Longest [`BlockEntry::reason`] kept from the wire: the nftables element
+/// comment it comes from holds at most 256 bytes.
+pub const MAX_BLOCK_REASON_BYTES: usize = 256;
+
+/// Longest short label accepted from the wire: node ids, signature names,
+/// versions, block targets and origins, metric and evidence names. Longer
+/// is refused: no honest node writes one (node ids are certificate names).
+pub const MAX_LABEL_BYTES: usize = 128;
+
+/// Most named values one [`MetricsSample`] or [`Verdict::evidence`] carries
+/// (a node sends about a dozen /proc numbers; a verdict a few counters).
+pub const MAX_NAMED_VALUES: usize = 256;
+
 /// Largest model (`.tflite` + card) the bus carries; the sealed envelope
 /// holds at most 1 MiB.
 pub const MAX_MODEL_BYTES: usize = 900 * 1024;
@@ -796,8 +815,24 @@ impl Message {
         if !rest.is_empty() {
             return Err(DecodeError::TrailingBytes { extra: rest.len() });
         }
+        let mut message = message;
+        message.cut_long_sentences();
         message.check_values()?;
         Ok(message)
+    }
+
+    /// Cuts free-text sentences at their limits ([`MAX_REASON_BYTES`],
+    /// [`MAX_BLOCK_REASON_BYTES`]) with a mark saying how long they were:
+    /// the message is kept, its memory is bounded.
+    fn cut_long_sentences(&mut self) {
+        match self {
+            Message::Alert(a) => cut_sentence(&mut a.reason, MAX_REASON_BYTES),
+            Message::Verdict(v) => cut_sentence(&mut v.reason, MAX_REASON_BYTES),
+            Message::BlockTable(t) => {
+                t.entries.iter_mut().for_each(|e| cut_sentence(&mut e.reason, MAX_BLOCK_REASON_BYTES))
+            }
+            _ => {}
+        }
     }
 
     /// Rejects values no honest sender produces: a confidence outside 0–1 or
@@ -818,6 +853,7 @@ impl Message {
                 Err(DecodeError::Invalid(format!("{what} value {v} is not a finite number")))
             }
         };
+        self.check_labels()?;
         match self {
             Message::Verdict(v) => {
                 confidence(v.confidence, "verdict")?;
@@ -884,6 +920,75 @@ impl Message {
             | Message::Unblock(_) => Ok(()),
         }
     }
+}
+
+impl Message {
+    /// Refuses a label longer than [`MAX_LABEL_BYTES`] or more named values
+    /// than [`MAX_NAMED_VALUES`]: what a peer could otherwise make every
+    /// stored alert, node row or metric carry.
+    fn check_labels(&self) -> Result<(), DecodeError> {
+        let label = |s: &str, what: &str| {
+            if s.len() <= MAX_LABEL_BYTES {
+                Ok(())
+            } else {
+                Err(DecodeError::Invalid(format!("{what} of {} bytes (at most {MAX_LABEL_BYTES})", s.len())))
+            }
+        };
+        let named = |values: &[(String, f64)], what: &str| {
+            if values.len() > MAX_NAMED_VALUES {
+                return Err(DecodeError::Invalid(format!(
+                    "{} {what} values (at most {MAX_NAMED_VALUES})",
+                    values.len()
+                )));
+            }
+            values.iter().try_for_each(|(name, _)| label(name, &format!("{what} name")))
+        };
+        match self {
+            Message::FlowBatch(b) => label(&b.node, "flow batch node id"),
+            Message::LanProbes(p) => label(&p.node, "LAN probes node id"),
+            Message::Verdict(v) => named(&v.evidence, "verdict evidence"),
+            Message::Alert(a) => {
+                label(&a.node, "alert node id")?;
+                label(&a.signature, "alert signature name")
+            }
+            Message::Metrics(m) => {
+                label(&m.node, "metrics node id")?;
+                named(&m.values, "metrics")
+            }
+            Message::Heartbeat(h) => {
+                label(&h.node, "heartbeat node id")?;
+                label(&h.version, "heartbeat version")
+            }
+            Message::BlockTable(t) => {
+                label(&t.node, "block table node id")?;
+                t.entries.iter().try_for_each(|e| {
+                    label(&e.target, "block entry target")?;
+                    label(&e.origin, "block entry origin")
+                })
+            }
+            Message::VerdictOutcome(o) => label(&o.node, "verdict outcome node id"),
+            Message::NeighbourTable(t) => label(&t.node, "neighbour table node id"),
+            Message::Evidence(e) => label(&e.node, "evidence node id"),
+            Message::Unblock(_) | Message::PolicyUpdate(_) | Message::ModelUpdate(_) | Message::SettingsUpdate(_) => {
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Cuts `s` to at most `max` bytes (at a character boundary) and says so.
+fn cut_sentence(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let was = s.len();
+    let mark = format!(" … [cut: {was} bytes]");
+    let mut end = max.saturating_sub(mark.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(&mark);
 }
 
 /// Why bytes from the wire are not a message.
@@ -1351,6 +1456,67 @@ pub(crate) mod tests {
         };
         a.in_iface = "x".repeat(MAX_IFACE_NAME + 1);
         assert!(matches!(Message::decode(&Message::Alert(a).encode()), Err(DecodeError::Invalid(_))));
+    }
+
+    fn sample(kind: &str) -> Message {
+        samples().into_iter().find(|m| m.kind() == kind).expect("a sample of every kind")
+    }
+
+    /// A peer with a stolen certificate sends alerts with a megabyte reason
+    /// (10 000 of them would be 10 GiB in the monitor's store): the alert is
+    /// kept, its reason cut to the limit with a mark, at a character boundary.
+    #[test]
+    fn a_megabyte_reason_is_cut_to_its_limit_and_the_alert_kept() {
+        let Message::Alert(mut a) = sample(crate::kinds::ALERT) else { unreachable!() };
+        a.reason = "\u{1}".repeat(1 << 20);
+        let Ok(Message::Alert(got)) = Message::decode(&Message::Alert(a.clone()).encode()) else {
+            panic!("the alert is kept")
+        };
+        assert!(got.reason.len() <= MAX_REASON_BYTES, "{} bytes", got.reason.len());
+        assert!(got.reason.ends_with("[cut: 1048576 bytes]"), "{:?}", &got.reason[got.reason.len() - 40..]);
+        assert_eq!((got.id, got.kind, got.src), (a.id, a.kind, a.src), "the rest is untouched");
+        // Multi-byte characters are cut whole; a reason at the limit is left alone.
+        a.reason = "é".repeat(MAX_REASON_BYTES);
+        let Ok(Message::Alert(got)) = Message::decode(&Message::Alert(a.clone()).encode()) else { panic!() };
+        assert!(got.reason.len() <= MAX_REASON_BYTES && got.reason.starts_with("éé"));
+        a.reason = "x".repeat(MAX_REASON_BYTES);
+        assert_eq!(Message::decode(&Message::Alert(a.clone()).encode()), Ok(Message::Alert(a)));
+        let Message::Verdict(mut v) = sample(crate::kinds::VERDICT) else { unreachable!() };
+        v.reason = "y".repeat(100_000);
+        let Ok(Message::Verdict(got)) = Message::decode(&Message::Verdict(v).encode()) else { panic!() };
+        assert!(got.reason.len() <= MAX_REASON_BYTES);
+    }
+
+    /// Labels that every stored alert, node row or metric would carry are
+    /// refused beyond their limit, naming the field; at the limit they pass.
+    #[test]
+    fn overlong_labels_and_too_many_named_values_are_refused() {
+        let refused = |m: Message, what: &str| {
+            let err = Message::decode(&m.encode()).unwrap_err();
+            assert!(err.to_string().contains(what), "{err}");
+        };
+        let Message::Heartbeat(mut h) = sample(crate::kinds::HEARTBEAT) else { unreachable!() };
+        h.version = "v".repeat(MAX_LABEL_BYTES);
+        assert_eq!(Message::decode(&Message::Heartbeat(h.clone()).encode()), Ok(Message::Heartbeat(h.clone())));
+        h.version = "v".repeat(1 << 20);
+        refused(Message::Heartbeat(h), "heartbeat version of 1048576 bytes (at most 128)");
+        let Message::Alert(mut a) = sample(crate::kinds::ALERT) else { unreachable!() };
+        a.signature = "s".repeat(MAX_LABEL_BYTES + 1);
+        refused(Message::Alert(a), "alert signature name of 129 bytes");
+        let Message::Metrics(mut m) = sample(crate::kinds::METRICS) else { unreachable!() };
+        m.values = (0..=MAX_NAMED_VALUES).map(|i| (format!("m{i}"), 1.0)).collect();
+        refused(Message::Metrics(m.clone()), "257 metrics values (at most 256)");
+        m.values = vec![("n".repeat(MAX_LABEL_BYTES + 1), 1.0)];
+        refused(Message::Metrics(m), "metrics name of 129 bytes");
+        let Message::BlockTable(mut t) = sample(crate::kinds::BLOCK_TABLE) else { unreachable!() };
+        let mut e = t.entries[0].clone();
+        e.target = "1".repeat(MAX_LABEL_BYTES + 1);
+        t.entries.push(e);
+        refused(Message::BlockTable(t.clone()), "block entry target of 129 bytes");
+        t.entries.pop();
+        t.entries[0].reason = "r".repeat(10_000);
+        let Ok(Message::BlockTable(got)) = Message::decode(&Message::BlockTable(t).encode()) else { panic!() };
+        assert!(got.entries[0].reason.len() <= MAX_BLOCK_REASON_BYTES);
     }
 
     /// A peer naming a capture interface longer than Linux allows is refused
