@@ -948,6 +948,35 @@ fn forged_and_infrastructure_addresses_are_never_blocked_and_a_bad_state_file_is
     }
 }
 
+/// A state file that parses but holds a timeout the kernel refuses
+/// (`u64::MAX` ms: `nf_msecs_to_jiffies64` says ERANGE) used to fail the
+/// restore transaction, so the router never started and every other saved
+/// block was lost with it, restart after restart. Now the block comes back
+/// with the longest timeout this gateway gives, and the others with theirs.
+#[test]
+fn a_saved_block_with_an_impossible_timeout_does_not_keep_the_router_down() {
+    let Some(mut lab) = Lab::new() else { return };
+    let state = lab.dir.path().join("enforce-state.json");
+    let now_ms = unix_now_s() * 1000;
+    let doc = serde_json::json!({
+        "version": 1,
+        "saved_unix_ms": now_ms,
+        "blocks": [
+            {"target": IOT_B, "origin": "admin", "timeout_ms": 3_600_000u64,
+             "expires_unix_ms": now_ms + 3_000_000, "reason": "admin says"},
+            {"target": "203.0.113.9", "origin": "detector", "timeout_ms": u64::MAX,
+             "expires_unix_ms": u64::MAX, "reason": "hand-edited"},
+        ],
+    });
+    std::fs::write(&state, doc.to_string()).unwrap();
+    let extra = format!("state_file = \"{}\"\n", state.display());
+    lab.start_router(&extra);
+    let (t, left) = expires_of(&lab, "block4_admin", IOT_B).expect("the valid block is back");
+    assert!(t == 3600 && (2990..=3000).contains(&left), "timeout {t} s, {left} s left");
+    let (t, _) = expires_of(&lab, "block4_detector", "203.0.113.9").expect("the odd one is back too");
+    assert_eq!(t, gatewarden::enforce::persist::MAX_RESTORED_TIMEOUT_MS / 1000);
+}
+
 /// `(packets, bytes)` of the element counter `nft -j list` shows for `target` in `set`.
 fn element_counter(lab: &Lab, set: &str, target: &str) -> Option<(u64, u64)> {
     let rs = lab.ruleset();

@@ -24,6 +24,13 @@ pub const STATE_VERSION: u32 = 1;
 /// Largest state file read back (three full sets of 65 536 entries fit many times over).
 pub const MAX_STATE_BYTES: u64 = 64 << 20;
 
+/// Longest timeout a restored block is given: ten years, longer than any
+/// block this binary writes, far below what the kernel refuses (about 584
+/// years of milliseconds, `nf_msecs_to_jiffies64`). A file edited by hand or
+/// by an attacker with a larger one must not make the restore transaction
+/// fail, and with it the table every other block comes back in.
+pub const MAX_RESTORED_TIMEOUT_MS: u64 = 10 * 365 * 86_400_000;
+
 /// The `origin` of a contained MAC in the state file (its target is the MAC).
 pub use gatewarden_proto::messages::block_origin::CONTAIN as CONTAIN_ORIGIN;
 
@@ -134,6 +141,17 @@ impl StateFile {
             .blocks
             .into_iter()
             .filter(|b| b.remaining_ms(now_unix_ms) > 0 && (b.origin().is_some() || b.origin == CONTAIN_ORIGIN))
+            .map(|mut b| {
+                if b.timeout_ms > MAX_RESTORED_TIMEOUT_MS {
+                    tracing::warn!(
+                        target = %b.target,
+                        timeout_ms = b.timeout_ms,
+                        "a saved block's timeout is beyond any this gateway writes: restored for ten years"
+                    );
+                    b.timeout_ms = MAX_RESTORED_TIMEOUT_MS;
+                }
+                b
+            })
             .collect())
     }
 
