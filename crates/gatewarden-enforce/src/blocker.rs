@@ -375,6 +375,9 @@ pub struct Blocker {
     /// The lookups the installed rules do (known only to the blocker that
     /// installed the table; see [`ruleset::Lookups`]).
     lookups: ruleset::Lookups,
+    /// What the `mac_bound` / `mac_routed` sets hold, as this blocker last
+    /// wrote them (`None`: unknown, the next write replaces them whole).
+    bound_written: Option<super::spoof::BoundSources>,
 }
 
 /// Errors carry what was being done and what to do next.
@@ -404,6 +407,7 @@ impl Blocker {
             policy_version: None,
             policy_macs: None,
             lookups: ruleset::Lookups::ALL,
+            bound_written: None,
         })
     }
 
@@ -602,6 +606,8 @@ impl Blocker {
         }
         self.fail_closed = Some(false);
         self.lookups = lookups;
+        // A new table's binding sets are empty.
+        self.bound_written = Some(super::spoof::BoundSources::default());
         if report.restored + report.protected + report.over_capacity + report.unreadable > 0 {
             tracing::info!(
                 restored = report.restored,
@@ -662,7 +668,9 @@ impl Blocker {
     }
 
     /// Contains `mac`: its frames are dropped on the LAN side (input and
-    /// forward) for `ttl`. Returns whether this is a new containment (the
+    /// forward) for `ttl`, except those from a source bound to it
+    /// ([`Blocker::set_bound_sources`]): the MAC may be a device's that an
+    /// attacker forged. Returns whether this is a new containment (the
     /// MAC was not contained), which is when one `spoofing` alert is due.
     /// A running containment is refreshed to `ttl`, never shortened. A full
     /// set evicts the containments closest to expiry.
@@ -729,6 +737,55 @@ impl Blocker {
         }
         self.keep_on(need)?;
         Ok(running.is_none())
+    }
+
+    /// Makes the binding sets hold `want`: the sources a contained MAC may
+    /// still send from (see `ruleset`'s module doc: a containment drops a
+    /// frame only when its MAC and source are not bound). Writes only the
+    /// difference from the last write, in one transaction; after a failed
+    /// write, or when nothing was written yet, it replaces the sets whole.
+    /// Lists longer than the sets are cut (the last in MAC order fall off,
+    /// and are dropped whole if contained). Returns whether the kernel changed.
+    pub fn set_bound_sources(&mut self, want: &super::spoof::BoundSources) -> Result<bool> {
+        let (want, cut) = capped(want);
+        if self.bound_written.as_ref() == Some(&want) {
+            return Ok(false);
+        }
+        if cut > 0 {
+            tracing::warn!(
+                left_out = cut,
+                "more LAN bindings than the mac_bound sets hold: the MACs left out are dropped whole if contained"
+            );
+        }
+        let mut b = Batch::new();
+        let old = match self.bound_written.take() {
+            Some(old) => old,
+            None => {
+                for fam in [Fam::V4, Fam::V6] {
+                    ruleset::flush_set(&mut b, ruleset::bound_set(fam));
+                    ruleset::flush_set(&mut b, ruleset::routed_set(fam));
+                }
+                super::spoof::BoundSources::default()
+            }
+        };
+        for fam in [Fam::V4, Fam::V6] {
+            let (set, routed) = (ruleset::bound_set(fam), ruleset::routed_set(fam));
+            let (gone, new) = changes(&old.addrs, &want.addrs, |(_, ip)| fam_of(ip) == fam);
+            let el = |v: Vec<&([u8; 6], IpAddr)>| {
+                v.into_iter().map(|(m, ip)| ruleset::bound_element(m, ip)).collect::<Vec<_>>()
+            };
+            ruleset::push_elements(&mut b, set, &el(gone), false, "unbind LAN sources");
+            ruleset::push_elements(&mut b, set, &el(new), true, "bind LAN sources");
+            let (gone, new) = changes(&old.routed, &want.routed, |(_, c)| c.fam() == fam);
+            let el = |v: Vec<&([u8; 6], Cidr)>| {
+                v.into_iter().map(|(m, c)| ruleset::routed_element(m, c)).collect::<Vec<_>>()
+            };
+            ruleset::push_elements(&mut b, routed, &el(gone), false, "unbind routed networks");
+            ruleset::push_elements(&mut b, routed, &el(new), true, "bind routed networks");
+        }
+        self.commit(&b)?;
+        self.bound_written = Some(want);
+        Ok(true)
     }
 
     /// Lifts the containment of `mac` (an operator's `gatewarden unblock
@@ -1365,6 +1422,31 @@ something is rewriting it in a loop; stop it and run the command again"
         }
         Ok(contained)
     }
+}
+
+/// `want` cut to what the binding sets hold (per family for addresses), and how many pairs were left out.
+fn capped(want: &super::spoof::BoundSources) -> (super::spoof::BoundSources, usize) {
+    let mut per_fam = [0usize; 2];
+    let addrs: Vec<_> = want
+        .addrs
+        .iter()
+        .filter(|(_, ip)| {
+            let n = &mut per_fam[usize::from(ip.is_ipv6())];
+            *n += 1;
+            *n <= ruleset::MAX_BOUND_ELEMENTS as usize
+        })
+        .copied()
+        .collect();
+    let routed: Vec<_> = want.routed.iter().take(ruleset::MAX_ROUTED_ELEMENTS as usize).copied().collect();
+    let cut = want.addrs.len() - addrs.len() + want.routed.len() - routed.len();
+    (super::spoof::BoundSources { addrs, routed }, cut)
+}
+
+/// Of the items `keep` selects: those in `old` and not in `new` (to delete), and those in `new` and not in `old` (to add).
+fn changes<'a, T: Ord>(old: &'a [T], new: &'a [T], keep: impl Fn(&T) -> bool) -> (Vec<&'a T>, Vec<&'a T>) {
+    let old: std::collections::BTreeSet<&T> = old.iter().filter(|t| keep(t)).collect();
+    let new: std::collections::BTreeSet<&T> = new.iter().filter(|t| keep(t)).collect();
+    (old.difference(&new).copied().collect(), new.difference(&old).copied().collect())
 }
 
 fn key_addr(fam: Fam, key: &[u8]) -> Option<IpAddr> {

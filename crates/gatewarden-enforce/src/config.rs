@@ -77,7 +77,8 @@ pub struct EnforceConfig {
     /// sources on the LAN are spoofed.
     pub lan_prefixes: Vec<String>,
     /// How long a LAN MAC caught forging source addresses is contained
-    /// (its frames dropped), in seconds; refreshed while it goes on.
+    /// (its frames dropped unless their source is bound to it by a lease or
+    /// the neighbour table), in seconds; refreshed while it goes on.
     #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub contain_ttl_s: u64,
     /// Most MACs contained at once (the `contain_mac` set's size) and

@@ -22,11 +22,17 @@
 //! chain failsafe { }   filled with `ct state new … drop` only while fail-closed and the detector is away
 //! chain groups { }     group-to-group policy rules, replaced atomically
 //! set contain_mac   { type ether_addr; flags timeout; size N; }    LAN MACs caught forging sources
+//! set mac_bound4    { type ether_addr . ipv4_addr; size 65536; }    (MAC, address) a lease or neighbour entry binds
+//! set mac_routed4   { type ether_addr . ipv4_addr; size 4096; flags interval; }  (next hop's MAC, network routed through it)
+//! chain contain {
+//!     meta nfproto ipv4 ether saddr . ip saddr != @mac_bound4 ether saddr . ip saddr != @mac_routed4
+//!         counter name "contained_dropped" drop
+//!     (the same for ip6 saddr with mac_bound6 / mac_routed6) }
 //! chain forward { type filter hook forward priority -10; policy accept;
-//!     ether saddr @contain_mac counter name "contained_dropped" drop   (while a MAC is contained)
+//!     ether saddr @contain_mac jump contain   (while a MAC is contained)
 //!     jump guard; jump failsafe; jump groups }
 //! chain input   { type filter hook input priority -10; policy accept;
-//!     ether saddr @contain_mac counter name "contained_dropped" drop
+//!     ether saddr @contain_mac jump contain
 //!     jump guard }
 //! ```
 //!
@@ -35,8 +41,15 @@
 //! MAC only (the link-layer header exists on ingress, also through a bridge);
 //! see docs/ARCHITECTURE.md for why no rule drops traffic *to* it.
 //!
-//! ```text
-//! ```
+//! A contained MAC's frame is dropped only when its source is not an address
+//! the router binds to that MAC (a DHCP lease, the neighbour table, and the
+//! networks routed through a LAN next hop with that MAC). An Ethernet source
+//! is as easy to forge as an IP one: one frame with a device's MAC and a WAN
+//! source contains the device's MAC, and a rule on the MAC alone cut the
+//! device off for the whole containment. The binding sets are kept by the
+//! enforcement thread from the spoof check's bindings
+//! ([`crate::spoof::SpoofGuard::bound_sources`]); a MAC nothing binds is
+//! dropped whole, as before.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -78,6 +91,19 @@ pub const COUNTER_CONTAINED: &str = "contained_dropped";
 pub const SET_CONTAIN: &str = "contain_mac";
 /// `TYPE_ETHERADDR` in nft's datatype numbering.
 const KEY_TYPE_ETHER: u32 = 9;
+/// Regular chain the containment rules jump to: it drops the contained
+/// MAC's frame unless its source is bound to the MAC. Written once with the
+/// table (its rules never change; only the jumps to it come and go).
+pub const CHAIN_CONTAIN: &str = "contain";
+/// Most elements of each `mac_bound` set. The spoof check keeps at most
+/// `enforce.max_bindings` bindings (16 384 by default), plus one DHCP entry
+/// per MAC; a longer list is cut to this (the kernel would refuse it whole).
+pub const MAX_BOUND_ELEMENTS: u32 = 65_536;
+/// Most elements of each `mac_routed` set (next hops × routed networks).
+pub const MAX_ROUTED_ELEMENTS: u32 = 4_096;
+/// `NFT_REG32_02`: where a concatenation's second field goes when the first
+/// is a MAC (6 bytes, padded to 8, in `NFT_REG32_00` and `_01`), as nft does.
+const REG32_02: u32 = 10;
 
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
@@ -93,6 +119,13 @@ pub const ELEM_INTERVAL_END: u32 = 1;
 const SET_F_INTERVAL: u32 = 0x4;
 const SET_F_TIMEOUT: u32 = 0x10;
 const SET_F_EVAL: u32 = 0x20;
+/// `NFT_SET_CONCAT`: an interval set whose key is a concatenation (nft sets it with `flags interval`).
+const SET_F_CONCAT: u32 = 0x80;
+/// `NFTA_SET_ELEM_KEY_END`: the last key of a concatenated range.
+const NFTA_SET_ELEM_KEY_END: u16 = 10;
+/// `NFTA_LOOKUP_FLAGS` and `NFT_LOOKUP_F_INV`: the lookup matches when the key is *not* in the set.
+const NFTA_LOOKUP_FLAGS: u16 = 5;
+const NFT_LOOKUP_F_INV: u32 = 1;
 
 /// Who asked for a block; each origin has its own sets and drop counter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
@@ -224,6 +257,99 @@ fn add_typed_set(
     b.push(msg::NEWSET, family::INET, NLM_F_CREATE, a, format!("add set {name}"));
 }
 
+/// `mac_bound4` / `mac_bound6`: (MAC, address) pairs the router knows.
+pub fn bound_set(fam: Fam) -> &'static str {
+    match fam {
+        Fam::V4 => "mac_bound4",
+        Fam::V6 => "mac_bound6",
+    }
+}
+
+/// `mac_routed4` / `mac_routed6`: (next hop's MAC, network routed through it).
+pub fn routed_set(fam: Fam) -> &'static str {
+    match fam {
+        Fam::V4 => "mac_routed4",
+        Fam::V6 => "mac_routed6",
+    }
+}
+
+/// A set keyed on `ether_addr . ipv4_addr` (or `ipv6_addr`), as nft declares
+/// it: the key type is the two nft types six bits apart, the key the MAC
+/// padded to 8 bytes and the address. An interval set also names its
+/// fields' lengths (`NFTA_SET_DESC_CONCAT`), which the kernel's
+/// concatenated-range set (pipapo) needs.
+fn add_binding_set(b: &mut Batch, name: &str, fam: Fam, interval: bool, size: u32, id: u32) {
+    let addr_type = if fam == Fam::V4 { 7 } else { 8 };
+    let mut desc = Attrs::new().u32(1, size);
+    let mut flags = 0;
+    if interval {
+        flags = SET_F_INTERVAL | SET_F_CONCAT;
+        let field = |len: u32| Attrs::new().u32(1, len);
+        desc = desc.nested(2, Attrs::new().nested(1, field(6)).nested(1, field(fam.addr_len())));
+    }
+    let a = Attrs::new()
+        .str(1, TABLE)
+        .str(2, name)
+        .u32(3, flags)
+        .u32(4, (KEY_TYPE_ETHER << 6) | addr_type)
+        .u32(5, 8 + fam.addr_len())
+        .nested(9, desc)
+        .u32(10, id);
+    b.push(msg::NEWSET, family::INET, NLM_F_CREATE, a, format!("add set {name}"));
+}
+
+/// The key of `mac` and an address (as an integer of family `fam`) in a binding set.
+fn binding_key(mac: &[u8; 6], fam: Fam, addr: u128) -> Vec<u8> {
+    let mut k = Vec::with_capacity(24);
+    k.extend_from_slice(mac);
+    k.extend_from_slice(&[0, 0]);
+    k.extend_from_slice(&key_of(fam, addr));
+    k
+}
+
+/// A `mac_bound` element: `mac` may send from `addr` while contained.
+pub fn bound_element(mac: &[u8; 6], addr: &IpAddr) -> Attrs {
+    let key = binding_key(mac, fam_of(addr), super::feeds::addr_u128(addr));
+    Attrs::new().nested(NFTA_SET_ELEM_KEY, Attrs::new().bytes(1, &key))
+}
+
+/// A `mac_routed` element: `mac` may send from any address of `net`
+/// (its first and last key; a concatenated range has no end-marker element).
+pub fn routed_element(mac: &[u8; 6], net: &Cidr) -> Attrs {
+    let (lo, hi) = net.range();
+    Attrs::new()
+        .nested(NFTA_SET_ELEM_KEY, Attrs::new().bytes(1, &binding_key(mac, net.fam(), lo)))
+        .nested(NFTA_SET_ELEM_KEY_END, Attrs::new().bytes(1, &binding_key(mac, net.fam(), hi)))
+}
+
+/// `ether saddr . ip saddr != @set` over the key the rule loaded in `REG_1`:
+/// a `lookup` with `NFT_LOOKUP_F_INV`, which [`Expr::Lookup`] does not carry.
+fn lookup_not_in(set: &str) -> Attrs {
+    let data = Attrs::new().str(1, set).u32(2, expr::REG_1).u32(NFTA_LOOKUP_FLAGS, NFT_LOOKUP_F_INV);
+    Attrs::new().str(1, "lookup").nested(2, data)
+}
+
+/// The `contain` chain's rules, one per family: drop the frame unless its
+/// (MAC, source) is a binding or lies in a network routed through that MAC.
+fn push_contain_rules(b: &mut Batch) {
+    for fam in [Fam::V4, Fam::V6] {
+        // `meta iiftype ether` again (the jump came after it): without it in
+        // the rule, `nft list` cannot print the load as `ether saddr`.
+        let mut load = expr::ether_saddr_in_set(SET_CONTAIN);
+        load.truncate(2);
+        load.extend(expr::match_family(fam));
+        load.push(Expr::Payload { base: expr::Base::LinkLayer, offset: 6, len: 6, dreg: expr::REG_1 });
+        let offset = if fam == Fam::V4 { 12 } else { 8 };
+        load.push(Expr::Payload { base: expr::Base::Network, offset, len: fam.addr_len(), dreg: REG32_02 });
+        let list = Expr::list(&load)
+            .nested(1, lookup_not_in(bound_set(fam)))
+            .nested(1, lookup_not_in(routed_set(fam)))
+            .nested(1, Expr::CounterRef(COUNTER_CONTAINED.into()).element())
+            .nested(1, Expr::Verdict(Verdict::Drop).element());
+        add_rule_list(b, CHAIN_CONTAIN, list, &format!("contained MACs' IPv{} sources not bound to them", fam.digit()));
+    }
+}
+
 fn add_counter(b: &mut Batch, name: &str) {
     // NFTA_OBJ_TABLE, NAME, TYPE = NFT_OBJECT_COUNTER, DATA {BYTES, PACKETS}.
     let a = Attrs::new().str(1, TABLE).str(2, name).u32(3, 1).nested(4, Attrs::new().u64(1, 0).u64(2, 0));
@@ -243,7 +369,12 @@ fn add_chain(b: &mut Batch, name: &str, hook: Option<u32>) {
 
 /// Appends a rule to `chain`.
 pub fn add_rule(b: &mut Batch, chain: &str, exprs: &[Expr], what: &str) {
-    let a = Attrs::new().str(1, TABLE).str(2, chain).nested(4, Expr::list(exprs));
+    add_rule_list(b, chain, Expr::list(exprs), what);
+}
+
+/// Appends a rule whose expression list (`NFTA_RULE_EXPRESSIONS`) is built already.
+fn add_rule_list(b: &mut Batch, chain: &str, list: Attrs, what: &str) {
+    let a = Attrs::new().str(1, TABLE).str(2, chain).nested(4, list);
     b.push(msg::NEWRULE, family::INET, NLM_F_CREATE | NLM_F_APPEND, a, format!("add rule to {chain}: {what}"));
 }
 
@@ -302,17 +433,25 @@ pub fn ensure_batch(layout: &Layout, allow: &[Cidr], stale_exists: bool, lookups
         }
     }
     add_typed_set(&mut b, SET_CONTAIN, (KEY_TYPE_ETHER, 6), SET_F_TIMEOUT, layout.max_contained, 0, id, false);
+    for fam in [Fam::V4, Fam::V6] {
+        id += 1;
+        add_binding_set(&mut b, bound_set(fam), fam, false, MAX_BOUND_ELEMENTS, id);
+        id += 1;
+        add_binding_set(&mut b, routed_set(fam), fam, true, MAX_ROUTED_ELEMENTS, id);
+    }
     push_allowlist(&mut b, allow);
     for (name, hook) in [
         (CHAIN_GUARD, None),
         (CHAIN_SYN_METER, None),
         (CHAIN_FAILSAFE, None),
         (CHAIN_GROUPS, None),
+        (CHAIN_CONTAIN, None),
         (CHAIN_FORWARD, Some(2)), // NF_INET_FORWARD
         (CHAIN_INPUT, Some(1)),   // NF_INET_LOCAL_IN
     ] {
         add_chain(&mut b, name, hook);
     }
+    push_contain_rules(&mut b);
     push_rules(&mut b, layout, lookups);
     b
 }
@@ -444,8 +583,7 @@ fn push_rules(b: &mut Batch, layout: &Layout, lookups: Lookups) {
     if lookups.contain() {
         for chain in [CHAIN_FORWARD, CHAIN_INPUT] {
             let mut r = expr::ether_saddr_in_set(SET_CONTAIN);
-            r.push(Expr::CounterRef(COUNTER_CONTAINED.into()));
-            r.push(Expr::Verdict(Verdict::Drop));
+            r.push(Expr::Verdict(Verdict::Jump(CHAIN_CONTAIN.into())));
             add_rule(b, chain, &r, "contained MACs");
         }
     }
@@ -1007,13 +1145,102 @@ mod tests {
             (5, 4, 2),
             "source and destination; a MAC rule per hook"
         );
-        let all = count(Lookups::ALL);
+        let mut all = count(Lookups::ALL);
         assert_eq!((all["guard"], all["syn_meter"], all["forward"], all["input"]), (15, 4, 4, 2));
+        // The containment's binding checks are written once, with the table.
+        assert_eq!((none.get("contain"), all.remove("contain")), (Some(&2), Some(2)), "one per family");
         // A rewrite flushes the four chains first, then writes them whole.
         let mut b = Batch::new();
         replace_rules(&mut b, &Layout::default(), Lookups::ALL);
         assert_eq!(rules_by_chain(&b), all);
         assert_eq!(b.len(), 4 + 25);
+    }
+
+    /// One expression of a rule: its name and its data's attributes.
+    type RuleExpr = (String, Vec<(u16, Vec<u8>)>);
+
+    /// Each expression of a NEWRULE's attributes.
+    fn exprs_of(rule: &[u8]) -> Vec<RuleExpr> {
+        let mut out = Vec::new();
+        for (_, list) in parse_attrs(rule).filter(|(t, _)| *t == 4) {
+            for (_, e) in parse_attrs(list) {
+                let name = parse_attrs(e).find(|(t, _)| *t == 1).map(|(_, v)| c_str(v)).unwrap_or_default();
+                let data = parse_attrs(e)
+                    .filter(|(t, _)| *t == 2)
+                    .flat_map(|(_, d)| parse_attrs(d).map(|(t, v)| (t, v.to_vec())).collect::<Vec<_>>())
+                    .collect();
+                out.push((name, data));
+            }
+        }
+        out
+    }
+
+    /// The sets a rule looks up, with whether each lookup is inverted (`!= @set`).
+    fn lookups_of(rule: &[u8]) -> Vec<(String, bool)> {
+        exprs_of(rule)
+            .into_iter()
+            .filter(|(n, _)| n == "lookup")
+            .map(|(_, d)| {
+                let set = d.iter().find(|(t, _)| *t == 1).map(|(_, v)| c_str(v)).unwrap_or_default();
+                let inverted = d.iter().any(|(t, v)| *t == 5 && be_u32(v) & 1 == 1);
+                (set, inverted)
+            })
+            .collect()
+    }
+
+    /// The verdict code a rule ends with (0 drop, 1 accept, -3 jump), if any.
+    fn verdict_of(rule: &[u8]) -> Option<i32> {
+        exprs_of(rule).into_iter().filter(|(n, _)| n == "immediate").find_map(|(_, d)| {
+            let (_, data) = d.iter().find(|(t, _)| *t == 2)?;
+            let (_, verdict) = parse_attrs(data).find(|(t, _)| *t == 2)?;
+            parse_attrs(verdict).find(|(t, _)| *t == 1).map(|(_, v)| be_u32(v) as i32)
+        })
+    }
+
+    /// The red team's finding: one frame with a device's MAC and a forged
+    /// WAN source put the MAC in `contain_mac`, whose rule dropped every
+    /// frame from it, so the device lost its own traffic for an hour. A
+    /// containment drops a frame only when its (MAC, source) is neither a
+    /// known binding (`mac_bound4`/`6`, hash sets of `ether_addr . ipv4_addr`
+    /// / `ipv6_addr`) nor a routed subnet behind that MAC (`mac_routed4`/`6`,
+    /// the same keys with intervals); no rule drops on the MAC alone.
+    #[test]
+    fn a_containment_drops_only_frames_whose_mac_and_source_are_not_a_known_binding() {
+        let b = ensure_batch(&Layout::default(), &[], false, Lookups::default().with_contain());
+        let sets = messages_of(&b, msg::NEWSET);
+        for (name, key_type, key_len, flags) in [
+            ("mac_bound4", (9 << 6) | 7, 12, 0),
+            ("mac_bound6", (9 << 6) | 8, 24, 0),
+            ("mac_routed4", (9 << 6) | 7, 12, SET_F_INTERVAL | 0x80),
+            ("mac_routed6", (9 << 6) | 8, 24, SET_F_INTERVAL | 0x80),
+        ] {
+            let set = sets.iter().find(|a| attr_2(a) == name).unwrap_or_else(|| panic!("no set {name}"));
+            let attr = |ty: u16| set.iter().find(|(t, _)| *t == ty).map(|(_, v)| be_u32(v));
+            assert_eq!(attr(4), Some(key_type), "{name}: ether_addr . ip address");
+            assert_eq!(attr(5), Some(key_len), "{name}: a MAC padded to 8 bytes, then the address");
+            assert_eq!(attr(3), Some(flags), "{name}");
+        }
+        let rules = raw_messages_of(&b, msg::NEWRULE);
+        let chain_of = |r: &Vec<u8>| parse_attrs(r).find(|(t, _)| *t == 2).map(|(_, v)| c_str(v)).unwrap_or_default();
+        let on_mac: Vec<&Vec<u8>> =
+            rules.iter().filter(|r| lookups_of(r).iter().any(|(s, inv)| s == SET_CONTAIN && !inv)).collect();
+        assert_eq!(on_mac.len(), 2, "forward and input look the MAC up");
+        for r in &on_mac {
+            assert_ne!(verdict_of(r), Some(0), "a rule drops on the contained MAC alone: {:?}", lookups_of(r));
+        }
+        for fam in ["4", "6"] {
+            let want = vec![(format!("mac_bound{fam}"), true), (format!("mac_routed{fam}"), true)];
+            let drop = rules.iter().find(|r| lookups_of(r) == want).unwrap_or_else(|| {
+                panic!("no rule drops IPv{fam} frames whose (MAC, source) is not bound: {:?}", rules_by_chain(&b))
+            });
+            assert_eq!(verdict_of(drop), Some(0), "IPv{fam}");
+            let into = chain_of(drop);
+            assert!(
+                on_mac.iter().all(|r| exprs_of(r).iter().any(|(n, d)| n == "immediate"
+                    && d.iter().any(|(_, v)| v.windows(into.len()).any(|w| w == into.as_bytes())))),
+                "the MAC rules jump to the chain with the binding checks ({into})"
+            );
+        }
     }
 
     #[test]

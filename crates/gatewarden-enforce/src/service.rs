@@ -165,6 +165,7 @@ impl EnforceService {
             guard: guard.clone(),
             leases: Leases::default(),
             last_refresh: Instant::now(),
+            bound_failing: false,
         };
         let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
         let (tx, rx) = mpsc::channel::<Command>();
@@ -220,6 +221,7 @@ impl EnforceService {
                 let mut persister = state.map(Persister::new);
                 let mut lan = lan;
                 lan.refresh(&cfg);
+                lan.sync_bound_sources(&mut blocker);
                 run_loop(&mut blocker, &cfg, &rx, &seen, &bus, &node, &mut persister, &mut lan, &registry);
                 if let Some(p) = persister.as_mut() {
                     p.save(&mut blocker);
@@ -280,6 +282,8 @@ struct Lan {
     guard: Arc<Mutex<SpoofGuard>>,
     leases: Leases,
     last_refresh: Instant,
+    /// The last write of the binding sets failed (logged once until one works).
+    bound_failing: bool,
 }
 
 /// A verdict for an unverified LAN source re-reads the neighbour table at most this often.
@@ -335,13 +339,55 @@ impl Lan {
         }
         match super::spoof::lan_view(&self.interface) {
             Ok(view) => {
+                // The next hops say whose MAC a downstream subnet's traffic comes with (see `bound_sources`).
+                let next_hops = gatewarden_netlink::route::route_gateways().unwrap_or_else(|e| {
+                    tracing::debug!("cannot read the routes' next hops: {e}");
+                    Vec::new()
+                });
+                let behind: Vec<_> = view.routed.iter().filter(|c| !view.prefixes.contains(c)).copied().collect();
                 let mut g = self.guard.lock().unwrap_or_else(|e| e.into_inner());
                 g.set_own_macs(view.own_macs);
                 g.set_own_addrs(view.own_addrs, view.lan_mac);
                 g.set_lan_prefixes(view.prefixes.into_iter().chain(view.routed).collect());
+                g.set_routes(behind, next_hops);
                 g.refresh(&view.neighbours, &self.leases.entries, gatewarden_core::clock::unix_now_ns());
             }
             Err(e) => tracing::warn!("cannot read the LAN interface's neighbour table for the spoof check: {e}"),
+        }
+    }
+
+    /// Writes the sources the LAN's MACs may still send from while contained
+    /// (their lease and neighbour bindings, `spoof::BoundSources`) to the
+    /// kernel's binding sets, so that containing a MAC someone forged drops
+    /// the forgery and not the device. Only changes are written.
+    fn sync_bound_sources(&mut self, blocker: &mut Blocker) {
+        if self.interface.is_empty() {
+            return;
+        }
+        let want = self.guard.lock().unwrap_or_else(|e| e.into_inner()).bound_sources();
+        match blocker.set_bound_sources(&want) {
+            Ok(changed) => {
+                if self.bound_failing {
+                    tracing::info!("the LAN's bindings reach the kernel again");
+                }
+                self.bound_failing = false;
+                if changed {
+                    tracing::debug!(
+                        addresses = want.addrs.len(),
+                        routed = want.routed.len(),
+                        "LAN bindings written for containments"
+                    );
+                }
+            }
+            Err(e) => {
+                if !self.bound_failing {
+                    tracing::error!(
+                        "cannot write the LAN's bindings to the kernel: a contained MAC whose binding is missing \
+                         loses its own traffic too: {e}"
+                    );
+                }
+                self.bound_failing = true;
+            }
         }
     }
 }
@@ -590,6 +636,7 @@ fn run_loop(
         if last_addresses.elapsed() >= Duration::from_secs(1) {
             last_addresses = Instant::now();
             lan.refresh(cfg);
+            lan.sync_bound_sources(blocker);
             match blocker.refresh_own_addresses() {
                 Ok(added) if !added.is_empty() => {
                     let added: Vec<String> = added.iter().map(|a| a.to_string()).collect();
@@ -686,8 +733,9 @@ fn spoofing_alert(node: &str, id: u64, r: &SpoofReport, ttl_s: u64) -> Alert {
     let list: Vec<String> = r.all_forged.iter().map(|a| a.to_string()).collect();
     let more = if r.more > 0 { format!(" and {} more", r.more) } else { String::new() };
     let reason = format!(
-        "LAN MAC {} sent frames with forged source addresses: {}{more}; the MAC is contained (its frames dropped) for {ttl_s} s, \
-         the forged addresses are never blocked",
+        "LAN MAC {} sent frames with forged source addresses: {}{more}; the MAC is contained for {ttl_s} s: its frames are \
+         dropped unless their source is bound to it (DHCP lease, neighbour table), so a device whose MAC was forged keeps \
+         its own traffic; the forged addresses are never blocked",
         mac_text(&r.mac),
         list.join(", ")
     );

@@ -49,6 +49,15 @@
 //! forge, a second newcomer, and conflicts beyond [`MAX_PROBES`] at once are
 //! judged on the frame, as without probing.
 //!
+//! A report contains the frame's source MAC, but an Ethernet source is as
+//! easy to forge as an IP one: one frame with a device's MAC and a WAN
+//! source is reported against the device. So a containment drops only
+//! frames whose source is not bound to the MAC ([`SpoofGuard::bound_sources`]:
+//! lease and neighbour bindings, `0.0.0.0` for a DHCP client with an IPv4
+//! binding, and the networks routed through a LAN next hop): the device keeps
+//! its own traffic, the forged traffic under its MAC is dropped, and a MAC
+//! nothing binds (an attacker's made-up one) is dropped whole.
+//!
 //! Everything is bounded: bindings, MACs tracked as spoofers, addresses
 //! listed per MAC and forged addresses remembered; a cap that is hit evicts
 //! the oldest entry and counts it. The per-frame cost is one hash lookup
@@ -381,6 +390,25 @@ pub struct SpoofReport {
     pub more: u64,
 }
 
+/// The sources a contained MAC may still send from: what the router binds
+/// to it, so that a containment caused by a frame forged with a device's
+/// MAC drops the forgery and not the device (the `mac_bound` and
+/// `mac_routed` sets, see `ruleset`). Sorted, without duplicates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BoundSources {
+    /// (MAC, address) from a DHCP lease or the neighbour table, and
+    /// (MAC, `0.0.0.0`) for each MAC with an IPv4 binding: a device that
+    /// reconnects asks for its lease again from `0.0.0.0` (DHCP request or
+    /// discover), and must not lose its address to someone else's forgery.
+    pub addrs: Vec<(Mac, IpAddr)>,
+    /// (next hop's MAC, network routed out of the LAN): a downstream router
+    /// forwards its subnet's traffic with its hosts' addresses.
+    pub routed: Vec<(Mac, Cidr)>,
+}
+
+/// Most (next hop, routed network) pairs in [`BoundSources::routed`].
+pub const MAX_ROUTED_SOURCES: usize = 4096;
+
 /// What the verdict gate knows about a source address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceClass {
@@ -440,6 +468,10 @@ pub struct SpoofGuard {
     lan: Vec<Cidr>,
     /// `enforce.lan_prefixes`: networks behind the LAN (configured).
     extra_lan: Vec<Cidr>,
+    /// Networks routed out of the LAN through a next hop (not the LAN's own).
+    routed: Vec<Cidr>,
+    /// The router's next hops (any interface; those on the LAN have bindings).
+    next_hops: Vec<IpAddr>,
     own_macs: Vec<Mac>,
     own_addrs: Vec<IpAddr>,
     lan_mac: Mac,
@@ -496,6 +528,8 @@ impl SpoofGuard {
             limits,
             lan: Vec::new(),
             extra_lan,
+            routed: Vec::new(),
+            next_hops: Vec::new(),
             own_macs: Vec::new(),
             own_addrs: Vec::new(),
             lan_mac: [0; 6],
@@ -607,6 +641,21 @@ impl SpoofGuard {
     /// The LAN: its interface's networks and those routed out of it (a downstream router's subnets).
     pub fn set_lan_prefixes(&mut self, lan: Vec<Cidr>) {
         self.lan = lan;
+    }
+
+    /// The networks the kernel routes out of the LAN through a next hop
+    /// (a downstream router's subnets, not the LAN's own networks), and the
+    /// router's next hops: the bound sources of a next hop's MAC include them.
+    /// Networks inside another routed one are left out: the kernel's
+    /// concatenated-range set refuses overlapping elements (and with them the
+    /// whole write of the binding sets).
+    pub fn set_routes(&mut self, mut routed: Vec<Cidr>, next_hops: Vec<IpAddr>) {
+        routed.sort_unstable();
+        routed.dedup();
+        let all = routed.clone();
+        routed.retain(|c| !all.iter().any(|o| o.prefix < c.prefix && o.contains(&c.addr)));
+        self.routed = routed;
+        self.next_hops = next_hops;
     }
 
     fn in_lan(&self, ip: &IpAddr) -> bool {
@@ -930,6 +979,56 @@ impl SpoofGuard {
     pub fn bindings(&self) -> usize {
         self.bindings.len()
     }
+
+    /// The sources each MAC may still send from while contained: its lease
+    /// and neighbour bindings (the same the verdict gate trusts, so a
+    /// gratuitous ARP that flipped the kernel's entry while the bound device
+    /// talks gives the flipper nothing), `0.0.0.0` for a MAC with an IPv4
+    /// binding (DHCP; the kernel routes no other traffic from it), and the
+    /// networks routed through a LAN next hop for that hop's MAC. A first
+    /// sighting binds nothing: the attacker may have spoken first. Sources
+    /// that are never a LAN host's own (outside the LAN, broadcast,
+    /// multicast, the router's addresses) are left out whatever the
+    /// neighbour table says, so no entry an attacker plants lets a forgery
+    /// through. As bounded as the bindings (`enforce.max_bindings`), the
+    /// routed pairs by [`MAX_ROUTED_SOURCES`].
+    pub fn bound_sources(&self) -> BoundSources {
+        let trusted = |b: &Binding| {
+            b.trust >= Trust::Neighbour && !self.own_macs.contains(&b.mac) && b.mac[0] & 1 == 0 && b.mac != [0; 6]
+        };
+        let mut addrs = Vec::with_capacity(self.bindings.len() + 16);
+        let mut dhcp = Vec::new();
+        for (ip, b) in &self.bindings {
+            if !trusted(b) || ip.is_unspecified() || self.own_addrs.binary_search(ip).is_ok() {
+                continue;
+            }
+            let frame = SourceFrame { ts_ns: 0, src: *ip, proto: 0, sport: 0, dport: 0 };
+            if self.implausible(&frame).is_some() {
+                continue;
+            }
+            addrs.push((b.mac, *ip));
+            if ip.is_ipv4() {
+                dhcp.push(b.mac);
+            }
+        }
+        dhcp.sort_unstable();
+        dhcp.dedup();
+        addrs.extend(dhcp.into_iter().map(|m| (m, IpAddr::from([0u8; 4]))));
+        addrs.sort_unstable();
+        addrs.dedup();
+        let mut hops: Vec<Mac> = self
+            .next_hops
+            .iter()
+            .filter_map(|hop| self.bindings.get(hop).filter(|b| trusted(b)).map(|b| b.mac))
+            .collect();
+        hops.sort_unstable();
+        hops.dedup();
+        let mut routed: Vec<(Mac, Cidr)> =
+            hops.iter().flat_map(|m| self.routed.iter().map(move |c| (*m, *c))).take(MAX_ROUTED_SOURCES).collect();
+        routed.sort_unstable();
+        routed.dedup();
+        BoundSources { addrs, routed }
+    }
 }
 
 /// A dnsmasq lease file's active leases: `expiry mac ip hostname client-id`
@@ -1075,6 +1174,50 @@ mod tests {
             SourceClass::LanVerified(ATK),
             "a silent device's entry follows the new MAC"
         );
+    }
+
+    /// The red team's finding, at the guard: one frame with a device's MAC
+    /// and a WAN source is reported against that MAC (the containment and
+    /// the alert name it and the forgery), and the containment used to drop
+    /// every frame of the MAC. What it may still send from is what the
+    /// router binds to it: its lease and neighbour addresses (with `0.0.0.0`
+    /// for DHCP) and, for a next hop, the networks routed through it; never
+    /// the forged source, a first sighting, or an entry an attacker planted.
+    #[test]
+    fn a_frame_forged_with_a_devices_mac_is_reported_and_its_own_sources_stay_bound() {
+        let ip = |a: &str| -> IpAddr { a.parse().unwrap() };
+        let mut g = guard();
+        g.set_own_addrs(vec![ip("192.0.2.1")], Some([2, 0, 0, 0, 0, 1]));
+        let (dev4, dev6, link) = (ip("192.0.2.10"), ip("2001:db8:1::10"), ip("fe80::10"));
+        g.refresh(&[(dev4, DEV), (dev6, DEV), (link, DEV)], &[], S);
+        let r = g.check(DEV, &pkt("198.51.100.7", 2 * S)).expect("a WAN source from the LAN is forged");
+        assert_eq!((r.mac, r.forged, r.forgery), (DEV, ip("198.51.100.7"), Forgery::OutsideLan));
+        assert_eq!(r.all_forged, vec![ip("198.51.100.7")]);
+        let dhcp = ip("0.0.0.0");
+        assert_eq!(g.bound_sources().addrs, vec![(DEV, dhcp), (DEV, dev4), (DEV, dev6), (DEV, link)]);
+
+        // A first sighting binds nothing: a made-up MAC stays contained whole.
+        assert_eq!(g.check(ATK, &pkt("192.0.2.66", 3 * S)), None);
+        assert!(!g.bound_sources().addrs.iter().any(|(m, _)| *m == ATK));
+        // Neighbour entries an attacker can plant bind nothing either: a flip of
+        // the active device's entry, a WAN address, a broadcast, the router's own.
+        assert_eq!(g.check(DEV, &pkt("192.0.2.10", 4 * S)), None);
+        let planted = [(dev4, ATK), (ip("198.51.100.7"), ATK), (ip("192.0.2.255"), ATK), (ip("192.0.2.1"), ATK)];
+        let neighbours: Vec<(IpAddr, Mac)> = planted.into_iter().chain([(dev6, DEV), (link, DEV)]).collect();
+        g.refresh(&neighbours, &[(ip("192.0.2.30"), ATK)], 5 * S);
+        let bound = g.bound_sources();
+        assert!(bound.addrs.contains(&(DEV, dev4)), "the device keeps its disputed address: {bound:?}");
+        assert_eq!(
+            bound.addrs.iter().filter(|(m, _)| *m == ATK).collect::<Vec<_>>(),
+            vec![&(ATK, dhcp), &(ATK, ip("192.0.2.30"))],
+            "a lease binds its own address (and DHCP), nothing planted does"
+        );
+        // A LAN next hop's MAC also sends from the networks routed through it;
+        // next hops elsewhere (the WAN gateway) bind nothing.
+        let behind: Cidr = "10.9.0.0/16".parse().unwrap();
+        let inside: Cidr = "10.9.1.0/24".parse().unwrap();
+        g.set_routes(vec![inside, behind, inside], vec![dev4, ip("198.51.100.1")]);
+        assert_eq!(g.bound_sources().routed, vec![(DEV, behind)], "no overlapping ranges (the kernel refuses them)");
     }
 
     fn probing_guard() -> SpoofGuard {
