@@ -210,6 +210,21 @@ impl Site {
         out
     }
 
+    /// The timeout, in seconds, of `addr`'s element in `block4_detector`.
+    fn detector_timeout_s(&self, addr: &str) -> Option<u64> {
+        let rs = self.ruleset();
+        rs["nftables"].as_array()?.iter().find_map(|obj| {
+            let s = &obj["set"];
+            if s["name"] != "block4_detector" {
+                return None;
+            }
+            s["elem"].as_array()?.iter().find_map(|e| {
+                let el = &e["elem"];
+                (el.is_object() && el["val"] == addr).then(|| el["timeout"].as_u64()).flatten()
+            })
+        })
+    }
+
     /// `gatewarden ARGS` in the router's namespace: (success, stdout, stderr).
     fn cli(&self, args: &[&str]) -> (bool, String, String) {
         let out = Command::new("ip")
@@ -886,6 +901,17 @@ fn an_unproven_wan_verdict_is_refused_and_a_proven_one_blocked() {
     assert!(service.submit(Cmd::Verdict(verdict(DEVICE, SourceProof::Unproven))));
     assert!(wait_until(Duration::from_secs(5), || blocked(DEVICE)), "a verified LAN source was not blocked");
     assert!(!blocked("192.0.2.99"), "an unverified LAN source was blocked without proof");
+    // A repeat offence (blocked again after the block ran out) from a WAN
+    // source proven only by another flow never escalates: that proof does not
+    // show the offending packets were its own, and anyone may forge those in
+    // its name. (Before: 3 s, then 6 s, doubling up to 7 days.)
+    let short = |id: u64| Verdict { id, ttl_s: 3, ..verdict("203.0.113.7", SourceProof::Answered) };
+    assert!(service.submit(Cmd::Verdict(short(2))));
+    assert!(wait_until(Duration::from_secs(5), || blocked("203.0.113.7")), "the short WAN block");
+    assert!(wait_until(Duration::from_secs(10), || !blocked("203.0.113.7")), "the short WAN block ran out");
+    assert!(service.submit(Cmd::Verdict(short(3))));
+    assert!(wait_until(Duration::from_secs(5), || blocked("203.0.113.7")), "the WAN source blocked again");
+    assert_eq!(site.detector_timeout_s("203.0.113.7"), Some(3), "a WAN block never grows on another flow's proof");
     let snap = registry.snapshot();
     let refused: f64 =
         snap.iter().filter(|(k, _)| k.starts_with("gatewarden_enforce_unproven_refused_total")).map(|(_, v)| *v).sum();

@@ -432,8 +432,14 @@ impl GateMetrics {
 }
 
 /// The verdict gate: a forged source is never blocked; a source is blocked
-/// only when it is a verified LAN binding or the verdict proves it real;
-/// only such blocks escalate (all blocks that pass do).
+/// only when it is a verified LAN binding or the verdict proves it real.
+/// Only a verified LAN binding escalates. A WAN source's proof is a flow in
+/// which it acknowledged what it was sent, and that flow is never one of
+/// the offending ones (a SYN flood or scan acknowledges nothing): it shows
+/// the address is real, not that these packets were its own, so anyone can
+/// forge a flood in the name of a host that had a session (a review found
+/// such floods got an innocent host blocked for up to seven days). Such a
+/// block keeps its TTL and never grows.
 fn gate(
     blocker: &mut Blocker,
     v: &Verdict,
@@ -448,7 +454,7 @@ fn gate(
         }
         Some(SourceClass::LanVerified(_)) => blocker.block_with(v.source, ttl, Origin::Detector, &v.reason, true),
         _ if v.source_proof == SourceProof::Answered => {
-            blocker.block_with(v.source, ttl, Origin::Detector, &v.reason, true)
+            blocker.block_with(v.source, ttl, Origin::Detector, &v.reason, false)
         }
         _ => {
             m.unproven.inc();
