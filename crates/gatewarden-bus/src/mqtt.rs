@@ -61,7 +61,7 @@ use gatewarden_core::shutdown::Shutdown;
 use gatewarden_proto::messages::Message;
 use gatewarden_secure::anomaly::ChannelWatch;
 use gatewarden_secure::certs::{CaVerifier, CertRole, Identity};
-use gatewarden_secure::{envelope, Envelope, PayloadKind, Rejection, SecureChannel, SecureConfig};
+use gatewarden_secure::{envelope, Announced, Envelope, PayloadKind, Rejection, SecureChannel, SecureConfig};
 
 /// Topic prefix and version.
 pub const TOPIC_PREFIX: &str = gatewarden_proto::kinds::TOPIC_PREFIX;
@@ -879,12 +879,12 @@ impl Shared {
         }
         match kind {
             "key" => {
-                let r = lock(&self.secure).accept_announce(payload, Some(from));
+                let r = {
+                    let mut sc = lock(&self.secure);
+                    sc.accept_announce_key(payload, Some(from)).map(|a| (sc.peer_role(&a.node), a))
+                };
                 match r {
-                    Ok(_) => {
-                        // A new peer key may unblock spooled verdicts now.
-                        lock(&self.spool).mark_all_unsent();
-                    }
+                    Ok((role, a)) => key_announced(&mut lock(&self.spool), &a, role),
                     Err(e) => self.rejected(from, &e),
                 }
             }
@@ -1047,6 +1047,19 @@ impl Shared {
         if full {
             flush_acks(self);
         }
+    }
+}
+
+/// What a peer's accepted key announcement sets going in the outbox: a new
+/// key (the node restarted or rotated) means what was sealed to its old one
+/// cannot be opened and what waited for a key can go, so the entries that
+/// node takes ([`may_ack`]) go again now rather than after `resend_after`.
+/// A key already held changes nothing: retained announcements come back on
+/// every reconnect and a node can replay its own at will, and each used to
+/// resend every node's whole outbox.
+fn key_announced(spool: &mut Spool, a: &Announced, role: Option<CertRole>) {
+    if a.new_key {
+        spool.mark_unsent_where(|e| may_ack(&e.kind, e.to.as_deref(), &a.node, role));
     }
 }
 
@@ -1338,6 +1351,37 @@ mod tests {
         assert!(!may_ack("alert", None, "m1", None), "role not announced yet: wait");
         assert!(may_ack("model_update", None, "d1", Some(CertRole::Detector)));
         assert!(!may_ack("model_update", None, "r1", Some(CertRole::Router)));
+    }
+
+    /// Red-team finding: a node that replays its own key announcement (or a
+    /// broker redelivering the retained one) made every receiver resend its
+    /// whole outbox, each time. Only a key not held before sends anything
+    /// again, and only what that node takes: a new key cannot unblock
+    /// messages for anyone else.
+    #[test]
+    fn only_a_new_key_resends_and_only_what_its_node_takes() {
+        use std::time::Duration;
+        let d = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(d.path(), 100, 1 << 20, &Registry::new()).unwrap();
+        let for_r1 = spool.push("unblock", Some("router-1"), vec![1]).unwrap();
+        spool.push("unblock", Some("router-2"), vec![2]).unwrap();
+        let verdict = spool.push("verdict", None, vec![3]).unwrap();
+        spool.push("model_update", None, vec![4]).unwrap();
+        spool.push("alert", None, vec![5]).unwrap();
+        let resent =
+            |s: &mut Spool| -> Vec<u64> { s.due(Duration::from_secs(3600), 100).iter().map(|e| e.id).collect() };
+        assert_eq!(resent(&mut spool).len(), 5, "everything sent once");
+        let repeat = Announced { node: "router-1".into(), new_key: false };
+        for _ in 0..10 {
+            key_announced(&mut spool, &repeat, Some(CertRole::Router));
+        }
+        assert_eq!(resent(&mut spool), Vec::<u64>::new(), "a known key resends nothing");
+        key_announced(&mut spool, &Announced { new_key: true, ..repeat }, Some(CertRole::Router));
+        assert_eq!(
+            resent(&mut spool),
+            vec![for_r1, verdict],
+            "router-1's new key: its unblock and the routers' verdict"
+        );
     }
 
     #[test]

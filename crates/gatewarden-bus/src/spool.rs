@@ -14,12 +14,23 @@
 //! compacted (rewritten with live entries only, then renamed over).
 //!
 //! Overflow policy: past `max_messages` or `max_bytes` of live entries the
-//! **oldest** entry is dropped and counted in
-//! `gatewarden_spool_dropped_total{kind}`: on a long outage recent alerts
-//! and verdicts matter more than old ones, and a verdict older than its
-//! block TTL is useless anyway.
+//! **oldest** entry **of the largest backlog** (by count, or by bytes when
+//! bytes are over) is dropped and counted in
+//! `gatewarden_spool_dropped_total{kind}`. Backlogs are per recipient
+//! (`None`, "every node that takes the kind", is one): on a long outage
+//! recent alerts and verdicts matter more than old ones, and a verdict older
+//! than its block TTL is useless anyway; but one node's backlog (a router
+//! that makes the monitor resend its policy, or the detector issue verdicts
+//! for it) must not push out what waits for the others, so a recipient loses
+//! an entry only while none holds more than it does.
+//!
+//! A [`LATEST_ONLY`] kind carries the whole state (a policy update is the
+//! complete policy), so a newer entry replaces the one queued for the same
+//! recipient instead of joining it (counted in
+//! `gatewarden_spool_superseded_total{kind}`).
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, Read, Write};
 use std::path::{Path, PathBuf};
@@ -33,6 +44,18 @@ use gatewarden_core::metrics::{Counter, Gauge, Registry};
 
 /// Largest single record; anything bigger in the file means corruption.
 const MAX_RECORD: usize = 8 * 1024 * 1024;
+
+/// Kinds whose newest entry per recipient replaces any older one queued:
+/// each carries the whole state and receivers ignore versions they have.
+pub const LATEST_ONLY: [&str; 1] = [gatewarden_proto::kinds::POLICY_UPDATE];
+
+/// The live entries for one recipient.
+#[derive(Debug, Default)]
+struct Backlog {
+    /// Oldest first.
+    ids: BTreeSet<u64>,
+    bytes: usize,
+}
 
 #[derive(Debug, Serialize, Deserialize)]
 enum Record {
@@ -61,6 +84,10 @@ pub struct Spool {
     file: File,
     live: BTreeMap<u64, Entry>,
     live_bytes: usize,
+    /// Live entries per recipient: a full spool drops from the largest.
+    backlogs: HashMap<Option<String>, Backlog>,
+    /// The queued entry of each [`LATEST_ONLY`] kind, per recipient.
+    latest: HashMap<(String, Option<String>), u64>,
     file_bytes: u64,
     max_messages: usize,
     max_bytes: usize,
@@ -122,8 +149,10 @@ impl Spool {
         let mut s = Spool {
             path,
             file,
-            live_bytes: live.values().map(|e: &Entry| e.payload.len()).sum(),
-            live,
+            live_bytes: 0,
+            live: BTreeMap::new(),
+            backlogs: HashMap::new(),
+            latest: HashMap::new(),
             file_bytes: 0,
             max_messages: max_messages.max(1),
             max_bytes: max_bytes.max(1024),
@@ -143,6 +172,14 @@ impl Spool {
         // Every kind the spool can hold at zero, so a dashboard shows 0 drops, not "no data".
         for k in gatewarden_proto::kinds::TABLE.iter().filter(|k| k.durable) {
             s.dropped_counter(k.name);
+        }
+        for k in LATEST_ONLY {
+            s.superseded_counter(k);
+        }
+        // Restored in order, so a latest-only entry replaces older ones (a
+        // file from before they were replaced); the compaction drops those.
+        for e in live.into_values() {
+            s.insert_live(e);
         }
         s.compact()?;
         Ok(s)
@@ -174,18 +211,81 @@ impl Spool {
         )
     }
 
-    /// Stores a message; returns its id. The oldest entries go if the spool is full.
+    /// `gatewarden_spool_superseded_total{kind}`.
+    fn superseded_counter(&self, kind: &str) -> Counter {
+        self.registry.counter(
+            "gatewarden_spool_superseded_total",
+            "Outbox messages replaced by a newer one of the same kind for the same recipient (kinds that carry the whole state, e.g. policy_update).",
+            &[("kind", kind)],
+        )
+    }
+
+    /// Adds `e` to the live entries and its recipient's backlog; returns
+    /// the entry it replaces (a [`LATEST_ONLY`] kind), already taken out.
+    fn insert_live(&mut self, e: Entry) -> Option<Entry> {
+        let replaced = if LATEST_ONLY.contains(&e.kind.as_str()) {
+            let old = self.latest.insert((e.kind.clone(), e.to.clone()), e.id);
+            old.and_then(|id| self.remove_live(id))
+        } else {
+            None
+        };
+        let backlog = self.backlogs.entry(e.to.clone()).or_default();
+        backlog.ids.insert(e.id);
+        backlog.bytes += e.payload.len();
+        self.live_bytes += e.payload.len();
+        self.live.insert(e.id, e);
+        replaced
+    }
+
+    /// Takes `id` out of the live entries and its recipient's backlog.
+    fn remove_live(&mut self, id: u64) -> Option<Entry> {
+        let e = self.live.remove(&id)?;
+        self.live_bytes -= e.payload.len();
+        if let Some(b) = self.backlogs.get_mut(&e.to) {
+            b.ids.remove(&id);
+            b.bytes -= e.payload.len();
+            if b.ids.is_empty() {
+                self.backlogs.remove(&e.to);
+            }
+        }
+        if LATEST_ONLY.contains(&e.kind.as_str()) {
+            let key = (e.kind.clone(), e.to.clone());
+            if self.latest.get(&key) == Some(&id) {
+                self.latest.remove(&key);
+            }
+        }
+        Some(e)
+    }
+
+    /// The entry a full spool drops: the oldest of the largest backlog (by
+    /// bytes when `by_bytes`, else by count; of equals, the one holding the
+    /// oldest entry).
+    fn eviction_victim(&self, by_bytes: bool) -> Option<u64> {
+        self.backlogs
+            .values()
+            .filter_map(|b| {
+                let oldest = *b.ids.first()?;
+                Some((if by_bytes { b.bytes } else { b.ids.len() }, Reverse(oldest)))
+            })
+            .max()
+            .map(|(_, Reverse(id))| id)
+    }
+
+    /// Stores a message; returns its id. It replaces the entry queued for the
+    /// same recipient of a [`LATEST_ONLY`] kind; if the spool is full, the
+    /// oldest entries of the largest backlog go.
     pub fn push(&mut self, kind: &str, to: Option<&str>, payload: Vec<u8>) -> anyhow::Result<u64> {
         let id = self.next_id;
         self.next_id += 1;
         self.append(&Record::Add { id, kind: kind.to_string(), to: to.map(str::to_string), payload: payload.clone() })?;
-        self.live_bytes += payload.len();
-        self.live
-            .insert(id, Entry { id, kind: kind.to_string(), to: to.map(str::to_string), payload, last_sent: None });
+        let entry = Entry { id, kind: kind.to_string(), to: to.map(str::to_string), payload, last_sent: None };
+        if let Some(old) = self.insert_live(entry) {
+            self.superseded_counter(&old.kind).inc();
+            self.append(&Record::Ack { id: old.id })?;
+        }
         while self.live.len() > self.max_messages || self.live_bytes > self.max_bytes {
-            let Some((&old, _)) = self.live.iter().next() else { break };
-            if let Some(e) = self.live.remove(&old) {
-                self.live_bytes -= e.payload.len();
+            let Some(old) = self.eviction_victim(self.live.len() <= self.max_messages) else { break };
+            if let Some(e) = self.remove_live(old) {
                 self.dropped_counter(&e.kind).inc();
                 self.append(&Record::Ack { id: old })?;
             }
@@ -201,8 +301,9 @@ impl Spool {
 
     /// Marks `id` delivered; returns false if it was not waiting.
     pub fn ack(&mut self, id: u64) -> anyhow::Result<bool> {
-        let Some(e) = self.live.remove(&id) else { return Ok(false) };
-        self.live_bytes -= e.payload.len();
+        if self.remove_live(id).is_none() {
+            return Ok(false);
+        }
         self.acked.inc();
         self.append(&Record::Ack { id })?;
         self.after_change()?;
@@ -268,6 +369,17 @@ impl Spool {
         for e in self.live.values_mut() {
             e.last_sent = None;
         }
+    }
+
+    /// Marks the entries `f` picks unsent (a peer's new key: what it takes
+    /// goes again at once); returns how many.
+    pub fn mark_unsent_where(&mut self, f: impl Fn(&Entry) -> bool) -> usize {
+        let mut n = 0;
+        for e in self.live.values_mut().filter(|e| f(e)) {
+            e.last_sent = None;
+            n += 1;
+        }
+        n
     }
 
     /// Marks one entry unsent (its publish could not be queued).
@@ -337,6 +449,58 @@ mod tests {
         let left: Vec<u64> = s.due(Duration::ZERO, 100).iter().map(|e| e.id).collect();
         assert_eq!(left, ids[3..].to_vec(), "oldest dropped first");
         assert_eq!(r.snapshot()["gatewarden_spool_dropped_total{kind=alert}"], 3.0);
+    }
+
+    /// Red-team finding: the outbox dropped its oldest entries whoever they
+    /// were for, so a backlog for one node (a router that makes the monitor
+    /// resend its policy, or the detector issue verdicts for it) pushed out
+    /// other nodes' unblocks, settings and policies. A full spool now drops
+    /// from the largest backlog, by count and by bytes.
+    #[test]
+    fn one_recipients_backlog_never_evicts_anothers() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Registry::new();
+        let mut s = Spool::open(d.path(), 100, 1 << 20, &r).unwrap();
+        let for_b = s.push("unblock", Some("router-b"), vec![1; 10]).unwrap();
+        let alert = s.push("alert", None, vec![2; 10]).unwrap();
+        let for_a: Vec<u64> = (0..1000).map(|_| s.push("verdict", Some("router-a"), vec![0; 10]).unwrap()).collect();
+        assert_eq!(s.len(), 100);
+        assert!(s.get(for_b).is_some() && s.get(alert).is_some(), "router-a's backlog evicted another's entry");
+        assert!(for_a[for_a.len() - 98..].iter().all(|id| s.get(*id).is_some()), "its newest stay");
+        assert_eq!(r.snapshot()["gatewarden_spool_dropped_total{kind=verdict}"], 902.0);
+        // The same with bytes: 4 KiB of room, 100-byte entries.
+        let d = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(d.path(), 10_000, 4096, &r).unwrap();
+        let for_b = s.push("unblock", Some("router-b"), vec![1; 1000]).unwrap();
+        for _ in 0..1000 {
+            s.push("verdict", Some("router-a"), vec![0; 100]).unwrap();
+        }
+        assert!(s.get(for_b).is_some(), "router-a's bytes evicted router-b's entry");
+        drop(s);
+        let s = Spool::open(d.path(), 10_000, 4096, &r).unwrap();
+        assert!(s.get(for_b).is_some(), "and after a restart");
+    }
+
+    /// A policy update carries the whole policy, so only the newest copy per
+    /// router is worth keeping: a router that makes the monitor resend keeps
+    /// one entry queued, not one per resend.
+    #[test]
+    fn a_newer_policy_for_a_router_replaces_the_queued_one() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Registry::new();
+        let mut s = Spool::open(d.path(), 100, 1 << 20, &r).unwrap();
+        let for_b = s.push("policy_update", Some("router-b"), vec![1]).unwrap();
+        let verdict = s.push("verdict", Some("router-a"), vec![2]).unwrap();
+        let mut last = 0;
+        for i in 0..1000u32 {
+            last = s.push("policy_update", Some("router-a"), i.to_le_bytes().to_vec()).unwrap();
+        }
+        assert_eq!(s.len(), 3);
+        assert!(s.get(for_b).is_some() && s.get(verdict).is_some() && s.get(last).is_some());
+        drop(s);
+        let s = Spool::open(d.path(), 100, 1 << 20, &r).unwrap();
+        assert_eq!(s.len(), 3, "after a restart too");
+        assert_eq!(s.get(last).map(|e| e.payload.clone()), Some(999u32.to_le_bytes().to_vec()));
     }
 
     #[test]

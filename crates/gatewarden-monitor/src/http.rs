@@ -24,7 +24,8 @@
 //! over `max_header_bytes` or `max_headers` get 431, bodies over the route's
 //! limit get 413 from `Content-Length` before a byte is read (and chunked
 //! bodies are cut off at the limit), slow heads, idle keep-alive, slow bodies
-//! and unread responses are timed out, and connections are capped in total
+//! and unread responses are timed out (a refused write's body is read for at
+//! most a second, as an idle connection), and connections are capped in total
 //! and per client address (over a cap: 503 and closed at once, counted). The
 //! accept loop backs off when the process runs out of file descriptors and
 //! never exits while the server runs.
@@ -74,6 +75,13 @@ const SSE_KEEPALIVE: Duration = Duration::from_secs(15);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// At most one warning per this interval about refused connections or accept errors.
 const LOG_EVERY_MS: u64 = 10_000;
+/// Longest a refused request's body is read before the refusal goes out.
+/// Reading it lets a client that sends its body before reading the answer see
+/// the 401 instead of a reset, but the client has no claim on the server: a
+/// write without a token that trickles its body must not hold a connection
+/// for `http.body_timeout_ms` (30 s), or a few hundred of them fill
+/// `http.max_connections` (red-team finding).
+const REFUSED_DRAIN: Duration = Duration::from_secs(1);
 
 /// The server's limits against hostile clients (from `[http]`; each field is
 /// documented on [`HttpConfig`]).
@@ -821,9 +829,9 @@ async fn respond(
     local: Option<SocketAddr>,
     conn: &Arc<ConnState>,
 ) -> Resp {
-    let _busy = Busy::new(conn);
+    let mut busy = Some(Busy::new(conn));
     let mut unread_body = !req.body().is_end_stream();
-    let mut resp = route_request(req, ctx, peer.ip(), local, conn, &mut unread_body).await;
+    let mut resp = route_request(req, ctx, peer.ip(), local, conn, &mut busy, &mut unread_body).await;
     let h = resp.headers_mut();
     h.insert(HeaderName::from_static("x-content-type-options"), HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
@@ -1026,6 +1034,7 @@ async fn route_request(
     client: IpAddr,
     local: Option<SocketAddr>,
     conn: &Arc<ConnState>,
+    busy: &mut Option<Busy>,
     unread_body: &mut bool,
 ) -> Resp {
     let raw_path = req.uri().path();
@@ -1164,7 +1173,10 @@ async fn route_request(
             Err(e) => {
                 let answer = refuse(ctx, &e);
                 if route.body != BodyLimit::None {
-                    drain_refused(req, limit, limits.body_timeout, unread_body).await;
+                    // A refused client is owed nothing: while its body drains the
+                    // connection is idle (the idle timeout runs, the cap may evict it).
+                    drop(busy.take());
+                    drain_refused(req, limit, limits.body_timeout.min(REFUSED_DRAIN), unread_body).await;
                 }
                 return answer;
             }
@@ -1230,9 +1242,8 @@ enum BodyError {
     Broken(hyper::Error),
 }
 
-/// Reads a body of at most `limit` bytes within `timeout` (chunked bodies are cut off at the limit).
-/// Reads a refused request's body (at most the route's limit, within the
-/// body timeout) before the refusal goes out, so the client reads the 401/403
+/// Reads a refused request's body (at most the route's limit, within
+/// [`REFUSED_DRAIN`]) before the refusal goes out, so the client reads the 401/403
 /// instead of a reset: closing a socket with unread data sends RST. The
 /// connection still closes afterwards when the body could not be read.
 async fn drain_refused(req: Request<Incoming>, limit: u64, timeout: Duration, unread_body: &mut bool) {
@@ -1241,6 +1252,7 @@ async fn drain_refused(req: Request<Incoming>, limit: u64, timeout: Duration, un
     }
 }
 
+/// Reads a body of at most `limit` bytes within `timeout` (chunked bodies are cut off at the limit).
 async fn read_body(mut body: Incoming, limit: u64, timeout: Duration) -> Result<Bytes, BodyError> {
     let read = async move {
         let mut buf = Vec::new();
@@ -1771,6 +1783,57 @@ mod tests {
             let text = String::from_utf8_lossy(&answer);
             assert!(text.starts_with("HTTP/1.1 401"), "{size}-byte upload without a token: {read:?}, {text:?}");
         }
+        server.stop();
+    }
+
+    /// Red-team finding: writes without a token that trickle their body
+    /// (`Content-Length: 65536`, a byte now and then) held their connections
+    /// busy for the whole body timeout, so enough of them filled
+    /// `http.max_connections` and the operator got 503. A refused write is
+    /// no longer busy while its body drains (the cap evicts it), and the
+    /// drain is short.
+    #[test]
+    fn slow_refused_writes_do_not_lock_out_the_dashboard() {
+        use std::io::{Read, Write};
+        let state = harness().ctx.state.clone();
+        let mut access = Access::new(TokenSigner::ephemeral(), true, 1000, 2000).unwrap();
+        access.limits.max_connections = 4;
+        access.limits.max_connections_per_client = 16;
+        let server = HttpServer::start_with("127.0.0.1:0", state, access).unwrap();
+        let slow: Vec<TcpStream> = (0..4)
+            .map(|_| {
+                let mut s = TcpStream::connect(server.addr).unwrap();
+                write!(
+                    s,
+                    "POST /api/settings HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 65536\r\n\r\n{{"
+                )
+                .unwrap();
+                s
+            })
+            .collect();
+        // Let the server read the four heads and refuse them.
+        std::thread::sleep(Duration::from_millis(300));
+        // Generous: the current code answers at once; before the fix every try got 503 for 30 s.
+        let t0 = Instant::now();
+        let mut last = String::new();
+        while t0.elapsed() < Duration::from_secs(5) {
+            let mut c = TcpStream::connect(server.addr).unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let _ = write!(c, "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+            let mut answer = Vec::new();
+            let _ = c.read_to_end(&mut answer);
+            last = String::from_utf8_lossy(&answer).into_owned();
+            if last.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(
+            last.starts_with("HTTP/1.1 200"),
+            "GET /healthz beside 4 slow refused writes at max_connections = 4, after {:?}: {last:?}",
+            t0.elapsed()
+        );
+        drop(slow);
         server.stop();
     }
 

@@ -12,7 +12,11 @@
 //! retained on `gatewarden/v1/<node>/key`; on a `ctl` TCP connection the two
 //! sides send theirs first. A receiver accepts an announcement only if the
 //! certificate chains to the fleet CA, its CN is the announced node, and the
-//! signature verifies.
+//! signature verifies. A byte-identical copy of an announcement whose key it
+//! holds (the retained one, redelivered on every reconnect, or a replay) is
+//! known by its SHA-256 before any of that, and reported as no new key
+//! ([`Announced::new_key`]), so a replay costs a hash, not two P-384
+//! verifications and a resend of the outbox.
 //!
 //! To seal for recipient R, sender S combines its own current ephemeral
 //! secret with R's announced ephemeral public key:
@@ -55,7 +59,7 @@ use hkdf::Hkdf;
 use p384::ecdh::EphemeralSecret;
 use p384::elliptic_curve::sec1::ToEncodedPoint;
 use rand_core::{OsRng, RngCore};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 pub use envelope::{Announce, Envelope, EnvelopeHeader, PayloadKind};
 
@@ -177,6 +181,18 @@ pub struct Opened {
     pub plaintext: Vec<u8>,
 }
 
+/// An announcement that passed: whose it is and whether it changed anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announced {
+    /// The announcing node (its certificate's CN).
+    pub node: String,
+    /// Whether it brought a key this channel did not hold: only then may
+    /// messages sealed to that node's old key (or waiting for one) go again.
+    /// A repeat (a retained announcement redelivered on every reconnect, or
+    /// one replayed on purpose) and an older key change nothing.
+    pub new_key: bool,
+}
+
 /// Sealing failed: we have no key for that recipient yet.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("no announced key from {0} yet: it is offline or not a fleet member (check its certificate and `gatewarden/v1/{0}/key`)")]
@@ -193,6 +209,10 @@ struct PeerKey {
     id: u64,
     public: p384::PublicKey,
     issued_ns: u64,
+    /// SHA-256 of the announcement that brought this key: the same bytes
+    /// again are a repeat, known without verifying anything (a peer holds at
+    /// most two keys, so this is the whole, bounded, cache).
+    announce_hash: [u8; 32],
 }
 
 struct Peer {
@@ -220,6 +240,20 @@ pub struct SecureChannel {
     opened: Counter,
     sealed: Counter,
     rekeys: Counter,
+    /// `gatewarden_secure_announcements_total{outcome}`: see [`AnnounceOutcome`].
+    announcements: [Counter; 3],
+}
+
+/// What became of an announcement that passed (labels of
+/// `gatewarden_secure_announcements_total`).
+#[derive(Clone, Copy)]
+enum AnnounceOutcome {
+    /// Verified (certificate and signature) and stored: a key not held before.
+    NewKey,
+    /// Verified, but the key was held already or is older than the one held.
+    Known,
+    /// Byte for byte an announcement whose key is held: recognised before any cryptography.
+    Repeat,
 }
 
 impl std::fmt::Debug for SecureChannel {
@@ -306,6 +340,13 @@ impl SecureChannel {
             opened: registry.counter("gatewarden_secure_opened_total", "Envelopes that passed every check.", &[]),
             sealed: registry.counter("gatewarden_secure_sealed_total", "Envelopes sealed for a peer.", &[]),
             rekeys: registry.counter("gatewarden_secure_rekeys_total", "Ephemeral key rotations.", &[]),
+            announcements: ["new_key", "known", "repeat"].map(|o| {
+                registry.counter(
+                    "gatewarden_secure_announcements_total",
+                    "Key announcements accepted: new_key and known were verified (two P-384 signature checks each), repeat was recognised as one already held without any.",
+                    &[("outcome", o)],
+                )
+            }),
             id,
             ca,
             cfg,
@@ -358,13 +399,43 @@ impl SecureChannel {
     /// `claimed` is who the transport says sent it (the topic's node level);
     /// it must match the certificate.
     pub fn accept_announce(&mut self, bytes: &[u8], claimed: Option<&str>) -> Result<String, Rejection> {
-        let r = self.check_announce(bytes, claimed);
-        r.map_err(|e| self.count(e))
+        self.accept_announce_key(bytes, claimed).map(|a| a.node)
     }
 
-    fn check_announce(&mut self, bytes: &[u8], claimed: Option<&str>) -> Result<String, Rejection> {
+    /// [`Self::accept_announce`], also saying whether the key is new (see [`Announced::new_key`]).
+    pub fn accept_announce_key(&mut self, bytes: &[u8], claimed: Option<&str>) -> Result<Announced, Rejection> {
+        match self.check_announce(bytes, claimed) {
+            Ok((a, outcome)) => {
+                self.announcements[outcome as usize].inc();
+                Ok(a)
+            }
+            Err(e) => Err(self.count(e)),
+        }
+    }
+
+    fn check_announce(
+        &mut self,
+        bytes: &[u8],
+        claimed: Option<&str>,
+    ) -> Result<(Announced, AnnounceOutcome), Rejection> {
         let a: Announce =
             envelope::decode(bytes).map_err(|e| rejection(Reject::Malformed, claimed, format!("announcement: {e}")))?;
+        // A repeat first, before any cryptography: a retained announcement
+        // comes back on every reconnect and anyone who saw one can replay it,
+        // so verifying each copy (two P-384 checks) was work an attacker could
+        // order at will. The same bytes were verified when the key was stored,
+        // and a revoked peer is forgotten (`set_ca`), so nothing is skipped
+        // that could fail now, other than a certificate expiring, which
+        // sealed traffic does not re-check either.
+        let hash: [u8; 32] = Sha256::digest(bytes).into();
+        if claimed.is_none_or(|c| c == a.node) {
+            if let Some(peer) = self.peers.get_mut(&a.node) {
+                if peer.keys.iter().any(|k| k.announce_hash == hash) {
+                    peer.last_heard = Instant::now();
+                    return Ok((Announced { node: a.node, new_key: false }, AnnounceOutcome::Repeat));
+                }
+            }
+        }
         let cert = match self.ca.verify(&a.cert_der) {
             Ok(c) => c,
             Err(e) => {
@@ -403,8 +474,9 @@ impl SecureChannel {
         }
         let public = p384::PublicKey::from_sec1_bytes(&a.ek_pub)
             .map_err(|_| rejection(Reject::Malformed, Some(&a.node), "ephemeral key is not a P-384 point"))?;
+        let known = |node: String| Ok((Announced { node, new_key: false }, AnnounceOutcome::Known));
         if a.node == self.id.node {
-            return Ok(a.node);
+            return known(a.node);
         }
         if !self.peers.contains_key(&a.node) && self.peers.len() >= self.cfg.max_peers {
             if let Some(oldest) = self.peers.iter().min_by_key(|(_, p)| p.last_heard).map(|(k, _)| k.clone()) {
@@ -421,18 +493,18 @@ impl SecureChannel {
         peer.cert = cert;
         peer.last_heard = Instant::now();
         if peer.keys.iter().any(|k| k.id == a.ek_id) {
-            return Ok(a.node);
+            return known(a.node);
         }
         if peer.keys.front().is_some_and(|k| k.issued_ns > a.issued_ns) {
             // An older announcement (e.g. replayed): keep the newer key.
-            return Ok(a.node);
+            return known(a.node);
         }
-        peer.keys.push_front(PeerKey { id: a.ek_id, public, issued_ns: a.issued_ns });
+        peer.keys.push_front(PeerKey { id: a.ek_id, public, issued_ns: a.issued_ns, announce_hash: hash });
         peer.keys.truncate(2);
         let ids: Vec<u64> = peer.keys.iter().map(|k| k.id).collect();
         peer.windows.retain(|k, _| ids.contains(k));
         peer.sessions.retain(|(_, theirs, _), _| ids.contains(theirs));
-        Ok(a.node)
+        Ok((Announced { node: a.node, new_key: true }, AnnounceOutcome::NewKey))
     }
 
     /// Replaces the CA check (a new revocation list): peers whose
