@@ -404,6 +404,79 @@ fn a_fragmented_scan_reusing_one_ip_id_is_blocked_too() {
     assert_eq!(gw.wait_timeout(Duration::from_secs(5)), Some(0));
 }
 
+/// A TCP SYN scanner over IPv6 that puts an 80-byte Destination Options
+/// header in front of every probe (`python3 -c SCAN DST FIRST_PORT COUNT`):
+/// a raw IPPROTO_TCP socket, the header as an IPV6_DSTOPTS ancillary
+/// message, the checksum left to the kernel (IPV6_CHECKSUM at offset 16).
+/// The header holds one unknown option whose type says "skip me" (0x1e,
+/// RFC 4727's experiment value): Linux accepts that and answers the probe,
+/// whereas 76 bytes of PadN it drops (more than 7 bytes of padding).
+const DSTOPTS_SYN_SCAN: &str = r#"
+import socket, struct, sys, time
+dst, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_TCP)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_CHECKSUM, 16)
+opts = bytes([0, 9, 0x1e, 76]) + bytes(76)  # (9 + 1) * 8 = 80 bytes
+for i in range(count):
+    syn = struct.pack("!HHIIBBHHH", 40000, first + i, 1000 + i, 0, 5 << 4, 0x02, 64240, 0, 0)
+    s.sendmsg([syn], [(socket.IPPROTO_IPV6, socket.IPV6_DSTOPTS, opts)], 0, (dst, 0))
+    time.sleep(0.002)
+"#;
+
+/// Whether the site's device (2001:db8:10::10) is in the router's IPv6 detector block set.
+fn scanner6_blocked(site: &Site) -> bool {
+    let out = site
+        .router
+        .command("nft")
+        .args(["-j", "list", "set", "inet", "gatewarden", "block6_detector"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains("2001:db8:10::10")
+}
+
+/// 80 bytes of IPv6 Destination Options put each probe's TCP header at
+/// byte 134 of its frame, past the default 128-byte snap: the capture used
+/// to cut every probe inside its extension chain, the parser took them for
+/// port-less protocol-60 packets (one flow for the whole scan) and the scan
+/// went unseen. The capture filter now keeps each IPv6 frame up to its
+/// transport header (crates/gatewarden-capture/src/afpacket.rs), and the
+/// scan is blocked as a plain one is; no frame is left with its headers
+/// beyond the snap.
+#[test]
+fn an_ipv6_scan_behind_80_bytes_of_destination_options_is_blocked_like_a_plain_one() {
+    if !require_root("an_ipv6_scan_behind_80_bytes_of_destination_options_is_blocked_like_a_plain_one") {
+        return;
+    }
+    if !tool("python3") || !tool("curl") || !tool("nft") || !tool("ping") {
+        eprintln!("SKIPPED: python3/curl/nft/ping not installed");
+        return;
+    }
+    let site = Site::new();
+    let (_dir, mut gw) = run_role_all_on_lan0(&site, "[enforce]\nenabled = true\n");
+    let path = site.iot.command("ping").args(["-6", "-c", "1", "-W", "2", "2001:db8:20::10"]).status();
+    assert!(path.unwrap().success(), "the device reaches the WAN host over IPv6");
+    let _scan = Guard::spawn(
+        site.iot
+            .command("timeout")
+            .args(["30", "python3", "-c", DSTOPTS_SYN_SCAN, "2001:db8:20::10", "1", "200"])
+            .stdout(Stdio::null()),
+    );
+    let blocked = common::wait_until(Duration::from_secs(20), || scanner6_blocked(&site));
+    let packets = router_metric(&site, "gatewarden_packets_total");
+    let flows = router_metric(&site, "gatewarden_flows_created_total");
+    assert!(
+        blocked,
+        "200 SYNs behind Destination Options never put 2001:db8:10::10 in block6_detector \
+         ({packets} packets, {flows} flows)"
+    );
+    assert!(flows >= 50.0, "the probes are flows of their own: {flows}");
+    assert!(router_metric(&site, "gatewarden_verdicts_total{kind=\"port_scan\"}") > 0.0, "a port_scan verdict");
+    let beyond = router_metric(&site, "gatewarden_packets_skipped_total{reason=\"headers_beyond_snap\"}");
+    assert_eq!(beyond, 0.0, "every probe's headers were captured");
+    gw.signal("TERM");
+    assert_eq!(gw.wait_timeout(Duration::from_secs(5)), Some(0));
+}
+
 /// The appliance starts its router before networking (docs/PERFORMANCE.md,
 /// boot to first rule), so the capture interface (a VLAN on the CM4) may
 /// appear only later: gatewarden waits for it, then captures what crosses it.

@@ -39,7 +39,7 @@ pub struct RouterStage {
     /// Per-frame counts, published with the others at each batch cut (`sync_counters`).
     packets: LocalCounter,
     bytes: LocalCounter,
-    skipped: [LocalCounter; 4],
+    skipped: [LocalCounter; SkipReason::ALL.len()],
     flows_created: Counter,
     flows_evicted: Counter,
     flows_active: Gauge,

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 pub struct CaptureConfig {
     /// Interface to capture on (the LAN side); empty means no live capture.
     pub interface: String,
-    /// Bytes kept of each packet; headers only need 128.
+    /// Bytes kept of each packet; headers only need 128. An IPv6 packet
+    /// whose extension headers reach past it is kept further, up to its
+    /// transport header (at most 9 KiB): the capture filter reads the chain
+    /// (`afpacket::snap_filter`): a scan hid behind Destination Options.
     pub snap_len: u32,
     /// Put the interface in promiscuous mode.
     pub promiscuous: bool,
@@ -54,7 +57,8 @@ mod tests {
         let pause_ms = c.ring_blocks * crate::afpacket::BLOCK_TIMEOUT_MS;
         assert!(pause_ms >= 500, "a pause of {pause_ms} ms fills the ring");
         assert_eq!(c.ring_blocks * c.ring_block_kib, 8192, "the ring's memory is 8 MiB");
-        // A block holds the largest frame the snap length lets through.
+        // A block holds the largest frame the snap length lets through (and
+        // so the 9 KiB the filter allows IPv6 extension headers).
         assert!(c.ring_block_kib * 1024 >= 65_535 + 1024);
     }
 }

@@ -133,12 +133,26 @@ pub enum SkipReason {
     IpMalformed,
     /// The transport header is cut short or malformed.
     TransportMalformed,
+    /// An IPv6 extension-header chain the capture cut short: the transport
+    /// (ports, flags) lies past the bytes kept. Counted, not taken for a
+    /// port-less packet of the header's protocol, which let a scan hide
+    /// behind 80 bytes of Destination Options (one "protocol 60" flow for
+    /// 300 probes). The live capture keeps such chains whole up to 9 KiB
+    /// (`gatewarden_capture::afpacket::snap_filter`), so a count here means
+    /// a longer chain or a file captured with a short snap. A chain cut by
+    /// the packet's own length is [`SkipReason::IpMalformed`].
+    HeadersBeyondSnap,
 }
 
 impl SkipReason {
     /// Every reason, for exporting zero counters too.
-    pub const ALL: [SkipReason; 4] =
-        [SkipReason::LinkTruncated, SkipReason::NotIp, SkipReason::IpMalformed, SkipReason::TransportMalformed];
+    pub const ALL: [SkipReason; 5] = [
+        SkipReason::LinkTruncated,
+        SkipReason::NotIp,
+        SkipReason::IpMalformed,
+        SkipReason::TransportMalformed,
+        SkipReason::HeadersBeyondSnap,
+    ];
 
     /// The metrics label.
     pub fn as_str(self) -> &'static str {
@@ -147,6 +161,7 @@ impl SkipReason {
             SkipReason::NotIp => "not_ip",
             SkipReason::IpMalformed => "ip_malformed",
             SkipReason::TransportMalformed => "transport_malformed",
+            SkipReason::HeadersBeyondSnap => "headers_beyond_snap",
         }
     }
 
@@ -179,7 +194,7 @@ pub fn parse(frame: &Frame<'_>) -> Result<PacketInfo, SkipReason> {
 /// transport shape. [`parse`] must agree with it on every frame; public so
 /// the fuzz target can check that.
 pub fn parse_with_etherparse(frame: &Frame<'_>) -> Result<PacketInfo, SkipReason> {
-    from_sliced(frame.ts_ns, &slice(frame)?)
+    from_sliced(frame, &slice(frame)?)
 }
 
 /// etherparse's lax slicing of a frame of any link type.
@@ -232,7 +247,8 @@ fn offset_within(outer: &[u8], inner: &[u8]) -> Option<usize> {
     (at + inner.len() <= outer.len()).then_some(at)
 }
 
-fn from_sliced(ts_ns: u64, p: &LaxSlicedPacket<'_>) -> Result<PacketInfo, SkipReason> {
+fn from_sliced(frame: &Frame<'_>, p: &LaxSlicedPacket<'_>) -> Result<PacketInfo, SkipReason> {
+    let ts_ns = frame.ts_ns;
     // `ip_payload` is the transport's length on the wire, from the IP header,
     // which stays right when the capture cut the packet short.
     let (src, dst, proto, ip_len, ip_payload, fragment) = match &p.net {
@@ -274,7 +290,11 @@ fn from_sliced(ts_ns: u64, p: &LaxSlicedPacket<'_>) -> Result<PacketInfo, SkipRe
                     skipped = after as u32;
                     Some(f)
                 }
-                None => None,
+                // Not a fragment: a chain cut short hides the transport.
+                None => match ipv6_chain_cut(frame, p) {
+                    Some(reason) => return Err(reason),
+                    None => None,
+                },
             };
             (
                 IpAddr::V6(h.source_addr()),
@@ -338,6 +358,39 @@ fn from_sliced(ts_ns: u64, p: &LaxSlicedPacket<'_>) -> Result<PacketInfo, SkipRe
         }
     }
     Ok(info)
+}
+
+/// Why an IPv6 packet whose extension chain etherparse stopped inside,
+/// for want of bytes, is skipped; `None` when it was not. The capture cut
+/// it ([`SkipReason::HeadersBeyondSnap`]) when the bytes ran out before the
+/// packet did: the captured bytes, not the IPv6 payload length, ended the
+/// chain, and the frame was longer on the wire. Otherwise the packet itself
+/// ends inside its headers, which no receiver accepts
+/// ([`SkipReason::IpMalformed`]). Malformed content (a hop-by-hop header
+/// not first) is still read as before, as a packet of that header's
+/// protocol: Linux drops those, so they hide nothing.
+fn ipv6_chain_cut(frame: &Frame<'_>, p: &LaxSlicedPacket<'_>) -> Option<SkipReason> {
+    use etherparse::err::{packet::SliceError, Layer};
+    use etherparse::LenSource;
+    let Some((SliceError::Len(e), layer)) = &p.stop_err else { return None };
+    let in_chain = matches!(
+        layer,
+        Layer::Ipv6ExtHeader
+            | Layer::Ipv6HopByHopHeader
+            | Layer::Ipv6DestOptionsHeader
+            | Layer::Ipv6RouteHeader
+            | Layer::Ipv6FragHeader
+            | Layer::IpAuthHeader
+    );
+    if !in_chain {
+        return None;
+    }
+    let snapped = (frame.data.len() as u64) < u64::from(frame.orig_len);
+    Some(if e.len_source == LenSource::Slice && snapped {
+        SkipReason::HeadersBeyondSnap
+    } else {
+        SkipReason::IpMalformed
+    })
 }
 
 /// The fragment header among IPv6 extension headers `ext` (the chain
@@ -1231,6 +1284,66 @@ mod tests {
         assert_eq!(c.heads.unmapped, 1);
         let syn = c.table.get(c.flows[1]);
         assert_eq!((syn.key.proto, syn.dport(), syn.flag_counts[0]), (6, 22, 1));
+    }
+
+    /// An IPv6 SYN to port 22 behind an 80-byte Destination Options header
+    /// (one unknown option Linux skips), as the red-team scan sent it: the
+    /// TCP header starts at byte 134 of the frame (138 behind a tag).
+    fn syn_behind_destination_options(vlan: Option<u16>) -> Vec<u8> {
+        let mut ext = vec![6, 9, 0x1e, 76];
+        ext.resize(80, 0);
+        ext.extend(tcp(40000, 22, tcp_flags::SYN));
+        eth(0x86dd, vlan, &ipv6(60, ext.len() as u16, &ext))
+    }
+
+    /// Both parsers' answer for `data` as captured from a frame of `wire` bytes.
+    fn parse_captured(data: &[u8], wire: usize) -> Result<PacketInfo, SkipReason> {
+        let f = Frame { ts_ns: 7, link: LinkType::Ethernet, data, orig_len: wire as u32 };
+        let got = parse(&f);
+        assert_eq!(got, parse_with_etherparse(&f), "the parsers agree on {data:02x?}");
+        got
+    }
+
+    #[test]
+    fn an_ipv6_chain_cut_by_the_capture_is_skipped_not_taken_for_a_portless_packet() {
+        for vlan in [None, Some(20)] {
+            let full = syn_behind_destination_options(vlan);
+            let tcp_at = full.len() - 20;
+            let p = parse_captured(&full, full.len()).unwrap();
+            assert_eq!((p.proto, p.dport, p.tcp_flags), (6, 22, tcp_flags::SYN), "whole, it is a SYN");
+            // Cut by a 128-byte snap (and anywhere else inside the chain):
+            // the protocol-60 packet with no ports it used to become is gone.
+            assert_eq!(parse_captured(&full[..128], full.len()), Err(SkipReason::HeadersBeyondSnap));
+            for cut in tcp_at - 80 + 1..tcp_at {
+                assert_eq!(parse_captured(&full[..cut], full.len()), Err(SkipReason::HeadersBeyondSnap), "cut {cut}");
+            }
+            // Cut after the chain, inside the TCP header: as before.
+            assert_eq!(parse_captured(&full[..tcp_at + 10], full.len()), Err(SkipReason::TransportMalformed));
+            // A frame that is itself that short (not cut by the capture),
+            // or whose payload length ends inside its chain, is malformed.
+            assert_eq!(parse_captured(&full[..128], 128), Err(SkipReason::IpMalformed));
+            let mut short = full.clone();
+            let at = if vlan.is_some() { 18 } else { 14 };
+            short[at + 4..at + 6].copy_from_slice(&40u16.to_be_bytes());
+            assert_eq!(parse_captured(&short, short.len()), Err(SkipReason::IpMalformed));
+            assert_eq!(parse_captured(&short[..128], short.len()), Err(SkipReason::IpMalformed));
+        }
+        assert_eq!(SkipReason::ALL[SkipReason::HeadersBeyondSnap.index()], SkipReason::HeadersBeyondSnap);
+        assert_eq!(SkipReason::HeadersBeyondSnap.as_str(), "headers_beyond_snap");
+    }
+
+    #[test]
+    fn a_fragment_behind_a_cut_chain_is_still_counted_as_a_fragment() {
+        // Destination options, then a first fragment header, then options cut by the capture.
+        let mut ext = vec![44, 0, 1, 4, 0, 0, 0, 0];
+        ext.extend([60, 0, 0x00, 0x01, 0, 0, 0, 5]);
+        let mut opts = vec![6, 9, 0x1e, 76];
+        opts.resize(80, 0);
+        ext.extend(opts);
+        ext.extend(tcp(40000, 22, tcp_flags::SYN));
+        let full = eth(0x86dd, None, &ipv6(60, ext.len() as u16, &ext));
+        let p = parse_captured(&full[..128], full.len()).unwrap();
+        assert_eq!(p.fragment.map(|f| (f.id, f.offset, f.more)), Some((5, 0, true)));
     }
 
     #[test]
