@@ -25,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
         let Ok(mut p) = gatewarden::packet::parse(&frame) else { continue };
         let was_fragment = p.fragment.is_some();
         if was_fragment {
-            heads.resolve(&mut p, gatewarden::packet::fragment_data(&frame).unwrap_or_default());
+            heads.resolve(&mut p, gatewarden::packet::fragment_data(&frame).expect("a fragment has its data"));
         }
         assert!(p.fragment.is_none() || was_fragment, "only a fragment stays marked");
         assert!(p.payload_len <= p.ip_len.max(65535));

@@ -23,16 +23,20 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(parsed, gatewarden::packet::parse_with_etherparse(&frame), "the hand parser and etherparse disagree");
     if let Ok(p) = &parsed {
         assert!(p.payload_len <= p.ip_len.max(65535));
-        if p.fragment.is_some() {
+        if let Some(f) = p.fragment {
             // A fragment's bytes go to the fragment table, twice (a
-            // duplicate): ports or none, never a panic, and the marked copy
-            // stays marked unless it completed the header.
-            let data = gatewarden::packet::fragment_data(&frame).unwrap_or_default();
+            // duplicate): ports or none, never a panic, and a later
+            // fragment's copy stays marked unless it completed the header
+            // (a second first fragment starts a new datagram).
+            let data = gatewarden::packet::fragment_data(&frame).expect("a fragment has its data");
             let mut heads = gatewarden::flow::fragments::FragmentHeads::new();
             let (mut a, mut b) = (*p, *p);
             heads.resolve(&mut a, data);
             heads.resolve(&mut b, data);
-            assert!(b.fragment.is_some() || a.fragment.is_some(), "a header completes once");
+            if f.offset != 0 {
+                assert!(b.fragment.is_some() || a.fragment.is_some(), "a header completes once");
+            }
+            assert!(a.payload_len <= p.payload_len && b.payload_len <= p.payload_len);
         }
     }
     if let Some(n) = gatewarden::packet::neighbour(&frame) {
