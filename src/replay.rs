@@ -302,6 +302,11 @@ impl Pipeline {
         if let Some(p) = self.router.take_lan_probes() {
             analysis.handle_lan_probes(&p);
         }
+        // Findings the verdict budget still held: counted and said, not forgotten.
+        let end = analysis.detector.finish(self.last_ts);
+        for a in end.alerts {
+            analysis.monitor.alert(a);
+        }
         let elapsed_s = self.started.elapsed().as_secs_f64();
         let stats = self.router.table().stats();
         let snap = self.state.registry.snapshot();

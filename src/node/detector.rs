@@ -60,6 +60,23 @@ impl Analysis {
         filed_under(findings, &batch.node)
     }
 
+    /// The end of the input (a replay), for every gateway's stage: what is
+    /// still held for the verdict budget is counted and said.
+    pub fn finish(&mut self, now_ns: u64) -> Findings {
+        let mut all = Findings::default();
+        for (node, stage) in self.stages.iter_mut() {
+            let f = filed_under(stage.finish(now_ns), node);
+            all.alerts.extend(f.alerts);
+            all.verdicts.extend(f.verdicts);
+        }
+        if let Some(stage) = self.overflow.as_mut() {
+            let f = stage.finish(now_ns);
+            all.alerts.extend(f.alerts);
+            all.verdicts.extend(f.verdicts);
+        }
+        all
+    }
+
     /// Analyses the ARP/NDP requests a gateway saw, with that gateway's state.
     pub fn on_lan_probes(&mut self, probes: &gatewarden_proto::messages::LanProbes) -> Findings {
         let Some(stage) = self.stage_for(&probes.node) else { return Findings::default() };

@@ -51,6 +51,10 @@ pub struct DetectorStage {
     records: Counter,
     deduplicated: Counter,
     rate_limited: Counter,
+    /// Findings waiting for the verdict budget (fusion holds them, it does not drop them).
+    held: gatewarden_core::metrics::Gauge,
+    /// Per-source window entries the heuristics' shared budget is charged for.
+    window_entries: gatewarden_core::metrics::Gauge,
     model_errors: Counter,
     last_stats: FusionStats,
     /// `[detector]` as in force (the model's kind mapping reads its thresholds).
@@ -560,6 +564,16 @@ impl DetectorStage {
                 "New verdicts dropped by detector.max_verdicts_per_s.",
                 &[],
             ),
+            held: registry.gauge(
+                "gatewarden_verdicts_held",
+                "New findings waiting for the verdict budget (detector.max_verdicts_per_s); dropped ones are counted in gatewarden_verdicts_rate_limited_total.",
+                &[],
+            ),
+            window_entries: registry.gauge(
+                "gatewarden_heuristics_window_entries",
+                "Per-source window entries held beyond each source's own 64, against the shared budget that bounds the heuristics' memory.",
+                &[],
+            ),
             model_errors: registry.counter("gatewarden_model_errors_total", "Model runs that failed.", &[]),
             last_stats: Default::default(),
             detector_cfg: d.clone(),
@@ -969,6 +983,22 @@ impl DetectorStage {
         self.deduplicated.add(st.deduplicated - self.last_stats.deduplicated);
         self.rate_limited.add(st.rate_limited - self.last_stats.rate_limited);
         self.last_stats = st;
+        self.held.set(self.fusion.held() as f64);
+        self.window_entries.set(self.heuristics.window_entries_charged() as f64);
+        out
+    }
+
+    /// The end of the input (a replay): findings still waiting for the
+    /// verdict budget are counted and said in one last summary alert.
+    pub fn finish(&mut self, now_ns: u64) -> Findings {
+        let mut out = Findings::default();
+        if let Some(f) = self.fusion.finish(now_ns) {
+            self.emit(f, &mut out);
+        }
+        let st = self.fusion.stats();
+        self.rate_limited.add(st.rate_limited - self.last_stats.rate_limited);
+        self.last_stats = st;
+        self.held.set(0.0);
         out
     }
 

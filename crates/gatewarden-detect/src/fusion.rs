@@ -19,9 +19,21 @@
 //!   on, so the router's block is refreshed rather than re-added a thousand
 //!   times. An incident closes `close_s` after its last evidence. A source
 //!   with an open incident of any kind gets no model-only finding.
-//! * **Rate limit.** A token bucket on capture time (`max_verdicts_per_s`,
-//!   burst `verdict_burst`) caps new incidents; the rest are counted and
-//!   dropped, so a storm of findings cannot flood the bus or the block set.
+//! * **Rate limit, fairly shared.** A token bucket on capture time
+//!   (`max_verdicts_per_s`, burst `verdict_burst`) caps new incidents, so a
+//!   storm of findings cannot flood the bus or the block set. A finding the
+//!   bucket cannot pay for now is *held*, not dropped: the heuristics report
+//!   a source once per window, so a dropped finding stayed unreported for
+//!   that window as if it had been. When tokens come back, held findings
+//!   take turns: the kind served least recently first, within it the
+//!   source network (/24, /48) served least recently, within that the
+//!   oldest. A hundred forged sources a second (a red-team decoy flood:
+//!   647 host-sweep alerts and no alert for the real scan running
+//!   alongside) then cannot starve a finding of another kind or from
+//!   another network. Held findings are bounded ([`MAX_HELD`]; the kind and
+//!   network holding the most lose their oldest) and wait at most
+//!   `close_s`; what is dropped is counted (`rate_limited`) and said in a
+//!   summary alert at most every [`SUMMARY_INTERVAL_NS`].
 //! * **Suggested TTL.** `block_ttl_s`, halved below 0.9 confidence, and a
 //!   quarter for baseline-only anomalies (an unusual upload is worth a short
 //!   block and a look, not ten minutes of outage); at least 60 s.
@@ -30,13 +42,32 @@ use gatewarden_core::token_bucket::TokenBucket;
 use std::net::IpAddr;
 
 use crate::heuristics::Detection;
-use crate::response::{Action, Decision, ResponsePolicy};
+use crate::response::{Action, Decision, ResponsePolicy, Rule};
 use gatewarden_proto::messages::AttackKind;
 
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Most open incidents; beyond it the least recently active close first.
 pub const MAX_INCIDENTS: usize = 65_536;
+
+/// Most findings held for the rate limit: 51 s of tokens at the default 20/s, and
+/// well under 1 MB (a finding with its reason and evidence is a few hundred bytes).
+/// Beyond it one is dropped, and counted, from the kind holding the most and,
+/// within it, the network holding the most: a flood's decoys push out each
+/// other, not a lone finding from elsewhere.
+pub const MAX_HELD: usize = 1024;
+
+/// Source networks whose last turn is remembered for the fair share (32 bytes
+/// each); beyond it the eighth served longest ago are forgotten, which only
+/// makes them look new.
+const MAX_TURNS: usize = 4096;
+
+/// Capture time between two summary alerts of dropped findings: one alert per
+/// 10 s says what a flood cost without becoming a flood of its own.
+pub const SUMMARY_INTERVAL_NS: u64 = 10_000_000_000;
+
+/// Most distinct networks a summary counts (it says "at least" beyond).
+const MAX_SUMMARY_NETS: usize = 4096;
 
 pub use gatewarden_proto::attack::Origin;
 
@@ -135,13 +166,60 @@ struct Incident {
     last_seen_ns: u64,
 }
 
+/// A new incident waiting for a token of the rate limit.
+#[derive(Debug)]
+struct Held {
+    detection: Detection,
+    origins: Vec<Origin>,
+    /// Arrival order: output order, and the oldest first within a network.
+    seq: u64,
+    /// The finding's source network (or its victim's, for a finding without a source).
+    net: IpAddr,
+    /// Capture time of the latest repeat, for the incident it opens.
+    last_seen_ns: u64,
+    /// Capture time at which it was held.
+    held_ns: u64,
+}
+
+/// The /24 (IPv4) or /48 (IPv6) of an address: what one site or hosting customer
+/// holds, so many addresses of one network share one turn.
+fn network(a: IpAddr) -> IpAddr {
+    match a {
+        IpAddr::V4(v) => IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v) & 0xffff_ff00)),
+        IpAddr::V6(v) => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v) & !((1u128 << 80) - 1))),
+    }
+}
+
+/// Counts one fewer of `k`, forgetting it at zero.
+fn decrement<K: std::hash::Hash + Eq>(m: &mut HashMap<K, usize>, k: K) {
+    if let std::collections::hash_map::Entry::Occupied(mut e) = m.entry(k) {
+        *e.get_mut() -= 1;
+        if *e.get() == 0 {
+            e.remove();
+        }
+    }
+}
+
+/// What the rate limit dropped since the last summary alert.
+#[derive(Debug, Default)]
+struct Dropped {
+    by_kind: std::collections::BTreeMap<AttackKind, u64>,
+    nets: HashSet<IpAddr>,
+    first_ns: u64,
+}
+
+type HashSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 /// What fusion dropped, for metrics.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct FusionStats {
-    /// Findings folded into an open incident.
+    /// Findings folded into an open (or held) incident.
     pub deduplicated: u64,
-    /// New incidents dropped by the rate limit.
+    /// New incidents the rate limit dropped: held longer than `close_s`, or
+    /// pushed out of the held findings ([`MAX_HELD`]).
     pub rate_limited: u64,
+    /// Summary alerts of dropped findings.
+    pub summaries: u64,
 }
 
 /// The fusion state.
@@ -151,6 +229,19 @@ pub struct Fusion {
     streaks: HashMap<IpAddr, (u32, u64)>,
     verdicts: TokenBucket,
     stats: FusionStats,
+    /// New incidents waiting for a token, by incident key (at most [`MAX_HELD`]).
+    held: HashMap<(IpAddr, AttackKind), Held>,
+    /// Held findings per kind and per (kind, network): who loses one when full.
+    held_kinds: HashMap<AttackKind, usize>,
+    held_nets: HashMap<(AttackKind, IpAddr), usize>,
+    next_seq: u64,
+    /// Turns served so far; a kind's or network's last turn orders the next.
+    turn: u64,
+    kind_turns: HashMap<AttackKind, u64>,
+    net_turns: HashMap<IpAddr, u64>,
+    /// Dropped since the last summary alert.
+    dropped: Dropped,
+    last_summary_ns: Option<u64>,
 }
 
 impl Fusion {
@@ -169,7 +260,21 @@ impl Fusion {
             streaks: HashMap::default(),
             verdicts,
             stats: FusionStats::default(),
+            held: HashMap::default(),
+            held_kinds: HashMap::default(),
+            held_nets: HashMap::default(),
+            next_seq: 0,
+            turn: 0,
+            kind_turns: HashMap::default(),
+            net_turns: HashMap::default(),
+            dropped: Dropped::default(),
+            last_summary_ns: None,
         }
+    }
+
+    /// New incidents waiting for the rate limit (bounded by [`MAX_HELD`]).
+    pub fn held(&self) -> usize {
+        self.held.len()
     }
 
     /// Counters of what was folded or dropped.
@@ -187,10 +292,6 @@ impl Fusion {
     /// Open incidents (bounded by [`MAX_INCIDENTS`]).
     pub fn open_incidents(&self) -> usize {
         self.incidents.len()
-    }
-
-    fn take_token(&mut self, now: u64) -> bool {
-        self.verdicts.take(now, self.cfg.max_verdicts_per_s, self.cfg.verdict_burst).is_ok()
     }
 
     fn ttl(&self, confidence: f32, origins: &[Origin]) -> u32 {
@@ -219,6 +320,169 @@ impl Fusion {
                 self.streaks.clear();
             }
         }
+        // A held finding whose attack stopped `close_s` ago would open an incident that is
+        // already over.
+        let stale: Vec<_> = self.held.iter().filter(|(_, h)| h.last_seen_ns + close < now).map(|(k, _)| *k).collect();
+        for key in stale {
+            self.drop_held(key, now);
+        }
+    }
+
+    /// Holds a new incident until the rate limit has a token for it; when full, the
+    /// oldest finding of the biggest network of the biggest kind goes (counted).
+    fn hold(&mut self, key: (IpAddr, AttackKind), detection: Detection, origins: Vec<Origin>, now: u64) {
+        let net = network(key.0);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let last_seen_ns = detection.ts_ns.max(1);
+        self.held.insert(key, Held { detection, origins, seq, net, last_seen_ns, held_ns: now });
+        *self.held_kinds.entry(key.1).or_default() += 1;
+        *self.held_nets.entry((key.1, net)).or_default() += 1;
+        if self.held.len() > MAX_HELD {
+            let kind = self.held_kinds.iter().max_by_key(|(k, n)| (**n, std::cmp::Reverse(**k))).map(|(k, _)| *k);
+            let class = self
+                .held_nets
+                .iter()
+                .filter(|((k, _), _)| Some(*k) == kind)
+                .max_by_key(|((_, a), n)| (**n, std::cmp::Reverse(*a)))
+                .map(|(c, _)| *c);
+            let victim = self.held.iter().filter(|(k, h)| Some((k.1, h.net)) == class).min_by_key(|(_, h)| h.seq);
+            if let Some((&victim, _)) = victim {
+                self.drop_held(victim, now);
+            }
+        }
+    }
+
+    /// Takes `key` out of the held findings.
+    fn unhold(&mut self, key: (IpAddr, AttackKind)) -> Option<Held> {
+        let h = self.held.remove(&key)?;
+        decrement(&mut self.held_kinds, key.1);
+        decrement(&mut self.held_nets, (key.1, h.net));
+        Some(h)
+    }
+
+    /// Drops a held finding: counted, and said in the next summary alert.
+    fn drop_held(&mut self, key: (IpAddr, AttackKind), now: u64) {
+        let Some(h) = self.unhold(key) else { return };
+        self.stats.rate_limited += 1;
+        let d = &mut self.dropped;
+        if d.by_kind.is_empty() {
+            d.first_ns = now;
+        }
+        *d.by_kind.entry(key.1).or_default() += 1;
+        if d.nets.len() < MAX_SUMMARY_NETS {
+            d.nets.insert(h.net);
+        }
+    }
+
+    /// Marks a turn served to `kind` and `net`.
+    fn served(&mut self, kind: AttackKind, net: IpAddr) {
+        self.turn += 1;
+        self.kind_turns.insert(kind, self.turn);
+        if self.net_turns.len() >= MAX_TURNS && !self.net_turns.contains_key(&net) {
+            let mut turns: Vec<u64> = self.net_turns.values().copied().collect();
+            let (_, &mut cutoff, _) = turns.select_nth_unstable(MAX_TURNS / 8);
+            self.net_turns.retain(|_, t| *t > cutoff);
+        }
+        self.net_turns.insert(net, self.turn);
+    }
+
+    /// Opens the held incidents the rate limit has tokens for: all of them, in arrival
+    /// order, when there are enough; otherwise one turn at a time to the kind served
+    /// least recently, within it to the network served least recently, within that to
+    /// the oldest finding.
+    fn release(&mut self, now: u64) -> Vec<(u64, Fused)> {
+        let (rate, burst) = (self.cfg.max_verdicts_per_s, self.cfg.verdict_burst);
+        self.verdicts.refill(now, rate, burst);
+        let tokens = self.verdicts.tokens().max(0.0).floor() as usize;
+        // Enough tokens for all: no turns to take (the usual case, and arrival order stays).
+        let fair = self.held.len() > tokens;
+        let mut all: Vec<(IpAddr, AttackKind)> = if fair { Vec::new() } else { self.held.keys().copied().collect() };
+        let mut out = Vec::with_capacity(tokens.min(self.held.len()));
+        while !self.held.is_empty() {
+            let key = if !fair {
+                let Some(key) = all.pop() else { break };
+                key
+            } else {
+                let (kinds, nets) = (&self.kind_turns, &self.net_turns);
+                let turn = |k: &(IpAddr, AttackKind), h: &Held| {
+                    (kinds.get(&k.1).copied().unwrap_or(0), nets.get(&h.net).copied().unwrap_or(0), h.seq)
+                };
+                let Some((&key, _)) = self.held.iter().min_by_key(|(k, h)| turn(k, h)) else { break };
+                key
+            };
+            if self.verdicts.take(now, rate, burst).is_err() {
+                break;
+            }
+            let Some(h) = self.unhold(key) else { continue };
+            self.served(key.1, h.net);
+            let Held { detection: mut d, origins, seq, last_seen_ns, held_ns, .. } = h;
+            let ts = d.ts_ns.max(1);
+            self.incidents.insert(key, Incident { opened_ns: ts, last_emit_ns: ts, last_seen_ns });
+            if now > held_ns {
+                let waited = (now - held_ns) as f64 / 1e9;
+                d.reason = format!("{} (held {waited:.1} s by the verdict rate limit)", d.reason);
+            }
+            let ttl_s = self.ttl(d.confidence, &origins);
+            let decision = self.cfg.policy.decide(&d, &origins);
+            out.push((seq, Fused { detection: d, origins, ttl_s, refresh: false, decision }));
+        }
+        out
+    }
+
+    /// One alert about what the rate limit dropped since the last one, at most every
+    /// [`SUMMARY_INTERVAL_NS`]: no finding goes unsaid, and the operator sees that
+    /// many sources at once (what forged decoys look like) hit the budget.
+    fn summary(&mut self, now: u64) -> Option<Fused> {
+        if self.dropped.by_kind.is_empty() || self.last_summary_ns.is_some_and(|t| now < t + SUMMARY_INTERVAL_NS) {
+            return None;
+        }
+        let Dropped { by_kind, nets, first_ns } = std::mem::take(&mut self.dropped);
+        self.last_summary_ns = Some(now);
+        self.stats.summaries += 1;
+        let total: u64 = by_kind.values().sum();
+        let kinds: Vec<String> = by_kind.iter().map(|(k, n)| format!("{} {n}", k.as_str())).collect();
+        let at_least = if nets.len() >= MAX_SUMMARY_NETS { "at least " } else { "" };
+        let reason = format!(
+            "verdict rate limit: {total} new findings dropped in {:.1} s ({}) from {at_least}{} networks (/24, /48), \
+             each held up to {} s for a token; the budget is {} new incidents/s, burst {} \
+             (detector.max_verdicts_per_s, verdict_burst), shared in turns by kind and source network; \
+             many sources at once is what forged decoys look like",
+            now.saturating_sub(first_ns) as f64 / 1e9,
+            kinds.join(", "),
+            nets.len(),
+            self.cfg.close_s,
+            self.cfg.max_verdicts_per_s,
+            self.cfg.verdict_burst,
+        );
+        let mut evidence = vec![("dropped".to_string(), total as f64), ("networks".to_string(), nets.len() as f64)];
+        evidence.extend(by_kind.iter().map(|(k, n)| (format!("dropped_{}", k.as_str()), *n as f64)));
+        let detection = Detection {
+            source: None,
+            target: None,
+            port: 0,
+            proto: None,
+            kind: AttackKind::System,
+            confidence: 1.0,
+            reason,
+            evidence,
+            ts_ns: now,
+            flow_id: 0,
+        };
+        let decision = Decision { action: Action::Alert, rule: Rule::VerdictBudget };
+        Some(Fused { detection, origins: Vec::new(), ttl_s: 0, refresh: false, decision })
+    }
+
+    /// The end of the input (a replay's last batch): nothing later will
+    /// release what is still held, so it is dropped, counted, and said in a
+    /// last summary alert at once, never lost without a word.
+    pub fn finish(&mut self, now_ns: u64) -> Option<Fused> {
+        let keys: Vec<_> = self.held.keys().copied().collect();
+        for key in keys {
+            self.drop_held(key, now_ns);
+        }
+        self.last_summary_ns = None;
+        self.summary(now_ns)
     }
 
     /// Fuses one batch's findings with the model's opinions (per source).
@@ -232,7 +496,8 @@ impl Fusion {
         let close = self.cfg.close_s * 1_000_000_000;
         let refresh = self.cfg.refresh_s * 1_000_000_000;
         let opinion = |src: Option<IpAddr>| src.and_then(|s| opinions.iter().find(|(a, _)| *a == s).map(|(_, o)| o));
-        let mut out: Vec<Fused> = Vec::new();
+        // (arrival order, finding): refreshes now, new incidents when the rate limit releases them.
+        let mut out: Vec<(u64, Fused)> = Vec::new();
         for (mut d, origin) in findings {
             let mut origins = vec![origin];
             if let Some(o) = opinion(d.source) {
@@ -247,14 +512,14 @@ impl Fusion {
                     }
                 }
             }
-            // Several findings of one batch about the same incident: keep the first.
+            // Several findings about one incident waiting for the rate limit: keep the first.
             let key = (d.source.or(d.target).unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)), d.kind);
-            if out.iter().any(|f| (f.detection.source.or(f.detection.target), f.detection.kind) == (Some(key.0), key.1))
-            {
+            let ts = d.ts_ns.max(1);
+            if let Some(h) = self.held.get_mut(&key) {
+                h.last_seen_ns = h.last_seen_ns.max(ts);
                 self.stats.deduplicated += 1;
                 continue;
             }
-            let ts = d.ts_ns.max(1);
             let mut is_refresh = false;
             if let Some(inc) = self.incidents.get_mut(&key) {
                 if ts <= inc.last_seen_ns + close {
@@ -270,15 +535,14 @@ impl Fusion {
                 }
             }
             if !is_refresh {
-                if !self.take_token(now_ns.max(ts)) {
-                    self.stats.rate_limited += 1;
-                    continue;
-                }
-                self.incidents.insert(key, Incident { opened_ns: ts, last_emit_ns: ts, last_seen_ns: ts });
+                self.hold(key, d, origins, now_ns);
+                continue;
             }
             let ttl_s = self.ttl(d.confidence, &origins);
             let decision = self.cfg.policy.decide(&d, &origins);
-            out.push(Fused { detection: d, origins, ttl_s, refresh: is_refresh, decision });
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            out.push((seq, Fused { detection: d, origins, ttl_s, refresh: true, decision }));
         }
         // The model by itself, with hysteresis.
         for (src, o) in opinions {
@@ -296,7 +560,7 @@ impl Fusion {
             }
             let ts = o.ts_ns.max(1);
             let open = self.incidents.iter().any(|((a, _), i)| a == src && ts <= i.last_seen_ns + close)
-                || out.iter().any(|f| f.detection.source == Some(*src));
+                || self.held.keys().any(|(a, _)| a == src);
             if open {
                 // Keep the source's incidents alive while the model still sees the attack.
                 for ((a, _), i) in self.incidents.iter_mut() {
@@ -306,11 +570,6 @@ impl Fusion {
                 }
                 continue;
             }
-            if !self.take_token(now_ns.max(ts)) {
-                self.stats.rate_limited += 1;
-                continue;
-            }
-            self.incidents.insert((*src, o.kind), Incident { opened_ns: ts, last_emit_ns: ts, last_seen_ns: ts });
             let confidence = (o.attack_p * 0.9).min(0.99);
             let mut evidence = o.evidence.clone();
             evidence.push(("model_attack_p".into(), o.attack_p as f64));
@@ -330,10 +589,12 @@ impl Fusion {
                 ts_ns: ts,
                 flow_id: o.flow_id,
             };
-            let ttl_s = self.ttl(confidence, &[Origin::Model]);
-            let decision = self.cfg.policy.decide(&d, &[Origin::Model]);
-            out.push(Fused { detection: d, origins: vec![Origin::Model], ttl_s, refresh: false, decision });
+            self.hold((*src, o.kind), d, vec![Origin::Model], now_ns);
         }
+        out.extend(self.release(now_ns));
+        out.sort_unstable_by_key(|(seq, _)| *seq);
+        let mut out: Vec<Fused> = out.into_iter().map(|(_, f)| f).collect();
+        out.extend(self.summary(now_ns));
         out
     }
 }
@@ -341,7 +602,6 @@ impl Fusion {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::response::Rule;
     use gatewarden_proto::messages::Proto;
 
     fn det(src: &str, kind: AttackKind, t: f64) -> Detection {
@@ -453,25 +713,95 @@ mod tests {
         assert!(out[0].blocks() && out[0].decision.rule == Rule::DetectorsAgree, "{:?}", out[0]);
     }
 
+    /// The bucket caps new incidents; the rest wait their turn rather than vanish.
     #[test]
-    fn the_rate_limit_caps_new_incidents() {
+    fn the_rate_limit_caps_new_incidents_and_holds_the_rest() {
         let cfg = FusionConfig { max_verdicts_per_s: 10.0, verdict_burst: 10.0, ..Default::default() };
         let mut f = Fusion::new(cfg);
-        let mut findings = Vec::new();
-        for i in 0..100u32 {
-            let ip = std::net::Ipv4Addr::from(0xc000_0200 + i).to_string();
-            findings.push((det(&ip, AttackKind::PortScan, 1.0), Origin::Heuristics));
-        }
-        let out = f.fuse(findings, &[], 1_000_000_000);
+        let scans = |from: u32, t: f64| {
+            (from..from + 100)
+                .map(|i| {
+                    let ip = std::net::Ipv4Addr::from(0xc000_0200 + i).to_string();
+                    (det(&ip, AttackKind::PortScan, t), Origin::Heuristics)
+                })
+                .collect::<Vec<_>>()
+        };
+        let out = f.fuse(scans(0, 1.0), &[], 1_000_000_000);
         assert_eq!(out.len(), 10);
-        assert_eq!(f.stats().rate_limited, 90);
-        // A second later, ten more tokens.
-        let mut findings = Vec::new();
-        for i in 100..200u32 {
-            let ip = std::net::Ipv4Addr::from(0xc000_0200 + i).to_string();
-            findings.push((det(&ip, AttackKind::PortScan, 2.0), Origin::Heuristics));
+        assert_eq!((f.held(), f.stats().rate_limited), (90, 0));
+        // A second later, ten more tokens: for the oldest held (one network, one kind: in order).
+        let out = f.fuse(scans(100, 2.0), &[], 2_000_000_000);
+        let firsts: Vec<String> = out.iter().map(|o| o.detection.source.unwrap().to_string()).collect();
+        assert_eq!(
+            firsts,
+            (10..20).map(|i| std::net::Ipv4Addr::from(0xc000_0200u32 + i).to_string()).collect::<Vec<_>>()
+        );
+        assert!(
+            out[0].detection.reason.ends_with("(held 1.0 s by the verdict rate limit)"),
+            "{}",
+            out[0].detection.reason
+        );
+        assert_eq!(f.held(), 180);
+    }
+
+    /// What the rate limit cannot let through is bounded, and what it drops is counted and
+    /// said: at most one summary alert per interval, no source, nobody blocked.
+    #[test]
+    fn held_findings_are_bounded_and_what_is_dropped_is_counted_and_said() {
+        let mut f = Fusion::new(FusionConfig::default());
+        let (mut offered, mut emitted, mut summaries) = (0u64, 0u64, Vec::new());
+        // 2000 decoys a second for 20 s, each from its own address of 10.0.0.0/8.
+        for b in 0..200u32 {
+            let t = b as f64 * 0.1;
+            let findings: Vec<_> = (200 * b..200 * (b + 1))
+                .map(|i| {
+                    (
+                        det(&std::net::Ipv4Addr::from(0x0a00_0000 + i).to_string(), AttackKind::HostSweep, t),
+                        Origin::Heuristics,
+                    )
+                })
+                .collect();
+            offered += findings.len() as u64;
+            for o in f.fuse(findings, &[], (t * 1e9) as u64) {
+                if o.detection.kind == AttackKind::System {
+                    summaries.push((t, o));
+                } else {
+                    emitted += 1;
+                }
+            }
+            assert!(f.held() <= MAX_HELD);
         }
-        assert_eq!(f.fuse(findings, &[], 2_000_000_000).len(), 10);
+        let st = f.stats();
+        // Nothing lost silently: every finding came out, waits, or was counted as dropped.
+        assert_eq!(emitted + f.held() as u64 + st.rate_limited, offered);
+        assert!(emitted <= 50 + 20 * 20, "{emitted}");
+        assert!(st.rate_limited > 30_000, "{st:?}");
+        assert_eq!(st.summaries, summaries.len() as u64);
+        // One summary at the first drop, then one per interval.
+        assert_eq!(summaries.iter().map(|(t, _)| (*t * 10.0).round() as u32).collect::<Vec<_>>(), vec![5, 105]);
+        let s = &summaries[0].1;
+        assert!(s.detection.source.is_none() && !s.blocks() && s.decision.rule == Rule::VerdictBudget, "{s:?}");
+        assert!(s.detection.reason.contains("host_sweep"), "{}", s.detection.reason);
+        let dropped: f64 = summaries.iter().map(|(_, s)| s.detection.evidence[0].1).sum();
+        assert!(dropped > 0.0 && dropped <= st.rate_limited as f64);
+    }
+
+    /// A held finding whose attack stopped `close_s` ago is dropped (counted), not opened late.
+    #[test]
+    fn held_findings_expire_with_their_incident() {
+        let cfg = FusionConfig { max_verdicts_per_s: 0.001, verdict_burst: 1.0, ..Default::default() };
+        let mut f = Fusion::new(cfg);
+        let two = vec![
+            (det("192.0.2.1", AttackKind::PortScan, 1.0), Origin::Heuristics),
+            (det("198.51.100.2", AttackKind::PortScan, 1.0), Origin::Heuristics),
+        ];
+        assert_eq!(f.fuse(two, &[], 1_000_000_000).len(), 1);
+        assert_eq!(f.held(), 1);
+        assert!(f.fuse(vec![], &[], 100_000_000_000).is_empty());
+        let out = f.fuse(vec![], &[], 122_000_000_000);
+        assert_eq!((f.held(), f.stats().rate_limited), (0, 1));
+        assert_eq!(out.len(), 1, "the summary");
+        assert_eq!(out[0].detection.kind, AttackKind::System);
     }
 
     #[test]
@@ -519,6 +849,73 @@ mod tests {
         assert_eq!(out[0].decision.rule, Rule::KindIgnored);
     }
 
+    /// The red team's decoy flood (`tools/make_traffic_pcap.py decoys`), fused as the detector would: from
+    /// 0 s to 30 s, 100 spoofed sources a second, each a host sweep of port 23, in batches of
+    /// 100 ms; at 10.5 s one finding from a real scanner. The heuristics report a source's
+    /// finding once per window, so that one finding is all fusion gets. Returns what was
+    /// emitted, with the batch time it came out at.
+    fn decoy_flood(decoy: impl Fn(u32) -> IpAddr, real: Detection) -> (Fusion, Vec<(f64, Fused)>) {
+        let mut f = Fusion::new(FusionConfig::default());
+        let mut emitted = Vec::new();
+        for b in 0..300u32 {
+            let t = b as f64 * 0.1;
+            let mut findings = Vec::new();
+            for k in 10 * b..10 * (b + 1) {
+                let mut d = det("192.0.2.1", AttackKind::HostSweep, t);
+                (d.source, d.target, d.port) = (Some(decoy(k)), None, 23);
+                findings.push((d, Origin::Heuristics));
+            }
+            if b == 105 {
+                findings.push((real.clone(), Origin::Heuristics));
+            }
+            emitted.extend(f.fuse(findings, &[], (t * 1e9) as u64).into_iter().map(|o| (t, o)));
+        }
+        (f, emitted)
+    }
+
+    /// When the real finding came out, and how many findings came out in all.
+    fn real_out(emitted: &[(f64, Fused)], real: &Detection) -> (Option<f64>, usize) {
+        let at = emitted.iter().find(|(_, o)| o.detection.source == real.source && o.detection.kind == real.kind);
+        (at.map(|(t, _)| *t), emitted.len())
+    }
+
+    /// Defect: 647 decoy alerts, the real scan dropped (and then muted by the heuristics'
+    /// once-per-window rule). The decoys are spread over 12 /24s of 100.64.0.0/10, the
+    /// scan is another kind.
+    #[test]
+    fn a_flood_of_decoy_findings_does_not_starve_a_real_scan() {
+        let decoy =
+            |k: u32| IpAddr::V4(std::net::Ipv4Addr::new(100, 64 + ((k >> 16) & 63) as u8, (k >> 8) as u8, k as u8));
+        let real = det("198.51.100.66", AttackKind::PortScan, 10.5);
+        let (_, emitted) = decoy_flood(decoy, real.clone());
+        let (at, n) = real_out(&emitted, &real);
+        assert!(at.is_some_and(|t| t <= 11.5), "the real scan came out at {at:?}; {n} findings did");
+        // Still bounded: the burst plus the rate over 30 s, and a summary now and then.
+        assert!(n <= 50 + 20 * 30 + 3 + 1, "{n}");
+    }
+
+    /// The same, with decoys of the real finding's own kind: the other network still gets its turn.
+    #[test]
+    fn decoys_of_the_same_kind_do_not_starve_another_network() {
+        let decoy = |k: u32| IpAddr::V4(std::net::Ipv4Addr::new(100, 64, (k >> 8) as u8, k as u8));
+        let mut real = det("198.51.100.66", AttackKind::HostSweep, 10.5);
+        (real.target, real.port) = (None, 23);
+        let (_, emitted) = decoy_flood(decoy, real.clone());
+        let (at, n) = real_out(&emitted, &real);
+        assert!(at.is_some_and(|t| t <= 11.5), "the real sweep came out at {at:?}; {n} findings did");
+    }
+
+    /// Decoys each from a /24 of their own (no network fairness can tell them apart) still
+    /// cannot starve a finding of another kind.
+    #[test]
+    fn decoys_from_every_network_do_not_starve_another_kind() {
+        let decoy = |k: u32| IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0001 + (k << 8)));
+        let real = det("198.51.100.66", AttackKind::PortScan, 10.5);
+        let (_, emitted) = decoy_flood(decoy, real.clone());
+        let (at, n) = real_out(&emitted, &real);
+        assert!(at.is_some_and(|t| t <= 11.5), "the real scan came out at {at:?}; {n} findings did");
+    }
+
     #[test]
     fn incidents_are_bounded() {
         let mut f = Fusion::new(FusionConfig { max_verdicts_per_s: 1e9, verdict_burst: 1e9, ..Default::default() });
@@ -527,5 +924,27 @@ mod tests {
             f.fuse(vec![(det(&ip, AttackKind::PortScan, 1.0), Origin::Heuristics)], &[], 1_000_000_000);
             assert!(f.open_incidents() <= MAX_INCIDENTS);
         }
+    }
+
+    /// A replay ends with findings still waiting for the budget: they are
+    /// counted and said in one summary alert, not silently forgotten.
+    #[test]
+    fn findings_still_held_when_the_input_ends_are_counted_and_said() {
+        let mut f = Fusion::new(FusionConfig::default());
+        let findings: Vec<_> = (0..200u32)
+            .map(|i| (det(&format!("10.{}.{}.1", i / 250, i % 250), AttackKind::PortScan, 1.0), Origin::Heuristics))
+            .collect();
+        let out = f.fuse(findings, &[], 1_000_000_000);
+        let held = f.held();
+        assert!(held > 0, "more findings than the burst are held ({} out)", out.len());
+        let summary = f.finish(1_100_000_000).expect("a last summary");
+        assert_eq!(summary.detection.kind, AttackKind::System);
+        assert!(
+            summary.detection.reason.contains(&format!("{held} new findings dropped")),
+            "{}",
+            summary.detection.reason
+        );
+        assert_eq!((f.held(), f.stats().rate_limited), (0, held as u64));
+        assert!(f.finish(1_200_000_000).is_none(), "nothing more to say");
     }
 }

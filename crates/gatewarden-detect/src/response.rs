@@ -255,6 +255,8 @@ pub enum Rule {
     KindIgnored,
     /// A distributed scan: many sources, each a few probes; with `block`, only those proven real.
     ProvenParticipants,
+    /// Fusion's summary of new findings the verdict rate limit dropped (`detector.max_verdicts_per_s`).
+    VerdictBudget,
 }
 
 impl Rule {
@@ -277,6 +279,7 @@ impl Rule {
             Rule::KindAlerts => "kind_set_to_alert",
             Rule::KindIgnored => "kind_set_to_ignore",
             Rule::ProvenParticipants => "proven_participants_only",
+            Rule::VerdictBudget => "verdict_budget_exceeded",
         }
     }
 
@@ -309,6 +312,10 @@ impl Rule {
             Rule::KindIgnored => "[response] says ignore for this kind",
             Rule::ProvenParticipants => {
                 "many sources, each a few probes: only those proven real (they acknowledged what they were sent) may be blocked"
+            }
+            Rule::VerdictBudget => {
+                "more new findings than the verdict budget lets through: they were dropped and counted \
+                 (gatewarden_verdicts_rate_limited_total), nobody is blocked for them"
             }
         }
     }
@@ -343,7 +350,7 @@ pub fn rule_in_reason(reason: &str) -> Option<&'static str> {
 }
 
 /// Every rule, for docs, metrics and parsing.
-pub const ALL_RULES: [Rule; 16] = [
+pub const ALL_RULES: [Rule; 17] = [
     Rule::ScanUnanswered,
     Rule::ScanAnswered,
     Rule::SweepAnswered,
@@ -360,6 +367,7 @@ pub const ALL_RULES: [Rule; 16] = [
     Rule::KindAlerts,
     Rule::KindIgnored,
     Rule::ProvenParticipants,
+    Rule::VerdictBudget,
 ];
 
 fn evidence(d: &Detection, name: &str) -> Option<f64> {

@@ -18,7 +18,7 @@ pub(super) fn check(cfg: &DetectorConfig, o: &Observed, attempts: &AttemptWindow
     }
     let r = o.r;
     let span = attempts.span_s();
-    let n = attempts.auth.get(&(r.dst, r.dport)).copied().unwrap_or(0);
+    let n = attempts.auth_attempts(r.dst, r.dport);
     if n < cfg.bruteforce_attempts || o.reported_lately(AttackKind::BruteForce) {
         return None;
     }

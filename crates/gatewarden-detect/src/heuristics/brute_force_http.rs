@@ -12,7 +12,7 @@ use gatewarden_proto::messages::{AttackKind, Proto};
 
 use super::detection::{Detection, Observed};
 use super::services::{header_bytes, WEB_PORTS};
-use super::windows::{HashSet, MAX_LOGINS};
+use super::windows::{shrink, HashSet, MAX_LOGINS};
 use crate::config::DetectorConfig;
 
 /// Most IP bytes from the server that still count as a small reply (a 401, a
@@ -39,6 +39,36 @@ impl WebSessions {
     /// Entries it has room for.
     pub(super) fn capacity(&self) -> usize {
         self.web.capacity() + self.web_ids.capacity()
+    }
+
+    /// Sessions it holds.
+    pub(super) fn len(&self) -> usize {
+        self.web.len()
+    }
+
+    /// Drops the sessions older than `window_ns` at `now`, and the room that frees.
+    pub(super) fn trim(&mut self, now: u64, window_ns: u64) {
+        while let Some(&(t, .., id)) = self.web.front() {
+            if t + window_ns >= now {
+                break;
+            }
+            self.web.pop_front();
+            self.web_ids.remove(&id);
+        }
+        let WebSessions { web, web_ids } = self;
+        shrink(web.len(), web.capacity(), |n| web.shrink_to(n));
+        shrink(web_ids.len(), web_ids.capacity(), |n| web_ids.shrink_to(n));
+    }
+
+    /// Keeps the newest `keep` sessions and only the room they need (the shared budget).
+    pub(super) fn keep_newest(&mut self, keep: usize) {
+        while self.web.len() > keep {
+            if let Some((.., id)) = self.web.pop_front() {
+                self.web_ids.remove(&id);
+            }
+        }
+        self.web.shrink_to_fit();
+        self.web_ids.shrink_to_fit();
     }
 }
 
@@ -68,13 +98,7 @@ pub(super) fn observe(cfg: &DetectorConfig, o: &Observed, s: &mut WebSessions) -
             s.web_ids.remove(&id);
         }
     }
-    while let Some(&(t, .., id)) = s.web.front() {
-        if t + http_window_ns >= now {
-            break;
-        }
-        s.web.pop_front();
-        s.web_ids.remove(&id);
-    }
+    s.trim(now, http_window_ns);
     let mut replies: Vec<u64> = s.web.iter().filter(|e| e.1 == r.dst && e.2 == r.dport).map(|e| e.3).collect();
     let n = replies.len();
     if n < cfg.http_bruteforce_sessions as usize {

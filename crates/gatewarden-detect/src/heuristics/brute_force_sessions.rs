@@ -11,7 +11,7 @@ use gatewarden_proto::messages::{AttackKind, Proto};
 
 use super::detection::{Detection, Observed};
 use super::services::{service_name, LOGIN_PORTS};
-use super::windows::MAX_LOGINS;
+use super::windows::{shrink, MAX_LOGINS};
 use crate::config::DetectorConfig;
 
 /// New connections of one source to login services over `bruteforce_window_s`:
@@ -28,6 +28,27 @@ impl Logins {
     /// Entries it has room for.
     pub(super) fn capacity(&self) -> usize {
         self.0.capacity()
+    }
+
+    /// Sessions it holds.
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Drops the sessions older than `window_ns` at `now`, and the room that frees.
+    pub(super) fn trim(&mut self, now: u64, window_ns: u64) {
+        let logins = &mut self.0;
+        while logins.front().is_some_and(|&(t, ..)| t + window_ns < now) {
+            logins.pop_front();
+        }
+        shrink(logins.len(), logins.capacity(), |n| logins.shrink_to(n));
+    }
+
+    /// Keeps the newest `keep` sessions and only the room they need (the shared budget).
+    pub(super) fn keep_newest(&mut self, keep: usize) {
+        let drop = self.0.len().saturating_sub(keep);
+        self.0.drain(..drop);
+        self.0.shrink_to_fit();
     }
 }
 
@@ -47,6 +68,7 @@ pub(super) fn observe(cfg: &DetectorConfig, o: &Observed, logins: &mut Logins) -
     while logins.front().is_some_and(|&(t, ..)| t + login_window_ns < o.now) {
         logins.pop_front();
     }
+    shrink(logins.len(), logins.capacity(), |n| logins.shrink_to(n));
     if !new_login {
         return None;
     }

@@ -34,6 +34,23 @@ impl Rates {
     pub(super) fn capacity(&self) -> usize {
         [&self.syn_packets, &self.udp_packets, &self.udp_bytes, &self.icmp_packets].iter().map(|w| w.capacity()).sum()
     }
+
+    /// Drops what the window has aged out of by `now` (a quiet source, see `SourceState::age` in the facade).
+    pub(super) fn trim(&mut self, now: u64, window_ns: u64) {
+        let Rates { syn_packets, udp_packets, udp_bytes, icmp_packets } = self;
+        for w in [syn_packets, udp_packets, udp_bytes, icmp_packets] {
+            w.trim(now, window_ns);
+        }
+    }
+
+    /// Keeps the newest `share` (0 to 1) of each window's slots (the shared budget). The
+    /// UDP packets and bytes windows hold the same slots and keep the same ones.
+    pub(super) fn keep_newest(&mut self, share: f64) {
+        let Rates { syn_packets, udp_packets, udp_bytes, icmp_packets } = self;
+        for w in [syn_packets, udp_packets, udp_bytes, icmp_packets] {
+            w.keep_newest((w.len() as f64 * share) as usize);
+        }
+    }
 }
 
 /// Counts the packets a snapshot adds, ages out the old ones, and returns a finding
@@ -48,16 +65,16 @@ pub(super) fn observe(
     let (r, now, window_ns, delta) = (o.r, o.now, o.window_ns, o.delta);
     let state = r.conn_state;
     if o.aborted && o.syn_delta > 0 {
-        s.syn_packets.push(r.last_ns, o.syn_delta);
+        s.syn_packets.push(r.last_ns, o.syn_delta, window_ns);
     }
     if delta > 0 {
         match r.proto {
-            Proto::Tcp if state.is_failed_attempt() => s.syn_packets.push(r.last_ns, delta),
+            Proto::Tcp if state.is_failed_attempt() => s.syn_packets.push(r.last_ns, delta, window_ns),
             Proto::Udp => {
-                s.udp_packets.push(r.last_ns, delta);
-                s.udp_bytes.push(r.last_ns, o.delta_bytes);
+                s.udp_packets.push(r.last_ns, delta, window_ns);
+                s.udp_bytes.push(r.last_ns, o.delta_bytes, window_ns);
             }
-            Proto::Icmp | Proto::Icmpv6 => s.icmp_packets.push(r.last_ns, delta),
+            Proto::Icmp | Proto::Icmpv6 => s.icmp_packets.push(r.last_ns, delta, window_ns),
             _ => {}
         }
     }
@@ -83,8 +100,8 @@ pub(super) fn observe(
     let pps = w.rate(now, window_ns);
     // Fast scans also send many unanswered SYNs; spread over many ports they
     // are a scan (reported there), not a flood.
-    let scanning = kind == AttackKind::SynFlood
-        && attempts.ports_by_dst.get(&(r.dst, Proto::Tcp)).map_or(0, |m| m.len()) >= cfg.scan_distinct_ports as usize;
+    let scanning =
+        kind == AttackKind::SynFlood && attempts.ports(r.dst, Proto::Tcp) >= cfg.scan_distinct_ports as usize;
     if pps < threshold as f64 || scanning || o.reported_lately(kind) {
         return None;
     }
@@ -97,10 +114,7 @@ pub(super) fn observe(
         let mean = s.udp_bytes.total as f64 / w.total.max(1) as f64;
         // Ports new flows opened on the target in the window, and this record's own
         // (a stream's flow may have opened before the window).
-        let ports = attempts
-            .ports_by_dst
-            .get(&(r.dst, Proto::Udp))
-            .map_or(1, |m| m.len() + usize::from(!m.contains_key(&r.dport)));
+        let ports = attempts.ports(r.dst, Proto::Udp) + usize::from(!attempts.tried(r.dst, r.dport, Proto::Udp));
         shape = format!(", mean {mean:.0} IP bytes a packet, {ports} UDP port(s) on the target");
         evidence.extend([
             ("mean_ip_bytes".into(), mean),

@@ -60,13 +60,12 @@ pub(super) fn check(
     let span = attempts.span_s();
     let unanswered = attempts.unanswered_pct(failed);
     // The peer scan runs only once the raw count could make a sweep (not per flow).
-    let hosts = attempts.dsts_by_port.get(&(r.dport, r.proto)).map_or(0, |m| {
-        if m.len() < cfg.sweep_distinct_hosts as usize {
-            return m.len();
-        }
-        let known = peers.0.iter().filter(|(d, p, pr)| *p == r.dport && *pr == r.proto && m.contains_key(d)).count();
-        m.len() - known
-    });
+    let mut hosts = attempts.hosts(r.dport, r.proto);
+    if hosts >= cfg.sweep_distinct_hosts as usize {
+        let (port, proto) = (r.dport, r.proto);
+        hosts -=
+            peers.0.iter().filter(|(d, p, pr)| *p == port && *pr == proto && attempts.tried(*d, port, proto)).count();
+    }
     if hosts < cfg.sweep_distinct_hosts as usize {
         return None;
     }

@@ -7,6 +7,20 @@
 //! and `MAX_DESTS` victims are tracked (least recently seen go first), and
 //! each keeps bounded sets.
 //!
+//! **Memory.** The per-source caps alone allowed ~20 MB a source (65 536
+//! attempts and their indexes, 16 384 flows), kept after the source went
+//! quiet: a red team's spoofed sources, each 65 536 SYNs in 5 s, took the
+//! detector to 384 MB at 16 sources. So the room in all per-source tables,
+//! beyond a small allowance each, is one shared budget
+//! ([`MAX_WINDOW_ENTRIES`]): each source's share is counted as its tables
+//! grow; past the budget the windows are aged to the present, then the
+//! sources holding the most are cut, oldest entries first, to one common
+//! level (the rest keep all theirs), then whole sources are evicted if
+//! that was not enough. Tables give back room once a trim leaves them a
+//! quarter full, and every window's length of capture time the windows of
+//! quiet sources are aged too (idle expiry). What a cut drops can only
+//! lower a count: a finding is missed sooner than made up.
+//!
 //! This file is the facade, [`Heuristics`]: the per-source bookkeeping the
 //! detectors share (flow deltas, unanswered flows, the attempt window, one
 //! finding per kind per window) and the dispatch to one file per detector, in
@@ -71,6 +85,11 @@ struct SourceState {
     last_ns: u64,
     /// Flow id → (packets, IP bytes) sent when last seen.
     flows: HashMap<u64, (u32, u64)>,
+    /// When `flows` was last emptied (full, or its room given back): a flow that began
+    /// before then and is not in `flows` may have been counted already, so it counts as
+    /// going on, not new, and adds nothing until its next snapshot. Without it, a long
+    /// flow's whole count arrived again as one delta: a made-up flood.
+    forgot_ns: u64,
     /// New connection attempts (scans, sweeps, connection-rate brute force, floods' scan check).
     attempts: AttemptWindow,
     /// Flows that went unanswered (half-open TCP, one-way UDP).
@@ -94,8 +113,10 @@ impl SourceState {
     /// thousand, and allocating (then freeing) a dozen small tables for each was most of what
     /// a one-packet source cost.
     fn clear(&mut self) {
-        let SourceState { last_ns, flows, attempts, failed, reported, peers, logins, web, waiting, rates } = self;
+        let SourceState { last_ns, flows, forgot_ns, attempts, failed, reported, peers, logins, web, waiting, rates } =
+            self;
         *last_ns = 0;
+        *forgot_ns = 0;
         flows.clear();
         attempts.clear();
         failed.clear();
@@ -119,11 +140,75 @@ impl SourceState {
             + self.waiting.capacity()
             + self.rates.capacity()
     }
+
+    /// Room it takes from the shared budget: beyond the allowance every state keeps.
+    fn charged(&self) -> usize {
+        self.capacity().saturating_sub(MAX_SPARE_CAPACITY)
+    }
+
+    /// Forgets the flows' counts and gives their room back, at capture time `now` (see `forgot_ns`).
+    fn forget_flows(&mut self, now: u64) {
+        self.forgot_ns = self.forgot_ns.max(now);
+        self.flows = HashMap::default();
+        self.failed = HashSet::default();
+    }
+
+    /// Drops what each window has aged out of at `now` and the room that frees, as the
+    /// source's next record would; a source quiet for a whole window also forgets its
+    /// flows, if they take more than the allowance (they go on safely, see `forgot_ns`).
+    fn age(&mut self, cfg: &DetectorConfig, now: u64, window_ns: u64) {
+        self.attempts.trim(now, window_ns);
+        self.rates.trim(now, window_ns);
+        self.logins.trim(now, cfg.bruteforce_window_s * 1_000_000_000);
+        self.web.trim(now, cfg.http_bruteforce_window_s * 1_000_000_000);
+        self.waiting.trim(now);
+        if self.last_ns + window_ns < now && self.flows.capacity() + self.failed.capacity() > MAX_SPARE_CAPACITY {
+            self.forget_flows(now);
+        }
+    }
+
+    /// Cuts the state to room for about `room` entries (never more): each time-ordered
+    /// table keeps the same share of its newest entries, the unanswered flows the same
+    /// share of theirs (so the unanswered share of the attempts stays what it was), and
+    /// the flows' counts are forgotten.
+    fn cut_to(&mut self, room: usize, now: u64) {
+        let capacity = self.capacity();
+        if capacity <= room {
+            return;
+        }
+        // A table shrunk to fit `n` entries has room for at most 2n (hash tables round up).
+        let share = room as f64 / (2.0 * capacity as f64);
+        let keep = |n: usize| (n as f64 * share) as usize;
+        self.attempts.keep_newest(keep(self.attempts.len()));
+        self.rates.keep_newest(share);
+        self.logins.keep_newest(keep(self.logins.len()));
+        self.web.keep_newest(keep(self.web.len()));
+        self.waiting.keep_newest(keep(self.waiting.len()));
+        let mut left = keep(self.failed.len());
+        self.failed.retain(|_| {
+            let kept = left > 0;
+            left = left.saturating_sub(1);
+            kept
+        });
+        let failed = std::mem::take(&mut self.failed);
+        self.forget_flows(now);
+        self.failed = failed;
+        self.failed.shrink_to_fit();
+    }
 }
 
 /// A state whose tables have room for more entries than this is freed when its source is
 /// evicted, not kept for the next one: free slots stay small (a few kB each at most).
 const MAX_SPARE_CAPACITY: usize = 64;
+
+/// Room in the per-source tables (entries: attempts and their index entries,
+/// flows, packet-count slots, sessions, requests), summed over all sources,
+/// beyond the first [`MAX_SPARE_CAPACITY`] of each: about 8 MB at ≤ 32 bytes an
+/// entry (see docs/PERFORMANCE.md, "Memory"). One source alone may use all of it
+/// (a 65 536-port scan fits in a quarter of it, less than its per-source caps); a
+/// scan or flood needs a few hundred entries to be found (50 ports, 500 SYNs/s in
+/// 256 slots), so detection holds until ~1 000 sources hold big windows at once.
+pub const MAX_WINDOW_ENTRIES: usize = 262_144;
 
 /// The heuristic detectors with their per-source state.
 pub struct Heuristics {
@@ -142,6 +227,13 @@ pub struct Heuristics {
     /// Per-victim SYN counts ([`syn_flood_distributed`]).
     victims: Victims,
     window_ns: u64,
+    /// Room the states take from the shared budget (sum of [`SourceState::charged`]),
+    /// at most [`MAX_WINDOW_ENTRIES`] between records.
+    charged: usize,
+    /// The newest capture time seen.
+    now: u64,
+    /// When the windows of all sources were last aged.
+    aged_ns: u64,
     /// Sources holding at least `slow_http_concurrent` waiting requests: [`Heuristics::tick`]
     /// re-counts them as time passes, since a slowloris tool that pauses sends no record
     /// that would. A subset of `sources` (so bounded by [`MAX_SOURCES`]).
@@ -159,7 +251,70 @@ impl Heuristics {
             free: Vec::new(),
             victims: Victims::default(),
             window_ns,
+            charged: 0,
+            now: 0,
+            aged_ns: 0,
             many_waiting: HashSet::default(),
+        }
+    }
+
+    /// Recounts [`Heuristics::charged`] over the tracked states.
+    fn recount(&mut self) {
+        let slab = &self.slab;
+        self.charged = self.sources.values().map(|&i| slab[i as usize].charged()).sum();
+    }
+
+    /// Ages every tracked source's windows to `now` (idle expiry: a quiet source's
+    /// windows are not trimmed by records it does not send).
+    fn age_all(&mut self, now: u64) {
+        self.aged_ns = now;
+        let (cfg, window_ns, slab) = (&self.cfg, self.window_ns, &mut self.slab);
+        for &i in self.sources.values() {
+            let s = &mut slab[i as usize];
+            if s.capacity() > MAX_SPARE_CAPACITY {
+                s.age(cfg, now, window_ns);
+            }
+        }
+        self.recount();
+    }
+
+    /// Brings the room the states take back to three quarters of the budget, so the next
+    /// reclaim is a quarter of the budget away (amortised O(1) a record): first by ageing
+    /// the windows; then by cutting the sources that hold the most, oldest entries first,
+    /// to the level at which the rest fits (max-min fair: a source under it keeps all it
+    /// has); last, should rounding leave too much, by evicting the least recently seen.
+    fn reclaim(&mut self, now: u64) {
+        let target = MAX_WINDOW_ENTRIES / 4 * 3;
+        self.age_all(now);
+        if self.charged > target {
+            let mut held: Vec<usize> =
+                self.sources.values().map(|&i| self.slab[i as usize].charged()).filter(|&c| c > 0).collect();
+            held.sort_unstable_by(|a, b| b.cmp(a));
+            // The level L with Σ min(c, L) ≤ target: the k biggest are cut to L, the rest fit.
+            let (mut rest, mut level) = (self.charged, 0);
+            for (k, &c) in held.iter().enumerate() {
+                rest -= c;
+                let l = (target.saturating_sub(rest)) / (k + 1);
+                if l >= held.get(k + 1).copied().unwrap_or(0) {
+                    level = l.min(c);
+                    break;
+                }
+            }
+            let slab = &mut self.slab;
+            for &i in self.sources.values() {
+                let s = &mut slab[i as usize];
+                if s.charged() > level {
+                    s.cut_to(level + MAX_SPARE_CAPACITY, now);
+                }
+            }
+            self.recount();
+        }
+        while self.charged > target {
+            let tracked = self.sources.len();
+            self.evict_oldest_sources();
+            if self.sources.len() == tracked {
+                break;
+            }
         }
     }
 
@@ -172,20 +327,26 @@ impl Heuristics {
         let window_ns = self.window_ns;
         let limit = self.cfg.slow_http_concurrent as usize;
         let cfg = &self.cfg;
-        let (sources, slab) = (&self.sources, &mut self.slab);
+        let (sources, slab, charged) = (&self.sources, &mut self.slab, &mut self.charged);
         self.many_waiting.retain(|src| {
             let Some(&i) = sources.get(src) else { return false };
             let s = &mut slab[i as usize];
             if limit == 0 || s.waiting.len() < limit {
                 return false;
             }
+            let before = s.charged();
             if let Some(d) = slow_http::unanswered_requests(cfg, *src, &mut s.waiting, now, None) {
                 if first_in_window(&mut s.reported, &d, window_ns) {
                     out.push(d);
                 }
             }
+            *charged = *charged - before + s.charged();
             true
         });
+        self.now = self.now.max(now);
+        if now >= self.aged_ns.saturating_add(window_ns) {
+            self.age_all(now);
+        }
         out
     }
 
@@ -199,6 +360,11 @@ impl Heuristics {
     /// Sources currently tracked (bounded by [`MAX_SOURCES`]).
     pub fn tracked_sources(&self) -> usize {
         self.sources.len()
+    }
+
+    /// Room the per-source tables take from the shared budget (at most [`MAX_WINDOW_ENTRIES`]).
+    pub fn window_entries_charged(&self) -> usize {
+        self.charged
     }
 
     /// Drops the least recently seen eighth of the sources: O(n) once per
@@ -229,6 +395,7 @@ impl Heuristics {
                 true
             }
         });
+        self.recount();
     }
 
     /// The slot of `src`'s state, taking a free or new one for a source not tracked yet.
@@ -249,6 +416,11 @@ impl Heuristics {
     pub fn source_table_bytes(&self) -> usize {
         self.slab.capacity() * std::mem::size_of::<SourceState>()
             + self.sources.capacity() * std::mem::size_of::<(IpAddr, u32)>()
+    }
+
+    /// Entries the per-source tables have room for, summed over every state (free slots too).
+    pub fn window_capacity(&self) -> usize {
+        self.slab.iter().map(SourceState::capacity).sum()
     }
 
     /// Looks at what the router shed under overload towards one destination
@@ -294,19 +466,25 @@ impl Heuristics {
         let slot = self.slot(r.src);
         let window_ns = self.window_ns;
         let cfg = &self.cfg;
+        self.now = self.now.max(r.last_ns);
         let s = &mut self.slab[slot];
+        let charged_before = s.charged();
         s.last_ns = s.last_ns.max(r.last_ns);
         let now = s.last_ns;
         let prev = s.flows.get(&r.flow_id).copied();
-        let is_new = prev.is_none();
-        if s.flows.len() >= MAX_FLOWS_PER_SOURCE && is_new {
+        // A flow begun before its source's flows were forgotten goes on; it is not new.
+        let forgotten = prev.is_none() && r.first_ns < s.forgot_ns;
+        let is_new = prev.is_none() && !forgotten;
+        if s.flows.len() >= MAX_FLOWS_PER_SOURCE && prev.is_none() {
             s.flows.clear();
             s.failed.clear();
+            s.forgot_ns = now;
         }
         s.flows.insert(r.flow_id, (r.fwd_packets, r.fwd_bytes));
-        let delta = r.fwd_packets.saturating_sub(prev.map_or(0, |p| p.0));
+        let base = if forgotten { (r.fwd_packets, r.fwd_bytes) } else { prev.unwrap_or((0, 0)) };
+        let delta = r.fwd_packets.saturating_sub(base.0);
         // Bytes sent since the last snapshot; one record's share fits u32 at any real rate.
-        let delta_bytes = r.fwd_bytes.saturating_sub(prev.map_or(0, |p| p.1)).min(u32::MAX as u64) as u32;
+        let delta_bytes = r.fwd_bytes.saturating_sub(base.1).min(u32::MAX as u64) as u32;
         if is_new && matches!(r.proto, Proto::Tcp | Proto::Udp) {
             s.attempts.push(r.first_ns, r.dst, r.dport, r.proto);
         }
@@ -327,7 +505,13 @@ impl Heuristics {
         }
         // An aborted handshake counts one SYN, unless its SYN was already
         // counted while the flow was unanswered.
-        let syn_delta = if aborted { u32::from(!was_failed) } else { delta };
+        let syn_delta = if forgotten {
+            0
+        } else if aborted {
+            u32::from(!was_failed)
+        } else {
+            delta
+        };
         s.attempts.trim(now, window_ns);
         let o = Observed {
             r,
@@ -359,10 +543,14 @@ impl Heuristics {
         let distributed = self.victims.observe(cfg, &o);
         // Hysteresis: one finding per (source, kind) per window.
         out.retain(|d| first_in_window(&mut s.reported, d, window_ns));
+        self.charged = self.charged - charged_before + s.charged();
         if slow.many_waiting {
             self.many_waiting.insert(r.src);
         }
         out.extend(distributed);
+        if self.charged > MAX_WINDOW_ENTRIES {
+            self.reclaim(self.now);
+        }
         out
     }
 }
@@ -512,6 +700,125 @@ mod tests {
         }
         assert!(h.slab.capacity() <= MAX_SOURCES, "{}", h.slab.capacity());
         assert!(h.slab.len() == h.sources.len() + h.free.len());
+    }
+
+    /// The most the per-source tables may have room for in all: the shared budget, plus
+    /// the small allowance every state (tracked or free) keeps.
+    fn window_bound(h: &Heuristics) -> usize {
+        MAX_WINDOW_ENTRIES + h.slab.len() * MAX_SPARE_CAPACITY
+    }
+
+    /// The red team's memory attack (`tools/make_traffic_pcap.py scanners`): spoofed sources one after another, 6 s
+    /// apart, each sending 65 536 SYNs to every port of one host within 5 s. Each took
+    /// ~20 MB that was never freed (148 MB peak RSS at 4 sources, 384 MB at 16). Now the
+    /// tables' summed room stays under the shared budget, and every scan is still found.
+    #[test]
+    fn sources_scanning_every_port_one_after_another_stay_within_the_budget() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut scans = 0;
+        for s in 0..8u32 {
+            let src = IpAddr::V4(std::net::Ipv4Addr::from(0x6440_0000 + s));
+            for i in 0..65_536u64 {
+                let t = 1000.0 + s as f64 * 6.0 + i as f64 * (5.0 / 65_536.0);
+                let port = 1 + (i % 65_535) as u16;
+                let mut r = rec(u64::from(s) << 32 | i, "10.0.0.1", "192.0.2.10", port, Proto::Tcp, t, 1, 0, "S0");
+                r.src = src;
+                scans += h.observe(&r).iter().filter(|d| d.kind == AttackKind::PortScan).count();
+                if i % 4096 == 4095 {
+                    let (cap, bound) = (h.window_capacity(), window_bound(&h));
+                    assert!(cap <= bound, "room for {cap} entries > {bound} at source {s}, record {i}");
+                }
+            }
+        }
+        assert_eq!(scans, 8, "one scan per source and window");
+    }
+
+    /// Many sources at once, each many one-packet flows: the tables' room stays under the
+    /// budget however the sources interleave, and a real scan and a real SYN flood from
+    /// two other sources at the same time are still found.
+    #[test]
+    fn many_concurrent_sources_stay_within_the_budget_and_a_real_scan_and_flood_are_found() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..(48 * 4096u64) {
+            let t = 1.0 + i as f64 * 20e-6;
+            let s = (i % 48) as u32;
+            let mut r = rec(i, "10.0.0.1", "192.0.2.10", 1 + (i / 48) as u16, Proto::Tcp, t, 1, 0, "S0");
+            r.src = IpAddr::V4(std::net::Ipv4Addr::from(0x6440_0000 + s));
+            h.observe(&r);
+            if i % 64 == 0 {
+                // A real scan: a port every 1.3 ms.
+                let port = 1 + ((i / 64) % 60_000) as u16;
+                found.extend(h.observe(&rec(
+                    1 << 40 | i,
+                    "198.51.100.66",
+                    "192.0.2.50",
+                    port,
+                    Proto::Tcp,
+                    t,
+                    1,
+                    0,
+                    "S0",
+                )));
+            }
+            if i % 32 == 0 {
+                // A real SYN flood: 1 600 a second to one port (the rate limit is 500/s).
+                found.extend(h.observe(&rec(
+                    1 << 41 | i,
+                    "198.51.100.77",
+                    "192.0.2.51",
+                    80,
+                    Proto::Tcp,
+                    t,
+                    1,
+                    0,
+                    "S0",
+                )));
+            }
+            if i % 4096 == 0 {
+                let (cap, bound) = (h.window_capacity(), window_bound(&h));
+                assert!(cap <= bound, "room for {cap} entries > {bound} after {i} records");
+            }
+        }
+        let src = |d: &Detection| d.source.map(|s| s.to_string()).unwrap_or_default();
+        assert!(found.iter().any(|d| d.kind == AttackKind::PortScan && src(d) == "198.51.100.66"), "{found:?}");
+        assert!(found.iter().any(|d| d.kind == AttackKind::SynFlood && src(d) == "198.51.100.77"), "{found:?}");
+    }
+
+    /// A source quiet for a window gives back its flows' room; a long flow of it that then
+    /// goes on must not count its whole past again (that read as a UDP flood of 3 100
+    /// packets in one snapshot), nor count as a new attempt.
+    #[test]
+    fn a_forgotten_flow_goes_on_without_counting_its_past_again() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let src = "192.0.2.40";
+        // 100 short answered flows, then one UDP stream at 300 packets/s (under the flood rate).
+        for i in 0..100u64 {
+            h.observe(&rec(i, src, "198.51.100.1", 443, Proto::Tcp, 1.0 + i as f64 * 0.01, 5, 5, "SF"));
+        }
+        for k in 1..=10u32 {
+            let mut r = rec(1000, src, "198.51.100.2", 5004, Proto::Udp, 1.0, 300 * k, 0, "S0");
+            r.last_ns = (1.0 + k as f64) as u64 * 1_000_000_000;
+            assert!(h.observe(&r).is_empty());
+        }
+        // Quiet for 15 s: its windows age and its flows are forgotten.
+        h.tick(26_000_000_000);
+        let ip: IpAddr = src.parse().unwrap();
+        let s = &h.slab[h.sources[&ip] as usize];
+        assert!(s.flows.is_empty() && s.forgot_ns == 26_000_000_000, "{:?}", s.flows.len());
+        let mut r = rec(1000, src, "198.51.100.2", 5004, Proto::Udp, 1.0, 3100, 0, "S0");
+        r.last_ns = 27_000_000_000;
+        assert!(h.observe(&r).is_empty(), "its past counted again");
+        let s = &h.slab[h.sources[&ip] as usize];
+        assert_eq!((s.attempts.len(), s.flows.get(&1000).copied()), (0, Some((3100, 3100 * 60))));
+        // From there on it counts as before: 2 000 packets in the next 0.5 s are a flood.
+        r.fwd_packets = 5100;
+        r.last_ns = 27_500_000_000;
+        let found = h.observe(&r);
+        assert!(
+            found.iter().any(|d| d.kind == AttackKind::UdpFlood && d.reason.contains(" 2000 UDP packets")),
+            "{found:?}"
+        );
     }
 
     #[test]

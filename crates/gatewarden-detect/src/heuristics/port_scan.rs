@@ -18,7 +18,7 @@ pub(super) fn check(cfg: &DetectorConfig, o: &Observed, attempts: &AttemptWindow
     let r = o.r;
     let span = attempts.span_s();
     let unanswered = attempts.unanswered_pct(failed);
-    let ports = attempts.ports_by_dst.get(&(r.dst, r.proto)).map_or(0, |m| m.len());
+    let ports = attempts.ports(r.dst, r.proto);
     // UDP: a lower bar, but only for probes that mostly go unanswered.
     let udp_scan = r.proto == Proto::Udp && ports >= cfg.udp_scan_distinct_ports as usize && unanswered >= 50.0;
     if ports < cfg.scan_distinct_ports as usize && !udp_scan {

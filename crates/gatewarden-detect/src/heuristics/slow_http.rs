@@ -15,7 +15,7 @@ use gatewarden_proto::messages::{AttackKind, Proto};
 
 use super::detection::{Detection, Observed};
 use super::services::{header_bytes, WEB_PORTS};
-use super::windows::{HashMap, MAX_LOGINS};
+use super::windows::{shrink, HashMap, MAX_LOGINS};
 use crate::config::DetectorConfig;
 
 /// Slow-HTTP connections must send less than this, IP bytes per second on
@@ -79,6 +79,32 @@ impl WaitingRequests {
     pub(super) fn len(&self) -> usize {
         self.waiting.len()
     }
+
+    /// Drops the requests whose connection went quiet too long ago to still be open, and
+    /// the room that frees (a quiet source, see `SourceState::age` in the facade).
+    pub(super) fn trim(&mut self, now: u64) {
+        self.waiting.retain(|_, w| w.last_ns.saturating_add(SLOW_HTTP_STALE_NS) >= now);
+        let waiting = &mut self.waiting;
+        shrink(waiting.len(), waiting.capacity(), |n| waiting.shrink_to(n));
+    }
+
+    /// Keeps the `keep` requests seen most recently and only the room they need (the shared
+    /// budget): fewer waiting requests can only make a slow-HTTP finding less likely.
+    pub(super) fn keep_newest(&mut self, keep: usize) {
+        if self.waiting.len() > keep {
+            let mut seen: Vec<u64> = self.waiting.values().map(|w| w.last_ns).collect();
+            let cut = seen.len() - keep;
+            let (_, &mut cutoff, _) = seen.select_nth_unstable(cut.saturating_sub(1));
+            let mut over = self.waiting.len() - keep;
+            // The oldest go; of those seen at the cut-off time, only as many as needed.
+            self.waiting.retain(|_, w| {
+                let gone = over > 0 && w.last_ns <= cutoff;
+                over -= usize::from(gone);
+                !gone
+            });
+        }
+        self.waiting.shrink_to_fit();
+    }
 }
 
 /// What one record told the slow-HTTP rules.
@@ -130,7 +156,7 @@ pub(super) fn unanswered_requests(
         return None;
     }
     s.concurrent_checked_ns = now;
-    s.waiting.retain(|_, w| w.last_ns.saturating_add(SLOW_HTTP_STALE_NS) >= now);
+    s.trim(now);
     let wait_ns = cfg.slow_http_concurrent_wait_ms * 1_000_000;
     let mut groups: HashMap<(IpAddr, u16), Unanswered> = HashMap::default();
     for (&id, w) in &s.waiting {
@@ -216,7 +242,7 @@ pub(super) fn observe(cfg: &DetectorConfig, o: &Observed, s: &mut WaitingRequest
         return out;
     }
     s.waiting_checked_ns = now;
-    s.waiting.retain(|_, w| w.last_ns + SLOW_HTTP_STALE_NS >= now);
+    s.trim(now);
     let (mut n, mut bytes, mut secs, mut oldest, mut youngest) = (0usize, 0u64, 0f64, 0u64, u64::MAX);
     for w in s.waiting.values() {
         let age = now.saturating_sub(w.first_ns);

@@ -143,7 +143,7 @@ impl Victims {
         }
         let d = dests.entry(s.dst).or_default();
         d.last_ns = d.last_ns.max(s.last_ns);
-        d.syn.push(s.last_ns, s.count);
+        d.syn.push(s.last_ns, s.count, window_ns);
         d.syn.trim(d.last_ns, window_ns);
         d.shed.trim(d.last_ns, window_ns);
         d.untracked.trim(d.last_ns, window_ns);
@@ -151,8 +151,8 @@ impl Victims {
             Some(src) if d.sources.len() < 4096 || d.sources.contains_key(&src) => {
                 d.sources.entry(src).or_insert_with(|| SourceSyns::new(s.last_ns)).add(s.last_ns, s.count, window_ns);
             }
-            Some(_) => d.untracked.push(s.last_ns, s.count),
-            None => d.shed.push(s.last_ns, s.count),
+            Some(_) => d.untracked.push(s.last_ns, s.count, window_ns),
+            None => d.shed.push(s.last_ns, s.count, window_ns),
         }
         let cutoff = d.last_ns.saturating_sub(window_ns);
         let pps = d.syn.rate(d.last_ns, window_ns);
