@@ -979,13 +979,19 @@ impl DetectorStage {
         for f in self.fusion.fuse(findings, &opinions, now) {
             self.emit(f, &mut out);
         }
+        self.publish_fusion_stats();
+        out
+    }
+
+    /// Fusion's counts since the last call, and its held findings and the
+    /// heuristics' budget use now, into the metrics.
+    fn publish_fusion_stats(&mut self) {
         let st = self.fusion.stats();
         self.deduplicated.add(st.deduplicated - self.last_stats.deduplicated);
         self.rate_limited.add(st.rate_limited - self.last_stats.rate_limited);
         self.last_stats = st;
         self.held.set(self.fusion.held() as f64);
         self.window_entries.set(self.heuristics.window_entries_charged() as f64);
-        out
     }
 
     /// The end of the input (a replay): findings still waiting for the
@@ -995,10 +1001,7 @@ impl DetectorStage {
         if let Some(f) = self.fusion.finish(now_ns) {
             self.emit(f, &mut out);
         }
-        let st = self.fusion.stats();
-        self.rate_limited.add(st.rate_limited - self.last_stats.rate_limited);
-        self.last_stats = st;
-        self.held.set(0.0);
+        self.publish_fusion_stats();
         out
     }
 
