@@ -194,6 +194,7 @@ impl EnforceService {
                         Vec::new()
                     }),
                 };
+                let restoring = saved.len();
                 let opened = Blocker::open(cfg.settings(), Some(&registry))
                     .and_then(|mut b| b.ensure_restoring(saved, now_ms()).map(|_| b));
                 let mut blocker = match opened {
@@ -211,10 +212,8 @@ impl EnforceService {
                         b
                     }
                     Err(e) => {
-                        let _ = ready_tx.send(Err(anyhow::Error::new(e).context(
-                            "cannot install the nftables ruleset ([enforce] enabled = true); \
-                             run as root or `setcap cap_net_admin+ep` on the binary, or set [enforce] enabled = false",
-                        )));
+                        let advice = install_failure_advice(e.errno(), restoring, &cfg.state_file);
+                        let _ = ready_tx.send(Err(anyhow::Error::new(e).context(advice)));
                         return;
                     }
                 };
@@ -821,5 +820,40 @@ impl Persister {
                 self.failing = true;
             }
         }
+    }
+}
+
+/// What to tell the operator when the table could not be installed. Only a
+/// refused permission is fixed by root or setcap; any other refusal with
+/// saved blocks in the same transaction most likely comes from the state
+/// file, and telling that operator to run as root (which they already do)
+/// sent them the wrong way.
+fn install_failure_advice(errno: Option<i32>, restoring: usize, state_file: &str) -> String {
+    let permission = matches!(errno, Some(libc::EPERM) | Some(libc::EACCES));
+    if permission || errno.is_none() || restoring == 0 {
+        return "cannot install the nftables ruleset ([enforce] enabled = true); \
+                run as root or `setcap cap_net_admin+ep` on the binary, or set [enforce] enabled = false"
+            .into();
+    }
+    format!(
+        "the kernel refused the nftables ruleset together with the {restoring} blocks saved in {state_file}; \
+         move that file aside to start without them (keep it to restore by hand with `gatewarden block`), \
+         and report the file's contents as a bug"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::install_failure_advice;
+
+    #[test]
+    fn a_refused_restore_points_at_the_state_file_and_a_refused_permission_at_root() {
+        let file = "/var/lib/gatewarden/enforce-state.json";
+        let denied = install_failure_advice(Some(libc::EPERM), 3, file);
+        assert!(denied.contains("run as root"), "{denied}");
+        let nothing_saved = install_failure_advice(Some(libc::ERANGE), 0, file);
+        assert!(nothing_saved.contains("run as root"), "{nothing_saved}");
+        let refused = install_failure_advice(Some(libc::ERANGE), 3, file);
+        assert!(!refused.contains("root") && refused.contains(file) && refused.contains("3 blocks"), "{refused}");
     }
 }
