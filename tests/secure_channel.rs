@@ -245,3 +245,202 @@ fn a_replayed_key_announcement_is_known_without_verifying_it_again() {
     let env = det.seal("router-1", 1, PayloadKind::Message, b"block").unwrap();
     assert_eq!(router.open(&env, now_ns()).unwrap().plaintext, b"block");
 }
+
+/// An announcement of a fresh ephemeral key from `id` (a stolen certificate
+/// and its key): validly signed, a key id never seen, a later issue time.
+fn minted(id: &Identity, ek_pub: &[u8], ek_id: u64, issued_ns: u64) -> Vec<u8> {
+    let mut a = Announce {
+        node: id.node.clone(),
+        cert_der: id.cert_der.clone(),
+        ek_id,
+        ek_pub: ek_pub.to_vec(),
+        issued_ns,
+        signature: Vec::new(),
+    };
+    a.signature = id.sign(&a.signed_bytes());
+    envelope::encode(&a)
+}
+
+/// Red-team finding: a node with a stolen certificate can mint a new
+/// ephemeral key per message and announce each one. Every receiver paid a
+/// CA check and a signature check (P-384) for each, and each new key
+/// re-queued that node's unsent outbox (`Announced::new_key`). New keys are
+/// now limited per node before any verification; the flood is refused and
+/// counted as `key_flood`, and nobody else's key or budget is touched.
+#[test]
+fn a_flood_of_new_keys_from_one_certificate_is_limited_before_verifying() {
+    const FLOOD: usize = 1000;
+    let f = Fleet::new();
+    let reg = Registry::new();
+    let mut det = f.channel("det-1", CertRole::Detector, &reg);
+    let mut router = f.channel("router-1", CertRole::Router, &Registry::new());
+    assert!(det.accept_announce_key(&router.announce(), Some("router-1")).unwrap().new_key);
+    router.accept_announce(&det.announce(), Some("det-1")).unwrap();
+    let before = announcements(&reg, "new_key") + announcements(&reg, "known");
+
+    // det-2's certificate and key are stolen: a thousand distinct, valid, new keys in a burst.
+    let stolen = f.identity("det-2", CertRole::Detector);
+    let points: Vec<Vec<u8>> = (0..4)
+        .map(|_| {
+            let k = p384::SecretKey::random(&mut rand_core::OsRng).public_key();
+            p384::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&k, false).as_bytes().to_vec()
+        })
+        .collect();
+    let start = std::time::Instant::now();
+    let t0 = now_ns();
+    let mut new_keys = 0;
+    for i in 0..FLOOD {
+        let a = minted(&stolen, &points[i % points.len()], 0x5eed_0000 + i as u64, t0 + i as u64);
+        if let Ok(a) = det.accept_announce_key(&a, Some("det-2")) {
+            new_keys += usize::from(a.new_key);
+        }
+    }
+    // The default budget: 5 at once, then one per 5 s.
+    let cfg = SecureConfig::default();
+    let allowed = cfg.announce_burst as usize
+        + (start.elapsed().as_secs_f64() / cfg.announce_refill.as_secs_f64()).ceil() as usize;
+    let verified = (announcements(&reg, "new_key") + announcements(&reg, "known") - before) as usize;
+    assert!(
+        new_keys <= allowed && verified <= allowed,
+        "{FLOOD} minted keys: {new_keys} taken as new (each re-queues the outbox), {verified} verified; at most {allowed} may be"
+    );
+    assert_eq!(rejected(&reg, "key_flood") as usize, FLOOD - verified, "every refused key is counted");
+
+    // The legitimate peer's working key was not evicted: both directions still open.
+    let env = det.seal("router-1", 1, PayloadKind::Message, b"block").unwrap();
+    assert_eq!(router.open(&env, now_ns()).unwrap().plaintext, b"block");
+    let env = router.seal("det-1", 1, PayloadKind::Message, b"outcome").unwrap();
+    assert_eq!(det.open(&env, now_ns()).unwrap().plaintext, b"outcome");
+    // And it restarts (one new key) during the flood: accepted at once, its budget is its own.
+    let mut restarted = f.channel("router-1", CertRole::Router, &Registry::new());
+    let a = det.accept_announce_key(&restarted.announce(), Some("router-1")).unwrap();
+    assert!(a.new_key, "router-1's restart was refused during det-2's flood");
+    restarted.accept_announce(&det.announce(), Some("det-1")).unwrap();
+    let env = det.seal("router-1", 2, PayloadKind::Message, b"again").unwrap();
+    assert_eq!(restarted.open(&env, now_ns()).unwrap().plaintext, b"again");
+    let e = det.accept_announce_key(&minted(&stolen, &points[0], 1, now_ns()), Some("det-2")).unwrap_err();
+    assert_eq!(e.reason, Reject::KeyFlood, "{e}");
+    assert!(e.detail.contains("gatewarden pki revoke det-2"), "the alert says what to do: {e}");
+}
+
+/// Red-team finding: a stolen certificate announced one key dated far in the
+/// future (`issued_ns` near `u64::MAX`). Older announcements are kept out, so
+/// every genuine key the node announced afterwards was ignored until the
+/// certificate was revoked and the node re-issued. A key dated beyond the
+/// clock skew is now refused as `stale`, and the node's real key still lands.
+#[test]
+fn a_key_announced_from_the_future_is_refused_and_does_not_shadow_the_real_one() {
+    let f = Fleet::new();
+    let reg = Registry::new();
+    let mut det = f.channel("det-1", CertRole::Detector, &reg);
+    let stolen = f.identity("router-1", CertRole::Router);
+    let k = p384::SecretKey::random(&mut rand_core::OsRng).public_key();
+    let point = p384::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&k, false).as_bytes().to_vec();
+    let future = minted(&stolen, &point, 0xf00d, u64::MAX - 1);
+    let e = det.accept_announce_key(&future, Some("router-1")).unwrap_err();
+    assert_eq!(e.reason, Reject::Stale, "{e}");
+    assert!(e.detail.contains("in the future"), "{e}");
+    // The genuine router starts afterwards: its key is taken and traffic opens.
+    let mut router = f.channel("router-1", CertRole::Router, &Registry::new());
+    assert!(det.accept_announce_key(&router.announce(), Some("router-1")).unwrap().new_key);
+    router.accept_announce(&det.announce(), Some("det-1")).unwrap();
+    let env = det.seal("router-1", 1, PayloadKind::Message, b"block").unwrap();
+    assert_eq!(router.open(&env, now_ns()).unwrap().plaintext, b"block");
+    // Within the skew (a clock a few seconds ahead) is still fine.
+    let ahead = minted(&stolen, &point, 0xf00e, now_ns() + 5_000_000_000);
+    assert!(det.accept_announce_key(&ahead, Some("router-1")).is_ok());
+}
+
+/// A node that really restarts several times in a row goes over its budget
+/// too, and its key is announced once (retained): the newest refused
+/// announcement is kept and taken once the budget allows, so the node is
+/// learned late, not at its next rotation or our next reconnect.
+#[test]
+fn a_key_refused_during_a_burst_of_restarts_is_learned_once_the_budget_allows() {
+    let f = Fleet::new();
+    let reg = Registry::new();
+    let cfg = SecureConfig {
+        announce_burst: 2,
+        announce_refill: std::time::Duration::from_millis(300),
+        ..Default::default()
+    };
+    let mut router = SecureChannel::new(f.identity("router-1", CertRole::Router), f.ca.clone(), cfg, &reg);
+    let det = f.identity("det-1", CertRole::Detector);
+    let mut restarts: Vec<SecureChannel> = (0..5)
+        .map(|_| SecureChannel::new(det.clone(), f.ca.clone(), SecureConfig::default(), &Registry::new()))
+        .collect();
+    let outcomes: Vec<Result<bool, Reject>> = restarts
+        .iter()
+        .map(|d| router.accept_announce_key(&d.announce(), Some("det-1")).map(|a| a.new_key).map_err(|e| e.reason))
+        .collect();
+    assert_eq!(outcomes, [Ok(true), Ok(true), Err(Reject::KeyFlood), Err(Reject::KeyFlood), Err(Reject::KeyFlood)]);
+    assert_eq!(rejected(&reg, "key_flood"), 3.0);
+    assert!(router.retry_deferred().is_empty(), "not before the budget allows");
+
+    std::thread::sleep(std::time::Duration::from_millis(350));
+    let retried = router.retry_deferred();
+    assert_eq!(retried, vec![("det-1".to_string(), Ok(Announced { node: "det-1".into(), new_key: true }))]);
+    assert!(router.retry_deferred().is_empty(), "taken once");
+    // It was the newest (the running det-1's): its verdicts open; one refused and replaced by it does not.
+    let live = restarts.last_mut().unwrap();
+    live.accept_announce(&router.announce(), Some("router-1")).unwrap();
+    let env = live.seal("router-1", 1, PayloadKind::Message, b"block").unwrap();
+    assert_eq!(router.open(&env, now_ns()).unwrap().plaintext, b"block");
+    let gone = &mut restarts[2];
+    gone.accept_announce(&router.announce(), Some("router-1")).unwrap();
+    let env = gone.seal("router-1", 1, PayloadKind::Message, b"old").unwrap();
+    assert_eq!(router.open(&env, now_ns()).unwrap_err().reason, Reject::UnknownSession);
+    assert_eq!(announcements(&reg, "new_key"), 3.0);
+}
+
+/// With the topic tied to the certificate (the broker's ACL), an
+/// announcement naming another node than its topic is refused before any
+/// check, and every named node has a budget of its own. Made-up names (on a
+/// transport that does not vouch for the sender) must not grow the budgets
+/// past `max_peers` nor buy verifications past them, nor cost a known peer
+/// its budget.
+#[test]
+fn made_up_node_names_keep_the_budgets_bounded_and_known_peers_theirs() {
+    let f = Fleet::new();
+    let reg = Registry::new();
+    let cfg = SecureConfig { max_peers: 64, ..Default::default() };
+    let mut det = SecureChannel::new(f.identity("det-1", CertRole::Detector), f.ca.clone(), cfg.clone(), &reg);
+    det.accept_announce(&f.channel("router-1", CertRole::Router, &Registry::new()).announce(), Some("router-1"))
+        .unwrap();
+    let stolen = f.identity("det-2", CertRole::Detector);
+    let ghost = |node: String| {
+        envelope::encode(&Announce {
+            node,
+            cert_der: stolen.cert_der.clone(),
+            ek_id: 7,
+            ek_pub: vec![4; 97],
+            issued_ns: now_ns(),
+            signature: vec![0; 96],
+        })
+    };
+    // On another node's topic: refused unverified, spending nobody's budget.
+    for _ in 0..100 {
+        let e = det.accept_announce_key(&ghost("det-2".into()), Some("router-1")).unwrap_err();
+        assert_eq!(e.reason, Reject::BadCertificate, "{e}");
+    }
+    assert_eq!(det.announce_budgets(), 1, "only router-1's");
+
+    const NAMES: usize = 3000;
+    for i in 0..NAMES {
+        let node = format!("ghost-{i}");
+        let e = det.accept_announce_key(&ghost(node.clone()), Some(&node)).unwrap_err();
+        assert!(matches!(e.reason, Reject::BadCertificate | Reject::KeyFlood), "{e}");
+    }
+    let verified = rejected(&reg, "bad_certificate") as usize - 100;
+    assert!(det.announce_budgets() <= cfg.max_peers, "{} budgets", det.announce_budgets());
+    assert!(
+        verified <= cfg.max_peers + cfg.announce_burst as usize,
+        "{verified} of {NAMES} made-up names were verified"
+    );
+    assert_eq!(rejected(&reg, "key_flood") as usize, NAMES - verified);
+
+    // router-1, a known peer, restarts: accepted at once.
+    let a = det
+        .accept_announce_key(&f.channel("router-1", CertRole::Router, &Registry::new()).announce(), Some("router-1"));
+    assert!(a.unwrap().new_key);
+}

@@ -21,7 +21,10 @@ fn channel() -> &'static Mutex<SecureChannel> {
         let (c, k) = pki::issue(&dir, "router-1", CertRole::Router, &[], 30).expect("issue");
         let ca = CaVerifier::load(&pki::PkiDir(dir.clone()).ca_cert()).expect("ca");
         let id = Identity::load(&c, &k, &ca).expect("identity");
-        Mutex::new(SecureChannel::new(id, ca, SecureConfig::default(), &Registry::new()))
+        // No announcement budget: a fuzzer's inputs would otherwise be refused
+        // as `key_flood` after the first few and never reach certificate parsing.
+        let cfg = SecureConfig { announce_refill: std::time::Duration::ZERO, ..SecureConfig::default() };
+        Mutex::new(SecureChannel::new(id, ca, cfg, &Registry::new()))
     })
 }
 

@@ -322,7 +322,7 @@ impl MqttSettings {
             secure: SecureConfig {
                 max_skew: Duration::from_secs(m.max_clock_skew_s),
                 rekey_interval: Duration::from_secs(m.rekey_interval_s),
-                max_peers: 1024,
+                ..SecureConfig::default()
             },
             keepalive: Duration::from_secs(m.keepalive_s),
             audit_max_bytes: m.audit_log_max_bytes,
@@ -1063,6 +1063,25 @@ fn key_announced(spool: &mut Spool, a: &Announced, role: Option<CertRole>) {
     }
 }
 
+/// Key announcements the secure channel refused as a flood (over their
+/// node's budget) and kept, checked again once the budget allows: a node's
+/// key is published once (retained) and the broker sends it again only when
+/// this node reconnects, so a node that really restarted several times in a
+/// row would otherwise stay unknown until its next rotation.
+fn retry_deferred_keys(sh: &Shared) {
+    let retried = {
+        let mut sc = lock(&sh.secure);
+        let done = sc.retry_deferred();
+        done.into_iter().map(|(node, r)| (sc.peer_role(&node), node, r)).collect::<Vec<_>>()
+    };
+    for (role, node, r) in retried {
+        match r {
+            Ok(a) => key_announced(&mut lock(&sh.spool), &a, role),
+            Err(e) => sh.rejected(&node, &e),
+        }
+    }
+}
+
 fn envelope_frame(id: u64, body: FrameBody) -> Vec<u8> {
     envelope::encode(&Frame { id, body })
 }
@@ -1187,6 +1206,7 @@ fn outbox_loop(sh: Arc<Shared>, shutdown: Shutdown) {
             continue;
         }
         last_resend = Instant::now();
+        retry_deferred_keys(&sh);
         let due = lock(&sh.spool).due(sh.resend_after, 2048);
         sh.counters.resent.add(due.len() as u64);
         for e in due {

@@ -18,6 +18,20 @@
 //! ([`Announced::new_key`]), so a replay costs a hash, not two P-384
 //! verifications and a resend of the outbox.
 //!
+//! Any other announcement is checked against its node's budget before any
+//! cryptography ([`announce_limit`]): `announce_burst` at once, then one per
+//! `announce_refill` (5, then one per 5 s, by default). A stolen certificate
+//! can mint a fresh key per message, and each one cost every receiver two
+//! P-384 verifications and a resend of its outbox to that node; over the
+//! budget an announcement is refused unverified as `key_flood`, and the
+//! newest refused one is kept and tried again when the budget allows
+//! ([`SecureChannel::retry_deferred`]), so a node that really restarted
+//! several times in a row is learned late rather than never. The budget is
+//! the announcement's node, which must be `claimed` (on MQTT the topic's
+//! node level, tied to the publisher's certificate by the broker's ACL), so
+//! one certificate cannot spend another node's budget, and a flood changes
+//! no other node's keys (each node's keys are its own).
+//!
 //! To seal for recipient R, sender S combines its own current ephemeral
 //! secret with R's announced ephemeral public key:
 //! `K = HKDF-SHA256(salt = ek_S ‖ ek_R, ikm = ECDH(eph_S, eph_R), info = "gatewarden/v1 aes-256-gcm" ‖ S ‖ 0 ‖ R)`.
@@ -45,6 +59,7 @@
 //! bus turns into a `ChannelAbuse` alert.
 #![forbid(unsafe_code)]
 
+pub mod announce_limit;
 pub mod anomaly;
 pub mod envelope;
 pub mod replay;
@@ -65,6 +80,7 @@ pub use envelope::{Announce, Envelope, EnvelopeHeader, PayloadKind};
 
 pub mod certs;
 
+use announce_limit::{AnnounceLimiter, Limited};
 use certs::{CaVerifier, CertRole, Identity, PeerCert};
 use gatewarden_core::metrics::{Counter, Registry};
 use replay::{ReplayVerdict, ReplayWindow};
@@ -80,12 +96,30 @@ pub struct SecureConfig {
     /// How often the ephemeral key is replaced.
     pub rekey_interval: Duration,
     /// Most peers remembered; the least recently heard is forgotten first.
+    /// Also the most nodes whose announcement budget is tracked ([`announce_limit`]).
     pub max_peers: usize,
+    /// New key announcements taken from one node at once, before
+    /// `announce_refill` applies. A node announces a new key when it starts
+    /// and at every rotation; 5 lets a node restart a few times in a row
+    /// unhindered.
+    pub announce_burst: u32,
+    /// One more new key announcement per node per this long, once the burst
+    /// is spent (zero: no limit). 5 s is twice the fastest legitimate rate
+    /// (`mqtt.rekey_interval_s` is at least 10 s), while a stolen certificate
+    /// flooding keys costs each receiver at most 12 verifications and 12
+    /// outbox resends a minute instead of thousands a second.
+    pub announce_refill: Duration,
 }
 
 impl Default for SecureConfig {
     fn default() -> Self {
-        SecureConfig { max_skew: Duration::from_secs(30), rekey_interval: Duration::from_secs(600), max_peers: 1024 }
+        SecureConfig {
+            max_skew: Duration::from_secs(30),
+            rekey_interval: Duration::from_secs(600),
+            max_peers: 1024,
+            announce_burst: 5,
+            announce_refill: Duration::from_secs(5),
+        }
     }
 }
 
@@ -114,11 +148,15 @@ pub enum Reject {
     Unauthorized,
     /// The sender's certificate is on the fleet CA's revocation list (`pki revoke`).
     Revoked,
+    /// More new key announcements from this node than its budget
+    /// (`announce_burst`, then one per `announce_refill`): refused before
+    /// verifying, the newest kept to try again ([`SecureChannel::retry_deferred`]).
+    KeyFlood,
 }
 
 impl Reject {
     /// Every reason, for pre-registering counters.
-    pub const ALL: [Reject; 11] = [
+    pub const ALL: [Reject; 12] = [
         Reject::Malformed,
         Reject::BadCertificate,
         Reject::BadSignature,
@@ -130,6 +168,7 @@ impl Reject {
         Reject::Tampered,
         Reject::Unauthorized,
         Reject::Revoked,
+        Reject::KeyFlood,
     ];
 
     /// The metric label.
@@ -146,6 +185,7 @@ impl Reject {
             Reject::Tampered => "tampered",
             Reject::Unauthorized => "unauthorized",
             Reject::Revoked => "revoked",
+            Reject::KeyFlood => "key_flood",
         }
     }
 }
@@ -236,6 +276,8 @@ pub struct SecureChannel {
     /// Nodes whose announced certificate was revoked: their envelopes are
     /// refused as `revoked` rather than `unknown_sender` (bounded, oldest out).
     revoked: VecDeque<String>,
+    /// Each node's budget of announcements that need verifying.
+    limiter: AnnounceLimiter,
     rejected: HashMap<Reject, Counter>,
     opened: Counter,
     sealed: Counter,
@@ -336,6 +378,7 @@ impl SecureChannel {
             seq: 0,
             peers: HashMap::new(),
             revoked: VecDeque::new(),
+            limiter: AnnounceLimiter::new(cfg.announce_burst, cfg.announce_refill, cfg.max_peers, Instant::now()),
             rejected,
             opened: registry.counter("gatewarden_secure_opened_total", "Envelopes that passed every check.", &[]),
             sealed: registry.counter("gatewarden_secure_sealed_total", "Envelopes sealed for a peer.", &[]),
@@ -397,12 +440,20 @@ impl SecureChannel {
     /// Checks and stores a peer's announcement; returns the peer's node id.
     ///
     /// `claimed` is who the transport says sent it (the topic's node level);
-    /// it must match the certificate.
+    /// it must match the certificate. It is also whose budget of new keys
+    /// the announcement spends ([`Reject::KeyFlood`]), so pass it whenever
+    /// the transport ties it to the sender: with `None` the budget is the
+    /// node the announcement names, which anyone can write before it is
+    /// verified (`ctl` passes `None`, but uses one channel per connection).
     pub fn accept_announce(&mut self, bytes: &[u8], claimed: Option<&str>) -> Result<String, Rejection> {
         self.accept_announce_key(bytes, claimed).map(|a| a.node)
     }
 
     /// [`Self::accept_announce`], also saying whether the key is new (see [`Announced::new_key`]).
+    ///
+    /// An announcement over its node's budget is refused as
+    /// [`Reject::KeyFlood`] without being verified; the newest such one per
+    /// node is kept for [`Self::retry_deferred`].
     pub fn accept_announce_key(&mut self, bytes: &[u8], claimed: Option<&str>) -> Result<Announced, Rejection> {
         match self.check_announce(bytes, claimed) {
             Ok((a, outcome)) => {
@@ -411,6 +462,59 @@ impl SecureChannel {
             }
             Err(e) => Err(self.count(e)),
         }
+    }
+
+    /// Tries again the announcements refused as [`Reject::KeyFlood`] whose
+    /// node's budget allows one now (the newest per node), as
+    /// [`Self::accept_announce_key`] would; returns each node with what became
+    /// of it. Call it every so often (the MQTT bus does, every 100 ms): a
+    /// node announces a key once (retained), and the broker redelivers it
+    /// only when this node reconnects, so a key refused during a burst of
+    /// restarts would otherwise stay unknown until its next rotation.
+    pub fn retry_deferred(&mut self) -> Vec<(String, Result<Announced, Rejection>)> {
+        let due = self.limiter.due(Instant::now());
+        due.into_iter()
+            .map(|(node, bytes)| {
+                let r = self.accept_announce_key(&bytes, Some(&node));
+                (node, r)
+            })
+            .collect()
+    }
+
+    /// How many nodes' announcement budgets are tracked (at most `max_peers`).
+    pub fn announce_budgets(&self) -> usize {
+        self.limiter.len()
+    }
+
+    /// Spends one of `node`'s budget of announcements to verify, or refuses
+    /// `bytes` as a key flood (keeping them to try again if there is room).
+    fn spend_budget(&mut self, node: &str, bytes: &[u8]) -> Result<(), Rejection> {
+        let peers = &self.peers;
+        let member = |n: &str| peers.get(n).is_some_and(|p| !p.keys.is_empty());
+        let Err(Limited { retry_in, refused, shared }) = self.limiter.admit(node, Instant::now(), member) else {
+            return Ok(());
+        };
+        let (burst, refill) = (self.cfg.announce_burst.max(1), self.cfg.announce_refill);
+        let detail = if shared {
+            format!(
+                "more than {} nodes are over their key announcement budget at once: {node} shares the overflow \
+                 budget, which is spent; refused unverified and not kept (its next announcement is checked)",
+                self.cfg.max_peers
+            )
+        } else {
+            let fate = if self.limiter.defer(node, bytes) {
+                format!("the newest is kept and tried again in {:.1} s", retry_in.as_secs_f64())
+            } else {
+                format!("not kept ({} bytes is more than an announcement needs)", bytes.len())
+            };
+            format!(
+                "{refused} key announcement(s) in a row over this node's budget ({burst} at once, then one per {:.1} s): \
+                 refused unverified, {fate}. A node announcing keys this often restarts in a loop or its certificate \
+                 is stolen (`gatewarden pki revoke {node}`)",
+                refill.as_secs_f64()
+            )
+        };
+        Err(rejection(Reject::KeyFlood, Some(node), detail))
     }
 
     fn check_announce(
@@ -436,6 +540,26 @@ impl SecureChannel {
                 }
             }
         }
+        // What needs no cryptography to refuse, then the node's budget, then the cryptography.
+        if !gatewarden_core::identity::valid_node_id(&a.node) {
+            return Err(rejection(
+                Reject::Malformed,
+                claimed,
+                format!(
+                    "announcement names {:?} ({} bytes), not a node id (1 to 64 of A-Z a-z 0-9 - _)",
+                    a.node.chars().take(64).collect::<String>(),
+                    a.node.len()
+                ),
+            ));
+        }
+        if let Some(c) = claimed.filter(|c| *c != a.node) {
+            return Err(rejection(
+                Reject::BadCertificate,
+                Some(&a.node),
+                format!("announcement for {:?} arrived as {c:?}'s (its topic): refused unverified", a.node),
+            ));
+        }
+        self.spend_budget(&a.node, bytes)?;
         let cert = match self.ca.verify(&a.cert_der) {
             Ok(c) => c,
             Err(e) => {
@@ -459,11 +583,11 @@ impl SecureChannel {
             // A re-issued certificate for a node revoked before.
             self.revoked.retain(|n| n != &a.node);
         }
-        if cert.node != a.node || claimed.is_some_and(|c| c != a.node) {
+        if cert.node != a.node {
             return Err(rejection(
                 Reject::BadCertificate,
                 Some(&a.node),
-                format!("certificate is for {:?}, announcement claims {:?} (via {:?})", cert.node, a.node, claimed),
+                format!("certificate is for {:?}, announcement claims {:?}", cert.node, a.node),
             ));
         }
         if a.signature.len() != 96 {
@@ -474,6 +598,24 @@ impl SecureChannel {
         }
         let public = p384::PublicKey::from_sec1_bytes(&a.ek_pub)
             .map_err(|_| rejection(Reject::Malformed, Some(&a.node), "ephemeral key is not a P-384 point"))?;
+        // A key dated ahead of the clock would outrank every later genuine
+        // key of its node (older announcements are kept out below) until the
+        // certificate is revoked: refuse it. Past dates are normal (retained).
+        let skew = self.cfg.max_skew.as_nanos() as u64;
+        let now = now_ns();
+        if a.issued_ns > now.saturating_add(skew) {
+            return Err(rejection(
+                Reject::Stale,
+                Some(&a.node),
+                format!(
+                    "key announced {:.1} s in the future (limit {} s): refused, or it would outrank the node's real keys",
+                    (a.issued_ns - now) as f64 / 1e9,
+                    skew / 1_000_000_000
+                ),
+            ));
+        }
+        // Verified: anything kept from this node while it was over budget is older news.
+        self.limiter.settled(&a.node);
         let known = |node: String| Ok((Announced { node, new_key: false }, AnnounceOutcome::Known));
         if a.node == self.id.node {
             return known(a.node);
