@@ -44,21 +44,15 @@ impl Peers {
 }
 
 /// A sweep finding when this new attempt brings the hosts its source tried on one
-/// port, less its known peers there, to `sweep_distinct_hosts`. `failed`: the
-/// source's flows that went unanswered.
-pub(super) fn check(
-    cfg: &DetectorConfig,
-    o: &Observed,
-    attempts: &AttemptWindow,
-    failed: usize,
-    peers: &Peers,
-) -> Option<Detection> {
+/// port, less its known peers there, to `sweep_distinct_hosts`; its unanswered
+/// share is that of the source's attempts on the port (over the protocol).
+pub(super) fn check(cfg: &DetectorConfig, o: &Observed, attempts: &AttemptWindow, peers: &Peers) -> Option<Detection> {
     if !o.new_attempt() || o.reported_lately(AttackKind::HostSweep) {
         return None;
     }
     let r = o.r;
     let span = attempts.span_s();
-    let unanswered = attempts.unanswered_pct(failed);
+    let unanswered = attempts.unanswered_pct_on(r.dport, r.proto);
     // The peer scan runs only once the raw count could make a sweep (not per flow).
     let mut hosts = attempts.hosts(r.dport, r.proto);
     if hosts >= cfg.sweep_distinct_hosts as usize {
@@ -169,5 +163,32 @@ mod tests {
             found.extend(h.observe(&rec(i + 1, "192.0.2.66", &dst, 80, Proto::Tcp, 1.0 + i as f64 * 0.15, 1, 0, "S0")));
         }
         assert!(found.iter().any(|d| d.kind == AttackKind::HostSweep), "{found:?}");
+    }
+
+    /// The red team's padding against a sweep: a telnet sweep into silence with two quick
+    /// answered HTTPS flows to one server between probes. Counted over all the source's
+    /// attempts the share was 33 %, and the sweep was only counted (`sweep_mostly_answered`);
+    /// counted over the probes to tcp/23 it is 100 %: blocked.
+    #[test]
+    fn a_sweep_padded_with_answered_flows_on_another_port_keeps_its_own_unanswered_share() {
+        use crate::fusion::Origin;
+        use crate::response::{Action, ResponsePolicy, Rule};
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        let mut id = 0;
+        for i in 0..30u64 {
+            let t = 1.0 + i as f64 * 0.01;
+            for _ in 0..2 {
+                id += 1;
+                found.extend(h.observe(&rec(id, "192.0.2.66", "198.51.100.1", 443, Proto::Tcp, t, 6, 5, "SF")));
+            }
+            id += 1;
+            let dst = format!("192.0.2.{}", 100 + i);
+            found.extend(h.observe(&rec(id, "192.0.2.66", &dst, 23, Proto::Tcp, t + 0.005, 1, 0, "S0")));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::HostSweep).expect("a sweep finding");
+        assert!(d.reason.contains("100 % unanswered"), "{}", d.reason);
+        let decision = ResponsePolicy::default().decide(d, &[Origin::Heuristics]);
+        assert_eq!((decision.action, decision.rule), (Action::Block, Rule::ScanUnanswered), "{}", d.reason);
     }
 }

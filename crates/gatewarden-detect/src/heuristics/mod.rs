@@ -79,12 +79,24 @@ pub const MAX_SOURCES: usize = 16_384;
 /// Most flows remembered (for deltas) per source.
 const MAX_FLOWS_PER_SOURCE: usize = 16_384;
 
+/// What the detectors keep about one flow (16 bytes, as the counts alone took).
+#[derive(Debug, Clone, Copy)]
+struct FlowSeen {
+    /// Packets sent when last seen.
+    packets: u32,
+    /// The number of its attempt in the window, to mark it answered or not
+    /// ([`AttemptWindow::mark`]); [`AttemptWindow::no_attempt`] if it made none.
+    attempt: u32,
+    /// IP bytes sent when last seen.
+    bytes: u64,
+}
+
 /// What the detectors keep about one source.
 #[derive(Debug, Default)]
 struct SourceState {
     last_ns: u64,
-    /// Flow id → (packets, IP bytes) sent when last seen.
-    flows: HashMap<u64, (u32, u64)>,
+    /// Flow id → what it had sent when last seen, and its attempt.
+    flows: HashMap<u64, FlowSeen>,
     /// When `flows` was last emptied (full, or its room given back): a flow that began
     /// before then and is not in `flows` may have been counted already, so it counts as
     /// going on, not new, and adds nothing until its next snapshot. Without it, a long
@@ -92,7 +104,8 @@ struct SourceState {
     forgot_ns: u64,
     /// New connection attempts (scans, sweeps, connection-rate brute force, floods' scan check).
     attempts: AttemptWindow,
-    /// Flows that went unanswered (half-open TCP, one-way UDP).
+    /// Flows that went unanswered (half-open TCP, one-way UDP), to count an aborted
+    /// handshake's SYN once; the unanswered shares are counted in `attempts`.
     failed: HashSet<u64>,
     /// Kind → capture time of its last finding (one per kind per window).
     reported: HashMap<AttackKind, u64>,
@@ -168,9 +181,9 @@ impl SourceState {
     }
 
     /// Cuts the state to room for about `room` entries (never more): each time-ordered
-    /// table keeps the same share of its newest entries, the unanswered flows the same
-    /// share of theirs (so the unanswered share of the attempts stays what it was), and
-    /// the flows' counts are forgotten.
+    /// table keeps the same share of its newest entries (the attempts with their marks,
+    /// answered or not, so the unanswered shares are those of the attempts kept), the
+    /// unanswered flows the same share of theirs, and the flows' counts are forgotten.
     fn cut_to(&mut self, room: usize, now: u64) {
         let capacity = self.capacity();
         if capacity <= room {
@@ -480,17 +493,31 @@ impl Heuristics {
             s.failed.clear();
             s.forgot_ns = now;
         }
-        s.flows.insert(r.flow_id, (r.fwd_packets, r.fwd_bytes));
-        let base = if forgotten { (r.fwd_packets, r.fwd_bytes) } else { prev.unwrap_or((0, 0)) };
+        let base = match prev {
+            Some(p) => (p.packets, p.bytes),
+            None if forgotten => (r.fwd_packets, r.fwd_bytes),
+            None => (0, 0),
+        };
         let delta = r.fwd_packets.saturating_sub(base.0);
         // Bytes sent since the last snapshot; one record's share fits u32 at any real rate.
         let delta_bytes = r.fwd_bytes.saturating_sub(base.1).min(u32::MAX as u64) as u32;
-        if is_new && matches!(r.proto, Proto::Tcp | Proto::Udp) {
-            s.attempts.push(r.first_ns, r.dst, r.dport, r.proto);
-        }
         let (aborted, half_open) = handshake(r);
+        let unanswered = half_open || (r.proto == Proto::Udp && r.rev_packets == 0);
+        // The flow's attempt, marked as this snapshot has it: counted unanswered while
+        // it is, answered once it is (a flow that made none marks nothing).
+        let attempt = match prev {
+            Some(p) => {
+                s.attempts.mark(p.attempt, unanswered);
+                p.attempt
+            }
+            None if is_new && matches!(r.proto, Proto::Tcp | Proto::Udp) => {
+                s.attempts.push(r.first_ns, r.dst, r.dport, r.proto, unanswered)
+            }
+            None => s.attempts.no_attempt(),
+        };
+        s.flows.insert(r.flow_id, FlowSeen { packets: r.fwd_packets, attempt, bytes: r.fwd_bytes });
         let was_failed = s.failed.contains(&r.flow_id);
-        if half_open || (r.proto == Proto::Udp && r.rev_packets == 0) {
+        if unanswered {
             s.failed.insert(r.flow_id);
         } else {
             s.failed.remove(&r.flow_id);
@@ -528,9 +555,8 @@ impl Heuristics {
 
         // Each detector in turn; the order is the order of the findings.
         let mut out = Vec::new();
-        let failed = s.failed.len();
-        out.extend(port_scan::check(cfg, &o, &s.attempts, failed));
-        out.extend(host_sweep::check(cfg, &o, &s.attempts, failed, &s.peers));
+        out.extend(port_scan::check(cfg, &o, &s.attempts));
+        out.extend(host_sweep::check(cfg, &o, &s.attempts, &s.peers));
         out.extend(brute_force_connections::check(cfg, &o, &s.attempts));
         out.extend(brute_force_sessions::observe(cfg, &o, &mut s.logins));
         out.extend(brute_force_http::observe(cfg, &o, &mut s.web));
@@ -810,7 +836,7 @@ mod tests {
         r.last_ns = 27_000_000_000;
         assert!(h.observe(&r).is_empty(), "its past counted again");
         let s = &h.slab[h.sources[&ip] as usize];
-        assert_eq!((s.attempts.len(), s.flows.get(&1000).copied()), (0, Some((3100, 3100 * 60))));
+        assert_eq!((s.attempts.len(), s.flows.get(&1000).map(|f| (f.packets, f.bytes))), (0, Some((3100, 3100 * 60))));
         // From there on it counts as before: 2 000 packets in the next 0.5 s are a flood.
         r.fwd_packets = 5100;
         r.last_ns = 27_500_000_000;
@@ -819,6 +845,12 @@ mod tests {
             found.iter().any(|d| d.kind == AttackKind::UdpFlood && d.reason.contains(" 2000 UDP packets")),
             "{found:?}"
         );
+    }
+
+    /// A flow's memory of its attempt costs nothing: it fits where the counts' padding was.
+    #[test]
+    fn a_remembered_flow_is_16_bytes() {
+        assert_eq!(std::mem::size_of::<FlowSeen>(), std::mem::size_of::<(u32, u64)>());
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! unanswered. TCP at `scan_distinct_ports`; UDP at the lower
 //! `udp_scan_distinct_ports`, but only when at least half of the probes went
 //! unanswered (a device talking UDP to many ports of a server gets answers).
+//! The unanswered share is that of the probes to that host: answered traffic
+//! elsewhere (padding) does not dilute it.
 
 use gatewarden_proto::messages::{AttackKind, Proto};
 
@@ -10,14 +12,15 @@ use super::windows::AttemptWindow;
 use crate::config::DetectorConfig;
 
 /// A port-scan finding when this new attempt brings the ports its source tried on
-/// its target to the limit. `failed`: the source's flows that went unanswered.
-pub(super) fn check(cfg: &DetectorConfig, o: &Observed, attempts: &AttemptWindow, failed: usize) -> Option<Detection> {
+/// its target to the limit; its unanswered share is that of the source's attempts
+/// to the target (over the protocol), whatever else the source sends.
+pub(super) fn check(cfg: &DetectorConfig, o: &Observed, attempts: &AttemptWindow) -> Option<Detection> {
     if !o.new_attempt() {
         return None;
     }
     let r = o.r;
     let span = attempts.span_s();
-    let unanswered = attempts.unanswered_pct(failed);
+    let unanswered = attempts.unanswered_pct_to(r.dst, r.proto);
     let ports = attempts.ports(r.dst, r.proto);
     // UDP: a lower bar, but only for probes that mostly go unanswered.
     let udp_scan = r.proto == Proto::Udp && ports >= cfg.udp_scan_distinct_ports as usize && unanswered >= 50.0;
@@ -51,9 +54,15 @@ pub(super) fn check(cfg: &DetectorConfig, o: &Observed, attempts: &AttemptWindow
 #[cfg(test)]
 mod tests {
     use crate::config::DetectorConfig;
+    use crate::fusion::Origin;
     use crate::heuristics::testing::rec;
-    use crate::heuristics::Heuristics;
+    use crate::heuristics::{Detection, Heuristics};
+    use crate::response::{Action, ResponsePolicy, Rule};
     use gatewarden_proto::messages::{AttackKind, Proto};
+
+    fn unanswered_pct(d: &Detection) -> f64 {
+        d.evidence.iter().find(|(k, _)| k == "unanswered_pct").map(|e| e.1).expect("unanswered_pct")
+    }
 
     #[test]
     fn vertical_scan_is_found_once_with_numbers() {
@@ -121,5 +130,103 @@ mod tests {
             ));
             assert!(found.iter().all(|d| d.kind != AttackKind::PortScan), "{found:?}");
         }
+    }
+
+    /// Probes from `src` to ports 1..=`ports` of 192.0.2.10, unanswered, with two quick
+    /// answered flows to `pad` between probes; the port-scan finding, if any.
+    fn padded_scan(proto: Proto, pad: (&str, u16), ports: u16) -> Option<Detection> {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        let mut id = 0;
+        for p in 1..=ports {
+            let t = p as f64 * 0.01;
+            for _ in 0..2 {
+                id += 1;
+                found.extend(h.observe(&rec(id, "198.51.100.7", pad.0, pad.1, proto, t, 6, 5, "SF")));
+            }
+            id += 1;
+            found.extend(h.observe(&rec(id, "198.51.100.7", "192.0.2.10", p, proto, t + 0.005, 1, 0, "S0")));
+        }
+        found.into_iter().find(|d| d.kind == AttackKind::PortScan)
+    }
+
+    /// The red team's padding (review of the unanswered share): a SYN scan into silence with
+    /// two quick answered HTTPS flows to another host between probes. Counted over all the
+    /// source's attempts the share was 33 %, and the scan was only alerted
+    /// (`scan_mostly_answered`); counted over the probes to the scanned host it is theirs.
+    #[test]
+    fn a_tcp_scan_padded_with_answered_flows_to_another_host_keeps_its_own_unanswered_share() {
+        let d = padded_scan(Proto::Tcp, ("192.0.2.80", 443), 60).expect("a scan finding");
+        assert_eq!(unanswered_pct(&d), 100.0, "{}", d.reason);
+        assert!(d.reason.contains("50 distinct tcp ports on 192.0.2.10 in 0.5 s, 100 % unanswered"), "{}", d.reason);
+        let decision = ResponsePolicy::default().decide(&d, &[Origin::Heuristics]);
+        assert_eq!((decision.action, decision.rule), (Action::Block, Rule::ScanUnanswered), "{}", d.reason);
+    }
+
+    /// The same padding with answered DNS queries hid a UDP scan altogether: 33 % is below
+    /// the 50 % a UDP scan needs to be found at `udp_scan_distinct_ports`.
+    #[test]
+    fn a_udp_scan_padded_with_answered_dns_queries_is_still_found() {
+        let d = padded_scan(Proto::Udp, ("192.0.2.53", 53), 30).expect("a UDP scan finding");
+        assert_eq!(unanswered_pct(&d), 100.0, "{}", d.reason);
+        assert!(d.reason.contains("20 distinct udp ports on 192.0.2.10 in 0.2 s, 100 % unanswered"), "{}", d.reason);
+        let decision = ResponsePolicy::default().decide(&d, &[Origin::Heuristics]);
+        assert_eq!((decision.action, decision.rule), (Action::Block, Rule::ScanUnanswered), "{}", d.reason);
+    }
+
+    /// The other way round: a device using 60 answered services of one server (a NAS, a
+    /// media box) shows a low share, however much unanswered traffic it sends elsewhere
+    /// (one-way UDP to a collector). Counted over all its attempts the share was 67 %:
+    /// blocked.
+    #[test]
+    fn many_answered_services_of_one_server_show_a_low_share_beside_unanswered_traffic_elsewhere() {
+        let policy = ResponsePolicy::default();
+        for one_way_between in [0, 2] {
+            let mut h = Heuristics::new(DetectorConfig::default());
+            let mut found = Vec::new();
+            let mut id = 0;
+            for p in 1..=60u16 {
+                let t = p as f64 * 0.01;
+                for _ in 0..one_way_between {
+                    id += 1;
+                    found.extend(h.observe(&rec(id, "192.0.2.20", "192.0.2.99", 514, Proto::Udp, t, 1, 0, "S0")));
+                }
+                id += 1;
+                found.extend(h.observe(&rec(id, "192.0.2.20", "198.51.100.1", 8000 + p, Proto::Tcp, t, 6, 5, "SF")));
+            }
+            let d = found.iter().find(|d| d.kind == AttackKind::PortScan).expect("a scan finding (60 ports)");
+            assert_eq!(unanswered_pct(d), 0.0, "{}", d.reason);
+            let decision = policy.decide(d, &[Origin::Heuristics]);
+            assert_eq!((decision.action, decision.rule), (Action::Alert, Rule::ScanAnswered), "{}", d.reason);
+        }
+    }
+
+    /// A flow's answer can come in a later snapshot, and a SYN scan's answered probe can be
+    /// aborted in a later one (SYN-ACK, then the scanner's RST): the share follows each flow
+    /// to its latest snapshot.
+    #[test]
+    fn the_share_follows_a_probe_answered_or_aborted_in_a_later_snapshot() {
+        // Connections each first seen with their SYN only, then answered and closed: when the
+        // 50th port's SYN completes the finding, only it is unanswered.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for p in 1..=60u16 {
+            let t = p as f64 * 0.01;
+            found.extend(h.observe(&rec(p as u64, "192.0.2.20", "198.51.100.1", 8000 + p, Proto::Tcp, t, 1, 0, "S0")));
+            found.extend(h.observe(&rec(p as u64, "192.0.2.20", "198.51.100.1", 8000 + p, Proto::Tcp, t, 6, 5, "SF")));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::PortScan).expect("a scan finding");
+        assert_eq!(unanswered_pct(d), 2.0, "{}", d.reason);
+        // nmap -sS against open ports: the SYN-ACK seen first, then the scanner's RST: when the
+        // 50th port's SYN-ACK completes the finding, only it is not yet aborted.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for p in 1..=60u16 {
+            let t = p as f64 * 0.01;
+            found.extend(h.observe(&rec(p as u64, "198.51.100.7", "192.0.2.10", p, Proto::Tcp, t, 1, 1, "S1")));
+            found.extend(h.observe(&rec(p as u64, "198.51.100.7", "192.0.2.10", p, Proto::Tcp, t, 2, 1, "RSTO")));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::PortScan).expect("a scan finding");
+        assert_eq!(unanswered_pct(d), 98.0, "{}", d.reason);
     }
 }

@@ -1,7 +1,8 @@
 //! The sliding windows the detectors count in, shared by several of them:
 //! [`CountWindow`] (packets over time, for the flood rates) and
-//! [`AttemptWindow`] (new connection attempts with distinct-count indexes, for
-//! scans, sweeps, connection-rate brute force and the flood rule's scan check).
+//! [`AttemptWindow`] (new connection attempts with distinct-count indexes and
+//! unanswered shares per host and per port, for scans, sweeps, connection-rate
+//! brute force and the flood rule's scan check).
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -118,23 +119,95 @@ impl CountWindow {
 /// kept incrementally so each update is O(1).
 ///
 /// The indexes are flat: a map of (destination, port, protocol) pairs and two
-/// maps of distinct counts. Nested maps (a map of ports per destination, and one
-/// of destinations per port) made every port of a vertical scan its own
-/// one-entry map, ~200 bytes with the allocation; a pair costs ~30.
+/// maps of tallies, per host and per port. Nested maps (a map of ports per
+/// destination, and one of destinations per port) made every port of a vertical
+/// scan its own one-entry map, ~200 bytes with the allocation; a pair costs ~30.
+///
+/// Each attempt carries whether its flow went unanswered, and the tallies count
+/// those per host and per port: a finding's unanswered share is that of the
+/// probes it is about, which answered flows elsewhere cannot dilute (a red team
+/// padded a scan with quick answered connections to another host, and the share
+/// of all its attempts fell below the response policy's bar). An attempt takes
+/// its mark with it when it leaves (aged, cut or pushed out), so a share is
+/// always that of the attempts still in the window.
 #[derive(Debug, Default)]
 pub(super) struct AttemptWindow {
-    /// (time, destination, port, protocol), oldest first.
-    events: VecDeque<(u64, IpAddr, u16, Proto)>,
+    /// Oldest first; the attempt numbered `first` comes first.
+    events: VecDeque<Attempt>,
+    /// The number of the oldest attempt: attempts are numbered as they are pushed
+    /// (wrapping), so a flow finds its own to mark it (see [`AttemptWindow::mark`]).
+    first: u32,
     /// (destination, port, protocol) → attempts.
     pairs: HashMap<(IpAddr, u16, Proto), u32>,
-    /// (destination, protocol) → distinct ports tried.
-    ports_of: HashMap<(IpAddr, Proto), u32>,
-    /// (port, protocol) → distinct destinations tried.
-    dsts_of: HashMap<(u16, Proto), u32>,
+    /// (destination, protocol) → its attempts; `distinct`: ports tried.
+    per_host: HashMap<(IpAddr, Proto), Tally>,
+    /// (port, protocol) → its attempts; `distinct`: destinations tried.
+    per_port: HashMap<(u16, Proto), Tally>,
 }
 
-fn bump<K: std::hash::Hash + Eq>(m: &mut HashMap<K, u32>, k: K) {
-    *m.entry(k).or_insert(0) += 1;
+/// One new connection attempt (32 bytes, as before its mark).
+#[derive(Debug, Clone, Copy)]
+struct Attempt {
+    /// Capture time of the flow's first packet.
+    ts: u64,
+    dst: IpAddr,
+    port: u16,
+    proto: Proto,
+    /// Its flow went unanswered, as of the flow's latest snapshot.
+    unanswered: bool,
+}
+
+/// Attempts to one host, or on one port, in the window. An entry lives as long as
+/// it has attempts, as the distinct count alone did, so it costs no more entries.
+#[derive(Debug, Default, Clone, Copy)]
+struct Tally {
+    /// Distinct ports (of a host) or hosts (on a port) tried.
+    distinct: u32,
+    attempts: u32,
+    /// Attempts whose flow went unanswered.
+    unanswered: u32,
+}
+
+impl Tally {
+    fn unanswered_pct(&self) -> f64 {
+        if self.attempts == 0 {
+            0.0
+        } else {
+            100.0 * self.unanswered as f64 / self.attempts as f64
+        }
+    }
+}
+
+/// Counts one attempt more in `k`'s tally, `new_pair` if it is the first to its pair.
+fn tally_in<K: std::hash::Hash + Eq>(m: &mut HashMap<K, Tally>, k: K, new_pair: bool, unanswered: bool) {
+    let t = m.entry(k).or_default();
+    t.distinct += u32::from(new_pair);
+    t.attempts += 1;
+    t.unanswered += u32::from(unanswered);
+}
+
+/// Counts one attempt fewer in `k`'s tally, `last_of_pair` if it was its pair's last.
+fn tally_out<K: std::hash::Hash + Eq>(m: &mut HashMap<K, Tally>, k: K, last_of_pair: bool, unanswered: bool) {
+    if let std::collections::hash_map::Entry::Occupied(mut e) = m.entry(k) {
+        let t = e.get_mut();
+        t.distinct -= u32::from(last_of_pair);
+        t.attempts -= 1;
+        t.unanswered -= u32::from(unanswered);
+        if t.attempts == 0 {
+            e.remove();
+        }
+    }
+}
+
+/// Moves one of `k`'s attempts between answered and unanswered.
+fn tally_mark<K: std::hash::Hash + Eq>(m: &mut HashMap<K, Tally>, k: &K, unanswered: bool) {
+    if let Some(t) = m.get_mut(k) {
+        if unanswered {
+            t.unanswered += 1;
+        } else {
+            t.unanswered -= 1;
+        }
+    }
 }
 
 /// Counts one fewer of `k`; true when that was its last.
@@ -150,18 +223,20 @@ fn unbump<K: std::hash::Hash + Eq>(m: &mut HashMap<K, u32>, k: K) -> bool {
 }
 
 impl AttemptWindow {
-    /// Empties the window and its indexes, keeping the outer allocations (a recycled source state).
+    /// Empties the window and its indexes, keeping the outer allocations (a recycled source
+    /// state, whose flows, and the attempt numbers they hold, are emptied with it).
     pub(super) fn clear(&mut self) {
-        let AttemptWindow { events, pairs, ports_of, dsts_of } = self;
+        let AttemptWindow { events, first, pairs, per_host, per_port } = self;
         events.clear();
+        *first = 0;
         pairs.clear();
-        ports_of.clear();
-        dsts_of.clear();
+        per_host.clear();
+        per_port.clear();
     }
 
     /// Entries it and its indexes have room for.
     pub(super) fn capacity(&self) -> usize {
-        self.events.capacity() + self.pairs.capacity() + self.ports_of.capacity() + self.dsts_of.capacity()
+        self.events.capacity() + self.pairs.capacity() + self.per_host.capacity() + self.per_port.capacity()
     }
 
     /// Attempts in the window.
@@ -171,12 +246,24 @@ impl AttemptWindow {
 
     /// Distinct ports of `dst` tried over `proto` in the window.
     pub(super) fn ports(&self, dst: IpAddr, proto: Proto) -> usize {
-        self.ports_of.get(&(dst, proto)).map_or(0, |&n| n as usize)
+        self.per_host.get(&(dst, proto)).map_or(0, |t| t.distinct as usize)
     }
 
     /// Distinct destinations tried on `port` over `proto` in the window.
     pub(super) fn hosts(&self, port: u16, proto: Proto) -> usize {
-        self.dsts_of.get(&(port, proto)).map_or(0, |&n| n as usize)
+        self.per_port.get(&(port, proto)).map_or(0, |t| t.distinct as usize)
+    }
+
+    /// The share of the attempts to `dst` over `proto` in the window that went
+    /// unanswered, in percent (a port scan's probes).
+    pub(super) fn unanswered_pct_to(&self, dst: IpAddr, proto: Proto) -> f64 {
+        self.per_host.get(&(dst, proto)).map_or(0.0, Tally::unanswered_pct)
+    }
+
+    /// The share of the attempts on `port` over `proto` in the window that went
+    /// unanswered, in percent (a sweep's probes).
+    pub(super) fn unanswered_pct_on(&self, port: u16, proto: Proto) -> f64 {
+        self.per_port.get(&(port, proto)).map_or(0.0, Tally::unanswered_pct)
     }
 
     /// Whether `dst`'s `port` was tried over `proto` in the window.
@@ -192,33 +279,59 @@ impl AttemptWindow {
         self.pairs.get(&(dst, port, Proto::Tcp)).copied().unwrap_or(0)
     }
 
-    /// Counts a new flow's first packet at capture time `ts`.
-    pub(super) fn push(&mut self, ts: u64, dst: IpAddr, port: u16, proto: Proto) {
+    /// Counts a new flow's first packet at capture time `ts`, `unanswered` as of this
+    /// snapshot; returns the attempt's number, for [`AttemptWindow::mark`].
+    pub(super) fn push(&mut self, ts: u64, dst: IpAddr, port: u16, proto: Proto, unanswered: bool) -> u32 {
         // Room is made first, so the queue never grows past the cap to double its allocation.
         if self.events.len() >= MAX_EVENTS {
             self.pop();
         }
-        self.events.push_back((ts, dst, port, proto));
+        let number = self.first.wrapping_add(self.events.len() as u32);
+        self.events.push_back(Attempt { ts, dst, port, proto, unanswered });
         let n = self.pairs.entry((dst, port, proto)).or_insert(0);
         *n += 1;
-        if *n == 1 {
-            bump(&mut self.ports_of, (dst, proto));
-            bump(&mut self.dsts_of, (port, proto));
-        }
+        let new_pair = *n == 1;
+        tally_in(&mut self.per_host, (dst, proto), new_pair, unanswered);
+        tally_in(&mut self.per_port, (port, proto), new_pair, unanswered);
+        number
     }
+
+    /// A number no attempt in the window has, nor will have while a flow holds it (for a
+    /// flow that made no attempt): that of the last attempt to have left. A number is
+    /// only reused 2³² attempts later, and a source forgets its flows, and the numbers
+    /// they hold, every 16 384 new flows at most (`MAX_FLOWS_PER_SOURCE` in the facade);
+    /// an attempt's own number, once it has left, is out of the window just the same.
+    pub(super) fn no_attempt(&self) -> u32 {
+        self.first.wrapping_sub(1)
+    }
+
+    /// Marks attempt `number` as its flow's latest snapshot has it, `unanswered` or not (an
+    /// answer seen in a later snapshot; a handshake its originator then aborted). O(1); an
+    /// attempt no longer in the window is left as it went.
+    pub(super) fn mark(&mut self, number: u32, unanswered: bool) {
+        let Some(a) = self.events.get_mut(number.wrapping_sub(self.first) as usize) else { return };
+        if a.unanswered == unanswered {
+            return;
+        }
+        a.unanswered = unanswered;
+        let a = *a;
+        tally_mark(&mut self.per_host, &(a.dst, a.proto), unanswered);
+        tally_mark(&mut self.per_port, &(a.port, a.proto), unanswered);
+    }
+
     fn pop(&mut self) {
-        if let Some((_, dst, port, proto)) = self.events.pop_front() {
-            if unbump(&mut self.pairs, (dst, port, proto)) {
-                unbump(&mut self.ports_of, (dst, proto));
-                unbump(&mut self.dsts_of, (port, proto));
-            }
+        if let Some(a) = self.events.pop_front() {
+            self.first = self.first.wrapping_add(1);
+            let last = unbump(&mut self.pairs, (a.dst, a.port, a.proto));
+            tally_out(&mut self.per_host, (a.dst, a.proto), last, a.unanswered);
+            tally_out(&mut self.per_port, (a.port, a.proto), last, a.unanswered);
         }
     }
     /// Drops what is older than the window, and the room that frees.
     pub(super) fn trim(&mut self, now: u64, window_ns: u64) {
         let before = self.events.len();
-        while let Some(&(ts, ..)) = self.events.front() {
-            if ts + window_ns >= now {
+        while let Some(a) = self.events.front() {
+            if a.ts + window_ns >= now {
                 break;
             }
             self.pop();
@@ -229,41 +342,143 @@ impl AttemptWindow {
     }
 
     fn shrink(&mut self) {
-        let AttemptWindow { events, pairs, ports_of, dsts_of } = self;
+        let AttemptWindow { events, pairs, per_host, per_port, .. } = self;
         shrink(events.len(), events.capacity(), |n| events.shrink_to(n));
         shrink(pairs.len(), pairs.capacity(), |n| pairs.shrink_to(n));
-        shrink(ports_of.len(), ports_of.capacity(), |n| ports_of.shrink_to(n));
-        shrink(dsts_of.len(), dsts_of.capacity(), |n| dsts_of.shrink_to(n));
+        shrink(per_host.len(), per_host.capacity(), |n| per_host.shrink_to(n));
+        shrink(per_port.len(), per_port.capacity(), |n| per_port.shrink_to(n));
     }
 
-    /// Keeps the newest `keep` attempts and only the room they need (the shared budget).
+    /// Keeps the newest `keep` attempts and only the room they need (the shared budget);
+    /// their marks go with them, so the unanswered shares are those of the newest attempts.
     pub(super) fn keep_newest(&mut self, keep: usize) {
         while self.events.len() > keep {
             self.pop();
         }
-        let AttemptWindow { events, pairs, ports_of, dsts_of } = self;
+        let AttemptWindow { events, pairs, per_host, per_port, .. } = self;
         events.shrink_to_fit();
         pairs.shrink_to_fit();
-        ports_of.shrink_to_fit();
-        dsts_of.shrink_to_fit();
+        per_host.shrink_to_fit();
+        per_port.shrink_to_fit();
     }
 
     /// Seconds between the oldest and the newest attempt (at least 1 ms).
     pub(super) fn span_s(&self) -> f64 {
         match (self.events.front(), self.events.back()) {
-            (Some(a), Some(b)) => (b.0.saturating_sub(a.0) as f64 / 1e9).max(0.001),
+            (Some(a), Some(b)) => (b.ts.saturating_sub(a.ts) as f64 / 1e9).max(0.001),
             _ => 0.001,
         }
     }
-    /// The share of the attempts in the window that went unanswered, in percent,
-    /// given the source's `failed` (unanswered) flows.
-    pub(super) fn unanswered_pct(&self, failed: usize) -> f64 {
-        let attempts = self.events.len();
-        let a = failed.min(attempts);
-        if attempts == 0 {
-            0.0
-        } else {
-            100.0 * a as f64 / attempts as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The tallies, worked out again from the attempts themselves: one line per host
+    /// and per port, (distinct, attempts, unanswered), sorted.
+    fn recount(w: &AttemptWindow) -> Vec<String> {
+        let mut host: HashMap<(IpAddr, Proto), (u32, u32, u32)> = HashMap::default();
+        let mut port: HashMap<(u16, Proto), (u32, u32, u32)> = HashMap::default();
+        let mut pairs: HashSet<(IpAddr, u16, Proto)> = HashSet::default();
+        for a in &w.events {
+            let new_pair = u32::from(pairs.insert((a.dst, a.port, a.proto)));
+            for t in [host.entry((a.dst, a.proto)).or_default(), port.entry((a.port, a.proto)).or_default()] {
+                *t = (t.0 + new_pair, t.1 + 1, t.2 + u32::from(a.unanswered));
+            }
         }
+        let mut lines: Vec<String> = host.iter().map(|(k, v)| format!("host {k:?}: {v:?}")).collect();
+        lines.extend(port.iter().map(|(k, v)| format!("port {k:?}: {v:?}")));
+        lines.sort();
+        lines
+    }
+
+    /// The window's own tallies, as [`recount`] has them.
+    fn tallies(w: &AttemptWindow) -> Vec<String> {
+        let t = |t: &Tally| (t.distinct, t.attempts, t.unanswered);
+        let mut lines: Vec<String> = w.per_host.iter().map(|(k, v)| format!("host {k:?}: {:?}", t(v))).collect();
+        lines.extend(w.per_port.iter().map(|(k, v)| format!("port {k:?}: {:?}", t(v))));
+        lines.sort();
+        lines
+    }
+
+    /// Whatever is pushed, marked, aged out or cut, in whatever order, each tally is
+    /// that of the attempts left: a trim or a cut keeps every share honest.
+    #[test]
+    fn the_tallies_are_those_of_the_attempts_left() {
+        let mut w = AttemptWindow::default();
+        let mut numbers = Vec::new();
+        let mut marked = 0;
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let window_ns = 1_000_000;
+        for step in 0..20_000u64 {
+            let r = next();
+            let ts = step * 1000;
+            match r % 8 {
+                0..=3 => {
+                    let dst = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, (r >> 8) as u8 % 6));
+                    let proto = if r >> 16 & 1 == 0 { Proto::Tcp } else { Proto::Udp };
+                    numbers.push(w.push(ts, dst, (r >> 20) as u16 % 40, proto, r >> 32 & 1 == 0));
+                }
+                4 | 5 => {
+                    // Marks attempts mostly in the window, some long gone, and flows that made none.
+                    let back = (r >> 8) as usize % 1200;
+                    let number = match numbers.len().checked_sub(1 + back) {
+                        Some(i) if back < 1100 => numbers[i],
+                        _ => w.no_attempt(),
+                    };
+                    let before = w.per_host.values().map(|t| t.unanswered).sum::<u32>();
+                    w.mark(number, r >> 32 & 1 == 0);
+                    marked += u32::from(w.per_host.values().map(|t| t.unanswered).sum::<u32>() != before);
+                }
+                6 => w.trim(ts, window_ns),
+                _ if r >> 8 & 63 == 0 => w.keep_newest(w.len() / 2),
+                _ => {}
+            }
+            if step % 97 == 0 {
+                assert_eq!(tallies(&w), recount(&w), "step {step}");
+            }
+        }
+        assert!(marked > 500, "{marked} marks changed an attempt");
+        assert_eq!(tallies(&w), recount(&w));
+        while w.len() > 0 {
+            w.pop();
+        }
+        assert!(w.pairs.is_empty() && w.per_host.is_empty() && w.per_port.is_empty());
+    }
+
+    /// The share is per host and per port: padding elsewhere does not move it, and a cut
+    /// to the newest attempts leaves the share of those.
+    #[test]
+    fn shares_are_per_host_and_per_port_and_a_cut_keeps_the_newest_ones() {
+        let mut w = AttemptWindow::default();
+        let (scanned, padded): (IpAddr, IpAddr) = ("192.0.2.10".parse().unwrap(), "192.0.2.80".parse().unwrap());
+        // 10 answered probes to the scanned host first, then 10 unanswered ones, each
+        // between two answered flows to another host's 443.
+        for i in 0..20u16 {
+            w.push(u64::from(i) * 10, padded, 443, Proto::Tcp, false);
+            w.push(u64::from(i) * 10 + 1, padded, 443, Proto::Tcp, false);
+            w.push(u64::from(i) * 10 + 2, scanned, 1 + i, Proto::Tcp, i >= 10);
+        }
+        assert_eq!(w.unanswered_pct_to(scanned, Proto::Tcp), 50.0);
+        assert_eq!(w.unanswered_pct_to(padded, Proto::Tcp), 0.0);
+        assert_eq!(w.unanswered_pct_to(scanned, Proto::Udp), 0.0);
+        assert_eq!(w.unanswered_pct_on(5, Proto::Tcp), 0.0);
+        assert_eq!(w.unanswered_pct_on(15, Proto::Tcp), 100.0);
+        // The newest 15 attempts: the last 5 probes, all unanswered.
+        w.keep_newest(15);
+        assert_eq!((w.ports(scanned, Proto::Tcp), w.unanswered_pct_to(scanned, Proto::Tcp)), (5, 100.0));
+    }
+
+    /// An attempt costs no more than before its mark.
+    #[test]
+    fn an_attempt_is_32_bytes() {
+        assert!(std::mem::size_of::<Attempt>() <= 32, "{}", std::mem::size_of::<Attempt>());
     }
 }
