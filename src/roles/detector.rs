@@ -404,6 +404,10 @@ fn baseline_config(d: &crate::config::DetectorConfig) -> BaselineConfig {
 struct SourceSeen {
     /// Packets the source sent in its TCP, UDP and ICMP flows of the batch.
     packets: [u64; 3],
+    /// Of its TCP packets, those in flows outside any connection (ACK, RST or
+    /// FIN floods: `heuristics::outside_connection`), so a model "flood" on
+    /// them is named `tcp_flood`, not a SYN flood it is not.
+    tcp_outside: u64,
     /// Its last flow of each of those protocols: (destination, port, flow id).
     last: [Option<(IpAddr, u16, u64)>; 3],
     /// Its last flow of any protocol.
@@ -936,6 +940,9 @@ impl DetectorStage {
                 s.packets[i] += u64::from(r.fwd_packets);
                 s.last[i] = Some((r.dst, r.dport, r.flow_id));
             }
+            if gatewarden_detect::heuristics::outside_connection(r) {
+                s.tcp_outside += u64::from(r.fwd_packets);
+            }
             if r.proto == Proto::Tcp && AUTH_PORTS.contains(&r.dport) {
                 s.auth += 1;
                 s.auth_flow = Some((r.dst, r.dport, r.flow_id));
@@ -1092,6 +1099,7 @@ impl DetectorStage {
         }
         let severity = match d.kind {
             AttackKind::SynFlood
+            | AttackKind::TcpFlood
             | AttackKind::UdpFlood
             | AttackKind::IcmpFlood
             | AttackKind::BruteForce
@@ -1176,6 +1184,7 @@ fn model_kind(
     let vscan = ports >= (cfg.scan_distinct_ports / 2).max(2) as f32;
     let flood = main.and_then(|i| {
         let (kind, limit) = match i {
+            0 if 2 * s.tcp_outside > s.packets[0] => (AttackKind::TcpFlood, cfg.tcp_flood_pps),
             0 => (AttackKind::SynFlood, cfg.syn_flood_pps),
             1 => (AttackKind::UdpFlood, cfg.udp_flood_pps),
             _ => (AttackKind::IcmpFlood, cfg.icmp_flood_pps),
@@ -1292,7 +1301,7 @@ mod tests {
             any: Some((server, 1883, 7, Proto::Tcp)),
             auth: 1,
             auth_flow: Some((server, 1883, 7)),
-            admitted: None,
+            ..SourceSeen::default()
         };
         // At 46 packets/s "flood" is no flood: an anomaly, shown with a flow of its own.
         let slow = features(&[("host_pkt_rate", 0, 46.0), ("host_distinct_dsts", 1, 1.0)]);
@@ -1306,15 +1315,25 @@ mod tests {
         let pinger = SourceSeen {
             packets: [0, 0, 16],
             last: [None, None, Some(("192.0.2.14".parse().unwrap(), 0, 3))],
-            any: None,
-            auth: 0,
-            auth_flow: None,
-            admitted: None,
+            ..SourceSeen::default()
         };
         let sweep = features(&[("host_pkt_rate", 0, 16.0), ("host_distinct_dsts", 1, 16.0)]);
         let (kind, flow) = model_kind("flood", &pinger, &sweep, &cfg);
         assert_eq!(kind, AttackKind::HostSweep);
         assert_eq!(flow.map(|f| (f.0, f.3)), Some((None, Proto::Icmp)));
+        // TCP at a flood's rate: a SYN flood, unless most of it is outside any
+        // connection (an ACK or RST flood), which the model must not call one.
+        let tcp = |outside: u64| SourceSeen {
+            packets: [2000, 0, 0],
+            tcp_outside: outside,
+            last: [Some((server, 80, 9)), None, None],
+            ..SourceSeen::default()
+        };
+        assert_eq!(model_kind("flood", &tcp(0), &fast, &cfg).0, AttackKind::SynFlood);
+        assert_eq!(
+            model_kind("flood", &tcp(1990), &fast, &cfg),
+            (AttackKind::TcpFlood, Some((Some(server), 80, 9, Proto::Tcp)))
+        );
         // A batch with no flows of its own names no flood of any protocol.
         let nothing = SourceSeen::default();
         assert_eq!(model_kind("flood", &nothing, &fast, &cfg).0, AttackKind::Anomaly);

@@ -1008,6 +1008,23 @@ pub fn scenarios() -> Vec<Scenario> {
                 ["hping3", "-S", "-p", "80", "--faster", "--rand-source", "-c", "2000", WAN]
             )
         },
+        // ACK and RST floods never send a SYN: the `tcp_flood` rule counts them.
+        scenario!(
+            "hping3_ack_flood",
+            "tcp_flood",
+            "attacker",
+            WAN,
+            &["tcp_flood"],
+            ["hping3", "-A", "-p", "80", "--faster", "-c", "2000", WAN]
+        ),
+        scenario!(
+            "hping3_rst_flood",
+            "tcp_flood",
+            "attacker",
+            WAN,
+            &["tcp_flood"],
+            ["hping3", "-R", "-p", "80", "--faster", "-c", "2000", WAN]
+        ),
         scenario!(
             "hping3_udp_flood",
             "udp_flood",
@@ -1332,6 +1349,7 @@ pub fn short_scenarios() -> Vec<Scenario> {
         "nmap_telnet_sweep",
         "hping3_syn_flood",
         "hping3_syn_flood_rand_source",
+        "hping3_ack_flood",
         "hping3_udp_flood",
         "hping3_icmp_flood",
         "hydra_ssh_t16",

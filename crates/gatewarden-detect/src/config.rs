@@ -26,6 +26,11 @@ pub struct DetectorConfig {
     pub sweep_distinct_hosts: u32,
     /// Unanswered SYNs per second from one source that make a SYN flood.
     pub syn_flood_pps: u32,
+    /// TCP packets per second from one source outside any connection (no SYN
+    /// seen, never answered, no payload: ACK, RST or FIN floods) that make a
+    /// TCP flood. A connection picked up midstream after a restart carries
+    /// payload or gets answered, so it is never counted.
+    pub tcp_flood_pps: u32,
     /// UDP packets per second from one source to one host that make a UDP flood.
     pub udp_flood_pps: u32,
     /// ICMP echo requests per second from one source that make an ICMP flood.
@@ -169,6 +174,7 @@ impl Default for DetectorConfig {
             sweep_distinct_hosts: 20,
             udp_scan_distinct_ports: 20,
             syn_flood_pps: 500,
+            tcp_flood_pps: 500,
             udp_flood_pps: 1000,
             icmp_flood_pps: 200,
             bruteforce_attempts: 20,

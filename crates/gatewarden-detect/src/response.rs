@@ -61,6 +61,8 @@ pub struct ResponseConfig {
     pub host_sweep: Action,
     /// SYN floods from one source.
     pub syn_flood: Action,
+    /// TCP floods outside any connection (ACK, RST, FIN…) from one source.
+    pub tcp_flood: Action,
     /// UDP floods from one source.
     pub udp_flood: Action,
     /// ICMP floods from one source.
@@ -117,6 +119,7 @@ impl Default for ResponseConfig {
             port_scan: Action::Block,
             host_sweep: Action::Block,
             syn_flood: Action::Block,
+            tcp_flood: Action::Block,
             udp_flood: Action::Block,
             icmp_flood: Action::Block,
             brute_force: Action::Block,
@@ -135,10 +138,11 @@ impl Default for ResponseConfig {
 }
 
 /// The kinds `[response]` has a key for, in the order the Settings page lists them.
-pub const KINDS: [AttackKind; 11] = [
+pub const KINDS: [AttackKind; 12] = [
     AttackKind::PortScan,
     AttackKind::HostSweep,
     AttackKind::SynFlood,
+    AttackKind::TcpFlood,
     AttackKind::UdpFlood,
     AttackKind::IcmpFlood,
     AttackKind::BruteForce,
@@ -156,6 +160,7 @@ impl ResponseConfig {
             AttackKind::PortScan => self.port_scan,
             AttackKind::HostSweep => self.host_sweep,
             AttackKind::SynFlood => self.syn_flood,
+            AttackKind::TcpFlood => self.tcp_flood,
             AttackKind::UdpFlood => self.udp_flood,
             AttackKind::IcmpFlood => self.icmp_flood,
             AttackKind::BruteForce => self.brute_force,
@@ -174,6 +179,7 @@ impl ResponseConfig {
             AttackKind::PortScan => &mut self.port_scan,
             AttackKind::HostSweep => &mut self.host_sweep,
             AttackKind::SynFlood => &mut self.syn_flood,
+            AttackKind::TcpFlood => &mut self.tcp_flood,
             AttackKind::UdpFlood => &mut self.udp_flood,
             AttackKind::IcmpFlood => &mut self.icmp_flood,
             AttackKind::BruteForce => &mut self.brute_force,
@@ -476,7 +482,7 @@ impl ResponsePolicy {
                         cap(Rule::ScanAnswered, Action::Alert)
                     }
                 }
-                AttackKind::SynFlood | AttackKind::UdpFlood | AttackKind::IcmpFlood => {
+                AttackKind::SynFlood | AttackKind::TcpFlood | AttackKind::UdpFlood | AttackKind::IcmpFlood => {
                     cap(Rule::FloodRate, Action::Block)
                 }
                 AttackKind::BruteForce | AttackKind::SlowGuessing => cap(Rule::RepeatedSessions, Action::Block),
@@ -584,7 +590,7 @@ mod tests {
             decide(&p, AttackKind::PortScan, &[("unanswered_pct", 10.0)], &[Origin::Heuristics, Origin::Model]),
             (Alert, "scan_mostly_answered")
         );
-        for k in [AttackKind::SynFlood, AttackKind::UdpFlood, AttackKind::IcmpFlood] {
+        for k in [AttackKind::SynFlood, AttackKind::TcpFlood, AttackKind::UdpFlood, AttackKind::IcmpFlood] {
             assert_eq!(decide(&p, k, &[("pps", 900.0)], &h), (Block, "flood_above_rate"));
         }
         assert_eq!(decide(&p, AttackKind::BruteForce, &[("sessions", 9.0)], &h), (Block, "repeated_login_sessions"));

@@ -107,6 +107,17 @@ mod tests {
         }
     }
 
+    /// The alert filter offers every kind: it lacked spoofing and the
+    /// long-horizon kinds, so an operator could not filter for them.
+    #[test]
+    fn the_alert_filter_lists_every_attack_kind() {
+        let js = std::str::from_utf8(asset("/static/status.js").unwrap().body).unwrap();
+        let line = js.lines().find(|l| l.starts_with("const KINDS = [")).expect("the KINDS list");
+        for k in gatewarden_proto::messages::AttackKind::ALL {
+            assert!(line.contains(&format!("\"{}\"", k.as_str())), "status.js KINDS lacks {}", k.as_str());
+        }
+    }
+
     #[test]
     fn assets_are_found_by_exact_path_only_with_their_types() {
         let js = asset("/static/status.js").unwrap();

@@ -44,6 +44,11 @@ pub enum AttackKind {
     DistributedScan,
     /// Repeated short failed sessions to login services over an hour (one try a minute).
     SlowGuessing,
+    /// TCP packets outside any connection at a high rate: ACK, RST, FIN or
+    /// other-flag floods (`hping3 -A/-R/-F`) that never send a SYN, so the
+    /// SYN-flood rule never counts them. Last, so the bus numbering of the
+    /// older kinds is unchanged.
+    TcpFlood,
 }
 
 impl AttackKind {
@@ -63,6 +68,7 @@ impl AttackKind {
             AttackKind::SlowScan => "slow_scan",
             AttackKind::DistributedScan => "distributed_scan",
             AttackKind::SlowGuessing => "slow_guessing",
+            AttackKind::TcpFlood => "tcp_flood",
             AttackKind::ChannelAbuse => "channel_abuse",
             AttackKind::LinkHealth => "link_health",
             AttackKind::System => "system",
@@ -95,7 +101,7 @@ impl Origin {
 impl AttackKind {
     /// Every kind, so metrics can be registered at zero for each before the
     /// first alert (a dashboard shows 0, not "no data").
-    pub const ALL: [AttackKind; 16] = [
+    pub const ALL: [AttackKind; 17] = [
         AttackKind::PortScan,
         AttackKind::HostSweep,
         AttackKind::SynFlood,
@@ -112,6 +118,7 @@ impl AttackKind {
         AttackKind::SlowScan,
         AttackKind::DistributedScan,
         AttackKind::SlowGuessing,
+        AttackKind::TcpFlood,
     ];
 }
 
@@ -144,12 +151,13 @@ mod all_tests {
             AttackKind::SlowScan => 13,
             AttackKind::DistributedScan => 14,
             AttackKind::SlowGuessing => 15,
+            AttackKind::TcpFlood => 16,
         }
     }
 
     #[test]
     fn all_lists_every_kind_once() {
         let seen: std::collections::BTreeSet<usize> = AttackKind::ALL.iter().map(|k| number(*k)).collect();
-        assert_eq!(seen, (0..16).collect(), "AttackKind::ALL must list every kind once");
+        assert_eq!(seen, (0..17).collect(), "AttackKind::ALL must list every kind once");
     }
 }

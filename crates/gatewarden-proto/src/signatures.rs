@@ -45,7 +45,7 @@ pub const SYSTEM: [(u32, &str); 9] = [
 ];
 
 /// Every attack kind, in signature-id order (the same list as [`AttackKind::ALL`], kept once).
-pub const KINDS: [AttackKind; 16] = AttackKind::ALL;
+pub const KINDS: [AttackKind; 17] = AttackKind::ALL;
 
 /// The signature id of a detection of `kind`.
 pub fn signature_id(kind: AttackKind) -> u32 {
@@ -67,6 +67,7 @@ pub fn signature_id(kind: AttackKind) -> u32 {
             AttackKind::SlowScan => 14,
             AttackKind::DistributedScan => 15,
             AttackKind::SlowGuessing => 16,
+            AttackKind::TcpFlood => 17,
         }
 }
 
@@ -89,6 +90,7 @@ pub fn signature(kind: AttackKind) -> &'static str {
         AttackKind::SlowScan => "GATEWARDEN SCAN slow scan (minutes to hours)",
         AttackKind::DistributedScan => "GATEWARDEN SCAN distributed scan (many sources, one target)",
         AttackKind::SlowGuessing => "GATEWARDEN AUTH slow password guessing",
+        AttackKind::TcpFlood => "GATEWARDEN DOS TCP flood outside any connection (ACK/RST/FIN)",
     }
 }
 

@@ -1,11 +1,15 @@
-//! Floods from one source: SYN, UDP and ICMP. One rule with three thresholds —
-//! the source's packets of that kind per second over the window reach
-//! `syn_flood_pps` (unanswered or aborted SYNs), `udp_flood_pps` or
-//! `icmp_flood_pps`. Unanswered SYNs spread over many ports of one host are a
+//! Floods from one source: SYN, other TCP, UDP and ICMP. One rule with four
+//! thresholds — the source's packets of that kind per second over the window
+//! reach `syn_flood_pps` (unanswered or aborted SYNs), `tcp_flood_pps` (TCP
+//! outside any connection: ACK, RST or FIN floods, see [`outside_connection`]),
+//! `udp_flood_pps` or `icmp_flood_pps`. Unanswered SYNs spread over many ports of one host are a
 //! scan ([`port_scan`](super::port_scan)), not a flood. A SYN flood from many
 //! (spoofed) sources is [`syn_flood_distributed`](super::syn_flood_distributed).
 
-use gatewarden_proto::messages::{AttackKind, Proto};
+use std::net::IpAddr;
+
+use gatewarden_proto::conn_state::ConnState;
+use gatewarden_proto::messages::{AttackKind, FlowRecord, Proto};
 
 use super::detection::{Detection, Observed};
 use super::windows::{AttemptWindow, CountWindow};
@@ -15,6 +19,8 @@ use crate::config::DetectorConfig;
 #[derive(Debug, Default)]
 pub(super) struct Rates {
     syn_packets: CountWindow,
+    /// TCP packets outside any connection ([`outside_connection`]).
+    tcp_packets: CountWindow,
     udp_packets: CountWindow,
     /// IP bytes of the packets in `udp_packets` (same records, same times), for their mean size.
     udp_bytes: CountWindow,
@@ -24,21 +30,24 @@ pub(super) struct Rates {
 impl Rates {
     /// Empties the counts, keeping the allocations (a recycled source state).
     pub(super) fn clear(&mut self) {
-        let Rates { syn_packets, udp_packets, udp_bytes, icmp_packets } = self;
-        for w in [syn_packets, udp_packets, udp_bytes, icmp_packets] {
+        let Rates { syn_packets, tcp_packets, udp_packets, udp_bytes, icmp_packets } = self;
+        for w in [syn_packets, tcp_packets, udp_packets, udp_bytes, icmp_packets] {
             w.clear();
         }
     }
 
     /// Entries the windows have room for.
     pub(super) fn capacity(&self) -> usize {
-        [&self.syn_packets, &self.udp_packets, &self.udp_bytes, &self.icmp_packets].iter().map(|w| w.capacity()).sum()
+        [&self.syn_packets, &self.tcp_packets, &self.udp_packets, &self.udp_bytes, &self.icmp_packets]
+            .iter()
+            .map(|w| w.capacity())
+            .sum()
     }
 
     /// Drops what the window has aged out of by `now` (a quiet source, see `SourceState::age` in the facade).
     pub(super) fn trim(&mut self, now: u64, window_ns: u64) {
-        let Rates { syn_packets, udp_packets, udp_bytes, icmp_packets } = self;
-        for w in [syn_packets, udp_packets, udp_bytes, icmp_packets] {
+        let Rates { syn_packets, tcp_packets, udp_packets, udp_bytes, icmp_packets } = self;
+        for w in [syn_packets, tcp_packets, udp_packets, udp_bytes, icmp_packets] {
             w.trim(now, window_ns);
         }
     }
@@ -46,11 +55,34 @@ impl Rates {
     /// Keeps the newest `share` (0 to 1) of each window's slots (the shared budget). The
     /// UDP packets and bytes windows hold the same slots and keep the same ones.
     pub(super) fn keep_newest(&mut self, share: f64) {
-        let Rates { syn_packets, udp_packets, udp_bytes, icmp_packets } = self;
-        for w in [syn_packets, udp_packets, udp_bytes, icmp_packets] {
+        let Rates { syn_packets, tcp_packets, udp_packets, udp_bytes, icmp_packets } = self;
+        for w in [syn_packets, tcp_packets, udp_packets, udp_bytes, icmp_packets] {
             w.keep_newest((w.len() as f64 * share) as usize);
         }
     }
+}
+
+/// Largest IP packet, per family, that can carry a TCP header and no payload
+/// (20 or 40 bytes of IP header, at most 60 of TCP with options).
+fn header_only_ip_bytes(addr: IpAddr) -> u64 {
+    if addr.is_ipv4() {
+        80
+    } else {
+        100
+    }
+}
+
+/// A TCP flow that no connection explains: no SYN seen (`OTH`), the
+/// originator never acknowledged anything the responder sent, and none of
+/// its packets carried payload — what `hping3 -A`, `-R` or `-F` sends. A
+/// connection picked up midstream (after a restart or an eviction) is left
+/// out: it carries payload, or its originator acknowledges the responder's
+/// data within a round trip.
+pub fn outside_connection(r: &FlowRecord) -> bool {
+    r.proto == Proto::Tcp
+        && r.conn_state == ConnState::OTH
+        && !r.src_answered
+        && r.fwd_bytes <= u64::from(r.fwd_packets) * header_only_ip_bytes(r.src)
 }
 
 /// Counts the packets a snapshot adds, ages out the old ones, and returns a finding
@@ -70,6 +102,7 @@ pub(super) fn observe(
     if delta > 0 {
         match r.proto {
             Proto::Tcp if state.is_failed_attempt() => s.syn_packets.push(r.last_ns, delta, window_ns),
+            Proto::Tcp if outside_connection(r) => s.tcp_packets.push(r.last_ns, delta, window_ns),
             Proto::Udp => {
                 s.udp_packets.push(r.last_ns, delta, window_ns);
                 s.udp_bytes.push(r.last_ns, o.delta_bytes, window_ns);
@@ -79,6 +112,7 @@ pub(super) fn observe(
         }
     }
     s.syn_packets.trim(now, window_ns);
+    s.tcp_packets.trim(now, window_ns);
     s.udp_packets.trim(now, window_ns);
     s.udp_bytes.trim(now, window_ns);
     s.icmp_packets.trim(now, window_ns);
@@ -87,12 +121,16 @@ pub(super) fn observe(
     }
     let (label, w, kind) = match r.proto {
         Proto::Tcp if o.half_open => ("unanswered SYNs", &s.syn_packets, AttackKind::SynFlood),
+        Proto::Tcp if outside_connection(r) => {
+            ("TCP packets outside any connection", &s.tcp_packets, AttackKind::TcpFlood)
+        }
         Proto::Udp => ("UDP packets", &s.udp_packets, AttackKind::UdpFlood),
         Proto::Icmp | Proto::Icmpv6 => ("ICMP packets", &s.icmp_packets, AttackKind::IcmpFlood),
         _ => ("", &s.syn_packets, AttackKind::System),
     };
     let threshold = match kind {
         AttackKind::SynFlood => cfg.syn_flood_pps,
+        AttackKind::TcpFlood => cfg.tcp_flood_pps,
         AttackKind::UdpFlood => cfg.udp_flood_pps,
         AttackKind::IcmpFlood => cfg.icmp_flood_pps,
         _ => u32::MAX,
@@ -212,6 +250,53 @@ mod tests {
             let found =
                 h.observe(&rec(i, "192.0.2.11", "198.51.100.10", 80, Proto::Tcp, i as f64 * 0.0005, 4, 3, "RSTO"));
             assert!(found.is_empty(), "{found:?}");
+        }
+    }
+
+    /// `hping3 -A --flood` (or `-R`, `-F`): bare ACKs from a new source port
+    /// each, answered by RSTs, never a SYN. Before `tcp_flood` nothing counted
+    /// them: they are neither failed attempts nor UDP or ICMP.
+    #[test]
+    fn ack_and_rst_floods_outside_any_connection_are_found() {
+        for (src, rev) in [("192.0.2.66", 1), ("2001:db8::66", 0)] {
+            let mut h = Heuristics::new(DetectorConfig::default());
+            let mut found = Vec::new();
+            let dst = if src.contains(':') { "2001:db8:1::10" } else { "198.51.100.10" };
+            for i in 0..2000u64 {
+                let mut r = rec(i, src, dst, 80, Proto::Tcp, i as f64 * 0.0005, 1, rev, "OTH");
+                r.fwd_bytes = if src.contains(':') { 60 } else { 40 };
+                r.rev_bytes = 40 * u64::from(rev);
+                found.extend(h.observe(&r));
+            }
+            let d = found.iter().find(|d| d.kind == AttackKind::TcpFlood).expect("a tcp_flood");
+            assert_eq!(d.source, Some(src.parse().unwrap()));
+            assert!(d.reason.contains("500 TCP packets outside any connection"), "{}", d.reason);
+            assert_eq!((d.port, d.proto), (80, Some(Proto::Tcp)));
+            assert!(found.iter().all(|d| d.kind == AttackKind::TcpFlood), "{found:?}");
+        }
+    }
+
+    /// Connections picked up midstream (the router restarted, or the flow was
+    /// evicted) at a high packet rate: an upload carries payload, a download's
+    /// pure ACKs acknowledge the server's data. Neither is a flood.
+    #[test]
+    fn busy_connections_picked_up_midstream_are_not_a_tcp_flood() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        for i in 1..=400u32 {
+            let t = f64::from(i) * 0.005;
+            // An upload: 2 000 packets/s of 1 500-byte segments, the server's ACKs back.
+            let mut up = rec(1, "192.0.2.11", "198.51.100.10", 443, Proto::Tcp, t, 10 * i, 5 * i, "OTH");
+            up.fwd_bytes = 1500 * u64::from(up.fwd_packets);
+            up.rev_bytes = 52 * u64::from(up.rev_packets);
+            // A download seen from the client's ACKs first: answered.
+            let mut down = rec(2, "192.0.2.12", "198.51.100.10", 443, Proto::Tcp, t, 5 * i, 10 * i, "OTH");
+            down.fwd_bytes = 52 * u64::from(down.fwd_packets);
+            down.rev_bytes = 1500 * u64::from(down.rev_packets);
+            down.src_answered = true;
+            for r in [up, down] {
+                let found = h.observe(&r);
+                assert!(found.is_empty(), "{found:?}");
+            }
         }
     }
 

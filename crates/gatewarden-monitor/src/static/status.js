@@ -1,5 +1,5 @@
 "use strict";
-const KINDS = ["port_scan","host_sweep","syn_flood","udp_flood","icmp_flood","brute_force","anomaly","channel_abuse","link_health","system","slow_http","lan_mapping"];
+const KINDS = ["port_scan","host_sweep","syn_flood","tcp_flood","udp_flood","icmp_flood","brute_force","anomaly","channel_abuse","link_health","system","slow_http","spoofing","lan_mapping","slow_scan","distributed_scan","slow_guessing"];
 const SEV = {1:"high",2:"medium",3:"low"};
 const S = { token:null, role:null, sub:null, pub:false, status:null, history:[], alerts:new Map(), order:[], es:null, filters:{} };
 const $ = id => document.getElementById(id);
