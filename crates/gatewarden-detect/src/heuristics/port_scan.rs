@@ -163,6 +163,18 @@ mod tests {
         assert_eq!((decision.action, decision.rule), (Action::Block, Rule::ScanUnanswered), "{}", d.reason);
     }
 
+    /// Padding aimed at the scanned host itself: two answered connections to
+    /// its open 443 between probes. Counted over attempts the share was 33 %
+    /// again (alert only); counted over the ports tried, one answered port
+    /// among 50 is 98 %. A scanner's retries would not count twice either.
+    #[test]
+    fn a_scan_padded_with_answered_connections_to_the_scanned_hosts_open_port_is_still_blocked() {
+        let d = padded_scan(Proto::Tcp, ("192.0.2.10", 443), 60).expect("a scan finding");
+        assert_eq!(unanswered_pct(&d), 98.0, "{}", d.reason);
+        let decision = ResponsePolicy::default().decide(&d, &[Origin::Heuristics]);
+        assert_eq!((decision.action, decision.rule), (Action::Block, Rule::ScanUnanswered), "{}", d.reason);
+    }
+
     /// The same padding with answered DNS queries hid a UDP scan altogether: 33 % is below
     /// the 50 % a UDP scan needs to be found at `udp_scan_distinct_ports`.
     #[test]

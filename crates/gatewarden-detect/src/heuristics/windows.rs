@@ -123,13 +123,16 @@ impl CountWindow {
 /// destination, and one of destinations per port) made every port of a vertical
 /// scan its own one-entry map, ~200 bytes with the allocation; a pair costs ~30.
 ///
-/// Each attempt carries whether its flow went unanswered, and the tallies count
-/// those per host and per port: a finding's unanswered share is that of the
-/// probes it is about, which answered flows elsewhere cannot dilute (a red team
-/// padded a scan with quick answered connections to another host, and the share
-/// of all its attempts fell below the response policy's bar). An attempt takes
-/// its mark with it when it leaves (aged, cut or pushed out), so a share is
-/// always that of the attempts still in the window.
+/// Each attempt carries whether its flow went unanswered. A finding's
+/// unanswered share is over the targets it is about — the ports of the scanned
+/// host, the hosts of the swept port — counting a target answered once any
+/// attempt to it was: answered flows elsewhere cannot dilute it (a red team
+/// padded a scan with quick answered connections to another host), nor can
+/// repeated answered connections to one open port of the scanned host (the
+/// share of attempts could be pushed below the policy's bar that way), nor do
+/// a scanner's retries count twice. An attempt takes its mark with it when it
+/// leaves (aged, cut or pushed out), so a share is always that of the
+/// attempts still in the window.
 #[derive(Debug, Default)]
 pub(super) struct AttemptWindow {
     /// Oldest first; the attempt numbered `first` comes first.
@@ -137,8 +140,8 @@ pub(super) struct AttemptWindow {
     /// The number of the oldest attempt: attempts are numbered as they are pushed
     /// (wrapping), so a flow finds its own to mark it (see [`AttemptWindow::mark`]).
     first: u32,
-    /// (destination, port, protocol) → attempts.
-    pairs: HashMap<(IpAddr, u16, Proto), u32>,
+    /// (destination, port, protocol) → its attempts.
+    pairs: HashMap<(IpAddr, u16, Proto), PairCount>,
     /// (destination, protocol) → its attempts; `distinct`: ports tried.
     per_host: HashMap<(IpAddr, Proto), Tally>,
     /// (port, protocol) → its attempts; `distinct`: destinations tried.
@@ -157,6 +160,14 @@ struct Attempt {
     unanswered: bool,
 }
 
+/// Attempts to one (destination, port, protocol) in the window.
+#[derive(Debug, Default, Clone, Copy)]
+struct PairCount {
+    attempts: u32,
+    /// Of them, those whose flow was answered.
+    answered: u32,
+}
+
 /// Attempts to one host, or on one port, in the window. An entry lives as long as
 /// it has attempts, as the distinct count alone did, so it costs no more entries.
 #[derive(Debug, Default, Clone, Copy)]
@@ -164,62 +175,53 @@ struct Tally {
     /// Distinct ports (of a host) or hosts (on a port) tried.
     distinct: u32,
     attempts: u32,
-    /// Attempts whose flow went unanswered.
-    unanswered: u32,
+    /// Of the `distinct` targets, those with at least one answered attempt.
+    answered: u32,
 }
 
 impl Tally {
+    /// The share of the targets tried that never answered, in percent.
     fn unanswered_pct(&self) -> f64 {
-        if self.attempts == 0 {
+        if self.distinct == 0 {
             0.0
         } else {
-            100.0 * self.unanswered as f64 / self.attempts as f64
+            100.0 * (self.distinct - self.answered) as f64 / self.distinct as f64
         }
     }
 }
 
-/// Counts one attempt more in `k`'s tally, `new_pair` if it is the first to its pair.
-fn tally_in<K: std::hash::Hash + Eq>(m: &mut HashMap<K, Tally>, k: K, new_pair: bool, unanswered: bool) {
+/// Counts one attempt more in `k`'s tally: `new_pair` if it is the first to its
+/// pair, `newly_answered` if its pair had no answered attempt before it.
+fn tally_in<K: std::hash::Hash + Eq>(m: &mut HashMap<K, Tally>, k: K, new_pair: bool, newly_answered: bool) {
     let t = m.entry(k).or_default();
     t.distinct += u32::from(new_pair);
     t.attempts += 1;
-    t.unanswered += u32::from(unanswered);
+    t.answered += u32::from(newly_answered);
 }
 
-/// Counts one attempt fewer in `k`'s tally, `last_of_pair` if it was its pair's last.
-fn tally_out<K: std::hash::Hash + Eq>(m: &mut HashMap<K, Tally>, k: K, last_of_pair: bool, unanswered: bool) {
+/// Counts one attempt fewer in `k`'s tally: `last_of_pair` if it was its pair's
+/// last, `lost_answer` if it was its pair's last answered one.
+fn tally_out<K: std::hash::Hash + Eq>(m: &mut HashMap<K, Tally>, k: K, last_of_pair: bool, lost_answer: bool) {
     if let std::collections::hash_map::Entry::Occupied(mut e) = m.entry(k) {
         let t = e.get_mut();
         t.distinct -= u32::from(last_of_pair);
         t.attempts -= 1;
-        t.unanswered -= u32::from(unanswered);
+        t.answered -= u32::from(lost_answer);
         if t.attempts == 0 {
             e.remove();
         }
     }
 }
 
-/// Moves one of `k`'s attempts between answered and unanswered.
-fn tally_mark<K: std::hash::Hash + Eq>(m: &mut HashMap<K, Tally>, k: &K, unanswered: bool) {
+/// Counts one of `k`'s targets answered (`answered`) or no longer so.
+fn tally_answered<K: std::hash::Hash + Eq>(m: &mut HashMap<K, Tally>, k: &K, answered: bool) {
     if let Some(t) = m.get_mut(k) {
-        if unanswered {
-            t.unanswered += 1;
+        if answered {
+            t.answered += 1;
         } else {
-            t.unanswered -= 1;
+            t.answered -= 1;
         }
     }
-}
-
-/// Counts one fewer of `k`; true when that was its last.
-fn unbump<K: std::hash::Hash + Eq>(m: &mut HashMap<K, u32>, k: K) -> bool {
-    if let std::collections::hash_map::Entry::Occupied(mut e) = m.entry(k) {
-        *e.get_mut() -= 1;
-        if *e.get() == 0 {
-            e.remove();
-            return true;
-        }
-    }
-    false
 }
 
 impl AttemptWindow {
@@ -254,14 +256,14 @@ impl AttemptWindow {
         self.per_port.get(&(port, proto)).map_or(0, |t| t.distinct as usize)
     }
 
-    /// The share of the attempts to `dst` over `proto` in the window that went
-    /// unanswered, in percent (a port scan's probes).
+    /// The share of the ports of `dst` tried over `proto` in the window that
+    /// never answered, in percent (a port scan's probes).
     pub(super) fn unanswered_pct_to(&self, dst: IpAddr, proto: Proto) -> f64 {
         self.per_host.get(&(dst, proto)).map_or(0.0, Tally::unanswered_pct)
     }
 
-    /// The share of the attempts on `port` over `proto` in the window that went
-    /// unanswered, in percent (a sweep's probes).
+    /// The share of the hosts tried on `port` over `proto` in the window that
+    /// never answered, in percent (a sweep's probes).
     pub(super) fn unanswered_pct_on(&self, port: u16, proto: Proto) -> f64 {
         self.per_port.get(&(port, proto)).map_or(0.0, Tally::unanswered_pct)
     }
@@ -276,7 +278,7 @@ impl AttemptWindow {
         if !AUTH_PORTS.contains(&port) {
             return 0;
         }
-        self.pairs.get(&(dst, port, Proto::Tcp)).copied().unwrap_or(0)
+        self.pairs.get(&(dst, port, Proto::Tcp)).map_or(0, |p| p.attempts)
     }
 
     /// Counts a new flow's first packet at capture time `ts`, `unanswered` as of this
@@ -288,11 +290,13 @@ impl AttemptWindow {
         }
         let number = self.first.wrapping_add(self.events.len() as u32);
         self.events.push_back(Attempt { ts, dst, port, proto, unanswered });
-        let n = self.pairs.entry((dst, port, proto)).or_insert(0);
-        *n += 1;
-        let new_pair = *n == 1;
-        tally_in(&mut self.per_host, (dst, proto), new_pair, unanswered);
-        tally_in(&mut self.per_port, (port, proto), new_pair, unanswered);
+        let pair = self.pairs.entry((dst, port, proto)).or_default();
+        pair.attempts += 1;
+        pair.answered += u32::from(!unanswered);
+        let new_pair = pair.attempts == 1;
+        let newly_answered = !unanswered && pair.answered == 1;
+        tally_in(&mut self.per_host, (dst, proto), new_pair, newly_answered);
+        tally_in(&mut self.per_port, (port, proto), new_pair, newly_answered);
         number
     }
 
@@ -315,16 +319,39 @@ impl AttemptWindow {
         }
         a.unanswered = unanswered;
         let a = *a;
-        tally_mark(&mut self.per_host, &(a.dst, a.proto), unanswered);
-        tally_mark(&mut self.per_port, &(a.port, a.proto), unanswered);
+        let Some(pair) = self.pairs.get_mut(&(a.dst, a.port, a.proto)) else { return };
+        // The target changes side only with its first answer, or its last.
+        let flips = if unanswered {
+            pair.answered -= 1;
+            pair.answered == 0
+        } else {
+            pair.answered += 1;
+            pair.answered == 1
+        };
+        if flips {
+            tally_answered(&mut self.per_host, &(a.dst, a.proto), !unanswered);
+            tally_answered(&mut self.per_port, &(a.port, a.proto), !unanswered);
+        }
     }
 
     fn pop(&mut self) {
         if let Some(a) = self.events.pop_front() {
             self.first = self.first.wrapping_add(1);
-            let last = unbump(&mut self.pairs, (a.dst, a.port, a.proto));
-            tally_out(&mut self.per_host, (a.dst, a.proto), last, a.unanswered);
-            tally_out(&mut self.per_port, (a.port, a.proto), last, a.unanswered);
+            let (mut last, mut lost_answer) = (false, false);
+            if let std::collections::hash_map::Entry::Occupied(mut e) = self.pairs.entry((a.dst, a.port, a.proto)) {
+                let pair = e.get_mut();
+                pair.attempts -= 1;
+                if !a.unanswered {
+                    pair.answered -= 1;
+                    lost_answer = pair.answered == 0;
+                }
+                if pair.attempts == 0 {
+                    e.remove();
+                    last = true;
+                }
+            }
+            tally_out(&mut self.per_host, (a.dst, a.proto), last, lost_answer);
+            tally_out(&mut self.per_port, (a.port, a.proto), last, lost_answer);
         }
     }
     /// Drops what is older than the window, and the room that frees.
@@ -376,15 +403,17 @@ mod tests {
     use super::*;
 
     /// The tallies, worked out again from the attempts themselves: one line per host
-    /// and per port, (distinct, attempts, unanswered), sorted.
+    /// and per port, (distinct, attempts, targets answered), sorted.
     fn recount(w: &AttemptWindow) -> Vec<String> {
         let mut host: HashMap<(IpAddr, Proto), (u32, u32, u32)> = HashMap::default();
         let mut port: HashMap<(u16, Proto), (u32, u32, u32)> = HashMap::default();
         let mut pairs: HashSet<(IpAddr, u16, Proto)> = HashSet::default();
+        let mut answered: HashSet<(IpAddr, u16, Proto)> = HashSet::default();
         for a in &w.events {
             let new_pair = u32::from(pairs.insert((a.dst, a.port, a.proto)));
+            let newly_answered = u32::from(!a.unanswered && answered.insert((a.dst, a.port, a.proto)));
             for t in [host.entry((a.dst, a.proto)).or_default(), port.entry((a.port, a.proto)).or_default()] {
-                *t = (t.0 + new_pair, t.1 + 1, t.2 + u32::from(a.unanswered));
+                *t = (t.0 + new_pair, t.1 + 1, t.2 + newly_answered);
             }
         }
         let mut lines: Vec<String> = host.iter().map(|(k, v)| format!("host {k:?}: {v:?}")).collect();
@@ -395,7 +424,7 @@ mod tests {
 
     /// The window's own tallies, as [`recount`] has them.
     fn tallies(w: &AttemptWindow) -> Vec<String> {
-        let t = |t: &Tally| (t.distinct, t.attempts, t.unanswered);
+        let t = |t: &Tally| (t.distinct, t.attempts, t.answered);
         let mut lines: Vec<String> = w.per_host.iter().map(|(k, v)| format!("host {k:?}: {:?}", t(v))).collect();
         lines.extend(w.per_port.iter().map(|(k, v)| format!("port {k:?}: {:?}", t(v))));
         lines.sort();
@@ -433,9 +462,9 @@ mod tests {
                         Some(i) if back < 1100 => numbers[i],
                         _ => w.no_attempt(),
                     };
-                    let before = w.per_host.values().map(|t| t.unanswered).sum::<u32>();
+                    let before: Vec<bool> = w.events.iter().map(|a| a.unanswered).collect();
                     w.mark(number, r >> 32 & 1 == 0);
-                    marked += u32::from(w.per_host.values().map(|t| t.unanswered).sum::<u32>() != before);
+                    marked += u32::from(w.events.iter().map(|a| a.unanswered).ne(before));
                 }
                 6 => w.trim(ts, window_ns),
                 _ if r >> 8 & 63 == 0 => w.keep_newest(w.len() / 2),
