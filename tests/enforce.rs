@@ -761,6 +761,45 @@ fn a_feed_of_twenty_thousand_ranges_imports_in_one_transaction() {
     assert_eq!(lab.elements("block4_feed").len(), 20_000);
 }
 
+/// Red-team finding: the kernel queues one acknowledgement (~770 bytes of
+/// buffer each) per message of a batch, and the socket's receive buffer was
+/// set with plain SO_RCVBUF, which a default kernel caps at
+/// `net.core.rmem_max` = 212 992 (426 KiB with the kernel's doubling): past
+/// ~550 messages the acknowledgements overflowed, `commit` returned ENOBUFS
+/// although the kernel had applied the batch, and a router restoring a big
+/// feed exited at every start. This machine's rmem_max is larger, so the
+/// socket is held to the default kernel's buffer here.
+#[test]
+fn a_batch_of_thousands_of_messages_commits_on_a_default_kernels_receive_buffer() {
+    let Some(lab) = Lab::new() else { return };
+    let mut b = lab.blocker(Settings::default(), None);
+    b.ensure().unwrap();
+    let path = format!("/var/run/netns/{}", lab.rtr);
+    const N: u32 = 3_000;
+    let result = std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).unwrap();
+        // SAFETY: setns(2) with a valid namespace fd that `ns` keeps open for the call; it only
+        // changes this short-lived thread's network namespace, which the socket then keeps.
+        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        let mut nl = gatewarden_netlink::Netlink::open().unwrap();
+        nl.set_receive_buffer(212_992);
+        let mut batch = gatewarden_netlink::Batch::new();
+        for i in 0..N {
+            let addr = [10, 77, (i >> 8) as u8, i as u8];
+            let el = gatewarden::enforce::ruleset::element(&addr, Some(600_000), 0, Some("ack test"));
+            // One message per element: the acknowledgements are what overflowed.
+            gatewarden::enforce::ruleset::push_elements(&mut batch, "block4_admin", &[el], true, "add one");
+        }
+        assert_eq!(batch.len(), N as usize);
+        nl.commit(&batch)
+    })
+    .join()
+    .unwrap();
+    assert!(result.is_ok(), "a batch the kernel applies is reported as failed: {}", result.unwrap_err());
+    assert_eq!(lab.elements("block4_admin").len(), N as usize);
+}
+
 #[test]
 fn reblock_refreshes_escalation_doubles_and_a_full_set_evicts_the_soonest_expiring() {
     let Some(lab) = Lab::new() else { return };

@@ -395,6 +395,8 @@ pub struct Netlink {
     sock: Socket,
     seq: u32,
     buf: Vec<u8>,
+    /// Receive buffer asked for so far, in bytes (see [`Netlink::commit`]).
+    rcvbuf: usize,
 }
 
 impl std::fmt::Debug for Netlink {
@@ -409,9 +411,19 @@ impl std::fmt::Debug for Netlink {
 /// `SO_SNDBUFFORCE` (root / CAP_NET_ADMIN) ignores `net.core.wmem_max`;
 /// plain `SO_SNDBUF` is the fallback. Failure only limits batch size.
 fn set_send_buffer(sock: &Socket, bytes: libc::c_int) {
+    set_buffer(sock, &[libc::SO_SNDBUFFORCE, libc::SO_SNDBUF], bytes);
+}
+
+/// Kernel buffer space one queued acknowledgement takes (an skb's truesize,
+/// ~770 bytes measured, rounded up).
+const ACK_BUFFER_BYTES: usize = 1024;
+
+/// Sets a socket buffer option, trying each of `opts` in turn (the `FORCE`
+/// variant first); returns whether one took.
+fn set_buffer(sock: &Socket, opts: &[libc::c_int], bytes: libc::c_int) -> bool {
     use std::os::fd::AsRawFd;
     let fd = sock.as_raw_fd();
-    for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+    for &opt in opts {
         // SAFETY: `fd` is this open socket; the option value is a valid c_int
         // that lives for the call, and its exact size is passed.
         let rc = unsafe {
@@ -424,9 +436,10 @@ fn set_send_buffer(sock: &Socket, bytes: libc::c_int) {
             )
         };
         if rc == 0 {
-            return;
+            return true;
         }
     }
+    false
 }
 
 impl Netlink {
@@ -447,7 +460,33 @@ impl Netlink {
         set_send_buffer(&sock, 32 << 20);
         let seq =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(1);
-        Ok(Netlink { sock, seq, buf: Vec::with_capacity(1 << 16) })
+        Ok(Netlink { sock, seq, buf: Vec::with_capacity(1 << 16), rcvbuf: 4 << 20 })
+    }
+
+    /// Sets the receive buffer as an unprivileged process could (plain
+    /// `SO_RCVBUF`, capped by `net.core.rmem_max`): what a default kernel
+    /// gives. [`Netlink::commit`] still raises it as a batch needs.
+    pub fn set_receive_buffer(&mut self, bytes: usize) {
+        set_buffer(&self.sock, &[libc::SO_RCVBUF], bytes.min(i32::MAX as usize) as libc::c_int);
+        self.rcvbuf = bytes;
+    }
+
+    /// Makes room for `messages` acknowledgements: nfnetlink queues them all
+    /// inside `sendmsg`, and once the receive buffer is full it drops the
+    /// rest and the next `recv` fails with ENOBUFS — after the kernel applied
+    /// the batch, so a success would be reported as a failure. Plain
+    /// `SO_RCVBUF` is capped by `net.core.rmem_max` (212 992 on a default
+    /// kernel: ~550 acknowledgements), so `SO_RCVBUFFORCE` first, as nft does.
+    fn make_room_for_acks(&mut self, messages: usize) {
+        let need = messages.saturating_mul(ACK_BUFFER_BYTES).saturating_add(64 << 10);
+        if need <= self.rcvbuf {
+            return;
+        }
+        // The kernel doubles what is asked for; ask for half.
+        let ask = (need / 2).min(i32::MAX as usize) as libc::c_int;
+        if set_buffer(&self.sock, &[libc::SO_RCVBUFFORCE, libc::SO_RCVBUF], ask) {
+            self.rcvbuf = need;
+        }
     }
 
     fn next_seq(&mut self, n: u32) -> u32 {
@@ -467,6 +506,7 @@ impl Netlink {
         let n = batch.len() as u32;
         let seq = self.next_seq(n + 2);
         let bytes = batch.encode(seq);
+        self.make_room_for_acks(batch.len() + 2);
         self.sock.send(&bytes, 0)?;
         let mut acked = 0u32;
         let mut first_err: Option<NlError> = None;
@@ -476,6 +516,13 @@ impl Netlink {
             match self.sock.recv(&mut self.buf, libc::MSG_DONTWAIT) {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
+                    return Err(NlError::Protocol(format!(
+                        "the kernel's acknowledgements of a {n}-message batch overflowed the socket's receive \
+                         buffer (ENOBUFS): the batch may have been applied; list the ruleset (`nft list table inet \
+                         gatewarden`) before repeating it"
+                    )))
+                }
                 Err(e) => return Err(NlError::Io(e)),
             }
             for m in split_msgs(&self.buf) {
