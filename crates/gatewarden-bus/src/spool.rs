@@ -112,6 +112,12 @@ impl Spool {
         let path = dir.join("outbox.spool");
         let mut live = BTreeMap::new();
         let mut max_id = 0u64;
+        // Records whose bytes went bad (a power cut on an SD card) are
+        // skipped, not the end of the file: stopping there dropped every
+        // later message, and the compaction below made it final. A length
+        // that cannot be right ends the reading; either way a copy of the
+        // file as found is kept for an operator before it is rewritten.
+        let (mut damaged, mut cut_short) = (0usize, false);
         if let Ok(f) = File::open(&path) {
             let mut r = BufReader::new(f);
             loop {
@@ -121,10 +127,11 @@ impl Spool {
                 }
                 let len = u32::from_le_bytes(len) as usize;
                 if len > MAX_RECORD {
-                    tracing::warn!(path = %path.display(), "spool record too large: rest of the file ignored");
+                    cut_short = true;
                     break;
                 }
                 let mut buf = vec![0u8; len];
+                // A torn last record: the write a crash interrupted, nothing lost that was kept.
                 if r.read_exact(&mut buf).is_err() {
                     break;
                 }
@@ -136,9 +143,21 @@ impl Spool {
                     Ok(Record::Ack { id }) => {
                         live.remove(&id);
                     }
-                    Err(_) => break,
+                    Err(_) => damaged += 1,
                 }
             }
+        }
+        if damaged > 0 || cut_short {
+            let aside = dir.join(format!("outbox.spool.damaged-{}", gatewarden_core::clock::unix_now_ms()));
+            let kept = std::fs::copy(&path, &aside).map(|_| aside.display().to_string());
+            tracing::warn!(
+                path = %path.display(),
+                damaged_records = damaged,
+                rest_unreadable = cut_short,
+                kept = %kept.as_deref().unwrap_or("(could not copy)"),
+                "the outbox spool has damaged records: they were skipped{}; the file as found was kept aside",
+                if cut_short { ", and a record length past the limit ended the reading" } else { "" }
+            );
         }
         let boot = (rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u64) << 32;
         let file = OpenOptions::new()
@@ -420,6 +439,34 @@ mod tests {
         assert_eq!(s.due(Duration::from_secs(60), 3).len(), 3, "limit respected");
         let new = s.push("verdict", Some("r1"), vec![1]).unwrap();
         assert!(new > *ids.last().unwrap() || new >> 32 != ids[0] >> 32, "ids never collide with restored ones");
+    }
+
+    /// Red-team finding: one bad byte in a record (a power cut on an SD
+    /// card) ended the reading there, and the compaction then dropped every
+    /// later message for good. The bad record is skipped, the rest restored,
+    /// and the file as found kept aside.
+    #[test]
+    fn a_damaged_record_is_skipped_and_the_ones_after_it_restored() {
+        let d = tempfile::tempdir().unwrap();
+        let r = Registry::new();
+        let ids: Vec<u64> = {
+            let mut s = Spool::open(d.path(), 100, 1 << 20, &r).unwrap();
+            (0..3u8).map(|i| s.push("alert", None, vec![i; 100]).unwrap()).collect()
+        };
+        let p = d.path().join("outbox.spool");
+        let mut bytes = std::fs::read(&p).unwrap();
+        let first = 4 + u32::from_le_bytes(bytes[..4].try_into().unwrap()) as usize;
+        bytes[first + 4] = 0x7f; // the second record's variant: no such record
+        std::fs::write(&p, &bytes).unwrap();
+        let mut s = Spool::open(d.path(), 100, 1 << 20, &r).unwrap();
+        let live: Vec<u64> = s.due(Duration::ZERO, 10).iter().map(|e| e.id).collect();
+        assert_eq!(live, [ids[0], ids[2]], "the record after the damaged one is restored");
+        let kept: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.starts_with("outbox.spool.damaged-"))
+            .collect();
+        assert_eq!(kept.len(), 1, "the file as found is kept aside");
     }
 
     #[test]
