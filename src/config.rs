@@ -393,8 +393,15 @@ impl Config {
                 ),
             );
         }
-        if !(1..=1_048_576).contains(&self.bus.channel_capacity) {
-            bad("bus.channel_capacity", self.bus.channel_capacity.to_string(), "1 to 1048576 messages");
+        // Each of the bus's seven channels allocates every slot at start (up to
+        // 216 bytes each): a million took ~0.7 GB of a 1-2 GB board before
+        // the first packet.
+        if !(1..=65_536).contains(&self.bus.channel_capacity) {
+            bad(
+                "bus.channel_capacity",
+                self.bus.channel_capacity.to_string(),
+                "1 to 65536 messages (each channel allocates all of them at start)",
+            );
         }
         let m = &self.mqtt;
         if !m.broker.is_empty() && !valid_host_port(&m.broker) {
@@ -945,6 +952,7 @@ mod tests {
             ("[http]\nallowed_hosts = [\"evil example\"]", "http.allowed_hosts"),
             ("[log]\nlevel = \"gatewarden=verbose\"", "log.level"),
             ("[bus]\nchannel_capacity = 0", "bus.channel_capacity"),
+            ("[bus]\nchannel_capacity = 1048576", "bus.channel_capacity"),
             ("[mqtt]\nbroker = \"nohost\"", "mqtt.broker"),
             ("[mqtt]\nbroker = \"a b:1\"", "mqtt.broker"),
             ("[mqtt]\nca = \"\"", "mqtt.ca"),
