@@ -73,12 +73,14 @@ struct StateDoc {
 #[derive(Debug, Clone)]
 pub struct StateFile {
     path: PathBuf,
+    /// Largest file written or read ([`MAX_STATE_BYTES`]; smaller in tests).
+    max_bytes: u64,
 }
 
 impl StateFile {
     /// The file at `path` (its directory is created on the first save).
     pub fn new(path: impl Into<PathBuf>) -> StateFile {
-        StateFile { path: path.into() }
+        StateFile { path: path.into(), max_bytes: MAX_STATE_BYTES }
     }
 
     /// Where it lives.
@@ -115,14 +117,14 @@ impl StateFile {
             Ok(f) => {
                 let mut buf = Vec::new();
                 use std::io::Read;
-                f.take(MAX_STATE_BYTES + 1)
+                f.take(self.max_bytes + 1)
                     .read_to_end(&mut buf)
                     .with_context(|| format!("reading {}", self.path.display()))?;
                 anyhow::ensure!(
-                    buf.len() as u64 <= MAX_STATE_BYTES,
+                    buf.len() as u64 <= self.max_bytes,
                     "{} is larger than {} MiB: not a gatewarden state file",
                     self.path.display(),
-                    MAX_STATE_BYTES >> 20
+                    self.max_bytes >> 20
                 );
                 buf
             }
@@ -180,10 +182,47 @@ impl StateFile {
         Ok((blocks, true))
     }
 
+    /// Writes the running blocks, never a file [`StateFile::load`] would
+    /// refuse: a feed big enough to push the file past the limit made the
+    /// next start set the whole file aside, and with it every admin block,
+    /// detector block and containment. Over the limit, feed ranges (which
+    /// their feed file can restore) are left out, the ones expiring soonest
+    /// first, and the operator is told how many.
     fn save_locked(&self, blocks: &[SavedBlock], now_unix_ms: u64) -> anyhow::Result<()> {
-        let live: Vec<SavedBlock> = blocks.iter().filter(|b| b.remaining_ms(now_unix_ms) > 0).cloned().collect();
-        let doc = StateDoc { version: STATE_VERSION, saved_unix_ms: now_unix_ms, blocks: live };
-        let text = serde_json::to_vec(&doc).context("encoding the block state")?;
+        let mut live: Vec<SavedBlock> = blocks.iter().filter(|b| b.remaining_ms(now_unix_ms) > 0).cloned().collect();
+        let encode = |blocks: Vec<SavedBlock>| {
+            let doc = StateDoc { version: STATE_VERSION, saved_unix_ms: now_unix_ms, blocks };
+            serde_json::to_vec(&doc).context("encoding the block state")
+        };
+        let mut text = encode(live.clone())?;
+        if text.len() as u64 > self.max_bytes {
+            // Feeds last, longest-running first among them; then cut by the
+            // bytes each entry took, with room to spare for the JSON around it.
+            let is_feed = |b: &SavedBlock| b.origin() == Some(Origin::Feed);
+            live.sort_by_key(|b| (is_feed(b), std::cmp::Reverse(b.expires_unix_ms)));
+            let mut budget = self.max_bytes.saturating_sub(4096);
+            let mut keep = 0;
+            for b in &live {
+                let cost = serde_json::to_vec(b).map(|v| v.len() as u64 + 1).unwrap_or(u64::MAX);
+                if cost > budget {
+                    break;
+                }
+                budget -= cost;
+                keep += 1;
+            }
+            let left_out = live.len() - keep;
+            let feeds_left_out = live[keep..].iter().filter(|b| is_feed(b)).count();
+            live.truncate(keep);
+            tracing::warn!(
+                left_out,
+                feeds_left_out,
+                limit_mib = self.max_bytes >> 20,
+                "the block state is larger than the state file may be: {left_out} entries ({feeds_left_out} of them \
+                 feed ranges) are not saved and will be gone after a reboot; import the feed again after one, or \
+                 use a smaller feed"
+            );
+            text = encode(live)?;
+        }
         write_durably(&self.path, &text)
     }
 
@@ -225,7 +264,11 @@ fn write_durably(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     name.push(format!(".{}.{}.tmp", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed)));
     let tmp = dir.join(name);
     let written = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+        // A name nobody else may have made, and never through a link.
+        let mut f = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new().write(true).create_new(true).custom_flags(libc::O_NOFOLLOW).open(&tmp)?
+        };
         f.write_all(bytes)?;
         f.sync_all()
     })();
@@ -252,6 +295,33 @@ mod tests {
             expires_unix_ms: expires,
             reason: "r".into(),
         }
+    }
+
+    /// Red-team finding: a feed big enough to push the file past the size
+    /// `load` accepts made the next start set the whole file aside, and the
+    /// admin and detector blocks went with it. Saving now leaves out feed
+    /// ranges, never a file `load` refuses.
+    #[test]
+    fn a_feed_too_big_for_the_file_never_costs_the_admin_and_detector_blocks() {
+        let d = tempfile::tempdir().unwrap();
+        let mut f = StateFile::new(d.path().join("state.json"));
+        f.max_bytes = 64 << 10;
+        let now = 1_000_000;
+        let mut blocks: Vec<SavedBlock> = (0..2_000u32)
+            .map(|i| blk(&format!("10.{}.{}.0/24", i >> 8, i & 255), "feed", now + 600_000 + u64::from(i)))
+            .collect();
+        blocks.push(blk("192.0.2.66", "admin", now + 500_000));
+        blocks.push(blk("203.0.113.9", "detector", now + 400_000));
+        f.save(&blocks, now).unwrap();
+        assert!(std::fs::metadata(f.path()).unwrap().len() <= f.max_bytes);
+        let back = f.load(now).expect("the file saved is one load accepts");
+        for (target, origin) in [("192.0.2.66", "admin"), ("203.0.113.9", "detector")] {
+            assert!(back.iter().any(|b| b.target == target && b.origin == origin), "{origin} block lost");
+        }
+        let feeds = back.iter().filter(|b| b.origin == "feed").count();
+        assert!(feeds > 100 && feeds < 2_000, "{feeds} feed ranges kept");
+        // The longest-running feed ranges are the ones kept.
+        assert!(back.iter().any(|b| b.target == "10.7.207.0/24"), "the last-expiring range was left out");
     }
 
     #[test]
