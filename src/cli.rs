@@ -265,20 +265,38 @@ struct BlocksArgs {
 
 #[derive(Debug, Subcommand)]
 enum BlocklistCommand {
-    /// Replace the feed block sets with the networks in FILE.
-    #[command(long_about = "Replace the feed block sets (block4_feed, block6_feed) with the networks in FILE, \
-in one transaction. Understands plain lists (one address or CIDR per line), FireHOL .netset and \
-Spamhaus DROP (`NET ; SBLnnn`); `#` and `;` start comments. Overlapping and adjacent networks are merged. \
-Bad lines are reported with their line numbers and skipped; the good ones are applied. Networks that \
-overlap the allowlist are refused.\n\n\
-Examples:\n  gatewarden blocklist import firehol_level1.netset --ttl 1d\n  gatewarden blocklist import drop.txt")]
+    /// Replace the feed block set of each family FILE has networks for.
+    #[command(long_about = "Import the networks in FILE as the feed: they replace the feed block set of each \
+family FILE brings usable networks for (block4_feed, block6_feed), in one transaction; the other family's \
+feed stays as it is, so an IPv4 list and an IPv6 list can be kept side by side. There is one feed per \
+family: importing a second IPv4 list replaces the first (concatenate lists to keep both). The command \
+says what it replaced and what it kept, and what the feed now covers. Understands plain lists (one \
+address or CIDR per line), FireHOL .netset and Spamhaus DROP (`NET ; SBLnnn`); `#` and `;` start \
+comments. Overlapping and adjacent networks are merged. Bad lines are reported with their line \
+numbers and skipped; the good ones are applied.\n\n\
+A feed entry drops traffic from and to its addresses, so whoever controls the file decides what the \
+site can reach. Refused, each with its reason: networks overlapping the LAN (the networks of \
+capture.interface and those routed out of it, and enforce.lan_prefixes: give the router's config with \
+-c), the allowlist, the gateway's own addresses, its next hops and resolvers, the fleet's MQTT broker \
+and link peers, and bogons; entries wider than an IPv4 /8 or an IPv6 /16. A feed covering more than \
+an IPv4 /6 (1/64 of IPv4) or an IPv6 /14, all entries together, is refused whole. When every entry is \
+refused nothing changes and the command fails.\n\n\
+Examples:\n  gatewarden blocklist import firehol_level1.netset --ttl 1d -c /etc/gatewarden/gatewarden.toml\n  \
+gatewarden blocklist import drop.txt")]
     Import {
         /// The list to import.
         file: PathBuf,
         /// How long the entries last: 30s, 10m, 1h, 1d…
         #[arg(long, default_value = "1d", value_parser = parse_ttl)]
         ttl: std::time::Duration,
-        /// Config file for the allowlist (default: /etc/gatewarden/gatewarden.toml if it exists).
+        /// Import entries wider than IPv4 /8 or IPv6 /16, and a feed covering more than an IPv4 /6 or an
+        /// IPv6 /14. Risky: a wide feed blocks a large part of the internet for the whole site, both
+        /// ways; use it only for a list you know is meant that wide (a country list) and from a source
+        /// you trust. The LAN, the allowlist, the gateway, its infrastructure and bogons stay refused.
+        #[arg(long)]
+        allow_wide: bool,
+        /// The router's config, for its allowlist, LAN interface (capture.interface), enforce.lan_prefixes
+        /// and fleet endpoints (default: /etc/gatewarden/gatewarden.toml if it exists).
         #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -620,7 +638,9 @@ pub fn main() -> i32 {
         Command::Block(args) => cmd_block(args),
         Command::Unblock(args) => cmd_unblock(args),
         Command::Blocks(args) => cmd_blocks(args),
-        Command::Blocklist(BlocklistCommand::Import { file, ttl, config }) => cmd_import(&file, ttl, config.as_deref()),
+        Command::Blocklist(BlocklistCommand::Import { file, ttl, allow_wide, config }) => {
+            cmd_import(&file, ttl, allow_wide, config.as_deref())
+        }
         Command::Pki(cmd) => cmd_pki(cmd),
         Command::Ctl(args) => cmd_ctl(args),
         Command::Policy(args) => crate::policy_cli::run(args),
@@ -1133,7 +1153,8 @@ fn open_blocker(config: Option<&std::path::Path>) -> Result<crate::enforce::Bloc
 /// [`open_blocker`] and the config it read (for `enforce.state_file`).
 fn open_blocker_with(config: Option<&std::path::Path>) -> Result<(crate::enforce::Blocker, Config), i32> {
     let cfg = load_config(config)?;
-    let mut b = crate::enforce::Blocker::open(cfg.enforce.settings(), None).map_err(|e| fail(EXIT_FAILURE, e))?;
+    let enforce = crate::node::enforcement::enforce_config(&cfg);
+    let mut b = crate::enforce::Blocker::open(enforce.settings(), None).map_err(|e| fail(EXIT_FAILURE, e))?;
     match b.table_exists() {
         Ok(true) => Ok((b, cfg)),
         Ok(false) => Err(fail(
@@ -1142,6 +1163,18 @@ fn open_blocker_with(config: Option<&std::path::Path>) -> Result<(crate::enforce
 (`gatewarden run --role router` with [enforce] enabled = true), or run this command in its namespace",
         )),
         Err(e) => Err(fail(EXIT_FAILURE, e)),
+    }
+}
+
+/// Waits for the fleet endpoints' host names (`mqtt.broker`, link peers) to
+/// resolve before a command blocks anything: a one-shot command has no second
+/// chance, and blocking the broker cuts the node off from the fleet.
+fn await_fleet_endpoints(b: &mut crate::enforce::Blocker) {
+    for name in b.await_fleet_endpoints(std::time::Duration::from_secs(5)) {
+        warn(format!(
+            "cannot resolve {name} (mqtt.broker or a link peer) within 5 s: this command does not know its \
+addresses, so it cannot refuse to block them; check the name, or put an address in the config"
+        ));
     }
 }
 
@@ -1162,6 +1195,7 @@ fn cmd_block(args: BlockArgs) -> i32 {
         Ok(b) => b,
         Err(code) => return code,
     };
+    await_fleet_endpoints(&mut b);
     match b.block(args.addr, args.ttl, crate::enforce::Origin::Admin, &args.reason) {
         Ok(crate::enforce::BlockOutcome::Blocked { ttl, evicted, .. }) => {
             save_block_state(&mut b, &cfg);
@@ -1301,7 +1335,14 @@ fn cmd_blocks(args: BlocksArgs) -> i32 {
     0
 }
 
-fn cmd_import(file: &std::path::Path, ttl: std::time::Duration, config: Option<&std::path::Path>) -> i32 {
+fn cmd_import(
+    file: &std::path::Path,
+    ttl: std::time::Duration,
+    allow_wide: bool,
+    config: Option<&std::path::Path>,
+) -> i32 {
+    use crate::enforce::blocker::{FeedChecks, FeedError, FeedRefusal};
+    use crate::enforce::feeds::{coverage_text, Cidr};
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) => return fail(EXIT_BAD_INPUT, format!("cannot read {}: {e}", file.display())),
@@ -1311,42 +1352,146 @@ fn cmd_import(file: &std::path::Path, ttl: std::time::Duration, config: Option<&
         warn(format!("{}: {bad} (skipped)", file.display()));
     }
     if feed.entries.is_empty() {
-        return fail(EXIT_BAD_INPUT, format!("{}: no usable address or CIDR lines", file.display()));
+        return fail(
+            EXIT_BAD_INPUT,
+            format!("{}: no usable address or CIDR lines; nothing was changed", file.display()),
+        );
     }
     let (mut b, cfg) = match open_blocker_with(config) {
         Ok(b) => b,
         Err(code) => return code,
     };
-    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    match b.import_feed(&feed.entries, ttl, &format!("feed {name}")) {
-        Ok(report) => {
-            save_block_state(&mut b, &cfg);
-            for c in &report.refused {
-                warn(format!("{}: {c} overlaps the allowlist or the never-block list (refused)", file.display()));
-            }
-            if json_mode() {
-                return print_json(serde_json::json!({
-                    "file": file,
-                    "imported": feed.entries.len() - report.refused.len(),
-                    "ranges": report.ranges,
-                    "ttl_s": ttl.as_secs(),
-                    "bad_lines": feed.bad.len(),
-                    "refused": report.refused.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
-                }));
-            }
-            println!(
-                "imported {} entries as {} ranges from {} for {} ({} bad lines, {} refused)",
-                feed.entries.len() - report.refused.len(),
-                report.ranges,
-                file.display(),
-                gatewarden_core::duration::format_duration(ttl.as_secs()),
-                feed.bad.len(),
-                report.refused.len()
-            );
-            0
-        }
-        Err(e) => fail(EXIT_FAILURE, e),
+    await_fleet_endpoints(&mut b);
+    // The LAN: what no feed may cover.
+    let iface = &cfg.capture.interface;
+    let mut site = match crate::enforce::blocker::lan_networks(iface) {
+        Ok(v) => v,
+        Err(e) => return fail(EXIT_FAILURE, format!("cannot read the networks of the LAN interface {iface}: {e}")),
+    };
+    if iface.is_empty() {
+        warn(
+            "capture.interface is not set in the config, so this command does not know the LAN and cannot refuse \
+feed entries that cover it: give the router's config with -c, or list the LAN in enforce.lan_prefixes",
+        );
+    } else if site.is_empty() {
+        warn(format!(
+            "the LAN interface {iface} (capture.interface) has no networks here, so feed entries covering the LAN \
+cannot be refused: run this in the router's network namespace, or list the LAN in enforce.lan_prefixes"
+        ));
     }
+    site.extend(cfg.enforce.lan_prefixes.iter().filter_map(|s| s.parse::<Cidr>().ok()));
+    let checks = FeedChecks { site, allow_wide };
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let show_refused = |refused: &[(Cidr, FeedRefusal)]| {
+        for (c, why) in refused {
+            let more = if matches!(why, FeedRefusal::TooWide(_)) { "; --allow-wide imports it" } else { "" };
+            warn(format!("{}: {c} {}{more} (refused)", file.display(), why.describe()));
+        }
+    };
+    let refusals = |refused: &[(Cidr, FeedRefusal)]| -> serde_json::Value {
+        refused.iter().map(|(c, why)| serde_json::json!({"entry": c.to_string(), "reason": why.describe()})).collect()
+    };
+    let report = match b.import_feed_with(&feed.entries, ttl, &format!("feed {name}"), &checks) {
+        Ok(r) => r,
+        Err(FeedError::AllRefused { refused }) => {
+            show_refused(&refused);
+            let mut extra = serde_json::Map::new();
+            extra.insert("refusals".into(), refusals(&refused));
+            return fail_with(
+                EXIT_BAD_INPUT,
+                format!(
+                    "{}: every entry was refused ({}); nothing was changed, the current feed stays",
+                    file.display(),
+                    refused.len()
+                ),
+                Some(
+                    "see each entry's reason above: a feed may not cover the LAN, the allowlist, this gateway, \
+its infrastructure or bogons",
+                ),
+                extra,
+            );
+        }
+        Err(e @ FeedError::TooMuch { .. }) => {
+            let mut extra = serde_json::Map::new();
+            if let FeedError::TooMuch { refused, .. } = &e {
+                show_refused(refused);
+                extra.insert("refusals".into(), refusals(refused));
+            }
+            return fail_with(
+                EXIT_BAD_INPUT,
+                format!("{}: {e}", file.display()),
+                Some(
+                    "a threat feed covers far less: check where the file comes from. If it is meant to be this wide \
+(a country list) and its source is trusted, import it again with --allow-wide",
+                ),
+                extra,
+            );
+        }
+        Err(FeedError::Netlink(e)) => return fail(EXIT_FAILURE, e),
+    };
+    save_block_state(&mut b, &cfg);
+    show_refused(&report.refused);
+    let fam_name = |f: crate::enforce::feeds::Fam| if f == crate::enforce::feeds::Fam::V4 { "IPv4" } else { "IPv6" };
+    let ranges = |n: usize| if n == 1 { "1 range".to_string() } else { format!("{n} ranges") };
+    let from = |v: &[String]| if v.is_empty() { String::new() } else { format!(" ({})", v.join(", ")) };
+    if json_mode() {
+        let families: Vec<serde_json::Value> = report
+            .families
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "family": fam_name(f.fam),
+                    "replaced": f.replaced,
+                    "ranges": f.written,
+                    "addresses": f.covered.to_string(),
+                    "covers": coverage_text(f.fam, f.covered),
+                    "before": f.before,
+                    "before_from": f.before_from,
+                })
+            })
+            .collect();
+        return print_json(serde_json::json!({
+            "file": file,
+            "imported": feed.entries.len() - report.refused.len(),
+            "ranges": report.ranges,
+            "ttl_s": ttl.as_secs(),
+            "bad_lines": feed.bad.len(),
+            "refused": report.refused.iter().map(|(c, _)| c.to_string()).collect::<Vec<_>>(),
+            "refusals": refusals(&report.refused),
+            "allow_wide": allow_wide,
+            "families": families,
+        }));
+    }
+    println!(
+        "imported {} entries as {} from {} for {} ({} bad lines, {} refused)",
+        feed.entries.len() - report.refused.len(),
+        ranges(report.ranges),
+        file.display(),
+        gatewarden_core::duration::format_duration(ttl.as_secs()),
+        feed.bad.len(),
+        report.refused.len()
+    );
+    for f in &report.families {
+        let fam = fam_name(f.fam);
+        if f.replaced {
+            let before = match f.before {
+                0 => format!("the {fam} feed was empty"),
+                n => format!("replaced {}{}", ranges(n), from(&f.before_from)),
+            };
+            println!("{fam}: wrote {}, covers {}; {before}", ranges(f.written), coverage_text(f.fam, f.covered));
+        } else {
+            let why = if feed.entries.iter().any(|c| c.fam() == f.fam) {
+                format!("every {fam} entry of this file was refused")
+            } else {
+                format!("this file has no {fam} entries")
+            };
+            match f.before {
+                0 => println!("{fam}: the feed stays empty: {why}"),
+                n => println!("{fam}: kept the current feed, {}{}: {why}", ranges(n), from(&f.before_from)),
+            }
+        }
+    }
+    0
 }
 
 fn cmd_model(args: ModelArgs) -> i32 {

@@ -747,6 +747,73 @@ fn group_rules_are_enforced_in_priority_order_and_replaced_atomically() {
     assert!(lab.curl(IOT_A, WAN), "a refused update leaves the last good policy in force");
 }
 
+/// Red-team finding: MAC group members were resolved through the raw
+/// neighbour table, which one ARP packet from any LAN device writes. A plug
+/// claiming the admin's laptop and a public resolver at its MAC put both in
+/// `grp_plugs4`: with `plugs -> internet deny` the laptop lost the Internet,
+/// and a rule with the group as destination would have cut a whole group off
+/// from the resolver. Members now follow the spoof check's bindings.
+#[test]
+fn addresses_planted_at_a_mac_members_mac_stay_out_of_its_groups_set() {
+    use gatewarden::enforce::spoof::BoundSources;
+    use gatewarden_proto::messages::{GroupRule, PolicyAction, PolicyUpdate};
+    let Some(lab) = Lab::new() else { return };
+    let mut b = lab.blocker(Settings::default(), None);
+    b.ensure().unwrap();
+    const PLUG_MAC: &str = "02:00:00:00:00:66";
+    const PLUG: &str = "192.0.2.77";
+    // The plug's own entry, and what its forged ARP replies planted beside it.
+    for ip in [PLUG, IOT_A, "9.9.9.9"] {
+        must(&["ip", "-n", &lab.rtr, "neigh", "replace", ip, "lladdr", PLUG_MAC, "dev", "lan"]);
+    }
+    // What the spoof check vouches for: the plug's lease (the laptop's own binding is
+    // another MAC's, and 9.9.9.9 is not on the LAN).
+    let mac = gatewarden_core::net::parse_mac(PLUG_MAC).unwrap();
+    b.set_bound_sources(&BoundSources { addrs: vec![(mac, PLUG.parse().unwrap())], routed: vec![] }).unwrap();
+    let update = PolicyUpdate {
+        version: 1,
+        groups: vec![
+            ("plugs".to_string(), vec![PLUG_MAC.to_string()]),
+            ("internet".to_string(), vec!["0.0.0.0/1".to_string(), "128.0.0.0/1".to_string()]),
+        ],
+        rules: vec![GroupRule {
+            source_group: "plugs".into(),
+            destination_group: "internet".into(),
+            protocol: None,
+            ports: None,
+            action: PolicyAction::Deny,
+            priority: 10,
+        }],
+    };
+    // The enforcement thread runs in the router's namespace, where the neighbour table is.
+    let path = format!("/var/run/netns/{}", lab.rtr);
+    let in_router = move |f: Box<dyn FnOnce() + Send>| {
+        let path = path.clone();
+        std::thread::spawn(move || {
+            let ns = std::fs::File::open(&path).unwrap();
+            // SAFETY: setns(2) with a valid namespace fd that `ns` keeps open for the call; it
+            // only changes this short-lived thread's network namespace.
+            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+        .join()
+        .unwrap()
+    };
+    let b = Arc::new(std::sync::Mutex::new(b));
+    let b2 = b.clone();
+    in_router(Box::new(move || assert!(b2.lock().unwrap().replace_group_rules(&update).unwrap())));
+    let members: Vec<String> =
+        lab.elements("grp_plugs4").iter().map(|(v, _, _)| v.as_str().unwrap_or_default().to_string()).collect();
+    assert_eq!(members, [PLUG], "only the plug's own address is a plug");
+    // A later planting changes nothing on the next refresh either.
+    must(&["ip", "-n", &lab.rtr, "neigh", "replace", "192.0.2.200", "lladdr", PLUG_MAC, "dev", "lan"]);
+    let b2 = b.clone();
+    in_router(Box::new(move || {
+        assert!(!b2.lock().unwrap().refresh_group_macs().unwrap(), "a planted entry re-applied the policy")
+    }));
+}
+
 #[test]
 fn a_feed_of_twenty_thousand_ranges_imports_in_one_transaction() {
     let Some(lab) = Lab::new() else { return };
@@ -1150,4 +1217,205 @@ fn the_incident_view_shows_the_packets_dropped_for_each_blocked_address() {
 
 fn unix_now_s() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// A config for the admin CLI as the router's own would be: the lab's
+/// allowlist and its LAN interface (`capture.interface`), plus `extra`.
+/// Written beside the router's, so a running router is not affected.
+fn cli_config(lab: &Lab, extra: &str) -> String {
+    let path = lab.dir.path().join("cli.toml");
+    let text =
+        format!("[enforce]\nenabled = true\nallowlist = [\"{IOT_MGMT}/32\"]\n[capture]\ninterface = \"lan\"\n{extra}");
+    std::fs::write(&path, text).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// Writes `lines` as a feed file named `name` in the lab's directory.
+fn feed_file(lab: &Lab, name: &str, lines: &[&str]) -> String {
+    let path = lab.dir.path().join(name);
+    std::fs::write(&path, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+/// Both outputs of a command, for assertion messages.
+fn said(o: &Output) -> String {
+    format!("exit {:?}\n--- stdout\n{}--- stderr\n{}", o.status.code(), stdout(o), stderr(o))
+}
+
+/// The lab's LAN (192.0.2.0/24) but the router's own 192.0.2.1.
+const LAN_BUT_THE_ROUTER: &[&str] = &[
+    "192.0.2.2/31",
+    "192.0.2.4/30",
+    "192.0.2.8/29",
+    "192.0.2.16/28",
+    "192.0.2.32/27",
+    "192.0.2.64/26",
+    "192.0.2.128/25",
+];
+
+/// Red-team finding (A): a hostile feed — every /8 from 1 to 223, the LAN
+/// but the router, 2000::/4 and 3000::/4 — was imported whole: nearly all
+/// of IPv4, the LAN and all global IPv6 blocked, both ways, and the CLI said
+/// nothing of what the feed covered. Now entries overlapping the LAN are
+/// refused, entries wider than IPv4 /8 or IPv6 /16 are refused, a feed
+/// covering more than a /6 of IPv4 (a /14 of IPv6) is refused whole, all
+/// unless `--allow-wide`, which still never blocks the LAN; what a feed
+/// covers is printed.
+#[test]
+fn a_hostile_feed_cannot_cut_the_site_off() {
+    let Some(mut lab) = Lab::new() else { return };
+    lab.serve_wan();
+    let mut b = lab.blocker(Settings::default(), None);
+    b.ensure().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || lab.curl(IOT_A, WAN) && lab.curl(IOT6, WAN6)), "baseline");
+    let cfg = cli_config(&lab, "");
+    let eights: Vec<String> = (1..=223).map(|n| format!("{n}.0.0.0/8")).collect();
+    let mut lines: Vec<&str> = eights.iter().map(String::as_str).collect();
+    lines.extend_from_slice(LAN_BUT_THE_ROUTER);
+    lines.extend_from_slice(&["2000::/4", "3000::/4"]);
+    let hostile = feed_file(&lab, "hostile.netset", &lines);
+
+    let out = lab.cli(&["blocklist", "import", &hostile, "-c", &cfg]);
+    assert!(!out.status.success(), "the hostile feed must be refused:\n{}", said(&out));
+    assert!(
+        stderr(&out).contains("--allow-wide"),
+        "the refusal says how to import a wide feed on purpose:\n{}",
+        said(&out)
+    );
+    assert!(lab.elements("block4_feed").is_empty() && lab.elements("block6_feed").is_empty(), "nothing written");
+    assert!(lab.curl(IOT_A, WAN) && lab.curl(IOT6, WAN6), "the site keeps the internet");
+
+    // The LAN alone: every entry refused, nothing written, and it says why.
+    let mut lan: Vec<&str> = LAN_BUT_THE_ROUTER.to_vec();
+    lan.push("2001:db8:1::10");
+    let lan = feed_file(&lab, "lan.txt", &lan);
+    let out = lab.cli(&["blocklist", "import", &lan, "-c", &cfg]);
+    assert!(!out.status.success(), "a feed of the LAN must be refused:\n{}", said(&out));
+    assert!(stderr(&out).contains("192.0.2.128/25 overlaps the LAN network 192.0.2.0/24"), "{}", said(&out));
+    assert!(stderr(&out).contains("2001:db8:1::10 overlaps the LAN network 2001:db8:1::/64"), "{}", said(&out));
+    assert!(lab.elements("block4_feed").is_empty() && lab.elements("block6_feed").is_empty(), "nothing written");
+    assert!(lab.curl(IOT_A, WAN) && lab.curl(IOT_B, WAN), "the LAN keeps the internet");
+
+    // An ordinary feed goes in and says what it covers.
+    let ok = feed_file(&lab, "drop.txt", &["203.0.113.0/24", "2001:db8:77::/48"]);
+    let out = lab.cli(&["blocklist", "import", &ok, "-c", &cfg]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(stdout(&out).contains("covers 256 IPv4 addresses"), "{}", said(&out));
+    assert!(stdout(&out).contains("covers as many IPv6 addresses as one /48"), "{}", said(&out));
+
+    // A wide entry needs --allow-wide; even then the LAN stays refused.
+    let wide = feed_file(&lab, "wide.txt", &["64.0.0.0/3", "192.0.2.0/24"]);
+    let out = lab.cli(&["blocklist", "import", &wide, "-c", &cfg]);
+    assert!(!out.status.success(), "{}", said(&out));
+    assert!(stderr(&out).contains("64.0.0.0/3 is wider than /8"), "{}", said(&out));
+    let out = lab.cli(&["blocklist", "import", &wide, "--allow-wide", "-c", &cfg]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(stdout(&out).contains("(12.5000 % of IPv4)"), "{}", said(&out));
+    assert!(stderr(&out).contains("192.0.2.0/24 overlaps the LAN network"), "{}", said(&out));
+    let v4: Vec<String> = lab.elements("block4_feed").iter().map(|e| e.0.to_string()).collect();
+    assert!(v4.len() == 1 && v4[0].contains("64.0.0.0"), "only the wide entry: {v4:?}");
+    assert!(lab.curl(IOT_A, WAN), "the LAN and 198.51.100.2 are outside 64.0.0.0/3");
+}
+
+/// Red-team finding (B): an import flushed both feed sets, so an IPv4-only
+/// feed wiped the IPv6 feed imported before it, silently. Now an import
+/// replaces the feed of each family it brings entries for, leaves the
+/// other alone, and says what it replaced and what it kept.
+#[test]
+fn an_ipv4_feed_leaves_the_imported_ipv6_feed_alone_and_says_what_it_replaced() {
+    let Some(lab) = Lab::new() else { return };
+    let mut b = lab.blocker(Settings::default(), None);
+    b.ensure().unwrap();
+    let cfg = cli_config(&lab, "");
+    let v6 = feed_file(&lab, "v6.txt", &["2001:db8:77::/48"]);
+    let out = lab.cli(&["blocklist", "import", &v6, "-c", &cfg]);
+    assert!(out.status.success(), "{}", said(&out));
+    let v4 = feed_file(&lab, "v4.txt", &["203.0.113.0/25"]);
+    let out = lab.cli(&["blocklist", "import", &v4, "-c", &cfg]);
+    assert!(out.status.success(), "{}", said(&out));
+    let v6_set: Vec<String> = lab.elements("block6_feed").iter().map(|e| e.0.to_string()).collect();
+    assert!(
+        v6_set.iter().any(|e| e.contains("2001:db8:77::")),
+        "the IPv6 feed is still there: {v6_set:?}\n{}",
+        said(&out)
+    );
+    assert!(stdout(&out).contains("IPv6: kept the current feed, 1 range (feed v6.txt)"), "{}", said(&out));
+
+    // A new IPv4 feed replaces the IPv4 one, and says so.
+    let v4b = feed_file(&lab, "v4b.txt", &["203.0.113.128/25", "198.51.100.64/26"]);
+    let out = lab.cli(&["blocklist", "import", &v4b, "-c", &cfg]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(stdout(&out).contains("replaced 1 range (feed v4.txt)"), "{}", said(&out));
+    let v4_set: Vec<String> = lab.elements("block4_feed").iter().map(|e| e.0.to_string()).collect();
+    assert!(!v4_set.iter().any(|e| e.contains("203.0.113.0\"")), "the old IPv4 feed is gone: {v4_set:?}");
+    assert_eq!(v4_set.len(), 2, "{v4_set:?}");
+    assert_eq!(lab.elements("block6_feed").len(), 1, "the IPv6 feed stays");
+}
+
+/// Red-team finding (B): a feed whose every entry was refused still flushed
+/// the current feed and reported "imported 0". Now nothing is written, the
+/// current feed stays, and the command fails saying why each was refused.
+#[test]
+fn a_feed_whose_every_entry_is_refused_changes_nothing() {
+    let Some(lab) = Lab::new() else { return };
+    // The running router's allowlist holds 198.18.0.1, as the dashboard's
+    // settings page would put it there: in the kernel, not in the config file.
+    let settings = Settings { allowlist: vec!["198.18.0.1/32".parse().unwrap()], ..Settings::default() };
+    let mut b = lab.blocker(settings, None);
+    b.ensure().unwrap();
+    let cfg = cli_config(&lab, "");
+    let good = feed_file(&lab, "good.txt", &["203.0.113.0/24", "2001:db8:77::/48"]);
+    let out = lab.cli(&["blocklist", "import", &good, "-c", &cfg]);
+    assert!(out.status.success(), "{}", said(&out));
+    let refused =
+        feed_file(&lab, "refused.txt", &["198.51.100.1", IOT_MGMT, "224.0.0.0/4", "2001:db8:2::1", "198.18.0.0/24"]);
+    let out = lab.cli(&["blocklist", "import", &refused, "-c", &cfg]);
+    assert_eq!(out.status.code(), Some(2), "refused as bad input:\n{}", said(&out));
+    assert!(stderr(&out).contains("every entry") && stderr(&out).contains("nothing was changed"), "{}", said(&out));
+    assert!(stderr(&out).contains("198.51.100.1 overlaps the allowlist"), "{}", said(&out));
+    assert!(
+        stderr(&out).contains("198.18.0.0/24 overlaps the allowlist"),
+        "the kernel's allowlist too:\n{}",
+        said(&out)
+    );
+    assert_eq!(lab.elements("block4_feed").len(), 1, "the current IPv4 feed stays");
+    assert_eq!(lab.elements("block6_feed").len(), 1, "the current IPv6 feed stays");
+}
+
+/// Red-team finding (C): the fleet's own endpoints were blockable. A feed,
+/// an admin or a detector block of the MQTT broker kills the router's
+/// session, detector heartbeats stop, and with fail_closed the site goes
+/// dark. The broker (`mqtt.broker`) and link peers (`link.peers`) are now
+/// refused like the router's next hops.
+#[test]
+fn the_fleets_mqtt_broker_and_link_peers_are_never_blocked() {
+    let Some(lab) = Lab::new() else { return };
+    let mut b = lab.blocker(Settings::default(), None);
+    b.ensure().unwrap();
+    let cfg = cli_config(&lab, &format!("[mqtt]\nbroker = \"{WAN}:8883\"\n[link]\npeers = [\"mon=[{WAN6}]:7946\"]\n"));
+    for ip in [WAN, WAN6] {
+        let out = lab.cli(&["block", ip, "-c", &cfg]);
+        assert_eq!(out.status.code(), Some(1), "{ip}:\n{}", said(&out));
+        assert!(stderr(&out).contains("refused") && stderr(&out).contains("MQTT broker"), "{ip}:\n{}", said(&out));
+    }
+    assert!(lab.elements("block4_admin").is_empty() && lab.elements("block6_admin").is_empty());
+    let feed = feed_file(&lab, "feed.txt", &["198.51.100.0/30", "2001:db8:2::/126", "203.0.113.0/24"]);
+    let out = lab.cli(&["blocklist", "import", &feed, "-c", &cfg]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert!(stdout(&out).contains("2 refused"), "{}", said(&out));
+    assert!(lab.elements("block6_feed").is_empty(), "{:?}", lab.elements("block6_feed"));
+    assert_eq!(lab.elements("block4_feed").len(), 1, "only 203.0.113.0/24: {:?}", lab.elements("block4_feed"));
+
+    // The router's blocker, which the detector's verdicts go through, gets
+    // them in its settings (`node::enforcement::enforce_config`) and refuses them too.
+    let settings = Settings { fleet_endpoints: vec![format!("{WAN}:8883"), WAN6.into()], ..Settings::default() };
+    let mut router = lab.blocker(settings, None);
+    for ip in [WAN, WAN6] {
+        let r = router.block(ip.parse().unwrap(), Duration::from_secs(60), Origin::Detector, "scan").unwrap();
+        assert!(
+            matches!(r, BlockOutcome::Refused { why: gatewarden::enforce::Protection::Infrastructure, .. }),
+            "{ip}: {r:?}"
+        );
+    }
+    assert!(lab.elements("block4_detector").is_empty() && lab.elements("block6_detector").is_empty());
 }

@@ -4,8 +4,9 @@
 //! transaction.
 
 pub use gatewarden_netlink::route::{local_addresses, neighbours};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::expr::{self, Dir, Expr, Fam, Verdict};
@@ -39,6 +40,14 @@ pub struct Settings {
     /// gateway drop DHCP, mDNS or its own traffic. Unlike the allowlist they
     /// are only refused, never accepted early in the guard chain.
     pub never_block: Vec<Cidr>,
+    /// The fleet's own endpoints: the MQTT broker and link peers, as
+    /// `host:port`, `address:port`, `[v6]:port` or a bare address (the node
+    /// fills them in from `mqtt.broker` and `link.peers`). Refused like the
+    /// next hops ([`Protection::Infrastructure`]), never allowlisted:
+    /// blocking the broker kills the router's session and the detector's
+    /// heartbeats, and with `fail_closed` the whole site. Host names are
+    /// resolved off the blocker's thread, at start and every minute.
+    pub fleet_endpoints: Vec<String>,
 }
 
 /// The ranges a block request is refused for by default, whatever a verdict,
@@ -66,6 +75,7 @@ impl Default for Settings {
             max_ttl: Duration::from_secs(7 * 86_400),
             allowlist: Vec::new(),
             never_block: DEFAULT_NEVER_BLOCK.iter().filter_map(|s| s.parse().ok()).collect(),
+            fleet_endpoints: Vec::new(),
         }
     }
 }
@@ -77,8 +87,9 @@ pub enum Protection {
     Allowlist,
     /// An address of this gateway.
     OwnAddress,
-    /// A next hop of this gateway's routes or a resolver it uses: blocking it
-    /// cuts the whole site off.
+    /// A next hop of this gateway's routes, a resolver it uses, or one of the
+    /// fleet's endpoints (MQTT broker, link peer; [`Settings::fleet_endpoints`]):
+    /// blocking it cuts the whole site off.
     Infrastructure,
     /// A bogon from `enforce.never_block`: not a real source.
     NeverBlock,
@@ -97,7 +108,9 @@ impl Protection {
         match self {
             Protection::Allowlist => "allowlisted ([enforce] allowlist)",
             Protection::OwnAddress => "an address of this gateway (always on the allowlist)",
-            Protection::Infrastructure => "this gateway's router or DNS resolver",
+            Protection::Infrastructure => {
+                "this gateway's router or DNS resolver, or the fleet's MQTT broker or a link peer"
+            }
             Protection::NeverBlock => "a bogon address no real host sends from ([enforce] never_block)",
             Protection::Forged(_) => "an address a LAN device forged recently (its MAC is contained instead)",
             Protection::Unproven => {
@@ -251,10 +264,101 @@ impl KernelBlock {
 /// Result of a blocklist import.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportReport {
-    /// Networks written (after merging overlaps).
+    /// Networks written (after merging overlaps), both families.
     pub ranges: usize,
-    /// Entries refused because they overlap the allowlist.
-    pub refused: Vec<Cidr>,
+    /// Entries refused, each with why.
+    pub refused: Vec<(Cidr, FeedRefusal)>,
+    /// What the import did to each family's feed set (IPv4, then IPv6).
+    pub families: Vec<FamilyImport>,
+}
+
+/// What a blocklist import did to one family's feed set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilyImport {
+    /// IPv4 or IPv6.
+    pub fam: Fam,
+    /// Whether the set was replaced: the import brought usable entries of
+    /// this family (or cleared every feed). Otherwise it was left as it was.
+    pub replaced: bool,
+    /// Ranges written (after merging); 0 when not replaced.
+    pub written: usize,
+    /// Addresses they cover.
+    pub covered: u128,
+    /// Ranges the set held before: removed when replaced, kept otherwise.
+    pub before: usize,
+    /// Where those came from (their comments, e.g. `feed drop.txt`), each once.
+    pub before_from: Vec<String>,
+}
+
+/// Why a feed entry was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeedRefusal {
+    /// It overlaps a network of the site (the LAN interface's, one routed
+    /// out of it, `enforce.lan_prefixes`): a feed names outside threats,
+    /// and blocking the LAN cuts its devices off, both ways.
+    Site(Cidr),
+    /// It overlaps what no block may cover (allowlist, an address of this
+    /// gateway, infrastructure, bogons).
+    Protected(Protection),
+    /// It is wider than `feeds::widest` (IPv4 /8, IPv6 /16), and the import
+    /// did not allow wide entries.
+    TooWide(u8),
+}
+
+impl FeedRefusal {
+    /// Words for the refusal, after the entry: `192.0.2.0/25 overlaps the LAN network 192.0.2.0/24`.
+    pub fn describe(&self) -> String {
+        match self {
+            FeedRefusal::Site(c) => format!("overlaps the LAN network {c}"),
+            FeedRefusal::Protected(Protection::Allowlist) => {
+                "overlaps the allowlist ([enforce] allowlist or the settings page's)".into()
+            }
+            FeedRefusal::Protected(Protection::OwnAddress) => {
+                "overlaps the allowlist (an address of this gateway)".into()
+            }
+            FeedRefusal::Protected(p) => format!("overlaps {}", p.describe()),
+            FeedRefusal::TooWide(p) => format!("is wider than /{p}"),
+        }
+    }
+}
+
+/// What a feed import is checked against besides the protections every block has.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FeedChecks {
+    /// The site's networks ([`lan_networks`] and `enforce.lan_prefixes`): no entry may overlap one.
+    pub site: Vec<Cidr>,
+    /// Accept entries wider than `feeds::widest` and a feed covering more
+    /// than `feeds::coverage_limit` (`--allow-wide`). The site and the
+    /// protections still hold, and a /0 never parses as an entry.
+    pub allow_wide: bool,
+}
+
+/// Why a feed import wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    /// Every entry was refused: the feed sets were left as they were.
+    #[error("every entry of the feed was refused ({} of them); nothing was changed, the current feed stays", refused.len())]
+    AllRefused {
+        /// The entries, each with why.
+        refused: Vec<(Cidr, FeedRefusal)>,
+    },
+    /// The entries left cover more of one family than a feed may.
+    #[error(
+        "the feed covers {}, over the limit of {}; nothing was changed, the current feed stays",
+        feeds::coverage_text(*fam, *covered),
+        feeds::coverage_text(*fam, feeds::coverage_limit(*fam))
+    )]
+    TooMuch {
+        /// The family over the limit.
+        fam: Fam,
+        /// Addresses its entries cover (after the refusals).
+        covered: u128,
+        /// Entries refused on the way, each with why.
+        refused: Vec<(Cidr, FeedRefusal)>,
+    },
+    /// nftables refused or failed.
+    #[error(transparent)]
+    Netlink(#[from] NlError),
 }
 
 /// Metric series the blocker keeps current.
@@ -365,8 +469,10 @@ pub struct Blocker {
     allow: Vec<Cidr>,
     /// The gateway's own addresses when last read (sorted), part of `allow`.
     own: Vec<IpAddr>,
-    /// Next hops and resolvers when last read (sorted): refused, not allowlisted.
+    /// Next hops, resolvers and fleet endpoints when last read (sorted): refused, not allowlisted.
     infrastructure: Vec<IpAddr>,
+    /// The fleet's endpoints ([`Settings::fleet_endpoints`]), host names resolved on their own thread.
+    endpoints: Endpoints,
     escalation: Escalation,
     metrics: Option<Metrics>,
     fail_closed: Option<bool>,
@@ -378,6 +484,10 @@ pub struct Blocker {
     /// What the `mac_bound` / `mac_routed` sets hold, as this blocker last
     /// wrote them (`None`: unknown, the next write replaces them whole).
     bound_written: Option<super::spoof::BoundSources>,
+    /// The LAN's spoof check gives this blocker its bindings
+    /// ([`Blocker::set_bound_sources`]): MAC group members are resolved
+    /// through them, not through the raw neighbour table.
+    bindings_from_guard: bool,
 }
 
 /// Errors carry what was being done and what to do next.
@@ -392,7 +502,8 @@ impl Blocker {
         own.sort();
         own.dedup();
         let allow = allowlist_with(&settings.allowlist, &own);
-        let infrastructure = infrastructure_addresses();
+        let endpoints = Endpoints::start(&settings.fleet_endpoints);
+        let infrastructure = infrastructure_with(&endpoints);
         let escalation = Escalation::new(settings.escalation_window, settings.max_ttl, ESCALATION_HISTORY);
         let metrics = registry.map(Metrics::new);
         Ok(Blocker {
@@ -401,6 +512,7 @@ impl Blocker {
             allow,
             own,
             infrastructure,
+            endpoints,
             escalation,
             metrics,
             fail_closed: None,
@@ -408,12 +520,24 @@ impl Blocker {
             policy_macs: None,
             lookups: ruleset::Lookups::ALL,
             bound_written: None,
+            bindings_from_guard: false,
         })
     }
 
     /// The effective allowlist (configured networks + own addresses).
     pub fn allowlist(&self) -> &[Cidr] {
         &self.allow
+    }
+
+    /// Waits up to `timeout` for the fleet endpoints' host names to be
+    /// resolved once (a one-shot command, which has no second chance, calls
+    /// it before it blocks anything; the router does not wait: its names
+    /// join within a second of resolving). Returns the names that did not
+    /// resolve: their addresses are not protected yet.
+    pub fn await_fleet_endpoints(&mut self, timeout: Duration) -> Vec<String> {
+        let unresolved = self.endpoints.wait(timeout);
+        self.infrastructure = infrastructure_with(&self.endpoints);
+        unresolved
     }
 
     /// Replaces the configured allowlist (the dashboard's settings page); the
@@ -455,7 +579,7 @@ impl Blocker {
     /// rule is in place early); an address that appears later (DHCP, a VLAN)
     /// must never be blockable. Returns the addresses that were added.
     pub fn refresh_own_addresses(&mut self) -> Result<Vec<IpAddr>> {
-        self.infrastructure = infrastructure_addresses();
+        self.infrastructure = infrastructure_with(&self.endpoints);
         let mut own = local_addresses()?;
         own.sort();
         own.dedup();
@@ -749,6 +873,7 @@ impl Blocker {
     pub fn set_bound_sources(&mut self, want: &super::spoof::BoundSources) -> Result<bool> {
         let (want, cut) = capped(want);
         if self.bound_written.as_ref() == Some(&want) {
+            self.bindings_from_guard = true;
             return Ok(false);
         }
         if cut > 0 {
@@ -785,6 +910,7 @@ impl Blocker {
         }
         self.commit(&b)?;
         self.bound_written = Some(want);
+        self.bindings_from_guard = true;
         Ok(true)
     }
 
@@ -1122,17 +1248,45 @@ impl Blocker {
         ruleset::counters(&mut self.nl)
     }
 
-    /// Replaces the feed sets with `entries` (one transaction); entries
-    /// overlapping the allowlist are refused and reported.
-    pub fn import_feed(&mut self, entries: &[Cidr], ttl: Duration, comment: &str) -> Result<ImportReport> {
+    /// [`Blocker::import_feed_with`] with the default checks: no site
+    /// networks known, the width and coverage limits on.
+    pub fn import_feed(
+        &mut self,
+        entries: &[Cidr],
+        ttl: Duration,
+        comment: &str,
+    ) -> std::result::Result<ImportReport, FeedError> {
+        self.import_feed_with(entries, ttl, comment, &FeedChecks::default())
+    }
+
+    /// Imports a blocklist: replaces the feed set of each family `entries`
+    /// brings usable entries for, in one transaction, and leaves the other
+    /// family's as it was (an IPv4 list does not wipe an IPv6 one). An empty
+    /// `entries` clears both (the CLI never passes one).
+    ///
+    /// Refused, each reported with why: entries overlapping `checks.site`,
+    /// the allowlist (also the running router's, from the kernel, when this
+    /// blocker did not install the table: the settings page's allowlist is
+    /// not in the config file), the gateway's addresses, infrastructure or
+    /// bogons; and unless `checks.allow_wide`, entries wider than
+    /// `feeds::widest`. Nothing is written when every entry is refused
+    /// ([`FeedError::AllRefused`]) or, unless `checks.allow_wide`, when the
+    /// rest covers more than `feeds::coverage_limit` of a family
+    /// ([`FeedError::TooMuch`]).
+    pub fn import_feed_with(
+        &mut self,
+        entries: &[Cidr],
+        ttl: Duration,
+        comment: &str,
+        checks: &FeedChecks,
+    ) -> std::result::Result<ImportReport, FeedError> {
+        let kernel_allow = if self.fail_closed.is_none() { self.kernel_allow_ranges()? } else { Vec::new() };
         let mut refused = Vec::new();
         let mut keep: Vec<Cidr> = Vec::new();
         for c in entries {
-            let (lo, hi) = c.range();
-            if self.protection_overlapping(c.fam(), lo, hi).is_some() {
-                refused.push(*c);
-            } else {
-                keep.push(*c);
+            match self.feed_refusal(c, checks, &kernel_allow) {
+                Some(why) => refused.push((*c, why)),
+                None => keep.push(*c),
             }
         }
         if !refused.is_empty() {
@@ -1140,21 +1294,52 @@ impl Blocker {
                 c.add(refused.len() as u64);
             }
         }
+        if !entries.is_empty() && keep.is_empty() {
+            return Err(FeedError::AllRefused { refused });
+        }
+        if !checks.allow_wide {
+            for fam in [Fam::V4, Fam::V6] {
+                let covered = feeds::union_size(&keep, fam);
+                if covered > feeds::coverage_limit(fam) {
+                    return Err(FeedError::TooMuch { fam, covered, refused });
+                }
+            }
+        }
         let ms = (ttl.as_millis() as u64).max(1000);
+        let replace = |fam: Fam| entries.is_empty() || keep.iter().any(|c| c.fam() == fam);
+        let mut families = Vec::new();
+        for fam in [Fam::V4, Fam::V6] {
+            // What the set holds now, for the report: an import says what it replaced.
+            let held = interval_ranges(fam, &ruleset::elements(&mut self.nl, &Origin::Feed.set_name(fam))?)
+                .into_iter()
+                .map(|(_, _, e)| e.comment.clone())
+                .collect::<Vec<String>>();
+            let from: BTreeSet<String> = held.iter().filter(|c| !c.is_empty()).cloned().collect();
+            families.push(FamilyImport {
+                fam,
+                replaced: replace(fam),
+                written: 0,
+                covered: 0,
+                before: held.len(),
+                before_from: from.into_iter().collect(),
+            });
+        }
         let need = ruleset::Lookups::holding(|o, fam| o == Origin::Feed && keep.iter().any(|c| c.fam() == fam), false);
         self.turn_on(need)?;
         let mut b = Batch::new();
         let mut ranges = 0;
-        for fam in [Fam::V4, Fam::V6] {
-            let set = Origin::Feed.set_name(fam);
+        for f in families.iter_mut().filter(|f| f.replaced) {
+            let set = Origin::Feed.set_name(f.fam);
             ruleset::flush_set(&mut b, &set);
-            let fam_entries: Vec<Cidr> = keep.iter().filter(|c| c.fam() == fam).copied().collect();
+            let fam_entries: Vec<Cidr> = keep.iter().filter(|c| c.fam() == f.fam).copied().collect();
             if fam_entries.is_empty() {
                 continue;
             }
             let merged = feeds::merge(&fam_entries);
+            f.written = merged.len();
+            f.covered = feeds::union_size(&fam_entries, f.fam);
             ranges += merged.len();
-            ruleset::push_interval_elements(&mut b, &set, fam, &merged, Some(ms), Some(comment));
+            ruleset::push_interval_elements(&mut b, &set, f.fam, &merged, Some(ms), Some(comment));
         }
         self.commit(&b)?;
         self.keep_on(need)?;
@@ -1163,7 +1348,47 @@ impl Blocker {
                 c.add(ranges as u64);
             }
         }
-        Ok(ImportReport { ranges, refused })
+        Ok(ImportReport { ranges, refused, families })
+    }
+
+    /// Why feed entry `c` may not be imported, if it may not. The site's
+    /// networks first: for a LAN range that also holds the gateway's own
+    /// address, "the LAN" is the better reason.
+    fn feed_refusal(&self, c: &Cidr, checks: &FeedChecks, kernel_allow: &[(Fam, u128, u128)]) -> Option<FeedRefusal> {
+        let (lo, hi) = c.range();
+        let fam = c.fam();
+        let overlaps = |n: &Cidr| {
+            let (a, b) = n.range();
+            n.fam() == fam && a <= hi && lo <= b
+        };
+        if let Some(n) = checks.site.iter().find(|&n| overlaps(n)) {
+            return Some(FeedRefusal::Site(*n));
+        }
+        if self.own.iter().any(|a| overlaps(&Cidr::host(*a))) {
+            return Some(FeedRefusal::Protected(Protection::OwnAddress));
+        }
+        if let Some(p) = self.protection_overlapping(fam, lo, hi) {
+            return Some(FeedRefusal::Protected(p));
+        }
+        if kernel_allow.iter().any(|(f, a, b)| *f == fam && *a <= hi && lo <= *b) {
+            return Some(FeedRefusal::Protected(Protection::Allowlist));
+        }
+        if !checks.allow_wide && feeds::too_wide(c) {
+            return Some(FeedRefusal::TooWide(feeds::widest(fam)));
+        }
+        None
+    }
+
+    /// The running router's allowlist as the kernel holds it (`allow4`,
+    /// `allow6`): the settings page's entries are there, not in the config
+    /// file a CLI blocker read.
+    fn kernel_allow_ranges(&mut self) -> Result<Vec<(Fam, u128, u128)>> {
+        let mut out = Vec::new();
+        for fam in [Fam::V4, Fam::V6] {
+            let els = ruleset::elements(&mut self.nl, &format!("allow{}", fam.digit()))?;
+            out.extend(interval_ranges(fam, &els).into_iter().map(|(lo, hi, _)| (fam, lo, hi)));
+        }
+        Ok(out)
     }
 
     /// Drops new forwarded flows (`closed`) or lets them through; only writes on change.
@@ -1178,15 +1403,15 @@ impl Blocker {
 
     /// Replaces group sets and group rules atomically with `update`
     /// (rules sorted by priority, highest first). Older versions are ignored.
-    /// MAC members are resolved to addresses through this namespace's
-    /// neighbour table (ARP and NDP); [`Blocker::refresh_group_macs`] re-resolves.
+    /// MAC members are resolved to the addresses they are trusted with
+    /// (see `group_member_addresses`); [`Blocker::refresh_group_macs`] re-resolves.
     pub fn replace_group_rules(&mut self, update: &PolicyUpdate) -> anyhow::Result<bool> {
         if self.policy_version.is_some_and(|v| update.version <= v) {
             return Ok(false);
         }
         let neighbours =
             if update.groups.iter().any(|(_, m)| m.iter().any(|x| gatewarden_core::net::parse_mac(x).is_some())) {
-                neighbours().unwrap_or_else(|e| {
+                self.group_member_addresses().unwrap_or_else(|e| {
                     tracing::warn!("cannot read the neighbour table for MAC group members: {e}");
                     Vec::new()
                 })
@@ -1206,7 +1431,7 @@ impl Blocker {
         if !update.groups.iter().any(|(_, m)| m.iter().any(|x| gatewarden_core::net::parse_mac(x).is_some())) {
             return Ok(false);
         }
-        let mut now = neighbours()?;
+        let mut now = self.group_member_addresses()?;
         now.sort();
         let mut was = old.clone();
         was.sort();
@@ -1224,6 +1449,31 @@ impl Blocker {
         self.apply_group_rules(&update, &now)?;
         self.policy_macs = Some((update, now));
         Ok(true)
+    }
+
+    /// The (address, MAC) pairs a MAC group member stands for. With the LAN's
+    /// spoof check running, its bindings (leases and undisputed neighbour
+    /// entries, never a first sighting, never an address off the LAN): one
+    /// ARP packet claiming the admin's laptop or a public resolver at a
+    /// member's MAC put those addresses in the group's set, so a rule with
+    /// the group as source cut the laptop off, and one with it as
+    /// destination cut everyone in the source group off from the resolver.
+    /// Without it (no LAN interface), the neighbour table less the addresses
+    /// never blocked: the router's own, its next hops and resolvers, bogons.
+    fn group_member_addresses(&self) -> anyhow::Result<Vec<Neighbour>> {
+        if self.bindings_from_guard {
+            let bound = self.bound_written.as_ref().map(|b| b.addrs.as_slice()).unwrap_or_default();
+            return Ok(bound.iter().filter(|(_, ip)| !ip.is_unspecified()).map(|(mac, ip)| (*ip, *mac)).collect());
+        }
+        Ok(neighbours()?
+            .into_iter()
+            .filter(|(ip, _)| {
+                !ip.is_unspecified()
+                    && !self.own.contains(ip)
+                    && !self.infrastructure.contains(ip)
+                    && !self.settings.never_block.iter().any(|c| c.contains(ip))
+            })
+            .collect())
     }
 
     fn apply_group_rules(&mut self, update: &PolicyUpdate, neighbours: &[(IpAddr, [u8; 6])]) -> anyhow::Result<()> {
@@ -1542,6 +1792,163 @@ pub fn infrastructure_addresses() -> Vec<IpAddr> {
     out
 }
 
+/// [`infrastructure_addresses`] and the fleet's endpoints as last resolved, sorted.
+fn infrastructure_with(endpoints: &Endpoints) -> Vec<IpAddr> {
+    let mut out = infrastructure_addresses();
+    out.extend(endpoints.addresses());
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The site's own networks as the LAN interface shows them: its networks
+/// and the networks the kernel routes out of it (a downstream router's
+/// subnets). No feed may cover them: a feed names outside threats, and a
+/// feed entry drops traffic both from and to its addresses. Left out: routes
+/// wider than a feed entry may be without `--allow-wide` (a default route
+/// out of the LAN, in a one-armed setup, is no LAN) and link-local networks
+/// (bogons, refused anyway). An empty name, or an interface this namespace
+/// does not have, gives none.
+pub fn lan_networks(lan_interface: &str) -> Result<Vec<Cidr>> {
+    if lan_interface.is_empty() {
+        return Ok(Vec::new());
+    }
+    let view = super::spoof::lan_view(lan_interface)?;
+    let mut out: Vec<Cidr> =
+        view.prefixes.into_iter().chain(view.routed).filter(|c| !feeds::too_wide(c) && !is_link_local(c)).collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// Whether `c` lies in 169.254.0.0/16 or fe80::/10.
+fn is_link_local(c: &Cidr) -> bool {
+    let ll: [Cidr; 2] = [
+        Cidr { addr: IpAddr::from([169, 254, 0, 0]), prefix: 16 },
+        Cidr { addr: IpAddr::from([0xfe80u16, 0, 0, 0, 0, 0, 0, 0]), prefix: 10 },
+    ];
+    ll.iter().any(|l| l.prefix <= c.prefix && l.contains(&c.addr))
+}
+
+/// How often the fleet endpoints' host names are resolved again.
+const RESOLVE_EVERY: Duration = Duration::from_secs(60);
+
+/// The fleet's endpoints ([`Settings::fleet_endpoints`]) as addresses.
+/// Literal addresses are known at once; host names are resolved on a
+/// thread of their own, at start and every [`RESOLVE_EVERY`], so a DNS
+/// server that does not answer holds up neither the table's installation
+/// nor a verdict. A name that stops resolving keeps its last addresses
+/// (the MQTT client may still be connected to one). The thread ends after
+/// the blocker is dropped.
+#[derive(Debug, Default)]
+struct Endpoints {
+    literal: Vec<IpAddr>,
+    names: Vec<String>,
+    resolved: Arc<(Mutex<Resolved>, Condvar)>,
+}
+
+/// What the resolver thread found.
+#[derive(Debug, Default)]
+struct Resolved {
+    /// Addresses per host name, from its last successful lookup.
+    by_name: BTreeMap<String, Vec<IpAddr>>,
+    /// Rounds of lookups done.
+    rounds: u64,
+}
+
+/// An endpoint as written: an address (bare, `addr:port`, `[v6]:port`) or a `host:port` to look up.
+fn parse_endpoint(s: &str) -> Option<std::result::Result<IpAddr, (String, u16)>> {
+    let s = s.trim();
+    if let Ok(a) = s.parse::<IpAddr>() {
+        return Some(Ok(a));
+    }
+    if let Ok(sa) = s.parse::<std::net::SocketAddr>() {
+        return Some(Ok(sa.ip()));
+    }
+    let (host, port) = s.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok()?;
+    (!host.is_empty()).then(|| Err((host.to_string(), port)))
+}
+
+impl Endpoints {
+    /// Parses `list`; starts the resolver thread when it names hosts.
+    fn start(list: &[String]) -> Endpoints {
+        let mut e = Endpoints::default();
+        let mut lookups = Vec::new();
+        for s in list {
+            match parse_endpoint(s) {
+                Some(Ok(a)) => e.literal.push(a),
+                Some(Err((host, port))) => {
+                    e.names.push(host.clone());
+                    lookups.push((host, port));
+                }
+                None => tracing::warn!(endpoint = %s, "not an address or host:port; not protected as a fleet endpoint"),
+            }
+        }
+        if lookups.is_empty() {
+            return e;
+        }
+        let shared = std::sync::Arc::downgrade(&e.resolved);
+        let spawned = std::thread::Builder::new().name("resolve-fleet".into()).spawn(move || {
+            let mut failing: BTreeSet<String> = BTreeSet::new();
+            loop {
+                let mut found = Vec::new();
+                for (host, port) in &lookups {
+                    use std::net::ToSocketAddrs;
+                    match (host.as_str(), *port).to_socket_addrs() {
+                        Ok(addrs) => {
+                            let mut v: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+                            v.sort();
+                            v.dedup();
+                            if failing.remove(host) {
+                                tracing::info!(%host, "fleet endpoint resolves again");
+                            }
+                            found.push((host.clone(), v));
+                        }
+                        Err(e) => {
+                            if failing.insert(host.clone()) {
+                                tracing::warn!(%host, "cannot resolve a fleet endpoint ({e}); its last addresses, if any, stay protected");
+                            }
+                        }
+                    }
+                }
+                let Some(shared) = shared.upgrade() else { return };
+                {
+                    let mut r = shared.0.lock().unwrap_or_else(|p| p.into_inner());
+                    for (host, v) in found.into_iter().filter(|(_, v)| !v.is_empty()) {
+                        r.by_name.insert(host, v);
+                    }
+                    r.rounds += 1;
+                }
+                shared.1.notify_all();
+                drop(shared);
+                std::thread::sleep(RESOLVE_EVERY);
+            }
+        });
+        if let Err(err) = spawned {
+            tracing::warn!("cannot start the fleet endpoints' resolver ({err}); their host names are not protected");
+        }
+        e
+    }
+
+    /// Every address known now.
+    fn addresses(&self) -> Vec<IpAddr> {
+        let r = self.resolved.0.lock().unwrap_or_else(|p| p.into_inner());
+        self.literal.iter().chain(r.by_name.values().flatten()).copied().collect()
+    }
+
+    /// Waits up to `timeout` for the first round of lookups; the names with no addresses then.
+    fn wait(&self, timeout: Duration) -> Vec<String> {
+        if self.names.is_empty() {
+            return Vec::new();
+        }
+        let (lock, ready) = &*self.resolved;
+        let r = lock.lock().unwrap_or_else(|p| p.into_inner());
+        let (r, _) = ready.wait_timeout_while(r, timeout, |r| r.rounds == 0).unwrap_or_else(|p| p.into_inner());
+        self.names.iter().filter(|n| !r.by_name.contains_key(*n)).cloned().collect()
+    }
+}
+
 /// `nameserver` lines of a resolv.conf (scoped IPv6 `%eth0` suffixes dropped).
 fn resolvers(text: &str) -> Vec<IpAddr> {
     text.lines()
@@ -1637,6 +2044,42 @@ mod tests {
             let a: IpAddr = real.parse().unwrap();
             assert!(!s.never_block.iter().any(|c| c.contains(&a)), "{real} is a real host's address");
         }
+    }
+
+    #[test]
+    fn fleet_endpoints_parse_and_host_names_resolve_off_the_callers_thread() {
+        assert_eq!(parse_endpoint("192.0.2.7"), Some(Ok(a("192.0.2.7"))));
+        assert_eq!(parse_endpoint("192.0.2.7:8883"), Some(Ok(a("192.0.2.7"))));
+        assert_eq!(parse_endpoint("[2001:db8::7]:8883"), Some(Ok(a("2001:db8::7"))));
+        assert_eq!(parse_endpoint("2001:db8::7"), Some(Ok(a("2001:db8::7"))));
+        assert_eq!(parse_endpoint("monitor.lan:8883"), Some(Err(("monitor.lan".into(), 8883))));
+        assert_eq!(parse_endpoint("monitor.lan"), None, "a name needs its port");
+        assert_eq!(parse_endpoint(":8883"), None);
+
+        let literal = Endpoints::start(&["192.0.2.7:8883".into(), "[2001:db8::7]:8883".into()]);
+        assert_eq!(literal.addresses(), vec![a("192.0.2.7"), a("2001:db8::7")], "known at once");
+        assert!(literal.wait(Duration::ZERO).is_empty(), "nothing to wait for");
+        // `localhost` resolves from /etc/hosts, without a DNS server.
+        let named = Endpoints::start(&["localhost:1883".into(), "192.0.2.8".into()]);
+        assert!(named.wait(Duration::from_secs(10)).is_empty(), "localhost resolves");
+        let addrs = named.addresses();
+        assert!(addrs.contains(&a("192.0.2.8")) && addrs.iter().any(|x| x.is_loopback()), "{addrs:?}");
+    }
+
+    #[test]
+    fn link_local_networks_are_no_site_network() {
+        let c = |s: &str| s.parse::<Cidr>().unwrap();
+        assert!(is_link_local(&c("fe80::/64")) && is_link_local(&c("169.254.0.0/16")));
+        assert!(!is_link_local(&c("192.0.2.0/24")) && !is_link_local(&c("fe00::/7")));
+    }
+
+    #[test]
+    fn feed_refusals_read_as_the_cli_prints_them() {
+        let lan: Cidr = "192.0.2.0/24".parse().unwrap();
+        assert_eq!(FeedRefusal::Site(lan).describe(), "overlaps the LAN network 192.0.2.0/24");
+        assert_eq!(FeedRefusal::TooWide(8).describe(), "is wider than /8");
+        assert!(FeedRefusal::Protected(Protection::OwnAddress).describe().starts_with("overlaps the allowlist"));
+        assert!(FeedRefusal::Protected(Protection::Infrastructure).describe().contains("MQTT broker"));
     }
 
     #[test]

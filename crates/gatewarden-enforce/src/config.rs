@@ -89,6 +89,11 @@ pub struct EnforceConfig {
     pub max_bindings: u32,
     /// Most forged addresses listed per MAC in its alert and reports; more are counted.
     pub max_forged_per_mac: u32,
+    /// The fleet's own endpoints, refused like the next hops by every block
+    /// and feed: the node fills them in from `mqtt.broker` and `link.peers`
+    /// (`host:port` or an address); not a key of this section.
+    #[serde(skip)]
+    pub fleet_endpoints: Vec<String>,
 }
 
 impl Default for EnforceConfig {
@@ -117,6 +122,7 @@ impl Default for EnforceConfig {
             max_contained_macs: 1024,
             max_bindings: 16_384,
             max_forged_per_mac: 16,
+            fleet_endpoints: Vec::new(),
         }
     }
 }
@@ -137,6 +143,7 @@ impl EnforceConfig {
             max_ttl: std::time::Duration::from_secs(self.max_ttl_s),
             allowlist: self.allowlist.iter().filter_map(|s| s.parse().ok()).collect(),
             never_block: self.never_block.iter().filter_map(|s| s.parse().ok()).collect(),
+            fleet_endpoints: self.fleet_endpoints.clone(),
         }
     }
 }

@@ -4,11 +4,78 @@
 //!
 //! Parsing never stops at a bad line: good lines are kept, bad ones are
 //! reported with their line numbers, so one typo does not void a feed.
+//!
+//! A feed is input from outside: whoever controls the file (or the site it
+//! is fetched from) chooses what the gateway drops, both ways, on forward
+//! and input. Besides the protections every block has (allowlist, the
+//! gateway's own addresses, next hops, resolvers, fleet endpoints, bogons),
+//! an import refuses entries overlapping the site's own networks, entries
+//! wider than [`widest`] and a feed covering more than [`coverage_limit`]
+//! (`Blocker::import_feed_with`); the last two can be lifted by the operator
+//! (`gatewarden blocklist import --allow-wide`).
 
 use std::fmt;
 
 pub use gatewarden_core::duration::{format_duration, parse_duration};
-pub use gatewarden_core::net::{addr_u128, merge, range_text, u128_addr, union_size, Cidr};
+pub use gatewarden_core::net::{addr_u128, merge, range_text, u128_addr, union_size, Cidr, Fam};
+
+/// The widest IPv4 entry a feed may hold without `--allow-wide`: a /8, the
+/// largest network one organisation holds (the legacy class A blocks).
+/// Anything wider names a region of the internet, not a hostile network.
+pub const WIDEST_V4: u8 = 8;
+
+/// The widest IPv6 entry a feed may hold without `--allow-wide`: a /16,
+/// 1/8192 of all global unicast IPv6 (2000::/3) and wider than what
+/// registries allocate to one provider (typically /19 to /32), while
+/// 2000::/4 (half of global unicast) is refused.
+pub const WIDEST_V6: u8 = 16;
+
+/// The widest prefix a feed entry of `fam` may have without `--allow-wide`.
+pub fn widest(fam: Fam) -> u8 {
+    match fam {
+        Fam::V4 => WIDEST_V4,
+        Fam::V6 => WIDEST_V6,
+    }
+}
+
+/// Whether `c` is wider than [`widest`] allows.
+pub fn too_wide(c: &Cidr) -> bool {
+    c.prefix < widest(c.fam())
+}
+
+/// The most addresses of `fam` one feed may cover, all its entries together
+/// (overlaps counted once), without `--allow-wide`: as many as four of its
+/// widest entries, an IPv4 /6 (67 108 864 addresses, 1/64 of IPv4) and an
+/// IPv6 /14. Threat lists name networks that attack; a feed past this
+/// blocks a visible part of the internet, which no threat list does by
+/// design: it is a mistake, an attack on the feed, or (a country list for
+/// geo-blocking) something the operator must say they mean. Without the cap
+/// a feed of 223 /8s, each within [`widest`], blocks nearly all of IPv4.
+pub fn coverage_limit(fam: Fam) -> u128 {
+    let bits: u32 = if fam == Fam::V4 { 32 } else { 128 };
+    1u128 << (bits - u32::from(widest(fam)) + 2)
+}
+
+/// What `n` addresses of `fam` are, for people: a count and a share of the
+/// space for IPv4 (`256 IPv4 addresses (0.0000 % of IPv4)`), the prefix
+/// holding as many for IPv6 (`as many IPv6 addresses as one /48 (…)`).
+pub fn coverage_text(fam: Fam, n: u128) -> String {
+    match fam {
+        Fam::V4 => format!("{n} IPv4 addresses ({:.4} % of IPv4)", n as f64 / 2f64.powi(32) * 100.0),
+        Fam::V6 => {
+            let share = n as f64 / 2f64.powi(128) * 100.0;
+            if n == 0 {
+                return "no IPv6 addresses".into();
+            }
+            let prefix = if n.is_power_of_two() {
+                (128 - n.trailing_zeros()).to_string()
+            } else {
+                format!("{:.1}", 128.0 - (n as f64).log2())
+            };
+            format!("as many IPv6 addresses as one /{prefix} ({share:.4} % of IPv6)")
+        }
+    }
+}
 
 /// A line of a blocklist that could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,5 +152,24 @@ not-an-ip
         let lines: Vec<usize> = f.bad.iter().map(|b| b.line).collect();
         assert_eq!(lines, [7, 8, 9]);
         assert!(f.bad[0].to_string().starts_with("line 7: \"not-an-ip\""), "{}", f.bad[0]);
+    }
+
+    #[test]
+    fn the_width_and_coverage_limits_and_how_coverage_reads() {
+        let c = |s: &str| s.parse::<Cidr>().unwrap();
+        assert!(!too_wide(&c("10.0.0.0/8")) && too_wide(&c("8.0.0.0/7")));
+        assert!(!too_wide(&c("2a00::/16")) && too_wide(&c("2000::/4")));
+        assert_eq!(coverage_limit(Fam::V4), 67_108_864, "a /6");
+        assert_eq!(coverage_limit(Fam::V6), 1u128 << 114, "a /14");
+        // 223 /8s, each within the width limit, are far over the cap.
+        let eights: Vec<Cidr> = (1..=223).map(|n| c(&format!("{n}.0.0.0/8"))).collect();
+        assert!(union_size(&eights, Fam::V4) > coverage_limit(Fam::V4));
+        // Four /8s are at it, and a fifth is over.
+        assert_eq!(union_size(&eights[..4], Fam::V4), coverage_limit(Fam::V4));
+        assert_eq!(coverage_text(Fam::V4, 256), "256 IPv4 addresses (0.0000 % of IPv4)");
+        assert_eq!(coverage_text(Fam::V4, 1 << 30), "1073741824 IPv4 addresses (25.0000 % of IPv4)");
+        assert_eq!(coverage_text(Fam::V6, 1 << 80), "as many IPv6 addresses as one /48 (0.0000 % of IPv6)");
+        assert_eq!(coverage_text(Fam::V6, 3 << 80), "as many IPv6 addresses as one /46.4 (0.0000 % of IPv6)");
+        assert_eq!(coverage_text(Fam::V6, 1 << 124), "as many IPv6 addresses as one /4 (6.2500 % of IPv6)");
     }
 }
