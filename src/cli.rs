@@ -888,36 +888,8 @@ fn cmd_ctl(args: CtlArgs) -> i32 {
             }
             0
         }
-        Ok(ControlResponse::Blocks(list)) if json_mode() => {
-            let blocks: Vec<_> = list
-                .iter()
-                .map(|b| {
-                    serde_json::json!({"target": b.target, "expires_in_s": b.expires_in_s, "origin": b.origin, "reason": b.reason})
-                })
-                .collect();
-            print_json(serde_json::json!({ "blocks": blocks }))
-        }
-        Ok(ControlResponse::Blocks(list)) => {
-            // The answer is the router's word, checked as a bus message's would be.
-            if let Err(e) = list.iter().try_for_each(|b| b.check()) {
-                return fail(EXIT_FAILURE, format!("{} answered an impossible block list: {e}", args.node));
-            }
-            if list.is_empty() {
-                println!("no blocks");
-                return 0;
-            }
-            println!("{:<40} {:>12} {:>9}  {:<9} REASON", "ADDRESS", "REMAINING", "DROPPED", "ORIGIN");
-            for b in list {
-                let exp = b
-                    .expires_in_s
-                    .map(|s| gatewarden_core::duration::format_duration(u64::from(s)))
-                    .unwrap_or_else(|| "no timeout".into());
-                // The element's own counter (packets since the block was written); "-" when it has none.
-                let dropped = b.dropped.map_or_else(|| "-".to_string(), |d| d.packets.to_string());
-                println!("{:<40} {:>12} {:>9}  {:<9} {}", b.target, exp, dropped, b.origin, b.reason);
-            }
-            0
-        }
+        Ok(ControlResponse::Blocks(list)) => print_ctl_blocks(&args.node, &list, None),
+        Ok(ControlResponse::BlocksPartial { shown, total }) => print_ctl_blocks(&args.node, &shown, Some(total)),
         Ok(ControlResponse::Done(s)) if json_mode() => print_json(serde_json::json!({ "done": s })),
         Ok(ControlResponse::Done(s)) => {
             println!("{s}");
@@ -926,6 +898,46 @@ fn cmd_ctl(args: CtlArgs) -> i32 {
         Ok(ControlResponse::Error(e)) => fail(EXIT_FAILURE, e),
         Err(e) => fail(EXIT_FAILURE, format!("{e:#}")),
     }
+}
+
+/// Prints a router's block list (`ctl blocks`); `total` when the router sent
+/// only the first rows of a longer list.
+fn print_ctl_blocks(node: &str, list: &[crate::ctl::BlockEntry], total: Option<usize>) -> i32 {
+    if json_mode() {
+        let blocks: Vec<_> = list
+            .iter()
+            .map(|b| {
+                serde_json::json!({"target": b.target, "expires_in_s": b.expires_in_s, "origin": b.origin, "reason": b.reason})
+            })
+            .collect();
+        return print_json(serde_json::json!({ "blocks": blocks, "total": total.unwrap_or(list.len()) }));
+    }
+    // The answer is the router's word, checked as a bus message's would be.
+    if let Err(e) = list.iter().try_for_each(|b| b.check()) {
+        return fail(EXIT_FAILURE, format!("{node} answered an impossible block list: {e}"));
+    }
+    if list.is_empty() {
+        println!("no blocks");
+        return 0;
+    }
+    println!("{:<40} {:>12} {:>9}  {:<9} REASON", "ADDRESS", "REMAINING", "DROPPED", "ORIGIN");
+    for b in list {
+        let exp = b
+            .expires_in_s
+            .map(|s| gatewarden_core::duration::format_duration(u64::from(s)))
+            .unwrap_or_else(|| "no timeout".into());
+        // The element's own counter (packets since the block was written); "-" when it has none.
+        let dropped = b.dropped.map_or_else(|| "-".to_string(), |d| d.packets.to_string());
+        println!("{:<40} {:>12} {:>9}  {:<9} {}", b.target, exp, dropped, b.origin, b.reason);
+    }
+    if let Some(total) = total {
+        println!(
+            "showing {} of {total} blocks (the operator's and contained ones first); the whole list is \
+                 on the router: `gatewarden blocks` there, or `nft list table inet gatewarden`",
+            list.len()
+        );
+    }
+    0
 }
 
 fn cmd_replay(args: ReplayArgs, log_format: Option<LogFormat>) -> i32 {

@@ -107,6 +107,40 @@ pub enum ControlResponse {
     Done(String),
     /// Refused or failed, with what to do.
     Error(String),
+    /// The first [`MAX_CTL_BLOCK_ROWS`] of `total` blocks (admin and
+    /// contained first): the whole list would not fit in one answer. Last,
+    /// so older variants keep their wire index.
+    BlocksPartial {
+        /// The rows shown.
+        shown: Vec<BlockEntry>,
+        /// How many blocks the router holds.
+        total: usize,
+    },
+}
+
+/// Most block rows in one `ctl blocks` answer. A row is up to ~330 bytes
+/// (a 256-byte reason), so 2 000 stay well inside [`MAX_FRAME`] once
+/// sealed; a router holding more (a feed, a long attack) answered nothing
+/// at all once the list passed about 10 000.
+pub const MAX_CTL_BLOCK_ROWS: usize = 2_000;
+
+/// The answer to `ctl blocks`: the list, or its first rows when it is too
+/// long for one answer (the operator's own blocks and containments first,
+/// then detector blocks, then feed ranges).
+fn blocks_answer(mut list: Vec<BlockEntry>) -> ControlResponse {
+    if list.len() <= MAX_CTL_BLOCK_ROWS {
+        return ControlResponse::Blocks(list);
+    }
+    let rank = |b: &BlockEntry| match b.origin.as_str() {
+        o if o.starts_with("operator") || o == "admin" => 0,
+        "contain" => 1,
+        "detector" => 2,
+        _ => 3,
+    };
+    let total = list.len();
+    list.sort_by_key(rank);
+    list.truncate(MAX_CTL_BLOCK_ROWS);
+    ControlResponse::BlocksPartial { shown: list, total }
 }
 
 pub use crate::enforce::control::BlockControl;
@@ -135,7 +169,7 @@ impl ControlHandler {
         match req {
             ControlRequest::Status => ControlResponse::Status((self.status)().to_string()),
             ControlRequest::Blocks => match &self.blocks {
-                Some(b) => b.list().map(ControlResponse::Blocks).unwrap_or_else(ControlResponse::Error),
+                Some(b) => b.list().map(blocks_answer).unwrap_or_else(ControlResponse::Error),
                 None => no_blocks(),
             },
             ControlRequest::Block { ip, ttl_s } => match &self.blocks {
@@ -913,6 +947,49 @@ mod tests {
             ControlResponse::Done(format!("unblocked {ip}"))
         );
         assert_eq!(reg.snapshot()["gatewarden_ctl_requests_total"], 4.0);
+        sd.trigger();
+        s.join();
+    }
+
+    /// Red-team finding: `ctl blocks` returned every entry, and past about
+    /// 10 000 (a feed, a long attack: the sets hold 65 536) the answer
+    /// outgrew the frame the client reads, so the operator saw nothing at
+    /// all exactly when it mattered. The answer now holds the first rows,
+    /// the operator's own first, and the total.
+    #[test]
+    fn a_router_holding_twenty_thousand_blocks_still_answers_ctl_blocks() {
+        let f = Fleet::new();
+        let reg = Registry::new();
+        let fake = FakeBlocks::default();
+        {
+            let mut v = fake.0.lock().unwrap();
+            for i in 0..20_000u32 {
+                v.push(BlockEntry {
+                    target: format!("10.{}.{}.0/24", i >> 8, i & 255),
+                    expires_in_s: Some(3600),
+                    origin: "feed".into(),
+                    reason: "x".repeat(200),
+                    dropped: None,
+                });
+            }
+            v.push(BlockEntry {
+                target: "198.51.100.7".into(),
+                expires_in_s: Some(60),
+                origin: "operator:alice".into(),
+                reason: "ctl alice".into(),
+                dropped: None,
+            });
+        }
+        let (s, sd) = server(&f, Some(Arc::new(fake)), &reg);
+        let addr = s.addr.to_string();
+        let op = || f.identity("alice", CertRole::Operator);
+        match request(&addr, op(), f.ca.clone(), &ControlRequest::Blocks, Duration::from_secs(10)).unwrap() {
+            ControlResponse::BlocksPartial { shown, total } => {
+                assert_eq!((shown.len(), total), (MAX_CTL_BLOCK_ROWS, 20_001));
+                assert_eq!(shown[0].target, "198.51.100.7", "the operator's own block comes first");
+            }
+            other => panic!("{:?}", std::mem::discriminant(&other)),
+        }
         sd.trigger();
         s.join();
     }
