@@ -67,7 +67,7 @@ pub struct AlertPcapArgs {
     /// How long to wait for the monitor (30s, 1m, … or seconds).
     #[arg(long, default_value = "10s", value_parser = gatewarden_core::duration::parse_duration)]
     pub timeout: std::time::Duration,
-    /// Config file (default: /etc/gatewarden/gatewarden.toml if it exists).
+    /// Config file (default: /etc/gatewarden/gatewarden.toml, else the appliance's running /run/gatewarden/gatewarden.toml, if one exists).
     #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
     pub config: Option<PathBuf>,
 }
@@ -99,7 +99,7 @@ pub struct QueryArgs {
     /// The monitor's data directory holding alerts.json (default: the config's monitor.data_dir).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// Config file naming monitor.data_dir (default: /etc/gatewarden/gatewarden.toml if it exists).
+    /// Config file naming monitor.data_dir (default: /etc/gatewarden/gatewarden.toml, else the appliance's running /run/gatewarden/gatewarden.toml, if one exists).
     #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
     pub config: Option<PathBuf>,
 }

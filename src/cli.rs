@@ -187,7 +187,7 @@ curl -H \"Authorization: Bearer $(gatewarden token issue --role viewer)\" http:/
         /// Signing key (PEM, PKCS#8 P-384) instead of the one the config names.
         #[arg(long)]
         key: Option<PathBuf>,
-        /// Config file (default: /etc/gatewarden/gatewarden.toml if it exists).
+        /// Config file (default: /etc/gatewarden/gatewarden.toml, else the appliance's running /run/gatewarden/gatewarden.toml, if one exists).
         #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -215,7 +215,7 @@ struct BlockArgs {
     /// Why, stored with the element (shown by `gatewarden blocks` and `nft list ruleset`).
     #[arg(long, default_value = "blocked by admin")]
     reason: String,
-    /// Config file for the allowlist (default: /etc/gatewarden/gatewarden.toml if it exists).
+    /// Config file for the allowlist (default: /etc/gatewarden/gatewarden.toml, else the appliance's running /run/gatewarden/gatewarden.toml, if one exists).
     #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -226,7 +226,7 @@ struct UnblockArgs {
     #[arg(value_parser = parse_unblock_target)]
     addr: UnblockTarget,
     /// Config file naming `enforce.state_file`, so the unblock is saved at once
-    /// (default: /etc/gatewarden/gatewarden.toml if it exists; the router saves it within 5 s anyway).
+    /// (default: /etc/gatewarden/gatewarden.toml, else the appliance's running /run/gatewarden/gatewarden.toml, if one exists; the router saves it within 5 s anyway).
     #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -258,7 +258,7 @@ fn parse_unblock_target(s: &str) -> Result<UnblockTarget, String> {
 
 #[derive(Debug, Args)]
 struct BlocksArgs {
-    /// Config file (default: /etc/gatewarden/gatewarden.toml if it exists).
+    /// Config file (default: /etc/gatewarden/gatewarden.toml, else the appliance's running /run/gatewarden/gatewarden.toml, if one exists).
     #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -296,7 +296,7 @@ gatewarden blocklist import drop.txt")]
         #[arg(long)]
         allow_wide: bool,
         /// The router's config, for its allowlist, LAN interface (capture.interface), enforce.lan_prefixes
-        /// and fleet endpoints (default: /etc/gatewarden/gatewarden.toml if it exists).
+        /// and fleet endpoints (default: /etc/gatewarden/gatewarden.toml, else the appliance's running /run/gatewarden/gatewarden.toml, if one exists).
         #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
         config: Option<PathBuf>,
     },
@@ -498,7 +498,7 @@ struct WatchArgs {
     /// Serve the status page on this address while capturing.
     #[arg(long, value_name = "ADDR")]
     serve: Option<String>,
-    /// Config file (default: /etc/gatewarden/gatewarden.toml if it exists).
+    /// Config file (default: /etc/gatewarden/gatewarden.toml, else the appliance's running /run/gatewarden/gatewarden.toml, if one exists).
     #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
     config: Option<PathBuf>,
 }
@@ -523,7 +523,7 @@ struct RunArgs {
     /// Which role to run (overrides GATEWARDEN_ROLE, the kernel command line and the config file).
     #[arg(long, value_enum)]
     role: Option<RoleArg>,
-    /// Config file (default: /etc/gatewarden/gatewarden.toml if it exists, else built-in defaults).
+    /// Config file (default: /etc/gatewarden/gatewarden.toml, else the appliance's running /run/gatewarden/gatewarden.toml, if one exists, else built-in defaults).
     #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
     config: Option<PathBuf>,
     /// Router (or all): instead of a live interface, replay this pcap/pcapng into the bus once (for tests and
@@ -579,7 +579,7 @@ enum ConfigCommand {
     },
     /// Print the effective configuration with every default filled in.
     Show {
-        /// Config file to read (default: /etc/gatewarden/gatewarden.toml if it exists).
+        /// Config file to read (default: /etc/gatewarden/gatewarden.toml, else the appliance's running /run/gatewarden/gatewarden.toml, if one exists).
         #[arg(long, short = 'c', env = "GATEWARDEN_CONFIG")]
         config: Option<PathBuf>,
     },

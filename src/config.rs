@@ -10,6 +10,11 @@ use gatewarden_proto::role::Role;
 
 /// Where the appliance images put the config file.
 pub const DEFAULT_PATH: &str = "/etc/gatewarden/gatewarden.toml";
+/// The config an appliance composed for its role at boot (`S50gatewarden`),
+/// read when [`DEFAULT_PATH`] does not exist: an operator's command on the
+/// board then knows the LAN, the allowlist and the broker the running
+/// router protects, instead of built-in defaults that know none of them.
+pub const RUNNING_PATH: &str = "/run/gatewarden/gatewarden.toml";
 
 /// The whole effective configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -270,14 +275,15 @@ impl Config {
     pub fn load_or_default(path: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
         match path {
             Some(p) => Ok((Config::load(p)?, Some(p.to_path_buf()))),
-            None => {
-                let p = Path::new(DEFAULT_PATH);
-                if p.exists() {
-                    Ok((Config::load(p)?, Some(p.to_path_buf())))
-                } else {
-                    Ok((Config::default(), None))
-                }
-            }
+            None => Config::load_first_existing(&[Path::new(DEFAULT_PATH), Path::new(RUNNING_PATH)]),
+        }
+    }
+
+    /// The first of `paths` that exists, loaded; built-in defaults when none does.
+    fn load_first_existing(paths: &[&Path]) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        match paths.iter().find(|p| p.exists()) {
+            Some(p) => Ok((Config::load(p)?, Some(p.to_path_buf()))),
+            None => Ok((Config::default(), None)),
         }
     }
 
@@ -839,6 +845,23 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Red-team note: on an appliance the running config is the one composed
+    /// at boot in /run; a command run without `-c` loaded built-in defaults,
+    /// and `blocklist import` then knew no LAN and no broker to refuse.
+    #[test]
+    fn without_the_etc_config_the_appliances_running_config_is_read() {
+        let d = tempfile::tempdir().unwrap();
+        let (etc, run) = (d.path().join("etc.toml"), d.path().join("run.toml"));
+        std::fs::write(&run, "node_id = \"router-7\"\n").unwrap();
+        let (cfg, from) = Config::load_first_existing(&[&etc, &run]).unwrap();
+        assert_eq!((cfg.node_id.as_str(), from.as_deref()), ("router-7", Some(run.as_path())));
+        std::fs::write(&etc, "node_id = \"router-8\"\n").unwrap();
+        assert_eq!(Config::load_first_existing(&[&etc, &run]).unwrap().0.node_id, "router-8", "/etc wins");
+        std::fs::remove_file(&etc).unwrap();
+        std::fs::remove_file(&run).unwrap();
+        assert_eq!(Config::load_first_existing(&[&etc, &run]).unwrap().1, None, "neither: built-in defaults");
+    }
 
     fn parse(text: &str) -> Result<Config, ConfigError> {
         Config::from_toml(text, Path::new("test.toml"))
