@@ -814,6 +814,33 @@ fn addresses_planted_at_a_mac_members_mac_stay_out_of_its_groups_set() {
     }));
 }
 
+/// Red-team finding: the containment rule matched a contained MAC's frames
+/// on every interface. A LAN device forging frames with the upstream
+/// modem's MAC (as ether source, an off-LAN address as IP source) got that
+/// MAC contained, and the modem's genuine frames on the WAN side, where no
+/// LAN binding vouches for them, were dropped: the Internet was gone. The
+/// rule now applies on the LAN interface only.
+#[test]
+fn a_contained_mac_is_only_contained_on_the_lan() {
+    let Some(lab) = Lab::new() else { return };
+    let wan_mac = {
+        let out = lab.exec(&lab.wan, &["ip", "-j", "link", "show", "eth0"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        gatewarden_core::net::parse_mac(v[0]["address"].as_str().unwrap()).unwrap()
+    };
+    let mut settings = Settings::default();
+    settings.layout.contain_interface = "lan".into();
+    let mut b = lab.blocker(settings, None);
+    b.ensure().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || lab.ping(IOT_A, WAN)), "the lab forwards before any containment");
+    b.contain(wan_mac, Duration::from_secs(600), "forged on the LAN").unwrap();
+    assert!(lab.ping(IOT_A, WAN), "the WAN host's replies, from the contained MAC on the WAN side, still pass");
+    let rules =
+        String::from_utf8_lossy(&lab.exec(&lab.rtr, &["nft", "list", "chain", "inet", "gatewarden", "forward"]).stdout)
+            .to_string();
+    assert!(rules.contains("iifname \"lan\" ether saddr @contain_mac"), "{rules}");
+}
+
 #[test]
 fn a_feed_of_twenty_thousand_ranges_imports_in_one_transaction() {
     let Some(lab) = Lab::new() else { return };

@@ -12,6 +12,7 @@ use super::{Context, Service, Wiring};
 /// block (`gatewarden block`, `blocklist import`) take their settings from here.
 pub fn enforce_config(cfg: &crate::config::Config) -> crate::enforce::config::EnforceConfig {
     let mut e = cfg.enforce.clone();
+    e.lan_interface = cfg.capture.interface.clone();
     if !cfg.mqtt.broker.is_empty() {
         e.fleet_endpoints.push(cfg.mqtt.broker.clone());
     }

@@ -94,6 +94,10 @@ pub struct EnforceConfig {
     /// (`host:port` or an address); not a key of this section.
     #[serde(skip)]
     pub fleet_endpoints: Vec<String>,
+    /// The LAN interface (`capture.interface`), which containment is limited
+    /// to; the node fills it in; not a key of this section.
+    #[serde(skip)]
+    pub lan_interface: String,
 }
 
 impl Default for EnforceConfig {
@@ -123,6 +127,7 @@ impl Default for EnforceConfig {
             max_bindings: 16_384,
             max_forged_per_mac: 16,
             fleet_endpoints: Vec::new(),
+            lan_interface: String::new(),
         }
     }
 }
@@ -138,6 +143,7 @@ impl EnforceConfig {
                 syn_meter_dst_pps: self.syn_meter_dst_pps,
                 meter_size: self.meter_size,
                 max_contained: self.max_contained_macs,
+                contain_interface: self.lan_interface.clone(),
             },
             escalation_window: std::time::Duration::from_secs(self.escalation_window_s),
             max_ttl: std::time::Duration::from_secs(self.max_ttl_s),

@@ -199,6 +199,12 @@ pub struct Layout {
     pub meter_size: u32,
     /// Kernel size limit of the `contain_mac` set.
     pub max_contained: u32,
+    /// The LAN interface (`capture.interface`) the containment rule is
+    /// limited to; empty: every interface. MACs are contained for what they
+    /// forged on the LAN, and a MAC forged there (the upstream modem's, say)
+    /// must not drop that device's genuine frames on the WAN side, where no
+    /// binding vouches for them: the whole Internet would be cut off.
+    pub contain_interface: String,
 }
 
 impl Default for Layout {
@@ -210,6 +216,7 @@ impl Default for Layout {
             syn_meter_dst_pps: 5_000,
             meter_size: 65_536,
             max_contained: 1024,
+            contain_interface: String::new(),
         }
     }
 }
@@ -582,7 +589,11 @@ fn push_rules(b: &mut Batch, layout: &Layout, lookups: Lookups) {
     }
     if lookups.contain() {
         for chain in [CHAIN_FORWARD, CHAIN_INPUT] {
-            let mut r = expr::ether_saddr_in_set(SET_CONTAIN);
+            let mut r = Vec::new();
+            if !layout.contain_interface.is_empty() {
+                r.extend(expr::iifname_is(&layout.contain_interface));
+            }
+            r.extend(expr::ether_saddr_in_set(SET_CONTAIN));
             r.push(Expr::Verdict(Verdict::Jump(CHAIN_CONTAIN.into())));
             add_rule(b, chain, &r, "contained MACs");
         }

@@ -37,6 +37,8 @@ pub enum Base {
 /// Packet metadata keys we read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetaKey {
+    /// The input interface's name, 16 bytes NUL-padded (`NFT_META_IIFNAME`).
+    IifName = 6,
     /// The input interface's hardware type (`NFT_META_IIFTYPE`), `ARPHRD_ETHER` = 1.
     IifType = 8,
     /// IPv4 or IPv6 in an inet table (`NFT_META_NFPROTO`).
@@ -358,6 +360,17 @@ pub fn ether_saddr_in_set(set: &str) -> Vec<Expr> {
         Expr::Cmp { sreg: REG_1, op: CmpOp::Eq, data: 1u16.to_ne_bytes().to_vec() },
         Expr::Payload { base: Base::LinkLayer, offset: 6, len: 6, dreg: REG_1 },
         Expr::Lookup { set: set.into(), sreg: REG_1 },
+    ]
+}
+
+/// `iifname "name"`: the frame came in on this interface.
+pub fn iifname_is(name: &str) -> Vec<Expr> {
+    let mut data = [0u8; 16];
+    let n = name.len().min(15);
+    data[..n].copy_from_slice(&name.as_bytes()[..n]);
+    vec![
+        Expr::Meta { key: MetaKey::IifName, dreg: REG_1 },
+        Expr::Cmp { sreg: REG_1, op: CmpOp::Eq, data: data.to_vec() },
     ]
 }
 
