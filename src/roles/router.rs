@@ -333,11 +333,11 @@ impl RouterStage {
     fn after_frame(&mut self, frame: &Frame<'_>) -> Option<FlowBatch> {
         self.last_ns = self.last_ns.max(frame.ts_ns);
         if self.next_batch_ns == 0 {
-            self.next_batch_ns = frame.ts_ns + self.batch_interval_ns;
-            self.next_expire_ns = frame.ts_ns + 1_000_000_000;
+            self.next_batch_ns = frame.ts_ns.saturating_add(self.batch_interval_ns);
+            self.next_expire_ns = frame.ts_ns.saturating_add(1_000_000_000);
         }
         if frame.ts_ns >= self.next_batch_ns {
-            self.next_batch_ns = frame.ts_ns + self.batch_interval_ns;
+            self.next_batch_ns = frame.ts_ns.saturating_add(self.batch_interval_ns);
             self.cut_lan_probes();
             return self.cut_batch();
         }
@@ -396,7 +396,7 @@ impl RouterStage {
     fn cut_batch(&mut self) -> Option<FlowBatch> {
         if self.last_ns >= self.next_expire_ns {
             self.table.expire(self.last_ns);
-            self.next_expire_ns = self.last_ns + 1_000_000_000;
+            self.next_expire_ns = self.last_ns.saturating_add(1_000_000_000);
         }
         self.queue_exports();
         let mut flows = self.table.take_updates(self.max_batch);
@@ -1149,6 +1149,21 @@ mod tests {
     /// carry: only the newest four batches' worth are queued, the rest counted as dropped,
     /// and the queue never grows past that (it grew to every eviction of the interval,
     /// 100 000 records under the 1 M-packet flood, before trimming).
+    /// Red-team finding: a capture frame stamped at the end of time (a
+    /// pcapng timestamp of 0xFFFF_FFFF_FFFF_FFFF) overflowed the batch
+    /// cadence's arithmetic: a panic in debug builds, a wrapped clock in
+    /// release. Every frame's time must be safe to add to.
+    #[test]
+    fn a_frame_stamped_at_the_end_of_time_neither_panics_nor_stops_the_batches() {
+        let registry = Registry::new();
+        let mut stage = RouterStage::new(&Config::default(), &registry);
+        for (i, ts) in [1_000_000_000_000u64, u64::MAX, u64::MAX - 1, 1_000_000_000_001].into_iter().enumerate() {
+            let data = syn(i as u32);
+            let _ = stage.on_frame(&Frame { ts_ns: ts, link: LinkType::Ethernet, data: &data, orig_len: 54 });
+        }
+        stage.finish(|_| {});
+    }
+
     #[test]
     fn a_flood_of_evictions_queues_only_what_batches_can_carry() {
         let cfg = Config {

@@ -69,7 +69,14 @@ impl RotatingLog {
         let mut buf = Vec::with_capacity(text.len() + 1);
         buf.extend_from_slice(text.as_bytes());
         buf.push(b'\n');
-        self.file.write_all(&buf).with_context(|| format!("writing {}", self.path.display()))?;
+        if let Err(e) = self.file.write_all(&buf) {
+            // A write that failed part-way (disk full, a size limit) left a
+            // fragment without its newline; the next line would be glued to
+            // it and both lost at the next read, although the next write said
+            // it succeeded. Cut the file back to where this line began.
+            let _ = self.file.set_len(self.size);
+            return Err(e).with_context(|| format!("writing {}", self.path.display()));
+        }
         self.size += len;
         Ok(())
     }
@@ -100,6 +107,40 @@ impl RotatingLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Red-team finding: a write that fails part-way (here a file-size
+    /// limit, as a full disk does) left a fragment, the next line was glued
+    /// to it, and both were unreadable after a restart although the second
+    /// write had succeeded. The child process writes under `prlimit
+    /// --fsize` with SIGXFSZ ignored, so the second line only partly fits.
+    #[test]
+    fn a_line_that_did_not_fit_leaves_no_fragment_for_the_next_one() {
+        if let Some(dir) = std::env::var_os("GATEWARDEN_TEST_FSIZE_DIR") {
+            let p = std::path::Path::new(&dir).join("alerts.json");
+            let mut log = RotatingLog::open(&p, 1 << 20, 1).unwrap();
+            log.line(&"a".repeat(1000)).unwrap();
+            assert!(log.line(&"b".repeat(3000)).is_err(), "the second line cannot fit under the limit");
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        let exe = std::env::current_exe().unwrap();
+        let test = "logfile::tests::a_line_that_did_not_fit_leaves_no_fragment_for_the_next_one";
+        let out = std::process::Command::new("sh")
+            .args(["-c", "trap '' XFSZ; exec prlimit --fsize=2048 \"$0\" --exact \"$1\" --nocapture"])
+            .arg(&exe)
+            .arg(test)
+            .env("GATEWARDEN_TEST_FSIZE_DIR", d.path())
+            .output()
+            .expect("prlimit (util-linux) runs");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let p = d.path().join("alerts.json");
+        let mut log = RotatingLog::open(&p, 1 << 20, 1).unwrap();
+        log.line("c").unwrap();
+        let text = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{} bytes", text.len());
+        assert_eq!((lines[0].len(), lines[1]), (1000, "c"), "the line after the failed one is whole");
+    }
 
     #[test]
     fn rotates_by_size_and_keeps_the_count() {

@@ -391,7 +391,15 @@ impl AlertStore {
         if let Some(f) = &mut self.state_file {
             let mut line = serde_json::to_string(&change).context("encoding a state change")?;
             line.push('\n');
-            f.write_all(line.as_bytes()).and_then(|_| f.sync_data()).context("writing alert-state.json")?;
+            let before = f.metadata().map(|m| m.len()).ok();
+            if let Err(e) = f.write_all(line.as_bytes()).and_then(|_| f.sync_data()) {
+                // Part of the line may be on disk (disk full): cut it, or the next
+                // change would be glued to it and lost at the next start.
+                if let Some(len) = before {
+                    let _ = f.set_len(len);
+                }
+                return Err(e).context("writing alert-state.json");
+            }
             self.state_lines += 1;
         }
         self.states.insert(id, change.clone());
