@@ -316,7 +316,7 @@ impl AlertStore {
             max_id = max_id.max(c.id);
             store.states.insert(c.id, c);
         }
-        store.next_id = max_id + 1;
+        store.next_id = max_id.saturating_add(1);
         store.log = Some(RotatingLog::open(&dir.join(ALERT_FILE), store.opts.max_bytes, store.opts.keep)?);
         if store.state_lines > 2 * store.states.len() + 1024 {
             store.compact_states()?;
@@ -375,6 +375,11 @@ impl AlertStore {
     /// Who last changed alert `id`'s state, and when.
     pub fn state_change(&self, id: u64) -> Option<&StateChange> {
         self.states.get(&id)
+    }
+
+    /// The id the next alert gets: every id below it was issued.
+    pub fn next_id(&self) -> u64 {
+        self.next_id
     }
 
     /// Whether `id` names an alert this store has issued.

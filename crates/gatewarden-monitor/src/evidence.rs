@@ -99,6 +99,29 @@ impl EvidenceStore {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Deletes the pcaps of ids from `first_unissued` on: they belong to no
+    /// stored alert (alert lines lost to a power cut or a removed file), and
+    /// the next alert to get such an id would otherwise show an older
+    /// alert's packets, about another attacker. Returns how many went.
+    pub fn forget_from(&self, first_unissued: u64) -> usize {
+        let mut g = self.lock();
+        let ids: Vec<u64> = g.index.keys().copied().filter(|id| *id >= first_unissued).collect();
+        for id in &ids {
+            if let Some((size, seq)) = g.index.remove(id) {
+                g.total -= size;
+                g.order.remove(&seq);
+            }
+            g.memory.remove(id);
+            if let Some(dir) = &g.dir {
+                let path = dir.join(format!("{id}.pcap"));
+                if let Err(e) = std::fs::remove_file(&path) {
+                    tracing::warn!(path = %path.display(), error = %e, "could not delete an orphaned evidence pcap");
+                }
+            }
+        }
+        ids.len()
+    }
+
     /// Keeps `pcap` as alert `id`'s evidence, unless it has some already.
     pub fn put(&self, id: u64, pcap: &[u8]) -> anyhow::Result<Put> {
         let mut g = self.lock();
@@ -319,6 +342,23 @@ impl Linker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Red-team finding: alert ids are issued from the alert lines only, so
+    /// after lost lines a new alert got an id whose pcap was still on disk,
+    /// and `put` kept the old packets (about another attacker) for it.
+    #[test]
+    fn evidence_of_ids_not_issued_is_forgotten_so_a_new_alert_gets_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("4.pcap"), b"alert four").unwrap();
+        std::fs::write(dir.path().join("5.pcap"), b"an older attacker").unwrap();
+        let store = EvidenceStore::open(dir.path(), 1 << 20).unwrap();
+        // The alert store read back alerts 1 to 4: id 5 is the next one it issues.
+        assert_eq!(store.forget_from(5), 1);
+        assert!(!dir.path().join("5.pcap").exists());
+        assert!(matches!(store.put(5, b"the new alert's packets").unwrap(), Put::Stored { .. }));
+        assert_eq!(store.get(5).unwrap().as_deref(), Some(&b"the new alert's packets"[..]));
+        assert_eq!(store.get(4).unwrap().as_deref(), Some(&b"alert four"[..]));
+    }
 
     #[test]
     fn the_oldest_pcaps_go_first_and_the_first_pcap_of_an_alert_stays() {

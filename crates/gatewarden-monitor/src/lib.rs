@@ -418,6 +418,17 @@ impl MonitorState {
             Some(d) => evidence::EvidenceStore::open(d, max_bytes)?,
             None => evidence::EvidenceStore::in_memory(max_bytes),
         };
+        // Evidence for ids the alert store has not issued (its lines were
+        // lost) would be shown with the next alerts to get those ids.
+        let next = self.lock().store.next_id();
+        let orphans = store.forget_from(next);
+        if orphans > 0 {
+            tracing::warn!(
+                orphans,
+                first_unissued = next,
+                "deleted evidence pcaps of alerts the alert store does not hold (lost alert lines)"
+            );
+        }
         *self.evidence.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(store);
         Ok(())
     }
