@@ -57,8 +57,62 @@ pub struct LinkResponder {
     thread: Option<JoinHandle<()>>,
 }
 
+/// Echoes one address may have answered a second: twice what the fastest
+/// monitor sends (`link.probe_interval_ms` = 10).
+pub const ECHOES_PER_SOURCE: u32 = 200;
+/// Echoes a second in all.
+pub const ECHOES_TOTAL: u32 = 2000;
+/// Addresses given their own budget each second; more share one.
+pub const ECHO_SOURCES: usize = 1024;
+
+/// Which probes the responder answers this second. One budget for everyone
+/// let any LAN host sending 2000 probes a second use it up: the monitor's
+/// real probes went unanswered, and every link looked lost (false
+/// `link_health` alerts, nodes shown down). Each address now has its own
+/// share, and addresses past [`ECHO_SOURCES`] share one.
+#[derive(Debug)]
+pub struct EchoBudget {
+    window: Instant,
+    total: u32,
+    per_source: std::collections::HashMap<std::net::IpAddr, u32>,
+    others: u32,
+}
+
+impl EchoBudget {
+    /// A budget whose first second starts at `now`.
+    pub fn new(now: Instant) -> EchoBudget {
+        EchoBudget { window: now, total: 0, per_source: std::collections::HashMap::new(), others: 0 }
+    }
+
+    /// Whether to answer a probe from `from` arriving at `now`.
+    pub fn allow(&mut self, from: std::net::IpAddr, now: Instant) -> bool {
+        if now.duration_since(self.window) >= Duration::from_secs(1) {
+            self.window = now;
+            self.total = 0;
+            self.others = 0;
+            self.per_source.clear();
+        }
+        if self.total >= ECHOES_TOTAL {
+            return false;
+        }
+        let full = self.per_source.len() >= ECHO_SOURCES;
+        let n = match self.per_source.get_mut(&from) {
+            Some(n) => n,
+            None if full => &mut self.others,
+            None => self.per_source.entry(from).or_insert(0),
+        };
+        if *n >= ECHOES_PER_SOURCE {
+            return false;
+        }
+        *n += 1;
+        self.total += 1;
+        true
+    }
+}
+
 impl LinkResponder {
-    /// Binds `listen` and echoes probes (at most 2000 a second, the rest dropped).
+    /// Binds `listen` and echoes probes ([`EchoBudget`]: at most
+    /// [`ECHOES_PER_SOURCE`] a second to one address, [`ECHOES_TOTAL`] in all).
     pub fn start(listen: &str) -> anyhow::Result<LinkResponder> {
         let sock = UdpSocket::bind(listen)
             .with_context(|| format!("cannot bind the link probe responder to {listen} (link.listen)"))?;
@@ -70,19 +124,13 @@ impl LinkResponder {
             .name("link-echo".into())
             .spawn(move || {
                 let mut buf = [0u8; 64];
-                let mut window = Instant::now();
-                let mut count = 0u32;
+                let mut budget = EchoBudget::new(Instant::now());
                 while !stop2.load(Ordering::Relaxed) {
                     let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
                     if n != PROBE_LEN || &buf[..4] != MAGIC {
                         continue;
                     }
-                    if window.elapsed() >= Duration::from_secs(1) {
-                        window = Instant::now();
-                        count = 0;
-                    }
-                    count += 1;
-                    if count <= 2000 {
+                    if budget.allow(from.ip(), Instant::now()) {
                         let _ = sock.send_to(&buf[..n], from);
                     }
                 }
@@ -519,6 +567,35 @@ fn evaluate(peers: &mut [Peer], state: &super::MonitorState, now: Instant) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Red-team finding: one budget of 2 000 echoes a second for everyone; a
+    /// LAN host sending more used it up and the monitor's probes went
+    /// unanswered (false loss bursts, nodes shown down). A flood from one
+    /// address, and from a thousand more, leaves the monitor's probes
+    /// (100 a second, the fastest `probe_interval_ms`) all answered.
+    #[test]
+    fn a_flooding_host_cannot_use_up_the_monitors_echoes() {
+        let monitor: std::net::IpAddr = "192.0.2.5".parse().unwrap();
+        let flooder: std::net::IpAddr = "192.0.2.66".parse().unwrap();
+        let t0 = Instant::now();
+        let mut b = EchoBudget::new(t0);
+        let mut answered = 0;
+        for ms in 0..3000u64 {
+            let now = t0 + Duration::from_millis(ms);
+            for _ in 0..10 {
+                b.allow(flooder, now);
+            }
+            // Spoofed sources, each a few probes, past the table's size.
+            for i in 0..2u32 {
+                let spoofed = std::net::IpAddr::from([10, 9, (ms % 250) as u8, (i * 100 + (ms / 250) as u32) as u8]);
+                b.allow(spoofed, now);
+            }
+            if ms % 10 == 0 {
+                answered += usize::from(b.allow(monitor, now));
+            }
+        }
+        assert_eq!(answered, 300, "every monitor probe of 3 s answered");
+    }
 
     #[test]
     fn baseline_percentiles_and_spike() {
