@@ -210,6 +210,43 @@ pub const TORN_WRITE_ENV: &str = "GATEWARDEN_TEST_TORN_WRITE_MS";
 /// Reads `path` line by line; calls `f` for every complete line. If the file
 /// does not end in a newline, the tail is returned as a partial line and the
 /// file is cut back to the last newline (when `truncate`).
+/// How [`AlertStore::query`] answers a query.
+#[derive(Debug)]
+pub enum QueryPlan {
+    /// From memory: the answer.
+    Answered(Vec<(Alert, AlertState)>),
+    /// From these alert files, oldest first ([`scan_files`]).
+    ScanFiles(Vec<PathBuf>),
+}
+
+/// The alerts in `files` (oldest first) matching `q`, newest first, at most
+/// `q.limit`; `state_of` gives each alert's state. Needs no store, so it
+/// runs without the lock a caller keeps the store under.
+pub fn scan_files(
+    files: &[PathBuf],
+    q: &AlertQuery,
+    state_of: impl Fn(u64) -> AlertState,
+) -> anyhow::Result<Vec<(Alert, AlertState)>> {
+    let limit = if q.limit == 0 { 100 } else { q.limit };
+    let mut out: VecDeque<(Alert, AlertState)> = VecDeque::new();
+    for path in files {
+        read_lines(path, false, |line| {
+            if let Ok(a) =
+                serde_json::from_str::<Value>(line).map_err(anyhow::Error::from).and_then(|v| alert_from_eve(&v))
+            {
+                let st = state_of(a.id);
+                if q.matches(&a, st) {
+                    out.push_back((a, st));
+                    if out.len() > limit {
+                        out.pop_front();
+                    }
+                }
+            }
+        })?;
+    }
+    Ok(out.into_iter().rev().collect())
+}
+
 fn read_lines(path: &Path, truncate: bool, mut f: impl FnMut(&str)) -> anyhow::Result<Option<PartialLine>> {
     let file = match File::open(path) {
         Ok(f) => f,
@@ -445,39 +482,41 @@ impl AlertStore {
     /// Alerts matching `q`, newest first, with their state. Answers from
     /// memory when it covers the range, otherwise reads the files.
     pub fn query(&self, q: &AlertQuery) -> anyhow::Result<Vec<(Alert, AlertState)>> {
+        match self.plan(q) {
+            QueryPlan::Answered(v) => Ok(v),
+            QueryPlan::ScanFiles(files) => scan_files(&files, q, |id| self.state_of(id)),
+        }
+    }
+
+    /// What answering `q` takes: the alerts in memory, or a scan of the
+    /// files. The scan ([`scan_files`]) needs no `&self`, so a caller
+    /// holding this store under a lock (the monitor) can run it unlocked:
+    /// parsing up to 80 MiB of alert files under the monitor's lock stalled
+    /// alert intake, heartbeats and every page for as long as any viewer
+    /// asked for old alerts.
+    pub fn plan(&self, q: &AlertQuery) -> QueryPlan {
         let limit = if q.limit == 0 { 100 } else { q.limit };
         let covered =
             self.complete || q.since_ns.is_some_and(|t| self.recent.front().is_some_and(|oldest| oldest.ts_ns <= t));
-        if covered || self.opts.dir.is_none() {
-            return Ok(self
-                .recent
-                .iter()
-                .rev()
-                .filter(|a| q.matches(a, self.state_of(a.id)))
-                .take(limit)
-                .map(|a| (a.clone(), self.state_of(a.id)))
-                .collect());
-        }
-        let dir = self.opts.dir.clone().expect("checked above");
-        let mut files: Vec<PathBuf> = (1..=self.opts.keep).rev().map(|n| self.rotated(&dir, n)).collect();
+        let Some(dir) = self.opts.dir.as_ref().filter(|_| !covered) else {
+            return QueryPlan::Answered(
+                self.recent
+                    .iter()
+                    .rev()
+                    .filter(|a| q.matches(a, self.state_of(a.id)))
+                    .take(limit)
+                    .map(|a| (a.clone(), self.state_of(a.id)))
+                    .collect(),
+            );
+        };
+        let mut files: Vec<PathBuf> = (1..=self.opts.keep).rev().map(|n| self.rotated(dir, n)).collect();
         files.push(dir.join(ALERT_FILE));
-        let mut out: VecDeque<(Alert, AlertState)> = VecDeque::new();
-        for path in files {
-            read_lines(&path, false, |line| {
-                if let Ok(a) =
-                    serde_json::from_str::<Value>(line).map_err(anyhow::Error::from).and_then(|v| alert_from_eve(&v))
-                {
-                    let st = self.state_of(a.id);
-                    if q.matches(&a, st) {
-                        out.push_back((a, st));
-                        if out.len() > limit {
-                            out.pop_front();
-                        }
-                    }
-                }
-            })?;
-        }
-        Ok(out.into_iter().rev().collect())
+        QueryPlan::ScanFiles(files)
+    }
+
+    /// Whether the alerts in memory answer every query (none was pushed out yet).
+    pub fn complete(&self) -> bool {
+        self.complete
     }
 
     /// The `n` newest alerts in memory, newest first.
@@ -556,6 +595,29 @@ mod tests {
 
     fn opts(dir: &Path, max_bytes: u64, memory: usize) -> StoreOptions {
         StoreOptions { dir: Some(dir.to_path_buf()), max_bytes, keep: 3, memory }
+    }
+
+    /// Red-team finding: a query older than what memory holds parsed every
+    /// alert file inside the monitor's lock. The store now only plans it
+    /// under the lock; the scan needs no store and gives the same answer.
+    #[test]
+    fn an_old_query_is_planned_as_a_file_scan_that_needs_no_store() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = AlertStore::open(opts(d.path(), 1 << 20, 10)).unwrap();
+        for i in 0..50 {
+            s.append(alert(i, AttackKind::PortScan, Severity::Medium, "192.0.2.66")).unwrap();
+        }
+        s.set_state(3, AlertState::Acknowledged, "op").unwrap();
+        let q = AlertQuery { limit: 40, ..Default::default() };
+        let QueryPlan::ScanFiles(files) = s.plan(&q) else { panic!("50 alerts, 10 in memory: the files answer") };
+        let states: std::collections::HashMap<u64, AlertState> = (1..=50).map(|id| (id, s.state_of(id))).collect();
+        drop(s);
+        let scanned = scan_files(&files, &q, |id| states[&id]).unwrap();
+        assert_eq!(scanned.len(), 40);
+        assert_eq!(scanned[0].0.id, 50, "newest first");
+        assert_eq!(scanned.iter().find(|(a, _)| a.id == 3).map(|(_, st)| *st), None, "beyond the limit");
+        let all = scan_files(&files, &AlertQuery { limit: 100, ..Default::default() }, |id| states[&id]).unwrap();
+        assert_eq!(all.iter().find(|(a, _)| a.id == 3).map(|(_, st)| *st), Some(AlertState::Acknowledged));
     }
 
     #[test]

@@ -278,6 +278,8 @@ pub struct MonitorState {
     confirmations: Mutex<confirm::Confirmations>,
     /// A copy of every stored alert for the MQTT JSON mirror ([`MonitorState::tap_alerts`]), when it runs.
     alert_tap: std::sync::OnceLock<(async_channel::Sender<Alert>, gatewarden_core::metrics::Counter)>,
+    /// Held while a query scans the alert files (one scan at a time).
+    file_scan: Mutex<()>,
     /// Per-alert evidence pcaps (in memory until [`MonitorState::open_evidence`]).
     evidence: Mutex<Arc<evidence::EvidenceStore>>,
     /// Routers' evidence (by verdict id) joined to stored alerts (by store id).
@@ -394,6 +396,7 @@ impl MonitorState {
                 ),
             ),
             alert_tap: std::sync::OnceLock::new(),
+            file_scan: Mutex::new(()),
         })
     }
 
@@ -839,8 +842,20 @@ impl MonitorState {
 
     /// Alerts matching `q`, newest first, as EVE JSON with their state.
     pub fn query_alerts(&self, q: &AlertQuery) -> anyhow::Result<Vec<Value>> {
-        let inner = self.lock();
-        Ok(inner.store.query(q)?.iter().map(|(a, s)| alert_view(a, *s)).collect())
+        Ok(self.query_store(q)?.iter().map(|(a, s)| alert_view(a, *s)).collect())
+    }
+
+    /// [`AlertStore::query`] with the monitor's lock held only to plan it and
+    /// to look up states: a scan of the alert files runs unlocked, one at a
+    /// time (a viewer asking again and again queues behind itself, not in
+    /// front of alert intake and heartbeats).
+    fn query_store(&self, q: &AlertQuery) -> anyhow::Result<Vec<(Alert, AlertState)>> {
+        let files = match self.lock().store.plan(q) {
+            alerts::QueryPlan::Answered(v) => return Ok(v),
+            alerts::QueryPlan::ScanFiles(files) => files,
+        };
+        let _one_scan = self.file_scan.lock().unwrap_or_else(|e| e.into_inner());
+        alerts::scan_files(&files, q, |id| self.lock().store.state_of(id))
     }
 
     /// The attackers the recent alerts name (issue #18's incident list): one
@@ -888,7 +903,7 @@ impl MonitorState {
     /// its reason and response rule, and where each alert's evidence pcap is.
     pub fn incident_json(&self, ip: std::net::IpAddr) -> anyhow::Result<Value> {
         let q = AlertQuery { source: Some(ip), limit: 1000, ..AlertQuery::default() };
-        let alerts = self.lock().store.query(&q)?;
+        let alerts = self.query_store(&q)?;
         let talker = self.talkers.lock().unwrap_or_else(|e| e.into_inner()).get(&ip);
         let block = self.blocks().into_iter().find(|b| b.ip == ip.to_string());
         let blocked = alerts.iter().rev().find(|(a, _)| a.action == gatewarden_proto::messages::AlertAction::Blocked);
