@@ -3,20 +3,30 @@
 //!
 //! Classic pcap is parsed here directly (it is 16 bytes a record, and
 //! pcap-file refuses `orig_len > snaplen`, which every headers-only capture
-//! has); pcapng blocks are parsed by pcap-file.
+//! has). So are pcapng blocks: pcap-file's parser keeps a copy of every
+//! interface description, each option a list entry of ~40 bytes, until the
+//! next section header, so a hostile file of 4-byte options held ~10 times its
+//! size in memory. Here a block is read in place and only a few numbers per
+//! interface are kept, for at most [`MAX_PCAPNG_INTERFACES`] interfaces a section.
 
 use std::fs::File;
 use std::io::Read;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
-use pcap_file::pcapng::{Block, PcapNgParser};
-use pcap_file::PcapError;
+use pcap_file::pcapng::blocks::{
+    ENHANCED_PACKET_BLOCK, INTERFACE_DESCRIPTION_BLOCK, SECTION_HEADER_BLOCK, SIMPLE_PACKET_BLOCK,
+};
 
 use super::{CaptureError, Frame, LinkType, PacketSource, SourceStats};
 
 /// Largest single record accepted; anything larger is corruption, not a packet.
 pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
+/// Most interfaces one pcapng section may describe (real captures have a few).
+pub const MAX_PCAPNG_INTERFACES: usize = 4096;
+/// Largest pcapng interface description block accepted (real ones are a few
+/// hundred bytes: a link type, a name, a filter, a few numbers).
+pub const MAX_PCAPNG_INTERFACE_BYTES: usize = 64 * 1024;
 const READ_CHUNK: usize = 256 * 1024;
 /// The first read after a skip when frames are cut ([`CaptureFile::keep_at_most`]):
 /// a page beyond what is wanted, so a long record's payload is mostly skipped
@@ -44,9 +54,19 @@ impl Input {
     }
 }
 
+/// In pcapng, `big_endian` is the current section's byte order and
+/// `interfaces` what that section described.
 enum Format {
     Pcap { big_endian: bool, nanos: bool, link: LinkType },
-    PcapNg { parser: Box<PcapNgParser>, interfaces: Vec<Interface> },
+    PcapNg { big_endian: bool, interfaces: Vec<Interface> },
+}
+
+/// What a pcapng block means to the reader; packet data is a range of the block.
+enum NgBlock {
+    Section { big_endian: bool },
+    Interface(Interface),
+    Packet { if_id: usize, ts_raw: u64, data: Range<usize>, orig_len: u32 },
+    Other,
 }
 
 #[derive(Clone, Copy)]
@@ -217,16 +237,16 @@ impl CaptureFile {
     fn read_pcapng_header(&mut self) -> Result<(), CaptureError> {
         self.fill(28)?;
         let block_len = self.peek_pcapng_block_len(true)?;
-        self.fill(block_len)?;
-        let slice = &self.buf[self.start..self.end];
-        match PcapNgParser::new(slice) {
-            Ok((rem, parser)) => {
-                let used = slice.len() - rem.len();
-                self.format = Format::PcapNg { parser: Box::new(parser), interfaces: Vec::new() };
-                self.start += used;
+        if !self.fill(block_len)? {
+            return Err(self.truncated("pcapng section header"));
+        }
+        match parse_ng_block(&self.buf[self.start..self.start + block_len], false) {
+            Ok(NgBlock::Section { big_endian }) => {
+                self.format = Format::PcapNg { big_endian, interfaces: Vec::new() };
+                self.start += block_len;
                 Ok(())
             }
-            Err(PcapError::IncompleteBuffer) => Err(self.truncated("pcapng section header")),
+            Ok(_) => unreachable!("the block starts with the section header magic"),
             Err(e) => Err(self.corrupt(format!("pcapng section header: {e}"))),
         }
     }
@@ -245,8 +265,8 @@ impl CaptureFile {
                 [0x4d, 0x3c, 0x2b, 0x1a] => false,
                 _ => return Err(self.corrupt("pcapng section header has no valid byte-order magic")),
             }
-        } else if let Format::PcapNg { parser, .. } = &self.format {
-            parser.section().endianness == pcap_file::Endianness::Big
+        } else if let Format::PcapNg { big_endian, .. } = &self.format {
+            *big_endian
         } else {
             false
         };
@@ -368,64 +388,55 @@ impl CaptureFile {
                     self.truncated(format!("pcapng block header needs 12 bytes, {} left", self.end - self.start))
                 );
             }
-            let is_shb = self.buf[self.start..self.start + 4] == [0x0a, 0x0d, 0x0d, 0x0a];
+            let is_shb = self.buf[self.start..self.start + 4] == SECTION_HEADER_BLOCK.to_be_bytes();
             let len = self.peek_pcapng_block_len(is_shb)?;
+            let Format::PcapNg { big_endian, .. } = self.format else {
+                unreachable!("next_pcapng is only called for pcapng files")
+            };
+            let kind = read_u32(&self.buf[self.start..self.start + 4], big_endian);
+            if kind == INTERFACE_DESCRIPTION_BLOCK && len > MAX_PCAPNG_INTERFACE_BYTES {
+                return Err(self.corrupt(format!(
+                    "pcapng interface description of {len} bytes, more than the \
+                     {MAX_PCAPNG_INTERFACE_BYTES}-byte limit (real ones are a few hundred bytes): the file is \
+                     corrupt or built to exhaust memory; if it is genuine, convert it with `editcap -F pcap`"
+                )));
+            }
             if !self.fill(len)? {
                 return Err(self.truncated(format!("pcapng block of {len} bytes, {} left", self.end - self.start)));
             }
             let block_start = self.start;
-            let slice = &self.buf[block_start..block_start + len];
-            let Format::PcapNg { parser, interfaces } = &mut self.format else {
+            let block = match parse_ng_block(&self.buf[block_start..block_start + len], big_endian) {
+                Ok(block) => block,
+                Err(e) => return Err(self.corrupt(format!("pcapng block: {e}"))),
+            };
+            let Format::PcapNg { big_endian, interfaces } = &mut self.format else {
                 unreachable!("next_pcapng is only called for pcapng files")
             };
-            let block = match parser.next_block(slice) {
-                Ok((_, block)) => block,
-                Err(e) => {
-                    let detail = format!("pcapng block: {e}");
-                    return Err(self.corrupt(detail));
-                }
-            };
             let (ts_raw, if_id, data, orig_len) = match block {
-                Block::SectionHeader(_) => {
+                NgBlock::Section { big_endian: section_big_endian } => {
+                    *big_endian = section_big_endian;
                     interfaces.clear();
                     self.start += len;
                     continue;
                 }
-                Block::InterfaceDescription(idb) => {
-                    let dlt = u32::from(idb.linktype);
-                    let (mul, div) = idb
-                        .options
-                        .iter()
-                        .find_map(|o| match o {
-                            InterfaceDescriptionOption::IfTsResol(r) => Some(tsresol_to_ns(*r)),
-                            _ => None,
-                        })
-                        .unwrap_or((1000, 1));
-                    interfaces.push(Interface { link: LinkType::from_dlt(dlt), dlt, mul, div });
+                NgBlock::Interface(iface) => {
+                    if interfaces.len() >= MAX_PCAPNG_INTERFACES {
+                        return Err(self.corrupt(format!(
+                            "pcapng section describes more than {MAX_PCAPNG_INTERFACES} interfaces, the limit: \
+                             the file is corrupt or built to exhaust memory; if it is genuine, split it with \
+                             `editcap` or convert it with `editcap -F pcap`"
+                        )));
+                    }
+                    interfaces.push(iface);
                     self.start += len;
                     continue;
                 }
-                Block::EnhancedPacket(epb) => {
-                    let ts = epb.timestamp.as_nanos() as u64; // pcap-file stores the raw value here
-                    let data = match epb.data {
-                        std::borrow::Cow::Borrowed(d) => d,
-                        std::borrow::Cow::Owned(_) => unreachable!("parser borrows packet data"),
-                    };
-                    (ts, Some(epb.interface_id), data, epb.original_len)
-                }
-                Block::SimplePacket(spb) => {
-                    let data = match spb.data {
-                        std::borrow::Cow::Borrowed(d) => d,
-                        std::borrow::Cow::Owned(_) => unreachable!("parser borrows packet data"),
-                    };
-                    (0, Some(0), data, spb.original_len)
-                }
-                _ => {
+                NgBlock::Packet { if_id, ts_raw, data, orig_len } => (ts_raw, if_id, data, orig_len),
+                NgBlock::Other => {
                     self.start += len;
                     continue;
                 }
             };
-            let if_id = if_id.unwrap_or(0) as usize;
             let described = interfaces.len();
             let Some(iface) = interfaces.get(if_id).copied() else {
                 return Err(self.corrupt(format!("packet names interface {if_id}, but only {described} are described")));
@@ -438,16 +449,128 @@ impl CaptureFile {
                 });
             };
             let ts_ns = (ts_raw as u128 * iface.mul as u128 / iface.div as u128).min(u64::MAX as u128) as u64;
-            let data_off = data.as_ptr() as usize - slice.as_ptr() as usize;
             let captured = data.len() as u32;
             let data_len = data.len().min(self.keep);
             self.start += len;
             self.stats.frames += 1;
             self.stats.bytes_read = self.offset();
-            let data = &self.buf[block_start + data_off..block_start + data_off + data_len];
+            let data = &self.buf[block_start + data.start..block_start + data.start + data_len];
             return Ok(Some(Frame { ts_ns, link, data, orig_len: orig_len.max(captured) }));
         }
     }
+}
+
+/// Reads one whole pcapng block (its leading length already checked against
+/// the slice) in the current section's byte order, keeping nothing of it
+/// beyond a few numbers; an error is the detail of a corrupt block.
+fn parse_ng_block(block: &[u8], big_endian: bool) -> Result<NgBlock, String> {
+    let kind = read_u32(&block[0..4], big_endian);
+    let big_endian = if kind == SECTION_HEADER_BLOCK {
+        match block[8..12] {
+            [0x1a, 0x2b, 0x3c, 0x4d] => true,
+            [0x4d, 0x3c, 0x2b, 0x1a] => false,
+            _ => return Err("section header has no valid byte-order magic".into()),
+        }
+    } else {
+        big_endian
+    };
+    let len = block.len();
+    let trailer = read_u32(&block[len - 4..], big_endian) as usize;
+    if trailer != len {
+        return Err(format!("block of {len} bytes ends with a length of {trailer}"));
+    }
+    let body = &block[8..len - 4];
+    match kind {
+        SECTION_HEADER_BLOCK => {
+            // Magic, major and minor version, section length; then options.
+            if body.len() < 16 {
+                return Err(format!("section header body of {} bytes, at least 16 needed", body.len()));
+            }
+            walk_options(&body[16..], big_endian, |_, _| Ok(()))?;
+            Ok(NgBlock::Section { big_endian })
+        }
+        INTERFACE_DESCRIPTION_BLOCK => {
+            if body.len() < 8 {
+                return Err(format!("interface description body of {} bytes, at least 8 needed", body.len()));
+            }
+            let dlt = u32::from(read_u16(&body[0..2], big_endian));
+            if read_u16(&body[2..4], big_endian) != 0 {
+                return Err("interface description: reserved field is not 0".into());
+            }
+            let mut tsresol = None;
+            walk_options(&body[8..], big_endian, |code, value| {
+                if code == 9 {
+                    let [r] = value else {
+                        return Err(format!("interface description: if_tsresol of {} bytes, not 1", value.len()));
+                    };
+                    tsresol.get_or_insert(*r);
+                }
+                Ok(())
+            })?;
+            let (mul, div) = tsresol.map(tsresol_to_ns).unwrap_or((1000, 1));
+            Ok(NgBlock::Interface(Interface { link: LinkType::from_dlt(dlt), dlt, mul, div }))
+        }
+        ENHANCED_PACKET_BLOCK => {
+            if body.len() < 20 {
+                return Err(format!("enhanced packet body of {} bytes, at least 20 needed", body.len()));
+            }
+            let if_id = read_u32(&body[0..4], big_endian) as usize;
+            let ts_raw =
+                (u64::from(read_u32(&body[4..8], big_endian)) << 32) | u64::from(read_u32(&body[8..12], big_endian));
+            let captured = read_u32(&body[12..16], big_endian) as usize;
+            let orig_len = read_u32(&body[16..20], big_endian);
+            // Compared before padding, which could overflow a 32-bit usize.
+            let room = body.len() - 20;
+            let padded = captured.min(room).div_ceil(4) * 4;
+            if captured > room || padded > room {
+                return Err(format!(
+                    "enhanced packet claims {captured} captured bytes, the block holds {}",
+                    body.len() - 20
+                ));
+            }
+            walk_options(&body[20 + padded..], big_endian, |_, _| Ok(()))?;
+            Ok(NgBlock::Packet { if_id, ts_raw, data: 8 + 20..8 + 20 + captured, orig_len })
+        }
+        SIMPLE_PACKET_BLOCK => {
+            if body.len() < 4 {
+                return Err(format!("simple packet body of {} bytes, at least 4 needed", body.len()));
+            }
+            let orig_len = read_u32(&body[0..4], big_endian);
+            // As pcap-file read it: the rest of the body, padding included.
+            Ok(NgBlock::Packet { if_id: 0, ts_raw: 0, data: 8 + 4..len - 4, orig_len })
+        }
+        _ => Ok(NgBlock::Other),
+    }
+}
+
+/// Walks a pcapng option list (code, length, value padded to 4 bytes, up to
+/// an end-of-options marker) as pcap-file checked it, keeping none of it:
+/// `each` sees every option's code and value.
+fn walk_options(
+    mut opts: &[u8],
+    big_endian: bool,
+    mut each: impl FnMut(u16, &[u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    if opts.is_empty() {
+        return Ok(());
+    }
+    while !opts.is_empty() {
+        if opts.len() < 4 {
+            return Err(format!("option header needs 4 bytes, {} left", opts.len()));
+        }
+        let code = read_u16(&opts[0..2], big_endian);
+        let len = read_u16(&opts[2..4], big_endian) as usize;
+        if code == 0 {
+            return Ok(());
+        }
+        let padded = len.div_ceil(4) * 4;
+        if padded > opts.len() - 4 {
+            return Err(format!("option {code} claims {len} bytes, {} left in the block", opts.len() - 4));
+        }
+        each(code, &opts[4..4 + len])?;
+        opts = &opts[4 + padded..];
+    }
+    Err("options do not end with an end-of-options marker".into())
 }
 
 /// Converts pcapng's `if_tsresol` to a (multiply, divide) pair giving nanoseconds.
@@ -464,6 +587,15 @@ fn tsresol_to_ns(r: u8) -> (u64, u64) {
         // 2^-exp seconds per unit.
         let exp = exp.min(63);
         (1_000_000_000, 1u64 << exp)
+    }
+}
+
+fn read_u16(b: &[u8], big_endian: bool) -> u16 {
+    let a = [b[0], b[1]];
+    if big_endian {
+        u16::from_be_bytes(a)
+    } else {
+        u16::from_le_bytes(a)
     }
 }
 
@@ -703,6 +835,213 @@ mod tests {
         cut.truncate(bytes.len() - 2);
         let mut cf = open(cut).unwrap();
         assert!(matches!(cf.next_frame(), Err(CaptureError::Truncated { .. })));
+    }
+
+    /// One little-endian pcapng block of `kind` around `body` (padded to 4 bytes).
+    fn ng_block(kind: u32, body: &[u8]) -> Vec<u8> {
+        let padded = body.len().div_ceil(4) * 4;
+        let len = (12 + padded) as u32;
+        let mut v = Vec::with_capacity(len as usize);
+        v.extend(kind.to_le_bytes());
+        v.extend(len.to_le_bytes());
+        v.extend(body);
+        v.resize(8 + padded, 0);
+        v.extend(len.to_le_bytes());
+        v
+    }
+
+    fn ng_section() -> Vec<u8> {
+        let mut body = vec![0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0];
+        body.extend((-1i64).to_le_bytes());
+        ng_block(0x0a0d_0d0a, &body)
+    }
+
+    /// An Ethernet interface description carrying `options` (already encoded, end marker included).
+    fn ng_interface(options: &[u8]) -> Vec<u8> {
+        let mut body = vec![1, 0, 0, 0, 0xff, 0xff, 0, 0];
+        body.extend(options);
+        ng_block(1, &body)
+    }
+
+    fn ng_packet(if_id: u32, ts: u64, data: &[u8]) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend(if_id.to_le_bytes());
+        body.extend(((ts >> 32) as u32).to_le_bytes());
+        body.extend((ts as u32).to_le_bytes());
+        body.extend((data.len() as u32).to_le_bytes());
+        body.extend((data.len() as u32).to_le_bytes());
+        body.extend(data);
+        body.resize(body.len().div_ceil(4) * 4, 0);
+        ng_block(6, &body)
+    }
+
+    /// The red-team file: interface descriptions stuffed with empty 4-byte
+    /// comment options (code 1, length 0). pcap-file's parser kept every one,
+    /// as a ~40-byte list entry, until the next section header: ~10x the
+    /// file in memory (a 63 MiB file took RSS from 69 MB to 734 MB).
+    #[test]
+    fn pcapng_interface_descriptions_stuffed_with_options_are_refused_not_hoarded() {
+        let mut options = [1u8, 0, 0, 0].repeat(1024 * 1024 / 4);
+        options.extend([0, 0, 0, 0]);
+        let mut bytes = ng_section();
+        let first_idb = bytes.len() as u64;
+        for _ in 0..32 {
+            bytes.extend(ng_interface(&options));
+        }
+        bytes.extend(ng_packet(0, 1, b"abc"));
+        let mut cf = open(bytes).unwrap();
+        let err = cf.next_frame().map(|f| f.map(|f| f.data.to_vec())).unwrap_err();
+        match &err {
+            CaptureError::Corrupt { offset, detail, .. } => {
+                assert_eq!(*offset, first_idb, "the first oversized description is named");
+                assert!(detail.contains("interface description") && detail.contains("65536"), "{detail}");
+            }
+            e => panic!("{e}"),
+        }
+    }
+
+    #[test]
+    fn a_section_keeps_a_small_record_for_at_most_the_interface_limit() {
+        // Each description with a name and some padding options: the reader keeps
+        // a few numbers per interface, not the block.
+        let mut options = vec![2, 0, 4, 0, b'e', b't', b'h', b'0'];
+        options.extend([1u8, 0, 0, 0].repeat(10));
+        options.extend([0, 0, 0, 0]);
+        let idb = ng_interface(&options);
+        let mut bytes = ng_section();
+        for _ in 0..MAX_PCAPNG_INTERFACES {
+            bytes.extend(&idb);
+        }
+        bytes.extend(ng_packet(MAX_PCAPNG_INTERFACES as u32 - 1, 7, b"last"));
+        let at_limit = bytes.clone();
+        let mut cf = open(at_limit).unwrap();
+        assert_eq!(drain(&mut cf).unwrap(), vec![(7000, b"last".to_vec(), 4)]);
+        let Format::PcapNg { interfaces, .. } = &cf.format else { panic!("read as pcapng") };
+        assert_eq!(interfaces.len(), MAX_PCAPNG_INTERFACES);
+        assert!(std::mem::size_of::<Interface>() <= 32, "a few numbers per interface");
+
+        // One more in the same section is refused at that block...
+        let over = bytes.len() - ng_packet(0, 7, b"last").len();
+        bytes.truncate(over);
+        bytes.extend(&idb);
+        bytes.extend(ng_packet(0, 7, b"last"));
+        let err = drain(&mut open(bytes).unwrap()).unwrap_err();
+        match &err {
+            CaptureError::Corrupt { offset, detail, .. } => {
+                assert_eq!(*offset, over as u64);
+                assert!(detail.contains("more than 4096 interfaces"), "{detail}");
+            }
+            e => panic!("{e}"),
+        }
+
+        // ...but a new section header starts the count again.
+        let mut sections = ng_section();
+        for _ in 0..3 {
+            sections.extend(ng_section());
+            for _ in 0..MAX_PCAPNG_INTERFACES / 2 + 1 {
+                sections.extend(&idb);
+            }
+            sections.extend(ng_packet(1, 1, b"x"));
+        }
+        assert_eq!(drain(&mut open(sections).unwrap()).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn an_interface_description_up_to_the_size_limit_is_read() {
+        let mut options = [1u8, 0, 0, 0].repeat((MAX_PCAPNG_INTERFACE_BYTES - 20 - 4) / 4);
+        options.extend([9, 0, 1, 0, 9, 0, 0, 0, 0, 0, 0, 0]); // if_tsresol: nanoseconds
+        options.truncate(MAX_PCAPNG_INTERFACE_BYTES - 20);
+        options[MAX_PCAPNG_INTERFACE_BYTES - 20 - 12..].copy_from_slice(&[9, 0, 1, 0, 9, 0, 0, 0, 0, 0, 0, 0]);
+        let idb = ng_interface(&options);
+        assert_eq!(idb.len(), MAX_PCAPNG_INTERFACE_BYTES);
+        let mut bytes = ng_section();
+        bytes.extend(idb);
+        bytes.extend(ng_packet(0, 5, b"ok"));
+        assert_eq!(drain(&mut open(bytes).unwrap()).unwrap(), vec![(5, b"ok".to_vec(), 2)]);
+    }
+
+    #[test]
+    fn malformed_pcapng_blocks_are_corruption_at_their_offset() {
+        let good = [ng_section(), ng_interface(&[]), ng_packet(0, 1, b"abcd")].concat();
+        assert_eq!(drain(&mut open(good.clone()).unwrap()).unwrap().len(), 1);
+        let packet_at = good.len() - ng_packet(0, 1, b"abcd").len();
+        let idb_at = ng_section().len();
+        let cases: [(usize, &[u8], usize, &str); 5] = [
+            // Trailing length differs from the leading one.
+            (good.len() - 4, &[0, 1, 0, 0], packet_at, "ends with a length"),
+            // Captured length beyond the block.
+            (packet_at + 20, &[0, 1, 0, 0], packet_at, "captured bytes"),
+            // Reserved field of the interface description.
+            (idb_at + 10, &[1, 0], idb_at, "reserved"),
+            // Packet on an interface never described.
+            (packet_at + 8, &[3, 0, 0, 0], packet_at, "interface 3"),
+            // Byte-order magic of the section header.
+            (8, &[0, 0, 0, 0], 0, "byte-order magic"),
+        ];
+        for (at, patch, offset, want) in cases {
+            let mut bytes = good.clone();
+            bytes[at..at + patch.len()].copy_from_slice(patch);
+            let err = open(bytes).and_then(|mut cf| drain(&mut cf)).unwrap_err();
+            match &err {
+                CaptureError::Corrupt { offset: o, detail, .. } => {
+                    assert_eq!((*o, detail.contains(want)), (offset as u64, true), "{want}: {err}");
+                }
+                e => panic!("{want}: {e}"),
+            }
+        }
+        // An option running past the end of its block.
+        let bytes = [ng_section(), ng_interface(&[9, 0, 200, 0, 6, 0, 0, 0]), ng_packet(0, 1, b"a")].concat();
+        let err = drain(&mut open(bytes).unwrap()).unwrap_err();
+        assert!(matches!(&err, CaptureError::Corrupt { offset, .. } if *offset == idb_at as u64), "{err}");
+    }
+
+    #[test]
+    fn big_endian_pcapng_with_options_reads_like_little_endian() {
+        use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
+        use pcap_file::pcapng::blocks::interface_description::{InterfaceDescriptionBlock, InterfaceDescriptionOption};
+        use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
+        use pcap_file::pcapng::PcapNgWriter;
+        use pcap_file::{DataLink, Endianness};
+        let mut read = Vec::new();
+        for endianness in [Endianness::Little, Endianness::Big] {
+            let section = SectionHeaderBlock {
+                endianness,
+                options: vec![SectionHeaderOption::UserApplication("test".into())],
+                ..Default::default()
+            };
+            let mut w = PcapNgWriter::with_section_header(Vec::new(), section).unwrap();
+            for tsresol in [6u8, 9, 0x80 | 10] {
+                let idb = InterfaceDescriptionBlock {
+                    linktype: DataLink::ETHERNET,
+                    snaplen: 0xffff,
+                    options: vec![
+                        InterfaceDescriptionOption::IfName("eth0".into()),
+                        InterfaceDescriptionOption::IfTsResol(tsresol),
+                        InterfaceDescriptionOption::Comment("more".into()),
+                    ],
+                };
+                w.write_pcapng_block(idb).unwrap();
+            }
+            for (if_id, data) in [(0u32, &b"one"[..]), (1, b"two!"), (2, b"three")] {
+                let epb = EnhancedPacketBlock {
+                    interface_id: if_id,
+                    timestamp: std::time::Duration::from_nanos(3 << 33 | 2048),
+                    original_len: 100,
+                    data: std::borrow::Cow::Borrowed(data),
+                    options: vec![EnhancedPacketOption::Comment("hello".into()), EnhancedPacketOption::Flags(1)],
+                };
+                w.write_pcapng_block(epb).unwrap();
+            }
+            read.push(drain(&mut open(w.into_inner()).unwrap()).unwrap());
+        }
+        let raw = 3u64 << 33 | 2048;
+        let want = vec![
+            (raw * 1000, b"one".to_vec(), 100),
+            (raw, b"two!".to_vec(), 100),
+            ((u128::from(raw) * 1_000_000_000 / 1024) as u64, b"three".to_vec(), 100),
+        ];
+        assert_eq!(read[0], want);
+        assert_eq!(read[1], want);
     }
 
     #[test]
