@@ -10,7 +10,6 @@
 mod common;
 
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -270,17 +269,8 @@ impl Lab {
 
     /// A Blocker whose socket lives in the router namespace.
     fn blocker(&self, settings: Settings, registry: Option<Arc<Registry>>) -> Blocker {
-        let path = format!("/var/run/netns/{}", self.rtr);
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).unwrap();
-            // SAFETY: setns(2) with a valid namespace fd that `ns` keeps open for the call; it only
-            // changes this short-lived thread's network namespace, which the socket then keeps.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            Blocker::open(settings, registry.as_ref()).unwrap()
-        })
-        .join()
-        .unwrap()
+        // The socket keeps the namespace it was opened in.
+        common::netns::run_in(&self.rtr, move || Blocker::open(settings, registry.as_ref()).unwrap())
     }
 }
 
@@ -786,20 +776,7 @@ fn addresses_planted_at_a_mac_members_mac_stay_out_of_its_groups_set() {
         }],
     };
     // The enforcement thread runs in the router's namespace, where the neighbour table is.
-    let path = format!("/var/run/netns/{}", lab.rtr);
-    let in_router = move |f: Box<dyn FnOnce() + Send>| {
-        let path = path.clone();
-        std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).unwrap();
-            // SAFETY: setns(2) with a valid namespace fd that `ns` keeps open for the call; it
-            // only changes this short-lived thread's network namespace.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap()
-    };
+    let in_router = |f: Box<dyn FnOnce() + Send>| common::netns::run_in(&lab.rtr, f);
     let b = Arc::new(std::sync::Mutex::new(b));
     let b2 = b.clone();
     in_router(Box::new(move || assert!(b2.lock().unwrap().replace_group_rules(&update).unwrap())));
@@ -868,14 +845,8 @@ fn a_batch_of_thousands_of_messages_commits_on_a_default_kernels_receive_buffer(
     let Some(lab) = Lab::new() else { return };
     let mut b = lab.blocker(Settings::default(), None);
     b.ensure().unwrap();
-    let path = format!("/var/run/netns/{}", lab.rtr);
     const N: u32 = 3_000;
-    let result = std::thread::spawn(move || {
-        let ns = std::fs::File::open(&path).unwrap();
-        // SAFETY: setns(2) with a valid namespace fd that `ns` keeps open for the call; it only
-        // changes this short-lived thread's network namespace, which the socket then keeps.
-        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+    let result = common::netns::run_in(&lab.rtr, move || {
         let mut nl = gatewarden_netlink::Netlink::open().unwrap();
         nl.set_receive_buffer(212_992);
         let mut batch = gatewarden_netlink::Batch::new();
@@ -887,9 +858,7 @@ fn a_batch_of_thousands_of_messages_commits_on_a_default_kernels_receive_buffer(
         }
         assert_eq!(batch.len(), N as usize);
         nl.commit(&batch)
-    })
-    .join()
-    .unwrap();
+    });
     assert!(result.is_ok(), "a batch the kernel applies is reported as failed: {}", result.unwrap_err());
     assert_eq!(lab.elements("block4_admin").len(), N as usize);
 }

@@ -14,7 +14,6 @@
 
 mod common;
 
-use std::os::fd::AsRawFd;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -848,17 +847,7 @@ fn a_frame_forged_with_a_downstream_routers_mac_leaves_its_subnet_connected() {
 /// Runs `f` on a thread inside the router's namespace (sockets it opens,
 /// and threads it starts, stay there).
 fn in_router<T: Send + 'static>(site: &Site, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/var/run/netns/{}", site.rtr);
-    std::thread::spawn(move || {
-        let ns = std::fs::File::open(&path).unwrap();
-        // SAFETY: setns(2) with a valid namespace fd kept open for the call; it changes this
-        // thread's network namespace only (and that of threads it starts).
-        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .unwrap()
+    common::netns::run_in(&site.rtr, f)
 }
 
 /// The router's verdict gate in process, in the site's router namespace: a
@@ -1005,13 +994,9 @@ impl NsBlocker {
         use gatewarden::enforce::{Blocker, Settings};
         let (tx, rx) = std::sync::mpsc::channel::<BlockerJob>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
-        let path = format!("/var/run/netns/{}", site.rtr);
+        let rtr = site.rtr.clone();
         let worker = std::thread::spawn(move || {
-            let ns = std::fs::File::open(&path).unwrap();
-            // SAFETY: setns(2) with a valid namespace fd kept open for the call; it changes this
-            // thread's network namespace only.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            common::netns::enter(&rtr);
             let mut b = Blocker::open(Settings::default(), None).unwrap();
             if owner {
                 b.ensure().unwrap();

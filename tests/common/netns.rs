@@ -202,3 +202,25 @@ impl Site {
         Site { iot, router, wan }
     }
 }
+
+/// Moves the calling thread into network namespace `name` (`ip netns`), for
+/// good: sockets it opens afterwards (netlink, nftables) live there.
+pub fn enter(name: &str) {
+    use std::os::fd::AsRawFd;
+    let ns = std::fs::File::open(format!("/var/run/netns/{name}")).unwrap();
+    // SAFETY: setns(2) with a valid namespace fd that `ns` keeps open for the call; it
+    // changes this thread's network namespace only (and that of threads it starts).
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns into {name}: {}", std::io::Error::last_os_error());
+}
+
+/// Runs `f` on a thread of its own inside namespace `name` and returns what it returns.
+pub fn run_in<T: Send + 'static>(name: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let name = name.to_string();
+    std::thread::spawn(move || {
+        enter(&name);
+        f()
+    })
+    .join()
+    .unwrap()
+}

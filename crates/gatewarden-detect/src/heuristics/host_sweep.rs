@@ -165,14 +165,10 @@ mod tests {
         assert!(found.iter().any(|d| d.kind == AttackKind::HostSweep), "{found:?}");
     }
 
-    /// The red team's padding against a sweep: a telnet sweep into silence with two quick
-    /// answered HTTPS flows to one server between probes. Counted over all the source's
-    /// attempts the share was 33 %, and the sweep was only counted (`sweep_mostly_answered`);
-    /// counted over the probes to tcp/23 it is 100 %: blocked.
-    #[test]
-    fn a_sweep_padded_with_answered_flows_on_another_port_keeps_its_own_unanswered_share() {
-        use crate::fusion::Origin;
-        use crate::response::{Action, ResponsePolicy, Rule};
+    /// A telnet sweep of 30 hosts into silence from 192.0.2.66, with two quick
+    /// answered flows to 198.51.100.1 on `pad_port` between probes: the sweep
+    /// finding, and what the shipped response policy does with it.
+    fn padded_sweep(pad_port: u16) -> (crate::heuristics::Detection, crate::response::Decision) {
         let mut h = Heuristics::new(DetectorConfig::default());
         let mut found = Vec::new();
         let mut id = 0;
@@ -180,15 +176,26 @@ mod tests {
             let t = 1.0 + i as f64 * 0.01;
             for _ in 0..2 {
                 id += 1;
-                found.extend(h.observe(&rec(id, "192.0.2.66", "198.51.100.1", 443, Proto::Tcp, t, 6, 5, "SF")));
+                found.extend(h.observe(&rec(id, "192.0.2.66", "198.51.100.1", pad_port, Proto::Tcp, t, 6, 5, "SF")));
             }
             id += 1;
             let dst = format!("192.0.2.{}", 100 + i);
             found.extend(h.observe(&rec(id, "192.0.2.66", &dst, 23, Proto::Tcp, t + 0.005, 1, 0, "S0")));
         }
-        let d = found.iter().find(|d| d.kind == AttackKind::HostSweep).expect("a sweep finding");
+        let d = found.into_iter().find(|d| d.kind == AttackKind::HostSweep).expect("a sweep finding");
+        let decision = crate::response::ResponsePolicy::default().decide(&d, &[crate::fusion::Origin::Heuristics]);
+        (d, decision)
+    }
+
+    /// The red team's padding against a sweep: a telnet sweep into silence with two quick
+    /// answered HTTPS flows to one server between probes. Counted over all the source's
+    /// attempts the share was 33 %, and the sweep was only counted (`sweep_mostly_answered`);
+    /// counted over the probes to tcp/23 it is 100 %: blocked.
+    #[test]
+    fn a_sweep_padded_with_answered_flows_on_another_port_keeps_its_own_unanswered_share() {
+        use crate::response::{Action, Rule};
+        let (d, decision) = padded_sweep(443);
         assert!(d.reason.contains("100 % unanswered"), "{}", d.reason);
-        let decision = ResponsePolicy::default().decide(d, &[Origin::Heuristics]);
         assert_eq!((decision.action, decision.rule), (Action::Block, Rule::ScanUnanswered), "{}", d.reason);
     }
 
@@ -198,25 +205,10 @@ mod tests {
     /// answered among 21 is 95 %.
     #[test]
     fn a_sweep_padded_with_answered_sessions_on_the_swept_port_is_still_blocked() {
-        use crate::fusion::Origin;
-        use crate::response::{Action, ResponsePolicy, Rule};
-        let mut h = Heuristics::new(DetectorConfig::default());
-        let mut found = Vec::new();
-        let mut id = 0;
-        for i in 0..30u64 {
-            let t = 1.0 + i as f64 * 0.01;
-            for _ in 0..2 {
-                id += 1;
-                found.extend(h.observe(&rec(id, "192.0.2.66", "198.51.100.1", 23, Proto::Tcp, t, 6, 5, "SF")));
-            }
-            id += 1;
-            let dst = format!("192.0.2.{}", 100 + i);
-            found.extend(h.observe(&rec(id, "192.0.2.66", &dst, 23, Proto::Tcp, t + 0.005, 1, 0, "S0")));
-        }
-        let d = found.iter().find(|d| d.kind == AttackKind::HostSweep).expect("a sweep finding");
+        use crate::response::{Action, Rule};
+        let (d, decision) = padded_sweep(23);
         let pct = d.evidence.iter().find(|e| e.0 == "unanswered_pct").unwrap().1;
         assert!(pct >= 90.0, "{pct}: {}", d.reason);
-        let decision = ResponsePolicy::default().decide(d, &[Origin::Heuristics]);
         assert_eq!((decision.action, decision.rule), (Action::Block, Rule::ScanUnanswered), "{}", d.reason);
     }
 }
