@@ -418,6 +418,9 @@ fn set_send_buffer(sock: &Socket, bytes: libc::c_int) {
 /// ~770 bytes measured, rounded up).
 const ACK_BUFFER_BYTES: usize = 1024;
 
+/// Receive buffer a socket starts with (the kernel reports twice what is asked).
+const DEFAULT_RCVBUF: usize = 4 << 20;
+
 /// Sets a socket buffer option, trying each of `opts` in turn (the `FORCE`
 /// variant first); returns whether one took.
 fn set_buffer(sock: &Socket, opts: &[libc::c_int], bytes: libc::c_int) -> bool {
@@ -456,11 +459,17 @@ impl Netlink {
         // Errors carry the kernel's reason text; acks do not echo our request back.
         let _ = sock.set_ext_ack(true);
         let _ = sock.set_cap_ack(true);
-        let _ = sock.set_rx_buf_sz(4 << 20);
+        // What the receive buffer holds is known only when forced: plain
+        // SO_RCVBUF is silently capped by `net.core.rmem_max`, so then
+        // nothing is assumed and the first commit forces what it needs.
+        let forced = set_buffer(&sock, &[libc::SO_RCVBUFFORCE], (DEFAULT_RCVBUF / 2) as libc::c_int);
+        if !forced {
+            let _ = sock.set_rx_buf_sz(DEFAULT_RCVBUF);
+        }
         set_send_buffer(&sock, 32 << 20);
         let seq =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(1);
-        Ok(Netlink { sock, seq, buf: Vec::with_capacity(1 << 16), rcvbuf: 4 << 20 })
+        Ok(Netlink { sock, seq, buf: Vec::with_capacity(1 << 16), rcvbuf: if forced { DEFAULT_RCVBUF } else { 0 } })
     }
 
     /// Sets the receive buffer as an unprivileged process could (plain
@@ -478,7 +487,7 @@ impl Netlink {
     /// `SO_RCVBUF` is capped by `net.core.rmem_max` (212 992 on a default
     /// kernel: ~550 acknowledgements), so `SO_RCVBUFFORCE` first, as nft does.
     fn make_room_for_acks(&mut self, messages: usize) {
-        let need = messages.saturating_mul(ACK_BUFFER_BYTES).saturating_add(64 << 10);
+        let need = messages.saturating_mul(ACK_BUFFER_BYTES).saturating_add(64 << 10).max(DEFAULT_RCVBUF);
         if need <= self.rcvbuf {
             return;
         }
