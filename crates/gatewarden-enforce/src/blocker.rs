@@ -1029,10 +1029,7 @@ impl Blocker {
 
     /// Like [`Blocker::protected`] for a range `lo..=hi` (feeds): any protected address inside it.
     fn protection_overlapping(&self, fam: Fam, lo: u128, hi: u128) -> Option<Protection> {
-        let hits = |c: &Cidr| {
-            let (a, b) = c.range();
-            c.fam() == fam && a <= hi && lo <= b
-        };
+        let hits = |c: &Cidr| cidr_overlaps(c, fam, lo, hi);
         if self.allow.iter().any(hits) {
             return Some(Protection::Allowlist);
         }
@@ -1357,10 +1354,7 @@ impl Blocker {
     fn feed_refusal(&self, c: &Cidr, checks: &FeedChecks, kernel_allow: &[(Fam, u128, u128)]) -> Option<FeedRefusal> {
         let (lo, hi) = c.range();
         let fam = c.fam();
-        let overlaps = |n: &Cidr| {
-            let (a, b) = n.range();
-            n.fam() == fam && a <= hi && lo <= b
-        };
+        let overlaps = |n: &Cidr| cidr_overlaps(n, fam, lo, hi);
         if let Some(n) = checks.site.iter().find(|&n| overlaps(n)) {
             return Some(FeedRefusal::Site(*n));
         }
@@ -1790,6 +1784,12 @@ pub fn infrastructure_addresses() -> Vec<IpAddr> {
     out.sort();
     out.dedup();
     out
+}
+
+/// Whether `c` shares an address with the range `lo..=hi` of family `fam`.
+fn cidr_overlaps(c: &Cidr, fam: Fam, lo: u128, hi: u128) -> bool {
+    let (a, b) = c.range();
+    c.fam() == fam && a <= hi && lo <= b
 }
 
 /// [`infrastructure_addresses`] and the fleet's endpoints as last resolved, sorted.

@@ -190,11 +190,18 @@ impl StateFile {
     /// first, and the operator is told how many.
     fn save_locked(&self, blocks: &[SavedBlock], now_unix_ms: u64) -> anyhow::Result<()> {
         let mut live: Vec<SavedBlock> = blocks.iter().filter(|b| b.remaining_ms(now_unix_ms) > 0).cloned().collect();
-        let encode = |blocks: Vec<SavedBlock>| {
-            let doc = StateDoc { version: STATE_VERSION, saved_unix_ms: now_unix_ms, blocks };
+        /// [`StateDoc`] as written, borrowing its blocks.
+        #[derive(Serialize)]
+        struct StateDocRef<'a> {
+            version: u32,
+            saved_unix_ms: u64,
+            blocks: &'a [SavedBlock],
+        }
+        let encode = |blocks: &[SavedBlock]| {
+            let doc = StateDocRef { version: STATE_VERSION, saved_unix_ms: now_unix_ms, blocks };
             serde_json::to_vec(&doc).context("encoding the block state")
         };
-        let mut text = encode(live.clone())?;
+        let mut text = encode(&live)?;
         if text.len() as u64 > self.max_bytes {
             // Feeds last, longest-running first among them; then cut by the
             // bytes each entry took, with room to spare for the JSON around it.
@@ -221,7 +228,7 @@ impl StateFile {
                  feed ranges) are not saved and will be gone after a reboot; import the feed again after one, or \
                  use a smaller feed"
             );
-            text = encode(live)?;
+            text = encode(&live)?;
         }
         write_durably(&self.path, &text)
     }
