@@ -1415,3 +1415,73 @@ fn the_fleets_mqtt_broker_and_link_peers_are_never_blocked() {
     }
     assert!(lab.elements("block4_detector").is_empty() && lab.elements("block6_detector").is_empty());
 }
+
+/// Red-team finding: a restart put the saved feed back without the checks an
+/// import makes. A network that joined the LAN after the import (a
+/// renumbered LAN, a downstream subnet added to `enforce.lan_prefixes`) came
+/// back blocked, both ways, and so did a range an edited or damaged state
+/// file held (3000::/4, a sixteenth of IPv6). Now the saved feed is checked
+/// as an import checks it, against the config the router starts with: a
+/// range that fails is left out, with a warning that names it, says why and
+/// what to do, and is counted; a feed imported with `--allow-wide` is
+/// remembered as such (in the state file) and comes back as wide as it was.
+#[test]
+fn a_restored_feed_is_checked_like_an_import_against_the_lan_it_comes_back_to() {
+    let Some(mut lab) = Lab::new() else { return };
+    let state = lab.dir.path().join("enforce-state.json");
+    let router = |more: &str| format!("state_file = \"{}\"\n{more}[capture]\ninterface = \"lan\"\n", state.display());
+    lab.start_router(&router(""));
+    let cfg = lab.config(&router(""));
+    let cfg = cfg.to_str().unwrap();
+    // Both imports pass: 198.18.0.0/24 and 2001:db8:78::/48 are outside the LAN today.
+    let wide = feed_file(&lab, "country.txt", &["64.0.0.0/3", "198.18.0.0/24"]);
+    let out = lab.cli(&["blocklist", "import", &wide, "--allow-wide", "--ttl", "2h", "-c", cfg]);
+    assert!(out.status.success(), "{}", said(&out));
+    let v6 = feed_file(&lab, "drop6.txt", &["2001:db8:77::/48", "2001:db8:78::/48"]);
+    let out = lab.cli(&["blocklist", "import", &v6, "--ttl", "2h", "-c", cfg]);
+    assert!(out.status.success(), "{}", said(&out));
+    lab.stop_router();
+
+    // The state file is edited (or damaged) to hold a sixteenth of IPv6, as
+    // a file from before `allow_wide` was saved would: without the field.
+    let mut doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let now_ms = unix_now_s() * 1000;
+    doc["blocks"].as_array_mut().unwrap().push(serde_json::json!({
+        "target": "3000::/4", "origin": "feed", "timeout_ms": 7_200_000u64,
+        "expires_unix_ms": now_ms + 7_000_000, "reason": "feed drop6.txt",
+    }));
+    std::fs::write(&state, doc.to_string()).unwrap();
+
+    // The LAN now holds 198.18.0.0/24 and 2001:db8:78::/48 (a downstream router's subnets).
+    std::fs::remove_file(lab.dir.path().join("router.log")).ok();
+    lab.start_router(&router("lan_prefixes = [\"198.18.0.0/24\", \"2001:db8:78::/48\"]\n"));
+    let v4: Vec<String> = lab.elements("block4_feed").iter().map(|e| e.0.to_string()).collect();
+    let v6: Vec<String> = lab.elements("block6_feed").iter().map(|e| e.0.to_string()).collect();
+    let log = lab.router_log();
+    assert!(!v4.iter().any(|e| e.contains("198.18.0.0")), "the LAN's 198.18.0.0/24 came back blocked: {v4:?}\n{log}");
+    assert!(!v6.iter().any(|e| e.contains("2001:db8:78::")), "the LAN's 2001:db8:78::/48 came back: {v6:?}\n{log}");
+    assert!(!v6.iter().any(|e| e.contains("\"3000::\"")), "the edited-in 3000::/4 came back: {v6:?}\n{log}");
+    assert!(v4.iter().any(|e| e.contains("64.0.0.0")), "the --allow-wide feed comes back as wide: {v4:?}\n{log}");
+    assert!(v6.iter().any(|e| e.contains("2001:db8:77::")), "the rest of the IPv6 feed comes back: {v6:?}\n{log}");
+    for words in [
+        "198.18.0.0/24 overlaps the LAN network 198.18.0.0/24",
+        "2001:db8:78::/48 overlaps the LAN network 2001:db8:78::/48",
+        "3000::/4 covers",
+        "--allow-wide",
+    ] {
+        assert!(log.contains(words), "the warning says {words:?}:\n{log}");
+    }
+    assert!(
+        lab.metrics().contains("gatewarden_enforce_feed_restore_refused_total 3"),
+        "counted: {}",
+        lab.metrics().lines().filter(|l| l.contains("restore")).collect::<Vec<_>>().join("\n")
+    );
+
+    // The wide feed stays remembered as such through the next restart, from the table this one restored.
+    lab.stop_router();
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(saved.contains("\"allow_wide\":true"), "{saved}");
+    lab.start_router(&router("lan_prefixes = [\"198.18.0.0/24\", \"2001:db8:78::/48\"]\n"));
+    let v4: Vec<String> = lab.elements("block4_feed").iter().map(|e| e.0.to_string()).collect();
+    assert!(v4.iter().any(|e| e.contains("64.0.0.0")), "after a second restart: {v4:?}\n{}", lab.router_log());
+}

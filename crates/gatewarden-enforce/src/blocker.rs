@@ -303,6 +303,10 @@ pub enum FeedRefusal {
     /// It is wider than `feeds::widest` (IPv4 /8, IPv6 /16), and the import
     /// did not allow wide entries.
     TooWide(u8),
+    /// A saved feed range, not imported with `--allow-wide`, that covers
+    /// these many addresses of its family: more than a whole feed may
+    /// (`feeds::coverage_limit`), so no import without it wrote it.
+    TooMuch(Fam, u128),
 }
 
 impl FeedRefusal {
@@ -318,6 +322,26 @@ impl FeedRefusal {
             }
             FeedRefusal::Protected(p) => format!("overlaps {}", p.describe()),
             FeedRefusal::TooWide(p) => format!("is wider than /{p}"),
+            FeedRefusal::TooMuch(fam, n) => format!(
+                "covers {}, more than a feed may without --allow-wide ({})",
+                feeds::coverage_text(*fam, *n),
+                feeds::coverage_text(*fam, feeds::coverage_limit(*fam))
+            ),
+        }
+    }
+
+    /// What the operator can do about a saved feed range refused at a restore.
+    fn restore_advice(&self) -> &'static str {
+        match self {
+            FeedRefusal::Site(_) => {
+                "a feed never blocks the LAN, --allow-wide or not; if that network is not the LAN, correct \
+                 enforce.lan_prefixes or the LAN interface's routes and import the feed again"
+            }
+            FeedRefusal::Protected(_) => "no block may cover it; the rest of the feed is restored",
+            FeedRefusal::TooWide(_) | FeedRefusal::TooMuch(..) => {
+                "if the feed is meant to be that wide (a country list) and its source is trusted, import it again \
+                 with --allow-wide"
+            }
         }
     }
 }
@@ -366,6 +390,7 @@ pub enum FeedError {
 struct Metrics {
     blocks: BTreeMap<Origin, Counter>,
     refused: BTreeMap<Origin, Counter>,
+    feed_restore_refused: Counter,
     evicted: BTreeMap<Origin, Counter>,
     errors: Counter,
     registry: std::sync::Arc<Registry>,
@@ -387,6 +412,13 @@ impl Metrics {
             evicted: per_origin(
                 "gatewarden_enforce_evicted_total",
                 "Blocks evicted early because a block set was full, by origin.",
+            ),
+            feed_restore_refused: r.counter(
+                "gatewarden_enforce_feed_restore_refused_total",
+                "Saved feed ranges (or parts of them) not restored at a start because an import would refuse them \
+                 now: they overlap the LAN, the allowlist, the gateway or its infrastructure, or cover more than a \
+                 feed may without --allow-wide.",
+                &[],
             ),
             errors: r.counter(
                 "gatewarden_enforce_errors_total",
@@ -603,36 +635,70 @@ impl Blocker {
         self.ensure_restoring(Vec::new(), 0).map(|_| ())
     }
 
+    /// [`Blocker::ensure_restoring_for`] with no site networks known (the
+    /// other checks on feed ranges still hold).
+    pub fn ensure_restoring(&mut self, saved: Vec<persist::SavedBlock>, now_unix_ms: u64) -> Result<RestoreReport> {
+        self.ensure_restoring_for(saved, now_unix_ms, &[])
+    }
+
     /// [`Blocker::ensure`], also restoring `saved` (from the state file,
     /// times relative to `now_unix_ms`). The table appears with its blocks
     /// in one transaction: no packet passes between "table installed" and
     /// "blocks back". Entries now protected (allowlist, bogons) or expired
     /// are left out; the report says how many of each.
-    pub fn ensure_restoring(&mut self, saved: Vec<persist::SavedBlock>, now_unix_ms: u64) -> Result<RestoreReport> {
+    ///
+    /// Feed ranges are checked as an import checks its entries, against
+    /// what holds now: `site` (the LAN's networks, as
+    /// [`FeedChecks::site`]), the allowlist (also the one in a previous
+    /// run's table, which holds the settings page's), the gateway, its
+    /// infrastructure and bogons, and unless the range was imported with
+    /// `--allow-wide` ([`persist::SavedBlock::allow_wide`]) the coverage
+    /// limit: the LAN may have moved since the import, and the state file
+    /// may have been edited or damaged. What fails is left out with a
+    /// warning saying why and what to do, counted in
+    /// [`RestoreReport::feed_refused`] and
+    /// `gatewarden_enforce_feed_restore_refused_total`.
+    pub fn ensure_restoring_for(
+        &mut self,
+        saved: Vec<persist::SavedBlock>,
+        now_unix_ms: u64,
+        site: &[Cidr],
+    ) -> Result<RestoreReport> {
         for _ in 1..REWRITE_TRIES {
-            match self.ensure_restoring_once(saved.clone(), now_unix_ms) {
+            match self.ensure_restoring_once(saved.clone(), now_unix_ms, site) {
                 // The admin CLI wrote to the old table after its blocks were read.
                 Err(e) if e.errno() == Some(ERESTART) => continue,
                 r => return r,
             }
         }
-        self.ensure_restoring_once(saved, now_unix_ms)
+        self.ensure_restoring_once(saved, now_unix_ms, site)
     }
 
-    /// One try of [`Blocker::ensure_restoring`], bound to the ruleset
+    /// One try of [`Blocker::ensure_restoring_for`], bound to the ruleset
     /// generation the stale table's blocks were read at: a block another
     /// process adds in between fails the transaction (`ERESTART`) instead
     /// of being deleted with the stale table.
-    fn ensure_restoring_once(&mut self, saved: Vec<persist::SavedBlock>, now_unix_ms: u64) -> Result<RestoreReport> {
+    fn ensure_restoring_once(
+        &mut self,
+        saved: Vec<persist::SavedBlock>,
+        now_unix_ms: u64,
+        site: &[Cidr],
+    ) -> Result<RestoreReport> {
         let generation = self.nl.generation()?;
         let stale = ruleset::table_exists(&mut self.nl)?;
         let now = if now_unix_ms == 0 { gatewarden_core::clock::unix_now_ms() } else { now_unix_ms };
         let mut carried = Vec::new();
+        // The previous run's allowlist, as an import reads the running router's.
+        let mut kernel_allow = Vec::new();
         if stale {
             tracing::info!("replacing the nftables table left by a previous run, keeping its blocks");
             match self.saved_blocks(now) {
                 Ok(v) => carried = v,
                 Err(e) => tracing::warn!("could not read the previous table's blocks: {e}"),
+            }
+            match self.kernel_allow_ranges() {
+                Ok(v) => kernel_allow = v,
+                Err(e) => tracing::warn!("could not read the previous table's allowlist: {e}"),
             }
         }
         let all = persist::merge(carried, saved);
@@ -661,11 +727,14 @@ impl Blocker {
                     report.unreadable += 1;
                     continue;
                 };
-                if self.protection_overlapping(fam, lo, hi).is_some() {
-                    report.protected += 1;
-                    continue;
-                }
-                feeds.entry(fam).or_default().push((lo, hi, blk.timeout_ms, remaining, blk.reason.clone()));
+                feeds.entry(fam).or_default().push(ruleset::RestoredRange {
+                    lo,
+                    hi,
+                    timeout_ms: blk.timeout_ms,
+                    remaining_ms: remaining,
+                    comment: blk.reason,
+                    wide: blk.allow_wide,
+                });
             } else {
                 let Ok(addr) = blk.target.parse::<IpAddr>() else {
                     report.unreadable += 1;
@@ -676,6 +745,29 @@ impl Blocker {
                     continue;
                 }
                 singles.entry(origin.set_name(fam_of(&addr))).or_default().push((remaining, blk));
+            }
+        }
+        // Told and counted once the table is in (a try the kernel refuses is made again).
+        let mut feed_refusals: Vec<(String, FeedRefusal)> = Vec::new();
+        let mut feeds_too_much: Vec<(Fam, u128, usize)> = Vec::new();
+        for (fam, ranges) in feeds.iter_mut() {
+            ranges.sort_by_key(|r| r.lo);
+            // Ranges came from one interval set: already disjoint; drop any overlap a hand-edited file brings.
+            let mut disjoint: Vec<ruleset::RestoredRange> = Vec::with_capacity(ranges.len());
+            for r in ranges.drain(..) {
+                match disjoint.last() {
+                    Some(last) if r.lo <= last.hi => report.unreadable += 1,
+                    _ => disjoint.push(r),
+                }
+            }
+            let screen =
+                screen_saved_feed(*fam, disjoint, |lo, hi| self.feed_range_refusal(*fam, lo, hi, site, &kernel_allow));
+            *ranges = screen.keep;
+            report.feed_refused += screen.refused.len();
+            feed_refusals.extend(screen.refused);
+            if let Some((covered, n)) = screen.too_much {
+                report.feed_refused += n;
+                feeds_too_much.push((*fam, covered, n));
             }
         }
         let lookups = ruleset::Lookups::holding(
@@ -708,18 +800,9 @@ impl Blocker {
             let what = format!("restore {} contained MACs", contained.len());
             ruleset::push_elements(&mut b, ruleset::SET_CONTAIN, &contained, true, &what);
         }
-        for (fam, mut ranges) in feeds {
-            ranges.sort_by_key(|r| r.0);
-            // Ranges came from one interval set: already disjoint; drop any overlap a hand-edited file brings.
-            let mut disjoint: Vec<ruleset::RestoredRange> = Vec::with_capacity(ranges.len());
-            for r in ranges {
-                match disjoint.last() {
-                    Some(last) if r.0 <= last.1 => report.unreadable += 1,
-                    _ => disjoint.push(r),
-                }
-            }
-            report.restored += disjoint.len();
-            ruleset::push_restored_intervals(&mut b, &Origin::Feed.set_name(fam), fam, &disjoint);
+        for (fam, ranges) in feeds {
+            report.restored += ranges.len();
+            ruleset::push_restored_intervals(&mut b, &Origin::Feed.set_name(fam), fam, &ranges);
         }
         // A refused generation is no failure: `ensure_restoring` reads again.
         if let Err(e) = self.nl.commit(&b) {
@@ -732,10 +815,15 @@ impl Blocker {
         self.lookups = lookups;
         // A new table's binding sets are empty.
         self.bound_written = Some(super::spoof::BoundSources::default());
-        if report.restored + report.protected + report.over_capacity + report.unreadable > 0 {
+        tell_feed_refusals(&feed_refusals, &feeds_too_much);
+        if let Some(m) = &self.metrics {
+            m.feed_restore_refused.add(report.feed_refused as u64);
+        }
+        if report.restored + report.protected + report.feed_refused + report.over_capacity + report.unreadable > 0 {
             tracing::info!(
                 restored = report.restored,
                 protected = report.protected,
+                feed_refused = report.feed_refused,
                 expired = report.expired,
                 over_capacity = report.over_capacity,
                 unreadable = report.unreadable,
@@ -766,6 +854,7 @@ impl Blocker {
                         timeout_ms: e.timeout_ms,
                         expires_unix_ms: now_unix_ms + e.expires_ms,
                         reason: e.comment.clone(),
+                        allow_wide: e.wide,
                     }
                 }));
             }
@@ -785,6 +874,7 @@ impl Blocker {
                     timeout_ms: e.timeout_ms,
                     expires_unix_ms: now_unix_ms + e.expires_ms,
                     reason: e.comment.clone(),
+                    allow_wide: false,
                 });
             }
         }
@@ -1297,7 +1387,7 @@ impl Blocker {
         if !checks.allow_wide {
             for fam in [Fam::V4, Fam::V6] {
                 let covered = feeds::union_size(&keep, fam);
-                if covered > feeds::coverage_limit(fam) {
+                if feeds::over_coverage(fam, covered) {
                     return Err(FeedError::TooMuch { fam, covered, refused });
                 }
             }
@@ -1336,7 +1426,7 @@ impl Blocker {
             f.written = merged.len();
             f.covered = feeds::union_size(&fam_entries, f.fam);
             ranges += merged.len();
-            ruleset::push_interval_elements(&mut b, &set, f.fam, &merged, Some(ms), Some(comment));
+            ruleset::push_interval_elements(&mut b, &set, f.fam, &merged, Some(ms), Some(comment), checks.allow_wide);
         }
         self.commit(&b)?;
         self.keep_on(need)?;
@@ -1348,14 +1438,34 @@ impl Blocker {
         Ok(ImportReport { ranges, refused, families })
     }
 
-    /// Why feed entry `c` may not be imported, if it may not. The site's
-    /// networks first: for a LAN range that also holds the gateway's own
-    /// address, "the LAN" is the better reason.
+    /// Why feed entry `c` may not be imported, if it may not: what
+    /// [`Blocker::feed_range_refusal`] says, then its width.
     fn feed_refusal(&self, c: &Cidr, checks: &FeedChecks, kernel_allow: &[(Fam, u128, u128)]) -> Option<FeedRefusal> {
         let (lo, hi) = c.range();
         let fam = c.fam();
+        if let Some(why) = self.feed_range_refusal(fam, lo, hi, &checks.site, kernel_allow) {
+            return Some(why);
+        }
+        if !checks.allow_wide && feeds::too_wide(c) {
+            return Some(FeedRefusal::TooWide(feeds::widest(fam)));
+        }
+        None
+    }
+
+    /// Why the feed range `lo..=hi` may not be blocked, whatever its width,
+    /// if it may not: for an import's entries and a restore's saved ranges
+    /// alike. The site's networks first: for a LAN range that also holds
+    /// the gateway's own address, "the LAN" is the better reason.
+    fn feed_range_refusal(
+        &self,
+        fam: Fam,
+        lo: u128,
+        hi: u128,
+        site: &[Cidr],
+        kernel_allow: &[(Fam, u128, u128)],
+    ) -> Option<FeedRefusal> {
         let overlaps = |n: &Cidr| cidr_overlaps(n, fam, lo, hi);
-        if let Some(n) = checks.site.iter().find(|&n| overlaps(n)) {
+        if let Some(n) = site.iter().find(|&n| overlaps(n)) {
             return Some(FeedRefusal::Site(*n));
         }
         if self.own.iter().any(|a| overlaps(&Cidr::host(*a))) {
@@ -1366,9 +1476,6 @@ impl Blocker {
         }
         if kernel_allow.iter().any(|(f, a, b)| *f == fam && *a <= hi && lo <= *b) {
             return Some(FeedRefusal::Protected(Protection::Allowlist));
-        }
-        if !checks.allow_wide && feeds::too_wide(c) {
-            return Some(FeedRefusal::TooWide(feeds::widest(fam)));
         }
         None
     }
@@ -1510,7 +1617,7 @@ impl Blocker {
                 id += 1;
                 let m: Vec<Cidr> = members.iter().filter(|c| c.fam() == fam).copied().collect();
                 if !m.is_empty() {
-                    ruleset::push_interval_elements(&mut b, &set, fam, &feeds::merge(&m), None, None);
+                    ruleset::push_interval_elements(&mut b, &set, fam, &feeds::merge(&m), None, None, false);
                 }
             }
         }
@@ -1746,8 +1853,12 @@ fn allowlist_with(configured: &[Cidr], own: &[IpAddr]) -> Vec<Cidr> {
 pub struct RestoreReport {
     /// Entries written back (addresses and feed ranges).
     pub restored: usize,
-    /// Left out: protected now (allowlist, bogon, own address).
+    /// Left out: addresses protected now (allowlist, bogon, own address).
     pub protected: usize,
+    /// Left out: saved feed ranges, or pieces of them, an import would
+    /// refuse now (the LAN, the allowlist, the gateway, infrastructure,
+    /// bogons, or more than a feed may cover without `--allow-wide`).
+    pub feed_refused: usize,
     /// Left out: ran out while the router was down.
     pub expired: usize,
     /// Left out: more than a set holds (the ones with the least time left).
@@ -1767,6 +1878,100 @@ fn parse_range(target: &str) -> Option<(Fam, u128, u128)> {
     let c: Cidr = target.parse().ok()?;
     let (lo, hi) = c.range();
     Some((c.fam(), lo, hi))
+}
+
+/// Most saved feed ranges a restore names in a warning each; the rest are counted in one.
+const MAX_RESTORE_REFUSALS_LOGGED: usize = 32;
+
+/// Warns of the saved feed ranges a restore left out: each (the first
+/// [`MAX_RESTORE_REFUSALS_LOGGED`]) with why and what to do, and each family
+/// left out whole for its coverage.
+fn tell_feed_refusals(refused: &[(String, FeedRefusal)], too_much: &[(Fam, u128, usize)]) {
+    for (range, why) in refused.iter().take(MAX_RESTORE_REFUSALS_LOGGED) {
+        tracing::warn!("a saved feed range is not restored: {range} {}; {}", why.describe(), why.restore_advice());
+    }
+    if refused.len() > MAX_RESTORE_REFUSALS_LOGGED {
+        tracing::warn!(
+            "{} more saved feed ranges are not restored, for the reasons above \
+             (gatewarden_enforce_feed_restore_refused_total counts them all)",
+            refused.len() - MAX_RESTORE_REFUSALS_LOGGED
+        );
+    }
+    for &(fam, covered, n) in too_much {
+        let fam_name = if fam == Fam::V4 { "IPv4" } else { "IPv6" };
+        tracing::warn!(
+            "the saved {fam_name} feed covers {}, more than a feed may without --allow-wide ({}): its {n} ranges \
+             are not restored, as an import of it would be refused whole (the state file was edited or damaged). \
+             If the feed is meant to be that wide (a country list) and its source is trusted, import it again \
+             with --allow-wide",
+            feeds::coverage_text(fam, covered),
+            feeds::coverage_text(fam, feeds::coverage_limit(fam))
+        );
+    }
+}
+
+/// What [`screen_saved_feed`] kept and left out of one family's saved feed.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct SavedFeedScreen {
+    /// The ranges to restore (what is left of a range a piece of which was refused, merged back).
+    keep: Vec<ruleset::RestoredRange>,
+    /// Ranges, or pieces of them, left out: as written (`range_text`), with why.
+    refused: Vec<(String, FeedRefusal)>,
+    /// Left out because the ranges not imported with `--allow-wide`
+    /// together cover more than a feed may: the addresses they covered and how many they were.
+    too_much: Option<(u128, usize)>,
+}
+
+/// The saved feed ranges of `fam` (sorted, disjoint) an import would write
+/// now. `refusal` is the import's check of a range against the site and
+/// the protections ([`Blocker::feed_range_refusal`]). A refused range is
+/// checked again in the pieces of [`feeds::range_cidrs`] (the import
+/// merged adjacent entries into it): the refused pieces are left out, the
+/// rest kept. The width limit cannot be told from a merged range (two /8s
+/// are saved as one /7), so a range not imported with `--allow-wide` is
+/// held to the coverage limit instead: one covering more than a whole feed
+/// may is left out, and when they together cover more, all of them are,
+/// as an import is refused whole for it.
+fn screen_saved_feed(
+    fam: Fam,
+    ranges: Vec<ruleset::RestoredRange>,
+    refusal: impl Fn(u128, u128) -> Option<FeedRefusal>,
+) -> SavedFeedScreen {
+    let size = |lo: u128, hi: u128| (hi - lo).saturating_add(1);
+    let mut out = SavedFeedScreen::default();
+    for r in ranges {
+        if !r.wide && feeds::over_coverage(fam, size(r.lo, r.hi)) {
+            out.refused.push((feeds::range_text(fam, r.lo, r.hi), FeedRefusal::TooMuch(fam, size(r.lo, r.hi))));
+            continue;
+        }
+        if refusal(r.lo, r.hi).is_none() {
+            out.keep.push(r);
+            continue;
+        }
+        let mut run: Option<(u128, u128)> = None;
+        for piece in feeds::range_cidrs(fam, r.lo, r.hi) {
+            let (lo, hi) = piece.range();
+            match refusal(lo, hi) {
+                Some(why) => {
+                    out.refused.push((piece.to_string(), why));
+                    if let Some((lo, hi)) = run.take() {
+                        out.keep.push(ruleset::RestoredRange { lo, hi, ..r.clone() });
+                    }
+                }
+                None => run = Some((run.map_or(lo, |(first, _)| first), hi)),
+            }
+        }
+        if let Some((lo, hi)) = run {
+            out.keep.push(ruleset::RestoredRange { lo, hi, ..r });
+        }
+    }
+    let narrow = out.keep.iter().filter(|r| !r.wide).fold(0u128, |n, r| n.saturating_add(size(r.lo, r.hi)));
+    if feeds::over_coverage(fam, narrow) {
+        let n = out.keep.iter().filter(|r| !r.wide).count();
+        out.keep.retain(|r| r.wide);
+        out.too_much = Some((narrow, n));
+    }
+    out
 }
 
 /// Next hops of this namespace's routes (rtnetlink `RTM_GETROUTE`, any
@@ -2080,6 +2285,97 @@ mod tests {
         assert_eq!(FeedRefusal::TooWide(8).describe(), "is wider than /8");
         assert!(FeedRefusal::Protected(Protection::OwnAddress).describe().starts_with("overlaps the allowlist"));
         assert!(FeedRefusal::Protected(Protection::Infrastructure).describe().contains("MQTT broker"));
+        assert_eq!(
+            FeedRefusal::TooMuch(Fam::V6, 1 << 124).describe(),
+            "covers as many IPv6 addresses as one /4 (6.2500 % of IPv6), more than a feed may without \
+             --allow-wide (as many IPv6 addresses as one /14 (0.0061 % of IPv6))"
+        );
+        assert!(FeedRefusal::TooMuch(Fam::V4, 1 << 30).restore_advice().contains("--allow-wide"));
+        assert!(!FeedRefusal::Site(lan).restore_advice().contains("import it again with --allow-wide"));
+    }
+
+    /// A saved feed range as the state file gives it.
+    fn saved(range: &str, wide: bool) -> ruleset::RestoredRange {
+        let (_, lo, hi) = parse_range(range).unwrap();
+        ruleset::RestoredRange {
+            lo,
+            hi,
+            timeout_ms: 7_200_000,
+            remaining_ms: 7_000_000,
+            comment: "feed f".into(),
+            wide,
+        }
+    }
+
+    fn texts(fam: Fam, ranges: &[ruleset::RestoredRange]) -> Vec<String> {
+        ranges.iter().map(|r| feeds::range_text(fam, r.lo, r.hi)).collect()
+    }
+
+    /// The import's rules hold for a saved feed at a restore (the restore
+    /// itself, against a real kernel and a router's config, is
+    /// `enforce::a_restored_feed_is_checked_like_an_import_against_the_lan_it_comes_back_to`).
+    #[test]
+    fn a_saved_feed_is_held_to_the_imports_rules_range_by_range() {
+        let lan: Vec<Cidr> = vec!["198.18.0.0/24".parse().unwrap(), "2001:db8:78::/48".parse().unwrap()];
+        let refusal = |fam: Fam| {
+            let lan = lan.clone();
+            move |lo: u128, hi: u128| lan.iter().find(|n| cidr_overlaps(n, fam, lo, hi)).map(|n| FeedRefusal::Site(*n))
+        };
+        // Two /48s the import merged into one range: only the piece in the LAN goes.
+        let v6 = vec![saved("2001:db8:77::-2001:db8:78:ffff:ffff:ffff:ffff:ffff", false), saved("3000::/4", false)];
+        let got = screen_saved_feed(Fam::V6, v6, refusal(Fam::V6));
+        assert_eq!(texts(Fam::V6, &got.keep), ["2001:db8:77::/48"]);
+        let refused: Vec<String> = got.refused.iter().map(|(r, why)| format!("{r} {}", why.describe())).collect();
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert_eq!(refused[0], "2001:db8:78::/48 overlaps the LAN network 2001:db8:78::/48");
+        assert!(refused[1].starts_with("3000::/4 covers as many IPv6 addresses as one /4"), "{refused:?}");
+        assert_eq!(got.keep[0].comment, "feed f", "what is kept keeps its comment and times");
+        assert_eq!((got.keep[0].timeout_ms, got.keep[0].remaining_ms), (7_200_000, 7_000_000));
+        assert_eq!(got.too_much, None);
+
+        // Pieces are the widest aligned networks: the one holding the LAN goes whole, as the
+        // entry it may have been would (never more is blocked than an import would block).
+        let merged = vec![saved("198.16.0.0-198.18.255.255", false)];
+        let got = screen_saved_feed(Fam::V4, merged, refusal(Fam::V4));
+        assert_eq!(texts(Fam::V4, &got.keep), ["198.16.0.0/15"]);
+        assert_eq!(got.refused, [("198.18.0.0/16".to_string(), FeedRefusal::Site(lan[0]))]);
+        let got = screen_saved_feed(Fam::V4, vec![saved("198.16.0.0/14", false)], refusal(Fam::V4));
+        assert!(got.keep.is_empty() && got.refused[0].0 == "198.16.0.0/14", "{got:?}");
+        let around = vec![saved("198.17.255.0-198.18.0.255", false)];
+        let got = screen_saved_feed(Fam::V4, around, refusal(Fam::V4));
+        assert_eq!(texts(Fam::V4, &got.keep), ["198.17.255.0/24"]);
+        let middle = vec![saved("198.17.0.0-198.20.255.255", false)];
+        let got = screen_saved_feed(Fam::V4, middle, refusal(Fam::V4));
+        assert_eq!(texts(Fam::V4, &got.keep), ["198.17.0.0/16", "198.20.0.0/16"]);
+        assert_eq!(got.refused[0].0, "198.18.0.0/15");
+
+        // Imported with --allow-wide: as wide as it was, never the LAN.
+        let wide = vec![saved("64.0.0.0/3", true), saved("198.18.0.0/24", true)];
+        let got = screen_saved_feed(Fam::V4, wide, refusal(Fam::V4));
+        assert_eq!(texts(Fam::V4, &got.keep), ["64.0.0.0/3"]);
+        assert_eq!(got.refused.len(), 1);
+
+        // Two /8s merged into a /7 are no wide entry; five /8s are more than a feed may cover, and go whole.
+        let two = vec![saved("8.0.0.0/7", false)];
+        assert_eq!(texts(Fam::V4, &screen_saved_feed(Fam::V4, two, refusal(Fam::V4)).keep), ["8.0.0.0/7"]);
+        let five: Vec<_> = ["1.0.0.0/8", "3.0.0.0/8", "5.0.0.0/8", "7.0.0.0/8", "9.0.0.0/8"]
+            .iter()
+            .map(|r| saved(r, false))
+            .chain([saved("64.0.0.0/3", true)])
+            .collect();
+        let got = screen_saved_feed(Fam::V4, five, refusal(Fam::V4));
+        assert_eq!(got.too_much, Some((5 << 24, 5)));
+        assert_eq!(
+            texts(Fam::V4, &got.keep),
+            ["64.0.0.0/3"],
+            "the --allow-wide range is not counted against the limit"
+        );
+        assert!(got.refused.is_empty());
+
+        // The whole of IPv6 from an edited file: no overflow, refused.
+        let all = vec![saved("::/0", false)];
+        let got = screen_saved_feed(Fam::V6, all, refusal(Fam::V6));
+        assert!(got.keep.is_empty() && got.refused.len() == 1);
     }
 
     #[test]
@@ -2092,6 +2388,7 @@ mod tests {
             comment: "feed".into(),
             counter: None,
             counted_since_s: None,
+            wide: false,
         };
         // Reverse order, as the rbtree dumps; plus the leading zero end marker.
         let els = vec![

@@ -56,6 +56,34 @@ pub fn coverage_limit(fam: Fam) -> u128 {
     1u128 << (bits - u32::from(widest(fam)) + 2)
 }
 
+/// Whether `covered` addresses of `fam`, a feed's entries together, are more
+/// than it may cover without `--allow-wide` ([`coverage_limit`]).
+pub fn over_coverage(fam: Fam, covered: u128) -> bool {
+    covered > coverage_limit(fam)
+}
+
+/// The range `lo..=hi` of `fam` as the fewest networks, in order, each the
+/// widest aligned one that fits. An import merges adjacent entries into one
+/// range (8.0.0.0/8 and 9.0.0.0/8 are written, and saved, as 8.0.0.0/7), so
+/// a saved range is checked in these pieces: each entry it was merged from
+/// lies inside one of them, so leaving out a piece a check refuses never
+/// blocks more than the import would have (at worst, less).
+pub fn range_cidrs(fam: Fam, lo: u128, hi: u128) -> impl Iterator<Item = Cidr> {
+    let bits = fam.addr_len() * 8;
+    let span = |k: u32| if k >= 128 { u128::MAX } else { (1u128 << k) - 1 };
+    let mut next = (lo <= hi).then_some(lo);
+    std::iter::from_fn(move || {
+        let start = next?;
+        let mut k = start.trailing_zeros().min(bits);
+        while start.checked_add(span(k)).is_none_or(|end| end > hi) {
+            k -= 1;
+        }
+        let end = start + span(k);
+        next = (end < hi).then(|| end + 1);
+        Some(Cidr { addr: u128_addr(fam, start), prefix: (bits - k) as u8 })
+    })
+}
+
 /// What `n` addresses of `fam` are, for people: a count and a share of the
 /// space for IPv4 (`256 IPv4 addresses (0.0000 % of IPv4)`), the prefix
 /// holding as many for IPv6 (`as many IPv6 addresses as one /48 (…)`).
@@ -171,5 +199,40 @@ not-an-ip
         assert_eq!(coverage_text(Fam::V6, 1 << 80), "as many IPv6 addresses as one /48 (0.0000 % of IPv6)");
         assert_eq!(coverage_text(Fam::V6, 3 << 80), "as many IPv6 addresses as one /46.4 (0.0000 % of IPv6)");
         assert_eq!(coverage_text(Fam::V6, 1 << 124), "as many IPv6 addresses as one /4 (6.2500 % of IPv6)");
+        assert!(
+            !over_coverage(Fam::V4, coverage_limit(Fam::V4)) && over_coverage(Fam::V4, coverage_limit(Fam::V4) + 1)
+        );
+    }
+
+    #[test]
+    fn a_range_splits_into_the_widest_aligned_networks_that_fit() {
+        let pieces = |fam: Fam, a: &str, b: &str| -> Vec<String> {
+            let (lo, hi) = (addr_u128(&a.parse().unwrap()), addr_u128(&b.parse().unwrap()));
+            range_cidrs(fam, lo, hi).map(|c| c.to_string()).collect()
+        };
+        // Two /8s merged by an import: one aligned /7.
+        assert_eq!(pieces(Fam::V4, "8.0.0.0", "9.255.255.255"), ["8.0.0.0/7"]);
+        // Two /48s that are no /47.
+        assert_eq!(
+            pieces(Fam::V6, "2001:db8:77::", "2001:db8:78:ffff:ffff:ffff:ffff:ffff"),
+            ["2001:db8:77::/48", "2001:db8:78::/48"]
+        );
+        assert_eq!(
+            pieces(Fam::V4, "192.0.2.1", "192.0.2.6"),
+            ["192.0.2.1", "192.0.2.2/31", "192.0.2.4/31", "192.0.2.6"]
+        );
+        assert_eq!(pieces(Fam::V4, "0.0.0.0", "255.255.255.255"), ["0.0.0.0/0"]);
+        assert_eq!(pieces(Fam::V6, "::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), ["::/0"]);
+        assert_eq!(pieces(Fam::V6, "::1", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff").len(), 128);
+        assert_eq!(pieces(Fam::V4, "255.255.255.255", "255.255.255.255"), ["255.255.255.255"]);
+        assert!(pieces(Fam::V4, "192.0.2.9", "192.0.2.8").is_empty());
+        // However odd the range, the pieces cover it exactly, in order.
+        for (lo, hi) in [(3u128, 1_000_003u128), (1, u32::MAX as u128 - 1), (12_345, 12_345)] {
+            let got: Vec<Cidr> = range_cidrs(Fam::V4, lo, hi).collect();
+            assert!(got.len() <= 62, "{lo}-{hi}: {} pieces", got.len());
+            assert_eq!(got.first().unwrap().range().0, lo);
+            assert_eq!(got.last().unwrap().range().1, hi);
+            assert!(got.windows(2).all(|w| w[0].range().1 + 1 == w[1].range().0));
+        }
     }
 }

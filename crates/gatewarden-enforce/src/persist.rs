@@ -47,6 +47,12 @@ pub struct SavedBlock {
     pub expires_unix_ms: u64,
     /// The element's comment (why it was blocked).
     pub reason: String,
+    /// A feed range imported with `--allow-wide`: restored even when wider
+    /// than a feed may be without it. Absent (files written before it was
+    /// kept, or edited) is `false`: the range must pass the width and
+    /// coverage limits again. The LAN and the allowlist hold either way.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub allow_wide: bool,
 }
 
 impl SavedBlock {
@@ -301,6 +307,7 @@ mod tests {
             timeout_ms: 600_000,
             expires_unix_ms: expires,
             reason: "r".into(),
+            allow_wide: false,
         }
     }
 
@@ -369,6 +376,26 @@ mod tests {
         // An unknown origin from a newer binary is skipped, not restored as something else.
         f.save(&[blk("192.0.2.1", "martian", 9_000)], 0).unwrap();
         assert!(f.load(0).unwrap().is_empty());
+    }
+
+    /// The `--allow-wide` mark of a feed range is kept in the file, only
+    /// where it is set; a file without it (older, or edited) reads as not wide.
+    #[test]
+    fn allow_wide_is_saved_only_where_set_and_an_older_file_reads_as_not_wide() {
+        let d = tempfile::tempdir().unwrap();
+        let f = StateFile::new(d.path().join("state.json"));
+        let wide = SavedBlock { allow_wide: true, ..blk("64.0.0.0/3", "feed", 9_000) };
+        f.save(&[wide.clone(), blk("203.0.113.0/24", "feed", 9_000)], 0).unwrap();
+        let text = std::fs::read_to_string(f.path()).unwrap();
+        assert_eq!(text.matches("allow_wide").count(), 1, "{text}");
+        assert_eq!(f.load(0).unwrap(), [wide, blk("203.0.113.0/24", "feed", 9_000)]);
+        std::fs::write(
+            f.path(),
+            br#"{"version": 1, "saved_unix_ms": 1, "blocks": [{"target": "3000::/4", "origin": "feed",
+                "timeout_ms": 600000, "expires_unix_ms": 9000, "reason": "r"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(f.load(0).unwrap(), [blk("3000::/4", "feed", 9_000)]);
     }
 
     #[test]

@@ -693,32 +693,53 @@ fn comment_udata(text: &str) -> Vec<u8> {
 /// number keeps clear of nft's own (comment 0, flags 1).
 const UDATA_COUNTED_SINCE: u8 = 0xf7;
 
-/// The comment's userdata followed by when counting began.
-fn element_udata(comment: &str, since_s: u64) -> Vec<u8> {
-    let mut v = comment_udata(comment);
+/// Userdata type gatewarden adds to a feed range imported with
+/// `--allow-wide` (no value): the state file is a listing of the sets, so
+/// the operator's choice is kept here, and a deliberately wide feed comes
+/// back as wide after a restart while any other saved range is held to the
+/// coverage limit (see `Blocker::ensure_restoring_for`). nft skips it.
+const UDATA_WIDE: u8 = 0xf6;
+
+/// The comment's userdata followed by when counting began, and the
+/// `--allow-wide` mark when `wide`.
+fn element_udata(comment: &str, since_s: u64, wide: bool) -> Vec<u8> {
+    let mut v = if comment.is_empty() { Vec::new() } else { comment_udata(comment) };
     v.push(UDATA_COUNTED_SINCE);
     v.push(8);
     v.extend_from_slice(&since_s.to_be_bytes());
+    if wide {
+        v.extend_from_slice(&[UDATA_WIDE, 0]);
+    }
     v
 }
 
-/// Comment and counting start out of an element's userdata. Userdata is
-/// opaque to the kernel (anyone with nft can write any), so what does not
-/// parse is left out, never an error that would hide the block list.
-fn parse_udata(u: &[u8]) -> (String, Option<u64>) {
-    let (mut comment, mut since) = (String::new(), None);
+/// What gatewarden keeps in an element's userdata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Udata {
+    comment: String,
+    since: Option<u64>,
+    wide: bool,
+}
+
+/// Comment, counting start and the `--allow-wide` mark out of an element's
+/// userdata. Userdata is opaque to the kernel (anyone with nft can write
+/// any), so what does not parse is left out, never an error that would hide
+/// the block list.
+fn parse_udata(u: &[u8]) -> Udata {
+    let mut out = Udata::default();
     let mut rest = u;
     while rest.len() >= 2 {
         let (ty, len) = (rest[0], rest[1] as usize);
         let Some(v) = rest.get(2..2 + len) else { break };
         match ty {
-            0 => comment = c_str(v),
-            UDATA_COUNTED_SINCE => since = <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes),
+            0 => out.comment = c_str(v),
+            UDATA_COUNTED_SINCE => out.since = <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes),
+            UDATA_WIDE => out.wide = true,
             _ => {}
         }
         rest = &rest[2 + len..];
     }
-    (comment, since)
+    out
 }
 
 /// An element written again (a refresh) that keeps what its counter had
@@ -731,7 +752,7 @@ pub fn element_carried(key: &[u8], timeout_ms: u64, comment: &str, counter: expr
     let mut a = Attrs::new()
         .nested(NFTA_SET_ELEM_KEY, Attrs::new().bytes(1, key))
         .u64(NFTA_SET_ELEM_TIMEOUT, timeout_ms)
-        .bytes(NFTA_SET_ELEM_USERDATA, &element_udata(comment, since_s));
+        .bytes(NFTA_SET_ELEM_USERDATA, &element_udata(comment, since_s, false));
     let data = Attrs::new().u64(1, counter.bytes).u64(2, counter.packets);
     a = a.nested(expr::NFTA_SET_ELEM_EXPR, Attrs::new().str(1, "counter").nested(2, data));
     a
@@ -740,6 +761,11 @@ pub fn element_carried(key: &[u8], timeout_ms: u64, comment: &str, counter: expr
 /// One element to add: key, per-element timeout, flags, comment. An element
 /// with a comment also records that its counter starts now.
 pub fn element(key: &[u8], timeout_ms: Option<u64>, flags: u32, comment: Option<&str>) -> Attrs {
+    element_marked(key, timeout_ms, flags, comment, false)
+}
+
+/// [`element`], marked as a feed range imported with `--allow-wide` when `wide`.
+fn element_marked(key: &[u8], timeout_ms: Option<u64>, flags: u32, comment: Option<&str>, wide: bool) -> Attrs {
     let mut a = Attrs::new().nested(NFTA_SET_ELEM_KEY, Attrs::new().bytes(1, key));
     if flags != 0 {
         a = a.u32(NFTA_SET_ELEM_FLAGS, flags);
@@ -747,9 +773,10 @@ pub fn element(key: &[u8], timeout_ms: Option<u64>, flags: u32, comment: Option<
     if let Some(t) = timeout_ms {
         a = a.u64(NFTA_SET_ELEM_TIMEOUT, t);
     }
-    if let Some(c) = comment.filter(|c| !c.is_empty()) {
+    let comment = comment.unwrap_or("");
+    if !comment.is_empty() || wide {
         let now_s = gatewarden_core::clock::unix_now_ms() / 1000;
-        a = a.bytes(NFTA_SET_ELEM_USERDATA, &element_udata(c, now_s));
+        a = a.bytes(NFTA_SET_ELEM_USERDATA, &element_udata(comment, now_s, wide));
     }
     a
 }
@@ -783,6 +810,7 @@ pub fn push_new_elements(b: &mut Batch, set: &str, elements: &[Attrs], what: &st
 
 /// Adds merged, non-overlapping CIDR ranges to an interval set the way nft
 /// does: a leading "interval end" at the zero address, then start/end pairs.
+/// `wide`: a feed imported with `--allow-wide` (kept with each range).
 pub fn push_interval_elements(
     b: &mut Batch,
     set: &str,
@@ -790,6 +818,7 @@ pub fn push_interval_elements(
     ranges: &[(u128, u128)],
     timeout_ms: Option<u64>,
     comment: Option<&str>,
+    wide: bool,
 ) {
     let mut elems = Vec::with_capacity(ranges.len() * 2 + 1);
     if ranges.first().is_some_and(|r| r.0 != 0) {
@@ -797,7 +826,7 @@ pub fn push_interval_elements(
     }
     let max = if fam == Fam::V4 { u32::MAX as u128 } else { u128::MAX };
     for &(lo, hi) in ranges {
-        elems.push(element(&key_of(fam, lo), timeout_ms, 0, comment));
+        elems.push(element_marked(&key_of(fam, lo), timeout_ms, 0, comment, wide));
         if hi < max {
             elems.push(element(&key_of(fam, hi + 1), None, ELEM_INTERVAL_END, None));
         }
@@ -805,24 +834,39 @@ pub fn push_interval_elements(
     push_elements(b, set, &elems, true, &format!("add {} ranges to {set}", ranges.len()));
 }
 
-/// A feed range put back after a restart: `(first, last, timeout_ms, remaining_ms, comment)`.
-pub type RestoredRange = (u128, u128, u64, u64, String);
+/// A feed range put back after a restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoredRange {
+    /// First address.
+    pub lo: u128,
+    /// Last address.
+    pub hi: u128,
+    /// The timeout it was given, ms.
+    pub timeout_ms: u64,
+    /// Time it has left, ms.
+    pub remaining_ms: u64,
+    /// Its comment (`feed drop.txt`).
+    pub comment: String,
+    /// Imported with `--allow-wide`.
+    pub wide: bool,
+}
 
 /// Puts disjoint, sorted feed ranges back after a restart, each with its own
-/// timeout, time left and comment.
+/// timeout, time left, comment and `--allow-wide` mark.
 pub fn push_restored_intervals(b: &mut Batch, set: &str, fam: Fam, ranges: &[RestoredRange]) {
     if ranges.is_empty() {
         return;
     }
     let mut elems = Vec::with_capacity(ranges.len() * 2 + 1);
-    if ranges[0].0 != 0 {
+    if ranges[0].lo != 0 {
         elems.push(element(&key_of(fam, 0), None, ELEM_INTERVAL_END, None));
     }
     let max = if fam == Fam::V4 { u32::MAX as u128 } else { u128::MAX };
-    for (lo, hi, timeout_ms, remaining_ms, comment) in ranges {
-        elems.push(element_restored(&key_of(fam, *lo), *timeout_ms, *remaining_ms, 0, Some(comment)));
-        if *hi < max {
-            elems.push(element(&key_of(fam, hi + 1), None, ELEM_INTERVAL_END, None));
+    for r in ranges {
+        let key = key_of(fam, r.lo);
+        elems.push(restored(&key, r.timeout_ms, r.remaining_ms, 0, Some(&r.comment), r.wide));
+        if r.hi < max {
+            elems.push(element(&key_of(fam, r.hi + 1), None, ELEM_INTERVAL_END, None));
         }
     }
     push_elements(b, set, &elems, true, &format!("restore {} ranges in {set}", ranges.len()));
@@ -834,7 +878,7 @@ fn push_allowlist(b: &mut Batch, allow: &[Cidr]) {
         let ranges: Vec<Cidr> = allow.iter().filter(|c| c.fam() == fam).copied().collect();
         if !ranges.is_empty() {
             let merged = super::feeds::merge(&ranges);
-            push_interval_elements(b, &format!("allow{}", fam.digit()), fam, &merged, None, None);
+            push_interval_elements(b, &format!("allow{}", fam.digit()), fam, &merged, None, None, false);
         }
     }
 }
@@ -884,6 +928,8 @@ pub struct KernelElement {
     /// When that counter started, Unix seconds (gatewarden's userdata; `None`
     /// for an element written by someone else).
     pub counted_since_s: Option<u64>,
+    /// A feed range imported with `--allow-wide` (gatewarden's userdata).
+    pub wide: bool,
 }
 
 /// Every element of `set`.
@@ -910,8 +956,14 @@ pub fn element_of(nl: &mut Netlink, set: &str, key: &[u8]) -> Result<Option<Kern
 /// A single-address element restored after a restart: its original timeout
 /// and the time it had left (`nft` shows both as `timeout` and `expires`).
 pub fn element_restored(key: &[u8], timeout_ms: u64, remaining_ms: u64, flags: u32, comment: Option<&str>) -> Attrs {
+    restored(key, timeout_ms, remaining_ms, flags, comment, false)
+}
+
+/// [`element_restored`], marked as imported with `--allow-wide` when `wide`.
+fn restored(key: &[u8], timeout_ms: u64, remaining_ms: u64, flags: u32, comment: Option<&str>, wide: bool) -> Attrs {
     let timeout_ms = timeout_ms.max(1000);
-    element(key, Some(timeout_ms), flags, comment).u64(NFTA_SET_ELEM_EXPIRATION, remaining_ms.clamp(1, timeout_ms))
+    element_marked(key, Some(timeout_ms), flags, comment, wide)
+        .u64(NFTA_SET_ELEM_EXPIRATION, remaining_ms.clamp(1, timeout_ms))
 }
 
 /// Names the set in a reply the parser refused.
@@ -941,6 +993,7 @@ fn parse_elements(replies: &[Vec<u8>]) -> Result<Vec<KernelElement>, NlError> {
                     comment: String::new(),
                     counter: None,
                     counted_since_s: None,
+                    wide: false,
                 };
                 for (aty, av) in super::netlink::parse_attrs_strict(e, "element")? {
                     if let Some(c) = expr::element_counter(aty, av)? {
@@ -956,7 +1009,10 @@ fn parse_elements(replies: &[Vec<u8>]) -> Result<Vec<KernelElement>, NlError> {
                         NFTA_SET_ELEM_FLAGS => el.flags = be_u32(av),
                         NFTA_SET_ELEM_TIMEOUT => el.timeout_ms = be_u64(av),
                         NFTA_SET_ELEM_EXPIRATION => el.expires_ms = be_u64(av),
-                        NFTA_SET_ELEM_USERDATA => (el.comment, el.counted_since_s) = parse_udata(av),
+                        NFTA_SET_ELEM_USERDATA => {
+                            let u = parse_udata(av);
+                            (el.comment, el.counted_since_s, el.wide) = (u.comment, u.since, u.wide);
+                        }
                         _ => {}
                     }
                 }
@@ -1290,13 +1346,29 @@ mod tests {
 
     #[test]
     fn the_counting_start_follows_the_comment_and_odd_userdata_is_skipped() {
-        let u = element_udata("scan", 1_700_000_000);
-        assert_eq!(parse_udata(&u), ("scan".to_string(), Some(1_700_000_000)));
-        assert_eq!(parse_udata(&comment_udata("by nft")), ("by nft".to_string(), None));
+        let u = element_udata("scan", 1_700_000_000, false);
+        let want = Udata { comment: "scan".into(), since: Some(1_700_000_000), wide: false };
+        assert_eq!(parse_udata(&u), want);
+        assert_eq!(parse_udata(&comment_udata("by nft")), Udata { comment: "by nft".into(), ..Udata::default() });
         for cut in 0..u.len() {
             let _ = parse_udata(&u[..cut]);
         }
-        assert_eq!(parse_udata(&[0xf7, 3, 1, 2, 3]).1, None, "a since of the wrong size is left out");
+        assert_eq!(parse_udata(&[0xf7, 3, 1, 2, 3]).since, None, "a since of the wrong size is left out");
+    }
+
+    #[test]
+    fn a_feed_imported_with_allow_wide_is_marked_so_in_its_userdata() {
+        let u = element_udata("feed country.txt", 1_700_000_000, true);
+        let want = Udata { comment: "feed country.txt".into(), since: Some(1_700_000_000), wide: true };
+        assert_eq!(parse_udata(&u), want);
+        assert_eq!(
+            &u[..u.len() - 2],
+            &element_udata("feed country.txt", 1_700_000_000, false)[..],
+            "nft's part is unchanged"
+        );
+        let no_comment = parse_udata(&element_udata("", 1, true));
+        assert!(no_comment.wide && no_comment.comment.is_empty());
+        assert_eq!(element_udata("", 1, false)[0], UDATA_COUNTED_SINCE, "no empty comment is written");
     }
 
     #[test]
@@ -1311,7 +1383,8 @@ mod tests {
     #[test]
     fn intervals_start_with_a_zero_end_marker_and_skip_the_end_at_the_top() {
         let mut b = Batch::new();
-        push_interval_elements(&mut b, "block4_feed", Fam::V4, &[(10, 20), (30, u32::MAX as u128)], Some(1000), None);
+        let ranges = [(10, 20), (30, u32::MAX as u128)];
+        push_interval_elements(&mut b, "block4_feed", Fam::V4, &ranges, Some(1000), None, false);
         assert_eq!(b.len(), 1);
         let bytes = b.encode(1);
         // 0-end, 10, 21-end, 30 (no end past 255.255.255.255)

@@ -195,8 +195,20 @@ impl EnforceService {
                     }),
                 };
                 let restoring = saved.len();
+                // What no feed may cover, read as `blocklist import` reads it: the LAN interface's
+                // networks and those routed out of it, and enforce.lan_prefixes. The saved feed is
+                // checked against them as they are now, not as they were at its import.
+                let mut site = super::blocker::lan_networks(&lan.interface).unwrap_or_else(|e| {
+                    tracing::warn!(
+                        "cannot read the networks of the LAN interface {} ({e}): saved feed ranges are checked \
+                         against enforce.lan_prefixes only",
+                        lan.interface
+                    );
+                    Vec::new()
+                });
+                site.extend(cfg.lan_prefixes.iter().filter_map(|s| s.parse::<super::feeds::Cidr>().ok()));
                 let opened = Blocker::open(cfg.settings(), Some(&registry))
-                    .and_then(|mut b| b.ensure_restoring(saved, now_ms()).map(|_| b));
+                    .and_then(|mut b| b.ensure_restoring_for(saved, now_ms(), &site).map(|_| b));
                 let mut blocker = match opened {
                     Ok(b) => {
                         // Seconds since the kernel started: the appliance's boot-to-first-rule figure.
