@@ -380,6 +380,12 @@ fn training_page_uploads_a_model_and_settings_page_applies_thresholds_in_a_real_
         "return document.getElementById('tr-results').textContent.includes('loaded')",
         Duration::from_secs(15),
     );
+    // The page stops waiting once every answer is in, and says how it ended.
+    wd.wait_js(
+        "the upload's outcome",
+        "return document.getElementById('tr-result').textContent.includes('host-mlp-from-the-browser loaded by the detectors')",
+        Duration::from_secs(5),
+    );
     assert!(wd
         .js("return document.getElementById('tr-current').textContent")
         .as_str()

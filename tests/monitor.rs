@@ -404,6 +404,7 @@ fn an_uploaded_model_is_checked_hot_reloaded_kept_and_a_mismatch_is_refused_with
     let (code, body) = post_json(&addr, "/api/model", Some(&admin), &good);
     assert_eq!(code, 200, "{body}");
     assert_eq!(json(&body)["name"], "host-mlp-uploaded");
+    assert_eq!(json(&body)["timeout_s"], 60, "how long the page waits for answers at most: {body}");
     let mut last = Value::Null;
     let loaded = common::wait_until(Duration::from_secs(10), || {
         last = json(&req("GET", &addr, "/api/model", Some(&viewer)).2);
@@ -411,6 +412,7 @@ fn an_uploaded_model_is_checked_hot_reloaded_kept_and_a_mismatch_is_refused_with
     });
     assert!(loaded, "the detector loads the upload: {last}");
     assert_eq!(last["upload"]["by"], "admin");
+    assert_eq!(last["upload"]["state"], "loaded", "{last}");
     let (_, _, alerts) = req("GET", &addr, "/api/alerts?kind=system", Some(&viewer));
     assert!(alerts.contains("model host-mlp-uploaded") && alerts.contains("is running on mon"), "{alerts}");
     let (_, _, metrics) = req("GET", &addr, "/metrics", None);

@@ -281,7 +281,10 @@ pub struct ModelUploads {
 impl ModelUploads {
     /// Checks `update` in the validator (and keeps it in `model_store`); on success every stage
     /// runs it from its next batch. Returns the answer for the monitor, and
-    /// the card when the model was loaded. `None`: an older upload, ignored.
+    /// the card when the model was loaded. An upload not newer than the one
+    /// running is refused unchecked, with the reason: every upload gets an
+    /// answer, so the page that sent it never waits for one. (`Option` for
+    /// the callers' sake; it is always `Some`.)
     pub fn apply<'a>(
         &mut self,
         update: &gatewarden_proto::messages::ModelUpdate,
@@ -289,10 +292,10 @@ impl ModelUploads {
         node: &str,
         stages: impl IntoIterator<Item = &'a mut DetectorStage>,
     ) -> Option<(Alert, Option<serde_json::Value>)> {
-        if self.stale(update) {
-            return None;
-        }
-        let checked = accept_model_update(update, cfg);
+        let checked = match self.not_newer(update) {
+            Some(refusal) => Err(refusal),
+            None => accept_model_update(update, cfg),
+        };
         Some(self.finish(update, checked, node, stages))
     }
 
@@ -306,20 +309,31 @@ impl ModelUploads {
         node: &str,
         stages: impl IntoIterator<Item = &'a mut DetectorStage>,
     ) -> Option<(Alert, Option<serde_json::Value>)> {
-        if self.stale(update) {
-            return None;
-        }
-        let (u, d) = (update.clone(), cfg.clone());
-        let checked = smol::unblock(move || accept_model_update(&u, &d)).await;
+        let checked = match self.not_newer(update) {
+            Some(refusal) => Err(refusal),
+            None => {
+                let (u, d) = (update.clone(), cfg.clone());
+                smol::unblock(move || accept_model_update(&u, &d)).await
+            }
+        };
         Some(self.finish(update, checked, node, stages))
     }
 
-    fn stale(&self, update: &gatewarden_proto::messages::ModelUpdate) -> bool {
-        let stale = update.version <= self.newest;
-        if stale {
-            tracing::info!(version = update.version, "older model upload ignored");
-        }
-        stale
+    /// Why `update` may not replace the upload this detector runs, if it may not:
+    /// a late, older upload never replaces a newer one.
+    fn not_newer(&self, update: &gatewarden_proto::messages::ModelUpdate) -> Option<String> {
+        (update.version <= self.newest).then(|| {
+            let at = gatewarden_core::clock::rfc3339;
+            format!(
+                "version {} ({}) is not newer than the installed version {} ({}): a version is the upload's time \
+                 on the sending monitor's clock, so that clock is behind the one that sent the running model; \
+                 set the monitor's clock right (NTP) and upload again",
+                update.version,
+                at(update.version),
+                self.newest,
+                at(self.newest)
+            )
+        })
     }
 
     fn finish<'a>(
@@ -1266,6 +1280,38 @@ mod tests {
         assert_eq!(a.signature_id, SIG_MODEL_FALLBACK);
         assert!(a.reason.contains("the embedded model"), "{}", a.reason);
         assert!(s.take_start_alert().is_none(), "reported once");
+    }
+
+    #[test]
+    fn an_upload_not_newer_than_the_running_one_is_refused_with_the_reason_not_ignored() {
+        // The detector runs upload 5; uploads 3 (older) and 5 (again) must each
+        // get an answer the monitor files under that upload, saying why.
+        let cfg = Config::default();
+        let mut s = stage(&cfg);
+        let running = s.model_card().map(|c| c.name.clone());
+        let mut uploads = ModelUploads { newest: 5 };
+        for version in [3, 5] {
+            // Not a model at all: the refusal must come before the validator is asked.
+            let update = gatewarden_proto::messages::ModelUpdate {
+                version,
+                tflite: b"not a model".to_vec(),
+                card: "{}".into(),
+                by: "admin".into(),
+            };
+            let answer = uploads.apply(&update, &cfg.detector, "det-1", [&mut s]);
+            let (alert, card) = answer.expect("an answer for the monitor, not silence");
+            assert!(card.is_none());
+            assert_eq!(alert.signature_id, SIG_MODEL_REFUSED);
+            assert_eq!(alert.node, "det-1");
+            let r = &alert.reason;
+            assert!(r.starts_with(&format!("upload {version}: refused on det-1")), "filed under the upload: {r}");
+            assert!(
+                r.contains(&format!("version {version} ")) && r.contains("is not newer than the installed version 5"),
+                "{r}"
+            );
+            assert!(r.contains("upload again"), "says what to do: {r}");
+        }
+        assert_eq!(s.model_card().map(|c| c.name.clone()), running, "the running model stays");
     }
 
     #[test]

@@ -520,7 +520,8 @@ pub struct PolicyUpdate {
 /// (never trusted because the monitor checked it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelUpdate {
-    /// Upload time, ns since the epoch; older uploads are ignored.
+    /// Upload time, ns since the epoch; a detector refuses (and answers) an
+    /// upload not newer than the one it runs.
     pub version: u64,
     /// The `.tflite` file (float32, see DESIGN.md §3).
     pub tflite: Vec<u8>,

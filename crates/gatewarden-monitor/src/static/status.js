@@ -372,7 +372,12 @@ async function loadTraining() {
   const u = m.upload;
   $("tr-last").textContent = u ? u.name + " (" + fmtN(u.bytes) + " bytes) uploaded by " + u.by + " at " + fmtTime(u.at) : "nothing uploaded since the monitor started";
   const rows = u ? Object.entries(u.results || {}).map(([node, x]) => el("tr", {}, el("td", {}, node), el("td", {class: x.ok ? "ok" : "sev1"}, x.ok ? "loaded" : "refused"), el("td", {}, x.reason), el("td", {class:"hide-sm"}, fmtTime(x.ts)))) : [];
-  fill($("tr-results"), rows.length ? rows : [el("tr", {}, el("td", {class:"muted", colSpan: 4}, u ? "waiting for the detectors…" : "—"))]);
+  // Nothing waits forever: no answer within the timeout is shown as timed out, with what to do.
+  const none = !u ? el("td", {class: "muted", colSpan: 4}, "—")
+    : u.state === "timed_out" ? el("td", {class: "sev1", colSpan: 4, "data-state": "timed_out"}, "timed out: " + u.error)
+    : el("td", {class: "muted", colSpan: 4}, "waiting for the detectors… (at most " + u.timeout_s + " s)");
+  fill($("tr-results"), rows.length ? rows : [el("tr", {}, none)]);
+  return u;
 }
 function toBase64(buf) {
   const bytes = new Uint8Array(buf); let s = "";
@@ -387,7 +392,19 @@ $("tr-form").addEventListener("submit", async e => {
   const r = await api("/api/model", "POST", { tflite_base64: toBase64(await t.arrayBuffer()), card: await c.text() });
   $("tr-result").textContent = r.status === 200 ? "accepted: " + r.body.name + "; " + r.body.status : "refused (" + r.status + "): " + ((r.body && r.body.error) || "no reason given");
   $("tr-result").className = r.status === 200 ? "ok" : "sev1";
-  for (let i = 0; i < 10; i++) { await loadTraining(); await new Promise(ok => setTimeout(ok, 1000)); }
+  if (r.status !== 200) return;
+  // Until every answer is in (or the upload timed out): the server bounds the wait.
+  for (let i = 0; i <= (r.body.timeout_s || 60) + 5; i++) {
+    const u = await loadTraining();
+    if (!u || u.version !== r.body.version) break;
+    if (u.state !== "pending") {
+      const said = {loaded: "loaded by the detectors", refused: "refused by the detectors: ", partly_refused: "refused by some detectors: ", timed_out: "timed out: "}[u.state] || u.state;
+      $("tr-result").textContent = r.body.name + " " + said + (u.error || "");
+      $("tr-result").className = u.state === "loaded" ? "ok" : "sev1";
+      break;
+    }
+    await new Promise(ok => setTimeout(ok, 1000));
+  }
 });
 
 // ---- settings: thresholds, TTLs, allowlist; validated by the monitor and by every node ----
