@@ -163,6 +163,118 @@ fn realtime_and_max_speed_give_the_same_result() {
     assert_eq!(max["alerts"]["port_scan"], 1);
 }
 
+/// A realtime replay of `recs` (a pcap) with stdout and stderr kept; killed when dropped.
+fn spawn_realtime(dir: &std::path::Path, recs: &[(f64, Vec<u8>)]) -> Guard {
+    let path = dir.join("far-future.pcap");
+    std::fs::write(&path, pcap(recs)).unwrap();
+    Guard::spawn(
+        Command::new(bin())
+            .args(["replay", path.to_str().unwrap(), "--json", "--speed", "realtime"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped()),
+    )
+}
+
+/// What `guard`'s finished child wrote: (stdout, stderr).
+fn outputs(guard: &mut Guard) -> (String, String) {
+    let (mut out, mut err) = (String::new(), String::new());
+    std::io::Read::read_to_string(guard.child().stdout.as_mut().unwrap(), &mut out).unwrap();
+    std::io::Read::read_to_string(guard.child().stderr.as_mut().unwrap(), &mut err).unwrap();
+    (out, err)
+}
+
+/// 2100-01-01T00:00:00Z, a timestamp a corrupt or crafted capture may carry.
+const YEAR_2100: f64 = 4_102_444_800.0;
+
+#[test]
+fn a_realtime_replay_shortens_a_far_future_pause_says_so_and_loses_no_frame() {
+    let syn = |i: u16| tcp4([192, 0, 2, 20], [198, 51, 100, 80], 40000 + i, 443, 0x02);
+    // Then a frame stamped in 2100, then back to the capture's own time.
+    let recs = [(100.0, syn(0)), (100.1, syn(1)), (YEAR_2100, syn(2)), (100.2, syn(3)), (100.3, syn(4))];
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let mut guard = spawn_realtime(dir.path(), &recs);
+    let code = guard.wait_timeout(Duration::from_secs(60));
+    let took = started.elapsed();
+    assert_eq!(code, Some(0), "a realtime replay still waiting for 2100 after {took:?}");
+    let (out, err) = outputs(&mut guard);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("stdout is one JSON object");
+    assert_eq!(v["packets"], 5, "{v}");
+    assert!(took >= Duration::from_secs(10), "the pause is shortened to 10 s, not skipped: {took:?}");
+    assert!(took < Duration::from_secs(40), "{took:?}");
+    // One warning, naming the frame and how much of the pause was cut.
+    let warnings: Vec<_> = err.lines().filter(|l| l.contains("shortened")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    let w = warnings[0];
+    assert!(w.contains("frame 3") && w.contains("4102444800.000000"), "{w}");
+    assert!(w.contains("waits at most 10 s"), "{w}");
+    // 2100 less 100.1 s of capture time (less what time passed), less the 10 s waited.
+    let by: f64 = w.split("shortened by ").nth(1).and_then(|t| t.trim_end_matches(" s").parse().ok()).unwrap();
+    assert!((4_102_444_689.0..=4_102_444_690.0).contains(&by), "{w}");
+}
+
+#[test]
+fn ctrl_c_stops_a_realtime_replay_waiting_for_a_far_future_frame() {
+    let syn = |i: u16| tcp4([192, 0, 2, 20], [198, 51, 100, 80], 40000 + i, 443, 0x02);
+    let dir = tempfile::tempdir().unwrap();
+    let mut guard = spawn_realtime(dir.path(), &[(100.0, syn(0)), (YEAR_2100, syn(1))]);
+    // Started, and into its wait for the second frame.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(guard.child().try_wait().unwrap().is_none(), "still waiting for the second frame");
+    let stopped = Instant::now();
+    guard.signal("INT");
+    let code = guard.wait_timeout(Duration::from_secs(2));
+    assert_eq!(code, Some(0), "exit code {code:?} {:?} after SIGINT", stopped.elapsed());
+    let (out, _) = outputs(&mut guard);
+    let v: serde_json::Value = serde_json::from_str(&out).expect("a summary of what was replayed");
+    assert_eq!(v["packets"], 1, "{v}");
+}
+
+/// A little-endian pcapng block of `kind` around `body` (padded to 4 bytes).
+fn ng_block(kind: u32, body: &[u8]) -> Vec<u8> {
+    let padded = body.len().div_ceil(4) * 4;
+    let len = (12 + padded) as u32;
+    let mut v = kind.to_le_bytes().to_vec();
+    v.extend(len.to_le_bytes());
+    v.extend(body);
+    v.resize(8 + padded, 0);
+    v.extend(len.to_le_bytes());
+    v
+}
+
+#[test]
+fn a_pcapng_with_obsolete_simple_and_unknown_blocks_replays_every_packet_and_names_what_it_skipped() {
+    let frame = |i: u16| tcp4([192, 0, 2, 20], [198, 51, 100, 80], 40000 + i, 443, 0x02);
+    let mut section = vec![0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0];
+    section.extend((-1i64).to_le_bytes());
+    // Ethernet, snap length 0 (no limit).
+    let interface = [1, 0, 0, 0, 0, 0, 0, 0];
+    let mut obsolete = vec![0, 0, 0, 0]; // interface 0, no drops
+    obsolete.extend(0u32.to_le_bytes());
+    obsolete.extend(1_000_000u32.to_le_bytes()); // 1 s in microseconds
+    obsolete.extend((frame(0).len() as u32).to_le_bytes());
+    obsolete.extend((frame(0).len() as u32).to_le_bytes());
+    obsolete.extend(frame(0));
+    obsolete.resize(obsolete.len().div_ceil(4) * 4, 0);
+    // A 54-byte frame: two bytes of padding follow it.
+    let mut simple = (frame(1).len() as u32).to_le_bytes().to_vec();
+    simple.extend(frame(1));
+    let head = [ng_block(0x0a0d_0d0a, &section), ng_block(1, &interface), ng_block(2, &obsolete)].concat();
+    let unknown_at = head.len();
+    let bytes = [head, ng_block(0x0000_1234, b"who knows"), ng_block(3, &simple)].concat();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old-writer.pcapng");
+    std::fs::write(&path, bytes).unwrap();
+    let out = run_replay(&[path.to_str().unwrap(), "--json"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["packets"], 2, "the obsolete and the simple packet: {v}");
+    assert_eq!(v["skipped"].as_object().unwrap().values().filter_map(|n| n.as_u64()).sum::<u64>(), 0, "{v}");
+    let warning = err.lines().find(|l| l.contains("skipped 1 pcapng block")).unwrap_or_else(|| panic!("{err}"));
+    assert!(warning.contains(&format!("type 0x1234 at byte offset {unknown_at}")), "{warning}");
+}
+
 fn write_config(dir: &std::path::Path, body: &str) -> std::path::PathBuf {
     let p = dir.join("gatewarden.toml");
     std::fs::write(&p, body).unwrap();

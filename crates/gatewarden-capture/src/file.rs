@@ -15,7 +15,8 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use pcap_file::pcapng::blocks::{
-    ENHANCED_PACKET_BLOCK, INTERFACE_DESCRIPTION_BLOCK, SECTION_HEADER_BLOCK, SIMPLE_PACKET_BLOCK,
+    ENHANCED_PACKET_BLOCK, INTERFACE_DESCRIPTION_BLOCK, INTERFACE_STATISTIC_BLOCK, NAME_RESOLUTION_BLOCK, PACKET_BLOCK,
+    SECTION_HEADER_BLOCK, SIMPLE_PACKET_BLOCK, SYSTEMD_JOURNAL_EXPORT_BLOCK,
 };
 
 use super::{CaptureError, Frame, LinkType, PacketSource, SourceStats};
@@ -27,6 +28,19 @@ pub const MAX_PCAPNG_INTERFACES: usize = 4096;
 /// Largest pcapng interface description block accepted (real ones are a few
 /// hundred bytes: a link type, a name, a filter, a few numbers).
 pub const MAX_PCAPNG_INTERFACE_BYTES: usize = 64 * 1024;
+/// pcapng block types known to hold no packets, read past without a word:
+/// name resolution, interface statistics, systemd journal export, decryption
+/// secrets and the two custom block types. Any other type the reader does not
+/// parse is skipped as the pcapng spec says, but counted
+/// ([`SourceStats::blocks_skipped`]): it may have held packets.
+const NG_BLOCKS_WITHOUT_PACKETS: [u32; 6] = [
+    NAME_RESOLUTION_BLOCK,
+    INTERFACE_STATISTIC_BLOCK,
+    SYSTEMD_JOURNAL_EXPORT_BLOCK,
+    0x0000_000a,
+    0x0000_0bad,
+    0x4000_0bad,
+];
 const READ_CHUNK: usize = 256 * 1024;
 /// The first read after a skip when frames are cut ([`CaptureFile::keep_at_most`]):
 /// a page beyond what is wanted, so a long record's payload is mostly skipped
@@ -62,17 +76,27 @@ enum Format {
 }
 
 /// What a pcapng block means to the reader; packet data is a range of the block.
+/// `Packet` is an enhanced or an (obsolete) packet block. `Simple` is a simple
+/// packet block: its data starts at `data_start` and is cut to interface 0's
+/// snap length, which the block itself does not say; `room` is what the block
+/// holds, padding included. `NoPackets` is a block of a type that holds none
+/// ([`NG_BLOCKS_WITHOUT_PACKETS`]), `Unknown` one of a type the reader does not know.
 enum NgBlock {
     Section { big_endian: bool },
     Interface(Interface),
     Packet { if_id: usize, ts_raw: u64, data: Range<usize>, orig_len: u32 },
-    Other,
+    Simple { data_start: usize, room: usize, orig_len: u32 },
+    NoPackets,
+    Unknown { kind: u32 },
 }
 
 #[derive(Clone, Copy)]
 struct Interface {
     link: Option<LinkType>,
     dlt: u32,
+    /// Most bytes of a packet captured, 0 for no limit: the length of a
+    /// simple packet block's data.
+    snaplen: u32,
     /// Multiply a raw timestamp by `mul` and divide by `div` to get nanoseconds.
     mul: u64,
     div: u64,
@@ -432,7 +456,36 @@ impl CaptureFile {
                     continue;
                 }
                 NgBlock::Packet { if_id, ts_raw, data, orig_len } => (ts_raw, if_id, data, orig_len),
-                NgBlock::Other => {
+                NgBlock::Simple { data_start, room, orig_len } => {
+                    // Per the pcapng spec the data is min(original length,
+                    // interface 0's snap length if not 0), padded to 32 bits.
+                    let Some(iface) = interfaces.first().copied() else {
+                        return Err(self.corrupt(
+                            "simple packet block before any interface description (its packets belong to \
+                             interface 0, which must be described first)",
+                        ));
+                    };
+                    let captured = match iface.snaplen {
+                        0 => orig_len,
+                        snaplen => orig_len.min(snaplen),
+                    } as usize;
+                    if captured > room {
+                        return Err(self.corrupt(format!(
+                            "simple packet of {orig_len} bytes (interface 0's snap length {}) needs {captured} \
+                             bytes of data, the block holds {room}",
+                            iface.snaplen
+                        )));
+                    }
+                    // A simple packet block has no timestamp.
+                    (0, 0, data_start..data_start + captured, orig_len)
+                }
+                NgBlock::NoPackets => {
+                    self.start += len;
+                    continue;
+                }
+                NgBlock::Unknown { kind } => {
+                    self.stats.blocks_skipped += 1;
+                    self.stats.first_skipped_block.get_or_insert((kind, self.offset()));
                     self.start += len;
                     continue;
                 }
@@ -497,6 +550,7 @@ fn parse_ng_block(block: &[u8], big_endian: bool) -> Result<NgBlock, String> {
             if read_u16(&body[2..4], big_endian) != 0 {
                 return Err("interface description: reserved field is not 0".into());
             }
+            let snaplen = read_u32(&body[4..8], big_endian);
             let mut tsresol = None;
             walk_options(&body[8..], big_endian, |code, value| {
                 if code == 9 {
@@ -508,13 +562,21 @@ fn parse_ng_block(block: &[u8], big_endian: bool) -> Result<NgBlock, String> {
                 Ok(())
             })?;
             let (mul, div) = tsresol.map(tsresol_to_ns).unwrap_or((1000, 1));
-            Ok(NgBlock::Interface(Interface { link: LinkType::from_dlt(dlt), dlt, mul, div }))
+            Ok(NgBlock::Interface(Interface { link: LinkType::from_dlt(dlt), dlt, snaplen, mul, div }))
         }
-        ENHANCED_PACKET_BLOCK => {
+        ENHANCED_PACKET_BLOCK | PACKET_BLOCK => {
+            // An obsolete packet block (old writers) is laid out as an
+            // enhanced one but for a 16-bit interface id and a 16-bit drop
+            // count where the enhanced block has its 32-bit interface id.
+            let name = if kind == PACKET_BLOCK { "obsolete packet" } else { "enhanced packet" };
             if body.len() < 20 {
-                return Err(format!("enhanced packet body of {} bytes, at least 20 needed", body.len()));
+                return Err(format!("{name} body of {} bytes, at least 20 needed", body.len()));
             }
-            let if_id = read_u32(&body[0..4], big_endian) as usize;
+            let if_id = if kind == PACKET_BLOCK {
+                usize::from(read_u16(&body[0..2], big_endian))
+            } else {
+                read_u32(&body[0..4], big_endian) as usize
+            };
             let ts_raw =
                 (u64::from(read_u32(&body[4..8], big_endian)) << 32) | u64::from(read_u32(&body[8..12], big_endian));
             let captured = read_u32(&body[12..16], big_endian) as usize;
@@ -523,10 +585,7 @@ fn parse_ng_block(block: &[u8], big_endian: bool) -> Result<NgBlock, String> {
             let room = body.len() - 20;
             let padded = captured.min(room).div_ceil(4) * 4;
             if captured > room || padded > room {
-                return Err(format!(
-                    "enhanced packet claims {captured} captured bytes, the block holds {}",
-                    body.len() - 20
-                ));
+                return Err(format!("{name} claims {captured} captured bytes, the block holds {}", body.len() - 20));
             }
             walk_options(&body[20 + padded..], big_endian, |_, _| Ok(()))?;
             Ok(NgBlock::Packet { if_id, ts_raw, data: 8 + 20..8 + 20 + captured, orig_len })
@@ -536,10 +595,10 @@ fn parse_ng_block(block: &[u8], big_endian: bool) -> Result<NgBlock, String> {
                 return Err(format!("simple packet body of {} bytes, at least 4 needed", body.len()));
             }
             let orig_len = read_u32(&body[0..4], big_endian);
-            // As pcap-file read it: the rest of the body, padding included.
-            Ok(NgBlock::Packet { if_id: 0, ts_raw: 0, data: 8 + 4..len - 4, orig_len })
+            Ok(NgBlock::Simple { data_start: 8 + 4, room: body.len() - 4, orig_len })
         }
-        _ => Ok(NgBlock::Other),
+        kind if NG_BLOCKS_WITHOUT_PACKETS.contains(&kind) => Ok(NgBlock::NoPackets),
+        kind => Ok(NgBlock::Unknown { kind }),
     }
 }
 
@@ -993,6 +1052,146 @@ mod tests {
         let bytes = [ng_section(), ng_interface(&[9, 0, 200, 0, 6, 0, 0, 0]), ng_packet(0, 1, b"a")].concat();
         let err = drain(&mut open(bytes).unwrap()).unwrap_err();
         assert!(matches!(&err, CaptureError::Corrupt { offset, .. } if *offset == idb_at as u64), "{err}");
+    }
+
+    /// A simple packet block (no interface id, no timestamp, no captured
+    /// length) around `data`, claiming `orig_len` bytes on the wire.
+    fn ng_simple(orig_len: u32, data: &[u8]) -> Vec<u8> {
+        let mut body = orig_len.to_le_bytes().to_vec();
+        body.extend(data);
+        ng_block(3, &body)
+    }
+
+    /// An Ethernet interface description with snap length `snaplen` and no options.
+    fn ng_interface_snapping(snaplen: u32) -> Vec<u8> {
+        let mut body = vec![1, 0, 0, 0];
+        body.extend(snaplen.to_le_bytes());
+        ng_block(1, &body)
+    }
+
+    /// The error of reading `bytes` to the end, which must be corruption: (offset, detail).
+    fn corruption(bytes: Vec<u8>) -> (u64, String) {
+        match open(bytes).and_then(|mut cf| drain(&mut cf)) {
+            Err(CaptureError::Corrupt { offset, detail, .. }) => (offset, detail),
+            other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pcapng_simple_packets_are_cut_at_the_snap_length_not_the_padding() {
+        // Interface 0 snaps at 64 bytes: a 5-byte packet is 5 bytes (3 of
+        // padding follow it), a 1500-byte one is its first 64.
+        let bytes = [
+            ng_section(),
+            ng_interface_snapping(64),
+            ng_simple(5, b"hello"),
+            ng_simple(1500, &[7; 64]),
+            ng_simple(4, b"four"),
+        ]
+        .concat();
+        let mut cf = open(bytes).unwrap();
+        let want = vec![(0, b"hello".to_vec(), 5), (0, vec![7; 64], 1500), (0, b"four".to_vec(), 4)];
+        assert_eq!(drain(&mut cf).unwrap(), want);
+        assert_eq!(cf.stats().frames, 3);
+        // A snap length of 0 is no limit; a later interface's does not count.
+        let bytes = [ng_section(), ng_interface_snapping(0), ng_interface_snapping(2), ng_simple(3, b"abc")].concat();
+        assert_eq!(drain(&mut open(bytes).unwrap()).unwrap(), vec![(0, b"abc".to_vec(), 3)]);
+    }
+
+    #[test]
+    fn a_bad_pcapng_simple_packet_is_corruption_at_its_offset() {
+        // Before any interface description: whose snap length, whose link type?
+        let spb_at = ng_section().len() as u64;
+        let (offset, detail) = corruption([ng_section(), ng_simple(3, b"abc")].concat());
+        assert_eq!(offset, spb_at);
+        assert!(detail.contains("simple packet block before any interface description"), "{detail}");
+        // More data than the block holds (no snap length: all 100 bytes were captured).
+        let spb_at = spb_at + ng_interface_snapping(0).len() as u64;
+        let (offset, detail) = corruption([ng_section(), ng_interface_snapping(0), ng_simple(100, b"abcd")].concat());
+        assert_eq!(offset, spb_at);
+        assert!(detail.contains("needs 100 bytes of data, the block holds 4"), "{detail}");
+    }
+
+    /// An obsolete packet block (type 2): 16-bit interface id, 16-bit drop
+    /// count, then as an enhanced packet block; with a `pack_flags` option.
+    fn ng_obsolete(if_id: u16, drops: u16, ts: u64, data: &[u8], orig_len: u32) -> Vec<u8> {
+        let mut body = Vec::new();
+        body.extend(if_id.to_le_bytes());
+        body.extend(drops.to_le_bytes());
+        body.extend(((ts >> 32) as u32).to_le_bytes());
+        body.extend((ts as u32).to_le_bytes());
+        body.extend((data.len() as u32).to_le_bytes());
+        body.extend(orig_len.to_le_bytes());
+        body.extend(data);
+        body.resize(body.len().div_ceil(4) * 4, 0);
+        body.extend([2, 0, 4, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
+        ng_block(2, &body)
+    }
+
+    #[test]
+    fn pcapng_obsolete_packet_blocks_are_read_like_enhanced_ones() {
+        let nanos = [9, 0, 1, 0, 9, 0, 0, 0, 0, 0, 0, 0];
+        let bytes = [
+            ng_section(),
+            ng_interface(&[]),
+            ng_interface(&nanos),
+            ng_obsolete(0, 3, 1_500_000, b"old", 60),
+            ng_packet(0, 2_000_000, b"new"),
+            ng_obsolete(1, 7, 2_000_000_001, b"second interface", 100),
+        ]
+        .concat();
+        let mut cf = open(bytes).unwrap();
+        let want = vec![
+            (1_500_000_000, b"old".to_vec(), 60),
+            (2_000_000_000, b"new".to_vec(), 3),
+            (2_000_000_001, b"second interface".to_vec(), 100),
+        ];
+        assert_eq!(drain(&mut cf).unwrap(), want);
+        assert_eq!((cf.stats().frames, cf.stats().blocks_skipped), (3, 0));
+
+        // Bad ones are corruption at their offset, as enhanced ones are.
+        let opb_at = (ng_section().len() + ng_interface(&[]).len()) as u64;
+        let good = [ng_section(), ng_interface(&[]), ng_obsolete(0, 0, 1, b"abcd", 4)].concat();
+        let mut beyond = good.clone();
+        beyond[opb_at as usize + 20] = 200; // captured length
+        let (offset, detail) = corruption(beyond);
+        assert_eq!(offset, opb_at);
+        assert!(detail.contains("obsolete packet claims 200 captured bytes"), "{detail}");
+        let mut elsewhere = good;
+        elsewhere[opb_at as usize + 8] = 5; // interface id
+        let (offset, detail) = corruption(elsewhere);
+        assert_eq!(offset, opb_at);
+        assert!(detail.contains("interface 5"), "{detail}");
+    }
+
+    #[test]
+    fn unknown_pcapng_blocks_are_skipped_but_counted() {
+        let known = [
+            ng_block(4, &[0, 0, 0, 0]),                            // name resolution: end of records
+            ng_block(5, &[0; 12]),                                 // interface statistics
+            ng_block(0x0bad, &[0x8c, 0x1f, 0, 0, 1, 2, 3, 4]),     // custom
+            ng_block(0x0a, &[0x4b, 0x53, 0x4c, 0x54, 0, 0, 0, 0]), // decryption secrets
+        ]
+        .concat();
+        let head = [ng_section(), ng_interface(&[]), known, ng_packet(0, 1, b"a")].concat();
+        let unknown_at = head.len() as u64;
+        let bytes = [
+            head,
+            ng_block(0x1234, b"what is this?"),
+            ng_packet(0, 2, b"b"),
+            ng_block(0x8000_0001, &[0; 8]), // local use
+            ng_packet(0, 3, b"c"),
+        ]
+        .concat();
+        let mut cf = open(bytes).unwrap();
+        assert_eq!(drain(&mut cf).unwrap().len(), 3, "the packets around them are read");
+        let stats = cf.stats();
+        assert_eq!(stats.blocks_skipped, 2, "only the two of unknown types");
+        assert_eq!(stats.first_skipped_block, Some((0x1234, unknown_at)));
+        // A classic pcap has no blocks.
+        let mut cf = open(pcap_bytes(&[(1, 0, b"x")])).unwrap();
+        drain(&mut cf).unwrap();
+        assert_eq!((cf.stats().blocks_skipped, cf.stats().first_skipped_block), (0, None));
     }
 
     #[test]

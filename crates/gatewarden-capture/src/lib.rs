@@ -131,6 +131,13 @@ pub struct SourceStats {
     pub bytes_skipped: u64,
     /// Frames the kernel dropped before we could read them (live capture only).
     pub kernel_drops: u64,
+    /// pcapng blocks of a type the reader does not know, skipped as the pcapng
+    /// spec says: they may have held packets nobody saw, so a replay says so.
+    /// (Blocks known to hold none, such as name resolution and interface
+    /// statistics, are not counted.)
+    pub blocks_skipped: u64,
+    /// The first such block: its type and its byte offset in the file.
+    pub first_skipped_block: Option<(u32, u64)>,
 }
 
 /// Anything that yields captured frames in time order.
