@@ -559,7 +559,8 @@ impl From<RoleArg> for Role {
 struct ReplayArgs {
     /// The capture to replay (pcap or pcapng; Ethernet, raw IP or Linux cooked).
     capture: PathBuf,
-    /// max: as fast as possible; realtime: at the recorded pace. Results are identical.
+    /// max: as fast as possible; realtime: at the recorded pace (a pause longer than 10 s is
+    /// shortened to 10 s, with a warning). Results are identical.
     #[arg(long, value_enum, default_value = "max")]
     speed: Speed,
     /// Serve the status page on this address during the replay and keep serving until Ctrl-C.

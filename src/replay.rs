@@ -76,6 +76,14 @@ pub struct ReplaySummary {
     /// Packets the kernel dropped (live capture only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kernel_drops: Option<u64>,
+    /// pcapng blocks of types gatewarden does not read, skipped as the spec
+    /// says (any packets in them were not replayed): counted, never silent.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub blocks_skipped: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl ReplaySummary {
@@ -95,6 +103,9 @@ impl ReplaySummary {
             self.verdicts,
             self.alerts.values().sum::<u64>(),
         );
+        if self.blocks_skipped > 0 {
+            s.push_str(&format!("  skipped   {} pcapng block(s) of unknown types\n", self.blocks_skipped));
+        }
         for (kind, n) in &self.alerts {
             s.push_str(&format!("    {kind:<12} {n}\n"));
         }
@@ -333,6 +344,7 @@ impl Pipeline {
             batches: self.analysis.batches,
             batches_digest: format!("{:016x}", self.analysis.digest.0),
             kernel_drops: None,
+            blocks_skipped: 0,
             peak_rss_mb: peak_rss_mb(),
         }
     }
@@ -342,12 +354,9 @@ impl Pipeline {
 /// parser follows fits, however long the packet.
 pub const REPLAY_KEEP_BYTES: usize = 1024;
 
-/// Longest a realtime replay waits for the next frame. A longer pause in the
-/// capture is shortened to this, with a warning (as tcpreplay's `--maxsleep`):
-/// a quiet hour is seldom worth waiting out, and a corrupt or crafted
-/// timestamp (the year 2100) would otherwise have the replay sleep for
-/// decades. The pipeline runs on capture time, so the result is the same.
-pub const MAX_REALTIME_WAIT: Duration = Duration::from_secs(10);
+/// Longest a realtime replay waits for the next frame (the pipeline runs on
+/// capture time, so shortening a pause changes no result).
+pub use gatewarden_core::clock::MAX_REALTIME_WAIT;
 
 /// Longest a realtime wait sleeps before it looks at the shutdown signal again.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
@@ -499,7 +508,8 @@ pub fn replay(
         );
     }
     result?;
-    let summary = pipeline.finish(path);
+    let mut summary = pipeline.finish(path);
+    summary.blocks_skipped = stats.blocks_skipped;
     if let Some(t) = timeline {
         state.set_timeline(t);
     }

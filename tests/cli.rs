@@ -270,6 +270,7 @@ fn a_pcapng_with_obsolete_simple_and_unknown_blocks_replays_every_packet_and_nam
     assert!(out.status.success(), "{err}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["packets"], 2, "the obsolete and the simple packet: {v}");
+    assert_eq!(v["blocks_skipped"], 1, "the unknown block is counted in the summary too: {v}");
     assert_eq!(v["skipped"].as_object().unwrap().values().filter_map(|n| n.as_u64()).sum::<u64>(), 0, "{v}");
     let warning = err.lines().find(|l| l.contains("skipped 1 pcapng block")).unwrap_or_else(|| panic!("{err}"));
     assert!(warning.contains(&format!("type 0x1234 at byte offset {unknown_at}")), "{warning}");

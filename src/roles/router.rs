@@ -868,10 +868,33 @@ impl LivePace {
     /// Sleeps until the frame recorded at `ts_ns` is due, calling `tick`
     /// with the wall clock at least every 50 ms meanwhile (batches are cut
     /// on time, as in live capture); returns the frame's wall-clock stamp.
+    /// A frame due more than [`MAX_REALTIME_WAIT`] ahead (a long pause, or a
+    /// corrupt stamp in the year 2100) is fed that long after now, with a
+    /// warning; one due more than that in the past (the capture's time went
+    /// back) at once. Either way the pace starts again from that frame.
+    ///
+    /// [`MAX_REALTIME_WAIT`]: gatewarden_core::clock::MAX_REALTIME_WAIT
     fn wait(&mut self, ts_ns: u64, shutdown: &gatewarden_core::shutdown::Shutdown, mut tick: impl FnMut(u64)) -> u64 {
         let now = gatewarden_core::clock::unix_now_ns;
-        let (t0, w0) = *self.origin.get_or_insert((ts_ns, now()));
+        let bound = gatewarden_core::clock::MAX_REALTIME_WAIT.as_nanos() as u64;
+        let n = now();
+        let (t0, w0) = *self.origin.get_or_insert((ts_ns, n));
         let due = w0.saturating_add(ts_ns.saturating_sub(t0));
+        let due = if due > n.saturating_add(bound) {
+            tracing::warn!(
+                frame_ts_ns = ts_ns,
+                shortened_s = (due - n - bound) as f64 / 1e9,
+                "replay: a pause in the capture is longer than {} s; shortened to that",
+                bound / 1_000_000_000
+            );
+            self.origin = Some((ts_ns, n + bound));
+            n + bound
+        } else if ts_ns < t0 || due.saturating_add(bound) < n {
+            self.origin = Some((ts_ns, n));
+            n
+        } else {
+            due
+        };
         loop {
             let n = now();
             tick(n);
@@ -909,6 +932,44 @@ mod tests {
         // A frame recorded before the last one is not held back.
         let third = pace.wait(recorded, &sd, |_| {});
         assert!(third >= second);
+    }
+
+    #[test]
+    fn live_pace_waits_at_most_the_bound_for_a_far_future_frame_and_keeps_the_pace_after_it() {
+        let sd = gatewarden_core::shutdown::Shutdown::new();
+        let mut pace = LivePace::default();
+        let recorded = 1_700_000_000_000_000_000u64;
+        pace.wait(recorded, &sd, |_| {});
+        // A stamp in the year 2100 would have been waited for until then.
+        let far = 4_102_444_800_000_000_000u64;
+        let (t0, w0) = pace.origin.expect("anchored");
+        assert_eq!(t0, recorded);
+        let started = std::time::Instant::now();
+        let stopper = {
+            let sd = sd.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                sd.trigger();
+            })
+        };
+        let stamped = pace.wait(far, &sd, |_| {});
+        stopper.join().expect("stopper");
+        assert!(started.elapsed() < std::time::Duration::from_secs(2), "shutdown ends the wait");
+        let (t1, w1) = pace.origin.expect("re-anchored");
+        assert_eq!(t1, far, "the pace starts again from the far frame");
+        let bound = gatewarden_core::clock::MAX_REALTIME_WAIT.as_nanos() as u64;
+        assert!(
+            w1 - w0 <= bound + 1_000_000_000,
+            "due at most the bound after the last frame: {} s",
+            (w1 - w0) / 1_000_000_000
+        );
+        assert!(stamped >= w0);
+        // Time going back re-anchors at once instead of playing the rest unpaced.
+        let sd2 = gatewarden_core::shutdown::Shutdown::new();
+        let back = pace.wait(recorded + 1_000, &sd2, |_| {});
+        assert_eq!(pace.origin.map(|o| o.0), Some(recorded + 1_000));
+        let next = pace.wait(recorded + 1_000 + 100_000_000, &sd2, |_| {});
+        assert!(next - back >= 100_000_000, "the frames after a jump back keep their spacing: {} ns", next - back);
     }
 
     fn syn(i: u32) -> Vec<u8> {

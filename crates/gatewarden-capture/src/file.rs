@@ -123,6 +123,9 @@ pub struct CaptureFile {
     format: Format,
     size: Option<u64>,
     stats: SourceStats,
+    /// The last pcapng packet's time: a simple packet block, which has
+    /// none, is stamped with it.
+    last_ng_ts_ns: u64,
 }
 
 impl std::fmt::Debug for CaptureFile {
@@ -168,6 +171,7 @@ impl CaptureFile {
             format: Format::Pcap { big_endian: false, nanos: false, link: LinkType::Ethernet },
             size,
             stats: SourceStats::default(),
+            last_ng_ts_ns: 0,
         };
         cf.read_header()?;
         Ok(cf)
@@ -455,7 +459,7 @@ impl CaptureFile {
                     self.start += len;
                     continue;
                 }
-                NgBlock::Packet { if_id, ts_raw, data, orig_len } => (ts_raw, if_id, data, orig_len),
+                NgBlock::Packet { if_id, ts_raw, data, orig_len } => (Some(ts_raw), if_id, data, orig_len),
                 NgBlock::Simple { data_start, room, orig_len } => {
                     // Per the pcapng spec the data is min(original length,
                     // interface 0's snap length if not 0), padded to 32 bits.
@@ -476,8 +480,10 @@ impl CaptureFile {
                             iface.snaplen
                         )));
                     }
-                    // A simple packet block has no timestamp.
-                    (0, 0, data_start..data_start + captured, orig_len)
+                    // A simple packet block has no timestamp: it is stamped
+                    // with the packet before it (0 stamped the year 1970, and
+                    // a realtime replay then waited at each switch back).
+                    (None, 0, data_start..data_start + captured, orig_len)
                 }
                 NgBlock::NoPackets => {
                     self.start += len;
@@ -501,7 +507,11 @@ impl CaptureFile {
                     offset: self.offset(),
                 });
             };
-            let ts_ns = (ts_raw as u128 * iface.mul as u128 / iface.div as u128).min(u64::MAX as u128) as u64;
+            let ts_ns = match ts_raw {
+                Some(raw) => (raw as u128 * iface.mul as u128 / iface.div as u128).min(u64::MAX as u128) as u64,
+                None => self.last_ng_ts_ns,
+            };
+            self.last_ng_ts_ns = ts_ns;
             let captured = data.len() as u32;
             let data_len = data.len().min(self.keep);
             self.start += len;
@@ -1096,6 +1106,23 @@ mod tests {
         // A snap length of 0 is no limit; a later interface's does not count.
         let bytes = [ng_section(), ng_interface_snapping(0), ng_interface_snapping(2), ng_simple(3, b"abc")].concat();
         assert_eq!(drain(&mut open(bytes).unwrap()).unwrap(), vec![(0, b"abc".to_vec(), 3)]);
+    }
+
+    #[test]
+    fn a_simple_packet_takes_the_time_of_the_packet_before_it() {
+        // Stamped 0 (1970), a simple packet between timed ones made the
+        // replay's span decades long and a realtime replay wait at each
+        // switch back; it has no time of its own, so it takes its neighbour's.
+        let bytes = [
+            ng_section(),
+            ng_interface_snapping(0),
+            ng_packet(0, 2_000_000, b"one"),
+            ng_simple(3, b"two"),
+            ng_packet(0, 2_000_001, b"three"),
+        ]
+        .concat();
+        let stamps: Vec<u64> = drain(&mut open(bytes).unwrap()).unwrap().into_iter().map(|f| f.0).collect();
+        assert_eq!(stamps, vec![2_000_000_000, 2_000_000_000, 2_000_001_000]);
     }
 
     #[test]

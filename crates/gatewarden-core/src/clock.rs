@@ -1,7 +1,14 @@
 //! The wall clock as every layer reads it: Unix time in s, ms and ns, and the
 //! RFC 3339 text alerts and logs carry.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Longest a replay paced to its capture's clock waits for the next frame. A
+/// longer pause in the capture is shortened to this, with a warning (as
+/// tcpreplay's `--maxsleep`): a quiet hour is seldom worth waiting out, and a
+/// corrupt or crafted timestamp (the year 2100) would otherwise have the
+/// replay sleep for decades.
+pub const MAX_REALTIME_WAIT: Duration = Duration::from_secs(10);
 
 /// Unix time now in seconds (0 if the clock is before 1970).
 pub fn unix_now() -> u64 {
