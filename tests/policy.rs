@@ -182,7 +182,8 @@ fn record(id: u64, dport: u16, t: u64, state: ConnState) -> FlowRecord {
         fwd_bytes: 400,
         rev_bytes: 300,
         conn_state: state,
-        src_answered: false,
+        // As the router reports it: a completed handshake proves the originator.
+        src_answered: state == ConnState::SF,
     }
 }
 

@@ -17,10 +17,12 @@
 //!   above it, and at least `baseline_min_bps` (a camera whose upload
 //!   triples).
 //!
-//! Memory: at most [`MAX_DEVICES`] devices (least recently seen evicted in
-//! batches), [`MAX_DESTS_PER_DEVICE`] destinations and [`MAX_FLOWS_PER_DEVICE`]
-//! flow counters per device, and [`MAX_PENDING_PER_DEVICE`] destinations on
-//! probation: about 3.5 KiB per device at the caps.
+//! Memory: at most [`MAX_DEVICES`] devices (evicted in batches: devices
+//! still in warm-up first, devices that proved their address last, the
+//! least recently seen first within each), [`MAX_DESTS_PER_DEVICE`]
+//! destinations and [`MAX_FLOWS_PER_DEVICE`] flow counters per device, and
+//! [`MAX_PENDING_PER_DEVICE`] destinations on probation: about 3.5 KiB per
+//! device at the caps.
 
 use gatewarden_core::ewma::Ewma;
 use gatewarden_core::net::Cidr;
@@ -98,6 +100,9 @@ struct Device {
     reported_surge: u64,
     /// Consecutive closed seconds whose upload to known hosts was a surge.
     surge_streak: u32,
+    /// A flow of this source acknowledged what it was sent (`src_answered`):
+    /// it receives at its address, which no forger of the address does.
+    proven: bool,
 }
 
 /// The per-device baselines.
@@ -127,9 +132,20 @@ impl Baseline {
         self.devices.len()
     }
 
+    /// Makes room: devices that proved their address go last, then devices
+    /// past their warm-up, and within each the least recently seen first. A
+    /// flood of forged addresses (each new, none proven) thus evicts its own
+    /// kind, not the baseline of a device it wants to reset: a device that
+    /// starts over learns every destination during its warm-up.
     fn evict(&mut self) {
         let eighth = (self.devices.len() / 8).max(1);
-        gatewarden_core::lru::evict_oldest(&mut self.devices, eighth, |d| d.last_ns);
+        let warmup_ns = self.cfg.warmup_s.saturating_mul(1_000_000_000);
+        gatewarden_core::lru::evict_oldest(&mut self.devices, eighth, |d| {
+            let established = d.bins >= 2 && d.last_ns.saturating_sub(d.first_ns) >= warmup_ns;
+            let tier = u64::from(d.proven) << 1 | u64::from(established);
+            // Milliseconds fit in 56 bits for two million years.
+            tier << 56 | (d.last_ns / 1_000_000) & ((1 << 56) - 1)
+        });
     }
 
     /// Feeds one flow snapshot; returns findings it completes.
@@ -149,6 +165,7 @@ impl Baseline {
         });
         d.first_ns = d.first_ns.min(r.first_ns);
         d.last_ns = d.last_ns.max(r.last_ns);
+        d.proven |= r.src_answered;
         // Close finished bins (idle seconds count as zero upload).
         let now_bin = r.last_ns - r.last_ns % BIN_NS;
         if now_bin > d.bin_start {
@@ -528,6 +545,83 @@ mod tests {
             b.observe(&r);
             assert!(b.tracked() <= MAX_DEVICES);
         }
+    }
+
+    /// The camera's exfiltration to a host it never used, on a new flow
+    /// starting at `from`: 1.25 MB/s beside its usual 50 kB/s stream.
+    fn exfiltrate(b: &mut Baseline, from: f64, proven: bool) -> Vec<Detection> {
+        let mut found = Vec::new();
+        for i in 0..30u64 {
+            let t = from + i as f64 * 0.1;
+            let mut usual = rec(1, "192.0.2.11", "198.51.100.10", t, (t * 50_000.0) as u64);
+            let mut exfil = rec(2, "192.0.2.11", "203.0.113.50", t, (i + 1) * 125_000);
+            exfil.first_ns = (from * 1e9) as u64;
+            if proven {
+                for r in [&mut usual, &mut exfil] {
+                    (r.proto, r.conn_state, r.src_answered) = (Proto::Tcp, ConnState::S1, true);
+                }
+            }
+            found.extend(b.observe(&usual));
+            found.extend(b.observe(&exfil));
+        }
+        found
+    }
+
+    /// One record from each of the `n` addresses from 10.0.0.0 + `first`
+    /// (forged: one UDP packet each), between `from` and `to`.
+    fn forged(b: &mut Baseline, first: u32, n: u32, from: f64, to: f64) {
+        for i in first..first + n {
+            let t = from + (to - from) * f64::from(i - first) / f64::from(n);
+            let mut r = rec(1_000_000 + u64::from(i), "10.0.0.1", "198.51.100.99", t, 100);
+            r.src = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            r.first_ns = r.last_ns;
+            assert!(b.observe(&r).is_empty());
+        }
+    }
+
+    /// A LAN host forging addresses inside `home_net` (or a camera doing it
+    /// itself, between two uploads) fills the device table in half a second:
+    /// the least recently seen went first, and that was the camera, whose
+    /// baseline then started over; a new device learns every destination
+    /// during its warm-up, so the exfiltration that followed was "usual".
+    #[test]
+    fn a_flood_of_forged_sources_cannot_reset_an_established_devices_baseline() {
+        let mut b = Baseline::new(cfg());
+        assert!(stream(&mut b, 40.0, 0.0).is_empty());
+        forged(&mut b, 0, MAX_DEVICES as u32 + 1_000, 40.0, 40.5);
+        assert!(b.tracked() <= MAX_DEVICES);
+        let found = exfiltrate(&mut b, 40.6, false);
+        assert_eq!(found.len(), 1, "the camera's baseline was flushed by forged sources: {found:?}");
+        assert!(found[0].reason.contains("never seen"), "{}", found[0].reason);
+    }
+
+    /// The same flood kept up long enough for every forged address to be
+    /// past its warm-up: a device that proved its address (it acknowledged
+    /// what it was sent, which no forger can) still keeps its baseline.
+    #[test]
+    fn forged_sources_past_their_warm_up_cannot_push_out_a_device_that_proved_its_address() {
+        let mut b = Baseline::new(cfg());
+        let camera = |b: &mut Baseline, from: f64, to: f64| {
+            let mut t = from;
+            while t < to {
+                let mut r = rec(1, "192.0.2.11", "198.51.100.10", t, (t * 50_000.0) as u64);
+                (r.proto, r.conn_state, r.src_answered) = (Proto::Tcp, ConnState::S1, true);
+                assert!(b.observe(&r).is_empty());
+                t += 0.1;
+            }
+        };
+        // The table filled with forged addresses, each seen again 34 s after its
+        // first packet (past the warm-up, and more recently than the camera),
+        // then new ones that need room.
+        let n = MAX_DEVICES as u32 - 1;
+        camera(&mut b, 0.0, 4.0);
+        forged(&mut b, 0, n, 4.0, 5.0);
+        camera(&mut b, 5.0, 38.0);
+        forged(&mut b, 0, n, 38.5, 39.5);
+        forged(&mut b, n, 1_000, 39.5, 39.9);
+        assert!(b.tracked() <= MAX_DEVICES);
+        let found = exfiltrate(&mut b, 40.0, true);
+        assert_eq!(found.len(), 1, "the camera's baseline was flushed by forged sources: {found:?}");
     }
 
     #[test]

@@ -624,4 +624,183 @@ mod tests {
             .unwrap();
         assert!(state.join("policy.json").exists() && !state.join("policy.lock").exists());
     }
+
+    // ------------------------------------------------ hostile traffic (red team)
+
+    use gatewarden_proto::conn_state::ConnState;
+    use gatewarden_proto::messages::{AlertAction, AttackKind, FlowRecord, Proto, Severity};
+
+    const CAMERAS: &str = "192.0.2.0/28";
+    const SENSORS: &str = "198.51.100.0/28";
+
+    fn red_engine(dir: &Path) -> PolicyEngine {
+        let cfg = PolicyConfig { state_dir: dir.to_path_buf(), bucket_s: 10, ..PolicyConfig::default() };
+        let mut e = PolicyEngine::open(&cfg).unwrap();
+        for (name, member) in [("cameras", CAMERAS), ("sensors", SENSORS)] {
+            e.add_group(Group { name: name.into(), members: vec![member.into()], description: String::new() }, false)
+                .unwrap();
+        }
+        e
+    }
+
+    /// A TCP flow as the router reports it: `proven` when the originator
+    /// acknowledged the responder's sequence numbers (`src_answered`).
+    fn tcp(id: u64, src: &str, dport: u16, t: u64, state: ConnState, proven: bool) -> FlowRecord {
+        FlowRecord {
+            flow_id: id,
+            src: src.parse().unwrap(),
+            dst: "198.51.100.5".parse().unwrap(),
+            sport: 40000 + (id % 20000) as u16,
+            dport,
+            proto: Proto::Tcp,
+            first_ns: t * 1_000_000_000,
+            last_ns: t * 1_000_000_000 + 5_000_000,
+            fwd_packets: if proven { 6 } else { 2 },
+            rev_packets: if proven { 5 } else { 1 },
+            fwd_bytes: if proven { 400 } else { 100 },
+            rev_bytes: if proven { 300 } else { 44 },
+            conn_state: state,
+            src_answered: proven,
+        }
+    }
+
+    fn feed(e: &mut PolicyEngine, flows: Vec<FlowRecord>) {
+        e.observe_batch(&FlowBatch {
+            node: "r".into(),
+            seq: 1,
+            flows,
+            hosts: vec![],
+            in_iface: String::new(),
+            shed: vec![],
+        });
+    }
+
+    fn scan_alert(src: &str, t: u64) -> Alert {
+        Alert {
+            id: 7,
+            ts_ns: t * 1_000_000_000,
+            node: "d".into(),
+            flow_id: 0,
+            kind: AttackKind::PortScan,
+            severity: Severity::High,
+            src: Some(src.parse().unwrap()),
+            dst: Some("198.51.100.5".parse().unwrap()),
+            sport: 0,
+            dport: 0,
+            proto: Some(Proto::Tcp),
+            action: AlertAction::Allowed,
+            signature_id: 1,
+            signature: "scan".into(),
+            confidence: 0.9,
+            reason: String::new(),
+            flow: None,
+            not_blocked: None,
+            in_iface: String::new(),
+        }
+    }
+
+    /// A LAN host forging a camera's address sends SYNs to a sensor's telnet
+    /// port: the sensor's SYN-ACK goes to the real camera, which resets it
+    /// (`RSTO`) or ignores it (`S1`). Nothing came back to the forger, and no
+    /// camera ever logged in; the same records come from a SYN scan of an
+    /// open port repeated now and then. They must not read as a stable,
+    /// answered service the cameras use: an accepted "allow cameras ->
+    /// sensors tcp/23" at priority 100 outranks every suggested deny, so a
+    /// later scan or guessing deny leaves telnet open to the whole group.
+    #[test]
+    fn forged_or_half_open_syns_never_make_an_allow_suggestion() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = red_engine(dir.path());
+        let mut flows = Vec::new();
+        for i in 0..30u64 {
+            let state = if i % 2 == 0 { ConnState::RSTO } else { ConnState::S1 };
+            flows.push(tcp(i + 1, "192.0.2.4", 23, 1_000 + i, state, false));
+        }
+        // The cameras' real MQTT: completed handshakes, over three buckets.
+        for i in 0..6u64 {
+            flows.push(tcp(100 + i, "192.0.2.5", 1883, 1_000 + i * 5, ConnState::SF, true));
+        }
+        feed(&mut e, flows);
+        let s = e.suggestions(None);
+        let allowed: Vec<String> =
+            s.iter().filter(|s| s.rule.action == Action::Allow).map(|s| s.rule.port_range.to_string()).collect();
+        assert_eq!(allowed, ["1883"], "{s:#?}");
+    }
+
+    /// One host (a compromised camera, or a LAN host forging a camera's
+    /// address) scans a sensor while every camera uses the sensor's MQTT
+    /// (proven: completed handshakes), and no rule allows MQTT yet. The
+    /// scan's deny is for the whole pair, `cameras -> sensors tcp/any`: a
+    /// suggestion that, accepted, cuts every camera's MQTT. It must wait
+    /// until a rule above it keeps the service the pair uses.
+    #[test]
+    fn a_scan_from_one_members_address_never_suggests_a_deny_that_cuts_the_groups_service() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = red_engine(dir.path());
+        let mut flows = Vec::new();
+        for i in 0..20u64 {
+            let cam = format!("192.0.2.{}", 4 + i % 3);
+            flows.push(tcp(100 + i, &cam, 1883, 1_000 + i * 5, ConnState::SF, true));
+        }
+        // The scan: 30 ports refused, all "from" 192.0.2.4.
+        for p in 0..30u64 {
+            flows.push(tcp(1_000 + p, "192.0.2.4", 2_000 + p as u16, 1_200, ConnState::REJ, false));
+        }
+        feed(&mut e, flows);
+        e.observe_alert(&scan_alert("192.0.2.4", 1_200));
+        let cuts_mqtt = |e: &PolicyEngine| {
+            let x = e.explain("192.0.2.6", "198.51.100.5", "tcp", Some(1883)).unwrap();
+            x.action == Action::Deny
+        };
+        // Accept whatever deny is shown for the pair, as a busy admin would.
+        for s in e.suggestions(None) {
+            if s.rule.action == Action::Deny && s.rule.port_range == PortRange::ANY {
+                e.accept(&s.id).unwrap();
+                assert!(!cuts_mqtt(&e), "accepting {} ({}) cut the cameras' MQTT", s.id, s.justification);
+            }
+        }
+        // Once MQTT is allowed, the scan's deny is offered and cuts only what nobody uses.
+        let allow = e.suggestions(None).into_iter().find(|s| s.rule.action == Action::Allow).unwrap();
+        assert_eq!(allow.rule.port_range, PortRange::one(1883));
+        e.accept(&allow.id).unwrap();
+        let deny = e
+            .suggestions(None)
+            .into_iter()
+            .find(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::ANY)
+            .expect("the scan's deny once the service is allowed");
+        e.accept(&deny.id).unwrap();
+        assert!(!cuts_mqtt(&e));
+        assert_eq!(e.explain("192.0.2.6", "198.51.100.5", "tcp", Some(2_001)).unwrap().action, Action::Deny);
+    }
+
+    /// The same, with the scan spread over more ports than the matrix holds
+    /// cells: the least recently seen cells went first, and that was the
+    /// cameras' MQTT, so the matrix forgot the service the deny must keep.
+    #[test]
+    fn probing_more_ports_than_the_matrix_holds_does_not_erase_the_service_a_deny_must_keep() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg =
+            PolicyConfig { state_dir: dir.path().to_path_buf(), bucket_s: 10, max_cells: 64, ..Default::default() };
+        let mut e = PolicyEngine::open(&cfg).unwrap();
+        for (name, member) in [("cameras", CAMERAS), ("sensors", SENSORS)] {
+            e.add_group(Group { name: name.into(), members: vec![member.into()], description: String::new() }, false)
+                .unwrap();
+        }
+        let mut flows = Vec::new();
+        for i in 0..20u64 {
+            flows.push(tcp(100 + i, "192.0.2.5", 1883, 1_000 + i * 5, ConnState::SF, true));
+        }
+        for p in 0..500u64 {
+            flows.push(tcp(1_000 + p, "192.0.2.4", 2_000 + p as u16, 1_200 + p / 50, ConnState::REJ, false));
+        }
+        feed(&mut e, flows);
+        e.observe_alert(&scan_alert("192.0.2.4", 1_200));
+        for s in e.suggestions(None) {
+            if s.rule.action == Action::Deny && s.rule.port_range == PortRange::ANY {
+                e.accept(&s.id).unwrap();
+                let x = e.explain("192.0.2.5", "198.51.100.5", "tcp", Some(1883)).unwrap();
+                assert_eq!(x.action, Action::Allow, "accepting {} cut the cameras' MQTT", s.justification);
+            }
+        }
+    }
 }

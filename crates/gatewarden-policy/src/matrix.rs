@@ -1,14 +1,13 @@
 //! The traffic matrix: per (source group, destination group, protocol, port)
 //! the flows, bytes, first and last seen, how many got an answer, and in how
-//! many distinct time buckets they occurred. Bounded (least recently seen
-//! cells go first) and serialisable, so it survives restarts.
+//! many distinct time buckets they occurred. Bounded (cells without an
+//! answered flow go first, then the least recently seen) and serialisable, so it survives restarts.
 
 use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
 use super::model::Protocol;
-use gatewarden_proto::conn_state::ConnState;
 use gatewarden_proto::messages::{FlowRecord, Proto};
 
 /// Default number of cells kept.
@@ -36,7 +35,8 @@ pub struct CellKey {
 pub struct Cell {
     /// Flows (connections) seen.
     pub flows: u64,
-    /// Flows that were answered (TCP established, UDP/ICMP with a reply).
+    /// Flows that were answered (TCP: the originator acknowledged the
+    /// responder, see `answered`; UDP/ICMP: with a reply).
     pub answered: u64,
     /// IP bytes, both directions.
     pub bytes: u64,
@@ -112,12 +112,15 @@ mod cells_as_list {
     }
 }
 
+/// Whether a flow was a connection the originator really had. TCP: only
+/// when the originator acknowledged the responder's sequence numbers
+/// (`src_answered`): a SYN-ACK alone (`S1`, or `RSTO` when the real owner
+/// of a forged address resets it, or a SYN scan's open port) is what a
+/// forger or a scanner gets too, and read as "answered" it made a stable
+/// allow of a port nobody used. UDP and ICMP: any reply.
 fn answered(f: &FlowRecord) -> bool {
     match f.proto {
-        Proto::Tcp => matches!(
-            f.conn_state,
-            ConnState::S1 | ConnState::SF | ConnState::S2 | ConnState::S3 | ConnState::RSTO | ConnState::RSTR
-        ),
+        Proto::Tcp => f.src_answered,
         _ => f.rev_packets > 0,
     }
 }
@@ -201,14 +204,13 @@ impl TrafficMatrix {
         }
     }
 
-    /// Drops the least recently seen cells until at most `max_cells` remain
+    /// Drops cells in eviction order until at most `max_cells` remain
     /// (after loading a file written with a larger limit).
     pub fn trim(&mut self) {
         if self.cells.len() <= self.max_cells {
             return;
         }
-        let mut by_age: Vec<(u64, CellKey)> = self.cells.iter().map(|(k, c)| (c.last_seen, k.clone())).collect();
-        by_age.sort_unstable();
+        let by_age = self.eviction_order();
         let excess = self.cells.len() - self.max_cells;
         for (_, k) in by_age.into_iter().take(excess) {
             self.cells.remove(&k);
@@ -220,13 +222,23 @@ impl TrafficMatrix {
         if self.cells.len() < self.max_cells {
             return;
         }
-        // Drop the least recently seen eighth in one go.
-        let mut by_age: Vec<(u64, CellKey)> = self.cells.iter().map(|(k, c)| (c.last_seen, k.clone())).collect();
-        by_age.sort_unstable();
-        for (_, k) in by_age.into_iter().take((self.max_cells / 8).max(1)) {
+        // Drop an eighth in one go.
+        for (_, k) in self.eviction_order().into_iter().take((self.max_cells / 8).max(1)) {
             self.cells.remove(&k);
             self.evicted += 1;
         }
+    }
+
+    /// Cells in the order they are dropped: those no flow was answered in
+    /// first, then the least recently seen. Probes to ports nobody serves
+    /// (a scan, or a host forging a member's address) come and go in the
+    /// thousands; they must not push out the record of a service the pair
+    /// uses, which keeps a suggested deny from cutting it.
+    fn eviction_order(&self) -> Vec<((bool, u64), CellKey)> {
+        let mut by_age: Vec<((bool, u64), CellKey)> =
+            self.cells.iter().map(|(k, c)| ((c.answered > 0, c.last_seen), k.clone())).collect();
+        by_age.sort_unstable();
+        by_age
     }
 
     /// Every cell.
@@ -295,6 +307,7 @@ pub struct PairTotals {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gatewarden_proto::conn_state::ConnState;
 
     pub(crate) fn flow(id: u64, dport: u16, t: u64, state: ConnState, bytes: u64) -> FlowRecord {
         FlowRecord {
@@ -311,7 +324,8 @@ mod tests {
             fwd_bytes: bytes,
             rev_bytes: 0,
             conn_state: state,
-            src_answered: false,
+            // As the router reports it: a completed handshake proves the originator.
+            src_answered: state == ConnState::SF,
         }
     }
 

@@ -329,7 +329,20 @@ pub fn suggest(
         let unanswered_share = t.tcp_unanswered as f64 / t.flows.max(1) as f64;
         let matrix_ev = unanswered_share * (t.tcp_ports_unanswered as f64 / 20.0).min(1.0);
         let evidence = 1.0 - (1.0 - alert_ev) * (1.0 - matrix_ev);
-        if scans > 0 || t.tcp_ports_unanswered >= 10 {
+        // A deny of the whole protocol also takes the ports the pair really
+        // uses (connections the originators completed): one scanner — or one
+        // host forging a member's address — would cut every member's
+        // service. It waits until a rule above it keeps each such port.
+        let in_use = cells.iter().any(|(k, c)| {
+            k.src == s
+                && k.dst == d
+                && k.proto == Protocol::Tcp
+                && c.answered > 0
+                && !policy
+                    .decided(&s, &d, Protocol::Tcp, PortRange::one(k.port))
+                    .is_some_and(|r| r.action == Action::Allow && r.priority > SCAN_DENY_PRIORITY)
+        });
+        if (scans > 0 || t.tcp_ports_unanswered >= 10) && !in_use {
             let why = format!(
                 "{} -> {}: {} TCP ports probed, {} of them never answered, {} of {} flows unanswered, {} scan alerts from the detector",
                 s, d, t.tcp_ports, t.tcp_ports_unanswered, t.tcp_unanswered, t.flows, scans
