@@ -892,13 +892,29 @@ fn cmd_ctl(args: CtlArgs) -> i32 {
         Ok(ControlResponse::Blocks(list)) => print_ctl_blocks(&args.node, &list, None),
         Ok(ControlResponse::BlocksPartial { shown, total }) => print_ctl_blocks(&args.node, &shown, Some(total)),
         Ok(ControlResponse::Done(s)) if json_mode() => print_json(serde_json::json!({ "done": s })),
+        // The node's words: escaped like its block reasons.
         Ok(ControlResponse::Done(s)) => {
-            println!("{s}");
+            println!("{}", crate::logging::escape(&s));
             0
         }
-        Ok(ControlResponse::Error(e)) => fail(EXIT_FAILURE, e),
+        Ok(ControlResponse::Error(e)) => fail(EXIT_FAILURE, crate::logging::escape(&e)),
         Err(e) => fail(EXIT_FAILURE, format!("{e:#}")),
     }
+}
+
+/// One row of `ctl blocks`: the router's words (the reason is a verdict's,
+/// i.e. a detector's) with control characters escaped, so a compromised
+/// detector or router cannot write escape sequences or forged rows into the
+/// operator's terminal.
+fn ctl_block_row(b: &crate::ctl::BlockEntry) -> String {
+    let exp = b
+        .expires_in_s
+        .map(|s| gatewarden_core::duration::format_duration(u64::from(s)))
+        .unwrap_or_else(|| "no timeout".into());
+    // The element's own counter (packets since the block was written); "-" when it has none.
+    let dropped = b.dropped.map_or_else(|| "-".to_string(), |d| d.packets.to_string());
+    use crate::logging::escape;
+    format!("{:<40} {:>12} {:>9}  {:<9} {}", escape(&b.target), exp, dropped, escape(&b.origin), escape(&b.reason))
 }
 
 /// Prints a router's block list (`ctl blocks`); `total` when the router sent
@@ -923,13 +939,7 @@ fn print_ctl_blocks(node: &str, list: &[crate::ctl::BlockEntry], total: Option<u
     }
     println!("{:<40} {:>12} {:>9}  {:<9} REASON", "ADDRESS", "REMAINING", "DROPPED", "ORIGIN");
     for b in list {
-        let exp = b
-            .expires_in_s
-            .map(|s| gatewarden_core::duration::format_duration(u64::from(s)))
-            .unwrap_or_else(|| "no timeout".into());
-        // The element's own counter (packets since the block was written); "-" when it has none.
-        let dropped = b.dropped.map_or_else(|| "-".to_string(), |d| d.packets.to_string());
-        println!("{:<40} {:>12} {:>9}  {:<9} {}", b.target, exp, dropped, b.origin, b.reason);
+        println!("{}", ctl_block_row(b));
     }
     if let Some(total) = total {
         println!(
@@ -1322,7 +1332,8 @@ fn cmd_blocks(args: BlocksArgs) -> i32 {
             format_duration(e.remaining_s),
             format_duration(e.timeout_s),
             dropped,
-            e.reason
+            // A verdict's reason (a detector's words): escaped as `ctl blocks` does.
+            crate::logging::escape(&e.reason)
         );
     }
     println!("{} active block(s)", list.len());
@@ -1689,6 +1700,31 @@ fn cmd_token(cmd: TokenCommand) -> i32 {
         TokenCommand::Jwks { .. } => println!("{}", signer.jwks()),
     }
     0
+}
+
+#[cfg(test)]
+mod blocks_tests {
+    use super::*;
+
+    /// Red-team finding: a verdict's reason (a detector's words) becomes the
+    /// block's nftables comment, and `ctl blocks` printed it as it came: a
+    /// compromised detector could clear the operator's screen, set the
+    /// terminal's title or clipboard, or print forged rows.
+    #[test]
+    fn a_block_reason_with_escape_sequences_prints_inert_on_one_row() {
+        let b = crate::ctl::BlockEntry {
+            target: "192.0.2.9\u{1b}[8m".into(),
+            expires_in_s: Some(60),
+            origin: "detector\r".into(),
+            reason:
+                "scan\u{1b}[2J\u{1b}[H\u{1b}]52;c;cm0gLXJmIH4=\u{7}\n203.0.113.1  1h  -  admin  ok\u{9b}31m\u{202e}"
+                    .into(),
+            dropped: None,
+        };
+        let row = ctl_block_row(&b);
+        assert!(!row.chars().any(|c| c.is_control() || c == '\u{202e}'), "{row:?}");
+        assert!(row.contains("scan") && row.contains("192.0.2.9") && row.contains("detector"), "{row:?}");
+    }
 }
 
 #[cfg(test)]

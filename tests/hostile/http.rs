@@ -29,7 +29,15 @@ struct Server {
 impl Server {
     /// Starts the monitor with `[http]` `extra` lines, optionally under `ulimit -n nofile`.
     fn start(extra: &str, nofile: Option<u32>) -> Server {
+        Server::start_with(extra, nofile, |_| {})
+    }
+
+    /// [`Server::start`], with `prepare` filling the monitor's data directory first.
+    fn start_with(extra: &str, nofile: Option<u32>, prepare: impl FnOnce(&Path)) -> Server {
         let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        prepare(&data);
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let cfg = dir.path().join("gatewarden.toml");
@@ -506,5 +514,107 @@ fn a_client_that_never_reads_is_cut_off_by_the_send_timeout() {
     srv.check("after a client that never reads");
     writer.join().unwrap();
     drop(s);
+    srv.recovered();
+}
+
+/// `n` stored alerts in `data/alerts.json`, each like a real one (~1 KB of EVE JSON).
+fn write_alerts(data: &Path, n: u64) {
+    let t0 = 1_795_473_379_290_953_000u64;
+    let mut out = String::new();
+    for id in 1..=n {
+        let ts = t0 + id * 1_000_000_000;
+        out.push_str(&format!(
+            r#"{{"alert":{{"action":"allowed","category":"port_scan","gid":1,"metadata":{{"confidence":["0.8875241"],"conn_state":["REJ"],"flow_ports":["59808-94"],"flow_start_ns":["{ts}"],"gatewarden_id":["{id}"],"kind":["port_scan"],"not_blocked":["enforcement_off"],"reason":["192.0.2.66 → 50 distinct tcp ports on 198.51.100.10 in 0.0 s, 100 % unanswered; model agrees: 0.88 scan; source unproven: nothing 192.0.2.66 sent towards 198.51.100.10 needed to reach it first (SYNs, UDP, ICMP, resets can be forged); block asked by policy rule scan_mostly_unanswered (a scan whose probes mostly went unanswered)"],"rule":["scan_mostly_unanswered"],"ts_ns":["{ts}"]}},"rev":1,"severity":2,"signature":"GATEWARDEN SCAN vertical port scan","signature_id":9000001}},"dest_ip":"198.51.100.10","event_type":"alert","flow_id":{id},"host":"mon","proto":"TCP","src_ip":"192.0.2.66","src_port":59808,"timestamp":"{}"}}"#,
+            gatewarden_core::clock::rfc3339(ts)
+        ));
+        out.push('\n');
+    }
+    std::fs::write(data.join("alerts.json"), out).unwrap();
+}
+
+/// Red-team finding: `GET /api/alerts?limit=10000` built the whole answer
+/// (every alert cloned, then a JSON tree, then the text: ~60 MB for 10 000
+/// stored alerts) in a thread of its own per request, and the text stayed in
+/// memory until the client read it. A LAN device (with `http.public_status`,
+/// or a viewer token) asking on a few dozen connections at once, reading
+/// slowly or not at all, took the monitor's memory by the gigabyte. Large
+/// answers are now built one at a time, and those in memory are bounded in
+/// total (503 with Retry-After beyond it, until the client sitting on one
+/// reads it or is cut off); a small answer (the page's 200 alerts) always
+/// gets through.
+#[test]
+fn many_clients_asking_for_ten_thousand_alerts_at_once_stay_within_the_memory_budget() {
+    let mut srv =
+        Server::start_with("public_status = true\nsend_timeout_ms = 10000", None, |d| write_alerts(d, 10_000));
+    let (code, _, body) = crate::common::http("GET", &srv.addr, "/api/alerts?limit=10000").unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&body).unwrap()["alerts"].as_array().unwrap().len(), 10_000);
+    srv.idle_rss_kb = srv.rss_kb();
+    let addr = srv.addr.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answers = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<u16, u32>::new()));
+    // 24 connections from 3 addresses that ask and never read, and 8 that ask again as soon as an answer is in.
+    let mut held = Vec::new();
+    for i in 0..24u8 {
+        let mut s = connect_from(2 + i % 3, &addr).unwrap();
+        write!(s, "GET /api/alerts?limit=10000 HTTP/1.1\r\nHost: {addr}\r\n\r\n").unwrap();
+        held.push(s);
+    }
+    let readers: Vec<_> = (0..8u8)
+        .map(|i| {
+            let (addr, stop, answers) = (addr.clone(), stop.clone(), answers.clone());
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let Ok(mut s) = connect_from(5 + i % 2, &addr) else { continue };
+                    let _ =
+                        write!(s, "GET /api/alerts?limit=10000 HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+                    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+                    let mut buf = Vec::new();
+                    let _ = s.read_to_end(&mut buf);
+                    let code = String::from_utf8_lossy(&buf[..buf.len().min(16)])
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(0);
+                    *answers.lock().unwrap().entry(code).or_insert(0) += 1;
+                    if code != 200 {
+                        std::thread::sleep(Duration::from_millis(200));
+                    }
+                }
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    let mut result = Ok(());
+    while t.elapsed() < Duration::from_secs(8) && result.is_ok() {
+        std::thread::sleep(Duration::from_millis(250));
+        result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| srv.check("during the attack")));
+    }
+    // The operator's page (200 alerts) is answered throughout.
+    let page = crate::common::http("GET", &addr, "/api/alerts?limit=200");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    drop(held);
+    eprintln!(
+        "answers to the readers by status: {:?}; peak RSS {} kB over idle {} kB",
+        answers.lock().unwrap(),
+        srv.peak_rss_kb,
+        srv.idle_rss_kb
+    );
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+    let (code, _, body) = page.unwrap();
+    assert_eq!(code, 200, "the page's own query during the attack: {body}");
+    // Once the connections sitting on large answers are gone, large queries are answered again.
+    wait_for("a large query to be answered again", Duration::from_secs(15), || {
+        crate::common::http("GET", &addr, "/api/alerts?limit=10000").is_ok_and(|(code, _, body)| {
+            code == 200
+                && serde_json::from_str::<serde_json::Value>(&body).unwrap()["alerts"].as_array().unwrap().len()
+                    == 10_000
+        })
+    });
     srv.recovered();
 }
