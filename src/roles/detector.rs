@@ -997,7 +997,11 @@ impl DetectorStage {
             findings.push((d, Origin::Heuristics));
         }
         let opinions = self.opinions(batch, &seen);
-        for f in self.fusion.fuse(findings, &opinions, now) {
+        // A source that acknowledged what it was sent lately is real: its findings are
+        // opened first when the verdict budget is short (forged decoys cannot be).
+        let (proofs, cutoff) = (&self.proofs, now.saturating_sub(PROOF_WINDOW_NS));
+        let proven = |src: IpAddr| proofs.get(&src).and_then(|q| q.back()).is_some_and(|p| p.ts_ns >= cutoff);
+        for f in self.fusion.fuse_knowing(findings, &opinions, now, proven) {
             self.emit(f, &mut out);
         }
         self.publish_fusion_stats();
@@ -1554,6 +1558,46 @@ mod distributed_tests {
             conn_state: ConnState::REJ,
             src_answered: false,
         }
+    }
+
+    /// 100 decoy scanners with forged addresses, each of its own network, and one real
+    /// scanner (it completed a handshake elsewhere first), all in one batch, against a
+    /// budget of 10 new incidents: the real one, last in the batch, waited behind the
+    /// decoy networks. Its source is proven, so it is opened (and blocked) at once.
+    #[test]
+    fn a_proven_scanner_among_forged_decoys_is_blocked_within_the_verdict_budget() {
+        let mut cfg = Config::default();
+        (cfg.detector.max_verdicts_per_s, cfg.detector.verdict_burst) = (10.0, 10.0);
+        let mut st = DetectorStage::with_model(&cfg, &Registry::new(), Ok(None));
+        let real: IpAddr = "203.0.113.7".parse().unwrap();
+        let ports = cfg.detector.scan_distinct_ports as u64 + 10;
+        let mut handshake = syn(1, real, 443, T0);
+        handshake.dst = "198.51.100.80".parse().unwrap();
+        (handshake.conn_state, handshake.fwd_packets, handshake.rev_packets, handshake.src_answered) =
+            (ConnState::SF, 6, 5, true);
+        let mut flows = vec![handshake];
+        let mut id = 10;
+        let scan = |src: IpAddr, flows: &mut Vec<FlowRecord>, id: &mut u64| {
+            for p in 0..ports {
+                *id += 1;
+                flows.push(syn(*id, src, 1000 + p as u16, T0 + 100_000_000 + p * 1_000_000));
+            }
+        };
+        for i in 0..100u32 {
+            scan(IpAddr::from(std::net::Ipv4Addr::from(0xdf00_0001 + (i << 8))), &mut flows, &mut id);
+        }
+        scan(real, &mut flows, &mut id);
+        let out = st.on_batch(&FlowBatch {
+            node: "r".into(),
+            seq: 1,
+            flows,
+            hosts: vec![],
+            in_iface: String::new(),
+            shed: Vec::new(),
+        });
+        let blocked: Vec<IpAddr> = out.verdicts.iter().map(|v| v.source).collect();
+        assert!(blocked.contains(&real), "the proven scanner is not among the {} opened: {blocked:?}", blocked.len());
+        assert!(blocked.len() <= 10, "the budget still holds: {}", blocked.len());
     }
 
     /// 60 Internet sources, 2 refused SYNs each to ports of one host; one of them also completed

@@ -179,6 +179,10 @@ struct Held {
     last_seen_ns: u64,
     /// Capture time at which it was held.
     held_ns: u64,
+    /// Its source is proven real (it acknowledged what it was sent): served
+    /// before the unproven when tokens are short, so decoys with forged
+    /// addresses cannot queue a real attacker's finding out of its turn.
+    proven: bool,
 }
 
 /// The /24 (IPv4) or /48 (IPv6) of an address: what one site or hosting customer
@@ -330,12 +334,12 @@ impl Fusion {
 
     /// Holds a new incident until the rate limit has a token for it; when full, the
     /// oldest finding of the biggest network of the biggest kind goes (counted).
-    fn hold(&mut self, key: (IpAddr, AttackKind), detection: Detection, origins: Vec<Origin>, now: u64) {
+    fn hold(&mut self, key: (IpAddr, AttackKind), detection: Detection, origins: Vec<Origin>, now: u64, proven: bool) {
         let net = network(key.0);
         let seq = self.next_seq;
         self.next_seq += 1;
         let last_seen_ns = detection.ts_ns.max(1);
-        self.held.insert(key, Held { detection, origins, seq, net, last_seen_ns, held_ns: now });
+        self.held.insert(key, Held { detection, origins, seq, net, last_seen_ns, held_ns: now, proven });
         *self.held_kinds.entry(key.1).or_default() += 1;
         *self.held_nets.entry((key.1, net)).or_default() += 1;
         if self.held.len() > MAX_HELD {
@@ -346,7 +350,17 @@ impl Fusion {
                 .filter(|((k, _), _)| Some(*k) == kind)
                 .max_by_key(|((_, a), n)| (**n, std::cmp::Reverse(*a)))
                 .map(|(c, _)| *c);
-            let victim = self.held.iter().filter(|(k, h)| Some((k.1, h.net)) == class).min_by_key(|(_, h)| h.seq);
+            // An unproven finding goes before a proven one: of the crowded class, else
+            // of the crowded kind, else any (a lone proven finding is a class of its own).
+            let unproven = |k: &(IpAddr, AttackKind), h: &Held| !h.proven && Some(k.1) == kind;
+            let victim = self
+                .held
+                .iter()
+                .filter(|(k, h)| !h.proven && Some((k.1, h.net)) == class)
+                .min_by_key(|(_, h)| h.seq)
+                .or_else(|| self.held.iter().filter(|(k, h)| unproven(k, h)).min_by_key(|(_, h)| h.seq))
+                .or_else(|| self.held.iter().filter(|(_, h)| !h.proven).min_by_key(|(_, h)| h.seq))
+                .or_else(|| self.held.iter().filter(|(k, h)| Some((k.1, h.net)) == class).min_by_key(|(_, h)| h.seq));
             if let Some((&victim, _)) = victim {
                 self.drop_held(victim, now);
             }
@@ -388,9 +402,9 @@ impl Fusion {
     }
 
     /// Opens the held incidents the rate limit has tokens for: all of them, in arrival
-    /// order, when there are enough; otherwise one turn at a time to the kind served
-    /// least recently, within it to the network served least recently, within that to
-    /// the oldest finding.
+    /// order, when there are enough; otherwise those from proven sources first, then
+    /// one turn at a time to the kind served least recently, within it to the network
+    /// served least recently, within that to the oldest finding.
     fn release(&mut self, now: u64) -> Vec<(u64, Fused)> {
         let (rate, burst) = (self.cfg.max_verdicts_per_s, self.cfg.verdict_burst);
         self.verdicts.refill(now, rate, burst);
@@ -406,7 +420,7 @@ impl Fusion {
             } else {
                 let (kinds, nets) = (&self.kind_turns, &self.net_turns);
                 let turn = |k: &(IpAddr, AttackKind), h: &Held| {
-                    (kinds.get(&k.1).copied().unwrap_or(0), nets.get(&h.net).copied().unwrap_or(0), h.seq)
+                    (!h.proven, kinds.get(&k.1).copied().unwrap_or(0), nets.get(&h.net).copied().unwrap_or(0), h.seq)
                 };
                 let Some((&key, _)) = self.held.iter().min_by_key(|(k, h)| turn(k, h)) else { break };
                 key
@@ -485,12 +499,29 @@ impl Fusion {
         self.summary(now_ns)
     }
 
-    /// Fuses one batch's findings with the model's opinions (per source).
+    /// Fuses one batch's findings with the model's opinions (per source),
+    /// knowing no source to be proven real (see [`Fusion::fuse_knowing`]).
     pub fn fuse(
         &mut self,
         findings: Vec<(Detection, Origin)>,
         opinions: &[(IpAddr, ModelOpinion)],
         now_ns: u64,
+    ) -> Vec<Fused> {
+        self.fuse_knowing(findings, opinions, now_ns, |_| false)
+    }
+
+    /// Fuses one batch's findings with the model's opinions (per source).
+    /// `proven` says which sources are proven real (they acknowledged what
+    /// they were sent): when the verdict rate limit is short of tokens their
+    /// findings are opened first, so a flood of findings about forged
+    /// addresses (decoys, each its own network) cannot hold a real
+    /// attacker's back until it expires.
+    pub fn fuse_knowing(
+        &mut self,
+        findings: Vec<(Detection, Origin)>,
+        opinions: &[(IpAddr, ModelOpinion)],
+        now_ns: u64,
+        proven: impl Fn(IpAddr) -> bool,
     ) -> Vec<Fused> {
         self.expire(now_ns);
         let close = self.cfg.close_s * 1_000_000_000;
@@ -535,7 +566,8 @@ impl Fusion {
                 }
             }
             if !is_refresh {
-                self.hold(key, d, origins, now_ns);
+                let proven = d.source.is_some_and(&proven);
+                self.hold(key, d, origins, now_ns, proven);
                 continue;
             }
             let ttl_s = self.ttl(d.confidence, &origins);
@@ -589,7 +621,7 @@ impl Fusion {
                 ts_ns: ts,
                 flow_id: o.flow_id,
             };
-            self.hold((*src, o.kind), d, vec![Origin::Model], now_ns);
+            self.hold((*src, o.kind), d, vec![Origin::Model], now_ns, proven(*src));
         }
         out.extend(self.release(now_ns));
         out.sort_unstable_by_key(|(seq, _)| *seq);
@@ -742,6 +774,46 @@ mod tests {
             out[0].detection.reason
         );
         assert_eq!(f.held(), 180);
+    }
+
+    /// Decoys with forged addresses, each of its own network, arriving faster than the
+    /// verdict budget: a real scanner's finding among them waited its network's turn
+    /// behind every decoy network and expired unopened. Proven sources go first.
+    #[test]
+    fn a_proven_sources_finding_is_opened_before_decoys_from_forged_networks() {
+        let cfg = FusionConfig { max_verdicts_per_s: 10.0, verdict_burst: 10.0, close_s: 5, ..Default::default() };
+        let real: IpAddr = "203.0.113.7".parse().unwrap();
+        // 100 new decoy networks every 100 ms (223.x.y.0/24, above the real one's, which
+        // the crowding rule then picked to drop first), 1 000 findings a second.
+        let decoys = |step: u32, t: f64| {
+            (0..100u32)
+                .map(|i| {
+                    let ip = std::net::Ipv4Addr::from(0xdf00_0000 + ((step * 100 + i) << 8));
+                    (det(&ip.to_string(), AttackKind::PortScan, t), Origin::Heuristics)
+                })
+                .collect::<Vec<_>>()
+        };
+        let opened_after = |knows_proof: bool| -> Option<f64> {
+            let mut f = Fusion::new(cfg.clone());
+            for step in 0..100u32 {
+                let t = 1.0 + step as f64 * 0.1;
+                let mut findings = decoys(step, t);
+                if step == 5 {
+                    findings.push((det("203.0.113.7", AttackKind::PortScan, t), Origin::Heuristics));
+                }
+                let out = f.fuse_knowing(findings, &[], (t * 1e9) as u64, |a| knows_proof && a == real);
+                if out.iter().any(|o| o.detection.source == Some(real)) {
+                    return Some(t - 1.5);
+                }
+            }
+            None
+        };
+        // Not knowing which source is real (what fusion did before), the finding waits
+        // behind hundreds of decoy networks and is dropped when its incident closes.
+        assert_eq!(opened_after(false), None);
+        // Knowing, it is opened with the next token (10 a second).
+        let waited = opened_after(true).expect("the proven scanner's finding is opened");
+        assert!(waited <= 0.15, "opened {waited:.2} s after it arrived");
     }
 
     /// What the rate limit cannot let through is bounded, and what it drops is counted and
