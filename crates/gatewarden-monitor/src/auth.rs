@@ -14,7 +14,7 @@
 
 use gatewarden_core::token_bucket::TokenBucket;
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -451,40 +451,61 @@ impl TokenVerifier {
     }
 }
 
-/// Most clients whose buckets are kept; past it idle ones are forgotten.
+/// Most clients whose buckets are kept; past it idle ones (full buckets) are
+/// forgotten, and while none is idle new clients share one bucket.
 pub const MAX_CLIENTS: usize = 4096;
 
-/// A token bucket per client address.
+/// The client a request, a connection or a live stream is counted against:
+/// an IPv4 address (also when written IPv4-mapped, `::ffff:192.0.2.1`), or
+/// an IPv6 address's /64. A device may use any address of its /64 (SLAAC
+/// privacy addresses), so keying by the whole address gave it 2^64 allowances.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
+        v4 => v4,
+    }
+}
+
+/// A token bucket per client ([`client_key`]).
 #[derive(Debug)]
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
     origin: Instant,
     buckets: HashMap<IpAddr, TokenBucket>,
+    /// Shared by new clients while [`MAX_CLIENTS`] are kept and none is idle.
+    overflow: TokenBucket,
 }
 
 impl RateLimiter {
     /// `rate` requests per second sustained, `burst` at once.
     pub fn new(rate: u32, burst: u32) -> RateLimiter {
+        let burst = burst.max(1) as f64;
         RateLimiter {
             rate: rate.max(1) as f64,
-            burst: burst.max(1) as f64,
+            burst,
             origin: Instant::now(),
             buckets: HashMap::new(),
+            overflow: TokenBucket::full(burst),
         }
     }
 
-    /// Takes one token for `ip`; `Err(seconds)` until the next token when the bucket is empty.
+    /// Takes one token for `ip`'s client; `Err(seconds)` until the next token when the bucket is empty.
     pub fn check(&mut self, ip: IpAddr, now: Instant) -> Result<(), f64> {
         let now_ns = now.saturating_duration_since(self.origin).as_nanos() as u64;
         let (rate, burst) = (self.rate, self.burst);
-        if self.buckets.len() >= MAX_CLIENTS && !self.buckets.contains_key(&ip) {
+        let key = client_key(ip);
+        if self.buckets.len() >= MAX_CLIENTS && !self.buckets.contains_key(&key) {
+            // Only a full bucket may be forgotten: it is what a new one would be.
             self.buckets.retain(|_, b| !b.full_at(now_ns, rate, burst));
             if self.buckets.len() >= MAX_CLIENTS {
-                self.buckets.clear();
+                // Every client kept is being limited; forgetting any would refill
+                // it (clearing them all let an attacker with MAX_CLIENTS
+                // addresses reset its own bucket at will).
+                return self.overflow.take(now_ns, rate, burst);
             }
         }
-        self.buckets.entry(ip).or_insert_with(|| TokenBucket::full(burst)).take(now_ns, rate, burst)
+        self.buckets.entry(key).or_insert_with(|| TokenBucket::full(burst)).take(now_ns, rate, burst)
     }
 }
 
@@ -629,6 +650,50 @@ mod tests {
         assert!((wait - 0.1).abs() < 1e-9);
         assert!(r.check(ip, t + std::time::Duration::from_millis(110)).is_ok());
         assert!(r.check("192.0.2.1".parse().unwrap(), t).is_ok(), "per client");
+    }
+
+    /// Red-team finding: a LAN device holds its whole IPv6 /64 (SLAAC privacy
+    /// addresses) and got a fresh bucket per address by rotating through it.
+    #[test]
+    fn the_addresses_of_one_ipv6_64_share_one_bucket() {
+        let mut r = RateLimiter::new(10, 3);
+        let t = Instant::now();
+        let in_64 = |i: u32| -> IpAddr { format!("2001:db8:1:2:{:x}::{:x}", i >> 16, i & 0xffff).parse().unwrap() };
+        let allowed = (0..1000).filter(|&i| r.check(in_64(i), t).is_ok()).count();
+        assert_eq!(allowed, 3, "1 000 addresses of 2001:db8:1:2::/64 at once, burst 3");
+        assert!(r.check("2001:db8:1:3::1".parse().unwrap(), t).is_ok(), "the next /64 is another client");
+        for _ in 0..3 {
+            assert!(r.check("192.0.2.1".parse().unwrap(), t).is_ok());
+        }
+        assert!(r.check("::ffff:192.0.2.1".parse().unwrap(), t).is_err(), "IPv4-mapped IPv6 is the IPv4 client");
+        assert!(r.check("192.0.2.2".parse().unwrap(), t).is_ok(), "IPv4 clients are keyed by the address");
+    }
+
+    /// Red-team finding: with [`MAX_CLIENTS`] buckets kept and none full, a new
+    /// client cleared them all, so an attacker with that many addresses (or
+    /// /64s) reset its own bucket, and everyone's, whenever it liked.
+    #[test]
+    fn a_table_full_of_exhausted_buckets_resets_nobody() {
+        let mut r = RateLimiter::new(1, 2);
+        let t = Instant::now();
+        let client = |i: usize| -> IpAddr { format!("2001:db8:{:x}:{:x}::1", i >> 16, i & 0xffff).parse().unwrap() };
+        let attacker = client(0);
+        assert!(r.check(attacker, t).is_ok() && r.check(attacker, t).is_ok() && r.check(attacker, t).is_err());
+        let admin: IpAddr = "192.0.2.10".parse().unwrap();
+        assert!(r.check(admin, t).is_ok(), "the admin, one token left");
+        for i in 1..MAX_CLIENTS - 1 {
+            while r.check(client(i), t).is_ok() {}
+        }
+        // The table is full; a new client (or the attacker's next /64) comes.
+        let _ = r.check(client(MAX_CLIENTS), t);
+        assert!(r.check(attacker, t).is_err(), "the first attacker is still limited after a new client came");
+        assert!(r.check(admin, t).is_ok() && r.check(admin, t).is_err(), "the admin's bucket is kept as it was");
+        // Idle clients' buckets fill again and make room: new clients get their own.
+        let later = t + std::time::Duration::from_secs(3);
+        for i in 0..5 {
+            let newcomer = client(MAX_CLIENTS + 1 + i);
+            assert!(r.check(newcomer, later).is_ok() && r.check(newcomer, later).is_ok(), "newcomer {i}");
+        }
     }
 
     #[test]

@@ -26,9 +26,11 @@
 //! bodies are cut off at the limit), slow heads, idle keep-alive, slow bodies
 //! and unread responses are timed out (a refused write's body is read for at
 //! most a second, as an idle connection), and connections are capped in total
-//! and per client address (over a cap: 503 and closed at once, counted). The
-//! accept loop backs off when the process runs out of file descriptors and
-//! never exits while the server runs.
+//! and per client, an IPv4 address or an IPv6 /64 ([`client_key`]): at a cap
+//! the quietest idle connection (at the per-client cap, the client's own) is
+//! closed, and if none is idle the new one gets 503 and is closed at once
+//! (counted). The accept loop backs off when the process runs out of file
+//! descriptors and never exits while the server runs.
 
 pub use crate::reply::{error, full, json_response, page, response, with, Body, Call, Resp};
 use crate::reply::{parse_query, url_decode};
@@ -55,7 +57,8 @@ use smol::stream::StreamExt as _;
 use smol::{Async, Executor, Timer};
 
 use super::alerts::{parse_kind, parse_severity, AlertQuery, AlertState};
-use super::auth::{AccessRole, AuthError, Claims, RateLimiter, TokenSigner, TokenVerifier};
+use super::auth::{client_key, AccessRole, AuthError, Claims, RateLimiter, TokenSigner, TokenVerifier};
+use super::events::{Full, STREAMS_PER_CLIENT};
 use super::MonitorState;
 use crate::config::HttpConfig;
 use gatewarden_core::metrics::{Counter, Gauge};
@@ -566,15 +569,18 @@ fn open_file_limit() -> Option<usize> {
 #[derive(Default)]
 struct Open {
     count: usize,
+    /// Open connections per client ([`client_key`]).
     per_client: std::collections::HashMap<IpAddr, usize>,
-    conns: std::collections::HashMap<u64, Arc<ConnState>>,
+    /// Each connection with its client.
+    conns: std::collections::HashMap<u64, (IpAddr, Arc<ConnState>)>,
     next_id: u64,
 }
 
 /// One admitted connection; dropping it frees its place under the caps.
 struct Permit {
     ctx: Arc<Ctx>,
-    ip: IpAddr,
+    /// The client ([`client_key`]).
+    key: IpAddr,
     id: u64,
 }
 
@@ -583,10 +589,10 @@ impl Drop for Permit {
         let mut open = self.ctx.conns.open.lock().unwrap_or_else(|e| e.into_inner());
         open.count = open.count.saturating_sub(1);
         open.conns.remove(&self.id);
-        if let Some(n) = open.per_client.get_mut(&self.ip) {
+        if let Some(n) = open.per_client.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
-                open.per_client.remove(&self.ip);
+                open.per_client.remove(&self.key);
             }
         }
         self.ctx.metrics.open.set(open.count as f64);
@@ -598,33 +604,41 @@ impl Drop for Permit {
 /// At the total cap the connection that has been quiet longest without a
 /// request in progress (idle keep-alive, or a head trickling in) is closed
 /// to make room: a flood of idle connections from many addresses then
-/// cannot lock out a client that wants an answer now.
+/// cannot lock out a client that wants an answer now. At the per-client cap
+/// the client's own quietest idle connection goes: the devices of a LAN
+/// share its /64, so one of them holding idle connections must not lock the
+/// others out.
 fn admit(ctx: &Arc<Ctx>, ip: IpAddr) -> Result<(Permit, Arc<ConnState>), usize> {
+    let key = client_key(ip);
     let mut open = ctx.conns.open.lock().unwrap_or_else(|e| e.into_inner());
-    let mine = open.per_client.get(&ip).copied().unwrap_or(0);
-    if mine >= ctx.conns.per_client {
+    let mine = open.per_client.get(&key).copied().unwrap_or(0);
+    let made_room = mine >= ctx.conns.per_client;
+    if made_room && !evict_one(ctx, &open, Some(key)) {
         return Err(1);
     }
-    if open.count >= ctx.conns.max.load(Ordering::Relaxed) && !evict_one(ctx, &open) {
+    if !made_room && open.count >= ctx.conns.max.load(Ordering::Relaxed) && !evict_one(ctx, &open, None) {
         return Err(0);
     }
     let conn = Arc::new(ConnState::new());
     open.count += 1;
-    open.per_client.insert(ip, mine + 1);
+    open.per_client.insert(key, mine + 1);
     let id = open.next_id;
     open.next_id += 1;
-    open.conns.insert(id, conn.clone());
+    open.conns.insert(id, (key, conn.clone()));
     ctx.metrics.open.set(open.count as f64);
-    Ok((Permit { ctx: ctx.clone(), ip, id }, conn))
+    Ok((Permit { ctx: ctx.clone(), key, id }, conn))
 }
 
-/// Closes the connection that has been quiet longest with no request in
-/// progress; false if every connection is busy.
-fn evict_one(ctx: &Ctx, open: &Open) -> bool {
+/// Closes the connection (of client `of`, or anyone's) that has been quiet
+/// longest with no request in progress; false if every such connection is busy.
+fn evict_one(ctx: &Ctx, open: &Open, of: Option<IpAddr>) -> bool {
     let victim = open
         .conns
         .values()
-        .filter(|c| c.busy.load(Ordering::Relaxed) == 0 && !c.evicted.load(Ordering::Relaxed))
+        .filter(|(key, c)| {
+            of.is_none_or(|of| of == *key) && c.busy.load(Ordering::Relaxed) == 0 && !c.evicted.load(Ordering::Relaxed)
+        })
+        .map(|(_, c)| c)
         .min_by_key(|c| c.last_active_ms.load(Ordering::Relaxed));
     let Some(victim) = victim else { return false };
     victim.evicted.store(true, Ordering::Relaxed);
@@ -668,7 +682,7 @@ async fn accept_loop(listener: Async<TcpListener>, ctx: Arc<Ctx>, ex: std::sync:
                                 client = %peer.ip(),
                                 also_refused = held,
                                 "HTTP connection refused: {} (http.max_connections / http.max_connections_per_client)",
-                                if cap == 0 { "too many open connections" } else { "too many connections from this client" }
+                                if cap == 0 { "too many open connections" } else { "too many busy connections from this client (IPv6: its /64)" }
                             );
                         }
                     }
@@ -685,7 +699,7 @@ async fn accept_loop(listener: Async<TcpListener>, ctx: Arc<Ctx>, ex: std::sync:
                     // the quietest idle connection goes.
                     let open = ctx.conns.open.lock().unwrap_or_else(|e| e.into_inner());
                     ctx.conns.max.fetch_min(open.count.max(16), Ordering::Relaxed);
-                    freed = evict_one(&ctx, &open);
+                    freed = evict_one(&ctx, &open, None);
                 }
                 if let Some(held) = ctx.log_accept.allow() {
                     tracing::warn!(error = %e, also_failed = held, "accepting an HTTP connection failed{}", if exhausted { "; out of file descriptors: raise `ulimit -n` or lower http.max_connections" } else { "" });
@@ -705,8 +719,11 @@ async fn accept_loop(listener: Async<TcpListener>, ctx: Arc<Ctx>, ex: std::sync:
 /// A best-effort 503 (one non-blocking write) for a connection over a cap; the caller closes it.
 fn refuse_connection(stream: &TcpStream, cap: usize) {
     use std::io::Write;
-    let why =
-        if cap == 0 { "the server has too many open connections" } else { "too many connections from your address" };
+    let why = if cap == 0 {
+        "the server has too many open connections"
+    } else {
+        "too many busy connections from your address (or its IPv6 /64)"
+    };
     let body = format!("{{\"error\":\"{why}; retry later\"}}");
     let msg = format!(
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\nX-Content-Type-Options: nosniff\r\n\r\n{body}",
@@ -1297,7 +1314,7 @@ async fn route_request(
     let who = claims.as_ref().map(|c: &Claims| c.sub.clone()).unwrap_or_else(|| "anonymous".into());
     let call = Call { path, params, caps, body, json, who, claims };
     match route.handler {
-        Handler::Events => events(ctx, call.claims.as_ref(), conn),
+        Handler::Events => events(ctx, client, call.claims.as_ref(), conn),
         Handler::Ctx(f) if route.blocking => {
             let ctx = ctx.clone();
             smol::unblock(move || f(&ctx, &call)).await
@@ -1672,9 +1689,19 @@ enum Next {
 /// Server-Sent Events for one page, as a task-driven body: the whole state
 /// first, then every event; ends when the page goes away, the server stops,
 /// or the token that opened it expires (with a last `expired` event).
-fn events(ctx: &Arc<Ctx>, claims: Option<&Claims>, conn: &Arc<ConnState>) -> Resp {
-    let Some(rx) = ctx.state.events.subscribe() else {
-        return error(503, "too many live pages connected; close one or poll /api/status");
+fn events(ctx: &Arc<Ctx>, client: IpAddr, claims: Option<&Claims>, conn: &Arc<ConnState>) -> Resp {
+    let admin = claims.is_some_and(|c| c.role == AccessRole::Admin);
+    let rx = match ctx.state.events.subscribe(client, admin) {
+        Ok(rx) => rx,
+        Err(Full::Client) => {
+            return error(
+                503,
+                format!(
+                    "your address (or its IPv6 /64) has {STREAMS_PER_CLIENT} live pages open, the most one client may hold; close one or poll /api/status"
+                ),
+            )
+        }
+        Err(Full::All) => return error(503, "too many live pages connected; close one or poll /api/status"),
     };
     // (A deadline past what Instant can hold is no deadline; signed tokens live at most 366 days.)
     let expires = claims.and_then(|c| {
@@ -2020,5 +2047,121 @@ mod tests {
         assert!(url_token.starts_with("HTTP/1.1 401") && url_token.contains("Authorization"), "{url_token}");
         let sse = text("GET /api/events HTTP/1.1\r\nHost: localhost\r\n\r\n");
         assert!(sse.contains("event: hello"), "{sse}");
+    }
+
+    /// Red-team finding: the per-client connection cap was keyed by the whole
+    /// address, so a LAN device rotating through its IPv6 /64 had a fresh
+    /// cap per address.
+    #[test]
+    fn the_addresses_of_one_ipv6_64_share_one_connection_cap() {
+        let h = harness();
+        let cap = h.ctx.conns.per_client;
+        let in_64 = |i: usize| -> IpAddr { format!("2001:db8:1:2::{:x}", i + 1).parse().unwrap() };
+        let mut held = Vec::new();
+        for i in 0..cap {
+            held.push(admit(&h.ctx, in_64(i)).unwrap());
+        }
+        // Every connection is busy (a request in progress), so none can be evicted.
+        let busy: Vec<Busy> = held.iter().map(|(_, c)| Busy::new(c)).collect();
+        let more = (cap..cap + 100).filter(|&i| admit(&h.ctx, in_64(i)).is_ok()).count();
+        assert_eq!(more, 0, "connections beyond http.max_connections_per_client = {cap} from one /64");
+        assert!(admit(&h.ctx, "2001:db8:1:3::1".parse().unwrap()).is_ok(), "another /64 is another client");
+        let v4: Vec<_> = (0..cap).map(|_| admit(&h.ctx, "192.0.2.1".parse().unwrap()).unwrap()).collect();
+        let v4_busy: Vec<Busy> = v4.iter().map(|(_, c)| Busy::new(c)).collect();
+        assert_eq!(
+            admit(&h.ctx, "::ffff:192.0.2.1".parse().unwrap()).map(|_| ()),
+            Err(1),
+            "IPv4-mapped IPv6 is the IPv4 client"
+        );
+        assert!(admit(&h.ctx, "192.0.2.2".parse().unwrap()).is_ok(), "IPv4 clients are keyed by the address");
+        // At its cap a client's own quietest idle connection makes room, nobody else's:
+        // one device of a LAN's /64 holding idle connections cannot lock the others out.
+        drop(busy);
+        let evicted = |conns: &[(Permit, Arc<ConnState>)]| {
+            conns.iter().filter(|(_, c)| c.evicted.load(Ordering::Relaxed)).count()
+        };
+        let (p, _) = admit(&h.ctx, in_64(cap + 200)).expect("the /64's idle connections make room");
+        assert_eq!((evicted(&held), evicted(&v4)), (1, 0), "connections evicted (the /64's, 192.0.2.1's)");
+        drop((p, v4_busy, held, v4));
+    }
+
+    /// Red-team finding: live event streams were capped at 64 in all and only
+    /// by the connection cap (32) per address, so two addresses (with
+    /// `http.public_status` or a viewer token) took them all and the admin's
+    /// page got 503.
+    #[test]
+    fn one_client_cannot_take_the_live_streams_and_an_admin_still_gets_one() {
+        use crate::events::{ADMIN_RESERVED, MAX_SUBSCRIBERS, STREAMS_PER_CLIENT};
+        use std::io::{Read, Write};
+        let state = harness().ctx.state.clone();
+        let server = HttpServer::start("127.0.0.1:0", state).unwrap();
+        let admin = server.issue_token("op", AccessRole::Admin, 600);
+        let addr = server.addr;
+        // A stream from 127.0.0.`src`: its status code and the connection (held open).
+        let open = |src: u8, token: Option<&str>| -> (u16, TcpStream) {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.bind(&SocketAddr::from(([127, 0, 0, src], 0)).into()).unwrap();
+            s.connect_timeout(&addr.into(), Duration::from_secs(5)).unwrap();
+            let mut s: TcpStream = s.into();
+            let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+            write!(s, "GET /api/events HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n{auth}\r\n").unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut head = [0u8; 12];
+            s.read_exact(&mut head).unwrap();
+            let code = String::from_utf8_lossy(&head[9..]).parse().unwrap();
+            (code, s)
+        };
+        let share = STREAMS_PER_CLIENT;
+        let mut held = Vec::new();
+        // Two clients ask for 32 streams each (the per-address connection cap).
+        let mut ask = |src: u8| -> Vec<u16> {
+            let mut codes = Vec::new();
+            for _ in 0..32 {
+                let (code, s) = open(src, None);
+                codes.push(code);
+                if code == 200 {
+                    held.push(s);
+                }
+            }
+            codes
+        };
+        let (a, b) = (ask(2), ask(3));
+        let got = |codes: &[u16]| codes.iter().filter(|&&c| c == 200).count();
+        let (code, s) = open(4, Some(&admin));
+        held.push(s);
+        let (other, s) = open(5, None);
+        held.push(s);
+        assert_eq!(
+            (code, other),
+            (200, 200),
+            "an admin's stream, another client's stream, after 127.0.0.2 and 127.0.0.3 asked for 32 each and got {} and {}",
+            got(&a),
+            got(&b)
+        );
+        let mut want = vec![200u16; share];
+        want.resize(32, 503);
+        assert_eq!((a, b), (want.clone(), want), "the streams 127.0.0.2 and 127.0.0.3 asked for");
+        let mut open_now = 2 * share + 2;
+        // Clients at their share fill every place not kept for admins.
+        'fill: for src in 6..=100u8 {
+            for _ in 0..share {
+                let (code, s) = open(src, None);
+                if code != 200 {
+                    break 'fill;
+                }
+                open_now += 1;
+                held.push(s);
+            }
+        }
+        assert_eq!(
+            open_now,
+            MAX_SUBSCRIBERS - ADMIN_RESERVED,
+            "streams open when a client without an admin token is refused"
+        );
+        assert_eq!(open(101, None).0, 503, "a new client once the shared places are taken");
+        assert_eq!(open(102, Some(&admin)).0, 200, "an admin from a new address");
+        assert_eq!(open(2, Some(&admin)).0, 200, "an admin sharing an address that is at its share");
+        drop(held);
+        server.stop();
     }
 }
