@@ -803,4 +803,111 @@ mod tests {
             }
         }
     }
+
+    /// A LAN host forging a camera's address floods a sensor's SSH port with
+    /// SYNs (or a SYN scan keeps hitting it): the sensor's SYN-ACKs go to the
+    /// real camera, which resets or ignores them, and no password was ever
+    /// tried — a guesser has to complete the handshake to send one. Counted
+    /// as "connection attempts to a login port", 30 of them made the policy
+    /// suggest `deny cameras -> sensors tcp/22` for every camera. Only
+    /// connections the originator completed (`src_answered`) count; a real
+    /// guesser's short sessions still make the suggestion.
+    #[test]
+    fn forged_or_half_open_syns_to_a_login_port_never_suggest_a_password_guessing_deny() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = red_engine(dir.path());
+        let mut flows = Vec::new();
+        for i in 0..30u64 {
+            let state = [ConnState::S0, ConnState::RSTO, ConnState::S1][i as usize % 3];
+            flows.push(tcp(i + 1, "192.0.2.4", 22, 1_000 + i, state, false));
+        }
+        feed(&mut e, flows);
+        let guessing = |e: &PolicyEngine| {
+            e.suggestions(None)
+                .into_iter()
+                .find(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::one(22))
+        };
+        assert!(guessing(&e).is_none(), "{:#?}", e.suggestions(None));
+        // A real guesser: a camera completing 12 short SSH sessions, a few passwords each.
+        feed(&mut e, (0..12u64).map(|i| tcp(100 + i, "192.0.2.7", 22, 1_100 + i * 2, ConnState::SF, true)).collect());
+        let s = guessing(&e).expect("real password guessing still suggests the deny");
+        assert!(s.justification.contains("12 completed connections"), "{}", s.justification);
+    }
+
+    /// One camera (compromised, or a host forging its address) scans a
+    /// sensor. The deny is for every camera, `cameras -> sensors tcp/any`,
+    /// and was shown first at 0.99 with a reason that never said it was all
+    /// one address. One member's behaviour is evidence about that device, not
+    /// about its group: the reason counts the distinct member addresses and
+    /// names a lone one, whose group-wide deny stays below an even chance;
+    /// when several members probe, the deny gets its full confidence.
+    #[test]
+    fn a_group_wide_deny_counts_the_members_that_did_it_and_one_member_alone_is_weak_evidence() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = red_engine(dir.path());
+        feed(
+            &mut e,
+            (0..30u64).map(|p| tcp(1_000 + p, "192.0.2.4", 2_000 + p as u16, 1_200, ConnState::REJ, false)).collect(),
+        );
+        e.observe_alert(&scan_alert("192.0.2.4", 1_200));
+        let scan_deny = |e: &PolicyEngine| {
+            e.suggestions(None)
+                .into_iter()
+                .find(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::ANY)
+                .expect("the scan's deny")
+        };
+        let one = scan_deny(&e);
+        let why = &one.justification;
+        assert!(why.contains("from 1 member address (192.0.2.4)"), "{why}");
+        assert!(why.contains("look at that device"), "{why}");
+        assert!(one.confidence < 0.5, "{} {why}", one.confidence);
+        // Two more cameras probe too: now it is the group's pattern.
+        let cams = ["192.0.2.5", "192.0.2.6"];
+        feed(
+            &mut e,
+            (0..40u64)
+                .map(|p| tcp(2_000 + p, cams[p as usize % 2], 3_000 + p as u16, 1_210, ConnState::REJ, false))
+                .collect(),
+        );
+        let three = scan_deny(&e);
+        let why = &three.justification;
+        assert!(why.contains("from 3 member addresses"), "{why}");
+        assert!(!why.contains("look at that device"), "{why}");
+        assert!(three.confidence > 0.9, "{} {why}", three.confidence);
+    }
+
+    /// The same for password guessing: one camera completing short SSH
+    /// sessions to a sensor is that camera's problem; a deny for every
+    /// camera on its strength alone is weighted down (exactly
+    /// `ONE_MEMBER_WEIGHT` times the evidence) and says which device to look
+    /// at. When three cameras guess, the deny counts them and keeps the
+    /// evidence `1 − exp(−completed/50)` whole.
+    #[test]
+    fn password_guessing_by_one_member_is_weak_evidence_against_its_whole_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = red_engine(dir.path());
+        let guess = |id: u64, cam: &str| {
+            (0..12u64).map(|i| tcp(id + i, cam, 22, 1_100 + i * 2, ConnState::SF, true)).collect::<Vec<_>>()
+        };
+        feed(&mut e, guess(100, "192.0.2.7"));
+        let deny = |e: &PolicyEngine| {
+            e.suggestions(None)
+                .into_iter()
+                .find(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::one(22))
+                .expect("the guessing deny")
+        };
+        let one = deny(&e);
+        let why = &one.justification;
+        assert!(why.contains("from 1 member address (192.0.2.7)") && why.contains("look at that device"), "{why}");
+        let ev = 1.0 - (-12.0f64 / 50.0).exp();
+        let weighted = suggest::ONE_MEMBER_WEIGHT * ev;
+        assert!((one.confidence - weighted).abs() < 1e-12, "{} vs {weighted} ({why})", one.confidence);
+        feed(&mut e, guess(200, "192.0.2.8"));
+        feed(&mut e, guess(300, "192.0.2.9"));
+        let three = deny(&e);
+        let why = &three.justification;
+        assert!(why.contains("36 completed connections") && why.contains("from 3 member addresses"), "{why}");
+        let ev = 1.0 - (-36.0f64 / 50.0).exp();
+        assert!((three.confidence - ev).abs() < 1e-12, "{} vs {ev} ({why})", three.confidence);
+    }
 }

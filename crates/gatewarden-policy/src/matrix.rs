@@ -1,9 +1,11 @@
 //! The traffic matrix: per (source group, destination group, protocol, port)
 //! the flows, bytes, first and last seen, how many got an answer, and in how
-//! many distinct time buckets they occurred. Bounded (cells without an
+//! many distinct time buckets they occurred, and which member addresses
+//! originated them (a few, then only "more"). Bounded (cells without an
 //! answered flow go first, then the least recently seen) and serialisable, so it survives restarts.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
@@ -16,6 +18,69 @@ pub const DEFAULT_MAX_CELLS: usize = 4096;
 pub const FLOW_MEMORY: usize = 65_536;
 /// Most group combinations one flow is counted under (a device in many groups).
 pub const MAX_COMBINATIONS: usize = 16;
+/// Distinct originator addresses a [`Sources`] remembers; past them it only
+/// knows "more", so a flood of forged sources costs no memory.
+pub const MAX_SOURCES: usize = 4;
+
+/// Distinct originator addresses, the first [`MAX_SOURCES`] of them, and
+/// whether there were more: enough to tell one member from several, and to
+/// name a lone one.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sources {
+    /// The first distinct addresses seen.
+    pub addrs: Vec<IpAddr>,
+    /// More distinct addresses were seen than `addrs` holds.
+    pub more: bool,
+}
+
+impl Sources {
+    /// Counts `a` (once).
+    pub fn note(&mut self, a: IpAddr) {
+        if self.addrs.contains(&a) {
+            return;
+        }
+        if self.addrs.len() < MAX_SOURCES {
+            self.addrs.push(a);
+        } else {
+            self.more = true;
+        }
+    }
+
+    /// Adds every address of `o`.
+    pub fn merge(&mut self, o: &Sources) {
+        for a in &o.addrs {
+            self.note(*a);
+        }
+        self.more |= o.more;
+    }
+
+    /// The one address, when exactly one was seen.
+    pub fn only(&self) -> Option<IpAddr> {
+        match self.addrs.as_slice() {
+            [a] if !self.more => Some(*a),
+            _ => None,
+        }
+    }
+
+    /// `1 member address (192.0.2.4)`, `3 member addresses (…)`, `more than 4 member addresses`.
+    pub fn describe(&self) -> String {
+        let list = self.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+        match (self.addrs.len(), self.more) {
+            (0, false) => "no recorded member address".into(),
+            (_, true) => format!("more than {MAX_SOURCES} member addresses ({list}, ...)"),
+            (1, false) => format!("1 member address ({list})"),
+            (n, false) => format!("{n} member addresses ({list})"),
+        }
+    }
+
+    /// Drops what a file written by hand or by a larger limit holds beyond the bound.
+    fn trim(&mut self) {
+        if self.addrs.len() > MAX_SOURCES {
+            self.addrs.truncate(MAX_SOURCES);
+            self.more = true;
+        }
+    }
+}
 
 /// Which traffic a cell counts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -48,6 +113,13 @@ pub struct Cell {
     pub buckets: u32,
     /// The last bucket counted.
     pub last_bucket: u64,
+    /// Originators of the flows (bounded).
+    #[serde(default)]
+    pub sources: Sources,
+    /// Originators of the answered flows (bounded): TCP ones proved their
+    /// address by acknowledging the responder.
+    #[serde(default)]
+    pub answered_sources: Sources,
 }
 
 impl Cell {
@@ -195,9 +267,11 @@ impl TrafficMatrix {
                     c.last_bucket = bucket;
                 }
                 c.first_seen = c.first_seen.min(first);
+                c.sources.note(f.src);
             }
             if newly_answered {
                 c.answered += 1;
+                c.answered_sources.note(f.src);
             }
             c.bytes = c.bytes.saturating_add(delta_bytes);
             c.last_seen = c.last_seen.max(now);
@@ -207,6 +281,10 @@ impl TrafficMatrix {
     /// Drops cells in eviction order until at most `max_cells` remain
     /// (after loading a file written with a larger limit).
     pub fn trim(&mut self) {
+        for c in self.cells.values_mut() {
+            c.sources.trim();
+            c.answered_sources.trim();
+        }
         if self.cells.len() <= self.max_cells {
             return;
         }
@@ -355,5 +433,35 @@ mod tests {
         assert!(m.evicted > 900);
         // The newest cells survive.
         assert!(m.cells().any(|(k, _)| k.port == 999));
+    }
+
+    #[test]
+    fn a_flood_of_forged_sources_keeps_a_cells_member_count_bounded() {
+        let mut m = TrafficMatrix::new(16, 60);
+        let (s, d) = (vec!["cam".to_string()], vec!["sen".to_string()]);
+        for i in 0..10_000u64 {
+            let mut f = flow(i, 22, 100, ConnState::S0, 60);
+            f.src = IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+            m.observe(&f, &s, &d);
+        }
+        let (_, c) = m.cells().next().unwrap();
+        assert_eq!((c.flows, c.sources.addrs.len(), c.sources.more), (10_000, MAX_SOURCES, true));
+        assert!(c.sources.describe().starts_with("more than 4 member addresses (10.0.0.0, "), "{:?}", c.sources);
+        // Nothing was answered: no originator proved its address.
+        assert_eq!(c.answered_sources, Sources::default());
+        // An answer counts its originator once, when it comes.
+        m.observe(&flow(20_000, 22, 101, ConnState::S0, 60), &s, &d);
+        m.observe(&flow(20_000, 22, 102, ConnState::SF, 600), &s, &d);
+        let (_, c) = m.cells().next().unwrap();
+        assert_eq!(c.answered_sources.only(), Some("192.0.2.5".parse().unwrap()));
+        // A file holding more than the bound is cut to it on load.
+        let mut m: TrafficMatrix = serde_json::from_str(&serde_json::to_string(&m).unwrap().replace(
+            r#""answered_sources":{"addrs":["192.0.2.5"]"#,
+            r#""answered_sources":{"addrs":["192.0.2.5","192.0.2.6","192.0.2.7","192.0.2.8","192.0.2.9"]"#,
+        ))
+        .unwrap();
+        m.trim();
+        let (_, c) = m.cells().next().unwrap();
+        assert_eq!((c.answered_sources.addrs.len(), c.answered_sources.more), (MAX_SOURCES, true));
     }
 }

@@ -11,12 +11,17 @@
 //! `confidence = e·m / (e·m + (1−e)(1−m))` — the odds of the evidence times
 //! the odds of the feedback. With no feedback (m = ½) confidence equals the
 //! evidence; each accept of similar suggestions raises it, each reject lowers it.
+//!
+//! A deny is for a whole group, so its reason says how many distinct member
+//! addresses did what it cites; when that is one address, its evidence is
+//! weighted by [`ONE_MEMBER_WEIGHT`] and the reason names the device to look
+//! at (a rule here is always group to group: a group of its own denies it alone).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::matrix::{Cell, CellKey, TrafficMatrix};
+use super::matrix::{Cell, CellKey, Sources, TrafficMatrix};
 use super::model::{Action, PortRange, Protocol, Relationship};
 use super::rules::Policy;
 use gatewarden_proto::messages::{Alert, AttackKind};
@@ -42,6 +47,14 @@ pub const RECURRENCE_BUCKETS: f64 = 3.0;
 pub const MIN_ALLOW_FLOWS: u64 = 3;
 /// Ports that attract password guessing.
 pub const AUTH_PORTS: [u16; 6] = [21, 22, 23, 2323, 3389, 5900];
+/// Fewest completed connections to a login port (without a brute-force
+/// alert) before a password-guessing deny is proposed.
+pub const MIN_GUESSING_FLOWS: u64 = 10;
+/// Weight of the evidence for a deny of a whole group when one member
+/// address did all of it: that is a sign about one device, not its group,
+/// and the deny stays well below an even chance (unless the administrator
+/// keeps accepting such denies).
+pub const ONE_MEMBER_WEIGHT: f64 = 0.3;
 
 /// Beta(α, β) counts for one context.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -110,6 +123,12 @@ pub struct AlertTally {
     pub ports: BTreeMap<u16, u64>,
     /// Last alert, Unix seconds.
     pub last: u64,
+    /// Sources of the scan and sweep alerts (bounded).
+    #[serde(default)]
+    pub scan_sources: Sources,
+    /// Sources of the brute-force alerts naming a port (bounded).
+    #[serde(default)]
+    pub guess_sources: Sources,
 }
 
 /// Scan and brute-force alerts per (source group, destination group); bounded.
@@ -137,6 +156,13 @@ impl AlertEvidence {
                 *t.by_kind.entry(a.kind.as_str().to_string()).or_default() += 1;
                 if a.kind == AttackKind::BruteForce && a.dport != 0 && t.ports.len() < 64 {
                     *t.ports.entry(a.dport).or_default() += 1;
+                    if let Some(src) = a.src {
+                        t.guess_sources.note(src);
+                    }
+                } else if a.kind != AttackKind::BruteForce {
+                    if let Some(src) = a.src {
+                        t.scan_sources.note(src);
+                    }
                 }
                 t.last = t.last.max(a.ts_ns / 1_000_000_000);
             }
@@ -221,6 +247,34 @@ fn allow_evidence(c: &Cell) -> f64 {
     let volume = 1.0 - (-(c.flows as f64) / ALLOW_FLOW_SCALE).exp();
     let recurrence = (f64::from(c.buckets) / RECURRENCE_BUCKETS).min(1.0);
     success * volume * recurrence
+}
+
+/// What points at password guessing on one login port between two groups.
+#[derive(Default)]
+struct Guessing {
+    /// Brute-force alerts naming the port.
+    alerts: u64,
+    /// Connections the originator completed (acknowledged the responder).
+    completed: u64,
+    /// Connections that never completed (forged, half-open, refused): not counted.
+    not_completed: u64,
+    /// Sources of the completed connections and of the alerts.
+    who: Sources,
+}
+
+/// A group-wide deny's evidence and the words on who did it: one member
+/// address alone weighs [`ONE_MEMBER_WEIGHT`] and is named as the device to look at.
+fn by_members(evidence: f64, who: &Sources) -> (f64, String) {
+    let e = evidence.clamp(0.01, 0.99);
+    if who.only().is_none() {
+        return (e, format!(", from {}", who.describe()));
+    }
+    let why = format!(
+        ", all from {}: look at that device before denying its whole group (a group of its own denies it \
+alone); one member's evidence {e:.2} × {ONE_MEMBER_WEIGHT}",
+        who.describe()
+    );
+    (e * ONE_MEMBER_WEIGHT, why)
 }
 
 /// Picks a priority near `want` at which `r` conflicts with nothing; None if none within 10.
@@ -343,9 +397,17 @@ pub fn suggest(
                     .is_some_and(|r| r.action == Action::Allow && r.priority > SCAN_DENY_PRIORITY)
         });
         if (scans > 0 || t.tcp_ports_unanswered >= 10) && !in_use {
+            // Who probed: the originators of the ports nobody answered, and the alerts' sources.
+            let mut who = tally.scan_sources.clone();
+            for (k, c) in &cells {
+                if k.src == s && k.dst == d && k.proto == Protocol::Tcp && c.answered == 0 {
+                    who.merge(&c.sources);
+                }
+            }
+            let (evidence, members) = by_members(evidence, &who);
             let why = format!(
-                "{} -> {}: {} TCP ports probed, {} of them never answered, {} of {} flows unanswered, {} scan alerts from the detector",
-                s, d, t.tcp_ports, t.tcp_ports_unanswered, t.tcp_unanswered, t.flows, scans
+                "{} -> {}: {} TCP ports probed, {} of them never answered, {} of {} flows unanswered, {} scan alerts from the detector{}",
+                s, d, t.tcp_ports, t.tcp_ports_unanswered, t.tcp_unanswered, t.flows, scans, members
             );
             push(
                 draft(&s, &d, Protocol::Tcp, PortRange::ANY, Action::Deny, SCAN_DENY_PRIORITY),
@@ -355,30 +417,43 @@ pub fn suggest(
                 SCAN_DENY_PRIORITY,
             );
         }
-        // Password guessing: alerts naming a port, or many unanswered/short flows to an auth port.
-        let mut guessed: BTreeMap<u16, (u64, u64, u64)> = BTreeMap::new(); // port → (alerts, flows, unanswered)
+        // Password guessing: brute-force alerts naming a port, or many
+        // connections to a login port that their originator completed
+        // (`answered`: it acknowledged the responder). A guesser has to
+        // complete one to send a password; SYNs forged with a member's
+        // address, or half-open ones, complete nothing and do not count.
+        let mut guessed: BTreeMap<u16, Guessing> = BTreeMap::new();
         for (p, n) in &tally.ports {
-            guessed.entry(*p).or_default().0 += n;
+            let g = guessed.entry(*p).or_default();
+            g.alerts += n;
+            g.who.merge(&tally.guess_sources);
         }
         for (k, c) in &cells {
             if k.src == s && k.dst == d && k.proto == Protocol::Tcp && AUTH_PORTS.contains(&k.port) {
-                let e = guessed.entry(k.port).or_default();
-                e.1 += c.flows;
-                e.2 += c.unanswered();
+                let g = guessed.entry(k.port).or_default();
+                g.completed += c.answered;
+                g.not_completed += c.unanswered();
+                g.who.merge(&c.answered_sources);
             }
         }
-        for (port, (n_alerts, flows, unanswered)) in guessed {
-            if n_alerts == 0 && flows < 10 {
+        for (port, g) in guessed {
+            if g.alerts == 0 && g.completed < MIN_GUESSING_FLOWS {
                 continue;
             }
-            let ev = 1.0 - 0.5f64.powf(n_alerts as f64) * (-(flows as f64) / 50.0).exp();
+            let ev = 1.0 - 0.5f64.powf(g.alerts as f64) * (-(g.completed as f64) / 50.0).exp();
+            let (ev, members) = by_members(ev, &g.who);
+            let uncounted = match g.not_completed {
+                0 => String::new(),
+                n => format!(" ({n} more never completed and do not count: forged or half-open SYNs send no password)"),
+            };
             let why = format!(
-                "{s} -> {d} tcp/{port}: {flows} connection attempts ({unanswered} unanswered) to a login port, {n_alerts} brute-force alerts"
+                "{s} -> {d} tcp/{port}: {} completed connections to a login port{uncounted}, {} brute-force alerts{members}",
+                g.completed, g.alerts
             );
             push(
                 draft(&s, &d, Protocol::Tcp, PortRange::one(port), Action::Deny, PORT_DENY_PRIORITY),
                 ev,
-                flows,
+                g.completed,
                 why,
                 PORT_DENY_PRIORITY,
             );
