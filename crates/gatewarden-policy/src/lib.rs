@@ -910,4 +910,30 @@ mod tests {
         let ev = 1.0 - (-36.0f64 / 50.0).exp();
         assert!((three.confidence - ev).abs() < 1e-12, "{} vs {ev} ({why})", three.confidence);
     }
+
+    /// A real guesser completes its sessions, and they recur: the allow pattern. With
+    /// brute-force alerts naming the port, the policy suggested `allow cameras ->
+    /// sensors tcp/22` at priority 100, above the guessing deny it also suggested.
+    #[test]
+    fn a_port_named_in_brute_force_alerts_is_never_suggested_as_allowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = red_engine(dir.path());
+        let sessions: Vec<_> =
+            (0..12u64).map(|i| tcp(100 + i, "192.0.2.7", 22, 1_100 + i * 2, ConnState::SF, true)).collect();
+        feed(&mut e, sessions);
+        let allows_ssh = |e: &PolicyEngine| {
+            e.suggestions(None)
+                .into_iter()
+                .any(|s| s.rule.action == Action::Allow && s.rule.port_range == PortRange::one(22))
+        };
+        assert!(allows_ssh(&e), "recurring completed sessions alone look like a service in use");
+        let mut guess = scan_alert("192.0.2.7", 1_130);
+        (guess.kind, guess.dport) = (AttackKind::BruteForce, 22);
+        e.observe_alert(&guess);
+        assert!(!allows_ssh(&e), "{:?}", e.suggestions(None).iter().map(|s| &s.justification).collect::<Vec<_>>());
+        assert!(e
+            .suggestions(None)
+            .iter()
+            .any(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::one(22)));
+    }
 }

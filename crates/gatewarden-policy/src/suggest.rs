@@ -343,6 +343,14 @@ pub fn suggest(
         if c.flows < MIN_ALLOW_FLOWS || c.answered * 10 < c.flows * 8 || c.buckets < 2 {
             continue;
         }
+        // A password guesser's sessions are completed and recur too: a port the
+        // detector named in brute-force alerts for this pair is never suggested
+        // as allowed (the allow would outrank the guessing deny).
+        let guessed = k.proto == Protocol::Tcp
+            && alerts.pairs.get(&format!("{}>{}", k.src, k.dst)).is_some_and(|t| t.ports.contains_key(&k.port));
+        if guessed {
+            continue;
+        }
         let ports = if k.proto.has_ports() { PortRange::one(k.port) } else { PortRange::ANY };
         let why = format!(
             "{} flows {} -> {} on {}/{} over {} buckets of {} s, {} answered ({:.0}%), {} bytes, first seen {} s before the last",
