@@ -1410,3 +1410,130 @@ fn current_blocks_list_a_confirmed_block_and_never_a_refused_verdict() {
     assert!(!row["node"].as_str().unwrap_or_default().is_empty(), "a listed block names its router: {row}");
     assert!(site.metric("gatewarden_verdict_outcomes_total{result=\"blocked\"}") >= 1.0);
 }
+
+/// Red team (LAN attacker, router MAC): the router captures its own frames
+/// too (a forwarded WAN reply leaves with its LAN MAC and a WAN source), so
+/// the spoof check skipped every frame from one of the router's MACs. A LAN
+/// device can write the router's LAN MAC as its frames' Ethernet source (a
+/// bridge only warns about it), and its forged sources were never checked:
+/// a WAN source went out uncontained, and a scan forged with the device's
+/// verified address had the device blocked. A frame from an own MAC that is
+/// addressed to an own MAC came in from the LAN (the router never sends
+/// itself one): it is checked like any other frame.
+#[test]
+fn frames_forged_with_the_routers_own_mac_are_checked_and_block_nobody() {
+    let Some(mut site) = Site::new() else { return };
+    site.start();
+    site.serve_wan();
+    assert!(
+        wait_until(Duration::from_secs(10), || site.metric("gatewarden_spoof_bindings{source=\"neighbour\"}") >= 1.0),
+        "the router never learned the device's neighbour binding: {}",
+        site.get("/metrics").1
+    );
+    site.watch_wan(&[WAN_FORGED]);
+    let router_mac = site.router_mac();
+    // A WAN source and a scan (120 ports of an unused WAN address) with the device's address, under the router's MAC.
+    site.raw_syns(&site.atk, &router_mac, WAN_FORGED, 10);
+    site.raw_syns_to(&site.atk, &router_mac, DEVICE, "198.51.100.9", 120);
+    std::thread::sleep(Duration::from_secs(5));
+    let els = site.elements();
+    assert!(
+        !els.iter().any(|(set, e)| set.starts_with("block") && e == DEVICE),
+        "{DEVICE} was blocked for a scan forged under the router's MAC: {els:?}\n{}",
+        site.log()
+    );
+    assert!(
+        site.metric("gatewarden_spoofed_frames_total{reason=\"outside_lan\"}") >= 1.0,
+        "frames from the router's MAC with a WAN source were not judged forged: {}",
+        site.get("/metrics").1
+    );
+    assert!(site.contained().contains(&router_mac), "the forging frames' MAC was not contained: {els:?}");
+    let got_out = site.wan_count(WAN_FORGED);
+    let before = site.contained_dropped();
+    site.raw_syns(&site.atk, &router_mac, WAN_FORGED, 10);
+    assert!(
+        wait_until(Duration::from_secs(2), || site.contained_dropped() >= before + 10),
+        "forged frames under the router's MAC are not dropped once it is contained"
+    );
+    assert_eq!(site.wan_count(WAN_FORGED), got_out, "forged frames under the router's MAC reached the WAN");
+    // The router's own traffic and the LAN's are untouched.
+    assert!(site.curl_wan(&site.dev), "the device lost its access: {}", site.log());
+    assert!(site.curl_wan(&site.rtr), "the router lost its own access");
+    assert!(site.exec(&site.dev, &["ping", "-c", "1", "-W", "1", ROUTER_LAN]).status.success());
+}
+
+/// Sends `count` ARP requests as raw frames on eth0, 100 ms apart: argv =
+/// Ethernet and sender MAC, sender IPv4 (the address claimed), target IPv4.
+/// A request to the router's address makes its kernel (over)write the
+/// sender's neighbour entry, whatever the entry said.
+const RAW_ARP_CLAIM: &str = r#"
+import socket, struct, sys, time
+src, sip, tip, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+mac = lambda m: bytes(int(x, 16) for x in m.split(':'))
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(('eth0', 0))
+arp = struct.pack('!HHBBH', 1, 0x0800, 6, 4, 1) + mac(src) + socket.inet_aton(sip) + bytes(6) + socket.inet_aton(tip)
+for i in range(count):
+    s.send(b'\xff' * 6 + mac(src) + b'\x08\x06' + arp)
+    time.sleep(0.1)
+"#;
+
+/// Red team (LAN attacker, ARP): an idle device (a plug between reports)
+/// has a neighbour entry at the router. The attacker claims the device's
+/// address by ARP (its own MAC as sender, as `arpspoof` does) and answers
+/// for it. The router's entry flips; the binding followed it, since the
+/// device was silent, so the device's next frames were the newcomer's: the
+/// router's probe was answered by the attacker (the holder now), the
+/// device's MAC was contained and its address bound to the attacker, and
+/// the device was cut off. A flip of a silent device's binding is probed
+/// now: the device answering for its address keeps it.
+#[test]
+fn an_arp_claim_on_an_idle_devices_address_neither_contains_nor_cuts_off_the_device() {
+    let Some(mut site) = Site::new() else { return };
+    // The router learns the device from its neighbour table; then the device is silent.
+    assert!(site.exec(&site.dev, &["ping", "-c", "1", "-W", "2", ROUTER_LAN]).status.success());
+    site.start();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &site.wan, "python3", "-m", "http.server", "8080", "--bind", WAN_HOST])
+        .current_dir(site.dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    site.http = Some(Guard::spawn(&mut cmd));
+    assert!(wait_until(Duration::from_secs(15), || site.curl_wan(&site.rtr)), "the WAN web server did not answer");
+    assert!(
+        wait_until(Duration::from_secs(10), || site.metric("gatewarden_spoof_bindings{source=\"neighbour\"}") >= 1.0),
+        "the router never read the device's neighbour entry: {}",
+        site.get("/metrics").1
+    );
+    // The attacker takes the address: it answers ARP for it and claims it at the router.
+    must(&["ip", "-n", &site.atk, "addr", "add", &format!("{DEVICE}/32"), "dev", "eth0"]);
+    let out = site.exec(&site.atk, &["python3", "-c", RAW_ARP_CLAIM, ATTACKER_MAC, DEVICE, ROUTER_LAN, "3"]);
+    assert!(out.status.success(), "ARP claim: {}", String::from_utf8_lossy(&out.stderr));
+    let neigh = site.exec(&site.rtr, &["ip", "neigh", "show", DEVICE, "dev", "lan0"]);
+    let neigh = String::from_utf8_lossy(&neigh.stdout).to_string();
+    assert!(neigh.contains(ATTACKER_MAC), "the router's neighbour entry did not follow the claim: {neigh}");
+    // Two refreshes of the LAN's bindings (every second), and the probe's wait.
+    std::thread::sleep(Duration::from_millis(2500));
+    // The attacker uses the address.
+    site.raw_syns(&site.atk, ATTACKER_MAC, DEVICE, 5);
+    std::thread::sleep(Duration::from_millis(1000));
+    // The device wakes up and talks.
+    let _ = site.curl_wan(&site.dev);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !site.contained().iter().any(|m| m == DEVICE_MAC),
+        "the device was contained for its own address: {:?}\n{}",
+        site.contained(),
+        site.log()
+    );
+    assert!(site.curl_wan(&site.dev), "the device lost its access: {:?}\n{}", site.elements(), site.log());
+    let els = site.elements();
+    assert!(!els.iter().any(|(set, e)| set.starts_with("block") && e == DEVICE), "{DEVICE} was blocked: {els:?}");
+    // The device answered for its address, so the attacker using it is the forger.
+    assert!(
+        site.contained().iter().any(|m| m == ATTACKER_MAC),
+        "the attacker forging the device's address was not contained: {:?}\n{}",
+        site.contained(),
+        site.log()
+    );
+}

@@ -291,7 +291,11 @@ impl RouterStage {
                 }
                 let mac = packet::source_mac(frame);
                 let verified = match (&self.spoof, mac) {
-                    (Some(link), Some(mac)) => link.check_verified(mac, &source_frame(&p), self.overload.overloaded()),
+                    (Some(link), Some(mac)) => {
+                        let dst_mac = packet::dest_mac(frame).unwrap_or([0; 6]);
+                        let sf = crate::enforce::spoof::SourceFrame { dst_mac, ..source_frame(&p) };
+                        link.check_verified(mac, &sf, self.overload.overloaded())
+                    }
                     _ => false,
                 };
                 if let Some(mac) = mac {
@@ -908,7 +912,14 @@ impl LivePace {
 
 /// What the spoof check reads of a parsed LAN frame.
 pub fn source_frame(p: &crate::packet::PacketInfo) -> crate::enforce::spoof::SourceFrame {
-    crate::enforce::spoof::SourceFrame { ts_ns: p.ts_ns, src: p.src, proto: p.proto, sport: p.sport, dport: p.dport }
+    crate::enforce::spoof::SourceFrame {
+        ts_ns: p.ts_ns,
+        src: p.src,
+        proto: p.proto,
+        sport: p.sport,
+        dport: p.dport,
+        dst_mac: [0; 6],
+    }
 }
 
 #[cfg(test)]

@@ -18,7 +18,11 @@
 //! neighbour entry that flips to another MAC while the bound MAC is still
 //! sending (within [`ACTIVE_WINDOW_NS`]) does not move the binding: it marks
 //! it *disputed* and is counted. A flip after the bound MAC fell silent is a
-//! device replaced or an address handed on, and is followed. Only a lease
+//! device replaced or an address handed on, or another MAC claiming the
+//! address (an ARP request to the router rewrites its entry for the
+//! sender): when the capture can send, the LAN is asked first (below), and
+//! the silent device answering for its address keeps it (disputed, and
+//! active again); otherwise the binding follows. Only a lease
 //! or neighbour binding whose MAC is active accuses another MAC: a first
 //! sighting never does (the attacker may have spoken first), and a silent
 //! device's binding never does (its address may have been handed on, and a
@@ -48,6 +52,11 @@
 //! the probe runs the address vouches for nobody. A MAC already proven to
 //! forge, a second newcomer, and conflicts beyond [`MAX_PROBES`] at once are
 //! judged on the frame, as without probing.
+//!
+//! The router's own frames are captured too (it forwards WAN sources to the
+//! LAN) and are not checked, but it never sends a frame to itself: a frame
+//! from one of its MACs *to* one of its MACs came in from the LAN with a
+//! forged Ethernet source and is checked like any other.
 //!
 //! A report contains the frame's source MAC, but an Ethernet source is as
 //! easy to forge as an IP one: one frame with a device's MAC and a WAN
@@ -182,6 +191,10 @@ struct Conflict {
     holder_answered: bool,
     /// A third MAC answered for it.
     other_answered: bool,
+    /// Not a frame but the neighbour table: a silent holder's entry now
+    /// names `claimant` (a handover, or ARP/NA claiming the address). Judged
+    /// without accusing anyone: the holder answering keeps its binding.
+    flip: bool,
 }
 
 impl Conflict {
@@ -286,6 +299,8 @@ pub struct SourceFrame {
     pub sport: u16,
     /// Destination port (0 without one).
     pub dport: u16,
+    /// The frame's destination MAC; `[0; 6]` when not known.
+    pub dst_mac: Mac,
 }
 
 /// Where a binding comes from; higher is trusted more.
@@ -587,6 +602,10 @@ impl SpoofGuard {
         for (ip, c) in decided {
             self.conflicts.remove(&ip);
             let outcome = c.outcome();
+            if c.flip {
+                self.judge_flip(ip, &c, outcome, now);
+                continue;
+            }
             self.count_conflict(outcome);
             match outcome {
                 ConflictOutcome::Inconclusive => {
@@ -606,6 +625,33 @@ impl SpoofGuard {
             }
         }
         reports
+    }
+
+    /// A silent holder's neighbour entry named another MAC and the LAN was
+    /// asked: the holder answering keeps its binding (the claim was ARP or
+    /// NA, not a handover), as does a third MAC answering (proof of
+    /// nothing); otherwise the binding follows the entry, as a handover.
+    /// Nobody is reported either way: the entry may name any MAC.
+    fn judge_flip(&mut self, ip: IpAddr, c: &Conflict, outcome: ConflictOutcome, now: u64) {
+        let Some(b) = self.bindings.get_mut(&ip).filter(|b| b.mac == c.holder) else { return };
+        match outcome {
+            ConflictOutcome::HolderAnswered => {
+                // Alive: it accuses the claimant's frames with the address from now on.
+                b.last_seen_ns = b.last_seen_ns.max(now);
+                b.disputed = true;
+                if let Some(m) = &self.metrics {
+                    m.flips.inc();
+                }
+                tracing::warn!(%ip, bound = %mac_text(&c.holder), claimed = %mac_text(&c.claimant),
+                    "neighbour entry flipped to another MAC, but the bound one answered for the address: kept the binding, marked disputed");
+            }
+            ConflictOutcome::Inconclusive => b.rival_seen_ns = now,
+            _ => {
+                tracing::info!(%ip, from = %mac_text(&c.holder), to = %mac_text(&c.claimant),
+                    "a silent device's address moved to another MAC (its old MAC did not answer the router's probe)");
+                *b = Binding::new(c.claimant, Trust::Neighbour, 0, b.generation);
+            }
+        }
     }
 
     fn count_conflict(&self, outcome: ConflictOutcome) {
@@ -717,9 +763,9 @@ impl SpoofGuard {
     /// enforcement thread must act: a MAC forging an address it was not
     /// yet reported for, or one still forging after [`REPORT_REFRESH_NS`].
     pub fn check(&mut self, mac: Mac, p: &SourceFrame) -> Option<SpoofReport> {
-        // Frames the router sends itself are not checked. A multicast or zero
-        // source MAC is no excuse: it is checked and contained like any other.
-        if self.own_macs.contains(&mac) {
+        // Frames the router sends itself are not checked (it forwards WAN
+        // sources to the LAN). A multicast or zero source MAC is no excuse.
+        if self.own_macs.contains(&mac) && !self.came_in_under_own_mac(p) {
             return None;
         }
         let now = p.ts_ns;
@@ -731,6 +777,21 @@ impl SpoofGuard {
             None => self.observe_binding(mac, p.src, now),
         };
         self.forged_by(mac, p.src, forgery?, now)
+    }
+
+    /// Whether a frame with one of the router's MACs as source came in from
+    /// the LAN with that source forged: the router never sends a frame to
+    /// itself, nor a broadcast or multicast from a LAN address other than
+    /// its own (it forwards no LAN traffic back into the LAN to a group; a
+    /// forwarded group stream from the WAN has a WAN source).
+    fn came_in_under_own_mac(&self, p: &SourceFrame) -> bool {
+        let to_router = p.dst_mac != [0; 6] && self.own_macs.contains(&p.dst_mac);
+        let to_group = p.dst_mac[0] & 1 == 1;
+        to_router
+            || (to_group
+                && !p.src.is_unspecified()
+                && self.in_lan(&p.src)
+                && self.own_addrs.binary_search(&p.src).is_err())
     }
 
     /// `mac` forged `ip`: counted, remembered (the verdict gate never blocks
@@ -801,6 +862,7 @@ impl SpoofGuard {
                         claimant_answered: false,
                         holder_answered: false,
                         other_answered: false,
+                        flip: false,
                     },
                 );
                 self.probes_out.push(p);
@@ -887,6 +949,9 @@ impl SpoofGuard {
     pub fn refresh(&mut self, neighbours: &[(IpAddr, Mac)], leases: &[(IpAddr, Mac)], now_ns: u64) {
         self.generation += 1;
         let g = self.generation;
+        let can_probe = self.probing && self.lan_mac != [0; 6];
+        // Silent holders' entries that name another MAC, to ask the LAN about: (address, claimant, holder).
+        let mut flips: Vec<(IpAddr, Mac, Mac)> = Vec::new();
         for (trust, list) in [(Trust::Lease, leases), (Trust::Neighbour, neighbours)] {
             for (ip, mac) in list {
                 if mac[0] & 1 == 1 || *mac == [0; 6] {
@@ -921,6 +986,13 @@ impl SpoofGuard {
                             }
                             b.disputed = true;
                             b.generation = g;
+                        } else if trust == Trust::Neighbour && b.trust >= Trust::Neighbour && can_probe {
+                            // The holder is silent: a handover, or ARP/NA claiming its address
+                            // (a device between two reports answers for it all the same). Asked
+                            // before the binding follows; meanwhile it vouches for nobody.
+                            b.disputed = true;
+                            b.generation = g;
+                            flips.push((*ip, *mac, b.mac));
                         } else {
                             *b = Binding::new(*mac, trust, 0, g);
                         }
@@ -930,6 +1002,27 @@ impl SpoofGuard {
                         self.bindings.insert(*ip, Binding::new(*mac, trust, 0, g));
                     }
                 }
+            }
+        }
+        for (ip, claimant, holder) in flips {
+            // One question per address at a time; beyond MAX_PROBES the binding waits (disputed) for the next refresh.
+            if self.conflicts.contains_key(&ip) || self.conflicts.len() >= MAX_PROBES {
+                continue;
+            }
+            if let Some(p) = self.probe_for(ip) {
+                self.conflicts.insert(
+                    ip,
+                    Conflict {
+                        claimant,
+                        holder,
+                        started_ns: now_ns,
+                        claimant_answered: false,
+                        holder_answered: false,
+                        other_answered: false,
+                        flip: true,
+                    },
+                );
+                self.probes_out.push(p);
             }
         }
         // Leases and neighbour entries that are gone fall back to first sightings.
@@ -1002,7 +1095,7 @@ impl SpoofGuard {
             if !trusted(b) || ip.is_unspecified() || self.own_addrs.binary_search(ip).is_ok() {
                 continue;
             }
-            let frame = SourceFrame { ts_ns: 0, src: *ip, proto: 0, sport: 0, dport: 0 };
+            let frame = SourceFrame { ts_ns: 0, src: *ip, proto: 0, sport: 0, dport: 0, dst_mac: [0; 6] };
             if self.implausible(&frame).is_some() {
                 continue;
             }
@@ -1072,7 +1165,14 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     fn pkt(src: &str, ts: u64) -> SourceFrame {
-        SourceFrame { ts_ns: ts, src: src.parse().unwrap(), proto: 6, sport: 40000, dport: 80 }
+        SourceFrame {
+            ts_ns: ts,
+            src: src.parse().unwrap(),
+            proto: 6,
+            sport: 40000,
+            dport: 80,
+            dst_mac: [2, 0, 0, 0, 0, 1],
+        }
     }
 
     fn guard() -> SpoofGuard {
@@ -1108,8 +1208,10 @@ mod tests {
         for ok in ["192.0.2.10", "169.254.3.4", "fe80::1", "2001:db8:1::10"] {
             assert_eq!(g.check(DEV, &pkt(ok, S)), None, "{ok}");
         }
-        // The router's own frames (forwarded replies from WAN addresses) are not checked.
-        assert_eq!(g.check([2, 0, 0, 0, 0, 1], &pkt("198.51.100.2", S)), None);
+        // The router's own frames (forwarded replies from WAN addresses, to LAN devices) are not checked.
+        let mut out = pkt("198.51.100.2", S);
+        out.dst_mac = DEV;
+        assert_eq!(g.check([2, 0, 0, 0, 0, 1], &out), None);
         // A LAN device claiming the router's own address forges it.
         g.set_own_addrs(vec!["192.0.2.1".parse().unwrap()], Some([2, 0, 0, 0, 0, 1]));
         let r = g.check(ATK, &pkt("192.0.2.1", S)).expect("the gateway's address, forged");
@@ -1218,6 +1320,128 @@ mod tests {
         let inside: Cidr = "10.9.1.0/24".parse().unwrap();
         g.set_routes(vec![inside, behind, inside], vec![dev4, ip("198.51.100.1")]);
         assert_eq!(g.bound_sources().routed, vec![(DEV, behind)], "no overlapping ranges (the kernel refuses them)");
+    }
+
+    /// Red team: the router's frames are captured too, so the check skipped
+    /// every frame from an own MAC, and a LAN device that wrote the router's
+    /// MAC (or the zero MAC, loopback's) as its Ethernet source was never
+    /// checked: a WAN source went out uncontained, and a scan forged with a
+    /// device's address under it had the device blocked (its address
+    /// verified). The router never sends a frame to itself: from an own MAC
+    /// to an own MAC is a LAN device's frame.
+    #[test]
+    fn a_frame_from_an_own_mac_to_the_router_is_checked_like_any_other() {
+        let router: Mac = [2, 0, 0, 0, 0, 1];
+        let dev: IpAddr = "192.0.2.10".parse().unwrap();
+        for me in [router, [0; 6]] {
+            let mut g = guard();
+            g.set_own_macs(vec![[0; 6], router]);
+            let (plug, plug_ip): (Mac, IpAddr) = ([2, 0, 0, 0, 0x0a, 0x11], "192.0.2.11".parse().unwrap());
+            g.refresh(&[(dev, DEV), (plug_ip, plug)], &[], S);
+            assert_eq!(g.check(DEV, &pkt("192.0.2.10", S)), None);
+            assert_eq!(g.check(plug, &pkt("192.0.2.11", S)), None);
+            let r = g.check(me, &pkt("198.51.100.7", 2 * S)).expect("a WAN source under an own MAC, to the router");
+            assert_eq!((r.mac, r.forgery), (me, Forgery::OutsideLan));
+            let r = g.check(me, &pkt("192.0.2.10", 2 * S)).expect("the active device's address under an own MAC");
+            assert_eq!(r.forgery, Forgery::OtherMac(DEV));
+            assert_eq!(g.classify(&dev, 2 * S), SourceClass::Forged(me), "never block the device for it");
+            // A broadcast from a LAN address under an own MAC came in too: the router sends from its own.
+            let mut f = pkt("192.0.2.11", 3 * S);
+            f.dst_mac = [0xff; 6];
+            let r = g.check(me, &f).expect("a LAN device's address broadcast under an own MAC");
+            assert_eq!(r.forgery, Forgery::OtherMac(plug));
+            // What the router sends is its own: to a LAN device, a frame whose destination is not
+            // known, a group from its own or a WAN address (a forwarded stream).
+            g.set_own_addrs(vec!["192.0.2.1".parse().unwrap()], Some(router));
+            for (src, to) in [
+                ("198.51.100.8", DEV),
+                ("192.0.2.33", DEV),
+                ("198.51.100.8", [0; 6]),
+                ("198.51.100.8", [0xff; 6]),
+                ("198.51.100.8", [0x01, 0, 0x5e, 0, 0, 0xfb]),
+                ("192.0.2.1", [0xff; 6]),
+            ] {
+                let mut f = pkt(src, 3 * S);
+                f.dst_mac = to;
+                assert_eq!(g.check(router, &f), None, "{src} to {}", mac_text(&to));
+            }
+            // An own MAC never binds a source a containment lets through.
+            assert!(!g.bound_sources().addrs.iter().any(|(m, _)| *m == me));
+        }
+    }
+
+    /// Red team: an idle device's neighbour entry flipped by another MAC's
+    /// ARP or NA claiming its address (an ARP request to the router
+    /// overwrites the entry). The binding followed the flip, since the
+    /// device was silent: the address vouched for the attacker (a scan from
+    /// it blocked the device's address without proof), and the device's
+    /// next frames were the newcomer's, so the attacker answering the probe
+    /// got the device contained and cut off. A silent holder's flip is now
+    /// asked about first: the device answers for its address and keeps it.
+    #[test]
+    fn a_silent_devices_entry_flipped_to_another_mac_is_probed_before_the_binding_follows() {
+        // IPv4 (ARP) and IPv6 (an unsolicited NA with the override flag) alike.
+        for addr in ["192.0.2.10", "2001:db8:1::10"] {
+            let dev: IpAddr = addr.parse().unwrap();
+            let mut g = probing_guard();
+            g.refresh(&[(dev, DEV)], &[], S);
+            assert_eq!(g.classify(&dev, S), SourceClass::LanVerified(DEV));
+            // The device is silent; the attacker's claim flips the kernel's entry.
+            g.refresh(&[(dev, ATK)], &[], 2 * S);
+            assert_eq!(
+                g.classify(&dev, 2 * S),
+                SourceClass::LanUnverified,
+                "a flip nobody confirmed vouches for the claimant (a verdict on it blocks the device)"
+            );
+            let probes = g.take_probes();
+            assert_eq!(
+                probes.iter().map(|p| p.target).collect::<Vec<_>>(),
+                vec![dev],
+                "{addr}: the LAN is asked who has it"
+            );
+            // The attacker uses the address meanwhile: the holder is silent, nobody is accused.
+            assert_eq!(g.check(ATK, &pkt(addr, 2 * S + 1000)), None);
+            // Both answer: the device is alive and keeps its binding; a flip reports nobody.
+            g.saw_answer(ATK, dev);
+            g.saw_answer(DEV, dev);
+            assert!(g.judge_probes(2 * S + 2000).is_empty(), "a flip is never a report against anyone");
+            assert_eq!(g.bindings[&dev].mac, DEV);
+            assert_eq!(g.classify(&dev, 3 * S), SourceClass::LanUnverified, "disputed");
+            // The entry still names the attacker; the device answered a moment ago: kept, not asked again.
+            g.refresh(&[(dev, ATK)], &[], 3 * S);
+            assert!(g.take_probes().is_empty());
+            assert_eq!(g.bindings[&dev].mac, DEV);
+            // The attacker keeps using the address: now the newcomer, and the device answers: forged.
+            assert_eq!(g.check(ATK, &pkt(addr, 4 * S)), None);
+            assert_eq!(g.take_probes().len(), 1);
+            g.saw_answer(ATK, dev);
+            g.saw_answer(DEV, dev);
+            let r = g.judge_probes(4 * S + 1000);
+            assert_eq!(r.iter().map(|r| (r.mac, r.forgery)).collect::<Vec<_>>(), vec![(ATK, Forgery::OtherMac(DEV))]);
+            // The device's frames are its own, and a containment lets its address through, not the attacker's.
+            assert_eq!(g.check(DEV, &pkt(addr, 5 * S)), None);
+            let bound = g.bound_sources().addrs;
+            assert!(bound.contains(&(DEV, dev)) && !bound.contains(&(ATK, dev)), "{bound:?}");
+
+            // A handover: the old device is gone and does not answer; the binding follows after the wait.
+            let mut g = probing_guard();
+            g.refresh(&[(dev, DEV)], &[], S);
+            g.refresh(&[(dev, ATK)], &[], 2 * S);
+            assert_eq!(g.take_probes().len(), 1);
+            g.saw_answer(ATK, dev);
+            assert!(g.judge_probes(2 * S + PROBE_WAIT_NS - 1).is_empty());
+            assert_eq!(g.bindings[&dev].mac, DEV, "judged only after the wait");
+            assert!(g.judge_probes(2 * S + PROBE_WAIT_NS).is_empty());
+            assert_eq!(g.classify(&dev, 3 * S), SourceClass::LanVerified(ATK), "the address was handed on");
+            // A third MAC answering proves nothing: the binding stays and vouches for nobody.
+            let mut g = probing_guard();
+            g.refresh(&[(dev, DEV)], &[], S);
+            g.refresh(&[(dev, ATK)], &[], 2 * S);
+            g.saw_answer([2, 0, 0, 0, 0x0b, 0x0b], dev);
+            assert!(g.judge_probes(2 * S + PROBE_WAIT_NS).is_empty());
+            assert_eq!(g.bindings[&dev].mac, DEV);
+            assert_eq!(g.classify(&dev, 3 * S), SourceClass::LanUnverified);
+        }
     }
 
     fn probing_guard() -> SpoofGuard {

@@ -180,6 +180,14 @@ pub fn source_mac(frame: &Frame<'_>) -> Option<[u8; 6]> {
     }
 }
 
+/// The destination MAC of an Ethernet frame; `None` as for [`source_mac`].
+pub fn dest_mac(frame: &Frame<'_>) -> Option<[u8; 6]> {
+    match frame.link {
+        LinkType::Ethernet => frame.data.get(0..6)?.try_into().ok(),
+        _ => None,
+    }
+}
+
 /// Parses one frame: the common shapes by hand, everything else (and every
 /// frame that will be skipped) by etherparse, with the same result either
 /// way: the tests and the `packet_parse` fuzz target hold the two to that.
@@ -975,6 +983,8 @@ mod tests {
         let data = eth(0x0800, None, &ipv4(6, 40, &tcp(1, 2, 0x02)));
         assert_eq!(source_mac(&frame(&data, LinkType::Ethernet)), Some([2, 0, 0, 0, 0, 1]));
         assert_eq!(source_mac(&frame(&data[..10], LinkType::Ethernet)), None);
+        assert_eq!(dest_mac(&frame(&data, LinkType::Ethernet)), data[0..6].try_into().ok());
+        assert_eq!(dest_mac(&frame(&data[..5], LinkType::Ethernet)), None);
         assert_eq!(source_mac(&frame(&data, LinkType::RawIp)), None);
     }
 
