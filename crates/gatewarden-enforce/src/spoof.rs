@@ -22,7 +22,14 @@
 //! address (an ARP request to the router rewrites its entry for the
 //! sender): when the capture can send, the LAN is asked first (below), and
 //! the silent device answering for its address keeps it (disputed, and
-//! active again); otherwise the binding follows. Only a lease
+//! active again); otherwise the binding follows. A lease that moves an
+//! address someone holds (a lease or neighbour binding, or a first sighting
+//! of an active MAC) to another MAC is asked about the same way, whether the
+//! holder is active or not: DHCP release and request are unauthenticated,
+//! so a forged release with the holder's MAC and the attacker's request
+//! move the lease; a holder that answered lately keeps its address while
+//! the lease names the other MAC. A lease for an address nobody held binds
+//! at once, as does any lease when the capture cannot send. Only a lease
 //! or neighbour binding whose MAC is active accuses another MAC: a first
 //! sighting never does (the attacker may have spoken first), and a silent
 //! device's binding never does (its address may have been handed on, and a
@@ -191,10 +198,12 @@ struct Conflict {
     holder_answered: bool,
     /// A third MAC answered for it.
     other_answered: bool,
-    /// Not a frame but the neighbour table: a silent holder's entry now
-    /// names `claimant` (a handover, or ARP/NA claiming the address). Judged
-    /// without accusing anyone: the holder answering keeps its binding.
-    flip: bool,
+    /// Not a frame but a refresh, with the trust the binding takes if it
+    /// follows: a silent holder's neighbour entry, or a held address's
+    /// lease, now names `claimant` (a handover, or ARP/NA or a forged DHCP
+    /// release claiming the address). Judged without accusing anyone: the
+    /// holder answering keeps its binding.
+    flip: Option<Trust>,
 }
 
 impl Conflict {
@@ -523,7 +532,7 @@ impl SpoofGuard {
             }),
             flips: r.counter(
                 "gatewarden_spoof_binding_flips_total",
-                "Neighbour entries that named another MAC while the bound one was active (kept, disputed).",
+                "Neighbour entries or DHCP leases that named another MAC while the bound one still answered (kept, disputed).",
                 &[],
             ),
             bindings: [Trust::FirstSeen, Trust::Neighbour, Trust::Lease].map(|t| {
@@ -602,8 +611,8 @@ impl SpoofGuard {
         for (ip, c) in decided {
             self.conflicts.remove(&ip);
             let outcome = c.outcome();
-            if c.flip {
-                self.judge_flip(ip, &c, outcome, now);
+            if let Some(trust) = c.flip {
+                self.judge_flip(ip, &c, outcome, trust, now);
                 continue;
             }
             self.count_conflict(outcome);
@@ -627,12 +636,13 @@ impl SpoofGuard {
         reports
     }
 
-    /// A silent holder's neighbour entry named another MAC and the LAN was
-    /// asked: the holder answering keeps its binding (the claim was ARP or
-    /// NA, not a handover), as does a third MAC answering (proof of
-    /// nothing); otherwise the binding follows the entry, as a handover.
-    /// Nobody is reported either way: the entry may name any MAC.
-    fn judge_flip(&mut self, ip: IpAddr, c: &Conflict, outcome: ConflictOutcome, now: u64) {
+    /// A silent holder's neighbour entry, or a held address's lease, named
+    /// another MAC and the LAN was asked: the holder answering keeps its
+    /// binding (the claim was ARP, NA or a forged DHCP release, not a
+    /// handover), as does a third MAC answering (proof of nothing);
+    /// otherwise the binding follows the entry or lease (`trust`), as a
+    /// handover. Nobody is reported either way: the entry may name any MAC.
+    fn judge_flip(&mut self, ip: IpAddr, c: &Conflict, outcome: ConflictOutcome, trust: Trust, now: u64) {
         let Some(b) = self.bindings.get_mut(&ip).filter(|b| b.mac == c.holder) else { return };
         match outcome {
             ConflictOutcome::HolderAnswered => {
@@ -642,14 +652,14 @@ impl SpoofGuard {
                 if let Some(m) = &self.metrics {
                     m.flips.inc();
                 }
-                tracing::warn!(%ip, bound = %mac_text(&c.holder), claimed = %mac_text(&c.claimant),
-                    "neighbour entry flipped to another MAC, but the bound one answered for the address: kept the binding, marked disputed");
+                tracing::warn!(%ip, bound = %mac_text(&c.holder), claimed = %mac_text(&c.claimant), source = trust.as_str(),
+                    "neighbour entry or lease moved to another MAC, but the bound one answered for the address: kept the binding, marked disputed");
             }
             ConflictOutcome::Inconclusive => b.rival_seen_ns = now,
             _ => {
                 tracing::info!(%ip, from = %mac_text(&c.holder), to = %mac_text(&c.claimant),
-                    "a silent device's address moved to another MAC (its old MAC did not answer the router's probe)");
-                *b = Binding::new(c.claimant, Trust::Neighbour, 0, b.generation);
+                    "an address moved to another MAC (its old MAC did not answer the router's probe)");
+                *b = Binding::new(c.claimant, trust, 0, b.generation);
             }
         }
     }
@@ -862,7 +872,7 @@ impl SpoofGuard {
                         claimant_answered: false,
                         holder_answered: false,
                         other_answered: false,
-                        flip: false,
+                        flip: None,
                     },
                 );
                 self.probes_out.push(p);
@@ -944,14 +954,18 @@ impl SpoofGuard {
 
     /// Replaces the neighbour-table and lease bindings (a refresh): leases
     /// win, then neighbour entries; a neighbour entry naming another MAC
-    /// while the bound one is active is kept out and counted (see the module
-    /// doc). First sightings are overridden by either.
+    /// while the bound one is active is kept out and counted, and one naming
+    /// another MAC while it is silent, or a lease moving a held address to
+    /// another MAC, is asked about before the binding follows (see the module
+    /// doc). A neighbour entry overrides any first sighting, a lease one of
+    /// a silent MAC.
     pub fn refresh(&mut self, neighbours: &[(IpAddr, Mac)], leases: &[(IpAddr, Mac)], now_ns: u64) {
         self.generation += 1;
         let g = self.generation;
         let can_probe = self.probing && self.lan_mac != [0; 6];
-        // Silent holders' entries that name another MAC, to ask the LAN about: (address, claimant, holder).
-        let mut flips: Vec<(IpAddr, Mac, Mac)> = Vec::new();
+        // Silent holders' entries and held addresses' leases that name another MAC, to ask the LAN
+        // about: (address, claimant, holder, the binding's trust if it follows).
+        let mut flips: Vec<(IpAddr, Mac, Mac, Trust)> = Vec::new();
         for (trust, list) in [(Trust::Lease, leases), (Trust::Neighbour, neighbours)] {
             for (ip, mac) in list {
                 if mac[0] & 1 == 1 || *mac == [0; 6] {
@@ -992,7 +1006,17 @@ impl SpoofGuard {
                             // before the binding follows; meanwhile it vouches for nobody.
                             b.disputed = true;
                             b.generation = g;
-                            flips.push((*ip, *mac, b.mac));
+                            flips.push((*ip, *mac, b.mac, trust));
+                        } else if trust == Trust::Lease && can_probe && (b.trust >= Trust::Neighbour || active) {
+                            // The lease moved off a held address: a handover, or a forged DHCP release
+                            // (the victim's MAC as chaddr) and the attacker's request. Asked like a
+                            // flipped entry, whether the holder is active or not; one that answered
+                            // lately (active and disputed) keeps it without being asked again.
+                            if !(b.disputed && active) {
+                                flips.push((*ip, *mac, b.mac, trust));
+                            }
+                            b.disputed = true;
+                            b.generation = g;
                         } else {
                             *b = Binding::new(*mac, trust, 0, g);
                         }
@@ -1004,7 +1028,7 @@ impl SpoofGuard {
                 }
             }
         }
-        for (ip, claimant, holder) in flips {
+        for (ip, claimant, holder, trust) in flips {
             // One question per address at a time; beyond MAX_PROBES the binding waits (disputed) for the next refresh.
             if self.conflicts.contains_key(&ip) || self.conflicts.len() >= MAX_PROBES {
                 continue;
@@ -1019,7 +1043,7 @@ impl SpoofGuard {
                         claimant_answered: false,
                         holder_answered: false,
                         other_answered: false,
-                        flip: true,
+                        flip: Some(trust),
                     },
                 );
                 self.probes_out.push(p);
@@ -1625,6 +1649,100 @@ mod tests {
         assert_eq!(g.check(ATK, &pkt("192.0.2.10", 2 * S)), None);
         g.refresh(&[(plug, ATK)], &[], 3 * S);
         assert_eq!(g.classify(&plug, 3 * S), SourceClass::LanVerified(ATK), "the address was handed on");
+    }
+
+    /// Red team: DHCP RELEASE and REQUEST are unauthenticated. An attacker
+    /// sends a DHCPRELEASE with an active device's MAC as chaddr, then asks
+    /// for the device's address with its own MAC, and dnsmasq moves the
+    /// lease. The binding followed the lease file at once: the address
+    /// vouched for the attacker, the device's own frames with it were the
+    /// newcomer's, and the attacker answering the router's probe as holder
+    /// got the device contained (its traffic dropped, the address bound to
+    /// the attacker). A lease that moves a held address is now asked about
+    /// like a flipped neighbour entry: the device answers and keeps it.
+    #[test]
+    fn a_lease_moved_to_another_mac_by_a_forged_release_neither_contains_nor_cuts_off_the_device() {
+        for addr in ["192.0.2.10", "2001:db8:1::10"] {
+            let dev: IpAddr = addr.parse().unwrap();
+            // The release may be seen on its own first (the lease gone), with or without the device's neighbour entry.
+            for (case, released) in
+                [("moved", None), ("released, entry kept", Some(true)), ("released, no entry", Some(false))]
+            {
+                let what = format!("{addr}, {case}");
+                let mut g = probing_guard();
+                g.refresh(&[], &[(dev, DEV)], S);
+                assert_eq!(g.check(DEV, &pkt(addr, S + 1000)), None);
+                assert_eq!(g.classify(&dev, S), SourceClass::LanVerified(DEV));
+                if let Some(entry) = released {
+                    let n: Vec<(IpAddr, Mac)> = if entry { vec![(dev, DEV)] } else { Vec::new() };
+                    g.refresh(&n, &[], S + S / 2);
+                    assert_eq!(g.check(DEV, &pkt(addr, S + S / 2 + 1000)), None, "{what}");
+                }
+                // The lease file now gives the device's address to the attacker.
+                g.refresh(&[], &[(dev, ATK)], 2 * S);
+                assert_ne!(
+                    g.classify(&dev, 2 * S),
+                    SourceClass::LanVerified(ATK),
+                    "{what}: a lease moved off an active device vouched for the attacker"
+                );
+                // Both send with the address; the router asks who has it; both answer.
+                assert_eq!(g.check(ATK, &pkt(addr, 2 * S + 1000)), None, "{what}");
+                assert_eq!(g.check(DEV, &pkt(addr, 2 * S + 2000)), None, "{what}: the device's own frame");
+                assert_eq!(g.take_probes().iter().map(|p| p.target).collect::<Vec<_>>(), vec![dev], "{what}");
+                g.saw_answer(ATK, dev);
+                g.saw_answer(DEV, dev);
+                let r = g.judge_probes(2 * S + PROBE_WAIT_NS);
+                assert!(
+                    !r.iter().any(|r| r.mac == DEV),
+                    "{what}: the device was contained for its own address: {:?}",
+                    r.iter().map(|r| (mac_text(&r.mac), r.forgery)).collect::<Vec<_>>()
+                );
+                assert!(r.is_empty(), "{what}: the lease's move reports nobody");
+                assert_eq!(g.bindings[&dev].mac, DEV, "{what}: the device answered and keeps its address");
+                assert_ne!(g.classify(&dev, 3 * S), SourceClass::LanVerified(ATK), "{what}");
+                // The device's frames stay its own; the lease still names the attacker: kept, not asked again.
+                assert_eq!(g.check(DEV, &pkt(addr, 3 * S)), None, "{what}");
+                g.refresh(&[], &[(dev, ATK)], 3 * S + 1000);
+                assert!(g.take_probes().is_empty(), "{what}");
+                assert_eq!(g.bindings[&dev].mac, DEV, "{what}");
+                if released != Some(false) {
+                    let bound = g.bound_sources().addrs;
+                    assert!(bound.contains(&(DEV, dev)) && !bound.contains(&(ATK, dev)), "{what}: {bound:?}");
+                    // The attacker keeps using the address: now a newcomer against an active holder, forged.
+                    assert_eq!(g.check(ATK, &pkt(addr, 4 * S)), None);
+                    assert_eq!(g.take_probes().len(), 1);
+                    g.saw_answer(ATK, dev);
+                    g.saw_answer(DEV, dev);
+                    let r = g.judge_probes(4 * S + 1000);
+                    assert_eq!(
+                        r.iter().map(|r| (r.mac, r.forgery)).collect::<Vec<_>>(),
+                        vec![(ATK, Forgery::OtherMac(DEV))],
+                        "{what}"
+                    );
+                }
+            }
+
+            // A real handover: the old device is gone and does not answer; the lease is followed after the wait.
+            let mut g = probing_guard();
+            g.refresh(&[], &[(dev, DEV)], S);
+            assert_eq!(g.check(DEV, &pkt(addr, S)), None);
+            g.refresh(&[], &[(dev, ATK)], 2 * S);
+            assert_eq!(g.take_probes().len(), 1);
+            g.saw_answer(ATK, dev);
+            assert!(g.judge_probes(2 * S + PROBE_WAIT_NS - 1).is_empty());
+            assert_eq!(g.bindings[&dev].mac, DEV, "judged only after the wait");
+            assert!(g.judge_probes(2 * S + PROBE_WAIT_NS).is_empty());
+            assert_eq!(g.classify(&dev, 3 * S), SourceClass::LanVerified(ATK), "{addr}: the address was handed on");
+            assert_eq!(g.bindings[&dev].trust, Trust::Lease);
+            g.refresh(&[], &[(dev, ATK)], 3 * S);
+            assert!(g.take_probes().is_empty());
+            assert_eq!(g.classify(&dev, 3 * S), SourceClass::LanVerified(ATK));
+            // A lease for an address nobody held binds at once.
+            let mut g = probing_guard();
+            g.refresh(&[], &[(dev, ATK)], S);
+            assert!(g.take_probes().is_empty());
+            assert_eq!(g.classify(&dev, S), SourceClass::LanVerified(ATK));
+        }
     }
 
     #[test]
