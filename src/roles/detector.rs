@@ -1587,14 +1587,7 @@ mod distributed_tests {
             scan(IpAddr::from(std::net::Ipv4Addr::from(0xdf00_0001 + (i << 8))), &mut flows, &mut id);
         }
         scan(real, &mut flows, &mut id);
-        let out = st.on_batch(&FlowBatch {
-            node: "r".into(),
-            seq: 1,
-            flows,
-            hosts: vec![],
-            in_iface: String::new(),
-            shed: Vec::new(),
-        });
+        let out = st.on_batch(&one_batch(flows));
         let blocked: Vec<IpAddr> = out.verdicts.iter().map(|v| v.source).collect();
         assert!(blocked.contains(&real), "the proven scanner is not among the {} opened: {blocked:?}", blocked.len());
         assert!(blocked.len() <= 10, "the budget still holds: {}", blocked.len());
@@ -1617,14 +1610,12 @@ mod distributed_tests {
                 flows.push(syn(round * 100 + i + 1, src(i), 1000 + (i * 2 + round) as u16, T0 + round * 1_000_000_000));
             }
         }
-        st.on_batch(&FlowBatch {
-            node: "r".into(),
-            seq: 1,
-            flows,
-            hosts: vec![],
-            in_iface: String::new(),
-            shed: Vec::new(),
-        })
+        st.on_batch(&one_batch(flows))
+    }
+
+    /// The router's first batch, holding `flows`.
+    fn one_batch(flows: Vec<FlowRecord>) -> FlowBatch {
+        FlowBatch { node: "r".into(), seq: 1, flows, hosts: vec![], in_iface: String::new(), shed: Vec::new() }
     }
 
     #[test]
