@@ -224,9 +224,10 @@ enum Refused {
     BodyTimeout,
     TokenInUrl,
     Busy,
+    LiveStreams,
 }
 
-const REFUSED: [&str; 9] = [
+const REFUSED: [&str; 10] = [
     "missing",
     "invalid",
     "forbidden",
@@ -236,6 +237,7 @@ const REFUSED: [&str; 9] = [
     "body_timeout",
     "token_in_url",
     "busy",
+    "live_streams",
 ];
 
 /// Why the server closed a connection (labels of `gatewarden_http_closed_total`).
@@ -1691,17 +1693,18 @@ enum Next {
 /// or the token that opened it expires (with a last `expired` event).
 fn events(ctx: &Arc<Ctx>, client: IpAddr, claims: Option<&Claims>, conn: &Arc<ConnState>) -> Resp {
     let admin = claims.is_some_and(|c| c.role == AccessRole::Admin);
+    let refused = |why: String| {
+        ctx.metrics.refused(Refused::LiveStreams);
+        with(error(503, why), header::RETRY_AFTER, "10")
+    };
     let rx = match ctx.state.events.subscribe(client, admin) {
         Ok(rx) => rx,
         Err(Full::Client) => {
-            return error(
-                503,
-                format!(
-                    "your address (or its IPv6 /64) has {STREAMS_PER_CLIENT} live pages open, the most one client may hold; close one or poll /api/status"
-                ),
-            )
+            return refused(format!(
+                "your address (or its IPv6 /64) has {STREAMS_PER_CLIENT} live pages open, the most one client may hold; close one or poll /api/status"
+            ))
         }
-        Err(Full::All) => return error(503, "too many live pages connected; close one or poll /api/status"),
+        Err(Full::All) => return refused("too many live pages connected; close one or poll /api/status".into()),
     };
     // (A deadline past what Instant can hold is no deadline; signed tokens live at most 366 days.)
     let expires = claims.and_then(|c| {
@@ -2094,7 +2097,7 @@ mod tests {
         use crate::events::{ADMIN_RESERVED, MAX_SUBSCRIBERS, STREAMS_PER_CLIENT};
         use std::io::{Read, Write};
         let state = harness().ctx.state.clone();
-        let server = HttpServer::start("127.0.0.1:0", state).unwrap();
+        let server = HttpServer::start("127.0.0.1:0", state.clone()).unwrap();
         let admin = server.issue_token("op", AccessRole::Admin, 600);
         let addr = server.addr;
         // A stream from 127.0.0.`src`: its status code and the connection (held open).
@@ -2161,6 +2164,13 @@ mod tests {
         assert_eq!(open(101, None).0, 503, "a new client once the shared places are taken");
         assert_eq!(open(102, Some(&admin)).0, 200, "an admin from a new address");
         assert_eq!(open(2, Some(&admin)).0, 200, "an admin sharing an address that is at its share");
+        // Every refusal is counted (28 each for 127.0.0.2 and .3, the filler's last, 127.0.0.101).
+        let metrics = state.registry.render_prometheus();
+        let refused = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("gatewarden_http_refused_total{reason=\"live_streams\"} "))
+            .and_then(|n| n.parse::<usize>().ok());
+        assert_eq!(refused, Some(2 * (32 - share) + 2), "{metrics}");
         drop(held);
         server.stop();
     }
