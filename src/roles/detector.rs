@@ -166,6 +166,42 @@ pub fn uploaded_model_path(store: &str) -> Option<std::path::PathBuf> {
     (!store.trim().is_empty()).then(|| std::path::Path::new(store.trim()).join("uploaded.tflite"))
 }
 
+/// Where the version of the newest upload installed is recorded in
+/// `detector.model_store`, beside the model (decimal: the upload's time on the
+/// sending monitor's clock, ms), so a restart does not forget which uploads are older.
+pub fn uploaded_version_path(store: &str) -> Option<std::path::PathBuf> {
+    uploaded_model_path(store).map(|p| p.with_extension("version"))
+}
+
+/// The version recorded in `store` ([`uploaded_version_path`]): `Ok(None)`
+/// when none is (no store, nothing uploaded yet, or an upload kept by a
+/// gatewarden that did not record it), `Err` when the record cannot be read.
+fn stored_upload_version(store: &str) -> Result<Option<u64>, String> {
+    use std::io::Read;
+    let Some(path) = uploaded_version_path(store) else { return Ok(None) };
+    let mut text = String::new();
+    match std::fs::File::open(&path).and_then(|f| f.take(64).read_to_string(&mut text)) {
+        Ok(_) => text.trim().parse().map(Some).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Says once, at start, when the stored upload's version is not known: until
+/// the next upload is installed, an upload of any version is accepted.
+fn warn_if_upload_version_unknown(cfg: &crate::config::DetectorConfig) {
+    let unknown = "until the next upload is installed, an upload of any version is accepted";
+    match stored_upload_version(&cfg.model_store) {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            if let Some(path) = uploaded_model_path(&cfg.model_store).filter(|p| p.exists()) {
+                tracing::warn!(path = %path.display(), "the stored upload's version is not recorded (kept by an older gatewarden): {unknown}");
+            }
+        }
+        Err(e) => tracing::warn!("the stored upload's version cannot be read ({e}): {unknown}"),
+    }
+}
+
 pub use crate::detect::validator::load_checked;
 
 /// Moves a stored upload that failed validation aside (`.rejected` appended
@@ -208,6 +244,7 @@ fn load_model_with(
     limits: &Limits,
 ) -> (Result<Option<Arc<HostModel>>, ModelError>, Option<String>) {
     let mut notice = None;
+    warn_if_upload_version_unknown(cfg);
     if let Some(path) = uploaded_model_path(&cfg.model_store).filter(|p| p.exists() && cfg.model.trim() != "off") {
         match load_checked(&path, limits) {
             Ok(m) => {
@@ -240,15 +277,23 @@ fn load_model_with(
 
 /// Checks a model sent by the monitor (the detector never trusts the
 /// monitor's own check) in the validator's child process, loads it, and with
-/// `model_store` set keeps it for restarts.
+/// `model_store` set keeps it, and its version, for restarts.
 pub fn accept_model_update(
     update: &gatewarden_proto::messages::ModelUpdate,
     cfg: &crate::config::DetectorConfig,
 ) -> Result<Arc<HostModel>, String> {
+    accept_model_update_with(update, cfg, &Limits::from_config(cfg))
+}
+
+/// [`accept_model_update`] with the validator's limits (and executable) given.
+fn accept_model_update_with(
+    update: &gatewarden_proto::messages::ModelUpdate,
+    cfg: &crate::config::DetectorConfig,
+    limits: &Limits,
+) -> Result<Arc<HostModel>, String> {
     let model_store = &cfg.model_store;
     let origin = format!("model uploaded by {}", update.by);
-    let limits = Limits::from_config(cfg);
-    validator::validate(&update.tflite, &update.card, &limits).map_err(|e| e.to_string())?;
+    validator::validate(&update.tflite, &update.card, limits).map_err(|e| e.to_string())?;
     let model = HostModel::from_parts_bounded(&update.tflite, &update.card, &origin, limits.max_batch)
         .map_err(|e| e.to_string())?;
     if let Some(path) = uploaded_model_path(model_store) {
@@ -257,6 +302,11 @@ pub fn accept_model_update(
             let dir = path.parent().context("model_store has no parent")?;
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             let card = HostModel::card_path(&path);
+            // The version before the model: a crash in between leaves a recorded version at or
+            // above the running model's, so an older upload is never let in (a new one is newer).
+            if let Some(version) = uploaded_version_path(model_store) {
+                gatewarden_core::atomic_file::write_atomic(&version, format!("{}\n", update.version).as_bytes())?;
+            }
             // Card first, model last: a crash in between leaves the old model with the new card's
             // schema check failing loudly at start, never a silently mismatched pair.
             gatewarden_core::atomic_file::write_atomic(&card, update.card.as_bytes())?;
@@ -272,7 +322,14 @@ pub fn accept_model_update(
     Ok(Arc::new(model))
 }
 
-/// Tracks which upload a detector runs, so a late, older one never replaces a newer one.
+/// How far ahead of the detector's clock an upload's version (the sending
+/// monitor's clock) may be: clocks on NTP differ by far less, and an upload
+/// from a clock a year ahead, once installed, made every later one "older".
+const MAX_UPLOAD_AHEAD_NS: u64 = 24 * 3600 * 1_000_000_000;
+
+/// Tracks which upload a detector runs, so a late, older one never replaces a
+/// newer one: the newest installed here, and with `model_store` set the one
+/// recorded there, which outlasts a restart.
 #[derive(Debug, Default)]
 pub struct ModelUploads {
     newest: u64,
@@ -292,9 +349,21 @@ impl ModelUploads {
         node: &str,
         stages: impl IntoIterator<Item = &'a mut DetectorStage>,
     ) -> Option<(Alert, Option<serde_json::Value>)> {
-        let checked = match self.not_newer(update) {
+        self.apply_with(update, cfg, &Limits::from_config(cfg), node, stages)
+    }
+
+    /// [`ModelUploads::apply`] with the validator's limits (and executable) given.
+    fn apply_with<'a>(
+        &mut self,
+        update: &gatewarden_proto::messages::ModelUpdate,
+        cfg: &crate::config::DetectorConfig,
+        limits: &Limits,
+        node: &str,
+        stages: impl IntoIterator<Item = &'a mut DetectorStage>,
+    ) -> Option<(Alert, Option<serde_json::Value>)> {
+        let checked = match self.not_newer(update, cfg) {
             Some(refusal) => Err(refusal),
-            None => accept_model_update(update, cfg),
+            None => accept_model_update_with(update, cfg, limits),
         };
         Some(self.finish(update, checked, node, stages))
     }
@@ -309,7 +378,7 @@ impl ModelUploads {
         node: &str,
         stages: impl IntoIterator<Item = &'a mut DetectorStage>,
     ) -> Option<(Alert, Option<serde_json::Value>)> {
-        let checked = match self.not_newer(update) {
+        let checked = match self.not_newer(update, cfg) {
             Some(refusal) => Err(refusal),
             None => {
                 let (u, d) = (update.clone(), cfg.clone());
@@ -320,18 +389,41 @@ impl ModelUploads {
     }
 
     /// Why `update` may not replace the upload this detector runs, if it may not:
-    /// a late, older upload never replaces a newer one.
-    fn not_newer(&self, update: &gatewarden_proto::messages::ModelUpdate) -> Option<String> {
-        (update.version <= self.newest).then(|| {
-            let at = gatewarden_core::clock::rfc3339;
+    /// a late, older upload never replaces a newer one, nor one kept in
+    /// `model_store` before a restart. A recorded version that cannot be read
+    /// counts as none (said once at start: [`warn_if_upload_version_unknown`]).
+    fn not_newer(
+        &self,
+        update: &gatewarden_proto::messages::ModelUpdate,
+        cfg: &crate::config::DetectorConfig,
+    ) -> Option<String> {
+        let at = gatewarden_core::clock::rfc3339;
+        let latest = gatewarden_core::clock::unix_now_ns().saturating_add(MAX_UPLOAD_AHEAD_NS);
+        if update.version > latest {
+            return Some(format!(
+                "version {} ({}) is more than a day ahead of this detector's clock: a version is the upload's \
+                 time on the sending monitor's clock, so that clock is ahead (installed, it would make every \
+                 later upload look older); set the monitor's clock right (NTP) and upload again",
+                update.version,
+                at(update.version)
+            ));
+        }
+        let stored = stored_upload_version(&cfg.model_store).unwrap_or_else(|e| {
+            tracing::debug!("the stored upload's version cannot be read ({e}); not counted");
+            None
+        });
+        // A recorded version from a clock that was ahead (before uploads ahead were refused)
+        // would refuse every upload for as long as it stays ahead: it does not count.
+        let installed = self.newest.max(stored.filter(|v| *v <= latest).unwrap_or(0));
+        (update.version <= installed).then(|| {
             format!(
                 "version {} ({}) is not newer than the installed version {} ({}): a version is the upload's time \
                  on the sending monitor's clock, so that clock is behind the one that sent the running model; \
                  set the monitor's clock right (NTP) and upload again",
                 update.version,
                 at(update.version),
-                self.newest,
-                at(self.newest)
+                installed,
+                at(installed)
             )
         })
     }
@@ -1284,6 +1376,121 @@ mod tests {
         assert_eq!(a.signature_id, SIG_MODEL_FALLBACK);
         assert!(a.reason.contains("the embedded model"), "{}", a.reason);
         assert!(s.take_start_alert().is_none(), "reported once");
+    }
+
+    /// A stand-in for `gatewarden model --validate-worker` (a unit test's binary
+    /// is not gatewarden): it takes the candidate and accepts it.
+    fn accepting_validator(dir: &std::path::Path) -> Limits {
+        use std::os::unix::fs::PermissionsExt;
+        let exe = dir.join("accepting-validator");
+        std::fs::write(
+            &exe,
+            "#!/bin/sh\ncat >/dev/null\necho '{\"ok\":true,\"report\":{\"name\":\"x\",\"batch\":1,\"rows\":0,\"max_err\":0.0}}'\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Limits { exe: Some(exe), ..Limits::default() }
+    }
+
+    #[test]
+    fn an_upload_older_than_the_stored_one_is_refused_after_a_restart() {
+        // Upload 5 is installed and kept in model_store; the detector restarts
+        // and runs it again. A replayed or late upload 3 (a valid model) must
+        // then be refused with the reason, as before the restart, not
+        // replace upload 5 because the version was only in memory.
+        let store = tempfile::tempdir().unwrap();
+        let bin = tempfile::tempdir().unwrap();
+        let limits = accepting_validator(bin.path());
+        let mut cfg = Config::default();
+        cfg.detector.model_store = store.path().display().to_string();
+        let update = |version| gatewarden_proto::messages::ModelUpdate {
+            version,
+            tflite: crate::detect::model::DEFAULT_TFLITE.to_vec(),
+            card: crate::detect::model::DEFAULT_CARD.into(),
+            by: "admin".into(),
+        };
+        let mut s = stage(&cfg);
+        let (alert, card) =
+            ModelUploads::default().apply_with(&update(5), &cfg.detector, &limits, "det-1", [&mut s]).unwrap();
+        assert_eq!(alert.signature_id, SIG_MODEL_LOADED, "{}", alert.reason);
+        assert!(card.is_some());
+        assert!(store.path().join("uploaded.tflite").exists(), "kept for restarts");
+
+        // The restart: the stored upload is loaded again, the upload tracker starts afresh.
+        let (loaded, notice) = load_model_with(&cfg.detector, &limits);
+        assert!(notice.is_none(), "{notice:?}");
+        let loaded = loaded.unwrap().unwrap();
+        assert_eq!(loaded.origin(), store.path().join("uploaded.tflite").display().to_string());
+        let mut s = DetectorStage::with_model(&cfg, &Registry::new(), Ok(Some(loaded)));
+        let mut uploads = ModelUploads::default();
+        let (alert, card) = uploads.apply_with(&update(3), &cfg.detector, &limits, "det-1", [&mut s]).unwrap();
+        let r = &alert.reason;
+        assert_eq!(alert.signature_id, SIG_MODEL_REFUSED, "upload 3 replaced upload 5 after a restart: {r}");
+        assert!(card.is_none());
+        assert!(r.starts_with("upload 3: refused on det-1"), "filed under the upload: {r}");
+        assert!(r.contains("version 3 ") && r.contains("is not newer than the installed version 5"), "{r}");
+        assert!(r.contains("upload again"), "says what to do: {r}");
+    }
+
+    #[test]
+    fn an_upload_from_a_clock_a_day_ahead_is_refused_and_a_stored_one_does_not_lock_out_the_rest() {
+        let store = tempfile::tempdir().unwrap();
+        let bin = tempfile::tempdir().unwrap();
+        let limits = accepting_validator(bin.path());
+        let mut cfg = Config::default();
+        cfg.detector.model_store = store.path().display().to_string();
+        let update = |version| gatewarden_proto::messages::ModelUpdate {
+            version,
+            tflite: crate::detect::model::DEFAULT_TFLITE.to_vec(),
+            card: crate::detect::model::DEFAULT_CARD.into(),
+            by: "admin".into(),
+        };
+        let now = gatewarden_core::clock::unix_now_ns();
+        let year_ahead = now + 365 * 24 * 3600 * 1_000_000_000;
+        let mut s = stage(&cfg);
+        let (alert, _) =
+            ModelUploads::default().apply_with(&update(year_ahead), &cfg.detector, &limits, "det-1", [&mut s]).unwrap();
+        assert_eq!(alert.signature_id, SIG_MODEL_REFUSED, "{}", alert.reason);
+        assert!(alert.reason.contains("more than a day ahead of this detector's clock"), "{}", alert.reason);
+        // A version recorded a year ahead (by a gatewarden that took such uploads) does not
+        // refuse every upload from a monitor whose clock is right.
+        std::fs::write(uploaded_version_path(&cfg.detector.model_store).unwrap(), format!("{year_ahead}\n")).unwrap();
+        let (alert, _) =
+            ModelUploads::default().apply_with(&update(now), &cfg.detector, &limits, "det-1", [&mut s]).unwrap();
+        assert_eq!(alert.signature_id, SIG_MODEL_LOADED, "{}", alert.reason);
+    }
+
+    #[test]
+    fn a_missing_or_unreadable_stored_version_is_unknown_and_any_upload_is_accepted() {
+        // An upload kept by a gatewarden that did not record versions (no
+        // file), or a record that cannot be read: unknown, not a crash and not
+        // a refusal of every upload; the next upload installed records its own.
+        let store = tempfile::tempdir().unwrap();
+        let bin = tempfile::tempdir().unwrap();
+        let limits = accepting_validator(bin.path());
+        let mut cfg = Config::default();
+        cfg.detector.model_store = store.path().display().to_string();
+        std::fs::write(store.path().join("uploaded.tflite"), crate::detect::model::DEFAULT_TFLITE).unwrap();
+        std::fs::write(store.path().join("uploaded.card.json"), crate::detect::model::DEFAULT_CARD).unwrap();
+        let recorded = store.path().join("uploaded.version");
+        for (version, record) in [(3, None), (2, Some("not a number\n"))] {
+            if let Some(r) = record {
+                std::fs::write(&recorded, r).unwrap();
+            }
+            let (loaded, notice) = load_model_with(&cfg.detector, &limits);
+            assert!(notice.is_none(), "{notice:?}");
+            let mut s = DetectorStage::with_model(&cfg, &Registry::new(), loaded);
+            let update = gatewarden_proto::messages::ModelUpdate {
+                version,
+                tflite: crate::detect::model::DEFAULT_TFLITE.to_vec(),
+                card: crate::detect::model::DEFAULT_CARD.into(),
+                by: "admin".into(),
+            };
+            let (alert, _) =
+                ModelUploads::default().apply_with(&update, &cfg.detector, &limits, "det-1", [&mut s]).unwrap();
+            assert_eq!(alert.signature_id, SIG_MODEL_LOADED, "{}", alert.reason);
+            assert_eq!(std::fs::read_to_string(&recorded).unwrap(), format!("{version}\n"));
+        }
     }
 
     #[test]

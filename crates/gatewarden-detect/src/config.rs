@@ -85,8 +85,10 @@ pub struct DetectorConfig {
     /// `off`: heuristics and baseline only.
     pub model: String,
     /// Directory where a model uploaded on the dashboard's training page is
-    /// kept (`uploaded.tflite` + `uploaded.card.json`); it replaces `model`
-    /// from then on, across restarts. Empty: uploads last until restart.
+    /// kept (`uploaded.tflite` + `uploaded.card.json`, and its version in
+    /// `uploaded.version`, so an older upload is refused after a restart too);
+    /// it replaces `model` from then on, across restarts. Empty: uploads last
+    /// until restart.
     pub model_store: String,
     /// Address space, in MiB, of the child process that validates an uploaded or
     /// stored model before it is used (a crafted `.tflite` can make tract allocate
