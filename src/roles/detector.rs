@@ -1392,26 +1392,37 @@ mod tests {
         Limits { exe: Some(exe), ..Limits::default() }
     }
 
+    /// A `model_store` in a temporary directory and a validator that accepts
+    /// (its directory is returned to be kept alive), with the config naming the store.
+    fn model_store_with_accepting_validator() -> (tempfile::TempDir, tempfile::TempDir, Limits, Config) {
+        let store = tempfile::tempdir().unwrap();
+        let bin = tempfile::tempdir().unwrap();
+        let limits = accepting_validator(bin.path());
+        let mut cfg = Config::default();
+        cfg.detector.model_store = store.path().display().to_string();
+        (store, bin, limits, cfg)
+    }
+
+    /// An upload of the embedded model as `version`.
+    fn embedded_upload(version: u64) -> gatewarden_proto::messages::ModelUpdate {
+        gatewarden_proto::messages::ModelUpdate {
+            version,
+            tflite: crate::detect::model::DEFAULT_TFLITE.to_vec(),
+            card: crate::detect::model::DEFAULT_CARD.into(),
+            by: "admin".into(),
+        }
+    }
+
     #[test]
     fn an_upload_older_than_the_stored_one_is_refused_after_a_restart() {
         // Upload 5 is installed and kept in model_store; the detector restarts
         // and runs it again. A replayed or late upload 3 (a valid model) must
         // then be refused with the reason, as before the restart, not
         // replace upload 5 because the version was only in memory.
-        let store = tempfile::tempdir().unwrap();
-        let bin = tempfile::tempdir().unwrap();
-        let limits = accepting_validator(bin.path());
-        let mut cfg = Config::default();
-        cfg.detector.model_store = store.path().display().to_string();
-        let update = |version| gatewarden_proto::messages::ModelUpdate {
-            version,
-            tflite: crate::detect::model::DEFAULT_TFLITE.to_vec(),
-            card: crate::detect::model::DEFAULT_CARD.into(),
-            by: "admin".into(),
-        };
+        let (store, _bin, limits, cfg) = model_store_with_accepting_validator();
         let mut s = stage(&cfg);
         let (alert, card) =
-            ModelUploads::default().apply_with(&update(5), &cfg.detector, &limits, "det-1", [&mut s]).unwrap();
+            ModelUploads::default().apply_with(&embedded_upload(5), &cfg.detector, &limits, "det-1", [&mut s]).unwrap();
         assert_eq!(alert.signature_id, SIG_MODEL_LOADED, "{}", alert.reason);
         assert!(card.is_some());
         assert!(store.path().join("uploaded.tflite").exists(), "kept for restarts");
@@ -1423,7 +1434,7 @@ mod tests {
         assert_eq!(loaded.origin(), store.path().join("uploaded.tflite").display().to_string());
         let mut s = DetectorStage::with_model(&cfg, &Registry::new(), Ok(Some(loaded)));
         let mut uploads = ModelUploads::default();
-        let (alert, card) = uploads.apply_with(&update(3), &cfg.detector, &limits, "det-1", [&mut s]).unwrap();
+        let (alert, card) = uploads.apply_with(&embedded_upload(3), &cfg.detector, &limits, "det-1", [&mut s]).unwrap();
         let r = &alert.reason;
         assert_eq!(alert.signature_id, SIG_MODEL_REFUSED, "upload 3 replaced upload 5 after a restart: {r}");
         assert!(card.is_none());
@@ -1434,29 +1445,21 @@ mod tests {
 
     #[test]
     fn an_upload_from_a_clock_a_day_ahead_is_refused_and_a_stored_one_does_not_lock_out_the_rest() {
-        let store = tempfile::tempdir().unwrap();
-        let bin = tempfile::tempdir().unwrap();
-        let limits = accepting_validator(bin.path());
-        let mut cfg = Config::default();
-        cfg.detector.model_store = store.path().display().to_string();
-        let update = |version| gatewarden_proto::messages::ModelUpdate {
-            version,
-            tflite: crate::detect::model::DEFAULT_TFLITE.to_vec(),
-            card: crate::detect::model::DEFAULT_CARD.into(),
-            by: "admin".into(),
-        };
+        let (_store, _bin, limits, cfg) = model_store_with_accepting_validator();
         let now = gatewarden_core::clock::unix_now_ns();
         let year_ahead = now + 365 * 24 * 3600 * 1_000_000_000;
         let mut s = stage(&cfg);
-        let (alert, _) =
-            ModelUploads::default().apply_with(&update(year_ahead), &cfg.detector, &limits, "det-1", [&mut s]).unwrap();
+        let (alert, _) = ModelUploads::default()
+            .apply_with(&embedded_upload(year_ahead), &cfg.detector, &limits, "det-1", [&mut s])
+            .unwrap();
         assert_eq!(alert.signature_id, SIG_MODEL_REFUSED, "{}", alert.reason);
         assert!(alert.reason.contains("more than a day ahead of this detector's clock"), "{}", alert.reason);
         // A version recorded a year ahead (by a gatewarden that took such uploads) does not
         // refuse every upload from a monitor whose clock is right.
         std::fs::write(uploaded_version_path(&cfg.detector.model_store).unwrap(), format!("{year_ahead}\n")).unwrap();
-        let (alert, _) =
-            ModelUploads::default().apply_with(&update(now), &cfg.detector, &limits, "det-1", [&mut s]).unwrap();
+        let (alert, _) = ModelUploads::default()
+            .apply_with(&embedded_upload(now), &cfg.detector, &limits, "det-1", [&mut s])
+            .unwrap();
         assert_eq!(alert.signature_id, SIG_MODEL_LOADED, "{}", alert.reason);
     }
 
@@ -1465,11 +1468,7 @@ mod tests {
         // An upload kept by a gatewarden that did not record versions (no
         // file), or a record that cannot be read: unknown, not a crash and not
         // a refusal of every upload; the next upload installed records its own.
-        let store = tempfile::tempdir().unwrap();
-        let bin = tempfile::tempdir().unwrap();
-        let limits = accepting_validator(bin.path());
-        let mut cfg = Config::default();
-        cfg.detector.model_store = store.path().display().to_string();
+        let (store, _bin, limits, cfg) = model_store_with_accepting_validator();
         std::fs::write(store.path().join("uploaded.tflite"), crate::detect::model::DEFAULT_TFLITE).unwrap();
         std::fs::write(store.path().join("uploaded.card.json"), crate::detect::model::DEFAULT_CARD).unwrap();
         let recorded = store.path().join("uploaded.version");
@@ -1480,14 +1479,9 @@ mod tests {
             let (loaded, notice) = load_model_with(&cfg.detector, &limits);
             assert!(notice.is_none(), "{notice:?}");
             let mut s = DetectorStage::with_model(&cfg, &Registry::new(), loaded);
-            let update = gatewarden_proto::messages::ModelUpdate {
-                version,
-                tflite: crate::detect::model::DEFAULT_TFLITE.to_vec(),
-                card: crate::detect::model::DEFAULT_CARD.into(),
-                by: "admin".into(),
-            };
-            let (alert, _) =
-                ModelUploads::default().apply_with(&update, &cfg.detector, &limits, "det-1", [&mut s]).unwrap();
+            let (alert, _) = ModelUploads::default()
+                .apply_with(&embedded_upload(version), &cfg.detector, &limits, "det-1", [&mut s])
+                .unwrap();
             assert_eq!(alert.signature_id, SIG_MODEL_LOADED, "{}", alert.reason);
             assert_eq!(std::fs::read_to_string(&recorded).unwrap(), format!("{version}\n"));
         }
