@@ -352,16 +352,19 @@ impl Fusion {
                 .map(|(c, _)| *c);
             // An unproven finding goes before a proven one: of the crowded class, else
             // of the crowded kind, else any (a lone proven finding is a class of its own).
-            let unproven = |k: &(IpAddr, AttackKind), h: &Held| !h.proven && Some(k.1) == kind;
-            let victim = self
-                .held
-                .iter()
-                .filter(|(k, h)| !h.proven && Some((k.1, h.net)) == class)
-                .min_by_key(|(_, h)| h.seq)
-                .or_else(|| self.held.iter().filter(|(k, h)| unproven(k, h)).min_by_key(|(_, h)| h.seq))
-                .or_else(|| self.held.iter().filter(|(_, h)| !h.proven).min_by_key(|(_, h)| h.seq))
-                .or_else(|| self.held.iter().filter(|(k, h)| Some((k.1, h.net)) == class).min_by_key(|(_, h)| h.seq));
-            if let Some((&victim, _)) = victim {
+            // One pass: the lowest (tier, arrival) wins; proven ones outside the class never.
+            let tier = |k: &(IpAddr, AttackKind), h: &Held| {
+                let in_class = Some((k.1, h.net)) == class;
+                match (h.proven, in_class, Some(k.1) == kind) {
+                    (false, true, _) => Some(0),
+                    (false, false, true) => Some(1),
+                    (false, false, false) => Some(2),
+                    (true, true, _) => Some(3),
+                    (true, false, _) => None,
+                }
+            };
+            let victim = self.held.iter().filter_map(|(k, h)| Some((tier(k, h)?, h.seq, *k))).min().map(|(_, _, k)| k);
+            if let Some(victim) = victim {
                 self.drop_held(victim, now);
             }
         }
