@@ -354,53 +354,13 @@ impl Pipeline {
 /// parser follows fits, however long the packet.
 pub const REPLAY_KEEP_BYTES: usize = 1024;
 
+use gatewarden_core::clock::RealtimePacer;
 /// Longest a realtime replay waits for the next frame (the pipeline runs on
 /// capture time, so shortening a pause changes no result).
 pub use gatewarden_core::clock::MAX_REALTIME_WAIT;
 
 /// Longest a realtime wait sleeps before it looks at the shutdown signal again.
 const WAIT_SLICE: Duration = Duration::from_millis(100);
-
-/// When each frame of a realtime replay is due: `anchor`'s frame was fed at
-/// its wall-clock instant, and capture time runs at the pace of wall-clock
-/// time from there. A frame due more than [`MAX_REALTIME_WAIT`] ahead is fed
-/// that long after now instead, and one due more than that in the past (the
-/// capture's time went back, or the pipeline fell behind) at once: either way
-/// the pace starts again from it, so the frames after a jump keep their own
-/// spacing.
-#[derive(Debug, Default)]
-struct Pacer {
-    anchor: Option<(u64, Instant)>,
-}
-
-/// How long to wait before feeding a frame, and by how much that wait was shortened.
-#[derive(Debug, PartialEq, Eq)]
-struct Pace {
-    wait: Duration,
-    shortened: Option<Duration>,
-}
-
-impl Pacer {
-    fn pace(&mut self, ts_ns: u64, now: Instant) -> Pace {
-        let Some((anchor_ts, anchor_at)) = self.anchor else {
-            self.anchor = Some((ts_ns, now));
-            return Pace { wait: Duration::ZERO, shortened: None };
-        };
-        // Signed: capture time may go back; u64 nanoseconds fit an i128 with room.
-        let ahead_ns =
-            i128::from(ts_ns) - i128::from(anchor_ts) - now.saturating_duration_since(anchor_at).as_nanos() as i128;
-        let bound_ns = MAX_REALTIME_WAIT.as_nanos() as i128;
-        if ahead_ns > bound_ns {
-            self.anchor = Some((ts_ns, now + MAX_REALTIME_WAIT));
-            let shortened = Duration::from_nanos(u64::try_from(ahead_ns - bound_ns).unwrap_or(u64::MAX));
-            return Pace { wait: MAX_REALTIME_WAIT, shortened: Some(shortened) };
-        }
-        if ahead_ns < -bound_ns {
-            self.anchor = Some((ts_ns, now));
-        }
-        Pace { wait: Duration::from_nanos(ahead_ns.max(0) as u64), shortened: None }
-    }
-}
 
 /// Sleeps `wait` in slices of at most [`WAIT_SLICE`]; returns false, early,
 /// when `shutdown` fires.
@@ -434,7 +394,8 @@ pub fn replay(
     source.keep_at_most(REPLAY_KEEP_BYTES.max(cfg.capture.snap_len as usize).max(cfg.evidence.snap_bytes as usize));
     let mut pipeline = Pipeline::new(cfg, state);
     let bar = progress.then(|| progress_bar(source.size_hint()));
-    let mut pacer = Pacer::default();
+    let mut pacer = RealtimePacer::default();
+    let paced_since = Instant::now();
     let mut first_ts: Option<u64> = None;
     let file_name = path.display().to_string();
     let mut timeline: Option<Timeline> = None;
@@ -454,7 +415,7 @@ pub fn replay(
         };
         let first = *first_ts.get_or_insert(frame.ts_ns);
         if speed == Speed::Realtime {
-            let pace = pacer.pace(frame.ts_ns, Instant::now());
+            let pace = pacer.pace(frame.ts_ns, paced_since.elapsed().as_nanos() as u64);
             if let Some(shortened) = pace.shortened {
                 let warn = || {
                     tracing::warn!(
@@ -637,48 +598,6 @@ fn progress_bar(size: Option<u64>) -> indicatif::ProgressBar {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Capture time `ms` milliseconds after the epoch, in nanoseconds.
-    fn ms(ms: u64) -> u64 {
-        ms * 1_000_000
-    }
-
-    #[test]
-    fn realtime_pacing_keeps_the_recorded_spacing() {
-        let (mut p, t0) = (Pacer::default(), Instant::now());
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        assert_eq!(p.pace(ms(100_000), at(0)).wait, Duration::ZERO, "the first frame at once");
-        assert_eq!(p.pace(ms(101_000), at(0)).wait, Duration::from_secs(1));
-        // Fed a second later; the next half a second after that.
-        assert_eq!(p.pace(ms(101_500), at(1000)).wait, Duration::from_millis(500));
-        // A frame a little behind (a ring on several CPUs) is fed at once,
-        // and the ones after keep the pace.
-        assert_eq!(p.pace(ms(101_400), at(1500)).wait, Duration::ZERO);
-        assert_eq!(p.pace(ms(102_000), at(1500)).wait, Duration::from_millis(500));
-        // A pause up to the bound is waited out, with no word.
-        assert_eq!(p.pace(ms(112_000), at(2000)), Pace { wait: MAX_REALTIME_WAIT, shortened: None });
-    }
-
-    #[test]
-    fn a_far_future_frame_is_waited_for_at_most_the_bound_and_the_pace_resumes_after_it() {
-        let (mut p, t0) = (Pacer::default(), Instant::now());
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        p.pace(ms(100_000), at(0));
-        // 2100-01-01T00:00:00Z: 4 102 444 700 s ahead.
-        let pace = p.pace(ms(4_102_444_800_000), at(0));
-        assert_eq!(pace.wait, MAX_REALTIME_WAIT);
-        let shortened = pace.shortened.expect("said");
-        assert_eq!(shortened, Duration::from_secs(4_102_444_800 - 100) - MAX_REALTIME_WAIT);
-        // Back to the capture's own time: no wait, and its spacing from there.
-        assert_eq!(p.pace(ms(100_200), at(10_000)), Pace { wait: Duration::ZERO, shortened: None });
-        assert_eq!(p.pace(ms(100_300), at(10_000)).wait, Duration::from_millis(100));
-        // The end of time neither overflows nor waits longer than the bound.
-        let pace = p.pace(u64::MAX, at(10_100));
-        assert_eq!(pace.wait, MAX_REALTIME_WAIT);
-        assert!(pace.shortened.is_some_and(|d| d.as_secs() > 500 * 365 * 86_400));
-        assert_eq!(p.pace(0, at(20_100)).wait, Duration::ZERO, "and back to 1970 at once");
-        assert_eq!(p.pace(ms(1), at(20_100)).wait, Duration::from_millis(1));
-    }
 
     #[test]
     fn a_realtime_wait_ends_when_shutdown_fires() {

@@ -864,41 +864,32 @@ pub fn spawn_replay(
 /// alerts' times compare with the monitor's clock.
 #[derive(Default)]
 struct LivePace {
-    /// (first frame's recorded time, wall clock then), both ns.
-    origin: Option<(u64, u64)>,
+    /// The same pacing rule as the replay's, on the Unix clock.
+    pacer: gatewarden_core::clock::RealtimePacer,
 }
 
 impl LivePace {
-    /// Sleeps until the frame recorded at `ts_ns` is due, calling `tick`
-    /// with the wall clock at least every 50 ms meanwhile (batches are cut
-    /// on time, as in live capture); returns the frame's wall-clock stamp.
-    /// A frame due more than [`MAX_REALTIME_WAIT`] ahead (a long pause, or a
-    /// corrupt stamp in the year 2100) is fed that long after now, with a
-    /// warning; one due more than that in the past (the capture's time went
-    /// back) at once. Either way the pace starts again from that frame.
+    /// Sleeps until the frame recorded at `ts_ns` is due (by
+    /// [`RealtimePacer`]'s rule), calling `tick` with the wall clock at least
+    /// every 50 ms meanwhile (batches are cut on time, as in live capture);
+    /// returns the frame's wall-clock stamp. A pause longer than
+    /// [`MAX_REALTIME_WAIT`] is shortened to it with a warning.
     ///
+    /// [`RealtimePacer`]: gatewarden_core::clock::RealtimePacer
     /// [`MAX_REALTIME_WAIT`]: gatewarden_core::clock::MAX_REALTIME_WAIT
     fn wait(&mut self, ts_ns: u64, shutdown: &gatewarden_core::shutdown::Shutdown, mut tick: impl FnMut(u64)) -> u64 {
         let now = gatewarden_core::clock::unix_now_ns;
-        let bound = gatewarden_core::clock::MAX_REALTIME_WAIT.as_nanos() as u64;
         let n = now();
-        let (t0, w0) = *self.origin.get_or_insert((ts_ns, n));
-        let due = w0.saturating_add(ts_ns.saturating_sub(t0));
-        let due = if due > n.saturating_add(bound) {
+        let pace = self.pacer.pace(ts_ns, n);
+        if let Some(shortened) = pace.shortened {
             tracing::warn!(
                 frame_ts_ns = ts_ns,
-                shortened_s = (due - n - bound) as f64 / 1e9,
+                shortened_s = shortened.as_secs_f64(),
                 "replay: a pause in the capture is longer than {} s; shortened to that",
-                bound / 1_000_000_000
+                gatewarden_core::clock::MAX_REALTIME_WAIT.as_secs()
             );
-            self.origin = Some((ts_ns, n + bound));
-            n + bound
-        } else if ts_ns < t0 || due.saturating_add(bound) < n {
-            self.origin = Some((ts_ns, n));
-            n
-        } else {
-            due
-        };
+        }
+        let due = n.saturating_add(pace.wait.as_nanos() as u64);
         loop {
             let n = now();
             tick(n);
@@ -953,7 +944,7 @@ mod tests {
         pace.wait(recorded, &sd, |_| {});
         // A stamp in the year 2100 would have been waited for until then.
         let far = 4_102_444_800_000_000_000u64;
-        let (t0, w0) = pace.origin.expect("anchored");
+        let (t0, w0) = pace.pacer.anchor().expect("anchored");
         assert_eq!(t0, recorded);
         let started = std::time::Instant::now();
         let stopper = {
@@ -966,7 +957,7 @@ mod tests {
         let stamped = pace.wait(far, &sd, |_| {});
         stopper.join().expect("stopper");
         assert!(started.elapsed() < std::time::Duration::from_secs(2), "shutdown ends the wait");
-        let (t1, w1) = pace.origin.expect("re-anchored");
+        let (t1, w1) = pace.pacer.anchor().expect("re-anchored");
         assert_eq!(t1, far, "the pace starts again from the far frame");
         let bound = gatewarden_core::clock::MAX_REALTIME_WAIT.as_nanos() as u64;
         assert!(
@@ -978,7 +969,7 @@ mod tests {
         // Time going back re-anchors at once instead of playing the rest unpaced.
         let sd2 = gatewarden_core::shutdown::Shutdown::new();
         let back = pace.wait(recorded + 1_000, &sd2, |_| {});
-        assert_eq!(pace.origin.map(|o| o.0), Some(recorded + 1_000));
+        assert_eq!(pace.pacer.anchor().map(|o| o.0), Some(recorded + 1_000));
         let next = pace.wait(recorded + 1_000 + 100_000_000, &sd2, |_| {});
         assert!(next - back >= 100_000_000, "the frames after a jump back keep their spacing: {} ns", next - back);
     }

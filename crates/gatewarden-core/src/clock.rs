@@ -72,6 +72,63 @@ impl FrameClock {
     }
 }
 
+/// Paces a capture's frames at their recorded spacing, for the replay
+/// (`--speed realtime`) and for a router fed from a file
+/// (`capture.replay_live`): one rule for both, so they cannot drift apart.
+///
+/// The anchor frame was fed at its clock instant, and capture time runs at
+/// the pace of the clock from there. A frame due more than
+/// [`MAX_REALTIME_WAIT`] ahead (a long pause, or a crafted stamp in the year
+/// 2100) is fed that long after now instead; one due more than that in the
+/// past (the capture's time went back, or the feeder fell behind) at once.
+/// Either way the pace starts again from that frame, so the frames after a
+/// jump keep their own spacing; a frame a little behind (a ring on several
+/// CPUs) is fed at once without moving the anchor.
+#[derive(Debug, Default, Clone)]
+pub struct RealtimePacer {
+    /// (capture time, clock time it was fed at), both ns.
+    anchor: Option<(u64, u64)>,
+}
+
+/// How long to wait before feeding a frame, and by how much that wait was
+/// shortened (to say so: a shortened pause is not silent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    /// How long after now the frame is due.
+    pub wait: Duration,
+    /// How much longer the capture's own pause was, when it was cut to the bound.
+    pub shortened: Option<Duration>,
+}
+
+impl RealtimePacer {
+    /// The pace for the frame recorded at `ts_ns`, with the clock (any
+    /// monotonic ns count, or Unix ns) at `now_ns`.
+    pub fn pace(&mut self, ts_ns: u64, now_ns: u64) -> Pace {
+        let Some((anchor_ts, anchor_at)) = self.anchor else {
+            self.anchor = Some((ts_ns, now_ns));
+            return Pace { wait: Duration::ZERO, shortened: None };
+        };
+        // Signed: capture time and the clock may each go back; u64
+        // nanoseconds fit an i128 with room.
+        let ahead_ns = i128::from(ts_ns) - i128::from(anchor_ts) - (i128::from(now_ns) - i128::from(anchor_at));
+        let bound_ns = MAX_REALTIME_WAIT.as_nanos() as i128;
+        if ahead_ns > bound_ns {
+            self.anchor = Some((ts_ns, now_ns.saturating_add(bound_ns as u64)));
+            let shortened = Duration::from_nanos(u64::try_from(ahead_ns - bound_ns).unwrap_or(u64::MAX));
+            return Pace { wait: MAX_REALTIME_WAIT, shortened: Some(shortened) };
+        }
+        if ahead_ns < -bound_ns {
+            self.anchor = Some((ts_ns, now_ns));
+        }
+        Pace { wait: Duration::from_nanos(ahead_ns.max(0) as u64), shortened: None }
+    }
+
+    /// The frame the pace runs from and the clock time it was fed at.
+    pub fn anchor(&self) -> Option<(u64, u64)> {
+        self.anchor
+    }
+}
+
 /// Formats nanoseconds since the epoch as RFC 3339 with microseconds, UTC, in
 /// Suricata's timestamp shape (`2023-11-14T22:13:20.123456+0000`).
 pub fn rfc3339(ns: u64) -> String {
@@ -91,6 +148,50 @@ pub fn rfc3339(ns: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Capture time `ms` milliseconds after the epoch, in nanoseconds.
+    fn ms(ms: u64) -> u64 {
+        ms * 1_000_000
+    }
+
+    #[test]
+    fn realtime_pacing_keeps_the_recorded_spacing() {
+        // Any clock: a monotonic count from the replay's start, or Unix time.
+        let (mut p, t0) = (RealtimePacer::default(), 1_765_000_000_000_000_000u64);
+        let at = |ms: u64| t0 + ms * 1_000_000;
+        assert_eq!(p.pace(ms(100_000), at(0)).wait, Duration::ZERO, "the first frame at once");
+        assert_eq!(p.pace(ms(101_000), at(0)).wait, Duration::from_secs(1));
+        // Fed a second later; the next half a second after that.
+        assert_eq!(p.pace(ms(101_500), at(1000)).wait, Duration::from_millis(500));
+        // A frame a little behind (a ring on several CPUs) is fed at once,
+        // and the ones after keep the pace.
+        assert_eq!(p.pace(ms(101_400), at(1500)).wait, Duration::ZERO);
+        assert_eq!(p.pace(ms(102_000), at(1500)).wait, Duration::from_millis(500));
+        // A pause up to the bound is waited out, with no word.
+        assert_eq!(p.pace(ms(112_000), at(2000)), Pace { wait: MAX_REALTIME_WAIT, shortened: None });
+    }
+
+    #[test]
+    fn a_far_future_frame_is_waited_for_at_most_the_bound_and_the_pace_resumes_after_it() {
+        // Any clock: a monotonic count from the replay's start, or Unix time.
+        let (mut p, t0) = (RealtimePacer::default(), 1_765_000_000_000_000_000u64);
+        let at = |ms: u64| t0 + ms * 1_000_000;
+        p.pace(ms(100_000), at(0));
+        // 2100-01-01T00:00:00Z: 4 102 444 700 s ahead.
+        let pace = p.pace(ms(4_102_444_800_000), at(0));
+        assert_eq!(pace.wait, MAX_REALTIME_WAIT);
+        let shortened = pace.shortened.expect("said");
+        assert_eq!(shortened, Duration::from_secs(4_102_444_800 - 100) - MAX_REALTIME_WAIT);
+        // Back to the capture's own time: no wait, and its spacing from there.
+        assert_eq!(p.pace(ms(100_200), at(10_000)), Pace { wait: Duration::ZERO, shortened: None });
+        assert_eq!(p.pace(ms(100_300), at(10_000)).wait, Duration::from_millis(100));
+        // The end of time neither overflows nor waits longer than the bound.
+        let pace = p.pace(u64::MAX, at(10_100));
+        assert_eq!(pace.wait, MAX_REALTIME_WAIT);
+        assert!(pace.shortened.is_some_and(|d| d.as_secs() > 500 * 365 * 86_400));
+        assert_eq!(p.pace(0, at(20_100)).wait, Duration::ZERO, "and back to 1970 at once");
+        assert_eq!(p.pace(ms(1), at(20_100)).wait, Duration::from_millis(1));
+    }
 
     #[test]
     fn a_frame_clock_reads_the_system_clock_when_idle_and_every_read_every_frames() {
