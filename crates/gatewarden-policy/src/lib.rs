@@ -7,6 +7,7 @@
 //! | `rules.rs` | a whole policy: conflicts, `explain`, compilation to the router's `PolicyUpdate` |
 //! | `matrix.rs` | traffic matrix per (source group, destination group, protocol, port), bounded |
 //! | `suggest.rs` | suggestions with confidence + justification, Beta feedback per context |
+//! | `proof.rs` | which scan / brute-force alerts are about a source proven real (only those make a deny) |
 //! | `neighbours.rs` | the routers' neighbour tables as their messages brought them (bounded, aged), for MAC members |
 //! | `mod.rs` | [`PolicyEngine`]: config + state file + matrix file, every operation the CLI and API offer |
 //!
@@ -26,6 +27,7 @@
 pub mod matrix;
 pub mod model;
 pub mod neighbours;
+pub mod proof;
 pub mod rules;
 pub mod service;
 pub mod suggest;
@@ -150,6 +152,7 @@ pub struct PolicyEngine {
     file_stamp: Option<(SystemTime, u64)>,
     matrix: TrafficMatrix,
     alerts: AlertEvidence,
+    proofs: proof::Proofs,
     neighbours: Vec<(IpAddr, [u8; 6])>,
     last_matrix_save: Instant,
     matrix_dirty: bool,
@@ -233,6 +236,7 @@ impl PolicyEngine {
             file_stamp: None,
             matrix: TrafficMatrix::new(cfg.max_cells, cfg.bucket_s),
             alerts: AlertEvidence::default(),
+            proofs: proof::Proofs::default(),
             neighbours: Vec::new(),
             last_matrix_save: Instant::now(),
             matrix_dirty: false,
@@ -537,20 +541,22 @@ list them with `gatewarden policy suggest`"
             }
             let dg = of(&f.dst, &self.neighbours);
             if !dg.is_empty() {
+                self.proofs.note(f);
                 self.matrix.observe(f, &sg, &dg);
                 self.matrix_dirty = true;
             }
         }
     }
 
-    /// Counts a scan / brute-force alert between groups.
+    /// Counts a scan / brute-force alert between groups; only one whose
+    /// source the flows so far prove real ([`proof`]) can make a deny.
     pub fn observe_alert(&mut self, a: &Alert) {
         let (Some(src), Some(dst)) = (a.src, a.dst) else { return };
         let p = self.policy();
         let sg = p.groups_of(&src, &self.neighbours);
         let dg = p.groups_of(&dst, &self.neighbours);
         if !sg.is_empty() && !dg.is_empty() {
-            self.alerts.record(a, &sg, &dg);
+            self.alerts.record(a, &sg, &dg, self.proofs.proven(a));
             self.matrix_dirty = true;
         }
     }
@@ -909,6 +915,148 @@ mod tests {
         assert!(why.contains("36 completed connections") && why.contains("from 3 member addresses"), "{why}");
         let ev = 1.0 - (-36.0f64 / 50.0).exp();
         assert!((three.confidence - ev).abs() < 1e-12, "{} vs {ev} ({why})", three.confidence);
+    }
+
+    /// A brute-force alert as the detector sends it: about `src`, naming
+    /// `port` and the connection (`flow_id`) that crossed its limit.
+    fn guess_alert(src: &str, flow_id: u64, port: u16, t: u64) -> Alert {
+        let mut a = scan_alert(src, t);
+        (a.kind, a.flow_id, a.dport) = (AttackKind::BruteForce, flow_id, port);
+        a
+    }
+
+    /// A LAN host forges the addresses of two cameras that really use a
+    /// sensor's MQTT, and sends SYNs to that port fast enough for the
+    /// detector's `brute_force` rule (it counts MQTT among the login ports).
+    /// Each alert names a SYN nobody completed: nothing proves its source.
+    /// Counted, they made the policy suggest `deny cameras -> sensors
+    /// tcp/1883` first, at full confidence ("from 2 member addresses"), and
+    /// accepting it cut every camera's MQTT. Only an alert whose own
+    /// connection its source completed counts towards a deny.
+    #[test]
+    fn brute_force_alerts_about_forged_member_addresses_never_make_a_deny() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = red_engine(dir.path());
+        let cams = ["192.0.2.5", "192.0.2.6"];
+        // The cameras' real MQTT: completed handshakes, over several buckets.
+        let mut flows: Vec<FlowRecord> =
+            (0..12u64).map(|i| tcp(100 + i, cams[i as usize % 2], 1883, 1_000 + i * 5, ConnState::SF, true)).collect();
+        // The forged SYNs: nobody completed them.
+        flows.extend(
+            (0..40u64).map(|i| tcp(1_000 + i, cams[i as usize % 2], 1883, 1_100 + i / 4, ConnState::S0, false)),
+        );
+        feed(&mut e, flows);
+        for (i, cam) in cams.iter().enumerate() {
+            for n in 0..3u64 {
+                e.observe_alert(&guess_alert(cam, 1_000 + i as u64 + 10 * n, 1883, 1_101 + n));
+            }
+        }
+        let denies: Vec<String> = e
+            .suggestions(None)
+            .iter()
+            .filter(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::one(1883))
+            .map(|s| format!("{:.2} {}", s.confidence, s.justification))
+            .collect();
+        assert!(denies.is_empty(), "unproven alerts made a deny of the cameras' MQTT: {denies:#?}");
+        // They are still shown: tallied, apart from the proven ones.
+        let tally = &e.matrix_json()["alerts"]["cameras>sensors"];
+        assert_eq!(
+            (tally["by_kind"]["brute_force"].as_u64(), tally["proven"]["ports"].as_object().map(|p| p.len())),
+            (Some(6), Some(0)),
+            "{tally}"
+        );
+        for s in e.suggestions(None) {
+            if s.rule.action == Action::Deny {
+                e.accept(&s.id).unwrap();
+            }
+        }
+        assert_eq!(e.explain("192.0.2.6", "198.51.100.5", "tcp", Some(1883)).unwrap().action, Action::Allow);
+    }
+
+    /// One camera really guesses SSH passwords on a sensor (completed
+    /// sessions, and an alert about one of them); a LAN host forging three
+    /// other cameras' addresses adds brute-force alerts about them. The
+    /// deny counted 4 member addresses and lost the one-member weight
+    /// (0.98 instead of ~0.3). The forged alerts are named as not counted,
+    /// and the deny rests on the one proven member.
+    #[test]
+    fn forged_brute_force_alerts_do_not_inflate_the_member_count_of_a_deny() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = red_engine(dir.path());
+        let mut flows: Vec<FlowRecord> =
+            (0..4u64).map(|i| tcp(100 + i, "192.0.2.7", 22, 1_100 + i * 2, ConnState::SF, true)).collect();
+        let forged = ["192.0.2.4", "192.0.2.5", "192.0.2.6"];
+        flows.extend(
+            (0..30u64).map(|i| tcp(1_000 + i, forged[i as usize % 3], 22, 1_100 + i / 3, ConnState::S0, false)),
+        );
+        feed(&mut e, flows);
+        e.observe_alert(&guess_alert("192.0.2.7", 103, 22, 1_106));
+        for (i, src) in forged.iter().enumerate() {
+            for n in 0..2u64 {
+                e.observe_alert(&guess_alert(src, 1_000 + i as u64 + 3 * n, 22, 1_101 + n));
+            }
+        }
+        let deny = e
+            .suggestions(None)
+            .into_iter()
+            .find(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::one(22))
+            .expect("the proven guesser's deny");
+        let why = &deny.justification;
+        assert!(why.contains("from 1 member address (192.0.2.7)") && why.contains("look at that device"), "{why}");
+        assert!(why.contains("1 brute-force alerts whose connection was completed"), "{why}");
+        assert!(why.contains("6 more about unproven sources do not count"), "{why}");
+        // 1 − 0.5¹·exp(−4/50), one member's weight.
+        let ev = suggest::ONE_MEMBER_WEIGHT * (1.0 - 0.5 * (-4.0f64 / 50.0).exp());
+        assert!((deny.confidence - ev).abs() < 1e-12, "{} vs {ev} ({why})", deny.confidence);
+    }
+
+    /// Scan alerts about three cameras' addresses, none of which answered
+    /// anything the sensor sent (the probes' flows were shed on the way, or
+    /// arrive later): alone they made `deny cameras -> sensors tcp/any` at
+    /// 0.88 "from 3 member addresses". A scan alert counts only when its
+    /// source acknowledged what the target sent it in the last 120 s.
+    #[test]
+    fn scan_alerts_about_unproven_sources_alone_never_make_a_deny() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = red_engine(dir.path());
+        for src in ["192.0.2.4", "192.0.2.5", "192.0.2.6"] {
+            e.observe_alert(&scan_alert(src, 1_200));
+        }
+        let denies: Vec<String> = e
+            .suggestions(None)
+            .iter()
+            .filter(|s| s.rule.action == Action::Deny)
+            .map(|s| format!("{:.2} {}", s.confidence, s.justification))
+            .collect();
+        assert!(denies.is_empty(), "{denies:#?}");
+        // The same alert about a camera that completed an MQTT session with the sensor a minute before counts.
+        feed(&mut e, vec![tcp(100, "192.0.2.5", 1883, 1_140, ConnState::SF, true)]);
+        e.observe_alert(&scan_alert("192.0.2.5", 1_200));
+        let deny = e
+            .suggestions(None)
+            .into_iter()
+            .find(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::ANY);
+        // MQTT is in use and no rule keeps it: the deny waits (see the test above), so allow it first.
+        assert!(deny.is_none());
+        e.create_rule(&RuleSpec {
+            source_group: "cameras".into(),
+            destination_group: "sensors".into(),
+            protocol: "tcp".into(),
+            port_range: "1883".into(),
+            action: "allow".into(),
+            priority: 100,
+            comment: String::new(),
+        })
+        .unwrap();
+        let deny = e
+            .suggestions(None)
+            .into_iter()
+            .find(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::ANY)
+            .expect("a proven scan alert's deny");
+        let why = &deny.justification;
+        assert!(why.contains("1 scan alerts from the detector whose source was proven"), "{why}");
+        assert!(why.contains("3 more about unproven sources do not count"), "{why}");
+        assert!(why.contains("from 1 member address (192.0.2.5)"), "{why}");
     }
 
     /// A real guesser completes its sessions, and they recur: the allow pattern. With

@@ -16,6 +16,9 @@
 //! addresses did what it cites; when that is one address, its evidence is
 //! weighted by [`ONE_MEMBER_WEIGHT`] and the reason names the device to look
 //! at (a rule here is always group to group: a group of its own denies it alone).
+//! Only scan and brute-force alerts about a source proven real (`proof.rs`)
+//! count towards a deny, or name a member: anyone on the LAN can forge an
+//! alert's source address. The others are shown, and said not to count.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -114,20 +117,40 @@ pub struct Suggestion {
     pub justification: String,
 }
 
-/// Alerts between groups, tallied by kind.
+/// Alerts between groups, tallied by kind: all of them (shown), and apart
+/// the ones about a source proven real, the only ones a deny may rest on.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AlertTally {
-    /// Alerts per kind name.
+    /// Alerts per kind name, proven or not.
     pub by_kind: BTreeMap<String, u64>,
-    /// Destination ports named by brute-force alerts.
+    /// Destination ports named by brute-force alerts, proven or not (such a
+    /// port is never suggested as allowed: holding back an allow cuts nothing).
     pub ports: BTreeMap<u16, u64>,
     /// Last alert, Unix seconds.
     pub last: u64,
-    /// Sources of the scan and sweep alerts (bounded).
+    /// Sources of the scan and sweep alerts, proven or not (bounded).
     #[serde(default)]
     pub scan_sources: Sources,
-    /// Sources of the brute-force alerts naming a port (bounded).
+    /// Sources of the brute-force alerts naming a port, proven or not (bounded).
     #[serde(default)]
+    pub guess_sources: Sources,
+    /// The alerts above whose source was proven real when they arrived.
+    /// Absent from a file written before it, so older tallies count as unproven.
+    #[serde(default)]
+    pub proven: ProvenAlerts,
+}
+
+/// Scan and brute-force alerts whose source was proven real (`proof.rs`):
+/// what a group-wide deny may count, and whose sources it names as members.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ProvenAlerts {
+    /// Scan and sweep alerts.
+    pub scans: u64,
+    /// Brute-force alerts per destination port named.
+    pub ports: BTreeMap<u16, u64>,
+    /// Sources of those scan and sweep alerts (bounded).
+    pub scan_sources: Sources,
+    /// Sources of those brute-force alerts (bounded).
     pub guess_sources: Sources,
 }
 
@@ -139,8 +162,9 @@ pub struct AlertEvidence {
 }
 
 impl AlertEvidence {
-    /// Records an alert whose source is in `sg` and destination in `dg`.
-    pub fn record(&mut self, a: &Alert, sg: &[String], dg: &[String]) {
+    /// Records an alert whose source is in `sg` and destination in `dg`;
+    /// `proven`: its source is proven real, so it may count towards a deny.
+    pub fn record(&mut self, a: &Alert, sg: &[String], dg: &[String], proven: bool) {
         if !matches!(a.kind, AttackKind::PortScan | AttackKind::HostSweep | AttackKind::BruteForce) {
             return;
         }
@@ -159,9 +183,21 @@ impl AlertEvidence {
                     if let Some(src) = a.src {
                         t.guess_sources.note(src);
                     }
+                    if proven {
+                        *t.proven.ports.entry(a.dport).or_default() += 1;
+                        if let Some(src) = a.src {
+                            t.proven.guess_sources.note(src);
+                        }
+                    }
                 } else if a.kind != AttackKind::BruteForce {
                     if let Some(src) = a.src {
                         t.scan_sources.note(src);
+                    }
+                    if proven {
+                        t.proven.scans += 1;
+                        if let Some(src) = a.src {
+                            t.proven.scan_sources.note(src);
+                        }
                     }
                 }
                 t.last = t.last.max(a.ts_ns / 1_000_000_000);
@@ -252,8 +288,10 @@ fn allow_evidence(c: &Cell) -> f64 {
 /// What points at password guessing on one login port between two groups.
 #[derive(Default)]
 struct Guessing {
-    /// Brute-force alerts naming the port.
+    /// Brute-force alerts naming the port whose source was proven real.
     alerts: u64,
+    /// Brute-force alerts naming the port about sources nothing proved: shown, not counted.
+    unproven: u64,
     /// Connections the originator completed (acknowledged the responder).
     completed: u64,
     /// Connections that never completed (forged, half-open, refused): not counted.
@@ -275,6 +313,14 @@ alone); one member's evidence {e:.2} × {ONE_MEMBER_WEIGHT}",
         who.describe()
     );
     (e * ONE_MEMBER_WEIGHT, why)
+}
+
+/// ` (N more about unproven sources do not count: ...)`, or nothing.
+fn not_counted(unproven: u64) -> String {
+    match unproven {
+        0 => String::new(),
+        n => format!(" ({n} more about unproven sources do not count: anyone on the LAN can forge an address)"),
+    }
 }
 
 /// Picks a priority near `want` at which `r` conflicts with nothing; None if none within 10.
@@ -353,7 +399,7 @@ pub fn suggest(
         }
         let ports = if k.proto.has_ports() { PortRange::one(k.port) } else { PortRange::ANY };
         let why = format!(
-            "{} flows {} -> {} on {}/{} over {} buckets of {} s, {} answered ({:.0}%), {} bytes, first seen {} s before the last",
+            "{} flows {} -> {} on {}/{} over {} buckets of {} s, {} answered ({:.0}%) from {}, {} bytes, first seen {} s before the last",
             c.flows,
             k.src,
             k.dst,
@@ -363,6 +409,7 @@ pub fn suggest(
             matrix.bucket_s,
             c.answered,
             100.0 * c.answered as f64 / c.flows.max(1) as f64,
+            c.answered_sources.describe(),
             c.bytes,
             c.last_seen.saturating_sub(c.first_seen)
         );
@@ -385,8 +432,11 @@ pub fn suggest(
     for (s, d) in pair_keys {
         let t = pairs.get(&(s.clone(), d.clone())).cloned().unwrap_or_default();
         let tally = alerts.pairs.get(&format!("{s}>{d}")).cloned().unwrap_or_default();
-        let scans = tally.by_kind.get("port_scan").copied().unwrap_or(0)
-            + tally.by_kind.get("host_sweep").copied().unwrap_or(0);
+        // Only alerts about a source proven real count; the others are named, not counted.
+        let scans = tally.proven.scans;
+        let unproven_scans = (tally.by_kind.get("port_scan").copied().unwrap_or(0)
+            + tally.by_kind.get("host_sweep").copied().unwrap_or(0))
+        .saturating_sub(scans);
         let alert_ev = 1.0 - 0.5f64.powf(scans as f64);
         let unanswered_share = t.tcp_unanswered as f64 / t.flows.max(1) as f64;
         let matrix_ev = unanswered_share * (t.tcp_ports_unanswered as f64 / 20.0).min(1.0);
@@ -406,7 +456,7 @@ pub fn suggest(
         });
         if (scans > 0 || t.tcp_ports_unanswered >= 10) && !in_use {
             // Who probed: the originators of the ports nobody answered, and the alerts' sources.
-            let mut who = tally.scan_sources.clone();
+            let mut who = tally.proven.scan_sources.clone();
             for (k, c) in &cells {
                 if k.src == s && k.dst == d && k.proto == Protocol::Tcp && c.answered == 0 {
                     who.merge(&c.sources);
@@ -414,8 +464,16 @@ pub fn suggest(
             }
             let (evidence, members) = by_members(evidence, &who);
             let why = format!(
-                "{} -> {}: {} TCP ports probed, {} of them never answered, {} of {} flows unanswered, {} scan alerts from the detector{}",
-                s, d, t.tcp_ports, t.tcp_ports_unanswered, t.tcp_unanswered, t.flows, scans, members
+                "{} -> {}: {} TCP ports probed, {} of them never answered, {} of {} flows unanswered, {} scan alerts from the detector whose source was proven{}{}",
+                s,
+                d,
+                t.tcp_ports,
+                t.tcp_ports_unanswered,
+                t.tcp_unanswered,
+                t.flows,
+                scans,
+                not_counted(unproven_scans),
+                members
             );
             push(
                 draft(&s, &d, Protocol::Tcp, PortRange::ANY, Action::Deny, SCAN_DENY_PRIORITY),
@@ -431,10 +489,16 @@ pub fn suggest(
         // complete one to send a password; SYNs forged with a member's
         // address, or half-open ones, complete nothing and do not count.
         let mut guessed: BTreeMap<u16, Guessing> = BTreeMap::new();
-        for (p, n) in &tally.ports {
+        for (p, n) in &tally.proven.ports {
             let g = guessed.entry(*p).or_default();
             g.alerts += n;
-            g.who.merge(&tally.guess_sources);
+            g.who.merge(&tally.proven.guess_sources);
+        }
+        for (p, n) in &tally.ports {
+            let proven = tally.proven.ports.get(p).copied().unwrap_or(0);
+            if n > &proven {
+                guessed.entry(*p).or_default().unproven += n - proven;
+            }
         }
         for (k, c) in &cells {
             if k.src == s && k.dst == d && k.proto == Protocol::Tcp && AUTH_PORTS.contains(&k.port) {
@@ -455,8 +519,10 @@ pub fn suggest(
                 n => format!(" ({n} more never completed and do not count: forged or half-open SYNs send no password)"),
             };
             let why = format!(
-                "{s} -> {d} tcp/{port}: {} completed connections to a login port{uncounted}, {} brute-force alerts{members}",
-                g.completed, g.alerts
+                "{s} -> {d} tcp/{port}: {} completed connections to a login port{uncounted}, {} brute-force alerts whose connection was completed{}{members}",
+                g.completed,
+                g.alerts,
+                not_counted(g.unproven)
             );
             push(
                 draft(&s, &d, Protocol::Tcp, PortRange::one(port), Action::Deny, PORT_DENY_PRIORITY),
@@ -491,6 +557,15 @@ mod tests {
         assert!((combine(0.7, c.mean()) - 0.42 / 0.54).abs() < 1e-12);
         assert_eq!(f.rejected, vec!["s3".to_string()]);
         assert_eq!((c.accepted(), c.answered()), (2, 3));
+    }
+
+    /// A `matrix.json` written before alerts were told apart by proof still
+    /// loads, and its alerts count as unproven (they were counted blind).
+    #[test]
+    fn an_older_tally_loads_and_counts_as_unproven() {
+        let old = r#"{"by_kind":{"brute_force":5},"ports":{"22":5},"last":9,"guess_sources":{"addrs":["192.0.2.4"],"more":false}}"#;
+        let t: AlertTally = serde_json::from_str(old).unwrap();
+        assert_eq!((t.by_kind["brute_force"], t.proven.clone()), (5, ProvenAlerts::default()));
     }
 
     #[test]
