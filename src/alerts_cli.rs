@@ -284,12 +284,13 @@ fn cmd_alert_pcap(args: AlertPcapArgs) -> i32 {
     };
     let addr = args.monitor.clone().unwrap_or_else(|| cfg.http.listen.clone());
     let addr = addr.trim_start_matches("http://").trim_end_matches('/').to_string();
-    // No token given: on the monitor node, a short-lived viewer token from the key its config names (never a new key).
+    // No token given: on the monitor node, a short-lived viewer token from the key its config names (never a new key),
+    // the same for every call of a minute (the monitor checks few new tokens per client: auth::CHECK_BURST, then 1 a second).
     let token = args.token.clone().or_else(|| {
-        use crate::monitor::auth::{AccessRole, TokenSigner};
+        use crate::monitor::auth::TokenSigner;
         let path = TokenSigner::configured_path(&cfg.http, &cfg.monitor).filter(|p| p.exists())?;
         let signer = TokenSigner::load_or_create(&path).ok()?;
-        Some(signer.issue("gatewarden-cli", AccessRole::Viewer, 300, gatewarden_core::clock::unix_now()))
+        Some(signer.issue_local("gatewarden-cli", gatewarden_core::clock::unix_now()))
     });
     let path = format!("/api/alerts/{}/pcap", args.id);
     let limit = 2 * gatewarden_proto::messages::MAX_EVIDENCE_BYTES + (1 << 20);

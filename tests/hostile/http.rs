@@ -618,3 +618,76 @@ fn many_clients_asking_for_ten_thousand_alerts_at_once_stay_within_the_memory_bu
     });
     srv.recovered();
 }
+
+/// CPU time (user + system) process `pid` has used so far.
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Past the `(comm)` field: state is the 3rd field, utime the 14th, stime the 15th.
+    let fields: Vec<u64> =
+        stat.rsplit_once(')').unwrap().1.split_whitespace().skip(11).take(2).map(|f| f.parse().unwrap()).collect();
+    // SAFETY: sysconf only reads a constant.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_millis((fields[0] + fields[1]) * 1000 / hz)
+}
+
+/// Red-team finding: every request with a forged token (the monitor's `kid`
+/// and `alg`, a well-formed signature of another key) cost a P-384
+/// signature check, ~1.1 ms of a core in a release build, and one address
+/// could ask for 100 at once and 50 a second (`http.rate_limit_*`). Now a
+/// client's tokens not seen before draw from a small allowance of checks
+/// (`auth::CHECK_BURST`, `auth::CHECKS_PER_S`) and the rest get 429 unchecked.
+#[test]
+fn forged_tokens_from_one_address_cost_a_few_signature_checks() {
+    use base64ct::{Base64UrlUnpadded, Encoding};
+    let mut srv = Server::start("", None);
+    let addr = srv.addr.clone();
+    let admin = srv.token("admin", "10m");
+    let (_, _, jwks) = crate::common::http("GET", &addr, "/.well-known/jwks.json").unwrap();
+    let jwks: serde_json::Value = serde_json::from_str(&jwks).unwrap();
+    let kid = jwks["keys"][0]["kid"].as_str().unwrap();
+    let header = Base64UrlUnpadded::encode_string(
+        serde_json::json!({"alg": "ES384", "typ": "JWT", "kid": kid}).to_string().as_bytes(),
+    );
+    let sig = admin.rsplit('.').next().unwrap();
+    let n = 300;
+    let flood: String = (0..n)
+        .map(|i| {
+            let claims = serde_json::json!({"iss": "gatewarden", "sub": format!("eve{i}"), "role": "admin", "exp": 4_000_000_000u64});
+            let claims = Base64UrlUnpadded::encode_string(claims.to_string().as_bytes());
+            format!("GET /api/alerts HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {header}.{claims}.{sig}\r\n\r\n")
+        })
+        .collect();
+    let pid = srv.pid();
+    let cpu_before = cpu_time(pid);
+    let t = Instant::now();
+    let mut s = connect_from(2, &addr).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(flood.as_bytes()));
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut answers = Vec::new();
+    let mut chunk = [0u8; 16384];
+    while String::from_utf8_lossy(&answers).matches("HTTP/1.1 ").count() < n {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => answers.extend_from_slice(&chunk[..k]),
+        }
+    }
+    let took = t.elapsed();
+    let cpu = cpu_time(pid) - cpu_before;
+    let _ = writer.join();
+    let text = String::from_utf8_lossy(&answers);
+    let (unauthorized, limited) = (text.matches("HTTP/1.1 401").count(), text.matches("HTTP/1.1 429").count());
+    eprintln!(
+        "{n} forged tokens from 127.0.0.2: {unauthorized} × 401, {limited} × 429 in {took:?}, monitor CPU {cpu:?}"
+    );
+    assert_eq!(unauthorized + limited, n, "{text:.2000}");
+    assert!(unauthorized <= 20, "signature checks (401s) for {n} forged tokens from one address: {unauthorized}");
+    // A debug build spent 6 s of CPU on the 300 checks before; ~0.25 s now.
+    assert!(cpu < Duration::from_secs(2), "{n} forged tokens cost the monitor {cpu:?} of CPU");
+    assert!(text.contains("too many tokens this monitor has not seen from 127.0.0.2"), "{text:.2000}");
+    assert!(srv.metrics().contains(&format!("gatewarden_http_refused_total{{reason=\"token_checks\"}} {limited}")));
+    // The admin, from another address, is not held up.
+    let (code, _, body) = crate::common::request("GET", &addr, "/api/whoami", Some(&admin), None).unwrap();
+    assert_eq!(code, 200, "{body}");
+    srv.recovered();
+}

@@ -1,7 +1,8 @@
 //! Who may read and change what: JSON Web Tokens signed with ES384 (ECDSA
 //! P-384 + SHA-384, pure-Rust `p384`), verified against the JWKS the monitor
 //! serves at `/.well-known/jwks.json`, with two roles — `viewer` reads,
-//! `admin` also writes — and a per-client token-bucket rate limit.
+//! `admin` also writes — and token-bucket rate limits per client, per checked
+//! token and for signature checks ([`Allowance`]).
 //!
 //! Tokens are made with `gatewarden token issue --role admin --ttl 1h`, which
 //! signs with the same key file the monitor uses (`http.jwt_key`, default
@@ -314,6 +315,15 @@ impl TokenSigner {
         })
     }
 
+    /// A viewer token for a command run on the monitor's node (`gatewarden
+    /// alerts pcap`), good for 4 to 5 minutes: `iat` is rounded down to the
+    /// minute, so (signing being deterministic, RFC 6979) the calls of one
+    /// minute send one token and cost the monitor one signature check, not one
+    /// of the client's few ([`CHECK_BURST`]) each.
+    pub fn issue_local(&self, sub: &str, now: u64) -> String {
+        self.issue(sub, AccessRole::Viewer, 300, now - now % 60)
+    }
+
     /// A token with exactly these claims (what [`TokenSigner::issue`] builds on;
     /// tests use it to sign tokens a careless or hostile issuer would make).
     pub fn sign(&self, claims: &Claims) -> String {
@@ -334,11 +344,14 @@ pub struct TokenVerifier {
     keys: Vec<(String, VerifyingKey)>,
     /// Tokens whose signature already checked out, by their full text (so a
     /// changed byte is a miss). A P-384 verification costs ~2 ms in pure Rust,
-    /// which was most of an `/api/status` request; expiry is still checked on
-    /// every use. Only valid tokens get in, and at most [`MAX_VERIFIED`].
+    /// which was most of an `/api/status` request; the time claims are checked
+    /// on every use, so an expired token is remembered too (and refused
+    /// without a new check). Only authentic tokens get in, at most [`MAX_VERIFIED`].
     verified: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Claims>>>,
     /// Longest lifetime accepted (`http.max_token_ttl_s`).
     max_ttl_s: u64,
+    /// Signature checks made (each is the ~1–3 ms an unknown token costs).
+    checks: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Most verified tokens remembered; past it the memory starts over.
@@ -369,7 +382,12 @@ impl TokenVerifier {
             keys.push((kid, key));
         }
         anyhow::ensure!(!keys.is_empty(), "the JWKS has no P-384 key");
-        Ok(TokenVerifier { keys, verified: Default::default(), max_ttl_s: DEFAULT_MAX_TOKEN_TTL_S })
+        Ok(TokenVerifier {
+            keys,
+            verified: Default::default(),
+            max_ttl_s: DEFAULT_MAX_TOKEN_TTL_S,
+            checks: Default::default(),
+        })
     }
 
     /// Refuses tokens that live longer than `max_ttl_s` (`http.max_token_ttl_s`;
@@ -379,25 +397,49 @@ impl TokenVerifier {
         self
     }
 
+    /// Signature checks made so far (what forged tokens cost).
+    pub fn signature_checks(&self) -> u64 {
+        self.checks.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Verifies signature, algorithm, issuer and time claims at `now`; returns the claims.
     pub fn verify(&self, token: &str, now: u64) -> Result<Claims, AuthError> {
         let known = self.verified.lock().unwrap_or_else(|e| e.into_inner()).get(token).cloned();
-        if let Some(claims) = known {
-            // Cheap, and the time claims are the part that changes with `now`.
-            claims.check_times(now, self.max_ttl_s)?;
-            return Ok(claims);
-        }
-        let claims = self.verify_signature(token, now)?;
-        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
-        if verified.len() >= MAX_VERIFIED {
-            verified.clear();
-        }
-        verified.insert(token.to_string(), claims.clone());
+        let claims = match known {
+            Some(claims) => claims,
+            None => {
+                let claims = self.check_signature(token)?;
+                let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+                if verified.len() >= MAX_VERIFIED {
+                    verified.clear();
+                }
+                verified.insert(token.to_string(), claims.clone());
+                claims
+            }
+        };
+        // Cheap, and the time claims are the part that changes with `now`.
+        claims.check_times(now, self.max_ttl_s)?;
         Ok(claims)
     }
 
-    /// The full check: format, algorithm, signature against the JWKS, issuer, time claims.
-    fn verify_signature(&self, token: &str, now: u64) -> Result<Claims, AuthError> {
+    /// Which allowance a request with `token` draws from: a token remembered
+    /// as authentic its own, a well-formed one not seen before a signature
+    /// check, anything else (none, malformed, another key's) the client's.
+    /// Cheap: no signature is checked.
+    pub fn allowance(&self, token: Option<&str>) -> Allowance {
+        let Some(token) = token else { return Allowance::Client };
+        if self.verified.lock().unwrap_or_else(|e| e.into_inner()).contains_key(token) {
+            Allowance::Token
+        } else if self.parse(token).is_ok() {
+            Allowance::Check
+        } else {
+            Allowance::Client
+        }
+    }
+
+    /// Everything short of the signature: size, form, algorithm, a key this
+    /// monitor has, claims and issuer. What fails here costs no signature check.
+    fn parse<'t>(&self, token: &'t str) -> Result<(&'t str, Signature, Option<String>, Claims), AuthError> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(AuthError::Invalid("longer than 4096 bytes".into()));
         }
@@ -411,24 +453,37 @@ impl TokenVerifier {
         if header.get("alg").and_then(Value::as_str) != Some("ES384") {
             return Err(AuthError::Invalid("alg must be ES384".into()));
         }
+        let kid = header.get("kid").and_then(Value::as_str).map(str::to_string);
+        if kid.as_ref().is_some_and(|kid| !self.keys.iter().any(|(k, _)| k == kid)) {
+            return Err(AuthError::Invalid(
+                "it was signed by a key this monitor does not have (its kid is not in /.well-known/jwks.json): \
+                 issue a new one with `gatewarden token issue`"
+                    .into(),
+            ));
+        }
         let sig = Signature::from_slice(&unb64(s, "the signature")?)
             .map_err(|_| AuthError::Invalid("the signature is not 96 bytes of r||s".into()))?;
-        let input = &token[..h.len() + 1 + c.len()];
-        let kid = header.get("kid").and_then(Value::as_str);
-        let ok = self
-            .keys
-            .iter()
-            .filter(|(k, _)| kid.is_none_or(|kid| kid == k))
-            .any(|(_, key)| key.verify(input.as_bytes(), &sig).is_ok());
-        if !ok {
-            return Err(AuthError::Invalid("signature does not match any key in the JWKS".into()));
-        }
         let claims: Claims =
             serde_json::from_slice(&unb64(c, "the claims")?).map_err(|e| AuthError::Invalid(format!("claims: {e}")))?;
         if claims.iss != ISSUER {
             return Err(AuthError::Invalid(format!("issuer {:?} is not {ISSUER:?}", claims.iss)));
         }
-        claims.check_times(now, self.max_ttl_s)?;
+        Ok((&token[..h.len() + 1 + c.len()], sig, kid, claims))
+    }
+
+    /// [`TokenVerifier::parse`], then the signature against the JWKS: the
+    /// claims of an authentic token (its time claims are the caller's to check).
+    fn check_signature(&self, token: &str) -> Result<Claims, AuthError> {
+        let (input, sig, kid, claims) = self.parse(token)?;
+        self.checks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ok = self
+            .keys
+            .iter()
+            .filter(|(k, _)| kid.as_ref().is_none_or(|kid| kid == k))
+            .any(|(_, key)| key.verify(input.as_bytes(), &sig).is_ok());
+        if !ok {
+            return Err(AuthError::Invalid("signature does not match any key in the JWKS".into()));
+        }
         Ok(claims)
     }
 
@@ -451,8 +506,9 @@ impl TokenVerifier {
     }
 }
 
-/// Most clients whose buckets are kept; past it idle ones (full buckets) are
-/// forgotten, and while none is idle new clients share one bucket.
+/// Most clients (and, apart, checked tokens) whose buckets are kept; past it
+/// idle ones (full buckets) are forgotten, and while none is idle new ones
+/// share one bucket.
 pub const MAX_CLIENTS: usize = 4096;
 
 /// The client a request, a connection or a live stream is counted against:
@@ -466,35 +522,46 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// A token bucket per client ([`client_key`]).
+/// Signature checks one client ([`client_key`]) may have at once. A token
+/// the monitor has not seen costs one (~1.1 ms of a core on an x86 server,
+/// 2–3 ms on the board): forged tokens draw from this small allowance, not
+/// from the client's requests, so they cannot keep a core busy.
+pub const CHECK_BURST: u32 = 10;
+/// Signature checks a second one client may have once [`CHECK_BURST`] is spent.
+pub const CHECKS_PER_S: u32 = 1;
+
+/// Which allowance a request draws from ([`TokenVerifier::allowance`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowance {
+    /// The client's ([`client_key`]): no token, or one refused without a signature check.
+    Client,
+    /// The token's own, wherever it comes from: a token whose signature this
+    /// monitor has checked, so a device sharing the admin's /64 cannot drain it,
+    /// and an address gives no allowance (rotating through a /64 buys nothing).
+    Token,
+    /// The client's signature checks ([`CHECK_BURST`], [`CHECKS_PER_S`]): a
+    /// well-formed token not seen before. Only tokens that look right spend it.
+    Check,
+}
+
+/// Token buckets by key, at most [`MAX_CLIENTS`] of them.
 #[derive(Debug)]
-pub struct RateLimiter {
+struct Buckets<K> {
     rate: f64,
     burst: f64,
-    origin: Instant,
-    buckets: HashMap<IpAddr, TokenBucket>,
-    /// Shared by new clients while [`MAX_CLIENTS`] are kept and none is idle.
+    buckets: HashMap<K, TokenBucket>,
+    /// Shared by new keys while [`MAX_CLIENTS`] are kept and none is idle.
     overflow: TokenBucket,
 }
 
-impl RateLimiter {
-    /// `rate` requests per second sustained, `burst` at once.
-    pub fn new(rate: u32, burst: u32) -> RateLimiter {
+impl<K: std::hash::Hash + Eq> Buckets<K> {
+    fn new(rate: u32, burst: u32) -> Buckets<K> {
         let burst = burst.max(1) as f64;
-        RateLimiter {
-            rate: rate.max(1) as f64,
-            burst,
-            origin: Instant::now(),
-            buckets: HashMap::new(),
-            overflow: TokenBucket::full(burst),
-        }
+        Buckets { rate: rate.max(1) as f64, burst, buckets: HashMap::new(), overflow: TokenBucket::full(burst) }
     }
 
-    /// Takes one token for `ip`'s client; `Err(seconds)` until the next token when the bucket is empty.
-    pub fn check(&mut self, ip: IpAddr, now: Instant) -> Result<(), f64> {
-        let now_ns = now.saturating_duration_since(self.origin).as_nanos() as u64;
+    fn take(&mut self, key: K, now_ns: u64) -> Result<(), f64> {
         let (rate, burst) = (self.rate, self.burst);
-        let key = client_key(ip);
         if self.buckets.len() >= MAX_CLIENTS && !self.buckets.contains_key(&key) {
             // Only a full bucket may be forgotten: it is what a new one would be.
             self.buckets.retain(|_, b| !b.full_at(now_ns, rate, burst));
@@ -506,6 +573,77 @@ impl RateLimiter {
             }
         }
         self.buckets.entry(key).or_insert_with(|| TokenBucket::full(burst)).take(now_ns, rate, burst)
+    }
+}
+
+/// The API's rate limits: a token bucket per client ([`client_key`]), per
+/// checked token, and for signature checks per client ([`Allowance`]).
+#[derive(Debug)]
+pub struct RateLimiter {
+    origin: Instant,
+    clients: Buckets<IpAddr>,
+    /// By the SHA-256 of the signed part, so the two encodings of one ECDSA
+    /// signature (`s` and `n - s`) are one token.
+    tokens: Buckets<[u8; 32]>,
+    checks: Buckets<IpAddr>,
+}
+
+impl RateLimiter {
+    /// `rate` requests per second sustained, `burst` at once, per client and
+    /// per checked token; signature checks per [`CHECKS_PER_S`] and [`CHECK_BURST`].
+    pub fn new(rate: u32, burst: u32) -> RateLimiter {
+        RateLimiter {
+            origin: Instant::now(),
+            clients: Buckets::new(rate, burst),
+            tokens: Buckets::new(rate, burst),
+            checks: Buckets::new(CHECKS_PER_S, CHECK_BURST),
+        }
+    }
+
+    /// Takes one token for `ip`'s client; `Err(seconds)` until the next token when the bucket is empty.
+    pub fn check(&mut self, ip: IpAddr, now: Instant) -> Result<(), f64> {
+        self.take(Allowance::Client, ip, "", now)
+    }
+
+    /// Takes one from `allowance` ([`TokenVerifier::allowance`] of `token`)
+    /// for a request from `ip`; `Err(seconds)` until the next when it is spent.
+    pub fn take(&mut self, allowance: Allowance, ip: IpAddr, token: &str, now: Instant) -> Result<(), f64> {
+        let now_ns = now.saturating_duration_since(self.origin).as_nanos() as u64;
+        match allowance {
+            Allowance::Client => self.clients.take(client_key(ip), now_ns),
+            Allowance::Check => self.checks.take(client_key(ip), now_ns),
+            Allowance::Token => {
+                let signed = token.rsplit_once('.').map_or(token, |(signed, _)| signed);
+                self.tokens.take(sha2::Sha256::digest(signed.as_bytes()).into(), now_ns)
+            }
+        }
+    }
+
+    /// The 429's message: what is limited (the address, or the IPv6 /64 its
+    /// devices share), at what rate, and what to do.
+    pub fn refusal(&self, allowance: Allowance, ip: IpAddr, wait: f64) -> String {
+        let who = match client_key(ip) {
+            IpAddr::V6(net) => format!("the IPv6 network {net}/64 (its devices share one allowance)"),
+            v4 => v4.to_string(),
+        };
+        let (rate, burst) = (self.clients.rate, self.clients.burst);
+        match allowance {
+            Allowance::Client => format!(
+                "too many requests from {who}: {rate} a second and {burst} at once per client \
+                 (http.rate_limit_per_s, http.rate_limit_burst); retry in {wait:.2} s. Requests with a token this \
+                 monitor has checked count against the token, not the address"
+            ),
+            Allowance::Token => format!(
+                "too many requests with this token: {rate} a second and {burst} at once per token, from any address \
+                 (http.rate_limit_per_s, http.rate_limit_burst); retry in {wait:.2} s, or give each dashboard or \
+                 script its own token (`gatewarden token issue`)"
+            ),
+            Allowance::Check => format!(
+                "too many tokens this monitor has not seen from {who}: each costs a signature check, and a client \
+                 gets {CHECK_BURST} at once and {CHECKS_PER_S} a second (invalid tokens spend them too); retry in \
+                 {wait:.2} s with a token from `gatewarden token issue`. A token once checked has its own allowance"
+            ),
+        }
     }
 }
 
@@ -696,6 +834,101 @@ mod tests {
         }
     }
 
+    /// Red-team finding: a forged token cost a signature check on every
+    /// request. Which allowance pays is now decided without one, and a token
+    /// once found authentic (expired ones too) is never checked again.
+    #[test]
+    fn the_allowance_is_chosen_without_a_signature_check_and_authentic_tokens_are_checked_once() {
+        let signer = TokenSigner::ephemeral();
+        let v = TokenVerifier::from_jwks(&signer.jwks()).unwrap();
+        let now = real_now();
+        let good = signer.issue("alice", AccessRole::Admin, 60, now);
+        let foreign = TokenSigner::ephemeral().issue("eve", AccessRole::Admin, 60, now);
+        let (signed, sig) = good.rsplit_once('.').unwrap();
+        let (h, _) = signed.split_once('.').unwrap();
+        let claims = |sub: &str| {
+            b64(serde_json::json!({"iss": ISSUER, "sub": sub, "role": "admin", "iat": now, "exp": now + 60})
+                .to_string()
+                .as_bytes())
+        };
+        let forged = format!("{h}.{}.{sig}", claims("eve"));
+        let other_issuer =
+            format!("{h}.{}.{sig}", b64(br#"{"iss":"elsewhere","sub":"eve","role":"admin","exp":99999999999}"#));
+        assert_eq!(v.allowance(None), Allowance::Client);
+        for cheap in ["", "x", "a.b.c", &foreign, &other_issuer, &"x".repeat(5000)] {
+            assert_eq!(v.allowance(Some(cheap)), Allowance::Client, "{cheap:.40}");
+            assert!(v.verify(cheap, now).is_err());
+        }
+        assert_eq!(v.signature_checks(), 0, "refused without a check: malformed, another key's, another issuer's");
+        assert_eq!(v.allowance(Some(&forged)), Allowance::Check);
+        assert_eq!(v.allowance(Some(&good)), Allowance::Check, "not seen yet");
+        assert_eq!(v.signature_checks(), 0, "choosing the allowance checks nothing");
+        assert!(v.verify(&forged, now).is_err() && v.verify(&good, now).is_ok());
+        assert_eq!(v.signature_checks(), 2);
+        assert_eq!(v.allowance(Some(&good)), Allowance::Token);
+        assert_eq!(v.allowance(Some(&forged)), Allowance::Check, "a forged token is not remembered");
+        assert_eq!(v.verify(&good, now + 60).unwrap_err(), AuthError::Expired(0));
+        // An expired token never seen: one check, then refused from memory.
+        let old = signer.issue("bob", AccessRole::Viewer, 60, now - 3600);
+        for _ in 0..5 {
+            assert!(matches!(v.verify(&old, now), Err(AuthError::Expired(_))));
+        }
+        assert_eq!(v.signature_checks(), 3);
+        assert_eq!(v.allowance(Some(&old)), Allowance::Token);
+    }
+
+    /// Red-team finding: on an IPv6 listener the admin's requests came out of
+    /// the bucket of the LAN's /64, which any device of it could drain.
+    #[test]
+    fn a_checked_token_has_its_own_bucket_and_new_tokens_share_the_clients_checks() {
+        let signer = TokenSigner::ephemeral();
+        let now = real_now();
+        let admin = signer.issue("op", AccessRole::Admin, 600, now);
+        let other = signer.issue("viewer", AccessRole::Viewer, 600, now);
+        let mut r = RateLimiter::new(10, 3);
+        let t = Instant::now();
+        let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+        let (noisy, admin_at, elsewhere) = (ip("2001:db8:1:2::bad"), ip("2001:db8:1:2::1"), ip("192.0.2.1"));
+        while r.check(noisy, t).is_ok() {}
+        assert!(r.check(admin_at, t).is_err(), "the /64's bucket is empty");
+        let token = |r: &mut RateLimiter, at: IpAddr, tok: &str| r.take(Allowance::Token, at, tok, t);
+        for _ in 0..3 {
+            assert!(token(&mut r, admin_at, &admin).is_ok(), "the admin's token has its own bucket");
+        }
+        assert!(token(&mut r, elsewhere, &admin).is_err(), "a token's bucket is the same from every address");
+        assert!(token(&mut r, admin_at, &other).is_ok(), "another token, another bucket");
+        // The same signature written as (r, n - s) verifies too: the same bucket.
+        let (signed, sig) = admin.rsplit_once('.').unwrap();
+        let sig = Signature::from_slice(&unb64(sig, "sig").unwrap()).unwrap();
+        let (sr, ss) = sig.split_scalars();
+        let twin = Signature::from_scalars(sr.to_bytes(), (-*ss).to_bytes()).unwrap();
+        let twin = format!("{signed}.{}", b64(&twin.to_bytes()));
+        assert_ne!(twin, admin);
+        let v = TokenVerifier::from_jwks(&signer.jwks()).unwrap();
+        assert!(v.verify(&twin, now).is_ok(), "ECDSA: both encodings verify");
+        assert!(token(&mut r, elsewhere, &twin).is_err(), "the twin shares the token's bucket");
+        // Signature checks: CHECK_BURST per client, addresses of one /64 together, apart from its requests.
+        let checks = (0..100)
+            .filter(|i| r.take(Allowance::Check, ip(&format!("2001:db8:1:2::{:x}", i + 1)), "", t).is_ok())
+            .count();
+        assert_eq!(checks, CHECK_BURST as usize, "100 addresses of one /64 at once");
+        assert!(r.take(Allowance::Check, ip("2001:db8:1:3::1"), "", t).is_ok(), "the next /64");
+        let later = t + std::time::Duration::from_millis(1100);
+        assert!(r.take(Allowance::Check, noisy, "", later).is_ok(), "{CHECKS_PER_S} a second");
+        assert!(r.take(Allowance::Check, noisy, "", later).is_err());
+    }
+
+    #[test]
+    fn local_commands_of_one_minute_send_one_token() {
+        let signer = TokenSigner::ephemeral();
+        let v = TokenVerifier::from_jwks(&signer.jwks()).unwrap();
+        let minute = real_now() / 60 * 60;
+        let t = signer.issue_local("gatewarden-cli", minute);
+        assert_eq!(signer.issue_local("gatewarden-cli", minute + 59), t);
+        assert_ne!(signer.issue_local("gatewarden-cli", minute + 60), t);
+        assert_eq!(v.verify(&t, minute + 59 + 240).unwrap().role, AccessRole::Viewer, "4 minutes left at worst");
+    }
+
     #[test]
     fn ttl_parsing() {
         assert_eq!(parse_ttl("1h"), Ok(3600));
@@ -745,7 +978,7 @@ mod tests {
         let e = v.verify(&t, now).unwrap_err();
         assert_eq!(e.status(), 401);
         assert!(e.to_string().contains("not valid for another 1h"), "{e}");
-        // Not remembered as valid: still refused, then accepted when its time comes.
+        // Remembered as authentic, not as valid: still refused, then accepted when its time comes.
         assert!(v.verify(&t, now + 10).is_err());
         assert_eq!(v.verify(&t, now + 3600).unwrap().sub, "later");
         assert!(v.verify(&signer.sign(&claims(now + CLOCK_SKEW_S)), now).is_ok(), "within the skew");

@@ -17,8 +17,10 @@
 //! Tokens come only in `Authorization: Bearer …`, except `GET /api/events`,
 //! which also takes `?access_token=` (a browser's EventSource cannot set
 //! headers); a URL token anywhere else is refused (401). A live event stream
-//! ends when its token expires. Every `/api` request takes one token from the
-//! client's rate-limit bucket first (429 when empty).
+//! ends when its token expires. Every `/api` request first takes one from a
+//! rate-limit bucket, chosen without a signature check ([`Allowance`]): a
+//! checked token's own, the client's signature checks for a token not seen
+//! before, else the client's (429 when empty, naming which).
 //!
 //! Hostile clients meet the limits of `[http]` ([`Limits`]): request heads
 //! over `max_header_bytes` or `max_headers` get 431, bodies over the route's
@@ -57,7 +59,7 @@ use smol::stream::StreamExt as _;
 use smol::{Async, Executor, Timer};
 
 use super::alerts::{parse_kind, parse_severity, AlertQuery, AlertState};
-use super::auth::{client_key, AccessRole, AuthError, Claims, RateLimiter, TokenSigner, TokenVerifier};
+use super::auth::{client_key, AccessRole, Allowance, AuthError, Claims, RateLimiter, TokenSigner, TokenVerifier};
 use super::events::{Full, STREAMS_PER_CLIENT};
 use super::MonitorState;
 use crate::config::HttpConfig;
@@ -225,9 +227,11 @@ enum Refused {
     TokenInUrl,
     Busy,
     LiveStreams,
+    /// A new token past the client's signature checks ([`Allowance::Check`]).
+    TokenChecks,
 }
 
-const REFUSED: [&str; 10] = [
+const REFUSED: [&str; 11] = [
     "missing",
     "invalid",
     "forbidden",
@@ -238,6 +242,7 @@ const REFUSED: [&str; 10] = [
     "token_in_url",
     "busy",
     "live_streams",
+    "token_checks",
 ];
 
 /// Why the server closed a connection (labels of `gatewarden_http_closed_total`).
@@ -1223,18 +1228,35 @@ async fn route_request(
     let params = parse_query(query);
     let mut claims = None;
     if matches!(route.need, Need::Read | Need::Write) {
-        // The API: rate limit, then token.
-        let limited = ctx.access.limiter.lock().unwrap_or_else(|e| e.into_inner()).check(client, Instant::now());
-        if let Err(wait) = limited {
-            ctx.metrics.refused(Refused::RateLimited);
-            return with(
-                error(429, format!("too many requests from {client}; retry in {wait:.2} s")),
-                header::RETRY_AFTER,
-                &format!("{}", wait.ceil().max(1.0) as u64),
-            );
-        }
+        // The API: rate limit, then token. Which bucket pays is decided without a
+        // signature check ([`Allowance`]): a checked token its own, a new one the
+        // client's few signature checks, anything else the client's requests.
         let url_token = params.iter().find(|(k, _)| k == "access_token").map(|(_, v)| v.as_str());
+        let token = match req.headers().get(header::AUTHORIZATION) {
+            Some(v) => {
+                let v = v.to_str().unwrap_or("").trim();
+                Some(v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim())
+            }
+            None => url_token,
+        };
         let events = matches!(route.handler, Handler::Events);
+        // A URL token where none is taken is refused unchecked: the client's requests pay.
+        let allowance =
+            if url_token.is_some() && !events { Allowance::Client } else { ctx.access.verifier.allowance(token) };
+        let limited = {
+            let mut limiter = ctx.access.limiter.lock().unwrap_or_else(|e| e.into_inner());
+            limiter
+                .take(allowance, client, token.unwrap_or(""), Instant::now())
+                .map_err(|wait| (wait, limiter.refusal(allowance, client, wait)))
+        };
+        if let Err((wait, why)) = limited {
+            ctx.metrics.refused(if allowance == Allowance::Check {
+                Refused::TokenChecks
+            } else {
+                Refused::RateLimited
+            });
+            return with(error(429, why), header::RETRY_AFTER, &format!("{}", wait.ceil().max(1.0) as u64));
+        }
         if url_token.is_some() && !events {
             ctx.metrics.refused(Refused::TokenInUrl);
             return with(
@@ -1250,13 +1272,6 @@ async fn route_request(
                 "Bearer realm=\"gatewarden\"",
             );
         }
-        let token = match req.headers().get(header::AUTHORIZATION) {
-            Some(v) => {
-                let v = v.to_str().unwrap_or("").trim();
-                Some(v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim())
-            }
-            None => url_token,
-        };
         let needed = if route.need == Need::Write { AccessRole::Admin } else { AccessRole::Viewer };
         let anonymous_ok = route.need == Need::Read && ctx.access.public_status;
         match ctx.access.verifier.authorize(token, needed, anonymous_ok, gatewarden_core::clock::unix_now()) {
@@ -1779,7 +1794,11 @@ pub struct Harness {
 impl Harness {
     /// A harness over `state` with public reads (so the API's handlers are reachable without a token).
     pub fn new(state: Arc<MonitorState>) -> anyhow::Result<Harness> {
-        let access = Access::new(TokenSigner::ephemeral(), true, 1_000_000, 1_000_000)?;
+        Harness::with_access(state, Access::new(TokenSigner::ephemeral(), true, 1_000_000, 1_000_000)?)
+    }
+
+    /// A harness over `state` with these access rules and limits.
+    pub fn with_access(state: Arc<MonitorState>, access: Access) -> anyhow::Result<Harness> {
         let (tx, rx) = async_channel::bounded(1);
         let listen = Some(SocketAddr::from(([127, 0, 0, 1], 8080)));
         let mut ctx = Ctx::new(state, access, listen, Arc::new(AtomicBool::new(false)), rx, None, true);
@@ -1792,9 +1811,13 @@ impl Harness {
 
     /// Feeds `input` as one connection's bytes (then end of stream); returns what the server wrote.
     pub fn exchange(&self, input: &[u8]) -> Vec<u8> {
+        self.exchange_from(SocketAddr::from(([192, 0, 2, 7], 40000)), input)
+    }
+
+    /// [`Harness::exchange`] from the client `peer`.
+    pub fn exchange_from(&self, peer: SocketAddr, input: &[u8]) -> Vec<u8> {
         let out = Arc::new(Mutex::new(Vec::new()));
         let io = MemIo { input: input.to_vec(), at: 0, out: out.clone() };
-        let peer = SocketAddr::from(([192, 0, 2, 7], 40000));
         let local = Some(SocketAddr::from(([127, 0, 0, 1], 8080)));
         smol::block_on(serve(io, peer, local, self.ctx.clone(), Arc::new(ConnState::new())));
         let written = std::mem::take(&mut *out.lock().unwrap_or_else(|e| e.into_inner()));
@@ -2086,6 +2109,134 @@ mod tests {
         let (p, _) = admit(&h.ctx, in_64(cap + 200)).expect("the /64's idle connections make room");
         assert_eq!((evicted(&held), evicted(&v4)), (1, 0), "connections evicted (the /64's, 192.0.2.1's)");
         drop((p, v4_busy, held, v4));
+    }
+
+    /// Tokens that look right and are not: `kid` and `alg` of the monitor's
+    /// key, a well-formed signature of another key, a different `sub` each
+    /// (so no two are the same token).
+    fn forged_tokens(signer: &TokenSigner, n: usize) -> Vec<String> {
+        use base64ct::{Base64UrlUnpadded, Encoding};
+        let kid = signer.jwks()["keys"][0]["kid"].as_str().unwrap().to_string();
+        let header =
+            Base64UrlUnpadded::encode_string(json!({"alg": "ES384", "typ": "JWT", "kid": kid}).to_string().as_bytes());
+        let sig = TokenSigner::ephemeral().issue("eve", AccessRole::Admin, 600, 0);
+        let sig = sig.rsplit('.').next().unwrap();
+        let now = gatewarden_core::clock::unix_now();
+        (0..n)
+            .map(|i| {
+                let claims = json!({"iss": "gatewarden", "sub": format!("eve{i}"), "role": "admin", "iat": now, "exp": now + 600});
+                format!("{header}.{}.{sig}", Base64UrlUnpadded::encode_string(claims.to_string().as_bytes()))
+            })
+            .collect()
+    }
+
+    fn get(path: &str, token: Option<&str>) -> String {
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n")
+    }
+
+    fn answers(out: &[u8], code: u16) -> usize {
+        String::from_utf8_lossy(out).matches(&format!("HTTP/1.1 {code} ")).count()
+    }
+
+    /// Red-team finding: every request with a forged token cost a P-384
+    /// signature check (~1.1 ms of a core in release on an EPYC, 2–3 ms on
+    /// the board), and the only limit in front of it was the client's request
+    /// bucket (50 a second, 100 at once by default): one client kept a core
+    /// 5–15 % busy, and every address it had (or borrowed) added as much.
+    #[test]
+    fn forged_tokens_from_one_client_cost_a_few_signature_checks_not_one_a_request() {
+        use crate::auth::{CHECKS_PER_S, CHECK_BURST};
+        let signer = TokenSigner::ephemeral();
+        let admin = signer.issue("op", AccessRole::Admin, 600, gatewarden_core::clock::unix_now());
+        let forged = forged_tokens(&signer, 300);
+        let state = harness().ctx.state.clone();
+        let defaults = HttpConfig::default();
+        let access = Access::new(signer, false, defaults.rate_limit_per_s, defaults.rate_limit_burst).unwrap();
+        let h = Harness::with_access(state, access).unwrap();
+        let attacker = SocketAddr::from(([192, 0, 2, 66], 40000));
+        let flood: String = forged.iter().map(|t| get("/api/alerts", Some(t))).collect();
+        let t0 = Instant::now();
+        let out = h.exchange_from(attacker, flood.as_bytes());
+        let secs = t0.elapsed().as_secs_f64();
+        let checks = h.ctx.access.verifier.signature_checks();
+        let allowed = (CHECK_BURST + CHECKS_PER_S * secs.ceil() as u32) as u64;
+        assert!(
+            checks <= allowed,
+            "300 forged tokens from 192.0.2.66 cost {checks} signature checks in {secs:.2} s (allowed {allowed}); answers: {} × 401, {} × 429",
+            answers(&out, 401),
+            answers(&out, 429)
+        );
+        assert_eq!(answers(&out, 401) + answers(&out, 429), 300, "every forged token is refused");
+        // The admin, from another address, at once.
+        let ok =
+            h.exchange_from(SocketAddr::from(([192, 0, 2, 8], 40000)), get("/api/whoami", Some(&admin)).as_bytes());
+        assert_eq!(answers(&ok, 200), 1, "{}", String::from_utf8_lossy(&ok));
+        // Rotating through the addresses of an IPv6 /64 buys no more checks.
+        let before = h.ctx.access.verifier.signature_checks();
+        let t0 = Instant::now();
+        for (i, t) in forged.iter().take(100).enumerate() {
+            let peer: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().unwrap();
+            h.exchange_from(SocketAddr::new(peer, 40000), get("/api/alerts", Some(t)).as_bytes());
+        }
+        let checks = h.ctx.access.verifier.signature_checks() - before;
+        let allowed = (CHECK_BURST + CHECKS_PER_S * t0.elapsed().as_secs_f64().ceil() as u32) as u64;
+        assert!(
+            checks <= allowed,
+            "100 addresses of one /64, a forged token each: {checks} checks (allowed {allowed})"
+        );
+    }
+
+    /// Red-team finding: on an IPv6 listener the devices of one LAN /64
+    /// share a bucket, and the admin's requests were taken from it before
+    /// their token was looked at: a chatty or hostile device of the same /64
+    /// got the admin 429 for as long as it kept at it.
+    #[test]
+    fn a_noisy_device_in_the_admins_ipv6_64_does_not_lock_the_admin_out() {
+        let signer = TokenSigner::ephemeral();
+        let admin = signer.issue("op", AccessRole::Admin, 600, gatewarden_core::clock::unix_now());
+        let state = harness().ctx.state.clone();
+        let h = Harness::with_access(state, Access::new(signer, false, 50, 100).unwrap()).unwrap();
+        let noisy = SocketAddr::from(("2001:db8:1:2::bad".parse::<IpAddr>().unwrap(), 40000));
+        let admin_at = SocketAddr::from(("2001:db8:1:2::1".parse::<IpAddr>().unwrap(), 40000));
+        let poll = get("/api/status", None).repeat(300);
+        let out = h.exchange_from(noisy, poll.as_bytes());
+        assert!(answers(&out, 429) >= 150, "the noisy device is limited: {} × 429", answers(&out, 429));
+        for round in ["a token the monitor has not seen", "the same token again", "a write"] {
+            let req = if round == "a write" {
+                "POST /api/unblock/192.0.2.1 HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nAuthorization: Bearer "
+                    .to_string()
+                    + &admin
+                    + "\r\n\r\n"
+            } else {
+                get("/api/whoami", Some(&admin))
+            };
+            let out = h.exchange_from(admin_at, req.as_bytes());
+            let text = String::from_utf8_lossy(&out);
+            assert!(!text.starts_with("HTTP/1.1 429"), "the admin in the noisy device's /64, {round}: {text}");
+            let _ = h.exchange_from(noisy, poll.as_bytes());
+        }
+        assert_eq!(answers(&h.exchange_from(noisy, get("/api/status", None).as_bytes()), 429), 1, "still limited");
+    }
+
+    /// Red-team finding: the 429 named the client's address, not the /64
+    /// that is limited, and did not say what to do.
+    #[test]
+    fn the_429_names_what_is_limited_and_what_to_do() {
+        let state = harness().ctx.state.clone();
+        let h = Harness::with_access(state, Access::new(TokenSigner::ephemeral(), false, 1, 2).unwrap()).unwrap();
+        let v6 = SocketAddr::from(("2001:db8:1:2::bad".parse::<IpAddr>().unwrap(), 40000));
+        let out = h.exchange_from(v6, get("/api/status", None).repeat(3).as_bytes());
+        let text = String::from_utf8_lossy(&out);
+        let refusal = &text[text.find("HTTP/1.1 429").expect("a 429")..];
+        assert!(refusal.contains("2001:db8:1:2::/64") && !refusal.contains("::bad"), "{refusal}");
+        assert!(refusal.contains("http.rate_limit_per_s") && refusal.contains("retry in"), "{refusal}");
+        assert!(refusal.contains("token"), "says a checked token has its own allowance: {refusal}");
+        let v4 = SocketAddr::from(([192, 0, 2, 9], 40000));
+        let out = h.exchange_from(v4, get("/api/status", None).repeat(3).as_bytes());
+        let text = String::from_utf8_lossy(&out);
+        let refusal = &text[text.find("HTTP/1.1 429").expect("a 429")..];
+        assert!(refusal.contains("192.0.2.9") && !refusal.contains("/64"), "{refusal}");
     }
 
     /// Red-team finding: live event streams were capped at 64 in all and only
