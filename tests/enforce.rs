@@ -1485,3 +1485,99 @@ fn a_restored_feed_is_checked_like_an_import_against_the_lan_it_comes_back_to() 
     let v4: Vec<String> = lab.elements("block4_feed").iter().map(|e| e.0.to_string()).collect();
     assert!(v4.iter().any(|e| e.contains("64.0.0.0")), "after a second restart: {v4:?}\n{}", lab.router_log());
 }
+
+/// Red-team finding (boot order): the router restores its saved feed before
+/// the LAN interface has its addresses (it starts before networking, so the
+/// first rule is in early), so the restore's check against "the LAN" sees
+/// only `enforce.lan_prefixes`. A LAN renumbered into a range the feed
+/// covers came back blocked after a reboot, both ways: the site's own
+/// devices lost the WAN and the router. The saved feed is now checked again
+/// when the LAN's networks appear or change: the overlapping ranges are
+/// lifted within a second or two, with a warning that names them and says
+/// what to do, counted in `gatewarden_enforce_feed_restore_refused_total`;
+/// the rest of the feed stays, and the state file follows.
+#[test]
+fn a_restored_feed_range_the_lan_was_renumbered_into_is_lifted_when_the_lan_gets_its_address() {
+    let Some(mut lab) = Lab::new() else { return };
+    let state = lab.dir.path().join("enforce-state.json");
+    let router = format!("state_file = \"{}\"\n[capture]\ninterface = \"lan\"\n", state.display());
+    lab.start_router(&router);
+    let cfg = lab.config(&router);
+    let cfg = cfg.to_str().unwrap();
+    // Both imports pass: 198.18.0.0/24 and 2001:db8:78::/48 are outside the LAN today.
+    let v4 = feed_file(&lab, "drop.txt", &["198.18.0.0/24", "203.0.113.0/24"]);
+    let out = lab.cli(&["blocklist", "import", &v4, "--ttl", "2h", "-c", cfg]);
+    assert!(out.status.success(), "{}", said(&out));
+    let v6 = feed_file(&lab, "drop6.txt", &["2001:db8:77::/48", "2001:db8:78::/48"]);
+    let out = lab.cli(&["blocklist", "import", &v6, "--ttl", "2h", "-c", cfg]);
+    assert!(out.status.success(), "{}", said(&out));
+    lab.stop_router();
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(saved.contains("198.18.0.0/24") && saved.contains("2001:db8:78:"), "{saved}");
+
+    // The site is renumbered into 198.18.0.0/24 and 2001:db8:78::/64; the device follows.
+    must(&["ip", "-n", &lab.iot, "addr", "flush", "dev", "eth0"]);
+    for a in ["198.18.0.10/24", "2001:db8:78::10/64"] {
+        let mut args = vec!["ip", "-n", &lab.iot, "addr", "add", a, "dev", "eth0"];
+        if a.contains(':') {
+            args.push("nodad");
+        }
+        must(&args);
+    }
+    must(&["ip", "-n", &lab.iot, "route", "replace", "default", "via", "198.18.0.1"]);
+    must(&["ip", "-n", &lab.iot, "-6", "route", "replace", "default", "via", "2001:db8:78::1"]);
+    // Boot: gatewarden restores before networking has given the LAN interface its addresses.
+    must(&["ip", "-n", &lab.rtr, "addr", "flush", "dev", "lan"]);
+    std::fs::remove_file(lab.dir.path().join("router.log")).ok();
+    lab.start_router(&router);
+    let feed = |lab: &Lab, set: &str| -> Vec<String> { lab.elements(set).iter().map(|e| e.0.to_string()).collect() };
+    assert!(
+        feed(&lab, "block4_feed").iter().any(|e| e.contains("198.18.0.0")),
+        "the premise: with no address on the LAN interface, the restore cannot know 198.18.0.0/24 is the LAN: {:?}\n{}",
+        feed(&lab, "block4_feed"),
+        lab.router_log()
+    );
+
+    // Networking comes up: the LAN interface gets the site's new addresses.
+    must(&["ip", "-n", &lab.rtr, "addr", "add", "198.18.0.1/24", "dev", "lan"]);
+    must(&["ip", "-n", &lab.rtr, "addr", "add", "2001:db8:78::1/64", "dev", "lan", "nodad"]);
+    let lifted = |lab: &Lab| {
+        !feed(lab, "block4_feed").iter().any(|e| e.contains("198.18.0.0"))
+            && !feed(lab, "block6_feed").iter().any(|e| e.contains("2001:db8:78::"))
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || lifted(&lab)),
+        "the LAN's own networks are still blocked by the restored feed 5 s after the LAN interface got them: \
+         {:?} {:?}\n{}",
+        feed(&lab, "block4_feed"),
+        feed(&lab, "block6_feed"),
+        lab.router_log()
+    );
+    let log = lab.router_log();
+    assert!(feed(&lab, "block4_feed").iter().any(|e| e.contains("203.0.113.0")), "the rest of the feed stays\n{log}");
+    assert!(feed(&lab, "block6_feed").iter().any(|e| e.contains("2001:db8:77::")), "the rest of the feed stays\n{log}");
+    // The site's devices reach the WAN again, both families.
+    assert!(
+        wait_until(Duration::from_secs(10), || lab.ping("198.18.0.10", WAN) && lab.ping("2001:db8:78::10", WAN6)),
+        "the renumbered device cannot reach the WAN: {:?} {:?}\n{log}",
+        feed(&lab, "block4_feed"),
+        feed(&lab, "block6_feed")
+    );
+    for words in [
+        "198.18.0.0/24 overlaps the LAN network 198.18.0.0/24",
+        "2001:db8:78::/48 overlaps the LAN network 2001:db8:78::/64",
+        "a feed never blocks the LAN",
+    ] {
+        assert!(log.contains(words), "the warning says {words:?}:\n{log}");
+    }
+    assert!(
+        lab.metrics().contains("gatewarden_enforce_feed_restore_refused_total 2"),
+        "counted: {}",
+        lab.metrics().lines().filter(|l| l.contains("restore")).collect::<Vec<_>>().join("\n")
+    );
+    // The state file follows: the next boot does not bring the LAN's ranges back.
+    lab.stop_router();
+    let saved = std::fs::read_to_string(&state).unwrap();
+    assert!(!saved.contains("198.18.0.0/24") && !saved.contains("2001:db8:78:"), "{saved}");
+    assert!(saved.contains("203.0.113.0/24") && saved.contains("2001:db8:77::/48"), "{saved}");
+}

@@ -9,8 +9,9 @@
 //! attacker's MAC is contained within 1 s of its first forged frame and one
 //! `spoofing` alert names it.
 //!
-//! Needs root, `ip netns`, nft, hping3, curl and python3. Without them the
-//! tests say why and return; with `CI` set they fail instead.
+//! Needs root, `ip netns`, nft, hping3, curl and python3 (and dnsmasq and
+//! busybox's udhcpc for the DHCP lease test). Without them the tests say
+//! why and return; with `CI` set they fail instead.
 
 mod common;
 
@@ -1536,4 +1537,190 @@ fn an_arp_claim_on_an_idle_devices_address_neither_contains_nor_cuts_off_the_dev
         site.contained(),
         site.log()
     );
+}
+
+/// A DHCP client's messages as the attacker sends them: argv = `release` or
+/// `request`, the client hardware address (`chaddr`, also in the client id
+/// `01:` + MAC, as udhcpc and dhclient send it), the IPv4 address, the
+/// server. A DHCPRELEASE is a UDP datagram to the server from the sender's
+/// own address (dnsmasq checks the server id, the lease's client and its
+/// address, never who sent it); a DHCPREQUEST is the INIT-REBOOT kind, a
+/// raw broadcast frame from 0.0.0.0 asking for the address (option 50),
+/// which an authoritative server (OpenWrt's default) grants to whoever asks
+/// first once the address has no lease.
+const RAW_DHCP: &str = r#"
+import os, socket, struct, sys
+kind, chaddr, addr, server = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+hw = bytes(int(x, 16) for x in chaddr.split(':'))
+def csum(b):
+    s = sum(struct.unpack('!%dH' % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff)
+    return ~(s + (s >> 16)) & 0xffff
+def bootp(msgtype, ciaddr, flags, opts):
+    xid = int.from_bytes(os.urandom(4), 'big')
+    b = struct.pack('!BBBBIHH4s4s4s4s16s64s128s', 1, 1, 6, 0, xid, 0, flags, socket.inet_aton(ciaddr),
+                    bytes(4), bytes(4), bytes(4), hw + bytes(10), bytes(64), bytes(128))
+    return b + b'\x63\x82\x53\x63' + bytes([53, 1, msgtype, 61, 7, 1]) + hw + opts + b'\xff'
+if kind == 'release':
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(('', 68))
+    s.sendto(bootp(7, addr, 0, bytes([54, 4]) + socket.inet_aton(server)), (server, 67))
+else:
+    payload = bootp(3, '0.0.0.0', 0x8000, bytes([50, 4]) + socket.inet_aton(addr))
+    udp = struct.pack('!HHHH', 68, 67, 8 + len(payload), 0) + payload
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, bytes(4), b'\xff' * 4)
+    ip = ip[:10] + struct.pack('!H', csum(ip)) + ip[12:]
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind(('eth0', 0))
+    s.send(b'\xff' * 6 + hw + b'\x08\x00' + ip + udp)
+"#;
+
+/// Red team (LAN attacker, DHCP), end to end with a real dnsmasq serving
+/// the LAN and gatewarden reading its lease file (`enforce.dhcp_leases`):
+/// the device holds a lease (busybox udhcpc). The attacker sends a
+/// DHCPRELEASE with the device's MAC as `chaddr` (DHCP is unauthenticated),
+/// then a DHCPREQUEST for the device's address with its own MAC, and
+/// dnsmasq moves the lease; the attacker takes the address (it answers ARP
+/// for it, as the router's probe asks) and sends frames from it. Followed
+/// at once, the moved lease made the address vouch for the attacker and the
+/// device's own frames the newcomer's (`enforce::spoof::tests::
+/// a_lease_moved_to_another_mac_by_a_forged_release_neither_contains_nor_cuts_off_the_device`
+/// has the unit-level story). Now the move is asked about first: the device
+/// answers and keeps its address, it is neither contained nor cut off, and
+/// the attacker's frames from the address are not verified: the attacker is
+/// contained, the kernel's binding set pairs the address with the device's
+/// MAC only, and none of the attacker's frames from it reach the WAN.
+#[test]
+fn a_dhcp_lease_moved_by_a_forged_release_neither_contains_nor_cuts_off_the_device() {
+    let Some(mut site) = Site::new() else { return };
+    if let Some(why) = common::netns::missing_root_or_tools(&["dnsmasq", "busybox"]) {
+        if std::env::var_os("CI").is_some() {
+            panic!("the DHCP lease test needs dnsmasq and busybox (udhcpc), and CI is set: {why}");
+        }
+        eprintln!("SKIPPED: DHCP lease test unavailable ({why})");
+        return;
+    }
+    let leases = site.dir.path().join("dhcp.leases");
+    let dhcp_log = std::fs::File::create(site.dir.path().join("dnsmasq.log")).unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &site.rtr, "dnsmasq", "-k", "--conf-file=/dev/null", "--port=0"])
+        .args(["--interface=lan0", "--bind-interfaces", "--dhcp-authoritative", "--log-dhcp", "--log-facility=-"])
+        .args(["--dhcp-range=192.0.2.10,192.0.2.20,255.255.255.0,1h", "--user=root", "--pid-file="])
+        .arg(format!("--dhcp-leasefile={}", leases.display()))
+        .stdout(dhcp_log.try_clone().unwrap())
+        .stderr(dhcp_log);
+    let _dhcp = Guard::spawn(&mut cmd);
+    let dhcp_said = |site: &Site| std::fs::read_to_string(site.dir.path().join("dnsmasq.log")).unwrap_or_default();
+    let lease_of = |mac: &str| {
+        let text = std::fs::read_to_string(&leases).unwrap_or_default();
+        text.lines().any(|l| l.split_whitespace().nth(1) == Some(mac) && l.split_whitespace().nth(2) == Some(DEVICE))
+    };
+    // The device's lease, from a real DHCP client asking for its address back (dnsmasq pings an
+    // address before offering it, so the device has none meanwhile); then the address is configured.
+    must(&["ip", "-n", &site.dev, "addr", "del", &format!("{DEVICE}/24"), "dev", "eth0"]);
+    let udhcpc = ["busybox", "udhcpc", "-i", "eth0", "-f", "-q", "-n", "-t", "3", "-T", "1", "-s", "/bin/true"];
+    let mut args = udhcpc.to_vec();
+    args.extend(["-r", DEVICE]);
+    assert!(
+        wait_until(Duration::from_secs(15), || site.exec(&site.dev, &args).status.success() && lease_of(DEVICE_MAC)),
+        "the device got no lease of {DEVICE}: {:?}\n{}",
+        std::fs::read_to_string(&leases),
+        dhcp_said(&site)
+    );
+    must(&["ip", "-n", &site.dev, "addr", "add", &format!("{DEVICE}/24"), "dev", "eth0"]);
+    must(&["ip", "-n", &site.dev, "route", "replace", "default", "via", ROUTER_LAN]);
+    site.start_with("", &format!("dhcp_leases = \"{}\"\n", leases.display()));
+    site.serve_wan();
+    assert!(
+        wait_until(Duration::from_secs(10), || site.metric("gatewarden_spoof_bindings{source=\"lease\"}") >= 1.0),
+        "the router never read the device's lease: {}",
+        site.get("/metrics").1
+    );
+    assert!(site.curl_wan(&site.dev), "the device's own traffic, before the attack");
+
+    // The attack: a forged release for the device, then the attacker's own request for its address.
+    let dhcp = |kind: &str, mac: &str| {
+        let out = site.exec(&site.atk, &["python3", "-c", RAW_DHCP, kind, mac, DEVICE, ROUTER_LAN]);
+        assert!(out.status.success(), "DHCP {kind}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    dhcp("release", DEVICE_MAC);
+    dhcp("request", ATTACKER_MAC);
+    assert!(
+        wait_until(Duration::from_secs(5), || lease_of(ATTACKER_MAC)),
+        "dnsmasq did not move the lease (the test would show nothing): {:?}\n{}",
+        std::fs::read_to_string(&leases),
+        dhcp_said(&site)
+    );
+    // The attacker takes the address: it answers the router's ARP probe for it. Its answers would
+    // also rewrite the router kernel's own ARP entry (any LAN host answering ARP can do that,
+    // gatewarden or not: the ARP-claim test above is that attack), and the device's replies would
+    // then go to the attacker; the entry is pinned so what is measured is what gatewarden does.
+    let pin = ["ip", "-n", &site.rtr, "neigh", "replace", DEVICE, "lladdr", DEVICE_MAC, "dev", "lan0"];
+    must(&[&pin[..], &["nud", "permanent"]].concat());
+    must(&["ip", "-n", &site.atk, "addr", "add", &format!("{DEVICE}/32"), "dev", "eth0"]);
+    // The device keeps talking while the router reads the moved lease (every second) and asks who has the address.
+    for _ in 0..3 {
+        let _ = site.curl_wan(&site.dev);
+        std::thread::sleep(Duration::from_millis(800));
+    }
+    // Counts what reaches the WAN host from the device's address on the attacker's ports (the device's own is 8080).
+    let w = site.wan.as_str();
+    must(&["ip", "netns", "exec", w, "nft", "add", "table", "ip", "leaseprobe"]);
+    let chain = "add chain ip leaseprobe pre { type filter hook prerouting priority -300; policy accept; }";
+    must(&["ip", "netns", "exec", w, "nft", chain]);
+    let rule = format!("add rule ip leaseprobe pre ip saddr {DEVICE} tcp dport 1000-1999 counter");
+    must(&["ip", "netns", "exec", w, "nft", &rule]);
+    let forged_through = |site: &Site| -> u64 {
+        let out = site.exec(&site.wan, &["nft", "-j", "list", "chain", "ip", "leaseprobe", "pre"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["nftables"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|o| o["rule"]["expr"].as_array().cloned().unwrap_or_default())
+            .filter_map(|e| e["counter"]["packets"].as_u64())
+            .sum()
+    };
+
+    // The attacker uses the address it was given.
+    site.raw_syns(&site.atk, ATTACKER_MAC, DEVICE, 5);
+    let _ = site.curl_wan(&site.dev);
+    wait_until(Duration::from_secs(5), || !site.contained().is_empty());
+    let _ = site.curl_wan(&site.dev);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !site.contained().iter().any(|m| m == DEVICE_MAC),
+        "the device was contained for its own address: {:?}\n{}",
+        site.elements(),
+        site.log()
+    );
+    assert!(
+        site.contained().iter().any(|m| m == ATTACKER_MAC),
+        "the attacker sending from the device's address was not contained: {:?}\n{}",
+        site.elements(),
+        site.log()
+    );
+    assert!(site.curl_wan(&site.dev), "the device lost its access: {:?}\n{}", site.elements(), site.log());
+    let els = site.elements();
+    assert!(!els.iter().any(|(set, e)| set.starts_with("block") && e == DEVICE), "{DEVICE} was blocked: {els:?}");
+    // Verified is what the kernel's binding set says: the address is the device's, never the attacker's.
+    let bound = |mac: &str| els.iter().any(|(set, e)| set == "mac_bound4" && e.contains(mac) && e.contains(DEVICE));
+    assert!(bound(DEVICE_MAC), "the device's binding is not in the kernel: {els:?}");
+    assert!(!bound(ATTACKER_MAC), "the moved lease vouches for the attacker in the kernel: {els:?}\n{}", site.log());
+    // So none of the attacker's frames from the address get through its containment.
+    let (through, dropped) = (forged_through(&site), site.contained_dropped());
+    site.raw_syns(&site.atk, ATTACKER_MAC, DEVICE, 20);
+    assert!(
+        wait_until(Duration::from_secs(2), || site.contained_dropped() >= dropped + 20),
+        "the attacker's frames from the device's address were not dropped: {} of 20",
+        site.contained_dropped() - dropped
+    );
+    assert_eq!(forged_through(&site), through, "the attacker's frames from the device's address reached the WAN");
+    assert!(
+        site.metric("gatewarden_spoof_binding_flips_total") >= 1.0,
+        "the moved lease was not asked about: {}",
+        site.get("/metrics").1
+    );
+    assert!(site.curl_wan(&site.dev), "the device lost its access: {}", site.log());
 }

@@ -344,6 +344,19 @@ impl FeedRefusal {
             }
         }
     }
+
+    /// What the operator can do about a feed range lifted because the
+    /// LAN's networks or the gateway's addresses changed under it.
+    fn lift_advice(&self) -> &'static str {
+        match self {
+            FeedRefusal::Site(_) => {
+                "a feed never blocks the LAN, so the range is lifted and the rest of the feed stays; if that network \
+                 is not the LAN, correct the LAN interface's addresses and routes (or enforce.lan_prefixes) and \
+                 import the feed again"
+            }
+            _ => "no block may cover it, so the range is lifted and the rest of the feed stays",
+        }
+    }
 }
 
 /// What a feed import is checked against besides the protections every block has.
@@ -417,7 +430,9 @@ impl Metrics {
                 "gatewarden_enforce_feed_restore_refused_total",
                 "Saved feed ranges (or parts of them) not restored at a start because an import would refuse them \
                  now: they overlap the LAN, the allowlist, the gateway or its infrastructure, or cover more than a \
-                 feed may without --allow-wide.",
+                 feed may without --allow-wide; and feed ranges lifted later because the LAN's networks or the \
+                 gateway's addresses appeared or changed under them (at boot the restore runs before the LAN \
+                 interface has its addresses).",
                 &[],
             ),
             errors: r.counter(
@@ -520,6 +535,9 @@ pub struct Blocker {
     /// ([`Blocker::set_bound_sources`]): MAC group members are resolved
     /// through them, not through the raw neighbour table.
     bindings_from_guard: bool,
+    /// The site networks (sorted) and own addresses the feed sets were
+    /// last checked against ([`Blocker::recheck_feed`]); `None`: never.
+    feed_checked: Option<(Vec<Cidr>, Vec<IpAddr>)>,
 }
 
 /// Errors carry what was being done and what to do next.
@@ -553,6 +571,7 @@ impl Blocker {
             lookups: ruleset::Lookups::ALL,
             bound_written: None,
             bindings_from_guard: false,
+            feed_checked: None,
         })
     }
 
@@ -730,7 +749,8 @@ impl Blocker {
                 feeds.entry(fam).or_default().push(ruleset::RestoredRange {
                     lo,
                     hi,
-                    timeout_ms: blk.timeout_ms,
+                    // A saved 0 (an edited file) stays the shortest timeout, never none.
+                    timeout_ms: blk.timeout_ms.max(1),
                     remaining_ms: remaining,
                     comment: blk.reason,
                     wide: blk.allow_wide,
@@ -815,6 +835,7 @@ impl Blocker {
         self.lookups = lookups;
         // A new table's binding sets are empty.
         self.bound_written = Some(super::spoof::BoundSources::default());
+        self.feed_checked = Some((sorted_site(site), self.own.clone()));
         tell_feed_refusals(&feed_refusals, &feeds_too_much);
         if let Some(m) = &self.metrics {
             m.feed_restore_refused.add(report.feed_refused as u64);
@@ -831,6 +852,87 @@ impl Blocker {
             );
         }
         Ok(report)
+    }
+
+    /// Checks the feed sets again, as an import checks its entries, when
+    /// `site` (the LAN's networks now: [`lan_networks`] and
+    /// `enforce.lan_prefixes`) or the gateway's own addresses differ from
+    /// what they were last checked against; otherwise does nothing.
+    ///
+    /// Why: at boot the router restores its saved feed before networking
+    /// has given the LAN interface its addresses, so that restore can check
+    /// the feed only against `enforce.lan_prefixes`, and a LAN renumbered
+    /// into a range the feed covers would stay blocked, both ways. The
+    /// enforcement thread calls this on its LAN refresh (every second).
+    ///
+    /// The pieces of a range that overlap the site or a protection are
+    /// lifted, the rest of the range stays with its timeout, time left,
+    /// comment and `--allow-wide` mark, in one transaction per change
+    /// (the family's feed set is rewritten; its per-element counters start
+    /// again). Each lifted piece is logged with why and what to do, and
+    /// counted in `gatewarden_enforce_feed_restore_refused_total`. The
+    /// width and coverage limits are not applied again: they do not depend
+    /// on the LAN. Only the blocker that installed the table does this;
+    /// when another process changes the ruleset meanwhile, the next call
+    /// tries again. Returns how many pieces were lifted.
+    pub fn recheck_feed(&mut self, site: &[Cidr]) -> Result<usize> {
+        let checked = (sorted_site(site), self.own.clone());
+        if !self.owns_rules() || self.feed_checked.as_ref() == Some(&checked) {
+            return Ok(0);
+        }
+        let generation = self.nl.generation()?;
+        let mut b = Batch::new().at_generation(generation);
+        let mut lifted: Vec<(String, FeedRefusal)> = Vec::new();
+        for fam in [Fam::V4, Fam::V6] {
+            let set = Origin::Feed.set_name(fam);
+            let els = ruleset::elements(&mut self.nl, &set)?;
+            let mut refused = Vec::new();
+            let mut keep = Vec::new();
+            for (lo, hi, e) in interval_ranges(fam, &els) {
+                // An element with a timeout and no time left is on its way out.
+                if e.timeout_ms > 0 && e.expires_ms == 0 {
+                    continue;
+                }
+                let r = ruleset::RestoredRange {
+                    lo,
+                    hi,
+                    timeout_ms: e.timeout_ms,
+                    remaining_ms: e.expires_ms,
+                    comment: e.comment.clone(),
+                    wide: e.wide,
+                };
+                split_refused(
+                    fam,
+                    r,
+                    |lo, hi| self.feed_range_refusal(fam, lo, hi, &checked.0, &[]),
+                    &mut keep,
+                    &mut refused,
+                );
+            }
+            if refused.is_empty() {
+                continue;
+            }
+            ruleset::flush_set(&mut b, &set);
+            ruleset::push_restored_intervals(&mut b, &set, fam, &keep);
+            lifted.extend(refused);
+        }
+        if !lifted.is_empty() {
+            match self.nl.commit(&b) {
+                Ok(()) => {}
+                // An import or block from another process came in between: read again next time.
+                Err(e) if e.errno() == Some(ERESTART) => return Ok(0),
+                Err(e) => {
+                    self.count_error();
+                    return Err(e);
+                }
+            }
+            if let Some(m) = &self.metrics {
+                m.feed_restore_refused.add(lifted.len() as u64);
+            }
+            tell_feed_lifts(&lifted);
+        }
+        self.feed_checked = Some(checked);
+        Ok(lifted.len())
     }
 
     /// Every block with its absolute expiry, for the state file.
@@ -1944,26 +2046,7 @@ fn screen_saved_feed(
             out.refused.push((feeds::range_text(fam, r.lo, r.hi), FeedRefusal::TooMuch(fam, size(r.lo, r.hi))));
             continue;
         }
-        if refusal(r.lo, r.hi).is_none() {
-            out.keep.push(r);
-            continue;
-        }
-        let mut run: Option<(u128, u128)> = None;
-        for piece in feeds::range_cidrs(fam, r.lo, r.hi) {
-            let (lo, hi) = piece.range();
-            match refusal(lo, hi) {
-                Some(why) => {
-                    out.refused.push((piece.to_string(), why));
-                    if let Some((lo, hi)) = run.take() {
-                        out.keep.push(ruleset::RestoredRange { lo, hi, ..r.clone() });
-                    }
-                }
-                None => run = Some((run.map_or(lo, |(first, _)| first), hi)),
-            }
-        }
-        if let Some((lo, hi)) = run {
-            out.keep.push(ruleset::RestoredRange { lo, hi, ..r });
-        }
+        split_refused(fam, r, &refusal, &mut out.keep, &mut out.refused);
     }
     let narrow = out.keep.iter().filter(|r| !r.wide).fold(0u128, |n, r| n.saturating_add(size(r.lo, r.hi)));
     if feeds::over_coverage(fam, narrow) {
@@ -1972,6 +2055,67 @@ fn screen_saved_feed(
         out.too_much = Some((narrow, n));
     }
     out
+}
+
+/// Splits feed range `r` of `fam` by `refusal`: the whole range to `keep`
+/// when it passes; otherwise it is checked again in the pieces of
+/// [`feeds::range_cidrs`] (an import merged adjacent entries into it), the
+/// refused pieces go to `refused` (as written, with why) and the runs of
+/// the others back to `keep` with `r`'s times, comment and mark.
+fn split_refused(
+    fam: Fam,
+    r: ruleset::RestoredRange,
+    refusal: impl Fn(u128, u128) -> Option<FeedRefusal>,
+    keep: &mut Vec<ruleset::RestoredRange>,
+    refused: &mut Vec<(String, FeedRefusal)>,
+) {
+    if refusal(r.lo, r.hi).is_none() {
+        keep.push(r);
+        return;
+    }
+    let mut run: Option<(u128, u128)> = None;
+    for piece in feeds::range_cidrs(fam, r.lo, r.hi) {
+        let (lo, hi) = piece.range();
+        match refusal(lo, hi) {
+            Some(why) => {
+                refused.push((piece.to_string(), why));
+                if let Some((lo, hi)) = run.take() {
+                    keep.push(ruleset::RestoredRange { lo, hi, ..r.clone() });
+                }
+            }
+            None => run = Some((run.map_or(lo, |(first, _)| first), hi)),
+        }
+    }
+    if let Some((lo, hi)) = run {
+        keep.push(ruleset::RestoredRange { lo, hi, ..r });
+    }
+}
+
+/// Warns of the feed ranges [`Blocker::recheck_feed`] lifted (the first
+/// [`MAX_RESTORE_REFUSALS_LOGGED`] each, with why and what to do).
+fn tell_feed_lifts(lifted: &[(String, FeedRefusal)]) {
+    for (range, why) in lifted.iter().take(MAX_RESTORE_REFUSALS_LOGGED) {
+        tracing::warn!(
+            "a feed range is lifted now that the LAN's networks or the gateway's addresses changed: {range} {}; {}",
+            why.describe(),
+            why.lift_advice()
+        );
+    }
+    if lifted.len() > MAX_RESTORE_REFUSALS_LOGGED {
+        tracing::warn!(
+            "{} more feed ranges are lifted, for the reasons above \
+             (gatewarden_enforce_feed_restore_refused_total counts them all)",
+            lifted.len() - MAX_RESTORE_REFUSALS_LOGGED
+        );
+    }
+}
+
+/// `site` sorted and without repeats: what a feed check's site is compared by.
+fn sorted_site(site: &[Cidr]) -> Vec<Cidr> {
+    let mut v = site.to_vec();
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// Next hops of this namespace's routes (rtnetlink `RTM_GETROUTE`, any
@@ -2018,12 +2162,22 @@ pub fn lan_networks(lan_interface: &str) -> Result<Vec<Cidr>> {
     if lan_interface.is_empty() {
         return Ok(Vec::new());
     }
-    let view = super::spoof::lan_view(lan_interface)?;
-    let mut out: Vec<Cidr> =
-        view.prefixes.into_iter().chain(view.routed).filter(|c| !feeds::too_wide(c) && !is_link_local(c)).collect();
+    Ok(lan_networks_in(&super::spoof::lan_view(lan_interface)?))
+}
+
+/// [`lan_networks`] out of a view of the LAN interface already read (the
+/// enforcement thread reads one every second for the spoof check).
+pub fn lan_networks_in(view: &super::spoof::LanView) -> Vec<Cidr> {
+    let mut out: Vec<Cidr> = view
+        .prefixes
+        .iter()
+        .chain(&view.routed)
+        .filter(|c| !feeds::too_wide(c) && !is_link_local(c))
+        .copied()
+        .collect();
     out.sort();
     out.dedup();
-    Ok(out)
+    out
 }
 
 /// Whether `c` lies in 169.254.0.0/16 or fe80::/10.
@@ -2292,6 +2446,11 @@ mod tests {
         );
         assert!(FeedRefusal::TooMuch(Fam::V4, 1 << 30).restore_advice().contains("--allow-wide"));
         assert!(!FeedRefusal::Site(lan).restore_advice().contains("import it again with --allow-wide"));
+        // A range lifted because the LAN moved under it says so, and that the rest stays.
+        assert!(FeedRefusal::Site(lan).lift_advice().starts_with("a feed never blocks the LAN"));
+        assert!(FeedRefusal::Protected(Protection::Infrastructure)
+            .lift_advice()
+            .contains("the rest of the feed stays"));
     }
 
     /// A saved feed range as the state file gives it.

@@ -841,7 +841,8 @@ pub struct RestoredRange {
     pub lo: u128,
     /// Last address.
     pub hi: u128,
-    /// The timeout it was given, ms.
+    /// The timeout it was given, ms; 0: none (an element written by hand
+    /// without one, kept as it was when the LAN check rewrites the set).
     pub timeout_ms: u64,
     /// Time it has left, ms.
     pub remaining_ms: u64,
@@ -864,7 +865,11 @@ pub fn push_restored_intervals(b: &mut Batch, set: &str, fam: Fam, ranges: &[Res
     let max = if fam == Fam::V4 { u32::MAX as u128 } else { u128::MAX };
     for r in ranges {
         let key = key_of(fam, r.lo);
-        elems.push(restored(&key, r.timeout_ms, r.remaining_ms, 0, Some(&r.comment), r.wide));
+        elems.push(if r.timeout_ms == 0 {
+            element_marked(&key, None, 0, Some(&r.comment), r.wide)
+        } else {
+            restored(&key, r.timeout_ms, r.remaining_ms, 0, Some(&r.comment), r.wide)
+        });
         if r.hi < max {
             elems.push(element(&key_of(fam, r.hi + 1), None, ELEM_INTERVAL_END, None));
         }

@@ -166,6 +166,7 @@ impl EnforceService {
             leases: Leases::default(),
             last_refresh: Instant::now(),
             bound_failing: false,
+            site: None,
         };
         let (ready_tx, ready_rx) = mpsc::channel::<anyhow::Result<()>>();
         let (tx, rx) = mpsc::channel::<Command>();
@@ -295,6 +296,10 @@ struct Lan {
     last_refresh: Instant,
     /// The last write of the binding sets failed (logged once until one works).
     bound_failing: bool,
+    /// What no feed may cover, as of the last refresh: the LAN interface's
+    /// networks and those routed out of it, and `enforce.lan_prefixes`
+    /// (`None` before a refresh read the interface).
+    site: Option<Vec<super::feeds::Cidr>>,
 }
 
 /// A verdict for an unverified LAN source re-reads the neighbour table at most this often.
@@ -350,6 +355,9 @@ impl Lan {
         }
         match super::spoof::lan_view(&self.interface) {
             Ok(view) => {
+                let mut site = super::blocker::lan_networks_in(&view);
+                site.extend(cfg.lan_prefixes.iter().filter_map(|s| s.parse::<super::feeds::Cidr>().ok()));
+                self.site = Some(site);
                 // The next hops say whose MAC a downstream subnet's traffic comes with (see `bound_sources`).
                 let next_hops = gatewarden_netlink::route::route_gateways().unwrap_or_else(|e| {
                     tracing::debug!("cannot read the routes' next hops: {e}");
@@ -661,6 +669,13 @@ fn run_loop(
                 }
                 Ok(_) => {}
                 Err(e) => tracing::warn!("cannot re-read the gateway's own addresses: {e}"),
+            }
+            // At boot the saved feed is restored before the LAN interface has its addresses:
+            // a feed range the LAN's networks overlap once they appear (or change) is lifted.
+            if let Some(site) = &lan.site {
+                if let Err(e) = blocker.recheck_feed(site) {
+                    tracing::warn!("cannot check the feed against the LAN's networks: {e}");
+                }
             }
         }
         steps.mark("lan_refresh");
