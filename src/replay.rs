@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gatewarden_core::clock::RealtimePacer;
 use serde::Serialize;
 
 use crate::capture::{CaptureError, CaptureFile, Frame, PacketSource};
@@ -354,7 +355,6 @@ impl Pipeline {
 /// parser follows fits, however long the packet.
 pub const REPLAY_KEEP_BYTES: usize = 1024;
 
-use gatewarden_core::clock::RealtimePacer;
 /// Longest a realtime replay waits for the next frame (the pipeline runs on
 /// capture time, so shortening a pause changes no result).
 pub use gatewarden_core::clock::MAX_REALTIME_WAIT;

@@ -532,6 +532,8 @@ fn run_loop(
 ) {
     let mut last_metrics = Instant::now() - Duration::from_secs(60);
     let mut last_addresses = Instant::now();
+    // The feed re-check is retried every second while it fails; said once a minute.
+    let mut feed_recheck_failed: (u64, Option<Instant>) = (0, None);
     let mut detector_down = false;
     let mut alert_id: u64 = (now_ms() << 16) ^ 0x6e66;
     let gm = GateMetrics::new(registry);
@@ -673,8 +675,21 @@ fn run_loop(
             // At boot the saved feed is restored before the LAN interface has its addresses:
             // a feed range the LAN's networks overlap once they appear (or change) is lifted.
             if let Some(site) = &lan.site {
-                if let Err(e) = blocker.recheck_feed(site) {
-                    tracing::warn!("cannot check the feed against the LAN's networks: {e}");
+                match blocker.recheck_feed(site) {
+                    Ok(_) => feed_recheck_failed = (0, None),
+                    Err(e) => {
+                        feed_recheck_failed.0 += 1;
+                        if feed_recheck_failed.1.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                            feed_recheck_failed.1 = Some(Instant::now());
+                            tracing::warn!(
+                                failures = feed_recheck_failed.0,
+                                "cannot check the feed against the LAN's networks (retried every second, said once a \
+                                 minute): {e}; until it succeeds a feed range may cover the LAN: list the feed with \
+                                 `gatewarden blocks`, import it again without a range that covers the LAN \
+                                 (`gatewarden blocklist import`), or list the LAN in enforce.lan_prefixes"
+                            );
+                        }
+                    }
                 }
             }
         }

@@ -640,8 +640,11 @@ impl RateLimiter {
             ),
             Allowance::Check => format!(
                 "too many tokens this monitor has not seen from {who}: each costs a signature check, and a client \
-                 gets {CHECK_BURST} at once and {CHECKS_PER_S} a second (invalid tokens spend them too); retry in \
-                 {wait:.2} s with a token from `gatewarden token issue`. A token once checked has its own allowance"
+                 gets {CHECK_BURST} at once and {CHECKS_PER_S} a second; retry in {wait:.2} s. Tokens that do not \
+                 verify spend them too: if this persists, a device sharing this allowance is sending such tokens \
+                 (gatewarden_http_refused_total{{reason=\"token_checks\"}} counts the refusals) — find it, and \
+                 meanwhile reach the API over IPv4 or on the monitor's own node. A token once checked has its own \
+                 allowance until the monitor restarts"
             ),
         }
     }

@@ -2237,6 +2237,16 @@ mod tests {
         let text = String::from_utf8_lossy(&out);
         let refusal = &text[text.find("HTTP/1.1 429").expect("a 429")..];
         assert!(refusal.contains("192.0.2.9") && !refusal.contains("/64"), "{refusal}");
+        // Out of signature checks: a device of the /64 may be sending tokens
+        // that do not verify; the answer says how to see it and get around it.
+        let limiter = crate::auth::RateLimiter::new(1, 2);
+        let ip: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let refusal = limiter.refusal(crate::auth::Allowance::Check, ip, 1.0);
+        assert!(refusal.contains("2001:db8:1:2::/64") && refusal.contains("do not verify"), "{refusal}");
+        assert!(
+            refusal.contains("reason=\"token_checks\"") && refusal.contains("IPv4") && refusal.contains("restarts"),
+            "{refusal}"
+        );
     }
 
     /// Red-team finding: live event streams were capped at 64 in all and only
