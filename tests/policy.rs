@@ -1025,3 +1025,25 @@ cert = \"{d}/nodes/{id}.crt\"\nkey = \"{d}/nodes/{id}.key\"\nspool_dir = \"{d}/s
         .sum();
     assert!(opened >= 1.0, "{counters:?}");
 }
+
+/// The policy judges brute-force alerts by how many attempts their source
+/// completed (`policy::proof`), against bars copied from the detector's
+/// defaults: the policy crate sits below the detector and cannot read them.
+/// This pins the copies, so a changed default cannot silently leave the bar
+/// where a forger's SYNs (or a real guesser) would be judged wrongly.
+#[test]
+fn the_policys_brute_force_bars_follow_the_detectors_defaults() {
+    use gatewarden::detect::config::DetectorConfig;
+    use gatewarden::detect::heuristics::LOGIN_PORTS;
+    use gatewarden::policy::proof;
+    let d = DetectorConfig::default();
+    assert_eq!(proof::GUESS_COMPLETED as u32, d.bruteforce_attempts.div_ceil(2), "half the attempts that make an alert");
+    assert_eq!(proof::GUESS_WINDOW_NS, d.window_s * 1_000_000_000, "in the detector's window");
+    assert_eq!(proof::LOGIN_WINDOW_NS, d.bruteforce_window_s * 1_000_000_000, "the login-session rule's window");
+    assert!(
+        proof::LOGIN_COMPLETED as u32 <= d.bruteforce_sessions && proof::LOGIN_COMPLETED >= 2,
+        "a login-session guesser that made an alert completed at least {} sessions",
+        proof::LOGIN_COMPLETED
+    );
+    assert_eq!(proof::LOGIN_PORTS, LOGIN_PORTS, "the same login services");
+}

@@ -3,18 +3,38 @@
 //! without a wire change every node must take together), and a deny for a
 //! whole group must not rest on addresses anyone on the LAN can forge.
 //!
-//! - A **brute-force** alert counts when its own connection (`flow_id`) was
-//!   completed by its originator (`src_answered`): a guesser has to, to send a
-//!   password; a SYN forged with a member's address never is, even when that
-//!   member really uses the port (so forging a real user's address gains nothing).
+//! - A **brute-force** alert counts when its source itself completed
+//!   (`src_answered`) at least half the attempts the detector's rule needs,
+//!   to the alert's destination and port, in that rule's window before the
+//!   alert: [`GUESS_COMPLETED`] in [`GUESS_WINDOW_NS`] (the connection-rate
+//!   rule, 20 in 10 s), or on a login port [`LOGIN_COMPLETED`] in
+//!   [`LOGIN_WINDOW_NS`] (the session rule, 5 in 60 s). A guesser completes
+//!   nearly every attempt, as it must to send a password. The one connection
+//!   an alert names proves nothing: the rule counts unanswered attempts too,
+//!   so SYNs forged with a member's address can make that member's own real
+//!   reconnect the attempt that crosses the limit. A device reconnecting
+//!   every few seconds (MQTT telemetry) completes 2–5 in 10 s, forged SYNs
+//!   none.
 //! - A **scan** alert counts when its source acknowledged what the target sent
 //!   it within [`PROOF_WINDOW_NS`] of the alert, on any port (a scan's probes
 //!   prove nothing themselves), as the detector's "source proven" says.
 //!
-//! A proof the monitor missed (a dropped batch) only makes an alert count as
-//! unproven: shown, never the ground for a deny.
+//! An alert nothing proves yet waits (at most [`MAX_PENDING`], for
+//! [`PENDING_NS`] of flow time) and is judged again as completed connections
+//! arrive: the monitor may record it ahead of a backlog of flow batches, or
+//! the detector raise it before the crossing connection's ACK was seen. A
+//! proof the monitor never gets (a dropped batch) leaves the alert unproven:
+//! shown, never the ground for a deny.
+//!
+//! Limits: the alert carries no count of its own (only the reason sentence),
+//! so the bars mirror the detector's defaults; with `bruteforce_attempts` or
+//! `bruteforce_sessions` set lower, a guesser below the bar here is shown as
+//! unproven. Forging a member's address still makes its alerts count when
+//! that member really completes that many connections to the port (for a
+//! login port, 3 sessions a minute: the matrix's own guessing count
+//! already treats such a device as guessing).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 
 use gatewarden_core::lru::evict_oldest;
@@ -25,43 +45,208 @@ pub const PROOF_WINDOW_NS: u64 = 120_000_000_000;
 /// Most entries per table; only real sources can add one (a forger never
 /// acknowledges), and at the limit the oldest eighth goes.
 pub const MAX_PROOFS: usize = 16_384;
+/// Completed connections a brute-force alert's source needs in
+/// [`GUESS_WINDOW_NS`]: half the detector's `bruteforce_attempts` default (20),
+/// mirrored here (the policy does not depend on the detector).
+pub const GUESS_COMPLETED: usize = 10;
+/// The detector's `window_s` default (10 s), over which it counts `bruteforce_attempts`.
+pub const GUESS_WINDOW_NS: u64 = 10_000_000_000;
+/// Completed sessions to a login port in [`LOGIN_WINDOW_NS`] that prove one
+/// too: half the detector's `bruteforce_sessions` default (5), rounded up.
+pub const LOGIN_COMPLETED: usize = 3;
+/// The detector's `bruteforce_window_s` default (60 s).
+pub const LOGIN_WINDOW_NS: u64 = 60_000_000_000;
+/// The detector's session-rule ports (`LOGIN_PORTS`: SSH, telnet, FTP, RDP,
+/// VNC, POP3; not MQTT, whose telemetry reconnects by design).
+pub const LOGIN_PORTS: [u16; 8] = [21, 22, 23, 2222, 2323, 3389, 5900, 110];
+/// (source, destination, port) entries of completed connections kept; at the
+/// limit the eighth completed longest ago goes.
+pub const MAX_GUESS_KEYS: usize = 4096;
+/// Completed connections kept per entry, the newest: more than the larger bar.
+pub const MAX_CONNS_PER_KEY: usize = 16;
+/// Alerts waiting for a proof; at the limit the oldest goes.
+pub const MAX_PENDING: usize = 1024;
+/// How long, in flow time, an alert waits for a proof.
+pub const PENDING_NS: u64 = 120_000_000_000;
 
-/// Recent proofs that member addresses receive at their address.
+/// An alert's facts a proof is judged on: what waits for one, and what a late proof returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    /// Brute force, port scan or host sweep.
+    pub kind: AttackKind,
+    /// The source it accuses.
+    pub src: IpAddr,
+    /// Its target.
+    pub dst: IpAddr,
+    /// The port a brute-force alert names (0 for scans).
+    pub dport: u16,
+    /// When it was raised, ns.
+    pub ts_ns: u64,
+}
+
+impl Claim {
+    /// The facts of `a`, when it is a kind a proof is judged for and names both ends.
+    pub fn of(a: &Alert) -> Option<Claim> {
+        let (Some(src), Some(dst)) = (a.src, a.dst) else { return None };
+        match a.kind {
+            AttackKind::BruteForce | AttackKind::PortScan | AttackKind::HostSweep => {
+                Some(Claim { kind: a.kind, src, dst, dport: a.dport, ts_ns: a.ts_ns })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Connections one source completed to one destination port: (flow id, first packet ns), newest kept.
+#[derive(Debug, Default)]
+struct Completed {
+    conns: Vec<(u64, u64)>,
+    last_ns: u64,
+}
+
+impl Completed {
+    /// Adds a connection once (a flow is reported in several snapshots); whether it was new.
+    fn add(&mut self, flow_id: u64, first_ns: u64, last_ns: u64) -> bool {
+        self.last_ns = self.last_ns.max(last_ns);
+        if self.conns.iter().any(|(id, _)| *id == flow_id) {
+            return false;
+        }
+        self.conns.push((flow_id, first_ns));
+        if self.conns.len() > MAX_CONNS_PER_KEY {
+            let oldest = self.conns.iter().enumerate().min_by_key(|(_, c)| c.1).map_or(0, |(i, _)| i);
+            self.conns.swap_remove(oldest);
+        }
+        true
+    }
+
+    /// Connections that started in `[ts − window, ts]`.
+    fn within(&self, ts_ns: u64, window_ns: u64) -> usize {
+        self.conns.iter().filter(|(_, t)| *t <= ts_ns && t.saturating_add(window_ns) >= ts_ns).count()
+    }
+}
+
+/// Recent proofs that member addresses receive at their address, and the alerts waiting for one.
 #[derive(Debug, Default)]
 pub struct Proofs {
     /// (source, destination) → last time, ns, the source acknowledged what the destination sent it.
     towards: HashMap<(IpAddr, IpAddr), u64>,
-    /// (flow id, source) of connections their originator completed → when, ns.
-    flows: HashMap<(u64, IpAddr), u64>,
-}
-
-fn note<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u64>, key: K, ts_ns: u64) {
-    if !map.contains_key(&key) && map.len() >= MAX_PROOFS {
-        evict_oldest(map, MAX_PROOFS / 8, |t| *t);
-    }
-    let t = map.entry(key).or_default();
-    *t = (*t).max(ts_ns);
+    /// (source, destination, port) → the connections the source completed there.
+    completed: HashMap<(IpAddr, IpAddr, u16), Completed>,
+    /// Alerts nothing proved yet, oldest first.
+    pending: VecDeque<Claim>,
+    /// (source, destination) → how many of `pending` are about it (a flow of
+    /// another pair never looks through the list).
+    pending_pairs: HashMap<(IpAddr, IpAddr), u32>,
+    /// Waiting alerts a later flow proved, for the engine to count.
+    late: Vec<Claim>,
+    /// The newest flow or alert time seen, ns: the clock `pending` ages by (a replay's too).
+    now_ns: u64,
 }
 
 impl Proofs {
-    /// Remembers `f` if its originator acknowledged what it was sent.
+    /// Remembers `f` if its originator acknowledged what it was sent, and
+    /// judges again the alerts about its source and destination that wait.
     pub fn note(&mut self, f: &FlowRecord) {
         if !f.src_answered {
             return;
         }
-        note(&mut self.towards, (f.src, f.dst), f.last_ns);
-        note(&mut self.flows, (f.flow_id, f.src), f.last_ns);
+        self.now_ns = self.now_ns.max(f.last_ns);
+        let pair = (f.src, f.dst);
+        if !self.towards.contains_key(&pair) && self.towards.len() >= MAX_PROOFS {
+            evict_oldest(&mut self.towards, MAX_PROOFS / 8, |t| *t);
+        }
+        let t = self.towards.entry(pair).or_default();
+        *t = (*t).max(f.last_ns);
+        let key = (f.src, f.dst, f.dport);
+        if !self.completed.contains_key(&key) && self.completed.len() >= MAX_GUESS_KEYS {
+            evict_oldest(&mut self.completed, MAX_GUESS_KEYS / 8, |c| c.last_ns);
+        }
+        self.completed.entry(key).or_default().add(f.flow_id, f.first_ns, f.last_ns);
+        if self.pending_pairs.contains_key(&pair) {
+            self.rejudge(pair);
+        }
+        self.expire();
     }
 
     /// Whether `a`'s source is proven real (see the module docs); alerts of other kinds never are.
     pub fn proven(&self, a: &Alert) -> bool {
-        let (Some(src), Some(dst)) = (a.src, a.dst) else { return false };
-        match a.kind {
-            AttackKind::BruteForce => a.flow_id != 0 && self.flows.contains_key(&(a.flow_id, src)),
+        Claim::of(a).is_some_and(|c| self.holds(&c))
+    }
+
+    fn holds(&self, c: &Claim) -> bool {
+        match c.kind {
+            AttackKind::BruteForce => self.completed.get(&(c.src, c.dst, c.dport)).is_some_and(|done| {
+                done.within(c.ts_ns, GUESS_WINDOW_NS) >= GUESS_COMPLETED
+                    || (LOGIN_PORTS.contains(&c.dport) && done.within(c.ts_ns, LOGIN_WINDOW_NS) >= LOGIN_COMPLETED)
+            }),
             AttackKind::PortScan | AttackKind::HostSweep => {
-                self.towards.get(&(src, dst)).is_some_and(|t| t.saturating_add(PROOF_WINDOW_NS) >= a.ts_ns)
+                self.towards.get(&(c.src, c.dst)).is_some_and(|t| t.saturating_add(PROOF_WINDOW_NS) >= c.ts_ns)
             }
             _ => false,
+        }
+    }
+
+    /// Keeps `a`, which nothing proves yet, to be judged again as flows arrive.
+    pub fn wait_for_proof(&mut self, a: &Alert) {
+        let Some(c) = Claim::of(a) else { return };
+        if c.kind == AttackKind::BruteForce && c.dport == 0 {
+            return;
+        }
+        self.now_ns = self.now_ns.max(c.ts_ns);
+        if self.pending.len() >= MAX_PENDING {
+            self.drop_front();
+        }
+        self.pending.push_back(c);
+        *self.pending_pairs.entry((c.src, c.dst)).or_default() += 1;
+        self.expire();
+    }
+
+    /// The waiting alerts flows proved since the last call, each once.
+    pub fn take_late_proofs(&mut self) -> Vec<Claim> {
+        std::mem::take(&mut self.late)
+    }
+
+    /// Alerts waiting for a proof.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn rejudge(&mut self, pair: (IpAddr, IpAddr)) {
+        let mut pending = std::mem::take(&mut self.pending);
+        let mut proven = Vec::new();
+        pending.retain(|c| {
+            let done = (c.src, c.dst) == pair && self.holds(c);
+            if done {
+                proven.push(*c);
+            }
+            !done
+        });
+        self.pending = pending;
+        for c in proven {
+            self.forget_pair(c.src, c.dst);
+            self.late.push(c);
+        }
+    }
+
+    /// Drops the alerts that waited longer than [`PENDING_NS`] (oldest first, in arrival order).
+    fn expire(&mut self) {
+        while self.pending.front().is_some_and(|c| c.ts_ns.saturating_add(PENDING_NS) < self.now_ns) {
+            self.drop_front();
+        }
+    }
+
+    fn drop_front(&mut self) {
+        if let Some(c) = self.pending.pop_front() {
+            self.forget_pair(c.src, c.dst);
+        }
+    }
+
+    fn forget_pair(&mut self, src: IpAddr, dst: IpAddr) {
+        if let Some(n) = self.pending_pairs.get_mut(&(src, dst)) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending_pairs.remove(&(src, dst));
+            }
         }
     }
 }
@@ -72,16 +257,19 @@ mod tests {
     use gatewarden_proto::conn_state::ConnState;
     use gatewarden_proto::messages::{AlertAction, Proto, Severity};
 
-    fn flow(id: u64, src: &str, t_s: u64, answered: bool) -> FlowRecord {
+    const S: u64 = 1_000_000_000;
+
+    /// A connection to 198.51.100.5:`port` starting at `t_ms`.
+    fn flow(id: u64, src: &str, port: u16, t_ms: u64, answered: bool) -> FlowRecord {
         FlowRecord {
             flow_id: id,
             src: src.parse().unwrap(),
             dst: "198.51.100.5".parse().unwrap(),
             sport: 40000,
-            dport: 22,
+            dport: port,
             proto: Proto::Tcp,
-            first_ns: t_s * 1_000_000_000,
-            last_ns: t_s * 1_000_000_000,
+            first_ns: t_ms * 1_000_000,
+            last_ns: t_ms * 1_000_000 + 5_000_000,
             fwd_packets: 3,
             rev_packets: 2,
             fwd_bytes: 180,
@@ -91,33 +279,97 @@ mod tests {
         }
     }
 
-    fn alert(kind: AttackKind, src: &str, flow_id: u64, t_s: u64) -> Alert {
+    fn alert(kind: AttackKind, src: &str, port: u16, flow_id: u64, t_s: u64) -> Alert {
         Alert {
             flow_id,
             kind,
             src: Some(src.parse().unwrap()),
             dst: Some("198.51.100.5".parse().unwrap()),
-            ts_ns: t_s * 1_000_000_000,
+            dport: port,
+            ts_ns: t_s * S,
             action: AlertAction::Allowed,
             ..Alert::about_system("d", kind, Severity::High, 1, "x", String::new())
         }
     }
 
     #[test]
-    fn a_guess_counts_only_by_its_own_completed_connection_and_a_scan_by_a_recent_acknowledgement() {
+    fn a_guess_counts_by_the_connections_its_source_completed_in_the_detectors_window() {
         let mut p = Proofs::default();
-        p.note(&flow(1, "192.0.2.5", 1_000, true));
-        p.note(&flow(2, "192.0.2.5", 1_001, false));
-        assert!(p.proven(&alert(AttackKind::BruteForce, "192.0.2.5", 1, 1_002)));
-        assert!(
-            !p.proven(&alert(AttackKind::BruteForce, "192.0.2.5", 2, 1_002)),
-            "a forged SYN with a real user's address"
-        );
-        assert!(!p.proven(&alert(AttackKind::BruteForce, "192.0.2.6", 1, 1_002)), "another source, same flow id");
-        assert!(p.proven(&alert(AttackKind::PortScan, "192.0.2.5", 0, 1_120)));
-        assert!(!p.proven(&alert(AttackKind::PortScan, "192.0.2.5", 0, 1_121)), "older than the window");
-        assert!(!p.proven(&alert(AttackKind::PortScan, "192.0.2.6", 0, 1_010)));
-        assert!(!p.proven(&alert(AttackKind::Anomaly, "192.0.2.5", 1, 1_002)));
+        // A device reconnecting to MQTT every 3 s, and 19 SYNs forged in its name: the
+        // named connection (its own, completed) is attempt 20, yet it completed 4 in 10 s.
+        for i in 0..40u64 {
+            p.note(&flow(i, "192.0.2.5", 1883, 1_000_000 + i * 3_000, true));
+        }
+        for i in 0..19u64 {
+            p.note(&flow(100 + i, "192.0.2.5", 1883, 1_110_000 + i * 400, false));
+        }
+        assert!(!p.proven(&alert(AttackKind::BruteForce, "192.0.2.5", 1883, 39, 1_117)));
+        // A guesser: 10 completed in the 10 s before the alert, on the alert's port only.
+        for i in 0..10u64 {
+            p.note(&flow(200 + i, "192.0.2.9", 1883, 1_100_000 + i * 900, true));
+        }
+        assert!(p.proven(&alert(AttackKind::BruteForce, "192.0.2.9", 1883, 0, 1_109)));
+        assert!(!p.proven(&alert(AttackKind::BruteForce, "192.0.2.9", 1883, 0, 1_111)), "1 s too late");
+        assert!(!p.proven(&alert(AttackKind::BruteForce, "192.0.2.9", 22, 0, 1_109)), "another port");
+        assert!(!p.proven(&alert(AttackKind::BruteForce, "192.0.2.6", 1883, 209, 1_109)), "another source");
+        // Snapshots of the same connection count once.
+        for _ in 0..3 {
+            p.note(&flow(300, "192.0.2.8", 1883, 1_100_000, true));
+        }
+        for i in 0..8u64 {
+            p.note(&flow(301 + i, "192.0.2.8", 1883, 1_101_000, true));
+        }
+        assert!(!p.proven(&alert(AttackKind::BruteForce, "192.0.2.8", 1883, 0, 1_102)), "9 connections");
+        // The session rule's login ports: 3 sessions in 60 s (hydra holds each for several tries).
+        for i in 0..3u64 {
+            p.note(&flow(400 + i, "192.0.2.7", 22, 1_100_000 + i * 20_000, true));
+        }
+        assert!(p.proven(&alert(AttackKind::BruteForce, "192.0.2.7", 22, 402, 1_141)));
+        assert!(!p.proven(&alert(AttackKind::BruteForce, "192.0.2.7", 22, 402, 1_161)), "older than 60 s");
+        for i in 0..3u64 {
+            p.note(&flow(500 + i, "192.0.2.7", 1883, 1_100_000 + i * 20_000, true));
+        }
+        assert!(!p.proven(&alert(AttackKind::BruteForce, "192.0.2.7", 1883, 502, 1_141)), "MQTT is no login port");
+    }
+
+    #[test]
+    fn a_scan_counts_by_a_recent_acknowledgement_of_the_target() {
+        let mut p = Proofs::default();
+        p.note(&flow(1, "192.0.2.5", 1883, 1_000_000, true));
+        p.note(&flow(2, "192.0.2.6", 1883, 1_000_000, false));
+        assert!(p.proven(&alert(AttackKind::PortScan, "192.0.2.5", 0, 0, 1_120)));
+        assert!(!p.proven(&alert(AttackKind::PortScan, "192.0.2.5", 0, 0, 1_121)), "older than the window");
+        assert!(!p.proven(&alert(AttackKind::HostSweep, "192.0.2.6", 0, 0, 1_010)));
+        assert!(!p.proven(&alert(AttackKind::Anomaly, "192.0.2.5", 1883, 1, 1_002)));
+    }
+
+    #[test]
+    fn a_waiting_alert_is_proven_once_by_flows_that_arrive_later_and_forgotten_after_120_s() {
+        let mut p = Proofs::default();
+        let guess = alert(AttackKind::BruteForce, "192.0.2.9", 1883, 9, 1_100);
+        let forged = alert(AttackKind::BruteForce, "192.0.2.5", 1883, 0, 1_100);
+        let scan = alert(AttackKind::PortScan, "192.0.2.4", 0, 0, 1_100);
+        for a in [&guess, &forged, &scan] {
+            p.wait_for_proof(a);
+        }
+        p.wait_for_proof(&alert(AttackKind::Anomaly, "192.0.2.4", 0, 0, 1_100));
+        assert_eq!(p.pending(), 3, "only scan and brute-force alerts wait");
+        for i in 0..10u64 {
+            p.note(&flow(i, "192.0.2.9", 1883, 1_095_000 + i * 100, true));
+        }
+        p.note(&flow(20, "192.0.2.4", 80, 1_150_000, true));
+        p.note(&flow(30, "192.0.2.5", 1883, 1_099_000, true));
+        let late = p.take_late_proofs();
+        assert_eq!(late, vec![Claim::of(&guess).unwrap(), Claim::of(&scan).unwrap()]);
+        assert!(p.take_late_proofs().is_empty(), "each once");
+        assert_eq!(p.pending(), 1);
+        // Flow time passes 120 s after the alert: it no longer waits.
+        p.note(&flow(40, "192.0.2.6", 1883, 1_221_000, true));
+        assert_eq!((p.pending(), p.pending_pairs.len()), (0, 0));
+        for i in 0..10u64 {
+            p.note(&flow(50 + i, "192.0.2.5", 1883, 1_095_000 + i * 100, true));
+        }
+        assert!(p.take_late_proofs().is_empty());
     }
 
     #[test]
@@ -125,11 +377,20 @@ mod tests {
         let mut p = Proofs::default();
         for i in 0..(MAX_PROOFS as u64 + 100) {
             let src = std::net::Ipv4Addr::from(0x0a00_0000 + i as u32).to_string();
-            p.note(&flow(i + 1, &src, 1_000 + i, true));
+            p.note(&flow(i + 1, &src, 22, 1_000_000 + i, true));
         }
-        assert!(p.towards.len() <= MAX_PROOFS && p.flows.len() <= MAX_PROOFS);
-        // The newest is kept.
-        let last = std::net::Ipv4Addr::from(0x0a00_0000 + MAX_PROOFS as u32 + 99).to_string();
-        assert!(p.proven(&alert(AttackKind::BruteForce, &last, MAX_PROOFS as u64 + 100, 1_000)));
+        assert!(p.towards.len() <= MAX_PROOFS && p.completed.len() <= MAX_GUESS_KEYS);
+        // One source completing thousands of connections keeps the newest few.
+        for i in 0..5_000u64 {
+            p.note(&flow(1_000_000 + i, "192.0.2.9", 22, 2_000_000 + i * 10, true));
+        }
+        let key = ("192.0.2.9".parse().unwrap(), "198.51.100.5".parse().unwrap(), 22);
+        assert_eq!(p.completed[&key].conns.len(), MAX_CONNS_PER_KEY);
+        assert!(p.proven(&alert(AttackKind::BruteForce, "192.0.2.9", 22, 0, 2_050)), "the newest are kept");
+        for i in 0..(MAX_PENDING as u64 + 10) {
+            p.wait_for_proof(&alert(AttackKind::BruteForce, "192.0.2.5", 1883, i, 2_050));
+        }
+        assert_eq!(p.pending(), MAX_PENDING);
+        assert_eq!(p.pending_pairs.values().sum::<u32>() as usize, MAX_PENDING);
     }
 }

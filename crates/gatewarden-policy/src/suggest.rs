@@ -21,11 +21,13 @@
 //! alert's source address. The others are shown, and said not to count.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
 use super::matrix::{Cell, CellKey, Sources, TrafficMatrix};
 use super::model::{Action, PortRange, Protocol, Relationship};
+use super::proof::Claim;
 use super::rules::Policy;
 use gatewarden_proto::messages::{Alert, AttackKind};
 
@@ -134,8 +136,9 @@ pub struct AlertTally {
     /// Sources of the brute-force alerts naming a port, proven or not (bounded).
     #[serde(default)]
     pub guess_sources: Sources,
-    /// The alerts above whose source was proven real when they arrived.
-    /// Absent from a file written before it, so older tallies count as unproven.
+    /// The alerts above whose source was proven real, when they arrived or
+    /// later (`proof.rs`). Absent from a file written before it, so older
+    /// tallies count as unproven.
     #[serde(default)]
     pub proven: ProvenAlerts,
 }
@@ -143,6 +146,7 @@ pub struct AlertTally {
 /// Scan and brute-force alerts whose source was proven real (`proof.rs`):
 /// what a group-wide deny may count, and whose sources it names as members.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ProvenAlerts {
     /// Scan and sweep alerts.
     pub scans: u64,
@@ -150,8 +154,30 @@ pub struct ProvenAlerts {
     pub ports: BTreeMap<u16, u64>,
     /// Sources of those scan and sweep alerts (bounded).
     pub scan_sources: Sources,
-    /// Sources of those brute-force alerts (bounded).
-    pub guess_sources: Sources,
+    /// Sources of those brute-force alerts per port (bounded): a port's deny
+    /// names only the guessers of that port.
+    pub guess_ports: BTreeMap<u16, Sources>,
+}
+
+impl ProvenAlerts {
+    /// A tally from before sources were kept per port (it had one list for
+    /// every port, and proved a brute-force alert by the one connection it
+    /// named, which forged SYNs can arrange): its brute-force alerts count
+    /// as unproven. Its scans stay proven (the same proof as now).
+    fn forget_unattributed_guesses(&mut self) {
+        let ProvenAlerts { ports, guess_ports, .. } = self;
+        ports.retain(|p, _| guess_ports.contains_key(p));
+    }
+
+    fn count_guess(&mut self, port: u16, src: IpAddr) {
+        *self.ports.entry(port).or_default() += 1;
+        self.guess_ports.entry(port).or_default().note(src);
+    }
+
+    fn count_scan(&mut self, src: IpAddr) {
+        self.scans += 1;
+        self.scan_sources.note(src);
+    }
 }
 
 /// Scan and brute-force alerts per (source group, destination group); bounded.
@@ -162,6 +188,38 @@ pub struct AlertEvidence {
 }
 
 impl AlertEvidence {
+    /// Makes a tally read from `matrix.json` consistent with this version
+    /// (see [`ProvenAlerts::forget_unattributed_guesses`]).
+    pub fn loaded(mut self) -> AlertEvidence {
+        for t in self.pairs.values_mut() {
+            t.proven.forget_unattributed_guesses();
+        }
+        self
+    }
+
+    /// Counts as proven an alert [`AlertEvidence::record`] counted as
+    /// unproven, once a later flow proved its source (`proof.rs`); never
+    /// more proven alerts than alerts.
+    pub fn prove_later(&mut self, c: &Claim, sg: &[String], dg: &[String]) {
+        for s in sg {
+            for d in dg {
+                let Some(t) = self.pairs.get_mut(&format!("{s}>{d}")) else { continue };
+                if c.kind == AttackKind::BruteForce {
+                    let all = t.ports.get(&c.dport).copied().unwrap_or(0);
+                    if t.proven.ports.get(&c.dport).copied().unwrap_or(0) < all {
+                        t.proven.count_guess(c.dport, c.src);
+                    }
+                } else {
+                    let all = t.by_kind.get("port_scan").copied().unwrap_or(0)
+                        + t.by_kind.get("host_sweep").copied().unwrap_or(0);
+                    if t.proven.scans < all {
+                        t.proven.count_scan(c.src);
+                    }
+                }
+            }
+        }
+    }
+
     /// Records an alert whose source is in `sg` and destination in `dg`;
     /// `proven`: its source is proven real, so it may count towards a deny.
     pub fn record(&mut self, a: &Alert, sg: &[String], dg: &[String], proven: bool) {
@@ -183,21 +241,15 @@ impl AlertEvidence {
                     if let Some(src) = a.src {
                         t.guess_sources.note(src);
                     }
-                    if proven {
-                        *t.proven.ports.entry(a.dport).or_default() += 1;
-                        if let Some(src) = a.src {
-                            t.proven.guess_sources.note(src);
-                        }
+                    if let (true, Some(src)) = (proven, a.src) {
+                        t.proven.count_guess(a.dport, src);
                     }
                 } else if a.kind != AttackKind::BruteForce {
                     if let Some(src) = a.src {
                         t.scan_sources.note(src);
                     }
-                    if proven {
-                        t.proven.scans += 1;
-                        if let Some(src) = a.src {
-                            t.proven.scan_sources.note(src);
-                        }
+                    if let (true, Some(src)) = (proven, a.src) {
+                        t.proven.count_scan(src);
                     }
                 }
                 t.last = t.last.max(a.ts_ns / 1_000_000_000);
@@ -288,7 +340,7 @@ fn allow_evidence(c: &Cell) -> f64 {
 /// What points at password guessing on one login port between two groups.
 #[derive(Default)]
 struct Guessing {
-    /// Brute-force alerts naming the port whose source was proven real.
+    /// Brute-force alerts naming the port whose source was proven real (by its own completed connections).
     alerts: u64,
     /// Brute-force alerts naming the port about sources nothing proved: shown, not counted.
     unproven: u64,
@@ -492,7 +544,9 @@ pub fn suggest(
         for (p, n) in &tally.proven.ports {
             let g = guessed.entry(*p).or_default();
             g.alerts += n;
-            g.who.merge(&tally.proven.guess_sources);
+            if let Some(who) = tally.proven.guess_ports.get(p) {
+                g.who.merge(who);
+            }
         }
         for (p, n) in &tally.ports {
             let proven = tally.proven.ports.get(p).copied().unwrap_or(0);
@@ -519,7 +573,7 @@ pub fn suggest(
                 n => format!(" ({n} more never completed and do not count: forged or half-open SYNs send no password)"),
             };
             let why = format!(
-                "{s} -> {d} tcp/{port}: {} completed connections to a login port{uncounted}, {} brute-force alerts whose connection was completed{}{members}",
+                "{s} -> {d} tcp/{port}: {} completed connections to a login port{uncounted}, {} brute-force alerts whose source completed its attempts{}{members}",
                 g.completed,
                 g.alerts,
                 not_counted(g.unproven)
@@ -566,6 +620,23 @@ mod tests {
         let old = r#"{"by_kind":{"brute_force":5},"ports":{"22":5},"last":9,"guess_sources":{"addrs":["192.0.2.4"],"more":false}}"#;
         let t: AlertTally = serde_json::from_str(old).unwrap();
         assert_eq!((t.by_kind["brute_force"], t.proven.clone()), (5, ProvenAlerts::default()));
+    }
+
+    /// A `matrix.json` from the first version with proof kept one list of
+    /// proven guessers for every port, and had proven brute-force alerts
+    /// by the one connection they named (which SYNs forged with a member's
+    /// address can make a real reconnect): it loads, those alerts count as
+    /// unproven, its proven scans stay.
+    #[test]
+    fn a_tally_with_one_list_of_proven_guessers_loads_and_its_guesses_count_as_unproven() {
+        let old = r#"{"pairs":{"cameras>sensors":{"by_kind":{"brute_force":2,"port_scan":1},"ports":{"1883":2},"last":9,
+            "scan_sources":{"addrs":["192.0.2.4"],"more":false},"guess_sources":{"addrs":["192.0.2.5","192.0.2.6"],"more":false},
+            "proven":{"scans":1,"ports":{"1883":2},"scan_sources":{"addrs":["192.0.2.4"],"more":false},
+            "guess_sources":{"addrs":["192.0.2.5","192.0.2.6"],"more":false}}}}}"#;
+        let e: AlertEvidence = serde_json::from_str(old).unwrap();
+        let t = &e.loaded().pairs["cameras>sensors"];
+        assert_eq!((t.ports[&1883], t.proven.ports.get(&1883)), (2, None));
+        assert_eq!((t.proven.scans, t.proven.scan_sources.only()), (1, Some("192.0.2.4".parse().unwrap())));
     }
 
     #[test]
