@@ -1037,7 +1037,11 @@ fn the_policys_brute_force_bars_follow_the_detectors_defaults() {
     use gatewarden::detect::heuristics::LOGIN_PORTS;
     use gatewarden::policy::proof;
     let d = DetectorConfig::default();
-    assert_eq!(proof::GUESS_COMPLETED as u32, d.bruteforce_attempts.div_ceil(2), "half the attempts that make an alert");
+    assert_eq!(
+        proof::GUESS_COMPLETED as u32,
+        d.bruteforce_attempts.div_ceil(2),
+        "half the attempts that make an alert"
+    );
     assert_eq!(proof::GUESS_WINDOW_NS, d.window_s * 1_000_000_000, "in the detector's window");
     assert_eq!(proof::LOGIN_WINDOW_NS, d.bruteforce_window_s * 1_000_000_000, "the login-session rule's window");
     assert!(
