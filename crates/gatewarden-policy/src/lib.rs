@@ -967,12 +967,7 @@ mod tests {
                 e.observe_alert(&guess_alert(cam, 1_000 + i as u64 + 10 * n, 1883, 1_101 + n));
             }
         }
-        let denies: Vec<String> = e
-            .suggestions(None)
-            .iter()
-            .filter(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::one(1883))
-            .map(|s| format!("{:.2} {}", s.confidence, s.justification))
-            .collect();
+        let denies = denies_of_port(&e, 1883);
         assert!(denies.is_empty(), "unproven alerts made a deny of the cameras' MQTT: {denies:#?}");
         // They are still shown: tallied, apart from the proven ones.
         let tally = &e.matrix_json()["alerts"]["cameras>sensors"];
@@ -1026,6 +1021,15 @@ mod tests {
         assert!((deny.confidence - ev).abs() < 1e-12, "{} vs {ev} ({why})", deny.confidence);
     }
 
+    /// The deny suggestions for one port, with confidence and justification.
+    fn denies_of_port(e: &PolicyEngine, port: u16) -> Vec<String> {
+        e.suggestions(None)
+            .iter()
+            .filter(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::one(port))
+            .map(|s| format!("{:.2} {}", s.confidence, s.justification))
+            .collect()
+    }
+
     /// The cameras' real MQTT: each reconnects to the sensor every 4 s
     /// (completed connections), from `t0` to `t1`.
     fn mqtt_reconnects(cam: &str, id: u64, t0: u64, t1: u64) -> Vec<FlowRecord> {
@@ -1057,12 +1061,7 @@ mod tests {
             feed(&mut e, flows);
             e.observe_alert(&guess_alert(cam, named, 1883, 1_100));
         }
-        let denies: Vec<String> = e
-            .suggestions(None)
-            .iter()
-            .filter(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::one(1883))
-            .map(|s| format!("{:.2} {}", s.confidence, s.justification))
-            .collect();
+        let denies = denies_of_port(&e, 1883);
         assert!(denies.is_empty(), "forged SYNs plus real reconnects made a deny of the cameras' MQTT: {denies:#?}");
         let tally = &e.matrix_json()["alerts"]["cameras>sensors"];
         assert_eq!(
