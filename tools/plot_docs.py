@@ -115,6 +115,9 @@ def nice_ticks(lo, hi, n=5):
     while t <= hi + step * 1e-9:
         out.append(round(t, 10))
         t += step
+    if out[-1] < hi:
+        # The axis ends on a tick at or past the longest bar.
+        out.append(round(t, 10))
     return out
 
 
