@@ -577,28 +577,6 @@ fn a_router_in_a_session_of_its_own_gives_its_group_and_its_capture_thread_prior
     assert_eq!(thread_nice(pid, "http0").or(thread_nice(pid, "policy")), Some(base), "its other threads keep theirs");
     gw.signal("TERM");
     assert_eq!(gw.wait_timeout(Duration::from_secs(5)), Some(0));
-    // As the appliance runs it: in the session of its supervisor
-    // (`start-stop-daemon -b gatewarden-supervise`), which holds nothing else.
-    let supervise = common::root().join("overlay/usr/sbin/gatewarden-supervise");
-    let mut sup = site.router.command("setsid");
-    sup.args(["sh", supervise.to_str().unwrap(), "gw-nice-test", bin().to_str().unwrap()]);
-    sup.args(["run", "--role", "all", "--config", cfg.to_str().unwrap()]);
-    let mut sup = common::Guard::spawn(sup.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()));
-    let started = std::time::Instant::now();
-    let child = loop {
-        let kids =
-            Command::new("pgrep").args(["-P", &sup.child().id().to_string(), "-x", "gatewarden"]).output().unwrap();
-        let pid = String::from_utf8_lossy(&kids.stdout).trim().parse::<u32>().ok();
-        if let Some(pid) = pid.filter(|p| thread_nice(*p, "capture").is_some()) {
-            break pid;
-        }
-        assert!(started.elapsed() < Duration::from_secs(15), "the supervised router never started capturing");
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert_eq!(autogroup_nice(child), Some(-10), "the supervised router's session group");
-    assert_eq!(thread_nice(child, "capture"), Some(-10));
-    sup.signal("TERM");
-    assert!(sup.wait_timeout(Duration::from_secs(10)).is_some(), "the supervisor stops with its child");
     // Started inside this test's session: the session's group is not touched.
     let (mut gw, gw_err) = spawn_with_stderr(site.router.command(bin().to_str().unwrap()).args([
         "run",

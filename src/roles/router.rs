@@ -931,21 +931,9 @@ pub fn prefer_capture_thread() -> Result<(), String> {
     })
 }
 
-/// Whether this process's session is the node's own: it leads it (the lab
-/// starts it with `setsid`), or the session's leader is the appliance's
-/// supervisor (`start-stop-daemon -b gatewarden-supervise`), whose session
-/// holds only the supervisor, this process and its log reader. Never a shell's.
-fn session_is_ours() -> bool {
-    let Ok(sid) = rustix::process::getsid(None) else { return false };
-    if sid == rustix::process::getpid() {
-        return true;
-    }
-    std::fs::read(format!("/proc/{}/cmdline", sid.as_raw_nonzero()))
-        .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg.ends_with(b"/gatewarden-supervise")))
-}
-
-/// Gives this process's session group [`CAPTURE_NICE`] when the session is
-/// the node's own ([`session_is_ours`]): on the appliance and in the lab. With
+/// Gives this process's session group [`CAPTURE_NICE`] when the process
+/// leads a session of its own, as it does on the appliance (the image's init
+/// starts it with `start-stop-daemon -b`) and in the lab (`setsid`). With
 /// the kernel's autogroup scheduling (`kernel.sched_autogroup_enabled`) a
 /// thread's nice value only ranks it within its session; the CPU is first
 /// shared between sessions, so [`prefer_capture_thread`] alone did not keep
@@ -954,8 +942,9 @@ fn session_is_ours() -> bool {
 /// soak; none after its group was given -10 by hand). A `run` started from
 /// a shell leaves the shell's session alone. `Ok(None)`: nothing to do.
 pub fn prefer_capture_session() -> Result<Option<i32>, String> {
+    let leader = rustix::process::getsid(None).is_ok_and(|sid| sid == rustix::process::getpid());
     let path = std::path::Path::new("/proc/self/autogroup");
-    if !session_is_ours() || !path.exists() {
+    if !leader || !path.exists() {
         return Ok(None);
     }
     std::fs::write(path, CAPTURE_NICE.to_string()).map(|()| Some(CAPTURE_NICE)).map_err(|e| {
