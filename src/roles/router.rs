@@ -567,11 +567,6 @@ pub fn spawn_capture(
     // an error now.
     let present = crate::capture::afpacket::interface_exists(&cfg.capture.interface);
     let mut ready = if present { Some(open()?) } else { None };
-    match prefer_capture_session() {
-        Ok(Some(nice)) => tracing::info!(nice, "this node's session group is preferred for the capture"),
-        Ok(None) => {}
-        Err(e) => tracing::warn!("{e}"),
-    }
     let mut stage = RouterStage::new(cfg, registry).with_spoof_link(spoof);
     let evidence = stage.evidence();
     let drops = registry.counter(
@@ -927,30 +922,6 @@ pub fn prefer_capture_thread() -> Result<(), String> {
             "the capture thread keeps its default priority ({e}; raising it needs root or CAP_SYS_NICE): \
              when other work keeps it off the CPU for {} ms (the default ring) the kernel drops frames",
             crate::capture::config::CaptureConfig::default().ring_blocks * crate::capture::afpacket::BLOCK_TIMEOUT_MS
-        )
-    })
-}
-
-/// Gives this process's session group [`CAPTURE_NICE`] when the process
-/// leads a session of its own, as it does on the appliance (the image's init
-/// starts it with `start-stop-daemon -b`) and in the lab (`setsid`). With
-/// the kernel's autogroup scheduling (`kernel.sched_autogroup_enabled`) a
-/// thread's nice value only ranks it within its session; the CPU is first
-/// shared between sessions, so [`prefer_capture_thread`] alone did not keep
-/// the capture running while compilers in another session loaded the two
-/// cores (five "capture overloaded" alerts in 19 minutes of the 60-minute
-/// soak; none after its group was given -10 by hand). A `run` started from
-/// a shell leaves the shell's session alone. `Ok(None)`: nothing to do.
-pub fn prefer_capture_session() -> Result<Option<i32>, String> {
-    let leader = rustix::process::getsid(None).is_ok_and(|sid| sid == rustix::process::getpid());
-    let path = std::path::Path::new("/proc/self/autogroup");
-    if !leader || !path.exists() {
-        return Ok(None);
-    }
-    std::fs::write(path, CAPTURE_NICE.to_string()).map(|()| Some(CAPTURE_NICE)).map_err(|e| {
-        format!(
-            "this node's session keeps its default share of the CPU ({e} writing /proc/self/autogroup; it needs root \
-             or CAP_SYS_NICE): under load from other sessions the capture may fall behind and the kernel drop frames"
         )
     })
 }
