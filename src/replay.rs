@@ -497,9 +497,6 @@ pub fn watch(
         "Packets the kernel dropped because the capture ring was full.",
         &[("interface", &cfg.capture.interface)],
     );
-    if let Err(e) = crate::roles::router::prefer_capture_thread() {
-        tracing::warn!("{e}");
-    }
     let started = Instant::now();
     let mut clock = gatewarden_core::clock::FrameClock::default();
     let mut next_stats_ns = 0;

@@ -595,10 +595,7 @@ pub fn spawn_capture(
                 }
             }
             let Some(mut source) = ready else { return };
-            match prefer_capture_thread() {
-                Ok(()) => tracing::info!(%interface, nice = CAPTURE_NICE, "capturing"),
-                Err(e) => tracing::warn!(%interface, "capturing; {e}"),
-            }
+            tracing::info!(%interface, "capturing");
             stage.set_own_mac(interface_mac(&interface));
             stage.set_capture_interface(&interface);
             stage.enable_probing();
@@ -904,28 +901,6 @@ impl LivePace {
     }
 }
 
-/// Nice value of the capture thread. At ordinary rates the kernel hands a
-/// ring block over every 10 ms, so a capture thread kept off the CPU for
-/// `ring_blocks` × 10 ms (640 ms by default) makes the kernel drop frames
-/// whatever their volume: the 60-minute soak saw it with compilers at nice 0
-/// on the two cores (three "capture overloaded" alerts). Everything else the
-/// node does, its own detector and page included (a flood of HTTP requests
-/// on `--role all` must not blind the capture), yields to the capture first.
-pub const CAPTURE_NICE: i32 = -10;
-
-/// Gives the calling thread [`CAPTURE_NICE`] (on Linux a nice value is per
-/// thread). Needs root or `CAP_SYS_NICE`; without, the thread keeps its
-/// priority and the error says what that costs.
-pub fn prefer_capture_thread() -> Result<(), String> {
-    rustix::process::setpriority_process(None, CAPTURE_NICE).map_err(|e| {
-        format!(
-            "the capture thread keeps its default priority ({e}; raising it needs root or CAP_SYS_NICE): \
-             when other work keeps it off the CPU for {} ms (the default ring) the kernel drops frames",
-            crate::capture::config::CaptureConfig::default().ring_blocks * crate::capture::afpacket::BLOCK_TIMEOUT_MS
-        )
-    })
-}
-
 /// What the spoof check reads of a parsed LAN frame.
 pub fn source_frame(p: &crate::packet::PacketInfo) -> crate::enforce::spoof::SourceFrame {
     crate::enforce::spoof::SourceFrame {
@@ -943,27 +918,6 @@ mod tests {
     use super::*;
     use crate::capture::LinkType;
     use gatewarden_proto::messages::{AlertAction, AttackKind};
-
-    /// The capture thread, and only it, runs at [`CAPTURE_NICE`] (as root,
-    /// as the router runs); without the privilege it says what that costs.
-    #[test]
-    fn the_capture_thread_alone_is_preferred_and_an_unprivileged_one_says_what_that_costs() {
-        let before = rustix::process::getpriority_process(None).expect("own priority");
-        let (result, inside) = std::thread::spawn(|| {
-            let r = prefer_capture_thread();
-            (r, rustix::process::getpriority_process(None).expect("the thread's priority"))
-        })
-        .join()
-        .expect("thread");
-        assert_eq!(rustix::process::getpriority_process(None).unwrap(), before, "other threads keep theirs");
-        if rustix::process::geteuid().is_root() {
-            assert_eq!(result, Ok(()));
-            assert_eq!(inside, CAPTURE_NICE);
-        } else {
-            let e = result.expect_err("an unprivileged thread cannot lower its nice value");
-            assert!(e.contains("CAP_SYS_NICE") && e.contains("640 ms"), "{e}");
-        }
-    }
 
     #[test]
     fn live_pace_keeps_the_recorded_spacing_on_the_wall_clock_and_ticks_meanwhile() {
