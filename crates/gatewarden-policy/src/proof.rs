@@ -14,17 +14,34 @@
 //!   so SYNs forged with a member's address can make that member's own real
 //!   reconnect the attempt that crosses the limit. A device reconnecting
 //!   every few seconds (MQTT telemetry) completes 2–5 in 10 s, forged SYNs
-//!   none.
+//!   none. Completed connections are counted per second of their first
+//!   packet, so the count in a window is right however fast the source is
+//!   (a guesser's newest connections may all follow the alert: hydra -t 16
+//!   completes 100 in 10 s, and the batches after the alert can arrive
+//!   before it is judged). The window is taken to the whole second: at most
+//!   a second more each side, about a source that completes them (a device
+//!   reconnecting every 2 s counts at most 7, below the bar).
 //! - A **scan** alert counts when its source acknowledged what the target sent
 //!   it within [`PROOF_WINDOW_NS`] of the alert, on any port (a scan's probes
 //!   prove nothing themselves), as the detector's "source proven" says.
 //!
-//! An alert nothing proves yet waits (at most [`MAX_PENDING`], for
-//! [`PENDING_NS`] of flow time) and is judged again as completed connections
-//! arrive: the monitor may record it ahead of a backlog of flow batches, or
-//! the detector raise it before the crossing connection's ACK was seen. A
-//! proof the monitor never gets (a dropped batch) leaves the alert unproven:
-//! shown, never the ground for a deny.
+//! An alert nothing proves yet waits (at most [`MAX_PENDING`]) and is judged
+//! again as completed connections arrive: the monitor may record it ahead of
+//! a backlog of flow batches, or the detector raise it before the crossing
+//! connection's ACK was seen. A proof the monitor never gets (a dropped
+//! batch) leaves the alert unproven: shown, never the ground for a deny.
+//!
+//! A waiting alert ages by the flows that could prove it, those of its own
+//! source and destination, not by one clock of every flow and alert: a flow
+//! of its pair stamped more than [`PENDING_NS`] after it proves nothing, and
+//! [`PAST_WAIT_FLOWS`] of them end its wait. Flow records come from routers
+//! over MQTT; one router's skewed (or compromised) clock, or an alert stamped
+//! far ahead, moved the one clock and ended every wait at once, so the late
+//! proofs from the other routers never counted. Now a router stamping far
+//! ahead ends only the waits its own flows decide (which, stamped so, could
+//! not prove them either), and one mis-stamped record of a pair not even
+//! those. An alert whose pair sends nothing more waits until
+//! [`MAX_PENDING`] pushes it out, oldest first.
 //!
 //! Limits: the alert carries no count of its own (only the reason sentence),
 //! so the bars mirror the detector's defaults; with `bruteforce_attempts` or
@@ -60,14 +77,31 @@ pub const LOGIN_WINDOW_NS: u64 = 60_000_000_000;
 /// VNC, POP3; not MQTT, whose telemetry reconnects by design).
 pub const LOGIN_PORTS: [u16; 8] = [21, 22, 23, 2222, 2323, 3389, 5900, 110];
 /// (source, destination, port) entries of completed connections kept; at the
-/// limit the eighth completed longest ago goes.
+/// limit the eighth completed longest ago goes. Each holds at most
+/// [`MAX_SECONDS_PER_KEY`] counts of 8 bytes and [`MAX_IDS_PER_KEY`] flow ids
+/// (1.3 KiB with the deques' spare room), so the table stays under 6 MiB.
 pub const MAX_GUESS_KEYS: usize = 4096;
-/// Completed connections kept per entry, the newest: more than the larger bar.
-pub const MAX_CONNS_PER_KEY: usize = 16;
+/// Seconds with a completed connection counted per entry, the newest: the
+/// login window's 61 whole seconds and 35 more, for an alert judged after
+/// the flows that followed it (flow batches come every 100 ms; the margin is
+/// for a backlog). A source completing one a second or faster is counted in
+/// full over its last 96 s; a slower one over longer.
+pub const MAX_SECONDS_PER_KEY: usize = 96;
+/// Flow ids remembered per entry, the last seen: a connection is reported in
+/// several snapshots and counts once while it is among them. A source keeping
+/// more than this many completed connections to one port reported at once
+/// may count one again; it completes them, so it is real either way, and the
+/// count lands in the second the connection started.
+pub const MAX_IDS_PER_KEY: usize = 32;
 /// Alerts waiting for a proof; at the limit the oldest goes.
 pub const MAX_PENDING: usize = 1024;
-/// How long, in flow time, an alert waits for a proof.
+/// How long, in the flow time of its own source and destination, an alert
+/// waits for a proof.
 pub const PENDING_NS: u64 = 120_000_000_000;
+/// Flows of an alert's source and destination stamped more than
+/// [`PENDING_NS`] after it that end its wait: two, so one mis-stamped record
+/// does not.
+pub const PAST_WAIT_FLOWS: u8 = 2;
 
 /// An alert's facts a proof is judged on: what waits for one, and what a late proof returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,32 +131,66 @@ impl Claim {
     }
 }
 
-/// Connections one source completed to one destination port: (flow id, first packet ns), newest kept.
+/// The whole second of `ns` since the epoch; `None` past 2106, a clock no
+/// proof is taken from (so the count fits 8 bytes a second).
+fn second(ns: u64) -> Option<u32> {
+    u32::try_from(ns / 1_000_000_000).ok()
+}
+
+/// Connections one source completed to one destination port, counted per
+/// second they started in: a count, unlike a list of the newest, is right
+/// however many the source completes.
 #[derive(Debug, Default)]
 struct Completed {
-    conns: Vec<(u64, u64)>,
+    /// (second, connections that started in it), ascending, the newest
+    /// [`MAX_SECONDS_PER_KEY`] seconds.
+    seconds: VecDeque<(u32, u32)>,
+    /// The last [`MAX_IDS_PER_KEY`] flow ids seen, least recently seen first.
+    ids: VecDeque<u64>,
+    /// The newest packet of any, ns: which entry the table evicts.
     last_ns: u64,
 }
 
 impl Completed {
-    /// Adds a connection once (a flow is reported in several snapshots); whether it was new.
-    fn add(&mut self, flow_id: u64, first_ns: u64, last_ns: u64) -> bool {
+    /// Counts a connection once while its id is remembered (a flow is reported in several snapshots).
+    fn add(&mut self, flow_id: u64, first_ns: u64, last_ns: u64) {
         self.last_ns = self.last_ns.max(last_ns);
-        if self.conns.iter().any(|(id, _)| *id == flow_id) {
-            return false;
+        if let Some(i) = self.ids.iter().position(|id| *id == flow_id) {
+            // Seen again, so kept longest: a long connection keeps its place.
+            self.ids.remove(i);
+            self.ids.push_back(flow_id);
+            return;
         }
-        self.conns.push((flow_id, first_ns));
-        if self.conns.len() > MAX_CONNS_PER_KEY {
-            let oldest = self.conns.iter().enumerate().min_by_key(|(_, c)| c.1).map_or(0, |(i, _)| i);
-            self.conns.swap_remove(oldest);
+        if self.ids.len() >= MAX_IDS_PER_KEY {
+            self.ids.pop_front();
         }
-        true
+        self.ids.push_back(flow_id);
+        let Some(s) = second(first_ns) else { return };
+        match self.seconds.binary_search_by_key(&s, |b| b.0) {
+            Ok(i) => self.seconds[i].1 = self.seconds[i].1.saturating_add(1),
+            // Older than every second kept, with no room: the newest stay.
+            Err(0) if self.seconds.len() >= MAX_SECONDS_PER_KEY => {}
+            Err(i) => {
+                self.seconds.insert(i, (s, 1));
+                if self.seconds.len() > MAX_SECONDS_PER_KEY {
+                    self.seconds.pop_front();
+                }
+            }
+        }
     }
 
-    /// Connections that started in `[ts − window, ts]`.
+    /// Connections that started in the whole seconds of `[ts − window, ts]`.
     fn within(&self, ts_ns: u64, window_ns: u64) -> usize {
-        self.conns.iter().filter(|(_, t)| *t <= ts_ns && t.saturating_add(window_ns) >= ts_ns).count()
+        let (Some(from), Some(to)) = (second(ts_ns.saturating_sub(window_ns)), second(ts_ns)) else { return 0 };
+        self.seconds.iter().filter(|(s, _)| (from..=to).contains(s)).map(|(_, n)| *n as usize).sum()
     }
+}
+
+/// An alert waiting for a proof, and how many flows of its pair came stamped past its wait.
+#[derive(Debug, Clone, Copy)]
+struct Waiting {
+    claim: Claim,
+    past: u8,
 }
 
 /// Recent proofs that member addresses receive at their address, and the alerts waiting for one.
@@ -133,14 +201,12 @@ pub struct Proofs {
     /// (source, destination, port) → the connections the source completed there.
     completed: HashMap<(IpAddr, IpAddr, u16), Completed>,
     /// Alerts nothing proved yet, oldest first.
-    pending: VecDeque<Claim>,
+    pending: VecDeque<Waiting>,
     /// (source, destination) → how many of `pending` are about it (a flow of
     /// another pair never looks through the list).
     pending_pairs: HashMap<(IpAddr, IpAddr), u32>,
     /// Waiting alerts a later flow proved, for the engine to count.
     late: Vec<Claim>,
-    /// The newest flow or alert time seen, ns: the clock `pending` ages by (a replay's too).
-    now_ns: u64,
 }
 
 impl Proofs {
@@ -150,7 +216,6 @@ impl Proofs {
         if !f.src_answered {
             return;
         }
-        self.now_ns = self.now_ns.max(f.last_ns);
         let pair = (f.src, f.dst);
         if !self.towards.contains_key(&pair) && self.towards.len() >= MAX_PROOFS {
             evict_oldest(&mut self.towards, MAX_PROOFS / 8, |t| *t);
@@ -163,9 +228,8 @@ impl Proofs {
         }
         self.completed.entry(key).or_default().add(f.flow_id, f.first_ns, f.last_ns);
         if self.pending_pairs.contains_key(&pair) {
-            self.rejudge(pair);
+            self.rejudge(f);
         }
-        self.expire();
     }
 
     /// Whether `a`'s source is proven real (see the module docs); alerts of other kinds never are.
@@ -192,13 +256,13 @@ impl Proofs {
         if c.kind == AttackKind::BruteForce && c.dport == 0 {
             return;
         }
-        self.now_ns = self.now_ns.max(c.ts_ns);
         if self.pending.len() >= MAX_PENDING {
-            self.drop_front();
+            if let Some(w) = self.pending.pop_front() {
+                self.forget_pair(w.claim.src, w.claim.dst);
+            }
         }
-        self.pending.push_back(c);
+        self.pending.push_back(Waiting { claim: c, past: 0 });
         *self.pending_pairs.entry((c.src, c.dst)).or_default() += 1;
-        self.expire();
     }
 
     /// The waiting alerts flows proved since the last call, each once.
@@ -211,33 +275,43 @@ impl Proofs {
         self.pending.len()
     }
 
-    fn rejudge(&mut self, pair: (IpAddr, IpAddr)) {
+    /// Judges again the waiting alerts about `f`'s source and destination,
+    /// which `f` (already noted) may prove or, stamped past their wait, end.
+    fn rejudge(&mut self, f: &FlowRecord) {
+        let pair = (f.src, f.dst);
         let mut pending = std::mem::take(&mut self.pending);
-        let mut proven = Vec::new();
-        pending.retain(|c| {
-            let done = (c.src, c.dst) == pair && self.holds(c);
+        let (mut proven, mut ended) = (Vec::new(), Vec::new());
+        pending.retain_mut(|w| {
+            let c = w.claim;
+            if (c.src, c.dst) != pair {
+                return true;
+            }
+            if f.last_ns > c.ts_ns.saturating_add(PENDING_NS) {
+                w.past += 1;
+                if w.past >= PAST_WAIT_FLOWS {
+                    ended.push(c);
+                    return false;
+                }
+                return true;
+            }
+            let done = match c.kind {
+                AttackKind::BruteForce => self.holds(&c),
+                // This flow's acknowledgement, not the newest of the pair,
+                // which a record stamped far ahead may have set.
+                _ => f.last_ns.saturating_add(PROOF_WINDOW_NS) >= c.ts_ns,
+            };
             if done {
-                proven.push(*c);
+                proven.push(c);
             }
             !done
         });
         self.pending = pending;
+        for c in ended {
+            self.forget_pair(c.src, c.dst);
+        }
         for c in proven {
             self.forget_pair(c.src, c.dst);
             self.late.push(c);
-        }
-    }
-
-    /// Drops the alerts that waited longer than [`PENDING_NS`] (oldest first, in arrival order).
-    fn expire(&mut self) {
-        while self.pending.front().is_some_and(|c| c.ts_ns.saturating_add(PENDING_NS) < self.now_ns) {
-            self.drop_front();
-        }
-    }
-
-    fn drop_front(&mut self) {
-        if let Some(c) = self.pending.pop_front() {
-            self.forget_pair(c.src, c.dst);
         }
     }
 
@@ -332,6 +406,48 @@ mod tests {
         assert!(!p.proven(&alert(AttackKind::BruteForce, "192.0.2.7", 1883, 502, 1_141)), "MQTT is no login port");
     }
 
+    /// hydra -t 16 against MQTT or SSH: 100 connections completed in 10 s,
+    /// all reported before the alert is judged (the detector raises it about
+    /// 2 s in; the batches after it arrive first). Only the newest 16 were
+    /// kept, all after the alert's time: it counted none and never counted.
+    #[test]
+    fn a_fast_guessers_alert_counts_when_its_flows_arrived_first() {
+        let mut p = Proofs::default();
+        for (port, base) in [(1883, 0), (22, 1_000)] {
+            for i in 0..100u64 {
+                p.note(&flow(base + i, "192.0.2.9", port, 1_100_000 + i * 100, true));
+            }
+        }
+        assert!(p.proven(&alert(AttackKind::BruteForce, "192.0.2.9", 1883, 19, 1_101)), "20 in the 10 s before it");
+        assert!(p.proven(&alert(AttackKind::BruteForce, "192.0.2.9", 22, 1_004, 1_100)), "10 in the 60 s before it");
+        assert!(!p.proven(&alert(AttackKind::BruteForce, "192.0.2.9", 1883, 0, 1_099)), "before it began");
+    }
+
+    /// One flow record stamped a year ahead (a router's clock skewed, or set
+    /// by whoever controls the router) moved the one clock every waiting
+    /// alert aged by: all were forgotten at once, and the flows that proved
+    /// them at normal times counted nothing.
+    #[test]
+    fn a_flow_stamped_far_ahead_does_not_end_the_wait_of_alerts() {
+        const YEAR_MS: u64 = 365 * 86_400_000;
+        let mut p = Proofs::default();
+        let guess = alert(AttackKind::BruteForce, "192.0.2.9", 1883, 9, 1_100);
+        let scan = alert(AttackKind::PortScan, "192.0.2.4", 0, 0, 1_100);
+        p.wait_for_proof(&guess);
+        p.wait_for_proof(&scan);
+        // Another pair's flow, and one of each accused source's own, a year ahead.
+        p.note(&flow(1, "192.0.2.6", 1883, 1_100_000 + YEAR_MS, true));
+        p.note(&flow(2, "192.0.2.9", 1883, 1_100_000 + YEAR_MS, true));
+        p.note(&flow(3, "192.0.2.4", 80, 1_100_000 + YEAR_MS, true));
+        assert!(p.take_late_proofs().is_empty(), "a flow stamped a year after an alert proves nothing");
+        assert_eq!(p.pending(), 2, "one flow stamped a year ahead ended the wait");
+        for i in 0..10u64 {
+            p.note(&flow(10 + i, "192.0.2.9", 1883, 1_095_000 + i * 100, true));
+        }
+        p.note(&flow(20, "192.0.2.4", 80, 1_150_000, true));
+        assert_eq!(p.take_late_proofs(), vec![Claim::of(&guess).unwrap(), Claim::of(&scan).unwrap()]);
+    }
+
     #[test]
     fn a_scan_counts_by_a_recent_acknowledgement_of_the_target() {
         let mut p = Proofs::default();
@@ -344,7 +460,7 @@ mod tests {
     }
 
     #[test]
-    fn a_waiting_alert_is_proven_once_by_flows_that_arrive_later_and_forgotten_after_120_s() {
+    fn a_waiting_alert_is_proven_once_by_flows_that_arrive_later_and_forgotten_after_120_s_of_its_pairs_flows() {
         let mut p = Proofs::default();
         let guess = alert(AttackKind::BruteForce, "192.0.2.9", 1883, 9, 1_100);
         let forged = alert(AttackKind::BruteForce, "192.0.2.5", 1883, 0, 1_100);
@@ -363,8 +479,12 @@ mod tests {
         assert_eq!(late, vec![Claim::of(&guess).unwrap(), Claim::of(&scan).unwrap()]);
         assert!(p.take_late_proofs().is_empty(), "each once");
         assert_eq!(p.pending(), 1);
-        // Flow time passes 120 s after the alert: it no longer waits.
+        // Flow time passes 120 s after the alert: another pair's says nothing of
+        // this one's; two of its own end its wait (one could be mis-stamped).
         p.note(&flow(40, "192.0.2.6", 1883, 1_221_000, true));
+        p.note(&flow(41, "192.0.2.5", 1883, 1_221_000, true));
+        assert_eq!(p.pending(), 1);
+        p.note(&flow(42, "192.0.2.5", 1883, 1_222_000, true));
         assert_eq!((p.pending(), p.pending_pairs.len()), (0, 0));
         for i in 0..10u64 {
             p.note(&flow(50 + i, "192.0.2.5", 1883, 1_095_000 + i * 100, true));
@@ -380,13 +500,17 @@ mod tests {
             p.note(&flow(i + 1, &src, 22, 1_000_000 + i, true));
         }
         assert!(p.towards.len() <= MAX_PROOFS && p.completed.len() <= MAX_GUESS_KEYS);
-        // One source completing thousands of connections keeps the newest few.
+        // One source completing thousands of connections keeps counts of its newest seconds.
         for i in 0..5_000u64 {
-            p.note(&flow(1_000_000 + i, "192.0.2.9", 22, 2_000_000 + i * 10, true));
+            p.note(&flow(1_000_000 + i, "192.0.2.9", 22, 2_000_000 + i * 100, true));
         }
         let key = ("192.0.2.9".parse().unwrap(), "198.51.100.5".parse().unwrap(), 22);
-        assert_eq!(p.completed[&key].conns.len(), MAX_CONNS_PER_KEY);
-        assert!(p.proven(&alert(AttackKind::BruteForce, "192.0.2.9", 22, 0, 2_050)), "the newest are kept");
+        let done = &p.completed[&key];
+        assert_eq!((done.seconds.len(), done.ids.len()), (MAX_SECONDS_PER_KEY, MAX_IDS_PER_KEY));
+        assert!(done.seconds.capacity() * 8 + done.ids.capacity() * 8 <= 1_300, "the bound the docs state");
+        assert_eq!(done.within(2_499 * S, LOGIN_WINDOW_NS), 610, "the newest 61 whole seconds, in full");
+        assert!(p.proven(&alert(AttackKind::BruteForce, "192.0.2.9", 22, 0, 2_450)), "the newest are kept");
+        assert!(!p.proven(&alert(AttackKind::BruteForce, "192.0.2.9", 22, 0, 2_050)), "older seconds go");
         for i in 0..(MAX_PENDING as u64 + 10) {
             p.wait_for_proof(&alert(AttackKind::BruteForce, "192.0.2.5", 1883, i, 2_050));
         }
