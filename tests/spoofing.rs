@@ -910,6 +910,86 @@ fn an_unproven_wan_verdict_is_refused_and_a_proven_one_blocked() {
     service.stop();
 }
 
+/// A compromised detector (stolen certificate) asks for a block of 2^32 − 1
+/// seconds (136 years) of a WAN host, claiming it answered. The router used
+/// the verdict's TTL as it came: only escalated (LAN) blocks were held to
+/// `[enforce] max_ttl_s`, so the host stayed blocked long after the
+/// detector's certificate was revoked, and across restarts (blocks are
+/// saved with their remaining time). Every detector block now ends within
+/// `max_ttl_s`.
+#[test]
+fn a_detector_verdict_cannot_block_for_longer_than_max_ttl() {
+    use gatewarden::enforce::service::{Command as Cmd, EnforceService};
+    use gatewarden_proto::messages::{AttackKind, SourceProof, Verdict};
+    let Some(site) = Site::new() else { return };
+    assert!(site.exec(&site.dev, &["ping", "-c", "1", "-W", "2", ROUTER_LAN]).status.success());
+    let registry = gatewarden_core::metrics::Registry::new();
+    let cfg = gatewarden::config::EnforceConfig { enabled: true, max_ttl_s: 3600, ..Default::default() };
+    let reg = registry.clone();
+    let service = in_router(&site, move || {
+        let bus = gatewarden::bus::LocalBus::new(64, &reg);
+        EnforceService::start_on(&cfg, "lan0", &reg, gatewarden::roles::enforcement_reports(&bus), "test".into())
+            .unwrap()
+    });
+    let forever = |id: u64, source: &str, proof: SourceProof| Verdict {
+        id,
+        source: source.parse().unwrap(),
+        kind: AttackKind::PortScan,
+        confidence: 1.0,
+        reason: "a stolen detector's verdict".into(),
+        evidence: Vec::new(),
+        ttl_s: u32::MAX,
+        issued_ns: 0,
+        source_proof: proof,
+    };
+    let blocked = |addr: &str| site.elements().iter().any(|(set, e)| set == "block4_detector" && e == addr);
+    assert!(service.submit(Cmd::Verdict(forever(1, "203.0.113.8", SourceProof::Answered))));
+    assert!(service.submit(Cmd::Verdict(forever(2, DEVICE, SourceProof::Unproven))));
+    assert!(wait_until(Duration::from_secs(5), || blocked("203.0.113.8") && blocked(DEVICE)), "both blocked");
+    for addr in ["203.0.113.8", DEVICE] {
+        let t = site.detector_timeout_s(addr).unwrap();
+        assert!(t <= 3600, "{addr} blocked for {t} s, past [enforce] max_ttl_s = 3600");
+    }
+    service.stop();
+}
+
+/// The state file is trusted no more than the wire: a detector block saved
+/// before every detector block was held to `[enforce] max_ttl_s` (a
+/// compromised detector's 136-year one), or written into the file by hand,
+/// came back with all its time. Restored detector blocks end within
+/// `max_ttl_s` too.
+#[test]
+fn a_restored_detector_block_ends_within_max_ttl() {
+    use gatewarden::enforce::persist::SavedBlock;
+    use gatewarden::enforce::{Blocker, Settings};
+    let Some(site) = Site::new() else { return };
+    let now = gatewarden_core::clock::unix_now_ms();
+    let forever = 4_294_967_295_000u64;
+    let saved = vec![SavedBlock {
+        target: "203.0.113.8".into(),
+        origin: "detector".into(),
+        timeout_ms: forever,
+        expires_unix_ms: now + forever,
+        reason: "saved from a stolen detector's verdict".into(),
+        allow_wide: false,
+    }];
+    let report = in_router(&site, move || {
+        let settings = Settings { max_ttl: Duration::from_secs(3600), ..Settings::default() };
+        let mut b = Blocker::open(settings, None).unwrap();
+        b.ensure_restoring(saved, now).unwrap()
+    });
+    assert_eq!(report.restored, 1, "{report:?}");
+    let t = site.detector_timeout_s("203.0.113.8").expect("the block is restored");
+    assert!(t <= 3600, "restored with a timeout of {t} s, past [enforce] max_ttl_s = 3600");
+    let rs = site.ruleset();
+    let expires = rs["nftables"].as_array().unwrap().iter().find_map(|obj| {
+        let s = &obj["set"];
+        (s["name"] == "block4_detector").then(|| s["elem"][0]["elem"]["expires"].as_u64()).flatten()
+    });
+    assert!(expires.is_some_and(|e| e <= 3600), "restored with {expires:?} s left, past max_ttl_s = 3600");
+    in_router(&site, || Blocker::open(Settings::default(), None).unwrap().remove().unwrap());
+}
+
 /// A containment is a block like the others: it goes into the state file
 /// with its remaining time and comes back with the table after a restart.
 #[test]

@@ -31,7 +31,8 @@ pub struct Settings {
     pub layout: Layout,
     /// A repeat block within this window of the previous one doubles the TTL.
     pub escalation_window: Duration,
-    /// Escalated TTLs stop growing here.
+    /// No detector block lasts longer: escalated TTLs stop growing here, and
+    /// a verdict asking for more (its TTL comes off the wire) gets this.
     pub max_ttl: Duration,
     /// Networks never blocked (management, peers); the gateway's own addresses are added.
     pub allowlist: Vec<Cidr>,
@@ -764,6 +765,16 @@ impl Blocker {
                     report.protected += 1;
                     continue;
                 }
+                // A detector block never outlasts max_ttl (see `block_with`),
+                // nor does one saved before that held or written into the
+                // file by hand.
+                let (remaining, blk) = if origin == Origin::Detector {
+                    let max_ms = u64::try_from(self.settings.max_ttl.as_millis()).unwrap_or(u64::MAX);
+                    let timeout_ms = blk.timeout_ms.min(max_ms);
+                    (remaining.min(max_ms), persist::SavedBlock { timeout_ms, ..blk })
+                } else {
+                    (remaining, blk)
+                };
                 singles.entry(origin.set_name(fam_of(&addr))).or_default().push((remaining, blk));
             }
         }
@@ -1271,6 +1282,11 @@ impl Blocker {
             }
             return Ok(BlockOutcome::Refused { allowed_by, why });
         }
+        // A detector's TTL comes off the wire: a stolen detector certificate
+        // could ask for 2^32 s (136 years), a block that outlives its
+        // revocation and every restart. No detector block outlasts max_ttl,
+        // escalated or not.
+        let ttl = if origin == Origin::Detector { ttl.min(self.settings.max_ttl) } else { ttl };
         let (ttl, level) = if origin == Origin::Detector && escalate {
             self.escalation.next(addr, ttl, Instant::now())
         } else {

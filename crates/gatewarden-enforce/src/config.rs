@@ -43,7 +43,8 @@ pub struct EnforceConfig {
     /// A repeat block of the same address within this many seconds doubles its TTL (0: never escalate).
     #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub escalation_window_s: u64,
-    /// Escalated TTLs stop growing here, in seconds.
+    /// No detector block lasts longer, in seconds: escalated TTLs stop
+    /// growing here, and a verdict asking for more gets this.
     #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub max_ttl_s: u64,
     /// Networks never blocked: management networks, peer nodes. The gateway's own
