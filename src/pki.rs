@@ -459,6 +459,10 @@ fn render_mosquitto_conf(opts: &MosquittoOptions, f: &BrokerFiles) -> anyhow::Re
          listener {port} {bind}\n\
          protocol mqtt\n\
          use_subject_as_username true\n\
+         # The client id is the certificate subject too, not what the client says: otherwise\n\
+         # any certificate could connect as another node's id and the broker would drop that\n\
+         # node to hand the session over (a stolen router could keep the detector off the bus).\n\
+         use_username_as_clientid true\n\
          cafile {ca}\n\
          crlfile {crl}\n\
          certfile {crt}\n\
@@ -960,6 +964,7 @@ mod tests {
         for line in [
             "require_certificate true",
             "use_subject_as_username true",
+            "use_username_as_clientid true",
             "allow_anonymous false",
             "listener 8883",
             "crlfile /",

@@ -337,11 +337,13 @@ fn forged_misdirected_and_replayed_messages_are_refused_and_counted() {
     assert!(seen.iter().any(|(t, _)| t == "gatewarden/v1/router-1/heartbeat"), "the spy does receive permitted topics");
     assert!(!seen.iter().any(|(t, _)| t.ends_with("/verdict")), "a router's verdicts never reach anyone: {seen:?}");
     let log = std::fs::read_to_string(&broker.log).unwrap_or_default();
-    assert!(log.contains("Denied PUBLISH from rogue-router"), "the broker logs the denial: {log}");
+    // The client id is the certificate's subject (`use_username_as_clientid`), not "rogue-router".
+    assert!(log.contains("Denied PUBLISH from OU=router,CN=router-1"), "the broker logs the denial: {log}");
     assert!(!log.contains("port 1883"), "TLS only: no plain listener: {log}");
     assert!(log.contains("peer did not return a certificate"), "the broker logs the certificate-less client: {log}");
 
-    // 3–5. Envelopes at a real router: tampered, replayed, signed by an unknown key.
+    // 3–5. Envelopes at a real router: tampered, replayed, and one signed by an unknown key
+    // that names its own node (det-x) on det-1's topic.
     let sd = Shutdown::new();
     let rreg = Registry::new();
     let inbound = LocalBus::new(64, &rreg);
@@ -396,14 +398,16 @@ fn forged_misdirected_and_replayed_messages_are_refused_and_counted() {
         let s = rreg.snapshot();
         s["gatewarden_secure_rejected_total{reason=replay}"] >= 1.0
             && s["gatewarden_secure_rejected_total{reason=tampered}"] >= 1.0
-            && s["gatewarden_secure_rejected_total{reason=unknown_sender}"] >= 1.0
+            // The stranger's envelope names det-x on det-1's topic: refused
+            // unopened, charged to det-1 (the topic's certificate).
+            && s["gatewarden_secure_rejected_total{reason=unauthorized}"] >= 1.0
     });
     let s = rreg.snapshot();
     assert_eq!(s["gatewarden_secure_opened_total"], 1.0, "only the genuine verdict opened");
     assert_eq!(inbound.verdicts.len(), 1, "and only it reached the router's stage");
     assert!(s["gatewarden_channel_abuse_alerts_total"] >= 3.0, "each refusal raised a ChannelAbuse alert: {s:?}");
     let audit = std::fs::read_to_string(broker.pki().join("spool-router-1/channel-audit.log")).unwrap();
-    assert!(audit.contains("replay") && audit.contains("tampered") && audit.contains("unknown_sender"), "{audit}");
+    assert!(audit.contains("replay") && audit.contains("tampered") && audit.contains("unauthorized"), "{audit}");
     sd.trigger();
     router.stop();
 }
@@ -464,7 +468,8 @@ fn broker_refusals_show_in_gatewarden_counters_and_alerts() {
             && counter(&st, "gatewarden_broker_refusals_total{reason=bad_certificate}") >= 1.0
     });
     let (_, _, alerts) = common::http("GET", &format!("127.0.0.1:{pm}"), "/api/alerts").unwrap();
-    assert!(alerts.contains("rogue-router may not publish gatewarden/v1/det-1/verdict"), "{alerts}");
+    // The alert names the certificate, not the client id the rogue chose ("rogue-router").
+    assert!(alerts.contains("OU=router,CN=router-1 may not publish gatewarden/v1/det-1/verdict"), "{alerts}");
     assert!(alerts.contains("without a certificate"), "{alerts}");
 }
 

@@ -273,7 +273,13 @@ fn an_integration_certificate_reads_eve_alerts_state_and_ha_discovery_and_nothin
     }
     // An all-in-one gateway joins with a router certificate; Home Assistant with an integration one;
     // a monitor certificate stands in for the fleet's monitor sending a (retained) control message.
-    let b = Broker::start(exe, &[("gw", "router"), ("ha", "integration"), ("mon", "monitor"), ("alice", "operator")]);
+    // Each reader has its own certificate: the broker gives a certificate one
+    // connection (its subject is the client id), so two readers sharing one
+    // would drop each other; ha-2 stands in for a second integration.
+    let b = Broker::start(
+        exe,
+        &[("gw", "router"), ("ha", "integration"), ("ha-2", "integration"), ("mon", "monitor"), ("alice", "operator")],
+    );
     let acl = std::fs::read_to_string(b.pki().join("mosquitto/acl")).unwrap();
     assert!(acl.contains("user OU=integration,CN=ha\n"), "{acl}");
 
@@ -288,7 +294,7 @@ fn an_integration_certificate_reads_eve_alerts_state_and_ha_discovery_and_nothin
 
     let dir = tempfile::tempdir().unwrap();
     let alerts_out = dir.path().join("alerts.txt");
-    let _alerts = sub_in_background(&b, "ha", "gatewarden/v1/+/json/alert", &alerts_out);
+    let _alerts = sub_in_background(&b, "ha-2", "gatewarden/v1/+/json/alert", &alerts_out);
 
     let (http, ctl_port) = (free_port(), free_port());
     let _gw = gateway(

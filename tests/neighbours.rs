@@ -265,7 +265,17 @@ fn only_routers_may_publish_a_neighbour_table_and_forged_garbage_or_oversized_on
     let Some(exe) = mosquitto_or_skip() else { return };
     let broker = Broker::start(
         exe,
-        &[("router-1", "router"), ("router-2", "router"), ("det-1", "detector"), ("mon-1", "monitor")],
+        // The spy and the rogue monitor have certificates of their own: the
+        // broker gives a certificate one connection (its subject is the client
+        // id), so sharing mon-1's would drop the monitor under test.
+        &[
+            ("router-1", "router"),
+            ("router-2", "router"),
+            ("det-1", "detector"),
+            ("mon-1", "monitor"),
+            ("mon-2", "monitor"),
+            ("spy-1", "monitor"),
+        ],
     );
     let pm = free_port();
     let mac = gatewarden_core::net::parse_mac(DOORCAM_MAC).unwrap();
@@ -285,7 +295,7 @@ fn only_routers_may_publish_a_neighbour_table_and_forged_garbage_or_oversized_on
     };
 
     // 1. The broker's ACL: a detector's or a monitor's table never reaches anyone.
-    let (spy, mut spy_conn) = raw_client(&broker, "spy", "mon-1");
+    let (spy, mut spy_conn) = raw_client(&broker, "spy", "spy-1");
     spy.subscribe("gatewarden/v1/#", rumqttc::QoS::AtLeastOnce).unwrap();
     assert!(pump_until(&mut spy_conn, Duration::from_secs(10), |p| matches!(p, rumqttc::Packet::SubAck(_))).0);
     // Each rogue sends a table, then a well-formed heartbeat the ACL allows.
@@ -295,16 +305,16 @@ fn only_routers_may_publish_a_neighbour_table_and_forged_garbage_or_oversized_on
             &Message::Heartbeat(Heartbeat { node: node.into(), role, version: "test".into(), uptime_s: 1, sent_ns: 1 }),
         )
     };
-    let (det_hb, mon_hb) = (heartbeat("det-1", Role::Detector, 9001), heartbeat("mon-1", Role::Monitor, 9002));
+    let (det_hb, mon_hb) = (heartbeat("det-1", Role::Detector, 9001), heartbeat("mon-2", Role::Monitor, 9002));
     let (det, mut det_conn) = raw_client(&broker, "rogue-detector", "det-1");
     let forged = Message::NeighbourTable(table("det-1", &[("192.0.2.66", mac)]));
     det.publish(topic("det-1", "neighbour_table"), rumqttc::QoS::AtLeastOnce, false, plain(1, &forged)).unwrap();
     det.publish(topic("det-1", "heartbeat"), rumqttc::QoS::AtLeastOnce, false, det_hb.clone()).unwrap();
     let det_t = std::thread::spawn(move || pump_until(&mut det_conn, Duration::from_secs(10), pubacks(2)));
-    let (mon_pub, mut mon_pub_conn) = raw_client(&broker, "rogue-monitor", "mon-1");
-    let forged = Message::NeighbourTable(table("mon-1", &[("192.0.2.67", mac)]));
-    mon_pub.publish(topic("mon-1", "neighbour_table"), rumqttc::QoS::AtLeastOnce, false, plain(2, &forged)).unwrap();
-    mon_pub.publish(topic("mon-1", "heartbeat"), rumqttc::QoS::AtLeastOnce, false, mon_hb.clone()).unwrap();
+    let (mon_pub, mut mon_pub_conn) = raw_client(&broker, "rogue-monitor", "mon-2");
+    let forged = Message::NeighbourTable(table("mon-2", &[("192.0.2.67", mac)]));
+    mon_pub.publish(topic("mon-2", "neighbour_table"), rumqttc::QoS::AtLeastOnce, false, plain(2, &forged)).unwrap();
+    mon_pub.publish(topic("mon-2", "heartbeat"), rumqttc::QoS::AtLeastOnce, false, mon_hb.clone()).unwrap();
     let mon_t = std::thread::spawn(move || pump_until(&mut mon_pub_conn, Duration::from_secs(10), pubacks(2)));
     let mut seen = Vec::new();
     let mut ours = 0;
@@ -321,8 +331,9 @@ fn only_routers_may_publish_a_neighbour_table_and_forged_garbage_or_oversized_on
     assert!(seen.iter().any(|(_, p)| *p == det_hb) && seen.iter().any(|(_, p)| *p == mon_hb), "{seen:?}");
     assert!(!seen.iter().any(|(t, _)| t.ends_with("/neighbour_table")), "only routers publish tables: {seen:?}");
     let log = std::fs::read_to_string(&broker.log).unwrap_or_default();
-    assert!(log.contains("Denied PUBLISH from rogue-detector"), "{log}");
-    assert!(log.contains("Denied PUBLISH from rogue-monitor"), "{log}");
+    // The broker names each certificate (its subject is the client id), not the id the client chose.
+    assert!(log.contains("Denied PUBLISH from OU=detector,CN=det-1"), "{log}");
+    assert!(log.contains("Denied PUBLISH from OU=monitor,CN=mon-2"), "{log}");
 
     // 2. A router's certificate: garbage, a table past the bound and a table
     //    naming another router are refused; then its own table is taken.

@@ -629,3 +629,101 @@ fn a_running_router_takes_a_new_revocation_list_without_a_restart() {
     sd.trigger();
     router.stop();
 }
+
+/// router-1's stolen certificate connects with det-1's MQTT client id, and
+/// again each time the broker drops it. The broker used to take the client
+/// id at its word: every CONNECT "took over" det-1's session, closed det-1's
+/// connection and handed its subscriptions to the thief, so one router
+/// certificate could keep the fleet's detector (or monitor) off the bus.
+/// Each certificate now connects under its own subject as client id
+/// (`use_username_as_clientid`), so det-1 is never dropped.
+#[test]
+fn a_stolen_certificate_cannot_knock_another_node_off_the_broker_with_its_client_id() {
+    let Some(exe) = mosquitto_or_skip() else { return };
+    let broker = Broker::start(exe, &[("router-1", "router"), ("det-1", "detector")]);
+    let sd = Shutdown::new();
+    let dreg = Registry::new();
+    let det = MqttBus::start(&settings(&broker, "det-1", Role::Detector), LocalBus::new(64, &dreg), &dreg, sd.clone())
+        .unwrap();
+    assert!(det.wait_connected(Duration::from_secs(10)));
+    let errors = || dreg.snapshot()["gatewarden_mqtt_connection_errors_total"];
+    let before = errors();
+    let (_thief, mut conn) = raw_client(&broker, "det-1", "router-1");
+    let (mut thief_connects, start) = (0, Instant::now());
+    while start.elapsed() < Duration::from_secs(5) {
+        match conn.recv_timeout(Duration::from_millis(100)) {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_)))) => thief_connects += 1,
+            Ok(Err(_)) => std::thread::sleep(Duration::from_millis(50)),
+            _ => {}
+        }
+    }
+    assert!(thief_connects >= 1, "the router's certificate gets in (under its own identity)");
+    let log = std::fs::read_to_string(&broker.log).unwrap_or_default();
+    let takeovers: Vec<&str> = log.lines().filter(|l| l.contains("already connected")).collect();
+    assert_eq!(
+        errors(),
+        before,
+        "det-1 was dropped {} time(s) while router-1's certificate connected as client id det-1: {takeovers:?}",
+        errors() - before
+    );
+    assert!(takeovers.is_empty(), "{takeovers:?}");
+    assert!(det.connected(), "det-1 is still on the bus");
+    sd.trigger();
+    det.stop();
+}
+
+/// router-1's stolen certificate publishes, on its own alert topic (the ACL
+/// allows it), envelopes for the monitor whose header names det-1 as the
+/// sender. They cannot open, but the monitor charged each refusal to the name
+/// in the header: its audit log and `ChannelAbuse` alerts said det-1 sent
+/// envelopes it could not open, so a stolen router could get an innocent
+/// detector revoked while it stayed unnamed. The topic's node is the one the
+/// broker vouches for (the ACL ties it to the certificate): an envelope
+/// claiming another sender is refused unopened and charged to router-1.
+#[test]
+fn a_stolen_certificate_cannot_get_another_node_blamed_for_its_forged_envelopes() {
+    let Some(exe) = mosquitto_or_skip() else { return };
+    let broker = Broker::start(exe, &[("router-1", "router"), ("det-1", "detector"), ("mon-1", "monitor")]);
+    let sd = Shutdown::new();
+    let (mreg, dreg) = (Registry::new(), Registry::new());
+    let mon = MqttBus::start(&settings(&broker, "mon-1", Role::Monitor), LocalBus::new(64, &mreg), &mreg, sd.clone())
+        .unwrap();
+    let det = MqttBus::start(&settings(&broker, "det-1", Role::Detector), LocalBus::new(64, &dreg), &dreg, sd.clone())
+        .unwrap();
+    assert!(mon.wait_connected(Duration::from_secs(10)) && det.wait_connected(Duration::from_secs(10)));
+    // The thief learns the monitor's key as every router does (+/key).
+    let pki = PkiDir(broker.pki().to_path_buf());
+    let ca = CaVerifier::load(&pki.ca_cert()).unwrap();
+    let id = Identity::load(&pki.node_cert("router-1"), &pki.node_key("router-1"), &ca).unwrap();
+    let mut sc = SecureChannel::new(id, ca, SecureConfig::default(), &Registry::new());
+    let (thief, mut conn) = raw_client(&broker, "router-1", "router-1");
+    thief.subscribe(topic("mon-1", "key"), QoS::AtLeastOnce).unwrap();
+    let key_seen = |p: &rumqttc::Packet| matches!(p, rumqttc::Packet::Publish(x) if x.topic.ends_with("mon-1/key"));
+    let (_, seen) = pump_until(&mut conn, Duration::from_secs(10), key_seen);
+    let (_, mon_key) = seen.iter().find(|(t, _)| t.ends_with("/key")).expect("mon-1's retained key");
+    sc.accept_announce(mon_key, Some("mon-1")).unwrap();
+    let alert = system_alert("router-1", 9_000_103, "forged");
+    for i in 0..3u64 {
+        let sealed = sc.seal("mon-1", 500 + i, PayloadKind::Message, &alert.encode()).unwrap();
+        let mut env: gatewarden::secure::Envelope = envelope::decode(&sealed).unwrap();
+        env.header.sender = "det-1".into();
+        let frame = envelope::encode(&Frame { id: 500 + i, body: FrameBody::Sealed(envelope::encode(&env)) });
+        thief.publish(topic("router-1", "alert"), QoS::AtLeastOnce, false, frame).unwrap();
+    }
+    let _ = pump_until(&mut conn, Duration::from_secs(10), pubacks(3));
+    let rejected = || -> f64 {
+        mreg.snapshot().iter().filter(|(k, _)| k.starts_with("gatewarden_secure_rejected_total")).map(|(_, v)| *v).sum()
+    };
+    wait_for("the forged envelopes refused at the monitor", Duration::from_secs(15), || rejected() >= 3.0);
+    let audit = std::fs::read_to_string(broker.pki().join("spool-mon-1/channel-audit.log")).unwrap();
+    let peers: Vec<String> = audit
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["peer"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(!peers.iter().any(|p| p == "det-1"), "the monitor blamed det-1 for router-1's envelopes: {audit}");
+    assert!(peers.iter().any(|p| p == "router-1"), "the refusals name router-1: {audit}");
+    sd.trigger();
+    mon.stop();
+    det.stop();
+}

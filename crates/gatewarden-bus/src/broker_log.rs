@@ -46,7 +46,9 @@ pub const REASONS: [&str; 4] = ["acl_publish", "no_certificate", "bad_certificat
 pub struct Refusal {
     /// One of [`REASONS`].
     pub reason: &'static str,
-    /// The MQTT client id (certificate CN) if the line names one.
+    /// The MQTT client id if the line names one: the certificate subject
+    /// (`OU=<role>,CN=<id>`) under the config `pki mosquitto-conf` writes
+    /// (`use_username_as_clientid`), not a name the client chose.
     pub client: Option<String>,
     /// The topic, for ACL denials.
     pub topic: Option<String>,

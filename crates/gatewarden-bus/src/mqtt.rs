@@ -948,19 +948,34 @@ impl Shared {
             }
             FrameBody::Sealed(env_bytes) => {
                 // Envelopes for other routers share the topic: skip them without complaint.
-                match envelope::decode::<Envelope>(&env_bytes) {
+                let header = match envelope::decode::<Envelope>(&env_bytes) {
                     Ok(e) if e.header.recipient != self.node => return,
-                    Ok(_) => {}
+                    Ok(e) => e.header,
                     Err(_) => {
                         self.counters.malformed.inc();
                         return;
                     }
+                };
+                // The header's sender is a claim until its signature checks;
+                // the topic's node is the publisher's certificate (the
+                // broker's ACL). A refusal is charged to the topic's node, and
+                // an envelope naming another sender is refused unopened:
+                // otherwise a stolen certificate could send envelopes that
+                // cannot open in an innocent node's name and have the audit
+                // log and ChannelAbuse alerts blame that node.
+                if header.sender != from {
+                    let r = lock(&self.secure).reject_unauthorized(
+                        from,
+                        format!("envelope claiming sender {:?} on {from}'s topic", short(&header.sender)),
+                    );
+                    self.rejected(from, &r);
+                    return;
                 }
                 let opened = lock(&self.secure).open(&env_bytes, now);
                 let o = match opened {
                     Ok(o) => o,
                     Err(e) => {
-                        self.rejected(e.claimed.as_deref().unwrap_or(from), &e);
+                        self.rejected(from, &e);
                         return;
                     }
                 };
