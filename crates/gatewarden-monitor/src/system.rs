@@ -201,7 +201,12 @@ impl NodeMetrics {
         {
             let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
             let e = rates.entry(s.node.clone()).or_insert((through, s.ts_ns, None));
-            if s.ts_ns > e.1 + 100_000_000 {
+            if s.ts_ns < e.1 {
+                // Time went back (a restarted node, or a sample stamped far
+                // ahead before): start again from this one rather than wait
+                // for the node's clock to pass the bad stamp.
+                *e = (through, s.ts_ns, None);
+            } else if s.ts_ns > e.1.saturating_add(100_000_000) {
                 let rate = through.saturating_sub(e.0) as f64 / ((s.ts_ns - e.1) as f64 / 1e9);
                 *e = (through, s.ts_ns, Some(rate));
             }
@@ -298,6 +303,24 @@ mod tests {
         let s = r.snapshot();
         assert_eq!(s["gatewarden_node_series_refused_total"], (1000 - MAX_INTERFACES + 2) as f64);
         assert_eq!(s["gatewarden_node_samples_refused_total"], 1.0);
+    }
+
+    /// A node's metrics sample stamped near the end of time (a skewed or
+    /// compromised clock) overflowed the rate's time check (a panic in a
+    /// debug build) and, wrapped, froze the node's data rate for good.
+    #[test]
+    fn a_sample_stamped_far_ahead_neither_panics_nor_freezes_the_rate() {
+        let nm = NodeMetrics::new(&Registry::new());
+        let at = |ts_ns: u64, bytes: f64| MetricsSample {
+            node: "r1".into(),
+            ts_ns,
+            values: vec![("net_rx_bytes:eth0".into(), bytes)],
+        };
+        nm.record(&at(u64::MAX - 1, 0.0), 1);
+        nm.record(&at(u64::MAX, 0.0), 1);
+        nm.record(&at(1_000_000_000, 1_000.0), 1);
+        nm.record(&at(2_000_000_000, 3_000.0), 1);
+        assert_eq!(nm.rate("r1"), Some(2_000.0), "the rate follows the node's real samples again");
     }
 
     #[test]
