@@ -421,22 +421,43 @@ pub struct NodeStatus {
     pub online: bool,
 }
 
+/// The (sender, message id) pairs already delivered, so a resend after a
+/// lost ack is not delivered twice. Bounded by [`DEDUP_CAPACITY`] in all; at
+/// the limit the oldest pair of the sender holding the most goes, so a node
+/// sending fresh ids as fast as it can (a stolen certificate) pushes out its
+/// own pairs, not the other nodes' (one shared first-in-first-out list let it
+/// make their resends deliver twice).
+#[derive(Default)]
 struct Dedup {
-    set: HashSet<(String, u64)>,
-    order: VecDeque<(String, u64)>,
+    /// Sender → its pairs' ids, oldest first, and the same as a set.
+    by_sender: HashMap<String, (VecDeque<u64>, HashSet<u64>)>,
+    len: usize,
 }
 
 impl Dedup {
     fn contains(&self, k: &(String, u64)) -> bool {
-        self.set.contains(k)
+        self.by_sender.get(&k.0).is_some_and(|(_, set)| set.contains(&k.1))
     }
+
     fn insert(&mut self, k: (String, u64)) {
-        if self.set.insert(k.clone()) {
-            self.order.push_back(k);
-            while self.order.len() > DEDUP_CAPACITY {
-                if let Some(old) = self.order.pop_front() {
-                    self.set.remove(&old);
-                }
+        let (order, set) = self.by_sender.entry(k.0).or_default();
+        if !set.insert(k.1) {
+            return;
+        }
+        order.push_back(k.1);
+        self.len += 1;
+        while self.len > DEDUP_CAPACITY {
+            // Senders are certificates the broker admitted: a few hundred at most.
+            let Some(biggest) = self.by_sender.iter().max_by_key(|(_, (o, _))| o.len()).map(|(n, _)| n.clone()) else {
+                break;
+            };
+            let Some((order, set)) = self.by_sender.get_mut(&biggest) else { break };
+            if let Some(old) = order.pop_front() {
+                set.remove(&old);
+                self.len -= 1;
+            }
+            if order.is_empty() {
+                self.by_sender.remove(&biggest);
             }
         }
     }
@@ -623,7 +644,7 @@ impl MqttBus {
             spool: Mutex::new(spool),
             inbound,
             status_tx,
-            dedup: Mutex::new(Dedup { set: HashSet::new(), order: VecDeque::new() }),
+            dedup: Mutex::new(Dedup::default()),
             acks: Mutex::new(HashMap::new()),
             watch: Mutex::new(ChannelWatch::new(1024)),
             abuse_last: Mutex::new(HashMap::new()),
@@ -1421,11 +1442,29 @@ mod tests {
 
     #[test]
     fn dedup_is_bounded() {
-        let mut d = Dedup { set: HashSet::new(), order: VecDeque::new() };
+        let mut d = Dedup::default();
         for i in 0..(DEDUP_CAPACITY as u64 + 10) {
             d.insert(("a".into(), i));
         }
-        assert_eq!(d.set.len(), DEDUP_CAPACITY);
+        assert_eq!(d.len, DEDUP_CAPACITY);
         assert!(!d.contains(&("a".into(), 0)) && d.contains(&("a".into(), DEDUP_CAPACITY as u64 + 9)));
+    }
+
+    /// A node sending fresh message ids as fast as it can (a stolen
+    /// certificate) pushed every other node's pairs out of the one shared
+    /// list: their resends after a lost ack were delivered twice (a second
+    /// alert, a second verdict). It now pushes out its own.
+    #[test]
+    fn a_sender_flooding_fresh_ids_does_not_push_out_the_other_senders_pairs() {
+        let mut d = Dedup::default();
+        for i in 0..1_000u64 {
+            d.insert(("det-1".into(), i));
+        }
+        for i in 0..(2 * DEDUP_CAPACITY as u64) {
+            d.insert(("router-9".into(), i));
+        }
+        assert_eq!(d.len, DEDUP_CAPACITY);
+        assert!((0..1_000u64).all(|i| d.contains(&("det-1".into(), i))), "det-1's resends would deliver twice");
+        assert!(d.contains(&("router-9".into(), 2 * DEDUP_CAPACITY as u64 - 1)));
     }
 }
