@@ -195,6 +195,12 @@ pub struct AlertStore {
     recent: VecDeque<Alert>,
     /// Whether `recent` holds every alert in the files (nothing older to scan).
     complete: bool,
+    /// The newest time of any alert pushed out of `recent`: memory answers a
+    /// query from a later time. Not the oldest alert still held: alerts are
+    /// kept in arrival order, and one a node stamped 0 at the front made
+    /// memory look as if it reached back to 1970, so a `since` query left
+    /// out alerts already pushed out to the files.
+    pushed_out_newest_ns: u64,
     states: HashMap<u64, StateChange>,
     next_id: u64,
     total: u64,
@@ -297,6 +303,7 @@ impl AlertStore {
             state_lines: 0,
             recent: VecDeque::new(),
             complete: true,
+            pushed_out_newest_ns: 0,
             states: HashMap::new(),
             next_id: 1,
             total: 0,
@@ -382,7 +389,9 @@ impl AlertStore {
         *self.by_kind.entry(a.kind.as_str().to_string()).or_insert(0) += 1;
         self.recent.push_back(a);
         if self.recent.len() > self.opts.memory {
-            self.recent.pop_front();
+            if let Some(old) = self.recent.pop_front() {
+                self.pushed_out_newest_ns = self.pushed_out_newest_ns.max(old.ts_ns);
+            }
             self.complete = false;
         }
     }
@@ -496,8 +505,7 @@ impl AlertStore {
     /// asked for old alerts.
     pub fn plan(&self, q: &AlertQuery) -> QueryPlan {
         let limit = if q.limit == 0 { 100 } else { q.limit };
-        let covered =
-            self.complete || q.since_ns.is_some_and(|t| self.recent.front().is_some_and(|oldest| oldest.ts_ns <= t));
+        let covered = self.complete || q.since_ns.is_some_and(|t| t > self.pushed_out_newest_ns);
         let Some(dir) = self.opts.dir.as_ref().filter(|_| !covered) else {
             return QueryPlan::Answered(
                 self.recent
@@ -595,6 +603,33 @@ mod tests {
 
     fn opts(dir: &Path, max_bytes: u64, memory: usize) -> StoreOptions {
         StoreOptions { dir: Some(dir.to_path_buf()), max_bytes, keep: 3, memory }
+    }
+
+    /// A node's alert stamped 0 (a skewed or compromised clock) sat at the
+    /// front of memory, which then looked as if it reached back to 1970: a
+    /// `since` query was answered from memory and left out alerts already
+    /// pushed out to the files.
+    #[test]
+    fn an_alert_stamped_at_zero_does_not_hide_alerts_pushed_out_to_the_files() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = AlertStore::open(opts(d.path(), 1 << 20, 3)).unwrap();
+        let t0 = 1_700_000_000_000_000_000u64;
+        for i in 0..2 {
+            s.append(alert(i, AttackKind::PortScan, Severity::High, "203.0.113.9")).unwrap();
+        }
+        let mut zero = alert(2, AttackKind::PortScan, Severity::High, "203.0.113.9");
+        zero.ts_ns = 0;
+        s.append(zero).unwrap();
+        for i in 3..5 {
+            s.append(alert(i, AttackKind::PortScan, Severity::High, "203.0.113.9")).unwrap();
+        }
+        let got: Vec<u64> = s
+            .query(&AlertQuery { since_ns: Some(t0 + 500_000_000), limit: 100, ..Default::default() })
+            .unwrap()
+            .into_iter()
+            .map(|(a, _)| a.id)
+            .collect();
+        assert_eq!(got, [5, 4, 2], "alerts since t0 + 0.5 s, newest first (store ids)");
     }
 
     /// Red-team finding: a query older than what memory holds parsed every
