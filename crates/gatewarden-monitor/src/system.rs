@@ -131,6 +131,10 @@ pub struct NodeMetrics {
     series_refused: gatewarden_core::metrics::Counter,
 }
 
+/// How far ahead of the monitor's clock a node's sample may be stamped:
+/// well past the skew NTP leaves, short of a clock set wrong.
+pub const MAX_AHEAD_NS: u64 = 300_000_000_000;
+
 impl NodeMetrics {
     /// Series go into `registry`.
     pub fn new(registry: &Arc<Registry>) -> NodeMetrics {
@@ -140,7 +144,7 @@ impl NodeMetrics {
             nodes: Default::default(),
             refused: registry.counter(
                 "gatewarden_node_samples_refused_total",
-                "Metrics samples ignored: too many nodes, or a sample from the future.",
+                "Metrics samples ignored: too many nodes, or a sample stamped more than 5 minutes ahead of the monitor's clock.",
                 &[],
             ),
             series_refused: registry.counter(
@@ -153,6 +157,12 @@ impl NodeMetrics {
 
     /// Records one sample; `now_ns` gives the bus delay (sample time to arrival).
     pub fn record(&self, s: &MetricsSample, now_ns: u64) {
+        // A sample from the future (a skewed or compromised clock) would
+        // skew the node's bus delay and data rate: counted, not recorded.
+        if s.ts_ns > now_ns.saturating_add(MAX_AHEAD_NS) {
+            self.refused.inc();
+            return;
+        }
         // The interfaces whose values become series: known ones, plus new
         // ones while the node has room. Everything else is counted, not stored.
         let allowed: std::collections::BTreeSet<String> = {
@@ -197,7 +207,7 @@ impl NodeMetrics {
             .filter(|(k, _)| k.starts_with("net_rx_bytes:") || k.starts_with("net_tx_bytes:"))
             .filter(|(k, _)| k.split_once(':').is_some_and(|(_, i)| allowed.contains(i)))
             .map(|(_, v)| *v as u64)
-            .sum();
+            .fold(0u64, u64::saturating_add);
         {
             let mut rates = self.rates.lock().unwrap_or_else(|e| e.into_inner());
             let e = rates.entry(s.node.clone()).or_insert((through, s.ts_ns, None));
@@ -307,7 +317,8 @@ mod tests {
 
     /// A node's metrics sample stamped near the end of time (a skewed or
     /// compromised clock) overflowed the rate's time check (a panic in a
-    /// debug build) and, wrapped, froze the node's data rate for good.
+    /// debug build) and, wrapped, froze the node's data rate for good; such
+    /// samples are now refused and counted, and huge counters saturate.
     #[test]
     fn a_sample_stamped_far_ahead_neither_panics_nor_freezes_the_rate() {
         let nm = NodeMetrics::new(&Registry::new());
@@ -316,11 +327,25 @@ mod tests {
             ts_ns,
             values: vec![("net_rx_bytes:eth0".into(), bytes)],
         };
-        nm.record(&at(u64::MAX - 1, 0.0), 1);
-        nm.record(&at(u64::MAX, 0.0), 1);
-        nm.record(&at(1_000_000_000, 1_000.0), 1);
-        nm.record(&at(2_000_000_000, 3_000.0), 1);
-        assert_eq!(nm.rate("r1"), Some(2_000.0), "the rate follows the node's real samples again");
+        let now = 2_000_000_000;
+        nm.record(&at(1_000_000_000, 1_000.0), now);
+        nm.record(&at(u64::MAX - 1, 0.0), now);
+        nm.record(&at(u64::MAX, 0.0), now);
+        nm.record(&at(2_000_000_000, 3_000.0), now);
+        assert_eq!(nm.rate("r1"), Some(2_000.0), "the rate follows the node's real samples");
+        // Counters near the end of the range overflowed their sum (a panic in debug builds).
+        let huge = MetricsSample {
+            node: "r1".into(),
+            ts_ns: 3_000_000_000,
+            values: vec![("net_rx_bytes:eth0".into(), 1e20), ("net_tx_bytes:eth0".into(), 1e20)],
+        };
+        nm.record(&huge, 3_000_000_000);
+        let s = nm.registry.snapshot();
+        assert_eq!(s["gatewarden_node_samples_refused_total"], 2.0, "the two samples from the future");
+        // Time going back (a node restarted with its clock behind) starts the rate again.
+        nm.record(&at(500_000_000, 0.0), now);
+        nm.record(&at(1_500_000_000, 500.0), now);
+        assert_eq!(nm.rate("r1"), Some(500.0));
     }
 
     #[test]
