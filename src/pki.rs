@@ -470,6 +470,10 @@ fn render_mosquitto_conf(opts: &MosquittoOptions, f: &BrokerFiles) -> anyhow::Re
          require_certificate true\n\
          tls_version tlsv1.2\n\
          max_queued_messages 100000\n\
+         # A session nobody resumes for a week goes, with what it queued: a retired node's, or\n\
+         # one kept under a client id from before use_username_as_clientid. A node back later\n\
+         # subscribes again on connecting, and its peers resend what it did not acknowledge.\n\
+         persistent_client_expiration 7d\n\
          max_inflight_messages 64\n\
          # Verdicts are small: send them now, not after Nagle's delay.\n\
          set_tcp_nodelay true\n",
@@ -965,6 +969,7 @@ mod tests {
             "require_certificate true",
             "use_subject_as_username true",
             "use_username_as_clientid true",
+            "persistent_client_expiration 7d",
             "allow_anonymous false",
             "listener 8883",
             "crlfile /",

@@ -342,8 +342,8 @@ fn forged_misdirected_and_replayed_messages_are_refused_and_counted() {
     assert!(!log.contains("port 1883"), "TLS only: no plain listener: {log}");
     assert!(log.contains("peer did not return a certificate"), "the broker logs the certificate-less client: {log}");
 
-    // 3–5. Envelopes at a real router: tampered, replayed, and one signed by an unknown key
-    // that names its own node (det-x) on det-1's topic.
+    // 3–5. Envelopes at a real router: tampered, replayed, one signed by an unknown key that
+    // names its own node (det-x) on det-1's topic, and one signed by an unknown key that names det-1.
     let sd = Shutdown::new();
     let rreg = Registry::new();
     let inbound = LocalBus::new(64, &rreg);
@@ -389,11 +389,23 @@ fn forged_misdirected_and_replayed_messages_are_refused_and_counted() {
     );
     stranger.accept_announce(router_key, Some("router-1")).unwrap();
     let forged = stranger.seal("router-1", 13, PayloadKind::Message, &verdict.encode()).unwrap();
+    // Another CA's "det-1": its envelope names the topic's node, so it is
+    // opened, and refused: its sender key was never announced (and could not
+    // be: the announcement's certificate would not verify).
+    let (ic, ik) = gatewarden::pki::issue(other.path(), "det-1", CertRole::Detector, &[], 30).unwrap();
+    let mut impostor = SecureChannel::new(
+        Identity::load(&ic, &ik, &other_ca).unwrap(),
+        ca.clone(),
+        SecureConfig::default(),
+        &Registry::new(),
+    );
+    impostor.accept_announce(router_key, Some("router-1")).unwrap();
+    let unknown_key = impostor.seal("router-1", 14, PayloadKind::Message, &verdict.encode()).unwrap();
     let t = topic("det-1", "verdict");
-    for (id, env) in [(11, good.clone()), (11, good), (12, tampered), (13, forged)] {
+    for (id, env) in [(11, good.clone()), (11, good), (12, tampered), (13, forged), (14, unknown_key)] {
         dc.publish(t.clone(), rumqttc::QoS::AtLeastOnce, false, frame(id, env)).unwrap();
     }
-    let _ = pump_until(&mut dconn, Duration::from_secs(10), pubacks(4));
+    let _ = pump_until(&mut dconn, Duration::from_secs(10), pubacks(5));
     wait_for("rejections counted at the router", Duration::from_secs(10), || {
         let s = rreg.snapshot();
         s["gatewarden_secure_rejected_total{reason=replay}"] >= 1.0
@@ -401,13 +413,14 @@ fn forged_misdirected_and_replayed_messages_are_refused_and_counted() {
             // The stranger's envelope names det-x on det-1's topic: refused
             // unopened, charged to det-1 (the topic's certificate).
             && s["gatewarden_secure_rejected_total{reason=unauthorized}"] >= 1.0
+            && s["gatewarden_secure_rejected_total{reason=unknown_session}"] >= 1.0
     });
     let s = rreg.snapshot();
     assert_eq!(s["gatewarden_secure_opened_total"], 1.0, "only the genuine verdict opened");
     assert_eq!(inbound.verdicts.len(), 1, "and only it reached the router's stage");
     assert!(s["gatewarden_channel_abuse_alerts_total"] >= 3.0, "each refusal raised a ChannelAbuse alert: {s:?}");
     let audit = std::fs::read_to_string(broker.pki().join("spool-router-1/channel-audit.log")).unwrap();
-    assert!(audit.contains("replay") && audit.contains("tampered") && audit.contains("unauthorized"), "{audit}");
+    assert!(["replay", "tampered", "unauthorized", "unknown_session"].iter().all(|r| audit.contains(r)), "{audit}");
     sd.trigger();
     router.stop();
 }
