@@ -37,7 +37,9 @@ pub struct DetectorConfig {
     pub icmp_flood_pps: u32,
     /// Failed connection attempts to an auth port (22, 23, 1883, 80…) in the window that make brute force.
     pub bruteforce_attempts: u32,
-    /// How long a block lasts, in seconds.
+    /// How long a block lasts, in seconds; a router holds every detector
+    /// block to its own `[enforce] max_ttl_s` (7 days by default) and logs
+    /// when it cuts one.
     #[serde(deserialize_with = "gatewarden_core::duration::secs")]
     pub block_ttl_s: u64,
     /// Connections from one source to one interactive login service (SSH, telnet, FTP, RDP, VNC, POP3)

@@ -539,6 +539,8 @@ pub struct Blocker {
     /// The site networks (sorted) and own addresses the feed sets were
     /// last checked against ([`Blocker::recheck_feed`]); `None`: never.
     feed_checked: Option<(Vec<Cidr>, Vec<IpAddr>)>,
+    /// When a detector TTL cut to `max_ttl` was last logged.
+    ttl_cut_told: Option<Instant>,
 }
 
 /// Errors carry what was being done and what to do next.
@@ -573,6 +575,7 @@ impl Blocker {
             bound_written: None,
             bindings_from_guard: false,
             feed_checked: None,
+            ttl_cut_told: None,
         })
     }
 
@@ -1286,7 +1289,22 @@ impl Blocker {
         // could ask for 2^32 s (136 years), a block that outlives its
         // revocation and every restart. No detector block outlasts max_ttl,
         // escalated or not.
-        let ttl = if origin == Origin::Detector { ttl.min(self.settings.max_ttl) } else { ttl };
+        let ttl = if origin == Origin::Detector && ttl > self.settings.max_ttl {
+            // Said, at most hourly: a detector's `block_ttl_s` above this
+            // router's `max_ttl_s` is cut without the detector knowing.
+            if self.ttl_cut_told.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+                self.ttl_cut_told = Some(Instant::now());
+                tracing::warn!(
+                    %addr,
+                    asked_s = ttl.as_secs(),
+                    max_ttl_s = self.settings.max_ttl.as_secs(),
+                    "a detector asked for a block longer than [enforce] max_ttl_s; it lasts max_ttl_s. Lower the detector's block_ttl_s (or raise max_ttl_s) if that is not what you want (said at most once an hour)"
+                );
+            }
+            self.settings.max_ttl
+        } else {
+            ttl
+        };
         let (ttl, level) = if origin == Origin::Detector && escalate {
             self.escalation.next(addr, ttl, Instant::now())
         } else {
