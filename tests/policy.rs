@@ -280,6 +280,92 @@ fn feedback_moves_confidence_exactly_as_the_beta_update_predicts_and_survives_re
     assert!(rules.iter().all(|r| r.item.comment.contains("flows cameras -> sensors")));
 }
 
+/// One flow as router `node` reports it: `src` (a camera) to the sensor on `dport`.
+fn reported(node: &str, id: u64, src: &str, dport: u16, t: u64, state: ConnState) -> FlowBatch {
+    let mut f = record(id, dport, t, state);
+    f.src = src.parse().unwrap();
+    FlowBatch { node: node.into(), seq: id, flows: vec![f], hosts: vec![], in_iface: String::new(), shed: Vec::new() }
+}
+
+/// Engine with the cameras and sensors groups, fed `batches`.
+fn fed(dir: &Path, batches: &[FlowBatch]) -> PolicyEngine {
+    let mut e = engine(dir);
+    for (name, member) in [("cameras", "192.0.2.0/28"), ("sensors", "198.51.100.0/28")] {
+        e.add_group(Group { name: name.into(), members: vec![member.into()], description: String::new() }, false)
+            .unwrap();
+    }
+    for b in batches {
+        e.observe_batch(b);
+    }
+    e
+}
+
+/// A fleet router with a stolen certificate (router-3) sends flow batches
+/// no other router could contradict: 12 completed SSH sessions from one
+/// camera to a sensor (a password-guessing deny for every camera) and
+/// answered, recurring connections to tcp/8443 (an allow for every camera,
+/// at priority 100, above every suggested deny). router-1 and router-3 both
+/// report the cameras' real MQTT. An accepted rule applies to every router,
+/// and the justifications never said whose word they rested on. Each now
+/// names the routers its evidence came from; the fabricated ones say
+/// "evidence from router-3 only", and weigh less than the same flows from
+/// a fleet of one router (other routers report cameras -> sensors traffic
+/// and saw none of it). The MQTT allow names both.
+#[test]
+fn a_suggestion_that_rests_on_one_router_of_several_names_it_as_the_only_source() {
+    let mut honest = Vec::new();
+    for n in 0..6u64 {
+        honest.push(reported("router-1", 100 + n, "192.0.2.5", 1883, 1_000 + n * 5, ConnState::SF));
+        honest.push(reported("router-3", 200 + n, "192.0.2.6", 1883, 1_001 + n * 5, ConnState::SF));
+    }
+    let mut forged = Vec::new();
+    for n in 0..12u64 {
+        forged.push(reported("router-3", 300 + n, "192.0.2.7", 22, 1_040 + n * 2, ConnState::SF));
+    }
+    for n in 0..6u64 {
+        forged.push(reported("router-3", 400 + n, "192.0.2.8", 8443, 1_000 + n * 6, ConnState::SF));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let e = fed(dir.path(), &[honest.clone(), forged.clone()].concat());
+    let s = e.suggestions(None);
+    let find = |s: &[gatewarden::policy::Suggestion], action: Action, port: u16| {
+        s.iter()
+            .find(|x| x.rule.action == action && x.rule.port_range.lo == port && x.rule.port_range.hi == port)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {action} tcp/{port} suggestion: {s:#?}"))
+    };
+    let (deny, allow) = (find(&s, Action::Deny, 22), find(&s, Action::Allow, 8443));
+    for x in [&deny, &allow] {
+        let why = &x.justification;
+        assert!(why.contains("evidence from router-3 only"), "{} {why}", x.rule.describe());
+        assert!(why.contains("router-1 also reports cameras -> sensors"), "{} {why}", x.rule.describe());
+    }
+    let mqtt = find(&s, Action::Allow, 1883).justification;
+    assert!(mqtt.contains("router-1 (6 flows)") && mqtt.contains("router-3 (6 flows)"), "{mqtt}");
+    assert!(!mqtt.contains(" only"), "{mqtt}");
+
+    // The same flows from a fleet of one router: router-3's word is all there is, and says so less loudly.
+    let all_r3: Vec<FlowBatch> =
+        [honest, forged].concat().into_iter().map(|b| FlowBatch { node: "router-3".into(), ..b }).collect();
+    let alone_dir = tempfile::tempdir().unwrap();
+    let alone = fed(alone_dir.path(), &all_r3).suggestions(None);
+    for (x, y) in [(&deny, find(&alone, Action::Deny, 22)), (&allow, find(&alone, Action::Allow, 8443))] {
+        assert!(
+            y.justification.contains("evidence from router-3 (") && !y.justification.contains(" only"),
+            "{}",
+            y.justification
+        );
+        assert!(
+            x.confidence < y.confidence,
+            "{} rests on router-3 alone while router-1 also reports the groups: {} vs {} in a one-router fleet ({})",
+            x.rule.describe(),
+            x.confidence,
+            y.confidence,
+            x.justification
+        );
+    }
+}
+
 // ---------------------------------------------------------------- lab
 
 const CAM: &str = "192.0.2.10";

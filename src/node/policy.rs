@@ -29,9 +29,11 @@ impl Service for Policy {
         // MAC members resolve through the routers' tables as their messages
         // brought them (src/node/neighbours.rs sends, the monitor's consumers
         // keep them): the same path whether the router runs here or elsewhere.
+        // With which routers reported each pair, so a suggestion names whose
+        // table made an address a member.
         let store = w.neighbours.clone();
         let neighbours: crate::policy::service::Neighbours =
-            Box::new(move || Some(store.union(std::time::Instant::now())));
+            Box::new(move || Some(store.resolutions(std::time::Instant::now())));
         let svc = match crate::policy::service::PolicyService::start(&cx.cfg.policy, publish, neighbours) {
             Ok(s) => s,
             Err(e) => {

@@ -8,7 +8,7 @@
 //! | `matrix.rs` | traffic matrix per (source group, destination group, protocol, port), bounded |
 //! | `suggest.rs` | suggestions with confidence + justification, Beta feedback per context |
 //! | `proof.rs` | which scan / brute-force alerts are about a source proven real (only those make a deny) |
-//! | `neighbours.rs` | the routers' neighbour tables as their messages brought them (bounded, aged), for MAC members |
+//! | `neighbours.rs` | the routers' neighbour tables as their messages brought them (bounded, aged), for MAC members, with which routers reported each pair |
 //! | `mod.rs` | [`PolicyEngine`]: config + state file + matrix file, every operation the CLI and API offer |
 //!
 //! State lives in two JSON files under `policy.state_dir`: `policy.json`
@@ -40,7 +40,7 @@ use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
 use gatewarden_core::clock::unix_now_ms as now_ms;
-use gatewarden_proto::messages::{Alert, FlowBatch, PolicyUpdate};
+use gatewarden_proto::messages::{Alert, AttackKind, FlowBatch, PolicyUpdate};
 pub use matrix::TrafficMatrix;
 pub use model::{Action, Group, Member, PortRange, Protocol, Relationship, RuleSpec};
 pub use rules::{Endpoint, Explanation, Policy};
@@ -153,9 +153,69 @@ pub struct PolicyEngine {
     matrix: TrafficMatrix,
     alerts: AlertEvidence,
     proofs: proof::Proofs,
+    /// MAC → address resolutions, sorted, each pair once.
     neighbours: Vec<(IpAddr, [u8; 6])>,
+    /// Which routers' tables reported each pair of `neighbours` (same
+    /// order; empty when they came from this box's own kernel), by
+    /// [`neighbours::Resolutions::routers`] bit: a matrix cell names the
+    /// routers whose table alone made an endpoint a member.
+    neighbour_masks: Vec<u64>,
+    /// The routers of `neighbour_masks`' bits (at most 64).
+    neighbour_routers: Vec<String>,
     last_matrix_save: Instant,
     matrix_dirty: bool,
+}
+
+/// Which groups an address is in, and through whose neighbour tables.
+struct Resolver<'a> {
+    /// Sorted MAC → address resolutions.
+    pairs: &'a [(IpAddr, [u8; 6])],
+    /// The routers that reported each pair (bits of `routers`); empty: none named.
+    masks: &'a [u64],
+    /// The routers of the masks' bits.
+    routers: &'a [String],
+}
+
+impl<'a> Resolver<'a> {
+    /// The groups `a` is in; for a group only a MAC member puts it in, the
+    /// routers whose neighbour tables resolved that MAC to `a`.
+    fn memberships<'g>(&self, groups: &'g [(String, Vec<Member>)], a: &IpAddr) -> Vec<matrix::Membership<'g>>
+    where
+        'a: 'g,
+    {
+        let mut out = Vec::new();
+        for (name, members) in groups {
+            let (mut direct, mut by_mac, mut mask) = (false, false, 0u64);
+            for m in members {
+                match m {
+                    Member::Net(c) if c.contains(a) => {
+                        direct = true;
+                        break;
+                    }
+                    Member::Mac(mac) => {
+                        if let Ok(i) = self.pairs.binary_search(&(*a, *mac)) {
+                            by_mac = true;
+                            mask |= self.masks.get(i).copied().unwrap_or(0);
+                        }
+                    }
+                    Member::Net(_) => {}
+                }
+            }
+            if direct {
+                out.push(matrix::Membership::direct(name));
+            } else if by_mac {
+                let via = self
+                    .routers
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i < 64 && mask >> i & 1 == 1)
+                    .map(|(_, r)| r.as_str())
+                    .collect();
+                out.push(matrix::Membership { group: name, via });
+            }
+        }
+        out
+    }
 }
 
 /// Holds `policy.lock` (created exclusively) while alive.
@@ -238,6 +298,8 @@ impl PolicyEngine {
             alerts: AlertEvidence::default(),
             proofs: proof::Proofs::default(),
             neighbours: Vec::new(),
+            neighbour_masks: Vec::new(),
+            neighbour_routers: Vec::new(),
             last_matrix_save: Instant::now(),
             matrix_dirty: false,
         };
@@ -504,9 +566,46 @@ list them with `gatewarden policy suggest`"
         &self.file.feedback
     }
 
-    /// Uses these MAC → address resolutions for matrix and explain.
-    pub fn set_neighbours(&mut self, n: Vec<(IpAddr, [u8; 6])>) {
+    /// Uses these MAC → address resolutions for matrix and explain (this
+    /// box's own table: no router is named for them).
+    pub fn set_neighbours(&mut self, mut n: Vec<(IpAddr, [u8; 6])>) {
+        n.sort_unstable();
+        n.dedup();
         self.neighbours = n;
+        self.neighbour_masks.clear();
+        self.neighbour_routers.clear();
+    }
+
+    /// Uses the routers' resolutions for matrix and explain, remembering
+    /// which routers reported each pair (the monitor).
+    pub fn set_resolutions(&mut self, r: neighbours::Resolutions) {
+        let (mut pairs, mut masks) = (Vec::with_capacity(r.pairs.len()), Vec::with_capacity(r.pairs.len()));
+        let mut sorted = r.pairs;
+        sorted.sort_unstable();
+        for (a, m, mask) in sorted {
+            if pairs.last() == Some(&(a, m)) {
+                if let Some(last) = masks.last_mut() {
+                    *last |= mask;
+                }
+                continue;
+            }
+            pairs.push((a, m));
+            masks.push(mask);
+        }
+        // A router whose table resolves anything is heard from: a
+        // membership only its table makes is then one router's word of several.
+        let mut any = 0u64;
+        for m in &masks {
+            any |= m;
+        }
+        for (i, router) in r.routers.iter().enumerate().take(64) {
+            if any >> i & 1 == 1 {
+                self.matrix.note_reporter(router);
+            }
+        }
+        self.neighbours = pairs;
+        self.neighbour_masks = masks;
+        self.neighbour_routers = r.routers;
     }
 
     /// Whether any group lists a MAC (then neighbours are worth resolving).
@@ -517,32 +616,37 @@ list them with `gatewarden policy suggest`"
             .any(|g| g.parsed_members().unwrap_or_default().iter().any(|m| matches!(m, Member::Mac(_))))
     }
 
-    /// Counts a flow batch into the matrix (members are parsed once per batch).
-    pub fn observe_batch(&mut self, batch: &FlowBatch) {
-        let groups: Vec<(String, Vec<Member>)> = self
-            .policy()
+    /// The parsed members of every group (parsed once per batch or alert).
+    fn parsed_groups(&self) -> Vec<(String, Vec<Member>)> {
+        self.policy()
             .groups
             .into_values()
             .map(|g| {
                 let m = g.parsed_members().unwrap_or_default();
                 (g.name, m)
             })
-            .collect();
+            .collect()
+    }
+
+    /// Counts a flow batch into the matrix (members are parsed once per
+    /// batch), naming the router that sent it (`batch.node`, which the bus
+    /// checked against the sender's certificate).
+    pub fn observe_batch(&mut self, batch: &FlowBatch) {
+        let groups = self.parsed_groups();
         if groups.is_empty() {
             return;
         }
-        let of = |a: &IpAddr, n: &[(IpAddr, [u8; 6])]| -> Vec<String> {
-            groups.iter().filter(|(_, m)| m.iter().any(|m| m.contains(a, n))).map(|(g, _)| g.clone()).collect()
-        };
+        self.matrix.note_reporter(&batch.node);
+        let res = Resolver { pairs: &self.neighbours, masks: &self.neighbour_masks, routers: &self.neighbour_routers };
         for f in &batch.flows {
-            let sg = of(&f.src, &self.neighbours);
+            let sg = res.memberships(&groups, &f.src);
             if sg.is_empty() {
                 continue;
             }
-            let dg = of(&f.dst, &self.neighbours);
+            let dg = res.memberships(&groups, &f.dst);
             if !dg.is_empty() {
                 self.proofs.note(f);
-                self.matrix.observe(f, &sg, &dg);
+                self.matrix.observe_from(f, Some(&batch.node), &sg, &dg);
                 self.matrix_dirty = true;
             }
         }
@@ -563,11 +667,15 @@ list them with `gatewarden policy suggest`"
     /// not prove yet is judged again as flows arrive (they may come later).
     pub fn observe_alert(&mut self, a: &Alert) {
         let (Some(src), Some(dst)) = (a.src, a.dst) else { return };
-        let p = self.policy();
-        let sg = p.groups_of(&src, &self.neighbours);
-        let dg = p.groups_of(&dst, &self.neighbours);
+        let groups = self.parsed_groups();
+        let res = Resolver { pairs: &self.neighbours, masks: &self.neighbour_masks, routers: &self.neighbour_routers };
+        let sg = res.memberships(&groups, &src);
+        let dg = res.memberships(&groups, &dst);
         if !sg.is_empty() && !dg.is_empty() {
             let proven = self.proofs.proven(a);
+            if matches!(a.kind, AttackKind::PortScan | AttackKind::HostSweep | AttackKind::BruteForce) {
+                self.matrix.note_reporter(&a.node);
+            }
             self.alerts.record(a, &sg, &dg, proven);
             if !proven {
                 self.proofs.wait_for_proof(a);
@@ -597,6 +705,7 @@ list them with `gatewarden policy suggest`"
             "max_cells": self.matrix.max_cells,
             "bucket_s": self.matrix.bucket_s,
             "evicted": self.matrix.evicted,
+            "reporters": self.matrix.reporters,
             "alerts": self.alerts.pairs,
         })
     }
@@ -696,11 +805,13 @@ mod tests {
         });
     }
 
+    /// A scan alert as the detector sends it: filed under the router whose
+    /// flows raised it (the one [`feed`] names).
     fn scan_alert(src: &str, t: u64) -> Alert {
         Alert {
             id: 7,
             ts_ns: t * 1_000_000_000,
-            node: "d".into(),
+            node: "r".into(),
             flow_id: 0,
             kind: AttackKind::PortScan,
             severity: Severity::High,
@@ -1221,5 +1332,131 @@ mod tests {
             .suggestions(None)
             .iter()
             .any(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::one(22)));
+    }
+
+    // ------------------------------------------- a fleet router with a stolen certificate
+
+    /// A batch of `flows` as router `node` sends it.
+    fn feed_from(e: &mut PolicyEngine, node: &str, flows: Vec<FlowRecord>) {
+        e.observe_batch(&FlowBatch {
+            node: node.into(),
+            seq: 1,
+            flows,
+            hosts: vec![],
+            in_iface: String::new(),
+            shed: vec![],
+        });
+    }
+
+    /// router-3 (a stolen certificate) sends 20 completed SSH connections
+    /// from a camera to a sensor and a brute-force alert about them filed
+    /// under itself: the alert is "proven" by router-3's own flows. router-1
+    /// reports the cameras' real MQTT. The deny for every camera rests on
+    /// router-3's word alone: it says so, names the flows and the alert, and
+    /// weighs its evidence by `ONE_ROUTER_WEIGHT` on top of the one member's.
+    #[test]
+    fn a_deny_resting_on_one_routers_flows_and_its_own_proven_alert_names_that_router_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut e = red_engine(dir.path());
+        feed_from(&mut e, "router-1", mqtt_reconnects("192.0.2.5", 100, 1_000, 1_040));
+        feed_from(
+            &mut e,
+            "router-3",
+            (0..20u64).map(|i| tcp(1_000 + i, "192.0.2.9", 22, 1_100, ConnState::SF, true)).collect(),
+        );
+        let mut alert = guess_alert("192.0.2.9", 1_019, 22, 1_100);
+        alert.node = "router-3".into();
+        e.observe_alert(&alert);
+        let deny = e
+            .suggestions(None)
+            .into_iter()
+            .find(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::one(22))
+            .expect("the guessing deny");
+        let why = &deny.justification;
+        assert!(why.contains("1 brute-force alerts whose source completed"), "{why}");
+        assert!(why.contains("evidence from router-3 only (20 flows, 1 alerts)"), "{why}");
+        assert!(why.contains("router-1 also reports cameras -> sensors traffic and sent none of it"), "{why}");
+        // 1 − 0.5¹·exp(−20/50), one member's weight, one router's weight.
+        let ev = 1.0 - 0.5 * (-20.0f64 / 50.0).exp();
+        let weighted = suggest::ONE_ROUTER_WEIGHT * suggest::ONE_MEMBER_WEIGHT * ev;
+        assert!((deny.confidence - weighted).abs() < 1e-12, "{} vs {weighted} ({why})", deny.confidence);
+        // The tally names the router it is filed under, and the fleet both routers.
+        let m = e.matrix_json();
+        assert_eq!(m["alerts"]["cameras>sensors"]["proven"]["guess_routers"]["22"]["reports"][0]["node"], "router-3");
+        assert_eq!(m["reporters"]["reports"].as_array().map(|r| r.len()), Some(2), "{}", m["reporters"]);
+
+        // router-1 sees the same guesser: two routers' word, no router weight, both named.
+        feed_from(
+            &mut e,
+            "router-1",
+            (0..20u64).map(|i| tcp(2_000 + i, "192.0.2.9", 22, 1_101, ConnState::SF, true)).collect(),
+        );
+        let deny = e
+            .suggestions(None)
+            .into_iter()
+            .find(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::one(22))
+            .unwrap();
+        let why = &deny.justification;
+        assert!(why.contains("evidence from router-3 (20 flows, 1 alerts), router-1 (20 flows)"), "{why}");
+        assert!(!why.contains(" only"), "{why}");
+        let ev = 1.0 - 0.5 * (-40.0f64 / 50.0).exp();
+        assert!((deny.confidence - suggest::ONE_MEMBER_WEIGHT * ev).abs() < 1e-12, "{} ({why})", deny.confidence);
+    }
+
+    /// A group with a MAC member: router-3's neighbour table alone puts the
+    /// camera's MAC at the address of a laptop that router-1 honestly sees
+    /// scanning a sensor (router-1's table has the camera elsewhere). The
+    /// scan's deny for every camera rests on router-1's flows and router-3's
+    /// table: it names both, and router-3's table as the only one making
+    /// the laptop a camera.
+    #[test]
+    fn a_membership_only_one_routers_neighbour_table_makes_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = PolicyConfig { state_dir: dir.path().to_path_buf(), bucket_s: 10, ..PolicyConfig::default() };
+        let mut e = PolicyEngine::open(&cfg).unwrap();
+        for (name, member) in [("cameras", "02:00:00:00:00:07"), ("sensors", SENSORS)] {
+            e.add_group(Group { name: name.into(), members: vec![member.into()], description: String::new() }, false)
+                .unwrap();
+        }
+        let store = neighbours::NeighbourStore::new();
+        let now = Instant::now();
+        let table = |node: &str, ip: &str| gatewarden_proto::messages::NeighbourTable {
+            node: node.into(),
+            taken_ns: 1,
+            total: 1,
+            entries: vec![gatewarden_proto::messages::Neighbour {
+                ip: ip.parse().unwrap(),
+                mac: [2, 0, 0, 0, 0, 7],
+                age_s: 0,
+            }],
+        };
+        store.record(table("router-1", "192.0.2.7"), now).unwrap();
+        store.record(table("router-3", "192.0.2.66"), now).unwrap();
+        e.set_resolutions(store.resolutions(now));
+        // The laptop at .66 scans the sensor, as router-1 reports.
+        feed_from(
+            &mut e,
+            "router-1",
+            (0..30u64).map(|p| tcp(1_000 + p, "192.0.2.66", 2_000 + p as u16, 1_200, ConnState::REJ, false)).collect(),
+        );
+        let deny = e
+            .suggestions(None)
+            .into_iter()
+            .find(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::ANY)
+            .expect("the scan's deny");
+        let why = &deny.justification;
+        assert!(why.contains("evidence from router-1 only (30 flows)"), "{why}");
+        assert!(why.contains("by router-3's neighbour table only (30 reports)"), "{why}");
+        // The explain view and the matrix agree: .66 is a camera only through router-3's table.
+        let cell = &e.matrix_json()["cells"][0]["cell"];
+        assert_eq!(cell["resolved_by"]["reports"][0]["node"], "router-3", "{cell}");
+        assert_eq!(cell["resolved_by"]["reports"].as_array().map(|r| r.len()), Some(1), "{cell}");
+        // This box's own table (the CLI reads the kernel's) resolves the same, and names no router.
+        e.set_neighbours(vec![("192.0.2.66".parse().unwrap(), [2, 0, 0, 0, 0, 7])]);
+        feed_from(&mut e, "router-1", vec![tcp(5_000, "192.0.2.66", 4_000, 1_201, ConnState::REJ, false)]);
+        let m = e.matrix_json();
+        let cell =
+            m["cells"].as_array().unwrap().iter().find(|c| c["port"] == 4_000).expect("resolved by the box's table");
+        assert_eq!(cell["cell"]["resolved_by"], serde_json::json!({"reports": [], "other": 0}), "{cell}");
     }
 }

@@ -1,11 +1,19 @@
 //! The traffic matrix: per (source group, destination group, protocol, port)
 //! the flows, bytes, first and last seen, how many got an answer, and in how
-//! many distinct time buckets they occurred, and which member addresses
-//! originated them (a few, then only "more"). Bounded (cells without an
+//! many distinct time buckets they occurred, which member addresses
+//! originated them (a few, then only "more"), and which routers reported
+//! them (a few by name, then a count). Bounded (cells without an
 //! answered flow go first, then the least recently seen) and serialisable, so it survives restarts.
+//!
+//! The routers are kept because the matrix is fleet-wide and an accepted
+//! rule applies to every router, while each flow is one router's word: a
+//! router with a stolen certificate can report any flows. A suggestion
+//! names whose word it rests on ([`Routers`]).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
+
+use gatewarden_core::identity::valid_node_id;
 
 use serde::{Deserialize, Serialize};
 
@@ -82,6 +90,142 @@ impl Sources {
     }
 }
 
+/// Distinct routers a [`Routers`] names; past them it only counts reports,
+/// so a flood of forged node names (or a big fleet) costs no memory. A
+/// node id is at most 64 bytes, so a cell's three lists hold at most about
+/// 1.2 KiB (4096 cells: under 5 MiB; with ordinary names a tenth of that).
+pub const MAX_ROUTERS_NAMED: usize = 4;
+
+/// How many reports one router sent, as a [`Routers`] keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterReports {
+    /// The router's node id (its certificate's name).
+    pub node: String,
+    /// Its reports (flows, alerts or batches, as the holder counts).
+    pub n: u64,
+}
+
+/// Which routers reported something: the first [`MAX_ROUTERS_NAMED`]
+/// distinct node ids with how many reports each, and how many reports came
+/// from routers past them (or under a name that is not a node id). Enough
+/// to tell one router's word from several routers' and to name a lone one:
+/// a suggestion for the whole fleet resting on one router is what a stolen
+/// router certificate can make.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Routers {
+    /// The first distinct routers, in the order they were first seen.
+    pub reports: Vec<RouterReports>,
+    /// Reports from routers not named.
+    pub other: u64,
+}
+
+impl Routers {
+    /// Counts one report from `node`.
+    pub fn note(&mut self, node: &str) {
+        self.add(node, 1);
+    }
+
+    /// Counts `n` reports from `node`. A name that is not a node id (no
+    /// honest router has one) is counted, never kept.
+    pub fn add(&mut self, node: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        if let Some(r) = self.reports.iter_mut().find(|r| r.node == node) {
+            r.n = r.n.saturating_add(n);
+        } else if self.reports.len() < MAX_ROUTERS_NAMED && valid_node_id(node) {
+            self.reports.push(RouterReports { node: node.to_string(), n });
+        } else {
+            self.other = self.other.saturating_add(n);
+        }
+    }
+
+    /// Adds every report of `o`.
+    pub fn merge(&mut self, o: &Routers) {
+        for r in &o.reports {
+            self.add(&r.node, r.n);
+        }
+        self.other = self.other.saturating_add(o.other);
+    }
+
+    /// The one router, when every report came from it.
+    pub fn only(&self) -> Option<&str> {
+        match self.reports.as_slice() {
+            [r] if self.other == 0 => Some(&r.node),
+            _ => None,
+        }
+    }
+
+    /// Whether nothing was counted.
+    pub fn is_empty(&self) -> bool {
+        self.reports.is_empty() && self.other == 0
+    }
+
+    /// Whether more than one router reported (or one not named).
+    pub fn several(&self) -> bool {
+        !self.is_empty() && self.only().is_none()
+    }
+
+    /// Whether a router other than `node` reported.
+    pub fn besides(&self, node: &str) -> bool {
+        self.other > 0 || self.reports.iter().any(|r| r.node != node)
+    }
+
+    /// Reports of `node` (0 for a router not named).
+    pub fn of(&self, node: &str) -> u64 {
+        self.reports.iter().find(|r| r.node == node).map_or(0, |r| r.n)
+    }
+
+    /// The named routers.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.reports.iter().map(|r| r.node.as_str())
+    }
+
+    /// `router-1 (12 flows), router-3 (2 flows) and 5 more flows from other routers`.
+    pub fn describe(&self, unit: &str) -> String {
+        let mut parts: Vec<String> = self.reports.iter().map(|r| format!("{} ({} {unit})", r.node, r.n)).collect();
+        if self.other > 0 {
+            let more = format!("{} more {unit} from other routers", self.other);
+            if parts.is_empty() {
+                return more;
+            }
+            let last = parts.pop().unwrap_or_default();
+            parts.push(format!("{last} and {more}"));
+        }
+        parts.join(", ")
+    }
+
+    /// Drops what a file written by hand or by a larger limit holds beyond the bound.
+    pub(crate) fn trim(&mut self) {
+        if self.reports.len() > MAX_ROUTERS_NAMED || self.reports.iter().any(|r| !valid_node_id(&r.node)) {
+            let all = std::mem::take(&mut self.reports);
+            for r in all {
+                self.add(&r.node, r.n);
+            }
+        }
+    }
+}
+
+/// One endpoint's place in a group, for [`TrafficMatrix::observe_from`]:
+/// the group, and the routers whose neighbour tables alone put the address
+/// there (through a MAC member); empty when an address or network member
+/// holds it (the policy's own word).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership<'a> {
+    /// The group.
+    pub group: &'a str,
+    /// Routers whose neighbour tables resolved a MAC member of the group to this address.
+    pub via: Vec<&'a str>,
+}
+
+impl<'a> Membership<'a> {
+    /// A member by address or network.
+    pub fn direct(group: &'a str) -> Membership<'a> {
+        Membership { group, via: Vec::new() }
+    }
+}
+
 /// Which traffic a cell counts.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct CellKey {
@@ -120,6 +264,19 @@ pub struct Cell {
     /// address by acknowledging the responder.
     #[serde(default)]
     pub answered_sources: Sources,
+    /// Routers whose batches brought the flows, flows each (bounded).
+    #[serde(default)]
+    pub routers: Routers,
+    /// Routers whose batches brought the answers, answered flows each
+    /// (bounded): what an allow and a guessing deny rest on. A router
+    /// reporting an answer to a flow another router brought is named here.
+    #[serde(default)]
+    pub answered_routers: Routers,
+    /// Routers whose neighbour tables put an endpoint of a flow into its
+    /// group through a MAC member (and no address member did), flows each
+    /// (bounded): a router's table can make any address a member.
+    #[serde(default)]
+    pub resolved_by: Routers,
 }
 
 impl Cell {
@@ -147,6 +304,10 @@ pub struct TrafficMatrix {
     pub bucket_s: u64,
     /// Cells dropped because the matrix was full.
     pub evicted: u64,
+    /// Routers heard from (batches and alerts between groups): whether a
+    /// suggestion resting on one router rests on one router *of several*.
+    #[serde(default)]
+    pub reporters: Routers,
     #[serde(skip)]
     seen: HashMap<u64, Seen>,
     #[serde(skip)]
@@ -205,6 +366,7 @@ impl TrafficMatrix {
             max_cells: max_cells.max(1),
             bucket_s: bucket_s.max(1),
             evicted: 0,
+            reporters: Routers::default(),
             seen: HashMap::new(),
             seen_order: VecDeque::new(),
         }
@@ -212,7 +374,32 @@ impl TrafficMatrix {
 
     /// Counts one flow record (a snapshot; a flow reported again adds only its new bytes).
     /// `src_groups`/`dst_groups`: the groups of its originator and responder.
+    /// No router is named: see [`TrafficMatrix::observe_from`].
     pub fn observe(&mut self, f: &FlowRecord, src_groups: &[String], dst_groups: &[String]) {
+        fn direct(g: &[String]) -> Vec<Membership<'_>> {
+            g.iter().map(|g| Membership::direct(g)).collect()
+        }
+        self.observe_from(f, None, &direct(src_groups), &direct(dst_groups));
+    }
+
+    /// Counts one router's heard-from report (a flow batch, an alert).
+    pub fn note_reporter(&mut self, node: &str) {
+        self.reporters.note(node);
+    }
+
+    /// [`TrafficMatrix::observe`] for a flow `router` reported, its
+    /// originator and responder in `src_groups`/`dst_groups`: the cells name
+    /// the router (and the routers whose neighbour tables made an endpoint a
+    /// member). A flow is one flow whichever routers report it (its id is a
+    /// hash of the flow), so a router that reports only an answer to another
+    /// router's flow is named for the answer, not for the flow.
+    pub fn observe_from(
+        &mut self,
+        f: &FlowRecord,
+        router: Option<&str>,
+        src_groups: &[Membership<'_>],
+        dst_groups: &[Membership<'_>],
+    ) {
         if src_groups.is_empty() || dst_groups.is_empty() {
             return;
         }
@@ -222,6 +409,8 @@ impl TrafficMatrix {
         let first = f.first_ns / 1_000_000_000;
         let bytes = f.fwd_bytes.saturating_add(f.rev_bytes);
         let ans = answered(f);
+        // Per new cell: the routers whose neighbour tables placed its endpoints.
+        let mut via: Vec<Vec<&str>> = Vec::new();
         let (new, delta_bytes, newly_answered, keys) = match self.seen.get_mut(&f.flow_id) {
             Some(s) => {
                 let d = bytes.saturating_sub(s.bytes);
@@ -237,7 +426,10 @@ impl TrafficMatrix {
                         if keys.len() >= MAX_COMBINATIONS {
                             break 'outer;
                         }
-                        keys.push(CellKey { src: sg.clone(), dst: dg.clone(), proto, port });
+                        keys.push(CellKey { src: sg.group.to_string(), dst: dg.group.to_string(), proto, port });
+                        let mut v = sg.via.clone();
+                        v.extend(dg.via.iter().filter(|r| !sg.via.contains(r)));
+                        via.push(v);
                     }
                 }
                 if self.seen_order.len() >= FLOW_MEMORY {
@@ -251,7 +443,7 @@ impl TrafficMatrix {
             }
         };
         let bucket = now / self.bucket_s;
-        for k in keys {
+        for (i, k) in keys.into_iter().enumerate() {
             if !self.cells.contains_key(&k) {
                 if !new {
                     continue; // the cell was evicted since; do not resurrect it with partial numbers
@@ -268,10 +460,19 @@ impl TrafficMatrix {
                 }
                 c.first_seen = c.first_seen.min(first);
                 c.sources.note(f.src);
+                if let Some(r) = router {
+                    c.routers.note(r);
+                }
+                for r in via.get(i).into_iter().flatten() {
+                    c.resolved_by.note(r);
+                }
             }
             if newly_answered {
                 c.answered += 1;
                 c.answered_sources.note(f.src);
+                if let Some(r) = router {
+                    c.answered_routers.note(r);
+                }
             }
             c.bytes = c.bytes.saturating_add(delta_bytes);
             c.last_seen = c.last_seen.max(now);
@@ -284,7 +485,11 @@ impl TrafficMatrix {
         for c in self.cells.values_mut() {
             c.sources.trim();
             c.answered_sources.trim();
+            c.routers.trim();
+            c.answered_routers.trim();
+            c.resolved_by.trim();
         }
+        self.reporters.trim();
         if self.cells.len() <= self.max_cells {
             return;
         }
@@ -351,6 +556,7 @@ impl TrafficMatrix {
                 }
             }
             t.last_seen = t.last_seen.max(c.last_seen);
+            t.routers.merge(&c.routers);
         }
         out
     }
@@ -380,6 +586,9 @@ pub struct PairTotals {
     pub tcp_unanswered: u64,
     /// Last flow, Unix seconds.
     pub last_seen: u64,
+    /// Routers whose batches brought the pair's flows (bounded): whether
+    /// other routers than a suggestion's lone one see these groups too.
+    pub routers: Routers,
 }
 
 #[cfg(test)]
@@ -463,5 +672,52 @@ mod tests {
         m.trim();
         let (_, c) = m.cells().next().unwrap();
         assert_eq!((c.answered_sources.addrs.len(), c.answered_sources.more), (MAX_SOURCES, true));
+    }
+
+    /// A router with a stolen certificate sends flows under a thousand
+    /// made-up router names (and some that are no node id): a cell keeps
+    /// the first few by name and only counts the rest.
+    #[test]
+    fn a_cell_names_a_few_routers_and_counts_the_rest() {
+        let mut m = TrafficMatrix::new(16, 60);
+        let (s, d) = (vec![Membership::direct("cam")], vec![Membership::direct("sen")]);
+        m.observe_from(&flow(1, 22, 100, ConnState::SF, 60), Some("router-1"), &s, &d);
+        for i in 0..1_000u64 {
+            m.observe_from(&flow(10 + i, 22, 100, ConnState::SF, 60), Some(&format!("forged-{i}")), &s, &d);
+        }
+        m.observe_from(&flow(5_000, 22, 100, ConnState::SF, 60), Some("bad name\u{1b}[2J"), &s, &d);
+        m.observe_from(&flow(5_001, 22, 100, ConnState::SF, 60), Some(&"x".repeat(10_000)), &s, &d);
+        let (_, c) = m.cells().next().unwrap();
+        assert_eq!(c.routers.reports.len(), MAX_ROUTERS_NAMED);
+        assert_eq!((c.routers.of("router-1"), c.routers.of("forged-2"), c.routers.other), (1, 1, 999));
+        assert_eq!(c.routers.only(), None);
+        assert!(c.routers.describe("flows").ends_with("forged-2 (1 flows) and 999 more flows from other routers"));
+        assert_eq!(c.answered_routers, c.routers, "every flow was answered by the router that reported it");
+        // A router reporting only the answer to another router's flow is named for the answer.
+        m.observe_from(&flow(7_000, 23, 100, ConnState::S0, 60), Some("router-1"), &s, &d);
+        m.observe_from(&flow(7_000, 23, 101, ConnState::SF, 60), Some("router-3"), &s, &d);
+        let c = m.cells().find(|(k, _)| k.port == 23).unwrap().1;
+        assert_eq!((c.routers.only(), c.answered_routers.only()), (Some("router-1"), Some("router-3")));
+        // A file holding more than the bound (or a name that is no node id) is cut to it on load.
+        let text = serde_json::to_string(&m).unwrap().replace(
+            r#""answered_routers":{"reports":[{"node":"router-3","n":1}]"#,
+            r#""answered_routers":{"reports":[{"node":"a","n":1},{"node":"b","n":1},{"node":"c","n":1},{"node":"d\n","n":1},{"node":"e","n":1},{"node":"f","n":2}]"#,
+        );
+        let mut m: TrafficMatrix = serde_json::from_str(&text).unwrap();
+        m.trim();
+        let c = m.cells().find(|(k, _)| k.port == 23).unwrap().1;
+        assert_eq!(c.answered_routers.names().collect::<Vec<_>>(), ["a", "b", "c", "e"]);
+        assert_eq!(c.answered_routers.other, 3);
+        // A matrix written before routers were kept loads, naming none.
+        let mut old: serde_json::Value = serde_json::from_str(&text).unwrap();
+        old.as_object_mut().unwrap().remove("reporters");
+        for e in old["cells"].as_array_mut().unwrap() {
+            let cell = e["cell"].as_object_mut().unwrap();
+            for k in ["routers", "answered_routers", "resolved_by"] {
+                cell.remove(k);
+            }
+        }
+        let old: TrafficMatrix = serde_json::from_value(old).unwrap();
+        assert!(old.cells().all(|(_, c)| c.routers.is_empty() && c.answered_routers.is_empty()));
     }
 }

@@ -17,6 +17,9 @@
 //! node, but a compromised router can still claim any pairs. They only shape
 //! what the monitor shows (traffic matrix, suggestions, `explain`): each
 //! router resolves the MACs of the rules it enforces from its own kernel.
+//! So that a suggestion can say whose table made an address a member,
+//! [`NeighbourStore::resolutions`] keeps which routers reported each pair
+//! (a bit per router: [`MAX_ROUTERS`] fits a `u64`).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -28,6 +31,23 @@ use gatewarden_proto::messages::{NeighbourTable, MAX_NEIGHBOUR_ROWS};
 
 /// Most routers whose tables are kept (the detector's per-gateway bound).
 pub const MAX_ROUTERS: usize = 64;
+const _: () = assert!(MAX_ROUTERS <= 64, "Resolutions keeps a router per bit of a u64");
+
+/// The union of the fresh tables, with which routers reported each pair.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resolutions {
+    /// The routers, by name; bit `i` of a pair's mask is `routers[i]`.
+    pub routers: Vec<String>,
+    /// Every pair once, sorted, with the mask of the routers that reported it.
+    pub pairs: Vec<(IpAddr, Mac, u64)>,
+}
+
+impl Resolutions {
+    /// The routers of `mask`, by name.
+    pub fn names(&self, mask: u64) -> impl Iterator<Item = &str> {
+        self.routers.iter().enumerate().filter(move |(i, _)| mask >> i & 1 == 1).map(|(_, n)| n.as_str())
+    }
+}
 
 /// A table older than this (by arrival at the monitor, not the router's
 /// clock) no longer resolves anything: four of the router's 15 s refreshes.
@@ -125,6 +145,32 @@ impl NeighbourStore {
         all
     }
 
+    /// [`NeighbourStore::union`] with which routers reported each pair:
+    /// the policy names the router whose table alone made an address a
+    /// member of a group (a compromised router can claim any pairs).
+    pub fn resolutions(&self, now: Instant) -> Resolutions {
+        let mut tables = self.lock();
+        tables.retain(|_, k| now.saturating_duration_since(k.at) < STALE_AFTER);
+        let mut routers: Vec<&String> = tables.keys().collect();
+        routers.sort();
+        let mut all: Vec<(IpAddr, Mac, u64)> = routers
+            .iter()
+            .enumerate()
+            .take(MAX_ROUTERS)
+            .flat_map(|(i, r)| tables[*r].pairs.iter().map(move |(a, m)| (*a, *m, 1u64 << i)))
+            .collect();
+        all.sort_unstable();
+        all.dedup_by(|b, a| {
+            if (a.0, a.1) == (b.0, b.1) {
+                a.2 |= b.2;
+                true
+            } else {
+                false
+            }
+        });
+        Resolutions { routers: routers.into_iter().map(|r| r.to_string()).collect(), pairs: all }
+    }
+
     /// The fresh tables, by router name.
     pub fn routers(&self, now: Instant) -> Vec<RouterTable> {
         let mut tables = self.lock();
@@ -187,6 +233,26 @@ mod tests {
         assert!(
             u.contains(&(ip("192.0.2.10"), [2, 0, 0, 0, 0, 1])) && u.contains(&(ip("192.0.2.10"), [2, 0, 0, 0, 0, 9]))
         );
+    }
+
+    #[test]
+    fn resolutions_say_which_routers_reported_each_pair() {
+        let s = NeighbourStore::new();
+        let t0 = Instant::now();
+        s.record(table("router-1", &[("192.0.2.10", 1), ("192.0.2.11", 2)]), t0).unwrap();
+        s.record(table("router-3", &[("192.0.2.10", 1), ("192.0.2.99", 1)]), t0).unwrap();
+        let r = s.resolutions(t0);
+        assert_eq!(r.routers, ["router-1", "router-3"]);
+        let by = |ip: &str, m: u8| {
+            let (_, _, mask) =
+                r.pairs.iter().find(|p| (p.0, p.1) == (ip.parse().unwrap(), [2, 0, 0, 0, 0, m])).unwrap();
+            r.names(*mask).collect::<Vec<_>>()
+        };
+        assert_eq!(by("192.0.2.10", 1), ["router-1", "router-3"]);
+        assert_eq!(by("192.0.2.11", 2), ["router-1"]);
+        assert_eq!(by("192.0.2.99", 1), ["router-3"], "router-3 alone puts the MAC at .99");
+        let pairs: Vec<_> = r.pairs.iter().map(|p| (p.0, p.1)).collect();
+        assert_eq!(pairs, s.union(t0), "the same pairs as the union");
     }
 
     #[test]

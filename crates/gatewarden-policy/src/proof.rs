@@ -93,7 +93,8 @@ pub const MAX_SECONDS_PER_KEY: usize = 96;
 /// may count one again; it completes them, so it is real either way, and the
 /// count lands in the second the connection started.
 pub const MAX_IDS_PER_KEY: usize = 32;
-/// Alerts waiting for a proof; at the limit the oldest goes.
+/// Alerts waiting for a proof; at the limit the oldest goes. Each holds its
+/// router's name (at most 128 bytes), so the list stays under 200 KiB.
 pub const MAX_PENDING: usize = 1024;
 /// How long, in the flow time of its own source and destination, an alert
 /// waits for a proof.
@@ -104,7 +105,7 @@ pub const PENDING_NS: u64 = 120_000_000_000;
 pub const PAST_WAIT_FLOWS: u8 = 2;
 
 /// An alert's facts a proof is judged on: what waits for one, and what a late proof returns.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
     /// Brute force, port scan or host sweep.
     pub kind: AttackKind,
@@ -116,6 +117,12 @@ pub struct Claim {
     pub dport: u16,
     /// When it was raised, ns.
     pub ts_ns: u64,
+    /// The router it is filed under (`Alert::node`: a detector files a
+    /// traffic alert under the router whose flows raised it), named by a
+    /// deny that counts it once proven. A proof shows the source is real,
+    /// not that the router is honest: the flows that prove it may come from
+    /// the same router. At most 128 bytes (the wire's label limit).
+    pub node: String,
 }
 
 impl Claim {
@@ -124,7 +131,7 @@ impl Claim {
         let (Some(src), Some(dst)) = (a.src, a.dst) else { return None };
         match a.kind {
             AttackKind::BruteForce | AttackKind::PortScan | AttackKind::HostSweep => {
-                Some(Claim { kind: a.kind, src, dst, dport: a.dport, ts_ns: a.ts_ns })
+                Some(Claim { kind: a.kind, src, dst, dport: a.dport, ts_ns: a.ts_ns, node: a.node.clone() })
             }
             _ => None,
         }
@@ -187,7 +194,7 @@ impl Completed {
 }
 
 /// An alert waiting for a proof, and how many flows of its pair came stamped past its wait.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Waiting {
     claim: Claim,
     past: u8,
@@ -261,8 +268,8 @@ impl Proofs {
                 self.forget_pair(w.claim.src, w.claim.dst);
             }
         }
-        self.pending.push_back(Waiting { claim: c, past: 0 });
         *self.pending_pairs.entry((c.src, c.dst)).or_default() += 1;
+        self.pending.push_back(Waiting { claim: c, past: 0 });
     }
 
     /// The waiting alerts flows proved since the last call, each once.
@@ -282,32 +289,32 @@ impl Proofs {
         let mut pending = std::mem::take(&mut self.pending);
         let (mut proven, mut ended) = (Vec::new(), Vec::new());
         pending.retain_mut(|w| {
-            let c = w.claim;
-            if (c.src, c.dst) != pair {
+            if (w.claim.src, w.claim.dst) != pair {
                 return true;
             }
-            if f.last_ns > c.ts_ns.saturating_add(PENDING_NS) {
+            if f.last_ns > w.claim.ts_ns.saturating_add(PENDING_NS) {
                 w.past += 1;
                 if w.past >= PAST_WAIT_FLOWS {
-                    ended.push(c);
+                    ended.push((w.claim.src, w.claim.dst));
                     return false;
                 }
                 return true;
             }
+            let c = &w.claim;
             let done = match c.kind {
-                AttackKind::BruteForce => self.holds(&c),
+                AttackKind::BruteForce => self.holds(c),
                 // This flow's acknowledgement, not the newest of the pair,
                 // which a record stamped far ahead may have set.
                 _ => f.last_ns.saturating_add(PROOF_WINDOW_NS) >= c.ts_ns,
             };
             if done {
-                proven.push(c);
+                proven.push(c.clone());
             }
             !done
         });
         self.pending = pending;
-        for c in ended {
-            self.forget_pair(c.src, c.dst);
+        for (src, dst) in ended {
+            self.forget_pair(src, dst);
         }
         for c in proven {
             self.forget_pair(c.src, c.dst);

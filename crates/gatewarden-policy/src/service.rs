@@ -3,12 +3,11 @@
 //! publishes the compiled policy to the routers (as a `PolicyUpdate` on the
 //! bus: in process, or signed and encrypted over MQTT).
 
-use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use super::neighbours::Resolutions;
 use super::{PolicyConfig, PolicyEngine};
-use gatewarden_core::net::Mac;
 use gatewarden_proto::messages::{Alert, FlowBatch, PolicyUpdate};
 
 /// Republish the current policy this often, so a restarted router catches up.
@@ -19,9 +18,10 @@ type Publish = Box<dyn Fn(PolicyUpdate) + Send + Sync>;
 /// Where the routers' neighbour tables (IP ↔ MAC) come from, for groups with
 /// MAC members: the node hands in the union its [`crate::neighbours::NeighbourStore`]
 /// keeps from the routers' `neighbour_table` messages (never the monitor's own
-/// ARP table, which says nothing about a router's LAN); `None` leaves the last
-/// resolution in place.
-pub type Neighbours = Box<dyn Fn() -> Option<Vec<(IpAddr, Mac)>> + Send + Sync>;
+/// ARP table, which says nothing about a router's LAN), with which routers
+/// reported each pair, so suggestions can name whose table made an address a
+/// member; `None` leaves the last resolution in place.
+pub type Neighbours = Box<dyn Fn() -> Option<Resolutions> + Send + Sync>;
 
 /// Shared policy state of a running monitor.
 pub struct PolicyService {
@@ -89,7 +89,7 @@ impl PolicyService {
             if last.elapsed() >= Duration::from_secs(10) {
                 *last = Instant::now();
                 if let Some(n) = (self.neighbours)() {
-                    self.engine().set_neighbours(n);
+                    self.engine().set_resolutions(n);
                 }
             }
         }
@@ -102,12 +102,12 @@ impl PolicyService {
         }
     }
 
-    /// Counts flows into the matrix.
+    /// Counts flows into the matrix, naming the router that sent them (`batch.node`).
     pub fn observe_batch(&self, batch: &FlowBatch) {
         self.engine().observe_batch(batch);
     }
 
-    /// Counts a scan / brute-force alert between groups.
+    /// Counts a scan / brute-force alert between groups, naming the router it is filed under (`a.node`).
     pub fn observe_alert(&self, a: &Alert) {
         self.engine().observe_alert(a);
     }

@@ -19,13 +19,24 @@
 //! Only scan and brute-force alerts about a source proven real (`proof.rs`)
 //! count towards a deny, or name a member: anyone on the LAN can forge an
 //! alert's source address. The others are shown, and said not to count.
+//!
+//! Every suggestion also names the routers its evidence came from (the
+//! flows, the alerts, and the neighbour tables that made an address a MAC
+//! member's): the matrix is fleet-wide and an accepted rule applies to every
+//! router, while each report is one router's word, and a router with a
+//! stolen certificate can report anything, proofs included (the flows that
+//! prove an alert's source may come from the router that sent the alert).
+//! When the evidence is one router's while others report too, the reason
+//! says so ("evidence from router-3 only"); when those others report the
+//! same groups and show none of it, its evidence is weighted by
+//! [`ONE_ROUTER_WEIGHT`].
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use super::matrix::{Cell, CellKey, Sources, TrafficMatrix};
+use super::matrix::{Cell, CellKey, Membership, Routers, Sources, TrafficMatrix};
 use super::model::{Action, PortRange, Protocol, Relationship};
 use super::proof::Claim;
 use super::rules::Policy;
@@ -60,6 +71,14 @@ pub const MIN_GUESSING_FLOWS: u64 = 10;
 /// and the deny stays well below an even chance (unless the administrator
 /// keeps accepting such denies).
 pub const ONE_MEMBER_WEIGHT: f64 = 0.3;
+/// Weight of the evidence for a rule (applied to every router) when one
+/// router reported all of it while other routers report traffic between
+/// the same groups and none of theirs shows it: that router's word alone,
+/// which a stolen certificate can forge, contradicted by silence
+/// elsewhere. It keeps such a rule below an even chance (at most 0.495);
+/// one router that is the only one seeing the groups (a site of its own) is
+/// not weighted, as nobody else could have seen it.
+pub const ONE_ROUTER_WEIGHT: f64 = 0.5;
 
 /// Beta(α, β) counts for one context.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -141,6 +160,14 @@ pub struct AlertTally {
     /// tallies count as unproven.
     #[serde(default)]
     pub proven: ProvenAlerts,
+    /// Routers the alerts are filed under, proven or not (bounded): whether
+    /// other routers than a deny's lone one report these groups.
+    #[serde(default)]
+    pub routers: Routers,
+    /// Routers whose neighbour tables made an alert's source or destination
+    /// a member through a MAC member (bounded).
+    #[serde(default)]
+    pub resolved_by: Routers,
 }
 
 /// Scan and brute-force alerts whose source was proven real (`proof.rs`):
@@ -157,6 +184,11 @@ pub struct ProvenAlerts {
     /// Sources of those brute-force alerts per port (bounded): a port's deny
     /// names only the guessers of that port.
     pub guess_ports: BTreeMap<u16, Sources>,
+    /// Routers those scan and sweep alerts are filed under (bounded).
+    pub scan_routers: Routers,
+    /// Routers those brute-force alerts are filed under, per port (bounded;
+    /// as many ports as [`AlertTally::ports`], at most 64).
+    pub guess_routers: BTreeMap<u16, Routers>,
 }
 
 impl ProvenAlerts {
@@ -169,14 +201,16 @@ impl ProvenAlerts {
         ports.retain(|p, _| guess_ports.contains_key(p));
     }
 
-    fn count_guess(&mut self, port: u16, src: IpAddr) {
+    fn count_guess(&mut self, port: u16, src: IpAddr, router: &str) {
         *self.ports.entry(port).or_default() += 1;
         self.guess_ports.entry(port).or_default().note(src);
+        self.guess_routers.entry(port).or_default().note(router);
     }
 
-    fn count_scan(&mut self, src: IpAddr) {
+    fn count_scan(&mut self, src: IpAddr, router: &str) {
         self.scans += 1;
         self.scan_sources.note(src);
+        self.scan_routers.note(router);
     }
 }
 
@@ -193,6 +227,11 @@ impl AlertEvidence {
     pub fn loaded(mut self) -> AlertEvidence {
         for t in self.pairs.values_mut() {
             t.proven.forget_unattributed_guesses();
+            t.routers.trim();
+            t.resolved_by.trim();
+            t.proven.scan_routers.trim();
+            t.proven.guess_routers.retain(|p, _| t.ports.contains_key(p));
+            t.proven.guess_routers.values_mut().for_each(Routers::trim);
         }
         self
     }
@@ -207,13 +246,13 @@ impl AlertEvidence {
                 if c.kind == AttackKind::BruteForce {
                     let all = t.ports.get(&c.dport).copied().unwrap_or(0);
                     if t.proven.ports.get(&c.dport).copied().unwrap_or(0) < all {
-                        t.proven.count_guess(c.dport, c.src);
+                        t.proven.count_guess(c.dport, c.src, &c.node);
                     }
                 } else {
                     let all = t.by_kind.get("port_scan").copied().unwrap_or(0)
                         + t.by_kind.get("host_sweep").copied().unwrap_or(0);
                     if t.proven.scans < all {
-                        t.proven.count_scan(c.src);
+                        t.proven.count_scan(c.src, &c.node);
                     }
                 }
             }
@@ -222,12 +261,15 @@ impl AlertEvidence {
 
     /// Records an alert whose source is in `sg` and destination in `dg`;
     /// `proven`: its source is proven real, so it may count towards a deny.
-    pub fn record(&mut self, a: &Alert, sg: &[String], dg: &[String], proven: bool) {
+    /// The tally names the router it is filed under (`a.node`) and the
+    /// routers whose neighbour tables placed its ends.
+    pub fn record(&mut self, a: &Alert, sg: &[Membership<'_>], dg: &[Membership<'_>], proven: bool) {
         if !matches!(a.kind, AttackKind::PortScan | AttackKind::HostSweep | AttackKind::BruteForce) {
             return;
         }
-        for s in sg {
-            for d in dg {
+        for sm in sg {
+            for dm in dg {
+                let (s, d) = (sm.group, dm.group);
                 let key = format!("{s}>{d}");
                 if !self.pairs.contains_key(&key) && self.pairs.len() >= MAX_ALERT_PAIRS {
                     if let Some(oldest) = self.pairs.iter().min_by_key(|(_, t)| t.last).map(|(k, _)| k.clone()) {
@@ -236,20 +278,24 @@ impl AlertEvidence {
                 }
                 let t = self.pairs.entry(key).or_default();
                 *t.by_kind.entry(a.kind.as_str().to_string()).or_default() += 1;
+                t.routers.note(&a.node);
+                for r in sm.via.iter().chain(dm.via.iter().filter(|r| !sm.via.contains(r))) {
+                    t.resolved_by.note(r);
+                }
                 if a.kind == AttackKind::BruteForce && a.dport != 0 && t.ports.len() < 64 {
                     *t.ports.entry(a.dport).or_default() += 1;
                     if let Some(src) = a.src {
                         t.guess_sources.note(src);
                     }
                     if let (true, Some(src)) = (proven, a.src) {
-                        t.proven.count_guess(a.dport, src);
+                        t.proven.count_guess(a.dport, src, &a.node);
                     }
                 } else if a.kind != AttackKind::BruteForce {
                     if let Some(src) = a.src {
                         t.scan_sources.note(src);
                     }
                     if let (true, Some(src)) = (proven, a.src) {
-                        t.proven.count_scan(src);
+                        t.proven.count_scan(src, &a.node);
                     }
                 }
                 t.last = t.last.max(a.ts_ns / 1_000_000_000);
@@ -337,6 +383,99 @@ fn allow_evidence(c: &Cell) -> f64 {
     success * volume * recurrence
 }
 
+/// Whose word a suggestion rests on: the routers that reported its flows
+/// and filed its alerts, and those whose neighbour tables made its
+/// addresses members through a MAC member.
+#[derive(Default)]
+struct Witnesses {
+    /// Routers of the flows the evidence counts.
+    flows: Routers,
+    /// Routers of the proven alerts the evidence counts.
+    alerts: Routers,
+    /// Routers whose neighbour tables placed an endpoint in its group.
+    resolved_by: Routers,
+}
+
+impl Witnesses {
+    /// `12 flows, 1 alerts`: what `node` reported.
+    fn counts(&self, node: &str) -> String {
+        let counts: Vec<String> = [(self.flows.of(node), "flows"), (self.alerts.of(node), "alerts")]
+            .iter()
+            .filter(|(c, _)| *c > 0)
+            .map(|(c, unit)| format!("{c} {unit}"))
+            .collect();
+        counts.join(", ")
+    }
+
+    /// `router-1 (12 flows, 1 alerts), router-3 (2 flows)`, and the reports of routers not named.
+    fn describe(&self) -> String {
+        let mut names: Vec<&str> = self.flows.names().collect();
+        names.extend(self.alerts.names().filter(|n| !self.flows.names().any(|f| f == *n)));
+        let mut parts: Vec<String> = names.iter().map(|n| format!("{n} ({})", self.counts(n))).collect();
+        let more: Vec<String> = [(self.flows.other, "flows"), (self.alerts.other, "alerts")]
+            .iter()
+            .filter(|(c, _)| *c > 0)
+            .map(|(c, unit)| format!("{c} more {unit}"))
+            .collect();
+        if !more.is_empty() {
+            let more = format!("{} from other routers", more.join(" and "));
+            match parts.pop() {
+                Some(last) => parts.push(format!("{last} and {more}")),
+                None => parts.push(more),
+            }
+        }
+        parts.join(", ")
+    }
+
+    /// The evidence weighted for whose word it is, and the words naming the
+    /// routers: `pair` holds the routers reporting traffic or alerts between
+    /// the rule's groups, `fleet` every router heard from.
+    fn weigh(&self, evidence: f64, s: &str, d: &str, pair: &Routers, fleet: &Routers) -> (f64, String) {
+        let mut all = self.flows.clone();
+        all.merge(&self.alerts);
+        let (e, mut why) = match all.only() {
+            _ if all.is_empty() => {
+                (evidence, "; its evidence names no router (counted before routers were recorded)".to_string())
+            }
+            Some(r) if fleet.several() && pair.besides(r) => {
+                let mut others: Vec<&str> = pair.names().filter(|n| *n != r).collect();
+                let verb = if others.len() == 1 && pair.other == 0 { "reports" } else { "report" };
+                if pair.other > 0 {
+                    others.push("other routers");
+                }
+                let e = evidence.clamp(0.01, 0.99);
+                let why = format!(
+                    "; evidence from {r} only ({}), while {} also {verb} {s} -> {d} traffic and sent none of it: one router's word (a router with a stolen certificate can report anything), and an accepted rule applies to every router; one router's evidence {e:.2} × {ONE_ROUTER_WEIGHT}",
+                    self.counts(r),
+                    others.join(", ")
+                );
+                (e * ONE_ROUTER_WEIGHT, why)
+            }
+            Some(r) if fleet.several() => (
+                evidence,
+                format!(
+                    "; evidence from {r} only ({}), the one router reporting {s} -> {d} traffic: one router's word, and an accepted rule applies to every router",
+                    self.counts(r)
+                ),
+            ),
+            _ => (evidence, format!("; evidence from {}", self.describe())),
+        };
+        if !self.resolved_by.is_empty() {
+            match self.resolved_by.only() {
+                Some(r) if fleet.several() => why.push_str(&format!(
+                    "; MAC members resolved to these addresses by {r}'s neighbour table only ({} reports): a router's table can make any address a member",
+                    self.resolved_by.of(r)
+                )),
+                _ => why.push_str(&format!(
+                    "; MAC members resolved to these addresses by the neighbour tables of {}",
+                    self.resolved_by.describe("reports")
+                )),
+            }
+        }
+        (e, why)
+    }
+}
+
 /// What points at password guessing on one login port between two groups.
 #[derive(Default)]
 struct Guessing {
@@ -350,6 +489,8 @@ struct Guessing {
     not_completed: u64,
     /// Sources of the completed connections and of the alerts.
     who: Sources,
+    /// Routers of the completed connections and of the alerts.
+    routers: Witnesses,
 }
 
 /// A group-wide deny's evidence and the words on who did it: one member
@@ -437,6 +578,14 @@ pub fn suggest(
     let mut cells: Vec<(&CellKey, &Cell)> = matrix.cells().collect();
     cells.sort_by(|a, b| a.0.cmp(b.0));
     let pairs = matrix.pairs();
+    // Routers reporting traffic or alerts between two groups.
+    let pair_routers = |s: &str, d: &str| {
+        let mut r = pairs.get(&(s.to_string(), d.to_string())).map(|t| t.routers.clone()).unwrap_or_default();
+        if let Some(t) = alerts.pairs.get(&format!("{s}>{d}")) {
+            r.merge(&t.routers);
+        }
+        r
+    };
     for (k, c) in &cells {
         if c.flows < MIN_ALLOW_FLOWS || c.answered * 10 < c.flows * 8 || c.buckets < 2 {
             continue;
@@ -465,11 +614,19 @@ pub fn suggest(
             c.bytes,
             c.last_seen.saturating_sub(c.first_seen)
         );
+        // An allow rests on the answered flows.
+        let w = Witnesses {
+            flows: c.answered_routers.clone(),
+            alerts: Routers::default(),
+            resolved_by: c.resolved_by.clone(),
+        };
+        let (evidence, routers) =
+            w.weigh(allow_evidence(c), &k.src, &k.dst, &pair_routers(&k.src, &k.dst), &matrix.reporters);
         push(
             draft(&k.src, &k.dst, k.proto, ports, Action::Allow, ALLOW_PRIORITY),
-            allow_evidence(c),
+            evidence,
             c.flows,
-            why,
+            why + &routers,
             ALLOW_PRIORITY,
         );
     }
@@ -507,14 +664,22 @@ pub fn suggest(
                     .is_some_and(|r| r.action == Action::Allow && r.priority > SCAN_DENY_PRIORITY)
         });
         if (scans > 0 || t.tcp_ports_unanswered >= 10) && !in_use {
-            // Who probed: the originators of the ports nobody answered, and the alerts' sources.
+            // Who probed: the originators of the ports nobody answered, and the alerts' sources;
+            // and which routers said so.
             let mut who = tally.proven.scan_sources.clone();
+            let mut w = Witnesses { alerts: tally.proven.scan_routers.clone(), ..Witnesses::default() };
+            if scans > 0 {
+                w.resolved_by.merge(&tally.resolved_by);
+            }
             for (k, c) in &cells {
                 if k.src == s && k.dst == d && k.proto == Protocol::Tcp && c.answered == 0 {
                     who.merge(&c.sources);
+                    w.flows.merge(&c.routers);
+                    w.resolved_by.merge(&c.resolved_by);
                 }
             }
             let (evidence, members) = by_members(evidence, &who);
+            let (evidence, routers) = w.weigh(evidence, &s, &d, &pair_routers(&s, &d), &matrix.reporters);
             let why = format!(
                 "{} -> {}: {} TCP ports probed, {} of them never answered, {} of {} flows unanswered, {} scan alerts from the detector whose source was proven{}{}",
                 s,
@@ -526,7 +691,7 @@ pub fn suggest(
                 scans,
                 not_counted(unproven_scans),
                 members
-            );
+            ) + &routers;
             push(
                 draft(&s, &d, Protocol::Tcp, PortRange::ANY, Action::Deny, SCAN_DENY_PRIORITY),
                 evidence,
@@ -547,6 +712,10 @@ pub fn suggest(
             if let Some(who) = tally.proven.guess_ports.get(p) {
                 g.who.merge(who);
             }
+            if let Some(r) = tally.proven.guess_routers.get(p) {
+                g.routers.alerts.merge(r);
+            }
+            g.routers.resolved_by.merge(&tally.resolved_by);
         }
         for (p, n) in &tally.ports {
             let proven = tally.proven.ports.get(p).copied().unwrap_or(0);
@@ -560,6 +729,10 @@ pub fn suggest(
                 g.completed += c.answered;
                 g.not_completed += c.unanswered();
                 g.who.merge(&c.answered_sources);
+                g.routers.flows.merge(&c.answered_routers);
+                if c.answered > 0 {
+                    g.routers.resolved_by.merge(&c.resolved_by);
+                }
             }
         }
         for (port, g) in guessed {
@@ -568,12 +741,13 @@ pub fn suggest(
             }
             let ev = 1.0 - 0.5f64.powf(g.alerts as f64) * (-(g.completed as f64) / 50.0).exp();
             let (ev, members) = by_members(ev, &g.who);
+            let (ev, routers) = g.routers.weigh(ev, &s, &d, &pair_routers(&s, &d), &matrix.reporters);
             let uncounted = match g.not_completed {
                 0 => String::new(),
                 n => format!(" ({n} more never completed and do not count: forged or half-open SYNs send no password)"),
             };
             let why = format!(
-                "{s} -> {d} tcp/{port}: {} completed connections to a login port{uncounted}, {} brute-force alerts whose source completed its attempts{}{members}",
+                "{s} -> {d} tcp/{port}: {} completed connections to a login port{uncounted}, {} brute-force alerts whose source completed its attempts{}{members}{routers}",
                 g.completed,
                 g.alerts,
                 not_counted(g.unproven)
