@@ -34,14 +34,16 @@
 //! A waiting alert ages by the flows that could prove it, those of its own
 //! source and destination, not by one clock of every flow and alert: a flow
 //! of its pair stamped more than [`PENDING_NS`] after it proves nothing, and
-//! [`PAST_WAIT_FLOWS`] of them end its wait. Flow records come from routers
+//! [`PAST_WAIT_FLOWS`] of them (distinct flows, not snapshots of one) end
+//! its wait. Flow records come from routers
 //! over MQTT; one router's skewed (or compromised) clock, or an alert stamped
 //! far ahead, moved the one clock and ended every wait at once, so the late
 //! proofs from the other routers never counted. Now a router stamping far
 //! ahead ends only the waits its own flows decide (which, stamped so, could
 //! not prove them either), and one mis-stamped record of a pair not even
 //! those. An alert whose pair sends nothing more waits until
-//! [`MAX_PENDING`] pushes it out, oldest first.
+//! [`MAX_PENDING`] pushes it out, oldest first. A flow stamped more than
+//! [`MAX_AHEAD_NS`] ahead of the monitor's clock proves nothing at all.
 //!
 //! Limits: the alert carries no count of its own (only the reason sentence),
 //! so the bars mirror the detector's defaults; with `bruteforce_attempts` or
@@ -100,9 +102,13 @@ pub const MAX_PENDING: usize = 1024;
 /// waits for a proof.
 pub const PENDING_NS: u64 = 120_000_000_000;
 /// Flows of an alert's source and destination stamped more than
-/// [`PENDING_NS`] after it that end its wait: two, so one mis-stamped record
-/// does not.
+/// [`PENDING_NS`] after it that end its wait: two distinct flows, so one
+/// mis-stamped connection (however many snapshots report it) does not.
 pub const PAST_WAIT_FLOWS: u8 = 2;
+/// How far ahead of the monitor's clock a flow may be stamped and still
+/// prove anything: well past the skew NTP leaves (a replay's flows are in
+/// the past, so they always count).
+pub const MAX_AHEAD_NS: u64 = 600_000_000_000;
 
 /// An alert's facts a proof is judged on: what waits for one, and what a late proof returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -198,6 +204,9 @@ impl Completed {
 struct Waiting {
     claim: Claim,
     past: u8,
+    /// The flow that last counted in `past`: a connection is reported in
+    /// several snapshots and counts once.
+    past_flow: Option<u64>,
 }
 
 /// Recent proofs that member addresses receive at their address, and the alerts waiting for one.
@@ -220,7 +229,16 @@ impl Proofs {
     /// Remembers `f` if its originator acknowledged what it was sent, and
     /// judges again the alerts about its source and destination that wait.
     pub fn note(&mut self, f: &FlowRecord) {
-        if !f.src_answered {
+        self.note_at(f, gatewarden_core::clock::unix_now_ns());
+    }
+
+    /// [`Proofs::note`] with the monitor's clock at `now_ns`. A flow stamped
+    /// more than [`MAX_AHEAD_NS`] after it proves nothing: a router's clock a
+    /// year ahead (skewed once, or set by whoever holds the router) left an
+    /// acknowledgement that proved every scan alert about that pair for the
+    /// year, judged on arrival, forged ones included.
+    fn note_at(&mut self, f: &FlowRecord, now_ns: u64) {
+        if !f.src_answered || f.last_ns > now_ns.saturating_add(MAX_AHEAD_NS) {
             return;
         }
         let pair = (f.src, f.dst);
@@ -269,7 +287,7 @@ impl Proofs {
             }
         }
         *self.pending_pairs.entry((c.src, c.dst)).or_default() += 1;
-        self.pending.push_back(Waiting { claim: c, past: 0 });
+        self.pending.push_back(Waiting { claim: c, past: 0, past_flow: None });
     }
 
     /// The waiting alerts flows proved since the last call, each once.
@@ -293,6 +311,10 @@ impl Proofs {
                 return true;
             }
             if f.last_ns > w.claim.ts_ns.saturating_add(PENDING_NS) {
+                if w.past_flow == Some(f.flow_id) {
+                    return true;
+                }
+                w.past_flow = Some(f.flow_id);
                 w.past += 1;
                 if w.past >= PAST_WAIT_FLOWS {
                     ended.push((w.claim.src, w.claim.dst));
@@ -453,6 +475,36 @@ mod tests {
         }
         p.note(&flow(20, "192.0.2.4", 80, 1_150_000, true));
         assert_eq!(p.take_late_proofs(), vec![Claim::of(&guess).unwrap(), Claim::of(&scan).unwrap()]);
+    }
+
+    /// A router's clock a year ahead once (then put right by NTP): its
+    /// acknowledgement, kept as the pair's newest, proved every scan alert
+    /// about that source and target for the year, forged ones included.
+    #[test]
+    fn an_acknowledgement_stamped_far_ahead_of_the_clock_proves_nothing() {
+        const DAY_MS: u64 = 86_400_000;
+        let now_ns = 1_000 * S;
+        let mut p = Proofs::default();
+        p.note_at(&flow(1, "192.0.2.4", 80, 1_000_000 + 365 * DAY_MS, true), now_ns);
+        assert!(
+            !p.proven(&alert(AttackKind::PortScan, "192.0.2.4", 0, 0, 1_000 + 30 * 86_400)),
+            "a scan alert a month later was proven by the acknowledgement stamped a year ahead"
+        );
+        p.note_at(&flow(2, "192.0.2.4", 80, 1_000_000 + 300_000, true), now_ns);
+        assert!(p.proven(&alert(AttackKind::PortScan, "192.0.2.4", 0, 0, 1_300)), "5 minutes ahead still counts");
+    }
+
+    /// A connection is reported in several snapshots: one mis-stamped
+    /// connection reported twice ended a wait meant to take two flows.
+    #[test]
+    fn one_connection_reported_twice_past_the_wait_does_not_end_it() {
+        let mut p = Proofs::default();
+        p.wait_for_proof(&alert(AttackKind::BruteForce, "192.0.2.9", 1883, 9, 1_100));
+        p.note(&flow(5, "192.0.2.9", 1883, 1_221_000, true));
+        p.note(&flow(5, "192.0.2.9", 1883, 1_222_000, true));
+        assert_eq!(p.pending(), 1, "two snapshots of one connection ended the wait");
+        p.note(&flow(6, "192.0.2.9", 1883, 1_223_000, true));
+        assert_eq!(p.pending(), 0, "a second connection does");
     }
 
     #[test]
