@@ -355,15 +355,49 @@ fn a_suggestion_that_rests_on_one_router_of_several_names_it_as_the_only_source(
             "{}",
             y.justification
         );
+        // Said, not weighted: in a fleet of several sites another router's
+        // silence proves nothing, and a weight would let one forged flow
+        // halve an honest router's suggestion.
         assert!(
-            x.confidence < y.confidence,
-            "{} rests on router-3 alone while router-1 also reports the groups: {} vs {} in a one-router fleet ({})",
+            (x.confidence - y.confidence).abs() < 1e-9,
+            "{}: {} with router-1 reporting too, {} in a one-router fleet ({})",
             x.rule.describe(),
             x.confidence,
             y.confidence,
             x.justification
         );
     }
+}
+
+/// A review found the one-router weight turned on honest routers: router-2
+/// at another site reports one camera's RTSP, and router-1's allow for the
+/// cameras' MQTT (0.93) was halved and said router-2 "sent none of it".
+#[test]
+fn another_sites_router_neither_halves_nor_blames_a_suggestion() {
+    let mut site1 = Vec::new();
+    for n in 0..6u64 {
+        site1.push(reported("router-1", 100 + n, "192.0.2.5", 1883, 1_000 + n * 6, ConnState::SF));
+    }
+    let site2 = vec![reported("router-2", 500, "192.0.2.6", 554, 1_000, ConnState::SF)];
+    let dir = tempfile::tempdir().unwrap();
+    let two = fed(dir.path(), &[site1.clone(), site2].concat()).suggestions(None);
+    let alone_dir = tempfile::tempdir().unwrap();
+    let one = fed(alone_dir.path(), &site1).suggestions(None);
+    let allow = |s: &[gatewarden::policy::Suggestion]| {
+        s.iter()
+            .find(|x| x.rule.action == Action::Allow && x.rule.port_range.lo == 1883)
+            .cloned()
+            .unwrap_or_else(|| panic!("no allow tcp/1883: {s:#?}"))
+    };
+    let (a2, a1) = (allow(&two), allow(&one));
+    assert!(
+        (a2.confidence - a1.confidence).abs() < 1e-9,
+        "{} vs {}: {}",
+        a2.confidence,
+        a1.confidence,
+        a2.justification
+    );
+    assert!(!a2.justification.contains("none of it"), "{}", a2.justification);
 }
 
 // ---------------------------------------------------------------- lab

@@ -1352,8 +1352,8 @@ mod tests {
     /// from a camera to a sensor and a brute-force alert about them filed
     /// under itself: the alert is "proven" by router-3's own flows. router-1
     /// reports the cameras' real MQTT. The deny for every camera rests on
-    /// router-3's word alone: it says so, names the flows and the alert, and
-    /// weighs its evidence by `ONE_ROUTER_WEIGHT` on top of the one member's.
+    /// router-3's word alone: it says so and names the flows and the alert
+    /// (said, not weighted: only the one member's weight applies).
     #[test]
     fn a_deny_resting_on_one_routers_flows_and_its_own_proven_alert_names_that_router_alone() {
         let dir = tempfile::tempdir().unwrap();
@@ -1375,10 +1375,10 @@ mod tests {
         let why = &deny.justification;
         assert!(why.contains("1 brute-force alerts whose source completed"), "{why}");
         assert!(why.contains("evidence from router-3 only (20 flows, 1 alerts)"), "{why}");
-        assert!(why.contains("router-1 also reports cameras -> sensors traffic and sent none of it"), "{why}");
-        // 1 − 0.5¹·exp(−20/50), one member's weight, one router's weight.
+        assert!(why.contains("router-1 also reports cameras -> sensors traffic, other flows"), "{why}");
+        // 1 − 0.5¹·exp(−20/50), one member's weight.
         let ev = 1.0 - 0.5 * (-20.0f64 / 50.0).exp();
-        let weighted = suggest::ONE_ROUTER_WEIGHT * suggest::ONE_MEMBER_WEIGHT * ev;
+        let weighted = suggest::ONE_MEMBER_WEIGHT * ev;
         assert!((deny.confidence - weighted).abs() < 1e-12, "{} vs {weighted} ({why})", deny.confidence);
         // The tally names the router it is filed under, and the fleet both routers.
         let m = e.matrix_json();

@@ -105,10 +105,13 @@ pub const PENDING_NS: u64 = 120_000_000_000;
 /// [`PENDING_NS`] after it that end its wait: two distinct flows, so one
 /// mis-stamped connection (however many snapshots report it) does not.
 pub const PAST_WAIT_FLOWS: u8 = 2;
-/// How far ahead of the monitor's clock a flow may be stamped and still
-/// prove anything: well past the skew NTP leaves (a replay's flows are in
-/// the past, so they always count).
-pub const MAX_AHEAD_NS: u64 = 600_000_000_000;
+/// How far ahead of the monitor's clock a flow may be stamped (its first
+/// and its last packet) and still prove anything: well past the skew NTP
+/// leaves, and short enough that seconds stamped ahead fill at most this
+/// many of a key's [`MAX_SECONDS_PER_KEY`] (96), so the login window's 61
+/// real seconds stay counted. A router (or monitor) clock further off
+/// proves nothing, counted in [`Proofs::ahead_ignored`] and logged hourly.
+pub const MAX_AHEAD_NS: u64 = 30_000_000_000;
 
 /// An alert's facts a proof is judged on: what waits for one, and what a late proof returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,9 +226,19 @@ pub struct Proofs {
     pending_pairs: HashMap<(IpAddr, IpAddr), u32>,
     /// Waiting alerts a later flow proved, for the engine to count.
     late: Vec<Claim>,
+    /// Answered flows ignored as stamped ahead of the monitor's clock.
+    ahead_ignored: u64,
+    /// When that was last logged (the monitor's clock, ns).
+    ahead_told_ns: u64,
 }
 
 impl Proofs {
+    /// Answered flows that proved nothing because they were stamped more
+    /// than [`MAX_AHEAD_NS`] ahead of the monitor's clock.
+    pub fn ahead_ignored(&self) -> u64 {
+        self.ahead_ignored
+    }
+
     /// Remembers `f` if its originator acknowledged what it was sent, and
     /// judges again the alerts about its source and destination that wait.
     pub fn note(&mut self, f: &FlowRecord) {
@@ -236,9 +249,24 @@ impl Proofs {
     /// more than [`MAX_AHEAD_NS`] after it proves nothing: a router's clock a
     /// year ahead (skewed once, or set by whoever holds the router) left an
     /// acknowledgement that proved every scan alert about that pair for the
-    /// year, judged on arrival, forged ones included.
+    /// year, judged on arrival, forged ones included; and connections counted
+    /// in seconds stamped ahead pushed a real guesser's out of the key's
+    /// newest seconds (found by review).
     fn note_at(&mut self, f: &FlowRecord, now_ns: u64) {
-        if !f.src_answered || f.last_ns > now_ns.saturating_add(MAX_AHEAD_NS) {
+        if !f.src_answered {
+            return;
+        }
+        let limit = now_ns.saturating_add(MAX_AHEAD_NS);
+        if f.first_ns > f.last_ns || f.last_ns > limit {
+            self.ahead_ignored += 1;
+            if self.ahead_told_ns == 0 || now_ns.saturating_sub(self.ahead_told_ns) >= 3_600_000_000_000 {
+                self.ahead_told_ns = now_ns.max(1);
+                tracing::warn!(
+                    router_clock_ahead_s = f.last_ns.saturating_sub(now_ns) / 1_000_000_000,
+                    ignored = self.ahead_ignored,
+                    "policy: flows stamped ahead of this monitor's clock prove no alert's source; check the clocks (NTP) of the routers and of this node (said at most hourly)"
+                );
+            }
             return;
         }
         let pair = (f.src, f.dst);
@@ -490,8 +518,32 @@ mod tests {
             !p.proven(&alert(AttackKind::PortScan, "192.0.2.4", 0, 0, 1_000 + 30 * 86_400)),
             "a scan alert a month later was proven by the acknowledgement stamped a year ahead"
         );
-        p.note_at(&flow(2, "192.0.2.4", 80, 1_000_000 + 300_000, true), now_ns);
-        assert!(p.proven(&alert(AttackKind::PortScan, "192.0.2.4", 0, 0, 1_300)), "5 minutes ahead still counts");
+        p.note_at(&flow(2, "192.0.2.4", 80, 1_000_000 + 20_000, true), now_ns);
+        assert!(p.proven(&alert(AttackKind::PortScan, "192.0.2.4", 0, 0, 1_020)), "20 s ahead still counts");
+        assert_eq!(p.ahead_ignored(), 1);
+    }
+
+    /// A stolen router reports 96 completed connections whose first packets
+    /// are stamped in 96 seconds ahead: they filled the key's newest seconds
+    /// and pushed out a real guesser's 20, so its alert was no longer proven
+    /// (found by review).
+    #[test]
+    fn connections_stamped_ahead_do_not_push_a_real_guessers_out() {
+        let now_ns = 1_200 * S;
+        let mut p = Proofs::default();
+        for i in 0..20u64 {
+            p.note_at(&flow(i, "192.0.2.9", 22, 1_100_000 + i * 100, true), now_ns);
+        }
+        for i in 0..96u64 {
+            let mut f = flow(1_000 + i, "192.0.2.9", 22, 1_200_000, true);
+            f.first_ns = (1_201 + i * 5) * S;
+            f.last_ns = f.first_ns + 5_000_000;
+            p.note_at(&f, now_ns);
+        }
+        assert!(
+            p.proven(&alert(AttackKind::BruteForce, "192.0.2.9", 22, 0, 1_102)),
+            "the real guesser's seconds were pushed out"
+        );
     }
 
     /// A connection is reported in several snapshots: one mis-stamped

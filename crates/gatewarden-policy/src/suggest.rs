@@ -27,9 +27,12 @@
 //! stolen certificate can report anything, proofs included (the flows that
 //! prove an alert's source may come from the router that sent the alert).
 //! When the evidence is one router's while others report too, the reason
-//! says so ("evidence from router-3 only"); when those others report the
-//! same groups and show none of it, its evidence is weighted by
-//! [`ONE_ROUTER_WEIGHT`].
+//! says so ("evidence from router-3 only"). It is said, not weighted: in a
+//! fleet of several sites each router sees its own site's members, so
+//! another router's silence proves nothing, and a weight for it would let a
+//! stolen certificate halve every honest router's suggestion with one flow
+//! (found by review). Evidence counted before routers were recorded is
+//! never put down to the router that reported after it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -71,14 +74,6 @@ pub const MIN_GUESSING_FLOWS: u64 = 10;
 /// and the deny stays well below an even chance (unless the administrator
 /// keeps accepting such denies).
 pub const ONE_MEMBER_WEIGHT: f64 = 0.3;
-/// Weight of the evidence for a rule (applied to every router) when one
-/// router reported all of it while other routers report traffic between
-/// the same groups and none of theirs shows it: that router's word alone,
-/// which a stolen certificate can forge, contradicted by silence
-/// elsewhere. It keeps such a rule below an even chance (at most 0.495);
-/// one router that is the only one seeing the groups (a site of its own) is
-/// not weighted, as nobody else could have seen it.
-pub const ONE_ROUTER_WEIGHT: f64 = 0.5;
 
 /// Beta(α, β) counts for one context.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -394,9 +389,20 @@ struct Witnesses {
     alerts: Routers,
     /// Routers whose neighbour tables placed an endpoint in its group.
     resolved_by: Routers,
+    /// Flows counted before routers were recorded (a `matrix.json` from
+    /// before): nobody's word can be said to be all of it.
+    unrecorded: u64,
 }
 
 impl Witnesses {
+    /// Adds a cell's `count` flows and the routers that reported them; what
+    /// no router accounts for was counted before routers were recorded.
+    fn add_flows(&mut self, routers: &Routers, count: u64) {
+        self.flows.merge(routers);
+        let named: u64 = routers.reports.iter().map(|r| r.n).sum::<u64>().saturating_add(routers.other);
+        self.unrecorded = self.unrecorded.saturating_add(count.saturating_sub(named));
+    }
+
     /// `12 flows, 1 alerts`: what `node` reported.
     fn counts(&self, node: &str) -> String {
         let counts: Vec<String> = [(self.flows.of(node), "flows"), (self.alerts.of(node), "alerts")]
@@ -427,39 +433,39 @@ impl Witnesses {
         parts.join(", ")
     }
 
-    /// The evidence weighted for whose word it is, and the words naming the
-    /// routers: `pair` holds the routers reporting traffic or alerts between
-    /// the rule's groups, `fleet` every router heard from.
+    /// The evidence, and the words naming the routers it came from: `pair`
+    /// holds the routers reporting traffic or alerts between the rule's
+    /// groups, `fleet` every router heard from. Said, never weighted (see
+    /// the module docs).
     fn weigh(&self, evidence: f64, s: &str, d: &str, pair: &Routers, fleet: &Routers) -> (f64, String) {
         let mut all = self.flows.clone();
         all.merge(&self.alerts);
-        let (e, mut why) = match all.only() {
-            _ if all.is_empty() => {
-                (evidence, "; its evidence names no router (counted before routers were recorded)".to_string())
-            }
+        let mut why = match all.only() {
+            _ if all.is_empty() => "; its evidence names no router (counted before routers were recorded)".to_string(),
+            _ if self.unrecorded > 0 => format!(
+                "; evidence from {} and {} flows counted before routers were recorded",
+                self.describe(),
+                self.unrecorded
+            ),
             Some(r) if fleet.several() && pair.besides(r) => {
                 let mut others: Vec<&str> = pair.names().filter(|n| *n != r).collect();
                 let verb = if others.len() == 1 && pair.other == 0 { "reports" } else { "report" };
                 if pair.other > 0 {
                     others.push("other routers");
                 }
-                let e = evidence.clamp(0.01, 0.99);
-                let why = format!(
-                    "; evidence from {r} only ({}), while {} also {verb} {s} -> {d} traffic and sent none of it: one router's word (a router with a stolen certificate can report anything), and an accepted rule applies to every router; one router's evidence {e:.2} × {ONE_ROUTER_WEIGHT}",
+                format!(
+                    "; evidence from {r} only ({}); {} also {verb} {s} -> {d} traffic, other flows (at another site, or none of this): one router's word, and an accepted rule applies to every router",
                     self.counts(r),
                     others.join(", ")
-                );
-                (e * ONE_ROUTER_WEIGHT, why)
+                )
             }
-            Some(r) if fleet.several() => (
-                evidence,
-                format!(
-                    "; evidence from {r} only ({}), the one router reporting {s} -> {d} traffic: one router's word, and an accepted rule applies to every router",
-                    self.counts(r)
-                ),
+            Some(r) if fleet.several() => format!(
+                "; evidence from {r} only ({}), the one router reporting {s} -> {d} traffic: one router's word, and an accepted rule applies to every router",
+                self.counts(r)
             ),
-            _ => (evidence, format!("; evidence from {}", self.describe())),
+            _ => format!("; evidence from {}", self.describe()),
         };
+        let e = evidence;
         if !self.resolved_by.is_empty() {
             match self.resolved_by.only() {
                 Some(r) if fleet.several() => why.push_str(&format!(
@@ -615,11 +621,8 @@ pub fn suggest(
             c.last_seen.saturating_sub(c.first_seen)
         );
         // An allow rests on the answered flows.
-        let w = Witnesses {
-            flows: c.answered_routers.clone(),
-            alerts: Routers::default(),
-            resolved_by: c.resolved_by.clone(),
-        };
+        let mut w = Witnesses { resolved_by: c.resolved_by.clone(), ..Witnesses::default() };
+        w.add_flows(&c.answered_routers, c.answered);
         let (evidence, routers) =
             w.weigh(allow_evidence(c), &k.src, &k.dst, &pair_routers(&k.src, &k.dst), &matrix.reporters);
         push(
@@ -674,7 +677,7 @@ pub fn suggest(
             for (k, c) in &cells {
                 if k.src == s && k.dst == d && k.proto == Protocol::Tcp && c.answered == 0 {
                     who.merge(&c.sources);
-                    w.flows.merge(&c.routers);
+                    w.add_flows(&c.routers, c.flows);
                     w.resolved_by.merge(&c.resolved_by);
                 }
             }
@@ -729,7 +732,7 @@ pub fn suggest(
                 g.completed += c.answered;
                 g.not_completed += c.unanswered();
                 g.who.merge(&c.answered_sources);
-                g.routers.flows.merge(&c.answered_routers);
+                g.routers.add_flows(&c.answered_routers, c.answered);
                 if c.answered > 0 {
                     g.routers.resolved_by.merge(&c.resolved_by);
                 }
@@ -770,6 +773,23 @@ pub fn suggest(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// After an upgrade, a cell of 101 flows counted before routers were
+    /// recorded, then one from router-1: the suggestion said "evidence from
+    /// router-1 only (1 flows)" (found by review).
+    #[test]
+    fn evidence_counted_before_routers_were_recorded_is_not_put_down_to_the_next_router() {
+        let mut cell_routers = Routers::default();
+        cell_routers.note("router-1");
+        let mut w = Witnesses::default();
+        w.add_flows(&cell_routers, 102);
+        let mut fleet = Routers::default();
+        fleet.note("router-1");
+        fleet.note("router-2");
+        let (_, why) = w.weigh(0.9, "cameras", "sensors", &fleet, &fleet);
+        assert!(!why.contains(" only"), "{why}");
+        assert!(why.contains("router-1 (1 flows) and 101 flows counted before routers were recorded"), "{why}");
+    }
 
     #[test]
     fn no_feedback_means_confidence_equals_evidence_and_answers_move_it() {
