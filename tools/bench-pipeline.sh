@@ -14,6 +14,12 @@
 #                time; compares the CPU time each spent (all its threads,
 #                /proc/PID/task/*/schedstat) and checks neither lost a frame
 #   --live-pps R the live sending rate (default 50000 packets/s)
+#   --warm       live: before the measured send, send the capture once with its
+#                hosts renumbered within their /24s (tcprewrite --pnat swaps
+#                each network's halves: 192.0.2.11 is 192.0.2.139) and leave
+#                it out of the figures: both contenders' tables have grown
+#                and their pages are resident, as on a box that has run for
+#                a while, and every measured flow is still new to them
 #
 # Needs: python3, ndpiReader (Debian libndpi-bin), cargo. Uses one core
 # (taskset -c 0 when available) for every contender.
@@ -23,6 +29,7 @@ kind=mix
 rounds=5
 live=no
 live_pps=50000
+warm=no
 packets=
 while (($#)); do
     case $1 in
@@ -30,6 +37,7 @@ while (($#)); do
         --rounds) rounds=$2; shift 2 ;;
         --live) live=yes; shift ;;
         --live-pps) live_pps=$2; shift 2 ;;
+        --warm) warm=yes; shift ;;
         -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         [0-9]*) packets=$1; shift ;;
         *) echo "error: unknown argument $1 (see --help)" >&2; exit 2 ;;
@@ -122,7 +130,28 @@ capture_pair $gen $dut "$live_work" 65535
 # context) on core 0, so a contender's CPU is its own work.
 cpu1=(taskset -c 1)
 [[ $(nproc) -ge 2 ]] || cpu1=()
-send() { ip netns exec $gen taskset -c 0 tcpreplay -q -i g0 --pps="$live_pps" "$cap" >"$live_work/tcpreplay.out" 2>&1; }
+send() { ip netns exec $gen taskset -c 0 tcpreplay -q -i g0 --pps="$live_pps" "${1:-$cap}" >"$live_work/tcpreplay.out" 2>&1; }
+sends=1
+if [[ $warm == yes ]]; then
+    command -v tcprewrite >/dev/null || { echo "error: --warm needs tcprewrite (apt-get install tcpreplay)" >&2; exit 1; }
+    warm_cap=${cap%.pcap}.warm.pcap
+    halves=192.0.2.0/25:192.0.2.128/25,192.0.2.128/25:192.0.2.0/25
+    halves+=,198.51.100.0/25:198.51.100.128/25,198.51.100.128/25:198.51.100.0/25
+    halves+=,203.0.113.0/25:203.0.113.128/25,203.0.113.128/25:203.0.113.0/25
+    [[ -f $warm_cap ]] || tcprewrite --pnat="$halves" --fixcsum --infile="$cap" --outfile="$warm_cap" 2>/dev/null
+    sends=2
+fi
+# The warm-up send (with --warm), out of the main figures: prints
+# "cpu_ns received" for it (the cold figure: a contender's first send).
+warm_up() {
+    [[ $warm == yes ]] || { echo "0 0"; return; }
+    local before after c0 c1
+    before=$(rx); c0=$(cpu_ns "$1")
+    send "$warm_cap"
+    sleep 1
+    after=$(rx); c1=$(cpu_ns "$1")
+    echo "$((c1 - c0)) $((after - before))"
+}
 
 # Sends the capture while contender PID captures: prints "cpu_ns received",
 # its CPU time over the send (and a second after) and the frames d0 got.
@@ -141,43 +170,52 @@ live_gatewarden() {
     local pid=$! cpu recv
     for _ in $(seq 300); do grep -q "capturing on" "$live_work/gw.err" && break; sleep 0.1; done
     grep -q "capturing on" "$live_work/gw.err" || { echo "error: gatewarden watch did not start: $(cat "$live_work/gw.err")" >&2; exit 1; }
+    local warmed cold
+    read -r cold warmed < <(warm_up $pid)
     read -r cpu recv < <(measure_send $pid)
     kill -INT $pid
     wait $pid || { echo "error: gatewarden watch failed: $(tail -5 "$live_work/gw.err")" >&2; exit 1; }
     local got drops
     read -r got drops < <(python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(s["packets"], s.get("kernel_drops") or 0)' "$live_work/gw.json")
     ((drops == 0)) || echo "note: gatewarden watch reports $drops kernel drops" >&2
-    echo "$cpu $got $recv"
+    echo "$cpu $((got - warmed)) $recv $cold $warmed"
 }
 live_ndpi() {
     # -s: capture for long enough to cover the whole send, then print the totals.
-    local secs=$((packets / live_pps + 8))
+    local secs=$((sends * packets / live_pps + sends * 2 + 8))
     # Line-buffered, so "Running thread" shows when its capture has started.
     ip netns exec $dut "${cpu1[@]}" stdbuf -oL ndpiReader -i d0 -s $secs >"$live_work/nd.out" 2>&1 &
     local pid=$! cpu recv
     for _ in $(seq 100); do grep -q "Running thread" "$live_work/nd.out" && break; sleep 0.1; done
     grep -q "Running thread" "$live_work/nd.out" || { echo "error: ndpiReader did not start: $(cat "$live_work/nd.out")" >&2; exit 1; }
     sleep 0.5
+    local warmed cold
+    read -r cold warmed < <(warm_up $pid)
     read -r cpu recv < <(measure_send $pid)
     wait $pid || true
     local got
     got=$(grep -oP 'of \K[0-9]+(?= packets total)' "$live_work/nd.out" | head -1) ||
         { echo "error: no packet total in ndpiReader's output: $(tail -5 "$live_work/nd.out")" >&2; exit 1; }
-    echo "$cpu $got $recv"
+    echo "$cpu $((got - warmed)) $recv $cold $warmed"
 }
 
 live_rows=()
 nd_cpu=()
 gw_cpu=()
+nd_cold=()
+gw_cold=()
 for r in $(seq "$rounds"); do
     for who in ndpi gatewarden; do
         printf '\r[%d/%d] live: %-10s (%d packets at %d/s) ...' "$r" "$rounds" "$who" "$packets" "$live_pps" >&2
-        read -r cpu got recv < <(live_$who)
+        read -r cpu got recv cold warmed < <(live_$who)
         [[ -n ${recv:-} ]] || exit 1
         lost=$((recv - got))
         ((lost < 0)) && lost=0
-        live_rows+=("| $r | $who | $recv | $got | $lost | $((cpu / 1000000)) | $(python3 -c "print(round($cpu / max($got, 1)))") |")
+        row="| $r | $who | $recv | $got | $lost | $((cpu / 1000000)) | $(python3 -c "print(round($cpu / max($got, 1)))") |"
+        [[ $warm == yes ]] && row+=" $((cold / 1000000)) | $(python3 -c "print(round($cold / max($warmed, 1)))") |"
+        live_rows+=("$row")
         if [[ $who == ndpi ]]; then nd_cpu+=("$((cpu / 1000000))"); else gw_cpu+=("$((cpu / 1000000))"); fi
+        if [[ $who == ndpi ]]; then nd_cold+=("$((cold / 1000000))"); else gw_cold+=("$((cold / 1000000))"); fi
     done
 done
 printf '\r%70s\r' '' >&2
@@ -186,13 +224,20 @@ read -r gw_med _ _ < <(spread "${gw_cpu[@]}")
 cat <<TABLE
 
 Live: $packets packets of the same capture sent over a veth by tcpreplay at $live_pps packets/s,
-each contender capturing d0 alone, pinned to core 1 (tcpreplay on core 0):
+each contender capturing d0 alone, pinned to core 1 (tcpreplay on core 0)$([[ $warm == yes ]] && echo ", each
+measured after a warm-up send of the capture with its hosts renumbered (tcprewrite --pnat), left out"):
 
-| round | contender | frames d0 received | frames the contender counted | lost | CPU ms (all threads) | CPU ns a frame |
-|---|---|---|---|---|---|---|
+| round | contender | frames d0 received | frames the contender counted | lost | CPU ms (all threads) | CPU ns a frame |$([[ $warm == yes ]] && echo " first (cold) send: CPU ms | its CPU ns a frame |")
+|---|---|---|---|---|---|---|$([[ $warm == yes ]] && echo "---|---|")
 $(printf '%s\n' "${live_rows[@]}")
 
 Median CPU: ndpiReader ${nd_med} ms, gatewarden ${gw_med} ms: gatewarden needs
-$(python3 -c "print(f'{$nd_med / max($gw_med, 1):.2f}')")× less CPU than ndpiReader for the same live traffic.
+$(python3 -c "print(f'{$nd_med / max($gw_med, 1):.2f}')")× less CPU than ndpiReader for the same live traffic.$(
+    if [[ $warm == yes ]]; then
+        read -r ndc _ _ < <(spread "${nd_cold[@]}")
+        read -r gwc _ _ < <(spread "${gw_cold[@]}")
+        echo
+        echo "First (cold) sends: ndpiReader ${ndc} ms, gatewarden ${gwc} ms: $(python3 -c "print(f'{$ndc / max($gwc, 1):.2f}')")× less CPU."
+    fi)
 Load average at the end: $(cut -d" " -f1-3 /proc/loadavg).
 TABLE
