@@ -648,6 +648,21 @@ impl Shared {
         let operator = sc.accept_announce(&hello, None).map_err(|e| Some(Failure::from(e)))?;
         write_frame_by(s, &sc.announce(), deadline).map_err(|e| Some(Failure::new("io", format!("{e:#}"))))?;
         let frame = read_frame_by(s, MAX_REQUEST_FRAME, deadline).map_err(Failure::frame)?;
+        // The hello proved who this is; a request whose envelope names
+        // someone else is refused unopened and put down to the operator who
+        // sent it. Opened, its refusal named the claimed sender: a stolen
+        // operator certificate could send requests that cannot open in
+        // another operator's (or node's) name and have the alert blame them.
+        match crate::secure::envelope::decode::<crate::secure::Envelope>(&frame) {
+            Ok(e) if e.header.sender != operator => {
+                let r = sc.reject_unauthorized(
+                    &operator,
+                    format!("{operator} sent a request claiming sender {:?}", sanitize(&e.header.sender, 64)),
+                );
+                return Err(Some(Failure::new("unauthorized", r.to_string())));
+            }
+            _ => {}
+        }
         let o = sc.open(&frame, now_ns()).map_err(|e| Some(Failure::from(e)))?;
         if o.kind != PayloadKind::ControlRequest {
             return Err(Some(Failure::new("malformed", format!("{operator}: expected a control request"))));
@@ -916,6 +931,60 @@ mod tests {
         )
         .unwrap();
         (s, sd)
+    }
+
+    /// A stolen operator certificate (alice's) says hello as alice, then
+    /// sends a request sealed by another identity: the refusal named the
+    /// claimed sender ("unknown_sender from det-1"), so the alert blamed a
+    /// node that sent nothing (found by review).
+    #[test]
+    fn a_request_naming_another_sender_than_the_hello_is_put_down_to_the_operator() {
+        let f = Fleet::new();
+        let reg = Registry::new();
+        let sd = Shutdown::new();
+        let bus = crate::bus::LocalBus::new(16, &reg);
+        let handler = ControlHandler {
+            status: Arc::new(|| serde_json::json!({"node": "router-1"})),
+            blocks: None,
+            alerts: Some(Arc::new(bus.clone())),
+        };
+        let cfg = CtlConfig { listen: "127.0.0.1:0".into(), ..CtlConfig::default() };
+        let s = ControlServer::start(
+            &cfg,
+            f.identity("router-1", CertRole::Router),
+            f.ca.clone(),
+            SecureConfig::default(),
+            handler,
+            &reg,
+            sd.clone(),
+        )
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut c = TcpStream::connect(s.addr).unwrap();
+        let mut alice =
+            SecureChannel::new(f.identity("alice", CertRole::Operator), f.ca.clone(), SecureConfig::default(), &reg);
+        write_frame_by(&mut c, &alice.announce(), deadline).unwrap();
+        let server_hello = read_frame_by(&mut c, MAX_HANDSHAKE_FRAME, deadline).unwrap();
+        alice.accept_announce(&server_hello, None).unwrap();
+        let mut det =
+            SecureChannel::new(f.identity("det-1", CertRole::Detector), f.ca.clone(), SecureConfig::default(), &reg);
+        det.accept_announce(&server_hello, None).unwrap();
+        let req = postcard::to_allocvec(&ControlRequest::Status).unwrap();
+        let env = det.seal("router-1", 1, PayloadKind::ControlRequest, &req).unwrap();
+        write_frame_by(&mut c, &env, deadline).unwrap();
+        let _ = read_frame_by(&mut c, MAX_REQUEST_FRAME, deadline);
+        let t = Instant::now();
+        while bus.alerts.is_empty() && t.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let a = bus.alerts.receiver().try_recv().expect("a channel-abuse alert");
+        assert!(
+            a.reason.contains("alice") && !a.reason.contains("det-1 ") && !a.reason.contains("from det-1"),
+            "{}",
+            a.reason
+        );
+        sd.trigger();
+        s.join();
     }
 
     #[test]
