@@ -913,11 +913,21 @@ mod tests {
     }
 
     fn server(f: &Fleet, blocks: Option<Arc<dyn BlockControl>>, reg: &Arc<Registry>) -> (ControlServer, Shutdown) {
+        server_alerting(f, blocks, None, reg)
+    }
+
+    /// [`server`] whose channel-abuse alerts go to `alerts`.
+    fn server_alerting(
+        f: &Fleet,
+        blocks: Option<Arc<dyn BlockControl>>,
+        alerts: Option<Arc<dyn Publisher>>,
+        reg: &Arc<Registry>,
+    ) -> (ControlServer, Shutdown) {
         let sd = Shutdown::new();
         let handler = ControlHandler {
             status: Arc::new(|| serde_json::json!({"node": "router-1", "role": "router"})),
             blocks,
-            alerts: None,
+            alerts,
         };
         let cfg = CtlConfig { listen: "127.0.0.1:0".into(), ..CtlConfig::default() };
         let s = ControlServer::start(
@@ -941,24 +951,8 @@ mod tests {
     fn a_request_naming_another_sender_than_the_hello_is_put_down_to_the_operator() {
         let f = Fleet::new();
         let reg = Registry::new();
-        let sd = Shutdown::new();
         let bus = crate::bus::LocalBus::new(16, &reg);
-        let handler = ControlHandler {
-            status: Arc::new(|| serde_json::json!({"node": "router-1"})),
-            blocks: None,
-            alerts: Some(Arc::new(bus.clone())),
-        };
-        let cfg = CtlConfig { listen: "127.0.0.1:0".into(), ..CtlConfig::default() };
-        let s = ControlServer::start(
-            &cfg,
-            f.identity("router-1", CertRole::Router),
-            f.ca.clone(),
-            SecureConfig::default(),
-            handler,
-            &reg,
-            sd.clone(),
-        )
-        .unwrap();
+        let (s, sd) = server_alerting(&f, None, Some(Arc::new(bus.clone())), &reg);
         let deadline = Instant::now() + Duration::from_secs(5);
         let mut c = TcpStream::connect(s.addr).unwrap();
         let mut alice =
