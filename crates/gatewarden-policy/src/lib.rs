@@ -795,14 +795,7 @@ mod tests {
     }
 
     fn feed(e: &mut PolicyEngine, flows: Vec<FlowRecord>) {
-        e.observe_batch(&FlowBatch {
-            node: "r".into(),
-            seq: 1,
-            flows,
-            hosts: vec![],
-            in_iface: String::new(),
-            shed: vec![],
-        });
+        feed_from(e, "r", flows);
     }
 
     /// A scan alert as the detector sends it: filed under the router whose
@@ -954,11 +947,7 @@ mod tests {
             flows.push(tcp(i + 1, "192.0.2.4", 22, 1_000 + i, state, false));
         }
         feed(&mut e, flows);
-        let guessing = |e: &PolicyEngine| {
-            e.suggestions(None)
-                .into_iter()
-                .find(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::one(22))
-        };
+        let guessing = |e: &PolicyEngine| deny_on(e, 22);
         assert!(guessing(&e).is_none(), "{:#?}", e.suggestions(None));
         // A real guesser: a camera completing 12 short SSH sessions, a few passwords each.
         feed(&mut e, (0..12u64).map(|i| tcp(100 + i, "192.0.2.7", 22, 1_100 + i * 2, ConnState::SF, true)).collect());
@@ -1022,12 +1011,7 @@ mod tests {
             (0..12u64).map(|i| tcp(id + i, cam, 22, 1_100 + i * 2, ConnState::SF, true)).collect::<Vec<_>>()
         };
         feed(&mut e, guess(100, "192.0.2.7"));
-        let deny = |e: &PolicyEngine| {
-            e.suggestions(None)
-                .into_iter()
-                .find(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::one(22))
-                .expect("the guessing deny")
-        };
+        let deny = |e: &PolicyEngine| deny_on(e, 22).expect("the guessing deny");
         let one = deny(&e);
         let why = &one.justification;
         assert!(why.contains("from 1 member address (192.0.2.7)") && why.contains("look at that device"), "{why}");
@@ -1118,11 +1102,7 @@ mod tests {
                 e.observe_alert(&guess_alert(src, 1_000 + i as u64 + 3 * n, 22, 1_101 + n));
             }
         }
-        let deny = e
-            .suggestions(None)
-            .into_iter()
-            .find(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::one(22))
-            .expect("the proven guesser's deny");
+        let deny = deny_on(&e, 22).expect("the proven guesser's deny");
         let why = &deny.justification;
         assert!(why.contains("from 1 member address (192.0.2.7)") && why.contains("look at that device"), "{why}");
         assert!(why.contains("1 brute-force alerts whose source completed its attempts"), "{why}");
@@ -1130,6 +1110,13 @@ mod tests {
         // 1 − 0.5¹·exp(−4/50), one member's weight.
         let ev = suggest::ONE_MEMBER_WEIGHT * (1.0 - 0.5 * (-4.0f64 / 50.0).exp());
         assert!((deny.confidence - ev).abs() < 1e-12, "{} vs {ev} ({why})", deny.confidence);
+    }
+
+    /// The deny suggestion for one port, if any.
+    fn deny_on(e: &PolicyEngine, port: u16) -> Option<Suggestion> {
+        e.suggestions(None)
+            .into_iter()
+            .find(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::one(port))
     }
 
     /// The deny suggestions for one port, with confidence and justification.
@@ -1193,11 +1180,7 @@ mod tests {
         flows.extend((0..20u64).map(|i| tcp(1_000 + i, "192.0.2.9", 1883, 1_100, ConnState::SF, true)));
         feed(&mut e, flows);
         e.observe_alert(&guess_alert("192.0.2.9", 1_019, 1883, 1_100));
-        let deny = e
-            .suggestions(None)
-            .into_iter()
-            .find(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::one(1883))
-            .expect("the proven guesser's deny");
+        let deny = deny_on(&e, 1883).expect("the proven guesser's deny");
         let why = &deny.justification;
         assert!(why.contains("1 brute-force alerts whose source completed"), "{why}");
         assert!(why.contains("from 1 member address (192.0.2.9)"), "{why}");
@@ -1217,11 +1200,7 @@ mod tests {
         feed(&mut e, flows);
         e.observe_alert(&guess_alert("192.0.2.7", 119, 22, 1_100));
         e.observe_alert(&guess_alert("192.0.2.8", 219, 1883, 1_100));
-        let deny = e
-            .suggestions(None)
-            .into_iter()
-            .find(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::one(1883))
-            .expect("the MQTT guesser's deny");
+        let deny = deny_on(&e, 1883).expect("the MQTT guesser's deny");
         let why = &deny.justification;
         assert!(why.contains("from 1 member address (192.0.2.8)"), "{why}");
         let ev = suggest::ONE_MEMBER_WEIGHT * 0.5;
@@ -1250,11 +1229,7 @@ mod tests {
         // Once only: more proof does not count the alert again.
         feed(&mut e, (0..20u64).map(|i| tcp(3_000 + i, "192.0.2.9", 1883, 1_100, ConnState::SF, true)).collect());
         assert_eq!(tally(&e)["ports"]["1883"].as_u64(), Some(1));
-        let deny = e
-            .suggestions(None)
-            .into_iter()
-            .find(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::one(1883))
-            .expect("the late-proven guesser's deny");
+        let deny = deny_on(&e, 1883).expect("the late-proven guesser's deny");
         assert!(deny.justification.contains("1 brute-force alerts whose source completed"), "{}", deny.justification);
     }
 
@@ -1367,11 +1342,7 @@ mod tests {
         let mut alert = guess_alert("192.0.2.9", 1_019, 22, 1_100);
         alert.node = "router-3".into();
         e.observe_alert(&alert);
-        let deny = e
-            .suggestions(None)
-            .into_iter()
-            .find(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::one(22))
-            .expect("the guessing deny");
+        let deny = deny_on(&e, 22).expect("the guessing deny");
         let why = &deny.justification;
         assert!(why.contains("1 brute-force alerts whose source completed"), "{why}");
         assert!(why.contains("evidence from router-3 only (20 flows, 1 alerts)"), "{why}");
@@ -1391,11 +1362,7 @@ mod tests {
             "router-1",
             (0..20u64).map(|i| tcp(2_000 + i, "192.0.2.9", 22, 1_101, ConnState::SF, true)).collect(),
         );
-        let deny = e
-            .suggestions(None)
-            .into_iter()
-            .find(|s| s.rule.action == Action::Deny && s.rule.port_range == PortRange::one(22))
-            .unwrap();
+        let deny = deny_on(&e, 22).unwrap();
         let why = &deny.justification;
         assert!(why.contains("evidence from router-3 (20 flows, 1 alerts), router-1 (20 flows)"), "{why}");
         assert!(!why.contains(" only"), "{why}");

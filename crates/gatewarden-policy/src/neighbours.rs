@@ -137,12 +137,7 @@ impl NeighbourStore {
     /// Every fresh router's pairs, sorted, each pair once. Two routers may
     /// report one address with different MACs (overlapping LANs): both stay.
     pub fn union(&self, now: Instant) -> Vec<(IpAddr, Mac)> {
-        let mut tables = self.lock();
-        tables.retain(|_, k| now.saturating_duration_since(k.at) < STALE_AFTER);
-        let mut all: Vec<(IpAddr, Mac)> = tables.values().flat_map(|k| k.pairs.iter().copied()).collect();
-        all.sort_unstable();
-        all.dedup();
-        all
+        self.resolutions(now).pairs.into_iter().map(|(a, m, _)| (a, m)).collect()
     }
 
     /// [`NeighbourStore::union`] with which routers reported each pair:
