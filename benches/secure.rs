@@ -30,6 +30,7 @@ fn verdict() -> Message {
         ttl_s: 600,
         issued_ns: 1,
         source_proof: gatewarden_proto::messages::SourceProof::Answered,
+        sender: String::new(),
     })
 }
 

@@ -371,6 +371,7 @@ fn forged_misdirected_and_replayed_messages_are_refused_and_counted() {
         ttl_s: 60,
         issued_ns: 0,
         source_proof: gatewarden_proto::messages::SourceProof::Unproven,
+        sender: String::new(),
     });
     let frame = |id: u64, env: Vec<u8>| envelope::encode(&Frame { id, body: FrameBody::Sealed(env) });
     let good = det.seal("router-1", 11, PayloadKind::Message, &verdict.encode()).unwrap();
@@ -418,6 +419,9 @@ fn forged_misdirected_and_replayed_messages_are_refused_and_counted() {
     let s = rreg.snapshot();
     assert_eq!(s["gatewarden_secure_opened_total"], 1.0, "only the genuine verdict opened");
     assert_eq!(inbound.verdicts.len(), 1, "and only it reached the router's stage");
+    // Its sender is the topic's node, which the envelope proved (never on the wire):
+    // the router keeps each detector's blocks in that detector's share of a full set.
+    assert_eq!(inbound.verdicts.receiver().try_recv().unwrap().sender, "det-1");
     assert!(s["gatewarden_channel_abuse_alerts_total"] >= 3.0, "each refusal raised a ChannelAbuse alert: {s:?}");
     let audit = std::fs::read_to_string(broker.pki().join("spool-router-1/channel-audit.log")).unwrap();
     assert!(["replay", "tampered", "unauthorized", "unknown_session"].iter().all(|r| audit.contains(r)), "{audit}");

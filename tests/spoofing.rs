@@ -880,6 +880,7 @@ fn an_unproven_wan_verdict_is_refused_and_a_proven_one_blocked() {
         ttl_s: 120,
         issued_ns: 0,
         source_proof: proof,
+        sender: String::new(),
     };
     let blocked = |addr: &str| site.elements().iter().any(|(set, e)| set == "block4_detector" && e == addr);
     assert!(service.submit(Cmd::Verdict(verdict("203.0.113.5", SourceProof::Unproven))));
@@ -941,6 +942,7 @@ fn a_detector_verdict_cannot_block_for_longer_than_max_ttl() {
         ttl_s: u32::MAX,
         issued_ns: 0,
         source_proof: proof,
+        sender: String::new(),
     };
     let blocked = |addr: &str| site.elements().iter().any(|(set, e)| set == "block4_detector" && e == addr);
     assert!(service.submit(Cmd::Verdict(forever(1, "203.0.113.8", SourceProof::Answered))));

@@ -800,6 +800,7 @@ impl DetectorStage {
                 ttl_s,
                 issued_ns: d.ts_ns,
                 source_proof: SourceProof::Answered,
+                sender: self.node.clone(),
             });
         }
         n
@@ -1205,6 +1206,7 @@ impl DetectorStage {
                 ttl_s,
                 issued_ns: d.ts_ns,
                 source_proof: if proof.is_some() { SourceProof::Answered } else { SourceProof::Unproven },
+                sender: self.node.clone(),
             });
         }
         let severity = match d.kind {

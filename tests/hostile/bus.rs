@@ -130,6 +130,7 @@ fn verdict(i: u64) -> Message {
         ttl_s: 60,
         issued_ns: 0,
         source_proof: gatewarden_proto::messages::SourceProof::Unproven,
+        sender: String::new(),
     })
 }
 

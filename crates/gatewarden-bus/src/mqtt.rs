@@ -1056,6 +1056,11 @@ impl Shared {
         if let Message::BlockTable(t) = &mut msg {
             t.node = from.to_string();
         }
+        // A verdict's sender is the topic's node, proven above (never on the
+        // wire): the router gives each detector its own share of a full block set.
+        if let Message::Verdict(v) = &mut msg {
+            v.sender = from.to_string();
+        }
         let key = (from.to_string(), id);
         if durable && lock(&self.dedup).contains(&key) {
             self.counters.duplicates.inc();

@@ -1327,6 +1327,7 @@ mod tests {
             ttl_s: 600,
             issued_ns: 0,
             source_proof: gatewarden_proto::messages::SourceProof::Answered,
+            sender: String::new(),
         }
     }
 

@@ -225,6 +225,17 @@ pub struct Verdict {
     /// address. A forged source cannot answer; the router blocks a WAN source
     /// only with proof, and never escalates an unproven one (issue #15).
     pub source_proof: SourceProof,
+    /// The detector that sent it: its node id as the receiving bus proved
+    /// it (the topic's node, which the broker's ACL binds to the
+    /// certificate, and the envelope's signature), or the issuing node's
+    /// own id in process. Never on the wire (a sender's claim about itself
+    /// proves nothing, and older nodes' verdicts decode unchanged): the MQTT
+    /// transport writes it on receipt. The router keeps each detector's
+    /// blocks in that detector's share of a full set, so a stolen
+    /// detector certificate cannot evict another detector's blocks. Empty:
+    /// unknown.
+    #[serde(skip)]
+    pub sender: String,
 }
 
 /// What shows that a verdict's source address is really the sender's.
@@ -1255,6 +1266,7 @@ pub(crate) mod tests {
                 ttl_s: 600,
                 issued_ns: 5,
                 source_proof: SourceProof::Answered,
+                sender: String::new(),
             }),
             Message::Alert(Alert {
                 id: 1,
