@@ -385,3 +385,107 @@ fn a_monitors_policy_update_reaches_the_routers_nftables_and_survives_a_router_r
     sd.trigger();
     mon.stop();
 }
+
+/// Every element of the router's `set`, as `nft list set` prints it.
+fn set_text(set: &str) -> String {
+    nft(&["list", "set", "inet", "gatewarden", set])
+}
+
+/// A detector's verdict for a WAN host that answered (so the router blocks it).
+fn scan_verdict(id: u64, source: &str, ttl_s: u32) -> gatewarden_proto::messages::Message {
+    use gatewarden_proto::messages::{AttackKind, Message, SourceProof, Verdict};
+    Message::Verdict(Verdict {
+        id,
+        source: source.parse().unwrap(),
+        kind: AttackKind::PortScan,
+        confidence: 1.0,
+        reason: "port scan".into(),
+        evidence: Vec::new(),
+        ttl_s,
+        issued_ns: 0,
+        source_proof: SourceProof::Answered,
+        sender: String::new(),
+    })
+}
+
+/// A compromised detector (det-2, a stolen certificate) floods the router
+/// with maximum-TTL verdicts for made-up addresses, more than the detector
+/// block set holds. The honest detector (det-1) had blocked a real
+/// attacker for two minutes; a full set used to evict the entries closest
+/// to expiry, so the real attacker was the first to go and came back.
+/// Each detector now has a share: a full set evicts from the sender holding
+/// the most blocks, so det-2's flood pushes out only det-2's own. Admin
+/// blocks and the feed live in sets of their own and are never touched.
+#[test]
+fn a_compromised_detectors_flood_cannot_evict_another_detectors_blocks() {
+    if !inside_netns("a_compromised_detectors_flood_cannot_evict_another_detectors_blocks") {
+        return;
+    }
+    use gatewarden::bus::Publisher;
+    let Some(exe) = mosquitto_or_skip() else { return };
+    let broker = Broker::start(exe, &[("router-1", "router"), ("det-1", "detector"), ("det-2", "detector")]);
+    const CAP: u32 = 32;
+    let http = free_port();
+    let cfg = broker.node_config("router-1", http, &format!("[enforce]\nenabled = true\nmax_block_elements = {CAP}\n"));
+    let _router = start_router(&cfg);
+    // Enforcement is up before the HTTP server: the table is in once it answers.
+    assert!(wait_http_ok(&format!("127.0.0.1:{http}"), "/healthz", Duration::from_secs(15)));
+    // An admin block and a feed entry that end sooner than any verdict's block.
+    let out = Command::new(bin()).args(["block", "198.51.100.200", "--ttl", "90s", "-c"]).arg(&cfg).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let feed = broker.pki().join("feed.txt");
+    std::fs::write(&feed, "198.51.100.201\n").unwrap();
+    let out = Command::new(bin())
+        .args(["blocklist", "import", "--ttl", "90s"])
+        .arg(&feed)
+        .arg("-c")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let sd = Shutdown::new();
+    let detector = |id: &str| {
+        let reg = Registry::new();
+        let dcfg = Config::load(&broker.node_config(id, free_port(), "")).unwrap();
+        let bus = MqttBus::start(
+            &MqttSettings::from_config(&dcfg.node_id, &dcfg.mqtt, &dcfg.bus, Role::Detector),
+            LocalBus::new(64, &reg),
+            &reg,
+            sd.clone(),
+        )
+        .unwrap();
+        assert!(bus.wait_connected(Duration::from_secs(15)), "{id} connected");
+        bus
+    };
+    let (honest, stolen) = (detector("det-1"), detector("det-2"));
+    // The honest detector blocks a real attacker for two minutes.
+    const ATTACKER: &str = "203.0.113.66";
+    assert!(honest.publish(scan_verdict(1, ATTACKER, 120)));
+    wait_for("det-1's block of the attacker", Duration::from_secs(30), || {
+        set_text("block4_detector").contains(ATTACKER)
+    });
+    // The stolen certificate: half as many again as the set holds, each for as long as it may ask.
+    let flood: Vec<String> = (0..CAP + CAP / 2).map(|i| format!("198.18.{}.{}", i / 200, 1 + i % 200)).collect();
+    for (i, a) in flood.iter().enumerate() {
+        assert!(stolen.publish(scan_verdict(1000 + i as u64, a, u32::MAX)));
+    }
+    let last = flood.last().unwrap().clone();
+    wait_for("det-2's last verdict in the kernel", Duration::from_secs(60), || {
+        set_text("block4_detector").contains(&format!("{last} "))
+    });
+    let det = set_text("block4_detector");
+    let held = flood.iter().filter(|a| det.contains(&format!("{a} "))).count();
+    assert!(held <= CAP as usize, "{held} of det-2's blocks in a set of {CAP}: {det}");
+    assert!(det.contains(ATTACKER), "det-2's flood evicted det-1's block of the real attacker {ATTACKER}: {det}");
+    assert!(set_text("block4_admin").contains("198.51.100.200"), "a verdict flood evicted an admin block");
+    assert!(set_text("block4_feed").contains("198.51.100.201"), "a verdict flood evicted a feed entry");
+    // A new block of det-1's still goes in, at det-2's expense.
+    assert!(honest.publish(scan_verdict(2, "203.0.113.67", 120)));
+    wait_for("det-1's second block", Duration::from_secs(30), || set_text("block4_detector").contains("203.0.113.67"));
+    let det = set_text("block4_detector");
+    assert!(det.contains(ATTACKER), "det-1's new block evicted its own older one: {det}");
+    sd.trigger();
+    honest.stop();
+    stolen.stop();
+}

@@ -1585,3 +1585,85 @@ fn a_restored_feed_range_the_lan_was_renumbered_into_is_lifted_when_the_lan_gets
     assert!(!saved.contains("198.18.0.0/24") && !saved.contains("2001:db8:78:"), "{saved}");
     assert!(saved.contains("203.0.113.0/24") && saved.contains("2001:db8:77::/48"), "{saved}");
 }
+
+/// The detector set's shares against a real kernel (the attack over the
+/// bus is `bus_enforce::a_compromised_detectors_flood_cannot_evict_another_detectors_blocks`):
+/// each block names its sender in the element, a full set evicts from the
+/// largest share, a block a second detector asked for (a shorter verdict,
+/// kept) names both and is not the flooder's to evict, and the senders come
+/// back after a restart from the state file. A state file of an older
+/// version (no senders) restores its blocks all the same, senders unknown.
+#[test]
+fn a_full_detector_set_evicts_from_the_largest_share_and_the_shares_survive_a_restart() {
+    let Some(lab) = Lab::new() else { return };
+    let registry = Registry::new();
+    let mut settings = Settings::default();
+    settings.layout.max_block_elements = 16;
+    let mut b = lab.blocker(settings.clone(), Some(registry.clone()));
+    b.ensure().unwrap();
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    let (minute, hour) = (Duration::from_secs(60), Duration::from_secs(3600));
+    // det-1 blocks two attackers for a minute. det-2, which sees the same
+    // flows, blocks a third for a day before det-1 does: det-1's shorter
+    // verdict is kept, and names det-1 too.
+    b.block_verdict(ip("203.0.113.1"), minute, "scan", false, "det-1").unwrap();
+    b.block_verdict(ip("203.0.113.2"), minute, "scan", false, "det-1").unwrap();
+    b.block_verdict(ip("203.0.113.3"), Duration::from_secs(86_400), "pre-empted", false, "det-2").unwrap();
+    let kept = b.block_verdict(ip("203.0.113.3"), minute, "scan", false, "det-1").unwrap();
+    assert!(matches!(kept, BlockOutcome::Blocked { ttl, .. } if ttl > hour), "{kept:?}");
+    let det1 = ["203.0.113.1", "203.0.113.2", "203.0.113.3"];
+    let held = |lab: &Lab| -> Vec<String> {
+        lab.elements("block4_detector").iter().map(|e| e.0.as_str().unwrap_or_default().to_string()).collect()
+    };
+    // det-2 floods: 40 blocks for an hour in a set of 16.
+    for i in 0..40 {
+        b.block_verdict(ip(&format!("198.18.0.{}", i + 1)), hour, "flood", false, "det-2").unwrap();
+    }
+    let left = held(&lab);
+    assert_eq!(left.len(), 16, "{left:?}");
+    for a in det1 {
+        assert!(left.contains(&a.to_string()), "det-2's flood evicted det-1's {a}: {left:?}");
+    }
+    let snap = registry.snapshot();
+    assert!(snap["gatewarden_enforce_evicted_whose_total{whose=own}"] >= 27.0, "{snap:?}");
+    assert_eq!(snap["gatewarden_enforce_evicted_whose_total{whose=other}"], 0.0, "{snap:?}");
+    assert_eq!(snap["gatewarden_enforce_errors_total"], 0.0);
+
+    // The kernel keeps the senders; the state file gets them.
+    let now = gatewarden_core::clock::unix_now_ms();
+    let saved = b.saved_blocks(now).unwrap();
+    let senders = |saved: &[gatewarden::enforce::persist::SavedBlock], t: &str| {
+        saved.iter().find(|s| s.target == t).map(|s| s.senders.clone()).unwrap_or_else(|| panic!("{t} not saved"))
+    };
+    assert_eq!(senders(&saved, "203.0.113.1"), ["det-1"]);
+    assert_eq!(senders(&saved, "203.0.113.3"), ["det-2", "det-1"]);
+    assert_eq!(senders(&saved, "198.18.0.40"), ["det-2"]);
+    let kept = saved.iter().find(|s| s.target == "203.0.113.3").unwrap();
+    assert!(kept.reason == "pre-empted" && kept.timeout_ms == 86_400_000, "time and reason kept: {kept:?}");
+
+    // A reboot: the table is gone, the file brings the blocks back in their shares.
+    b.remove().unwrap();
+    let mut b = lab.blocker(settings.clone(), None);
+    assert_eq!(b.ensure_restoring(saved.clone(), now).unwrap().restored, 16);
+    let back = b.saved_blocks(gatewarden_core::clock::unix_now_ms()).unwrap();
+    for t in ["203.0.113.1", "203.0.113.3", "198.18.0.40"] {
+        assert_eq!(senders(&back, t), senders(&saved, t), "{t} after the restart");
+    }
+    for i in 40..60 {
+        b.block_verdict(ip(&format!("198.18.0.{}", i + 1)), hour, "flood", false, "det-2").unwrap();
+    }
+    let left = held(&lab);
+    for a in det1 {
+        assert!(left.contains(&a.to_string()), "after the restart det-2's flood evicted det-1's {a}: {left:?}");
+    }
+
+    // An older version's file: no senders. Every block comes back, senders unknown.
+    b.remove().unwrap();
+    let old: Vec<_> =
+        saved.into_iter().map(|s| gatewarden::enforce::persist::SavedBlock { senders: Vec::new(), ..s }).collect();
+    let mut b = lab.blocker(settings, None);
+    assert_eq!(b.ensure_restoring(old, now).unwrap().restored, 16);
+    let back = b.saved_blocks(gatewarden_core::clock::unix_now_ms()).unwrap();
+    assert!(back.iter().all(|s| s.senders.is_empty()), "{back:?}");
+    b.remove().unwrap();
+}

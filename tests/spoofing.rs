@@ -974,6 +974,7 @@ fn a_restored_detector_block_ends_within_max_ttl() {
         expires_unix_ms: now + forever,
         reason: "saved from a stolen detector's verdict".into(),
         allow_wide: false,
+        senders: Vec::new(),
     }];
     let report = in_router(&site, move || {
         let settings = Settings { max_ttl: Duration::from_secs(3600), ..Settings::default() };

@@ -406,6 +406,8 @@ struct Metrics {
     refused: BTreeMap<Origin, Counter>,
     feed_restore_refused: Counter,
     evicted: BTreeMap<Origin, Counter>,
+    /// Blocks a full set evicted: the verdict's own sender's, another's.
+    evicted_whose: [Counter; 2],
     errors: Counter,
     registry: std::sync::Arc<Registry>,
 }
@@ -427,6 +429,16 @@ impl Metrics {
                 "gatewarden_enforce_evicted_total",
                 "Blocks evicted early because a block set was full, by origin.",
             ),
+            evicted_whose: ["own", "other"].map(|w| {
+                r.counter(
+                    "gatewarden_enforce_evicted_whose_total",
+                    "Blocks evicted early because a block set was full, by whose they were: the same sender's as \
+                     the block that needed the room (own; every admin block is the admin's), or another's (other: \
+                     a detector holding more of the detector set, or blocks two detectors asked for). The router's \
+                     log names the sender holding the most, at most once a minute.",
+                    &[("whose", w)],
+                )
+            }),
             feed_restore_refused: r.counter(
                 "gatewarden_enforce_feed_restore_refused_total",
                 "Saved feed ranges (or parts of them) not restored at a start because an import would refuse them \
@@ -541,6 +553,8 @@ pub struct Blocker {
     feed_checked: Option<(Vec<Cidr>, Vec<IpAddr>)>,
     /// When a detector TTL cut to `max_ttl` was last logged.
     ttl_cut_told: Option<Instant>,
+    /// When a full detector set's largest share was last named in the log.
+    share_full_told: Option<Instant>,
 }
 
 /// Errors carry what was being done and what to do next.
@@ -576,6 +590,7 @@ impl Blocker {
             bindings_from_guard: false,
             feed_checked: None,
             ttl_cut_told: None,
+            share_full_told: None,
         })
     }
 
@@ -822,7 +837,13 @@ impl Blocker {
                 .iter()
                 .filter_map(|(rem, blk)| {
                     let addr: IpAddr = blk.target.parse().ok()?;
-                    Some(ruleset::element_restored(&addr_bytes(&addr), blk.timeout_ms, *rem, 0, Some(&blk.reason)))
+                    Some(ruleset::element_restored_from(
+                        &addr_bytes(&addr),
+                        blk.timeout_ms,
+                        *rem,
+                        &blk.reason,
+                        &blk.senders,
+                    ))
                 })
                 .collect();
             report.restored += els.len();
@@ -971,6 +992,7 @@ impl Blocker {
                         expires_unix_ms: now_unix_ms + e.expires_ms,
                         reason: e.comment.clone(),
                         allow_wide: e.wide,
+                        senders: e.senders.clone(),
                     }
                 }));
             }
@@ -991,6 +1013,7 @@ impl Blocker {
                     expires_unix_ms: now_unix_ms + e.expires_ms,
                     reason: e.comment.clone(),
                     allow_wide: false,
+                    senders: Vec::new(),
                 });
             }
         }
@@ -1262,7 +1285,9 @@ impl Blocker {
 
     /// [`Blocker::block`]; `escalate` says whether this block counts towards
     /// the repeat-offender escalation (only verdicts whose source is proven
-    /// real do: spoofable evidence never escalates).
+    /// real do: spoofable evidence never escalates). A detector block
+    /// written here has no known sender: use [`Blocker::block_verdict`]
+    /// for a verdict.
     pub fn block_with(
         &mut self,
         addr: IpAddr,
@@ -1270,6 +1295,45 @@ impl Blocker {
         origin: Origin,
         reason: &str,
         escalate: bool,
+    ) -> Result<BlockOutcome> {
+        self.block_from(addr, ttl, origin, reason, escalate, None)
+    }
+
+    /// A detector's verdict: [`Blocker::block_with`] in the detector set,
+    /// the block marked with `sender`, the node id of the detector that
+    /// sent it (as the bus proved it: the topic's node, which the broker's
+    /// ACL binds to the certificate, and the envelope's signature).
+    ///
+    /// Why the sender: every fleet peer may be compromised, and a detector
+    /// with a stolen certificate can send more verdicts than the set holds.
+    /// A full set used to evict the blocks closest to expiry, which are the
+    /// honest detectors' shorter ones, so one flood let real attackers back
+    /// in. Now a full set evicts from the sender holding the most blocks,
+    /// the soonest-expiring of that sender's first ([`fair_victims`]): a
+    /// flood pushes out only its own sender's blocks. A block two
+    /// detectors asked for is in neither's share alone, and is evicted only
+    /// when no sender has a block of its own left. Admin blocks and feeds
+    /// are in sets of their own, which verdicts never evict from.
+    pub fn block_verdict(
+        &mut self,
+        addr: IpAddr,
+        ttl: Duration,
+        reason: &str,
+        escalate: bool,
+        sender: &str,
+    ) -> Result<BlockOutcome> {
+        let sender = gatewarden_core::identity::valid_node_id(sender).then_some(sender);
+        self.block_from(addr, ttl, Origin::Detector, reason, escalate, sender)
+    }
+
+    fn block_from(
+        &mut self,
+        addr: IpAddr,
+        ttl: Duration,
+        origin: Origin,
+        reason: &str,
+        escalate: bool,
+        sender: Option<&str>,
     ) -> Result<BlockOutcome> {
         // A blocker that did not install the table (the `gatewarden block` CLI)
         // also honours what the running router allows now: an allowlist saved
@@ -1315,8 +1379,28 @@ impl Blocker {
         let set = origin.set_name(fam_of(&addr));
         let ms = (ttl.as_millis() as u64).max(1000);
         let mut b = Batch::new();
-        let el = ruleset::element(&addr_bytes(&addr), Some(ms), 0, Some(reason));
+        let mine: Vec<String> = sender.map(String::from).into_iter().collect();
+        let el = ruleset::element_from(&addr_bytes(&addr), ms, reason, &mine);
         ruleset::push_new_elements(&mut b, &set, std::slice::from_ref(&el), &format!("block {addr} in {set}"));
+        // The senders a block written over `running` keeps: the running
+        // ones and this verdict's (a block two detectors asked for is
+        // shared). One whose senders are unknown (an older version's, or
+        // an admin's) stays unknown: no verdict can claim it.
+        let senders_over = |running: Option<&ruleset::KernelElement>| -> Vec<String> {
+            match running {
+                None => mine.clone(),
+                Some(r) if r.senders.is_empty() => Vec::new(),
+                Some(r) => {
+                    let mut v = r.senders.clone();
+                    if let Some(s) = sender {
+                        if v.len() < ruleset::MAX_SENDERS && !v.iter().any(|x| x == s) {
+                            v.push(s.to_string());
+                        }
+                    }
+                    v
+                }
+            }
+        };
         // Already blocked: delete and re-add in one transaction, so the new
         // timeout takes effect on every kernel (a plain re-add refreshes only on ≥ 6.10).
         // The re-added element keeps the running one's count and start.
@@ -1324,15 +1408,16 @@ impl Blocker {
             let mut refresh = Batch::new();
             let key = ruleset::element(&addr_bytes(&addr), None, 0, None);
             ruleset::push_elements(&mut refresh, &set, &[key], false, &format!("drop {addr} from {set} to refresh it"));
+            let senders = senders_over(running);
             let again = match running.and_then(|r| Some((r.counter?, r))) {
                 Some((c, r)) => {
                     let now_s = gatewarden_core::clock::unix_now_ms() / 1000;
                     let since = r
                         .counted_since_s
                         .unwrap_or_else(|| now_s.saturating_sub(r.timeout_ms.saturating_sub(r.expires_ms) / 1000));
-                    ruleset::element_carried(&addr_bytes(&addr), ms, reason, c, since)
+                    ruleset::element_carried(&addr_bytes(&addr), ms, reason, c, since, &senders, None)
                 }
-                None => el.clone(),
+                None => ruleset::element_from(&addr_bytes(&addr), ms, reason, &senders),
             };
             ruleset::push_elements(&mut refresh, &set, &[again], true, &format!("re-block {addr} in {set}"));
             refresh
@@ -1350,6 +1435,14 @@ impl Blocker {
             Some(el) if el.expires_ms >= ms => {
                 let left = Duration::from_millis(el.expires_ms);
                 tracing::info!(%addr, left_s = left.as_secs(), asked_s = ttl.as_secs(), origin = origin.as_str(), "already blocked for longer; kept");
+                // Kept as it is, but this sender asked for it too: otherwise
+                // a stolen detector could block a real attacker first (it
+                // sees the same flows), have the honest detector's verdict
+                // kept as its own, and evict it with a flood.
+                let senders = senders_over(Some(&el));
+                if senders != el.senders {
+                    self.rewrite_senders(&set, &addr, &el, &senders)?;
+                }
                 return Ok(BlockOutcome::Blocked { ttl: left, level, evicted: Vec::new() });
             }
             Some(_) => &refresh,
@@ -1362,8 +1455,7 @@ impl Blocker {
             // Added meanwhile, or expired but not yet reaped by the kernel.
             Err(e) if e.errno() == Some(libc::EEXIST) => self.commit(&refresh)?,
             Err(e) if e.errno() == Some(libc::ENFILE) => {
-                evicted = self.evict_oldest(&set, fam_of(&addr))?;
-                tracing::warn!(set = %set, evicted = evicted.len(), "block set full: evicted the entries closest to expiry");
+                evicted = self.evict_fair(&set, fam_of(&addr), origin, sender)?;
                 self.commit(first)?;
             }
             Err(e) => {
@@ -1384,16 +1476,88 @@ impl Blocker {
         Ok(BlockOutcome::Blocked { ttl, level, evicted })
     }
 
-    fn evict_oldest(&mut self, set: &str, fam: Fam) -> Result<Vec<IpAddr>> {
-        let mut els = ruleset::elements(&mut self.nl, set)?;
-        els.sort_by_key(|e| e.expires_ms);
+    /// Makes room in the full `set` for a block from `sender`: a sixteenth
+    /// of the set goes, taken from the largest shares ([`fair_victims`]).
+    /// Said at most once a minute, naming the sender whose share was the
+    /// largest (node ids are not metric labels: any certificate may bring
+    /// a new one; the counts by whose blocks went are bounded).
+    fn evict_fair(&mut self, set: &str, fam: Fam, origin: Origin, sender: Option<&str>) -> Result<Vec<IpAddr>> {
+        let els = ruleset::elements(&mut self.nl, set)?;
         let n = (self.settings.layout.max_block_elements as usize / 16).max(1);
-        let victims: Vec<_> = els.into_iter().take(n).collect();
+        let fair = fair_victims(&els, sender, n);
+        let victims: Vec<&ruleset::KernelElement> = fair.victims.iter().map(|i| &els[*i]).collect();
         let mut b = Batch::new();
         let attrs: Vec<_> = victims.iter().map(|e| ruleset::element(&e.key, None, 0, None)).collect();
         ruleset::push_elements(&mut b, set, &attrs, false, &format!("evict {} entries from {set}", attrs.len()));
         self.commit(&b)?;
+        let own = victims.iter().filter(|e| senders_key(e) == sender.unwrap_or(UNKNOWN_SENDER)).count();
+        if let Some(m) = &self.metrics {
+            m.evicted_whose[0].add(own as u64);
+            m.evicted_whose[1].add((victims.len() - own) as u64);
+        }
+        if origin != Origin::Detector {
+            // One share: the entries closest to expiry.
+            tracing::warn!(set = %set, evicted = victims.len(), "block set full: evicted the entries closest to expiry");
+            return Ok(victims.iter().filter_map(|e| key_addr(fam, &e.key)).collect());
+        }
+        let largest = match fair.largest.as_deref() {
+            None | Some(UNKNOWN_SENDER) => "unknown (blocks without a sender: restored from an older version's state)",
+            Some(s) => s,
+        };
+        if self.share_full_told.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+            self.share_full_told = Some(Instant::now());
+            tracing::warn!(
+                set = %set,
+                evicted = victims.len(),
+                largest_share = %largest,
+                largest_holds = fair.largest_holds,
+                of = els.len(),
+                verdict_from = %sender.unwrap_or("unknown"),
+                "block set full: evicted the soonest-expiring blocks of the sender holding the most; a detector \
+                 holding most of the set may be compromised: check it, and revoke it (`gatewarden pki revoke ID`) \
+                 if so (said at most once a minute)"
+            );
+        }
         Ok(victims.iter().filter_map(|e| key_addr(fam, &e.key)).collect())
+    }
+
+    /// Adds a sender to a running block without touching its time, comment
+    /// or count: the same element written again, with the time it has left.
+    fn rewrite_senders(
+        &mut self,
+        set: &str,
+        addr: &IpAddr,
+        el: &ruleset::KernelElement,
+        senders: &[String],
+    ) -> Result<()> {
+        let key = addr_bytes(addr);
+        let mut b = Batch::new();
+        ruleset::push_elements(
+            &mut b,
+            set,
+            &[ruleset::element(&key, None, 0, None)],
+            false,
+            "drop a block to name one more sender",
+        );
+        let now_s = gatewarden_core::clock::unix_now_ms() / 1000;
+        let since = el
+            .counted_since_s
+            .unwrap_or_else(|| now_s.saturating_sub(el.timeout_ms.saturating_sub(el.expires_ms) / 1000));
+        let again = match el.counter {
+            Some(c) => {
+                ruleset::element_carried(&key, el.timeout_ms, &el.comment, c, since, senders, Some(el.expires_ms))
+            }
+            // A set without per-element counters (a table from an older version).
+            None => ruleset::element_restored_from(&key, el.timeout_ms, el.expires_ms, &el.comment, senders),
+        };
+        ruleset::push_elements(
+            &mut b,
+            set,
+            &[again],
+            true,
+            &format!("re-block {addr} in {set} naming one more sender"),
+        );
+        self.commit(&b)
     }
 
     /// Blocks many addresses in batched transactions (no escalation); returns how many were written.
@@ -2342,6 +2506,88 @@ impl Endpoints {
     }
 }
 
+/// The share of a block whose sender is unknown: not a verdict's (an admin
+/// block), or written by a version that did not keep senders. No node id
+/// is empty, so it is no detector's share.
+const UNKNOWN_SENDER: &str = "";
+
+/// Whose share a block is in: its one sender, [`UNKNOWN_SENDER`], or
+/// `None` when two detectors asked for it (shared: no one's alone).
+fn senders_key(e: &ruleset::KernelElement) -> &str {
+    match e.senders.as_slice() {
+        [] => UNKNOWN_SENDER,
+        [one] => one,
+        _ => ",",
+    }
+}
+
+/// What a full set gives up, by [`fair_victims`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fair {
+    /// Indices into the elements, in the order taken.
+    victims: Vec<usize>,
+    /// The sender whose share was the largest (taken from first).
+    largest: Option<String>,
+    /// How many blocks it held.
+    largest_holds: usize,
+}
+
+/// Picks `n` blocks to evict from a full set for a new block of
+/// `requester`'s: each time from the sender holding the most blocks (the
+/// new one counted in its sender's share; on a tie, the requester's own
+/// go first), that sender's soonest-expiring block. A block two detectors
+/// asked for counts in both shares but is taken only when no sender has a
+/// block of its own left, and then the soonest-expiring first. Blocks with
+/// no known sender are one share of their own. Memory: one entry per
+/// sender present in the set, for the length of the call.
+fn fair_victims(els: &[ruleset::KernelElement], requester: Option<&str>, n: usize) -> Fair {
+    use std::cmp::Reverse;
+    let requester = requester.unwrap_or(UNKNOWN_SENDER);
+    let mut held: HashMap<&str, usize> = HashMap::new();
+    let mut sole: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, e) in els.iter().enumerate() {
+        if e.senders.len() > 1 {
+            for s in &e.senders {
+                *held.entry(s.as_str()).or_default() += 1;
+            }
+        } else {
+            let k = senders_key(e);
+            *held.entry(k).or_default() += 1;
+            sole.entry(k).or_default().push(i);
+        }
+    }
+    *held.entry(requester).or_default() += 1;
+    // Soonest-expiring last, to be popped first.
+    for v in sole.values_mut() {
+        v.sort_by_key(|i| Reverse(els[*i].expires_ms));
+    }
+    let mut heap: std::collections::BinaryHeap<(usize, bool, Reverse<&str>)> =
+        sole.keys().map(|k| (held[k], *k == requester, Reverse(*k))).collect();
+    let mut fair = Fair { victims: Vec::with_capacity(n), largest: None, largest_holds: 0 };
+    if let Some((holds, _, Reverse(k))) = heap.peek() {
+        fair.largest = Some(k.to_string());
+        fair.largest_holds = *holds;
+    }
+    let mut taken = vec![false; els.len()];
+    while fair.victims.len() < n {
+        let Some((holds, mine, Reverse(k))) = heap.pop() else { break };
+        let Some(list) = sole.get_mut(k) else { continue };
+        let Some(i) = list.pop() else { continue };
+        fair.victims.push(i);
+        taken[i] = true;
+        if !list.is_empty() {
+            heap.push((holds - 1, mine, Reverse(k)));
+        }
+    }
+    if fair.victims.len() < n {
+        // Only shared blocks are left.
+        let mut rest: Vec<usize> = (0..els.len()).filter(|i| !taken[*i]).collect();
+        rest.sort_by_key(|i| els[*i].expires_ms);
+        fair.victims.extend(rest.into_iter().take(n - fair.victims.len()));
+    }
+    fair
+}
+
 /// `nameserver` lines of a resolv.conf (scoped IPv6 `%eth0` suffixes dropped).
 fn resolvers(text: &str) -> Vec<IpAddr> {
     text.lines()
@@ -2571,6 +2817,66 @@ mod tests {
         assert!(got.keep.is_empty() && got.refused.len() == 1);
     }
 
+    /// A detector block as the kernel lists it: `secs` left, from `senders`.
+    fn held(last: u8, secs: u64, senders: &[&str]) -> ruleset::KernelElement {
+        ruleset::KernelElement {
+            key: vec![198, 51, 100, last],
+            flags: 0,
+            timeout_ms: 600_000,
+            expires_ms: secs * 1000,
+            comment: "scan".into(),
+            counter: None,
+            counted_since_s: None,
+            wide: false,
+            senders: senders.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    fn keys(els: &[ruleset::KernelElement], f: &Fair) -> Vec<u8> {
+        f.victims.iter().map(|i| els[*i].key[3]).collect()
+    }
+
+    #[test]
+    fn a_full_set_evicts_from_the_largest_share_its_soonest_expiring_first() {
+        // det-1 (honest) holds two short blocks; det-2 floods with long ones.
+        let mut els = vec![held(1, 60, &["det-1"]), held(2, 90, &["det-1"])];
+        els.extend((10..20).map(|i| held(i, 600_000 - u64::from(i), &["det-2"])));
+        let f = fair_victims(&els, Some("det-2"), 3);
+        assert_eq!(keys(&els, &f), [19, 18, 17], "det-2's own, soonest-expiring first");
+        assert_eq!((f.largest.as_deref(), f.largest_holds), (Some("det-2"), 11));
+        // det-1's next verdict also makes room at det-2's expense.
+        let f = fair_victims(&els, Some("det-1"), 2);
+        assert_eq!(keys(&els, &f), [19, 18]);
+        // Taken down to det-1's share, the two alternate; a tie takes the requester's own.
+        let f = fair_victims(&els, Some("det-1"), 10);
+        assert_eq!(keys(&els, &f), [19, 18, 17, 16, 15, 14, 13, 1, 12, 2], "{f:?}");
+    }
+
+    #[test]
+    fn shared_and_unknown_blocks_have_shares_of_their_own() {
+        // Both detectors asked for 1 and 2; 3 and 4 come from an older state file.
+        let els = vec![
+            held(1, 10, &["det-1", "det-2"]),
+            held(2, 20, &["det-2", "det-1"]),
+            held(3, 30, &[]),
+            held(4, 40, &[]),
+            held(5, 500, &["det-2"]),
+            held(6, 600, &["det-2"]),
+        ];
+        // det-2 holds 4 (two shared): its own go, the shared ones stay.
+        let f = fair_victims(&els, Some("det-2"), 2);
+        assert_eq!(keys(&els, &f), [5, 6]);
+        // A block without a known sender is in the unknown share (3 with it): det-2's
+        // 4 first, then one each, a tie taking the requester's share first.
+        let f = fair_victims(&els, None, 3);
+        assert_eq!(keys(&els, &f), [5, 3, 6], "{f:?}");
+        assert_eq!(f.largest.as_deref(), Some("det-2"));
+        // Shared blocks go last, the soonest-expiring first.
+        let f = fair_victims(&els, Some("det-1"), 6);
+        assert_eq!(keys(&els, &f)[4..], [1, 2]);
+        assert!(fair_victims(&[], Some("det-1"), 3).victims.is_empty());
+    }
+
     #[test]
     fn intervals_pair_starts_with_ends() {
         let el = |k: u32, end: bool| ruleset::KernelElement {
@@ -2582,6 +2888,7 @@ mod tests {
             counter: None,
             counted_since_s: None,
             wide: false,
+            senders: Vec::new(),
         };
         // Reverse order, as the rbtree dumps; plus the leading zero end marker.
         let els = vec![

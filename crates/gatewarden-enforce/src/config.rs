@@ -29,8 +29,11 @@ pub struct EnforceConfig {
     /// gateway against DHCP, mDNS or itself. Unlike the allowlist they get no
     /// early accept in the firewall.
     pub never_block: Vec<String>,
-    /// Most addresses in each detector/admin block set; when full, the entries
-    /// closest to expiry are evicted and an alert is raised.
+    /// Most addresses in each detector/admin block set; when full, a
+    /// sixteenth is evicted and an alert is raised: from the detector set,
+    /// the blocks of the detector holding the most (its soonest-expiring
+    /// first), so one detector's flood evicts only its own; from the admin
+    /// set, the entries closest to expiry.
     pub max_block_elements: u32,
     /// SYNs per second one source may open before the meter drops the excess.
     pub syn_meter_pps: u32,

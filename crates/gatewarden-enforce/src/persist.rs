@@ -53,6 +53,14 @@ pub struct SavedBlock {
     /// coverage limits again. The LAN and the allowlist hold either way.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub allow_wide: bool,
+    /// A detector block: the node ids of the detectors whose verdicts wrote
+    /// it (at most two). Kept so that after a restart each block is still
+    /// in its sender's share of a full set (see `Blocker::block_verdict`).
+    /// Absent (files written before it was kept, other origins) is empty:
+    /// the block's sender is unknown, and such blocks share one "unknown"
+    /// share. What is no node id is left out at the restore.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub senders: Vec<String>,
 }
 
 impl SavedBlock {
@@ -308,6 +316,7 @@ mod tests {
             expires_unix_ms: expires,
             reason: "r".into(),
             allow_wide: false,
+            senders: Vec::new(),
         }
     }
 
@@ -396,6 +405,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(f.load(0).unwrap(), [blk("3000::/4", "feed", 9_000)]);
+    }
+
+    /// A detector block's senders are kept in the file, only where known;
+    /// a file written before they were kept reads as senders unknown.
+    #[test]
+    fn a_detector_blocks_senders_are_saved_and_an_older_file_reads_as_unknown() {
+        let d = tempfile::tempdir().unwrap();
+        let f = StateFile::new(d.path().join("state.json"));
+        let two = SavedBlock { senders: vec!["det-1".into(), "det-2".into()], ..blk("203.0.113.9", "detector", 9_000) };
+        f.save(&[two.clone(), blk("192.0.2.7", "admin", 9_000)], 0).unwrap();
+        let text = std::fs::read_to_string(f.path()).unwrap();
+        assert_eq!(text.matches("senders").count(), 1, "{text}");
+        assert_eq!(f.load(0).unwrap(), [two, blk("192.0.2.7", "admin", 9_000)]);
+        std::fs::write(
+            f.path(),
+            br#"{"version": 1, "saved_unix_ms": 1, "blocks": [{"target": "203.0.113.9", "origin": "detector",
+                "timeout_ms": 600000, "expires_unix_ms": 9000, "reason": "r"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(f.load(0).unwrap(), [blk("203.0.113.9", "detector", 9_000)]);
     }
 
     #[test]

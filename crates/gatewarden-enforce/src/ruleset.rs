@@ -59,6 +59,7 @@ use super::feeds::Cidr;
 use super::netlink::{
     be_u32, be_u64, c_str, family, msg, parse_attrs, Attrs, Batch, Netlink, NlError, NLM_F_APPEND, NLM_F_CREATE,
 };
+use gatewarden_core::identity::valid_node_id;
 
 /// The table's name (family inet).
 pub const TABLE: &str = "gatewarden";
@@ -675,8 +676,10 @@ pub fn remove_batch() -> Batch {
 }
 
 /// `userdata` with an nft comment (`NFTNL_UDATA_SET_ELEM_COMMENT`), shown by `nft list`.
-fn comment_udata(text: &str) -> Vec<u8> {
-    let mut end = text.len().min(120);
+/// The comment is cut to at most `max` bytes (and 120).
+fn comment_udata(text: &str, max: usize) -> Vec<u8> {
+    let max = max.min(120);
+    let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
         end -= 1;
     }
@@ -700,16 +703,43 @@ const UDATA_COUNTED_SINCE: u8 = 0xf7;
 /// coverage limit (see `Blocker::ensure_restoring_for`). nft skips it.
 const UDATA_WIDE: u8 = 0xf6;
 
-/// The comment's userdata followed by when counting began, and the
-/// `--allow-wide` mark when `wide`.
-fn element_udata(comment: &str, since_s: u64, wide: bool) -> Vec<u8> {
-    let mut v = if comment.is_empty() { Vec::new() } else { comment_udata(comment) };
-    v.push(UDATA_COUNTED_SINCE);
-    v.push(8);
-    v.extend_from_slice(&since_s.to_be_bytes());
+/// Userdata type gatewarden adds to a detector block: the node ids of the
+/// detectors whose verdicts wrote it (at most [`MAX_SENDERS`], joined by
+/// `,`, which no node id holds). A full detector set evicts from the sender
+/// holding the most blocks (`Blocker::block_verdict`), so the sender must
+/// be known for every element, also one written by another process or
+/// restored after a restart; the kernel keeps it with the element, so no
+/// table of senders lives in gatewarden's memory. nft skips it.
+const UDATA_SENDERS: u8 = 0xf5;
+
+/// Most senders kept with one element: the first detector that blocked it
+/// and one more that blocked it again. Two mark it as shared, which is all
+/// eviction needs (a shared block is no single sender's to lose).
+pub const MAX_SENDERS: usize = 2;
+
+/// Longest userdata the kernel takes for an element (`NFT_USERDATA_MAXLEN`).
+const USERDATA_MAX: usize = 256;
+
+/// The comment's userdata followed by when counting began, the
+/// `--allow-wide` mark when `wide` and the verdicts' senders. The comment
+/// is cut further when the senders would not fit beside it.
+fn element_udata(comment: &str, since_s: u64, wide: bool, senders: &[String]) -> Vec<u8> {
+    let mut tail = vec![UDATA_COUNTED_SINCE, 8];
+    tail.extend_from_slice(&since_s.to_be_bytes());
     if wide {
-        v.extend_from_slice(&[UDATA_WIDE, 0]);
+        tail.extend_from_slice(&[UDATA_WIDE, 0]);
     }
+    let senders: Vec<&str> =
+        senders.iter().map(String::as_str).filter(|s| valid_node_id(s)).take(MAX_SENDERS).collect();
+    if !senders.is_empty() {
+        let joined = senders.join(",");
+        tail.push(UDATA_SENDERS);
+        tail.push(joined.len() as u8);
+        tail.extend_from_slice(joined.as_bytes());
+    }
+    let room = USERDATA_MAX.saturating_sub(tail.len() + 3).min(120);
+    let mut v = if comment.is_empty() { Vec::new() } else { comment_udata(comment, room) };
+    v.extend_from_slice(&tail);
     v
 }
 
@@ -719,6 +749,7 @@ struct Udata {
     comment: String,
     since: Option<u64>,
     wide: bool,
+    senders: Vec<String>,
 }
 
 /// Comment, counting start and the `--allow-wide` mark out of an element's
@@ -735,6 +766,15 @@ fn parse_udata(u: &[u8]) -> Udata {
             0 => out.comment = c_str(v),
             UDATA_COUNTED_SINCE => out.since = <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes),
             UDATA_WIDE => out.wide = true,
+            UDATA_SENDERS => {
+                out.senders = std::str::from_utf8(v)
+                    .unwrap_or("")
+                    .split(',')
+                    .filter(|s| valid_node_id(s))
+                    .take(MAX_SENDERS)
+                    .map(String::from)
+                    .collect()
+            }
             _ => {}
         }
         rest = &rest[2 + len..];
@@ -748,11 +788,25 @@ fn parse_udata(u: &[u8]) -> Udata {
 /// add element … { a counter packets N bytes M }` sends), so a verdict
 /// refreshing a long attack's block does not zero the count the incident
 /// view shows.
-pub fn element_carried(key: &[u8], timeout_ms: u64, comment: &str, counter: expr::CounterValue, since_s: u64) -> Attrs {
+/// `senders`: the detectors whose verdicts wrote it (see [`UDATA_SENDERS`]);
+/// `remaining_ms`: the time it has left, when that is not its whole timeout
+/// (a block rewritten only to name one more sender keeps its time).
+pub fn element_carried(
+    key: &[u8],
+    timeout_ms: u64,
+    comment: &str,
+    counter: expr::CounterValue,
+    since_s: u64,
+    senders: &[String],
+    remaining_ms: Option<u64>,
+) -> Attrs {
     let mut a = Attrs::new()
         .nested(NFTA_SET_ELEM_KEY, Attrs::new().bytes(1, key))
         .u64(NFTA_SET_ELEM_TIMEOUT, timeout_ms)
-        .bytes(NFTA_SET_ELEM_USERDATA, &element_udata(comment, since_s, false));
+        .bytes(NFTA_SET_ELEM_USERDATA, &element_udata(comment, since_s, false, senders));
+    if let Some(left) = remaining_ms {
+        a = a.u64(NFTA_SET_ELEM_EXPIRATION, left.clamp(1, timeout_ms.max(1)));
+    }
     let data = Attrs::new().u64(1, counter.bytes).u64(2, counter.packets);
     a = a.nested(expr::NFTA_SET_ELEM_EXPR, Attrs::new().str(1, "counter").nested(2, data));
     a
@@ -761,11 +815,25 @@ pub fn element_carried(key: &[u8], timeout_ms: u64, comment: &str, counter: expr
 /// One element to add: key, per-element timeout, flags, comment. An element
 /// with a comment also records that its counter starts now.
 pub fn element(key: &[u8], timeout_ms: Option<u64>, flags: u32, comment: Option<&str>) -> Attrs {
-    element_marked(key, timeout_ms, flags, comment, false)
+    element_marked(key, timeout_ms, flags, comment, false, &[])
 }
 
-/// [`element`], marked as a feed range imported with `--allow-wide` when `wide`.
-fn element_marked(key: &[u8], timeout_ms: Option<u64>, flags: u32, comment: Option<&str>, wide: bool) -> Attrs {
+/// A detector block: [`element`] with the node ids of the detectors whose
+/// verdicts wrote it, so a full set knows whose share each block is in.
+pub fn element_from(key: &[u8], timeout_ms: u64, comment: &str, senders: &[String]) -> Attrs {
+    element_marked(key, Some(timeout_ms), 0, Some(comment), false, senders)
+}
+
+/// [`element`], marked as a feed range imported with `--allow-wide` when
+/// `wide`, and with its verdicts' senders.
+fn element_marked(
+    key: &[u8],
+    timeout_ms: Option<u64>,
+    flags: u32,
+    comment: Option<&str>,
+    wide: bool,
+    senders: &[String],
+) -> Attrs {
     let mut a = Attrs::new().nested(NFTA_SET_ELEM_KEY, Attrs::new().bytes(1, key));
     if flags != 0 {
         a = a.u32(NFTA_SET_ELEM_FLAGS, flags);
@@ -774,9 +842,9 @@ fn element_marked(key: &[u8], timeout_ms: Option<u64>, flags: u32, comment: Opti
         a = a.u64(NFTA_SET_ELEM_TIMEOUT, t);
     }
     let comment = comment.unwrap_or("");
-    if !comment.is_empty() || wide {
+    if !comment.is_empty() || wide || !senders.is_empty() {
         let now_s = gatewarden_core::clock::unix_now_ms() / 1000;
-        a = a.bytes(NFTA_SET_ELEM_USERDATA, &element_udata(comment, now_s, wide));
+        a = a.bytes(NFTA_SET_ELEM_USERDATA, &element_udata(comment, now_s, wide, senders));
     }
     a
 }
@@ -826,7 +894,7 @@ pub fn push_interval_elements(
     }
     let max = if fam == Fam::V4 { u32::MAX as u128 } else { u128::MAX };
     for &(lo, hi) in ranges {
-        elems.push(element_marked(&key_of(fam, lo), timeout_ms, 0, comment, wide));
+        elems.push(element_marked(&key_of(fam, lo), timeout_ms, 0, comment, wide, &[]));
         if hi < max {
             elems.push(element(&key_of(fam, hi + 1), None, ELEM_INTERVAL_END, None));
         }
@@ -866,9 +934,9 @@ pub fn push_restored_intervals(b: &mut Batch, set: &str, fam: Fam, ranges: &[Res
     for r in ranges {
         let key = key_of(fam, r.lo);
         elems.push(if r.timeout_ms == 0 {
-            element_marked(&key, None, 0, Some(&r.comment), r.wide)
+            element_marked(&key, None, 0, Some(&r.comment), r.wide, &[])
         } else {
-            restored(&key, r.timeout_ms, r.remaining_ms, 0, Some(&r.comment), r.wide)
+            restored(&key, r.timeout_ms, r.remaining_ms, 0, Some(&r.comment), r.wide, &[])
         });
         if r.hi < max {
             elems.push(element(&key_of(fam, r.hi + 1), None, ELEM_INTERVAL_END, None));
@@ -935,6 +1003,10 @@ pub struct KernelElement {
     pub counted_since_s: Option<u64>,
     /// A feed range imported with `--allow-wide` (gatewarden's userdata).
     pub wide: bool,
+    /// The detectors whose verdicts wrote it (gatewarden's userdata; at most
+    /// [`MAX_SENDERS`]); empty when unknown: not a detector block, written
+    /// by a version that did not keep them, or by someone else.
+    pub senders: Vec<String>,
 }
 
 /// Every element of `set`.
@@ -961,13 +1033,35 @@ pub fn element_of(nl: &mut Netlink, set: &str, key: &[u8]) -> Result<Option<Kern
 /// A single-address element restored after a restart: its original timeout
 /// and the time it had left (`nft` shows both as `timeout` and `expires`).
 pub fn element_restored(key: &[u8], timeout_ms: u64, remaining_ms: u64, flags: u32, comment: Option<&str>) -> Attrs {
-    restored(key, timeout_ms, remaining_ms, flags, comment, false)
+    restored(key, timeout_ms, remaining_ms, flags, comment, false, &[])
 }
 
-/// [`element_restored`], marked as imported with `--allow-wide` when `wide`.
-fn restored(key: &[u8], timeout_ms: u64, remaining_ms: u64, flags: u32, comment: Option<&str>, wide: bool) -> Attrs {
+/// [`element_restored`] for a detector block, with its verdicts' senders
+/// (kept in the state file, so a restart does not put every restored
+/// block in one "unknown" share that a full set would evict first).
+pub fn element_restored_from(
+    key: &[u8],
+    timeout_ms: u64,
+    remaining_ms: u64,
+    comment: &str,
+    senders: &[String],
+) -> Attrs {
+    restored(key, timeout_ms, remaining_ms, 0, Some(comment), false, senders)
+}
+
+/// [`element_restored`], marked as imported with `--allow-wide` when
+/// `wide`, and with its verdicts' senders.
+fn restored(
+    key: &[u8],
+    timeout_ms: u64,
+    remaining_ms: u64,
+    flags: u32,
+    comment: Option<&str>,
+    wide: bool,
+    senders: &[String],
+) -> Attrs {
     let timeout_ms = timeout_ms.max(1000);
-    element_marked(key, Some(timeout_ms), flags, comment, wide)
+    element_marked(key, Some(timeout_ms), flags, comment, wide, senders)
         .u64(NFTA_SET_ELEM_EXPIRATION, remaining_ms.clamp(1, timeout_ms))
 }
 
@@ -999,6 +1093,7 @@ fn parse_elements(replies: &[Vec<u8>]) -> Result<Vec<KernelElement>, NlError> {
                     counter: None,
                     counted_since_s: None,
                     wide: false,
+                    senders: Vec::new(),
                 };
                 for (aty, av) in super::netlink::parse_attrs_strict(e, "element")? {
                     if let Some(c) = expr::element_counter(aty, av)? {
@@ -1016,7 +1111,8 @@ fn parse_elements(replies: &[Vec<u8>]) -> Result<Vec<KernelElement>, NlError> {
                         NFTA_SET_ELEM_EXPIRATION => el.expires_ms = be_u64(av),
                         NFTA_SET_ELEM_USERDATA => {
                             let u = parse_udata(av);
-                            (el.comment, el.counted_since_s, el.wide) = (u.comment, u.since, u.wide);
+                            (el.comment, el.counted_since_s, el.wide, el.senders) =
+                                (u.comment, u.since, u.wide, u.senders);
                         }
                         _ => {}
                     }
@@ -1351,10 +1447,10 @@ mod tests {
 
     #[test]
     fn the_counting_start_follows_the_comment_and_odd_userdata_is_skipped() {
-        let u = element_udata("scan", 1_700_000_000, false);
-        let want = Udata { comment: "scan".into(), since: Some(1_700_000_000), wide: false };
+        let u = element_udata("scan", 1_700_000_000, false, &[]);
+        let want = Udata { comment: "scan".into(), since: Some(1_700_000_000), wide: false, senders: vec![] };
         assert_eq!(parse_udata(&u), want);
-        assert_eq!(parse_udata(&comment_udata("by nft")), Udata { comment: "by nft".into(), ..Udata::default() });
+        assert_eq!(parse_udata(&comment_udata("by nft", 120)), Udata { comment: "by nft".into(), ..Udata::default() });
         for cut in 0..u.len() {
             let _ = parse_udata(&u[..cut]);
         }
@@ -1363,24 +1459,51 @@ mod tests {
 
     #[test]
     fn a_feed_imported_with_allow_wide_is_marked_so_in_its_userdata() {
-        let u = element_udata("feed country.txt", 1_700_000_000, true);
-        let want = Udata { comment: "feed country.txt".into(), since: Some(1_700_000_000), wide: true };
+        let u = element_udata("feed country.txt", 1_700_000_000, true, &[]);
+        let want =
+            Udata { comment: "feed country.txt".into(), since: Some(1_700_000_000), wide: true, senders: vec![] };
         assert_eq!(parse_udata(&u), want);
         assert_eq!(
             &u[..u.len() - 2],
-            &element_udata("feed country.txt", 1_700_000_000, false)[..],
+            &element_udata("feed country.txt", 1_700_000_000, false, &[])[..],
             "nft's part is unchanged"
         );
-        let no_comment = parse_udata(&element_udata("", 1, true));
+        let no_comment = parse_udata(&element_udata("", 1, true, &[]));
         assert!(no_comment.wide && no_comment.comment.is_empty());
-        assert_eq!(element_udata("", 1, false)[0], UDATA_COUNTED_SINCE, "no empty comment is written");
+        assert_eq!(element_udata("", 1, false, &[])[0], UDATA_COUNTED_SINCE, "no empty comment is written");
+    }
+
+    #[test]
+    fn a_detector_blocks_senders_fit_beside_the_longest_comment_and_odd_ones_are_left_out() {
+        let long = "x".repeat(300);
+        let two = vec!["d".repeat(64), "e".repeat(64)];
+        let u = element_udata(&long, 1_700_000_000, false, &two);
+        assert!(u.len() <= USERDATA_MAX, "{} bytes of userdata", u.len());
+        let got = parse_udata(&u);
+        assert_eq!(got.senders, two);
+        assert!(!got.comment.is_empty() && long.starts_with(&got.comment), "the comment is cut, not lost");
+        assert_eq!(got.since, Some(1_700_000_000));
+        // A short comment is kept whole.
+        let u = element_udata("port scan", 1, false, &["det-1".to_string()]);
+        assert_eq!(parse_udata(&u).comment, "port scan");
+        assert_eq!(parse_udata(&u).senders, ["det-1"]);
+        // Userdata is anyone's to write: what is no node id is left out, and never more than two.
+        assert_eq!(
+            parse_udata(&[0xf5, 11, b'd', b'e', b't', b',', b'a', b' ', b'b', b',', b'x', b',', b'y']).senders,
+            ["det", "x"]
+        );
+        let three: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        assert_eq!(parse_udata(&element_udata("", 1, false, &three)).senders, ["a", "b"]);
+        for cut in 0..u.len() {
+            let _ = parse_udata(&u[..cut]);
+        }
     }
 
     #[test]
     fn comments_are_nft_udata_and_truncated_on_a_char_boundary() {
-        assert_eq!(comment_udata("hi"), vec![0, 3, b'h', b'i', 0]);
+        assert_eq!(comment_udata("hi", 120), vec![0, 3, b'h', b'i', 0]);
         let long = "é".repeat(100);
-        let u = comment_udata(&long);
+        let u = comment_udata(&long, 120);
         assert_eq!(u[1] as usize, u.len() - 2);
         assert!(std::str::from_utf8(&u[2..u.len() - 1]).is_ok());
     }

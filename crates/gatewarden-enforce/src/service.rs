@@ -16,7 +16,6 @@ use std::sync::Mutex;
 
 use super::blocker::{BlockOutcome, Blocker, Protection};
 use super::persist::{SavedBlock, StateFile};
-use super::ruleset::Origin;
 use super::spoof::{mac_text, SourceClass, SpoofGuard, SpoofReport};
 use crate::config::EnforceConfig;
 use gatewarden_core::clock::unix_now_ms as now_ms;
@@ -471,9 +470,9 @@ fn gate(
             m.forged.inc();
             Ok(blocker.refuse(v.source, Protection::Forged(mac), &v.reason))
         }
-        Some(SourceClass::LanVerified(_)) => blocker.block_with(v.source, ttl, Origin::Detector, &v.reason, true),
+        Some(SourceClass::LanVerified(_)) => blocker.block_verdict(v.source, ttl, &v.reason, true, &v.sender),
         _ if v.source_proof == SourceProof::Answered => {
-            blocker.block_with(v.source, ttl, Origin::Detector, &v.reason, false)
+            blocker.block_verdict(v.source, ttl, &v.reason, false, &v.sender)
         }
         _ => {
             m.unproven.inc();
@@ -597,7 +596,8 @@ fn run_loop(
                     Ok(BlockOutcome::Blocked { evicted, .. }) if !evicted.is_empty() => {
                         alert_id = alert_id.wrapping_add(1);
                         let reason = format!(
-                            "block set full (enforce.max_block_elements = {}): evicted {} entries closest to expiry, e.g. {}",
+                            "block set full (enforce.max_block_elements = {}): evicted {} entries of the detector \
+                             holding the most, closest to expiry first, e.g. {} (the router's log names that detector)",
                             cfg.max_block_elements,
                             evicted.len(),
                             evicted[0]
