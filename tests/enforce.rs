@@ -1667,3 +1667,39 @@ fn a_full_detector_set_evicts_from_the_largest_share_and_the_shares_survive_a_re
     assert!(back.iter().all(|s| s.senders.is_empty()), "{back:?}");
     b.remove().unwrap();
 }
+
+/// A crash during a flood: the state file (saved a moment before) and the
+/// table left behind each hold a full detector set, and their union holds
+/// more than the set. The restore used to keep the blocks with the most time
+/// left, so the flooder's day-long blocks pushed out the honest detector's
+/// minute-long ones at the restart. It now trims as a full set evicts: from
+/// the sender holding the most.
+#[test]
+fn a_restore_over_the_sets_size_trims_the_largest_share_not_the_shortest_blocks() {
+    use gatewarden::enforce::persist::SavedBlock;
+    let Some(lab) = Lab::new() else { return };
+    let mut settings = Settings::default();
+    settings.layout.max_block_elements = 16;
+    let now = gatewarden_core::clock::unix_now_ms();
+    let saved = |target: String, secs: u64, sender: &str| SavedBlock {
+        target,
+        origin: "detector".into(),
+        timeout_ms: secs * 1000,
+        expires_unix_ms: now + secs * 1000,
+        reason: "scan".into(),
+        allow_wide: false,
+        senders: vec![sender.into()],
+    };
+    let honest: Vec<String> = (1..=3).map(|i| format!("203.0.113.{i}")).collect();
+    let mut blocks: Vec<SavedBlock> = honest.iter().map(|t| saved(t.clone(), 60, "det-1")).collect();
+    blocks.extend((1..=17).map(|i| saved(format!("198.18.0.{i}"), 86_400, "det-2")));
+    let mut b = lab.blocker(settings, None);
+    let report = b.ensure_restoring(blocks, now).unwrap();
+    assert_eq!((report.restored, report.over_capacity), (16, 4), "{report:?}");
+    let left: Vec<String> =
+        lab.elements("block4_detector").iter().map(|e| e.0.as_str().unwrap_or_default().to_string()).collect();
+    for a in &honest {
+        assert!(left.contains(a), "the restore dropped det-1's {a} to make room for det-2's: {left:?}");
+    }
+    b.remove().unwrap();
+}

@@ -829,10 +829,17 @@ impl Blocker {
         let mut b = ruleset::ensure_batch(&self.settings.layout, &self.allow, stale, lookups).at_generation(generation);
         let cap = self.settings.layout.max_block_elements as usize;
         for (set, mut v) in singles {
-            // Over the set's size: keep the ones with the most time left.
-            v.sort_by_key(|b| std::cmp::Reverse(b.0));
-            report.over_capacity += v.len().saturating_sub(cap);
-            v.truncate(cap);
+            // Over the set's size (a state file and a previous table that
+            // differ after a crash during a flood, or a smaller
+            // max_block_elements): what a full set would give up goes, so
+            // the largest sender's share loses, not the shortest blocks.
+            let over = v.len().saturating_sub(cap);
+            if over > 0 {
+                let views: Vec<ruleset::KernelElement> = v.iter().map(|(rem, blk)| saved_view(*rem, blk)).collect();
+                let gone: BTreeSet<usize> = fair_pick(&views, None, false, over).victims.into_iter().collect();
+                v = v.into_iter().enumerate().filter(|(i, _)| !gone.contains(i)).map(|(_, x)| x).collect();
+            }
+            report.over_capacity += over;
             let els: Vec<_> = v
                 .iter()
                 .filter_map(|(rem, blk)| {
@@ -2521,6 +2528,28 @@ fn senders_key(e: &ruleset::KernelElement) -> &str {
     }
 }
 
+/// A saved block as a full set sees it: time left and senders (those the
+/// kernel would keep: node ids, at most [`ruleset::MAX_SENDERS`]).
+fn saved_view(remaining_ms: u64, blk: &persist::SavedBlock) -> ruleset::KernelElement {
+    ruleset::KernelElement {
+        key: Vec::new(),
+        flags: 0,
+        timeout_ms: blk.timeout_ms,
+        expires_ms: remaining_ms,
+        comment: String::new(),
+        counter: None,
+        counted_since_s: None,
+        wide: false,
+        senders: blk
+            .senders
+            .iter()
+            .filter(|s| gatewarden_core::identity::valid_node_id(s))
+            .take(ruleset::MAX_SENDERS)
+            .cloned()
+            .collect(),
+    }
+}
+
 /// What a full set gives up, by [`fair_victims`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Fair {
@@ -2541,6 +2570,12 @@ struct Fair {
 /// no known sender are one share of their own. Memory: one entry per
 /// sender present in the set, for the length of the call.
 fn fair_victims(els: &[ruleset::KernelElement], requester: Option<&str>, n: usize) -> Fair {
+    fair_pick(els, requester, true, n)
+}
+
+/// [`fair_victims`]; `adds`: whether a new block of `requester`'s is
+/// counted in its share (not when a restore over capacity trims what it has).
+fn fair_pick(els: &[ruleset::KernelElement], requester: Option<&str>, adds: bool, n: usize) -> Fair {
     use std::cmp::Reverse;
     let requester = requester.unwrap_or(UNKNOWN_SENDER);
     let mut held: HashMap<&str, usize> = HashMap::new();
@@ -2556,7 +2591,9 @@ fn fair_victims(els: &[ruleset::KernelElement], requester: Option<&str>, n: usiz
             sole.entry(k).or_default().push(i);
         }
     }
-    *held.entry(requester).or_default() += 1;
+    if adds {
+        *held.entry(requester).or_default() += 1;
+    }
     // Soonest-expiring last, to be popped first.
     for v in sole.values_mut() {
         v.sort_by_key(|i| Reverse(els[*i].expires_ms));
