@@ -92,8 +92,7 @@ fn blocked(behaviours: &[&str], seeds: &[u32]) -> Vec<String> {
         for &seed in seeds {
             let out = replay(&make(dir.path(), b, seed));
             println!("{b} seed {seed}: {} alerts, {} verdicts\n{}", out.alerts.len(), out.verdicts.len(), show(&out));
-            let any_block =
-                !out.verdicts.is_empty() || out.alerts.iter().any(|a| a.action != AlertAction::Allowed);
+            let any_block = !out.verdicts.is_empty() || out.alerts.iter().any(|a| a.action != AlertAction::Allowed);
             if any_block {
                 failures.push(format!("{b} seed {seed}:\n{}", show(&out)));
             }

@@ -106,6 +106,8 @@ pub struct ResponseConfig {
     /// (benign corpus seeds 27 and 33), and each alert would be a false one.
     /// `alert` shows them; `block` restores the rate-only rule. The model
     /// agreeing does not turn it into a block (it called a camera stream a flood).
+    /// The same key decides a `udp_flood` finding that is the acknowledgements of
+    /// UDP downloads (rule `udp_download_acks`): the other side of a stream.
     pub udp_stream: Action,
     /// Share of a scan's or sweep's probes, in percent, that must have gone
     /// unanswered for it to block: a device talking to many services of a
@@ -238,6 +240,10 @@ pub enum Rule {
     /// A UDP flood finding that looks like one media stream: full-size packets to
     /// few ports of one target at a rate one stream reaches (see [`ResponseConfig::udp_stream`]).
     UdpStreamFullPackets,
+    /// A UDP flood finding whose rate comes from acknowledging downloads: without the
+    /// packets of flows whose targets send the source full-size data (QUIC, WireGuard,
+    /// uTP), the source is below `detector.udp_flood_pps` (see [`ResponseConfig::udp_stream`]).
+    UdpDownloadAcks,
     /// Repeated short sessions (or failed attempts) to one login service.
     RepeatedSessions,
     /// Many idle, unanswered connections held open to one web server.
@@ -274,6 +280,7 @@ impl Rule {
             Rule::SweepAnswered => "sweep_mostly_answered",
             Rule::FloodRate => "flood_above_rate",
             Rule::UdpStreamFullPackets => "udp_stream_full_packets",
+            Rule::UdpDownloadAcks => "udp_download_acks",
             Rule::RepeatedSessions => "repeated_login_sessions",
             Rule::IdleConnections => "many_idle_connections",
             Rule::UnansweredRequests => "many_unanswered_requests",
@@ -301,6 +308,10 @@ impl Rule {
             Rule::UdpStreamFullPackets => {
                 "full-size UDP packets to few ports of one target at a rate one media stream reaches: \
                  what a camera's video does; a UDP flood blocks on small packets, many ports or 10× its rate"
+            }
+            Rule::UdpDownloadAcks => {
+                "the packets acknowledge downloads: their targets send the source full-size data, \
+                 and without them the source is below its UDP flood rate (a QUIC, VPN or uTP download)"
             }
             Rule::RepeatedSessions => "repeated short sessions to one login service",
             Rule::IdleConnections => "many idle connections held open to one web server",
@@ -356,12 +367,13 @@ pub fn rule_in_reason(reason: &str) -> Option<&'static str> {
 }
 
 /// Every rule, for docs, metrics and parsing.
-pub const ALL_RULES: [Rule; 17] = [
+pub const ALL_RULES: [Rule; 18] = [
     Rule::ScanUnanswered,
     Rule::ScanAnswered,
     Rule::SweepAnswered,
     Rule::FloodRate,
     Rule::UdpStreamFullPackets,
+    Rule::UdpDownloadAcks,
     Rule::RepeatedSessions,
     Rule::IdleConnections,
     Rule::UnansweredRequests,
@@ -391,6 +403,17 @@ fn looks_like_media_stream(d: &Detection) -> bool {
         _ => false,
     };
     d.kind == AttackKind::UdpFlood && full && few_ports && stream_rate
+}
+
+/// Whether a heuristic `udp_flood` finding's rate comes from acknowledging downloads:
+/// without the packets of flows whose targets send the source full-size data, it is
+/// below its threshold. A finding without the numbers (an older detector) counts as a flood.
+fn acknowledges_downloads(d: &Detection) -> bool {
+    let rest_below = match (evidence(d, "pps_without_download_acks"), evidence(d, "threshold_pps")) {
+        (Some(rest), Some(t)) => rest < t,
+        _ => false,
+    };
+    d.kind == AttackKind::UdpFlood && rest_below
 }
 
 /// The policy in force: `[response]` plus the legacy `detector.model_alone_blocks`.
@@ -462,6 +485,11 @@ impl ResponsePolicy {
         if distinct.contains(&Origin::Heuristics) && looks_like_media_stream(d) {
             return cap(Rule::UdpStreamFullPackets, self.cfg.udp_stream);
         }
+        // And the other side of a stream: a receiver's acknowledgements, clocked by the
+        // data its targets send it, which no flood victim sends its flooder.
+        if distinct.contains(&Origin::Heuristics) && acknowledges_downloads(d) {
+            return cap(Rule::UdpDownloadAcks, self.cfg.udp_stream);
+        }
         if distinct.len() >= 2 {
             return cap(Rule::DetectorsAgree, Action::Block);
         }
@@ -509,7 +537,7 @@ mod tests {
         for r in ALL_RULES {
             assert_eq!(rule_in_reason(&format!("… ; alert only: policy rule {} (why)", r.as_str())), Some(r.as_str()));
         }
-        for name in ["sweep_mostly_answered", "baseline_surge_alone", "udp_stream_full_packets"] {
+        for name in ["sweep_mostly_answered", "baseline_surge_alone", "udp_stream_full_packets", "udp_download_acks"] {
             assert!(ALL_RULES.iter().any(|r| r.as_str() == name), "{name}");
         }
     }
@@ -681,6 +709,40 @@ mod tests {
         assert_eq!(
             rule_in_reason("…; alert only: policy rule udp_stream_full_packets (…)"),
             Some("udp_stream_full_packets")
+        );
+    }
+
+    /// A QUIC client acknowledging a 100 Mbit/s download sends ~4 500 small packets a
+    /// second (seed 101 of tests/benign_extra.rs: 1020/s of 96 bytes): the acknowledgements
+    /// are not a flood; what is left without them must reach the rate by itself.
+    #[test]
+    fn a_udp_flood_made_of_download_acknowledgements_is_not_blocked() {
+        let p = ResponsePolicy::default();
+        let h = [Origin::Heuristics];
+        let f = |pps: f64, rest: f64| {
+            [
+                ("pps", pps),
+                ("mean_ip_bytes", 96.0),
+                ("udp_ports", 1.0),
+                ("threshold_pps", 1000.0),
+                ("pps_without_download_acks", rest),
+            ]
+        };
+        use Action::*;
+        assert_eq!(decide(&p, AttackKind::UdpFlood, &f(4500.0, 0.0), &h), (Ignore, "udp_download_acks"));
+        assert_eq!(
+            decide(&p, AttackKind::UdpFlood, &f(4500.0, 999.0), &[Origin::Heuristics, Origin::Model]),
+            (Ignore, "udp_download_acks")
+        );
+        // A flood hidden among acknowledgements still blocks on its own rate.
+        assert_eq!(decide(&p, AttackKind::UdpFlood, &f(4500.0, 1000.0), &h), (Block, "flood_above_rate"));
+        let alerting = ResponsePolicy::new(ResponseConfig { udp_stream: Alert, ..Default::default() }, false);
+        assert_eq!(decide(&alerting, AttackKind::UdpFlood, &f(4500.0, 0.0), &h), (Alert, "udp_download_acks"));
+        // `udp_flood = "alert"` caps it like the stream rule.
+        let capped = ResponseConfig { udp_flood: Alert, udp_stream: Block, ..Default::default() };
+        assert_eq!(
+            decide(&ResponsePolicy::new(capped, false), AttackKind::UdpFlood, &f(4500.0, 0.0), &h),
+            (Alert, "kind_set_to_alert")
         );
     }
 

@@ -14,6 +14,7 @@ use gatewarden_proto::messages::{AttackKind, FlowRecord, Proto};
 use super::detection::{Detection, Observed};
 use super::windows::{AttemptWindow, CountWindow};
 use crate::config::DetectorConfig;
+use crate::response::UDP_STREAM_MIN_MEAN_BYTES;
 
 /// One source's packet counts over the window, by flood kind.
 #[derive(Debug, Default)]
@@ -24,39 +25,50 @@ pub(super) struct Rates {
     udp_packets: CountWindow,
     /// IP bytes of the packets in `udp_packets` (same records, same times), for their mean size.
     udp_bytes: CountWindow,
+    /// Those of `udp_packets` sent on flows that acknowledge a download ([`acknowledges_download`]).
+    udp_ack_packets: CountWindow,
     icmp_packets: CountWindow,
 }
 
 impl Rates {
     /// Empties the counts, keeping the allocations (a recycled source state).
     pub(super) fn clear(&mut self) {
-        let Rates { syn_packets, tcp_packets, udp_packets, udp_bytes, icmp_packets } = self;
-        for w in [syn_packets, tcp_packets, udp_packets, udp_bytes, icmp_packets] {
+        let Rates { syn_packets, tcp_packets, udp_packets, udp_bytes, udp_ack_packets, icmp_packets } = self;
+        for w in [syn_packets, tcp_packets, udp_packets, udp_bytes, udp_ack_packets, icmp_packets] {
             w.clear();
         }
     }
 
     /// Entries the windows have room for.
     pub(super) fn capacity(&self) -> usize {
-        [&self.syn_packets, &self.tcp_packets, &self.udp_packets, &self.udp_bytes, &self.icmp_packets]
-            .iter()
-            .map(|w| w.capacity())
-            .sum()
+        [
+            &self.syn_packets,
+            &self.tcp_packets,
+            &self.udp_packets,
+            &self.udp_bytes,
+            &self.udp_ack_packets,
+            &self.icmp_packets,
+        ]
+        .iter()
+        .map(|w| w.capacity())
+        .sum()
     }
 
     /// Drops what the window has aged out of by `now` (a quiet source, see `SourceState::age` in the facade).
     pub(super) fn trim(&mut self, now: u64, window_ns: u64) {
-        let Rates { syn_packets, tcp_packets, udp_packets, udp_bytes, icmp_packets } = self;
-        for w in [syn_packets, tcp_packets, udp_packets, udp_bytes, icmp_packets] {
+        let Rates { syn_packets, tcp_packets, udp_packets, udp_bytes, udp_ack_packets, icmp_packets } = self;
+        for w in [syn_packets, tcp_packets, udp_packets, udp_bytes, udp_ack_packets, icmp_packets] {
             w.trim(now, window_ns);
         }
     }
 
     /// Keeps the newest `share` (0 to 1) of each window's slots (the shared budget). The
-    /// UDP packets and bytes windows hold the same slots and keep the same ones.
+    /// UDP packets and bytes windows hold the same slots and keep the same ones; the
+    /// acknowledgements' window keeps the same share of its own (its total is only
+    /// used capped by the packets').
     pub(super) fn keep_newest(&mut self, share: f64) {
-        let Rates { syn_packets, tcp_packets, udp_packets, udp_bytes, icmp_packets } = self;
-        for w in [syn_packets, tcp_packets, udp_packets, udp_bytes, icmp_packets] {
+        let Rates { syn_packets, tcp_packets, udp_packets, udp_bytes, udp_ack_packets, icmp_packets } = self;
+        for w in [syn_packets, tcp_packets, udp_packets, udp_bytes, udp_ack_packets, icmp_packets] {
             w.keep_newest((w.len() as f64 * share) as usize);
         }
     }
@@ -85,6 +97,22 @@ pub fn outside_connection(r: &FlowRecord) -> bool {
         && r.fwd_bytes <= u64::from(r.fwd_packets) * header_only_ip_bytes(r.src)
 }
 
+/// Whether a UDP flow's packets are the acknowledgements of a download: its target sent at
+/// least as many packets as the source, full-size ones (mean ≥
+/// [`UDP_STREAM_MIN_MEAN_BYTES`]), and at least twice the bytes. What a QUIC or
+/// WireGuard client or a uTP peer sends while it receives a file or a video, at a
+/// rate the sender's data clocks (one acknowledgement per one or two packets): a
+/// 100 Mbit/s QUIC download is ~4 500 client packets a second. A flood's target
+/// answers nothing (or ICMP, another flow), so no flood flow looks like this; a
+/// flooder cannot make its victim send it full-size packets.
+pub fn acknowledges_download(r: &FlowRecord) -> bool {
+    r.proto == Proto::Udp
+        && r.rev_packets > 0
+        && r.rev_packets >= r.fwd_packets
+        && r.rev_bytes >= 2 * r.fwd_bytes
+        && r.rev_bytes as f64 / f64::from(r.rev_packets) >= UDP_STREAM_MIN_MEAN_BYTES
+}
+
 /// Counts the packets a snapshot adds, ages out the old ones, and returns a finding
 /// when the source's rate of this record's kind reaches its threshold.
 /// `attempts`: the source's attempt window (for the scan check and the UDP ports hit).
@@ -106,6 +134,9 @@ pub(super) fn observe(
             Proto::Udp => {
                 s.udp_packets.push(r.last_ns, delta, window_ns);
                 s.udp_bytes.push(r.last_ns, o.delta_bytes, window_ns);
+                if acknowledges_download(r) {
+                    s.udp_ack_packets.push(r.last_ns, delta, window_ns);
+                }
             }
             Proto::Icmp | Proto::Icmpv6 => s.icmp_packets.push(r.last_ns, delta, window_ns),
             _ => {}
@@ -115,6 +146,7 @@ pub(super) fn observe(
     s.tcp_packets.trim(now, window_ns);
     s.udp_packets.trim(now, window_ns);
     s.udp_bytes.trim(now, window_ns);
+    s.udp_ack_packets.trim(now, window_ns);
     s.icmp_packets.trim(now, window_ns);
     if delta == 0 {
         return None;
@@ -153,11 +185,19 @@ pub(super) fn observe(
         // Ports new flows opened on the target in the window, and this record's own
         // (a stream's flow may have opened before the window).
         let ports = attempts.ports(r.dst, Proto::Udp) + usize::from(!attempts.tried(r.dst, r.dport, Proto::Udp));
-        shape = format!(", mean {mean:.0} IP bytes a packet, {ports} UDP port(s) on the target");
+        // The rate left once the acknowledgements of downloads are taken out (see
+        // response.rs, `udp_download_acks`): a flood must reach the threshold by itself.
+        let acks = s.udp_ack_packets.total.min(w.total);
+        let other_pps = pps * (w.total - acks) as f64 / w.total.max(1) as f64;
+        shape = format!(
+            ", mean {mean:.0} IP bytes a packet, {ports} UDP port(s) on the target, \
+             {acks} packet(s) acknowledging downloads ({other_pps:.0}/s without them)"
+        );
         evidence.extend([
             ("mean_ip_bytes".into(), mean),
             ("udp_ports".into(), ports as f64),
             ("threshold_pps".into(), threshold as f64),
+            ("pps_without_download_acks".into(), other_pps),
         ]);
     }
     Some(Detection {
@@ -357,5 +397,45 @@ mod tests {
         let d = found.iter().find(|d| d.kind == AttackKind::UdpFlood).expect("a udp_flood");
         let ev = |n: &str| d.evidence.iter().find(|(k, _)| k == n).map(|(_, v)| *v);
         assert_eq!((ev("mean_ip_bytes"), ev("udp_ports")), (Some(1228.0), Some(1.0)), "{}", d.reason);
+    }
+
+    /// A QUIC client receiving 1350-byte packets at ~9 000/s acknowledges every second one
+    /// (~4 500 packets/s of 50 bytes to UDP 443): the finding says its whole rate is
+    /// acknowledgements. The same rate sent into a silent target says none is.
+    #[test]
+    fn a_udp_finding_says_how_much_of_its_rate_acknowledges_downloads() {
+        use crate::fusion::Origin;
+        use crate::response::{Action, ResponsePolicy, Rule};
+        let rest = |d: &crate::heuristics::Detection| {
+            d.evidence.iter().find(|(k, _)| k == "pps_without_download_acks").map(|(_, v)| *v)
+        };
+        let policy = ResponsePolicy::default();
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 1..=30u32 {
+            let mut r =
+                rec(7, "192.168.1.40", "198.51.100.10", 443, Proto::Udp, i as f64 * 0.1, i * 450, i * 900, "SF");
+            (r.fwd_bytes, r.rev_bytes) = (u64::from(i * 450) * 50, u64::from(i * 900) * 1350);
+            found.extend(h.observe(&r));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::UdpFlood).expect("a udp_flood");
+        assert_eq!(rest(d), Some(0.0), "{}", d.reason);
+        let decision = policy.decide(d, &[Origin::Heuristics]);
+        assert_eq!((decision.action, decision.rule), (Action::Ignore, Rule::UdpDownloadAcks), "{}", d.reason);
+        // Unanswered (or answered with less than it sent): a flood, blocked on its rate.
+        for (rev, rev_bytes) in [(0u32, 0u64), (900, 60)] {
+            let mut h = Heuristics::new(DetectorConfig::default());
+            let mut found = Vec::new();
+            for i in 1..=30u32 {
+                let mut r =
+                    rec(7, "192.168.1.40", "198.51.100.10", 443, Proto::Udp, i as f64 * 0.1, i * 450, i * rev, "SF");
+                (r.fwd_bytes, r.rev_bytes) = (u64::from(i * 450) * 50, u64::from(i * rev) * rev_bytes);
+                found.extend(h.observe(&r));
+            }
+            let d = found.iter().find(|d| d.kind == AttackKind::UdpFlood).expect("a udp_flood");
+            assert!(rest(d).is_some_and(|p| p >= 1000.0), "{}", d.reason);
+            let decision = policy.decide(d, &[Origin::Heuristics]);
+            assert_eq!((decision.action, decision.rule), (Action::Block, Rule::FloodRate), "{}", d.reason);
+        }
     }
 }
