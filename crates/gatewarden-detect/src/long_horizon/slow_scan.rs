@@ -9,7 +9,24 @@
 //!   ports (protocol, port) **and** at least as many unanswered probes, or at
 //!   least `detector.slow_scan_distinct_hosts` (20) distinct hosts **and** as
 //!   many unanswered probes;
-//! - **and** at least [`MIN_UNANSWERED_SHARE`] of the window's probes unanswered.
+//! - **and** at least [`MIN_UNANSWERED_SHARE`] of the window's probes unanswered;
+//! - **and** the unanswered probes repeat a host or a port: at least
+//!   [`MIN_REPEAT`] times the distinct hosts, or as many times the distinct
+//!   ports (whichever is fewer).
+//!
+//! Why the repetition: a scan is many ports of one host (each host tried on
+//! many ports) or one port of many hosts (each port tried on many hosts), or a
+//! grid of both; `port_scan` and `host_sweep` count exactly that, ports per
+//! host and hosts per port. Distinct ports and hosts counted over the whole
+//! source are also filled by a peer-to-peer client: a BitTorrent DHT node asks
+//! hundreds of peers a minute, each at its own port, and 30-60 % of them never
+//! answer (tests/benign_extra.rs, seed 101: 175 ports on 204 hosts, 109 of 202
+//! probes unanswered, blocked before this). Its unanswered probes are one per
+//! peer, about as many as its distinct hosts and ports; a scan's, at the rule's
+//! own counts, are ≥ 20 times one of them (20 ports of 1 host, 20 hosts on 1
+//! port), and still ≥ 2 times with a busy device's own ten-odd hosts and ports
+//! mixed in. What is missed: a scan with a new random host *and* port for each
+//! probe (masscan over random addresses and ports) looks like a P2P client.
 //!
 //! Why these numbers: a scan is *unanswered probes to many services*. A closed
 //! port answers a SYN with a RST and a filtered one not at all: both are
@@ -42,6 +59,10 @@ use crate::source_history::{SourceHistory, Window, WindowStats};
 
 /// Share of a window's probes that must be unanswered.
 pub const MIN_UNANSWERED_SHARE: f64 = 0.5;
+/// Unanswered probes per distinct host, or per distinct port, that a window's probes
+/// must reach: a scan tries its hosts (or its ports) again and again, a P2P client's
+/// lookups go to one port of each peer, once (see the module documentation).
+pub const MIN_REPEAT: u32 = 2;
 /// A candidate is reported again at most this often, ns.
 pub const REPORT_EVERY_NS: u64 = 60_000_000_000;
 /// Most candidates at once (each met the rule: ≥ 20 unanswered probes of its own).
@@ -121,6 +142,9 @@ pub fn evaluate(
     for w in [Window::Minute, Window::Quarter, Window::Hour] {
         let s = history.stats(src, w, now)?;
         if s.unanswered_share().is_none_or(|u| u < MIN_UNANSWERED_SHARE) {
+            continue;
+        }
+        if s.unanswered < MIN_REPEAT.saturating_mul(s.distinct_hosts.min(s.distinct_ports)) {
             continue;
         }
         let p = cfg.slow_scan_ports;
@@ -383,6 +407,37 @@ mod tests {
         let d = found.first().expect("the slow sweep was not found");
         assert!(d.reason.contains("slow scan of hosts"), "{}", d.reason);
         assert_eq!(d.target, None);
+    }
+
+    /// A BitTorrent DHT node: a lookup a second to a new peer at the peer's own port, for ten
+    /// minutes, 60 % of the peers silent (tests/benign_extra.rs: such a node was blocked as a
+    /// slow scan). The same silent probes aimed at one port of many hosts are still a sweep.
+    #[test]
+    fn a_dht_node_asking_peers_at_their_own_ports_is_not_a_scan() {
+        let run = |same_port: bool| {
+            let mut h = horizon();
+            let mut found = Vec::new();
+            let mut t = T0;
+            for i in 0..600u64 {
+                let dst = format!("{}.{}.{}.{}", 20 + i % 180, (i * 7) % 250, (i * 13) % 250, 1 + i % 250);
+                let port = if same_port { 23 } else { 1025 + ((i * 7919) % 60_000) as u16 };
+                let silent = i % 5 < 3;
+                let (rev, state) = if silent { ((0, 0), "S0") } else { ((1, 300), "SF") };
+                let r = rec(i + 1, "192.168.1.20", &dst, port, Proto::Udp, t, t, (1, 130), rev, state);
+                found.extend(h.observe(&r));
+                found.extend(h.tick(t));
+                t += SEC;
+            }
+            for k in 0..10u64 {
+                found.extend(h.tick(t + k * SEC));
+            }
+            found
+        };
+        let dht = run(false);
+        assert!(dht.is_empty(), "{dht:?}");
+        let sweep = run(true);
+        let d = sweep.first().expect("the sweep of one port was not found");
+        assert!(d.reason.contains("slow scan of hosts"), "{}", d.reason);
     }
 
     #[test]
