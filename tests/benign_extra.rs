@@ -8,6 +8,14 @@
 //!
 //! `GATEWARDEN_BENIGN_EXTRA_SEEDS=1,2,3` replays other seeds (default: the
 //! seeds below); `--nocapture` prints every alert.
+//!
+//! Known boundary, not fixed: `resume_cold` (a laptop waking with none of its
+//! earlier sessions in view) is a `host_sweep` by definition when about half of
+//! the 40-odd servers it retries on 443 are gone — 20 silent hosts at 50 %
+//! unanswered: seeds 34 and 36 of 1-40 (46 % and 50 % gone) are blocked. With
+//! its earlier sessions in view (`resume`), the servers that answered it before
+//! do not count and nothing is found. docs/DETECTION.md, "Benign behaviours
+//! beyond the lab corpus".
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,7 +27,8 @@ use gatewarden::roles::router::RouterStage;
 use gatewarden_core::metrics::Registry;
 use gatewarden_proto::messages::{Alert, AlertAction, Verdict};
 
-const BEHAVIOURS: [&str; 9] = ["browser", "console", "dht", "monitor", "office", "quic", "resume", "voip", "vpn"];
+const BEHAVIOURS: [&str; 11] =
+    ["browser", "console", "dht", "monitor", "monitor_large", "office", "quic", "resume", "resume_cold", "voip", "vpn"];
 
 #[derive(Default)]
 struct Out {

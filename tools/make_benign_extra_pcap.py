@@ -27,9 +27,11 @@ internet peers are random public addresses drawn from the seed):
   monitor   A monitoring server pinging and SNMP-polling 40 LAN hosts every
             minute for 5 minutes; 20 % are down, 30 % of the rest run no
             SNMP (ICMP port unreachable).
-  resume    A laptop resuming from sleep: ~60 TLS connections retried within a
-            second to ~45 hosts, 20-50 % of them gone (SYN retransmitted at 1,
-            3 and 7 s); IMAP and XMPP reconnects.
+  resume    A laptop resuming from sleep: it used ~45 servers for two minutes,
+            slept 5-60 minutes, and on waking retries ~60 TLS connections
+            within a second, 20-50 % of the servers gone (SYN retransmitted at
+            1, 3 and 7 s); IMAP, XMPP and MQTT reconnects.
+  resume_cold  The same wake-up without the earlier sessions in the capture.
   browser   A PC opening 120 TLS connections to 70 CDN hosts in one second,
             Happy Eyeballs (IPv6 tried first, broken for some hosts, IPv4
             250 ms later), from three IPv6 privacy addresses.
@@ -364,22 +366,59 @@ def monitor(c, rnd):
                 c.udp(t + 2e6 + 900, h, 161, nms, sport, rnd.randrange(60, 400))
 
 
-def resume(c, rnd):
+def monitor_large(c, rnd):
+    """A monitoring server (Zabbix, LibreNMS) checking 70 devices each minute with SNMP and
+    an HTTP check: all up for the first 3 minutes, then, in the evening, 40-65 % of them
+    (phones, laptops, TVs) switched off for the next 7 minutes."""
+    nms = "192.168.1.10"
+    hosts = [f"192.168.1.{100 + i}" for i in range(70)]
+    night = rnd.uniform(0.4, 0.65)
+    for cycle in range(10):
+        down = set(rnd.sample(hosts, int(len(hosts) * night))) if cycle >= 3 else set()
+        base = T0 + cycle * 60e6
+        for i, h in enumerate(hosts):
+            t = base + i * 50e3
+            sport = 20000 + (cycle * 70 + i) % 40000
+            c.udp(t, nms, sport, h, 161, 45)
+            if h in down:
+                for r in (1, 2):
+                    c.udp(t + r * 1e6, nms, sport, h, 161, 45)
+                tcp_unanswered(c, t + 10e3, nms, 50000 + (cycle * 70 + i) % 15000, h, 80, rnd, retries=(1.0,))
+            else:
+                c.udp(t + 900, h, 161, nms, sport, rnd.randrange(60, 400))
+                tcp_session(c, t + 10e3, nms, 50000 + (cycle * 70 + i) % 15000, h, 80, rnd, up=120, down=900, rtt=0.002)
+
+
+def resume(c, rnd, cold=False):
     lap, dns = "192.168.1.70", "192.168.1.1"
     gone_share = rnd.uniform(0.2, 0.5)
     hosts = [public_ip(rnd) for _ in range(45)]
     gone = set(rnd.sample(hosts, int(len(hosts) * gone_share)))
+    ports = [443 if i % 10 else rnd.choice((993, 5222, 8883)) for i in range(60)]
+    t_wake = T0
+    if not cold:
+        # Before sleeping, the laptop used these servers (the gateway saw them answer);
+        # it sleeps 5 to 60 minutes.
+        for i in range(60):
+            t = T0 + rnd.uniform(0, 120e6)
+            tcp_session(c, t, lap, 30000 + i, hosts[i % len(hosts)], ports[i], rnd, up=600, down=rnd.randrange(2000, 60000))
+        t_wake = T0 + 125e6 + rnd.uniform(5 * 60e6, 60 * 60e6)
     for i in range(20):
-        c.udp(T0 + i * 5e3, lap, 53000 + i, dns, 53, 40)
-        c.udp(T0 + i * 5e3 + 2e3, dns, 53, lap, 53000 + i, 120)
+        c.udp(t_wake + i * 5e3, lap, 53000 + i, dns, 53, 40)
+        c.udp(t_wake + i * 5e3 + 2e3, dns, 53, lap, 53000 + i, 120)
     for i in range(60):
         h = hosts[i % len(hosts)]
-        port = 443 if i % 10 else rnd.choice((993, 5222, 8883))
-        t = T0 + 150e3 + rnd.uniform(0, 1e6)
+        t = t_wake + 150e3 + rnd.uniform(0, 1e6)
         if h in gone:
-            tcp_unanswered(c, t, lap, 45000 + i, h, port, rnd)
+            tcp_unanswered(c, t, lap, 45000 + i, h, ports[i], rnd)
         else:
-            tcp_session(c, t, lap, 45000 + i, h, port, rnd, up=600, down=rnd.randrange(2000, 60000))
+            tcp_session(c, t, lap, 45000 + i, h, ports[i], rnd, up=600, down=rnd.randrange(2000, 60000))
+
+
+def resume_cold(c, rnd):
+    """The same wake-up without the laptop's earlier sessions in view (it slept elsewhere,
+    or the gateway restarted while it slept)."""
+    resume(c, rnd, cold=True)
 
 
 def browser(c, rnd):
@@ -425,7 +464,7 @@ def office(c, rnd):
         tcp_session(c, T0 + 5.1e6 + j * 10e3, pc, 43000 + j, cast, port, rnd, rtt=0.004)
 
 
-BEHAVIOURS = {f.__name__: f for f in (dht, voip, quic, vpn, console, monitor, resume, browser, office)}
+BEHAVIOURS = {f.__name__: f for f in (dht, voip, quic, vpn, console, monitor, monitor_large, resume, resume_cold, browser, office)}
 
 
 def make(name, path, seed):
