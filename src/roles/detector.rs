@@ -1065,7 +1065,14 @@ impl DetectorStage {
                     .get_or_insert_with(|| self.met.check_and_note(&r.src) || s.packets.iter().sum::<u64>() >= 2),
                 None => true,
             };
-            let found = if admitted { self.heuristics.observe(r) } else { self.heuristics.observe_newcomer(r) };
+            let found = if admitted {
+                // Hosts that answered the source within the day are no sweep targets of it.
+                let lh = &self.long_horizon;
+                let now = r.last_ns;
+                self.heuristics.observe_known(r, &|s, d, p, pr| lh.answered_within_day(s, d, p, pr, now))
+            } else {
+                self.heuristics.observe_newcomer(r)
+            };
             for d in found {
                 self.long_horizon.note_finding(&d);
                 findings.push((d, Origin::Heuristics));

@@ -41,12 +41,29 @@ impl Peers {
         }
         self.0.push_back(peer);
     }
+
+    /// Whether `peer` is remembered.
+    fn contains(&self, peer: &(IpAddr, u16, Proto)) -> bool {
+        self.0.contains(peer)
+    }
 }
 
+/// Whether a host answered the source on a port over a protocol before, from a memory
+/// longer than [`Peers`] (the detector stage's: a day of answered services, see
+/// `LongHorizon::answered_within_day`); `&|_, _, _| false` without one.
+pub(super) type KnownPeer<'a> = &'a dyn Fn(IpAddr, u16, Proto) -> bool;
+
 /// A sweep finding when this new attempt brings the hosts its source tried on one
-/// port, less its known peers there, to `sweep_distinct_hosts`; its unanswered
-/// share is that of the source's attempts on the port (over the protocol).
-pub(super) fn check(cfg: &DetectorConfig, o: &Observed, attempts: &AttemptWindow, peers: &Peers) -> Option<Detection> {
+/// port, less its known peers there (its [`Peers`], then `known`), to
+/// `sweep_distinct_hosts`; its unanswered share is that of the source's attempts on
+/// the port (over the protocol).
+pub(super) fn check(
+    cfg: &DetectorConfig,
+    o: &Observed,
+    attempts: &AttemptWindow,
+    peers: &Peers,
+    known: KnownPeer<'_>,
+) -> Option<Detection> {
     if !o.new_attempt() || o.reported_lately(AttackKind::HostSweep) {
         return None;
     }
@@ -59,6 +76,14 @@ pub(super) fn check(cfg: &DetectorConfig, o: &Observed, attempts: &AttemptWindow
         let (port, proto) = (r.dport, r.proto);
         hosts -=
             peers.0.iter().filter(|(d, p, pr)| *p == port && *pr == proto && attempts.tried(*d, port, proto)).count();
+        // Still a sweep by the short list: ask the longer memory about each host left
+        // (only now, so a source below the count pays nothing).
+        if hosts >= cfg.sweep_distinct_hosts as usize {
+            hosts = attempts
+                .hosts_on(port, proto)
+                .filter(|d| !peers.contains(&(*d, port, proto)) && !known(*d, port, proto))
+                .count();
+        }
     }
     if hosts < cfg.sweep_distinct_hosts as usize {
         return None;
@@ -162,6 +187,41 @@ mod tests {
             let dst = format!("192.0.2.{}", 130 + i);
             found.extend(h.observe(&rec(i + 1, "192.0.2.66", &dst, 80, Proto::Tcp, 1.0 + i as f64 * 0.15, 1, 0, "S0")));
         }
+        assert!(found.iter().any(|d| d.kind == AttackKind::HostSweep), "{found:?}");
+    }
+
+    /// A monitor checking 70 devices on two services goes round the 64 peers its source
+    /// state remembers every cycle (tests/benign_extra.rs `monitor_large`: blocked as a
+    /// udp/161 sweep when the evening switched 40 of them off). Hosts the longer memory
+    /// knows answered it do not count; those it does not know are still a sweep.
+    #[test]
+    fn a_monitor_beyond_the_short_peer_list_is_not_a_sweep_of_devices_it_knows() {
+        let cycle = |h: &mut Heuristics,
+                     c: u64,
+                     known: &dyn Fn(std::net::IpAddr, std::net::IpAddr, u16, Proto) -> bool| {
+            let mut found = Vec::new();
+            for i in 0..70u64 {
+                let dst = format!("192.168.1.{}", 100 + i);
+                let t = 1.0 + c as f64 * 60.0 + i as f64 * 0.05;
+                let off = c > 0 && i % 7 < 4;
+                let (rev, state) = if off { (0, "S0") } else { (1, "SF") };
+                let id = c * 1000 + 2 * i;
+                found.extend(h.observe_known(&rec(id, "192.168.1.10", &dst, 161, Proto::Udp, t, 1, rev, state), known));
+                found.extend(
+                    h.observe_known(&rec(id + 1, "192.168.1.10", &dst, 80, Proto::Tcp, t, 3, rev * 3, state), known),
+                );
+            }
+            found
+        };
+        let everyone = |_, _, _, _| true;
+        let nobody = |_, _, _, _| false;
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = cycle(&mut h, 0, &everyone);
+        found.extend(cycle(&mut h, 1, &everyone));
+        assert!(found.iter().all(|d| d.kind != AttackKind::HostSweep), "{found:?}");
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = cycle(&mut h, 0, &nobody);
+        found.extend(cycle(&mut h, 1, &nobody));
         assert!(found.iter().any(|d| d.kind == AttackKind::HostSweep), "{found:?}");
     }
 

@@ -474,6 +474,18 @@ impl Heuristics {
 
     /// Looks at one flow snapshot; returns findings it completes.
     pub fn observe(&mut self, r: &FlowRecord) -> Vec<Detection> {
+        self.observe_known(r, &|_, _, _, _| false)
+    }
+
+    /// [`Heuristics::observe`], with `known(src, host, port, proto)` saying whether the
+    /// host answered the source on that port before, beyond the source's own short list
+    /// of answered peers: the sweep rule does not count such hosts (the detector stage
+    /// passes its day-long memory of answered services).
+    pub fn observe_known(
+        &mut self,
+        r: &FlowRecord,
+        known: &dyn Fn(IpAddr, IpAddr, u16, Proto) -> bool,
+    ) -> Vec<Detection> {
         if !self.sources.contains_key(&r.src) && self.sources.len() >= MAX_SOURCES {
             self.evict_oldest_sources();
         }
@@ -557,7 +569,8 @@ impl Heuristics {
         // Each detector in turn; the order is the order of the findings.
         let mut out = Vec::new();
         out.extend(port_scan::check(cfg, &o, &s.attempts));
-        out.extend(host_sweep::check(cfg, &o, &s.attempts, &s.peers));
+        let src = r.src;
+        out.extend(host_sweep::check(cfg, &o, &s.attempts, &s.peers, &|d, p, pr| known(src, d, p, pr)));
         out.extend(brute_force_connections::check(cfg, &o, &s.attempts));
         out.extend(brute_force_sessions::observe(cfg, &o, &mut s.logins));
         out.extend(brute_force_http::observe(cfg, &o, &mut s.web));

@@ -268,6 +268,11 @@ impl AttemptWindow {
         self.per_port.get(&(port, proto)).map_or(0.0, Tally::unanswered_pct)
     }
 
+    /// The hosts tried on `port` over `proto` in the window (each once).
+    pub(super) fn hosts_on(&self, port: u16, proto: Proto) -> impl Iterator<Item = IpAddr> + '_ {
+        self.pairs.keys().filter(move |(_, p, pr)| *p == port && *pr == proto).map(|(d, _, _)| *d)
+    }
+
     /// Whether `dst`'s `port` was tried over `proto` in the window.
     pub(super) fn tried(&self, dst: IpAddr, port: u16, proto: Proto) -> bool {
         self.pairs.contains_key(&(dst, port, proto))

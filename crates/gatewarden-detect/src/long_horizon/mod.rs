@@ -60,6 +60,10 @@ pub const COUNTED_CELLS: usize = 1 << 16;
 const PEER_CELLS: usize = 1 << 20;
 /// The hour, minutes.
 const HOUR_MIN: u32 = 60;
+/// How long a service that answered a source keeps its sweeps of that service's port
+/// from counting it ([`LongHorizon::answered_within_day`]), minutes: a day, so a monitor
+/// keeps knowing the devices that are switched off for the night.
+pub const ANSWERED_MEMORY_MIN: u32 = 24 * 60;
 
 /// The thresholds the long-horizon detectors use, from `[detector]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -231,6 +235,16 @@ impl LongHorizon {
     /// (every tracked participant, not only the ones its reason names).
     pub fn participants(&self, target: IpAddr) -> Vec<IpAddr> {
         self.distributed.participants(target)
+    }
+
+    /// Whether `dst`'s `dport` (over `proto`) answered `src` within [`ANSWERED_MEMORY_MIN`]
+    /// of `now_ns`: for `host_sweep`, whose own list of a source's answered peers holds 64
+    /// (a monitor checking 70 devices on two services went round it every minute, and the
+    /// devices switched off at night became a sweep). From its table of 2²⁰ keyed minute
+    /// stamps; a collision can only make a host count as known, never a known one unknown.
+    pub fn answered_within_day(&self, src: IpAddr, dst: IpAddr, dport: u16, proto: Proto, now_ns: u64) -> bool {
+        let stamp = self.peers[self.peer_cell(src, dst, dport, proto)];
+        stamp_age(minute_stamp(now_ns.max(self.now_ns)), stamp) <= ANSWERED_MEMORY_MIN
     }
 
     fn cell(&self, table_len: usize, id: u64) -> usize {
