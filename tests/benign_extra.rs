@@ -115,3 +115,13 @@ fn benign_behaviours_outside_the_lab_corpus_are_never_blocked() {
     let failures = blocked(&BEHAVIOURS, &seeds(&[101]));
     assert!(failures.is_empty(), "blocked benign traffic:\n{}", failures.join("\n"));
 }
+
+/// Benign behaviours the shipped defaults still block, found by this generator and not
+/// fixed (docs/DETECTION.md, "Benign behaviours beyond the lab corpus", says why each is
+/// hard): run with `--ignored` to see them; it passes once they are fixed.
+#[test]
+#[ignore = "still blocked by the shipped defaults: tailscale, console_host, smokeping, torrent_quit"]
+fn benign_behaviours_still_blocked_by_the_shipped_defaults() {
+    let failures = blocked(&["tailscale", "console_host", "smokeping", "torrent_quit"], &seeds(&[101]));
+    assert!(failures.is_empty(), "blocked benign traffic:\n{}", failures.join("\n"));
+}

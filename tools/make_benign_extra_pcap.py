@@ -38,6 +38,14 @@ internet peers are random public addresses drawn from the seed):
   office    Printer discovery (WSD, mDNS, IPP, SNMP, 9100, LPD), a NAS's SMB
             burst (a folder copy: 8 connections), Chromecast DIAL/cast.
 
+Still blocked by the shipped defaults (docs/DETECTION.md, "Benign behaviours
+beyond the lab corpus"; tests/benign_extra.rs, ignored test):
+  tailscale     disco pings to 10 peers' candidate endpoints (a host_sweep
+                of udp/41641: their private addresses never answer from here).
+  console_host  a P2P lobby host with 24 peers (~1 250 small packets/s: udp_flood).
+  smokeping     FPing over 250 targets at 1 ms spacing (250 echo requests/s: icmp_flood).
+  torrent_quit  port unreachables to 600 peers after the client closed (icmp_flood).
+
 Frames carry headers only (no application bytes), each record keeping its
 full original length, like datasets/benign/ (tests/lab/headers_only.py).
 Deterministic for a seed. Standard library only.
@@ -464,7 +472,82 @@ def office(c, rnd):
         tcp_session(c, T0 + 5.1e6 + j * 10e3, pc, 43000 + j, cast, port, rnd, rtt=0.004)
 
 
-BEHAVIOURS = {f.__name__: f for f in (dht, voip, quic, vpn, console, monitor, monitor_large, resume, resume_cold, browser, office)}
+def icmp_unreachable(c, t, src, dst, quoted):
+    """ICMP destination unreachable, port unreachable (v4 type 3 code 3)."""
+    c._add(t, src, 1, struct.pack("!BBHI", 3, 3, 0, 0), 8 + quoted, dst)
+
+
+# Behaviours the shipped defaults still block (docs/DETECTION.md, "Benign behaviours
+# beyond the lab corpus"); tests/benign_extra.rs keeps them in an ignored test.
+
+
+def tailscale(c, rnd):
+    """A Tailscale node setting up paths to 10 peers (at start, or after waking): disco
+    pings from its one socket (UDP 41641) to each peer's candidate endpoints — two private
+    addresses of the peer's own sites (never answering from here) and its public one —
+    three times each, then WireGuard traffic over the public path."""
+    me = "192.168.1.30"
+    for k in range(10):
+        pub, pubport = public_ip(rnd), rnd.choice((41641, rnd.randrange(1025, 65536)))
+        privs = [f"10.{rnd.randrange(256)}.{rnd.randrange(256)}.{rnd.randrange(1, 255)}",
+                 f"192.168.{rnd.randrange(2, 256)}.{rnd.randrange(2, 255)}"]
+        t = T0 + k * 150e3 + rnd.uniform(0, 100e3)
+        for rep in range(3):
+            tt = t + rep * 1e6
+            for a in privs:
+                c.udp(tt, me, 41641, a, 41641, 100)
+            c.udp(tt, me, 41641, pub, pubport, 100)
+            c.udp(tt + 40e3, pub, pubport, me, 41641, 100)
+        tt = t + 3e6
+        while tt < t + 20e6:
+            c.udp(tt, me, 41641, pub, pubport, 200)
+            c.udp(tt + 30e3, pub, pubport, me, 41641, 300)
+            tt += 200e3
+
+
+def console_host(c, rnd):
+    """A console hosting a P2P lobby of 24 peers at 45-60 packets/s each, both ways
+    (small packets: ~1 250/s from the console)."""
+    xb = "192.168.1.60"
+    for _ in range(24):
+        peer, port = public_ip(rnd), rnd.randrange(1025, 65536)
+        pps = rnd.uniform(45, 60)
+        t = T0 + rnd.uniform(0, 1e6)
+        while t < T0 + 30e6:
+            c.udp(t, xb, 3074, peer, port, rnd.randrange(60, 200))
+            c.udp(t + rnd.uniform(10e3, 60e3), peer, port, xb, 3074, rnd.randrange(60, 200))
+            t += 1e6 / pps
+
+
+def smokeping(c, rnd):
+    """SmokePing's FPing probe (mininterval 1 ms, one ping a target a second, 20 pings)
+    over 250 LAN and WAN targets, 30 % of them down: 250 echo requests a second."""
+    nms = "192.168.1.10"
+    targets = [f"192.168.{1 + i // 250}.{1 + i % 250}" for i in range(250)]
+    down = set(rnd.sample(targets, 75))
+    for k in range(20):
+        for i, h in enumerate(targets):
+            t = T0 + k * 1e6 + i * 1e3
+            c.icmp(t, nms, h, 8, 0x1000, k)
+            if h not in down:
+                c.icmp(t + 400, h, nms, 0, 0x1000, k)
+
+
+def torrent_quit(c, rnd):
+    """A BitTorrent client just closed: 600 DHT/uTP peers keep sending to its port for two
+    minutes (each every 1-4 s) and the host answers each with ICMP port unreachable."""
+    me = "192.168.1.20"
+    for _ in range(600):
+        peer, port = public_ip(rnd), rnd.randrange(1025, 65536)
+        t = T0 + rnd.uniform(0, 5e6)
+        while t < T0 + 120e6:
+            c.udp(t, peer, port, me, 6881, rnd.randrange(60, 130))
+            icmp_unreachable(c, t + 100, me, peer, 28 + 100)
+            t += rnd.uniform(1e6, 4e6)
+
+
+BEHAVIOURS = {f.__name__: f for f in (dht, voip, quic, vpn, console, monitor, monitor_large, resume, resume_cold, browser, office,
+                                           tailscale, console_host, smokeping, torrent_quit)}
 
 
 def make(name, path, seed):
