@@ -42,9 +42,11 @@ Still blocked by the shipped defaults (docs/DETECTION.md, "Benign behaviours
 beyond the lab corpus"; tests/benign_extra.rs, ignored test):
   tailscale     disco pings to 10 peers' candidate endpoints (a host_sweep
                 of udp/41641: their private addresses never answer from here).
-  console_host  a P2P lobby host with 24 peers (~1 250 small packets/s: udp_flood).
-  smokeping     FPing over 250 targets at 1 ms spacing (250 echo requests/s: icmp_flood).
-  torrent_quit  port unreachables to 600 peers after the client closed (icmp_flood).
+
+Blocked before the floods needed a victim (a rate towards one host), now not:
+  console_host  a P2P lobby host with 24 peers (~1 250 small packets/s).
+  smokeping     FPing over 250 targets at 1 ms spacing (250 echo requests/s).
+  torrent_quit  port unreachables to 600 peers after the client closed.
 
 Frames carry headers only (no application bytes), each record keeping its
 full original length, like datasets/benign/ (tests/lab/headers_only.py).

@@ -207,13 +207,8 @@ impl ResponseConfig {
     }
 }
 
-/// Mean IP bytes a packet at or above which a UDP flood finding looks like a media
-/// stream rather than a flood: 576, the datagram every IPv4 host must accept
-/// (RFC 791). Media sent at flood rates fills packets close to the path MTU (RTP
-/// video 1200–1400 B payloads, QUIC ≥ 1200 B; cam3 in the benign corpus: 1228 IP
-/// bytes), while flood tools send 0–64 B payloads (hping3 `--udp`: 28 IP bytes),
-/// because small packets cost the target the most per byte the attacker sends.
-pub const UDP_STREAM_MIN_MEAN_BYTES: f64 = 576.0;
+/// Defined beside the flood rule, which also reads it (`heuristics::floods`).
+pub use crate::heuristics::UDP_STREAM_MIN_MEAN_BYTES;
 
 /// Distinct UDP ports of the target, in the detector's window, from which a flood
 /// counts as spread over ports: a media session uses two per medium (RTP and

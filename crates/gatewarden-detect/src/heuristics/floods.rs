@@ -2,7 +2,9 @@
 //! thresholds — the source's packets of that kind per second over the window
 //! reach `syn_flood_pps` (unanswered or aborted SYNs), `tcp_flood_pps` (TCP
 //! outside any connection: ACK, RST or FIN floods, see [`outside_connection`]),
-//! `udp_flood_pps` or `icmp_flood_pps`. Unanswered SYNs spread over many ports of one host are a
+//! `udp_flood_pps` or `icmp_flood_pps`; for UDP and ICMP the rate towards the
+//! target host alone must reach it too ([`TopTargets`]: a flood has a victim).
+//! Unanswered SYNs spread over many ports of one host are a
 //! scan ([`port_scan`](super::port_scan)), not a flood. A SYN flood from many
 //! (spoofed) sources is [`syn_flood_distributed`](super::syn_flood_distributed).
 
@@ -14,7 +16,14 @@ use gatewarden_proto::messages::{AttackKind, FlowRecord, Proto};
 use super::detection::{Detection, Observed};
 use super::windows::{AttemptWindow, CountWindow};
 use crate::config::DetectorConfig;
-use crate::response::UDP_STREAM_MIN_MEAN_BYTES;
+
+/// Mean IP bytes a packet at or above which a UDP flood finding looks like a media
+/// stream rather than a flood: 576, the datagram every IPv4 host must accept
+/// (RFC 791). Media sent at flood rates fills packets close to the path MTU (RTP
+/// video 1200–1400 B payloads, QUIC ≥ 1200 B; cam3 in the benign corpus: 1228 IP
+/// bytes), while flood tools send 0–64 B payloads (hping3 `--udp`: 28 IP bytes),
+/// because small packets cost the target the most per byte the attacker sends.
+pub const UDP_STREAM_MIN_MEAN_BYTES: f64 = 576.0;
 
 /// One source's packet counts over the window, by flood kind.
 #[derive(Debug, Default)]
@@ -28,15 +37,86 @@ pub(super) struct Rates {
     /// Those of `udp_packets` sent on flows that acknowledge a download ([`acknowledges_download`]).
     udp_ack_packets: CountWindow,
     icmp_packets: CountWindow,
+    /// The UDP packets of `udp_packets` to its two busiest target hosts.
+    udp_top: TopTargets,
+    /// The ICMP packets of `icmp_packets` to its two busiest target hosts.
+    icmp_top: TopTargets,
+}
+
+/// The packets of one kind a source sent to each of two target hosts over
+/// the window: a flood has a victim. A source whose UDP or ICMP rate is
+/// spread over many hosts (a game console hosting 24 peers, a monitoring
+/// server pinging 250 devices, a BitTorrent client's port-unreachables to
+/// 600 peers after it quit: tests/benign_extra.rs) floods none of them, and
+/// its per-host rate is what the threshold is compared with.
+///
+/// Two slots, not a table: a record to a host in neither slot takes the one
+/// holding fewer packets in the window, starting from nothing. A victim
+/// receiving more than any other host keeps its slot whatever else the
+/// source sends (the other slot churns), and a spread-out source's slots
+/// keep small per-host counts: it is never over-counted, only under.
+#[derive(Debug, Default)]
+struct TopTargets {
+    slots: [(Option<IpAddr>, CountWindow); 2],
+}
+
+impl TopTargets {
+    /// Counts `n` packets to `dst` at `ts`.
+    fn push(&mut self, dst: IpAddr, ts: u64, n: u32, window_ns: u64) {
+        for (_, w) in &mut self.slots {
+            w.trim(ts, window_ns);
+        }
+        let i = match self.slots.iter().position(|(h, _)| *h == Some(dst)) {
+            Some(i) => i,
+            None => {
+                let i = if self.slots[0].1.total <= self.slots[1].1.total { 0 } else { 1 };
+                self.slots[i].0 = Some(dst);
+                self.slots[i].1.clear();
+                i
+            }
+        };
+        self.slots[i].1.push(ts, n, window_ns);
+    }
+
+    /// Packets a second to `dst`: 0 if neither slot holds it.
+    fn rate_to(&self, dst: IpAddr, now: u64, window_ns: u64) -> f64 {
+        self.slots.iter().find(|(h, _)| *h == Some(dst)).map_or(0.0, |(_, w)| w.rate(now, window_ns))
+    }
+
+    fn clear(&mut self) {
+        for (h, w) in &mut self.slots {
+            *h = None;
+            w.clear();
+        }
+    }
+
+    fn windows(&mut self) -> impl Iterator<Item = &mut CountWindow> {
+        self.slots.iter_mut().map(|(_, w)| w)
+    }
+
+    fn capacity(&self) -> usize {
+        self.slots.iter().map(|(_, w)| w.capacity()).sum()
+    }
 }
 
 impl Rates {
     /// Empties the counts, keeping the allocations (a recycled source state).
     pub(super) fn clear(&mut self) {
-        let Rates { syn_packets, tcp_packets, udp_packets, udp_bytes, udp_ack_packets, icmp_packets } = self;
+        let Rates {
+            syn_packets,
+            tcp_packets,
+            udp_packets,
+            udp_bytes,
+            udp_ack_packets,
+            icmp_packets,
+            udp_top,
+            icmp_top,
+        } = self;
         for w in [syn_packets, tcp_packets, udp_packets, udp_bytes, udp_ack_packets, icmp_packets] {
             w.clear();
         }
+        udp_top.clear();
+        icmp_top.clear();
     }
 
     /// Entries the windows have room for.
@@ -51,13 +131,27 @@ impl Rates {
         ]
         .iter()
         .map(|w| w.capacity())
-        .sum()
+        .sum::<usize>()
+            + self.udp_top.capacity()
+            + self.icmp_top.capacity()
     }
 
     /// Drops what the window has aged out of by `now` (a quiet source, see `SourceState::age` in the facade).
     pub(super) fn trim(&mut self, now: u64, window_ns: u64) {
-        let Rates { syn_packets, tcp_packets, udp_packets, udp_bytes, udp_ack_packets, icmp_packets } = self;
-        for w in [syn_packets, tcp_packets, udp_packets, udp_bytes, udp_ack_packets, icmp_packets] {
+        let Rates {
+            syn_packets,
+            tcp_packets,
+            udp_packets,
+            udp_bytes,
+            udp_ack_packets,
+            icmp_packets,
+            udp_top,
+            icmp_top,
+        } = self;
+        let tops = udp_top.windows().chain(icmp_top.windows());
+        for w in
+            [syn_packets, tcp_packets, udp_packets, udp_bytes, udp_ack_packets, icmp_packets].into_iter().chain(tops)
+        {
             w.trim(now, window_ns);
         }
     }
@@ -67,8 +161,20 @@ impl Rates {
     /// acknowledgements' window keeps the same share of its own (its total is only
     /// used capped by the packets').
     pub(super) fn keep_newest(&mut self, share: f64) {
-        let Rates { syn_packets, tcp_packets, udp_packets, udp_bytes, udp_ack_packets, icmp_packets } = self;
-        for w in [syn_packets, tcp_packets, udp_packets, udp_bytes, udp_ack_packets, icmp_packets] {
+        let Rates {
+            syn_packets,
+            tcp_packets,
+            udp_packets,
+            udp_bytes,
+            udp_ack_packets,
+            icmp_packets,
+            udp_top,
+            icmp_top,
+        } = self;
+        let tops = udp_top.windows().chain(icmp_top.windows());
+        for w in
+            [syn_packets, tcp_packets, udp_packets, udp_bytes, udp_ack_packets, icmp_packets].into_iter().chain(tops)
+        {
             w.keep_newest((w.len() as f64 * share) as usize);
         }
     }
@@ -137,8 +243,12 @@ pub(super) fn observe(
                 if acknowledges_download(r) {
                     s.udp_ack_packets.push(r.last_ns, delta, window_ns);
                 }
+                s.udp_top.push(r.dst, r.last_ns, delta, window_ns);
             }
-            Proto::Icmp | Proto::Icmpv6 => s.icmp_packets.push(r.last_ns, delta, window_ns),
+            Proto::Icmp | Proto::Icmpv6 => {
+                s.icmp_packets.push(r.last_ns, delta, window_ns);
+                s.icmp_top.push(r.dst, r.last_ns, delta, window_ns);
+            }
             _ => {}
         }
     }
@@ -148,6 +258,9 @@ pub(super) fn observe(
     s.udp_bytes.trim(now, window_ns);
     s.udp_ack_packets.trim(now, window_ns);
     s.icmp_packets.trim(now, window_ns);
+    for w in s.udp_top.windows().chain(s.icmp_top.windows()) {
+        w.trim(now, window_ns);
+    }
     if delta == 0 {
         return None;
     }
@@ -175,9 +288,25 @@ pub(super) fn observe(
     if pps < threshold as f64 || scanning || o.reported_lately(kind) {
         return None;
     }
+    // UDP and ICMP: the rate towards this record's target host must reach the
+    // threshold on its own (see [`TopTargets`]); a rate spread over many hosts
+    // floods none of them.
+    let top = match kind {
+        AttackKind::UdpFlood => Some(&s.udp_top),
+        AttackKind::IcmpFlood => Some(&s.icmp_top),
+        _ => None,
+    };
+    let to_target = top.map(|t| t.rate_to(r.dst, now, window_ns));
+    if to_target.is_some_and(|p| p < threshold as f64) {
+        return None;
+    }
     let port = if kind == AttackKind::IcmpFlood { 0 } else { r.dport };
     let mut evidence = vec![("pps".into(), pps), ("packets".into(), w.total as f64)];
     let mut shape = String::new();
+    if let Some(p) = to_target {
+        evidence.push(("pps_to_target".into(), p));
+        shape = format!(" ({p:.0}/s to that host alone)");
+    }
     if kind == AttackKind::UdpFlood {
         // What tells a flood from a media stream (see response.rs, `udp_stream_full_packets`):
         // the packets' mean size, the ports hit on the target, the rate against the threshold.
@@ -189,7 +318,7 @@ pub(super) fn observe(
         // response.rs, `udp_download_acks`): a flood must reach the threshold by itself.
         let acks = s.udp_ack_packets.total.min(w.total);
         let other_pps = pps * (w.total - acks) as f64 / w.total.max(1) as f64;
-        shape = format!(
+        shape += &format!(
             ", mean {mean:.0} IP bytes a packet, {ports} UDP port(s) on the target, \
              {acks} packet(s) acknowledging downloads ({other_pps:.0}/s without them)"
         );
@@ -370,6 +499,72 @@ mod tests {
         }
         assert!(found.iter().any(|d| d.kind == AttackKind::IcmpFlood));
         assert!(found.iter().any(|d| d.kind == AttackKind::UdpFlood));
+    }
+
+    /// Sends, every 0.1 s for 3 s, `per_host` packets a second of `proto` from one LAN
+    /// source to each of `hosts` (one flow each), plus `victim` packets a second to
+    /// 203.0.113.9 when non-zero; returns the floods found and their targets.
+    fn spread(proto: Proto, hosts: u32, per_host: u32, victim: u32) -> Vec<(AttackKind, Option<std::net::IpAddr>)> {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for step in 1..=30u32 {
+            let t = f64::from(step) * 0.1;
+            for k in 0..hosts {
+                let dst = format!("198.51.{}.{}", 100 + k / 250, 1 + k % 250);
+                let n = per_host * step / 10;
+                found.extend(h.observe(&rec(u64::from(k) + 1, "192.168.1.50", &dst, 3074, proto, t, n, n, "SF")));
+            }
+            if victim > 0 {
+                let n = victim * step / 10;
+                found.extend(h.observe(&rec(9999, "192.168.1.50", "203.0.113.9", 9, proto, t, n, 0, "S0")));
+            }
+        }
+        found
+            .into_iter()
+            .filter(|d| matches!(d.kind, AttackKind::UdpFlood | AttackKind::IcmpFlood))
+            .map(|d| (d.kind, d.target))
+            .collect()
+    }
+
+    /// A game console hosting 24 peers at 60 packets/s each (1 440/s of UDP in all), a
+    /// monitor pinging 250 devices once a second with 10 of them at 30/s: no host is
+    /// flooded (tests/benign_extra.rs blocked both as floods on the source's total).
+    /// The same source flooding one host beside them is found, towards that host.
+    #[test]
+    fn a_rate_spread_over_many_hosts_is_no_flood_but_one_victim_among_them_is() {
+        assert_eq!(spread(Proto::Udp, 24, 60, 0), vec![], "a console's peers");
+        assert_eq!(spread(Proto::Icmp, 250, 1, 0), vec![], "pings to 250 devices");
+        assert_eq!(spread(Proto::Icmp, 10, 30, 0), vec![], "pings to 10 devices at 30/s");
+        let victim: Option<std::net::IpAddr> = Some("203.0.113.9".parse().unwrap());
+        let udp = spread(Proto::Udp, 24, 60, 1500);
+        assert!(!udp.is_empty() && udp.iter().all(|f| *f == (AttackKind::UdpFlood, victim)), "{udp:?}");
+        let icmp = spread(Proto::Icmp, 250, 1, 400);
+        assert!(!icmp.is_empty() && icmp.iter().all(|f| *f == (AttackKind::IcmpFlood, victim)), "{icmp:?}");
+    }
+
+    /// Two hosts flooded evenly, each above the threshold: one is followed, and found.
+    #[test]
+    fn two_victims_flooded_evenly_are_still_a_flood() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 1..=30u32 {
+            for (id, dst) in [(1, "203.0.113.1"), (2, "203.0.113.2")] {
+                found.extend(h.observe(&rec(
+                    id,
+                    "192.168.1.50",
+                    dst,
+                    9,
+                    Proto::Udp,
+                    f64::from(i) * 0.1,
+                    i * 150,
+                    0,
+                    "S0",
+                )));
+            }
+        }
+        assert!(found.iter().any(|d| d.kind == AttackKind::UdpFlood), "{found:?}");
+        let d = found.iter().find(|d| d.kind == AttackKind::UdpFlood).unwrap();
+        assert!(d.reason.contains("/s to that host alone"), "{}", d.reason);
     }
 
     #[test]

@@ -60,7 +60,7 @@ use gatewarden_proto::messages::{AttackKind, FlowRecord, Proto};
 
 pub use self::brute_force_http::HTTP_SMALL_REPLY_BYTES;
 pub use self::detection::Detection;
-pub use self::floods::outside_connection;
+pub use self::floods::{outside_connection, UDP_STREAM_MIN_MEAN_BYTES};
 pub use self::services::{service_name, AUTH_PORTS, LOGIN_PORTS, WEB_PORTS};
 pub use self::slow_http::{SLOW_HTTP_HEAD_BYTES, SLOW_HTTP_MAX_BPS};
 pub use self::syn_flood_distributed::MAX_DESTS;
