@@ -1317,10 +1317,13 @@ impl Blocker {
     /// honest detectors' shorter ones, so one flood let real attackers back
     /// in. Now a full set evicts from the sender holding the most blocks,
     /// the soonest-expiring of that sender's first ([`fair_victims`]): a
-    /// flood pushes out only its own sender's blocks. A block two
-    /// detectors asked for is in neither's share alone, and is evicted only
-    /// when no sender has a block of its own left. Admin blocks and feeds
-    /// are in sets of their own, which verdicts never evict from.
+    /// flood pushes out its own sender's blocks while that sender holds
+    /// the largest share. A block two detectors asked for counts half in
+    /// each one's share and is protected by the smaller of the two shares,
+    /// so a flooder co-signing an honest detector's block cannot make it
+    /// its own to evict. The limit: k stolen certificates hold k shares.
+    /// Admin blocks and feeds are in sets of their own, which verdicts
+    /// never evict from.
     pub fn block_verdict(
         &mut self,
         addr: IpAddr,
@@ -1497,7 +1500,14 @@ impl Blocker {
         let attrs: Vec<_> = victims.iter().map(|e| ruleset::element(&e.key, None, 0, None)).collect();
         ruleset::push_elements(&mut b, set, &attrs, false, &format!("evict {} entries from {set}", attrs.len()));
         self.commit(&b)?;
-        let own = victims.iter().filter(|e| senders_key(e) == sender.unwrap_or(UNKNOWN_SENDER)).count();
+        // Own: the requester's, alone or shared with another detector.
+        let own = victims
+            .iter()
+            .filter(|e| match sender {
+                Some(s) => e.senders.iter().any(|x| x == s),
+                None => e.senders.is_empty(),
+            })
+            .count();
         if let Some(m) = &self.metrics {
             m.evicted_whose[0].add(own as u64);
             m.evicted_whose[1].add((victims.len() - own) as u64);
@@ -1517,7 +1527,7 @@ impl Blocker {
                 set = %set,
                 evicted = victims.len(),
                 largest_share = %largest,
-                largest_holds = fair.largest_holds,
+                largest_share = %share_text(fair.largest_share),
                 of = els.len(),
                 verdict_from = %sender.unwrap_or("unknown"),
                 "block set full: evicted the soonest-expiring blocks of the sender holding the most; a detector \
@@ -2518,16 +2528,6 @@ impl Endpoints {
 /// is empty, so it is no detector's share.
 const UNKNOWN_SENDER: &str = "";
 
-/// Whose share a block is in: its one sender, [`UNKNOWN_SENDER`], or
-/// `None` when two detectors asked for it (shared: no one's alone).
-fn senders_key(e: &ruleset::KernelElement) -> &str {
-    match e.senders.as_slice() {
-        [] => UNKNOWN_SENDER,
-        [one] => one,
-        _ => ",",
-    }
-}
-
 /// A saved block as a full set sees it: time left and senders (those the
 /// kernel would keep: node ids, at most [`ruleset::MAX_SENDERS`]).
 fn saved_view(remaining_ms: u64, blk: &persist::SavedBlock) -> ruleset::KernelElement {
@@ -2555,20 +2555,43 @@ fn saved_view(remaining_ms: u64, blk: &persist::SavedBlock) -> ruleset::KernelEl
 struct Fair {
     /// Indices into the elements, in the order taken.
     victims: Vec<usize>,
-    /// The sender whose share was the largest (taken from first).
+    /// The sender whose share was the largest.
     largest: Option<String>,
-    /// How many blocks it held.
-    largest_holds: usize,
+    /// Its share, in half blocks ([`SHARE_ALONE`] per block of its own).
+    largest_share: u64,
+}
+
+/// A block's weight in the share of each of its `k` senders, in half
+/// blocks: a block of one sender's counts 2, one two detectors asked for
+/// counts 1 in each of theirs (a block in all counts once, split evenly).
+const SHARE_ALONE: u64 = 2;
+const _: () = assert!(ruleset::MAX_SENDERS == 2, "a share is counted in halves: one block, at most two senders");
+
+/// A share in blocks, for the log: "29.5".
+fn share_text(halves: u64) -> String {
+    format!("{}{}", halves / 2, if halves % 2 == 1 { ".5" } else { "" })
 }
 
 /// Picks `n` blocks to evict from a full set for a new block of
-/// `requester`'s: each time from the sender holding the most blocks (the
-/// new one counted in its sender's share; on a tie, the requester's own
-/// go first), that sender's soonest-expiring block. A block two detectors
-/// asked for counts in both shares but is taken only when no sender has a
-/// block of its own left, and then the soonest-expiring first. Blocks with
-/// no known sender are one share of their own. Memory: one entry per
-/// sender present in the set, for the length of the call.
+/// `requester`'s.
+///
+/// Shares: each sender's share is the blocks naming it, a block two
+/// detectors asked for counting half in each (so a set's shares add up to
+/// its size, and k stolen certificates hold k shares, never more); the new
+/// block counts in full in the requester's. Blocks with no known sender
+/// are one share of their own ([`UNKNOWN_SENDER`]).
+///
+/// Rule: a block is protected by the smallest share among its senders.
+/// Each time, the block taken is the one whose smallest sender share is the
+/// largest; on a tie a block naming the requester first, then the
+/// soonest-expiring. Shares are counted again after each block taken.
+/// So a sender's block of its own goes when that sender holds the most; a
+/// block two flooders share goes when both hold the most (their flood
+/// co-signed by each other is still theirs); a block an honest detector
+/// holds together with a flooder (the flooder co-signed it, or blocked it
+/// first) goes only when the honest detector's share is the largest left.
+/// Memory: one entry per sender and per pair of senders present in the
+/// set, for the length of the call.
 fn fair_victims(els: &[ruleset::KernelElement], requester: Option<&str>, n: usize) -> Fair {
     fair_pick(els, requester, true, n)
 }
@@ -2578,49 +2601,85 @@ fn fair_victims(els: &[ruleset::KernelElement], requester: Option<&str>, n: usiz
 fn fair_pick(els: &[ruleset::KernelElement], requester: Option<&str>, adds: bool, n: usize) -> Fair {
     use std::cmp::Reverse;
     let requester = requester.unwrap_or(UNKNOWN_SENDER);
-    let mut held: HashMap<&str, usize> = HashMap::new();
-    let mut sole: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut names: Vec<&str> = Vec::new();
+    let mut ids: HashMap<&str, usize> = HashMap::new();
+    let mut intern = |s| {
+        *ids.entry(s).or_insert_with(|| {
+            names.push(s);
+            names.len() - 1
+        })
+    };
+    // Groups of blocks with the same senders: (first, second or usize::MAX).
+    let mut group_of: HashMap<(usize, usize), usize> = HashMap::new();
+    let mut groups: Vec<((usize, usize), Vec<usize>)> = Vec::new();
+    let me = intern(requester);
     for (i, e) in els.iter().enumerate() {
-        if e.senders.len() > 1 {
-            for s in &e.senders {
-                *held.entry(s.as_str()).or_default() += 1;
-            }
-        } else {
-            let k = senders_key(e);
-            *held.entry(k).or_default() += 1;
-            sole.entry(k).or_default().push(i);
+        let mut who: Vec<usize> = e.senders.iter().take(ruleset::MAX_SENDERS).map(|s| intern(s.as_str())).collect();
+        if who.is_empty() {
+            who.push(intern(UNKNOWN_SENDER));
+        }
+        who.sort_unstable();
+        who.dedup();
+        let key = (who[0], who.get(1).copied().unwrap_or(usize::MAX));
+        let g = *group_of.entry(key).or_insert_with(|| {
+            groups.push((key, Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push(i);
+    }
+    let mut share = vec![0u64; names.len()];
+    let senders = |key: (usize, usize)| [Some(key.0), (key.1 != usize::MAX).then_some(key.1)].into_iter().flatten();
+    let weight = |key: (usize, usize)| if key.1 == usize::MAX { SHARE_ALONE } else { SHARE_ALONE / 2 };
+    for (key, list) in &groups {
+        for s in senders(*key) {
+            share[s] += weight(*key) * list.len() as u64;
         }
     }
     if adds {
-        *held.entry(requester).or_default() += 1;
+        share[me] += SHARE_ALONE;
+    }
+    let mut fair = Fair { victims: Vec::with_capacity(n), largest: None, largest_share: 0 };
+    // The largest share: on a tie the requester's, then by name.
+    if let Some(s) =
+        (0..names.len()).filter(|s| share[*s] > 0).max_by_key(|s| (share[*s], *s == me, Reverse(names[*s])))
+    {
+        fair.largest = Some(names[s].to_string());
+        fair.largest_share = share[s];
     }
     // Soonest-expiring last, to be popped first.
-    for v in sole.values_mut() {
-        v.sort_by_key(|i| Reverse(els[*i].expires_ms));
+    for (_, list) in groups.iter_mut() {
+        list.sort_by_key(|i| Reverse(els[*i].expires_ms));
     }
-    let mut heap: std::collections::BinaryHeap<(usize, bool, Reverse<&str>)> =
-        sole.keys().map(|k| (held[k], *k == requester, Reverse(*k))).collect();
-    let mut fair = Fair { victims: Vec::with_capacity(n), largest: None, largest_holds: 0 };
-    if let Some((holds, _, Reverse(k))) = heap.peek() {
-        fair.largest = Some(k.to_string());
-        fair.largest_holds = *holds;
-    }
-    let mut taken = vec![false; els.len()];
+    let rank = |key: (usize, usize), share: &[u64]| senders(key).map(|s| share[s]).min().unwrap_or(0);
+    let mine = |key: (usize, usize)| senders(key).any(|s| s == me);
+    // Max-heap of (rank, names the requester, soonest expiry, group). A
+    // rank only falls as blocks go, so an entry whose rank is stale is
+    // pushed again with its rank now, and the top entry with a current
+    // rank is the largest.
+    let mut heap: std::collections::BinaryHeap<(u64, bool, Reverse<u64>, Reverse<usize>)> = groups
+        .iter()
+        .enumerate()
+        .filter_map(|(g, (key, list))| {
+            let next = *list.last()?;
+            Some((rank(*key, &share), mine(*key), Reverse(els[next].expires_ms), Reverse(g)))
+        })
+        .collect();
     while fair.victims.len() < n {
-        let Some((holds, mine, Reverse(k))) = heap.pop() else { break };
-        let Some(list) = sole.get_mut(k) else { continue };
-        let Some(i) = list.pop() else { continue };
-        fair.victims.push(i);
-        taken[i] = true;
-        if !list.is_empty() {
-            heap.push((holds - 1, mine, Reverse(k)));
+        let Some((r, m, exp, Reverse(g))) = heap.pop() else { break };
+        let key = groups[g].0;
+        let now = rank(key, &share);
+        if now != r {
+            heap.push((now, m, exp, Reverse(g)));
+            continue;
         }
-    }
-    if fair.victims.len() < n {
-        // Only shared blocks are left.
-        let mut rest: Vec<usize> = (0..els.len()).filter(|i| !taken[*i]).collect();
-        rest.sort_by_key(|i| els[*i].expires_ms);
-        fair.victims.extend(rest.into_iter().take(n - fair.victims.len()));
+        let Some(i) = groups[g].1.pop() else { continue };
+        fair.victims.push(i);
+        for s in senders(key) {
+            share[s] -= weight(key);
+        }
+        if let Some(next) = groups[g].1.last() {
+            heap.push((rank(key, &share), m, Reverse(els[*next].expires_ms), Reverse(g)));
+        }
     }
     fair
 }
@@ -2880,7 +2939,7 @@ mod tests {
         els.extend((10..20).map(|i| held(i, 600_000 - u64::from(i), &["det-2"])));
         let f = fair_victims(&els, Some("det-2"), 3);
         assert_eq!(keys(&els, &f), [19, 18, 17], "det-2's own, soonest-expiring first");
-        assert_eq!((f.largest.as_deref(), f.largest_holds), (Some("det-2"), 11));
+        assert_eq!((f.largest.as_deref(), f.largest_share), (Some("det-2"), 22));
         // det-1's next verdict also makes room at det-2's expense.
         let f = fair_victims(&els, Some("det-1"), 2);
         assert_eq!(keys(&els, &f), [19, 18]);
@@ -2900,18 +2959,71 @@ mod tests {
             held(5, 500, &["det-2"]),
             held(6, 600, &["det-2"]),
         ];
-        // det-2 holds 4 (two shared): its own go, the shared ones stay.
+        // Shares in half blocks: det-2 6 (two shared, half each) and its
+        // new one 2, det-1 2, unknown 4. det-2's own go, the shared ones stay.
         let f = fair_victims(&els, Some("det-2"), 2);
         assert_eq!(keys(&els, &f), [5, 6]);
-        // A block without a known sender is in the unknown share (3 with it): det-2's
-        // 4 first, then one each, a tie taking the requester's share first.
+        // A block without a known sender is in the unknown share (6 with
+        // the new one, as det-2's): a tie takes the requester's share first.
         let f = fair_victims(&els, None, 3);
-        assert_eq!(keys(&els, &f), [5, 3, 6], "{f:?}");
-        assert_eq!(f.largest.as_deref(), Some("det-2"));
-        // Shared blocks go last, the soonest-expiring first.
+        assert_eq!(keys(&els, &f), [3, 5, 4], "{f:?}");
+        assert_eq!(f.largest.as_deref(), Some(UNKNOWN_SENDER));
+        // For det-1 (4 with its new one): det-2's own first; the shared
+        // ones when det-1 and det-2 are as large as the largest, on a tie
+        // before the others (they name the requester).
         let f = fair_victims(&els, Some("det-1"), 6);
-        assert_eq!(keys(&els, &f)[4..], [1, 2]);
+        assert_eq!(keys(&els, &f), [5, 1, 3, 2, 4, 6], "{f:?}");
         assert!(fair_victims(&[], Some("det-1"), 3).victims.is_empty());
+    }
+
+    /// Review finding: a block two detectors asked for was in no one's
+    /// share, taken only when no single-sender block was left. Two stolen
+    /// certificates co-signing each other's flood (det-4 sends a shorter
+    /// verdict for each of det-2's addresses, which the kept path co-signs)
+    /// made the whole flood shared, and det-1's blocks went first.
+    #[test]
+    fn a_flood_two_stolen_detectors_co_signed_evicts_its_own_blocks() {
+        let mut els: Vec<_> = (1..=10).map(|i| held(i, 60, &["det-1"])).collect();
+        els.extend((100..154).map(|i| held(i, 3600, &["det-2", "det-4"])));
+        let f = fair_victims(&els, Some("det-2"), 4);
+        let det1 = keys(&els, &f).into_iter().filter(|k| *k <= 10).collect::<Vec<_>>();
+        assert!(det1.is_empty(), "the co-signed flood evicted det-1's {det1:?}: {f:?}");
+        // The two flooders hold 27 blocks each, counted half each; det-1 holds 10.
+        assert!(matches!(f.largest.as_deref(), Some("det-2" | "det-4")), "{f:?}");
+    }
+
+    /// Review finding: a shared block counted in full against each of its
+    /// senders, so two honest detectors blocking the same attackers looked
+    /// larger than a flooder, and the flooder's verdicts evicted theirs.
+    #[test]
+    fn two_honest_detectors_sharing_blocks_are_not_taken_for_the_flooder() {
+        let mut els: Vec<_> = (1..=30).map(|i| held(i, 60, &["det-1", "det-3"])).collect();
+        els.extend((31..=33).map(|i| held(i, 60, &["det-1"])));
+        els.extend((34..=36).map(|i| held(i, 60, &["det-3"])));
+        els.extend((100..129).map(|i| held(i, 3600 + u64::from(i), &["det-2"])));
+        let f = fair_victims(&els, Some("det-2"), 4);
+        assert_eq!(keys(&els, &f), [100, 101, 102, 103], "{f:?}");
+        assert_eq!(f.largest.as_deref(), Some("det-2"), "{f:?}");
+        // No flooder: the two honest detectors (18 blocks each, counted
+        // half for the shared) give up their own blocks in turn, the
+        // shared ones (here the longer) last.
+        let mut els: Vec<_> = (1..=30).map(|i| held(i, 600, &["det-1", "det-3"])).collect();
+        els.extend((31..=33).map(|i| held(i, 60, &["det-1"])));
+        els.extend((34..=36).map(|i| held(i, 60, &["det-3"])));
+        let f = fair_victims(&els, Some("det-1"), 3);
+        assert_eq!(keys(&els, &f), [33, 32, 36], "{f:?}");
+    }
+
+    /// A flooder co-signing an honest detector's blocks (it sees the same
+    /// flows) does not make them its own to evict: each stays protected by
+    /// the honest detector's small share.
+    #[test]
+    fn a_flooder_co_signing_an_honest_detectors_blocks_cannot_evict_them() {
+        let mut els: Vec<_> = (1..=10).map(|i| held(i, 60, &["det-1", "det-2"])).collect();
+        els.extend((11..=14).map(|i| held(i, 60, &["det-3"])));
+        els.extend((100..150).map(|i| held(i, 3600 + u64::from(i), &["det-2"])));
+        let f = fair_victims(&els, Some("det-2"), 50);
+        assert!(keys(&els, &f).iter().all(|k| *k >= 100), "{f:?}");
     }
 
     #[test]
