@@ -258,19 +258,40 @@ impl StateFile {
     }
 }
 
-/// `a` and `b` together, one entry per (origin, target): the later expiry wins.
+/// `a` and `b` together, one entry per (origin, target): the later expiry
+/// wins, with the senders of both copies (a detector block one detector
+/// co-signed in the table stays co-signed): the winner's first, then the
+/// other's, node ids only, at most [`super::ruleset::MAX_SENDERS`]. A copy
+/// whose senders are unknown (an older version's) keeps the block unknown:
+/// no verdict can claim it.
 pub fn merge(a: Vec<SavedBlock>, b: Vec<SavedBlock>) -> Vec<SavedBlock> {
     let mut by_key: std::collections::BTreeMap<(String, String), SavedBlock> = std::collections::BTreeMap::new();
-    for blk in a.into_iter().chain(b) {
+    for mut blk in a.into_iter().chain(b) {
         let key = (blk.origin.clone(), blk.target.clone());
-        match by_key.get(&key) {
-            Some(have) if have.expires_unix_ms >= blk.expires_unix_ms => {}
-            _ => {
-                by_key.insert(key, blk);
-            }
+        let Some(have) = by_key.get_mut(&key) else {
+            by_key.insert(key, blk);
+            continue;
+        };
+        if have.expires_unix_ms < blk.expires_unix_ms {
+            std::mem::swap(have, &mut blk);
         }
+        have.senders = union_senders(&have.senders, &blk.senders);
     }
     by_key.into_values().collect()
+}
+
+/// The senders of two copies of one block (see [`merge`]).
+fn union_senders(first: &[String], second: &[String]) -> Vec<String> {
+    if first.is_empty() || second.is_empty() {
+        return Vec::new();
+    }
+    let mut v: Vec<String> = Vec::new();
+    for s in first.iter().chain(second) {
+        if gatewarden_core::identity::valid_node_id(s) && !v.contains(s) && v.len() < super::ruleset::MAX_SENDERS {
+            v.push(s.clone());
+        }
+    }
+    v
 }
 
 /// Writes through a temporary file of this process, fsyncs it, renames it
@@ -441,6 +462,27 @@ mod tests {
         let get = |t: &str, o: &str| m.iter().find(|b| b.target == t && b.origin == o).unwrap().expires_unix_ms;
         assert_eq!(get("192.0.2.7", "admin"), 10_000, "a shorter entry never shortens a longer one");
         assert_eq!(get("192.0.2.8", "detector"), 7_000);
+    }
+
+    /// Review finding: the copy expiring later won and the other's senders
+    /// were lost, so a block an honest detector co-signed in the running
+    /// table came back as the flooder's alone after a crash.
+    #[test]
+    fn merge_keeps_the_senders_of_both_copies_of_a_detector_block() {
+        let with = |senders: &[&str], expires| SavedBlock {
+            senders: senders.iter().map(|s| s.to_string()).collect(),
+            ..blk("203.0.113.3", "detector", expires)
+        };
+        let m = merge(vec![with(&["det-2", "det-1"], 5_000)], vec![with(&["det-2"], 7_000)]);
+        assert_eq!(m.len(), 1);
+        assert_eq!((m[0].expires_unix_ms, &m[0].senders[..]), (7_000, &["det-2".to_string(), "det-1".to_string()][..]));
+        // At most two, node ids only; an unknown sender stays unknown.
+        let m = merge(vec![with(&["det-2", "not an id"], 5_000)], vec![with(&["det-3", "det-4"], 7_000)]);
+        assert_eq!(m[0].senders, ["det-3", "det-4"]);
+        let m = merge(vec![with(&[], 5_000)], vec![with(&["det-2"], 7_000)]);
+        assert_eq!(m[0].senders, Vec::<String>::new(), "a block of unknown senders is no verdict's to claim");
+        let m = merge(vec![with(&["det-1"], 9_000)], vec![with(&["det-1"], 7_000)]);
+        assert_eq!(m[0].senders, ["det-1"]);
     }
 
     #[test]

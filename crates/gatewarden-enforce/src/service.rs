@@ -809,14 +809,17 @@ pub const PERSIST_DELAY: Duration = Duration::from_millis(200);
 /// blocks that ran out reach the file too.
 pub const PERSIST_CHECK: Duration = Duration::from_secs(5);
 
+/// What a save is compared by: origin, target, expiry in whole seconds, senders.
+type Fingerprint = (String, String, u64, Vec<String>);
+
 /// Keeps `enforce.state_file` in step with the block sets.
 struct Persister {
     file: StateFile,
     pending: bool,
     last_save: Instant,
     last_check: Instant,
-    /// (origin, target, expiry in whole seconds) of the last save.
-    last: Vec<(String, String, u64)>,
+    /// (origin, target, expiry in whole seconds, senders) of the last save.
+    last: Vec<Fingerprint>,
     failing: bool,
 }
 
@@ -837,9 +840,14 @@ impl Persister {
     /// Lists the sets and rewrites the file when they differ from the last save.
     fn save(&mut self, blocker: &mut Blocker) {
         self.last_check = Instant::now();
-        let fingerprint = |v: &[SavedBlock]| -> Vec<(String, String, u64)> {
-            let mut f: Vec<_> =
-                v.iter().map(|b| (b.origin.clone(), b.target.clone(), b.expires_unix_ms / 1000)).collect();
+        // The senders too: a verdict kept as it is but co-signed by a
+        // second detector changes only them, and a restart must keep it
+        // in the honest detector's share.
+        let fingerprint = |v: &[SavedBlock]| -> Vec<Fingerprint> {
+            let mut f: Vec<_> = v
+                .iter()
+                .map(|b| (b.origin.clone(), b.target.clone(), b.expires_unix_ms / 1000, b.senders.clone()))
+                .collect();
             f.sort();
             f
         };
