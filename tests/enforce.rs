@@ -1695,6 +1695,35 @@ fn a_full_detector_set_evicts_from_the_largest_share_and_the_shares_survive_a_re
     b.remove().unwrap();
 }
 
+/// Review finding: the kernel takes at most 254 bytes of element userdata
+/// (256 are accepted and all of it silently dropped, 255 refused with
+/// EINVAL), and the userdata was sized for 256. Two 64-character detector
+/// ids beside a long reason (the kept path reuses the pre-empting block's,
+/// which the flooder chooses) lost the senders when the second detector
+/// co-signed. The comment is cut first, never the senders.
+#[test]
+fn two_longest_sender_ids_and_a_long_reason_fit_the_kernels_userdata() {
+    let Some(lab) = Lab::new() else { return };
+    let mut b = lab.blocker(Settings::default(), None);
+    b.ensure().unwrap();
+    let ip: IpAddr = "203.0.113.77".parse().unwrap();
+    let (one, two) = ("a".repeat(64), "b".repeat(64));
+    let reason = "r".repeat(200);
+    b.block_verdict(ip, Duration::from_secs(120), &reason, false, &one).unwrap();
+    let kept = b.block_verdict(ip, Duration::from_secs(60), "scan", false, &two).unwrap();
+    assert!(matches!(kept, BlockOutcome::Blocked { .. }), "{kept:?}");
+    let saved = b.saved_blocks(gatewarden_core::clock::unix_now_ms()).unwrap();
+    let got = saved.iter().find(|s| s.target == "203.0.113.77").expect("still blocked");
+    assert_eq!(got.senders, [one.clone(), two.clone()], "the co-sign lost the senders: {got:?}");
+    assert!(!got.reason.is_empty() && reason.starts_with(&got.reason), "the reason is cut, not lost: {got:?}");
+    // Written whole at once too (a refresh with a longer verdict).
+    b.block_verdict(ip, Duration::from_secs(300), &reason, false, &one).unwrap();
+    let saved = b.saved_blocks(gatewarden_core::clock::unix_now_ms()).unwrap();
+    let got = saved.iter().find(|s| s.target == "203.0.113.77").expect("still blocked");
+    assert_eq!(got.senders, [one, two], "the refresh lost the senders: {got:?}");
+    b.remove().unwrap();
+}
+
 /// A crash during a flood: the state file (saved a moment before) and the
 /// table left behind each hold a full detector set, and their union holds
 /// more than the set. The restore used to keep the blocks with the most time

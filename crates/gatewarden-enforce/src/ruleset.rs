@@ -717,8 +717,12 @@ const UDATA_SENDERS: u8 = 0xf5;
 /// eviction needs (a shared block is no single sender's to lose).
 pub const MAX_SENDERS: usize = 2;
 
-/// Longest userdata the kernel takes for an element (`NFT_USERDATA_MAXLEN`).
-const USERDATA_MAX: usize = 256;
+/// Longest userdata the kernel keeps for an element. `NFT_USERDATA_MAXLEN`
+/// is 256, but measured (enforce test
+/// `two_longest_sender_ids_and_a_long_reason_fit_the_kernels_userdata`):
+/// 256 bytes are accepted and all of the userdata silently dropped, 255
+/// are refused (EINVAL); 254 are kept.
+const USERDATA_MAX: usize = 254;
 
 /// The comment's userdata followed by when counting began, the
 /// `--allow-wide` mark when `wide` and the verdicts' senders. The comment
@@ -1478,7 +1482,7 @@ mod tests {
         let long = "x".repeat(300);
         let two = vec!["d".repeat(64), "e".repeat(64)];
         let u = element_udata(&long, 1_700_000_000, false, &two);
-        assert!(u.len() <= USERDATA_MAX, "{} bytes of userdata", u.len());
+        assert!(u.len() <= 254, "{} bytes of userdata: the kernel keeps at most 254", u.len());
         let got = parse_udata(&u);
         assert_eq!(got.senders, two);
         assert!(!got.comment.is_empty() && long.starts_with(&got.comment), "the comment is cut, not lost");
