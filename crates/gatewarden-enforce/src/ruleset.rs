@@ -705,16 +705,16 @@ const UDATA_WIDE: u8 = 0xf6;
 
 /// Userdata type gatewarden adds to a detector block: the node ids of the
 /// detectors whose verdicts wrote it (at most [`MAX_SENDERS`], joined by
-/// `,`, which no node id holds). A full detector set evicts from the sender
-/// holding the most blocks (`Blocker::block_verdict`), so the sender must
+/// `,`, which no node id holds). A full detector set evicts by the senders'
+/// shares (`Blocker::block_verdict`), so the sender must
 /// be known for every element, also one written by another process or
 /// restored after a restart; the kernel keeps it with the element, so no
 /// table of senders lives in gatewarden's memory. nft skips it.
 const UDATA_SENDERS: u8 = 0xf5;
 
 /// Most senders kept with one element: the first detector that blocked it
-/// and one more that blocked it again. Two mark it as shared, which is all
-/// eviction needs (a shared block is no single sender's to lose).
+/// and one more that blocked it again. A shared block counts half in each
+/// one's share and is protected by the smaller share (`Blocker::block_verdict`).
 pub const MAX_SENDERS: usize = 2;
 
 /// Longest userdata the kernel keeps for an element. `NFT_USERDATA_MAXLEN`
