@@ -41,29 +41,14 @@ impl Peers {
         }
         self.0.push_back(peer);
     }
-
-    /// Whether `peer` is remembered.
-    fn contains(&self, peer: &(IpAddr, u16, Proto)) -> bool {
-        self.0.contains(peer)
-    }
 }
 
-/// Whether a host answered the source on a port over a protocol before, from a memory
-/// longer than [`Peers`] (the detector stage's: a day of answered services, see
-/// `LongHorizon::answered_within_day`); `&|_, _, _| false` without one.
-pub(super) type KnownPeer<'a> = &'a dyn Fn(IpAddr, u16, Proto) -> bool;
-
 /// A sweep finding when this new attempt brings the hosts its source tried on one
-/// port, less its known peers there (its [`Peers`], then `known`), to
+/// port, less its known peers there (its [`Peers`], and hosts the detector stage's
+/// day of answered services knows: `AttemptWindow::known_hosts`), to
 /// `sweep_distinct_hosts`; its unanswered share is that of the source's attempts on
 /// the port (over the protocol).
-pub(super) fn check(
-    cfg: &DetectorConfig,
-    o: &Observed,
-    attempts: &AttemptWindow,
-    peers: &Peers,
-    known: KnownPeer<'_>,
-) -> Option<Detection> {
+pub(super) fn check(cfg: &DetectorConfig, o: &Observed, attempts: &AttemptWindow, peers: &Peers) -> Option<Detection> {
     if !o.new_attempt() || o.reported_lately(AttackKind::HostSweep) {
         return None;
     }
@@ -74,16 +59,19 @@ pub(super) fn check(
     let mut hosts = attempts.hosts(r.dport, r.proto);
     if hosts >= cfg.sweep_distinct_hosts as usize {
         let (port, proto) = (r.dport, r.proto);
-        hosts -=
-            peers.0.iter().filter(|(d, p, pr)| *p == port && *pr == proto && attempts.tried(*d, port, proto)).count();
-        // Still a sweep by the short list: ask the longer memory about each host left
-        // (only now, so a source below the count pays nothing).
-        if hosts >= cfg.sweep_distinct_hosts as usize {
-            hosts = attempts
-                .hosts_on(port, proto)
-                .filter(|d| !peers.contains(&(*d, port, proto)) && !known(*d, port, proto))
-                .count();
-        }
+        // Less the hosts the longer memory knows answered the source there (counted
+        // as the attempts came in: O(1) here, whatever the window holds), and the
+        // short list's peers tried on the port that it does not know.
+        hosts = hosts.saturating_sub(attempts.known_hosts(port, proto));
+        hosts = hosts.saturating_sub(
+            peers
+                .0
+                .iter()
+                .filter(|(d, p, pr)| {
+                    *p == port && *pr == proto && attempts.tried(*d, port, proto) && !attempts.known(*d, port, proto)
+                })
+                .count(),
+        );
     }
     if hosts < cfg.sweep_distinct_hosts as usize {
         return None;
@@ -223,6 +211,28 @@ mod tests {
         let mut found = cycle(&mut h, 0, &nobody);
         found.extend(cycle(&mut h, 1, &nobody));
         assert!(found.iter().any(|d| d.kind == AttackKind::HostSweep), "{found:?}");
+    }
+
+    /// A busy client (or a bot that first got answers from thousands of web servers)
+    /// opening connections to 2 000 hosts it knows on 443: the day memory is asked once
+    /// per new attempt, not once per host in the window for every attempt (that was
+    /// 2 000 × 2 000 questions, a per-source cost any LAN device could raise at will).
+    #[test]
+    fn the_day_memory_is_asked_once_per_attempt_not_per_host_in_the_window() {
+        let asked = std::cell::Cell::new(0u64);
+        let known = |_, _, _, _| {
+            asked.set(asked.get() + 1);
+            true
+        };
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for i in 0..2000u64 {
+            let dst = format!("198.51.{}.{}", 100 + i / 250, 1 + i % 250);
+            let t = 1.0 + i as f64 * 0.001;
+            found.extend(h.observe_known(&rec(i + 1, "192.168.1.10", &dst, 443, Proto::Tcp, t, 1, 0, "S0"), &known));
+        }
+        assert!(found.iter().all(|d| d.kind != AttackKind::HostSweep), "{found:?}");
+        assert!(asked.get() <= 2000, "the day memory was asked {} times for 2 000 attempts", asked.get());
     }
 
     /// A telnet sweep of 30 hosts into silence from 192.0.2.66, with two quick

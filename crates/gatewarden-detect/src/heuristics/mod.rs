@@ -523,9 +523,14 @@ impl Heuristics {
                 s.attempts.mark(p.attempt, unanswered);
                 p.attempt
             }
-            None if is_new && matches!(r.proto, Proto::Tcp | Proto::Udp) => {
-                s.attempts.push(r.first_ns, r.dst, r.dport, r.proto, unanswered)
-            }
+            None if is_new && matches!(r.proto, Proto::Tcp | Proto::Udp) => s.attempts.push_known(
+                r.first_ns,
+                r.dst,
+                r.dport,
+                r.proto,
+                unanswered,
+                known(r.src, r.dst, r.dport, r.proto),
+            ),
             None => s.attempts.no_attempt(),
         };
         s.flows.insert(r.flow_id, FlowSeen { packets: r.fwd_packets, attempt, bytes: r.fwd_bytes });
@@ -569,8 +574,7 @@ impl Heuristics {
         // Each detector in turn; the order is the order of the findings.
         let mut out = Vec::new();
         out.extend(port_scan::check(cfg, &o, &s.attempts));
-        let src = r.src;
-        out.extend(host_sweep::check(cfg, &o, &s.attempts, &s.peers, &|d, p, pr| known(src, d, p, pr)));
+        out.extend(host_sweep::check(cfg, &o, &s.attempts, &s.peers));
         out.extend(brute_force_connections::check(cfg, &o, &s.attempts));
         out.extend(brute_force_sessions::observe(cfg, &o, &mut s.logins));
         out.extend(brute_force_http::observe(cfg, &o, &mut s.web));

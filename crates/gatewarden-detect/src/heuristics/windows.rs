@@ -166,6 +166,9 @@ struct PairCount {
     attempts: u32,
     /// Of them, those whose flow was answered.
     answered: u32,
+    /// The host answered the source on this port within the day (the detector
+    /// stage's long memory), as any of these attempts found when it was made.
+    known: bool,
 }
 
 /// Attempts to one host, or on one port, in the window. An entry lives as long as
@@ -177,6 +180,9 @@ struct Tally {
     attempts: u32,
     /// Of the `distinct` targets, those with at least one answered attempt.
     answered: u32,
+    /// Of the `distinct` targets, those known to have answered within the day
+    /// ([`PairCount::known`]; kept for the per-port tally only).
+    known: u32,
 }
 
 impl Tally {
@@ -268,9 +274,16 @@ impl AttemptWindow {
         self.per_port.get(&(port, proto)).map_or(0.0, Tally::unanswered_pct)
     }
 
-    /// The hosts tried on `port` over `proto` in the window (each once).
-    pub(super) fn hosts_on(&self, port: u16, proto: Proto) -> impl Iterator<Item = IpAddr> + '_ {
-        self.pairs.keys().filter(move |(_, p, pr)| *p == port && *pr == proto).map(|(d, _, _)| *d)
+    /// Of the hosts tried on `port` over `proto` in the window, those known to have
+    /// answered the source there within the day ([`AttemptWindow::push_known`]).
+    pub(super) fn known_hosts(&self, port: u16, proto: Proto) -> usize {
+        self.per_port.get(&(port, proto)).map_or(0, |t| t.known as usize)
+    }
+
+    /// Whether `dst` on `port` over `proto` is in the window and known to have answered
+    /// the source there within the day.
+    pub(super) fn known(&self, dst: IpAddr, port: u16, proto: Proto) -> bool {
+        self.pairs.get(&(dst, port, proto)).is_some_and(|p| p.known)
     }
 
     /// Whether `dst`'s `port` was tried over `proto` in the window.
@@ -288,7 +301,24 @@ impl AttemptWindow {
 
     /// Counts a new flow's first packet at capture time `ts`, `unanswered` as of this
     /// snapshot; returns the attempt's number, for [`AttemptWindow::mark`].
+    #[cfg(test)]
     pub(super) fn push(&mut self, ts: u64, dst: IpAddr, port: u16, proto: Proto, unanswered: bool) -> u32 {
+        self.push_known(ts, dst, port, proto, unanswered, false)
+    }
+
+    /// [`AttemptWindow::push`]; `known`: the host answered the source on this port
+    /// within the day (the detector stage's long memory). Counted once per host and
+    /// port while any attempt to it is in the window, so the sweep rule asks
+    /// [`AttemptWindow::known_hosts`] in O(1) instead of the memory for every host.
+    pub(super) fn push_known(
+        &mut self,
+        ts: u64,
+        dst: IpAddr,
+        port: u16,
+        proto: Proto,
+        unanswered: bool,
+        known: bool,
+    ) -> u32 {
         // Room is made first, so the queue never grows past the cap to double its allocation.
         if self.events.len() >= MAX_EVENTS {
             self.pop();
@@ -300,8 +330,15 @@ impl AttemptWindow {
         pair.answered += u32::from(!unanswered);
         let new_pair = pair.attempts == 1;
         let newly_answered = !unanswered && pair.answered == 1;
+        let newly_known = known && !pair.known;
+        pair.known |= known;
         tally_in(&mut self.per_host, (dst, proto), new_pair, newly_answered);
         tally_in(&mut self.per_port, (port, proto), new_pair, newly_answered);
+        if newly_known {
+            if let Some(t) = self.per_port.get_mut(&(port, proto)) {
+                t.known += 1;
+            }
+        }
         number
     }
 
@@ -342,7 +379,7 @@ impl AttemptWindow {
     fn pop(&mut self) {
         if let Some(a) = self.events.pop_front() {
             self.first = self.first.wrapping_add(1);
-            let (mut last, mut lost_answer) = (false, false);
+            let (mut last, mut lost_answer, mut lost_known) = (false, false, false);
             if let std::collections::hash_map::Entry::Occupied(mut e) = self.pairs.entry((a.dst, a.port, a.proto)) {
                 let pair = e.get_mut();
                 pair.attempts -= 1;
@@ -351,8 +388,14 @@ impl AttemptWindow {
                     lost_answer = pair.answered == 0;
                 }
                 if pair.attempts == 0 {
+                    lost_known = pair.known;
                     e.remove();
                     last = true;
+                }
+            }
+            if lost_known {
+                if let Some(t) = self.per_port.get_mut(&(a.port, a.proto)) {
+                    t.known -= 1;
                 }
             }
             tally_out(&mut self.per_host, (a.dst, a.proto), last, lost_answer);
