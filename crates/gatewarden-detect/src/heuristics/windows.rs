@@ -103,6 +103,23 @@ impl CountWindow {
         shrink(self.events.len(), self.events.capacity(), |n| self.events.shrink_to(n));
     }
 
+    /// Time of the oldest slot still held.
+    pub(super) fn oldest(&self) -> Option<u64> {
+        self.events.front().map(|e| e.0)
+    }
+
+    /// Drops the slots that began before `ts` (another window cut to its newest
+    /// slots: this one then covers no more time than it does).
+    pub(super) fn drop_before(&mut self, ts: u64) {
+        while let Some(&(t, n)) = self.events.front() {
+            if t >= ts {
+                break;
+            }
+            self.events.pop_front();
+            self.total -= n;
+        }
+    }
+
     /// Keeps the newest `keep` slots and only the room they need (the shared budget, see
     /// `Heuristics::reclaim`): the rate over what is left is still the rate, or less.
     pub(super) fn keep_newest(&mut self, keep: usize) {
