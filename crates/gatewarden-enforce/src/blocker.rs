@@ -2651,12 +2651,19 @@ fn fair_pick(els: &[ruleset::KernelElement], requester: Option<&str>, adds: bool
         list.sort_by_key(|i| Reverse(els[*i].expires_ms));
     }
     let rank = |key: (usize, usize), share: &[u64]| senders(key).map(|s| share[s]).min().unwrap_or(0);
-    let mine = |key: (usize, usize)| senders(key).any(|s| s == me);
+    // On a tie: the requester's own blocks first, then blocks it shares, then
+    // the others' (a flooder's verdict must not take a block it co-signed with
+    // an honest detector before one of its own).
+    let mine = |key: (usize, usize)| match (key.0 == me && key.1 == usize::MAX, senders(key).any(|s| s == me)) {
+        (true, _) => 2u8,
+        (false, true) => 1,
+        (false, false) => 0,
+    };
     // Max-heap of (rank, names the requester, soonest expiry, group). A
     // rank only falls as blocks go, so an entry whose rank is stale is
     // pushed again with its rank now, and the top entry with a current
     // rank is the largest.
-    let mut heap: std::collections::BinaryHeap<(u64, bool, Reverse<u64>, Reverse<usize>)> = groups
+    let mut heap: std::collections::BinaryHeap<(u64, u8, Reverse<u64>, Reverse<usize>)> = groups
         .iter()
         .enumerate()
         .filter_map(|(g, (key, list))| {
@@ -3017,6 +3024,18 @@ mod tests {
     /// A flooder co-signing an honest detector's blocks (it sees the same
     /// flows) does not make them its own to evict: each stays protected by
     /// the honest detector's small share.
+    /// At an exact tie of shares, the flooder's verdict takes one of its own
+    /// blocks, not one it co-signed with the honest detector (whose sooner
+    /// expiry came first before: the second review of session 27).
+    #[test]
+    fn at_a_tie_the_requesters_own_blocks_go_before_those_it_shares() {
+        let mut els: Vec<_> = (1..=4).map(|i| held(i, 60, &["det-1"])).collect();
+        els.extend((11..=14).map(|i| held(i, 60, &["det-1", "det-2"])));
+        els.extend((100..=102).map(|i| held(i, 3600 + u64::from(i), &["det-2"])));
+        let f = fair_victims(&els, Some("det-2"), 1);
+        assert!(keys(&els, &f).iter().all(|k| *k >= 100), "{f:?}");
+    }
+
     #[test]
     fn a_flooder_co_signing_an_honest_detectors_blocks_cannot_evict_them() {
         let mut els: Vec<_> = (1..=10).map(|i| held(i, 60, &["det-1", "det-2"])).collect();

@@ -39,9 +39,20 @@ pub(super) struct Rates {
     icmp_packets: CountWindow,
     /// The UDP packets of `udp_packets` to its busiest target hosts.
     udp_top: TopTargets,
+    /// Those of `udp_packets` on flows their targets never answered.
+    udp_unanswered: CountWindow,
+    /// Those of `icmp_packets` on flows their targets never answered.
+    icmp_unanswered: CountWindow,
     /// The ICMP packets of `icmp_packets` to its busiest target hosts.
     icmp_top: TopTargets,
 }
+
+/// How many times its flood threshold a source's *unanswered* UDP or ICMP packets
+/// must reach to be a flood when no single host's rate does: carpet bombing spread
+/// over more hosts than [`TopTargets`] holds, each below the threshold. Twice, so
+/// a quit BitTorrent client's ~240 port-unreachables a second (unanswered, to 600
+/// peers) stay under ICMP's 400.
+pub const SPREAD_FLOOD_FACTOR: f64 = 2.0;
 
 /// Most target hosts counted per source and kind ([`TopTargets`]).
 const TOP_TARGETS: usize = 8;
@@ -58,9 +69,11 @@ const TOP_TARGETS: usize = 8;
 /// *with* its count. So a host's count is never under its true count, and
 /// over it by at most the kind's packets in the window / [`TOP_TARGETS`]; a
 /// victim keeps its slot however the source churns the others with fresh
-/// hosts, and a flood spread over many hosts (carpet bombing) still adds up
-/// in the slots. A spread-out benign source stays far below: 1 250 packets/s
-/// over 24 peers counts at most ~156/s a host against 1 000.
+/// hosts. A spread-out benign source stays far below: 1 250 packets/s over
+/// 24 peers counts at most ~156/s a host against 1 000. A flood spread over
+/// many hosts adds up in the slots only past about [`TOP_TARGETS`] times the
+/// threshold; below that, its packets going unanswered make it a flood
+/// ([`SPREAD_FLOOD_FACTOR`]).
 #[derive(Debug, Default)]
 struct TopTargets {
     /// Allocated with the first packet of the kind (most sources send none).
@@ -121,8 +134,19 @@ impl Rates {
             icmp_packets,
             udp_top,
             icmp_top,
+            udp_unanswered,
+            icmp_unanswered,
         } = self;
-        for w in [syn_packets, tcp_packets, udp_packets, udp_bytes, udp_ack_packets, icmp_packets] {
+        for w in [
+            syn_packets,
+            tcp_packets,
+            udp_packets,
+            udp_bytes,
+            udp_ack_packets,
+            icmp_packets,
+            udp_unanswered,
+            icmp_unanswered,
+        ] {
             w.clear();
         }
         udp_top.clear();
@@ -138,6 +162,8 @@ impl Rates {
             &self.udp_bytes,
             &self.udp_ack_packets,
             &self.icmp_packets,
+            &self.udp_unanswered,
+            &self.icmp_unanswered,
         ]
         .iter()
         .map(|w| w.capacity())
@@ -157,11 +183,12 @@ impl Rates {
             icmp_packets,
             udp_top,
             icmp_top,
+            udp_unanswered,
+            icmp_unanswered,
         } = self;
         let tops = udp_top.windows().chain(icmp_top.windows());
-        for w in
-            [syn_packets, tcp_packets, udp_packets, udp_bytes, udp_ack_packets, icmp_packets].into_iter().chain(tops)
-        {
+        let all = [syn_packets, tcp_packets, udp_packets, udp_bytes, udp_ack_packets, icmp_packets];
+        for w in all.into_iter().chain([udp_unanswered, icmp_unanswered]).chain(tops) {
             w.trim(now, window_ns);
         }
     }
@@ -180,6 +207,8 @@ impl Rates {
             icmp_packets,
             udp_top,
             icmp_top,
+            udp_unanswered,
+            icmp_unanswered,
         } = self;
         for w in [syn_packets, tcp_packets, udp_packets, udp_bytes, icmp_packets] {
             w.keep_newest((w.len() as f64 * share) as usize);
@@ -187,8 +216,11 @@ impl Rates {
         // The acknowledgements and the per-host counts cover no more time than
         // the packets kept: cut by their own share, acknowledgements from before
         // the packets' span would pass flood packets off as acknowledgements.
-        for (kept, parts) in [(udp_packets.oldest(), &mut *udp_top), (icmp_packets.oldest(), &mut *icmp_top)] {
-            for w in parts.windows() {
+        for (kept, parts, unanswered) in [
+            (udp_packets.oldest(), &mut *udp_top, &mut *udp_unanswered),
+            (icmp_packets.oldest(), &mut *icmp_top, &mut *icmp_unanswered),
+        ] {
+            for w in parts.windows().chain([unanswered]) {
                 w.drop_before(kept.unwrap_or(u64::MAX));
                 w.keep_newest(w.len());
             }
@@ -276,10 +308,16 @@ pub(super) fn observe(
                     s.udp_ack_packets.push(r.last_ns, delta, window_ns);
                 }
                 s.udp_top.push(r.dst, r.last_ns, delta, window_ns);
+                if r.rev_packets == 0 {
+                    s.udp_unanswered.push(r.last_ns, delta, window_ns);
+                }
             }
             Proto::Icmp | Proto::Icmpv6 => {
                 s.icmp_packets.push(r.last_ns, delta, window_ns);
                 s.icmp_top.push(r.dst, r.last_ns, delta, window_ns);
+                if r.rev_packets == 0 {
+                    s.icmp_unanswered.push(r.last_ns, delta, window_ns);
+                }
             }
             _ => {}
         }
@@ -293,6 +331,8 @@ pub(super) fn observe(
     for w in s.udp_top.windows().chain(s.icmp_top.windows()) {
         w.trim(now, window_ns);
     }
+    s.udp_unanswered.trim(now, window_ns);
+    s.icmp_unanswered.trim(now, window_ns);
     if delta == 0 {
         return None;
     }
@@ -329,7 +369,17 @@ pub(super) fn observe(
         _ => None,
     };
     let to_target = top.map(|t| t.rate_to(r.dst, now, window_ns));
-    if to_target.is_some_and(|p| p < threshold as f64) {
+    // … unless the source's unanswered packets alone reach SPREAD_FLOOD_FACTOR
+    // times it: a flood spread over more hosts than the counts hold (carpet
+    // bombing a subnet) goes unanswered, while what the per-host rate spares
+    // (a console's peers, a monitor's pings) is answered.
+    let unanswered = match kind {
+        AttackKind::UdpFlood => s.udp_unanswered.rate(now, window_ns),
+        AttackKind::IcmpFlood => s.icmp_unanswered.rate(now, window_ns),
+        _ => 0.0,
+    };
+    let spread = unanswered >= SPREAD_FLOOD_FACTOR * threshold as f64;
+    if to_target.is_some_and(|p| p < threshold as f64) && !spread {
         return None;
     }
     let port = if kind == AttackKind::IcmpFlood { 0 } else { r.dport };
@@ -338,6 +388,10 @@ pub(super) fn observe(
     if let Some(p) = to_target {
         evidence.push(("pps_to_target".into(), p));
         shape = format!(" ({p:.0}/s to that host alone)");
+        if p < threshold as f64 {
+            evidence.push(("unanswered_pps".into(), unanswered));
+            shape += &format!(", spread over many hosts: {unanswered:.0}/s unanswered in all");
+        }
     }
     if kind == AttackKind::UdpFlood {
         // What tells a flood from a media stream (see response.rs, `udp_stream_full_packets`):
@@ -713,6 +767,28 @@ mod shaped_floods {
             for step in 1..=30u32 {
                 let t = f64::from(step) * 0.1;
                 for k in 0..50u64 {
+                    let n = per_host * step / 10;
+                    let dst = format!("203.0.113.{}", 1 + k);
+                    found.extend(h.observe(&flow(k + 1, &dst, 9999, proto, t, (n, u64::from(n) * 28), (0, 0))));
+                }
+            }
+            let kind = if proto == Proto::Udp { AttackKind::UdpFlood } else { AttackKind::IcmpFlood };
+            let d = decisions(&found, kind);
+            assert!(d.iter().any(|(a, _)| *a == Action::Block), "{proto:?}: {d:?}");
+        }
+    }
+
+    /// Below what the eight per-host counts can add up to the threshold: 64 hosts at 120
+    /// UDP packets/s each (7 680/s) and at 22 ICMP packets/s each (1 408/s), unanswered
+    /// (`hping3 --rand-dest` over part of a subnet; the second review of session 27).
+    #[test]
+    fn a_flood_spread_thinly_over_many_hosts_is_still_blocked() {
+        for (proto, per_host) in [(Proto::Udp, 120u32), (Proto::Icmp, 22)] {
+            let mut h = Heuristics::new(DetectorConfig::default());
+            let mut found = Vec::new();
+            for step in 1..=30u32 {
+                let t = f64::from(step) * 0.1;
+                for k in 0..64u64 {
                     let n = per_host * step / 10;
                     let dst = format!("203.0.113.{}", 1 + k);
                     found.extend(h.observe(&flow(k + 1, &dst, 9999, proto, t, (n, u64::from(n) * 28), (0, 0))));
