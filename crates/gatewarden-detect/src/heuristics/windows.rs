@@ -470,16 +470,18 @@ mod tests {
     /// The tallies, worked out again from the attempts themselves: one line per host
     /// and per port, (distinct, attempts, targets answered), sorted.
     fn recount(w: &AttemptWindow) -> Vec<String> {
-        let mut host: HashMap<(IpAddr, Proto), (u32, u32, u32)> = HashMap::default();
-        let mut port: HashMap<(u16, Proto), (u32, u32, u32)> = HashMap::default();
+        let mut host: HashMap<(IpAddr, Proto), (u32, u32, u32, u32)> = HashMap::default();
+        let mut port: HashMap<(u16, Proto), (u32, u32, u32, u32)> = HashMap::default();
         let mut pairs: HashSet<(IpAddr, u16, Proto)> = HashSet::default();
         let mut answered: HashSet<(IpAddr, u16, Proto)> = HashSet::default();
         for a in &w.events {
             let new_pair = u32::from(pairs.insert((a.dst, a.port, a.proto)));
             let newly_answered = u32::from(!a.unanswered && answered.insert((a.dst, a.port, a.proto)));
             for t in [host.entry((a.dst, a.proto)).or_default(), port.entry((a.port, a.proto)).or_default()] {
-                *t = (t.0 + new_pair, t.1 + 1, t.2 + newly_answered);
+                *t = (t.0 + new_pair, t.1 + 1, t.2 + newly_answered, t.3);
             }
+            // Known hosts are counted per port only (the test's pairs are known by port).
+            port.entry((a.port, a.proto)).or_default().3 += new_pair * u32::from(known_in_test(a.port));
         }
         let mut lines: Vec<String> = host.iter().map(|(k, v)| format!("host {k:?}: {v:?}")).collect();
         lines.extend(port.iter().map(|(k, v)| format!("port {k:?}: {v:?}")));
@@ -487,9 +489,15 @@ mod tests {
         lines
     }
 
+    /// Whether the day memory knows a pair, in [`the_tallies_are_those_of_the_attempts_left`]:
+    /// by port, so every attempt to a pair says the same.
+    fn known_in_test(port: u16) -> bool {
+        port % 3 == 0
+    }
+
     /// The window's own tallies, as [`recount`] has them.
     fn tallies(w: &AttemptWindow) -> Vec<String> {
-        let t = |t: &Tally| (t.distinct, t.attempts, t.answered);
+        let t = |t: &Tally| (t.distinct, t.attempts, t.answered, t.known);
         let mut lines: Vec<String> = w.per_host.iter().map(|(k, v)| format!("host {k:?}: {:?}", t(v))).collect();
         lines.extend(w.per_port.iter().map(|(k, v)| format!("port {k:?}: {:?}", t(v))));
         lines.sort();
@@ -518,7 +526,8 @@ mod tests {
                 0..=3 => {
                     let dst = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, (r >> 8) as u8 % 6));
                     let proto = if r >> 16 & 1 == 0 { Proto::Tcp } else { Proto::Udp };
-                    numbers.push(w.push(ts, dst, (r >> 20) as u16 % 40, proto, r >> 32 & 1 == 0));
+                    let port = (r >> 20) as u16 % 40;
+                    numbers.push(w.push_known(ts, dst, port, proto, r >> 32 & 1 == 0, known_in_test(port)));
                 }
                 4 | 5 => {
                     // Marks attempts mostly in the window, some long gone, and flows that made none.
