@@ -2216,7 +2216,11 @@ mod tests {
             assert!(!text.starts_with("HTTP/1.1 429"), "the admin in the noisy device's /64, {round}: {text}");
             let _ = h.exchange_from(noisy, poll.as_bytes());
         }
-        assert_eq!(answers(&h.exchange_from(noisy, get("/api/status", None).as_bytes()), 429), 1, "still limited");
+        // Still limited: a burst, not one request, so a scheduler pause on a loaded
+        // machine (the bucket refills one request every 20 ms) cannot pass it off
+        // as no limit (CI failed once on the single request).
+        let out = h.exchange_from(noisy, get("/api/status", None).repeat(20).as_bytes());
+        assert!(answers(&out, 429) >= 1, "still limited: {} × 429 of 20", answers(&out, 429));
     }
 
     /// Red-team finding: the 429 named the client's address, not the /64
