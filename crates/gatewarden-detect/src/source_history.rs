@@ -7,7 +7,9 @@
 //!   minutes (the 1- and 15-minute windows) and one per quarter hour for the
 //!   last five quarters (the hour), saturating `u16` counts;
 //! - **distinct destination ports** (per protocol) and **distinct destination
-//!   hosts**: up to [`EXACT_ITEMS`] items each are kept exactly, with the minute
+//!   hosts of its unanswered probes** (answered probes do not spread a source: a
+//!   scanner padding its probes with answered ones to many resolvers or to many
+//!   ports of its own server would otherwise look like a P2P client): up to [`EXACT_ITEMS`] items each are kept exactly, with the minute
 //!   each was last seen; a source with more (or with unanswered probes, see
 //!   below) is *protected* and gets a sketch of [`SKETCH_CELLS`] cells per
 //!   dimension, each holding the minute it was last hit ("timestamped linear
@@ -30,7 +32,7 @@
 //!   one-probe sources evicts only one-probe sources.
 //! - **protected** (at most `max_protected`): sources with evidence, i.e.
 //!   `promote_unanswered` unanswered probes in the hour or more than
-//!   [`EXACT_ITEMS`] distinct ports or hosts. A newcomer with evidence takes the
+//!   [`EXACT_ITEMS`] distinct unanswered ports or hosts. A newcomer with evidence takes the
 //!   place of the protected source with the *least* evidence (unanswered probes
 //!   in the hour + distinct ports + distinct hosts), only if it has strictly more.
 //!   Probation sources never push out protected ones.
@@ -138,9 +140,9 @@ pub struct WindowStats {
     pub probes: u32,
     /// Of those, unanswered.
     pub unanswered: u32,
-    /// Distinct (protocol, destination port) pairs, estimated.
+    /// Distinct (protocol, destination port) pairs of the unanswered probes, estimated.
     pub distinct_ports: u32,
-    /// Distinct destination hosts, estimated.
+    /// Distinct destination hosts of the unanswered probes, estimated.
     pub distinct_hosts: u32,
     /// True when the distinct counts may miss items (the source overflowed its exact
     /// lists without a sketch, was demoted, or saturated its sketch in this window).
@@ -619,7 +621,12 @@ impl SourceHistory {
             }
         }
         let e = &mut self.entries[slot as usize];
-        let overflow = if e.heavy == NO_HEAVY {
+        // Only unanswered probes spread a source over ports and hosts: answered ones to many
+        // resolvers or to many ports of the attacker's own server would otherwise pad a scan
+        // into looking like a P2P client (slow_scan's repetition test).
+        let overflow = if answered {
+            false
+        } else if e.heavy == NO_HEAVY {
             let p = e.ports.insert(port_key, now);
             let h = e.hosts.insert(host_key, now);
             !(p && h)
@@ -639,7 +646,9 @@ impl SourceHistory {
             self.try_promote(slot, now);
         }
         let e = &mut self.entries[slot as usize];
-        if e.heavy != NO_HEAVY {
+        if answered {
+            // Counted above; nothing distinct to record.
+        } else if e.heavy != NO_HEAVY {
             let at = e.heavy as usize * 2 * SKETCH_CELLS;
             let cells = &mut self.heavy[at..at + 2 * SKETCH_CELLS];
             let s = stamp(now);
@@ -904,11 +913,13 @@ mod tests {
     #[test]
     fn small_counts_are_exact_and_per_protocol() {
         let mut h = history(1);
-        h.observe(scanner(), target(), 53, Proto::Udp, true, T0);
-        h.observe(scanner(), target(), 53, Proto::Tcp, true, T0 + SEC);
-        h.observe(scanner(), target(), 53, Proto::Tcp, false, T0 + 2 * SEC);
+        h.observe(scanner(), target(), 53, Proto::Udp, false, T0);
+        h.observe(scanner(), target(), 53, Proto::Tcp, false, T0 + SEC);
+        h.observe(scanner(), target(), 53, Proto::Tcp, true, T0 + 2 * SEC);
+        // Answered probes count as probes, never as spread: another host, another port.
+        h.observe(scanner(), v4(0xc000_0211), 443, Proto::Tcp, true, T0 + 2 * SEC);
         let s = h.stats(scanner(), Window::Minute, T0 + 2 * SEC).unwrap();
-        assert_eq!((s.distinct_ports, s.distinct_hosts, s.probes, s.unanswered), (2, 1, 3, 1));
+        assert_eq!((s.distinct_ports, s.distinct_hosts, s.probes, s.unanswered), (2, 1, 4, 2));
         assert!(!h.is_protected(scanner()));
         assert_eq!(h.stats(v4(1), Window::Minute, T0), None);
     }
@@ -925,14 +936,14 @@ mod tests {
             }
             assert_eq!(h.is_protected(scanner()), protected);
             let later = T0 + 16 * MIN;
-            h.observe(scanner(), v4(0xc000_0211), 8080, Proto::Tcp, true, later);
+            h.observe(scanner(), v4(0xc000_0211), 8080, Proto::Tcp, false, later);
             let q = h.stats(scanner(), Window::Quarter, later).unwrap();
             let hr = h.stats(scanner(), Window::Hour, later).unwrap();
             let m = h.stats(scanner(), Window::Minute, later).unwrap();
-            assert_eq!((q.distinct_ports, q.distinct_hosts, q.probes, q.unanswered), (1, 1, 1, 0), "{protected}");
+            assert_eq!((q.distinct_ports, q.distinct_hosts, q.probes, q.unanswered), (1, 1, 1, 1), "{protected}");
             assert_eq!((m.distinct_ports, m.probes), (1, 1));
             assert_eq!((hr.distinct_ports, hr.distinct_hosts), (2 + extra, 2), "{protected}");
-            assert_eq!((hr.probes, hr.unanswered), (2 + extra, 1 + extra));
+            assert_eq!((hr.probes, hr.unanswered), (2 + extra, 2 + extra));
             // 61 minutes after the first probes only the later one is in the hour.
             let hr = h.stats(scanner(), Window::Hour, T0 + 61 * MIN).unwrap();
             assert_eq!((hr.distinct_ports, hr.distinct_hosts), (1, 1), "{protected}");

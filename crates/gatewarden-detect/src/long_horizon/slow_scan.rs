@@ -8,7 +8,8 @@
 //! - at least `detector.slow_scan_distinct_ports` (20) distinct destination
 //!   ports (protocol, port) **and** at least as many unanswered probes, or at
 //!   least `detector.slow_scan_distinct_hosts` (20) distinct hosts **and** as
-//!   many unanswered probes;
+//!   many unanswered probes; ports and hosts are those of the *unanswered*
+//!   probes (what a device reaches is not what it probes);
 //! - **and** at least [`MIN_UNANSWERED_SHARE`] of the window's probes unanswered;
 //! - **and** the unanswered probes repeat a host or a port: at least
 //!   [`MIN_REPEAT`] times the distinct hosts, or as many times the distinct
@@ -25,7 +26,11 @@
 //! peer, about as many as its distinct hosts and ports; a scan's, at the rule's
 //! own counts, are ≥ 20 times one of them (20 ports of 1 host, 20 hosts on 1
 //! port), and still ≥ 2 times with a busy device's own ten-odd hosts and ports
-//! mixed in. What is missed: a scan with a new random host *and* port for each
+//! mixed in. The spread is counted over the unanswered probes only: counted
+//! over all of them, a scanner padding its probes with answered ones (DNS
+//! queries to 30 resolvers, connections to new ports of its own server) raised
+//! the smaller of its distinct hosts and ports above half its unanswered probes
+//! and passed for a P2P client. What is missed: a scan with a new random host *and* port for each
 //! probe (masscan over random addresses and ports) looks like a P2P client.
 //!
 //! Why these numbers: a scan is *unanswered probes to many services*. A closed
@@ -275,7 +280,7 @@ fn detection(
         Spread::Hosts => "hosts",
     };
     let reason = format!(
-        "slow scan of {what}: {} → {at_least}{} distinct ports on {at_least}{} hosts in the last {}, {} of {} probes \
+        "slow scan of {what}: {} → {at_least}{} distinct ports on {at_least}{} hosts unanswered in the last {}, {} of {} probes \
          unanswered ({pct:.0} %) (limit {} ports or {} hosts with as many unanswered probes in 1, 15 or 60 minutes, \
          ≥ {:.0} % unanswered; slower than the {} s port_scan window)",
         c.src,
@@ -374,7 +379,7 @@ mod tests {
         assert_eq!(d.source, Some("192.0.2.66".parse().unwrap()));
         assert_eq!(d.target, Some("198.51.100.10".parse().unwrap()));
         assert!(d.reason.contains("slow scan of ports: 192.0.2.66 →"), "{}", d.reason);
-        assert!(d.reason.contains("distinct ports on 1 hosts in the last minute"), "{}", d.reason);
+        assert!(d.reason.contains("distinct ports on 1 hosts unanswered in the last minute"), "{}", d.reason);
         assert!(d.reason.contains("(100 %)"), "{}", d.reason);
         assert_eq!(found.len(), 1, "one finding per minute at most: {found:?}");
     }
@@ -437,6 +442,77 @@ mod tests {
         assert!(dht.is_empty(), "{dht:?}");
         let sweep = run(true);
         let d = sweep.first().expect("the sweep of one port was not found");
+        assert!(d.reason.contains("slow scan of hosts"), "{}", d.reason);
+    }
+
+    /// A slow scan padded with answered probes: 40 closed ports of one host at one probe every 3 s
+    /// (under port_scan's pace), and between them DNS queries to 30 resolvers that all answer.
+    /// Counted over all probes the padding raised the distinct hosts (31) above half the
+    /// unanswered probes (40), so the repetition test passed it as a P2P client: the scan was
+    /// missed. Counted over the unanswered probes, 40 ports of one host repeat that host 40 times.
+    #[test]
+    fn a_slow_scan_padded_with_answered_probes_to_many_hosts_is_still_found() {
+        let mut h = horizon();
+        let mut found = Vec::new();
+        let mut t = T0;
+        let mut id = 0u64;
+        for i in 0..40u16 {
+            id += 1;
+            let r = rec(id, "192.0.2.66", "198.51.100.10", 2000 + i, Proto::Tcp, t, t, (1, 60), (1, 40), "REJ");
+            found.extend(h.observe(&r));
+            if i < 30 {
+                id += 1;
+                let resolver = format!("203.0.113.{}", 10 + i);
+                let q = rec(id, "192.0.2.66", &resolver, 53, Proto::Udp, t, t + SEC / 50, (1, 70), (1, 120), "SF");
+                found.extend(h.observe(&q));
+            }
+            found.extend(h.tick(t));
+            t += 3 * SEC;
+        }
+        for k in 0..100u64 {
+            found.extend(h.tick(t + k * SEC / 10));
+        }
+        let d = found.first().expect("the padded slow scan was not found");
+        assert_eq!(d.kind, AttackKind::SlowScan);
+        assert!(d.reason.contains("slow scan of ports: 192.0.2.66 →"), "{}", d.reason);
+        assert_eq!(d.target, Some("198.51.100.10".parse().unwrap()), "{}", d.reason);
+    }
+
+    /// The same padding with ports: each answered probe to a new port of the attacker's own server.
+    #[test]
+    fn a_slow_sweep_padded_with_answered_probes_to_many_ports_is_still_found() {
+        let mut h = horizon();
+        let mut found = Vec::new();
+        let mut t = T0;
+        let mut id = 0u64;
+        for i in 0..40u64 {
+            id += 1;
+            let dst = format!("198.51.100.{}", 20 + i);
+            let r = rec(id, "192.0.2.66", &dst, 23, Proto::Tcp, t, t, (1, 60), (0, 0), "S0");
+            found.extend(h.observe(&r));
+            if i < 30 {
+                id += 1;
+                let q = rec(
+                    id,
+                    "192.0.2.66",
+                    "203.0.113.200",
+                    8000 + i as u16,
+                    Proto::Tcp,
+                    t,
+                    t + SEC,
+                    (5, 400),
+                    (5, 900),
+                    "SF",
+                );
+                found.extend(h.observe(&q));
+            }
+            found.extend(h.tick(t));
+            t += 3 * SEC;
+        }
+        for k in 0..100u64 {
+            found.extend(h.tick(t + k * SEC / 10));
+        }
+        let d = found.first().expect("the padded slow sweep was not found");
         assert!(d.reason.contains("slow scan of hosts"), "{}", d.reason);
     }
 
