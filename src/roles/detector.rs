@@ -56,6 +56,10 @@ pub struct DetectorStage {
     /// Per-source window entries the heuristics' shared budget is charged for.
     window_entries: gatewarden_core::metrics::Gauge,
     model_errors: Counter,
+    /// Answered services the long-horizon table did not remember (a source over its hourly budget).
+    answered_unremembered: Counter,
+    /// The long horizon's count as last published.
+    last_answered_refused: u64,
     last_stats: FusionStats,
     /// `[detector]` as in force (the model's kind mapping reads its thresholds).
     detector_cfg: crate::config::DetectorConfig,
@@ -685,6 +689,12 @@ impl DetectorStage {
                 &[],
             ),
             model_errors: registry.counter("gatewarden_model_errors_total", "Model runs that failed.", &[]),
+            answered_unremembered: registry.counter(
+                "gatewarden_answered_services_unremembered_total",
+                "Answered services the long-horizon table did not remember because their source (an IPv4 address or IPv6 /64) had added its hourly budget already: a steady count is a source trying to fill the table so that scans look answered, or a very busy peer-to-peer client.",
+                &[],
+            ),
+            last_answered_refused: 0,
             last_stats: Default::default(),
             detector_cfg: d.clone(),
             response: cfg.response.clone(),
@@ -1115,6 +1125,9 @@ impl DetectorStage {
         self.deduplicated.add(st.deduplicated - self.last_stats.deduplicated);
         self.rate_limited.add(st.rate_limited - self.last_stats.rate_limited);
         self.last_stats = st;
+        let refused = self.long_horizon.answered_refused();
+        self.answered_unremembered.add(refused - self.last_answered_refused);
+        self.last_answered_refused = refused;
         self.held.set(self.fusion.held() as f64);
         self.window_entries.set(self.heuristics.window_entries_charged() as f64);
     }

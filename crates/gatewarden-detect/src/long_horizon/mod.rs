@@ -38,6 +38,7 @@ use std::hash::BuildHasher;
 use std::net::IpAddr;
 
 use foldhash::fast::RandomState;
+use gatewarden_core::lru::LruMap;
 use gatewarden_flow::ConnState;
 use gatewarden_proto::messages::{FlowRecord, Proto};
 
@@ -64,6 +65,18 @@ const HOUR_MIN: u32 = 60;
 /// from counting it ([`LongHorizon::answered_within_day`]), minutes: a day, so a monitor
 /// keeps knowing the devices that are switched off for the night.
 pub const ANSWERED_MEMORY_MIN: u32 = 24 * 60;
+
+/// Services one source (an IPv4 address, or an IPv6 /64: its privacy addresses are one
+/// device) may add to the table of services that answered, per hour. The table is shared
+/// by every source and has no fingerprint (a collision only makes a probe count as
+/// answered), so one source filling it would make unanswered probes look answered for
+/// everyone: a scan missed. At this budget one source holds at most 24 × 4 096 ≈ 98 000 of
+/// the 2^20 cells over the day (9 %); a BitTorrent DHT node meets ~10 000 peers an hour,
+/// so the rest of its peers are simply not remembered (their retries count as probes).
+pub const ANSWERED_STAMPS_PER_HOUR: u32 = 4096;
+/// Sources whose hourly budget is tracked (least recently stamping forgotten first: it
+/// then starts a fresh budget, which needs more real, answered sources than this).
+const STAMP_BUDGET_SOURCES: usize = 4096;
 
 /// The thresholds the long-horizon detectors use, from `[detector]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -139,6 +152,10 @@ pub struct LongHorizon {
     logins_done: Box<[u64]>,
     /// Minute stamps of services that answered a source.
     peers: Box<[u16]>,
+    /// Per source key (IPv4 address, IPv6 /64): the hour and the services it added to `peers` in it.
+    stamp_budget: LruMap<u128, (u32, u32)>,
+    /// Answered services not remembered because their source had used its hour's budget.
+    answered_refused: u64,
     hasher: RandomState,
     now_ns: u64,
     slow_scan: slow_scan::SlowScan,
@@ -195,6 +212,8 @@ impl LongHorizon {
             counted: vec![0; COUNTED_CELLS].into_boxed_slice(),
             logins_done: vec![0; COUNTED_CELLS].into_boxed_slice(),
             peers: vec![0; PEER_CELLS].into_boxed_slice(),
+            stamp_budget: LruMap::new(STAMP_BUDGET_SOURCES),
+            answered_refused: 0,
             hasher: RandomState::default(),
             now_ns: 0,
             slow_scan: slow_scan::SlowScan::default(),
@@ -220,6 +239,7 @@ impl LongHorizon {
             + self.queue.capacity() * 16
             + (self.counted.len() + self.logins_done.len()) * 8
             + self.peers.len() * 2
+            + self.stamp_budget.len() * LruMap::<u128, (u32, u32)>::bytes_per_entry()
             + self.distributed.memory_bytes()
             + self.slow_scan.memory_bytes()
     }
@@ -245,6 +265,38 @@ impl LongHorizon {
     pub fn answered_within_day(&self, src: IpAddr, dst: IpAddr, dport: u16, proto: Proto, now_ns: u64) -> bool {
         let stamp = self.peers[self.peer_cell(src, dst, dport, proto)];
         stamp_age(minute_stamp(now_ns.max(self.now_ns)), stamp) <= ANSWERED_MEMORY_MIN
+    }
+
+    /// Answered services not remembered so far because their source had added
+    /// [`ANSWERED_STAMPS_PER_HOUR`] already (for the metrics: a steady count is a source
+    /// trying to fill the table, or a very busy peer-to-peer client).
+    pub fn answered_refused(&self) -> u64 {
+        self.answered_refused
+    }
+
+    /// Records that `src` answered at `pc`, within its hour's budget of new cells: a cell
+    /// already stamped within the day is refreshed (it adds nothing an attacker could use).
+    fn remember_answered(&mut self, src: IpAddr, pc: usize, now_stamp: u16, now_ns: u64) {
+        if stamp_age(now_stamp, self.peers[pc]) <= ANSWERED_MEMORY_MIN {
+            self.peers[pc] = now_stamp;
+            return;
+        }
+        let key = match src {
+            IpAddr::V4(a) => u128::from(u32::from(a)),
+            // The /64, marked so it never equals an IPv4 key.
+            IpAddr::V6(a) => (u128::from(a) >> 64) | (1 << 127),
+        };
+        let hour = (now_ns / 3_600_000_000_000) as u32;
+        let b = self.stamp_budget.get_or_insert_with(key, || (hour, 0));
+        if b.0 != hour {
+            *b = (hour, 0);
+        }
+        if b.1 >= ANSWERED_STAMPS_PER_HOUR {
+            self.answered_refused += 1;
+            return;
+        }
+        b.1 += 1;
+        self.peers[pc] = now_stamp;
     }
 
     fn cell(&self, table_len: usize, id: u64) -> usize {
@@ -357,7 +409,7 @@ impl LongHorizon {
         let pc = self.peer_cell(p.src, p.dst, p.dport, p.proto);
         let now_stamp = minute_stamp(self.now_ns.max(p.ts_ns));
         if p.answered {
-            self.peers[pc] = now_stamp;
+            self.remember_answered(p.src, pc, now_stamp, self.now_ns.max(p.ts_ns));
         } else if stamp_age(now_stamp, self.peers[pc]) <= HOUR_MIN {
             // A service that answered this source within the hour: a retry, not a probe.
             p.answered = true;
@@ -392,7 +444,7 @@ impl LongHorizon {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use gatewarden_proto::messages::FlowRecord;
+    use gatewarden_proto::messages::{AttackKind, FlowRecord};
 
     pub(crate) const T0: u64 = 1_796_000_000 * 1_000_000_000;
     pub(crate) const SEC: u64 = 1_000_000_000;
@@ -477,6 +529,75 @@ pub(crate) mod tests {
         h.tick(T0 + 200 * SEC);
         let ip: IpAddr = src.parse().unwrap();
         assert_eq!(h.history.hour_probes(ip, T0 + 200 * SEC), Some((41, 0)));
+    }
+
+    /// One source filling the shared table of services that answered: a LAN device opening
+    /// answered connections to 1.2 M services (its own WAN server answering on every port of
+    /// many addresses) stamped most of the 2^20 cells, after which most never-contacted
+    /// services counted as answered *for every source*: another source's slow sweep of 40
+    /// hosts lost most of its unanswered probes and was missed, and `host_sweep`'s day
+    /// memory said "answered" of hosts that never were. A source (an IPv4 address, an IPv6
+    /// /64) now adds at most [`ANSWERED_STAMPS_PER_HOUR`] services an hour.
+    #[test]
+    fn one_source_cannot_fill_the_table_of_answered_services_for_everyone() {
+        let mut h = horizon();
+        let mut out = Vec::new();
+        let filler: IpAddr = "192.0.2.99".parse().unwrap();
+        let filler6: IpAddr = "2001:db8:1:2::99".parse().unwrap();
+        for i in 0..1_200_000u64 {
+            let t = T0 + i * 2_000_000; // 500 a second, 40 minutes
+                                        // The IPv6 half rotates through its /64 (privacy addresses): one budget all the same.
+            let (src, dst) = if i % 2 == 0 {
+                (filler, IpAddr::from([198, 18, (i >> 16) as u8 & 0x1, (i >> 8) as u8]))
+            } else {
+                let IpAddr::V6(f6) = filler6 else { unreachable!() };
+                let a = std::net::Ipv6Addr::from(u128::from(f6) | u128::from(i as u16));
+                let d = std::net::Ipv6Addr::from(0x2001_0db8_00ff_0000_0000_0000_0000_0000u128 | u128::from(i >> 8));
+                (IpAddr::V6(a), IpAddr::V6(d))
+            };
+            let p = Probe {
+                src,
+                dst,
+                dport: 1 + (i % 60_000) as u16,
+                proto: Proto::Tcp,
+                ts_ns: t,
+                flow_id: i + 1,
+                answered: true,
+            };
+            h.now_ns = t;
+            h.settle(p, &mut out);
+        }
+        let t = T0 + 2_400 * SEC;
+        // How much of the table now answers for services nobody ever contacted?
+        let known = (0..10_000u32)
+            .filter(|&i| {
+                let dst = IpAddr::from([203, 0, 113, (i % 250) as u8]);
+                h.answered_within_day("192.0.2.5".parse().unwrap(), dst, (i / 250) as u16 + 2000, Proto::Tcp, t)
+            })
+            .count();
+        assert!(known < 500, "{known} of 10 000 never-contacted services count as answered");
+        assert!(h.answered_refused() > 1_000_000, "refused {}", h.answered_refused());
+        // And another source's slow sweep is found.
+        let mut found = Vec::new();
+        for i in 0..40u64 {
+            let ts = t + i * 5 * SEC;
+            let dst = format!("198.51.100.{}", 20 + i);
+            found.extend(h.observe(&rec(
+                2_000_000 + i,
+                "192.0.2.66",
+                &dst,
+                23,
+                Proto::Tcp,
+                ts,
+                ts,
+                (1, 60),
+                (0, 0),
+                "S0",
+            )));
+            found.extend(h.tick(ts));
+        }
+        found.extend(h.tick(t + 400 * SEC));
+        assert!(found.iter().any(|d| d.kind == AttackKind::SlowScan), "the slow sweep was missed: {found:?}");
     }
 
     /// Pending flows are capped: a flood of unanswered SYNs settles the oldest early.
