@@ -160,6 +160,8 @@ pub struct Flow {
     reported: bool,
     /// Whether its slot index is in the table's update list (at most once).
     queued: bool,
+    /// ICMP: the type and code of the packet that opened it (the record's "ports").
+    icmp: (u8, u8),
     prev: u32,
     next: u32,
 }
@@ -239,8 +241,10 @@ impl Flow {
             flow_id: self.flow_id,
             src: self.src(),
             dst: self.dst(),
-            sport: self.sport(),
-            dport: self.dport(),
+            // ICMP has no ports: its record carries the opening type and code there (Zeek's
+            // convention), so an echo request (8, or 128 over IPv6) can be told from an error.
+            sport: if matches!(self.key.proto, 1 | 58) { u16::from(self.icmp.0) } else { self.sport() },
+            dport: if matches!(self.key.proto, 1 | 58) { u16::from(self.icmp.1) } else { self.dport() },
             proto: Proto::from_number(self.key.proto),
             first_ns: self.first_ns,
             last_ns: self.last_ns,
@@ -414,6 +418,7 @@ impl FlowTable {
             dirty: false,
             reported: false,
             queued: false,
+            icmp: (0, 0),
             prev: NIL,
             next: NIL,
         }
@@ -463,6 +468,9 @@ impl FlowTable {
         self.last = i;
         let f = &mut self.slab[i as usize];
         let from_originator = f.orig_is_lo == src_is_lo;
+        if new_flow && matches!(p.proto, 1 | 58) {
+            f.icmp = (p.icmp_type, p.icmp_code);
+        }
         update_flow(f, p, from_originator);
         f.dirty = true;
         if !f.queued {
@@ -682,6 +690,34 @@ mod tests {
             payload_len: 0,
             fragment: None,
         }
+    }
+
+    /// An ICMP flow's record carries the originator's first ICMP type and code where a TCP
+    /// or UDP record has its ports (Zeek's convention, and what the detector's long horizon
+    /// and the EVE output read): before, both were 0, so an echo request was never taken
+    /// for a probe and EVE said `icmp_type: 0` of every ping.
+    #[test]
+    fn an_icmp_records_ports_are_the_originators_type_and_code() {
+        let mut t = FlowTable::new(16, 60, 300);
+        for (ts, src, dst, ty, proto) in [
+            (1.0, "192.0.2.1", "198.51.100.1", 8, 1),
+            (1.01, "198.51.100.1", "192.0.2.1", 0, 1),
+            (1.0, "2001:db8::1", "2001:db8:1::1", 128, 58),
+            (1.01, "2001:db8:1::1", "2001:db8::1", 129, 58),
+            (2.0, "203.0.113.9", "192.0.2.1", 3, 1),
+        ] {
+            let mut p = pkt(ts, src, 0, dst, 0, proto, 0);
+            p.icmp_type = ty;
+            p.icmp_code = if ty == 3 { 1 } else { 0 };
+            t.observe(&p);
+        }
+        let mut recs: Vec<_> =
+            t.take_updates(16).into_iter().map(|f| (f.src.to_string(), f.sport, f.dport, f.rev_packets)).collect();
+        recs.sort();
+        assert_eq!(
+            recs,
+            vec![("192.0.2.1".into(), 8, 0, 1), ("2001:db8::1".into(), 128, 0, 1), ("203.0.113.9".into(), 3, 1, 0),]
+        );
     }
 
     proptest::proptest! {

@@ -15,10 +15,14 @@
 //!   (the router does not re-send a flow that does not change, so [`LongHorizon::tick`]
 //!   settles those). A SYN-ACK in the next batch is within that wait.
 //! - A probe to a service (source, host, port, protocol) that answered this
-//!   source within the hour counts as answered even when this one was not: a
-//!   device reconnecting after a WAN outage or retrying a known server is not
+//!   source within the day ([`ANSWERED_MEMORY_MIN`]) counts as answered even
+//!   when this one was not: a device reconnecting after a WAN outage, retrying
+//!   a known server or polling a device switched off for the night is not
 //!   probing (a 2 MiB keyed table of 16-bit minute stamps, which wrap after 45
-//!   days; a collision can only make a probe count as answered).
+//!   days; a collision can only make a probe count as answered; each source adds
+//!   at most [`ANSWERED_STAMPS_PER_HOUR`] services to it an hour).
+//! - ICMP: an echo request is a probe to the host (port 0); its record's
+//!   `sport` is the opening ICMP type (the flow table's convention).
 //!
 //! Multicast, broadcast and unspecified destinations are not probes (mDNS,
 //! SSDP, DHCP), nor are ICMP messages other than echo requests, nor TCP flows
@@ -59,8 +63,6 @@ pub const MAX_PENDING: usize = 16_384;
 pub const COUNTED_CELLS: usize = 1 << 16;
 /// Cells of the table of services that answered a source (a power of two; 2 bytes each).
 const PEER_CELLS: usize = 1 << 20;
-/// The hour, minutes.
-const HOUR_MIN: u32 = 60;
 /// How long a service that answered a source keeps its sweeps of that service's port
 /// from counting it ([`LongHorizon::answered_within_day`]), minutes: a day, so a monitor
 /// keeps knowing the devices that are switched off for the night.
@@ -410,8 +412,10 @@ impl LongHorizon {
         let now_stamp = minute_stamp(self.now_ns.max(p.ts_ns));
         if p.answered {
             self.remember_answered(p.src, pc, now_stamp, self.now_ns.max(p.ts_ns));
-        } else if stamp_age(now_stamp, self.peers[pc]) <= HOUR_MIN {
-            // A service that answered this source within the hour: a retry, not a probe.
+        } else if stamp_age(now_stamp, self.peers[pc]) <= ANSWERED_MEMORY_MIN {
+            // A service that answered this source within the day: a retry, not a probe (within
+            // the hour only, a monitor polling devices switched off for the night became a slow
+            // scan of hosts an hour after they went quiet).
             p.answered = true;
         }
         self.history.observe(p.src, p.dst, p.dport, p.proto, p.answered, p.ts_ns);

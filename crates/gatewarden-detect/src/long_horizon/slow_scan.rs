@@ -516,6 +516,59 @@ mod tests {
         assert!(d.reason.contains("slow scan of hosts"), "{}", d.reason);
     }
 
+    /// A monitoring server polling 70 devices each minute (SNMP, and ICMP echo now that
+    /// records carry the ICMP type) for four hours, 60 % of them switched off for the night
+    /// after the first hour: its polls of the sleeping devices go unanswered for hours. They
+    /// answered it within the day, so they are not probes (a service that answered within
+    /// the hour only was forgotten after an hour, and the monitor became a slow scan of hosts).
+    #[test]
+    fn a_monitor_polling_devices_switched_off_for_the_night_is_not_a_scan() {
+        for proto in [Proto::Udp, Proto::Icmp] {
+            let mut h = horizon();
+            let mut found = Vec::new();
+            let mut id = 0u64;
+            for minute in 0..240u64 {
+                let base = T0 + minute * 60 * SEC;
+                for d in 0..70u64 {
+                    let t = base + d * SEC / 2;
+                    let dst = format!("192.168.1.{}", 100 + d);
+                    let asleep = minute >= 60 && d % 10 < 6;
+                    let (rev, state) = if asleep { ((0, 0), "S0") } else { ((1, 200), "SF") };
+                    id += 1;
+                    let mut r = rec(id, "192.168.1.10", &dst, 161, proto, t, t, (1, 80), rev, state);
+                    if proto == Proto::Icmp {
+                        (r.sport, r.dport) = (8, 0);
+                    }
+                    found.extend(h.observe(&r));
+                }
+                for k in 0..6u64 {
+                    found.extend(h.tick(base + k * 10 * SEC));
+                }
+            }
+            assert!(found.is_empty(), "{proto:?}: {found:?}");
+        }
+    }
+
+    /// A slow ping sweep (an echo request to a new host every 5 s, nobody answering) is a
+    /// probe per host now that ICMP records carry their type: before, it was never counted.
+    #[test]
+    fn a_slow_ping_sweep_is_found() {
+        let mut h = horizon();
+        let mut found = Vec::new();
+        let mut t = T0;
+        for i in 0..40u64 {
+            let dst = format!("198.51.100.{}", 20 + i);
+            let mut r = rec(i + 1, "192.0.2.66", &dst, 0, Proto::Icmp, t, t, (1, 84), (0, 0), "S0");
+            (r.sport, r.dport) = (8, 0);
+            found.extend(h.observe(&r));
+            found.extend(h.tick(t));
+            t += 5 * SEC;
+        }
+        found.extend(h.tick(t + 10 * SEC));
+        let d = found.first().expect("the slow ping sweep was not found");
+        assert!(d.reason.contains("slow scan of hosts"), "{}", d.reason);
+    }
+
     #[test]
     fn a_fast_scan_is_left_to_port_scan() {
         // 50 ports in 0.5 s: heuristics report it; the slow rule stays quiet about that source.
