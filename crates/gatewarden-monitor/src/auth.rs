@@ -352,10 +352,38 @@ pub struct TokenVerifier {
     max_ttl_s: u64,
     /// Signature checks made (each is the ~1–3 ms an unknown token costs).
     checks: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    /// Authentic tokens remembered across restarts: SHA-256 of the token → its `exp`.
+    checked: std::sync::Arc<std::sync::Mutex<HashMap<[u8; 32], u64>>>,
+    /// Where `checked` is kept (`<monitor.data_dir>/checked-tokens`); none: memory only.
+    store: Option<std::sync::Arc<PathBuf>>,
 }
 
 /// Most verified tokens remembered; past it the memory starts over.
 pub const MAX_VERIFIED: usize = 1024;
+
+/// One line of the checked-token store: 64 hex digits of SHA-256, a space, the expiry.
+fn parse_checked_line(line: &str) -> Option<([u8; 32], u64)> {
+    let (hex, exp) = line.split_once(' ')?;
+    if hex.len() != 64 || !hex.is_ascii() {
+        return None;
+    }
+    let mut hash = [0u8; 32];
+    for (i, b) in hash.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some((hash, exp.trim().parse().ok()?))
+}
+
+/// Keeps the store at [`MAX_VERIFIED`] tokens, the soonest to expire going first.
+fn trim_checked(checked: &mut HashMap<[u8; 32], u64>) {
+    if checked.len() <= MAX_VERIFIED {
+        return;
+    }
+    let mut exps: Vec<u64> = checked.values().copied().collect();
+    let k = checked.len() - MAX_VERIFIED;
+    let (_, &mut cutoff, _) = exps.select_nth_unstable(k - 1);
+    checked.retain(|_, exp| *exp > cutoff);
+}
 
 impl TokenVerifier {
     /// The P-384 signing keys of a JWKS document; other keys are ignored.
@@ -387,7 +415,77 @@ impl TokenVerifier {
             verified: Default::default(),
             max_ttl_s: DEFAULT_MAX_TOKEN_TTL_S,
             checks: Default::default(),
+            checked: Default::default(),
+            store: None,
         })
+    }
+
+    /// Remembers authentic tokens in `path` across restarts (as of `now`, Unix
+    /// seconds, what has expired is not loaded). After a restart an operator's
+    /// token would otherwise need a signature check again, drawn from its
+    /// client's small allowance, which a device of the same /64 sending forged
+    /// tokens keeps empty. The file holds the SHA-256 of each token and its
+    /// expiry, never a token; a remembered token is still parsed (its key must
+    /// be in this JWKS, so a new signing key drops what the old one signed) and
+    /// its time claims checked on every use. A damaged file is read as far as
+    /// it goes (logged), a missing one is empty.
+    pub fn with_store(mut self, path: &Path, now: u64) -> TokenVerifier {
+        let mut checked = HashMap::new();
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                let mut bad = 0usize;
+                for line in text.lines() {
+                    match parse_checked_line(line) {
+                        Some((hash, exp)) if exp > now => {
+                            checked.insert(hash, exp);
+                        }
+                        Some(_) => {}
+                        None => bad += 1,
+                    }
+                }
+                if bad > 0 {
+                    tracing::warn!(
+                        "{}: {bad} damaged line(s) skipped; the tokens they named are checked again on first use",
+                        path.display()
+                    );
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("{}: {e}; checked tokens are checked again on first use", path.display()),
+        }
+        trim_checked(&mut checked);
+        self.checked = std::sync::Arc::new(std::sync::Mutex::new(checked));
+        self.store = Some(std::sync::Arc::new(path.to_path_buf()));
+        self
+    }
+
+    /// The claims of `token` if the store remembers it as authentic (parsed, not checked).
+    fn remembered_claims(&self, token: &str) -> Option<Claims> {
+        self.store.as_ref()?;
+        let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if !self.checked.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&hash) {
+            return None;
+        }
+        self.parse(token).ok().map(|(_, _, _, claims)| claims)
+    }
+
+    /// Adds an authentic token to the store and rewrites it (new tokens are rare: one
+    /// per operator login or `token issue`).
+    fn remember(&self, token: &str, claims: &Claims) {
+        let Some(path) = &self.store else { return };
+        let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+        if checked.insert(hash, claims.exp).is_some() {
+            return;
+        }
+        trim_checked(&mut checked);
+        let mut text = String::with_capacity(checked.len() * 80);
+        for (h, exp) in checked.iter() {
+            text += &format!("{} {exp}\n", h.iter().map(|b| format!("{b:02x}")).collect::<String>());
+        }
+        if let Err(e) = gatewarden_core::atomic_file::write_atomic(path, text.as_bytes()) {
+            tracing::warn!("{}: {e:#}; checked tokens are remembered in memory only", path.display());
+        }
     }
 
     /// Refuses tokens that live longer than `max_ttl_s` (`http.max_token_ttl_s`;
@@ -408,7 +506,14 @@ impl TokenVerifier {
         let claims = match known {
             Some(claims) => claims,
             None => {
-                let claims = self.check_signature(token)?;
+                let claims = match self.remembered_claims(token) {
+                    Some(claims) => claims,
+                    None => {
+                        let claims = self.check_signature(token)?;
+                        self.remember(token, &claims);
+                        claims
+                    }
+                };
                 let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
                 if verified.len() >= MAX_VERIFIED {
                     verified.clear();
@@ -428,7 +533,9 @@ impl TokenVerifier {
     /// Cheap: no signature is checked.
     pub fn allowance(&self, token: Option<&str>) -> Allowance {
         let Some(token) = token else { return Allowance::Client };
-        if self.verified.lock().unwrap_or_else(|e| e.into_inner()).contains_key(token) {
+        if self.verified.lock().unwrap_or_else(|e| e.into_inner()).contains_key(token)
+            || self.remembered_claims(token).is_some()
+        {
             Allowance::Token
         } else if self.parse(token).is_ok() {
             Allowance::Check
@@ -644,7 +751,7 @@ impl RateLimiter {
                  verify spend them too: if this persists, a device sharing this allowance is sending such tokens \
                  (gatewarden_http_refused_total{{reason=\"token_checks\"}} counts the refusals) — find it, and \
                  meanwhile reach the API over IPv4 or on the monitor's own node. A token once checked has its own \
-                 allowance until the monitor restarts"
+                 allowance, across restarts when the monitor has a data_dir"
             ),
         }
     }
@@ -733,6 +840,49 @@ mod tests {
         for junk in ["", "a.b", "a.b.c.d", "!!.??.##", &"x".repeat(5000)] {
             assert_eq!(v.verify(junk, now).unwrap_err().status(), 401);
         }
+    }
+
+    /// After a monitor restart every token needed a signature check again, drawn from its
+    /// client's small allowance: a device of the admin's /64 sending forged tokens held the
+    /// admin's real one off (429) until it stopped. Checked tokens are now remembered in
+    /// `<data_dir>/checked-tokens` (SHA-256 of the token and its expiry, never the token).
+    #[test]
+    fn a_checked_token_is_remembered_across_a_restart_and_only_while_its_key_and_lifetime_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = dir.path().join("checked-tokens");
+        let signer = TokenSigner::ephemeral();
+        let now = 1_800_000_000;
+        let admin = signer.issue("admin", AccessRole::Admin, 3600, now);
+        let short = signer.issue("kiosk", AccessRole::Viewer, 60, now);
+        let forged = {
+            let mut t = signer.issue("eve", AccessRole::Admin, 3600, now);
+            let last = t.pop().unwrap();
+            t.push(if last == 'A' { 'B' } else { 'A' });
+            t
+        };
+        let first = TokenVerifier::from_jwks(&signer.jwks()).unwrap().with_store(&store, now);
+        assert!(first.verify(&admin, now).is_ok());
+        assert!(first.verify(&short, now).is_ok());
+        assert!(first.verify(&forged, now).is_err());
+        assert_eq!(first.signature_checks(), 3);
+        let text = std::fs::read_to_string(&store).unwrap();
+        assert!(!text.contains(&admin) && !text.contains("admin"), "the store holds no token: {text}");
+        // The restart: the admin's token draws from its own allowance and needs no check.
+        let again = TokenVerifier::from_jwks(&signer.jwks()).unwrap().with_store(&store, now + 120);
+        assert_eq!(again.allowance(Some(&admin)), Allowance::Token);
+        assert_eq!(again.verify(&admin, now + 120).unwrap().sub, "admin");
+        assert_eq!(again.allowance(Some(&forged)), Allowance::Check, "a forged token was never remembered");
+        assert_eq!(again.allowance(Some(&short)), Allowance::Check, "an expired token is not loaded");
+        assert_eq!(again.signature_checks(), 0);
+        // A new signing key: what the old one signed is not taken on the store's word.
+        let other = TokenSigner::ephemeral();
+        let rotated = TokenVerifier::from_jwks(&other.jwks()).unwrap().with_store(&store, now + 120);
+        assert!(rotated.verify(&admin, now + 120).is_err());
+        assert_ne!(rotated.allowance(Some(&admin)), Allowance::Token);
+        // A damaged store is read as far as it goes and never stops the monitor.
+        std::fs::write(&store, format!("not a line\n{text}zz 12\n")).unwrap();
+        let damaged = TokenVerifier::from_jwks(&signer.jwks()).unwrap().with_store(&store, now + 120);
+        assert_eq!(damaged.allowance(Some(&admin)), Allowance::Token);
     }
 
     #[test]

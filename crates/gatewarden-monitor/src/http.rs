@@ -173,6 +173,10 @@ impl Access {
         let mut access = Access::new(signer, http.public_status, http.rate_limit_per_s, http.rate_limit_burst)?;
         access.limits = Limits::from_config(http);
         access.verifier = access.verifier.with_max_ttl_s(http.max_token_ttl_s);
+        if !monitor.data_dir.as_os_str().is_empty() {
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            access.verifier = access.verifier.with_store(&monitor.data_dir.join("checked-tokens"), now);
+        }
         Ok(access)
     }
 
@@ -2248,7 +2252,9 @@ mod tests {
         let refusal = limiter.refusal(crate::auth::Allowance::Check, ip, 1.0);
         assert!(refusal.contains("2001:db8:1:2::/64") && refusal.contains("do not verify"), "{refusal}");
         assert!(
-            refusal.contains("reason=\"token_checks\"") && refusal.contains("IPv4") && refusal.contains("restarts"),
+            refusal.contains("reason=\"token_checks\"")
+                && refusal.contains("IPv4")
+                && refusal.contains("across restarts"),
             "{refusal}"
         );
     }
