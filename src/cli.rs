@@ -914,7 +914,27 @@ fn ctl_block_row(b: &crate::ctl::BlockEntry) -> String {
     // The element's own counter (packets since the block was written); "-" when it has none.
     let dropped = b.dropped.map_or_else(|| "-".to_string(), |d| d.packets.to_string());
     use crate::logging::escape;
-    format!("{:<40} {:>12} {:>9}  {:<9} {}", escape(&b.target), exp, dropped, escape(&b.origin), escape(&b.reason))
+    format!(
+        "{:<40} {:>12} {:>9}  {:<9} {:<24} {}",
+        escape(&b.target),
+        exp,
+        dropped,
+        escape(&b.origin),
+        senders_text(&b.senders),
+        escape(&b.reason)
+    )
+}
+
+/// The BY column of a block row: the detectors whose verdicts asked for a
+/// detector block, comma-joined, "-" when none is known (an admin or feed
+/// block, or one restored from a version that did not keep senders).
+/// Escaped like the reason: the names are a router's words (`ctl blocks`
+/// checks they are node ids first; this holds without that check too).
+fn senders_text(senders: &[String]) -> String {
+    if senders.is_empty() {
+        return "-".into();
+    }
+    crate::logging::escape(&senders.join(","))
 }
 
 /// Prints a router's block list (`ctl blocks`); `total` when the router sent
@@ -924,7 +944,7 @@ fn print_ctl_blocks(node: &str, list: &[crate::ctl::BlockEntry], total: Option<u
         let blocks: Vec<_> = list
             .iter()
             .map(|b| {
-                serde_json::json!({"target": b.target, "expires_in_s": b.expires_in_s, "origin": b.origin, "reason": b.reason})
+                serde_json::json!({"target": b.target, "expires_in_s": b.expires_in_s, "origin": b.origin, "reason": b.reason, "senders": b.senders})
             })
             .collect();
         return print_json(serde_json::json!({ "blocks": blocks, "total": total.unwrap_or(list.len()) }));
@@ -937,7 +957,7 @@ fn print_ctl_blocks(node: &str, list: &[crate::ctl::BlockEntry], total: Option<u
         println!("no blocks");
         return 0;
     }
-    println!("{:<40} {:>12} {:>9}  {:<9} REASON", "ADDRESS", "REMAINING", "DROPPED", "ORIGIN");
+    println!("{:<40} {:>12} {:>9}  {:<9} {:<24} REASON", "ADDRESS", "REMAINING", "DROPPED", "ORIGIN", "BY");
     for b in list {
         println!("{}", ctl_block_row(b));
     }
@@ -1321,20 +1341,12 @@ fn cmd_blocks(args: BlocksArgs) -> i32 {
         return 0;
     }
     use gatewarden_core::duration::format_duration;
-    println!("{:<40} {:<9} {:>10} {:>10} {:>9}  REASON", "ADDRESS", "ORIGIN", "REMAINING", "TIMEOUT", "DROPPED");
+    println!(
+        "{:<40} {:<9} {:>10} {:>10} {:>9}  {:<24} REASON",
+        "ADDRESS", "ORIGIN", "REMAINING", "TIMEOUT", "DROPPED", "BY"
+    );
     for e in &list {
-        // The element's own counter (packets since the block was written); "-" in a table without them.
-        let dropped = e.dropped_packets.map_or_else(|| "-".to_string(), |p| p.to_string());
-        println!(
-            "{:<40} {:<9} {:>10} {:>10} {:>9}  {}",
-            e.target,
-            e.origin.as_str(),
-            format_duration(e.remaining_s),
-            format_duration(e.timeout_s),
-            dropped,
-            // A verdict's reason (a detector's words): escaped as `ctl blocks` does.
-            crate::logging::escape(&e.reason)
-        );
+        println!("{}", block_row(e));
     }
     println!("{} active block(s)", list.len());
     if !contained.is_empty() {
@@ -1357,6 +1369,26 @@ fn cmd_blocks(args: BlocksArgs) -> i32 {
         println!("counter {name}: {p} packets");
     }
     0
+}
+
+/// One row of `gatewarden blocks`: the kernel's element with, for a
+/// detector block, the detectors that asked for it (BY), so an operator
+/// sees which blocks a detector whose certificate may be stolen wrote.
+fn block_row(e: &crate::enforce::blocker::KernelBlock) -> String {
+    use gatewarden_core::duration::format_duration;
+    // The element's own counter (packets since the block was written); "-" in a table without them.
+    let dropped = e.dropped_packets.map_or_else(|| "-".to_string(), |p| p.to_string());
+    format!(
+        "{:<40} {:<9} {:>10} {:>10} {:>9}  {:<24} {}",
+        e.target,
+        e.origin.as_str(),
+        format_duration(e.remaining_s),
+        format_duration(e.timeout_s),
+        dropped,
+        senders_text(&e.senders),
+        // A verdict's reason (a detector's words): escaped as `ctl blocks` does.
+        crate::logging::escape(&e.reason)
+    )
 }
 
 fn cmd_import(
@@ -1720,10 +1752,53 @@ mod blocks_tests {
                 "scan\u{1b}[2J\u{1b}[H\u{1b}]52;c;cm0gLXJmIH4=\u{7}\n203.0.113.1  1h  -  admin  ok\u{9b}31m\u{202e}"
                     .into(),
             dropped: None,
+            senders: vec!["det-1\u{1b}]0;x\u{7}".into()],
         };
         let row = ctl_block_row(&b);
         assert!(!row.chars().any(|c| c.is_control() || c == '\u{202e}'), "{row:?}");
         assert!(row.contains("scan") && row.contains("192.0.2.9") && row.contains("detector"), "{row:?}");
+        assert!(row.contains("det-1"), "{row:?}");
+    }
+
+    /// An operator deciding whether to revoke a detector's certificate must
+    /// see which blocks it asked for: `gatewarden blocks` and `ctl blocks`
+    /// print a detector block's senders (BY), "-" for a block without
+    /// (an admin's, or one whose sender is unknown).
+    #[test]
+    fn a_detector_blocks_senders_are_printed() {
+        use crate::enforce::blocker::KernelBlock;
+        let kernel = |origin, senders: &[&str]| KernelBlock {
+            target: "203.0.113.7".into(),
+            origin,
+            timeout_s: 300,
+            remaining_s: 200,
+            reason: "port scan".into(),
+            dropped_packets: Some(3),
+            dropped_bytes: Some(180),
+            age_s: 100,
+            senders: senders.iter().map(|s| s.to_string()).collect(),
+        };
+        let shared = block_row(&kernel(crate::enforce::Origin::Detector, &["det-1", "det-2"]));
+        assert!(shared.contains(" det-1,det-2 "), "{shared:?}");
+        assert!(shared.ends_with("port scan"), "{shared:?}");
+        let admin = block_row(&kernel(crate::enforce::Origin::Admin, &[]));
+        assert!(admin.contains(" -  ") && !admin.contains("det-"), "{admin:?}");
+        // `--json` carries them as a list.
+        let json = serde_json::to_value(kernel(crate::enforce::Origin::Detector, &["det-1"])).unwrap();
+        assert_eq!(json["senders"], serde_json::json!(["det-1"]), "{json}");
+        // `ctl blocks`: the router's entry, the same column.
+        let entry = crate::ctl::BlockEntry {
+            target: "203.0.113.7".into(),
+            expires_in_s: Some(200),
+            origin: "detector".into(),
+            reason: "port scan".into(),
+            dropped: None,
+            senders: vec!["det-2".into()],
+        };
+        let row = ctl_block_row(&entry);
+        assert!(row.contains(" det-2 ") && row.ends_with("port scan"), "{row:?}");
+        let none = ctl_block_row(&crate::ctl::BlockEntry { senders: Vec::new(), ..entry });
+        assert!(!none.contains("det-2"), "{none:?}");
     }
 }
 

@@ -118,9 +118,10 @@ pub enum ControlResponse {
     },
 }
 
-/// Most block rows in one `ctl blocks` answer. A row is up to ~330 bytes
-/// (a 256-byte reason), so 2 000 stay well inside [`MAX_FRAME`] once
-/// sealed; a router holding more (a feed, a long attack) answered nothing
+/// Most block rows in one `ctl blocks` answer. A row is up to ~470 bytes
+/// (a 256-byte reason, two 64-byte sender ids, a drop count), so 2 000
+/// stay inside [`MAX_FRAME`] once sealed (test
+/// `a_router_holding_twenty_thousand_blocks_still_answers_ctl_blocks`); a router holding more (a feed, a long attack) answered nothing
 /// at all once the list passed about 10 000.
 pub const MAX_CTL_BLOCK_ROWS: usize = 2_000;
 
@@ -894,6 +895,7 @@ mod tests {
                 origin: origin.into(),
                 reason: String::new(),
                 dropped: None,
+                senders: Vec::new(),
             });
             Ok(())
         }
@@ -1027,12 +1029,15 @@ mod tests {
         {
             let mut v = fake.0.lock().unwrap();
             for i in 0..20_000u32 {
+                // Every row as long as a row gets: a 256-byte reason and
+                // two 64-byte senders (honest detector rows have less).
                 v.push(BlockEntry {
                     target: format!("10.{}.{}.0/24", i >> 8, i & 255),
                     expires_in_s: Some(3600),
-                    origin: "feed".into(),
-                    reason: "x".repeat(200),
-                    dropped: None,
+                    origin: "detector".into(),
+                    reason: "x".repeat(256),
+                    dropped: Some(gatewarden_proto::messages::Dropped::saturating(u64::MAX, u64::MAX, u64::MAX)),
+                    senders: vec!["d".repeat(64), "e".repeat(64)],
                 });
             }
             v.push(BlockEntry {
@@ -1041,6 +1046,7 @@ mod tests {
                 origin: "operator:alice".into(),
                 reason: "ctl alice".into(),
                 dropped: None,
+                senders: Vec::new(),
             });
         }
         let (s, sd) = server(&f, Some(Arc::new(fake)), &reg);
@@ -1068,6 +1074,7 @@ mod tests {
             origin: "contain".into(),
             reason: "spoofing: forged 192.0.2.10".into(),
             dropped: None,
+            senders: Vec::new(),
         });
         let (s, sd) = server(&f, Some(Arc::new(fake)), &reg);
         let addr = s.addr.to_string();

@@ -241,6 +241,13 @@ pub struct KernelBlock {
     /// was restored after a restart (counts are not saved). For an element
     /// without gatewarden's userdata: timeout minus time left.
     pub age_s: u64,
+    /// A detector block's senders: the node ids of the detectors whose
+    /// verdicts asked for it (at most [`ruleset::MAX_SENDERS`], from the
+    /// element's userdata). Listed so an operator can see which blocks a
+    /// detector asked for before revoking its certificate. Empty for
+    /// admin and feed blocks, and for a detector block whose sender is
+    /// unknown (restored from a version that did not keep senders).
+    pub senders: Vec<String>,
 }
 
 impl KernelBlock {
@@ -258,6 +265,7 @@ impl KernelBlock {
                 Some(since) => now_s.saturating_sub(since),
                 None => e.timeout_ms.saturating_sub(e.expires_ms) / 1000,
             },
+            senders: e.senders.clone(),
         }
     }
 }

@@ -77,6 +77,9 @@ pub enum ControlReply {
     Error(String),
 }
 
+// Every sender an element keeps passes the decoder's bound on a block entry.
+const _: () = assert!(crate::ruleset::MAX_SENDERS <= gatewarden_proto::messages::MAX_BLOCK_SENDERS);
+
 /// Runs `op` against the blocker (on the enforcement thread).
 pub fn apply(blocker: &mut Blocker, op: ControlOp) -> ControlReply {
     match op {
@@ -94,6 +97,7 @@ pub fn apply(blocker: &mut Blocker, op: ControlOp) -> ControlReply {
                             expires_in_s: (e.timeout_s > 0).then(|| e.remaining_s.min(u64::from(u32::MAX)) as u32),
                             origin: e.origin.as_str().to_string(),
                             reason: e.reason,
+                            senders: e.senders,
                         })
                         .collect();
                 // Contained MACs are rows too (origin `contain`, the MAC as target, what it
@@ -105,6 +109,7 @@ pub fn apply(blocker: &mut Blocker, op: ControlOp) -> ControlReply {
                         origin: super::persist::CONTAIN_ORIGIN.to_string(),
                         reason: c.reason,
                         dropped: None,
+                        senders: Vec::new(),
                     })),
                     Err(e) => return ControlReply::Error(format!("cannot read the contained MACs: {e}")),
                 }

@@ -2043,6 +2043,44 @@ mod tests {
         assert!(bad.starts_with("HTTP/1.1 400") && bad.contains("not an IPv4 or IPv6 address"), "{bad}");
     }
 
+    /// `/api/blocks` lists, with each detector block of a router's table,
+    /// the detectors that asked for it, so the operator can see which
+    /// blocks a detector suspected of a stolen certificate wrote; a block
+    /// without senders (an admin's) has no `senders` key.
+    #[test]
+    fn the_block_list_names_the_detectors_that_asked_for_each_block() {
+        use gatewarden_proto::messages::{BlockEntry, BlockTable};
+        let h = harness();
+        let entry = |target: &str, origin: &str, senders: &[&str]| BlockEntry {
+            target: target.into(),
+            expires_in_s: Some(600),
+            origin: origin.into(),
+            reason: "port scan".into(),
+            dropped: None,
+            senders: senders.iter().map(|s| s.to_string()).collect(),
+        };
+        h.ctx.state.record_block_table(BlockTable {
+            node: "router-1".into(),
+            total: 2,
+            entries: vec![entry("198.51.100.7", "detector", &["det-1", "det-2"]), entry("198.51.100.8", "admin", &[])],
+        });
+        let out =
+            String::from_utf8_lossy(&h.exchange(b"GET /api/blocks HTTP/1.1\r\nHost: localhost\r\n\r\n")).into_owned();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        let body: serde_json::Value = serde_json::from_str(out.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap();
+        let row = |ip: &str| {
+            body["blocks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|b| b["ip"] == ip)
+                .cloned()
+                .unwrap_or_else(|| panic!("{body}"))
+        };
+        assert_eq!(row("198.51.100.7")["senders"], json!(["det-1", "det-2"]), "{body}");
+        assert_eq!(row("198.51.100.8").get("senders"), None, "{body}");
+    }
+
     #[test]
     fn harness_answers_like_a_socket_and_limits_hold() {
         let h = harness();

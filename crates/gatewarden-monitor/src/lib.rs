@@ -135,6 +135,13 @@ pub struct BlockView {
     /// so a monitor on another node shows it too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dropped: Option<gatewarden_proto::messages::Dropped>,
+    /// For a detector block: the node ids of the detectors whose verdicts
+    /// asked for it (the router's table, checked on decode: at most two
+    /// node ids; a confirmed verdict's row: the detector that sent it), so
+    /// an operator deciding whether to revoke a detector's certificate sees
+    /// which blocks it asked for. Absent when none is known.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub senders: Vec<String>,
 }
 
 /// A verdict as a block row, from `now` for its TTL.
@@ -149,6 +156,9 @@ fn verdict_view(v: &Verdict, now: u64, source: &'static str) -> BlockView {
         source,
         forged: Vec::new(),
         dropped: None,
+        // The bus fills the sender from the verdict's topic and signature;
+        // anything else (a replay's, an unset one) names no one.
+        senders: if gatewarden_core::identity::valid_node_id(&v.sender) { vec![v.sender.clone()] } else { Vec::new() },
     }
 }
 
@@ -722,6 +732,7 @@ impl MonitorState {
                         Vec::new()
                     },
                     dropped: e.dropped,
+                    senders: e.senders.clone(),
                 });
             }
         }
@@ -1276,6 +1287,7 @@ mod tests {
             origin: "detector".into(),
             reason: "port scan".into(),
             dropped,
+            senders: Vec::new(),
         };
         let counted = gatewarden_proto::messages::Dropped { packets: 17, bytes: 1428, since_unix_s: 1_700_000_040 };
         st.record_block_table(gatewarden_proto::messages::BlockTable {
@@ -1367,6 +1379,7 @@ mod tests {
                 origin: "contain".into(),
                 reason: "spoofing: forged 192.0.2.10, 255.255.255.255".into(),
                 dropped: None,
+                senders: Vec::new(),
             }],
         });
         let mac = st.blocks().into_iter().find(|b| b.kind == "contain").expect("the contained MAC");

@@ -1060,12 +1060,42 @@ pub struct BlockEntry {
     /// malformed (upgrade the fleet together). Checked on decode
     /// ([`Dropped::check`]).
     pub dropped: Option<Dropped>,
+    /// For a detector block: the node ids of the detectors whose verdicts
+    /// asked for it (the router keeps them with the element, and a full
+    /// set evicts by their shares). Shown so an operator deciding whether
+    /// to revoke a detector's certificate sees which blocks it asked for.
+    /// Empty: not a verdict's block (admin, feed, contain), or its sender
+    /// is unknown (restored from a version that did not keep senders).
+    ///
+    /// Appended after `dropped`, with the same consequence (postcard is
+    /// positional: upgrade the fleet together). Checked on decode: at most
+    /// [`MAX_BLOCK_SENDERS`], each a node id
+    /// (`gatewarden_core::identity::valid_node_id`), so a hostile router
+    /// cannot make the page or a terminal show arbitrary names or text.
+    pub senders: Vec<String>,
 }
 
+/// Most [`BlockEntry::senders`] accepted from the wire: a router keeps at
+/// most two per element (the first detector that blocked it and one more).
+pub const MAX_BLOCK_SENDERS: usize = 2;
+
 impl BlockEntry {
-    /// Refuses an entry no honest router lists (see [`Dropped::check`]),
+    /// Refuses an entry no honest router lists (see [`Dropped::check`]; more
+    /// than [`MAX_BLOCK_SENDERS`] senders, or one that is not a node id),
     /// naming it; the bus decoder and the `ctl` client both call it.
     pub fn check(&self) -> Result<(), String> {
+        if self.senders.len() > MAX_BLOCK_SENDERS {
+            return Err(format!(
+                "block entry {:.64}: {} senders (at most {MAX_BLOCK_SENDERS})",
+                self.target,
+                self.senders.len()
+            ));
+        }
+        if let Some(bad) = self.senders.iter().find(|s| !gatewarden_core::identity::valid_node_id(s)) {
+            // Quoted and cut: the name is the peer's, not ours to print as it came.
+            let shown: String = bad.chars().take(64).flat_map(char::escape_default).collect();
+            return Err(format!("block entry {:.64}: sender \"{shown}\" is not a node id", self.target));
+        }
         match &self.dropped {
             Some(d) => d.check().map_err(|e| format!("block entry {:.64}: {e}", self.target)),
             None => Ok(()),
@@ -1333,6 +1363,7 @@ pub(crate) mod tests {
                     origin: "detector".into(),
                     reason: "scan".into(),
                     dropped: Some(Dropped { packets: 12, bytes: 1008, since_unix_s: 1_700_000_000 }),
+                    senders: vec!["detector-1".into()],
                 }],
             }),
             Message::SettingsUpdate(SettingsUpdate {
@@ -1580,6 +1611,8 @@ pub(crate) mod tests {
     /// (`GATEWARDEN_WRITE_SEEDS=1 cargo test -p gatewarden-proto block_table`
     /// rewrites the seed). An entry without a count (a contained MAC) is a
     /// single 0 byte longer than before, and decodes as "not counted", not 0.
+    /// The detectors that asked for a block follow the count (appended
+    /// after it the same way): a row without senders ends in one 0 byte.
     #[test]
     fn block_table_wire_carries_each_entrys_drop_count() {
         let entry = |dropped| BlockEntry {
@@ -1588,12 +1621,13 @@ pub(crate) mod tests {
             origin: "admin".into(),
             reason: "x".into(),
             dropped,
+            senders: Vec::new(),
         };
         let counted = Dropped { packets: 5, bytes: 420, since_unix_s: 1_700_000_000 };
         let table = Message::BlockTable(BlockTable {
             node: "r".into(),
             total: 2,
-            entries: vec![entry(Some(counted)), entry(None)],
+            entries: vec![BlockEntry { senders: vec!["d-1".into()], ..entry(Some(counted)) }, entry(None)],
         });
         let mut row = vec![9];
         row.extend_from_slice(b"192.0.2.7");
@@ -1602,8 +1636,11 @@ pub(crate) mod tests {
         wire.extend_from_slice(&row);
         // Some, 5 packets, 420 bytes (varint a4 03), since 1 700 000 000 (varint).
         wire.extend_from_slice(&[1, 5, 0xa4, 0x03, 0x80, 0xe2, 0xcf, 0xaa, 0x06]);
+        // One sender, "d-1".
+        wire.extend_from_slice(&[1, 3, b'd', b'-', b'1']);
         wire.extend_from_slice(&row);
-        wire.push(0);
+        // No count, no senders.
+        wire.extend_from_slice(&[0, 0]);
         assert_eq!(table.encode(), wire);
         assert_eq!(Message::decode(&wire), Ok(table.clone()));
         let seed =
@@ -1617,6 +1654,51 @@ pub(crate) mod tests {
         let mut old = vec![1, 8, 1, b'r', 1, 1];
         old.extend_from_slice(&row);
         assert!(matches!(Message::decode(&old), Err(DecodeError::Malformed(_))), "{:?}", Message::decode(&old));
+        // Nor does the layout before the senders (a count, then the table's end).
+        old.push(0);
+        assert!(matches!(Message::decode(&old), Err(DecodeError::Malformed(_))), "{:?}", Message::decode(&old));
+    }
+
+    /// A detector block's senders reach the monitor's page and the operator's
+    /// terminal: a hostile router must not put arbitrary text or an
+    /// unbounded list there. Two node ids pass; a third sender, or a name
+    /// that is no node id (escape sequences, a comma-joined pair, too long,
+    /// empty), refuses the table with the entry named.
+    #[test]
+    fn a_block_entrys_senders_are_at_most_two_node_ids() {
+        let table = |senders: Vec<String>| {
+            Message::BlockTable(BlockTable {
+                node: "r".into(),
+                total: 1,
+                entries: vec![BlockEntry {
+                    target: "192.0.2.7".into(),
+                    expires_in_s: Some(60),
+                    origin: "detector".into(),
+                    reason: "scan".into(),
+                    dropped: None,
+                    senders,
+                }],
+            })
+        };
+        let ids = |n: usize| (1..=n).map(|i| format!("det-{i}")).collect::<Vec<_>>();
+        for ok in [ids(0), ids(1), ids(MAX_BLOCK_SENDERS), vec!["d".repeat(64)]] {
+            assert_eq!(Message::decode(&table(ok.clone()).encode()), Ok(table(ok.clone())), "{ok:?}");
+        }
+        let refused = |senders: Vec<String>, why: &str| {
+            let err = Message::decode(&table(senders.clone()).encode()).unwrap_err();
+            assert!(
+                matches!(&err, DecodeError::Invalid(m) if m.contains("block entry 192.0.2.7") && m.contains(why)),
+                "{senders:?}: {err}"
+            );
+            err.to_string()
+        };
+        refused(ids(MAX_BLOCK_SENDERS + 1), "3 senders (at most 2)");
+        refused(ids(10_000), "10000 senders (at most 2)");
+        let err = refused(vec!["det-1\u{1b}[2J\n".into()], "is not a node id");
+        assert!(!err.chars().any(char::is_control), "the refusal quotes the name inert: {err:?}");
+        for bad in ["det-1,det-2", "", "det 1", &"d".repeat(65), "d\u{202e}"] {
+            refused(vec!["det-0".into(), bad.to_string()], "is not a node id");
+        }
     }
 
     /// A hostile router's counts are refused with the reason, the whole
@@ -1634,6 +1716,7 @@ pub(crate) mod tests {
                     origin: "admin".into(),
                     reason: String::new(),
                     dropped: Some(d),
+                    senders: Vec::new(),
                 }],
             })
         };

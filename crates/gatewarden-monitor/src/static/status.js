@@ -173,9 +173,12 @@ function renderStatus(s) {
   fill($("talkers"), (s.top_talkers || []).map(t => el("tr", {}, el("td", {class:"addr"}, ipLink(t.ip)), el("td", {}, fmtN(t.bytes)), el("td", {class:"hide-sm"}, fmtN(t.packets)), el("td", {}, fmtN(t.flows)))));
   if (!(s.top_talkers || []).length) fill($("talkers"), [el("tr", {}, el("td", {colSpan:4, class:"muted"}, "no traffic seen yet"))]);
   const now = Date.now() / 1000;
-  fill($("blocks"), (s.blocks || []).map(b => el("tr", {"data-block": b.ip}, el("td", {class:"addr"}, b.ip), el("td", {title: b.reason + (b.node ? " (in " + b.node + "'s nftables)" : " (not enforced: a replay)")}, (b.kind === "contain" ? "contained MAC, forged " + ((b.forged || []).join(", ") || "?") : b.kind) + (b.node ? " @ " + b.node : ""), b.dropped ? el("div", {class: "muted", "data-dropped": b.dropped.packets}, droppedText(b.dropped)) : ""), el("td", {class:"nowrap"}, fmtDur(b.until - now)),
+  fill($("blocks"), (s.blocks || []).map(b => el("tr", {"data-block": b.ip}, el("td", {class:"addr"}, b.ip), el("td", {title: b.reason + (b.node ? " (in " + b.node + "'s nftables)" : " (not enforced: a replay)")}, (b.kind === "contain" ? "contained MAC, forged " + ((b.forged || []).join(", ") || "?") : b.kind) + (b.node ? " @ " + b.node : ""), b.dropped ? el("div", {class: "muted", "data-dropped": b.dropped.packets}, droppedText(b.dropped)) : ""),
+    // The detectors whose verdicts asked for it (node ids, checked by the monitor's decoder): whose certificate to suspect.
+    el("td", {class: "hide-sm", "data-senders": (b.senders || []).join(","), title: (b.senders || []).length ? "the detector(s) whose verdicts asked for this block" : "no detector named: an operator's or feed block, or one whose sender is unknown"}, (b.senders || []).join(", ") || "-"),
+    el("td", {class:"nowrap"}, fmtDur(b.until - now)),
     el("td", {}, actionButton("unblock", () => unblock(b.ip), "unblock " + b.ip)))));
-  if (!(s.blocks || []).length) fill($("blocks"), [el("tr", {}, el("td", {colSpan:4, class:"muted"}, "nothing blocked"))]);
+  if (!(s.blocks || []).length) fill($("blocks"), [el("tr", {}, el("td", {colSpan:5, class:"muted"}, "nothing blocked"))]);
   renderNodes(s.nodes || {});
   S.status = Object.assign(S.status || {}, s);
   drawCharts();
