@@ -1724,6 +1724,58 @@ fn two_longest_sender_ids_and_a_long_reason_fit_the_kernels_userdata() {
     b.remove().unwrap();
 }
 
+/// Review finding: a verdict whose add met an element another writer put
+/// there after its read (EEXIST: the `gatewarden block` CLI beside the
+/// router, a second blocker) fell back to writing the element over that
+/// read, i.e. over nothing: the first detector's name left the block (a
+/// full set then counted it in the racing detector's share alone, its to
+/// evict) and the element's drop count was zeroed. The race is made by
+/// `block_verdict_after_a_stale_read`, which writes as if its read had come
+/// just before the other writer's add. Now the fallback reads again: both
+/// senders and the count stay, a longer block is kept, and `gatewarden
+/// blocks --json` (and its BY column) lists both senders.
+#[test]
+fn a_verdict_racing_another_writer_keeps_both_senders_and_the_count() {
+    let Some(lab) = Lab::new() else { return };
+    let mut b = lab.blocker(Settings::default(), None);
+    b.ensure().unwrap();
+    assert!(wait_until(Duration::from_secs(10), || lab.ping(IOT_B, WAN)), "the lab forwards before any block");
+    let (a, bb): (IpAddr, IpAddr) = (IOT_A.parse().unwrap(), IOT_B.parse().unwrap());
+    // det-1's blocks; one of them drops a few pings.
+    for ip in [a, bb] {
+        b.block_verdict(ip, Duration::from_secs(300), "scan", false, "det-1").unwrap();
+    }
+    let out = lab.exec(&lab.iot, &["ping", "-c", "3", "-i", "0.2", "-W", "1", "-I", IOT_B, WAN]);
+    assert!(!out.status.success(), "every ping from the blocked address is dropped");
+    let count = element_counter(&lab, "block4_detector", IOT_B).expect("IOT_B's element has a counter");
+    assert!(count.0 >= 3, "{count:?}");
+    // det-2's longer verdict, read before det-1's add: a refresh over det-1's block.
+    let r = b.block_verdict_after_a_stale_read(bb, Duration::from_secs(600), "flood", "det-2").unwrap();
+    assert!(matches!(r, BlockOutcome::Blocked { ttl, .. } if ttl == Duration::from_secs(600)), "{r:?}");
+    let listed = b.list().unwrap();
+    let row = |t: &str| listed.iter().find(|e| e.target == t).unwrap_or_else(|| panic!("{t} not listed: {listed:?}"));
+    assert_eq!(row(IOT_B).senders, ["det-1", "det-2"], "the race lost det-1: {:?}", row(IOT_B));
+    assert_eq!((row(IOT_B).timeout_s, row(IOT_B).reason.as_str()), (600, "flood"), "{:?}", row(IOT_B));
+    assert_eq!(element_counter(&lab, "block4_detector", IOT_B), Some(count), "the race zeroed the count");
+    // det-2's shorter verdict in the same race: det-1's longer block is kept, naming both.
+    let r = b.block_verdict_after_a_stale_read(a, Duration::from_secs(30), "scan", "det-2").unwrap();
+    assert!(matches!(r, BlockOutcome::Blocked { ttl, .. } if ttl > Duration::from_secs(30)), "{r:?}");
+    let listed = b.list().unwrap();
+    let row = listed.iter().find(|e| e.target == IOT_A).expect("still blocked");
+    assert_eq!((row.timeout_s, row.senders.as_slice()), (300, &["det-1".to_string(), "det-2".into()][..]), "{row:?}");
+    // The operator sees them: `gatewarden blocks`, JSON and table.
+    let out = lab.cli(&["blocks", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json_row = v["blocks"].as_array().unwrap().iter().find(|e| e["target"] == IOT_B).cloned();
+    assert_eq!(json_row.map(|r| r["senders"].clone()), Some(serde_json::json!(["det-1", "det-2"])), "{v}");
+    let out = lab.cli(&["blocks"]);
+    let table = stdout(&out);
+    assert!(table.lines().next().is_some_and(|h| h.contains(" BY ")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with(IOT_B) && l.contains(" det-1,det-2 ")), "{table}");
+    b.remove().unwrap();
+}
+
 /// A crash during a flood: the state file (saved a moment before) and the
 /// table left behind each hold a full detector set, and their union holds
 /// more than the set. The restore used to keep the blocks with the most time

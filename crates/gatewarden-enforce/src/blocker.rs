@@ -1311,7 +1311,7 @@ impl Blocker {
         reason: &str,
         escalate: bool,
     ) -> Result<BlockOutcome> {
-        self.block_from(addr, ttl, origin, reason, escalate, None)
+        self.block_from(addr, ttl, origin, reason, escalate, None, Read::Kernel)
     }
 
     /// A detector's verdict: [`Blocker::block_with`] in the detector set,
@@ -1341,9 +1341,28 @@ impl Blocker {
         sender: &str,
     ) -> Result<BlockOutcome> {
         let sender = gatewarden_core::identity::valid_node_id(sender).then_some(sender);
-        self.block_from(addr, ttl, Origin::Detector, reason, escalate, sender)
+        self.block_from(addr, ttl, Origin::Detector, reason, escalate, sender, Read::Kernel)
     }
 
+    /// [`Blocker::block_verdict`] as if its read of the running element
+    /// had found none: the add then meets an element another writer put
+    /// there after the read (EEXIST), which is the race the fallback in
+    /// `block_from` handles. Fault injection for the enforce test
+    /// `a_verdict_racing_another_writer_keeps_both_senders_and_the_count`:
+    /// two processes cannot be made to interleave there on demand.
+    #[doc(hidden)]
+    pub fn block_verdict_after_a_stale_read(
+        &mut self,
+        addr: IpAddr,
+        ttl: Duration,
+        reason: &str,
+        sender: &str,
+    ) -> Result<BlockOutcome> {
+        let sender = gatewarden_core::identity::valid_node_id(sender).then_some(sender);
+        self.block_from(addr, ttl, Origin::Detector, reason, false, sender, Read::AssumeAbsent)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn block_from(
         &mut self,
         addr: IpAddr,
@@ -1352,6 +1371,7 @@ impl Blocker {
         reason: &str,
         escalate: bool,
         sender: Option<&str>,
+        read: Read,
     ) -> Result<BlockOutcome> {
         // A blocker that did not install the table (the `gatewarden block` CLI)
         // also honours what the running router allows now: an allowlist saved
@@ -1440,28 +1460,32 @@ impl Blocker {
             ruleset::push_elements(&mut refresh, &set, &[again], true, &format!("re-block {addr} in {set}"));
             refresh
         };
+        // A shorter verdict never shortens a longer block (an admin's day
+        // is not cut to a detector's five minutes): the running `el` is
+        // kept as it is, but this sender asked for it too, so it names
+        // both. Otherwise a stolen detector could block a real attacker
+        // first (it sees the same flows), have the honest detector's
+        // verdict kept as its own, and evict it with a flood.
+        let kept = |el: &ruleset::KernelElement| {
+            let left = Duration::from_millis(el.expires_ms);
+            tracing::info!(%addr, left_s = left.as_secs(), asked_s = ttl.as_secs(), origin = origin.as_str(), "already blocked for longer; kept");
+            (senders_over(Some(el)), BlockOutcome::Blocked { ttl: left, level, evicted: Vec::new() })
+        };
         let mut evicted = Vec::new();
         // Read the running element first (a GET, no transaction) instead of
         // letting an exclusive add fail: every failed batch is aborted by the
         // kernel, and an abort waits for an RCU grace period — it made each
         // re-block cost 16 ms (p50) with 10 000 elements present.
-        let running = ruleset::element_of(&mut self.nl, &set, &addr_bytes(&addr))?;
+        let running = match read {
+            Read::Kernel => ruleset::element_of(&mut self.nl, &set, &addr_bytes(&addr))?,
+            Read::AssumeAbsent => None,
+        };
         let refresh = refresh_of(running.as_ref());
         let first = match running {
-            // A shorter verdict never shortens a longer block (an admin's
-            // day is not cut to a detector's five minutes).
             Some(el) if el.expires_ms >= ms => {
-                let left = Duration::from_millis(el.expires_ms);
-                tracing::info!(%addr, left_s = left.as_secs(), asked_s = ttl.as_secs(), origin = origin.as_str(), "already blocked for longer; kept");
-                // Kept as it is, but this sender asked for it too: otherwise
-                // a stolen detector could block a real attacker first (it
-                // sees the same flows), have the honest detector's verdict
-                // kept as its own, and evict it with a flood.
-                let senders = senders_over(Some(&el));
-                if senders != el.senders {
-                    self.rewrite_senders(&set, &addr, &el, &senders)?;
-                }
-                return Ok(BlockOutcome::Blocked { ttl: left, level, evicted: Vec::new() });
+                let (senders, outcome) = kept(&el);
+                self.name_senders(&set, &addr, &el, &senders)?;
+                return Ok(outcome);
             }
             Some(_) => &refresh,
             None => &b,
@@ -1470,8 +1494,30 @@ impl Blocker {
         // failure gatewarden cannot handle counts as an error.
         match self.nl.commit(first) {
             Ok(()) => {}
-            // Added meanwhile, or expired but not yet reaped by the kernel.
-            Err(e) if e.errno() == Some(libc::EEXIST) => self.commit(&refresh)?,
+            // Added since the read (by another writer: the `gatewarden
+            // block` CLI beside the router, a second blocker), or expired but
+            // not yet reaped by the kernel. `refresh` was built over what the
+            // read found, nothing, so written as it is it named this verdict's
+            // sender alone: the other writer's detector lost its name on the
+            // block (and with it the share that protects the block in a full
+            // set: shares are counted from the senders each element names,
+            // there is no other tally to update) and the element its count.
+            // So read again and write over what is there now, as over any
+            // running block: both writers' senders, its count carried, a
+            // longer block kept. An element with no time left is the
+            // unreaped one: nobody's any more.
+            Err(e) if e.errno() == Some(libc::EEXIST) => {
+                let now = ruleset::element_of(&mut self.nl, &set, &addr_bytes(&addr))?.filter(|el| el.expires_ms > 0);
+                match now {
+                    Some(el) if el.expires_ms >= ms => {
+                        let (senders, outcome) = kept(&el);
+                        self.name_senders(&set, &addr, &el, &senders)?;
+                        self.keep_on(need)?;
+                        return Ok(outcome);
+                    }
+                    now => self.commit(&refresh_of(now.as_ref()))?,
+                }
+            }
             Err(e) if e.errno() == Some(libc::ENFILE) => {
                 evicted = self.evict_fair(&set, fam_of(&addr), origin, sender)?;
                 self.commit(first)?;
@@ -1544,6 +1590,21 @@ impl Blocker {
             );
         }
         Ok(victims.iter().filter_map(|e| key_addr(fam, &e.key)).collect())
+    }
+
+    /// Makes the running block `el` name `senders`, if it does not already
+    /// ([`Blocker::rewrite_senders`]).
+    fn name_senders(
+        &mut self,
+        set: &str,
+        addr: &IpAddr,
+        el: &ruleset::KernelElement,
+        senders: &[String],
+    ) -> Result<()> {
+        if senders == el.senders.as_slice() {
+            return Ok(());
+        }
+        self.rewrite_senders(set, addr, el, senders)
     }
 
     /// Adds a sender to a running block without touching its time, comment
@@ -2529,6 +2590,16 @@ impl Endpoints {
         let (r, _) = ready.wait_timeout_while(r, timeout, |r| r.rounds == 0).unwrap_or_else(|p| p.into_inner());
         self.names.iter().filter(|n| !r.by_name.contains_key(*n)).cloned().collect()
     }
+}
+
+/// How `block_from` learns the running element before writing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// Asks the kernel (always, but in fault injection).
+    Kernel,
+    /// Takes it as absent, as a read just before another writer's add
+    /// would (`Blocker::block_verdict_after_a_stale_read`).
+    AssumeAbsent,
 }
 
 /// The share of a block whose sender is unknown: not a verdict's (an admin
