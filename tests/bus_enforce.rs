@@ -423,7 +423,16 @@ fn a_compromised_detectors_flood_cannot_evict_another_detectors_blocks() {
     }
     use gatewarden::bus::Publisher;
     let Some(exe) = mosquitto_or_skip() else { return };
-    let broker = Broker::start(exe, &[("router-1", "router"), ("det-1", "detector"), ("det-2", "detector")]);
+    let broker = Broker::start(
+        exe,
+        &[("router-1", "router"), ("det-1", "detector"), ("det-2", "detector"), ("mon-1", "monitor")],
+    );
+    // A monitor on its own node: the operator's view of whose blocks these are.
+    let mon_http = free_port();
+    let mon_cfg = broker.node_config("mon-1", mon_http, "");
+    let mut c = Command::new(bin());
+    c.args(["run", "--role", "monitor", "--config", mon_cfg.to_str().unwrap()]).env("RUST_LOG", "warn");
+    let _monitor = Guard::spawn(&mut c);
     const CAP: u32 = 32;
     let http = free_port();
     let cfg = broker.node_config("router-1", http, &format!("[enforce]\nenabled = true\nmax_block_elements = {CAP}\n"));
@@ -485,6 +494,27 @@ fn a_compromised_detectors_flood_cannot_evict_another_detectors_blocks() {
     wait_for("det-1's second block", Duration::from_secs(30), || set_text("block4_detector").contains("203.0.113.67"));
     let det = set_text("block4_detector");
     assert!(det.contains(ATTACKER), "det-1's new block evicted its own older one: {det}");
+
+    // The operator sees which detector asked for which block, to know
+    // whose certificate to revoke: `gatewarden blocks` on the router...
+    let out = Command::new(bin()).args(["blocks", "--json", "-c"]).arg(&cfg).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let senders_of = |rows: &serde_json::Value, key: &str, target: &str| {
+        rows.as_array().and_then(|r| r.iter().find(|b| b[key] == target)).map(|b| b["senders"].clone())
+    };
+    assert_eq!(senders_of(&v["blocks"], "target", ATTACKER), Some(serde_json::json!(["det-1"])), "{v}");
+    assert_eq!(senders_of(&v["blocks"], "target", &last), Some(serde_json::json!(["det-2"])), "{v}");
+    assert_eq!(senders_of(&v["blocks"], "target", "198.51.100.200"), Some(serde_json::json!([])), "{v}");
+    // ...and the dashboard's block list, from the router's table over the bus.
+    let mut api = serde_json::Value::Null;
+    let listed = common::wait_until(Duration::from_secs(30), || {
+        let (_, _, b) = common::http("GET", &format!("127.0.0.1:{mon_http}"), "/api/blocks").unwrap_or_default();
+        api = serde_json::from_str(&b).unwrap_or_default();
+        senders_of(&api["blocks"], "ip", ATTACKER) == Some(serde_json::json!(["det-1"]))
+    });
+    assert!(listed, "/api/blocks does not name det-1 for {ATTACKER}: {api}");
+    assert_eq!(senders_of(&api["blocks"], "ip", &last), Some(serde_json::json!(["det-2"])), "{api}");
     sd.trigger();
     honest.stop();
     stolen.stop();
