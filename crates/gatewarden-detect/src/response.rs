@@ -257,6 +257,9 @@ pub enum Rule {
     ProvenParticipants,
     /// Fusion's summary of new findings the verdict rate limit dropped (`detector.max_verdicts_per_s`).
     VerdictBudget,
+    /// A scan by the addresses of one IPv6 /64 counted as one source (a device taking a fresh
+    /// address for every probe): no one address to block, and the LAN's devices share the /64.
+    Ipv6PrefixAlerts,
 }
 
 impl Rule {
@@ -281,6 +284,7 @@ impl Rule {
             Rule::KindIgnored => "kind_set_to_ignore",
             Rule::ProvenParticipants => "proven_participants_only",
             Rule::VerdictBudget => "verdict_budget_exceeded",
+            Rule::Ipv6PrefixAlerts => "ipv6_prefix_alerts",
         }
     }
 
@@ -322,6 +326,10 @@ impl Rule {
                 "more new findings than the verdict budget lets through: they were dropped and counted \
                  (gatewarden_verdicts_rate_limited_total), nobody is blocked for them"
             }
+            Rule::Ipv6PrefixAlerts => {
+                "probes from many addresses of one IPv6 /64, counted as one source: no one address to block \
+                 (the LAN's devices share the /64), so it is alerted"
+            }
         }
     }
 }
@@ -355,7 +363,7 @@ pub fn rule_in_reason(reason: &str) -> Option<&'static str> {
 }
 
 /// Every rule, for docs, metrics and parsing.
-pub const ALL_RULES: [Rule; 18] = [
+pub const ALL_RULES: [Rule; 19] = [
     Rule::ScanUnanswered,
     Rule::ScanAnswered,
     Rule::SweepAnswered,
@@ -374,6 +382,7 @@ pub const ALL_RULES: [Rule; 18] = [
     Rule::KindIgnored,
     Rule::ProvenParticipants,
     Rule::VerdictBudget,
+    Rule::Ipv6PrefixAlerts,
 ];
 
 fn evidence(d: &Detection, name: &str) -> Option<f64> {
@@ -439,6 +448,9 @@ impl ResponsePolicy {
         }
         if d.source.is_none() {
             return cap(Rule::NoSingleSource, Action::Alert);
+        }
+        if evidence(d, "ipv6_prefix_len").is_some() {
+            return cap(Rule::Ipv6PrefixAlerts, Action::Alert);
         }
         let mut distinct: Vec<Origin> = origins.to_vec();
         distinct.sort();

@@ -425,6 +425,15 @@ impl LongHorizon {
                 out.push(d);
             }
         }
+        // An IPv6 source's /64 is one more source for the slow-scan rule: a scanner taking a
+        // fresh address of its /64 for every probe is seen by no per-address count.
+        if let Some(key) = self.slow_scan.prefix_key(p.src) {
+            self.history.observe(key, p.dst, p.dport, p.proto, p.answered, p.ts_ns);
+            if !p.answered {
+                let q = Probe { src: key, ..p };
+                self.slow_scan.on_unanswered(&self.history, &self.cfg, &q, self.now_ns);
+            }
+        }
     }
 
     /// Records the end (or the lasting) of a session to a login service.
@@ -602,6 +611,94 @@ pub(crate) mod tests {
         }
         found.extend(h.tick(t + 400 * SEC));
         assert!(found.iter().any(|d| d.kind == AttackKind::SlowScan), "the slow sweep was missed: {found:?}");
+    }
+
+    /// A LAN device scanning from a fresh IPv6 address of its /64 for every probe (SLAAC lets
+    /// it use any): each address sends one probe, so no per-source rule ever counted more than
+    /// one, and distributed_scan needs two per participant. The /64 is now one more source in
+    /// the history: the scan is found, named by its prefix, and alerted (no one address to block).
+    #[test]
+    fn a_scan_from_a_fresh_ipv6_address_per_probe_is_found_as_its_64() {
+        let mut h = horizon();
+        let mut found = Vec::new();
+        let mut t = T0;
+        for i in 0..60u64 {
+            let src =
+                format!("2001:db8:1:2:{:x}:{:x}:{:x}:{:x}", 0x1000 + i, i * 7919 % 65536, i * 104_729 % 65536, 1 + i);
+            let r = rec(i + 1, &src, "2001:db8:99::10", 2000 + i as u16, Proto::Tcp, t, t, (1, 80), (1, 60), "REJ");
+            found.extend(h.observe(&r));
+            found.extend(h.tick(t));
+            t += 2 * SEC;
+        }
+        found.extend(h.tick(t + 20 * SEC));
+        let d = found.first().expect("the rotating scan was not found");
+        assert_eq!(d.kind, AttackKind::SlowScan);
+        assert_eq!(d.source, Some("2001:db8:1:2::".parse().unwrap()), "{}", d.reason);
+        assert!(d.reason.contains("2001:db8:1:2::/64"), "{}", d.reason);
+        assert!(d.evidence.iter().any(|(k, v)| k == "ipv6_prefix_len" && *v == 64.0), "{:?}", d.evidence);
+        let decision = crate::response::ResponsePolicy::default().decide(d, &[crate::fusion::Origin::Heuristics]);
+        assert_eq!(decision.action, crate::response::Action::Alert, "{decision:?}");
+        assert_eq!(decision.rule.as_str(), "ipv6_prefix_alerts");
+        // Reported again each minute while it lasts, always as the /64.
+        assert!(found.iter().all(|f| f.source == d.source), "{found:?}");
+    }
+
+    /// The same scan from one IPv6 address is that address's (blocked as before), not its /64's too.
+    #[test]
+    fn a_scan_from_one_ipv6_address_is_reported_once_under_that_address() {
+        let mut h = horizon();
+        let mut found = Vec::new();
+        let mut t = T0;
+        for i in 0..60u64 {
+            let r = rec(
+                i + 1,
+                "2001:db8:1:2::66",
+                "2001:db8:99::10",
+                2000 + i as u16,
+                Proto::Tcp,
+                t,
+                t,
+                (1, 80),
+                (1, 60),
+                "REJ",
+            );
+            found.extend(h.observe(&r));
+            found.extend(h.tick(t));
+            t += 2 * SEC;
+        }
+        for k in 0..70u64 {
+            found.extend(h.tick(t + k * SEC));
+        }
+        // Reported (and again each minute while it lasts) as the address, never as its /64.
+        assert!(!found.is_empty());
+        assert!(found.iter().all(|d| d.source == Some("2001:db8:1:2::66".parse().unwrap())), "{found:?}");
+    }
+
+    /// Twenty IPv6 devices of one /64 browsing for an hour (5 % of connections failing) add up
+    /// to no scan of the /64.
+    #[test]
+    fn devices_sharing_a_64_browsing_are_not_a_scan_of_it() {
+        let mut h = horizon();
+        let mut found = Vec::new();
+        let mut id = 0u64;
+        for s in 0..360u64 {
+            let t = T0 + s * 10 * SEC;
+            for dev in 0..20u64 {
+                let src = format!("2001:db8:1:2::{:x}", 0x100 + dev);
+                for k in 0..4u64 {
+                    id += 1;
+                    let host = format!("2001:db8:{:x}::{:x}", 0x200 + (s * 4 + k + dev) % 300, 1 + dev);
+                    let fail = id % 20 == 0;
+                    let (rev, st) = if fail { ((0, 0), "S0") } else { ((20, 30_000), "SF") };
+                    let port = if k % 2 == 0 { 443 } else { 80 };
+                    found.extend(h.observe(&rec(id, &src, &host, port, Proto::Tcp, t, t + SEC, (12, 1500), rev, st)));
+                }
+            }
+            for k in 0..10u64 {
+                found.extend(h.tick(t + k * SEC));
+            }
+        }
+        assert!(found.is_empty(), "{found:?}");
     }
 
     /// Pending flows are capped: a flood of unanswered SYNs settles the oldest early.

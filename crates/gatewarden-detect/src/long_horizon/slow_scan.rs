@@ -108,6 +108,10 @@ struct Pace {
 
 /// The slow-scan detector's own state (the counts live in the shared history).
 pub struct SlowScan {
+    /// The low 64 bits that mark an IPv6 /64 counted as one source ([`SlowScan::prefix_key`]):
+    /// random per process, so no real source address can collide with the key on purpose
+    /// (a scanner using its prefix's `::` address must not be taken for the /64 and only alerted).
+    prefix_marker: u64,
     candidates: Vec<Candidate>,
     covered: LruMap<IpAddr, u64>,
     /// Sources with two or more unanswered probes in the hour (a flood of spoofed one-probe
@@ -117,8 +121,15 @@ pub struct SlowScan {
 
 impl Default for SlowScan {
     fn default() -> Self {
-        SlowScan { candidates: Vec::new(), covered: LruMap::new(16_384), pace: LruMap::new(4096) }
+        use std::hash::BuildHasher;
+        let prefix_marker = foldhash::fast::RandomState::default().hash_one(0x64_u64) | 1;
+        SlowScan { prefix_marker, candidates: Vec::new(), covered: LruMap::new(16_384), pace: LruMap::new(4096) }
     }
+}
+
+/// The network address of `key`'s /64.
+fn network64(key: std::net::Ipv6Addr) -> std::net::Ipv6Addr {
+    std::net::Ipv6Addr::from(u128::from(key) & !u128::from(u64::MAX))
 }
 
 fn window_name(w: Window) -> &'static str {
@@ -165,6 +176,37 @@ pub fn evaluate(
 }
 
 impl SlowScan {
+    /// The history key under which `src`'s IPv6 /64 is counted as one more source, or None
+    /// (IPv4, IPv4-mapped and link-local sources: a LAN's link-local addresses share fe80::/64).
+    /// A device may use any address of its /64 (SLAAC), and one that takes a fresh one for
+    /// every probe is seen by no per-address rule; its /64 sees them all. Reported as the
+    /// prefix and alerted, never blocked: no one address is the scanner, and the LAN's
+    /// other devices share the prefix.
+    pub fn prefix_key(&self, src: IpAddr) -> Option<IpAddr> {
+        let IpAddr::V6(a) = src else { return None };
+        let seg = a.segments();
+        if a.to_ipv4_mapped().is_some() || seg[0] & 0xffc0 == 0xfe80 || a.is_loopback() || a.is_unspecified() {
+            return None;
+        }
+        Some(IpAddr::V6(std::net::Ipv6Addr::from(u128::from(network64(a)) | u128::from(self.prefix_marker))))
+    }
+
+    /// Whether `key` is a /64 counted as one source (see [`SlowScan::prefix_key`]).
+    fn is_prefix_key(&self, key: IpAddr) -> bool {
+        matches!(key, IpAddr::V6(a) if u128::from(a) as u64 == self.prefix_marker)
+    }
+
+    /// A finding for an address also covers its /64: one attack, one alert.
+    fn cover_prefix(&mut self, src: IpAddr, now: u64) {
+        if self.is_prefix_key(src) {
+            return;
+        }
+        if let Some(k) = self.prefix_key(src) {
+            *self.covered.get_or_insert_with(k, || 0) = now;
+            self.candidates.retain(|c| c.src != k);
+        }
+    }
+
     /// Bytes held.
     pub fn memory_bytes(&self) -> usize {
         self.candidates.capacity() * std::mem::size_of::<Candidate>()
@@ -177,6 +219,7 @@ impl SlowScan {
         if let (AttackKind::PortScan | AttackKind::HostSweep, Some(src)) = (d.kind, d.source) {
             *self.covered.get_or_insert_with(src, || 0) = d.ts_ns;
             self.candidates.retain(|c| c.src != src);
+            self.cover_prefix(src, d.ts_ns);
         }
     }
 
@@ -255,8 +298,10 @@ impl SlowScan {
                     self.candidates.swap_remove(i);
                 }
                 Some((w, s, spread)) => {
-                    out.push(detection(cfg, &c, w, &s, spread, now));
+                    let prefix = self.is_prefix_key(c.src);
+                    out.push(detection(cfg, &c, w, &s, spread, now, prefix));
                     self.candidates[i].reported_ns = Some(now);
+                    self.cover_prefix(c.src, now);
                     i += 1;
                 }
             }
@@ -272,8 +317,17 @@ fn detection(
     s: &WindowStats,
     spread: Spread,
     now: u64,
+    prefix: bool,
 ) -> Detection {
     let pct = 100.0 * s.unanswered_share().unwrap_or(0.0);
+    // A /64 counted as one source is named by its prefix.
+    let (src, from) = match c.src {
+        IpAddr::V6(a) if prefix => {
+            let net = network64(a);
+            (IpAddr::V6(net), format!("addresses of {net}/64 (a fresh address for probe after probe: one source here)"))
+        }
+        other => (other, other.to_string()),
+    };
     let at_least = if s.lower_bound { "at least " } else { "" };
     let what = match spread {
         Spread::Ports => "ports",
@@ -283,7 +337,7 @@ fn detection(
         "slow scan of {what}: {} → {at_least}{} distinct ports on {at_least}{} hosts unanswered in the last {}, {} of {} probes \
          unanswered ({pct:.0} %) (limit {} ports or {} hosts with as many unanswered probes in 1, 15 or 60 minutes, \
          ≥ {:.0} % unanswered; slower than the {} s port_scan window)",
-        c.src,
+        from,
         s.distinct_ports,
         s.distinct_hosts,
         window_name(w),
@@ -302,22 +356,27 @@ fn detection(
         Spread::Ports => s.distinct_ports,
         Spread::Hosts => s.distinct_hosts,
     };
+    let mut evidence = vec![
+        ("distinct_ports".into(), f64::from(s.distinct_ports)),
+        ("distinct_hosts".into(), f64::from(s.distinct_hosts)),
+        ("probes".into(), f64::from(s.probes)),
+        ("unanswered".into(), f64::from(s.unanswered)),
+        ("unanswered_pct".into(), pct),
+        ("window_minutes".into(), window_minutes(w)),
+    ];
+    if prefix {
+        // The response policy alerts on it (rule `ipv6_prefix_alerts`).
+        evidence.push(("ipv6_prefix_len".into(), 64.0));
+    }
     Detection {
-        source: Some(c.src),
+        source: Some(src),
         target: (s.distinct_hosts == 1).then_some(c.last_dst),
         port: 0,
         proto: Some(c.last_proto),
         kind: AttackKind::SlowScan,
         confidence: (0.7 + 0.25 * (f64::from(spread_n) / (2.0 * f64::from(threshold.max(1)))).min(1.0)) as f32,
         reason,
-        evidence: vec![
-            ("distinct_ports".into(), f64::from(s.distinct_ports)),
-            ("distinct_hosts".into(), f64::from(s.distinct_hosts)),
-            ("probes".into(), f64::from(s.probes)),
-            ("unanswered".into(), f64::from(s.unanswered)),
-            ("unanswered_pct".into(), pct),
-            ("window_minutes".into(), window_minutes(w)),
-        ],
+        evidence,
         ts_ns: now,
         flow_id: c.flow_id,
     }
