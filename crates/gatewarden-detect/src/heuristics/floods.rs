@@ -25,37 +25,6 @@ use crate::config::DetectorConfig;
 /// because small packets cost the target the most per byte the attacker sends.
 pub const UDP_STREAM_MIN_MEAN_BYTES: f64 = 576.0;
 
-/// Distinct UDP ports of the target, in the detector's window, from which a flood
-/// counts as spread over ports: a media session uses two per medium (RTP and
-/// RTCP), four for video with audio, plus a service or two (NTP, DNS).
-pub const UDP_FLOOD_MIN_PORTS: f64 = 8.0;
-
-/// A UDP rate this many times `detector.udp_flood_pps` blocks whatever the packets
-/// look like: 10 000 full-size packets/s is ~120 Mbit/s, beyond any one camera
-/// or video stream (4K: ~25 Mbit/s).
-pub const UDP_FLOOD_RATE_FACTOR: f64 = 10.0;
-
-fn evidence(d: &Detection, name: &str) -> Option<f64> {
-    d.evidence.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
-}
-
-/// Whether a heuristic `udp_flood` finding looks like one media stream: full-size
-/// packets (the source's and the named flow's), few ports of the target, a rate
-/// one stream reaches. Each number a finding lacks (an older detector) counts as
-/// flood-like, so it blocks as before. The response policy decides such findings
-/// by `response.udp_stream` (rule `udp_stream_full_packets`); the heuristics keep
-/// their one report per window apart from floods', so a stream to one host cannot
-/// use up the report of a flood of another.
-pub fn looks_like_media_stream(d: &Detection) -> bool {
-    let full = evidence(d, "mean_ip_bytes").is_some_and(|m| m >= UDP_STREAM_MIN_MEAN_BYTES);
-    let few_ports = evidence(d, "udp_ports").is_some_and(|p| p < UDP_FLOOD_MIN_PORTS);
-    let stream_rate = match (evidence(d, "pps"), evidence(d, "threshold_pps")) {
-        (Some(pps), Some(t)) => pps < UDP_FLOOD_RATE_FACTOR * t,
-        _ => false,
-    };
-    d.kind == AttackKind::UdpFlood && full && few_ports && stream_rate
-}
-
 /// One source's packet counts over the window, by flood kind.
 #[derive(Debug, Default)]
 pub(super) struct Rates {
@@ -388,10 +357,7 @@ pub(super) fn observe(
     // are a scan (reported there), not a flood.
     let scanning =
         kind == AttackKind::SynFlood && attempts.ports(r.dst, Proto::Tcp) >= cfg.scan_distinct_ports as usize;
-    // A UDP flood finding that looks like a media stream has its own report per window
-    // ([`looks_like_media_stream`]): both must have been reported to stop early.
-    let reported = o.reported_lately(kind) && (kind != AttackKind::UdpFlood || o.reported_lately_as_stream(kind));
-    if pps < threshold as f64 || scanning || reported {
+    if pps < threshold as f64 || scanning || o.reported_lately(kind) {
         return None;
     }
     // UDP and ICMP: the rate towards this record's target host must reach the
@@ -430,12 +396,7 @@ pub(super) fn observe(
     if kind == AttackKind::UdpFlood {
         // What tells a flood from a media stream (see response.rs, `udp_stream_full_packets`):
         // the packets' mean size, the ports hit on the target, the rate against the threshold.
-        // The source's mean over the window, and no more than the named flow's own: a
-        // small-packet flood padded with a full-size stream to another host must not
-        // borrow the stream's size.
-        let source_mean = s.udp_bytes.total as f64 / w.total.max(1) as f64;
-        let flow_mean = r.fwd_bytes as f64 / f64::from(r.fwd_packets.max(1));
-        let mean = source_mean.min(flow_mean);
+        let mean = s.udp_bytes.total as f64 / w.total.max(1) as f64;
         // Ports new flows opened on the target in the window, and this record's own
         // (a stream's flow may have opened before the window).
         let ports = attempts.ports(r.dst, Proto::Udp) + usize::from(!attempts.tried(r.dst, r.dport, Proto::Udp));
@@ -461,7 +422,7 @@ pub(super) fn observe(
             ("pps_without_download_acks".into(), other_pps),
         ]);
     }
-    let d = Detection {
+    Some(Detection {
         target: Some(r.dst),
         port,
         proto: Some(r.proto),
@@ -475,10 +436,7 @@ pub(super) fn observe(
         ),
         evidence,
         ..Detection::from_record(r, kind)
-    };
-    let stream = looks_like_media_stream(&d);
-    let taken = if stream { o.reported_lately_as_stream(kind) } else { o.reported_lately(kind) };
-    (!taken).then_some(d)
+    })
 }
 
 #[cfg(test)]
@@ -804,66 +762,20 @@ mod shaped_floods {
     #[test]
     fn a_flood_spread_over_many_hosts_is_still_blocked() {
         for (proto, per_host) in [(Proto::Udp, 500u32), (Proto::Icmp, 150)] {
-            let d = spread_unanswered(proto, 50, per_host);
-            assert!(d.iter().any(|(a, _)| *a == Action::Block), "{proto:?}: {d:?}");
-        }
-    }
-
-    /// A small-packet flood of one host (5 000/s of 28-byte packets to two ports) padded with
-    /// a full-size stream to another host (4 000/s of 1 400 bytes, started first): the source's mean packet
-    /// (~640 B) looked like media, so the flood passed as a stream below 10 × the threshold.
-    /// The stream test now also reads the mean of the flow the finding names.
-    #[test]
-    fn a_small_packet_flood_padded_with_a_stream_to_another_host_is_still_blocked() {
-        let mut h = Heuristics::new(DetectorConfig::default());
-        let mut found = Vec::new();
-        // The stream first, then the flood beside it from 2 s on.
-        for step in 1..=60u32 {
-            let t = f64::from(step) * 0.1;
-            let stream = 4_000 * step / 10;
-            found.extend(h.observe(&flow(
-                3,
-                "198.51.100.50",
-                5004,
-                Proto::Udp,
-                t,
-                (stream, u64::from(stream) * 1400),
-                (1, 80),
-            )));
-            if step > 20 {
-                let flood = 5_000 * (step - 20) / 10 / 2;
-                for (id, port) in [(1u64, 9999u16), (2, 9998)] {
-                    found.extend(h.observe(&flow(
-                        id,
-                        "203.0.113.7",
-                        port,
-                        Proto::Udp,
-                        t,
-                        (flood, u64::from(flood) * 28),
-                        (0, 0),
-                    )));
+            let mut h = Heuristics::new(DetectorConfig::default());
+            let mut found = Vec::new();
+            for step in 1..=30u32 {
+                let t = f64::from(step) * 0.1;
+                for k in 0..50u64 {
+                    let n = per_host * step / 10;
+                    let dst = format!("203.0.113.{}", 1 + k);
+                    found.extend(h.observe(&flow(k + 1, &dst, 9999, proto, t, (n, u64::from(n) * 28), (0, 0))));
                 }
             }
+            let kind = if proto == Proto::Udp { AttackKind::UdpFlood } else { AttackKind::IcmpFlood };
+            let d = decisions(&found, kind);
+            assert!(d.iter().any(|(a, _)| *a == Action::Block), "{proto:?}: {d:?}");
         }
-        let d = decisions(&found, AttackKind::UdpFlood);
-        assert!(d.iter().any(|(a, _)| *a == Action::Block), "{d:?}");
-    }
-
-    /// What the policy decides of 3 s of unanswered `proto` packets to `hosts` hosts at
-    /// `per_host` packets/s each, from one source.
-    fn spread_unanswered(proto: Proto, hosts: u64, per_host: u32) -> Vec<(Action, &'static str)> {
-        let mut h = Heuristics::new(DetectorConfig::default());
-        let mut found = Vec::new();
-        for step in 1..=30u32 {
-            let t = f64::from(step) * 0.1;
-            for k in 0..hosts {
-                let n = per_host * step / 10;
-                let dst = format!("203.0.113.{}", 1 + k);
-                found.extend(h.observe(&flow(k + 1, &dst, 9999, proto, t, (n, u64::from(n) * 28), (0, 0))));
-            }
-        }
-        let kind = if proto == Proto::Udp { AttackKind::UdpFlood } else { AttackKind::IcmpFlood };
-        decisions(&found, kind)
     }
 
     /// Below what the eight per-host counts can add up to the threshold: 64 hosts at 120
@@ -872,7 +784,18 @@ mod shaped_floods {
     #[test]
     fn a_flood_spread_thinly_over_many_hosts_is_still_blocked() {
         for (proto, per_host) in [(Proto::Udp, 120u32), (Proto::Icmp, 22)] {
-            let d = spread_unanswered(proto, 64, per_host);
+            let mut h = Heuristics::new(DetectorConfig::default());
+            let mut found = Vec::new();
+            for step in 1..=30u32 {
+                let t = f64::from(step) * 0.1;
+                for k in 0..64u64 {
+                    let n = per_host * step / 10;
+                    let dst = format!("203.0.113.{}", 1 + k);
+                    found.extend(h.observe(&flow(k + 1, &dst, 9999, proto, t, (n, u64::from(n) * 28), (0, 0))));
+                }
+            }
+            let kind = if proto == Proto::Udp { AttackKind::UdpFlood } else { AttackKind::IcmpFlood };
+            let d = decisions(&found, kind);
             assert!(d.iter().any(|(a, _)| *a == Action::Block), "{proto:?}: {d:?}");
         }
     }
