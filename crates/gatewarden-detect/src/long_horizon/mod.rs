@@ -21,8 +21,9 @@
 //!   probing (a 2 MiB keyed table of 16-bit minute stamps, which wrap after 45
 //!   days; a collision can only make a probe count as answered; each source adds
 //!   at most [`ANSWERED_STAMPS_PER_HOUR`] services to it an hour).
-//! - ICMP: an echo request is a probe to the host (port 0); its record's
-//!   `sport` is the opening ICMP type (the flow table's convention).
+//! - ICMP is no probe, echo requests included: a ping has no port, so a
+//!   monitor pinging devices that are off would be a sweep of hosts by the
+//!   repetition test (the records carry the opening ICMP type as `sport`).
 //!
 //! Multicast, broadcast and unspecified destinations are not probes (mDNS,
 //! SSDP, DHCP), nor are ICMP messages other than echo requests, nor TCP flows
@@ -314,8 +315,11 @@ impl LongHorizon {
         let mut out = Vec::new();
         self.now_ns = self.now_ns.max(r.last_ns);
         self.login(r, &mut out);
-        let icmp_echo = matches!((r.proto, r.sport), (Proto::Icmp, 8) | (Proto::Icmpv6, 128));
-        if !(matches!(r.proto, Proto::Tcp | Proto::Udp) || icmp_echo) || !probeable(r.dst) {
+        // ICMP is no probe, echo requests included (their records carry the type since
+        // session 28): a ping has no port, so the repetition test of `slow_scan` always
+        // passes, and a monitor pinging devices that are off (after a restart, whose memory
+        // of answered services is gone, or over a weekend) became a slow scan of hosts.
+        if !matches!(r.proto, Proto::Tcp | Proto::Udp) || !probeable(r.dst) {
             return out;
         }
         // TCP without the originator's SYN (midstream, or only the responder seen) is no attempt.
@@ -338,7 +342,7 @@ impl LongHorizon {
             let p = Probe {
                 src: r.src,
                 dst: r.dst,
-                dport: if icmp_echo { 0 } else { r.dport },
+                dport: r.dport,
                 proto: r.proto,
                 ts_ns: r.first_ns,
                 flow_id: r.flow_id,
@@ -357,7 +361,7 @@ impl LongHorizon {
                     }
                 }
             }
-            let dport = if icmp_echo { 0 } else { r.dport };
+            let dport = r.dport;
             self.pending
                 .insert(r.flow_id, Pending { src: r.src, dst: r.dst, dport, proto: r.proto, first_ns: r.first_ns });
             self.queue.push_back((r.first_ns.saturating_add(ANSWER_WAIT_NS), r.flow_id));
