@@ -31,7 +31,13 @@ pub struct Analysis {
     cfg: Config,
     registry: Arc<Registry>,
     uploads: ModelUploads,
+    /// `detector.state_dir`: each gateway's table of answered services across restarts.
+    state_dir: Option<std::path::PathBuf>,
 }
+
+/// How often each gateway's table of answered services is saved (`detector.state_dir`):
+/// what a `kill -9` loses, against 2 MiB written per gateway each time.
+pub const SAVE_ANSWERED_EVERY: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 impl Analysis {
     /// Around `first`, the stage loaded at start (its model is shared by every gateway's stage).
@@ -43,7 +49,26 @@ impl Analysis {
             cfg: cfg.clone(),
             registry: registry.clone(),
             uploads: ModelUploads::default(),
+            state_dir: (!cfg.detector.state_dir.trim().is_empty())
+                .then(|| std::path::PathBuf::from(cfg.detector.state_dir.trim())),
         }
+    }
+
+    /// Where gateway `node`'s table of answered services is kept (node ids are a strict
+    /// character set, so the name stays in the directory).
+    fn answered_path(&self, node: &str) -> Option<std::path::PathBuf> {
+        let dir = self.state_dir.as_ref()?;
+        gatewarden_core::identity::valid_node_id(node).then(|| dir.join(format!("answered-{node}.bin")))
+    }
+
+    /// Every gateway's table of answered services as (file, bytes), to write off the
+    /// detector's thread ([`write_answered`]). The overflow stage (gateways past
+    /// [`MAX_GATEWAYS`]) is not kept.
+    pub fn answered_to_save(&self) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+        self.stages
+            .iter()
+            .filter_map(|(node, stage)| Some((self.answered_path(node)?, stage.save_answered())))
+            .collect()
     }
 
     /// What went wrong loading the model at start, to publish at once (taken once).
@@ -89,10 +114,22 @@ impl Analysis {
     fn stage_for(&mut self, node: &str) -> Option<&mut DetectorStage> {
         if !self.stages.contains_key(node) && self.stages.len() < MAX_GATEWAYS {
             // A new gateway runs what the others run now (an uploaded model, new settings).
-            let stage = match self.spare.take() {
+            let mut stage = match self.spare.take() {
                 Some(s) => s,
                 None => self.new_stage(),
             };
+            if let Some(path) = self.answered_path(node) {
+                match std::fs::read(&path) {
+                    Ok(bytes) => match stage.restore_answered(&bytes) {
+                        Ok(()) => {
+                            tracing::info!("{}: services that answered {node}'s devices restored", path.display())
+                        }
+                        Err(e) => tracing::warn!("{}: {e}; starting without it", path.display()),
+                    },
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => tracing::warn!("{}: {e}; starting without it", path.display()),
+                }
+            }
             self.stages.insert(node.to_string(), stage);
         }
         if self.stages.contains_key(node) {
@@ -215,6 +252,7 @@ impl Service for Detector {
             if let Some(a) = analysis.take_start_alert() {
                 out.publish(Message::Alert(a));
             }
+            let mut saved = std::time::Instant::now();
             loop {
                 // Flow batches; a model uploaded on the training page or new
                 // thresholds from the settings page, applied between batches.
@@ -227,8 +265,17 @@ impl Service for Detector {
                         None
                     })
                     .await;
+                if saved.elapsed() >= SAVE_ANSWERED_EVERY {
+                    saved = std::time::Instant::now();
+                    let tables = analysis.answered_to_save();
+                    smol::unblock(move || write_answered(tables)).detach();
+                }
                 let batch = match next {
-                    None => break,
+                    None => {
+                        // A clean stop keeps what was learnt since the last save.
+                        write_answered(analysis.answered_to_save());
+                        break;
+                    }
                     Some(Input::Model(update)) => {
                         // Validated in a child process off this executor's thread.
                         if let Some((alert, card)) = analysis.apply_model_off_thread(&update, &node).await {
@@ -281,6 +328,22 @@ impl Service for Detector {
             }
         });
         Ok(())
+    }
+}
+
+/// Writes the tables [`Analysis::answered_to_save`] gave (atomically, the directory made
+/// if need be); a failure is logged and the next save tries again.
+pub fn write_answered(tables: Vec<(std::path::PathBuf, Vec<u8>)>) {
+    for (path, bytes) in tables {
+        if let Some(dir) = path.parent() {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        if let Err(e) = gatewarden_core::atomic_file::write_atomic(&path, &bytes) {
+            tracing::warn!(
+                "{}: {e:#}; the services that answered are kept in memory until the next save",
+                path.display()
+            );
+        }
     }
 }
 
@@ -453,6 +516,60 @@ mod tests {
             "the verdict was forwarded only after the detector analysed {} of the {BACKLOG} batches waiting behind it",
             BACKLOG - left
         );
+    }
+
+    /// A monitoring server polling 30 devices on SNMP, each answering, every minute; then
+    /// the detector restarts in the evening and the devices are off: the same polls go
+    /// unanswered. Without `detector.state_dir` that was a `host_sweep` verdict against the
+    /// monitor at its first poll after the restart; with it, the gateway's table of answered
+    /// services comes back and the monitor is left alone.
+    #[test]
+    fn a_monitor_polling_devices_that_are_off_after_a_restart_is_left_alone_with_a_state_dir() {
+        use gatewarden_proto::conn_state::ConnState;
+        use gatewarden_proto::messages::{FlowRecord, Proto};
+        let polls = |seq: u64, answered: bool| {
+            let t0 = 1_000_000_000 + seq * 60_000_000_000;
+            let flows = (0..30u64)
+                .map(|i| FlowRecord {
+                    flow_id: seq * 1000 + i + 1,
+                    src: "192.168.1.10".parse().unwrap(),
+                    dst: format!("192.168.1.{}", 100 + i).parse().unwrap(),
+                    sport: 20_000 + (seq * 30 + i) as u16,
+                    dport: 161,
+                    proto: Proto::Udp,
+                    first_ns: t0 + i * 10_000_000,
+                    last_ns: t0 + i * 10_000_000 + if answered { 1_000_000 } else { 4_000_000_000 },
+                    fwd_packets: if answered { 1 } else { 3 },
+                    rev_packets: u32::from(answered),
+                    fwd_bytes: 75,
+                    rev_bytes: if answered { 200 } else { 0 },
+                    conn_state: if answered { ConnState::SF } else { ConnState::S0 },
+                    src_answered: false,
+                })
+                .collect();
+            FlowBatch { seq, flows, ..batch("gw-1") }
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let run = |state_dir: &str| {
+            let mut cfg = Config::default();
+            cfg.detector.state_dir = state_dir.into();
+            let registry = Registry::new();
+            let mut before = Analysis::new(DetectorStage::new(&cfg, &registry), &cfg, &registry);
+            for seq in 0..3 {
+                assert!(before.on_batch(&polls(seq, true)).verdicts.is_empty());
+            }
+            write_answered(before.answered_to_save());
+            let mut after = Analysis::new(DetectorStage::new(&cfg, &registry), &cfg, &registry);
+            (10..13).flat_map(|seq| after.on_batch(&polls(seq, false)).verdicts).collect::<Vec<_>>()
+        };
+        let without = run("");
+        assert!(
+            without.iter().any(|v| v.kind == gatewarden_proto::messages::AttackKind::HostSweep),
+            "without a state dir the restart forgets the devices: {without:?}"
+        );
+        let with = run(dir.path().to_str().unwrap());
+        assert!(with.is_empty(), "{with:?}");
+        assert!(dir.path().join("answered-gw-1.bin").exists());
     }
 
     #[test]

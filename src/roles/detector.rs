@@ -725,6 +725,17 @@ impl DetectorStage {
     /// New thresholds and TTLs from the dashboard's settings page (already
     /// validated); the next batch uses them, nothing learned is lost. The
     /// model file is not changed here (that is the training page's job).
+    /// The long horizon's table of services that answered, to keep across a restart
+    /// (`detector.state_dir`; see [`LongHorizon::save_answered`]).
+    pub fn save_answered(&self) -> Vec<u8> {
+        self.long_horizon.save_answered()
+    }
+
+    /// Takes back what [`DetectorStage::save_answered`] wrote; refused (with the reason) if it is not that.
+    pub fn restore_answered(&mut self, bytes: &[u8]) -> Result<(), String> {
+        self.long_horizon.restore_answered(bytes)
+    }
+
     pub fn set_detector_config(&mut self, d: &crate::config::DetectorConfig) {
         self.heuristics.set_config(d.clone());
         self.long_horizon.set_config(d);

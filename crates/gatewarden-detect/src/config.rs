@@ -92,6 +92,13 @@ pub struct DetectorConfig {
     /// it replaces `model` from then on, across restarts. Empty: uploads last
     /// until restart.
     pub model_store: String,
+    /// Directory where each gateway's memory of the services that answered its devices
+    /// (the day-long table behind `host_sweep` and `slow_scan`'s "a retry is no probe") is
+    /// kept across restarts, as `answered-<gateway>.bin` (2 MiB each), saved every 30
+    /// minutes and at a clean stop. Without it, after a restart at night a monitoring
+    /// server polling devices that are switched off looks like a sweep of them. Empty:
+    /// the memory starts empty at each start.
+    pub state_dir: String,
     /// Address space, in MiB, of the child process that validates an uploaded or
     /// stored model before it is used (a crafted `.tflite` can make tract allocate
     /// without bound; past this it is refused instead of taking the gateway down).
@@ -193,6 +200,7 @@ impl Default for DetectorConfig {
             slow_http_concurrent_wait_ms: 250,
             model: String::new(),
             model_store: String::new(),
+            state_dir: String::new(),
             model_check_memory_mb: 512,
             model_check_timeout_s: 20,
             model_max_batch: crate::model::DEFAULT_MAX_BATCH,

@@ -31,7 +31,8 @@ use gatewarden_proto::signatures::{
 /// what validating an uploaded model may cost a node (gatewarden-detect's
 /// validator), and `home_net`, a fact of each site's network like its
 /// interfaces.
-pub const NODE_ONLY: &[&str] = &["model_check_memory_mb", "model_check_timeout_s", "model_max_batch", "home_net"];
+pub const NODE_ONLY: &[&str] =
+    &["model_check_memory_mb", "model_check_timeout_s", "model_max_batch", "home_net", "state_dir"];
 
 /// Sends settings towards the detectors and routers; false if they could not be queued.
 pub type SettingsSender = Arc<dyn Fn(SettingsUpdate) -> bool + Send + Sync>;

@@ -42,7 +42,7 @@ use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 
-use foldhash::fast::RandomState;
+use foldhash::fast::{FixedState, RandomState};
 use gatewarden_core::lru::LruMap;
 use gatewarden_flow::ConnState;
 use gatewarden_proto::messages::{FlowRecord, Proto};
@@ -68,6 +68,11 @@ const PEER_CELLS: usize = 1 << 20;
 /// from counting it ([`LongHorizon::answered_within_day`]), minutes: a day, so a monitor
 /// keeps knowing the devices that are switched off for the night.
 pub const ANSWERED_MEMORY_MIN: u32 = 24 * 60;
+
+/// First bytes of a saved table of answered services ([`LongHorizon::save_answered`]).
+const ANSWERED_MAGIC: &[u8; 8] = b"GWANS01\n";
+/// Size of a saved table: the magic, the seed, the cells.
+pub const ANSWERED_FILE_BYTES: usize = 8 + 8 + 2 * PEER_CELLS;
 
 /// Services one source (an IPv4 address, or an IPv6 /64: its privacy addresses are one
 /// device) may add to the table of services that answered, per hour. The table is shared
@@ -155,6 +160,11 @@ pub struct LongHorizon {
     logins_done: Box<[u64]>,
     /// Minute stamps of services that answered a source.
     peers: Box<[u16]>,
+    /// Seed of `peer_hasher`, saved with `peers` ([`LongHorizon::save_answered`]): the cells
+    /// mean nothing under another seed.
+    peer_seed: u64,
+    /// Keys the cells of `peers` (random per table, so nobody can aim at one cell).
+    peer_hasher: FixedState,
     /// Per source key (IPv4 address, IPv6 /64): the hour and the services it added to `peers` in it.
     stamp_budget: LruMap<u128, (u32, u32)>,
     /// Answered services not remembered because their source had used its hour's budget.
@@ -207,6 +217,7 @@ impl LongHorizon {
 
     /// The same over a given history (tests and benchmarks pass a seeded one).
     pub fn with_history(d: &DetectorConfig, history: SourceHistory) -> LongHorizon {
+        let peer_seed = RandomState::default().hash_one(0x9ee5_u64);
         LongHorizon {
             cfg: LongHorizonConfig::from(d),
             history,
@@ -215,6 +226,8 @@ impl LongHorizon {
             counted: vec![0; COUNTED_CELLS].into_boxed_slice(),
             logins_done: vec![0; COUNTED_CELLS].into_boxed_slice(),
             peers: vec![0; PEER_CELLS].into_boxed_slice(),
+            peer_seed,
+            peer_hasher: FixedState::with_seed(peer_seed),
             stamp_budget: LruMap::new(STAMP_BUDGET_SOURCES),
             answered_refused: 0,
             hasher: RandomState::default(),
@@ -307,7 +320,41 @@ impl LongHorizon {
     }
 
     fn peer_cell(&self, src: IpAddr, dst: IpAddr, dport: u16, proto: Proto) -> usize {
-        self.hasher.hash_one((src, dst, dport, proto)) as usize & (PEER_CELLS - 1)
+        self.peer_hasher.hash_one((src, dst, dport, proto)) as usize & (PEER_CELLS - 1)
+    }
+
+    /// The table of services that answered, with its seed, as bytes to keep across a
+    /// restart: without it, after a restart at night a monitor polling devices that are
+    /// off was a sweep (`host_sweep`) and a slow scan, since none of them had answered
+    /// within the day *of this process*. [`ANSWERED_FILE_BYTES`] bytes.
+    pub fn save_answered(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(ANSWERED_FILE_BYTES);
+        out.extend_from_slice(ANSWERED_MAGIC);
+        out.extend_from_slice(&self.peer_seed.to_le_bytes());
+        for c in self.peers.iter() {
+            out.extend_from_slice(&c.to_le_bytes());
+        }
+        out
+    }
+
+    /// Takes back a table [`LongHorizon::save_answered`] wrote. Anything else (another
+    /// size, another format) is refused with the reason and changes nothing. A damaged
+    /// cell can only make a service count as answered (a missed probe, never a block).
+    pub fn restore_answered(&mut self, bytes: &[u8]) -> Result<(), String> {
+        if bytes.len() != ANSWERED_FILE_BYTES || !bytes.starts_with(ANSWERED_MAGIC) {
+            return Err(format!(
+                "not a table of answered services ({} bytes; this version writes {ANSWERED_FILE_BYTES} starting with {:?})",
+                bytes.len(),
+                String::from_utf8_lossy(ANSWERED_MAGIC)
+            ));
+        }
+        let (seed, cells) = bytes[ANSWERED_MAGIC.len()..].split_at(8);
+        self.peer_seed = u64::from_le_bytes(seed.try_into().expect("8 bytes"));
+        self.peer_hasher = FixedState::with_seed(self.peer_seed);
+        for (c, b) in self.peers.iter_mut().zip(cells.chunks_exact(2)) {
+            *c = u16::from_le_bytes([b[0], b[1]]);
+        }
+        Ok(())
     }
 
     /// Looks at one flow snapshot; returns findings it completes.
@@ -703,6 +750,50 @@ pub(crate) mod tests {
             }
         }
         assert!(found.is_empty(), "{found:?}");
+    }
+
+    /// The table of answered services survives a restart: a monitor's devices that answered
+    /// before it are still known after it; a file of another size or format is refused.
+    #[test]
+    fn the_answered_services_survive_a_restart_and_a_damaged_file_is_refused() {
+        let mut h = horizon();
+        let nms = "192.168.1.10";
+        for d in 0..70u64 {
+            let t = T0 + d * SEC;
+            h.observe(&rec(
+                d + 1,
+                nms,
+                &format!("192.168.1.{}", 100 + d),
+                161,
+                Proto::Udp,
+                t,
+                t,
+                (1, 80),
+                (1, 200),
+                "SF",
+            ));
+        }
+        let saved = h.save_answered();
+        assert_eq!(saved.len(), ANSWERED_FILE_BYTES);
+        let later = T0 + 20 * 3_600 * SEC;
+        let mut fresh = horizon();
+        let known = |h: &LongHorizon| {
+            (0..70u64)
+                .filter(|d| {
+                    let dst: IpAddr = format!("192.168.1.{}", 100 + d).parse().unwrap();
+                    h.answered_within_day(nms.parse().unwrap(), dst, 161, Proto::Udp, later)
+                })
+                .count()
+        };
+        assert_eq!(known(&fresh), 0, "a new process knows nothing");
+        fresh.restore_answered(&saved).unwrap();
+        assert_eq!(known(&fresh), 70);
+        let mut other = horizon();
+        assert!(other.restore_answered(&saved[..saved.len() - 1]).unwrap_err().contains("not a table"));
+        let mut wrong = saved.clone();
+        wrong[0] = b'X';
+        assert!(other.restore_answered(&wrong).is_err());
+        assert_eq!(known(&other), 0, "a refused file changes nothing");
     }
 
     /// Pending flows are capped: a flood of unanswered SYNs settles the oldest early.
