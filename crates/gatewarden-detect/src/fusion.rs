@@ -164,6 +164,10 @@ struct Incident {
     opened_ns: u64,
     last_emit_ns: u64,
     last_seen_ns: u64,
+    /// The strongest action decided for it so far: a later finding decided more strongly
+    /// is emitted at once, not folded in (an ignored or alert-only finding must not shield
+    /// a blocking one of the same source and kind until the refresh).
+    action: crate::response::Action,
 }
 
 /// A new incident waiting for a token of the rate limit.
@@ -435,13 +439,14 @@ impl Fusion {
             self.served(key.1, h.net);
             let Held { detection: mut d, origins, seq, last_seen_ns, held_ns, .. } = h;
             let ts = d.ts_ns.max(1);
-            self.incidents.insert(key, Incident { opened_ns: ts, last_emit_ns: ts, last_seen_ns });
             if now > held_ns {
                 let waited = (now - held_ns) as f64 / 1e9;
                 d.reason = format!("{} (held {waited:.1} s by the verdict rate limit)", d.reason);
             }
             let ttl_s = self.ttl(d.confidence, &origins);
             let decision = self.cfg.policy.decide(&d, &origins);
+            self.incidents
+                .insert(key, Incident { opened_ns: ts, last_emit_ns: ts, last_seen_ns, action: decision.action });
             out.push((seq, Fused { detection: d, origins, ttl_s, refresh: false, decision }));
         }
         out
@@ -559,6 +564,29 @@ impl Fusion {
                 if ts <= inc.last_seen_ns + close {
                     inc.last_seen_ns = inc.last_seen_ns.max(ts);
                     if ts < inc.last_emit_ns + refresh {
+                        let decision = self.cfg.policy.decide(&d, &origins);
+                        if decision.action < inc.action {
+                            // Stronger than anything decided for it yet: at once (at most
+                            // twice an incident, ignore → alert → block).
+                            let (was, verb) = (
+                                inc.action,
+                                if decision.action == crate::response::Action::Block { "blocks" } else { "alerts" },
+                            );
+                            inc.action = decision.action;
+                            inc.last_emit_ns = ts;
+                            let open_s = (ts - inc.opened_ns) as f64 / 1e9;
+                            d.reason = format!(
+                                "{} (ongoing for {open_s:.0} s; this finding now {verb}: the incident was decided \
+                                 `{}` until now)",
+                                d.reason,
+                                was.as_str()
+                            );
+                            let ttl_s = self.ttl(d.confidence, &origins);
+                            let seq = self.next_seq;
+                            self.next_seq += 1;
+                            out.push((seq, Fused { detection: d, origins, ttl_s, refresh: true, decision }));
+                            continue;
+                        }
                         self.stats.deduplicated += 1;
                         continue;
                     }
@@ -575,6 +603,9 @@ impl Fusion {
             }
             let ttl_s = self.ttl(d.confidence, &origins);
             let decision = self.cfg.policy.decide(&d, &origins);
+            if let Some(inc) = self.incidents.get_mut(&key) {
+                inc.action = inc.action.min(decision.action);
+            }
             let seq = self.next_seq;
             self.next_seq += 1;
             out.push((seq, Fused { detection: d, origins, ttl_s, refresh: true, decision }));
@@ -911,6 +942,35 @@ mod tests {
         let out = f.fuse(vec![(anomaly(), Origin::Baseline)], &[(src, opinion(0.95, 1.0))], 1_000_000_000);
         assert!(out[0].blocks() && out[0].decision.rule == Rule::DetectorsAgree, "{:?}", out[0]);
         assert_eq!(out[0].origins, vec![Origin::Baseline, Origin::Model]);
+    }
+
+    /// An incident opened by a finding the policy ignores or only alerts on used to fold
+    /// every later finding of the same source and kind into itself until its refresh (300 s):
+    /// a source that first swept hosts that answered (`sweep_mostly_answered`: ignored) or
+    /// port-scanned its own server (`scan_mostly_answered`: alert) then swept or scanned for
+    /// real, unblocked, for five minutes. A later finding the policy decides more strongly
+    /// is emitted at once (and at most twice an incident: to alert, to block).
+    #[test]
+    fn a_weaker_incident_does_not_swallow_a_later_finding_that_blocks() {
+        use crate::response::Action;
+        for (kind, weak) in [(AttackKind::HostSweep, Action::Ignore), (AttackKind::PortScan, Action::Alert)] {
+            let mut f = Fusion::new(FusionConfig::default());
+            let at = |t: f64, pct: f64| {
+                let mut d = det("192.0.2.66", kind, t);
+                d.evidence = vec![("unanswered_pct".into(), pct)];
+                vec![(d, Origin::Heuristics)]
+            };
+            let first = f.fuse(at(1.0, 10.0), &[], 1_000_000_000);
+            assert_eq!(first.iter().map(|o| o.decision.action).collect::<Vec<_>>(), vec![weak], "{kind:?}");
+            let mut later = Vec::new();
+            for i in 0..20 {
+                let t = 11.0 + f64::from(i) * 0.5;
+                later.extend(f.fuse(at(t, 95.0), &[], (t * 1e9) as u64));
+            }
+            let actions: Vec<_> = later.iter().map(|o| o.decision.action).collect();
+            assert_eq!(actions, vec![Action::Block], "{kind:?}: {later:?}");
+            assert!(later[0].detection.reason.contains("now blocks"), "{}", later[0].detection.reason);
+        }
     }
 
     #[test]
