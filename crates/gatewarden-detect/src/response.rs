@@ -207,18 +207,11 @@ impl ResponseConfig {
     }
 }
 
-/// Defined beside the flood rule, which also reads it (`heuristics::floods`).
-pub use crate::heuristics::UDP_STREAM_MIN_MEAN_BYTES;
-
-/// Distinct UDP ports of the target, in the detector's window, from which a flood
-/// counts as spread over ports: a media session uses two per medium (RTP and
-/// RTCP), four for video with audio, plus a service or two (NTP, DNS).
-pub const UDP_FLOOD_MIN_PORTS: f64 = 8.0;
-
-/// A UDP rate this many times `detector.udp_flood_pps` blocks whatever the packets
-/// look like: 10 000 full-size packets/s is ~120 Mbit/s, beyond any one camera
-/// or video stream (4K: ~25 Mbit/s).
-pub const UDP_FLOOD_RATE_FACTOR: f64 = 10.0;
+/// Defined beside the flood rule, which also reads them (`heuristics::floods`: its
+/// one report per window keeps stream look-alikes apart from floods).
+pub use crate::heuristics::{
+    looks_like_media_stream, UDP_FLOOD_MIN_PORTS, UDP_FLOOD_RATE_FACTOR, UDP_STREAM_MIN_MEAN_BYTES,
+};
 
 /// A rule of the policy: the name alerts, metrics and docs use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -396,19 +389,6 @@ fn evidence(d: &Detection, name: &str) -> Option<f64> {
     d.evidence.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
 }
 
-/// Whether a heuristic `udp_flood` finding looks like one media stream: full-size
-/// packets, few ports of the target, a rate one stream reaches. Each number a
-/// finding lacks (an older detector) counts as flood-like, so it blocks as before.
-fn looks_like_media_stream(d: &Detection) -> bool {
-    let full = evidence(d, "mean_ip_bytes").is_some_and(|m| m >= UDP_STREAM_MIN_MEAN_BYTES);
-    let few_ports = evidence(d, "udp_ports").is_some_and(|p| p < UDP_FLOOD_MIN_PORTS);
-    let stream_rate = match (evidence(d, "pps"), evidence(d, "threshold_pps")) {
-        (Some(pps), Some(t)) => pps < UDP_FLOOD_RATE_FACTOR * t,
-        _ => false,
-    };
-    d.kind == AttackKind::UdpFlood && full && few_ports && stream_rate
-}
-
 /// Whether a heuristic `udp_flood` finding's rate comes from acknowledging downloads:
 /// without the packets of flows whose targets send the source full-size data, it is
 /// below its threshold. A finding without the numbers (an older detector) counts as a flood.
@@ -493,7 +473,9 @@ impl ResponsePolicy {
             return cap(Rule::UdpStreamFullPackets, self.cfg.udp_stream);
         }
         // And the other side of a stream: a receiver's acknowledgements, clocked by the
-        // data its targets send it, which no flood victim sends its flooder.
+        // data its targets send it, which no flood victim sends its flooder. Since session 27
+        // the heuristics make no such finding at all (floods.rs returns None below the
+        // threshold without them); this stays as the backstop should a finding carry it.
         if distinct.contains(&Origin::Heuristics) && acknowledges_downloads(d) {
             return cap(Rule::UdpDownloadAcks, self.cfg.udp_stream);
         }

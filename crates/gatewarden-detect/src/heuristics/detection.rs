@@ -76,7 +76,7 @@ pub(super) struct Observed<'a> {
     pub(super) syn_delta: u32,
     /// When the source's findings were last reported, by kind (none for a
     /// newcomer without state): see [`Observed::reported_lately`].
-    pub(super) reported: Option<&'a HashMap<AttackKind, u64>>,
+    pub(super) reported: Option<&'a HashMap<(AttackKind, bool), u64>>,
 }
 
 impl Observed<'_> {
@@ -86,23 +86,21 @@ impl Observed<'_> {
     }
 
     /// Whether a finding of `kind` completed by this record would be dropped
-    /// by [`first_in_window`] (one was reported in this window): a detector
+    /// by `first_in_window` (one was reported in this window): a detector
     /// whose check changes nothing returns early instead of writing a reason
     /// nobody reads (an ongoing scan completes its finding on every probe).
     pub(super) fn reported_lately(&self, kind: AttackKind) -> bool {
-        let last = self.reported.and_then(|m| m.get(&kind)).copied().unwrap_or(0);
-        last != 0 && self.r.last_ns < last + self.window_ns
+        self.reported_lately_keyed((kind, false))
     }
-}
 
-/// Keeps a finding if it is the first of its kind from its source in this window
-/// (hysteresis: one finding per (source, kind) per window).
-pub(super) fn first_in_window(reported: &mut HashMap<AttackKind, u64>, d: &Detection, window_ns: u64) -> bool {
-    let last = reported.get(&d.kind).copied().unwrap_or(0);
-    if last == 0 || d.ts_ns >= last + window_ns {
-        reported.insert(d.kind, d.ts_ns);
-        true
-    } else {
-        false
+    /// The same for a UDP flood finding that looks like a media stream, which has a
+    /// report of its own ([`super::floods::looks_like_media_stream`]).
+    pub(super) fn reported_lately_as_stream(&self, kind: AttackKind) -> bool {
+        self.reported_lately_keyed((kind, true))
+    }
+
+    fn reported_lately_keyed(&self, key: (AttackKind, bool)) -> bool {
+        let last = self.reported.and_then(|m| m.get(&key)).copied().unwrap_or(0);
+        last != 0 && self.r.last_ns < last + self.window_ns
     }
 }

@@ -60,14 +60,16 @@ use gatewarden_proto::messages::{AttackKind, FlowRecord, Proto};
 
 pub use self::brute_force_http::HTTP_SMALL_REPLY_BYTES;
 pub use self::detection::Detection;
-pub use self::floods::{outside_connection, UDP_STREAM_MIN_MEAN_BYTES};
+pub use self::floods::{
+    looks_like_media_stream, outside_connection, UDP_FLOOD_MIN_PORTS, UDP_FLOOD_RATE_FACTOR, UDP_STREAM_MIN_MEAN_BYTES,
+};
 pub use self::services::{service_name, AUTH_PORTS, LOGIN_PORTS, WEB_PORTS};
 pub use self::slow_http::{SLOW_HTTP_HEAD_BYTES, SLOW_HTTP_MAX_BPS};
 pub use self::syn_flood_distributed::MAX_DESTS;
 
 use self::brute_force_http::WebSessions;
 use self::brute_force_sessions::Logins;
-use self::detection::{first_in_window, Observed};
+use self::detection::Observed;
 use self::floods::Rates;
 use self::host_sweep::Peers;
 use self::slow_http::WaitingRequests;
@@ -108,8 +110,9 @@ struct SourceState {
     /// Flows that went unanswered (half-open TCP, one-way UDP), to count an aborted
     /// handshake's SYN once; the unanswered shares are counted in `attempts`.
     failed: HashSet<u64>,
-    /// Kind → capture time of its last finding (one per kind per window).
-    reported: HashMap<AttackKind, u64>,
+    /// (Kind, a media stream look-alike) → capture time of its last finding (one per
+    /// kind per window; a UDP flood's stream look-alikes apart, see [`floods::looks_like_media_stream`]).
+    reported: HashMap<(AttackKind, bool), u64>,
     /// Hosts that answered this source ([`host_sweep`]).
     peers: Peers,
     /// Sessions to login services ([`brute_force_sessions`]).
@@ -607,6 +610,21 @@ fn handshake(r: &FlowRecord) -> (bool, bool) {
     let aborted = r.proto == Proto::Tcp && r.conn_state == ConnState::RSTO && r.fwd_packets <= 2;
     let half_open = r.proto == Proto::Tcp && (r.conn_state.is_failed_attempt() || aborted);
     (aborted, half_open)
+}
+
+/// Keeps a finding if it is the first of its kind from its source in this window
+/// (hysteresis: one finding per (source, kind) per window). A UDP flood finding that
+/// looks like a media stream counts apart: a stream to one host, ignored by the
+/// policy, must not use up the window's report of a small-packet flood of another.
+fn first_in_window(reported: &mut HashMap<(AttackKind, bool), u64>, d: &Detection, window_ns: u64) -> bool {
+    let key = (d.kind, floods::looks_like_media_stream(d));
+    let last = reported.get(&key).copied().unwrap_or(0);
+    if last == 0 || d.ts_ns >= last + window_ns {
+        reported.insert(key, d.ts_ns);
+        true
+    } else {
+        false
+    }
 }
 
 #[cfg(test)]
