@@ -303,6 +303,14 @@ impl TokenSigner {
         json!({"keys": [jwk(self.key.verifying_key())]})
     }
 
+    /// The key of the checked-token store's hashes ([`TokenVerifier::with_store`]), derived
+    /// from this signing key: a line nobody holding the key wrote matches no token, and a
+    /// new signing key voids every line.
+    pub fn store_key(&self) -> [u8; 32] {
+        let (prk, _) = hkdf::Hkdf::<sha2::Sha256>::extract(Some(b"gatewarden checked-tokens v1"), &self.key.to_bytes());
+        prk.into()
+    }
+
     /// A token for `sub` with `role`, valid `ttl_s` seconds from `now`.
     pub fn issue(&self, sub: &str, role: AccessRole, ttl_s: u64, now: u64) -> String {
         self.sign(&Claims {
@@ -354,8 +362,9 @@ pub struct TokenVerifier {
     checks: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Authentic tokens remembered across restarts: SHA-256 of the token → its `exp`.
     checked: std::sync::Arc<std::sync::Mutex<HashMap<[u8; 32], u64>>>,
-    /// Where `checked` is kept (`<monitor.data_dir>/checked-tokens`); none: memory only.
-    store: Option<std::sync::Arc<PathBuf>>,
+    /// Where `checked` is kept (`<monitor.data_dir>/checked-tokens`), and the key of its
+    /// hashes ([`TokenSigner::store_key`]); none: memory only.
+    store: Option<std::sync::Arc<(PathBuf, [u8; 32])>>,
 }
 
 /// Most verified tokens remembered; past it the memory starts over.
@@ -424,12 +433,14 @@ impl TokenVerifier {
     /// seconds, what has expired is not loaded). After a restart an operator's
     /// token would otherwise need a signature check again, drawn from its
     /// client's small allowance, which a device of the same /64 sending forged
-    /// tokens keeps empty. The file holds the SHA-256 of each token and its
-    /// expiry, never a token; a remembered token is still parsed (its key must
-    /// be in this JWKS, so a new signing key drops what the old one signed) and
-    /// its time claims checked on every use. A damaged file is read as far as
-    /// it goes (logged), a missing one is empty.
-    pub fn with_store(mut self, path: &Path, now: u64) -> TokenVerifier {
+    /// tokens keeps empty. The file holds an HMAC-SHA-256 of each token under
+    /// `key` ([`TokenSigner::store_key`], derived from the signing key) and its
+    /// expiry, never a token: a line written without the key (a restored backup,
+    /// another service sharing the directory) matches no token, and a new signing
+    /// key voids them all. A remembered token is still parsed and its time claims
+    /// checked on every use. A damaged file is read as far as it goes (logged), a
+    /// missing one is empty.
+    pub fn with_store(mut self, path: &Path, now: u64, key: [u8; 32]) -> TokenVerifier {
         let mut checked = HashMap::new();
         match std::fs::read_to_string(path) {
             Ok(text) => {
@@ -455,36 +466,47 @@ impl TokenVerifier {
         }
         trim_checked(&mut checked);
         self.checked = std::sync::Arc::new(std::sync::Mutex::new(checked));
-        self.store = Some(std::sync::Arc::new(path.to_path_buf()));
+        self.store = Some(std::sync::Arc::new((path.to_path_buf(), key)));
         self
+    }
+
+    /// The store's keyed hash of `token`.
+    fn store_hash(key: &[u8; 32], token: &str) -> [u8; 32] {
+        let (prk, _) = hkdf::Hkdf::<sha2::Sha256>::extract(Some(key), token.as_bytes());
+        prk.into()
     }
 
     /// The claims of `token` if the store remembers it as authentic (parsed, not checked).
     fn remembered_claims(&self, token: &str) -> Option<Claims> {
-        self.store.as_ref()?;
-        let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        let store = self.store.as_ref()?;
+        let hash = Self::store_hash(&store.1, token);
         if !self.checked.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&hash) {
             return None;
         }
         self.parse(token).ok().map(|(_, _, _, claims)| claims)
     }
 
-    /// Adds an authentic token to the store and rewrites it (new tokens are rare: one
-    /// per operator login or `token issue`).
+    /// Adds an authentic, unexpired token to the store and rewrites it (new tokens are
+    /// rare: one per operator login or `token issue`), outside the lock requests take.
     fn remember(&self, token: &str, claims: &Claims) {
-        let Some(path) = &self.store else { return };
-        let hash: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
-        let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
-        if checked.insert(hash, claims.exp).is_some() {
-            return;
-        }
-        trim_checked(&mut checked);
-        let mut text = String::with_capacity(checked.len() * 80);
-        for (h, exp) in checked.iter() {
-            text += &format!("{} {exp}\n", h.iter().map(|b| format!("{b:02x}")).collect::<String>());
-        }
-        if let Err(e) = gatewarden_core::atomic_file::write_atomic(path, text.as_bytes()) {
-            tracing::warn!("{}: {e:#}; checked tokens are remembered in memory only", path.display());
+        let Some(store) = &self.store else { return };
+        let hash = Self::store_hash(&store.1, token);
+        let text = {
+            let mut checked = self.checked.lock().unwrap_or_else(|e| e.into_inner());
+            if checked.insert(hash, claims.exp).is_some() {
+                return;
+            }
+            trim_checked(&mut checked);
+            let mut text = String::with_capacity(checked.len() * 80);
+            for (h, exp) in checked.iter() {
+                text += &format!("{} {exp}\n", h.iter().map(|b| format!("{b:02x}")).collect::<String>());
+            }
+            text
+        };
+        // Two rewrites racing may leave the older one in place: a token it lacks is
+        // checked again after a restart, nothing worse.
+        if let Err(e) = gatewarden_core::atomic_file::write_atomic(&store.0, text.as_bytes()) {
+            tracing::warn!("{}: {e:#}; checked tokens are remembered in memory only", store.0.display());
         }
     }
 
@@ -510,7 +532,9 @@ impl TokenVerifier {
                     Some(claims) => claims,
                     None => {
                         let claims = self.check_signature(token)?;
-                        self.remember(token, &claims);
+                        if claims.check_times(now, self.max_ttl_s).is_ok() {
+                            self.remember(token, &claims);
+                        }
                         claims
                     }
                 };
@@ -860,7 +884,7 @@ mod tests {
             t.push(if last == 'A' { 'B' } else { 'A' });
             t
         };
-        let first = TokenVerifier::from_jwks(&signer.jwks()).unwrap().with_store(&store, now);
+        let first = TokenVerifier::from_jwks(&signer.jwks()).unwrap().with_store(&store, now, signer.store_key());
         assert!(first.verify(&admin, now).is_ok());
         assert!(first.verify(&short, now).is_ok());
         assert!(first.verify(&forged, now).is_err());
@@ -868,7 +892,7 @@ mod tests {
         let text = std::fs::read_to_string(&store).unwrap();
         assert!(!text.contains(&admin) && !text.contains("admin"), "the store holds no token: {text}");
         // The restart: the admin's token draws from its own allowance and needs no check.
-        let again = TokenVerifier::from_jwks(&signer.jwks()).unwrap().with_store(&store, now + 120);
+        let again = TokenVerifier::from_jwks(&signer.jwks()).unwrap().with_store(&store, now + 120, signer.store_key());
         assert_eq!(again.allowance(Some(&admin)), Allowance::Token);
         assert_eq!(again.verify(&admin, now + 120).unwrap().sub, "admin");
         assert_eq!(again.allowance(Some(&forged)), Allowance::Check, "a forged token was never remembered");
@@ -876,12 +900,30 @@ mod tests {
         assert_eq!(again.signature_checks(), 0);
         // A new signing key: what the old one signed is not taken on the store's word.
         let other = TokenSigner::ephemeral();
-        let rotated = TokenVerifier::from_jwks(&other.jwks()).unwrap().with_store(&store, now + 120);
+        let rotated = TokenVerifier::from_jwks(&other.jwks()).unwrap().with_store(&store, now + 120, other.store_key());
         assert!(rotated.verify(&admin, now + 120).is_err());
         assert_ne!(rotated.allowance(Some(&admin)), Allowance::Token);
+        // A line written without the key (a restored backup, another service sharing the
+        // directory): a token signed by another key with this key's id, its plain SHA-256 in
+        // the store, is still checked, and refused (review: it was admin without a check).
+        let mallory = {
+            let other = TokenSigner::ephemeral().issue("mallory", AccessRole::Admin, 3600, now);
+            let mut parts: Vec<&str> = other.split('.').collect();
+            let own: Vec<&str> = admin.split('.').collect();
+            parts[0] = own[0];
+            parts.join(".")
+        };
+        let plain: String = sha2::Sha256::digest(mallory.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&store, format!("{text}{plain} {}\n", now + 3600)).unwrap();
+        let planted =
+            TokenVerifier::from_jwks(&signer.jwks()).unwrap().with_store(&store, now + 120, signer.store_key());
+        assert_eq!(planted.allowance(Some(&mallory)), Allowance::Check);
+        assert!(planted.verify(&mallory, now + 120).is_err());
+        assert_eq!(planted.signature_checks(), 1);
         // A damaged store is read as far as it goes and never stops the monitor.
         std::fs::write(&store, format!("not a line\n{text}zz 12\n")).unwrap();
-        let damaged = TokenVerifier::from_jwks(&signer.jwks()).unwrap().with_store(&store, now + 120);
+        let damaged =
+            TokenVerifier::from_jwks(&signer.jwks()).unwrap().with_store(&store, now + 120, signer.store_key());
         assert_eq!(damaged.allowance(Some(&admin)), Allowance::Token);
     }
 

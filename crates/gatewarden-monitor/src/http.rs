@@ -175,7 +175,8 @@ impl Access {
         access.verifier = access.verifier.with_max_ttl_s(http.max_token_ttl_s);
         if !monitor.data_dir.as_os_str().is_empty() {
             let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-            access.verifier = access.verifier.with_store(&monitor.data_dir.join("checked-tokens"), now);
+            let key = access.signer.store_key();
+            access.verifier = access.verifier.with_store(&monitor.data_dir.join("checked-tokens"), now, key);
         }
         Ok(access)
     }
