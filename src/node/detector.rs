@@ -119,14 +119,14 @@ impl Analysis {
                 None => self.new_stage(),
             };
             if let Some(path) = self.answered_path(node) {
-                match std::fs::read(&path) {
-                    Ok(bytes) => match stage.restore_answered(&bytes) {
+                match read_answered(&path) {
+                    Ok(Some(bytes)) => match stage.restore_answered(&bytes) {
                         Ok(()) => {
                             tracing::info!("{}: services that answered {node}'s devices restored", path.display())
                         }
                         Err(e) => tracing::warn!("{}: {e}; starting without it", path.display()),
                     },
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Ok(None) => {}
                     Err(e) => tracing::warn!("{}: {e}; starting without it", path.display()),
                 }
             }
@@ -253,6 +253,9 @@ impl Service for Detector {
                 out.publish(Message::Alert(a));
             }
             let mut saved = std::time::Instant::now();
+            // The save under way, if any: the next waits for it, and so does the last one at
+            // a stop (two writers of one file could leave a truncated table behind).
+            let mut saving: Option<smol::Task<()>> = None;
             loop {
                 // Flow batches; a model uploaded on the training page or new
                 // thresholds from the settings page, applied between batches.
@@ -265,14 +268,17 @@ impl Service for Detector {
                         None
                     })
                     .await;
-                if saved.elapsed() >= SAVE_ANSWERED_EVERY {
+                if saved.elapsed() >= SAVE_ANSWERED_EVERY && saving.as_ref().is_none_or(|t| t.is_finished()) {
                     saved = std::time::Instant::now();
                     let tables = analysis.answered_to_save();
-                    smol::unblock(move || write_answered(tables)).detach();
+                    saving = Some(smol::unblock(move || write_answered(tables)));
                 }
                 let batch = match next {
                     None => {
                         // A clean stop keeps what was learnt since the last save.
+                        if let Some(t) = saving.take() {
+                            t.await;
+                        }
                         write_answered(analysis.answered_to_save());
                         break;
                     }
@@ -329,6 +335,34 @@ impl Service for Detector {
         });
         Ok(())
     }
+}
+
+/// Reads a saved table of answered services: `None` when there is none; refused unless
+/// it is a regular file (not a link, a FIFO or a device: a link to /dev/zero left in the
+/// directory would have had the detector read without end) of exactly the size one has.
+pub fn read_answered(path: &std::path::Path) -> Result<Option<Vec<u8>>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let want = crate::detect::long_horizon::ANSWERED_FILE_BYTES;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    if !meta.file_type().is_file() {
+        return Err("not a regular file (a link, a FIFO or a device); remove it".into());
+    }
+    if meta.len() != want as u64 {
+        return Err(format!("{} bytes, a saved table has {want}", meta.len()));
+    }
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let mut bytes = Vec::with_capacity(want);
+    file.take(want as u64 + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
+    Ok(Some(bytes))
 }
 
 /// Writes the tables [`Analysis::answered_to_save`] gave (atomically, the directory made
@@ -570,6 +604,26 @@ mod tests {
         let with = run(dir.path().to_str().unwrap());
         assert!(with.is_empty(), "{with:?}");
         assert!(dir.path().join("answered-gw-1.bin").exists());
+    }
+
+    /// What is left in the state directory is read only if it is a saved table: a link
+    /// to /dev/zero, a FIFO or a file of another size is refused at once, not read without end.
+    #[test]
+    fn only_a_regular_file_of_a_tables_size_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = |n: &str| dir.path().join(n);
+        assert_eq!(read_answered(&p("none.bin")), Ok(None));
+        std::os::unix::fs::symlink("/dev/zero", p("zero.bin")).unwrap();
+        assert!(read_answered(&p("zero.bin")).unwrap_err().contains("not a regular file"));
+        assert!(std::process::Command::new("mkfifo").arg(p("fifo.bin")).status().unwrap().success());
+        assert!(read_answered(&p("fifo.bin")).unwrap_err().contains("not a regular file"));
+        std::fs::write(p("short.bin"), b"GWANS01\n").unwrap();
+        assert!(read_answered(&p("short.bin")).unwrap_err().contains("a saved table has"));
+        let cfg = Config::default();
+        let stage = DetectorStage::new(&cfg, &Registry::new());
+        std::fs::write(p("ok.bin"), stage.save_answered()).unwrap();
+        let back = read_answered(&p("ok.bin")).unwrap().map(|b| b.len());
+        assert_eq!(back, Some(crate::detect::long_horizon::ANSWERED_FILE_BYTES));
     }
 
     #[test]
