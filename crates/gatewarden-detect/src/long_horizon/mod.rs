@@ -694,9 +694,10 @@ pub(crate) mod tests {
         assert!(found.iter().all(|f| f.source == d.source), "{found:?}");
     }
 
-    /// The same scan from one IPv6 address is that address's (blocked as before), not its /64's too.
+    /// The same scan from one IPv6 address is found under that address (blocked as before);
+    /// its /64 may be alerted beside it, never blocked.
     #[test]
-    fn a_scan_from_one_ipv6_address_is_reported_once_under_that_address() {
+    fn a_scan_from_one_ipv6_address_is_blocked_under_that_address_and_its_64_only_alerted() {
         let mut h = horizon();
         let mut found = Vec::new();
         let mut t = T0;
@@ -720,9 +721,47 @@ pub(crate) mod tests {
         for k in 0..70u64 {
             found.extend(h.tick(t + k * SEC));
         }
-        // Reported (and again each minute while it lasts) as the address, never as its /64.
-        assert!(!found.is_empty());
-        assert!(found.iter().all(|d| d.source == Some("2001:db8:1:2::66".parse().unwrap())), "{found:?}");
+        let policy = crate::response::ResponsePolicy::default();
+        let addr: IpAddr = "2001:db8:1:2::66".parse().unwrap();
+        assert!(found.iter().any(|d| d.source == Some(addr)), "{found:?}");
+        for d in &found {
+            let action = policy.decide(d, &[crate::fusion::Origin::Heuristics]).action;
+            let want =
+                if d.source == Some(addr) { crate::response::Action::Block } else { crate::response::Action::Alert };
+            assert_eq!(action, want, "{d:?}");
+            assert!(d.source == Some(addr) || d.source == Some("2001:db8:1:2::".parse().unwrap()), "{d:?}");
+        }
+    }
+
+    /// A finding for one address of a /64 (even an alert-only one, which an attacker can
+    /// provoke on purpose) does not hide a rotating scan of that /64 (review of session 28:
+    /// covering the /64 for the hour did).
+    #[test]
+    fn a_finding_for_one_address_does_not_hide_the_rotating_scan_of_its_64() {
+        let mut h = horizon();
+        h.note_finding(&Detection {
+            source: Some("2001:db8:1:2::77".parse().unwrap()),
+            target: None,
+            port: 0,
+            proto: Some(Proto::Tcp),
+            kind: AttackKind::PortScan,
+            confidence: 0.7,
+            reason: String::new(),
+            evidence: vec![("unanswered_pct".into(), 10.0)],
+            ts_ns: T0,
+            flow_id: 1,
+        });
+        let mut found = Vec::new();
+        let mut t = T0 + SEC;
+        for i in 0..60u64 {
+            let src = format!("2001:db8:1:2:{:x}::{:x}", 0x1000 + i, 1 + i);
+            let r = rec(i + 1, &src, "2001:db8:99::10", 2000 + i as u16, Proto::Tcp, t, t, (1, 80), (1, 60), "REJ");
+            found.extend(h.observe(&r));
+            found.extend(h.tick(t));
+            t += 2 * SEC;
+        }
+        found.extend(h.tick(t + 20 * SEC));
+        assert!(found.iter().any(|d| d.source == Some("2001:db8:1:2::".parse().unwrap())), "{found:?}");
     }
 
     /// Twenty IPv6 devices of one /64 browsing for an hour (5 % of connections failing) add up

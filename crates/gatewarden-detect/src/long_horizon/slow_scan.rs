@@ -194,7 +194,9 @@ impl SlowScan {
     /// A device may use any address of its /64 (SLAAC), and one that takes a fresh one for
     /// every probe is seen by no per-address rule; its /64 sees them all. Reported as the
     /// prefix and alerted, never blocked: no one address is the scanner, and the LAN's
-    /// other devices share the prefix.
+    /// other devices share the prefix. An address's own finding does not cover its /64
+    /// (a scan from one address is then alerted twice, blocked once): covering it let one
+    /// address's finding, even an alert-only one, hide a rotating scan for an hour.
     pub fn prefix_key(&self, src: IpAddr) -> Option<IpAddr> {
         let IpAddr::V6(a) = src else { return None };
         let seg = a.segments();
@@ -209,17 +211,6 @@ impl SlowScan {
         matches!(key, IpAddr::V6(a) if u128::from(a) as u64 == self.prefix_marker)
     }
 
-    /// A finding for an address also covers its /64: one attack, one alert.
-    fn cover_prefix(&mut self, src: IpAddr, now: u64) {
-        if self.is_prefix_key(src) {
-            return;
-        }
-        if let Some(k) = self.prefix_key(src) {
-            *self.covered.get_or_insert_with(k, || 0) = now;
-            self.candidates.retain(|c| c.src != k);
-        }
-    }
-
     /// Bytes held.
     pub fn memory_bytes(&self) -> usize {
         self.candidates.capacity() * std::mem::size_of::<Candidate>()
@@ -232,7 +223,6 @@ impl SlowScan {
         if let (AttackKind::PortScan | AttackKind::HostSweep, Some(src)) = (d.kind, d.source) {
             *self.covered.get_or_insert_with(src, || 0) = d.ts_ns;
             self.candidates.retain(|c| c.src != src);
-            self.cover_prefix(src, d.ts_ns);
         }
     }
 
@@ -314,7 +304,6 @@ impl SlowScan {
                     let prefix = self.is_prefix_key(c.src);
                     out.push(detection(cfg, &c, w, &s, spread, now, prefix));
                     self.candidates[i].reported_ns = Some(now);
-                    self.cover_prefix(c.src, now);
                     i += 1;
                 }
             }
