@@ -357,9 +357,14 @@ pub fn read_answered(path: &std::path::Path) -> Result<Option<Vec<u8>>, String> 
     }
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
         .open(path)
         .map_err(|e| e.to_string())?;
+    // What was opened, not what was looked at (it may have been swapped in between).
+    let opened = file.metadata().map_err(|e| e.to_string())?;
+    if !opened.file_type().is_file() || opened.len() != want as u64 {
+        return Err("changed while it was opened: not a regular file of a table's size".into());
+    }
     let mut bytes = Vec::with_capacity(want);
     file.take(want as u64 + 1).read_to_end(&mut bytes).map_err(|e| e.to_string())?;
     Ok(Some(bytes))

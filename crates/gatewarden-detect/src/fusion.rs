@@ -565,9 +565,19 @@ impl Fusion {
                     inc.last_seen_ns = inc.last_seen_ns.max(ts);
                     if ts < inc.last_emit_ns + refresh {
                         let decision = self.cfg.policy.decide(&d, &origins);
-                        if decision.action < inc.action {
-                            // Stronger than anything decided for it yet: at once (at most
-                            // twice an incident, ignore → alert → block).
+                        // Stronger than anything decided for it yet, by a heuristic rule of its
+                        // own (not a model agreeing for one batch): at once, at most twice an
+                        // incident (ignore → alert → block); a block pays a verdict token like a
+                        // new incident, so many incidents escalating at once keep the rate limit.
+                        let escalate = decision.action < inc.action
+                            && origins.first() == Some(&Origin::Heuristics)
+                            && decision.rule != Rule::DetectorsAgree
+                            && (decision.action != crate::response::Action::Block
+                                || self
+                                    .verdicts
+                                    .take(now_ns, self.cfg.max_verdicts_per_s, self.cfg.verdict_burst)
+                                    .is_ok());
+                        if escalate {
                             let (was, verb) = (
                                 inc.action,
                                 if decision.action == crate::response::Action::Block { "blocks" } else { "alerts" },
@@ -971,6 +981,51 @@ mod tests {
             assert_eq!(actions, vec![Action::Block], "{kind:?}: {later:?}");
             assert!(later[0].detection.reason.contains("now blocks"), "{}", later[0].detection.reason);
         }
+    }
+
+    /// 2 500 sources whose sweeps were answered (ignored) open incidents through the rate
+    /// limit over 110 s; then all of them sweep unanswered hosts in one batch. An escalation
+    /// to block pays a verdict token like a new incident: before, 2 230 blocks went out in
+    /// that one batch (burst 50, 20/s; third review of session 28).
+    #[test]
+    fn escalations_to_block_pay_the_verdict_rate_limit() {
+        use crate::response::Action;
+        let mut f = Fusion::new(FusionConfig::default());
+        let src = |i: u32| format!("10.{}.{}.1", i / 256, i % 256);
+        let at = |i: u32, t: f64, pct: f64| {
+            let mut d = det(&src(i), AttackKind::HostSweep, t);
+            d.evidence = vec![("unanswered_pct".into(), pct)];
+            (d, Origin::Heuristics)
+        };
+        for s in 1..=110u32 {
+            let t = f64::from(s);
+            f.fuse((0..2500).map(|i| at(i, t, 10.0)).collect(), &[], (t * 1e9) as u64);
+        }
+        let out = f.fuse((0..2500).map(|i| at(i, 111.0, 95.0)).collect(), &[], 111_000_000_000);
+        let blocks = out.iter().filter(|o| o.decision.action == Action::Block).count();
+        assert!(blocks <= f.cfg.verdict_burst as usize, "{blocks} blocks in one batch");
+        assert!(blocks > 0);
+    }
+
+    /// A NAS backup (a baseline surge, ignored alone) every 10 s for five minutes, and the
+    /// model agreeing at p = 0.95 on one batch only: the ignored incident is not escalated on
+    /// one batch's agreement of two statistical detectors (third review of session 28: it
+    /// was blocked at 61 s). Escalation is for a finding whose own rule blocks.
+    #[test]
+    fn one_batch_of_model_agreement_does_not_escalate_an_ignored_surge() {
+        use crate::response::Action;
+        let mut f = Fusion::new(FusionConfig::default());
+        let mut got = Vec::new();
+        for k in 0..30u32 {
+            let t = 1.0 + f64::from(k) * 10.0;
+            let mut d = det("192.168.1.20", AttackKind::Anomaly, t);
+            d.evidence = vec![("bytes_1s".into(), 5e7)];
+            let ops = if k == 6 { vec![("192.168.1.20".parse().unwrap(), opinion(0.95, t))] } else { vec![] };
+            for o in f.fuse(vec![(d, Origin::Baseline)], &ops, (t * 1e9) as u64) {
+                got.push((t, o.decision.action, o.decision.rule.as_str()));
+            }
+        }
+        assert!(got.iter().all(|(_, a, _)| *a != Action::Block), "{got:?}");
     }
 
     #[test]

@@ -430,24 +430,18 @@ pub(super) fn observe(
     if to_target.is_some_and(|p| p < threshold as f64) && !spread {
         return None;
     }
-    let port = if kind == AttackKind::IcmpFlood { 0 } else { r.dport };
-    let mut evidence = vec![("pps".into(), pps), ("packets".into(), w.total as f64)];
-    let mut shape = String::new();
-    if let Some(p) = to_target {
-        evidence.push(("pps_to_target".into(), p));
-        shape = format!(" ({p:.0}/s to that host alone)");
-        if p < threshold as f64 {
-            evidence.push(("unanswered_pps".into(), unanswered));
-            shape += &format!(", spread over many hosts: {unanswered:.0}/s unanswered in all");
-        }
-    }
-    if kind == AttackKind::UdpFlood {
-        // What tells a flood from a media stream (see response.rs, `udp_stream_full_packets`):
-        // the packets' mean size, the ports hit on the target, the rate against the threshold.
-        // The target's mean packet over the window (see [`TopTargets`]); the source's when no
-        // slot holds the target (a flood spread over more hosts than the slots).
+    // UDP: what tells a flood from a media stream (see response.rs, `udp_stream_full_packets`):
+    // the packets' mean size, the ports hit on the target, the rate against the threshold.
+    // Decided from the numbers first, so a finding whose report this window already went
+    // returns before its reason is written (a flood's records arrive by the thousand).
+    let udp = if kind == AttackKind::UdpFlood {
+        // The target's mean packet (see [`TopTargets`]) when the target carries the rate on
+        // its own; the source's otherwise: a spread finding names whichever host the record
+        // went to (a 4K camera's one NTP query to its router read the router's 76 bytes and
+        // the camera was blocked).
         let source_mean = s.udp_bytes.total as f64 / w.total.max(1) as f64;
-        let mean = s.udp_top.mean_to(r.dst).unwrap_or(source_mean);
+        let carries = to_target.is_some_and(|p| p >= threshold as f64);
+        let mean = if carries { s.udp_top.mean_to(r.dst).unwrap_or(source_mean) } else { source_mean };
         // Ports new flows opened on the target in the window, and this record's own
         // (a stream's flow may have opened before the window).
         let ports = attempts.ports(r.dst, Proto::Udp) + usize::from(!attempts.tried(r.dst, r.dport, Proto::Udp));
@@ -462,6 +456,29 @@ pub(super) fn observe(
         if other_pps < threshold as f64 {
             return None;
         }
+        let stream = mean >= UDP_STREAM_MIN_MEAN_BYTES
+            && (ports as f64) < UDP_FLOOD_MIN_PORTS
+            && pps < UDP_FLOOD_RATE_FACTOR * threshold as f64;
+        let taken = if stream { o.reported_lately_as_stream(kind) } else { o.reported_lately(kind) };
+        if taken {
+            return None;
+        }
+        Some((mean, ports, acks, other_pps))
+    } else {
+        None
+    };
+    let port = if kind == AttackKind::IcmpFlood { 0 } else { r.dport };
+    let mut evidence = vec![("pps".into(), pps), ("packets".into(), w.total as f64)];
+    let mut shape = String::new();
+    if let Some(p) = to_target {
+        evidence.push(("pps_to_target".into(), p));
+        shape = format!(" ({p:.0}/s to that host alone)");
+        if p < threshold as f64 {
+            evidence.push(("unanswered_pps".into(), unanswered));
+            shape += &format!(", spread over many hosts: {unanswered:.0}/s unanswered in all");
+        }
+    }
+    if let Some((mean, ports, acks, other_pps)) = udp {
         shape += &format!(
             ", mean {mean:.0} IP bytes a packet, {ports} UDP port(s) on the target, \
              {acks} packet(s) acknowledging downloads ({other_pps:.0}/s without them)"
@@ -473,7 +490,7 @@ pub(super) fn observe(
             ("pps_without_download_acks".into(), other_pps),
         ]);
     }
-    let d = Detection {
+    Some(Detection {
         target: Some(r.dst),
         port,
         proto: Some(r.proto),
@@ -487,10 +504,7 @@ pub(super) fn observe(
         ),
         evidence,
         ..Detection::from_record(r, kind)
-    };
-    let stream = looks_like_media_stream(&d);
-    let taken = if stream { o.reported_lately_as_stream(kind) } else { o.reported_lately(kind) };
-    (!taken).then_some(d)
+    })
 }
 
 #[cfg(test)]
@@ -867,6 +881,24 @@ mod shaped_floods {
                 flow(3, "192.168.1.5", 5004, Proto::Udp, t, (video, u64::from(video) * 1300), (0, 0)),
                 flow(4, "192.168.1.5", 5005, Proto::Udp, t, (rtcp, u64::from(rtcp) * 100), (1, 100)),
             ]
+        });
+        assert!(d.iter().all(|(a, _)| *a != Action::Block), "{d:?}");
+    }
+
+    /// A 4K camera (2 500/s of 1 300 B, one-way RTP to its NVR) that also sends one NTP
+    /// query (76 B, answered) to its router at 5 s. Its unanswered rate makes a spread
+    /// finding of every record, the NTP one included, and that finding read the router's
+    /// 76-byte mean: the camera was blocked (third review of session 28). A spread finding
+    /// reads the source's mean; only a target carrying the rate alone has its own.
+    #[test]
+    fn a_4k_camera_sending_one_ntp_query_is_not_a_flood() {
+        let d = through_fusion(100, |step, t| {
+            let video = 2_500 * step / 10;
+            let mut v = vec![flow(1, "192.168.1.5", 5004, Proto::Udp, t, (video, u64::from(video) * 1300), (0, 0))];
+            if step >= 50 {
+                v.push(flow(2, "192.168.1.1", 123, Proto::Udp, t, (1, 76), (1, 76)));
+            }
+            v
         });
         assert!(d.iter().all(|(a, _)| *a != Action::Block), "{d:?}");
     }
