@@ -577,34 +577,41 @@ mod tests {
         assert!(d.reason.contains("slow scan of hosts"), "{}", d.reason);
     }
 
-    /// A monitoring server polling 70 devices each minute (SNMP, and ICMP echo) for four hours, 60 % of them switched off for the night
-    /// after the first hour: its polls of the sleeping devices go unanswered for hours. They
-    /// answered it within the day, so they are not probes (a service that answered within
-    /// the hour only was forgotten after an hour, and the monitor became a slow scan of hosts).
+    /// What a monitoring server polling 70 devices each minute over `proto` (SNMP's port, or
+    /// ICMP echo) for `minutes` gets, device `d` silent in minute `m` when `asleep(m, d)`.
+    fn monitor_polling(proto: Proto, minutes: u64, asleep: impl Fn(u64, u64) -> bool) -> Vec<Detection> {
+        let mut h = horizon();
+        let mut found = Vec::new();
+        let mut id = 0u64;
+        for minute in 0..minutes {
+            let base = T0 + minute * 60 * SEC;
+            for d in 0..70u64 {
+                let t = base + d * SEC / 2;
+                let dst = format!("192.168.1.{}", 100 + d);
+                let (rev, state) = if asleep(minute, d) { ((0, 0), "S0") } else { ((1, 200), "SF") };
+                id += 1;
+                let mut r = rec(id, "192.168.1.10", &dst, 161, proto, t, t, (1, 80), rev, state);
+                if proto == Proto::Icmp {
+                    (r.sport, r.dport) = (8, 0);
+                }
+                found.extend(h.observe(&r));
+            }
+            for k in 0..6u64 {
+                found.extend(h.tick(base + k * 10 * SEC));
+            }
+        }
+        found
+    }
+
+    /// A monitoring server polling 70 devices each minute (SNMP, and ICMP echo) for four
+    /// hours, 60 % of them switched off for the night after the first hour: its polls of the
+    /// sleeping devices go unanswered for hours. They answered it within the day, so they are
+    /// not probes (a service that answered within the hour only was forgotten after an hour,
+    /// and the monitor became a slow scan of hosts).
     #[test]
     fn a_monitor_polling_devices_switched_off_for_the_night_is_not_a_scan() {
         for proto in [Proto::Udp, Proto::Icmp] {
-            let mut h = horizon();
-            let mut found = Vec::new();
-            let mut id = 0u64;
-            for minute in 0..240u64 {
-                let base = T0 + minute * 60 * SEC;
-                for d in 0..70u64 {
-                    let t = base + d * SEC / 2;
-                    let dst = format!("192.168.1.{}", 100 + d);
-                    let asleep = minute >= 60 && d % 10 < 6;
-                    let (rev, state) = if asleep { ((0, 0), "S0") } else { ((1, 200), "SF") };
-                    id += 1;
-                    let mut r = rec(id, "192.168.1.10", &dst, 161, proto, t, t, (1, 80), rev, state);
-                    if proto == Proto::Icmp {
-                        (r.sport, r.dport) = (8, 0);
-                    }
-                    found.extend(h.observe(&r));
-                }
-                for k in 0..6u64 {
-                    found.extend(h.tick(base + k * 10 * SEC));
-                }
-            }
+            let found = monitor_polling(proto, 240, |m, d| m >= 60 && d % 10 < 6);
             assert!(found.is_empty(), "{proto:?}: {found:?}");
         }
     }
@@ -616,24 +623,7 @@ mod tests {
     /// no probe. A slow ping sweep is missed in exchange (it never was seen before either).
     #[test]
     fn a_ping_monitor_after_a_restart_with_its_devices_off_is_not_a_scan() {
-        let mut h = horizon();
-        let mut found = Vec::new();
-        let mut id = 0u64;
-        for minute in 0..90u64 {
-            let base = T0 + minute * 60 * SEC;
-            for d in 0..70u64 {
-                let t = base + d * SEC / 2;
-                let dst = format!("192.168.1.{}", 100 + d);
-                let (rev, state) = if d % 10 < 6 { ((0, 0), "S0") } else { ((1, 84), "SF") };
-                id += 1;
-                let mut r = rec(id, "192.168.1.10", &dst, 0, Proto::Icmp, t, t, (1, 84), rev, state);
-                (r.sport, r.dport) = (8, 0);
-                found.extend(h.observe(&r));
-            }
-            for k in 0..6u64 {
-                found.extend(h.tick(base + k * 10 * SEC));
-            }
-        }
+        let found = monitor_polling(Proto::Icmp, 90, |_, d| d % 10 < 6);
         assert!(found.is_empty(), "{found:?}");
     }
 
