@@ -1592,8 +1592,9 @@ impl Blocker {
         Ok(victims.iter().filter_map(|e| key_addr(fam, &e.key)).collect())
     }
 
-    /// Makes the running block `el` name `senders`, if it does not already
-    /// ([`Blocker::rewrite_senders`]).
+    /// Makes the running block `el` name `senders`, if it does not already,
+    /// without touching its time, comment or count: the same element written
+    /// again, with the time it has left.
     fn name_senders(
         &mut self,
         set: &str,
@@ -1604,18 +1605,6 @@ impl Blocker {
         if senders == el.senders.as_slice() {
             return Ok(());
         }
-        self.rewrite_senders(set, addr, el, senders)
-    }
-
-    /// Adds a sender to a running block without touching its time, comment
-    /// or count: the same element written again, with the time it has left.
-    fn rewrite_senders(
-        &mut self,
-        set: &str,
-        addr: &IpAddr,
-        el: &ruleset::KernelElement,
-        senders: &[String],
-    ) -> Result<()> {
         let key = addr_bytes(addr);
         let mut b = Batch::new();
         ruleset::push_elements(
