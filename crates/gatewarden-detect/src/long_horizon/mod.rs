@@ -166,7 +166,7 @@ pub struct LongHorizon {
     /// Keys the cells of `peers` (random per table, so nobody can aim at one cell).
     peer_hasher: FixedState,
     /// Per source key (IPv4 address, IPv6 /64): the hour and the services it added to `peers` in it.
-    stamp_budget: LruMap<u128, (u32, u32)>,
+    stamp_budget: LruMap<IpAddr, (u32, u32)>,
     /// Answered services not remembered because their source had used its hour's budget.
     answered_refused: u64,
     hasher: RandomState,
@@ -255,7 +255,7 @@ impl LongHorizon {
             + self.queue.capacity() * 16
             + (self.counted.len() + self.logins_done.len()) * 8
             + self.peers.len() * 2
-            + self.stamp_budget.len() * LruMap::<u128, (u32, u32)>::bytes_per_entry()
+            + self.stamp_budget.len() * LruMap::<IpAddr, (u32, u32)>::bytes_per_entry()
             + self.distributed.memory_bytes()
             + self.slow_scan.memory_bytes()
     }
@@ -279,8 +279,12 @@ impl LongHorizon {
     /// devices switched off at night became a sweep). From its table of 2²⁰ keyed minute
     /// stamps; a collision can only make a host count as known, never a known one unknown.
     pub fn answered_within_day(&self, src: IpAddr, dst: IpAddr, dport: u16, proto: Proto, now_ns: u64) -> bool {
-        let stamp = self.peers[self.peer_cell(src, dst, dport, proto)];
-        stamp_age(minute_stamp(now_ns.max(self.now_ns)), stamp) <= ANSWERED_MEMORY_MIN
+        self.answered_lately(self.peer_cell(src, dst, dport, proto), minute_stamp(now_ns.max(self.now_ns)))
+    }
+
+    /// Whether cell `pc` was stamped within [`ANSWERED_MEMORY_MIN`] of minute stamp `now_stamp`.
+    fn answered_lately(&self, pc: usize, now_stamp: u16) -> bool {
+        stamp_age(now_stamp, self.peers[pc]) <= ANSWERED_MEMORY_MIN
     }
 
     /// Answered services not remembered so far because their source had added
@@ -293,14 +297,13 @@ impl LongHorizon {
     /// Records that `src` answered at `pc`, within its hour's budget of new cells: a cell
     /// already stamped within the day is refreshed (it adds nothing an attacker could use).
     fn remember_answered(&mut self, src: IpAddr, pc: usize, now_stamp: u16, now_ns: u64) {
-        if stamp_age(now_stamp, self.peers[pc]) <= ANSWERED_MEMORY_MIN {
+        if self.answered_lately(pc, now_stamp) {
             self.peers[pc] = now_stamp;
             return;
         }
         let key = match src {
-            IpAddr::V4(a) => u128::from(u32::from(a)),
-            // The /64, marked so it never equals an IPv4 key.
-            IpAddr::V6(a) => (u128::from(a) >> 64) | (1 << 127),
+            IpAddr::V4(_) => src,
+            IpAddr::V6(_) => gatewarden_core::net::network(src, 64).addr,
         };
         let hour = (now_ns / 3_600_000_000_000) as u32;
         let b = self.stamp_budget.get_or_insert_with(key, || (hour, 0));
@@ -463,7 +466,7 @@ impl LongHorizon {
         let now_stamp = minute_stamp(self.now_ns.max(p.ts_ns));
         if p.answered {
             self.remember_answered(p.src, pc, now_stamp, self.now_ns.max(p.ts_ns));
-        } else if stamp_age(now_stamp, self.peers[pc]) <= ANSWERED_MEMORY_MIN {
+        } else if self.answered_lately(pc, now_stamp) {
             // A service that answered this source within the day: a retry, not a probe (within
             // the hour only, a monitor polling devices switched off for the night became a slow
             // scan of hosts an hour after they went quiet).

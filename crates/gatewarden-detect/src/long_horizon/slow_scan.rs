@@ -63,6 +63,7 @@
 use std::net::IpAddr;
 
 use gatewarden_core::lru::LruMap;
+use gatewarden_core::net::{addr_u128, network};
 use gatewarden_proto::messages::{AttackKind, Proto};
 
 use super::{LongHorizonConfig, Probe};
@@ -139,11 +140,6 @@ impl Default for SlowScan {
     }
 }
 
-/// The network address of `key`'s /64.
-fn network64(key: std::net::Ipv6Addr) -> std::net::Ipv6Addr {
-    std::net::Ipv6Addr::from(u128::from(key) & !u128::from(u64::MAX))
-}
-
 fn window_name(w: Window) -> &'static str {
     match w {
         Window::Minute => "minute",
@@ -203,7 +199,8 @@ impl SlowScan {
         if a.to_ipv4_mapped().is_some() || seg[0] & 0xffc0 == 0xfe80 || a.is_loopback() || a.is_unspecified() {
             return None;
         }
-        Some(IpAddr::V6(std::net::Ipv6Addr::from(u128::from(network64(a)) | u128::from(self.prefix_marker))))
+        let net = addr_u128(&network(src, 64).addr);
+        Some(IpAddr::V6(std::net::Ipv6Addr::from(net | u128::from(self.prefix_marker))))
     }
 
     /// Whether `key` is a /64 counted as one source (see [`SlowScan::prefix_key`]).
@@ -324,9 +321,9 @@ fn detection(
     let pct = 100.0 * s.unanswered_share().unwrap_or(0.0);
     // A /64 counted as one source is named by its prefix.
     let (src, from) = match c.src {
-        IpAddr::V6(a) if prefix => {
-            let net = network64(a);
-            (IpAddr::V6(net), format!("addresses of {net}/64 (a fresh address for probe after probe: one source here)"))
+        IpAddr::V6(_) if prefix => {
+            let net = network(c.src, 64).addr;
+            (net, format!("addresses of {net}/64 (a fresh address for probe after probe: one source here)"))
         }
         other => (other, other.to_string()),
     };
