@@ -47,13 +47,22 @@ fn evidence(d: &Detection, name: &str) -> Option<f64> {
 /// their one report per window apart from floods', so a stream to one host cannot
 /// use up the report of a flood of another.
 pub fn looks_like_media_stream(d: &Detection) -> bool {
-    let full = evidence(d, "mean_ip_bytes").is_some_and(|m| m >= UDP_STREAM_MIN_MEAN_BYTES);
-    let few_ports = evidence(d, "udp_ports").is_some_and(|p| p < UDP_FLOOD_MIN_PORTS);
-    let stream_rate = match (evidence(d, "pps"), evidence(d, "threshold_pps")) {
-        (Some(pps), Some(t)) => pps < UDP_FLOOD_RATE_FACTOR * t,
+    let numbers =
+        (evidence(d, "mean_ip_bytes"), evidence(d, "udp_ports"), evidence(d, "pps"), evidence(d, "threshold_pps"));
+    match numbers {
+        (Some(mean), Some(ports), Some(pps), Some(threshold)) => {
+            d.kind == AttackKind::UdpFlood && media_stream_numbers(mean, ports, pps, threshold)
+        }
         _ => false,
-    };
-    d.kind == AttackKind::UdpFlood && full && few_ports && stream_rate
+    }
+}
+
+/// The stream test of [`looks_like_media_stream`] on its numbers: the flood rule asks it
+/// before it writes a finding, the policy of the finding's evidence.
+fn media_stream_numbers(mean_ip_bytes: f64, ports: f64, pps: f64, threshold_pps: f64) -> bool {
+    mean_ip_bytes >= UDP_STREAM_MIN_MEAN_BYTES
+        && ports < UDP_FLOOD_MIN_PORTS
+        && pps < UDP_FLOOD_RATE_FACTOR * threshold_pps
 }
 
 /// One source's packet counts over the window, by flood kind.
@@ -116,8 +125,9 @@ struct TopTargets {
 }
 
 impl TopTargets {
-    /// Counts `n` packets of `bytes` IP bytes to `dst` at `ts`.
-    fn push(&mut self, dst: IpAddr, ts: u64, n: u32, bytes: u32, window_ns: u64) {
+    /// Counts `n` packets of `bytes` IP bytes to `dst` at `ts` (`None`: the bytes are not
+    /// kept, for ICMP, whose mean no rule reads).
+    fn push(&mut self, dst: IpAddr, ts: u64, n: u32, bytes: Option<u32>, window_ns: u64) {
         for (_, w, b) in &mut self.slots {
             w.trim(ts, window_ns);
             b.trim(ts, window_ns);
@@ -140,7 +150,9 @@ impl TopTargets {
             }
         };
         self.slots[i].1.push(ts, n, window_ns);
-        self.slots[i].2.push(ts, bytes, window_ns);
+        if let Some(bytes) = bytes {
+            self.slots[i].2.push(ts, bytes, window_ns);
+        }
     }
 
     /// Packets a second to `dst` (an upper bound, see [`TopTargets`]): 0 if no slot holds it.
@@ -352,14 +364,14 @@ pub(super) fn observe(
                 if acknowledges_download(r) {
                     s.udp_ack_packets.push(r.last_ns, delta, window_ns);
                 }
-                s.udp_top.push(r.dst, r.last_ns, delta, o.delta_bytes, window_ns);
+                s.udp_top.push(r.dst, r.last_ns, delta, Some(o.delta_bytes), window_ns);
                 if r.rev_packets == 0 {
                     s.udp_unanswered.push(r.last_ns, delta, window_ns);
                 }
             }
             Proto::Icmp | Proto::Icmpv6 => {
                 s.icmp_packets.push(r.last_ns, delta, window_ns);
-                s.icmp_top.push(r.dst, r.last_ns, delta, o.delta_bytes, window_ns);
+                s.icmp_top.push(r.dst, r.last_ns, delta, None, window_ns);
                 if r.rev_packets == 0 {
                     s.icmp_unanswered.push(r.last_ns, delta, window_ns);
                 }
@@ -456,9 +468,7 @@ pub(super) fn observe(
         if other_pps < threshold as f64 {
             return None;
         }
-        let stream = mean >= UDP_STREAM_MIN_MEAN_BYTES
-            && (ports as f64) < UDP_FLOOD_MIN_PORTS
-            && pps < UDP_FLOOD_RATE_FACTOR * threshold as f64;
+        let stream = media_stream_numbers(mean, ports as f64, pps, threshold as f64);
         let taken = if stream { o.reported_lately_as_stream(kind) } else { o.reported_lately(kind) };
         if taken {
             return None;
