@@ -704,8 +704,8 @@ impl Config {
         if !(1..=30 * 86_400).contains(&d.incident_close_s) {
             bad("detector.incident_close_s", d.incident_close_s.to_string(), "1 second to 30 days (2592000)");
         }
-        for (key, allowed) in self.response.problems() {
-            bad(key, self.response.scan_min_unanswered_pct.to_string(), &allowed);
+        for (key, value, allowed) in self.response.problems() {
+            bad(key, value, &allowed);
         }
         let e = &self.enforce;
         if !(1..=16_777_216).contains(&e.max_block_elements) {

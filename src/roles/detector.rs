@@ -1095,7 +1095,7 @@ impl DetectorStage {
                 self.heuristics.observe_newcomer(r)
             };
             for d in found {
-                self.long_horizon.note_finding(&d);
+                self.long_horizon.note_finding(&d, self.response.narrow_partly_answered_sweep(&d));
                 findings.push((d, Origin::Heuristics));
             }
             for d in self.long_horizon.observe(r) {
@@ -1111,7 +1111,7 @@ impl DetectorStage {
         }
         // Findings that the passing of time completes (requests still unanswered).
         for d in self.heuristics.tick(now) {
-            self.long_horizon.note_finding(&d);
+            self.long_horizon.note_finding(&d, self.response.narrow_partly_answered_sweep(&d));
             findings.push((d, Origin::Heuristics));
         }
         for d in self.long_horizon.tick(now) {
@@ -1385,6 +1385,63 @@ mod tests {
             })
             .collect();
         FlowBatch { node: "r".into(), seq: 1, flows, hosts: vec![], in_iface: String::new(), shed: Vec::new() }
+    }
+
+    /// A sweep of tcp/80 paced to stay narrow in the fast rule's window (3 silent hosts a
+    /// second, 30 in 10 s, under twice its 20) with one host in four answering (75 %
+    /// unanswered, under the narrow share of 90 %): each window's `host_sweep` is only
+    /// alerted. Its alert must not keep the slow rule off the source for the hour, or the
+    /// sweep goes on alerted and never blocked; the slow rule's minute sees it wide.
+    #[test]
+    fn a_sweep_paced_to_stay_narrow_in_every_window_is_blocked_by_the_slow_rule() {
+        let cfg = Config::default();
+        let mut stage = DetectorStage::new(&cfg, &Registry::new());
+        let src: std::net::IpAddr = "192.0.2.66".parse().unwrap();
+        let mut verdicts = Vec::new();
+        let mut alerts = Vec::new();
+        let mut id = 0u64;
+        for second in 0..120u64 {
+            let t = 1_000_000_000 * (second + 1);
+            let flows = (0..4u64)
+                .map(|k| {
+                    id += 1;
+                    let answered = k == 0;
+                    FlowRecord {
+                        flow_id: id,
+                        src,
+                        dst: std::net::IpAddr::from([203, 0, (id / 250) as u8, (id % 250) as u8 + 1]),
+                        sport: 40000 + (id % 20000) as u16,
+                        dport: 80,
+                        proto: Proto::Tcp,
+                        first_ns: t + k * 200_000_000,
+                        last_ns: t + k * 200_000_000 + 1000,
+                        fwd_packets: if answered { 3 } else { 1 },
+                        rev_packets: u32::from(answered) * 2,
+                        fwd_bytes: 60,
+                        rev_bytes: if answered { 120 } else { 0 },
+                        conn_state: if answered { ConnState::SF } else { ConnState::S0 },
+                        src_answered: answered,
+                    }
+                })
+                .collect();
+            let b = FlowBatch {
+                node: "r".into(),
+                seq: second + 1,
+                flows,
+                hosts: vec![],
+                in_iface: String::new(),
+                shed: vec![],
+            };
+            let out = stage.on_batch(&b);
+            verdicts.extend(out.verdicts);
+            alerts.extend(out.alerts);
+        }
+        let sweeps: Vec<_> = alerts.iter().filter(|a| a.kind == AttackKind::HostSweep).map(|a| &a.reason).collect();
+        assert!(!sweeps.is_empty() && sweeps.iter().all(|r| r.contains("narrow_sweep_partly_answered")), "{sweeps:?}");
+        let v = verdicts.iter().find(|v| v.source == src).unwrap_or_else(|| {
+            panic!("never blocked; alerts: {:?}", alerts.iter().map(|a| &a.reason).collect::<Vec<_>>())
+        });
+        assert_eq!(v.kind, AttackKind::SlowScan, "{}", v.reason);
     }
 
     #[test]

@@ -113,6 +113,16 @@ pub struct ResponseConfig {
     /// unanswered for it to block: a device talking to many services of a
     /// host that answers them is not scanning.
     pub scan_min_unanswered_pct: f64,
+    /// Share of a *narrow* sweep's hosts, in percent, that must never have answered
+    /// for it to block: a sweep of fewer than twice the hosts that make one (the
+    /// finding's `sweep_min_hosts`: `detector.sweep_distinct_hosts`, or
+    /// `slow_scan_distinct_hosts` for a slow scan over hosts). Below it, such a sweep
+    /// alerts (rule `narrow_sweep_partly_answered`) and blocks when it widens. A real
+    /// sweep probes mostly empty addresses (a home /24, random internet hosts: ≥ 95 %
+    /// silent) and is blocked at once; a client whose peers are partly gone (a Tailscale
+    /// node pinging candidate endpoints, a laptop waking to half-dead servers) sends about
+    /// twenty silent probes at 50–80 % and no more.
+    pub narrow_sweep_min_unanswered_pct: f64,
 }
 
 impl Default for ResponseConfig {
@@ -135,6 +145,7 @@ impl Default for ResponseConfig {
             baseline_surge_alone: Action::Ignore,
             udp_stream: Action::Ignore,
             scan_min_unanswered_pct: 50.0,
+            narrow_sweep_min_unanswered_pct: 90.0,
         }
     }
 }
@@ -196,12 +207,38 @@ impl ResponseConfig {
         true
     }
 
-    /// Problems as (key, message); empty when the section is usable.
-    pub fn problems(&self) -> Vec<(&'static str, String)> {
+    /// Whether `d` is a sweep over hosts (`host_sweep`, or `slow_scan` spread over hosts:
+    /// the finding carries `sweep_min_hosts`) narrower than twice the hosts that make one,
+    /// whose hosts were not almost all silent (`narrow_sweep_min_unanswered_pct`), on the
+    /// swept port or among all the source's attempts over the protocol. A finding
+    /// without those numbers (an older detector) is not. Such a finding alerts (rule
+    /// `narrow_sweep_partly_answered`) and must not keep the slow rules off its source.
+    pub fn narrow_partly_answered_sweep(&self, d: &Detection) -> bool {
+        if !matches!(d.kind, AttackKind::HostSweep | AttackKind::SlowScan) {
+            return false;
+        }
+        // The share among everything the source did over the protocol too, when the finding
+        // has it: a VPN node's silent candidate endpoints are on one port, the answers from
+        // its peers' public endpoints on others.
+        let source = evidence(d, "source_unanswered_pct").unwrap_or(100.0);
+        match (evidence(d, "sweep_min_hosts"), evidence(d, "distinct_hosts"), evidence(d, "unanswered_pct")) {
+            (Some(min), Some(hosts), Some(unanswered)) => {
+                hosts < 2.0 * min && unanswered.min(source) < self.narrow_sweep_min_unanswered_pct
+            }
+            _ => false,
+        }
+    }
+
+    /// Problems as (key, value, what it may be); empty when the section is usable.
+    pub fn problems(&self) -> Vec<(&'static str, String, String)> {
         let mut out = Vec::new();
-        let p = self.scan_min_unanswered_pct;
-        if !(0.0..=100.0).contains(&p) {
-            out.push(("response.scan_min_unanswered_pct", format!("must be a percentage from 0 to 100, not {p}")));
+        for (key, p) in [
+            ("response.scan_min_unanswered_pct", self.scan_min_unanswered_pct),
+            ("response.narrow_sweep_min_unanswered_pct", self.narrow_sweep_min_unanswered_pct),
+        ] {
+            if !(0.0..=100.0).contains(&p) {
+                out.push((key, p.to_string(), "a percentage from 0 to 100".to_string()));
+            }
         }
         out
     }
@@ -220,6 +257,10 @@ pub enum Rule {
     ScanUnanswered,
     /// A vertical scan whose probes were mostly answered: not enough to block.
     ScanAnswered,
+    /// A sweep of few hosts (under twice the count that makes one) some of which
+    /// answered: what a client whose peers are partly gone sends; alerted, blocked
+    /// once it widens or its hosts are almost all silent.
+    NarrowSweepPartlyAnswered,
     /// A sweep of one port across hosts that mostly answered: what a hub
     /// polling its devices or a PC browsing does; counted, not alerted.
     SweepAnswered,
@@ -268,6 +309,7 @@ impl Rule {
         match self {
             Rule::ScanUnanswered => "scan_mostly_unanswered",
             Rule::ScanAnswered => "scan_mostly_answered",
+            Rule::NarrowSweepPartlyAnswered => "narrow_sweep_partly_answered",
             Rule::SweepAnswered => "sweep_mostly_answered",
             Rule::FloodRate => "flood_above_rate",
             Rule::UdpStreamFullPackets => "udp_stream_full_packets",
@@ -293,6 +335,11 @@ impl Rule {
         match self {
             Rule::ScanUnanswered => "a scan whose probes mostly went unanswered",
             Rule::ScanAnswered => "the probes were mostly answered, which ordinary clients also do",
+            Rule::NarrowSweepPartlyAnswered => {
+                "few hosts, some of which answered: what a client with some of its peers gone sends \
+                 (a VPN node's candidate endpoints, a laptop waking); blocked once it widens to twice \
+                 the hosts or its hosts are almost all silent"
+            }
             Rule::SweepAnswered => {
                 "one port on many hosts that mostly answered: a hub polling its devices or a browser, not a sweep"
             }
@@ -363,9 +410,10 @@ pub fn rule_in_reason(reason: &str) -> Option<&'static str> {
 }
 
 /// Every rule, for docs, metrics and parsing.
-pub const ALL_RULES: [Rule; 19] = [
+pub const ALL_RULES: [Rule; 20] = [
     Rule::ScanUnanswered,
     Rule::ScanAnswered,
+    Rule::NarrowSweepPartlyAnswered,
     Rule::SweepAnswered,
     Rule::FloodRate,
     Rule::UdpStreamFullPackets,
@@ -466,6 +514,11 @@ impl ResponsePolicy {
             } else {
                 cap(Rule::ScanAnswered, Action::Alert)
             };
+        }
+        // And a narrow sweep's: a few dozen hosts with some answering is what a client whose
+        // peers are partly gone sends, whatever else agrees; it blocks once it widens.
+        if distinct.contains(&Origin::Heuristics) && self.cfg.narrow_partly_answered_sweep(d) {
+            return cap(Rule::NarrowSweepPartlyAnswered, Action::Alert);
         }
         // Likewise a UDP flood's: full-size packets to few ports at a stream's rate
         // are a media stream, whatever the model says (it called a camera a flood).
@@ -735,6 +788,44 @@ mod tests {
         );
     }
 
+    /// A sweep over hosts narrower than twice its rule's count, with some hosts answering,
+    /// alerts (a client with some peers gone); wide, or into near silence, it blocks. Its
+    /// numbers outrank agreement, as an answered sweep's do; a port scan is not a sweep.
+    #[test]
+    fn a_narrow_partly_answered_sweep_alerts_and_a_wide_one_blocks() {
+        use Action::{Alert, Block};
+        let p = ResponsePolicy::default();
+        let h = [Origin::Heuristics];
+        let sweep = |hosts: f64, unanswered: f64| {
+            [("distinct_hosts", hosts), ("unanswered_pct", unanswered), ("sweep_min_hosts", 20.0)]
+        };
+        for kind in [AttackKind::HostSweep, AttackKind::SlowScan] {
+            assert_eq!(decide(&p, kind, &sweep(20.0, 77.0), &h), (Alert, "narrow_sweep_partly_answered"), "{kind:?}");
+            assert_eq!(
+                decide(&p, kind, &sweep(20.0, 77.0), &[Origin::Heuristics, Origin::Model]),
+                (Alert, "narrow_sweep_partly_answered"),
+                "{kind:?}"
+            );
+            assert_eq!(decide(&p, kind, &sweep(39.0, 89.0), &h), (Alert, "narrow_sweep_partly_answered"), "{kind:?}");
+            assert_eq!(decide(&p, kind, &sweep(40.0, 77.0), &h), (Block, "scan_mostly_unanswered"), "{kind:?}");
+            assert_eq!(decide(&p, kind, &sweep(20.0, 90.0), &h), (Block, "scan_mostly_unanswered"), "{kind:?}");
+        }
+        // Silent on the swept port, answered elsewhere: the share over all the source did decides.
+        let mut elsewhere = sweep(20.0, 100.0).to_vec();
+        elsewhere.push(("source_unanswered_pct", 67.0));
+        assert_eq!(decide(&p, AttackKind::HostSweep, &elsewhere, &h), (Alert, "narrow_sweep_partly_answered"));
+        elsewhere[3].1 = 99.0;
+        assert_eq!(decide(&p, AttackKind::HostSweep, &elsewhere, &h), (Block, "scan_mostly_unanswered"));
+        // Without the sweep's own count (a port scan, an older detector): as before.
+        let no_min = [("distinct_hosts", 20.0), ("unanswered_pct", 77.0)];
+        assert_eq!(decide(&p, AttackKind::HostSweep, &no_min, &h), (Block, "scan_mostly_unanswered"));
+        assert_eq!(decide(&p, AttackKind::PortScan, &sweep(1.0, 77.0), &h), (Block, "scan_mostly_unanswered"));
+        // The share is a setting: at 70 % the node above blocks.
+        let cfg = ResponseConfig { narrow_sweep_min_unanswered_pct: 70.0, ..ResponseConfig::default() };
+        let p70 = ResponsePolicy::new(cfg, false);
+        assert_eq!(decide(&p70, AttackKind::HostSweep, &sweep(20.0, 77.0), &h), (Block, "scan_mostly_unanswered"));
+    }
+
     #[test]
     fn kind_actions_cap_and_ignore() {
         let cfg = ResponseConfig { port_scan: Action::Alert, anomaly: Action::Ignore, ..Default::default() };
@@ -771,6 +862,11 @@ mod tests {
         assert!(err.contains("udp_flood") && err.contains("block") && err.contains("ignore"), "{err}");
         let bad = ResponseConfig { scan_min_unanswered_pct: 150.0, ..Default::default() };
         assert_eq!(bad.problems()[0].0, "response.scan_min_unanswered_pct");
+        let bad = ResponseConfig { narrow_sweep_min_unanswered_pct: -1.0, ..Default::default() };
+        assert_eq!(
+            (bad.problems()[0].0, bad.problems()[0].1.as_str()),
+            ("response.narrow_sweep_min_unanswered_pct", "-1")
+        );
         assert!(ResponseConfig::default().problems().is_empty());
     }
 }

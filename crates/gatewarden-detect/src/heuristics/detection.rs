@@ -93,9 +93,10 @@ impl Observed<'_> {
         self.reported_lately_keyed((kind, false))
     }
 
-    /// The same for a UDP flood finding that looks like a media stream, which has a
-    /// report of its own ([`super::floods::looks_like_media_stream`]).
-    pub(super) fn reported_lately_as_stream(&self, kind: AttackKind) -> bool {
+    /// The same for the findings with a report of their own in the window (see
+    /// `first_in_window`): a UDP flood finding that looks like a media stream
+    /// ([`super::floods::looks_like_media_stream`]), a wide sweep ([`super::host_sweep::is_wide`]).
+    pub(super) fn reported_lately_apart(&self, kind: AttackKind) -> bool {
         self.reported_lately_keyed((kind, true))
     }
 

@@ -416,7 +416,7 @@ pub(super) fn observe(
         kind == AttackKind::SynFlood && attempts.ports(r.dst, Proto::Tcp) >= cfg.scan_distinct_ports as usize;
     // A UDP flood finding that looks like a media stream has its own report per window
     // ([`looks_like_media_stream`]): both must have been reported to stop early.
-    let reported = o.reported_lately(kind) && (kind != AttackKind::UdpFlood || o.reported_lately_as_stream(kind));
+    let reported = o.reported_lately(kind) && (kind != AttackKind::UdpFlood || o.reported_lately_apart(kind));
     if pps < threshold as f64 || scanning || reported {
         return None;
     }
@@ -469,7 +469,7 @@ pub(super) fn observe(
             return None;
         }
         let stream = media_stream_numbers(mean, ports as f64, pps, threshold as f64);
-        let taken = if stream { o.reported_lately_as_stream(kind) } else { o.reported_lately(kind) };
+        let taken = if stream { o.reported_lately_apart(kind) } else { o.reported_lately(kind) };
         if taken {
             return None;
         }

@@ -616,8 +616,14 @@ fn handshake(r: &FlowRecord) -> (bool, bool) {
 /// (hysteresis: one finding per (source, kind) per window). A UDP flood finding that
 /// looks like a media stream counts apart: a stream to one host, ignored by the
 /// policy, must not use up the window's report of a small-packet flood of another.
+/// So does a wide sweep: a narrow one's alert must not hold back its block.
 fn first_in_window(reported: &mut HashMap<(AttackKind, bool), u64>, d: &Detection, window_ns: u64) -> bool {
-    let key = (d.kind, floods::looks_like_media_stream(d));
+    let second_report = match d.kind {
+        AttackKind::UdpFlood => floods::looks_like_media_stream(d),
+        AttackKind::HostSweep => host_sweep::is_wide(d),
+        _ => false,
+    };
+    let key = (d.kind, second_report);
     let last = reported.get(&key).copied().unwrap_or(0);
     if last == 0 || d.ts_ns >= last + window_ns {
         reported.insert(key, d.ts_ns);

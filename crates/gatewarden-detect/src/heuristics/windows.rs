@@ -163,6 +163,8 @@ pub(super) struct AttemptWindow {
     per_host: HashMap<(IpAddr, Proto), Tally>,
     /// (port, protocol) → its attempts; `distinct`: destinations tried.
     per_port: HashMap<(u16, Proto), Tally>,
+    /// protocol → its attempts; `distinct`: (destination, port) pairs tried.
+    per_proto: HashMap<Proto, Tally>,
 }
 
 /// One new connection attempt (32 bytes, as before its mark).
@@ -251,17 +253,22 @@ impl AttemptWindow {
     /// Empties the window and its indexes, keeping the outer allocations (a recycled source
     /// state, whose flows, and the attempt numbers they hold, are emptied with it).
     pub(super) fn clear(&mut self) {
-        let AttemptWindow { events, first, pairs, per_host, per_port } = self;
+        let AttemptWindow { events, first, pairs, per_host, per_port, per_proto } = self;
         events.clear();
         *first = 0;
         pairs.clear();
         per_host.clear();
         per_port.clear();
+        per_proto.clear();
     }
 
     /// Entries it and its indexes have room for.
     pub(super) fn capacity(&self) -> usize {
-        self.events.capacity() + self.pairs.capacity() + self.per_host.capacity() + self.per_port.capacity()
+        self.events.capacity()
+            + self.pairs.capacity()
+            + self.per_host.capacity()
+            + self.per_port.capacity()
+            + self.per_proto.capacity()
     }
 
     /// Attempts in the window.
@@ -289,6 +296,14 @@ impl AttemptWindow {
     /// never answered, in percent (a sweep's probes).
     pub(super) fn unanswered_pct_on(&self, port: u16, proto: Proto) -> f64 {
         self.per_port.get(&(port, proto)).map_or(0.0, Tally::unanswered_pct)
+    }
+
+    /// The share of the (host, port) pairs the source tried over `proto` in the window
+    /// that never answered, in percent: a sweep's share among everything the source
+    /// did. A VPN or P2P node pinging its peers' candidate endpoints from one socket gets
+    /// answers from the peers' other endpoints, on other ports.
+    pub(super) fn unanswered_pct_over(&self, proto: Proto) -> f64 {
+        self.per_proto.get(&proto).map_or(0.0, Tally::unanswered_pct)
     }
 
     /// Of the hosts tried on `port` over `proto` in the window, those known to have
@@ -351,6 +366,7 @@ impl AttemptWindow {
         pair.known |= known;
         tally_in(&mut self.per_host, (dst, proto), new_pair, newly_answered);
         tally_in(&mut self.per_port, (port, proto), new_pair, newly_answered);
+        tally_in(&mut self.per_proto, proto, new_pair, newly_answered);
         if newly_known {
             if let Some(t) = self.per_port.get_mut(&(port, proto)) {
                 t.known += 1;
@@ -390,6 +406,7 @@ impl AttemptWindow {
         if flips {
             tally_answered(&mut self.per_host, &(a.dst, a.proto), !unanswered);
             tally_answered(&mut self.per_port, &(a.port, a.proto), !unanswered);
+            tally_answered(&mut self.per_proto, &a.proto, !unanswered);
         }
     }
 
@@ -417,6 +434,7 @@ impl AttemptWindow {
             }
             tally_out(&mut self.per_host, (a.dst, a.proto), last, lost_answer);
             tally_out(&mut self.per_port, (a.port, a.proto), last, lost_answer);
+            tally_out(&mut self.per_proto, a.proto, last, lost_answer);
         }
     }
     /// Drops what is older than the window, and the room that frees.
@@ -434,8 +452,9 @@ impl AttemptWindow {
     }
 
     fn shrink(&mut self) {
-        let AttemptWindow { events, pairs, per_host, per_port, .. } = self;
+        let AttemptWindow { events, pairs, per_host, per_port, per_proto, .. } = self;
         shrink(events.len(), events.capacity(), |n| events.shrink_to(n));
+        shrink(per_proto.len(), per_proto.capacity(), |n| per_proto.shrink_to(n));
         shrink(pairs.len(), pairs.capacity(), |n| pairs.shrink_to(n));
         shrink(per_host.len(), per_host.capacity(), |n| per_host.shrink_to(n));
         shrink(per_port.len(), per_port.capacity(), |n| per_port.shrink_to(n));
@@ -447,7 +466,8 @@ impl AttemptWindow {
         while self.events.len() > keep {
             self.pop();
         }
-        let AttemptWindow { events, pairs, per_host, per_port, .. } = self;
+        let AttemptWindow { events, pairs, per_host, per_port, per_proto, .. } = self;
+        per_proto.shrink_to_fit();
         events.shrink_to_fit();
         pairs.shrink_to_fit();
         per_host.shrink_to_fit();
@@ -472,12 +492,17 @@ mod tests {
     fn recount(w: &AttemptWindow) -> Vec<String> {
         let mut host: HashMap<(IpAddr, Proto), (u32, u32, u32, u32)> = HashMap::default();
         let mut port: HashMap<(u16, Proto), (u32, u32, u32, u32)> = HashMap::default();
+        let mut proto: HashMap<Proto, (u32, u32, u32, u32)> = HashMap::default();
         let mut pairs: HashSet<(IpAddr, u16, Proto)> = HashSet::default();
         let mut answered: HashSet<(IpAddr, u16, Proto)> = HashSet::default();
         for a in &w.events {
             let new_pair = u32::from(pairs.insert((a.dst, a.port, a.proto)));
             let newly_answered = u32::from(!a.unanswered && answered.insert((a.dst, a.port, a.proto)));
-            for t in [host.entry((a.dst, a.proto)).or_default(), port.entry((a.port, a.proto)).or_default()] {
+            for t in [
+                host.entry((a.dst, a.proto)).or_default(),
+                port.entry((a.port, a.proto)).or_default(),
+                proto.entry(a.proto).or_default(),
+            ] {
                 *t = (t.0 + new_pair, t.1 + 1, t.2 + newly_answered, t.3);
             }
             // Known hosts are counted per port only (the test's pairs are known by port).
@@ -485,6 +510,7 @@ mod tests {
         }
         let mut lines: Vec<String> = host.iter().map(|(k, v)| format!("host {k:?}: {v:?}")).collect();
         lines.extend(port.iter().map(|(k, v)| format!("port {k:?}: {v:?}")));
+        lines.extend(proto.iter().map(|(k, v)| format!("proto {k:?}: {v:?}")));
         lines.sort();
         lines
     }
@@ -500,6 +526,7 @@ mod tests {
         let t = |t: &Tally| (t.distinct, t.attempts, t.answered, t.known);
         let mut lines: Vec<String> = w.per_host.iter().map(|(k, v)| format!("host {k:?}: {:?}", t(v))).collect();
         lines.extend(w.per_port.iter().map(|(k, v)| format!("port {k:?}: {:?}", t(v))));
+        lines.extend(w.per_proto.iter().map(|(k, v)| format!("proto {k:?}: {:?}", t(v))));
         lines.sort();
         lines
     }
@@ -553,7 +580,7 @@ mod tests {
         while w.len() > 0 {
             w.pop();
         }
-        assert!(w.pairs.is_empty() && w.per_host.is_empty() && w.per_port.is_empty());
+        assert!(w.pairs.is_empty() && w.per_host.is_empty() && w.per_port.is_empty() && w.per_proto.is_empty());
     }
 
     /// The share is per host and per port: padding elsewhere does not move it, and a cut

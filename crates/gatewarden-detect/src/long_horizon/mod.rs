@@ -261,9 +261,12 @@ impl LongHorizon {
     }
 
     /// A finding of the fast detectors (heuristics): the slow detectors leave
-    /// that source alone for the hour rather than report the same attack twice.
-    pub fn note_finding(&mut self, d: &Detection) {
-        self.slow_scan.note_finding(d);
+    /// that source alone for the hour rather than report the same attack twice;
+    /// `narrow`: a narrow sweep alerted for its answered hosts, which leaves the
+    /// slow scan rule free to report the sweep once it is wide (see
+    /// [`slow_scan::SlowScan::note_finding`]).
+    pub fn note_finding(&mut self, d: &Detection, narrow: bool) {
+        self.slow_scan.note_finding(d, narrow);
         self.guessing.note_finding(d);
     }
 
@@ -742,18 +745,21 @@ pub(crate) mod tests {
     #[test]
     fn a_finding_for_one_address_does_not_hide_the_rotating_scan_of_its_64() {
         let mut h = horizon();
-        h.note_finding(&Detection {
-            source: Some("2001:db8:1:2::77".parse().unwrap()),
-            target: None,
-            port: 0,
-            proto: Some(Proto::Tcp),
-            kind: AttackKind::PortScan,
-            confidence: 0.7,
-            reason: String::new(),
-            evidence: vec![("unanswered_pct".into(), 10.0)],
-            ts_ns: T0,
-            flow_id: 1,
-        });
+        h.note_finding(
+            &Detection {
+                source: Some("2001:db8:1:2::77".parse().unwrap()),
+                target: None,
+                port: 0,
+                proto: Some(Proto::Tcp),
+                kind: AttackKind::PortScan,
+                confidence: 0.7,
+                reason: String::new(),
+                evidence: vec![("unanswered_pct".into(), 10.0)],
+                ts_ns: T0,
+                flow_id: 1,
+            },
+            false,
+        );
         let mut found = Vec::new();
         let mut t = T0 + SEC;
         for i in 0..60u64 {

@@ -119,6 +119,15 @@ struct Pace {
     checked_ns: u64,
 }
 
+/// A fast scan finding of a source, which keeps the slow rule off it for [`COVERED_NS`].
+#[derive(Debug, Clone, Copy)]
+struct Cover {
+    ts_ns: u64,
+    /// Only a narrow sweep whose hosts partly answered (alerted, not blocked): it covers
+    /// narrow slow findings, not a wide one, which the policy blocks.
+    narrow_only: bool,
+}
+
 /// The slow-scan detector's own state (the counts live in the shared history).
 pub struct SlowScan {
     /// The low 64 bits that mark an IPv6 /64 counted as one source ([`SlowScan::prefix_key`]):
@@ -126,7 +135,9 @@ pub struct SlowScan {
     /// (a scanner using its prefix's `::` address must not be taken for the /64 and only alerted).
     prefix_marker: u64,
     candidates: Vec<Candidate>,
-    covered: LruMap<IpAddr, u64>,
+    /// Sources a fast scan finding covers for the hour: when, and whether it was only a
+    /// narrow sweep alerted for its answered hosts ([`SlowScan::note_finding`]).
+    covered: LruMap<IpAddr, Cover>,
     /// Sources with two or more unanswered probes in the hour (a flood of spoofed one-probe
     /// sources stays out; one that flushes it anyway only makes a pace look faster: held, not missed).
     pace: LruMap<IpAddr, Pace>,
@@ -211,20 +222,32 @@ impl SlowScan {
     /// Bytes held.
     pub fn memory_bytes(&self) -> usize {
         self.candidates.capacity() * std::mem::size_of::<Candidate>()
-            + self.covered.len() * LruMap::<IpAddr, u64>::bytes_per_entry()
+            + self.covered.len() * LruMap::<IpAddr, Cover>::bytes_per_entry()
             + self.pace.len() * LruMap::<IpAddr, Pace>::bytes_per_entry()
     }
 
-    /// A fast detector's finding: scans it found are its own.
-    pub fn note_finding(&mut self, d: &Detection) {
-        if let (AttackKind::PortScan | AttackKind::HostSweep, Some(src)) = (d.kind, d.source) {
-            *self.covered.get_or_insert_with(src, || 0) = d.ts_ns;
+    /// A fast detector's finding: scans it found are its own. `narrow`: a narrow sweep
+    /// whose hosts partly answered, which the policy alerts on
+    /// (`ResponseConfig::narrow_partly_answered_sweep`): it covers only narrow slow findings,
+    /// so a sweep paced under twice the fast count per window, with enough answering hosts
+    /// to stay narrow there, is still blocked when its hour makes it wide.
+    pub fn note_finding(&mut self, d: &Detection, narrow: bool) {
+        let (AttackKind::PortScan | AttackKind::HostSweep, Some(src)) = (d.kind, d.source) else { return };
+        let cover = self.covered.get_or_insert_with(src, || Cover { ts_ns: 0, narrow_only: true });
+        let full_cover_lasts = !cover.narrow_only && d.ts_ns < cover.ts_ns.saturating_add(COVERED_NS);
+        if narrow && full_cover_lasts {
+            return;
+        }
+        *cover = Cover { ts_ns: d.ts_ns, narrow_only: narrow };
+        if !narrow {
             self.candidates.retain(|c| c.src != src);
         }
     }
 
-    fn is_covered(&self, src: IpAddr, now: u64) -> bool {
-        self.covered.peek(&src).is_some_and(|&t| now < t.saturating_add(COVERED_NS))
+    /// Whether a fast finding covers `src`'s slow finding, `wide` if it is a sweep of twice
+    /// the hosts that make one.
+    fn is_covered(&self, src: IpAddr, now: u64, wide: bool) -> bool {
+        self.covered.peek(&src).is_some_and(|c| now < c.ts_ns.saturating_add(COVERED_NS) && !(c.narrow_only && wide))
     }
 
     /// An unanswered probe was counted for `p.src`: it may have become a candidate.
@@ -247,10 +270,10 @@ impl SlowScan {
         }
         pace.checked_ns = now;
         let pace = *pace;
-        if self.is_covered(p.src, now) {
+        let Some((_, s, spread)) = evaluate(history, cfg, p.src, now) else { return };
+        if self.is_covered(p.src, now, is_wide(cfg, &s, spread)) {
             return;
         }
-        let Some((_, _, spread)) = evaluate(history, cfg, p.src, now) else { return };
         // Would this pace reach the fast rule's count within its window? Then the fast rule is
         // about to report it: hold it for that window.
         let fast = match spread {
@@ -289,11 +312,10 @@ impl SlowScan {
                 i += 1;
                 continue;
             }
-            if self.is_covered(c.src, now) {
-                self.candidates.swap_remove(i);
-                continue;
-            }
             match evaluate(history, cfg, c.src, now) {
+                Some((_, s, spread)) if self.is_covered(c.src, now, is_wide(cfg, &s, spread)) => {
+                    self.candidates.swap_remove(i);
+                }
                 None => {
                     self.candidates.swap_remove(i);
                 }
@@ -307,6 +329,12 @@ impl SlowScan {
         }
         out
     }
+}
+
+/// A slow finding over twice the hosts that make one: a wide sweep, which the response
+/// policy blocks whatever share of its hosts answered.
+fn is_wide(cfg: &LongHorizonConfig, s: &WindowStats, spread: Spread) -> bool {
+    spread == Spread::Hosts && s.distinct_hosts >= 2 * cfg.slow_scan_hosts
 }
 
 fn detection(
@@ -363,6 +391,11 @@ fn detection(
         ("unanswered_pct".into(), pct),
         ("window_minutes".into(), window_minutes(w)),
     ];
+    if spread == Spread::Hosts {
+        // A sweep: the response policy alerts on a narrow one whose hosts partly answered
+        // (rule `narrow_sweep_partly_answered`) and blocks it once it is twice this wide.
+        evidence.push(("sweep_min_hosts".into(), f64::from(cfg.slow_scan_hosts)));
+    }
     if prefix {
         // The response policy alerts on it (rule `ipv6_prefix_alerts`).
         evidence.push(("ipv6_prefix_len".into(), 64.0));
@@ -692,18 +725,21 @@ mod tests {
             )));
             found.extend(h.tick(t));
         }
-        h.note_finding(&Detection {
-            source: Some("192.0.2.66".parse().unwrap()),
-            target: None,
-            port: 0,
-            proto: Some(Proto::Tcp),
-            kind: AttackKind::PortScan,
-            confidence: 0.9,
-            reason: String::new(),
-            evidence: vec![],
-            ts_ns: T0 + SEC / 2,
-            flow_id: 1,
-        });
+        h.note_finding(
+            &Detection {
+                source: Some("192.0.2.66".parse().unwrap()),
+                target: None,
+                port: 0,
+                proto: Some(Proto::Tcp),
+                kind: AttackKind::PortScan,
+                confidence: 0.9,
+                reason: String::new(),
+                evidence: vec![],
+                ts_ns: T0 + SEC / 2,
+                flow_id: 1,
+            },
+            false,
+        );
         for k in 0..300u64 {
             found.extend(h.tick(T0 + SEC + k * SEC / 10));
         }
