@@ -931,6 +931,24 @@ pub fn scenarios() -> Vec<Scenario> {
             SCAN,
             ["nmap", "-n", "-Pn", "-sT", "-T3", "-p", "1-1000", WAN]
         ),
+        // Scan types the detector was never tuned on (session 29): FIN probes (closed ports
+        // answer RST, open ones nothing) and an IP protocol scan (one probe per protocol).
+        scenario!(
+            "nmap_fin_T4",
+            "port_scan",
+            "attacker",
+            WAN,
+            SCAN,
+            ["nmap", "-n", "-Pn", "-sF", "-T4", "-p", "1-1000", WAN]
+        ),
+        scenario!(
+            "nmap_ip_protocol_scan",
+            "port_scan",
+            "attacker",
+            WAN,
+            SCAN,
+            ["nmap", "-n", "-Pn", "-sO", "-T4", WAN]
+        ),
         scenario!(
             "nmap_connect_T4",
             "port_scan",
@@ -1346,6 +1364,8 @@ pub fn short_scenarios() -> Vec<Scenario> {
         "nmap_syn6_T4",
         "nmap_wan_to_lan_T4",
         "nmap_connect_T3",
+        "nmap_fin_T4",
+        "nmap_ip_protocol_scan",
         "nmap_telnet_sweep",
         "hping3_syn_flood",
         "hping3_syn_flood_rand_source",

@@ -20,7 +20,8 @@ pub struct DetectorConfig {
     /// The same for UDP, when most of the probes go unanswered. Lower than for
     /// TCP: a UDP scan is slowed by the target's ICMP rate limit (nmap -sU -T4
     /// reaches 50 ports only after ~1.3 s), and devices seldom send UDP to many
-    /// ports of one host without answers.
+    /// ports of one host without answers. IP protocols other than TCP, UDP and ICMP
+    /// (`nmap -sO`) use it too: closed ones are answered by the same rate-limited ICMP.
     pub udp_scan_distinct_ports: u32,
     /// Distinct destination hosts on one port in the window that make a sweep.
     pub sweep_distinct_hosts: u32,

@@ -280,6 +280,11 @@ impl Fusion {
         }
     }
 
+    /// The response policy in force: what a finding would be decided alone.
+    pub fn policy(&self) -> &ResponsePolicy {
+        &self.cfg.policy
+    }
+
     /// New incidents waiting for the rate limit (bounded by [`MAX_HELD`]).
     pub fn held(&self) -> usize {
         self.held.len()
@@ -551,12 +556,23 @@ impl Fusion {
                     }
                 }
             }
-            // Several findings about one incident waiting for the rate limit: keep the first.
+            // Several findings about one incident waiting for the rate limit: keep the first,
+            // unless a later one is decided more strongly by a heuristic rule of its own (a
+            // sweep's narrow report, alerted, and its wide one, blocked, in one batch: keeping
+            // the first opened the incident as an alert and the block waited a window).
             let key = (d.source.or(d.target).unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)), d.kind);
             let ts = d.ts_ns.max(1);
             if let Some(h) = self.held.get_mut(&key) {
                 h.last_seen_ns = h.last_seen_ns.max(ts);
                 self.stats.deduplicated += 1;
+                let policy = &self.cfg.policy;
+                let stronger = origins.first() == Some(&Origin::Heuristics) && {
+                    let (new, old) = (policy.decide(&d, &origins), policy.decide(&h.detection, &h.origins));
+                    new.action < old.action && new.rule != Rule::DetectorsAgree
+                };
+                if stronger {
+                    (h.detection, h.origins) = (d, origins);
+                }
                 continue;
             }
             let mut is_refresh = false;

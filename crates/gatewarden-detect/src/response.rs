@@ -210,8 +210,9 @@ impl ResponseConfig {
     /// Whether `d` is a sweep over hosts (`host_sweep`, or `slow_scan` spread over hosts:
     /// the finding carries `sweep_min_hosts`) narrower than twice the hosts that make one,
     /// whose hosts were not almost all silent (`narrow_sweep_min_unanswered_pct`), on the
-    /// swept port or among all the source's attempts over the protocol. A finding
-    /// without those numbers (an older detector) is not. Such a finding alerts (rule
+    /// swept port or among all the source's attempts over the protocol, from a source
+    /// that reached fewer than twice that many silent hosts in the hour. A finding
+    /// without those numbers (an older detector, no long-horizon history) is not. Such a finding alerts (rule
     /// `narrow_sweep_partly_answered`) and must not keep the slow rules off its source.
     pub fn narrow_partly_answered_sweep(&self, d: &Detection) -> bool {
         if !matches!(d.kind, AttackKind::HostSweep | AttackKind::SlowScan) {
@@ -221,9 +222,15 @@ impl ResponseConfig {
         // has it: a VPN node's silent candidate endpoints are on one port, the answers from
         // its peers' public endpoints on others.
         let source = evidence(d, "source_unanswered_pct").unwrap_or(100.0);
-        match (evidence(d, "sweep_min_hosts"), evidence(d, "distinct_hosts"), evidence(d, "unanswered_pct")) {
-            (Some(min), Some(hosts), Some(unanswered)) => {
-                hosts < 2.0 * min && unanswered.min(source) < self.narrow_sweep_min_unanswered_pct
+        // Both shares can be padded with answered traffic the source controls; what cannot
+        // be is the silent hosts it reached over the hour (`silent_hosts_hour`, from the
+        // long-horizon history, on every port): a client re-pinging its few dead peers stays
+        // narrow, a padded sweep paced under the window's count does not for long. Without
+        // that number a sweep is not narrow.
+        let hour = evidence(d, "silent_hosts_hour");
+        match (evidence(d, "sweep_min_hosts"), evidence(d, "distinct_hosts"), evidence(d, "unanswered_pct"), hour) {
+            (Some(min), Some(hosts), Some(unanswered), Some(hour)) => {
+                hosts < 2.0 * min && hour < 2.0 * min && unanswered.min(source) < self.narrow_sweep_min_unanswered_pct
             }
             _ => false,
         }
@@ -797,7 +804,12 @@ mod tests {
         let p = ResponsePolicy::default();
         let h = [Origin::Heuristics];
         let sweep = |hosts: f64, unanswered: f64| {
-            [("distinct_hosts", hosts), ("unanswered_pct", unanswered), ("sweep_min_hosts", 20.0)]
+            [
+                ("distinct_hosts", hosts),
+                ("unanswered_pct", unanswered),
+                ("sweep_min_hosts", 20.0),
+                ("silent_hosts_hour", hosts),
+            ]
         };
         for kind in [AttackKind::HostSweep, AttackKind::SlowScan] {
             assert_eq!(decide(&p, kind, &sweep(20.0, 77.0), &h), (Alert, "narrow_sweep_partly_answered"), "{kind:?}");
@@ -814,8 +826,14 @@ mod tests {
         let mut elsewhere = sweep(20.0, 100.0).to_vec();
         elsewhere.push(("source_unanswered_pct", 67.0));
         assert_eq!(decide(&p, AttackKind::HostSweep, &elsewhere, &h), (Alert, "narrow_sweep_partly_answered"));
-        elsewhere[3].1 = 99.0;
+        elsewhere[4].1 = 99.0;
         assert_eq!(decide(&p, AttackKind::HostSweep, &elsewhere, &h), (Block, "scan_mostly_unanswered"));
+        // Narrow in its window, but the source reached 40 silent hosts in the hour: a padded
+        // sweep paced under the window's count, blocked. Without the hour's number, blocked.
+        let mut paced = sweep(20.0, 77.0);
+        paced[3].1 = 40.0;
+        assert_eq!(decide(&p, AttackKind::HostSweep, &paced, &h), (Block, "scan_mostly_unanswered"));
+        assert_eq!(decide(&p, AttackKind::HostSweep, &paced[..3], &h), (Block, "scan_mostly_unanswered"));
         // Without the sweep's own count (a port scan, an older detector): as before.
         let no_min = [("distinct_hosts", 20.0), ("unanswered_pct", 77.0)];
         assert_eq!(decide(&p, AttackKind::HostSweep, &no_min, &h), (Block, "scan_mostly_unanswered"));

@@ -79,10 +79,31 @@ pub(super) struct Observed<'a> {
     pub(super) reported: Option<&'a HashMap<(AttackKind, bool), u64>>,
 }
 
+/// The protocol number that stands for "any other IP protocol" in the attempt window:
+/// 0 (IPv6 hop-by-hop options, an extension header the parser walks past, never a
+/// flow's own protocol).
+const IP_PROTOCOLS_NUMBER: u8 = 0;
+/// The attempt window's pseudo-protocol for flows of IP protocols other than TCP, UDP and
+/// ICMP, each attempt's port its protocol number: a host tried on 50 of them is an IP
+/// protocol scan (`port_scan`), which nothing benign sends (a VPN uses one or two: GRE,
+/// ESP).
+pub(super) const IP_PROTOCOLS: Proto = Proto::Other(IP_PROTOCOLS_NUMBER);
+
+/// Whether a flow's protocol is one of those tallied under [`IP_PROTOCOLS`].
+pub(super) fn is_other_protocol(proto: Proto) -> bool {
+    matches!(proto, Proto::Other(n) if n != IP_PROTOCOLS_NUMBER)
+}
+
 impl Observed<'_> {
     /// A new TCP or UDP flow: a connection attempt for the attempt window.
     pub(super) fn new_attempt(&self) -> bool {
         self.is_new && matches!(self.r.proto, Proto::Tcp | Proto::Udp)
+    }
+
+    /// A new flow of an IP protocol other than TCP, UDP and ICMP: an attempt tallied under
+    /// [`IP_PROTOCOLS`] with its protocol number as the port (`nmap -sO` tries them all).
+    pub(super) fn new_other_protocol(&self) -> bool {
+        self.is_new && is_other_protocol(self.r.proto)
     }
 
     /// Whether a finding of `kind` completed by this record would be dropped

@@ -177,7 +177,14 @@ mod tests {
         let mut f = Fusion::new(FusionConfig::default());
         let mut out = Vec::new();
         for r in records {
-            let found: Vec<_> = h.observe(r).into_iter().map(|d| (d, Origin::Heuristics)).collect();
+            // As the detector stage does: the hour's silent hosts, here no more than the window's
+            // (the long-horizon history is not part of this test).
+            let with_hour = |mut d: crate::heuristics::Detection| {
+                let window = d.evidence.iter().find(|(n, _)| n == "distinct_hosts").map_or(0.0, |e| e.1);
+                d.evidence.push(("silent_hosts_hour".into(), window));
+                d
+            };
+            let found: Vec<_> = h.observe(r).into_iter().map(|d| (with_hour(d), Origin::Heuristics)).collect();
             for x in f.fuse(found, &[], r.last_ns) {
                 if x.detection.kind == AttackKind::HostSweep {
                     out.push((x.decision.action, x.decision.rule.as_str(), r.last_ns as f64 / 1e9));

@@ -521,9 +521,13 @@ impl Heuristics {
         let unanswered = half_open || (r.proto == Proto::Udp && r.rev_packets == 0);
         // The flow's attempt, marked as this snapshot has it: counted unanswered while
         // it is, answered once it is (a flow that made none marks nothing).
+        // A flow of another IP protocol (an attempt under `detection::IP_PROTOCOLS`) is
+        // unanswered until the target sends anything back in it.
+        let other_protocol = detection::is_other_protocol(r.proto);
+        let attempt_unanswered = unanswered || (other_protocol && r.rev_packets == 0);
         let attempt = match prev {
             Some(p) => {
-                s.attempts.mark(p.attempt, unanswered);
+                s.attempts.mark(p.attempt, attempt_unanswered);
                 p.attempt
             }
             None if is_new && matches!(r.proto, Proto::Tcp | Proto::Udp) => s.attempts.push_known(
@@ -534,6 +538,19 @@ impl Heuristics {
                 unanswered,
                 known(r.src, r.dst, r.dport, r.proto),
             ),
+            // Any other IP protocol: tallied together, the protocol number as the port (an
+            // IP protocol scan); answered when the target sent anything back in it.
+            None if is_new && other_protocol => {
+                let Proto::Other(n) = r.proto else { unreachable!("other_protocol is Proto::Other") };
+                s.attempts.push_known(
+                    r.first_ns,
+                    r.dst,
+                    u16::from(n),
+                    detection::IP_PROTOCOLS,
+                    attempt_unanswered,
+                    false,
+                )
+            }
             None => s.attempts.no_attempt(),
         };
         s.flows.insert(r.flow_id, FlowSeen { packets: r.fwd_packets, attempt, bytes: r.fwd_bytes });

@@ -1,29 +1,40 @@
 //! Port scan (vertical): one source trying many ports of one host, mostly
 //! unanswered. TCP at `scan_distinct_ports`; UDP at the lower
-//! `udp_scan_distinct_ports`, but only when at least half of the probes went
+//! `udp_scan_distinct_ports` (as IP protocols: other IP protocols count as ports of one
+//! pseudo-protocol), but only when at least half of the probes went
 //! unanswered (a device talking UDP to many ports of a server gets answers).
 //! The unanswered share is that of the probes to that host: answered traffic
 //! elsewhere (padding) does not dilute it.
 
 use gatewarden_proto::messages::{AttackKind, Proto};
 
-use super::detection::{Detection, Observed};
+use super::detection::{Detection, Observed, IP_PROTOCOLS};
 use super::windows::AttemptWindow;
 use crate::config::DetectorConfig;
 
 /// A port-scan finding when this new attempt brings the ports its source tried on
 /// its target to the limit; its unanswered share is that of the source's attempts
 /// to the target (over the protocol), whatever else the source sends.
+///
+/// Flows of other IP protocols count as one more protocol whose ports are their protocol
+/// numbers ([`IP_PROTOCOLS`]): `nmap -sO` tries 256 of them on one host.
 pub(super) fn check(cfg: &DetectorConfig, o: &Observed, attempts: &AttemptWindow) -> Option<Detection> {
-    if !o.new_attempt() {
+    let tallied = if o.new_attempt() {
+        o.r.proto
+    } else if o.new_other_protocol() {
+        IP_PROTOCOLS
+    } else {
         return None;
-    }
+    };
     let r = o.r;
     let span = attempts.span_s();
-    let unanswered = attempts.unanswered_pct_to(r.dst, r.proto);
-    let ports = attempts.ports(r.dst, r.proto);
-    // UDP: a lower bar, but only for probes that mostly go unanswered.
-    let udp_scan = r.proto == Proto::Udp && ports >= cfg.udp_scan_distinct_ports as usize && unanswered >= 50.0;
+    let unanswered = attempts.unanswered_pct_to(r.dst, tallied);
+    let ports = attempts.ports(r.dst, tallied);
+    // UDP: a lower bar, but only for probes that mostly go unanswered. The same for IP
+    // protocols: both are answered, when closed, by ICMP errors the target rate-limits
+    // (1 a second on Linux), so nmap slows down (`-sO -T4`: 50 protocols took 11.6 s).
+    let icmp_paced = tallied == Proto::Udp || tallied == IP_PROTOCOLS;
+    let udp_scan = icmp_paced && ports >= cfg.udp_scan_distinct_ports as usize && unanswered >= 50.0;
     if ports < cfg.scan_distinct_ports as usize && !udp_scan {
         return None;
     }
@@ -36,12 +47,19 @@ pub(super) fn check(cfg: &DetectorConfig, o: &Observed, attempts: &AttemptWindow
         port: 0,
         proto: Some(r.proto),
         confidence: (0.6 + 0.4 * (ports as f32 / (2.0 * limit as f32)).min(1.0)).min(0.99),
-        reason: format!(
-            "{} → {ports} distinct {} ports on {} in {span:.1} s, {unanswered:.0} % unanswered",
-            r.src,
-            r.proto.name(),
-            r.dst
-        ),
+        reason: if tallied == IP_PROTOCOLS {
+            format!(
+                "{} → {ports} distinct IP protocols on {} in {span:.1} s, {unanswered:.0} % unanswered",
+                r.src, r.dst
+            )
+        } else {
+            format!(
+                "{} → {ports} distinct {} ports on {} in {span:.1} s, {unanswered:.0} % unanswered",
+                r.src,
+                r.proto.name(),
+                r.dst
+            )
+        },
         evidence: vec![
             ("distinct_ports".into(), ports as f64),
             ("seconds".into(), span),
@@ -62,6 +80,45 @@ mod tests {
 
     fn unanswered_pct(d: &Detection) -> f64 {
         d.evidence.iter().find(|(k, _)| k == "unanswered_pct").map(|e| e.1).expect("unanswered_pct")
+    }
+
+    /// `nmap -sO`: one probe of each IP protocol to one host, the unsupported ones answered
+    /// by ICMP protocol-unreachable (which is no answer in the flow). It was only an
+    /// `anomaly` alert: flows of other protocols were no attempts. Now each protocol is a
+    /// "port" of one pseudo-protocol, and 20 of them mostly unanswered are a scan (UDP's
+    /// bar: closed protocols are answered by rate-limited ICMP errors, as closed UDP ports
+    /// are), blocked.
+    #[test]
+    fn an_ip_protocol_scan_is_a_port_scan_and_blocked() {
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found: Vec<Detection> = Vec::new();
+        for n in 2..=120u8 {
+            let (dport, proto) = (0, Proto::Other(n));
+            let t = 1.0 + f64::from(n) * 0.01;
+            found.extend(h.observe(&rec(u64::from(n), "192.0.2.66", "198.51.100.10", dport, proto, t, 1, 0, "OTH")));
+        }
+        let d = found.iter().find(|d| d.kind == AttackKind::PortScan).expect("a port scan finding");
+        assert!(d.reason.contains("20 distinct IP protocols on 198.51.100.10"), "{}", d.reason);
+        let x = ResponsePolicy::default().decide(d, &[Origin::Heuristics]);
+        assert_eq!((x.action, x.rule), (Action::Block, Rule::ScanUnanswered), "{}", d.reason);
+        // A VPN client's GRE and ESP to its concentrator, answered: nothing.
+        let mut h = Heuristics::new(DetectorConfig::default());
+        let mut found = Vec::new();
+        for (i, n) in [47u8, 50, 51].into_iter().cycle().take(300).enumerate() {
+            let t = 1.0 + i as f64 * 0.01;
+            found.extend(h.observe(&rec(
+                i as u64 + 1,
+                "192.0.2.5",
+                "198.51.100.20",
+                0,
+                Proto::Other(n),
+                t,
+                5,
+                5,
+                "OTH",
+            )));
+        }
+        assert!(found.is_empty(), "{found:?}");
     }
 
     #[test]

@@ -49,7 +49,7 @@ use gatewarden_proto::messages::{FlowRecord, Proto};
 
 use crate::config::DetectorConfig;
 use crate::heuristics::Detection;
-use crate::source_history::{SourceHistory, SourceHistoryConfig};
+use crate::source_history::{SourceHistory, SourceHistoryConfig, Window};
 
 type HashMap<K, V> = std::collections::HashMap<K, V, RandomState>;
 
@@ -258,6 +258,13 @@ impl LongHorizon {
             + self.stamp_budget.len() * LruMap::<IpAddr, (u32, u32)>::bytes_per_entry()
             + self.distributed.memory_bytes()
             + self.slow_scan.memory_bytes()
+    }
+
+    /// Distinct hosts `src`'s unanswered probes reached over the hour as of `now_ns`, on
+    /// every port (0 when it is not tracked): what a narrow sweep's exemption is bounded by
+    /// (`ResponseConfig::narrow_partly_answered_sweep`).
+    pub fn silent_hosts_hour(&self, src: IpAddr, now_ns: u64) -> u32 {
+        self.history.stats(src, Window::Hour, now_ns).map_or(0, |s| s.distinct_hosts)
     }
 
     /// A finding of the fast detectors (heuristics): the slow detectors leave

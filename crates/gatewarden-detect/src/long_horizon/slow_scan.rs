@@ -321,7 +321,14 @@ impl SlowScan {
                 }
                 Some((w, s, spread)) => {
                     let prefix = self.is_prefix_key(c.src);
-                    out.push(detection(cfg, &c, w, &s, spread, now, prefix));
+                    let mut d = detection(cfg, &c, w, &s, spread, now, prefix);
+                    if spread == Spread::Hosts {
+                        // The response policy's narrow sweep needs the hour's silent hosts too.
+                        let hour =
+                            history.stats(c.src, Window::Hour, now).map_or(s.distinct_hosts, |h| h.distinct_hosts);
+                        d.evidence.push(("silent_hosts_hour".into(), f64::from(hour.max(s.distinct_hosts))));
+                    }
+                    out.push(d);
                     self.candidates[i].reported_ns = Some(now);
                     i += 1;
                 }
