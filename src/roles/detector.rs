@@ -756,9 +756,11 @@ impl DetectorStage {
     /// and the slow rules are told of it ([`LongHorizon::note_finding`]).
     fn note_fast_finding(&mut self, d: &mut Detection) {
         if let (AttackKind::HostSweep, Some(src)) = (d.kind, d.source) {
-            let window = d.evidence.iter().find(|(n, _)| n == "distinct_hosts").map_or(0.0, |e| e.1);
-            let hour = f64::from(self.long_horizon.silent_hosts_hour(src, d.ts_ns));
-            d.evidence.push(("silent_hosts_hour".into(), hour.max(window)));
+            // None: the history's count is only a lower bound, so the sweep is not narrow.
+            if let Some(hour) = self.long_horizon.silent_hosts_hour(src, d.ts_ns) {
+                let window = d.evidence.iter().find(|(n, _)| n == "distinct_hosts").map_or(0.0, |e| e.1);
+                d.evidence.push(("silent_hosts_hour".into(), f64::from(hour).max(window)));
+            }
         }
         // Only a finding that blocks covers the slow rules for the hour (or one whose kind
         // the settings make an alert or nothing: the operator's choice for that attack): an
@@ -1555,6 +1557,121 @@ mod tests {
         let (at, reason) =
             verdict.unwrap_or_else(|| panic!("never blocked after {hosts} silent hosts; alerts {rules:?}"));
         assert_eq!(at, 1, "blocked at batch {at} after {hosts} silent hosts: {reason}");
+    }
+
+    /// Runs one batch per entry of `plan` through a fresh stage with the shipped defaults,
+    /// handing each batch's index and findings to `each`.
+    fn run_plan(plan: Vec<Vec<FlowRecord>>, mut each: impl FnMut(usize, Findings)) {
+        let mut stage = DetectorStage::new(&Config::default(), &Registry::new());
+        for (b, flows) in plan.into_iter().enumerate() {
+            let batch = FlowBatch {
+                node: "r".into(),
+                seq: b as u64 + 1,
+                flows,
+                hosts: vec![],
+                in_iface: String::new(),
+                shed: vec![],
+            };
+            each(b, stage.on_batch(&batch));
+        }
+    }
+
+    /// [`run_plan`]: the batch index and reason of the first verdict about `src`, and the
+    /// alerts by kind and policy rule.
+    fn first_verdict(
+        src: std::net::IpAddr,
+        plan: Vec<Vec<FlowRecord>>,
+    ) -> (Option<(usize, String)>, std::collections::BTreeMap<String, usize>) {
+        let mut first = None;
+        let mut rules = std::collections::BTreeMap::new();
+        run_plan(plan, |b, out| {
+            for a in &out.alerts {
+                let rule = crate::detect::response::rule_in_reason(&a.reason).unwrap_or("?");
+                *rules.entry(format!("{}/{rule}", a.kind.as_str())).or_default() += 1;
+            }
+            if first.is_none() {
+                first = out.verdicts.iter().find(|v| v.source == src).map(|v| (b, v.reason.clone()));
+            }
+        });
+        (first, rules)
+    }
+
+    /// A narrow fast sweep (20 silent hosts on tcp/23 padded with 4 answered connections)
+    /// covers narrow slow findings for the hour. Then 22 probes a minute, the first 5
+    /// re-probing the last minute's last hosts: every minute holds 22-39 silent hosts
+    /// (narrow), while 17 new ones a minute pile up in the hour. Second review of session 29:
+    /// covered until the hour was over, ~1 040 hosts. A slow finding is wide when its hour is.
+    #[test]
+    fn a_narrow_cover_does_not_hide_a_slow_sweep_whose_hour_is_wide() {
+        let src: std::net::IpAddr = "192.0.2.66".parse().unwrap();
+        let t0 = 60_000_000_000u64 * 30_000_000; // a minute boundary
+        let host = |n: u64| std::net::IpAddr::from(std::net::Ipv4Addr::from(0x2d00_0000u32 + n as u32 + 1));
+        let mut id = 0u64;
+        let mut burst = Vec::new();
+        for k in 0..4u64 {
+            id += 1;
+            burst.push(sweep_flow(
+                id,
+                src,
+                std::net::IpAddr::from([198, 51, 100, 1 + k as u8]),
+                443,
+                t0 + k * 1_000_000,
+                true,
+            ));
+        }
+        for k in 0..20u64 {
+            id += 1;
+            burst.push(sweep_flow(id, src, host(k), 23, t0 + 10_000_000 + k * 10_000_000, false));
+        }
+        let mut plan = vec![burst];
+        let mut times = vec![0u64];
+        let (mut prev, mut next): (Vec<u64>, u64) = ((15..20).collect(), 20);
+        for m in 1..=70u64 {
+            let mut cur = Vec::new();
+            for i in 0..22u64 {
+                let t = t0 + m * 60_000_000_000 + i * 2_700_000_000;
+                let n = if i < 5 {
+                    prev[i as usize]
+                } else {
+                    next += 1;
+                    next - 1
+                };
+                cur.push(n);
+                id += 1;
+                plan.push(vec![sweep_flow(id, src, host(n), 23, t, false)]);
+                times.push((t - t0) / 1_000_000_000);
+            }
+            prev = cur[cur.len() - 5..].to_vec();
+        }
+        let (first, rules) = first_verdict(src, plan);
+        let at_s = first.as_ref().map(|(b, _)| times[*b]);
+        assert!(at_s.is_some_and(|s| s < 5 * 60), "first verdict {first:?} at {at_s:?} s; alerts {rules:?}");
+    }
+
+    /// A port scan of 60 closed ports (blocked, for `block_ttl_s` or half of it), then, once
+    /// the block is over, a sweep of one silent host a second (under the fast rule's count):
+    /// the scan's cover kept the slow rule off the sweep for the hour (second review of
+    /// session 29: ~3 000 hosts). A port scan covers only slow scans of ports, and a block's
+    /// cover lasts about as long as the block.
+    #[test]
+    fn a_blocked_port_scan_does_not_hide_a_later_slow_sweep() {
+        let src: std::net::IpAddr = "192.0.2.66".parse().unwrap();
+        let t0 = 1_000_000_000u64;
+        let victim = std::net::IpAddr::from([198, 51, 100, 9]);
+        let mut plan: Vec<Vec<FlowRecord>> = vec![(0..60u64)
+            .map(|k| sweep_flow(k + 1, src, victim, 1000 + k as u16, t0 + k * 10_000_000, false))
+            .collect()];
+        let mut times = vec![0u64];
+        for s in 600..1200u64 {
+            let dst = std::net::IpAddr::from(std::net::Ipv4Addr::from(0x2d00_0000u32 + (s - 600) as u32 + 1));
+            plan.push(vec![sweep_flow(100 + s, src, dst, 23, t0 + s * 1_000_000_000, false)]);
+            times.push(s);
+        }
+        let mut verdicts = Vec::new();
+        run_plan(plan, |b, out| verdicts.extend(out.verdicts.into_iter().map(|v| (times[b], v.kind))));
+        assert_eq!(verdicts.first().map(|v| v.1), Some(AttackKind::PortScan), "{verdicts:?}");
+        let sweep = verdicts.iter().find(|v| v.0 >= 600);
+        assert!(sweep.is_some_and(|v| v.0 < 700), "the sweep from 600 s first blocked at {sweep:?}");
     }
 
     /// A sweep of tcp/80 paced to stay narrow in the fast rule's window (3 silent hosts a

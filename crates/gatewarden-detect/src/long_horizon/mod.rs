@@ -103,6 +103,10 @@ pub struct LongHorizonConfig {
     pub distributed_sources: u32,
     /// `detector.slow_guess_sessions` (0: off).
     pub slow_guess_sessions: u32,
+    /// How long a fast finding that blocks keeps the slow rules off its source, ns: half
+    /// `detector.block_ttl_s` (the block of a finding under 0.9 confidence), at least a
+    /// minute. Once its block is gone, the same attack gone slow is theirs again.
+    pub block_cover_ns: u64,
 }
 
 impl From<&DetectorConfig> for LongHorizonConfig {
@@ -115,6 +119,7 @@ impl From<&DetectorConfig> for LongHorizonConfig {
             fast_hosts: d.sweep_distinct_hosts,
             distributed_sources: d.distributed_scan_sources,
             slow_guess_sessions: d.slow_guess_sessions,
+            block_cover_ns: (d.block_ttl_s / 2).max(60).saturating_mul(1_000_000_000),
         }
     }
 }
@@ -261,10 +266,16 @@ impl LongHorizon {
     }
 
     /// Distinct hosts `src`'s unanswered probes reached over the hour as of `now_ns`, on
-    /// every port (0 when it is not tracked): what a narrow sweep's exemption is bounded by
-    /// (`ResponseConfig::narrow_partly_answered_sweep`).
-    pub fn silent_hosts_hour(&self, src: IpAddr, now_ns: u64) -> u32 {
-        self.history.stats(src, Window::Hour, now_ns).map_or(0, |s| s.distinct_hosts)
+    /// every port: what a narrow sweep's exemption is bounded by
+    /// (`ResponseConfig::narrow_partly_answered_sweep`). 0 when it is not tracked (yet: a
+    /// probe is counted once its answer wait is over); None when the count is only a lower
+    /// bound (a source kept out of the protected segment has exact lists of a few hosts),
+    /// which must not pass for a small one.
+    pub fn silent_hosts_hour(&self, src: IpAddr, now_ns: u64) -> Option<u32> {
+        match self.history.stats(src, Window::Hour, now_ns) {
+            Some(s) if s.lower_bound => None,
+            s => Some(s.map_or(0, |s| s.distinct_hosts)),
+        }
     }
 
     /// A finding of the fast detectors (heuristics): the slow detectors leave
@@ -273,7 +284,7 @@ impl LongHorizon {
     /// slow scan rule free to report the sweep once it is wide (see
     /// [`slow_scan::SlowScan::note_finding`]).
     pub fn note_finding(&mut self, d: &Detection, narrow: bool) {
-        self.slow_scan.note_finding(d, narrow);
+        self.slow_scan.note_finding(d, narrow, self.cfg.block_cover_ns);
         self.guessing.note_finding(d);
     }
 
@@ -681,6 +692,36 @@ pub(crate) mod tests {
     /// it use any): each address sends one probe, so no per-source rule ever counted more than
     /// one, and distributed_scan needs two per participant. The /64 is now one more source in
     /// the history: the scan is found, named by its prefix, and alerted (no one address to block).
+    /// A sweeper kept out of the protected segment (here 2 slots, held by two sources with
+    /// more evidence; 1 024 by default) keeps exact lists of only a few hosts: its hour
+    /// said 6 silent hosts whatever it swept, and a narrow sweep's hour bound passed it
+    /// (second review of session 29). A count that is only a lower bound is no count.
+    #[test]
+    fn an_unprotected_sweepers_silent_hosts_are_no_bound() {
+        let cfg = SourceHistoryConfig { max_sources: 64, max_protected: 2, promote_unanswered: 3 };
+        let mut h = LongHorizon::with_history(&DetectorConfig::default(), SourceHistory::with_seed(cfg, 7).unwrap());
+        let mut id = 0;
+        for d in ["198.18.0.1", "198.18.0.2"] {
+            for k in 0..300u64 {
+                id += 1;
+                let dst = format!("203.0.113.{}", k % 250);
+                h.observe(&rec(id, d, &dst, 1000 + k as u16, Proto::Tcp, T0, T0, (1, 60), (1, 40), "REJ"));
+            }
+        }
+        let src: IpAddr = "192.0.2.66".parse().unwrap();
+        for k in 0..200u64 {
+            id += 1;
+            let t = T0 + k * SEC / 2;
+            let dst = format!("10.0.{}.{}", k / 250, k % 250 + 1);
+            h.observe(&rec(id, "192.0.2.66", &dst, 23, Proto::Tcp, t, t, (1, 60), (1, 40), "REJ"));
+        }
+        let now = T0 + 100 * SEC;
+        assert!(!h.history().is_protected(src), "the test's premise");
+        assert_eq!(h.silent_hosts_hour(src, now), None);
+        // A protected source's count is one.
+        assert!(h.silent_hosts_hour("198.18.0.1".parse().unwrap(), now).is_some_and(|n| n >= 200));
+    }
+
     #[test]
     fn a_scan_from_a_fresh_ipv6_address_per_probe_is_found_as_its_64() {
         let mut h = horizon();

@@ -119,13 +119,16 @@ struct Pace {
     checked_ns: u64,
 }
 
-/// A fast scan finding of a source, which keeps the slow rule off it for [`COVERED_NS`].
-#[derive(Debug, Clone, Copy)]
+/// What fast scan findings of a source keep the slow rule off, by spread, until when
+/// (capture time, ns; 0: nothing). A port scan covers slow findings over ports, a sweep
+/// those over hosts: a blocked scan of closed ports must not hide the sweep that follows.
+#[derive(Debug, Clone, Copy, Default)]
 struct Cover {
-    ts_ns: u64,
-    /// Only a narrow sweep whose hosts partly answered (alerted, not blocked): it covers
+    ports_until_ns: u64,
+    hosts_until_ns: u64,
+    /// The hosts cover is only a narrow sweep's, alerted for its answered hosts: it covers
     /// narrow slow findings, not a wide one, which the policy blocks.
-    narrow_only: bool,
+    hosts_narrow_only: bool,
 }
 
 /// The slow-scan detector's own state (the counts live in the shared history).
@@ -231,23 +234,33 @@ impl SlowScan {
     /// (`ResponseConfig::narrow_partly_answered_sweep`): it covers only narrow slow findings,
     /// so a sweep paced under twice the fast count per window, with enough answering hosts
     /// to stay narrow there, is still blocked when its hour makes it wide.
-    pub fn note_finding(&mut self, d: &Detection, narrow: bool) {
+    ///
+    /// A blocking finding covers for `cover_ns` (about its block's time: once the block is
+    /// gone, the same attack gone slow is the slow rule's again), a narrow one for the hour.
+    pub fn note_finding(&mut self, d: &Detection, narrow: bool, cover_ns: u64) {
         let (AttackKind::PortScan | AttackKind::HostSweep, Some(src)) = (d.kind, d.source) else { return };
-        let cover = self.covered.get_or_insert_with(src, || Cover { ts_ns: 0, narrow_only: true });
-        let full_cover_lasts = !cover.narrow_only && d.ts_ns < cover.ts_ns.saturating_add(COVERED_NS);
-        if narrow && full_cover_lasts {
-            return;
+        let c = self.covered.get_or_insert_with(src, Cover::default);
+        let until = d.ts_ns.saturating_add(if narrow { COVERED_NS } else { cover_ns });
+        if d.kind == AttackKind::PortScan {
+            c.ports_until_ns = c.ports_until_ns.max(until);
+        } else if !narrow {
+            (c.hosts_until_ns, c.hosts_narrow_only) = (c.hosts_until_ns.max(until), false);
+        } else if c.hosts_narrow_only || d.ts_ns >= c.hosts_until_ns {
+            // A narrow cover never shortens nor weakens a full one still running.
+            (c.hosts_until_ns, c.hosts_narrow_only) = (c.hosts_until_ns.max(until), true);
         }
-        *cover = Cover { ts_ns: d.ts_ns, narrow_only: narrow };
         if !narrow {
             self.candidates.retain(|c| c.src != src);
         }
     }
 
-    /// Whether a fast finding covers `src`'s slow finding, `wide` if it is a sweep of twice
-    /// the hosts that make one.
-    fn is_covered(&self, src: IpAddr, now: u64, wide: bool) -> bool {
-        self.covered.peek(&src).is_some_and(|c| now < c.ts_ns.saturating_add(COVERED_NS) && !(c.narrow_only && wide))
+    /// Whether a fast finding covers `src`'s slow finding spread over `spread`, `wide` if it
+    /// is a sweep of twice the hosts that make one.
+    fn is_covered(&self, src: IpAddr, now: u64, spread: Spread, wide: bool) -> bool {
+        self.covered.peek(&src).is_some_and(|c| match spread {
+            Spread::Ports => now < c.ports_until_ns,
+            Spread::Hosts => now < c.hosts_until_ns && !(c.hosts_narrow_only && wide),
+        })
     }
 
     /// An unanswered probe was counted for `p.src`: it may have become a candidate.
@@ -271,7 +284,7 @@ impl SlowScan {
         pace.checked_ns = now;
         let pace = *pace;
         let Some((_, s, spread)) = evaluate(history, cfg, p.src, now) else { return };
-        if self.is_covered(p.src, now, is_wide(cfg, &s, spread)) {
+        if self.is_covered(p.src, now, spread, is_wide(history, cfg, p.src, &s, spread, now)) {
             return;
         }
         // Would this pace reach the fast rule's count within its window? Then the fast rule is
@@ -313,7 +326,9 @@ impl SlowScan {
                 continue;
             }
             match evaluate(history, cfg, c.src, now) {
-                Some((_, s, spread)) if self.is_covered(c.src, now, is_wide(cfg, &s, spread)) => {
+                Some((_, s, spread))
+                    if self.is_covered(c.src, now, spread, is_wide(history, cfg, c.src, &s, spread, now)) =>
+                {
                     self.candidates.swap_remove(i);
                 }
                 None => {
@@ -323,10 +338,15 @@ impl SlowScan {
                     let prefix = self.is_prefix_key(c.src);
                     let mut d = detection(cfg, &c, w, &s, spread, now, prefix);
                     if spread == Spread::Hosts {
-                        // The response policy's narrow sweep needs the hour's silent hosts too.
-                        let hour =
-                            history.stats(c.src, Window::Hour, now).map_or(s.distinct_hosts, |h| h.distinct_hosts);
-                        d.evidence.push(("silent_hosts_hour".into(), f64::from(hour.max(s.distinct_hosts))));
+                        // The response policy's narrow sweep needs the hour's silent hosts too
+                        // (none when the hour is only a lower bound: then it is not narrow).
+                        match history.stats(c.src, Window::Hour, now) {
+                            Some(h) if h.lower_bound => {}
+                            h => {
+                                let hour = h.map_or(0, |h| h.distinct_hosts).max(s.distinct_hosts);
+                                d.evidence.push(("silent_hosts_hour".into(), f64::from(hour)));
+                            }
+                        }
                     }
                     out.push(d);
                     self.candidates[i].reported_ns = Some(now);
@@ -338,10 +358,24 @@ impl SlowScan {
     }
 }
 
-/// A slow finding over twice the hosts that make one: a wide sweep, which the response
-/// policy blocks whatever share of its hosts answered.
-fn is_wide(cfg: &LongHorizonConfig, s: &WindowStats, spread: Spread) -> bool {
-    spread == Spread::Hosts && s.distinct_hosts >= 2 * cfg.slow_scan_hosts
+/// A slow finding over hosts whose window, or whose source's hour, holds twice the silent
+/// hosts that make one: a wide sweep, which the response policy blocks whatever share of
+/// its hosts answered (a sweep re-probing a few hosts to keep every minute narrow piles
+/// new ones up in the hour). A source whose hour is only a lower bound counts as wide.
+fn is_wide(
+    history: &SourceHistory,
+    cfg: &LongHorizonConfig,
+    src: IpAddr,
+    s: &WindowStats,
+    spread: Spread,
+    now: u64,
+) -> bool {
+    if spread != Spread::Hosts {
+        return false;
+    }
+    let hour = history.stats(src, Window::Hour, now);
+    let hour_hosts = hour.map_or(0, |h| if h.lower_bound { u32::MAX } else { h.distinct_hosts });
+    s.distinct_hosts.max(hour_hosts) >= 2 * cfg.slow_scan_hosts
 }
 
 fn detection(
