@@ -84,9 +84,9 @@ pub(super) struct Observed<'a> {
 /// flow's own protocol).
 const IP_PROTOCOLS_NUMBER: u8 = 0;
 /// The attempt window's pseudo-protocol for flows of IP protocols other than TCP, UDP and
-/// ICMP, each attempt's port its protocol number: a host tried on 50 of them is an IP
-/// protocol scan (`port_scan`), which nothing benign sends (a VPN uses one or two: GRE,
-/// ESP).
+/// ICMP, each attempt's port its protocol number: a host tried on `udp_scan_distinct_ports`
+/// (20) of them, mostly unanswered, is an IP protocol scan (`port_scan`), which nothing
+/// benign sends (a VPN uses one or two: GRE, ESP).
 pub(super) const IP_PROTOCOLS: Proto = Proto::Other(IP_PROTOCOLS_NUMBER);
 
 /// Whether a flow's protocol is one of those tallied under [`IP_PROTOCOLS`].

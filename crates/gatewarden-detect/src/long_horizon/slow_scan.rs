@@ -87,7 +87,8 @@ pub const REPORT_EVERY_NS: u64 = 60_000_000_000;
 pub const MAX_CANDIDATES: usize = 1024;
 /// A source is evaluated at most this often (its unanswered probes between are counted anyway), ns.
 const CHECK_EVERY_NS: u64 = 1_000_000_000;
-/// A fast scan finding keeps the slow rule off its source this long, ns.
+/// A narrow sweep's alert keeps narrow slow findings over hosts off its source this long,
+/// ns (a blocking finding covers for `LongHorizonConfig::block_cover_ns`).
 const COVERED_NS: u64 = 3_600_000_000_000;
 
 /// What a candidate spread its probes over.
@@ -138,8 +139,7 @@ pub struct SlowScan {
     /// (a scanner using its prefix's `::` address must not be taken for the /64 and only alerted).
     prefix_marker: u64,
     candidates: Vec<Candidate>,
-    /// Sources a fast scan finding covers for the hour: when, and whether it was only a
-    /// narrow sweep alerted for its answered hosts ([`SlowScan::note_finding`]).
+    /// Sources fast scan findings cover, by spread and until when ([`SlowScan::note_finding`]).
     covered: LruMap<IpAddr, Cover>,
     /// Sources with two or more unanswered probes in the hour (a flood of spoofed one-probe
     /// sources stays out; one that flushes it anyway only makes a pace look faster: held, not missed).
