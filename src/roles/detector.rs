@@ -758,7 +758,7 @@ impl DetectorStage {
         if let (AttackKind::HostSweep, Some(src)) = (d.kind, d.source) {
             // None: the history's count is only a lower bound, so the sweep is not narrow.
             if let Some(hour) = self.long_horizon.silent_hosts_hour(src, d.ts_ns) {
-                let window = d.evidence.iter().find(|(n, _)| n == "distinct_hosts").map_or(0.0, |e| e.1);
+                let window = d.evidence_value("distinct_hosts").unwrap_or(0.0);
                 d.evidence.push(("silent_hosts_hour".into(), f64::from(hour).max(window)));
             }
         }

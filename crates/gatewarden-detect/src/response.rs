@@ -221,14 +221,19 @@ impl ResponseConfig {
         // The share among everything the source did over the protocol too, when the finding
         // has it: a VPN node's silent candidate endpoints are on one port, the answers from
         // its peers' public endpoints on others.
-        let source = evidence(d, "source_unanswered_pct").unwrap_or(100.0);
+        let source = d.evidence_value("source_unanswered_pct").unwrap_or(100.0);
         // Both shares can be padded with answered traffic the source controls; what cannot
         // be is the silent hosts it reached over the hour (`silent_hosts_hour`, from the
         // long-horizon history, on every port): a client re-pinging its few dead peers stays
         // narrow, a padded sweep paced under the window's count does not for long. Without
         // that number a sweep is not narrow.
-        let hour = evidence(d, "silent_hosts_hour");
-        match (evidence(d, "sweep_min_hosts"), evidence(d, "distinct_hosts"), evidence(d, "unanswered_pct"), hour) {
+        let hour = d.evidence_value("silent_hosts_hour");
+        match (
+            d.evidence_value("sweep_min_hosts"),
+            d.evidence_value("distinct_hosts"),
+            d.evidence_value("unanswered_pct"),
+            hour,
+        ) {
             (Some(min), Some(hosts), Some(unanswered), Some(hour)) => {
                 hosts < 2.0 * min && hour < 2.0 * min && unanswered.min(source) < self.narrow_sweep_min_unanswered_pct
             }
@@ -440,15 +445,11 @@ pub const ALL_RULES: [Rule; 20] = [
     Rule::Ipv6PrefixAlerts,
 ];
 
-fn evidence(d: &Detection, name: &str) -> Option<f64> {
-    d.evidence.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
-}
-
 /// Whether a heuristic `udp_flood` finding's rate comes from acknowledging downloads:
 /// without the packets of flows whose targets send the source full-size data, it is
 /// below its threshold. A finding without the numbers (an older detector) counts as a flood.
 fn acknowledges_downloads(d: &Detection) -> bool {
-    let rest_below = match (evidence(d, "pps_without_download_acks"), evidence(d, "threshold_pps")) {
+    let rest_below = match (d.evidence_value("pps_without_download_acks"), d.evidence_value("threshold_pps")) {
         (Some(rest), Some(t)) => rest < t,
         _ => false,
     };
@@ -504,7 +505,7 @@ impl ResponsePolicy {
         if d.source.is_none() {
             return cap(Rule::NoSingleSource, Action::Alert);
         }
-        if evidence(d, "ipv6_prefix_len").is_some() {
+        if d.evidence_value("ipv6_prefix_len").is_some() {
             return cap(Rule::Ipv6PrefixAlerts, Action::Alert);
         }
         let mut distinct: Vec<Origin> = origins.to_vec();
@@ -514,7 +515,7 @@ impl ResponsePolicy {
         // mostly answered are what ordinary clients send, whatever the model says.
         let answered_probes = matches!(d.kind, AttackKind::PortScan | AttackKind::HostSweep | AttackKind::SlowScan)
             && distinct.contains(&Origin::Heuristics)
-            && evidence(d, "unanswered_pct").is_some_and(|u| u < self.cfg.scan_min_unanswered_pct);
+            && d.evidence_value("unanswered_pct").is_some_and(|u| u < self.cfg.scan_min_unanswered_pct);
         if answered_probes {
             return if d.kind == AttackKind::HostSweep {
                 Decision { action: Action::Ignore, rule: Rule::SweepAnswered }
@@ -545,14 +546,14 @@ impl ResponsePolicy {
         match distinct.first() {
             Some(Origin::Model) => cap(Rule::ModelAlone, self.cfg.model_alone),
             // A surge to known hosts carries no new-host evidence (see detect/baseline.rs).
-            Some(Origin::Baseline) if evidence(d, "bytes_to_new_host_1s").is_none() => {
+            Some(Origin::Baseline) if d.evidence_value("bytes_to_new_host_1s").is_none() => {
                 cap(Rule::BaselineSurgeAlone, self.cfg.baseline_surge_alone)
             }
             Some(Origin::Baseline) => cap(Rule::BaselineAlone, self.cfg.baseline_alone),
             Some(Origin::Heuristics) | None => match d.kind {
                 AttackKind::PortScan | AttackKind::HostSweep | AttackKind::SlowScan => {
                     // A finding without the number (an older detector) counts as unanswered.
-                    let unanswered = evidence(d, "unanswered_pct").unwrap_or(100.0);
+                    let unanswered = d.evidence_value("unanswered_pct").unwrap_or(100.0);
                     if unanswered >= self.cfg.scan_min_unanswered_pct {
                         cap(Rule::ScanUnanswered, Action::Block)
                     } else {
@@ -564,7 +565,7 @@ impl ResponsePolicy {
                 }
                 AttackKind::BruteForce | AttackKind::SlowGuessing => cap(Rule::RepeatedSessions, Action::Block),
                 // Found early, from the count of unanswered requests, or late, from their age.
-                AttackKind::SlowHttp if evidence(d, "unanswered_requests").is_some() => {
+                AttackKind::SlowHttp if d.evidence_value("unanswered_requests").is_some() => {
                     cap(Rule::UnansweredRequests, Action::Block)
                 }
                 AttackKind::SlowHttp => cap(Rule::IdleConnections, Action::Block),

@@ -34,6 +34,11 @@ pub struct Detection {
 }
 
 impl Detection {
+    /// The value of the evidence item `name`, if the finding carries it.
+    pub fn evidence_value(&self, name: &str) -> Option<f64> {
+        self.evidence.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
+    }
+
     /// A finding of `kind` against `r`'s source, completed by `r`: the detector fills in
     /// target, port, protocol, confidence, reason and evidence.
     pub(super) fn from_record(r: &FlowRecord, kind: AttackKind) -> Detection {

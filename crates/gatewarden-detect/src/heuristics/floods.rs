@@ -35,10 +35,6 @@ pub const UDP_FLOOD_MIN_PORTS: f64 = 8.0;
 /// or video stream (4K: ~25 Mbit/s).
 pub const UDP_FLOOD_RATE_FACTOR: f64 = 10.0;
 
-fn evidence(d: &Detection, name: &str) -> Option<f64> {
-    d.evidence.iter().find(|(n, _)| n == name).map(|(_, v)| *v)
-}
-
 /// Whether a heuristic `udp_flood` finding looks like one media stream: full-size
 /// packets (to the target: its mean in the window), few ports of the target, a rate
 /// one stream reaches. Each number a finding lacks (an older detector) counts as
@@ -47,8 +43,12 @@ fn evidence(d: &Detection, name: &str) -> Option<f64> {
 /// their one report per window apart from floods', so a stream to one host cannot
 /// use up the report of a flood of another.
 pub fn looks_like_media_stream(d: &Detection) -> bool {
-    let numbers =
-        (evidence(d, "mean_ip_bytes"), evidence(d, "udp_ports"), evidence(d, "pps"), evidence(d, "threshold_pps"));
+    let numbers = (
+        d.evidence_value("mean_ip_bytes"),
+        d.evidence_value("udp_ports"),
+        d.evidence_value("pps"),
+        d.evidence_value("threshold_pps"),
+    );
     match numbers {
         (Some(mean), Some(ports), Some(pps), Some(threshold)) => {
             d.kind == AttackKind::UdpFlood && media_stream_numbers(mean, ports, pps, threshold)

@@ -109,8 +109,7 @@ pub(super) fn check(cfg: &DetectorConfig, o: &Observed, attempts: &AttemptWindow
 /// the window (`first_in_window`) and blocked by the response policy whatever its hosts
 /// answered.
 pub fn is_wide(d: &Detection) -> bool {
-    let get = |name: &str| d.evidence.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
-    matches!((get("sweep_min_hosts"), get("distinct_hosts")), (Some(min), Some(hosts)) if hosts >= 2.0 * min)
+    matches!((d.evidence_value("sweep_min_hosts"), d.evidence_value("distinct_hosts")), (Some(min), Some(hosts)) if hosts >= 2.0 * min)
 }
 
 #[cfg(test)]
@@ -180,7 +179,7 @@ mod tests {
             // As the detector stage does: the hour's silent hosts, here no more than the window's
             // (the long-horizon history is not part of this test).
             let with_hour = |mut d: crate::heuristics::Detection| {
-                let window = d.evidence.iter().find(|(n, _)| n == "distinct_hosts").map_or(0.0, |e| e.1);
+                let window = d.evidence_value("distinct_hosts").unwrap_or(0.0);
                 d.evidence.push(("silent_hosts_hour".into(), window));
                 d
             };
