@@ -112,6 +112,73 @@ impl FlowKey {
     }
 }
 
+/// Packets and bytes a flow's two ends sent that the host statistics have
+/// not counted yet: one run per direction (0: the originator's). Most
+/// packets of a flow add only packets and bytes to their sender's
+/// statistics, and the router adds those here, in the flow it already
+/// looked up, instead of looking the sender up in the host statistics
+/// every packet; each batch cut credits the runs
+/// (`features::HostTracker::settle`): one host lookup per flow and batch
+/// (issue #19's per-packet state).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Uncounted {
+    /// The first packet's time of the runs (meaningless while both are empty), ns.
+    base_ns: u64,
+    packets: [u16; 2],
+    bytes: [u32; 2],
+    /// Each run's packets' times past `base_ns`, summed, in µs: their mean
+    /// is when the run is credited.
+    offsets_us: [u32; 2],
+}
+
+/// One direction's run taken out of [`Uncounted`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UncountedRun {
+    /// Packets in the run.
+    pub packets: u32,
+    /// Their IP bytes.
+    pub bytes: u32,
+    /// Their mean time, ns.
+    pub mean_ns: u64,
+}
+
+impl Uncounted {
+    /// Adds a packet of `len` bytes at `ts_ns` to direction `dir`'s run;
+    /// false, with nothing added, when a counter would overflow (the caller
+    /// credits the run first, or counts the packet itself).
+    #[inline]
+    pub fn add(&mut self, dir: usize, ts_ns: u64, len: u32) -> bool {
+        if self.packets == [0, 0] {
+            self.base_ns = ts_ns;
+        }
+        let Ok(off) = u32::try_from(ts_ns.saturating_sub(self.base_ns) / 1_000) else { return false };
+        let (Some(p), Some(b), Some(o)) =
+            (self.packets[dir].checked_add(1), self.bytes[dir].checked_add(len), self.offsets_us[dir].checked_add(off))
+        else {
+            return false;
+        };
+        (self.packets[dir], self.bytes[dir], self.offsets_us[dir]) = (p, b, o);
+        true
+    }
+
+    /// Whether both runs are empty.
+    pub fn is_empty(&self) -> bool {
+        self.packets == [0, 0]
+    }
+
+    /// Direction `dir`'s run, emptied; None if it holds no packet.
+    pub fn take(&mut self, dir: usize) -> Option<UncountedRun> {
+        let packets = u32::from(std::mem::take(&mut self.packets[dir]));
+        let bytes = std::mem::take(&mut self.bytes[dir]);
+        let offsets = u64::from(std::mem::take(&mut self.offsets_us[dir]));
+        (packets > 0).then(|| UncountedRun {
+            packets,
+            bytes,
+            mean_ns: self.base_ns + offsets * 1_000 / u64::from(packets),
+        })
+    }
+}
+
 /// One bidirectional flow. Its size is part of the memory budget: keep it small.
 #[derive(Debug, Clone)]
 pub struct Flow {
@@ -162,6 +229,9 @@ pub struct Flow {
     queued: bool,
     /// ICMP: the type and code of the packet that opened it (the record's "ports").
     icmp: (u8, u8),
+    /// What its packets added to its ends' host statistics and the router
+    /// has not credited yet (see [`Uncounted`]).
+    pub uncounted: Uncounted,
     prev: u32,
     next: u32,
 }
@@ -367,6 +437,25 @@ impl FlowTable {
         &self.slab[index as usize]
     }
 
+    /// The uncounted runs of the flow at a slab index returned by `observe`.
+    pub fn uncounted(&mut self, index: u32) -> &mut Uncounted {
+        &mut self.slab[index as usize].uncounted
+    }
+
+    /// Calls `credit(originator, responder, runs)` for every flow with
+    /// uncounted packets: all of them have changed since the last update
+    /// batch, so only the update list is walked (a batch cut credits them
+    /// before it reads host statistics).
+    pub fn credit_uncounted(&mut self, mut credit: impl FnMut(IpAddr, IpAddr, &mut Uncounted)) {
+        for &i in &self.dirty {
+            let f = &mut self.slab[i as usize];
+            if f.dirty && !f.uncounted.is_empty() {
+                let (src, dst) = (f.src(), f.dst());
+                credit(src, dst, &mut f.uncounted);
+            }
+        }
+    }
+
     fn remove(&mut self, i: u32, reason: ExportReason) {
         if self.last == i {
             self.last = NIL;
@@ -419,6 +508,7 @@ impl FlowTable {
             reported: false,
             queued: false,
             icmp: (0, 0),
+            uncounted: Uncounted::default(),
             prev: NIL,
             next: NIL,
         }
@@ -455,8 +545,11 @@ impl FlowTable {
                     let hash = hash.unwrap_or_else(|| self.hasher.hash_one(key));
                     (self.insert(key, hash, orig_is_lo, p.ts_ns), true)
                 } else {
-                    self.lru.unlink(&mut self.slab, i);
-                    self.lru.push_front(&mut self.slab, i);
+                    // A stream's next packet finds its flow already the most recent.
+                    if self.lru.head != i {
+                        self.lru.unlink(&mut self.slab, i);
+                        self.lru.push_front(&mut self.slab, i);
+                    }
                     (i, false)
                 }
             }
@@ -532,6 +625,13 @@ impl FlowTable {
     /// Flows that left the table since the last call, in full.
     pub fn take_exports(&mut self) -> Vec<(ExportReason, Flow)> {
         std::mem::take(&mut self.exports)
+    }
+
+    /// Whether flows left the table since the last take or drain: the
+    /// router asks after every packet, and nearly always none did.
+    #[inline]
+    pub fn has_exports(&self) -> bool {
+        !self.exports.is_empty()
     }
 
     /// The same, drained in place: the buffer keeps its allocation, so a caller
