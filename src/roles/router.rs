@@ -420,8 +420,9 @@ impl RouterStage {
     /// packets are credited to the host statistics the batch's snapshots read.
     fn take_updates(&mut self) -> Vec<FlowRecord> {
         let tracker = &mut self.tracker;
-        self.table.credit_uncounted(|originator, responder, runs| tracker.settle(originator, responder, runs));
-        self.table.take_updates(self.max_batch)
+        self.table.take_updates_crediting(self.max_batch, &mut |originator, responder, runs| {
+            tracker.settle(originator, responder, runs)
+        })
     }
 
     fn batch(&mut self, flows: Vec<FlowRecord>) -> FlowBatch {
@@ -455,7 +456,9 @@ impl RouterStage {
         let now = self.last_ns;
         let mut unsent = 0;
         for (_, mut f) in self.table.drain_exports() {
-            self.tracker.settle(f.src(), f.dst(), &mut f.uncounted);
+            if !f.uncounted.is_empty() {
+                self.tracker.settle(f.src(), f.dst(), &mut f.uncounted);
+            }
             if f.unchanged_since_reported() {
                 self.tracker.flow_finished(f.src(), f.conn_state().is_failed_attempt(), now);
                 unsent += 1;

@@ -537,8 +537,7 @@ mod tests {
             for (_, mut f) in table.take_exports() {
                 deferred.settle(f.src(), f.dst(), &mut f.uncounted);
             }
-            table.credit_uncounted(|o, r, u| deferred.settle(o, r, u));
-            table.take_updates(usize::MAX);
+            table.take_updates_crediting(usize::MAX, &mut |o, r, u| deferred.settle(o, r, u));
             let addrs: std::collections::BTreeSet<IpAddr> = pkts.iter().flat_map(|p| [p.src, p.dst]).collect();
             for a in addrs {
                 out.push((a, exact.host_features(a, now), deferred.host_features(a, now)));
@@ -658,7 +657,7 @@ mod tests {
             let o = table.observe(&p);
             t.observe_in_flow(&p, o.new_flow, o.from_originator, table.uncounted(o.index));
         }
-        table.credit_uncounted(|o, r, u| t.settle(o, r, u));
+        table.take_updates_crediting(usize::MAX, &mut |o, r, u| t.settle(o, r, u));
         let now = 3_000_000_000;
         let a: IpAddr = "192.0.2.20".parse().unwrap();
         let s = t.hosts.peek(&key(a)).unwrap();
