@@ -24,7 +24,7 @@
 //! one; beyond that new sources are only counted) and [`MAX_ITEMS`] ports or hosts.
 //! When the target table is full, the targets with the fewest participants go first.
 
-use std::collections::BTreeSet;
+use std::collections::VecDeque;
 use std::net::IpAddr;
 
 use gatewarden_proto::messages::AttackKind;
@@ -85,9 +85,12 @@ struct Target {
     parts: Vec<Part>,
     /// Where each source of `parts` is (a flood's new source per probe found without a scan).
     index: HashMap<IpAddr, u16>,
-    /// The one-probe sources of `parts` as (last probe, position), oldest first: who makes
-    /// room when the list is full, without a scan.
-    singles: BTreeSet<(u64, u16)>,
+    /// The one-probe sources of `parts` as (last probe, position), oldest first (among
+    /// equals, the first to come): who makes room when the list is full, without a scan.
+    /// A queue, not a sorted set: probes come in time order, so a new single goes at the
+    /// back and the oldest leaves from the front (a spoofed flood, a new source per probe,
+    /// paid two B-tree operations per probe and target for this).
+    singles: VecDeque<(u64, u16)>,
     /// Sources seen that the list had no room for (since the last prune).
     unlisted: u32,
     /// Ports (host targets) or hosts (subnet targets), as keys, with when last probed.
@@ -109,12 +112,25 @@ impl Target {
         self.participants = self.parts.iter().filter(|p| p.probes >= MIN_PROBES_PER_SOURCE).count() as u32;
         self.pruned_ns = now;
         self.index.clear();
-        self.singles.clear();
+        let mut singles: Vec<(u64, u16)> = Vec::with_capacity(self.parts.len());
         for (i, p) in self.parts.iter().enumerate() {
             self.index.insert(p.src, i as u16);
             if p.probes < MIN_PROBES_PER_SOURCE {
-                self.singles.insert((p.last_ns, i as u16));
+                singles.push((p.last_ns, i as u16));
             }
+        }
+        singles.sort_unstable();
+        self.singles = singles.into();
+    }
+
+    /// Queues a one-probe source in time order: at the back, unless a probe came with an
+    /// earlier time than the last one queued.
+    fn queue_single(&mut self, now: u64, i: u16) {
+        if self.singles.back().is_none_or(|&(t, _)| t <= now) {
+            self.singles.push_back((now, i));
+        } else {
+            let at = self.singles.partition_point(|&(t, _)| t <= now);
+            self.singles.insert(at, (now, i));
         }
     }
 
@@ -128,7 +144,10 @@ impl Target {
             Some(&i) => {
                 let p = &mut self.parts[usize::from(i)];
                 if p.probes < MIN_PROBES_PER_SOURCE {
-                    self.singles.remove(&(p.last_ns, i));
+                    // A second probe: no longer a single (a scan of at most 256, once per participant).
+                    if let Some(at) = self.singles.iter().position(|&s| s == (p.last_ns, i)) {
+                        self.singles.remove(at);
+                    }
                 }
                 p.probes = p.probes.saturating_add(1);
                 p.last_ns = now;
@@ -140,19 +159,19 @@ impl Target {
                 let i = self.parts.len() as u16;
                 self.parts.push(Part { src, probes: 1, last_ns: now });
                 self.index.insert(src, i);
-                self.singles.insert((now, i));
+                self.queue_single(now, i);
             }
             None => {
-                // Full: the oldest one-probe source (the first in the list among equals) makes
+                // Full: the oldest one-probe source (the first to come among equals) makes
                 // room (spoofed one-shot sources cannot push out participants); otherwise the
                 // source is only counted.
-                match self.singles.pop_first() {
+                match self.singles.pop_front() {
                     Some((_, i)) => {
                         let old =
                             std::mem::replace(&mut self.parts[usize::from(i)], Part { src, probes: 1, last_ns: now });
                         self.index.remove(&old.src);
                         self.index.insert(src, i);
-                        self.singles.insert((now, i));
+                        self.queue_single(now, i);
                     }
                     None => self.unlisted = self.unlisted.saturating_add(1),
                 }
@@ -356,7 +375,7 @@ mod tests {
         assert!(d.reason.starts_with("distributed scan of 2001:db8:1::/64: 50 sources"), "{}", d.reason);
     }
 
-    /// A full list: the oldest one-probe source (the first listed among equals) makes room,
+    /// A full list: the oldest one-probe source (the first to come among equals) makes room,
     /// participants are never pushed out, and the index follows every replacement and prune.
     #[test]
     fn a_full_list_replaces_the_oldest_one_probe_source() {
@@ -372,7 +391,7 @@ mod tests {
             t.add(src(i), item, T0 + if i == 2 { 0 } else { SEC });
         }
         assert_eq!(t.parts.len(), MAX_SOURCES_PER_TARGET);
-        // src(2) is the oldest single; then src(3), the first listed among the rest.
+        // src(2) is the oldest single; then src(3), the first to come among the rest.
         t.add(src(1000), item, T0 + 2 * SEC);
         t.add(src(1001), item, T0 + 2 * SEC);
         let listed: Vec<IpAddr> = t.parts.iter().map(|p| p.src).collect();
@@ -396,6 +415,33 @@ mod tests {
         assert_eq!((t.index.len(), t.singles.len(), t.participants), (3, 2, 1));
         t.add(src(2), item, later);
         assert_eq!((t.index.len(), t.singles.len(), t.participants), (3, 1, 2));
+    }
+
+    /// The one-probe queue stays in time order whatever order probes come in, holds each
+    /// single once, and never outgrows the list under a flood of new sources.
+    #[test]
+    fn the_one_probe_queue_stays_oldest_first_and_bounded() {
+        let src = |i: u32| IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        let mut t = Target::default();
+        let item = (IpAddr::from([0u8, 0, 0, 0]), 80);
+        // A probe stamped earlier than the last one queued goes where its time puts it.
+        t.add(src(0), item, T0 + 5 * SEC);
+        t.add(src(1), item, T0 + 2 * SEC);
+        t.add(src(2), item, T0 + 9 * SEC);
+        assert_eq!(
+            t.singles.iter().copied().collect::<Vec<_>>(),
+            [(T0 + 2 * SEC, 1), (T0 + 5 * SEC, 0), (T0 + 9 * SEC, 2)]
+        );
+        // 100 000 spoofed one-shot sources: the queue holds each listed single once.
+        for i in 10..100_010u32 {
+            t.add(src(i), item, T0 + 10 * SEC + u64::from(i));
+            assert!(t.singles.len() <= MAX_SOURCES_PER_TARGET);
+        }
+        assert_eq!(t.singles.len(), t.parts.len());
+        assert!(t.singles.iter().zip(t.singles.iter().skip(1)).all(|(a, b)| a.0 <= b.0), "oldest first");
+        for &(ts, i) in &t.singles {
+            assert_eq!(t.parts[usize::from(i)].last_ns, ts);
+        }
     }
 
     #[test]
