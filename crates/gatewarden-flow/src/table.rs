@@ -142,16 +142,30 @@ pub struct UncountedRun {
     pub mean_ns: u64,
 }
 
+/// The longest a run may span, either way from its first packet. Crediting
+/// a run at its mean time is exact to second order for packets only while
+/// the run is short (the batch interval may be set to a minute), and a host
+/// whose packets all wait in runs is not touched in the host table's
+/// recency order until its run is credited: a spoofed flood must bring more
+/// new sources within this span than the host table holds (16 384 by
+/// default, 330 000 a second) to push a busy host out.
+pub const MAX_RUN_SPAN_NS: u64 = 50_000_000;
+
 impl Uncounted {
     /// Adds a packet of `len` bytes at `ts_ns` to direction `dir`'s run;
-    /// false, with nothing added, when a counter would overflow (the caller
-    /// credits the run first, or counts the packet itself).
+    /// false, with nothing added, when a counter would overflow or the packet
+    /// is more than [`MAX_RUN_SPAN_NS`] from the runs' first packet (the
+    /// caller credits the runs first, or counts the packet itself).
     #[inline]
     pub fn add(&mut self, dir: usize, ts_ns: u64, len: u32) -> bool {
         if self.packets == [0, 0] {
             self.base_ns = ts_ns;
         }
-        let Ok(off) = u32::try_from(ts_ns.saturating_sub(self.base_ns) / 1_000) else { return false };
+        if ts_ns.abs_diff(self.base_ns) > MAX_RUN_SPAN_NS {
+            return false;
+        }
+        // Within the span: an offset of at most 50 000 µs, 0 for a packet stamped before the base.
+        let off = (ts_ns.saturating_sub(self.base_ns) / 1_000) as u32;
         let (Some(p), Some(b), Some(o)) =
             (self.packets[dir].checked_add(1), self.bytes[dir].checked_add(len), self.offsets_us[dir].checked_add(off))
         else {
@@ -629,6 +643,9 @@ impl FlowTable {
 
     /// Snapshots of at most `max` flows that changed since they were last
     /// reported; the rest stay pending for the next call (and are counted).
+    /// Uncounted runs stay in their flows (credited when the flow leaves):
+    /// a table whose host statistics defer packets takes its updates with
+    /// [`FlowTable::take_updates_crediting`].
     pub fn take_updates(&mut self, max: usize) -> Vec<FlowRecord> {
         self.take_updates_crediting(max, &mut |_, _, _| {})
     }
