@@ -426,7 +426,10 @@ fn router_gets_wan_and_lan_forwards_and_is_restarted_after_a_crash() {
     );
     let t = vm.wait_healthz();
     println!("boot-to-healthz (router, initramfs, TCG): {:.2} s", t.as_secs_f64());
-    assert_role(&vm, "router");
+    // No status check here: test_kill fires about a second after the
+    // testhooks start, which can land between /healthz answering and the
+    // next request (a CI run got an empty /api/status that way); the role is
+    // checked after the supervisor has restarted gatewarden, below.
     // One router booting alone: the boot-to-first-rule figure of docs/PERFORMANCE.md.
     vm.wait_serial("s after kernel start", Duration::from_secs(30));
     let serial = vm.serial();
