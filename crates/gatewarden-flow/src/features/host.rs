@@ -215,6 +215,13 @@ struct HostStats {
     dsts: RecentSet<u32, HOST_SET>,
 }
 
+impl HostStats {
+    /// A host first seen at `c`.
+    fn new(c: &Clock) -> HostStats {
+        HostStats { d: Damped::new(c), ports: RecentSet::new(), dsts: RecentSet::new() }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct PairStats {
     d: Damped<{ p::N }>,
@@ -331,11 +338,7 @@ impl HostTracker {
         let has_ports = pkt.proto == 6 || pkt.proto == 17;
         let (ks, kd) = (key(pkt.src), key(pkt.dst));
         {
-            let src = self.hosts.get_or_insert_with(ks, || HostStats {
-                d: Damped::new(&clock),
-                ports: RecentSet::new(),
-                dsts: RecentSet::new(),
-            });
+            let src = self.hosts.get_or_insert_with(ks, || HostStats::new(&clock));
             let new_dst = new_flow && src.dsts.touch(addr_tag(pkt.dst), t);
             if new_flow && has_ports {
                 src.ports.touch(pkt.dport, t);
@@ -355,11 +358,7 @@ impl HostTracker {
             src.d.update(&clock, &add[..n]);
         }
         if let Some(i) = received_answer(pkt) {
-            let dst = self.hosts.get_or_insert_with(kd, || HostStats {
-                d: Damped::new(&clock),
-                ports: RecentSet::new(),
-                dsts: RecentSet::new(),
-            });
+            let dst = self.hosts.get_or_insert_with(kd, || HostStats::new(&clock));
             dst.d.update(&clock, &[(i, 1.0)]);
         }
         let Some(pairs) = &mut self.pairs else { return };
@@ -418,22 +417,14 @@ impl HostTracker {
     fn credit(&mut self, addr: IpAddr, run: Option<UncountedRun>) {
         let Some(run) = run else { return };
         let clock = Clock::at(run.mean_ns);
-        let s = self.hosts.get_or_insert_with(key(addr), || HostStats {
-            d: Damped::new(&clock),
-            ports: RecentSet::new(),
-            dsts: RecentSet::new(),
-        });
+        let s = self.hosts.get_or_insert_with(key(addr), || HostStats::new(&clock));
         s.d.update(&clock, &[(h::PKTS, run.packets as f32), (h::BYTES, run.bytes as f32)]);
     }
 
     /// Counts a finished flow of `src` (for the failed-flow share).
     pub fn flow_finished(&mut self, src: IpAddr, failed: bool, now: u64) {
         let clock = Clock::at(now);
-        let s = self.hosts.get_or_insert_with(key(src), || HostStats {
-            d: Damped::new(&clock),
-            ports: RecentSet::new(),
-            dsts: RecentSet::new(),
-        });
+        let s = self.hosts.get_or_insert_with(key(src), || HostStats::new(&clock));
         s.d.update(&clock, &[(h::FLOWS, 1.0), (h::FAILED, if failed { 1.0 } else { 0.0 })]);
     }
 
