@@ -414,7 +414,7 @@ impl BatchTiming {
     ) -> BatchTiming {
         let total = received.elapsed();
         let (hooks_us, analysis_us) = (hooks.as_micros() as u64, total.saturating_sub(hooks).as_micros() as u64);
-        let capture_ns = batch.hosts.iter().map(|h| h.ts_ns).max().unwrap_or(0);
+        let capture_ns = batch.capture_ns();
         let arrived_ns = gatewarden_core::clock::unix_now_ns().saturating_sub(total.as_nanos() as u64);
         let t = BatchTiming {
             seq: batch.seq,

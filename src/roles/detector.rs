@@ -75,20 +75,17 @@ pub struct DetectorStage {
     /// The latest numbers of recent flows, for the alert's ports and EVE `flow{}`.
     recent_flows: RecentFlows,
     /// Sources met in an earlier batch (see [`ADMISSION_CELLS`]).
-    met: gatewarden_core::seen_before::SeenBefore,
-    /// Host snapshots not judged: one packet, from a source not met before.
+    admission: gatewarden_core::seen_before::Admission,
+    /// Sources not judged: one packet, from a source not met before.
     model_unjudged: Counter,
 }
 
-/// Cells of the table of sources met before (4 bytes each: 1 MiB). One
-/// packet is not behaviour: under a spoofed flood every source sends one and
-/// is never seen again, and spending per-source work on each (the model's
-/// judgement, the heuristics' per-source state) cost more than the rest of
-/// the detector. A source with two packets in a batch, or one packet in each
-/// of two batches, is *admitted*: judged by the model and given per-source
-/// state. A newcomer's one packet still counts for the per-victim and
-/// long-horizon detectors (`Heuristics::observe_newcomer`).
-pub const ADMISSION_CELLS: usize = 1 << 18;
+/// Sources met in an earlier batch: the detector's side of
+/// [`gatewarden_core::seen_before::Admission`]. A newcomer's one packet gets no
+/// model judgement and no per-source heuristic state (spending them on each
+/// spoofed source cost more than the rest of the detector), but still counts
+/// for the per-victim and long-horizon detectors (`Heuristics::observe_newcomer`).
+pub use gatewarden_core::seen_before::ADMISSION_CELLS;
 
 /// Most flows [`RecentFlows`] holds per generation (two generations: at most
 /// twice this, about 96 bytes each with the capture interface's shared
@@ -702,10 +699,10 @@ impl DetectorStage {
             proofs: HashMap::default(),
             lan_mapping: crate::detect::lan_mapping::LanMapping::new(d),
             recent_flows: RecentFlows::default(),
-            met: gatewarden_core::seen_before::SeenBefore::new(ADMISSION_CELLS),
+            admission: Default::default(),
             model_unjudged: registry.counter(
                 "gatewarden_model_unjudged_total",
-                "Host snapshots the model did not judge: one packet, from a source not met in an earlier batch.",
+                "Sources the model did not judge: one packet in their batch, from a source not met in an earlier one.",
                 &[],
             ),
         };
@@ -943,18 +940,11 @@ impl DetectorStage {
     /// The model's opinion of every source in the batch.
     fn opinions(&mut self, batch: &FlowBatch, seen: &HashMap<IpAddr, SourceSeen>) -> Vec<(IpAddr, ModelOpinion)> {
         let Some(model) = self.model.clone() else { return Vec::new() };
-        let mut unjudged = 0;
-        let hosts: Vec<&HostSnapshot> = batch
-            .hosts
-            .iter()
-            .filter(|h| {
-                let Some(s) = seen.get(&h.addr) else { return false };
-                let admitted = s.admitted.unwrap_or(true);
-                unjudged += u64::from(!admitted);
-                admitted
-            })
-            .collect();
-        self.model_unjudged.add(unjudged);
+        // The router sends no snapshot of a source it did not admit (the same
+        // rule, see ADMISSION_CELLS), so the unjudged are counted by source.
+        self.model_unjudged.add(seen.values().filter(|s| s.admitted == Some(false)).count() as u64);
+        let hosts: Vec<&HostSnapshot> =
+            batch.hosts.iter().filter(|h| seen.get(&h.addr).is_some_and(|s| s.admitted.unwrap_or(true))).collect();
         if hosts.is_empty() {
             return Vec::new();
         }
@@ -1065,9 +1055,7 @@ impl DetectorStage {
         self.batches.inc();
         self.records.add(batch.flows.len() as u64);
         let mut out = Findings::default();
-        let mut now = batch.flows.iter().map(|r| r.last_ns).max().unwrap_or(0);
-        now = now.max(batch.hosts.iter().map(|h| h.ts_ns).max().unwrap_or(0));
-        now = now.max(batch.shed.iter().map(|c| c.last_ns).max().unwrap_or(0));
+        let now = batch.capture_ns();
         if let Some(n) = self.start_notice.take() {
             self.system_alert(now, n, &mut out);
         }
@@ -1081,7 +1069,7 @@ impl DetectorStage {
         let mut findings = Vec::new();
         // Sized up front: under a spoofed flood every record is a new source.
         let mut seen: HashMap<IpAddr, SourceSeen> =
-            HashMap::with_capacity_and_hasher(batch.hosts.len(), Default::default());
+            HashMap::with_capacity_and_hasher(batch.flows.len(), Default::default());
         let iface: Option<std::sync::Arc<str>> = (!batch.in_iface.is_empty()).then(|| batch.in_iface.as_str().into());
         // What the router shed under overload first: SYNs towards a victim,
         // from sources it never saw, that opened no flow.
@@ -1109,9 +1097,9 @@ impl DetectorStage {
             // Admission, decided once per source in record order (deterministic):
             // two packets in this batch, or met in an earlier one.
             let admitted = match seen.get_mut(&r.src) {
-                Some(s) => *s
-                    .admitted
-                    .get_or_insert_with(|| self.met.check_and_note(&r.src) || s.packets.iter().sum::<u64>() >= 2),
+                Some(s) => {
+                    *s.admitted.get_or_insert_with(|| self.admission.admit(&r.src, s.packets.iter().sum::<u64>()))
+                }
                 None => true,
             };
             let found = if admitted {
@@ -2037,6 +2025,67 @@ mod tests {
             .collect();
         s.on_batch(&batch(3, flood));
         assert_eq!((judged(), unjudged()), (3.0, 10_002.0));
+    }
+
+    /// The router sends a host snapshot of every source the detector judges and of no
+    /// other: both ask the same admission rule the same questions in the same order.
+    /// Real captures (attacks with forged sources and benign devices), each batch
+    /// of the router straight into the detector, as `--role all` does.
+    #[test]
+    fn the_router_snapshots_every_source_the_detector_judges_and_no_other() {
+        use crate::capture::{CaptureFile, PacketSource};
+        let cfg = Config::default();
+        let registry = Registry::new();
+        let model = Arc::new(HostModel::embedded().unwrap());
+        let mut detector = DetectorStage::with_model(&cfg, &registry, Ok(Some(model)));
+        let mut router = crate::roles::router::RouterStage::new(&cfg, &Registry::new());
+        let (mut snapshots, mut sources) = (0usize, 0usize);
+        let mut analyse = |b: FlowBatch, snapshots: &mut usize, sources: &mut usize| {
+            *snapshots += b.hosts.len();
+            *sources += b.flows.iter().map(|r| r.src).collect::<std::collections::HashSet<_>>().len();
+            detector.on_batch(&b);
+        };
+        let mut last_ns = 0;
+        for name in ["demo.pcap", "synthetic.pcap"] {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("samples").join(name);
+            let mut file = CaptureFile::open(&path).unwrap();
+            while let Some(frame) = file.next_frame().unwrap() {
+                last_ns = last_ns.max(frame.ts_ns);
+                if let Some(b) = router.on_frame(&frame) {
+                    analyse(b, &mut snapshots, &mut sources);
+                }
+            }
+        }
+        // Then a spoofed SYN flood: 3 000 sources, one SYN each, 100 µs apart.
+        for i in 0..3000u32 {
+            let mut data = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+            let [_, _, a, b] = i.to_be_bytes();
+            data.extend([0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 10, 9, a, b, 192, 0, 2, 10]);
+            data.extend([0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+            let ts_ns = last_ns + u64::from(i + 1) * 100_000;
+            let frame =
+                crate::capture::Frame { ts_ns, link: crate::capture::LinkType::Ethernet, data: &data, orig_len: 54 };
+            if let Some(b) = router.on_frame(&frame) {
+                analyse(b, &mut snapshots, &mut sources);
+            }
+        }
+        router.finish(|b| analyse(b, &mut snapshots, &mut sources));
+        let m = registry.snapshot();
+        let judged: f64 = m
+            .iter()
+            .filter(|(k, _)| {
+                k.starts_with("gatewarden_model_classifications_total")
+                    || k.starts_with("gatewarden_model_abstentions_total")
+            })
+            .map(|(_, v)| *v)
+            .sum();
+        let unjudged = m["gatewarden_model_unjudged_total"];
+        assert!(
+            snapshots > 100 && unjudged > 100.0,
+            "both kinds of source: {snapshots} snapshots, {unjudged} unjudged"
+        );
+        assert_eq!(judged, snapshots as f64, "a snapshot for every judged source, none for another");
+        assert_eq!(judged + unjudged, sources as f64, "every source of every batch judged or counted unjudged");
     }
 
     fn stage(cfg: &Config) -> DetectorStage {

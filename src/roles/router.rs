@@ -23,6 +23,8 @@ pub struct RouterStage {
     node: String,
     table: FlowTable,
     tracker: HostTracker,
+    /// Which sources get a host snapshot: those the detector will judge.
+    admission: gatewarden_core::seen_before::Admission,
     /// Finished flows waiting for room in a batch; bounded, overflow counted.
     pending: std::collections::VecDeque<gatewarden_proto::messages::FlowRecord>,
     /// Flows that left the table since the last batch cut, as records, taken from
@@ -101,6 +103,7 @@ impl RouterStage {
             node: cfg.node_id.clone(),
             table: FlowTable::new(cfg.flow.max_flows, cfg.flow.idle_timeout_s, cfg.flow.active_timeout_s),
             tracker: HostTracker::hosts_only(cfg.flow.max_hosts),
+            admission: Default::default(),
             pending: std::collections::VecDeque::new(),
             ended: Vec::new(),
             batch_interval_ns: cfg.flow.batch_interval_ms * 1_000_000,
@@ -427,19 +430,28 @@ impl RouterStage {
 
     fn batch(&mut self, flows: Vec<FlowRecord>) -> FlowBatch {
         self.seq += 1;
-        // One snapshot per distinct source, in flow order. Sized and hashed
-        // for a spoofed flood, where every record is a new source.
-        let mut seen: std::collections::HashSet<std::net::IpAddr, foldhash::fast::RandomState> =
-            std::collections::HashSet::with_capacity_and_hasher(flows.len(), Default::default());
-        let hosts = flows
-            .iter()
-            .filter(|r| seen.insert(r.src))
-            .map(|r| HostSnapshot {
+        // A snapshot of each source the detector will judge, in flow order: the
+        // same admission rule asked the same questions in the same order (see
+        // `Admission`). A spoofed flood's one-packet sources get none; their
+        // snapshots were a third of the bytes of such a batch, never read.
+        // Sized and hashed for that flood, where every record is a new source.
+        let mut packets: HashMap<std::net::IpAddr, (u64, bool)> =
+            HashMap::with_capacity_and_hasher(flows.len(), Default::default());
+        for r in &flows {
+            packets.entry(r.src).or_default().0 += u64::from(r.fwd_packets);
+        }
+        let mut hosts = Vec::new();
+        for r in &flows {
+            let Some((n, asked)) = packets.get_mut(&r.src) else { continue };
+            if std::mem::replace(asked, true) || !self.admission.admit(&r.src, *n) {
+                continue;
+            }
+            hosts.push(HostSnapshot {
                 addr: r.src,
                 ts_ns: self.last_ns,
                 features: self.tracker.host_features(r.src, self.last_ns).to_vec(),
-            })
-            .collect();
+            });
+        }
         let shed = self.shed_by_dst.drain().map(|(_, c)| c).collect();
         FlowBatch { node: self.node.clone(), seq: self.seq, flows, hosts, in_iface: self.in_iface.clone(), shed }
     }
@@ -741,7 +753,7 @@ pub fn overload_alert(node: &str, reason: String) -> gatewarden_proto::messages:
 /// stage timings (docs/DETECTION.md "Time to block, live").
 fn publish_batch(bus: &dyn crate::bus::Publisher, b: FlowBatch, by: &'static str) {
     let (seq, flows) = (b.seq, b.flows.len());
-    let capture_ns = b.hosts.iter().map(|h| h.ts_ns).max().unwrap_or(0);
+    let capture_ns = b.capture_ns();
     let sent = bus.publish(gatewarden_proto::messages::Message::FlowBatch(b));
     tracing::trace!(
         target: "timing",
@@ -1214,7 +1226,7 @@ mod tests {
             assert_eq!(*at as usize, (i + 1) * 100, "cut at the 100 ms boundary");
             assert!(b.flows.len() <= 50, "bounded by flow.max_batch_flows");
             assert_eq!(b.seq, i as u64 + 1);
-            assert_eq!(b.hosts.len(), b.flows.len(), "one host snapshot per distinct source");
+            assert!(b.hosts.is_empty(), "one-packet newcomers: no snapshot, the detector judges none");
         }
         // The rest is deferred, not lost: finish delivers every flow.
         let mut sent: usize = batches.iter().map(|(_, b)| b.flows.len()).sum();

@@ -54,6 +54,48 @@ impl SeenBefore {
     }
 }
 
+/// Cells of an [`Admission`] table (4 bytes each: 1 MiB).
+pub const ADMISSION_CELLS: usize = 1 << 18;
+
+/// Which sources of a flow batch are worth per-source work: the detector's
+/// model judgement and per-source heuristic state, and so the router's host
+/// snapshot. One packet is not behaviour: under a spoofed flood every source
+/// sends one and is never seen again. A source with two packets in a batch,
+/// or one packet in each of two batches, is *admitted*.
+///
+/// The router and the detector each keep one and ask it the same questions in
+/// the same order (every distinct source of a batch once, in record order), so
+/// with one router per detector their answers agree exactly and the router
+/// sends a snapshot for every source the detector will judge, and no other.
+/// With several routers per detector the detector's table hears more sources:
+/// a source a router meets for the first time may be one the detector met
+/// through another router, and its one-packet record then goes unjudged for
+/// lack of a snapshot (it is judged from its next packet on).
+#[derive(Debug, Clone)]
+pub struct Admission {
+    met: SeenBefore,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission { met: SeenBefore::new(ADMISSION_CELLS) }
+    }
+}
+
+impl Admission {
+    /// Whether `source`, with `packets` in this batch, is admitted. Call it once
+    /// per distinct source and batch, in record order: it notes the source as met.
+    pub fn admit<K: Hash>(&mut self, source: &K, packets: u64) -> bool {
+        // Noted first, always: the next batch must know it met the source.
+        self.met.check_and_note(source) || packets >= 2
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.met.bytes()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +129,17 @@ mod tests {
         assert!(!s.check_and_note(&b), "one cell: b takes it");
         assert!(!s.check_and_note(&a), "a lost its cell: new again");
         assert!(s.check_and_note(&a));
+    }
+
+    #[test]
+    fn a_source_is_admitted_by_two_packets_in_a_batch_or_one_in_each_of_two() {
+        let mut adm = Admission::default();
+        let (a, b, c) = (1u32, 2u32, 3u32);
+        assert!(!adm.admit(&a, 1), "one packet from a stranger: not admitted");
+        assert!(adm.admit(&b, 2), "two packets in one batch: admitted");
+        assert!(adm.admit(&a, 1), "met in an earlier batch: admitted");
+        assert!(!adm.admit(&c, 0), "no packet of its own (an answered flow): not admitted");
+        assert!(adm.admit(&c, 0), "but met now");
+        assert_eq!(adm.bytes(), ADMISSION_CELLS * 4);
     }
 }

@@ -114,8 +114,10 @@ pub struct FlowBatch {
     pub seq: u64,
     /// The flows.
     pub flows: Vec<FlowRecord>,
-    /// Damped statistics of each source in `flows`, in feature-schema order
-    /// (the schema's host columns), taken when the batch was cut.
+    /// Damped statistics of the sources in `flows` that the detector will
+    /// judge (see `gatewarden_core::seen_before::Admission`: not a newcomer's
+    /// one packet), in feature-schema order (the schema's host columns), taken
+    /// when the batch was cut.
     pub hosts: Vec<HostSnapshot>,
     /// The interface the router captured these flows on (EVE `in_iface`);
     /// empty when no interface can honestly be named (a replayed file).
@@ -127,6 +129,18 @@ pub struct FlowBatch {
     /// the per-victim detectors behind its own sampling. At most
     /// [`MAX_SHED_DESTS`] entries. Appended after `in_iface`.
     pub shed: Vec<ShedCount>,
+}
+
+impl FlowBatch {
+    /// The latest capture time the batch tells of, ns: its snapshots' cut, its
+    /// flows' and its shed counts' last packets (a batch of a spoofed flood's
+    /// newcomers has no snapshot). 0 for an empty batch.
+    pub fn capture_ns(&self) -> u64 {
+        let flows = self.flows.iter().map(|r| r.last_ns).max().unwrap_or(0);
+        let hosts = self.hosts.iter().map(|h| h.ts_ns).max().unwrap_or(0);
+        let shed = self.shed.iter().map(|c| c.last_ns).max().unwrap_or(0);
+        flows.max(hosts).max(shed)
+    }
 }
 
 /// Most destinations one [`FlowBatch::shed`] may name (the router counts
