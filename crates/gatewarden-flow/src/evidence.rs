@@ -86,6 +86,13 @@ impl EvidenceConfig {
     }
 }
 
+/// Takes a forgotten packet's buffer for reuse, if `spares` has room and it is small.
+fn recycle(spares: &mut Vec<Vec<u8>>, k: Kept) {
+    if spares.len() < SPARE_BUFFERS && k.data.capacity() <= SPARE_BUFFER_BYTES {
+        spares.push(k.data);
+    }
+}
+
 /// The ring as the capture thread and the verdict task share it.
 pub type SharedRing = std::sync::Arc<std::sync::Mutex<EvidenceRing>>;
 
@@ -99,7 +106,15 @@ struct Kept {
     ts_ns: u64,
     orig_len: u32,
     dlt: u32,
-    data: Box<[u8]>,
+    /// Its bytes, in a buffer that may be a forgotten packet's (charged by capacity).
+    data: Vec<u8>,
+}
+
+impl Kept {
+    /// What it is charged: its buffer and its bookkeeping.
+    fn cost(&self) -> usize {
+        self.data.capacity() + PACKET_OVERHEAD
+    }
 }
 
 /// One source's kept packets.
@@ -113,9 +128,19 @@ struct Source {
     left_out: u32,
 }
 
-/// What a kept packet costs besides its bytes: the record, the allocator's
+/// What a kept packet costs besides its buffer: the record, the allocator's
 /// header of its buffer.
 pub const PACKET_OVERHEAD: usize = std::mem::size_of::<Kept>() + 16;
+/// Buffers of forgotten packets kept for the next ones, at most, and the
+/// largest kept (so spares hold at most 32 KiB besides the ring). A spoofed
+/// flood forgets a source per new one: its packet's buffer and its queue are
+/// the new source's, not two frees and two allocations per forged address.
+const SPARE_BUFFERS: usize = 64;
+const SPARE_BUFFER_BYTES: usize = 512;
+/// Emptied packet queues kept for new sources, at most, and their largest
+/// capacity (a queue's first allocation, which `SOURCE_OVERHEAD` charges).
+const SPARE_QUEUES: usize = 16;
+const SPARE_QUEUE_PACKETS: usize = 4;
 /// What a source costs besides its packets: the map slot, its record, two
 /// recency entries, the deque's first allocation.
 pub const SOURCE_OVERHEAD: usize = std::mem::size_of::<(IpAddr, Source)>()
@@ -131,9 +156,12 @@ pub struct EvidenceRing {
     /// stamp is not its source's `touched` is stale and skipped.
     order: VecDeque<(IpAddr, u64)>,
     stamp: u64,
-    /// Bytes charged: packets' bytes and overheads, sources' overheads.
+    /// Bytes charged: packets' buffers and overheads, sources' overheads.
     charged: usize,
     forgotten_sources: u64,
+    /// Buffers and queues of forgotten packets and sources, for reuse.
+    spare_buffers: Vec<Vec<u8>>,
+    spare_queues: Vec<VecDeque<Kept>>,
 }
 
 impl EvidenceRing {
@@ -146,6 +174,8 @@ impl EvidenceRing {
             stamp: 0,
             charged: 0,
             forgotten_sources: 0,
+            spare_buffers: Vec::new(),
+            spare_queues: Vec::new(),
         }
     }
 
@@ -156,27 +186,27 @@ impl EvidenceRing {
             return;
         }
         let n = frame.data.len().min(self.cfg.snap_bytes as usize).min(self.cfg.max_alert_bytes);
-        let kept = Kept {
-            ts_ns: frame.ts_ns,
-            orig_len: frame.orig_len.max(n as u32),
-            dlt: frame.link.dlt(),
-            data: frame.data[..n].into(),
-        };
+        let mut data = self.spare_buffers.pop().unwrap_or_default();
+        data.clear();
+        data.extend_from_slice(&frame.data[..n]);
+        let kept = Kept { ts_ns: frame.ts_ns, orig_len: frame.orig_len.max(n as u32), dlt: frame.link.dlt(), data };
+        self.charged += kept.cost();
         self.stamp += 1;
         let stamp = self.stamp;
         let s = self.sources.entry(source).or_insert_with(|| {
             self.charged += SOURCE_OVERHEAD;
-            Source { touched: 0, packets: VecDeque::new(), bytes: 0, left_out: 0 }
+            let packets = self.spare_queues.pop().unwrap_or_default();
+            Source { touched: 0, packets, bytes: 0, left_out: 0 }
         });
         s.touched = stamp;
         s.bytes += n;
         s.packets.push_back(kept);
-        self.charged += n + PACKET_OVERHEAD;
         while s.bytes > self.cfg.max_alert_bytes || s.packets.len() > MAX_EVIDENCE_PACKETS {
             let Some(old) = s.packets.pop_front() else { break };
             s.bytes -= old.data.len();
             s.left_out = s.left_out.saturating_add(1);
-            self.charged -= old.data.len() + PACKET_OVERHEAD;
+            self.charged -= old.cost();
+            recycle(&mut self.spare_buffers, old);
         }
         self.order.push_back((source, stamp));
         while self.charged > self.cfg.ring_bytes && self.forget_oldest(source) {}
@@ -194,9 +224,16 @@ impl EvidenceRing {
                 continue;
             }
             if self.sources.get(&ip).is_some_and(|s| s.touched == stamp) {
-                if let Some(s) = self.sources.remove(&ip) {
-                    self.charged -= SOURCE_OVERHEAD + s.bytes + s.packets.len() * PACKET_OVERHEAD;
+                if let Some(mut s) = self.sources.remove(&ip) {
+                    self.charged -= SOURCE_OVERHEAD;
                     self.forgotten_sources += 1;
+                    for k in s.packets.drain(..) {
+                        self.charged -= k.cost();
+                        recycle(&mut self.spare_buffers, k);
+                    }
+                    if self.spare_queues.len() < SPARE_QUEUES && s.packets.capacity() <= SPARE_QUEUE_PACKETS {
+                        self.spare_queues.push(s.packets);
+                    }
                 }
                 return true;
             }
@@ -324,6 +361,32 @@ mod tests {
             r.sources(),
             r.charged_bytes()
         );
+    }
+
+    /// Forgotten packets' buffers and queues are reused (a flood of one-packet sources
+    /// allocates nothing once the ring is full): a reused buffer holds exactly its new
+    /// packet, whatever the old one was, and the ring's charge stays what it holds.
+    #[test]
+    fn reused_buffers_hold_exactly_their_new_packet() {
+        let cfg = EvidenceConfig { ring_bytes: 1 << 17, max_alert_bytes: 1 << 16, ..EvidenceConfig::default() };
+        let mut r = EvidenceRing::new(&cfg);
+        for i in 0..20_000u32 {
+            // Sizes cycle 60..=300 (over the 256-byte snap), bytes differ per source.
+            let len = 60 + (i as usize * 37) % 241;
+            let data: Vec<u8> = (0..len).map(|j| (i as usize + j) as u8).collect();
+            r.keep(ip(i), &frame(u64::from(i), &data), 1);
+            assert!(r.charged_bytes() <= cfg.ring_bytes);
+            let e = r.evidence("r", 1, ip(i)).unwrap();
+            assert_eq!(e.packets.len(), 1, "source {i}");
+            assert_eq!(e.packets[0].data, data[..len.min(256)], "source {i}");
+            assert_eq!(e.packets[0].orig_len as usize, len);
+        }
+        assert!(r.forgotten_sources() > 19_000);
+        assert!(r.spare_buffers.len() <= SPARE_BUFFERS && r.spare_queues.len() <= SPARE_QUEUES);
+        // The charge is the sum of what is held, recomputed.
+        let held: usize =
+            r.sources.values().map(|s| SOURCE_OVERHEAD + s.packets.iter().map(Kept::cost).sum::<usize>()).sum();
+        assert_eq!(r.charged_bytes(), held);
     }
 
     #[test]
