@@ -78,6 +78,8 @@ pub struct DetectorStage {
     admission: gatewarden_core::seen_before::Admission,
     /// Sources not judged: one packet, from a source not met before.
     model_unjudged: Counter,
+    /// Admitted sources whose batch carried no snapshot of them.
+    model_no_snapshot: Counter,
 }
 
 /// Sources met in an earlier batch: the detector's side of
@@ -522,6 +524,8 @@ struct SourceSeen {
     /// TCP flows to an authentication port, and the last of them.
     auth: u32,
     auth_flow: Option<(IpAddr, u16, u64)>,
+    /// Its packets that count for admission (`FlowRecord::admission_packets`).
+    admission_packets: u64,
     /// Whether per-source work is spent on it in this batch (see
     /// [`ADMISSION_CELLS`]); decided at its first record.
     admitted: Option<bool>,
@@ -703,6 +707,11 @@ impl DetectorStage {
             model_unjudged: registry.counter(
                 "gatewarden_model_unjudged_total",
                 "Sources the model did not judge: one packet in their batch, from a source not met in an earlier one.",
+                &[],
+            ),
+            model_no_snapshot: registry.counter(
+                "gatewarden_model_no_snapshot_total",
+                "Admitted sources the model did not judge because their batch carried no host snapshot of them: the router's admission table missed a batch (lost, or the router restarted) or another router met the source first.",
                 &[],
             ),
         };
@@ -945,6 +954,11 @@ impl DetectorStage {
         self.model_unjudged.add(seen.values().filter(|s| s.admitted == Some(false)).count() as u64);
         let hosts: Vec<&HostSnapshot> =
             batch.hosts.iter().filter(|h| seen.get(&h.addr).is_some_and(|s| s.admitted.unwrap_or(true))).collect();
+        // Admitted here but not by the router: its table missed a batch this
+        // one heard (lost on a full queue, QoS 0, a router restart) or another
+        // router met the source first. Not judged this batch, and counted.
+        let admitted = seen.values().filter(|s| s.admitted == Some(true)).count();
+        self.model_no_snapshot.add(admitted.saturating_sub(hosts.len()) as u64);
         if hosts.is_empty() {
             return Vec::new();
         }
@@ -1092,14 +1106,13 @@ impl DetectorStage {
                 s.auth_flow = Some((r.dst, r.dport, r.flow_id));
             }
             s.any = Some((r.dst, r.dport, r.flow_id, r.proto));
+            s.admission_packets += r.admission_packets();
         }
         for r in &batch.flows {
             // Admission, decided once per source in record order (deterministic):
             // two packets in this batch, or met in an earlier one.
             let admitted = match seen.get_mut(&r.src) {
-                Some(s) => {
-                    *s.admitted.get_or_insert_with(|| self.admission.admit(&r.src, s.packets.iter().sum::<u64>()))
-                }
+                Some(s) => *s.admitted.get_or_insert_with(|| self.admission.admit(r.src, s.admission_packets)),
                 None => true,
             };
             let found = if admitted {
@@ -2056,17 +2069,34 @@ mod tests {
                 }
             }
         }
-        // Then a spoofed SYN flood: 3 000 sources, one SYN each, 100 µs apart.
+        // Then a spoofed SYN flood: 3 000 sources, one SYN each, 100 µs apart;
+        // every tenth also sends one GRE packet (a protocol admission does not
+        // count: the detector keeps no per-source count of it).
+        let mut ts_ns = last_ns;
         for i in 0..3000u32 {
-            let mut data = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
             let [_, _, a, b] = i.to_be_bytes();
-            data.extend([0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0, 10, 9, a, b, 192, 0, 2, 10]);
-            data.extend([0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
-            let ts_ns = last_ns + u64::from(i + 1) * 100_000;
-            let frame =
-                crate::capture::Frame { ts_ns, link: crate::capture::LinkType::Ethernet, data: &data, orig_len: 54 };
-            if let Some(b) = router.on_frame(&frame) {
-                analyse(b, &mut snapshots, &mut sources);
+            let mut frames = vec![(6u8, 40u8)];
+            if i % 10 == 0 {
+                frames.push((47, 24));
+            }
+            for (proto, len) in frames {
+                let mut data = vec![2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 0x08, 0x00];
+                data.extend([0x45, 0, 0, len, 0, 0, 0, 0, 64, proto, 0, 0, 10, 9, a, b, 192, 0, 2, 10]);
+                if proto == 6 {
+                    data.extend([0x9c, 0x40, 0, 80, 0, 0, 0, 1, 0, 0, 0, 0, 0x50, 0x02, 0xff, 0xff, 0, 0, 0, 0]);
+                } else {
+                    data.extend([0, 0, 0x08, 0]);
+                }
+                ts_ns += 100_000;
+                let frame = crate::capture::Frame {
+                    ts_ns,
+                    link: crate::capture::LinkType::Ethernet,
+                    data: &data,
+                    orig_len: data.len() as u32,
+                };
+                if let Some(b) = router.on_frame(&frame) {
+                    analyse(b, &mut snapshots, &mut sources);
+                }
             }
         }
         router.finish(|b| analyse(b, &mut snapshots, &mut sources));
@@ -2086,6 +2116,46 @@ mod tests {
         );
         assert_eq!(judged, snapshots as f64, "a snapshot for every judged source, none for another");
         assert_eq!(judged + unjudged, sources as f64, "every source of every batch judged or counted unjudged");
+        assert_eq!(m["gatewarden_model_no_snapshot_total"], 0.0, "no admitted source without its snapshot");
+    }
+
+    /// A batch that lacks the snapshot of a source the detector admits (the
+    /// router's table missed a batch, or another router met the source first):
+    /// the source is not judged, and that is counted, not silent.
+    #[test]
+    fn an_admitted_source_without_a_snapshot_is_counted() {
+        let cfg = Config::default();
+        let registry = Registry::new();
+        let model = Arc::new(HostModel::embedded().unwrap());
+        let mut s = DetectorStage::with_model(&cfg, &registry, Ok(Some(model)));
+        let rec = FlowRecord {
+            flow_id: 1,
+            src: "192.0.2.7".parse().unwrap(),
+            dst: "192.0.2.10".parse().unwrap(),
+            sport: 40000,
+            dport: 80,
+            proto: Proto::Tcp,
+            first_ns: 1_000_000_000,
+            last_ns: 1_000_000_000,
+            fwd_packets: 2,
+            rev_packets: 0,
+            fwd_bytes: 120,
+            rev_bytes: 0,
+            conn_state: ConnState::S0,
+            src_answered: false,
+        };
+        let b = FlowBatch {
+            node: "r".into(),
+            seq: 1,
+            flows: vec![rec],
+            hosts: vec![],
+            in_iface: String::new(),
+            shed: vec![],
+        };
+        s.on_batch(&b);
+        let m = registry.snapshot();
+        assert_eq!(m["gatewarden_model_no_snapshot_total"], 1.0);
+        assert_eq!(m["gatewarden_model_unjudged_total"], 0.0, "admitted: two packets in its batch");
     }
 
     fn stage(cfg: &Config) -> DetectorStage {

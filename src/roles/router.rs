@@ -438,12 +438,12 @@ impl RouterStage {
         let mut packets: HashMap<std::net::IpAddr, (u64, bool)> =
             HashMap::with_capacity_and_hasher(flows.len(), Default::default());
         for r in &flows {
-            packets.entry(r.src).or_default().0 += u64::from(r.fwd_packets);
+            packets.entry(r.src).or_default().0 += r.admission_packets();
         }
         let mut hosts = Vec::new();
         for r in &flows {
             let Some((n, asked)) = packets.get_mut(&r.src) else { continue };
-            if std::mem::replace(asked, true) || !self.admission.admit(&r.src, *n) {
+            if std::mem::replace(asked, true) || !self.admission.admit(r.src, *n) {
                 continue;
             }
             hosts.push(HostSnapshot {

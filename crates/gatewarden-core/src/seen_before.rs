@@ -16,6 +16,7 @@
 //! another's, and admission grants no trust.
 
 use std::hash::{BuildHasher, Hash};
+use std::net::IpAddr;
 
 use foldhash::fast::FixedState;
 
@@ -85,9 +86,19 @@ impl Default for Admission {
 impl Admission {
     /// Whether `source`, with `packets` in this batch, is admitted. Call it once
     /// per distinct source and batch, in record order: it notes the source as met.
-    pub fn admit<K: Hash>(&mut self, source: &K, packets: u64) -> bool {
+    pub fn admit(&mut self, source: IpAddr, packets: u64) -> bool {
         // Noted first, always: the next batch must know it met the source.
-        self.met.check_and_note(source) || packets >= 2
+        self.met.check_and_note(&Self::key(source)) || packets >= 2
+    }
+
+    /// The key hashed for `source`: fixed-width integers only, so a router and
+    /// a detector built for different machines (`IpAddr`'s derived hash feeds
+    /// its variant as a `usize`) still agree cell for cell.
+    fn key(source: IpAddr) -> (u8, u128) {
+        match source {
+            IpAddr::V4(a) => (4, u128::from(u32::from(a))),
+            IpAddr::V6(a) => (6, u128::from(a)),
+        }
     }
 
     /// Bytes held.
@@ -99,6 +110,9 @@ impl Admission {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PINNED_V4: u64 = 0x8e57_caf5_5e89_d2c2;
+    const PINNED_V6: u64 = 0x47fb_12c2_37e3_0b78;
     use std::net::{IpAddr, Ipv4Addr};
 
     #[test]
@@ -134,12 +148,23 @@ mod tests {
     #[test]
     fn a_source_is_admitted_by_two_packets_in_a_batch_or_one_in_each_of_two() {
         let mut adm = Admission::default();
-        let (a, b, c) = (1u32, 2u32, 3u32);
-        assert!(!adm.admit(&a, 1), "one packet from a stranger: not admitted");
-        assert!(adm.admit(&b, 2), "two packets in one batch: admitted");
-        assert!(adm.admit(&a, 1), "met in an earlier batch: admitted");
-        assert!(!adm.admit(&c, 0), "no packet of its own (an answered flow): not admitted");
-        assert!(adm.admit(&c, 0), "but met now");
+        let [a, b, c]: [IpAddr; 3] = ["192.0.2.1", "2001:db8::2", "192.0.2.3"].map(|s| s.parse().unwrap());
+        assert!(!adm.admit(a, 1), "one packet from a stranger: not admitted");
+        assert!(adm.admit(b, 2), "two packets in one batch: admitted");
+        assert!(adm.admit(a, 1), "met in an earlier batch: admitted");
+        assert!(!adm.admit(c, 0), "no packet of its own (an answered flow): not admitted");
+        assert!(adm.admit(c, 0), "but met now");
         assert_eq!(adm.bytes(), ADMISSION_CELLS * 4);
+    }
+
+    /// A router and a detector must pick the same cell and tag for a source
+    /// even when built for different machines or with another foldhash: the
+    /// hash of a fixed address is pinned here, so a change that moves it
+    /// (which would make a mixed fleet's tables disagree) fails a test.
+    #[test]
+    fn an_admission_key_hashes_the_same_on_every_build() {
+        let h = |a: &str| FixedState::with_seed(SEED).hash_one(Admission::key(a.parse().unwrap()));
+        assert_eq!(h("192.0.2.1"), PINNED_V4, "{:#x}", h("192.0.2.1"));
+        assert_eq!(h("2001:db8::1"), PINNED_V6, "{:#x}", h("2001:db8::1"));
     }
 }

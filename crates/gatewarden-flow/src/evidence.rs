@@ -186,7 +186,12 @@ impl EvidenceRing {
             return;
         }
         let n = frame.data.len().min(self.cfg.snap_bytes as usize).min(self.cfg.max_alert_bytes);
-        let mut data = self.spare_buffers.pop().unwrap_or_default();
+        // A spare only of about this size: it is charged by capacity, and a
+        // large one kept for small packets would shrink what the ring holds.
+        let mut data = match self.spare_buffers.pop() {
+            Some(b) if b.capacity() >= n && b.capacity() <= 2 * n.max(32) => b,
+            _ => Vec::with_capacity(n),
+        };
         data.clear();
         data.extend_from_slice(&frame.data[..n]);
         let kept = Kept { ts_ns: frame.ts_ns, orig_len: frame.orig_len.max(n as u32), dlt: frame.link.dlt(), data };
@@ -387,6 +392,27 @@ mod tests {
         let held: usize =
             r.sources.values().map(|s| SOURCE_OVERHEAD + s.packets.iter().map(Kept::cost).sum::<usize>()).sum();
         assert_eq!(r.charged_bytes(), held);
+    }
+
+    /// Spares of large packets are not reused for small ones: a flood of
+    /// 54-byte SYNs after large packets holds as many sources as in a fresh ring
+    /// (reused 256-byte buffers charged at capacity held a fifth of them).
+    #[test]
+    fn a_flood_after_large_packets_holds_as_many_sources_as_a_fresh_ring() {
+        let cfg = EvidenceConfig { ring_bytes: 1 << 20, ..EvidenceConfig::default() };
+        let flood = |r: &mut EvidenceRing| {
+            for i in 0..50_000u32 {
+                r.keep(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 | i)), &frame(u64::from(i), &[0u8; 54]), 1);
+            }
+            r.sources()
+        };
+        let fresh = flood(&mut EvidenceRing::new(&cfg));
+        let mut r = EvidenceRing::new(&cfg);
+        for i in 0..20_000u32 {
+            r.keep(ip(i), &frame(u64::from(i), &[1u8; 1500]), 1);
+        }
+        let after = flood(&mut r);
+        assert!(after * 100 >= fresh * 95, "{after} sources after large packets, {fresh} in a fresh ring");
     }
 
     #[test]

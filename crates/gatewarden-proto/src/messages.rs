@@ -131,6 +131,19 @@ pub struct FlowBatch {
     pub shed: Vec<ShedCount>,
 }
 
+impl FlowRecord {
+    /// The originator's packets that count towards its admission
+    /// (`gatewarden_core::seen_before::Admission`): TCP, UDP and ICMP only, the
+    /// protocols the detector keeps per-source counts of. The router and the
+    /// detector both count with this, so they admit alike.
+    pub fn admission_packets(&self) -> u64 {
+        match self.proto {
+            Proto::Tcp | Proto::Udp | Proto::Icmp | Proto::Icmpv6 => u64::from(self.fwd_packets),
+            Proto::Other(_) => 0,
+        }
+    }
+}
+
 impl FlowBatch {
     /// The latest capture time the batch tells of, ns: its snapshots' cut, its
     /// flows' and its shed counts' last packets (a batch of a spoofed flood's
