@@ -1968,10 +1968,8 @@ mod tests {
     /// detector); two packets in one batch are judged at once.
     #[test]
     fn the_model_judges_a_source_from_its_second_packet_on() {
-        let cfg = Config::default();
-        let registry = Registry::new();
-        let model = Arc::new(HostModel::embedded().unwrap());
-        let mut s = DetectorStage::with_model(&cfg, &registry, Ok(Some(model)));
+        let (cfg, registry) = (Config::default(), Registry::new());
+        let mut s = with_shipped_model(&cfg, &registry);
         let rec = |id: u64, src: &str, packets: u32, t: u64| FlowRecord {
             flow_id: id,
             src: src.parse().unwrap(),
@@ -2047,10 +2045,8 @@ mod tests {
     #[test]
     fn the_router_snapshots_every_source_the_detector_judges_and_no_other() {
         use crate::capture::{CaptureFile, PacketSource};
-        let cfg = Config::default();
-        let registry = Registry::new();
-        let model = Arc::new(HostModel::embedded().unwrap());
-        let mut detector = DetectorStage::with_model(&cfg, &registry, Ok(Some(model)));
+        let (cfg, registry) = (Config::default(), Registry::new());
+        let mut detector = with_shipped_model(&cfg, &registry);
         let mut router = crate::roles::router::RouterStage::new(&cfg, &Registry::new());
         let (mut snapshots, mut sources) = (0usize, 0usize);
         let mut analyse = |b: FlowBatch, snapshots: &mut usize, sources: &mut usize| {
@@ -2124,10 +2120,8 @@ mod tests {
     /// the source is not judged, and that is counted, not silent.
     #[test]
     fn an_admitted_source_without_a_snapshot_is_counted() {
-        let cfg = Config::default();
-        let registry = Registry::new();
-        let model = Arc::new(HostModel::embedded().unwrap());
-        let mut s = DetectorStage::with_model(&cfg, &registry, Ok(Some(model)));
+        let (cfg, registry) = (Config::default(), Registry::new());
+        let mut s = with_shipped_model(&cfg, &registry);
         let rec = FlowRecord {
             flow_id: 1,
             src: "192.0.2.7".parse().unwrap(),
@@ -2160,6 +2154,11 @@ mod tests {
 
     fn stage(cfg: &Config) -> DetectorStage {
         DetectorStage::with_model(cfg, &Registry::new(), Ok(None))
+    }
+
+    /// A detector stage with the model the binary ships, its metrics in `registry`.
+    fn with_shipped_model(cfg: &Config, registry: &Arc<Registry>) -> DetectorStage {
+        DetectorStage::with_model(cfg, registry, Ok(Some(Arc::new(HostModel::embedded().unwrap()))))
     }
 
     /// The Settings page's LAN-mapping knobs reach the detector in place:
