@@ -71,6 +71,11 @@ fn main() {
         HostTracker::bytes_per_host_and_pair(),
     );
     assert_eq!(table.len(), flows as usize);
+    if full {
+        // Issue #3's budget: 1 M concurrent flows in 200 MB.
+        let growth_mb = (after - before) as f64 * 1024.0 / 1e6;
+        assert!(growth_mb <= 200.0, "1 M flows took {growth_mb:.1} MB, over the 200 MB budget");
+    }
     if !full {
         // At 100 k flows the full host/pair tracker weighs relatively more: take
         // its own budget out, and the flow part must stay near the flow budget.

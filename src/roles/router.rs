@@ -468,8 +468,8 @@ impl RouterStage {
         let now = self.last_ns;
         let mut unsent = 0;
         for (_, mut f) in self.table.drain_exports() {
-            if !f.uncounted.is_empty() {
-                self.tracker.settle(f.src(), f.dst(), &mut f.uncounted);
+            if f.has_uncounted() {
+                self.tracker.settle(f.src(), f.dst(), &mut f.runs());
             }
             if f.unchanged_since_reported() {
                 self.tracker.flow_finished(f.src(), f.conn_state().is_failed_attempt(), now);

@@ -22,4 +22,4 @@ pub mod packet;
 pub mod table;
 
 pub use gatewarden_proto::conn_state::{self, ConnState};
-pub use table::{Flow, FlowKey, FlowTable, FlowTableStats, Uncounted};
+pub use table::{Flow, FlowKey, FlowRuns, FlowTable, FlowTableStats, Uncounted};

@@ -122,11 +122,14 @@ impl FlowKey {
 /// (issue #19's per-packet state).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Uncounted {
-    /// The first packet's time of the runs (meaningless while both are empty), ns.
-    base_ns: u64,
+    /// The runs' first packet's time in whole milliseconds past the flow's
+    /// first packet (meaningless while both are empty): 4 bytes where the
+    /// absolute time took 8, as `Flow`'s size is the memory budget (1 M flows
+    /// in 200 MB, issue #3). See [`FlowRuns`].
+    base_ms: u32,
     packets: [u16; 2],
     bytes: [u32; 2],
-    /// Each run's packets' times past `base_ns`, summed, in µs: their mean
+    /// Each run's packets' times past the base, summed, in µs: their mean
     /// is when the run is credited.
     offsets_us: [u32; 2],
 }
@@ -142,56 +145,90 @@ pub struct UncountedRun {
     pub mean_ns: u64,
 }
 
-/// The longest a run may span, either way from its first packet. Crediting
-/// a run at its mean time is exact to second order for packets only while
-/// the run is short (the batch interval may be set to a minute), and a host
-/// whose packets all wait in runs is not touched in the host table's
-/// recency order until its run is credited: a spoofed flood must bring more
-/// new sources within this span than the host table holds (16 384 by
-/// default, 330 000 a second) to push a busy host out.
+/// The longest a run may span, either way from its first packet's
+/// millisecond. Crediting a run at its mean time is exact to second order
+/// for packets only while the run is short (the batch interval may be set to
+/// a minute), and a host whose packets all wait in runs is not touched in the
+/// host table's recency order until its run is credited: a spoofed flood must
+/// bring more new sources within this span than the host table holds (16 384
+/// by default, 330 000 a second) to push a busy host out.
 pub const MAX_RUN_SPAN_NS: u64 = 50_000_000;
 
 impl Uncounted {
+    /// Whether both runs are empty.
+    pub fn is_empty(&self) -> bool {
+        self.packets == [0, 0]
+    }
+}
+
+/// A flow's [`Uncounted`] runs with the time their base counts from (the
+/// flow's first packet): what adds to them and takes them out.
+#[derive(Debug)]
+pub struct FlowRuns<'a> {
+    runs: &'a mut Uncounted,
+    first_ns: u64,
+}
+
+impl<'a> FlowRuns<'a> {
+    /// The runs `runs` of a flow whose first packet came at `first_ns`.
+    pub fn new(runs: &'a mut Uncounted, first_ns: u64) -> FlowRuns<'a> {
+        FlowRuns { runs, first_ns }
+    }
+
+    fn base_ns(&self) -> u64 {
+        self.first_ns.saturating_add(u64::from(self.runs.base_ms) * 1_000_000)
+    }
+
     /// Adds a packet of `len` bytes at `ts_ns` to direction `dir`'s run;
-    /// false, with nothing added, when a counter would overflow or the packet
-    /// is more than [`MAX_RUN_SPAN_NS`] from the runs' first packet (the
-    /// caller credits the runs first, or counts the packet itself).
+    /// false, with nothing added, when a counter would overflow, or the packet
+    /// is more than [`MAX_RUN_SPAN_NS`] from the runs' first millisecond, or
+    /// 49 days past the flow's first packet (the caller credits the runs
+    /// first, or counts the packet itself).
     #[inline]
     pub fn add(&mut self, dir: usize, ts_ns: u64, len: u32) -> bool {
-        if self.packets == [0, 0] {
-            self.base_ns = ts_ns;
+        if self.runs.is_empty() {
+            // A packet stamped before the flow's first counts from it.
+            let Ok(ms) = u32::try_from(ts_ns.saturating_sub(self.first_ns) / 1_000_000) else { return false };
+            self.runs.base_ms = ms;
         }
-        if ts_ns.abs_diff(self.base_ns) > MAX_RUN_SPAN_NS {
+        let base_ns = self.base_ns();
+        if ts_ns.abs_diff(base_ns) > MAX_RUN_SPAN_NS {
             return false;
         }
-        // Within the span: an offset of at most 50 000 µs, 0 for a packet stamped before the base.
-        let off = (ts_ns.saturating_sub(self.base_ns) / 1_000) as u32;
+        // Within the span: an offset of at most 51 000 µs, 0 for a packet stamped before the base.
+        let off = (ts_ns.saturating_sub(base_ns) / 1_000) as u32;
+        let u = &mut *self.runs;
         let (Some(p), Some(b), Some(o)) =
-            (self.packets[dir].checked_add(1), self.bytes[dir].checked_add(len), self.offsets_us[dir].checked_add(off))
+            (u.packets[dir].checked_add(1), u.bytes[dir].checked_add(len), u.offsets_us[dir].checked_add(off))
         else {
             return false;
         };
-        (self.packets[dir], self.bytes[dir], self.offsets_us[dir]) = (p, b, o);
+        (u.packets[dir], u.bytes[dir], u.offsets_us[dir]) = (p, b, o);
         true
     }
 
     /// Whether both runs are empty.
     pub fn is_empty(&self) -> bool {
-        self.packets == [0, 0]
+        self.runs.is_empty()
     }
 
     /// Direction `dir`'s run, emptied; None if it holds no packet.
     pub fn take(&mut self, dir: usize) -> Option<UncountedRun> {
-        let packets = u32::from(std::mem::take(&mut self.packets[dir]));
-        let bytes = std::mem::take(&mut self.bytes[dir]);
-        let offsets = u64::from(std::mem::take(&mut self.offsets_us[dir]));
-        (packets > 0).then(|| UncountedRun {
-            packets,
-            bytes,
-            mean_ns: self.base_ns + offsets * 1_000 / u64::from(packets),
-        })
+        let base_ns = self.base_ns();
+        let u = &mut *self.runs;
+        let packets = u32::from(std::mem::take(&mut u.packets[dir]));
+        let bytes = std::mem::take(&mut u.bytes[dir]);
+        let offsets = u64::from(std::mem::take(&mut u.offsets_us[dir]));
+        (packets > 0).then(|| UncountedRun { packets, bytes, mean_ns: base_ns + offsets * 1_000 / u64::from(packets) })
     }
 }
+
+/// A flow mark: it changed since the last update batch.
+const DIRTY: u8 = 1;
+/// A flow mark: an update of it was ever taken ([`FlowTable::take_updates`]).
+const REPORTED: u8 = 2;
+/// A flow mark: its slot index is in the table's update list (at most once).
+const QUEUED: u8 = 4;
 
 /// One bidirectional flow. Its size is part of the memory budget: keep it small.
 #[derive(Debug, Clone)]
@@ -235,17 +272,14 @@ pub struct Flow {
     pub resp_seq_next: u32,
     /// Whether the originator is the key's `lo` end.
     pub orig_is_lo: bool,
-    /// Whether it changed since the last update batch.
-    dirty: bool,
-    /// Whether an update of it was ever taken ([`FlowTable::take_updates`]).
-    reported: bool,
-    /// Whether its slot index is in the table's update list (at most once).
-    queued: bool,
+    /// [`DIRTY`], [`REPORTED`], [`QUEUED`]: one byte, not three (`Flow`'s
+    /// size is the memory budget).
+    marks: u8,
     /// ICMP: the type and code of the packet that opened it (the record's "ports").
     icmp: (u8, u8),
     /// What its packets added to its ends' host statistics and the router
-    /// has not credited yet (see [`Uncounted`]).
-    pub uncounted: Uncounted,
+    /// has not credited yet (see [`Uncounted`], [`Flow::runs`]).
+    uncounted: Uncounted,
     prev: u32,
     next: u32,
 }
@@ -268,7 +302,29 @@ impl Flow {
     /// cumulative records nothing new (a spoofed flood's flows are all like
     /// this: one SYN, reported once, evicted later).
     pub fn unchanged_since_reported(&self) -> bool {
-        self.reported && !self.dirty
+        self.is(REPORTED) && !self.is(DIRTY)
+    }
+
+    fn is(&self, mark: u8) -> bool {
+        self.marks & mark != 0
+    }
+
+    fn set(&mut self, mark: u8, on: bool) {
+        if on {
+            self.marks |= mark;
+        } else {
+            self.marks &= !mark;
+        }
+    }
+
+    /// Its uncounted runs, to add to or credit.
+    pub fn runs(&mut self) -> FlowRuns<'_> {
+        FlowRuns::new(&mut self.uncounted, self.first_ns)
+    }
+
+    /// Whether packets of it wait in its runs, not yet credited.
+    pub fn has_uncounted(&self) -> bool {
+        !self.uncounted.is_empty()
     }
 
     /// The originator's address.
@@ -452,8 +508,8 @@ impl FlowTable {
     }
 
     /// The uncounted runs of the flow at a slab index returned by `observe`.
-    pub fn uncounted(&mut self, index: u32) -> &mut Uncounted {
-        &mut self.slab[index as usize].uncounted
+    pub fn uncounted(&mut self, index: u32) -> FlowRuns<'_> {
+        self.slab[index as usize].runs()
     }
 
     fn remove(&mut self, i: u32, reason: ExportReason) {
@@ -468,11 +524,11 @@ impl FlowTable {
             entry.remove();
         }
         let f = &mut self.slab[i as usize];
-        // The final record goes out as an export (with its `dirty` flag, for
-        // `Flow::unchanged_since_reported`); `queued` stays so the slot is
+        // The final record goes out as an export (with its `DIRTY` mark, for
+        // `Flow::unchanged_since_reported`); `QUEUED` stays so the slot is
         // never listed twice for updates.
         self.exports.push((reason, f.clone()));
-        f.dirty = false;
+        f.set(DIRTY, false);
         self.free.push(i);
         match reason {
             ExportReason::Idle => self.stats.expired_idle += 1,
@@ -504,9 +560,7 @@ impl FlowTable {
             resp_seq_lo: 0,
             resp_seq_next: 0,
             orig_is_lo,
-            dirty: false,
-            reported: false,
-            queued: false,
+            marks: 0,
             icmp: (0, 0),
             uncounted: Uncounted::default(),
             prev: NIL,
@@ -565,9 +619,9 @@ impl FlowTable {
             f.icmp = (p.icmp_type, p.icmp_code);
         }
         update_flow(f, p, from_originator);
-        f.dirty = true;
-        if !f.queued {
-            f.queued = true;
+        f.set(DIRTY, true);
+        if !f.is(QUEUED) {
+            f.set(QUEUED, true);
             self.dirty.push(i);
         }
         Observed { index: i, new_flow, from_originator }
@@ -580,7 +634,7 @@ impl FlowTable {
         let mut flow = self.fresh_flow(key, orig_is_lo, ts);
         let i = match self.free.pop() {
             Some(i) => {
-                flow.queued = self.slab[i as usize].queued;
+                flow.set(QUEUED, self.slab[i as usize].is(QUEUED));
                 self.slab[i as usize] = flow;
                 i
             }
@@ -661,24 +715,24 @@ impl FlowTable {
         max: usize,
         // Not generic: one copy of the loop, compiled here (a copy inlined
         // into the router cost a spoofed flood 150 instructions a flow).
-        credit: &mut dyn FnMut(IpAddr, IpAddr, &mut Uncounted),
+        credit: &mut dyn FnMut(IpAddr, IpAddr, &mut FlowRuns<'_>),
     ) -> Vec<FlowRecord> {
         let mut out = Vec::with_capacity(self.dirty.len().min(max));
         let mut rest = Vec::new();
         for i in std::mem::take(&mut self.dirty) {
             let f = &mut self.slab[i as usize];
-            if !f.dirty {
-                f.queued = false;
+            if !f.is(DIRTY) {
+                f.set(QUEUED, false);
                 continue;
             }
-            if !f.uncounted.is_empty() {
+            if f.has_uncounted() {
                 let (src, dst) = (f.src(), f.dst());
-                credit(src, dst, &mut f.uncounted);
+                credit(src, dst, &mut f.runs());
             }
             if out.len() < max {
-                f.dirty = false;
-                f.reported = true;
-                f.queued = false;
+                f.set(DIRTY, false);
+                f.set(REPORTED, true);
+                f.set(QUEUED, false);
                 out.push(f.record());
             } else {
                 rest.push(i);
@@ -1103,6 +1157,10 @@ mod tests {
 
     #[test]
     fn flow_memory_is_small() {
-        assert!(FlowTable::bytes_per_flow() <= 200, "{} bytes", FlowTable::bytes_per_flow());
+        // 1 M concurrent flows within 200 MB (issue #3): 168 B a flow is
+        // 160 MiB of slab, the index ~10 MiB, the host table 10 MiB
+        // (`cargo bench --bench memory` measures the whole).
+        assert!(std::mem::size_of::<Flow>() <= 168, "Flow {} bytes", std::mem::size_of::<Flow>());
+        assert!(FlowTable::bytes_per_flow() <= 178, "{} bytes", FlowTable::bytes_per_flow());
     }
 }

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use super::schema::{HOST_STATS, PAIR_STATS, WINDOWS_S};
 use crate::packet::{tcp_flags, PacketInfo};
-use crate::table::{Uncounted, UncountedRun};
+use crate::table::{FlowRuns, UncountedRun};
 use gatewarden_core::lru::LruMap;
 
 const W: usize = WINDOWS_S.len();
@@ -377,23 +377,17 @@ impl HostTracker {
     /// run before the statistics are read. A tracker that keeps pairs
     /// (dataset extraction) counts every packet at once.
     #[inline]
-    pub fn observe_in_flow(
-        &mut self,
-        pkt: &PacketInfo,
-        new_flow: bool,
-        from_originator: bool,
-        uncounted: &mut Uncounted,
-    ) {
+    pub fn observe_in_flow(&mut self, pkt: &PacketInfo, new_flow: bool, from_originator: bool, mut runs: FlowRuns<'_>) {
         if !new_flow && self.pairs.is_none() && !is_bare_syn(pkt) && received_answer(pkt).is_none() {
             let dir = usize::from(!from_originator);
-            if uncounted.add(dir, pkt.ts_ns, pkt.ip_len) {
+            if runs.add(dir, pkt.ts_ns, pkt.ip_len) {
                 return;
             }
             // A counter would overflow, or the runs span too long: credit
             // both (their shared start moves on), then start anew.
             let (originator, responder) = if from_originator { (pkt.src, pkt.dst) } else { (pkt.dst, pkt.src) };
-            self.settle(originator, responder, uncounted);
-            if uncounted.add(dir, pkt.ts_ns, pkt.ip_len) {
+            self.settle(originator, responder, &mut runs);
+            if runs.add(dir, pkt.ts_ns, pkt.ip_len) {
                 return;
             }
         }
@@ -409,9 +403,9 @@ impl HostTracker {
     /// at the packets' mean time, off at first order only when packet sizes
     /// move with time within the run (at most ln 2 × 50 ms ÷ the half-life,
     /// 3.5 % in the 1 s window).
-    pub fn settle(&mut self, originator: IpAddr, responder: IpAddr, uncounted: &mut Uncounted) {
-        self.credit(originator, uncounted.take(0));
-        self.credit(responder, uncounted.take(1));
+    pub fn settle(&mut self, originator: IpAddr, responder: IpAddr, runs: &mut FlowRuns<'_>) {
+        self.credit(originator, runs.take(0));
+        self.credit(responder, runs.take(1));
     }
 
     fn credit(&mut self, addr: IpAddr, run: Option<UncountedRun>) {
@@ -541,7 +535,7 @@ mod tests {
                    now,
                    out: &mut Vec<_>| {
             for (_, mut f) in table.take_exports() {
-                deferred.settle(f.src(), f.dst(), &mut f.uncounted);
+                deferred.settle(f.src(), f.dst(), &mut f.runs());
             }
             table.take_updates_crediting(usize::MAX, &mut |o, r, u| deferred.settle(o, r, u));
             let addrs: std::collections::BTreeSet<IpAddr> =
