@@ -171,7 +171,7 @@ pub struct FlowRuns<'a> {
 
 impl<'a> FlowRuns<'a> {
     /// The runs `runs` of a flow whose first packet came at `first_ns`.
-    pub fn new(runs: &'a mut Uncounted, first_ns: u64) -> FlowRuns<'a> {
+    pub(crate) fn new(runs: &'a mut Uncounted, first_ns: u64) -> FlowRuns<'a> {
         FlowRuns { runs, first_ns }
     }
 
@@ -195,7 +195,7 @@ impl<'a> FlowRuns<'a> {
         if ts_ns.abs_diff(base_ns) > MAX_RUN_SPAN_NS {
             return false;
         }
-        // Within the span: an offset of at most 51 000 µs, 0 for a packet stamped before the base.
+        // Within the span: an offset of at most 50 000 µs, 0 for a packet stamped before the base.
         let off = (ts_ns.saturating_sub(base_ns) / 1_000) as u32;
         let u = &mut *self.runs;
         let (Some(p), Some(b), Some(o)) =
@@ -1153,6 +1153,32 @@ mod tests {
         let q = pkt(1.0, c, 5353, s, 53, 17, 0);
         let a = pkt(1.001, s, 53, c, 5353, 17, 0);
         assert!(!answered(&[q, a]));
+    }
+
+    /// Runs are based in whole milliseconds past the flow's first packet; their
+    /// mean times stay exact to the microsecond, a packet more than 50 ms past
+    /// the base is refused (the caller credits the runs first), and one stamped
+    /// before the flow's first packet counts from it.
+    #[test]
+    fn runs_based_in_milliseconds_keep_their_mean_times() {
+        let first = 1_700_000_000_123_456_789u64;
+        let mut u = Uncounted::default();
+        let mut r = FlowRuns::new(&mut u, first);
+        assert!(r.add(0, first + 1_900_000, 60));
+        assert!(!r.add(0, first + 51_500_000, 60), "50.5 ms past the base's millisecond");
+        let run = r.take(0).unwrap();
+        assert_eq!((run.packets, run.bytes), (1, 60));
+        assert!(run.mean_ns.abs_diff(first + 1_900_000) < 1_000, "{}", run.mean_ns - first);
+        assert!(r.is_empty());
+        assert!(r.add(0, first + 51_500_000, 60) && r.add(0, first + 52_500_000, 40));
+        let run = r.take(0).unwrap();
+        assert_eq!((run.packets, run.bytes), (2, 100));
+        assert!(run.mean_ns.abs_diff(first + 52_000_000) < 1_000, "{}", run.mean_ns - first);
+        // Stamped 10 ms before the flow's first packet: counted from it.
+        assert!(r.add(1, first - 10_000_000, 60));
+        assert_eq!(r.take(1).unwrap().mean_ns, first);
+        // 49 days past the first packet: refused, so the caller counts it itself.
+        assert!(!r.add(0, first + 50 * 86_400 * 1_000_000_000, 60));
     }
 
     #[test]
