@@ -951,13 +951,20 @@ impl DetectorStage {
         let Some(model) = self.model.clone() else { return Vec::new() };
         // The router sends no snapshot of a source it did not admit (the same
         // rule, see ADMISSION_CELLS), so the unjudged are counted by source.
-        self.model_unjudged.add(seen.values().filter(|s| s.admitted == Some(false)).count() as u64);
+        let (mut admitted, mut unjudged) = (0usize, 0u64);
+        for s in seen.values() {
+            match s.admitted {
+                Some(true) => admitted += 1,
+                Some(false) => unjudged += 1,
+                None => {}
+            }
+        }
+        self.model_unjudged.add(unjudged);
         let hosts: Vec<&HostSnapshot> =
             batch.hosts.iter().filter(|h| seen.get(&h.addr).is_some_and(|s| s.admitted.unwrap_or(true))).collect();
         // Admitted here but not by the router: its table missed a batch this
         // one heard (lost on a full queue, QoS 0, a router restart) or another
         // router met the source first. Not judged this batch, and counted.
-        let admitted = seen.values().filter(|s| s.admitted == Some(true)).count();
         self.model_no_snapshot.add(admitted.saturating_sub(hosts.len()) as u64);
         if hosts.is_empty() {
             return Vec::new();
