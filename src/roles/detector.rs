@@ -15,6 +15,7 @@ use crate::detect::fusion::{Fused, Fusion, FusionConfig, FusionStats, ModelOpini
 use crate::detect::heuristics::{Detection, AUTH_PORTS};
 use crate::detect::long_horizon::LongHorizon;
 use crate::detect::model::{HostModel, Judgement, ModelError};
+use crate::detect::newcomer_records::NewcomerRecords;
 use crate::detect::response::{Action, Decision, ResponseConfig, ResponsePolicy, Rule};
 use crate::detect::validator::{self, Limits};
 use crate::detect::Heuristics;
@@ -80,13 +81,20 @@ pub struct DetectorStage {
     model_unjudged: Counter,
     /// Admitted sources whose batch carried no snapshot of them.
     model_no_snapshot: Counter,
+    /// Newcomers' records, held for the long horizon and the baseline until
+    /// their source comes back.
+    newcomer_records: NewcomerRecords,
+    /// Held records dropped for another's, as last published.
+    newcomer_records_overwritten: Counter,
 }
 
 /// Sources met in an earlier batch: the detector's side of
 /// [`gatewarden_core::seen_before::Admission`]. A newcomer's one packet gets no
 /// model judgement and no per-source heuristic state (spending them on each
 /// spoofed source cost more than the rest of the detector), but still counts
-/// for the per-victim and long-horizon detectors (`Heuristics::observe_newcomer`).
+/// for the per-victim detectors (`Heuristics::observe_newcomer`); the long
+/// horizon and the baseline get it when the source comes back
+/// (`crate::detect::newcomer_records`).
 pub use gatewarden_core::seen_before::ADMISSION_CELLS;
 
 /// Most flows [`RecentFlows`] holds per generation (two generations: at most
@@ -714,6 +722,12 @@ impl DetectorStage {
                 "Admitted sources the model did not judge because their batch carried no host snapshot of them: the router's admission table missed a batch (lost, or the router restarted) or another router met the source first.",
                 &[],
             ),
+            newcomer_records: NewcomerRecords::default(),
+            newcomer_records_overwritten: registry.counter(
+                "gatewarden_newcomer_records_overwritten_total",
+                "One-packet sources' records dropped for another's before their source came back: the long-horizon detectors and the baseline count those sources from their second packet. A steady rise is a flood of one-packet (usually forged) sources.",
+                &[],
+            ),
         };
         stage.register_classes();
         stage
@@ -1118,10 +1132,23 @@ impl DetectorStage {
         for r in &batch.flows {
             // Admission, decided once per source in record order (deterministic):
             // two packets in this batch, or met in an earlier one.
-            let admitted = match seen.get_mut(&r.src) {
-                Some(s) => *s.admitted.get_or_insert_with(|| self.admission.admit(r.src, s.admission_packets)),
-                None => true,
+            let (admitted, decided_now) = match seen.get_mut(&r.src) {
+                Some(s) => match s.admitted {
+                    Some(a) => (a, false),
+                    None => {
+                        let a = self.admission.admit(r.src, s.admission_packets);
+                        s.admitted = Some(a);
+                        (a, true)
+                    }
+                },
+                None => (true, false),
             };
+            if admitted && decided_now {
+                // Its first packet, held while it was a newcomer, goes first.
+                if let Some(held) = self.newcomer_records.take(r.src) {
+                    self.observe_over_time(&held, &mut findings);
+                }
+            }
             let found = if admitted {
                 // Hosts that answered the source within the day are no sweep targets of it.
                 let lh = &self.long_horizon;
@@ -1134,11 +1161,10 @@ impl DetectorStage {
                 self.note_fast_finding(&mut d);
                 findings.push((d, Origin::Heuristics));
             }
-            for d in self.long_horizon.observe(r) {
-                findings.push((d, Origin::Heuristics));
-            }
-            for d in self.baseline.observe(r) {
-                findings.push((d, Origin::Baseline));
+            if admitted || !NewcomerRecords::holds(r) {
+                self.observe_over_time(r, &mut findings);
+            } else {
+                self.newcomer_records.hold(r);
             }
             self.recent_flows.note(r, &iface);
             if r.src_answered {
@@ -1165,6 +1191,21 @@ impl DetectorStage {
         out
     }
 
+    /// Feeds a record to the detectors that need a source's packets over time
+    /// (the long horizon and the baseline).
+    fn observe_over_time(
+        &mut self,
+        r: &gatewarden_proto::messages::FlowRecord,
+        findings: &mut Vec<(Detection, Origin)>,
+    ) {
+        for d in self.long_horizon.observe(r) {
+            findings.push((d, Origin::Heuristics));
+        }
+        for d in self.baseline.observe(r) {
+            findings.push((d, Origin::Baseline));
+        }
+    }
+
     /// Fusion's counts since the last call, and its held findings and the
     /// heuristics' budget use now, into the metrics.
     fn publish_fusion_stats(&mut self) {
@@ -1175,6 +1216,8 @@ impl DetectorStage {
         let refused = self.long_horizon.answered_refused();
         self.answered_unremembered.add(refused - self.last_answered_refused);
         self.last_answered_refused = refused;
+        let overwritten = self.newcomer_records.overwritten();
+        self.newcomer_records_overwritten.add(overwritten - self.newcomer_records_overwritten.get());
         self.held.set(self.fusion.held() as f64);
         self.window_entries.set(self.heuristics.window_entries_charged() as f64);
     }
@@ -2157,6 +2200,94 @@ mod tests {
         let m = registry.snapshot();
         assert_eq!(m["gatewarden_model_no_snapshot_total"], 1.0);
         assert_eq!(m["gatewarden_model_unjudged_total"], 0.0, "admitted: two packets in its batch");
+    }
+
+    const SEC: u64 = 1_000_000_000;
+
+    /// One unanswered SYN: `src` → `dst`:`dport` at `t_ns`.
+    fn probe(id: u64, src: IpAddr, dst: &str, dport: u16, t_ns: u64) -> FlowRecord {
+        FlowRecord {
+            flow_id: id,
+            src,
+            dst: dst.parse().unwrap(),
+            sport: 40000,
+            dport,
+            proto: Proto::Tcp,
+            first_ns: t_ns,
+            last_ns: t_ns,
+            fwd_packets: 1,
+            rev_packets: 0,
+            fwd_bytes: 60,
+            rev_bytes: 0,
+            conn_state: ConnState::S0,
+            src_answered: false,
+        }
+    }
+
+    fn batch_of(seq: u64, flows: Vec<FlowRecord>) -> FlowBatch {
+        FlowBatch { node: "r".into(), seq, flows, hosts: vec![], in_iface: String::new(), shed: vec![] }
+    }
+
+    /// A botnet dividing a scan of one host so that each of its 60 sources
+    /// sends one probe per batch: every first probe comes from a newcomer and
+    /// is held, and counts when its source's second probe admits it, so the
+    /// distributed scan is still found (it is not with the held records
+    /// dropped: no source would have two probes).
+    #[test]
+    fn a_distributed_scan_whose_sources_probe_once_per_batch_is_still_found() {
+        let (cfg, registry) = (Config::default(), Registry::new());
+        let mut s = DetectorStage::with_model(&cfg, &registry, Ok(None));
+        let t0 = 1_796_000_000 * SEC;
+        let src = |i: u64| IpAddr::V4(std::net::Ipv4Addr::from(0xc633_6400 + i as u32));
+        let mut alerts = Vec::new();
+        for round in 0..2u64 {
+            let flows = (0..60)
+                .map(|i| {
+                    probe(round * 100 + i, src(i), "192.0.2.10", (1000 + round * 100 + i) as u16, t0 + round * SEC)
+                })
+                .collect();
+            alerts.extend(s.on_batch(&batch_of(round + 1, flows)).alerts);
+        }
+        // Past the answer wait: the probes settle as unanswered.
+        let later = probe(999, "192.0.2.200".parse().unwrap(), "192.0.2.11", 80, t0 + 10 * SEC);
+        alerts.extend(s.on_batch(&batch_of(3, vec![later])).alerts);
+        assert!(
+            alerts.iter().any(|a| a.kind == AttackKind::DistributedScan),
+            "{:?}",
+            alerts.iter().map(|a| a.kind).collect::<Vec<_>>()
+        );
+    }
+
+    /// A spoofed flood, every source new and sending one SYN: the long-horizon
+    /// history and the baseline take none of them (their records wait for a
+    /// second packet that never comes), memory stays that of the held table,
+    /// and what the table had to drop is counted.
+    #[test]
+    fn a_spoofed_floods_one_packet_sources_take_no_long_horizon_or_baseline_state() {
+        let (cfg, registry) = (Config::default(), Registry::new());
+        let mut s = DetectorStage::with_model(&cfg, &registry, Ok(None));
+        let t0 = 1_796_000_000 * SEC;
+        let before = s.long_horizon.memory_bytes();
+        for b in 0..20u64 {
+            let flows = (0..1000u64)
+                .map(|i| {
+                    let n = b * 1000 + i;
+                    probe(
+                        n,
+                        IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + n as u32)),
+                        "192.0.2.10",
+                        80,
+                        t0 + n * 10_000,
+                    )
+                })
+                .collect();
+            s.on_batch(&batch_of(b + 1, flows));
+        }
+        assert_eq!(s.long_horizon.history().len(), 0, "no history entry for a one-packet source");
+        assert_eq!(s.baseline.tracked(), 0, "no device for a one-packet source");
+        assert!(s.long_horizon.memory_bytes() <= before + 64 * 1024, "{before} -> {}", s.long_horizon.memory_bytes());
+        let dropped = registry.snapshot()["gatewarden_newcomer_records_overwritten_total"];
+        assert!(dropped >= (20_000 - crate::detect::newcomer_records::NEWCOMER_RECORD_CELLS) as f64, "{dropped}");
     }
 
     fn stage(cfg: &Config) -> DetectorStage {

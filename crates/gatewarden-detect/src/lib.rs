@@ -9,6 +9,8 @@
 //! source did over the last minute, quarter hour and hour in fixed memory, for
 //! the slow and distributed detectors of [`long_horizon`] (issue #17). [`lan_mapping`] finds a
 //! LAN device sweeping its subnet with ARP or neighbour solicitations.
+//! [`newcomer_records`] holds a one-packet source's record until the source
+//! comes back, so a spoofed flood's sources cost those detectors nothing.
 //!
 //! Depends on gatewarden-core, gatewarden-proto and gatewarden-flow.
 #![forbid(unsafe_code)]
@@ -20,6 +22,7 @@ pub mod heuristics;
 pub mod lan_mapping;
 pub mod long_horizon;
 pub mod model;
+pub mod newcomer_records;
 pub mod response;
 pub mod source_history;
 pub mod validator;

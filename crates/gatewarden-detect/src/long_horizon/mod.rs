@@ -435,7 +435,15 @@ impl LongHorizon {
             let dport = r.dport;
             self.pending
                 .insert(r.flow_id, Pending { src: r.src, dst: r.dst, dport, proto: r.proto, first_ns: r.first_ns });
-            self.queue.push_back((r.first_ns.saturating_add(ANSWER_WAIT_NS), r.flow_id));
+            // In deadline order: a newcomer's record held until its source came back
+            // (`crate::newcomer_records`) is older than the probes queued since.
+            let deadline = r.first_ns.saturating_add(ANSWER_WAIT_NS);
+            if self.queue.back().is_none_or(|&(d, _)| d <= deadline) {
+                self.queue.push_back((deadline, r.flow_id));
+            } else {
+                let at = self.queue.partition_point(|&(d, _)| d <= deadline);
+                self.queue.insert(at, (deadline, r.flow_id));
+            }
         }
         out
     }
