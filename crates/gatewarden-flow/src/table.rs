@@ -229,6 +229,9 @@ const DIRTY: u8 = 1;
 const REPORTED: u8 = 2;
 /// A flow mark: its slot index is in the table's update list (at most once).
 const QUEUED: u8 = 4;
+/// A flow mark: its slot index is in the table's crediting list (at most
+/// once): its uncounted runs were handed out since the last update batch.
+const CREDIT_LISTED: u8 = 8;
 
 /// One bidirectional flow. Its size is part of the memory budget: keep it small.
 #[derive(Debug, Clone)]
@@ -441,6 +444,14 @@ pub struct FlowTable {
     active_ns: u64,
     hasher: foldhash::fast::RandomState,
     dirty: Vec<u32>,
+    /// Flows marked [`DIRTY`] (all in `dirty`), so a batch cut knows how many
+    /// it leaves for the next without walking them.
+    dirty_count: usize,
+    /// Slots whose uncounted runs were handed out since the last update batch
+    /// ([`FlowTable::uncounted`]): the flows a cut must credit beyond the ones
+    /// it takes, found without walking the whole update list (under a flood
+    /// the list is a backlog of thousands, walked again at every cut).
+    crediting: Vec<u32>,
     exports: Vec<(ExportReason, Flow)>,
     stats: FlowTableStats,
     /// The slot of the last packet's flow (NIL once it is removed): a flow's
@@ -474,6 +485,8 @@ impl FlowTable {
             active_ns: active_timeout_s.saturating_mul(1_000_000_000),
             hasher: foldhash::fast::RandomState::default(),
             dirty: Vec::new(),
+            dirty_count: 0,
+            crediting: Vec::new(),
             exports: Vec::new(),
             stats: FlowTableStats::default(),
             last: NIL,
@@ -509,7 +522,12 @@ impl FlowTable {
 
     /// The uncounted runs of the flow at a slab index returned by `observe`.
     pub fn uncounted(&mut self, index: u32) -> FlowRuns<'_> {
-        self.slab[index as usize].runs()
+        let f = &mut self.slab[index as usize];
+        if !f.is(CREDIT_LISTED) {
+            f.set(CREDIT_LISTED, true);
+            self.crediting.push(index);
+        }
+        f.runs()
     }
 
     fn remove(&mut self, i: u32, reason: ExportReason) {
@@ -528,6 +546,9 @@ impl FlowTable {
         // `Flow::unchanged_since_reported`); `QUEUED` stays so the slot is
         // never listed twice for updates.
         self.exports.push((reason, f.clone()));
+        if f.is(DIRTY) {
+            self.dirty_count -= 1;
+        }
         f.set(DIRTY, false);
         self.free.push(i);
         match reason {
@@ -619,7 +640,10 @@ impl FlowTable {
             f.icmp = (p.icmp_type, p.icmp_code);
         }
         update_flow(f, p, from_originator);
-        f.set(DIRTY, true);
+        if !f.is(DIRTY) {
+            self.dirty_count += 1;
+            f.set(DIRTY, true);
+        }
         if !f.is(QUEUED) {
             f.set(QUEUED, true);
             self.dirty.push(i);
@@ -634,7 +658,9 @@ impl FlowTable {
         let mut flow = self.fresh_flow(key, orig_is_lo, ts);
         let i = match self.free.pop() {
             Some(i) => {
-                flow.set(QUEUED, self.slab[i as usize].is(QUEUED));
+                let old = &self.slab[i as usize];
+                flow.set(QUEUED, old.is(QUEUED));
+                flow.set(CREDIT_LISTED, old.is(CREDIT_LISTED));
                 self.slab[i as usize] = flow;
                 i
             }
@@ -717,9 +743,13 @@ impl FlowTable {
         // into the router cost a spoofed flood 150 instructions a flow).
         credit: &mut dyn FnMut(IpAddr, IpAddr, &mut FlowRuns<'_>),
     ) -> Vec<FlowRecord> {
-        let mut out = Vec::with_capacity(self.dirty.len().min(max));
-        let mut rest = Vec::new();
-        for i in std::mem::take(&mut self.dirty) {
+        let mut out = Vec::with_capacity(self.dirty_count.min(max));
+        // From the front of the list, until `max` are taken; the rest stay
+        // listed, unwalked (a flood's backlog was walked at every cut).
+        let mut taken = 0;
+        while taken < self.dirty.len() && out.len() < max {
+            let i = self.dirty[taken];
+            taken += 1;
             let f = &mut self.slab[i as usize];
             if !f.is(DIRTY) {
                 f.set(QUEUED, false);
@@ -729,17 +759,24 @@ impl FlowTable {
                 let (src, dst) = (f.src(), f.dst());
                 credit(src, dst, &mut f.runs());
             }
-            if out.len() < max {
-                f.set(DIRTY, false);
-                f.set(REPORTED, true);
-                f.set(QUEUED, false);
-                out.push(f.record());
-            } else {
-                rest.push(i);
+            f.set(DIRTY, false);
+            f.set(REPORTED, true);
+            f.set(QUEUED, false);
+            out.push(f.record());
+        }
+        self.dirty.drain(..taken);
+        self.dirty_count -= out.len();
+        // The flows left for the next batch that hold uncounted packets
+        // (only one handed its runs out since the last cut can).
+        for i in std::mem::take(&mut self.crediting) {
+            let f = &mut self.slab[i as usize];
+            f.set(CREDIT_LISTED, false);
+            if f.has_uncounted() {
+                let (src, dst) = (f.src(), f.dst());
+                credit(src, dst, &mut f.runs());
             }
         }
-        self.stats.updates_deferred += rest.len() as u64;
-        self.dirty = rest;
+        self.stats.updates_deferred += self.dirty_count as u64;
         out
     }
 }

@@ -516,14 +516,16 @@ mod tests {
     /// the flows as the router does, settled at every 100 ms cut; returns
     /// both trackers' features of every address at every cut.
     fn exact_and_deferred(pkts: &[PacketInfo]) -> Vec<(IpAddr, HostFeatures, HostFeatures)> {
-        exact_and_deferred_cut(pkts, 100_000_000, 100)
+        exact_and_deferred_cut(pkts, 100_000_000, 100, usize::MAX)
     }
 
-    /// [`exact_and_deferred`] with cuts every `cut_ns` and trackers of `hosts` hosts.
+    /// [`exact_and_deferred`] with cuts every `cut_ns`, trackers of `hosts`
+    /// hosts, and at most `max` updates taken per cut.
     fn exact_and_deferred_cut(
         pkts: &[PacketInfo],
         cut_ns: u64,
         hosts: usize,
+        max: usize,
     ) -> Vec<(IpAddr, HostFeatures, HostFeatures)> {
         let mut table = crate::table::FlowTable::new(64, 30, 120);
         let (mut exact, mut deferred) = (HostTracker::hosts_only(hosts), HostTracker::hosts_only(hosts));
@@ -537,7 +539,7 @@ mod tests {
             for (_, mut f) in table.take_exports() {
                 deferred.settle(f.src(), f.dst(), &mut f.runs());
             }
-            table.take_updates_crediting(usize::MAX, &mut |o, r, u| deferred.settle(o, r, u));
+            table.take_updates_crediting(max, &mut |o, r, u| deferred.settle(o, r, u));
             let addrs: std::collections::BTreeSet<IpAddr> =
                 pkts.iter().flat_map(|p| [p.src, p.dst]).filter(|a| !a.to_string().starts_with("10.")).collect();
             for a in addrs {
@@ -597,6 +599,30 @@ mod tests {
         assert!(rows.iter().any(|(_, e, _)| e[0] > 100.0));
     }
 
+    /// A cut that takes fewer updates than flows changed (a flood's backlog,
+    /// `flow.max_batch_flows`) still credits every changed flow's uncounted
+    /// packets before host features are read, those it leaves listed too:
+    /// the features are those of counting each packet.
+    #[test]
+    fn a_cut_that_leaves_updates_for_the_next_still_credits_every_flow() {
+        let mut pkts = Vec::new();
+        for i in 0..2000u32 {
+            let ts = f64::from(i) * 0.001;
+            // Twenty streams, each a run of packets within every cut.
+            let n = (i % 20) as u16;
+            pkts.push(pkt(ts, "192.0.2.20", "198.51.100.2", 5000 + n, 17, 0));
+            let mut back = pkt(ts + 0.0003, "198.51.100.2", "192.0.2.20", 53, 17, 0);
+            back.dport = 5000 + n;
+            pkts.push(back);
+        }
+        let rows = exact_and_deferred_cut(&pkts, 100_000_000, 100, 3);
+        assert!(rows.len() > 20);
+        for (a, exact, deferred) in &rows {
+            assert!(agree(exact, deferred, 1e-3), "{a}: exact {exact:?}\ndeferred {deferred:?}");
+        }
+        assert!(rows.iter().any(|(_, e, _)| e[0] > 100.0), "the streams' packets were deferred and counted");
+    }
+
     /// The batch interval may be a minute: runs still span at most 50 ms,
     /// so a stream whose packets grow in size reads as when counting each.
     #[test]
@@ -608,7 +634,7 @@ mod tests {
                 p
             })
             .collect();
-        let rows = exact_and_deferred_cut(&pkts, 10_000_000_000, 100);
+        let rows = exact_and_deferred_cut(&pkts, 10_000_000_000, 100, usize::MAX);
         assert_eq!(rows.len(), 2 * 2, "two cuts, two hosts");
         for (a, exact, deferred) in &rows {
             for (c, (x, y)) in exact.iter().zip(deferred).enumerate() {
@@ -635,7 +661,7 @@ mod tests {
                 pkts.push(pkt(ts + 0.000_1, &s, "198.51.100.9", 80, 6, 0x02));
             }
         }
-        let rows = exact_and_deferred_cut(&pkts, 1_000_000_000, 100);
+        let rows = exact_and_deferred_cut(&pkts, 1_000_000_000, 100, usize::MAX);
         let busy: IpAddr = "192.0.2.20".parse().unwrap();
         let (_, exact, deferred) = rows.iter().rfind(|(a, _, _)| *a == busy).unwrap();
         for k in 0..W {
