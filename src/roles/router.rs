@@ -46,6 +46,8 @@ pub struct RouterStage {
     flows_evicted: Counter,
     flows_active: Gauge,
     updates_deferred: Counter,
+    /// Host first packets dropped for another's (`HostTracker::first_packets_dropped`).
+    host_first_packets_dropped: Counter,
     exports_dropped: Counter,
     ends_unsent: LocalCounter,
     /// Recent fragmented datagrams' transport headers (fixed size).
@@ -129,6 +131,11 @@ impl RouterStage {
             updates_deferred: registry.counter(
                 "gatewarden_flow_updates_deferred_total",
                 "Flow updates held for a later batch because a batch was full.",
+                &[],
+            ),
+            host_first_packets_dropped: registry.counter(
+                "gatewarden_host_first_packets_dropped_total",
+                "First packets of hosts met once, dropped for a newer host's before their host sent again: that host's statistics start from its second packet. A steady rise is a flood of one-packet (usually forged) sources.",
                 &[],
             ),
             exports_dropped: registry.counter(
@@ -567,6 +574,7 @@ impl RouterStage {
         self.flows_created.set_total(s.created);
         self.flows_evicted.set_total(s.evicted);
         self.updates_deferred.set_total(s.updates_deferred);
+        self.host_first_packets_dropped.set_total(self.tracker.first_packets_dropped());
         self.flows_active.set(s.active as f64);
     }
 }

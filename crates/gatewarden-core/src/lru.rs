@@ -107,9 +107,9 @@ impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
         self.index.find(hash, |&j| slab[j as usize].key == *key).map(|&i| &self.slab[i as usize].value)
     }
 
-    /// The entry for `key`, created with `make` if absent (evicting the least
-    /// recently used entry when full, reusing its slot); marks it most recent.
-    pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
+    /// Counts an operation and finds `key`, marking it most recent: its
+    /// slot, or the hash to insert it under.
+    fn find_and_touch(&mut self, key: K) -> Result<u32, u64> {
         self.ops = self.ops.wrapping_add(1);
         let i = match self.recent_slot(&key) {
             Some(i) => i,
@@ -118,7 +118,7 @@ impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
                 let slab = &self.slab;
                 match self.index.find(hash, |&j| slab[j as usize].key == key) {
                     Some(&i) => i,
-                    None => return self.insert_new(key, hash, make),
+                    None => return Err(hash),
                 }
             }
         };
@@ -128,7 +128,23 @@ impl<K: Hash + Eq + Copy, V> LruMap<K, V> {
             self.slab[i as usize].moved_at = self.ops;
         }
         self.remember(i);
-        &mut self.slab[i as usize].value
+        Ok(i)
+    }
+
+    /// The entry for `key` if present, marked most recent (as
+    /// [`LruMap::get_or_insert_with`] marks it); nothing is inserted.
+    pub fn get(&mut self, key: K) -> Option<&mut V> {
+        let i = self.find_and_touch(key).ok()?;
+        Some(&mut self.slab[i as usize].value)
+    }
+
+    /// The entry for `key`, created with `make` if absent (evicting the least
+    /// recently used entry when full, reusing its slot); marks it most recent.
+    pub fn get_or_insert_with(&mut self, key: K, make: impl FnOnce() -> V) -> &mut V {
+        match self.find_and_touch(key) {
+            Ok(i) => &mut self.slab[i as usize].value,
+            Err(hash) => self.insert_new(key, hash, make),
+        }
     }
 
     fn insert_new(&mut self, key: K, hash: u64, make: impl FnOnce() -> V) -> &mut V {

@@ -245,6 +245,127 @@ pub struct HostTracker {
     hosts: LruMap<u128, HostStats>,
     /// None for a tracker that keeps host statistics only (the router's).
     pairs: Option<LruMap<(u128, u128), PairStats>>,
+    /// The router's tracker only: the one packet a host met for the first
+    /// time has sent, held here instead of a host entry (see [`FirstPackets`]).
+    first: Option<FirstPackets>,
+}
+
+/// Cells of the router's first-packet table (48 bytes each: 768 KiB).
+pub const FIRST_PACKET_CELLS: usize = 1 << 14;
+
+/// Fixed seed of the first-packet cells: replays hold and drop the same
+/// packets on every run.
+const FIRST_PACKET_SEED: u64 = 0x0f12_57ba_c4e7_0001;
+
+/// What one sent packet adds to its sender's statistics.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    ts_ns: u64,
+    len: u32,
+    dst_tag: u32,
+    dport: u16,
+    syn: bool,
+    new_flow: bool,
+    has_ports: bool,
+}
+
+impl Sent {
+    fn of(pkt: &PacketInfo, new_flow: bool) -> Sent {
+        Sent {
+            ts_ns: pkt.ts_ns,
+            len: pkt.ip_len,
+            dst_tag: addr_tag(pkt.dst),
+            dport: pkt.dport,
+            syn: is_bare_syn(pkt),
+            new_flow,
+            has_ports: pkt.proto == 6 || pkt.proto == 17,
+        }
+    }
+
+    /// Adds it to `s`, the sender's statistics; `clock` is at its time.
+    fn count(&self, s: &mut HostStats, clock: &Clock) {
+        let t = tick(self.ts_ns);
+        let new_dst = self.new_flow && s.dsts.touch(self.dst_tag, t);
+        if self.new_flow && self.has_ports {
+            s.ports.touch(self.dport, t);
+        }
+        // Only what this packet adds: most packets are neither a SYN nor
+        // a new destination, and adding zeros cost half the update.
+        let mut add = [(h::PKTS, 1.0), (h::BYTES, self.len as f32), (0, 0.0), (0, 0.0)];
+        let mut n = 2;
+        if self.syn {
+            add[n] = (h::SYN, 1.0);
+            n += 1;
+        }
+        if new_dst {
+            add[n] = (h::NEW_DST, 1.0);
+            n += 1;
+        }
+        s.d.update(clock, &add[..n]);
+    }
+
+    /// The statistics of a host whose only packet this is.
+    fn alone(&self) -> HostStats {
+        let clock = Clock::at(self.ts_ns);
+        let mut s = HostStats::new(&clock);
+        self.count(&mut s, &clock);
+        s
+    }
+}
+
+/// The first packet of each host the router's tracker met once, in place of
+/// a host entry: under a spoofed flood every source is one, and each took a
+/// 618-byte entry (and pushed a real host's out of the table) for a packet
+/// nothing reads. A host's second packet, an answer it receives, its credited
+/// runs or its finished flow make its entry, starting with this packet at its
+/// own time, so the statistics are those of counting it at once; its snapshot
+/// before then is computed from it. Direct-mapped: a newer first packet takes
+/// an older one's cell, and that host then starts from its second packet
+/// (counted in [`HostTracker::first_packets_dropped`]).
+struct FirstPackets {
+    cells: Box<[Option<(u128, Sent)>]>,
+    hasher: foldhash::fast::FixedState,
+    dropped: u64,
+}
+
+impl FirstPackets {
+    fn new() -> FirstPackets {
+        FirstPackets {
+            cells: vec![None; FIRST_PACKET_CELLS].into_boxed_slice(),
+            hasher: foldhash::fast::FixedState::with_seed(FIRST_PACKET_SEED),
+            dropped: 0,
+        }
+    }
+
+    fn cell(&self, k: u128) -> usize {
+        use std::hash::BuildHasher;
+        (self.hasher.hash_one(k) as usize) & (self.cells.len() - 1)
+    }
+
+    fn get(&self, k: u128) -> Option<&Sent> {
+        match &self.cells[self.cell(k)] {
+            Some((key, sent)) if *key == k => Some(sent),
+            _ => None,
+        }
+    }
+
+    fn take(&mut self, k: u128) -> Option<Sent> {
+        let c = self.cell(k);
+        match self.cells[c] {
+            Some((key, sent)) if key == k => {
+                self.cells[c] = None;
+                Some(sent)
+            }
+            _ => None,
+        }
+    }
+
+    fn hold(&mut self, k: u128, sent: Sent) {
+        let c = self.cell(k);
+        if self.cells[c].replace((k, sent)).is_some() {
+            self.dropped += 1;
+        }
+    }
 }
 
 /// A TCP SYN without ACK: an attempt, counted in its sender's SYN share.
@@ -293,7 +414,7 @@ impl HostTracker {
     /// A tracker remembering at most `max_hosts` hosts and `max_pairs` pairs:
     /// what dataset extraction needs, since its rows carry the pair columns.
     pub fn new(max_hosts: usize, max_pairs: usize) -> HostTracker {
-        HostTracker { hosts: LruMap::new(max_hosts), pairs: Some(LruMap::new(max_pairs)) }
+        HostTracker { hosts: LruMap::new(max_hosts), pairs: Some(LruMap::new(max_pairs)), first: None }
     }
 
     /// A tracker of host statistics alone, for the router: its batches
@@ -301,10 +422,30 @@ impl HostTracker {
     /// lookup and update per packet (and a new pair per spoofed packet) would
     /// be work and memory for nothing. [`HostTracker::pair_features`] gives zeros.
     pub fn hosts_only(max_hosts: usize) -> HostTracker {
-        HostTracker { hosts: LruMap::new(max_hosts), pairs: None }
+        HostTracker { hosts: LruMap::new(max_hosts), pairs: None, first: Some(FirstPackets::new()) }
     }
 
-    /// Hosts currently remembered.
+    /// First packets dropped for another host's before their host sent again
+    /// (that host's statistics start from its second packet): a steady rise
+    /// is a flood of one-packet sources.
+    pub fn first_packets_dropped(&self) -> u64 {
+        self.first.as_ref().map_or(0, |f| f.dropped)
+    }
+
+    /// The entry of the host `k`, made if absent: from its held first packet
+    /// if there is one, else fresh at `clock`.
+    fn host_mut(&mut self, k: u128, clock: &Clock) -> &mut HostStats {
+        if let Some(first) = self.first.as_mut().and_then(|f| f.take(k)) {
+            let at = Clock::at(first.ts_ns);
+            let s = self.hosts.get_or_insert_with(k, || HostStats::new(&at));
+            first.count(s, &at);
+            return s;
+        }
+        self.hosts.get_or_insert_with(k, || HostStats::new(clock))
+    }
+
+    /// Hosts currently remembered with an entry (not those of one packet held
+    /// as their first).
     pub fn hosts(&self) -> usize {
         self.hosts.len()
     }
@@ -323,7 +464,8 @@ impl HostTracker {
     /// has seen open flows before. Under overload such sources keep full
     /// processing while never-seen ones are sampled.
     pub fn knows(&self, addr: IpAddr) -> bool {
-        self.hosts.peek(&key(addr)).is_some()
+        let k = key(addr);
+        self.hosts.peek(&k).is_some() || self.first.as_ref().is_some_and(|f| f.get(k).is_some())
     }
 
     /// Counts one packet. `new_flow` says the packet opened a flow (its
@@ -337,28 +479,17 @@ impl HostTracker {
         let syn = is_bare_syn(pkt);
         let has_ports = pkt.proto == 6 || pkt.proto == 17;
         let (ks, kd) = (key(pkt.src), key(pkt.dst));
-        {
-            let src = self.hosts.get_or_insert_with(ks, || HostStats::new(&clock));
-            let new_dst = new_flow && src.dsts.touch(addr_tag(pkt.dst), t);
-            if new_flow && has_ports {
-                src.ports.touch(pkt.dport, t);
-            }
-            // Only what this packet adds: most packets are neither a SYN nor
-            // a new destination, and adding zeros cost half the update.
-            let mut add = [(h::PKTS, 1.0), (h::BYTES, len), (0, 0.0), (0, 0.0)];
-            let mut n = 2;
-            if syn {
-                add[n] = (h::SYN, 1.0);
-                n += 1;
-            }
-            if new_dst {
-                add[n] = (h::NEW_DST, 1.0);
-                n += 1;
-            }
-            src.d.update(&clock, &add[..n]);
+        let sent = Sent::of(pkt, new_flow);
+        match self.hosts.get(ks) {
+            Some(s) => sent.count(s, &clock),
+            None => match self.first.as_mut() {
+                // Met for the first time: its packet waits (see `FirstPackets`).
+                Some(first) if first.get(ks).is_none() => first.hold(ks, sent),
+                _ => sent.count(self.host_mut(ks, &clock), &clock),
+            },
         }
         if let Some(i) = received_answer(pkt) {
-            let dst = self.hosts.get_or_insert_with(kd, || HostStats::new(&clock));
+            let dst = self.host_mut(kd, &clock);
             dst.d.update(&clock, &[(i, 1.0)]);
         }
         let Some(pairs) = &mut self.pairs else { return };
@@ -411,21 +542,33 @@ impl HostTracker {
     fn credit(&mut self, addr: IpAddr, run: Option<UncountedRun>) {
         let Some(run) = run else { return };
         let clock = Clock::at(run.mean_ns);
-        let s = self.hosts.get_or_insert_with(key(addr), || HostStats::new(&clock));
+        let s = self.host_mut(key(addr), &clock);
         s.d.update(&clock, &[(h::PKTS, run.packets as f32), (h::BYTES, run.bytes as f32)]);
     }
 
     /// Counts a finished flow of `src` (for the failed-flow share).
     pub fn flow_finished(&mut self, src: IpAddr, failed: bool, now: u64) {
         let clock = Clock::at(now);
-        let s = self.hosts.get_or_insert_with(key(src), || HostStats::new(&clock));
+        let s = self.host_mut(key(src), &clock);
         s.d.update(&clock, &[(h::FLOWS, 1.0), (h::FAILED, if failed { 1.0 } else { 0.0 })]);
     }
 
     /// The host features of `addr` at `now` (zeros if unknown).
     pub fn host_features(&self, addr: IpAddr, now: u64) -> HostFeatures {
         let mut out = [0.0; W * HOST_STATS.len()];
-        let Some(s) = self.hosts.peek(&key(addr)) else { return out };
+        let k = key(addr);
+        let alone;
+        let s = match self.hosts.peek(&k) {
+            Some(s) => s,
+            None => match self.first.as_ref().and_then(|f| f.get(k)) {
+                // One packet held: the statistics of a host that sent only it.
+                Some(first) => {
+                    alone = first.alone();
+                    &alone
+                }
+                None => return out,
+            },
+        };
         let w = s.d.at(now);
         let t = tick(now);
         for k in 0..W {
@@ -597,6 +740,53 @@ mod tests {
         }
         // And it did defer: the stream's and the download's packets.
         assert!(rows.iter().any(|(_, e, _)| e[0] > 100.0));
+    }
+
+    /// A spoofed flood, a new source per SYN, through the router's tracker
+    /// of 100 hosts: the real hosts keep their entries and their features
+    /// (each forged source's one packet is held, not given an entry that
+    /// pushes a real host out), a forged source's snapshot is that of its one
+    /// packet, and a forged source that sends again starts from both.
+    #[test]
+    fn a_spoofed_flood_takes_no_host_entry_and_pushes_no_real_host_out() {
+        let mut router = HostTracker::hosts_only(100);
+        let mut exact = HostTracker::new(100, 100);
+        let mut real = Vec::new();
+        for i in 0..50u32 {
+            let src = format!("192.0.2.{}", i + 1);
+            for j in 0..5u32 {
+                let p = pkt(f64::from(i * 5 + j) * 0.001, &src, "198.51.100.1", 443, 6, 0x10);
+                router.observe(&p, j == 0);
+                exact.observe(&p, j == 0);
+            }
+            real.push(src.parse::<IpAddr>().unwrap());
+        }
+        let now = 2_000_000_000;
+        let before: Vec<_> = real.iter().map(|&a| router.host_features(a, now)).collect();
+        for i in 0..100_000u32 {
+            let forged = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            let mut p = pkt(0.5, "10.0.0.1", "198.51.100.1", 80, 6, 0x02);
+            p.src = forged;
+            router.observe(&p, true);
+        }
+        assert_eq!(router.hosts(), 50, "the 50 real hosts, no forged one");
+        for (a, b) in real.iter().zip(&before) {
+            assert!(router.knows(*a));
+            assert_eq!(&router.host_features(*a, now), b, "{a}");
+        }
+        assert!(router.first_packets_dropped() >= 100_000 - FIRST_PACKET_CELLS as u64);
+        // The last forged source's one packet, as the exact tracker counts it.
+        let last = pkt(0.5, "10.1.134.159", "198.51.100.1", 80, 6, 0x02);
+        assert_eq!(last.src, IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + 99_999)));
+        exact.observe(&last, true);
+        assert!(router.knows(last.src));
+        assert_eq!(router.host_features(last.src, now), exact.host_features(last.src, now));
+        // It sends again: its entry starts from its first packet.
+        let again = pkt(0.6, "10.1.134.159", "198.51.100.2", 80, 6, 0x02);
+        router.observe(&again, true);
+        exact.observe(&again, true);
+        assert_eq!(router.host_features(last.src, now), exact.host_features(last.src, now));
+        assert_eq!(router.hosts(), 51);
     }
 
     /// A cut that takes fewer updates than flows changed (a flood's backlog,
