@@ -44,6 +44,14 @@ PLOTS = {
         value="CPU ns a frame",
         unit="ns",
     ),
+    "flood-vs-real-tool": dict(
+        doc="docs/PERFORMANCE.md",
+        title="Spoofed flood ÷ real-tool capture, instructions a packet (callgrind; #19's goal 2×)",
+        label=["build"],
+        value="flood ÷ real-tool",
+        unit="",
+        ref=(2.0, "2×"),
+    ),
     "instructions-per-frame": dict(
         doc="docs/PERFORMANCE.md",
         title="Instructions a frame by stage, replay of the real-tool capture (callgrind)",
