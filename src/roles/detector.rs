@@ -84,8 +84,12 @@ pub struct DetectorStage {
     /// Newcomers' records, held for the long horizon and the baseline until
     /// their source comes back.
     newcomer_records: NewcomerRecords,
-    /// Held records dropped for another's, as last published.
+    /// Held records dropped for another's, and too old when their source came back.
     newcomer_records_overwritten: Counter,
+    newcomer_records_expired: Counter,
+    /// This stage's counts as last published (the counters are shared by
+    /// every gateway's stage in one detector).
+    last_newcomer_records: (u64, u64),
 }
 
 /// Sources met in an earlier batch: the detector's side of
@@ -724,10 +728,16 @@ impl DetectorStage {
             ),
             newcomer_records: NewcomerRecords::default(),
             newcomer_records_overwritten: registry.counter(
-                "gatewarden_newcomer_records_overwritten_total",
-                "One-packet sources' records dropped for another's before their source came back: the long-horizon detectors and the baseline count those sources from their second packet. A steady rise is a flood of one-packet (usually forged) sources.",
-                &[],
+                "gatewarden_newcomer_records_dropped_total",
+                "One-packet sources' records not given to the long-horizon detectors and the baseline, by reason: overwritten (another newcomer's took the cell; a steady rise is a flood of one-packet, usually forged, sources) or expired (the source came back more than a minute later). Those sources are counted from their second packet.",
+                &[("reason", "overwritten")],
             ),
+            newcomer_records_expired: registry.counter(
+                "gatewarden_newcomer_records_dropped_total",
+                "One-packet sources' records not given to the long-horizon detectors and the baseline, by reason: overwritten (another newcomer's took the cell; a steady rise is a flood of one-packet, usually forged, sources) or expired (the source came back more than a minute later). Those sources are counted from their second packet.",
+                &[("reason", "expired")],
+            ),
+            last_newcomer_records: (0, 0),
         };
         stage.register_classes();
         stage
@@ -1145,7 +1155,7 @@ impl DetectorStage {
             };
             if admitted && decided_now {
                 // Its first packet, held while it was a newcomer, goes first.
-                if let Some(held) = self.newcomer_records.take(r.src) {
+                if let Some(held) = self.newcomer_records.take(r.src, now) {
                     self.observe_over_time(&held, &mut findings);
                 }
             }
@@ -1216,8 +1226,10 @@ impl DetectorStage {
         let refused = self.long_horizon.answered_refused();
         self.answered_unremembered.add(refused - self.last_answered_refused);
         self.last_answered_refused = refused;
-        let overwritten = self.newcomer_records.overwritten();
-        self.newcomer_records_overwritten.add(overwritten - self.newcomer_records_overwritten.get());
+        let now = (self.newcomer_records.overwritten(), self.newcomer_records.expired());
+        self.newcomer_records_overwritten.add(now.0 - self.last_newcomer_records.0);
+        self.newcomer_records_expired.add(now.1 - self.last_newcomer_records.1);
+        self.last_newcomer_records = now;
         self.held.set(self.fusion.held() as f64);
         self.window_entries.set(self.heuristics.window_entries_charged() as f64);
     }
@@ -2258,6 +2270,64 @@ mod tests {
         );
     }
 
+    /// The same botnet's sources each probing once, then once more four hours
+    /// later: each first probe is too old to be given back when its source
+    /// returns, so no source has two probes in the quarter hour and no
+    /// distributed scan is reported (giving back the old probes counted both
+    /// now and made every source a participant).
+    #[test]
+    fn a_source_back_hours_later_is_not_counted_with_its_old_probe() {
+        let (cfg, registry) = (Config::default(), Registry::new());
+        let mut s = DetectorStage::with_model(&cfg, &registry, Ok(None));
+        let t0 = 1_796_000_000 * SEC;
+        let src = |i: u64| IpAddr::V4(std::net::Ipv4Addr::from(0xc633_6400 + i as u32));
+        let mut alerts = Vec::new();
+        for (round, at) in [(0u64, t0), (1, t0 + 4 * 3600 * SEC)] {
+            let flows = (0..60)
+                .map(|i| probe(round * 100 + i, src(i), "192.0.2.10", (1000 + round * 100 + i) as u16, at))
+                .collect();
+            alerts.extend(s.on_batch(&batch_of(round + 1, flows)).alerts);
+        }
+        let later = probe(999, "192.0.2.200".parse().unwrap(), "192.0.2.11", 80, t0 + 4 * 3600 * SEC + 10 * SEC);
+        alerts.extend(s.on_batch(&batch_of(3, vec![later])).alerts);
+        assert!(
+            !alerts.iter().any(|a| a.kind == AttackKind::DistributedScan),
+            "{:?}",
+            alerts.iter().map(|a| (a.kind, a.reason.clone())).collect::<Vec<_>>()
+        );
+        let m = registry.snapshot();
+        let dropped = |r: &str| m[&format!("gatewarden_newcomer_records_dropped_total{{reason={r}}}")];
+        assert_eq!(dropped("expired") + dropped("overwritten"), 60.0, "every first probe dropped, and counted");
+        assert!(dropped("expired") >= 50.0);
+    }
+
+    /// One detector, several gateways: each gateway's stage publishes its own
+    /// dropped-record count into the one shared counter, which sums them
+    /// (publishing one stage's total minus the shared value overflowed when a
+    /// quiet stage published after a flooded one).
+    #[test]
+    fn stages_sharing_a_registry_sum_their_dropped_records() {
+        let (cfg, registry) = (Config::default(), Registry::new());
+        let mut flooded = DetectorStage::with_model(&cfg, &registry, Ok(None));
+        let mut quiet = DetectorStage::with_model(&cfg, &registry, Ok(None));
+        let t0 = 1_796_000_000 * SEC;
+        let flood = |base: u32, n: u32| -> Vec<FlowRecord> {
+            (0..n)
+                .map(|i| {
+                    probe(u64::from(base + i), IpAddr::V4(std::net::Ipv4Addr::from(base + i)), "192.0.2.10", 80, t0)
+                })
+                .collect()
+        };
+        flooded.on_batch(&batch_of(1, flood(0x0a00_0000, 20_000)));
+        let after_flood = registry.snapshot()["gatewarden_newcomer_records_dropped_total{reason=overwritten}"];
+        assert!(after_flood > 10_000.0, "{after_flood}");
+        quiet.on_batch(&batch_of(1, flood(0x0b00_0000, 9_000)));
+        let own = quiet.newcomer_records.overwritten() as f64;
+        assert!(own > 0.0);
+        let total = registry.snapshot()["gatewarden_newcomer_records_dropped_total{reason=overwritten}"];
+        assert_eq!(total, after_flood + own);
+    }
+
     /// A spoofed flood, every source new and sending one SYN: the long-horizon
     /// history and the baseline take none of them (their records wait for a
     /// second packet that never comes), memory stays that of the held table,
@@ -2286,7 +2356,7 @@ mod tests {
         assert_eq!(s.long_horizon.history().len(), 0, "no history entry for a one-packet source");
         assert_eq!(s.baseline.tracked(), 0, "no device for a one-packet source");
         assert!(s.long_horizon.memory_bytes() <= before + 64 * 1024, "{before} -> {}", s.long_horizon.memory_bytes());
-        let dropped = registry.snapshot()["gatewarden_newcomer_records_overwritten_total"];
+        let dropped = registry.snapshot()["gatewarden_newcomer_records_dropped_total{reason=overwritten}"];
         assert!(dropped >= (20_000 - crate::detect::newcomer_records::NEWCOMER_RECORD_CELLS) as f64, "{dropped}");
     }
 

@@ -21,7 +21,12 @@
 //! whatever record held it. Under a flood a real source's first record is soon
 //! overwritten, and the detectors count that source from its second packet:
 //! one probe fewer, never one more (a missed alert rather than a false one).
-//! Overwritten records are counted ([`NewcomerRecords::overwritten`]).
+//! A record is given back only within [`MAX_HELD_NS`] of its last packet: the
+//! detectors count a late one at the time it is given, and a probe four hours
+//! old counted now next to a new one made a source that probed once in each
+//! of two quarter hours a distributed-scan participant. Overwritten and
+//! expired records are counted ([`NewcomerRecords::overwritten`],
+//! [`NewcomerRecords::expired`]).
 //!
 //! IPv4 only: a scanner taking a new IPv6 address of its /64 for every probe
 //! never sends a second packet from any of them, and the slow-scan rule counts
@@ -33,6 +38,12 @@ use std::net::IpAddr;
 
 use foldhash::fast::FixedState;
 use gatewarden_proto::messages::{FlowRecord, Proto};
+
+/// How long a held record stays worth giving back, ns: a minute, well inside
+/// the shortest window that counts probes together (the distributed-scan
+/// rule's 15 minutes); a source that comes back later is counted from its
+/// second packet.
+pub const MAX_HELD_NS: u64 = 60_000_000_000;
 
 /// Cells: about 0.9 MB of records (`FlowRecord` is 104 bytes in an `Option`).
 pub const NEWCOMER_RECORD_CELLS: usize = 8192;
@@ -48,6 +59,7 @@ pub struct NewcomerRecords {
     cells: Box<[Option<FlowRecord>]>,
     hasher: FixedState,
     overwritten: u64,
+    expired: u64,
 }
 
 impl Default for NewcomerRecords {
@@ -60,7 +72,12 @@ impl NewcomerRecords {
     /// A table of `cells` (rounded up to a power of two, at least 1).
     pub fn with_cells(cells: usize) -> NewcomerRecords {
         let n = cells.max(1).next_power_of_two();
-        NewcomerRecords { cells: vec![None; n].into_boxed_slice(), hasher: FixedState::with_seed(SEED), overwritten: 0 }
+        NewcomerRecords {
+            cells: vec![None; n].into_boxed_slice(),
+            hasher: FixedState::with_seed(SEED),
+            overwritten: 0,
+            expired: 0,
+        }
     }
 
     /// Whether a newcomer's record waits here rather than going to the
@@ -88,14 +105,26 @@ impl NewcomerRecords {
         }
     }
 
-    /// The record held for `src`, now that it is admitted, if its cell still
-    /// has it.
-    pub fn take(&mut self, src: IpAddr) -> Option<FlowRecord> {
+    /// The record held for `src`, now (`now_ns`) that it is admitted, if its
+    /// cell still has it and its last packet is within [`MAX_HELD_NS`].
+    pub fn take(&mut self, src: IpAddr, now_ns: u64) -> Option<FlowRecord> {
         let c = self.cell(src);
         match &self.cells[c] {
-            Some(r) if r.src == src => self.cells[c].take(),
+            Some(r) if r.src == src => {
+                let r = self.cells[c].take()?;
+                if r.last_ns.saturating_add(MAX_HELD_NS) < now_ns {
+                    self.expired += 1;
+                    return None;
+                }
+                Some(r)
+            }
             _ => None,
         }
+    }
+
+    /// Records whose source came back too late for them to count.
+    pub fn expired(&self) -> u64 {
+        self.expired
     }
 
     /// Records dropped for another before their source came back (a steady
@@ -138,9 +167,9 @@ mod tests {
     fn a_held_record_is_given_back_once_and_only_to_its_source() {
         let mut t = NewcomerRecords::default();
         t.hold(&rec("203.0.113.7", 1, Proto::Tcp));
-        assert_eq!(t.take("203.0.113.8".parse().unwrap()), None);
-        assert_eq!(t.take("203.0.113.7".parse().unwrap()).map(|r| r.flow_id), Some(1));
-        assert_eq!(t.take("203.0.113.7".parse().unwrap()), None, "given back once");
+        assert_eq!(t.take("203.0.113.8".parse().unwrap(), 1), None);
+        assert_eq!(t.take("203.0.113.7".parse().unwrap(), 1).map(|r| r.flow_id), Some(1));
+        assert_eq!(t.take("203.0.113.7".parse().unwrap(), 1), None, "given back once");
     }
 
     #[test]
@@ -152,10 +181,20 @@ mod tests {
         }
         assert_eq!(t.memory_bytes(), bytes);
         let kept = (0..10_000u32)
-            .filter(|&i| t.take(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i))).is_some())
+            .filter(|&i| t.take(IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i)), 0).is_some())
             .count() as u64;
         assert!(kept <= 64, "{kept}");
         assert_eq!(t.overwritten() + kept, 10_000);
+    }
+
+    #[test]
+    fn a_record_older_than_a_minute_is_not_given_back_and_is_counted() {
+        let mut t = NewcomerRecords::default();
+        t.hold(&rec("203.0.113.7", 1_000, Proto::Tcp));
+        assert_eq!(t.take("203.0.113.7".parse().unwrap(), 1_000 + MAX_HELD_NS + 1), None);
+        assert_eq!(t.expired(), 1);
+        t.hold(&rec("203.0.113.7", 2_000, Proto::Tcp));
+        assert!(t.take("203.0.113.7".parse().unwrap(), 2_000 + MAX_HELD_NS).is_some(), "a minute is still in time");
     }
 
     #[test]

@@ -771,7 +771,11 @@ impl FlowTable {
         for i in std::mem::take(&mut self.crediting) {
             let f = &mut self.slab[i as usize];
             f.set(CREDIT_LISTED, false);
-            if f.has_uncounted() {
+            // A live flow with uncounted packets is changed (`DIRTY`); a slot
+            // whose flow left since keeps its runs in the export, which the
+            // router credits from there (crediting them here too counted a
+            // flow expired before the cut twice).
+            if f.is(DIRTY) && f.has_uncounted() {
                 let (src, dst) = (f.src(), f.dst());
                 credit(src, dst, &mut f.runs());
             }
@@ -1119,6 +1123,29 @@ mod tests {
         assert_eq!(t.stats().updates_deferred, 6);
         assert_eq!(t.take_updates(100).len(), 6);
         assert!(t.take_updates(100).is_empty());
+    }
+
+    /// A flow with uncounted packets that leaves the table before the cut
+    /// (idle expiry) is credited once, from its export: the cut does not
+    /// credit its freed slot's runs again.
+    #[test]
+    fn a_flow_that_left_before_the_cut_is_credited_only_from_its_export() {
+        let mut t = FlowTable::new(100, 60, 300);
+        let a = t.observe(&pkt(0.0, "192.0.2.1", 40000, "192.0.2.9", 53, 17, 0));
+        t.take_updates(100);
+        let b = t.observe(&pkt(0.1, "192.0.2.1", 40000, "192.0.2.9", 53, 17, 0));
+        assert_eq!(a.index, b.index);
+        assert!(t.uncounted(b.index).add(0, 100_000_000, 60), "the second packet waits in a run");
+        t.expire(200_000_000_000);
+        let exports = t.take_exports();
+        assert_eq!(exports.len(), 1);
+        assert!(exports[0].1.has_uncounted(), "the export carries the run");
+        let mut credited = 0;
+        t.take_updates_crediting(100, &mut |_, _, runs| {
+            credited += 1;
+            runs.take(0);
+        });
+        assert_eq!(credited, 0, "the freed slot is not credited again");
     }
 
     #[test]
