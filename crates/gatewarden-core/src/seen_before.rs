@@ -55,6 +55,16 @@ impl SeenBefore {
     }
 }
 
+/// The key to hash for an address: fixed-width integers only, so builds for
+/// different machines (`IpAddr`'s derived hash feeds its variant as a
+/// `usize`) still agree cell for cell.
+pub fn address_key(a: IpAddr) -> (u8, u128) {
+    match a {
+        IpAddr::V4(a) => (4, u128::from(u32::from(a))),
+        IpAddr::V6(a) => (6, u128::from(a)),
+    }
+}
+
 /// Cells of an [`Admission`] table (4 bytes each: 1 MiB).
 pub const ADMISSION_CELLS: usize = 1 << 18;
 
@@ -91,14 +101,8 @@ impl Admission {
         self.met.check_and_note(&Self::key(source)) || packets >= 2
     }
 
-    /// The key hashed for `source`: fixed-width integers only, so a router and
-    /// a detector built for different machines (`IpAddr`'s derived hash feeds
-    /// its variant as a `usize`) still agree cell for cell.
     fn key(source: IpAddr) -> (u8, u128) {
-        match source {
-            IpAddr::V4(a) => (4, u128::from(u32::from(a))),
-            IpAddr::V6(a) => (6, u128::from(a)),
-        }
+        address_key(source)
     }
 
     /// Bytes held.

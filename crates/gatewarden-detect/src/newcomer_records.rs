@@ -88,10 +88,7 @@ impl NewcomerRecords {
     }
 
     fn cell(&self, src: IpAddr) -> usize {
-        let key = match src {
-            IpAddr::V4(a) => (4u8, u128::from(u32::from(a))),
-            IpAddr::V6(a) => (6u8, u128::from(a)),
-        };
+        let key = gatewarden_core::seen_before::address_key(src);
         (self.hasher.hash_one(key) as usize) & (self.cells.len() - 1)
     }
 
